@@ -1,0 +1,54 @@
+"""wattserve: estimate, plan, simulate and serve LLM inference across heterogeneous hardware.
+
+    from wattserve import estimate
+    e = estimate("llama-3.1-8b", "h100-sxm", batch=8, prompt_tokens=1024, output_tokens=256)
+    e.tpot_s, e.energy_j_per_token, e.usd_per_mtok
+
+Importing wattserve does no I/O; catalogs are read on first use.
+"""
+
+from wattserve.calibrate import fit_calibration, read_measurements
+from wattserve.core.catalog import Catalog, load_catalog
+from wattserve.core.cost import CostAssumptions
+from wattserve.core.deployment import Deployment
+from wattserve.core.hardware import Hardware, Provider
+from wattserve.core.modelspec import ModelSpec, builtin_model_ids, load_model
+from wattserve.core.params import Calibration, EngineParams, load_calibration
+from wattserve.core.perf import PerfModel, StepCost, perf_model
+from wattserve.errors import (
+    CalibrationError,
+    ConfigError,
+    MissingFigureError,
+    UnknownNameError,
+    WattserveError,
+)
+from wattserve.estimate import Estimate, estimate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Calibration",
+    "CalibrationError",
+    "Catalog",
+    "ConfigError",
+    "CostAssumptions",
+    "Deployment",
+    "EngineParams",
+    "Estimate",
+    "Hardware",
+    "MissingFigureError",
+    "ModelSpec",
+    "PerfModel",
+    "Provider",
+    "StepCost",
+    "UnknownNameError",
+    "WattserveError",
+    "builtin_model_ids",
+    "estimate",
+    "fit_calibration",
+    "load_calibration",
+    "load_catalog",
+    "load_model",
+    "perf_model",
+    "read_measurements",
+]

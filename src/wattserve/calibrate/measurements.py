@@ -1,0 +1,177 @@
+"""The measurements CSV that `calibrate` reads and `profile` writes.
+
+Header: model,hardware,count,tensor_parallel,dtype,phase,batch,prompt_tokens,context_tokens,
+seconds,watts. Prefill rows give the seconds of one prefill of `prompt_tokens` for `batch`
+sequences; decode rows the seconds of one decode step at `context_tokens`. `watts` (mean power
+per device) may be empty.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from wattserve.core.dtypes import Dtype, parse_dtype
+from wattserve.errors import ConfigError
+
+COLUMNS = (
+    "model",
+    "hardware",
+    "count",
+    "tensor_parallel",
+    "dtype",
+    "phase",
+    "batch",
+    "prompt_tokens",
+    "context_tokens",
+    "seconds",
+    "watts",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One measured step. `line` is its line in the CSV file."""
+
+    model: str
+    hardware: str
+    count: int
+    tensor_parallel: int
+    dtype: Dtype
+    phase: Literal["prefill", "decode"]
+    batch: int
+    prompt_tokens: int
+    context_tokens: int
+    seconds: float
+    watts: float | None
+    line: int = 0
+
+    @property
+    def pipeline_parallel(self) -> int:
+        return self.count // self.tensor_parallel
+
+
+def _int(row: dict[str, str], key: str, path: str, line: int, minimum: int = 1) -> int:
+    raw = (row.get(key) or "").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"expected an integer, got {raw!r}", path=path, line=line, field=key
+        ) from None
+    if value < minimum:
+        raise ConfigError(
+            f"must be at least {minimum}, got {value}", path=path, line=line, field=key
+        )
+    return value
+
+
+def _float(row: dict[str, str], key: str, path: str, line: int) -> float | None:
+    raw = (row.get(key) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"expected a number, got {raw!r}", path=path, line=line, field=key
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"must be a positive number, got {raw}", path=path, line=line, field=key)
+    return value
+
+
+def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
+    for key in ("model", "hardware"):
+        if not (row.get(key) or "").strip():
+            raise ConfigError("must not be empty", path=path, line=line, field=key)
+    phase = (row.get("phase") or "").strip()
+    if phase not in ("prefill", "decode"):
+        raise ConfigError(
+            f"must be 'prefill' or 'decode', got {phase!r}", path=path, line=line, field="phase"
+        )
+    count = _int(row, "count", path, line)
+    tp = _int(row, "tensor_parallel", path, line)
+    if count % tp:
+        raise ConfigError(
+            f"count ({count}) must be a multiple of tensor_parallel ({tp})",
+            path=path,
+            line=line,
+            field="count",
+        )
+    try:
+        dtype = parse_dtype(row.get("dtype") or "")
+    except ConfigError as exc:
+        raise ConfigError(str(exc), path=path, line=line, field="dtype") from None
+    prompt = _int(row, "prompt_tokens", path, line, minimum=0)
+    context_raw = (row.get("context_tokens") or "").strip()
+    context = _int(row, "context_tokens", path, line, minimum=0) if context_raw else prompt
+    if phase == "prefill" and prompt < 1:
+        raise ConfigError(
+            "a prefill row needs prompt_tokens >= 1", path=path, line=line, field="prompt_tokens"
+        )
+    seconds = _float(row, "seconds", path, line)
+    if seconds is None:
+        raise ConfigError("must not be empty", path=path, line=line, field="seconds")
+    return Measurement(
+        model=row["model"].strip(),
+        hardware=row["hardware"].strip(),
+        count=count,
+        tensor_parallel=tp,
+        dtype=dtype,
+        phase=phase,  # type: ignore[arg-type]
+        batch=_int(row, "batch", path, line),
+        prompt_tokens=prompt,
+        context_tokens=context,
+        seconds=seconds,
+        watts=_float(row, "watts", path, line),
+        line=line,
+    )
+
+
+def read_measurements(path: str | Path) -> list[Measurement]:
+    """Parse the CSV; any malformed row raises ConfigError naming the file, line and field."""
+    p = Path(path)
+    try:
+        handle = p.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(p)) from None
+    with handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in reader.fieldnames or []]
+        absent = [c for c in COLUMNS if c not in header]
+        if absent:
+            raise ConfigError(
+                f"missing column(s) {', '.join(absent)}; the header must be {','.join(COLUMNS)}",
+                path=str(p),
+                line=1,
+            )
+        reader.fieldnames = header
+        rows = [parse_row(row, str(p), reader.line_num) for row in reader]
+    if not rows:
+        raise ConfigError("no measurement rows", path=str(p))
+    return rows
+
+
+def write_measurements(path: str | Path, rows: list[Measurement]) -> None:
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for m in rows:
+            writer.writerow(
+                [
+                    m.model,
+                    m.hardware,
+                    m.count,
+                    m.tensor_parallel,
+                    m.dtype,
+                    m.phase,
+                    m.batch,
+                    m.prompt_tokens,
+                    m.context_tokens,
+                    f"{m.seconds:.6g}",
+                    "" if m.watts is None else f"{m.watts:.4g}",
+                ]
+            )

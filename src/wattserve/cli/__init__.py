@@ -1,0 +1,1 @@
+"""The `wattserve` command line: one module per verb, wired together in app.py."""

@@ -1,0 +1,27 @@
+"""The `wattserve` Typer application: one command per verb."""
+
+from __future__ import annotations
+
+import typer
+
+from wattserve.cli.calibrate_cmd import calibrate_cmd
+from wattserve.cli.catalog_cmd import catalog_app, models_cmd
+from wattserve.cli.estimate_cmd import estimate_cmd
+from wattserve.cli.profile_cmd import profile_cmd
+
+app = typer.Typer(
+    name="wattserve",
+    help="Cost-, energy- and SLO-aware LLM inference across heterogeneous hardware.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("estimate")(estimate_cmd)
+app.command("calibrate")(calibrate_cmd)
+app.command("profile")(profile_cmd)
+app.command("models")(models_cmd)
+app.add_typer(catalog_app, name="catalog")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,61 @@
+"""`wattserve calibrate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wattserve.calibrate import fit_calibration, read_measurements
+from wattserve.calibrate.fit import FitReport
+from wattserve.cli.common import print_json, reports_errors
+from wattserve.core.catalog import load_catalog
+
+
+def render_report(r: FitReport) -> str:
+    p = r.params
+    lines = [
+        f"{r.hardware}: {r.rows} rows, fitted {', '.join(r.fitted)}",
+        f"  fit error: mean {r.mean_abs_pct:.2f}%, max {r.max_abs_pct:.2f}% (in sample)",
+    ]
+    if r.loo_mean_abs_pct is not None:
+        lines.append(
+            f"  leave-one-out: mean {r.loo_mean_abs_pct:.2f}%, max {r.loo_max_abs_pct:.2f}% "
+            "(each row predicted by a fit without it)"
+        )
+    if r.power_mean_abs_pct is not None:
+        lines.append(f"  power fit: mean {r.power_mean_abs_pct:.2f}% over {r.power_rows} rows")
+    lines.append(
+        f"  eff_compute {p.eff_compute:.3f}, eff_memory {p.eff_memory:.3f}, "
+        f"eff_comm {p.eff_comm:.3f}, step {p.overhead_step_s * 1e3:.3g} ms, "
+        f"layer {p.overhead_layer_s * 1e6:.3g} us, seq {p.overhead_seq_s * 1e6:.3g} us, "
+        f"collective {p.overhead_collective_s * 1e6:.3g} us"
+    )
+    lines += [f"  note: {n}" for n in r.notes]
+    return "\n".join(lines)
+
+
+@reports_errors
+def calibrate_cmd(
+    measurements: Annotated[
+        Path, typer.Argument(help="Measurements CSV (see docs/calibration.md).")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Calibration JSON to write.")],
+    hardware_file: Annotated[
+        list[Path] | None, typer.Option(help="Extra hardware YAML (repeatable).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the fit report as JSON.")] = False,
+) -> None:
+    """Fit efficiencies, overheads and the power curve per hardware; print the fit error."""
+    rows = read_measurements(measurements)
+    calibration, reports = fit_calibration(
+        rows, load_catalog(hardware_file or []), source=measurements.name
+    )
+    calibration.save(output)
+    if json_out:
+        print_json({r.hardware: r.as_dict() for r in reports})
+    else:
+        for r in reports:
+            typer.echo(render_report(r))
+        typer.echo(f"wrote {output}; apply it with --calibration {output}")

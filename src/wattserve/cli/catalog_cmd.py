@@ -1,0 +1,196 @@
+"""`wattserve catalog` (devices and providers) and `wattserve models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from wattserve.cli.common import print_json, reports_errors
+from wattserve.core.catalog import load_catalog
+from wattserve.core.hardware import CATEGORIES, Hardware, Provider
+from wattserve.core.modelspec import builtin_model_ids, load_model
+
+catalog_app = typer.Typer(help="List, filter and show devices and hosted providers.")
+
+HardwareFiles = Annotated[
+    list[Path] | None, typer.Option(help="Extra hardware/provider YAML (repeatable).")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def device_dict(hw: Hardware, with_sources: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": hw.id,
+        "name": hw.name,
+        "vendor": hw.vendor,
+        "category": hw.category,
+        "software": hw.software,
+        "maturity": hw.maturity,
+        "year": hw.year,
+        "memory_type": hw.memory_type,
+    }
+    for key, fig in hw.figures.items():
+        out[key] = fig.value
+    if with_sources:
+        out["sources"] = {
+            key: {"source": f.source, "verified": f.verified, "note": f.note}
+            for key, f in hw.figures.items()
+        }
+        out["notes"] = hw.notes
+    return out
+
+
+def provider_dict(p: Provider) -> dict[str, Any]:
+    def v(fig: Any) -> float | None:
+        return None if fig is None else float(fig.value)
+
+    return {
+        "id": p.id,
+        "name": p.name,
+        "hardware": p.hardware,
+        "base_url": p.base_url,
+        "models": {
+            mid: {
+                "remote_name": o.remote_name,
+                "usd_per_mtok_input": v(o.usd_per_mtok_input),
+                "usd_per_mtok_output": v(o.usd_per_mtok_output),
+                "ttft_s": v(o.ttft_s),
+                "output_tokens_per_s": v(o.output_tokens_per_s),
+            }
+            for mid, o in p.offers.items()
+        },
+    }
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+@catalog_app.callback(invoke_without_command=True)
+@reports_errors
+def catalog_list(
+    ctx: typer.Context,
+    category: Annotated[str | None, typer.Option(help=f"One of {', '.join(CATEGORIES)}.")] = None,
+    vendor: Annotated[str | None, typer.Option(help="Vendor name (case-insensitive).")] = None,
+    min_memory_gb: Annotated[float | None, typer.Option(help="At least this much memory.")] = None,
+    maturity: Annotated[str | None, typer.Option(help="prototype, pilot or production.")] = None,
+    hardware_file: HardwareFiles = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List devices (filtered), or run a subcommand: show, providers."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if category is not None and category not in CATEGORIES:
+        raise typer.BadParameter(f"use one of {', '.join(CATEGORIES)}", param_hint="--category")
+    cat = load_catalog(hardware_file or [])
+    rows = [
+        hw
+        for hw in cat.devices.values()
+        if (category is None or hw.category == category)
+        and (vendor is None or hw.vendor.lower() == vendor.lower())
+        and (maturity is None or hw.maturity == maturity)
+        and (min_memory_gb is None or (hw.value("memory_gb") or 0) >= min_memory_gb)
+    ]
+    if json_out:
+        print_json([device_dict(hw) for hw in rows])
+        return
+    typer.echo(
+        f"{'id':24} {'category':18} {'mem GB':>7} {'GB/s':>8} {'bf16 TF':>8} "
+        f"{'int8 TOPS':>9} {'TDP W':>6} {'$/h':>5}  maturity"
+    )
+    for hw in rows:
+        peaks = hw.peaks()
+        typer.echo(
+            f"{hw.id:24} {hw.category:18} {_cell(hw.value('memory_gb')):>7} "
+            f"{_cell(hw.value('mem_bw_gbps') or hw.value('sram_bw_gbps')):>8} "
+            f"{_cell(peaks.get('bf16', peaks.get('fp16'))):>8} {_cell(peaks.get('int8')):>9} "
+            f"{_cell(hw.value('tdp_w')):>6} {_cell(hw.value('usd_per_hour')):>5}  {hw.maturity}"
+        )
+    typer.echo(f"{len(rows)} devices; `wattserve catalog show ID` for figures and sources")
+
+
+@catalog_app.command("show")
+@reports_errors
+def catalog_show(
+    item: Annotated[str, typer.Argument(help="Device or provider id.")],
+    hardware_file: HardwareFiles = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Every figure of one device (or provider) with its source."""
+    cat = load_catalog(hardware_file or [])
+    if item not in cat.devices and item in cat.providers:
+        data = provider_dict(cat.providers[item])
+        if json_out:
+            print_json(data)
+        else:
+            typer.echo(f"{data['name']} ({item}) on {data['hardware']}: {data['base_url']}")
+            for mid, offer in data["models"].items():
+                typer.echo(f"  {mid}: " + ", ".join(f"{k}={v}" for k, v in offer.items()))
+        return
+    hw = cat.device(item)
+    if json_out:
+        print_json(device_dict(hw, with_sources=True))
+        return
+    typer.echo(f"{hw.name} ({hw.id}) - {hw.category}, {hw.vendor}, {hw.year}, {hw.maturity}")
+    typer.echo(f"  software: {hw.software}; memory: {hw.memory_type}")
+    for key, fig in hw.figures.items():
+        typer.echo(f"  {key:24} {fig.value:>12g}   {fig.cite()}")
+    if hw.notes:
+        typer.echo(f"  note: {hw.notes}")
+
+
+@catalog_app.command("providers")
+@reports_errors
+def catalog_providers(hardware_file: HardwareFiles = None, json_out: JsonFlag = False) -> None:
+    """Hosted inference APIs, priced per 1M tokens."""
+    cat = load_catalog(hardware_file or [])
+    data = [provider_dict(p) for p in cat.providers.values()]
+    if json_out:
+        print_json(data)
+        return
+    typer.echo(
+        f"{'provider':16} {'model':16} {'$/1M in':>8} {'$/1M out':>9} {'tok/s':>7}  hardware"
+    )
+    for p in data:
+        for mid, o in p["models"].items():
+            typer.echo(
+                f"{p['id']:16} {mid:16} {_cell(o['usd_per_mtok_input']):>8} "
+                f"{_cell(o['usd_per_mtok_output']):>9} {_cell(o['output_tokens_per_s']):>7}  "
+                f"{p['hardware']}"
+            )
+
+
+@reports_errors
+def models_cmd(json_out: JsonFlag = False) -> None:
+    """Built-in model architectures (any HF config.json path works too)."""
+    rows = []
+    for mid in builtin_model_ids():
+        m = load_model(mid)
+        rows.append(
+            {
+                "id": mid,
+                "params_b": round(m.total_params / 1e9, 3),
+                "active_params_b": round(m.active_matmul_params / 1e9, 3),
+                "layers": m.num_layers,
+                "hidden": m.hidden_size,
+                "heads": m.num_heads,
+                "kv_heads": m.num_kv_heads,
+                "experts": m.num_experts,
+                "kv_kib_per_token_bf16": round(m.kv_bytes_per_token("bf16") / 1024, 2),
+                "source": m.source,
+            }
+        )
+    if json_out:
+        print_json(rows)
+        return
+    typer.echo(
+        f"{'id':20} {'params B':>9} {'active B':>9} {'layers':>6} {'kv heads':>8} "
+        f"{'experts':>7} {'KV KiB/tok':>10}"
+    )
+    for r in rows:
+        typer.echo(
+            f"{r['id']:20} {r['params_b']:>9} {r['active_params_b']:>9} {r['layers']:>6} "
+            f"{r['kv_heads']:>8} {r['experts']:>7} {r['kv_kib_per_token_bf16']:>10}"
+        )

@@ -1,0 +1,88 @@
+"""`wattserve estimate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wattserve.cli.common import print_json, reports_errors
+from wattserve.core.catalog import load_catalog
+from wattserve.core.cost import CostAssumptions
+from wattserve.estimate import estimate
+from wattserve.estimate.explain import explain, summary
+
+
+@reports_errors
+def estimate_cmd(
+    model: Annotated[
+        str, typer.Option(help="Model id (see `wattserve models`) or a config.json path.")
+    ],
+    hardware: Annotated[str, typer.Option(help="Device or provider id (see `wattserve catalog`).")],
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
+    pp: Annotated[
+        int | None,
+        typer.Option(help="Pipeline stages (default 1; SRAM-only parts: as many as needed)."),
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option(help="Weight dtype: fp32, bf16, fp16, fp8, int8, int4.")
+    ] = "bf16",
+    kv_dtype: Annotated[
+        str | None, typer.Option(help="KV-cache dtype (default follows --dtype).")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Sequences processed together.")] = 1,
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt tokens per sequence.")] = 512,
+    output_tokens: Annotated[int, typer.Option(help="Output tokens per sequence.")] = 128,
+    context: Annotated[
+        int | None, typer.Option(help="KV context of the decode step (default prompt + output/2).")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Calibration JSON from `wattserve calibrate`.")
+    ] = None,
+    hardware_file: Annotated[
+        list[Path] | None, typer.Option(help="Extra hardware/provider YAML (repeatable).")
+    ] = None,
+    cost_basis: Annotated[str, typer.Option(help="auto, rent or own.")] = "auto",
+    electricity_usd_per_kwh: Annotated[
+        float, typer.Option(help="Electricity price for owned hardware.")
+    ] = 0.08,
+    pue: Annotated[float, typer.Option(help="Power usage effectiveness for owned hardware.")] = 1.5,
+    lifetime_years: Annotated[
+        float, typer.Option(help="Amortisation period for owned hardware.")
+    ] = 4.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    explain_out: Annotated[
+        bool, typer.Option("--explain", help="Show every term, its bound and sources.")
+    ] = False,
+) -> None:
+    """How fast, how power-hungry and how costly MODEL is on HARDWARE."""
+    if cost_basis not in ("auto", "rent", "own"):
+        raise typer.BadParameter("use auto, rent or own", param_hint="--cost-basis")
+    for name, value in (("--pue", pue), ("--lifetime-years", lifetime_years)):
+        if value <= 0:
+            raise typer.BadParameter("must be positive", param_hint=name)
+    if electricity_usd_per_kwh < 0:
+        raise typer.BadParameter("must not be negative", param_hint="--electricity-usd-per-kwh")
+    costs = CostAssumptions(cost_basis, electricity_usd_per_kwh, pue, lifetime_years)  # type: ignore[arg-type]
+    result = estimate(
+        model,
+        hardware,
+        tp=tp,
+        pp=pp,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        batch=batch,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        context=context,
+        calibration=calibration,
+        catalog=load_catalog(hardware_file or []),
+        costs=costs,
+    )
+    if json_out:
+        print_json(result.to_dict())
+    elif explain_out:
+        typer.echo(explain(result))
+    else:
+        typer.echo(summary(result))

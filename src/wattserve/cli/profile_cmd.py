@@ -1,0 +1,55 @@
+"""`wattserve profile`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wattserve.cli.calibrate_cmd import render_report
+from wattserve.cli.common import print_json, reports_errors
+from wattserve.profile import run_profile
+
+
+@reports_errors
+def profile_cmd(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the results.")] = Path(
+        "wattserve-profile"
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    quick: Annotated[bool, typer.Option(help="One model only (about 15 s on a CPU).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Measure this machine, write a measurements CSV and a calibration for it."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise typer.BadParameter("use auto, cpu or gpu", param_hint="--device")
+    log = (lambda _msg: None) if json_out else typer.echo
+    results = run_profile(output, device=device, quick=quick, log=log)
+    if json_out:
+        print_json(
+            [
+                {
+                    "hardware": r.hardware.id,
+                    "micro": r.micro,
+                    "power": r.power,
+                    "rows": len(r.measurements),
+                    "fit": [rep.as_dict() for rep in r.reports],
+                    "files": {k: str(v) for k, v in r.files.items()},
+                }
+                for r in results
+            ]
+        )
+        return
+    for r in results:
+        for rep in r.reports:
+            typer.echo(render_report(rep))
+        files = ", ".join(str(p) for p in r.files.values())
+        typer.echo(f"wrote {files}")
+        calib = r.files["calibration"]
+        hw_file = r.files.get("hardware")
+        extra = f" --hardware-file {hw_file}" if hw_file else ""
+        typer.echo(
+            f"try: wattserve estimate --model smollm2-135m --hardware {r.hardware.id}{extra} "
+            f"--dtype {r.measurements[0].dtype} --calibration {calib}"
+        )

@@ -1,0 +1,95 @@
+"""The hardware and provider catalog: built-in package data plus users' own files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from wattserve.core.hardware import Hardware, Provider, parse_hardware, parse_provider
+from wattserve.core.yamlio import LineDict, load_yaml_file, load_yaml_text
+from wattserve.errors import ConfigError, UnknownNameError
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Devices and hosted providers by id. Immutable; `extended` returns a new catalog."""
+
+    devices: Mapping[str, Hardware]
+    providers: Mapping[str, Provider]
+
+    def device(self, hw_id: str) -> Hardware:
+        hw = self.devices.get(hw_id)
+        if hw is None:
+            raise UnknownNameError("hardware", hw_id, [*self.devices, *self.providers])
+        return hw
+
+    def provider(self, provider_id: str) -> Provider:
+        p = self.providers.get(provider_id)
+        if p is None:
+            raise UnknownNameError("provider", provider_id, [*self.providers, *self.devices])
+        return p
+
+    def extended(self, paths: Iterable[str | Path]) -> Catalog:
+        """This catalog plus the devices and providers in each file (later ids win)."""
+        devices = dict(self.devices)
+        providers = dict(self.providers)
+        for path in paths:
+            new_devices, new_providers = _parse_catalog(load_yaml_file(path), str(path))
+            devices.update(new_devices)
+            providers.update(new_providers)
+        return Catalog(devices=devices, providers=providers)
+
+
+def _parse_catalog(data: object, path: str) -> tuple[dict[str, Hardware], dict[str, Provider]]:
+    if not isinstance(data, LineDict) or not ({"devices", "providers"} & set(data)):
+        raise ConfigError(
+            "a hardware file is a mapping with 'devices:' and/or 'providers:' "
+            "(see docs/hardware-file.md)",
+            path=path,
+        )
+    devices: dict[str, Hardware] = {}
+    providers: dict[str, Provider] = {}
+    for section in ("devices", "providers"):
+        entries = data.get(section)
+        if entries is None:
+            continue
+        if not isinstance(entries, LineDict):
+            raise ConfigError(
+                "must map ids to entries", path=path, line=data.line_of(section), field=section
+            )
+        for entry_id, entry in entries.items():
+            if not isinstance(entry, LineDict):
+                raise ConfigError(
+                    "must be a mapping of fields",
+                    path=path,
+                    line=entries.line_of(entry_id),
+                    field=entry_id,
+                )
+            if section == "devices":
+                devices[entry_id] = parse_hardware(entry_id, entry, path)
+            else:
+                providers[entry_id] = parse_provider(entry_id, entry, path)
+    return devices, providers
+
+
+@cache
+def builtin_catalog() -> Catalog:
+    """The catalog shipped with wattserve (read once per process)."""
+    devices: dict[str, Hardware] = {}
+    providers: dict[str, Provider] = {}
+    for name in ("hardware.yaml", "providers.yaml"):
+        text = (resources.files("wattserve") / "data" / name).read_text(encoding="utf-8")
+        d, p = _parse_catalog(load_yaml_text(text, f"wattserve/data/{name}"), name)
+        devices.update(d)
+        providers.update(p)
+    return Catalog(devices=devices, providers=providers)
+
+
+def load_catalog(hardware_files: Iterable[str | Path] = ()) -> Catalog:
+    """The built-in catalog extended with the users' hardware files."""
+    files = list(hardware_files)
+    base = builtin_catalog()
+    return base.extended(files) if files else base

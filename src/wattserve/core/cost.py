@@ -1,0 +1,62 @@
+"""Cost: rented ($/h), owned (list price amortised + electricity x PUE), or per token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from wattserve.core.hardware import Hardware
+
+CostBasis = Literal["auto", "rent", "own"]
+SECONDS_PER_YEAR = 365.25 * 24 * 3600
+J_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True, slots=True)
+class CostAssumptions:
+    """Inputs to the cost of owned hardware; defaults are stated in docs/model.md.
+
+    Electricity: about the 2023 US industrial average (EIA Electric Power Monthly, ~8 c/kWh).
+    PUE: the Uptime Institute 2023 survey's industry average (~1.58), rounded to 1.5.
+    Lifetime: a common 4-year depreciation schedule for accelerators.
+    """
+
+    basis: CostBasis = "auto"
+    electricity_usd_per_kwh: float = 0.08
+    pue: float = 1.5
+    lifetime_years: float = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class CostRate:
+    """Dollars per second of holding the devices, plus dollars per joule they draw."""
+
+    basis: Literal["rent", "own", "unknown"]
+    usd_per_s: float
+    usd_per_j: float
+    reason: str = ""
+
+    def usd(self, seconds: float, joules: float) -> float:
+        return self.usd_per_s * seconds + self.usd_per_j * joules
+
+
+def cost_rate(hw: Hardware, devices: int, assumptions: CostAssumptions) -> CostRate:
+    """How `devices` devices of `hw` are charged for. Rented prices already include power."""
+    hourly = hw.value("usd_per_hour")
+    price = hw.value("list_price_usd")
+    want = assumptions.basis
+    if want in ("auto", "rent") and hourly is not None:
+        return CostRate("rent", hourly * devices / 3600.0, 0.0)
+    if want in ("auto", "own") and price is not None:
+        capex = price * devices / (assumptions.lifetime_years * SECONDS_PER_YEAR)
+        per_j = assumptions.electricity_usd_per_kwh * assumptions.pue / J_PER_KWH
+        return CostRate("own", capex, per_j)
+    missing = {"rent": "usd_per_hour", "own": "list_price_usd"}.get(
+        want, "usd_per_hour or list_price_usd"
+    )
+    return CostRate(
+        "unknown",
+        float("nan"),
+        float("nan"),
+        f"{hw.id} has no {missing} in the catalog, so dollars cannot be computed",
+    )

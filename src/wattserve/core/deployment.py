@@ -1,0 +1,70 @@
+"""A deployment: one model served by a group of devices with a parallel layout and dtypes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from wattserve.core.dtypes import Dtype
+from wattserve.core.hardware import Hardware
+from wattserve.core.modelspec import ModelSpec
+from wattserve.core.params import EngineParams
+from wattserve.errors import ConfigError
+
+ACTIVATION_BYTES = 2.0  # activations and collectives travel in 16-bit
+
+
+def default_kv_dtype(dtype: Dtype) -> Dtype:
+    """KV cache dtype when none is given: fp8 with fp8 weights, else 16-bit (fp32 on fp32)."""
+    if dtype in ("fp32", "bf16", "fp16", "fp8"):
+        return dtype
+    return "bf16"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """`model` on `tp * pp` devices of `hardware`.
+
+    Engine limits follow vLLM's names: `max_num_seqs` sequences and `max_batched_tokens`
+    tokens per step (chunked prefill).
+    """
+
+    model: ModelSpec
+    hardware: Hardware
+    tp: int = 1
+    pp: int = 1
+    dtype: Dtype = "bf16"
+    kv_dtype: Dtype = "bf16"
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 8192
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp", "max_num_seqs", "max_batched_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+
+    @property
+    def devices(self) -> int:
+        return self.tp * self.pp
+
+
+def chips_needed(
+    model: ModelSpec,
+    hw: Hardware,
+    dtype: Dtype,
+    kv_dtype: Dtype,
+    kv_tokens: int,
+    params: EngineParams,
+) -> int | None:
+    """How many chips an SRAM-only part (Groq, Cerebras) needs to hold `model`.
+
+    Weights and the KV cache of `kv_tokens` tokens must all sit in on-chip SRAM, so such
+    parts pipeline a model across as many chips as it fills. None for other parts, whose
+    device count the user chooses (a fit check then says whether it is enough).
+    """
+    if hw.memory_kind != "sram":
+        return None
+    per_chip = hw.require("sram_mb", "capacity") * 1e6 * params.memory_utilization
+    need = model.weight_bytes(dtype) + kv_tokens * model.kv_bytes_per_token(kv_dtype)
+    return max(1, math.ceil(need / per_chip))

@@ -1,0 +1,101 @@
+"""Memory fit: do the weights, KV cache and activations fit, and what batch fits at most."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
+from wattserve.core.params import EngineParams
+
+GB = 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryFit:
+    """Per-device memory use (GB) for a batch, and the largest batch that fits."""
+
+    weights_gb: float
+    kv_cache_gb: float
+    activations_gb: float
+    capacity_gb: float | None
+    fits: bool
+    max_batch: int
+    reason: str = ""
+
+    @property
+    def total_gb(self) -> float:
+        return self.weights_gb + self.kv_cache_gb + self.activations_gb
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {
+            "weights": round(self.weights_gb, 4),
+            "kv_cache": round(self.kv_cache_gb, 4),
+            "activations": round(self.activations_gb, 4),
+            "total": round(self.total_gb, 4),
+            "capacity": None if self.capacity_gb is None else round(self.capacity_gb, 4),
+        }
+
+
+def memory_fit(
+    dep: Deployment, params: EngineParams, batch: int, seq_tokens: int, prefill_tokens: int
+) -> MemoryFit:
+    """Memory per device for `batch` sequences of up to `seq_tokens` tokens each.
+
+    Weights split over all tp * pp devices; the KV cache splits over pipeline stages and over
+    tensor-parallel ranks as far as there are KV heads to split. Activation workspace is sized
+    for the tokens of one prefill step, capped by the engine's max_batched_tokens.
+    """
+    m, hw = dep.model, dep.hardware
+    kind = hw.memory_kind
+    weights = m.weight_bytes(dep.dtype) / dep.devices
+    kv_split = min(dep.tp, m.num_kv_heads) * dep.pp
+    kv_per_seq = seq_tokens * m.kv_bytes_per_token(dep.kv_dtype) / kv_split
+    step_tokens = min(prefill_tokens, dep.max_batched_tokens)
+    act = step_tokens * (4 * m.hidden_size + 3 * m.intermediate_size / dep.tp) * ACTIVATION_BYTES
+    if kind == "cim":
+        capacity = hw.require("weight_capacity_m", "capacity") * 1e6 * dep.devices
+        fits = m.total_params <= capacity
+        reason = (
+            ""
+            if fits
+            else (
+                f"{hw.id} holds {capacity / 1e6:.0f}M weights on {dep.devices} chip(s) and "
+                f"{m.id} has {m.total_params / 1e6:.0f}M; it needs "
+                f"{math.ceil(m.total_params / (capacity / dep.devices))} chips (--pp)"
+            )
+        )
+        return MemoryFit(weights / GB, 0.0, 0.0, None, fits, batch if fits else 0, reason)
+    if kind == "unknown":
+        return MemoryFit(
+            weights / GB,
+            batch * kv_per_seq / GB,
+            act / GB,
+            None,
+            False,
+            0,
+            f"{hw.id} publishes no memory capacity, so no model can be shown to fit",
+        )
+    if kind == "sram":
+        capacity = hw.require("sram_mb", "capacity") * 1e6
+        act = 0.0  # dataflow parts stream activations between chips
+    else:
+        capacity = hw.require("memory_gb", "capacity") * GB
+    usable = capacity * params.memory_utilization
+    free = usable - weights - act
+    max_batch = max(0, int(free // kv_per_seq)) if kv_per_seq > 0 else 0
+    kv = batch * kv_per_seq
+    fits = free >= kv and free > 0
+    reason = ""
+    if weights + act > usable:
+        reason = (
+            f"weights of {m.id} in {dep.dtype} need {weights / GB:.1f} GB per device "
+            f"(plus {act / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB usable "
+            f"on each of {dep.devices} device(s); use more devices (--tp/--pp) or a smaller dtype"
+        )
+    elif not fits:
+        reason = (
+            f"batch {batch} needs {kv / GB:.1f} GB of KV cache per device but only "
+            f"{free / GB:.1f} GB is free; the largest batch that fits is {max_batch}"
+        )
+    return MemoryFit(weights / GB, kv / GB, act / GB, capacity / GB, fits, max_batch, reason)

@@ -1,0 +1,252 @@
+"""Model architectures (dense, GQA, MoE) read from Hugging Face `config.json` files.
+
+Derived sizes (parameters, FLOPs per token, KV-cache bytes per token) are properties computed
+from the architecture fields, so there is one source of truth per fact.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from wattserve.core.dtypes import BYTES_PER_ELEMENT, Dtype
+from wattserve.errors import ConfigError, UnknownNameError
+
+# HF model types whose MLP is a plain two-matrix feed-forward; all others are taken as gated
+# (SwiGLU-style, three matrices: gate, up, down), as in Llama, Mistral, Qwen and Mixtral.
+NON_GATED_MLP = frozenset({"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "mpt"})
+
+# Alternative field names used by some architectures, first name wins.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads"),
+    "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim"),
+    "num_experts": ("num_local_experts", "num_experts", "n_routed_experts"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A decoder-only transformer's architecture."""
+
+    id: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tied_embeddings: bool = False
+    num_experts: int = 1
+    experts_per_token: int = 1
+    expert_intermediate_size: int = 0
+    shared_intermediate_size: int = 0
+    gated_mlp: bool = True
+    max_context: int | None = None
+    source: str = ""
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 1
+
+    @property
+    def attention_params_per_layer(self) -> int:
+        q_and_o = 2 * self.hidden_size * self.num_heads * self.head_dim
+        k_and_v = 2 * self.hidden_size * self.num_kv_heads * self.head_dim
+        return q_and_o + k_and_v
+
+    @property
+    def expert_params(self) -> int:
+        """Parameters of one expert's MLP (the whole MLP for a dense model)."""
+        mats = 3 if self.gated_mlp else 2
+        ffn = self.expert_intermediate_size or self.intermediate_size
+        return mats * self.hidden_size * ffn
+
+    @property
+    def shared_mlp_params(self) -> int:
+        mats = 3 if self.gated_mlp else 2
+        return mats * self.hidden_size * self.shared_intermediate_size
+
+    @property
+    def router_params(self) -> int:
+        return self.hidden_size * self.num_experts if self.is_moe else 0
+
+    @property
+    def lm_head_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def total_params(self) -> int:
+        """Every stored parameter (norms included; a tied LM head counted once)."""
+        per_layer = (
+            self.attention_params_per_layer
+            + self.num_experts * self.expert_params
+            + self.shared_mlp_params
+            + self.router_params
+            + 2 * self.hidden_size
+        )
+        embeddings = self.vocab_size * self.hidden_size
+        head = 0 if self.tied_embeddings else self.lm_head_params
+        return self.num_layers * per_layer + embeddings + head + self.hidden_size
+
+    @property
+    def active_matmul_params(self) -> int:
+        """Parameters one token multiplies through (selected experts only, LM head included)."""
+        per_layer = (
+            self.attention_params_per_layer
+            + self.experts_per_token * self.expert_params
+            + self.shared_mlp_params
+            + self.router_params
+        )
+        return self.num_layers * per_layer + self.lm_head_params
+
+    @property
+    def non_expert_params(self) -> int:
+        """Parameters every token reads whatever experts it picks."""
+        return self.total_params - self.num_layers * self.num_experts * self.expert_params
+
+    @property
+    def flops_per_token(self) -> int:
+        """Matrix FLOPs per token, attention over the context excluded (2 per multiply-add)."""
+        return 2 * self.active_matmul_params
+
+    @property
+    def attention_flops_per_token_per_context(self) -> int:
+        """Extra FLOPs per token for each token of context it attends to (QK^T and AV)."""
+        return 4 * self.num_layers * self.num_heads * self.head_dim
+
+    def kv_bytes_per_token(self, dtype: Dtype) -> float:
+        """KV-cache bytes one token of context occupies, all layers."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * BYTES_PER_ELEMENT[dtype]
+
+    def weight_bytes(self, dtype: Dtype) -> float:
+        return self.total_params * BYTES_PER_ELEMENT[dtype]
+
+
+def _line_of(text: str, key: str) -> int | None:
+    match = re.search(rf'"{re.escape(key)}"\s*:', text)
+    return None if match is None else text.count("\n", 0, match.start()) + 1
+
+
+def model_from_hf_config(
+    config: dict[str, Any], model_id: str, path: str, text: str = ""
+) -> ModelSpec:
+    """Build a ModelSpec from a parsed Hugging Face config.json; errors name the field."""
+
+    def get(name: str, default: Any = None, required: bool = False) -> Any:
+        for alias in _ALIASES.get(name, (name,)):
+            if alias in config and config[alias] is not None:
+                value = config[alias]
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ConfigError(
+                        f"must be a positive integer, got {value!r}",
+                        path=path,
+                        line=_line_of(text, alias),
+                        field=alias,
+                    )
+                return value
+        if required:
+            raise ConfigError(
+                "missing; a decoder config.json needs hidden_size, num_hidden_layers, "
+                "num_attention_heads, intermediate_size and vocab_size",
+                path=path,
+                field=name,
+            )
+        return default
+
+    hidden = get("hidden_size", required=True)
+    layers = get("num_hidden_layers", required=True)
+    heads = get("num_attention_heads", required=True)
+    kv_heads = get("num_key_value_heads", heads)
+    if heads % kv_heads:
+        raise ConfigError(
+            f"num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})",
+            path=path,
+            line=_line_of(text, "num_key_value_heads"),
+            field="num_key_value_heads",
+        )
+    experts = get("num_experts", 1)
+    top_k = get("num_experts_per_tok", 1 if experts == 1 else 2)
+    ffn = get("intermediate_size", required=experts == 1)
+    expert_ffn = get("moe_intermediate_size", ffn or 0)
+    shared_ffn = get("shared_expert_intermediate_size", 0)
+    n_shared = get("n_shared_experts", 0)
+    if n_shared and not shared_ffn:
+        shared_ffn = n_shared * expert_ffn
+    model_type = str(config.get("model_type", ""))
+    max_pos = config.get("max_position_embeddings")
+    return ModelSpec(
+        id=model_id,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=get("head_dim", hidden // heads),
+        intermediate_size=ffn or expert_ffn,
+        vocab_size=get("vocab_size", required=True),
+        tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        num_experts=experts,
+        experts_per_token=min(top_k, experts),
+        expert_intermediate_size=expert_ffn if experts > 1 else 0,
+        shared_intermediate_size=shared_ffn,
+        gated_mlp=model_type not in NON_GATED_MLP,
+        max_context=max_pos if isinstance(max_pos, int) else None,
+        source=str(config.get("_wattserve_source", path)),
+    )
+
+
+def _read_config(path: Path, model_id: str) -> ModelSpec:
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(path)) from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+    if not isinstance(config, dict):
+        raise ConfigError("a config.json must hold one JSON object", path=str(path))
+    return model_from_hf_config(config, model_id, str(path), text)
+
+
+@cache
+def _builtin_ids() -> tuple[str, ...]:
+    folder = resources.files("wattserve") / "data" / "models"
+    return tuple(
+        sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    )
+
+
+def builtin_model_ids() -> list[str]:
+    """Ids of the models shipped with wattserve."""
+    return list(_builtin_ids())
+
+
+@cache
+def _builtin(model_id: str) -> ModelSpec:
+    ref = resources.files("wattserve") / "data" / "models" / f"{model_id}.json"
+    with resources.as_file(ref) as p:
+        return _read_config(p, model_id)
+
+
+def load_model(name_or_path: str) -> ModelSpec:
+    """A built-in model by id, or any Hugging Face config.json (file or folder) by path."""
+    known = _builtin_ids()
+    if name_or_path in known:
+        return _builtin(name_or_path)
+    p = Path(name_or_path)
+    if p.suffix == ".json" or p.is_dir() or p.exists():
+        if not p.exists():
+            raise ConfigError("no such file", path=name_or_path)
+        stem = p.parent.name if p.name == "config.json" else p.stem
+        return _read_config(p, stem or name_or_path)
+    raise UnknownNameError("model", name_or_path, known)

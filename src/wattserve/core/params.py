@@ -1,0 +1,131 @@
+"""The calibratable terms of the performance and power model, and the calibration file.
+
+Defaults are wattserve's assumptions (stated in docs/model.md), not catalog figures; a
+calibration fitted to measurements replaces them per hardware.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from wattserve.core.hardware import Hardware
+from wattserve.errors import CalibrationError, ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class EngineParams:
+    """Efficiencies, engine overheads and the power curve for one kind of hardware.
+
+    Times are in seconds. `power_k_*` scale how compute and memory utilisation drive the
+    dynamic part of power; `idle_fraction` is used only when the catalog has no idle_w.
+    """
+
+    eff_compute: float = 0.6
+    eff_memory: float = 0.8
+    eff_comm: float = 0.7
+    overhead_step_s: float = 1.0e-3
+    overhead_layer_s: float = 1.0e-5
+    overhead_seq_s: float = 2.0e-5
+    overhead_collective_s: float = 1.0e-5
+    memory_utilization: float = 0.9
+    power_k_compute: float = 1.0
+    power_k_memory: float = 0.6
+    idle_fraction: float = 0.15
+    source: str = "wattserve defaults (docs/model.md)"
+
+    def with_updates(self, **changes: Any) -> EngineParams:
+        return replace(self, **changes)
+
+
+# Dataflow parts compiled ahead of time (weights pinned in SRAM or in a compute array) run a
+# static graph with no per-step Python scheduler and a short chip-to-chip hop; their per-layer
+# latency is unpublished, so it keeps the GPU default. CPUs have no kernel-launch cost but
+# reach a smaller share of their peaks.
+_DATAFLOW = EngineParams(
+    overhead_step_s=2.0e-4,
+    overhead_seq_s=5.0e-6,
+    overhead_collective_s=2.0e-6,
+    source="wattserve defaults for SRAM/compute-in-memory dataflow parts (docs/model.md)",
+)
+_CPU = EngineParams(
+    eff_compute=0.5,
+    eff_memory=0.7,
+    overhead_step_s=5.0e-4,
+    overhead_layer_s=5.0e-6,
+    source="wattserve defaults for CPUs (docs/model.md)",
+)
+
+NUMERIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EngineParams) if f.name != "source")
+
+
+def default_params(hw: Hardware) -> EngineParams:
+    """The uncalibrated terms for a kind of hardware."""
+    if hw.memory_kind in ("sram", "cim"):
+        return _DATAFLOW
+    if hw.category == "cpu":
+        return _CPU
+    return EngineParams()
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Fitted EngineParams per hardware id, with the fit error that was measured."""
+
+    params: dict[str, EngineParams] = field(default_factory=dict)
+    fit_error: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def params_for(self, hw: Hardware) -> EngineParams:
+        return self.params.get(hw.id) or default_params(hw)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "hardware": {
+                hw_id: {**asdict(p), "fit_error": self.fit_error.get(hw_id, {})}
+                for hw_id, p in self.params.items()
+            },
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read a calibration JSON written by `wattserve calibrate` or `wattserve profile`."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(p)) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc.msg}", path=str(p), line=exc.lineno) from None
+    hardware = data.get("hardware") if isinstance(data, dict) else None
+    if not isinstance(hardware, dict):
+        raise CalibrationError(
+            f"{p}: not a wattserve calibration (no 'hardware' object); "
+            "make one with `wattserve calibrate MEASUREMENTS.csv -o CALIB.json`"
+        )
+    params: dict[str, EngineParams] = {}
+    errors: dict[str, dict[str, float]] = {}
+    for hw_id, entry in hardware.items():
+        if not isinstance(entry, dict):
+            raise ConfigError("must be an object", path=str(p), field=f"hardware.{hw_id}")
+        values: dict[str, Any] = {}
+        for name in NUMERIC_FIELDS:
+            if name in entry:
+                v = entry[name]
+                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                    raise ConfigError(
+                        f"must be a non-negative number, got {v!r}",
+                        path=str(p),
+                        field=f"hardware.{hw_id}.{name}",
+                    )
+                values[name] = float(v)
+        values["source"] = str(entry.get("source", f"calibration {p.name}"))
+        params[hw_id] = EngineParams(**values)
+        fe = entry.get("fit_error", {})
+        errors[hw_id] = {k: float(v) for k, v in fe.items()} if isinstance(fe, dict) else {}
+    return Calibration(params=params, fit_error=errors)

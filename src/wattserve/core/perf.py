@@ -1,0 +1,240 @@
+"""PerfModel: roofline time, power and energy of one engine step of a deployment.
+
+A step processes, across its sequences, `tokens` new tokens; `attn_work` is the sum over new
+tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read or written;
+`seqs` is the number of sequences. Prefill and decode are both steps:
+
+    time = max(FLOPs / (peak * eff_compute * tp), bytes / (bw * eff_memory * tp))
+           + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
+    power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory))
+
+The hot path is plain float arithmetic on values resolved once in __init__.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
+from wattserve.core.figures import Figure
+from wattserve.core.params import EngineParams
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    """Time (s) of one step split by what bounds it, with power (W) and energy (J)."""
+
+    time_s: float
+    compute_s: float
+    memory_s: float
+    comm_s: float
+    overhead_s: float
+    flops: float
+    bytes: float
+    power_w: float
+    energy_j: float
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+
+class PerfModel:
+    """Step costs for one deployment under one set of engine parameters."""
+
+    def __init__(self, dep: Deployment, params: EngineParams) -> None:
+        self.deployment = dep
+        self.params = params
+        self.missing: list[str] = []
+        self.power_missing: list[str] = []
+        self.assumptions: list[str] = []
+        self.figures_used: dict[str, Figure] = {}
+        m = dep.model
+        self.devices = dep.devices
+        self.moe = m.is_moe
+        self.flops_per_token = float(m.flops_per_token)
+        self.attn_coef = float(m.attention_flops_per_token_per_context)
+        self.kv_bytes_per_token = m.kv_bytes_per_token(dep.kv_dtype)
+        weight_bytes = m.weight_bytes(dep.dtype)
+        self.expert_bytes = weight_bytes * (m.expert_params * m.num_layers / m.total_params)
+        self.base_weight_bytes = weight_bytes - (
+            self.expert_bytes * m.num_experts if self.moe else 0.0
+        )
+        if not self.moe:
+            self.expert_bytes = 0.0
+        self.n_experts = float(m.num_experts)
+        self.top_k = float(m.experts_per_token)
+
+        self.flops_rate = self._flops_rate()
+        self.bytes_rate = self._bytes_rate()
+        link = self._link_rate()
+        layers = m.num_layers
+        per_token_act = m.hidden_size * ACTIVATION_BYTES
+        comm_fixed = 0.0
+        comm_per_token = 0.0
+        if dep.tp > 1:
+            ring = 2.0 * (dep.tp - 1) / dep.tp
+            comm_fixed += 2 * layers * params.overhead_collective_s
+            comm_per_token += 2 * layers * ring * per_token_act / link
+        if dep.pp > 1:
+            comm_fixed += (dep.pp - 1) * params.overhead_collective_s
+            comm_per_token += (dep.pp - 1) * per_token_act / link
+        self.comm_fixed = comm_fixed
+        self.comm_per_token = comm_per_token
+        self.overhead_fixed = params.overhead_step_s + layers * params.overhead_layer_s
+        self.overhead_seq = params.overhead_seq_s
+        self.poison = NAN if self.missing else 0.0
+
+        self.idle_w, self.dynamic_w = self._power_figures()
+        self.k_compute = params.power_k_compute * params.eff_compute
+        self.k_memory = params.power_k_memory * params.eff_memory
+
+    # -- figure resolution ----------------------------------------------------------------
+
+    def _use(self, key: str) -> float | None:
+        fig = self.deployment.hardware.figures.get(key)
+        if fig is not None:
+            self.figures_used[key] = fig
+            return fig.value
+        return None
+
+    def _flops_rate(self) -> float:
+        dep, hw = self.deployment, self.deployment.hardware
+        key = hw.peak_key(dep.dtype)
+        if key is None:
+            have = ", ".join(sorted(hw.peaks())) or "none"
+            self.missing.append(
+                f"{hw.id} has no {dep.dtype} peak in the catalog (it has: {have}); "
+                f"try --dtype with one of those, or add the figure with --hardware-file"
+            )
+            return NAN
+        if key != f"peak_tflops_{dep.dtype}":
+            self.assumptions.append(
+                f"{dep.dtype} weights use the {key.removeprefix('peak_tflops_')} peak of {hw.id}"
+            )
+        peak = self._use(key)
+        assert peak is not None
+        return peak * 1e12 * self.params.eff_compute * dep.tp
+
+    def _bytes_rate(self) -> float:
+        dep, hw = self.deployment, self.deployment.hardware
+        kind = hw.memory_kind
+        if kind == "cim":
+            self.base_weight_bytes = 0.0
+            self.expert_bytes = 0.0
+            self.assumptions.append(
+                f"{hw.id} keeps weights in its compute array (no weight traffic); "
+                "its KV-cache traffic is not modelled"
+            )
+            return math.inf
+        key = "sram_bw_gbps" if kind == "sram" else "mem_bw_gbps"
+        bw = self._use(key)
+        if bw is None:
+            self.missing.append(
+                f"{hw.id} has no {key} in the catalog, so step times cannot be computed; "
+                "add it with --hardware-file if you know it"
+            )
+            return NAN
+        return bw * 1e9 * self.params.eff_memory * dep.tp
+
+    def _link_rate(self) -> float:
+        dep, hw = self.deployment, self.deployment.hardware
+        if dep.devices == 1:
+            return math.inf
+        bw = self._use("interconnect_gbps")
+        if bw is not None:
+            return bw * 1e9 * self.params.eff_comm
+        if dep.tp > 1:
+            self.missing.append(
+                f"{hw.id} has no interconnect_gbps in the catalog, so tensor-parallel "
+                "all-reduces cannot be timed"
+            )
+            return NAN
+        self.assumptions.append(
+            f"{hw.id} has no interconnect_gbps: pipeline hops cost their latency term only"
+        )
+        return math.inf
+
+    def _power_figures(self) -> tuple[float, float]:
+        hw = self.deployment.hardware
+        tdp = self._use("tdp_w")
+        if tdp is None:
+            self.power_missing.append(
+                f"{hw.id} has no tdp_w in the catalog, so power and energy cannot be computed"
+            )
+            return NAN, NAN
+        idle = self._use("idle_w")
+        if idle is None:
+            idle = tdp * self.params.idle_fraction
+            self.assumptions.append(
+                f"{hw.id} idle power not in the catalog: taken as "
+                f"{self.params.idle_fraction:.0%} of TDP ({idle:.0f} W)"
+            )
+        return idle, tdp - idle
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def step_time(self, tokens: float, attn_work: float, kv_tokens: float, seqs: float) -> float:
+        """Seconds for one step (see the module docstring for the arguments)."""
+        flops = self.flops_per_token * tokens + self.attn_coef * attn_work
+        nbytes = self.base_weight_bytes + self.kv_bytes_per_token * kv_tokens
+        if self.moe:
+            touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
+            nbytes += self.expert_bytes * touched
+        t_c = flops / self.flops_rate
+        t_m = nbytes / self.bytes_rate
+        return (
+            (t_c if t_c > t_m else t_m)
+            + self.comm_fixed
+            + self.comm_per_token * tokens
+            + self.overhead_fixed
+            + self.overhead_seq * seqs
+            + self.poison
+        )
+
+    def step(self, tokens: float, attn_work: float, kv_tokens: float, seqs: float) -> StepCost:
+        """One step with its breakdown, power and energy."""
+        flops = self.flops_per_token * tokens + self.attn_coef * attn_work
+        nbytes = self.base_weight_bytes + self.kv_bytes_per_token * kv_tokens
+        if self.moe:
+            touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
+            nbytes += self.expert_bytes * touched
+        t_c = flops / self.flops_rate + self.poison
+        t_m = nbytes / self.bytes_rate + self.poison
+        comm = self.comm_fixed + self.comm_per_token * tokens
+        overhead = self.overhead_fixed + self.overhead_seq * seqs
+        time_s = max(t_c, t_m) + comm + overhead
+        power = self.power_w(t_c, t_m, time_s)
+        return StepCost(time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s)
+
+    def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
+        """Power of all devices during a step whose compute and memory times are given."""
+        if time_s <= 0:
+            return self.devices * self.idle_w
+        load = (self.k_compute * compute_s + self.k_memory * memory_s) / time_s
+        return self.devices * (self.idle_w + self.dynamic_w * min(1.0, load))
+
+    def prefill(self, batch: int, prompt_tokens: int, cached_tokens: int = 0) -> StepCost:
+        """One prefill of `prompt_tokens` new tokens for each of `batch` sequences."""
+        p, c = float(prompt_tokens), float(cached_tokens)
+        attn = batch * (p * c + p * (p + 1) / 2)
+        return self.step(batch * p, attn, batch * (c + p), batch)
+
+    def decode_step(self, batch: int, context_tokens: int) -> StepCost:
+        """One decode step for `batch` sequences whose KV cache holds `context_tokens` each."""
+        c = float(context_tokens)
+        return self.step(batch, batch * (c + 1), batch * (c + 1), batch)
+
+    @property
+    def idle_power_w(self) -> float:
+        return self.devices * self.idle_w
+
+
+@lru_cache(maxsize=4096)
+def perf_model(dep: Deployment, params: EngineParams) -> PerfModel:
+    """A PerfModel, built once per (deployment, parameters) pair."""
+    return PerfModel(dep, params)

@@ -1,0 +1,76 @@
+"""The one error tree of wattserve.
+
+    WattserveError
+    ├── ConfigError          a file or value the user gave is malformed (says file, line, field)
+    ├── UnknownNameError     a hardware, provider or model id that no catalog holds
+    ├── MissingFigureError   a figure the model needs is not in the catalog (never a silent zero)
+    └── CalibrationError     a calibration could not be fitted or applied
+
+Every message says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class WattserveError(Exception):
+    """Root of every error wattserve raises on purpose."""
+
+
+class ConfigError(WattserveError):
+    """A user-supplied file or value is malformed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        where = []
+        if path is not None:
+            where.append(path if line is None else f"{path}:{line}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class UnknownNameError(WattserveError):
+    """An id that no catalog holds; the message names the closest matches."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.suggestions = closest(name, known)
+        hint = (
+            f" Did you mean: {', '.join(self.suggestions)}?"
+            if self.suggestions
+            else f" See `wattserve {'models' if kind == 'model' else 'catalog'}` for the list."
+        )
+        super().__init__(f"unknown {kind} '{name}'.{hint}")
+
+
+class MissingFigureError(WattserveError):
+    """A figure the model needs is absent from the catalog entry."""
+
+
+class CalibrationError(WattserveError):
+    """Calibration could not be fitted or applied."""
+
+
+def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The known names nearest to `name`, best first (substring matches count too)."""
+    pool = list(known)
+    lowered = name.lower()
+    hits = [k for k in pool if lowered and (lowered in k.lower() or k.lower() in lowered)]
+    for k in difflib.get_close_matches(lowered, pool, n=n, cutoff=0.5):
+        if k not in hits:
+            hits.append(k)
+    return hits[:n]

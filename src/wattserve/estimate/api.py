@@ -1,0 +1,275 @@
+"""The `estimate` verb as a Python function: one configuration in, one Estimate out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wattserve.core.catalog import Catalog, load_catalog
+from wattserve.core.cost import CostAssumptions, cost_rate
+from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
+from wattserve.core.dtypes import parse_dtype
+from wattserve.core.hardware import Provider
+from wattserve.core.memory import MemoryFit, memory_fit
+from wattserve.core.modelspec import ModelSpec, load_model
+from wattserve.core.params import Calibration, load_calibration
+from wattserve.core.perf import PerfModel, StepCost, perf_model
+from wattserve.errors import ConfigError
+
+_DEFAULT_COSTS = CostAssumptions()
+_NO_CALIBRATION = Calibration()
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else x
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What one configuration costs in time, power, energy and dollars.
+
+    `prefill_*` is one prefill of `prompt_tokens` for each of `batch` sequences;
+    `decode_step_*` is one decode step for `batch` sequences at `context_tokens` each.
+    Per-token figures are per output token, the prefill share included. A value that cannot
+    be computed is None, and `missing` says why.
+    """
+
+    model: str
+    hardware: str
+    devices: int
+    tp: int
+    pp: int
+    dtype: str
+    kv_dtype: str
+    batch: int
+    prompt_tokens: int
+    output_tokens: int
+    context_tokens: int
+    fits: bool
+    max_batch: int | None
+    reason: str
+    prefill_s: float | None
+    prefill_j: float | None
+    decode_step_s: float | None
+    decode_step_j: float | None
+    ttft_s: float | None
+    tpot_s: float | None
+    output_tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+    power_w: float | None
+    energy_j_per_token: float | None
+    usd_per_mtok: float | None
+    cost_basis: str
+    memory: MemoryFit | None
+    prefill_bound: str | None
+    decode_bound: str | None
+    calibration: str
+    missing: tuple[str, ...] = ()
+    assumptions: tuple[str, ...] = ()
+    perf: PerfModel | None = field(default=None, repr=False, compare=False)
+    prefill_cost: StepCost | None = field(default=None, repr=False, compare=False)
+    decode_cost: StepCost | None = field(default=None, repr=False, compare=False)
+    provider: Provider | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form printed by `wattserve estimate --json`."""
+        skip = {"memory", "perf", "prefill_cost", "decode_cost", "provider"}
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if name in skip:
+                continue
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        out["memory_gb"] = None if self.memory is None else self.memory.as_dict()
+        return out
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise ConfigError(f"must be {kind} integer, got {value!r}", field=name)
+    return value
+
+
+def estimate(
+    model: str | ModelSpec,
+    hardware: str,
+    *,
+    tp: int = 1,
+    pp: int | None = None,
+    dtype: str = "bf16",
+    kv_dtype: str | None = None,
+    batch: int = 1,
+    prompt_tokens: int = 512,
+    output_tokens: int = 128,
+    context: int | None = None,
+    calibration: Calibration | str | Path | None = None,
+    catalog: Catalog | None = None,
+    costs: CostAssumptions = _DEFAULT_COSTS,
+) -> Estimate:
+    """Estimate `model` on `hardware` (a device id or a hosted provider id).
+
+    `context` is the KV-cache length of the decode step (default prompt + output / 2).
+    """
+    tp = _positive("tp", tp)
+    if pp is not None:
+        pp = _positive("pp", pp)
+    batch = _positive("batch", batch)
+    prompt_tokens = _positive("prompt_tokens", prompt_tokens)
+    output_tokens = _positive("output_tokens", output_tokens)
+    ctx = prompt_tokens + output_tokens // 2 if context is None else _positive("context", context)
+    cat = catalog if catalog is not None else load_catalog()
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    if hardware not in cat.devices and hardware in cat.providers:
+        return _provider_estimate(
+            cat.providers[hardware], spec, batch, prompt_tokens, output_tokens, ctx
+        )
+    hw = cat.device(hardware)
+    wdtype = parse_dtype(dtype, "dtype")
+    kdtype = default_kv_dtype(wdtype) if kv_dtype is None else parse_dtype(kv_dtype, "kv_dtype")
+    if calibration is None:
+        calib = _NO_CALIBRATION
+    elif isinstance(calibration, Calibration):
+        calib = calibration
+    else:
+        calib = load_calibration(calibration)
+    params = calib.params_for(hw)
+    seq_tokens = prompt_tokens + output_tokens
+    if pp is None:
+        need = chips_needed(spec, hw, wdtype, kdtype, batch * seq_tokens, params)
+        pp = 1 if need is None else max(1, math.ceil(need / tp))
+    dep = Deployment(spec, hw, tp=tp, pp=pp, dtype=wdtype, kv_dtype=kdtype)
+    perf = perf_model(dep, params)
+    fit = memory_fit(dep, params, batch, seq_tokens, batch * prompt_tokens)
+    rate = cost_rate(hw, dep.devices, costs)
+    missing = list(perf.missing)
+    computable = fit.fits and not perf.missing
+    pre = perf.prefill(batch, prompt_tokens) if computable else None
+    dec = perf.decode_step(batch, ctx) if computable else None
+    if pre is None or dec is None:
+        times: dict[str, float | None] = dict.fromkeys(
+            (
+                "prefill_s",
+                "prefill_j",
+                "decode_step_s",
+                "decode_step_j",
+                "output_tokens_per_s",
+                "decode_tokens_per_s",
+                "power_w",
+                "energy_j_per_token",
+                "usd_per_mtok",
+            )
+        )
+    else:
+        missing += perf.power_missing
+        if rate.basis == "unknown":
+            missing.append(rate.reason)
+        total_s = pre.time_s + output_tokens * dec.time_s
+        total_j = pre.energy_j + output_tokens * dec.energy_j
+        out_tokens = batch * output_tokens
+        times = {
+            "prefill_s": pre.time_s,
+            "prefill_j": _num(pre.energy_j),
+            "decode_step_s": dec.time_s,
+            "decode_step_j": _num(dec.energy_j),
+            "output_tokens_per_s": out_tokens / total_s,
+            "decode_tokens_per_s": batch / dec.time_s,
+            "power_w": _num(total_j / total_s),
+            "energy_j_per_token": _num(total_j / out_tokens),
+            "usd_per_mtok": _num(rate.usd(total_s, total_j) / out_tokens * 1e6),
+        }
+    return Estimate(
+        model=spec.id,
+        hardware=hw.id,
+        devices=dep.devices,
+        tp=tp,
+        pp=pp,
+        dtype=wdtype,
+        kv_dtype=kdtype,
+        batch=batch,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        context_tokens=ctx,
+        fits=fit.fits,
+        max_batch=fit.max_batch,
+        reason=fit.reason,
+        ttft_s=times["prefill_s"],
+        tpot_s=times["decode_step_s"],
+        cost_basis=rate.basis,
+        memory=fit,
+        prefill_bound=None if pre is None else pre.bound,
+        decode_bound=None if dec is None else dec.bound,
+        calibration=params.source,
+        missing=tuple(missing),
+        assumptions=tuple(perf.assumptions),
+        perf=perf,
+        prefill_cost=pre,
+        decode_cost=dec,
+        **times,  # type: ignore[arg-type]
+    )
+
+
+def _provider_estimate(
+    provider: Provider, spec: ModelSpec, batch: int, prompt: int, output: int, ctx: int
+) -> Estimate:
+    """A hosted API: latency from its published profile, dollars from its token prices."""
+    offer = provider.offers.get(spec.id)
+    missing: list[str] = []
+    if offer is None:
+        reason = f"{provider.id} does not list {spec.id}; it serves: {', '.join(provider.offers)}"
+        fits = False
+    else:
+        reason, fits = "", True
+    ttft = tpot = usd = tps = None
+    if offer is not None:
+        ttft = None if offer.ttft_s is None else offer.ttft_s.value
+        if offer.output_tokens_per_s is not None:
+            tps = offer.output_tokens_per_s.value
+            tpot = 1.0 / tps
+        else:
+            missing.append(f"{provider.id} publishes no output speed for {spec.id}")
+        if ttft is None:
+            missing.append(f"{provider.id} publishes no time to first token for {spec.id}")
+        if offer.usd_per_mtok_input is not None and offer.usd_per_mtok_output is not None:
+            usd = (
+                prompt * offer.usd_per_mtok_input.value + output * offer.usd_per_mtok_output.value
+            ) / output
+        else:
+            missing.append(f"{provider.id} publishes no token prices for {spec.id}")
+    missing.append(f"{provider.id} publishes no energy figures: power and J/token are unknown")
+    return Estimate(
+        model=spec.id,
+        hardware=provider.id,
+        devices=0,
+        tp=0,
+        pp=0,
+        dtype="",
+        kv_dtype="",
+        batch=batch,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        context_tokens=ctx,
+        fits=fits,
+        max_batch=None,
+        reason=reason,
+        prefill_s=ttft,
+        prefill_j=None,
+        decode_step_s=tpot,
+        decode_step_j=None,
+        ttft_s=ttft,
+        tpot_s=tpot,
+        output_tokens_per_s=tps,
+        decode_tokens_per_s=tps,
+        power_w=None,
+        energy_j_per_token=None,
+        usd_per_mtok=usd,
+        cost_basis="per-token" if usd else "unknown",
+        memory=None,
+        prefill_bound=None,
+        decode_bound=None,
+        calibration="provider profile",
+        missing=tuple(missing),
+        provider=provider,
+    )

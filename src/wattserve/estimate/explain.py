@@ -1,0 +1,95 @@
+"""Human-readable renderings of an Estimate: a summary and the `--explain` breakdown."""
+
+from __future__ import annotations
+
+from wattserve.core.perf import StepCost
+from wattserve.estimate.api import Estimate
+
+
+def _fmt(value: float | None, unit: str, scale: float = 1.0, digits: int = 3) -> str:
+    if value is None:
+        return "unknown"
+    return f"{value * scale:.{digits}g} {unit}".rstrip()
+
+
+def summary(e: Estimate) -> str:
+    """The default text output of `wattserve estimate`."""
+    head = f"{e.model} on {e.hardware}"
+    if e.devices:
+        head += f" x{e.devices} (tp={e.tp}, pp={e.pp}, {e.dtype} weights, {e.kv_dtype} KV)"
+    lines = [
+        head,
+        f"  batch {e.batch}, prompt {e.prompt_tokens}, output {e.output_tokens}, "
+        f"decode context {e.context_tokens}",
+        f"  fits:                {'yes' if e.fits else 'NO - ' + e.reason}",
+    ]
+    if e.max_batch is not None:
+        lines.append(f"  max batch:           {e.max_batch}")
+    lines += [
+        f"  TTFT (prefill):      {_fmt(e.ttft_s, 'ms', 1e3)}",
+        f"  TPOT (decode step):  {_fmt(e.tpot_s, 'ms', 1e3)}",
+        f"  output tokens/s:     {_fmt(e.output_tokens_per_s, '', digits=4)}",
+        f"  power:               {_fmt(e.power_w, 'W', digits=4)}",
+        f"  energy per token:    {_fmt(e.energy_j_per_token, 'J')}",
+        f"  $ per 1M out tokens: {_fmt(e.usd_per_mtok, '', digits=3)} ({e.cost_basis})",
+    ]
+    if e.memory is not None:
+        mem = e.memory.as_dict()
+        lines.append(
+            "  memory per device:   "
+            + ", ".join(f"{k} {v:.3g} GB" for k, v in mem.items() if v is not None)
+        )
+    lines += [f"  unknown: {m}" for m in e.missing]
+    lines += [f"  assumed: {a}" for a in e.assumptions]
+    return "\n".join(lines)
+
+
+def _phase(name: str, cost: StepCost | None) -> list[str]:
+    if cost is None:
+        return [f"{name}: not computed"]
+    return [
+        f"{name}: {cost.time_s * 1e3:.4g} ms, bound by {cost.bound}",
+        f"  compute    {cost.compute_s * 1e3:10.4g} ms  ({cost.flops / 1e12:.4g} TFLOP)",
+        f"  memory     {cost.memory_s * 1e3:10.4g} ms  ({cost.bytes / 1e9:.4g} GB moved)",
+        f"  comm       {cost.comm_s * 1e3:10.4g} ms  (TP all-reduces, PP hops)",
+        f"  overhead   {cost.overhead_s * 1e3:10.4g} ms  (step, per layer, per sequence)",
+        f"  power      {cost.power_w:10.4g} W    energy {cost.energy_j:.4g} J",
+    ]
+
+
+def explain(e: Estimate) -> str:
+    """Each term, what bounds it, and the catalog figures with their sources."""
+    lines = [summary(e), "", "time = max(compute, memory) + comm + overhead"]
+    lines += _phase(f"prefill ({e.batch} x {e.prompt_tokens} tokens)", e.prefill_cost)
+    lines += _phase(f"decode step ({e.batch} seqs at {e.context_tokens} ctx)", e.decode_cost)
+    if e.perf is not None:
+        p = e.perf.params
+        lines += [
+            "",
+            f"engine terms ({p.source}):",
+            f"  eff_compute {p.eff_compute:.3g}, eff_memory {p.eff_memory:.3g}, "
+            f"eff_comm {p.eff_comm:.3g}",
+            f"  overhead: step {p.overhead_step_s * 1e3:.3g} ms, layer "
+            f"{p.overhead_layer_s * 1e6:.3g} us, sequence {p.overhead_seq_s * 1e6:.3g} us, "
+            f"collective {p.overhead_collective_s * 1e6:.3g} us",
+            f"  power: idle + (tdp - idle) * min(1, {p.power_k_compute:.3g} * u_compute + "
+            f"{p.power_k_memory:.3g} * u_memory)",
+            "",
+            "catalog figures used:",
+        ]
+        for key, fig in sorted(e.perf.figures_used.items()):
+            lines.append(f"  {key} = {fig.value:g}  [{fig.cite()}]")
+    if e.provider is not None:
+        offer = e.provider.offers.get(e.model)
+        lines += ["", f"provider {e.provider.name} ({e.provider.base_url}):"]
+        if offer is not None:
+            for key in (
+                "usd_per_mtok_input",
+                "usd_per_mtok_output",
+                "ttft_s",
+                "output_tokens_per_s",
+            ):
+                fig = getattr(offer, key)
+                if fig is not None:
+                    lines.append(f"  {key} = {fig.value:g}  [{fig.cite()}]")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""Array backends for the synthetic decoder: NumPy (CPU) and PyTorch (GPU or CPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from wattserve.profile.decoder import Backend
+
+
+class NumpyBackend(Backend):
+    """float32 NumPy on the CPU (the BLAS numpy was built with)."""
+
+    name = "numpy"
+    dtype = "fp32"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def randn(self, *shape: int) -> Any:
+        # uniform with unit variance: as good as normal for timing, several times faster to make
+        return (self.rng.random(shape, dtype=np.float32) - 0.5) * np.float32(3.4641)
+
+    def zeros(self, *shape: int) -> Any:
+        return np.zeros(shape, dtype=np.float32)
+
+    def softmax_last(self, x: Any) -> Any:
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def silu(self, x: Any) -> Any:
+        return x / (1.0 + np.exp(-x))
+
+    def rmsnorm(self, x: Any) -> Any:
+        return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + 1e-6)
+
+    def causal_mask(self, q: int, ctx: int) -> Any:
+        rows = np.arange(q)[:, None] + (ctx - q)
+        cols = np.arange(ctx)[None, :]
+        return np.where(cols > rows, -np.inf, 0.0).astype(np.float32)
+
+    def tokens(self, batch: int, length: int, vocab: int) -> Any:
+        return self.rng.integers(0, vocab, size=(batch, length))
+
+    def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return x.transpose(axes)
+
+    def sync(self) -> None:
+        return None
+
+
+class TorchBackend(Backend):
+    """PyTorch on `device` ("cuda" or "cpu") in bf16 (fp32 on the CPU)."""
+
+    name = "torch"
+
+    def __init__(self, device: str = "cuda", seed: int = 0) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.tdtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = "bf16" if self.device.type == "cuda" else "fp32"
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+
+    def randn(self, *shape: int) -> Any:
+        return self.torch.randn(shape, generator=self.gen, device=self.device, dtype=self.tdtype)
+
+    def zeros(self, *shape: int) -> Any:
+        return self.torch.zeros(shape, device=self.device, dtype=self.tdtype)
+
+    def softmax_last(self, x: Any) -> Any:
+        return self.torch.softmax(x, dim=-1)
+
+    def silu(self, x: Any) -> Any:
+        return self.torch.nn.functional.silu(x)
+
+    def rmsnorm(self, x: Any) -> Any:
+        return x * self.torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + 1e-6)
+
+    def causal_mask(self, q: int, ctx: int) -> Any:
+        t = self.torch
+        rows = t.arange(q, device=self.device)[:, None] + (ctx - q)
+        cols = t.arange(ctx, device=self.device)[None, :]
+        zero = t.zeros((), device=self.device, dtype=self.tdtype)
+        return t.where(
+            cols > rows, t.tensor(float("-inf"), dtype=self.tdtype, device=self.device), zero
+        )
+
+    def tokens(self, batch: int, length: int, vocab: int) -> Any:
+        return self.torch.randint(0, vocab, (batch, length), generator=self.gen, device=self.device)
+
+    def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
+        return x.permute(*axes)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def free(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()

@@ -1,0 +1,272 @@
+"""Orchestrates `wattserve profile`: micro-benchmarks, synthetic forward passes, power, fit.
+
+Writes, into the output folder: hardware.yaml (the measured machine as a catalog entry, when
+it is not already in the catalog), measurements.csv (the calibrate format) and calibration.json.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wattserve.calibrate.fit import FitReport, fit_calibration
+from wattserve.calibrate.measurements import Measurement, write_measurements
+from wattserve.core.catalog import Catalog, load_catalog
+from wattserve.core.hardware import Hardware
+from wattserve.core.modelspec import load_model
+from wattserve.core.params import Calibration
+from wattserve.profile import micro
+from wattserve.profile.backends import NumpyBackend, TorchBackend
+from wattserve.profile.decoder import Backend, SyntheticDecoder
+from wattserve.profile.power import NvmlMeter, PowerMeter, RaplMeter
+
+Log = Callable[[str], None]
+
+# (model, prefill cases (batch, prompt), decode cases (batch, context))
+Plan = list[tuple[str, list[tuple[int, int]], list[tuple[int, int]]]]
+
+CPU_PLAN: Plan = [
+    ("smollm2-135m", [(1, 64), (1, 256), (4, 128)], [(1, 128), (4, 256), (16, 512), (1, 1024)]),
+    ("qwen2.5-0.5b", [(1, 64)], [(1, 128), (4, 256)]),
+]
+GPU_PLAN: Plan = [
+    ("llama-3.2-1b", [(1, 128), (1, 1024), (8, 512)], [(1, 512), (16, 512), (64, 1024)]),
+    (
+        "llama-3.1-8b",
+        [(1, 512), (4, 1024), (16, 512)],
+        [(1, 512), (8, 1024), (32, 512), (64, 2048)],
+    ),
+]
+
+# GPU names as CUDA reports them, matched to catalog ids (first match wins).
+GPU_NAMES: tuple[tuple[str, str], ...] = (
+    ("H100 NVL", "h100-nvl"),
+    ("H100 PCIe", "h100-pcie"),
+    ("H100", "h100-sxm"),
+    ("H200", "h200-sxm"),
+    ("GB200", "gb200"),
+    ("B200", "b200"),
+    ("A100-SXM4-40GB", "a100-sxm-40gb"),
+    ("A100", "a100-sxm-80gb"),
+    ("L40S", "l40s"),
+    ("L4", "l4"),
+    ("RTX 4090", "rtx-4090"),
+)
+
+
+@dataclass
+class ProfileResult:
+    """What one device's profile measured and fitted."""
+
+    hardware: Hardware
+    measurements: list[Measurement]
+    calibration: Calibration
+    reports: list[FitReport]
+    power: str
+    micro: dict[str, float]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+
+
+def _hardware_yaml(
+    hw_id: str, name: str, category: str, dtype: str, figures: dict[str, float], source: str
+) -> str:
+    lines = [
+        "# Written by `wattserve profile`: figures measured on this machine.",
+        "devices:",
+        f"  {hw_id}:",
+        f"    name: {name!r}",
+        "    vendor: local",
+        f"    category: {category}",
+        "    software: pytorch-native",
+        "    maturity: production",
+        f"    year: {dt.date.today().year}",
+        f"    source: {source!r}",
+    ]
+    peak = figures.pop("peak_tflops")
+    lines.append(f"    peak_tflops: {{{dtype}: {peak:.6g}}}")
+    lines += [f"    {k}: {v:.6g}" for k, v in figures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _measure(
+    hw_id: str, backend: Backend, plan: Plan, meter: PowerMeter | None, log: Log
+) -> list[Measurement]:
+    rows: list[Measurement] = []
+    for model_id, prefills, decodes in plan:
+        spec = load_model(model_id)
+        log(f"  {model_id}: building synthetic weights ({spec.total_params / 1e6:.0f}M params)")
+        dec = SyntheticDecoder(spec, backend)
+        cases = [("prefill", b, n) for b, n in prefills] + [("decode", b, n) for b, n in decodes]
+        for phase, batch, n in cases:
+            if meter is not None:
+                meter.start()
+            if phase == "prefill":
+                seconds = dec.time_prefill(batch, n)
+            else:
+                seconds = dec.time_decode(batch, n)
+            watts = meter.stop() if meter is not None else None
+            log(
+                f"    {phase:7} batch {batch:3} tokens {n:5}: {seconds * 1e3:9.2f} ms"
+                + ("" if watts is None else f"  {watts:6.1f} W")
+            )
+            rows.append(
+                Measurement(
+                    model=model_id,
+                    hardware=hw_id,
+                    count=1,
+                    tensor_parallel=1,
+                    dtype=backend.dtype,  # type: ignore[arg-type]
+                    phase=phase,  # type: ignore[arg-type]
+                    batch=batch,
+                    prompt_tokens=n,
+                    context_tokens=n,
+                    seconds=seconds,
+                    watts=watts,
+                    line=len(rows) + 2,
+                )
+            )
+        dec.release()
+    return rows
+
+
+def _finish(
+    hw: Hardware,
+    rows: list[Measurement],
+    catalog: Catalog,
+    out: Path,
+    tag: str,
+    power: str,
+    figures: dict[str, float],
+) -> ProfileResult:
+    csv_path = out / f"measurements-{tag}.csv"
+    write_measurements(csv_path, rows)
+    calibration, reports = fit_calibration(rows, catalog, source=csv_path.name)
+    calib_path = out / f"calibration-{tag}.json"
+    calibration.save(calib_path)
+    return ProfileResult(
+        hw,
+        rows,
+        calibration,
+        reports,
+        power,
+        figures,
+        {"measurements": csv_path, "calibration": calib_path},
+    )
+
+
+def profile_cpu(out: Path, quick: bool, log: Log) -> ProfileResult:
+    """Measure this machine's CPU with NumPy."""
+    log("CPU: measuring matrix-multiply throughput and memory bandwidth")
+    tflops = micro.numpy_matmul_tflops()
+    gbps = micro.numpy_copy_gbps()
+    log(f"  fp32 matmul {tflops * 1e3:.1f} GFLOPS, copy bandwidth {gbps:.1f} GB/s")
+    meter, power_note = RaplMeter.open()
+    figures = {"peak_tflops": tflops, "mem_bw_gbps": gbps, "memory_gb": _memory_gb()}
+    if meter is not None:
+        max_w = meter.max_power_w()
+        if max_w:
+            figures["tdp_w"] = max_w
+    log(f"  power: {power_note}")
+    source = (
+        f"measured by wattserve profile on {platform.node()} ({_cpu_name()}, "
+        f"{os.cpu_count()} CPUs) {dt.date.today().isoformat()}"
+    )
+    hw_path = out / "hardware-cpu.yaml"
+    hw_path.write_text(
+        _hardware_yaml("local-cpu", _cpu_name(), "cpu", "fp32", dict(figures), source)
+    )
+    catalog = load_catalog([hw_path])
+    hw = catalog.device("local-cpu")
+    plan = CPU_PLAN[:1] if quick else CPU_PLAN
+    rows = _measure(hw.id, NumpyBackend(), plan, meter, log)
+    result = _finish(hw, rows, catalog, out, "cpu", power_note, figures)
+    result.files["hardware"] = hw_path
+    return result
+
+
+def gpu_available() -> tuple[bool, str]:
+    try:
+        import torch
+    except ImportError:
+        return False, "PyTorch is not installed (pip install 'wattserve[gpu]')"
+    if not torch.cuda.is_available():
+        return False, "PyTorch sees no CUDA device"
+    return True, torch.cuda.get_device_name(0)
+
+
+def profile_gpu(out: Path, quick: bool, log: Log) -> ProfileResult:
+    """Measure GPU 0 through PyTorch (bf16), with NVML power when readable."""
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    log(f"GPU: {name}")
+    tflops = micro.torch_matmul_tflops("cuda")
+    gbps = micro.torch_copy_gbps("cuda")
+    log(f"  bf16 matmul {tflops:.1f} TFLOPS, copy bandwidth {gbps:.0f} GB/s")
+    meter, power_note = NvmlMeter.open(0)
+    log(f"  power: {power_note}")
+    figures = {
+        "peak_tflops": tflops,
+        "mem_bw_gbps": gbps,
+        "memory_gb": torch.cuda.get_device_properties(0).total_memory / 1e9,
+    }
+    catalog = load_catalog()
+    hw_id = next((cid for key, cid in GPU_NAMES if key in name), None)
+    files: dict[str, Path] = {}
+    if hw_id is None:
+        hw_path = out / "hardware-gpu.yaml"
+        source = f"measured by wattserve profile ({name}) {dt.date.today().isoformat()}"
+        hw_path.write_text(_hardware_yaml("local-gpu", name, "gpu", "bf16", dict(figures), source))
+        catalog = load_catalog([hw_path])
+        hw_id = "local-gpu"
+        files["hardware"] = hw_path
+    else:
+        log(f"  matched catalog entry {hw_id}: calibrating its terms against its catalog peaks")
+    hw = catalog.device(hw_id)
+    plan = GPU_PLAN[:1] if quick else GPU_PLAN
+    rows = _measure(hw_id, TorchBackend("cuda"), plan, meter, log)
+    result = _finish(hw, rows, catalog, out, "gpu", power_note, figures)
+    result.files.update(files)
+    return result
+
+
+def run_profile(
+    out: Path, device: str = "auto", quick: bool = False, log: Log = print
+) -> list[ProfileResult]:
+    """Profile the CPU and/or the GPU (`device`: auto, cpu or gpu)."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    started = time.perf_counter()
+    if device in ("auto", "cpu"):
+        results.append(profile_cpu(out, quick, log))
+    if device in ("auto", "gpu"):
+        ok, why = gpu_available()
+        if ok:
+            results.append(profile_gpu(out, quick, log))
+        elif device == "gpu":
+            from wattserve.errors import WattserveError
+
+            raise WattserveError(f"cannot profile a GPU: {why}")
+        else:
+            log(f"GPU: skipped ({why})")
+    log(f"profile took {time.perf_counter() - started:.1f} s")
+    return results
