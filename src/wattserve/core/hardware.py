@@ -190,7 +190,10 @@ def parse_hardware(hw_id: str, entry: Any, path: str) -> Hardware:
                 field=f"{hw_id}.{key}",
             )
         figures[key] = _figure(raw, source, f"{hw_id}.{key}", path, entry.line_of(key))
-    peaks = entry.get("peak_tflops") or {}
+    peaks = entry.get("peak_tflops")
+    if peaks is None:
+        peaks = LineDict()
+        peaks.key_lines = {}
     if not isinstance(peaks, LineDict):
         raise ConfigError(
             "peak_tflops must map dtype to dense TFLOPS, e.g. {bf16: 989}",

@@ -28,7 +28,7 @@ class EngineParams:
     eff_comm: float = 0.7
     overhead_step_s: float = 1.0e-3
     overhead_layer_s: float = 1.0e-5
-    overhead_seq_s: float = 2.0e-5
+    overhead_seq_s: float = 5.0e-6
     overhead_collective_s: float = 1.0e-5
     memory_utilization: float = 0.9
     power_k_compute: float = 1.0

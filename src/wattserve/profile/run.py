@@ -173,8 +173,8 @@ def _finish(
     )
 
 
-def profile_cpu(out: Path, quick: bool, log: Log) -> ProfileResult:
-    """Measure this machine's CPU with NumPy."""
+def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> ProfileResult:
+    """Measure this machine's CPU with NumPy (`plan` overrides the built-in cases)."""
     log("CPU: measuring matrix-multiply throughput and memory bandwidth")
     tflops = micro.numpy_matmul_tflops()
     gbps = micro.numpy_copy_gbps()
@@ -196,7 +196,8 @@ def profile_cpu(out: Path, quick: bool, log: Log) -> ProfileResult:
     )
     catalog = load_catalog([hw_path])
     hw = catalog.device("local-cpu")
-    plan = CPU_PLAN[:1] if quick else CPU_PLAN
+    if plan is None:
+        plan = CPU_PLAN[:1] if quick else CPU_PLAN
     rows = _measure(hw.id, NumpyBackend(), plan, meter, log)
     result = _finish(hw, rows, catalog, out, "cpu", power_note, figures)
     result.files["hardware"] = hw_path

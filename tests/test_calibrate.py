@@ -1,0 +1,158 @@
+"""Calibration: the CSV reader's errors, and recovery of known terms from measurements."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from wattserve import (
+    ConfigError,
+    Deployment,
+    EngineParams,
+    estimate,
+    fit_calibration,
+    load_calibration,
+    load_catalog,
+    load_model,
+    read_measurements,
+)
+from wattserve.calibrate.measurements import COLUMNS, Measurement, write_measurements
+from wattserve.core.perf import PerfModel
+
+HEADER = ",".join(COLUMNS)
+
+# A "true" H100 engine that differs from the defaults, standing in for a real one.
+TRUTH = EngineParams(
+    eff_compute=0.72,
+    eff_memory=0.86,
+    overhead_step_s=0.6e-3,
+    overhead_layer_s=14e-6,
+    overhead_seq_s=9e-6,
+    power_k_compute=1.2,
+    power_k_memory=0.75,
+    idle_fraction=0.11,
+)
+
+
+def _measure(
+    model: str, phase: str, batch: int, tokens: int, tp: int = 1, noise: random.Random | None = None
+) -> Measurement:
+    hw = load_catalog().device("h100-sxm")
+    pm = PerfModel(Deployment(load_model(model), hw, tp=tp), TRUTH)
+    cost = pm.prefill(batch, tokens) if phase == "prefill" else pm.decode_step(batch, tokens)
+    jitter = 1.0 + (noise.uniform(-0.02, 0.02) if noise else 0.0)
+    return Measurement(
+        model,
+        "h100-sxm",
+        tp,
+        tp,
+        "bf16",
+        phase,
+        batch,
+        tokens,  # type: ignore[arg-type]
+        tokens,
+        cost.time_s * jitter,
+        cost.power_w / tp * jitter,
+    )
+
+
+def test_fit_recovers_held_out_points_within_ten_percent() -> None:
+    rng = random.Random(7)
+    train = [
+        _measure("llama-3.1-8b", "prefill", 1, 128, noise=rng),
+        _measure("llama-3.1-8b", "prefill", 1, 2048, noise=rng),
+        _measure("llama-3.1-8b", "prefill", 8, 512, noise=rng),
+        _measure("llama-3.1-8b", "decode", 1, 512, noise=rng),
+        _measure("llama-3.1-8b", "decode", 32, 1024, noise=rng),
+        _measure("llama-3.1-8b", "decode", 128, 512, noise=rng),
+        _measure("llama-3.2-1b", "prefill", 4, 256, noise=rng),
+        _measure("llama-3.2-1b", "decode", 1, 256, noise=rng),
+        _measure("llama-3.2-1b", "decode", 64, 2048, noise=rng),
+    ]
+    calib, reports = fit_calibration(train, load_catalog())
+    assert reports[0].mean_abs_pct < 3.0
+    held_out = [
+        _measure("llama-2-13b", "prefill", 2, 1024),
+        _measure("llama-2-13b", "decode", 16, 3000),
+        _measure("qwen2.5-7b", "decode", 256, 700),
+        _measure("llama-3.1-8b", "prefill", 32, 128),
+        _measure("llama-3.1-8b", "decode", 4, 8000),
+        _measure("llama-3.1-70b", "decode", 8, 1024, tp=4),
+        _measure("llama-3.1-70b", "prefill", 1, 1024, tp=4),
+    ]
+    for m in held_out:
+        e = estimate(
+            m.model,
+            "h100-sxm",
+            tp=m.tensor_parallel,
+            batch=m.batch,
+            prompt_tokens=m.prompt_tokens,
+            context=m.context_tokens,
+            calibration=calib,
+        )
+        predicted = e.prefill_s if m.phase == "prefill" else e.decode_step_s
+        assert predicted == pytest.approx(m.seconds, rel=0.10), m
+        watts = (e.prefill_cost if m.phase == "prefill" else e.decode_cost).power_w / m.count  # type: ignore[union-attr]
+        assert watts == pytest.approx(m.watts, rel=0.10), m
+
+
+def test_calibration_round_trips_through_json(tmp_path: Path) -> None:
+    train = [
+        _measure("llama-3.1-8b", ph, b, t)
+        for ph, b, t in [
+            ("prefill", 1, 512),
+            ("prefill", 4, 1024),
+            ("decode", 1, 512),
+            ("decode", 64, 512),
+            ("decode", 16, 2048),
+        ]
+    ]
+    csv_path = tmp_path / "m.csv"
+    write_measurements(csv_path, train)
+    rows = read_measurements(csv_path)
+    assert len(rows) == 5 and rows[0].line == 2
+    calib, _ = fit_calibration(rows, load_catalog(), source="m.csv")
+    out = tmp_path / "c.json"
+    calib.save(out)
+    again = load_calibration(out)
+    assert again.params["h100-sxm"].eff_memory == pytest.approx(calib.params["h100-sxm"].eff_memory)
+    assert "mean_abs_pct" in json.loads(out.read_text())["hardware"]["h100-sxm"]["fit_error"]
+    before = estimate("llama-3.1-8b", "h100-sxm", batch=64)
+    after = estimate("llama-3.1-8b", "h100-sxm", batch=64, calibration=out)
+    assert after.tpot_s != before.tpot_s
+    assert after.calibration.startswith("calibrated from m.csv")
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,prefil,1,128,128,0.01,", "phase"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf17,prefill,1,128,128,0.01,", "dtype"),
+        ("llama-3.1-8b,h100-sxm,3,2,bf16,prefill,1,128,128,0.01,", "count"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,one,128,128,0.01,", "batch"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,-1,", "seconds"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,,300", "seconds"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,hot", "watts"),
+    ],
+)
+def test_malformed_csv_names_file_line_and_field(tmp_path: Path, row: str, field: str) -> None:
+    f = tmp_path / "bad.csv"
+    good = "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,"
+    f.write_text(f"{HEADER}\n{good}\n{row}\n")
+    with pytest.raises(ConfigError) as err:
+        read_measurements(f)
+    assert (err.value.path, err.value.line, err.value.field) == (str(f), 3, field)
+
+
+def test_missing_column_and_unknown_hardware(tmp_path: Path) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text("model,hardware,seconds\nx,y,1\n")
+    with pytest.raises(ConfigError, match="missing column"):
+        read_measurements(f)
+    f.write_text(f"{HEADER}\nllama-3.1-8b,h100,1,1,bf16,decode,1,128,128,0.01,\n")
+    with pytest.raises(ConfigError, match="h100-sxm") as err:
+        fit_calibration(read_measurements(f), load_catalog(), source=str(f))
+    assert err.value.line == 2

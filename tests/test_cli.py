@@ -1,0 +1,107 @@
+"""The `wattserve` command as a user runs it: a real subprocess, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wattserve", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_estimate_json() -> None:
+    p = run(
+        "estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--batch", "16", "--json"
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["fits"] is True and d["batch"] == 16 and d["tpot_s"] > 0
+
+
+def test_estimate_explain_shows_terms_bounds_and_sources() -> None:
+    p = run(
+        "estimate", "--model", "llama-3.1-70b", "--hardware", "h100-sxm", "--tp", "4", "--explain"
+    )
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    for term in (
+        "compute",
+        "memory",
+        "comm",
+        "overhead",
+        "bound by",
+        "mem_bw_gbps = 3350",
+        "cli99/llm-analysis",
+    ):
+        assert term in out
+
+
+def test_estimate_that_does_not_fit_is_not_an_error() -> None:
+    p = run("estimate", "--model", "llama-3.1-405b", "--hardware", "l4", "--json")
+    assert p.returncode == 0
+    d = json.loads(p.stdout)
+    assert d["fits"] is False and d["reason"] and d["tpot_s"] is None
+
+
+def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    p = run("estimate", "--model", "llama-3.1-8b", "--hardware", "h100")
+    assert p.returncode == 2 and "unknown hardware 'h100'" in p.stderr and "h100-sxm" in p.stderr
+    assert "Traceback" not in p.stderr
+    bad = tmp_path / "m.csv"
+    bad.write_text("model,hardware\n")
+    p = run("calibrate", str(bad), "-o", str(tmp_path / "c.json"))
+    assert p.returncode == 2 and "missing column" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_catalog_and_models() -> None:
+    p = run("catalog", "--category", "edge-module", "--json")
+    ids = {d["id"] for d in json.loads(p.stdout)}
+    assert {"jetson-agx-orin-64gb", "hailo-10h"} <= ids and "h100-sxm" not in ids
+    p = run("catalog", "show", "groq-lpu")
+    assert "sram_mb" in p.stdout and "public launch coverage" in p.stdout
+    p = run("catalog", "providers", "--json")
+    assert any(d["id"] == "groq-cloud" for d in json.loads(p.stdout))
+    p = run("models", "--json")
+    assert any(d["id"] == "mixtral-8x7b" and d["experts"] == 8 for d in json.loads(p.stdout))
+
+
+def test_calibrate_writes_a_calibration_that_estimate_applies(tmp_path: Path) -> None:
+    csv = tmp_path / "m.csv"
+    csv.write_text(
+        "model,hardware,count,tensor_parallel,dtype,phase,batch,prompt_tokens,context_tokens,"
+        "seconds,watts\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,prefill,1,512,512,0.0190,520\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,prefill,8,1024,1024,0.1420,690\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,512,512,0.00680,310\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,32,1024,1024,0.00910,380\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,128,512,512,0.0135,430\n"
+        "llama-3.2-1b,h100-sxm,1,1,bf16,decode,1,512,512,0.00190,\n"
+    )
+    out = tmp_path / "c.json"
+    p = run("calibrate", str(csv), "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "fit error" in p.stdout and out.exists()
+    p = run(
+        "estimate",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--batch",
+        "1",
+        "--prompt-tokens",
+        "512",
+        "--context",
+        "512",
+        "--calibration",
+        str(out),
+        "--json",
+    )
+    d = json.loads(p.stdout)
+    assert abs(d["decode_step_s"] - 0.0068) / 0.0068 < 0.10
+    assert d["calibration"].startswith("calibrated from m.csv")

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from wattserve import ConfigError, UnknownNameError, estimate, load_model
+
+JSON_KEYS = {
+    "prefill_s",
+    "prefill_j",
+    "decode_step_s",
+    "decode_step_j",
+    "ttft_s",
+    "tpot_s",
+    "output_tokens_per_s",
+    "power_w",
+    "energy_j_per_token",
+    "usd_per_mtok",
+    "fits",
+    "max_batch",
+    "devices",
+    "memory_gb",
+}
+
+
+def test_json_form_has_every_documented_key() -> None:
+    d = estimate("llama-3.1-8b", "h100-sxm", batch=8).to_dict()
+    assert set(d) >= JSON_KEYS
+    assert set(d["memory_gb"]) >= {"weights", "kv_cache", "activations", "total", "capacity"}
+    assert d["fits"] is True and d["devices"] == 1
+
+
+def test_derived_figures_are_consistent() -> None:
+    e = estimate("llama-3.1-8b", "h100-sxm", batch=8, prompt_tokens=1000, output_tokens=200)
+    assert e.ttft_s == e.prefill_s and e.tpot_s == e.decode_step_s
+    assert e.context_tokens == 1100
+    total_s = e.prefill_s + 200 * e.decode_step_s  # type: ignore[operator]
+    total_j = e.prefill_j + 200 * e.decode_step_j  # type: ignore[operator]
+    assert e.output_tokens_per_s == pytest.approx(8 * 200 / total_s)
+    assert e.energy_j_per_token == pytest.approx(total_j / 1600)
+    assert e.power_w == pytest.approx(total_j / total_s)
+    # rented at $2.99/h: dollars are time x price
+    assert e.usd_per_mtok == pytest.approx(total_s * 2.99 / 3600 / 1600 * 1e6)
+    assert e.cost_basis == "rent"
+
+
+def test_larger_batch_raises_throughput_and_lowers_energy_per_token() -> None:
+    small = estimate("llama-3.1-8b", "h100-sxm", batch=1)
+    big = estimate("llama-3.1-8b", "h100-sxm", batch=64)
+    assert big.output_tokens_per_s > 10 * small.output_tokens_per_s  # type: ignore[operator]
+    assert big.energy_j_per_token < small.energy_j_per_token / 5  # type: ignore[operator]
+
+
+def test_owned_hardware_costs_capex_plus_electricity() -> None:
+    from wattserve import CostAssumptions
+
+    e = estimate("llama-3.1-8b", "rtx-4090", batch=4, costs=CostAssumptions("own", 0.10, 1.2, 3))
+    total_s = e.prefill_s + 128 * e.decode_step_s  # type: ignore[operator]
+    total_j = e.prefill_j + 128 * e.decode_step_j  # type: ignore[operator]
+    usd = total_s * 1599 / (3 * 365.25 * 86400) + total_j * 1.2 * 0.10 / 3.6e6
+    assert e.cost_basis == "own"
+    assert e.usd_per_mtok == pytest.approx(usd / (4 * 128) * 1e6)
+
+
+def test_does_not_fit_says_why_and_makes_up_no_numbers() -> None:
+    e = estimate("llama-3.1-405b", "l4")
+    assert e.fits is False
+    assert "weights" in e.reason and "--tp" in e.reason
+    assert e.tpot_s is None and e.energy_j_per_token is None and e.usd_per_mtok is None
+
+
+def test_batch_over_max_batch_does_not_fit() -> None:
+    e = estimate("llama-3.1-70b", "h100-sxm", tp=2, prompt_tokens=4000, output_tokens=1000)
+    assert e.fits and e.max_batch is not None
+    over = estimate(
+        "llama-3.1-70b",
+        "h100-sxm",
+        tp=2,
+        batch=e.max_batch + 1,
+        prompt_tokens=4000,
+        output_tokens=1000,
+    )
+    assert not over.fits and str(e.max_batch) in over.reason
+
+
+def test_sram_only_parts_pipeline_across_as_many_chips_as_needed() -> None:
+    e = estimate("llama-2-70b", "groq-lpu", dtype="fp16")
+    m = load_model("llama-2-70b")
+    need = m.weight_bytes("fp16") + (512 + 128) * m.kv_bytes_per_token("fp16")
+    assert e.devices == math.ceil(need / (230e6 * 0.9))
+    assert 600 <= e.devices <= 700
+    assert e.fits and e.tpot_s is not None
+    small = estimate("llama-3.1-8b", "cerebras-wse3")
+    assert small.devices == 1
+    assert estimate("llama-3.1-70b", "cerebras-wse3").devices == 4
+
+
+def test_compute_in_memory_says_how_many_chips_and_gives_numbers_when_they_fit() -> None:
+    big = estimate("llama-3.1-8b", "mythic-m1076", dtype="int8")
+    assert not big.fits and "80M weights" in big.reason
+    small = estimate("smollm2-135m", "mythic-m1076", dtype="int8", pp=2)
+    assert small.fits and small.tpot_s is not None and small.power_w is not None
+    assert small.power_w <= 2 * 3.0 + 1e-9  # two chips at 3 W
+
+
+def test_missing_figures_are_reported_not_zeroed() -> None:
+    e = estimate("llama-3.2-1b", "hailo-10h", dtype="int4")
+    assert e.fits and e.tpot_s is None
+    assert any("mem_bw_gbps" in m for m in e.missing)
+    tpu = estimate("llama-3.1-8b", "tpu-v6e")
+    assert tpu.tpot_s is not None and tpu.power_w is None
+    assert any("tdp_w" in m for m in tpu.missing)
+    no_fp8 = estimate("llama-3.1-8b", "a100-sxm-80gb", dtype="fp8")
+    assert no_fp8.tpot_s is None and any("no fp8 peak" in m for m in no_fp8.missing)
+
+
+def test_provider_estimate_uses_token_prices() -> None:
+    e = estimate("llama-3.1-8b", "groq-cloud", prompt_tokens=1000, output_tokens=100)
+    assert e.usd_per_mtok == pytest.approx((1000 * 0.05 + 100 * 0.08) / 100)
+    assert e.tpot_s == pytest.approx(1 / 750)
+    assert e.energy_j_per_token is None
+
+
+def test_unknown_names_and_bad_numbers() -> None:
+    with pytest.raises(UnknownNameError, match="h100-sxm"):
+        estimate("llama-3.1-8b", "h100sxm")
+    with pytest.raises(ConfigError, match="batch"):
+        estimate("llama-3.1-8b", "h100-sxm", batch=0)
+    with pytest.raises(ConfigError, match="dtype"):
+        estimate("llama-3.1-8b", "h100-sxm", dtype="fp12")

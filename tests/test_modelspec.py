@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wattserve import ConfigError, UnknownNameError, builtin_model_ids, load_model
+
+
+@pytest.mark.parametrize(
+    ("model", "params_b", "active_b"),
+    [
+        ("llama-3.1-8b", 8.03, 7.50),
+        ("llama-3.1-70b", 70.55, 69.50),
+        ("llama-3.1-405b", 405.85, 403.75),
+        ("llama-2-7b", 6.74, 6.61),
+        ("mixtral-8x7b", 46.70, 12.75),
+        ("qwen2.5-0.5b", 0.494, 0.494),
+        ("smollm2-135m", 0.1345, 0.1345),
+    ],
+)
+def test_parameter_counts_match_published_sizes(
+    model: str, params_b: float, active_b: float
+) -> None:
+    m = load_model(model)
+    assert m.total_params / 1e9 == pytest.approx(params_b, rel=0.005)
+    assert m.active_matmul_params / 1e9 == pytest.approx(active_b, rel=0.01)
+
+
+def test_builtin_catalog_has_required_models() -> None:
+    ids = set(builtin_model_ids())
+    assert len(ids) >= 10
+    assert {
+        "llama-3.1-8b",
+        "llama-3.1-70b",
+        "llama-3.1-405b",
+        "llama-2-7b",
+        "llama-2-13b",
+        "llama-2-70b",
+        "mixtral-8x7b",
+        "qwen2.5-0.5b",
+        "smollm2-135m",
+    } <= ids
+    moes = [i for i in ids if load_model(i).is_moe]
+    assert len(moes) >= 2
+
+
+def test_kv_cache_bytes_gqa() -> None:
+    m = load_model("llama-3.1-8b")
+    assert m.kv_bytes_per_token("bf16") == 2 * 32 * 8 * 128 * 2  # 128 KiB per token
+    assert m.kv_bytes_per_token("fp8") == m.kv_bytes_per_token("bf16") / 2
+
+
+def test_hf_config_with_custom_layer_count(tmp_path: Path) -> None:
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+    }
+    d = tmp_path / "half-llama"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    half = load_model(str(d))
+    full = load_model("llama-3.1-8b")
+    assert half.id == "half-llama"
+    per_layer = (full.total_params - 2 * full.vocab_size * full.hidden_size) / 32
+    assert half.total_params == pytest.approx(full.total_params - 16 * per_layer, rel=1e-4)
+
+
+def test_moe_config_from_file(tmp_path: Path) -> None:
+    cfg = {
+        "model_type": "mixtral",
+        "hidden_size": 1024,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "intermediate_size": 2048,
+        "vocab_size": 1000,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+    }
+    f = tmp_path / "tiny-moe.json"
+    f.write_text(json.dumps(cfg))
+    m = load_model(str(f))
+    assert m.is_moe and m.num_experts == 8 and m.experts_per_token == 2
+    assert m.active_matmul_params < m.total_params
+
+
+def test_malformed_config_names_file_line_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "config.json"
+    f.write_text(
+        '{\n  "hidden_size": 4096,\n  "num_hidden_layers": -2,\n  "num_attention_heads": 32\n}'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_model(str(f))
+    assert err.value.line == 3 and err.value.field == "num_hidden_layers"
+    f.write_text('{\n  "hidden_size": 4096,\n  oops\n}')
+    with pytest.raises(ConfigError) as err:
+        load_model(str(f))
+    assert err.value.line == 3
+
+
+def test_unknown_model_suggests_close_names() -> None:
+    with pytest.raises(UnknownNameError) as err:
+        load_model("llama-3.1-8")
+    assert "llama-3.1-8b" in str(err.value)

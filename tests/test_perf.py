@@ -1,0 +1,160 @@
+"""The PerfModel against cases computed by hand from its formulas (docs/model.md)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from wattserve import Deployment, EngineParams, ModelSpec, PerfModel, load_catalog
+
+TINY = ModelSpec(
+    id="tiny",
+    hidden_size=1024,
+    num_layers=2,
+    num_heads=8,
+    num_kv_heads=8,
+    head_dim=128,
+    intermediate_size=4096,
+    vocab_size=1000,
+)
+# per layer: attention 4 * 1024^2 = 4,194,304; MLP 3 * 1024 * 4096 = 12,582,912; norms 2,048
+TOTAL_PARAMS = 2 * (4_194_304 + 12_582_912 + 2_048) + 2 * 1000 * 1024 + 1024
+FLOPS_PER_TOKEN = 2 * (2 * (4_194_304 + 12_582_912) + 1000 * 1024)
+KV_BYTES_PER_TOKEN = 2 * 2 * 8 * 128 * 2  # K and V, 2 layers, 8 heads x 128, bf16
+ATTN_FLOPS_PER_CONTEXT = 4 * 2 * 8 * 128
+
+IDEAL = EngineParams(
+    eff_compute=1.0,
+    eff_memory=1.0,
+    eff_comm=1.0,
+    overhead_step_s=0.0,
+    overhead_layer_s=0.0,
+    overhead_seq_s=0.0,
+    overhead_collective_s=0.0,
+    power_k_compute=1.0,
+    power_k_memory=0.5,
+)
+
+HW_YAML = """devices:
+  round:
+    name: Round numbers
+    vendor: test
+    category: gpu
+    software: pytorch-native
+    maturity: production
+    source: test fixture
+    memory_gb: 80
+    mem_bw_gbps: 1000
+    peak_tflops: {bf16: 100}
+    tdp_w: 500
+    idle_w: 100
+    interconnect_gbps: 100
+  nopeak:
+    name: No fp8 peak
+    vendor: test
+    category: gpu
+    software: pytorch-native
+    maturity: production
+    source: test fixture
+    memory_gb: 80
+    mem_bw_gbps: 1000
+    peak_tflops: {bf16: 100}
+"""
+
+
+@pytest.fixture
+def hw(tmp_path: Path):  # type: ignore[no-untyped-def]
+    f = tmp_path / "hw.yaml"
+    f.write_text(HW_YAML)
+    return load_catalog([f]).device("round")
+
+
+def test_sizes_of_the_tiny_model() -> None:
+    assert TINY.total_params == TOTAL_PARAMS
+    assert TINY.flops_per_token == FLOPS_PER_TOKEN
+    assert TINY.kv_bytes_per_token("bf16") == KV_BYTES_PER_TOKEN
+
+
+def test_decode_step_is_memory_bound(hw) -> None:  # type: ignore[no-untyped-def]
+    pm = PerfModel(Deployment(TINY, hw), IDEAL)
+    c = pm.decode_step(batch=1, context_tokens=100)
+    bytes_moved = TOTAL_PARAMS * 2 + 101 * KV_BYTES_PER_TOKEN
+    flops = FLOPS_PER_TOKEN + ATTN_FLOPS_PER_CONTEXT * 101
+    assert c.bytes == pytest.approx(bytes_moved)
+    assert c.flops == pytest.approx(flops)
+    assert c.time_s == pytest.approx(bytes_moved / 1e12, rel=1e-9)
+    assert c.bound == "memory"
+    # power: idle + (tdp - idle) * (1.0 * compute share + 0.5 * memory share)
+    load = (flops / 1e14 + 0.5 * bytes_moved / 1e12) / c.time_s
+    assert c.power_w == pytest.approx(100 + 400 * load)
+    assert c.energy_j == pytest.approx(c.power_w * c.time_s)
+
+
+def test_prefill_is_compute_bound_with_causal_attention(hw) -> None:  # type: ignore[no-untyped-def]
+    pm = PerfModel(Deployment(TINY, hw), IDEAL)
+    c = pm.prefill(batch=4, prompt_tokens=1000)
+    flops = 4000 * FLOPS_PER_TOKEN + ATTN_FLOPS_PER_CONTEXT * 4 * (1000 * 1001 / 2)
+    assert c.time_s == pytest.approx(flops / 1e14, rel=1e-9)
+    assert c.bound == "compute"
+
+
+def test_overheads_add_per_step_layer_and_sequence(hw) -> None:  # type: ignore[no-untyped-def]
+    p = IDEAL.with_updates(overhead_step_s=1e-3, overhead_layer_s=1e-4, overhead_seq_s=1e-5)
+    base = PerfModel(Deployment(TINY, hw), IDEAL).decode_step(8, 100).time_s
+    c = PerfModel(Deployment(TINY, hw), p).decode_step(8, 100)
+    assert c.time_s - base == pytest.approx(1e-3 + 2 * 1e-4 + 8 * 1e-5)
+    assert c.overhead_s == pytest.approx(1e-3 + 2 * 1e-4 + 8 * 1e-5)
+
+
+def test_tensor_parallel_splits_work_and_pays_all_reduces(hw) -> None:  # type: ignore[no-untyped-def]
+    p = IDEAL.with_updates(overhead_collective_s=5e-6)
+    one = PerfModel(Deployment(TINY, hw, tp=1), p).prefill(4, 1000)
+    two = PerfModel(Deployment(TINY, hw, tp=2), p).prefill(4, 1000)
+    # two all-reduces per layer of 4000 tokens x 1024 x 2 bytes; ring factor 2(n-1)/n = 1
+    comm = 2 * 2 * (5e-6 + 4000 * 1024 * 2 / 100e9)
+    assert two.comm_s == pytest.approx(comm)
+    assert two.time_s == pytest.approx(one.time_s / 2 + comm)
+    assert two.power_w == pytest.approx(2 * one.power_w, rel=0.2)
+
+
+def test_power_is_capped_at_tdp(hw) -> None:  # type: ignore[no-untyped-def]
+    hot = IDEAL.with_updates(power_k_compute=5.0)
+    c = PerfModel(Deployment(TINY, hw), hot).prefill(4, 1000)
+    assert c.power_w == pytest.approx(500.0)
+
+
+def test_moe_reads_only_the_experts_its_tokens_pick(hw) -> None:  # type: ignore[no-untyped-def]
+    moe = ModelSpec(
+        id="moe",
+        hidden_size=1024,
+        num_layers=2,
+        num_heads=8,
+        num_kv_heads=8,
+        head_dim=128,
+        intermediate_size=1024,
+        vocab_size=1000,
+        num_experts=8,
+        experts_per_token=2,
+        expert_intermediate_size=1024,
+    )
+    pm = PerfModel(Deployment(moe, hw), IDEAL)
+    expert_bytes = 2 * 3 * 1024 * 1024 * 2  # one expert, both layers, bf16
+    all_bytes = moe.total_params * 2
+    one = pm.step(1, 1, 1, 1)
+    many = pm.step(10_000, 10_000, 10_000, 10_000)
+    kv = KV_BYTES_PER_TOKEN
+    # one token touches exactly 2 experts; 10,000 tokens touch all 8
+    assert one.bytes == pytest.approx(all_bytes - 6 * expert_bytes + kv)
+    assert many.bytes == pytest.approx(all_bytes + 10_000 * kv, rel=1e-9)
+
+
+def test_missing_peak_makes_times_unknown_not_zero(tmp_path: Path) -> None:
+    f = tmp_path / "hw.yaml"
+    f.write_text(HW_YAML)
+    hw = load_catalog([f]).device("nopeak")
+    pm = PerfModel(Deployment(TINY, hw, dtype="fp8", kv_dtype="fp8"), IDEAL)
+    assert math.isnan(pm.decode_step(1, 10).time_s)
+    assert any("fp8 peak" in m and "bf16" in m for m in pm.missing)
+    assert any("tdp_w" in m for m in pm.power_missing)

@@ -1,0 +1,70 @@
+"""`profile` on this machine's CPU: real measurements, a hardware entry and a calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wattserve import estimate, load_calibration, load_catalog, read_measurements
+from wattserve.profile.backends import NumpyBackend
+from wattserve.profile.decoder import SyntheticDecoder
+from wattserve.profile.power import RaplMeter
+from wattserve.profile.run import profile_cpu
+
+PLAN = [("smollm2-135m", [(1, 32), (1, 128)], [(1, 64), (2, 256), (8, 128)])]
+
+
+def test_cpu_profile_writes_hardware_measurements_and_calibration(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = profile_cpu(tmp_path, quick=True, log=lines.append, plan=PLAN)
+    assert result.micro["peak_tflops"] > 0.001 and result.micro["mem_bw_gbps"] > 0.5
+    assert any("power:" in line for line in lines)  # says how power was read, or why not
+    rows = read_measurements(result.files["measurements"])
+    assert len(rows) == 5 and all(r.hardware == "local-cpu" and r.dtype == "fp32" for r in rows)
+    catalog = load_catalog([result.files["hardware"]])
+    hw = catalog.device("local-cpu")
+    assert hw.figures["mem_bw_gbps"].source.startswith("measured by wattserve profile")
+    calib = load_calibration(result.files["calibration"])
+    e = estimate(
+        "smollm2-135m",
+        "local-cpu",
+        dtype="fp32",
+        batch=1,
+        prompt_tokens=128,
+        context=64,
+        catalog=catalog,
+        calibration=calib,
+    )
+    measured = {(r.phase, r.batch, r.prompt_tokens): r.seconds for r in rows}
+    # in-sample agreement: what the fit reports is what estimate applies
+    assert e.decode_step_s == pytest.approx(measured[("decode", 1, 64)], rel=0.5)
+    assert e.prefill_s == pytest.approx(measured[("prefill", 1, 128)], rel=0.5)
+    assert result.reports[0].rows == 5
+
+
+def test_synthetic_decoder_scales_with_work() -> None:
+    from wattserve import load_model
+
+    dec = SyntheticDecoder(load_model("smollm2-135m"), NumpyBackend())
+    short = dec.time_prefill(1, 16, repeats=1)
+    long = dec.time_prefill(1, 256, repeats=1)
+    assert long > 2 * short
+    dec.reset_cache(2, 3)
+    logits = dec.forward(NumpyBackend().tokens(2, 3, 49152), 0)
+    assert logits.shape == (2, 49152)
+
+
+def test_rapl_reports_why_when_absent(tmp_path: Path) -> None:
+    meter, why = RaplMeter.open(tmp_path)
+    assert meter is None and "no RAPL zones" in why
+    zone = tmp_path / "intel-rapl:0"
+    zone.mkdir()
+    (zone / "energy_uj").write_text("1000000\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    (zone / "constraint_0_max_power_uw").write_text("125000000\n")
+    meter, why = RaplMeter.open(tmp_path)
+    assert meter is not None and meter.max_power_w() == pytest.approx(125.0)
+    meter.start()
+    (zone / "energy_uj").write_text("3000000\n")  # 2 J later
+    assert meter.stop() > 0
