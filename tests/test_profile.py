@@ -68,3 +68,15 @@ def test_rapl_reports_why_when_absent(tmp_path: Path) -> None:
     meter.start()
     (zone / "energy_uj").write_text("3000000\n")  # 2 J later
     assert meter.stop() > 0
+
+
+def test_torch_backend_runs_the_same_decoder() -> None:
+    pytest.importorskip("torch")
+    from wattserve import load_model
+    from wattserve.profile.backends import TorchBackend
+
+    be = TorchBackend("cpu")  # the GPU path's code, on the CPU
+    dec = SyntheticDecoder(load_model("smollm2-135m"), be)
+    dec.reset_cache(2, 3)
+    assert tuple(dec.forward(be.tokens(2, 3, 49152), 0).shape) == (2, 49152)
+    assert dec.time_decode(2, 64, repeats=1) > 0
