@@ -8,6 +8,7 @@ from wattserve.cli.calibrate_cmd import calibrate_cmd
 from wattserve.cli.catalog_cmd import catalog_app, models_cmd
 from wattserve.cli.estimate_cmd import estimate_cmd
 from wattserve.cli.profile_cmd import profile_cmd
+from wattserve.cli.simulate_cmd import simulate_cmd
 
 app = typer.Typer(
     name="wattserve",
@@ -20,6 +21,7 @@ app.command("estimate")(estimate_cmd)
 app.command("calibrate")(calibrate_cmd)
 app.command("profile")(profile_cmd)
 app.command("models")(models_cmd)
+app.command("simulate")(simulate_cmd)
 app.add_typer(catalog_app, name="catalog")
 
 

@@ -1,0 +1,128 @@
+"""`wattserve simulate`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from wattserve.cli.common import print_json, reports_errors
+from wattserve.core.fleet import load_fleet
+from wattserve.core.workload import load_workload
+from wattserve.simulate import comparison_table, simulate
+from wattserve.simulate.html import render
+
+
+def _bar(label: str) -> Any:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(frac: float) -> None:
+        n = int(frac * 30)
+        sys.stderr.write(f"\r{label:16} [{'#' * n}{'.' * (30 - n)}] {frac:4.0%}")
+        if frac >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+@reports_errors
+def simulate_cmd(
+    fleet: Annotated[Path, typer.Option(help="Fleet file (docs/fleet-file.md).")],
+    trace: Annotated[Path, typer.Option(help="Azure trace CSV, JSONL, or a workload YAML.")],
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="round_robin, least_loaded, cost, energy, slo, "
+            "edge_first, weighted:m=w,..., or package.module:Class."
+        ),
+    ] = "least_loaded",
+    compare: Annotated[
+        str | None, typer.Option(help="Comma-separated policies to compare.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Only requests arriving in the first S seconds.")
+    ] = None,
+    rate_scale: Annotated[
+        float, typer.Option(help="Replay X times faster (2 = twice the rate).")
+    ] = 1.0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for request classes, generators, tie-breaks.")
+    ] = 0,
+    model: Annotated[str | None, typer.Option(help="Model for trace rows that name none.")] = None,
+    exact: Annotated[
+        bool, typer.Option(help="Step every engine iteration (slow; for checking).")
+    ] = False,
+    governor: Annotated[
+        bool, typer.Option(help="Enforce site power caps (--no-governor: only report).")
+    ] = True,
+    max_wait: Annotated[
+        float, typer.Option(help="Longest a request waits for power or a link, s.")
+    ] = 30.0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON (a list with --compare).")
+    ] = False,
+    report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
+) -> None:
+    """What happens when FLEET serves TRACE under a routing policy and power caps."""
+    f = load_fleet(fleet)
+    default_model = model or sorted(f.models)[0]
+    policies = [p.strip() for p in compare.split(",")] if compare else [policy]
+    summaries, outcomes = [], []
+    for name in policies:
+        wl = load_workload(
+            trace,
+            default_model=default_model,
+            seed=seed,
+            rate_scale=rate_scale,
+            duration_s=duration,
+        )
+        summary, out = simulate(
+            f,
+            wl,
+            name,
+            governor=governor,
+            exact=exact,
+            seed=seed,
+            max_wait_s=max_wait,
+            progress=None if json_out else _bar(name),
+        )
+        if wl.bad_rows:
+            summary["bad_trace_rows"] = len(wl.bad_rows)
+            summary["bad_trace_row_examples"] = wl.bad_rows[:10]
+        summaries.append(summary)
+        outcomes.append(out)
+    table = comparison_table(summaries)
+    if report is not None:
+        report.write_text(
+            render(f"wattserve simulate: {f.name} / {trace.name}", summaries, outcomes, table),
+            encoding="utf-8",
+        )
+    if json_out:
+        print_json(summaries if compare else summaries[0])
+        return
+    typer.echo(table)
+    for s in summaries:
+        extras = []
+        if s["rejected"]:
+            extras.append(f"rejected {s['rejected_by_reason']}")
+        if s.get("bad_trace_rows"):
+            extras.append(
+                f"{s['bad_trace_rows']} malformed trace rows skipped, e.g. "
+                f"{s['bad_trace_row_examples'][:3]}"
+            )
+        if s["outages"]:
+            extras.append(f"outages {s['outages']}")
+        for site, v in s["sites"].items():
+            if v["cap_exceeded_s"]:
+                extras.append(
+                    f"{site} over its cap for {v['cap_exceeded_s']:.1f} s "
+                    f"(by up to {v['max_excess_w']:.0f} W)"
+                )
+        if extras:
+            typer.echo(f"{s['policy']}: " + "; ".join(extras))
+    if report is not None:
+        typer.echo(f"report: {report}")

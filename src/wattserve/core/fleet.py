@@ -1,0 +1,444 @@
+"""The fleet file: sites (with power caps and links), deployments and hosted providers.
+
+Shared by `plan`, `simulate` and `serve`. Parsing validates everything and names the file,
+line and field of any problem; `load_fleet` also resolves each deployment against the catalogs
+and checks that it fits (an infeasible deployment is an error that says which and why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from wattserve.core.catalog import Catalog, load_catalog
+from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
+from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
+from wattserve.core.dtypes import parse_dtype
+from wattserve.core.hardware import ProviderOffer
+from wattserve.core.memory import memory_fit
+from wattserve.core.modelspec import load_model
+from wattserve.core.params import Calibration, EngineParams, load_calibration
+from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.yamlio import LineDict, load_yaml_file
+from wattserve.errors import ConfigError, WattserveError
+
+SiteKind = Literal["datacenter", "edge", "cloud"]
+KV_BLOCK_TOKENS = 16  # vLLM's default block size
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A network path between two sites: round-trip time, bandwidth, outage windows."""
+
+    a: str
+    b: str
+    rtt_s: float
+    bandwidth_gbps: float | None = None
+    outages: tuple[Outage, ...] = ()
+
+    def up(self, t: float) -> bool:
+        return not any(o.start_s <= t < o.end_s for o in self.outages)
+
+    def next_up(self, t: float) -> float:
+        """The first time at or after t when the link is up."""
+        for o in sorted(self.outages, key=lambda o: o.start_s):
+            if o.start_s <= t < o.end_s:
+                t = o.end_s
+        return t
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    kind: SiteKind
+    power_cap_w: float | None
+    electricity_usd_per_kwh: float
+    pue: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    """`replicas` identical engines of one deployment at one site, resolved and checked."""
+
+    name: str
+    site: str
+    deployment: Deployment
+    replicas: int
+    params: EngineParams
+    kv_blocks: int
+    cost: CostRate
+    scheduling: str = "fcfs"
+
+    @property
+    def perf(self) -> PerfModel:
+        return perf_model(self.deployment, self.params)
+
+    @property
+    def model(self) -> str:
+        return self.deployment.model.id
+
+
+@dataclass(frozen=True, slots=True)
+class HostedSpec:
+    """A hosted API serving one model, with the prices and latency profile in force."""
+
+    name: str
+    site: str
+    provider: str
+    model: str
+    remote_name: str
+    base_url: str
+    usd_per_mtok_input: float
+    usd_per_mtok_output: float
+    ttft_s: float
+    output_tokens_per_s: float
+    rate_limit_rps: float | None
+    joules_per_token: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    name: str
+    sites: dict[str, Site]
+    links: tuple[Link, ...]
+    default_rtt_s: float
+    deployments: tuple[DeploymentSpec, ...]
+    hosted: tuple[HostedSpec, ...]
+    path: str = ""
+    _link_index: dict[tuple[str, str], Link] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for link in self.links:
+            self._link_index[(link.a, link.b)] = link
+            self._link_index[(link.b, link.a)] = link
+
+    def link(self, a: str, b: str) -> Link | None:
+        return self._link_index.get((a, b))
+
+    def rtt_s(self, a: str | None, b: str) -> float:
+        if a is None or a == b:
+            return 0.0
+        link = self.link(a, b)
+        return self.default_rtt_s if link is None else link.rtt_s
+
+    def reachable(self, a: str | None, b: str, t: float) -> bool:
+        if a is None or a == b:
+            return True
+        link = self.link(a, b)
+        return link is None or link.up(t)
+
+    @property
+    def models(self) -> set[str]:
+        return {d.model for d in self.deployments} | {h.model for h in self.hosted}
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Typed field access on a LineDict with file/line/field errors."""
+
+    def __init__(self, d: LineDict, path: str, where: str) -> None:
+        self.d, self.path, self.where = d, path, where
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(
+            msg, path=self.path, line=self.d.line_of(key), field=f"{self.where}.{key}"
+        )
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.d:
+            if key not in allowed:
+                raise self.err(key, f"unknown field; expected one of {', '.join(sorted(allowed))}")
+
+    def text(self, key: str, default: str | None = None) -> str:
+        v = self.d.get(key, default)
+        if v is None:
+            raise ConfigError(
+                "missing", path=self.path, line=self.d.line, field=f"{self.where}.{key}"
+            )
+        if not isinstance(v, str) or not v:
+            raise self.err(key, f"expected text, got {v!r}")
+        return v
+
+    def number(
+        self, key: str, default: float | None = None, *, positive: bool = False
+    ) -> float | None:
+        v = self.d.get(key, default)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.err(key, f"expected a number, got {v!r}")
+        if v < 0 or (positive and v == 0):
+            raise self.err(key, f"must be {'positive' if positive else 'non-negative'}, got {v}")
+        return float(v)
+
+    def integer(self, key: str, default: int) -> int:
+        v = self.d.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise self.err(key, f"expected a positive integer, got {v!r}")
+        return v
+
+
+def _mapping(d: Any, key: str, path: str, line: int) -> LineDict:
+    if d is None:
+        empty = LineDict()
+        empty.key_lines = {}
+        return empty
+    if not isinstance(d, LineDict):
+        raise ConfigError("must be a mapping of names to entries", path=path, line=line, field=key)
+    return d
+
+
+def _parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tuple[Link, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("must be a list of links", path=path, line=line, field="links")
+    links = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, LineDict):
+            raise ConfigError("must be a mapping", path=path, line=line, field=f"links[{i}]")
+        r = _Reader(entry, path, f"links[{i}]")
+        r.check_keys({"between", "rtt_ms", "bandwidth_gbps", "outages"})
+        pair = entry.get("between")
+        if not (isinstance(pair, list) and len(pair) == 2 and all(p in sites for p in pair)):
+            raise r.err("between", f"must name two sites of this fleet ({', '.join(sites)})")
+        outages = []
+        for j, o in enumerate(entry.get("outages") or []):
+            if not isinstance(o, LineDict):
+                raise r.err("outages", "each outage is {start_s: ..., end_s: ...}")
+            ro = _Reader(o, path, f"links[{i}].outages[{j}]")
+            start, end = ro.number("start_s"), ro.number("end_s")
+            if start is None or end is None or end <= start:
+                raise ro.err("end_s", "an outage needs start_s < end_s")
+            outages.append(Outage(start, end))
+        links.append(
+            Link(
+                pair[0],
+                pair[1],
+                (r.number("rtt_ms", 0.0) or 0.0) / 1e3,
+                r.number("bandwidth_gbps"),
+                tuple(outages),
+            )
+        )
+    return tuple(links)
+
+
+def _resolve_deployment(
+    name: str, entry: LineDict, sites: dict[str, Site], catalog: Catalog, base: Path, path: str
+) -> DeploymentSpec:
+    r = _Reader(entry, path, f"deployments.{name}")
+    r.check_keys(
+        {
+            "site",
+            "model",
+            "hardware",
+            "replicas",
+            "tp",
+            "pp",
+            "dtype",
+            "kv_dtype",
+            "max_num_seqs",
+            "max_batched_tokens",
+            "calibration",
+            "cost_basis",
+            "scheduling",
+        }
+    )
+    site = r.text("site")
+    if site not in sites:
+        raise r.err("site", f"no site '{site}' in this fleet ({', '.join(sites)})")
+    try:
+        model = load_model(r.text("model"))
+        hw = catalog.device(r.text("hardware"))
+        dtype = parse_dtype(r.text("dtype", "bf16"))
+        kv_dtype = parse_dtype(r.text("kv_dtype", default_kv_dtype(dtype)))
+    except WattserveError as exc:
+        raise ConfigError(
+            str(exc), path=path, line=entry.line, field=f"deployments.{name}"
+        ) from None
+    calib = Calibration()
+    if "calibration" in entry:
+        calib = load_calibration(base / r.text("calibration"))
+    params = calib.params_for(hw)
+    tp = r.integer("tp", 1)
+    max_seqs = r.integer("max_num_seqs", 256)
+    max_tokens = r.integer("max_batched_tokens", 8192)
+    need = chips_needed(model, hw, dtype, kv_dtype, max_seqs * 2048, params)
+    pp = r.integer("pp", 1 if need is None else max(1, -(-need // tp)))
+    dep = Deployment(
+        model,
+        hw,
+        tp=tp,
+        pp=pp,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        max_num_seqs=max_seqs,
+        max_batched_tokens=max_tokens,
+    )
+    pm = perf_model(dep, params)
+    problem = "; ".join(pm.missing)
+    fit = memory_fit(dep, params, 1, KV_BLOCK_TOKENS, max_tokens)
+    if not fit.fits:
+        problem = fit.reason
+    if problem:
+        raise ConfigError(
+            f"infeasible: {problem}", path=path, line=entry.line, field=f"deployments.{name}"
+        )
+    kv_bytes_block = (
+        KV_BLOCK_TOKENS * model.kv_bytes_per_token(kv_dtype) / (min(tp, model.num_kv_heads) * pp)
+    )
+    free = (fit.capacity_gb or 0.0) * 1e9 * params.memory_utilization - (
+        fit.weights_gb + fit.activations_gb
+    ) * 1e9
+    blocks = int(free // kv_bytes_block) if hw.memory_kind != "cim" else 1 << 30
+    s = sites[site]
+    basis = r.text("cost_basis", "auto")
+    if basis not in ("auto", "rent", "own"):
+        raise r.err("cost_basis", "use auto, rent or own")
+    cost = cost_rate(hw, dep.devices, CostAssumptions(basis, s.electricity_usd_per_kwh, s.pue))  # type: ignore[arg-type]
+    scheduling = r.text("scheduling", "fcfs")
+    if scheduling not in ("fcfs", "priority"):
+        raise r.err("scheduling", "use fcfs or priority (tighter TTFT SLO first)")
+    return DeploymentSpec(
+        name, site, dep, r.integer("replicas", 1), params, blocks, cost, scheduling
+    )
+
+
+def _resolve_hosted(
+    name: str, entry: LineDict, sites: dict[str, Site], catalog: Catalog, path: str
+) -> HostedSpec:
+    r = _Reader(entry, path, f"providers.{name}")
+    r.check_keys(
+        {
+            "site",
+            "provider",
+            "model",
+            "rate_limit_rps",
+            "ttft_s",
+            "output_tokens_per_s",
+            "usd_per_mtok_input",
+            "usd_per_mtok_output",
+            "joules_per_token",
+        }
+    )
+    site = r.text("site")
+    if site not in sites:
+        raise r.err("site", f"no site '{site}' in this fleet ({', '.join(sites)})")
+    model = r.text("model")
+    try:
+        load_model(model)
+        prov = catalog.provider(r.text("provider"))
+    except WattserveError as exc:
+        raise ConfigError(str(exc), path=path, line=entry.line, field=f"providers.{name}") from None
+    offer: ProviderOffer | None = prov.offers.get(model)
+
+    def pick(key: str) -> float:
+        v = r.number(key)
+        if v is None and offer is not None:
+            fig = getattr(offer, key)
+            v = None if fig is None else fig.value
+        if v is None:
+            raise ConfigError(
+                f"{prov.id} publishes no {key} for {model}; set {key} in the fleet file",
+                path=path,
+                line=entry.line,
+                field=f"providers.{name}.{key}",
+            )
+        return v
+
+    return HostedSpec(
+        name=name,
+        site=site,
+        provider=prov.id,
+        model=model,
+        remote_name=offer.remote_name if offer else model,
+        base_url=prov.base_url,
+        usd_per_mtok_input=pick("usd_per_mtok_input"),
+        usd_per_mtok_output=pick("usd_per_mtok_output"),
+        ttft_s=pick("ttft_s"),
+        output_tokens_per_s=pick("output_tokens_per_s"),
+        rate_limit_rps=r.number("rate_limit_rps", positive=True),
+        joules_per_token=r.number("joules_per_token"),
+    )
+
+
+def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
+    """Validate a parsed fleet mapping and resolve it against the catalogs."""
+    if not isinstance(data, LineDict):
+        raise ConfigError("a fleet file is a mapping with sites, deployments, providers", path=path)
+    top = _Reader(data, path, "fleet")
+    top.check_keys(
+        {"name", "sites", "links", "default_rtt_ms", "deployments", "providers", "hardware_files"}
+    )
+    base = Path(path).parent
+    hw_files = data.get("hardware_files") or []
+    if not isinstance(hw_files, list):
+        raise top.err("hardware_files", "must be a list of paths")
+    cat = (catalog or load_catalog()).extended([base / f for f in hw_files])
+    sites: dict[str, Site] = {}
+    for name, entry in _mapping(data.get("sites"), "sites", path, data.line_of("sites")).items():
+        if not isinstance(entry, LineDict):
+            raise ConfigError(
+                "must be a mapping", path=path, line=data.line_of("sites"), field=name
+            )
+        r = _Reader(entry, path, f"sites.{name}")
+        r.check_keys({"kind", "power_cap_w", "electricity_usd_per_kwh", "pue"})
+        kind = r.text("kind", "datacenter")
+        if kind not in ("datacenter", "edge", "cloud"):
+            raise r.err("kind", "use datacenter, edge or cloud")
+        sites[name] = Site(
+            name,
+            cast(SiteKind, kind),
+            r.number("power_cap_w", positive=True),
+            r.number("electricity_usd_per_kwh", 0.08) or 0.0,
+            r.number("pue", 1.5, positive=True) or 1.5,
+        )
+    if not sites:
+        raise ConfigError("a fleet needs at least one site", path=path, field="sites")
+    deps = tuple(
+        _resolve_deployment(n, e, sites, cat, base, path)
+        for n, e in _mapping(
+            data.get("deployments"), "deployments", path, data.line_of("deployments")
+        ).items()
+    )
+    hosted = tuple(
+        _resolve_hosted(n, e, sites, cat, path)
+        for n, e in _mapping(
+            data.get("providers"), "providers", path, data.line_of("providers")
+        ).items()
+    )
+    if not deps and not hosted:
+        raise ConfigError("a fleet needs deployments or providers", path=path)
+    for s in sites.values():
+        idle = sum(d.replicas * d.perf.idle_power_w for d in deps if d.site == s.name)
+        if s.power_cap_w is not None and idle > s.power_cap_w:
+            raise ConfigError(
+                f"infeasible: the devices at {s.name} draw {idle:.0f} W idle, over its "
+                f"{s.power_cap_w:.0f} W cap; remove replicas or raise the cap",
+                path=path,
+                line=data.line_of("sites"),
+                field=f"sites.{s.name}.power_cap_w",
+            )
+    return Fleet(
+        name=str(data.get("name", Path(path).stem)),
+        sites=sites,
+        links=_parse_links(data.get("links"), sites, path, data.line_of("links")),
+        default_rtt_s=(top.number("default_rtt_ms", 50.0) or 0.0) / 1e3,
+        deployments=deps,
+        hosted=hosted,
+        path=path,
+    )
+
+
+def load_fleet(path: str | Path, catalog: Catalog | None = None) -> Fleet:
+    """Read, validate and resolve a fleet file."""
+    return parse_fleet(load_yaml_file(path), str(path), catalog)

@@ -1,0 +1,240 @@
+"""Routing policies: small pure objects behind one interface, `choose(request, view)`.
+
+The simulator and the gateway both call the same objects; a policy never knows which clock it
+runs on. It sees a read-only FleetView whose targets (a deployment's replicas, or a hosted
+API) predict, for a request, its time to first token, time per output token, the marginal
+joules and dollars it would add, and expose load and site. Built-ins: round_robin,
+least_loaded, cost, energy, slo, edge_first, and weighted composites
+(`weighted:latency=1,energy=0.5`). Users plug in their own with `package.module:Class`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from wattserve.core.workload import SLO, Request
+from wattserve.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request goes: a target's name, or None with the reason it is not placed."""
+
+    target: str | None
+    reason: str = ""
+
+
+class TargetView(Protocol):
+    """What a policy may read about one target."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def site(self) -> str: ...
+    @property
+    def load(self) -> float:
+        """Outstanding requests per replica (queued and running)."""
+        ...
+
+    def ttft_s(self, req: Request) -> float:
+        """Predicted time to first token, queueing and network included."""
+        ...
+
+    def tpot_s(self, req: Request) -> float: ...
+
+    def joules(self, req: Request) -> float:
+        """Marginal energy the request adds (inf when unknown)."""
+        ...
+
+    def usd(self, req: Request) -> float:
+        """Marginal dollars the request adds (token price, or electricity; 0 when rented)."""
+        ...
+
+
+class FleetView(Protocol):
+    def candidates(self, req: Request) -> Sequence[TargetView]:
+        """Healthy targets that serve the request's model and that it may reach now."""
+        ...
+
+    def slo(self, req: Request) -> SLO: ...
+
+
+class Policy(ABC):
+    """Choose a target for a request. Subclasses implement `rank` or `choose`."""
+
+    name = "policy"
+
+    def choose(self, req: Request, view: FleetView) -> Decision:
+        cands = view.candidates(req)
+        if not cands:
+            return Decision(None, f"no reachable target serves {req.model}")
+        return Decision(self.pick(req, view, cands).name)
+
+    @abstractmethod
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView: ...
+
+
+# Predictions are estimates: a target must be predicted to meet the SLO with this much to spare.
+SLO_MARGIN = 0.8
+
+
+def _meets(t: TargetView, req: Request, slo: SLO) -> bool:
+    return t.ttft_s(req) <= SLO_MARGIN * slo.ttft_s and t.tpot_s(req) <= SLO_MARGIN * slo.tpot_s
+
+
+def _latency(t: TargetView, req: Request) -> float:
+    return t.ttft_s(req) + max(0, req.output_tokens - 1) * t.tpot_s(req)
+
+
+class RoundRobin(Policy):
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self.turn: dict[str, int] = {}
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        i = self.turn.get(req.model, 0)
+        self.turn[req.model] = i + 1
+        return cands[i % len(cands)]
+
+
+class LeastLoaded(Policy):
+    name = "least_loaded"
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        return min(cands, key=lambda t: t.load)
+
+
+class LowestLatency(Policy):
+    """`slo`: the lowest predicted end-to-end latency."""
+
+    name = "slo"
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        return min(cands, key=lambda t: _latency(t, req))
+
+
+class _CheapestMeetingSLO(Policy):
+    """Among targets predicted to meet the SLO, the one with the least `metric`; ties and the
+    no-target-meets-it case go to the lowest predicted latency."""
+
+    @abstractmethod
+    def metric(self, t: TargetView, req: Request) -> float: ...
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        slo = view.slo(req)
+        ok = [t for t in cands if _meets(t, req, slo)]
+        if not ok:
+            return min(cands, key=lambda t: _latency(t, req))
+        return min(ok, key=lambda t: (self.metric(t, req), _latency(t, req)))
+
+
+class Cost(_CheapestMeetingSLO):
+    name = "cost"
+
+    def metric(self, t: TargetView, req: Request) -> float:
+        return t.usd(req)
+
+
+class Energy(_CheapestMeetingSLO):
+    name = "energy"
+
+    def metric(self, t: TargetView, req: Request) -> float:
+        return t.joules(req)
+
+
+class EdgeFirst(Policy):
+    """Serve at the request's origin site when a target there meets the SLO; else offload to
+    the lowest predicted latency elsewhere."""
+
+    name = "edge_first"
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        slo = view.slo(req)
+        local = [t for t in cands if t.site == req.origin and _meets(t, req, slo)]
+        if local:
+            return min(local, key=lambda t: t.load)
+        return min(cands, key=lambda t: _latency(t, req))
+
+
+_METRICS: dict[str, Callable[[TargetView, Request], float]] = {
+    "latency": _latency,
+    "energy": lambda t, r: t.joules(r),
+    "cost": lambda t, r: t.usd(r),
+    "load": lambda t, r: t.load,
+}
+
+
+class Weighted(Policy):
+    """Minimise a weighted sum of metrics, each divided by its best value among candidates
+    (so weights compare like with like); SLO-meeting targets first."""
+
+    name = "weighted"
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        unknown = set(weights) - set(_METRICS)
+        if unknown or not weights:
+            raise ConfigError(
+                f"weighted policy metrics are {', '.join(_METRICS)}; got {', '.join(weights)}"
+            )
+        self.weights = weights
+        self.name = "weighted:" + ",".join(f"{k}={v:g}" for k, v in weights.items())
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        slo = view.slo(req)
+        pool = [t for t in cands if _meets(t, req, slo)] or list(cands)
+        values = {k: [_METRICS[k](t, req) for t in pool] for k in self.weights}
+        scales = {}
+        for k, vs in values.items():
+            finite = [v for v in vs if math.isfinite(v) and v > 0]
+            scales[k] = min(finite) if finite else 1.0
+
+        def score(i: int) -> float:
+            return sum(w * min(values[k][i] / scales[k], 1e9) for k, w in self.weights.items())
+
+        return pool[min(range(len(pool)), key=score)]
+
+
+BUILTIN: dict[str, Callable[[], Policy]] = {
+    "round_robin": RoundRobin,
+    "least_loaded": LeastLoaded,
+    "cost": Cost,
+    "energy": Energy,
+    "slo": LowestLatency,
+    "edge_first": EdgeFirst,
+}
+
+
+def make_policy(spec: str) -> Policy:
+    """A policy from its name, `weighted:metric=w,...`, or `package.module:Class`."""
+    if spec in BUILTIN:
+        return BUILTIN[spec]()
+    if spec.startswith("weighted:"):
+        weights: dict[str, float] = {}
+        for part in spec.removeprefix("weighted:").split(","):
+            key, _, value = part.partition("=")
+            try:
+                weights[key.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"'{part}' is not metric=weight", field="policy") from None
+        return Weighted(weights)
+    if ":" in spec:
+        module, _, cls = spec.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot load policy {spec}: {exc}", field="policy") from None
+        policy = obj()
+        if not hasattr(policy, "choose"):
+            raise ConfigError(f"{spec} has no choose(request, view) method", field="policy")
+        return policy  # type: ignore[no-any-return]
+    raise ConfigError(
+        f"unknown policy '{spec}'; use {', '.join(BUILTIN)}, weighted:metric=w,... or "
+        "package.module:Class",
+        field="policy",
+    )

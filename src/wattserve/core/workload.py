@@ -1,0 +1,331 @@
+"""Requests and where they come from: Azure trace CSV, JSONL, and synthetic generators.
+
+A workload file (YAML) names a trace or a generator, the SLO classes, and how requests are
+assigned a model, an origin site, an SLO class and a data-residency flag. Malformed trace rows
+are counted and reported with their row number, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wattserve.core.yamlio import LineDict, load_yaml_file
+from wattserve.errors import ConfigError
+
+# MLPerf Inference v4.1 server-scenario limits for Llama-2-70B (shared/reference/public_figures.md)
+DEFAULT_TTFT_S = 2.0
+DEFAULT_TPOT_S = 0.2
+
+
+@dataclass(slots=True)
+class Request:
+    """One inference request. `row` is its line in the trace file (0 when generated)."""
+
+    id: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    model: str
+    origin: str | None = None
+    slo: str = "default"
+    local_only: bool = False
+    row: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    ttft_s: float = DEFAULT_TTFT_S
+    tpot_s: float = DEFAULT_TPOT_S
+
+
+@dataclass(frozen=True, slots=True)
+class RequestClass:
+    weight: float = 1.0
+    model: str | None = None
+    slo: str = "default"
+    origins: tuple[tuple[str, float], ...] = ()
+    local_only: float = 0.0
+
+
+@dataclass
+class Workload:
+    requests: list[Request]
+    slos: dict[str, SLO]
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)
+    source: str = ""
+
+
+# -- token-length distributions and arrival processes ---------------------------------------
+
+
+def _length(spec: Any, rng: random.Random, where: str, path: str) -> Any:
+    """A sampler for token lengths: fixed, uniform, lognormal (mean and sigma), or empirical."""
+    if isinstance(spec, int):
+        return lambda: spec
+    if not isinstance(spec, LineDict):
+        raise ConfigError("a length is a number or {dist: ...}", path=path, field=where)
+    kind = spec.get("dist", "lognormal")
+    cap = int(spec.get("max", 1 << 20))
+    lo = int(spec.get("min", 1))
+    if kind == "fixed":
+        v = int(spec["value"])
+        return lambda: v
+    if kind == "uniform":
+        a, b = int(spec["min"]), int(spec["max"])
+        return lambda: rng.randint(a, b)
+    if kind == "lognormal":
+        mean, sigma = float(spec.get("mean", 512)), float(spec.get("sigma", 1.0))
+        mu = math.log(mean) - sigma * sigma / 2
+        return lambda: max(lo, min(cap, round(rng.lognormvariate(mu, sigma))))
+    raise ConfigError(
+        f"unknown dist '{kind}'; use fixed, uniform or lognormal",
+        path=path,
+        line=spec.line_of("dist"),
+        field=f"{where}.dist",
+    )
+
+
+def synthetic_arrivals(
+    kind: str,
+    rate_rps: float,
+    duration_s: float,
+    rng: random.Random,
+    cv: float = 2.0,
+    period_s: float = 86400.0,
+    amplitude: float = 0.5,
+) -> list[float]:
+    """Arrival times: Poisson, bursty (gamma inter-arrivals with coefficient of variation `cv`)
+    or diurnal (Poisson whose rate follows a sine of `period_s`, by thinning)."""
+    times: list[float] = []
+    t = 0.0
+    if kind == "poisson":
+        while True:
+            t += rng.expovariate(rate_rps)
+            if t >= duration_s:
+                return times
+            times.append(t)
+    if kind in ("gamma", "bursty"):
+        shape = 1.0 / (cv * cv)
+        scale = 1.0 / (rate_rps * shape)
+        while True:
+            t += rng.gammavariate(shape, scale)
+            if t >= duration_s:
+                return times
+            times.append(t)
+    if kind == "diurnal":
+        peak = rate_rps * (1 + amplitude)
+        while True:
+            t += rng.expovariate(peak)
+            if t >= duration_s:
+                return times
+            level = rate_rps * (1 + amplitude * math.sin(2 * math.pi * t / period_s))
+            if rng.random() * peak < level:
+                times.append(t)
+    raise ConfigError(f"unknown arrival process '{kind}'; use poisson, gamma or diurnal")
+
+
+# -- trace files -------------------------------------------------------------------------------
+
+
+def _azure_rows(path: Path) -> tuple[list[tuple[int, float, int, int]], list[tuple[int, str]]]:
+    """(row, seconds since first, prompt, output) from an Azure LLM trace CSV."""
+    good: list[tuple[int, float, int, int]] = []
+    bad: list[tuple[int, str]] = []
+    t0: dt.datetime | None = None
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        need = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
+        if not need <= set(reader.fieldnames or []):
+            raise ConfigError(
+                f"an Azure trace needs columns {', '.join(sorted(need))}", path=str(path), line=1
+            )
+        for row in reader:
+            line = reader.line_num
+            try:
+                ts = dt.datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
+                p, o = int(row["ContextTokens"]), int(row["GeneratedTokens"])
+                if p < 1 or o < 1:
+                    raise ValueError("token counts must be positive")
+            except (ValueError, TypeError, AttributeError) as exc:
+                bad.append((line, f"malformed row: {exc}"))
+                continue
+            t0 = ts if t0 is None else t0
+            good.append((line, (ts - t0).total_seconds(), p, o))
+    return good, bad
+
+
+def _jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    good: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
+    with path.open(encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    raise ValueError("not an object")
+                obj["_row"] = line
+                when = obj.get("arrival_s", obj.get("timestamp"))
+                if when is None:
+                    raise ValueError("needs arrival_s")
+                obj["arrival_s"] = float(when)
+                obj["prompt_tokens"] = int(obj["prompt_tokens"])
+                obj["output_tokens"] = int(obj["output_tokens"])
+                if obj["prompt_tokens"] < 1 or obj["output_tokens"] < 1 or obj["arrival_s"] < 0:
+                    raise ValueError("token counts must be positive, arrival_s non-negative")
+            except (ValueError, KeyError, TypeError) as exc:
+                bad.append((line, f"malformed row: {exc}"))
+                continue
+            good.append(obj)
+    return good, bad
+
+
+# -- assembling a workload ---------------------------------------------------------------------
+
+
+def _classes(raw: Any, path: str) -> list[RequestClass]:
+    if raw is None:
+        return [RequestClass()]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("classes must be a non-empty list", path=path, field="classes")
+    out = []
+    for i, c in enumerate(raw):
+        if not isinstance(c, LineDict):
+            raise ConfigError("each class is a mapping", path=path, field=f"classes[{i}]")
+        origins = c.get("origins") or {}
+        if isinstance(origins, str):
+            origins = {origins: 1.0}
+        if not isinstance(origins, dict):
+            raise ConfigError(
+                "origins maps site to weight",
+                path=path,
+                line=c.line_of("origins"),
+                field=f"classes[{i}].origins",
+            )
+        out.append(
+            RequestClass(
+                weight=float(c.get("weight", 1.0)),
+                model=c.get("model"),
+                slo=str(c.get("slo", "default")),
+                origins=tuple((str(k), float(v)) for k, v in origins.items()),
+                local_only=float(c.get("local_only", 0.0)),
+            )
+        )
+    return out
+
+
+def _pick(rng: random.Random, items: list[RequestClass]) -> RequestClass:
+    total = sum(c.weight for c in items)
+    x = rng.random() * total
+    for c in items:
+        x -= c.weight
+        if x < 0:
+            return c
+    return items[-1]
+
+
+def _origin(rng: random.Random, c: RequestClass) -> str | None:
+    if not c.origins:
+        return None
+    total = sum(w for _, w in c.origins)
+    x = rng.random() * total
+    for name, w in c.origins:
+        x -= w
+        if x < 0:
+            return name
+    return c.origins[-1][0]
+
+
+def load_workload(
+    path: str | Path,
+    *,
+    default_model: str,
+    seed: int = 0,
+    rate_scale: float = 1.0,
+    duration_s: float | None = None,
+) -> Workload:
+    """Requests from a trace (.csv Azure format, .jsonl) or a workload file (.yaml)."""
+    p = Path(path)
+    if rate_scale <= 0:
+        raise ConfigError("must be positive", field="rate_scale")
+    rng = random.Random(seed)
+    slos: dict[str, SLO] = {"default": SLO()}
+    classes = [RequestClass()]
+    spec: LineDict | None = None
+    trace: Path | None = p
+    if p.suffix in (".yaml", ".yml"):
+        spec = load_yaml_file(p)
+        if not isinstance(spec, LineDict):
+            raise ConfigError("a workload file is a mapping", path=str(p))
+        for name, s in (spec.get("slos") or {}).items():
+            slos[name] = SLO(
+                float(s.get("ttft_s", DEFAULT_TTFT_S)), float(s.get("tpot_s", DEFAULT_TPOT_S))
+            )
+        classes = _classes(spec.get("classes"), str(p))
+        for c in classes:
+            if c.slo not in slos:
+                raise ConfigError(
+                    f"unknown slo '{c.slo}' (defined: {', '.join(slos)})",
+                    path=str(p),
+                    field="classes",
+                )
+        trace = p.parent / spec["trace"] if "trace" in spec else None
+    rows: list[tuple[int, float, int, int, dict[str, Any]]] = []
+    bad: list[tuple[int, str]] = []
+    if trace is not None:
+        if not trace.exists():
+            raise ConfigError("no such trace file", path=str(trace))
+        if trace.suffix == ".jsonl":
+            objs, bad = _jsonl_rows(trace)
+            rows = [
+                (o["_row"], o["arrival_s"], o["prompt_tokens"], o["output_tokens"], o) for o in objs
+            ]
+            rows.sort(key=lambda r: r[1])
+        else:
+            azure, bad = _azure_rows(trace)
+            rows = [(r, t, pr, o, {}) for r, t, pr, o in azure]
+    elif spec is not None and isinstance(spec.get("generator"), LineDict):
+        g = spec["generator"]
+        where = str(p)
+        times = synthetic_arrivals(
+            str(g.get("kind", "poisson")),
+            float(g.get("rate_rps", 1.0)),
+            float(g.get("duration_s", 60.0)),
+            rng,
+            float(g.get("cv", 2.0)),
+            float(g.get("period_s", 86400.0)),
+            float(g.get("amplitude", 0.5)),
+        )
+        plen = _length(g.get("prompt_tokens", 512), rng, "generator.prompt_tokens", where)
+        olen = _length(g.get("output_tokens", 128), rng, "generator.output_tokens", where)
+        rows = [(0, t, plen(), olen(), {}) for t in times]
+    else:
+        raise ConfigError("a workload file needs 'trace' or 'generator'", path=str(p))
+    requests: list[Request] = []
+    for row, t, prompt, out, extra in rows:
+        arrival = t / rate_scale
+        if duration_s is not None and arrival >= duration_s:
+            break
+        c = _pick(rng, classes)
+        requests.append(
+            Request(
+                id=len(requests),
+                arrival_s=arrival,
+                prompt_tokens=prompt,
+                output_tokens=out,
+                model=str(extra.get("model") or c.model or default_model),
+                origin=extra.get("origin") or _origin(rng, c),
+                slo=str(extra.get("slo", c.slo)),
+                local_only=bool(extra.get("local_only", rng.random() < c.local_only)),
+                row=row,
+            )
+        )
+    return Workload(requests, slos, bad, str(p))

@@ -1,0 +1,40 @@
+"""`simulate`: what happens when this fleet and routing policy serve this trace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from wattserve.core.fleet import Fleet
+from wattserve.core.policy import Policy, make_policy
+from wattserve.core.workload import Workload
+from wattserve.simulate.report import comparison_table, summarize
+from wattserve.simulate.simulator import Outcome, Simulation
+
+__all__ = ["Outcome", "Simulation", "comparison_table", "simulate", "summarize"]
+
+
+def simulate(
+    fleet: Fleet,
+    workload: Workload,
+    policy: str | Policy = "least_loaded",
+    *,
+    governor: bool = True,
+    exact: bool = False,
+    seed: int = 0,
+    max_wait_s: float = 30.0,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[dict[str, Any], Outcome]:
+    """Run one simulation; returns the report dict (the `--json` form) and the raw outcome."""
+    pol = make_policy(policy) if isinstance(policy, str) else policy
+    out = Simulation(
+        fleet,
+        workload,
+        pol,
+        governor=governor,
+        exact=exact,
+        seed=seed,
+        max_wait_s=max_wait_s,
+        progress=progress,
+    ).run()
+    return summarize(out, fleet), out

@@ -1,0 +1,109 @@
+"""Turn a simulation Outcome into the report: JSON, a comparison table, per-site power."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from wattserve.core.fleet import Fleet
+from wattserve.simulate.simulator import Outcome
+
+
+def _pct(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None}
+    a = np.asarray(values)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
+    """The `--json` object for one policy."""
+    span = max(out.span_s, 1e-9)
+    site_energy: dict[str, float] = defaultdict(float)
+    usd = out.hosted_usd
+    device_tokens = out.output_tokens - out.hosted_tokens
+    specs = {d.name: d for d in fleet.deployments}
+    for e, where, pool in zip(out.engines, out.engine_site, out.engine_pool, strict=True):
+        joules = e.energy_j(span)
+        site_energy[where] += joules
+        cost = specs[pool].cost
+        if cost.basis != "unknown":
+            usd += cost.usd(span, joules)
+    unpriced = sorted({d.name for d in fleet.deployments if d.cost.basis == "unknown"})
+    energy = sum(site_energy.values())
+    gov = out.governor
+    sites: dict[str, Any] = {}
+    for name, site in fleet.sites.items():
+        acct = gov.sites[name] if gov is not None else None
+        sites[name] = {
+            "power_cap_w": site.power_cap_w,
+            "peak_power_w": None if acct is None else round(acct.peak_w, 3),
+            "cap_exceeded_s": None if acct is None else round(acct.exceeded_s, 6),
+            "max_excess_w": None if acct is None else round(acct.max_excess_w, 3),
+            "energy_j": round(site_energy.get(name, 0.0), 3),
+        }
+    rejected = sum(out.rejected.values())
+    return {
+        "policy": out.policy,
+        "requests": out.requests,
+        "completed": out.completed,
+        "rejected": rejected,
+        "rejected_by_reason": dict(out.rejected),
+        "rejected_rows": out.rejected_rows[:20],
+        "ttft_s": _pct(out.ttft),
+        "tpot_s": _pct(out.tpot),
+        "e2e_s": _pct(out.e2e),
+        "slo_attainment": out.slo_met / out.requests if out.requests else None,
+        "output_tokens": out.output_tokens,
+        "output_tokens_per_s": out.output_tokens / span,
+        "span_s": span,
+        "energy_j": energy,
+        "energy_j_per_token": energy / device_tokens if device_tokens else None,
+        "energy_note": "devices modelled by wattserve, idle time included; hosted APIs publish "
+        "no energy and are excluded (J/token is over device-served tokens)",
+        "usd": usd,
+        "usd_per_mtok": usd / out.output_tokens * 1e6 if out.output_tokens else None,
+        "usd_note": "rented devices for the whole span, owned devices amortised plus "
+        "electricity, hosted APIs per token"
+        + (f"; no price for {', '.join(unpriced)}" if unpriced else ""),
+        "sites": sites,
+        "deployments": {
+            name: {"share": n / out.completed, "requests": n, "output_tokens": out.tokens_by[name]}
+            for name, n in sorted(out.served_by.items())
+        },
+        "outages": dict(out.outage),
+        "power_waits": out.power_waits,
+        "preemptions": sum(e.preemptions for e in out.engines),
+        "engine_steps": sum(e.steps for e in out.engines),
+        "wall_s": out.wall_s,
+    }
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> str:
+    """One line per policy, the figures people compare at a glance."""
+    head = (
+        f"{'policy':22} {'done':>7} {'rej':>5} {'SLO %':>6} {'TTFT p50':>9} {'TTFT p99':>9} "
+        f"{'TPOT p50':>9} {'TPOT p99':>9} {'tok/s':>8} {'J/tok':>7} {'$/1M tok':>9} "
+        f"{'peak W':>8} {'over cap s':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        peak = max((s["peak_power_w"] or 0.0) for s in r["sites"].values())
+        over = sum((s["cap_exceeded_s"] or 0.0) for s in r["sites"].values())
+        slo = r["slo_attainment"]
+        lines.append(
+            f"{r['policy']:22} {r['completed']:>7} {r['rejected']:>5} "
+            f"{_f(None if slo is None else 100 * slo, '6.1f')} "
+            f"{_f(r['ttft_s']['p50'], '9.3f')} {_f(r['ttft_s']['p99'], '9.3f')} "
+            f"{_f(r['tpot_s']['p50'], '9.4f')} {_f(r['tpot_s']['p99'], '9.4f')} "
+            f"{r['output_tokens_per_s']:8.1f} {_f(r['energy_j_per_token'], '7.3f')} "
+            f"{_f(r['usd_per_mtok'], '9.3f')} {peak:8.0f} {over:10.2f}"
+        )
+    return "\n".join(lines)

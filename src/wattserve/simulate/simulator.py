@@ -1,0 +1,322 @@
+"""The discrete-event simulator: a fleet of EngineModels and hosted APIs, a Policy and a
+PowerGovernor, serving a workload on a virtual clock.
+
+The event loop owns its clock, heap and counters (two simulations never share state). Engines
+advance from event to event: a run of decode steps is one event unless an arrival cuts it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+from wattserve.core.engine import EngineModel, Seq, StepPlan
+from wattserve.core.fleet import Fleet
+from wattserve.core.governor import PowerGovernor
+from wattserve.core.policy import Policy
+from wattserve.core.workload import Request, Workload
+from wattserve.simulate.targets import EnginePool, HostedPool, Target, View
+
+ENGINE, RETRY, HOSTED_DONE = 0, 1, 2
+RETRY_BACKOFF_S = 0.25
+
+
+@dataclass
+class Outcome:
+    """Everything the report needs, gathered while the simulation runs."""
+
+    policy: str
+    requests: int = 0
+    completed: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    rejected_rows: list[tuple[int, str]] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+    tpot: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    slo_met: int = 0
+    output_tokens: int = 0
+    served_by: Counter[str] = field(default_factory=Counter)
+    tokens_by: Counter[str] = field(default_factory=Counter)
+    hosted_usd: float = 0.0
+    hosted_tokens: int = 0
+    outage: Counter[str] = field(default_factory=Counter)
+    power_waits: int = 0
+    span_s: float = 0.0
+    wall_s: float = 0.0
+    engines: list[EngineModel] = field(default_factory=list)
+    engine_site: list[str] = field(default_factory=list)
+    engine_pool: list[str] = field(default_factory=list)
+    governor: PowerGovernor | None = None
+
+
+class _Placed:
+    """The simulator's record of a request inside an engine."""
+
+    __slots__ = ("pool", "req", "rtt_s")
+
+    def __init__(self, req: Request, pool: EnginePool, rtt_s: float) -> None:
+        self.req, self.pool, self.rtt_s = req, pool, rtt_s
+
+
+class Simulation:
+    def __init__(
+        self,
+        fleet: Fleet,
+        workload: Workload,
+        policy: Policy,
+        *,
+        governor: bool = True,
+        exact: bool = False,
+        seed: int = 0,
+        max_wait_s: float = 30.0,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.fleet, self.workload, self.policy = fleet, workload, policy
+        self.exact, self.max_wait_s, self.progress = exact, max_wait_s, progress
+        rng = random.Random(seed)
+        span_guess = workload.requests[-1].arrival_s if workload.requests else 1.0
+        self.gov = PowerGovernor(
+            {n: s.power_cap_w for n, s in fleet.sites.items()},
+            enforce=governor,
+            bin_s=max(0.01, span_guess / 400),
+        )
+        self.engines: list[EngineModel] = []
+        self.engine_site: list[str] = []
+        self.engine_pool: list[EnginePool] = []
+        targets: list[Target] = []
+        for spec in fleet.deployments:
+            group = [
+                EngineModel(
+                    f"{spec.name}/{i}",
+                    spec.perf,
+                    spec.kv_blocks,
+                    exact=exact,
+                    priority=spec.scheduling == "priority",
+                )
+                for i in range(spec.replicas)
+            ]
+            pool = EnginePool(spec, group, rng, fleet.rtt_s)
+            for e in group:
+                e.index = len(self.engines)
+                self.engines.append(e)
+                self.engine_site.append(spec.site)
+                self.engine_pool.append(pool)
+                self.gov.add_base(spec.site, e.idle_w)
+            targets.append(pool)
+        targets += [HostedPool(h, fleet.rtt_s) for h in fleet.hosted]
+        self.targets = {t.name: t for t in targets}
+        self.view = View(fleet, targets, workload.slos, self.gov)
+        self.heap: list[tuple[float, int, int, object, int]] = []
+        self.counter = 0
+        self.version = [0] * len(self.engines)
+        self.pending: dict[int, StepPlan] = {}  # engines holding a plan, waiting for power
+        self.waitlist: dict[str, deque[int]] = defaultdict(deque)
+        self.out = Outcome(policy.name)
+        self.now = 0.0
+
+    # -- event plumbing --------------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, obj: object, version: int = 0) -> None:
+        self.counter += 1
+        heapq.heappush(self.heap, (t, self.counter, kind, obj, version))
+
+    def _reject(self, req: Request, reason: str) -> None:
+        self.out.rejected[reason] += 1
+        if len(self.out.rejected_rows) < 1000:
+            self.out.rejected_rows.append((req.row or req.id, reason))
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _route(self, req: Request, first_try: float) -> None:
+        now = self.now
+        view = self.view
+        if req.model not in view.by_model:
+            self._reject(req, f"no deployment serves {req.model}")
+            return
+        view.now = now
+        view.exclude.clear()
+        cut = False
+        while True:
+            decision = self.policy.choose(req, view)
+            cut = cut or view.cut_by_outage
+            if decision.target is None or decision.target in view.exclude:
+                break
+            target = self.targets[decision.target]
+            if isinstance(target, HostedPool) or self.gov.fits(
+                target.site, target.marginal_power_w()
+            ):
+                self._place(req, target, now)
+                if cut:
+                    self.out.outage[
+                        "failed_over" if target.site != req.origin else "served_locally"
+                    ] += 1
+                return
+            view.exclude.add(target.name)
+        waited = now - first_try
+        if cut and not view.exclude:
+            nxt = min(
+                (lk.next_up(now) for lk in self.fleet.links if req.origin in (lk.a, lk.b)),
+                default=now,
+            )
+            if nxt > now and nxt - first_try <= self.max_wait_s:
+                self.out.outage["waited"] += 1
+                self._push(nxt, RETRY, (req, first_try))
+                return
+            self.out.outage["failed"] += 1
+            self._reject(req, "site link down")
+            return
+        if view.exclude and waited + RETRY_BACKOFF_S <= self.max_wait_s:
+            self.out.power_waits += 1
+            self._push(now + RETRY_BACKOFF_S, RETRY, (req, first_try))
+            return
+        self._reject(req, "site power cap" if view.exclude else "no target available")
+
+    def _place(self, req: Request, target: Target, now: float) -> None:
+        target.outstanding += 1
+        if isinstance(target, HostedPool):
+            target.take()
+            ttft = target.ttft_s(req)
+            finish = ttft + (req.output_tokens - 1) * target.tpot_s(req)
+            self._finish_metrics(req, target.name, ttft, finish, req.output_tokens)
+            self.out.hosted_usd += target.usd(req)
+            self.out.hosted_tokens += req.output_tokens
+            self._push(now + finish, HOSTED_DONE, target)
+            return
+        engine = target.replica_for(req)
+        target.queued_tokens += req.prompt_tokens
+        placed = _Placed(req, target, self.fleet.rtt_s(req.origin, target.site))
+        engine.submit(Seq(req, placed, self.view.slo(req).ttft_s))
+        i = engine.index
+        if i in self.pending:
+            return
+        if engine.plan is None:
+            self._kick(i)
+        elif len(engine.running) < engine.max_seqs and not self.exact:
+            end = engine.shorten(now)
+            if end is not None:
+                self.version[i] += 1
+                self._push(end, ENGINE, i, self.version[i])
+
+    # -- engines ---------------------------------------------------------------------------
+
+    def _kick(self, i: int) -> None:
+        engine = self.engines[i]
+        plan, rejected = engine.next_plan(self.now)
+        for s in rejected:
+            placed = cast(_Placed, s.tag)
+            placed.pool.outstanding -= 1
+            placed.pool.queued_tokens -= s.req.prompt_tokens
+            self._reject(s.req, "prompt exceeds the KV cache")
+        if plan is None:
+            return
+        site = self.engine_site[i]
+        if not self.gov.fits(site, plan.power_w - engine.idle_w):
+            self.pending[i] = plan
+            self.waitlist[site].append(i)
+            self.out.power_waits += 1
+            return
+        self._start(i, plan)
+
+    def _start(self, i: int, plan: StepPlan) -> None:
+        engine = self.engines[i]
+        if plan.start_s < self.now:  # it waited for power: same work, later
+            shift = self.now - plan.start_s
+            plan.start_s += shift
+            plan.end_s += shift
+        engine.start(plan)
+        self.gov.change(self.engine_site[i], self.now, plan.power_w - engine.idle_w)
+        self.version[i] += 1
+        self._push(plan.end_s, ENGINE, i, self.version[i])
+
+    def _engine_done(self, i: int) -> None:
+        engine = self.engines[i]
+        plan = engine.plan
+        assert plan is not None
+        site = self.engine_site[i]
+        self.gov.change(site, self.now, engine.idle_w - plan.power_w)
+        result = engine.complete(self.now)
+        for s in result.first_tokens:
+            placed = cast(_Placed, s.tag)
+            placed.pool.queued_tokens -= s.req.prompt_tokens
+        for s in result.finished:
+            placed = cast(_Placed, s.tag)
+            placed.pool.outstanding -= 1
+            req = s.req
+            assert s.first_token_s is not None
+            ttft = s.first_token_s - req.arrival_s + placed.rtt_s
+            finish = self.now - req.arrival_s + placed.rtt_s
+            self._finish_metrics(req, placed.pool.name, ttft, finish, req.output_tokens)
+        queue = self.waitlist.get(site)
+        while queue:
+            j = queue[0]
+            if not self.gov.fits(site, self.pending[j].power_w - self.engines[j].idle_w):
+                break
+            queue.popleft()
+            self._start(j, self.pending.pop(j))
+        if i not in self.pending:
+            self._kick(i)
+
+    def _finish_metrics(
+        self, req: Request, where: str, ttft: float, e2e: float, tokens: int
+    ) -> None:
+        out = self.out
+        out.completed += 1
+        out.ttft.append(ttft)
+        out.e2e.append(e2e)
+        tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else 0.0
+        if tokens > 1:
+            out.tpot.append(tpot)
+        slo = self.view.slo(req)
+        if ttft <= slo.ttft_s and tpot <= slo.tpot_s:
+            out.slo_met += 1
+        out.output_tokens += tokens
+        out.served_by[where] += 1
+        out.tokens_by[where] += tokens
+        out.span_s = max(out.span_s, req.arrival_s + e2e)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        started = time.perf_counter()
+        reqs = self.workload.requests
+        self.out.requests = len(reqs)
+        n, k = len(reqs), 0
+        heap = self.heap
+        next_report = 0.0
+        while k < n or heap:
+            if k < n and (not heap or reqs[k].arrival_s <= heap[0][0]):
+                req = reqs[k]
+                k += 1
+                self.now = req.arrival_s
+                self._route(req, req.arrival_s)
+                if self.progress is not None and k >= next_report:
+                    self.progress(k / n)
+                    next_report = k + n / 100
+                continue
+            t, _, kind, obj, version = heapq.heappop(heap)
+            self.now = t
+            if kind == ENGINE:
+                i = cast(int, obj)
+                if version == self.version[i]:
+                    self._engine_done(i)
+            elif kind == RETRY:
+                req, first = cast(tuple[Request, float], obj)
+                self._route(req, first)
+            else:
+                cast(HostedPool, obj).outstanding -= 1
+        stuck = sum(len(e.waiting) + len(e.running) for e in self.engines)
+        if stuck:
+            self.out.rejected["never scheduled (power cap)"] += stuck
+        self.out.span_s = max(self.out.span_s, self.now)
+        self.gov.close(self.out.span_s)
+        self.out.wall_s = time.perf_counter() - started
+        self.out.engines = self.engines
+        self.out.engine_site = self.engine_site
+        self.out.engine_pool = [p.name for p in self.engine_pool]
+        self.out.governor = self.gov
+        return self.out

@@ -1,0 +1,232 @@
+"""Routing targets as policies see them: a deployment's replicas, or a hosted API.
+
+Predictions come from the PerfModel and live state (queued prefill tokens, running batch),
+memoised per request because a policy asks each target several questions about one request.
+The gateway builds the same targets over its live telemetry.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+
+from wattserve.core.engine import EngineModel
+from wattserve.core.fleet import DeploymentSpec, Fleet, HostedSpec
+from wattserve.core.governor import PowerGovernor
+from wattserve.core.workload import SLO, Request
+
+
+def _ctx_bucket(tokens: int) -> int:
+    return 1 << max(4, int(tokens).bit_length())
+
+
+class EnginePool:
+    """The replicas of one deployment. Replica choice: the less loaded of two random picks."""
+
+    kind = "engine"
+
+    def __init__(
+        self,
+        spec: DeploymentSpec,
+        engines: list[EngineModel],
+        rng: random.Random,
+        rtt: Callable[[str | None, str], float],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.site = spec.site
+        self.model = spec.model
+        self.engines = engines
+        self.rng = rng
+        self.rtt = rtt
+        self.perf = spec.perf
+        self.outstanding = 0
+        self.queued_tokens = 0  # prompt tokens placed here whose first token is not out yet
+        chunk = spec.deployment.max_batched_tokens
+        pre = self.perf.step(chunk, chunk * (chunk + 1) / 2, chunk, 1)
+        self.prefill_s_per_token = pre.time_s / chunk
+        self.prefill_dyn_j_per_token = (pre.energy_j - self.perf.idle_power_w * pre.time_s) / chunk
+        self._decode: dict[tuple[int, int], tuple[float, float]] = {}
+        rented = spec.cost.basis == "rent"
+        self.usd_per_j = (
+            0.0 if rented else (spec.cost.usd_per_j if spec.cost.basis == "own" else 0.0)
+        )
+        self.now = 0.0  # set by the view before each routing decision
+        self._memo: Request | None = None
+        self._memo_engine: EngineModel | None = None
+        self._memo_vals: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def load(self) -> float:
+        return self.outstanding / len(self.engines)
+
+    def decode_step(self, batch: int, ctx: int) -> tuple[float, float]:
+        """(seconds, dynamic joules) of one decode step of `batch` at context bucket `ctx`."""
+        key = (batch, ctx)
+        hit = self._decode.get(key)
+        if hit is None:
+            c = self.perf.step(batch, batch * (ctx + 1.0), batch * (ctx + 1.0), batch)
+            hit = (c.time_s, c.energy_j - self.perf.idle_power_w * c.time_s)
+            self._decode[key] = hit
+        return hit
+
+    def _predict(self, req: Request) -> tuple[float, float, float]:
+        if self._memo is req:
+            return self._memo_vals
+        e = self.pick_replica()
+        self._memo_engine = e
+        running = min(self.spec.deployment.max_num_seqs, len(e.running) + 1)
+        queued = e.pending_prefill
+        step_s, step_j = self.decode_step(
+            running, _ctx_bucket(req.prompt_tokens + req.output_tokens // 2)
+        )
+        # queued prefill shares steps with the running decodes: each chunk also carries them
+        ttft = (queued + req.prompt_tokens) * self.prefill_s_per_token + step_s
+        if e.plan is not None:
+            ttft += step_s
+        ahead = len(e.running) + len(e.waiting) - e.max_seqs
+        if ahead >= 0:  # no free sequence slot: wait for running ones to finish
+            done = e.steps_done(self.now)
+            left = sorted(q.req.output_tokens - q.generated - done for q in e.running)
+            ttft += left[min(ahead, len(left) - 1)] * step_s if left else 0.0
+        ttft += self.rtt(req.origin, self.site)
+        joules = (
+            req.prompt_tokens * self.prefill_dyn_j_per_token + req.output_tokens * step_j / running
+        )
+        self._memo, self._memo_vals = req, (ttft, step_s, joules)
+        return self._memo_vals
+
+    def replica_for(self, req: Request) -> EngineModel:
+        """The replica the predictions for `req` were made on (so placement matches them)."""
+        if self._memo is req and self._memo_engine is not None:
+            return self._memo_engine
+        return self.pick_replica()
+
+    def ttft_s(self, req: Request) -> float:
+        return self._predict(req)[0]
+
+    def tpot_s(self, req: Request) -> float:
+        return self._predict(req)[1]
+
+    def joules(self, req: Request) -> float:
+        return self._predict(req)[2]
+
+    def usd(self, req: Request) -> float:
+        return self._predict(req)[2] * self.usd_per_j
+
+    def marginal_power_w(self) -> float:
+        """Power added by one more running sequence on the least loaded replica."""
+        n = len(self.engines)
+        b = min(self.spec.deployment.max_num_seqs, int(self.outstanding / n))
+        t1, j1 = self.decode_step(b + 1, 1024)
+        if b == 0:
+            return j1 / t1
+        t0, j0 = self.decode_step(b, 1024)
+        return max(0.0, j1 / t1 - j0 / t0)
+
+    def pick_replica(self) -> EngineModel:
+        engines = self.engines
+        if len(engines) <= 4:
+            return min(engines, key=lambda e: e.outstanding)
+        rng = self.rng
+        a, b = engines[rng.randrange(len(engines))], engines[rng.randrange(len(engines))]
+        return a if a.outstanding <= b.outstanding else b
+
+
+class HostedPool:
+    """A hosted API: latency from its profile, price per token, optional rate limit.
+    For load it counts as 64 concurrent slots."""
+
+    kind = "hosted"
+    SLOTS = 64
+
+    def __init__(self, spec: HostedSpec, rtt: Callable[[str | None, str], float]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.site = spec.site
+        self.model = spec.model
+        self.rtt = rtt
+        self.outstanding = 0
+        self.bucket = spec.rate_limit_rps or 0.0
+        self.bucket_t = 0.0
+
+    @property
+    def load(self) -> float:
+        return self.outstanding / self.SLOTS
+
+    def available(self, now: float) -> bool:
+        rate = self.spec.rate_limit_rps
+        if rate is None:
+            return True
+        self.bucket = min(rate, self.bucket + (now - self.bucket_t) * rate)
+        self.bucket_t = now
+        return self.bucket >= 1.0
+
+    def take(self) -> None:
+        if self.spec.rate_limit_rps is not None:
+            self.bucket -= 1.0
+
+    def ttft_s(self, req: Request) -> float:
+        return self.spec.ttft_s + self.rtt(req.origin, self.site)
+
+    def tpot_s(self, req: Request) -> float:
+        return 1.0 / self.spec.output_tokens_per_s
+
+    def joules(self, req: Request) -> float:
+        jpt = self.spec.joules_per_token
+        return math.inf if jpt is None else jpt * (req.prompt_tokens + req.output_tokens)
+
+    def usd(self, req: Request) -> float:
+        s = self.spec
+        return (
+            req.prompt_tokens * s.usd_per_mtok_input + req.output_tokens * s.usd_per_mtok_output
+        ) / 1e6
+
+
+Target = EnginePool | HostedPool
+
+
+class View:
+    """The FleetView policies see: candidates filtered by model, residency, reachability,
+    health, rate limits and (when retrying after a power refusal) an exclusion set."""
+
+    def __init__(
+        self, fleet: Fleet, targets: Sequence[Target], slos: dict[str, SLO], governor: PowerGovernor
+    ) -> None:
+        self.fleet = fleet
+        self.by_model: dict[str, list[Target]] = {}
+        for t in targets:
+            self.by_model.setdefault(t.model, []).append(t)
+        self.slos = slos
+        self.governor = governor
+        self.now = 0.0
+        self.exclude: set[str] = set()
+        self.unhealthy: set[str] = set()
+        self.cut_by_outage = False
+
+    def candidates(self, req: Request) -> list[Target]:
+        out: list[Target] = []
+        self.cut_by_outage = False
+        fleet, now = self.fleet, self.now
+        for t in self.by_model.get(req.model, ()):
+            if t.name in self.exclude or t.name in self.unhealthy:
+                continue
+            if req.local_only and t.site != req.origin:
+                continue
+            if not fleet.reachable(req.origin, t.site, now):
+                self.cut_by_outage = True
+                continue
+            if isinstance(t, HostedPool):
+                if not t.available(now):
+                    continue
+            else:
+                t.now = now
+            out.append(t)
+        return out
+
+    def slo(self, req: Request) -> SLO:
+        return self.slos.get(req.slo) or self.slos["default"]
+
+    def site_headroom_w(self, site: str) -> float:
+        return self.governor.headroom_w(site)
