@@ -233,7 +233,13 @@ def _parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tupl
 
 
 def _resolve_deployment(
-    name: str, entry: LineDict, sites: dict[str, Site], catalog: Catalog, base: Path, path: str
+    name: str,
+    entry: LineDict,
+    sites: dict[str, Site],
+    catalog: Catalog,
+    base: Path,
+    path: str,
+    line: int,
 ) -> DeploymentSpec:
     r = _Reader(entry, path, f"deployments.{name}")
     r.check_keys(
@@ -262,9 +268,7 @@ def _resolve_deployment(
         dtype = parse_dtype(r.text("dtype", "bf16"))
         kv_dtype = parse_dtype(r.text("kv_dtype", default_kv_dtype(dtype)))
     except WattserveError as exc:
-        raise ConfigError(
-            str(exc), path=path, line=entry.line, field=f"deployments.{name}"
-        ) from None
+        raise ConfigError(str(exc), path=path, line=line, field=f"deployments.{name}") from None
     calib = Calibration()
     if "calibration" in entry:
         calib = load_calibration(base / r.text("calibration"))
@@ -291,7 +295,7 @@ def _resolve_deployment(
         problem = fit.reason
     if problem:
         raise ConfigError(
-            f"infeasible: {problem}", path=path, line=entry.line, field=f"deployments.{name}"
+            f"infeasible: {problem}", path=path, line=line, field=f"deployments.{name}"
         )
     kv_bytes_block = (
         KV_BLOCK_TOKENS * model.kv_bytes_per_token(kv_dtype) / (min(tp, model.num_kv_heads) * pp)
@@ -314,7 +318,7 @@ def _resolve_deployment(
 
 
 def _resolve_hosted(
-    name: str, entry: LineDict, sites: dict[str, Site], catalog: Catalog, path: str
+    name: str, entry: LineDict, sites: dict[str, Site], catalog: Catalog, path: str, line: int
 ) -> HostedSpec:
     r = _Reader(entry, path, f"providers.{name}")
     r.check_keys(
@@ -338,7 +342,7 @@ def _resolve_hosted(
         load_model(model)
         prov = catalog.provider(r.text("provider"))
     except WattserveError as exc:
-        raise ConfigError(str(exc), path=path, line=entry.line, field=f"providers.{name}") from None
+        raise ConfigError(str(exc), path=path, line=line, field=f"providers.{name}") from None
     offer: ProviderOffer | None = prov.offers.get(model)
 
     def pick(key: str) -> float:
@@ -350,7 +354,7 @@ def _resolve_hosted(
             raise ConfigError(
                 f"{prov.id} publishes no {key} for {model}; set {key} in the fleet file",
                 path=path,
-                line=entry.line,
+                line=line,
                 field=f"providers.{name}.{key}",
             )
         return v
@@ -404,17 +408,24 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
         )
     if not sites:
         raise ConfigError("a fleet needs at least one site", path=path, field="sites")
+    deps_map = _mapping(data.get("deployments"), "deployments", path, data.line_of("deployments"))
+    hosted_map = _mapping(data.get("providers"), "providers", path, data.line_of("providers"))
+    for section, entries in (("deployments", deps_map), ("providers", hosted_map)):
+        for n, e in entries.items():
+            if not isinstance(e, LineDict):
+                raise ConfigError(
+                    "must be a mapping of fields",
+                    path=path,
+                    line=entries.line_of(n),
+                    field=f"{section}.{n}",
+                )
     deps = tuple(
-        _resolve_deployment(n, e, sites, cat, base, path)
-        for n, e in _mapping(
-            data.get("deployments"), "deployments", path, data.line_of("deployments")
-        ).items()
+        _resolve_deployment(n, e, sites, cat, base, path, deps_map.line_of(n))
+        for n, e in deps_map.items()
     )
     hosted = tuple(
-        _resolve_hosted(n, e, sites, cat, path)
-        for n, e in _mapping(
-            data.get("providers"), "providers", path, data.line_of("providers")
-        ).items()
+        _resolve_hosted(n, e, sites, cat, path, hosted_map.line_of(n))
+        for n, e in hosted_map.items()
     )
     if not deps and not hosted:
         raise ConfigError("a fleet needs deployments or providers", path=path)

@@ -1,0 +1,129 @@
+"""The EngineModel against hand-computed cases (step times from the PerfModel formulas)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wattserve import Deployment, EngineParams, PerfModel, load_catalog, load_model
+from wattserve.core.engine import BLOCK, EngineModel, Seq
+from wattserve.core.workload import Request
+
+
+def perf(max_seqs: int = 256, max_tokens: int = 8192) -> PerfModel:
+    dep = Deployment(
+        load_model("llama-3.1-8b"),
+        load_catalog().device("h100-sxm"),
+        max_num_seqs=max_seqs,
+        max_batched_tokens=max_tokens,
+    )
+    return PerfModel(dep, EngineParams())
+
+
+def drive(engine: EngineModel, arrivals: list[tuple[float, Request]]) -> dict[int, Seq]:
+    """A minimal event loop: arrivals join at step boundaries, as in the simulator."""
+    now, seqs, pending = 0.0, {}, sorted(arrivals, key=lambda a: a[0])
+    while pending or engine.running or engine.waiting:
+        while pending and pending[0][0] <= now:
+            _, req = pending.pop(0)
+            seqs[req.id] = Seq(req)
+            engine.submit(seqs[req.id])
+        plan, rejected = engine.next_plan(now)
+        for s in rejected:
+            seqs.pop(s.req.id)
+        if plan is None:
+            now = pending[0][0]
+            continue
+        engine.start(plan)
+        if pending and pending[0][0] < plan.end_s:
+            end = engine.shorten(pending[0][0])
+            plan = engine.plan if end is not None else plan
+        now = engine.plan.end_s  # type: ignore[union-attr]
+        res = engine.complete(now)
+        for s in res.finished:
+            s.req.row = int(now * 1e9)  # finish time, in ns, for the assertions
+    return seqs
+
+
+def req(i: int, p: int, o: int, t: float = 0.0) -> Request:
+    return Request(id=i, arrival_s=t, prompt_tokens=p, output_tokens=o, model="llama-3.1-8b")
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_one_request_alone(exact: bool) -> None:
+    pm = perf()
+    engine = EngineModel("e", pm, kv_blocks=10_000, exact=exact)
+    seqs = drive(engine, [(0.0, req(0, 1000, 50))])
+    prefill = pm.prefill(1, 1000).time_s
+    decode = sum(pm.decode_step(1, 1000 + j).time_s for j in range(49))
+    s = seqs[0]
+    assert s.first_token_s == pytest.approx(prefill, rel=1e-9)
+    assert s.req.row / 1e9 == pytest.approx(prefill + decode, rel=1e-6)
+    assert engine.busy_energy_j == pytest.approx(
+        pm.prefill(1, 1000).energy_j + sum(pm.decode_step(1, 1000 + j).energy_j for j in range(49)),
+        rel=1e-9,
+    )
+    assert engine.used_blocks == 0 and engine.outstanding == 0
+
+
+def test_two_requests_share_a_batch() -> None:
+    pm = perf()
+    engine = EngineModel("e", pm, kv_blocks=10_000)
+    seqs = drive(engine, [(0.0, req(0, 500, 10)), (0.0, req(1, 300, 20))])
+    # step 1: both prompts in one prefill step (800 tokens)
+    first = pm.step(800, 500 * 501 / 2 + 300 * 301 / 2, 800, 2).time_s
+    assert seqs[0].first_token_s == pytest.approx(first) == seqs[1].first_token_s
+    # 9 decode steps with both, then 10 with the second alone
+    both = sum(
+        pm.step(2, (500 + j + 1) + (300 + j + 1), (500 + j + 1) + (300 + j + 1), 2).time_s
+        for j in range(9)
+    )
+    alone = sum(pm.decode_step(1, 300 + 9 + j).time_s for j in range(10))
+    assert seqs[0].req.row / 1e9 == pytest.approx(first + both, rel=1e-6)
+    assert seqs[1].req.row / 1e9 == pytest.approx(first + both + alone, rel=1e-6)
+
+
+def test_long_prompt_is_chunked() -> None:
+    pm = perf(max_tokens=512)
+    engine = EngineModel("e", pm, kv_blocks=10_000)
+    seqs = drive(engine, [(0.0, req(0, 1200, 2))])
+    chunks = [(0, 512), (512, 512), (1024, 176)]
+    expected = sum(pm.step(q, q * c + q * (q + 1) / 2, c + q, 1).time_s for c, q in chunks)
+    assert seqs[0].first_token_s == pytest.approx(expected, rel=1e-9)
+
+
+def test_arrival_joins_at_the_next_step_boundary() -> None:
+    pm = perf()
+    engine = EngineModel("e", pm, kv_blocks=10_000)
+    prefill = pm.prefill(1, 100).time_s
+    step = pm.decode_step(1, 100).time_s
+    t_arrive = prefill + 2.5 * step  # mid-way through the third decode step
+    seqs = drive(engine, [(0.0, req(0, 100, 200)), (t_arrive, req(1, 100, 5))])
+    third_end = prefill + sum(pm.decode_step(1, 100 + j).time_s for j in range(3))
+    assert seqs[1].first_token_s is not None and seqs[1].first_token_s > third_end
+    mixed = pm.step(101, (100 + 4) + 100 * 101 / 2, 104 + 100, 2).time_s
+    assert seqs[1].first_token_s == pytest.approx(third_end + mixed, rel=1e-9)
+
+
+def test_full_kv_cache_preempts_and_recomputes() -> None:
+    pm = perf()
+    blocks = 2 * (200 // BLOCK) + 4  # room for two prompts but not for both to grow far
+    engine = EngineModel("e", pm, kv_blocks=blocks)
+    seqs = drive(engine, [(0.0, req(0, 200, 100)), (0.0, req(1, 200, 100))])
+    assert engine.preemptions >= 1
+    assert all(s.generated == 100 for s in seqs.values())
+    assert engine.used_blocks == 0
+    assert max(s.preemptions for s in seqs.values()) >= 1
+
+
+def test_prompt_larger_than_the_kv_cache_is_rejected() -> None:
+    engine = EngineModel("e", perf(), kv_blocks=10)
+    seqs = drive(engine, [(0.0, req(0, 5000, 3)), (0.0, req(1, 50, 3))])
+    assert 0 not in seqs and seqs[1].generated == 3
+
+
+def test_max_num_seqs_limits_the_batch() -> None:
+    engine = EngineModel("e", perf(max_seqs=2), kv_blocks=10_000)
+    for i in range(3):
+        engine.submit(Seq(req(i, 100, 10)))
+    plan, _ = engine.next_plan(0.0)
+    assert plan is not None and len(engine.running) == 2 and len(engine.waiting) == 1

@@ -1,0 +1,260 @@
+"""simulate end to end: fast vs exact, the governor, policies, links, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from wattserve import ConfigError
+from wattserve.core.fleet import load_fleet
+from wattserve.core.policy import FleetView, Policy, TargetView, make_policy
+from wattserve.core.workload import Request, Workload, load_workload, synthetic_arrivals
+from wattserve.simulate import simulate
+
+REPO = Path(__file__).resolve().parent.parent
+HETERO = REPO / "examples" / "fleet-hetero.yaml"
+
+
+@pytest.fixture(scope="module")
+def hetero():  # type: ignore[no-untyped-def]
+    return load_fleet(HETERO)
+
+
+def conv(shared: Path, **kw: float) -> Workload:
+    return load_workload(
+        shared / "traces" / "azure_llm_2023_conv.csv", default_model="llama-3.1-8b", **kw
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "energy", "edge_first"])
+def test_fast_mode_agrees_with_exact_stepping(hetero, shared: Path, policy: str) -> None:  # type: ignore[no-untyped-def]
+    wl_file = REPO / "examples" / "workload-conv.yaml"
+    fast, _ = simulate(
+        hetero, load_workload(wl_file, default_model="llama-3.1-8b", duration_s=400), policy
+    )
+    exact, _ = simulate(
+        hetero,
+        load_workload(wl_file, default_model="llama-3.1-8b", duration_s=400),
+        policy,
+        exact=True,
+    )
+    assert exact["engine_steps"] >= fast["engine_steps"] > 1000
+    for metric in ("ttft_s", "tpot_s"):
+        for q in ("p50", "p99"):
+            assert fast[metric][q] == pytest.approx(exact[metric][q], rel=0.02), (metric, q)
+    assert fast["energy_j"] == pytest.approx(exact["energy_j"], rel=0.02)
+
+
+def test_energy_and_cost_beat_round_robin_and_least_loaded(hetero, shared: Path) -> None:  # type: ignore[no-untyped-def]
+    r = {
+        p: simulate(hetero, conv(shared), p)[0]
+        for p in ("round_robin", "least_loaded", "energy", "cost")
+    }
+    for smart in ("energy", "cost"):
+        for naive in ("round_robin", "least_loaded"):
+            assert r[smart]["energy_j_per_token"] < r[naive]["energy_j_per_token"], (smart, naive)
+            assert r[smart]["usd_per_mtok"] < r[naive]["usd_per_mtok"], (smart, naive)
+            assert r[smart]["slo_attainment"] >= r[naive]["slo_attainment"], (smart, naive)
+    assert all(v["completed"] == 19366 for v in r.values())
+
+
+def test_governor_keeps_every_site_under_its_cap(hetero, shared: Path) -> None:  # type: ignore[no-untyped-def]
+    on, out = simulate(hetero, conv(shared, rate_scale=4.0, duration_s=300), "round_robin")
+    off, _ = simulate(
+        hetero, conv(shared, rate_scale=4.0, duration_s=300), "round_robin", governor=False
+    )
+    for name, site in hetero.sites.items():
+        if site.power_cap_w is None:
+            continue
+        assert on["sites"][name]["cap_exceeded_s"] == 0.0
+        assert on["sites"][name]["peak_power_w"] <= site.power_cap_w + 1e-6
+        acct = out.governor.sites[name]  # type: ignore[union-attr]
+        assert max(acct.bins.values()) <= site.power_cap_w + 1e-6
+    over = off["sites"]["dc-east"]
+    assert over["cap_exceeded_s"] > 0 and over["max_excess_w"] > 0
+    assert over["peak_power_w"] > hetero.sites["dc-east"].power_cap_w
+
+
+def test_link_outage_is_counted_and_local_traffic_keeps_flowing(tmp_path: Path) -> None:
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text("""
+sites:
+  dc: {kind: datacenter}
+  edge: {kind: edge}
+links:
+  - between: [edge, dc]
+    rtt_ms: 40
+    outages: [{start_s: 10, end_s: 20}]
+deployments:
+  big: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}
+  small: {site: edge, model: llama-3.2-1b, hardware: jetson-orin-nano-8gb, dtype: int4}
+""")
+    f = load_fleet(fleet)
+    reqs = [
+        Request(i, float(t), 200, 20, "llama-3.1-8b" if i % 2 else "llama-3.2-1b", "edge")
+        for i, t in enumerate(range(0, 30))
+    ]
+    report, _ = simulate(
+        f, Workload(reqs, {"default": __import__("wattserve").core.workload.SLO()}), "slo"
+    )
+    assert report["completed"] == 30 and report["rejected"] == 0
+    assert report["outages"]["waited"] == 5  # the dc-bound requests during [10, 20)
+    assert report["deployments"]["small"]["requests"] == 15
+    # a remote request pays the link RTT in its TTFT
+    assert report["ttft_s"]["p99"] > 0.04
+
+
+def test_residency_keeps_local_only_requests_at_their_origin(hetero) -> None:  # type: ignore[no-untyped-def]
+    reqs = [
+        Request(i, i * 0.5, 300, 30, "llama-3.1-8b", "edge-sf", local_only=True) for i in range(20)
+    ]
+    from wattserve.core.workload import SLO
+
+    report, _ = simulate(hetero, Workload(reqs, {"default": SLO()}), "cost")
+    assert report["deployments"] == {"jetson": {"share": 1.0, "requests": 20, "output_tokens": 600}}
+
+
+class FirstTarget(Policy):
+    """A user policy: always the first candidate."""
+
+    name = "first"
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        return cands[0]
+
+
+def test_user_policy_by_module_path(hetero) -> None:  # type: ignore[no-untyped-def]
+    p = make_policy("test_simulate:FirstTarget")
+    reqs = [Request(i, i * 0.2, 100, 10, "llama-3.1-8b") for i in range(10)]
+    from wattserve.core.workload import SLO
+
+    report, _ = simulate(hetero, Workload(reqs, {"default": SLO()}), p)
+    assert list(report["deployments"]) == ["h100"]
+    with pytest.raises(ConfigError, match="unknown policy"):
+        make_policy("fastest")
+    with pytest.raises(ConfigError, match="cannot load"):
+        make_policy("nosuchmodule:Policy")
+    assert make_policy("weighted:latency=1,energy=0.5").name == "weighted:latency=1,energy=0.5"
+
+
+def test_malformed_rows_and_unserved_models_are_counted(tmp_path: Path, hetero) -> None:  # type: ignore[no-untyped-def]
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n"
+        "not a time,1,1\n"
+        "2023-11-16 18:15:47.0000000,-5,10\n"
+        "2023-11-16 18:15:48.0000000,100,20\n"
+    )
+    wl = load_workload(trace, default_model="llama-3.1-8b")
+    assert [r for r, _ in wl.bad_rows] == [3, 4] and len(wl.requests) == 2
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text(
+        '{"arrival_s": 0, "prompt_tokens": 10, "output_tokens": 5, "model": "mixtral-8x7b"}\n'
+        '{"arrival_s": 1, "prompt_tokens": 10}\n'
+        '{"arrival_s": 2, "prompt_tokens": 10, "output_tokens": 5}\n'
+    )
+    wl = load_workload(jsonl, default_model="llama-3.1-8b")
+    assert [r for r, _ in wl.bad_rows] == [2]
+    report, _ = simulate(hetero, wl, "least_loaded")
+    assert report["rejected_by_reason"] == {"no deployment serves mixtral-8x7b": 1}
+    assert report["rejected_rows"] == [(1, "no deployment serves mixtral-8x7b")]
+    assert report["completed"] == 1
+
+
+def test_infeasible_fleet_names_the_deployment(tmp_path: Path) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text(
+        "sites:\n  s: {kind: edge}\ndeployments:\n  tiny:\n    site: s\n"
+        "    model: llama-3.1-70b\n    hardware: jetson-orin-nano-8gb\n"
+    )
+    with pytest.raises(ConfigError, match="infeasible") as err:
+        load_fleet(f)
+    assert err.value.field == "deployments.tiny" and err.value.line == 4
+    f.write_text(
+        "sites:\n  s: {kind: edge, power_cap_w: 5}\ndeployments:\n  a:\n    site: s\n"
+        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
+    )
+    with pytest.raises(ConfigError, match="idle"):
+        load_fleet(f)
+    f.write_text(
+        "sites:\n  s: {kind: edge}\ndeployments:\n  a:\n    site: nowhere\n"
+        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
+    )
+    with pytest.raises(ConfigError, match="no site 'nowhere'") as err:
+        load_fleet(f)
+    assert err.value.line == 5
+
+
+def test_synthetic_arrival_processes() -> None:
+    rng = random.Random(3)
+    poisson = synthetic_arrivals("poisson", 50.0, 200.0, rng)
+    assert len(poisson) / 200.0 == pytest.approx(50.0, rel=0.05)
+    bursty = synthetic_arrivals("gamma", 50.0, 400.0, rng, cv=3.0)
+    gaps = [b - a for a, b in itertools.pairwise(bursty)]
+    mean = sum(gaps) / len(gaps)
+    cv = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5 / mean
+    assert mean == pytest.approx(1 / 50.0, rel=0.1) and cv == pytest.approx(3.0, rel=0.15)
+    diurnal = synthetic_arrivals("diurnal", 20.0, 1000.0, rng, period_s=1000.0, amplitude=0.8)
+    first_half = sum(1 for t in diurnal if t < 500)
+    assert first_half > 1.5 * (len(diurnal) - first_half)  # the sine's high half
+
+
+def test_cli_compare_json_and_html_report(tmp_path: Path, shared: Path) -> None:
+    import subprocess
+    import sys
+
+    html = tmp_path / "r.html"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wattserve",
+            "simulate",
+            "--fleet",
+            str(HETERO),
+            "--trace",
+            str(REPO / "examples" / "workload-synthetic.yaml"),
+            "--compare",
+            "round_robin,energy",
+            "--duration",
+            "120",
+            "--json",
+            "--report",
+            str(html),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert [r["policy"] for r in rows] == ["round_robin", "energy"]
+    keys = {
+        "requests",
+        "completed",
+        "rejected",
+        "ttft_s",
+        "tpot_s",
+        "e2e_s",
+        "slo_attainment",
+        "output_tokens_per_s",
+        "energy_j",
+        "energy_j_per_token",
+        "usd",
+        "usd_per_mtok",
+        "sites",
+        "deployments",
+        "wall_s",
+    }
+    assert keys <= set(rows[0])
+    assert {"p50", "p90", "p99"} <= set(rows[0]["ttft_s"])
+    assert {"peak_power_w", "cap_exceeded_s"} <= set(rows[0]["sites"]["dc-east"])
+    assert all("share" in d for d in rows[0]["deployments"].values())
+    page = html.read_text()
+    assert page.count("<svg") >= 6 and "cap 1500 W" in page and "<script" not in page
