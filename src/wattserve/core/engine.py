@@ -8,7 +8,11 @@ as vLLM's recompute preemption does.
 
 Between arrivals and completions nothing changes but context lengths, so a run of pure decode
 steps is advanced in one go with `decode_run` (exact sums); `exact=True` steps one iteration
-at a time instead. Both give the same times and energy: tests check it.
+at a time instead. Both take the same decisions and give the same times and energy.
+
+Decoding sequences advance together, so their progress is kept lazily against the engine's
+decode clock (steps taken): a run of n steps is O(1), not O(batch). KV blocks are counted
+exactly (ceil(tokens / 16) per sequence) whenever a bound cannot already prove the answer.
 
 The engine owns no clock: the caller (the simulator, or the gateway on the wall clock) says
 when things happen and asks when the current work ends.
@@ -16,30 +20,39 @@ when things happen and asks when the current work ends.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from wattserve.core.perf import PerfModel, decode_run, decode_run_time
+from wattserve.core.perf import (
+    PerfModel,
+    RunLines,
+    decode_run,
+    lines_steps_within,
+    lines_time,
+    run_lines,
+)
 from wattserve.core.workload import Request
 
 BLOCK = 16  # KV-cache block size in tokens (vLLM default)
-
-
-def _blocks(tokens: int) -> int:
-    return -(-tokens // BLOCK)
+_NO_SEQS: list[Seq] = []  # returned, never mutated: "no requests rejected"
 
 
 class Seq:
-    """A request inside an engine: how much of it is in the KV cache and how much generated."""
+    """A request inside an engine. While prefilling, `computed` and `generated` are current;
+    while decoding they are `c0`/`g0` at decode clock `k0` (see EngineModel.progress)."""
 
     __slots__ = (
-        "blocks",
+        "c0",
         "computed",
+        "decoding",
         "first_token_s",
+        "g0",
         "generated",
+        "k0",
         "preemptions",
         "prefill_target",
-        "prefilling",
         "priority",
         "req",
         "tag",
@@ -51,8 +64,8 @@ class Seq:
         self.priority = priority  # lower runs first under priority scheduling
         self.computed = 0
         self.generated = 0
-        self.blocks = 0
-        self.prefilling = True
+        self.decoding = False
+        self.c0 = self.g0 = self.k0 = 0
         self.prefill_target = req.prompt_tokens
         self.first_token_s: float | None = None
         self.preemptions = 0
@@ -67,16 +80,15 @@ class StepPlan:
     energy_j: float
     power_w: float
     chunks: list[tuple[Seq, int]] = field(default_factory=list)
-    decodes: list[Seq] = field(default_factory=list)
+    decodes: int = 0
     steps: int = 1
     kv0: float = 0.0
+    lines: RunLines | None = None  # for a decode run: its time as a function of steps
 
 
-@dataclass
-class StepResult:
+class StepResult(NamedTuple):
     first_tokens: list[Seq]
     finished: list[Seq]
-    rejected: list[Seq]
 
 
 class EngineModel:
@@ -100,9 +112,15 @@ class EngineModel:
         self.max_seqs = dep.max_num_seqs
         self.max_tokens = dep.max_batched_tokens
         self.total_blocks = kv_blocks
-        self.used_blocks = 0
         self.waiting: deque[Seq] = deque()
-        self.running: list[Seq] = []
+        self.running: dict[int, Seq] = {}  # by id, in admission order (preemption: the last)
+        self.prefilling = 0  # running sequences still prefilling
+        self.prefill_blocks = 0  # blocks held by them
+        self.clock = 0  # decode steps taken by decoding sequences
+        self.n_decoding = 0
+        self.kv_off = 0  # sum over decoding sequences of (c0 - k0)
+        # (finish clock, id, k0, seq); an entry is live while seq.decoding and seq.k0 == k0
+        self.finish_heap: list[tuple[int, int, int, Seq]] = []
         self.idle_w = perf.idle_power_w
         self.plan: StepPlan | None = None
         self.outstanding = 0
@@ -112,7 +130,7 @@ class EngineModel:
         self.preemptions = 0
         self.steps = 0
 
-    # -- state the routing view reads ------------------------------------------------------
+    # -- state the routing view and the gateway read ---------------------------------------
 
     @property
     def power_w(self) -> float:
@@ -121,6 +139,19 @@ class EngineModel:
     @property
     def batch(self) -> int:
         return len(self.running)
+
+    def progress(self, s: Seq) -> tuple[int, int]:
+        """(tokens in the KV cache, tokens generated) of a sequence, now."""
+        if s.decoding:
+            d = self.clock - s.k0
+            return s.c0 + d, s.g0 + d
+        return s.computed, s.generated
+
+    def remaining_outputs(self) -> list[int]:
+        """Output tokens each decoding sequence still has to produce, soonest first."""
+        return sorted(
+            f - self.clock for f, _, k0, s in self.finish_heap if s.decoding and s.k0 == k0
+        )
 
     def submit(self, seq: Seq) -> None:
         waiting = self.waiting
@@ -134,14 +165,55 @@ class EngineModel:
         self.outstanding += 1
         self.pending_prefill += seq.prefill_target
 
+    # -- KV blocks -------------------------------------------------------------------------
+
+    def _decode_tokens(self, ahead: int) -> int:
+        """Sum of KV tokens of decoding sequences `ahead` steps from now."""
+        return self.kv_off + self.n_decoding * (self.clock + ahead)
+
+    def _decode_blocks(self, ahead: int) -> int:
+        """Blocks decoding sequences hold `ahead` steps from now: exact when a bound cannot
+        already show there is room (the caller compares with what is free)."""
+        d = self.clock + ahead
+        return sum(
+            -(-(s.c0 + d - s.k0) // BLOCK)
+            for _, _, k0, s in self.finish_heap
+            if s.decoding and s.k0 == k0
+        )
+
+    def _decode_blocks_bound(self, ahead: int) -> int:
+        return self._decode_tokens(ahead) // BLOCK + self.n_decoding
+
+    def _fits(self, extra_prefill_blocks: int, ahead: int) -> bool:
+        room = self.total_blocks - self.prefill_blocks - extra_prefill_blocks
+        if self._decode_blocks_bound(ahead) <= room:
+            return True
+        return self._decode_blocks(ahead) <= room
+
     # -- scheduling ------------------------------------------------------------------------
 
+    def _leave_decoding(self, s: Seq) -> None:
+        s.computed, s.generated = self.progress(s)
+        s.decoding = False
+        self.n_decoding -= 1
+        self.kv_off -= s.c0 - s.k0
+
+    def _enter_decoding(self, s: Seq) -> None:
+        s.decoding = True
+        s.c0, s.g0, s.k0 = s.computed, s.generated, self.clock
+        self.n_decoding += 1
+        self.kv_off += s.c0 - s.k0
+        finish = self.clock + s.req.output_tokens - s.generated
+        heapq.heappush(self.finish_heap, (finish, id(s), s.k0, s))
+
     def _preempt_last(self) -> None:
-        s = self.running.pop()
-        self.used_blocks -= s.blocks
-        s.blocks = 0
+        s = self.running.popitem()[1]
+        if s.decoding:
+            self._leave_decoding(s)  # its heap entry goes stale
+        else:
+            self.prefilling -= 1
+            self.prefill_blocks -= -(-s.computed // BLOCK)
         s.computed = 0
-        s.prefilling = True
         s.prefill_target = s.req.prompt_tokens + s.generated
         s.preemptions += 1
         self.preemptions += 1
@@ -154,104 +226,116 @@ class EngineModel:
         Returns the plan (None when there is nothing to do) and the requests that can never
         run here (a prompt larger than the whole KV cache).
         """
+        if self.n_decoding and not self.prefilling and not self.waiting and not self.exact:
+            # the common case between arrivals: every running sequence is decoding
+            heap = self.finish_heap
+            if not (heap[0][3].decoding and heap[0][3].k0 == heap[0][2]):
+                self._clean_heap()
+            n, clock = self.n_decoding, self.clock
+            steps = heap[0][0] - clock
+            if (self.kv_off + n * (clock + steps)) // BLOCK + n <= self.total_blocks:
+                kv0 = float(self.kv_off + n * clock + n)
+                return self._run_plan(now, kv0, steps), _NO_SEQS
         rejected: list[Seq] = []
-        free = self.total_blocks - self.used_blocks
-        decodes = [s for s in self.running if not s.prefilling]
-        need = sum(_blocks(s.computed + 1) - s.blocks for s in decodes)
-        while need > free and self.running:
+        while self.running and not self._fits(0, 1):
             self._preempt_last()
-            free = self.total_blocks - self.used_blocks
-            decodes = [s for s in self.running if not s.prefilling]
-            need = sum(_blocks(s.computed + 1) - s.blocks for s in decodes)
-        free -= need
-        budget = self.max_tokens - len(decodes)
+        self._clean_heap()
+        decodes = self.n_decoding
+        budget = self.max_tokens - decodes
         chunks: list[tuple[Seq, int]] = []
-        for s in self.running:
-            if not s.prefilling or budget <= 0:
-                continue
-            q, free = self._chunk(s, budget, free)
-            if q == 0:
-                break
-            chunks.append((s, q))
-            budget -= q
+        extra = 0  # blocks the chunks of this step add
+        if self.prefilling:
+            for s in self.running.values():
+                if s.decoding or budget <= 0:
+                    continue
+                q, add = self._chunk(s, budget, extra)
+                if q == 0:
+                    break
+                chunks.append((s, q))
+                budget -= q
+                extra += add
         while admit and self.waiting and len(self.running) < self.max_seqs and budget > 0:
             s = self.waiting[0]
-            if _blocks(s.prefill_target) > self.total_blocks:
+            if -(-s.prefill_target // BLOCK) > self.total_blocks:
                 self.waiting.popleft()
                 self.outstanding -= 1
                 self.pending_prefill -= s.prefill_target
                 rejected.append(s)
                 continue
-            q, free = self._chunk(s, budget, free)
+            q, add = self._chunk(s, budget, extra)
             if q == 0:
                 break
             self.waiting.popleft()
-            self.running.append(s)
+            self.running[id(s)] = s
+            self.prefilling += 1
             chunks.append((s, q))
             budget -= q
+            extra += add
         if not chunks and not decodes:
             return None, rejected
         if not chunks and not self.exact:
-            return self._decode_run(now, decodes, free + need), rejected
-        return self._mixed(now, chunks, decodes), rejected
+            return self._decode_run(now), rejected
+        return self._mixed(now, chunks), rejected
 
-    def _chunk(self, s: Seq, budget: int, free: int) -> tuple[int, int]:
-        """Tokens of `s` to prefill this step within `budget` and `free` blocks."""
-        q = min(s.prefill_target - s.computed, budget)
-        room = (s.blocks + free) * BLOCK - s.computed
-        q = min(q, room)
+    def _chunk(self, s: Seq, budget: int, extra: int) -> tuple[int, int]:
+        """Tokens of prefilling `s` this step within `budget` and the free blocks, and the
+        blocks that adds."""
+        c = s.computed
+        held = -(-c // BLOCK)
+        q = min(s.prefill_target - c, budget)
         if q <= 0:
-            return 0, free
-        return q, free - (_blocks(s.computed + q) - s.blocks)
+            return 0, 0
+        add = -(-(c + q) // BLOCK) - held
+        if self._fits(extra + add, 1):
+            return q, add
+        room = self.total_blocks - self.prefill_blocks - extra - self._decode_blocks(1)
+        q = min(q, (held + room) * BLOCK - c)
+        if q <= 0:
+            return 0, 0
+        return q, -(-(c + q) // BLOCK) - held
 
-    def _mixed(self, now: float, chunks: list[tuple[Seq, int]], decodes: list[Seq]) -> StepPlan:
+    def _clean_heap(self) -> None:
+        heap = self.finish_heap
+        while heap and not (heap[0][3].decoding and heap[0][3].k0 == heap[0][2]):
+            heapq.heappop(heap)
+
+    def _mixed(self, now: float, chunks: list[tuple[Seq, int]]) -> StepPlan:
         tokens = attn = kv = 0.0
         for s, q in chunks:
             c = s.computed
             tokens += q
             attn += q * c + q * (q + 1) / 2
             kv += c + q
-            new = _blocks(c + q)
-            self.used_blocks += new - s.blocks
-            s.blocks = new
-        for s in decodes:
-            tokens += 1
-            attn += s.computed + 1
-            kv += s.computed + 1
-            new = _blocks(s.computed + 1)
-            self.used_blocks += new - s.blocks
-            s.blocks = new
-        cost = self.perf.step(tokens, attn, kv, len(chunks) + len(decodes))
-        return StepPlan(now, now + cost.time_s, cost.energy_j, cost.power_w, chunks, decodes)
+        d = self.n_decoding
+        dec_kv = float(self._decode_tokens(0) + d)
+        cost = self.perf.step(tokens + d, attn + dec_kv, kv + dec_kv, len(chunks) + d)
+        return StepPlan(now, now + cost.time_s, cost.energy_j, cost.power_w, chunks, d, 1, dec_kv)
 
-    def _decode_run(self, now: float, decodes: list[Seq], free: int) -> StepPlan:
-        steps = min(s.req.output_tokens - s.generated for s in decodes)
-
-        # largest n <= steps whose KV growth fits in the free blocks
-        def grow(n: int) -> int:
-            return sum(_blocks(s.computed + n) - s.blocks for s in decodes)
-
-        if grow(steps) > free:
-            lo, hi = 1, steps
+    def _decode_run(self, now: float) -> StepPlan:
+        self._clean_heap()
+        steps = self.finish_heap[0][0] - self.clock  # until the first sequence finishes
+        if not self._fits(0, steps):
+            lo, hi = 1, steps  # the largest n whose KV growth fits
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                if grow(mid) <= free:
+                if self._fits(0, mid):
                     lo = mid
                 else:
                     hi = mid - 1
             steps = lo
-        kv0 = float(sum(s.computed + 1 for s in decodes))
-        return self._run_plan(now, decodes, kv0, steps)
+        kv0 = float(self._decode_tokens(0) + self.n_decoding)
+        return self._run_plan(now, kv0, steps)
 
-    def _run_plan(self, now: float, decodes: list[Seq], kv0: float, steps: int) -> StepPlan:
-        run = decode_run(self.perf, len(decodes), kv0, steps)
-        for s in decodes:
-            new = _blocks(s.computed + steps)
-            self.used_blocks += new - s.blocks
-            s.blocks = new
+    def _run_plan(self, now: float, kv0: float, steps: int) -> StepPlan:
+        run = decode_run(self.perf, self.n_decoding, kv0, steps)
         return StepPlan(
-            now, now + run.time_s, run.energy_j, run.max_power_w, [], decodes, steps, kv0
+            now, now + run.time_s, run.energy_j, run.max_power_w, [], self.n_decoding, steps, kv0
         )
+
+    def _lines(self, p: StepPlan) -> RunLines:
+        if p.lines is None:
+            p.lines = run_lines(self.perf, p.decodes, p.kv0)
+        return p.lines
 
     def start(self, plan: StepPlan) -> None:
         self.plan = plan
@@ -261,14 +345,7 @@ class EngineModel:
         p = self.plan
         if p is None or p.steps <= 1 or p.chunks or now <= p.start_s:
             return 0
-        lo, hi = 0, p.steps
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if p.start_s + decode_run_time(self.perf, len(p.decodes), p.kv0, mid) <= now:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        return lines_steps_within(self._lines(p), p.steps, now - p.start_s)
 
     def shorten(self, now: float) -> float | None:
         """Cut a running decode run at the first step boundary at or after `now` so that a
@@ -276,23 +353,17 @@ class EngineModel:
         p = self.plan
         if p is None or p.steps <= 1 or p.chunks or now >= p.end_s:
             return None
-        s = len(p.decodes)
-        lo, hi = 1, p.steps
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if p.start_s + decode_run_time(self.perf, s, p.kv0, mid) >= now:
-                hi = mid
-            else:
-                lo = mid + 1
-        if lo >= p.steps:
+        lines = self._lines(p)
+        k = lines_steps_within(lines, p.steps, now - p.start_s)
+        if k == 0 or p.start_s + lines_time(lines, k) < now:
+            k += 1  # the step running at `now` finishes first
+        if k >= p.steps:
             return None
-        for q in p.decodes:  # give back blocks reserved for the dropped steps
-            new = _blocks(q.computed + lo)
-            self.used_blocks += new - q.blocks
-            q.blocks = new
-        self.plan = self._run_plan(p.start_s, p.decodes, p.kv0, lo)
-        self.plan.power_w = p.power_w  # the reservation made at start stands until the end
-        return self.plan.end_s
+        plan = self._run_plan(p.start_s, p.kv0, k)
+        plan.lines = lines
+        plan.power_w = p.power_w  # the reservation made at start stands until the end
+        self.plan = plan
+        return plan.end_s
 
     def complete(self, now: float) -> StepResult:
         """Apply the current plan's effects at its end time `now`."""
@@ -302,33 +373,41 @@ class EngineModel:
         self.busy_s += p.end_s - p.start_s
         self.busy_energy_j += p.energy_j
         self.steps += p.steps
+        self.clock += p.steps  # every sequence decoding at the start advanced
         first: list[Seq] = []
         done: list[Seq] = []
+        heap = self.finish_heap
+        while heap and heap[0][0] <= self.clock:
+            _, _, k0, s = heapq.heappop(heap)
+            if s.decoding and s.k0 == k0:
+                self._leave_decoding(s)
+                done.append(s)
         for s, q in p.chunks:
+            old = -(-s.computed // BLOCK)
             s.computed += q
+            self.prefill_blocks += -(-s.computed // BLOCK) - old
             self.pending_prefill -= q
             if s.computed >= s.prefill_target:
-                s.prefilling = False
+                self.prefilling -= 1
+                self.prefill_blocks -= -(-s.computed // BLOCK)
                 s.generated += 1
                 if s.first_token_s is None:
                     s.first_token_s = now
                     first.append(s)
                 if s.generated >= s.req.output_tokens:
                     done.append(s)
-        n = p.steps
-        for s in p.decodes:
-            s.computed += n
-            s.generated += n
-            if s.generated >= s.req.output_tokens:
-                done.append(s)
+                else:
+                    self._enter_decoding(s)
         if done:
-            finished = set(map(id, done))
-            self.running = [s for s in self.running if id(s) not in finished]
+            running = self.running
             for s in done:
-                self.used_blocks -= s.blocks
-                s.blocks = 0
+                del running[id(s)]
             self.outstanding -= len(done)
-        return StepResult(first, done, [])
+        return StepResult(first, done)
+
+    @property
+    def used_blocks(self) -> int:
+        return self.prefill_blocks + self._decode_blocks(0)
 
     def energy_j(self, span_s: float) -> float:
         """Busy energy plus idle power over the rest of `span_s`."""

@@ -22,28 +22,31 @@ class SitePower:
     peak_w: float = 0.0
     exceeded_s: float = 0.0
     max_excess_w: float = 0.0
-    energy_j: float = 0.0
     last_t: float = 0.0
     bin_s: float = 1.0
     bins: dict[int, float] = field(default_factory=dict)  # bin index -> peak power in the bin
 
     def advance(self, t: float) -> None:
-        dt = t - self.last_t
-        if dt <= 0:
+        """Account the stretch from the last change to `t` at the current power."""
+        last_t = self.last_t
+        if t <= last_t:
             return
-        self.energy_j += self.power_w * dt
-        if self.cap_w is not None and self.power_w > self.cap_w + EPS_W:
-            self.exceeded_s += dt
-            self.max_excess_w = max(self.max_excess_w, self.power_w - self.cap_w)
-        first, last = int(self.last_t / self.bin_s), int(t / self.bin_s)
+        p = self.power_w
+        cap = self.cap_w
+        if cap is not None and p > cap + EPS_W:
+            self.exceeded_s += t - last_t
+            if p - cap > self.max_excess_w:
+                self.max_excess_w = p - cap
+        bs = self.bin_s
+        first, last = int(last_t / bs), int(t / bs)
         bins = self.bins
-        for b in (first, last) if last - first > 1 else range(first, last + 1):
-            if bins.get(b, 0.0) < self.power_w:
-                bins[b] = self.power_w
-        if last - first > 1:  # a long flat stretch: mark the bins in between
-            for b in range(first + 1, last):
-                if bins.get(b, 0.0) < self.power_w:
-                    bins[b] = self.power_w
+        if first == last:
+            if bins.get(first, 0.0) < p:
+                bins[first] = p
+        else:
+            for b in range(first, last + 1):
+                if bins.get(b, 0.0) < p:
+                    bins[b] = p
         self.last_t = t
 
 
@@ -59,6 +62,10 @@ class PowerGovernor:
         s = self.sites[site]
         s.power_w += watts
         s.peak_w = max(s.peak_w, s.power_w)
+
+    def capped(self, site: str) -> bool:
+        """Whether admission to `site` must be checked against a cap."""
+        return self.enforce and self.sites[site].cap_w is not None
 
     def headroom_w(self, site: str) -> float:
         s = self.sites[site]

@@ -289,11 +289,52 @@ def _run_lines(pm: PerfModel, seqs: int, kv0: float) -> tuple[float, float, floa
     return tc0, dtc, tm0, dtm, fixed
 
 
+RunLines = tuple[float, float, float, float, float]
+
+
+def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
+    """The coefficients decode_run_time needs, to compute once and reuse."""
+    return _run_lines(pm, seqs, kv0)
+
+
+def lines_time(lines: RunLines, steps: int) -> float:
+    """Seconds of the first `steps` steps of a decode run described by `lines`."""
+    tc0, dtc, tm0, dtm, fixed = lines
+    return _sum_extreme(tc0, dtc, tm0, dtm, 0, steps - 1, True) + steps * fixed
+
+
+def lines_steps_within(lines: RunLines, steps: int, elapsed: float) -> int:
+    """The number of whole steps, out of `steps`, that end within `elapsed` seconds."""
+    tc0, dtc, tm0, dtm, fixed = lines
+    last = steps - 1
+    if steps > 1 and (tc0 >= tm0) == (tc0 + dtc * last >= tm0 + dtm * last):
+        # one bound throughout: time(k) = k*a + d*k*(k-1)/2, solve the quadratic
+        a, d = (tc0, dtc) if tc0 >= tm0 else (tm0, dtm)
+        a += fixed
+        if d > 0:
+            k = int((-(a - d / 2) + math.sqrt((a - d / 2) ** 2 + 2 * d * elapsed)) / d)
+        else:
+            k = int(elapsed / a) if a > 0 else steps
+        k = max(0, min(steps, k))
+        while k < steps and lines_time(lines, k + 1) <= elapsed:
+            k += 1
+        while k > 0 and lines_time(lines, k) > elapsed:
+            k -= 1
+        return k
+    lo, hi = 0, steps
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if lines_time(lines, mid) <= elapsed:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def decode_run_time(pm: PerfModel, seqs: int, kv0: float, steps: int) -> float:
     """Seconds of `steps` decode steps of `seqs` sequences whose first step reads `kv0` KV
     tokens in total (each later step reads `seqs` more)."""
-    tc0, dtc, tm0, dtm, fixed = _run_lines(pm, seqs, kv0)
-    return _sum_extreme(tc0, dtc, tm0, dtm, 0, steps - 1, True) + steps * fixed
+    return lines_time(_run_lines(pm, seqs, kv0), steps)
 
 
 def decode_run(pm: PerfModel, seqs: int, kv0: float, steps: int) -> DecodeRun:
@@ -306,9 +347,21 @@ def decode_run(pm: PerfModel, seqs: int, kv0: float, steps: int) -> DecodeRun:
     """
     tc0, dtc, tm0, dtm, fixed = _run_lines(pm, seqs, kv0)
     last = steps - 1
+    la, ld = pm.k_compute * tc0 + pm.k_memory * tm0, pm.k_compute * dtc + pm.k_memory * dtm
+    tcl, tml = tc0 + dtc * last, tm0 + dtm * last
+    if (tc0 >= tm0) == (tcl >= tml):
+        # the common case: one bound throughout (decode is usually memory-bound)
+        a, d = (tc0, dtc) if tc0 >= tm0 else (tm0, dtm)
+        t0, tl = a + fixed, a + d * last + fixed
+        if (la >= t0) == (la + ld * last >= tl):
+            time_s = steps * (t0 + tl) / 2.0
+            dyn = time_s if la >= t0 else steps * (la + la + ld * last) / 2.0
+            p0 = pm.devices * (pm.idle_w + pm.dynamic_w * min(1.0, la / t0))
+            pl = pm.devices * (pm.idle_w + pm.dynamic_w * min(1.0, (la + ld * last) / tl))
+            energy = pm.devices * (pm.idle_w * time_s + pm.dynamic_w * dyn)
+            return DecodeRun(steps, time_s, energy, p0 if p0 > pl else pl)
     time_s = _sum_extreme(tc0, dtc, tm0, dtm, 0, last, True) + steps * fixed
     # energy_j(j) = devices * (idle * t(j) + dynamic * min(t(j), L(j))), L = k_c*tc + k_m*tm
-    la, ld = pm.k_compute * tc0 + pm.k_memory * tm0, pm.k_compute * dtc + pm.k_memory * dtm
     cross = (tm0 - tc0) / (dtc - dtm) if dtc != dtm else -1.0
     k = (
         math.floor(cross)

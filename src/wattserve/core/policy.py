@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ def _meets(t: TargetView, req: Request, slo: SLO) -> bool:
     return t.ttft_s(req) <= SLO_MARGIN * slo.ttft_s and t.tpot_s(req) <= SLO_MARGIN * slo.tpot_s
 
 
+_load = operator.attrgetter("load")
+
+
 def _latency(t: TargetView, req: Request) -> float:
     return t.ttft_s(req) + max(0, req.output_tokens - 1) * t.tpot_s(req)
 
@@ -107,7 +111,7 @@ class LeastLoaded(Policy):
     name = "least_loaded"
 
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
-        return min(cands, key=lambda t: t.load)
+        return min(cands, key=_load)
 
 
 class LowestLatency(Policy):

@@ -111,6 +111,8 @@ class Simulation:
         targets += [HostedPool(h, fleet.rtt_s) for h in fleet.hosted]
         self.targets = {t.name: t for t in targets}
         self.view = View(fleet, targets, workload.slos, self.gov)
+        self.slos = workload.slos
+        self.default_slo = workload.slos["default"]
         self.heap: list[tuple[float, int, int, object, int]] = []
         self.counter = 0
         self.version = [0] * len(self.engines)
@@ -138,7 +140,7 @@ class Simulation:
         if req.model not in view.by_model:
             self._reject(req, f"no deployment serves {req.model}")
             return
-        view.now = now
+        view.clock[0] = now
         view.exclude.clear()
         cut = False
         while True:
@@ -147,8 +149,10 @@ class Simulation:
             if decision.target is None or decision.target in view.exclude:
                 break
             target = self.targets[decision.target]
-            if isinstance(target, HostedPool) or self.gov.fits(
-                target.site, target.marginal_power_w()
+            if (
+                isinstance(target, HostedPool)
+                or not self.gov.capped(target.site)
+                or self.gov.fits(target.site, target.marginal_power_w())
             ):
                 self._place(req, target, now)
                 if cut:
@@ -177,7 +181,7 @@ class Simulation:
         self._reject(req, "site power cap" if view.exclude else "no target available")
 
     def _place(self, req: Request, target: Target, now: float) -> None:
-        target.outstanding += 1
+        target.add(1)
         if isinstance(target, HostedPool):
             target.take()
             ttft = target.ttft_s(req)
@@ -190,7 +194,8 @@ class Simulation:
         engine = target.replica_for(req)
         target.queued_tokens += req.prompt_tokens
         placed = _Placed(req, target, self.fleet.rtt_s(req.origin, target.site))
-        engine.submit(Seq(req, placed, self.view.slo(req).ttft_s))
+        slo = self.slos.get(req.slo) or self.default_slo
+        engine.submit(Seq(req, placed, slo.ttft_s))
         i = engine.index
         if i in self.pending:
             return
@@ -204,54 +209,68 @@ class Simulation:
 
     # -- engines ---------------------------------------------------------------------------
 
-    def _kick(self, i: int) -> None:
+    def _kick(self, i: int, held_w: float | None = None) -> None:
+        """Plan engine i's next step and start it if its site has the power. `held_w`: the
+        power the engine still holds from the step that just ended (released here)."""
         engine = self.engines[i]
         plan, rejected = engine.next_plan(self.now)
         for s in rejected:
             placed = cast(_Placed, s.tag)
-            placed.pool.outstanding -= 1
+            placed.pool.add(-1)
             placed.pool.queued_tokens -= s.req.prompt_tokens
             self._reject(s.req, "prompt exceeds the KV cache")
-        if plan is None:
-            return
         site = self.engine_site[i]
-        if not self.gov.fits(site, plan.power_w - engine.idle_w):
+        base = engine.idle_w if held_w is None else held_w
+        if plan is None:
+            if held_w is not None:
+                self.gov.change(site, self.now, engine.idle_w - held_w)
+            return
+        if not self.gov.fits(site, plan.power_w - base):
+            if held_w is not None:
+                self.gov.change(site, self.now, engine.idle_w - held_w)
             self.pending[i] = plan
             self.waitlist[site].append(i)
             self.out.power_waits += 1
             return
-        self._start(i, plan)
+        self._start(i, plan, base)
 
-    def _start(self, i: int, plan: StepPlan) -> None:
+    def _start(self, i: int, plan: StepPlan, base_w: float | None = None) -> None:
         engine = self.engines[i]
         if plan.start_s < self.now:  # it waited for power: same work, later
             shift = self.now - plan.start_s
             plan.start_s += shift
             plan.end_s += shift
-        engine.start(plan)
-        self.gov.change(self.engine_site[i], self.now, plan.power_w - engine.idle_w)
-        self.version[i] += 1
-        self._push(plan.end_s, ENGINE, i, self.version[i])
+        engine.plan = plan
+        held = engine.idle_w if base_w is None else base_w
+        self.gov.change(self.engine_site[i], self.now, plan.power_w - held)
+        v = self.version[i] + 1
+        self.version[i] = v
+        self.counter += 1
+        heapq.heappush(self.heap, (plan.end_s, self.counter, ENGINE, i, v))
 
     def _engine_done(self, i: int) -> None:
         engine = self.engines[i]
-        plan = engine.plan
-        assert plan is not None
+        plan: StepPlan = engine.plan  # type: ignore[assignment]
         site = self.engine_site[i]
-        self.gov.change(site, self.now, engine.idle_w - plan.power_w)
         result = engine.complete(self.now)
-        for s in result.first_tokens:
-            placed = cast(_Placed, s.tag)
+        first, finished = result.first_tokens, result.finished
+        placed: _Placed
+        for s in first:
+            placed = s.tag  # type: ignore[assignment]
             placed.pool.queued_tokens -= s.req.prompt_tokens
-        for s in result.finished:
-            placed = cast(_Placed, s.tag)
-            placed.pool.outstanding -= 1
+        now = self.now
+        for s in finished:
+            placed = s.tag  # type: ignore[assignment]
+            placed.pool.add(-1)
             req = s.req
-            assert s.first_token_s is not None
-            ttft = s.first_token_s - req.arrival_s + placed.rtt_s
-            finish = self.now - req.arrival_s + placed.rtt_s
+            ttft = s.first_token_s - req.arrival_s + placed.rtt_s  # type: ignore[operator]
+            finish = now - req.arrival_s + placed.rtt_s
             self._finish_metrics(req, placed.pool.name, ttft, finish, req.output_tokens)
         queue = self.waitlist.get(site)
+        if not queue:  # the common case: hand the power straight to this engine's next step
+            self._kick(i, held_w=plan.power_w)
+            return
+        self.gov.change(site, self.now, engine.idle_w - plan.power_w)
         while queue:
             j = queue[0]
             if not self.gov.fits(site, self.pending[j].power_w - self.engines[j].idle_w):
@@ -271,13 +290,15 @@ class Simulation:
         tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else 0.0
         if tokens > 1:
             out.tpot.append(tpot)
-        slo = self.view.slo(req)
+        slo = self.slos.get(req.slo) or self.default_slo
         if ttft <= slo.ttft_s and tpot <= slo.tpot_s:
             out.slo_met += 1
         out.output_tokens += tokens
         out.served_by[where] += 1
         out.tokens_by[where] += tokens
-        out.span_s = max(out.span_s, req.arrival_s + e2e)
+        end = req.arrival_s + e2e
+        if end > out.span_s:
+            out.span_s = end
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -287,6 +308,8 @@ class Simulation:
         self.out.requests = len(reqs)
         n, k = len(reqs), 0
         heap = self.heap
+        heappop = heapq.heappop
+        version_of = self.version
         next_report = 0.0
         while k < n or heap:
             if k < n and (not heap or reqs[k].arrival_s <= heap[0][0]):
@@ -298,17 +321,16 @@ class Simulation:
                     self.progress(k / n)
                     next_report = k + n / 100
                 continue
-            t, _, kind, obj, version = heapq.heappop(heap)
+            t, _, kind, obj, version = heappop(heap)
             self.now = t
             if kind == ENGINE:
-                i = cast(int, obj)
-                if version == self.version[i]:
-                    self._engine_done(i)
+                if version == version_of[obj]:  # type: ignore[call-overload]
+                    self._engine_done(obj)  # type: ignore[arg-type]
             elif kind == RETRY:
                 req, first = cast(tuple[Request, float], obj)
                 self._route(req, first)
             else:
-                cast(HostedPool, obj).outstanding -= 1
+                cast(HostedPool, obj).add(-1)
         stuck = sum(len(e.waiting) + len(e.running) for e in self.engines)
         if stuck:
             self.out.rejected["never scheduled (power cap)"] += stuck

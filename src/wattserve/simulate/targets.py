@@ -42,6 +42,7 @@ class EnginePool:
         self.rtt = rtt
         self.perf = spec.perf
         self.outstanding = 0
+        self.load = 0.0  # outstanding requests per replica
         self.queued_tokens = 0  # prompt tokens placed here whose first token is not out yet
         chunk = spec.deployment.max_batched_tokens
         pre = self.perf.step(chunk, chunk * (chunk + 1) / 2, chunk, 1)
@@ -52,14 +53,15 @@ class EnginePool:
         self.usd_per_j = (
             0.0 if rented else (spec.cost.usd_per_j if spec.cost.basis == "own" else 0.0)
         )
-        self.now = 0.0  # set by the view before each routing decision
+        self.clock: list[float] = [0.0]  # shared with the view: the time of the decision
         self._memo: Request | None = None
         self._memo_engine: EngineModel | None = None
         self._memo_vals: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
-    @property
-    def load(self) -> float:
-        return self.outstanding / len(self.engines)
+    def add(self, n: int) -> None:
+        """Count `n` more (or fewer) outstanding requests."""
+        self.outstanding += n
+        self.load = self.outstanding / len(self.engines)
 
     def decode_step(self, batch: int, ctx: int) -> tuple[float, float]:
         """(seconds, dynamic joules) of one decode step of `batch` at context bucket `ctx`."""
@@ -87,8 +89,8 @@ class EnginePool:
             ttft += step_s
         ahead = len(e.running) + len(e.waiting) - e.max_seqs
         if ahead >= 0:  # no free sequence slot: wait for running ones to finish
-            done = e.steps_done(self.now)
-            left = sorted(q.req.output_tokens - q.generated - done for q in e.running)
+            done = e.steps_done(self.clock[0])
+            left = [n - done for n in e.remaining_outputs()]
             ttft += left[min(ahead, len(left) - 1)] * step_s if left else 0.0
         ttft += self.rtt(req.origin, self.site)
         joules = (
@@ -148,12 +150,13 @@ class HostedPool:
         self.model = spec.model
         self.rtt = rtt
         self.outstanding = 0
+        self.load = 0.0
         self.bucket = spec.rate_limit_rps or 0.0
         self.bucket_t = 0.0
 
-    @property
-    def load(self) -> float:
-        return self.outstanding / self.SLOTS
+    def add(self, n: int) -> None:
+        self.outstanding += n
+        self.load = self.outstanding / self.SLOTS
 
     def available(self, now: float) -> bool:
         rate = self.spec.rate_limit_rps
@@ -200,28 +203,54 @@ class View:
             self.by_model.setdefault(t.model, []).append(t)
         self.slos = slos
         self.governor = governor
-        self.now = 0.0
+        self.clock: list[float] = [0.0]
+        for t in targets:
+            if isinstance(t, EnginePool):
+                t.clock = self.clock
         self.exclude: set[str] = set()
+        self._static_cache: dict[tuple[str, str | None, bool], tuple[list[Target], bool]] = {}
         self.unhealthy: set[str] = set()
         self.cut_by_outage = False
 
+    def _static(self, req: Request) -> tuple[list[Target], bool]:
+        """Targets for a (model, origin, residency) before time-varying filters, and whether
+        any of them needs those filters (links with outages, rate limits)."""
+        key = (req.model, req.origin, req.local_only)
+        hit = self._static_cache.get(key)
+        if hit is None:
+            targets = [
+                t
+                for t in self.by_model.get(req.model, ())
+                if not (req.local_only and t.site != req.origin)
+            ]
+            dynamic = any(
+                (isinstance(t, HostedPool) and t.spec.rate_limit_rps is not None)
+                or (
+                    req.origin is not None
+                    and t.site != req.origin
+                    and (link := self.fleet.link(req.origin, t.site)) is not None
+                    and bool(link.outages)
+                )
+                for t in targets
+            )
+            hit = self._static_cache[key] = (targets, dynamic)
+        return hit
+
     def candidates(self, req: Request) -> list[Target]:
-        out: list[Target] = []
         self.cut_by_outage = False
-        fleet, now = self.fleet, self.now
-        for t in self.by_model.get(req.model, ()):
+        static, dynamic = self._static(req)
+        if not dynamic and not self.exclude and not self.unhealthy:
+            return static
+        out: list[Target] = []
+        fleet, now = self.fleet, self.clock[0]
+        for t in static:
             if t.name in self.exclude or t.name in self.unhealthy:
-                continue
-            if req.local_only and t.site != req.origin:
                 continue
             if not fleet.reachable(req.origin, t.site, now):
                 self.cut_by_outage = True
                 continue
-            if isinstance(t, HostedPool):
-                if not t.available(now):
-                    continue
-            else:
-                t.now = now
+            if isinstance(t, HostedPool) and not t.available(now):
+                continue
             out.append(t)
         return out
 
