@@ -11,7 +11,8 @@ import numpy as np
 
 from wattserve.simulate.simulator import Outcome
 
-W, H, PAD = 640, 300, 48
+W, H, PAD = 760, 300, 48
+RIGHT = 150  # room for the legend right of the plot
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -21,7 +22,7 @@ def _axes(title: str, xlabel: str, ylabel: str, xmax: float, ymax: float) -> lis
         f'aria-label="{html.escape(title)}">',
         f'<text x="{W / 2}" y="16" text-anchor="middle" font-weight="bold">'
         f"{html.escape(title)}</text>",
-        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#333"/>',
+        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - RIGHT}" y2="{H - PAD}" stroke="#333"/>',
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{PAD}" y2="24" stroke="#333"/>',
         f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle">{html.escape(xlabel)}</text>',
         f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">'
@@ -29,7 +30,7 @@ def _axes(title: str, xlabel: str, ylabel: str, xmax: float, ymax: float) -> lis
     ]
     for i in range(5):
         fx, fy = i / 4, i / 4
-        x = PAD + fx * (W - 10 - PAD)
+        x = PAD + fx * (W - RIGHT - PAD)
         y = H - PAD - fy * (H - PAD - 24)
         out.append(
             f'<text x="{x}" y="{H - PAD + 14}" text-anchor="middle" font-size="10">'
@@ -43,12 +44,13 @@ def _axes(title: str, xlabel: str, ylabel: str, xmax: float, ymax: float) -> lis
 
 
 def _xy(x: float, y: float, xmax: float, ymax: float) -> tuple[float, float]:
-    return (PAD + x / xmax * (W - 10 - PAD), H - PAD - y / ymax * (H - PAD - 24))
+    return (PAD + x / xmax * (W - RIGHT - PAD), H - PAD - y / ymax * (H - PAD - 24))
 
 
 def _legend(names: list[str]) -> list[str]:
     return [
-        f'<text x="{W - 150}" y="{40 + 14 * i}" font-size="11" fill="{COLORS[i % len(COLORS)]}">'
+        f'<text x="{W - RIGHT + 10}" y="{40 + 14 * i}" font-size="11" '
+        f'fill="{COLORS[i % len(COLORS)]}">'
         f"■ {html.escape(n)}</text>"
         for i, n in enumerate(names)
     ]
@@ -105,7 +107,7 @@ def bars_svg(title: str, unit: str, values: dict[str, float | None]) -> str:
     ymax = max(known.values()) * 1.15 or 1.0
     out = _axes(title, "policy", unit, 1.0, ymax)[:6]
     n = len(values)
-    bw = (W - 10 - PAD) / max(n, 1)
+    bw = (W - RIGHT - PAD) / max(n, 1)
     for i, (name, v) in enumerate(values.items()):
         x = PAD + i * bw + bw * 0.15
         if v is None:
