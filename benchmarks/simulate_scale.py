@@ -33,8 +33,13 @@ def fleet_yaml() -> str:
     lines.append("deployments:")
     for s in range(SITES):
         for hw in ("h100-sxm", "a100-sxm-80gb"):
-            lines += [f"  {hw}-{s}:", f"    site: site{s}", "    model: llama-3.1-8b",
-                      f"    hardware: {hw}", f"    replicas: {PER_TYPE}"]
+            lines += [
+                f"  {hw}-{s}:",
+                f"    site: site{s}",
+                "    model: llama-3.1-8b",
+                f"    hardware: {hw}",
+                f"    replicas: {PER_TYPE}",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -63,9 +68,11 @@ def main() -> None:
         t0 = time.perf_counter()
         report, _ = simulate(fleet, wl, policy)
         wall = time.perf_counter() - t0
-        print(f"{policy}: {report['requests']:,} requests over {devices} devices in {SITES} sites: "
-              f"{wall:.1f} s wall (target < 60 s); completed {report['completed']:,}, "
-              f"SLO {report['slo_attainment']:.1%}, {report['engine_steps']:,} engine steps")
+        print(
+            f"{policy}: {report['requests']:,} requests over {devices} devices in {SITES} sites: "
+            f"{wall:.1f} s wall (target < 60 s); completed {report['completed']:,}, "
+            f"SLO {report['slo_attainment']:.1%}, {report['engine_steps']:,} engine steps"
+        )
 
 
 if __name__ == "__main__":
