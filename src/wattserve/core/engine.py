@@ -405,6 +405,23 @@ class EngineModel:
             self.outstanding -= len(done)
         return StepResult(first, done)
 
+    def abort(self, s: Seq) -> None:
+        """Stop a request whose client went away: a queued one leaves now, a running one
+        finishes at its next token (freeing its KV cache there)."""
+        for i, w in enumerate(self.waiting):
+            if w is s:
+                del self.waiting[i]
+                self.outstanding -= 1
+                self.pending_prefill -= s.prefill_target - s.computed
+                return
+        if id(s) not in self.running:
+            return
+        generated = self.progress(s)[1]
+        s.req.output_tokens = min(s.req.output_tokens, generated + 1)
+        if s.decoding:
+            self._leave_decoding(s)
+            self._enter_decoding(s)
+
     @property
     def used_blocks(self) -> int:
         return self.prefill_blocks + self._decode_blocks(0)

@@ -75,6 +75,7 @@ class DeploymentSpec:
     kv_blocks: int
     cost: CostRate
     scheduling: str = "fcfs"
+    backend: dict[str, Any] = field(default_factory=dict)  # how `serve` reaches it
 
     @property
     def perf(self) -> PerfModel:
@@ -101,6 +102,7 @@ class HostedSpec:
     output_tokens_per_s: float
     rate_limit_rps: float | None
     joules_per_token: float | None
+    backend: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +259,7 @@ def _resolve_deployment(
             "calibration",
             "cost_basis",
             "scheduling",
+            "backend",
         }
     )
     site = r.text("site")
@@ -313,8 +316,36 @@ def _resolve_deployment(
     if scheduling not in ("fcfs", "priority"):
         raise r.err("scheduling", "use fcfs or priority (tighter TTFT SLO first)")
     return DeploymentSpec(
-        name, site, dep, r.integer("replicas", 1), params, blocks, cost, scheduling
+        name,
+        site,
+        dep,
+        r.integer("replicas", 1),
+        params,
+        blocks,
+        cost,
+        scheduling,
+        _backend(r, entry),
     )
+
+
+BACKEND_KINDS = ("emulated", "openai", "local-llama")
+
+
+def _backend(r: _Reader, entry: LineDict) -> dict[str, Any]:
+    """The `backend:` mapping `serve` uses (simulate ignores it); checked here."""
+    raw = entry.get("backend")
+    if raw is None:
+        return {}
+    if not isinstance(raw, LineDict):
+        raise r.err("backend", "must be a mapping such as {kind: openai, url: ...}")
+    kind = raw.get("kind", "emulated")
+    if kind not in BACKEND_KINDS:
+        raise r.err("backend", f"kind must be one of {', '.join(BACKEND_KINDS)}")
+    if kind == "openai" and not (
+        isinstance(raw.get("url"), str) or isinstance(raw.get("urls"), list)
+    ):
+        raise r.err("backend", "an openai backend needs url (or urls: [...])")
+    return dict(raw)
 
 
 def _resolve_hosted(
@@ -332,6 +363,7 @@ def _resolve_hosted(
             "usd_per_mtok_input",
             "usd_per_mtok_output",
             "joules_per_token",
+            "backend",
         }
     )
     site = r.text("site")
@@ -372,6 +404,7 @@ def _resolve_hosted(
         output_tokens_per_s=pick("output_tokens_per_s"),
         rate_limit_rps=r.number("rate_limit_rps", positive=True),
         joules_per_token=r.number("joules_per_token"),
+        backend=_backend(r, entry),
     )
 
 

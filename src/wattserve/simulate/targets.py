@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from wattserve.core.engine import EngineModel
 from wattserve.core.fleet import DeploymentSpec, Fleet, HostedSpec
@@ -25,6 +26,7 @@ class EnginePool:
     """The replicas of one deployment. Replica choice: the less loaded of two random picks."""
 
     kind = "engine"
+    rate_limited = False
 
     def __init__(
         self,
@@ -151,6 +153,7 @@ class HostedPool:
         self.rtt = rtt
         self.outstanding = 0
         self.load = 0.0
+        self.rate_limited = spec.rate_limit_rps is not None
         self.bucket = spec.rate_limit_rps or 0.0
         self.bucket_t = 0.0
 
@@ -187,7 +190,7 @@ class HostedPool:
         ) / 1e6
 
 
-Target = EnginePool | HostedPool
+Target = Any  # EnginePool, HostedPool, or the gateway's live targets (same interface)
 
 
 class View:
@@ -224,7 +227,7 @@ class View:
                 if not (req.local_only and t.site != req.origin)
             ]
             dynamic = any(
-                (isinstance(t, HostedPool) and t.spec.rate_limit_rps is not None)
+                t.rate_limited
                 or (
                     req.origin is not None
                     and t.site != req.origin
@@ -249,7 +252,7 @@ class View:
             if not fleet.reachable(req.origin, t.site, now):
                 self.cut_by_outage = True
                 continue
-            if isinstance(t, HostedPool) and not t.available(now):
+            if t.rate_limited and not t.available(now):
                 continue
             out.append(t)
         return out

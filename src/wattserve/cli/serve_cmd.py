@@ -1,0 +1,134 @@
+"""`wattserve serve`, `wattserve usage`, `wattserve keys`."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wattserve.cli.common import print_json, reports_errors
+from wattserve.core.fleet import load_fleet
+from wattserve.core.policy import make_policy
+
+keys_app = typer.Typer(help="API keys: create (shown once, stored hashed), list, revoke.")
+DbOption = Annotated[Path, typer.Option(help="The ledger (SQLite).")]
+DEFAULT_DB = Path("wattserve-ledger.db")
+
+
+@reports_errors
+def serve_cmd(
+    fleet: Annotated[
+        Path | None, typer.Option(help="Fleet file (default: the built-in demo).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    policy: Annotated[str, typer.Option(help="Routing policy, as for simulate.")] = "cost",
+    db: DbOption = DEFAULT_DB,
+    require_keys: Annotated[
+        bool, typer.Option(help="Refuse requests without a valid key.")
+    ] = False,
+    no_governor: Annotated[
+        bool, typer.Option("--no-governor", help="Do not enforce power caps.")
+    ] = False,
+    max_wait: Annotated[float, typer.Option(help="Longest a request waits for power, s.")] = 5.0,
+) -> None:
+    """Run the OpenAI-compatible gateway."""
+    from aiohttp import web
+
+    from wattserve.serve.app import Gateway
+    from wattserve.serve.demo import demo_fleet_yaml
+    from wattserve.serve.ledger import Ledger
+    from wattserve.serve.router import Router
+
+    if fleet is None:
+        tmp = Path(tempfile.mkdtemp(prefix="wattserve-demo-")) / "demo-fleet.yaml"
+        tmp.write_text(demo_fleet_yaml(), encoding="utf-8")
+        fleet = tmp
+    f = load_fleet(fleet)
+    router = Router(f, make_policy(policy), enforce_caps=not no_governor, max_wait_s=max_wait)
+    gateway = Gateway(router, Ledger(db), require_keys=require_keys)
+    model = router.models[0]
+    typer.echo(
+        f"wattserve: fleet '{f.name}' ({len(router.backends)} backends, models: "
+        f"{', '.join(router.models)}), policy {policy}, ledger {db}"
+    )
+    typer.echo(
+        f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: "
+        f'application/json\' -d \'{{"model": "{model}", "messages": [{{"role": '
+        f'"user", "content": "Hello"}}], "max_tokens": 16}}\''
+    )
+    web.run_app(
+        gateway.app(), host=host, port=port, print=None, shutdown_timeout=30, access_log=None
+    )
+
+
+@reports_errors
+def usage_cmd(
+    db: DbOption = DEFAULT_DB,
+    by: Annotated[str, typer.Option(help="key, model, site, backend or day.")] = "model",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Summarise the ledger: requests, tokens, joules and dollars per key, model, site or day."""
+    from wattserve.serve.ledger import Ledger
+
+    if by not in ("key", "model", "site", "backend", "day"):
+        raise typer.BadParameter("use key, model, site, backend or day", param_hint="--by")
+    if not db.exists():
+        raise typer.BadParameter(f"no ledger at {db}", param_hint="--db")
+    rows = Ledger(db).usage(by)
+    if json_out:
+        print_json(rows)
+        return
+    typer.echo(
+        f"{by:24} {'requests':>9} {'ok':>7} {'in tok':>10} {'out tok':>10} "
+        f"{'energy J':>11} {'usd':>10} {'mean TTFT s':>11}"
+    )
+    for r in rows:
+        ttft = "-" if r["mean_ttft_s"] is None else f"{r['mean_ttft_s']:.3f}"
+        typer.echo(
+            f"{r['group']!s:24} {r['requests']:>9} {r['ok'] or 0:>7} "
+            f"{r['prompt_tokens']:>10} {r['completion_tokens']:>10} "
+            f"{r['energy_j']:>11.2f} {r['usd']:>10.6f} {ttft:>11}"
+        )
+
+
+@keys_app.command("create")
+@reports_errors
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    db: DbOption = DEFAULT_DB,
+    admin: Annotated[bool, typer.Option(help="May change the fleet at run time.")] = False,
+    budget_usd: Annotated[float | None, typer.Option(help="Dollar budget.")] = None,
+    budget_j: Annotated[float | None, typer.Option(help="Energy budget, joules.")] = None,
+    rps: Annotated[float | None, typer.Option(help="Requests per second limit.")] = None,
+) -> None:
+    """Create a key and print it (only this once)."""
+    from wattserve.serve.ledger import Ledger
+
+    typer.echo(
+        Ledger(db).create_key(name, admin=admin, budget_usd=budget_usd, budget_j=budget_j, rps=rps)
+    )
+
+
+@keys_app.command("list")
+@reports_errors
+def keys_list(db: DbOption = DEFAULT_DB) -> None:
+    """Keys with their budgets and spend (never the keys themselves)."""
+    from wattserve.serve.ledger import Ledger
+
+    print_json(Ledger(db).list_keys())
+
+
+@keys_app.command("revoke")
+@reports_errors
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id.")], db: DbOption = DEFAULT_DB
+) -> None:
+    """Revoke a key by id."""
+    from wattserve.serve.ledger import Ledger
+
+    if not Ledger(db).revoke(key_id):
+        raise typer.BadParameter(f"no key with id {key_id}")
+    typer.echo(f"revoked {key_id}")

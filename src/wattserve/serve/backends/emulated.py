@@ -1,0 +1,194 @@
+"""Emulated devices: the simulator's EngineModel on the wall clock.
+
+An "H100 running Llama-3.1-8B" answers with that hardware's timing, batching contention and
+power: each engine step sleeps for the PerfModel's step time, every sequence in the step gets
+its token when the step ends, and the step's energy is shared among the tokens it produced.
+The text is synthetic and marked as such. Steps reserve their power with the PowerGovernor
+first, exactly as in `simulate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+from wattserve.core.engine import EngineModel, Seq
+from wattserve.core.governor import PowerGovernor
+from wattserve.core.workload import Request
+from wattserve.serve.backends.base import Backend, BackendError, Event, Finish, GenRequest, Piece
+
+WORDS = (
+    "emulated",
+    "tokens",
+    "from",
+    "wattserve",
+    "standing",
+    "in",
+    "for",
+    "real",
+    "text",
+    "timed",
+    "like",
+    "the",
+    "hardware",
+    "it",
+    "models",
+)
+
+
+class _Stream:
+    """The per-request queue between the engine loop and the HTTP handler."""
+
+    __slots__ = ("energy_j", "queue", "seq")
+
+    def __init__(self, seq: Seq) -> None:
+        self.seq = seq
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.energy_j = 0.0
+
+
+class EmulatedBackend(Backend):
+    """One emulated engine replica."""
+
+    kind = "emulated"
+
+    def __init__(
+        self,
+        name: str,
+        site: str,
+        model: str,
+        engine: EngineModel,
+        governor: PowerGovernor,
+        usd_per_s: float,
+        usd_per_j: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name, self.site, self.model = name, site, model
+        self.engine = engine
+        self.governor = governor
+        self.usd_per_s, self.usd_per_j = usd_per_s, usd_per_j
+        self.clock = clock
+        self.streams: dict[int, _Stream] = {}
+        self.wake = asyncio.Event()
+        self.power_changed: asyncio.Condition | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.counter = 0
+
+    def power_w(self) -> float:
+        return self.engine.power_w
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._loop(), name=f"engine {self.name}")
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _wait_for_power(self, delta_w: float) -> None:
+        cond = self.power_changed
+        if cond is None:
+            return
+        async with cond:
+            await cond.wait_for(lambda: self.governor.fits(self.site, delta_w))
+
+    async def _loop(self) -> None:
+        engine = self.engine
+        while not self.stopping:
+            plan, rejected = engine.next_plan(self.clock())
+            for s in rejected:
+                stream = self.streams.pop(id(s), None)
+                if stream is not None:
+                    stream.queue.put_nowait(None)
+            if plan is None:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            delta = plan.power_w - engine.idle_w
+            if not self.governor.fits(self.site, delta):
+                await self._wait_for_power(delta)
+            start = self.clock()
+            duration = plan.end_s - plan.start_s
+            plan.start_s, plan.end_s = start, start + duration
+            engine.start(plan)
+            self.governor.change(self.site, start, delta)
+            decoding = [s for s in engine.running.values() if s.decoding]
+            before = {id(s): s.generated for s, _ in plan.chunks}
+            await asyncio.sleep(max(0.0, plan.end_s - self.clock()))
+            tokens = sum(q for _, q in plan.chunks) + len(decoding)
+            per_token_j = plan.energy_j / tokens if tokens else 0.0
+            result = engine.complete(self.clock())
+            self.governor.change(self.site, self.clock(), -delta)
+            if self.power_changed is not None:
+                async with self.power_changed:
+                    self.power_changed.notify_all()
+            for s, q in plan.chunks:
+                stream = self.streams.get(id(s))
+                if stream is not None:
+                    stream.energy_j += q * per_token_j
+            for s in decoding:
+                stream = self.streams.get(id(s))
+                if stream is not None:
+                    stream.energy_j += per_token_j
+            emitted = decoding + [s for s, _ in plan.chunks if s.generated > before[id(s)]]
+            for s in emitted:
+                stream = self.streams.get(id(s))
+                if stream is None:
+                    continue
+                self.counter += 1
+                stream.queue.put_nowait(WORDS[self.counter % len(WORDS)] + " ")
+            for s in result.finished:
+                stream = self.streams.pop(id(s), None)
+                if stream is not None:
+                    stream.queue.put_nowait(None)
+
+    async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
+        if self.stopping:
+            raise BackendError(f"{self.name} is shutting down", before_first_byte=True, status=503)
+        r = Request(
+            id=0,
+            arrival_s=self.clock(),
+            prompt_tokens=req.prompt_tokens,
+            output_tokens=req.max_tokens,
+            model=req.model,
+            origin=req.origin,
+        )
+        seq = Seq(r)
+        stream = _Stream(seq)
+        self.streams[id(seq)] = stream
+        self.engine.submit(seq)
+        self.wake.set()
+        started = self.clock()
+        produced = 0
+        try:
+            while True:
+                piece = await stream.queue.get()
+                if piece is None:
+                    break
+                produced += 1
+                yield Piece(piece)
+        finally:
+            if self.streams.pop(id(seq), None) is not None:  # the client left early
+                self.engine.abort(seq)
+        if produced == 0:
+            raise BackendError(
+                f"{self.name} cannot fit a {req.prompt_tokens}-token prompt in its KV cache",
+                before_first_byte=True,
+                status=400,
+            )
+        elapsed = self.clock() - started
+        share = elapsed / max(1, self.engine.batch + 1)
+        yield Finish(
+            finish_reason="length",
+            prompt_tokens=req.prompt_tokens,
+            completion_tokens=produced,
+            energy_j=stream.energy_j,
+            usd=self.usd_per_s * share + self.usd_per_j * stream.energy_j,
+            synthetic=True,
+        )

