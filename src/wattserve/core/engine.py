@@ -84,6 +84,7 @@ class StepPlan:
     steps: int = 1
     kv0: float = 0.0
     lines: RunLines | None = None  # for a decode run: its time as a function of steps
+    throttled: bool = False  # slowed by a power cap (see PowerGovernor.throttle)
 
 
 class StepResult(NamedTuple):
@@ -343,7 +344,7 @@ class EngineModel:
     def steps_done(self, now: float) -> int:
         """Decode steps of the current run already finished at `now` (0 outside a run)."""
         p = self.plan
-        if p is None or p.steps <= 1 or p.chunks or now <= p.start_s:
+        if p is None or p.steps <= 1 or p.chunks or p.throttled or now <= p.start_s:
             return 0
         return lines_steps_within(self._lines(p), p.steps, now - p.start_s)
 
@@ -351,7 +352,7 @@ class EngineModel:
         """Cut a running decode run at the first step boundary at or after `now` so that a
         new arrival can join the next step. Returns the new end time, or None if unchanged."""
         p = self.plan
-        if p is None or p.steps <= 1 or p.chunks or now >= p.end_s:
+        if p is None or p.steps <= 1 or p.chunks or p.throttled or now >= p.end_s:
             return None
         lines = self._lines(p)
         k = lines_steps_within(lines, p.steps, now - p.start_s)

@@ -9,6 +9,10 @@ shows). Times are whatever clock the caller uses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wattserve.core.engine import StepPlan
 
 EPS_W = 1e-6
 
@@ -18,6 +22,7 @@ class SitePower:
     """One site's power account."""
 
     cap_w: float | None
+    base_w: float = 0.0  # idle power of every device at the site
     power_w: float = 0.0
     peak_w: float = 0.0
     exceeded_s: float = 0.0
@@ -60,6 +65,7 @@ class PowerGovernor:
     def add_base(self, site: str, watts: float) -> None:
         """Power drawn from the start (idle devices)."""
         s = self.sites[site]
+        s.base_w += watts
         s.power_w += watts
         s.peak_w = max(s.peak_w, s.power_w)
 
@@ -77,6 +83,24 @@ class PowerGovernor:
             return True
         s = self.sites[site]
         return s.cap_w is None or s.power_w + delta_w <= s.cap_w + EPS_W
+
+    def throttle(self, site: str, plan: StepPlan, idle_w: float) -> None:
+        """Slow a step that could never fit under the cap, even with every other device idle,
+        down to the power it can have (as a GPU power limit does): its dynamic energy is
+        unchanged, its time grows, its idle energy with it."""
+        s = self.sites[site]
+        if not self.enforce or s.cap_w is None:
+            return
+        allowed = s.cap_w - s.base_w
+        delta = plan.power_w - idle_w
+        if delta <= allowed or allowed <= 0:
+            return
+        duration = plan.end_s - plan.start_s
+        stretched = duration * delta / allowed
+        plan.energy_j += idle_w * (stretched - duration)
+        plan.end_s = plan.start_s + stretched
+        plan.power_w = idle_w + allowed
+        plan.throttled = True
 
     def change(self, site: str, t: float, delta_w: float) -> None:
         """Record that the site's power changes by `delta_w` at time `t`."""

@@ -162,8 +162,9 @@ class Gateway:
         if not key.rps:
             return True
         now = time.monotonic()
-        tokens, last = self.buckets.get(key.id, (key.rps, now))
-        tokens = min(key.rps, tokens + (now - last) * key.rps)
+        burst = max(1.0, key.rps)  # at least one request, then `rps` a second
+        tokens, last = self.buckets.get(key.id, (burst, now))
+        tokens = min(burst, tokens + (now - last) * key.rps)
         if tokens < 1.0:
             self.buckets[key.id] = (tokens, now)
             return False

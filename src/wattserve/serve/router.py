@@ -305,7 +305,7 @@ class Router:
             acct = self.gov.sites[name]
             sites[name] = {
                 "kind": site.kind,
-                "power_cap_w": site.power_cap_w,
+                "power_cap_w": acct.cap_w,
                 "power_w": round(acct.power_w, 3),
                 "peak_power_w": round(acct.peak_w, 3),
             }

@@ -221,6 +221,8 @@ class Simulation:
             self._reject(s.req, "prompt exceeds the KV cache")
         site = self.engine_site[i]
         base = engine.idle_w if held_w is None else held_w
+        if plan is not None:
+            self.gov.throttle(site, plan, engine.idle_w)
         if plan is None:
             if held_w is not None:
                 self.gov.change(site, self.now, engine.idle_w - held_w)

@@ -110,6 +110,7 @@ class EmulatedBackend(Backend):
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            self.governor.throttle(self.site, plan, engine.idle_w)
             delta = plan.power_w - engine.idle_w
             if not self.governor.fits(self.site, delta):
                 await self._wait_for_power(delta)
