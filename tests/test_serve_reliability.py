@@ -74,7 +74,10 @@ deployments:
 
 
 def test_ledger_survives_sigkill(tmp_path: Path) -> None:
-    fleet = f"sites:\n  dc: {{kind: datacenter}}\ndeployments:\n  g: {{site: dc, model: {SMALL}, hardware: h100-sxm}}\n"
+    fleet = (
+        f"sites:\n  dc: {{kind: datacenter}}\ndeployments:\n"
+        f"  g: {{site: dc, model: {SMALL}, hardware: h100-sxm}}\n"
+    )
     with gateway(tmp_path, fleet) as s:
         ids = [ask(s.url, 4).json()["id"] for _ in range(20)]
         s.kill()
@@ -87,7 +90,10 @@ def test_ledger_survives_sigkill(tmp_path: Path) -> None:
 
 
 def test_backend_killed_mid_run(tmp_path: Path) -> None:
-    upstream_fleet = f"sites:\n  far: {{kind: datacenter}}\ndeployments:\n  e: {{site: far, model: {SMALL}, hardware: h100-sxm}}\n"
+    upstream_fleet = (
+        f"sites:\n  far: {{kind: datacenter}}\ndeployments:\n"
+        f"  e: {{site: far, model: {SMALL}, hardware: h100-sxm}}\n"
+    )
     with gateway(tmp_path, upstream_fleet, name="upstream") as up:
         fleet = f"""
 sites:
@@ -157,7 +163,10 @@ deployments:
 
 
 def test_keys_budgets_rate_limits_and_admin(tmp_path: Path) -> None:
-    fleet = f"sites:\n  dc: {{kind: datacenter, power_cap_w: 3000}}\ndeployments:\n  g: {{site: dc, model: {SMALL}, hardware: h100-sxm}}\n"
+    fleet = (
+        f"sites:\n  dc: {{kind: datacenter, power_cap_w: 3000}}\ndeployments:\n"
+        f"  g: {{site: dc, model: {SMALL}, hardware: h100-sxm}}\n"
+    )
     db = tmp_path / "gw.db"
     cheap = cli("keys", "create", "cheap", "--budget-usd", "0.0000001", "--db", str(db))
     slow = cli("keys", "create", "slow", "--rps", "0.5", "--db", str(db))

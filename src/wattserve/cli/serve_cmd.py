@@ -43,9 +43,9 @@ def serve_cmd(
     from wattserve.serve.router import Router
 
     if fleet is None:
-        tmp = Path(tempfile.mkdtemp(prefix="wattserve-demo-")) / "demo-fleet.yaml"
-        tmp.write_text(demo_fleet_yaml(), encoding="utf-8")
-        fleet = tmp
+        folder = Path(tempfile.mkdtemp(prefix="wattserve-demo-"))
+        fleet = folder / "demo-fleet.yaml"
+        fleet.write_text(demo_fleet_yaml(folder), encoding="utf-8")
     f = load_fleet(fleet)
     router = Router(f, make_policy(policy), enforce_caps=not no_governor, max_wait_s=max_wait)
     gateway = Gateway(router, Ledger(db), require_keys=require_keys)

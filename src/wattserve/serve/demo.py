@@ -5,6 +5,7 @@ installed, the real SmolLM2-135M-Instruct on this machine through llama.cpp."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 DEMO_FLEET = """\
 name: demo
@@ -52,8 +53,8 @@ LOCAL_DEPLOYMENT = """\
   smollm2:
     site: edge
     model: smollm2-135m
-    hardware: epyc-9654
-    dtype: bf16
+    hardware: local-cpu
+    dtype: fp32
     backend:
       kind: local-llama
 """
@@ -67,8 +68,14 @@ def local_model_available() -> bool:
     )
 
 
-def demo_fleet_yaml() -> str:
+def demo_fleet_yaml(folder: Path) -> str:
+    """The demo fleet; with the local model, `folder` receives this CPU's hardware entry."""
     text = DEMO_FLEET
     if local_model_available():
-        text = text.replace("providers:\n", LOCAL_DEPLOYMENT + "providers:\n")
+        from wattserve.serve.backends.local import local_cpu_hardware
+
+        hw = local_cpu_hardware(folder)
+        text = f"hardware_files: [{hw.name}]\n" + text.replace(
+            "providers:\n", LOCAL_DEPLOYMENT + "providers:\n"
+        )
     return text

