@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -47,8 +48,12 @@ def _error(
 ) -> web.Response:
     headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else None
     return web.json_response(
-        error_body(message, type_, param, code), status=status, headers=headers
+        error_body(message, type_, param, code), status=status, headers=headers, dumps=_dumps
     )
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
 
 
 class Gateway:
@@ -274,7 +279,7 @@ class Gateway:
                 503, "the gateway is at its request limit", type_="server_error", retry_after_s=1.0
             )
         try:
-            raw = await request.json()
+            raw = orjson.loads(await request.read())
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "body is not valid JSON")
         if not isinstance(raw, dict):
@@ -446,14 +451,15 @@ class Gateway:
             else {"index": 0, "text": text, "finish_reason": fin.finish_reason, "logprobs": None}
         )
         return web.json_response(
-            {
+            dumps=_dumps,
+            data={
                 "id": greq.id,
                 "object": "chat.completion" if greq.kind == "chat" else "text_completion",
                 "created": int(time.time()),
                 "model": body.model,
                 "choices": [choice],
                 "usage": self._usage(fin, backend, ttft),
-            }
+            },
         )
 
     async def _stream(

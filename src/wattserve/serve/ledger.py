@@ -80,6 +80,8 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._keys_checked = float("-inf")
+        self._has_keys = False
 
     def close(self) -> None:
         self.db.close()
@@ -181,6 +183,11 @@ class Ledger:
         return self.db.execute("UPDATE keys SET revoked = 1 WHERE id = ?", (key_id,)).rowcount > 0
 
     def has_keys(self) -> bool:
-        return (
-            self.db.execute("SELECT 1 FROM keys WHERE revoked = 0 LIMIT 1").fetchone() is not None
-        )
+        """Whether any live key exists (re-read at most once a second: keys are created by
+        another process, `wattserve keys create`)."""
+        now = time.monotonic()
+        if now - self._keys_checked > 1.0:
+            self._keys_checked = now
+            row = self.db.execute("SELECT 1 FROM keys WHERE revoked = 0 LIMIT 1").fetchone()
+            self._has_keys = row is not None
+        return self._has_keys

@@ -46,6 +46,7 @@ class LocalLlamaBackend(OpenAIBackend):
     """A supervised llama.cpp server subprocess on a loopback port."""
 
     kind = "local-llama"
+    measures_energy = True
 
     def __init__(
         self,

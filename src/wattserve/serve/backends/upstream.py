@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 
 from wattserve.serve.backends.base import Backend, BackendError, Event, Finish, GenRequest, Piece
+from wattserve.serve.backends.http1 import Http1Pool, HTTPError
 
 
 class OpenAIBackend(Backend):
@@ -23,6 +25,7 @@ class OpenAIBackend(Backend):
     """
 
     kind = "openai"
+    measures_energy = False  # True: estimate_j reads a meter, so never reuse its answers
 
     def __init__(
         self,
@@ -51,7 +54,9 @@ class OpenAIBackend(Backend):
             total=timeout_s, sock_connect=connect_timeout_s, sock_read=timeout_s
         )
         self.session: aiohttp.ClientSession | None = None
+        self.fast = Http1Pool(self.base_url) if self.base_url.startswith("http://") else None
         self.in_flight = 0
+        self._energy_memo: dict[tuple[int, int], float | None] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
@@ -60,6 +65,8 @@ class OpenAIBackend(Backend):
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()
+        if self.fast is not None:
+            await self.fast.close()
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -98,19 +105,24 @@ class OpenAIBackend(Backend):
         started = time.monotonic()
         self.in_flight += 1
         try:
-            async with self.session.post(
-                f"{self.base_url}{path}", json=body, headers=self._headers()
-            ) as resp:
-                if resp.status != 200:
-                    text = (await resp.text())[:500]
-                    retry = resp.status >= 500 or resp.status == 429
-                    raise BackendError(
-                        f"{self.name} answered {resp.status}: {text}",
-                        before_first_byte=retry,
-                        status=resp.status if not retry else 502,
-                    )
-                obj = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            if self.fast is not None:
+                status, raw = await self.fast.post(
+                    path, orjson.dumps(body), self._headers(), self.timeout.total or 300.0
+                )
+            else:
+                async with self.session.post(
+                    f"{self.base_url}{path}", json=body, headers=self._headers()
+                ) as resp:
+                    status, raw = resp.status, await resp.read()
+            if status != 200:
+                retry = status >= 500 or status == 429
+                raise BackendError(
+                    f"{self.name} answered {status}: {raw[:500].decode('utf-8', 'replace')}",
+                    before_first_byte=retry,
+                    status=status if not retry else 502,
+                )
+            obj = orjson.loads(raw)
+        except (aiohttp.ClientError, HTTPError, TimeoutError, OSError, ValueError) as exc:
             self.healthy = False
             raise BackendError(
                 f"{self.name} failed: {exc.__class__.__name__}: {exc}", before_first_byte=True
@@ -139,7 +151,17 @@ class OpenAIBackend(Backend):
         else:
             share = (time.monotonic() - started) / max(1, self.in_flight + 1)
             usd = self.usd_per_s * share
-        energy = self.estimate_j(prompt, completion) if self.estimate_j else None
+        energy = None
+        if self.estimate_j is not None and not self.measures_energy:
+            key = (prompt, completion)
+            energy = self._energy_memo.get(key)
+            if energy is None:
+                energy = self.estimate_j(prompt, completion)
+                if len(self._energy_memo) > 4096:
+                    self._energy_memo.clear()
+                self._energy_memo[key] = energy
+        elif self.estimate_j is not None:
+            energy = self.estimate_j(prompt, completion)
         if energy is not None and math.isnan(energy):
             energy = None  # the hardware's power figures are unknown
         return Finish(reason, prompt, completion, energy, usd)
