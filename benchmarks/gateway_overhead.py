@@ -123,8 +123,10 @@ deployments:
         print(f"latency: one client at a time, {seconds:g} s each")
         d50, d99 = report("direct", *asyncio.run(load(direct_url, seconds, 1)), seconds)
         g50, g99 = report("through gateway", *asyncio.run(load(gw_url, seconds, 1)), seconds)
-        print(f"gateway overhead: p50 {g50 - d50:.2f} ms (target <= 1), "
-              f"p99 {g99 - d99:.2f} ms (target <= 5)")
+        print(
+            f"gateway overhead: p50 {g50 - d50:.2f} ms (target <= 1), "
+            f"p99 {g99 - d99:.2f} ms (target <= 5)"
+        )
         print(f"throughput: {concurrency} concurrent clients, {seconds:g} s each")
         report("direct", *asyncio.run(load(direct_url, seconds, concurrency)), seconds)
         report("through gateway", *asyncio.run(load(gw_url, seconds, concurrency)), seconds)

@@ -150,7 +150,7 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(10**9), 10**9)
-    | st.floats(allow_nan=False)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
@@ -174,7 +174,7 @@ bodies = st.fixed_dictionaries(
         "max_tokens": st.integers(-5, 40) | json_values,
         "n": st.integers(-2, 5) | json_values,
         "stream": st.booleans() | json_values,
-        "temperature": st.floats(-1, 3, allow_nan=False) | json_values,
+        "temperature": st.floats(-1, 3, allow_nan=False, allow_infinity=False) | json_values,
     },
 )
 
