@@ -205,3 +205,84 @@ def test_keys_budgets_rate_limits_and_admin(tmp_path: Path) -> None:
     assert all("hash" not in k for k in listed)
     raw = sqlite3.connect(db).execute("SELECT hash FROM keys").fetchall()
     assert all(cheap not in h for (h,) in raw)
+
+
+EDGE_FLEET = f"""
+sites:
+  dc: {{kind: datacenter}}
+  edge: {{kind: edge}}
+links:
+  - between: [edge, dc]
+    rtt_ms: 20
+deployments:
+  big: {{site: dc, model: {SMALL}, hardware: h100-sxm}}
+  small:
+    site: edge
+    model: {SMALL}
+    hardware: jetson-agx-orin-64gb
+    dtype: int8
+    kv_dtype: fp16
+"""
+
+
+def test_origin_site_residency_and_draining(tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    admin = cli("keys", "create", "ops", "--admin", "--db", str(db))
+    auth = {"Authorization": f"Bearer {admin}"}
+    with gateway(tmp_path, EDGE_FLEET, "--policy", "edge_first") as s:
+
+        def where(headers: dict[str, str]) -> httpx.Response:
+            return httpx.post(
+                f"{s.url}/v1/chat/completions",
+                headers={**auth, **headers},
+                timeout=30,
+                json={
+                    "model": SMALL,
+                    "max_tokens": 3,
+                    "messages": [{"role": "user", "content": "x"}],
+                },
+            )
+
+        r = where({"x-wattserve-site": "edge"})
+        assert r.json()["usage"]["wattserve"]["site"] == "edge"  # served at its origin
+        httpx.post(f"{s.url}/v1/fleet", headers=auth, json={"action": "drain", "target": "small"})
+        r = where({"x-wattserve-site": "edge"})
+        assert r.status_code == 200 and r.json()["usage"]["wattserve"]["site"] == "dc"
+        r = where({"x-wattserve-site": "edge", "x-wattserve-data-local": "true"})
+        assert r.status_code == 503 and r.headers["Retry-After"]  # may not leave the edge
+        httpx.post(f"{s.url}/v1/fleet", headers=auth, json={"action": "undrain", "target": "small"})
+        r = where({"x-wattserve-site": "edge", "x-wattserve-data-local": "true"})
+        assert r.status_code == 200 and r.json()["usage"]["wattserve"]["site"] == "edge"
+
+
+def test_graceful_shutdown_finishes_streams(tmp_path: Path) -> None:
+    import signal
+
+    fleet = (
+        f"sites:\n  dc: {{kind: datacenter}}\ndeployments:\n"
+        f"  g: {{site: dc, model: {SMALL}, hardware: h100-sxm}}\n"
+    )
+    with gateway(tmp_path, fleet) as s:
+        lines: list[str] = []
+
+        def stream() -> None:
+            with httpx.stream(
+                "POST",
+                f"{s.url}/v1/chat/completions",
+                timeout=30,
+                json={
+                    "model": SMALL,
+                    "max_tokens": 300,
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "x"}],
+                },
+            ) as r:
+                lines.extend(line for line in r.iter_lines() if line.startswith("data:"))
+
+        t = threading.Thread(target=stream)
+        t.start()
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        assert lines[-1] == "data: [DONE]" and len(lines) >= 300
+        assert s.proc.wait(30) == 0
