@@ -152,6 +152,7 @@ class Simulation:
             if (
                 isinstance(target, HostedPool)
                 or not self.gov.capped(target.site)
+                or self.gov.headroom_w(target.site) >= target.max_marginal_w
                 or self.gov.fits(target.site, target.marginal_power_w())
             ):
                 self._place(req, target, now)

@@ -49,6 +49,9 @@ class EnginePool:
         chunk = spec.deployment.max_batched_tokens
         pre = self.perf.step(chunk, chunk * (chunk + 1) / 2, chunk, 1)
         self.prefill_s_per_token = pre.time_s / chunk
+        # no request can add more than one replica's full dynamic power (0 when unknown)
+        dyn = self.perf.devices * self.perf.dynamic_w
+        self.max_marginal_w = dyn if math.isfinite(dyn) else 0.0
         self.prefill_dyn_j_per_token = (pre.energy_j - self.perf.idle_power_w * pre.time_s) / chunk
         self._decode: dict[tuple[int, int], tuple[float, float]] = {}
         rented = spec.cost.basis == "rent"
@@ -124,10 +127,11 @@ class EnginePool:
         n = len(self.engines)
         b = min(self.spec.deployment.max_num_seqs, int(self.outstanding / n))
         t1, j1 = self.decode_step(b + 1, 1024)
-        if b == 0:
-            return j1 / t1
-        t0, j0 = self.decode_step(b, 1024)
-        return max(0.0, j1 / t1 - j0 / t0)
+        w = j1 / t1
+        if b:
+            t0, j0 = self.decode_step(b, 1024)
+            w -= j0 / t0
+        return w if w > 0 else 0.0  # unknown power (NaN) cannot be governed: 0
 
     def pick_replica(self) -> EngineModel:
         engines = self.engines
