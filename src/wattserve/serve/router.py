@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from wattserve.core.engine import EngineModel
 from wattserve.core.fleet import DeploymentSpec, Fleet, HostedSpec
 from wattserve.core.governor import PowerGovernor
 from wattserve.core.policy import Policy
@@ -21,7 +20,7 @@ from wattserve.serve.backends.emulated import EmulatedBackend
 from wattserve.serve.backends.hosted_emulated import EmulatedHostedBackend
 from wattserve.serve.backends.upstream import OpenAIBackend
 from wattserve.serve.targets import UpstreamTarget
-from wattserve.simulate.targets import EnginePool, View
+from wattserve.simulate.targets import EnginePool, View, make_engines
 
 HEALTH_EVERY_S = 5.0
 COOLDOWN_S = 10.0
@@ -151,16 +150,7 @@ class Router:
         for spec in fleet.deployments:
             kind = spec.backend.get("kind", "emulated")
             if kind == "emulated":
-                engines = [
-                    EngineModel(
-                        f"{spec.name}/{i}",
-                        spec.perf,
-                        spec.kv_blocks,
-                        exact=True,
-                        priority=spec.scheduling == "priority",
-                    )
-                    for i in range(spec.replicas)
-                ]
+                engines = make_engines(spec, exact=True)  # stepped: tokens stream per step
                 pool = EnginePool(spec, engines, rng, fleet.rtt_s)
                 for e in engines:
                     b = EmulatedBackend(

@@ -20,7 +20,7 @@ from wattserve.core.fleet import Fleet
 from wattserve.core.governor import PowerGovernor
 from wattserve.core.policy import Policy
 from wattserve.core.workload import Request, Workload
-from wattserve.simulate.targets import EnginePool, HostedPool, Target, View
+from wattserve.simulate.targets import EnginePool, HostedPool, Target, View, make_engines
 
 ENGINE, RETRY, HOSTED_DONE = 0, 1, 2
 RETRY_BACKOFF_S = 0.25
@@ -90,16 +90,7 @@ class Simulation:
         self.engine_pool: list[EnginePool] = []
         targets: list[Target] = []
         for spec in fleet.deployments:
-            group = [
-                EngineModel(
-                    f"{spec.name}/{i}",
-                    spec.perf,
-                    spec.kv_blocks,
-                    exact=exact,
-                    priority=spec.scheduling == "priority",
-                )
-                for i in range(spec.replicas)
-            ]
+            group = make_engines(spec, exact=exact)
             pool = EnginePool(spec, group, rng, fleet.rtt_s)
             for e in group:
                 e.index = len(self.engines)

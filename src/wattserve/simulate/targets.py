@@ -22,6 +22,20 @@ def _ctx_bucket(tokens: int) -> int:
     return 1 << max(4, int(tokens).bit_length())
 
 
+def make_engines(spec: DeploymentSpec, *, exact: bool) -> list[EngineModel]:
+    """The replicas of a deployment as EngineModels (named deployment/index)."""
+    return [
+        EngineModel(
+            f"{spec.name}/{i}",
+            spec.perf,
+            spec.kv_blocks,
+            exact=exact,
+            priority=spec.scheduling == "priority",
+        )
+        for i in range(spec.replicas)
+    ]
+
+
 class EnginePool:
     """The replicas of one deployment. Replica choice: the less loaded of two random picks."""
 

@@ -123,10 +123,7 @@ class OpenAIBackend(Backend):
                 )
             obj = orjson.loads(raw)
         except (aiohttp.ClientError, HTTPError, TimeoutError, OSError, ValueError) as exc:
-            self.healthy = False
-            raise BackendError(
-                f"{self.name} failed: {exc.__class__.__name__}: {exc}", before_first_byte=True
-            ) from None
+            raise self._failed(exc, before_first_byte=True) from None
         finally:
             self.in_flight -= 1
         self.healthy = True
@@ -139,6 +136,13 @@ class OpenAIBackend(Backend):
             yield Piece(str(content))
         reason = str(choice.get("finish_reason") or "stop")
         yield self._finish(req, obj.get("usage") or {}, reason, 1 if content else 0, started)
+
+    def _failed(self, exc: BaseException, *, before_first_byte: bool) -> BackendError:
+        self.healthy = False
+        return BackendError(
+            f"{self.name} failed: {exc.__class__.__name__}: {exc}",
+            before_first_byte=before_first_byte,
+        )
 
     def _finish(
         self, req: GenRequest, usage: dict[str, Any], reason: str, produced: int, started: float
@@ -219,10 +223,7 @@ class OpenAIBackend(Backend):
                             produced += 1
                             yield Piece(str(piece))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self.healthy = False
-            raise BackendError(
-                f"{self.name} failed: {exc.__class__.__name__}: {exc}", before_first_byte=first
-            ) from None
+            raise self._failed(exc, before_first_byte=first) from None
         finally:
             self.in_flight -= 1
         self.healthy = True
