@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -60,12 +61,10 @@ def serve_cmd(
         f'application/json\' -d \'{{"model": "{model}", "messages": [{{"role": '
         f'"user", "content": "Hello"}}], "max_tokens": 16}}\''
     )
-    try:  # uvloop's event loop, when installed, makes the gateway faster
+    if importlib.util.find_spec("uvloop") is not None:  # a faster event loop, when installed
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
     web.run_app(
         gateway.app(), host=host, port=port, print=None, shutdown_timeout=30, access_log=None
     )

@@ -21,7 +21,7 @@ class LineDict(dict[str, Any]):
 
 
 class _LineLoader(yaml.SafeLoader):
-    pass
+    """SafeLoader whose mappings remember their lines (constructor registered below)."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:

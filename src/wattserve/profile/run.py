@@ -78,7 +78,7 @@ def _cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
-        pass
+        return platform.processor() or platform.machine()  # no /proc: not Linux
     return platform.processor() or platform.machine()
 
 
