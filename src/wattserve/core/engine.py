@@ -71,7 +71,7 @@ class Seq:
         self.preemptions = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class StepPlan:
     """What the engine does from `start_s` to `end_s`: one mixed step, or `steps` decodes."""
 

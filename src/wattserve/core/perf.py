@@ -14,8 +14,8 @@ The hot path is plain float arithmetic on values resolved once in __init__.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
 from wattserve.core.figures import Figure
@@ -24,9 +24,9 @@ from wattserve.core.params import EngineParams
 NAN = float("nan")
 
 
-@dataclass(frozen=True, slots=True)
-class StepCost:
-    """Time (s) of one step split by what bounds it, with power (W) and energy (J)."""
+class StepCost(NamedTuple):
+    """Time (s) of one step split by what bounds it, with power (W) and energy (J).
+    (A NamedTuple: immutable and cheap to make on the simulator's hot path.)"""
 
     time_s: float
     compute_s: float
@@ -262,8 +262,7 @@ def _sum_extreme(a1: float, d1: float, a2: float, d2: float, j0: int, j1: int, h
     return _lin(a1, d1, j0, j1) if first else _lin(a2, d2, j0, j1)
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeRun:
+class DecodeRun(NamedTuple):
     """`steps` consecutive decode steps of the same sequences, summed exactly."""
 
     steps: int

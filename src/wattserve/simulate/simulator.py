@@ -17,7 +17,7 @@ from typing import cast
 
 from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
-from wattserve.core.governor import PowerGovernor
+from wattserve.core.governor import EPS_W, PowerGovernor
 from wattserve.core.policy import Policy
 from wattserve.core.workload import Request, Workload
 from wattserve.simulate.targets import EnginePool, HostedPool, Target, View, make_engines
@@ -111,6 +111,13 @@ class Simulation:
         self.waitlist: dict[str, deque[int]] = defaultdict(deque)
         self.out = Outcome(policy.name)
         self.now = 0.0
+        # per engine: its site's power account, and the most dynamic power a step may draw there
+        self.enforce = governor
+        self.site_acct = [self.gov.sites[s] for s in self.engine_site]
+        self.site_allow = [
+            float("inf") if not governor or a.cap_w is None else a.cap_w - a.base_w
+            for a in self.site_acct
+        ]
 
     # -- event plumbing --------------------------------------------------------------------
 
@@ -212,14 +219,20 @@ class Simulation:
             placed.pool.queued_tokens -= s.req.prompt_tokens
             self._reject(s.req, "prompt exceeds the KV cache")
         site = self.engine_site[i]
-        base = engine.idle_w if held_w is None else held_w
-        if plan is not None:
-            self.gov.throttle(site, plan, engine.idle_w)
+        idle = engine.idle_w
+        base = idle if held_w is None else held_w
         if plan is None:
             if held_w is not None:
-                self.gov.change(site, self.now, engine.idle_w - held_w)
+                self.gov.change(site, self.now, idle - held_w)
             return
-        if not self.gov.fits(site, plan.power_w - base):
+        if plan.power_w - idle > self.site_allow[i]:  # could never fit: slow it down
+            self.gov.throttle(site, plan, idle)
+        acct = self.site_acct[i]
+        if (
+            self.enforce
+            and acct.cap_w is not None
+            and acct.power_w + plan.power_w - base > (acct.cap_w + EPS_W)
+        ):
             if held_w is not None:
                 self.gov.change(site, self.now, engine.idle_w - held_w)
             self.pending[i] = plan
@@ -236,7 +249,12 @@ class Simulation:
             plan.end_s += shift
         engine.plan = plan
         held = engine.idle_w if base_w is None else base_w
-        self.gov.change(self.engine_site[i], self.now, plan.power_w - held)
+        acct = self.site_acct[i]
+        if self.now > acct.last_t:
+            acct.advance(self.now)
+        acct.power_w += plan.power_w - held
+        if acct.power_w > acct.peak_w:
+            acct.peak_w = acct.power_w
         v = self.version[i] + 1
         self.version[i] = v
         self.counter += 1

@@ -151,8 +151,8 @@ class EnginePool:
         engines = self.engines
         if len(engines) <= 4:
             return min(engines, key=lambda e: e.outstanding)
-        rng = self.rng
-        a, b = engines[rng.randrange(len(engines))], engines[rng.randrange(len(engines))]
+        rnd, n = self.rng.random, len(engines)
+        a, b = engines[int(rnd() * n)], engines[int(rnd() * n)]
         return a if a.outstanding <= b.outstanding else b
 
 
