@@ -373,12 +373,13 @@ class EngineModel:
         self.plan = None
         self.busy_s += p.end_s - p.start_s
         self.busy_energy_j += p.energy_j
-        self.steps += p.steps
-        self.clock += p.steps  # every sequence decoding at the start advanced
+        steps = p.steps
+        self.steps += steps
+        clock = self.clock = self.clock + steps  # every sequence decoding at the start advanced
         first: list[Seq] = []
         done: list[Seq] = []
         heap = self.finish_heap
-        while heap and heap[0][0] <= self.clock:
+        while heap and heap[0][0] <= clock:
             _, _, k0, s = heapq.heappop(heap)
             if s.decoding and s.k0 == k0:
                 self._leave_decoding(s)

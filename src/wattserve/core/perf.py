@@ -355,8 +355,9 @@ def decode_run(pm: PerfModel, seqs: int, kv0: float, steps: int) -> DecodeRun:
         if (la >= t0) == (la + ld * last >= tl):
             time_s = steps * (t0 + tl) / 2.0
             dyn = time_s if la >= t0 else steps * (la + la + ld * last) / 2.0
-            p0 = pm.devices * (pm.idle_w + pm.dynamic_w * min(1.0, la / t0))
-            pl = pm.devices * (pm.idle_w + pm.dynamic_w * min(1.0, (la + ld * last) / tl))
+            u0, ul = la / t0, (la + ld * last) / tl
+            p0 = pm.devices * (pm.idle_w + pm.dynamic_w * (u0 if u0 < 1.0 else 1.0))
+            pl = pm.devices * (pm.idle_w + pm.dynamic_w * (ul if ul < 1.0 else 1.0))
             energy = pm.devices * (pm.idle_w * time_s + pm.dynamic_w * dyn)
             return DecodeRun(steps, time_s, energy, p0 if p0 > pl else pl)
     time_s = _sum_extreme(tc0, dtc, tm0, dtm, 0, last, True) + steps * fixed
