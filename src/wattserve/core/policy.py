@@ -15,15 +15,13 @@ import math
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from wattserve.core.workload import SLO, Request
 from wattserve.errors import ConfigError
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Where a request goes: a target's name, or None with the reason it is not placed."""
 
     target: str | None
