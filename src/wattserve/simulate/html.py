@@ -5,6 +5,7 @@ energy per policy."""
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,7 @@ def _legend(names: list[str]) -> list[str]:
     ]
 
 
-def cdf_svg(title: str, series: dict[str, list[float]]) -> str:
+def cdf_svg(title: str, series: dict[str, Sequence[float]]) -> str:
     values = [v for vs in series.values() for v in vs]
     if not values:
         return f"<p>{html.escape(title)}: no data</p>"

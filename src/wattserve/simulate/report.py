@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from wattserve.core.fleet import Fleet
 from wattserve.simulate.simulator import Outcome
 
 
-def _pct(values: list[float]) -> dict[str, float | None]:
+def _pct(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p90": None, "p99": None}
     a = np.asarray(values)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import heapq
 import random
 import time
+from array import array
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import NamedTuple, cast
 
 from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
@@ -35,9 +36,10 @@ class Outcome:
     completed: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_rows: list[tuple[int, str]] = field(default_factory=list)
-    ttft: list[float] = field(default_factory=list)
-    tpot: list[float] = field(default_factory=list)
-    e2e: list[float] = field(default_factory=list)
+    # latencies in compact float arrays: a million requests would otherwise keep 3M floats alive
+    ttft: array[float] = field(default_factory=lambda: array("d"))
+    tpot: array[float] = field(default_factory=lambda: array("d"))
+    e2e: array[float] = field(default_factory=lambda: array("d"))
     slo_met: int = 0
     output_tokens: int = 0
     served_by: Counter[str] = field(default_factory=Counter)
@@ -54,13 +56,11 @@ class Outcome:
     governor: PowerGovernor | None = None
 
 
-class _Placed:
-    """The simulator's record of a request inside an engine."""
+class _Placed(NamedTuple):
+    """The simulator's record of a request inside an engine (a Seq's tag)."""
 
-    __slots__ = ("pool", "req", "rtt_s")
-
-    def __init__(self, req: Request, pool: EnginePool, rtt_s: float) -> None:
-        self.req, self.pool, self.rtt_s = req, pool, rtt_s
+    pool: EnginePool
+    rtt_s: float
 
 
 class Simulation:
@@ -192,7 +192,7 @@ class Simulation:
             return
         engine = target.replica_for(req)
         target.queued_tokens += req.prompt_tokens
-        placed = _Placed(req, target, self.fleet.rtt_s(req.origin, target.site))
+        placed = _Placed(target, self.fleet.rtt_s(req.origin, target.site))
         slo = self.slos.get(req.slo) or self.default_slo
         engine.submit(Seq(req, placed, slo.ttft_s))
         i = engine.index
