@@ -327,8 +327,10 @@ class EngineModel:
         kv0 = float(self._decode_tokens(0) + self.n_decoding)
         return self._run_plan(now, kv0, steps)
 
-    def _run_plan(self, now: float, kv0: float, steps: int) -> StepPlan:
-        run = decode_run(self.perf, self.n_decoding, kv0, steps)
+    def _run_plan(
+        self, now: float, kv0: float, steps: int, lines: RunLines | None = None
+    ) -> StepPlan:
+        run = decode_run(self.perf, self.n_decoding, kv0, steps, lines)
         return StepPlan(
             now, now + run.time_s, run.energy_j, run.max_power_w, [], self.n_decoding, steps, kv0
         )
@@ -360,7 +362,7 @@ class EngineModel:
             k += 1  # the step running at `now` finishes first
         if k >= p.steps:
             return None
-        plan = self._run_plan(p.start_s, p.kv0, k)
+        plan = self._run_plan(p.start_s, p.kv0, k, lines)
         plan.lines = lines
         plan.power_w = p.power_w  # the reservation made at start stands until the end
         self.plan = plan
@@ -381,8 +383,12 @@ class EngineModel:
         heap = self.finish_heap
         while heap and heap[0][0] <= clock:
             _, _, k0, s = heapq.heappop(heap)
-            if s.decoding and s.k0 == k0:
-                self._leave_decoding(s)
+            if s.decoding and s.k0 == k0:  # finished: leave the decode set (_leave_decoding)
+                d = clock - k0
+                s.computed, s.generated = s.c0 + d, s.g0 + d
+                s.decoding = False
+                self.n_decoding -= 1
+                self.kv_off -= s.c0 - k0
                 done.append(s)
         for s, q in p.chunks:
             old = -(-s.computed // BLOCK)

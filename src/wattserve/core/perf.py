@@ -336,7 +336,9 @@ def decode_run_time(pm: PerfModel, seqs: int, kv0: float, steps: int) -> float:
     return lines_time(_run_lines(pm, seqs, kv0), steps)
 
 
-def decode_run(pm: PerfModel, seqs: int, kv0: float, steps: int) -> DecodeRun:
+def decode_run(
+    pm: PerfModel, seqs: int, kv0: float, steps: int, lines: RunLines | None = None
+) -> DecodeRun:
     """Time, energy and peak power of `steps` decode steps (see decode_run_time).
 
     Every term of a decode step is linear in the step index j except the max() of compute and
@@ -344,7 +346,7 @@ def decode_run(pm: PerfModel, seqs: int, kv0: float, steps: int) -> DecodeRun:
     between their crossings: O(1) however many steps, and equal to stepping them one by one
     (what `simulate --exact` does).
     """
-    tc0, dtc, tm0, dtm, fixed = _run_lines(pm, seqs, kv0)
+    tc0, dtc, tm0, dtm, fixed = lines if lines is not None else _run_lines(pm, seqs, kv0)
     last = steps - 1
     la, ld = pm.k_compute * tc0 + pm.k_memory * tm0, pm.k_compute * dtc + pm.k_memory * dtm
     tcl, tml = tc0 + dtc * last, tm0 + dtm * last
