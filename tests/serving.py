@@ -79,11 +79,9 @@ def gateway(tmp: Path, fleet_yaml: str, *args: str, name: str = "gw") -> Iterato
     try:
         deadline = time.monotonic() + 30
         while True:
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
                 if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
-                pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((tmp / f"{name}.log").read_text())
             time.sleep(0.1)

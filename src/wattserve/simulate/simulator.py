@@ -239,31 +239,23 @@ class Simulation:
             self.waitlist[site].append(i)
             self.out.power_waits += 1
             return
-        # start it (as _start, inlined: this is the simulator's hottest path)
+        self._commit(i, plan, base)
+
+    def _start(self, i: int, plan: StepPlan) -> None:
+        """Start a plan that waited for power: the same work, shifted to now."""
+        shift = self.now - plan.start_s
+        plan.start_s += shift
+        plan.end_s += shift
+        self._commit(i, plan, self.engines[i].idle_w)
+
+    def _commit(self, i: int, plan: StepPlan, held_w: float) -> None:
+        """Run engine i's plan from now: its site's power goes from `held_w` to the plan's."""
+        self.engines[i].plan = plan
+        acct = self.site_acct[i]
         now = self.now
-        engine.plan = plan
         if now > acct.last_t:
             acct.advance(now)
-        acct.power_w += plan.power_w - base
-        if acct.power_w > acct.peak_w:
-            acct.peak_w = acct.power_w
-        v = self.version[i] + 1
-        self.version[i] = v
-        self.counter += 1
-        heapq.heappush(self.heap, (plan.end_s, self.counter, ENGINE, i, v))
-
-    def _start(self, i: int, plan: StepPlan, base_w: float | None = None) -> None:
-        engine = self.engines[i]
-        if plan.start_s < self.now:  # it waited for power: same work, later
-            shift = self.now - plan.start_s
-            plan.start_s += shift
-            plan.end_s += shift
-        engine.plan = plan
-        held = engine.idle_w if base_w is None else base_w
-        acct = self.site_acct[i]
-        if self.now > acct.last_t:
-            acct.advance(self.now)
-        acct.power_w += plan.power_w - held
+        acct.power_w += plan.power_w - held_w
         if acct.power_w > acct.peak_w:
             acct.peak_w = acct.power_w
         v = self.version[i] + 1
