@@ -62,6 +62,10 @@ class FleetView(Protocol):
 
     def slo(self, req: Request) -> SLO: ...
 
+    def site_headroom_w(self, site: str) -> float:
+        """Watts left under a site's power cap now (inf without a cap), for user policies."""
+        ...
+
 
 class Policy(ABC):
     """Choose a target for a request. Subclasses implement `rank` or `choose`."""
