@@ -258,3 +258,19 @@ def test_cli_compare_json_and_html_report(tmp_path: Path, shared: Path) -> None:
     assert all("share" in d for d in rows[0]["deployments"].values())
     page = html.read_text()
     assert page.count("<svg") >= 6 and "cap 1500 W" in page and "<script" not in page
+
+
+def test_devices_without_power_figures_report_unknown_energy(tmp_path: Path) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text(
+        "sites:\n  gcp: {kind: cloud, power_cap_w: 1000}\ndeployments:\n"
+        "  tpu: {site: gcp, model: llama-3.1-8b, hardware: tpu-v6e}\n"
+    )
+    from wattserve.core.workload import SLO
+
+    reqs = [Request(i, i * 0.1, 200, 20, "llama-3.1-8b") for i in range(30)]
+    report, _ = simulate(load_fleet(f), Workload(reqs, {"default": SLO()}), "least_loaded")
+    assert report["completed"] == 30
+    assert report["energy_j"] is None and report["energy_j_per_token"] is None
+    assert "no power figures (TDP) for tpu" in report["energy_note"]
+    json.dumps(report, allow_nan=False)  # never NaN in the JSON

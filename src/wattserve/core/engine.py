@@ -122,7 +122,10 @@ class EngineModel:
         self.kv_off = 0  # sum over decoding sequences of (c0 - k0)
         # (finish clock, id, k0, seq); an entry is live while seq.decoding and seq.k0 == k0
         self.finish_heap: list[tuple[int, int, int, Seq]] = []
-        self.idle_w = perf.idle_power_w
+        # Power unknown (no TDP in the catalog): steps are timed but draw "0 W" here, so that
+        # sums stay finite; reports say which deployments have no power figures.
+        self.power_known = not perf.power_missing
+        self.idle_w = perf.idle_power_w if self.power_known else 0.0
         self.plan: StepPlan | None = None
         self.outstanding = 0
         self.pending_prefill = 0  # tokens still to prefill, queued or in progress
@@ -310,6 +313,8 @@ class EngineModel:
         d = self.n_decoding
         dec_kv = float(self._decode_tokens(0) + d)
         cost = self.perf.step(tokens + d, attn + dec_kv, kv + dec_kv, len(chunks) + d)
+        if not self.power_known:
+            cost = cost._replace(power_w=0.0, energy_j=0.0)
         return StepPlan(now, now + cost.time_s, cost.energy_j, cost.power_w, chunks, d, 1, dec_kv)
 
     def _decode_run(self, now: float) -> StepPlan:
@@ -331,6 +336,8 @@ class EngineModel:
         self, now: float, kv0: float, steps: int, lines: RunLines | None = None
     ) -> StepPlan:
         run = decode_run(self.perf, self.n_decoding, kv0, steps, lines)
+        if not self.power_known:
+            run = run._replace(energy_j=0.0, max_power_w=0.0)
         return StepPlan(
             now, now + run.time_s, run.energy_j, run.max_power_w, [], self.n_decoding, steps, kv0
         )

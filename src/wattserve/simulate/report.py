@@ -25,7 +25,6 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
     span = max(out.span_s, 1e-9)
     site_energy: dict[str, float] = defaultdict(float)
     usd = out.hosted_usd
-    device_tokens = out.output_tokens - out.hosted_tokens
     specs = {d.name: d for d in fleet.deployments}
     for e, where, pool in zip(out.engines, out.engine_site, out.engine_pool, strict=True):
         joules = e.energy_j(span)
@@ -34,6 +33,10 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
         if cost.basis != "unknown":
             usd += cost.usd(span, joules)
     unpriced = sorted({d.name for d in fleet.deployments if d.cost.basis == "unknown"})
+    unpowered = sorted({d.name for d in fleet.deployments if d.perf.power_missing})
+    powered_tokens = sum(
+        n for name, n in out.tokens_by.items() if name in specs and name not in unpowered
+    )
     energy = sum(site_energy.values())
     gov = out.governor
     sites: dict[str, Any] = {}
@@ -61,10 +64,11 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
         "output_tokens": out.output_tokens,
         "output_tokens_per_s": out.output_tokens / span,
         "span_s": span,
-        "energy_j": energy,
-        "energy_j_per_token": energy / device_tokens if device_tokens else None,
+        "energy_j": energy if len(unpowered) < len(specs) else None,
+        "energy_j_per_token": energy / powered_tokens if powered_tokens else None,
         "energy_note": "devices modelled by wattserve, idle time included; hosted APIs publish "
-        "no energy and are excluded (J/token is over device-served tokens)",
+        "no energy and are excluded (J/token is over device-served tokens)"
+        + (f"; no power figures (TDP) for {', '.join(unpowered)}: excluded" if unpowered else ""),
         "usd": usd,
         "usd_per_mtok": usd / out.output_tokens * 1e6 if out.output_tokens else None,
         "usd_note": "rented devices for the whole span, owned devices amortised plus "

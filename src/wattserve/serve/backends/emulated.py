@@ -189,7 +189,7 @@ class EmulatedBackend(Backend):
             finish_reason="length",
             prompt_tokens=req.prompt_tokens,
             completion_tokens=produced,
-            energy_j=stream.energy_j,
+            energy_j=stream.energy_j if self.engine.power_known else None,
             usd=self.usd_per_s * share + self.usd_per_j * stream.energy_j,
             synthetic=True,
         )
