@@ -274,3 +274,34 @@ def test_devices_without_power_figures_report_unknown_energy(tmp_path: Path) -> 
     assert report["energy_j"] is None and report["energy_j_per_token"] is None
     assert "no power figures (TDP) for tpu" in report["energy_note"]
     json.dumps(report, allow_nan=False)  # never NaN in the JSON
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "field"),
+    [
+        ("slos: {x: 5}\ngenerator: {kind: poisson}\n", 1, "slos.x"),
+        ("generator: {kind: weird}\n", 1, "generator.kind"),
+        ("generator:\n  kind: poisson\n  rate_rps: fast\n", 3, "generator.rate_rps"),
+        ("generator:\n  rate_rps: -3\n", 2, "generator.rate_rps"),
+        (
+            "generator:\n  prompt_tokens: {dist: lognormal, mean: x}\n",
+            2,
+            "generator.prompt_tokens.mean",
+        ),
+        (
+            "generator: {kind: poisson}\nclasses:\n  - origins: {edge: -1}\n",
+            3,
+            "classes[0].origins",
+        ),
+        ("generator: {kind: poisson}\nbogus: 1\n", 2, "workload.bogus"),
+        ("generator: {rate_rps: 1000000, duration_s: 1000000}\n", 1, "generator.rate_rps"),
+    ],
+)
+def test_malformed_workload_file_names_line_and_field(
+    tmp_path: Path, body: str, line: int, field: str
+) -> None:
+    f = tmp_path / "w.yaml"
+    f.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_workload(f, default_model="llama-3.1-8b")
+    assert (err.value.line, err.value.field) == (line, field)

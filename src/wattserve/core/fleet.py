@@ -20,7 +20,7 @@ from wattserve.core.memory import memory_fit
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration, EngineParams, load_calibration
 from wattserve.core.perf import PerfModel, perf_model
-from wattserve.core.yamlio import LineDict, load_yaml_file
+from wattserve.core.yamlio import Fields, LineDict, load_yaml_file
 from wattserve.errors import ConfigError, WattserveError
 
 SiteKind = Literal["datacenter", "edge", "cloud"]
@@ -144,51 +144,6 @@ class Fleet:
 # -- parsing ------------------------------------------------------------------------------
 
 
-class _Reader:
-    """Typed field access on a LineDict with file/line/field errors."""
-
-    def __init__(self, d: LineDict, path: str, where: str) -> None:
-        self.d, self.path, self.where = d, path, where
-
-    def err(self, key: str, msg: str) -> ConfigError:
-        return ConfigError(
-            msg, path=self.path, line=self.d.line_of(key), field=f"{self.where}.{key}"
-        )
-
-    def check_keys(self, allowed: set[str]) -> None:
-        for key in self.d:
-            if key not in allowed:
-                raise self.err(key, f"unknown field; expected one of {', '.join(sorted(allowed))}")
-
-    def text(self, key: str, default: str | None = None) -> str:
-        v = self.d.get(key, default)
-        if v is None:
-            raise ConfigError(
-                "missing", path=self.path, line=self.d.line, field=f"{self.where}.{key}"
-            )
-        if not isinstance(v, str) or not v:
-            raise self.err(key, f"expected text, got {v!r}")
-        return v
-
-    def number(
-        self, key: str, default: float | None = None, *, positive: bool = False
-    ) -> float | None:
-        v = self.d.get(key, default)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise self.err(key, f"expected a number, got {v!r}")
-        if v < 0 or (positive and v == 0):
-            raise self.err(key, f"must be {'positive' if positive else 'non-negative'}, got {v}")
-        return float(v)
-
-    def integer(self, key: str, default: int) -> int:
-        v = self.d.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise self.err(key, f"expected a positive integer, got {v!r}")
-        return v
-
-
 def _mapping(d: Any, key: str, path: str, line: int) -> LineDict:
     if d is None:
         empty = LineDict()
@@ -208,7 +163,7 @@ def _parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tupl
     for i, entry in enumerate(raw):
         if not isinstance(entry, LineDict):
             raise ConfigError("must be a mapping", path=path, line=line, field=f"links[{i}]")
-        r = _Reader(entry, path, f"links[{i}]")
+        r = Fields(entry, path, f"links[{i}]")
         r.check_keys({"between", "rtt_ms", "bandwidth_gbps", "outages"})
         pair = entry.get("between")
         if not (isinstance(pair, list) and len(pair) == 2 and all(p in sites for p in pair)):
@@ -217,7 +172,7 @@ def _parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tupl
         for j, o in enumerate(entry.get("outages") or []):
             if not isinstance(o, LineDict):
                 raise r.err("outages", "each outage is {start_s: ..., end_s: ...}")
-            ro = _Reader(o, path, f"links[{i}].outages[{j}]")
+            ro = Fields(o, path, f"links[{i}].outages[{j}]")
             start, end = ro.number("start_s"), ro.number("end_s")
             if start is None or end is None or end <= start:
                 raise ro.err("end_s", "an outage needs start_s < end_s")
@@ -243,7 +198,7 @@ def _resolve_deployment(
     path: str,
     line: int,
 ) -> DeploymentSpec:
-    r = _Reader(entry, path, f"deployments.{name}")
+    r = Fields(entry, path, f"deployments.{name}")
     r.check_keys(
         {
             "site",
@@ -331,7 +286,7 @@ def _resolve_deployment(
 BACKEND_KINDS = ("emulated", "openai", "local-llama")
 
 
-def _backend(r: _Reader, entry: LineDict) -> dict[str, Any]:
+def _backend(r: Fields, entry: LineDict) -> dict[str, Any]:
     """The `backend:` mapping `serve` uses (simulate ignores it); checked here."""
     raw = entry.get("backend")
     if raw is None:
@@ -351,7 +306,7 @@ def _backend(r: _Reader, entry: LineDict) -> dict[str, Any]:
 def _resolve_hosted(
     name: str, entry: LineDict, sites: dict[str, Site], catalog: Catalog, path: str, line: int
 ) -> HostedSpec:
-    r = _Reader(entry, path, f"providers.{name}")
+    r = Fields(entry, path, f"providers.{name}")
     r.check_keys(
         {
             "site",
@@ -412,7 +367,7 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
     """Validate a parsed fleet mapping and resolve it against the catalogs."""
     if not isinstance(data, LineDict):
         raise ConfigError("a fleet file is a mapping with sites, deployments, providers", path=path)
-    top = _Reader(data, path, "fleet")
+    top = Fields(data, path, "fleet")
     top.check_keys(
         {"name", "sites", "links", "default_rtt_ms", "deployments", "providers", "hardware_files"}
     )
@@ -427,7 +382,7 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
             raise ConfigError(
                 "must be a mapping", path=path, line=data.line_of("sites"), field=name
             )
-        r = _Reader(entry, path, f"sites.{name}")
+        r = Fields(entry, path, f"sites.{name}")
         r.check_keys({"kind", "power_cap_w", "electricity_usd_per_kwh", "pue"})
         kind = r.text("kind", "datacenter")
         if kind not in ("datacenter", "edge", "cloud"):

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wattserve.core.yamlio import LineDict, load_yaml_file
+from wattserve.core.yamlio import Fields, LineDict, load_yaml_file
 from wattserve.errors import ConfigError
 
 # MLPerf Inference v4.1 server-scenario limits for Llama-2-70B (shared/reference/public_figures.md)
 DEFAULT_TTFT_S = 2.0
 DEFAULT_TPOT_S = 0.2
+MAX_GENERATED = 20_000_000  # requests a generator may make (memory: about 2 KB each)
 
 
 @dataclass(slots=True)
@@ -65,31 +66,32 @@ class Workload:
 # -- token-length distributions and arrival processes ---------------------------------------
 
 
-def _length(spec: Any, rng: random.Random, where: str, path: str) -> Any:
-    """A sampler for token lengths: fixed, uniform, lognormal (mean and sigma), or empirical."""
-    if isinstance(spec, int):
+def _length(spec: Any, rng: random.Random, where: str, path: str, line: int) -> Any:
+    """A sampler for token lengths: a number, or {dist: fixed | uniform | lognormal, ...}."""
+    if isinstance(spec, int) and not isinstance(spec, bool) and spec >= 1:
         return lambda: spec
     if not isinstance(spec, LineDict):
-        raise ConfigError("a length is a number or {dist: ...}", path=path, field=where)
-    kind = spec.get("dist", "lognormal")
-    cap = int(spec.get("max", 1 << 20))
-    lo = int(spec.get("min", 1))
+        raise ConfigError(
+            "a length is a positive integer or {dist: ...}", path=path, line=line, field=where
+        )
+    f = Fields(spec, path, where)
+    f.check_keys({"dist", "value", "min", "max", "mean", "sigma"})
+    kind = f.text("dist", "lognormal")
+    cap = f.integer("max", 1 << 20)
+    lo = f.integer("min", 1)
     if kind == "fixed":
-        v = int(spec["value"])
+        v = f.integer("value", 1)
         return lambda: v
     if kind == "uniform":
-        a, b = int(spec["min"]), int(spec["max"])
-        return lambda: rng.randint(a, b)
+        if lo > cap:
+            raise f.err("min", f"min ({lo}) must not exceed max ({cap})")
+        return lambda: rng.randint(lo, cap)
     if kind == "lognormal":
-        mean, sigma = float(spec.get("mean", 512)), float(spec.get("sigma", 1.0))
+        mean = f.number("mean", 512.0, positive=True) or 512.0
+        sigma = f.number("sigma", 1.0) or 0.0
         mu = math.log(mean) - sigma * sigma / 2
         return lambda: max(lo, min(cap, round(rng.lognormvariate(mu, sigma))))
-    raise ConfigError(
-        f"unknown dist '{kind}'; use fixed, uniform or lognormal",
-        path=path,
-        line=spec.line_of("dist"),
-        field=f"{where}.dist",
-    )
+    raise f.err("dist", f"unknown dist '{kind}'; use fixed, uniform or lognormal")
 
 
 def synthetic_arrivals(
@@ -191,32 +193,37 @@ def _jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]
 # -- assembling a workload ---------------------------------------------------------------------
 
 
-def _classes(raw: Any, path: str) -> list[RequestClass]:
+def _classes(raw: Any, path: str, line: int) -> list[RequestClass]:
     if raw is None:
         return [RequestClass()]
     if not isinstance(raw, list) or not raw:
-        raise ConfigError("classes must be a non-empty list", path=path, field="classes")
+        raise ConfigError("must be a non-empty list", path=path, line=line, field="classes")
     out = []
     for i, c in enumerate(raw):
         if not isinstance(c, LineDict):
-            raise ConfigError("each class is a mapping", path=path, field=f"classes[{i}]")
+            raise ConfigError(
+                "each class is a mapping", path=path, line=line, field=f"classes[{i}]"
+            )
+        f = Fields(c, path, f"classes[{i}]")
+        f.check_keys({"weight", "model", "slo", "origins", "local_only"})
         origins = c.get("origins") or {}
         if isinstance(origins, str):
             origins = {origins: 1.0}
         if not isinstance(origins, dict):
-            raise ConfigError(
-                "origins maps site to weight",
-                path=path,
-                line=c.line_of("origins"),
-                field=f"classes[{i}].origins",
-            )
+            raise f.err("origins", "maps site names to weights, e.g. {edge: 0.3, dc: 0.7}")
+        weights = []
+        for site, w in origins.items():
+            if isinstance(w, bool) or not isinstance(w, int | float) or w <= 0:
+                raise f.err("origins", f"the weight of '{site}' must be a positive number")
+            weights.append((str(site), float(w)))
+        model = c.get("model")
         out.append(
             RequestClass(
-                weight=float(c.get("weight", 1.0)),
-                model=c.get("model"),
-                slo=str(c.get("slo", "default")),
-                origins=tuple((str(k), float(v)) for k, v in origins.items()),
-                local_only=float(c.get("local_only", 0.0)),
+                weight=f.number("weight", 1.0, positive=True) or 1.0,
+                model=None if model is None else f.text("model"),
+                slo=f.text("slo", "default"),
+                origins=tuple(weights),
+                local_only=f.fraction("local_only", 0.0),
             )
         )
     return out
@@ -264,20 +271,35 @@ def load_workload(
     if p.suffix in (".yaml", ".yml"):
         spec = load_yaml_file(p)
         if not isinstance(spec, LineDict):
-            raise ConfigError("a workload file is a mapping", path=str(p))
-        for name, s in (spec.get("slos") or {}).items():
+            raise ConfigError("a workload file is a mapping with trace or generator", path=str(p))
+        top = Fields(spec, str(p), "workload")
+        top.check_keys({"trace", "generator", "slos", "classes"})
+        slo_map = spec.get("slos") or {}
+        if not isinstance(slo_map, LineDict) and slo_map != {}:
+            raise top.err("slos", "maps class names to {ttft_s: ..., tpot_s: ...}")
+        for name, entry in slo_map.items():
+            if not isinstance(entry, LineDict):
+                raise ConfigError(
+                    "must be {ttft_s: ..., tpot_s: ...}",
+                    path=str(p),
+                    line=spec.line_of("slos"),
+                    field=f"slos.{name}",
+                )
+            f = Fields(entry, str(p), f"slos.{name}")
+            f.check_keys({"ttft_s", "tpot_s"})
             slos[name] = SLO(
-                float(s.get("ttft_s", DEFAULT_TTFT_S)), float(s.get("tpot_s", DEFAULT_TPOT_S))
+                f.number("ttft_s", DEFAULT_TTFT_S, positive=True) or DEFAULT_TTFT_S,
+                f.number("tpot_s", DEFAULT_TPOT_S, positive=True) or DEFAULT_TPOT_S,
             )
-        classes = _classes(spec.get("classes"), str(p))
-        for c in classes:
+        classes = _classes(spec.get("classes"), str(p), spec.line_of("classes"))
+        for i, c in enumerate(classes):
             if c.slo not in slos:
                 raise ConfigError(
                     f"unknown slo '{c.slo}' (defined: {', '.join(slos)})",
                     path=str(p),
-                    field="classes",
+                    field=f"classes[{i}].slo",
                 )
-        trace = p.parent / spec["trace"] if "trace" in spec else None
+        trace = p.parent / top.text("trace") if "trace" in spec else None
     rows: list[tuple[int, float, int, int, dict[str, Any]]] = []
     bad: list[tuple[int, str]] = []
     if trace is not None:
@@ -295,17 +317,53 @@ def load_workload(
     elif spec is not None and isinstance(spec.get("generator"), LineDict):
         g = spec["generator"]
         where = str(p)
-        times = synthetic_arrivals(
-            str(g.get("kind", "poisson")),
-            float(g.get("rate_rps", 1.0)),
-            float(g.get("duration_s", 60.0)),
-            rng,
-            float(g.get("cv", 2.0)),
-            float(g.get("period_s", 86400.0)),
-            float(g.get("amplitude", 0.5)),
+        f = Fields(g, where, "generator")
+        f.check_keys(
+            {
+                "kind",
+                "rate_rps",
+                "duration_s",
+                "cv",
+                "period_s",
+                "amplitude",
+                "prompt_tokens",
+                "output_tokens",
+            }
         )
-        plen = _length(g.get("prompt_tokens", 512), rng, "generator.prompt_tokens", where)
-        olen = _length(g.get("output_tokens", 128), rng, "generator.output_tokens", where)
+        kind = f.text("kind", "poisson")
+        if kind not in ("poisson", "gamma", "bursty", "diurnal"):
+            raise f.err("kind", f"unknown arrival process '{kind}'; use poisson, gamma or diurnal")
+        rate = f.number("rate_rps", 1.0, positive=True) or 1.0
+        span = f.number("duration_s", 60.0, positive=True) or 60.0
+        if rate * span > MAX_GENERATED:
+            raise f.err(
+                "rate_rps",
+                f"rate_rps x duration_s makes {rate * span:.0f} requests; "
+                f"the limit is {MAX_GENERATED:,}",
+            )
+        times = synthetic_arrivals(
+            kind,
+            rate,
+            span,
+            rng,
+            f.number("cv", 2.0, positive=True) or 2.0,
+            f.number("period_s", 86400.0, positive=True) or 86400.0,
+            f.fraction("amplitude", 0.5),
+        )
+        plen = _length(
+            g.get("prompt_tokens", 512),
+            rng,
+            "generator.prompt_tokens",
+            where,
+            g.line_of("prompt_tokens"),
+        )
+        olen = _length(
+            g.get("output_tokens", 128),
+            rng,
+            "generator.output_tokens",
+            where,
+            g.line_of("output_tokens"),
+        )
         rows = [(0, t, plen(), olen(), {}) for t in times]
     else:
         raise ConfigError("a workload file needs 'trace' or 'generator'", path=str(p))

@@ -65,3 +65,54 @@ def load_yaml_file(path: str | Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(p)) from None
     return load_yaml_text(text, str(p))
+
+
+class Fields:
+    """Typed access to the fields of one YAML mapping; errors name the file, line and field."""
+
+    def __init__(self, d: LineDict, path: str, where: str) -> None:
+        self.d, self.path, self.where = d, path, where
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(
+            msg, path=self.path, line=self.d.line_of(key), field=f"{self.where}.{key}"
+        )
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.d:
+            if key not in allowed:
+                raise self.err(key, f"unknown field; expected one of {', '.join(sorted(allowed))}")
+
+    def text(self, key: str, default: str | None = None) -> str:
+        v = self.d.get(key, default)
+        if v is None:
+            raise ConfigError(
+                "missing", path=self.path, line=self.d.line, field=f"{self.where}.{key}"
+            )
+        if not isinstance(v, str) or not v:
+            raise self.err(key, f"expected text, got {v!r}")
+        return v
+
+    def number(
+        self, key: str, default: float | None = None, *, positive: bool = False
+    ) -> float | None:
+        v = self.d.get(key, default)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.err(key, f"expected a number, got {v!r}")
+        if v < 0 or (positive and v == 0):
+            raise self.err(key, f"must be {'positive' if positive else 'non-negative'}, got {v}")
+        return float(v)
+
+    def integer(self, key: str, default: int) -> int:
+        v = self.d.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise self.err(key, f"expected a positive integer, got {v!r}")
+        return v
+
+    def fraction(self, key: str, default: float) -> float:
+        v = self.number(key, default)
+        if v is None or v > 1:
+            raise self.err(key, f"must be between 0 and 1, got {v}")
+        return v

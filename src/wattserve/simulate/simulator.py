@@ -138,6 +138,9 @@ class Simulation:
         if req.model not in view.by_model:
             self._reject(req, f"no deployment serves {req.model}")
             return
+        if req.origin is not None and req.origin not in self.fleet.sites:
+            self._reject(req, f"origin site '{req.origin}' is not in the fleet")
+            return
         view.clock[0] = now
         view.exclude.clear()
         cut = False
