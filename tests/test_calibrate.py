@@ -156,3 +156,11 @@ def test_missing_column_and_unknown_hardware(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="h100-sxm") as err:
         fit_calibration(read_measurements(f), load_catalog(), source=str(f))
     assert err.value.line == 2
+
+
+def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"hardware": {"h100-sxm": {"eff_compute": 0}}}))
+    with pytest.raises(ConfigError, match=r"in \(0, 1\]") as err:
+        load_calibration(f)
+    assert err.value.field == "hardware.h100-sxm.eff_compute"

@@ -129,6 +129,12 @@ def test_user_hardware_file_adds_devices(tmp_path: Path) -> None:
             "x.peak_tflops.fp64",
         ),
         ("devices:\n  x: [1, 2\n", 3, None),
+        (
+            "devices:\n  x:\n    category: gpu\n    software: plugin\n    maturity: pilot\n"
+            "    source: s\n    mem_bw_gbps: 0\n",
+            7,
+            "x.mem_bw_gbps",
+        ),  # would divide by zero
     ],
 )
 def test_malformed_hardware_file_names_file_line_field(

@@ -151,11 +151,29 @@ def _figure(raw: Any, default_source: str, where: str, path: str, line: int) -> 
     return Figure(value=_number(raw, where, path, line), source=default_source)
 
 
+# Figures the model divides by or sizes with: zero would be nonsense, not a measurement.
+POSITIVE = (
+    "memory_gb",
+    "mem_bw_gbps",
+    "sram_mb",
+    "sram_bw_gbps",
+    "weight_capacity_m",
+    "tdp_w",
+    "interconnect_gbps",
+    "peak_tflops",
+)
+
+
 def _number(raw: Any, where: str, path: str, line: int) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw:
         raise ConfigError(f"expected a number, got {raw!r}", path=path, line=line, field=where)
-    if raw < 0:
-        raise ConfigError(f"must not be negative, got {raw}", path=path, line=line, field=where)
+    key = where.split(".", 1)[-1]
+    if any(key.startswith(k) for k in POSITIVE) and raw <= 0:
+        raise ConfigError(f"must be positive, got {raw}", path=path, line=line, field=where)
+    if raw < 0 or raw == float("inf"):
+        raise ConfigError(
+            f"must be a finite, non-negative number, got {raw}", path=path, line=line, field=where
+        )
     return float(raw)
 
 

@@ -58,6 +58,15 @@ _CPU = EngineParams(
     source="wattserve defaults for CPUs (docs/model.md)",
 )
 
+# Terms that must be strictly positive and at most this (efficiencies and shares).
+RANGES: dict[str, tuple[float, float]] = {
+    "eff_compute": (0.0, 1.0),
+    "eff_memory": (0.0, 1.0),
+    "eff_comm": (0.0, 1.0),
+    "memory_utilization": (0.0, 1.0),
+    "idle_fraction": (0.0, 1.0),
+}
+
 NUMERIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EngineParams) if f.name != "source")
 
 
@@ -117,9 +126,12 @@ def load_calibration(path: str | Path) -> Calibration:
         for name in NUMERIC_FIELDS:
             if name in entry:
                 v = entry[name]
-                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                lo, hi = RANGES.get(name, (0.0, float("inf")))
+                ok = not isinstance(v, bool) and isinstance(v, int | float)
+                if not ok or not (lo < v <= hi if name in RANGES else lo <= v <= hi):
+                    span = f"in ({lo:g}, {hi:g}]" if name in RANGES else "non-negative"
                     raise ConfigError(
-                        f"must be a non-negative number, got {v!r}",
+                        f"must be a number {span}, got {v!r}",
                         path=str(p),
                         field=f"hardware.{hw_id}.{name}",
                     )
