@@ -157,10 +157,11 @@ def test_malformed_rows_and_unserved_models_are_counted(tmp_path: Path, hetero) 
     jsonl.write_text(
         '{"arrival_s": 0, "prompt_tokens": 10, "output_tokens": 5, "model": "mixtral-8x7b"}\n'
         '{"arrival_s": 1, "prompt_tokens": 10}\n'
+        '{"arrival_s": NaN, "prompt_tokens": 10, "output_tokens": 5}\n'
         '{"arrival_s": 2, "prompt_tokens": 10, "output_tokens": 5}\n'
     )
     wl = load_workload(jsonl, default_model="llama-3.1-8b")
-    assert [r for r, _ in wl.bad_rows] == [2]
+    assert [r for r, _ in wl.bad_rows] == [2, 3]
     report, _ = simulate(hetero, wl, "least_loaded")
     assert report["rejected_by_reason"] == {"no deployment serves mixtral-8x7b": 1}
     assert report["rejected_rows"] == [(1, "no deployment serves mixtral-8x7b")]

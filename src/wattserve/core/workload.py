@@ -181,6 +181,8 @@ def _jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]
                 obj["arrival_s"] = float(when)
                 obj["prompt_tokens"] = int(obj["prompt_tokens"])
                 obj["output_tokens"] = int(obj["output_tokens"])
+                if not math.isfinite(obj["arrival_s"]):
+                    raise ValueError("arrival_s must be a finite number")
                 if obj["prompt_tokens"] < 1 or obj["output_tokens"] < 1 or obj["arrival_s"] < 0:
                     raise ValueError("token counts must be positive, arrival_s non-negative")
             except (ValueError, KeyError, TypeError) as exc:
