@@ -150,10 +150,12 @@ class Simulation:
             if decision.target is None or decision.target in view.exclude:
                 break
             target = self.targets[decision.target]
+            acct = self.gov.sites[target.site]
             if (
                 isinstance(target, HostedPool)
-                or not self.gov.capped(target.site)
-                or self.gov.headroom_w(target.site) >= target.max_marginal_w
+                or not self.enforce
+                or acct.cap_w is None
+                or acct.cap_w - acct.power_w >= target.max_marginal_w
                 or self.gov.fits(target.site, target.marginal_power_w())
             ):
                 self._place(req, target, now)
@@ -206,8 +208,10 @@ class Simulation:
         elif len(engine.running) < engine.max_seqs and not self.exact:
             end = engine.shorten(now)
             if end is not None:
-                self.version[i] += 1
-                self._push(end, ENGINE, i, self.version[i])
+                v = self.version[i] + 1
+                self.version[i] = v
+                self.counter += 1
+                heapq.heappush(self.heap, (end, self.counter, ENGINE, i, v))
 
     # -- engines ---------------------------------------------------------------------------
 
