@@ -251,12 +251,16 @@ class Router:
             self._refresh_unhealthy()
             view = self.view
             view.clock[0] = self.now()
-            view.exclude = {
-                n
-                for n, t in self.targets.items()
-                if getattr(t, "backends", None) is not None
-                and all(b.name in failed for b in t.backends)
-            }
+            view.exclude = (  # targets whose every backend already failed this request
+                {
+                    n
+                    for n, t in self.targets.items()
+                    if getattr(t, "backends", None) is not None
+                    and all(b.name in failed for b in t.backends)
+                }
+                if failed
+                else set()
+            )
             powered_out = False
             while True:
                 decision = self.policy.choose(req, view)
