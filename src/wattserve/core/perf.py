@@ -271,9 +271,13 @@ class DecodeRun(NamedTuple):
     max_power_w: float
 
 
-def _run_lines(pm: PerfModel, seqs: int, kv0: float) -> tuple[float, float, float, float, float]:
-    """Compute and memory time of decode step j as lines (tc0 + dtc*j, tm0 + dtm*j), and the
-    part of the step time that does not depend on j."""
+RunLines = tuple[float, float, float, float, float]
+
+
+def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
+    """A run of decode steps of `seqs` sequences whose first step reads `kv0` KV tokens in
+    total (each later step reads `seqs` more): compute and memory time of step j as lines
+    (tc0 + dtc*j, tm0 + dtm*j), and the part of the step time that does not depend on j."""
     s = float(seqs)
     tc0 = (pm.flops_per_token * s + pm.attn_coef * kv0) / pm.flops_rate
     tm0 = (pm.base_weight_bytes + pm.kv_bytes_per_token * kv0) / pm.bytes_rate
@@ -286,14 +290,6 @@ def _run_lines(pm: PerfModel, seqs: int, kv0: float) -> tuple[float, float, floa
         pm.comm_fixed + pm.comm_per_token * s + pm.overhead_fixed + pm.overhead_seq * s + pm.poison
     )
     return tc0, dtc, tm0, dtm, fixed
-
-
-RunLines = tuple[float, float, float, float, float]
-
-
-def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
-    """The coefficients decode_run_time needs, to compute once and reuse."""
-    return _run_lines(pm, seqs, kv0)
 
 
 def lines_time(lines: RunLines, steps: int) -> float:
@@ -330,23 +326,17 @@ def lines_steps_within(lines: RunLines, steps: int, elapsed: float) -> int:
     return lo
 
 
-def decode_run_time(pm: PerfModel, seqs: int, kv0: float, steps: int) -> float:
-    """Seconds of `steps` decode steps of `seqs` sequences whose first step reads `kv0` KV
-    tokens in total (each later step reads `seqs` more)."""
-    return lines_time(_run_lines(pm, seqs, kv0), steps)
-
-
 def decode_run(
     pm: PerfModel, seqs: int, kv0: float, steps: int, lines: RunLines | None = None
 ) -> DecodeRun:
-    """Time, energy and peak power of `steps` decode steps (see decode_run_time).
+    """Time, energy and peak power of `steps` decode steps (see run_lines).
 
     Every term of a decode step is linear in the step index j except the max() of compute and
     memory time and the min() of the power curve, so the sums are exact over the linear pieces
     between their crossings: O(1) however many steps, and equal to stepping them one by one
     (what `simulate --exact` does).
     """
-    tc0, dtc, tm0, dtm, fixed = lines if lines is not None else _run_lines(pm, seqs, kv0)
+    tc0, dtc, tm0, dtm, fixed = lines if lines is not None else run_lines(pm, seqs, kv0)
     last = steps - 1
     la, ld = pm.k_compute * tc0 + pm.k_memory * tm0, pm.k_compute * dtc + pm.k_memory * dtm
     tcl, tml = tc0 + dtc * last, tm0 + dtm * last
