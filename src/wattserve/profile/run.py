@@ -72,7 +72,8 @@ class ProfileResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """This machine's processor, as /proc/cpuinfo names it."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -82,13 +83,15 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _memory_gb() -> float:
+def memory_gb() -> float:
+    """This machine's physical memory, GB."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
-def _hardware_yaml(
+def hardware_yaml(
     hw_id: str, name: str, category: str, dtype: str, figures: dict[str, float], source: str
 ) -> str:
+    """A one-device hardware file (docs/hardware-file.md) for measured figures."""
     lines = [
         "# Written by `wattserve profile`: figures measured on this machine.",
         "devices:",
@@ -180,20 +183,18 @@ def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> P
     gbps = micro.numpy_copy_gbps()
     log(f"  fp32 matmul {tflops * 1e3:.1f} GFLOPS, copy bandwidth {gbps:.1f} GB/s")
     meter, power_note = RaplMeter.open()
-    figures = {"peak_tflops": tflops, "mem_bw_gbps": gbps, "memory_gb": _memory_gb()}
+    figures = {"peak_tflops": tflops, "mem_bw_gbps": gbps, "memory_gb": memory_gb()}
     if meter is not None:
         max_w = meter.max_power_w()
         if max_w:
             figures["tdp_w"] = max_w
     log(f"  power: {power_note}")
     source = (
-        f"measured by wattserve profile on {platform.node()} ({_cpu_name()}, "
+        f"measured by wattserve profile on {platform.node()} ({cpu_name()}, "
         f"{os.cpu_count()} CPUs) {dt.date.today().isoformat()}"
     )
     hw_path = out / "hardware-cpu.yaml"
-    hw_path.write_text(
-        _hardware_yaml("local-cpu", _cpu_name(), "cpu", "fp32", dict(figures), source)
-    )
+    hw_path.write_text(hardware_yaml("local-cpu", cpu_name(), "cpu", "fp32", dict(figures), source))
     catalog = load_catalog([hw_path])
     hw = catalog.device("local-cpu")
     if plan is None:
@@ -236,7 +237,7 @@ def profile_gpu(out: Path, quick: bool, log: Log) -> ProfileResult:
     if hw_id is None:
         hw_path = out / "hardware-gpu.yaml"
         source = f"measured by wattserve profile ({name}) {dt.date.today().isoformat()}"
-        hw_path.write_text(_hardware_yaml("local-gpu", name, "gpu", "bf16", dict(figures), source))
+        hw_path.write_text(hardware_yaml("local-gpu", name, "gpu", "bf16", dict(figures), source))
         catalog = load_catalog([hw_path])
         hw_id = "local-gpu"
         files["hardware"] = hw_path

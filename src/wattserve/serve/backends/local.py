@@ -165,21 +165,21 @@ def local_cpu_hardware(folder: Path) -> Path:
     """Measure this CPU (matrix multiply, memory copy; about a second) and write it as the
     catalog entry `local-cpu` (TDP from RAPL's power limit when readable, else unknown)."""
     from wattserve.profile import micro
-    from wattserve.profile.run import _cpu_name, _hardware_yaml, _memory_gb
+    from wattserve.profile.run import cpu_name, hardware_yaml, memory_gb
 
     figures = {
         "peak_tflops": micro.numpy_matmul_tflops(1024, 3),
         "mem_bw_gbps": micro.numpy_copy_gbps(256, 3),
-        "memory_gb": _memory_gb(),
+        "memory_gb": memory_gb(),
     }
     meter, _ = RaplMeter.open()
     if meter is not None and (limit := meter.max_power_w()):
         figures["tdp_w"] = limit
     path = folder / "local-cpu.yaml"
     path.write_text(
-        _hardware_yaml(
+        hardware_yaml(
             "local-cpu",
-            _cpu_name(),
+            cpu_name(),
             "cpu",
             "fp32",
             figures,
