@@ -38,8 +38,8 @@ def drive(engine: EngineModel, arrivals: list[tuple[float, Request]]) -> dict[in
             end = engine.shorten(pending[0][0])
             plan = engine.plan if end is not None else plan
         now = engine.plan.end_s  # type: ignore[union-attr]
-        res = engine.complete(now)
-        for s in res.finished:
+        _, finished = engine.complete(now)
+        for s in finished:
             s.req.row = int(now * 1e9)  # finish time, in ns, for the assertions
     return seqs
 

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from wattserve.core.perf import (
     PerfModel,
@@ -79,17 +78,17 @@ class StepPlan:
     end_s: float
     energy_j: float
     power_w: float
-    chunks: list[tuple[Seq, int]] = field(default_factory=list)
+    chunks: list[tuple[Seq, int]]
     decodes: int = 0
     steps: int = 1
     kv0: float = 0.0
-    lines: RunLines | None = None  # for a decode run: its time as a function of steps
+    lines: RunLines | None = None  # a decode run's step costs as lines (perf.run_lines)
     throttled: bool = False  # slowed by a power cap (see PowerGovernor.throttle)
 
 
-class StepResult(NamedTuple):
-    first_tokens: list[Seq]
-    finished: list[Seq]
+# What a completed plan did: (sequences that produced their first token, finished sequences).
+# A plain tuple: one is made per simulator event.
+StepResult = tuple[list[Seq], list[Seq]]
 
 
 class EngineModel:
@@ -224,7 +223,7 @@ class EngineModel:
         self.pending_prefill += s.prefill_target
         self.waiting.appendleft(s)
 
-    def next_plan(self, now: float, admit: bool = True) -> tuple[StepPlan | None, list[Seq]]:
+    def next_plan(self, now: float) -> tuple[StepPlan | None, list[Seq]]:
         """Schedule the next step (or run of decode steps) starting at `now`.
 
         Returns the plan (None when there is nothing to do) and the requests that can never
@@ -258,7 +257,20 @@ class EngineModel:
                 chunks.append((s, q))
                 budget -= q
                 extra += add
-        while admit and self.waiting and len(self.running) < self.max_seqs and budget > 0:
+        self._admit(chunks, budget, extra, rejected)
+        if not chunks and not decodes:
+            return None, rejected
+        if not chunks and not self.exact:
+            return self._decode_run(now), rejected
+        return self._mixed(now, chunks), rejected
+
+    def _admit(
+        self, chunks: list[tuple[Seq, int]], budget: int, extra: int, rejected: list[Seq]
+    ) -> None:
+        """Move waiting requests into the running batch, in order, while the sequence limit,
+        the token `budget` and the free blocks (less the `extra` this step already adds)
+        allow; their first chunks go to `chunks`, impossible requests to `rejected`."""
+        while self.waiting and len(self.running) < self.max_seqs and budget > 0:
             s = self.waiting[0]
             if -(-s.prefill_target // BLOCK) > self.total_blocks:
                 self.waiting.popleft()
@@ -275,11 +287,6 @@ class EngineModel:
             chunks.append((s, q))
             budget -= q
             extra += add
-        if not chunks and not decodes:
-            return None, rejected
-        if not chunks and not self.exact:
-            return self._decode_run(now), rejected
-        return self._mixed(now, chunks), rejected
 
     def _chunk(self, s: Seq, budget: int, extra: int) -> tuple[int, int]:
         """Tokens of prefilling `s` this step within `budget` and the free blocks, and the
@@ -332,20 +339,13 @@ class EngineModel:
         kv0 = float(self._decode_tokens(0) + self.n_decoding)
         return self._run_plan(now, kv0, steps)
 
-    def _run_plan(
-        self, now: float, kv0: float, steps: int, lines: RunLines | None = None
-    ) -> StepPlan:
-        run = decode_run(self.perf, self.n_decoding, kv0, steps, lines)
+    def _run_plan(self, now: float, kv0: float, steps: int) -> StepPlan:
+        n = self.n_decoding
+        lines = run_lines(self.perf, n, kv0)
+        time_s, energy_j, power_w = decode_run(self.perf, lines, steps)
         if not self.power_known:
-            run = run._replace(energy_j=0.0, max_power_w=0.0)
-        return StepPlan(
-            now, now + run.time_s, run.energy_j, run.max_power_w, [], self.n_decoding, steps, kv0
-        )
-
-    def _lines(self, p: StepPlan) -> RunLines:
-        if p.lines is None:
-            p.lines = run_lines(self.perf, p.decodes, p.kv0)
-        return p.lines
+            energy_j = power_w = 0.0
+        return StepPlan(now, now + time_s, energy_j, power_w, [], n, steps, kv0, lines)
 
     def start(self, plan: StepPlan) -> None:
         self.plan = plan
@@ -353,27 +353,28 @@ class EngineModel:
     def steps_done(self, now: float) -> int:
         """Decode steps of the current run already finished at `now` (0 outside a run)."""
         p = self.plan
-        if p is None or p.steps <= 1 or p.chunks or p.throttled or now <= p.start_s:
+        if p is None or p.lines is None or p.steps <= 1 or p.throttled or now <= p.start_s:
             return 0
-        return lines_steps_within(self._lines(p), p.steps, now - p.start_s)
+        return lines_steps_within(p.lines, p.steps, now - p.start_s)
 
     def shorten(self, now: float) -> float | None:
         """Cut a running decode run at the first step boundary at or after `now` so that a
-        new arrival can join the next step. Returns the new end time, or None if unchanged."""
+        new arrival can join the next step. Returns the new end time, or None if unchanged.
+        The power reserved at the start stands until the (new) end."""
         p = self.plan
-        if p is None or p.steps <= 1 or p.chunks or p.throttled or now >= p.end_s:
+        lines = p.lines if p is not None else None
+        if p is None or lines is None or p.steps <= 1 or p.throttled or now >= p.end_s:
             return None
-        lines = self._lines(p)
         k = lines_steps_within(lines, p.steps, now - p.start_s)
         if k == 0 or p.start_s + lines_time(lines, k) < now:
             k += 1  # the step running at `now` finishes first
         if k >= p.steps:
             return None
-        plan = self._run_plan(p.start_s, p.kv0, k, lines)
-        plan.lines = lines
-        plan.power_w = p.power_w  # the reservation made at start stands until the end
-        self.plan = plan
-        return plan.end_s
+        time_s, energy_j, _ = decode_run(self.perf, lines, k)
+        p.steps = k
+        p.end_s = p.start_s + time_s
+        p.energy_j = energy_j if self.power_known else 0.0
+        return p.end_s
 
     def complete(self, now: float) -> StepResult:
         """Apply the current plan's effects at its end time `now`."""
@@ -418,7 +419,7 @@ class EngineModel:
             for s in done:
                 del running[id(s)]
             self.outstanding -= len(done)
-        return StepResult(first, done)
+        return first, done
 
     def abort(self, s: Seq) -> None:
         """Stop a request whose client went away: a queued one leaves now, a running one

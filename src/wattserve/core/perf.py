@@ -262,15 +262,6 @@ def _sum_extreme(a1: float, d1: float, a2: float, d2: float, j0: int, j1: int, h
     return _lin(a1, d1, j0, j1) if first else _lin(a2, d2, j0, j1)
 
 
-class DecodeRun(NamedTuple):
-    """`steps` consecutive decode steps of the same sequences, summed exactly."""
-
-    steps: int
-    time_s: float
-    energy_j: float
-    max_power_w: float
-
-
 RunLines = tuple[float, float, float, float, float]
 
 
@@ -326,17 +317,16 @@ def lines_steps_within(lines: RunLines, steps: int, elapsed: float) -> int:
     return lo
 
 
-def decode_run(
-    pm: PerfModel, seqs: int, kv0: float, steps: int, lines: RunLines | None = None
-) -> DecodeRun:
-    """Time, energy and peak power of `steps` decode steps (see run_lines).
+def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float, float]:
+    """(seconds, joules, peak watts) of the first `steps` steps of the decode run `lines`
+    describes (see run_lines), as a plain tuple: the simulator calls this per event.
 
     Every term of a decode step is linear in the step index j except the max() of compute and
     memory time and the min() of the power curve, so the sums are exact over the linear pieces
     between their crossings: O(1) however many steps, and equal to stepping them one by one
     (what `simulate --exact` does).
     """
-    tc0, dtc, tm0, dtm, fixed = lines if lines is not None else run_lines(pm, seqs, kv0)
+    tc0, dtc, tm0, dtm, fixed = lines
     last = steps - 1
     la, ld = pm.k_compute * tc0 + pm.k_memory * tm0, pm.k_compute * dtc + pm.k_memory * dtm
     tcl, tml = tc0 + dtc * last, tm0 + dtm * last
@@ -351,7 +341,7 @@ def decode_run(
             p0 = pm.devices * (pm.idle_w + pm.dynamic_w * (u0 if u0 < 1.0 else 1.0))
             pl = pm.devices * (pm.idle_w + pm.dynamic_w * (ul if ul < 1.0 else 1.0))
             energy = pm.devices * (pm.idle_w * time_s + pm.dynamic_w * dyn)
-            return DecodeRun(steps, time_s, energy, p0 if p0 > pl else pl)
+            return time_s, energy, p0 if p0 > pl else pl
     time_s = _sum_extreme(tc0, dtc, tm0, dtm, 0, last, True) + steps * fixed
     # energy_j(j) = devices * (idle * t(j) + dynamic * min(t(j), L(j))), L = k_c*tc + k_m*tm
     cross = (tm0 - tc0) / (dtc - dtm) if dtc != dtm else -1.0
@@ -380,4 +370,4 @@ def decode_run(
     peak = max(power(0.0), power(float(last)))
     if 0 <= cross < last:
         peak = max(peak, power(float(k)), power(float(k + 1)))
-    return DecodeRun(steps, time_s, energy_j, peak)
+    return time_s, energy_j, peak

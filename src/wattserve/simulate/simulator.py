@@ -206,12 +206,9 @@ class Simulation:
         if engine.plan is None:
             self._kick(i)
         elif len(engine.running) < engine.max_seqs and not self.exact:
-            end = engine.shorten(now)
+            end = engine.shorten(now)  # the newcomer joins the step after the cut
             if end is not None:
-                v = self.version[i] + 1
-                self.version[i] = v
-                self.counter += 1
-                heapq.heappush(self.heap, (end, self.counter, ENGINE, i, v))
+                self._schedule(i, end)
 
     # -- engines ---------------------------------------------------------------------------
 
@@ -220,11 +217,7 @@ class Simulation:
         power the engine still holds from the step that just ended (released here)."""
         engine = self.engines[i]
         plan, rejected = engine.next_plan(self.now)
-        for s in rejected:
-            placed = cast(_Placed, s.tag)
-            placed.pool.add(-1)
-            placed.pool.queued_tokens -= s.req.prompt_tokens
-            self._reject(s.req, "prompt exceeds the KV cache")
+        self._drop_rejected(rejected)
         site = self.engine_site[i]
         idle = engine.idle_w
         base = idle if held_w is None else held_w
@@ -248,6 +241,13 @@ class Simulation:
             return
         self._commit(i, plan, base)
 
+    def _drop_rejected(self, rejected: list[Seq]) -> None:
+        for s in rejected:
+            placed = cast(_Placed, s.tag)
+            placed.pool.add(-1)
+            placed.pool.queued_tokens -= s.req.prompt_tokens
+            self._reject(s.req, "prompt exceeds the KV cache")
+
     def _start(self, i: int, plan: StepPlan) -> None:
         """Start a plan that waited for power: the same work, shifted to now."""
         shift = self.now - plan.start_s
@@ -265,17 +265,20 @@ class Simulation:
         acct.power_w += plan.power_w - held_w
         if acct.power_w > acct.peak_w:
             acct.peak_w = acct.power_w
+        self._schedule(i, plan.end_s)
+
+    def _schedule(self, i: int, end_s: float) -> None:
+        """Engine i's current plan ends at `end_s` (any earlier event for it goes stale)."""
         v = self.version[i] + 1
         self.version[i] = v
         self.counter += 1
-        heapq.heappush(self.heap, (plan.end_s, self.counter, ENGINE, i, v))
+        heapq.heappush(self.heap, (end_s, self.counter, ENGINE, i, v))
 
     def _engine_done(self, i: int) -> None:
         engine = self.engines[i]
         plan: StepPlan = engine.plan  # type: ignore[assignment]
         site = self.engine_site[i]
-        result = engine.complete(self.now)
-        first, finished = result.first_tokens, result.finished
+        first, finished = engine.complete(self.now)
         placed: _Placed
         for s in first:
             placed = s.tag  # type: ignore[assignment]

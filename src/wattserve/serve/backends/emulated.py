@@ -124,7 +124,7 @@ class EmulatedBackend(Backend):
             await asyncio.sleep(max(0.0, plan.end_s - self.clock()))
             tokens = sum(q for _, q in plan.chunks) + len(decoding)
             per_token_j = plan.energy_j / tokens if tokens else 0.0
-            result = engine.complete(self.clock())
+            _, finished = engine.complete(self.clock())
             self.governor.change(self.site, self.clock(), -delta)
             if self.power_changed is not None:
                 async with self.power_changed:
@@ -144,7 +144,7 @@ class EmulatedBackend(Backend):
                     continue
                 self.counter += 1
                 stream.queue.put_nowait(WORDS[self.counter % len(WORDS)] + " ")
-            for s in result.finished:
+            for s in finished:
                 stream = self.streams.pop(id(s), None)
                 if stream is not None:
                     stream.queue.put_nowait(None)
