@@ -29,7 +29,6 @@ from wattserve.core.perf import (
     RunLines,
     decode_run,
     lines_steps_within,
-    lines_time,
     run_lines,
 )
 from wattserve.core.workload import Request
@@ -365,9 +364,8 @@ class EngineModel:
         lines = p.lines if p is not None else None
         if p is None or lines is None or p.steps <= 1 or p.throttled or now >= p.end_s:
             return None
-        k = lines_steps_within(lines, p.steps, now - p.start_s)
-        if k == 0 or p.start_s + lines_time(lines, k) < now:
-            k += 1  # the step running at `now` finishes first
+        # the step running at `now` finishes first; one ending exactly at `now` is the last
+        k = lines_steps_within(lines, p.steps, now - p.start_s, strict=True) + 1
         if k >= p.steps:
             return None
         time_s, energy_j, _ = decode_run(self.perf, lines, k)

@@ -289,12 +289,14 @@ def lines_time(lines: RunLines, steps: int) -> float:
     return _sum_extreme(tc0, dtc, tm0, dtm, 0, steps - 1, True) + steps * fixed
 
 
-def lines_steps_within(lines: RunLines, steps: int, elapsed: float) -> int:
-    """The number of whole steps, out of `steps`, that end within `elapsed` seconds."""
+def lines_steps_within(lines: RunLines, steps: int, elapsed: float, strict: bool = False) -> int:
+    """The number of whole steps, out of `steps`, that end within `elapsed` seconds (strictly
+    before it, when `strict`)."""
     tc0, dtc, tm0, dtm, fixed = lines
     last = steps - 1
     if steps > 1 and (tc0 >= tm0) == (tc0 + dtc * last >= tm0 + dtm * last):
-        # one bound throughout: time(k) = k*a + d*k*(k-1)/2, solve the quadratic
+        # one bound throughout: time(k) = k*a + d*k*(k-1)/2, solve the quadratic, then settle
+        # the rounding with the same closed form
         a, d = (tc0, dtc) if tc0 >= tm0 else (tm0, dtm)
         a += fixed
         if d > 0:
@@ -302,15 +304,22 @@ def lines_steps_within(lines: RunLines, steps: int, elapsed: float) -> int:
         else:
             k = int(elapsed / a) if a > 0 else steps
         k = max(0, min(steps, k))
-        while k < steps and lines_time(lines, k + 1) <= elapsed:
-            k += 1
-        while k > 0 and lines_time(lines, k) > elapsed:
-            k -= 1
+        if strict:
+            while k < steps and (k + 1) * a + d * (k + 1) * k / 2 < elapsed:
+                k += 1
+            while k > 0 and k * a + d * k * (k - 1) / 2 >= elapsed:
+                k -= 1
+        else:
+            while k < steps and (k + 1) * a + d * (k + 1) * k / 2 <= elapsed:
+                k += 1
+            while k > 0 and k * a + d * k * (k - 1) / 2 > elapsed:
+                k -= 1
         return k
     lo, hi = 0, steps
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if lines_time(lines, mid) <= elapsed:
+        t = lines_time(lines, mid)
+        if t < elapsed or (t == elapsed and not strict):
             lo = mid
         else:
             hi = mid - 1
