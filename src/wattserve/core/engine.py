@@ -239,8 +239,9 @@ class EngineModel:
                 kv0 = float(self.kv_off + n * clock + n)
                 return self._run_plan(now, kv0, steps), _NO_SEQS
         rejected: list[Seq] = []
-        while self.running and not self._fits(0, 1):
-            self._preempt_last()
+        if self._decode_blocks_bound(1) > self.total_blocks - self.prefill_blocks:
+            while self.running and not self._fits(0, 1):  # the bound could not prove room
+                self._preempt_last()
         self._clean_heap()
         decodes = self.n_decoding
         budget = self.max_tokens - decodes
@@ -296,7 +297,9 @@ class EngineModel:
         if q <= 0:
             return 0, 0
         add = -(-(c + q) // BLOCK) - held
-        if self._fits(extra + add, 1):
+        n = self.n_decoding
+        free = self.total_blocks - self.prefill_blocks - extra - add
+        if (self.kv_off + n * (self.clock + 1)) // BLOCK + n <= free or self._fits(extra + add, 1):
             return q, add
         room = self.total_blocks - self.prefill_blocks - extra - self._decode_blocks(1)
         q = min(q, (held + room) * BLOCK - c)
@@ -317,7 +320,7 @@ class EngineModel:
             attn += q * c + q * (q + 1) / 2
             kv += c + q
         d = self.n_decoding
-        dec_kv = float(self._decode_tokens(0) + d)
+        dec_kv = float(self.kv_off + d * self.clock + d)  # _decode_tokens(1): KV read this step
         cost = self.perf.step(tokens + d, attn + dec_kv, kv + dec_kv, len(chunks) + d)
         if not self.power_known:
             cost = cost._replace(power_w=0.0, energy_j=0.0)
