@@ -120,6 +120,7 @@ class EngineModel:
         self.kv_off = 0  # sum over decoding sequences of (c0 - k0)
         # (finish clock, id, k0, seq); an entry is live while seq.decoding and seq.k0 == k0
         self.finish_heap: list[tuple[int, int, int, Seq]] = []
+        self._finish_order: list[int] | None = []  # live finish clocks, sorted (None: stale)
         # Power unknown (no TDP in the catalog): steps are timed but draw "0 W" here, so that
         # sums stay finite; reports say which deployments have no power figures.
         self.power_known = not perf.power_missing
@@ -149,11 +150,18 @@ class EngineModel:
             return s.c0 + d, s.g0 + d
         return s.computed, s.generated
 
-    def remaining_outputs(self) -> list[int]:
-        """Output tokens each decoding sequence still has to produce, soonest first."""
-        return sorted(
-            f - self.clock for f, _, k0, s in self.finish_heap if s.decoding and s.k0 == k0
-        )
+    def remaining_output(self, rank: int) -> int | None:
+        """Output tokens the `rank`-th soonest-finishing decoding sequence still has to
+        produce (0: the soonest; past the last: the last), None when none is decoding. The
+        finish order is sorted once per change of the decoding set: routing asks often."""
+        order = self._finish_order
+        if order is None:
+            order = self._finish_order = sorted(
+                f for f, _, k0, s in self.finish_heap if s.decoding and s.k0 == k0
+            )
+        if not order:
+            return None
+        return order[min(rank, len(order) - 1)] - self.clock
 
     def submit(self, seq: Seq) -> None:
         waiting = self.waiting
@@ -195,12 +203,14 @@ class EngineModel:
     # -- scheduling ------------------------------------------------------------------------
 
     def _leave_decoding(self, s: Seq) -> None:
+        self._finish_order = None
         s.computed, s.generated = self.progress(s)
         s.decoding = False
         self.n_decoding -= 1
         self.kv_off -= s.c0 - s.k0
 
     def _enter_decoding(self, s: Seq) -> None:
+        self._finish_order = None
         s.decoding = True
         s.c0, s.g0, s.k0 = s.computed, s.generated, self.clock
         self.n_decoding += 1
@@ -398,6 +408,7 @@ class EngineModel:
                 s.decoding = False
                 self.n_decoding -= 1
                 self.kv_off -= s.c0 - k0
+                self._finish_order = None
                 done.append(s)
         for s, q in p.chunks:
             old = -(-s.computed // BLOCK)

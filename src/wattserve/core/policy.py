@@ -122,7 +122,13 @@ class LowestLatency(Policy):
     name = "slo"
 
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
-        return min(cands, key=lambda t: _latency(t, req))
+        decodes = max(0, req.output_tokens - 1)
+        best, best_s = cands[0], math.inf
+        for t in cands:  # min() with a key, without a call per target for the key
+            latency = t.ttft_s(req) + decodes * t.tpot_s(req)
+            if latency < best_s:
+                best, best_s = t, latency
+        return best
 
 
 class _CheapestMeetingSLO(Policy):
@@ -134,10 +140,21 @@ class _CheapestMeetingSLO(Policy):
 
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
         slo = view.slo(req)
-        ok = [t for t in cands if _meets(t, req, slo)]
-        if not ok:
-            return min(cands, key=lambda t: _latency(t, req))
-        return min(ok, key=lambda t: (self.metric(t, req), _latency(t, req)))
+        max_ttft, max_tpot = SLO_MARGIN * slo.ttft_s, SLO_MARGIN * slo.tpot_s
+        decodes = max(0, req.output_tokens - 1)
+        best: TargetView | None = None
+        best_key = (math.inf, math.inf)
+        fastest, fastest_s = cands[0], math.inf
+        for t in cands:  # one pass: this runs for every request
+            ttft, tpot = t.ttft_s(req), t.tpot_s(req)
+            latency = ttft + decodes * tpot
+            if latency < fastest_s:
+                fastest, fastest_s = t, latency
+            if ttft <= max_ttft and tpot <= max_tpot:
+                key = (self.metric(t, req), latency)
+                if best is None or key < best_key:
+                    best, best_key = t, key
+        return fastest if best is None else best
 
 
 class Cost(_CheapestMeetingSLO):

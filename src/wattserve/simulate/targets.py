@@ -8,6 +8,7 @@ The gateway builds the same targets over its live telemetry.
 from __future__ import annotations
 
 import math
+import operator
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,10 +17,6 @@ from wattserve.core.engine import EngineModel
 from wattserve.core.fleet import DeploymentSpec, Fleet, HostedSpec
 from wattserve.core.governor import PowerGovernor
 from wattserve.core.workload import SLO, Request
-
-
-def _ctx_bucket(tokens: int) -> int:
-    return 1 << max(4, int(tokens).bit_length())
 
 
 def make_engines(spec: DeploymentSpec, *, exact: bool) -> list[EngineModel]:
@@ -36,8 +33,11 @@ def make_engines(spec: DeploymentSpec, *, exact: bool) -> list[EngineModel]:
     ]
 
 
+_outstanding = operator.attrgetter("outstanding")
+
+
 class EnginePool:
-    """The replicas of one deployment. Replica choice: the less loaded of two random picks."""
+    """The replicas of one deployment (replica choice: see next_replica)."""
 
     kind = "engine"
     rate_limited = False
@@ -68,6 +68,7 @@ class EnginePool:
         self.max_marginal_w = dyn if math.isfinite(dyn) else 0.0
         self.prefill_dyn_j_per_token = (pre.energy_j - self.perf.idle_power_w * pre.time_s) / chunk
         self._decode: dict[tuple[int, int], tuple[float, float]] = {}
+        self._rtt: dict[str | None, float] = {}  # by origin site (links are fixed)
         rented = spec.cost.basis == "rent"
         self.usd_per_j = (
             0.0 if rented else (spec.cost.usd_per_j if spec.cost.basis == "own" else 0.0)
@@ -76,6 +77,7 @@ class EnginePool:
         self._memo: Request | None = None
         self._memo_engine: EngineModel | None = None
         self._memo_vals: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self._next: EngineModel | None = None  # see next_replica
 
     def add(self, n: int) -> None:
         """Count `n` more (or fewer) outstanding requests."""
@@ -95,46 +97,62 @@ class EnginePool:
     def _predict(self, req: Request) -> tuple[float, float, float]:
         if self._memo is req:
             return self._memo_vals
-        e = self.pick_replica()
+        e = self._next or self.next_replica()
         self._memo_engine = e
-        running = min(self.spec.deployment.max_num_seqs, len(e.running) + 1)
-        queued = e.pending_prefill
-        step_s, step_j = self.decode_step(
-            running, _ctx_bucket(req.prompt_tokens + req.output_tokens // 2)
-        )
+        batch = len(e.running)
+        running = batch + 1 if batch < e.max_seqs else e.max_seqs
+        ctx = (req.prompt_tokens + req.output_tokens // 2).bit_length()
+        key = (running, 1 << (ctx if ctx > 4 else 4))  # context rounded up to a power of 2
+        step_s, step_j = self._decode.get(key) or self.decode_step(*key)
         # queued prefill shares steps with the running decodes: each chunk also carries them
-        ttft = (queued + req.prompt_tokens) * self.prefill_s_per_token + step_s
+        ttft = (e.pending_prefill + req.prompt_tokens) * self.prefill_s_per_token + step_s
         if e.plan is not None:
             ttft += step_s
-        ahead = len(e.running) + len(e.waiting) - e.max_seqs
+        ahead = batch + len(e.waiting) - e.max_seqs
         if ahead >= 0:  # no free sequence slot: wait for running ones to finish
-            done = e.steps_done(self.clock[0])
-            left = [n - done for n in e.remaining_outputs()]
-            ttft += left[min(ahead, len(left) - 1)] * step_s if left else 0.0
-        ttft += self.rtt(req.origin, self.site)
+            left = e.remaining_output(ahead)
+            if left is not None:
+                ttft += (left - e.steps_done(self.clock[0])) * step_s
+        rtt = self._rtt.get(req.origin)
+        if rtt is None:
+            rtt = self._rtt[req.origin] = self.rtt(req.origin, self.site)
         joules = (
             req.prompt_tokens * self.prefill_dyn_j_per_token + req.output_tokens * step_j / running
         )
-        self._memo, self._memo_vals = req, (ttft, step_s, joules)
+        self._memo, self._memo_vals = req, (ttft + rtt, step_s, joules)
         return self._memo_vals
 
     def replica_for(self, req: Request) -> EngineModel:
         """The replica the predictions for `req` were made on (so placement matches them)."""
-        if self._memo is req and self._memo_engine is not None:
-            return self._memo_engine
-        return self.pick_replica()
+        e = self._memo_engine if self._memo is req and self._memo_engine is not None else None
+        e = e or self.next_replica()
+        self._next = None  # the next request here draws afresh
+        return e
 
+    def next_replica(self) -> EngineModel:
+        """The replica the next request placed here goes to. Up to 4 replicas: the least
+        loaded now. More: the less loaded of two random picks, drawn once per placement rather
+        than per prediction (policies predict every pool for every request); its live state is
+        read at each prediction."""
+        if len(self.engines) <= 4:
+            return min(self.engines, key=_outstanding)
+        e = self._next
+        if e is None:
+            e = self._next = self.pick_replica()
+        return e
+
+    # each question about the request just predicted is a memo hit, asked inline
     def ttft_s(self, req: Request) -> float:
-        return self._predict(req)[0]
+        return (self._memo_vals if self._memo is req else self._predict(req))[0]
 
     def tpot_s(self, req: Request) -> float:
-        return self._predict(req)[1]
+        return (self._memo_vals if self._memo is req else self._predict(req))[1]
 
     def joules(self, req: Request) -> float:
-        return self._predict(req)[2]
+        return (self._memo_vals if self._memo is req else self._predict(req))[2]
 
     def usd(self, req: Request) -> float:
-        return self._predict(req)[2] * self.usd_per_j
+        return self.joules(req) * self.usd_per_j
 
     def marginal_power_w(self) -> float:
         """Power added by one more running sequence on the least loaded replica."""
@@ -148,11 +166,14 @@ class EnginePool:
         return w if w > 0 else 0.0  # unknown power (NaN) cannot be governed: 0
 
     def pick_replica(self) -> EngineModel:
+        """The less loaded of two random replicas."""
         engines = self.engines
-        if len(engines) <= 4:
-            return min(engines, key=lambda e: e.outstanding)
-        rnd, n = self.rng.random, len(engines)
-        a, b = engines[int(rnd() * n)], engines[int(rnd() * n)]
+        n = len(engines)
+        if n <= 0xFFFF:  # both picks from one draw: its two 16-bit halves (bias < n / 65536)
+            r = self.rng.getrandbits(32)
+            a, b = engines[(r & 0xFFFF) % n], engines[(r >> 16) % n]
+        else:
+            a, b = engines[self.rng.randrange(n)], engines[self.rng.randrange(n)]
         return a if a.outstanding <= b.outstanding else b
 
 
