@@ -283,10 +283,20 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     return tc0, dtc, tm0, dtm, fixed
 
 
+def _one_bound_time(a: float, d: float, fixed: float, steps: int) -> float:
+    """Seconds of `steps` steps whose bound is the line a + d*j throughout. decode_run computes
+    the very same expression, so that a cut found by search ends exactly where planned."""
+    t0, tl = a + fixed, a + d * (steps - 1) + fixed
+    return steps * (t0 + tl) / 2.0
+
+
 def lines_time(lines: RunLines, steps: int) -> float:
     """Seconds of the first `steps` steps of a decode run described by `lines`."""
     tc0, dtc, tm0, dtm, fixed = lines
-    return _sum_extreme(tc0, dtc, tm0, dtm, 0, steps - 1, True) + steps * fixed
+    last = steps - 1
+    if (tc0 >= tm0) == (tc0 + dtc * last >= tm0 + dtm * last):
+        return _one_bound_time(*((tc0, dtc) if tc0 >= tm0 else (tm0, dtm)), fixed, steps)
+    return _sum_extreme(tc0, dtc, tm0, dtm, 0, last, True) + steps * fixed
 
 
 def lines_steps_within(lines: RunLines, steps: int, elapsed: float, strict: bool = False) -> int:
@@ -296,23 +306,23 @@ def lines_steps_within(lines: RunLines, steps: int, elapsed: float, strict: bool
     last = steps - 1
     if steps > 1 and (tc0 >= tm0) == (tc0 + dtc * last >= tm0 + dtm * last):
         # one bound throughout: time(k) = k*a + d*k*(k-1)/2, solve the quadratic, then settle
-        # the rounding with the same closed form
+        # the rounding with the expression decode_run uses
         a, d = (tc0, dtc) if tc0 >= tm0 else (tm0, dtm)
-        a += fixed
+        af = a + fixed
         if d > 0:
-            k = int((-(a - d / 2) + math.sqrt((a - d / 2) ** 2 + 2 * d * elapsed)) / d)
+            k = int((-(af - d / 2) + math.sqrt((af - d / 2) ** 2 + 2 * d * elapsed)) / d)
         else:
-            k = int(elapsed / a) if a > 0 else steps
+            k = int(elapsed / af) if af > 0 else steps
         k = max(0, min(steps, k))
         if strict:
-            while k < steps and (k + 1) * a + d * (k + 1) * k / 2 < elapsed:
+            while k < steps and _one_bound_time(a, d, fixed, k + 1) < elapsed:
                 k += 1
-            while k > 0 and k * a + d * k * (k - 1) / 2 >= elapsed:
+            while k > 0 and _one_bound_time(a, d, fixed, k) >= elapsed:
                 k -= 1
         else:
-            while k < steps and (k + 1) * a + d * (k + 1) * k / 2 <= elapsed:
+            while k < steps and _one_bound_time(a, d, fixed, k + 1) <= elapsed:
                 k += 1
-            while k > 0 and k * a + d * k * (k - 1) / 2 > elapsed:
+            while k > 0 and _one_bound_time(a, d, fixed, k) > elapsed:
                 k -= 1
         return k
     lo, hi = 0, steps
@@ -344,7 +354,7 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
         a, d = (tc0, dtc) if tc0 >= tm0 else (tm0, dtm)
         t0, tl = a + fixed, a + d * last + fixed
         if (la >= t0) == (la + ld * last >= tl):
-            time_s = steps * (t0 + tl) / 2.0
+            time_s = steps * (t0 + tl) / 2.0  # _one_bound_time(a, d, fixed, steps), inline
             dyn = time_s if la >= t0 else steps * (la + la + ld * last) / 2.0
             u0, ul = la / t0, (la + ld * last) / tl
             p0 = pm.devices * (pm.idle_w + pm.dynamic_w * (u0 if u0 < 1.0 else 1.0))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from wattserve.core.policy import predict_each
 from wattserve.core.workload import Request
 from wattserve.serve.backends.base import Backend
 
@@ -80,6 +81,9 @@ class UpstreamTarget:
 
     def usd(self, req: Request) -> float:
         return self._usd(req)
+
+    def predict(self, req: Request) -> tuple[float, float, float, float]:
+        return predict_each(self, req)
 
     def marginal_power_w(self) -> float:
         return self.marginal_w or 0.0

@@ -16,6 +16,7 @@ from typing import Any
 from wattserve.core.engine import EngineModel
 from wattserve.core.fleet import DeploymentSpec, Fleet, HostedSpec
 from wattserve.core.governor import PowerGovernor
+from wattserve.core.policy import predict_each
 from wattserve.core.workload import SLO, Request
 
 
@@ -76,7 +77,7 @@ class EnginePool:
         self.clock: list[float] = [0.0]  # shared with the view: the time of the decision
         self._memo: Request | None = None
         self._memo_engine: EngineModel | None = None
-        self._memo_vals: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self._memo_vals = (0.0, 0.0, 0.0, 0.0)
         self._next: EngineModel | None = None  # see next_replica
 
     def add(self, n: int) -> None:
@@ -94,7 +95,7 @@ class EnginePool:
             self._decode[key] = hit
         return hit
 
-    def _predict(self, req: Request) -> tuple[float, float, float]:
+    def _predict(self, req: Request) -> tuple[float, float, float, float]:
         if self._memo is req:
             return self._memo_vals
         e = self._next or self.next_replica()
@@ -119,7 +120,7 @@ class EnginePool:
         joules = (
             req.prompt_tokens * self.prefill_dyn_j_per_token + req.output_tokens * step_j / running
         )
-        self._memo, self._memo_vals = req, (ttft + rtt, step_s, joules)
+        self._memo, self._memo_vals = req, (ttft + rtt, step_s, joules, joules * self.usd_per_j)
         return self._memo_vals
 
     def replica_for(self, req: Request) -> EngineModel:
@@ -152,7 +153,10 @@ class EnginePool:
         return (self._memo_vals if self._memo is req else self._predict(req))[2]
 
     def usd(self, req: Request) -> float:
-        return self.joules(req) * self.usd_per_j
+        return (self._memo_vals if self._memo is req else self._predict(req))[3]
+
+    def predict(self, req: Request) -> tuple[float, float, float, float]:
+        return self._memo_vals if self._memo is req else self._predict(req)
 
     def marginal_power_w(self) -> float:
         """Power added by one more running sequence on the least loaded replica."""
@@ -227,6 +231,9 @@ class HostedPool:
         return (
             req.prompt_tokens * s.usd_per_mtok_input + req.output_tokens * s.usd_per_mtok_output
         ) / 1e6
+
+    def predict(self, req: Request) -> tuple[float, float, float, float]:
+        return predict_each(self, req)
 
 
 Target = Any  # EnginePool, HostedPool, or the gateway's live targets (same interface)
