@@ -158,7 +158,7 @@ class _CheapestMeetingSLO(Policy):
         decodes = max(0, req.output_tokens - 1)
         m = self.metric
         best: TargetView | None = None
-        best_key = (math.inf, math.inf)
+        best_v = best_s = math.inf
         fastest, fastest_s = cands[0], math.inf
         for t in cands:  # one pass, one call per target: this runs for every request
             p = t.predict(req)
@@ -167,9 +167,9 @@ class _CheapestMeetingSLO(Policy):
             if latency < fastest_s:
                 fastest, fastest_s = t, latency
             if ttft <= max_ttft and tpot <= max_tpot:
-                key = (p[m], latency)
-                if best is None or key < best_key:
-                    best, best_key = t, key
+                v = p[m]
+                if best is None or v < best_v or (v == best_v and latency < best_s):
+                    best, best_v, best_s = t, v, latency
         return fastest if best is None else best
 
 

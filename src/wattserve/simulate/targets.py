@@ -68,7 +68,7 @@ class EnginePool:
         dyn = self.perf.devices * self.perf.dynamic_w
         self.max_marginal_w = dyn if math.isfinite(dyn) else 0.0
         self.prefill_dyn_j_per_token = (pre.energy_j - self.perf.idle_power_w * pre.time_s) / chunk
-        self._decode: dict[tuple[int, int], tuple[float, float]] = {}
+        self._decode: dict[int, tuple[float, float]] = {}  # see decode_step
         self._rtt: dict[str | None, float] = {}  # by origin site (links are fixed)
         rented = spec.cost.basis == "rent"
         self.usd_per_j = (
@@ -86,8 +86,9 @@ class EnginePool:
         self.load = self.outstanding / len(self.engines)
 
     def decode_step(self, batch: int, ctx: int) -> tuple[float, float]:
-        """(seconds, dynamic joules) of one decode step of `batch` at context bucket `ctx`."""
-        key = (batch, ctx)
+        """(seconds, dynamic joules) of one decode step of `batch` sequences at a context of
+        `ctx` tokens, a power of 2 (memoised by batch and exponent)."""
+        key = batch << 6 | ctx.bit_length() - 1
         hit = self._decode.get(key)
         if hit is None:
             c = self.perf.step(batch, batch * (ctx + 1.0), batch * (ctx + 1.0), batch)
@@ -95,16 +96,17 @@ class EnginePool:
             self._decode[key] = hit
         return hit
 
-    def _predict(self, req: Request) -> tuple[float, float, float, float]:
+    def predict(self, req: Request) -> tuple[float, float, float, float]:
         if self._memo is req:
             return self._memo_vals
         e = self._next or self.next_replica()
         self._memo_engine = e
         batch = len(e.running)
         running = batch + 1 if batch < e.max_seqs else e.max_seqs
-        ctx = (req.prompt_tokens + req.output_tokens // 2).bit_length()
-        key = (running, 1 << (ctx if ctx > 4 else 4))  # context rounded up to a power of 2
-        step_s, step_j = self._decode.get(key) or self.decode_step(*key)
+        exp = (req.prompt_tokens + req.output_tokens // 2).bit_length()  # context, rounded up
+        exp = exp if exp > 4 else 4  # to a power of 2 (at least 16)
+        hit = self._decode.get(running << 6 | exp)
+        step_s, step_j = hit or self.decode_step(running, 1 << exp)
         # queued prefill shares steps with the running decodes: each chunk also carries them
         ttft = (e.pending_prefill + req.prompt_tokens) * self.prefill_s_per_token + step_s
         if e.plan is not None:
@@ -144,19 +146,16 @@ class EnginePool:
 
     # each question about the request just predicted is a memo hit, asked inline
     def ttft_s(self, req: Request) -> float:
-        return (self._memo_vals if self._memo is req else self._predict(req))[0]
+        return (self._memo_vals if self._memo is req else self.predict(req))[0]
 
     def tpot_s(self, req: Request) -> float:
-        return (self._memo_vals if self._memo is req else self._predict(req))[1]
+        return (self._memo_vals if self._memo is req else self.predict(req))[1]
 
     def joules(self, req: Request) -> float:
-        return (self._memo_vals if self._memo is req else self._predict(req))[2]
+        return (self._memo_vals if self._memo is req else self.predict(req))[2]
 
     def usd(self, req: Request) -> float:
-        return (self._memo_vals if self._memo is req else self._predict(req))[3]
-
-    def predict(self, req: Request) -> tuple[float, float, float, float]:
-        return self._memo_vals if self._memo is req else self._predict(req)
+        return (self._memo_vals if self._memo is req else self.predict(req))[3]
 
     def marginal_power_w(self) -> float:
         """Power added by one more running sequence on the least loaded replica."""
