@@ -95,6 +95,33 @@ def test_remaining_output_follows_the_decode_set() -> None:
             assert engine.remaining_output(rank) == expect
 
 
+def test_remaining_output_through_preemption_and_abort() -> None:
+    pm = next(iter(sim(REPO / "examples" / "fleet-homogeneous.yaml").targets.values())).perf
+    rng = random.Random(3)
+    engine = EngineModel("e", pm, kv_blocks=60)  # tight: decodes preempt one another
+    seqs = [Seq(req(i, rng.randrange(20, 200), rng.randrange(2, 90))) for i in range(12)]
+    for q in seqs:
+        engine.submit(q)
+    now, checked = 0.0, 0
+    for step in range(400):
+        if step == 5:
+            engine.abort(next(q for q in engine.running.values() if q.decoding))
+        if not (engine.running or engine.waiting):
+            break
+        now = run_steps(engine, 1, now)
+        left = sorted(
+            q.req.output_tokens - engine.progress(q)[1]
+            for q in engine.running.values()
+            if q.decoding
+        )
+        for rank in (0, 1, 3, 50):
+            expect = left[min(rank, len(left) - 1)] if left else None
+            assert engine.remaining_output(rank) == expect
+        checked += bool(left)
+    assert engine.preemptions > 0 and checked > 10
+    assert not engine.running and not engine.waiting and engine.remaining_output(0) is None
+
+
 def test_cut_search_counts_steps_ending_before_or_at_a_time() -> None:
     s = Simulation(
         load_fleet(REPO / "examples" / "fleet-hetero.yaml"),

@@ -21,6 +21,7 @@ when things happen and asks when the current work ends.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right, insort
 from collections import deque
 from dataclasses import dataclass
 
@@ -39,12 +40,14 @@ _NO_SEQS: list[Seq] = []  # returned, never mutated: "no requests rejected"
 
 class Seq:
     """A request inside an engine. While prefilling, `computed` and `generated` are current;
-    while decoding they are `c0`/`g0` at decode clock `k0` (see EngineModel.progress)."""
+    while decoding they are `c0`/`g0` at decode clock `k0` (see EngineModel.progress), and it
+    finishes at decode clock `finish`."""
 
     __slots__ = (
         "c0",
         "computed",
         "decoding",
+        "finish",
         "first_token_s",
         "g0",
         "generated",
@@ -63,7 +66,7 @@ class Seq:
         self.computed = 0
         self.generated = 0
         self.decoding = False
-        self.c0 = self.g0 = self.k0 = 0
+        self.c0 = self.g0 = self.k0 = self.finish = 0
         self.prefill_target = req.prompt_tokens
         self.first_token_s: float | None = None
         self.preemptions = 0
@@ -120,7 +123,7 @@ class EngineModel:
         self.kv_off = 0  # sum over decoding sequences of (c0 - k0)
         # (finish clock, id, k0, seq); an entry is live while seq.decoding and seq.k0 == k0
         self.finish_heap: list[tuple[int, int, int, Seq]] = []
-        self._finish_order: list[int] | None = []  # live finish clocks, sorted (None: stale)
+        self.finish_order: list[int] = []  # the live entries' finish clocks, sorted
         # Power unknown (no TDP in the catalog): steps are timed but draw "0 W" here, so that
         # sums stay finite; reports say which deployments have no power figures.
         self.power_known = not perf.power_missing
@@ -152,13 +155,9 @@ class EngineModel:
 
     def remaining_output(self, rank: int) -> int | None:
         """Output tokens the `rank`-th soonest-finishing decoding sequence still has to
-        produce (0: the soonest; past the last: the last), None when none is decoding. The
-        finish order is sorted once per change of the decoding set: routing asks often."""
-        order = self._finish_order
-        if order is None:
-            order = self._finish_order = sorted(
-                f for f, _, k0, s in self.finish_heap if s.decoding and s.k0 == k0
-            )
+        produce (0: the soonest; past the last: the last), None when none is decoding. Routing
+        asks this often, so the finish order is kept sorted as sequences come and go."""
+        order = self.finish_order
         if not order:
             return None
         return order[min(rank, len(order) - 1)] - self.clock
@@ -203,20 +202,21 @@ class EngineModel:
     # -- scheduling ------------------------------------------------------------------------
 
     def _leave_decoding(self, s: Seq) -> None:
-        self._finish_order = None
+        order = self.finish_order
+        del order[bisect_right(order, s.finish) - 1]
         s.computed, s.generated = self.progress(s)
         s.decoding = False
         self.n_decoding -= 1
         self.kv_off -= s.c0 - s.k0
 
     def _enter_decoding(self, s: Seq) -> None:
-        self._finish_order = None
         s.decoding = True
         s.c0, s.g0, s.k0 = s.computed, s.generated, self.clock
         self.n_decoding += 1
         self.kv_off += s.c0 - s.k0
-        finish = self.clock + s.req.output_tokens - s.generated
+        finish = s.finish = self.clock + s.req.output_tokens - s.generated
         heapq.heappush(self.finish_heap, (finish, id(s), s.k0, s))
+        insort(self.finish_order, finish)
 
     def _preempt_last(self) -> None:
         s = self.running.popitem()[1]
@@ -408,8 +408,9 @@ class EngineModel:
                 s.decoding = False
                 self.n_decoding -= 1
                 self.kv_off -= s.c0 - k0
-                self._finish_order = None
                 done.append(s)
+        if done:  # the sequences that finished held the soonest finish clocks
+            del self.finish_order[: bisect_right(self.finish_order, clock)]
         for s, q in p.chunks:
             old = -(-s.computed // BLOCK)
             s.computed += q
