@@ -3,7 +3,7 @@
 Target (issue #3): under 60 s on one core. Run: python benchmarks/simulate_scale.py [POLICY ...]
 (default least_loaded; `all` runs the six built-in policies). It first prints how fast this
 machine runs `estimate()` (benchmarks/estimate_throughput.py, 2 s), to read the wall times by:
-on a shared VM both vary together by up to 1.5x.
+on a shared VM both vary together (by up to 2.5x between days here: docs/benchmarks.md).
 The fleet: 10 sites, each with 50 H100 and 50 A100 engines serving llama-3.1-8b (1,000
 single-GPU engines), a power cap per site; Poisson arrivals at 5,000 requests/s from all sites,
 lognormal prompt (mean 1,000) and output (mean 200) lengths.
