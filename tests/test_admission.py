@@ -251,3 +251,21 @@ def test_serve_does_not_import_simulate() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("policy", [*sorted(BUILTIN), "weighted:latency=1,cost=1"])
+def test_ties_rotate_among_identical_targets(tmp_path: Path, policy: str) -> None:
+    """Two identical upstreams split the traffic evenly instead of 199:1 (issue #8)."""
+    path = tmp_path / "twins.yaml"
+    path.write_text(
+        "name: twins\nsites:\n  dc: {kind: datacenter}\ndeployments:\n"
+        "  a: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+        "  b: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    sim = Simulation(load_fleet(path), Workload([], SLOS), make_policy(policy))
+    chosen = []
+    for i in range(200):
+        adm = sim.admit(Request(i, 0.0, 100, 10, "llama-3.1-8b", "dc"))
+        assert adm.target is not None
+        chosen.append(adm.target.name)  # not placed: both stay equally good
+    assert 80 <= chosen.count("a") <= 120, chosen.count("a")
