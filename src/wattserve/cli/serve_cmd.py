@@ -53,6 +53,7 @@ def serve_cmd(
 
     from wattserve.serve.app import Gateway
     from wattserve.serve.demo import demo_fleet_yaml
+    from wattserve.serve.guard import ParserNoise
     from wattserve.serve.ledger import Ledger
     from wattserve.serve.router import Router
 
@@ -66,6 +67,7 @@ def serve_cmd(
     gateway = Gateway(router, ledger, require_keys=require_keys, body_timeout_s=body_timeout)
     model = router.models[0]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(ParserNoise())
     if not require_keys and (live := ledger.live_keys()):
         typer.echo(
             f"wattserve: {live} key(s) in {db} but --require-keys is off: requests without a "

@@ -147,7 +147,9 @@ class Gateway:
 
     def app(self) -> web.Application:
         app = web.Application(
-            client_max_size=MAX_BODY_BYTES, middlewares=[guard(self.metrics, MAX_BODY_BYTES)]
+            client_max_size=MAX_BODY_BYTES,
+            middlewares=[guard(self.metrics, MAX_BODY_BYTES)],
+            handler_args={"auto_decompress": False},  # bodies are decoded in guard.read_json
         )
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)

@@ -2,10 +2,14 @@
 header and body checks, and one rule for all of them, that no input answers 5xx.
 
 - a header value that is not UTF-8: 400 (before any handler echoes or hashes it);
-- `Content-Encoding` other than identity, gzip or deflate: 415; gzip and deflate bodies are
-  decoded by aiohttp in bounded pieces and count against the body limit once decoded, so a
-  compressed bomb answers 413 without being inflated in full; a body that does not decode: 400;
-- a body not received within the body timeout: 408; over the size limit: 413;
+- `Content-Encoding` other than identity, gzip or deflate: 415. Bodies are decoded here, not by
+  aiohttp (whose decoder fails outside any handler): the size limit applies to the body as sent
+  and again as decoded, and decoding stops at the limit, so a compressed bomb answers 413
+  without being inflated; a body that does not decode: 400;
+- a body not received within the body timeout: 408 (and the connection is closed);
+- a request that is not valid HTTP (a bad header character, a duplicate Content-Type) never
+  reaches the gateway: aiohttp's parser answers 400 in plain text, and ParserNoise logs it in
+  one line instead of a traceback;
 - every error the gateway answers itself is counted in `wattserve_rejected_total` by status
   and reason (the error's code, or its type).
 """
@@ -14,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from wattserve.serve.metrics import Metrics
 from wattserve.serve.schema import error_body
@@ -62,28 +68,56 @@ class BodyError(Exception):
 
 
 async def read_json(request: web.Request, timeout_s: float, max_bytes: int) -> Any:
-    """The request's body parsed as JSON (orjson: no NaN, depth bounded), or BodyError."""
+    """The request's body, decoded, parsed as JSON (orjson: no NaN, depth bounded), or
+    BodyError."""
     try:
         raw = await asyncio.wait_for(request.read(), timeout_s)
     except TimeoutError:
-        raise BodyError(
-            error(408, f"the request body did not arrive within {timeout_s:g} s", code="timeout")
-        ) from None
+        response = error(
+            408, f"the request body did not arrive within {timeout_s:g} s", code="timeout"
+        )
+        response.force_close()  # do not wait for the rest of a slow body
+        raise BodyError(response) from None
     except web.HTTPRequestEntityTooLarge:
         raise BodyError(_too_large(max_bytes)) from None
-    except (ContentEncodingError, HttpProcessingError) as exc:
-        encoding = request.headers.get("Content-Encoding", "")
-        raise BodyError(
-            error(400, f"the body could not be decoded as {encoding or 'sent'}: {exc}")
-        ) from None
+    except RequestPayloadError:
+        raise BodyError(error(400, "the body was cut short", code="invalid_body")) from None
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        raw = _inflate(raw, encoding, max_bytes)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BodyError(error(400, f"body is not valid JSON: {exc}", code="invalid_json")) from None
 
 
-def _too_large(max_bytes: int) -> web.Response:
-    return error(413, f"request body over {max_bytes} bytes", code="body_too_large")
+def _inflate(raw: bytes, encoding: str, max_bytes: int) -> bytes:
+    """A gzip or deflate body decoded, at most `max_bytes` of it (413 past that)."""
+    if encoding == "deflate":  # zlib-wrapped as the RFC says, or raw as some clients send
+        wbits = zlib.MAX_WBITS if raw[:1] and raw[0] & 0x0F == 8 else -zlib.MAX_WBITS
+    else:
+        wbits = 16 + zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(raw, max_bytes + 1)
+    except zlib.error:
+        raise BodyError(
+            error(400, f"the body is not valid {encoding} data", code="invalid_body")
+        ) from None
+    if len(out) > max_bytes:
+        raise BodyError(_too_large(max_bytes, decoded=True))
+    if not inflater.eof or inflater.unused_data:
+        raise BodyError(
+            error(400, f"the body is not one complete {encoding} stream", code="invalid_body")
+        )
+    return out
+
+
+def _too_large(max_bytes: int, *, decoded: bool = False) -> web.Response:
+    what = "request body, decoded," if decoded else "request body"
+    response = error(413, f"{what} over {max_bytes} bytes", code="body_too_large")
+    response.force_close()
+    return response
 
 
 def _bad_header(request: web.Request) -> str | None:
@@ -140,3 +174,15 @@ async def _guarded(request: web.Request, handler: Handler, max_bytes: int) -> we
     except Exception:
         log.exception("wattserve: internal error on %s %s", request.method, request.path)
         return error(500, "internal error (logged by the gateway)", type_="server_error")
+
+
+class ParserNoise(logging.Filter):
+    """Logs a malformed HTTP request that aiohttp's parser refused in one line: a client's
+    mistake (or probe) is not a server error, and a traceback per probe floods the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "wattserve: malformed HTTP refused: %s", (exc.message,)
+            record.exc_info = record.exc_text = None
+        return True
