@@ -534,3 +534,10 @@ def test_zz_nothing_above_was_an_internal_error(open_gw: tuple[Server, str]) -> 
     s, _ = open_gw
     log = (s.db.parent / "open.log").read_text()
     assert "internal error" not in log and "Traceback" not in log
+
+
+def test_a_request_that_would_queue_too_long_gets_a_503(tmp_path: Path) -> None:
+    with gateway(tmp_path, FLEET, "--max-queue", "0.001") as s:
+        r = httpx.post(f"{s.url}{CHAT}", json=body(4), timeout=30)
+        assert r.status_code == 503 and r.headers["Retry-After"]
+        assert r.json()["error"]["code"] == "no_capacity" and "queue" in r.text

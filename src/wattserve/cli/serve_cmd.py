@@ -44,6 +44,13 @@ def serve_cmd(
     backlog: Annotated[
         int, typer.Option(min=1, help="Listen backlog: connections the kernel queues.")
     ] = 2048,
+    max_queue: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Refuse (503) a request whose first token is predicted to take longer, s.",
+        ),
+    ] = 30.0,
     body_timeout: Annotated[
         float, typer.Option(min=0.001, help="Longest a client may take to send its body, s.")
     ] = 30.0,
@@ -64,7 +71,13 @@ def serve_cmd(
     f = load_fleet(fleet)
     router = Router(f, make_policy(policy), enforce_caps=not no_governor, max_wait_s=max_wait)
     ledger = Ledger(db)
-    gateway = Gateway(router, ledger, require_keys=require_keys, body_timeout_s=body_timeout)
+    gateway = Gateway(
+        router,
+        ledger,
+        require_keys=require_keys,
+        body_timeout_s=body_timeout,
+        max_queue_s=max_queue,
+    )
     model = router.models[0]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("aiohttp.server").addFilter(ParserNoise())

@@ -65,6 +65,7 @@ MAX_BODY_BYTES = 1 << 20
 MAX_IN_FLIGHT = 1024
 RETRIES = 2
 BODY_TIMEOUT_S = 30.0
+MAX_QUEUE_S = 30.0  # longest wait for a first token, predicted or actual, before a 503
 
 
 def _dumps(obj: Any) -> str:
@@ -131,12 +132,14 @@ class Gateway:
         default_max_tokens: int = 256,
         budgets: Budgets | None = None,
         body_timeout_s: float = BODY_TIMEOUT_S,
+        max_queue_s: float = MAX_QUEUE_S,
     ) -> None:
         self.router, self.ledger = router, ledger
         self.require_keys = require_keys  # fixed for the gateway's life: see _key
         self.default_max_tokens = default_max_tokens
         self.budgets: Budgets = budgets or LocalBudgets()
         self.body_timeout_s = body_timeout_s
+        self.max_queue_s = max_queue_s
         self.metrics = Metrics()
         self.metrics.gauges.append(self._gauges)
         self.in_flight = 0
@@ -392,20 +395,33 @@ class Gateway:
     ) -> web.StreamResponse:
         failed: set[str] = set()
         errors: list[str] = []
-        for _ in range(RETRIES + 1):
+        queued: list[float] = []  # predicted waits of the replicas passed over
+        while len(errors) <= RETRIES:
             try:
                 placement = await self.router.place(req, failed)
             except NoTarget as exc:
-                self._account(greq, key, None, None, started, None, "rejected", exc.reason)
+                reason, status, retry_s = exc.reason, exc.status, exc.retry_after_s
+                if queued:  # nothing left but replicas with long queues
+                    reason = (
+                        f"every backend that serves {req.model} has a queue: the first token "
+                        f"would take {min(queued):.0f} s or more (limit {self.max_queue_s:g} s)"
+                    )
+                    status, retry_s = 503, min(30.0, min(queued))
+                self._account(greq, key, None, None, started, None, "rejected", reason)
                 extra = f" (after: {'; '.join(errors)})" if errors else ""
                 return error(
-                    exc.status,
-                    exc.reason + extra,
-                    "server_error" if exc.status >= 500 else "rate_limit_error",
+                    status,
+                    reason + extra,
+                    "server_error" if status >= 500 else "rate_limit_error",
                     code="no_capacity",
-                    retry_after_s=exc.retry_after_s,
+                    retry_after_s=retry_s,
                 )
             target, backend = placement.target, placement.backend
+            wait_s = target.ttft_s(req)
+            if wait_s > self.max_queue_s:  # it would wait that long: try elsewhere, or 503
+                failed.add(backend.name)
+                queued.append(wait_s)
+                continue
             hold: Hold | None = None
             if key is not None:
                 reserved = self.budgets.reserve(key, worst_case(target, req))
@@ -414,8 +430,19 @@ class Gateway:
                 hold = reserved
             target.add(1)
             events = backend.generate(greq).__aiter__()
+            # where the first token is seen on its own (streams, emulated engines), a request
+            # that has none after max_queue_s gives up its place: a 503, not a silent wait
+            visible = body.stream or backend.kind == "emulated"
             try:
-                first = await events.__anext__()
+                first = await asyncio.wait_for(
+                    events.__anext__(), self.max_queue_s if visible else None
+                )
+            except TimeoutError:
+                target.add(-1)
+                self._release(hold)  # queued, not served: nothing is billed
+                reason = f"no first token within {self.max_queue_s:g} s: the fleet is saturated"
+                self._account(greq, key, backend, None, started, None, "rejected", reason)
+                return error(503, reason, "server_error", "no_capacity", retry_after_s=10.0)
             except BackendError as exc:
                 target.add(-1)
                 self._release(hold)
