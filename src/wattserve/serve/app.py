@@ -36,16 +36,10 @@ from pydantic import ValidationError
 from wattserve.core.modelspec import load_model
 from wattserve.core.workload import Request
 from wattserve.errors import WattserveError
+from wattserve.serve import replies
+from wattserve.serve.accounting import Accounts, durable
 from wattserve.serve.backends.base import BackendError, Event, Finish, GenRequest, Piece
-from wattserve.serve.budgets import (
-    Budgets,
-    Charge,
-    Hold,
-    LocalBudgets,
-    Refusal,
-    delivered,
-    worst_case,
-)
+from wattserve.serve.budgets import Budgets, Hold, LocalBudgets, Refusal, worst_case
 from wattserve.serve.fleet_admin import CapChange, ChangeError, check_cap, parse_change
 from wattserve.serve.guard import error, guard, read_json
 from wattserve.serve.ledger import KeyRecord, Ledger
@@ -145,6 +139,7 @@ class Gateway:
         self.in_flight = 0
         self.draining = False
         self.context_tokens = _context_tokens(router)
+        self.accounts = Accounts(self.metrics, ledger, self.budgets, router.targets)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -407,7 +402,7 @@ class Gateway:
                         f"would take {min(queued):.0f} s or more (limit {self.max_queue_s:g} s)"
                     )
                     status, retry_s = 503, min(30.0, min(queued))
-                self._account(greq, key, None, None, started, None, "rejected", reason)
+                self.accounts.record(greq, key, None, None, started, None, "rejected", reason)
                 extra = f" (after: {'; '.join(errors)})" if errors else ""
                 return error(
                     status,
@@ -439,19 +434,19 @@ class Gateway:
                 )
             except TimeoutError:
                 target.add(-1)
-                self._release(hold)  # queued, not served: nothing is billed
+                self.accounts.release(hold)  # queued, not served: nothing is billed
                 reason = f"no first token within {self.max_queue_s:g} s: the fleet is saturated"
-                self._account(greq, key, backend, None, started, None, "rejected", reason)
+                self.accounts.record(greq, key, backend, None, started, None, "rejected", reason)
                 return error(503, reason, "server_error", "no_capacity", retry_after_s=10.0)
             except BackendError as exc:
                 target.add(-1)
-                self._release(hold)
+                self.accounts.release(hold)
                 if exc.before_first_byte and exc.status >= 500:
                     failed.add(backend.name)
                     self.router.eject(backend)
                     errors.append(str(exc))
                     continue
-                self._account(greq, key, backend, None, started, None, "error", str(exc))
+                self.accounts.record(greq, key, backend, None, started, None, "error", str(exc))
                 return error(
                     exc.status,
                     str(exc),
@@ -460,13 +455,27 @@ class Gateway:
                 )
             except StopAsyncIteration:
                 target.add(-1)
-                self._release(hold)
+                self.accounts.release(hold)
                 errors.append(f"{backend.name} produced nothing")
                 failed.add(backend.name)
                 continue
             except (asyncio.CancelledError, ConnectionResetError):
                 target.add(-1)  # the client left before the first token: the prompt's work
-                self._left(greq, key, hold, target, backend, req, started)
+                self.accounts.ended(
+                    greq,
+                    key,
+                    hold,
+                    target,
+                    backend,
+                    req,
+                    started,
+                    None,
+                    None,
+                    0,
+                    "cancelled",
+                    "client disconnected",
+                )
+                _log_gone(greq.id, 0)
                 raise
             call = _Call(body, req, greq, key, hold, target, backend, first, events, started)
             try:
@@ -475,7 +484,7 @@ class Gateway:
                 return await self._collect(call)
             finally:
                 target.add(-1)
-        self._account(greq, key, None, None, started, None, "error", "; ".join(errors))
+        self.accounts.record(greq, key, None, None, started, None, "error", "; ".join(errors))
         return error(
             502,
             "every backend tried failed: " + "; ".join(errors),
@@ -483,71 +492,23 @@ class Gateway:
             code="backend_error",
         )
 
-    def _release(self, hold: Hold | None) -> None:
-        if hold is not None:
-            self.budgets.release(hold)
-
-    def _usage(self, fin: Finish, backend: Any, ttft: float) -> dict[str, Any]:
-        return {
-            "prompt_tokens": fin.prompt_tokens,
-            "completion_tokens": fin.completion_tokens,
-            "total_tokens": fin.prompt_tokens + fin.completion_tokens,
-            "wattserve": {
-                "backend": backend.name,
-                "site": backend.site,
-                "energy_j": fin.energy_j,
-                "usd": fin.usd,
-                "ttft_s": round(ttft, 6),
-                "synthetic": fin.synthetic,
-            },
-        }
-
     def _ended(
         self, call: _Call, fin: Finish | None, produced: int, status: str, why: str | None
     ) -> concurrent.futures.Future[None]:
-        """Settle a call's hold and write its record. A call that ended early (no Finish) is
-        charged the target's figures for the prompt and the `produced` tokens delivered."""
-        if fin is None:
-            cost = delivered(call.target, call.req, produced, time.monotonic() - call.started)
-            fin = Finish(status, call.greq.prompt_tokens, produced, cost.joules or None, cost.usd)
-        billed = self._settle(call.hold, fin)
-        return self._account(
-            call.greq, call.key, call.backend, call.ttft, call.started, fin, status, why, billed
+        return self.accounts.ended(
+            call.greq,
+            call.key,
+            call.hold,
+            call.target,
+            call.backend,
+            call.req,
+            call.started,
+            call.ttft,
+            fin,
+            produced,
+            status,
+            why,
         )
-
-    def _settle(self, hold: Hold | None, fin: Finish) -> Charge | None:
-        if hold is None:
-            return None
-        actual = Charge(_finite(fin.usd), _finite(fin.energy_j))
-        if actual.usd > hold.charge.usd or actual.joules > hold.charge.joules:
-            # the worst case was beaten: billed at the hold, the gap is visible here
-            self.metrics.inc("wattserve_budget_overruns_total", key=hold.key_id)
-        return self.budgets.settle(hold, actual)
-
-    def _left(
-        self,
-        greq: GenRequest,
-        key: KeyRecord | None,
-        hold: Hold | None,
-        target: Any,
-        backend: Any,
-        req: Request,
-        started: float,
-    ) -> None:
-        """The client went away before the first token: the prompt's work is billed."""
-        cost = delivered(target, req, 0, time.monotonic() - started)
-        fin = Finish("cancelled", greq.prompt_tokens, 0, cost.joules or None, cost.usd)
-        billed = self._settle(hold, fin)
-        why = "client disconnected"
-        self._account(greq, key, backend, None, started, fin, "cancelled", why, billed)
-        _log_gone(greq.id, 0)
-
-    async def _durable(self, done: concurrent.futures.Future[None], rid: str) -> None:
-        """Wait for a record's commit (the last byte of a response waits for it)."""
-        try:
-            await asyncio.wrap_future(done)
-        except Exception as exc:  # the answer is still sent: the client has its tokens
-            log.error("wattserve: %s: ledger write failed: %s", rid, exc)
 
     async def _collect(self, call: _Call) -> web.Response:
         body, greq, backend, ttft = call.body, call.greq, call.backend, call.ttft
@@ -575,29 +536,11 @@ class Gateway:
             raise
         fin = fin or Finish("stop", greq.prompt_tokens, len(parts), None, None)
         done = self._ended(call, fin, fin.completion_tokens, "ok", None)
-        text = "".join(parts)
-        choice: dict[str, Any] = (
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": fin.finish_reason,
-                "logprobs": None,
-            }
-            if greq.kind == "chat"
-            else {"index": 0, "text": text, "finish_reason": fin.finish_reason, "logprobs": None}
+        data = replies.completion(
+            greq, body.model, "".join(parts), fin, replies.usage(fin, backend, ttft)
         )
-        response = web.json_response(
-            dumps=_dumps,
-            data={
-                "id": greq.id,
-                "object": "chat.completion" if greq.kind == "chat" else "text_completion",
-                "created": int(time.time()),
-                "model": body.model,
-                "choices": [choice],
-                "usage": self._usage(fin, backend, ttft),
-            },
-        )
-        await self._durable(done, greq.id)
+        response = web.json_response(data, dumps=_dumps)
+        await durable(done, greq.id)
         return response
 
     async def _stream(self, request: web.Request, call: _Call) -> web.StreamResponse:
@@ -605,31 +548,7 @@ class Gateway:
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        created = int(time.time())
-        obj = "chat.completion.chunk" if greq.kind == "chat" else "text_completion"
-
-        def chunk(text: str | None, finish: str | None, first_piece: bool = False) -> bytes:
-            if greq.kind == "chat":
-                delta: dict[str, Any] = {"content": text} if text is not None else {}
-                if first_piece:
-                    delta["role"] = "assistant"
-                choice: dict[str, Any] = {
-                    "index": 0,
-                    "delta": delta,
-                    "finish_reason": finish,
-                    "logprobs": None,
-                }
-            else:
-                choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-            payload = {
-                "id": greq.id,
-                "object": obj,
-                "created": created,
-                "model": body.model,
-                "choices": [choice],
-            }
-            return b"data: " + orjson.dumps(payload) + b"\n\n"
-
+        chunks = replies.Chunks(greq, body.model)
         fin: Finish | None = None
         recorded = False
         n = 0
@@ -637,26 +556,18 @@ class Gateway:
             await resp.prepare(request)
             async for event in call.events():
                 if isinstance(event, Piece):
-                    await resp.write(chunk(event.text, None, n == 0))
+                    await resp.write(chunks.piece(event.text, None, n == 0))
                     n += 1
                 else:
                     fin = event
             fin = fin or Finish("stop", greq.prompt_tokens, n, None, None)
-            await resp.write(chunk(None, fin.finish_reason))
+            await resp.write(chunks.piece(None, fin.finish_reason))
             if body.include_usage:
-                payload = {
-                    "id": greq.id,
-                    "object": obj,
-                    "created": created,
-                    "model": body.model,
-                    "choices": [],
-                    "usage": self._usage(fin, backend, ttft),
-                }
-                await resp.write(b"data: " + orjson.dumps(payload) + b"\n\n")
+                await resp.write(chunks.usage(replies.usage(fin, backend, ttft)))
             done = self._ended(call, fin, n, "ok", None)
             recorded = True
-            await self._durable(done, greq.id)
-            await resp.write(b"data: [DONE]\n\n")
+            await durable(done, greq.id)
+            await resp.write(replies.DONE)
             await resp.write_eof()
         except BackendError as exc:
             self.router.eject(backend)
@@ -665,7 +576,7 @@ class Gateway:
                 f"the backend failed mid-stream: {exc}", "server_error", code="backend_error"
             )
             try:
-                await resp.write(b"data: " + orjson.dumps(err) + b"\n\n")
+                await resp.write(replies.event(err))
                 await resp.write_eof()
             except ConnectionResetError:
                 pass  # the client left too: nothing more to tell it
@@ -677,65 +588,6 @@ class Gateway:
             if isinstance(exc, asyncio.CancelledError):
                 raise
         return resp
-
-    def _account(
-        self,
-        greq: GenRequest,
-        key: KeyRecord | None,
-        backend: Any,
-        ttft: float | None,
-        started: float,
-        fin: Finish | None,
-        status: str,
-        why: str | None,
-        billed: Charge | None = None,
-    ) -> concurrent.futures.Future[None]:
-        duration = time.monotonic() - started
-        labels: dict[str, str] = {
-            "model": greq.model,
-            "backend": backend.name if backend else "-",
-            "site": backend.site if backend else "-",
-        }
-        self.metrics.inc("wattserve_requests_total", 1.0, status=status, **labels)
-        if fin is not None:
-            self.metrics.inc(
-                "wattserve_tokens_total", fin.prompt_tokens, direction="input", **labels
-            )
-            self.metrics.inc(
-                "wattserve_tokens_total", fin.completion_tokens, direction="output", **labels
-            )
-            if fin.energy_j:
-                self.metrics.inc("wattserve_energy_joules_total", fin.energy_j, **labels)
-            if fin.usd:
-                self.metrics.inc("wattserve_cost_usd_total", fin.usd, **labels)
-            if ttft is not None and status == "ok":
-                self.metrics.observe("wattserve_ttft_seconds", ttft, model=greq.model)
-                if fin.completion_tokens > 1:
-                    tpot = (duration - ttft) / (fin.completion_tokens - 1)
-                    self.metrics.observe("wattserve_tpot_seconds", tpot, model=greq.model)
-                    target = self.router.targets.get(backend.name.split("/")[0])
-                    if target is not None and hasattr(target, "observe"):
-                        target.observe(ttft, tpot)
-        return self.ledger.submit(
-            {
-                "id": greq.id,
-                "ts": time.time(),
-                "key_id": key.id if key else None,
-                "model": greq.model,
-                "backend": backend.name if backend else None,
-                "site": backend.site if backend else None,
-                "prompt_tokens": fin.prompt_tokens if fin else None,
-                "completion_tokens": fin.completion_tokens if fin else None,
-                "ttft_s": ttft,
-                "duration_s": duration,
-                "energy_j": fin.energy_j if fin else None,
-                "usd": fin.usd if fin else None,
-                "status": status,
-                "error": why,
-                "billed_usd": billed.usd if billed else None,
-                "billed_j": billed.joules if billed else None,
-            }
-        )
 
 
 def _log_gone(rid: str, produced: int) -> None:
@@ -750,10 +602,6 @@ def _refused(refusal: Refusal) -> web.Response:
         code=refusal.code,
         retry_after_s=refusal.retry_after_s,
     )
-
-
-def _finite(x: float | None) -> float:
-    return x if x is not None and math.isfinite(x) and x > 0 else 0.0
 
 
 async def _close(events: AsyncIterator[Event]) -> None:
