@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,3 +92,23 @@ def gateway(tmp: Path, fleet_yaml: str, *args: str, name: str = "gw") -> Iterato
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+def raw_request(
+    port: int,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes = b"",
+    timeout_s: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request written byte for byte (header values need not be UTF-8, which
+    HTTP client libraries refuse to send): (status, headers, body)."""
+    head = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close"]
+    head += [name + b": " + value for name, value in headers]
+    head.append(f"Content-Length: {len(body)}".encode())
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()

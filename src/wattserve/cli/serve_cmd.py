@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -29,18 +30,37 @@ def serve_cmd(
     policy: Annotated[str, typer.Option(help="Routing policy, as for simulate.")] = "cost",
     db: DbOption = DEFAULT_DB,
     require_keys: Annotated[
-        bool, typer.Option(help="Refuse requests without a valid key.")
+        bool,
+        typer.Option(
+            help="Refuse requests without a valid key, and /metrics and /v1/fleet without a "
+            "metrics or admin key. Fixed for the gateway's life: creating or revoking keys "
+            "never changes it."
+        ),
     ] = False,
     no_governor: Annotated[
         bool, typer.Option("--no-governor", help="Do not enforce power caps.")
     ] = False,
     max_wait: Annotated[float, typer.Option(help="Longest a request waits for power, s.")] = 5.0,
+    backlog: Annotated[
+        int, typer.Option(min=1, help="Listen backlog: connections the kernel queues.")
+    ] = 2048,
+    max_queue: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Refuse (503) a request whose first token is predicted to take longer, s.",
+        ),
+    ] = 30.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Longest a client may take to send its body, s.")
+    ] = 30.0,
 ) -> None:
     """Run the OpenAI-compatible gateway."""
     from aiohttp import web
 
     from wattserve.serve.app import Gateway
     from wattserve.serve.demo import demo_fleet_yaml
+    from wattserve.serve.guard import ParserNoise
     from wattserve.serve.ledger import Ledger
     from wattserve.serve.router import Router
 
@@ -50,8 +70,22 @@ def serve_cmd(
         fleet.write_text(demo_fleet_yaml(folder), encoding="utf-8")
     f = load_fleet(fleet)
     router = Router(f, make_policy(policy), enforce_caps=not no_governor, max_wait_s=max_wait)
-    gateway = Gateway(router, Ledger(db), require_keys=require_keys)
+    ledger = Ledger(db)
+    gateway = Gateway(
+        router,
+        ledger,
+        require_keys=require_keys,
+        body_timeout_s=body_timeout,
+        max_queue_s=max_queue,
+    )
     model = router.models[0]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(ParserNoise())
+    if not require_keys and (live := ledger.live_keys()):
+        typer.echo(
+            f"wattserve: {live} key(s) in {db} but --require-keys is off: requests without a "
+            "key are served with no budget (revoked keys are refused)"
+        )
     typer.echo(
         f"wattserve: fleet '{f.name}' ({len(router.backends)} backends, models: "
         f"{', '.join(router.models)}), policy {policy}, ledger {db}"
@@ -66,7 +100,14 @@ def serve_cmd(
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(
-        gateway.app(), host=host, port=port, print=None, shutdown_timeout=30, access_log=None
+        gateway.app(),
+        host=host,
+        port=port,
+        print=None,
+        shutdown_timeout=30,
+        access_log=None,
+        backlog=backlog,
+        handler_cancellation=True,  # a client that leaves cancels its request's work
     )
 
 
@@ -109,12 +150,17 @@ def keys_create(
     budget_usd: Annotated[float | None, typer.Option(help="Dollar budget.")] = None,
     budget_j: Annotated[float | None, typer.Option(help="Energy budget, joules.")] = None,
     rps: Annotated[float | None, typer.Option(help="Requests per second limit.")] = None,
+    metrics: Annotated[
+        bool, typer.Option(help="May read /metrics and /v1/fleet when keys are required.")
+    ] = False,
 ) -> None:
     """Create a key and print it (only this once)."""
     from wattserve.serve.ledger import Ledger
 
     typer.echo(
-        Ledger(db).create_key(name, admin=admin, budget_usd=budget_usd, budget_j=budget_j, rps=rps)
+        Ledger(db).create_key(
+            name, admin=admin, budget_usd=budget_usd, budget_j=budget_j, rps=rps, metrics=metrics
+        )
     )
 
 

@@ -1,16 +1,28 @@
 """The OpenAI-compatible gateway (aiohttp): /v1/chat/completions, /v1/completions (SSE and
 not), /v1/models, /health, /metrics, /v1/fleet.
 
-Per request: authenticate (hashed API keys, $ and J budgets, rate limits), validate, route
-with the policy and the power governor, call the backend (retrying elsewhere when it fails
-before the first byte), stream back, account tokens, joules and dollars in `usage` and the
-ledger. A client that goes away cancels the backend's work.
+Per request: check headers and body (wattserve.serve.guard), authenticate (hashed API keys),
+count it against the key's rate limit, validate, route with the policy and the power governor,
+hold the request's worst-case dollars and joules against the key's budget
+(wattserve.serve.budgets), call the backend (retrying elsewhere when it fails before the first
+byte), stream back, then settle the hold to what was delivered and write the ledger.
+
+Durability: a request's ledger record is committed before the last byte of its response (the
+`[DONE]` event of a stream, the whole body otherwise) is sent, so every response a client
+received in full is in the ledger even if the gateway is then killed. Requests that end early
+(client gone, backend failed) are committed by the writer thread within one batch, without
+holding anything up.
+
+A client that goes away cancels the backend's work, streaming or not (the app is run with
+aiohttp's handler cancellation), is logged in one line and billed for what was delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import concurrent.futures
+import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,10 +33,15 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from wattserve.core.ratelimit import TokenBucket
+from wattserve.core.modelspec import load_model
 from wattserve.core.workload import Request
-from wattserve.errors import NoBackendAvailable, UpstreamError
+from wattserve.errors import NoBackendAvailable, UpstreamError, WattserveError
+from wattserve.serve import replies
+from wattserve.serve.accounting import Accounts, durable
 from wattserve.serve.backends.base import Event, Finish, GenRequest, Piece
+from wattserve.serve.budgets import Budgets, Hold, LocalBudgets, Refusal, worst_case
+from wattserve.serve.fleet_admin import CapChange, ChangeError, check_cap, parse_change
+from wattserve.serve.guard import error, guard, read_json
 from wattserve.serve.ledger import KeyRecord, Ledger
 from wattserve.serve.metrics import Metrics
 from wattserve.serve.router import Router
@@ -36,23 +53,13 @@ from wattserve.serve.schema import (
     validation_message,
 )
 
+log = logging.getLogger("wattserve.serve")
+
 MAX_BODY_BYTES = 1 << 20
 MAX_IN_FLIGHT = 1024
 RETRIES = 2
-
-
-def _error(
-    status: int,
-    message: str,
-    type_: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-    retry_after_s: float | None = None,
-) -> web.Response:
-    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else None
-    return web.json_response(
-        error_body(message, type_, param, code), status=status, headers=headers, dumps=_dumps
-    )
+BODY_TIMEOUT_S = 30.0
+MAX_QUEUE_S = 30.0  # longest wait for a first token, predicted or actual, before a 503
 
 
 def _dumps(obj: Any) -> str:
@@ -64,8 +71,11 @@ class _Call:
     """One request on the backend chosen for it, from its first event on."""
 
     body: ChatRequest | CompletionRequest
+    req: Request
     greq: GenRequest
     key: KeyRecord | None
+    hold: Hold | None
+    target: Any
     backend: Any
     first: Event
     rest: AsyncIterator[Event]
@@ -82,6 +92,30 @@ class _Call:
             yield event
 
 
+def _context_tokens(router: Router) -> dict[str, int]:
+    """The context window of each model served, in tokens (the smallest where deployments
+    differ; absent when the model card gives none)."""
+    out: dict[str, int] = {}
+    specs = {d.model: d.deployment.model for d in router.fleet.deployments}
+    for model in router.models:
+        spec = specs.get(model)
+        if spec is None:
+            try:
+                spec = load_model(model)
+            except (WattserveError, OSError):
+                continue
+        if spec.max_context:
+            out[model] = min(out.get(model, spec.max_context), spec.max_context)
+    return out
+
+
+def _idle_w(router: Router, site: str) -> float:
+    """Idle draw of a site's devices: the floor the fleet-file loader puts under its cap."""
+    deps = [d for d in router.fleet.deployments if d.site == site]
+    total = sum(d.replicas * d.perf.idle_power_w for d in deps)
+    return total if math.isfinite(total) else 0.0
+
+
 class Gateway:
     def __init__(
         self,
@@ -90,20 +124,31 @@ class Gateway:
         *,
         require_keys: bool = False,
         default_max_tokens: int = 256,
+        budgets: Budgets | None = None,
+        body_timeout_s: float = BODY_TIMEOUT_S,
+        max_queue_s: float = MAX_QUEUE_S,
     ) -> None:
         self.router, self.ledger = router, ledger
-        self.require_keys = require_keys
+        self.require_keys = require_keys  # fixed for the gateway's life: see _key
         self.default_max_tokens = default_max_tokens
+        self.budgets: Budgets = budgets or LocalBudgets()
+        self.body_timeout_s = body_timeout_s
+        self.max_queue_s = max_queue_s
         self.metrics = Metrics()
         self.metrics.gauges.append(self._gauges)
         self.in_flight = 0
         self.draining = False
-        self.buckets: dict[str, TokenBucket] = {}
+        self.context_tokens = _context_tokens(router)
+        self.accounts = Accounts(self.metrics, ledger, self.budgets, router.targets)
 
     # -- plumbing --------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES,
+            middlewares=[guard(self.metrics, MAX_BODY_BYTES)],
+            handler_args={"auto_decompress": False},  # bodies are decoded in guard.read_json
+        )
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
@@ -117,6 +162,7 @@ class Gateway:
         return app
 
     async def _startup(self, app: web.Application) -> None:
+        self.ledger.start()
         await self.router.start()
 
     async def _shutdown(self, app: web.Application) -> None:
@@ -127,18 +173,7 @@ class Gateway:
 
     async def _cleanup(self, app: web.Application) -> None:
         await self.router.stop()
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        try:
-            response: web.StreamResponse = await handler(request)
-            return response
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body over {MAX_BODY_BYTES} bytes", code="body_too_large")
-        except web.HTTPException as exc:
-            if exc.status >= 400:
-                return _error(exc.status, exc.reason or "error", type_="invalid_request_error")
-            raise
+        self.ledger.close()
 
     def _gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
         out: list[tuple[str, str, dict[str, str], float]] = []
@@ -167,36 +202,43 @@ class Gateway:
         out.append(("wattserve_in_flight_requests", "Requests in flight.", {}, self.in_flight))
         return out
 
-    def _auth(self, request: web.Request) -> KeyRecord | web.Response | None:
+    def _key(self, request: web.Request) -> KeyRecord | web.Response | None:
+        """The request's key. With keys required, a request without a live key is refused.
+        Without, a request with no key or a key never issued (OpenAI clients send
+        placeholders) runs with no budget, but a revoked key is refused either way: revoking
+        never lets a key through."""
         header = request.headers.get("Authorization", "")
-        key = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        needed = self.require_keys or self.ledger.has_keys()
-        if not key:
-            if needed:
-                return _error(
-                    401,
-                    "missing API key: send Authorization: Bearer <key>",
-                    type_="authentication_error",
-                    code="invalid_api_key",
-                )
-            return None
-        record = self.ledger.lookup(key)
-        if record is None:
-            if needed:
-                return _error(
-                    401, "invalid API key", type_="authentication_error", code="invalid_api_key"
-                )
-            return None
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        record = self.ledger.lookup(token) if token else None
+        if record is not None and record.revoked:
+            return error(
+                401, "this API key has been revoked", "authentication_error", code="invalid_api_key"
+            )
+        if record is None and self.require_keys:
+            return error(
+                401,
+                "invalid API key" if token else "missing API key: send Authorization: Bearer <key>",
+                "authentication_error",
+                code="invalid_api_key",
+            )
         return record
 
-    def _rate_ok(self, key: KeyRecord) -> bool:
-        if not key.rps:
-            return True
-        now = time.monotonic()
-        bucket = self.buckets.get(key.id)
-        if bucket is None:  # at least one request at once, then `rps` a second
-            bucket = self.buckets[key.id] = TokenBucket(key.rps, now=now)
-        return bucket.try_take(now)
+    def _observer(self, request: web.Request) -> web.Response | None:
+        """None if the request may read /metrics and /v1/fleet: anyone without required keys,
+        else a metrics-scoped or admin key."""
+        if not self.require_keys:
+            return None
+        key = self._key(request)
+        if isinstance(key, web.Response):
+            return key
+        if key is None or not (key.metrics or key.admin):
+            return error(
+                403,
+                "reading the gateway's state needs a metrics or admin key",
+                "permission_error",
+                code="metrics_key_required",
+            )
+        return None
 
     # -- simple endpoints ------------------------------------------------------------------
 
@@ -221,51 +263,39 @@ class Gateway:
         )
 
     async def metrics_page(self, request: web.Request) -> web.Response:
+        if (refused := self._observer(request)) is not None:
+            return refused
         return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def fleet(self, request: web.Request) -> web.Response:
-        auth = self._auth(request)
-        if isinstance(auth, web.Response):
-            return auth
-        return web.json_response(self.router.fleet_state())
+        if (refused := self._observer(request)) is not None:
+            return refused
+        return web.json_response(self.router.fleet_state(), dumps=_dumps)
 
     async def fleet_change(self, request: web.Request) -> web.Response:
-        auth = self._auth(request)
-        if isinstance(auth, web.Response):
-            return auth
-        if auth is None or not auth.admin:
-            return _error(
-                403,
-                "changing the fleet needs an admin key",
-                type_="permission_error",
-                code="admin_required",
+        key = self._key(request)
+        if isinstance(key, web.Response):
+            return key
+        if key is None or not key.admin:
+            return error(
+                403, "changing the fleet needs an admin key", "permission_error", "admin_required"
             )
+        raw = await read_json(request, self.body_timeout_s, MAX_BODY_BYTES)
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
-        action = body.get("action")
-        if action in ("drain", "undrain"):
-            target = body.get("target")
-            if target not in self.router.targets:
-                return _error(404, f"no target '{target}'", param="target")
-            (self.router.drained.add if action == "drain" else self.router.drained.discard)(target)
-        elif action == "set_cap":
-            site, cap = body.get("site"), body.get("power_cap_w")
-            if site not in self.router.gov.sites:
-                return _error(404, f"no site '{site}'", param="site")
-            if cap is not None and (
-                isinstance(cap, bool) or not isinstance(cap, int | float) or cap <= 0
-            ):
-                return _error(
-                    400, "power_cap_w must be a positive number or null", param="power_cap_w"
-                )
-            self.router.gov.sites[site].cap_w = None if cap is None else float(cap)
-        else:
-            return _error(400, "action must be drain, undrain or set_cap", param="action")
-        return web.json_response(self.router.fleet_state())
+            change = parse_change(raw)
+            if isinstance(change, CapChange):
+                check_cap(change, set(self.router.gov.sites), _idle_w(self.router, change.site))
+                self.router.gov.sites[change.site].cap_w = change.power_cap_w
+            elif change.target not in self.router.targets:
+                raise ChangeError(404, f"no target '{change.target}'", "target")
+            elif change.action == "drain":
+                self.router.drained.add(change.target)
+            else:
+                self.router.drained.discard(change.target)
+        except ChangeError as exc:
+            return error(exc.status, exc.message, param=exc.param)
+        log.info("wattserve: fleet change by key %s: %s", key.id, change.model_dump())
+        return web.json_response(self.router.fleet_state(), dumps=_dumps)
 
     # -- generation ------------------------------------------------------------------------
 
@@ -277,35 +307,20 @@ class Gateway:
 
     async def _generate(self, request: web.Request, kind: str) -> web.StreamResponse:
         started = time.monotonic()
-        auth = self._auth(request)
-        if isinstance(auth, web.Response):
-            return auth
-        key = auth
-        if key is not None:
-            if (why := key.over_budget()) is not None:
-                return _error(429, why, type_="insufficient_quota", code="insufficient_quota")
-            if not self._rate_ok(key):
-                return _error(
-                    429,
-                    f"key '{key.name}' is over its {key.rps:g} requests/s limit",
-                    type_="rate_limit_error",
-                    code="rate_limit_exceeded",
-                    retry_after_s=1.0,
-                )
+        key = self._key(request)
+        if isinstance(key, web.Response):
+            return key
+        if key is not None and (refusal := self.budgets.take_request(key)) is not None:
+            return _refused(refusal)
         if self.draining:
-            return _error(
-                503, "the gateway is shutting down", type_="server_error", retry_after_s=5.0
-            )
+            return error(503, "the gateway is shutting down", "server_error", retry_after_s=5.0)
         if self.in_flight >= MAX_IN_FLIGHT:
-            return _error(
-                503, "the gateway is at its request limit", type_="server_error", retry_after_s=1.0
+            return error(
+                503, "the gateway is at its request limit", "server_error", retry_after_s=1.0
             )
-        try:
-            raw = orjson.loads(await request.read())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "body is not valid JSON")
+        raw = await read_json(request, self.body_timeout_s, MAX_BODY_BYTES)
         if not isinstance(raw, dict):
-            return _error(400, "body must be a JSON object")
+            return error(400, "body must be a JSON object")
         try:
             body: ChatRequest | CompletionRequest = (
                 ChatRequest.model_validate(raw)
@@ -314,19 +329,19 @@ class Gateway:
             )
         except ValidationError as exc:
             message, param = validation_message(exc)
-            return _error(400, message, param=param)
+            return error(400, message, param=param)
         if body.model not in self.router.view.by_model:
-            return _error(
+            return error(
                 404,
-                f"the model '{body.model}' is not served here; see /v1/models",
+                f"the model '{body.model[:256]}' is not served here; see /v1/models",
                 param="model",
                 code="model_not_found",
             )
         origin = request.headers.get("x-wattserve-site")
         if origin is not None and origin not in self.router.fleet.sites:
-            return _error(
+            return error(
                 400,
-                f"x-wattserve-site '{origin}' is not a site of this fleet "
+                f"x-wattserve-site '{origin[:64]}' is not a site of this fleet "
                 f"({', '.join(self.router.fleet.sites)})",
                 param="x-wattserve-site",
             )
@@ -334,6 +349,20 @@ class Gateway:
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         prompt_tokens = approx_tokens(body.prompt_text())
         max_tokens = body.output_limit or self.default_max_tokens
+        window = self.context_tokens.get(body.model)
+        if window is not None:
+            asked = body.output_limit or 1
+            if prompt_tokens + asked > window:  # OpenAI's wording
+                return error(
+                    400,
+                    f"This model's maximum context length is {window} tokens. However, you "
+                    f"requested {prompt_tokens + asked} tokens ({prompt_tokens} in the "
+                    f"prompt, {asked} for the completion; prompts are counted at about 4 "
+                    "characters a token).",
+                    param="messages" if kind == "chat" else "prompt",
+                    code="context_length_exceeded",
+                )
+            max_tokens = min(max_tokens, window - prompt_tokens)
         req = Request(
             0,
             self.router.now(),
@@ -361,78 +390,124 @@ class Gateway:
     ) -> web.StreamResponse:
         failed: set[str] = set()
         errors: list[str] = []
-        for _ in range(RETRIES + 1):
+        queued: list[float] = []  # predicted waits of the replicas passed over
+        while len(errors) <= RETRIES:
             try:
                 placement = await self.router.place(req, failed)
             except NoBackendAvailable as exc:
-                self._account(greq, key, None, None, started, None, "rejected", exc.reason)
+                reason, status, retry_s = exc.reason, exc.status, exc.retry_after_s
+                if queued:  # nothing left but replicas with long queues
+                    reason = (
+                        f"every backend that serves {req.model} has a queue: the first token "
+                        f"would take {min(queued):.0f} s or more (limit {self.max_queue_s:g} s)"
+                    )
+                    status, retry_s = 503, min(30.0, min(queued))
+                self.accounts.record(greq, key, None, None, started, None, "rejected", reason)
                 extra = f" (after: {'; '.join(errors)})" if errors else ""
-                return _error(
-                    exc.status,
-                    exc.reason + extra,
-                    type_="server_error" if exc.status >= 500 else "rate_limit_error",
+                return error(
+                    status,
+                    reason + extra,
+                    "server_error" if status >= 500 else "rate_limit_error",
                     code="no_capacity",
-                    retry_after_s=exc.retry_after_s,
+                    retry_after_s=retry_s,
                 )
             target, backend = placement.target, placement.backend
+            wait_s = target.ttft_s(req)
+            if wait_s > self.max_queue_s:  # it would wait that long: try elsewhere, or 503
+                failed.add(backend.name)
+                queued.append(wait_s)
+                continue
+            hold: Hold | None = None
+            if key is not None:
+                reserved = self.budgets.reserve(key, worst_case(target, req))
+                if isinstance(reserved, Refusal):
+                    return _refused(reserved)
+                hold = reserved
             target.add(1)
             events = backend.generate(greq).__aiter__()
+            # where the first token is seen on its own (streams, emulated engines), a request
+            # that has none after max_queue_s gives up its place: a 503, not a silent wait
+            visible = body.stream or backend.kind == "emulated"
             try:
-                first = await events.__anext__()
+                first = await asyncio.wait_for(
+                    events.__anext__(), self.max_queue_s if visible else None
+                )
+            except TimeoutError:
+                target.add(-1)
+                self.accounts.release(hold)  # queued, not served: nothing is billed
+                reason = f"no first token within {self.max_queue_s:g} s: the fleet is saturated"
+                self.accounts.record(greq, key, backend, None, started, None, "rejected", reason)
+                return error(503, reason, "server_error", "no_capacity", retry_after_s=10.0)
             except UpstreamError as exc:
                 target.add(-1)
+                self.accounts.release(hold)
                 if exc.before_first_byte and exc.status >= 500:
                     failed.add(backend.name)
                     self.router.eject(backend)
                     errors.append(str(exc))
                     continue
-                self._account(greq, key, backend, None, started, None, "error", str(exc))
-                return _error(
+                self.accounts.record(greq, key, backend, None, started, None, "error", str(exc))
+                return error(
                     exc.status,
                     str(exc),
-                    type_="invalid_request_error" if exc.status < 500 else "server_error",
+                    "invalid_request_error" if exc.status < 500 else "server_error",
                     code="backend_error",
                 )
             except StopAsyncIteration:
                 target.add(-1)
+                self.accounts.release(hold)
                 errors.append(f"{backend.name} produced nothing")
                 failed.add(backend.name)
                 continue
-            call = _Call(body, greq, key, backend, first, events, started)
+            except (asyncio.CancelledError, ConnectionResetError):
+                target.add(-1)  # the client left before the first token: the prompt's work
+                self.accounts.ended(
+                    greq,
+                    key,
+                    hold,
+                    target,
+                    backend,
+                    req,
+                    started,
+                    None,
+                    None,
+                    0,
+                    "cancelled",
+                    "client disconnected",
+                )
+                _log_gone(greq.id, 0)
+                raise
+            call = _Call(body, req, greq, key, hold, target, backend, first, events, started)
             try:
                 if body.stream:
                     return await self._stream(request, call)
                 return await self._collect(call)
             finally:
                 target.add(-1)
-        self._account(greq, key, None, None, started, None, "error", "; ".join(errors))
-        return _error(
+        self.accounts.record(greq, key, None, None, started, None, "error", "; ".join(errors))
+        return error(
             502,
             "every backend tried failed: " + "; ".join(errors),
-            type_="server_error",
+            "server_error",
             code="backend_error",
         )
 
-    def _usage(self, fin: Finish, backend: Any, ttft: float) -> dict[str, Any]:
-        return {
-            "prompt_tokens": fin.prompt_tokens,
-            "completion_tokens": fin.completion_tokens,
-            "total_tokens": fin.prompt_tokens + fin.completion_tokens,
-            "wattserve": {
-                "backend": backend.name,
-                "site": backend.site,
-                "energy_j": fin.energy_j,
-                "usd": fin.usd,
-                "ttft_s": round(ttft, 6),
-                "synthetic": fin.synthetic,
-            },
-        }
-
-    def _failed(self, call: _Call, exc: UpstreamError) -> None:
-        """A backend that failed after its first byte: eject it and record the failure."""
-        self.router.eject(call.backend)
-        self._account(
-            call.greq, call.key, call.backend, call.ttft, call.started, None, "error", str(exc)
+    def _ended(
+        self, call: _Call, fin: Finish | None, produced: int, status: str, why: str | None
+    ) -> concurrent.futures.Future[None]:
+        return self.accounts.ended(
+            call.greq,
+            call.key,
+            call.hold,
+            call.target,
+            call.backend,
+            call.req,
+            call.started,
+            call.ttft,
+            fin,
+            produced,
+            status,
+            why,
         )
 
     async def _collect(self, call: _Call) -> web.Response:
@@ -446,168 +521,94 @@ class Gateway:
                 else:
                     fin = event
         except UpstreamError as exc:
-            self._failed(call, exc)
-            return _error(
+            self.router.eject(backend)
+            self._ended(call, None, len(parts), "error", str(exc))
+            return error(
                 502,
                 f"the backend failed mid-answer: {exc}",
-                type_="server_error",
+                "server_error",
                 code="backend_error",
             )
+        except (asyncio.CancelledError, ConnectionResetError):
+            await _close(call.rest)
+            self._ended(call, fin, len(parts), "cancelled", "client disconnected")
+            _log_gone(greq.id, len(parts))
+            raise
         fin = fin or Finish("stop", greq.prompt_tokens, len(parts), None, None)
-        self._account(greq, call.key, backend, ttft, call.started, fin, "ok", None)
-        text = "".join(parts)
-        choice: dict[str, Any] = (
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": fin.finish_reason,
-                "logprobs": None,
-            }
-            if greq.kind == "chat"
-            else {"index": 0, "text": text, "finish_reason": fin.finish_reason, "logprobs": None}
+        done = self._ended(call, fin, fin.completion_tokens, "ok", None)
+        data = replies.completion(
+            greq, body.model, "".join(parts), fin, replies.usage(fin, backend, ttft)
         )
-        return web.json_response(
-            dumps=_dumps,
-            data={
-                "id": greq.id,
-                "object": "chat.completion" if greq.kind == "chat" else "text_completion",
-                "created": int(time.time()),
-                "model": body.model,
-                "choices": [choice],
-                "usage": self._usage(fin, backend, ttft),
-            },
-        )
+        response = web.json_response(data, dumps=_dumps)
+        await durable(done, greq.id)
+        return response
 
     async def _stream(self, request: web.Request, call: _Call) -> web.StreamResponse:
         body, greq, backend, ttft = call.body, call.greq, call.backend, call.ttft
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await resp.prepare(request)
-        created = int(time.time())
-        obj = "chat.completion.chunk" if greq.kind == "chat" else "text_completion"
-
-        def chunk(text: str | None, finish: str | None, first_piece: bool = False) -> bytes:
-            if greq.kind == "chat":
-                delta: dict[str, Any] = {"content": text} if text is not None else {}
-                if first_piece:
-                    delta["role"] = "assistant"
-                choice: dict[str, Any] = {
-                    "index": 0,
-                    "delta": delta,
-                    "finish_reason": finish,
-                    "logprobs": None,
-                }
-            else:
-                choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-            payload = {
-                "id": greq.id,
-                "object": obj,
-                "created": created,
-                "model": body.model,
-                "choices": [choice],
-            }
-            return b"data: " + json.dumps(payload).encode() + b"\n\n"
-
+        chunks = replies.Chunks(greq, body.model)
         fin: Finish | None = None
+        recorded = False
         n = 0
         try:
+            await resp.prepare(request)
             async for event in call.events():
                 if isinstance(event, Piece):
-                    await resp.write(chunk(event.text, None, n == 0))
+                    await resp.write(chunks.piece(event.text, None, n == 0))
                     n += 1
                 else:
                     fin = event
+            fin = fin or Finish("stop", greq.prompt_tokens, n, None, None)
+            await resp.write(chunks.piece(None, fin.finish_reason))
+            if body.include_usage:
+                await resp.write(chunks.usage(replies.usage(fin, backend, ttft)))
+            done = self._ended(call, fin, n, "ok", None)
+            recorded = True
+            await durable(done, greq.id)
+            await resp.write(replies.DONE)
+            await resp.write_eof()
         except UpstreamError as exc:
-            self._failed(call, exc)
+            self.router.eject(backend)
+            self._ended(call, None, n, "error", str(exc))
             err = error_body(
                 f"the backend failed mid-stream: {exc}", "server_error", code="backend_error"
             )
-            await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")
-            await resp.write_eof()
-            return resp
-        except (ConnectionResetError, asyncio.CancelledError):
-            await call.rest.aclose()  # type: ignore[attr-defined]
-            self._account(
-                greq,
-                call.key,
-                backend,
-                ttft,
-                call.started,
-                None,
-                "cancelled",
-                "client disconnected",
-            )
-            raise
-        fin = fin or Finish("stop", greq.prompt_tokens, n, None, None)
-        await resp.write(chunk(None, fin.finish_reason))
-        if body.include_usage:
-            payload = {
-                "id": greq.id,
-                "object": obj,
-                "created": created,
-                "model": body.model,
-                "choices": [],
-                "usage": self._usage(fin, backend, ttft),
-            }
-            await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        self._account(greq, call.key, backend, ttft, call.started, fin, "ok", None)
+            try:
+                await resp.write(replies.event(err))
+                await resp.write_eof()
+            except ConnectionResetError:
+                pass  # the client left too: nothing more to tell it
+        except (asyncio.CancelledError, ConnectionResetError) as exc:
+            await _close(call.rest)
+            if not recorded:  # once recorded, the request was complete
+                self._ended(call, fin, n, "cancelled", "client disconnected")
+                _log_gone(greq.id, n)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         return resp
 
-    def _account(
-        self,
-        greq: GenRequest,
-        key: KeyRecord | None,
-        backend: Any,
-        ttft: float | None,
-        started: float,
-        fin: Finish | None,
-        status: str,
-        error: str | None,
-    ) -> None:
-        duration = time.monotonic() - started
-        labels: dict[str, str] = {
-            "model": greq.model,
-            "backend": backend.name if backend else "-",
-            "site": backend.site if backend else "-",
-        }
-        self.metrics.inc("wattserve_requests_total", 1.0, status=status, **labels)
-        if fin is not None:
-            self.metrics.inc(
-                "wattserve_tokens_total", fin.prompt_tokens, direction="input", **labels
-            )
-            self.metrics.inc(
-                "wattserve_tokens_total", fin.completion_tokens, direction="output", **labels
-            )
-            if fin.energy_j:
-                self.metrics.inc("wattserve_energy_joules_total", fin.energy_j, **labels)
-            if fin.usd:
-                self.metrics.inc("wattserve_cost_usd_total", fin.usd, **labels)
-            if ttft is not None:
-                self.metrics.observe("wattserve_ttft_seconds", ttft, model=greq.model)
-                if fin.completion_tokens > 1:
-                    tpot = (duration - ttft) / (fin.completion_tokens - 1)
-                    self.metrics.observe("wattserve_tpot_seconds", tpot, model=greq.model)
-                    target = self.router.targets.get(backend.name.split("/")[0])
-                    if target is not None and hasattr(target, "observe"):
-                        target.observe(ttft, tpot)
-        self.ledger.record(
-            {
-                "id": greq.id,
-                "ts": time.time(),
-                "key_id": key.id if key else None,
-                "model": greq.model,
-                "backend": backend.name if backend else None,
-                "site": backend.site if backend else None,
-                "prompt_tokens": fin.prompt_tokens if fin else None,
-                "completion_tokens": fin.completion_tokens if fin else None,
-                "ttft_s": ttft,
-                "duration_s": duration,
-                "energy_j": fin.energy_j if fin else None,
-                "usd": fin.usd if fin else None,
-                "status": status,
-                "error": error,
-            }
-        )
+
+def _log_gone(rid: str, produced: int) -> None:
+    log.info("wattserve: %s: client disconnected after %d tokens; work cancelled", rid, produced)
+
+
+def _refused(refusal: Refusal) -> web.Response:
+    return error(
+        429,
+        refusal.message,
+        refusal.type_,
+        code=refusal.code,
+        retry_after_s=refusal.retry_after_s,
+    )
+
+
+async def _close(events: AsyncIterator[Event]) -> None:
+    """Close a backend's event stream: the backend cancels its work (see Backend.generate)."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except (Exception, asyncio.CancelledError) as exc:  # already gone: nothing to cancel
+            log.debug("wattserve: closing a backend stream: %r", exc)

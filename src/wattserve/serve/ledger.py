@@ -1,14 +1,26 @@
-"""The ledger: every request in SQLite (WAL), committed when it ends, so a crash of the gateway
-loses no completed request's record; and the API keys with their budgets.
+"""The ledger: every request in SQLite (WAL), and the API keys with their budgets.
 
-Content (prompts, outputs) is never stored. Keys are stored as SHA-256 hashes.
+Writes leave the event loop: `submit` queues a request's row for a writer thread that commits
+whatever is queued in one transaction, and its future completes once that commit is done. The
+gateway awaits it before a response's last byte (see wattserve.serve.app), so a completed
+request's record survives a SIGKILL of the gateway. With `synchronous=NORMAL` in WAL mode a
+commit reaches the operating system, not the disk: a crash of the machine itself may lose the
+last commits.
+
+Content (prompts, outputs) is never stored. Keys are stored as SHA-256 hashes. The file is
+created readable by its owner only (mode 0600).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
+import os
+import queue
 import secrets
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +41,9 @@ CREATE TABLE IF NOT EXISTS requests (
     energy_j REAL,
     usd REAL,
     status TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    billed_usd REAL,
+    billed_j REAL
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS keys (
@@ -43,9 +57,27 @@ CREATE TABLE IF NOT EXISTS keys (
     spent_usd REAL NOT NULL DEFAULT 0,
     spent_j REAL NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    metrics INTEGER NOT NULL DEFAULT 0
 );
 """
+
+# columns added since the first ledgers were written: (table, column, declaration)
+ADDED_COLUMNS = (
+    ("requests", "billed_usd", "REAL"),
+    ("requests", "billed_j", "REAL"),
+    ("keys", "metrics", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+INSERT = (
+    "INSERT OR REPLACE INTO requests (id, ts, key_id, model, backend, site, prompt_tokens, "
+    "completion_tokens, ttft_s, duration_s, energy_j, usd, status, error, billed_usd, billed_j) "
+    "VALUES (:id, :ts, :key_id, :model, :backend, :site, :prompt_tokens, :completion_tokens, "
+    ":ttft_s, :duration_s, :energy_j, :usd, :status, :error, :billed_usd, :billed_j)"
+)
+CHARGE = "UPDATE keys SET spent_usd = spent_usd + ?, spent_j = spent_j + ? WHERE id = ?"
+KEY_CACHE_S = 1.0  # a key created or revoked by `wattserve keys` is seen within this long
+BATCH = 512  # rows per commit at most
 
 
 def hash_key(key: str) -> str:
@@ -62,13 +94,16 @@ class KeyRecord:
     rps: float | None
     spent_usd: float
     spent_j: float
+    revoked: bool = False
+    metrics: bool = False  # may read /metrics and /v1/fleet when keys are required
 
-    def over_budget(self) -> str | None:
-        if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
-            return f"key '{self.name}' has spent its ${self.budget_usd:g} budget"
-        if self.budget_j is not None and self.spent_j >= self.budget_j:
-            return f"key '{self.name}' has spent its {self.budget_j:g} J energy budget"
-        return None
+
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA busy_timeout=5000")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
 
 
 class Ledger:
@@ -76,32 +111,97 @@ class Ledger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        # created 0600 before SQLite opens it (its -wal and -shm files take the same mode)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        self.db = _connect(self.path)
         self.db.executescript(SCHEMA)
-        self._keys_checked = float("-inf")
-        self._has_keys = False
+        for table, column, decl in ADDED_COLUMNS:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self._keys: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._queue: queue.SimpleQueue[
+            tuple[dict[str, Any], concurrent.futures.Future[None]] | None
+        ] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the writer thread (`submit` writes inline until then)."""
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write_loop, args=(_connect(self.path),), name="ledger", daemon=True
+            )
+            self._writer.start()
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer, close the file."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
         self.db.close()
 
     # -- requests --------------------------------------------------------------------------
 
+    def submit(self, row: dict[str, Any]) -> concurrent.futures.Future[None]:
+        """Queue one finished request's row; the future completes once it is committed.
+        `billed_usd` and `billed_j`, when present, are added to the key's spend in the same
+        transaction."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._writer is None:
+            self._commit(self.db, [(row, done)])
+        else:
+            self._queue.put((row, done))
+        return done
+
     def record(self, row: dict[str, Any]) -> None:
-        """Write one finished request (committed at once: autocommit mode)."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO requests (id, ts, key_id, model, backend, site, "
-            "prompt_tokens, completion_tokens, ttft_s, duration_s, energy_j, usd, status, error) "
-            "VALUES (:id, :ts, :key_id, :model, :backend, :site, :prompt_tokens, "
-            ":completion_tokens, :ttft_s, :duration_s, :energy_j, :usd, :status, :error)",
-            row,
-        )
-        if row.get("key_id") and (row.get("usd") or row.get("energy_j")):
-            self.db.execute(
-                "UPDATE keys SET spent_usd = spent_usd + ?, spent_j = spent_j + ? WHERE id = ?",
-                (row.get("usd") or 0.0, row.get("energy_j") or 0.0, row["key_id"]),
-            )
+        """Write one finished request and wait for its commit."""
+        self.submit(row).result()
+
+    def _write_loop(self, db: sqlite3.Connection) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            stop = False
+            while len(batch) < BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(db, batch)
+            if stop:
+                break
+        db.close()
+
+    @staticmethod
+    def _commit(
+        db: sqlite3.Connection, batch: list[tuple[dict[str, Any], concurrent.futures.Future[None]]]
+    ) -> None:
+        # a waiter that gave up (its client left) cannot cancel the write: it is made anyway
+        waiting = [done for _, done in batch if done.set_running_or_notify_cancel()]
+        try:
+            db.execute("BEGIN")
+            for row, _ in batch:
+                db.execute(INSERT, {"billed_usd": None, "billed_j": None, **row})
+                usd, joules = row.get("billed_usd") or 0.0, row.get("billed_j") or 0.0
+                if row.get("key_id") and (usd or joules):
+                    db.execute(CHARGE, (usd, joules, row["key_id"]))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            for done in waiting:
+                done.set_exception(exc)
+            return
+        for done in waiting:
+            done.set_result(None)
 
     def usage(self, by: str) -> list[dict[str, Any]]:
         """Totals grouped by key, model, site, backend or day."""
@@ -140,36 +240,72 @@ class Ledger:
         budget_usd: float | None = None,
         budget_j: float | None = None,
         rps: float | None = None,
+        metrics: bool = False,
     ) -> str:
         """Store a new key's hash; return the key itself (shown once)."""
         key = "ws-" + secrets.token_urlsafe(24)
         kid = secrets.token_hex(6)
         self.db.execute(
-            "INSERT INTO keys (id, name, hash, admin, budget_usd, budget_j, rps, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (kid, name, hash_key(key), int(admin), budget_usd, budget_j, rps, time.time()),
+            "INSERT INTO keys (id, name, hash, admin, budget_usd, budget_j, rps, created, "
+            "metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                kid,
+                name,
+                hash_key(key),
+                int(admin),
+                budget_usd,
+                budget_j,
+                rps,
+                time.time(),
+                int(metrics),
+            ),
         )
         return key
 
     def lookup(self, key: str) -> KeyRecord | None:
+        """The key's record (revoked ones too, flagged), or None for a key never issued.
+        Answers are kept for KEY_CACHE_S so that a request costs no query."""
+        digest = hash_key(key)
+        now = time.monotonic()
+        hit = self._keys.get(digest)
+        if hit is not None and now - hit[0] < KEY_CACHE_S:
+            return hit[1]
         row = self.db.execute(
-            "SELECT id, name, admin, budget_usd, budget_j, rps, spent_usd, spent_j FROM keys "
-            "WHERE hash = ? AND revoked = 0",
-            (hash_key(key),),
+            "SELECT id, name, admin, budget_usd, budget_j, rps, spent_usd, spent_j, revoked, "
+            "metrics FROM keys WHERE hash = ?",
+            (digest,),
         ).fetchone()
-        if row is None:
-            return None
-        return KeyRecord(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], row[7])
+        record = (
+            None
+            if row is None
+            else KeyRecord(
+                row[0],
+                row[1],
+                bool(row[2]),
+                row[3],
+                row[4],
+                row[5],
+                row[6],
+                row[7],
+                bool(row[8]),
+                bool(row[9]),
+            )
+        )
+        if len(self._keys) > 65536:  # bounded: unknown keys sent by attackers are cached too
+            self._keys.clear()
+        self._keys[digest] = (now, record)
+        return record
 
     def list_keys(self) -> list[dict[str, Any]]:
         cur = self.db.execute(
-            "SELECT id, name, admin, budget_usd, budget_j, rps, spent_usd, "
+            "SELECT id, name, admin, metrics, budget_usd, budget_j, rps, spent_usd, "
             "spent_j, revoked FROM keys ORDER BY created"
         )
         cols = (
             "id",
             "name",
             "admin",
+            "metrics",
             "budget_usd",
             "budget_j",
             "rps",
@@ -179,15 +315,9 @@ class Ledger:
         )
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
+    def live_keys(self) -> int:
+        """How many keys are not revoked."""
+        return int(self.db.execute("SELECT COUNT(*) FROM keys WHERE revoked = 0").fetchone()[0])
+
     def revoke(self, key_id: str) -> bool:
         return self.db.execute("UPDATE keys SET revoked = 1 WHERE id = ?", (key_id,)).rowcount > 0
-
-    def has_keys(self) -> bool:
-        """Whether any live key exists (re-read at most once a second: keys are created by
-        another process, `wattserve keys create`)."""
-        now = time.monotonic()
-        if now - self._keys_checked > 1.0:
-            self._keys_checked = now
-            row = self.db.execute("SELECT 1 FROM keys WHERE revoked = 0 LIMIT 1").fetchone()
-            self._has_keys = row is not None
-        return self._has_keys

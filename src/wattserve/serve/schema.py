@@ -1,4 +1,7 @@
-"""The OpenAI request bodies the gateway accepts, validated, and OpenAI-style error bodies."""
+"""The OpenAI request bodies the gateway accepts, validated, and OpenAI-style error bodies.
+
+Types are strict as in OpenAI's API: `"stream": "yes"`, `"max_tokens": "16"` or `true`,
+`"n": "1"` answer 400 naming the field (no coercion); numbers must be finite."""
 
 from __future__ import annotations
 
@@ -9,8 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MAX_TOKENS_LIMIT = 32768
 
 
+STRICT = ConfigDict(extra="allow", strict=True)
+
+
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
 
@@ -23,20 +29,20 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
     include_usage: bool = False
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
     model: str = Field(min_length=1, max_length=256)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     n: int = Field(default=1, ge=1, le=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
     stop: str | list[str] | None = None
     user: str | None = None
 
@@ -85,6 +91,8 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first.get("loc", ()))
     msg = first.get("msg", "invalid value")
+    if first.get("type", "").endswith("_type") and "input" in first:  # say what was sent
+        msg = f"{msg}, got {type(first['input']).__name__}"
     return (f"{loc}: {msg}" if loc else msg), (loc or None)
 
 

@@ -1,0 +1,188 @@
+"""What stands between a socket and the gateway's handlers: OpenAI-style error responses,
+header and body checks, and one rule for all of them, that no input answers 5xx.
+
+- a header value that is not UTF-8: 400 (before any handler echoes or hashes it);
+- `Content-Encoding` other than identity, gzip or deflate: 415. Bodies are decoded here, not by
+  aiohttp (whose decoder fails outside any handler): the size limit applies to the body as sent
+  and again as decoded, and decoding stops at the limit, so a compressed bomb answers 413
+  without being inflated; a body that does not decode: 400;
+- a body not received within the body timeout: 408 (and the connection is closed);
+- a request that is not valid HTTP (a bad header character, a duplicate Content-Type) never
+  reaches the gateway: aiohttp's parser answers 400 in plain text, and ParserNoise logs it in
+  one line instead of a traceback;
+- every error the gateway answers itself is counted in `wattserve_rejected_total` by status
+  and reason (the error's code, or its type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+from wattserve.serve.metrics import Metrics
+from wattserve.serve.schema import error_body
+
+log = logging.getLogger("wattserve.serve")
+
+ENCODINGS = ("", "identity", "gzip", "deflate", "x-gzip")
+REASON = "wattserve_reason"  # where an error response keeps its reason for the metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def error(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    retry_after_s: float | None = None,
+) -> web.Response:
+    """An OpenAI-style error response."""
+    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else None
+    resp = web.json_response(
+        error_body(message, type_, param, code), status=status, headers=headers, dumps=_dumps
+    )
+    resp[REASON] = code or type_
+    return resp
+
+
+class BodyError(Exception):
+    """A request body that cannot be read: carries the response to send."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+
+async def read_json(request: web.Request, timeout_s: float, max_bytes: int) -> Any:
+    """The request's body, decoded, parsed as JSON (orjson: no NaN, depth bounded), or
+    BodyError."""
+    try:
+        raw = await asyncio.wait_for(request.read(), timeout_s)
+    except TimeoutError:
+        response = error(
+            408, f"the request body did not arrive within {timeout_s:g} s", code="timeout"
+        )
+        response.force_close()  # do not wait for the rest of a slow body
+        raise BodyError(response) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyError(_too_large(max_bytes)) from None
+    except RequestPayloadError:
+        raise BodyError(error(400, "the body was cut short", code="invalid_body")) from None
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        raw = _inflate(raw, encoding, max_bytes)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(error(400, f"body is not valid JSON: {exc}", code="invalid_json")) from None
+
+
+def _inflate(raw: bytes, encoding: str, max_bytes: int) -> bytes:
+    """A gzip or deflate body decoded, at most `max_bytes` of it (413 past that)."""
+    if encoding == "deflate":  # zlib-wrapped as the RFC says, or raw as some clients send
+        wbits = zlib.MAX_WBITS if raw[:1] and raw[0] & 0x0F == 8 else -zlib.MAX_WBITS
+    else:
+        wbits = 16 + zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(raw, max_bytes + 1)
+    except zlib.error:
+        raise BodyError(
+            error(400, f"the body is not valid {encoding} data", code="invalid_body")
+        ) from None
+    if len(out) > max_bytes:
+        raise BodyError(_too_large(max_bytes, decoded=True))
+    if not inflater.eof or inflater.unused_data:
+        raise BodyError(
+            error(400, f"the body is not one complete {encoding} stream", code="invalid_body")
+        )
+    return out
+
+
+def _too_large(max_bytes: int, *, decoded: bool = False) -> web.Response:
+    what = "request body, decoded," if decoded else "request body"
+    response = error(413, f"{what} over {max_bytes} bytes", code="body_too_large")
+    response.force_close()
+    return response
+
+
+def _bad_header(request: web.Request) -> str | None:
+    for name, value in request.headers.items():
+        try:
+            name.encode("utf-8")
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return name.encode("utf-8", "replace").decode("ascii", "replace")
+    return None
+
+
+def guard(metrics: Metrics, max_bytes: int) -> Any:
+    """The middleware: checks headers, maps every failure to an OpenAI-style error, counts
+    the errors, and answers 500 (logged in one line with its traceback) only for a bug."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await _guarded(request, handler, max_bytes)
+        if response.status >= 400:
+            metrics.inc(
+                "wattserve_rejected_total",
+                status=str(response.status),
+                reason=str(response.get(REASON, "http")),
+            )
+        return response
+
+    return middleware
+
+
+async def _guarded(request: web.Request, handler: Handler, max_bytes: int) -> web.StreamResponse:
+    bad = _bad_header(request)
+    if bad is not None:
+        return error(400, f"header '{bad}' is not valid UTF-8", param=bad, code="invalid_header")
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ENCODINGS:
+        return error(
+            415,
+            f"Content-Encoding '{encoding}' is not supported: send identity, gzip or deflate",
+            code="unsupported_encoding",
+        )
+    try:
+        return await handler(request)
+    except BodyError as exc:
+        return exc.response
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(max_bytes)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error(exc.status, exc.reason or "error", code=f"http_{exc.status}")
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("wattserve: internal error on %s %s", request.method, request.path)
+        return error(500, "internal error (logged by the gateway)", type_="server_error")
+
+
+class ParserNoise(logging.Filter):
+    """Logs a malformed HTTP request that aiohttp's parser refused in one line: a client's
+    mistake (or probe) is not a server error, and a traceback per probe floods the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "wattserve: malformed HTTP refused: %s", (exc.message,)
+            record.exc_info = record.exc_text = None
+        return True
