@@ -7,6 +7,9 @@ configurations worth reporting: batch 1 and that largest batch. Why only those t
 TPOT never fall as the batch grows, while time, joules and dollars per output token never rise
 (each step term divided by the batch is non-increasing; docs/rank.md), so the largest feasible
 batch is best for $/token, J/token, tokens/s and tokens/s per kW, and batch 1 for latency.
+SRAM-only parts are the exception: their chip count grows with the batch's KV cache, so joules
+and dollars per token can rise with the batch; for them every power of two up to the largest
+feasible batch is evaluated as well.
 
 Which layouts a device allows:
 - DRAM/HBM parts: tp in 1, 2, 4, 8 (dividing the attention heads; tp > 1 needs a published
@@ -371,10 +374,9 @@ def _search_group(
         if layout.pp is not None:
             cap = min(cap, max(1, e.max_batch or 1))
         best = _largest(1, cap, partial(job.meets, layout, context=e.context_tokens))
-        top = job.evaluate(layout, best, best) if best > 1 else None
         feasible.append(Candidate(layout, e, first.slo_excess, best))
-        if top is not None:
-            feasible.append(top)
+        more = [best] if layout.pp is not None else [*_powers_of_two(best), best]
+        feasible.extend(job.evaluate(layout, b, best) for b in sorted(set(more)) if b > 1)
         # more stages help only while memory, not the SLO or the batch cap, limits the batch
         memory_bound = best == cap and cap < job.space.max_batch
         if not memory_bound or best <= prev_best:
