@@ -32,13 +32,13 @@ from functools import partial
 
 from wattserve.core.catalog import Catalog
 from wattserve.core.cost import CostAssumptions
-from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
+from wattserve.core.deployment import Deployment
 from wattserve.core.dtypes import BYTES_PER_ELEMENT, Dtype
 from wattserve.core.hardware import PEAK_PREFIX, Hardware
 from wattserve.core.memory import memory_fit
 from wattserve.core.modelspec import ModelSpec
 from wattserve.core.params import Calibration, EngineParams
-from wattserve.core.perf import perf_model
+from wattserve.core.perf import PerfModel
 from wattserve.core.workload import SLO
 from wattserve.errors import ConfigError
 from wattserve.estimate.api import Estimate, estimate
@@ -220,29 +220,22 @@ class _Job:
         )
         return Candidate(layout, e, slo_excess(e, self.slo), max_batch_slo)
 
-    def deployment(self, layout: Layout, batch: int) -> Deployment:
-        kv = default_kv_dtype(layout.dtype)
-        pp = layout.pp
-        if pp is None:
-            seq = self.prompt_tokens + self.output_tokens
-            need = chips_needed(self.model, self.hw, layout.dtype, kv, batch * seq, self.params)
-            pp = 1 if need is None else max(1, math.ceil(need / layout.tp))
-        return Deployment(self.model, self.hw, tp=layout.tp, pp=pp, dtype=layout.dtype, kv_dtype=kv)
-
-    def fits(self, layout: Layout, batch: int) -> bool:
-        dep = self.deployment(layout, batch)
+    def fits(self, dep: Deployment, batch: int) -> bool:
         seq = self.prompt_tokens + self.output_tokens
         return memory_fit(dep, self.params, batch, seq, batch * self.prompt_tokens).fits
 
-    def meets(self, layout: Layout, batch: int, *, context: int) -> bool:
-        """Fits and meets both SLOs at `batch`: the same PerfModel calls `estimate` makes."""
-        if not self.fits(layout, batch):
-            return False
-        perf = perf_model(self.deployment(layout, batch), self.params)
+    def within_slo(self, perf: PerfModel, batch: int, *, context: int) -> bool:
+        """Both SLOs met at `batch`: the PerfModel calls `estimate` makes for TTFT and TPOT."""
         return (
             perf.prefill(batch, self.prompt_tokens).time_s <= self.slo.ttft_s
             and perf.decode_step(batch, context).time_s <= self.slo.tpot_s
         )
+
+    def feasible(self, layout: Layout, batch: int) -> bool:
+        """Fits and meets the SLO, by `estimate` itself: for layouts whose device count
+        follows the batch (SRAM-only parts), where `estimate` decides the chip count."""
+        c = self.evaluate(layout, batch, 0)
+        return c.estimate.fits and c.meets_slo
 
 
 def _layouts(job: _Job, dtype: Dtype) -> list[list[Layout]]:
@@ -371,9 +364,15 @@ def _search_group(
             misses.append(first)
             return True, ""  # more stages only add latency; batch 1 is the fastest
         cap = job.space.max_batch
-        if layout.pp is not None:
+        if layout.pp is None:
+            best = _largest(1, cap, partial(job.feasible, layout))
+        else:
+            assert e.perf is not None  # it fits and nothing is missing
+            dep = e.perf.deployment
             cap = min(cap, max(1, e.max_batch or 1))
-        best = _largest(1, cap, partial(job.meets, layout, context=e.context_tokens))
+            if not job.fits(dep, cap):  # the activation workspace grows with the batch
+                cap = _largest(1, cap, partial(job.fits, dep))
+            best = _largest(1, cap, partial(job.within_slo, e.perf, context=e.context_tokens))
         feasible.append(Candidate(layout, e, first.slo_excess, best))
         more = [best] if layout.pp is not None else [*_powers_of_two(best), best]
         feasible.extend(job.evaluate(layout, b, best) for b in sorted(set(more)) if b > 1)
