@@ -182,6 +182,11 @@ def _hosted_entry(
         return Excluded(p.id, "hosted", "not-served", reason)
     e = estimate(spec, p.id, prompt_tokens=prompt, output_tokens=output, catalog=catalog)
     row = hosted_row(e, p)
+    if row.tpot_s is None:
+        reason = (
+            f"{p.id} publishes no output speed for {spec.id}, so the TPOT SLO cannot be checked"
+        )
+        return Excluded(p.id, "hosted", "missing-figure", reason)
     late = [
         f"{name} {value * 1e3:.4g} ms > {limit * 1e3:g} ms"
         for name, value, limit in (
