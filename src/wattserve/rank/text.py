@@ -50,6 +50,11 @@ def _columns(rk: Ranking) -> list[Column]:
         ("tok/s/user", 10, lambda r: _num(r.tokens_per_s_per_user)),
         ("tok/s", 8, lambda r: _num(r.tokens_per_s)),
         ("$/1M tok", 8, lambda r: _num(r.usd_per_mtok)),
+        (
+            "basis",
+            5,
+            lambda r: {"per-token": "token", "unknown": "?"}.get(r.cost_basis, r.cost_basis),
+        ),
         ("J/tok", 7, lambda r: _num(r.j_per_token)),
         ("tok/s/kW", 8, lambda r: _num(r.tokens_per_s_per_kw)),
         ("W", 7, lambda r: _num(r.power_w)),
@@ -122,21 +127,22 @@ def ranking_text(rk: Ranking) -> str:
     shown = rk.shown
     if shown:
         out += _table(shown, _columns(rk))
-        out.append(
-            "flags: P on the Pareto front of $/1M tok vs J/tok, S of $/1M tok vs tok/s/user; "
-            "* a figure behind the row is unverified; ? an SLO term the API does not publish; "
-            "? in a cell: unknown (below)"
-        )
+        out += [
+            "basis: rent (cloud $/h), own (list price amortised + electricity x PUE) or token "
+            "(a hosted API's prices); ? in a cell: unknown (see below)",
+            "flags: P on the Pareto front of $/1M tok vs J/tok, S on that of $/1M tok vs "
+            "tok/s/user; * a figure behind the row is unverified; ? an SLO term the API does "
+            "not publish",
+        ]
     else:
         out.append("No device or hosted API meets the SLO (closest misses below).")
     if len(rk.rows) > len(shown):
         out.append(f"({len(rk.rows) - len(shown)} more rows; drop --top to see them)")
     if rk.power_envelope_w is not None:
         out += _envelope(rk)
-    unknown = [(r.hardware, u) for r in shown for u in r.unknown]
+    unknown = [f"  {r.hardware}: {'; '.join(r.unknown)}" for r in shown if r.unknown]
     if unknown:
-        out += ["", "Unknown figures:"]
-        out += [f"  {hw}: {u}" for hw, u in unknown]
+        out += ["", "Unknown figures:", *unknown]
     if rk.excluded:
         out += ["", f"Excluded ({len(rk.excluded)}):"]
         out += [f"  {x.hardware:20} {x.why:15} {x.reason}" for x in rk.excluded]
@@ -150,6 +156,8 @@ def edge_text(rows: Sequence[EdgeRow]) -> str:
         f"  {'device':22} {'model':16} {'params B':>8} {'dtype':6} {'tok/s':>8} {'W':>6} "
         f"{'tok/s/W':>8}",
     ]
+    if not rows:
+        out.append("  (no edge module or compute-in-memory part selected)")
     for r in rows:
         if r.model is None:
             out.append(f"  {r.hardware:22} none: {r.reason}")
