@@ -202,6 +202,12 @@ def test_a_device_without_a_price_is_ranked_with_dollars_unknown_and_why(r8: Ran
     assert nvl.j_per_token is not None and nvl.tokens_per_s_per_kw is not None
 
 
+def test_a_rented_device_without_power_figures_keeps_its_dollars(r8: Ranking) -> None:
+    tpu = next(r for r in r8.rows if r.hardware == "tpu-v6e")
+    assert tpu.cost_basis == "rent" and tpu.usd_per_mtok is not None and tpu.usd_per_mtok > 0
+    assert tpu.j_per_token is None and any("tdp_w" in u for u in tpu.unknown)
+
+
 def test_training_crossover_days(r8: Ranking) -> None:
     for r in r8.rows:
         if r.usd_per_mtok is not None:
