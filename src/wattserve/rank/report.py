@@ -58,8 +58,8 @@ def _scatter(
         f"{html.escape(ylabel)} (log)</text>",
     ]
     for lo, hi, horizontal in ((x0, x1, True), (y0, y1, False)):
-        for k in range(math.ceil(lo), math.floor(hi) + 1):
-            v = 10.0**k
+        ticks = [m * 10.0**k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)]
+        for v in (t for t in ticks if lo <= math.log10(t) <= hi):
             if horizontal:
                 out.append(
                     f'<text x="{px(v):.1f}" y="{H - PAD + 16}" text-anchor="middle" '
@@ -121,6 +121,7 @@ def report_html(rk: Ranking | None, edge: Sequence[EdgeRow] | None) -> str:
             "bound",
             "groups in envelope",
             "envelope tok/s",
+            "envelope $/h",
             "days to training $",
             "software",
             "maturity",
@@ -140,10 +141,11 @@ def report_html(rk: Ranking | None, edge: Sequence[EdgeRow] | None) -> str:
                 _cell(r.j_per_token),
                 _cell(r.tokens_per_s_per_kw),
                 _cell(r.power_w),
-                _cell(r.mem_bw_utilisation),
+                "unknown" if r.mem_bw_utilisation is None else f"{r.mem_bw_utilisation:.0%}",
                 r.decode_bound or "unknown",
                 "" if r.envelope_groups is None else str(r.envelope_groups),
                 "" if r.envelope_tokens_per_s is None else _cell(r.envelope_tokens_per_s),
+                "" if r.envelope_usd_per_hour is None else _cell(r.envelope_usd_per_hour),
                 "" if r.crossover_days is None else _cell(r.crossover_days),
                 r.software,
                 r.maturity,
