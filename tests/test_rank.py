@@ -323,6 +323,14 @@ def test_cli_text_and_edge() -> None:
         (["--model", "llama-3.1-8b", "--hardware", "h100"], "h100-sxm"),
         (["--model", "llama-3.18b"], "llama-3.1-8b"),
         ([], "--model"),
+        (
+            ["--model", "llama-3.1-8b", "--hardware", "l4", "--report", "/no/such/dir/r.html"],
+            "--report",
+        ),
+        (["--model", "llama-3.1-8b", "--top", "-1"], "--top"),
+        (["--model", "llama-3.1-8b", "--pue", "0"], "--pue"),
+        (["--model", "llama-3.1-8b", "--daily-tokens", "1e9"], "--training-cost-usd"),
+        (["--edge", "--hardware", "jetson"], "jetson-"),
     ],
 )
 def test_cli_bad_input_is_one_line_naming_the_flag(args: list[str], needle: str) -> None:
