@@ -337,3 +337,8 @@ def test_cli_bad_input_is_one_line_naming_the_flag(args: list[str], needle: str)
     result = CliRunner().invoke(app, ["rank", *args])
     assert result.exit_code == 2 and needle in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_comma_separated_string_is_a_list_in_the_python_api() -> None:
+    rk = rank("llama-3.1-8b", hardware="h100-sxm, l4", categories="gpu")
+    assert {r.hardware for r in rk.rows} == {"h100-sxm", "l4"}

@@ -237,8 +237,8 @@ def rank(
     slo_ttft_s: float = DEFAULT_TTFT_S,
     slo_tpot_s: float = DEFAULT_TPOT_S,
     dtype: str = "auto",
-    categories: Sequence[str] = (),
-    hardware: Sequence[str] = (),
+    categories: Sequence[str] | str = (),
+    hardware: Sequence[str] | str = (),
     require_software: str | None = None,
     min_maturity: str | None = None,
     sort: str = "usd_per_mtok",
@@ -267,6 +267,11 @@ def rank(
         raise ConfigError(f"'{sort}' is not one of {', '.join(SORT_KEYS)}", field="--sort")
     if dtype not in DTYPE_CHOICES:
         raise ConfigError(f"'{dtype}' is not one of {', '.join(DTYPE_CHOICES)}", field="--dtype")
+    # a single string is a comma-separated list, as on the command line
+    if isinstance(categories, str):
+        categories = [c.strip() for c in categories.split(",") if c.strip()]
+    if isinstance(hardware, str):
+        hardware = [h.strip() for h in hardware.split(",") if h.strip()]
     cats = _choices("--category", categories, (*CATEGORIES, HOSTED))
     if require_software is not None:
         _choices("--require-software", [require_software], SOFTWARE)
