@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from wattserve import CostAssumptions, Estimate, estimate, load_catalog
 from wattserve.cli.app import app
+from wattserve.core.configs import SearchSpace
 from wattserve.errors import ConfigError, UnknownNameError
 from wattserve.rank import Ranking, Row, rank
 from wattserve.rank.envelope import groups_within
@@ -342,3 +343,42 @@ def test_cli_bad_input_is_one_line_naming_the_flag(args: list[str], needle: str)
 def test_a_comma_separated_string_is_a_list_in_the_python_api() -> None:
     rk = rank("llama-3.1-8b", hardware="h100-sxm, l4", categories="gpu")
     assert {r.hardware for r in rk.rows} == {"h100-sxm", "l4"}
+
+
+def test_hand_checked_largest_batch_and_envelope(tmp_path: Path) -> None:
+    """A toy device with round figures, engine terms pinned: the batch the search reports is the
+    one the roofline arithmetic gives by hand, and so is the envelope count."""
+    from wattserve import Calibration, EngineParams, load_model
+
+    f = tmp_path / "toy.yaml"
+    f.write_text(
+        "devices:\n  toy:\n    name: Toy\n    category: gpu\n    software: plugin\n"
+        "    maturity: pilot\n    source: test\n    memory_gb: 1000\n    mem_bw_gbps: 2000\n"
+        "    peak_tflops: {bf16: 10000}\n    tdp_w: 1000\n    idle_w: 100\n"
+        "    usd_per_hour: 2.0\n"
+    )
+    params = EngineParams(source="pinned for this test")
+    calib = Calibration(params={"toy": params})
+    rk = rank(
+        "llama-3.1-8b",
+        hardware=["toy"],
+        dtype="bf16",
+        slo_ttft_s=1000.0,
+        slo_tpot_s=0.02,
+        power_envelope_w=1e5,
+        pue=1.25,
+        space=SearchSpace(max_tp=1, max_devices=1),
+        calibration=calib,
+        catalog=load_catalog([f]),
+    )
+    (row,) = rk.rows
+    m = load_model("llama-3.1-8b")
+    rate = 2000e9 * params.eff_memory  # bytes/s
+    context = 1020 + 129 // 2  # estimate's decode context
+    fixed = params.overhead_step_s + m.num_layers * params.overhead_layer_s
+    per_seq = m.kv_bytes_per_token("bf16") * (context + 1) / rate + params.overhead_seq_s
+    budget = 0.02 - m.weight_bytes("bf16") / rate - fixed
+    assert row.decode_bound == "memory"
+    assert row.batch == math.floor(budget / per_seq)  # 92 with these figures
+    assert row.peak_power_w is not None
+    assert row.envelope_groups == math.floor(1e5 / (row.peak_power_w * 1.25))
