@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,44 @@ def _mark_pareto(rows: list[Row]) -> list[Row]:
     ]
 
 
+def _check_flags(
+    prompt_tokens: int,
+    output_tokens: int,
+    sort: str,
+    dtype: str,
+    power_envelope_w: float | None,
+    top: int | None,
+    training_cost_usd: float | None,
+    daily_tokens: float | None,
+) -> None:
+    """ConfigError naming the flag for the first value out of its range."""
+    positive("--prompt-tokens", prompt_tokens, integer=True)
+    positive("--output-tokens", output_tokens, integer=True)
+    if sort not in SORT_KEYS:
+        raise ConfigError(f"'{sort}' is not one of {', '.join(SORT_KEYS)}", field="--sort")
+    if dtype not in DTYPE_CHOICES:
+        raise ConfigError(f"'{dtype}' is not one of {', '.join(DTYPE_CHOICES)}", field="--dtype")
+    if power_envelope_w is not None:
+        positive("--power-envelope", power_envelope_w)
+    if sort == "envelope_tokens_per_s" and power_envelope_w is None:
+        raise ConfigError("sorting by envelope_tokens_per_s needs --power-envelope", field="--sort")
+    if top is not None:
+        positive("--top", top, integer=True)
+    if (training_cost_usd is None) != (daily_tokens is None):
+        raise ConfigError(
+            "give both --training-cost-usd and --daily-tokens, or neither",
+            field="--training-cost-usd" if training_cost_usd is None else "--daily-tokens",
+        )
+    if training_cost_usd is not None:
+        positive("--training-cost-usd", training_cost_usd)
+        positive("--daily-tokens", daily_tokens)
+
+
+def _crossover_days(usd_per_mtok: float | None, training_usd: float, daily: float) -> float | None:
+    """Days until serving `daily` output tokens a day has cost `training_usd`."""
+    return None if not usd_per_mtok else training_usd / (daily / 1e6 * usd_per_mtok)
+
+
 def rank(
     model: str | ModelSpec,
     *,
@@ -260,13 +299,17 @@ def rank(
     `min_maturity` drop less mature ones (listed in `excluded`). `pue` defaults to the cost
     assumptions' (1.5) and applies to owned hardware's electricity and to the envelope.
     """
-    positive("--prompt-tokens", prompt_tokens, integer=True)
-    positive("--output-tokens", output_tokens, integer=True)
     slo = check_slo(SLO(slo_ttft_s, slo_tpot_s))
-    if sort not in SORT_KEYS:
-        raise ConfigError(f"'{sort}' is not one of {', '.join(SORT_KEYS)}", field="--sort")
-    if dtype not in DTYPE_CHOICES:
-        raise ConfigError(f"'{dtype}' is not one of {', '.join(DTYPE_CHOICES)}", field="--dtype")
+    _check_flags(
+        prompt_tokens,
+        output_tokens,
+        sort,
+        dtype,
+        power_envelope_w,
+        top,
+        training_cost_usd,
+        daily_tokens,
+    )
     # a single string is a comma-separated list, as on the command line
     if isinstance(categories, str):
         categories = [c.strip() for c in categories.split(",") if c.strip()]
@@ -277,20 +320,6 @@ def rank(
         _choices("--require-software", [require_software], SOFTWARE)
     if min_maturity is not None:
         _choices("--min-maturity", [min_maturity], MATURITY)
-    if power_envelope_w is not None:
-        positive("--power-envelope", power_envelope_w)
-    if sort == "envelope_tokens_per_s" and power_envelope_w is None:
-        raise ConfigError("sorting by envelope_tokens_per_s needs --power-envelope", field="--sort")
-    if top is not None:
-        positive("--top", top, integer=True)
-    if (training_cost_usd is None) != (daily_tokens is None):
-        raise ConfigError(
-            "give both --training-cost-usd and --daily-tokens, or neither",
-            field="--training-cost-usd" if training_cost_usd is None else "--daily-tokens",
-        )
-    if training_cost_usd is not None:
-        positive("--training-cost-usd", training_cost_usd)
-        positive("--daily-tokens", daily_tokens)
     base_costs = costs if costs is not None else CostAssumptions()
     if pue is not None:
         positive("--pue", pue)
@@ -349,15 +378,8 @@ def rank(
             excluded.append(hosted)
 
     if training_cost_usd is not None and daily_tokens is not None:
-        rows = [
-            replace(
-                r,
-                crossover_days=None
-                if not r.usd_per_mtok
-                else training_cost_usd / (daily_tokens / 1e6 * r.usd_per_mtok),
-            )
-            for r in rows
-        ]
+        days = partial(_crossover_days, training_usd=training_cost_usd, daily=daily_tokens)
+        rows = [replace(r, crossover_days=days(r.usd_per_mtok)) for r in rows]
     rows = sorted(_mark_pareto(rows), key=lambda r: r.sort_key(sort))
     notes = (
         "TTFT is the prefill of the whole batch arriving at once (as `estimate` computes it), "
