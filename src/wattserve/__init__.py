@@ -4,6 +4,10 @@
     e = estimate("llama-3.1-8b", "h100-sxm", batch=8, prompt_tokens=1024, output_tokens=256)
     e.tpot_s, e.energy_j_per_token, e.usd_per_mtok
 
+    from wattserve import rank
+    r = rank("llama-3.1-70b", slo_tpot_s=0.05, power_envelope_w=1e6)
+    r.rows[0].hardware, r.rows[0].usd_per_mtok, r.excluded
+
 Importing wattserve does no I/O; catalogs are read on first use.
 """
 
@@ -23,6 +27,7 @@ from wattserve.errors import (
     WattserveError,
 )
 from wattserve.estimate import Estimate, estimate
+from wattserve.rank import Ranking, rank
 
 __version__ = "0.1.0"
 
@@ -40,6 +45,7 @@ __all__ = [
     "ModelSpec",
     "PerfModel",
     "Provider",
+    "Ranking",
     "StepCost",
     "UnknownNameError",
     "WattserveError",
@@ -50,5 +56,6 @@ __all__ = [
     "load_catalog",
     "load_model",
     "perf_model",
+    "rank",
     "read_measurements",
 ]

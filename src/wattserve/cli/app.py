@@ -8,6 +8,7 @@ from wattserve.cli.calibrate_cmd import calibrate_cmd
 from wattserve.cli.catalog_cmd import catalog_app, models_cmd
 from wattserve.cli.estimate_cmd import estimate_cmd
 from wattserve.cli.profile_cmd import profile_cmd
+from wattserve.cli.rank_cmd import rank_cmd
 from wattserve.cli.serve_cmd import keys_app, serve_cmd, usage_cmd
 from wattserve.cli.simulate_cmd import simulate_cmd
 
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("estimate")(estimate_cmd)
+app.command("rank")(rank_cmd)
 app.command("calibrate")(calibrate_cmd)
 app.command("profile")(profile_cmd)
 app.command("models")(models_cmd)

@@ -37,7 +37,9 @@ class CostRate:
     reason: str = ""
 
     def usd(self, seconds: float, joules: float) -> float:
-        return self.usd_per_s * seconds + self.usd_per_j * joules
+        # a rented price already includes power: unknown (NaN) joules must not make it unknown
+        energy = self.usd_per_j * joules if self.usd_per_j else 0.0
+        return self.usd_per_s * seconds + energy
 
     def billable(self) -> tuple[float, float]:
         """(usd_per_s, usd_per_j) a request is charged at: the rates, or 0 where dollars are

@@ -1,0 +1,172 @@
+"""`wattserve rank`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wattserve.cli.common import print_json, reports_errors
+from wattserve.core.catalog import load_catalog
+from wattserve.core.params import Calibration, load_calibration
+from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S
+from wattserve.errors import ConfigError
+from wattserve.rank.api import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, positive, rank
+from wattserve.rank.edge import edge_view
+from wattserve.rank.report import write_report
+from wattserve.rank.text import edge_text, ranking_text
+
+_UNITS = {"": 1.0, "w": 1.0, "kw": 1e3, "mw": 1e6, "gw": 1e9}
+
+
+def parse_watts(text: str, flag: str) -> float:
+    """'1MW', '500 kW', '2.5e6' -> watts; anything else is a ConfigError naming `flag`."""
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMgG]?[wW]?)\s*", text)
+    if m is None:
+        raise ConfigError(f"'{text}' is not a power; write e.g. 1MW, 500kW or 250000", field=flag)
+    try:
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    except (ValueError, KeyError):
+        raise ConfigError(
+            f"'{text}' is not a power; write e.g. 1MW, 500kW or 250000", field=flag
+        ) from None
+    return float(positive(flag, value))
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+@reports_errors
+def rank_cmd(
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model id (see `wattserve models`) or a config.json path."),
+    ] = None,
+    prompt_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Prompt tokens per request (default: the Azure 2023 conversation median)."
+        ),
+    ] = DEFAULT_PROMPT_TOKENS,
+    output_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Output tokens per request (default: the Azure 2023 conversation median)."
+        ),
+    ] = DEFAULT_OUTPUT_TOKENS,
+    slo_ttft: Annotated[
+        float, typer.Option(help="Time-to-first-token SLO, s (default: MLPerf v4.1 server limit).")
+    ] = DEFAULT_TTFT_S,
+    slo_tpot: Annotated[
+        float,
+        typer.Option(help="Time-per-output-token SLO, s (default: MLPerf v4.1 server limit)."),
+    ] = DEFAULT_TPOT_S,
+    dtype: Annotated[
+        str,
+        typer.Option(help="auto (every dtype the device has a peak for), bf16, fp8, int8, int4."),
+    ] = "auto",
+    category: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these categories (comma-separated or repeated; hosted-api too)."),
+    ] = None,
+    hardware: Annotated[
+        list[str] | None, typer.Option(help="Only these device/provider ids (comma-separated).")
+    ] = None,
+    hardware_file: Annotated[
+        list[Path] | None, typer.Option(help="Extra hardware/provider YAML (repeatable).")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Calibration JSON from `wattserve calibrate`.")
+    ] = None,
+    require_software: Annotated[
+        str | None,
+        typer.Option(help="At least this mature a stack: pytorch-native, plugin or vendor-sdk."),
+    ] = None,
+    min_maturity: Annotated[
+        str | None, typer.Option(help="At least: production, pilot or prototype.")
+    ] = None,
+    sort: Annotated[
+        str,
+        typer.Option(
+            help="usd_per_mtok, j_per_token, tokens_per_s, tokens_per_s_per_kw, tpot_s, ttft_s, "
+            "envelope_tokens_per_s."
+        ),
+    ] = "usd_per_mtok",
+    power_envelope: Annotated[
+        str | None, typer.Option(help="Facility power envelope, e.g. 1MW (W without a unit).")
+    ] = None,
+    pue: Annotated[
+        float | None,
+        typer.Option(help="Power usage effectiveness: host overhead and cooling (default 1.5)."),
+    ] = None,
+    top: Annotated[int | None, typer.Option(help="Show only the best N rows.")] = None,
+    training_cost_usd: Annotated[
+        float | None, typer.Option(help="Training spend, $, for the inference crossover.")
+    ] = None,
+    daily_tokens: Annotated[
+        float | None, typer.Option(help="Output tokens served per day, for the crossover.")
+    ] = None,
+    edge: Annotated[
+        bool, typer.Option("--edge", help="The largest model each edge/CIM part holds.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+) -> None:
+    """Every device and hosted API for MODEL, each at its best configuration within the SLO."""
+    catalog = load_catalog(hardware_file or [])
+    calib = Calibration() if calibration is None else load_calibration(calibration)
+    hw = _split(hardware)
+    if edge:
+        positive("--prompt-tokens", prompt_tokens, integer=True)
+        positive("--output-tokens", output_tokens, integer=True)
+        for name in hw:
+            catalog.device(name)
+        rows = edge_view(
+            catalog,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            hardware=hw,
+            calibration=calib,
+        )
+        if report is not None:
+            write_report(report, None, rows)
+        if json_out:
+            print_json({"edge": [r.to_dict() for r in rows]})
+        else:
+            typer.echo(edge_text(rows))
+        return
+    if model is None:
+        raise ConfigError("give a model (see `wattserve models`), or --edge", field="--model")
+    result = rank(
+        model,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        slo_ttft_s=slo_ttft,
+        slo_tpot_s=slo_tpot,
+        dtype=dtype,
+        categories=_split(category),
+        hardware=hw,
+        require_software=require_software,
+        min_maturity=min_maturity,
+        sort=sort,
+        power_envelope_w=None
+        if power_envelope is None
+        else parse_watts(power_envelope, "--power-envelope"),
+        pue=pue,
+        top=top,
+        training_cost_usd=training_cost_usd,
+        daily_tokens=daily_tokens,
+        calibration=calib,
+        catalog=catalog,
+    )
+    if report is not None:
+        write_report(report, result, None)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        typer.echo(ranking_text(result))
+        if report is not None:
+            typer.echo(f"report: {report}")
