@@ -1,0 +1,383 @@
+"""The configuration search: every way one kind of device can serve a model within an SLO.
+
+A configuration is a layout (tensor parallel `tp`, pipeline stages `pp`, weight dtype) and a
+batch. For each layout the search finds, by bisection, the largest batch that fits in memory
+and meets both SLOs, then evaluates with `estimate` (the one formula for every figure) the
+configurations worth reporting: batch 1 and that largest batch. Why only those two: TTFT and
+TPOT never fall as the batch grows, while time, joules and dollars per output token never rise
+(each step term divided by the batch is non-increasing; docs/rank.md), so the largest feasible
+batch is best for $/token, J/token, tokens/s and tokens/s per kW, and batch 1 for latency.
+
+Which layouts a device allows:
+- DRAM/HBM parts: tp in 1, 2, 4, 8 (dividing the attention heads; tp > 1 needs a published
+  interconnect), pp in powers of two, up to `max_devices` per group. pp grows only while more
+  memory raises the feasible batch (once the SLO limits the batch, more stages add nothing).
+- SRAM-only parts (Groq, Cerebras): tp 1, as many pipelined chips as weights and KV cache fill
+  (the same rule as `estimate`, so the chip count follows the batch).
+- Edge modules and compute-in-memory parts: one device, judged as the stand-alone part it is.
+
+Pure: it reads nothing; the caller passes the model, the catalog and the calibration.
+`plan` builds its candidate deployments from `search_configs`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from wattserve.core.catalog import Catalog
+from wattserve.core.cost import CostAssumptions
+from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
+from wattserve.core.dtypes import BYTES_PER_ELEMENT, Dtype
+from wattserve.core.hardware import PEAK_PREFIX, Hardware
+from wattserve.core.memory import memory_fit
+from wattserve.core.modelspec import ModelSpec
+from wattserve.core.params import Calibration, EngineParams
+from wattserve.core.perf import perf_model
+from wattserve.core.workload import SLO
+from wattserve.errors import ConfigError
+from wattserve.estimate.api import Estimate, estimate
+
+# Weight dtypes `--dtype auto` tries, each where the device publishes a peak for it.
+AUTO_DTYPES: tuple[Dtype, ...] = ("bf16", "fp8", "int8", "int4")
+TP_DEGREES: tuple[int, ...] = (1, 2, 4, 8)
+SINGLE_DEVICE_CATEGORIES: tuple[str, ...] = ("edge-module", "compute-in-memory")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSpace:
+    """What the search may try.
+
+    `dtypes` None means every dtype of AUTO_DTYPES the device has a peak for. `max_devices`
+    bounds tp * pp on DRAM parts (SRAM-only parts take the chips the model needs).
+    `max_batch` bounds the batch: vLLM-like engines rarely run more sequences at once.
+    """
+
+    dtypes: tuple[Dtype, ...] | None = None
+    max_tp: int = 8
+    max_devices: int = 64
+    max_batch: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_tp", "max_devices", "max_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How the model is laid out on a group of devices. `pp` None: as many pipelined chips as
+    the batch's weights and KV cache fill (SRAM-only parts)."""
+
+    tp: int
+    pp: int | None
+    dtype: Dtype
+
+    def describe(self) -> str:
+        stages = "chips as needed" if self.pp is None else f"pp={self.pp}"
+        return f"tp={self.tp}, {stages}, {self.dtype}"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One evaluated configuration: its layout, its `estimate`, and how far from the SLO.
+
+    `slo_excess` is the larger of TTFT / SLO TTFT and TPOT / SLO TPOT: at most 1 meets the SLO.
+    `max_batch_slo` is the largest batch of this layout that fits and meets the SLO (0: none).
+    """
+
+    layout: Layout
+    estimate: Estimate
+    slo_excess: float
+    max_batch_slo: int
+
+    @property
+    def meets_slo(self) -> bool:
+        return self.slo_excess <= 1.0
+
+    @property
+    def batch(self) -> int:
+        return self.estimate.batch
+
+    @property
+    def devices(self) -> int:
+        return self.estimate.devices
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfigs:
+    """Everything the search learnt about one device for one model.
+
+    `feasible`: configurations that fit and meet both SLOs (empty when none).
+    `closest_miss`: when none is feasible, the fitting configuration nearest to the SLO.
+    `no_fit`: why no layout fits, and what it would take. `missing`: figures the model needs
+    that the catalog lacks (then nothing could be timed).
+    """
+
+    hardware: Hardware
+    feasible: tuple[Candidate, ...]
+    closest_miss: Candidate | None
+    no_fit: str
+    missing: tuple[str, ...]
+
+    @property
+    def status(self) -> str:
+        """ok, misses-slo, does-not-fit or missing-figure."""
+        if self.feasible:
+            return "ok"
+        if self.closest_miss is not None:
+            return "misses-slo"
+        if self.missing:
+            return "missing-figure"
+        return "does-not-fit"
+
+    def best(self, key: Callable[[Candidate], float]) -> Candidate | None:
+        """The feasible candidate with the smallest key (ties: fewer devices, smaller batch)."""
+        if not self.feasible:
+            return None
+        return min(self.feasible, key=lambda c: (key(c), c.devices, c.batch))
+
+
+def slo_excess(e: Estimate, slo: SLO) -> float:
+    """max(TTFT / SLO, TPOT / SLO); infinite when either time is unknown."""
+    if e.ttft_s is None or e.tpot_s is None:
+        return math.inf
+    return max(e.ttft_s / slo.ttft_s, e.tpot_s / slo.tpot_s)
+
+
+def check_slo(slo: SLO) -> SLO:
+    """`slo` if both targets are positive and finite, else ConfigError naming the flag."""
+    for name, value in (("--slo-ttft", slo.ttft_s), ("--slo-tpot", slo.tpot_s)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"must be a number of seconds, got {value!r}", field=name)
+        if not 0 < value < math.inf:
+            raise ConfigError(f"must be a positive number of seconds, got {value!r}", field=name)
+    return slo
+
+
+def candidate_dtypes(hw: Hardware, space: SearchSpace) -> tuple[Dtype, ...]:
+    """The weight dtypes to try on `hw`: the space's, or every auto dtype it has a peak for
+    (bf16 also where only fp16 is published: they run at one rate on every listed device)."""
+    if space.dtypes is not None:
+        return space.dtypes
+    peaks = hw.peaks()
+    return tuple(d for d in AUTO_DTYPES if d in peaks or (d == "bf16" and "fp16" in peaks))
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    out, n = [], 1
+    while n <= limit:
+        out.append(n)
+        n *= 2
+    return out
+
+
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """The largest b in [lo, hi] with ok(b), given ok(lo) and ok monotone (true then false)."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """The fixed inputs of one device's search, shared by its helpers."""
+
+    model: ModelSpec
+    hw: Hardware
+    catalog: Catalog
+    slo: SLO
+    prompt_tokens: int
+    output_tokens: int
+    calibration: Calibration
+    costs: CostAssumptions
+    space: SearchSpace
+    params: EngineParams
+
+    def evaluate(self, layout: Layout, batch: int, max_batch_slo: int) -> Candidate:
+        e = estimate(
+            self.model,
+            self.hw.id,
+            tp=layout.tp,
+            pp=layout.pp,
+            dtype=layout.dtype,
+            batch=batch,
+            prompt_tokens=self.prompt_tokens,
+            output_tokens=self.output_tokens,
+            calibration=self.calibration,
+            catalog=self.catalog,
+            costs=self.costs,
+        )
+        return Candidate(layout, e, slo_excess(e, self.slo), max_batch_slo)
+
+    def deployment(self, layout: Layout, batch: int) -> Deployment:
+        kv = default_kv_dtype(layout.dtype)
+        pp = layout.pp
+        if pp is None:
+            seq = self.prompt_tokens + self.output_tokens
+            need = chips_needed(self.model, self.hw, layout.dtype, kv, batch * seq, self.params)
+            pp = 1 if need is None else max(1, math.ceil(need / layout.tp))
+        return Deployment(self.model, self.hw, tp=layout.tp, pp=pp, dtype=layout.dtype, kv_dtype=kv)
+
+    def fits(self, layout: Layout, batch: int) -> bool:
+        dep = self.deployment(layout, batch)
+        seq = self.prompt_tokens + self.output_tokens
+        return memory_fit(dep, self.params, batch, seq, batch * self.prompt_tokens).fits
+
+    def meets(self, layout: Layout, batch: int, *, context: int) -> bool:
+        """Fits and meets both SLOs at `batch`: the same PerfModel calls `estimate` makes."""
+        if not self.fits(layout, batch):
+            return False
+        perf = perf_model(self.deployment(layout, batch), self.params)
+        return (
+            perf.prefill(batch, self.prompt_tokens).time_s <= self.slo.ttft_s
+            and perf.decode_step(batch, context).time_s <= self.slo.tpot_s
+        )
+
+
+def _layouts(job: _Job, dtype: Dtype) -> list[list[Layout]]:
+    """Layouts to try, grouped by tp: within a group pp grows (see the module docstring)."""
+    hw, m, space = job.hw, job.model, job.space
+    if hw.memory_kind == "sram":
+        return [[Layout(1, None, dtype)]]
+    if hw.category in SINGLE_DEVICE_CATEGORIES or hw.memory_kind != "dram":
+        return [[Layout(1, 1, dtype)]]
+    linked = hw.value("interconnect_gbps") is not None
+    groups = []
+    for tp in TP_DEGREES:
+        if tp > space.max_tp or m.num_heads % tp or (tp > 1 and not linked):
+            continue
+        pps = [pp for pp in _powers_of_two(space.max_devices // tp) if pp <= m.num_layers]
+        groups.append([Layout(tp, pp, dtype) for pp in pps])
+    return groups
+
+
+def _would_need(job: _Job, dtypes: tuple[Dtype, ...]) -> str:
+    """What it would take for the model to fit, for a device where no layout does."""
+    hw, m = job.hw, job.model
+    if not dtypes:
+        return ""
+    small = min(dtypes, key=lambda d: BYTES_PER_ELEMENT[d])
+    weights_gb = m.weight_bytes(small) / 1e9
+    capacity = hw.value("memory_gb")
+    if capacity is None or hw.memory_kind != "dram":
+        return ""
+    usable = capacity * job.params.memory_utilization
+    need = math.ceil(weights_gb / usable)
+    limit = 1 if hw.category in SINGLE_DEVICE_CATEGORIES else job.space.max_devices
+    return (
+        f"; its weights alone need {weights_gb:.1f} GB in {small}, at least {need} device(s) of "
+        f"{usable:.1f} GB usable, and the search allows {limit} per group"
+    )
+
+
+def search_configs(
+    model: ModelSpec,
+    hardware: Hardware,
+    catalog: Catalog,
+    *,
+    slo: SLO,
+    prompt_tokens: int,
+    output_tokens: int,
+    calibration: Calibration | None = None,
+    costs: CostAssumptions | None = None,
+    space: SearchSpace | None = None,
+) -> DeviceConfigs:
+    """Every configuration of `hardware` worth reporting for `model` at `slo`.
+
+    Each feasible candidate's `estimate` is exactly what `wattserve estimate` prints for its
+    configuration (the same function computes it). `hardware` must be in `catalog`.
+    """
+    check_slo(slo)
+    for name, value in (("prompt_tokens", prompt_tokens), ("output_tokens", output_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+    calib = calibration if calibration is not None else Calibration()
+    job = _Job(
+        model,
+        hardware,
+        catalog,
+        slo,
+        prompt_tokens,
+        output_tokens,
+        calib,
+        costs if costs is not None else CostAssumptions(),
+        space if space is not None else SearchSpace(),
+        calib.params_for(hardware),
+    )
+    dtypes = candidate_dtypes(hardware, job.space)
+    if not dtypes:
+        have = ", ".join(sorted(hardware.peaks())) or "none"
+        wanted = ", ".join(f"{PEAK_PREFIX}{d}" for d in AUTO_DTYPES)
+        return DeviceConfigs(
+            hardware, (), None, "", (f"{hardware.id} has none of {wanted} (it has: {have})",)
+        )
+    feasible: list[Candidate] = []
+    misses: list[Candidate] = []
+    missing: list[str] = []
+    no_fit = ""
+    for dtype in dtypes:
+        for group in _layouts(job, dtype):
+            found, reason = _search_group(job, group, feasible, misses, missing)
+            if reason and not no_fit and not found:
+                no_fit = reason
+    closest = None
+    if not feasible and misses:
+        closest = min(misses, key=lambda c: (c.slo_excess, c.devices))
+    if not feasible and closest is None and not missing:
+        no_fit = (no_fit or f"{model.id} does not fit on {hardware.id}") + _would_need(job, dtypes)
+    return DeviceConfigs(
+        hardware,
+        tuple(feasible),
+        closest,
+        no_fit,
+        tuple(dict.fromkeys(missing)),
+    )
+
+
+def _search_group(
+    job: _Job,
+    group: list[Layout],
+    feasible: list[Candidate],
+    misses: list[Candidate],
+    missing: list[str],
+) -> tuple[bool, str]:
+    """Search one tp's layouts as pp grows; returns (any layout fitted, why none fitted)."""
+    reason = ""
+    prev_best = 0
+    for layout in group:
+        first = job.evaluate(layout, 1, 0)
+        e = first.estimate
+        if job.hw.memory_kind == "unknown":
+            missing.append(e.reason)
+            return False, ""
+        if e.fits and e.perf is not None and e.perf.missing:
+            missing.extend(e.perf.missing)  # the same for every stage count
+            return False, ""
+        if not e.fits:
+            reason = reason or e.reason
+            continue
+        if not first.meets_slo:
+            misses.append(first)
+            return True, ""  # more stages only add latency; batch 1 is the fastest
+        cap = job.space.max_batch
+        if layout.pp is not None:
+            cap = min(cap, max(1, e.max_batch or 1))
+        best = _largest(1, cap, partial(job.meets, layout, context=e.context_tokens))
+        top = job.evaluate(layout, best, best) if best > 1 else None
+        feasible.append(Candidate(layout, e, first.slo_excess, best))
+        if top is not None:
+            feasible.append(top)
+        # more stages help only while memory, not the SLO or the batch cap, limits the batch
+        memory_bound = best == cap and cap < job.space.max_batch
+        if not memory_bound or best <= prev_best:
+            return True, ""
+        prev_best = best
+    return False, reason
