@@ -4,7 +4,9 @@
     ├── ConfigError          a file or value the user gave is malformed (says file, line, field)
     ├── UnknownNameError     a hardware, provider or model id that no catalog holds
     ├── MissingFigureError   a figure the model needs is not in the catalog (never a silent zero)
-    └── CalibrationError     a calibration could not be fitted or applied
+    ├── CalibrationError     a calibration could not be fitted or applied
+    └── PlanInfeasibleError  no fleet meets the workload's SLOs within the limits (says which
+                             constraint binds and the smallest change that would do)
 
 Every message says what went wrong and what to do about it.
 """
@@ -63,6 +65,14 @@ class MissingFigureError(WattserveError):
 
 class CalibrationError(WattserveError):
     """Calibration could not be fitted or applied."""
+
+
+class PlanInfeasibleError(WattserveError):
+    """`plan` found no fleet; `reasons` name each binding constraint and the change it needs."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__("infeasible: " + "; ".join(reasons))
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:

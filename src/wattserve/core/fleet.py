@@ -434,8 +434,11 @@ def kv_block_count(dep: Deployment, params: EngineParams) -> tuple[int, str]:
     return int(free // kv_bytes_block), ""
 
 
-def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
-    """Validate a parsed fleet mapping and resolve it against the catalogs."""
+def parse_fleet(
+    data: Any, path: str, catalog: Catalog | None = None, *, sites_only: bool = False
+) -> Fleet:
+    """Validate a parsed fleet mapping and resolve it against the catalogs. `sites_only`:
+    a sites file (what `plan` reads), whose deployments may be absent."""
     if not isinstance(data, LineDict):
         raise ConfigError("a fleet file is a mapping with sites, deployments, providers", path=path)
     top = Fields(data, path, "fleet")
@@ -469,7 +472,7 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
         _resolve_hosted(n, e, sites, cat, path, hosted_map.line_of(n))
         for n, e in hosted_map.items()
     )
-    if not deps and not hosted:
+    if not deps and not hosted and not sites_only:
         raise ConfigError("a fleet needs deployments or providers", path=path)
     for s in sites.values():
         idle = sum(d.replicas * d.perf.idle_power_w for d in deps if d.site == s.name)
@@ -495,3 +498,8 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
 def load_fleet(path: str | Path, catalog: Catalog | None = None) -> Fleet:
     """Read, validate and resolve a fleet file."""
     return parse_fleet(load_yaml_file(path), str(path), catalog)
+
+
+def load_sites(path: str | Path, catalog: Catalog | None = None) -> Fleet:
+    """A sites file: a fleet file whose deployments are optional (`plan` chooses them)."""
+    return parse_fleet(load_yaml_file(path), str(path), catalog, sites_only=True)
