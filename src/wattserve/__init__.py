@@ -19,10 +19,12 @@ from wattserve.errors import (
     CalibrationError,
     ConfigError,
     MissingFigureError,
+    PlanInfeasibleError,
     UnknownNameError,
     WattserveError,
 )
 from wattserve.estimate import Estimate, estimate
+from wattserve.plan import Plan, plan
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,8 @@ __all__ = [
     "MissingFigureError",
     "ModelSpec",
     "PerfModel",
+    "Plan",
+    "PlanInfeasibleError",
     "Provider",
     "StepCost",
     "UnknownNameError",
@@ -50,5 +54,6 @@ __all__ = [
     "load_catalog",
     "load_model",
     "perf_model",
+    "plan",
     "read_measurements",
 ]

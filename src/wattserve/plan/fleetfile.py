@@ -15,13 +15,8 @@ from wattserve.plan.api import Plan
 def fleet_mapping(plan: Plan, hardware_files: list[str] | None = None) -> dict[str, Any]:
     """The fleet file's content as plain data."""
     p = plan.problem
-    used_sites = {p.options[j].site for j in plan.solution.replicas} | {
-        p.hosted[k].spec.site for _, k in plan.solution.hosted_rates
-    }
-    sites: dict[str, Any] = {}
+    sites: dict[str, Any] = {}  # every site: requests keep their origins and links
     for name, s in p.sites.items():
-        if name not in used_sites:
-            continue
         entry: dict[str, Any] = {
             "kind": s.kind,
             "electricity_usd_per_kwh": s.electricity_usd_per_kwh,
