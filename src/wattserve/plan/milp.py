@@ -264,6 +264,11 @@ def _usd_terms(p: Problem, v: _Vars) -> list[tuple[int, float]]:
 
 def solve(p: Problem, objective: str = "cost", time_limit_s: float = 60.0) -> Solution:
     """Solve the program; status 'infeasible' leaves the diagnosis to `diagnose`."""
+    served = {q for o in p.options for q in o.caps} | {
+        q for h in p.hosted for q in h.usd_per_request
+    }
+    if len(served) < len(p.flows):
+        return Solution("infeasible", message="a flow has no candidate")
     b, v = _build(p, objective, elastic=False)
     res, took = b.solve(time_limit_s)
     status = int(getattr(res, "status", 4))

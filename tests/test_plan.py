@@ -1,0 +1,228 @@
+"""`plan`: the program against brute force, its guarantees, and bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy.optimize import linprog
+
+from wattserve import PlanInfeasibleError, plan
+from wattserve.core.catalog import load_catalog
+from wattserve.core.deployment import Deployment
+from wattserve.core.fleet import Fleet, Site, load_fleet
+from wattserve.core.modelspec import load_model
+from wattserve.core.params import Calibration
+from wattserve.core.workload import SLO, load_workload
+from wattserve.errors import ConfigError
+from wattserve.plan.capacity import Capacity, CapacityCache, Shape, replica_capacity
+from wattserve.plan.fleetfile import write_fleet
+from wattserve.plan.milp import solve
+from wattserve.plan.problem import Flow, Limits, Option, Problem
+from wattserve.simulate import simulate
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def _cap(rate: float) -> Capacity:
+    return Capacity(rate, 100.0, 100.0, 100.0, 0.0)
+
+
+def _toy(caps: list[dict[int, float]], prices: list[float], rates: list[float]) -> Problem:
+    """Options on one site with given capacities per flow and $/h; no energy costs."""
+    cat = load_catalog()
+    model = load_model("llama-3.1-8b")
+    hws = ["h100-sxm", "a100-sxm-80gb", "l40s", "mi300x"]
+    opts = [
+        Option(
+            f"o{j}",
+            "s",
+            Deployment(model, cat.device(hws[j])),
+            Calibration().params_for(cat.device(hws[j])),
+            prices[j],
+            0.0,
+            100.0,
+            100.0,
+            {q: _cap(r) for q, r in c.items()},
+        )
+        for j, c in enumerate(caps)
+    ]
+    flows = [Flow(f"c{q}", None, False, model.id, r, 100, 100, SLO()) for q, r in enumerate(rates)]
+    site = Site("s", "datacenter", None, 0.0, 1.0)
+    fleet = Fleet("t", {"s": site}, (), 0.0, (), ())
+    return Problem(flows, {"s": site}, fleet, opts, [], Limits(), {}, CapacityCache())
+
+
+def _brute(caps: list[dict[int, float]], prices: list[float], rates: list[float]) -> float:
+    """The cheapest count vector for which some split of the flows fits (an LP per vector)."""
+    best = float("inf")
+    for counts in itertools.product(range(6), repeat=len(caps)):
+        cost = sum(n * p for n, p in zip(counts, prices, strict=True))
+        if cost >= best:
+            continue
+        pairs = [(q, j) for j, c in enumerate(caps) for q in c]
+        a_eq = [[1.0 if q == qq else 0.0 for qq, _ in pairs] for q in range(len(rates))]
+        a_ub = [[1.0 / caps[j][q] if jj == j else 0.0 for q, jj in pairs] for j in range(len(caps))]
+        res = linprog(
+            [0.0] * len(pairs), A_ub=a_ub, b_ub=list(counts), A_eq=a_eq, b_eq=rates, method="highs"
+        )
+        if res.status == 0:
+            best = cost
+    return best
+
+
+@pytest.mark.parametrize(
+    ("caps", "prices", "rates"),
+    [
+        ([{0: 3.0}, {0: 1.0}], [2.5, 1.0], [4.0]),
+        ([{0: 3.0, 1: 1.0}, {0: 1.0, 1: 2.0}, {1: 4.0}], [3.0, 1.5, 4.5], [5.0, 6.0]),
+        ([{0: 2.0, 1: 2.0}, {0: 5.0}, {1: 1.5}], [2.0, 4.1, 1.2], [7.0, 3.5]),
+    ],
+)
+def test_program_matches_brute_force(
+    caps: list[dict[int, float]], prices: list[float], rates: list[float]
+) -> None:
+    sol = solve(_toy(caps, prices, rates))
+    assert sol.status == "optimal"
+    assert sol.objective == pytest.approx(_brute(caps, prices, rates), rel=1e-6)
+
+
+def test_power_cap_respected_and_diagnosed() -> None:
+    p = _toy([{0: 3.0}, {0: 1.0}], [2.5, 1.0], [4.0])
+    site = Site("s", "datacenter", 250.0, 0.0, 1.0)
+    p.sites = {"s": site}
+    p.limits = Limits(headroom=0.1)
+    sol = solve(p)
+    peak = sum(p.options[j].peak_w * n for j, n in sol.replicas.items())
+    assert peak <= 250.0 * 0.9 + 1e-9
+    p.sites = {"s": Site("s", "datacenter", 150.0, 0.0, 1.0)}
+    assert solve(p).status == "infeasible"
+
+
+def _small_plan(**kw: object) -> object:
+    return plan(
+        EXAMPLES / "workload-multisite.yaml",
+        sites=EXAMPLES / "sites-two-dc-edge.yaml",
+        hardware=["h100-sxm", "a100-sxm-80gb", "l4", "jetson-agx-orin-64gb"],
+        capacity="analytic",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_mix_never_costs_more_than_best_single_type_and_caps_hold() -> None:
+    result = _small_plan()
+    best = result.comparisons["best_single_type"]  # type: ignore[attr-defined]
+    if best["feasible"]:
+        assert result.usd_per_h <= best["usd_per_h"] + 1e-9  # type: ignore[attr-defined]
+    for row in result.sites:  # type: ignore[attr-defined]
+        if row.cap_w is not None:
+            assert row.peak_w <= row.cap_w * 0.9 + 1e-6
+
+
+def test_residency_never_violated() -> None:
+    result = _small_plan()
+    p = result.problem  # type: ignore[attr-defined]
+    sol = result.solution  # type: ignore[attr-defined]
+    assert any(f.local_only for f in p.flows)
+    for (q, j), rate in sol.rates.items():
+        f = p.flows[q]
+        if f.local_only and rate > 0:
+            assert p.options[j].site == f.origin
+    for (q, k), rate in sol.hosted_rates.items():
+        f = p.flows[q]
+        assert not (f.local_only and rate > 0 and p.hosted[k].spec.site != f.origin)
+
+
+def test_infeasible_power_names_the_site_and_the_change() -> None:
+    with pytest.raises(PlanInfeasibleError) as exc:
+        _small_plan(power_cap_w=100.0)
+    assert "power cap binds" in str(exc.value) and "raise it from 100 W" in str(exc.value)
+
+
+def test_class_no_candidate_can_serve_is_infeasible_with_reason(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text(
+        "slos:\n  tight: {ttft_s: 0.001, tpot_s: 0.0001}\n"
+        "classes:\n  - {name: impossible, rate_rps: 1, slo: tight, model: llama-3.1-8b}\n"
+    )
+    with pytest.raises(PlanInfeasibleError) as exc:
+        plan(w, hardware=["h100-sxm"], capacity="analytic")
+    assert "class impossible" in str(exc.value) and "on no candidate" in str(exc.value)
+
+
+def test_malformed_workload_and_sites_rows_name_file_line_field(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - name: a\n    rate_rps: -2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_workload(w, default_model="llama-3.1-8b")
+    assert f"{w}:3" in str(exc.value) and "classes[0].rate_rps" in str(exc.value)
+    s = tmp_path / "s.yaml"
+    s.write_text("sites:\n  dc:\n    power_cap_w: 100\n    carbon_g_per_kwh: lots\n")
+    with pytest.raises(ConfigError) as exc2:
+        plan(EXAMPLES / "workload-multisite.yaml", sites=s, hardware=["h100-sxm"])
+    assert f"{s}:4" in str(exc2.value) and "sites.dc.carbon_g_per_kwh" in str(exc2.value)
+    s.write_text("sites:\n  dc:\n    available: {h100-sxm: -1}\n")
+    with pytest.raises(ConfigError, match=r"sites\.dc\.available"):
+        plan(EXAMPLES / "workload-multisite.yaml", sites=s, hardware=["h100-sxm"])
+
+
+def test_simulated_capacity_holds_the_slo_and_is_cached() -> None:
+    cat = load_catalog()
+    hw = cat.device("h100-sxm")
+    dep = Deployment(load_model("llama-3.1-8b"), hw)
+    cache = CapacityCache()
+    shape = Shape("llama-3.1-8b", 500, 100, 1.0, 0.05, 0.9)
+    cap = replica_capacity(dep, Calibration().params_for(hw), shape, "simulated", cache)
+    assert cap.rate_rps > 0
+    again = replica_capacity(dep, Calibration().params_for(hw), shape, "simulated", cache)
+    assert again == cap and cache.hits == 1
+
+
+def test_written_plan_loads_in_simulate_and_meets_its_slo(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text(
+        "generator: {kind: poisson, duration_s: 60}\npolicy: slo\n"
+        "slos:\n  chat: {ttft_s: 2.0, tpot_s: 0.1, percentile: 90}\n"
+        "classes:\n  - name: chat\n    model: llama-3.1-8b\n    rate_rps: 6\n    slo: chat\n"
+        "    prompt_tokens: {dist: fixed, value: 500}\n"
+        "    output_tokens: {dist: fixed, value: 100}\n"
+    )
+    result = plan(w, hardware=["h100-sxm", "a100-sxm-80gb"], power_cap_w=5000, verify=True)
+    out = tmp_path / "plan.yaml"
+    write_fleet(result, out, result.hardware_files)
+    fleet = load_fleet(out)
+    wl = load_workload(w, default_model="llama-3.1-8b")
+    report, _ = simulate(fleet, wl, "slo")
+    assert report["rejected"] == 0
+    assert report["slo_attainment"] >= 0.9
+    for site in report["sites"].values():
+        assert site["peak_power_w"] <= 5000
+
+
+def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "plan.yaml"
+    p = subprocess.run(
+        [
+            sys.executable, "-m", "wattserve", "plan",
+            "--workload", str(EXAMPLES / "workload-multisite.yaml"),
+            "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
+            "--hardware", "h100-sxm,l4,jetson-agx-orin-64gb",
+            "--capacity", "analytic", "--out", str(out), "--json",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert (
+        d["status"] == "optimal" and d["usd_per_h"] > 0 and "best_single_type" in d["comparisons"]
+    )
+    assert load_fleet(out).deployments
+    bad = subprocess.run(
+        [sys.executable, "-m", "wattserve", "plan", "--workload", "nope.yaml", "--headroom", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--headroom" in bad.stderr
