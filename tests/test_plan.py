@@ -91,6 +91,15 @@ def test_program_matches_brute_force(
     assert sol.objective == pytest.approx(_brute(caps, prices, rates), rel=1e-6)
 
 
+def test_heuristic_lies_between_its_bound_and_the_exact_optimum_it_cannot_beat() -> None:
+    caps = [{0: 2.0, 1: 2.0}, {0: 5.0}, {1: 1.5}, {0: 1.0, 1: 3.0}]
+    p = _toy(caps, [2.0, 4.1, 1.2, 2.2], [7.0, 3.5])
+    exact = solve(p)
+    rough = solve(p, heuristic_options=1)
+    assert rough.status == "heuristic" and rough.gap is not None
+    assert rough.bound <= exact.objective + 1e-9 <= rough.objective + 2e-9
+
+
 def test_power_cap_respected_and_diagnosed() -> None:
     p = _toy([{0: 3.0}, {0: 1.0}], [2.5, 1.0], [4.0])
     site = Site("s", "datacenter", 250.0, 0.0, 1.0)

@@ -274,13 +274,6 @@ def solve_or_explain(p: Problem, objective: str, time_limit_s: float) -> Plan:
         if sol.status == "infeasible":
             raise PlanInfeasibleError([b.message for b in diagnose(p, time_limit_s)])
         raise PlanInfeasibleError([f"the solver stopped without a plan: {sol.message}"])
-    if sol.status == "heuristic-violates-limits":
-        raise PlanInfeasibleError(
-            [
-                "the problem is too large for the exact search and rounding its LP relaxation "
-                "up breaks a power or availability limit; plan fewer sites or types at once"
-            ]
-        )
     if objective == "throughput" and sol.share > 1e5:
         raise ConfigError(
             "the throughput objective is unbounded: give site power caps, a budget "

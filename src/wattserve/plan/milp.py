@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -34,10 +34,11 @@ import numpy as np
 from wattserve.core.cost import J_PER_KWH
 from wattserve.plan.problem import Problem
 
-# Past this many integer variables the program is solved as its LP relaxation with replicas
-# rounded up (the stated heuristic; its gap to the LP bound is reported): HiGHS's branch and
-# bound on 8,000 integers did not close its gap within 60 s (benchmarks/plan_scale.py).
-HEURISTIC_INTEGERS = 2000
+# Past this many options the heuristic of `solve` runs: HiGHS's exact search over 8,000
+# options did not finish within 60 s, nor did the LP relaxation alone
+# (benchmarks/plan_scale.py, docs/benchmarks.md).
+HEURISTIC_OPTIONS = 2000
+HEURISTIC_GAP = 0.01  # the restricted program stops within 1% of its own optimum
 Objective = Literal["cost", "energy", "carbon", "throughput"]
 OBJECTIVES: tuple[str, ...] = ("cost", "energy", "carbon", "throughput")
 
@@ -89,7 +90,9 @@ class _Builder:
         self.rhi.append(hi)
         return i
 
-    def solve(self, time_limit_s: float, relax: bool = False) -> tuple[object, float]:
+    def solve(
+        self, time_limit_s: float, relax: bool = False, gap: float | None = None
+    ) -> tuple[object, float]:
         # scipy is imported here, not at import time: `import wattserve` stays light
         from scipy.optimize import Bounds, LinearConstraint, milp
         from scipy.sparse import coo_array
@@ -104,7 +107,8 @@ class _Builder:
             else None,
             integrality=np.zeros(n) if relax else np.asarray(self.integer),
             bounds=Bounds(np.asarray(self.lb), np.asarray(self.ub)),
-            options={"time_limit": time_limit_s, "disp": False},
+            options={"time_limit": time_limit_s, "disp": False}
+            | ({} if gap is None else {"mip_rel_gap": gap}),
         )
         return res, time.perf_counter() - start
 
@@ -268,17 +272,31 @@ def _usd_terms(p: Problem, v: _Vars) -> list[tuple[int, float]]:
     return terms
 
 
-def solve(p: Problem, objective: str = "cost", time_limit_s: float = 60.0) -> Solution:
-    """Solve the program; status 'infeasible' leaves the diagnosis to `diagnose`."""
+def solve(
+    p: Problem,
+    objective: str = "cost",
+    time_limit_s: float = 60.0,
+    heuristic_options: int = HEURISTIC_OPTIONS,
+) -> Solution:
+    """Solve the program; status 'infeasible' leaves the diagnosis to `diagnose`.
+
+    Past `heuristic_options` options (and not for throughput) the stated heuristic runs instead:
+    `_restricted` keeps, for every flow, its k cheapest options per request, solves that
+    program exactly, doubles k while it is infeasible, and reports the gap to a lower bound.
+    """
     served = {q for o in p.options for q in o.caps} | {
         q for h in p.hosted for q in h.usd_per_request
     }
     if len(served) < len(p.flows):
         return Solution("infeasible", message="a flow has no candidate")
+    if len(p.options) > heuristic_options and objective != "throughput":
+        return _restricted(p, objective, time_limit_s)
+    return _exact(p, objective, time_limit_s)
+
+
+def _exact(p: Problem, objective: str, time_limit_s: float, gap: float | None = None) -> Solution:
     b, v = _build(p, objective, elastic=False)
-    if len(v.x) > HEURISTIC_INTEGERS and objective != "throughput":
-        return _rounded(p, b, v, time_limit_s)
-    res, took = b.solve(time_limit_s)
+    res, took = b.solve(time_limit_s, gap=gap)
     status = int(getattr(res, "status", 4))
     xs = getattr(res, "x", None)
     if xs is None:
@@ -296,32 +314,62 @@ def solve(p: Problem, objective: str = "cost", time_limit_s: float = 60.0) -> So
     return _fill(sol, v, xs)
 
 
-def _rounded(p: Problem, b: _Builder, v: _Vars, time_limit_s: float) -> Solution:
-    """The LP relaxation with replicas rounded up: feasible for the load rows; checked against
-    power and availability (rounding can break those: then reported as infeasible-heuristic)."""
-    res, took = b.solve(time_limit_s, relax=True)
-    xs = getattr(res, "x", None)
-    if xs is None:
-        return Solution("infeasible", solve_s=took, message=str(getattr(res, "message", "")))
-    lp = float(getattr(res, "fun", math.nan))
-    xs = np.array(xs, dtype=float)
-    for col in v.x.values():
-        xs[col] = math.ceil(xs[col] - 1e-7)
-    cost = float(np.dot(np.asarray(b.c), xs))
-    from scipy.sparse import coo_array
+def _per_request(p: Problem, j: int, q: int, objective: str) -> float:
+    """What serving one req/s of flow q on option j adds to the objective, replicas taken
+    as fractional (the LP's view): the option's hourly weight over its capacity plus energy."""
+    o = p.options[j]
+    cap = o.caps[q]
+    e_dyn = max(0.0, (cap.avg_power_w - cap.idle_power_w) / cap.rate_rps)
+    if objective == "cost":
+        usd_h, usd_j = _cost_terms(p, j)
+        return usd_h / cap.rate_rps + 3600.0 * usd_j * e_dyn
+    return _watts_weight(p, j, objective) * (o.idle_w / cap.rate_rps + e_dyn)
 
-    a = coo_array((b.vals, (b.rows, b.cols)), shape=(len(b.rlo), len(b.c))).tocsr()
-    ok = bool(np.all(a @ xs <= np.asarray(b.rhi) + 1e-6))
-    sol = Solution(
-        "heuristic" if ok else "heuristic-violates-limits",
-        objective=cost,
-        bound=lp,
-        gap=(cost - lp) / abs(lp) if lp else None,
-        solve_s=took,
-        message="LP relaxation, replicas rounded up (more integers than the exact search "
-        f"handles in time: {len(v.x)} > {HEURISTIC_INTEGERS})",
+
+def _restricted(p: Problem, objective: str, time_limit_s: float) -> Solution:
+    """The heuristic for large programs (see `solve`). Its lower bound drops the integrality
+    and every coupling limit (power, availability, budget, rate limits): each flow at its
+    cheapest option per request, so the true optimum lies between the bound and the plan."""
+    start = time.perf_counter()
+    ranked: list[list[int]] = []
+    bound = 0.0
+    for q, f in enumerate(p.flows):
+        js = sorted(
+            (j for j, o in enumerate(p.options) if q in o.caps),
+            key=lambda j: _per_request(p, j, q, objective),
+        )
+        ranked.append(js)
+        best = [_per_request(p, j, q, objective) for j in js[:1]]
+        if objective == "cost":
+            best += [3600.0 * h.usd_per_request[q] for h in p.hosted if q in h.usd_per_request]
+        elif any(q in h.usd_per_request for h in p.hosted):
+            best.append(0.0)  # hosted APIs publish no energy
+        bound += f.rate_rps * min(best)
+    k = 4
+    while True:
+        keep = sorted({j for js in ranked for j in js[:k]})
+        sub = replace(p, options=[p.options[j] for j in keep])
+        left = max(1.0, time_limit_s - (time.perf_counter() - start))
+        sol = _exact(sub, objective, left, HEURISTIC_GAP)
+        if sol.status in ("optimal", "time-limit"):
+            break
+        if len(keep) >= len(p.options) or time.perf_counter() - start > time_limit_s:
+            return sol
+        k *= 2
+    mapped = Solution(
+        "heuristic",
+        replicas={keep[j]: n for j, n in sol.replicas.items()},
+        rates={(q, keep[j]): r for (q, j), r in sol.rates.items()},
+        hosted_rates=sol.hosted_rates,
+        share=sol.share,
+        objective=sol.objective,
+        bound=bound,
+        gap=(sol.objective - bound) / bound if bound > 0 else None,
+        solve_s=time.perf_counter() - start,
+        message=f"heuristic: {len(p.options)} options, over {HEURISTIC_OPTIONS}; the exact "
+        f"program over each flow's {k} cheapest options per request ({len(keep)} options)",
     )
-    return _fill(sol, v, xs)
+    return mapped
 
 
 def _fill(sol: Solution, v: _Vars, xs: object) -> Solution:
