@@ -9,8 +9,9 @@ Two steps, both from the PerfModel and the EngineModel (no rule of thumb):
    TPOT limit, whose batch fits max_num_seqs and the KV cache, and whose one-request prefill
    fits the TTFT budget.
 2. `simulated_rate`: bisection on r, each probe a short Poisson run of one replica through the
-   simulator (the same EngineModel `simulate` and `serve` use), passing when the class's
-   percentile share of requests meets both TTFT and TPOT and every request completes. The
+   simulator (the same EngineModel `simulate` and `serve` use), its requests' lengths cycling
+   through a sample of the class's own, passing when the class's percentile share of requests
+   meets both TTFT and TPOT and every request completes. The
    analytic bound brackets the search.
 
 Results are cached per (deployment, engine parameters, class shape); `CapacityCache` can be
@@ -19,6 +20,7 @@ saved to and loaded from JSON so that a second plan of the same candidates is qu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -50,11 +52,13 @@ class Shape:
     ttft_s: float
     tpot_s: float
     percentile: float
+    sizes: tuple[tuple[int, int], ...] = ()  # (prompt, output) pairs the probes cycle through
 
     def key(self) -> str:
+        digest = hashlib.sha1(repr(self.sizes).encode()).hexdigest()[:12] if self.sizes else ""
         return (
             f"{self.model}|{self.prompt_tokens}|{self.output_tokens}|{self.ttft_s:.4f}|"
-            f"{self.tpot_s:.5f}|{self.percentile:.4f}"
+            f"{self.tpot_s:.5f}|{self.percentile:.4f}|{digest}"
         )
 
 
@@ -171,9 +175,11 @@ def _probe(fleet: Fleet, shape: Shape, rate: float, seed: int = 1) -> tuple[bool
     rng = random.Random(seed)
     t = 0.0
     reqs = []
+    sizes = shape.sizes or ((shape.prompt_tokens, shape.output_tokens),)
     for i in range(PROBE_REQUESTS):
         t += rng.expovariate(rate)
-        reqs.append(Request(i, t, shape.prompt_tokens, shape.output_tokens, shape.model))
+        p, o = sizes[i % len(sizes)]
+        reqs.append(Request(i, t, p, o, shape.model))
     slo = SLO(shape.ttft_s, shape.tpot_s, shape.percentile)
     report, _ = simulate(fleet, Workload(reqs, {"default": slo}), "round_robin", governor=False)
     held = (

@@ -33,7 +33,11 @@ def fleet_mapping(plan: Plan, hardware_files: list[str] | None = None) -> dict[s
     for j, n in sorted(plan.solution.replicas.items()):
         o = p.options[j]
         d = o.deployment
-        deployments[o.name] = {
+        name = o.deployment_name or o.name
+        if name in deployments:  # TPOT tiers of one layout: one deployment, replicas summed
+            deployments[name]["replicas"] += n
+            continue
+        deployments[name] = {
             "site": o.site,
             "model": d.model.id,
             "hardware": d.hardware.id,

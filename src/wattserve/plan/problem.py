@@ -45,6 +45,7 @@ class Flow:
     prompt_tokens: int
     output_tokens: int
     slo: SLO
+    sizes: tuple[tuple[int, int], ...] = ()  # a sample of its (prompt, output) lengths
 
     @property
     def label(self) -> str:
@@ -65,6 +66,7 @@ class Option:
     idle_w: float
     peak_w: float
     caps: dict[int, Capacity] = field(default_factory=dict)
+    deployment_name: str = ""  # the fleet file's name: TPOT tiers of one layout share it
 
     @property
     def hardware(self) -> Hardware:
@@ -139,9 +141,21 @@ def flows_of(workload: Workload, default_model: str) -> list[Flow]:
                 max(1, round(sum(p for p, _ in sizes) / len(sizes))),
                 max(1, round(sum(o for _, o in sizes) / len(sizes))),
                 workload.slos.get(slo, workload.slos["default"]),
+                _sample(sizes),
             )
         )
     return flows
+
+
+SIZE_SAMPLE = 100  # lengths a capacity probe cycles through: enough for a tail to show
+
+
+def _sample(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """An evenly spaced, deterministic sample of a flow's request lengths."""
+    if len(sizes) <= SIZE_SAMPLE:
+        return tuple(sizes)
+    step = len(sizes) / SIZE_SAMPLE
+    return tuple(sizes[int(i * step)] for i in range(SIZE_SAMPLE))
 
 
 def _allowed(hw: Hardware, limits: Limits) -> str:
@@ -262,43 +276,55 @@ def _site_options(
     for site in fleet.sites.values():
         if site.kind == "cloud" or site.available_count(hw.id) == 0:
             continue  # cloud sites hold hosted APIs; 0 available: none may go there
-        caps: dict[int, Capacity] = {}
-        for q, f in enumerate(flows):
-            if f.model != dep.model.id or (f.local_only and f.origin not in (None, site.name)):
-                continue
-            shape = Shape(
-                f.model,
-                f.prompt_tokens,
-                f.output_tokens,
-                f.slo.ttft_s - fleet.rtt_s(f.origin, site.name),
-                f.slo.tpot_s,
-                f.slo.percentile,
-            )
-            cap = replica_capacity(dep, params, shape, method, cache)
-            if cap.rate_rps > 0:
-                caps[q] = cap
-        if not caps:
-            continue
         rate = cost_rate(
             hw, dep.devices, CostAssumptions("auto", site.electricity_usd_per_kwh, site.pue)
         )
         if rate.basis == "unknown":
             continue  # no price: a cost plan cannot weigh it (rank lists it)
-        first = next(iter(caps.values()))
+        mine = [
+            q
+            for q, f in enumerate(flows)
+            if f.model == dep.model.id and not (f.local_only and f.origin not in (None, site.name))
+        ]
+        tiers = sorted({flows[q].slo.tpot_s for q in mine})
         layout = f"tp{dep.tp}" + (f"pp{dep.pp}" if dep.pp > 1 else "") + f"-{dep.dtype}"
-        out.append(
-            Option(
-                f"{hw.id}-{layout}-{site.name}",
-                site.name,
-                dep,
-                params,
-                rate.usd_per_s * 3600.0,
-                rate.usd_per_j,
-                first.idle_power_w,
-                max(c.peak_power_w for c in caps.values()),
-                caps,
+        base = f"{hw.id}-{layout}-{site.name}"
+        for tier in tiers:
+            caps: dict[int, Capacity] = {}
+            for q in mine:
+                f = flows[q]
+                if f.slo.tpot_s < tier:
+                    continue
+                shape = Shape(
+                    f.model,
+                    f.prompt_tokens,
+                    f.output_tokens,
+                    f.slo.ttft_s - fleet.rtt_s(f.origin, site.name),
+                    tier,
+                    f.slo.percentile,
+                    f.sizes,
+                )
+                cap = replica_capacity(dep, params, shape, method, cache)
+                if cap.rate_rps > 0:
+                    caps[q] = cap
+            if not caps:
+                continue
+            first = next(iter(caps.values()))
+            name = base if len(tiers) == 1 else f"{base}@tpot{tier * 1e3:g}ms"
+            out.append(
+                Option(
+                    name,
+                    site.name,
+                    dep,
+                    params,
+                    rate.usd_per_s * 3600.0,
+                    rate.usd_per_j,
+                    first.idle_power_w,
+                    max(c.peak_power_w for c in caps.values()),
+                    caps,
+                    base,
+                )
             )
-        )
     return out
 
 
