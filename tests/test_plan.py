@@ -235,3 +235,69 @@ def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--headroom" in bad.stderr
+
+
+def test_plan_split_follows_the_planned_shares() -> None:
+    from wattserve.core.policy import Decision
+    from wattserve.core.workload import Request
+    from wattserve.plan.routing import PlanSplit
+
+    class T:
+        def __init__(self, name: str) -> None:
+            self.name, self.site, self.load = name, "s", 0.0
+
+    class V:
+        def candidates(self, req: Request) -> list[T]:
+            return [T("a"), T("b"), T("c")]
+
+    split = PlanSplit({("chat", None, False): {"a": 3.0, "b": 1.0}})
+    picks = [
+        split.choose(Request(i, 0.0, 10, 10, "m", cls="chat"), V()).target  # type: ignore[arg-type]
+        for i in range(400)
+    ]
+    assert picks.count("a") == 300 and picks.count("b") == 100
+    other = split.choose(Request(0, 0.0, 10, 10, "m", cls="batch"), V())  # type: ignore[arg-type]
+    assert isinstance(other, Decision) and other.target == "a"  # unplanned: least loaded
+
+
+def test_workload_classes_carry_rates_lengths_and_percentile(tmp_path: Path) -> None:
+    wl = load_workload(EXAMPLES / "workload-multisite.yaml", default_model="llama-3.1-8b")
+    assert wl.duration_s == 120 and {r.cls for r in wl.requests} == {"chat", "summarise", "assist"}
+    n = {c: sum(r.cls == c for r in wl.requests) / 120 for c in ("chat", "summarise", "assist")}
+    assert n["chat"] == pytest.approx(6, rel=0.15) and n["assist"] == pytest.approx(1, rel=0.4)
+    assert wl.slos["batch"].percentile == 0.9
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - {name: a, rate_rps: 1}\n  - {name: b, weight: 2}\n")
+    with pytest.raises(ConfigError, match="rate_rps to every class"):
+        load_workload(w, default_model="llama-3.1-8b")
+
+
+def test_simulate_reports_carbon_per_request_and_per_mtok(tmp_path: Path) -> None:
+    f = tmp_path / "fleet.yaml"
+    f.write_text(
+        "sites:\n  dc: {power_cap_w: 5000, pue: 1.5, carbon_g_per_kwh: 400}\n"
+        "deployments:\n  h: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    fleet = load_fleet(f)
+    wl = load_workload(EXAMPLES / "workload-synthetic.yaml", default_model="llama-3.1-8b")
+    wl.requests = [r for r in wl.requests[:50]]
+    for r in wl.requests:
+        r.origin = None
+    report, _ = simulate(fleet, wl)
+    grams = report["sites"]["dc"]["energy_j"] * 1.5 * 400 / 3.6e6
+    assert report["carbon_g"] == pytest.approx(grams)
+    assert report["carbon_g_per_request"] == pytest.approx(grams / report["completed"])
+    assert report["carbon_g_per_mtok"] == pytest.approx(grams / report["output_tokens"] * 1e6)
+
+
+def test_availability_per_site_and_overall_is_respected_and_diagnosed() -> None:
+    p = _toy([{0: 3.0}, {0: 1.0}], [1.0, 2.0], [8.0])  # o0 (h100-sxm) is the cheap one
+    p.sites = {"s": Site("s", "datacenter", None, 0.0, 1.0, None, (("h100-sxm", 1),))}
+    sol = solve(p)
+    assert sol.replicas.get(0, 0) <= 1 and sol.status == "optimal"
+    p.limits = Limits(available=(("a100-sxm-80gb", 2),))
+    assert solve(p).status == "infeasible"
+    from wattserve.plan.milp import diagnose
+
+    kinds = {b.kind for b in diagnose(p)}
+    assert "available" in kinds

@@ -39,6 +39,7 @@ from wattserve.plan.problem import Problem
 # (benchmarks/plan_scale.py, docs/benchmarks.md).
 HEURISTIC_OPTIONS = 2000
 HEURISTIC_GAP = 0.01  # the restricted program stops within 1% of its own optimum
+UNSERVED_WEIGHT = 1000.0  # in the elastic program: traffic left unserved weighs this much more
 Objective = Literal["cost", "energy", "carbon", "throughput"]
 OBJECTIVES: tuple[str, ...] = ("cost", "energy", "carbon", "throughput")
 
@@ -197,7 +198,8 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
         terms = [(col, 1.0) for (qq, _), col in v.r.items() if qq == q]
         terms += [(col, 1.0) for (qq, _), col in v.h.items() if qq == q]
         if elastic:
-            s = v.slack[f"unserved:{q}"] = b.var(0, f.rate_rps, 1.0 / f.rate_rps)
+            # the last resort: a limit the user can raise is the change to report first
+            s = v.slack[f"unserved:{q}"] = b.var(0, f.rate_rps, UNSERVED_WEIGHT / f.rate_rps)
             terms.append((s, 1.0))
         if v.a >= 0:
             b.row([*terms, (v.a, -f.rate_rps)], 0.0, 0.0)
