@@ -303,7 +303,7 @@ def plan(
     catalog: Catalog | None = None,
     compare_with_single: bool = True,
     verify: bool = False,
-    max_rounds: int = 3,
+    max_rounds: int = 4,
     time_limit_s: float = 60.0,
     seed: int = 0,
 ) -> Plan:

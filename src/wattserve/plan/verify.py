@@ -93,8 +93,11 @@ def _slo_of(wl: Workload, cls: str) -> str:
     return next((r.slo for r in wl.requests if r.cls == cls), "default")
 
 
+DERATE_TRIES = 4
+
+
 def verify_plan(
-    plan: Plan, wl: Workload, *, max_rounds: int = 3, seed: int = 0, time_limit_s: float = 60.0
+    plan: Plan, wl: Workload, *, max_rounds: int = 4, seed: int = 0, time_limit_s: float = 60.0
 ) -> Plan:
     """Simulate, and while a class misses its SLO, derate the capacities it was planned with
     (by its shortfall) on the options serving it, then solve again."""
@@ -117,15 +120,19 @@ def verify_plan(
         if not missed or i == max_rounds:
             break
         p = current.problem
-        options = []
-        for j, o in enumerate(p.options):
-            serves_missed = any(
-                (p.flows[q].cls or "default") in missed and (q, j) in current.solution.rates
-                for q in o.caps
-            )
-            options.append(_derated(o, p.flows, missed) if serves_missed else o)
-        problem = replace(p, options=options)
-        nxt = solve_or_explain(problem, current.objective, time_limit_s)
+        serving = {
+            j for (q, j) in current.solution.rates if (p.flows[q].cls or "default") in missed
+        }
+        for _ in range(DERATE_TRIES):
+            # derate until the plan changes: spare capacity from rounding up to whole replicas
+            # can absorb one cut, and the same plan would fail the same way again
+            options = [
+                _derated(o, p.flows, missed) if j in serving else o for j, o in enumerate(p.options)
+            ]
+            p = replace(p, options=options)
+            nxt = solve_or_explain(p, current.objective, time_limit_s)
+            if nxt.replicas != current.replicas or nxt.hosted != current.hosted:
+                break
         nxt.comparisons = current.comparisons
         nxt.hardware_files = current.hardware_files
         current = nxt
