@@ -301,3 +301,23 @@ def test_availability_per_site_and_overall_is_respected_and_diagnosed() -> None:
 
     kinds = {b.kind for b in diagnose(p)}
     assert "available" in kinds
+
+
+def test_throughput_fills_the_power_envelope_and_needs_a_bound(tmp_path: Path) -> None:
+    p = _toy([{0: 3.0}, {0: 1.0}], [2.5, 1.0], [4.0])
+    p.sites = {"s": Site("s", "datacenter", 1000.0, 0.0, 1.0)}
+    p.limits = Limits(headroom=0.0)
+    sol = solve(p, "throughput")
+    # 10 replicas of 100 W fit; the best serves 3 req/s each: 30 req/s = 7.5x the workload
+    assert sum(sol.replicas.values()) == 10 and sol.share == pytest.approx(7.5)
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - {name: a, rate_rps: 2, model: llama-3.1-8b}\n")
+    with pytest.raises(ConfigError, match="unbounded"):
+        plan(w, hardware=["h100-sxm"], objective="throughput", capacity="analytic")
+
+
+def test_energy_objective_draws_no_more_than_the_cost_plan() -> None:
+    cheap = _small_plan()
+    lean = _small_plan(objective="energy")
+    assert lean.avg_w <= cheap.avg_w + 1e-6  # type: ignore[attr-defined]
+    assert lean.usd_per_h >= cheap.usd_per_h - 1e-6  # type: ignore[attr-defined]
