@@ -33,6 +33,8 @@ class SiteRow:
     utilisation: float
     output_tokens_per_s: float
     carbon_g_per_h: float | None
+    # per deployment: (peak W, $/h, utilisation) of its replicas together
+    details: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def usd_per_mtok(self) -> float | None:
@@ -144,6 +146,7 @@ def summarize_solution(p: Problem, sol: Solution, objective: str) -> Plan:
             o.site, SiteRow(o.site, {}, 0.0, site.power_cap_w, 0.0, 0.0, 0.0, 0.0, 0.0)
         )
         row.devices[o.name] = n
+        row.details[o.name] = (o.peak_w * n, usd, load / n)
         row.peak_w += o.peak_w * n
         row.usd_per_h += usd
         row.avg_w += watts

@@ -36,16 +36,20 @@ def plan_text(plan: Plan) -> str:
     if plan.objective == "throughput":
         lines.append(f"  serves {s.share:.2f}x the workload's rate inside the limits")
     head = (
-        f"  {'deployment':40} {'replicas':>8} {'peak W':>8} {'cap W':>8} {'$/h':>8} "
+        f"  {'deployment':50} {'replicas':>8} {'peak W':>8} {'cap W':>8} {'$/h':>8} "
         f"{'util':>5} {'$/1M tok':>9} {'J/tok':>7} {'gCO2/1M':>8}"
     )
     for row in plan.sites:
         lines.append(f"site {row.site}:")
         lines.append(head)
         for name, n in sorted(row.devices.items()):
-            lines.append(f"  {name:40} {n:>8}")
+            peak, usd, util = row.details.get(name, (math.nan, math.nan, math.nan))
+            lines.append(
+                f"  {name:50} {n:>8} {_f(peak, '8.0f')} {'':>8} {_f(usd, '8.2f')} "
+                f"{_f(None if math.isnan(util) else 100 * util, '4.0f')}%"
+            )
         lines.append(
-            f"  {'total':40} {sum(row.devices.values()):>8} {row.peak_w:8.0f} "
+            f"  {'total':50} {sum(row.devices.values()):>8} {row.peak_w:8.0f} "
             f"{_f(row.cap_w, '8.0f')} {row.usd_per_h:8.2f} {row.utilisation:5.0%} "
             f"{_f(row.usd_per_mtok, '9.3f')} {_f(row.j_per_token, '7.3f')} "
             f"{_f(row.carbon_g_per_mtok, '8.1f')}"
