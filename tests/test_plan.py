@@ -310,10 +310,13 @@ def test_throughput_fills_the_power_envelope_and_needs_a_bound(tmp_path: Path) -
     sol = solve(p, "throughput")
     # 10 replicas of 100 W fit; the best serves 3 req/s each: 30 req/s = 7.5x the workload
     assert sum(sol.replicas.values()) == 10 and sol.share == pytest.approx(7.5)
-    w = tmp_path / "w.yaml"
-    w.write_text("classes:\n  - {name: a, rate_rps: 2, model: llama-3.1-8b}\n")
     with pytest.raises(ConfigError, match="unbounded"):
-        plan(w, hardware=["h100-sxm"], objective="throughput", capacity="analytic")
+        plan(
+            EXAMPLES / "workload-multisite.yaml",
+            hardware=["h100-sxm"],
+            objective="throughput",
+            capacity="analytic",
+        )
 
 
 def test_energy_objective_draws_no_more_than_the_cost_plan() -> None:

@@ -332,6 +332,8 @@ def plan(
         if isinstance(workload, Workload)
         else load_workload(workload, default_model=model, seed=seed)
     )
+    if sites is None:  # one site: every request comes from it, whatever its origin says
+        wl = replace(wl, requests=[replace(r, origin=None) for r in wl.requests])
     ids = hardware if hardware is not None else list(cat.devices)
     for hw_id in ids:
         cat.device(hw_id)  # an unknown id is an error naming the closest ones
