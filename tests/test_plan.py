@@ -324,3 +324,19 @@ def test_energy_objective_draws_no_more_than_the_cost_plan() -> None:
     lean = _small_plan(objective="energy")
     assert lean.avg_w <= cheap.avg_w + 1e-6  # type: ignore[attr-defined]
     assert lean.usd_per_h >= cheap.usd_per_h - 1e-6  # type: ignore[attr-defined]
+
+
+def test_software_and_maturity_filters_exclude_with_the_reason(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - {name: a, rate_rps: 1, model: llama-3.1-8b}\n")
+    with pytest.raises(PlanInfeasibleError, match="software stack pytorch-native"):
+        plan(w, hardware=["h100-sxm"], require_software=("vendor-sdk",), capacity="analytic")
+    result = plan(
+        w,
+        hardware=["h100-sxm", "tenstorrent-p150"],
+        min_maturity="production",
+        capacity="analytic",
+        compare_with_single=False,
+    )
+    assert all(o.hardware.maturity == "production" for o in result.problem.options)
+    assert "below --min-maturity" in result.problem.excluded["tenstorrent-p150"]
