@@ -12,10 +12,10 @@ from wattserve.core.engine import EngineModel, Seq
 from wattserve.core.fleet import load_fleet
 from wattserve.core.perf import lines_steps_within, lines_time, run_lines
 from wattserve.core.policy import SLO_MARGIN, TargetView, make_policy, predict_each
+from wattserve.core.targets import EnginePool, HostedPool
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.serve.targets import UpstreamTarget
 from wattserve.simulate.simulator import Simulation
-from wattserve.simulate.targets import EnginePool, HostedPool
 
 REPO = Path(__file__).resolve().parent.parent
 

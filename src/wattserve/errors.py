@@ -5,8 +5,11 @@
     ├── UnknownNameError     a hardware, provider or model id that no catalog holds
     ├── MissingFigureError   a figure the model needs is not in the catalog (never a silent zero)
     ├── CalibrationError     a calibration could not be fitted or applied
-    └── PlanInfeasibleError  no fleet meets the workload's SLOs within the limits (says which
-                             constraint binds and the smallest change that would do)
+    ├── PlanInfeasibleError  no fleet meets the workload's SLOs within the limits (says which
+    │                        constraint binds and the smallest change that would do)
+    ├── NoBackendAvailable   `serve`: no target can take a request now (status, retry-after)
+    └── UpstreamError        `serve`: a backend failed (before its first byte: retry elsewhere)
+        └── HTTPError        the gateway's HTTP/1.1 client could not talk to a backend
 
 Every message says what went wrong and what to do about it.
 """
@@ -73,6 +76,25 @@ class PlanInfeasibleError(WattserveError):
     def __init__(self, reasons: list[str]) -> None:
         self.reasons = reasons
         super().__init__("infeasible: " + "; ".join(reasons))
+
+
+class NoBackendAvailable(WattserveError):
+    """No target can take a request now: the HTTP status to answer, the reason (the
+    admission's refusal in words) and, when waiting may help, after how long to retry."""
+
+    def __init__(self, status: int, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.retry_after_s = status, reason, retry_after_s
+
+
+class UpstreamError(WattserveError):
+    """A backend failed. `before_first_byte` tells the gateway whether it may retry the
+    request elsewhere (nothing reached the client yet); `status` is what to answer if not."""
+
+    def __init__(self, message: str, *, before_first_byte: bool, status: int = 502) -> None:
+        super().__init__(message)
+        self.before_first_byte = before_first_byte
+        self.status = status
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:

@@ -39,6 +39,13 @@ class CostRate:
     def usd(self, seconds: float, joules: float) -> float:
         return self.usd_per_s * seconds + self.usd_per_j * joules
 
+    def billable(self) -> tuple[float, float]:
+        """(usd_per_s, usd_per_j) a request is charged at: the rates, or 0 where dollars are
+        unknown (reports name the unpriced deployments instead of printing NaN)."""
+        if self.basis == "unknown":
+            return 0.0, 0.0
+        return self.usd_per_s, self.usd_per_j
+
 
 def cost_rate(hw: Hardware, devices: int, assumptions: CostAssumptions) -> CostRate:
     """How `devices` devices of `hw` are charged for. Rented prices already include power."""
@@ -60,3 +67,13 @@ def cost_rate(hw: Hardware, devices: int, assumptions: CostAssumptions) -> CostR
         float("nan"),
         f"{hw.id} has no {missing} in the catalog, so dollars cannot be computed",
     )
+
+
+def token_usd(
+    prompt_tokens: float,
+    output_tokens: float,
+    usd_per_mtok_input: float,
+    usd_per_mtok_output: float,
+) -> float:
+    """Dollars of one request at per-token prices (a hosted API's), in $ per 1M tokens."""
+    return (prompt_tokens * usd_per_mtok_input + output_tokens * usd_per_mtok_output) / 1e6

@@ -25,6 +25,7 @@ from bisect import bisect_right, insort
 from collections import deque
 from dataclasses import dataclass
 
+from wattserve.core.memory import KV_BLOCK_TOKENS
 from wattserve.core.perf import (
     PerfModel,
     RunLines,
@@ -34,7 +35,7 @@ from wattserve.core.perf import (
 )
 from wattserve.core.workload import Request
 
-BLOCK = 16  # KV-cache block size in tokens (vLLM default)
+BLOCK = KV_BLOCK_TOKENS  # short name for the hot paths below
 _NO_SEQS: list[Seq] = []  # returned, never mutated: "no requests rejected"
 
 

@@ -16,7 +16,7 @@ from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import parse_dtype
 from wattserve.core.hardware import ProviderOffer
-from wattserve.core.memory import memory_fit
+from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration, EngineParams, load_calibration
 from wattserve.core.perf import PerfModel, perf_model
@@ -24,7 +24,6 @@ from wattserve.core.yamlio import Fields, LineDict, load_yaml_file
 from wattserve.errors import ConfigError, WattserveError
 
 SiteKind = Literal["datacenter", "edge", "cloud"]
-KV_BLOCK_TOKENS = 16  # vLLM's default block size
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,25 @@ shows). Times are whatever clock the caller uses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from wattserve.core.engine import StepPlan
 
 EPS_W = 1e-6
+
+
+class PowerDraw(Protocol):
+    """What admission asks of a target about power."""
+
+    @property
+    def max_marginal_w(self) -> float:
+        """The most power one more request can add there (an upper bound, 0 when unknown)."""
+        ...
+
+    def marginal_power_w(self) -> float:
+        """The power one more request adds there now (0 when unknown: it cannot be governed)."""
+        ...
 
 
 @dataclass
@@ -54,6 +67,15 @@ class SitePower:
                     bins[b] = p
         self.last_t = t
 
+    def change(self, t: float, delta_w: float) -> None:
+        """The site's power changes by `delta_w` at time `t`."""
+        if t > self.last_t:
+            self.advance(t)
+        p = self.power_w + delta_w
+        self.power_w = p
+        if p > self.peak_w:
+            self.peak_w = p
+
 
 class PowerGovernor:
     """Site power caps. With `enforce` False it only accounts."""
@@ -76,6 +98,22 @@ class PowerGovernor:
     def headroom_w(self, site: str) -> float:
         s = self.sites[site]
         return float("inf") if s.cap_w is None else s.cap_w - s.power_w
+
+    def account(self, site: str) -> SitePower:
+        """The site's power account (callers on a hot path keep it instead of the name)."""
+        return self.sites[site]
+
+    def admits(self, site: str, target: PowerDraw) -> bool:
+        """Whether one more request may be placed on `target` at `site` now: always without a
+        cap (or without enforcement); at once when even the target's largest possible increase
+        fits (no prediction needed); else when its predicted increase fits."""
+        if not self.enforce:
+            return True
+        s = self.sites[site]
+        cap = s.cap_w
+        if cap is None or cap - s.power_w >= target.max_marginal_w:
+            return True
+        return self.fits(site, target.marginal_power_w())
 
     def fits(self, site: str, delta_w: float) -> bool:
         """Whether raising the site's power by `delta_w` keeps it under its cap."""
@@ -104,11 +142,7 @@ class PowerGovernor:
 
     def change(self, site: str, t: float, delta_w: float) -> None:
         """Record that the site's power changes by `delta_w` at time `t`."""
-        s = self.sites[site]
-        s.advance(t)
-        s.power_w += delta_w
-        if s.power_w > s.peak_w:
-            s.peak_w = s.power_w
+        self.sites[site].change(t, delta_w)
 
     def close(self, t: float) -> None:
         for s in self.sites.values():

@@ -9,6 +9,7 @@ from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
 from wattserve.core.params import EngineParams
 
 GB = 1e9
+KV_BLOCK_TOKENS = 16  # KV-cache block size in tokens (vLLM's default): fit and engine alike
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,11 +122,44 @@ class RoundRobin(Policy):
         return cands[i % len(cands)]
 
 
+def _nth_tied(cands: Sequence[TargetView], values: list[float], best: float, n: int) -> TargetView:
+    """The `n`-th candidate (0-based) whose value equals `best`."""
+    i = values.index(best)
+    for _ in range(n):
+        i = values.index(best, i + 1)
+    return cands[i]
+
+
+class _Ties:
+    """Equally good targets take turns (a fixed first choice would send one of two identical
+    upstreams every request). `turn` counts the ties broken."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+
+    def rotate(self, tied: list[TargetView]) -> TargetView:
+        """The next of `tied` in turn (a fresh policy takes the first, as `min` would)."""
+        self.turn += 1
+        return tied[(self.turn - 1) % len(tied)]
+
+    def nth(self, cands: Sequence[TargetView], values: list[float], best: float) -> TargetView:
+        """The candidate whose value is `best`, in turn among those that tie on it."""
+        k = values.count(best)
+        if k == 1:
+            return cands[values.index(best)]
+        self.turn += 1
+        return _nth_tied(cands, values, best, (self.turn - 1) % k)
+
+
 class LeastLoaded(Policy):
     name = "least_loaded"
 
+    def __init__(self) -> None:
+        self.ties = _Ties()
+
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
-        return min(cands, key=_load)
+        loads = [t.load for t in cands]
+        return self.ties.nth(cands, loads, min(loads))
 
 
 class LowestLatency(Policy):
@@ -134,15 +167,22 @@ class LowestLatency(Policy):
 
     name = "slo"
 
+    def __init__(self) -> None:
+        self.ties = _Ties()
+
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
         decodes = max(0, req.output_tokens - 1)
         best, best_s = cands[0], math.inf
+        tied: list[TargetView] | None = None
         for t in cands:  # min() with a key, one call per target
             p = t.predict(req)
             latency = p[0] + decodes * p[1]
             if latency < best_s:
-                best, best_s = t, latency
-        return best
+                best, best_s, tied = t, latency, None
+            elif latency == best_s:
+                tied = tied or [best]
+                tied.append(t)
+        return best if tied is None else self.ties.rotate(tied)
 
 
 class _CheapestMeetingSLO(Policy):
@@ -152,6 +192,9 @@ class _CheapestMeetingSLO(Policy):
 
     metric = JOULES
 
+    def __init__(self) -> None:
+        self.ties = _Ties()
+
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
         slo = view.slo(req)
         max_ttft, max_tpot = SLO_MARGIN * slo.ttft_s, SLO_MARGIN * slo.tpot_s
@@ -160,17 +203,27 @@ class _CheapestMeetingSLO(Policy):
         best: TargetView | None = None
         best_v = best_s = math.inf
         fastest, fastest_s = cands[0], math.inf
+        tied: list[TargetView] | None = None  # equal to `best` on both metric and latency
+        tied_fast: list[TargetView] | None = None
         for t in cands:  # one pass, one call per target: this runs for every request
             p = t.predict(req)
             ttft, tpot = p[0], p[1]
             latency = ttft + decodes * tpot
             if latency < fastest_s:
-                fastest, fastest_s = t, latency
+                fastest, fastest_s, tied_fast = t, latency, None
+            elif latency == fastest_s:
+                tied_fast = tied_fast or [fastest]
+                tied_fast.append(t)
             if ttft <= max_ttft and tpot <= max_tpot:
                 v = p[m]
                 if best is None or v < best_v or (v == best_v and latency < best_s):
-                    best, best_v, best_s = t, v, latency
-        return fastest if best is None else best
+                    best, best_v, best_s, tied = t, v, latency, None
+                elif v == best_v and latency == best_s:
+                    tied = tied or [best]
+                    tied.append(t)
+        if best is None:
+            return fastest if tied_fast is None else self.ties.rotate(tied_fast)
+        return best if tied is None else self.ties.rotate(tied)
 
 
 class Cost(_CheapestMeetingSLO):
@@ -189,12 +242,15 @@ class EdgeFirst(Policy):
 
     name = "edge_first"
 
+    def __init__(self) -> None:
+        self.ties = _Ties()
+
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
         slo = view.slo(req)
         local = [t for t in cands if t.site == req.origin and _meets(t, req, slo)]
-        if local:
-            return min(local, key=lambda t: t.load)
-        return min(cands, key=lambda t: _latency(t, req))
+        pool = local or cands
+        values = [t.load for t in local] if local else [_latency(t, req) for t in cands]
+        return self.ties.nth(pool, values, min(values))
 
 
 _METRICS: dict[str, Callable[[TargetView, Request], float]] = {
@@ -219,6 +275,7 @@ class Weighted(Policy):
             )
         self.weights = weights
         self.name = "weighted:" + ",".join(f"{k}={v:g}" for k, v in weights.items())
+        self.ties = _Ties()
 
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
         slo = view.slo(req)
@@ -229,10 +286,11 @@ class Weighted(Policy):
             finite = [v for v in vs if math.isfinite(v) and v > 0]
             scales[k] = min(finite) if finite else 1.0
 
-        def score(i: int) -> float:
-            return sum(w * min(values[k][i] / scales[k], 1e9) for k, w in self.weights.items())
-
-        return pool[min(range(len(pool)), key=score)]
+        scores = [
+            sum(w * min(values[k][i] / scales[k], 1e9) for k, w in self.weights.items())
+            for i in range(len(pool))
+        ]
+        return self.ties.nth(pool, scores, min(scores))
 
 
 BUILTIN: dict[str, Callable[[], Policy]] = {

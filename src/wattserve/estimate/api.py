@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wattserve.core.catalog import Catalog, load_catalog
-from wattserve.core.cost import CostAssumptions, cost_rate
+from wattserve.core.cost import CostAssumptions, cost_rate, token_usd
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import parse_dtype
 from wattserve.core.hardware import Provider
@@ -233,9 +233,10 @@ def _provider_estimate(
         if ttft is None:
             missing.append(f"{provider.id} publishes no time to first token for {spec.id}")
         if offer.usd_per_mtok_input is not None and offer.usd_per_mtok_output is not None:
-            usd = (
-                prompt * offer.usd_per_mtok_input.value + output * offer.usd_per_mtok_output.value
-            ) / output
+            per_request = token_usd(
+                prompt, output, offer.usd_per_mtok_input.value, offer.usd_per_mtok_output.value
+            )
+            usd = per_request / output * 1e6  # $ per 1M output tokens
         else:
             missing.append(f"{provider.id} publishes no token prices for {spec.id}")
     missing.append(f"{provider.id} publishes no energy figures: power and J/token are unknown")

@@ -21,11 +21,13 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from wattserve.core.ratelimit import TokenBucket
 from wattserve.core.workload import Request
-from wattserve.serve.backends.base import BackendError, Event, Finish, GenRequest, Piece
+from wattserve.errors import NoBackendAvailable, UpstreamError
+from wattserve.serve.backends.base import Event, Finish, GenRequest, Piece
 from wattserve.serve.ledger import KeyRecord, Ledger
 from wattserve.serve.metrics import Metrics
-from wattserve.serve.router import NoTarget, Router
+from wattserve.serve.router import Router
 from wattserve.serve.schema import (
     ChatRequest,
     CompletionRequest,
@@ -96,7 +98,7 @@ class Gateway:
         self.metrics.gauges.append(self._gauges)
         self.in_flight = 0
         self.draining = False
-        self.buckets: dict[str, tuple[float, float]] = {}
+        self.buckets: dict[str, TokenBucket] = {}
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -191,14 +193,10 @@ class Gateway:
         if not key.rps:
             return True
         now = time.monotonic()
-        burst = max(1.0, key.rps)  # at least one request, then `rps` a second
-        tokens, last = self.buckets.get(key.id, (burst, now))
-        tokens = min(burst, tokens + (now - last) * key.rps)
-        if tokens < 1.0:
-            self.buckets[key.id] = (tokens, now)
-            return False
-        self.buckets[key.id] = (tokens - 1.0, now)
-        return True
+        bucket = self.buckets.get(key.id)
+        if bucket is None:  # at least one request at once, then `rps` a second
+            bucket = self.buckets[key.id] = TokenBucket(key.rps, now=now)
+        return bucket.try_take(now)
 
     # -- simple endpoints ------------------------------------------------------------------
 
@@ -366,7 +364,7 @@ class Gateway:
         for _ in range(RETRIES + 1):
             try:
                 placement = await self.router.place(req, failed)
-            except NoTarget as exc:
+            except NoBackendAvailable as exc:
                 self._account(greq, key, None, None, started, None, "rejected", exc.reason)
                 extra = f" (after: {'; '.join(errors)})" if errors else ""
                 return _error(
@@ -381,7 +379,7 @@ class Gateway:
             events = backend.generate(greq).__aiter__()
             try:
                 first = await events.__anext__()
-            except BackendError as exc:
+            except UpstreamError as exc:
                 target.add(-1)
                 if exc.before_first_byte and exc.status >= 500:
                     failed.add(backend.name)
@@ -430,7 +428,7 @@ class Gateway:
             },
         }
 
-    def _failed(self, call: _Call, exc: BackendError) -> None:
+    def _failed(self, call: _Call, exc: UpstreamError) -> None:
         """A backend that failed after its first byte: eject it and record the failure."""
         self.router.eject(call.backend)
         self._account(
@@ -447,7 +445,7 @@ class Gateway:
                     parts.append(event.text)
                 else:
                     fin = event
-        except BackendError as exc:
+        except UpstreamError as exc:
             self._failed(call, exc)
             return _error(
                 502,
@@ -520,7 +518,7 @@ class Gateway:
                     n += 1
                 else:
                     fin = event
-        except BackendError as exc:
+        except UpstreamError as exc:
             self._failed(call, exc)
             err = error_body(
                 f"the backend failed mid-stream: {exc}", "server_error", code="backend_error"

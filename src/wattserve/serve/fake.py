@@ -1,16 +1,22 @@
-"""A fake OpenAI-compatible backend that answers at once: the fixed point the gateway's
-overhead is measured against (benchmarks/gateway_overhead.py), and a test double.
+"""Fakes that answer at once. Over HTTP, a fake OpenAI-compatible server: the fixed point the
+gateway's overhead is measured against (benchmarks/gateway_overhead.py), and a test double:
 
     python -m wattserve.serve.fake --port 9000
-"""
+
+In process, `FakeBackend`: a Backend that streams a fixed number of tokens, or fails as told,
+for unit tests of routing and admission without sockets."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
+
+from wattserve.errors import UpstreamError
+from wattserve.serve.backends.base import Backend, Event, Finish, GenRequest, Piece
 
 ANSWER = "fake answer"
 
@@ -62,6 +68,46 @@ async def _chat(request: web.Request) -> web.StreamResponse:
 
 async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+
+class FakeBackend(Backend):
+    """An in-process backend: `tokens` pieces at once (fewer if max_tokens says so), each
+    costing `joules_per_token` and `usd_per_token`; raises `fail` instead when it is set.
+    `calls` counts the requests it was given."""
+
+    kind = "fake"
+
+    def __init__(
+        self,
+        name: str,
+        site: str,
+        model: str,
+        *,
+        tokens: int = 2,
+        joules_per_token: float = 1.0,
+        usd_per_token: float = 1e-6,
+    ) -> None:
+        self.name, self.site, self.model = name, site, model
+        self.tokens = tokens
+        self.joules_per_token, self.usd_per_token = joules_per_token, usd_per_token
+        self.fail: UpstreamError | None = None
+        self.calls = 0
+
+    async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        n = min(self.tokens, req.max_tokens)
+        for i in range(n):
+            yield Piece(f"fake{i} ")
+        yield Finish(
+            "length" if n == req.max_tokens else "stop",
+            req.prompt_tokens,
+            n,
+            n * self.joules_per_token,
+            n * self.usd_per_token,
+            synthetic=True,
+        )
 
 
 def app() -> web.Application:

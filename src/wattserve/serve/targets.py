@@ -1,13 +1,16 @@
-"""Live routing targets over real backends, with the interface policies read (see
-wattserve.core.policy.TargetView): predictions blend the PerfModel (or a provider's published
-profile) with measured TTFT and TPOT, and load is the live count of requests in flight."""
+"""Live routing targets over real backends (OpenAI-compatible servers, hosted APIs reached
+over HTTP), with the interface policies and admission read (`wattserve.core.targets.Target`):
+predictions blend a prior (the PerfModel, or a provider's published profile) with measured TTFT
+and TPOT, and load is the live count of requests in flight."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from wattserve.core.policy import predict_each
+from wattserve.core.ratelimit import TokenBucket
 from wattserve.core.workload import Request
 from wattserve.serve.backends.base import Backend
 
@@ -16,7 +19,7 @@ SLOTS = 64  # a server or hosted API counts as this many concurrent slots for `l
 
 
 class UpstreamTarget:
-    """One deployment reached over HTTP: one or more OpenAI-compatible backends."""
+    """One deployment (or hosted API) reached over HTTP: one or more backends."""
 
     kind = "upstream"
 
@@ -39,10 +42,9 @@ class UpstreamTarget:
         self.prior = (prior_ttft_s, prior_tpot_s)
         self.measured: list[float | None] = [None, None]
         self._joules, self._usd, self.rtt = joules, usd, rtt
-        self.rate_limited = rate_limit_rps is not None
-        self.rate = rate_limit_rps or 0.0
-        self.bucket, self.bucket_t = self.rate, 0.0
-        self.marginal_w = marginal_w
+        self.bucket = None if rate_limit_rps is None else TokenBucket(rate_limit_rps)
+        self.rate_limited = self.bucket is not None
+        self.max_marginal_w = marginal_w or 0.0
         self.outstanding = 0
         self.load = 0.0
 
@@ -51,13 +53,11 @@ class UpstreamTarget:
         self.load = self.outstanding / (SLOTS * max(1, len(self.backends)))
 
     def available(self, now: float) -> bool:
-        self.bucket = min(self.rate, self.bucket + (now - self.bucket_t) * self.rate)
-        self.bucket_t = now
-        return self.bucket >= 1.0
+        return self.bucket is None or self.bucket.available(now)
 
     def take(self) -> None:
-        if self.rate_limited:
-            self.bucket -= 1.0
+        if self.bucket is not None:
+            self.bucket.take()
 
     def observe(self, ttft_s: float | None, tpot_s: float | None) -> None:
         for i, v in enumerate((ttft_s, tpot_s)):
@@ -86,10 +86,18 @@ class UpstreamTarget:
         return predict_each(self, req)
 
     def marginal_power_w(self) -> float:
-        return self.marginal_w or 0.0
+        return self.max_marginal_w
 
-    def pick(self, exclude: set[str]) -> Backend | None:
-        ok = [b for b in self.backends if b.healthy and b.name not in exclude]
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backends": [
+                {"name": b.name, "healthy": b.healthy, "kind": b.kind} for b in self.backends
+            ]
+        }
+
+    def pick(self, avoid: set[str]) -> Backend | None:
+        """The healthy backend with the fewest requests in flight, not in `avoid`."""
+        ok = [b for b in self.backends if b.healthy and b.name not in avoid]
         if not ok:
             return None
         return min(ok, key=lambda b: getattr(b, "in_flight", 0))

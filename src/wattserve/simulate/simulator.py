@@ -17,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
+from wattserve.core.admission import Admission, admit
 from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
-from wattserve.core.governor import EPS_W, PowerGovernor
+from wattserve.core.governor import PowerGovernor
 from wattserve.core.policy import Policy
+from wattserve.core.targets import EnginePool, HostedPool, Target, make_engines
+from wattserve.core.view import View
 from wattserve.core.workload import Request, Workload
-from wattserve.simulate.targets import EnginePool, HostedPool, Target, View, make_engines
 
 ENGINE, RETRY, HOSTED_DONE = 0, 1, 2
 RETRY_BACKOFF_S = 0.25
@@ -89,7 +91,7 @@ class Simulation:
         self.engines: list[EngineModel] = []
         self.engine_site: list[str] = []
         self.engine_pool: list[EnginePool] = []
-        targets: list[Target] = []
+        targets: list[EnginePool | HostedPool] = []
         for spec in fleet.deployments:
             group = make_engines(spec, exact=exact)
             pool = EnginePool(spec, group, rng, fleet.rtt_s)
@@ -113,14 +115,9 @@ class Simulation:
         self.placed: dict[tuple[str, str | None], _Placed] = {}
         self.out = Outcome(policy.name)
         self.now = 0.0
-        # per engine: its site's power account, and the most dynamic power a step may draw there
-        self.enforce = governor
-        self.site_acct = [self.gov.sites[s] for s in self.engine_site]
-        self.capped = [governor and a.cap_w is not None for a in self.site_acct]
-        self.site_allow = [
-            a.cap_w - a.base_w if c and a.cap_w is not None else float("inf")
-            for a, c in zip(self.site_acct, self.capped, strict=True)
-        ]
+        # per engine: its site's power account, and whether steps there are checked against a cap
+        self.site_acct = [self.gov.account(s) for s in self.engine_site]
+        self.capped = [self.gov.capped(s) for s in self.engine_site]
 
     # -- event plumbing --------------------------------------------------------------------
 
@@ -144,32 +141,17 @@ class Simulation:
         if req.origin is not None and req.origin not in self.fleet.sites:
             self._reject(req, f"origin site '{req.origin}' is not in the fleet")
             return
-        view.clock[0] = now
-        view.exclude.clear()
-        cut = False
-        while True:
-            decision = self.policy.choose(req, view)
-            cut = cut or view.cut_by_outage
-            if decision.target is None or decision.target in view.exclude:
-                break
-            target = self.targets[decision.target]
-            acct = self.gov.sites[target.site]
-            if (
-                isinstance(target, HostedPool)
-                or not self.enforce
-                or acct.cap_w is None
-                or acct.cap_w - acct.power_w >= target.max_marginal_w
-                or self.gov.fits(target.site, target.marginal_power_w())
-            ):
-                self._place(req, target, now)
-                if cut:
-                    self.out.outage[
-                        "failed_over" if target.site != req.origin else "served_locally"
-                    ] += 1
-                return
-            view.exclude.add(target.name)
+        adm = self.admit(req)
+        target = adm.bound
+        if target is not None:
+            self._place(req, target, now)
+            if adm.cut_by_outage:
+                self.out.outage[
+                    "failed_over" if target.site != req.origin else "served_locally"
+                ] += 1
+            return
         waited = now - first_try
-        if cut and not view.exclude:
+        if adm.refusal == "outage":
             nxt = min(
                 (lk.next_up(now) for lk in self.fleet.links if req.origin in (lk.a, lk.b)),
                 default=now,
@@ -181,16 +163,24 @@ class Simulation:
             self.out.outage["failed"] += 1
             self._reject(req, "site link down")
             return
-        if view.exclude and waited + RETRY_BACKOFF_S <= self.max_wait_s:
+        power = adm.refusal == "power"
+        if power and waited + RETRY_BACKOFF_S <= self.max_wait_s:
             self.out.power_waits += 1
             self._push(now + RETRY_BACKOFF_S, RETRY, (req, first_try))
             return
-        self._reject(req, "site power cap" if view.exclude else "no target available")
+        self._reject(req, "site power cap" if power else "no target available")
 
-    def _place(self, req: Request, target: Target, now: float) -> None:
+    def admit(self, req: Request) -> Admission[EnginePool | HostedPool]:
+        """The shared admission path (wattserve.core.admission) at the simulation's clock."""
+        return admit(req, self.now, self.policy, self.view, self.gov, self._bind)
+
+    def _bind(self, target: Target) -> EnginePool | HostedPool | None:
+        """The simulator places a request on any target admission lets through."""
+        return self.targets.get(target.name)
+
+    def _place(self, req: Request, target: EnginePool | HostedPool, now: float) -> None:
         target.add(1)
         if isinstance(target, HostedPool):
-            target.take()
             ttft = target.ttft_s(req)
             finish = ttft + (req.output_tokens - 1) * target.tpot_s(req)
             self._finish_metrics(req, target.name, ttft, finish)
@@ -199,7 +189,6 @@ class Simulation:
             self._push(now + finish, HOSTED_DONE, target)
             return
         engine = target.replica_for(req)
-        target.queued_tokens += req.prompt_tokens
         key = (target.name, req.origin)
         placed = self.placed.get(key)
         if placed is None:  # one record per (deployment, origin): shared by its requests
@@ -233,12 +222,11 @@ class Simulation:
             return
         if self.capped[i]:
             site = self.engine_site[i]
-            if plan.power_w - idle > self.site_allow[i]:  # could never fit: slow it down
-                self.gov.throttle(site, plan, idle)
-            acct = self.site_acct[i]
-            if acct.power_w + plan.power_w - base > acct.cap_w + EPS_W:  # type: ignore[operator]
+            gov = self.gov
+            gov.throttle(site, plan, idle)  # a step that could never fit is slowed down
+            if not gov.fits(site, plan.power_w - base):
                 if held_w is not None:
-                    self.gov.change(site, self.now, idle - held_w)
+                    gov.change(site, self.now, idle - held_w)
                 self.pending[i] = plan
                 self.waitlist[site].append(i)
                 self.out.power_waits += 1
@@ -249,7 +237,6 @@ class Simulation:
         for s in rejected:
             placed = cast(_Placed, s.tag)
             placed.pool.add(-1)
-            placed.pool.queued_tokens -= s.req.prompt_tokens
             self._reject(s.req, "prompt exceeds the KV cache")
 
     def _start(self, i: int, plan: StepPlan) -> None:
@@ -262,13 +249,7 @@ class Simulation:
     def _commit(self, i: int, plan: StepPlan, held_w: float) -> None:
         """Run engine i's plan from now: its site's power goes from `held_w` to the plan's."""
         self.engines[i].plan = plan
-        acct = self.site_acct[i]
-        now = self.now
-        if now > acct.last_t:
-            acct.advance(now)
-        acct.power_w += plan.power_w - held_w
-        if acct.power_w > acct.peak_w:
-            acct.peak_w = acct.power_w
+        self.site_acct[i].change(self.now, plan.power_w - held_w)
         v = self.version[i] + 1
         self.version[i] = v
         self.counter += 1
@@ -286,11 +267,7 @@ class Simulation:
         plan: StepPlan = engine.plan  # type: ignore[assignment]
         site = self.engine_site[i]
         now = self.now
-        first, finished = engine.complete(now)
-        placed: _Placed
-        for s in first:
-            placed = s.tag  # type: ignore[assignment]
-            placed.pool.queued_tokens -= s.req.prompt_tokens
+        _, finished = engine.complete(now)
         if finished:
             self._finished(finished, now)
         queue = self.waitlist.get(site)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class BackendError(Exception):
-    """A backend failed. `before_first_byte` tells the gateway whether it may retry elsewhere."""
-
-    def __init__(self, message: str, *, before_first_byte: bool, status: int = 502) -> None:
-        super().__init__(message)
-        self.before_first_byte = before_first_byte
-        self.status = status
+from wattserve.core.fleet import DeploymentSpec, Fleet, HostedSpec
+from wattserve.core.governor import PowerGovernor
+from wattserve.core.targets import Target
+from wattserve.core.workload import Request
+from wattserve.errors import ConfigError
 
 
 @dataclass
@@ -61,6 +60,7 @@ class Backend(ABC):
     model: str
     kind: str
     healthy: bool = True
+    probed: bool = False  # whether the gateway's health loop calls `check` on it
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Start what the backend needs (a task, a subprocess)."""
@@ -70,7 +70,7 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(self, req: GenRequest) -> AsyncIterator[Event]:
-        """Stream Pieces, then one Finish. Raise BackendError on failure. Closing the iterator
+        """Stream Pieces, then one Finish. Raise UpstreamError on failure. Closing the iterator
         early (the client went away) cancels the work upstream."""
 
     async def check(self) -> bool:
@@ -80,3 +80,38 @@ class Backend(ABC):
     def power_w(self) -> float:
         """Power the backend draws now, as well as it is known (0 for hosted APIs)."""
         return 0.0
+
+
+@dataclass
+class BuildContext:
+    """What a backend kind may use while building a fleet entry's backends."""
+
+    fleet: Fleet
+    governor: PowerGovernor  # emulated engines reserve their steps' power with it
+    rng: random.Random
+    power_changed: asyncio.Condition  # notified when a site's power falls
+
+
+@dataclass
+class Built:
+    """A fleet entry, built: the target policies see, its backends, and `bind`, which gives
+    the backend a request admitted to the target goes to (None: none of them can take it,
+    e.g. every one already failed this request; the set holds backend names to avoid)."""
+
+    target: Target
+    backends: list[Backend]
+    bind: Callable[[Request, set[str]], Backend | None]
+
+
+class BackendKind(ABC):
+    """One kind of backend (`backend: {kind: NAME}` in the fleet file): how a deployment or a
+    hosted API entry of that kind is built. The gateway looks kinds up in
+    `wattserve.serve.backends.registry`; it never names one."""
+
+    name: str
+
+    def deployment(self, spec: DeploymentSpec, ctx: BuildContext) -> Built:
+        raise ConfigError(f"backend kind '{self.name}' cannot serve a deployment", field="backend")
+
+    def hosted(self, spec: HostedSpec, ctx: BuildContext) -> Built:
+        raise ConfigError(f"backend kind '{self.name}' cannot serve a hosted API", field="backend")

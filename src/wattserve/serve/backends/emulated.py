@@ -15,9 +15,22 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from wattserve.core.engine import EngineModel, Seq
+from wattserve.core.fleet import DeploymentSpec, HostedSpec
 from wattserve.core.governor import PowerGovernor
+from wattserve.core.targets import EnginePool, HostedPool, make_engines
 from wattserve.core.workload import Request
-from wattserve.serve.backends.base import Backend, BackendError, Event, Finish, GenRequest, Piece
+from wattserve.errors import UpstreamError
+from wattserve.serve.backends.base import (
+    Backend,
+    BackendKind,
+    BuildContext,
+    Built,
+    Event,
+    Finish,
+    GenRequest,
+    Piece,
+)
+from wattserve.serve.backends.hosted_emulated import EmulatedHostedBackend
 
 WORDS = (
     "emulated",
@@ -64,6 +77,7 @@ class EmulatedBackend(Backend):
         usd_per_s: float,
         usd_per_j: float,
         clock: Callable[[], float] = time.monotonic,
+        power_changed: asyncio.Condition | None = None,
     ) -> None:
         self.name, self.site, self.model = name, site, model
         self.engine = engine
@@ -72,7 +86,7 @@ class EmulatedBackend(Backend):
         self.clock = clock
         self.streams: dict[int, _Stream] = {}
         self.wake = asyncio.Event()
-        self.power_changed: asyncio.Condition | None = None
+        self.power_changed = power_changed  # notified when this engine's step power falls
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
         self.counter = 0
@@ -151,7 +165,7 @@ class EmulatedBackend(Backend):
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         if self.stopping:
-            raise BackendError(f"{self.name} is shutting down", before_first_byte=True, status=503)
+            raise UpstreamError(f"{self.name} is shutting down", before_first_byte=True, status=503)
         r = Request(
             id=0,
             arrival_s=self.clock(),
@@ -178,7 +192,7 @@ class EmulatedBackend(Backend):
             if self.streams.pop(id(seq), None) is not None:  # the client left early
                 self.engine.abort(seq)
         if produced == 0:
-            raise BackendError(
+            raise UpstreamError(
                 f"{self.name} cannot fit a {req.prompt_tokens}-token prompt in its KV cache",
                 before_first_byte=True,
                 status=400,
@@ -193,3 +207,43 @@ class EmulatedBackend(Backend):
             usd=self.usd_per_s * share + self.usd_per_j * stream.energy_j,
             synthetic=True,
         )
+
+
+class EmulatedKind(BackendKind):
+    """`kind: emulated` (the default): a deployment's replicas as EngineModels on the wall
+    clock, routed as the simulator's EnginePool; a hosted API from its published profile,
+    routed as the simulator's HostedPool."""
+
+    name = "emulated"
+
+    def deployment(self, spec: DeploymentSpec, ctx: BuildContext) -> Built:
+        engines = make_engines(spec, exact=True)  # stepped: tokens stream per step
+        pool = EnginePool(spec, engines, ctx.rng, ctx.fleet.rtt_s)
+        usd_per_s, usd_per_j = spec.cost.billable()
+        by_engine: dict[int, EmulatedBackend] = {}
+        for e in engines:
+            by_engine[id(e)] = EmulatedBackend(
+                e.name,
+                spec.site,
+                spec.model,
+                e,
+                ctx.governor,
+                usd_per_s,
+                usd_per_j,
+                power_changed=ctx.power_changed,
+            )
+            ctx.governor.add_base(spec.site, e.idle_w)
+
+        def bind(req: Request, avoid: set[str]) -> Backend | None:
+            b = by_engine[id(pool.replica_for(req))]
+            return None if b.name in avoid else b
+
+        return Built(pool, list(by_engine.values()), bind)
+
+    def hosted(self, spec: HostedSpec, ctx: BuildContext) -> Built:
+        backend = EmulatedHostedBackend(spec)
+
+        def bind(req: Request, avoid: set[str]) -> Backend | None:
+            return None if backend.name in avoid or not backend.healthy else backend
+
+        return Built(HostedPool(spec, ctx.fleet.rtt_s), [backend], bind)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from wattserve.core.cost import token_usd
+from wattserve.core.energy import token_energy_j
 from wattserve.core.fleet import HostedSpec
 from wattserve.serve.backends.base import Backend, Event, Finish, GenRequest, Piece
 
@@ -25,9 +27,8 @@ class EmulatedHostedBackend(Backend):
             if i:
                 await asyncio.sleep(gap)
             yield Piece(f"hosted{i % 10} ")
-        usd = (
-            req.prompt_tokens * s.usd_per_mtok_input + req.max_tokens * s.usd_per_mtok_output
-        ) / 1e6
-        jpt = s.joules_per_token
-        energy = None if jpt is None else jpt * (req.prompt_tokens + req.max_tokens)
+        usd = token_usd(
+            req.prompt_tokens, req.max_tokens, s.usd_per_mtok_input, s.usd_per_mtok_output
+        )
+        energy = token_energy_j(req.prompt_tokens, req.max_tokens, s.joules_per_token)
         yield Finish("length", req.prompt_tokens, req.max_tokens, energy, usd, synthetic=True)

@@ -10,9 +10,15 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
+from wattserve.errors import UpstreamError
 
-class HTTPError(Exception):
-    """The connection failed or the answer was not HTTP/1.1 we understand."""
+
+class HTTPError(UpstreamError):
+    """The connection failed or the answer was not HTTP/1.1 we understand (before any byte of
+    an answer reached the client, so the request may be retried elsewhere)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, before_first_byte=True)
 
 
 class Http1Pool:

@@ -15,9 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from wattserve.core.fleet import DeploymentSpec, Fleet
+from wattserve.core.energy import request_energy_j
+from wattserve.core.fleet import DeploymentSpec
+from wattserve.core.workload import Request
 from wattserve.errors import ConfigError
 from wattserve.profile.power import RaplMeter
+from wattserve.serve.backends.base import BackendKind, BuildContext, Built
 from wattserve.serve.backends.upstream import OpenAIBackend
 from wattserve.serve.net import free_port
 from wattserve.serve.targets import UpstreamTarget
@@ -54,7 +57,7 @@ class LocalLlamaBackend(OpenAIBackend):
         self.port = free_port()
         self.gguf = smollm2_gguf()
         self.n_ctx, self.threads = n_ctx, threads
-        per_s = spec.cost.usd_per_s if spec.cost.basis != "unknown" else 0.0
+        per_s = spec.cost.billable()[0]
         super().__init__(
             name,
             site,
@@ -83,9 +86,7 @@ class LocalLlamaBackend(OpenAIBackend):
             elapsed = time.monotonic() - self.last_read
             self.last_read = time.monotonic()
             return watts * elapsed / max(1, self.in_flight + 1)
-        from wattserve.serve.router import _estimate_j
-
-        joules = _estimate_j(self.spec, prompt, completion)
+        joules = request_energy_j(self.spec.perf, prompt, completion)
         return None if math.isnan(joules) else joules
 
     async def _launch(self) -> None:
@@ -190,24 +191,30 @@ def local_cpu_hardware(folder: Path) -> Path:
     return path
 
 
-def local_llama_target(
-    spec: DeploymentSpec, fleet: Fleet
-) -> tuple[UpstreamTarget, list[LocalLlamaBackend]]:
-    from wattserve.serve.router import _estimate_j
+class LocalLlamaKind(BackendKind):
+    """`kind: local-llama`: the real SmolLM2 model on this machine's CPU, in a supervised
+    llama.cpp server, routed as any OpenAI-compatible server with the PerfModel's priors."""
 
-    backend = LocalLlamaBackend(
-        f"{spec.name}/0", spec.site, spec.model, spec, threads=spec.backend.get("threads")
-    )
-    pm = spec.perf
-    target = UpstreamTarget(
-        spec.name,
-        spec.site,
-        spec.model,
-        [backend],
-        pm.prefill(1, 256).time_s,
-        pm.decode_step(1, 512).time_s,
-        joules=lambda r: _estimate_j(spec, r.prompt_tokens, r.output_tokens),
-        usd=lambda r: 0.0,
-        rtt=fleet.rtt_s,
-    )
-    return target, [backend]
+    name = "local-llama"
+
+    def deployment(self, spec: DeploymentSpec, ctx: BuildContext) -> Built:
+        backend = LocalLlamaBackend(
+            f"{spec.name}/0", spec.site, spec.model, spec, threads=spec.backend.get("threads")
+        )
+        pm = spec.perf
+
+        def joules(r: Request) -> float:
+            return request_energy_j(pm, r.prompt_tokens, r.output_tokens)
+
+        target = UpstreamTarget(
+            spec.name,
+            spec.site,
+            spec.model,
+            [backend],
+            pm.prefill(1, 256).time_s,
+            pm.decode_step(1, 512).time_s,
+            joules=joules,
+            usd=lambda r: 0.0,
+            rtt=ctx.fleet.rtt_s,
+        )
+        return Built(target, [backend], lambda req, avoid: target.pick(avoid))

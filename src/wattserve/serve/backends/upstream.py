@@ -12,8 +12,23 @@ from typing import Any
 import aiohttp
 import orjson
 
-from wattserve.serve.backends.base import Backend, BackendError, Event, Finish, GenRequest, Piece
+from wattserve.core.cost import token_usd
+from wattserve.core.energy import request_energy_j, token_energy_j
+from wattserve.core.fleet import DeploymentSpec, HostedSpec
+from wattserve.core.workload import Request
+from wattserve.errors import UpstreamError
+from wattserve.serve.backends.base import (
+    Backend,
+    BackendKind,
+    BuildContext,
+    Built,
+    Event,
+    Finish,
+    GenRequest,
+    Piece,
+)
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
+from wattserve.serve.targets import UpstreamTarget
 
 
 class OpenAIBackend(Backend):
@@ -25,6 +40,7 @@ class OpenAIBackend(Backend):
     """
 
     kind = "openai"
+    probed = True
     measures_energy = False  # True: estimate_j reads a meter, so never reuse its answers
 
     def __init__(
@@ -116,7 +132,7 @@ class OpenAIBackend(Backend):
                     status, raw = resp.status, await resp.read()
             if status != 200:
                 retry = status >= 500 or status == 429
-                raise BackendError(
+                raise UpstreamError(
                     f"{self.name} answered {status}: {raw[:500].decode('utf-8', 'replace')}",
                     before_first_byte=retry,
                     status=status if not retry else 502,
@@ -137,9 +153,9 @@ class OpenAIBackend(Backend):
         reason = str(choice.get("finish_reason") or "stop")
         yield self._finish(req, obj.get("usage") or {}, reason, 1 if content else 0, started)
 
-    def _failed(self, exc: BaseException, *, before_first_byte: bool) -> BackendError:
+    def _failed(self, exc: BaseException, *, before_first_byte: bool) -> UpstreamError:
         self.healthy = False
-        return BackendError(
+        return UpstreamError(
             f"{self.name} failed: {exc.__class__.__name__}: {exc}",
             before_first_byte=before_first_byte,
         )
@@ -151,7 +167,7 @@ class OpenAIBackend(Backend):
         completion = int(usage.get("completion_tokens") or produced)
         p_in, p_out = self.prices
         if p_in is not None and p_out is not None:
-            usd: float | None = (prompt * p_in + completion * p_out) / 1e6
+            usd: float | None = token_usd(prompt, completion, p_in, p_out)
         else:
             share = (time.monotonic() - started) / max(1, self.in_flight + 1)
             usd = self.usd_per_s * share
@@ -192,7 +208,7 @@ class OpenAIBackend(Backend):
                 if resp.status != 200:
                     text = (await resp.text())[:500]
                     retry = resp.status >= 500 or resp.status == 429
-                    raise BackendError(
+                    raise UpstreamError(
                         f"{self.name} answered {resp.status}: {text}",
                         before_first_byte=retry,
                         status=resp.status if not retry else 502,
@@ -228,3 +244,90 @@ class OpenAIBackend(Backend):
             self.in_flight -= 1
         self.healthy = True
         yield self._finish(req, usage, finish_reason, produced, started)
+
+
+def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
+    """A deployment served by OpenAI-compatible servers (`url` or `urls`): priors and energy
+    from the PerfModel of its hardware, dollars from its $/s (rent) or electricity (own)."""
+    cfg = spec.backend
+    pm = spec.perf
+    usd_per_s, usd_per_j = spec.cost.billable()
+    urls = cfg.get("urls") or [cfg.get("url")]
+
+    def estimate_j(prompt: int, output: int) -> float:
+        return request_energy_j(pm, prompt, output)
+
+    backends: list[Backend] = [
+        OpenAIBackend(
+            f"{spec.name}/{i}",
+            spec.site,
+            spec.model,
+            str(url),
+            str(cfg.get("model_name", spec.model)),
+            cfg.get("api_key_env"),
+            estimate_j=estimate_j,
+            usd_per_s=usd_per_s,
+            timeout_s=float(cfg.get("timeout_s", 300.0)),
+        )
+        for i, url in enumerate(urls)
+    ]
+    target = UpstreamTarget(
+        spec.name,
+        spec.site,
+        spec.model,
+        backends,
+        pm.prefill(1, 512).time_s,
+        pm.decode_step(8, 1024).time_s,
+        joules=lambda r: estimate_j(r.prompt_tokens, r.output_tokens),
+        usd=lambda r: usd_per_j * estimate_j(r.prompt_tokens, r.output_tokens),
+        rtt=ctx.fleet.rtt_s,
+        marginal_w=max(0.0, pm.decode_step(1, 1024).power_w - pm.idle_power_w),
+    )
+    return Built(target, backends, lambda req, avoid: target.pick(avoid))
+
+
+class OpenAIKind(BackendKind):
+    """`kind: openai`: any OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, Ollama) for
+    a deployment, or a hosted API's real endpoint (with its per-token prices)."""
+
+    name = "openai"
+
+    def deployment(self, spec: DeploymentSpec, ctx: BuildContext) -> Built:
+        return _deployment_target(spec, ctx)
+
+    def hosted(self, spec: HostedSpec, ctx: BuildContext) -> Built:
+        cfg = spec.backend
+        backend = OpenAIBackend(
+            spec.name,
+            spec.site,
+            spec.model,
+            str(cfg.get("url", spec.base_url)),
+            str(cfg.get("model_name", spec.remote_name)),
+            cfg.get("api_key_env"),
+            usd_per_mtok_input=spec.usd_per_mtok_input,
+            usd_per_mtok_output=spec.usd_per_mtok_output,
+        )
+        jpt = spec.joules_per_token
+
+        def joules(r: Request) -> float:
+            j = token_energy_j(r.prompt_tokens, r.output_tokens, jpt)
+            return math.inf if j is None else j
+
+        def usd(r: Request) -> float:
+            return token_usd(
+                r.prompt_tokens, r.output_tokens, spec.usd_per_mtok_input, spec.usd_per_mtok_output
+            )
+
+        target = UpstreamTarget(
+            spec.name,
+            spec.site,
+            spec.model,
+            [backend],
+            spec.ttft_s,
+            1.0 / spec.output_tokens_per_s,
+            joules=joules,
+            usd=usd,
+            rtt=ctx.fleet.rtt_s,
+            rate_limit_rps=spec.rate_limit_rps,
+        )
+        return Built(target, [backend], lambda req, avoid: target.pick(avoid))

@@ -1,8 +1,9 @@
-"""Routing targets as policies see them: a deployment's replicas, or a hosted API.
+"""Routing targets: what a request can be sent to, as policies and admission see them.
 
-Predictions come from the PerfModel and live state (queued prefill tokens, running batch),
-memoised per request because a policy asks each target several questions about one request.
-The gateway builds the same targets over its live telemetry.
+Two pools live here, shared by both clocks: a deployment's engine replicas (`EnginePool`,
+predictions from the PerfModel and the replicas' live state) and a hosted API (`HostedPool`,
+its published profile and token prices). The gateway adds its own live kind over real servers
+(`wattserve.serve.targets.UpstreamTarget`); all of them satisfy `Target`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,51 @@ from __future__ import annotations
 import math
 import operator
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
+from wattserve.core.cost import token_usd
+from wattserve.core.energy import token_energy_j
 from wattserve.core.engine import EngineModel
-from wattserve.core.fleet import DeploymentSpec, Fleet, HostedSpec
-from wattserve.core.governor import PowerGovernor
-from wattserve.core.policy import predict_each
-from wattserve.core.workload import SLO, Request
+from wattserve.core.fleet import DeploymentSpec, HostedSpec
+from wattserve.core.policy import TargetView, predict_each
+from wattserve.core.ratelimit import TokenBucket
+from wattserve.core.workload import Request
+
+
+class Target(TargetView, Protocol):
+    """A routing target: what policies read (TargetView) plus what admission, the governor
+    and the two mechanisms use."""
+
+    kind: str
+    model: str
+    outstanding: int
+    rate_limited: bool
+
+    @property
+    def max_marginal_w(self) -> float:
+        """The most power one more request can add (0 when unknown or none)."""
+        ...
+
+    def marginal_power_w(self) -> float:
+        """The power one more request adds now (0 when unknown)."""
+        ...
+
+    def add(self, n: int) -> None:
+        """Count `n` more (or fewer) outstanding requests."""
+        ...
+
+    def available(self, now: float) -> bool:
+        """Whether its rate limit lets a request through at `now` (always, without one)."""
+        ...
+
+    def take(self) -> None:
+        """Spend the rate limit's token of a request placed here."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Kind-specific live state for `/v1/fleet` (replicas or backends)."""
+        ...
 
 
 def make_engines(spec: DeploymentSpec, *, exact: bool) -> list[EngineModel]:
@@ -60,7 +98,6 @@ class EnginePool:
         self.perf = spec.perf
         self.outstanding = 0
         self.load = 0.0  # outstanding requests per replica
-        self.queued_tokens = 0  # prompt tokens placed here whose first token is not out yet
         chunk = spec.deployment.max_batched_tokens
         pre = self.perf.step(chunk, chunk * (chunk + 1) / 2, chunk, 1)
         self.prefill_s_per_token = pre.time_s / chunk
@@ -70,10 +107,7 @@ class EnginePool:
         self.prefill_dyn_j_per_token = (pre.energy_j - self.perf.idle_power_w * pre.time_s) / chunk
         self._decode: dict[int, tuple[float, float]] = {}  # see decode_step
         self._rtt: dict[str | None, float] = {}  # by origin site (links are fixed)
-        rented = spec.cost.basis == "rent"
-        self.usd_per_j = (
-            0.0 if rented else (spec.cost.usd_per_j if spec.cost.basis == "own" else 0.0)
-        )
+        self.usd_per_j = spec.cost.billable()[1]  # rented: in the hourly price; unknown: 0
         self.clock: list[float] = [0.0]  # shared with the view: the time of the decision
         self._memo: Request | None = None
         self._memo_engine: EngineModel | None = None
@@ -84,6 +118,26 @@ class EnginePool:
         """Count `n` more (or fewer) outstanding requests."""
         self.outstanding += n
         self.load = self.outstanding / len(self.engines)
+
+    def available(self, now: float) -> bool:
+        return True
+
+    def take(self) -> None:
+        """A deployment has no rate limit."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "hardware": self.spec.deployment.hardware.id,
+            "replicas": [
+                {
+                    "name": e.name,
+                    "batch": e.batch,
+                    "waiting": len(e.waiting),
+                    "power_w": round(e.power_w, 2),
+                }
+                for e in self.engines
+            ],
+        }
 
     def decode_step(self, batch: int, ctx: int) -> tuple[float, float]:
         """(seconds, dynamic joules) of one decode step of `batch` sequences at a context of
@@ -186,6 +240,7 @@ class HostedPool:
 
     kind = "hosted"
     SLOTS = 64
+    max_marginal_w = 0.0  # its power is not drawn at any site the fleet governs
 
     def __init__(self, spec: HostedSpec, rtt: Callable[[str | None, str], float]) -> None:
         self.spec = spec
@@ -195,25 +250,26 @@ class HostedPool:
         self.rtt = rtt
         self.outstanding = 0
         self.load = 0.0
-        self.rate_limited = spec.rate_limit_rps is not None
-        self.bucket = spec.rate_limit_rps or 0.0
-        self.bucket_t = 0.0
+        rate = spec.rate_limit_rps
+        self.bucket = None if rate is None else TokenBucket(rate)
+        self.rate_limited = self.bucket is not None
 
     def add(self, n: int) -> None:
         self.outstanding += n
         self.load = self.outstanding / self.SLOTS
 
     def available(self, now: float) -> bool:
-        rate = self.spec.rate_limit_rps
-        if rate is None:
-            return True
-        self.bucket = min(rate, self.bucket + (now - self.bucket_t) * rate)
-        self.bucket_t = now
-        return self.bucket >= 1.0
+        return self.bucket is None or self.bucket.available(now)
 
     def take(self) -> None:
-        if self.spec.rate_limit_rps is not None:
-            self.bucket -= 1.0
+        if self.bucket is not None:
+            self.bucket.take()
+
+    def marginal_power_w(self) -> float:
+        return 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"provider": self.spec.provider}
 
     def ttft_s(self, req: Request) -> float:
         return self.spec.ttft_s + self.rtt(req.origin, self.site)
@@ -222,88 +278,14 @@ class HostedPool:
         return 1.0 / self.spec.output_tokens_per_s
 
     def joules(self, req: Request) -> float:
-        jpt = self.spec.joules_per_token
-        return math.inf if jpt is None else jpt * (req.prompt_tokens + req.output_tokens)
+        j = token_energy_j(req.prompt_tokens, req.output_tokens, self.spec.joules_per_token)
+        return math.inf if j is None else j
 
     def usd(self, req: Request) -> float:
         s = self.spec
-        return (
-            req.prompt_tokens * s.usd_per_mtok_input + req.output_tokens * s.usd_per_mtok_output
-        ) / 1e6
+        return token_usd(
+            req.prompt_tokens, req.output_tokens, s.usd_per_mtok_input, s.usd_per_mtok_output
+        )
 
     def predict(self, req: Request) -> tuple[float, float, float, float]:
         return predict_each(self, req)
-
-
-Target = Any  # EnginePool, HostedPool, or the gateway's live targets (same interface)
-
-
-class View:
-    """The FleetView policies see: candidates filtered by model, residency, reachability,
-    health, rate limits and (when retrying after a power refusal) an exclusion set."""
-
-    def __init__(
-        self, fleet: Fleet, targets: Sequence[Target], slos: dict[str, SLO], governor: PowerGovernor
-    ) -> None:
-        self.fleet = fleet
-        self.by_model: dict[str, list[Target]] = {}
-        for t in targets:
-            self.by_model.setdefault(t.model, []).append(t)
-        self.slos = slos
-        self.governor = governor
-        self.clock: list[float] = [0.0]
-        for t in targets:
-            if isinstance(t, EnginePool):
-                t.clock = self.clock
-        self.exclude: set[str] = set()
-        self._static_cache: dict[tuple[str, str | None, bool], tuple[list[Target], bool]] = {}
-        self.unhealthy: set[str] = set()
-        self.cut_by_outage = False
-
-    def _static(self, req: Request) -> tuple[list[Target], bool]:
-        """Targets for a (model, origin, residency) before time-varying filters, and whether
-        any of them needs those filters (links with outages, rate limits)."""
-        key = (req.model, req.origin, req.local_only)
-        hit = self._static_cache.get(key)
-        if hit is None:
-            targets = [
-                t
-                for t in self.by_model.get(req.model, ())
-                if not (req.local_only and t.site != req.origin)
-            ]
-            dynamic = any(
-                t.rate_limited
-                or (
-                    req.origin is not None
-                    and t.site != req.origin
-                    and (link := self.fleet.link(req.origin, t.site)) is not None
-                    and bool(link.outages)
-                )
-                for t in targets
-            )
-            hit = self._static_cache[key] = (targets, dynamic)
-        return hit
-
-    def candidates(self, req: Request) -> list[Target]:
-        self.cut_by_outage = False
-        static, dynamic = self._static(req)
-        if not dynamic and not self.exclude and not self.unhealthy:
-            return static
-        out: list[Target] = []
-        fleet, now = self.fleet, self.clock[0]
-        for t in static:
-            if t.name in self.exclude or t.name in self.unhealthy:
-                continue
-            if not fleet.reachable(req.origin, t.site, now):
-                self.cut_by_outage = True
-                continue
-            if t.rate_limited and not t.available(now):
-                continue
-            out.append(t)
-        return out
-
-    def slo(self, req: Request) -> SLO:
-        return self.slos.get(req.slo) or self.slos["default"]
-
-    def site_headroom_w(self, site: str) -> float:
-        return self.governor.headroom_w(site)

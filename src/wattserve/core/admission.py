@@ -1,0 +1,75 @@
+"""Admission: the one path from a request to the target that takes it, called by the
+simulator's event loop (virtual clock) and the gateway's router (wall clock) alike.
+
+The policy chooses among the view's candidates; the PowerGovernor admits the choice only if
+its site's power stays under the cap; the mechanism may then refuse to bind it (the gateway,
+when every backend of the target already failed this request); a refused target is excluded
+and the policy chooses again. When nothing is admissible the refusal says why, in order of
+precedence: `power` (a target was refused for power: waiting may help), `outage` (a target was
+unreachable because its site link is down) or `none`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Generic, Literal, NamedTuple, TypeVar
+
+from wattserve.core.governor import PowerGovernor
+from wattserve.core.policy import Policy
+from wattserve.core.targets import Target
+from wattserve.core.view import View
+from wattserve.core.workload import Request
+
+B = TypeVar("B")
+Refusal = Literal["power", "outage", "none"]
+
+
+class Admission(NamedTuple, Generic[B]):
+    """The outcome: the target and what the mechanism bound on it, or None and the refusal.
+    `cut_by_outage` is also set on success when the request had to go around a down link."""
+
+    target: Target | None
+    bound: B | None
+    refusal: Refusal | None
+    cut_by_outage: bool
+
+
+def admit(
+    req: Request,
+    now: float,
+    policy: Policy,
+    view: View,
+    governor: PowerGovernor,
+    bind: Callable[[Target], B | None],
+    exclude: Iterable[str] = (),
+) -> Admission[B]:
+    """Place `req` at time `now` (see the module docstring). `bind(target)` returns what the
+    mechanism places the request on (an engine replica, a backend), or None to exclude the
+    target. `exclude`: target names that may not be chosen. A rate-limited target's token is
+    taken on success."""
+    view.clock[0] = now
+    excluded = view.exclude
+    excluded.clear()
+    excluded.update(exclude)
+    cut = powered_out = False
+    targets = view.targets
+    while True:
+        decision = policy.choose(req, view)
+        cut = cut or view.cut_by_outage
+        name = decision.target
+        if name is None or name in excluded:
+            break
+        target = targets[name]
+        if not governor.admits(target.site, target):
+            excluded.add(name)
+            powered_out = True
+            continue
+        bound = bind(target)
+        if bound is None:
+            excluded.add(name)
+            continue
+        if target.rate_limited:
+            target.take()
+        return Admission(target, bound, None, cut)
+    refusal: Refusal = "power" if powered_out else "outage" if cut else "none"
+    return Admission(None, None, refusal, cut)

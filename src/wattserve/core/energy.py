@@ -1,0 +1,26 @@
+"""The energy of one request, as routing, billing and reports estimate it: from a deployment's
+PerfModel (a batch of one, dynamic power only: the idle draw is paid whether or not the request
+comes), or from a hosted API's published joules per token."""
+
+from __future__ import annotations
+
+from wattserve.core.perf import PerfModel
+
+
+def request_energy_j(perf: PerfModel, prompt_tokens: int, output_tokens: int) -> float:
+    """Dynamic joules of one request alone on a deployment: its prefill plus its decode steps
+    at the mean context. NaN when the hardware's power figures are unknown."""
+    pre = perf.prefill(1, max(1, prompt_tokens))
+    dec = perf.decode_step(1, prompt_tokens + output_tokens // 2)
+    idle = perf.idle_power_w
+    return (pre.energy_j - idle * pre.time_s) + output_tokens * (dec.energy_j - idle * dec.time_s)
+
+
+def token_energy_j(
+    prompt_tokens: int, output_tokens: int, joules_per_token: float | None
+) -> float | None:
+    """Joules of one request at a hosted API's joules per token (prompt and output tokens
+    alike); None when the provider publishes none."""
+    if joules_per_token is None:
+        return None
+    return joules_per_token * (prompt_tokens + output_tokens)

@@ -1,0 +1,271 @@
+"""The one admission path: `simulate` and `serve` decide alike from the same state, and the
+admission function, the governor, the emulated backend and the router's retry exclusions
+behave as documented (in-process, with the package's FakeBackend)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from wattserve.core.admission import admit
+from wattserve.core.clock import ManualClock
+from wattserve.core.engine import Seq
+from wattserve.core.fleet import Fleet, load_fleet
+from wattserve.core.governor import PowerGovernor
+from wattserve.core.policy import BUILTIN, make_policy
+from wattserve.core.targets import EnginePool, HostedPool
+from wattserve.core.workload import SLO, Request, Workload
+from wattserve.errors import UpstreamError, WattserveError
+from wattserve.serve.backends.base import Built, GenRequest
+from wattserve.serve.backends.emulated import EmulatedBackend
+from wattserve.serve.fake import FakeBackend
+from wattserve.serve.router import Placement, Router
+from wattserve.simulate.simulator import Simulation
+
+REPO = Path(__file__).resolve().parent.parent
+HETERO = REPO / "examples" / "fleet-hetero.yaml"
+SLOS = {"default": SLO(ttft_s=2.0, tpot_s=0.2)}
+
+
+def requests(n: int) -> list[Request]:
+    out = []
+    for i in range(n):
+        origin = ("edge-sf", "dc-east", None)[i % 3]
+        out.append(Request(i, 0.0, 100 + 37 * (i % 11), 20 + 13 * (i % 7), "llama-3.1-8b", origin))
+    return out
+
+
+def mechanisms(policy: str, fleet: Fleet) -> tuple[Simulation, Router]:
+    sim = Simulation(fleet, Workload([], SLOS), make_policy(policy), exact=True)
+    router = Router(fleet, make_policy(policy), clock=ManualClock())  # the simulator's t = 0
+    router.view.slos = sim.view.slos  # the gateway's SLO comes per request; here the same
+    return sim, router
+
+
+def step_all(sim: Simulation, router: Router, now: float) -> None:
+    """Run one engine step on every replica of both mechanisms, the same way."""
+    pairs = zip(sim.engines, [b.engine for b in _engine_backends(router)], strict=True)
+    for a, b in pairs:
+        for e in (a, b):
+            plan, _ = e.next_plan(now)
+            if plan is not None:
+                e.start(plan)
+                e.complete(plan.end_s)
+
+
+def _engine_backends(router: Router) -> list[EmulatedBackend]:
+    return [b for b in router.backends.values() if isinstance(b, EmulatedBackend)]
+
+
+@pytest.mark.parametrize("binding", [False, True], ids=["free", "governor-binding"])
+@pytest.mark.parametrize("policy", sorted(BUILTIN))
+def test_simulate_and_serve_decide_alike(policy: str, binding: bool) -> None:
+    fleet = load_fleet(HETERO)
+    sim, router = mechanisms(policy, fleet)
+    assert [e.name for e in sim.engines] == [b.name for b in _engine_backends(router)]
+    if binding:  # both datacenter and edge sites within a few watts of their caps
+        for gov in (sim.gov, router.gov):
+            for site in ("dc-east", "edge-sf"):
+                acct = gov.account(site)
+                assert acct.cap_w is not None
+                gov.change(site, 0.0, acct.cap_w - acct.power_w - 5.0)
+    outcomes = []
+    for i, req in enumerate(requests(60)):
+        a = sim.admit(req)
+        b = router.admit(req, set())
+        if isinstance(b, Placement):
+            assert a.target is not None, (i, b.target.name)
+            assert a.target.name == b.target.name, i
+            sim_pool, serve_pool = a.target, b.target
+            if isinstance(sim_pool, EnginePool):
+                assert isinstance(serve_pool, EnginePool)
+                assert isinstance(b.backend, EmulatedBackend)
+                replica = sim_pool.replica_for(req)
+                assert replica.name == b.backend.engine.name
+                replica.submit(Seq(req))
+                b.backend.engine.submit(Seq(req))
+            sim_pool.add(1)
+            serve_pool.add(1)
+            outcomes.append(b.target.name)
+        else:
+            assert a.target is None
+            assert a.refusal == b, i
+            outcomes.append(b)
+        if i % 5 == 4:
+            step_all(sim, router, now=0.0)
+    if binding:
+        assert "power" in outcomes  # the governor did bind, and both refused alike
+    assert len({o for o in outcomes if o != "power"}) >= 1
+
+
+def test_admission_excludes_powered_out_targets_and_says_why() -> None:
+    fleet = load_fleet(HETERO)
+    sim = Simulation(fleet, Workload([], SLOS), make_policy("slo"))
+    for site in ("dc-east", "edge-sf"):
+        acct = sim.gov.account(site)
+        assert acct.cap_w is not None
+        sim.gov.change(site, 0.0, acct.cap_w - acct.power_w)  # exactly at the cap
+    req = Request(0, 0.0, 200, 50, "llama-3.1-8b", "edge-sf", local_only=True)
+    adm = sim.admit(req)
+    assert adm.target is None and adm.refusal == "power"
+    assert sim.view.exclude == {"jetson"}  # the only target it may use was refused
+    # without residency the hosted API (no governed power) takes it
+    free = Request(1, 0.0, 200, 50, "llama-3.1-8b", "edge-sf")
+    adm = sim.admit(free)
+    assert adm.target is not None and adm.target.name == "groq-8b"
+    assert sim.view.exclude <= {"h100", "a100", "jetson"}  # any it tried first was refused
+
+
+def test_admission_reports_outage_when_the_link_is_down() -> None:
+    fleet = load_fleet(HETERO)
+    sim = Simulation(fleet, Workload([], SLOS), make_policy("slo"))
+    sim.now = 1900.0  # inside the edge-sf <-> dc-east outage window
+    jetson = sim.targets["jetson"]
+    gov = sim.gov
+    acct = gov.account("edge-sf")
+    assert acct.cap_w is not None
+    gov.change("edge-sf", 1900.0, acct.cap_w - acct.power_w)  # the local site is full
+    groq = sim.targets["groq-8b"]
+    assert isinstance(groq, HostedPool) and groq.bucket is not None
+    groq.bucket.tokens = 0.0  # and the hosted API's rate limit is spent
+    groq.bucket.t = 1900.0
+    adm = sim.admit(Request(0, 1900.0, 200, 50, "llama-3.1-8b", "edge-sf"))
+    assert adm.target is None
+    assert adm.refusal == "power"  # power first: waiting for it may help
+    assert adm.cut_by_outage
+    gov.change("edge-sf", 1900.0, acct.base_w - acct.power_w)  # power back: the outage alone
+    adm = sim.admit(Request(1, 1900.0, 200, 50, "llama-3.1-8b", "edge-sf"))
+    assert adm.target is not None and adm.target.name == jetson.name
+
+
+def test_admission_takes_a_rate_limit_token_and_binds() -> None:
+    fleet = load_fleet(HETERO)
+    sim = Simulation(fleet, Workload([], SLOS), make_policy("cost"))
+    groq = sim.targets["groq-8b"]
+    assert isinstance(groq, HostedPool) and groq.bucket is not None
+    before = groq.bucket.tokens
+    refused: list[str] = []
+
+    def bind(target: object) -> object | None:
+        name = getattr(target, "name", "")
+        if name != "groq-8b":
+            refused.append(name)
+            return None
+        return target
+
+    req = Request(0, 0.0, 100, 10, "llama-3.1-8b", "dc-east")
+    adm = admit(req, 0.0, sim.policy, sim.view, sim.gov, bind)
+    assert adm.target is groq and adm.bound is groq
+    assert groq.bucket.tokens == before - 1.0
+    assert set(refused) == sim.view.exclude - {"groq-8b"}
+
+
+def test_governor_fast_path_and_account() -> None:
+    gov = PowerGovernor({"dc": 1000.0, "free": None})
+    gov.add_base("dc", 400.0)
+
+    class Draw:
+        max_marginal_w = 500.0
+
+        def __init__(self, w: float) -> None:
+            self.w, self.asked = w, 0
+
+        def marginal_power_w(self) -> float:
+            self.asked += 1
+            return self.w
+
+    small = Draw(100.0)
+    assert gov.admits("dc", small) and small.asked == 0  # 600 W of room >= 500 W: no prediction
+    gov.change("dc", 1.0, 450.0)  # 850 W: 150 W of room
+    assert gov.admits("dc", small) and small.asked == 1
+    assert not gov.admits("dc", Draw(200.0))
+    assert gov.admits("free", Draw(1e9))
+    acct = gov.account("dc")
+    assert acct.peak_w == 850.0
+    acct.change(3.0, -450.0)  # 2 s at 850 W
+    assert acct.power_w == 400.0 and acct.last_t == 3.0
+    off = PowerGovernor({"dc": 1.0}, enforce=False)
+    assert off.admits("dc", Draw(1e9))
+
+
+def test_emulated_backend_reserves_and_releases_step_power() -> None:
+    fleet = load_fleet(HETERO)
+    router = Router(fleet, make_policy("least_loaded"))
+    backend = router.backends["h100/0"]
+    assert isinstance(backend, EmulatedBackend)
+    gov = router.gov
+    base = gov.account("dc-east").power_w
+    seen: list[float] = []
+
+    async def run() -> list[str]:
+        await backend.start()
+        pieces: list[str] = []
+        greq = GenRequest("r", "chat", "llama-3.1-8b", {}, 64, 8)
+        async for ev in backend.generate(greq):
+            seen.append(gov.account("dc-east").power_w)
+            if hasattr(ev, "text"):
+                pieces.append(ev.text)
+        await backend.stop()
+        return pieces
+
+    pieces = asyncio.run(run())
+    assert len(pieces) == 8
+    assert max(seen) > base  # steps drew power above the idle floor while running
+    assert gov.account("dc-east").power_w == pytest.approx(base)  # all of it released
+
+
+def test_router_excludes_a_target_whose_backends_failed() -> None:
+    fleet = load_fleet(HETERO)
+    router = Router(fleet, make_policy("least_loaded"))
+    good = FakeBackend("fake-b", "dc-east", "llama-3.1-8b")
+    bad = FakeBackend("fake-a", "dc-east", "llama-3.1-8b")
+    bad.fail = UpstreamError("down", before_first_byte=True)
+    assert isinstance(bad.fail, WattserveError)
+    # every target but two hosted-like entries bound to fake backends
+    for name, backend in (("h100", bad), ("a100", good)):
+        built = router.built[name]
+        router.built[name] = Built(
+            built.target, [backend], lambda req, avoid, b=backend: None if b.name in avoid else b
+        )
+    router.view.unhealthy = set()
+    req = Request(0, 0.0, 100, 10, "llama-3.1-8b", "dc-east", local_only=True)
+    first = router.admit(req, set())
+    assert isinstance(first, Placement)
+    failed = {first.backend.name}
+    second = router.admit(req, failed)
+    assert isinstance(second, Placement)
+    assert second.backend.name != first.backend.name
+    third = router.admit(req, {"fake-a", "fake-b"})
+    assert third == "none"
+
+
+def test_serve_does_not_import_simulate() -> None:
+    import subprocess
+
+    code = (
+        "import sys, wattserve.serve.router, wattserve.serve.app; "
+        "print(sorted(m for m in sys.modules if m.startswith('wattserve.simulate')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("policy", [*sorted(BUILTIN), "weighted:latency=1,cost=1"])
+def test_ties_rotate_among_identical_targets(tmp_path: Path, policy: str) -> None:
+    """Two identical upstreams split the traffic evenly instead of 199:1 (issue #8)."""
+    path = tmp_path / "twins.yaml"
+    path.write_text(
+        "name: twins\nsites:\n  dc: {kind: datacenter}\ndeployments:\n"
+        "  a: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+        "  b: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    sim = Simulation(load_fleet(path), Workload([], SLOS), make_policy(policy))
+    chosen = []
+    for i in range(200):
+        adm = sim.admit(Request(i, 0.0, 100, 10, "llama-3.1-8b", "dc"))
+        assert adm.target is not None
+        chosen.append(adm.target.name)  # not placed: both stay equally good
+    assert 80 <= chosen.count("a") <= 120, chosen.count("a")
