@@ -34,7 +34,6 @@ from wattserve.core.fleet import DeploymentSpec, Fleet, Site, kv_block_count
 from wattserve.core.params import EngineParams
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.core.workload import SLO, Request, Workload
-from wattserve.simulate import simulate
 
 CapacityMethod = Literal["simulated", "analytic"]
 PROBE_REQUESTS = 300  # requests in one simulated probe: enough for a p99 to see queueing
@@ -172,6 +171,9 @@ def _probe_fleet(dep: Deployment, params: EngineParams, blocks: int) -> Fleet:
 
 def _probe(fleet: Fleet, shape: Shape, rate: float, seed: int = 1) -> tuple[bool, float, float]:
     """One short Poisson run at `rate`: (SLO held, average W, J per request)."""
+    # imported here: `import wattserve` (and so `serve`) must not pull in the simulator
+    from wattserve.simulate import simulate
+
     rng = random.Random(seed)
     t = 0.0
     reqs = []
