@@ -23,11 +23,13 @@ from wattserve.errors import (
     CalibrationError,
     ConfigError,
     MissingFigureError,
+    PlanInfeasibleError,
     UnknownNameError,
     WattserveError,
 )
 from wattserve.estimate import Estimate, estimate
 from wattserve.rank import Ranking, rank
+from wattserve.plan import Plan, plan
 
 __version__ = "0.1.0"
 
@@ -44,6 +46,8 @@ __all__ = [
     "MissingFigureError",
     "ModelSpec",
     "PerfModel",
+    "Plan",
+    "PlanInfeasibleError",
     "Provider",
     "Ranking",
     "StepCost",
@@ -57,5 +61,6 @@ __all__ = [
     "load_model",
     "perf_model",
     "rank",
+    "plan",
     "read_measurements",
 ]

@@ -5,6 +5,8 @@
     ├── UnknownNameError     a hardware, provider or model id that no catalog holds
     ├── MissingFigureError   a figure the model needs is not in the catalog (never a silent zero)
     ├── CalibrationError     a calibration could not be fitted or applied
+    ├── PlanInfeasibleError  no fleet meets the workload's SLOs within the limits (says which
+    │                        constraint binds and the smallest change that would do)
     ├── NoBackendAvailable   `serve`: no target can take a request now (status, retry-after)
     └── UpstreamError        `serve`: a backend failed (before its first byte: retry elsewhere)
         └── HTTPError        the gateway's HTTP/1.1 client could not talk to a backend
@@ -66,6 +68,14 @@ class MissingFigureError(WattserveError):
 
 class CalibrationError(WattserveError):
     """Calibration could not be fitted or applied."""
+
+
+class PlanInfeasibleError(WattserveError):
+    """`plan` found no fleet; `reasons` name each binding constraint and the change it needs."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__("infeasible: " + "; ".join(reasons))
 
 
 class NoBackendAvailable(WattserveError):

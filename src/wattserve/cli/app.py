@@ -7,6 +7,7 @@ import typer
 from wattserve.cli.calibrate_cmd import calibrate_cmd
 from wattserve.cli.catalog_cmd import catalog_app, models_cmd
 from wattserve.cli.estimate_cmd import estimate_cmd
+from wattserve.cli.plan_cmd import plan_cmd
 from wattserve.cli.profile_cmd import profile_cmd
 from wattserve.cli.rank_cmd import rank_cmd
 from wattserve.cli.serve_cmd import keys_app, serve_cmd, usage_cmd
@@ -25,6 +26,7 @@ app.command("calibrate")(calibrate_cmd)
 app.command("profile")(profile_cmd)
 app.command("models")(models_cmd)
 app.command("simulate")(simulate_cmd)
+app.command("plan")(plan_cmd)
 app.command("serve")(serve_cmd)
 app.command("usage")(usage_cmd)
 app.add_typer(keys_app, name="keys")

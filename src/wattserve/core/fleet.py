@@ -55,11 +55,19 @@ class Link:
 
 @dataclass(frozen=True, slots=True)
 class Site:
+    """Where devices live. `carbon_g_per_kwh` is the grid's intensity (None: unknown);
+    `available` caps how many devices of each hardware id the site can hold (absent: no limit)."""
+
     name: str
     kind: SiteKind
     power_cap_w: float | None
     electricity_usd_per_kwh: float
     pue: float
+    carbon_g_per_kwh: float | None = None
+    available: tuple[tuple[str, int], ...] = ()
+
+    def available_count(self, hw_id: str) -> int | None:
+        return dict(self.available).get(hw_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,22 +253,11 @@ def _resolve_deployment(
         max_num_seqs=max_seqs,
         max_batched_tokens=max_tokens,
     )
-    pm = perf_model(dep, params)
-    problem = "; ".join(pm.missing)
-    fit = memory_fit(dep, params, 1, KV_BLOCK_TOKENS, max_tokens)
-    if not fit.fits:
-        problem = fit.reason
+    blocks, problem = kv_block_count(dep, params)
     if problem:
         raise ConfigError(
             f"infeasible: {problem}", path=path, line=line, field=f"deployments.{name}"
         )
-    kv_bytes_block = (
-        KV_BLOCK_TOKENS * model.kv_bytes_per_token(kv_dtype) / (min(tp, model.num_kv_heads) * pp)
-    )
-    free = (fit.capacity_gb or 0.0) * 1e9 * params.memory_utilization - (
-        fit.weights_gb + fit.activations_gb
-    ) * 1e9
-    blocks = int(free // kv_bytes_block) if hw.memory_kind != "cim" else 1 << 30
     s = sites[site]
     basis = r.text("cost_basis", "auto")
     if basis not in ("auto", "rent", "own"):
@@ -362,8 +359,85 @@ def _resolve_hosted(
     )
 
 
-def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
-    """Validate a parsed fleet mapping and resolve it against the catalogs."""
+def parse_sites(raw: Any, path: str, line: int, catalog: Catalog | None = None) -> dict[str, Site]:
+    """The `sites:` block of a fleet (or sites) file; `catalog` checks `available:` ids."""
+    sites: dict[str, Site] = {}
+    for name, entry in _mapping(raw, "sites", path, line).items():
+        if not isinstance(entry, LineDict):
+            raise ConfigError("must be a mapping", path=path, line=line, field=name)
+        r = Fields(entry, path, f"sites.{name}")
+        r.check_keys(
+            {
+                "kind",
+                "power_cap_w",
+                "electricity_usd_per_kwh",
+                "pue",
+                "carbon_g_per_kwh",
+                "available",
+            }
+        )
+        kind = r.text("kind", "datacenter")
+        if kind not in ("datacenter", "edge", "cloud"):
+            raise r.err("kind", "use datacenter, edge or cloud")
+        sites[name] = Site(
+            name,
+            cast(SiteKind, kind),
+            r.number("power_cap_w", positive=True),
+            r.number("electricity_usd_per_kwh", 0.08) or 0.0,
+            r.number("pue", 1.5, positive=True) or 1.5,
+            r.number("carbon_g_per_kwh"),
+            _available(r, entry, catalog),
+        )
+    return sites
+
+
+def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tuple[str, int], ...]:
+    raw = entry.get("available")
+    if raw is None:
+        return ()
+    if not isinstance(raw, LineDict):
+        raise r.err("available", "maps hardware ids to device counts, e.g. {h100-sxm: 16}")
+    out = []
+    for hw_id, n in raw.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise r.err("available", f"the count of '{hw_id}' must be a whole number >= 0")
+        if catalog is not None and hw_id not in catalog.devices:
+            try:
+                catalog.device(hw_id)
+            except WattserveError as exc:
+                raise r.err("available", str(exc)) from None
+        out.append((str(hw_id), n))
+    return tuple(out)
+
+
+def kv_block_count(dep: Deployment, params: EngineParams) -> tuple[int, str]:
+    """KV-cache blocks one replica holds (what memory leaves after weights and activations),
+    and the reason it cannot run ("" when it can)."""
+    pm = perf_model(dep, params)
+    if pm.missing:
+        return 0, "; ".join(pm.missing)
+    fit = memory_fit(dep, params, 1, KV_BLOCK_TOKENS, dep.max_batched_tokens)
+    if not fit.fits:
+        return 0, fit.reason
+    model = dep.model
+    kv_bytes_block = (
+        KV_BLOCK_TOKENS
+        * model.kv_bytes_per_token(dep.kv_dtype)
+        / (min(dep.tp, model.num_kv_heads) * dep.pp)
+    )
+    free = (fit.capacity_gb or 0.0) * 1e9 * params.memory_utilization - (
+        fit.weights_gb + fit.activations_gb
+    ) * 1e9
+    if dep.hardware.memory_kind == "cim":
+        return 1 << 30, ""
+    return int(free // kv_bytes_block), ""
+
+
+def parse_fleet(
+    data: Any, path: str, catalog: Catalog | None = None, *, sites_only: bool = False
+) -> Fleet:
+    """Validate a parsed fleet mapping and resolve it against the catalogs. `sites_only`:
+    a sites file (what `plan` reads), whose deployments may be absent."""
     if not isinstance(data, LineDict):
         raise ConfigError("a fleet file is a mapping with sites, deployments, providers", path=path)
     top = Fields(data, path, "fleet")
@@ -375,24 +449,7 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
     if not isinstance(hw_files, list):
         raise top.err("hardware_files", "must be a list of paths")
     cat = (catalog or load_catalog()).extended([base / f for f in hw_files])
-    sites: dict[str, Site] = {}
-    for name, entry in _mapping(data.get("sites"), "sites", path, data.line_of("sites")).items():
-        if not isinstance(entry, LineDict):
-            raise ConfigError(
-                "must be a mapping", path=path, line=data.line_of("sites"), field=name
-            )
-        r = Fields(entry, path, f"sites.{name}")
-        r.check_keys({"kind", "power_cap_w", "electricity_usd_per_kwh", "pue"})
-        kind = r.text("kind", "datacenter")
-        if kind not in ("datacenter", "edge", "cloud"):
-            raise r.err("kind", "use datacenter, edge or cloud")
-        sites[name] = Site(
-            name,
-            cast(SiteKind, kind),
-            r.number("power_cap_w", positive=True),
-            r.number("electricity_usd_per_kwh", 0.08) or 0.0,
-            r.number("pue", 1.5, positive=True) or 1.5,
-        )
+    sites = parse_sites(data.get("sites"), path, data.line_of("sites"), cat)
     if not sites:
         raise ConfigError("a fleet needs at least one site", path=path, field="sites")
     deps_map = _mapping(data.get("deployments"), "deployments", path, data.line_of("deployments"))
@@ -414,7 +471,7 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
         _resolve_hosted(n, e, sites, cat, path, hosted_map.line_of(n))
         for n, e in hosted_map.items()
     )
-    if not deps and not hosted:
+    if not deps and not hosted and not sites_only:
         raise ConfigError("a fleet needs deployments or providers", path=path)
     for s in sites.values():
         idle = sum(d.replicas * d.perf.idle_power_w for d in deps if d.site == s.name)
@@ -440,3 +497,8 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
 def load_fleet(path: str | Path, catalog: Catalog | None = None) -> Fleet:
     """Read, validate and resolve a fleet file."""
     return parse_fleet(load_yaml_file(path), str(path), catalog)
+
+
+def load_sites(path: str | Path, catalog: Catalog | None = None) -> Fleet:
+    """A sites file: a fleet file whose deployments are optional (`plan` chooses them)."""
+    return parse_fleet(load_yaml_file(path), str(path), catalog, sites_only=True)

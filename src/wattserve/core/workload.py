@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,21 +39,39 @@ class Request:
     slo: str = "default"
     local_only: bool = False
     row: int = 0
+    cls: str = ""  # the workload file's class name ("" from a bare trace)
+
+
+# MLPerf Inference states its server latency limits at the 99th percentile
+DEFAULT_PERCENTILE = 0.99
 
 
 @dataclass(frozen=True, slots=True)
 class SLO:
+    """Latency limits that a `percentile` share of a class's requests must meet (both at once)."""
+
     ttft_s: float = DEFAULT_TTFT_S
     tpot_s: float = DEFAULT_TPOT_S
+    percentile: float = DEFAULT_PERCENTILE
+
+
+Sampler = Callable[[], int]
 
 
 @dataclass(frozen=True, slots=True)
 class RequestClass:
+    """A kind of request: its share (or rate), model, SLO, origins and residency; `prompt` and
+    `output` sample its own token lengths (None: the generator's or the trace's)."""
+
     weight: float = 1.0
     model: str | None = None
     slo: str = "default"
     origins: tuple[tuple[str, float], ...] = ()
     local_only: float = 0.0
+    name: str = ""
+    rate_rps: float | None = None
+    prompt: Sampler | None = None
+    output: Sampler | None = None
 
 
 @dataclass
@@ -61,6 +80,9 @@ class Workload:
     slos: dict[str, SLO]
     bad_rows: list[tuple[int, str]] = field(default_factory=list)
     source: str = ""
+    duration_s: float | None = None  # the span the arrivals cover (generator or trace)
+    policy: str | None = None  # the routing policy the workload file asks for
+    classes: tuple[RequestClass, ...] = ()
 
 
 # -- token-length distributions and arrival processes ---------------------------------------
@@ -195,19 +217,31 @@ def _jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]
 # -- assembling a workload ---------------------------------------------------------------------
 
 
-def _classes(raw: Any, path: str, line: int) -> list[RequestClass]:
+def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[RequestClass]:
     if raw is None:
         return [RequestClass()]
     if not isinstance(raw, list) or not raw:
         raise ConfigError("must be a non-empty list", path=path, line=line, field="classes")
-    out = []
+    out: list[RequestClass] = []
     for i, c in enumerate(raw):
         if not isinstance(c, LineDict):
             raise ConfigError(
                 "each class is a mapping", path=path, line=line, field=f"classes[{i}]"
             )
         f = Fields(c, path, f"classes[{i}]")
-        f.check_keys({"weight", "model", "slo", "origins", "local_only"})
+        f.check_keys(
+            {
+                "name",
+                "weight",
+                "rate_rps",
+                "model",
+                "slo",
+                "origins",
+                "local_only",
+                "prompt_tokens",
+                "output_tokens",
+            }
+        )
         origins = c.get("origins") or {}
         if isinstance(origins, str):
             origins = {origins: 1.0}
@@ -219,14 +253,38 @@ def _classes(raw: Any, path: str, line: int) -> list[RequestClass]:
                 raise f.err("origins", f"the weight of '{site}' must be a positive number")
             weights.append((str(site), float(w)))
         model = c.get("model")
+        rate = f.number("rate_rps", positive=True)
+        if rate is not None and "weight" in c:
+            raise f.err("weight", "give weight or rate_rps, not both")
+        name = f.text("name", f"class{i}")
+        if any(o.name == name for o in out):
+            raise f.err("name", f"another class is already named '{name}'")
+        lengths = {
+            key: None
+            if key not in c
+            else _length(c[key], rng, f"classes[{i}].{key}", path, c.line_of(key))
+            for key in ("prompt_tokens", "output_tokens")
+        }
         out.append(
             RequestClass(
-                weight=f.number("weight", 1.0, positive=True) or 1.0,
+                weight=rate if rate is not None else f.number("weight", 1.0, positive=True) or 1.0,
                 model=None if model is None else f.text("model"),
                 slo=f.text("slo", "default"),
                 origins=tuple(weights),
                 local_only=f.fraction("local_only", 0.0),
+                name=name,
+                rate_rps=rate,
+                prompt=lengths["prompt_tokens"],
+                output=lengths["output_tokens"],
             )
+        )
+    rated = [c.rate_rps is not None for c in out]
+    if any(rated) and not all(rated):
+        raise ConfigError(
+            "give rate_rps to every class or to none (weights then share the generator's rate)",
+            path=path,
+            line=line,
+            field="classes",
         )
     return out
 
@@ -270,12 +328,15 @@ def load_workload(
     classes = [RequestClass()]
     spec: LineDict | None = None
     trace: Path | None = p
+    policy: str | None = None
+    span: float | None = None
     if p.suffix in (".yaml", ".yml"):
         spec = load_yaml_file(p)
         if not isinstance(spec, LineDict):
             raise ConfigError("a workload file is a mapping with trace or generator", path=str(p))
         top = Fields(spec, str(p), "workload")
-        top.check_keys({"trace", "generator", "slos", "classes"})
+        top.check_keys({"trace", "generator", "slos", "classes", "policy"})
+        policy = top.text("policy") if "policy" in spec else None
         slo_map = spec.get("slos") or {}
         if not isinstance(slo_map, LineDict) and slo_map != {}:
             raise top.err("slos", "maps class names to {ttft_s: ..., tpot_s: ...}")
@@ -288,12 +349,16 @@ def load_workload(
                     field=f"slos.{name}",
                 )
             f = Fields(entry, str(p), f"slos.{name}")
-            f.check_keys({"ttft_s", "tpot_s"})
+            f.check_keys({"ttft_s", "tpot_s", "percentile"})
+            pct = f.number("percentile", DEFAULT_PERCENTILE * 100, positive=True)
+            if pct is None or pct > 100:
+                raise f.err("percentile", f"must be in (0, 100], got {pct}")
             slos[name] = SLO(
                 f.number("ttft_s", DEFAULT_TTFT_S, positive=True) or DEFAULT_TTFT_S,
                 f.number("tpot_s", DEFAULT_TPOT_S, positive=True) or DEFAULT_TPOT_S,
+                pct / 100,
             )
-        classes = _classes(spec.get("classes"), str(p), spec.line_of("classes"))
+        classes = _classes(spec.get("classes"), str(p), spec.line_of("classes"), rng)
         for i, c in enumerate(classes):
             if c.slo not in slos:
                 raise ConfigError(
@@ -316,8 +381,15 @@ def load_workload(
         else:
             azure, bad = _azure_rows(trace)
             rows = [(r, t, pr, o, {}) for r, t, pr, o in azure]
-    elif spec is not None and isinstance(spec.get("generator"), LineDict):
-        g = spec["generator"]
+    elif spec is not None and (
+        isinstance(spec.get("generator"), LineDict)
+        or ("generator" not in spec and classes[0].rate_rps is not None)
+    ):
+        g = spec.get("generator")
+        if g is None:  # every class has its own rate: Poisson arrivals for a minute
+            g = LineDict()
+            g.key_lines = {}
+            g.line = spec.line_of("classes")
         where = str(p)
         f = Fields(g, where, "generator")
         f.check_keys(
@@ -335,7 +407,10 @@ def load_workload(
         kind = f.text("kind", "poisson")
         if kind not in ("poisson", "gamma", "bursty", "diurnal"):
             raise f.err("kind", f"unknown arrival process '{kind}'; use poisson, gamma or diurnal")
-        rate = f.number("rate_rps", 1.0, positive=True) or 1.0
+        class_rate = sum(c.rate_rps or 0.0 for c in classes)
+        if class_rate and "rate_rps" in g:
+            raise f.err("rate_rps", "the classes give their own rate_rps; drop this one")
+        rate = class_rate or f.number("rate_rps", 1.0, positive=True) or 1.0
         span = f.number("duration_s", 60.0, positive=True) or 60.0
         if rate * span > MAX_GENERATED:
             raise f.err(
@@ -367,6 +442,7 @@ def load_workload(
             g.line_of("output_tokens"),
         )
         rows = [(0, t, plen(), olen(), {}) for t in times]
+        span = span / rate_scale
     else:
         raise ConfigError("a workload file needs 'trace' or 'generator'", path=str(p))
     requests: list[Request] = []
@@ -375,6 +451,10 @@ def load_workload(
         if duration_s is not None and arrival >= duration_s:
             break
         c = _pick(rng, classes)
+        if c.prompt is not None:
+            prompt = c.prompt()
+        if c.output is not None:
+            out = c.output()
         requests.append(
             Request(
                 id=len(requests),
@@ -386,6 +466,11 @@ def load_workload(
                 slo=str(extra.get("slo", c.slo)),
                 local_only=bool(extra.get("local_only", rng.random() < c.local_only)),
                 row=row,
+                cls=c.name,
             )
         )
-    return Workload(requests, slos, bad, str(p))
+    if duration_s is not None:
+        span = duration_s if span is None else min(span, duration_s)
+    if span is None and requests:
+        span = requests[-1].arrival_s
+    return Workload(requests, slos, bad, str(p), span, policy, tuple(classes))

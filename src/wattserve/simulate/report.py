@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from wattserve.core.cost import J_PER_KWH
 from wattserve.core.fleet import Fleet
 from wattserve.simulate.simulator import Outcome
 
@@ -37,6 +38,9 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
     powered_tokens = sum(
         n for name, n in out.tokens_by.items() if name in specs and name not in unpowered
     )
+    powered_requests = sum(
+        n for name, n in out.served_by.items() if name in specs and name not in unpowered
+    )
     energy = sum(site_energy.values())
     gov = out.governor
     sites: dict[str, Any] = {}
@@ -49,6 +53,11 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
             "max_excess_w": None if acct is None else round(acct.max_excess_w, 3),
             "energy_j": round(site_energy.get(name, 0.0), 3),
         }
+    carbon = _carbon_g(fleet, site_energy)
+    for name, grams in carbon.items():
+        sites[name]["carbon_g"] = grams
+    known = [g for g in carbon.values() if g is not None]
+    carbon_g = sum(known) if known else None
     rejected = sum(out.rejected.values())
     return {
         "policy": out.policy,
@@ -69,6 +78,15 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
         "energy_note": "devices modelled by wattserve, idle time included; hosted APIs publish "
         "no energy and are excluded (J/token is over device-served tokens)"
         + (f"; no power figures (TDP) for {', '.join(unpowered)}: excluded" if unpowered else ""),
+        "carbon_g": carbon_g,
+        "carbon_g_per_request": carbon_g / powered_requests
+        if carbon_g is not None and powered_requests
+        else None,
+        "carbon_g_per_mtok": carbon_g / powered_tokens * 1e6
+        if carbon_g is not None and powered_tokens
+        else None,
+        "carbon_note": "device energy x site PUE x site carbon_g_per_kwh; sites without "
+        "carbon_g_per_kwh and hosted APIs are left out",
         "usd": usd,
         "usd_per_mtok": usd / out.output_tokens * 1e6 if out.output_tokens else None,
         "usd_note": "rented devices for the whole span, owned devices amortised plus "
@@ -85,6 +103,17 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
         "engine_steps": sum(e.steps for e in out.engines),
         "wall_s": out.wall_s,
     }
+
+
+def _carbon_g(fleet: Fleet, site_energy: dict[str, float]) -> dict[str, float | None]:
+    """Grams of CO2 per site: device energy times PUE (the facility's overhead) times the
+    grid's intensity; None where the site gives no intensity."""
+    out: dict[str, float | None] = {}
+    for name, site in fleet.sites.items():
+        g = site.carbon_g_per_kwh
+        joules = site_energy.get(name, 0.0)
+        out[name] = None if g is None else joules * site.pue * g / J_PER_KWH
+    return out
 
 
 def _f(v: Any, fmt: str) -> str:

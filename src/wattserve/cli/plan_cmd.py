@@ -1,0 +1,132 @@
+"""`wattserve plan`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wattserve.cli.common import print_json, reports_errors
+from wattserve.core.hardware import MATURITY, SOFTWARE
+from wattserve.errors import ConfigError, PlanInfeasibleError
+from wattserve.plan.api import plan
+from wattserve.plan.capacity import CapacityCache
+from wattserve.plan.fleetfile import write_fleet
+from wattserve.plan.table import clean, plan_html, plan_text
+
+
+def _available(text: str | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, _, n = part.partition("=")
+        if not n.strip().isdigit():
+            raise ConfigError(f"use hw=count pairs, got {part!r}", field="--available")
+        out[name.strip()] = int(n)
+    return out
+
+
+@reports_errors
+def plan_cmd(
+    workload: Annotated[Path, typer.Option(help="Workload file (docs/workload.md) or trace.")],
+    sites: Annotated[
+        Path | None, typer.Option(help="Sites file: a fleet file without deployments.")
+    ] = None,
+    hardware: Annotated[
+        str | None, typer.Option(help="Comma-separated device ids to consider.")
+    ] = None,
+    all_hardware: Annotated[bool, typer.Option(help="Consider every catalog device.")] = False,
+    objective: Annotated[str, typer.Option(help="cost, energy, carbon or throughput.")] = "cost",
+    power_cap: Annotated[
+        float | None, typer.Option(help="Power cap of every site, W (overrides the file).")
+    ] = None,
+    budget_usd_per_h: Annotated[float | None, typer.Option(help="Most $/h to spend.")] = None,
+    headroom: Annotated[
+        float, typer.Option(help="Share of each site's power cap kept free.")
+    ] = 0.1,
+    available: Annotated[
+        str | None, typer.Option(help="Devices available over all sites: hw=count,...")
+    ] = None,
+    require_software: Annotated[
+        str | None, typer.Option(help=f"Allowed software stacks: {', '.join(SOFTWARE)}.")
+    ] = None,
+    min_maturity: Annotated[
+        str | None, typer.Option(help=f"Least maturity: {', '.join(MATURITY)}.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model for requests that name none.")] = (
+        "llama-3.1-8b"
+    ),
+    capacity: Annotated[
+        str, typer.Option(help="Capacity at SLO: simulated (bisection) or analytic.")
+    ] = "simulated",
+    cache: Annotated[
+        Path | None, typer.Option(help="Capacity cache file (JSON), read and updated.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the plan as a fleet file.")] = None,
+    verify: Annotated[bool, typer.Option(help="Simulate the plan; add capacity, re-solve.")] = (
+        False
+    ),
+    time_limit: Annotated[float, typer.Option(help="Solver time limit, s.")] = 60.0,
+    seed: Annotated[int, typer.Option(help="Seed for the workload's generators.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report.")] = None,
+) -> None:
+    """Which devices, how many, at which site, for WORKLOAD within its SLOs and power caps."""
+    if hardware and all_hardware:
+        raise ConfigError("give --hardware or --all-hardware, not both", field="--hardware")
+    ids = [h.strip() for h in hardware.split(",") if h.strip()] if hardware else None
+    if capacity not in ("simulated", "analytic"):
+        raise ConfigError("use simulated or analytic", field="--capacity")
+    if min_maturity is not None and min_maturity not in MATURITY:
+        raise ConfigError(f"use one of {', '.join(MATURITY)}", field="--min-maturity")
+    software = tuple(s.strip() for s in (require_software or "").split(",") if s.strip())
+    for s in software:
+        if s not in SOFTWARE:
+            raise ConfigError(
+                f"unknown stack {s!r}; use {', '.join(SOFTWARE)}", field="--require-software"
+            )
+    if time_limit <= 0:
+        raise ConfigError("must be positive", field="--time-limit")
+    store = CapacityCache.load(cache) if cache is not None else CapacityCache()
+    try:
+        result = plan(
+            workload,
+            sites=sites,
+            hardware=ids,
+            objective=objective,
+            power_cap_w=power_cap,
+            budget_usd_per_h=budget_usd_per_h,
+            headroom=headroom,
+            available=_available(available),
+            require_software=software,
+            min_maturity=min_maturity,
+            model=model,
+            capacity=capacity,  # type: ignore[arg-type]
+            cache=store,
+            verify=verify,
+            time_limit_s=time_limit,
+            seed=seed,
+        )
+    except PlanInfeasibleError as exc:
+        if json_out:
+            print_json({"status": "infeasible", "reasons": exc.reasons})
+        else:
+            typer.echo("infeasible:", err=True)
+            for r in exc.reasons:
+                typer.echo(f"  - {r}", err=True)
+        raise typer.Exit(3) from None
+    finally:
+        if cache is not None:
+            store.save(cache)
+    if out is not None:
+        write_fleet(result, out, result.hardware_files)
+    if report is not None:
+        report.write_text(plan_html(result), encoding="utf-8")
+    if json_out:
+        print_json(clean(result.as_dict()))
+    else:
+        typer.echo(plan_text(result))
+        if out is not None:
+            typer.echo(f"fleet file written: {out}")

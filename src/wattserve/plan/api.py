@@ -1,0 +1,390 @@
+"""`plan`: the fleet for a workload across sites, solved as a MILP and checked by simulation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from wattserve.core.catalog import Catalog, load_catalog
+from wattserve.core.cost import J_PER_KWH
+from wattserve.core.dtypes import Dtype
+from wattserve.core.fleet import Fleet, Site, load_sites
+from wattserve.core.params import Calibration
+from wattserve.core.workload import Workload, load_workload
+from wattserve.core.yamlio import LineDict, load_yaml_file
+from wattserve.errors import ConfigError, PlanInfeasibleError
+from wattserve.plan.capacity import CapacityCache, CapacityMethod
+from wattserve.plan.milp import OBJECTIVES, Solution, diagnose, solve
+from wattserve.plan.problem import Limits, Option, Problem, build_problem
+
+
+@dataclass
+class SiteRow:
+    """One site's share of a plan."""
+
+    site: str
+    devices: dict[str, int]  # option name -> replicas
+    peak_w: float
+    cap_w: float | None
+    usd_per_h: float
+    avg_w: float
+    utilisation: float
+    output_tokens_per_s: float
+    carbon_g_per_h: float | None
+    # per deployment: (peak W, $/h, utilisation) of its replicas together
+    details: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+
+    @property
+    def usd_per_mtok(self) -> float | None:
+        t = self.output_tokens_per_s
+        return self.usd_per_h / (t * 3600) * 1e6 if t > 0 else None
+
+    @property
+    def j_per_token(self) -> float | None:
+        t = self.output_tokens_per_s
+        return self.avg_w / t if t > 0 else None
+
+    @property
+    def carbon_g_per_mtok(self) -> float | None:
+        t = self.output_tokens_per_s
+        if self.carbon_g_per_h is None or t <= 0:
+            return None
+        return self.carbon_g_per_h / (t * 3600) * 1e6
+
+
+@dataclass
+class Plan:
+    """A solved plan: what to deploy where, its figures, comparisons and verification."""
+
+    objective: str
+    problem: Problem
+    solution: Solution
+    sites: list[SiteRow]
+    hosted: dict[str, float]  # hosted name -> req/s
+    usd_per_h: float
+    avg_w: float
+    carbon_g_per_h: float | None
+    output_tokens_per_s: float
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    hardware_files: list[str] = field(default_factory=list)  # absolute: the fleet file needs them
+
+    @property
+    def replicas(self) -> dict[str, int]:
+        return {self.problem.options[j].name: n for j, n in self.solution.replicas.items()}
+
+    def as_dict(self) -> dict[str, Any]:
+        tok = self.output_tokens_per_s
+        return {
+            "objective": self.objective,
+            "status": self.solution.status,
+            "solve_s": self.solution.solve_s,
+            "gap": self.solution.gap,
+            "served_share": self.solution.share,
+            "usd_per_h": self.usd_per_h,
+            "avg_power_w": self.avg_w,
+            "carbon_g_per_h": self.carbon_g_per_h,
+            "output_tokens_per_s": tok,
+            "usd_per_mtok": self.usd_per_h / (tok * 3600) * 1e6 if tok else None,
+            "j_per_token": self.avg_w / tok if tok else None,
+            "replicas": self.replicas,
+            "hosted_rps": self.hosted,
+            "sites": {
+                s.site: {
+                    "replicas": s.devices,
+                    "peak_w": s.peak_w,
+                    "power_cap_w": s.cap_w,
+                    "usd_per_h": s.usd_per_h,
+                    "utilisation": s.utilisation,
+                    "usd_per_mtok": s.usd_per_mtok,
+                    "j_per_token": s.j_per_token,
+                    "carbon_g_per_mtok": s.carbon_g_per_mtok,
+                }
+                for s in self.sites
+            },
+            "flows": [
+                {
+                    "class": f.cls,
+                    "origin": f.origin,
+                    "local_only": f.local_only,
+                    "rate_rps": f.rate_rps,
+                    "prompt_tokens": f.prompt_tokens,
+                    "output_tokens": f.output_tokens,
+                }
+                for f in self.problem.flows
+            ],
+            "comparisons": self.comparisons,
+            "verify_rounds": self.rounds,
+            "excluded": self.problem.excluded,
+            "capacity_cache": {
+                "hits": self.problem.cache.hits,
+                "misses": self.problem.cache.misses,
+            },
+        }
+
+
+def summarize_solution(p: Problem, sol: Solution, objective: str) -> Plan:
+    """Per-site rows and totals of a solution."""
+    by_site: dict[str, SiteRow] = {}
+    total_usd = total_w = 0.0
+    carbon: float | None = 0.0
+    tokens = 0.0
+    for j, n in sol.replicas.items():
+        o = p.options[j]
+        site = p.sites[o.site]
+        load = sum(sol.rates.get((q, j), 0.0) / c.rate_rps for q, c in o.caps.items())
+        dyn_w = sum(
+            sol.rates.get((q, j), 0.0) * max(0.0, (c.avg_power_w - c.idle_power_w) / c.rate_rps)
+            for q, c in o.caps.items()
+        )
+        watts = (o.idle_w * n + dyn_w) * site.pue
+        usd = o.usd_per_h * n + o.usd_per_j * 3600.0 * (o.idle_w * n + dyn_w)
+        tok = sum(sol.rates.get((q, j), 0.0) * p.flows[q].output_tokens for q in o.caps)
+        row = by_site.setdefault(
+            o.site, SiteRow(o.site, {}, 0.0, site.power_cap_w, 0.0, 0.0, 0.0, 0.0, 0.0)
+        )
+        row.devices[o.name] = n
+        row.details[o.name] = (o.peak_w * n, usd, load / n)
+        row.peak_w += o.peak_w * n
+        row.usd_per_h += usd
+        row.avg_w += watts
+        row.output_tokens_per_s += tok
+        row.utilisation += load  # replica-loads; divided by replicas below
+        g = _grams_per_h(site, watts)
+        row.carbon_g_per_h = (
+            None if g is None or row.carbon_g_per_h is None else row.carbon_g_per_h + g
+        )
+        carbon = None if g is None or carbon is None else carbon + g
+        total_usd += usd
+        total_w += watts
+        tokens += tok
+    for row in by_site.values():
+        n = sum(row.devices.values())
+        row.utilisation = row.utilisation / n if n else 0.0
+    hosted: dict[str, float] = defaultdict(float)
+    for (q, k), rate in sol.hosted_rates.items():
+        h = p.hosted[k]
+        hosted[h.name] += rate
+        total_usd += 3600.0 * rate * h.usd_per_request[q]
+        tokens += rate * p.flows[q].output_tokens
+    return Plan(
+        objective,
+        p,
+        sol,
+        sorted(by_site.values(), key=lambda r: r.site),
+        dict(hosted),
+        total_usd,
+        total_w,
+        carbon,
+        tokens,
+    )
+
+
+def _grams_per_h(site: Site, watts_at_meter: float) -> float | None:
+    if site.carbon_g_per_kwh is None:
+        return None
+    return watts_at_meter * 3600.0 / J_PER_KWH * site.carbon_g_per_kwh
+
+
+def restricted(p: Problem, keep: list[int], hosted: bool) -> Problem:
+    """The same problem with only options `keep` (and the hosted APIs if `hosted`)."""
+    return replace(p, options=[p.options[j] for j in keep], hosted=p.hosted if hosted else [])
+
+
+def _usd_per_token(o: Option, p: Problem) -> float:
+    """$/output token of a fully loaded replica, averaged over the flows it serves."""
+    vals = [
+        o.usd_per_h / 3600.0 / (c.rate_rps * p.flows[q].output_tokens) for q, c in o.caps.items()
+    ]
+    return sum(vals) / len(vals)
+
+
+def compare(p: Problem, best: Plan, objective: str, time_limit_s: float) -> dict[str, Any]:
+    """The best single-device-type plan and the lowest-$/token-device plan beside the mix."""
+    out: dict[str, Any] = {}
+    by_hw: dict[str, list[int]] = defaultdict(list)
+    for j, o in enumerate(p.options):
+        by_hw[o.hardware.id].append(j)
+    singles: list[tuple[float, str, Plan]] = []
+    for hw_id, js in by_hw.items():
+        sol = solve(restricted(p, js, hosted=False), objective, time_limit_s)
+        if sol.status in ("optimal", "time-limit", "heuristic"):
+            plan = summarize_solution(restricted(p, js, hosted=False), sol, objective)
+            singles.append((_score(plan, objective), hw_id, plan))
+    mix = _score(best, objective)
+
+    def entry(name: str, plan: Plan | None, hw_id: str | None) -> dict[str, Any]:
+        if plan is None:
+            return {"hardware": hw_id, "feasible": False}
+        s = _score(plan, objective)
+        saves = (s - mix) / s if s and objective != "throughput" else None
+        if objective == "throughput":
+            saves = (mix - s) / s if s else None
+        return {
+            "hardware": hw_id,
+            "feasible": True,
+            "usd_per_h": plan.usd_per_h,
+            "avg_power_w": plan.avg_w,
+            "carbon_g_per_h": plan.carbon_g_per_h,
+            "output_tokens_per_s": plan.output_tokens_per_s,
+            "replicas": plan.replicas,
+            "mix_saves": saves,
+        }
+
+    if singles:
+        singles.sort(key=lambda t: t[0] if objective != "throughput" else -t[0])
+        _, hw_id, plan = singles[0]
+        out["best_single_type"] = entry("best_single_type", plan, hw_id)
+    else:
+        out["best_single_type"] = {"hardware": None, "feasible": False}
+    if p.options:
+        cheapest = min(by_hw, key=lambda h: min(_usd_per_token(p.options[j], p) for j in by_hw[h]))
+        found = next((t for t in singles if t[1] == cheapest), None)
+        out["lowest_usd_per_token_device"] = entry("lowest", found[2] if found else None, cheapest)
+    return out
+
+
+def _score(plan: Plan, objective: str) -> float:
+    if objective == "cost":
+        return plan.usd_per_h
+    if objective == "energy":
+        return plan.avg_w
+    if objective == "carbon":
+        return plan.carbon_g_per_h or 0.0
+    return plan.output_tokens_per_s
+
+
+def solve_or_explain(p: Problem, objective: str, time_limit_s: float) -> Plan:
+    """Solve; when infeasible raise PlanInfeasibleError with the binding constraints."""
+    if not p.flows:
+        raise PlanInfeasibleError(["the workload has no traffic"])
+    if objective == "carbon":
+        missing = sorted(
+            s.name for s in p.sites.values() if s.carbon_g_per_kwh is None and s.kind != "cloud"
+        )
+        if missing:
+            raise ConfigError(
+                f"the carbon objective needs carbon_g_per_kwh for every site; missing at "
+                f"{', '.join(missing)}",
+                field="--objective",
+            )
+    sol = solve(p, objective, time_limit_s)
+    if sol.status == "infeasible" or (
+        sol.status != "optimal" and not sol.replicas and not sol.hosted_rates
+    ):
+        if sol.status == "infeasible":
+            raise PlanInfeasibleError([b.message for b in diagnose(p, time_limit_s)])
+        raise PlanInfeasibleError([f"the solver stopped without a plan: {sol.message}"])
+    if objective == "throughput" and sol.share > 1e5:
+        raise ConfigError(
+            "the throughput objective is unbounded: give site power caps, a budget "
+            "(--budget-usd-per-h) or availability limits",
+            field="--objective",
+        )
+    return summarize_solution(p, sol, objective)
+
+
+def plan(
+    workload: str | Path | Workload,
+    *,
+    sites: str | Path | Fleet | None = None,
+    hardware: list[str] | None = None,
+    objective: str = "cost",
+    power_cap_w: float | None = None,
+    budget_usd_per_h: float | None = None,
+    headroom: float = 0.1,
+    available: dict[str, int] | None = None,
+    require_software: tuple[str, ...] = (),
+    min_maturity: str | None = None,
+    model: str = "llama-3.1-8b",
+    dtypes: tuple[Dtype, ...] = ("bf16",),
+    capacity: CapacityMethod = "simulated",
+    cache: CapacityCache | None = None,
+    calibration: Calibration | None = None,
+    catalog: Catalog | None = None,
+    compare_with_single: bool = True,
+    verify: bool = False,
+    max_rounds: int = 4,
+    time_limit_s: float = 60.0,
+    seed: int = 0,
+) -> Plan:
+    """The cheapest (or least-energy, least-carbon, highest-throughput) fleet for `workload`.
+
+    `workload` is a workload file (or a loaded Workload); `sites` a sites file (a fleet file
+    whose deployments are optional) or a Fleet; `hardware` the catalog ids to consider (None:
+    every device). Raises PlanInfeasibleError naming the binding constraints when no fleet
+    meets the SLOs within the limits.
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"use one of {', '.join(OBJECTIVES)}", field="--objective")
+    if not 0 <= headroom < 1:
+        raise ConfigError(f"must be in [0, 1), got {headroom}", field="--headroom")
+    if budget_usd_per_h is not None and budget_usd_per_h <= 0:
+        raise ConfigError("must be positive", field="--budget-usd-per-h")
+    if power_cap_w is not None and power_cap_w <= 0:
+        raise ConfigError("must be positive", field="--power-cap")
+    fleet, hw_files = _sites(sites, power_cap_w)
+    cat = (catalog or load_catalog()).extended(hw_files)
+    wl = (
+        workload
+        if isinstance(workload, Workload)
+        else load_workload(workload, default_model=model, seed=seed)
+    )
+    if sites is None:  # one site: every request comes from it, whatever its origin says
+        wl = replace(wl, requests=[replace(r, origin=None) for r in wl.requests])
+    ids = hardware if hardware is not None else list(cat.devices)
+    for hw_id in ids:
+        cat.device(hw_id)  # an unknown id is an error naming the closest ones
+    limits = Limits(
+        headroom,
+        budget_usd_per_h,
+        tuple(sorted((available or {}).items())),
+        require_software,
+        min_maturity,
+    )
+    problem = build_problem(
+        wl,
+        fleet,
+        cat,
+        ids,
+        default_model=model,
+        limits=limits,
+        calibration=calibration,
+        dtypes=dtypes,
+        method=capacity,
+        cache=cache,
+    )
+    result = solve_or_explain(problem, objective, time_limit_s)
+    result.hardware_files = [str(Path(f).resolve()) for f in hw_files]
+    if compare_with_single:
+        result.comparisons = compare(problem, result, objective, time_limit_s)
+    if verify:
+        from wattserve.plan.verify import verify_plan  # simulate-heavy: only when asked
+
+        result = verify_plan(
+            result, wl, max_rounds=max_rounds, seed=seed, time_limit_s=time_limit_s
+        )
+    return result
+
+
+def _sites(sites: str | Path | Fleet | None, power_cap_w: float | None) -> tuple[Fleet, list[Path]]:
+    """The sites to plan over, and the sites file's extra hardware files."""
+    if isinstance(sites, Fleet):
+        fleet, files = sites, []
+    elif sites is None:
+        site = Site("default", "datacenter", power_cap_w, 0.08, 1.5)
+        return Fleet("plan", {"default": site}, (), 0.0, (), ()), []
+    else:
+        fleet = load_sites(sites)
+        raw = load_yaml_file(sites)
+        names = raw.get("hardware_files") if isinstance(raw, LineDict) else None
+        files = [Path(sites).parent / str(f) for f in (names or [])]
+    if power_cap_w is not None:
+        fleet = replace(
+            fleet,
+            sites={n: replace(s, power_cap_w=power_cap_w) for n, s in fleet.sites.items()},
+            _link_index={},
+        )
+    return fleet, files

@@ -1,0 +1,271 @@
+"""Capacity at SLO: the largest request rate one replica sustains while a class meets its SLO.
+
+Two steps, both from the PerfModel and the EngineModel (no rule of thumb):
+
+1. `analytic_rate`: a steady-state bound. At rate r a replica keeps B = r * (o + 1) * tau
+   sequences running (Little's law), and each step carries B decode tokens plus the prompt
+   tokens that arrived during it (r * tau * p, chunked prefill), so the step time tau solves
+   tau = step_time(B + r * tau * p, ...). The bound is the largest r whose tau stays within the
+   TPOT limit, whose batch fits max_num_seqs and the KV cache, and whose one-request prefill
+   fits the TTFT budget.
+2. `simulated_rate`: bisection on r, each probe a short Poisson run of one replica through the
+   simulator (the same EngineModel `simulate` and `serve` use), its requests' lengths cycling
+   through a sample of the class's own, passing when the class's percentile share of requests
+   meets both TTFT and TPOT and every request completes. The
+   analytic bound brackets the search.
+
+Results are cached per (deployment, engine parameters, class shape); `CapacityCache` can be
+saved to and loaded from JSON so that a second plan of the same candidates is quick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from wattserve.core.cost import CostAssumptions, cost_rate
+from wattserve.core.deployment import Deployment
+from wattserve.core.fleet import DeploymentSpec, Fleet, Site, kv_block_count
+from wattserve.core.params import EngineParams
+from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.workload import SLO, Request, Workload
+
+CapacityMethod = Literal["simulated", "analytic"]
+PROBE_REQUESTS = 300  # requests in one simulated probe: enough for a p99 to see queueing
+BISECT_STEPS = 7  # a bracket of [0.5x, 1.2x] the bound narrows to within about 1%
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A request class as one replica sees it: token lengths and its latency budget (the
+    class's TTFT limit less the network round trip to the replica's site)."""
+
+    model: str
+    prompt_tokens: int
+    output_tokens: int
+    ttft_s: float
+    tpot_s: float
+    percentile: float
+    sizes: tuple[tuple[int, int], ...] = ()  # (prompt, output) pairs the probes cycle through
+
+    def key(self) -> str:
+        digest = hashlib.sha1(repr(self.sizes).encode()).hexdigest()[:12] if self.sizes else ""
+        return (
+            f"{self.model}|{self.prompt_tokens}|{self.output_tokens}|{self.ttft_s:.4f}|"
+            f"{self.tpot_s:.5f}|{self.percentile:.4f}|{digest}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """One replica serving one class: the sustainable rate, power at that rate and at its
+    peak step, and energy per request. `reason` says why the rate is 0."""
+
+    rate_rps: float
+    avg_power_w: float
+    peak_power_w: float
+    idle_power_w: float
+    joules_per_request: float
+    reason: str = ""
+
+
+def _config_key(dep: Deployment, params: EngineParams) -> str:
+    p = asdict(params)
+    p.pop("source", None)
+    return (
+        f"{dep.hardware.id}|tp{dep.tp}|pp{dep.pp}|{dep.dtype}|{dep.kv_dtype}|"
+        f"{dep.max_num_seqs}|{dep.max_batched_tokens}|{sorted(p.items())}"
+    )
+
+
+class CapacityCache:
+    """Capacities by (configuration, shape, method); optionally persisted as JSON."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Capacity] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def load(path: str | Path) -> CapacityCache:
+        cache = CapacityCache()
+        p = Path(path)
+        if p.exists():
+            try:
+                raw = json.loads(p.read_text(encoding="utf-8"))
+                cache.entries = {k: Capacity(**v) for k, v in raw.get("entries", {}).items()}
+            except (ValueError, TypeError, AttributeError):
+                cache.entries = {}  # a damaged cache is rebuilt, never trusted
+        return cache
+
+    def save(self, path: str | Path) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = {"version": 1, "entries": {k: asdict(v) for k, v in self.entries.items()}}
+        p.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _steady_tau(pm: PerfModel, rate: float, p: int, o: int) -> tuple[float, float]:
+    """Step time and running batch of a replica at `rate` in steady state (inf if unstable)."""
+    ctx = p + o / 2.0
+    tau = pm.decode_step(1, int(ctx)).time_s
+    batch = 0.0
+    for _ in range(60):
+        batch = rate * (o + 1) * tau
+        new = rate * tau * p
+        tokens = batch + new
+        t = pm.step_time(tokens, batch * ctx + new * p / 2.0, batch * ctx + new, batch + 1)
+        if t > 1e3 or not math.isfinite(t):
+            return math.inf, math.inf
+        if abs(t - tau) <= 1e-9 + 1e-6 * tau:
+            return t, rate * (o + 1) * t
+        tau = t
+    # no fixed point: the step time keeps growing with the batch it creates (overload)
+    return (tau, batch) if abs(rate * (o + 1) * tau - batch) < 0.05 * batch + 1 else (math.inf,) * 2
+
+
+def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, str]:
+    """The steady-state bound on the rate (req/s), and why it is 0 when it is."""
+    dep = pm.deployment
+    p, o = shape.prompt_tokens, shape.output_tokens
+    if shape.ttft_s <= 0:
+        return 0.0, "the network round trip alone exceeds the TTFT limit"
+    first = pm.prefill(1, min(p, dep.max_batched_tokens)).time_s * math.ceil(
+        p / dep.max_batched_tokens
+    )
+    if first > shape.ttft_s:
+        return 0.0, f"one prefill takes {first * 1e3:.0f} ms, over the TTFT budget"
+    solo = pm.decode_step(1, p + o).time_s
+    if solo > shape.tpot_s:
+        return 0.0, f"one decode step takes {solo * 1e3:.1f} ms, over the TPOT limit"
+    max_batch = min(dep.max_num_seqs, kv_blocks * 16 // max(1, p + o))
+    if max_batch < 1:
+        return 0.0, "the KV cache cannot hold one request of this length"
+
+    def ok(rate: float) -> bool:
+        tau, batch = _steady_tau(pm, rate, p, o)
+        return tau <= shape.tpot_s and batch <= max_batch
+
+    hi = 1.0
+    while ok(hi) and hi < 1e6:
+        hi *= 2
+    lo = 0.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo, "" if lo > 0 else "no positive rate keeps the step time within the TPOT limit"
+
+
+def _probe_fleet(dep: Deployment, params: EngineParams, blocks: int) -> Fleet:
+    spec = DeploymentSpec(
+        "probe", "probe", dep, 1, params, blocks, cost_rate(dep.hardware, 1, CostAssumptions())
+    )
+    site = Site("probe", "datacenter", None, 0.0, 1.0)
+    return Fleet("capacity-probe", {"probe": site}, (), 0.0, (spec,), ())
+
+
+def _probe(fleet: Fleet, shape: Shape, rate: float, seed: int = 1) -> tuple[bool, float, float]:
+    """One short Poisson run at `rate`: (SLO held, average W, J per request)."""
+    # imported here: `import wattserve` (and so `serve`) must not pull in the simulator
+    from wattserve.simulate import simulate
+
+    rng = random.Random(seed)
+    t = 0.0
+    reqs = []
+    sizes = shape.sizes or ((shape.prompt_tokens, shape.output_tokens),)
+    for i in range(PROBE_REQUESTS):
+        t += rng.expovariate(rate)
+        p, o = sizes[i % len(sizes)]
+        reqs.append(Request(i, t, p, o, shape.model))
+    slo = SLO(shape.ttft_s, shape.tpot_s, shape.percentile)
+    report, _ = simulate(fleet, Workload(reqs, {"default": slo}), "round_robin", governor=False)
+    held = (
+        report["completed"] == PROBE_REQUESTS
+        and (report["slo_attainment"] or 0.0) >= shape.percentile
+    )
+    energy = report["energy_j"] or 0.0
+    return held, energy / report["span_s"], energy / PROBE_REQUESTS
+
+
+def replica_capacity(
+    dep: Deployment,
+    params: EngineParams,
+    shape: Shape,
+    method: CapacityMethod = "simulated",
+    cache: CapacityCache | None = None,
+) -> Capacity:
+    """The capacity of one replica of `dep` for `shape` (see the module docstring)."""
+    key = f"{method}|{_config_key(dep, params)}|{shape.key()}"
+    if cache is not None:
+        hit = cache.entries.get(key)
+        if hit is not None:
+            cache.hits += 1
+            return hit
+        cache.misses += 1
+    cap = _compute(dep, params, shape, method)
+    if cache is not None:
+        cache.entries[key] = cap
+    return cap
+
+
+def _peak_power_w(pm: PerfModel, batch: float, shape: Shape) -> float:
+    """The most one step draws at this operating point: the running batch's decode tokens
+    plus a full prefill chunk (chunked prefill mixes them)."""
+    dep = pm.deployment
+    b = max(1.0, batch)
+    chunk = max(1.0, min(float(shape.prompt_tokens), dep.max_batched_tokens - b))
+    ctx = shape.prompt_tokens + shape.output_tokens / 2.0
+    return pm.step(b + chunk, b * ctx + chunk * chunk / 2, b * ctx + chunk, b + 1).power_w
+
+
+def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -> Capacity:
+    pm = perf_model(dep, params)
+    blocks, why = kv_block_count(dep, params)
+    idle = pm.idle_power_w if not pm.power_missing else math.nan
+    if why:
+        return Capacity(0.0, idle, idle, idle, math.nan, why)
+    bound, why = analytic_rate(pm, blocks, shape)
+    if bound <= 0:
+        return Capacity(0.0, idle, idle, idle, math.nan, why)
+    _, batch = _steady_tau(pm, bound, shape.prompt_tokens, shape.output_tokens)
+    peak = _peak_power_w(pm, batch, shape)
+    if method == "analytic":
+        step = pm.decode_step(max(1, round(batch)), shape.prompt_tokens + shape.output_tokens // 2)
+        avg = step.power_w
+        return Capacity(bound, avg, max(peak, avg), idle, avg / bound)
+    fleet = _probe_fleet(dep, params, blocks)
+    hi = bound * 1.2
+    held, w, j = _probe(fleet, shape, hi)
+    best: tuple[float, float, float] | None = None
+    while held and hi < bound * 64:  # the bound was pessimistic: widen
+        best = (hi, w, j)
+        hi *= 2
+        held, w, j = _probe(fleet, shape, hi)
+    if best is None:  # find a rate that holds, halving from 0.6x the bound
+        r = bound * 0.6
+        while r > bound / 64:
+            held, w, j = _probe(fleet, shape, r)
+            if held:
+                best = (r, w, j)
+                break
+            hi, r = r, r / 2
+    if best is None:
+        return Capacity(
+            0.0, idle, idle, idle, math.nan, "a simulated replica misses the SLO at every rate"
+        )
+    for _ in range(BISECT_STEPS):
+        if hi - best[0] <= 0.01 * hi:
+            break
+        mid = (best[0] + hi) / 2
+        held, w, j = _probe(fleet, shape, mid)
+        if held:
+            best = (mid, w, j)
+        else:
+            hi = mid
+    rate, avg, jpr = best
+    return Capacity(rate, avg, max(peak, avg), idle, jpr)

@@ -1,0 +1,470 @@
+"""The mixed-integer program, solved by HiGHS through `scipy.optimize.milp`.
+
+Variables: x[j] replicas of option j (integer), r[q, j] requests/s of flow q sent to option j,
+h[q, k] requests/s of flow q sent to hosted API k, and a (the served share of every flow's
+rate; fixed at 1 except for the throughput objective). With lambda[q] the flow's rate and
+cap[q, j] one replica's capacity for it at its SLO:
+
+    sum_j r[q, j] + sum_k h[q, k]            = a * lambda[q]          every flow, in full
+    sum_q r[q, j] / cap[q, j]               <= x[j]                   replicas carry the load
+    sum_{j at s} peak_w[j] * x[j]           <= (1 - headroom) * cap_s  site power
+    sum_{j of hw at s} devices[j] * x[j]    <= available[s, hw]        and over all sites
+    sum_q h[q, k]                           <= rate_limit[k]
+    $/h                                     <= budget
+
+$/h = sum_j x[j] * usd_h[j] + 3600 * usd_j[j] * (idle_w[j] * x[j] + sum_q r[q, j] * e[q, j])
+      + 3600 * sum h[q, k] * usd_req[q, k], with e[q, j] the dynamic joules per request.
+Energy (W at the meter) and carbon (g/h) are the same sums weighted by PUE and intensity.
+
+When the program is infeasible, `diagnose` solves it again with an elastic slack on every
+family of constraints (power, budget, availability, rate limits, unserved demand), minimising
+the relative size of the slacks: the slacks left non-zero are the binding constraints and the
+smallest change that makes the plan feasible.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from wattserve.core.cost import J_PER_KWH
+from wattserve.plan.problem import Problem
+
+# Past this many options the heuristic of `solve` runs: HiGHS's exact search over 8,000
+# options did not finish within 60 s, nor did the LP relaxation alone
+# (benchmarks/plan_scale.py, docs/benchmarks.md).
+HEURISTIC_OPTIONS = 2000
+HEURISTIC_GAP = 0.01  # the restricted program stops within 1% of its own optimum
+UNSERVED_WEIGHT = 1000.0  # in the elastic program: traffic left unserved weighs this much more
+Objective = Literal["cost", "energy", "carbon", "throughput"]
+OBJECTIVES: tuple[str, ...] = ("cost", "energy", "carbon", "throughput")
+
+
+@dataclass
+class Solution:
+    """A solved program: replicas per option, rates per (flow, option), and the figures."""
+
+    status: str  # optimal, time-limit, infeasible
+    replicas: dict[int, int] = field(default_factory=dict)
+    rates: dict[tuple[int, int], float] = field(default_factory=dict)  # (flow, option)
+    hosted_rates: dict[tuple[int, int], float] = field(default_factory=dict)  # (flow, hosted)
+    share: float = 1.0
+    objective: float = math.nan
+    bound: float = math.nan  # HiGHS's dual bound (the LP bound when stopped early)
+    gap: float | None = None
+    solve_s: float = 0.0
+    message: str = ""
+
+
+class _Builder:
+    """Columns and rows of a sparse program, added by name."""
+
+    def __init__(self) -> None:
+        self.lb: list[float] = []
+        self.ub: list[float] = []
+        self.integer: list[int] = []
+        self.c: list[float] = []
+        self.rows: list[int] = []
+        self.cols: list[int] = []
+        self.vals: list[float] = []
+        self.rlo: list[float] = []
+        self.rhi: list[float] = []
+
+    def var(self, lb: float, ub: float, cost: float = 0.0, integer: bool = False) -> int:
+        self.lb.append(lb)
+        self.ub.append(ub)
+        self.c.append(cost)
+        self.integer.append(1 if integer else 0)
+        return len(self.c) - 1
+
+    def row(self, terms: list[tuple[int, float]], lo: float, hi: float) -> int:
+        i = len(self.rlo)
+        for col, val in terms:
+            self.rows.append(i)
+            self.cols.append(col)
+            self.vals.append(val)
+        self.rlo.append(lo)
+        self.rhi.append(hi)
+        return i
+
+    def solve(
+        self, time_limit_s: float, relax: bool = False, gap: float | None = None
+    ) -> tuple[object, float]:
+        # scipy is imported here, not at import time: `import wattserve` stays light
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        from scipy.sparse import coo_array
+
+        n = len(self.c)
+        a = coo_array((self.vals, (self.rows, self.cols)), shape=(len(self.rlo), n)).tocsr()
+        start = time.perf_counter()
+        res = milp(
+            np.asarray(self.c),
+            constraints=[LinearConstraint(a, np.asarray(self.rlo), np.asarray(self.rhi))]
+            if self.rlo
+            else None,
+            integrality=np.zeros(n) if relax else np.asarray(self.integer),
+            bounds=Bounds(np.asarray(self.lb), np.asarray(self.ub)),
+            options={"time_limit": time_limit_s, "disp": False}
+            | ({} if gap is None else {"mip_rel_gap": gap}),
+        )
+        return res, time.perf_counter() - start
+
+
+def _cost_terms(p: Problem, j: int) -> tuple[float, float]:
+    """($/h per replica held, $ per joule) of option j."""
+    o = p.options[j]
+    return o.usd_per_h + 3600.0 * o.usd_per_j * o.idle_w, o.usd_per_j
+
+
+def _watts_weight(p: Problem, j: int, objective: str) -> float:
+    """What one watt drawn by option j weighs in the objective (energy or carbon)."""
+    site = p.sites[p.options[j].site]
+    if objective == "energy":
+        return site.pue
+    g = site.carbon_g_per_kwh or 0.0
+    return site.pue * g * 3600.0 / J_PER_KWH  # grams per hour per watt
+
+
+@dataclass
+class _Vars:
+    x: dict[int, int] = field(default_factory=dict)
+    r: dict[tuple[int, int], int] = field(default_factory=dict)
+    h: dict[tuple[int, int], int] = field(default_factory=dict)
+    a: int = -1
+    slack: dict[str, int] = field(default_factory=dict)
+
+
+def _upper_replicas(p: Problem, j: int, objective: str) -> float:
+    o = p.options[j]
+    if objective != "throughput":
+        return float(
+            math.ceil(sum(p.flows[q].rate_rps / c.rate_rps for q, c in o.caps.items()) + 1e-9)
+        )
+    bounds = [math.inf]
+    cap = p.sites[o.site].power_cap_w
+    if cap is not None and o.peak_w > 0:
+        bounds.append(math.floor(cap * (1 - p.limits.headroom) / o.peak_w))
+    avail = p.sites[o.site].available_count(o.hardware.id)
+    if avail is not None:
+        bounds.append(avail // o.devices)
+    for hw_id, n in p.limits.available:
+        if hw_id == o.hardware.id:
+            bounds.append(n // o.devices)
+    if p.limits.budget_usd_per_h is not None and o.usd_per_h > 0:
+        bounds.append(math.floor(p.limits.budget_usd_per_h / o.usd_per_h))
+    return float(min(bounds))
+
+
+def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
+    b = _Builder()
+    v = _Vars()
+    opts, flows = p.options, p.flows
+    # objective weights: cost, with energy/carbon as the aim and cost as a small tie-break
+    small = 1e-6
+    for j, o in enumerate(opts):
+        usd_h, usd_j = _cost_terms(p, j)
+        if objective == "cost":
+            c = usd_h
+        elif objective in ("energy", "carbon"):
+            c = _watts_weight(p, j, objective) * o.idle_w + small * usd_h
+        else:
+            c = small * usd_h
+        ub = _upper_replicas(p, j, objective)
+        if math.isinf(ub):
+            ub = 1e6
+        v.x[j] = b.var(0, ub, 0.0 if elastic else c, integer=True)
+        for q, cap in o.caps.items():
+            e_dyn = max(0.0, (cap.avg_power_w - cap.idle_power_w) / cap.rate_rps)
+            if objective == "cost":
+                rc = 3600.0 * usd_j * e_dyn
+            elif objective in ("energy", "carbon"):
+                rc = _watts_weight(p, j, objective) * e_dyn + small * 3600.0 * usd_j * e_dyn
+            else:
+                rc = 0.0
+            v.r[(q, j)] = b.var(0, math.inf, 0.0 if elastic else rc)
+    for k, h in enumerate(p.hosted):
+        for q, usd in h.usd_per_request.items():
+            hc = 3600.0 * usd if objective == "cost" else small * 3600.0 * usd
+            v.h[(q, k)] = b.var(0, math.inf, 0.0 if elastic else hc)
+    total_tok = sum(f.rate_rps * f.output_tokens for f in flows)
+    if objective == "throughput" and not elastic:
+        v.a = b.var(0, math.inf, -total_tok)
+    # every flow in full (or the share a)
+    for q, f in enumerate(flows):
+        terms = [(col, 1.0) for (qq, _), col in v.r.items() if qq == q]
+        terms += [(col, 1.0) for (qq, _), col in v.h.items() if qq == q]
+        if elastic:
+            # the last resort: a limit the user can raise is the change to report first
+            s = v.slack[f"unserved:{q}"] = b.var(0, f.rate_rps, UNSERVED_WEIGHT / f.rate_rps)
+            terms.append((s, 1.0))
+        if v.a >= 0:
+            b.row([*terms, (v.a, -f.rate_rps)], 0.0, 0.0)
+        else:
+            b.row(terms, f.rate_rps, f.rate_rps)
+    # replicas carry their load
+    for j, o in enumerate(opts):
+        terms = [(v.r[(q, j)], 1.0 / cap.rate_rps) for q, cap in o.caps.items()]
+        b.row([*terms, (v.x[j], -1.0)], -math.inf, 0.0)
+    # site power, with headroom
+    for name, site in p.sites.items():
+        if site.power_cap_w is None:
+            continue
+        terms = [(v.x[j], o.peak_w) for j, o in enumerate(opts) if o.site == name]
+        if not terms:
+            continue
+        allow = site.power_cap_w * (1 - p.limits.headroom)
+        if elastic:
+            s = v.slack[f"power:{name}"] = b.var(0, math.inf, 1.0 / allow)
+            terms.append((s, -1.0))
+        b.row(terms, -math.inf, allow)
+    # availability at a site, and over all sites
+    for name, site in p.sites.items():
+        for hw_id, n in site.available:
+            terms = [
+                (v.x[j], float(o.devices))
+                for j, o in enumerate(opts)
+                if o.site == name and o.hardware.id == hw_id
+            ]
+            if terms:
+                if elastic:
+                    s = v.slack[f"available:{name}:{hw_id}"] = b.var(0, math.inf, 1.0 / max(n, 1))
+                    terms.append((s, -1.0))
+                b.row(terms, -math.inf, float(n))
+    for hw_id, n in p.limits.available:
+        terms = [(v.x[j], float(o.devices)) for j, o in enumerate(opts) if o.hardware.id == hw_id]
+        if terms:
+            if elastic:
+                s = v.slack[f"available:*:{hw_id}"] = b.var(0, math.inf, 1.0 / max(n, 1))
+                terms.append((s, -1.0))
+            b.row(terms, -math.inf, float(n))
+    # hosted rate limits
+    for k, h in enumerate(p.hosted):
+        limit = h.spec.rate_limit_rps
+        terms = [(col, 1.0) for (_, kk), col in v.h.items() if kk == k]
+        if limit is not None and terms:
+            if elastic:
+                s = v.slack[f"rate_limit:{h.name}"] = b.var(0, math.inf, 1.0 / limit)
+                terms.append((s, -1.0))
+            b.row(terms, -math.inf, limit)
+    # budget
+    budget = p.limits.budget_usd_per_h
+    if budget is not None:
+        terms = _usd_terms(p, v)
+        if elastic:
+            s = v.slack["budget"] = b.var(0, math.inf, 1.0 / budget)
+            terms.append((s, -1.0))
+        b.row(terms, -math.inf, budget)
+    return b, v
+
+
+def _usd_terms(p: Problem, v: _Vars) -> list[tuple[int, float]]:
+    terms: list[tuple[int, float]] = []
+    for j, o in enumerate(p.options):
+        usd_h, usd_j = _cost_terms(p, j)
+        terms.append((v.x[j], usd_h))
+        for q, cap in o.caps.items():
+            e_dyn = max(0.0, (cap.avg_power_w - cap.idle_power_w) / cap.rate_rps)
+            terms.append((v.r[(q, j)], 3600.0 * usd_j * e_dyn))
+    for (q, k), col in v.h.items():
+        terms.append((col, 3600.0 * p.hosted[k].usd_per_request[q]))
+    return terms
+
+
+def solve(
+    p: Problem,
+    objective: str = "cost",
+    time_limit_s: float = 60.0,
+    heuristic_options: int = HEURISTIC_OPTIONS,
+) -> Solution:
+    """Solve the program; status 'infeasible' leaves the diagnosis to `diagnose`.
+
+    Past `heuristic_options` options (and not for throughput) the stated heuristic runs instead:
+    `_restricted` keeps, for every flow, its k cheapest options per request, solves that
+    program exactly, doubles k while it is infeasible, and reports the gap to a lower bound.
+    """
+    served = {q for o in p.options for q in o.caps} | {
+        q for h in p.hosted for q in h.usd_per_request
+    }
+    if len(served) < len(p.flows):
+        return Solution("infeasible", message="a flow has no candidate")
+    if len(p.options) > heuristic_options and objective != "throughput":
+        return _restricted(p, objective, time_limit_s)
+    return _exact(p, objective, time_limit_s)
+
+
+def _exact(p: Problem, objective: str, time_limit_s: float, gap: float | None = None) -> Solution:
+    b, v = _build(p, objective, elastic=False)
+    res, took = b.solve(time_limit_s, gap=gap)
+    status = int(getattr(res, "status", 4))
+    xs = getattr(res, "x", None)
+    if xs is None:
+        text = "infeasible" if status == 2 else ("time-limit" if status == 1 else "failed")
+        return Solution(text, solve_s=took, message=str(getattr(res, "message", "")))
+    bound = getattr(res, "mip_dual_bound", None)
+    sol = Solution(
+        "optimal" if status == 0 else "time-limit",
+        objective=float(getattr(res, "fun", math.nan)),
+        bound=math.nan if bound is None else float(bound),
+        gap=getattr(res, "mip_gap", None),
+        solve_s=took,
+        message=str(getattr(res, "message", "")),
+    )
+    return _fill(sol, v, xs)
+
+
+def _per_request(p: Problem, j: int, q: int, objective: str) -> float:
+    """What serving one req/s of flow q on option j adds to the objective, replicas taken
+    as fractional (the LP's view): the option's hourly weight over its capacity plus energy."""
+    o = p.options[j]
+    cap = o.caps[q]
+    e_dyn = max(0.0, (cap.avg_power_w - cap.idle_power_w) / cap.rate_rps)
+    if objective == "cost":
+        usd_h, usd_j = _cost_terms(p, j)
+        return usd_h / cap.rate_rps + 3600.0 * usd_j * e_dyn
+    return _watts_weight(p, j, objective) * (o.idle_w / cap.rate_rps + e_dyn)
+
+
+def _restricted(p: Problem, objective: str, time_limit_s: float) -> Solution:
+    """The heuristic for large programs (see `solve`). Its lower bound drops the integrality
+    and every coupling limit (power, availability, budget, rate limits): each flow at its
+    cheapest option per request, so the true optimum lies between the bound and the plan."""
+    start = time.perf_counter()
+    ranked: list[list[int]] = []
+    bound = 0.0
+    for q, f in enumerate(p.flows):
+        js = sorted(
+            (j for j, o in enumerate(p.options) if q in o.caps),
+            key=lambda j: _per_request(p, j, q, objective),
+        )
+        ranked.append(js)
+        best = [_per_request(p, j, q, objective) for j in js[:1]]
+        if objective == "cost":
+            best += [3600.0 * h.usd_per_request[q] for h in p.hosted if q in h.usd_per_request]
+        elif any(q in h.usd_per_request for h in p.hosted):
+            best.append(0.0)  # hosted APIs publish no energy
+        bound += f.rate_rps * min(best)
+    k = 4
+    while True:
+        keep = sorted({j for js in ranked for j in js[:k]})
+        sub = replace(p, options=[p.options[j] for j in keep])
+        left = max(1.0, time_limit_s - (time.perf_counter() - start))
+        sol = _exact(sub, objective, left, HEURISTIC_GAP)
+        if sol.status in ("optimal", "time-limit"):
+            break
+        if len(keep) >= len(p.options) or time.perf_counter() - start > time_limit_s:
+            return sol
+        k *= 2
+    mapped = Solution(
+        "heuristic",
+        replicas={keep[j]: n for j, n in sol.replicas.items()},
+        rates={(q, keep[j]): r for (q, j), r in sol.rates.items()},
+        hosted_rates=sol.hosted_rates,
+        share=sol.share,
+        objective=sol.objective,
+        bound=bound,
+        gap=(sol.objective - bound) / bound if bound > 0 else None,
+        solve_s=time.perf_counter() - start,
+        message=f"heuristic: {len(p.options)} options, over {HEURISTIC_OPTIONS}; the exact "
+        f"program over each flow's {k} cheapest options per request ({len(keep)} options)",
+    )
+    return mapped
+
+
+def _fill(sol: Solution, v: _Vars, xs: object) -> Solution:
+    vals = np.asarray(xs)
+    for j, col in v.x.items():
+        n = round(float(vals[col]))
+        if n > 0:
+            sol.replicas[j] = n
+    for key, col in v.r.items():
+        if vals[col] > 1e-9:
+            sol.rates[key] = float(vals[col])
+    for key, col in v.h.items():
+        if vals[col] > 1e-9:
+            sol.hosted_rates[key] = float(vals[col])
+    if v.a >= 0:
+        sol.share = float(vals[v.a])
+    return sol
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One constraint that binds, and by how much it would have to give."""
+
+    kind: str  # power, budget, available, rate_limit, unserved
+    what: str
+    change: float
+    message: str
+
+
+def diagnose(p: Problem, time_limit_s: float = 60.0) -> list[Binding]:
+    """The constraints that make the program infeasible and the smallest change to each."""
+    out: list[Binding] = []
+    for q, f in enumerate(p.flows):
+        if not any(q in o.caps for o in p.options) and not any(
+            q in h.usd_per_request for h in p.hosted
+        ):
+            out.append(
+                Binding(
+                    "unserved",
+                    f.label,
+                    f.rate_rps,
+                    f"class {f.label} can meet its SLO (TTFT {f.slo.ttft_s * 1e3:.0f} ms, "
+                    f"TPOT {f.slo.tpot_s * 1e3:.0f} ms at p{f.slo.percentile * 100:g}) on no "
+                    f"candidate{_why_none(p, q)}; relax its SLO or add hardware",
+                )
+            )
+    if out:
+        return out
+    b, v = _build(p, "cost", elastic=True)
+    res, _ = b.solve(time_limit_s)
+    xs = getattr(res, "x", None)
+    if xs is None:
+        return [Binding("unknown", "", 0.0, "the solver found no way to relax the program")]
+    for name, col in v.slack.items():
+        amount = float(xs[col])
+        if amount <= 1e-6:
+            continue
+        kind, _, what = name.partition(":")
+        out.append(Binding(kind, what, amount, _say(p, kind, what, amount)))
+    return out
+
+
+def _why_none(p: Problem, q: int) -> str:
+    reasons = {
+        c.reason
+        for o in p.options
+        for qq, c in o.caps.items()
+        if qq == q and c.reason  # options keep only serving flows; reasons come from excluded
+    }
+    reasons |= set(p.excluded.values())
+    return f" ({'; '.join(sorted(reasons)[:3])})" if reasons else ""
+
+
+def _say(p: Problem, kind: str, what: str, amount: float) -> str:
+    if kind == "power":
+        cap = p.sites[what].power_cap_w or 0.0
+        need = cap + amount / (1 - p.limits.headroom)
+        return (
+            f"site {what}'s power cap binds: raise it from {cap:.0f} W to at least {need:.0f} W "
+            f"(+{need - cap:.0f} W, with {p.limits.headroom:.0%} headroom kept free)"
+        )
+    if kind == "budget":
+        budget = p.limits.budget_usd_per_h or 0.0
+        return f"the budget binds: it needs at least ${budget + amount:.2f}/h (+${amount:.2f}/h)"
+    if kind == "available":
+        site, _, hw = what.partition(":")
+        where = "over all sites" if site == "*" else f"at {site}"
+        return f"availability of {hw} {where} binds: {math.ceil(amount - 1e-6)} more device(s)"
+    if kind == "rate_limit":
+        return f"the rate limit of {what} binds: it would need {amount:.2f} req/s more"
+    q = int(what)
+    f = p.flows[q]
+    return (
+        f"class {f.label} cannot be fully served: {amount:.2f} of its {f.rate_rps:.2f} req/s "
+        "fit nowhere (residency, links or SLO); relax them or add a site"
+    )

@@ -1,0 +1,344 @@
+"""The planning problem: flows of traffic, candidate deployments per site, and capacities.
+
+A *flow* is the traffic of one request class from one origin site, split in two when part of
+it may not leave its origin (residency). An *option* is one candidate configuration (a device
+layout from `core.configs`) at one site; each replica of it serves any mix of the flows it can
+meet the SLO for, in proportion to its capacity for each (the load constraint of the program).
+Hosted providers are options too, priced per token and bounded by their rate limits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from wattserve.core.catalog import Catalog
+from wattserve.core.configs import SearchSpace, search_configs
+from wattserve.core.cost import CostAssumptions, cost_rate
+from wattserve.core.deployment import Deployment, default_kv_dtype
+from wattserve.core.dtypes import Dtype
+from wattserve.core.fleet import Fleet, HostedSpec, Site
+from wattserve.core.hardware import MATURITY, Hardware
+from wattserve.core.modelspec import load_model
+from wattserve.core.params import Calibration, EngineParams
+from wattserve.core.workload import SLO, Workload
+from wattserve.errors import ConfigError
+from wattserve.plan.capacity import (
+    Capacity,
+    CapacityCache,
+    CapacityMethod,
+    Shape,
+    replica_capacity,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Requests of one class from one origin (None: anywhere), with their mean lengths."""
+
+    cls: str
+    origin: str | None
+    local_only: bool
+    model: str
+    rate_rps: float
+    prompt_tokens: int
+    output_tokens: int
+    slo: SLO
+    sizes: tuple[tuple[int, int], ...] = ()  # a sample of its (prompt, output) lengths
+
+    @property
+    def label(self) -> str:
+        where = f" from {self.origin}" if self.origin else ""
+        return f"{self.cls or 'default'}{where}{' (stays local)' if self.local_only else ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One candidate deployment at one site; `caps[q]` is a replica's capacity for flow q."""
+
+    name: str
+    site: str
+    deployment: Deployment
+    params: EngineParams
+    usd_per_h: float  # per replica: rent, or capex amortised (electricity separately)
+    usd_per_j: float  # electricity x PUE for owned devices (rent includes power)
+    idle_w: float
+    peak_w: float
+    caps: dict[int, Capacity] = field(default_factory=dict)
+    deployment_name: str = ""  # the fleet file's name: TPOT tiers of one layout share it
+
+    @property
+    def hardware(self) -> Hardware:
+        return self.deployment.hardware
+
+    @property
+    def devices(self) -> int:
+        return self.deployment.devices
+
+
+@dataclass(frozen=True, slots=True)
+class HostedOption:
+    """A hosted API: $/request for each flow it meets the SLO for, and its rate limit."""
+
+    spec: HostedSpec
+    usd_per_request: dict[int, float]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the plan must respect besides the SLOs."""
+
+    headroom: float = 0.1  # share of each site's power cap kept free
+    budget_usd_per_h: float | None = None
+    available: tuple[tuple[str, int], ...] = ()  # devices of a hardware id over all sites
+    require_software: tuple[str, ...] = ()
+    min_maturity: str | None = None
+
+
+@dataclass
+class Problem:
+    flows: list[Flow]
+    sites: dict[str, Site]
+    fleet: Fleet  # the sites file as read (links, providers)
+    options: list[Option]
+    hosted: list[HostedOption]
+    limits: Limits
+    excluded: dict[str, str]  # hardware id -> why it is not a candidate
+    cache: CapacityCache
+
+    def rtt_s(self, origin: str | None, site: str) -> float:
+        return self.fleet.rtt_s(origin, site)
+
+
+def flows_of(workload: Workload, default_model: str) -> list[Flow]:
+    """Group a workload's requests by (class, origin, residency) into flows with mean rates."""
+    span = workload.duration_s or (workload.requests[-1].arrival_s if workload.requests else 0)
+    if not workload.requests or span <= 0:
+        raise ConfigError(
+            "the workload has no requests over a positive span to plan for",
+            path=workload.source or None,
+        )
+    groups: dict[tuple[str, str | None, bool, str, str], list[tuple[int, int]]] = defaultdict(list)
+    for r in workload.requests:
+        key = (r.cls, r.origin, r.local_only, r.model or default_model, r.slo)
+        groups[key].append((r.prompt_tokens, r.output_tokens))
+    flows = []
+    for (cls, origin, local, model, slo), sizes in sorted(
+        groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])
+    ):
+        flows.append(
+            Flow(
+                cls,
+                origin,
+                local,
+                model,
+                len(sizes) / span,
+                max(1, round(sum(p for p, _ in sizes) / len(sizes))),
+                max(1, round(sum(o for _, o in sizes) / len(sizes))),
+                workload.slos.get(slo, workload.slos["default"]),
+                _sample(sizes),
+            )
+        )
+    return flows
+
+
+SIZE_SAMPLE = 100  # lengths a capacity probe cycles through: enough for a tail to show
+
+
+def _sample(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """An evenly spaced, deterministic sample of a flow's request lengths."""
+    if len(sizes) <= SIZE_SAMPLE:
+        return tuple(sizes)
+    step = len(sizes) / SIZE_SAMPLE
+    return tuple(sizes[int(i * step)] for i in range(SIZE_SAMPLE))
+
+
+def _allowed(hw: Hardware, limits: Limits) -> str:
+    """Why `hw` may not be a candidate under the software and maturity filters ("" if it may)."""
+    if limits.require_software and hw.software not in limits.require_software:
+        return f"software stack {hw.software} not in --require-software"
+    if limits.min_maturity is not None and MATURITY.index(hw.maturity) < MATURITY.index(
+        limits.min_maturity
+    ):
+        return f"maturity {hw.maturity} below --min-maturity {limits.min_maturity}"
+    return ""
+
+
+def build_problem(
+    workload: Workload,
+    fleet: Fleet,
+    catalog: Catalog,
+    hardware: list[str],
+    *,
+    default_model: str,
+    limits: Limits,
+    calibration: Calibration | None = None,
+    dtypes: tuple[Dtype, ...] = ("bf16",),
+    method: CapacityMethod = "simulated",
+    cache: CapacityCache | None = None,
+) -> Problem:
+    """Flows, options (device layouts x sites) with their capacities, and hosted options."""
+    calib = calibration or Calibration()
+    cache = cache or CapacityCache()
+    flows = flows_of(workload, default_model)
+    for f in flows:
+        if f.origin is not None and f.origin not in fleet.sites:
+            raise ConfigError(
+                f"class '{f.cls}' comes from site '{f.origin}', which the sites file lacks "
+                f"({', '.join(fleet.sites)})",
+                path=workload.source or None,
+                field="origins",
+            )
+    excluded: dict[str, str] = {}
+    options: list[Option] = []
+    models = sorted({f.model for f in flows})
+    for hw_id in hardware:
+        hw = catalog.device(hw_id)
+        why = _allowed(hw, limits)
+        if why:
+            excluded[hw_id] = why
+            continue
+        params = calib.params_for(hw)
+        for model_id in models:
+            layouts = _layouts(hw, catalog, model_id, flows, calib, dtypes)
+            if not layouts:
+                excluded.setdefault(hw_id, f"no layout fits {model_id} and meets a class's SLO")
+                continue
+            for dep in layouts:
+                options += _site_options(dep, params, fleet, flows, method, cache)
+    hosted = [_hosted_option(h, flows, fleet) for h in fleet.hosted]
+    hosted = [h for h in hosted if h.usd_per_request]
+    return Problem(flows, dict(fleet.sites), fleet, options, hosted, limits, excluded, cache)
+
+
+def _layouts(
+    hw: Hardware,
+    catalog: Catalog,
+    model_id: str,
+    flows: list[Flow],
+    calib: Calibration,
+    dtypes: tuple[Dtype, ...],
+) -> list[Deployment]:
+    """For each class of `model_id`, the fewest-device layout per dtype meeting its SLO."""
+    model = load_model(model_id)
+    out: dict[tuple[int, int, str], Deployment] = {}
+    for f in flows:
+        if f.model != model_id:
+            continue
+        found = search_configs(
+            model,
+            hw,
+            catalog,
+            slo=f.slo,
+            prompt_tokens=f.prompt_tokens,
+            output_tokens=f.output_tokens,
+            calibration=calib,
+            space=SearchSpace(dtypes=dtypes),
+        )
+        by_dtype: dict[str, tuple[int, Deployment]] = {}
+        for c in found.feasible:
+            e = c.estimate
+            tp = c.layout.tp
+            pp = max(1, e.devices // tp)
+            seqs = min(256, c.max_batch_slo) if c.layout.pp is None else 256
+            dep = Deployment(
+                model,
+                hw,
+                tp=tp,
+                pp=pp,
+                dtype=c.layout.dtype,
+                kv_dtype=default_kv_dtype(c.layout.dtype),
+                max_num_seqs=max(1, seqs),
+            )
+            old = by_dtype.get(c.layout.dtype)
+            if old is None or dep.devices < old[0]:
+                by_dtype[c.layout.dtype] = (dep.devices, dep)
+        for _, dep in by_dtype.values():
+            out[(dep.tp, dep.pp, dep.dtype)] = dep
+    return list(out.values())
+
+
+def _site_options(
+    dep: Deployment,
+    params: EngineParams,
+    fleet: Fleet,
+    flows: list[Flow],
+    method: CapacityMethod,
+    cache: CapacityCache,
+) -> list[Option]:
+    hw = dep.hardware
+    out = []
+    for site in fleet.sites.values():
+        if site.kind == "cloud" or site.available_count(hw.id) == 0:
+            continue  # cloud sites hold hosted APIs; 0 available: none may go there
+        rate = cost_rate(
+            hw, dep.devices, CostAssumptions("auto", site.electricity_usd_per_kwh, site.pue)
+        )
+        if rate.basis == "unknown":
+            continue  # no price: a cost plan cannot weigh it (rank lists it)
+        mine = [
+            q
+            for q, f in enumerate(flows)
+            if f.model == dep.model.id and not (f.local_only and f.origin not in (None, site.name))
+        ]
+        tiers = sorted({flows[q].slo.tpot_s for q in mine})
+        layout = f"tp{dep.tp}" + (f"pp{dep.pp}" if dep.pp > 1 else "") + f"-{dep.dtype}"
+        base = f"{hw.id}-{layout}-{site.name}"
+        for tier in tiers:
+            caps: dict[int, Capacity] = {}
+            for q in mine:
+                f = flows[q]
+                if f.slo.tpot_s < tier:
+                    continue
+                shape = Shape(
+                    f.model,
+                    f.prompt_tokens,
+                    f.output_tokens,
+                    f.slo.ttft_s - fleet.rtt_s(f.origin, site.name),
+                    tier,
+                    f.slo.percentile,
+                    f.sizes,
+                )
+                cap = replica_capacity(dep, params, shape, method, cache)
+                if cap.rate_rps > 0:
+                    caps[q] = cap
+            if not caps:
+                continue
+            first = next(iter(caps.values()))
+            name = base if len(tiers) == 1 else f"{base}@tpot{tier * 1e3:g}ms"
+            out.append(
+                Option(
+                    name,
+                    site.name,
+                    dep,
+                    params,
+                    rate.usd_per_s * 3600.0,
+                    rate.usd_per_j,
+                    first.idle_power_w,
+                    max(c.peak_power_w for c in caps.values()),
+                    caps,
+                    base,
+                )
+            )
+    return out
+
+
+def _hosted_option(h: HostedSpec, flows: list[Flow], fleet: Fleet) -> HostedOption:
+    """The flows `h` meets the SLO for (its published TTFT plus the round trip, and one
+    token per 1/output_tokens_per_s), each with its $ per request."""
+    usd: dict[int, float] = {}
+    for q, f in enumerate(flows):
+        if f.model != h.model or (f.local_only and f.origin not in (None, h.site)):
+            continue
+        ttft = h.ttft_s + fleet.rtt_s(f.origin, h.site)
+        tpot = 1.0 / h.output_tokens_per_s if h.output_tokens_per_s > 0 else math.inf
+        if ttft <= f.slo.ttft_s and tpot <= f.slo.tpot_s:
+            usd[q] = (
+                f.prompt_tokens * h.usd_per_mtok_input + f.output_tokens * h.usd_per_mtok_output
+            ) / 1e6
+    return HostedOption(h, usd)

@@ -1,0 +1,53 @@
+"""The plan's own routing: send each flow's requests to the deployments the program chose for
+it, in the proportions it chose (a smooth weighted round robin per flow).
+
+The built-in policies do not know the plan: `slo`, for one, sends long requests to the fast
+devices the plan kept for a tight-TPOT class (verification by simulation showed it). `--verify`
+therefore simulates with this policy unless the workload names one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from wattserve.core.policy import FleetView, Policy, TargetView
+from wattserve.core.workload import Request
+from wattserve.plan.api import Plan
+
+FlowKey = tuple[str, str | None, bool]  # (class, origin, stays local)
+
+
+class PlanSplit(Policy):
+    """Route by the plan's split; a request whose planned targets are all unreachable goes to
+    the least loaded candidate."""
+
+    name = "plan"
+
+    def __init__(self, split: dict[FlowKey, dict[str, float]]) -> None:
+        self.split = split
+        self.sent: dict[FlowKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    @staticmethod
+    def from_plan(plan: Plan) -> PlanSplit:
+        p, sol = plan.problem, plan.solution
+        split: dict[FlowKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for (q, j), rate in sol.rates.items():
+            f, o = p.flows[q], p.options[j]
+            split[(f.cls, f.origin, f.local_only)][o.deployment_name or o.name] += rate
+        for (q, k), rate in sol.hosted_rates.items():
+            f = p.flows[q]
+            split[(f.cls, f.origin, f.local_only)][p.hosted[k].name] += rate
+        return PlanSplit({k: dict(v) for k, v in split.items()})
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        key = (req.cls, req.origin, req.local_only)
+        weights = self.split.get(key, {})
+        planned = [t for t in cands if weights.get(t.name, 0.0) > 0]
+        if not planned:
+            return min(cands, key=lambda t: t.load)
+        sent = self.sent[key]
+        # the target furthest behind its share: ties go to the larger share
+        best = min(planned, key=lambda t: ((sent[t.name] + 1) / weights[t.name], -weights[t.name]))
+        sent[best.name] += 1
+        return best

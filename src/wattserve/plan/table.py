@@ -1,0 +1,97 @@
+"""The plan as text (a table per site, the comparisons, verify rounds) and as HTML."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from wattserve.plan.api import Plan
+
+
+def clean(v: Any) -> Any:
+    """JSON-safe: NaN and infinities become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [clean(x) for x in v]
+    return v
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None or not math.isfinite(v) else format(v, fmt)
+
+
+def plan_text(plan: Plan) -> str:
+    s = plan.solution
+    tok = plan.output_tokens_per_s
+    lines = [
+        f"plan ({plan.objective}): ${plan.usd_per_h:.2f}/h, {plan.avg_w:.0f} W average at the "
+        f"meter, {tok:.0f} output tokens/s, "
+        f"${_f(plan.usd_per_h / (tok * 3600) * 1e6 if tok else None, '.3f')}/1M tokens "
+        f"[{s.status}, solved in {s.solve_s:.2f} s" + (f", gap {s.gap:.2%}" if s.gap else "") + "]",
+    ]
+    if plan.objective == "throughput":
+        lines.append(f"  serves {s.share:.2f}x the workload's rate inside the limits")
+    head = (
+        f"  {'deployment':50} {'replicas':>8} {'peak W':>8} {'cap W':>8} {'$/h':>8} "
+        f"{'util':>5} {'$/1M tok':>9} {'J/tok':>7} {'gCO2/1M':>8}"
+    )
+    for row in plan.sites:
+        lines.append(f"site {row.site}:")
+        lines.append(head)
+        for name, n in sorted(row.devices.items()):
+            peak, usd, util = row.details.get(name, (math.nan, math.nan, math.nan))
+            lines.append(
+                f"  {name:50} {n:>8} {_f(peak, '8.0f')} {'':>8} {_f(usd, '8.2f')} "
+                f"{_f(None if math.isnan(util) else 100 * util, '4.0f')}%"
+            )
+        lines.append(
+            f"  {'total':50} {sum(row.devices.values()):>8} {row.peak_w:8.0f} "
+            f"{_f(row.cap_w, '8.0f')} {row.usd_per_h:8.2f} {row.utilisation:5.0%} "
+            f"{_f(row.usd_per_mtok, '9.3f')} {_f(row.j_per_token, '7.3f')} "
+            f"{_f(row.carbon_g_per_mtok, '8.1f')}"
+        )
+    for name, rps in sorted(plan.hosted.items()):
+        lines.append(f"hosted {name}: {rps:.2f} req/s")
+    comp = plan.comparisons
+    for key, label in (
+        ("best_single_type", "best single device type"),
+        ("lowest_usd_per_token_device", "lowest-$/token device only"),
+    ):
+        c = comp.get(key)
+        if c is None:
+            continue
+        if not c.get("feasible"):
+            lines.append(f"{label} ({c.get('hardware') or 'none'}): infeasible")
+            continue
+        saves = c.get("mix_saves")
+        verb = "gains" if plan.objective == "throughput" else "saves"
+        lines.append(
+            f"{label} ({c['hardware']}): ${c['usd_per_h']:.2f}/h, {c['avg_power_w']:.0f} W; "
+            f"the mix {verb} {_f(None if saves is None else 100 * saves, '.1f')}%"
+        )
+    for r in plan.rounds:
+        parts = ", ".join(
+            f"{cls} {v['attainment']:.1%} (target {v['target']:.0%})"
+            + ("" if v["met"] else " MISSED")
+            for cls, v in r["classes"].items()
+        )
+        lines.append(f"verify round {r['round']} (${r['usd_per_h']:.2f}/h, {r['policy']}): {parts}")
+    if plan.problem.excluded:
+        lines.append(
+            "not candidates: "
+            + "; ".join(f"{k} ({v})" for k, v in sorted(plan.problem.excluded.items())[:8])
+        )
+    return "\n".join(lines)
+
+
+def plan_html(plan: Plan) -> str:
+    body = html.escape(plan_text(plan))
+    return (
+        "<!doctype html><meta charset='utf-8'><title>wattserve plan</title>"
+        "<style>body{font-family:sans-serif;margin:2em}pre{font-size:13px}</style>"
+        f"<h1>wattserve plan: {html.escape(plan.objective)}</h1><pre>{body}</pre>"
+    )

@@ -1,0 +1,342 @@
+"""`plan`: the program against brute force, its guarantees, and bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy.optimize import linprog
+
+from wattserve import PlanInfeasibleError, plan
+from wattserve.core.catalog import load_catalog
+from wattserve.core.deployment import Deployment
+from wattserve.core.fleet import Fleet, Site, load_fleet
+from wattserve.core.modelspec import load_model
+from wattserve.core.params import Calibration
+from wattserve.core.workload import SLO, load_workload
+from wattserve.errors import ConfigError
+from wattserve.plan.capacity import Capacity, CapacityCache, Shape, replica_capacity
+from wattserve.plan.fleetfile import write_fleet
+from wattserve.plan.milp import solve
+from wattserve.plan.problem import Flow, Limits, Option, Problem
+from wattserve.simulate import simulate
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def _cap(rate: float) -> Capacity:
+    return Capacity(rate, 100.0, 100.0, 100.0, 0.0)
+
+
+def _toy(caps: list[dict[int, float]], prices: list[float], rates: list[float]) -> Problem:
+    """Options on one site with given capacities per flow and $/h; no energy costs."""
+    cat = load_catalog()
+    model = load_model("llama-3.1-8b")
+    hws = ["h100-sxm", "a100-sxm-80gb", "l40s", "mi300x"]
+    opts = [
+        Option(
+            f"o{j}",
+            "s",
+            Deployment(model, cat.device(hws[j])),
+            Calibration().params_for(cat.device(hws[j])),
+            prices[j],
+            0.0,
+            100.0,
+            100.0,
+            {q: _cap(r) for q, r in c.items()},
+        )
+        for j, c in enumerate(caps)
+    ]
+    flows = [Flow(f"c{q}", None, False, model.id, r, 100, 100, SLO()) for q, r in enumerate(rates)]
+    site = Site("s", "datacenter", None, 0.0, 1.0)
+    fleet = Fleet("t", {"s": site}, (), 0.0, (), ())
+    return Problem(flows, {"s": site}, fleet, opts, [], Limits(), {}, CapacityCache())
+
+
+def _brute(caps: list[dict[int, float]], prices: list[float], rates: list[float]) -> float:
+    """The cheapest count vector for which some split of the flows fits (an LP per vector)."""
+    best = float("inf")
+    for counts in itertools.product(range(6), repeat=len(caps)):
+        cost = sum(n * p for n, p in zip(counts, prices, strict=True))
+        if cost >= best:
+            continue
+        pairs = [(q, j) for j, c in enumerate(caps) for q in c]
+        a_eq = [[1.0 if q == qq else 0.0 for qq, _ in pairs] for q in range(len(rates))]
+        a_ub = [[1.0 / caps[j][q] if jj == j else 0.0 for q, jj in pairs] for j in range(len(caps))]
+        res = linprog(
+            [0.0] * len(pairs), A_ub=a_ub, b_ub=list(counts), A_eq=a_eq, b_eq=rates, method="highs"
+        )
+        if res.status == 0:
+            best = cost
+    return best
+
+
+@pytest.mark.parametrize(
+    ("caps", "prices", "rates"),
+    [
+        ([{0: 3.0}, {0: 1.0}], [2.5, 1.0], [4.0]),
+        ([{0: 3.0, 1: 1.0}, {0: 1.0, 1: 2.0}, {1: 4.0}], [3.0, 1.5, 4.5], [5.0, 6.0]),
+        ([{0: 2.0, 1: 2.0}, {0: 5.0}, {1: 1.5}], [2.0, 4.1, 1.2], [7.0, 3.5]),
+    ],
+)
+def test_program_matches_brute_force(
+    caps: list[dict[int, float]], prices: list[float], rates: list[float]
+) -> None:
+    sol = solve(_toy(caps, prices, rates))
+    assert sol.status == "optimal"
+    assert sol.objective == pytest.approx(_brute(caps, prices, rates), rel=1e-6)
+
+
+def test_heuristic_lies_between_its_bound_and_the_exact_optimum_it_cannot_beat() -> None:
+    caps = [{0: 2.0, 1: 2.0}, {0: 5.0}, {1: 1.5}, {0: 1.0, 1: 3.0}]
+    p = _toy(caps, [2.0, 4.1, 1.2, 2.2], [7.0, 3.5])
+    exact = solve(p)
+    rough = solve(p, heuristic_options=1)
+    assert rough.status == "heuristic" and rough.gap is not None
+    assert rough.bound <= exact.objective + 1e-9 <= rough.objective + 2e-9
+
+
+def test_power_cap_respected_and_diagnosed() -> None:
+    p = _toy([{0: 3.0}, {0: 1.0}], [2.5, 1.0], [4.0])
+    site = Site("s", "datacenter", 250.0, 0.0, 1.0)
+    p.sites = {"s": site}
+    p.limits = Limits(headroom=0.1)
+    sol = solve(p)
+    peak = sum(p.options[j].peak_w * n for j, n in sol.replicas.items())
+    assert peak <= 250.0 * 0.9 + 1e-9
+    p.sites = {"s": Site("s", "datacenter", 150.0, 0.0, 1.0)}
+    assert solve(p).status == "infeasible"
+
+
+def _small_plan(**kw: object) -> object:
+    return plan(
+        EXAMPLES / "workload-multisite.yaml",
+        sites=EXAMPLES / "sites-two-dc-edge.yaml",
+        hardware=["h100-sxm", "a100-sxm-80gb", "l4", "jetson-agx-orin-64gb"],
+        capacity="analytic",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_mix_never_costs_more_than_best_single_type_and_caps_hold() -> None:
+    result = _small_plan()
+    best = result.comparisons["best_single_type"]  # type: ignore[attr-defined]
+    if best["feasible"]:
+        assert result.usd_per_h <= best["usd_per_h"] + 1e-9  # type: ignore[attr-defined]
+    for row in result.sites:  # type: ignore[attr-defined]
+        if row.cap_w is not None:
+            assert row.peak_w <= row.cap_w * 0.9 + 1e-6
+
+
+def test_residency_never_violated() -> None:
+    result = _small_plan()
+    p = result.problem  # type: ignore[attr-defined]
+    sol = result.solution  # type: ignore[attr-defined]
+    assert any(f.local_only for f in p.flows)
+    for (q, j), rate in sol.rates.items():
+        f = p.flows[q]
+        if f.local_only and rate > 0:
+            assert p.options[j].site == f.origin
+    for (q, k), rate in sol.hosted_rates.items():
+        f = p.flows[q]
+        assert not (f.local_only and rate > 0 and p.hosted[k].spec.site != f.origin)
+
+
+def test_infeasible_power_names_the_site_and_the_change() -> None:
+    with pytest.raises(PlanInfeasibleError) as exc:
+        _small_plan(power_cap_w=100.0)
+    assert "power cap binds" in str(exc.value) and "raise it from 100 W" in str(exc.value)
+
+
+def test_class_no_candidate_can_serve_is_infeasible_with_reason(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text(
+        "slos:\n  tight: {ttft_s: 0.001, tpot_s: 0.0001}\n"
+        "classes:\n  - {name: impossible, rate_rps: 1, slo: tight, model: llama-3.1-8b}\n"
+    )
+    with pytest.raises(PlanInfeasibleError) as exc:
+        plan(w, hardware=["h100-sxm"], capacity="analytic")
+    assert "class impossible" in str(exc.value) and "on no candidate" in str(exc.value)
+
+
+def test_malformed_workload_and_sites_rows_name_file_line_field(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - name: a\n    rate_rps: -2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_workload(w, default_model="llama-3.1-8b")
+    assert f"{w}:3" in str(exc.value) and "classes[0].rate_rps" in str(exc.value)
+    s = tmp_path / "s.yaml"
+    s.write_text("sites:\n  dc:\n    power_cap_w: 100\n    carbon_g_per_kwh: lots\n")
+    with pytest.raises(ConfigError) as exc2:
+        plan(EXAMPLES / "workload-multisite.yaml", sites=s, hardware=["h100-sxm"])
+    assert f"{s}:4" in str(exc2.value) and "sites.dc.carbon_g_per_kwh" in str(exc2.value)
+    s.write_text("sites:\n  dc:\n    available: {h100-sxm: -1}\n")
+    with pytest.raises(ConfigError, match=r"sites\.dc\.available"):
+        plan(EXAMPLES / "workload-multisite.yaml", sites=s, hardware=["h100-sxm"])
+
+
+def test_simulated_capacity_holds_the_slo_and_is_cached() -> None:
+    cat = load_catalog()
+    hw = cat.device("h100-sxm")
+    dep = Deployment(load_model("llama-3.1-8b"), hw)
+    cache = CapacityCache()
+    shape = Shape("llama-3.1-8b", 500, 100, 1.0, 0.05, 0.9)
+    cap = replica_capacity(dep, Calibration().params_for(hw), shape, "simulated", cache)
+    assert cap.rate_rps > 0
+    again = replica_capacity(dep, Calibration().params_for(hw), shape, "simulated", cache)
+    assert again == cap and cache.hits == 1
+
+
+def test_written_plan_loads_in_simulate_and_meets_its_slo(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text(
+        "generator: {kind: poisson, duration_s: 60}\npolicy: slo\n"
+        "slos:\n  chat: {ttft_s: 2.0, tpot_s: 0.1, percentile: 90}\n"
+        "classes:\n  - name: chat\n    model: llama-3.1-8b\n    rate_rps: 6\n    slo: chat\n"
+        "    prompt_tokens: {dist: fixed, value: 500}\n"
+        "    output_tokens: {dist: fixed, value: 100}\n"
+    )
+    result = plan(w, hardware=["h100-sxm", "a100-sxm-80gb"], power_cap_w=5000, verify=True)
+    out = tmp_path / "plan.yaml"
+    write_fleet(result, out, result.hardware_files)
+    fleet = load_fleet(out)
+    wl = load_workload(w, default_model="llama-3.1-8b")
+    report, _ = simulate(fleet, wl, "slo")
+    assert report["rejected"] == 0
+    assert report["slo_attainment"] >= 0.9
+    for site in report["sites"].values():
+        assert site["peak_power_w"] <= 5000
+
+
+def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "plan.yaml"
+    p = subprocess.run(
+        [
+            sys.executable, "-m", "wattserve", "plan",
+            "--workload", str(EXAMPLES / "workload-multisite.yaml"),
+            "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
+            "--hardware", "h100-sxm,l4,jetson-agx-orin-64gb",
+            "--capacity", "analytic", "--out", str(out), "--json",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert (
+        d["status"] == "optimal" and d["usd_per_h"] > 0 and "best_single_type" in d["comparisons"]
+    )
+    assert load_fleet(out).deployments
+    bad = subprocess.run(
+        [sys.executable, "-m", "wattserve", "plan", "--workload", "nope.yaml", "--headroom", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--headroom" in bad.stderr
+
+
+def test_plan_split_follows_the_planned_shares() -> None:
+    from wattserve.core.policy import Decision
+    from wattserve.core.workload import Request
+    from wattserve.plan.routing import PlanSplit
+
+    class T:
+        def __init__(self, name: str) -> None:
+            self.name, self.site, self.load = name, "s", 0.0
+
+    class V:
+        def candidates(self, req: Request) -> list[T]:
+            return [T("a"), T("b"), T("c")]
+
+    split = PlanSplit({("chat", None, False): {"a": 3.0, "b": 1.0}})
+    picks = [
+        split.choose(Request(i, 0.0, 10, 10, "m", cls="chat"), V()).target  # type: ignore[arg-type]
+        for i in range(400)
+    ]
+    assert picks.count("a") == 300 and picks.count("b") == 100
+    other = split.choose(Request(0, 0.0, 10, 10, "m", cls="batch"), V())  # type: ignore[arg-type]
+    assert isinstance(other, Decision) and other.target == "a"  # unplanned: least loaded
+
+
+def test_workload_classes_carry_rates_lengths_and_percentile(tmp_path: Path) -> None:
+    wl = load_workload(EXAMPLES / "workload-multisite.yaml", default_model="llama-3.1-8b")
+    assert wl.duration_s == 120 and {r.cls for r in wl.requests} == {"chat", "summarise", "assist"}
+    n = {c: sum(r.cls == c for r in wl.requests) / 120 for c in ("chat", "summarise", "assist")}
+    assert n["chat"] == pytest.approx(6, rel=0.15) and n["assist"] == pytest.approx(1, rel=0.4)
+    assert wl.slos["batch"].percentile == 0.9
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - {name: a, rate_rps: 1}\n  - {name: b, weight: 2}\n")
+    with pytest.raises(ConfigError, match="rate_rps to every class"):
+        load_workload(w, default_model="llama-3.1-8b")
+
+
+def test_simulate_reports_carbon_per_request_and_per_mtok(tmp_path: Path) -> None:
+    f = tmp_path / "fleet.yaml"
+    f.write_text(
+        "sites:\n  dc: {power_cap_w: 5000, pue: 1.5, carbon_g_per_kwh: 400}\n"
+        "deployments:\n  h: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    fleet = load_fleet(f)
+    wl = load_workload(EXAMPLES / "workload-synthetic.yaml", default_model="llama-3.1-8b")
+    wl.requests = [r for r in wl.requests[:50]]
+    for r in wl.requests:
+        r.origin = None
+    report, _ = simulate(fleet, wl)
+    grams = report["sites"]["dc"]["energy_j"] * 1.5 * 400 / 3.6e6
+    assert report["carbon_g"] == pytest.approx(grams)
+    assert report["carbon_g_per_request"] == pytest.approx(grams / report["completed"])
+    assert report["carbon_g_per_mtok"] == pytest.approx(grams / report["output_tokens"] * 1e6)
+
+
+def test_availability_per_site_and_overall_is_respected_and_diagnosed() -> None:
+    p = _toy([{0: 3.0}, {0: 1.0}], [1.0, 2.0], [8.0])  # o0 (h100-sxm) is the cheap one
+    p.sites = {"s": Site("s", "datacenter", None, 0.0, 1.0, None, (("h100-sxm", 1),))}
+    sol = solve(p)
+    assert sol.replicas.get(0, 0) <= 1 and sol.status == "optimal"
+    p.limits = Limits(available=(("a100-sxm-80gb", 2),))
+    assert solve(p).status == "infeasible"
+    from wattserve.plan.milp import diagnose
+
+    kinds = {b.kind for b in diagnose(p)}
+    assert "available" in kinds
+
+
+def test_throughput_fills_the_power_envelope_and_needs_a_bound(tmp_path: Path) -> None:
+    p = _toy([{0: 3.0}, {0: 1.0}], [2.5, 1.0], [4.0])
+    p.sites = {"s": Site("s", "datacenter", 1000.0, 0.0, 1.0)}
+    p.limits = Limits(headroom=0.0)
+    sol = solve(p, "throughput")
+    # 10 replicas of 100 W fit; the best serves 3 req/s each: 30 req/s = 7.5x the workload
+    assert sum(sol.replicas.values()) == 10 and sol.share == pytest.approx(7.5)
+    with pytest.raises(ConfigError, match="unbounded"):
+        plan(
+            EXAMPLES / "workload-multisite.yaml",
+            hardware=["h100-sxm"],
+            objective="throughput",
+            capacity="analytic",
+        )
+
+
+def test_energy_objective_draws_no_more_than_the_cost_plan() -> None:
+    cheap = _small_plan()
+    lean = _small_plan(objective="energy")
+    assert lean.avg_w <= cheap.avg_w + 1e-6  # type: ignore[attr-defined]
+    assert lean.usd_per_h >= cheap.usd_per_h - 1e-6  # type: ignore[attr-defined]
+
+
+def test_software_and_maturity_filters_exclude_with_the_reason(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - {name: a, rate_rps: 1, model: llama-3.1-8b}\n")
+    with pytest.raises(PlanInfeasibleError, match="software stack pytorch-native"):
+        plan(w, hardware=["h100-sxm"], require_software=("vendor-sdk",), capacity="analytic")
+    result = plan(
+        w,
+        hardware=["h100-sxm", "tenstorrent-p150"],
+        min_maturity="production",
+        capacity="analytic",
+        compare_with_single=False,
+    )
+    assert all(o.hardware.maturity == "production" for o in result.problem.options)
+    assert "below --min-maturity" in result.problem.excluded["tenstorrent-p150"]
