@@ -28,8 +28,8 @@ from wattserve.errors import (
     WattserveError,
 )
 from wattserve.estimate import Estimate, estimate
-from wattserve.rank import Ranking, rank
 from wattserve.plan import Plan, plan
+from wattserve.rank import Ranking, rank
 
 __version__ = "0.1.0"
 
@@ -60,7 +60,7 @@ __all__ = [
     "load_catalog",
     "load_model",
     "perf_model",
-    "rank",
     "plan",
+    "rank",
     "read_measurements",
 ]
