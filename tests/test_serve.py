@@ -238,3 +238,35 @@ def test_client_disconnect_cancels_the_work(server) -> None:  # type: ignore[no-
             break
         time.sleep(0.05)
     assert busy == 0
+
+
+def test_usage_reports_grams_of_co2_where_the_site_gives_its_intensity(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fleet = (
+        "sites:\n"
+        "  green: {kind: datacenter, pue: 1.2, carbon_g_per_kwh: 400}\n"
+        "  unknown: {kind: datacenter}\n"
+        "deployments:\n"
+        "  a: {site: green, model: llama-3.2-1b, hardware: h100-sxm}\n"
+        "  b: {site: unknown, model: qwen2.5-0.5b, hardware: h100-sxm}\n"
+    )
+    with gateway(tmp_path, fleet) as s:
+        for model, site in (("llama-3.2-1b", "green"), ("qwen2.5-0.5b", "unknown")):
+            r = httpx.post(
+                f"{s.url}/v1/chat/completions",
+                json={
+                    "model": model,
+                    "max_tokens": 4,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            w = r.json()["usage"]["wattserve"]
+            assert w["site"] == site
+            if site == "green":
+                assert w["carbon_g"] == pytest.approx(w["energy_j"] * 1.2 * 400 / 3.6e6)
+            else:
+                assert w["carbon_g"] is None  # unknown intensity stays unknown
+        metrics = httpx.get(f"{s.url}/metrics", timeout=10).text
+        lines = [x for x in metrics.splitlines() if x.startswith("wattserve_carbon_grams_total{")]
+        assert len(lines) == 1 and 'site="green"' in lines[0]

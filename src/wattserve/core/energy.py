@@ -4,6 +4,7 @@ comes), or from a hosted API's published joules per token."""
 
 from __future__ import annotations
 
+from wattserve.core.cost import J_PER_KWH
 from wattserve.core.perf import PerfModel
 
 
@@ -24,3 +25,11 @@ def token_energy_j(
     if joules_per_token is None:
         return None
     return joules_per_token * (prompt_tokens + output_tokens)
+
+
+def carbon_g(energy_j: float | None, pue: float, carbon_g_per_kwh: float | None) -> float | None:
+    """Grams of CO2 for `energy_j` of device energy at a site: times the site's PUE (the
+    facility's overhead) and its grid's intensity; None when either is unknown."""
+    if energy_j is None or carbon_g_per_kwh is None:
+        return None
+    return energy_j * pue * carbon_g_per_kwh / J_PER_KWH

@@ -8,6 +8,7 @@ import concurrent.futures
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from wattserve.core.workload import Request
@@ -25,9 +26,15 @@ def _finite(x: float | None) -> float:
 
 class Accounts:
     def __init__(
-        self, metrics: Metrics, ledger: Ledger, budgets: Budgets, targets: dict[str, Any]
+        self,
+        metrics: Metrics,
+        ledger: Ledger,
+        budgets: Budgets,
+        targets: dict[str, Any],
+        carbon_g: Callable[[str, float | None], float | None] = lambda site, joules: None,
     ) -> None:
         self.metrics, self.ledger, self.budgets, self.targets = metrics, ledger, budgets, targets
+        self.carbon_g = carbon_g  # (site, joules) -> grams of CO2, None when unknown
 
     def release(self, hold: Hold | None) -> None:
         """End a hold that charges nothing (the request never reached a backend's output)."""
@@ -98,6 +105,9 @@ class Accounts:
             )
             if fin.energy_j:
                 self.metrics.inc("wattserve_energy_joules_total", fin.energy_j, **labels)
+                grams = self.carbon_g(labels["site"], fin.energy_j)
+                if grams:
+                    self.metrics.inc("wattserve_carbon_grams_total", grams, **labels)
             if fin.usd:
                 self.metrics.inc("wattserve_cost_usd_total", fin.usd, **labels)
             if ttft_s is not None and status == "ok":

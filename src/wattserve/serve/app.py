@@ -139,7 +139,9 @@ class Gateway:
         self.in_flight = 0
         self.draining = False
         self.context_tokens = _context_tokens(router)
-        self.accounts = Accounts(self.metrics, ledger, self.budgets, router.targets)
+        self.accounts = Accounts(
+            self.metrics, ledger, self.budgets, router.targets, router.carbon_g
+        )
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -537,7 +539,11 @@ class Gateway:
         fin = fin or Finish("stop", greq.prompt_tokens, len(parts), None, None)
         done = self._ended(call, fin, fin.completion_tokens, "ok", None)
         data = replies.completion(
-            greq, body.model, "".join(parts), fin, replies.usage(fin, backend, ttft)
+            greq,
+            body.model,
+            "".join(parts),
+            fin,
+            replies.usage(fin, backend, ttft, self.router.carbon_g(backend.site, fin.energy_j)),
         )
         response = web.json_response(data, dumps=_dumps)
         await durable(done, greq.id)
@@ -563,7 +569,13 @@ class Gateway:
             fin = fin or Finish("stop", greq.prompt_tokens, n, None, None)
             await resp.write(chunks.piece(None, fin.finish_reason))
             if body.include_usage:
-                await resp.write(chunks.usage(replies.usage(fin, backend, ttft)))
+                await resp.write(
+                    chunks.usage(
+                        replies.usage(
+                            fin, backend, ttft, self.router.carbon_g(backend.site, fin.energy_j)
+                        )
+                    )
+                )
             done = self._ended(call, fin, n, "ok", None)
             recorded = True
             await durable(done, greq.id)

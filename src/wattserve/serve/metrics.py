@@ -28,6 +28,11 @@ class Metrics:
             ("wattserve_requests_total", "counter", "Requests by model, backend, site, status."),
             ("wattserve_tokens_total", "counter", "Tokens by model, backend and direction."),
             ("wattserve_energy_joules_total", "counter", "Energy attributed to requests."),
+            (
+                "wattserve_carbon_grams_total",
+                "counter",
+                "CO2 of that energy (site PUE, grid intensity).",
+            ),
             ("wattserve_cost_usd_total", "counter", "Dollars attributed to requests."),
             ("wattserve_ttft_seconds", "histogram", "Time to first token."),
             ("wattserve_tpot_seconds", "histogram", "Time per output token."),

@@ -11,8 +11,9 @@ import orjson
 from wattserve.serve.backends.base import Finish, GenRequest
 
 
-def usage(fin: Finish, backend: Any, ttft_s: float) -> dict[str, Any]:
-    """OpenAI's usage fields, and `wattserve`: where it ran, joules, dollars, TTFT."""
+def usage(fin: Finish, backend: Any, ttft_s: float, carbon_g: float | None) -> dict[str, Any]:
+    """OpenAI's usage fields, and `wattserve`: where it ran, joules, dollars, grams of CO2
+    (None where energy or the site's carbon intensity is unknown), TTFT."""
     return {
         "prompt_tokens": fin.prompt_tokens,
         "completion_tokens": fin.completion_tokens,
@@ -22,6 +23,7 @@ def usage(fin: Finish, backend: Any, ttft_s: float) -> dict[str, Any]:
             "site": backend.site,
             "energy_j": fin.energy_j,
             "usd": fin.usd,
+            "carbon_g": carbon_g,
             "ttft_s": round(ttft_s, 6),
             "synthetic": fin.synthetic,
         },

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wattserve.core.admission import admit
+from wattserve.core.energy import carbon_g
 from wattserve.core.fleet import Fleet
 from wattserve.core.governor import PowerGovernor
 from wattserve.core.policy import Policy
@@ -157,6 +158,11 @@ class Router:
             raise NoBackendAvailable(
                 503, f"no healthy backend serves {req.model} now", retry_after_s=2.0
             )
+
+    def carbon_g(self, site: str, energy_j: float | None) -> float | None:
+        """Grams of CO2 of `energy_j` drawn at `site` (None: unknown energy or intensity)."""
+        s = self.fleet.sites.get(site)
+        return None if s is None else carbon_g(energy_j, s.pue, s.carbon_g_per_kwh)
 
     def fleet_state(self) -> dict[str, Any]:
         """The live state `/v1/fleet` returns."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from wattserve.core.cost import J_PER_KWH
+from wattserve.core.energy import carbon_g
 from wattserve.core.fleet import Fleet
 from wattserve.simulate.simulator import Outcome
 
@@ -57,7 +57,7 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
     for name, grams in carbon.items():
         sites[name]["carbon_g"] = grams
     known = [g for g in carbon.values() if g is not None]
-    carbon_g = sum(known) if known else None
+    total_g = sum(known) if known else None
     rejected = sum(out.rejected.values())
     return {
         "policy": out.policy,
@@ -78,12 +78,12 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
         "energy_note": "devices modelled by wattserve, idle time included; hosted APIs publish "
         "no energy and are excluded (J/token is over device-served tokens)"
         + (f"; no power figures (TDP) for {', '.join(unpowered)}: excluded" if unpowered else ""),
-        "carbon_g": carbon_g,
-        "carbon_g_per_request": carbon_g / powered_requests
-        if carbon_g is not None and powered_requests
+        "carbon_g": total_g,
+        "carbon_g_per_request": total_g / powered_requests
+        if total_g is not None and powered_requests
         else None,
-        "carbon_g_per_mtok": carbon_g / powered_tokens * 1e6
-        if carbon_g is not None and powered_tokens
+        "carbon_g_per_mtok": total_g / powered_tokens * 1e6
+        if total_g is not None and powered_tokens
         else None,
         "carbon_note": "device energy x site PUE x site carbon_g_per_kwh; sites without "
         "carbon_g_per_kwh and hosted APIs are left out",
@@ -110,9 +110,7 @@ def _carbon_g(fleet: Fleet, site_energy: dict[str, float]) -> dict[str, float | 
     grid's intensity; None where the site gives no intensity."""
     out: dict[str, float | None] = {}
     for name, site in fleet.sites.items():
-        g = site.carbon_g_per_kwh
-        joules = site_energy.get(name, 0.0)
-        out[name] = None if g is None else joules * site.pue * g / J_PER_KWH
+        out[name] = carbon_g(site_energy.get(name, 0.0), site.pue, site.carbon_g_per_kwh)
     return out
 
 
