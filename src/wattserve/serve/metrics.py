@@ -29,6 +29,16 @@ class Metrics:
             ("wattserve_tokens_total", "counter", "Tokens by model, backend and direction."),
             ("wattserve_energy_joules_total", "counter", "Energy attributed to requests."),
             ("wattserve_cost_usd_total", "counter", "Dollars attributed to requests."),
+            (
+                "wattserve_rejected_total",
+                "counter",
+                "Errors the gateway answered, by status and reason.",
+            ),
+            (
+                "wattserve_budget_overruns_total",
+                "counter",
+                "Requests that cost more than the worst case held for them (billed at the hold).",
+            ),
             ("wattserve_ttft_seconds", "histogram", "Time to first token."),
             ("wattserve_tpot_seconds", "histogram", "Time per output token."),
         ):
