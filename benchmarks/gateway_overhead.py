@@ -62,6 +62,13 @@ async def load(url: str, seconds: float, concurrency: int) -> tuple[list[float],
     return latencies, errors
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used: less sensitive than latency to other
+    work on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def report(name: str, lat: list[float], errors: int, seconds: float) -> tuple[float, float]:
     a = np.asarray(lat) * 1e3
     p50, p99 = np.percentile(a, [50, 99])
@@ -117,7 +124,11 @@ deployments:
         asyncio.run(load(gw_url, 1.0, concurrency))  # warm up
         print(f"latency: one client at a time, {seconds:g} s each")
         d50, d99 = report("direct", *asyncio.run(load(direct_url, seconds, 1)), seconds)
-        g50, g99 = report("through gateway", *asyncio.run(load(gw_url, seconds, 1)), seconds)
+        cpu0 = cpu_s(gw.pid)
+        lat, errs = asyncio.run(load(gw_url, seconds, 1))
+        cpu_ms = (cpu_s(gw.pid) - cpu0) * 1e3 / max(1, len(lat))
+        g50, g99 = report("through gateway", lat, errs, seconds)
+        print(f"gateway CPU per request: {cpu_ms:.3f} ms")
         print(
             f"gateway overhead: p50 {g50 - d50:.2f} ms (target <= 1), "
             f"p99 {g99 - d99:.2f} ms (target <= 5)"

@@ -157,6 +157,28 @@ def test_a_nano_dollar_budget_serves_nothing(tmp_path: Path) -> None:
     assert sqlite3.connect(db).execute("SELECT spent_usd FROM keys").fetchone()[0] == 0
 
 
+def test_fifty_parallel_requests_never_overrun_a_rate_limit(tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    key = new_key(db, "slow", rps=0.2)  # a burst of one, then one every 5 s
+    with gateway(tmp_path, FLEET) as s:
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            replies = list(
+                pool.map(
+                    lambda _: httpx.post(
+                        f"{s.url}{CHAT}", json=body(2), headers=auth(key), timeout=60
+                    ),
+                    range(50),
+                )
+            )
+        elapsed = time.monotonic() - started
+    codes = [r.status_code for r in replies]
+    assert codes.count(200) <= 1 + int(elapsed * 0.2) and codes.count(200) >= 1
+    limited = [r for r in replies if r.status_code == 429]
+    assert limited and all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in limited)
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in limited)
+
+
 # -- disconnects: cancelled and billed -----------------------------------------------------
 
 

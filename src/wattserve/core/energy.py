@@ -17,6 +17,15 @@ def request_energy_j(perf: PerfModel, prompt_tokens: int, output_tokens: int) ->
     return (pre.energy_j - idle * pre.time_s) + output_tokens * (dec.energy_j - idle * dec.time_s)
 
 
+def request_energy_bound_j(perf: PerfModel, prompt_tokens: int, output_tokens: int) -> float:
+    """An upper bound on the joules one request is billed on an emulated engine: alone, idle
+    power included (an engine shares each step's whole energy among its tokens, largest when
+    the batch is smallest), every output token at the full context. NaN when power is unknown."""
+    pre = perf.prefill(1, max(1, prompt_tokens))
+    dec = perf.decode_step(1, prompt_tokens + output_tokens)
+    return pre.energy_j + output_tokens * dec.energy_j
+
+
 def token_energy_j(
     prompt_tokens: int, output_tokens: int, joules_per_token: float | None
 ) -> float | None:

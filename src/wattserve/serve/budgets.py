@@ -19,14 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from wattserve.core.energy import request_energy_bound_j
+from wattserve.core.perf import PerfModel
 from wattserve.core.ratelimit import TokenBucket
 from wattserve.core.workload import Request
 from wattserve.serve.ledger import KeyRecord
 
-# The policies' figures are marginal: dynamic joules, and no dollars for rented devices. What
-# a backend bills also holds its share of idle power and of the device's hourly price, measured
-# on the demo fleet at 1.36-1.44x the dynamic joules (batch of one). The worst case doubles the
-# predicted joules and the time-priced dollars to cover that.
+# The worst case doubles what it is built from (see worst_case): an emulated step slowed under a
+# power cap bills the extra idle time, and a request's share of a device's time depends on the
+# batch it ends in. Measured overruns are counted in wattserve_budget_overruns_total.
 HEADROOM = 2.0
 
 
@@ -162,7 +163,7 @@ def usd_per_s(target: Any) -> float:
     price over their lifetime), which backends bill by time share; 0 for token-priced APIs."""
     spec = getattr(target, "spec", None)
     if spec is not None and hasattr(spec, "cost"):
-        return _finite(spec.cost.usd_per_s)
+        return float(spec.cost.billable()[0])
     return max(
         (_finite(getattr(b, "usd_per_s", 0.0)) for b in getattr(target, "backends", ())),
         default=0.0,
@@ -175,10 +176,17 @@ def worst_case(target: Any, req: Request) -> Charge:
     duration, with HEADROOM. Unknown energy (inf or NaN) holds 0 J: it is not billed either."""
     ttft_s, tpot_s, joules, usd = target.predict(req)
     duration_s = _finite(ttft_s) + req.output_tokens * _finite(tpot_s)
-    return Charge(
-        HEADROOM * (_finite(usd) + usd_per_s(target) * duration_s),
-        HEADROOM * _finite(joules),
-    )
+    joules = _finite(joules)
+    perf = getattr(target, "perf", None)
+    if perf is not None:  # an engine pool: see _alone_j
+        joules = max(joules, _alone_j(perf, req))
+    return Charge(HEADROOM * (_finite(usd) + usd_per_s(target) * duration_s), HEADROOM * joules)
+
+
+def _alone_j(perf: PerfModel, req: Request) -> float:
+    """See core.energy.request_energy_bound_j: the policies' prediction is the marginal energy
+    at today's batch, which a batch that later empties can exceed several times."""
+    return _finite(request_energy_bound_j(perf, req.prompt_tokens, req.output_tokens))
 
 
 def delivered(target: Any, req: Request, output_tokens: int, elapsed_s: float) -> Charge:

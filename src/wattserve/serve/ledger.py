@@ -155,10 +155,6 @@ class Ledger:
             self._queue.put((row, done))
         return done
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Write one finished request and wait for its commit."""
-        self.submit(row).result()
-
     def _write_loop(self, db: sqlite3.Connection) -> None:
         while True:
             item = self._queue.get()

@@ -34,6 +34,16 @@ class Metrics:
                 "CO2 of that energy (site PUE, grid intensity).",
             ),
             ("wattserve_cost_usd_total", "counter", "Dollars attributed to requests."),
+            (
+                "wattserve_rejected_total",
+                "counter",
+                "Errors the gateway answered, by status and reason.",
+            ),
+            (
+                "wattserve_budget_overruns_total",
+                "counter",
+                "Requests that cost more than the worst case held for them (billed at the hold).",
+            ),
             ("wattserve_ttft_seconds", "histogram", "Time to first token."),
             ("wattserve_tpot_seconds", "histogram", "Time per output token."),
         ):
