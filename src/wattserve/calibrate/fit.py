@@ -36,7 +36,14 @@ from wattserve.core.params import Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel
 from wattserve.errors import CalibrationError, ConfigError, WattserveError
 
-TIME_PARAMS = ("eff_compute", "eff_memory", "overhead_step_s", "overhead_layer_s", "overhead_seq_s")
+TIME_PARAMS = (
+    "eff_compute",
+    "eff_memory",
+    "overhead_step_s",
+    "overhead_layer_s",
+    "overhead_seq_s",
+    "gemm_half_rows",
+)
 COMM_PARAMS = ("eff_comm", "overhead_collective_s")
 BOUNDS: dict[str, tuple[float, float]] = {
     "eff_compute": (0.02, 0.95),
@@ -46,6 +53,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "overhead_layer_s": (1e-8, 0.01),
     "overhead_seq_s": (1e-8, 0.01),
     "overhead_collective_s": (1e-7, 0.01),
+    "gemm_half_rows": (1.0, 4096.0),
 }
 # Prior widths (standard deviation of log(term / default)): a fitted term pays for moving away
 # from its default as a misfit of PRIOR_WEIGHT per sigma, in log time of one row.
@@ -57,7 +65,12 @@ PRIOR_SIGMA: dict[str, float] = {
     "overhead_layer_s": 1.5,
     "overhead_seq_s": 1.5,
     "overhead_collective_s": 1.5,
+    "gemm_half_rows": 1.0,
 }
+# Where a term fitted in log space starts when its default is 0 (off): ~128 rows is where
+# dense GEMMs on current GPUs reach half their large-M efficiency (Vidur's H100/A100 profiles,
+# docs/accuracy.md).
+LOG_START: dict[str, float] = {"gemm_half_rows": 128.0}
 PRIOR_WEIGHT = 0.05
 LOO_MAX_ROWS = 40
 LOO_WARN_PCT = 15.0
@@ -184,6 +197,9 @@ def _fit_times(
     if not names:
         return base
     measured = np.array([r.m.seconds for r in rows])
+    base = base.with_updates(
+        **{n: v for n, v in LOG_START.items() if n in names and not getattr(base, n)}
+    )
     x0 = np.log([getattr(base, n) for n in names])
     sigma = np.array([PRIOR_SIGMA[n] for n in names])
     lo = np.log([BOUNDS[n][0] for n in names])

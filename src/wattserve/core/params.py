@@ -30,6 +30,9 @@ class EngineParams:
     overhead_layer_s: float = 1.0e-5
     overhead_seq_s: float = 5.0e-6
     overhead_collective_s: float = 1.0e-5
+    # small-M GEMM ramp: matrix work on T rows runs at eff_compute * T / (T + gemm_half_rows)
+    # (0: off, the default until measurements calibrate it; docs/model.md)
+    gemm_half_rows: float = 0.0
     memory_utilization: float = 0.9
     power_k_compute: float = 1.0
     power_k_memory: float = 0.6

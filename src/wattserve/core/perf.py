@@ -4,11 +4,13 @@ A step processes, across its sequences, `tokens` new tokens; `attn_work` is the 
 tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read or written;
 `seqs` is the number of sequences. Prefill and decode are both steps:
 
-    time = max(FLOPs / (peak * eff_compute * tp), bytes / (bw * eff_memory * tp))
+    time = max(FLOPs / (peak * eff_compute(T) * tp), bytes / (bw * eff_memory * tp))
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
     power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory))
 
-The hot path is plain float arithmetic on values resolved once in __init__.
+eff_compute(T) = eff_compute * T / (T + gemm_half_rows): GEMMs with few rows run below their
+large-M efficiency (off by default). The hot path is plain float arithmetic on values
+resolved once in __init__.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class PerfModel:
         self.comm_per_token = comm_per_token
         self.overhead_fixed = params.overhead_step_s + layers * params.overhead_layer_s
         self.overhead_seq = params.overhead_seq_s
+        self.gemm_half_rows = params.gemm_half_rows
         self.poison = NAN if self.missing else 0.0
 
         self.idle_w, self.dynamic_w = self._power_figures()
@@ -186,6 +189,8 @@ class PerfModel:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
         t_c = flops / self.flops_rate
+        if self.gemm_half_rows:
+            t_c *= 1.0 + self.gemm_half_rows / tokens
         t_m = nbytes / self.bytes_rate
         return (
             (t_c if t_c > t_m else t_m)
@@ -204,6 +209,8 @@ class PerfModel:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
         t_c = flops / self.flops_rate + self.poison
+        if self.gemm_half_rows:
+            t_c *= 1.0 + self.gemm_half_rows / tokens
         t_m = nbytes / self.bytes_rate + self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
@@ -276,6 +283,10 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
         touched = pm.n_experts * (1.0 - (1.0 - pm.top_k / pm.n_experts) ** s)
         tm0 += pm.expert_bytes * touched / pm.bytes_rate
     dtc = pm.attn_coef * s / pm.flops_rate
+    if pm.gemm_half_rows:
+        ramp = 1.0 + pm.gemm_half_rows / s
+        tc0 *= ramp
+        dtc *= ramp
     dtm = pm.kv_bytes_per_token * s / pm.bytes_rate
     fixed = (
         pm.comm_fixed + pm.comm_per_token * s + pm.overhead_fixed + pm.overhead_seq * s + pm.poison
