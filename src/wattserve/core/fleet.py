@@ -230,7 +230,7 @@ def _resolve_deployment(
         raise ConfigError(str(exc), path=path, line=line, field=f"deployments.{name}") from None
     calib = Calibration()
     if "calibration" in entry:
-        calib = load_calibration(base / r.text("calibration"))
+        calib = load_calibration(base / Path(r.text("calibration")).expanduser())
     params = calib.params_for(hw)
     if "gpu_memory_utilization" in entry:  # vLLM's name: the share of memory the engine takes
         share = r.number("gpu_memory_utilization", positive=True)
@@ -381,7 +381,7 @@ def parse_fleet(data: Any, path: str, catalog: Catalog | None = None) -> Fleet:
     hw_files = data.get("hardware_files") or []
     if not isinstance(hw_files, list):
         raise top.err("hardware_files", "must be a list of paths")
-    cat = (catalog or load_catalog()).extended([base / f for f in hw_files])
+    cat = (catalog or load_catalog()).extended([base / Path(f).expanduser() for f in hw_files])
     sites: dict[str, Site] = {}
     for name, entry in _mapping(data.get("sites"), "sites", path, data.line_of("sites")).items():
         if not isinstance(entry, LineDict):
