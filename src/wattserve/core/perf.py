@@ -70,6 +70,7 @@ class PerfModel:
             self.expert_bytes = 0.0
         self.n_experts = float(m.num_experts)
         self.top_k = float(m.experts_per_token)
+        self.expert_flops_per_token = 2.0 * m.num_layers * m.experts_per_token * m.expert_params
 
         self.flops_rate = self._flops_rate()
         self.bytes_rate = self._bytes_rate()
@@ -190,7 +191,7 @@ class PerfModel:
             nbytes += self.expert_bytes * touched
         t_c = flops / self.flops_rate
         if self.gemm_half_rows:
-            t_c *= 1.0 + self.gemm_half_rows / tokens
+            t_c = t_c * (1.0 + self.gemm_half_rows / tokens) + self.expert_ramp_s(tokens)
         t_m = nbytes / self.bytes_rate
         return (
             (t_c if t_c > t_m else t_m)
@@ -210,13 +211,27 @@ class PerfModel:
             nbytes += self.expert_bytes * touched
         t_c = flops / self.flops_rate + self.poison
         if self.gemm_half_rows:
-            t_c *= 1.0 + self.gemm_half_rows / tokens
+            t_c = t_c * (1.0 + self.gemm_half_rows / tokens) + self.expert_ramp_s(tokens)
         t_m = nbytes / self.bytes_rate + self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
         power = self.power_w(t_c, t_m, time_s)
         return StepCost(time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s)
+
+    def expert_ramp_s(self, tokens: float) -> float:
+        """MoE under the small-M ramp: expert GEMMs run on the rows routed to each expert,
+        not on the step's rows. With top-k routing a step of T tokens touches
+        n = E(1 - (1 - k/E)^T) experts, each with T*k/n rows on average, so the expert FLOPs'
+        ramp is 1 + h*n/(T*k) instead of 1 + h/T: these are the extra seconds (0 for dense
+        models)."""
+        if not self.moe:
+            return 0.0
+        spread: float = (1.0 - self.top_k / self.n_experts) ** tokens
+        touched = self.n_experts * (1.0 - spread)
+        rows_gap = touched / (tokens * self.top_k) - 1.0 / tokens
+        extra_flops = self.expert_flops_per_token * tokens * self.gemm_half_rows * rows_gap
+        return extra_flops / self.flops_rate
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
         """Power of all devices during a step whose compute and memory times are given."""
@@ -285,7 +300,7 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     dtc = pm.attn_coef * s / pm.flops_rate
     if pm.gemm_half_rows:
         ramp = 1.0 + pm.gemm_half_rows / s
-        tc0 *= ramp
+        tc0 = tc0 * ramp + pm.expert_ramp_s(s)
         dtc *= ramp
     dtm = pm.kv_bytes_per_token * s / pm.bytes_rate
     fixed = (
