@@ -72,6 +72,7 @@ def test_two_requests_share_a_batch() -> None:
     # step 1: both prompts in one prefill step (800 tokens)
     first = pm.step(800, 500 * 501 / 2 + 300 * 301 / 2, 800, 2).time_s
     assert seqs[0].first_token_s == pytest.approx(first) == seqs[1].first_token_s
+    assert seqs[0].admitted_s == seqs[1].admitted_s == 0.0  # for per-request output
     # 9 decode steps with both, then 10 with the second alone
     both = sum(
         pm.step(2, (500 + j + 1) + (300 + j + 1), (500 + j + 1) + (300 + j + 1), 2).time_s

@@ -49,6 +49,7 @@ class Seq:
     finishes at decode clock `finish`."""
 
     __slots__ = (
+        "admitted_s",
         "c0",
         "computed",
         "decoding",
@@ -74,6 +75,7 @@ class Seq:
         self.c0 = self.g0 = self.k0 = self.finish = 0
         self.prefill_target = req.prompt_tokens
         self.first_token_s: float | None = None
+        self.admitted_s: float | None = None  # first admission into the running batch
         self.preemptions = 0
 
 
@@ -308,7 +310,7 @@ class EngineModel:
                 chunks.append((s, q))
                 budget -= q
                 free -= add
-        self._admit(chunks, budget, free, rejected)
+        self._admit(now, chunks, budget, free, rejected)
         if not chunks and not decodes:
             return None, rejected
         if not chunks and not self.exact:
@@ -316,7 +318,12 @@ class EngineModel:
         return self._mixed(now, chunks), rejected
 
     def _admit(
-        self, chunks: list[tuple[Seq, int]], budget: int, free: int, rejected: list[Seq]
+        self,
+        now: float,
+        chunks: list[tuple[Seq, int]],
+        budget: int,
+        free: int,
+        rejected: list[Seq],
     ) -> None:
         """Move waiting requests into the running batch, in order, while the sequence limit,
         the token `budget` and the `free` blocks allow; their first chunks go to `chunks`,
@@ -335,6 +342,8 @@ class EngineModel:
             self.waiting.popleft()
             self.running[id(s)] = s
             self.prefilling += 1
+            if s.admitted_s is None:
+                s.admitted_s = now
             chunks.append((s, q))
             budget -= q
             free -= add
