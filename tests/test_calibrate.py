@@ -164,3 +164,134 @@ def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"in \(0, 1\]") as err:
         load_calibration(f)
     assert err.value.field == "hardware.h100-sxm.eff_compute"
+
+
+def _row(phase: str, batch: int, tokens: int, seconds: float) -> Measurement:
+    return Measurement(
+        "llama-3.1-8b",
+        "h100-sxm",
+        1,
+        1,
+        "bf16",
+        phase,
+        batch,
+        tokens,
+        tokens,
+        seconds,
+        None,  # type: ignore[arg-type]
+    )
+
+
+def _defaults_time(phase: str, batch: int, tokens: int) -> float:
+    pm = PerfModel(
+        Deployment(load_model("llama-3.1-8b"), load_catalog().device("h100-sxm")), EngineParams()
+    )
+    return (
+        pm.prefill(batch, tokens) if phase == "prefill" else pm.decode_step(batch, tokens)
+    ).time_s
+
+
+def test_one_row_keeps_the_defaults_and_says_so() -> None:
+    calib, [report] = fit_calibration([_row("decode", 8, 512, 0.02)], load_catalog())
+    assert report.fitted == () and report.params.eff_memory == EngineParams().eff_memory
+    assert any("1 row" in w and "defaults kept" in w for w in report.warnings)
+    assert calib.terms["h100-sxm"][0] == ()
+
+
+def test_rows_of_one_shape_keep_the_defaults() -> None:
+    rows = [_row("decode", 8, 512, t) for t in (0.02, 0.021, 0.5)]
+    _, [report] = fit_calibration(rows, load_catalog())
+    assert report.fitted == ()
+    assert any("one shape" in w for w in report.warnings)
+
+
+def test_noise_around_the_defaults_is_not_fitted() -> None:
+    """Rows the defaults already predict, with noise no term can explain: no fit beats the
+    defaults on held-out rows, so they are kept (the fit never makes predictions worse)."""
+    rng = random.Random(3)
+    shapes = [
+        ("prefill", 1, 512),
+        ("prefill", 4, 2048),
+        ("decode", 1, 512),
+        ("decode", 32, 1024),
+        ("decode", 128, 256),
+        ("decode", 8, 4096),
+    ]
+    rows = [
+        _row(ph, b, t, _defaults_time(ph, b, t) * rng.choice((0.9, 1.1))) for ph, b, t in shapes
+    ]
+    _, [report] = fit_calibration(rows, load_catalog())
+    assert (
+        report.loo_mean_abs_pct is None
+        or report.loo_mean_abs_pct >= report.default_mean_abs_pct * 0.97
+        or report.fitted
+    )
+    assert report.mean_abs_pct <= report.default_mean_abs_pct + 1e-9
+
+
+def test_a_clear_bandwidth_shortfall_is_fitted_and_recorded(tmp_path: Path) -> None:
+    """Decode rows 30% slower than the defaults: eff_memory is fitted, the rest kept, and the
+    calibration file says which is which."""
+    shapes = [
+        ("decode", 1, 512),
+        ("decode", 8, 1024),
+        ("decode", 32, 512),
+        ("decode", 64, 2048),
+        ("decode", 4, 256),
+    ]
+    rows = [_row(ph, b, t, _defaults_time(ph, b, t) * 1.3) for ph, b, t in shapes]
+    calib, [report] = fit_calibration(rows, load_catalog())
+    assert "eff_memory" in report.fitted and report.loo_mean_abs_pct is not None
+    assert report.loo_mean_abs_pct < report.default_mean_abs_pct / 3
+    out = tmp_path / "c.json"
+    calib.save(out)
+    entry = json.loads(out.read_text())["hardware"]["h100-sxm"]
+    assert "eff_memory" in entry["fitted"] and "overhead_layer_s" in entry["kept"] + entry["fitted"]
+    assert load_calibration(out).terms["h100-sxm"] == calib.terms["h100-sxm"]
+
+
+def test_a_large_held_out_error_warns(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    shapes = [
+        ("decode", 1, 512),
+        ("decode", 8, 1024),
+        ("decode", 32, 512),
+        ("prefill", 2, 2048),
+        ("decode", 4, 256),
+        ("prefill", 1, 128),
+    ]
+    rows = [_row(ph, b, t, _defaults_time(ph, b, t) * rng.uniform(0.3, 3.0)) for ph, b, t in shapes]
+    _, [report] = fit_calibration(rows, load_catalog())
+    if report.loo_mean_abs_pct is not None and report.loo_mean_abs_pct > 15:
+        assert any("above 15%" in w for w in report.warnings)
+    assert report.mean_abs_pct <= report.default_mean_abs_pct + 1e-9 or report.fitted
+
+
+def test_calibrate_cli_prints_residuals_and_what_was_kept(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    f = tmp_path / "m.csv"
+    f.write_text(f"{HEADER}\nllama-3.1-8b,h100-sxm,1,1,bf16,decode,8,512,512,0.02,\n")
+    result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    assert "defaults kept" in result.output and "WARNING" in result.output
+    assert "held-out error" in result.output
+
+
+def test_a_phase_unused_field_may_be_empty(tmp_path: Path) -> None:
+    f = tmp_path / "m.csv"
+    f.write_text(
+        f"{HEADER}\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,prefill,1,512,,0.05,\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,,1024,0.009,\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,,,0.009,\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        read_measurements(f)
+    assert (err.value.line, err.value.field) == (4, "context_tokens")
+    f.write_text("\n".join(f.read_text().splitlines()[:3]) + "\n")
+    prefill, decode = read_measurements(f)
+    assert (prefill.prompt_tokens, prefill.context_tokens) == (512, 512)
+    assert decode.context_tokens == 1024

@@ -85,7 +85,7 @@ def test_calibrate_writes_a_calibration_that_estimate_applies(tmp_path: Path) ->
     out = tmp_path / "c.json"
     p = run("calibrate", str(csv), "-o", str(out))
     assert p.returncode == 0, p.stderr
-    assert "fit error" in p.stdout and out.exists()
+    assert "held-out error" in p.stdout and out.exists()
     p = run(
         "estimate",
         "--model",
@@ -104,4 +104,4 @@ def test_calibrate_writes_a_calibration_that_estimate_applies(tmp_path: Path) ->
     )
     d = json.loads(p.stdout)
     assert abs(d["decode_step_s"] - 0.0068) / 0.0068 < 0.10
-    assert d["calibration"].startswith("calibrated from m.csv")
+    assert "m.csv" in d["calibration"]  # fitted from it, or defaults kept against it

@@ -72,6 +72,7 @@ def test_two_requests_share_a_batch() -> None:
     # step 1: both prompts in one prefill step (800 tokens)
     first = pm.step(800, 500 * 501 / 2 + 300 * 301 / 2, 800, 2).time_s
     assert seqs[0].first_token_s == pytest.approx(first) == seqs[1].first_token_s
+    assert seqs[0].admitted_s == seqs[1].admitted_s == 0.0  # for per-request output
     # 9 decode steps with both, then 10 with the second alone
     both = sum(
         pm.step(2, (500 + j + 1) + (300 + j + 1), (500 + j + 1) + (300 + j + 1), 2).time_s
@@ -127,3 +128,31 @@ def test_max_num_seqs_limits_the_batch() -> None:
         engine.submit(Seq(req(i, 100, 10)))
     plan, _ = engine.next_plan(0.0)
     assert plan is not None and len(engine.running) == 2 and len(engine.waiting) == 1
+
+
+def test_kv_block_count_stays_exact_and_the_heap_bounded_under_pressure() -> None:
+    """Under heavy preemption the incremental block count equals a sum over the running
+    sequences at every step, and stale finish-heap entries do not pile up."""
+    import random
+
+    rng = random.Random(7)
+    engine = EngineModel("e", perf(max_seqs=64, max_tokens=2048), kv_blocks=300)
+    arrivals = [
+        (rng.uniform(0.0, 2.0), req(i, rng.randint(1, 900), rng.randint(1, 300)))
+        for i in range(200)
+    ]
+    now, pending = 0.0, sorted(arrivals, key=lambda a: a[0])
+    while pending or engine.running or engine.waiting:
+        while pending and pending[0][0] <= now:
+            engine.submit(Seq(pending.pop(0)[1]))
+        plan, _ = engine.next_plan(now)
+        if plan is None:
+            now = pending[0][0]
+            continue
+        engine.start(plan)
+        held = sum(-(-engine.progress(s)[0] // BLOCK) for s in engine.running.values())
+        assert engine.used_blocks == held <= engine.total_blocks
+        assert len(engine.finish_heap) <= 2 * engine.n_decoding + 33
+        now = plan.end_s
+        engine.complete(now)
+    assert engine.preemptions > 100

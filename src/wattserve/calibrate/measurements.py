@@ -3,7 +3,8 @@
 Header: model,hardware,count,tensor_parallel,dtype,phase,batch,prompt_tokens,context_tokens,
 seconds,watts. Prefill rows give the seconds of one prefill of `prompt_tokens` for `batch`
 sequences; decode rows the seconds of one decode step at `context_tokens`. `watts` (mean power
-per device) may be empty.
+per device) may be empty, and so may the field a phase does not use (`context_tokens` of a
+prefill row, `prompt_tokens` of a decode row).
 """
 
 from __future__ import annotations
@@ -105,13 +106,16 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
         dtype = parse_dtype(row.get("dtype") or "")
     except ConfigError as exc:
         raise ConfigError(str(exc), path=path, line=line, field="dtype") from None
-    prompt = _int(row, "prompt_tokens", path, line, minimum=0)
+    # a phase's unused field may be empty: decode rows need no prompt_tokens, prefill rows
+    # no context_tokens (then the whole context is the prompt)
+    prompt_raw = (row.get("prompt_tokens") or "").strip()
     context_raw = (row.get("context_tokens") or "").strip()
-    context = _int(row, "context_tokens", path, line, minimum=0) if context_raw else prompt
-    if phase == "prefill" and prompt < 1:
-        raise ConfigError(
-            "a prefill row needs prompt_tokens >= 1", path=path, line=line, field="prompt_tokens"
-        )
+    if phase == "prefill":
+        prompt = _int(row, "prompt_tokens", path, line, minimum=1)
+        context = _int(row, "context_tokens", path, line, minimum=0) if context_raw else prompt
+    else:
+        context = _int(row, "context_tokens", path, line, minimum=0)
+        prompt = _int(row, "prompt_tokens", path, line, minimum=0) if prompt_raw else context
     seconds = _float(row, "seconds", path, line)
     if seconds is None:
         raise ConfigError("must not be empty", path=path, line=line, field="seconds")

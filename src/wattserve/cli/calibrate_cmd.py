@@ -15,24 +15,35 @@ from wattserve.core.catalog import load_catalog
 
 def render_report(r: FitReport) -> str:
     p = r.params
+    fitted = ", ".join(r.fitted) or "nothing (defaults kept)"
     lines = [
-        f"{r.hardware}: {r.rows} rows, fitted {', '.join(r.fitted)}",
-        f"  fit error: mean {r.mean_abs_pct:.2f}%, max {r.max_abs_pct:.2f}% (in sample)",
+        f"{r.hardware}: {r.rows} rows; fitted {fitted}; kept at defaults: "
+        f"{', '.join(r.kept) or 'none'}",
+        f"  defaults' error on these rows: mean {r.default_mean_abs_pct:.2f}%",
+        f"  calibrated: mean {r.mean_abs_pct:.2f}%, max {r.max_abs_pct:.2f}% (in sample)",
     ]
     if r.loo_mean_abs_pct is not None:
         lines.append(
-            f"  leave-one-out: mean {r.loo_mean_abs_pct:.2f}%, max {r.loo_max_abs_pct:.2f}% "
+            f"  held out: mean {r.loo_mean_abs_pct:.2f}%, max {r.loo_max_abs_pct:.2f}% "
             "(each row predicted by a fit without it)"
         )
     if r.power_mean_abs_pct is not None:
-        lines.append(f"  power fit: mean {r.power_mean_abs_pct:.2f}% over {r.power_rows} rows")
+        lines.append(f"  power: mean {r.power_mean_abs_pct:.2f}% over {r.power_rows} rows")
     lines.append(
         f"  eff_compute {p.eff_compute:.3f}, eff_memory {p.eff_memory:.3f}, "
         f"eff_comm {p.eff_comm:.3f}, step {p.overhead_step_s * 1e3:.3g} ms, "
         f"layer {p.overhead_layer_s * 1e6:.3g} us, seq {p.overhead_seq_s * 1e6:.3g} us, "
         f"collective {p.overhead_collective_s * 1e6:.3g} us"
     )
+    lines.append("  line  phase    measured s  predicted s  error  held-out error")
+    for x in r.residuals:
+        held = x.held_out_error_pct
+        lines.append(
+            f"  {x.line:4}  {x.phase:7}  {x.measured_s:10.4g}  {x.predicted_s:11.4g}  "
+            f"{x.error_pct:+5.1f}%  " + ("-" if held is None else f"{held:+.1f}%")
+        )
     lines += [f"  note: {n}" for n in r.notes]
+    lines += [f"  WARNING: {w}" for w in r.warnings]
     return "\n".join(lines)
 
 
@@ -54,7 +65,27 @@ def calibrate_cmd(
     )
     calibration.save(output)
     if json_out:
-        print_json({r.hardware: r.as_dict() for r in reports})
+        print_json(
+            {
+                r.hardware: {
+                    **r.as_dict(),
+                    "fitted": list(r.fitted),
+                    "kept": list(r.kept),
+                    "warnings": list(r.warnings),
+                    "residuals": [
+                        {
+                            "line": x.line,
+                            "phase": x.phase,
+                            "measured_s": x.measured_s,
+                            "predicted_s": x.predicted_s,
+                            "held_out_s": x.held_out_s,
+                        }
+                        for x in r.residuals
+                    ],
+                }
+                for r in reports
+            }
+        )
     else:
         for r in reports:
             typer.echo(render_report(r))

@@ -26,7 +26,11 @@ def estimate_cmd(
         typer.Option(help="Pipeline stages (default 1; SRAM-only parts: as many as needed)."),
     ] = None,
     dtype: Annotated[
-        str, typer.Option(help="Weight dtype: fp32, bf16, fp16, fp8, int8, int4.")
+        str,
+        typer.Option(
+            help="Weight format: fp32, bf16, fp16, fp8, int8, int4, or weight-only "
+            "w4a16, w8a16 (GPTQ/AWQ/GGUF: 16-bit math), w8a8."
+        ),
     ] = "bf16",
     kv_dtype: Annotated[
         str | None, typer.Option(help="KV-cache dtype (default follows --dtype).")
@@ -51,6 +55,10 @@ def estimate_cmd(
     lifetime_years: Annotated[
         float, typer.Option(help="Amortisation period for owned hardware.")
     ] = 4.0,
+    gpu_memory_utilization: Annotated[
+        float | None,
+        typer.Option(help="Share of device memory the engine uses (vLLM's name; default 0.9)."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     explain_out: Annotated[
         bool, typer.Option("--explain", help="Show every term, its bound and sources.")
@@ -62,6 +70,8 @@ def estimate_cmd(
     for name, value in (("--pue", pue), ("--lifetime-years", lifetime_years)):
         if value <= 0:
             raise typer.BadParameter("must be positive", param_hint=name)
+    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
+        raise typer.BadParameter("must be in (0, 1]", param_hint="--gpu-memory-utilization")
     if electricity_usd_per_kwh < 0:
         raise typer.BadParameter("must not be negative", param_hint="--electricity-usd-per-kwh")
     costs = CostAssumptions(cost_basis, electricity_usd_per_kwh, pue, lifetime_years)  # type: ignore[arg-type]
@@ -79,6 +89,7 @@ def estimate_cmd(
         calibration=calibration,
         catalog=load_catalog(hardware_file or []),
         costs=costs,
+        gpu_memory_utilization=gpu_memory_utilization,
     )
     if json_out:
         print_json(result.to_dict())

@@ -14,18 +14,40 @@ from wattserve.profile import run_profile
 
 @reports_errors
 def profile_cmd(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the results.")] = Path(
-        "wattserve-profile"
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Folder for the results (default ~/.cache/wattserve/profile, where serve's "
+            "local backend reads them).",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
-    quick: Annotated[bool, typer.Option(help="One model only (about 15 s on a CPU).")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="CPU engine to time: llama (the llama.cpp engine serve runs), numpy (a "
+            "synthetic decoder) or auto (llama when installed)."
+        ),
+    ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(help="llama.cpp threads (default: as serve's server runs).")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Fewer cases (about 15 s on a CPU).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Measure this machine, write a measurements CSV and a calibration for it."""
     if device not in ("auto", "cpu", "gpu"):
         raise typer.BadParameter("use auto, cpu or gpu", param_hint="--device")
+    if engine not in ("auto", "llama", "numpy"):
+        raise typer.BadParameter("use auto, llama or numpy", param_hint="--engine")
+    if threads is not None and threads < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--threads")
     log = (lambda _msg: None) if json_out else typer.echo
-    results = run_profile(output, device=device, quick=quick, log=log)
+    results = run_profile(
+        output, device=device, quick=quick, log=log, engine=engine, threads=threads
+    )
     if json_out:
         print_json(
             [

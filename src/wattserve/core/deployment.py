@@ -15,7 +15,8 @@ ACTIVATION_BYTES = 2.0  # activations and collectives travel in 16-bit
 
 
 def default_kv_dtype(dtype: Dtype) -> Dtype:
-    """KV cache dtype when none is given: fp8 with fp8 weights, else 16-bit (fp32 on fp32)."""
+    """KV cache dtype when none is given: fp8 with fp8 weights, else 16-bit (fp32 on fp32):
+    the activations' format (weight-only quantisation leaves the cache in 16-bit)."""
     if dtype in ("fp32", "bf16", "fp16", "fp8"):
         return dtype
     return "bf16"

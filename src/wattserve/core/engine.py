@@ -12,7 +12,12 @@ at a time instead. Both take the same decisions and give the same times and ener
 
 Decoding sequences advance together, so their progress is kept lazily against the engine's
 decode clock (steps taken): a run of n steps is O(1), not O(batch). KV blocks are counted
-exactly (ceil(tokens / 16) per sequence) whenever a bound cannot already prove the answer.
+exactly (ceil(tokens / 16) per sequence) and incrementally: a decoding sequence's blocks at
+decode clock d are ceil((c0 - k0 + d) / 16), so the engine keeps, over decoding sequences, the
+sum of (c0 - k0 + 15) // 16 and how many have each remainder (c0 - k0 + 15) % 16; the exact
+total at any d is then O(1) however many sequences run (see `_decode_blocks`). Entries of
+sequences that left decoding (preempted, aborted) are dropped from the finish heap when they
+outnumber the live ones, so the heap stays within twice the running set.
 
 The engine owns no clock: the caller (the simulator, or the gateway on the wall clock) says
 when things happen and asks when the current work ends.
@@ -45,6 +50,7 @@ class Seq:
     finishes at decode clock `finish`."""
 
     __slots__ = (
+        "admitted_s",
         "c0",
         "computed",
         "decoding",
@@ -70,6 +76,7 @@ class Seq:
         self.c0 = self.g0 = self.k0 = self.finish = 0
         self.prefill_target = req.prompt_tokens
         self.first_token_s: float | None = None
+        self.admitted_s: float | None = None  # first admission into the running batch
         self.preemptions = 0
 
 
@@ -122,6 +129,10 @@ class EngineModel:
         self.clock = 0  # decode steps taken by decoding sequences
         self.n_decoding = 0
         self.kv_off = 0  # sum over decoding sequences of (c0 - k0)
+        # the exact block count, incrementally (_decode_blocks): over decoding sequences, the
+        # sum of (c0 - k0 + 15) // BLOCK, and how many have each (c0 - k0 + 15) % BLOCK
+        self.kv_base_blocks = 0
+        self.kv_rem_count = [0] * BLOCK
         # (finish clock, id, k0, seq); an entry is live while seq.decoding and seq.k0 == k0
         self.finish_heap: list[tuple[int, int, int, Seq]] = []
         self.finish_order: list[int] = []  # the live entries' finish clocks, sorted
@@ -182,23 +193,39 @@ class EngineModel:
         return self.kv_off + self.n_decoding * (self.clock + ahead)
 
     def _decode_blocks(self, ahead: int) -> int:
-        """Blocks decoding sequences hold `ahead` steps from now: exact when a bound cannot
-        already show there is room (the caller compares with what is free)."""
-        d = self.clock + ahead
-        return sum(
-            -(-(s.c0 + d - s.k0) // BLOCK)
-            for _, _, k0, s in self.finish_heap
-            if s.decoding and s.k0 == k0
-        )
+        """Exact blocks decoding sequences hold `ahead` steps from now, in O(BLOCK).
 
-    def _decode_blocks_bound(self, ahead: int) -> int:
-        return self._decode_tokens(ahead) // BLOCK + self.n_decoding
+        With a = c0 - k0 + 15 = BLOCK * b + r and d = clock + ahead = BLOCK * q + e, a
+        sequence holds ceil((c0 - k0 + d) / BLOCK) = (a + d) // BLOCK = b + q + (r + e >= BLOCK)
+        blocks; summed: the kept sum of b, n * q, and the sequences whose r >= BLOCK - e."""
+        q, e = divmod(self.clock + ahead, BLOCK)
+        total = self.kv_base_blocks + self.n_decoding * q
+        if e:
+            total += sum(self.kv_rem_count[BLOCK - e :])
+        return total
 
-    def _fits(self, extra_prefill_blocks: int, ahead: int) -> bool:
-        room = self.total_blocks - self.prefill_blocks - extra_prefill_blocks
-        if self._decode_blocks_bound(ahead) <= room:
-            return True
-        return self._decode_blocks(ahead) <= room
+    def _count_blocks(self, s: Seq, sign: int) -> None:
+        """Add (sign 1) or remove (-1) a decoding sequence from the exact block count."""
+        b, r = divmod(s.c0 - s.k0 + BLOCK - 1, BLOCK)
+        self.kv_base_blocks += sign * b
+        self.kv_rem_count[r] += sign
+
+    def _decode_steps_fitting(self, room: int, limit: int) -> int:
+        """The most decode steps, 1 to `limit`, after which decoding sequences hold at most
+        `room` blocks (1 when even one step does not fit): `_decode_blocks` inverted."""
+        if self._decode_blocks(limit) <= room:
+            return limit
+        n = self.n_decoding
+        spare = room - self.kv_base_blocks  # for n * q + (sequences with r >= BLOCK - e)
+        if spare < 0:
+            return 1
+        q = spare // n
+        counts = self.kv_rem_count
+        e, extra = 0, 0
+        while e < BLOCK - 1 and n * q + extra + counts[BLOCK - 1 - e] <= spare:
+            e += 1
+            extra += counts[BLOCK - e]
+        return max(1, BLOCK * q + e - self.clock)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -209,12 +236,24 @@ class EngineModel:
         s.decoding = False
         self.n_decoding -= 1
         self.kv_off -= s.c0 - s.k0
+        self._count_blocks(s, -1)
+        # its heap entry went stale; past one stale entry per live one, drop them all
+        if len(self.finish_heap) > 2 * self.n_decoding + 32:
+            self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        """Rebuild the finish heap from its live entries, in place. Live entries are ordered
+        totally (finish clock, then id), so the heap pops them in the same order as before."""
+        heap = self.finish_heap
+        heap[:] = [e for e in heap if e[3].decoding and e[3].k0 == e[2]]
+        heapq.heapify(heap)
 
     def _enter_decoding(self, s: Seq) -> None:
         s.decoding = True
         s.c0, s.g0, s.k0 = s.computed, s.generated, self.clock
         self.n_decoding += 1
         self.kv_off += s.c0 - s.k0
+        self._count_blocks(s, 1)
         finish = s.finish = self.clock + s.req.output_tokens - s.generated
         heapq.heappush(self.finish_heap, (finish, id(s), s.k0, s))
         insort(self.finish_order, finish)
@@ -250,25 +289,29 @@ class EngineModel:
                 kv0 = float(self.kv_off + n * clock + n)
                 return self._run_plan(now, kv0, steps), _NO_SEQS
         rejected: list[Seq] = []
-        if self._decode_blocks_bound(1) > self.total_blocks - self.prefill_blocks:
-            while self.running and not self._fits(0, 1):  # the bound could not prove room
-                self._preempt_last()
-        self._clean_heap()
+        # blocks free for this step's prefill chunks, once decoding sequences have grown a
+        # token; while decodes would not fit, the most recently admitted sequence gives way
+        free = self.total_blocks - self.prefill_blocks - self._decode_blocks(1)
+        while free < 0 and self.running:
+            self._preempt_last()
+            free = self.total_blocks - self.prefill_blocks - self._decode_blocks(1)
+        heap = self.finish_heap
+        if heap and not (heap[0][3].decoding and heap[0][3].k0 == heap[0][2]):
+            self._clean_heap()
         decodes = self.n_decoding
         budget = self.max_tokens - decodes
         chunks: list[tuple[Seq, int]] = []
-        extra = 0  # blocks the chunks of this step add
         if self.prefilling:
             for s in self.running.values():
                 if s.decoding or budget <= 0:
                     continue
-                q, add = self._chunk(s, budget, extra)
+                q, add = self._chunk(s, budget, free)
                 if q == 0:
                     break
                 chunks.append((s, q))
                 budget -= q
-                extra += add
-        self._admit(chunks, budget, extra, rejected)
+                free -= add
+        self._admit(now, chunks, budget, free, rejected)
         if not chunks and not decodes:
             return None, rejected
         if not chunks and not self.exact:
@@ -276,11 +319,16 @@ class EngineModel:
         return self._mixed(now, chunks), rejected
 
     def _admit(
-        self, chunks: list[tuple[Seq, int]], budget: int, extra: int, rejected: list[Seq]
+        self,
+        now: float,
+        chunks: list[tuple[Seq, int]],
+        budget: int,
+        free: int,
+        rejected: list[Seq],
     ) -> None:
         """Move waiting requests into the running batch, in order, while the sequence limit,
-        the token `budget` and the free blocks (less the `extra` this step already adds)
-        allow; their first chunks go to `chunks`, impossible requests to `rejected`."""
+        the token `budget` and the `free` blocks allow; their first chunks go to `chunks`,
+        impossible requests to `rejected`."""
         while self.waiting and len(self.running) < self.max_seqs and budget > 0:
             s = self.waiting[0]
             if -(-s.prefill_target // BLOCK) > self.total_blocks:
@@ -289,31 +337,30 @@ class EngineModel:
                 self.pending_prefill -= s.prefill_target
                 rejected.append(s)
                 continue
-            q, add = self._chunk(s, budget, extra)
+            q, add = self._chunk(s, budget, free)
             if q == 0:
                 break
             self.waiting.popleft()
             self.running[id(s)] = s
             self.prefilling += 1
+            if s.admitted_s is None:
+                s.admitted_s = now
             chunks.append((s, q))
             budget -= q
-            extra += add
+            free -= add
 
-    def _chunk(self, s: Seq, budget: int, extra: int) -> tuple[int, int]:
-        """Tokens of prefilling `s` this step within `budget` and the free blocks, and the
+    def _chunk(self, s: Seq, budget: int, free: int) -> tuple[int, int]:
+        """Tokens of prefilling `s` this step within `budget` and the `free` blocks, and the
         blocks that adds."""
         c = s.computed
-        held = -(-c // BLOCK)
         q = min(s.prefill_target - c, budget)
         if q <= 0:
             return 0, 0
+        held = -(-c // BLOCK)
         add = -(-(c + q) // BLOCK) - held
-        n = self.n_decoding
-        free = self.total_blocks - self.prefill_blocks - extra - add
-        if (self.kv_off + n * (self.clock + 1)) // BLOCK + n <= free or self._fits(extra + add, 1):
+        if add <= free:
             return q, add
-        room = self.total_blocks - self.prefill_blocks - extra - self._decode_blocks(1)
-        q = min(q, (held + room) * BLOCK - c)
+        q = (held + free) * BLOCK - c  # fill the free blocks, and no more
         if q <= 0:
             return 0, 0
         return q, -(-(c + q) // BLOCK) - held
@@ -334,21 +381,15 @@ class EngineModel:
         dec_kv = float(self.kv_off + d * self.clock + d)  # _decode_tokens(1): KV read this step
         cost = self.perf.step(tokens + d, attn + dec_kv, kv + dec_kv, len(chunks) + d)
         if not self.power_known:
-            cost = cost._replace(power_w=0.0, energy_j=0.0)
+            return StepPlan(now, now + cost.time_s, 0.0, 0.0, chunks, d, 1, dec_kv)
         return StepPlan(now, now + cost.time_s, cost.energy_j, cost.power_w, chunks, d, 1, dec_kv)
 
     def _decode_run(self, now: float) -> StepPlan:
         self._clean_heap()
-        steps = self.finish_heap[0][0] - self.clock  # until the first sequence finishes
-        if not self._fits(0, steps):
-            lo, hi = 1, steps  # the largest n whose KV growth fits
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if self._fits(0, mid):
-                    lo = mid
-                else:
-                    hi = mid - 1
-            steps = lo
+        # until the first sequence finishes, or as far as the KV growth fits
+        steps = self._decode_steps_fitting(
+            self.total_blocks - self.prefill_blocks, self.finish_heap[0][0] - self.clock
+        )
         kv0 = float(self._decode_tokens(0) + self.n_decoding)
         return self._run_plan(now, kv0, steps)
 
@@ -409,6 +450,7 @@ class EngineModel:
                 s.decoding = False
                 self.n_decoding -= 1
                 self.kv_off -= s.c0 - k0
+                self._count_blocks(s, -1)
                 done.append(s)
         if done:  # the sequences that finished held the soonest finish clocks
             del self.finish_order[: bisect_right(self.finish_order, clock)]

@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
-from wattserve.core.dtypes import parse_dtype
+from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.hardware import ProviderOffer
 from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
 from wattserve.core.modelspec import load_model
@@ -222,6 +222,7 @@ def _resolve_deployment(
             "cost_basis",
             "scheduling",
             "backend",
+            "gpu_memory_utilization",
         }
     )
     site = r.text("site")
@@ -231,13 +232,18 @@ def _resolve_deployment(
         model = load_model(r.text("model"))
         hw = catalog.device(r.text("hardware"))
         dtype = parse_dtype(r.text("dtype", "bf16"))
-        kv_dtype = parse_dtype(r.text("kv_dtype", default_kv_dtype(dtype)))
+        kv_dtype = parse_dtype(r.text("kv_dtype", default_kv_dtype(dtype)), "kv_dtype", PEAK_DTYPES)
     except WattserveError as exc:
         raise ConfigError(str(exc), path=path, line=line, field=f"deployments.{name}") from None
     calib = Calibration()
     if "calibration" in entry:
-        calib = load_calibration(base / r.text("calibration"))
+        calib = load_calibration(base / Path(r.text("calibration")).expanduser())
     params = calib.params_for(hw)
+    if "gpu_memory_utilization" in entry:  # vLLM's name: the share of memory the engine takes
+        share = r.number("gpu_memory_utilization", positive=True)
+        if share is None or share > 1:
+            raise r.err("gpu_memory_utilization", f"must be in (0, 1], got {share}")
+        params = params.with_updates(memory_utilization=share)
     tp = r.integer("tp", 1)
     max_seqs = r.integer("max_num_seqs", 256)
     max_tokens = r.integer("max_batched_tokens", 8192)
@@ -448,7 +454,7 @@ def parse_fleet(
     hw_files = data.get("hardware_files") or []
     if not isinstance(hw_files, list):
         raise top.err("hardware_files", "must be a list of paths")
-    cat = (catalog or load_catalog()).extended([base / f for f in hw_files])
+    cat = (catalog or load_catalog()).extended([base / Path(f).expanduser() for f in hw_files])
     sites = parse_sites(data.get("sites"), path, data.line_of("sites"), cat)
     if not sites:
         raise ConfigError("a fleet needs at least one site", path=path, field="sites")

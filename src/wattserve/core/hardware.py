@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from wattserve.core.dtypes import COMPUTE_PEAK_ORDER, DTYPES, Dtype
+from wattserve.core.dtypes import COMPUTE_PEAK_ORDER, PEAK_DTYPES, Dtype
 from wattserve.core.figures import Figure
 from wattserve.core.yamlio import LineDict
 from wattserve.errors import ConfigError, MissingFigureError
@@ -220,9 +220,9 @@ def parse_hardware(hw_id: str, entry: Any, path: str) -> Hardware:
             field=f"{hw_id}.peak_tflops",
         )
     for dtype, raw in peaks.items():
-        if dtype not in DTYPES:
+        if dtype not in PEAK_DTYPES:
             raise ConfigError(
-                f"unknown dtype; use one of {', '.join(DTYPES)}",
+                f"unknown dtype; use one of {', '.join(PEAK_DTYPES)}",
                 path=path,
                 line=peaks.line_of(dtype),
                 field=f"{hw_id}.peak_tflops.{dtype}",

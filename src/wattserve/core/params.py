@@ -30,6 +30,9 @@ class EngineParams:
     overhead_layer_s: float = 1.0e-5
     overhead_seq_s: float = 5.0e-6
     overhead_collective_s: float = 1.0e-5
+    # small-M GEMM ramp: matrix work on T rows runs at eff_compute * T / (T + gemm_half_rows)
+    # (0: off, the default until measurements calibrate it; docs/model.md)
+    gemm_half_rows: float = 0.0
     memory_utilization: float = 0.9
     power_k_compute: float = 1.0
     power_k_memory: float = 0.6
@@ -81,10 +84,12 @@ def default_params(hw: Hardware) -> EngineParams:
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """Fitted EngineParams per hardware id, with the fit error that was measured."""
+    """Fitted EngineParams per hardware id, with the fit error that was measured and, per
+    hardware, the time terms the fit moved and those it kept at their defaults."""
 
     params: dict[str, EngineParams] = field(default_factory=dict)
     fit_error: dict[str, dict[str, float]] = field(default_factory=dict)
+    terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
 
     def params_for(self, hw: Hardware) -> EngineParams:
         return self.params.get(hw.id) or default_params(hw)
@@ -93,10 +98,20 @@ class Calibration:
         return {
             "version": 1,
             "hardware": {
-                hw_id: {**asdict(p), "fit_error": self.fit_error.get(hw_id, {})}
+                hw_id: {
+                    **asdict(p),
+                    "fit_error": self.fit_error.get(hw_id, {}),
+                    **self._terms_json(hw_id),
+                }
                 for hw_id, p in self.params.items()
             },
         }
+
+    def _terms_json(self, hw_id: str) -> dict[str, list[str]]:
+        if hw_id not in self.terms:
+            return {}
+        fitted, kept = self.terms[hw_id]
+        return {"fitted": list(fitted), "kept": list(kept)}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -119,6 +134,7 @@ def load_calibration(path: str | Path) -> Calibration:
         )
     params: dict[str, EngineParams] = {}
     errors: dict[str, dict[str, float]] = {}
+    terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for hw_id, entry in hardware.items():
         if not isinstance(entry, dict):
             raise ConfigError("must be an object", path=str(p), field=f"hardware.{hw_id}")
@@ -140,4 +156,7 @@ def load_calibration(path: str | Path) -> Calibration:
         params[hw_id] = EngineParams(**values)
         fe = entry.get("fit_error", {})
         errors[hw_id] = {k: float(v) for k, v in fe.items()} if isinstance(fe, dict) else {}
-    return Calibration(params=params, fit_error=errors)
+        fitted, kept = entry.get("fitted"), entry.get("kept")
+        if isinstance(fitted, list) and isinstance(kept, list):
+            terms[hw_id] = (tuple(map(str, fitted)), tuple(map(str, kept)))
+    return Calibration(params=params, fit_error=errors, terms=terms)

@@ -4,11 +4,13 @@ A step processes, across its sequences, `tokens` new tokens; `attn_work` is the 
 tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read or written;
 `seqs` is the number of sequences. Prefill and decode are both steps:
 
-    time = max(FLOPs / (peak * eff_compute * tp), bytes / (bw * eff_memory * tp))
+    time = max(FLOPs / (peak * eff_compute(T) * tp), bytes / (bw * eff_memory * tp))
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
     power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory))
 
-The hot path is plain float arithmetic on values resolved once in __init__.
+eff_compute(T) = eff_compute * T / (T + gemm_half_rows): GEMMs with few rows run below their
+large-M efficiency (off by default). The hot path is plain float arithmetic on values
+resolved once in __init__.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class PerfModel:
             self.expert_bytes = 0.0
         self.n_experts = float(m.num_experts)
         self.top_k = float(m.experts_per_token)
+        self.expert_flops_per_token = 2.0 * m.num_layers * m.experts_per_token * m.expert_params
 
         self.flops_rate = self._flops_rate()
         self.bytes_rate = self._bytes_rate()
@@ -87,6 +90,7 @@ class PerfModel:
         self.comm_per_token = comm_per_token
         self.overhead_fixed = params.overhead_step_s + layers * params.overhead_layer_s
         self.overhead_seq = params.overhead_seq_s
+        self.gemm_half_rows = params.gemm_half_rows
         self.poison = NAN if self.missing else 0.0
 
         self.idle_w, self.dynamic_w = self._power_figures()
@@ -186,6 +190,8 @@ class PerfModel:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
         t_c = flops / self.flops_rate
+        if self.gemm_half_rows:
+            t_c = t_c * (1.0 + self.gemm_half_rows / tokens) + self.expert_ramp_s(tokens)
         t_m = nbytes / self.bytes_rate
         return (
             (t_c if t_c > t_m else t_m)
@@ -204,12 +210,28 @@ class PerfModel:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
         t_c = flops / self.flops_rate + self.poison
+        if self.gemm_half_rows:
+            t_c = t_c * (1.0 + self.gemm_half_rows / tokens) + self.expert_ramp_s(tokens)
         t_m = nbytes / self.bytes_rate + self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
         power = self.power_w(t_c, t_m, time_s)
         return StepCost(time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s)
+
+    def expert_ramp_s(self, tokens: float) -> float:
+        """MoE under the small-M ramp: expert GEMMs run on the rows routed to each expert,
+        not on the step's rows. With top-k routing a step of T tokens touches
+        n = E(1 - (1 - k/E)^T) experts, each with T*k/n rows on average, so the expert FLOPs'
+        ramp is 1 + h*n/(T*k) instead of 1 + h/T: these are the extra seconds (0 for dense
+        models)."""
+        if not self.moe:
+            return 0.0
+        spread: float = (1.0 - self.top_k / self.n_experts) ** tokens
+        touched = self.n_experts * (1.0 - spread)
+        rows_gap = touched / (tokens * self.top_k) - 1.0 / tokens
+        extra_flops = self.expert_flops_per_token * tokens * self.gemm_half_rows * rows_gap
+        return extra_flops / self.flops_rate
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
         """Power of all devices during a step whose compute and memory times are given."""
@@ -276,6 +298,10 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
         touched = pm.n_experts * (1.0 - (1.0 - pm.top_k / pm.n_experts) ** s)
         tm0 += pm.expert_bytes * touched / pm.bytes_rate
     dtc = pm.attn_coef * s / pm.flops_rate
+    if pm.gemm_half_rows:
+        ramp = 1.0 + pm.gemm_half_rows / s
+        tc0 = tc0 * ramp + pm.expert_ramp_s(s)
+        dtc *= ramp
     dtm = pm.kv_bytes_per_token * s / pm.bytes_rate
     fixed = (
         pm.comm_fixed + pm.comm_per_token * s + pm.overhead_fixed + pm.overhead_seq * s + pm.poison

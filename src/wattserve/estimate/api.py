@@ -10,7 +10,7 @@ from typing import Any
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import CostAssumptions, cost_rate, token_usd
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
-from wattserve.core.dtypes import parse_dtype
+from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.hardware import Provider
 from wattserve.core.memory import MemoryFit, memory_fit
 from wattserve.core.modelspec import ModelSpec, load_model
@@ -108,10 +108,13 @@ def estimate(
     calibration: Calibration | str | Path | None = None,
     catalog: Catalog | None = None,
     costs: CostAssumptions = _DEFAULT_COSTS,
+    gpu_memory_utilization: float | None = None,
 ) -> Estimate:
     """Estimate `model` on `hardware` (a device id or a hosted provider id).
 
     `context` is the KV-cache length of the decode step (default prompt + output / 2).
+    `gpu_memory_utilization` (vLLM's name): the share of device memory the engine may use for
+    weights, activations and KV cache (default: the calibration's, else 0.9).
     """
     tp = _positive("tp", tp)
     if pp is not None:
@@ -128,7 +131,11 @@ def estimate(
         )
     hw = cat.device(hardware)
     wdtype = parse_dtype(dtype, "dtype")
-    kdtype = default_kv_dtype(wdtype) if kv_dtype is None else parse_dtype(kv_dtype, "kv_dtype")
+    kdtype = (
+        default_kv_dtype(wdtype)
+        if kv_dtype is None
+        else parse_dtype(kv_dtype, "kv_dtype", PEAK_DTYPES)
+    )
     if calibration is None:
         calib = _NO_CALIBRATION
     elif isinstance(calibration, Calibration):
@@ -136,6 +143,11 @@ def estimate(
     else:
         calib = load_calibration(calibration)
     params = calib.params_for(hw)
+    if gpu_memory_utilization is not None:
+        share = gpu_memory_utilization
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise ConfigError(f"must be in (0, 1], got {share!r}", field="gpu_memory_utilization")
+        params = params.with_updates(memory_utilization=float(share))
     seq_tokens = prompt_tokens + output_tokens
     if pp is None:
         need = chips_needed(spec, hw, wdtype, kdtype, batch * seq_tokens, params)

@@ -176,31 +176,99 @@ def _finish(
     )
 
 
-def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> ProfileResult:
-    """Measure this machine's CPU with NumPy (`plan` overrides the built-in cases)."""
+def _cpu_entry(path: Path, log: Log) -> tuple[Path, dict[str, float], RaplMeter | None, str]:
+    """Measure this CPU's fp32 matmul rate and copy bandwidth, open RAPL, and write the
+    catalog entry `local-cpu` to `path`; returns it with the figures, meter and power note."""
     log("CPU: measuring matrix-multiply throughput and memory bandwidth")
     tflops = micro.numpy_matmul_tflops()
     gbps = micro.numpy_copy_gbps()
     log(f"  fp32 matmul {tflops * 1e3:.1f} GFLOPS, copy bandwidth {gbps:.1f} GB/s")
     meter, power_note = RaplMeter.open()
     figures = {"peak_tflops": tflops, "mem_bw_gbps": gbps, "memory_gb": memory_gb()}
-    if meter is not None:
-        max_w = meter.max_power_w()
-        if max_w:
-            figures["tdp_w"] = max_w
+    if meter is not None and (max_w := meter.max_power_w()):
+        figures["tdp_w"] = max_w
     log(f"  power: {power_note}")
     source = (
         f"measured by wattserve profile on {platform.node()} ({cpu_name()}, "
         f"{os.cpu_count()} CPUs) {dt.date.today().isoformat()}"
     )
-    hw_path = out / "hardware-cpu.yaml"
-    hw_path.write_text(hardware_yaml("local-cpu", cpu_name(), "cpu", "fp32", dict(figures), source))
+    path.write_text(hardware_yaml("local-cpu", cpu_name(), "cpu", "fp32", dict(figures), source))
+    return path, figures, meter, power_note
+
+
+def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> ProfileResult:
+    """Measure this machine's CPU with NumPy (`plan` overrides the built-in cases)."""
+    hw_path, figures, meter, power_note = _cpu_entry(out / "hardware-cpu.yaml", log)
     catalog = load_catalog([hw_path])
     hw = catalog.device("local-cpu")
     if plan is None:
         plan = CPU_PLAN[:1] if quick else CPU_PLAN
     rows = _measure(hw.id, NumpyBackend(), plan, meter, log)
     result = _finish(hw, rows, catalog, out, "cpu", power_note, figures)
+    result.files["hardware"] = hw_path
+    return result
+
+
+def default_profile_dir() -> Path:
+    """Where `profile` writes and `serve`'s local backend looks: $WATTSERVE_CACHE_DIR/profile,
+    else ~/.cache/wattserve/profile."""
+    base = os.environ.get("WATTSERVE_CACHE_DIR") or str(Path.home() / ".cache" / "wattserve")
+    return Path(base) / "profile"
+
+
+LLAMA_FILES = {"hardware": "local-cpu.yaml", "calibration": "calibration-local.json"}
+
+
+def profile_llama(
+    out: Path,
+    quick: bool,
+    log: Log,
+    threads: int | None = None,
+    prefills: tuple[int, ...] | None = None,
+    decodes: tuple[int, ...] | None = None,
+) -> ProfileResult:
+    """Time the real llama.cpp engine serving SmolLM2 (see profile/llama.py) and write the
+    `local-cpu` hardware entry, the measurements and their calibration into `out`."""
+    from wattserve.profile import llama
+    from wattserve.serve.backends.local import smollm2_gguf
+
+    threads = threads or llama.server_threads()
+    hw_path, figures, meter, power_note = _cpu_entry(out / LLAMA_FILES["hardware"], log)
+    catalog = load_catalog([hw_path])
+    hw = catalog.device("local-cpu")
+    log(f"llama.cpp: SmolLM2-135M-Instruct Q4_1 GGUF, {threads} threads, one sequence")
+    timer = llama.LlamaTimer(smollm2_gguf(), threads)
+    cases = [
+        ("prefill", n) for n in prefills or (llama.QUICK_PREFILLS if quick else llama.PREFILLS)
+    ]
+    cases += [("decode", n) for n in decodes or (llama.QUICK_DECODES if quick else llama.DECODES)]
+    rows: list[Measurement] = []
+    try:
+        for phase, n in cases:
+            if meter is not None:
+                meter.start()
+            seconds = timer.prefill_s(n) if phase == "prefill" else timer.decode_s(n)
+            watts = meter.stop() if meter is not None else None
+            log(f"    {phase:7} tokens {n:5}: {seconds * 1e3:9.2f} ms")
+            rows.append(
+                Measurement(
+                    model="smollm2-135m",
+                    hardware="local-cpu",
+                    count=1,
+                    tensor_parallel=1,
+                    dtype="w4a16",
+                    phase=phase,  # type: ignore[arg-type]
+                    batch=1,
+                    prompt_tokens=n,
+                    context_tokens=n,
+                    seconds=seconds,
+                    watts=watts,
+                    line=len(rows) + 2,
+                )
+            )
+    finally:
+        timer.close()
+    result = _finish(hw, rows, catalog, out, "local", power_note, figures)
     result.files["hardware"] = hw_path
     return result
 
@@ -252,14 +320,34 @@ def profile_gpu(out: Path, quick: bool, log: Log) -> ProfileResult:
 
 
 def run_profile(
-    out: Path, device: str = "auto", quick: bool = False, log: Log = print
+    out: Path | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    log: Log = print,
+    engine: str = "auto",
+    threads: int | None = None,
 ) -> list[ProfileResult]:
-    """Profile the CPU and/or the GPU (`device`: auto, cpu or gpu)."""
+    """Profile the CPU and/or the GPU (`device`: auto, cpu or gpu). On the CPU, `engine`
+    llama times the llama.cpp engine `serve` runs, numpy a synthetic NumPy decoder; auto is
+    llama when llama-cpp-python and the SmolLM2 GGUF are installed. `out` defaults to the
+    stable place serve's local backend reads (default_profile_dir)."""
+    from wattserve.profile.llama import llama_available
+
+    out = out or default_profile_dir()
     out.mkdir(parents=True, exist_ok=True)
     results = []
     started = time.perf_counter()
+    if engine == "llama" and not llama_available():
+        from wattserve.errors import WattserveError
+
+        raise WattserveError(
+            "cannot profile llama.cpp: install the local extra (pip install 'wattserve[local]')"
+        )
     if device in ("auto", "cpu"):
-        results.append(profile_cpu(out, quick, log))
+        if engine == "llama" or (engine == "auto" and llama_available()):
+            results.append(profile_llama(out, quick, log, threads))
+        else:
+            results.append(profile_cpu(out, quick, log))
     if device in ("auto", "gpu"):
         ok, why = gpu_available()
         if ok:

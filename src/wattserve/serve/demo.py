@@ -49,12 +49,16 @@ providers:
     ttft_s: 0.25
 """
 
+# As the engine runs: a 4-bit GGUF (weight-only), one sequence at a time (llama-cpp-python's
+# server serialises requests), prompts evaluated in batches of 512 tokens (its n_batch).
 LOCAL_DEPLOYMENT = """\
   smollm2:
     site: edge
     model: smollm2-135m
     hardware: local-cpu
-    dtype: fp32
+    dtype: w4a16
+    max_num_seqs: 1
+    max_batched_tokens: 512
     backend:
       kind: local-llama
 """
@@ -72,10 +76,15 @@ def demo_fleet_yaml(folder: Path) -> str:
     """The demo fleet; with the local model, `folder` receives this CPU's hardware entry."""
     text = DEMO_FLEET
     if local_model_available():
+        from wattserve.profile.run import LLAMA_FILES, default_profile_dir
         from wattserve.serve.backends.local import local_cpu_hardware
 
         hw = local_cpu_hardware(folder)
+        local = LOCAL_DEPLOYMENT
+        calib = default_profile_dir() / LLAMA_FILES["calibration"]
+        if calib.is_file():  # `wattserve profile` measured this engine: use its calibration
+            local = local.replace("    backend:", f"    calibration: {calib}\n    backend:")
         text = f"hardware_files: [{hw.name}]\n" + text.replace(
-            "providers:\n", LOCAL_DEPLOYMENT + "providers:\n"
+            "providers:\n", local + "providers:\n"
         )
     return text

@@ -164,9 +164,23 @@ class LocalLlamaBackend(OpenAIBackend):
 
 def local_cpu_hardware(folder: Path) -> Path:
     """Measure this CPU (matrix multiply, memory copy; about a second) and write it as the
-    catalog entry `local-cpu` (TDP from RAPL's power limit when readable, else unknown)."""
+    catalog entry `local-cpu` (TDP from RAPL's power limit when readable, else unknown).
+    When `wattserve profile` has written the shared profile, its entry is copied instead, so
+    that serve and simulate use the same figures."""
     from wattserve.profile import micro
-    from wattserve.profile.run import cpu_name, hardware_yaml, memory_gb
+    from wattserve.profile.run import (
+        LLAMA_FILES,
+        cpu_name,
+        default_profile_dir,
+        hardware_yaml,
+        memory_gb,
+    )
+
+    shared = default_profile_dir() / LLAMA_FILES["hardware"]
+    if shared.is_file():
+        path = folder / "local-cpu.yaml"
+        path.write_bytes(shared.read_bytes())
+        return path
 
     figures = {
         "peak_tflops": micro.numpy_matmul_tflops(1024, 3),

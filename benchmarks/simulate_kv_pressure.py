@@ -1,0 +1,95 @@
+"""simulate one KV-bound replica next to a light one, on the same trace, in the same run.
+
+Target (issue #12, item 11): the KV-bound case at most 3x the light case's wall time, with
+results identical to the engine before the incremental KV count (a digest of every request's
+latencies, the engine's steps, preemptions and energy, recorded in
+benchmarks/simulate_kv_pressure.digest).
+
+KV-bound: Llama-2-70B, TP2 on A100-80GB (about 2 GB per device left for the KV cache), batch
+cap 128, 4,096 batched tokens, recompute preemption. Light: Llama-3.1-8B on one H100 with
+the same engine limits. Trace: Azure LLM inference traces 2023, conversation (19,366
+requests; Microsoft Azure, CC-BY 4.0, Azure/AzurePublicDataset).
+
+Run: python benchmarks/simulate_kv_pressure.py [--record]   (--record rewrites the digest)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import sys
+import tempfile
+import time
+from array import array
+from pathlib import Path
+
+from wattserve.core.fleet import Fleet, load_fleet
+from wattserve.core.workload import load_workload
+from wattserve.simulate import Outcome, simulate
+
+REPO = Path(__file__).resolve().parent.parent
+TRACE = REPO.parent / "shared" / "traces" / "azure_llm_2023_conv.csv"
+DIGEST = Path(__file__).with_suffix(".digest")
+CASES = {
+    "light": ("llama-3.1-8b", "h100-sxm", 1),
+    "kv-bound": ("llama-2-70b", "a100-sxm-80gb", 2),
+}
+
+
+def fleet(model: str, hardware: str, tp: int) -> Fleet:
+    text = (
+        "name: one-replica\nsites:\n  dc: {kind: datacenter}\ndeployments:\n  engine:\n"
+        f"    site: dc\n    model: {model}\n    hardware: {hardware}\n    tp: {tp}\n"
+        "    max_num_seqs: 128\n    max_batched_tokens: 4096\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fleet.yaml"
+        path.write_text(text)
+        return load_fleet(path)
+
+
+def digest(out: Outcome) -> str:
+    """Every request's latencies and the engine's counters, hashed bit for bit. Latencies are
+    sorted: sequences finishing in the same step may be reported in any order."""
+    h = hashlib.sha256()
+    for arr in (out.ttft, out.tpot, out.e2e):
+        h.update(array("d", sorted(arr)).tobytes())
+    for e in out.engines:
+        h.update(struct.pack("<qqd", e.steps, e.preemptions, e.busy_energy_j))
+    h.update(struct.pack("<qq", out.completed, sum(out.rejected.values())))
+    return h.hexdigest()[:16]
+
+
+def main() -> None:
+    record = "--record" in sys.argv[1:]
+    walls: dict[str, float] = {}
+    digests: dict[str, str] = {}
+    for name, (model, hw, tp) in CASES.items():
+        fl = fleet(model, hw, tp)
+        wl = load_workload(TRACE, default_model=model)
+        t0 = time.perf_counter()
+        report, out = simulate(fl, wl, "least_loaded")
+        walls[name] = time.perf_counter() - t0
+        digests[name] = digest(out)
+        preempt = sum(e.preemptions for e in out.engines)
+        print(
+            f"{name:9} {model} tp{tp} on {hw}: {len(wl.requests):,} requests, "
+            f"{walls[name]:.2f} s wall, {report['engine_steps']:,} steps, "
+            f"{preempt:,} preemptions, digest {digests[name]}"
+        )
+    ratio = walls["kv-bound"] / walls["light"]
+    print(f"kv-bound / light: {ratio:.1f}x (target <= 3x)")
+    lines = [f"{k} {v}" for k, v in digests.items()]
+    if record:
+        DIGEST.write_text("\n".join(lines) + "\n")
+        print(f"recorded {DIGEST.name}")
+    elif DIGEST.exists():
+        want = DIGEST.read_text().split("\n")
+        same = [ln for ln in lines if ln in want]
+        print(f"results identical to the recorded digest: {len(same)}/{len(lines)}")
+        if len(same) != len(lines):
+            sys.exit("results differ from benchmarks/simulate_kv_pressure.digest")
+
+
+if __name__ == "__main__":
+    main()
