@@ -4,7 +4,8 @@
     ├── ConfigError          a file or value the user gave is malformed (says file, line, field)
     ├── UnknownNameError     a hardware, provider or model id that no catalog holds
     ├── MissingFigureError   a figure the model needs is not in the catalog (never a silent zero)
-    └── CalibrationError     a calibration could not be fitted or applied
+    ├── CalibrationError     a calibration could not be fitted or applied
+    └── BenchError           a benchmark cannot run: the server is unreachable or not OpenAI
 
 Every message says what went wrong and what to do about it.
 """
@@ -63,6 +64,10 @@ class MissingFigureError(WattserveError):
 
 class CalibrationError(WattserveError):
     """Calibration could not be fitted or applied."""
+
+
+class BenchError(WattserveError):
+    """`bench` cannot run: the endpoint is unreachable or does not answer like OpenAI."""
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:

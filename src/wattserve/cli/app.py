@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from wattserve.cli.bench_cmd import bench_cmd
 from wattserve.cli.calibrate_cmd import calibrate_cmd
 from wattserve.cli.catalog_cmd import catalog_app, models_cmd
 from wattserve.cli.estimate_cmd import estimate_cmd
@@ -25,6 +26,7 @@ app.command("models")(models_cmd)
 app.command("simulate")(simulate_cmd)
 app.command("serve")(serve_cmd)
 app.command("usage")(usage_cmd)
+app.command("bench")(bench_cmd)
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
 
