@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -86,7 +86,7 @@ def _thin(xs: Sequence[Number], ys: Sequence[Number | None]) -> list[list[float 
 
 
 def cdf(
-    title: str, series: dict[str, Sequence[float]], *, unit: str = "s", label: str = ""
+    title: str, series: Mapping[str, Sequence[float]], *, unit: str = "s", label: str = ""
 ) -> Chart:
     """Cumulative distributions: for each series, the fraction of values at or below x."""
     out: dict[str, list[list[float | None]]] = {}
@@ -116,7 +116,7 @@ def cdf(
 
 def timeseries(
     title: str,
-    series: dict[str, tuple[Sequence[Number], Sequence[Number | None]]],
+    series: Mapping[str, tuple[Sequence[Number], Sequence[Number | None]]],
     *,
     y_unit: str,
     y_label: str = "",
@@ -141,7 +141,7 @@ def timeseries(
     )
 
 
-def bars(title: str, values: dict[str, float | None], *, unit: str, label: str = "") -> Chart:
+def bars(title: str, values: Mapping[str, float | None], *, unit: str, label: str = "") -> Chart:
     """One bar per name (a policy, a device); unknown values are left out with their name."""
     known = {k: v for k, v in values.items() if v is not None and np.isfinite(v)}
     return Chart(
@@ -163,7 +163,7 @@ def bars(title: str, values: dict[str, float | None], *, unit: str, label: str =
 
 def scatter(
     title: str,
-    points: dict[str, Sequence[tuple[float, float, str]]],
+    points: Mapping[str, Sequence[tuple[float, float, str]]],
     *,
     x_unit: str,
     y_unit: str,
