@@ -33,7 +33,9 @@
         if (a < 120) return num(v, 2) + " s";
         return clock(v);
       case "clock": return clock(v);
-      case "$": return (v < 0 ? "-$" : "$") + num(Math.abs(v), Math.abs(v) < 1 ? 4 : 2);
+      case "$":
+        var d = Math.abs(v);
+        return (v < 0 ? "-$" : "$") + (d === 0 ? "0" : d < 0.01 ? d.toPrecision(2) : num(d, d < 1 ? 4 : 2));
       case "%": return num(v * 100, 1) + " %";
       case "": return num(v, 3);
       default: return si(v, unit);
