@@ -31,7 +31,12 @@ async def replay(workload: Workload, opts: BenchOptions, progress: Progress | No
     connector = aiohttp.TCPConnector(limit=opts.concurrency or 0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=opts.timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        return await Bench(opts, session).run(workload, progress)
+        bench = Bench(opts, session)
+        try:
+            return await bench.run(workload, progress)
+        finally:
+            if bench.client.pool is not None:
+                await bench.client.pool.close()
 
 
 def run_bench(

@@ -24,8 +24,10 @@ from wattserve.bench.client import CONNECT, Client, Result
 from wattserve.bench.prompts import Calibration, fit, prompt
 from wattserve.core.workload import Request, Workload
 from wattserve.errors import BenchError
+from wattserve.serve.backends.http1 import Http1Pool
 
 CONNECT_GIVE_UP = 20
+SPIN_S = 0.0015  # the last stretch before a send time is waited out by yielding, not a timer
 Progress = Callable[[int, int, int, float, bool], None]  # done, total, errors, elapsed s, final
 PROBE_WORDS = (16, 144)
 EXACT_FIELDS = ("ignore_eos", "min_tokens")
@@ -93,7 +95,10 @@ class Bench:
         if opts.api_key:
             headers["Authorization"] = f"Bearer {opts.api_key}"
         self.headers = headers
-        self.client = Client(session, self.root + path, headers)
+        pool = None
+        if not opts.stream and self.root.startswith("http://"):
+            pool = Http1Pool(self.root, limit=max(opts.concurrency or 0, 256))
+        self.client = Client(session, self.root + path, headers, opts.timeout_s, pool)
         self.session = session
         self.rng = random.Random(opts.seed)
         self.exact = opts.exact_output == "on"
@@ -223,9 +228,11 @@ class Bench:
         ticker = asyncio.create_task(self._tick(progress, state, len(results), t0))
         try:
             for res, body in zip(results, bodies, strict=True):
-                delay = t0 + res.scheduled_s - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                due = t0 + res.scheduled_s
+                if due - time.perf_counter() > SPIN_S:
+                    await asyncio.sleep(due - time.perf_counter() - SPIN_S)
+                while time.perf_counter() < due:  # the loop's timers are only ms-accurate
+                    await asyncio.sleep(0)
                 if stop.is_set():
                     break
                 tasks.append(asyncio.create_task(one(res, body)))
