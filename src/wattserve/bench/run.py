@@ -194,13 +194,8 @@ class Bench:
             Result(r.id, r.row, t, r.prompt_tokens, r.output_tokens, r.slo)
             for r, t in zip(reqs, times, strict=True)
         ]
-        bodies = [  # a row's own model, else --model, else the server's first
-            self.body(
-                r.model or model, cal.words_for(r.prompt_tokens), r.output_tokens, self.opts.stream
-            )
-            for r in reqs
-        ]
         sem = asyncio.Semaphore(self.opts.concurrency) if self.opts.concurrency else None
+        stream = self.opts.stream
         state = {"done": 0, "errors": 0, "connect_run": 0}
         stop = asyncio.Event()
 
@@ -227,7 +222,12 @@ class Bench:
         t0 = time.perf_counter()
         ticker = asyncio.create_task(self._tick(progress, state, len(results), t0))
         try:
-            for res, body in zip(results, bodies, strict=True):
+            for r, res in zip(reqs, results, strict=True):
+                # built as it goes: a long trace's prompts need not all sit in memory at once;
+                # a row's own model, else --model, else the server's first
+                body = self.body(
+                    r.model or model, cal.words_for(r.prompt_tokens), r.output_tokens, stream
+                )
                 due = t0 + res.scheduled_s
                 if due - time.perf_counter() > SPIN_S:
                     await asyncio.sleep(due - time.perf_counter() - SPIN_S)
