@@ -215,7 +215,7 @@ def test_the_server_dies_mid_run(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in stderr, stderr
     res = json.loads(out.read_text())
     assert res["completed"] > 5 and res["failed"] > 0
-    assert res["completed"] + res["failed"] == 120
+    assert res["completed"] + res["failed"] + res["not_sent"] == 120
     assert "stopped early: the server stopped answering" in stderr
     assert "requests failed" in stderr and "connect" in res["errors_by_kind"]
     assert "Successful requests:" in stdout

@@ -29,6 +29,10 @@ if CHROMIUM is None or DRIVER is None:
         "needs Debian's chromium and chromium-driver (scripts/test)", allow_module_level=True
     )
 
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 
 
@@ -86,10 +90,27 @@ def test_dashboard_live_admin_and_refusal(browser: Any, tmp_path: Path) -> None:
     )
     with gateway(tmp_path, FAST_FLEET, name="dash") as s:
         browser.get(s.url + "/")
-        text = lambda id_: browser.find_element(By.ID, id_).text  # noqa: E731
+
+        def text(id_: str) -> str:  # read through JS: the page redraws its tables every second
+            return str(
+                browser.execute_script(
+                    "var e = document.getElementById(arguments[0]); return e ? e.innerText : ''",
+                    id_,
+                )
+            )
+
+        def click(id_: str) -> None:
+            for _ in range(20):
+                try:
+                    browser.find_element(By.ID, id_).click()
+                    return
+                except (StaleElementReferenceException, NoSuchElementException):
+                    time.sleep(0.1)  # redrawn between finding and clicking: find it again
+            raise AssertionError(f"could not click #{id_}")
+
         wait_for("the refusal without a key", lambda: "401" in text("status"))
         browser.find_element(By.ID, "api-key").send_keys(viewer)
-        browser.find_element(By.ID, "use-key").click()
+        click("use-key")
         wait_for("the totals", lambda: text("total-requests") == "0")
         idle_power = text("site-dc-now")
 
@@ -105,24 +126,26 @@ def test_dashboard_live_admin_and_refusal(browser: Any, tmp_path: Path) -> None:
                 "the count to move", lambda: int(text("total-requests")) >= first + 10, timeout=60
             )
             wait_for("power under load", lambda: text("site-dc-now") != idle_power)
-            rows = browser.find_elements(By.CSS_SELECTOR, "#recent tbody tr")
-            assert (rows and "fast/" in rows[0].text) or "edge-small/" in rows[0].text
-            assert "policy" in rows[0].text  # why it went there
+            first_row = browser.execute_script(
+                "var r = document.querySelector('#recent tbody tr'); return r ? r.innerText : ''"
+            )
+            assert "fast/" in first_row or "edge-small/" in first_row, first_row
+            assert "policy" in first_row  # why it went there
             assert "$" in text("total-usd") and "J" in text("total-energy")
 
-            browser.find_element(By.ID, "drain-fast").click()  # a viewer may not act
+            click("drain-fast")  # a viewer may not act
             wait_for("the refusal", lambda: "refused (403)" in text("admin-msg"))
             assert fleet(s.url, viewer)["targets"]["fast"]["drained"] is False
 
             key_box = browser.find_element(By.ID, "api-key")
             key_box.clear()
             key_box.send_keys(admin)
-            browser.find_element(By.ID, "use-key").click()
-            browser.find_element(By.ID, "drain-fast").click()
+            click("use-key")
+            click("drain-fast")
             wait_for("the drain", lambda: fleet(s.url, admin)["targets"]["fast"]["drained"])
             wait_for("the drained row", lambda: "drained" in text("target-fast"))
             browser.find_element(By.ID, "cap-dc").send_keys("1234")
-            browser.find_element(By.ID, "setcap-dc").click()
+            click("setcap-dc")
             wait_for(
                 "the new cap", lambda: fleet(s.url, admin)["sites"]["dc"]["power_cap_w"] == 1234
             )

@@ -4,7 +4,9 @@ vLLM-comparable latency and throughput figures, plus $, J and gCO2 where wattser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,11 @@ async def replay(workload: Workload, opts: BenchOptions, progress: Progress | No
     timeout = aiohttp.ClientTimeout(total=opts.timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         bench = Bench(opts, session)
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:  # SIGTERM ends the run like Ctrl-C: with a partial report
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             return await bench.run(workload, progress)
         finally:

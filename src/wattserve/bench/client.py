@@ -16,14 +16,15 @@ import orjson
 
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
 
-# Error kinds, reported with their counts (`errors_by_kind`).
-CONNECT, TIMEOUT, DISCONNECTED, BAD_RESPONSE, STREAM_ERROR, EMPTY = (
+# Error kinds, reported with their counts (`errors_by_kind`); not_sent: the run stopped first.
+CONNECT, TIMEOUT, DISCONNECTED, BAD_RESPONSE, STREAM_ERROR, EMPTY, NOT_SENT = (
     "connect",
     "timeout",
     "disconnected",
     "bad_response",
     "stream_error",
     "empty",
+    "not_sent",
 )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from wattserve.bench.client import Result
+from wattserve.bench.client import NOT_SENT, Result
 from wattserve.core.workload import SLO
 
 PERCENTILES = (50, 90, 99)
@@ -64,6 +64,8 @@ def summarize(
 ) -> dict[str, Any]:
     """The figures of a run. `carbon_g_per_kwh` maps sites (or "*" for all) to intensity."""
     span = max(duration_s, 1e-9)
+    unsent = sum(r.error_kind == NOT_SENT for r in results)
+    results = [r for r in results if r.error_kind != NOT_SENT]  # a stopped run's remainder
     done = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     ttfts = [r.ttft_s for r in done if r.ttft_s is not None]
@@ -94,6 +96,7 @@ def summarize(
     out.update(
         {
             "requests": len(results),
+            "not_sent": unsent,
             "ttft_s": _pct(ttfts),
             "tpot_s": _pct(tpots),
             "e2e_s": _pct(e2es),

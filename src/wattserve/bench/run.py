@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from wattserve.bench.client import CONNECT, Client, Result
+from wattserve.bench.client import CONNECT, NOT_SENT, Client, Result
 from wattserve.bench.prompts import Calibration, fit, prompt
 from wattserve.core.workload import Request, Workload
 from wattserve.errors import BenchError
@@ -203,7 +203,7 @@ class Bench:
             if sem is not None:
                 async with sem:
                     if stop.is_set():
-                        res.fail("not_sent", "the run stopped before this request was sent")
+                        res.fail(NOT_SENT, "the run stopped before this request was sent")
                         return
                     await self.client.send(res, body, t0)
             else:
@@ -252,7 +252,7 @@ class Bench:
             )
         sent = len(tasks)
         for res in results[sent:]:
-            res.fail("not_sent", "the run stopped before this request was sent")
+            res.fail(NOT_SENT, "the run stopped before this request was sent")
         for task, res in zip(tasks, results, strict=False):
             if task.cancelled() and res.error_kind is None and not res.ok:
                 res.fail("cancelled", "interrupted before it finished")

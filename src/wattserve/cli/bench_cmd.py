@@ -166,7 +166,7 @@ def bench_cmd(
         "endpoint_type": f"openai-{endpoint}" if endpoint == "chat" else "openai",
         "model_id": run.model,
         "trace": str(trace),
-        "num_prompts": len(run.results),
+        "num_prompts": len(run.results),  # in the trace (after --duration, --max-requests)
         "request_rate": "inf"
         if request_rate is not None and math.isinf(request_rate)
         else request_rate,
@@ -223,5 +223,7 @@ def _problems(r: dict[str, Any]) -> list[str]:
         )
         lines += [f"  {k}: {ex}" for k, ex in r["error_examples"].items()]
     if r["stopped"]:
-        lines.append(f"warning: stopped early: {r['stopped']}")
+        lines.append(
+            f"warning: stopped early: {r['stopped']}; {r['not_sent']} requests were not sent"
+        )
     return lines
