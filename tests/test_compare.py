@@ -120,3 +120,22 @@ def test_bad_files_are_named(tmp_path: Path, content: str | None, message: str) 
     r = compare_cli(str(good), str(bad), "--policy", "energy")
     assert r.returncode == 2 and message in r.stderr and str(bad) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_request_by_request_when_both_files_list_requests() -> None:
+    from wattserve.bench.compare import paired, per_request
+
+    def run(scale: float) -> dict[str, object]:
+        results = []
+        for i in range(10):
+            r = Result(i, 100 + i, 0.0, 10, 3, ok=True, ttft_s=0.01 * scale, e2e_s=0.1 * scale)
+            r.usage_completion_tokens = 3
+            results.append(r)
+        results[3].fail("http_500", "boom")  # a failed request has no pair
+        return summarize(results, 1.0, {"default": SLO()})
+
+    rows = {r["metric"]: r for r in paired(per_request(run(1.0)), per_request(run(1.5)))}
+    assert rows["ttft_s"]["pairs"] == 9 and rows["e2e_s"]["pairs"] == 9
+    assert rows["ttft_s"]["median_abs_diff_s"] == pytest.approx(0.005)
+    assert rows["e2e_s"]["median_error"] == pytest.approx(0.5)
+    assert paired(per_request(VLLM), per_request(run(1.0))) == []  # vLLM lists no requests here

@@ -106,8 +106,56 @@ def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def per_request(raw: dict[str, Any]) -> dict[int, tuple[float | None, float | None]]:
+    """(TTFT s, E2E s) per request, keyed by trace row when the file has them (bench), else by
+    position (vLLM's `ttfts`); failed requests are left out."""
+    ttfts, errors = raw.get("ttfts"), raw.get("errors")
+    if not isinstance(ttfts, list):
+        return {}
+    rows = raw.get("trace_rows")
+    keys = rows if isinstance(rows, list) and len(rows) == len(ttfts) else range(len(ttfts))
+    e2es = raw.get("e2els")
+    e2es = e2es if isinstance(e2es, list) and len(e2es) == len(ttfts) else [None] * len(ttfts)
+    errs = errors if isinstance(errors, list) and len(errors) == len(ttfts) else [""] * len(ttfts)
+    out = {}
+    for k, t, e, err in zip(keys, ttfts, e2es, errs, strict=True):
+        if not err and isinstance(k, int):
+            out[k] = (_num(t) or None, _num(e) or None)
+    return out
+
+
+def paired(
+    a: dict[int, tuple[float | None, float | None]], b: dict[int, tuple[float | None, float | None]]
+) -> list[dict[str, Any]]:
+    """Request by request (the same trace row in both files): the spread of B - A."""
+    rows = []
+    for i, name in ((0, "ttft_s"), (1, "e2e_s")):
+        pairs = [(a[k][i], b[k][i]) for k in a.keys() & b.keys()]
+        diffs = [y - x for x, y in pairs if x is not None and y is not None]
+        rels = [(y - x) / x for x, y in pairs if x and y is not None]
+        if not diffs:
+            continue
+        absd = sorted(abs(d) for d in diffs)
+        rows.append(
+            {
+                "metric": name,
+                "pairs": len(diffs),
+                "median_abs_diff_s": absd[len(absd) // 2],
+                "p90_abs_diff_s": absd[min(len(absd) - 1, int(0.9 * len(absd)))],
+                "median_error": sorted(rels)[len(rels) // 2] if rels else None,
+            }
+        )
+    return rows
+
+
 def load(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, float | None]]:
     """(kind, label, metrics) of a result file; `pick` names a policy in a simulate list."""
+    kind, label, raw = load_raw(path, pick)
+    return kind, label, metrics(raw)
+
+
+def load_raw(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(kind, label, the result object) of a result file."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -132,7 +180,7 @@ def load(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, float
             path=str(path),
         )
     label = f"{kind}:{raw['policy']}" if kind == "simulate" else kind
-    return kind, label, metrics(raw)
+    return kind, label, raw
 
 
 def compare(a: dict[str, float | None], b: dict[str, float | None]) -> list[dict[str, Any]]:
@@ -166,5 +214,20 @@ def table(rows: list[dict[str, Any]], label_a: str, label_b: str) -> str:
         lines.append(
             f"{r['metric']:22} {_fmt(r['a'], r['unit']):>18} {_fmt(r['b'], r['unit']):>18} "
             f"{_fmt(r['diff'], r['unit']):>14} {err:>9}"
+        )
+    return "\n".join(lines)
+
+
+def paired_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'per request':14} {'pairs':>7} {'median |B-A|':>14} {'p90 |B-A|':>14} "
+        f"{'median error':>13}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        err = "-" if r["median_error"] is None else f"{100 * r['median_error']:+.1f} %"
+        lines.append(
+            f"{r['metric']:14} {r['pairs']:>7} {_fmt(r['median_abs_diff_s'], 's'):>14} "
+            f"{_fmt(r['p90_abs_diff_s'], 's'):>14} {err:>13}"
         )
     return "\n".join(lines)

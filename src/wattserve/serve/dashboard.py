@@ -18,6 +18,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict, deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -63,9 +64,9 @@ class Dashboard:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, app: web.Application) -> None:
-        path = self.gateway.ledger.path
+        uri = Path(self.gateway.ledger.path).resolve().as_uri() + "?mode=ro"
         with contextlib.suppress(sqlite3.Error):
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             row = self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()
             self.last_rowid = int(row[0])  # totals count from the gateway's start
         self.task = asyncio.create_task(self._sample())
