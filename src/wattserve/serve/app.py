@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from wattserve.core.workload import Request
 from wattserve.serve.backends.base import BackendError, Event, Finish, GenRequest, Piece
-from wattserve.serve.dashboard import add_dashboard
 from wattserve.serve.ledger import KeyRecord, Ledger
 from wattserve.serve.metrics import Metrics
 from wattserve.serve.router import NoTarget, Router
@@ -110,6 +109,8 @@ class Gateway:
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/v1/fleet", self.fleet)
         app.router.add_post("/v1/fleet", self.fleet_change)
+        from wattserve.serve.dashboard import add_dashboard  # the page at /, one registration
+
         add_dashboard(app, self)
         app.on_startup.append(self._startup)
         app.on_shutdown.append(self._shutdown)
