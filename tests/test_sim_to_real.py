@@ -62,7 +62,8 @@ deployments:
     c = cli("compare", str(real), str(sim), "--json")
     assert c.returncode == 0, c.stderr
     rows = {r["metric"]: r for r in json.loads(c.stdout)["rows"]}
-    for metric in ("ttft_p50_s", "tpot_p50_s", "e2e_p50_s", "e2e_p99_s"):
+    for metric in ("ttft_p50_s", "e2e_p50_s", "e2e_p99_s"):
         r = rows[metric]
         assert r["a"] > 0 and r["b"] > 0 and math.isfinite(r["error"]), r
+    assert rows["tpot_p50_s"]["b"] > 0  # measured too unless every answer stopped at one token
     assert rows["completed"]["a"] == rows["completed"]["b"] == 4
