@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -219,3 +220,36 @@ def test_the_server_dies_mid_run(tmp_path: Path) -> None:
     assert "stopped early: the server stopped answering" in stderr
     assert "requests failed" in stderr and "connect" in res["errors_by_kind"]
     assert "Successful requests:" in stdout
+
+
+def test_the_server_refuses_mid_run(tmp_path: Path) -> None:
+    from wattserve.serve.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "refusing.db")
+    user, admin = ledger.create_key("user"), ledger.create_key("ops", admin=True)
+    ledger.close()
+    trace = mooncake(tmp_path / "m.jsonl", [(i * 50, 30, 4) for i in range(200)])
+    out = tmp_path / "r.json"
+    with gateway(tmp_path, FAST_FLEET, name="refusing") as s:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wattserve", "bench", "--url", s.url, "--trace", str(trace),
+             "--out", str(out), "--api-key-env", "WS_BENCH_KEY"],
+            env={**os.environ, "WS_BENCH_KEY": user},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while served(s.url) < 12 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for target in ("fast", "edge-small"):  # nothing left to serve: the gateway refuses
+            r = httpx.post(
+                f"{s.url}/v1/fleet",
+                json={"action": "drain", "target": target},
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+            assert r.status_code == 200, r.text
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+    res = json.loads(out.read_text())
+    assert res["completed"] >= 5 and res["failed"] > 0 and res["not_sent"] == 0
+    assert any(k.startswith("http_5") for k in res["errors_by_kind"]), res["errors_by_kind"]
+    assert "requests failed" in stderr and res["stopped"] is None
