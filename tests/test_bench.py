@@ -253,3 +253,22 @@ def test_the_server_refuses_mid_run(tmp_path: Path) -> None:
     assert res["completed"] >= 5 and res["failed"] > 0 and res["not_sent"] == 0
     assert any(k.startswith("http_5") for k in res["errors_by_kind"]), res["errors_by_kind"]
     assert "requests failed" in stderr and res["stopped"] is None
+
+
+def test_carbon_from_the_server_or_from_the_flag() -> None:
+    from wattserve.bench.client import Result
+    from wattserve.bench.metrics import summarize
+    from wattserve.core.workload import SLO
+
+    def done(i: int, carbon_g: float | None) -> Result:
+        r = Result(i, i, 0.0, 10, 3, ok=True, ttft_s=0.01, e2e_s=0.05, backend="a/0", site="dc")
+        r.energy_j, r.carbon_g, r.usage_completion_tokens = 36.0, carbon_g, 3
+        return r
+
+    slos = {"default": SLO()}
+    served = summarize([done(0, 0.5), done(1, 0.25)], 1.0, slos)
+    assert served["gco2"] == 0.75 and "usage.wattserve.carbon_g" in served["gco2_note"]
+    flagged = summarize([done(0, 0.5), done(1, 0.25)], 1.0, slos, {"dc": 100.0})
+    assert flagged["gco2"] == pytest.approx(72 / 3.6e6 * 100)  # the flag overrides
+    unknown = summarize([done(0, None)], 1.0, slos)
+    assert unknown["gco2"] is None and unknown["energy_j"] == 36.0

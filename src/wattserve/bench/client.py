@@ -50,6 +50,7 @@ class Result:
     site: str | None = None
     energy_j: float | None = None
     usd: float | None = None
+    carbon_g: float | None = None
     error_kind: str | None = None
     error: str | None = None
 
@@ -101,6 +102,10 @@ def _text(choice: Any) -> str:
     return str(choice.get("text") or "")
 
 
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 def take_usage(res: Result, usage: Any) -> None:
     """Token counts, and where wattserve ran it and what it cost, from a `usage` object."""
     if not isinstance(usage, dict):
@@ -114,9 +119,9 @@ def take_usage(res: Result, usage: Any) -> None:
     if isinstance(ws, dict):
         res.backend = str(ws["backend"]) if ws.get("backend") is not None else None
         res.site = str(ws["site"]) if ws.get("site") is not None else None
-        j, usd = ws.get("energy_j"), ws.get("usd")
-        res.energy_j = float(j) if isinstance(j, int | float) and not isinstance(j, bool) else None
-        res.usd = float(usd) if isinstance(usd, int | float) and not isinstance(usd, bool) else None
+        res.energy_j = _number(ws.get("energy_j"))
+        res.usd = _number(ws.get("usd"))
+        res.carbon_g = _number(ws.get("carbon_g"))  # gateways that know their grid's intensity
 
 
 class Client:

@@ -152,6 +152,10 @@ def _accounting(done: list[Result], total_out: int, carbon: dict[str, float]) ->
         if gco2 is not None and r.energy_j is not None:
             g = carbon.get(r.site or "", carbon.get("*"))
             gco2 = None if g is None else gco2 + r.energy_j / J_PER_KWH * g
+    reported = [r.carbon_g for r in done if r.carbon_g is not None]
+    from_server = not carbon and bool(reported)
+    if from_server:
+        gco2 = sum(reported)
     n = len(done) or 1
     for d in (*by_site.values(), *by_dep.values()):
         d["share"] = d["requests"] / n
@@ -164,9 +168,14 @@ def _accounting(done: list[Result], total_out: int, carbon: dict[str, float]) ->
         "usd": usd if priced else None,
         "usd_per_mtok": usd / priced_tokens * 1e6 if priced_tokens else None,
         "gco2": gco2,
-        "gco2_note": "device energy x the carbon intensity given with --carbon-g-per-kwh"
-        if gco2 is not None
-        else "unknown: give --carbon-g-per-kwh (per site, SITE=G, or one figure)",
+        "gco2_note": (
+            f"as the server reported it (usage.wattserve.carbon_g, {len(reported)} of "
+            f"{len(done)} completed requests)"
+            if from_server
+            else "device energy x the carbon intensity given with --carbon-g-per-kwh"
+            if gco2 is not None
+            else "unknown: the server reports none; give --carbon-g-per-kwh (SITE=G or G)"
+        ),
         "sites": dict(sorted(by_site.items())),
         "deployments": dict(sorted(by_dep.items())),
     }

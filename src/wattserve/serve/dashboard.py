@@ -132,10 +132,10 @@ class Dashboard:
         total = 0.0
         for site, joules in self.site_j.items():
             spec = self.gateway.router.fleet.sites.get(site)
-            g = getattr(spec, "carbon_g_per_kwh", None)
+            g = getattr(spec, "carbon_g_per_kwh", None)  # fleet files that give it
             if g is None:
                 return None  # an unknown stays unknown
-            total += joules / J_PER_KWH * g
+            total += joules * getattr(spec, "pue", 1.0) * g / J_PER_KWH  # as serve's usage
         return total
 
     def _stats(self, name: str) -> dict[str, Any]:
