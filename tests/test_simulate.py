@@ -258,7 +258,9 @@ def test_cli_compare_json_and_html_report(tmp_path: Path, shared: Path) -> None:
     assert {"peak_power_w", "cap_exceeded_s"} <= set(rows[0]["sites"]["dc-east"])
     assert all("share" in d for d in rows[0]["deployments"].values())
     page = html.read_text()
-    assert page.count("<svg") >= 6 and "cap 1500 W" in page and "<script" not in page
+    assert page.count('class="ws-chart"') >= 6 and "uPlot" in page
+    assert 'src="http' not in page and 'href="http' not in page  # self-contained
+    assert "&quot;cap&quot;,&quot;value&quot;:1500" in page
 
 
 def test_devices_without_power_figures_report_unknown_energy(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@
     ├── CalibrationError     a calibration could not be fitted or applied
     ├── PlanInfeasibleError  no fleet meets the workload's SLOs within the limits (says which
     │                        constraint binds and the smallest change that would do)
+    ├── BenchError           a benchmark cannot run: the server is unreachable or not OpenAI
     ├── NoBackendAvailable   `serve`: no target can take a request now (status, retry-after)
     └── UpstreamError        `serve`: a backend failed (before its first byte: retry elsewhere)
         └── HTTPError        the gateway's HTTP/1.1 client could not talk to a backend
@@ -95,6 +96,10 @@ class UpstreamError(WattserveError):
         super().__init__(message)
         self.before_first_byte = before_first_byte
         self.status = status
+
+
+class BenchError(WattserveError):
+    """`bench` cannot run: the endpoint is unreachable or does not answer like OpenAI."""
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from wattserve.cli.bench_cmd import bench_cmd
 from wattserve.cli.calibrate_cmd import calibrate_cmd
 from wattserve.cli.catalog_cmd import catalog_app, models_cmd
+from wattserve.cli.compare_cmd import compare_cmd
 from wattserve.cli.estimate_cmd import estimate_cmd
 from wattserve.cli.plan_cmd import plan_cmd
 from wattserve.cli.profile_cmd import profile_cmd
@@ -29,6 +31,8 @@ app.command("simulate")(simulate_cmd)
 app.command("plan")(plan_cmd)
 app.command("serve")(serve_cmd)
 app.command("usage")(usage_cmd)
+app.command("bench")(bench_cmd)
+app.command("compare")(compare_cmd)
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
 

@@ -1,4 +1,5 @@
-"""Requests and where they come from: Azure trace CSV, JSONL, and synthetic generators.
+"""Requests and where they come from: Azure trace CSV, JSONL (wattserve's or Mooncake's), and
+synthetic generators.
 
 A workload file (YAML) names a trace or a generator, the SLO classes, and how requests are
 assigned a model, an origin site, an SLO class and a data-residency flag. Malformed trace rows
@@ -185,6 +186,15 @@ def _azure_rows(path: Path) -> tuple[list[tuple[int, float, int, int]], list[tup
     return good, bad
 
 
+def _count(value: Any) -> int:
+    """A token count: a whole number (2.0 and "2" are fine; 2.5, inf and true are not)."""
+    if isinstance(value, bool) or (
+        isinstance(value, float) and not (math.isfinite(value) and value.is_integer())
+    ):
+        raise ValueError(f"token counts are whole numbers, not {value!r}")
+    return int(value)
+
+
 def _jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
     good: list[dict[str, Any]] = []
     bad: list[tuple[int, str]] = []
@@ -197,12 +207,17 @@ def _jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]
                 if not isinstance(obj, dict):
                     raise ValueError("not an object")
                 obj["_row"] = line
-                when = obj.get("arrival_s", obj.get("timestamp"))
-                if when is None:
-                    raise ValueError("needs arrival_s")
-                obj["arrival_s"] = float(when)
-                obj["prompt_tokens"] = int(obj["prompt_tokens"])
-                obj["output_tokens"] = int(obj["output_tokens"])
+                if "input_length" in obj:  # Mooncake: timestamp in ms, input/output_length
+                    obj["arrival_s"] = float(obj["timestamp"]) / 1000.0
+                    obj["prompt_tokens"] = _count(obj["input_length"])
+                    obj["output_tokens"] = _count(obj["output_length"])
+                else:
+                    when = obj.get("arrival_s", obj.get("timestamp"))
+                    if when is None:
+                        raise ValueError("needs arrival_s")
+                    obj["arrival_s"] = float(when)
+                    obj["prompt_tokens"] = _count(obj["prompt_tokens"])
+                    obj["output_tokens"] = _count(obj["output_tokens"])
                 if not math.isfinite(obj["arrival_s"]):
                     raise ValueError("arrival_s must be a finite number")
                 if obj["prompt_tokens"] < 1 or obj["output_tokens"] < 1 or obj["arrival_s"] < 0:

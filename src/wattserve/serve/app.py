@@ -158,6 +158,9 @@ class Gateway:
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/v1/fleet", self.fleet)
         app.router.add_post("/v1/fleet", self.fleet_change)
+        from wattserve.serve.dashboard import add_dashboard  # the page at /, one registration
+
+        add_dashboard(app, self)
         app.on_startup.append(self._startup)
         app.on_shutdown.append(self._shutdown)
         app.on_cleanup.append(self._cleanup)

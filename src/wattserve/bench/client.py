@@ -1,0 +1,237 @@
+"""One request to an OpenAI-compatible endpoint, timed: TTFT, the gaps between tokens,
+end to end, the server's `usage` (and wattserve's `usage.wattserve`), or why it failed.
+
+Times come from `time.perf_counter()`; TTFT is taken at the first chunk that carries text (a
+chat stream's role-only first chunk is not a token).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from wattserve.serve.backends.http1 import Http1Pool, HTTPError
+
+# Error kinds, reported with their counts (`errors_by_kind`); not_sent: the run stopped first.
+CONNECT, TIMEOUT, DISCONNECTED, BAD_RESPONSE, STREAM_ERROR, EMPTY, NOT_SENT = (
+    "connect",
+    "timeout",
+    "disconnected",
+    "bad_response",
+    "stream_error",
+    "empty",
+    "not_sent",
+)
+
+
+@dataclass(slots=True)
+class Result:
+    """What happened to one request. Times in seconds from the start of the run."""
+
+    index: int
+    row: int
+    scheduled_s: float
+    prompt_tokens: int  # asked for
+    output_tokens: int  # asked for
+    slo: str = "default"
+    sent_s: float = 0.0
+    ok: bool = False
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    chunks: int = 0
+    usage_prompt_tokens: int | None = None
+    usage_completion_tokens: int | None = None
+    backend: str | None = None
+    site: str | None = None
+    energy_j: float | None = None
+    usd: float | None = None
+    carbon_g: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def input_len(self) -> int:
+        return self.usage_prompt_tokens or self.prompt_tokens
+
+    @property
+    def output_len(self) -> int:
+        """The server's count; the chunks seen when it gives none."""
+        if self.usage_completion_tokens is not None:
+            return self.usage_completion_tokens
+        return self.chunks
+
+    @property
+    def tpot_s(self) -> float | None:
+        n = self.output_len
+        if self.ttft_s is None or self.e2e_s is None or n < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (n - 1)
+
+    def fail(self, kind: str, message: str) -> None:
+        self.ok, self.error_kind, self.error = False, kind, message[:300]
+
+
+def _message(raw: bytes) -> str:
+    """The `error.message` of an OpenAI error body, or the start of the body."""
+    try:
+        obj = orjson.loads(raw)
+        err = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    except orjson.JSONDecodeError:
+        pass
+    return raw[:200].decode("utf-8", "replace").strip() or "(empty body)"
+
+
+def _text(choice: Any) -> str:
+    if not isinstance(choice, dict):
+        return ""
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        return str(delta.get("content") or "")
+    message = choice.get("message")
+    if isinstance(message, dict):
+        return str(message.get("content") or "")
+    return str(choice.get("text") or "")
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def take_usage(res: Result, usage: Any) -> None:
+    """Token counts, and where wattserve ran it and what it cost, from a `usage` object."""
+    if not isinstance(usage, dict):
+        return
+    p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(p, int) and not isinstance(p, bool):
+        res.usage_prompt_tokens = p
+    if isinstance(c, int) and not isinstance(c, bool):
+        res.usage_completion_tokens = c
+    ws = usage.get("wattserve")
+    if isinstance(ws, dict):
+        res.backend = str(ws["backend"]) if ws.get("backend") is not None else None
+        res.site = str(ws["site"]) if ws.get("site") is not None else None
+        res.energy_j = _number(ws.get("energy_j"))
+        res.usd = _number(ws.get("usd"))
+        res.carbon_g = _number(ws.get("carbon_g"))  # gateways that know their grid's intensity
+
+
+class Client:
+    """Sends request bodies to one endpoint over one connection pool. Whole (non-streamed)
+    answers from plain-HTTP servers go through the gateway's small HTTP/1.1 client, which
+    costs a fraction of aiohttp's CPU per request, so that bench is not the bottleneck."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        headers: dict[str, str],
+        timeout_s: float = 600.0,
+        pool: Http1Pool | None = None,
+    ) -> None:
+        self.session, self.url, self.headers = session, url, headers
+        self.timeout_s, self.pool = timeout_s, pool
+        self.path = "/" + url.rstrip("/").rsplit("/v1/", 1)[-1]
+
+    async def send(self, res: Result, body: dict[str, Any], t0: float) -> None:
+        """Send `body`, fill `res` in; never raises (but for cancellation)."""
+        stream = bool(body.get("stream"))
+        start = time.perf_counter()
+        res.sent_s = start - t0
+        if not stream and self.pool is not None:
+            await self._plain(res, body, start)
+            return
+        try:
+            async with self.session.post(
+                self.url, data=orjson.dumps(body), headers=self.headers
+            ) as resp:
+                if resp.status != 200:
+                    res.fail(f"http_{resp.status}", _message(await resp.read()))
+                    return
+                if stream:
+                    await self._stream(res, resp, start)
+                else:
+                    await self._whole(res, resp, start)
+        except TimeoutError:
+            res.fail(TIMEOUT, "no answer within the request timeout")
+        except aiohttp.ClientConnectorError as exc:
+            res.fail(CONNECT, str(exc))
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+            res.fail(DISCONNECTED, f"the server closed the connection: {exc}")
+        except aiohttp.ClientError as exc:
+            res.fail(DISCONNECTED, f"{type(exc).__name__}: {exc}")
+        except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            res.fail(BAD_RESPONSE, f"not an OpenAI response: {exc}")
+
+    async def _plain(self, res: Result, body: dict[str, Any], start: float) -> None:
+        assert self.pool is not None
+        try:
+            status, raw = await self.pool.post(
+                self.path, orjson.dumps(body), self.headers, self.timeout_s
+            )
+            res.e2e_s = time.perf_counter() - start
+            if status != 200:
+                res.fail(f"http_{status}", _message(raw))
+                return
+            self._answer(res, raw)
+        except HTTPError as exc:
+            text = str(exc)
+            res.fail(CONNECT if text.startswith("cannot connect") else DISCONNECTED, text)
+        except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            res.fail(BAD_RESPONSE, f"not an OpenAI response: {exc}")
+
+    async def _whole(self, res: Result, resp: aiohttp.ClientResponse, start: float) -> None:
+        raw = await resp.read()
+        res.e2e_s = time.perf_counter() - start
+        self._answer(res, raw)
+
+    def _answer(self, res: Result, raw: bytes) -> None:
+        obj = orjson.loads(raw)
+        choices = obj.get("choices") if isinstance(obj, dict) else None
+        if not isinstance(choices, list) or not choices:
+            res.fail(BAD_RESPONSE, f"no 'choices' in the answer: {raw[:120]!r}")
+            return
+        res.chunks = 1 if _text(choices[0]) else 0
+        take_usage(res, obj.get("usage"))
+        res.ok = True
+
+    async def _stream(self, res: Result, resp: aiohttp.ClientResponse, start: float) -> None:
+        last = start
+        done = False
+        async for line in resp.content:
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                done = True
+                break
+            now = time.perf_counter()
+            obj = orjson.loads(payload)
+            if not isinstance(obj, dict):
+                raise ValueError(f"a stream chunk is not an object: {payload[:80]!r}")
+            if "error" in obj:
+                res.fail(STREAM_ERROR, _message(payload))
+                return
+            choices = obj.get("choices")
+            if isinstance(choices, list) and choices and _text(choices[0]):
+                if res.ttft_s is None:
+                    res.ttft_s = now - start
+                else:
+                    res.itl_s.append(now - last)
+                last = now
+                res.chunks += 1
+            if obj.get("usage"):
+                take_usage(res, obj["usage"])
+        res.e2e_s = time.perf_counter() - start
+        if res.chunks == 0:
+            res.fail(EMPTY if done else BAD_RESPONSE, "the stream carried no tokens")
+            return
+        res.ok = True

@@ -1,0 +1,290 @@
+"""Replay a workload against an OpenAI-compatible endpoint: check the server, calibrate prompt
+lengths, send each request at its time (or at a fixed rate, or as fast as a concurrency limit
+allows), and keep what happened to each.
+
+The run stops early, keeping what completed, when the server stops answering (CONNECT_GIVE_UP
+connection failures in a row) or the user interrupts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from wattserve.bench.client import CONNECT, NOT_SENT, Client, Result
+from wattserve.bench.prompts import Calibration, fit, prompt
+from wattserve.core.workload import Request, Workload
+from wattserve.errors import BenchError
+from wattserve.serve.backends.http1 import Http1Pool
+
+CONNECT_GIVE_UP = 20
+SPIN_S = 0.0015  # the last stretch before a send time is waited out by yielding, not a timer
+Progress = Callable[[int, int, int, float, bool], None]  # done, total, errors, elapsed s, final
+PROBE_WORDS = (16, 144)
+EXACT_FIELDS = ("ignore_eos", "min_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """How to send: where, what, how fast. Rates in requests/s, times in seconds."""
+
+    url: str
+    model: str | None = None
+    endpoint: str = "chat"  # chat or completions
+    stream: bool = True
+    request_rate: float | None = None  # None: the trace's times; inf: all at once
+    concurrency: int | None = None
+    max_requests: int | None = None
+    api_key: str | None = None
+    seed: int = 0
+    timeout_s: float = 600.0
+    exact_output: str = "auto"  # auto, on, off: send ignore_eos and min_tokens
+    calibrate: bool = True
+
+
+@dataclass
+class Run:
+    """A finished (or stopped) run."""
+
+    results: list[Result]
+    duration_s: float
+    model: str
+    calibration: Calibration
+    exact_output: bool
+    stopped: str | None = None  # why the run ended early
+    notes: list[str] = field(default_factory=list)
+
+
+def base_url(url: str) -> str:
+    """`http://host:port` or `.../v1` -> `.../v1`."""
+    u = url.rstrip("/")
+    if not u.startswith(("http://", "https://")):
+        raise BenchError(f"--url must start with http:// or https://, not '{url}'")
+    return u if u.endswith("/v1") else u + "/v1"
+
+
+def arrivals(requests: list[Request], rate: float | None, seed: int) -> list[float]:
+    """Send times: the trace's, or Poisson at `rate` (all at 0 when it is infinite)."""
+    if rate is None:
+        return [r.arrival_s for r in requests]
+    if math.isinf(rate):
+        return [0.0] * len(requests)
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    for _ in requests:
+        out.append(t)
+        t += rng.expovariate(rate)
+    return out
+
+
+class Bench:
+    def __init__(self, opts: BenchOptions, session: aiohttp.ClientSession) -> None:
+        self.opts = opts
+        self.root = base_url(opts.url)
+        path = "/chat/completions" if opts.endpoint == "chat" else "/completions"
+        headers = {"Content-Type": "application/json"}
+        if opts.api_key:
+            headers["Authorization"] = f"Bearer {opts.api_key}"
+        self.headers = headers
+        pool = None
+        if not opts.stream and self.root.startswith("http://"):
+            pool = Http1Pool(self.root, limit=max(opts.concurrency or 0, 256))
+        self.client = Client(session, self.root + path, headers, opts.timeout_s, pool)
+        self.session = session
+        self.rng = random.Random(opts.seed)
+        self.exact = opts.exact_output == "on"
+
+    def body(self, model: str, words: int, max_tokens: int, stream: bool) -> dict[str, Any]:
+        text = prompt(words, self.rng)
+        b: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": stream}
+        if self.opts.endpoint == "chat":
+            b["messages"] = [{"role": "user", "content": text}]
+        else:
+            b["prompt"] = text
+        if stream:
+            b["stream_options"] = {"include_usage": True}
+        if self.exact:
+            b["ignore_eos"] = True
+            b["min_tokens"] = max_tokens
+        return b
+
+    # -- before the run --------------------------------------------------------------------
+
+    async def discover_model(self) -> str:
+        """The model to ask for: --model, or the first the server lists."""
+        try:
+            async with self.session.get(self.root + "/models", headers=self.headers) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except aiohttp.ClientError as exc:
+            raise BenchError(f"cannot reach {self.root}: {exc}") from None
+        except TimeoutError:
+            raise BenchError(f"{self.root}/models did not answer in time") from None
+        if self.opts.model:
+            return self.opts.model
+        try:
+            data = orjson.loads(raw)["data"]
+            return str(data[0]["id"])
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+            raise BenchError(
+                f"{self.root}/models answered {status} without an OpenAI model list "
+                f"({raw[:80]!r}): is this an OpenAI-compatible server? Give --model to skip "
+                "this check"
+            ) from None
+
+    async def probe(self, model: str, words: int) -> Result:
+        res = Result(-1, 0, 0.0, words, 1)
+        await self.client.send(res, self.body(model, words, 1, False), time.perf_counter())
+        return res
+
+    async def prepare(self, model: str) -> tuple[Calibration, list[str]]:
+        """Check the server answers like OpenAI, whether it takes ignore_eos/min_tokens, and
+        how many tokens it counts per prompt word."""
+        notes: list[str] = []
+        if self.opts.exact_output == "auto":
+            self.exact = True
+            first = await self.probe(model, PROBE_WORDS[0])
+            if not first.ok and (first.error_kind or "").startswith("http_4"):
+                self.exact = False
+                notes.append(
+                    f"the server refused ignore_eos/min_tokens ({first.error}); output lengths "
+                    "are limited by max_tokens only and counted from usage"
+                )
+        first = await self.probe(model, PROBE_WORDS[0])
+        if not first.ok:
+            raise BenchError(
+                f"a probe request to {self.client.url} failed ({first.error_kind}): {first.error}"
+            )
+        if not self.opts.calibrate:
+            return Calibration(), notes
+        second = await self.probe(model, PROBE_WORDS[1])
+        points = [
+            (r.prompt_tokens, r.usage_prompt_tokens)
+            for r in (first, second)
+            if r.usage_prompt_tokens is not None
+        ]
+        cal = fit(points)
+        if not cal.measured:
+            notes.append("the server reports no usage.prompt_tokens: prompt lengths are nominal")
+        return cal, notes
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(
+        self,
+        workload: Workload,
+        progress: Progress | None = None,
+    ) -> Run:
+        model = await self.discover_model()
+        cal, notes = await self.prepare(model)
+        reqs = workload.requests
+        if self.opts.max_requests is not None:
+            reqs = reqs[: self.opts.max_requests]
+        times = arrivals(reqs, self.opts.request_rate, self.opts.seed)
+        results = [
+            Result(r.id, r.row, t, r.prompt_tokens, r.output_tokens, r.slo)
+            for r, t in zip(reqs, times, strict=True)
+        ]
+        sem = asyncio.Semaphore(self.opts.concurrency) if self.opts.concurrency else None
+        stream = self.opts.stream
+        state = {"done": 0, "errors": 0, "connect_run": 0}
+        stop = asyncio.Event()
+
+        async def one(res: Result, body: dict[str, Any]) -> None:
+            if sem is not None:
+                async with sem:
+                    if stop.is_set():
+                        res.fail(NOT_SENT, "the run stopped before this request was sent")
+                        return
+                    await self.client.send(res, body, t0)
+            else:
+                await self.client.send(res, body, t0)
+            state["done"] += 1
+            if not res.ok:
+                state["errors"] += 1
+                state["connect_run"] = state["connect_run"] + 1 if res.error_kind == CONNECT else 0
+                if state["connect_run"] >= CONNECT_GIVE_UP:
+                    stop.set()
+            else:
+                state["connect_run"] = 0
+
+        tasks: list[asyncio.Task[None]] = []
+        stopped: str | None = None
+        t0 = time.perf_counter()
+        ticker = asyncio.create_task(self._tick(progress, state, len(results), t0))
+        try:
+            for r, res in zip(reqs, results, strict=True):
+                # built as it goes: a long trace's prompts need not all sit in memory at once;
+                # a row's own model, else --model, else the server's first
+                body = self.body(
+                    r.model or model, cal.words_for(r.prompt_tokens), r.output_tokens, stream
+                )
+                due = t0 + res.scheduled_s
+                if due - time.perf_counter() > SPIN_S:
+                    await asyncio.sleep(due - time.perf_counter() - SPIN_S)
+                while time.perf_counter() < due:  # the loop's timers are only ms-accurate
+                    await asyncio.sleep(0)
+                if stop.is_set():
+                    break
+                tasks.append(asyncio.create_task(one(res, body)))
+            if tasks:
+                await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            stopped = "interrupted"
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            ticker.cancel()
+        duration = time.perf_counter() - t0
+        if stop.is_set():
+            stopped = (
+                f"the server stopped answering ({CONNECT_GIVE_UP} connection failures in a row)"
+            )
+        sent = len(tasks)
+        for res in results[sent:]:
+            res.fail(NOT_SENT, "the run stopped before this request was sent")
+        for task, res in zip(tasks, results, strict=False):
+            if task.cancelled() and res.error_kind is None and not res.ok:
+                res.fail("cancelled", "interrupted before it finished")
+        if progress is not None:
+            progress(state["done"], len(results), state["errors"], duration, True)
+        return Run(results, duration, model, cal, self.exact, stopped, notes)
+
+    async def _tick(
+        self,
+        progress: Progress | None,
+        state: dict[str, int],
+        total: int,
+        t0: float,
+    ) -> None:
+        if progress is None:
+            return
+        while True:
+            progress(state["done"], total, state["errors"], time.perf_counter() - t0, False)
+            await asyncio.sleep(0.25)
+
+
+def progress_bar() -> Progress:
+    """A one-line progress bar on stderr."""
+
+    def show(done: int, total: int, errors: int, elapsed_s: float, final: bool) -> None:
+        frac = done / total if total else 1.0
+        n = int(frac * 30)
+        sys.stderr.write(
+            f"\rbench [{'#' * n}{'.' * (30 - n)}] {done}/{total} errors {errors} {elapsed_s:7.1f} s"
+        )
+        if final:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
