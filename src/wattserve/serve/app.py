@@ -243,10 +243,8 @@ class Gateway:
     # -- simple endpoints ------------------------------------------------------------------
 
     async def models(self, request: web.Request) -> web.Response:
-        data = [
-            {"id": m, "object": "model", "created": 0, "owned_by": "wattserve"}
-            for m in self.router.models
-        ]
+        names = self.router.models + sorted(self.router.fleet.aliases)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "wattserve"} for m in names]
         return web.json_response({"object": "list", "data": data})
 
     async def health(self, request: web.Request) -> web.Response:
@@ -330,7 +328,8 @@ class Gateway:
         except ValidationError as exc:
             message, param = validation_message(exc)
             return error(400, message, param=param)
-        if body.model not in self.router.view.by_model:
+        model = self.router.fleet.resolve_model(body.model)
+        if model is None or model not in self.router.view.by_model:
             return error(
                 404,
                 f"the model '{body.model[:256]}' is not served here; see /v1/models",
@@ -349,7 +348,7 @@ class Gateway:
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         prompt_tokens = approx_tokens(body.prompt_text())
         max_tokens = body.output_limit or self.default_max_tokens
-        window = self.context_tokens.get(body.model)
+        window = self.context_tokens.get(model)
         if window is not None:
             asked = body.output_limit or 1
             if prompt_tokens + asked > window:  # OpenAI's wording
@@ -368,11 +367,11 @@ class Gateway:
             self.router.now(),
             prompt_tokens,
             max_tokens,
-            body.model,
+            model,
             origin,
             local_only=local_only,
         )
-        greq = GenRequest(rid, kind, body.model, raw, prompt_tokens, max_tokens, origin)
+        greq = GenRequest(rid, kind, model, raw, prompt_tokens, max_tokens, origin)
         self.in_flight += 1
         try:
             return await self._run(request, body, req, greq, key, started)
