@@ -137,7 +137,7 @@ class SharedState:
         self.id = replica_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.prefix = prefix
         self.ttl_ms = max(1, int(heartbeat_ttl_s * 1000))
-        self.every_s = heartbeat_ttl_s / 3
+        self.every_s = min(1.0, heartbeat_ttl_s / 3)  # a new replica is counted within 1 s
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url,
             socket_timeout=op_timeout_s,
