@@ -2,6 +2,7 @@
 
     python benchmarks/scale_soak.py soak [SECONDS] [REPLICAS] [CONCURRENCY]
     python benchmarks/scale_soak.py throughput [SECONDS] [CONCURRENCY]
+    python benchmarks/scale_soak.py streams [STREAMS]
 
 `soak`: two fake OpenAI-compatible backends (wattserve.serve.fake) behind N replicas
 (`--state redis://...`), one of them killed and restarted every few seconds; an emulated
@@ -14,6 +15,10 @@ p50/p99 latency; memory (RSS) growth per replica.
 `throughput`: non-streaming requests with a budgeted key (so every request reserves and
 settles in Redis) against one fake backend: 1 replica in-process state, 1 replica with Redis,
 3 replicas with Redis. Prints req/s and p50/p99 per setup.
+`streams`: STREAMS (default 1,000) concurrent streaming requests through one replica (with
+Redis state and a budgeted key) to the fake backend: each must complete or get a clear 429/503
+within 120 s (none may hang); prints the outcomes and the replica's RSS before, at the end and
+after 5 s of rest.
 Needs redis-server on PATH. Everything runs on this machine: figures are loopback figures.
 """
 
@@ -316,6 +321,73 @@ deployments:
                 p.wait(20)
 
 
+def streams(count: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="wattserve-streams-"))
+    fport = free_port()
+    body = {
+        "model": "llama-3.2-1b",
+        "max_tokens": 8,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
+    with processes() as procs:
+        redis_url = start_redis(procs)
+        procs.append(start_fake(fport))
+        fleet = tmp / "fleet.yaml"
+        fleet.write_text(
+            f"""sites:
+  dc: {{kind: datacenter}}
+deployments:
+  fake:
+    site: dc
+    model: llama-3.2-1b
+    hardware: h100-sxm
+    backend: {{kind: openai, url: "http://127.0.0.1:{fport}/v1", model_name: fake}}
+"""
+        )
+        db = tmp / "ledger.db"
+        key = Ledger(db).create_key("bench", budget_usd=1e6)
+        proc, url = start_gateway(procs, fleet, db, redis_url, tmp)
+        rss0 = rss_kb(proc.pid)
+
+        async def run() -> tuple[collections.Counter[str], float]:
+            kinds: collections.Counter[str] = collections.Counter()
+            headers = {"Authorization": f"Bearer {key}"}
+            conn = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=conn) as session:
+
+                async def one() -> None:
+                    try:
+                        async with session.post(
+                            f"{url}/v1/chat/completions",
+                            json=body,
+                            headers=headers,
+                            timeout=aiohttp.ClientTimeout(total=120),
+                        ) as r:
+                            data = await r.read()
+                            done = r.status == 200 and b"[DONE]" in data
+                            kinds["completed" if done else f"status {r.status}"] += 1
+                    except TimeoutError:
+                        kinds["hung (no answer in 120 s)"] += 1
+                    except aiohttp.ClientError as exc:
+                        kinds[f"client {exc.__class__.__name__}"] += 1
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one() for _ in range(count)))
+                return kinds, time.perf_counter() - t0
+
+        print(f"streams: {count} at once through one replica (Redis state), three rounds")
+        print(f"  RSS at start {rss0 / 1024:.1f} MiB")
+        for round_ in range(3):  # a leak grows every round; the allocator's arenas do not
+            kinds, took = asyncio.run(run())
+            time.sleep(2)
+            print(
+                f"  round {round_ + 1}: {took:.1f} s, "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
+                + f"; RSS 2 s later {rss_kb(proc.pid) / 1024:.1f} MiB"
+            )
+
+
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "soak"
     nums = [float(x) for x in sys.argv[2:]]
@@ -325,10 +397,12 @@ def main() -> None:
             int(nums[1]) if len(nums) > 1 else 3,
             int(nums[2]) if len(nums) > 2 else 32,
         )
+    elif mode == "streams":
+        streams(int(nums[0]) if nums else 1000)
     elif mode == "throughput":
         throughput(nums[0] if nums else 5.0, int(nums[1]) if len(nums) > 1 else 16)
     else:
-        sys.exit("usage: scale_soak.py soak|throughput [SECONDS] ...")
+        sys.exit("usage: scale_soak.py soak|throughput|streams [SECONDS|STREAMS] ...")
 
 
 if __name__ == "__main__":

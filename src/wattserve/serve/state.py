@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from wattserve.errors import ConfigError
@@ -41,6 +42,8 @@ log = logging.getLogger("wattserve.serve")
 HEARTBEAT_TTL_S = 10.0
 OP_TIMEOUT_S = 1.0  # a Redis call slower than this counts as Redis lost (until the next beat)
 CONNECT_TIMEOUT_S = 2.0
+POOL_CONNECTIONS = 32  # Redis connections per replica; more callers wait for one
+POOL_WAIT_S = 30.0  # as long as a request may wait for its first token (serve's --max-queue)
 
 # A token bucket on Redis's clock: KEYS[1] the bucket hash; ARGV rate/s, burst.
 # Returns 0 when a token was taken, else the milliseconds until one is free.
@@ -138,12 +141,17 @@ class SharedState:
         self.prefix = prefix
         self.ttl_ms = max(1, int(heartbeat_ttl_s * 1000))
         self.every_s = min(1.0, heartbeat_ttl_s / 3)  # a new replica is counted within 1 s
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+        # A bounded pool that makes callers wait for a connection: a burst of requests must
+        # queue for Redis, not open a connection each (Redis refuses past its maxclients).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=POOL_CONNECTIONS,
+            timeout=POOL_WAIT_S,
             socket_timeout=op_timeout_s,
             socket_connect_timeout=max(op_timeout_s, CONNECT_TIMEOUT_S),
             health_check_interval=0,
         )
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.up = False
         self.lost_total = 0  # times Redis was lost
         self.replicas = 1  # live replicas at the last heartbeat (this one included)
@@ -242,6 +250,14 @@ class SharedState:
             except (RedisError, OSError) as exc:
                 self.lost(exc)
 
+    def failed(self, exc: BaseException) -> Refusal:
+        """The refusal for a request whose Redis call failed: busy (every pooled connection
+        taken for POOL_WAIT_S: this request only) or lost (Redis itself: until it returns)."""
+        if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
+            return STATE_BUSY
+        self.lost(exc)
+        return STATE_LOST
+
     def lost(self, exc: BaseException) -> None:
         if self.up:
             self.lost_total += 1
@@ -278,6 +294,15 @@ STATE_LOST = Refusal(
 )
 
 
+STATE_BUSY = Refusal(
+    "the gateway's shared state (Redis) is saturated: every connection to it is busy",
+    "server_error",
+    "state_busy",
+    retry_after_s=1.0,
+    status=503,
+)
+
+
 class RedisBudgets:
     """The `Budgets` interface over Redis: every replica sees one spend, one set of holds and
     one requests/s bucket per key. Admission (take_request, reserve) is one Lua script each,
@@ -305,8 +330,7 @@ class RedisBudgets:
                 )
             )
         except (RedisError, OSError) as exc:
-            self.state.lost(exc)
-            return STATE_LOST
+            return self.state.failed(exc)
         if wait_ms == 0:
             return None
         return Refusal(
@@ -338,8 +362,7 @@ class RedisBudgets:
                 ],
             )
         except (RedisError, OSError) as exc:
-            self.state.lost(exc)
-            return STATE_LOST
+            return self.state.failed(exc)
         if int(got[0]) == 1:
             return hold
         unit, spent, held = int(got[1]), float(got[2]), float(got[3])
