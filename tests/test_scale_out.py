@@ -66,7 +66,7 @@ def test_a_dead_replicas_holds_expire_on_redis_time() -> None:
         # heartbeat key's TTL is Redis's
         await asyncio.sleep(0.8)
         assert isinstance(await RedisBudgets(live).reserve(KEY, Charge(0.5, 0.0)), Hold)
-        await dead.redis.aclose()
+        await dead.close()
         await live.stop()
 
     with redis_server() as r:

@@ -176,6 +176,10 @@ class SharedState:
                 field="--state",
             ) from None
 
+    async def close(self) -> None:
+        """Close the connections (the pool too: it was passed in, so not closed by default)."""
+        await self.redis.aclose(close_connection_pool=True)
+
     async def probe(self) -> None:
         """Check that Redis answers (at start, before serving), without joining as a replica."""
         try:
@@ -186,7 +190,7 @@ class SharedState:
                 field="--state",
             ) from None
         finally:
-            await self.redis.aclose()
+            await self.close()
 
     def describe(self) -> dict[str, Any]:
         """What /health says about the shared state."""
@@ -210,7 +214,7 @@ class SharedState:
         with contextlib.suppress(RedisError, OSError):
             await self._flush()
             await self.redis.delete(self.key("replica", self.id))  # its holds go at once
-        await self.redis.aclose()
+        await self.close()
 
     async def _beat(self) -> None:
         await self.redis.set(self.key("replica", self.id), "1", px=self.ttl_ms)
