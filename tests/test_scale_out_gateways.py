@@ -148,7 +148,10 @@ def test_redis_restarting_mid_run_is_survived(tmp_path: Path) -> None:
         assert "wattserve_state_up 0" in httpx.get(f"{a.url}/metrics").text
         server.start()
         deadline = time.monotonic() + 20
-        while not all(httpx.get(f"{s.url}/health").json()["state"]["up"] for s in (a, b)):
+        while not all(  # up again, and each has seen the other's new heartbeat
+            (st := httpx.get(f"{s.url}/health").json()["state"])["up"] and st["replicas"] == 2
+            for s in (a, b)
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert ask(a.url, 4, key).status_code == 200 and ask(b.url, 4, key).status_code == 200
