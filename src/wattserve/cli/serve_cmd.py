@@ -54,6 +54,19 @@ def serve_cmd(
     body_timeout: Annotated[
         float, typer.Option(min=0.001, help="Longest a client may take to send its body, s.")
     ] = 30.0,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            help="Share budgets, rate limits, health and overrides with other replicas: "
+            "redis://HOST:PORT[/DB] (docs/scale-out.md). Default: this process only."
+        ),
+    ] = None,
+    state_ttl: Annotated[
+        float,
+        typer.Option(
+            min=0.5, help="Seconds after which a silent replica's reservations are released."
+        ),
+    ] = 10.0,
 ) -> None:
     """Run the OpenAI-compatible gateway."""
     from aiohttp import web
@@ -69,6 +82,12 @@ def serve_cmd(
         fleet = folder / "demo-fleet.yaml"
         fleet.write_text(demo_fleet_yaml(folder), encoding="utf-8")
     f = load_fleet(fleet)
+    shared = None
+    if state is not None:
+        from wattserve.serve.state import SharedState
+
+        asyncio.run(SharedState(state).probe())  # a wrong or unreachable URL stops here
+        shared = SharedState(state, heartbeat_ttl_s=state_ttl)
     router = Router(f, make_policy(policy), enforce_caps=not no_governor, max_wait_s=max_wait)
     ledger = Ledger(db)
     gateway = Gateway(
@@ -77,6 +96,7 @@ def serve_cmd(
         require_keys=require_keys,
         body_timeout_s=body_timeout,
         max_queue_s=max_queue,
+        state=shared,
     )
     model = router.models[0]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -89,6 +109,7 @@ def serve_cmd(
     typer.echo(
         f"wattserve: fleet '{f.name}' ({len(router.backends)} backends, models: "
         f"{', '.join(router.models)}), policy {policy}, ledger {db}"
+        + (f", shared state {state}" if state else "")
     )
     typer.echo(
         f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: "

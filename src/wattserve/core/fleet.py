@@ -17,11 +17,11 @@ from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.hardware import ProviderOffer
 from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
-from wattserve.core.modelspec import load_model
+from wattserve.core.modelspec import builtin_model_id, load_model
 from wattserve.core.params import Calibration, EngineParams, load_calibration
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.core.yamlio import Fields, LineDict, load_yaml_file
-from wattserve.errors import ConfigError, WattserveError
+from wattserve.errors import ConfigError, UnknownNameError, WattserveError
 
 SiteKind = Literal["datacenter", "edge", "cloud"]
 
@@ -110,6 +110,8 @@ class HostedSpec:
     rate_limit_rps: float | None
     joules_per_token: float | None
     backend: dict[str, Any] = field(default_factory=dict)
+    opaque: bool = False  # a model wattserve knows only by name: no architecture, no energy
+    assumed_latency: bool = False  # ttft_s/output_tokens_per_s are routing priors, not figures
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,7 @@ class Fleet:
     deployments: tuple[DeploymentSpec, ...]
     hosted: tuple[HostedSpec, ...]
     path: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)  # name a client may use -> model
     _link_index: dict[tuple[str, str], Link] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +149,17 @@ class Fleet:
     @property
     def models(self) -> set[str]:
         return {d.model for d in self.deployments} | {h.model for h in self.hosted}
+
+    def resolve_model(self, name: str) -> str | None:
+        """The model this fleet serves under `name`: a model's own name, a fleet alias, or a
+        catalog alias of a built-in it serves (a Hugging Face repository id); None if none."""
+        models = self.models
+        if name in models:
+            return name
+        target = self.aliases.get(name)
+        if target is None:
+            target = builtin_model_id(name)
+        return target if target in models else None
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -326,42 +340,71 @@ def _resolve_hosted(
     site = r.text("site")
     if site not in sites:
         raise r.err("site", f"no site '{site}' in this fleet ({', '.join(sites)})")
-    model = r.text("model")
+    written = r.text("model")
+    if not written.strip():
+        raise r.err("model", "must name a model")
+    backend = _backend(r, entry)
+    # A model wattserve has no architecture for is served by name ("opaque"): its prices and
+    # (optionally) its joules per token come from this entry; its energy is otherwise unknown.
+    model = builtin_model_id(written) or written
+    opaque = False
     try:
         load_model(model)
-        prov = catalog.provider(r.text("provider"))
+    except UnknownNameError:
+        opaque = True
     except WattserveError as exc:
         raise ConfigError(str(exc), path=path, line=line, field=f"providers.{name}") from None
-    offer: ProviderOffer | None = prov.offers.get(model)
+    if "provider" in entry:
+        try:
+            prov = catalog.provider(r.text("provider"))
+        except WattserveError as exc:
+            raise ConfigError(
+                str(exc), path=path, line=line, field=f"providers.{name}.provider"
+            ) from None
+        provider_id, base_url, offers = prov.id, prov.base_url, prov.offers
+    elif backend.get("kind") == "openai" and isinstance(backend.get("url"), str):
+        provider_id, base_url, offers = name, str(backend["url"]), {}
+    else:
+        raise r.err(
+            "provider", "name a catalog provider, or give backend: {kind: openai, url: ...}"
+        )
+    offer: ProviderOffer | None = offers.get(model)
 
-    def pick(key: str) -> float:
-        v = r.number(key)
+    def pick(key: str, assumed: float | None = None) -> float:
+        v = r.number(key, positive=assumed is not None)
         if v is None and offer is not None:
             fig = getattr(offer, key)
             v = None if fig is None else fig.value
+        if v is None and assumed is not None:
+            return assumed
         if v is None:
             raise ConfigError(
-                f"{prov.id} publishes no {key} for {model}; set {key} in the fleet file",
+                f"{provider_id} publishes no {key} for {model}; set {key} in the fleet file",
                 path=path,
                 line=line,
                 field=f"providers.{name}.{key}",
             )
         return v
 
+    latency_given = any(k in entry for k in ("ttft_s", "output_tokens_per_s")) or (
+        offer is not None and offer.ttft_s is not None
+    )
     return HostedSpec(
         name=name,
         site=site,
-        provider=prov.id,
+        provider=provider_id,
         model=model,
-        remote_name=offer.remote_name if offer else model,
-        base_url=prov.base_url,
+        remote_name=offer.remote_name if offer else written,
+        base_url=base_url,
         usd_per_mtok_input=pick("usd_per_mtok_input"),
         usd_per_mtok_output=pick("usd_per_mtok_output"),
-        ttft_s=pick("ttft_s"),
-        output_tokens_per_s=pick("output_tokens_per_s"),
+        ttft_s=pick("ttft_s", ASSUMED_TTFT_S),
+        output_tokens_per_s=pick("output_tokens_per_s", ASSUMED_OUTPUT_TOKENS_PER_S),
         rate_limit_rps=r.number("rate_limit_rps", positive=True),
-        joules_per_token=r.number("joules_per_token"),
-        backend=_backend(r, entry),
+        joules_per_token=r.number("joules_per_token", positive=True),
+        backend=backend,
+        opaque=opaque,
+        assumed_latency=not latency_given,
     )
 
 
@@ -439,6 +482,52 @@ def kv_block_count(dep: Deployment, params: EngineParams) -> tuple[int, str]:
     return int(free // kv_bytes_block), ""
 
 
+# Routing priors for an upstream with no published latency profile: they only order the
+# candidates until the gateway has measured the upstream (UpstreamTarget blends measurements
+# in); they are never reported as figures.
+ASSUMED_TTFT_S = 1.0
+ASSUMED_OUTPUT_TOKENS_PER_S = 50.0
+
+
+def _parse_aliases(raw: Any, models: set[str], path: str, line: int) -> dict[str, str]:
+    """`aliases: {name a client may use: model of this fleet}`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, LineDict):
+        raise ConfigError(
+            "must be a mapping of alias -> model served by this fleet",
+            path=path,
+            line=line,
+            field="aliases",
+        )
+    out: dict[str, str] = {}
+    for alias, target in raw.items():
+        where = f"aliases.{alias}"
+        if not isinstance(alias, str) or not alias.strip():
+            raise ConfigError(
+                "an alias must be a non-empty name", path=path, line=line, field="aliases"
+            )
+        if not isinstance(target, str):
+            raise ConfigError("must name a model", path=path, line=raw.line_of(alias), field=where)
+        resolved = target if target in models else builtin_model_id(target)
+        if resolved not in models:
+            raise ConfigError(
+                f"'{target}' is not a model of this fleet ({', '.join(sorted(models))})",
+                path=path,
+                line=raw.line_of(alias),
+                field=where,
+            )
+        if alias in models and alias != resolved:
+            raise ConfigError(
+                f"'{alias}' is a model of this fleet; it cannot be an alias of another",
+                path=path,
+                line=raw.line_of(alias),
+                field=where,
+            )
+        out[alias] = str(resolved)
+    return out
+
+
 def parse_fleet(
     data: Any, path: str, catalog: Catalog | None = None, *, sites_only: bool = False
 ) -> Fleet:
@@ -448,7 +537,16 @@ def parse_fleet(
         raise ConfigError("a fleet file is a mapping with sites, deployments, providers", path=path)
     top = Fields(data, path, "fleet")
     top.check_keys(
-        {"name", "sites", "links", "default_rtt_ms", "deployments", "providers", "hardware_files"}
+        {
+            "name",
+            "sites",
+            "links",
+            "default_rtt_ms",
+            "deployments",
+            "providers",
+            "hardware_files",
+            "aliases",
+        }
     )
     base = Path(path).parent
     hw_files = data.get("hardware_files") or []
@@ -489,7 +587,9 @@ def parse_fleet(
                 line=data.line_of("sites"),
                 field=f"sites.{s.name}.power_cap_w",
             )
+    models = {d.model for d in deps} | {h.model for h in hosted}
     return Fleet(
+        aliases=_parse_aliases(data.get("aliases"), models, path, data.line_of("aliases")),
         name=str(data.get("name", Path(path).stem)),
         sites=sites,
         links=_parse_links(data.get("links"), sites, path, data.line_of("links")),

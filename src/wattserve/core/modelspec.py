@@ -238,11 +238,30 @@ def _builtin(model_id: str) -> ModelSpec:
         return _read_config(p, model_id)
 
 
+@cache
+def model_aliases() -> dict[str, str]:
+    """Hugging Face repository ids (lower case) of the built-in models: alias -> built-in id.
+    Only repositories whose architecture fields equal the built-in's are listed."""
+    ref = resources.files("wattserve") / "data" / "model-aliases.json"
+    raw = json.loads(ref.read_text(encoding="utf-8"))["aliases"]
+    return {str(k).lower(): str(v) for k, v in raw.items()}
+
+
+def builtin_model_id(name: str) -> str | None:
+    """The built-in model `name` is, by id or by alias (a Hugging Face repository id, in any
+    case, as the Hub itself resolves them); None when it is neither."""
+    if name in _builtin_ids():
+        return name
+    return model_aliases().get(name.lower())
+
+
 def load_model(name_or_path: str) -> ModelSpec:
-    """A built-in model by id, or any Hugging Face config.json (file or folder) by path."""
+    """A built-in model by id or alias, or any Hugging Face config.json (file or folder) by
+    path."""
     known = _builtin_ids()
-    if name_or_path in known:
-        return _builtin(name_or_path)
+    builtin = builtin_model_id(name_or_path)
+    if builtin is not None:
+        return _builtin(builtin)
     p = Path(name_or_path)
     if p.suffix == ".json" or p.is_dir() or p.exists():
         if not p.exists():

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from wattserve.core.modelspec import load_model
 from wattserve.core.workload import Request
@@ -52,6 +53,7 @@ from wattserve.serve.schema import (
     error_body,
     validation_message,
 )
+from wattserve.serve.state import RedisBudgets, SharedState, attach
 
 log = logging.getLogger("wattserve.serve")
 
@@ -127,8 +129,13 @@ class Gateway:
         budgets: Budgets | None = None,
         body_timeout_s: float = BODY_TIMEOUT_S,
         max_queue_s: float = MAX_QUEUE_S,
+        state: SharedState | None = None,
     ) -> None:
         self.router, self.ledger = router, ledger
+        self.state = state
+        if state is not None:
+            budgets = budgets or RedisBudgets(state)
+            attach(router, state)
         self.require_keys = require_keys  # fixed for the gateway's life: see _key
         self.default_max_tokens = default_max_tokens
         self.budgets: Budgets = budgets or LocalBudgets()
@@ -168,6 +175,9 @@ class Gateway:
 
     async def _startup(self, app: web.Application) -> None:
         self.ledger.start()
+        if self.state is not None:
+            await self.state.connect()
+            self.state.start()
         await self.router.start()
 
     async def _shutdown(self, app: web.Application) -> None:
@@ -177,6 +187,10 @@ class Gateway:
             await asyncio.sleep(0.05)
 
     async def _cleanup(self, app: web.Application) -> None:
+        if self.state is not None:
+            if isinstance(self.budgets, RedisBudgets):
+                await self.budgets.drain()
+            await self.state.stop()
         await self.router.stop()
         self.ledger.close()
 
@@ -205,6 +219,15 @@ class Gateway:
                 )
             )
         out.append(("wattserve_in_flight_requests", "Requests in flight.", {}, self.in_flight))
+        if self.state is not None:
+            st = self.state
+            for name, help_, value in (
+                ("wattserve_state_up", "1 if the shared state (Redis) answers.", st.up),
+                ("wattserve_state_replicas", "Live gateway replicas.", st.replicas),
+                ("wattserve_state_lost_total", "Times the shared state was lost.", st.lost_total),
+                ("wattserve_state_pending_settlements", "Settlements queued.", len(st.pending)),
+            ):
+                out.append((name, help_, {}, float(value)))
         return out
 
     def _key(self, request: web.Request) -> KeyRecord | web.Response | None:
@@ -248,10 +271,8 @@ class Gateway:
     # -- simple endpoints ------------------------------------------------------------------
 
     async def models(self, request: web.Request) -> web.Response:
-        data = [
-            {"id": m, "object": "model", "created": 0, "owned_by": "wattserve"}
-            for m in self.router.models
-        ]
+        names = self.router.models + sorted(self.router.fleet.aliases)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "wattserve"} for m in names]
         return web.json_response({"object": "list", "data": data})
 
     async def health(self, request: web.Request) -> web.Response:
@@ -263,6 +284,7 @@ class Gateway:
                 "healthy_backends": len(healthy),
                 "backends": len(self.router.backends),
                 "in_flight": self.in_flight,
+                **({"state": self.state.describe()} if self.state is not None else {}),
             },
             status=status,
         )
@@ -290,13 +312,28 @@ class Gateway:
             change = parse_change(raw)
             if isinstance(change, CapChange):
                 check_cap(change, set(self.router.gov.sites), _idle_w(self.router, change.site))
-                self.router.gov.sites[change.site].cap_w = change.power_cap_w
+                if self.state is not None:
+                    await self.state.set_cap(change.site, change.power_cap_w)
+                    self.state.caps[change.site] = change.power_cap_w
+                    self.state.sync_now()
+                else:
+                    self.router.gov.sites[change.site].cap_w = change.power_cap_w
             elif change.target not in self.router.targets:
                 raise ChangeError(404, f"no target '{change.target}'", "target")
+            elif self.state is not None:
+                await self.state.set_drained(change.target, change.action == "drain")
+                (
+                    self.state.drained.add
+                    if change.action == "drain"
+                    else self.state.drained.discard
+                )(change.target)
+                self.state.sync_now()
             elif change.action == "drain":
                 self.router.drained.add(change.target)
             else:
                 self.router.drained.discard(change.target)
+        except (RedisError, OSError) as exc:
+            return error(503, f"the shared state (Redis) is unreachable: {exc}", "server_error")
         except ChangeError as exc:
             return error(exc.status, exc.message, param=exc.param)
         log.info("wattserve: fleet change by key %s: %s", key.id, change.model_dump())
@@ -315,7 +352,7 @@ class Gateway:
         key = self._key(request)
         if isinstance(key, web.Response):
             return key
-        if key is not None and (refusal := self.budgets.take_request(key)) is not None:
+        if key is not None and (refusal := await self.budgets.take_request(key)) is not None:
             return _refused(refusal)
         if self.draining:
             return error(503, "the gateway is shutting down", "server_error", retry_after_s=5.0)
@@ -335,7 +372,8 @@ class Gateway:
         except ValidationError as exc:
             message, param = validation_message(exc)
             return error(400, message, param=param)
-        if body.model not in self.router.view.by_model:
+        model = self.router.fleet.resolve_model(body.model)
+        if model is None or model not in self.router.view.by_model:
             return error(
                 404,
                 f"the model '{body.model[:256]}' is not served here; see /v1/models",
@@ -354,7 +392,7 @@ class Gateway:
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         prompt_tokens = approx_tokens(body.prompt_text())
         max_tokens = body.output_limit or self.default_max_tokens
-        window = self.context_tokens.get(body.model)
+        window = self.context_tokens.get(model)
         if window is not None:
             asked = body.output_limit or 1
             if prompt_tokens + asked > window:  # OpenAI's wording
@@ -373,11 +411,11 @@ class Gateway:
             self.router.now(),
             prompt_tokens,
             max_tokens,
-            body.model,
+            model,
             origin,
             local_only=local_only,
         )
-        greq = GenRequest(rid, kind, body.model, raw, prompt_tokens, max_tokens, origin)
+        greq = GenRequest(rid, kind, model, raw, prompt_tokens, max_tokens, origin)
         self.in_flight += 1
         try:
             return await self._run(request, body, req, greq, key, started)
@@ -424,7 +462,7 @@ class Gateway:
                 continue
             hold: Hold | None = None
             if key is not None:
-                reserved = self.budgets.reserve(key, worst_case(target, req))
+                reserved = await self.budgets.reserve(key, worst_case(target, req))
                 if isinstance(reserved, Refusal):
                     return _refused(reserved)
                 hold = reserved
@@ -611,7 +649,7 @@ def _log_gone(rid: str, produced: int) -> None:
 
 def _refused(refusal: Refusal) -> web.Response:
     return error(
-        429,
+        refusal.status,
         refusal.message,
         refusal.type_,
         code=refusal.code,

@@ -7,7 +7,9 @@ cost (never more than it held), or released if it never reached a backend. Spend
 never exceed a budget, however many requests run at once.
 
 `Budgets` is the interface the gateway calls; `LocalBudgets` keeps the state in this process
-(one gateway). A store shared by several gateway replicas implements the same four methods.
+(one gateway); `wattserve.serve.state.RedisBudgets` shares it between replicas. Admission
+(take_request, reserve) is async: a shared store answers over the network. A settlement needs
+no shared answer (the charge is the hold capped), so settle and release return at once.
 """
 
 from __future__ import annotations
@@ -56,16 +58,17 @@ class Refusal:
     type_: str
     code: str
     retry_after_s: float | None = None
+    status: int = 429
 
 
 class Budgets(Protocol):
     """Admission against per-key budgets and rate limits. Each method is atomic."""
 
-    def take_request(self, key: KeyRecord) -> Refusal | None:
+    async def take_request(self, key: KeyRecord) -> Refusal | None:
         """Count one request against the key's requests/s limit, or refuse it."""
         ...
 
-    def reserve(self, key: KeyRecord, worst: Charge) -> Hold | Refusal:
+    async def reserve(self, key: KeyRecord, worst: Charge) -> Hold | Refusal:
         """Hold `worst` against the key's remaining budget, or refuse it."""
         ...
 
@@ -91,7 +94,7 @@ class LocalBudgets:
         self.buckets: dict[str, TokenBucket] = {}  # key id -> its rate limit
         self._ids = itertools.count(1)
 
-    def take_request(self, key: KeyRecord) -> Refusal | None:
+    async def take_request(self, key: KeyRecord) -> Refusal | None:
         if not key.rps:
             return None
         now = self.clock()
@@ -107,7 +110,7 @@ class LocalBudgets:
             retry_after_s=(1.0 - bucket.tokens) / key.rps,
         )
 
-    def reserve(self, key: KeyRecord, worst: Charge) -> Hold | Refusal:
+    async def reserve(self, key: KeyRecord, worst: Charge) -> Hold | Refusal:
         spent = self.spent.setdefault(key.id, [key.spent_usd, key.spent_j])
         held = self.held.setdefault(key.id, [0.0, 0.0])
         for i, (budget, need, unit) in enumerate(

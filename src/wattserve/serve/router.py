@@ -70,6 +70,9 @@ class Router:
         self.started = clock()
         self.health_task: asyncio.Task[None] | None = None
         self.ejected_until: dict[str, float] = {}
+        # called with (backend, cooldown_s) when a backend is ejected (shared state publishes)
+        self.on_eject: list[Callable[[Backend, float], None]] = []
+        self.background: set[asyncio.Task[Any]] = set()
 
     @property
     def models(self) -> list[str]:
@@ -102,6 +105,8 @@ class Router:
         """Take a failing backend out of rotation for a cooldown (then it is tried again)."""
         backend.healthy = False
         self.ejected_until[backend.name] = self.clock() + COOLDOWN_S
+        for hook in self.on_eject:
+            hook(backend, COOLDOWN_S)
         self._refresh_unhealthy()
 
     def _refresh_unhealthy(self) -> None:

@@ -297,6 +297,7 @@ class OpenAIKind(BackendKind):
 
     def hosted(self, spec: HostedSpec, ctx: BuildContext) -> Built:
         cfg = spec.backend
+        jpt = spec.joules_per_token
         backend = OpenAIBackend(
             spec.name,
             spec.site,
@@ -306,8 +307,10 @@ class OpenAIKind(BackendKind):
             cfg.get("api_key_env"),
             usd_per_mtok_input=spec.usd_per_mtok_input,
             usd_per_mtok_output=spec.usd_per_mtok_output,
+            # the entry's joules per token when given; otherwise energy stays unknown (None)
+            estimate_j=None if jpt is None else lambda p, o: token_energy_j(p, o, jpt),
+            timeout_s=float(cfg.get("timeout_s", 300.0)),
         )
-        jpt = spec.joules_per_token
 
         def joules(r: Request) -> float:
             j = token_energy_j(r.prompt_tokens, r.output_tokens, jpt)

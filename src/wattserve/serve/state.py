@@ -1,0 +1,455 @@
+"""State shared by gateway replicas through Redis (`wattserve serve --state redis://...`).
+
+What is shared (docs/scale-out.md): each API key's budget holds, spend and requests/s bucket
+(`RedisBudgets`, the `Budgets` interface); backend ejections (cooldowns); drained targets and
+changed site caps (the live overrides of `POST /v1/fleet`); and the set of live replicas, from
+which each replica takes its share of every site's dynamic power (cap minus idle draw, split
+evenly). Without `--state` the gateway keeps all of it in its own process (LocalBudgets).
+
+Expiry uses Redis's clock only (key TTLs, `TIME` inside scripts), never a replica's: each
+replica refreshes `ws:replica:<id>` (TTL `heartbeat_ttl_s`) every third of that; a hold names
+its replica, and every reservation script drops the holds of replicas whose heartbeat key has
+expired. A crashed replica's holds are thus released within `heartbeat_ttl_s` (10 s default).
+
+Losing Redis fails closed: a key with a budget or a rate limit is refused (503) until Redis
+answers again; keys without limits, and requests without keys, are still served; power caps
+keep the last share this replica had. The replica says so in /health and /metrics and rejoins
+on its own (the heartbeat loop reconnects; settlements made meanwhile are queued and replayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from wattserve.errors import ConfigError
+from wattserve.serve.budgets import Charge, Hold, Refusal
+from wattserve.serve.ledger import KeyRecord
+
+log = logging.getLogger("wattserve.serve")
+
+HEARTBEAT_TTL_S = 10.0
+OP_TIMEOUT_S = 1.0  # a Redis call slower than this counts as Redis lost (until the next beat)
+CONNECT_TIMEOUT_S = 2.0
+POOL_CONNECTIONS = 32  # Redis connections per replica; more callers wait for one
+POOL_WAIT_S = 30.0  # as long as a request may wait for its first token (serve's --max-queue)
+
+# A token bucket on Redis's clock: KEYS[1] the bucket hash; ARGV rate/s, burst.
+# Returns 0 when a token was taken, else the milliseconds until one is free.
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 't')
+local tokens, last = tonumber(b[1]) or burst, tonumber(b[2]) or now
+if now > last then tokens = math.min(burst, tokens + (now - last) * rate) end
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate * 1000) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 't', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+"""
+
+# Sum a key's live holds, dropping those of replicas whose heartbeat expired.
+_LIVE_HOLDS = """
+local held_usd, held_j = 0, 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local rid = string.match(all[i], '^(.*):')
+  if redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid) == 0 then
+    redis.call('HDEL', KEYS[2], all[i])
+  else
+    local u, j = string.match(all[i + 1], '^(%S+) (%S+)$')
+    held_usd = held_usd + tonumber(u)
+    held_j = held_j + tonumber(j)
+  end
+end
+"""
+
+# KEYS: spent hash, holds hash. ARGV: prefix, hold field, budget $ (-1: none), budget J,
+# need $, need J, ledger's spent $, ledger's spent J (the start after Redis lost its data).
+# Returns {1} on success, else {0, unit (1: $, 2: J), spent, held}.
+RESERVE = (
+    """
+redis.call('HSETNX', KEYS[1], 'usd', ARGV[7])
+redis.call('HSETNX', KEYS[1], 'j', ARGV[8])
+"""
+    + _LIVE_HOLDS
+    + """
+local s = redis.call('HMGET', KEYS[1], 'usd', 'j')
+local spent = {tonumber(s[1]), tonumber(s[2])}
+local held = {held_usd, held_j}
+local budget = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+local need = {tonumber(ARGV[5]), tonumber(ARGV[6])}
+for u = 1, 2 do
+  if budget[u] >= 0 then
+    local left = budget[u] - spent[u] - held[u]
+    if spent[u] >= budget[u] or need[u] > left + 1e-9 then  -- float sums of holds
+      return {0, u, tostring(spent[u]), tostring(held[u])}
+    end
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[5] .. ' ' .. ARGV[6])
+return {1}
+"""
+)
+
+# KEYS: spent hash, holds hash. ARGV: hold field, charge $, charge J, ledger's spent $, J.
+SETTLE = """
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSETNX', KEYS[1], 'usd', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'j', ARGV[5])
+redis.call('HINCRBYFLOAT', KEYS[1], 'usd', ARGV[2])
+redis.call('HINCRBYFLOAT', KEYS[1], 'j', ARGV[3])
+return 1
+"""
+
+
+def _budget(x: float | None) -> str:
+    return "-1" if x is None else repr(float(x))
+
+
+class SharedState:
+    """One replica's connection to the shared state: heartbeat, liveness, overrides."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        replica_id: str | None = None,
+        prefix: str = "ws:",
+        heartbeat_ttl_s: float = HEARTBEAT_TTL_S,
+        op_timeout_s: float = OP_TIMEOUT_S,
+    ) -> None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"'{url[:200]}' is not a Redis URL: use redis://HOST:PORT[/DB]", field="--state"
+            )
+        self.url = url
+        self.id = replica_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.prefix = prefix
+        self.ttl_ms = max(1, int(heartbeat_ttl_s * 1000))
+        self.every_s = min(1.0, heartbeat_ttl_s / 3)  # a new replica is counted within 1 s
+        # A bounded pool that makes callers wait for a connection: a burst of requests must
+        # queue for Redis, not open a connection each (Redis refuses past its maxclients).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_CONNECTIONS,
+            timeout=POOL_WAIT_S,
+            socket_timeout=op_timeout_s,
+            socket_connect_timeout=max(op_timeout_s, CONNECT_TIMEOUT_S),
+            health_check_interval=0,
+        )
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self.up = False
+        self.lost_total = 0  # times Redis was lost
+        self.replicas = 1  # live replicas at the last heartbeat (this one included)
+        self.ejected: dict[str, float] = {}  # backend -> seconds of cooldown left (shared)
+        self.drained: set[str] = set()
+        self.caps: dict[str, float | None] = {}  # site -> cap set at run time (shared)
+        self.pending: deque[tuple[list[str], list[str]]] = deque()  # settlements to replay
+        self.on_sync: list[Callable[[], None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def connect(self) -> None:
+        """Reach Redis once at start: a wrong or unreachable URL is a clear error here."""
+        try:
+            await self.redis.ping()
+            await self._beat()
+        except (RedisError, OSError) as exc:
+            raise ConfigError(
+                f"cannot reach Redis at {self.url[:200]}: {exc.__class__.__name__}: {exc}",
+                field="--state",
+            ) from None
+
+    async def close(self) -> None:
+        """Close the connections (the pool too: it was passed in, so not closed by default)."""
+        await self.redis.aclose(close_connection_pool=True)
+
+    async def probe(self) -> None:
+        """Check that Redis answers (at start, before serving), without joining as a replica."""
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise ConfigError(
+                f"cannot reach Redis at {self.url[:200]}: {exc.__class__.__name__}: {exc}",
+                field="--state",
+            ) from None
+        finally:
+            await self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What /health says about the shared state."""
+        return {
+            "backend": "redis",
+            "up": self.up,
+            "replica": self.id,
+            "replicas": self.replicas,
+            "lost_total": self.lost_total,
+            "pending_settlements": len(self.pending),
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError, OSError):
+            await self._flush()
+            await self.redis.delete(self.key("replica", self.id))  # its holds go at once
+        await self.close()
+
+    async def _beat(self) -> None:
+        await self.redis.set(self.key("replica", self.id), "1", px=self.ttl_ms)
+        n = 0
+        async for _ in self.redis.scan_iter(match=self.key("replica", "*"), count=1000):
+            n += 1
+        self.replicas = max(1, n)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.key("drained"))
+        pipe.hgetall(self.key("caps"))
+        drained, caps = await pipe.execute()
+        self.drained = {k.decode() for k in drained}
+        self.caps = {k.decode(): (None if v == b"none" else float(v)) for k, v in caps.items()}
+        ejected: dict[str, float] = {}
+        async for k in self.redis.scan_iter(match=self.key("eject", "*"), count=1000):
+            ttl = await self.redis.pttl(k)
+            if ttl > 0:
+                ejected[k.decode()[len(self.key("eject", "")) :]] = ttl / 1000
+        self.ejected = ejected
+        if not self.up:
+            log.info("wattserve: shared state at %s is up (%d replicas)", self.url, self.replicas)
+        self.up = True
+        await self._flush()
+        for hook in self.on_sync:
+            hook()
+
+    def sync_now(self) -> None:
+        """Apply the overrides held now (after a change made on this replica)."""
+        for hook in self.on_sync:
+            hook()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                self.lost(exc)
+
+    def failed(self, exc: BaseException) -> Refusal:
+        """The refusal for a request whose Redis call failed: busy (every pooled connection
+        taken for POOL_WAIT_S: this request only) or lost (Redis itself: until it returns)."""
+        if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
+            return STATE_BUSY
+        self.lost(exc)
+        return STATE_LOST
+
+    def lost(self, exc: BaseException) -> None:
+        if self.up:
+            self.lost_total += 1
+            log.warning("wattserve: shared state lost (%s): failing closed", exc)
+        self.up = False
+
+    async def _flush(self) -> None:
+        while self.pending:
+            keys, args = self.pending[0]
+            await self.redis.eval(SETTLE, 2, *keys, *args)
+            self.pending.popleft()
+
+    async def eject(self, backend: str, cooldown_s: float) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.set(self.key("eject", backend), "1", px=int(cooldown_s * 1000))
+
+    async def set_drained(self, target: str, drained: bool) -> None:
+        if drained:
+            await self.redis.hset(self.key("drained"), target, "1")
+        else:
+            await self.redis.hdel(self.key("drained"), target)
+
+    async def set_cap(self, site: str, cap_w: float | None) -> None:
+        await self.redis.hset(self.key("caps"), site, "none" if cap_w is None else repr(cap_w))
+
+
+STATE_LOST = Refusal(
+    "the gateway's shared state (Redis) is unreachable: keys with a budget or a rate limit "
+    "are refused until it returns",
+    "server_error",
+    "state_unavailable",
+    retry_after_s=2.0,
+    status=503,
+)
+
+
+STATE_BUSY = Refusal(
+    "the gateway's shared state (Redis) is saturated: every connection to it is busy",
+    "server_error",
+    "state_busy",
+    retry_after_s=1.0,
+    status=503,
+)
+
+
+class RedisBudgets:
+    """The `Budgets` interface over Redis: every replica sees one spend, one set of holds and
+    one requests/s bucket per key. Admission (take_request, reserve) is one Lua script each,
+    atomic in Redis; settle and release are computed here (a charge is the hold capped, which
+    needs no shared state) and written in the background, queued while Redis is away."""
+
+    def __init__(self, state: SharedState) -> None:
+        self.state = state
+        self._ids = itertools.count(1)
+        self._take = state.redis.register_script(TAKE)
+        self._reserve = state.redis.register_script(RESERVE)
+        self._start: dict[str, tuple[float, float]] = {}  # key -> ledger's spend at first use
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def take_request(self, key: KeyRecord) -> Refusal | None:
+        if not key.rps:
+            return None
+        if not self.state.up:
+            return STATE_LOST
+        try:
+            wait_ms = int(
+                await self._take(
+                    keys=[self.state.key("rl", key.id)],
+                    args=[repr(key.rps), repr(max(1.0, key.rps))],
+                )
+            )
+        except (RedisError, OSError) as exc:
+            return self.state.failed(exc)
+        if wait_ms == 0:
+            return None
+        return Refusal(
+            f"key '{key.name}' is over its {key.rps:g} requests/s limit",
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            retry_after_s=wait_ms / 1000,
+        )
+
+    async def reserve(self, key: KeyRecord, worst: Charge) -> Hold | Refusal:
+        hold = Hold(next(self._ids), key.id, worst)
+        if key.budget_usd is None and key.budget_j is None:
+            return hold  # nothing to enforce: no shared hold needed
+        if not self.state.up:
+            return STATE_LOST
+        start = self._start.setdefault(key.id, (key.spent_usd, key.spent_j))
+        try:
+            got = await self._reserve(
+                keys=[self.state.key("spent", key.id), self.state.key("holds", key.id)],
+                args=[
+                    self.state.prefix,
+                    self._field(hold),
+                    _budget(key.budget_usd),
+                    _budget(key.budget_j),
+                    repr(worst.usd),
+                    repr(worst.joules),
+                    repr(start[0]),
+                    repr(start[1]),
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            return self.state.failed(exc)
+        if int(got[0]) == 1:
+            return hold
+        unit, spent, held = int(got[1]), float(got[2]), float(got[3])
+        budget = key.budget_usd if unit == 1 else key.budget_j
+        assert budget is not None
+        need = worst.usd if unit == 1 else worst.joules
+        left = max(0.0, budget - spent - held)
+        what = f"${budget:g}" if unit == 1 else f"{budget:g} J energy"
+
+        def amt(v: float) -> str:
+            return f"${v:.3g}" if unit == 1 else f"{v:.3g} J"
+
+        return Refusal(
+            f"key '{key.name}' has {amt(left)} of its {what} budget left (spent {amt(spent)}, "
+            f"{amt(held)} held by requests in flight on all replicas); this request may cost "
+            f"up to {amt(need)}",
+            "insufficient_quota",
+            "insufficient_quota",
+        )
+
+    def settle(self, hold: Hold, actual: Charge) -> Charge:
+        charge = Charge(min(actual.usd, hold.charge.usd), min(actual.joules, hold.charge.joules))
+        start = self._start.get(hold.key_id)
+        if start is not None:  # a key with a budget: its spend is shared
+            self._write(hold, charge, start)
+        return charge
+
+    def release(self, hold: Hold) -> None:
+        start = self._start.get(hold.key_id)
+        if start is not None:
+            self._write(hold, Charge(0.0, 0.0), start)
+
+    def _field(self, hold: Hold) -> str:
+        return f"{self.state.id}:{hold.id}"
+
+    def _write(self, hold: Hold, charge: Charge, start: tuple[float, float]) -> None:
+        keys = [self.state.key("spent", hold.key_id), self.state.key("holds", hold.key_id)]
+        args = [self._field(hold), repr(charge.usd), repr(charge.joules), *map(repr, start)]
+        task = asyncio.get_running_loop().create_task(self._send(keys, args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, keys: list[str], args: list[str]) -> None:
+        if self.state.up and not self.state.pending:
+            try:
+                await self.state.redis.eval(SETTLE, 2, *keys, *args)
+                return
+            except (RedisError, OSError) as exc:
+                self.state.lost(exc)
+        self.state.pending.append((keys, args))  # replayed in order when Redis returns
+
+    async def drain(self) -> None:
+        """Wait for settlements in flight (at shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def attach(router: Any, state: SharedState) -> None:
+    """Apply the shared overrides to a router at every heartbeat: drained targets, caps set at
+    run time, ejections made by other replicas, and this replica's share of each site's
+    dynamic power (its cap minus the idle draw, split evenly over the live replicas; idle
+    power is every replica's own emulation, so it is not split). Ejections made here are
+    published."""
+
+    def sync() -> None:
+        now = router.clock()
+        router.drained = set(state.drained)
+        for name, left_s in state.ejected.items():
+            b = router.backends.get(name)
+            if b is not None and name not in router.ejected_until:
+                b.healthy = False
+                router.ejected_until[name] = now + left_s
+        for name, site in router.fleet.sites.items():
+            cap = state.caps.get(name, site.power_cap_w)
+            acct = router.gov.sites[name]
+            acct.cap_w = None if cap is None else acct.base_w + (cap - acct.base_w) / state.replicas
+        router._refresh_unhealthy()
+
+    def published(backend: Any, cooldown_s: float) -> None:
+        task = asyncio.get_running_loop().create_task(state.eject(backend.name, cooldown_s))
+        router.background.add(task)
+        task.add_done_callback(router.background.discard)
+
+    state.on_sync.append(sync)
+    router.on_eject.append(published)
+    sync()

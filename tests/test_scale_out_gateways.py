@@ -1,0 +1,159 @@
+"""Three real gateway processes sharing a real redis-server: a site's power cap and a key's
+budget hold over the sum of the replicas; a replica killed mid-stream loses no record of a
+completed request and its holds expire; Redis restarting mid-run is survived."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from redis_server import RedisServer, redis_server
+from serving import Server, gateway
+from test_serve_reliability import SMALL, ask
+
+from wattserve.serve.ledger import Ledger
+
+CAP_W = 700.0  # 210 W idle (2 x H100): each of 3 replicas gets 210 + 490/3 W
+CAPPED = f"""
+sites:
+  dc: {{kind: datacenter, power_cap_w: {CAP_W:g}}}
+deployments:
+  gpus: {{site: dc, model: {SMALL}, hardware: h100-sxm, replicas: 2}}
+"""
+
+
+@contextlib.contextmanager
+def replicas(tmp: Path, fleet: str, n: int, *args: str) -> Iterator[list[Server]]:
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(gateway(tmp, fleet, *args, name=f"r{i}")) for i in range(n)]
+        deadline = time.monotonic() + 10  # every replica has seen the others' heartbeats
+        while any(httpx.get(f"{s.url}/health").json()["state"]["replicas"] != n for s in servers):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        yield servers
+
+
+def test_site_cap_and_key_budget_hold_over_three_replicas(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    key = Ledger(db).create_key("team", budget_j=3000.0)
+    with (
+        redis_server() as r,
+        replicas(
+            tmp_path,
+            CAPPED,
+            3,
+            "--state",
+            r.url,
+            "--db",
+            str(db),
+            "--policy",
+            "least_loaded",
+            "--max-wait",
+            "2",
+        ) as servers,
+    ):
+        idle = [httpx.get(f"{s.url}/v1/fleet").json()["sites"]["dc"]["power_w"] for s in servers]
+        peak_dynamic = [0.0]
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                now = [httpx.get(f"{s.url}/v1/fleet").json()["sites"]["dc"] for s in servers]
+                dynamic = sum(site["power_w"] - i for site, i in zip(now, idle, strict=True))
+                peak_dynamic[0] = max(peak_dynamic[0], dynamic)
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            results = list(pool.map(lambda i: ask(servers[i % 3].url, 64, key), range(72)))
+        stop.set()
+        watcher.join()
+        # every replica emulates the same devices: their idle draw is each one's own, the
+        # dynamic power above it is what the cap's headroom is shared out as
+        assert peak_dynamic[0] <= CAP_W - idle[0] + 1e-6
+        codes = [x.status_code for x in results]
+        assert set(codes) <= {200, 429} and 200 in codes
+    with sqlite3.connect(db) as conn:
+        (billed_j,) = conn.execute("SELECT SUM(billed_j) FROM requests").fetchone()
+    assert billed_j <= 3000.0 + 1e-6
+
+
+def _stream(url: str, key: str, max_tokens: int) -> httpx.Response:
+    return ask(url, max_tokens, key, stream=True)
+
+
+def test_a_replica_killed_mid_stream(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    key = Ledger(db).create_key("team", budget_j=100000.0)
+    with (
+        redis_server() as r,
+        replicas(tmp_path, CAPPED, 2, "--state", r.url, "--db", str(db), "--state-ttl", "1") as (
+            a,
+            b,
+        ),
+    ):
+        done = [ask(a.url, 4, key).json()["id"] for _ in range(10)]
+        # a long stream holds most of the budget on `a`, which is then killed mid-stream
+        long = {
+            "model": SMALL,
+            "max_tokens": 2000,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        with httpx.stream(
+            "POST",
+            f"{a.url}/v1/chat/completions",
+            json=long,
+            timeout=60,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as resp:
+            assert resp.status_code == 200
+            next(resp.iter_lines())
+            a.kill()
+        rows = dict(sqlite3.connect(db).execute("SELECT id, status FROM requests").fetchall())
+        assert all(rows.get(i) == "ok" for i in done)  # every completed request is recorded
+        # b still serves; the dead replica is no longer counted after its TTL
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{b.url}/health").json()["state"]["replicas"] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert ask(b.url, 4, key).status_code == 200
+
+
+def test_redis_restarting_mid_run_is_survived(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    key = Ledger(db).create_key("team", budget_usd=100.0)
+    server: RedisServer
+    with (
+        redis_server() as server,
+        replicas(tmp_path, CAPPED, 2, "--state", server.url, "--db", str(db)) as (a, b),
+    ):
+        assert ask(a.url, 4, key).status_code == 200
+        server.stop()
+        deadline = time.monotonic() + 15  # generous: the machine running the tests is loaded
+        while httpx.get(f"{a.url}/health").json()["state"]["up"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        refused = ask(a.url, 4, key)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "state_unavailable"
+        assert ask(b.url, 4).status_code == 200  # no key, no limit: still served
+        assert "wattserve_state_up 0" in httpx.get(f"{a.url}/metrics").text
+        server.start()
+        deadline = time.monotonic() + 20
+        while not all(  # up again, and each has seen the other's new heartbeat
+            (st := httpx.get(f"{s.url}/health").json()["state"])["up"] and st["replicas"] == 2
+            for s in (a, b)
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert ask(a.url, 4, key).status_code == 200 and ask(b.url, 4, key).status_code == 200
+        health = httpx.get(f"{a.url}/health").json()["state"]
+        assert health["lost_total"] >= 1 and health["replicas"] == 2
