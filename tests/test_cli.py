@@ -58,6 +58,18 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
     assert p.returncode == 2 and "missing column" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_estimate_rejects_nan_and_infinite_cost_flags() -> None:
+    base = ("estimate", "--model", "llama-3.1-8b", "--hardware", "rtx-4090", "--cost-basis", "own")
+    for flag, value in (
+        ("--pue", "nan"),
+        ("--lifetime-years", "inf"),
+        ("--electricity-usd-per-kwh", "nan"),
+        ("--electricity-usd-per-kwh", "inf"),
+    ):
+        p = run(*base, flag, value)
+        assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
 def test_catalog_and_models() -> None:
     p = run("catalog", "--category", "edge-module", "--json")
     ids = {d["id"] for d in json.loads(p.stdout)}
