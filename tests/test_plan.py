@@ -179,6 +179,20 @@ def test_malformed_workload_and_sites_rows_name_file_line_field(tmp_path: Path) 
         plan(EXAMPLES / "workload-multisite.yaml", sites=s, hardware=["h100-sxm"])
 
 
+def test_nan_limits_are_refused_not_silently_ignored() -> None:
+    w = EXAMPLES / "workload-multisite.yaml"
+    with pytest.raises(ConfigError, match="--budget-usd-per-h"):
+        plan(w, hardware=["h100-sxm"], budget_usd_per_h=float("nan"), capacity="analytic")
+    with pytest.raises(ConfigError, match="--power-cap"):
+        plan(w, hardware=["h100-sxm"], power_cap_w=float("nan"), capacity="analytic")
+    # --time-limit nan used to hang the solver instead of answering.
+    bad = subprocess.run(
+        [sys.executable, "-m", "wattserve", "plan", "--workload", str(w), "--time-limit", "nan"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--time-limit" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_simulated_capacity_holds_the_slo_and_is_cached() -> None:
     cat = load_catalog()
     hw = cat.device("h100-sxm")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -87,8 +88,8 @@ def plan_cmd(
             raise ConfigError(
                 f"unknown stack {s!r}; use {', '.join(SOFTWARE)}", field="--require-software"
             )
-    if time_limit <= 0:
-        raise ConfigError("must be positive", field="--time-limit")
+    if not math.isfinite(time_limit) or time_limit <= 0:
+        raise ConfigError("must be a positive finite number of seconds", field="--time-limit")
     store = CapacityCache.load(cache) if cache is not None else CapacityCache()
     try:
         result = plan(
