@@ -327,3 +327,26 @@ def test_fleet_gpu_memory_utilization_and_weight_only_dtype(tmp_path: Path) -> N
     f.write_text(base + "    kv_dtype: w4a16\n")
     with pytest.raises(ConfigError, match=r"kv_dtype|not a dtype"):
         load_fleet(f)
+
+
+@pytest.mark.parametrize(
+    ("rate_scale", "duration_s", "field"),
+    [
+        (float("nan"), None, "rate_scale"),
+        (float("inf"), None, "rate_scale"),
+        (1.0, -1.0, "duration"),
+        (1.0, float("nan"), "duration"),
+    ],
+)
+def test_nan_negative_rate_scale_and_duration_are_refused(
+    rate_scale: float, duration_s: float | None, field: str
+) -> None:
+    # These used to run: NaN rate scale reported 1.7e12 tok/s, -1 s an empty run.
+    with pytest.raises(ConfigError) as err:
+        load_workload(
+            REPO / "examples" / "workload-synthetic.yaml",
+            default_model="llama-3.1-8b",
+            rate_scale=rate_scale,
+            duration_s=duration_s,
+        )
+    assert err.value.field == field

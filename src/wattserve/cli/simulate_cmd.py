@@ -11,6 +11,7 @@ import typer
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.fleet import load_fleet
 from wattserve.core.workload import load_workload
+from wattserve.errors import ConfigError
 from wattserve.simulate import comparison_table, simulate
 from wattserve.simulate.html import render
 
@@ -68,6 +69,8 @@ def simulate_cmd(
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
 ) -> None:
     """What happens when FLEET serves TRACE under a routing policy and power caps."""
+    if not max_wait >= 0:  # NaN too
+        raise ConfigError(f"must not be negative, got {max_wait}", field="--max-wait")
     f = load_fleet(fleet)
     default_model = model or sorted(f.models)[0]
     policies = [p.strip() for p in compare.split(",")] if compare else [policy]

@@ -336,8 +336,13 @@ def load_workload(
 ) -> Workload:
     """Requests from a trace (.csv Azure format, .jsonl) or a workload file (.yaml)."""
     p = Path(path)
-    if rate_scale <= 0:
-        raise ConfigError("must be positive", field="rate_scale")
+    # `not x > 0` so that NaN is refused too; an infinite scale puts every request at t=0.
+    if not 0 < rate_scale < math.inf:
+        raise ConfigError(f"must be a positive finite number, got {rate_scale}", field="rate_scale")
+    if duration_s is not None and not duration_s > 0:
+        raise ConfigError(
+            f"must be a positive number of seconds, got {duration_s}", field="duration"
+        )
     rng = random.Random(seed)
     slos: dict[str, SLO] = {"default": SLO()}
     classes = [RequestClass()]
