@@ -350,3 +350,18 @@ def test_nan_negative_rate_scale_and_duration_are_refused(
             duration_s=duration_s,
         )
     assert err.value.field == field
+
+
+def test_cli_empty_trace_is_an_error_not_an_empty_table(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\nbad,row\n")
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(HETERO),
+         "--trace", str(trace)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert str(trace) in p.stderr and "no usable requests" in p.stderr
