@@ -365,3 +365,16 @@ def test_cli_empty_trace_is_an_error_not_an_empty_table(tmp_path: Path) -> None:
     )  # fmt: skip
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert str(trace) in p.stderr and "no usable requests" in p.stderr
+
+
+def test_fleet_numbers_in_exponent_form_read_and_nan_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "f.yaml"
+    body = "sites:\n  s: {kind: datacenter, power_cap_w: %s}\n"
+    body += "deployments:\n  a: {site: s, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    # YAML 1.1 read `1e6` as a string: "expected a number, got '1e6'".
+    f.write_text(body % "1e6")
+    assert load_fleet(f).sites["s"].power_cap_w == 1e6
+    f.write_text(body % ".nan")  # used to load, and the cap then never bound
+    with pytest.raises(ConfigError, match="NaN") as err:
+        load_fleet(f)
+    assert (err.value.line, err.value.field) == (2, "sites.s.power_cap_w")
