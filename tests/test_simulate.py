@@ -378,3 +378,14 @@ def test_fleet_numbers_in_exponent_form_read_and_nan_is_refused(tmp_path: Path) 
     with pytest.raises(ConfigError, match="NaN") as err:
         load_fleet(f)
     assert (err.value.line, err.value.field) == (2, "sites.s.power_cap_w")
+
+
+def test_absurd_replica_count_is_refused_not_hung(tmp_path: Path) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text(
+        "sites:\n  s: {kind: datacenter}\ndeployments:\n"
+        "  a: {site: s, model: llama-3.1-8b, hardware: h100-sxm, replicas: 99999999}\n"
+    )
+    with pytest.raises(ConfigError, match="at most") as err:
+        load_fleet(f)
+    assert (err.value.line, err.value.field) == (4, "deployments.a.replicas")
