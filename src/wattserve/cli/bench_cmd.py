@@ -132,11 +132,7 @@ def bench_cmd(
         wl.slos = {
             name: SLO(ttft_slo or s.ttft_s, tpot_slo or s.tpot_s) for name, s in wl.slos.items()
         }
-    if not wl.requests:
-        raise ConfigError(
-            f"no usable requests ({len(wl.bad_rows)} malformed rows, e.g. {wl.bad_rows[:3]})",
-            path=str(trace),
-        )
+    wl.require_requests(trace)
     opts = BenchOptions(
         url=url,
         model=model,

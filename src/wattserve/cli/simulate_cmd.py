@@ -83,14 +83,8 @@ def simulate_cmd(
             rate_scale=rate_scale,
             duration_s=duration,
         )
-        if not wl.requests:
-            # An empty run would print a table of dashes and exit 0, as if it had worked.
-            why = (
-                f"{len(wl.bad_rows)} malformed rows, e.g. {wl.bad_rows[:3]}"
-                if wl.bad_rows
-                else "the trace is empty" + (" within --duration" if duration else "")
-            )
-            raise ConfigError(f"no usable requests ({why})", path=str(trace))
+        # An empty run would print a table of dashes and exit 0, as if it had worked.
+        wl.require_requests(trace)
         summary, out = simulate(
             f,
             wl,

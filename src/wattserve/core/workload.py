@@ -85,6 +85,17 @@ class Workload:
     policy: str | None = None  # the routing policy the workload file asks for
     classes: tuple[RequestClass, ...] = ()
 
+    def require_requests(self, path: str | Path) -> None:
+        """Raise ConfigError naming the file when nothing in it can be replayed."""
+        if self.requests:
+            return
+        why = (
+            f"{len(self.bad_rows)} malformed rows, e.g. {self.bad_rows[:3]}"
+            if self.bad_rows
+            else "the trace is empty, or empty within --duration"
+        )
+        raise ConfigError(f"no usable requests ({why})", path=str(path))
+
 
 # -- token-length distributions and arrival processes ---------------------------------------
 
