@@ -117,3 +117,13 @@ def test_calibrate_writes_a_calibration_that_estimate_applies(tmp_path: Path) ->
     d = json.loads(p.stdout)
     assert abs(d["decode_step_s"] - 0.0068) / 0.0068 < 0.10
     assert "m.csv" in d["calibration"]  # fitted from it, or defaults kept against it
+
+
+def test_serve_on_a_bad_port_or_host_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    # --port 99999 used to listen on 99999 mod 65536 = 34463; a bad host raised a traceback.
+    db = str(tmp_path / "l.db")
+    p = run("serve", "--port", "99999", "--db", db)
+    assert p.returncode == 2 and "--port" in p.stderr and "Traceback" not in p.stderr
+    p = run("serve", "--host", "999.1.1.1", "--port", "8000", "--db", db)
+    assert p.returncode == 2 and "cannot listen on 999.1.1.1:8000" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr

@@ -14,6 +14,7 @@ import typer
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import make_policy
+from wattserve.errors import ConfigError
 
 keys_app = typer.Typer(help="API keys: create (shown once, stored hashed), list, revoke.")
 DbOption = Annotated[Path, typer.Option(help="The ledger (SQLite).")]
@@ -26,7 +27,7 @@ def serve_cmd(
         Path | None, typer.Option(help="Fleet file (default: the built-in demo).")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8000,
     policy: Annotated[str, typer.Option(help="Routing policy, as for simulate.")] = "cost",
     db: DbOption = DEFAULT_DB,
     require_keys: Annotated[
@@ -99,16 +100,21 @@ def serve_cmd(
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    web.run_app(
-        gateway.app(),
-        host=host,
-        port=port,
-        print=None,
-        shutdown_timeout=30,
-        access_log=None,
-        backlog=backlog,
-        handler_cancellation=True,  # a client that leaves cancels its request's work
-    )
+    try:
+        web.run_app(
+            gateway.app(),
+            host=host,
+            port=port,
+            print=None,
+            shutdown_timeout=30,
+            access_log=None,
+            backlog=backlog,
+            handler_cancellation=True,  # a client that leaves cancels its request's work
+        )
+    except OSError as exc:  # binding: a port in use, an address not on this machine
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="--host/--port"
+        ) from None
 
 
 @reports_errors
