@@ -124,6 +124,9 @@ def test_serve_on_a_bad_port_or_host_is_an_error_not_a_traceback(tmp_path: Path)
     db = str(tmp_path / "l.db")
     p = run("serve", "--port", "99999", "--db", db)
     assert p.returncode == 2 and "--port" in p.stderr and "Traceback" not in p.stderr
+    for flag in ("--max-wait", "--max-queue", "--body-timeout"):
+        p = run("serve", flag, "nan", "--port", "8000", "--db", db)  # the gateway used to start
+        assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr
     p = run("serve", "--host", "999.1.1.1", "--port", "8000", "--db", db)
     assert p.returncode == 2 and "cannot listen on 999.1.1.1:8000" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr

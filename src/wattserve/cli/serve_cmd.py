@@ -65,6 +65,13 @@ def serve_cmd(
     from wattserve.serve.ledger import Ledger
     from wattserve.serve.router import Router
 
+    for name, value in (
+        ("--max-wait", max_wait),
+        ("--max-queue", max_queue),
+        ("--body-timeout", body_timeout),
+    ):
+        if not value >= 0:  # typer's min= lets NaN through
+            raise ConfigError(f"must be a number of seconds, not negative, got {value}", field=name)
     if fleet is None:
         folder = Path(tempfile.mkdtemp(prefix="wattserve-demo-"))
         fleet = folder / "demo-fleet.yaml"
