@@ -130,3 +130,16 @@ def test_serve_on_a_bad_port_or_host_is_an_error_not_a_traceback(tmp_path: Path)
     p = run("serve", "--host", "999.1.1.1", "--port", "8000", "--db", db)
     assert p.returncode == 2 and "cannot listen on 999.1.1.1:8000" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_keys_refuse_bad_budgets_and_a_ledger_that_is_not_one(tmp_path: Path) -> None:
+    db = str(tmp_path / "l.db")
+    for flag, value in (("--budget-usd", "-5"), ("--budget-j", "nan"), ("--rps", "0")):
+        p = run("keys", "create", "bob", flag, value, "--db", db)  # all used to create a key
+        assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr
+    other = tmp_path / "notes.json"
+    other.write_text('{"not": "sqlite"}')
+    for args in (("usage",), ("keys", "list")):
+        p = run(*args, "--db", str(other))  # was a sqlite3.DatabaseError traceback
+        assert p.returncode == 2 and "not a wattserve ledger" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr

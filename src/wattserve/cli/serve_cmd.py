@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -169,6 +170,12 @@ def keys_create(
 ) -> None:
     """Create a key and print it (only this once)."""
     from wattserve.serve.ledger import Ledger
+
+    for flag, value, low in (("--budget-usd", budget_usd, 0.0), ("--budget-j", budget_j, 0.0)):
+        if value is not None and not low <= value < math.inf:  # NaN too
+            raise ConfigError(f"must be a finite number, not negative, got {value}", field=flag)
+    if rps is not None and not 0 < rps < math.inf:
+        raise ConfigError(f"must be a positive finite number, got {rps}", field="--rps")
 
     typer.echo(
         Ledger(db).create_key(
