@@ -389,3 +389,17 @@ def test_absurd_replica_count_is_refused_not_hung(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at most") as err:
         load_fleet(f)
     assert (err.value.line, err.value.field) == (4, "deployments.a.replicas")
+
+
+def test_cli_report_that_cannot_be_written_is_an_error_naming_the_flag(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(HETERO),
+         "--trace", str(REPO / "examples" / "workload-synthetic.yaml"), "--duration", "10",
+         "--report", str(tmp_path / "missing" / "r.html")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    # was a FileNotFoundError traceback after the whole run
+    assert p.returncode == 2 and "--report" in p.stderr and "Traceback" not in p.stderr

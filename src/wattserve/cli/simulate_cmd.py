@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wattserve.cli.common import print_json, reports_errors
+from wattserve.cli.common import print_json, reports_errors, save_text
 from wattserve.core.fleet import load_fleet
 from wattserve.core.workload import load_workload
 from wattserve.errors import ConfigError
@@ -102,9 +102,10 @@ def simulate_cmd(
         outcomes.append(out)
     table = comparison_table(summaries)
     if report is not None:
-        report.write_text(
+        save_text(
+            report,
             render(f"wattserve simulate: {f.name} / {trace.name}", summaries, outcomes, table),
-            encoding="utf-8",
+            "--report",
         )
     if json_out:
         print_json(summaries if compare else summaries[0])
