@@ -251,6 +251,21 @@ def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--headroom" in bad.stderr
 
 
+def test_cli_plan_out_that_cannot_be_written_names_the_flag(tmp_path: Path) -> None:
+    p = subprocess.run(
+        [
+            sys.executable, "-m", "wattserve", "plan",
+            "--workload", str(EXAMPLES / "workload-multisite.yaml"),
+            "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
+            "--hardware", "h100-sxm,l4,jetson-agx-orin-64gb",
+            "--capacity", "analytic", "--out", str(tmp_path / "missing" / "plan.yaml"),
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # was a FileNotFoundError traceback after solving
+    assert p.returncode == 2 and "--out" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_plan_split_follows_the_planned_shares() -> None:
     from wattserve.core.policy import Decision
     from wattserve.core.workload import Request
