@@ -58,6 +58,18 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
     assert p.returncode == 2 and "missing column" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_estimate_rejects_nan_and_infinite_cost_flags() -> None:
+    base = ("estimate", "--model", "llama-3.1-8b", "--hardware", "rtx-4090", "--cost-basis", "own")
+    for flag, value in (
+        ("--pue", "nan"),
+        ("--lifetime-years", "inf"),
+        ("--electricity-usd-per-kwh", "nan"),
+        ("--electricity-usd-per-kwh", "inf"),
+    ):
+        p = run(*base, flag, value)
+        assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
 def test_catalog_and_models() -> None:
     p = run("catalog", "--category", "edge-module", "--json")
     ids = {d["id"] for d in json.loads(p.stdout)}
@@ -105,3 +117,29 @@ def test_calibrate_writes_a_calibration_that_estimate_applies(tmp_path: Path) ->
     d = json.loads(p.stdout)
     assert abs(d["decode_step_s"] - 0.0068) / 0.0068 < 0.10
     assert "m.csv" in d["calibration"]  # fitted from it, or defaults kept against it
+
+
+def test_serve_on_a_bad_port_or_host_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    # --port 99999 used to listen on 99999 mod 65536 = 34463; a bad host raised a traceback.
+    db = str(tmp_path / "l.db")
+    p = run("serve", "--port", "99999", "--db", db)
+    assert p.returncode == 2 and "--port" in p.stderr and "Traceback" not in p.stderr
+    for flag in ("--max-wait", "--max-queue", "--body-timeout"):
+        p = run("serve", flag, "nan", "--port", "8000", "--db", db)  # the gateway used to start
+        assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr
+    p = run("serve", "--host", "999.1.1.1", "--port", "8000", "--db", db)
+    assert p.returncode == 2 and "cannot listen on 999.1.1.1:8000" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_keys_refuse_bad_budgets_and_a_ledger_that_is_not_one(tmp_path: Path) -> None:
+    db = str(tmp_path / "l.db")
+    for flag, value in (("--budget-usd", "-5"), ("--budget-j", "nan"), ("--rps", "0")):
+        p = run("keys", "create", "bob", flag, value, "--db", db)  # all used to create a key
+        assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr
+    other = tmp_path / "notes.json"
+    other.write_text('{"not": "sqlite"}')
+    for args in (("usage",), ("keys", "list")):
+        p = run(*args, "--db", str(other))  # was a sqlite3.DatabaseError traceback
+        assert p.returncode == 2 and "not a wattserve ledger" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr

@@ -109,6 +109,8 @@ def test_cli_simulate_against_vllm(tmp_path: Path) -> None:
         ("{not json", "not JSON"),
         ('{"hello": 1}', "not a result of simulate --json"),
         ('[{"policy": "cost", "ttft_s": {}}]', "no policy 'energy'"),
+        ("[]", "a list with no result"),  # said "no policy 'energy' ... (it holds )"
+        ("[1, 2]", "a list with no result"),
     ],
 )
 def test_bad_files_are_named(tmp_path: Path, content: str | None, message: str) -> None:

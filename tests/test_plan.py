@@ -179,6 +179,20 @@ def test_malformed_workload_and_sites_rows_name_file_line_field(tmp_path: Path) 
         plan(EXAMPLES / "workload-multisite.yaml", sites=s, hardware=["h100-sxm"])
 
 
+def test_nan_limits_are_refused_not_silently_ignored() -> None:
+    w = EXAMPLES / "workload-multisite.yaml"
+    with pytest.raises(ConfigError, match="--budget-usd-per-h"):
+        plan(w, hardware=["h100-sxm"], budget_usd_per_h=float("nan"), capacity="analytic")
+    with pytest.raises(ConfigError, match="--power-cap"):
+        plan(w, hardware=["h100-sxm"], power_cap_w=float("nan"), capacity="analytic")
+    # --time-limit nan used to hang the solver instead of answering.
+    bad = subprocess.run(
+        [sys.executable, "-m", "wattserve", "plan", "--workload", str(w), "--time-limit", "nan"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--time-limit" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_simulated_capacity_holds_the_slo_and_is_cached() -> None:
     cat = load_catalog()
     hw = cat.device("h100-sxm")
@@ -235,6 +249,21 @@ def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--headroom" in bad.stderr
+
+
+def test_cli_plan_out_that_cannot_be_written_names_the_flag(tmp_path: Path) -> None:
+    p = subprocess.run(
+        [
+            sys.executable, "-m", "wattserve", "plan",
+            "--workload", str(EXAMPLES / "workload-multisite.yaml"),
+            "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
+            "--hardware", "h100-sxm,l4,jetson-agx-orin-64gb",
+            "--capacity", "analytic", "--out", str(tmp_path / "missing" / "plan.yaml"),
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # was a FileNotFoundError traceback after solving
+    assert p.returncode == 2 and "--out" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_plan_split_follows_the_planned_shares() -> None:

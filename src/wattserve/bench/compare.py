@@ -167,6 +167,10 @@ def load_raw(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, A
         chosen = [
             r for r in raw if isinstance(r, dict) and (pick is None or r.get("policy") == pick)
         ]
+        if not names:
+            raise ConfigError(
+                "a list with no result of simulate --json --compare in it", path=str(path)
+            )
         if not chosen:
             raise ConfigError(
                 f"no policy '{pick}' in this file (it holds {', '.join(map(str, names))})",

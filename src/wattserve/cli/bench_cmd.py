@@ -14,7 +14,7 @@ import typer
 
 from wattserve.bench import BenchOptions, progress_bar, run_bench
 from wattserve.bench.text import summary_text
-from wattserve.cli.common import print_json, reports_errors
+from wattserve.cli.common import print_json, reports_errors, save_text
 from wattserve.core.workload import SLO, load_workload
 from wattserve.errors import ConfigError
 
@@ -41,13 +41,6 @@ def _check(name: str, value: float | None, *, low: float = 0.0, whole: bool = Fa
         return
     if math.isnan(value) or value <= low or (whole and value != int(value)):
         raise ConfigError(f"must be a positive {'whole ' if whole else ''}number", field=name)
-
-
-def _save(path: Path, text: str, flag: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}", field=flag) from None
 
 
 @reports_errors
@@ -132,11 +125,7 @@ def bench_cmd(
         wl.slos = {
             name: SLO(ttft_slo or s.ttft_s, tpot_slo or s.tpot_s) for name, s in wl.slos.items()
         }
-    if not wl.requests:
-        raise ConfigError(
-            f"no usable requests ({len(wl.bad_rows)} malformed rows, e.g. {wl.bad_rows[:3]})",
-            path=str(trace),
-        )
+    wl.require_requests(trace)
     opts = BenchOptions(
         url=url,
         model=model,
@@ -188,11 +177,11 @@ def bench_cmd(
     }
     text = json.dumps(result, indent=2, allow_nan=False)
     if out is not None:
-        _save(out, text + "\n", "--out")
+        save_text(out, text + "\n", "--out")
     if report is not None:
         from wattserve.bench.html import render
 
-        _save(report, render(result), "--report")
+        save_text(report, render(result), "--report")
     if json_out:
         print_json(result)
     else:

@@ -1,4 +1,4 @@
-"""What every command shares: error reporting and JSON printing."""
+"""What every command shares: error reporting, JSON printing and writing output files."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from wattserve.errors import WattserveError
+from wattserve.errors import ConfigError, WattserveError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,3 +34,11 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def save_text(path: Path, text: str, flag: str) -> None:
+    """Write an output file; a path that cannot be written is an error naming the flag."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}", field=flag) from None

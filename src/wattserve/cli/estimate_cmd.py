@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -68,12 +69,14 @@ def estimate_cmd(
     if cost_basis not in ("auto", "rent", "own"):
         raise typer.BadParameter("use auto, rent or own", param_hint="--cost-basis")
     for name, value in (("--pue", pue), ("--lifetime-years", lifetime_years)):
-        if value <= 0:
-            raise typer.BadParameter("must be positive", param_hint=name)
+        if not math.isfinite(value) or value <= 0:
+            raise typer.BadParameter("must be a positive finite number", param_hint=name)
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise typer.BadParameter("must be in (0, 1]", param_hint="--gpu-memory-utilization")
-    if electricity_usd_per_kwh < 0:
-        raise typer.BadParameter("must not be negative", param_hint="--electricity-usd-per-kwh")
+    if not math.isfinite(electricity_usd_per_kwh) or electricity_usd_per_kwh < 0:
+        raise typer.BadParameter(
+            "must be a finite number, not negative", param_hint="--electricity-usd-per-kwh"
+        )
     costs = CostAssumptions(cost_basis, electricity_usd_per_kwh, pue, lifetime_years)  # type: ignore[arg-type]
     result = estimate(
         model,

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import print_json, reports_errors
+from wattserve.cli.common import print_json, reports_errors, save_text
 from wattserve.core.hardware import MATURITY, SOFTWARE
 from wattserve.errors import ConfigError, PlanInfeasibleError
 from wattserve.plan.api import plan
 from wattserve.plan.capacity import CapacityCache
-from wattserve.plan.fleetfile import write_fleet
+from wattserve.plan.fleetfile import fleet_text
 from wattserve.plan.table import clean, plan_html, plan_text
 
 
@@ -87,8 +88,8 @@ def plan_cmd(
             raise ConfigError(
                 f"unknown stack {s!r}; use {', '.join(SOFTWARE)}", field="--require-software"
             )
-    if time_limit <= 0:
-        raise ConfigError("must be positive", field="--time-limit")
+    if not math.isfinite(time_limit) or time_limit <= 0:
+        raise ConfigError("must be a positive finite number of seconds", field="--time-limit")
     store = CapacityCache.load(cache) if cache is not None else CapacityCache()
     try:
         result = plan(
@@ -121,9 +122,9 @@ def plan_cmd(
         if cache is not None:
             store.save(cache)
     if out is not None:
-        write_fleet(result, out, result.hardware_files)
+        save_text(out, fleet_text(result, result.hardware_files), "--out")
     if report is not None:
-        report.write_text(plan_html(result), encoding="utf-8")
+        save_text(report, plan_html(result), "--report")
     if json_out:
         print_json(clean(result.as_dict()))
     else:

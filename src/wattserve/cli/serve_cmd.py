@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ import typer
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import make_policy
+from wattserve.errors import ConfigError
 
 keys_app = typer.Typer(help="API keys: create (shown once, stored hashed), list, revoke.")
 DbOption = Annotated[Path, typer.Option(help="The ledger (SQLite).")]
@@ -26,7 +28,7 @@ def serve_cmd(
         Path | None, typer.Option(help="Fleet file (default: the built-in demo).")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8000,
     policy: Annotated[str, typer.Option(help="Routing policy, as for simulate.")] = "cost",
     db: DbOption = DEFAULT_DB,
     require_keys: Annotated[
@@ -77,6 +79,13 @@ def serve_cmd(
     from wattserve.serve.ledger import Ledger
     from wattserve.serve.router import Router
 
+    for name, value in (
+        ("--max-wait", max_wait),
+        ("--max-queue", max_queue),
+        ("--body-timeout", body_timeout),
+    ):
+        if not value >= 0:  # typer's min= lets NaN through
+            raise ConfigError(f"must be a number of seconds, not negative, got {value}", field=name)
     if fleet is None:
         folder = Path(tempfile.mkdtemp(prefix="wattserve-demo-"))
         fleet = folder / "demo-fleet.yaml"
@@ -120,16 +129,21 @@ def serve_cmd(
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    web.run_app(
-        gateway.app(),
-        host=host,
-        port=port,
-        print=None,
-        shutdown_timeout=30,
-        access_log=None,
-        backlog=backlog,
-        handler_cancellation=True,  # a client that leaves cancels its request's work
-    )
+    try:
+        web.run_app(
+            gateway.app(),
+            host=host,
+            port=port,
+            print=None,
+            shutdown_timeout=30,
+            access_log=None,
+            backlog=backlog,
+            handler_cancellation=True,  # a client that leaves cancels its request's work
+        )
+    except OSError as exc:  # binding: a port in use, an address not on this machine
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="--host/--port"
+        ) from None
 
 
 @reports_errors
@@ -177,6 +191,12 @@ def keys_create(
 ) -> None:
     """Create a key and print it (only this once)."""
     from wattserve.serve.ledger import Ledger
+
+    for flag, value, low in (("--budget-usd", budget_usd, 0.0), ("--budget-j", budget_j, 0.0)):
+        if value is not None and not low <= value < math.inf:  # NaN too
+            raise ConfigError(f"must be a finite number, not negative, got {value}", field=flag)
+    if rps is not None and not 0 < rps < math.inf:
+        raise ConfigError(f"must be a positive finite number, got {rps}", field="--rps")
 
     typer.echo(
         Ledger(db).create_key(

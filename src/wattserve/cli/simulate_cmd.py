@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from wattserve.cli.common import print_json, reports_errors
+from wattserve.cli.common import print_json, reports_errors, save_text
 from wattserve.core.fleet import load_fleet
 from wattserve.core.workload import load_workload
+from wattserve.errors import ConfigError
 from wattserve.simulate import comparison_table, simulate
 from wattserve.simulate.html import render
 
@@ -68,6 +69,8 @@ def simulate_cmd(
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
 ) -> None:
     """What happens when FLEET serves TRACE under a routing policy and power caps."""
+    if not max_wait >= 0:  # NaN too
+        raise ConfigError(f"must not be negative, got {max_wait}", field="--max-wait")
     f = load_fleet(fleet)
     default_model = model or sorted(f.models)[0]
     policies = [p.strip() for p in compare.split(",")] if compare else [policy]
@@ -80,6 +83,8 @@ def simulate_cmd(
             rate_scale=rate_scale,
             duration_s=duration,
         )
+        # An empty run would print a table of dashes and exit 0, as if it had worked.
+        wl.require_requests(trace)
         summary, out = simulate(
             f,
             wl,
@@ -97,9 +102,10 @@ def simulate_cmd(
         outcomes.append(out)
     table = comparison_table(summaries)
     if report is not None:
-        report.write_text(
+        save_text(
+            report,
             render(f"wattserve simulate: {f.name} / {trace.name}", summaries, outcomes, table),
-            encoding="utf-8",
+            "--report",
         )
     if json_out:
         print_json(summaries if compare else summaries[0])

@@ -286,11 +286,15 @@ def _resolve_deployment(
     scheduling = r.text("scheduling", "fcfs")
     if scheduling not in ("fcfs", "priority"):
         raise r.err("scheduling", "use fcfs or priority (tighter TTFT SLO first)")
+    replicas = r.integer("replicas", 1)
+    if replicas > MAX_REPLICAS:
+        # Each replica is its own engine in simulate and serve; 99,999,999 of them hung the run.
+        raise r.err("replicas", f"at most {MAX_REPLICAS:,} per deployment, got {replicas:,}")
     return DeploymentSpec(
         name,
         site,
         dep,
-        r.integer("replicas", 1),
+        replicas,
         params,
         blocks,
         cost,
@@ -300,6 +304,7 @@ def _resolve_deployment(
 
 
 BACKEND_KINDS = ("emulated", "openai", "local-llama")
+MAX_REPLICAS = 100_000
 
 
 def _backend(r: Fields, entry: LineDict) -> dict[str, Any]:

@@ -85,6 +85,17 @@ class Workload:
     policy: str | None = None  # the routing policy the workload file asks for
     classes: tuple[RequestClass, ...] = ()
 
+    def require_requests(self, path: str | Path) -> None:
+        """Raise ConfigError naming the file when nothing in it can be replayed."""
+        if self.requests:
+            return
+        why = (
+            f"{len(self.bad_rows)} malformed rows, e.g. {self.bad_rows[:3]}"
+            if self.bad_rows
+            else "the trace is empty, or empty within --duration"
+        )
+        raise ConfigError(f"no usable requests ({why})", path=str(path))
+
 
 # -- token-length distributions and arrival processes ---------------------------------------
 
@@ -336,8 +347,13 @@ def load_workload(
 ) -> Workload:
     """Requests from a trace (.csv Azure format, .jsonl) or a workload file (.yaml)."""
     p = Path(path)
-    if rate_scale <= 0:
-        raise ConfigError("must be positive", field="rate_scale")
+    # `not x > 0` so that NaN is refused too; an infinite scale puts every request at t=0.
+    if not 0 < rate_scale < math.inf:
+        raise ConfigError(f"must be a positive finite number, got {rate_scale}", field="rate_scale")
+    if duration_s is not None and not duration_s > 0:
+        raise ConfigError(
+            f"must be a positive number of seconds, got {duration_s}", field="duration"
+        )
     rng = random.Random(seed)
     slos: dict[str, SLO] = {"default": SLO()}
     classes = [RequestClass()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,13 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_mapping,
+)
+# YAML 1.1 reads `1e6` (no dot) as the string '1e6'; people write power caps and rates that way,
+# so read it as the float YAML 1.2 and every other tool make of it.
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
 )
 
 
@@ -101,6 +110,8 @@ class Fields:
             return None
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.err(key, f"expected a number, got {v!r}")
+        if math.isnan(v):
+            raise self.err(key, "expected a number, got NaN")
         if v < 0 or (positive and v == 0):
             raise self.err(key, f"must be {'positive' if positive else 'non-negative'}, got {v}")
         return float(v)

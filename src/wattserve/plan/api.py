@@ -321,9 +321,10 @@ def plan(
         raise ConfigError(f"use one of {', '.join(OBJECTIVES)}", field="--objective")
     if not 0 <= headroom < 1:
         raise ConfigError(f"must be in [0, 1), got {headroom}", field="--headroom")
-    if budget_usd_per_h is not None and budget_usd_per_h <= 0:
+    # `not x > 0` rather than `x <= 0`, so that NaN is refused too.
+    if budget_usd_per_h is not None and not budget_usd_per_h > 0:
         raise ConfigError("must be positive", field="--budget-usd-per-h")
-    if power_cap_w is not None and power_cap_w <= 0:
+    if power_cap_w is not None and not power_cap_w > 0:
         raise ConfigError("must be positive", field="--power-cap")
     fleet, hw_files = _sites(sites, power_cap_w)
     cat = (catalog or load_catalog()).extended(hw_files)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wattserve.errors import ConfigError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,
@@ -114,12 +116,15 @@ class Ledger:
         # created 0600 before SQLite opens it (its -wal and -shm files take the same mode)
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        self.db = _connect(self.path)
-        self.db.executescript(SCHEMA)
-        for table, column, decl in ADDED_COLUMNS:
-            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        try:
+            self.db = _connect(self.path)
+            self.db.executescript(SCHEMA)
+            for table, column, decl in ADDED_COLUMNS:
+                have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        except sqlite3.DatabaseError as exc:  # --db names some other file: say so, no traceback
+            raise ConfigError(f"not a wattserve ledger (SQLite): {exc}", path=self.path) from None
         self._keys: dict[str, tuple[float, KeyRecord | None]] = {}
         self._queue: queue.SimpleQueue[
             tuple[dict[str, Any], concurrent.futures.Future[None]] | None
