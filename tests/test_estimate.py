@@ -170,3 +170,12 @@ def test_gpu_memory_utilization_sets_the_kv_room() -> None:
         with pytest.raises(ConfigError) as err:
             estimate("llama-3.1-8b", "h100-sxm", gpu_memory_utilization=bad)
         assert err.value.field == "gpu_memory_utilization"
+
+
+@pytest.mark.parametrize("tp", [3, 1_000_000])
+def test_tensor_parallelism_must_divide_the_attention_heads(tp: int) -> None:
+    """vLLM refuses a TP degree that does not divide the heads; so does every deployment here
+    (it once ran with 'weights 0 GB' at tp=1,000,000)."""
+    with pytest.raises(ConfigError, match="32 do not divide by") as err:
+        estimate("llama-3.1-8b", "h100-sxm", tp=tp)
+    assert err.value.field == "tp"

@@ -44,6 +44,13 @@ class Deployment:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+        heads = self.model.num_heads
+        if heads % self.tp:  # as vLLM: each device takes a whole share of the attention heads
+            raise ConfigError(
+                f"tensor parallelism splits the attention heads, and {self.model.id}'s {heads} "
+                f"do not divide by {self.tp}; use a divisor of {heads}",
+                field="tp",
+            )
 
     @property
     def devices(self) -> int:
