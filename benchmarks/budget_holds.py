@@ -15,10 +15,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
+from gateway_overhead import wait_up  # this directory: on sys.path when run as a script
 
 from wattserve.serve.ledger import Ledger
 from wattserve.serve.net import free_port
@@ -55,13 +55,7 @@ def main() -> None:
         ).status_code
 
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_up(f"{url}/health", seconds=30)
         with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
             codes = list(pool.map(one, range(requests)))
     finally:

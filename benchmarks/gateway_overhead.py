@@ -10,6 +10,7 @@ Both servers and the load generator run on this machine (loopback), each in its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,15 +30,19 @@ BODY = {
 }
 
 
-def wait_up(url: str) -> None:
+def wait_up(url: str, proc: subprocess.Popen[bytes] | None = None, seconds: float = 30) -> None:
+    """Wait until `url` answers below 500 (the benchmarks' servers starting up); fail early
+    if `proc`, the server's process, has exited."""
     import httpx
 
-    for _ in range(200):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited ({proc.returncode})")
+        time.sleep(0.05)
     raise RuntimeError(f"{url} did not come up")
 
 

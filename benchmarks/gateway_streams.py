@@ -26,6 +26,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from gateway_overhead import wait_up  # this directory: on sys.path when run as a script
 
 from wattserve.serve.net import free_port
 
@@ -95,15 +96,7 @@ def main() -> None:
         stderr=open(tmp / "gateway.log", "wb"),  # noqa: SIM115 - the process holds it
     )
     try:
-        import httpx
-
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_up(f"http://127.0.0.1:{port}/health", seconds=30)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         before = listen_overflows()
         t0 = time.perf_counter()

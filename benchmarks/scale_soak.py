@@ -42,6 +42,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import numpy as np
+from gateway_overhead import wait_up  # this directory: on sys.path when run as a script
 
 from wattserve.serve.ledger import Ledger
 from wattserve.serve.net import free_port
@@ -50,18 +51,6 @@ PY = sys.executable
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 BUDGET_USD = 0.5
 CAP_W = 700.0
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited ({proc.returncode})")
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def rss_kb(pid: int) -> int:
@@ -119,7 +108,7 @@ def start_fake(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_up(f"http://127.0.0.1:{port}/v1/models", p)
+    wait_up(f"http://127.0.0.1:{port}/v1/models", p, seconds=60)
     return p
 
 
@@ -135,7 +124,7 @@ def start_gateway(
     p = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=log)
     procs.append(p)
     url = f"http://127.0.0.1:{port}"
-    wait_up(f"{url}/health", p)
+    wait_up(f"{url}/health", p, seconds=60)
     return p, url
 
 

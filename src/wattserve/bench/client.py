@@ -80,13 +80,13 @@ def _message(raw: bytes) -> str:
     """The `error.message` of an OpenAI error body, or the start of the body."""
     try:
         obj = orjson.loads(raw)
-        err = obj.get("error") if isinstance(obj, dict) else None
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-    except orjson.JSONDecodeError:
-        pass
+    except orjson.JSONDecodeError:  # not JSON: the start of the body says what it is
+        obj = None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        return str(err["message"])
+    if isinstance(err, str):
+        return err
     return raw[:200].decode("utf-8", "replace").strip() or "(empty body)"
 
 

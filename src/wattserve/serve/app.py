@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import time
@@ -628,11 +629,9 @@ class Gateway:
             err = error_body(
                 f"the backend failed mid-stream: {exc}", "server_error", code="backend_error"
             )
-            try:
+            with contextlib.suppress(ConnectionResetError):  # the client left too
                 await resp.write(replies.event(err))
                 await resp.write_eof()
-            except ConnectionResetError:
-                pass  # the client left too: nothing more to tell it
         except (asyncio.CancelledError, ConnectionResetError) as exc:
             await _close(call.rest)
             if not recorded:  # once recorded, the request was complete
