@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pages import assert_self_contained, specs
 from typer.testing import CliRunner
 
 from wattserve import CostAssumptions, Estimate, estimate, load_catalog
 from wattserve.cli.app import app
 from wattserve.core.configs import SearchSpace
+from wattserve.core.pareto import pareto_front
 from wattserve.errors import ConfigError, UnknownNameError
 from wattserve.rank import Ranking, Row, rank
 from wattserve.rank.envelope import groups_within
-from wattserve.rank.pareto import pareto_front
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +303,15 @@ def test_cli_json_report_and_envelope(tmp_path: Path) -> None:
     assert {r["hardware"] for r in d["rows"]} == {"h100-sxm", "mi300x", "groq-cloud"}
     assert [x["hardware"] for x in d["excluded"]] == ["jetson-orin-nano-8gb"]
     page = out.read_text()
-    assert page.count("<svg") == 2 and "Pareto" in page and "<script" not in page
+    assert_self_contained(page)
+    usd_j, usd_speed, usd, joules = specs(page)
+    front = sorted(r["hardware"] for r in d["rows"] if r["pareto_usd_j"])
+    assert sorted(usd_j["labels"]["Pareto front"]) == front and usd_j["log"]
+    assert usd_speed["labels"]["hosted-api"] == ["groq-cloud"]  # a hosted API has no J/token
+    by_device = dict(zip(usd["categories"], usd["series"]["$ per 1M output tokens"], strict=True))
+    assert by_device == {r["hardware"]: r["usd_per_mtok"] for r in d["rows"]}
+    assert "groq-cloud" in joules["title"]  # unknown, said so rather than drawn as 0
+    assert "jetson-orin-nano-8gb" in page  # the excluded device and why
 
 
 def test_cli_text_and_edge() -> None:

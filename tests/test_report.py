@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import html
-import json
 import math
-import re
 
-from wattserve.report import Section, bars, cdf, page, pre, scatter, table, timeseries
+from pages import assert_self_contained, specs
 
-
-def specs(text: str) -> list[dict[str, object]]:
-    return [json.loads(html.unescape(m)) for m in re.findall(r'data-spec="([^"]*)"', text)]
+from wattserve.report import Section, bars, cdf, note, page, pre, scatter, table, timeseries
 
 
 def test_a_page_is_self_contained_and_escaped() -> None:
@@ -19,13 +14,12 @@ def test_a_page_is_self_contained_and_escaped() -> None:
     text = page(
         f"report {evil}",
         [
-            Section(evil, [pre(evil), table([{"name": evil, "usd": 1.5}])]),
+            Section(evil, [pre(evil), note(evil), table([{"name": evil, "usd": 1.5}])]),
             Section("charts", [bars(evil, {evil: 1.0, "b": None}, unit="$")]),
         ],
     )
     assert evil not in text  # every user string escaped, in HTML and in the chart specs
-    assert "uPlot" in text and "wsCharts" in text
-    assert 'src="http' not in text and 'href="http' not in text
+    assert_self_contained(text)
     (spec,) = specs(text)
     assert spec["categories"] == [evil] and "unknown: b" in str(spec["title"])
 
@@ -50,3 +44,23 @@ def test_timeseries_caps_and_pareto_front() -> None:
     pts = {"gpu": [(1.0, 5.0, "a"), (2.0, 3.0, "b"), (3.0, 4.0, "c")], "asic": [(4.0, 1.0, "d")]}
     (s2,) = specs(scatter("$ vs J", pts, x_unit="J", y_unit="$", pareto=True).html())
     assert s2["labels"]["Pareto front"] == ["a", "b", "d"]  # type: ignore[index]
+
+
+def test_a_given_front_log_scales_and_marks() -> None:
+    pts = {"gpu": [(1.0, 5.0, "a"), (0.0, 3.0, "zero"), (2.0, math.nan, "nan")]}
+    (s,) = specs(
+        scatter(
+            "$ vs speed", pts, x_unit="$", y_unit="tok/s", front=pts["gpu"][:1], log=True
+        ).html()
+    )
+    assert s["log"] is True and s["labels"] == {
+        "gpu": ["a"],
+        "Pareto front": ["a"],
+    }  # 0: not on a log axis
+    (b,) = specs(
+        bars(
+            "peak", {"dc": 900.0, "edge": 0.0}, unit="W", marks={"cap": {"dc": 1000.0}}, log=True
+        ).html()
+    )
+    assert b["categories"] == ["dc"] and "unknown: edge" in b["title"]
+    assert b["series"] == {"peak": [900.0], "cap": [1000.0]} and b["marks"] == ["cap"]

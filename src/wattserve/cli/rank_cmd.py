@@ -8,14 +8,14 @@ from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import print_json, reports_errors
+from wattserve.cli.common import print_json, reports_errors, save_text
 from wattserve.core.catalog import load_catalog
 from wattserve.core.params import Calibration, load_calibration
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S
 from wattserve.errors import ConfigError
 from wattserve.rank.api import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, positive, rank
 from wattserve.rank.edge import edge_view
-from wattserve.rank.report import write_report
+from wattserve.rank.report import report_html
 from wattserve.rank.text import edge_text, ranking_text
 
 _UNITS = {"": 1.0, "w": 1.0, "kw": 1e3, "mw": 1e6, "gw": 1e9}
@@ -132,7 +132,7 @@ def rank_cmd(
             calibration=calib,
         )
         if report is not None:
-            write_report(report, None, rows)
+            save_text(report, report_html(None, rows), "--report")
         if json_out:
             print_json({"edge": [r.to_dict() for r in rows]})
         else:
@@ -163,7 +163,7 @@ def rank_cmd(
         catalog=catalog,
     )
     if report is not None:
-        write_report(report, result, None)
+        save_text(report, report_html(result, None), "--report")
     if json_out:
         print_json(result.to_dict())
     else:

@@ -23,11 +23,11 @@ from wattserve.core.dtypes import parse_dtype
 from wattserve.core.hardware import CATEGORIES, MATURITY, SOFTWARE, Hardware, Provider
 from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.core.params import Calibration, load_calibration
+from wattserve.core.pareto import pareto_front
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S, SLO
 from wattserve.errors import ConfigError, UnknownNameError
 from wattserve.estimate.api import estimate
 from wattserve.rank.envelope import with_envelope
-from wattserve.rank.pareto import pareto_front
 from wattserve.rank.rows import HOSTED, SORT_KEYS, Row, device_row, hosted_row
 
 # Median prompt and output lengths of the Azure LLM inference trace 2023, conversation

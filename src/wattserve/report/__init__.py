@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from wattserve.core.pareto import pareto_front
+
 __all__ = [
     "Chart",
     "Html",
@@ -27,6 +29,7 @@ __all__ = [
     "asset",
     "bars",
     "cdf",
+    "note",
     "page",
     "pre",
     "scatter",
@@ -141,9 +144,26 @@ def timeseries(
     )
 
 
-def bars(title: str, values: Mapping[str, float | None], *, unit: str, label: str = "") -> Chart:
-    """One bar per name (a policy, a device); unknown values are left out with their name."""
-    known = {k: v for k, v in values.items() if v is not None and np.isfinite(v)}
+def bars(
+    title: str,
+    values: Mapping[str, float | None],
+    *,
+    unit: str,
+    label: str = "",
+    marks: Mapping[str, Mapping[str, float | None]] | None = None,
+    log: bool = False,
+) -> Chart:
+    """One bar per name (a policy, a device); unknown values are left out with their name.
+
+    `marks` are per-name limits drawn as a marker on each bar (a site's power cap). With
+    `log` the value axis is logarithmic (values spanning decades) and values that are not
+    positive are left out as unknown."""
+    known = {
+        k: v for k, v in values.items() if v is not None and np.isfinite(v) and (not log or v > 0)
+    }
+    series: dict[str, list[float | None]] = {label or title: [float(v) for v in known.values()]}
+    for name, per in (marks or {}).items():
+        series[name] = _finite([per.get(k) for k in known])
     return Chart(
         {
             "kind": "bars",
@@ -154,52 +174,58 @@ def bars(title: str, values: Mapping[str, float | None], *, unit: str, label: st
                 else f" (unknown: {', '.join(sorted(set(values) - set(known)))})"
             ),
             "categories": list(known),
-            "series": {label or title: [float(v) for v in known.values()]},
+            "series": series,
+            "marks": list(marks or {}),
+            "log": log,
             "y_unit": unit,
             "y_label": label,
         }
     )
 
 
+Point = tuple[float, float, str]
+
+
 def scatter(
     title: str,
-    points: Mapping[str, Sequence[tuple[float, float, str]]],
+    points: Mapping[str, Sequence[Point]],
     *,
     x_unit: str,
     y_unit: str,
     x_label: str = "",
     y_label: str = "",
     pareto: bool = False,
+    front: Sequence[Point] | None = None,
+    log: bool = False,
 ) -> Chart:
-    """Labelled points per group; with `pareto`, the front minimising both x and y as a line."""
-    series: dict[str, list[list[float | None]]] = {}
-    labels: dict[str, list[str]] = {}
-    every: list[tuple[float, float, str]] = []
-    for name, pts in points.items():
-        good = sorted(
-            (float(x), float(y), s) for x, y, s in pts if np.isfinite(x) and np.isfinite(y)
-        )
-        if good:
-            series[name] = [[p[0] for p in good], [p[1] for p in good]]
-            labels[name] = [p[2] for p in good]
-            every += good
-    front_names: list[str] = []
-    if pareto and every:
-        front, best = [], float("inf")
-        for x, y, s in sorted(every):
-            if y < best:
-                front.append((x, y, s))
-                best = y
-        series["Pareto front"] = [[p[0] for p in front], [p[1] for p in front]]
-        labels["Pareto front"] = [p[2] for p in front]
-        front_names.append("Pareto front")
+    """Labelled points per group (hover shows the label and both values).
+
+    The Pareto front is drawn as a line: `front` as the caller computed it, or with `pareto`
+    the points no other beats on both x and y (both minimised). With `log` both axes are
+    logarithmic and points that are not positive are left out."""
+
+    def ok(x: float, y: float) -> bool:
+        return bool(np.isfinite(x) and np.isfinite(y) and (not log or (x > 0 and y > 0)))
+
+    groups = {
+        n: sorted((float(x), float(y), s) for x, y, s in pts if ok(x, y))
+        for n, pts in points.items()
+    }
+    groups = {n: g for n, g in groups.items() if g}
+    every = [p for g in groups.values() for p in g]
+    if pareto and front is None:
+        front = [every[i] for i in pareto_front([(x, y) for x, y, _ in every])]
+    line = sorted(p for p in front or () if ok(p[0], p[1]))
+    if line:
+        groups["Pareto front"] = line
     return Chart(
         {
             "kind": "scatter",
             "title": title,
-            "series": series,
-            "labels": labels,
-            "front": front_names,
+            "series": {n: [[p[0] for p in g], [p[1] for p in g]] for n, g in groups.items()},
+            "labels": {n: [p[2] for p in g] for n, g in groups.items()},
+            "front": ["Pareto front"] if line else [],
+            "log": log,
             "x_unit": x_unit,
             "x_label": x_label,
             "y_unit": y_unit,
@@ -210,6 +236,11 @@ def scatter(
 
 def pre(text: str) -> Html:
     return Html(f"<pre>{html.escape(text)}</pre>")
+
+
+def note(text: str) -> Html:
+    """A paragraph of plain text."""
+    return Html(f"<p>{html.escape(text)}</p>")
 
 
 def table(rows: Sequence[dict[str, Any]], *, caption: str = "") -> Html:

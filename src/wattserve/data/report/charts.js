@@ -42,10 +42,17 @@
     }
   }
 
-  function axis(unit, label) {
+  /* a y axis as wide as its longest tick label, so that the label never covers the ticks */
+  function axisSize(u, values) {
+    var longest = 0;
+    (values || []).forEach(function (v) { if (v && v.length > longest) longest = v.length; });
+    return Math.max(60, 7 * longest + 36);
+  }
+  function axis(unit, label, vertical) {
     return {
-      label: label, stroke: "#333", grid: { stroke: "#eee" }, size: 60,
-      values: function (u, splits) { return splits.map(function (v) { return fmt(unit, v); }); }
+      label: label, stroke: "#333", grid: { stroke: "#eee" }, size: vertical ? axisSize : 60,
+      /* a log axis hands over null for the ticks it leaves unlabelled */
+      values: function (u, splits) { return splits.map(function (v) { return v == null ? "" : fmt(unit, v); }); }
     };
   }
 
@@ -61,6 +68,34 @@
     });
   }
 
+  /* A log scale with a margin, so that the extreme points do not sit on the frame, ending on
+     one-digit values: uPlot steps its log ticks from the scale's minimum (0.3, 0.4, ... 1, 2). */
+  function logRange(u, lo, hi) {
+    if (lo == null || !(lo > 0)) return [1, 10];
+    var digit = function (v, round) {
+      var p = Math.pow(10, Math.floor(Math.log10(v)));
+      return +(round(v / p) * p).toPrecision(1);
+    };
+    return [digit(lo / 1.4, Math.floor), digit(hi * 1.4, Math.ceil)];
+  }
+
+  /* Log ticks at 1-2-5 values (1-2-3-5-7 when a decade is wide, 1 when narrow), labelled all:
+     uPlot's own steps from the scale's minimum and hides most labels of a short axis. */
+  function logSplits(u, axisIdx, min, max) {
+    var px = (axisIdx === 0 ? u.width : u.height * 0.7) / Math.log10(max / min);
+    var steps = px >= 400 ? [1, 2, 3, 5, 7] : px >= 120 ? [1, 2, 5] : [1], out = [];
+    for (var e = Math.floor(Math.log10(min)); Math.pow(10, e) <= max; e++) {
+      steps.forEach(function (m) {
+        var v = +(m * Math.pow(10, e)).toPrecision(1);
+        if (v >= min && v <= max) out.push(v);
+      });
+    }
+    return out;
+  }
+  function logAxis(axis) {
+    return Object.assign(axis, { splits: logSplits, filter: function (u, splits) { return splits; } });
+  }
+
   function build(spec, width) {
     var base = {
       title: spec.title, width: width, height: spec.height || 300,
@@ -71,16 +106,26 @@
     if (spec.kind === "bars") {
       var cats = spec.categories;
       data = [cats.map(function (_, i) { return i; })].concat(names.map(function (n) { return spec.series[n]; }));
+      /* many names are written slanted, in a taller axis, so that they do not overlap */
+      var slant = cats.length > 8, longest = Math.max.apply(null, cats.map(function (c) { return c.length; }).concat([0]));
       opts = Object.assign(base, {
-        scales: { x: { time: false, range: [-0.5, cats.length - 0.5] }, y: { range: function (u, lo, hi) { return [0, hi * 1.1 || 1]; } } },
+        scales: {
+          x: { time: false, range: [-0.5, cats.length - 0.5] },
+          y: spec.log ? { distr: 3, range: logRange } : { range: function (u, lo, hi) { return [0, hi * 1.1 || 1]; } }
+        },
         axes: [{ stroke: "#333", grid: { show: false }, splits: function () { return data[0]; },
+          rotate: slant ? -40 : 0, size: slant ? 24 + 5 * longest : 50,
           values: function (u, splits) { return splits.map(function (i) { return cats[i] || ""; }); } },
-          axis(spec.y_unit, spec.y_label)],
+          spec.log ? logAxis(axis(spec.y_unit, spec.y_label, true)) : axis(spec.y_unit, spec.y_label, true)],
         series: [{ label: spec.x_label || "", value: function (u, i) { return i == null ? "–" : cats[i]; } }].concat(
           names.map(function (n, i) {
+            var value = function (u, v) { return fmt(spec.y_unit, v); };
+            if (spec.marks && spec.marks.indexOf(n) >= 0)  /* a limit per bar: a black dot */
+              return { label: n, stroke: "#000", width: 0, paths: function () { return null; },
+                points: { show: true, size: 14, width: 3, stroke: "#000", fill: "#000" }, value: value };
             return { label: n, fill: COLORS[i % COLORS.length] + "cc", stroke: COLORS[i % COLORS.length],
               paths: uPlot.paths.bars({ size: [0.6, 120] }),
-              points: { show: false }, value: function (u, v) { return fmt(spec.y_unit, v); } };
+              points: { show: false }, value: value };
           }))
       });
       return [opts, data];
@@ -108,8 +153,15 @@
       series = series.concat(lineSeries(names, spec));
     }
     opts = Object.assign(base, {
-      scales: { x: { time: false }, y: spec.y_min != null ? { range: function (u, lo, hi) { return [spec.y_min, spec.y_max != null ? spec.y_max : hi * 1.05 || 1]; } } : {} },
-      axes: [axis(spec.x_unit, spec.x_label), axis(spec.y_unit, spec.y_label)],
+      scales: spec.log ? {
+        x: { time: false, distr: 3, range: logRange }, y: { distr: 3, range: logRange }
+      } : {
+        x: { time: false },
+        y: spec.y_min != null ? { range: function (u, lo, hi) { return [spec.y_min, spec.y_max != null ? spec.y_max : hi * 1.05 || 1]; } } : {}
+      },
+      axes: [axis(spec.x_unit, spec.x_label), axis(spec.y_unit, spec.y_label, true)].map(function (a) {
+        return spec.log ? logAxis(a) : a;
+      }),
       series: series
     });
     if (spec.hlines) {
