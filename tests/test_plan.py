@@ -7,8 +7,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
+from pages import assert_self_contained, specs
 from scipy.optimize import linprog
 
 from wattserve import PlanInfeasibleError, plan
@@ -19,10 +21,12 @@ from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration
 from wattserve.core.workload import SLO, load_workload
 from wattserve.errors import ConfigError
+from wattserve.plan.api import Plan
 from wattserve.plan.capacity import Capacity, CapacityCache, Shape, replica_capacity
 from wattserve.plan.fleetfile import write_fleet
 from wattserve.plan.milp import solve
 from wattserve.plan.problem import Flow, Limits, Option, Problem
+from wattserve.plan.report import plan_html
 from wattserve.simulate import simulate
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -132,6 +136,22 @@ def test_mix_never_costs_more_than_best_single_type_and_caps_hold() -> None:
             assert row.peak_w <= row.cap_w * 0.9 + 1e-6
 
 
+def test_report_draws_sites_against_caps_candidates_and_the_comparison() -> None:
+    result = cast(Plan, _small_plan())
+    page = plan_html(result)
+    assert_self_contained(page)
+    peak, *_ = charts = specs(page)
+    sites = {row.site: row for row in result.sites}
+    assert peak["categories"] == list(sites)
+    assert peak["series"]["power cap"] == [sites[s].cap_w for s in peak["categories"]]
+    (candidates,) = [c for c in charts if c["kind"] == "scatter"]
+    assert sorted(candidates["labels"]["in the plan"]) == sorted(result.replicas)
+    assert candidates["labels"]["Pareto front"]
+    (usd,) = [c for c in charts if "the mix" in c.get("categories", []) and "$" in c["series"]]
+    assert usd["categories"][0] == "the mix" and usd["series"]["$"][0] == result.usd_per_h
+    assert "infeasible" in usd["title"]  # the lowest-$/token device alone cannot serve it
+
+
 def test_residency_never_violated() -> None:
     result = _small_plan()
     p = result.problem  # type: ignore[attr-defined]
@@ -235,6 +255,7 @@ def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
             "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
             "--hardware", "h100-sxm,l4,jetson-agx-orin-64gb",
             "--capacity", "analytic", "--out", str(out), "--json",
+            "--report", str(tmp_path / "plan.html"),
         ],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -244,6 +265,7 @@ def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
         d["status"] == "optimal" and d["usd_per_h"] > 0 and "best_single_type" in d["comparisons"]
     )
     assert load_fleet(out).deployments
+    assert specs((tmp_path / "plan.html").read_text())
     bad = subprocess.run(
         [sys.executable, "-m", "wattserve", "plan", "--workload", "nope.yaml", "--headroom", "2"],
         capture_output=True, text=True, timeout=120,

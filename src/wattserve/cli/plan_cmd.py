@@ -14,7 +14,8 @@ from wattserve.errors import ConfigError, PlanInfeasibleError
 from wattserve.plan.api import plan
 from wattserve.plan.capacity import CapacityCache
 from wattserve.plan.fleetfile import fleet_text
-from wattserve.plan.table import clean, plan_html, plan_text
+from wattserve.plan.report import plan_html
+from wattserve.plan.table import clean, plan_text
 
 
 def _available(text: str | None) -> dict[str, int]:

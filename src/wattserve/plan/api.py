@@ -193,12 +193,15 @@ def restricted(p: Problem, keep: list[int], hosted: bool) -> Problem:
     return replace(p, options=[p.options[j] for j in keep], hosted=p.hosted if hosted else [])
 
 
-def _usd_per_token(o: Option, p: Problem) -> float:
-    """$/output token of a fully loaded replica, averaged over the flows it serves."""
-    vals = [
-        o.usd_per_h / 3600.0 / (c.rate_rps * p.flows[q].output_tokens) for q, c in o.caps.items()
-    ]
-    return sum(vals) / len(vals)
+def full_load(o: Option, p: Problem) -> tuple[float, float]:
+    """$ and J per output token of one replica serving flat out, averaged over the flows it
+    can serve: rent (or the amortised price) plus electricity; J at the device."""
+    usd, joules = [], []
+    for q, c in o.caps.items():
+        tokens_per_s = c.rate_rps * p.flows[q].output_tokens
+        usd.append((o.usd_per_h / 3600.0 + o.usd_per_j * c.avg_power_w) / tokens_per_s)
+        joules.append(c.avg_power_w / tokens_per_s)
+    return sum(usd) / len(usd), sum(joules) / len(joules)
 
 
 def compare(p: Problem, best: Plan, objective: str, time_limit_s: float) -> dict[str, Any]:
@@ -240,7 +243,7 @@ def compare(p: Problem, best: Plan, objective: str, time_limit_s: float) -> dict
     else:
         out["best_single_type"] = {"hardware": None, "feasible": False}
     if p.options:
-        cheapest = min(by_hw, key=lambda h: min(_usd_per_token(p.options[j], p) for j in by_hw[h]))
+        cheapest = min(by_hw, key=lambda h: min(full_load(p.options[j], p)[0] for j in by_hw[h]))
         found = next((t for t in singles if t[1] == cheapest), None)
         out["lowest_usd_per_token_device"] = entry("lowest", found[2] if found else None, cheapest)
     return out

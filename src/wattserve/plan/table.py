@@ -1,8 +1,7 @@
-"""The plan as text (a table per site, the comparisons, verify rounds) and as HTML."""
+"""The plan as text: a table per site, the comparisons, verify rounds."""
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
@@ -86,12 +85,3 @@ def plan_text(plan: Plan) -> str:
             + "; ".join(f"{k} ({v})" for k, v in sorted(plan.problem.excluded.items())[:8])
         )
     return "\n".join(lines)
-
-
-def plan_html(plan: Plan) -> str:
-    body = html.escape(plan_text(plan))
-    return (
-        "<!doctype html><meta charset='utf-8'><title>wattserve plan</title>"
-        "<style>body{font-family:sans-serif;margin:2em}pre{font-size:13px}</style>"
-        f"<h1>wattserve plan: {html.escape(plan.objective)}</h1><pre>{body}</pre>"
-    )
