@@ -1,13 +1,11 @@
-"""The dashboard in a real browser: headless Chromium (Debian's `chromium` and
-`chromium-driver`, installed by scripts/test) driven by Selenium, against a real gateway under
-load from `wattserve bench`. A screenshot is kept in $WATTSERVE_TEST_ARTIFACTS (default
-test-artifacts/)."""
+"""The dashboard in a real browser (headless Chromium, see browser.py), against a real
+gateway under load from `wattserve bench`. A screenshot is kept in $WATTSERVE_TEST_ARTIFACTS
+(default test-artifacts/)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,17 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from browser import chrome, require
 from serving import FAST_FLEET, gateway
 
 from wattserve.serve.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test dependency")
-if CHROMIUM is None or DRIVER is None:
-    pytest.skip(
-        "needs Debian's chromium and chromium-driver (scripts/test)", allow_module_level=True
-    )
+require()
 
 from selenium.common.exceptions import (  # noqa: E402
     NoSuchElementException,
@@ -49,26 +43,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1300,1500",
-        f"--user-data-dir={tmp_path / 'chrome-profile'}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(DRIVER))
-    driver.set_page_load_timeout(30)
-    try:
+    with chrome(tmp_path / "chrome-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def fleet(url: str, key: str) -> dict[str, Any]:
