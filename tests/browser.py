@@ -51,3 +51,20 @@ def chrome(profile: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def open_report(driver: Any, path: Path) -> list[Any]:
+    """Open a report from disk; check every chart is drawn and the console has no error. The
+    chart elements, for more checks."""
+    from selenium.webdriver.common.by import By
+
+    driver.get_log("browser")  # drop what an earlier page logged
+    driver.get(path.as_uri())
+    charts = driver.find_elements(By.CSS_SELECTOR, "div.ws-chart")
+    assert charts, f"{path.name} has no chart"
+    drawn = driver.find_elements(By.CSS_SELECTOR, "div.ws-chart .uplot canvas")
+    assert len(drawn) == len(charts), f"{len(drawn)} of {len(charts)} charts drawn"
+    assert "chart failed" not in driver.find_element(By.TAG_NAME, "body").text
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    return list(charts)

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser import chrome, require
+from browser import chrome, open_report, require
 from serving import FAST_FLEET, gateway
 
 from wattserve.serve.ledger import Ledger
@@ -93,7 +93,8 @@ def test_dashboard_live_admin_and_refusal(browser: Any, tmp_path: Path) -> None:
 
         load = subprocess.Popen(
             [sys.executable, "-m", "wattserve", "bench", "--url", s.url, "--trace", str(trace),
-             "--api-key-env", "WS_DASH_KEY", "--out", str(tmp_path / "bench.json")],
+             "--api-key-env", "WS_DASH_KEY", "--out", str(tmp_path / "bench.json"),
+             "--report", str(tmp_path / "bench.html")],
             env={**os.environ, "WS_DASH_KEY": viewer},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -134,3 +135,4 @@ def test_dashboard_live_admin_and_refusal(browser: Any, tmp_path: Path) -> None:
         artifacts.mkdir(parents=True, exist_ok=True)
         shot = artifacts / "dashboard.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    open_report(browser, tmp_path / "bench.html")  # the same charts, from the same module
