@@ -4,8 +4,10 @@ import math
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from wattserve import ConfigError, UnknownNameError, estimate, load_model
+from wattserve.cli.app import app
 
 JSON_KEYS = {
     "prefill_s",
@@ -179,3 +181,35 @@ def test_tensor_parallelism_must_divide_the_attention_heads(tp: int) -> None:
     with pytest.raises(ConfigError, match="32 do not divide by") as err:
         estimate("llama-3.1-8b", "h100-sxm", tp=tp)
     assert err.value.field == "tp"
+
+
+@pytest.mark.parametrize(
+    ("hardware", "prompt", "output"), [("h100-sxm", 4000, 200), ("groq-cloud", 512, 4096)]
+)
+def test_a_request_longer_than_the_context_window_is_refused(
+    hardware: str, prompt: int, output: int
+) -> None:
+    """llama-2-7b's config.json says 4096 positions: an engine refuses a longer request, so a
+    figure for one (the estimate once gave it) means nothing."""
+    with pytest.raises(ConfigError, match="context window of 4096") as err:
+        estimate("llama-2-7b", hardware, prompt_tokens=prompt, output_tokens=output)
+    assert err.value.field == "prompt_tokens"
+    with pytest.raises(ConfigError) as err:
+        estimate("llama-2-7b", "h100-sxm", context=5000)
+    assert err.value.field == "context"
+    assert estimate("llama-2-7b", "h100-sxm", prompt_tokens=4000, output_tokens=96).fits
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--prompt-tokens", "4000", "--output-tokens", "200"], "--prompt-tokens"),
+        (["--context", "5000"], "--context"),
+        (["--batch", "0"], "--batch"),
+    ],
+)
+def test_cli_errors_name_the_flag(args: list[str], flag: str) -> None:
+    result = CliRunner().invoke(
+        app, ["estimate", "--model", "llama-2-7b", "--hardware", "h100-sxm", *args]
+    )
+    assert result.exit_code == 2 and f"field '{flag}'" in result.stderr, result.stderr

@@ -18,9 +18,11 @@ from typer.testing import CliRunner
 from wattserve import CostAssumptions, Estimate, estimate, load_catalog
 from wattserve.cli.app import app
 from wattserve.core.configs import SearchSpace
+from wattserve.core.modelspec import load_model
 from wattserve.core.pareto import pareto_front
 from wattserve.errors import ConfigError, UnknownNameError
 from wattserve.rank import Ranking, Row, rank
+from wattserve.rank.edge import edge_view
 from wattserve.rank.envelope import groups_within
 
 
@@ -338,6 +340,7 @@ def test_cli_text_and_edge() -> None:
             "--report",
         ),
         (["--model", "llama-3.1-8b", "--top", "-1"], "--top"),
+        (["--model", "llama-2-70b", "--prompt-tokens", "4000", "--output-tokens", "200"], "4096"),
         (["--model", "llama-3.1-8b", "--pue", "0"], "--pue"),
         (["--model", "llama-3.1-8b", "--daily-tokens", "1e9"], "--training-cost-usd"),
         (["--edge", "--hardware", "jetson"], "jetson-"),
@@ -347,6 +350,15 @@ def test_cli_bad_input_is_one_line_naming_the_flag(args: list[str], needle: str)
     result = CliRunner().invoke(app, ["rank", *args])
     assert result.exit_code == 2 and needle in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_request_past_the_context_window_is_refused_and_the_edge_view_skips_such_models() -> None:
+    with pytest.raises(ConfigError, match="context window of 4096") as err:
+        rank("llama-2-70b", prompt_tokens=4000, output_tokens=200)
+    assert err.value.field == "--prompt-tokens"
+    rows = edge_view(load_catalog(), prompt_tokens=5000, output_tokens=200)
+    held = {r.model for r in rows if r.model}
+    assert held and all((load_model(m).max_context or 0) >= 5200 for m in held)
 
 
 def test_a_comma_separated_string_is_a_list_in_the_python_api() -> None:

@@ -39,6 +39,7 @@ class ConfigError(WattserveError):
         self.path = path
         self.line = line
         self.field = field
+        self.detail = message  # without the where: a caller may name the field its own way
         where = []
         if path is not None:
             where.append(path if line is None else f"{path}:{line}")

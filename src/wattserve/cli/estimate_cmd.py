@@ -11,8 +11,24 @@ import typer
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.cost import CostAssumptions
+from wattserve.errors import ConfigError
 from wattserve.estimate import estimate
 from wattserve.estimate.explain import explain, summary
+
+# estimate()'s parameters that are flags of this command under the same name
+FLAGS = frozenset(
+    [
+        "tp",
+        "pp",
+        "dtype",
+        "kv_dtype",
+        "batch",
+        "prompt_tokens",
+        "output_tokens",
+        "context",
+        "gpu_memory_utilization",
+    ]
+)
 
 
 @reports_errors
@@ -78,22 +94,28 @@ def estimate_cmd(
             "must be a finite number, not negative", param_hint="--electricity-usd-per-kwh"
         )
     costs = CostAssumptions(cost_basis, electricity_usd_per_kwh, pue, lifetime_years)  # type: ignore[arg-type]
-    result = estimate(
-        model,
-        hardware,
-        tp=tp,
-        pp=pp,
-        dtype=dtype,
-        kv_dtype=kv_dtype,
-        batch=batch,
-        prompt_tokens=prompt_tokens,
-        output_tokens=output_tokens,
-        context=context,
-        calibration=calibration,
-        catalog=load_catalog(hardware_file or []),
-        costs=costs,
-        gpu_memory_utilization=gpu_memory_utilization,
-    )
+    try:
+        result = estimate(
+            model,
+            hardware,
+            tp=tp,
+            pp=pp,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            batch=batch,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            context=context,
+            calibration=calibration,
+            catalog=load_catalog(hardware_file or []),
+            costs=costs,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+    except ConfigError as exc:
+        if exc.path is not None or exc.field not in FLAGS:
+            raise
+        # the API names its parameters; a user of the command line typed flags
+        raise ConfigError(exc.detail, field="--" + exc.field.replace("_", "-")) from None
     if json_out:
         print_json(result.to_dict())
     elif explain_out:

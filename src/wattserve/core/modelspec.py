@@ -130,6 +130,25 @@ class ModelSpec:
         return self.total_params * BYTES_PER_ELEMENT[dtype]
 
 
+def fits_context(window: int | None, prompt_tokens: int, output_tokens: int) -> bool:
+    """Whether a prompt and its output fit a context window of `window` tokens. An unknown
+    window (the config gives no `max_position_embeddings`) admits any length."""
+    return not window or prompt_tokens + output_tokens <= window
+
+
+def check_context(spec: ModelSpec, prompt_tokens: int, output_tokens: int, *, field: str) -> None:
+    """A ConfigError naming `field` when prompt and output do not fit `spec`'s
+    context window: an engine refuses such a request, so no figure for it means anything."""
+    if not fits_context(spec.max_context, prompt_tokens, output_tokens):
+        raise ConfigError(
+            f"{prompt_tokens} prompt + {output_tokens} output = "
+            f"{prompt_tokens + output_tokens} tokens exceed {spec.id}'s context window of "
+            f"{spec.max_context} tokens (max_position_embeddings); ask for fewer prompt or "
+            "output tokens",
+            field=field,
+        )
+
+
 def _line_of(text: str, key: str) -> int | None:
     match = re.search(rf'"{re.escape(key)}"\s*:', text)
     return None if match is None else text.count("\n", 0, match.start()) + 1

@@ -13,7 +13,7 @@ from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.hardware import Provider
 from wattserve.core.memory import MemoryFit, memory_fit
-from wattserve.core.modelspec import ModelSpec, load_model
+from wattserve.core.modelspec import ModelSpec, check_context, fits_context, load_model
 from wattserve.core.params import Calibration, load_calibration
 from wattserve.core.perf import PerfModel, StepCost, perf_model
 from wattserve.errors import ConfigError
@@ -125,6 +125,12 @@ def estimate(
     ctx = prompt_tokens + output_tokens // 2 if context is None else _positive("context", context)
     cat = catalog if catalog is not None else load_catalog()
     spec = model if isinstance(model, ModelSpec) else load_model(model)
+    check_context(spec, prompt_tokens, output_tokens, field="prompt_tokens")
+    if context is not None and not fits_context(spec.max_context, ctx, 0):
+        raise ConfigError(
+            f"{ctx} tokens exceed {spec.id}'s context window of {spec.max_context} tokens",
+            field="context",
+        )
     if hardware not in cat.devices and hardware in cat.providers:
         return _provider_estimate(
             cat.providers[hardware], spec, batch, prompt_tokens, output_tokens, ctx

@@ -21,7 +21,7 @@ from wattserve.core.configs import (
 from wattserve.core.cost import CostAssumptions
 from wattserve.core.dtypes import parse_dtype
 from wattserve.core.hardware import CATEGORIES, MATURITY, SOFTWARE, Hardware, Provider
-from wattserve.core.modelspec import ModelSpec, load_model
+from wattserve.core.modelspec import ModelSpec, check_context, load_model
 from wattserve.core.params import Calibration, load_calibration
 from wattserve.core.pareto import pareto_front
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S, SLO
@@ -326,6 +326,7 @@ def rank(
         base_costs = replace(base_costs, pue=pue)
     cat = catalog if catalog is not None else load_catalog()
     spec = model if isinstance(model, ModelSpec) else load_model(model)
+    check_context(spec, prompt_tokens, output_tokens, field="--prompt-tokens")
     if isinstance(calibration, Calibration):
         calib = calibration
     else:

@@ -10,7 +10,7 @@ from typing import Any
 from wattserve.core.catalog import Catalog
 from wattserve.core.configs import SINGLE_DEVICE_CATEGORIES, SearchSpace, candidate_dtypes
 from wattserve.core.cost import CostAssumptions
-from wattserve.core.modelspec import builtin_model_ids, load_model
+from wattserve.core.modelspec import builtin_model_ids, fits_context, load_model
 from wattserve.core.params import Calibration
 from wattserve.estimate.api import Estimate, estimate
 
@@ -57,7 +57,13 @@ def edge_view(
     calib = calibration if calibration is not None else Calibration()
     cost = costs if costs is not None else CostAssumptions()
     models = sorted(
-        (load_model(m) for m in builtin_model_ids()), key=lambda m: m.total_params, reverse=True
+        (
+            spec
+            for spec in map(load_model, builtin_model_ids())
+            if fits_context(spec.max_context, prompt_tokens, output_tokens)
+        ),
+        key=lambda m: m.total_params,
+        reverse=True,
     )
     rows = []
     for hw in catalog.devices.values():

@@ -35,7 +35,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from wattserve.core.modelspec import load_model
+from wattserve.core.modelspec import fits_context, load_model
 from wattserve.core.workload import Request
 from wattserve.errors import NoBackendAvailable, UpstreamError, WattserveError
 from wattserve.serve import replies
@@ -396,7 +396,7 @@ class Gateway:
         window = self.context_tokens.get(model)
         if window is not None:
             asked = body.output_limit or 1
-            if prompt_tokens + asked > window:  # OpenAI's wording
+            if not fits_context(window, prompt_tokens, asked):  # OpenAI's wording
                 return error(
                     400,
                     f"This model's maximum context length is {window} tokens. However, you "
