@@ -12,8 +12,10 @@ from typing import cast
 import pytest
 from pages import assert_self_contained, specs
 from scipy.optimize import linprog
+from typer.testing import CliRunner
 
 from wattserve import PlanInfeasibleError, plan
+from wattserve.cli.app import app
 from wattserve.core.catalog import load_catalog
 from wattserve.core.deployment import Deployment
 from wattserve.core.fleet import Fleet, Site, load_fleet
@@ -286,6 +288,28 @@ def test_cli_plan_out_that_cannot_be_written_names_the_flag(tmp_path: Path) -> N
     )  # fmt: skip
     # was a FileNotFoundError traceback after solving
     assert p.returncode == 2 and "--out" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize(
+    "text", ['{"model": "llama-3.1-8b", "notes": "mine"}', "[1, 2]", "not json at all\n"]
+)
+def test_cache_refuses_a_file_that_is_not_a_cache_and_leaves_it_alone(
+    tmp_path: Path, text: str
+) -> None:
+    """`--cache` once overwrote any JSON file it was given (and rebuilt anything unreadable)."""
+    mine = tmp_path / "mine.json"
+    mine.write_text(text)
+    args = ["plan", "--workload", str(EXAMPLES / "workload-multisite.yaml"), "--hardware", "l4"]
+    result = CliRunner().invoke(app, [*args, "--capacity", "analytic", "--cache", str(mine)])
+    assert result.exit_code == 2 and "'--cache'" in result.stderr and str(mine) in result.stderr
+    assert mine.read_text() == text
+    fresh = tmp_path / "caches" / "capacity.json"
+    for hits in (0, 1):  # a new file is written, then read: the second plan hits it
+        result = CliRunner().invoke(
+            app, [*args, "--capacity", "analytic", "--cache", str(fresh), "--json"]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert (json.loads(result.stdout)["capacity_cache"]["hits"] > 0) == bool(hits)
 
 
 def test_plan_split_follows_the_planned_shares() -> None:

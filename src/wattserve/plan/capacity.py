@@ -34,6 +34,7 @@ from wattserve.core.fleet import DeploymentSpec, Fleet, Site, kv_block_count
 from wattserve.core.params import EngineParams
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.core.workload import SLO, Request, Workload
+from wattserve.errors import ConfigError
 
 CapacityMethod = Literal["simulated", "analytic"]
 PROBE_REQUESTS = 300  # requests in one simulated probe: enough for a p99 to see queueing
@@ -93,21 +94,46 @@ class CapacityCache:
 
     @staticmethod
     def load(path: str | Path) -> CapacityCache:
+        """The cache saved at `path` (empty when there is no file). A file that is not a
+        capacity cache is an error naming --cache, since saving would overwrite it; a cache
+        whose entries are damaged is rebuilt, never trusted."""
         cache = CapacityCache()
         p = Path(path)
-        if p.exists():
-            try:
-                raw = json.loads(p.read_text(encoding="utf-8"))
-                cache.entries = {k: Capacity(**v) for k, v in raw.get("entries", {}).items()}
-            except (ValueError, TypeError, AttributeError):
-                cache.entries = {}  # a damaged cache is rebuilt, never trusted
+        try:
+            text = p.read_text(encoding="utf-8") if p.exists() else ""
+            raw = json.loads(text) if text.strip() else {"version": 1, "entries": {}}
+        except (OSError, ValueError) as exc:
+            raise _not_a_cache(p, f"cannot be read as JSON ({exc})") from None
+        if (
+            not isinstance(raw, dict)
+            or "version" not in raw
+            or not isinstance(raw.get("entries"), dict)
+        ):
+            raise _not_a_cache(p, "is JSON but not a capacity cache (no version and entries)")
+        try:
+            cache.entries = {k: Capacity(**v) for k, v in raw["entries"].items()}
+        except TypeError:
+            cache.entries = {}
         return cache
 
     def save(self, path: str | Path) -> None:
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": 1, "entries": {k: asdict(v) for k, v in self.entries.items()}}
-        p.write_text(json.dumps(data), encoding="utf-8")
+        # written beside and renamed: an interrupted save never leaves half a file behind
+        part = p.with_name(p.name + ".part")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            part.write_text(json.dumps(data), encoding="utf-8")
+            part.replace(p)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {p}: {exc.strerror}", field="--cache") from None
+
+
+def _not_a_cache(path: Path, why: str) -> ConfigError:
+    return ConfigError(
+        f"{path} {why}; it would be overwritten: give a new file or a cache an earlier plan wrote",
+        field="--cache",
+    )
 
 
 def _steady_tau(pm: PerfModel, rate: float, p: int, o: int) -> tuple[float, float]:
