@@ -349,6 +349,22 @@ def test_wrong_types_answer_400_naming_the_field(
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_tokens", 10**30), ("max_tokens", -(10**30)), ("max_completion_tokens", 2**64)],
+)
+def test_an_integer_past_64_bits_is_out_of_range_not_a_float(
+    open_gw: tuple[Server, str], field: str, value: int
+) -> None:
+    """The JSON parser reads such an integer as a float; the 400 once said 'got float'."""
+    s, _ = open_gw
+    r = httpx.post(f"{s.url}{CHAT}", json={**body(2), field: value})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and "out of range (1 to 32768)" in err["message"], err
+    assert "float" not in err["message"]
+
+
 def test_context_length_exceeded(open_gw: tuple[Server, str]) -> None:
     s, _ = open_gw
     long_prompt = {"model": MODEL, "messages": [{"role": "user", "content": "word " * 100_000}]}

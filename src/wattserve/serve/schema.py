@@ -91,9 +91,22 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first.get("loc", ()))
     msg = first.get("msg", "invalid value")
-    if first.get("type", "").endswith("_type") and "input" in first:  # say what was sent
-        msg = f"{msg}, got {type(first['input']).__name__}"
+    sent = first.get("input")
+    if first.get("type") == "int_type" and isinstance(sent, float) and abs(sent) >= 2**63:
+        # orjson reads an integer past 64 bits as a float: the number is wrong, not its type
+        msg = f"Input is out of range{_range(loc)}, got {sent:.3g}"
+    elif first.get("type", "").endswith("_type") and "input" in first:  # say what was sent
+        msg = f"{msg}, got {type(sent).__name__}"
     return (f"{loc}: {msg}" if loc else msg), (loc or None)
+
+
+def _range(name: str) -> str:
+    """' (1 to 32768)' for a bounded integer field of the request bodies, else ''."""
+    field = _Common.model_fields.get(name)
+    meta = field.metadata if field is not None else []
+    lo = next((m.ge for m in meta if hasattr(m, "ge")), None)  # Field(ge=..., le=...)
+    hi = next((m.le for m in meta if hasattr(m, "le")), None)
+    return f" ({lo} to {hi})" if lo is not None and hi is not None else ""
 
 
 def approx_tokens(text: str) -> int:
