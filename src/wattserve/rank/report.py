@@ -54,7 +54,6 @@ def _front_chart(
     title: str,
     y_of: Callable[[Row], float | None],
     on_front: Callable[[Row], bool],
-    *,
     y_unit: str,
     y_label: str,
 ) -> Chart:
@@ -80,6 +79,25 @@ def _front_chart(
     )
 
 
+# The two fronts `rank` marks (P, S): title, y, on the front, y unit and label.
+FRONTS: tuple[tuple[str, Callable[[Row], float | None], Callable[[Row], bool], str, str], ...] = (
+    (
+        "$ per 1M tokens against J per token",
+        lambda r: r.j_per_token,
+        lambda r: r.pareto_usd_j,
+        "J",
+        "J per output token",
+    ),
+    (
+        "$ per 1M tokens against tokens/s per user",
+        lambda r: r.tokens_per_s_per_user,
+        lambda r: r.pareto_usd_speed,
+        "tok/s",
+        "tokens/s per user",
+    ),
+)
+
+
 def _ranking(rk: Ranking) -> list[Section]:
     unknown = [{"device": r.hardware, "why": u} for r in rk.shown for u in r.unknown]
     excluded = [{"device": x.hardware, "why": x.why, "reason": x.reason} for x in rk.excluded]
@@ -90,24 +108,7 @@ def _ranking(rk: Ranking) -> list[Section]:
         ),
         Section(
             "Pareto fronts (all rows, log scales)",
-            [
-                _front_chart(
-                    rk.rows,
-                    "$ per 1M tokens against J per token",
-                    lambda r: r.j_per_token,
-                    lambda r: r.pareto_usd_j,
-                    y_unit="J",
-                    y_label="J per output token",
-                ),
-                _front_chart(
-                    rk.rows,
-                    "$ per 1M tokens against tokens/s per user",
-                    lambda r: r.tokens_per_s_per_user,
-                    lambda r: r.pareto_usd_speed,
-                    y_unit="tok/s",
-                    y_label="tokens/s per user",
-                ),
-            ],
+            [_front_chart(rk.rows, *front) for front in FRONTS],
         ),
         Section(
             "$ and J per device (log scales)",
