@@ -4,7 +4,6 @@ settled), and the ledger (a row queued for the writer thread)."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
 import time
@@ -65,7 +64,7 @@ class Accounts:
         produced: int,
         status: str,
         why: str | None,
-    ) -> concurrent.futures.Future[None]:
+    ) -> asyncio.Future[None]:
         """A request that reached a backend is over: settle its hold and record it. One that
         ended early (no Finish) is charged the target's figures for its prompt and the
         `produced` tokens, over the time it ran (see budgets.delivered)."""
@@ -86,7 +85,7 @@ class Accounts:
         status: str,
         why: str | None,
         billed: Charge | None = None,
-    ) -> concurrent.futures.Future[None]:
+    ) -> asyncio.Future[None]:
         """Count a request in the metrics and queue its ledger row; the future completes once
         the row is committed."""
         duration = time.monotonic() - started
@@ -140,9 +139,9 @@ class Accounts:
         )
 
 
-async def durable(done: concurrent.futures.Future[None], rid: str) -> None:
+async def durable(done: asyncio.Future[None], rid: str) -> None:
     """Wait for a record's commit (the last byte of a response waits for it)."""
     try:
-        await asyncio.wrap_future(done)
+        await done
     except Exception as exc:  # the answer is still sent: the client has its tokens
         log.error("wattserve: %s: ledger write failed: %s", rid, exc)

@@ -20,7 +20,6 @@ aiohttp's handler cancellation), is logged in one line and billed for what was d
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import math
@@ -473,9 +472,8 @@ class Gateway:
             # that has none after max_queue_s gives up its place: a 503, not a silent wait
             visible = body.stream or backend.kind == "emulated"
             try:
-                first = await asyncio.wait_for(
-                    events.__anext__(), self.max_queue_s if visible else None
-                )
+                async with asyncio.timeout(self.max_queue_s if visible else None):
+                    first = await events.__anext__()
             except TimeoutError:
                 target.add(-1)
                 self.accounts.release(hold)  # queued, not served: nothing is billed
@@ -538,7 +536,7 @@ class Gateway:
 
     def _ended(
         self, call: _Call, fin: Finish | None, produced: int, status: str, why: str | None
-    ) -> concurrent.futures.Future[None]:
+    ) -> asyncio.Future[None]:
         return self.accounts.ended(
             call.greq,
             call.key,

@@ -1,8 +1,9 @@
 """The ledger: every request in SQLite (WAL), and the API keys with their budgets.
 
 Writes leave the event loop: `submit` queues a request's row for a writer thread that commits
-whatever is queued in one transaction, and its future completes once that commit is done. The
-gateway awaits it before a response's last byte (see wattserve.serve.app), so a completed
+whatever is queued in one transaction, and its future completes once that commit is done (the
+thread wakes the event loop once per commit, not once per row). The gateway awaits it before a
+response's last byte (see wattserve.serve.app), so a completed
 request's record survives a SIGKILL of the gateway. With `synchronous=NORMAL` in WAL mode a
 commit reaches the operating system, not the disk: a crash of the machine itself may lose the
 last commits.
@@ -13,7 +14,7 @@ created readable by its owner only (mode 0600).
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -81,6 +82,20 @@ CHARGE = "UPDATE keys SET spent_usd = spent_usd + ?, spent_j = spent_j + ? WHERE
 KEY_CACHE_S = 1.0  # a key created or revoked by `wattserve keys` is seen within this long
 BATCH = 512  # rows per commit at most
 
+# a queued row: the row, the future its request awaits, and that future's event loop
+_Queued = tuple[dict[str, Any], "asyncio.Future[None]", asyncio.AbstractEventLoop]
+
+
+def _settle(waiting: list[asyncio.Future[None]], failure: sqlite3.Error | None) -> None:
+    """Complete the futures of one commit (on their event loop)."""
+    for done in waiting:
+        if done.done():  # its waiter was cancelled
+            continue
+        if failure is None:
+            done.set_result(None)
+        else:
+            done.set_exception(failure)
+
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
@@ -126,9 +141,7 @@ class Ledger:
         except sqlite3.DatabaseError as exc:  # --db names some other file: say so, no traceback
             raise ConfigError(f"not a wattserve ledger (SQLite): {exc}", path=self.path) from None
         self._keys: dict[str, tuple[float, KeyRecord | None]] = {}
-        self._queue: queue.SimpleQueue[
-            tuple[dict[str, Any], concurrent.futures.Future[None]] | None
-        ] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
 
     def start(self) -> None:
@@ -149,15 +162,16 @@ class Ledger:
 
     # -- requests --------------------------------------------------------------------------
 
-    def submit(self, row: dict[str, Any]) -> concurrent.futures.Future[None]:
-        """Queue one finished request's row; the future completes once it is committed.
-        `billed_usd` and `billed_j`, when present, are added to the key's spend in the same
-        transaction."""
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def submit(self, row: dict[str, Any]) -> asyncio.Future[None]:
+        """Queue one finished request's row (called on the event loop); the future completes
+        once it is committed. `billed_usd` and `billed_j`, when present, are added to the key's
+        spend in the same transaction."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         if self._writer is None:
-            self._commit(self.db, [(row, done)])
+            _settle([done], self._commit(self.db, [row]))
         else:
-            self._queue.put((row, done))
+            self._queue.put((row, done, loop))
         return done
 
     def _write_loop(self, db: sqlite3.Connection) -> None:
@@ -176,33 +190,41 @@ class Ledger:
                     stop = True
                     break
                 batch.append(more)
-            self._commit(db, batch)
+            # a waiter that gave up (its client left) cannot cancel the write: it is made anyway
+            failure = self._commit(db, [row for row, _, _ in batch])
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for _, done, loop in batch:
+                by_loop.setdefault(loop, []).append(done)
+            for loop, waiting in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, waiting, failure)
             if stop:
                 break
         db.close()
 
     @staticmethod
-    def _commit(
-        db: sqlite3.Connection, batch: list[tuple[dict[str, Any], concurrent.futures.Future[None]]]
-    ) -> None:
-        # a waiter that gave up (its client left) cannot cancel the write: it is made anyway
-        waiting = [done for _, done in batch if done.set_running_or_notify_cancel()]
+    def _commit(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> sqlite3.Error | None:
+        """Write `rows` and their charges in one transaction; the error when it failed."""
+        charges = [
+            (row.get("billed_usd") or 0.0, row.get("billed_j") or 0.0, row["key_id"])
+            for row in rows
+            if row.get("key_id") and (row.get("billed_usd") or row.get("billed_j"))
+        ]
         try:
+            if len(rows) == 1 and not charges:  # one statement commits on its own
+                db.execute(INSERT, {"billed_usd": None, "billed_j": None, **rows[0]})
+                return None
             db.execute("BEGIN")
-            for row, _ in batch:
+            for row in rows:
                 db.execute(INSERT, {"billed_usd": None, "billed_j": None, **row})
-                usd, joules = row.get("billed_usd") or 0.0, row.get("billed_j") or 0.0
-                if row.get("key_id") and (usd or joules):
-                    db.execute(CHARGE, (usd, joules, row["key_id"]))
+            if charges:
+                db.executemany(CHARGE, charges)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            for done in waiting:
-                done.set_exception(exc)
-            return
-        for done in waiting:
-            done.set_result(None)
+            return exc
+        return None
 
     def usage(self, by: str) -> list[dict[str, Any]]:
         """Totals grouped by key, model, site, backend or day."""

@@ -56,14 +56,14 @@ class Http1Pool:
                 reader, writer = self.idle.pop()
             else:
                 try:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), timeout_s
-                    )
+                    async with asyncio.timeout(timeout_s):
+                        reader, writer = await asyncio.open_connection(self.host, self.port)
                 except (OSError, TimeoutError) as exc:
                     raise HTTPError(f"cannot connect: {exc}") from None
             try:
                 writer.write(request)
-                status, data, keep = await asyncio.wait_for(self._read(reader), timeout_s)
+                async with asyncio.timeout(timeout_s):  # no task per call, unlike wait_for
+                    status, data, keep = await self._read(reader)
             except (OSError, asyncio.IncompleteReadError, HTTPError, TimeoutError) as exc:
                 writer.close()
                 if reused and attempt == 0:
