@@ -9,8 +9,8 @@ Calibrate on few, predict the rest: eff_compute, eff_memory and gemm_pad_elems a
 six points of one device and one shape (H100, Llama-2-7B, TP1), then predict the other model,
 the other TP degree and the other row counts on that device. gemm_latency_s stays at its prior
 (4 us, calibrate's starting point): six points of one shape cannot tell a kernel's fixed
-latency from its bandwidth, and the printout shows the held-out error for 2 to 6 us. `python tests/test_accuracy_vidur.py`
-prints the table in docs/accuracy.md.
+latency from its bandwidth, and the printout shows the held-out error for 0 to 6 us.
+`python tests/test_accuracy_vidur.py` prints the table in docs/accuracy.md.
 """
 
 from __future__ import annotations
