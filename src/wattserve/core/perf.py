@@ -245,8 +245,8 @@ class PerfModel:
         tokens touches E(1 - (1 - k/E)^T) experts, each a GEMM of its own)."""
         if not self.moe:
             return self.pad_s
-        touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
-        return self.pad_s + self.expert_pad_s * touched
+        spread: float = (1.0 - self.top_k / self.n_experts) ** tokens
+        return self.pad_s + self.expert_pad_s * self.n_experts * (1.0 - spread)
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
         """Power of all devices during a step whose compute and memory times are given."""
