@@ -160,24 +160,40 @@ def test_missing_peak_makes_times_unknown_not_zero(tmp_path: Path) -> None:
     assert any("tdp_w" in m for m in pm.power_missing)
 
 
-def test_small_m_gemm_ramp_and_moe_rows_per_expert() -> None:
-    """eff_compute(T) = eff * T / (T + h); MoE expert GEMMs ramp on their own rows; the
-    decode-run sums agree with one step at a time."""
+def test_small_gemms_pad_and_latency_and_moe_per_expert() -> None:
+    """Each GEMM pays 2*K*pad FLOPs and each GEMM kernel a fixed latency on the memory side;
+    MoE pays the pad once per touched expert; the decode-run sums agree with one step at a
+    time."""
     from wattserve.core.perf import decode_run, run_lines
 
     hw = load_catalog().device("h100-sxm")
-    dense = Deployment(load_model("llama-3.1-8b"), hw)
-    flat, ramped = (
-        PerfModel(dense, EngineParams()),
-        PerfModel(dense, EngineParams(gemm_half_rows=128)),
+    spec = load_model("llama-3.1-8b")
+    dense = Deployment(spec, hw)
+    flat = PerfModel(dense, EngineParams())
+    small = PerfModel(dense, EngineParams(gemm_pad_elems=1e6, gemm_latency_s=4e-6))
+    sum_k = (
+        spec.num_layers
+        * (2 * spec.hidden_size + spec.num_heads * spec.head_dim + spec.intermediate_size)
+        + spec.hidden_size
     )
+    pad_s = 2 * 1e6 * sum_k / (hw.figures["peak_tflops_bf16"].value * 1e12 * 0.6)
+    kernels = spec.num_layers * 4 + 1
     for t in (1, 128, 4096):
-        c0, c1 = flat.prefill(1, t), ramped.prefill(1, t)
-        assert c1.compute_s == pytest.approx(c0.compute_s * (1 + 128 / t))
+        c0, c1 = flat.prefill(1, t), small.prefill(1, t)
+        assert c1.compute_s == pytest.approx(c0.compute_s + pad_s)
+        assert c1.memory_s == pytest.approx(c0.memory_s + kernels * 4e-6)
+    # the pad weighs most where rows are few: a decode step of one sequence, not a prefill
+    assert small.decode_step(1, 100).compute_s / flat.decode_step(1, 100).compute_s > 10
+    assert small.prefill(1, 4096).compute_s / flat.prefill(1, 4096).compute_s < 1.1
     moe = Deployment(load_model("mixtral-8x7b"), hw, tp=2)
-    pm = PerfModel(moe, EngineParams(gemm_half_rows=128))
-    uniform = PerfModel(moe, EngineParams()).decode_step(16, 1024).compute_s * (1 + 128 / 16)
-    assert pm.decode_step(16, 1024).compute_s > uniform  # 16 tokens x top-2 over ~7 experts
+    pm = PerfModel(moe, EngineParams(gemm_pad_elems=1e6))
+    base = PerfModel(moe, EngineParams())
+    extra = {
+        t: pm.decode_step(t, 1024).compute_s - base.decode_step(t, 1024).compute_s for t in (1, 16)
+    }
+    # one token touches its top-2 experts, 16 tokens 8 * (1 - 0.75^16) = 7.92 of the 8
+    assert extra[1] == pytest.approx(pm.pad_s + 2 * pm.expert_pad_s)
+    assert extra[16] == pytest.approx(pm.pad_s + 8 * (1 - 0.75**16) * pm.expert_pad_s)
     lines = run_lines(pm, 16, 16 * 1025.0)
     stepped = sum(pm.decode_step(16, 1024 + j).time_s for j in range(20))
     assert decode_run(pm, lines, 20)[0] == pytest.approx(stepped, rel=1e-9)

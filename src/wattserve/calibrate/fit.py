@@ -42,7 +42,8 @@ TIME_PARAMS = (
     "overhead_step_s",
     "overhead_layer_s",
     "overhead_seq_s",
-    "gemm_half_rows",
+    "gemm_pad_elems",
+    "gemm_latency_s",
 )
 COMM_PARAMS = ("eff_comm", "overhead_collective_s")
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -53,7 +54,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "overhead_layer_s": (1e-8, 0.01),
     "overhead_seq_s": (1e-8, 0.01),
     "overhead_collective_s": (1e-7, 0.01),
-    "gemm_half_rows": (1.0, 4096.0),
+    "gemm_pad_elems": (1.0e3, 1.0e8),
+    "gemm_latency_s": (1.0e-7, 1.0e-3),
 }
 # Prior widths (standard deviation of log(term / default)): a fitted term pays for moving away
 # from its default as a misfit of PRIOR_WEIGHT per sigma, in log time of one row.
@@ -65,12 +67,14 @@ PRIOR_SIGMA: dict[str, float] = {
     "overhead_layer_s": 1.5,
     "overhead_seq_s": 1.5,
     "overhead_collective_s": 1.5,
-    "gemm_half_rows": 1.0,
+    "gemm_pad_elems": 1.0,
+    "gemm_latency_s": 1.0,
 }
-# Where a term fitted in log space starts when its default is 0 (off): ~128 rows is where
-# dense GEMMs on current GPUs reach half their large-M efficiency (Vidur's H100/A100 profiles,
-# docs/accuracy.md).
-LOG_START: dict[str, float] = {"gemm_half_rows": 128.0}
+# Where a term fitted in log space starts when its default is 0 (off), and its prior's centre:
+# half a wave of 128 x 128 output tiles on a 132-SM GPU (H100 SXM; NVIDIA's H100 whitepaper),
+# and a few microseconds per GEMM kernel (the launch-to-drain floor NVIDIA's Nsight Systems
+# guide and CUDA-graph measurements put at a few microseconds). docs/model.md.
+LOG_START: dict[str, float] = {"gemm_pad_elems": 1.0e6, "gemm_latency_s": 4.0e-6}
 PRIOR_WEIGHT = 0.05
 LOO_MAX_ROWS = 40
 LOO_WARN_PCT = 15.0

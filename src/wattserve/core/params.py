@@ -30,9 +30,12 @@ class EngineParams:
     overhead_layer_s: float = 1.0e-5
     overhead_seq_s: float = 5.0e-6
     overhead_collective_s: float = 1.0e-5
-    # small-M GEMM ramp: matrix work on T rows runs at eff_compute * T / (T + gemm_half_rows)
-    # (0: off, the default until measurements calibrate it; docs/model.md)
-    gemm_half_rows: float = 0.0
+    # small GEMMs (docs/model.md): each GEMM costs as if its output had gemm_pad_elems more
+    # elements (the wave of tiles a GPU runs whatever the rows), and each GEMM kernel takes at
+    # least gemm_latency_s (launch, fill, drain); 0: off, the defaults until measurements
+    # calibrate them
+    gemm_pad_elems: float = 0.0
+    gemm_latency_s: float = 0.0
     memory_utilization: float = 0.9
     power_k_compute: float = 1.0
     power_k_memory: float = 0.6
@@ -138,6 +141,13 @@ def load_calibration(path: str | Path) -> Calibration:
     for hw_id, entry in hardware.items():
         if not isinstance(entry, dict):
             raise ConfigError("must be an object", path=str(p), field=f"hardware.{hw_id}")
+        if entry.get("gemm_half_rows"):  # the ramp's earlier form: its value means nothing now
+            raise ConfigError(
+                "gemm_half_rows was replaced by gemm_pad_elems and gemm_latency_s "
+                "(docs/model.md): calibrate again from the measurements",
+                path=str(p),
+                field=f"hardware.{hw_id}.gemm_half_rows",
+            )
         values: dict[str, Any] = {}
         for name in NUMERIC_FIELDS:
             if name in entry:

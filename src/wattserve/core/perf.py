@@ -8,9 +8,9 @@ tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read o
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
     power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory))
 
-eff_compute(T) = eff_compute * T / (T + gemm_half_rows): GEMMs with few rows run below their
-large-M efficiency (off by default). The hot path is plain float arithmetic on values
-resolved once in __init__.
+Small GEMMs (off by default): each GEMM's FLOPs are counted as if its output had
+gemm_pad_elems more elements, and each GEMM kernel adds gemm_latency_s to the memory time
+(docs/model.md). The hot path is plain float arithmetic on values resolved once in __init__.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
 from wattserve.core.figures import Figure
+from wattserve.core.modelspec import ModelSpec
 from wattserve.core.params import EngineParams
 
 NAN = float("nan")
@@ -70,7 +71,6 @@ class PerfModel:
             self.expert_bytes = 0.0
         self.n_experts = float(m.num_experts)
         self.top_k = float(m.experts_per_token)
-        self.expert_flops_per_token = 2.0 * m.num_layers * m.experts_per_token * m.expert_params
 
         self.flops_rate = self._flops_rate()
         self.bytes_rate = self._bytes_rate()
@@ -90,7 +90,8 @@ class PerfModel:
         self.comm_per_token = comm_per_token
         self.overhead_fixed = params.overhead_step_s + layers * params.overhead_layer_s
         self.overhead_seq = params.overhead_seq_s
-        self.gemm_half_rows = params.gemm_half_rows
+        self.pad_s, self.expert_pad_s = self._gemm_pads(params.gemm_pad_elems)
+        self.gemm_floor_s = params.gemm_latency_s * _gemm_kernels(m)
         self.poison = NAN if self.missing else 0.0
 
         self.idle_w, self.dynamic_w = self._power_figures()
@@ -123,6 +124,25 @@ class PerfModel:
         peak = self._use(key)
         assert peak is not None
         return peak * 1e12 * self.params.eff_compute * dep.tp
+
+    def _gemm_pads(self, pad_elems: float) -> tuple[float, float]:
+        """Seconds of padded GEMM work per step: for the dense GEMMs, and per touched expert.
+        A GEMM whose output is M x N over K inputs costs 2*K*(M*N + pad) FLOPs: the pad is the
+        same for every GEMM whatever its rows or width, so a step pays 2*pad*sum(K) extra, on
+        each device (K of a row-parallel GEMM is sharded over tp)."""
+        if not pad_elems:
+            return 0.0, 0.0
+        m, tp = self.deployment.model, self.deployment.tp
+        attn_k = m.hidden_size + m.num_heads * m.head_dim / tp  # QKV, then the output projection
+        if m.is_moe:
+            shared = m.shared_intermediate_size
+            mlp_k = m.hidden_size + shared / tp if shared else 0.0
+            expert_k = m.num_layers * (m.hidden_size + m.expert_intermediate_size / tp)
+        else:
+            mlp_k, expert_k = m.hidden_size + m.intermediate_size / tp, 0.0
+        dense_k = m.num_layers * (attn_k + mlp_k) + m.hidden_size  # the LM head once per step
+        per_k_s = 2.0 * pad_elems * tp / self.flops_rate  # the rate is over all tp devices
+        return dense_k * per_k_s, expert_k * per_k_s
 
     def _bytes_rate(self) -> float:
         dep, hw = self.deployment, self.deployment.hardware
@@ -190,9 +210,9 @@ class PerfModel:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
         t_c = flops / self.flops_rate
-        if self.gemm_half_rows:
-            t_c = t_c * (1.0 + self.gemm_half_rows / tokens) + self.expert_ramp_s(tokens)
-        t_m = nbytes / self.bytes_rate
+        if self.pad_s:
+            t_c += self.gemm_pad_s(tokens)
+        t_m = nbytes / self.bytes_rate + self.gemm_floor_s
         return (
             (t_c if t_c > t_m else t_m)
             + self.comm_fixed
@@ -210,28 +230,23 @@ class PerfModel:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
         t_c = flops / self.flops_rate + self.poison
-        if self.gemm_half_rows:
-            t_c = t_c * (1.0 + self.gemm_half_rows / tokens) + self.expert_ramp_s(tokens)
-        t_m = nbytes / self.bytes_rate + self.poison
+        if self.pad_s:
+            t_c += self.gemm_pad_s(tokens)
+        t_m = nbytes / self.bytes_rate + self.gemm_floor_s + self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
         power = self.power_w(t_c, t_m, time_s)
         return StepCost(time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s)
 
-    def expert_ramp_s(self, tokens: float) -> float:
-        """MoE under the small-M ramp: expert GEMMs run on the rows routed to each expert,
-        not on the step's rows. With top-k routing a step of T tokens touches
-        n = E(1 - (1 - k/E)^T) experts, each with T*k/n rows on average, so the expert FLOPs'
-        ramp is 1 + h*n/(T*k) instead of 1 + h/T: these are the extra seconds (0 for dense
-        models)."""
+    def gemm_pad_s(self, tokens: float) -> float:
+        """Seconds of padded GEMM work in a step of `tokens` tokens: the dense GEMMs' pad, and
+        for MoE one expert GEMM pair's pad per expert the step touches (top-k routing of T
+        tokens touches E(1 - (1 - k/E)^T) experts, each a GEMM of its own)."""
         if not self.moe:
-            return 0.0
+            return self.pad_s
         spread: float = (1.0 - self.top_k / self.n_experts) ** tokens
-        touched = self.n_experts * (1.0 - spread)
-        rows_gap = touched / (tokens * self.top_k) - 1.0 / tokens
-        extra_flops = self.expert_flops_per_token * tokens * self.gemm_half_rows * rows_gap
-        return extra_flops / self.flops_rate
+        return self.pad_s + self.expert_pad_s * self.n_experts * (1.0 - spread)
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
         """Power of all devices during a step whose compute and memory times are given."""
@@ -254,6 +269,14 @@ class PerfModel:
     @property
     def idle_power_w(self) -> float:
         return self.devices * self.idle_w
+
+
+def _gemm_kernels(m: ModelSpec) -> int:
+    """GEMM kernels in one step: per layer QKV, the output projection, and the MLP's two
+    (gate and up fused, then down; for MoE the fused expert kernels, the router's, and the
+    shared expert's two when there is one), then the LM head."""
+    mlp = 2 + (1 + 2 * (m.shared_intermediate_size > 0) if m.is_moe else 0)
+    return m.num_layers * (2 + mlp) + 1
 
 
 @lru_cache(maxsize=4096)
@@ -298,10 +321,9 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
         touched = pm.n_experts * (1.0 - (1.0 - pm.top_k / pm.n_experts) ** s)
         tm0 += pm.expert_bytes * touched / pm.bytes_rate
     dtc = pm.attn_coef * s / pm.flops_rate
-    if pm.gemm_half_rows:
-        ramp = 1.0 + pm.gemm_half_rows / s
-        tc0 = tc0 * ramp + pm.expert_ramp_s(s)
-        dtc *= ramp
+    if pm.pad_s:
+        tc0 += pm.gemm_pad_s(s)
+    tm0 += pm.gemm_floor_s
     dtm = pm.kv_bytes_per_token * s / pm.bytes_rate
     fixed = (
         pm.comm_fixed + pm.comm_per_token * s + pm.overhead_fixed + pm.overhead_seq * s + pm.poison
