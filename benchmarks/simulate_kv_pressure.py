@@ -23,6 +23,8 @@ import time
 from array import array
 from pathlib import Path
 
+import numpy as np
+
 from wattserve.core.fleet import Fleet, load_fleet
 from wattserve.core.workload import load_workload
 from wattserve.simulate import Outcome, simulate
@@ -76,6 +78,11 @@ def main() -> None:
             f"{name:9} {model} tp{tp} on {hw}: {len(wl.requests):,} requests, "
             f"{walls[name]:.2f} s wall, {report['engine_steps']:,} steps, "
             f"{preempt:,} preemptions, digest {digests[name]}"
+        )
+        ttft, tpot = np.percentile(out.ttft, [50, 99]), np.percentile(out.tpot, [50, 99])
+        print(
+            f"{'':9} completed {out.completed:,}; TTFT p50 {ttft[0]:.3g} s, p99 {ttft[1]:.3g} s;"
+            f" TPOT p50 {tpot[0] * 1e3:.3g} ms, p99 {tpot[1] * 1e3:.3g} ms"
         )
     ratio = walls["kv-bound"] / walls["light"]
     print(f"kv-bound / light: {ratio:.1f}x (target <= 3x)")

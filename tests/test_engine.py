@@ -132,7 +132,8 @@ def test_max_num_seqs_limits_the_batch() -> None:
 
 def test_kv_block_count_stays_exact_and_the_heap_bounded_under_pressure() -> None:
     """Under heavy preemption the incremental block count equals a sum over the running
-    sequences at every step, and stale finish-heap entries do not pile up."""
+    sequences at every step, and stale finish-heap entries do not pile up; a step that
+    preempted admits nobody from the waiting queue (vLLM v1), unless it emptied the batch."""
     import random
 
     rng = random.Random(7)
@@ -145,7 +146,12 @@ def test_kv_block_count_stays_exact_and_the_heap_bounded_under_pressure() -> Non
     while pending or engine.running or engine.waiting:
         while pending and pending[0][0] <= now:
             engine.submit(Seq(pending.pop(0)[1]))
+        before = {k: s.preemptions for k, s in engine.running.items()}
+        preempted = engine.preemptions
         plan, _ = engine.next_plan(now)
+        if engine.preemptions > preempted and engine.running.keys() & before.keys():
+            # nobody new, and nobody preempted in this step taken back in it
+            assert all(before.get(k) == s.preemptions for k, s in engine.running.items())
         if plan is None:
             now = pending[0][0]
             continue

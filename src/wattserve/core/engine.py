@@ -4,7 +4,9 @@ Each step the scheduler gives every running decode sequence one token, continues
 prefills, then admits waiting requests while the token budget (`max_batched_tokens`), the
 sequence limit (`max_num_seqs`) and free KV-cache blocks allow. When a decode step cannot get
 a block, the most recently admitted sequence is preempted (its cache freed, recomputed later),
-as vLLM's recompute preemption does.
+as vLLM's recompute preemption does, and, as vLLM v1's scheduler does, a step that preempted
+admits no waiting request (unless it preempted every running one): otherwise the sequence just
+preempted is admitted again in the same step, and the next step preempts it again.
 
 Between arrivals and completions nothing changes but context lengths, so a run of pure decode
 steps is advanced in one go with `decode_run` (exact sums); `exact=True` steps one iteration
@@ -292,8 +294,10 @@ class EngineModel:
         # blocks free for this step's prefill chunks, once decoding sequences have grown a
         # token; while decodes would not fit, the most recently admitted sequence gives way
         free = self.total_blocks - self.prefill_blocks - self._decode_blocks(1)
+        preempted = False
         while free < 0 and self.running:
             self._preempt_last()
+            preempted = True
             free = self.total_blocks - self.prefill_blocks - self._decode_blocks(1)
         heap = self.finish_heap
         if heap and not (heap[0][3].decoding and heap[0][3].k0 == heap[0][2]):
@@ -311,7 +315,8 @@ class EngineModel:
                 chunks.append((s, q))
                 budget -= q
                 free -= add
-        self._admit(now, chunks, budget, free, rejected)
+        if not preempted or not self.running:
+            self._admit(now, chunks, budget, free, rejected)
         if not chunks and not decodes:
             return None, rejected
         if not chunks and not self.exact:
