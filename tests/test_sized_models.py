@@ -81,49 +81,39 @@ def test_energy_from_the_size_is_close_to_energy_from_the_architecture(model: st
         assert got == pytest.approx(want, rel=0.10)  # most within 5% (docs/fleet-file.md)
 
 
-SIZED = """\
-sites:
-  acme: {kind: cloud}
-providers:
-  acme-large:
-    site: acme
-    model: acme-large-2025
-    usd_per_mtok_input: 1.0
-    usd_per_mtok_output: 4.0
-    params_b: 70
-    hardware: h100-sxm
-    backend: {kind: openai, url: "http://127.0.0.1:PORT/v1"}
-  acme-moe:
-    site: acme
-    model: acme-moe
-    usd_per_mtok_input: 1.0
-    usd_per_mtok_output: 4.0
-    params_b: 46.7
-    active_params_b: 12.9
-    hardware: h100-sxm
-    dtype: fp8
-    backend: {kind: openai, url: "http://127.0.0.1:PORT/v1"}
-  acme-sizeonly:
-    site: acme
-    model: acme-sizeonly
-    usd_per_mtok_input: 1.0
-    usd_per_mtok_output: 4.0
-    params_b: 7
-    backend: {kind: openai, url: "http://127.0.0.1:PORT/v1"}
-  acme-both:
-    site: acme
-    model: acme-both
-    usd_per_mtok_input: 1.0
-    usd_per_mtok_output: 4.0
-    params_b: 7
-    hardware: h100-sxm
-    joules_per_token: 0.3
-    backend: {kind: openai, url: "http://127.0.0.1:PORT/v1"}
-"""
+def _providers(port: int, entries: dict[str, tuple[str, str]]) -> str:
+    """A fleet of opaque providers on one cloud site: name -> (model, extra YAML lines)."""
+    text = "sites:\n  acme: {kind: cloud}\nproviders:\n"
+    for name, (model, extra) in entries.items():
+        text += (
+            f"  {name}:\n    site: acme\n    model: {model}\n    usd_per_mtok_input: 1.0\n"
+            f"    usd_per_mtok_output: 4.0\n{extra}"
+            f'    backend: {{kind: openai, url: "http://127.0.0.1:{port}/v1"}}\n'
+        )
+    return text
+
+
+def sized(port: int) -> str:
+    return _providers(
+        port,
+        {
+            "acme-large": ("acme-large-2025", "    params_b: 70\n    hardware: h100-sxm\n"),
+            "acme-moe": (
+                "acme-moe",
+                "    params_b: 46.7\n    active_params_b: 12.9\n    hardware: h100-sxm\n"
+                "    dtype: fp8\n",
+            ),
+            "acme-sizeonly": ("acme-sizeonly", "    params_b: 7\n"),
+            "acme-both": (
+                "acme-both",
+                "    params_b: 7\n    hardware: h100-sxm\n    joules_per_token: 0.3\n",
+            ),
+        },
+    )
 
 
 def test_a_sized_opaque_model_gets_an_energy_estimate_with_its_basis() -> None:
-    hosted = {h.name: h for h in _fleet(SIZED.replace("PORT", "1")).hosted}
+    hosted = {h.name: h for h in _fleet(sized(1)).hosted}
     large = hosted["acme-large"]
     hw = load_catalog().device("h100-sxm")
     params = Calibration().params_for(hw)
@@ -148,11 +138,8 @@ def test_a_sized_opaque_model_gets_an_energy_estimate_with_its_basis() -> None:
 
 
 def test_a_builtin_model_hosted_on_named_hardware_uses_its_architecture() -> None:
-    text = SIZED.replace("PORT", "1").replace(
-        "    model: acme-sizeonly\n", "    model: meta-llama/Llama-3.1-8B-Instruct\n"
-    )
-    text = text.replace("    params_b: 7\n    backend", "    hardware: h100-sxm\n    backend", 1)
-    spec = next(h for h in _fleet(text).hosted if h.name == "acme-sizeonly")
+    text = _providers(1, {"b": ("meta-llama/Llama-3.1-8B-Instruct", "    hardware: h100-sxm\n")})
+    spec = _fleet(text).hosted[0]
     real = load_model("llama-3.1-8b")
     hw = load_catalog().device("h100-sxm")
     params = Calibration().params_for(hw)
@@ -163,17 +150,7 @@ def test_a_builtin_model_hosted_on_named_hardware_uses_its_architecture() -> Non
 
 
 def _one(extra: str, model: str = "acme-x") -> str:
-    return f"""\
-sites:
-  acme: {{kind: cloud}}
-providers:
-  x:
-    site: acme
-    model: {model}
-    usd_per_mtok_input: 1.0
-    usd_per_mtok_output: 4.0
-{extra}    backend: {{kind: openai, url: "http://127.0.0.1:1/v1"}}
-"""
+    return _providers(1, {"x": (model, extra)})
 
 
 @pytest.mark.parametrize(
@@ -215,7 +192,7 @@ def test_a_builtin_model_refuses_a_size() -> None:
 
 
 def test_gateway_answers_with_the_estimate_and_its_basis(tmp_path: Path) -> None:
-    with _fake() as port, gateway(tmp_path, SIZED.replace("PORT", str(port))) as gw:
+    with _fake() as port, gateway(tmp_path, sized(port)) as gw:
 
         def used(model: str, stream: bool = False) -> dict[str, object]:
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}

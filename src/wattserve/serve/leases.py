@@ -129,8 +129,9 @@ class PowerLeases:
         now = time.monotonic()
         for t in self.router.view.by_model.get(req.model, ()):
             s = self.sites[t.site]
-            if self.headroom_w(t.site) is None:
-                continue
+            room = self.headroom_w(t.site)
+            if room is None or s.lease_w >= room - EPS_W:
+                continue  # uncapped, or this replica holds the whole headroom already
             acct = gov.sites[t.site]
             lacking = (acct.power_w - acct.base_w) + t.marginal_power_w() - s.lease_w
             s.demand_w = max(s.demand_w, lacking, EPS_W)
