@@ -3,6 +3,7 @@
     python benchmarks/scale_soak.py soak [SECONDS] [REPLICAS] [CONCURRENCY]
     python benchmarks/scale_soak.py throughput [SECONDS] [CONCURRENCY]
     python benchmarks/scale_soak.py streams [STREAMS]
+    python benchmarks/scale_soak.py power [SECONDS] [CONCURRENCY] [HEADROOM_W]
 
 `soak`: two fake OpenAI-compatible backends (wattserve.serve.fake) behind N replicas
 (`--state redis://...`), one of them killed and restarted every few seconds; an emulated
@@ -19,6 +20,12 @@ settles in Redis) against one fake backend: 1 replica in-process state, 1 replic
 Redis state and a budgeted key) to the fake backend: each must complete or get a clear 429/503
 within 120 s (none may hang); prints the outcomes and the replica's RSS before, at the end and
 after 5 s of rest.
+`power`: 3 replicas with Redis in front of an emulated deployment (2 x H100, llama-3.2-1b) at a
+site whose cap leaves HEADROOM_W (default 300 W, less than 3 x the 128 W one request adds to an
+idle H100) above the devices' idle draw:
+CONCURRENCY clients on one replica for SECONDS, then spread over all three. Prints per phase
+the answers by kind, req/s, p50, the peak summed dynamic draw and (where the tree keeps power
+leases) the peak sum of the leases in Redis, both against the headroom (violations must be 0).
 Needs redis-server on PATH. Everything runs on this machine: figures are loopback figures.
 """
 
@@ -42,6 +49,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import numpy as np
+import redis
 from gateway_overhead import wait_up  # this directory: on sys.path when run as a script
 
 from wattserve.serve.ledger import Ledger
@@ -377,6 +385,63 @@ deployments:
             )
 
 
+def watch_power(
+    urls: list[str], r: redis.Redis, idle_w: float, stop: threading.Event, peak: list[float]
+) -> None:
+    """Until `stop`: the peak summed dynamic draw of site `dc` over the replicas (peak[0]) and
+    the peak sum of their leases in Redis (peak[1]), sampled every 20 ms."""
+    with httpx.Client() as c:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                sites = [c.get(f"{u}/v1/fleet").json()["sites"]["dc"] for u in urls]
+                peak[0] = max(peak[0], sum(x["power_w"] - idle_w for x in sites))
+                held: dict[bytes, bytes] = r.hgetall("ws:lease:dc")  # type: ignore[assignment]
+                peak[1] = max(peak[1], sum(float(v.split()[0]) for v in held.values()))
+            time.sleep(0.02)
+
+
+def power(seconds: float, concurrency: int, headroom_w: float) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="wattserve-power-"))
+    db = tmp / "ledger.db"
+    key = Ledger(db).create_key("power")  # no budget: only power is shared here
+    idle_w = 210.0
+    fleet = tmp / "fleet.yaml"
+    fleet.write_text(
+        f"""sites:
+  dc: {{kind: datacenter, power_cap_w: {idle_w + headroom_w:g}}}
+deployments:
+  gpus: {{site: dc, model: llama-3.2-1b, hardware: h100-sxm, replicas: 2}}
+"""
+    )
+    msg = [{"role": "user", "content": "hello " * 50}]
+    body: dict[str, object] = {"model": "llama-3.2-1b", "max_tokens": 48, "messages": msg}
+    with processes() as procs:
+        redis_url = start_redis(procs)
+        r = redis.Redis.from_url(redis_url)
+        urls = [start_gateway(procs, fleet, db, redis_url, tmp)[1] for _ in range(3)]
+        time.sleep(1.5)  # every replica has counted the others
+        for label, targets in (("one replica busy", urls[:1]), ("all three busy", urls)):
+            stop = threading.Event()
+            peak = [0.0, 0.0]  # summed dynamic draw, summed leases
+            watcher = threading.Thread(target=watch_power, args=(urls, r, idle_w, stop, peak))
+            watcher.start()
+            lat, kinds = asyncio.run(drive(targets, seconds, concurrency, key, [body]))
+            stop.set()
+            watcher.join()
+            a = np.asarray(lat) * 1e3
+            print(
+                f"{label:17} {kinds['ok'] / seconds:6.1f} req/s  p50 {np.percentile(a, 50):7.1f} ms"
+                "  answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
+            )
+            over = int(peak[0] > headroom_w + 1e-6) + int(peak[1] > headroom_w + 1e-3)
+            leases = f"{peak[1]:.1f} W" if peak[1] else "none (no leases in this tree)"
+            print(
+                f"{'':17} peak draw {peak[0]:.1f} W, peak leases {leases}, of {headroom_w:g} W;"
+                f" violations {over}"
+            )
+            time.sleep(2.0)  # the replicas go idle between phases
+
+
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "soak"
     nums = [float(x) for x in sys.argv[2:]]
@@ -390,8 +455,14 @@ def main() -> None:
         streams(int(nums[0]) if nums else 1000)
     elif mode == "throughput":
         throughput(nums[0] if nums else 5.0, int(nums[1]) if len(nums) > 1 else 16)
+    elif mode == "power":
+        power(
+            nums[0] if nums else 10.0,
+            int(nums[1]) if len(nums) > 1 else 16,
+            nums[2] if len(nums) > 2 else 300.0,
+        )
     else:
-        sys.exit("usage: scale_soak.py soak|throughput|streams [SECONDS|STREAMS] ...")
+        sys.exit("usage: scale_soak.py soak|throughput|streams|power [SECONDS|STREAMS] ...")
 
 
 if __name__ == "__main__":

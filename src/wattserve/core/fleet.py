@@ -15,11 +15,13 @@ from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
+from wattserve.core.energy import token_energy_j
 from wattserve.core.hardware import ProviderOffer
 from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
 from wattserve.core.modelspec import builtin_model_id, load_model
 from wattserve.core.params import Calibration, EngineParams, load_calibration
 from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.sized import SizedEnergy, hosted_energy
 from wattserve.core.yamlio import Fields, LineDict, load_yaml_file
 from wattserve.errors import ConfigError, UnknownNameError, WattserveError
 
@@ -110,8 +112,23 @@ class HostedSpec:
     rate_limit_rps: float | None
     joules_per_token: float | None
     backend: dict[str, Any] = field(default_factory=dict)
-    opaque: bool = False  # a model wattserve knows only by name: no architecture, no energy
+    opaque: bool = False  # a model wattserve knows only by name: no architecture
     assumed_latency: bool = False  # ttft_s/output_tokens_per_s are routing priors, not figures
+    sized: SizedEnergy | None = None  # its energy estimated on named hardware (core.sized)
+
+    @property
+    def energy_basis(self) -> str | None:
+        """What `energy_j` rests on (None: energy unknown)."""
+        if self.joules_per_token is not None:
+            return "joules_per_token (the fleet file)"
+        return None if self.sized is None else self.sized.basis
+
+    def energy_j(self, prompt_tokens: int, output_tokens: int) -> float | None:
+        """Joules of one request: at the entry's joules per token when given, else estimated
+        on its named hardware (core.sized); None when neither is known (never invented)."""
+        if self.joules_per_token is not None or self.sized is None:
+            return token_energy_j(prompt_tokens, output_tokens, self.joules_per_token)
+        return self.sized.request_j(prompt_tokens, output_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +356,10 @@ def _resolve_hosted(
             "usd_per_mtok_input",
             "usd_per_mtok_output",
             "joules_per_token",
+            "params_b",
+            "active_params_b",
+            "hardware",
+            "dtype",
             "backend",
         }
     )
@@ -350,7 +371,8 @@ def _resolve_hosted(
         raise r.err("model", "must name a model")
     backend = _backend(r, entry)
     # A model wattserve has no architecture for is served by name ("opaque"): its prices and
-    # (optionally) its joules per token come from this entry; its energy is otherwise unknown.
+    # (optionally) its joules per token, or its size and hardware, come from this entry; its
+    # energy is otherwise unknown.
     model = builtin_model_id(written) or written
     opaque = False
     try:
@@ -374,6 +396,7 @@ def _resolve_hosted(
             "provider", "name a catalog provider, or give backend: {kind: openai, url: ...}"
         )
     offer: ProviderOffer | None = offers.get(model)
+    sized = hosted_energy(r, entry, model, opaque, catalog)
 
     def pick(key: str, assumed: float | None = None) -> float:
         v = r.number(key, positive=assumed is not None)
@@ -410,6 +433,7 @@ def _resolve_hosted(
         backend=backend,
         opaque=opaque,
         assumed_latency=not latency_given,
+        sized=sized,
     )
 
 

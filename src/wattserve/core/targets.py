@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from wattserve.core.cost import token_usd
-from wattserve.core.energy import token_energy_j
 from wattserve.core.engine import EngineModel
 from wattserve.core.fleet import DeploymentSpec, HostedSpec
 from wattserve.core.policy import TargetView, predict_each
@@ -278,7 +277,7 @@ class HostedPool:
         return 1.0 / self.spec.output_tokens_per_s
 
     def joules(self, req: Request) -> float:
-        j = token_energy_j(req.prompt_tokens, req.output_tokens, self.spec.joules_per_token)
+        j = self.spec.energy_j(req.prompt_tokens, req.output_tokens)
         return math.inf if j is None else j
 
     def usd(self, req: Request) -> float:

@@ -26,6 +26,7 @@ def usage(fin: Finish, backend: Any, ttft_s: float, carbon_g: float | None) -> d
             "carbon_g": carbon_g,
             "ttft_s": round(ttft_s, 6),
             "synthetic": fin.synthetic,
+            **({"energy_basis": fin.energy_basis} if fin.energy_basis else {}),
         },
     }
 

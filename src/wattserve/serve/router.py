@@ -72,6 +72,8 @@ class Router:
         self.ejected_until: dict[str, float] = {}
         # called with (backend, cooldown_s) when a backend is ejected (shared state publishes)
         self.on_eject: list[Callable[[Backend, float], None]] = []
+        # called with the request when admission refuses it for power (shared power leases)
+        self.on_power_wait: list[Callable[[Request], None]] = []
         self.background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -150,6 +152,8 @@ class Router:
             if isinstance(got, Placement):
                 return got
             if got == "power" and self.clock() < deadline:
+                for hook in self.on_power_wait:
+                    hook(req)
                 await asyncio.sleep(POWER_POLL_S)
                 continue
             if got == "power":

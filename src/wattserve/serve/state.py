@@ -2,18 +2,19 @@
 
 What is shared (docs/scale-out.md): each API key's budget holds, spend and requests/s bucket
 (`RedisBudgets`, the `Budgets` interface); backend ejections (cooldowns); drained targets and
-changed site caps (the live overrides of `POST /v1/fleet`); and the set of live replicas, from
-which each replica takes its share of every site's dynamic power (cap minus idle draw, split
-evenly). Without `--state` the gateway keeps all of it in its own process (LocalBudgets).
+changed site caps (the live overrides of `POST /v1/fleet`); the set of live replicas; and each
+replica's lease of every capped site's power (wattserve.serve.leases). Without `--state` the
+gateway keeps all of it in its own process (LocalBudgets).
 
 Expiry uses Redis's clock only (key TTLs, `TIME` inside scripts), never a replica's: each
 replica refreshes `ws:replica:<id>` (TTL `heartbeat_ttl_s`) every third of that; a hold names
 its replica, and every reservation script drops the holds of replicas whose heartbeat key has
-expired. A crashed replica's holds are thus released within `heartbeat_ttl_s` (10 s default).
+expired (so do the power lease scripts). A crashed replica's holds and leases are thus
+released within `heartbeat_ttl_s` (10 s default).
 
 Losing Redis fails closed: a key with a budget or a rate limit is refused (503) until Redis
 answers again; keys without limits, and requests without keys, are still served; power caps
-keep the last share this replica had. The replica says so in /health and /metrics and rejoins
+keep the last lease this replica had. The replica says so in /health and /metrics and rejoins
 on its own (the heartbeat loop reconnects; settlements made meanwhile are queued and replayed).
 """
 
@@ -35,6 +36,7 @@ from redis.exceptions import RedisError
 
 from wattserve.errors import ConfigError
 from wattserve.serve.budgets import Charge, Hold, Refusal
+from wattserve.serve.leases import PowerLeases
 from wattserve.serve.ledger import KeyRecord
 
 log = logging.getLogger("wattserve.serve")
@@ -160,6 +162,7 @@ class SharedState:
         self.caps: dict[str, float | None] = {}  # site -> cap set at run time (shared)
         self.pending: deque[tuple[list[str], list[str]]] = deque()  # settlements to replay
         self.on_sync: list[Callable[[], None]] = []
+        self.leases: PowerLeases | None = None  # set by attach()
         self._task: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
@@ -201,6 +204,7 @@ class SharedState:
             "replicas": self.replicas,
             "lost_total": self.lost_total,
             "pending_settlements": len(self.pending),
+            "power_leases_w": {} if self.leases is None else self.leases.describe(),
         }
 
     def start(self) -> None:
@@ -211,6 +215,8 @@ class SharedState:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.leases is not None:
+            await self.leases.drain()
         with contextlib.suppress(RedisError, OSError):
             await self._flush()
             await self.redis.delete(self.key("replica", self.id))  # its holds go at once
@@ -240,6 +246,8 @@ class SharedState:
         await self._flush()
         for hook in self.on_sync:
             hook()
+        if self.leases is not None:
+            await self.leases.renew()
 
     def sync_now(self) -> None:
         """Apply the overrides held now (after a change made on this replica)."""
@@ -424,12 +432,12 @@ class RedisBudgets:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def attach(router: Any, state: SharedState) -> None:
+def attach(router: Any, state: SharedState) -> PowerLeases:
     """Apply the shared overrides to a router at every heartbeat: drained targets, caps set at
-    run time, ejections made by other replicas, and this replica's share of each site's
-    dynamic power (its cap minus the idle draw, split evenly over the live replicas; idle
-    power is every replica's own emulation, so it is not split). Ejections made here are
-    published."""
+    run time, ejections made by other replicas, and this replica's power lease at each capped
+    site (wattserve.serve.leases: its local cap). Ejections made here are published; a request
+    refused for power asks for more lease."""
+    leases = PowerLeases(router, state)
 
     def sync() -> None:
         now = router.clock()
@@ -439,10 +447,8 @@ def attach(router: Any, state: SharedState) -> None:
             if b is not None and name not in router.ejected_until:
                 b.healthy = False
                 router.ejected_until[name] = now + left_s
-        for name, site in router.fleet.sites.items():
-            cap = state.caps.get(name, site.power_cap_w)
-            acct = router.gov.sites[name]
-            acct.cap_w = None if cap is None else acct.base_w + (cap - acct.base_w) / state.replicas
+        for name in router.fleet.sites:
+            leases.apply(name)
         router._refresh_unhealthy()
 
     def published(backend: Any, cooldown_s: float) -> None:
@@ -450,6 +456,9 @@ def attach(router: Any, state: SharedState) -> None:
         router.background.add(task)
         task.add_done_callback(router.background.discard)
 
+    state.leases = leases
     state.on_sync.append(sync)
     router.on_eject.append(published)
+    router.on_power_wait.append(leases.short_of_power)
     sync()
+    return leases

@@ -47,6 +47,7 @@ class Finish:
     usd: float | None
     synthetic: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    energy_basis: str | None = None  # said in answers when a backend states it (core.sized)
 
 
 Event = Piece | Finish

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from wattserve.core.engine import EngineModel, Seq
 from wattserve.core.fleet import DeploymentSpec, HostedSpec
-from wattserve.core.governor import PowerGovernor
+from wattserve.core.governor import EPS_W, PowerGovernor
 from wattserve.core.targets import EnginePool, HostedPool, make_engines
 from wattserve.core.workload import Request
 from wattserve.errors import UpstreamError
@@ -109,8 +109,16 @@ class EmulatedBackend(Backend):
         cond = self.power_changed
         if cond is None:
             return
+        acct = self.governor.account(self.site)
+
+        def ready() -> bool:  # it fits, or could never fit alone: then throttled to the cap
+            allowed = None if acct.cap_w is None else acct.cap_w - acct.base_w
+            return self.governor.fits(self.site, delta_w) or (
+                allowed is not None and allowed > 0 and delta_w > allowed + EPS_W
+            )
+
         async with cond:
-            await cond.wait_for(lambda: self.governor.fits(self.site, delta_w))
+            await cond.wait_for(ready)
 
     async def _loop(self) -> None:
         engine = self.engine
@@ -126,8 +134,12 @@ class EmulatedBackend(Backend):
                 continue
             self.governor.throttle(self.site, plan, engine.idle_w)
             delta = plan.power_w - engine.idle_w
-            if not self.governor.fits(self.site, delta):
+            while not self.governor.fits(self.site, delta):
                 await self._wait_for_power(delta)
+                # the cap may have fallen meanwhile (a shared power lease returned): slow the
+                # step to fit it rather than wait for power that will not come
+                self.governor.throttle(self.site, plan, engine.idle_w)
+                delta = plan.power_w - engine.idle_w
             start = self.clock()
             duration = plan.end_s - plan.start_s
             plan.start_s, plan.end_s = start, start + duration

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from wattserve.core.cost import token_usd
-from wattserve.core.energy import token_energy_j
 from wattserve.core.fleet import HostedSpec
 from wattserve.serve.backends.base import Backend, Event, Finish, GenRequest, Piece
 
@@ -30,5 +29,13 @@ class EmulatedHostedBackend(Backend):
         usd = token_usd(
             req.prompt_tokens, req.max_tokens, s.usd_per_mtok_input, s.usd_per_mtok_output
         )
-        energy = token_energy_j(req.prompt_tokens, req.max_tokens, s.joules_per_token)
-        yield Finish("length", req.prompt_tokens, req.max_tokens, energy, usd, synthetic=True)
+        energy = s.energy_j(req.prompt_tokens, req.max_tokens)
+        yield Finish(
+            "length",
+            req.prompt_tokens,
+            req.max_tokens,
+            energy,
+            usd,
+            synthetic=True,
+            energy_basis=s.energy_basis,
+        )

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 
 from wattserve.core.cost import token_usd
-from wattserve.core.energy import request_energy_j, token_energy_j
+from wattserve.core.energy import request_energy_j
 from wattserve.core.fleet import DeploymentSpec, HostedSpec
 from wattserve.core.workload import Request
 from wattserve.errors import UpstreamError
@@ -55,6 +55,7 @@ class OpenAIBackend(Backend):
         usd_per_mtok_input: float | None = None,
         usd_per_mtok_output: float | None = None,
         estimate_j: Callable[[int, int], float | None] | None = None,
+        energy_basis: str | None = None,
         usd_per_s: float = 0.0,
         timeout_s: float = 300.0,
         connect_timeout_s: float = 5.0,
@@ -65,6 +66,7 @@ class OpenAIBackend(Backend):
         self.api_key_env = api_key_env
         self.prices = (usd_per_mtok_input, usd_per_mtok_output)
         self.estimate_j = estimate_j
+        self.energy_basis = energy_basis  # what estimate_j rests on, when answers say it
         self.usd_per_s = usd_per_s
         self.timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=connect_timeout_s, sock_read=timeout_s
@@ -184,7 +186,8 @@ class OpenAIBackend(Backend):
             energy = self.estimate_j(prompt, completion)
         if energy is not None and math.isnan(energy):
             energy = None  # the hardware's power figures are unknown
-        return Finish(reason, prompt, completion, energy, usd)
+        basis = None if energy is None else self.energy_basis
+        return Finish(reason, prompt, completion, energy, usd, energy_basis=basis)
 
     async def _streamed(self, req: GenRequest) -> AsyncIterator[Event]:
         assert self.session is not None
@@ -297,7 +300,7 @@ class OpenAIKind(BackendKind):
 
     def hosted(self, spec: HostedSpec, ctx: BuildContext) -> Built:
         cfg = spec.backend
-        jpt = spec.joules_per_token
+        known = spec.energy_basis is not None
         backend = OpenAIBackend(
             spec.name,
             spec.site,
@@ -307,13 +310,15 @@ class OpenAIKind(BackendKind):
             cfg.get("api_key_env"),
             usd_per_mtok_input=spec.usd_per_mtok_input,
             usd_per_mtok_output=spec.usd_per_mtok_output,
-            # the entry's joules per token when given; otherwise energy stays unknown (None)
-            estimate_j=None if jpt is None else lambda p, o: token_energy_j(p, o, jpt),
+            # the entry's joules per token, or its size on named hardware; otherwise energy
+            # stays unknown (None)
+            estimate_j=spec.energy_j if known else None,
+            energy_basis=spec.energy_basis,
             timeout_s=float(cfg.get("timeout_s", 300.0)),
         )
 
         def joules(r: Request) -> float:
-            j = token_energy_j(r.prompt_tokens, r.output_tokens, jpt)
+            j = spec.energy_j(r.prompt_tokens, r.output_tokens)
             return math.inf if j is None else j
 
         def usd(r: Request) -> float:

@@ -1,0 +1,212 @@
+"""Power leases: how gateway replicas share a capped site's power through Redis.
+
+Each replica emulates (or meters) its own engines, so each must hold a part of every capped
+site's headroom (the cap minus the devices' idle draw, which every replica pays on its own).
+That part is a **lease**: a field per replica in the hash `ws:lease:<site>`, written only by
+one Lua script that grants a replica what it asks for as far as the sum of all live replicas'
+leases stays within the headroom. The lease sets the replica's local cap (idle draw + lease),
+against which the core's PowerGovernor admits as before: admission makes no Redis call.
+
+- **Growing.** When its governor refuses a request for power, a replica asks for more (what
+  the admission lacked, at least a step of headroom / LEASE_STEPS), at most every
+  GROW_EVERY_S per site. A grant comes from the headroom no one holds; what it asked for and
+  did not get is its unmet demand, which the script shows the others.
+- **Returning.** At each heartbeat (every second) a replica returns the unmet demand of the
+  others that the free headroom does not cover, out of what it does not need: down to the
+  power it draws when it has no request in flight at the site, and never below its even share
+  (headroom / live replicas) or its draw when it has. A busy replica thus takes nearly the
+  whole headroom from idle ones, and replicas busy at once end near their even shares.
+- **Joining** asks for an even share (granted from the free headroom, the rest as demand).
+- **Expiry.** A replica's lease ends when its heartbeat key expires (`--state-ttl`): every
+  call of the script drops the leases of replicas whose key is gone.
+
+Safety: a lease shrinks here (the local cap falls) before Redis is told, and grows here only
+after Redis granted it, so the power a replica may draw never exceeds what Redis counts for it.
+Losing Redis keeps the last lease (the sum stays within the headroom); nothing is returned or
+granted until Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from wattserve.core.workload import Request
+
+if TYPE_CHECKING:
+    from wattserve.serve.state import SharedState
+
+LEASE_STEPS = 8  # a replica grows its lease by at least headroom / LEASE_STEPS at a time
+GROW_EVERY_S = 0.05  # at most one request for more lease per site this often (a power wait
+# polls as often: serve.router.POWER_POLL_S)
+
+# KEYS[1] the site's lease hash. ARGV: key prefix, replica id, lease wanted (W), headroom (W).
+# Drops the leases of replicas whose heartbeat key expired, grants
+# max(0, min(wanted, headroom - the other live leases)) and stores "grant wanted".
+# Returns {grant, the others' unmet demand (sum of wanted - granted), the free headroom}
+# (as strings: Redis would truncate a Lua number to an integer).
+LEASE = """
+local others, unmet = 0, 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local rid = all[i]
+  if rid ~= ARGV[2] then
+    if redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid) == 0 then
+      redis.call('HDEL', KEYS[1], rid)
+    else
+      local g, w = string.match(all[i + 1], '^(%S+) (%S+)$')
+      g, w = tonumber(g), tonumber(w)
+      others = others + g
+      if w > g then unmet = unmet + w - g end
+    end
+  end
+end
+local room = tonumber(ARGV[4])
+local grant = math.max(0, math.min(tonumber(ARGV[3]), room - others))
+redis.call('HSET', KEYS[1], ARGV[2], string.format('%.6f %.6f', grant, tonumber(ARGV[3])))
+return {string.format('%.6f', grant), string.format('%.6f', unmet),
+        string.format('%.6f', room - others - grant)}
+"""
+EPS_W = 1e-3
+
+
+@dataclass
+class SiteLease:
+    """This replica's lease at one capped site, in watts of dynamic power."""
+
+    lease_w: float = 0.0
+    demand_w: float = 0.0  # what refused admissions lacked since the last call
+    owed_w: float = 0.0  # others' unmet demand the free headroom did not cover, at the last call
+    joined: bool = False  # the first call (asking for an even share) was made
+    last_ask: float = -math.inf
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class PowerLeases:
+    """This replica's leases, one per capped site; sets the governor's local caps."""
+
+    def __init__(self, router: Any, state: SharedState) -> None:
+        self.router = router
+        self.state = state
+        self.sites = {name: SiteLease() for name in router.fleet.sites}
+        self._script = state.redis.register_script(LEASE)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._by_site: dict[str, list[Any]] = {}
+        for t in router.targets.values():
+            self._by_site.setdefault(t.site, []).append(t)
+
+    def headroom_w(self, site: str) -> float | None:
+        """The site's cap (as set at run time, else the fleet file's) minus its idle draw."""
+        cap = self.state.caps.get(site, self.router.fleet.sites[site].power_cap_w)
+        if cap is None:
+            return None
+        return max(0.0, float(cap) - float(self.router.gov.sites[site].base_w))
+
+    def apply(self, site: str) -> None:
+        """Set the governor's cap for `site` to the idle draw plus this replica's lease."""
+        acct = self.router.gov.sites[site]
+        room = self.headroom_w(site)
+        acct.cap_w = None if room is None else acct.base_w + min(self.sites[site].lease_w, room)
+
+    def describe(self) -> dict[str, float]:
+        """Leases held, by capped site (what /health shows)."""
+        return {
+            name: round(s.lease_w, 3)
+            for name, s in self.sites.items()
+            if self.headroom_w(name) is not None
+        }
+
+    def short_of_power(self, req: Request) -> None:
+        """An admission of `req` was refused for power: note what each capped site serving its
+        model lacks and ask for more lease there (in the background, at most every
+        GROW_EVERY_S per site)."""
+        gov = self.router.gov
+        now = time.monotonic()
+        for t in self.router.view.by_model.get(req.model, ()):
+            s = self.sites[t.site]
+            room = self.headroom_w(t.site)
+            if room is None or s.lease_w >= room - EPS_W:
+                continue  # uncapped, or this replica holds the whole headroom already
+            acct = gov.sites[t.site]
+            lacking = (acct.power_w - acct.base_w) + t.marginal_power_w() - s.lease_w
+            s.demand_w = max(s.demand_w, lacking, EPS_W)
+            if now - s.last_ask >= GROW_EVERY_S and not s.lock.locked():
+                s.last_ask = now
+                self._spawn(self._grow(t.site))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _grow(self, site: str) -> None:
+        if not self.state.up:
+            return  # the last lease stands until Redis answers again
+        try:
+            await self._ask(site)
+        except (RedisError, OSError) as exc:
+            self.state.lost(exc)
+
+    async def renew(self) -> None:
+        """At every heartbeat: join, grow, return or keep each capped site's lease (see the
+        module docstring). Raises RedisError when Redis does not answer."""
+        for site in self.sites:
+            if self.headroom_w(site) is None:
+                continue
+            owed = self.sites[site].owed_w
+            if await self._ask(site) > EPS_W and owed <= EPS_W:
+                await self._ask(site)  # another replica has just asked: return at once
+
+    async def _ask(self, site: str) -> float:
+        """One call of the script for `site`; returns the others' demand that this replica
+        may have to return (0 when none)."""
+        s = self.sites[site]
+        async with s.lock:
+            room = self.headroom_w(site)
+            if room is None:
+                return 0.0
+            want = self._want(site, s, room)
+            if want < s.lease_w:  # shrink here first: never draw more than Redis counts
+                s.lease_w = want
+                self.apply(site)
+            s.demand_w = 0.0
+            got = await self._script(
+                keys=[self.state.key("lease", site)],
+                args=[self.state.prefix, self.state.id, repr(want), repr(room)],
+            )
+            s.lease_w = float(got[0])
+            s.owed_w = max(0.0, float(got[1]) - float(got[2]))
+            s.joined = True
+            self.apply(site)
+        # an engine step waiting for power fits now, or may be slowed to fit (emulated backend)
+        async with self.router.power_changed:
+            self.router.power_changed.notify_all()
+        return s.owed_w
+
+    def _want(self, site: str, s: SiteLease, room: float) -> float:
+        """The lease to ask for now (see the module docstring)."""
+        acct = self.router.gov.sites[site]
+        used = max(0.0, acct.power_w - acct.base_w)
+        busy = any(t.outstanding for t in self._by_site.get(site, ()))
+        even = room / max(1, self.state.replicas)
+        if busy and s.lease_w < min(room / LEASE_STEPS, even):
+            s.demand_w = max(s.demand_w, EPS_W)  # requests in flight and almost no power
+        if not s.joined:
+            want = even
+        elif s.demand_w > 0:
+            want = s.lease_w + max(s.demand_w, room / LEASE_STEPS)
+        elif s.owed_w > EPS_W:
+            keep = max(even, used) if busy else used
+            want = max(min(s.lease_w, keep), s.lease_w - s.owed_w)
+        else:
+            want = s.lease_w
+        return min(want, room)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
