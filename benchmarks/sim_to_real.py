@@ -61,6 +61,7 @@ class Window:
 
 
 WINDOWS = {"heavy": Window(0, 60, 1.0), "light": Window(60, 20, 0.1)}
+SMOKE = {"heavy": Window(0, 3, 1.0), "light": Window(60, 3, 0.1)}  # --smoke: checks the plumbing
 
 FLEET = """\
 # The engine `wattserve serve` runs locally, as `wattserve profile` measured it: a 4-bit GGUF
@@ -231,10 +232,11 @@ def main() -> None:
     ap.add_argument("--windows", default="heavy,light")
     ap.add_argument("--paths", default="direct,gateway")
     ap.add_argument("--max-load", type=float, default=2.5)
+    ap.add_argument("--smoke", action="store_true", help="3 requests a window: the plumbing")
     args = ap.parse_args()  # fmt: skip
     out = args.out or Path(tempfile.mkdtemp(prefix="sim-to-real-"))
     out.mkdir(parents=True, exist_ok=True)
-    windows = {n: WINDOWS[n] for n in args.windows.split(",")}
+    windows = {n: (SMOKE if args.smoke else WINDOWS)[n] for n in args.windows.split(",")}
     paths = args.paths.split(",")
     print(f"sim-to-real: files in {out}; {os.cpu_count()} CPUs; {uptime()}", flush=True)
 

@@ -125,6 +125,24 @@ class LocalLlamaBackend(OpenAIBackend):
             *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
 
+    async def check(self) -> bool:
+        """Alive and listening. Not `GET /v1/models`, as other OpenAI servers are checked:
+        llama-cpp-python's server answers it only once it holds the model, after every
+        generation queued before it, so a busy server would look dead and be refused work."""
+        if self.proc is None or self.proc.returncode is not None:
+            self.healthy = False
+            return False
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 3)
+        except (OSError, TimeoutError):
+            self.healthy = False
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        self.healthy = True
+        return True
+
     async def _wait_ready(self, timeout_s: float = 60.0) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
