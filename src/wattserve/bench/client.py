@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from wattserve.core.records import per_token_s
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
 
 # Error kinds, reported with their counts (`errors_by_kind`); not_sent: the run stopped first.
@@ -67,10 +68,7 @@ class Result:
 
     @property
     def tpot_s(self) -> float | None:
-        n = self.output_len
-        if self.ttft_s is None or self.e2e_s is None or n < 2:
-            return None
-        return (self.e2e_s - self.ttft_s) / (n - 1)
+        return per_token_s(self.ttft_s, self.e2e_s, self.output_len)
 
     def fail(self, kind: str, message: str) -> None:
         self.ok, self.error_kind, self.error = False, kind, message[:300]

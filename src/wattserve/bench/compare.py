@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from wattserve.bench.metrics import latency_stats, percentiles
+from wattserve.core.records import OK, RequestRecord, parse_record, per_token_s
 from wattserve.errors import ConfigError
 
 # (metric, unit) in the order they are shown
@@ -52,9 +54,11 @@ def _ms(raw: dict[str, Any], key: str) -> float | None:
 
 
 def kind_of(raw: Any) -> str:
-    """simulate, bench or vllm; '' for none of them."""
+    """simulate, bench, requests (simulate --requests-out) or vllm; '' for none of them."""
     if not isinstance(raw, dict):
         return ""
+    if raw.get("tool") == "wattserve requests":
+        return "requests"
     if raw.get("tool") == "wattserve bench":
         return "bench"
     if "policy" in raw and isinstance(raw.get("ttft_s"), dict):
@@ -106,46 +110,139 @@ def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def per_request(raw: dict[str, Any]) -> dict[int, tuple[float | None, float | None]]:
-    """(TTFT s, E2E s) per request, keyed by trace row when the file has them (bench), else by
-    position (vLLM's `ttfts`); failed requests are left out."""
-    ttfts, errors = raw.get("ttfts"), raw.get("errors")
+class Timed(NamedTuple):
+    """One completed request's latencies, with the keys it pairs by."""
+
+    row: int  # its line in the trace (0: unknown or generated)
+    id: int  # its place in the workload
+    ttft_s: float | None
+    tpot_s: float | None
+    e2e_s: float | None
+
+
+def per_request(raw: dict[str, Any]) -> list[Timed]:
+    """The completed requests of a result: `simulate --requests-out` records, or bench's
+    lists (`ttfts`, `e2els`, `output_lens`, `errors`, `trace_rows`), or vLLM's `ttfts` by
+    position; failed requests are left out."""
+    records = raw.get("records")
+    if isinstance(records, list):
+        return [Timed(r.row, r.id, r.ttft_s, r.tpot_s, r.e2e_s) for r in records if r.status == OK]
+    ttfts = raw.get("ttfts")
     if not isinstance(ttfts, list):
-        return {}
-    rows = raw.get("trace_rows")
-    keys = rows if isinstance(rows, list) and len(rows) == len(ttfts) else range(len(ttfts))
-    e2es = raw.get("e2els")
-    e2es = e2es if isinstance(e2es, list) and len(e2es) == len(ttfts) else [None] * len(ttfts)
-    errs = errors if isinstance(errors, list) and len(errors) == len(ttfts) else [""] * len(ttfts)
-    out = {}
-    for k, t, e, err in zip(keys, ttfts, e2es, errs, strict=True):
-        if not err and isinstance(k, int):
-            out[k] = (_num(t) or None, _num(e) or None)
+        return []
+    n = len(ttfts)
+
+    def column(key: str, fill: Any) -> list[Any]:
+        v = raw.get(key)
+        return v if isinstance(v, list) and len(v) == n else [fill] * n
+
+    rows, e2es, outs, errs = (
+        column(k, f)
+        for k, f in (("trace_rows", 0), ("e2els", None), ("output_lens", 0), ("errors", ""))
+    )
+    out = []
+    for i, (row, t, e, tokens, err) in enumerate(zip(rows, ttfts, e2es, outs, errs, strict=True)):
+        if err:
+            continue
+        ttft, e2e = _num(t) or None, _num(e) or None
+        count = int(tokens) if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
+        row = row if isinstance(row, int) and not isinstance(row, bool) else 0
+        out.append(Timed(row, i, ttft, per_token_s(ttft, e2e, count), e2e))
     return out
 
 
-def paired(
-    a: dict[int, tuple[float | None, float | None]], b: dict[int, tuple[float | None, float | None]]
-) -> list[dict[str, Any]]:
-    """Request by request (the same trace row in both files): the spread of B - A."""
+def _keys(timed: list[Timed]) -> bool:
+    """Whether every request carries its own trace row (else requests pair by position)."""
+    rows = [t.row for t in timed]
+    return bool(rows) and all(r > 0 for r in rows) and len(set(rows)) == len(rows)
+
+
+def paired(a: list[Timed], b: list[Timed]) -> list[dict[str, Any]]:
+    """Request by request (the same trace row in both files, or the same place in the
+    workload when either file has no rows): the spread of B - A per latency."""
+    by_row = _keys(a) and _keys(b)
+    ka = {t.row if by_row else t.id: t for t in a}
+    kb = {t.row if by_row else t.id: t for t in b}
+    common = sorted(ka.keys() & kb.keys())
     rows = []
-    for i, name in ((0, "ttft_s"), (1, "e2e_s")):
-        pairs = [(a[k][i], b[k][i]) for k in a.keys() & b.keys()]
-        diffs = [y - x for x, y in pairs if x is not None and y is not None]
-        rels = [(y - x) / x for x, y in pairs if x and y is not None]
-        if not diffs:
+    for name in ("ttft_s", "tpot_s", "e2e_s"):
+        pairs = [(getattr(ka[k], name), getattr(kb[k], name)) for k in common]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        if not pairs:
             continue
+        diffs = [y - x for x, y in pairs]
+        rels = sorted((y - x) / x for x, y in pairs if x)
         absd = sorted(abs(d) for d in diffs)
         rows.append(
             {
                 "metric": name,
-                "pairs": len(diffs),
+                "pairs": len(pairs),
+                "by": "trace row" if by_row else "position",
                 "median_abs_diff_s": absd[len(absd) // 2],
                 "p90_abs_diff_s": absd[min(len(absd) - 1, int(0.9 * len(absd)))],
-                "median_error": sorted(rels)[len(rels) // 2] if rels else None,
+                "median_error": rels[len(rels) // 2] if rels else None,
+                "median_abs_error": sorted(map(abs, rels))[len(rels) // 2] if rels else None,
             }
         )
     return rows
+
+
+def records_result(records: list[RequestRecord]) -> dict[str, Any]:
+    """A requests file as a result object: the figures of its completed requests under
+    bench's names (vLLM's), and the records themselves for pairing."""
+    done = [r for r in records if r.status == OK]
+    ttfts = [t for r in done if (t := r.ttft_s) is not None]
+    tpots = [t for r in done if (t := r.tpot_s) is not None]
+    e2es = [t for r in done if (t := r.e2e_s) is not None]
+    span = max((r.end_s or 0.0 for r in done), default=0.0)
+    out_tokens = sum(r.output_tokens for r in done)
+    raw: dict[str, Any] = {
+        "tool": "wattserve requests",
+        "completed": len(done),
+        "failed": len(records) - len(done),
+        "total_output_tokens": out_tokens,
+        "request_throughput": len(done) / span if span else None,
+        "output_throughput": out_tokens / span if span else None,
+        "ttft_s": percentiles(ttfts),
+        "tpot_s": percentiles(tpots),
+        "e2e_s": percentiles(e2es),
+        "records": records,
+    }
+    for name, values in (("ttft", ttfts), ("tpot", tpots), ("e2el", e2es)):
+        raw.update(latency_stats(name, values))
+    return raw
+
+
+def _records(path: Path, text: str, pick: str | None) -> dict[str, Any] | None:
+    """A `--requests-out` file read, or None when the text is not one."""
+    records: list[RequestRecord] = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            if not records:
+                return None
+            raise ConfigError("not a JSON line", path=str(path), line=line_no) from None
+        if not records and not (isinstance(obj, dict) and "status" in obj and "row" in obj):
+            return None
+        try:
+            records.append(parse_record(obj))
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=str(path), line=line_no) from None
+    policies = sorted({r.policy for r in records})
+    if pick is not None or len(policies) > 1:
+        chosen = pick if pick is not None else policies[0]
+        if chosen not in policies:
+            raise ConfigError(
+                f"no policy '{chosen}' in this file (it holds {', '.join(policies)})",
+                path=str(path),
+            )
+        records = [r for r in records if r.policy == chosen]
+    raw = records_result(records)
+    raw["policy"] = records[0].policy if records else ""
+    return raw
 
 
 def load(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, float | None]]:
@@ -157,11 +254,22 @@ def load(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, float
 def load_raw(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, Any]]:
     """(kind, label, the result object) of a result file."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"not JSON: {exc}", path=str(path)) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raw = _records(path, text, pick)
+        if raw is None:
+            raise ConfigError(f"not JSON: {exc}", path=str(path)) from None
+        return "requests", f"requests:{raw['policy']}" if raw["policy"] else "requests", raw
+    if isinstance(raw, dict) and "status" in raw and "row" in raw:  # a one-request file
+        one = _records(path, text, pick)
+        assert one is not None
+        return "requests", "requests", one
     if isinstance(raw, list):  # simulate --compare: one object per policy
         names = [r.get("policy") for r in raw if isinstance(r, dict)]
         chosen = [
@@ -223,15 +331,17 @@ def table(rows: list[dict[str, Any]], label_a: str, label_b: str) -> str:
 
 
 def paired_table(rows: list[dict[str, Any]]) -> str:
+    by = rows[0]["by"] if rows else "trace row"
     head = (
         f"{'per request':14} {'pairs':>7} {'median |B-A|':>14} {'p90 |B-A|':>14} "
-        f"{'median error':>13}"
+        f"{'median error':>13} {'median |error|':>15}"
     )
-    lines = [head, "-" * len(head)]
+    lines = [f"request by request (paired by {by}): error = (B - A) / A", head, "-" * len(head)]
     for r in rows:
         err = "-" if r["median_error"] is None else f"{100 * r['median_error']:+.1f} %"
+        abs_err = "-" if r["median_abs_error"] is None else f"{100 * r['median_abs_error']:.1f} %"
         lines.append(
             f"{r['metric']:14} {r['pairs']:>7} {_fmt(r['median_abs_diff_s'], 's'):>14} "
-            f"{_fmt(r['p90_abs_diff_s'], 's'):>14} {err:>13}"
+            f"{_fmt(r['p90_abs_diff_s'], 's'):>14} {err:>13} {abs_err:>15}"
         )
     return "\n".join(lines)

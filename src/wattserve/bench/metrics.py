@@ -23,7 +23,7 @@ PERCENTILES = (50, 90, 99)
 J_PER_KWH = 3.6e6
 
 
-def _stats(name: str, values_s: Sequence[float]) -> dict[str, float | None]:
+def latency_stats(name: str, values_s: Sequence[float]) -> dict[str, float | None]:
     """mean/median/std/p90/p99 in ms under vLLM's names."""
     keys = [f"mean_{name}_ms", f"median_{name}_ms", f"std_{name}_ms"]
     keys += [f"p{p}_{name}_ms" for p in PERCENTILES if p != 50]
@@ -40,7 +40,7 @@ def _stats(name: str, values_s: Sequence[float]) -> dict[str, float | None]:
     )
 
 
-def _pct(values: Sequence[float]) -> dict[str, float | None]:
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     """{p50, p90, p99} in seconds, as `simulate --json` writes them."""
     if not values:
         return {f"p{p}": None for p in PERCENTILES}
@@ -92,21 +92,23 @@ def summarize(
         "total_token_throughput": (total_in + total_out) / span,
     }
     for name, values in (("ttft", ttfts), ("tpot", tpots), ("itl", itls), ("e2el", e2es)):
-        out.update(_stats(name, values))
+        out.update(latency_stats(name, values))
     out.update(
         {
             "requests": len(results),
             "not_sent": unsent,
-            "ttft_s": _pct(ttfts),
-            "tpot_s": _pct(tpots),
-            "e2e_s": _pct(e2es),
+            "ttft_s": percentiles(ttfts),
+            "tpot_s": percentiles(tpots),
+            "e2e_s": percentiles(e2es),
             "slo_attainment": len(good) / len(results) if results else None,
             "output_tokens": total_out,
             "output_tokens_per_s": total_out / span,
             "span_s": span,
             "errors_by_kind": dict(kinds.most_common()),
             "error_examples": examples,
-            "send_lag_ms": {k: None if v is None else v * 1e3 for k, v in _pct(lags).items()},
+            "send_lag_ms": {
+                k: None if v is None else v * 1e3 for k, v in percentiles(lags).items()
+            },
         }
     )
     out.update(_accounting(done, total_out, carbon_g_per_kwh or {}))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from wattserve.cli.common import print_json, reports_errors, save_text
 from wattserve.core.fleet import load_fleet
+from wattserve.core.records import RequestRecord
 from wattserve.core.workload import load_workload
 from wattserve.errors import ConfigError
 from wattserve.simulate import comparison_table, simulate
@@ -28,6 +32,24 @@ def _bar(label: str) -> Any:
         sys.stderr.flush()
 
     return show
+
+
+@contextmanager
+def _requests_file(path: Path | None) -> Iterator[Callable[[RequestRecord], None] | None]:
+    """A writer of one JSON line per request into `path` (None: nothing is kept)."""
+    if path is None:
+        yield None
+        return
+    try:
+        fh = path.open("wb")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}", field="--requests-out") from None
+
+    def write(rec: RequestRecord) -> None:
+        fh.write(orjson.dumps(rec.as_json()) + b"\n")
+
+    with fh:
+        yield write
 
 
 @reports_errors
@@ -67,6 +89,10 @@ def simulate_cmd(
         bool, typer.Option("--json", help="Print JSON (a list with --compare).")
     ] = False,
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
+    requests_out: Annotated[
+        Path | None,
+        typer.Option(help="Write one JSON line per request (docs/simulate.md#requests-out)."),
+    ] = None,
 ) -> None:
     """What happens when FLEET serves TRACE under a routing policy and power caps."""
     if not max_wait >= 0:  # NaN too
@@ -75,31 +101,33 @@ def simulate_cmd(
     default_model = model or sorted(f.models)[0]
     policies = [p.strip() for p in compare.split(",")] if compare else [policy]
     summaries, outcomes = [], []
-    for name in policies:
-        wl = load_workload(
-            trace,
-            default_model=default_model,
-            seed=seed,
-            rate_scale=rate_scale,
-            duration_s=duration,
-        )
-        # An empty run would print a table of dashes and exit 0, as if it had worked.
-        wl.require_requests(trace)
-        summary, out = simulate(
-            f,
-            wl,
-            name,
-            governor=governor,
-            exact=exact,
-            seed=seed,
-            max_wait_s=max_wait,
-            progress=None if json_out else _bar(name),
-        )
-        if wl.bad_rows:
-            summary["bad_trace_rows"] = len(wl.bad_rows)
-            summary["bad_trace_row_examples"] = wl.bad_rows[:10]
-        summaries.append(summary)
-        outcomes.append(out)
+    with _requests_file(requests_out) as on_request:
+        for name in policies:
+            wl = load_workload(
+                trace,
+                default_model=default_model,
+                seed=seed,
+                rate_scale=rate_scale,
+                duration_s=duration,
+            )
+            # An empty run would print a table of dashes and exit 0, as if it had worked.
+            wl.require_requests(trace)
+            summary, out = simulate(
+                f,
+                wl,
+                name,
+                governor=governor,
+                exact=exact,
+                seed=seed,
+                max_wait_s=max_wait,
+                progress=None if json_out else _bar(name),
+                on_request=on_request,
+            )
+            if wl.bad_rows:
+                summary["bad_trace_rows"] = len(wl.bad_rows)
+                summary["bad_trace_row_examples"] = wl.bad_rows[:10]
+            summaries.append(summary)
+            outcomes.append(out)
     table = comparison_table(summaries)
     if report is not None:
         save_text(
@@ -132,3 +160,5 @@ def simulate_cmd(
             typer.echo(f"{s['policy']}: " + "; ".join(extras))
     if report is not None:
         typer.echo(f"report: {report}")
+    if requests_out is not None:
+        typer.echo(f"requests: {requests_out}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from wattserve.core.fleet import Fleet
 from wattserve.core.policy import Policy, make_policy
+from wattserve.core.records import RequestRecord
 from wattserve.core.workload import Workload
 from wattserve.simulate.report import comparison_table, summarize
 from wattserve.simulate.simulator import Outcome, Simulation
@@ -24,8 +25,10 @@ def simulate(
     seed: int = 0,
     max_wait_s: float = 30.0,
     progress: Callable[[float], None] | None = None,
+    on_request: Callable[[RequestRecord], None] | None = None,
 ) -> tuple[dict[str, Any], Outcome]:
-    """Run one simulation; returns the report dict (the `--json` form) and the raw outcome."""
+    """Run one simulation; returns the report dict (the `--json` form) and the raw outcome.
+    `on_request` receives each request's record as it finishes or is refused."""
     pol = make_policy(policy) if isinstance(policy, str) else policy
     out = Simulation(
         fleet,
@@ -36,5 +39,6 @@ def simulate(
         seed=seed,
         max_wait_s=max_wait_s,
         progress=progress,
+        on_request=on_request,
     ).run()
     return summarize(out, fleet), out

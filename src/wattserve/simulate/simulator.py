@@ -22,12 +22,14 @@ from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
 from wattserve.core.governor import PowerGovernor
 from wattserve.core.policy import Policy
+from wattserve.core.records import OK, REJECTED, UNFINISHED, RequestRecord
 from wattserve.core.targets import EnginePool, HostedPool, Target, make_engines
 from wattserve.core.view import View
 from wattserve.core.workload import Request, Workload
 
 ENGINE, RETRY, HOSTED_DONE = 0, 1, 2
 RETRY_BACKOFF_S = 0.25
+NEVER_SCHEDULED = "never scheduled (power cap)"
 
 
 @dataclass
@@ -78,9 +80,13 @@ class Simulation:
         seed: int = 0,
         max_wait_s: float = 30.0,
         progress: Callable[[float], None] | None = None,
+        on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         self.fleet, self.workload, self.policy = fleet, workload, policy
         self.exact, self.max_wait_s, self.progress = exact, max_wait_s, progress
+        # called once per request as it finishes or is refused (simulate --requests-out);
+        # None keeps no per-request data at all
+        self.on_request = on_request
         rng = random.Random(seed)
         span_guess = workload.requests[-1].arrival_s if workload.requests else 1.0
         self.gov = PowerGovernor(
@@ -129,6 +135,39 @@ class Simulation:
         self.out.rejected[reason] += 1
         if len(self.out.rejected_rows) < 1000:
             self.out.rejected_rows.append((req.row or req.id, reason))
+        if self.on_request is not None:
+            self.on_request(self._record(req, REJECTED, reason))
+
+    def _record(
+        self,
+        req: Request,
+        status: str,
+        reason: str = "",
+        *,
+        admitted_s: float | None = None,
+        first_token_s: float | None = None,
+        end_s: float | None = None,
+        target: str | None = None,
+        site: str | None = None,
+        preemptions: int = 0,
+    ) -> RequestRecord:
+        """The record of `req` for simulate --requests-out (times on the simulation clock)."""
+        return RequestRecord(
+            req.id,
+            req.row,
+            req.arrival_s,
+            req.prompt_tokens,
+            req.output_tokens,
+            status,
+            reason,
+            admitted_s,
+            first_token_s,
+            end_s,
+            target,
+            site,
+            preemptions,
+            self.policy.name,
+        )
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -181,12 +220,25 @@ class Simulation:
     def _place(self, req: Request, target: EnginePool | HostedPool, now: float) -> None:
         target.add(1)
         if isinstance(target, HostedPool):
-            ttft = target.ttft_s(req)
+            waited = now - req.arrival_s  # for a link that was down, say
+            ttft = waited + target.ttft_s(req)
             finish = ttft + (req.output_tokens - 1) * target.tpot_s(req)
             self._finish_metrics(req, target.name, ttft, finish)
+            if self.on_request is not None:
+                self.on_request(
+                    self._record(
+                        req,
+                        OK,
+                        admitted_s=now,
+                        first_token_s=req.arrival_s + ttft,
+                        end_s=req.arrival_s + finish,
+                        target=target.name,
+                        site=target.site,
+                    )
+                )
             self.out.hosted_usd += target.usd(req)
             self.out.hosted_tokens += req.output_tokens
-            self._push(now + finish, HOSTED_DONE, target)
+            self._push(req.arrival_s + finish, HOSTED_DONE, target)
             return
         engine = target.replica_for(req)
         key = (target.name, req.origin)
@@ -270,6 +322,8 @@ class Simulation:
         _, finished = engine.complete(now)
         if finished:
             self._finished(finished, now)
+            if self.on_request is not None:
+                self._record_finished(finished, i)
         queue = self.waitlist.get(site)
         if not queue:  # the common case: hand the power straight to this engine's next step
             self._kick(i, held_w=plan.power_w)
@@ -294,6 +348,29 @@ class Simulation:
             req = s.req
             ttft = s.first_token_s - req.arrival_s + placed.rtt_s  # type: ignore[operator]
             self._finish_metrics(req, pool.name, ttft, now - req.arrival_s + placed.rtt_s)
+
+    def _record_finished(self, seqs: list[Seq], i: int) -> None:
+        """Requests that finished in engine i, to on_request (the times _finished counted)."""
+        assert self.on_request is not None
+        for s in seqs:
+            rtt = cast(_Placed, s.tag).rtt_s
+            self.on_request(self._seq_record(s, i, OK, "", rtt, self.now + rtt))
+
+    def _seq_record(
+        self, s: Seq, i: int, status: str, reason: str, rtt: float, end: float | None
+    ) -> RequestRecord:
+        """A request that reached engine i; `rtt` the link's round trip its client pays."""
+        return self._record(
+            s.req,
+            status,
+            reason,
+            admitted_s=s.admitted_s,
+            first_token_s=None if s.first_token_s is None else s.first_token_s + rtt,
+            end_s=end,
+            target=self.engines[i].name,
+            site=self.engine_site[i],
+            preemptions=s.preemptions,
+        )
 
     def _finish_metrics(self, req: Request, where: str, ttft: float, e2e: float) -> None:
         out = self.out
@@ -367,7 +444,14 @@ class Simulation:
                 break
         stuck = sum(len(e.waiting) + len(e.running) for e in self.engines)
         if stuck:
-            self.out.rejected["never scheduled (power cap)"] += stuck
+            self.out.rejected[NEVER_SCHEDULED] += stuck
+            if self.on_request is not None:
+                for e in self.engines:
+                    for s in (*e.waiting, *e.running.values()):
+                        rtt = cast(_Placed, s.tag).rtt_s
+                        self.on_request(
+                            self._seq_record(s, e.index, UNFINISHED, NEVER_SCHEDULED, rtt, None)
+                        )
         self.out.span_s = max(self.out.span_s, self.now)
         self.gov.close(self.out.span_s)
         self.out.wall_s = time.perf_counter() - started

@@ -39,6 +39,32 @@ def smollm2_gguf() -> Path:
     return path
 
 
+def llama_server_args(
+    gguf: Path, alias: str, port: int, n_ctx: int = 4096, threads: int | None = None
+) -> list[str]:
+    """The command line of the llama.cpp server the local backend supervises (also what
+    benchmarks/sim_to_real.py starts to measure the engine without the gateway): requests
+    run one at a time, a new one never interrupts the one generating."""
+    args = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        alias,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--interrupt_requests",
+        "False",
+    ]
+    return args + (["--n_threads", str(threads)] if threads else [])
+
+
 class LocalLlamaBackend(OpenAIBackend):
     """A supervised llama.cpp server subprocess on a loopback port."""
 
@@ -94,28 +120,28 @@ class LocalLlamaBackend(OpenAIBackend):
             raise ConfigError(
                 "the local model needs `pip install 'wattserve[local]'` (llama-cpp-python)"
             )
-        args = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(self.gguf),
-            "--model_alias",
-            self.model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--n_ctx",
-            str(self.n_ctx),
-            "--interrupt_requests",
-            "False",
-        ]
-        if self.threads:
-            args += ["--n_threads", str(self.threads)]
+        args = llama_server_args(self.gguf, self.model, self.port, self.n_ctx, self.threads)
         self.proc = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
+
+    async def check(self) -> bool:
+        """Alive and listening. Not `GET /v1/models`, as other OpenAI servers are checked:
+        llama-cpp-python's server answers it only once it holds the model, after every
+        generation queued before it, so a busy server would look dead and be refused work."""
+        if self.proc is None or self.proc.returncode is not None:
+            self.healthy = False
+            return False
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 3)
+        except (OSError, TimeoutError):
+            self.healthy = False
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        self.healthy = True
+        return True
 
     async def _wait_ready(self, timeout_s: float = 60.0) -> bool:
         loop = asyncio.get_running_loop()
