@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -389,7 +389,7 @@ class Gateway:
                 param="x-wattserve-site",
             )
         local_only = request.headers.get("x-wattserve-data-local", "").lower() in ("1", "true")
-        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{os.urandom(12).hex()}"
         prompt_tokens = approx_tokens(body.prompt_text())
         max_tokens = body.output_limit or self.default_max_tokens
         window = self.context_tokens.get(model)
@@ -472,7 +472,10 @@ class Gateway:
             # that has none after max_queue_s gives up its place: a 503, not a silent wait
             visible = body.stream or backend.kind == "emulated"
             try:
-                async with asyncio.timeout(self.max_queue_s if visible else None):
+                if visible:
+                    async with asyncio.timeout(self.max_queue_s):
+                        first = await events.__anext__()
+                else:
                     first = await events.__anext__()
             except TimeoutError:
                 target.add(-1)
@@ -585,7 +588,7 @@ class Gateway:
             fin,
             replies.usage(fin, backend, ttft, self.router.carbon_g(backend.site, fin.energy_j)),
         )
-        response = web.json_response(data, dumps=_dumps)
+        response = web.Response(body=orjson.dumps(data), content_type="application/json")
         await durable(done, greq.id)
         return response
 

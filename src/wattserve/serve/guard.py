@@ -71,8 +71,11 @@ async def read_json(request: web.Request, timeout_s: float, max_bytes: int) -> A
     """The request's body, decoded, parsed as JSON (orjson: no NaN, depth bounded), or
     BodyError."""
     try:
-        async with asyncio.timeout(timeout_s):  # no task per call, unlike wait_for
+        if request.content.is_eof():  # the whole body has arrived (the usual case): no timer
             raw = await request.read()
+        else:
+            async with asyncio.timeout(timeout_s):  # no task per call, unlike wait_for
+                raw = await request.read()
     except TimeoutError:
         response = error(
             408, f"the request body did not arrive within {timeout_s:g} s", code="timeout"

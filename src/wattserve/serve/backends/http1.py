@@ -1,8 +1,10 @@
 """A small HTTP/1.1 keep-alive client for JSON POSTs to plain-HTTP backends.
 
 The gateway's hot path is one non-streaming call per request; aiohttp's client spends about
-0.3 ms of CPU on each, this one a fraction of that. HTTPS, streaming and anything unusual go
-through aiohttp instead.
+0.3 ms of CPU on each, this one a fraction of that: an asyncio Protocol per connection that
+collects the answer in one buffer and parses it when it is complete (no stream reader, no
+task, a timer instead of a timeout scope). HTTPS, streaming and anything unusual go through
+aiohttp instead.
 """
 
 from __future__ import annotations
@@ -21,6 +23,155 @@ class HTTPError(UpstreamError):
         super().__init__(message, before_first_byte=True)
 
 
+class Closed(HTTPError):
+    """The server closed the connection before any byte of an answer (a keep-alive connection
+    it had already closed: the request may be sent again on a fresh one)."""
+
+
+# An answer as far as it has arrived: complete (status, body, keep-alive) or None for more.
+Parsed = tuple[int, bytes, bool] | None
+
+
+def parse_response(buf: bytes | bytearray, eof: bool) -> Parsed:
+    """One HTTP/1.x response from the start of `buf`: (status, body, keep-alive), or None when
+    more bytes are needed (`eof`: the peer closed, so a body without a length ends here).
+    Raises HTTPError for what is not an HTTP response."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if eof:
+            raise Closed("connection closed") if not buf else HTTPError("cut short in the headers")
+        return None
+    lines = bytes(buf[:end]).split(b"\r\n")
+    parts = lines[0].split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise HTTPError(f"not an HTTP response: {lines[0][:60]!r}")
+    status = int(parts[1])
+    length: int | None = None
+    chunked = False
+    keep = parts[0] == b"HTTP/1.1"
+    for h in lines[1:]:
+        name, _, value = h.partition(b":")
+        key = name.strip().lower()
+        val = value.strip().lower()
+        if key == b"content-length":
+            if not val.isdigit():
+                raise HTTPError(f"bad Content-Length: {val[:40]!r}")
+            length = int(val)
+        elif key == b"transfer-encoding" and b"chunked" in val:
+            chunked = True
+        elif key == b"connection":
+            keep = val == b"keep-alive" or (keep and val != b"close")
+    start = end + 4
+    if status in (204, 304) or 100 <= status < 200:  # no body, whatever the headers say
+        return status, b"", keep and len(buf) == start
+    if chunked:
+        body = _chunks(buf, start)
+        if body is None:
+            if eof:
+                raise HTTPError("cut short in a chunked body")
+            return None
+        data, used = body
+        return status, data, keep and used == len(buf)
+    if length is None:  # the body runs to the end of the connection
+        return (status, bytes(buf[start:]), False) if eof else None
+    if len(buf) - start < length:
+        if eof:
+            raise HTTPError("cut short in the body")
+        return None
+    return status, bytes(buf[start : start + length]), keep and len(buf) == start + length
+
+
+def _chunks(buf: bytes | bytearray, pos: int) -> tuple[bytes, int] | None:
+    """A chunked body from `pos`: (data, bytes used up to its end), or None if incomplete."""
+    out = bytearray()
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size_text = bytes(buf[pos:eol]).split(b";")[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise HTTPError(f"bad chunk size: {size_text[:20]!r}") from None
+        pos = eol + 2
+        if size == 0:  # then optional trailers, up to an empty line
+            while True:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    return None
+                if eol == pos:
+                    return bytes(out), eol + 2
+                pos = eol + 2
+        if len(buf) < pos + size + 2:
+            return None
+        out += buf[pos : pos + size]
+        pos += size + 2
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection: a request at a time, its answer gathered in `buf`."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._check(eof=False)
+
+    def eof_received(self) -> bool:
+        self._check(eof=True)
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._check(eof=True)
+
+    def _check(self, eof: bool) -> None:
+        w = self.waiter
+        if w is None or w.done():
+            return
+        try:
+            done = parse_response(self.buf, eof)
+        except HTTPError as exc:
+            w.set_exception(exc)
+            return
+        if done is not None:
+            w.set_result(done)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def exchange(self, request: bytes, timeout_s: float) -> tuple[int, bytes, bool]:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        self.buf.clear()
+        w: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
+        self.waiter = w
+        timer = loop.call_later(timeout_s, _expire, w, timeout_s)
+        try:
+            self.transport.write(request)
+            return await w
+        except BaseException:
+            self.close()  # cancelled or failed mid-answer: this connection's state is unknown
+            raise
+        finally:
+            timer.cancel()
+            self.waiter = None
+
+
+def _expire(w: asyncio.Future[tuple[int, bytes, bool]], timeout_s: float) -> None:
+    if not w.done():
+        w.set_exception(HTTPError(f"no answer within {timeout_s:g} s"))
+
+
 class Http1Pool:
     """Keep-alive connections to one host:port."""
 
@@ -31,18 +182,28 @@ class Http1Pool:
         self.host = parts.hostname
         self.port = parts.port or 80
         self.prefix = parts.path.rstrip("/")
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[_Conn] = []
         self.limit = limit
 
     async def close(self) -> None:
-        for _, w in self.idle:
-            w.close()
+        for c in self.idle:
+            c.close()
         self.idle.clear()
+
+    async def _connect(self, timeout_s: float) -> _Conn:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout_s):
+                _, conn = await loop.create_connection(_Conn, self.host, self.port)
+        except (OSError, TimeoutError) as exc:
+            raise HTTPError(f"cannot connect: {exc}") from None
+        return conn
 
     async def post(
         self, path: str, body: bytes, headers: dict[str, str], timeout_s: float
     ) -> tuple[int, bytes]:
-        """POST `body` to prefix + path; returns (status, response body)."""
+        """POST `body` to prefix + path; returns (status, response body). A connection the
+        server closed while idle is retried once on a fresh one."""
         head = [
             f"POST {self.prefix}{path} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
@@ -51,66 +212,22 @@ class Http1Pool:
         head += [f"{k}: {v}" for k, v in headers.items()]
         request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
         for attempt in (0, 1):
-            reused = bool(self.idle)
-            if reused:
-                reader, writer = self.idle.pop()
-            else:
-                try:
-                    async with asyncio.timeout(timeout_s):
-                        reader, writer = await asyncio.open_connection(self.host, self.port)
-                except (OSError, TimeoutError) as exc:
-                    raise HTTPError(f"cannot connect: {exc}") from None
+            conn = None
+            while self.idle and conn is None:
+                c = self.idle.pop()
+                conn = None if c.closed else c
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(timeout_s)
             try:
-                writer.write(request)
-                async with asyncio.timeout(timeout_s):  # no task per call, unlike wait_for
-                    status, data, keep = await self._read(reader)
-            except (OSError, asyncio.IncompleteReadError, HTTPError, TimeoutError) as exc:
-                writer.close()
+                status, data, keep = await conn.exchange(request, timeout_s)
+            except Closed:
                 if reused and attempt == 0:
                     continue  # a stale keep-alive connection: once more on a fresh one
-                raise HTTPError(f"{exc.__class__.__name__}: {exc}") from None
-            if keep and len(self.idle) < self.limit:
-                self.idle.append((reader, writer))
+                raise
+            if keep and not conn.closed and len(self.idle) < self.limit:
+                self.idle.append(conn)
             else:
-                writer.close()
+                conn.close()
             return status, data
         raise HTTPError("no connection")
-
-    @staticmethod
-    async def _read(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-        line = await reader.readline()
-        if not line:
-            raise HTTPError("connection closed")
-        parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise HTTPError(f"not an HTTP response: {line[:60]!r}")
-        status = int(parts[1])
-        length: int | None = None
-        chunked = False
-        keep = parts[0] == b"HTTP/1.1"
-        while True:
-            h = await reader.readline()
-            if h in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = h.partition(b":")
-            key = name.strip().lower()
-            val = value.strip().lower()
-            if key == b"content-length":
-                length = int(val)
-            elif key == b"transfer-encoding" and b"chunked" in val:
-                chunked = True
-            elif key == b"connection":
-                keep = val == b"keep-alive" or (keep and val != b"close")
-        if chunked:
-            out = bytearray()
-            while True:
-                size = int((await reader.readline()).split(b";")[0].strip(), 16)
-                if size == 0:
-                    await reader.readline()
-                    break
-                out += await reader.readexactly(size)
-                await reader.readexactly(2)
-            return status, bytes(out), keep
-        if length is None:
-            return status, await reader.read(), False
-        return status, await reader.readexactly(length), keep
