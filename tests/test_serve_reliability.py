@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 from serving import gateway
 
+from wattserve.serve.ledger import Ledger
+
 SMALL = "llama-3.2-1b"
 
 
@@ -81,6 +83,7 @@ def test_ledger_survives_sigkill(tmp_path: Path) -> None:
     with gateway(tmp_path, fleet) as s:
         ids = [ask(s.url, 4).json()["id"] for _ in range(20)]
         s.kill()
+        Ledger(s.db).close()  # the next open replays the killed gateway's journal
         db = sqlite3.connect(s.db)
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = dict(db.execute("SELECT id, status FROM requests").fetchall())

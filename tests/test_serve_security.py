@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving import Server, gateway, raw_request
 
+from wattserve.serve.journal import journal_dir
 from wattserve.serve.ledger import Ledger
 
 MODEL = "llama-3.2-1b"
@@ -471,8 +472,11 @@ def test_every_response_received_in_full_survives_sigkill(tmp_path: Path) -> Non
             assert lines[-2:] == ["data: [DONE]", ""] or lines[-1] == "data: [DONE]"
             ids.append(json.loads(next(x for x in lines if x.startswith("data: {"))[6:])["id"])
         s.kill()  # at once after the last byte of the last answer
+    # the records are in SQLite or in the gateway's journal, which the next open replays
+    Ledger(db).close()
     rows = dict(sqlite3.connect(db).execute("SELECT id, status FROM requests").fetchall())
     assert all(rows.get(i) == "ok" for i in ids), (ids, rows)
+    assert not list(journal_dir(str(db)).iterdir())  # replayed, then deleted
 
 
 # -- fuzz: headers, encodings, admin and request bodies --------------------------------------

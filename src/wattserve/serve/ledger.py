@@ -1,12 +1,15 @@
 """The ledger: every request in SQLite (WAL), and the API keys with their budgets.
 
-Writes leave the event loop: `submit` queues a request's row for a writer thread that commits
-whatever is queued in one transaction, and its future completes once that commit is done (the
-thread wakes the event loop once per commit, not once per row). The gateway awaits it before a
-response's last byte (see wattserve.serve.app), so a completed
-request's record survives a SIGKILL of the gateway. With `synchronous=NORMAL` in WAL mode a
-commit reaches the operating system, not the disk: a crash of the machine itself may lose the
-last commits.
+Writes leave the event loop. In a gateway (`start`), `submit` appends a request's row to this
+process's journal (wattserve.serve.journal: one `write()`, after which the row survives a
+SIGKILL of the gateway) and queues it for a writer thread that commits whatever is queued in
+one transaction; its future is complete at once. The gateway awaits it before a response's
+last byte (see wattserve.serve.app), so a completed request's record survives a SIGKILL: in
+SQLite, or in the journal, which the next open of the ledger replays (any wattserve command
+that opens it). Where no journal can be written, the future completes once the row's commit
+is done instead (the thread wakes the event loop once per commit, not once per row). With
+`synchronous=NORMAL` in WAL mode a commit reaches the operating system, not the disk, as a
+journal's `write()` does: a crash of the machine itself may lose the last records.
 
 Content (prompts, outputs) is never stored. Keys are stored as SHA-256 hashes. The file is
 created readable by its owner only (mode 0600).
@@ -17,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
+import math
 import os
 import queue
 import secrets
@@ -28,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from wattserve.errors import ConfigError
+from wattserve.serve.journal import ROTATE_BYTES, Journal, journal_dir, recover
+
+log = logging.getLogger("wattserve.serve")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -82,8 +90,25 @@ CHARGE = "UPDATE keys SET spent_usd = spent_usd + ?, spent_j = spent_j + ? WHERE
 KEY_CACHE_S = 1.0  # a key created or revoked by `wattserve keys` is seen within this long
 BATCH = 512  # rows per commit at most
 
-# a queued row: the row, the future its request awaits, and that future's event loop
-_Queued = tuple[dict[str, Any], "asyncio.Future[None]", asyncio.AbstractEventLoop]
+COLUMNS = (
+    "id", "ts", "key_id", "model", "backend", "site", "prompt_tokens", "completion_tokens",
+    "ttft_s", "duration_s", "energy_j", "usd", "status", "error", "billed_usd", "billed_j",
+)  # fmt: skip
+
+
+@dataclass
+class _Rotated:
+    """Queued after the last row of a journal: once those rows are committed, it may go."""
+
+    journal: Journal
+
+
+# a queued row: the row, the future its request awaits (None: journaled, nobody waits), and
+# that future's event loop; or the end of a rotated journal
+_Queued = (
+    tuple[dict[str, Any], "asyncio.Future[None] | None", asyncio.AbstractEventLoop | None]
+    | _Rotated
+)
 
 
 def _settle(waiting: list[asyncio.Future[None]], failure: sqlite3.Error | None) -> None:
@@ -95,6 +120,21 @@ def _settle(waiting: list[asyncio.Future[None]], failure: sqlite3.Error | None) 
             done.set_result(None)
         else:
             done.set_exception(failure)
+
+
+def _valid_row(row: dict[str, Any]) -> bool:
+    """A journaled row has what the requests table requires, with numbers where it sums."""
+    if not all(isinstance(row.get(c), str) for c in ("id", "model", "status")):
+        return False
+    if not isinstance(row.get("ts"), int | float) or isinstance(row.get("ts"), bool):
+        return False
+    for c in ("billed_usd", "billed_j"):
+        v = row.get(c)
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0
+        ):
+            return False
+    return row.get("key_id") is None or isinstance(row.get("key_id"), str)
 
 
 def hash_key(key: str) -> str:
@@ -143,45 +183,116 @@ class Ledger:
         self._keys: dict[str, tuple[float, KeyRecord | None]] = {}
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._journal: Journal | None = None
+        self._failed = False  # a commit failed since the current journal was opened
+        self.rotate_bytes = ROTATE_BYTES  # a new journal file after this many bytes
+        self.recovered = recover(journal_dir(self.path), self._replay)
 
     def start(self) -> None:
-        """Start the writer thread (`submit` writes inline until then)."""
+        """Open this process's journal and start the writer thread (`submit` writes inline
+        until then)."""
         if self._writer is None:
+            try:
+                self._journal = Journal(journal_dir(self.path))
+            except OSError as exc:
+                log.warning(
+                    "wattserve: no ledger journal (%s): each answer waits for its commit", exc
+                )
             self._writer = threading.Thread(
                 target=self._write_loop, args=(_connect(self.path),), name="ledger", daemon=True
             )
             self._writer.start()
 
     def close(self) -> None:
-        """Commit what is queued, stop the writer, close the file."""
+        """Commit what is queued, stop the writer, close the file (and delete the journal
+        when every row in it is committed)."""
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join()
             self._writer = None
+        if self._journal is not None:
+            self._journal.close(delete=not self._failed)
+            self._journal = None
         self.db.close()
+
+    def _replay(self, rows: list[dict[str, Any]]) -> int:
+        """Write the journaled rows not yet in the ledger, with their charges, in one
+        transaction (wattserve.serve.journal.recover); returns how many were new."""
+        new = 0
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                if not _valid_row(row):
+                    log.warning("wattserve: journal row %r is not a request record: skipped", row)
+                    continue
+                if db.execute("SELECT 1 FROM requests WHERE id = ?", (row["id"],)).fetchone():
+                    continue  # committed before the journal's writer stopped
+                clean = {c: row.get(c) for c in COLUMNS}
+                db.execute(INSERT, clean)
+                usd, joules = clean["billed_usd"] or 0.0, clean["billed_j"] or 0.0
+                if clean["key_id"] and (usd or joules):
+                    db.execute(CHARGE, (usd, joules, clean["key_id"]))
+                new += 1
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return new
 
     # -- requests --------------------------------------------------------------------------
 
     def submit(self, row: dict[str, Any]) -> asyncio.Future[None]:
         """Queue one finished request's row (called on the event loop); the future completes
-        once it is committed. `billed_usd` and `billed_j`, when present, are added to the key's
-        spend in the same transaction."""
+        once the row survives a SIGKILL: at once when journaled, else once it is committed.
+        `billed_usd` and `billed_j`, when present, are added to the key's spend in the same
+        transaction."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         if self._writer is None:
             _settle([done], self._commit(self.db, [row]))
-        else:
-            self._queue.put((row, done, loop))
+            return done
+        journal = self._journal
+        if journal is not None:
+            try:
+                journal.append(row)
+            except OSError as exc:  # disk full or the like: this answer waits for its commit
+                log.error("wattserve: %s: cannot write the ledger journal: %s", row["id"], exc)
+            else:
+                done.set_result(None)
+                self._queue.put((row, None, None))
+                if journal.size >= self.rotate_bytes:
+                    self._rotate()
+                return done
+        self._queue.put((row, done, loop))
         return done
+
+    def _rotate(self) -> None:
+        """Start a new journal; the writer deletes the old one once its rows are committed."""
+        try:
+            fresh = Journal(journal_dir(self.path))
+        except OSError:
+            return  # keep appending to this one
+        assert self._journal is not None
+        self._queue.put(_Rotated(self._journal))
+        self._journal = fresh
 
     def _write_loop(self, db: sqlite3.Connection) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 break
-            batch = [item]
+            batch: list[tuple[dict[str, Any], Any, Any]] = []
+            rotated: _Rotated | None = None
             stop = False
-            while len(batch) < BATCH:
+            while True:
+                if isinstance(item, _Rotated):
+                    rotated = item
+                    break
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    break
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -189,15 +300,22 @@ class Ledger:
                 if more is None:
                     stop = True
                     break
-                batch.append(more)
+                item = more
             # a waiter that gave up (its client left) cannot cancel the write: it is made anyway
-            failure = self._commit(db, [row for row, _, _ in batch])
+            failure = self._commit(db, [row for row, _, _ in batch]) if batch else None
+            if failure is not None:
+                self._failed = True  # the journal keeps these rows for the next open
+                log.error("wattserve: ledger commit of %d row(s) failed: %s", len(batch), failure)
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for _, done, loop in batch:
-                by_loop.setdefault(loop, []).append(done)
+                if done is not None:
+                    by_loop.setdefault(loop, []).append(done)
             for loop, waiting in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
                     loop.call_soon_threadsafe(_settle, waiting, failure)
+            if rotated is not None:
+                rotated.journal.close(delete=not self._failed)
+                self._failed = False
             if stop:
                 break
         db.close()

@@ -1,0 +1,129 @@
+"""The ledger's journal: where a finished request's row becomes durable before its answer ends.
+
+A gateway process appends each row, as one JSON line, to its own journal file
+(`<ledger>.journal/<pid>-<random>.jsonl`, mode 0600) with one `write()` on the event loop: a
+few microseconds, no lock shared with another process, no fsync, nothing that waits on SQLite.
+Once `write()` returns, the row is in the operating system's page cache and survives a SIGKILL
+of the gateway (not a crash of the machine: the same as SQLite's `synchronous=NORMAL`). The
+ledger's writer thread then commits the rows to SQLite in batches, off the event loop, and the
+answer does not wait for that.
+
+Each live journal is held with an exclusive `flock`. Whoever opens the ledger next (a new
+gateway, `wattserve usage`, `wattserve keys`) replays every journal whose lock it can take (its
+writer is gone) into SQLite, a row and its charge together, skipping rows already there (so a
+row committed before the kill is never charged twice), then deletes it. A torn last line (the
+kill landed mid-`write()`: its answer had not ended) is skipped. A journal is rotated every
+ROTATE_BYTES and deleted once every row in it is committed; on a clean stop the last one goes
+too, so the folder is empty while no gateway runs and nothing crashed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("wattserve.serve")
+
+ROTATE_BYTES = 8 << 20  # a new journal file after this many bytes
+
+
+def journal_dir(ledger_path: str) -> Path:
+    return Path(ledger_path + ".journal")
+
+
+class Journal:
+    """This process's open journal file (see the module docstring)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = folder / f".{name}.tmp"  # not a journal until locked: recovery skips it
+        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path = folder / f"{name}.jsonl"
+            os.rename(tmp, self.path)
+        except OSError:
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.size = 0
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one row (raises OSError: disk full, I/O error)."""
+        data = orjson.dumps(row) + b"\n"
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.size += len(data)
+
+    def close(self, delete: bool) -> None:
+        """Close it (releasing its lock); delete it when every row in it is committed."""
+        if delete:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        os.close(self.fd)
+
+
+# Writes rows whose ids are not yet in the ledger, with their charges, in one transaction;
+# returns how many were new.
+Replay = Callable[[list[dict[str, Any]]], int]
+
+
+def recover(folder: Path, replay: Replay) -> int:
+    """Replay every journal in `folder` whose writer is gone (its lock can be taken) and
+    delete it; returns the rows that were not yet in the ledger."""
+    if not folder.is_dir():
+        return 0
+    total = 0
+    for path in sorted(folder.glob("*.jsonl")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # another process replayed and deleted it meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live gateway's journal
+            if not path.exists():
+                continue  # replayed and deleted by another process before the lock was ours
+            with open(fd, "rb", closefd=False) as f:
+                rows = _rows(f.read(), path)
+            try:
+                total += replay(rows)
+            except sqlite3.Error as exc:  # kept for the next open
+                log.error("wattserve: cannot replay %s into the ledger: %s", path, exc)
+                continue
+            path.unlink()
+        finally:
+            os.close(fd)
+    if total:
+        log.warning("wattserve: %d request record(s) recovered from %s", total, folder)
+    return total
+
+
+def _rows(raw: bytes, path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(raw.split(b"\n"), 1):
+        if not line:
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("wattserve: %s line %d is cut short: skipped", path, n)
+            continue
+        if isinstance(row, dict) and isinstance(row.get("id"), str):
+            rows.append(row)
+    return rows
