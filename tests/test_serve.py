@@ -270,3 +270,18 @@ def test_usage_reports_grams_of_co2_where_the_site_gives_its_intensity(tmp_path)
         metrics = httpx.get(f"{s.url}/metrics", timeout=10).text
         lines = [x for x in metrics.splitlines() if x.startswith("wattserve_carbon_grams_total{")]
         assert len(lines) == 1 and 'site="green"' in lines[0]
+
+
+def test_histogram_buckets_are_cumulative_with_each_edge_inclusive() -> None:
+    from wattserve.serve.metrics import LATENCY_BUCKETS, Metrics
+
+    m = Metrics()
+    values = (0.001, 0.005, 0.0051, 0.3, 100.0)
+    for v in values:
+        m.observe("wattserve_ttft_seconds", v, model="x")
+    text = m.render()
+    for edge in LATENCY_BUCKETS:  # Prometheus: le is "less than or equal", counts cumulate
+        want = sum(v <= edge for v in values)
+        assert f'wattserve_ttft_seconds_bucket{{model="x",le="{edge:g}"}} {want}\n' in text
+    assert 'wattserve_ttft_seconds_bucket{model="x",le="+Inf"} 5\n' in text
+    assert 'wattserve_ttft_seconds_count{model="x"} 5\n' in text

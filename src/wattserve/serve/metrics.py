@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -56,10 +57,11 @@ class Metrics:
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
+        # per bucket (not cumulative: `render` sums them), then +Inf, count, sum
         buckets = self.hist[name].setdefault(key, [0.0] * (len(LATENCY_BUCKETS) + 2))
-        for i, edge in enumerate(LATENCY_BUCKETS):
-            if value <= edge:
-                buckets[i] += 1
+        i = bisect.bisect_left(LATENCY_BUCKETS, value)  # the first edge >= value
+        if i < len(LATENCY_BUCKETS):
+            buckets[i] += 1
         buckets[-2] += 1  # count
         buckets[-1] += value  # sum
 
@@ -73,8 +75,10 @@ class Metrics:
             kind, text = self.help.get(name, ("histogram", name))
             out += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
             for key, b in hseries.items():
+                below = 0.0
                 for i, edge in enumerate(LATENCY_BUCKETS):
-                    out.append(f"{name}_bucket{_labels((*key, ('le', f'{edge:g}')))} {b[i]:g}")
+                    below += b[i]
+                    out.append(f"{name}_bucket{_labels((*key, ('le', f'{edge:g}')))} {below:g}")
                 out.append(f"{name}_bucket{_labels((*key, ('le', '+Inf')))} {b[-2]:g}")
                 out.append(f"{name}_count{_labels(key)} {b[-2]:g}")
                 out.append(f"{name}_sum{_labels(key)} {b[-1]:g}")
