@@ -68,11 +68,14 @@ return wait
 
 # Sum a key's live holds, dropping those of replicas whose heartbeat expired.
 _LIVE_HOLDS = """
-local held_usd, held_j = 0, 0
+local held_usd, held_j, alive = 0, 0, {}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
   local rid = string.match(all[i], '^(.*):')
-  if redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid) == 0 then
+  if alive[rid] == nil then  -- each replica's heartbeat key looked up once
+    alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid)
+  end
+  if alive[rid] == 0 then
     redis.call('HDEL', KEYS[2], all[i])
   else
     local u, j = string.match(all[i + 1], '^(%S+) (%S+)$')
@@ -355,6 +358,7 @@ class RedisBudgets:
         self._ids = itertools.count(1)
         self._take = state.redis.register_script(TAKE)
         self._reserve = state.redis.register_script(RESERVE)
+        self._settle = state.redis.register_script(SETTLE)
         self._start: dict[str, tuple[float, float]] = {}  # key -> ledger's spend at first use
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -449,7 +453,7 @@ class RedisBudgets:
     async def _send(self, keys: list[str], args: list[str]) -> None:
         if self.state.up and not self.state.pending:
             try:
-                await self.state.redis.eval(SETTLE, 2, *keys, *args)
+                await self._settle(keys=keys, args=args)  # EVALSHA: the script is not resent
                 return
             except (RedisError, OSError) as exc:
                 self.state.lost(exc)
