@@ -54,6 +54,42 @@ def test_holds_never_exceed_a_budget_across_replicas() -> None:
         asyncio.run(run(r.url))
 
 
+def test_the_running_sum_of_holds_matches_the_holds_after_many_requests() -> None:
+    """A reservation reads the key's held sum instead of summing every hold: after 300
+    reservations and settlements over 3 replicas, some concurrent, the sum is back to zero,
+    the spend is the sum of the charges, and the budget refuses exactly what it should."""
+    key = KeyRecord("k9", "many", False, 100.0, None, None, 0.0, 0.0)
+
+    async def run(url: str) -> None:
+        states = [SharedState(url, replica_id=f"r{i}") for i in range(3)]
+        for s in states:
+            await s.connect()
+        budgets = [RedisBudgets(s) for s in states]
+        for _ in range(10):
+            got = await asyncio.gather(
+                *(b.reserve(key, Charge(0.3, 0.0)) for b in budgets for _ in range(10))
+            )
+            assert all(isinstance(h, Hold) for h in got)
+            for i, h in enumerate(got):
+                assert isinstance(h, Hold)
+                budgets[i // 10].settle(h, Charge(0.1, 0.0))
+            for b in budgets:
+                await b.drain()
+        spent = await states[0].redis.hgetall("ws:spent:k9")
+        assert float(spent[b"usd"]) == pytest.approx(30.0)
+        assert abs(float(spent[b"held_usd"])) < 1e-9
+        assert await states[0].redis.hlen("ws:holds:k9") == 0
+        # $70 left: 233 holds of $0.3 fit, the 234th does not
+        got = [await budgets[0].reserve(key, Charge(0.3, 0.0)) for _ in range(234)]
+        assert sum(isinstance(h, Hold) for h in got) == 233
+        assert isinstance(got[-1], Refusal) and "spent $30, $69.9 held" in got[-1].message
+        for s in states:
+            await s.stop()
+
+    with redis_server() as r:
+        asyncio.run(run(r.url))
+
+
 def test_a_dead_replicas_holds_expire_on_redis_time() -> None:
     async def run(url: str) -> None:
         dead = SharedState(url, replica_id="dead", heartbeat_ttl_s=0.6)

@@ -8,9 +8,10 @@ gateway keeps all of it in its own process (LocalBudgets).
 
 Expiry uses Redis's clock only (key TTLs, `TIME` inside scripts), never a replica's: each
 replica refreshes `ws:replica:<id>` (TTL `heartbeat_ttl_s`) every third of that; a hold names
-its replica, and every reservation script drops the holds of replicas whose heartbeat key has
-expired (so do the power lease scripts). A crashed replica's holds and leases are thus
-released within `heartbeat_ttl_s` (10 s default).
+its replica, and a reservation that the running sum of a key's holds would refuse first drops
+the holds of replicas whose heartbeat key has expired (every power lease script drops their
+leases). A crashed replica's holds and leases thus stop counting within `heartbeat_ttl_s`
+(10 s default).
 
 Losing Redis fails closed: a key with a budget or a rate limit is refused (503) until Redis
 answers again; keys without limits, and requests without keys, are still served; power caps
@@ -88,34 +89,61 @@ end
 # KEYS: spent hash, holds hash. ARGV: prefix, hold field, budget $ (-1: none), budget J,
 # need $, need J, ledger's spent $, ledger's spent J (the start after Redis lost its data).
 # Returns {1} on success, else {0, unit (1: $, 2: J), spent, held}.
+# The spent hash keeps the sum of the key's holds (held_usd, held_j), added to here and taken
+# from by SETTLE, so a reservation costs the same however many are in flight. Holds of
+# replicas that died are in that sum until a reservation it would refuse sums the live holds
+# again (dropping the dead ones): the answer is the same as summing them every time.
 RESERVE = (
     """
 redis.call('HSETNX', KEYS[1], 'usd', ARGV[7])
 redis.call('HSETNX', KEYS[1], 'j', ARGV[8])
+local s = redis.call('HMGET', KEYS[1], 'usd', 'j', 'held_usd', 'held_j')
+local spent = {tonumber(s[1]), tonumber(s[2])}
+local budget = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+local need = {tonumber(ARGV[5]), tonumber(ARGV[6])}
+local function short(held)
+  for u = 1, 2 do
+    if budget[u] >= 0 then
+      local left = budget[u] - spent[u] - held[u]
+      if spent[u] >= budget[u] or need[u] > left + 1e-9 then  -- float sums of holds
+        return u
+      end
+    end
+  end
+  return nil
+end
+local held = {math.max(0, tonumber(s[3]) or 0), math.max(0, tonumber(s[4]) or 0)}
+local u = short(held)
+if u then
 """
     + _LIVE_HOLDS
     + """
-local s = redis.call('HMGET', KEYS[1], 'usd', 'j')
-local spent = {tonumber(s[1]), tonumber(s[2])}
-local held = {held_usd, held_j}
-local budget = {tonumber(ARGV[3]), tonumber(ARGV[4])}
-local need = {tonumber(ARGV[5]), tonumber(ARGV[6])}
-for u = 1, 2 do
-  if budget[u] >= 0 then
-    local left = budget[u] - spent[u] - held[u]
-    if spent[u] >= budget[u] or need[u] > left + 1e-9 then  -- float sums of holds
-      return {0, u, tostring(spent[u]), tostring(held[u])}
-    end
+  redis.call('HSET', KEYS[1], 'held_usd', string.format('%.17g', held_usd),
+             'held_j', string.format('%.17g', held_j))
+  held = {held_usd, held_j}
+  u = short(held)
+  if u then
+    return {0, u, tostring(spent[u]), tostring(held[u])}
   end
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[5] .. ' ' .. ARGV[6])
+redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', ARGV[5])
+redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', ARGV[6])
 return {1}
 """
 )
 
 # KEYS: spent hash, holds hash. ARGV: hold field, charge $, charge J, ledger's spent $, J.
+# A hold still there leaves the sum of holds; one dropped as its replica's (expired) is not in
+# it any more.
 SETTLE = """
-redis.call('HDEL', KEYS[2], ARGV[1])
+local h = redis.call('HGET', KEYS[2], ARGV[1])
+if h then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  local u, j = string.match(h, '^(%S+) (%S+)$')
+  redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', string.format('%.17g', -tonumber(u)))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', string.format('%.17g', -tonumber(j)))
+end
 redis.call('HSETNX', KEYS[1], 'usd', ARGV[4])
 redis.call('HSETNX', KEYS[1], 'j', ARGV[5])
 redis.call('HINCRBYFLOAT', KEYS[1], 'usd', ARGV[2])
