@@ -84,10 +84,13 @@ Replay = Callable[[list[dict[str, Any]]], int]
 def recover(folder: Path, replay: Replay) -> int:
     """Replay every journal in `folder` whose writer is gone (its lock can be taken) and
     delete it; returns the rows that were not yet in the ledger."""
-    if not folder.is_dir():
+    try:
+        paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    except OSError as exc:  # not ours to read: say so, the ledger itself still opens
+        log.warning("wattserve: cannot read the ledger journals in %s: %s", folder, exc)
         return 0
     total = 0
-    for path in sorted(folder.glob("*.jsonl")):
+    for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:  # another process replayed and deleted it meanwhile
@@ -106,7 +109,10 @@ def recover(folder: Path, replay: Replay) -> int:
             except sqlite3.Error as exc:  # kept for the next open
                 log.error("wattserve: cannot replay %s into the ledger: %s", path, exc)
                 continue
-            path.unlink()
+            try:
+                path.unlink()
+            except OSError as exc:  # replayed again by the next open: rows are skipped then
+                log.warning("wattserve: cannot delete %s after its replay: %s", path, exc)
         finally:
             os.close(fd)
     if total:
