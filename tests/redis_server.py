@@ -20,6 +20,7 @@ class RedisServer:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # more redis-server arguments (--requirepass ...)
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -36,6 +37,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -47,7 +49,7 @@ class RedisServer:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s,
             ):
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up (with a password)
                     return
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)

@@ -39,6 +39,7 @@ from wattserve.errors import ConfigError
 from wattserve.serve.budgets import Charge, Hold, Refusal
 from wattserve.serve.leases import PowerLeases
 from wattserve.serve.ledger import KeyRecord
+from wattserve.serve.resp import Resp
 
 log = logging.getLogger("wattserve.serve")
 
@@ -188,6 +189,12 @@ class SharedState:
             health_check_interval=0,
         )
         self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        # the budget scripts of keyed requests, pipelined on one lean connection (serve.resp)
+        self.fast = (
+            Resp(url, op_timeout_s, max(op_timeout_s, CONNECT_TIMEOUT_S))
+            if Resp.supports(url)
+            else None
+        )
         self.up = False
         self.lost_total = 0  # times Redis was lost
         self.replicas = 1  # live replicas at the last heartbeat (this one included)
@@ -216,7 +223,16 @@ class SharedState:
 
     async def close(self) -> None:
         """Close the connections (the pool too: it was passed in, so not closed by default)."""
+        if self.fast is not None:
+            self.fast.close()
         await self.redis.aclose(close_connection_pool=True)
+
+    async def script(self, script: Any, keys: list[str], args: list[str]) -> Any:
+        """Run a registered script: on the lean connection where the URL allows it, else
+        through redis-py. Raises RedisError (or OSError) as redis-py does."""
+        if self.fast is not None:
+            return await self.fast.evalsha(script.sha, script.script, keys, args)
+        return await script(keys=keys, args=args)
 
     async def probe(self) -> None:
         """Check that Redis answers (at start, before serving), without joining as a replica."""
@@ -397,9 +413,10 @@ class RedisBudgets:
             return STATE_LOST
         try:
             wait_ms = int(
-                await self._take(
-                    keys=[self.state.key("rl", key.id)],
-                    args=[repr(key.rps), repr(max(1.0, key.rps))],
+                await self.state.script(
+                    self._take,
+                    [self.state.key("rl", key.id)],
+                    [repr(key.rps), repr(max(1.0, key.rps))],
                 )
             )
         except (RedisError, OSError) as exc:
@@ -421,9 +438,10 @@ class RedisBudgets:
             return STATE_LOST
         start = self._start.setdefault(key.id, (key.spent_usd, key.spent_j))
         try:
-            got = await self._reserve(
-                keys=[self.state.key("spent", key.id), self.state.key("holds", key.id)],
-                args=[
+            got = await self.state.script(
+                self._reserve,
+                [self.state.key("spent", key.id), self.state.key("holds", key.id)],
+                [
                     self.state.prefix,
                     self._field(hold),
                     _budget(key.budget_usd),
@@ -481,7 +499,7 @@ class RedisBudgets:
     async def _send(self, keys: list[str], args: list[str]) -> None:
         if self.state.up and not self.state.pending:
             try:
-                await self._settle(keys=keys, args=args)  # EVALSHA: the script is not resent
+                await self.state.script(self._settle, keys, args)  # EVALSHA: not resent
                 return
             except (RedisError, OSError) as exc:
                 self.state.lost(exc)
