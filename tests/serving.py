@@ -82,7 +82,13 @@ def gateway(tmp: Path, fleet_yaml: str, *args: str, name: str = "gw") -> Iterato
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((tmp / f"{name}.log").read_text())
             time.sleep(0.1)
-        yield server
+        try:
+            yield server
+        except BaseException:  # what the gateway logged shows in the failed test's report
+            log.flush()
+            tail = (tmp / f"{name}.log").read_text(errors="replace").splitlines()[-40:]
+            print(f"--- the last lines of gateway {name}'s log ---", *tail, sep="\n")
+            raise
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,46 @@ def test_emulated_backend_reserves_and_releases_step_power() -> None:
     assert len(pieces) == 8
     assert max(seen) > base  # steps drew power above the idle floor while running
     assert gov.account("dc-east").power_w == pytest.approx(base)  # all of it released
+
+
+def test_a_step_waits_for_power_rather_than_crawl_on_a_sliver_of_a_cap() -> None:
+    """A cap that leaves a step less than the site's floor (a shared power lease can be a
+    sliver for a moment) makes the step wait; slowing it to 0.01 W would stretch it without
+    bound. Once the cap leaves at least the floor, a step too big for it is slowed to fit."""
+    fleet = load_fleet(HETERO)
+    router = Router(fleet, make_policy("least_loaded"))
+    backend = router.backends["h100/0"]
+    assert isinstance(backend, EmulatedBackend)
+    gov, acct = router.gov, router.gov.account("dc-east")
+    acct.cap_w, acct.floor_w = acct.base_w + 0.01, 50.0
+    assert not gov.slows("dc-east", 300.0)  # a sliver: wait
+    acct.cap_w = acct.base_w + 60.0
+    assert gov.slows("dc-east", 300.0) and not gov.slows("dc-east", 40.0)  # 40 W fits
+    acct.cap_w = acct.base_w + 0.01
+
+    async def run() -> tuple[int, float]:
+        await backend.start()
+        greq = GenRequest("r", "chat", "llama-3.1-8b", {}, 64, 8)
+        stream = backend.generate(greq).__aiter__()
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.3)
+        assert not first.done()  # waiting for power, not crawling at 0.01 W
+        acct.cap_w = acct.base_w + 60.0  # a lease of the floor or more: slowed to fit it
+        async with router.power_changed:
+            router.power_changed.notify_all()
+        t0 = time.monotonic()
+        n = 0
+        async with asyncio.timeout(10):  # a step stretched to the sliver would never end
+            await first
+            n = 1
+            async for _ in stream:
+                n += 1
+        await backend.stop()
+        return n, time.monotonic() - t0
+
+    n, took = asyncio.run(run())
+    assert n >= 8 and took < 5.0
+    assert acct.power_w == pytest.approx(acct.base_w)
 
 
 def test_router_excludes_a_target_whose_backends_failed() -> None:

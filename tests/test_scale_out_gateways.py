@@ -75,10 +75,12 @@ def test_site_cap_and_key_budget_hold_over_three_replicas(tmp_path: Path) -> Non
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            results = list(pool.map(lambda i: ask(servers[i % 3].url, 64, key), range(72)))
-        stop.set()
-        watcher.join()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(24) as pool:
+                results = list(pool.map(lambda i: ask(servers[i % 3].url, 64, key), range(72)))
+        finally:
+            stop.set()
+            watcher.join()
         # every replica emulates the same devices: their idle draw is each one's own, the
         # dynamic power above it is what the cap's headroom is shared out as
         assert peak_dynamic[0] <= CAP_W - idle[0] + 1e-6

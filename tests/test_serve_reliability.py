@@ -62,10 +62,12 @@ deployments:
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        with concurrent.futures.ThreadPoolExecutor(32) as pool:
-            results = list(pool.map(lambda _: ask(s.url, 200), range(64)))
-        stop.set()
-        watcher.join()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                results = list(pool.map(lambda _: ask(s.url, 200), range(64)))
+        finally:
+            stop.set()
+            watcher.join()
         assert peak[0] <= 400.0 + 1e-6
         codes = {r.status_code for r in results}
         assert codes <= {200, 429} and 200 in codes

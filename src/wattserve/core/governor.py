@@ -36,6 +36,10 @@ class SitePower:
 
     cap_w: float | None
     base_w: float = 0.0  # idle power of every device at the site
+    # the least dynamic power (W) a step may be slowed down to (`PowerGovernor.slows`): a cap
+    # that leaves less waits for power instead (a shared power lease can be a sliver for a
+    # moment; slowing a step to it would stretch the step without bound)
+    floor_w: float = 0.0
     power_w: float = 0.0
     peak_w: float = 0.0
     exceeded_s: float = 0.0
@@ -122,17 +126,26 @@ class PowerGovernor:
         s = self.sites[site]
         return s.cap_w is None or s.power_w + delta_w <= s.cap_w + EPS_W
 
-    def throttle(self, site: str, plan: StepPlan, idle_w: float) -> None:
-        """Slow a step that could never fit under the cap, even with every other device idle,
-        down to the power it can have (as a GPU power limit does): its dynamic energy is
-        unchanged, its time grows, its idle energy with it."""
+    def slows(self, site: str, delta_w: float) -> bool:
+        """Whether a step adding `delta_w` could never fit under the site's cap, even with every
+        other device idle, and is to be slowed down to fit it (`throttle`): when the cap leaves
+        more than nothing and at least the site's `floor_w` of dynamic power. Else the step
+        waits for power."""
         s = self.sites[site]
         if not self.enforce or s.cap_w is None:
-            return
+            return False
         allowed = s.cap_w - s.base_w
+        return delta_w > allowed + EPS_W and allowed > EPS_W and allowed >= s.floor_w - EPS_W
+
+    def throttle(self, site: str, plan: StepPlan, idle_w: float) -> None:
+        """Slow a step that `slows` down to the power it can have (as a GPU power limit does):
+        its dynamic energy is unchanged, its time grows, its idle energy with it."""
         delta = plan.power_w - idle_w
-        if delta <= allowed or allowed <= 0:
+        if not self.slows(site, delta):
             return
+        s = self.sites[site]
+        assert s.cap_w is not None
+        allowed = s.cap_w - s.base_w
         duration = plan.end_s - plan.start_s
         stretched = duration * delta / allowed
         plan.energy_j += idle_w * (stretched - duration)

@@ -116,11 +116,18 @@ class PowerLeases:
             return None
         return max(0.0, float(cap) - float(self.router.gov.sites[site].base_w))
 
+    def floor_w(self, room: float) -> float:
+        """The lease a replica with requests in flight asks for at least (`_want`): a step
+        is slowed down to fit a lease no smaller than this, and waits for power below it
+        (the governor's `floor_w`), so a sliver of a lease never stretches a step."""
+        return min(room / LEASE_STEPS, room / max(1, self.state.replicas))
+
     def apply(self, site: str) -> None:
         """Set the governor's cap for `site` to the idle draw plus this replica's lease."""
         acct = self.router.gov.sites[site]
         room = self.headroom_w(site)
         acct.cap_w = None if room is None else acct.base_w + min(self.sites[site].lease_w, room)
+        acct.floor_w = 0.0 if room is None else self.floor_w(room)
 
     def describe(self) -> dict[str, float]:
         """Leases held, by capped site (what /health shows)."""
@@ -203,7 +210,7 @@ class PowerLeases:
         used = max(0.0, acct.power_w - acct.base_w)
         busy = any(t.outstanding for t in self._by_site.get(site, ()))
         even = room / max(1, self.state.replicas)
-        if busy and s.lease_w < min(room / LEASE_STEPS, even):
+        if busy and s.lease_w < self.floor_w(room):
             s.demand_w = max(s.demand_w, EPS_W)  # requests in flight and almost no power
         if not s.joined:
             want = even

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from wattserve.core.engine import EngineModel, Seq
 from wattserve.core.fleet import DeploymentSpec, HostedSpec
-from wattserve.core.governor import EPS_W, PowerGovernor
+from wattserve.core.governor import PowerGovernor
 from wattserve.core.targets import EnginePool, HostedPool, make_engines
 from wattserve.core.workload import Request
 from wattserve.errors import UpstreamError
@@ -109,13 +109,10 @@ class EmulatedBackend(Backend):
         cond = self.power_changed
         if cond is None:
             return
-        acct = self.governor.account(self.site)
+        gov, site = self.governor, self.site
 
         def ready() -> bool:  # it fits, or could never fit alone: then throttled to the cap
-            allowed = None if acct.cap_w is None else acct.cap_w - acct.base_w
-            return self.governor.fits(self.site, delta_w) or (
-                allowed is not None and allowed > 0 and delta_w > allowed + EPS_W
-            )
+            return gov.fits(site, delta_w) or gov.slows(site, delta_w)
 
         async with cond:
             await cond.wait_for(ready)
