@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -242,14 +243,28 @@ def profile_llama(
         ("prefill", n) for n in prefills or (llama.QUICK_PREFILLS if quick else llama.PREFILLS)
     ]
     cases += [("decode", n) for n in decodes or (llama.QUICK_DECODES if quick else llama.DECODES)]
+    rounds = llama.QUICK_ROUNDS if quick else llama.ROUNDS
+    times: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
+    draws: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
     rows: list[Measurement] = []
     try:
+        for r in range(rounds):  # every case once per round (see llama.ROUNDS)
+            if rounds > 1:
+                log(f"  round {r + 1} of {rounds}")
+            for phase, n in cases:
+                if meter is not None:
+                    meter.start()
+                seconds = timer.prefill_s(n) if phase == "prefill" else timer.decode_s(n)
+                watts = meter.stop() if meter is not None else None
+                log(f"    {phase:7} tokens {n:5}: {seconds * 1e3:9.2f} ms")
+                times[phase, n].append(seconds)
+                if watts is not None:
+                    draws[phase, n].append(watts)
         for phase, n in cases:
-            if meter is not None:
-                meter.start()
-            seconds = timer.prefill_s(n) if phase == "prefill" else timer.decode_s(n)
-            watts = meter.stop() if meter is not None else None
-            log(f"    {phase:7} tokens {n:5}: {seconds * 1e3:9.2f} ms")
+            seconds = statistics.median(times[phase, n])
+            watts = statistics.median(draws[phase, n]) if draws[phase, n] else None
+            if rounds > 1:
+                log(f"    {phase:7} tokens {n:5}: {seconds * 1e3:9.2f} ms (median of {rounds})")
             rows.append(
                 Measurement(
                     model="smollm2-135m",
