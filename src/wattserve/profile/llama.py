@@ -56,8 +56,7 @@ class LlamaTimer:
         vocab = int(self.llm.n_vocab())
         # a fixed, varied token sequence: timing does not depend on which tokens they are
         self.tokens = [(i * 7919) % (vocab - 100) + 100 for i in range(N_CTX)]
-        self.llm.eval(self.tokens[:32])  # warm-up: the first pass pages the weights in
-        self.llm.reset()
+        self.prefill_s(32)  # warm-up: the first pass pages the weights in
 
     def prefill_s(self, prompt: int) -> float:
         """Seconds of prefilling `prompt` tokens into an empty cache (one timing)."""
