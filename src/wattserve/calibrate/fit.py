@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -141,11 +142,28 @@ class FitReport:
         return out
 
 
+class TimedRow(Protocol):
+    """What term selection needs of a row: its measured seconds (the prediction is the
+    caller's `predict`)."""
+
+    @property
+    def seconds(self) -> float: ...
+
+
+RowT = TypeVar("RowT", bound=TimedRow)
+# Seconds predicted for each row under a set of terms.
+Predict = Callable[[Sequence[RowT], EngineParams], np.ndarray]
+
+
 @dataclass(frozen=True, slots=True)
 class _Row:
     m: Measurement
     dep: Deployment
     work: tuple[float, float, float, float]  # tokens, attention work, KV tokens, sequences
+
+    @property
+    def seconds(self) -> float:
+        return self.m.seconds
 
 
 def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
@@ -188,9 +206,10 @@ def _predict(rows: Sequence[_Row], params: EngineParams) -> np.ndarray:
 
 
 def _fit_times(
-    rows: Sequence[_Row],
+    rows: Sequence[RowT],
     base: EngineParams,
     names: tuple[str, ...],
+    predict: Predict[RowT],
     start: EngineParams | None = None,
 ) -> EngineParams:
     """Fit `names` (the rest stay at `base`) with the prior centred on `base`. Without a
@@ -200,7 +219,7 @@ def _fit_times(
 
     if not names:
         return base
-    measured = np.array([r.m.seconds for r in rows])
+    measured = np.array([r.seconds for r in rows])
     base = base.with_updates(
         **{n: v for n, v in LOG_START.items() if n in names and not getattr(base, n)}
     )
@@ -213,7 +232,7 @@ def _fit_times(
         return base.with_updates(**{n: float(math.exp(v)) for n, v in zip(names, x, strict=True)})
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        fit = np.log(_predict(rows, params_of(x)) / measured)
+        fit = np.log(predict(rows, params_of(x)) / measured)
         return np.concatenate([fit, PRIOR_WEIGHT * (x - x0) / sigma])
 
     if start is not None:
@@ -249,15 +268,19 @@ def _folds(n: int) -> list[list[int]]:
 
 
 def _held_out(
-    rows: Sequence[_Row], base: EngineParams, names: tuple[str, ...], full: EngineParams
+    rows: Sequence[RowT],
+    base: EngineParams,
+    names: tuple[str, ...],
+    full: EngineParams,
+    predict: Predict[RowT],
 ) -> np.ndarray:
     """Each row's seconds as predicted by a fit of `names` made without it."""
     out = np.empty(len(rows))
     for held in _folds(len(rows)):
         skip = set(held)
         rest = [r for j, r in enumerate(rows) if j not in skip]
-        p = _fit_times(rest, base, names, start=full)
-        out[held] = _predict([rows[j] for j in held], p)
+        p = _fit_times(rest, base, names, predict, start=full)
+        out[held] = predict([rows[j] for j in held], p)
     return out
 
 
@@ -267,33 +290,42 @@ def _abs_pct(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
-class _Choice:
+class TermChoice:
+    """The time terms selection kept: their names, the fitted terms, each row's seconds as
+    predicted without it, and the mean absolute held-out error (%) that chose them."""
+
     names: tuple[str, ...]
     params: EngineParams
     held_out: np.ndarray | None  # seconds per row from fits without it; None: nothing fitted
     score: float  # mean absolute held-out error, %
 
 
-def _select_terms(
-    rows: Sequence[_Row], base: EngineParams, candidates: tuple[str, ...]
-) -> tuple[_Choice, list[str]]:
-    """Forward selection of time terms by held-out error (see the module docstring)."""
-    measured = np.array([r.m.seconds for r in rows])
-    default_err = float(np.mean(_abs_pct(_predict(rows, base), measured)))
-    best = _Choice((), base, None, default_err)
+def select_terms(
+    rows: Sequence[RowT],
+    base: EngineParams,
+    candidates: tuple[str, ...],
+    predict: Predict[RowT],
+) -> tuple[TermChoice, list[str]]:
+    """Forward selection of time terms by held-out error (see the module docstring), for
+    rows whose seconds `predict` models: calibrate's step times, or a caller's own view of
+    the model (tests/test_accuracy_vidur.py compares kernel times of one layer). Returns the
+    choice and the trail of held-out errors, stage by stage."""
+    measured = np.array([r.seconds for r in rows])
+    default_err = float(np.mean(_abs_pct(predict(rows, base), measured)))
+    best = TermChoice((), base, None, default_err)
     current = best
     trail = [f"defaults: {default_err:.1f}% mean error"]
     while len(current.names) + 1 < len(rows):
-        stage: _Choice | None = None
+        stage: TermChoice | None = None
         for n in candidates:
             if n in current.names:
                 continue
             names = (*current.names, n)
-            full = _fit_times(rows, base, names)
-            held = _held_out(rows, base, names, full)
+            full = _fit_times(rows, base, names, predict)
+            held = _held_out(rows, base, names, full, predict)
             score = float(np.mean(_abs_pct(held, measured)))
             if stage is None or score < stage.score:
-                stage = _Choice(names, full, held, score)
+                stage = TermChoice(names, full, held, score)
         if stage is None:
             break
         trail.append(f"+{stage.names[-1]}: {stage.score:.1f}% held out")
@@ -382,10 +414,12 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
             f"{why}: too few to fit any term (a term needs two distinct shapes, and one more "
             "to check it on); defaults kept. Measure other batch sizes and prompt lengths"
         )
-        choice = _Choice((), base, None, float(np.mean(_abs_pct(_predict(rows, base), measured))))
+        choice = TermChoice(
+            (), base, None, float(np.mean(_abs_pct(_predict(rows, base), measured)))
+        )
         trail: list[str] = []
     else:
-        choice, trail = _select_terms(rows, base, candidates)
+        choice, trail = select_terms(rows, base, candidates, _predict)
     default_err = float(np.mean(_abs_pct(_predict(rows, base), measured)))
     if trail:
         notes.append("term selection (held-out error): " + "; ".join(trail))
