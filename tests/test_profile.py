@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from wattserve import estimate, load_calibration, load_catalog, read_measurement
 from wattserve.core.modelspec import ModelSpec
 from wattserve.profile.backends import NumpyBackend
 from wattserve.profile.decoder import Backend, SyntheticDecoder
-from wattserve.profile.power import RaplMeter
+from wattserve.profile.power import NvmlMeter, RaplMeter
 from wattserve.profile.run import profile_cpu
 
 PLAN = [("smollm2-135m", [(1, 32), (1, 128)], [(1, 64), (2, 256), (8, 128)])]
@@ -89,6 +90,45 @@ def test_torch_backend_runs_the_same_decoder() -> None:
     dec.reset_cache(2, 3)
     assert tuple(dec.forward(be.tokens(2, 3, 49152), 0).shape) == (2, 49152)
     assert dec.time_decode(2, 64, repeats=1) > 0
+
+
+class FakeNvml:
+    """pynvml's few calls NvmlMeter makes: 300 W, an energy counter that counts 300 J/s."""
+
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+    def __init__(self, counter: bool) -> None:
+        self.counter = counter
+
+    def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
+        return 300_000
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: object) -> int:
+        if not self.counter:
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return int(time.perf_counter() * 300_000)
+
+    def nvmlSystemGetDriverVersion(self) -> bytes:
+        return b"550.54"
+
+    def nvmlDeviceGetClockInfo(self, handle: object, kind: int) -> int:
+        return 1980 if kind == 1 else 2619
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: object, kind: int) -> int:
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+
+@pytest.mark.parametrize("counter", [True, False])
+def test_nvml_meter_reads_energy_from_the_counter_or_the_samples(counter: bool) -> None:
+    meter = NvmlMeter(FakeNvml(counter), handle=None)
+    meter.start()
+    time.sleep(0.1)
+    assert meter.stop() == pytest.approx(300.0, rel=0.05)
+    assert meter.energy_j == pytest.approx(300.0 * meter.seconds, rel=0.05)
+    assert meter.energy_source.startswith("NVML total-energy" if counter else "NVML power samples")
+    info = meter.device_info()
+    assert info["driver"] == "550.54" and info["sm_clock_mhz"] == 1980
+    assert "sm_clock_max_mhz" not in info  # what NVML does not answer is left out
 
 
 TINY_MOE = ModelSpec(
