@@ -163,17 +163,26 @@ class SyntheticDecoder:
         gate, up, down = w
         return (self.be.silu(h @ gate) * (h @ up)) @ down
 
-    def time_prefill(self, batch: int, prompt: int, repeats: int = 3) -> float:
-        """Median seconds of one prefill of `prompt` tokens for `batch` sequences."""
+    def prefill_step(self, batch: int, prompt: int) -> Callable[[], Any]:
+        """One prefill of `prompt` tokens for `batch` sequences, ready to run (and rerun)."""
         toks = self.be.tokens(batch, prompt, self.spec.vocab_size)
         self.reset_cache(batch, prompt)
-        return self._median(lambda: self.forward(toks, 0), repeats)
+        return lambda: self.forward(toks, 0)
+
+    def decode_step(self, batch: int, context: int) -> Callable[[], Any]:
+        """One decode step for `batch` sequences at `context` tokens, ready to run (and rerun:
+        each run writes the same cache slot)."""
+        toks = self.be.tokens(batch, 1, self.spec.vocab_size)
+        self.reset_cache(batch, context + 1)
+        return lambda: self.forward(toks, context)
+
+    def time_prefill(self, batch: int, prompt: int, repeats: int = 3) -> float:
+        """Median seconds of one prefill of `prompt` tokens for `batch` sequences."""
+        return self._median(self.prefill_step(batch, prompt), repeats)
 
     def time_decode(self, batch: int, context: int, repeats: int = 5) -> float:
         """Median seconds of one decode step for `batch` sequences at `context` tokens."""
-        toks = self.be.tokens(batch, 1, self.spec.vocab_size)
-        self.reset_cache(batch, context + 1)
-        return self._median(lambda: self.forward(toks, context), repeats)
+        return self._median(self.decode_step(batch, context), repeats)
 
     def _median(self, fn: Any, repeats: int) -> float:
         fn()  # warm-up
