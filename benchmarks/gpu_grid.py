@@ -549,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     run = Run(args, torch)
     run.meta.update(
+        smoke=args.smoke,
         budget_s=args.budget_s,
         versions=_versions(torch),
         argv=sys.argv[1:],
