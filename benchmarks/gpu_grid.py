@@ -39,10 +39,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-try:
-    import wattserve  # noqa: F401
-except ImportError:  # not installed (a bare GPU machine): this repository's own source
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+SRC = Path(__file__).resolve().parents[1] / "src"
+if (SRC / "wattserve").is_dir():  # this checkout's own code, installed or not (a bare GPU box)
+    sys.path.insert(0, str(SRC))
 try:
     from wattserve.calibrate.measurements import Measurement, write_measurements
     from wattserve.core.catalog import Catalog, load_catalog
@@ -346,7 +345,11 @@ def summary(doc: dict[str, Any]) -> str:
 def _versions(torch: Any) -> dict[str, Any]:
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -404,7 +407,8 @@ def measure(run: Run) -> None:
     args = run.args
     hw_id, catalog, memory, meter, power = open_device(run)
     run.meta["power"] = power
-    run.log(f"power: {power}")
+    missing = meter is None and args.device == "cuda"
+    run.log(f"{'MISSING: energy (nvidia-ml-py), times only; ' if missing else ''}power: {power}")
     if meter is not None:
         meter.start()
         time.sleep(2.0)

@@ -19,10 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-try:
-    import wattserve  # noqa: F401
-except ImportError:  # not installed (a bare GPU machine): this repository's own source
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+SRC = Path(__file__).resolve().parents[1] / "src"
+if (SRC / "wattserve").is_dir():  # this checkout's own code, installed or not (a bare GPU box)
+    sys.path.insert(0, str(SRC))
 try:
     from wattserve.calibrate.fit import fit_calibration
     from wattserve.calibrate.measurements import Measurement, read_measurements
