@@ -295,3 +295,32 @@ def test_a_phase_unused_field_may_be_empty(tmp_path: Path) -> None:
     prefill, decode = read_measurements(f)
     assert (prefill.prompt_tokens, prefill.context_tokens) == (512, 512)
     assert decode.context_tokens == 1024
+
+
+def test_a_model_config_path_is_found_next_to_the_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "run"
+    (folder / "models").mkdir(parents=True)
+    config = {
+        "model_type": "llama",
+        "hidden_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 512,
+        "vocab_size": 1000,
+    }
+    (folder / "models" / "tiny-2l.json").write_text(json.dumps(config))
+    f = folder / "m.csv"
+    f.write_text(
+        f"{HEADER}\n"
+        "models/tiny-2l.json,h100-sxm,1,1,bf16,decode,1,,128,0.0002,\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,,1024,0.009,\n"
+    )
+    monkeypatch.chdir(tmp_path)  # not the CSV's folder
+    tiny, builtin = read_measurements(f)
+    assert Path(tiny.model) == folder / "models" / "tiny-2l.json"
+    assert builtin.model == "llama-3.1-8b"
+    _, reports = fit_calibration([tiny, builtin], load_catalog())
+    assert reports[0].rows == 2

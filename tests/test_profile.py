@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from wattserve import estimate, load_calibration, load_catalog, read_measurements
+from wattserve.core.modelspec import ModelSpec
 from wattserve.profile.backends import NumpyBackend
-from wattserve.profile.decoder import SyntheticDecoder
-from wattserve.profile.power import RaplMeter
+from wattserve.profile.decoder import Backend, SyntheticDecoder
+from wattserve.profile.power import NvmlMeter, RaplMeter
 from wattserve.profile.run import profile_cpu
 
 PLAN = [("smollm2-135m", [(1, 32), (1, 128)], [(1, 64), (2, 256), (8, 128)])]
@@ -86,6 +90,131 @@ def test_torch_backend_runs_the_same_decoder() -> None:
     dec.reset_cache(2, 3)
     assert tuple(dec.forward(be.tokens(2, 3, 49152), 0).shape) == (2, 49152)
     assert dec.time_decode(2, 64, repeats=1) > 0
+
+
+class FakeNvml:
+    """pynvml's few calls NvmlMeter makes: 300 W, an energy counter that counts 300 J/s."""
+
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+    def __init__(self, counter: bool) -> None:
+        self.counter = counter
+
+    def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
+        return 300_000
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: object) -> int:
+        if not self.counter:
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return int(time.perf_counter() * 300_000)
+
+    def nvmlSystemGetDriverVersion(self) -> bytes:
+        return b"550.54"
+
+    def nvmlDeviceGetClockInfo(self, handle: object, kind: int) -> int:
+        return 1980 if kind == 1 else 2619
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: object, kind: int) -> int:
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+
+@pytest.mark.parametrize("counter", [True, False])
+def test_nvml_meter_reads_energy_from_the_counter_or_the_samples(counter: bool) -> None:
+    meter = NvmlMeter(FakeNvml(counter), handle=None)
+    meter.start()
+    time.sleep(0.1)
+    assert meter.stop() == pytest.approx(300.0, rel=0.05)
+    assert meter.energy_j == pytest.approx(300.0 * meter.seconds, rel=0.05)
+    assert meter.energy_source.startswith("NVML total-energy" if counter else "NVML power samples")
+    info = meter.device_info()
+    assert info["driver"] == "550.54" and info["sm_clock_mhz"] == 1980
+    assert "sm_clock_max_mhz" not in info  # what NVML does not answer is left out
+
+
+TINY_MOE = ModelSpec(
+    id="tiny-moe",
+    hidden_size=16,
+    num_layers=1,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=4,
+    intermediate_size=8,
+    vocab_size=32,
+    num_experts=8,
+    experts_per_token=2,
+    expert_intermediate_size=8,
+    shared_intermediate_size=12,
+)
+
+
+def _reference_moe(h: np.ndarray, layer: dict[str, Any], k: int) -> np.ndarray:
+    """Token by token, in NumPy: softmax router, the top-k experts weighted by their
+    probability, plus the shared expert."""
+
+    def expert(x: np.ndarray, w: tuple[np.ndarray, ...]) -> np.ndarray:
+        g = x @ w[0]
+        out: np.ndarray = (g / (1.0 + np.exp(-g)) * (x @ w[1])) @ w[2]
+        return out
+
+    out = []
+    for row in h:
+        logits = row @ layer["router"]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        y = expert(row, layer["shared"])
+        for e in np.argsort(-p)[:k]:
+            y = y + p[e] * expert(row, layer["experts"][e])
+        out.append(y)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_moe_layer_routes_each_token_to_its_top_k_experts(backend: str) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+        from wattserve.profile.backends import TorchBackend
+
+        be: Backend = TorchBackend("cpu")
+    else:
+        be = NumpyBackend()
+    dec = SyntheticDecoder(TINY_MOE, be)
+    layer = dec.layers[0]
+    assert len(layer["experts"]) == 8  # all experts are held, not only k of them
+    h = be.randn(64, 16)
+    got = np.asarray(dec.mlp(h, layer))
+    if backend == "torch":  # compare in NumPy, with the same weights
+        layer = {k: _np(v) for k, v in layer.items()}
+        h = h.numpy()
+    np.testing.assert_allclose(got, _reference_moe(h, layer, 2), rtol=1e-4, atol=1e-6)
+    # a step touches the distinct experts its tokens chose: k for one token, most for many
+    _, one = be.topk_last(be.randn(1, 8), 2)
+    assert [e for e, _, _ in be.group_rows(one, 8)] == sorted(np.asarray(one)[0].tolist())
+    _, many = be.topk_last(be.randn(64, 8), 2)
+    groups = be.group_rows(many, 8)
+    assert len(groups) == 8 and sum(len(rows) for _, rows, _ in groups) == 128
+    dec.reset_cache(2, 5)
+    assert tuple(dec.forward(be.tokens(2, 3, 32), 0).shape) == (2, 32)
+    assert tuple(dec.forward(be.tokens(2, 1, 32), 3).shape) == (2, 32)
+
+
+def _np(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return type(v)(_np(x) for x in v)
+    return v.numpy()
+
+
+def test_torch_fused_attention_matches_the_plain_one() -> None:
+    torch = pytest.importorskip("torch")
+    from wattserve.profile.backends import TorchBackend
+
+    be = TorchBackend("cpu")
+    k, v = be.randn(2, 2, 7, 4), be.randn(2, 2, 7, 4)
+    for nq, start in ((7, 0), (3, 4), (1, 6)):
+        q = be.randn(2, 4, nq, 4)
+        torch.testing.assert_close(
+            be.attention(q, k, v, start), Backend.attention(be, q, k, v, start)
+        )
+    assert be.capture(lambda: 1)() == 1  # on the CPU, no graph: the function itself
 
 
 @pytest.mark.skipif(

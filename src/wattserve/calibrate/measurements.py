@@ -4,17 +4,21 @@ Header: model,hardware,count,tensor_parallel,dtype,phase,batch,prompt_tokens,con
 seconds,watts. Prefill rows give the seconds of one prefill of `prompt_tokens` for `batch`
 sequences; decode rows the seconds of one decode step at `context_tokens`. `watts` (mean power
 per device) may be empty, and so may the field a phase does not use (`context_tokens` of a
-prefill row, `prompt_tokens` of a decode row).
+prefill row, `prompt_tokens` of a decode row). `model` is a built-in model or a config.json
+path; a relative path is looked up next to the CSV first (so a folder of measurements and the
+model configs they name can move together).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from wattserve.core.dtypes import Dtype, parse_dtype
+from wattserve.core.modelspec import builtin_model_id
 from wattserve.errors import ConfigError
 
 COLUMNS = (
@@ -156,7 +160,15 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         rows = [parse_row(row, str(p), reader.line_num) for row in reader]
     if not rows:
         raise ConfigError("no measurement rows", path=str(p))
-    return rows
+    return [_beside(m, p.parent) for m in rows]
+
+
+def _beside(m: Measurement, folder: Path) -> Measurement:
+    """`m` with a relative model path resolved against `folder` when the file is there."""
+    if builtin_model_id(m.model) is not None or Path(m.model).is_absolute():
+        return m
+    there = folder / m.model
+    return dataclasses.replace(m, model=str(there)) if there.is_file() else m
 
 
 def write_measurements(path: str | Path, rows: list[Measurement]) -> None:

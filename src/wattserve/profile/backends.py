@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,17 @@ class NumpyBackend(Backend):
 
     def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
         return x.transpose(axes)
+
+    def topk_last(self, x: Any, k: int) -> tuple[Any, Any]:
+        idx = np.argpartition(-x, k - 1, axis=-1)[..., :k]
+        return np.take_along_axis(x, idx, axis=-1), idx
+
+    def group_rows(self, chosen: Any, n: int) -> list[tuple[int, Any, Any]]:
+        return _group_rows(np.argsort(chosen.reshape(-1), kind="stable"), chosen, n, np.bincount)
+
+    def index_add(self, out: Any, rows: Any, values: Any) -> Any:
+        np.add.at(out, rows, values)
+        return out
 
     def sync(self) -> None:
         return None
@@ -94,6 +106,48 @@ class TorchBackend(Backend):
     def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
         return x.permute(*axes)
 
+    def topk_last(self, x: Any, k: int) -> tuple[Any, Any]:
+        values, idx = self.torch.topk(x, k, dim=-1)
+        return values, idx
+
+    def group_rows(self, chosen: Any, n: int) -> list[tuple[int, Any, Any]]:
+        order = self.torch.argsort(chosen.reshape(-1), stable=True)
+        return _group_rows(order, chosen, n, self.torch.bincount)
+
+    def index_add(self, out: Any, rows: Any, values: Any) -> Any:
+        return out.index_add_(0, rows, values)
+
+    def attention(self, q: Any, k: Any, v: Any, start: int) -> Any:
+        """Prefill: PyTorch's fused attention (FlashAttention-style kernels on a GPU). Decode:
+        the grouped matmuls, which read each kv head's cache once, as decode kernels do."""
+        nq = q.shape[2]
+        if nq == 1:
+            return super().attention(q, k, v, start)
+        sdpa = self.torch.nn.functional.scaled_dot_product_attention
+        mask = None if start == 0 else self.causal_mask(nq, start + nq)
+        if k.shape[1] != q.shape[1]:  # GQA: each kv head serves a group of query heads
+            group = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        return sdpa(q, k, v, attn_mask=mask, is_causal=mask is None)
+
+    def capture(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """A CUDA graph of `fn` (warmed up on a side stream first, as PyTorch requires), whose
+        replay launches every kernel at once; on the CPU, `fn` itself."""
+        if self.device.type != "cuda":
+            return fn
+        t = self.torch
+        side = t.cuda.Stream()
+        side.wait_stream(t.cuda.current_stream())
+        with t.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        t.cuda.current_stream().wait_stream(side)
+        graph = t.cuda.CUDAGraph()
+        with t.cuda.graph(graph):
+            fn()
+        replay: Callable[[], Any] = graph.replay
+        return replay
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
@@ -101,3 +155,19 @@ class TorchBackend(Backend):
     def free(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
+
+
+def _group_rows(
+    order: Any, chosen: Any, n: int, bincount: Callable[..., Any]
+) -> list[tuple[int, Any, Any]]:
+    """Split choices sorted by index (`order`, positions in `chosen` flattened) into groups."""
+    k = chosen.shape[-1]
+    counts = [int(c) for c in bincount(chosen.reshape(-1), minlength=n).tolist()]
+    rows = order // k
+    groups = []
+    first = 0
+    for i, c in enumerate(counts):
+        if c:
+            groups.append((i, rows[first : first + c], order[first : first + c]))
+            first += c
+    return groups

@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from wattserve.core.modelspec import ModelSpec
@@ -51,9 +52,40 @@ class Backend(ABC):
     def free(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release cached device memory (no-op on the CPU)."""
 
+    @abstractmethod
+    def topk_last(self, x: Any, k: int) -> tuple[Any, Any]:
+        """The `k` largest values along the last axis and their indices."""
+
+    @abstractmethod
+    def group_rows(self, chosen: Any, n: int) -> list[tuple[int, Any, Any]]:
+        """For `chosen` (rows, k) indices below `n`: each index that occurs, with the rows that
+        chose it and the positions of those choices in `chosen` flattened (one host read)."""
+
+    @abstractmethod
+    def index_add(self, out: Any, rows: Any, values: Any) -> Any:
+        """`out[rows] += values`, rows repeated or not; returns `out`."""
+
+    def attention(self, q: Any, k: Any, v: Any, start: int) -> Any:
+        """Causal attention of q (b, heads, q, hd) over k, v (b, kv_heads, start + q, hd),
+        heads grouped kv-head-major (GQA); (b, heads, q, hd). Plain matmul-softmax-matmul."""
+        b, nh, nq, hd = q.shape
+        nkv = k.shape[1]
+        qg = q.reshape(b, nkv, nh // nkv, nq, hd)
+        scores = (qg @ self.permute(k[:, :, None], (0, 1, 2, 4, 3))) * (hd**-0.5)
+        if nq > 1:
+            scores = scores + self.causal_mask(nq, start + nq)
+        return (self.softmax_last(scores) @ v[:, :, None]).reshape(b, nh, nq, hd)
+
+    def capture(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """`fn` as a replayable recording where the backend has one (CUDA graphs); else `fn`."""
+        return fn
+
 
 class SyntheticDecoder:
-    """Forward passes of `spec` (dense part only: MoE layers run their selected experts)."""
+    """Forward passes of `spec`. An MoE layer holds all its experts and a random router: each
+    token goes to its top-k experts, and only the experts some token chose run, each on the
+    tokens routed to it (so a step reads the distinct experts its batch touches); a shared
+    expert, where the model has one, runs on every token."""
 
     def __init__(self, spec: ModelSpec, backend: Backend) -> None:
         self.spec = spec
@@ -63,21 +95,25 @@ class SyntheticDecoder:
         ffn = spec.expert_intermediate_size or spec.intermediate_size
         scale = 0.02
         self.embed = backend.randn(spec.vocab_size, d) * scale
-        self.layers = []
-        experts = spec.experts_per_token
+        self.layers: list[dict[str, Any]] = []
         for _ in range(spec.num_layers):
-            self.layers.append(
-                {
-                    "qkv": backend.randn(d, qkv) * scale,
-                    "o": backend.randn(spec.num_heads * hd, d) * scale,
-                    "gate": [backend.randn(d, ffn) * scale for _ in range(experts)],
-                    "up": [backend.randn(d, ffn) * scale for _ in range(experts)],
-                    "down": [backend.randn(ffn, d) * scale for _ in range(experts)],
-                }
-            )
+            layer: dict[str, Any] = {
+                "qkv": backend.randn(d, qkv) * scale,
+                "o": backend.randn(spec.num_heads * hd, d) * scale,
+                "experts": [self._mlp_weights(ffn, scale) for _ in range(spec.num_experts)],
+            }
+            if spec.is_moe:
+                layer["router"] = backend.randn(d, spec.num_experts) * scale
+            if spec.shared_intermediate_size:
+                layer["shared"] = self._mlp_weights(spec.shared_intermediate_size, scale)
+            self.layers.append(layer)
         self.lm_head = backend.randn(d, spec.vocab_size) * scale
         self.k_cache: list[Any] = []
         self.v_cache: list[Any] = []
+
+    def _mlp_weights(self, ffn: int, scale: float) -> tuple[Any, Any, Any]:
+        d, be = self.spec.hidden_size, self.be
+        return (be.randn(d, ffn) * scale, be.randn(d, ffn) * scale, be.randn(ffn, d) * scale)
 
     def reset_cache(self, batch: int, tokens: int) -> None:
         """A fresh KV cache for `batch` sequences of up to `tokens` tokens."""
@@ -93,42 +129,60 @@ class SyntheticDecoder:
         s, be = self.spec, self.be
         b, q = tokens.shape
         nh, nkv, hd = s.num_heads, s.num_kv_heads, s.head_dim
-        group = nh // nkv
         end = start + q
-        mask = be.causal_mask(q, end) if q > 1 else None
         x = self.embed[tokens]
         for i, layer in enumerate(self.layers):
             h = be.rmsnorm(x)
             qkv = h @ layer["qkv"]
-            qh = be.permute(qkv[..., : nh * hd].reshape(b, q, nkv, group, hd), (0, 2, 3, 1, 4))
+            qh = be.permute(qkv[..., : nh * hd].reshape(b, q, nh, hd), (0, 2, 1, 3))
             k = be.permute(qkv[..., nh * hd : (nh + nkv) * hd].reshape(b, q, nkv, hd), (0, 2, 1, 3))
             v = be.permute(qkv[..., (nh + nkv) * hd :].reshape(b, q, nkv, hd), (0, 2, 1, 3))
             self.k_cache[i][:, :, start:end] = k
             self.v_cache[i][:, :, start:end] = v
-            keys = self.k_cache[i][:, :, None, :end]  # (b, nkv, 1, end, hd)
-            vals = self.v_cache[i][:, :, None, :end]
-            scores = (qh @ be.permute(keys, (0, 1, 2, 4, 3))) * (hd**-0.5)  # (b, nkv, g, q, end)
-            if mask is not None:
-                scores = scores + mask
-            attn = be.softmax_last(scores) @ vals  # (b, nkv, g, q, hd)
-            attn = be.permute(attn, (0, 3, 1, 2, 4)).reshape(b, q, nh * hd)
-            x = x + attn @ layer["o"]
-            h = be.rmsnorm(x)
-            for gate, up, down in zip(layer["gate"], layer["up"], layer["down"], strict=True):
-                x = x + (be.silu(h @ gate) * (h @ up)) @ down
+            attn = be.attention(qh, self.k_cache[i][:, :, :end], self.v_cache[i][:, :, :end], start)
+            x = x + be.permute(attn, (0, 2, 1, 3)).reshape(b, q, nh * hd) @ layer["o"]
+            h = be.rmsnorm(x).reshape(b * q, s.hidden_size)
+            x = x + self.mlp(h, layer).reshape(b, q, s.hidden_size)
         return be.rmsnorm(x[:, -1]) @ self.lm_head
+
+    def mlp(self, h: Any, layer: dict[str, Any]) -> Any:
+        """The feed-forward part of one layer for rows `h` (tokens, hidden)."""
+        if not self.spec.is_moe:
+            return self._expert(h, layer["experts"][0])
+        be = self.be
+        probs = be.softmax_last(h @ layer["router"])
+        weights, chosen = be.topk_last(probs, self.spec.experts_per_token)
+        weights = weights.reshape(-1)
+        out = self._expert(h, layer["shared"]) if "shared" in layer else be.zeros(*h.shape)
+        for e, rows, picks in be.group_rows(chosen, self.spec.num_experts):
+            y = self._expert(h[rows], layer["experts"][e]) * weights[picks][:, None]
+            out = be.index_add(out, rows, y)
+        return out
+
+    def _expert(self, h: Any, w: tuple[Any, Any, Any]) -> Any:
+        gate, up, down = w
+        return (self.be.silu(h @ gate) * (h @ up)) @ down
+
+    def prefill_step(self, batch: int, prompt: int) -> Callable[[], Any]:
+        """One prefill of `prompt` tokens for `batch` sequences, ready to run (and rerun)."""
+        toks = self.be.tokens(batch, prompt, self.spec.vocab_size)
+        self.reset_cache(batch, prompt)
+        return lambda: self.forward(toks, 0)
+
+    def decode_step(self, batch: int, context: int) -> Callable[[], Any]:
+        """One decode step for `batch` sequences at `context` tokens, ready to run (and rerun:
+        each run writes the same cache slot)."""
+        toks = self.be.tokens(batch, 1, self.spec.vocab_size)
+        self.reset_cache(batch, context + 1)
+        return lambda: self.forward(toks, context)
 
     def time_prefill(self, batch: int, prompt: int, repeats: int = 3) -> float:
         """Median seconds of one prefill of `prompt` tokens for `batch` sequences."""
-        toks = self.be.tokens(batch, prompt, self.spec.vocab_size)
-        self.reset_cache(batch, prompt)
-        return self._median(lambda: self.forward(toks, 0), repeats)
+        return self._median(self.prefill_step(batch, prompt), repeats)
 
     def time_decode(self, batch: int, context: int, repeats: int = 5) -> float:
         """Median seconds of one decode step for `batch` sequences at `context` tokens."""
-        toks = self.be.tokens(batch, 1, self.spec.vocab_size)
-        self.reset_cache(batch, context + 1)
-        return self._median(lambda: self.forward(toks, context), repeats)
+        return self._median(self.decode_step(batch, context), repeats)
 
     def _median(self, fn: Any, repeats: int) -> float:
         fn()  # warm-up

@@ -39,13 +39,21 @@ def numpy_copy_gbps(megabytes: int = 512, repeats: int = 5) -> float:
     return 2.0 * src.nbytes / t / 1e9
 
 
-def torch_matmul_tflops(device: str, n: int = 8192, repeats: int = 10) -> float:
-    """Best bf16 matrix-multiply throughput on a torch device, TFLOPS."""
+def _torch_sync(device: str) -> Callable[[], None]:
     import torch
 
-    a = torch.randn((n, n), device=device, dtype=torch.bfloat16)
-    b = torch.randn((n, n), device=device, dtype=torch.bfloat16)
-    t = _best_of(lambda: a @ b, repeats, lambda: torch.cuda.synchronize())
+    return torch.cuda.synchronize if device.startswith("cuda") else lambda: None
+
+
+def torch_matmul_tflops(device: str, n: int = 8192, repeats: int = 10) -> float:
+    """Best matrix-multiply throughput on a torch device (bf16 on a GPU, fp32 on the CPU),
+    TFLOPS."""
+    import torch
+
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    a = torch.randn((n, n), device=device, dtype=dtype)
+    b = torch.randn((n, n), device=device, dtype=dtype)
+    t = _best_of(lambda: a @ b, repeats, _torch_sync(device))
     return 2.0 * n**3 / t / 1e12
 
 
@@ -56,5 +64,5 @@ def torch_copy_gbps(device: str, megabytes: int = 4096, repeats: int = 10) -> fl
     n = megabytes * 1024 * 1024 // 2
     src = torch.ones(n, device=device, dtype=torch.bfloat16)
     dst = torch.empty_like(src)
-    t = _best_of(lambda: dst.copy_(src), repeats, lambda: torch.cuda.synchronize())
+    t = _best_of(lambda: dst.copy_(src), repeats, _torch_sync(device))
     return float(2.0 * src.numel() * 2 / t / 1e9)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +77,25 @@ class RaplMeter(PowerMeter):
 
 
 class NvmlMeter(PowerMeter):
-    """Samples one GPU's board power every 20 ms in a thread and averages."""
+    """One GPU's board power: sampled every 20 ms in a thread, and read from the GPU's total
+    energy counter (millijoules since the driver loaded; Volta and later) where it has one.
+
+    After stop(): `energy_j` over the interval (the counter's difference, else the mean of the
+    samples times the interval), `seconds`, `samples_w`, and `energy_source` saying which."""
 
     name = "NVML"
 
     def __init__(self, nvml: Any, handle: Any) -> None:
         self.nvml = nvml
         self.handle = handle
-        self._samples: list[float] = []
+        self.samples_w: list[float] = []
+        self.energy_j = 0.0
+        self.seconds = 0.0
+        self.energy_source = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+        self._counter0_mj: int | None = None
 
     @staticmethod
     def open(index: int = 0) -> tuple[NvmlMeter | None, str]:
@@ -99,19 +109,59 @@ class NvmlMeter(PowerMeter):
             return None, f"NVML not available: {exc}"
         return NvmlMeter(pynvml, handle), "NVML board power"
 
+    def _counter_mj(self) -> int | None:
+        try:
+            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except Exception:  # not supported on this GPU or driver: the samples stand in
+            return None
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._samples.append(self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0)
+            self.samples_w.append(self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0)
             self._stop.wait(0.02)
 
     def start(self) -> None:
-        self._samples = []
+        self.samples_w = []
         self._stop.clear()
+        self._counter0_mj = self._counter_mj()
+        self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def stop(self) -> float:
+        """Mean watts over the interval since start()."""
+        end_mj = self._counter_mj() if self._counter0_mj is not None else None
+        self.seconds = time.perf_counter() - self._t0
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        return sum(self._samples) / len(self._samples) if self._samples else 0.0
+        mean_w = sum(self.samples_w) / len(self.samples_w) if self.samples_w else 0.0
+        if end_mj is not None and self._counter0_mj is not None and end_mj > self._counter0_mj:
+            self.energy_j = (end_mj - self._counter0_mj) / 1000.0
+            self.energy_source = "NVML total-energy counter"
+            return self.energy_j / self.seconds if self.seconds > 0 else mean_w
+        self.energy_j = mean_w * self.seconds
+        self.energy_source = f"NVML power samples ({len(self.samples_w)}, every 20 ms)"
+        return mean_w
+
+    def device_info(self) -> dict[str, Any]:
+        """What NVML says of the GPU and its settings (each field only where NVML answers):
+        driver, power limit (W), SM and memory clocks now and at most (MHz), temperature (C)."""
+        n, h = self.nvml, self.handle
+        queries: dict[str, Callable[[], Any]] = {
+            "driver": lambda: n.nvmlSystemGetDriverVersion(),
+            "power_limit_w": lambda: n.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
+            "sm_clock_mhz": lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
+            "sm_clock_max_mhz": lambda: n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_SM),
+            "mem_clock_mhz": lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM),
+            "mem_clock_max_mhz": lambda: n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_MEM),
+            "temperature_c": lambda: n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU),
+        }
+        info: dict[str, Any] = {}
+        for key, query in queries.items():
+            try:
+                value = query()
+            except Exception:  # a field this GPU or driver does not report
+                continue
+            info[key] = value.decode() if isinstance(value, bytes) else value
+        return info
