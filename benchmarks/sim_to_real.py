@@ -267,8 +267,11 @@ def main() -> None:
     if "gateway" in paths:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
+        # --max-queue 3600: no load shedding (simulate does not model the gateway's 503 after
+        # 30 s without a first token; the heavy window queues for minutes)
         cmd = [sys.executable, "-m", "wattserve", "serve", "--fleet", str(fleet), "--port",
-               str(port), "--policy", "least_loaded", "--db", str(out / "ledger.db")]  # fmt: skip
+               str(port), "--policy", "least_loaded", "--db", str(out / "ledger.db"),
+               "--max-queue", "3600"]  # fmt: skip
         print(f"gateway: wattserve {' '.join(cmd[3:])}", flush=True)
         with process(cmd, out / "gateway.log", url + "/v1/models"):
             answers(url)
