@@ -197,3 +197,25 @@ def test_small_gemms_pad_and_latency_and_moe_per_expert() -> None:
     lines = run_lines(pm, 16, 16 * 1025.0)
     stepped = sum(pm.decode_step(16, 1024 + j).time_s for j in range(20))
     assert decode_run(pm, lines, 20)[0] == pytest.approx(stepped, rel=1e-9)
+
+
+def test_attn_factor_charges_attention_and_kv_reads_only(hw) -> None:  # type: ignore[no-untyped-def]
+    """attn_factor scales the time of attention's FLOPs and KV reads, nothing else; the step's
+    reported FLOPs and bytes stay the true ones, and a decode run's sums stay exact."""
+    from wattserve.core.perf import decode_run, run_lines
+
+    dep = Deployment(TINY, hw)
+    base = PerfModel(dep, IDEAL)
+    slow = PerfModel(dep, IDEAL.with_updates(attn_factor=3.0))
+    assert EngineParams().attn_factor == 1.0  # off by default: uncalibrated times unchanged
+    for ctx in (0, 1000, 8000):
+        a, b = base.decode_step(4, ctx), slow.decode_step(4, ctx)
+        assert (b.flops, b.bytes) == (a.flops, a.bytes)
+        kv = KV_BYTES_PER_TOKEN * 4 * (ctx + 1) / (hw.figures["mem_bw_gbps"].value * 1e9)
+        assert b.memory_s == pytest.approx(a.memory_s + 2 * kv)
+        attn = ATTN_FLOPS_PER_CONTEXT * 4 * (ctx + 1)
+        assert b.compute_s == pytest.approx(a.compute_s + 2 * attn / base.flops_rate)
+        assert slow.step_time(4, 4 * (ctx + 1), 4 * (ctx + 1), 4) == pytest.approx(b.time_s)
+    lines = run_lines(slow, 8, 8 * 513.0)
+    stepped = sum(slow.decode_step(8, 512 + j).time_s for j in range(30))
+    assert decode_run(slow, lines, 30)[0] == pytest.approx(stepped, rel=1e-9)

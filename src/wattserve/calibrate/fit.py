@@ -45,6 +45,7 @@ TIME_PARAMS = (
     "overhead_seq_s",
     "gemm_pad_elems",
     "gemm_latency_s",
+    "attn_factor",
 )
 COMM_PARAMS = ("eff_comm", "overhead_collective_s")
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -57,6 +58,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "overhead_collective_s": (1e-7, 0.01),
     "gemm_pad_elems": (1.0e3, 1.0e8),
     "gemm_latency_s": (1.0e-7, 1.0e-3),
+    "attn_factor": (0.25, 8.0),
 }
 # Prior widths (standard deviation of log(term / default)): a fitted term pays for moving away
 # from its default as a misfit of PRIOR_WEIGHT per sigma, in log time of one row.
@@ -70,6 +72,7 @@ PRIOR_SIGMA: dict[str, float] = {
     "overhead_collective_s": 1.5,
     "gemm_pad_elems": 1.0,
     "gemm_latency_s": 1.0,
+    "attn_factor": 0.5,
 }
 # Where a term fitted in log space starts when its default is 0 (off), and its prior's centre:
 # half a wave of 128 x 128 output tiles on a 132-SM GPU (H100 SXM; NVIDIA's H100 whitepaper),

@@ -34,6 +34,9 @@ def render_report(r: FitReport) -> str:
         f"eff_comm {p.eff_comm:.3f}, step {p.overhead_step_s * 1e3:.3g} ms, "
         f"layer {p.overhead_layer_s * 1e6:.3g} us, seq {p.overhead_seq_s * 1e6:.3g} us, "
         f"collective {p.overhead_collective_s * 1e6:.3g} us"
+        + (f", GEMM pad {p.gemm_pad_elems:.3g}" if p.gemm_pad_elems else "")
+        + (f", GEMM latency {p.gemm_latency_s * 1e6:.3g} us" if p.gemm_latency_s else "")
+        + (f", attention x{p.attn_factor:.3g}" if p.attn_factor != 1.0 else "")
     )
     lines.append("  line  phase    measured s  predicted s  error  held-out error")
     for x in r.residuals:

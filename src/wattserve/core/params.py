@@ -36,6 +36,11 @@ class EngineParams:
     # calibrate them
     gemm_pad_elems: float = 0.0
     gemm_latency_s: float = 0.0
+    # attention's work (its FLOPs over the context and its KV-cache reads) takes attn_factor
+    # times what the same FLOPs and bytes take in the GEMMs (docs/model.md): attention kernels
+    # reach their own share of the peaks (FlashAttention/FlashDecoding on GPUs, ggml's attention
+    # on CPUs); 1: as the GEMMs, the default until measurements at several contexts calibrate it
+    attn_factor: float = 1.0
     memory_utilization: float = 0.9
     power_k_compute: float = 1.0
     power_k_memory: float = 0.6

@@ -62,6 +62,10 @@ class PerfModel:
         self.flops_per_token = float(m.flops_per_token)
         self.attn_coef = float(m.attention_flops_per_token_per_context)
         self.kv_bytes_per_token = m.kv_bytes_per_token(dep.kv_dtype)
+        # what the step time charges for them (EngineParams.attn_factor); the step's FLOPs and
+        # bytes report the true amounts
+        self.attn_time_coef = self.attn_coef * params.attn_factor
+        self.kv_time_bytes = self.kv_bytes_per_token * params.attn_factor
         weight_bytes = m.weight_bytes(dep.dtype)
         self.expert_bytes = weight_bytes * (m.expert_params * m.num_layers / m.total_params)
         self.base_weight_bytes = weight_bytes - (
@@ -204,8 +208,8 @@ class PerfModel:
 
     def step_time(self, tokens: float, attn_work: float, kv_tokens: float, seqs: float) -> float:
         """Seconds for one step (see the module docstring for the arguments)."""
-        flops = self.flops_per_token * tokens + self.attn_coef * attn_work
-        nbytes = self.base_weight_bytes + self.kv_bytes_per_token * kv_tokens
+        flops = self.flops_per_token * tokens + self.attn_time_coef * attn_work
+        nbytes = self.base_weight_bytes + self.kv_time_bytes * kv_tokens
         if self.moe:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
@@ -224,15 +228,18 @@ class PerfModel:
 
     def step(self, tokens: float, attn_work: float, kv_tokens: float, seqs: float) -> StepCost:
         """One step with its breakdown, power and energy."""
-        flops = self.flops_per_token * tokens + self.attn_coef * attn_work
+        dense = self.flops_per_token * tokens
+        flops = dense + self.attn_coef * attn_work
         nbytes = self.base_weight_bytes + self.kv_bytes_per_token * kv_tokens
+        t_c = (dense + self.attn_time_coef * attn_work) / self.flops_rate + self.poison
+        t_m = self.base_weight_bytes + self.kv_time_bytes * kv_tokens
         if self.moe:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
-        t_c = flops / self.flops_rate + self.poison
+            t_m += self.expert_bytes * touched
         if self.pad_s:
             t_c += self.gemm_pad_s(tokens)
-        t_m = nbytes / self.bytes_rate + self.gemm_floor_s + self.poison
+        t_m = t_m / self.bytes_rate + self.gemm_floor_s + self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
@@ -315,16 +322,16 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     total (each later step reads `seqs` more): compute and memory time of step j as lines
     (tc0 + dtc*j, tm0 + dtm*j), and the part of the step time that does not depend on j."""
     s = float(seqs)
-    tc0 = (pm.flops_per_token * s + pm.attn_coef * kv0) / pm.flops_rate
-    tm0 = (pm.base_weight_bytes + pm.kv_bytes_per_token * kv0) / pm.bytes_rate
+    tc0 = (pm.flops_per_token * s + pm.attn_time_coef * kv0) / pm.flops_rate
+    tm0 = (pm.base_weight_bytes + pm.kv_time_bytes * kv0) / pm.bytes_rate
     if pm.moe:
         touched = pm.n_experts * (1.0 - (1.0 - pm.top_k / pm.n_experts) ** s)
         tm0 += pm.expert_bytes * touched / pm.bytes_rate
-    dtc = pm.attn_coef * s / pm.flops_rate
+    dtc = pm.attn_time_coef * s / pm.flops_rate
     if pm.pad_s:
         tc0 += pm.gemm_pad_s(s)
     tm0 += pm.gemm_floor_s
-    dtm = pm.kv_bytes_per_token * s / pm.bytes_rate
+    dtm = pm.kv_time_bytes * s / pm.bytes_rate
     fixed = (
         pm.comm_fixed + pm.comm_per_token * s + pm.overhead_fixed + pm.overhead_seq * s + pm.poison
     )
