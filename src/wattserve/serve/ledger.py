@@ -89,10 +89,6 @@ INSERT = (
 CHARGE = "UPDATE keys SET spent_usd = spent_usd + ?, spent_j = spent_j + ? WHERE id = ?"
 KEY_CACHE_S = 1.0  # a key created or revoked by `wattserve keys` is seen within this long
 BATCH = 512  # rows per commit at most
-# A journaled row is already safe (nothing waits for its commit), so the writer lets more
-# arrive before committing: one commit per LINGER_S at most instead of one per request, and
-# the writer thread wakes (and takes the GIL from the event loop) that much less often.
-LINGER_S = 0.02
 
 COLUMNS = (
     "id", "ts", "key_id", "model", "backend", "site", "prompt_tokens", "completion_tokens",
@@ -287,8 +283,6 @@ class Ledger:
             item = self._queue.get()
             if item is None:
                 break
-            if isinstance(item, tuple) and item[1] is None:  # journaled: nobody waits for it
-                time.sleep(LINGER_S)
             batch: list[tuple[dict[str, Any], Any, Any]] = []
             rotated: _Rotated | None = None
             stop = False
