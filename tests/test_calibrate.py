@@ -164,6 +164,14 @@ def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"in \(0, 1\]") as err:
         load_calibration(f)
     assert err.value.field == "hardware.h100-sxm.eff_compute"
+    for bad in (0, -1, 1e9, "2", True):  # json.dumps writes no NaN or inf a reader would keep
+        f.write_text(json.dumps({"hardware": {"h100-sxm": {"attn_factor": bad}}}))
+        with pytest.raises(ConfigError, match=r"in \(0, 100\]") as err:
+            load_calibration(f)
+        assert err.value.field == "hardware.h100-sxm.attn_factor"
+    f.write_text('{"hardware": {"h100-sxm": {"attn_factor": NaN}}}')
+    with pytest.raises(ConfigError, match="attn_factor"):
+        load_calibration(f)
 
 
 def _row(phase: str, batch: int, tokens: int, seconds: float) -> Measurement:

@@ -76,6 +76,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "eff_comm": (0.0, 1.0),
     "memory_utilization": (0.0, 1.0),
     "idle_fraction": (0.0, 1.0),
+    "attn_factor": (0.0, 100.0),  # attention free, or a hundred times the GEMMs': a broken file
 }
 
 NUMERIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EngineParams) if f.name != "source")
