@@ -228,18 +228,18 @@ class PerfModel:
 
     def step(self, tokens: float, attn_work: float, kv_tokens: float, seqs: float) -> StepCost:
         """One step with its breakdown, power and energy."""
-        dense = self.flops_per_token * tokens
-        flops = dense + self.attn_coef * attn_work
-        nbytes = self.base_weight_bytes + self.kv_bytes_per_token * kv_tokens
-        t_c = (dense + self.attn_time_coef * attn_work) / self.flops_rate + self.poison
-        t_m = self.base_weight_bytes + self.kv_time_bytes * kv_tokens
+        attn_flops = self.attn_coef * attn_work
+        kv_bytes = self.kv_bytes_per_token * kv_tokens
+        flops = self.flops_per_token * tokens + attn_flops
+        nbytes = self.base_weight_bytes + kv_bytes
         if self.moe:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
-            t_m += self.expert_bytes * touched
+        extra = self.params.attn_factor - 1.0  # attention's part charged beyond its true amount
+        t_c = (flops + extra * attn_flops) / self.flops_rate + self.poison
         if self.pad_s:
             t_c += self.gemm_pad_s(tokens)
-        t_m = t_m / self.bytes_rate + self.gemm_floor_s + self.poison
+        t_m = (nbytes + extra * kv_bytes) / self.bytes_rate + self.gemm_floor_s + self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
