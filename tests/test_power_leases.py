@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 from redis_server import redis_server
 from serving import Server
@@ -234,3 +235,41 @@ def test_a_replica_cut_off_from_redis_drops_its_lease_before_redis_could_give_it
             assert lease_here(s) > 0
         r = redis.Redis.from_url(srv.url)
         assert sum(leases(r).values()) <= HEADROOM_W + 1e-3
+
+
+def test_a_busy_replica_gives_back_down_to_its_even_share_when_others_are_short(
+    tmp_path: Path,
+) -> None:
+    """A replica that draws its whole lease, above its even share, must still give back to
+    one that is short: keeping what it draws starved a replica whose engine steps waited for
+    power behind two busy ones for a minute (a CI failure of
+    test_site_cap_and_key_budget_hold_over_three_replicas)."""
+    from wattserve.core.fleet import load_fleet
+    from wattserve.core.policy import make_policy
+    from wattserve.serve.leases import PowerLeases
+    from wattserve.serve.router import Router
+    from wattserve.serve.state import SharedState
+
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(TIGHT)
+    router = Router(load_fleet(fleet_file), make_policy("least_loaded"))
+    state = SharedState("redis://127.0.0.1:1/0", replica_id="busy")  # never connected
+    state.replicas = 3
+    leases = PowerLeases(router, state)
+    lease = leases.sites["dc"]
+    acct = router.gov.sites["dc"]
+    even = HEADROOM_W / 3
+    lease.joined, lease.lease_w = True, 250.0
+    acct.power_w = acct.base_w + 250.0  # drawing all of it
+    router.targets["gpus"].add(4)  # requests in flight: busy
+    lease.owed_w = 60.0  # another replica is short by this much
+    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(190.0)
+    lease.lease_w = 190.0
+    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(130.0)
+    lease.lease_w = 130.0
+    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(even)  # not below it
+    lease.lease_w, lease.owed_w = even, 60.0
+    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(even)
+    router.targets["gpus"].add(-4)  # idle: down to what it draws
+    acct.power_w = acct.base_w
+    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(even - 60.0)

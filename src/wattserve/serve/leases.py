@@ -12,10 +12,11 @@ against which the core's PowerGovernor admits as before: admission makes no Redi
   GROW_EVERY_S per site. A grant comes from the headroom no one holds; what it asked for and
   did not get is its unmet demand, which the script shows the others.
 - **Returning.** At each heartbeat (every second) a replica returns the unmet demand of the
-  others that the free headroom does not cover, out of what it does not need: down to the
-  power it draws when it has no request in flight at the site, and never below its even share
-  (headroom / live replicas) or its draw when it has. A busy replica thus takes nearly the
-  whole headroom from idle ones, and replicas busy at once end near their even shares.
+  others that the free headroom does not cover: down to the power it draws when it has no
+  request in flight at the site, and down to its even share (headroom / live replicas) when it
+  has, even if it draws more (its next steps are then slowed or wait, as under any cap). A
+  busy replica thus takes nearly the whole headroom from idle ones, and replicas busy at once
+  end at their even shares: none is starved by others that keep what they draw.
 - **Joining** asks for an even share (granted from the free headroom, the rest as demand).
 - **Expiry.** A replica's lease ends when its heartbeat key expires (`--state-ttl`): every
   call of the script drops the leases of replicas whose key is gone.
@@ -216,8 +217,9 @@ class PowerLeases:
             want = even
         elif s.demand_w > 0:
             want = s.lease_w + max(s.demand_w, room / LEASE_STEPS)
-        elif s.owed_w > EPS_W:
-            keep = max(even, used) if busy else used
+        elif s.owed_w > EPS_W:  # others are short: give back down to the even share, or to
+            # the draw when idle; keeping what it draws would starve a replica whose steps wait
+            keep = even if busy else used
             want = max(min(s.lease_w, keep), s.lease_w - s.owed_w)
         else:
             want = s.lease_w

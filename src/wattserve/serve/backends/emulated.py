@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -31,6 +32,9 @@ from wattserve.serve.backends.base import (
     Piece,
 )
 from wattserve.serve.backends.hosted_emulated import EmulatedHostedBackend
+
+log = logging.getLogger("wattserve.serve")
+POWER_WAIT_WARN_S = 5.0  # a step that waits for power longer than this is logged
 
 WORDS = (
     "emulated",
@@ -96,6 +100,11 @@ class EmulatedBackend(Backend):
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name=f"engine {self.name}")
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("wattserve: engine %s stopped", self.name, exc_info=task.exception())
 
     async def stop(self) -> None:
         self.stopping = True
@@ -115,6 +124,24 @@ class EmulatedBackend(Backend):
             return gov.fits(site, delta_w) or gov.slows(site, delta_w)
 
         async with cond:
+            try:
+                async with asyncio.timeout(POWER_WAIT_WARN_S):
+                    await cond.wait_for(ready)
+                return
+            except TimeoutError:
+                acct = gov.sites[site]
+                log.warning(
+                    "wattserve: %s: a step adding %.1f W has waited %.0f s for power at %s "
+                    "(draw %.1f W, cap %s W, idle %.1f W, floor %.1f W)",
+                    self.name,
+                    delta_w,
+                    POWER_WAIT_WARN_S,
+                    site,
+                    acct.power_w,
+                    "none" if acct.cap_w is None else f"{acct.cap_w:.1f}",
+                    acct.base_w,
+                    acct.floor_w,
+                )
             await cond.wait_for(ready)
 
     async def _loop(self) -> None:
