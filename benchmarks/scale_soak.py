@@ -13,9 +13,14 @@ cap violations (the replicas' summed dynamic power over the site's headroom, sam
 20 ms) and budget violations (the ledger's billed dollars over the budget): both must be 0;
 p50/p99 latency; memory (RSS) growth per replica.
 
-`throughput`: non-streaming requests with a budgeted key (so every request reserves and
-settles in Redis) against one fake backend: 1 replica in-process state, 1 replica with Redis,
-3 replicas with Redis. Prints req/s and p50/p99 per setup.
+`throughput`: non-streaming requests with a budgeted key (every request holds its worst case
+against the budget: in a slab of it, or in Redis) against one fake backend: 1 replica with
+in-process state, 1 replica with Redis, 3 replicas with in-process state (the same processes
+on the same cores, without coordination), 3 replicas with Redis. Prints req/s and p50/p99 per
+setup; with one client, the p50 through the gateway and its overhead (less the p50 of the
+same client sent to the fake backend directly); the CPU time per request of the gateways and
+of Redis (from /proc: steady where the VM's speed is not); and what 3 replicas with Redis lose
+against 1 replica and against 3 without Redis.
 `streams`: STREAMS (default 1,000) concurrent streaming requests through one replica (with
 Redis state and a budgeted key) to the fake backend: each must complete or get a clear 429/503
 within 120 s (none may hang); prints the outcomes and the replica's RSS before, at the end and
@@ -59,6 +64,12 @@ PY = sys.executable
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 BUDGET_USD = 0.5
 CAP_W = 700.0
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user + system), from /proc: stolen time is not in it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -292,9 +303,16 @@ deployments:
     backend: {{kind: openai, url: "http://127.0.0.1:{fport}/v1", model_name: fake}}
 """
         )
+        served: dict[str, float] = {}
+        fake_url = f"http://127.0.0.1:{fport}"
+        asyncio.run(drive([fake_url], 1.0, 1, "-", [body]))  # warm up
+        direct, _ = asyncio.run(drive([fake_url], seconds / 2, 1, "-", [body]))
+        direct_ms = float(np.percentile(direct, 50)) * 1e3
+        print(f"the fake backend directly, one client: p50 {direct_ms:.2f} ms")
         for label, state, n in (
             ("1 replica, local", None, 1),
             ("1 replica, redis", redis_url, 1),
+            ("3 replicas, local", None, 3),  # the same processes without coordination
             ("3 replicas, redis", redis_url, 3),
         ):
             db = tmp / f"{label.replace(' ', '').replace(',', '-')}.db"
@@ -304,18 +322,31 @@ deployments:
             time.sleep(1.5)
             asyncio.run(drive(urls, 1.0, concurrency, key, [body]))  # warm up
             lat1, _ = asyncio.run(drive(urls[:1], seconds / 2, 1, key, [body]))
+            pids = [p.pid for p, _ in gws]
+            cpu0 = [cpu_s(pid) for pid in (*pids, procs[0].pid)]
             lat, kinds = asyncio.run(drive(urls, seconds, concurrency, key, [body]))
+            cpu1 = [cpu_s(pid) for pid in (*pids, procs[0].pid)]
+            per_req = [(b - a) / max(1, kinds["ok"]) * 1e6 for a, b in zip(cpu0, cpu1, strict=True)]
             a, one = np.asarray(lat) * 1e3, np.asarray(lat1) * 1e3
             errors = sum(v for k, v in kinds.items() if k != "ok")
             p50, p99 = np.percentile(a, [50, 99])
             print(
                 f"{label:20} {kinds['ok'] / seconds:7.0f} req/s (c={concurrency})  p50 {p50:6.2f}"
                 f" ms  p99 {p99:6.2f} ms   one client: p50 {np.percentile(one, 50):5.2f} ms"
-                f"   errors {errors}"
+                f" (overhead {np.percentile(one, 50) - direct_ms:4.2f})"
+                f"   errors {errors}   CPU/request: gateways {sum(per_req[:-1]):4.0f} us,"
+                f" Redis {per_req[-1]:3.0f} us"
             )
+            served[label] = kinds["ok"] / seconds
             for p, _ in gws:
                 p.send_signal(signal.SIGTERM)
                 p.wait(20)
+        one, three = served["1 replica, redis"], served["3 replicas, redis"]
+        print(
+            f"3 replicas with Redis: {three / one - 1:+.0%} against 1 replica with Redis, "
+            f"{three / served['3 replicas, local'] - 1:+.0%} against 3 replicas with local "
+            "state (what coordination costs)"
+        )
 
 
 def streams(count: int) -> None:

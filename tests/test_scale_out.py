@@ -20,7 +20,8 @@ from wattserve.errors import ConfigError
 from wattserve.serve.budgets import Charge, Hold, Refusal
 from wattserve.serve.ledger import KeyRecord
 from wattserve.serve.net import free_port
-from wattserve.serve.state import STATE_LOST, RedisBudgets, SharedState
+from wattserve.serve.shared_budgets import RedisBudgets
+from wattserve.serve.state import STATE_LOST, SharedState
 
 KEY = KeyRecord("k1", "team", False, 1.0, None, None, 0.0, 0.0)
 

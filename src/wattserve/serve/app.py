@@ -53,7 +53,8 @@ from wattserve.serve.schema import (
     error_body,
     validation_message,
 )
-from wattserve.serve.state import RedisBudgets, SharedState, attach
+from wattserve.serve.shared_budgets import RedisBudgets
+from wattserve.serve.state import SharedState, attach
 
 log = logging.getLogger("wattserve.serve")
 

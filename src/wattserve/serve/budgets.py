@@ -7,7 +7,7 @@ cost (never more than it held), or released if it never reached a backend. Spend
 never exceed a budget, however many requests run at once.
 
 `Budgets` is the interface the gateway calls; `LocalBudgets` keeps the state in this process
-(one gateway); `wattserve.serve.state.RedisBudgets` shares it between replicas. Admission
+(one gateway); `wattserve.serve.shared_budgets.RedisBudgets` shares it between replicas. Admission
 (take_request, reserve) is async: a shared store answers over the network. A settlement needs
 no shared answer (the charge is the hold capped), so settle and release return at once.
 """

@@ -5,7 +5,9 @@ redis-py's asyncio client spends a large part of a keyed request's CPU per call 
 pool with a timeout scope, retries, command packing and a reply parser in Python); a request
 with a budget makes two such calls. This one writes each command to one connection and
 resolves the calls' futures in order as replies arrive (Redis answers in order), with a timer
-per call. Everything else (heartbeats, scans, overrides, power leases) stays on redis-py.
+per call. Commands sent in one turn of the event loop go out in one write (one system call
+here and one read in Redis, which answers them in one write too). Everything else
+(heartbeats, scans, overrides, power leases) stays on redis-py.
 
 Errors are redis-py's, so callers handle both alike: a connection that fails or a reply that
 does not come within `op_timeout_s` is `ConnectionError`/`TimeoutError` (the connection is
@@ -84,7 +86,18 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.waiting: collections.deque[asyncio.Future[Reply]] = collections.deque()
+        self.out: list[bytes] = []  # commands to send at the end of this turn of the loop
         self.closed = False
+
+    def send(self, command: bytes) -> None:
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.out.append(command)
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        if out and not self.closed and self.transport is not None:
+            self.transport.write(b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -111,6 +124,7 @@ class _Conn(asyncio.Protocol):
 
     def fail(self, exc: Exception) -> None:
         self.closed = True
+        self.out = []
         if self.transport is not None:
             self.transport.close()
         while self.waiting:
@@ -183,7 +197,7 @@ class Resp:
         loop = asyncio.get_running_loop()
         w: asyncio.Future[Reply] = loop.create_future()
         conn.waiting.append(w)
-        conn.transport.write(encode(*parts))
+        conn.send(encode(*parts))
         timer = loop.call_later(self.op_timeout_s, _expire, conn, w, self.op_timeout_s)
         try:
             return await w  # cancelled (its client left): its reply, when it comes, is dropped

@@ -1,17 +1,18 @@
 """State shared by gateway replicas through Redis (`wattserve serve --state redis://...`).
 
 What is shared (docs/scale-out.md): each API key's budget holds, spend and requests/s bucket
-(`RedisBudgets`, the `Budgets` interface); backend ejections (cooldowns); drained targets and
-changed site caps (the live overrides of `POST /v1/fleet`); the set of live replicas; and each
-replica's lease of every capped site's power (wattserve.serve.leases). Without `--state` the
-gateway keeps all of it in its own process (LocalBudgets).
+(wattserve.serve.shared_budgets.RedisBudgets, the `Budgets` interface); backend ejections
+(cooldowns); drained targets and changed site caps (the live overrides of `POST /v1/fleet`);
+the set of live replicas; and each replica's lease of every capped site's power
+(wattserve.serve.leases). Without `--state` the gateway keeps all of it in its own process
+(LocalBudgets).
 
 Expiry uses Redis's clock only (key TTLs, `TIME` inside scripts), never a replica's: each
 replica refreshes `ws:replica:<id>` (TTL `heartbeat_ttl_s`) every third of that; a hold names
 its replica, and a reservation that the running sum of a key's holds would refuse first drops
-the holds of replicas whose heartbeat key has expired (every power lease script drops their
-leases). A crashed replica's holds and leases thus stop counting within `heartbeat_ttl_s`
-(10 s default).
+the holds of replicas whose heartbeat key has expired, and charges their slabs in full (every
+power lease script drops their leases). A crashed replica's holds and leases thus stop
+counting within `heartbeat_ttl_s` (10 s default).
 
 Losing Redis fails closed: a key with a budget or a rate limit is refused (503) until Redis
 answers again; keys without limits, and requests without keys, are still served; power caps
@@ -28,7 +29,7 @@ import logging
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,9 +37,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from wattserve.errors import ConfigError
-from wattserve.serve.budgets import Charge, Hold, Refusal
+from wattserve.serve.budgets import Refusal
 from wattserve.serve.leases import PowerLeases
-from wattserve.serve.ledger import KeyRecord
+from wattserve.serve.redis_scripts import SETTLE, SETTLE_BATCH, Settlement, batched
 from wattserve.serve.resp import Resp
 
 log = logging.getLogger("wattserve.serve")
@@ -51,110 +52,6 @@ CONNECT_TIMEOUT_S = 2.0
 FENCE_AT = 0.75
 POOL_CONNECTIONS = 32  # Redis connections per replica; more callers wait for one
 POOL_WAIT_S = 30.0  # as long as a request may wait for its first token (serve's --max-queue)
-
-# A token bucket on Redis's clock: KEYS[1] the bucket hash; ARGV rate/s, burst.
-# Returns 0 when a token was taken, else the milliseconds until one is free.
-TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 't')
-local tokens, last = tonumber(b[1]) or burst, tonumber(b[2]) or now
-if now > last then tokens = math.min(burst, tokens + (now - last) * rate) end
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate * 1000) end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 't', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return wait
-"""
-
-# Sum a key's live holds, dropping those of replicas whose heartbeat expired.
-_LIVE_HOLDS = """
-local held_usd, held_j, alive = 0, 0, {}
-local all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  local rid = string.match(all[i], '^(.*):')
-  if alive[rid] == nil then  -- each replica's heartbeat key looked up once
-    alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid)
-  end
-  if alive[rid] == 0 then
-    redis.call('HDEL', KEYS[2], all[i])
-  else
-    local u, j = string.match(all[i + 1], '^(%S+) (%S+)$')
-    held_usd = held_usd + tonumber(u)
-    held_j = held_j + tonumber(j)
-  end
-end
-"""
-
-# KEYS: spent hash, holds hash. ARGV: prefix, hold field, budget $ (-1: none), budget J,
-# need $, need J, ledger's spent $, ledger's spent J (the start after Redis lost its data).
-# Returns {1} on success, else {0, unit (1: $, 2: J), spent, held}.
-# The spent hash keeps the sum of the key's holds (held_usd, held_j), added to here and taken
-# from by SETTLE, so a reservation costs the same however many are in flight. Holds of
-# replicas that died are in that sum until a reservation it would refuse sums the live holds
-# again (dropping the dead ones): the answer is the same as summing them every time.
-RESERVE = (
-    """
-redis.call('HSETNX', KEYS[1], 'usd', ARGV[7])
-redis.call('HSETNX', KEYS[1], 'j', ARGV[8])
-local s = redis.call('HMGET', KEYS[1], 'usd', 'j', 'held_usd', 'held_j')
-local spent = {tonumber(s[1]), tonumber(s[2])}
-local budget = {tonumber(ARGV[3]), tonumber(ARGV[4])}
-local need = {tonumber(ARGV[5]), tonumber(ARGV[6])}
-local function short(held)
-  for u = 1, 2 do
-    if budget[u] >= 0 then
-      local left = budget[u] - spent[u] - held[u]
-      if spent[u] >= budget[u] or need[u] > left + 1e-9 then  -- float sums of holds
-        return u
-      end
-    end
-  end
-  return nil
-end
-local held = {math.max(0, tonumber(s[3]) or 0), math.max(0, tonumber(s[4]) or 0)}
-local u = short(held)
-if u then
-"""
-    + _LIVE_HOLDS
-    + """
-  redis.call('HSET', KEYS[1], 'held_usd', string.format('%.17g', held_usd),
-             'held_j', string.format('%.17g', held_j))
-  held = {held_usd, held_j}
-  u = short(held)
-  if u then
-    return {0, u, tostring(spent[u]), tostring(held[u])}
-  end
-end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[5] .. ' ' .. ARGV[6])
-redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', ARGV[5])
-redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', ARGV[6])
-return {1}
-"""
-)
-
-# KEYS: spent hash, holds hash. ARGV: hold field, charge $, charge J, ledger's spent $, J.
-# A hold still there leaves the sum of holds; one dropped as its replica's (expired) is not in
-# it any more.
-SETTLE = """
-local h = redis.call('HGET', KEYS[2], ARGV[1])
-if h then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  local u, j = string.match(h, '^(%S+) (%S+)$')
-  redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', string.format('%.17g', -tonumber(u)))
-  redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', string.format('%.17g', -tonumber(j)))
-end
-redis.call('HSETNX', KEYS[1], 'usd', ARGV[4])
-redis.call('HSETNX', KEYS[1], 'j', ARGV[5])
-redis.call('HINCRBYFLOAT', KEYS[1], 'usd', ARGV[2])
-redis.call('HINCRBYFLOAT', KEYS[1], 'j', ARGV[3])
-return 1
-"""
-
-
-def _budget(x: float | None) -> str:
-    return "-1" if x is None else repr(float(x))
 
 
 class SharedState:
@@ -201,8 +98,9 @@ class SharedState:
         self.ejected: dict[str, float] = {}  # backend -> seconds of cooldown left (shared)
         self.drained: set[str] = set()
         self.caps: dict[str, float | None] = {}  # site -> cap set at run time (shared)
-        self.pending: deque[tuple[list[str], list[str]]] = deque()  # settlements to replay
+        self.pending: deque[Settlement] = deque()  # settlements to replay
         self.on_sync: list[Callable[[], None]] = []
+        self.on_beat: list[Callable[[], Awaitable[None]]] = []  # after each heartbeat
         self.leases: PowerLeases | None = None  # set by attach()
         self._task: asyncio.Task[None] | None = None
         self._fence: asyncio.TimerHandle | None = None  # drops the power leases (see _beat)
@@ -301,6 +199,8 @@ class SharedState:
         await self._flush()
         for hook in self.on_sync:
             hook()
+        for beat in self.on_beat:
+            await beat()
         if self.leases is not None:
             await self.leases.renew()
 
@@ -354,9 +254,10 @@ class SharedState:
 
     async def _flush(self) -> None:
         while self.pending:
-            keys, args = self.pending[0]
-            await self.redis.eval(SETTLE, 2, *keys, *args)
-            self.pending.popleft()
+            n, keys, args = next(batched(list(itertools.islice(self.pending, SETTLE_BATCH))))
+            await self.redis.eval(SETTLE, len(keys), *keys, *args)
+            for _ in range(n):
+                self.pending.popleft()
 
     async def eject(self, backend: str, cooldown_s: float) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -389,126 +290,6 @@ STATE_BUSY = Refusal(
     retry_after_s=1.0,
     status=503,
 )
-
-
-class RedisBudgets:
-    """The `Budgets` interface over Redis: every replica sees one spend, one set of holds and
-    one requests/s bucket per key. Admission (take_request, reserve) is one Lua script each,
-    atomic in Redis; settle and release are computed here (a charge is the hold capped, which
-    needs no shared state) and written in the background, queued while Redis is away."""
-
-    def __init__(self, state: SharedState) -> None:
-        self.state = state
-        self._ids = itertools.count(1)
-        self._take = state.redis.register_script(TAKE)
-        self._reserve = state.redis.register_script(RESERVE)
-        self._settle = state.redis.register_script(SETTLE)
-        self._start: dict[str, tuple[float, float]] = {}  # key -> ledger's spend at first use
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def take_request(self, key: KeyRecord) -> Refusal | None:
-        if not key.rps:
-            return None
-        if not self.state.up:
-            return STATE_LOST
-        try:
-            wait_ms = int(
-                await self.state.script(
-                    self._take,
-                    [self.state.key("rl", key.id)],
-                    [repr(key.rps), repr(max(1.0, key.rps))],
-                )
-            )
-        except (RedisError, OSError) as exc:
-            return self.state.failed(exc)
-        if wait_ms == 0:
-            return None
-        return Refusal(
-            f"key '{key.name}' is over its {key.rps:g} requests/s limit",
-            "rate_limit_error",
-            "rate_limit_exceeded",
-            retry_after_s=wait_ms / 1000,
-        )
-
-    async def reserve(self, key: KeyRecord, worst: Charge) -> Hold | Refusal:
-        hold = Hold(next(self._ids), key.id, worst)
-        if key.budget_usd is None and key.budget_j is None:
-            return hold  # nothing to enforce: no shared hold needed
-        if not self.state.up:
-            return STATE_LOST
-        start = self._start.setdefault(key.id, (key.spent_usd, key.spent_j))
-        try:
-            got = await self.state.script(
-                self._reserve,
-                [self.state.key("spent", key.id), self.state.key("holds", key.id)],
-                [
-                    self.state.prefix,
-                    self._field(hold),
-                    _budget(key.budget_usd),
-                    _budget(key.budget_j),
-                    repr(worst.usd),
-                    repr(worst.joules),
-                    repr(start[0]),
-                    repr(start[1]),
-                ],
-            )
-        except (RedisError, OSError) as exc:
-            return self.state.failed(exc)
-        if int(got[0]) == 1:
-            return hold
-        unit, spent, held = int(got[1]), float(got[2]), float(got[3])
-        budget = key.budget_usd if unit == 1 else key.budget_j
-        assert budget is not None
-        need = worst.usd if unit == 1 else worst.joules
-        left = max(0.0, budget - spent - held)
-        what = f"${budget:g}" if unit == 1 else f"{budget:g} J energy"
-
-        def amt(v: float) -> str:
-            return f"${v:.3g}" if unit == 1 else f"{v:.3g} J"
-
-        return Refusal(
-            f"key '{key.name}' has {amt(left)} of its {what} budget left (spent {amt(spent)}, "
-            f"{amt(held)} held by requests in flight on all replicas); this request may cost "
-            f"up to {amt(need)}",
-            "insufficient_quota",
-            "insufficient_quota",
-        )
-
-    def settle(self, hold: Hold, actual: Charge) -> Charge:
-        charge = Charge(min(actual.usd, hold.charge.usd), min(actual.joules, hold.charge.joules))
-        start = self._start.get(hold.key_id)
-        if start is not None:  # a key with a budget: its spend is shared
-            self._write(hold, charge, start)
-        return charge
-
-    def release(self, hold: Hold) -> None:
-        start = self._start.get(hold.key_id)
-        if start is not None:
-            self._write(hold, Charge(0.0, 0.0), start)
-
-    def _field(self, hold: Hold) -> str:
-        return f"{self.state.id}:{hold.id}"
-
-    def _write(self, hold: Hold, charge: Charge, start: tuple[float, float]) -> None:
-        keys = [self.state.key("spent", hold.key_id), self.state.key("holds", hold.key_id)]
-        args = [self._field(hold), repr(charge.usd), repr(charge.joules), *map(repr, start)]
-        task = asyncio.get_running_loop().create_task(self._send(keys, args))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, keys: list[str], args: list[str]) -> None:
-        if self.state.up and not self.state.pending:
-            try:
-                await self.state.script(self._settle, keys, args)  # EVALSHA: not resent
-                return
-            except (RedisError, OSError) as exc:
-                self.state.lost(exc)
-        self.state.pending.append((keys, args))  # replayed in order when Redis returns
-
-    async def drain(self) -> None:
-        """Wait for settlements in flight (at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def attach(router: Any, state: SharedState) -> PowerLeases:

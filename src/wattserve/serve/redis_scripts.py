@@ -1,0 +1,204 @@
+"""The Lua scripts of the shared budgets and rate limits (wattserve.serve.shared_budgets), each
+atomic in Redis and on Redis's clock.
+
+A key's state is two hashes: `spent:<key>` (its spend `usd` and `j`, and the running sum of
+its holds `held_usd` and `held_j`) and `holds:<key>` (one field per hold, "<$> <J>"). A hold's
+field is `<replica>:<n>` for one request's hold and `<replica>:s<n>` for a slab (a share of
+the budget that a replica reserves its requests from itself). The holds of a replica whose
+heartbeat key has expired stop counting: a request's hold is dropped (the request died with
+its replica), a slab is charged in full (the spend it took may not have been written yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+# A token bucket on Redis's clock: KEYS[1] the bucket hash; ARGV rate/s, burst.
+# Returns 0 when a token was taken, else the milliseconds until one is free.
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 't')
+local tokens, last = tonumber(b[1]) or burst, tonumber(b[2]) or now
+if now > last then tokens = math.min(burst, tokens + (now - last) * rate) end
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate * 1000) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 't', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+"""
+
+# Sum a key's live holds again (KEYS[1] spent, KEYS[2] holds, ARGV[1] prefix), dropping those
+# of replicas whose heartbeat expired, charging their slabs, and storing the new sums. Leaves
+# the sums in held_usd, held_j and the slabs charged in dead_usd, dead_j.
+_LIVE_HOLDS = """
+local held_usd, held_j, dead_usd, dead_j, alive = 0, 0, 0, 0, {}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local rid = string.match(all[i], '^(.*):')
+  if alive[rid] == nil then  -- each replica's heartbeat key looked up once
+    alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid)
+  end
+  local u, j = string.match(all[i + 1], '^(%S+) (%S+)$')
+  if alive[rid] == 0 then
+    redis.call('HDEL', KEYS[2], all[i])
+    if string.match(all[i], ':s%d+$') then
+      dead_usd = dead_usd + tonumber(u)
+      dead_j = dead_j + tonumber(j)
+    end
+  else
+    held_usd = held_usd + tonumber(u)
+    held_j = held_j + tonumber(j)
+  end
+end
+if dead_usd > 0 or dead_j > 0 then
+  redis.call('HINCRBYFLOAT', KEYS[1], 'usd', string.format('%.17g', dead_usd))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'j', string.format('%.17g', dead_j))
+end
+redis.call('HSET', KEYS[1], 'held_usd', string.format('%.17g', held_usd),
+           'held_j', string.format('%.17g', held_j))
+"""
+
+# KEYS: spent hash, holds hash. ARGV: prefix, hold field, budget $ (-1: none), budget J,
+# need $, need J, ledger's spent $, ledger's spent J (the start after Redis lost its data).
+# Returns {1} on success, else {0, unit (1: $, 2: J), spent, held}.
+# The spent hash keeps the sum of the key's holds (held_usd, held_j), added to here and taken
+# from by SETTLE, so a reservation costs the same however many are in flight. Holds of
+# replicas that died are in that sum until a reservation it would refuse sums the live holds
+# again (dropping the dead ones): the answer is the same as summing them every time.
+RESERVE = (
+    """
+redis.call('HSETNX', KEYS[1], 'usd', ARGV[7])
+redis.call('HSETNX', KEYS[1], 'j', ARGV[8])
+local s = redis.call('HMGET', KEYS[1], 'usd', 'j', 'held_usd', 'held_j')
+local spent = {tonumber(s[1]), tonumber(s[2])}
+local budget = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+local need = {tonumber(ARGV[5]), tonumber(ARGV[6])}
+local function short(held)
+  for u = 1, 2 do
+    if budget[u] >= 0 then
+      local left = budget[u] - spent[u] - held[u]
+      if spent[u] >= budget[u] or need[u] > left + 1e-9 then  -- float sums of holds
+        return u
+      end
+    end
+  end
+  return nil
+end
+local held = {math.max(0, tonumber(s[3]) or 0), math.max(0, tonumber(s[4]) or 0)}
+local u = short(held)
+if u then
+"""
+    + _LIVE_HOLDS
+    + """
+  spent = {spent[1] + dead_usd, spent[2] + dead_j}
+  held = {held_usd, held_j}
+  u = short(held)
+  if u then
+    return {0, u, tostring(spent[u]), tostring(held[u])}
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[5] .. ' ' .. ARGV[6])
+redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', ARGV[5])
+redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', ARGV[6])
+return {1}
+"""
+)
+
+# Settle holds, 5 arguments each: KEYS a spent hash and a holds hash per hold; ARGV per hold:
+# hold field, charge $, charge J, ledger's spent $, J. A hold still there leaves the sum of
+# holds; one dropped as its replica's (expired) is not in it any more.
+SETTLE = """
+for i = 1, #KEYS / 2 do
+  local spent, holds, a = KEYS[2 * i - 1], KEYS[2 * i], (i - 1) * 5
+  local h = redis.call('HGET', holds, ARGV[a + 1])
+  if h then
+    redis.call('HDEL', holds, ARGV[a + 1])
+    local u, j = string.match(h, '^(%S+) (%S+)$')
+    redis.call('HINCRBYFLOAT', spent, 'held_usd', string.format('%.17g', -tonumber(u)))
+    redis.call('HINCRBYFLOAT', spent, 'held_j', string.format('%.17g', -tonumber(j)))
+  end
+  redis.call('HSETNX', spent, 'usd', ARGV[a + 4])
+  redis.call('HSETNX', spent, 'j', ARGV[a + 5])
+  redis.call('HINCRBYFLOAT', spent, 'usd', ARGV[a + 2])
+  redis.call('HINCRBYFLOAT', spent, 'j', ARGV[a + 3])
+end
+return #KEYS / 2
+"""
+SETTLE_BATCH = 256  # settlements per script call at most
+
+Settlement = tuple[list[str], list[str]]  # one hold's SETTLE keys and arguments
+
+
+def batched(settlements: list[Settlement]) -> Iterator[tuple[int, list[str], list[str]]]:
+    """Settlements in SETTLE calls: (how many, keys, arguments) per call."""
+    for i in range(0, len(settlements), SETTLE_BATCH):
+        part = settlements[i : i + SETTLE_BATCH]
+        keys = [k for ks, _ in part for k in ks]
+        yield len(part), keys, [a for _, args in part for a in args]
+
+
+# Refresh a replica's slab of a key's budget: write what was spent from it, hold again what
+# its requests in flight hold, and grant more when asked and the budget allows.
+# KEYS: spent hash, holds hash. ARGV: 1 prefix, 2 slab field, 3 budget $ (-1: none),
+# 4 budget J, 5-6 spent from the slab since the last refresh ($, J), 7-8 held by its requests
+# in flight, 9-10 wanted, 11-12 the least grant worth a slab, 13 share (a grant takes at most
+# 1/share of what is free), 14-15 ledger's spent (the start after Redis lost its data).
+# Returns {granted $, granted J}: both 0 when the budget cannot spare the least.
+# The spend is added even when the slab is gone (Redis restarted empty, or this replica was
+# counted dead and the slab charged in full): counted twice at worst, never lost.
+SLAB = (
+    """
+redis.call('HSETNX', KEYS[1], 'usd', ARGV[14])
+redis.call('HSETNX', KEYS[1], 'j', ARGV[15])
+local cur = redis.call('HGET', KEYS[2], ARGV[2])
+if cur then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  local u, j = string.match(cur, '^(%S+) (%S+)$')
+  redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', string.format('%.17g', -tonumber(u)))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', string.format('%.17g', -tonumber(j)))
+end
+redis.call('HINCRBYFLOAT', KEYS[1], 'usd', ARGV[5])
+redis.call('HINCRBYFLOAT', KEYS[1], 'j', ARGV[6])
+local budget = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+local keep = {tonumber(ARGV[7]), tonumber(ARGV[8])}
+local want = {tonumber(ARGV[9]), tonumber(ARGV[10])}
+local least = {tonumber(ARGV[11]), tonumber(ARGV[12])}
+local share = tonumber(ARGV[13])
+local function grants()
+  local s = redis.call('HMGET', KEYS[1], 'usd', 'j', 'held_usd', 'held_j')
+  local g, any = {0, 0}, false
+  for u = 1, 2 do
+    if budget[u] >= 0 then
+      local free = budget[u] - tonumber(s[u]) - math.max(0, tonumber(s[u + 2]) or 0) - keep[u]
+      if free <= 0 then return nil end
+      g[u] = math.min(want[u], free / share)
+      if g[u] < least[u] then return nil end
+      if want[u] > 0 then any = true end
+    end
+  end
+  if any then return g end
+  return nil
+end
+local g = nil
+if want[1] > 0 or want[2] > 0 then
+  g = grants()
+  if g == nil then
+"""
+    + _LIVE_HOLDS
+    + """
+    g = grants()
+  end
+end
+g = g or {0, 0}
+local total = {keep[1] + g[1], keep[2] + g[2]}
+if total[1] > 0 or total[2] > 0 then
+  redis.call('HSET', KEYS[2], ARGV[2],
+             string.format('%.17g', total[1]) .. ' ' .. string.format('%.17g', total[2]))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', string.format('%.17g', total[1]))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', string.format('%.17g', total[2]))
+end
+return {string.format('%.17g', g[1]), string.format('%.17g', g[2])}
+"""
+)
