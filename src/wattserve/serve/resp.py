@@ -2,12 +2,13 @@
 runs (EVALSHA), pipelined on one connection.
 
 redis-py's asyncio client spends a large part of a keyed request's CPU per call (a connection
-pool with a timeout scope, retries, command packing and a reply parser in Python); a request
-with a budget makes two such calls. This one writes each command to one connection and
-resolves the calls' futures in order as replies arrive (Redis answers in order), with a timer
-per call. Commands sent in one turn of the event loop go out in one write (one system call
-here and one read in Redis, which answers them in one write too). Everything else
-(heartbeats, scans, overrides, power leases) stays on redis-py.
+pool with a timeout scope, retries, command packing and a reply parser in Python), and the
+budget scripts are the hot path (a slab's refresh, a request's own hold near the end of a
+budget, its rate-limit token: wattserve.serve.shared_budgets). This one writes each command
+to one connection and resolves the calls' futures in order as replies arrive (Redis answers
+in order), with a timer per call. Commands sent in one turn of the event loop go out in one
+write (one system call here and one read in Redis, which answers them in one write too).
+Everything else (heartbeats, scans, overrides, power leases) stays on redis-py.
 
 Errors are redis-py's, so callers handle both alike: a connection that fails or a reply that
 does not come within `op_timeout_s` is `ConnectionError`/`TimeoutError` (the connection is
