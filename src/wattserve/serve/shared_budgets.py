@@ -11,8 +11,9 @@ the replicas together spend past the budget:
   SLAB_REQUESTS worst cases, and is granted at most 1/(SLAB_SHARE x replicas) of what is free,
   so most of a budget stays free for the other replicas; a grant under SLAB_MIN_REQUESTS worst
   cases is none. A slab not used between two heartbeats is given back. If its replica dies, the
-  slab is charged in full (its spend may not have been written): at worst it is counted twice
-  (a refresh that had already written it), never lost.
+  slab is charged in full: the spend taken from it since its last refresh is in that, and the
+  rest is lost to the budget (under-used, never over-spent). A refresh whose answer is lost
+  may write a spend again when it is retried: counted twice at worst, never lost.
 - **one hold per request** (near the end of a budget, where no slab is granted): one RESERVE
   script per request, atomic in Redis, and a SETTLE after it (the settlements of one turn of
   the event loop in one call, in the background, queued while Redis is away).
