@@ -55,7 +55,7 @@ import aiohttp
 import httpx
 import numpy as np
 import redis
-from gateway_overhead import wait_up  # this directory: on sys.path when run as a script
+from gateway_overhead import cpu_s, wait_up  # this directory: on sys.path when run as a script
 
 from wattserve.serve.ledger import Ledger
 from wattserve.serve.net import free_port
@@ -64,12 +64,6 @@ PY = sys.executable
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 BUDGET_USD = 0.5
 CAP_W = 700.0
-
-
-def cpu_s(pid: int) -> float:
-    """A process's CPU time so far (user + system), from /proc: stolen time is not in it."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:

@@ -51,6 +51,11 @@ SLAB_RETRY_S = 1.0  # after a refused slab, one hold per request for this long
 NOTHING = Charge(0.0, 0.0)
 
 
+def _wanted(worst: Charge) -> Charge:
+    """What a slab asks for: SLAB_REQUESTS of the worst case in hand."""
+    return Charge(worst.usd * SLAB_REQUESTS, worst.joules * SLAB_REQUESTS)
+
+
 def _budget(x: float | None) -> str:
     return "-1" if x is None else repr(float(x))
 
@@ -151,8 +156,7 @@ class RedisBudgets:
         while self.slabs.get(key.id) is slab and self.state.up and not slab.retired:
             if slab.lock.locked():  # a refresh in flight: take nothing until it answers
                 async with slab.lock:
-                    pass
-                continue
+                    continue
             if slab.fits(hold.charge):
                 for i, need in enumerate((hold.charge.usd, hold.charge.joules)):
                     slab.used[i] += need
@@ -164,8 +168,7 @@ class RedisBudgets:
                 return False
             asked = True
             async with slab.lock:
-                want = Charge(hold.charge.usd * SLAB_REQUESTS, hold.charge.joules * SLAB_REQUESTS)
-                await self._refresh(key.id, slab, want, hold.charge)
+                await self._refresh(key.id, slab, _wanted(hold.charge), hold.charge)
         return False
 
     async def _refresh(self, key_id: str, slab: Slab, want: Charge, least: Charge) -> None:
@@ -215,8 +218,7 @@ class RedisBudgets:
             del self.slabs[key_id]
         slab.ended = True
         if write:
-            field_hold = Hold(0, key_id, NOTHING)
-            self._queue(field_hold, Charge(*slab.spent), self._start[key_id], field=slab.name)
+            self._queue(key_id, slab.name, Charge(*slab.spent))
         slab.spent = [0.0, 0.0]
         slab.size = [0.0, 0.0]
 
@@ -233,8 +235,8 @@ class RedisBudgets:
             return
         keep = slab.busy and not slab.retired
         async with slab.lock:
-            want = Charge(slab.worst.usd * SLAB_REQUESTS, slab.worst.joules * SLAB_REQUESTS)
-            await self._refresh(key_id, slab, want if keep else NOTHING, slab.worst)
+            want = _wanted(slab.worst) if keep else NOTHING
+            await self._refresh(key_id, slab, want, slab.worst)
         slab.busy = False
         if not keep and not slab.holds and self.slabs.get(key_id) is slab:
             del self.slabs[key_id]
@@ -288,8 +290,7 @@ class RedisBudgets:
         self._end_hold(hold, NOTHING)
 
     def _end_hold(self, hold: Hold, charge: Charge) -> None:
-        start = self._start.get(hold.key_id)
-        if start is None:
+        if hold.key_id not in self._start:
             return  # a key without a budget: nothing shared
         slab = self._in_slab.pop(hold.id, None)
         if slab is not None and not slab.ended:  # settled here, written at its next refresh
@@ -302,17 +303,16 @@ class RedisBudgets:
             return
         if slab is not None and charge == NOTHING:
             return  # its slab ended (see _end): nothing to write for it
-        self._queue(hold, charge, start)
+        self._queue(hold.key_id, self._field(hold), charge)
 
     def _field(self, hold: Hold) -> str:
         return f"{self.state.id}:{hold.id}"
 
-    def _queue(
-        self, hold: Hold, charge: Charge, start: tuple[float, float], field: str | None = None
-    ) -> None:
-        keys = [self.state.key("spent", hold.key_id), self.state.key("holds", hold.key_id)]
-        args = [field or self._field(hold), repr(charge.usd), repr(charge.joules)]
-        self._batch.append((keys, [*args, *map(repr, start)]))
+    def _queue(self, key_id: str, field: str, charge: Charge) -> None:
+        """Settle the hold `field` of a key at `charge`, in the next turn's SETTLE call."""
+        keys = [self.state.key("spent", key_id), self.state.key("holds", key_id)]
+        args = [field, repr(charge.usd), repr(charge.joules), *map(repr, self._start[key_id])]
+        self._batch.append((keys, args))
         if len(self._batch) == 1:  # the first of this turn: send them all at the next
             task = asyncio.get_running_loop().create_task(self._send())
             self._tasks.add(task)
