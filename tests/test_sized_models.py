@@ -61,6 +61,10 @@ def _published_active(m: ModelSpec) -> float:
         "mixtral-8x22b",
         "qwen1.5-moe-a2.7b",
         "qwen2.5-0.5b",
+        "qwen3-8b",
+        "qwen3-32b",
+        "qwen3-30b-a3b",
+        "qwen3-235b-a22b",
     ],
 )
 def test_energy_from_the_size_is_close_to_energy_from_the_architecture(model: str) -> None:
