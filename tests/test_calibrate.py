@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -256,6 +257,32 @@ def test_a_clear_bandwidth_shortfall_is_fitted_and_recorded(tmp_path: Path) -> N
     entry = json.loads(out.read_text())["hardware"]["h100-sxm"]
     assert "eff_memory" in entry["fitted"] and "overhead_layer_s" in entry["kept"] + entry["fitted"]
     assert load_calibration(out).terms["h100-sxm"] == calib.terms["h100-sxm"]
+
+
+_DECODE_SHAPES = [(1, 512), (8, 1024), (32, 512), (64, 2048), (4, 256)]
+
+
+def test_power_keeps_its_defaults_with_too_few_watts_and_warns_when_implausible() -> None:
+    """Two rows with watts cannot fit a power term and check it: the curve is kept. Watts no
+    device can draw (20 W: under an idle H100's) push the fitted terms far past their priors,
+    and calibrate says the model cannot describe them rather than passing the fit off as
+    physics."""
+    rows = [
+        dataclasses.replace(
+            _row("decode", b, t, _defaults_time("decode", b, t)), watts=500.0 if i < 2 else None
+        )
+        for i, (b, t) in enumerate(_DECODE_SHAPES)
+    ]
+    _, [report] = fit_calibration(rows, load_catalog())
+    assert report.params.power_k_memory == EngineParams().power_k_memory
+    assert any("2 rows with watts" in n and "kept" in n for n in report.notes)
+    cold = [
+        dataclasses.replace(_row("decode", b, t, _defaults_time("decode", b, t)), watts=20.0)
+        for b, t in _DECODE_SHAPES
+    ]
+    _, [report] = fit_calibration(cold, load_catalog())
+    assert any("power: fitted" in n for n in report.notes)
+    assert any("idle_fraction fitted" in w for w in report.warnings), report.warnings
 
 
 def test_a_large_held_out_error_warns(tmp_path: Path) -> None:

@@ -14,8 +14,15 @@ than the defaults do, the defaults are kept and the report says so. With k terms
 at least k + 1 rows (so that every leave-one-out fit still has k). Above LOO_MAX_ROWS rows,
 ten-fold cross-validation stands in for leave-one-out.
 
-Power: the idle share (when the catalog has no idle_w) and the two utilisation weights, fitted
-on the rows that carry watts (at least two), kept at their defaults unless the fit is better.
+Power: the idle share (when the catalog has no idle_w) and the two utilisation weights, chosen
+the same way on the rows that carry watts (at least three): forward selection by held-out
+error, a log-normal prior per term (POWER_PRIOR_SIGMA), the defaults kept unless a set predicts
+held-out rows at least 3% better.
+
+A fitted term that ends at one of its bounds, or more than three prior widths from its centre,
+is reported with a warning: the rows ask more of it than it can physically give, so something
+the model does not describe is at work, and the fit is not to be trusted outside the measured
+shapes (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -80,6 +87,22 @@ PRIOR_SIGMA: dict[str, float] = {
 # guide and CUDA-graph measurements put at a few microseconds). docs/model.md.
 LOG_START: dict[str, float] = {"gemm_pad_elems": 1.0e6, "gemm_latency_s": 4.0e-6}
 PRIOR_WEIGHT = 0.05
+IMPLAUSIBLE_SIGMA = 3.0  # a fitted term this many prior widths from its centre is warned about
+# The power curve (docs/model.md): how compute and memory utilisation drive the dynamic share,
+# and the idle share of TDP where the catalog has no idle_w. Priors as wide as what is known:
+# each slope to a factor of about 1.6 (sigma 0.5), the idle share too (an H100 idles at about
+# 60-100 W of its 700 W, 9-14%, against the default 15%).
+POWER_TERMS = ("power_k_compute", "power_k_memory", "idle_fraction")
+POWER_BOUNDS: dict[str, tuple[float, float]] = {
+    "power_k_compute": (0.01, 5.0),
+    "power_k_memory": (0.01, 5.0),
+    "idle_fraction": (0.01, 0.9),
+}
+POWER_PRIOR_SIGMA: dict[str, float] = {
+    "power_k_compute": 0.5,
+    "power_k_memory": 0.5,
+    "idle_fraction": 0.5,
+}
 LOO_MAX_ROWS = 40
 LOO_WARN_PCT = 15.0
 MIN_GAIN = 0.97  # a larger term set must cut the held-out error by at least 3%
@@ -343,6 +366,9 @@ def select_terms(
 def _fit_power(
     rows: Sequence[_Row], params: EngineParams, hw: Hardware
 ) -> tuple[EngineParams, float | None, str]:
+    """The power curve's terms, chosen as the time terms are: forward selection by held-out
+    error, each fitted term under a log-normal prior centred on its default (POWER_PRIOR_SIGMA),
+    and the defaults kept unless a term set predicts held-out rows at least 3% better."""
     from scipy.optimize import least_squares
 
     powered = [r for r in rows if r.m.watts is not None]
@@ -351,53 +377,106 @@ def _fit_power(
     if hw.value("tdp_w") is None:
         return params, None, f"{hw.id} has no tdp_w, so the power curve cannot be fitted"
     fit_idle = hw.value("idle_w") is None
-    names = ["power_k_compute", "power_k_memory"] + (["idle_fraction"] if fit_idle else [])
+    candidates = POWER_TERMS if fit_idle else POWER_TERMS[:2]
     costs = []
     for r in powered:
-        pm = PerfModel(r.dep, params)
-        c = pm.step(*r.work)
+        c = PerfModel(r.dep, params).step(*r.work)
         costs.append((c.compute_s, c.memory_s, c.time_s, r.m.watts or 0.0))
-
-    def with_x(x: np.ndarray) -> EngineParams:
-        return params.with_updates(**{n: float(v) for n, v in zip(names, x, strict=True)})
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        pm = PerfModel(powered[0].dep, with_x(x))
-        per_device = [pm.power_w(c, m, t) / pm.devices for c, m, t, _ in costs]
-        return np.array([p / w - 1.0 for p, (_, _, _, w) in zip(per_device, costs, strict=True)])
-
-    if len(powered) <= len(names):
+    if len(powered) < 3:
         return (
             params,
             None,
-            f"{len(powered)} rows with watts for {len(names)} power terms: "
-            "power curve kept at its defaults",
+            f"{len(powered)} rows with watts: too few to fit a power term and check it on "
+            "another row; power curve kept at its defaults",
         )
-    x0 = np.array([getattr(params, n) for n in names])
-    lo = np.array([0.0, 0.0] + ([0.01] if fit_idle else []))
-    hi = np.array([5.0, 5.0] + ([0.9] if fit_idle else []))
 
-    def fit(keep: list[int]) -> np.ndarray:
-        def part(x: np.ndarray) -> np.ndarray:
-            return residuals(x)[keep]
+    def with_x(names: tuple[str, ...], x: np.ndarray) -> EngineParams:
+        return params.with_updates(**{n: float(math.exp(v)) for n, v in zip(names, x, strict=True)})
 
-        x: np.ndarray = least_squares(part, np.clip(x0, lo, hi), bounds=(lo, hi)).x
-        return x
+    def errors(p: EngineParams, idx: Sequence[int]) -> np.ndarray:
+        pm = PerfModel(powered[0].dep, p)
+        return np.array([pm.power_w(*costs[i][:3]) / pm.devices / costs[i][3] - 1.0 for i in idx])
+
+    def fit(names: tuple[str, ...], idx: Sequence[int]) -> EngineParams:
+        x0 = np.log([getattr(params, n) for n in names])
+        sigma = np.array([POWER_PRIOR_SIGMA[n] for n in names])
+        lo = np.log([POWER_BOUNDS[n][0] for n in names])
+        hi = np.log([POWER_BOUNDS[n][1] for n in names])
+
+        def residuals(x: np.ndarray) -> np.ndarray:
+            prior = PRIOR_WEIGHT * (x - x0) / sigma
+            return np.concatenate([errors(with_x(names, x), idx), prior])
+
+        x = least_squares(residuals, np.clip(x0, lo + 1e-9, hi - 1e-9), bounds=(lo, hi)).x
+        return with_x(names, x)
 
     everything = list(range(len(costs)))
-    held = [abs(residuals(fit([j for j in everything if j != i]))[i]) for i in everything]
-    default_err = float(np.mean(np.abs(residuals(x0)))) * 100.0
-    held_err = float(np.mean(held)) * 100.0
-    if held_err >= default_err * MIN_GAIN:
+
+    def held_out(names: tuple[str, ...]) -> float:
+        out = []
+        for held in _folds(len(costs)):
+            p = fit(names, [j for j in everything if j not in held])
+            out.extend(np.abs(errors(p, held)))
+        return float(np.mean(out)) * 100.0
+
+    default_err = float(np.mean(np.abs(errors(params, everything)))) * 100.0
+    best: tuple[tuple[str, ...], float] = ((), default_err)
+    current: tuple[str, ...] = ()
+    while len(current) < len(candidates) and len(current) + 2 <= len(costs):
+        stage = min(
+            ((*current, n) for n in candidates if n not in current), key=lambda ns: held_out(ns)
+        )
+        score = held_out(stage)
+        if score < best[1] * MIN_GAIN:
+            best = (stage, score)
+        current = stage
+    names, held_err = best
+    if not names:
         return (
             params,
             default_err,
-            f"power: a fit predicts held-out rows no better ({held_err:.1f}%) than the "
-            f"defaults ({default_err:.1f}%): power curve kept at its defaults",
+            f"power: no term set predicts held-out rows better than the defaults "
+            f"({default_err:.1f}%): power curve kept at its defaults",
         )
-    x_all = fit(everything)
-    err = float(np.mean(np.abs(residuals(x_all)))) * 100.0
-    return with_x(x_all), err, f"power: fitted {', '.join(names)} ({held_err:.1f}% held out)"
+    fitted = fit(names, everything)
+    err = float(np.mean(np.abs(errors(fitted, everything)))) * 100.0
+    kept = [n for n in candidates if n not in names]
+    return (
+        fitted,
+        err,
+        f"power: fitted {', '.join(names)} ({held_err:.1f}% held out)"
+        + (f"; kept at defaults: {', '.join(kept)}" if kept else ""),
+    )
+
+
+def _implausible(
+    params: EngineParams,
+    base: EngineParams,
+    names: Sequence[str],
+    bounds: dict[str, tuple[float, float]],
+    sigmas: dict[str, float],
+) -> list[str]:
+    """Warnings for fitted terms (those that differ from `base`) that ended within 1% of a
+    bound or more than IMPLAUSIBLE_SIGMA prior widths from their prior's centre."""
+    out = []
+    for n in names:
+        value, default = getattr(params, n), getattr(base, n)
+        if value == default:
+            continue
+        lo, hi = bounds[n]
+        centre = default or LOG_START[n]
+        z = abs(math.log(value / centre)) / sigmas[n]
+        why = ["at its bound"] if value <= lo * 1.01 or value >= hi * 0.99 else []
+        if z > IMPLAUSIBLE_SIGMA:
+            why.append(f"{z:.1f} prior widths from its default")
+        if why:
+            out.append(
+                f"{n} fitted {' and '.join(why)} ({value:.3g}, default {centre:.3g}): the rows "
+                "ask more of it than it can physically give, so something the model does not "
+                "describe is at work; predictions for shapes unlike the measured ones are "
+                "uncertain"
+            )
+    return out
 
 
 def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
@@ -441,6 +520,8 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
         params = params.with_updates(
             source=f"{base.source}; kept: {source} ({len(rows)} rows) could not improve them"
         )
+    warnings += _implausible(params, base, TIME_PARAMS + COMM_PARAMS, BOUNDS, PRIOR_SIGMA)
+    warnings += _implausible(params, base, POWER_TERMS, POWER_BOUNDS, POWER_PRIOR_SIGMA)
     predicted = _predict(rows, params)
     errs = _abs_pct(predicted, measured)
     held = choice.held_out
