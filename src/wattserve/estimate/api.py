@@ -86,6 +86,15 @@ class Estimate:
         return out
 
 
+def batch_run(prefill: StepCost, decode: StepCost, output_tokens: int) -> tuple[float, float]:
+    """Seconds and joules of one batch served start to end: its prefill, then `output_tokens`
+    decode steps at the mean context (`estimate`'s per-token, power and cost figures)."""
+    return (
+        prefill.time_s + output_tokens * decode.time_s,
+        prefill.energy_j + output_tokens * decode.energy_j,
+    )
+
+
 def _positive(name: str, value: Any, allow_zero: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         kind = "a non-negative" if allow_zero else "a positive"
@@ -184,8 +193,7 @@ def estimate(
         missing += perf.power_missing
         if rate.basis == "unknown":
             missing.append(rate.reason)
-        total_s = pre.time_s + output_tokens * dec.time_s
-        total_j = pre.energy_j + output_tokens * dec.energy_j
+        total_s, total_j = batch_run(pre, dec, output_tokens)
         out_tokens = batch * output_tokens
         times = {
             "prefill_s": pre.time_s,

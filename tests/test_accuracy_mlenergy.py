@@ -1,0 +1,335 @@
+"""`estimate` against the ML.ENERGY Benchmark v3: GPU power, joules per output token and time
+between tokens, measured by others on H100 and B200 (vLLM 0.11.1, chat prompts).
+
+Data: tests/data/mlenergy_v3.csv, a subset of the ML.ENERGY Leaderboard's data
+(ml-energy/leaderboard, Apache-2.0): per configuration (task, model, GPU, tensor parallelism,
+max_num_seqs) the steady-state mean batch, mean output length, mean power of all GPUs, joules per
+output token and median time between output tokens. Two tasks: chat (LMArena conversations,
+outputs of about 400 tokens) with dense Llama-3.1 (8B, 70B, 405B FP8) and Qwen3 (8B, 14B, 32B)
+and two MoE models (Qwen3-30B-A3B, Qwen3-235B-A22B bf16 and FP8); gpqa (reasoning, outputs of
+about 8,000 tokens, so long contexts) with the Qwen3 models.
+
+What is compared is what `wattserve estimate` computes for the same model, device, TP degree,
+dtype and batch (the run's mean batch), at the run's mean output length (`batch_run`: one
+prefill, then the decode steps at the mean context):
+- `power_w` against the GPUs' mean power, and `energy_j_per_token` against joules per output
+  token, for every configuration;
+- `tpot_s` (one decode step) against the median time between tokens, only where the median
+  step is a decode step: at a mean batch b and mean output L, b / L requests finish a step and
+  each new one brings a prefill (vLLM mixes it into a step), so below b = L / 2 most steps carry
+  none. Above, the median step carries a prefill and is not what `tpot_s` describes.
+`estimate` itself refuses a batch whose every sequence cannot be held at full length; the
+benchmark's engine ran them (it holds each at its current length), so the figures are
+computed from the same steps without that check.
+
+The benchmark publishes no prompt lengths (LMArena conversations, earlier turns included), so
+the prompt is an assumption, PROMPT_TOKENS; `python tests/test_accuracy_mlenergy.py` prints the
+tables at 64, 256 and 1,024 tokens too, and docs/accuracy.md says what moves with it.
+
+Then calibrate on few, predict the rest, with `wattserve calibrate`'s own fit
+(`fit_calibration`, time terms and the power curve): six H100 configurations as decode rows
+(seconds = median time between tokens, watts = mean power per GPU), then every other H100
+configuration; the same on B200.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from wattserve import Deployment, load_catalog, load_model
+from wattserve.calibrate.fit import fit_calibration
+from wattserve.calibrate.measurements import Measurement
+from wattserve.core.params import Calibration
+from wattserve.core.perf import perf_model
+from wattserve.estimate.api import batch_run
+
+DATA = Path(__file__).parent / "data" / "mlenergy_v3.csv"
+HW = {"H100": "h100-sxm", "B200": "b200"}
+PROMPT_TOKENS = 256  # assumed: the benchmark does not publish its prompts' lengths
+# (task, gpu, model, tp, dtype, max_num_seqs): configurations of one device to calibrate on,
+# all with a mean batch under half the mean output (their median step is a decode step)
+TRAIN = {
+    "H100": tuple(
+        ("chat", "H100", "llama-3.1-70b", 4, "bf16", b) for b in (8, 16, 32, 64, 96, 128)
+    ),
+    # B200 ran no 96: five points
+    "B200": tuple(("chat", "B200", "llama-3.1-70b", 2, "bf16", b) for b in (8, 16, 32, 64, 128)),
+}
+# another choice for H100, kept in the printout: two model sizes at three batches each
+TRAIN_TWO_SIZES = tuple(
+    ("chat", "H100", m, tp, "bf16", b)
+    for m, tp in (("llama-3.1-8b", 1), ("llama-3.1-70b", 4))
+    for b in (8, 32, 128)
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Row:
+    task: str
+    model: str
+    gpu: str
+    tp: int
+    dtype: str
+    max_num_seqs: int
+    batch: float
+    output_tokens: float
+    power_w: float
+    j_per_token: float
+    itl_s: float
+
+    @property
+    def key(self) -> tuple[str, str, str, int, str, int]:
+        return (self.task, self.gpu, self.model, self.tp, self.dtype, self.max_num_seqs)
+
+    @property
+    def decode_median(self) -> bool:
+        """Most steps carry no prefill, so the median time between tokens is a decode step."""
+        return self.batch <= self.output_tokens / 2
+
+
+def rows() -> list[Row]:
+    with DATA.open() as f:
+        lines = [ln for ln in f if not ln.startswith("#")]
+    return [
+        Row(
+            r["task"],
+            r["model"],
+            r["gpu"],
+            int(r["tensor_parallel"]),
+            r["dtype"],
+            int(r["max_num_seqs"]),
+            float(r["avg_batch_size"]),
+            float(r["avg_output_len"]),
+            float(r["avg_power_w"]),
+            float(r["energy_per_token_j"]),
+            float(r["median_itl_ms"]) * 1e-3,
+        )
+        for r in csv.DictReader(lines)
+    ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Errors:
+    """Signed relative errors of one configuration's prediction (None: not compared)."""
+
+    power: float
+    energy: float
+    itl: float | None
+
+
+def predict(r: Row, calibration: Calibration | None, prompt: int = PROMPT_TOKENS) -> Errors:
+    hw = load_catalog().device(HW[r.gpu])
+    params = (calibration or Calibration()).params_for(hw)
+    # vLLM's default cache dtype is the activations', fp8 weights or not
+    dep = Deployment(load_model(r.model), hw, tp=r.tp, dtype=r.dtype, kv_dtype="bf16")  # type: ignore[arg-type]
+    pm = perf_model(dep, params)
+    batch, output = max(1, round(r.batch)), max(1, round(r.output_tokens))
+    pre, dec = pm.prefill(batch, prompt), pm.decode_step(batch, prompt + output // 2)
+    seconds, joules = batch_run(pre, dec, output)
+    return Errors(
+        joules / seconds / r.power_w - 1,
+        joules / (batch * output) / r.j_per_token - 1,
+        dec.time_s / r.itl_s - 1 if r.decode_median else None,
+    )
+
+
+def measurements(train: Iterable[Row], prompt: int = PROMPT_TOKENS) -> list[Measurement]:
+    """The training configurations as `calibrate` reads them: decode rows."""
+    return [
+        Measurement(
+            model=r.model,
+            hardware=HW[r.gpu],
+            count=r.tp,
+            tensor_parallel=r.tp,
+            dtype=r.dtype,  # type: ignore[arg-type]
+            phase="decode",
+            batch=max(1, round(r.batch)),
+            prompt_tokens=prompt,
+            context_tokens=int(prompt + r.output_tokens / 2),
+            seconds=r.itl_s,
+            watts=r.power_w / r.tp,
+            line=i + 1,
+        )
+        for i, r in enumerate(train)
+    ]
+
+
+def band(r: Row) -> str:
+    return (
+        "batch <= 32" if r.batch <= 33 else ("batch 33-192" if r.batch <= 200 else "batch >= 256")
+    )
+
+
+def group(r: Row) -> str:
+    kind = "moe" if load_model(r.model).is_moe else "dense"
+    return f"{r.gpu} {r.task} {kind} {band(r)}"
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(abs(x) for x in xs) / len(xs) * 100 if xs else float("nan")
+
+
+Table = dict[str, dict[str, tuple[float, float, int]]]
+
+
+def table(
+    data: list[Row],
+    train: tuple[tuple[str, str, int, str, int], ...] | None,
+    prompt: int = PROMPT_TOKENS,
+) -> tuple[Table, str]:
+    """Per group, for power, energy and time between tokens: (uncalibrated mean |error| %,
+    calibrated, points). Training rows are left out; without `train`, uncalibrated only."""
+    cal = None
+    summary = "uncalibrated"
+    train_gpus: set[str] = set()
+    if train:
+        picked = [r for r in data if r.key in train]
+        assert len(picked) == len(train), "a training configuration is not in the data"
+        cal, reports = fit_calibration(measurements(picked, prompt), load_catalog())
+        summary = "; ".join(
+            f"{rep.hardware}: fitted {', '.join(rep.fitted) or 'no time term'} "
+            f"({rep.loo_mean_abs_pct or 0:.1f}% held out); "
+            + "; ".join(n for n in rep.notes if n.startswith("power"))
+            + "".join(f"; WARNING: {w}" for w in rep.warnings)
+            for rep in reports
+        )
+        train_gpus = {r.gpu for r in picked}
+    acc: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for r in data:
+        if train and r.key in train:
+            continue
+        if train and r.gpu not in train_gpus:
+            continue
+        unc = predict(r, None, prompt)
+        calv = predict(r, cal, prompt) if cal else unc
+        for metric, u, c in (
+            ("power", unc.power, calv.power),
+            ("J/token", unc.energy, calv.energy),
+            ("time between tokens", unc.itl, calv.itl),
+        ):
+            if u is not None and c is not None:
+                acc[group(r)][metric].append((u, c))
+                acc[f"{r.gpu} all"][metric].append((u, c))
+    out: Table = {
+        g: {m: (_mean([u for u, _ in v]), _mean([c for _, c in v]), len(v)) for m, v in ms.items()}
+        for g, ms in acc.items()
+    }
+    return out, summary
+
+
+def render(t: Table, calibrated: bool) -> str:
+    metrics = ("power", "J/token", "time between tokens")
+    head = "| group | " + " | ".join(
+        f"{m} ({'points, uncal., cal.' if calibrated else 'points, mean error'})" for m in metrics
+    )
+    lines = [head + " |", "| --- |" + " --- |" * len(metrics)]
+    for g in sorted(t, key=lambda s: (s.split()[0], s.endswith("all"), s)):
+        cells = []
+        for m in metrics:
+            if m not in t[g]:
+                cells.append("-")
+                continue
+            u, c, n = t[g][m]
+            cells.append(f"{n}: {u:.1f}% -> {c:.1f}%" if calibrated else f"{n}: {u:.1f}%")
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def worse(t: Table) -> list[str]:
+    return [
+        f"{g} {m} by {c - u:.1f} points"
+        for g, ms in sorted(t.items())
+        for m, (u, c, _) in ms.items()
+        if c > u + 0.05 and not g.endswith("all")
+    ]
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "accuracy.md"
+
+
+def test_uncalibrated_decode_steps_on_h100_where_the_context_is_known() -> None:
+    t, _ = table(rows(), None)
+    itl = "time between tokens"
+    # gpqa's contexts are set by its ~8,000-token outputs, not by the unknown prompts: decode
+    # steps within 10% uncalibrated (measured 6.1%, 9.7%, MoE 8.8%); chat at batch <= 32 too
+    for g in ("gpqa dense batch <= 32", "gpqa dense batch 33-192", "gpqa moe batch <= 32"):
+        assert t[f"H100 {g}"][itl][0] < 10.0
+    assert t["H100 chat dense batch <= 32"][itl][0] < 10.0
+    assert t["H100 chat moe batch <= 32"][itl][0] < 10.0
+    # the known shortfall, kept honest: power 15-35% low uncalibrated (docs/accuracy.md)
+    assert t["H100 all"]["power"][0] > 15.0
+
+
+def test_six_h100_configurations_predict_other_models_tasks_batches_and_moe() -> None:
+    t, summary = table(rows(), TRAIN["H100"])
+    assert "power: fitted" in summary and "WARNING" not in summary
+    power, energy, itl = (t["H100 all"][m] for m in ("power", "J/token", "time between tokens"))
+    # measured 11.1%, 10.9% and 7.6% held out (uncalibrated 22.8%, 39.0%, 18.3%)
+    assert power[1] < 15.0 and energy[1] < 15.0 and itl[1] < 10.0
+    # worse than uncalibrated only on the MoE's decode steps at batch <= 32 (by 1.7 and 5.2
+    # points): the per-sequence overhead fitted on a dense model is too much for 3B active
+    bad = worse(t)
+    assert [b.split(" by ")[0] for b in bad] == [
+        "H100 chat moe batch <= 32 time between tokens",
+        "H100 gpqa moe batch <= 32 time between tokens",
+    ]
+    assert t["H100 gpqa moe batch <= 32"]["time between tokens"][1] < 15.0
+
+
+def test_two_model_sizes_on_h100_predict_the_rest() -> None:
+    t, summary = table(rows(), TRAIN_TWO_SIZES)
+    power, energy, itl = (t["H100 all"][m] for m in ("power", "J/token", "time between tokens"))
+    # measured 11.5%, 14.2% and 7.8%: the power fit keeps only the idle share (docs/accuracy.md)
+    assert "power: fitted idle_fraction (" in summary
+    assert power[1] < 13.0 and energy[1] < 15.0 and itl[1] < 10.0
+
+
+def test_b200_calibrated_on_chat_warns_that_it_does_not_transfer() -> None:
+    t, summary = table(rows(), TRAIN["B200"])
+    # B200's short chat steps are slower than any hardware term explains: attention's factor
+    # goes to its bound, calibrate warns, and the long-context gpqa rows are then predicted
+    # worse than uncalibrated (docs/accuracy.md); chat at batch <= 32 improves
+    assert "WARNING: attn_factor fitted at its bound" in summary
+    assert (
+        t["B200 chat dense batch <= 32"]["J/token"][1]
+        < t["B200 chat dense batch <= 32"]["J/token"][0]
+    )
+    assert (
+        t["B200 gpqa dense batch <= 32"]["power"][1] > t["B200 gpqa dense batch <= 32"]["power"][0]
+    )
+
+
+def test_docs_show_the_tables_this_file_prints() -> None:
+    docs = DOCS.read_text(encoding="utf-8")
+    for train in (None, TRAIN["H100"], TRAIN_TWO_SIZES, TRAIN["B200"]):
+        t, _ = table(rows(), train)
+        assert render(t, calibrated=train is not None) in docs
+
+
+def main() -> None:
+    data = rows()
+    for prompt in (PROMPT_TOKENS, 64, 1024):
+        t, summary = table(data, None, prompt)
+        print(f"{summary}, prompt {prompt} tokens assumed")
+        print(render(t, calibrated=False))
+        print()
+    for name, train in (
+        ("H100 Llama-3.1-70B TP4 at max_num_seqs 8-128", TRAIN["H100"]),
+        ("H100 Llama-3.1-8B TP1 and 70B TP4 at 8, 32, 128", TRAIN_TWO_SIZES),
+        ("B200 Llama-3.1-70B TP2 at max_num_seqs 8-128 (five)", TRAIN["B200"]),
+    ):
+        t, summary = table(data, train)
+        print(f"calibrated on {name} (prompt {PROMPT_TOKENS} assumed)")
+        print(summary)
+        print("worse than uncalibrated: " + (", ".join(worse(t)) or "none"))
+        print(render(t, calibrated=True))
+        print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
