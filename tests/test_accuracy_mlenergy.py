@@ -42,7 +42,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from wattserve import Deployment, load_catalog, load_model
-from wattserve.calibrate.fit import fit_calibration
+from wattserve.calibrate.fit import POWER_TERMS, fit_calibration
 from wattserve.calibrate.measurements import Measurement
 from wattserve.core.params import Calibration
 from wattserve.core.perf import perf_model
@@ -159,6 +159,10 @@ def measurements(train: Iterable[Row], prompt: int = PROMPT_TOKENS) -> list[Meas
     ]
 
 
+def time_terms(names: Iterable[str]) -> list[str]:
+    return [n for n in names if n not in POWER_TERMS]  # the power terms have their own note
+
+
 def band(r: Row) -> str:
     return (
         "batch <= 32" if r.batch <= 33 else ("batch 33-192" if r.batch <= 200 else "batch >= 256")
@@ -192,7 +196,7 @@ def table(
         assert len(picked) == len(train), "a training configuration is not in the data"
         cal, reports = fit_calibration(measurements(picked, prompt), load_catalog())
         summary = "; ".join(
-            f"{rep.hardware}: fitted {', '.join(rep.fitted) or 'no time term'} "
+            f"{rep.hardware}: fitted {', '.join(time_terms(rep.fitted)) or 'no time term'} "
             f"({rep.loo_mean_abs_pct or 0:.1f}% held out); "
             + "; ".join(n for n in rep.notes if n.startswith("power"))
             + "".join(f"; WARNING: {w}" for w in rep.warnings)

@@ -276,12 +276,14 @@ def test_power_keeps_its_defaults_with_too_few_watts_and_warns_when_implausible(
     _, [report] = fit_calibration(rows, load_catalog())
     assert report.params.power_k_memory == EngineParams().power_k_memory
     assert any("2 rows with watts" in n and "kept" in n for n in report.notes)
+    assert {"power_k_compute", "power_k_memory", "idle_fraction"} <= set(report.kept)
     cold = [
         dataclasses.replace(_row("decode", b, t, _defaults_time("decode", b, t)), watts=20.0)
         for b, t in _DECODE_SHAPES
     ]
     _, [report] = fit_calibration(cold, load_catalog())
     assert any("power: fitted" in n for n in report.notes)
+    assert "idle_fraction" in report.fitted  # the calibration file records it as fitted
     assert any("idle_fraction fitted" in w for w in report.warnings), report.warnings
 
 

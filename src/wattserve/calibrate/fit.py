@@ -134,7 +134,8 @@ class RowResidual:
 class FitReport:
     """How well the calibrated terms reproduce one hardware's measurements (errors in %).
 
-    `fitted`: the time terms moved from their defaults; `kept`: those left at the defaults.
+    `fitted`: the terms moved from their defaults (time terms, then power terms); `kept`: those
+    left at the defaults.
     `default_mean_abs_pct`: the defaults' own error on the rows, the bar a fit must beat."""
 
     hardware: str
@@ -513,6 +514,8 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
     params, power_err, power_note = _fit_power(rows, choice.params, hw)
     if power_note:
         notes.append(power_note)
+    power_terms = POWER_TERMS if hw.value("idle_w") is None else POWER_TERMS[:2]
+    power_fitted = tuple(n for n in power_terms if getattr(params, n) != getattr(base, n))
     n_power = sum(r.m.watts is not None for r in rows)
     if params != base:
         params = params.with_updates(source=f"calibrated from {source} ({len(rows)} rows)")
@@ -535,7 +538,7 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
         hardware=hw.id,
         rows=len(rows),
         params=params,
-        fitted=choice.names,
+        fitted=choice.names + power_fitted,
         mean_abs_pct=float(np.mean(errs)),
         max_abs_pct=float(np.max(errs)),
         loo_mean_abs_pct=float(np.mean(loo)) if loo is not None else None,
@@ -551,7 +554,7 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
                 rows, predicted, held if held is not None else [None] * len(rows), strict=True
             )
         ),
-        kept=tuple(n for n in candidates if n not in choice.names),
+        kept=tuple(n for n in candidates + power_terms if n not in choice.names + power_fitted),
         default_mean_abs_pct=default_err,
         warnings=tuple(warnings),
     )

@@ -28,7 +28,11 @@ def render_report(r: FitReport) -> str:
             "(each row predicted by a fit without it)"
         )
     if r.power_mean_abs_pct is not None:
-        lines.append(f"  power: mean {r.power_mean_abs_pct:.2f}% over {r.power_rows} rows")
+        lines.append(
+            f"  power: mean {r.power_mean_abs_pct:.2f}% over {r.power_rows} rows; "
+            f"compute slope {p.power_k_compute:.3g}, memory slope {p.power_k_memory:.3g}, "
+            f"idle {p.idle_fraction:.0%} of TDP (where the catalog has no idle_w)"
+        )
     lines.append(
         f"  eff_compute {p.eff_compute:.3f}, eff_memory {p.eff_memory:.3f}, "
         f"eff_comm {p.eff_comm:.3f}, step {p.overhead_step_s * 1e3:.3g} ms, "
