@@ -137,6 +137,10 @@ def test_calibration_round_trips_through_json(tmp_path: Path) -> None:
         ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,-1,", "seconds"),
         ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,,300", "seconds"),
         ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,hot", "watts"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,1e-300", "watts"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,1e308", "watts"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,1e308,", "seconds"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,100000000000000000000,128,128,0.01,", "batch"),
     ],
 )
 def test_malformed_csv_names_file_line_and_field(tmp_path: Path, row: str, field: str) -> None:
@@ -145,6 +149,27 @@ def test_malformed_csv_names_file_line_and_field(tmp_path: Path, row: str, field
     f.write_text(f"{HEADER}\n{good}\n{row}\n")
     with pytest.raises(ConfigError) as err:
         read_measurements(f)
+    assert (err.value.path, err.value.line, err.value.field) == (str(f), 3, field)
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,,4310000000000000000000,0.01,", "context_tokens"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,prefill,1,200000,,0.01,", "prompt_tokens"),
+        ("llama-3.1-8b,h100-sxm,3,3,bf16,decode,8,,512,0.01,", "tensor_parallel"),
+    ],
+)
+def test_rows_no_engine_could_have_run_are_refused_with_their_line(
+    tmp_path: Path, row: str, field: str
+) -> None:
+    """A context past the model's window, or a TP degree that does not split its heads: the
+    fit names the line and field instead of fitting nonsense (or failing in the optimiser)."""
+    f = tmp_path / "bad.csv"
+    good = "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,"
+    f.write_text(f"{HEADER}\n{good}\n{row}\n")
+    with pytest.raises(ConfigError) as err:
+        fit_calibration(read_measurements(f), load_catalog(), source=str(f))
     assert (err.value.path, err.value.line, err.value.field) == (str(f), 3, field)
 
 

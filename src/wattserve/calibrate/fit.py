@@ -39,7 +39,7 @@ from wattserve.calibrate.measurements import Measurement
 from wattserve.core.catalog import Catalog
 from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.hardware import Hardware
-from wattserve.core.modelspec import load_model
+from wattserve.core.modelspec import fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel
 from wattserve.errors import CalibrationError, ConfigError, WattserveError
@@ -198,14 +198,26 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
         spec = load_model(m.model)
     except WattserveError as exc:
         raise ConfigError(str(exc), path=path, line=m.line, field="model") from None
-    dep = Deployment(
-        spec,
-        hw,
-        tp=m.tensor_parallel,
-        pp=m.pipeline_parallel,
-        dtype=m.dtype,
-        kv_dtype=default_kv_dtype(m.dtype),
-    )
+    try:
+        dep = Deployment(
+            spec,
+            hw,
+            tp=m.tensor_parallel,
+            pp=m.pipeline_parallel,
+            dtype=m.dtype,
+            kv_dtype=default_kv_dtype(m.dtype),
+        )
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, path=path, line=m.line, field="tensor_parallel") from None
+    longest = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
+    if not fits_context(spec.max_context, longest, 0):
+        raise ConfigError(
+            f"{longest} tokens exceed {spec.id}'s context window of {spec.max_context}: "
+            "no engine ran this step",
+            path=path,
+            line=m.line,
+            field="context_tokens" if m.phase == "decode" else "prompt_tokens",
+        )
     b = float(m.batch)
     if m.phase == "prefill":
         p = float(m.prompt_tokens)

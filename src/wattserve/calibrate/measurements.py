@@ -58,7 +58,17 @@ class Measurement:
         return self.count // self.tensor_parallel
 
 
-def _int(row: dict[str, str], key: str, path: str, line: int, minimum: int = 1) -> int:
+MAX_BATCH = 1 << 20  # no engine runs a million sequences in one step
+
+
+def _int(
+    row: dict[str, str],
+    key: str,
+    path: str,
+    line: int,
+    minimum: int = 1,
+    maximum: int | None = None,
+) -> int:
     raw = (row.get(key) or "").strip()
     try:
         value = int(raw)
@@ -69,6 +79,10 @@ def _int(row: dict[str, str], key: str, path: str, line: int, minimum: int = 1) 
     if value < minimum:
         raise ConfigError(
             f"must be at least {minimum}, got {value}", path=path, line=line, field=key
+        )
+    if maximum is not None and value > maximum:
+        raise ConfigError(
+            f"must be at most {maximum}, got {value}", path=path, line=line, field=key
         )
     return value
 
@@ -85,7 +99,17 @@ def _float(row: dict[str, str], key: str, path: str, line: int) -> float | None:
         ) from None
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"must be a positive number, got {raw}", path=path, line=line, field=key)
+    lo, hi, unit = _RANGES[key]
+    if not lo <= value <= hi:
+        raise ConfigError(
+            f"must be from {lo:g} to {hi:g} {unit}, got {raw}", path=path, line=line, field=key
+        )
     return value
+
+
+# What a measured step can be: from a nanosecond to a day; per device from a milliwatt (an edge
+# accelerator idles at a few watts) to a megawatt (a wafer-scale system draws tens of kW).
+_RANGES = {"seconds": (1e-9, 86400.0, "seconds"), "watts": (1e-3, 1e6, "W per device")}
 
 
 def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
@@ -130,7 +154,7 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
         tensor_parallel=tp,
         dtype=dtype,
         phase=phase,  # type: ignore[arg-type]
-        batch=_int(row, "batch", path, line),
+        batch=_int(row, "batch", path, line, maximum=MAX_BATCH),
         prompt_tokens=prompt,
         context_tokens=context,
         seconds=seconds,
