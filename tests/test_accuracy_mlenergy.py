@@ -38,7 +38,7 @@ import csv
 import dataclasses
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from wattserve import Deployment, load_catalog, load_model
@@ -68,6 +68,9 @@ TRAIN_TWO_SIZES = tuple(
 )
 
 
+Key = tuple[str, str, str, int, str, int]  # task, gpu, model, tp, dtype, max_num_seqs
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Row:
     task: str
@@ -83,7 +86,7 @@ class Row:
     itl_s: float
 
     @property
-    def key(self) -> tuple[str, str, str, int, str, int]:
+    def key(self) -> Key:
         return (self.task, self.gpu, self.model, self.tp, self.dtype, self.max_num_seqs)
 
     @property
@@ -169,6 +172,10 @@ def band(r: Row) -> str:
     )
 
 
+def per_model(r: Row) -> str:
+    return f"{r.gpu} {r.task} {r.model} tp{r.tp} {r.dtype}"
+
+
 def group(r: Row) -> str:
     kind = "moe" if load_model(r.model).is_moe else "dense"
     return f"{r.gpu} {r.task} {kind} {band(r)}"
@@ -183,8 +190,9 @@ Table = dict[str, dict[str, tuple[float, float, int]]]
 
 def table(
     data: list[Row],
-    train: tuple[tuple[str, str, int, str, int], ...] | None,
+    train: tuple[Key, ...] | None,
     prompt: int = PROMPT_TOKENS,
+    by: Callable[[Row], str] | None = None,
 ) -> tuple[Table, str]:
     """Per group, for power, energy and time between tokens: (uncalibrated mean |error| %,
     calibrated, points). Training rows are left out; without `train`, uncalibrated only."""
@@ -217,7 +225,7 @@ def table(
             ("time between tokens", unc.itl, calv.itl),
         ):
             if u is not None and c is not None:
-                acc[group(r)][metric].append((u, c))
+                acc[(by or group)(r)][metric].append((u, c))
                 acc[f"{r.gpu} all"][metric].append((u, c))
     out: Table = {
         g: {m: (_mean([u for u, _ in v]), _mean([c for _, c in v]), len(v)) for m, v in ms.items()}
@@ -313,6 +321,8 @@ def test_docs_show_the_tables_this_file_prints() -> None:
     for train in (None, TRAIN["H100"], TRAIN_TWO_SIZES, TRAIN["B200"]):
         t, _ = table(rows(), train)
         assert render(t, calibrated=train is not None) in docs
+    t, _ = table(rows(), TRAIN["H100"], by=per_model)
+    assert render(t, calibrated=True) in docs
 
 
 def main() -> None:
@@ -333,6 +343,11 @@ def main() -> None:
         print("worse than uncalibrated: " + (", ".join(worse(t)) or "none"))
         print(render(t, calibrated=True))
         print()
+        if train is TRAIN["H100"]:
+            t, _ = table(data, train, by=per_model)
+            print("the same, per model")
+            print(render(t, calibrated=True))
+            print()
 
 
 if __name__ == "__main__":
