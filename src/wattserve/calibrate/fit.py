@@ -436,10 +436,9 @@ def _fit_power(
     best: tuple[tuple[str, ...], float] = ((), default_err)
     current: tuple[str, ...] = ()
     while len(current) < len(candidates) and len(current) + 2 <= len(costs):
-        stage = min(
-            ((*current, n) for n in candidates if n not in current), key=lambda ns: held_out(ns)
+        score, stage = min(
+            (held_out(ns), ns) for ns in ((*current, n) for n in candidates if n not in current)
         )
-        score = held_out(stage)
         if score < best[1] * MIN_GAIN:
             best = (stage, score)
         current = stage
