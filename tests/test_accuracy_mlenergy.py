@@ -193,9 +193,13 @@ def table(
     train: tuple[Key, ...] | None,
     prompt: int = PROMPT_TOKENS,
     by: Callable[[Row], str] | None = None,
+    predictor: Callable[[Row, Calibration | None, int], Errors | None] | None = None,
 ) -> tuple[Table, str]:
     """Per group, for power, energy and time between tokens: (uncalibrated mean |error| %,
-    calibrated, points). Training rows are left out; without `train`, uncalibrated only."""
+    calibrated, points). Training rows are left out; without `train`, uncalibrated only.
+    `predictor` (default `predict`, estimate's static batch) gives a row's errors; None leaves
+    the row out."""
+    how = predictor or predict
     cal = None
     summary = "uncalibrated"
     train_gpus: set[str] = set()
@@ -217,8 +221,10 @@ def table(
             continue
         if train and r.gpu not in train_gpus:
             continue
-        unc = predict(r, None, prompt)
-        calv = predict(r, cal, prompt) if cal else unc
+        unc = how(r, None, prompt)
+        calv = how(r, cal, prompt) if cal else unc
+        if unc is None or calv is None:
+            continue
         for metric, u, c in (
             ("power", unc.power, calv.power),
             ("J/token", unc.energy, calv.energy),
