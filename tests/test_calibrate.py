@@ -386,3 +386,91 @@ def test_a_model_config_path_is_found_next_to_the_csv(
     assert builtin.model == "llama-3.1-8b"
     _, reports = fit_calibration([tiny, builtin], load_catalog())
     assert reports[0].rows == 2
+
+
+GOOD_ROW = "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,"
+
+
+@pytest.mark.parametrize(
+    ("content", "where", "message"),
+    [
+        (
+            f"{HEADER}\ncaf\xe9,h100-sxm,1,1,bf16,decode,8,,431,0.01,\n".encode("latin-1"),
+            2,
+            "UTF-8",
+        ),
+        (f"{HEADER}\n{'x' * 200_000},h100-sxm,1,1,bf16,decode,8,,431,0.01,\n".encode(), 1, "CSV"),
+        (f"{HEADER},model\n{GOOD_ROW},x\n".encode(), 1, "named twice"),
+        (f"\ufeff{HEADER}\n{GOOD_ROW}\n{GOOD_ROW}\n".encode(), None, ""),  # a BOM is dropped
+    ],
+)
+def test_a_csv_that_is_not_utf8_csv_is_an_error_with_its_line(
+    tmp_path: Path, content: bytes, where: int | None, message: str
+) -> None:
+    f = tmp_path / "m.csv"
+    f.write_bytes(content)
+    if where is None:
+        assert len(read_measurements(f)) == 2
+        return
+    with pytest.raises(ConfigError, match=message) as err:
+        read_measurements(f)
+    assert (err.value.path, err.value.line) == (str(f), where)
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "message"),
+    [
+        ("llama-3.1-70b,h100-sxm,1000000000,4,bf16,decode,8,,431,0.02,", "count", "stages"),
+        ("llama-3.1-405b,h100-sxm,1,1,bf16,decode,8,,431,0.05,", "count", "weights"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,prefill,4,2048,100,0.2,", "context_tokens", "prompt"),
+        ("/dev/zero,h100-sxm,1,1,bf16,decode,8,,431,0.01,", "model", "regular file"),
+        (f"{'a' * 300},h100-sxm,1,1,bf16,decode,8,,431,0.01,", "model", "unknown model"),
+    ],
+)
+def test_rows_naming_impossible_runs_or_unreadable_models_are_refused(
+    tmp_path: Path, row: str, field: str, message: str
+) -> None:
+    f = tmp_path / "m.csv"
+    f.write_text(f"{HEADER}\n{GOOD_ROW}\n{row}\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        fit_calibration(read_measurements(f), load_catalog(), source=str(f))
+    assert (err.value.line, err.value.field) == (3, field)
+
+
+def test_a_model_config_nested_too_deeply_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    f = tmp_path / "m.csv"
+    f.write_text(f"{HEADER}\ndeep.json,h100-sxm,1,1,bf16,decode,8,,431,0.01,\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        fit_calibration(read_measurements(f), load_catalog(), source=str(f))
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        ('"fit_error": {"rows": "six"}', "fit_error"),
+        ('"overhead_step_s": Infinity', "overhead_step_s"),
+        ('"overhead_step_s": 1' + "0" * 400, "overhead_step_s"),
+    ],
+)
+def test_an_edited_calibration_file_is_refused_naming_the_field(
+    tmp_path: Path, edit: str, field: str
+) -> None:
+    f = tmp_path / "c.json"
+    f.write_text('{"version": 1, "hardware": {"h100-sxm": {' + edit + "}}}")
+    with pytest.raises(ConfigError) as err:
+        load_calibration(f)
+    assert err.value.field == f"hardware.h100-sxm.{field}"
+
+
+def test_calibrate_refuses_an_output_it_cannot_write_before_fitting(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    f = tmp_path / "m.csv"
+    f.write_text(f"{HEADER}\n{GOOD_ROW}\n")
+    for out in (tmp_path, tmp_path / "no" / "c.json"):
+        result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(out)])
+        assert result.exit_code == 2 and "--output" in result.output, result.output
+        assert "Traceback" not in result.output

@@ -209,6 +209,24 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
         )
     except ConfigError as exc:
         raise ConfigError(exc.detail, path=path, line=m.line, field="tensor_parallel") from None
+    if m.pipeline_parallel > spec.num_layers:
+        raise ConfigError(
+            f"{m.pipeline_parallel} pipeline stages for {spec.num_layers} layers: a stage "
+            "needs at least one layer",
+            path=path,
+            line=m.line,
+            field="count",
+        )
+    capacity = hw.value("memory_gb")
+    per_device = spec.weight_bytes(m.dtype) / dep.devices
+    if capacity is not None and per_device > capacity * 1e9:
+        raise ConfigError(
+            f"{spec.id}'s weights in {m.dtype} need {per_device / 1e9:.1f} GB per device on "
+            f"{dep.devices} x {hw.id} ({capacity:g} GB each): no engine ran this step",
+            path=path,
+            line=m.line,
+            field="count",
+        )
     longest = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
     if not fits_context(spec.max_context, longest, 0):
         raise ConfigError(
@@ -522,7 +540,21 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
             "no fitted term set predicts held-out rows better than the defaults "
             f"({default_err:.1f}% mean error): defaults kept"
         )
-    params, power_err, power_note = _fit_power(rows, choice.params, hw)
+    if len(shapes) < 2:
+        params, power_err, power_note = (
+            choice.params,
+            None,
+            "rows of one shape: power curve kept at its defaults",
+        )
+    else:
+        params, power_err, power_note = _fit_power(rows, choice.params, hw)
+    tdp = hw.value("tdp_w")
+    hot = [r.m.line for r in rows if tdp is not None and (r.m.watts or 0.0) > 1.05 * tdp]
+    if hot:
+        warnings.append(
+            f"line(s) {', '.join(map(str, hot[:10]))} report more watts per device than "
+            f"{hw.id}'s TDP ({tdp:g} W): watts are per device, not per node or server"
+        )
     if power_note:
         notes.append(power_note)
     power_terms = POWER_TERMS if hw.value("idle_w") is None else POWER_TERMS[:2]

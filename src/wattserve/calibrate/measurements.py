@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from wattserve.core.dtypes import Dtype, parse_dtype
 from wattserve.core.modelspec import builtin_model_id
+from wattserve.core.textfile import read_text
 from wattserve.errors import ConfigError
 
 COLUMNS = (
@@ -59,6 +61,7 @@ class Measurement:
 
 
 MAX_BATCH = 1 << 20  # no engine runs a million sequences in one step
+MAX_ROWS = 2000  # calibrate takes about a minute at 1,000 rows on a 2-vCPU machine
 
 
 def _int(
@@ -141,6 +144,14 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
     if phase == "prefill":
         prompt = _int(row, "prompt_tokens", path, line, minimum=1)
         context = _int(row, "context_tokens", path, line, minimum=0) if context_raw else prompt
+        if context < prompt:
+            raise ConfigError(
+                f"a prefill's context ({context}) holds its prompt ({prompt}) and any cached "
+                "prefix, so it cannot be shorter; leave it empty for no cached prefix",
+                path=path,
+                line=line,
+                field="context_tokens",
+            )
     else:
         context = _int(row, "context_tokens", path, line, minimum=0)
         prompt = _int(row, "prompt_tokens", path, line, minimum=0) if prompt_raw else context
@@ -166,12 +177,9 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
 def read_measurements(path: str | Path) -> list[Measurement]:
     """Parse the CSV; any malformed row raises ConfigError naming the file, line and field."""
     p = Path(path)
+    reader = csv.DictReader(io.StringIO(read_text(p), newline=""))
+    rows: list[Measurement] = []
     try:
-        handle = p.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(p)) from None
-    with handle:
-        reader = csv.DictReader(handle)
         header = [h.strip() for h in reader.fieldnames or []]
         absent = [c for c in COLUMNS if c not in header]
         if absent:
@@ -180,8 +188,21 @@ def read_measurements(path: str | Path) -> list[Measurement]:
                 path=str(p),
                 line=1,
             )
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:
+            raise ConfigError(f"column(s) named twice: {', '.join(twice)}", path=str(p), line=1)
         reader.fieldnames = header
-        rows = [parse_row(row, str(p), reader.line_num) for row in reader]
+        for row in reader:
+            if len(rows) == MAX_ROWS:
+                raise ConfigError(
+                    f"more than {MAX_ROWS} rows: average repeated measurements of one shape "
+                    "into one row (the fit's time grows with the rows)",
+                    path=str(p),
+                    line=reader.line_num,
+                )
+            rows.append(parse_row(row, str(p), reader.line_num))
+    except csv.Error as exc:
+        raise ConfigError(f"not a readable CSV: {exc}", path=str(p), line=reader.line_num) from None
     if not rows:
         raise ConfigError("no measurement rows", path=str(p))
     return [_beside(m, p.parent) for m in rows]
@@ -192,7 +213,11 @@ def _beside(m: Measurement, folder: Path) -> Measurement:
     if builtin_model_id(m.model) is not None or Path(m.model).is_absolute():
         return m
     there = folder / m.model
-    return dataclasses.replace(m, model=str(there)) if there.is_file() else m
+    try:
+        beside = there.is_file()
+    except OSError:  # a name too long to be a path: load_model says it is unknown
+        return m
+    return dataclasses.replace(m, model=str(there)) if beside else m
 
 
 def write_measurements(path: str | Path, rows: list[Measurement]) -> None:

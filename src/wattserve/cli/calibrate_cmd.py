@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 
 from wattserve.calibrate import fit_calibration, read_measurements
 from wattserve.calibrate.fit import FitReport
-from wattserve.cli.common import print_json, reports_errors
+from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.catalog import load_catalog
 
 
@@ -66,11 +67,12 @@ def calibrate_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the fit report as JSON.")] = False,
 ) -> None:
     """Fit efficiencies, overheads and the power curve per hardware; print the fit error."""
+    check_writable(output, "--output")
     rows = read_measurements(measurements)
     calibration, reports = fit_calibration(
-        rows, load_catalog(hardware_file or []), source=measurements.name
+        rows, load_catalog(hardware_file or []), source=str(measurements)
     )
-    calibration.save(output)
+    save_text(output, json.dumps(calibration.to_json(), indent=2) + "\n", "--output")
     if json_out:
         print_json(
             {

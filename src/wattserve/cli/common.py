@@ -36,6 +36,15 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse an output path that plainly cannot be written, before the work that fills it
+    (save_text still reports what only the write finds)."""
+    if not str(path) or path.is_dir():
+        raise ConfigError(f"cannot write {path!s:.200}: a folder, not a file", field=flag)
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path!s:.200}: no folder {path.parent}", field=flag)
+
+
 def save_text(path: Path, text: str, flag: str) -> None:
     """Write an output file; a path that cannot be written is an error naming the flag."""
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wattserve.core.dtypes import BYTES_PER_ELEMENT, Dtype
+from wattserve.core.textfile import parse_json, read_text
 from wattserve.errors import ConfigError, UnknownNameError
 
 # HF model types whose MLP is a plain two-matrix feed-forward; all others are taken as gated
@@ -154,6 +155,9 @@ def _line_of(text: str, key: str) -> int | None:
     return None if match is None else text.count("\n", 0, match.start()) + 1
 
 
+MAX_CONFIG_INT = 1 << 24  # any size past this in a config.json is a broken file, not a model
+
+
 def model_from_hf_config(
     config: dict[str, Any], model_id: str, path: str, text: str = ""
 ) -> ModelSpec:
@@ -163,9 +167,13 @@ def model_from_hf_config(
         for alias in _ALIASES.get(name, (name,)):
             if alias in config and config[alias] is not None:
                 value = config[alias]
-                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int)
+                    or not 0 < value <= MAX_CONFIG_INT
+                ):
                     raise ConfigError(
-                        f"must be a positive integer, got {value!r}",
+                        f"must be a positive integer up to {MAX_CONFIG_INT}, got {value!r}",
                         path=path,
                         line=_line_of(text, alias),
                         field=alias,
@@ -200,7 +208,15 @@ def model_from_hf_config(
     if n_shared and not shared_ffn:
         shared_ffn = n_shared * expert_ffn
     model_type = str(config.get("model_type", ""))
-    max_pos = config.get("max_position_embeddings")
+    max_pos = get("max_position_embeddings")
+    if hidden // heads < 1 and "head_dim" not in config:
+        raise ConfigError(
+            f"hidden_size ({hidden}) is smaller than num_attention_heads ({heads}): a head "
+            "would have no dimensions; give head_dim",
+            path=path,
+            line=_line_of(text, "num_attention_heads"),
+            field="num_attention_heads",
+        )
     return ModelSpec(
         id=model_id,
         hidden_size=hidden,
@@ -224,14 +240,8 @@ def model_from_hf_config(
 def _read_config(path: Path, model_id: str) -> ModelSpec:
     if path.is_dir():
         path = path / "config.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(path)) from None
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"not valid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+    text = read_text(path)
+    config = parse_json(text, str(path))
     if not isinstance(config, dict):
         raise ConfigError("a config.json must hold one JSON object", path=str(path))
     return model_from_hf_config(config, model_id, str(path), text)
@@ -282,8 +292,13 @@ def load_model(name_or_path: str) -> ModelSpec:
     if builtin is not None:
         return _builtin(builtin)
     p = Path(name_or_path)
-    if p.suffix == ".json" or p.is_dir() or p.exists():
-        if not p.exists():
+    try:
+        is_path = p.suffix == ".json" or p.is_dir() or p.exists()
+        exists = p.exists()
+    except OSError as exc:  # a name too long to be a path, say
+        raise UnknownNameError("model", name_or_path[:200], known) from exc
+    if is_path:
+        if not exists:
             raise ConfigError("no such file", path=name_or_path)
         stem = p.parent.name if p.name == "config.json" else p.stem
         return _read_config(p, stem or name_or_path)

@@ -7,11 +7,13 @@ calibration fitted to measurements replaces them per hardware.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from wattserve.core.hardware import Hardware
+from wattserve.core.textfile import parse_json, read_text
 from wattserve.errors import CalibrationError, ConfigError
 
 
@@ -123,18 +125,26 @@ class Calibration:
         return {"fitted": list(fitted), "kept": list(kept)}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        try:
+            Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write the file: {exc.strerror}", path=str(path)) from None
+
+
+def _finite(v: Any) -> bool:
+    """A real number that a float holds (not a bool, NaN, an infinity or an int past 1e308)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration JSON written by `wattserve calibrate` or `wattserve profile`."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(p)) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"not valid JSON: {exc.msg}", path=str(p), line=exc.lineno) from None
+    data = parse_json(read_text(p), str(p))
     hardware = data.get("hardware") if isinstance(data, dict) else None
     if not isinstance(hardware, dict):
         raise CalibrationError(
@@ -159,11 +169,11 @@ def load_calibration(path: str | Path) -> Calibration:
             if name in entry:
                 v = entry[name]
                 lo, hi = RANGES.get(name, (0.0, float("inf")))
-                ok = not isinstance(v, bool) and isinstance(v, int | float)
+                ok = _finite(v)
                 if not ok or not (lo < v <= hi if name in RANGES else lo <= v <= hi):
-                    span = f"in ({lo:g}, {hi:g}]" if name in RANGES else "non-negative"
+                    span = f"in ({lo:g}, {hi:g}]" if name in RANGES else ">= 0 and finite"
                     raise ConfigError(
-                        f"must be a number {span}, got {v!r}",
+                        f"must be a number {span}, got {v!r:.40}",
                         path=str(p),
                         field=f"hardware.{hw_id}.{name}",
                     )
@@ -171,7 +181,11 @@ def load_calibration(path: str | Path) -> Calibration:
         values["source"] = str(entry.get("source", f"calibration {p.name}"))
         params[hw_id] = EngineParams(**values)
         fe = entry.get("fit_error", {})
-        errors[hw_id] = {k: float(v) for k, v in fe.items()} if isinstance(fe, dict) else {}
+        if not isinstance(fe, dict) or not all(_finite(v) for v in fe.values()):
+            raise ConfigError(
+                "must be an object of numbers", path=str(p), field=f"hardware.{hw_id}.fit_error"
+            )
+        errors[hw_id] = {str(k): float(v) for k, v in fe.items()}
         fitted, kept = entry.get("fitted"), entry.get("kept")
         if isinstance(fitted, list) and isinstance(kept, list):
             terms[hw_id] = (tuple(map(str, fitted)), tuple(map(str, kept)))

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from wattserve.core.textfile import read_text
 from wattserve.errors import ConfigError
 
 
@@ -68,12 +69,7 @@ def load_yaml_text(text: str, path: str) -> Any:
 
 def load_yaml_file(path: str | Path) -> Any:
     """Read and parse a YAML file; a missing file is a ConfigError, not a traceback."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(p)) from None
-    return load_yaml_text(text, str(p))
+    return load_yaml_text(read_text(path), str(path))
 
 
 class Fields:

@@ -1,0 +1,50 @@
+"""Reading the files a user names (measurements, model configs, calibrations, fleet and
+hardware YAML): only regular files, of bounded size, in UTF-8 (a byte-order mark is dropped),
+and JSON of bounded depth. Anything else is a ConfigError naming the file, never a traceback
+or a read without end (`/dev/zero`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from wattserve.errors import ConfigError
+
+MAX_BYTES = 64 << 20  # no measurements, config or fleet file a person writes is this large
+
+
+def read_text(path: str | Path, limit: int = MAX_BYTES) -> str:
+    """The text of a regular file of at most `limit` bytes."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        if not p.is_file():
+            raise ConfigError("not a regular file", path=str(p))
+        if st.st_size > limit:
+            raise ConfigError(f"larger than {limit >> 20} MiB ({st.st_size} bytes)", path=str(p))
+        with p.open("rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(p)) from None
+    if len(raw) > limit:
+        raise ConfigError(f"larger than {limit >> 20} MiB", path=str(p))
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            path=str(p),
+            line=line,
+        ) from None
+
+
+def parse_json(text: str, path: str) -> Any:
+    """Parse JSON text; a syntax error or nesting too deep to parse is a ConfigError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+    except RecursionError:
+        raise ConfigError("not valid JSON: nested too deeply", path=path) from None
