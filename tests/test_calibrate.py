@@ -474,3 +474,13 @@ def test_calibrate_refuses_an_output_it_cannot_write_before_fitting(tmp_path: Pa
         result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(out)])
         assert result.exit_code == 2 and "--output" in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_an_estimate_says_when_its_calibration_has_no_entry_for_the_hardware(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "c.json"
+    f.write_text('{"version": 1, "hardware": {"H100-SXM": {"eff_memory": 0.5}}}')
+    e = estimate("llama-3.1-8b", "h100-sxm", calibration=f)
+    assert "no entry for h100-sxm (it has H100-SXM)" in e.assumptions[0]
+    assert e.tpot_s == estimate("llama-3.1-8b", "h100-sxm").tpot_s

@@ -136,7 +136,7 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
     try:
         dtype = parse_dtype(row.get("dtype") or "")
     except ConfigError as exc:
-        raise ConfigError(str(exc), path=path, line=line, field="dtype") from None
+        raise ConfigError(exc.detail, path=path, line=line, field="dtype") from None
     # a phase's unused field may be empty: decode rows need no prompt_tokens, prefill rows
     # no context_tokens (then the whole context is the prompt)
     prompt_raw = (row.get("prompt_tokens") or "").strip()

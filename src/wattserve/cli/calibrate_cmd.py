@@ -18,7 +18,8 @@ def render_report(r: FitReport) -> str:
     p = r.params
     fitted = ", ".join(r.fitted) or "nothing (defaults kept)"
     lines = [
-        f"{r.hardware}: {r.rows} rows; fitted {fitted}; kept at defaults: "
+        f"{r.hardware}: {r.rows} row{'s' if r.rows != 1 else ''}; fitted {fitted}; kept at "
+        "defaults: "
         f"{', '.join(r.kept) or 'none'}",
         f"  defaults' error on these rows: mean {r.default_mean_abs_pct:.2f}%",
         f"  calibrated: mean {r.mean_abs_pct:.2f}%, max {r.max_abs_pct:.2f}% (in sample)",

@@ -158,6 +158,14 @@ def estimate(
     else:
         calib = load_calibration(calibration)
     params = calib.params_for(hw)
+    unmatched = (
+        (
+            f"the calibration has no entry for {hw.id} (it has "
+            f"{', '.join(sorted(calib.params)) or 'none'}): uncalibrated terms used",
+        )
+        if calibration is not None and hw.id not in calib.params
+        else ()
+    )
     if gpu_memory_utilization is not None:
         share = gpu_memory_utilization
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
@@ -229,7 +237,7 @@ def estimate(
         decode_bound=None if dec is None else dec.bound,
         calibration=params.source,
         missing=tuple(missing),
-        assumptions=tuple(perf.assumptions),
+        assumptions=unmatched + tuple(perf.assumptions),
         perf=perf,
         prefill_cost=pre,
         decode_cost=dec,
