@@ -163,7 +163,11 @@ def estimate(
             f"the calibration has no entry for {hw.id} (it has "
             f"{', '.join(sorted(calib.params)) or 'none'}): uncalibrated terms used",
         )
-        if calibration is not None and hw.id not in calib.params
+        # a file the user named for this estimate; rank and plan pass one Calibration for
+        # every device, most of which it does not cover
+        if calibration is not None
+        and not isinstance(calibration, Calibration)
+        and hw.id not in calib.params
         else ()
     )
     if gpu_memory_utilization is not None:
