@@ -1,5 +1,5 @@
 """`estimate` against the ML.ENERGY Benchmark v3: GPU power, joules per output token and time
-between tokens, measured by others on H100 and B200 (vLLM 0.11.1, chat prompts).
+between tokens, measured by others on H100 and B200 (vLLM 0.11.1, chat and gpqa).
 
 Data: tests/data/mlenergy_v3.csv, a subset of the ML.ENERGY Leaderboard's data
 (ml-energy/leaderboard, Apache-2.0): per configuration (task, model, GPU, tensor parallelism,
