@@ -44,7 +44,7 @@ from pathlib import Path
 from wattserve import Deployment, load_catalog, load_model
 from wattserve.calibrate.fit import POWER_TERMS, fit_calibration
 from wattserve.calibrate.measurements import Measurement
-from wattserve.core.params import Calibration
+from wattserve.core.params import Calibration, EngineParams
 from wattserve.core.perf import perf_model
 from wattserve.estimate.api import batch_run
 
@@ -125,12 +125,19 @@ class Errors:
     itl: float | None
 
 
-def predict(r: Row, calibration: Calibration | None, prompt: int = PROMPT_TOKENS) -> Errors:
+def deployment(
+    r: Row, calibration: Calibration | None, **limits: int
+) -> tuple[Deployment, EngineParams]:
+    """The run's deployment (`limits`: max_num_seqs, max_batched_tokens) and the terms used."""
     hw = load_catalog().device(HW[r.gpu])
     params = (calibration or Calibration()).params_for(hw)
     # vLLM's default cache dtype is the activations', fp8 weights or not
-    dep = Deployment(load_model(r.model), hw, tp=r.tp, dtype=r.dtype, kv_dtype="bf16")  # type: ignore[arg-type]
-    pm = perf_model(dep, params)
+    dep = Deployment(load_model(r.model), hw, tp=r.tp, dtype=r.dtype, kv_dtype="bf16", **limits)  # type: ignore[arg-type]
+    return dep, params
+
+
+def predict(r: Row, calibration: Calibration | None, prompt: int = PROMPT_TOKENS) -> Errors:
+    pm = perf_model(*deployment(r, calibration))
     batch, output = max(1, round(r.batch)), max(1, round(r.output_tokens))
     pre, dec = pm.prefill(batch, prompt), pm.decode_step(batch, prompt + output // 2)
     seconds, joules = batch_run(pre, dec, output)

@@ -25,20 +25,19 @@ from functools import cache
 from pathlib import Path
 
 from test_accuracy_mlenergy import (
-    HW,
     PROMPT_TOKENS,
     TRAIN,
     Errors,
     Key,
     Row,
     Table,
+    deployment,
     render,
     rows,
     table,
     worse,
 )
 
-from wattserve import Deployment, load_catalog, load_model
 from wattserve.core.engine import EngineModel, Seq
 from wattserve.core.fleet import kv_block_count
 from wattserve.core.params import Calibration
@@ -69,16 +68,8 @@ def output_lengths(r: Row, n: int, seed: int = 1) -> list[int]:
 
 def steady(r: Row, calibration: Calibration | None, prompt: int = PROMPT_TOKENS) -> Errors | None:
     """The engine's steady state against the run's (None when the model does not fit)."""
-    hw = load_catalog().device(HW[r.gpu])
-    params = (calibration or Calibration()).params_for(hw)
-    dep = Deployment(
-        load_model(r.model),
-        hw,
-        tp=r.tp,
-        dtype=r.dtype,  # type: ignore[arg-type]
-        kv_dtype="bf16",
-        max_num_seqs=r.max_num_seqs,
-        max_batched_tokens=MAX_BATCHED_TOKENS,
+    dep, params = deployment(
+        r, calibration, max_num_seqs=r.max_num_seqs, max_batched_tokens=MAX_BATCHED_TOKENS
     )
     blocks, _ = kv_block_count(dep, params)
     if not blocks:

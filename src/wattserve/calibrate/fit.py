@@ -217,6 +217,8 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
             line=m.line,
             field="count",
         )
+    # the weights alone, at the whole capacity: a memory_fit at the default memory share would
+    # refuse runs measured at a higher --gpu-memory-utilization
     capacity = hw.value("memory_gb")
     per_device = spec.weight_bytes(m.dtype) / dep.devices
     if capacity is not None and per_device > capacity * 1e9:
@@ -394,6 +396,12 @@ def select_terms(
     return best, trail
 
 
+def _power_terms(hw: Hardware) -> tuple[str, ...]:
+    """The power curve's terms a fit may move: the idle share only where the catalog has no
+    idle_w (a published idle draw is not refitted)."""
+    return POWER_TERMS if hw.value("idle_w") is None else POWER_TERMS[:2]
+
+
 def _fit_power(
     rows: Sequence[_Row], params: EngineParams, hw: Hardware
 ) -> tuple[EngineParams, float | None, str]:
@@ -407,8 +415,7 @@ def _fit_power(
         return params, None, "no watts in the measurements: power curve left at its defaults"
     if hw.value("tdp_w") is None:
         return params, None, f"{hw.id} has no tdp_w, so the power curve cannot be fitted"
-    fit_idle = hw.value("idle_w") is None
-    candidates = POWER_TERMS if fit_idle else POWER_TERMS[:2]
+    candidates = _power_terms(hw)
     costs = []
     for r in powered:
         c = PerfModel(r.dep, params).step(*r.work)
@@ -557,7 +564,7 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
         )
     if power_note:
         notes.append(power_note)
-    power_terms = POWER_TERMS if hw.value("idle_w") is None else POWER_TERMS[:2]
+    power_terms = _power_terms(hw)
     power_fitted = tuple(n for n in power_terms if getattr(params, n) != getattr(base, n))
     n_power = sum(r.m.watts is not None for r in rows)
     if params != base:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -73,7 +72,7 @@ def calibrate_cmd(
     calibration, reports = fit_calibration(
         rows, load_catalog(hardware_file or []), source=str(measurements)
     )
-    save_text(output, json.dumps(calibration.to_json(), indent=2) + "\n", "--output")
+    save_text(output, calibration.dumps(), "--output")
     if json_out:
         print_json(
             {

@@ -293,8 +293,8 @@ def load_model(name_or_path: str) -> ModelSpec:
         return _builtin(builtin)
     p = Path(name_or_path)
     try:
-        is_path = p.suffix == ".json" or p.is_dir() or p.exists()
         exists = p.exists()
+        is_path = exists or p.suffix == ".json"
     except OSError as exc:  # a name too long to be a path, say
         raise UnknownNameError("model", name_or_path[:200], known) from exc
     if is_path:

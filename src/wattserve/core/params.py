@@ -124,9 +124,13 @@ class Calibration:
         fitted, kept = self.terms[hw_id]
         return {"fitted": list(fitted), "kept": list(kept)}
 
+    def dumps(self) -> str:
+        """The calibration file's text."""
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
     def save(self, path: str | Path) -> None:
         try:
-            Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+            Path(path).write_text(self.dumps(), encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot write the file: {exc.strerror}", path=str(path)) from None
 
