@@ -13,7 +13,7 @@ import sys
 import time
 
 from wattserve import load_catalog, load_model
-from wattserve.core.perf import perf_model
+from wattserve.estimate.api import clear_caches
 from wattserve.rank import rank
 
 
@@ -25,7 +25,7 @@ def main(models: list[str], repeats: int = 5) -> None:
         load_model(model)
         cold, warm = [], []
         for _ in range(repeats):
-            perf_model.cache_clear()  # each cold run builds every PerfModel again
+            clear_caches()  # each cold run builds every layout and PerfModel again
             start = time.perf_counter()
             result = rank(model, catalog=catalog)
             cold.append(time.perf_counter() - start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
 from wattserve.core.params import EngineParams
@@ -38,6 +39,39 @@ class MemoryFit:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryLayout:
+    """What a deployment's memory fit needs that does not depend on the batch (per device)."""
+
+    kind: str
+    weights: float  # bytes
+    kv_per_token: float  # bytes of KV cache per token of one sequence
+    act_per_token: float  # bytes of activation workspace per token of a prefill step
+    capacity: float | None  # bytes (weights held, for compute-in-memory parts)
+    usable: float  # bytes the engine may use
+
+
+@lru_cache(maxsize=4096)
+def memory_layout(dep: Deployment, params: EngineParams) -> MemoryLayout:
+    """Built once per (deployment, parameters) pair, like `perf_model`."""
+    m, hw = dep.model, dep.hardware
+    kind = hw.memory_kind
+    weights = m.weight_bytes(dep.dtype) / dep.devices
+    kv_split = min(dep.tp, m.num_kv_heads) * dep.pp
+    kv_per_token = m.kv_bytes_per_token(dep.kv_dtype) / kv_split
+    act = (4 * m.hidden_size + 3 * m.intermediate_size / dep.tp) * ACTIVATION_BYTES
+    capacity: float | None = None
+    if kind == "cim":
+        capacity = hw.require("weight_capacity_m", "capacity") * 1e6 * dep.devices
+    elif kind == "sram":
+        capacity = hw.require("sram_mb", "capacity") * 1e6
+        act = 0.0  # dataflow parts stream activations between chips
+    elif kind == "dram":
+        capacity = hw.require("memory_gb", "capacity") * GB
+    usable = 0.0 if capacity is None else capacity * params.memory_utilization
+    return MemoryLayout(kind, weights, kv_per_token, act, capacity, usable)
+
+
 def memory_fit(
     dep: Deployment, params: EngineParams, batch: int, seq_tokens: int, prefill_tokens: int
 ) -> MemoryFit:
@@ -47,27 +81,25 @@ def memory_fit(
     tensor-parallel ranks as far as there are KV heads to split. Activation workspace is sized
     for the tokens of one prefill step, capped by the engine's max_batched_tokens.
     """
-    m, hw = dep.model, dep.hardware
-    kind = hw.memory_kind
-    weights = m.weight_bytes(dep.dtype) / dep.devices
-    kv_split = min(dep.tp, m.num_kv_heads) * dep.pp
-    kv_per_seq = seq_tokens * m.kv_bytes_per_token(dep.kv_dtype) / kv_split
-    step_tokens = min(prefill_tokens, dep.max_batched_tokens)
-    act = step_tokens * (4 * m.hidden_size + 3 * m.intermediate_size / dep.tp) * ACTIVATION_BYTES
-    if kind == "cim":
-        capacity = hw.require("weight_capacity_m", "capacity") * 1e6 * dep.devices
+    lay = memory_layout(dep, params)
+    weights = lay.weights
+    kv_per_seq = seq_tokens * lay.kv_per_token
+    act = min(prefill_tokens, dep.max_batched_tokens) * lay.act_per_token
+    if lay.kind == "cim":
+        m, capacity = dep.model, lay.capacity
+        assert capacity is not None
         fits = m.total_params <= capacity
         reason = (
             ""
             if fits
             else (
-                f"{hw.id} holds {capacity / 1e6:.0f}M weights on {dep.devices} chip(s) and "
-                f"{m.id} has {m.total_params / 1e6:.0f}M; it needs "
+                f"{dep.hardware.id} holds {capacity / 1e6:.0f}M weights on {dep.devices} chip(s) "
+                f"and {m.id} has {m.total_params / 1e6:.0f}M; it needs "
                 f"{math.ceil(m.total_params / (capacity / dep.devices))} chips (--pp)"
             )
         )
         return MemoryFit(weights / GB, 0.0, 0.0, None, fits, batch if fits else 0, reason)
-    if kind == "unknown":
+    if lay.capacity is None:
         return MemoryFit(
             weights / GB,
             batch * kv_per_seq / GB,
@@ -75,20 +107,16 @@ def memory_fit(
             None,
             False,
             0,
-            f"{hw.id} publishes no memory capacity, so no model can be shown to fit",
+            f"{dep.hardware.id} publishes no memory capacity, so no model can be shown to fit",
         )
-    if kind == "sram":
-        capacity = hw.require("sram_mb", "capacity") * 1e6
-        act = 0.0  # dataflow parts stream activations between chips
-    else:
-        capacity = hw.require("memory_gb", "capacity") * GB
-    usable = capacity * params.memory_utilization
+    capacity, usable = lay.capacity, lay.usable
     free = usable - weights - act
     max_batch = max(0, int(free // kv_per_seq)) if kv_per_seq > 0 else 0
     kv = batch * kv_per_seq
     fits = free >= kv and free > 0
     reason = ""
     if weights + act > usable:
+        m, hw = dep.model, dep.hardware
         reason = (
             f"weights of {m.id} in {dep.dtype} need {weights / GB:.1f} GB per device "
             f"(plus {act / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB usable "

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from wattserve.core.catalog import Catalog, load_catalog
-from wattserve.core.cost import CostAssumptions, cost_rate, token_usd
+from wattserve.core.cost import CostAssumptions, CostRate, cost_rate, token_usd
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
-from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
-from wattserve.core.hardware import Provider
-from wattserve.core.memory import MemoryFit, memory_fit
+from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
+from wattserve.core.hardware import Hardware, Provider
+from wattserve.core.memory import MemoryFit, memory_fit, memory_layout
 from wattserve.core.modelspec import ModelSpec, check_context, fits_context, load_model
-from wattserve.core.params import Calibration, load_calibration
+from wattserve.core.params import Calibration, EngineParams, load_calibration
 from wattserve.core.perf import PerfModel, StepCost, perf_model
 from wattserve.errors import ConfigError
 
@@ -95,7 +96,33 @@ def batch_run(prefill: StepCost, decode: StepCost, output_tokens: int) -> tuple[
     )
 
 
+@lru_cache(maxsize=4096)
+def _prepared(
+    spec: ModelSpec,
+    hw: Hardware,
+    tp: int,
+    pp: int,
+    wdtype: Dtype,
+    kdtype: Dtype,
+    params: EngineParams,
+    costs: CostAssumptions,
+) -> tuple[Deployment, PerfModel, CostRate]:
+    """What every estimate of one layout shares, built once (a sweep asks for each many
+    times, at other batches and lengths)."""
+    dep = Deployment(spec, hw, tp=tp, pp=pp, dtype=wdtype, kv_dtype=kdtype)
+    return dep, perf_model(dep, params), cost_rate(hw, dep.devices, costs)
+
+
+def clear_caches() -> None:
+    """Forget every layout built so far (benchmarks time a cold start with this)."""
+    _prepared.cache_clear()
+    perf_model.cache_clear()
+    memory_layout.cache_clear()
+
+
 def _positive(name: str, value: Any, allow_zero: bool = False) -> int:
+    if type(value) is int and value > 0:  # the common case, first (bool is not int here)
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         kind = "a non-negative" if allow_zero else "a positive"
         raise ConfigError(f"must be {kind} integer, got {value!r}", field=name)
@@ -179,10 +206,8 @@ def estimate(
     if pp is None:
         need = chips_needed(spec, hw, wdtype, kdtype, batch * seq_tokens, params)
         pp = 1 if need is None else max(1, math.ceil(need / tp))
-    dep = Deployment(spec, hw, tp=tp, pp=pp, dtype=wdtype, kv_dtype=kdtype)
-    perf = perf_model(dep, params)
+    dep, perf, rate = _prepared(spec, hw, tp, pp, wdtype, kdtype, params, costs)
     fit = memory_fit(dep, params, batch, seq_tokens, batch * prompt_tokens)
-    rate = cost_rate(hw, dep.devices, costs)
     missing = list(perf.missing)
     computable = fit.fits and not perf.missing
     pre = perf.prefill(batch, prompt_tokens) if computable else None
