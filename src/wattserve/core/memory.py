@@ -45,8 +45,9 @@ class MemoryLayout:
 
     kind: str
     weights: float  # bytes
-    kv_per_token: float  # bytes of KV cache per token of one sequence
-    act_per_token: float  # bytes of activation workspace per token of a prefill step
+    kv_token_bytes: float  # KV-cache bytes of one token, all layers, before the split
+    kv_split: int  # devices one sequence's KV cache is split over
+    act_width: float  # activation elements per token of a prefill step
     capacity: float | None  # bytes (weights held, for compute-in-memory parts)
     usable: float  # bytes the engine may use
 
@@ -58,18 +59,18 @@ def memory_layout(dep: Deployment, params: EngineParams) -> MemoryLayout:
     kind = hw.memory_kind
     weights = m.weight_bytes(dep.dtype) / dep.devices
     kv_split = min(dep.tp, m.num_kv_heads) * dep.pp
-    kv_per_token = m.kv_bytes_per_token(dep.kv_dtype) / kv_split
-    act = (4 * m.hidden_size + 3 * m.intermediate_size / dep.tp) * ACTIVATION_BYTES
+    act_width = 4 * m.hidden_size + 3 * m.intermediate_size / dep.tp
     capacity: float | None = None
     if kind == "cim":
         capacity = hw.require("weight_capacity_m", "capacity") * 1e6 * dep.devices
     elif kind == "sram":
         capacity = hw.require("sram_mb", "capacity") * 1e6
-        act = 0.0  # dataflow parts stream activations between chips
+        act_width = 0.0  # dataflow parts stream activations between chips
     elif kind == "dram":
         capacity = hw.require("memory_gb", "capacity") * GB
     usable = 0.0 if capacity is None else capacity * params.memory_utilization
-    return MemoryLayout(kind, weights, kv_per_token, act, capacity, usable)
+    kv_token_bytes = m.kv_bytes_per_token(dep.kv_dtype)
+    return MemoryLayout(kind, weights, kv_token_bytes, kv_split, act_width, capacity, usable)
 
 
 def memory_fit(
@@ -83,8 +84,8 @@ def memory_fit(
     """
     lay = memory_layout(dep, params)
     weights = lay.weights
-    kv_per_seq = seq_tokens * lay.kv_per_token
-    act = min(prefill_tokens, dep.max_batched_tokens) * lay.act_per_token
+    kv_per_seq = seq_tokens * lay.kv_token_bytes / lay.kv_split
+    act = min(prefill_tokens, dep.max_batched_tokens) * lay.act_width * ACTIVATION_BYTES
     if lay.kind == "cim":
         m, capacity = dep.model, lay.capacity
         assert capacity is not None
