@@ -185,6 +185,23 @@ def test_class_no_candidate_can_serve_is_infeasible_with_reason(tmp_path: Path) 
     assert "class impossible" in str(exc.value) and "on no candidate" in str(exc.value)
 
 
+def test_devices_of_unknown_power_are_named_not_candidates(tmp_path: Path) -> None:
+    """TPUs and Inferentia publish no TDP: a plan lists why they are left out (was a
+    traceback from the solver, their cost coefficient NaN), and plans with the rest."""
+    w = tmp_path / "w.yaml"
+    w.write_text(
+        "slos:\n  easy: {ttft_s: 5, tpot_s: 0.2}\n"
+        "classes:\n  - {name: chat, rate_rps: 2, slo: easy, model: llama-3.1-8b}\n"
+    )
+    with pytest.raises(PlanInfeasibleError) as exc:
+        plan(w, hardware=["tpu-v5e"], capacity="analytic")
+    assert "power unknown: no tdp_w" in str(exc.value)
+    p = plan(w, hardware=["tpu-v5e", "inferentia2", "l4"], capacity="analytic")
+    assert set(p.problem.excluded) == {"tpu-v5e", "inferentia2"}
+    assert all("no tdp_w" in why for why in p.problem.excluded.values())
+    assert p.problem.options and all(o.deployment.hardware.id == "l4" for o in p.problem.options)
+
+
 def test_malformed_workload_and_sites_rows_name_file_line_field(tmp_path: Path) -> None:
     w = tmp_path / "w.yaml"
     w.write_text("classes:\n  - name: a\n    rate_rps: -2\n")

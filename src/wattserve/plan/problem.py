@@ -159,7 +159,10 @@ def _sample(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 
 
 def _allowed(hw: Hardware, limits: Limits) -> str:
-    """Why `hw` may not be a candidate under the software and maturity filters ("" if it may)."""
+    """Why `hw` may not be a candidate ("" if it may): the software and maturity filters, and
+    power, which every plan weighs (site caps, energy, an owned device's electricity)."""
+    if hw.value("tdp_w") is None:
+        return "power unknown: no tdp_w in the catalog, so no cap or energy figure can include it"
     if limits.require_software and hw.software not in limits.require_software:
         return f"software stack {hw.software} not in --require-software"
     if limits.min_maturity is not None and MATURITY.index(hw.maturity) < MATURITY.index(
