@@ -143,3 +143,24 @@ def test_keys_refuse_bad_budgets_and_a_ledger_that_is_not_one(tmp_path: Path) ->
         p = run(*args, "--db", str(other))  # was a sqlite3.DatabaseError traceback
         assert p.returncode == 2 and "not a wattserve ledger" in p.stderr, p.stderr
         assert "Traceback" not in p.stderr
+
+
+def test_every_command_prints_its_help() -> None:
+    """`--help` of every command and subcommand (help text is rich markup: a bracket in it once
+    made `serve --help` a traceback)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    runner = CliRunner()
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+    for name, cmd in getattr(root, "commands", {}).items():  # a group: its commands
+        paths.append([name])
+        paths += [[name, sub] for sub in getattr(cmd, "commands", {})]
+    assert len(paths) > 12
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output, result.exception)
+        assert "Usage" in result.output, path

@@ -60,7 +60,8 @@ def serve_cmd(
         str | None,
         typer.Option(
             help="Share budgets, rate limits, health and overrides with other replicas: "
-            "redis://HOST:PORT[/DB] (docs/scale-out.md). Default: this process only."
+            "redis://HOST:PORT or redis://HOST:PORT/DB (docs/scale-out.md). Default: this process "
+            "only."
         ),
     ] = None,
     state_ttl: Annotated[
