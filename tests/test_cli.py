@@ -164,3 +164,26 @@ def test_every_command_prints_its_help() -> None:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output, result.exception)
         assert "Usage" in result.output, path
+
+
+def test_catalog_hardware_file_counts_before_or_after_the_subcommand(tmp_path: Path) -> None:
+    hw = tmp_path / "hw.yaml"
+    hw.write_text(
+        "devices:\n  my-npu:\n    name: Acme NPU 2\n    vendor: Acme\n    category: asic\n"
+        "    software: plugin\n    maturity: pilot\n    memory_type: HBM3\n"
+        "    source: datasheet\n    memory_gb: 96\n    mem_bw_gbps: 3200\n"
+        "providers:\n  my-api:\n    name: My API\n    hardware: my-npu\n"
+        "    base_url: https://api.example.com/v1\n    source: pricing page\n    models:\n"
+        "      llama-3.1-8b: {remote_name: l8, usd_per_mtok_input: 0.1, "
+        "usd_per_mtok_output: 0.2, ttft_s: 0.2, output_tokens_per_s: 400}\n"
+    )
+    for args in (
+        ("catalog", "--hardware-file", str(hw), "show", "my-npu"),
+        ("catalog", "show", "my-npu", "--hardware-file", str(hw)),
+    ):
+        r = run(*args)
+        assert r.returncode == 0 and "Acme NPU 2 (my-npu)" in r.stdout, (args, r.stderr)
+    r = run("catalog", "--hardware-file", str(hw), "--json", "providers")
+    assert r.returncode == 0 and "my-api" in {p["id"] for p in json.loads(r.stdout)}
+    r = run("catalog", "--category", "gpu", "show", "h100-sxm")  # a filter with a subcommand
+    assert r.returncode == 2 and "--category" in r.stderr and "Traceback" not in r.stderr

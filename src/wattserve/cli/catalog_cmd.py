@@ -64,6 +64,16 @@ def provider_dict(p: Provider) -> dict[str, Any]:
     }
 
 
+def _group_options(
+    ctx: typer.Context, hardware_file: list[Path] | None, json_out: bool
+) -> tuple[list[Path], bool]:
+    """A subcommand's hardware files and --json, with those given to `catalog` before it."""
+    outer = ctx.obj if isinstance(ctx.obj, dict) else {}
+    return [*outer.get("hardware_file", []), *(hardware_file or [])], json_out or bool(
+        outer.get("json_out")
+    )
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
@@ -81,6 +91,20 @@ def catalog_list(
 ) -> None:
     """List devices (filtered), or run a subcommand: show, providers."""
     if ctx.invoked_subcommand is not None:
+        filters = {
+            "--category": category,
+            "--vendor": vendor,
+            "--min-memory-gb": min_memory_gb,
+            "--maturity": maturity,
+        }
+        given = [flag for flag, value in filters.items() if value is not None]
+        if given:
+            raise typer.BadParameter(
+                f"filters the device list, not `catalog {ctx.invoked_subcommand}`",
+                param_hint=", ".join(given),
+            )
+        # files and --json named before the subcommand count for it too
+        ctx.obj = {"hardware_file": list(hardware_file or []), "json_out": json_out}
         return
     if category is not None and category not in CATEGORIES:
         raise typer.BadParameter(f"use one of {', '.join(CATEGORIES)}", param_hint="--category")
@@ -114,12 +138,14 @@ def catalog_list(
 @catalog_app.command("show")
 @reports_errors
 def catalog_show(
+    ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Device or provider id.")],
     hardware_file: HardwareFiles = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Every figure of one device (or provider) with its source."""
-    cat = load_catalog(hardware_file or [])
+    files, json_out = _group_options(ctx, hardware_file, json_out)
+    cat = load_catalog(files)
     if item not in cat.devices and item in cat.providers:
         data = provider_dict(cat.providers[item])
         if json_out:
@@ -143,9 +169,12 @@ def catalog_show(
 
 @catalog_app.command("providers")
 @reports_errors
-def catalog_providers(hardware_file: HardwareFiles = None, json_out: JsonFlag = False) -> None:
+def catalog_providers(
+    ctx: typer.Context, hardware_file: HardwareFiles = None, json_out: JsonFlag = False
+) -> None:
     """Hosted inference APIs, priced per 1M tokens."""
-    cat = load_catalog(hardware_file or [])
+    files, json_out = _group_options(ctx, hardware_file, json_out)
+    cat = load_catalog(files)
     data = [provider_dict(p) for p in cat.providers.values()]
     if json_out:
         print_json(data)
