@@ -168,6 +168,29 @@ def test_malformed_rows_and_unserved_models_are_counted(tmp_path: Path, hetero) 
     assert report["completed"] == 1
 
 
+def test_fleet_aliases_and_hub_ids_are_served_as_serve_resolves_them(tmp_path: Path) -> None:
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        "sites:\n  dc: {kind: datacenter}\n"
+        "deployments:\n  g: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+        "aliases:\n  house-model: llama-3.1-8b\n"
+    )
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        "".join(
+            json.dumps({"arrival_s": i, "prompt_tokens": 100, "output_tokens": 10, "model": m})
+            + "\n"
+            for i, m in enumerate(
+                ["house-model", "meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b", "gpt-9"]
+            )
+        )
+    )
+    wl = load_workload(trace, default_model="llama-3.1-8b")
+    report, _ = simulate(load_fleet(fleet), wl, "least_loaded")
+    assert report["completed"] == 3
+    assert report["rejected_by_reason"] == {"no deployment serves gpt-9": 1}
+
+
 def test_infeasible_fleet_names_the_deployment(tmp_path: Path) -> None:
     f = tmp_path / "f.yaml"
     f.write_text(

@@ -175,8 +175,12 @@ class Simulation:
         now = self.now
         view = self.view
         if req.model not in view.by_model:
-            self._reject(req, f"no deployment serves {req.model}")
-            return
+            # a fleet alias or a Hugging Face id of a model it serves, as `serve` resolves them
+            served = self.fleet.resolve_model(req.model)
+            if served is None or served not in view.by_model:
+                self._reject(req, f"no deployment serves {req.model}")
+                return
+            req.model = served
         if req.origin is not None and req.origin not in self.fleet.sites:
             self._reject(req, f"origin site '{req.origin}' is not in the fleet")
             return
