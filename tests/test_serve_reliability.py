@@ -216,6 +216,7 @@ EDGE_FLEET = f"""
 sites:
   dc: {{kind: datacenter}}
   edge: {{kind: edge}}
+  kiosk: {{kind: edge}}  # no devices: its requests travel
 links:
   - between: [edge, dc]
     rtt_ms: 20
@@ -258,6 +259,11 @@ def test_origin_site_residency_and_draining(tmp_path: Path) -> None:
         httpx.post(f"{s.url}/v1/fleet", headers=auth, json={"action": "undrain", "target": "small"})
         r = where({"x-wattserve-site": "edge", "x-wattserve-data-local": "true"})
         assert r.status_code == 200 and r.json()["usage"]["wattserve"]["site"] == "edge"
+        r = where({"x-wattserve-site": "kiosk"})
+        assert r.status_code == 200 and r.json()["usage"]["wattserve"]["site"] != "kiosk"
+        r = where({"x-wattserve-site": "kiosk", "x-wattserve-data-local": "true"})
+        assert r.status_code == 503 and "Retry-After" not in r.headers  # nothing will change
+        assert "may not leave site kiosk" in r.json()["error"]["message"]
 
 
 def test_graceful_shutdown_finishes_streams(tmp_path: Path) -> None:

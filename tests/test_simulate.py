@@ -119,6 +119,24 @@ def test_residency_keeps_local_only_requests_at_their_origin(hetero) -> None:  #
     assert report["deployments"] == {"jetson": {"share": 1.0, "requests": 20, "output_tokens": 600}}
 
 
+def test_local_only_requests_with_nothing_at_their_origin_are_rejected_saying_so() -> None:
+    """The baseline fleet has no devices at edge-sf: its requests travel to dc-east, its
+    local-only ones cannot, and the rejection says why."""
+    repo = Path(__file__).parent.parent
+    fleet = load_fleet(repo / "examples" / "fleet-homogeneous.yaml")
+    reqs = [
+        Request(i, i * 0.5, 300, 30, "llama-3.1-8b", "edge-sf", local_only=i % 2 == 0)
+        for i in range(20)
+    ]
+    from wattserve.core.workload import SLO
+
+    report, _ = simulate(fleet, Workload(reqs, {"default": SLO()}), "least_loaded")
+    assert report["completed"] == 10
+    assert report["rejected_by_reason"] == {
+        "local-only, and no deployment at edge-sf serves llama-3.1-8b": 10
+    }
+
+
 class FirstTarget(Policy):
     """A user policy: always the first candidate."""
 

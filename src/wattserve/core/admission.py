@@ -6,7 +6,8 @@ its site's power stays under the cap; the mechanism may then refuse to bind it (
 when every backend of the target already failed this request); a refused target is excluded
 and the policy chooses again. When nothing is admissible the refusal says why, in order of
 precedence: `power` (a target was refused for power: waiting may help), `outage` (a target was
-unreachable because its site link is down) or `none`.
+unreachable because its site link is down), `residency` (a local-only request, and no deployment
+at its origin serves its model: nothing will change that) or `none`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from wattserve.core.view import View
 from wattserve.core.workload import Request
 
 B = TypeVar("B")
-Refusal = Literal["power", "outage", "none"]
+Refusal = Literal["power", "outage", "residency", "none"]
 
 
 class Admission(NamedTuple, Generic[B]):
@@ -71,5 +72,13 @@ def admit(
         if target.rate_limited:
             target.take()
         return Admission(target, bound, None, cut)
-    refusal: Refusal = "power" if powered_out else "outage" if cut else "none"
+    refusal: Refusal = (
+        "power"
+        if powered_out
+        else "outage"
+        if cut
+        else "residency"
+        if req.local_only and not view.static_candidates(req)
+        else "none"
+    )
     return Admission(None, None, refusal, cut)

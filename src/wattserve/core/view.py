@@ -38,6 +38,11 @@ class View:
         self.unhealthy: set[str] = set()
         self.cut_by_outage = False
 
+    def static_candidates(self, req: Request) -> list[Target]:
+        """The targets that may take `req` by model and residency alone (health, links and
+        rate limits aside: `candidates`)."""
+        return self._static(req)[0]
+
     def _static(self, req: Request) -> tuple[list[Target], bool]:
         """Targets for a (model, origin, residency) before time-varying filters, and whether
         any of them needs those filters (links with outages, rate limits)."""

@@ -164,6 +164,12 @@ class Router:
                 raise NoBackendAvailable(
                     503, "the link to the sites that serve this model is down", retry_after_s=5.0
                 )
+            if got == "residency":  # no retry helps: the fleet has nothing at the origin
+                raise NoBackendAvailable(
+                    503,
+                    f"this request may not leave site {req.origin}, and no deployment there "
+                    f"serves {req.model}",
+                )
             raise NoBackendAvailable(
                 503, f"no healthy backend serves {req.model} now", retry_after_s=2.0
             )

@@ -211,6 +211,9 @@ class Simulation:
             self.out.power_waits += 1
             self._push(now + RETRY_BACKOFF_S, RETRY, (req, first_try))
             return
+        if adm.refusal == "residency":
+            self._reject(req, f"local-only, and no deployment at {req.origin} serves {req.model}")
+            return
         self._reject(req, "site power cap" if power else "no target available")
 
     def admit(self, req: Request) -> Admission[EnginePool | HostedPool]:
