@@ -200,7 +200,7 @@ class PerfModel:
             idle = tdp * self.params.idle_fraction
             self.assumptions.append(
                 f"{hw.id} idle power not in the catalog: taken as "
-                f"{self.params.idle_fraction:.0%} of TDP ({idle:.0f} W)"
+                f"{self.params.idle_fraction:.0%} of TDP ({idle:.3g} W)"
             )
         return idle, tdp - idle
 

@@ -9,7 +9,9 @@ from wattserve.estimate.api import Estimate
 def _fmt(value: float | None, unit: str, scale: float = 1.0, digits: int = 3) -> str:
     if value is None:
         return "unknown"
-    return f"{value * scale:.{digits}g} {unit}".rstrip()
+    v = value * scale
+    text = f"{v:,.0f}" if abs(v) >= 10**digits else f"{v:.{digits}g}"  # 1,670 ms, not 1.67e+03
+    return f"{text} {unit}".rstrip()
 
 
 def summary(e: Estimate) -> str:
@@ -31,7 +33,8 @@ def summary(e: Estimate) -> str:
         f"  output tokens/s:     {_fmt(e.output_tokens_per_s, '', digits=4)}",
         f"  power:               {_fmt(e.power_w, 'W', digits=4)}",
         f"  energy per token:    {_fmt(e.energy_j_per_token, 'J')}",
-        f"  $ per 1M out tokens: {_fmt(e.usd_per_mtok, '', digits=3)} ({e.cost_basis})",
+        f"  $ per 1M out tokens: {_fmt(e.usd_per_mtok, '', digits=3)}"
+        + ("" if e.cost_basis == "unknown" else f" ({e.cost_basis})"),
     ]
     if e.memory is not None:
         mem = e.memory.as_dict()
