@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from wattserve.core.cells import cell
 from wattserve.plan.api import Plan
 
 
@@ -19,17 +20,13 @@ def clean(v: Any) -> Any:
     return v
 
 
-def _f(v: float | None, fmt: str) -> str:
-    return "-" if v is None or not math.isfinite(v) else format(v, fmt)
-
-
 def plan_text(plan: Plan) -> str:
     s = plan.solution
     tok = plan.output_tokens_per_s
     lines = [
         f"plan ({plan.objective}): ${plan.usd_per_h:.2f}/h, {plan.avg_w:.0f} W average at the "
         f"meter, {tok:.0f} output tokens/s, "
-        f"${_f(plan.usd_per_h / (tok * 3600) * 1e6 if tok else None, '.3f')}/1M tokens "
+        f"${cell(plan.usd_per_h / (tok * 3600) * 1e6 if tok else None, '.3f')}/1M tokens "
         f"[{s.status}, solved in {s.solve_s:.2f} s" + (f", gap {s.gap:.2%}" if s.gap else "") + "]",
     ]
     if plan.objective == "throughput":
@@ -44,14 +41,14 @@ def plan_text(plan: Plan) -> str:
         for name, n in sorted(row.devices.items()):
             peak, usd, util = row.details.get(name, (math.nan, math.nan, math.nan))
             lines.append(
-                f"  {name:50} {n:>8} {_f(peak, '8.0f')} {'':>8} {_f(usd, '8.2f')} "
-                f"{_f(None if math.isnan(util) else 100 * util, '4.0f')}%"
+                f"  {name:50} {n:>8} {cell(peak, '8.0f')} {'':>8} {cell(usd, '8.2f')} "
+                f"{cell(None if math.isnan(util) else 100 * util, '4.0f')}%"
             )
         lines.append(
             f"  {'total':50} {sum(row.devices.values()):>8} {row.peak_w:8.0f} "
-            f"{_f(row.cap_w, '8.0f')} {row.usd_per_h:8.2f} {row.utilisation:5.0%} "
-            f"{_f(row.usd_per_mtok, '9.3f')} {_f(row.j_per_token, '7.3f')} "
-            f"{_f(row.carbon_g_per_mtok, '8.1f')}"
+            f"{cell(row.cap_w, '8.0f')} {row.usd_per_h:8.2f} {row.utilisation:5.0%} "
+            f"{cell(row.usd_per_mtok, '9.3f')} {cell(row.j_per_token, '7.3f')} "
+            f"{cell(row.carbon_g_per_mtok, '8.1f')}"
         )
     for name, rps in sorted(plan.hosted.items()):
         lines.append(f"hosted {name}: {rps:.2f} req/s")
@@ -70,7 +67,7 @@ def plan_text(plan: Plan) -> str:
         verb = "gains" if plan.objective == "throughput" else "saves"
         lines.append(
             f"{label} ({c['hardware']}): ${c['usd_per_h']:.2f}/h, {c['avg_power_w']:.0f} W; "
-            f"the mix {verb} {_f(None if saves is None else 100 * saves, '.1f')}%"
+            f"the mix {verb} {cell(None if saves is None else 100 * saves, '.1f')}%"
         )
     for r in plan.rounds:
         parts = ", ".join(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from wattserve.core.cells import cell
 from wattserve.core.energy import carbon_g
 from wattserve.core.fleet import Fleet
 from wattserve.simulate.simulator import Outcome
@@ -114,10 +115,6 @@ def _carbon_g(fleet: Fleet, site_energy: dict[str, float]) -> dict[str, float | 
     return out
 
 
-def _f(v: Any, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
-
 def comparison_table(rows: list[dict[str, Any]]) -> str:
     """One line per policy, the figures people compare at a glance."""
     head = (
@@ -132,10 +129,10 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
         slo = r["slo_attainment"]
         lines.append(
             f"{r['policy']:22} {r['completed']:>7} {r['rejected']:>5} "
-            f"{_f(None if slo is None else 100 * slo, '6.1f')} "
-            f"{_f(r['ttft_s']['p50'], '9.3f')} {_f(r['ttft_s']['p99'], '9.3f')} "
-            f"{_f(r['tpot_s']['p50'], '9.4f')} {_f(r['tpot_s']['p99'], '9.4f')} "
-            f"{r['output_tokens_per_s']:8.1f} {_f(r['energy_j_per_token'], '7.3f')} "
-            f"{_f(r['usd_per_mtok'], '9.3f')} {peak:8.0f} {over:10.2f}"
+            f"{cell(None if slo is None else 100 * slo, '6.1f')} "
+            f"{cell(r['ttft_s']['p50'], '9.3f')} {cell(r['ttft_s']['p99'], '9.3f')} "
+            f"{cell(r['tpot_s']['p50'], '9.4f')} {cell(r['tpot_s']['p99'], '9.4f')} "
+            f"{r['output_tokens_per_s']:8.1f} {cell(r['energy_j_per_token'], '7.3f')} "
+            f"{cell(r['usd_per_mtok'], '9.3f')} {peak:8.0f} {over:10.2f}"
         )
     return "\n".join(lines)
