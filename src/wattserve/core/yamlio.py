@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,20 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader whose mappings remember their lines (constructor registered below)."""
 
 
+MAX_VALUES = 1_000_000  # values a file may expand to, aliases included (no real file is near)
+
+
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
+    seen: dict[str, int] = {}
+    for key_node, _ in node.value:  # a key written twice: YAML lets the last one win silently
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                raise ConfigError(
+                    f"'{key_node.value}' is given twice (first on line {seen[key_node.value]})",
+                    line=line,
+                )
+            seen[key_node.value] = line
     loader.flatten_mapping(node)
     out = LineDict()
     out.line = node.start_mark.line + 1
@@ -58,13 +72,46 @@ _LineLoader.add_implicit_resolver(
 def load_yaml_text(text: str, path: str) -> Any:
     """Parse YAML text; a syntax error becomes ConfigError with the file and line."""
     try:
-        return yaml.load(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+        _check_size(data)
+        return data
+    except RecursionError:
+        raise ConfigError("nested too deeply", path=path) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"not valid YAML: {exc.problem}", path=path, line=line) from None
     except ConfigError as exc:
         raise ConfigError(str(exc), path=path, line=exc.line) from None
+
+
+def _check_size(data: Any) -> None:
+    """Refuse a document whose aliases expand it past MAX_VALUES values ("billion laughs"):
+    PyYAML shares an alias's value, so it loads small, but any walk over it (an error
+    message, a copy) would take hours and gigabytes."""
+    sizes: dict[int, int] = {}
+
+    def size(v: Any) -> int:
+        if not isinstance(v, dict | list):
+            return 1
+        known = sizes.get(id(v))
+        if known is None:
+            items = v.values() if isinstance(v, dict) else v
+            known = sizes[id(v)] = 1 + sum(size(x) for x in items)
+        return known
+
+    if size(data) > MAX_VALUES:
+        raise ConfigError(f"expands to more than {MAX_VALUES:,} values through its aliases")
+
+
+def shown(value: Any) -> str:
+    """A value for an error message, cut short (it may be huge or deeply nested)."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist = 3, 6, 6
+_SHORT.maxstring = _SHORT.maxother = 80
 
 
 def load_yaml_file(path: str | Path) -> Any:
@@ -95,7 +142,7 @@ class Fields:
                 "missing", path=self.path, line=self.d.line, field=f"{self.where}.{key}"
             )
         if not isinstance(v, str) or not v:
-            raise self.err(key, f"expected text, got {v!r}")
+            raise self.err(key, f"expected text, got {shown(v)}")
         return v
 
     def number(
@@ -105,17 +152,21 @@ class Fields:
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise self.err(key, f"expected a number, got {v!r}")
-        if math.isnan(v):
-            raise self.err(key, "expected a number, got NaN")
-        if v < 0 or (positive and v == 0):
+            raise self.err(key, f"expected a number, got {shown(v)}")
+        try:
+            f = float(v)
+        except OverflowError:
+            raise self.err(key, f"too large: {shown(v)}") from None
+        if not math.isfinite(f):
+            raise self.err(key, f"expected a finite number, got {f}")
+        if f < 0 or (positive and f == 0):
             raise self.err(key, f"must be {'positive' if positive else 'non-negative'}, got {v}")
-        return float(v)
+        return f
 
     def integer(self, key: str, default: int) -> int:
         v = self.d.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise self.err(key, f"expected a positive integer, got {v!r}")
+            raise self.err(key, f"expected a positive integer, got {shown(v)}")
         return v
 
     def fraction(self, key: str, default: float) -> float:
