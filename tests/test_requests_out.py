@@ -195,6 +195,23 @@ def test_a_requests_file_that_cannot_be_written_is_an_error_naming_the_flag(
     assert p.stderr.count("\n") == 1 and "--requests-out" in p.stderr and "missing" in p.stderr
 
 
+def test_a_requests_file_that_is_an_input_or_fills_the_disk_is_an_error(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    text = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
+    trace.write_text(text)
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(HETERO.read_text())
+    for target in (trace, fleet):  # writing it would have emptied the input before reading it
+        p = cli("simulate", "--fleet", str(fleet), "--trace", str(trace),
+                "--requests-out", str(target))  # fmt: skip
+        assert p.returncode == 2 and "is an input" in p.stderr and "--requests-out" in p.stderr
+    assert trace.read_text() == text and fleet.read_text() == HETERO.read_text()
+    if Path("/dev/full").exists():
+        p = cli("simulate", "--fleet", str(fleet), "--trace", str(trace),
+                "--requests-out", "/dev/full")  # fmt: skip
+        assert p.returncode == 2 and "Traceback" not in p.stderr and "--requests-out" in p.stderr
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

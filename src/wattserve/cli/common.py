@@ -27,6 +27,10 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except WattserveError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # an output that failed mid-write: a full disk, a closed pipe
+            where = f" ({exc.filename})" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -36,9 +40,13 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def check_writable(path: Path, flag: str) -> None:
-    """Refuse an output path that plainly cannot be written, before the work that fills it
-    (save_text still reports what only the write finds)."""
+def check_writable(path: Path, flag: str, inputs: tuple[Path | str, ...] = ()) -> None:
+    """Refuse an output path that plainly cannot be written, or that is one of the command's
+    `inputs` (writing it would destroy it), before the work that fills it (save_text still
+    reports what only the write finds)."""
+    for source in inputs:
+        if source and Path(source).resolve() == path.resolve():
+            raise ConfigError(f"{path!s:.200} is an input of this command", field=flag)
     if not str(path) or path.is_dir():
         raise ConfigError(f"cannot write {path!s:.200}: a folder, not a file", field=flag)
     if not path.parent.is_dir():

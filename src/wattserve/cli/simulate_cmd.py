@@ -11,10 +11,10 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from wattserve.cli.common import print_json, reports_errors, save_text
+from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.fleet import load_fleet
 from wattserve.core.records import RequestRecord
-from wattserve.core.workload import load_workload
+from wattserve.core.workload import Workload, load_workload
 from wattserve.errors import ConfigError
 from wattserve.simulate import comparison_table, simulate
 from wattserve.simulate.html import render
@@ -48,8 +48,11 @@ def _requests_file(path: Path | None) -> Iterator[Callable[[RequestRecord], None
     def write(rec: RequestRecord) -> None:
         fh.write(orjson.dumps(rec.as_json()) + b"\n")
 
-    with fh:
-        yield write
+    try:
+        with fh:
+            yield write
+    except OSError as exc:  # the disk filled, or a device that takes no writes
+        raise ConfigError(f"cannot write {path}: {exc.strerror}", field="--requests-out") from None
 
 
 @reports_errors
@@ -101,15 +104,24 @@ def simulate_cmd(
     default_model = model or sorted(f.models)[0]
     policies = [p.strip() for p in compare.split(",")] if compare else [policy]
     summaries, outcomes = [], []
+
+    def workload() -> Workload:
+        return load_workload(
+            trace,
+            default_model=default_model,
+            seed=seed,
+            rate_scale=rate_scale,
+            duration_s=duration,
+        )
+
+    first = workload()  # read before any output is opened: an output may not be an input
+    inputs = (fleet, trace)
+    for flag, out_path in (("--requests-out", requests_out), ("--report", report)):
+        if out_path is not None:
+            check_writable(out_path, flag, inputs)
     with _requests_file(requests_out) as on_request:
-        for name in policies:
-            wl = load_workload(
-                trace,
-                default_model=default_model,
-                seed=seed,
-                rate_scale=rate_scale,
-                duration_s=duration,
-            )
+        for i, name in enumerate(policies):
+            wl = first if i == 0 else workload()
             # An empty run would print a table of dashes and exit 0, as if it had worked.
             wl.require_requests(trace)
             summary, out = simulate(
