@@ -209,6 +209,21 @@ def test_fleet_aliases_and_hub_ids_are_served_as_serve_resolves_them(tmp_path: P
     assert report["rejected_by_reason"] == {"no deployment serves gpt-9": 1}
 
 
+def test_requests_past_the_models_context_window_are_rejected_as_serve_refuses_them(
+    hetero,  # type: ignore[no-untyped-def]
+) -> None:
+    reqs = [
+        Request(0, 0.0, 200_000, 10, "llama-3.1-8b"),  # the window is 131,072 tokens
+        Request(1, 0.1, 131_000, 100, "llama-3.1-8b"),
+        Request(2, 0.2, 300, 30, "llama-3.1-8b"),
+    ]
+    from wattserve.core.workload import SLO
+
+    report, _ = simulate(hetero, Workload(reqs, {"default": SLO()}), "least_loaded")
+    why = "prompt and output exceed llama-3.1-8b's 131072-token window"
+    assert report["rejected_by_reason"] == {why: 2} and report["completed"] == 1
+
+
 def test_infeasible_fleet_names_the_deployment(tmp_path: Path) -> None:
     f = tmp_path / "f.yaml"
     f.write_text(

@@ -34,9 +34,10 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from wattserve.core.modelspec import fits_context, load_model
+from wattserve.core.modelspec import fits_context
+from wattserve.core.windows import context_windows
 from wattserve.core.workload import Request
-from wattserve.errors import NoBackendAvailable, UpstreamError, WattserveError
+from wattserve.errors import NoBackendAvailable, UpstreamError
 from wattserve.serve import replies
 from wattserve.serve.accounting import Accounts, durable
 from wattserve.serve.backends.base import Event, Finish, GenRequest, Piece
@@ -95,23 +96,6 @@ class _Call:
             yield event
 
 
-def _context_tokens(router: Router) -> dict[str, int]:
-    """The context window of each model served, in tokens (the smallest where deployments
-    differ; absent when the model card gives none)."""
-    out: dict[str, int] = {}
-    specs = {d.model: d.deployment.model for d in router.fleet.deployments}
-    for model in router.models:
-        spec = specs.get(model)
-        if spec is None:
-            try:
-                spec = load_model(model)
-            except (WattserveError, OSError):
-                continue
-        if spec.max_context:
-            out[model] = min(out.get(model, spec.max_context), spec.max_context)
-    return out
-
-
 def _idle_w(router: Router, site: str) -> float:
     """Idle draw of a site's devices: the floor the fleet-file loader puts under its cap."""
     deps = [d for d in router.fleet.deployments if d.site == site]
@@ -146,7 +130,7 @@ class Gateway:
         self.metrics.gauges.append(self._gauges)
         self.in_flight = 0
         self.draining = False
-        self.context_tokens = _context_tokens(router)
+        self.context_tokens = context_windows(router.fleet)
         self.accounts = Accounts(
             self.metrics, ledger, self.budgets, router.targets, router.carbon_g
         )

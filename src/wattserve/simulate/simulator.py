@@ -21,10 +21,12 @@ from wattserve.core.admission import Admission, admit
 from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
 from wattserve.core.governor import PowerGovernor
+from wattserve.core.modelspec import fits_context
 from wattserve.core.policy import Policy
 from wattserve.core.records import OK, REJECTED, UNFINISHED, RequestRecord
 from wattserve.core.targets import EnginePool, HostedPool, Target, make_engines
 from wattserve.core.view import View
+from wattserve.core.windows import context_windows
 from wattserve.core.workload import Request, Workload
 
 ENGINE, RETRY, HOSTED_DONE = 0, 1, 2
@@ -111,6 +113,7 @@ class Simulation:
         targets += [HostedPool(h, fleet.rtt_s) for h in fleet.hosted]
         self.targets = {t.name: t for t in targets}
         self.view = View(fleet, targets, workload.slos, self.gov)
+        self.windows = context_windows(fleet)  # as serve checks them (400 there, rejected here)
         self.slos = workload.slos
         self.default_slo = workload.slos["default"]
         self.heap: list[tuple[float, int, int, object, int]] = []
@@ -181,6 +184,10 @@ class Simulation:
                 self._reject(req, f"no deployment serves {req.model}")
                 return
             req.model = served
+        window = self.windows.get(req.model)
+        if window is not None and not fits_context(window, req.prompt_tokens, req.output_tokens):
+            self._reject(req, f"prompt and output exceed {req.model}'s {window}-token window")
+            return
         if req.origin is not None and req.origin not in self.fleet.sites:
             self._reject(req, f"origin site '{req.origin}' is not in the fleet")
             return
