@@ -160,6 +160,21 @@ def test_user_policy_by_module_path(hetero) -> None:  # type: ignore[no-untyped-
     assert make_policy("weighted:latency=1,energy=0.5").name == "weighted:latency=1,energy=0.5"
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("os:system", "is not a class"),
+        ("fractions:Fraction", "has no choose"),
+        ("wattserve.errors:NoBackendAvailable", "failed"),  # its constructor needs arguments
+        ("weighted:cost=nan", "finite"),
+        ("weighted:cost=inf", "finite"),
+    ],
+)
+def test_a_policy_that_cannot_be_made_is_an_error_naming_it(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_policy(spec)
+
+
 def test_malformed_rows_and_unserved_models_are_counted(tmp_path: Path, hetero) -> None:  # type: ignore[no-untyped-def]
     trace = tmp_path / "t.csv"
     trace.write_text(

@@ -312,9 +312,12 @@ def make_policy(spec: str) -> Policy:
         for part in spec.removeprefix("weighted:").split(","):
             key, _, value = part.partition("=")
             try:
-                weights[key.strip()] = float(value)
+                weight = float(value)
             except ValueError:
                 raise ConfigError(f"'{part}' is not metric=weight", field="policy") from None
+            if not math.isfinite(weight):
+                raise ConfigError(f"'{part}': the weight must be a finite number", field="policy")
+            weights[key.strip()] = weight
         return Weighted(weights)
     if ":" in spec:
         module, _, cls = spec.partition(":")
@@ -322,7 +325,12 @@ def make_policy(spec: str) -> Policy:
             obj = getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot load policy {spec}: {exc}", field="policy") from None
-        policy = obj()
+        if not isinstance(obj, type):
+            raise ConfigError(f"{spec} is not a class", field="policy")
+        try:
+            policy = obj()
+        except Exception as exc:  # the user's code: whatever it raises is their error to read
+            raise ConfigError(f"{spec}() failed: {exc!r:.200}", field="policy") from None
         if not hasattr(policy, "choose"):
             raise ConfigError(f"{spec} has no choose(request, view) method", field="policy")
         return policy  # type: ignore[no-any-return]
