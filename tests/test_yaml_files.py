@@ -1,0 +1,75 @@
+"""Every YAML file a user names (fleets, workloads, sites, hardware) is read by core/yamlio.py:
+what an attacker or a slip of the keyboard writes first is an error naming file and line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from wattserve.core.fleet import load_fleet
+from wattserve.core.workload import load_workload
+from wattserve.errors import ConfigError
+
+FLEET = (
+    "sites:\n  dc: {kind: datacenter}\n"
+    "deployments:\n  g: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+)
+
+
+def _bomb(field: str) -> str:
+    """'Billion laughs': ten levels of nine aliases each, 9^10 values once expanded."""
+    text = "x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for i in range(1, 10):
+        text += f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n"
+    return text + f"{field}: *a9\n"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text("generator: {kind: poisson, rate_rps: 1, duration_s: 10}\n" + _bomb("policy"))
+    f = tmp_path / "f.yaml"
+    f.write_text(FLEET + _bomb("name"))
+    for load in (lambda: load_workload(w, default_model="llama-3.1-8b"), lambda: load_fleet(f)):
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match="expands to more than 1,000,000 values"):
+            load()
+        assert time.monotonic() - start < 5  # was minutes and gigabytes in an error message
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text(FLEET + "  g: {site: dc, model: llama-3.1-8b, hardware: a100-sxm-80gb}\n")
+    with pytest.raises(ConfigError, match=r"f.yaml:5.*'g' is given twice \(first on line 4\)"):
+        load_fleet(f)
+    merged = tmp_path / "m.yaml"  # a merge key's values may be overridden: not a duplicate
+    merged.write_text(
+        "sites:\n  base: &b {kind: datacenter, power_cap_w: 100}\n"
+        "  dc:\n    <<: *b\n    power_cap_w: 5000\n"
+        "deployments:\n  g: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    assert load_fleet(merged).sites["dc"].power_cap_w == 5000
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1" + "0" * 400, "too large"),
+        (".inf", "finite"),
+        ("-.inf", "finite"),
+        (".nan", "NaN|finite"),
+    ],
+)
+def test_numbers_must_be_finite(tmp_path: Path, value: str, message: str) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text(FLEET.replace("{kind: datacenter}", f"{{kind: datacenter, power_cap_w: {value}}}"))
+    with pytest.raises(ConfigError, match=message):
+        load_fleet(f)
+
+
+def test_deep_nesting_is_an_error(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text("generator: " + "[" * 20000 + "]" * 20000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_workload(w, default_model="llama-3.1-8b")
