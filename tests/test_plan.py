@@ -186,8 +186,8 @@ def test_class_no_candidate_can_serve_is_infeasible_with_reason(tmp_path: Path) 
 
 
 def test_devices_of_unknown_power_are_named_not_candidates(tmp_path: Path) -> None:
-    """TPUs and Inferentia publish no TDP: a plan lists why they are left out (was a
-    traceback from the solver, their cost coefficient NaN), and plans with the rest."""
+    """TPUs and Inferentia publish no TDP, the L40S no price: a plan lists why they are left
+    out (the TPUs were a traceback from the solver, the L40S silently skipped)."""
     w = tmp_path / "w.yaml"
     w.write_text(
         "slos:\n  easy: {ttft_s: 5, tpot_s: 0.2}\n"
@@ -196,9 +196,9 @@ def test_devices_of_unknown_power_are_named_not_candidates(tmp_path: Path) -> No
     with pytest.raises(PlanInfeasibleError) as exc:
         plan(w, hardware=["tpu-v5e"], capacity="analytic")
     assert "power unknown: no tdp_w" in str(exc.value)
-    p = plan(w, hardware=["tpu-v5e", "inferentia2", "l4"], capacity="analytic")
-    assert set(p.problem.excluded) == {"tpu-v5e", "inferentia2"}
-    assert all("no tdp_w" in why for why in p.problem.excluded.values())
+    p = plan(w, hardware=["tpu-v5e", "inferentia2", "l40s", "l4"], capacity="analytic")
+    assert set(p.problem.excluded) == {"tpu-v5e", "inferentia2", "l40s"}
+    assert "no tdp_w" in p.problem.excluded["tpu-v5e"] and "no price" in p.problem.excluded["l40s"]
     assert p.problem.options and all(o.deployment.hardware.id == "l4" for o in p.problem.options)
 
 

@@ -160,7 +160,9 @@ def _sample(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 
 def _allowed(hw: Hardware, limits: Limits) -> str:
     """Why `hw` may not be a candidate ("" if it may): the software and maturity filters, and
-    power, which every plan weighs (site caps, energy, an owned device's electricity)."""
+    price and power, which every plan weighs (cost, site caps, energy)."""
+    if hw.value("usd_per_hour") is None and hw.value("list_price_usd") is None:
+        return "no price: neither usd_per_hour nor list_price_usd in the catalog"
     if hw.value("tdp_w") is None:
         return "power unknown: no tdp_w in the catalog, so no cap or energy figure can include it"
     if limits.require_software and hw.software not in limits.require_software:
