@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,10 +16,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import Result as Result_
 from serving import FAST_FLEET, gateway
+from typer.testing import CliRunner
 
+from wattserve.bench import BenchOptions
+from wattserve.bench import run_bench as replay_bench
 from wattserve.bench.prompts import Calibration, fit
+from wattserve.cli.app import app
 from wattserve.core.workload import load_workload
+from wattserve.errors import BenchError
 from wattserve.serve.net import free_port
 
 _FIELDS = (
@@ -149,6 +157,7 @@ def test_unreachable_url_is_one_clear_line(tmp_path: Path) -> None:
     trace = mooncake(tmp_path / "m.jsonl", [(0, 10, 2)])
     r = bench("--url", f"http://127.0.0.1:{free_port()}", "--trace", str(trace))
     assert r.returncode == 2 and "cannot reach" in r.stderr and "Traceback" not in r.stderr
+    assert "/v1: connection refused" in r.stderr  # the reason, not aiohttp's repr
 
 
 def test_a_server_that_is_not_openai(tmp_path: Path) -> None:
@@ -272,3 +281,86 @@ def test_carbon_from_the_server_or_from_the_flag() -> None:
     assert flagged["gco2"] == pytest.approx(72 / 3.6e6 * 100)  # the flag overrides
     unknown = summarize([done(0, None)], 1.0, slos)
     assert unknown["gco2"] is None and unknown["energy_j"] == 36.0
+
+
+@contextlib.contextmanager
+def silent_port() -> Iterator[tuple[socket.socket, str]]:
+    """A port that takes connections (the kernel's backlog) and never answers a byte."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def run_bench(*args: str) -> Result_:
+    return CliRunner().invoke(app, ["bench", *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "inf"], "field '--timeout': must be a positive finite number"),
+        (["--timeout", "1e9"], "field '--timeout': must be a positive number of at most 86400"),
+        (["--ttft-slo", "inf"], "field '--ttft-slo': must be a positive finite number"),
+        (["--url", "http://127.0.0.1:99999"], "the port must be a number from 1 to 65535"),
+        (["--url", "http://:80"], "field '--url': 'http://:80' names no host"),
+        (["--out", "{tmp}"], "field '--out': cannot write {tmp}: a folder"),
+        (["--out", "{tmp}/no/r.json"], "field '--out': cannot write {tmp}/no/r.json: no folder"),
+        (["--report", "/dev/full"], "field '--report': cannot write /dev/full: not a regular"),
+        (["--out", "{tmp}/m.jsonl"], "field '--out': {tmp}/m.jsonl is an input"),
+        (["--out", "{tmp}/r", "--report", "{tmp}/r"], "field '--report': {tmp}/r is also --out"),
+        (["--trace", "{tmp}/fifo"], "{tmp}/fifo, field '--trace': not a regular file"),
+    ],
+)
+def test_bad_flags_are_refused_before_anything_is_sent(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    trace = mooncake(tmp_path / "m.jsonl", [(0, 10, 2)])
+    os.mkfifo(tmp_path / "fifo")
+    with silent_port() as (sock, url):
+        r = run_bench("--url", url, "--trace", str(trace), *(a.format(tmp=tmp_path) for a in args))
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection was made
+            sock.accept()
+    assert r.exit_code == 2 and message.format(tmp=tmp_path) in r.stderr, r.stderr
+
+
+def test_a_port_that_never_answers(tmp_path: Path) -> None:
+    trace = mooncake(tmp_path / "m.jsonl", [(0, 10, 2)])
+    with silent_port() as (_, url):
+        start = time.monotonic()
+        r = run_bench("--url", url, "--trace", str(trace), "--timeout", "0.5")
+        assert r.exit_code == 2 and f"{url}/v1/models did not answer within 0.5 s" in r.stderr
+        # the model list is asked with its own short timeout, not the requests' (600 s here)
+        opts = BenchOptions(url=url, timeout_s=600.0, probe_timeout_s=0.3)
+        with pytest.raises(BenchError, match=r"did not answer within 0\.3 s"):
+            replay_bench(load_workload(trace, default_model="m"), opts)
+    assert time.monotonic() - start < 10
+
+
+def test_sigterm_before_the_run_is_like_ctrl_c(tmp_path: Path) -> None:
+    trace = mooncake(tmp_path / "m.jsonl", [(0, 10, 2)])
+    with silent_port() as (sock, url):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wattserve", "bench", "--url", url, "--trace", str(trace)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        sock.settimeout(30)
+        conn, _ = sock.accept()  # bench is waiting for /v1/models
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        conn.close()
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_full_stdout_is_one_line(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    trace = mooncake(tmp_path / "m.jsonl", [(0, 10, 2)])
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(
+            [sys.executable, "-m", "wattserve", "bench", "--url", server.url, "--trace",
+             str(trace), "--json"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    assert p.returncode == 1 and "No space left on device" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from click.testing import Result as Result_
+from typer.testing import CliRunner
 
 from wattserve.bench.client import Result
 from wattserve.bench.compare import compare, metrics
 from wattserve.bench.metrics import summarize
+from wattserve.cli.app import app
 from wattserve.core.workload import SLO
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,3 +145,119 @@ def test_request_by_request_when_both_files_list_requests() -> None:
     assert rows["ttft_s"]["median_abs_diff_s"] == pytest.approx(0.005)
     assert rows["e2e_s"]["median_error"] == pytest.approx(0.5)
     assert paired(per_request(VLLM), per_request(run(1.0))) == []  # vLLM lists no requests here
+
+
+def run_compare(*args: str) -> Result_:
+    return CliRunner().invoke(app, ["compare", *args])
+
+
+def test_only_regular_files_are_read(tmp_path: Path) -> None:
+    good = tmp_path / "vllm.json"
+    good.write_text(json.dumps(VLLM))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for bad in ("/dev/zero", str(fifo), str(tmp_path)):  # a read without end, a hang, a folder
+        r = run_compare(str(good), bad)
+        assert r.exit_code == 2 and f"{bad}: not a regular file" in r.stderr, r.stderr
+
+
+def deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "bad.json: an empty file"),
+        ("\n \n", "bad.json: an empty file"),
+        (deep(100_000), "bad.json:1: not valid JSON: nested too deeply"),
+        ('{"completed": 1' + "0" * 5000 + "}", "bad.json:1: a number of more than 4,300 dig"),
+        ('{"mean_ttft_ms": 5, "completed": 1' + "0" * 400 + "}", "'completed': must be finite"),
+        ('{"mean_ttft_ms": 1e400}', "field 'mean_ttft_ms': must be a finite number >= 0, got inf"),
+        ('{"mean_ttft_ms": NaN}', "field 'mean_ttft_ms': must be a finite number >= 0, got nan"),
+        ('{"mean_ttft_ms": "8", "completed": 3}', "field 'mean_ttft_ms': must be a number"),
+        ('{"request_throughput": 2, "completed": true}', "field 'completed': must be a number"),
+        ('{"mean_ttft_ms": -5}', "field 'mean_ttft_ms': must be a finite number >= 0, got -5"),
+        ('{"mean_ttft_ms": 5, "completed": 2.5}', "field 'completed': must be a whole number"),
+        ('{"policy": "p", "ttft_s": {"p50": 1}, "requests": -3}', "field 'requests'"),
+        ('{"policy": "p", "ttft_s": {"p50": -1}}', "field 'ttft_s.p50'"),
+        ('{"policy": "p", "ttft_s": {}, "slo_attainment": 7.5}', "between 0 and 1, got 7.5"),
+        ('{"mean_ttft_ms": 5, "ttfts": [0.1, -0.2]}', "field 'ttfts[1]'"),
+        ('{"request_throughput": null}', "none of the figures compare reads"),
+        ('{"tool": "wattserve bench"}', "none of the figures compare reads"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_a_result_file_that_is_not_one(tmp_path: Path, content: str, message: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    good = tmp_path / "vllm.json"
+    good.write_text(json.dumps(VLLM))
+    r = run_compare(str(good), str(bad))
+    assert r.exit_code == 2 and message in r.stderr and str(bad) in r.stderr, r.stderr
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def record(i: int, policy: str, **fields: object) -> str:
+    rec = {"id": i, "row": i + 1, "policy": policy, "arrival_s": 0.1 * i, "admitted_s": 0.1 * i,
+           "first_token_s": 0.1 * i + 0.01, "end_s": 0.1 * i + 0.05, "prompt_tokens": 10,
+           "output_tokens": 5, "status": "ok", "reason": ""}  # fmt: skip
+    return json.dumps({**rec, **fields}) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (deep(100_000) + "\n", "bad.jsonl:3: not valid JSON: nested too deeply"),
+        (record(2, "p", end_s=10**400), "bad.jsonl:3, field 'end_s': must be a number below"),
+        (record(2, "p", output_tokens=10**300), "bad.jsonl:3, field 'output_tokens'"),
+        (record(2, "p", first_token_s=0.1), "bad.jsonl:3, field 'first_token_s': 0.1 is before"),
+        (record(2, "p", end_s=1e12), "bad.jsonl:3, field 'end_s': 1e+12 s is past"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_a_bad_line_of_a_requests_file(tmp_path: Path, line: str, message: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(record(0, "p") + record(1, "p") + line)
+    r = run_compare(str(bad), str(bad))
+    assert r.exit_code == 2 and message in r.stderr, r.stderr
+
+
+def test_json_never_holds_inf(tmp_path: Path) -> None:
+    tiny, huge = tmp_path / "tiny.json", tmp_path / "huge.json"
+    tiny.write_text('{"mean_ttft_ms": 1e-300, "ttfts": [1e-300, 1e-300]}')
+    huge.write_text('{"mean_ttft_ms": 1.7e308, "ttfts": [1.7e305, 1e300]}')
+    r = run_compare(str(tiny), str(huge), "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = {row["metric"]: row for row in json.loads(r.stdout)["rows"]}
+    assert (
+        rows["ttft_mean_s"]["b"] == pytest.approx(1.7e305) and rows["ttft_mean_s"]["error"] is None
+    )
+    pairs = json.loads(r.stdout)["per_request"]
+    assert pairs[0]["pairs"] == 2 and pairs[0]["median_error"] is None
+    text = run_compare(str(tiny), str(huge))
+    assert text.exit_code == 0 and "1.7e+305 s" in text.stdout
+
+
+def test_which_policy_of_several_is_said(tmp_path: Path) -> None:
+    real = tmp_path / "vllm.json"
+    real.write_text(json.dumps(VLLM))
+    sims = tmp_path / "sims.json"
+    sims.write_text(json.dumps([
+        {"policy": "cost", "ttft_s": {"p50": 0.01}, "requests": 5},
+        {"policy": "energy", "ttft_s": {"p50": 0.02}, "requests": 5},
+    ]))  # fmt: skip
+    r = run_compare(str(real), str(sims))
+    assert r.exit_code == 0 and "simulate:cost" in r.stdout
+    assert f"note: {sims} holds 2 policies (cost, energy); comparing the first, 'cost'" in r.stderr
+    r = run_compare(str(real), str(sims), "--policy", "energy")
+    assert r.exit_code == 0 and "simulate:energy" in r.stdout and "note" not in r.stderr
+    reqs = tmp_path / "r.jsonl"
+    reqs.write_text("".join(record(i, p) for p in ("rr", "cost") for i in range(3)))
+    r = run_compare(str(reqs), str(real))
+    assert r.exit_code == 0 and "requests:cost" in r.stdout, r.stderr
+    assert "holds 2 policies (cost, rr); comparing the first, 'cost'" in r.stderr
+    one = tmp_path / "one.jsonl"
+    one.write_text("".join(record(i, "rr") for i in range(3)))
+    r = run_compare(str(one), str(real))
+    assert r.exit_code == 0 and "note" not in r.stderr

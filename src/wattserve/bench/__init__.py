@@ -55,7 +55,10 @@ def run_bench(
 ) -> tuple[Run, dict[str, Any]]:
     """Replay and summarize (blocking): the run and its `--json` object."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        run = runner.run(replay(workload, opts, progress))
+        try:
+            run = runner.run(replay(workload, opts, progress))
+        except asyncio.CancelledError:  # SIGTERM before the run began: as Ctrl-C would
+            raise KeyboardInterrupt from None
     return run, summarize(run.results, run.duration_s, workload.slos, carbon_g_per_kwh)
 
 

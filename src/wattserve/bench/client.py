@@ -100,8 +100,15 @@ def _text(choice: Any) -> str:
     return str(choice.get("text") or "")
 
 
+MAX_REPORTED = 1e15  # J, $ or gCO2 for one request; past it the server's figure is not one
+
+
 def _number(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+    """A per-request figure the server reports, or None (unknown) when it is not a number
+    from 0 to MAX_REPORTED: the sums of a run must stay finite."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_REPORTED:
+        return None
+    return float(v)
 
 
 def take_usage(res: Result, usage: Any) -> None:

@@ -1,16 +1,14 @@
 """Hold two result files side by side: `simulate --json`, `bench --json` and `vllm bench
 serve`'s result file, each read into the same metrics (seconds, per second, $ and J), and the
-error of the second against the first."""
+error of the second against the first. Reading the files themselves: `results.py`."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from wattserve.bench.metrics import latency_stats, percentiles
-from wattserve.core.records import OK, RequestRecord, parse_record, per_token_s
+from wattserve.core.records import OK, RequestRecord, per_token_s
 from wattserve.errors import ConfigError
 
 # (metric, unit) in the order they are shown
@@ -42,14 +40,51 @@ METRICS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+WHOLE = frozenset(
+    {"requests", "completed", "failed", "rejected", "output_tokens", "total_output_tokens"}
+)
+SHARES = frozenset({"slo_attainment"})
+MAX_WHOLE = 2**53  # counts, token lengths and trace rows past this are not a count of anything
+
+
+def _finite(v: float | None) -> float | None:
+    """A computed figure, or None where it overflowed (JSON has no inf or NaN)."""
+    return v if v is None or math.isfinite(v) else None
+
+
+def _show(v: Any) -> str:
+    """A value for a message: cut short (a file may hold megabytes in one field)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_WHOLE:
+        return "a number too large"
+    return f"{v!r:.40}"
+
+
+def figure(v: Any, name: str, *, whole: bool = False, share: bool = False) -> float | None:
+    """A figure a result file gives: None when absent (null), else a finite number >= 0 (a
+    whole one for counts, at most 1 for shares); anything else is a ConfigError naming it."""
+    if v is None:
         return None
-    return float(v)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"must be a number, got {_show(v)}", field=name)
+    try:
+        x = float(v)
+    except OverflowError:  # an integer past 1e308
+        raise ConfigError("must be finite, not a number too large", field=name) from None
+    if not math.isfinite(x) or x < 0:
+        raise ConfigError(f"must be a finite number >= 0, got {_show(v)}", field=name)
+    if whole and not (x.is_integer() and x <= MAX_WHOLE):
+        raise ConfigError(f"must be a whole number, got {_show(v)}", field=name)
+    if share and x > 1:
+        raise ConfigError(f"must be a share between 0 and 1, got {_show(v)}", field=name)
+    return x
+
+
+def _num(raw: dict[str, Any], key: str) -> float | None:
+    return figure(raw.get(key), key, whole=key in WHOLE, share=key in SHARES)
 
 
 def _ms(raw: dict[str, Any], key: str) -> float | None:
-    v = _num(raw.get(key))
+    v = _num(raw, key)
     return None if v is None else v / 1e3
 
 
@@ -69,7 +104,9 @@ def kind_of(raw: Any) -> str:
 
 
 def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
-    """The shared metrics of one result object (None where the file has no figure)."""
+    """The shared metrics of one result object (None where the file has no figure). A figure
+    that is not a finite number >= 0 (a share above 1, a count with a fraction) is a
+    ConfigError naming its field."""
     out: dict[str, float | None] = dict.fromkeys(m for m, _ in METRICS)
     if "mean_ttft_ms" in raw:  # vLLM's names (bench writes them too)
         for name, ours in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2el", "e2e")):
@@ -78,20 +115,22 @@ def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
             for p in (90, 99):
                 if f"{ours}_p{p}_s" in out:
                     out[f"{ours}_p{p}_s"] = _ms(raw, f"p{p}_{name}_ms")
-        out["request_throughput"] = _num(raw.get("request_throughput"))
-        out["output_throughput"] = _num(raw.get("output_throughput"))
-        out["output_tokens"] = _num(raw.get("total_output_tokens"))
-        out["completed"] = _num(raw.get("completed"))
-        out["failed"] = _num(raw.get("failed"))
+    if "mean_ttft_ms" in raw or "request_throughput" in raw:
+        out["request_throughput"] = _num(raw, "request_throughput")
+        out["output_throughput"] = _num(raw, "output_throughput")
+        out["output_tokens"] = _num(raw, "total_output_tokens")
+        out["completed"] = _num(raw, "completed")
+        out["failed"] = _num(raw, "failed")
         if out["completed"] is not None:
-            out["requests"] = out["completed"] + (out["failed"] or 0.0)
+            out["requests"] = _finite(out["completed"] + (out["failed"] or 0.0))
     for ours in ("ttft", "tpot", "e2e"):  # simulate's names fill what is still missing
         pct = raw.get(f"{ours}_s")
-        if isinstance(pct, dict):
-            for p in (50, 90, 99):
-                key = f"{ours}_p{p}_s"
-                if out.get(key) is None:
-                    out[key] = _num(pct.get(f"p{p}"))
+        if pct is not None and not isinstance(pct, dict):
+            raise ConfigError(f"must be {{p50, p90, p99}}, got {_show(pct)}", field=f"{ours}_s")
+        for p in (50, 90, 99):
+            key = f"{ours}_p{p}_s"
+            if pct is not None and out.get(key) is None:
+                out[key] = figure(pct.get(f"p{p}"), f"{ours}_s.p{p}")
     for key, src in (
         ("requests", "requests"),
         ("completed", "completed"),
@@ -103,10 +142,10 @@ def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
         ("usd_per_mtok", "usd_per_mtok"),
     ):
         if out[key] is None:
-            out[key] = _num(raw.get(src))
-    span = _num(raw.get("span_s"))
+            out[key] = _num(raw, src)
+    span = _num(raw, "span_s")
     if out["request_throughput"] is None and span and out["completed"] is not None:
-        out["request_throughput"] = out["completed"] / span
+        out["request_throughput"] = _finite(out["completed"] / span)
     return out
 
 
@@ -123,9 +162,10 @@ class Timed(NamedTuple):
 def per_request(raw: dict[str, Any]) -> list[Timed]:
     """The completed requests of a result: `simulate --requests-out` records, or bench's
     lists (`ttfts`, `e2els`, `output_lens`, `errors`, `trace_rows`), or vLLM's `ttfts` by
-    position; failed requests are left out."""
+    position; failed requests are left out. A listed latency or length that is not a number
+    >= 0 is a ConfigError naming it (`ttfts[3]`)."""
     records = raw.get("records")
-    if isinstance(records, list):
+    if isinstance(records, list) and records and isinstance(records[0], RequestRecord):
         return [Timed(r.row, r.id, r.ttft_s, r.tpot_s, r.e2e_s) for r in records if r.status == OK]
     ttfts = raw.get("ttfts")
     if not isinstance(ttfts, list):
@@ -144,8 +184,9 @@ def per_request(raw: dict[str, Any]) -> list[Timed]:
     for i, (row, t, e, tokens, err) in enumerate(zip(rows, ttfts, e2es, outs, errs, strict=True)):
         if err:
             continue
-        ttft, e2e = _num(t) or None, _num(e) or None
-        count = int(tokens) if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
+        ttft = figure(t, f"ttfts[{i}]") or None  # vLLM writes 0 for a latency it has not
+        e2e = figure(e, f"e2els[{i}]") or None
+        count = int(figure(tokens, f"output_lens[{i}]", whole=True) or 0)
         row = row if isinstance(row, int) and not isinstance(row, bool) else 0
         out.append(Timed(row, i, ttft, per_token_s(ttft, e2e, count), e2e))
     return out
@@ -171,7 +212,8 @@ def paired(a: list[Timed], b: list[Timed]) -> list[dict[str, Any]]:
         if not pairs:
             continue
         diffs = [y - x for x, y in pairs]
-        rels = sorted((y - x) / x for x, y in pairs if x)
+        # a tiny A can put the error past what a float holds: that pair has no error
+        rels = sorted(r for x, y in pairs if x and math.isfinite(r := (y - x) / x))
         absd = sorted(abs(d) for d in diffs)
         rows.append(
             {
@@ -201,8 +243,8 @@ def records_result(records: list[RequestRecord]) -> dict[str, Any]:
         "completed": len(done),
         "failed": len(records) - len(done),
         "total_output_tokens": out_tokens,
-        "request_throughput": len(done) / span if span else None,
-        "output_throughput": out_tokens / span if span else None,
+        "request_throughput": _finite(len(done) / span) if span else None,
+        "output_throughput": _finite(out_tokens / span) if span else None,
         "ttft_s": percentiles(ttfts),
         "tpot_s": percentiles(tpots),
         "e2e_s": percentiles(e2es),
@@ -213,88 +255,6 @@ def records_result(records: list[RequestRecord]) -> dict[str, Any]:
     return raw
 
 
-def _records(path: Path, text: str, pick: str | None) -> dict[str, Any] | None:
-    """A `--requests-out` file read, or None when the text is not one."""
-    records: list[RequestRecord] = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            if not records:
-                return None
-            raise ConfigError("not a JSON line", path=str(path), line=line_no) from None
-        if not records and not (isinstance(obj, dict) and "status" in obj and "row" in obj):
-            return None
-        try:
-            records.append(parse_record(obj))
-        except ValueError as exc:
-            raise ConfigError(str(exc), path=str(path), line=line_no) from None
-    policies = sorted({r.policy for r in records})
-    if pick is not None or len(policies) > 1:
-        chosen = pick if pick is not None else policies[0]
-        if chosen not in policies:
-            raise ConfigError(
-                f"no policy '{chosen}' in this file (it holds {', '.join(policies)})",
-                path=str(path),
-            )
-        records = [r for r in records if r.policy == chosen]
-    raw = records_result(records)
-    raw["policy"] = records[0].policy if records else ""
-    return raw
-
-
-def load(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, float | None]]:
-    """(kind, label, metrics) of a result file; `pick` names a policy in a simulate list."""
-    kind, label, raw = load_raw(path, pick)
-    return kind, label, metrics(raw)
-
-
-def load_raw(path: Path, pick: str | None = None) -> tuple[str, str, dict[str, Any]]:
-    """(kind, label, the result object) of a result file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not JSON: {exc}", path=str(path)) from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raw = _records(path, text, pick)
-        if raw is None:
-            raise ConfigError(f"not JSON: {exc}", path=str(path)) from None
-        return "requests", f"requests:{raw['policy']}" if raw["policy"] else "requests", raw
-    if isinstance(raw, dict) and "status" in raw and "row" in raw:  # a one-request file
-        one = _records(path, text, pick)
-        assert one is not None
-        return "requests", "requests", one
-    if isinstance(raw, list):  # simulate --compare: one object per policy
-        names = [r.get("policy") for r in raw if isinstance(r, dict)]
-        chosen = [
-            r for r in raw if isinstance(r, dict) and (pick is None or r.get("policy") == pick)
-        ]
-        if not names:
-            raise ConfigError(
-                "a list with no result of simulate --json --compare in it", path=str(path)
-            )
-        if not chosen:
-            raise ConfigError(
-                f"no policy '{pick}' in this file (it holds {', '.join(map(str, names))})",
-                path=str(path),
-            )
-        raw = chosen[0]
-    kind = kind_of(raw)
-    if not kind:
-        raise ConfigError(
-            "not a result of simulate --json, bench --json or vllm bench serve",
-            path=str(path),
-        )
-    label = f"{kind}:{raw['policy']}" if kind == "simulate" else kind
-    return kind, label, raw
-
-
 def compare(a: dict[str, float | None], b: dict[str, float | None]) -> list[dict[str, Any]]:
     """One row per metric both files have: A, B, B - A and (B - A) / A."""
     rows = []
@@ -302,8 +262,8 @@ def compare(a: dict[str, float | None], b: dict[str, float | None]) -> list[dict
         x, y = a.get(name), b.get(name)
         if x is None and y is None:
             continue
-        diff = None if x is None or y is None else y - x
-        err = None if diff is None or not x else diff / abs(x)
+        diff = None if x is None or y is None else _finite(y - x)
+        err = None if diff is None or not x else _finite(diff / abs(x))
         rows.append({"metric": name, "unit": unit, "a": x, "b": y, "diff": diff, "error": err})
     return rows
 
@@ -311,9 +271,9 @@ def compare(a: dict[str, float | None], b: dict[str, float | None]) -> list[dict
 def _fmt(v: float | None, unit: str) -> str:
     if v is None:
         return "-"
-    if unit == "s":
+    if unit == "s" and abs(v) < 1e6:
         return f"{v * 1e3:.2f} ms" if abs(v) < 1 else f"{v:.3f} s"
-    if unit == "" and float(v).is_integer():
+    if unit == "" and float(v).is_integer() and abs(v) < 1e15:
         return f"{v:.0f}"
     return f"{v:.4g}" + (f" {unit}" if unit else "")
 

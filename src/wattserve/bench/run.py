@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -23,7 +25,7 @@ import orjson
 from wattserve.bench.client import CONNECT, NOT_SENT, Client, Result
 from wattserve.bench.prompts import Calibration, fit, prompt
 from wattserve.core.workload import Request, Workload
-from wattserve.errors import BenchError
+from wattserve.errors import BenchError, ConfigError
 from wattserve.serve.backends.http1 import Http1Pool
 
 CONNECT_GIVE_UP = 20
@@ -31,6 +33,7 @@ SPIN_S = 0.0015  # the last stretch before a send time is waited out by yielding
 Progress = Callable[[int, int, int, float, bool], None]  # done, total, errors, elapsed s, final
 PROBE_WORDS = (16, 144)
 EXACT_FIELDS = ("ignore_eos", "min_tokens")
+MAX_MODELS_BYTES = 16 << 20  # a model list is kilobytes; more is not one
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class BenchOptions:
     api_key: str | None = None
     seed: int = 0
     timeout_s: float = 600.0
+    probe_timeout_s: float = 10.0  # for /v1/models, the first thing asked (if timeout_s is more)
     exact_output: str = "auto"  # auto, on, off: send ignore_eos and min_tokens
     calibrate: bool = True
 
@@ -64,12 +68,40 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
 
+def check_url(url: str) -> None:
+    """An http(s) URL with a host and, if it gives one, a port from 1 to 65535."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"must start with http:// or https://, not '{url:.200}'", field="--url")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        why = "the port must be a number from 1 to 65535" if "Port" in str(exc) else exc
+        raise ConfigError(f"'{url:.200}' is not a URL: {why}", field="--url") from None
+    if not parts.hostname:
+        raise ConfigError(f"'{url:.200}' names no host", field="--url")
+    if port == 0:
+        raise ConfigError(
+            f"'{url:.200}' is not a URL: the port must be a number from 1 to 65535",
+            field="--url",
+        )
+
+
 def base_url(url: str) -> str:
     """`http://host:port` or `.../v1` -> `.../v1`."""
+    check_url(url)
     u = url.rstrip("/")
-    if not u.startswith(("http://", "https://")):
-        raise BenchError(f"--url must start with http:// or https://, not '{url}'")
     return u if u.endswith("/v1") else u + "/v1"
+
+
+def why_not(exc: aiohttp.ClientError) -> str:
+    """Why a connection failed, in words ('Connection refused'), not aiohttp's repr."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        if isinstance(err.errno, int) and err.errno > 0:  # a resolver's errno is negative
+            return os.strerror(err.errno).lower()
+        return str(err.strerror or err).lower()
+    return str(exc) or type(exc).__name__
 
 
 def arrivals(requests: list[Request], rate: float | None, seed: int) -> list[float]:
@@ -121,14 +153,30 @@ class Bench:
 
     async def discover_model(self) -> str:
         """The model to ask for: --model, or the first the server lists."""
+        wait_s = min(self.opts.timeout_s, self.opts.probe_timeout_s)
         try:
-            async with self.session.get(self.root + "/models", headers=self.headers) as resp:
-                raw = await resp.read()
+            async with self.session.get(
+                self.root + "/models",
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=wait_s),
+            ) as resp:
                 status = resp.status
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_MODELS_BYTES:
+                        raise BenchError(
+                            f"{self.root}/models answered more than "
+                            f"{MAX_MODELS_BYTES >> 20} MiB: not a model list"
+                        )
+                raw = bytes(body)
+        except TimeoutError:  # before ClientError: aiohttp's timeouts are both
+            raise BenchError(
+                f"{self.root}/models did not answer within {wait_s:g} s: is a server that "
+                "speaks HTTP listening there?"
+            ) from None
         except aiohttp.ClientError as exc:
-            raise BenchError(f"cannot reach {self.root}: {exc}") from None
-        except TimeoutError:
-            raise BenchError(f"{self.root}/models did not answer in time") from None
+            raise BenchError(f"cannot reach {self.root}: {why_not(exc)}") from None
         if self.opts.model:
             return self.opts.model
         try:

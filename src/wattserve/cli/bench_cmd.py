@@ -13,10 +13,13 @@ from typing import Annotated, Any
 import typer
 
 from wattserve.bench import BenchOptions, progress_bar, run_bench
+from wattserve.bench.run import check_url
 from wattserve.bench.text import summary_text
-from wattserve.cli.common import print_json, reports_errors, save_text
+from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.workload import SLO, load_workload
 from wattserve.errors import ConfigError
+
+MAX_TIMEOUT_S = 86400.0  # a day: no request is waited on longer
 
 
 def carbon_map(values: list[str]) -> dict[str, float]:
@@ -36,11 +39,36 @@ def carbon_map(values: list[str]) -> dict[str, float]:
     return out
 
 
-def _check(name: str, value: float | None, *, low: float = 0.0, whole: bool = False) -> None:
+def _check(
+    name: str,
+    value: float | None,
+    *,
+    whole: bool = False,
+    finite: bool = False,
+    most: float = math.inf,
+) -> None:
+    """A positive number; `finite`: not inf, `most`: the largest allowed."""
     if value is None:
         return
-    if math.isnan(value) or value <= low or (whole and value != int(value)):
+    if math.isnan(value) or value <= 0 or (whole and value != int(value)):
         raise ConfigError(f"must be a positive {'whole ' if whole else ''}number", field=name)
+    if finite and math.isinf(value):
+        raise ConfigError("must be a positive finite number", field=name)
+    if value > most:
+        raise ConfigError(f"must be a positive number of at most {most:g}", field=name)
+
+
+def _check_output(path: Path | None, flag: str, trace: Path) -> None:
+    """An output file that can be written, checked before anything is sent (a run can take
+    hours): not a folder, in a folder that exists, not the trace, not a device or a pipe
+    (/dev/full would fail the write, a pipe with no reader would hang it)."""
+    if path is None:
+        return
+    check_writable(path, flag, (trace,))
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"cannot write {path!s:.200}: not a regular file", field=flag)
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ConfigError(f"cannot write {path!s:.200}: permission denied", field=flag)
 
 
 @reports_errors
@@ -74,7 +102,9 @@ def bench_cmd(
     exact_output: Annotated[
         str, typer.Option(help="Send ignore_eos/min_tokens: auto (if accepted), on, off.")
     ] = "auto",
-    timeout: Annotated[float, typer.Option(help="Longest a request may take, s.")] = 600.0,
+    timeout: Annotated[
+        float, typer.Option(help="Longest a request may take, s (at most a day).")
+    ] = 600.0,
     ttft_slo: Annotated[
         float | None, typer.Option(help="TTFT limit for goodput, s (default: the workload's).")
     ] = None,
@@ -97,17 +127,18 @@ def bench_cmd(
         raise ConfigError("must be chat or completions", field="--endpoint")
     if exact_output not in ("auto", "on", "off"):
         raise ConfigError("must be auto, on or off", field="--exact-output")
+    _check("--request-rate", request_rate)  # inf: all at once
+    _check("--duration", duration)  # inf: the whole trace
     for name, value in (
         ("--rate-scale", rate_scale),
-        ("--request-rate", request_rate),
-        ("--duration", duration),
-        ("--timeout", timeout),
         ("--ttft-slo", ttft_slo),
         ("--tpot-slo", tpot_slo),
     ):
-        _check(name, value)
+        _check(name, value, finite=True)
+    _check("--timeout", timeout, finite=True, most=MAX_TIMEOUT_S)
     _check("--concurrency", concurrency, whole=True)
     _check("--max-requests", max_requests, whole=True)
+    check_url(url)
     key = None
     if api_key_env is not None:
         key = os.environ.get(api_key_env)
@@ -116,8 +147,14 @@ def bench_cmd(
                 f"the environment variable {api_key_env} is empty or unset", field="--api-key-env"
             )
     carbon = carbon_map(carbon_g_per_kwh or [])
-    if not trace.is_file():
+    if not trace.exists():
         raise ConfigError("no such trace file", path=str(trace), field="--trace")
+    if not trace.is_file():
+        raise ConfigError("not a regular file", path=str(trace), field="--trace")
+    if out is not None and report is not None and out.resolve() == report.resolve():
+        raise ConfigError(f"{out!s:.200} is also --out", field="--report")
+    _check_output(out, "--out", trace)
+    _check_output(report, "--report", trace)
     wl = load_workload(
         trace, default_model="", seed=seed, rate_scale=rate_scale, duration_s=duration
     )
@@ -186,6 +223,7 @@ def bench_cmd(
         print_json(result)
     else:
         typer.echo(summary_text(result))
+    sys.stdout.flush()  # a failed write (a full disk) is reported here, not at exit
     problems = _problems(result)
     for line in problems:
         typer.echo(line, err=True)

@@ -7,15 +7,8 @@ from typing import Annotated
 
 import typer
 
-from wattserve.bench.compare import (
-    compare,
-    load_raw,
-    metrics,
-    paired,
-    paired_table,
-    per_request,
-    table,
-)
+from wattserve.bench.compare import compare, paired, paired_table, table
+from wattserve.bench.results import load
 from wattserve.cli.common import print_json, reports_errors
 
 
@@ -30,21 +23,23 @@ def compare_cmd(
 ) -> None:
     """Side by side: any two of simulate --json, bench --json, vllm bench serve results;
     error = (B - A) / A per metric, and request by request where both files list requests."""
-    kind_a, label_a, raw_a = load_raw(a, policy)
-    kind_b, label_b, raw_b = load_raw(b, policy)
-    rows = compare(metrics(raw_a), metrics(raw_b))
-    pairs = paired(per_request(raw_a), per_request(raw_b))
+    fa, fb = load(a, policy), load(b, policy)
+    rows = compare(fa.figures, fb.figures)
+    pairs = paired(fa.requests, fb.requests)
+    for f in (fa, fb):
+        if f.note:
+            typer.echo(f"note: {f.note}", err=True)
     if json_out:
         print_json(
             {
-                "a": {"file": str(a), "kind": kind_a},
-                "b": {"file": str(b), "kind": kind_b},
+                "a": {"file": str(a), "kind": fa.kind},
+                "b": {"file": str(b), "kind": fb.kind},
                 "rows": rows,
                 "per_request": pairs,
             }
         )
         return
-    typer.echo(f"A = {a} ({label_a})\nB = {b} ({label_b})\n")
+    typer.echo(f"A = {a} ({fa.label})\nB = {b} ({fb.label})\n")
     typer.echo(table(rows, "A", "B"))
     if pairs:
         typer.echo("\n" + paired_table(pairs))
