@@ -219,12 +219,24 @@ def _parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tupl
             Link(
                 pair[0],
                 pair[1],
-                (r.number("rtt_ms", 0.0) or 0.0) / 1e3,
-                r.number("bandwidth_gbps"),
+                _rtt_s(r, "rtt_ms", 0.0),
+                r.number("bandwidth_gbps", positive=True),
                 tuple(outages),
             )
         )
     return tuple(links)
+
+
+MAX_LATENCY_S = 3600.0  # a round trip or first token slower than an hour is a typo
+
+
+def _rtt_s(r: Fields, key: str, default_ms: float) -> float:
+    """A round-trip time given in ms, in seconds: at most MAX_LATENCY_S (a simulation's
+    latency histograms grow with it; 1e12 ms ran out of memory)."""
+    ms = r.number(key, default_ms) or 0.0
+    if ms > MAX_LATENCY_S * 1e3:
+        raise r.err(key, f"at most {MAX_LATENCY_S * 1e3:,.0f} ms (an hour), got {ms:g}")
+    return ms / 1e3
 
 
 def _resolve_deployment(
@@ -280,16 +292,25 @@ def _resolve_deployment(
     max_tokens = r.integer("max_batched_tokens", 8192)
     need = chips_needed(model, hw, dtype, kv_dtype, max_seqs * 2048, params)
     pp = r.integer("pp", 1 if need is None else max(1, -(-need // tp)))
-    dep = Deployment(
-        model,
-        hw,
-        tp=tp,
-        pp=pp,
-        dtype=dtype,
-        kv_dtype=kv_dtype,
-        max_num_seqs=max_seqs,
-        max_batched_tokens=max_tokens,
-    )
+    try:
+        dep = Deployment(
+            model,
+            hw,
+            tp=tp,
+            pp=pp,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            max_num_seqs=max_seqs,
+            max_batched_tokens=max_tokens,
+        )
+    except ConfigError as exc:  # it names the field (tp: heads that do not divide) only
+        key = exc.field or ""
+        raise ConfigError(
+            exc.detail,
+            path=path,
+            line=entry.line_of(key) if key in entry else line,
+            field=f"deployments.{name}" + (f".{key}" if key else ""),
+        ) from None
     blocks, problem = kv_block_count(dep, params)
     if problem:
         raise ConfigError(
@@ -414,6 +435,14 @@ def _resolve_hosted(
             )
         return v
 
+    ttft_s = pick("ttft_s", ASSUMED_TTFT_S)
+    if ttft_s > MAX_LATENCY_S:  # 1e300 ran the simulator out of memory
+        raise r.err("ttft_s", f"at most {MAX_LATENCY_S:g} s (an hour), got {ttft_s:g}")
+    tokens_per_s = pick("output_tokens_per_s", ASSUMED_OUTPUT_TOKENS_PER_S)
+    if tokens_per_s < MIN_TOKENS_PER_S:
+        raise r.err(
+            "output_tokens_per_s", f"at least {MIN_TOKENS_PER_S:g} tokens/s, got {tokens_per_s:g}"
+        )
     latency_given = any(k in entry for k in ("ttft_s", "output_tokens_per_s")) or (
         offer is not None and offer.ttft_s is not None
     )
@@ -426,8 +455,8 @@ def _resolve_hosted(
         base_url=base_url,
         usd_per_mtok_input=pick("usd_per_mtok_input"),
         usd_per_mtok_output=pick("usd_per_mtok_output"),
-        ttft_s=pick("ttft_s", ASSUMED_TTFT_S),
-        output_tokens_per_s=pick("output_tokens_per_s", ASSUMED_OUTPUT_TOKENS_PER_S),
+        ttft_s=ttft_s,
+        output_tokens_per_s=tokens_per_s,
         rate_limit_rps=r.number("rate_limit_rps", positive=True),
         joules_per_token=r.number("joules_per_token", positive=True),
         backend=backend,
@@ -457,12 +486,15 @@ def parse_sites(raw: Any, path: str, line: int, catalog: Catalog | None = None) 
         kind = r.text("kind", "datacenter")
         if kind not in ("datacenter", "edge", "cloud"):
             raise r.err("kind", "use datacenter, edge or cloud")
+        pue = r.number("pue", 1.5) or 0.0
+        if pue < 1:  # facility power over IT power: the facility includes the IT
+            raise r.err("pue", f"must be at least 1 (facility power / IT power), got {pue:g}")
         sites[name] = Site(
             name,
             cast(SiteKind, kind),
             r.number("power_cap_w", positive=True),
             r.number("electricity_usd_per_kwh", 0.08) or 0.0,
-            r.number("pue", 1.5, positive=True) or 1.5,
+            pue,
             r.number("carbon_g_per_kwh"),
             _available(r, entry, catalog),
         )
@@ -516,6 +548,7 @@ def kv_block_count(dep: Deployment, params: EngineParams) -> tuple[int, str]:
 # in); they are never reported as figures.
 ASSUMED_TTFT_S = 1.0
 ASSUMED_OUTPUT_TOKENS_PER_S = 50.0
+MIN_TOKENS_PER_S = 0.1  # slower, and one long output outlasts any simulated day
 
 
 def _parse_aliases(raw: Any, models: set[str], path: str, line: int) -> dict[str, str]:
@@ -622,7 +655,7 @@ def parse_fleet(
         name=str(data.get("name", Path(path).stem)),
         sites=sites,
         links=_parse_links(data.get("links"), sites, path, data.line_of("links")),
-        default_rtt_s=(top.number("default_rtt_ms", 50.0) or 0.0) / 1e3,
+        default_rtt_s=_rtt_s(top, "default_rtt_ms", 50.0),
         deployments=deps,
         hosted=hosted,
         path=path,

@@ -2,15 +2,12 @@
 synthetic generators.
 
 A workload file (YAML) names a trace or a generator, the SLO classes, and how requests are
-assigned a model, an origin site, an SLO class and a data-residency flag. Malformed trace rows
-are counted and reported with their row number, never fatal.
+assigned a model, an origin site, an SLO class and a data-residency flag. Trace files are read
+by `core.traces`; malformed rows are counted and reported with their row number, never fatal.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import json
 import math
 import random
 from collections.abc import Callable
@@ -18,13 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wattserve.core.yamlio import Fields, LineDict, load_yaml_file
+from wattserve.core.traces import MAX_TOKENS, TraceRow, read_trace
+from wattserve.core.yamlio import Fields, LineDict, load_yaml_file, shown
 from wattserve.errors import ConfigError
 
 # MLPerf Inference v4.1 server-scenario limits for Llama-2-70B (shared/reference/public_figures.md)
 DEFAULT_TTFT_S = 2.0
 DEFAULT_TPOT_S = 0.2
 MAX_GENERATED = 20_000_000  # requests a generator may make (memory: about 2 KB each)
+MAX_SIGMA = 10.0
+# gamma inter-arrivals: cv 0.01 is near-periodic, 100 one burst a run; past those the shape
+# 1/cv^2 divides by zero or rounds every gap to zero
+CV_RANGE = (0.01, 100.0)
+MIN_PERIOD_S = 1.0  # a diurnal cycle shorter than a second is no longer a cycle
 
 
 @dataclass(slots=True)
@@ -101,31 +104,56 @@ class Workload:
 
 
 def _length(spec: Any, rng: random.Random, where: str, path: str, line: int) -> Any:
-    """A sampler for token lengths: a number, or {dist: fixed | uniform | lognormal, ...}."""
-    if isinstance(spec, int) and not isinstance(spec, bool) and spec >= 1:
+    """A sampler for token lengths: a number, or {dist: fixed | uniform | lognormal, ...};
+    every length, mean and bound is at most MAX_TOKENS."""
+    if isinstance(spec, int) and not isinstance(spec, bool) and 1 <= spec <= MAX_TOKENS:
         return lambda: spec
     if not isinstance(spec, LineDict):
         raise ConfigError(
-            "a length is a positive integer or {dist: ...}", path=path, line=line, field=where
+            f"a length is a whole number from 1 to {MAX_TOKENS:,} or {{dist: ...}}, "
+            f"got {shown(spec)}",
+            path=path,
+            line=line,
+            field=where,
         )
     f = Fields(spec, path, where)
     f.check_keys({"dist", "value", "min", "max", "mean", "sigma"})
     kind = f.text("dist", "lognormal")
-    cap = f.integer("max", 1 << 20)
-    lo = f.integer("min", 1)
+    cap = _tokens(f, "max", 1 << 20)
+    lo = _tokens(f, "min", 1)
     if kind == "fixed":
-        v = f.integer("value", 1)
+        if "value" not in spec:
+            raise f.err("dist", "a fixed length needs value: N")
+        v = _tokens(f, "value", 1)
         return lambda: v
+    if kind not in ("uniform", "lognormal"):
+        raise f.err("dist", f"unknown dist {shown(kind)}; use fixed, uniform or lognormal")
+    if lo > cap:
+        raise f.err("min", f"min ({lo}) must not exceed max ({cap})")
     if kind == "uniform":
-        if lo > cap:
-            raise f.err("min", f"min ({lo}) must not exceed max ({cap})")
         return lambda: rng.randint(lo, cap)
-    if kind == "lognormal":
-        mean = f.number("mean", 512.0, positive=True) or 512.0
-        sigma = f.number("sigma", 1.0) or 0.0
-        mu = math.log(mean) - sigma * sigma / 2
-        return lambda: max(lo, min(cap, round(rng.lognormvariate(mu, sigma))))
-    raise f.err("dist", f"unknown dist '{kind}'; use fixed, uniform or lognormal")
+    mean = _within(f, "mean", 512.0, 1.0, MAX_TOKENS)
+    # sigma 10 already spans e^±30 around the median; more only overflows (inf, then NaN)
+    sigma = _within(f, "sigma", 1.0, 0.0, MAX_SIGMA)
+    mu = math.log(mean) - sigma * sigma / 2
+    return lambda: max(lo, min(cap, round(rng.lognormvariate(mu, sigma))))
+
+
+def _tokens(f: Fields, key: str, default: int) -> int:
+    v = f.integer(key, default)
+    if v > MAX_TOKENS:
+        raise f.err(key, f"at most {MAX_TOKENS:,} tokens, got {shown(v)}")
+    return v
+
+
+def _within(f: Fields, key: str, default: float, lo: float, hi: float) -> float:
+    """A number from `lo` to `hi` (absent or null: `default`)."""
+    v = f.number(key, default)
+    if v is None:
+        return default
+    if not lo <= v <= hi:
+        raise f.err(key, f"must be from {lo:g} to {hi:g}, got {v:g}")
+    return v
 
 
 def synthetic_arrivals(
@@ -167,79 +195,6 @@ def synthetic_arrivals(
     raise ConfigError(f"unknown arrival process '{kind}'; use poisson, gamma or diurnal")
 
 
-# -- trace files -------------------------------------------------------------------------------
-
-
-def _azure_rows(path: Path) -> tuple[list[tuple[int, float, int, int]], list[tuple[int, str]]]:
-    """(row, seconds since first, prompt, output) from an Azure LLM trace CSV."""
-    good: list[tuple[int, float, int, int]] = []
-    bad: list[tuple[int, str]] = []
-    t0: dt.datetime | None = None
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        need = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
-        if not need <= set(reader.fieldnames or []):
-            raise ConfigError(
-                f"an Azure trace needs columns {', '.join(sorted(need))}", path=str(path), line=1
-            )
-        for row in reader:
-            line = reader.line_num
-            try:
-                ts = dt.datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
-                p, o = int(row["ContextTokens"]), int(row["GeneratedTokens"])
-                if p < 1 or o < 1:
-                    raise ValueError("token counts must be positive")
-            except (ValueError, TypeError, AttributeError) as exc:
-                bad.append((line, f"malformed row: {exc}"))
-                continue
-            t0 = ts if t0 is None else t0
-            good.append((line, (ts - t0).total_seconds(), p, o))
-    return good, bad
-
-
-def _count(value: Any) -> int:
-    """A token count: a whole number (2.0 and "2" are fine; 2.5, inf and true are not)."""
-    if isinstance(value, bool) or (
-        isinstance(value, float) and not (math.isfinite(value) and value.is_integer())
-    ):
-        raise ValueError(f"token counts are whole numbers, not {value!r}")
-    return int(value)
-
-
-def _jsonl_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    good: list[dict[str, Any]] = []
-    bad: list[tuple[int, str]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-                if not isinstance(obj, dict):
-                    raise ValueError("not an object")
-                obj["_row"] = line
-                if "input_length" in obj:  # Mooncake: timestamp in ms, input/output_length
-                    obj["arrival_s"] = float(obj["timestamp"]) / 1000.0
-                    obj["prompt_tokens"] = _count(obj["input_length"])
-                    obj["output_tokens"] = _count(obj["output_length"])
-                else:
-                    when = obj.get("arrival_s", obj.get("timestamp"))
-                    if when is None:
-                        raise ValueError("needs arrival_s")
-                    obj["arrival_s"] = float(when)
-                    obj["prompt_tokens"] = _count(obj["prompt_tokens"])
-                    obj["output_tokens"] = _count(obj["output_tokens"])
-                if not math.isfinite(obj["arrival_s"]):
-                    raise ValueError("arrival_s must be a finite number")
-                if obj["prompt_tokens"] < 1 or obj["output_tokens"] < 1 or obj["arrival_s"] < 0:
-                    raise ValueError("token counts must be positive, arrival_s non-negative")
-            except (ValueError, KeyError, TypeError) as exc:
-                bad.append((line, f"malformed row: {exc}"))
-                continue
-            good.append(obj)
-    return good, bad
-
-
 # -- assembling a workload ---------------------------------------------------------------------
 
 
@@ -273,11 +228,7 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
             origins = {origins: 1.0}
         if not isinstance(origins, dict):
             raise f.err("origins", "maps site names to weights, e.g. {edge: 0.3, dc: 0.7}")
-        weights = []
-        for site, w in origins.items():
-            if isinstance(w, bool) or not isinstance(w, int | float) or w <= 0:
-                raise f.err("origins", f"the weight of '{site}' must be a positive number")
-            weights.append((str(site), float(w)))
+        weights = _origin_weights(f, origins)
         model = c.get("model")
         rate = f.number("rate_rps", positive=True)
         if rate is not None and "weight" in c:
@@ -304,6 +255,13 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
                 output=lengths["output_tokens"],
             )
         )
+    if not math.isfinite(sum(c.weight for c in out)):
+        raise ConfigError(
+            "the classes' weights (or rates) add up to more than a number can hold",
+            path=path,
+            line=line,
+            field="classes",
+        )
     rated = [c.rate_rps is not None for c in out]
     if any(rated) and not all(rated):
         raise ConfigError(
@@ -313,6 +271,22 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
             field="classes",
         )
     return out
+
+
+def _origin_weights(f: Fields, origins: dict[Any, Any]) -> list[tuple[str, float]]:
+    """Site names and their weights: finite, positive, and with a finite sum."""
+    weights = []
+    for site, w in origins.items():
+        try:
+            ok = not isinstance(w, bool) and isinstance(w, int | float) and 0 < float(w) < math.inf
+        except OverflowError:  # an integer past float range
+            ok = False
+        if not ok:
+            raise f.err("origins", f"the weight of '{site}' must be a positive finite number")
+        weights.append((str(site), float(w)))
+    if not math.isfinite(sum(w for _, w in weights)):
+        raise f.err("origins", "the weights add up to more than a number can hold")
+    return weights
 
 
 def _pick(rng: random.Random, items: list[RequestClass]) -> RequestClass:
@@ -337,6 +311,86 @@ def _origin(rng: random.Random, c: RequestClass) -> str | None:
     return c.origins[-1][0]
 
 
+def _slos(spec: LineDict, path: str) -> dict[str, SLO]:
+    """The `slos:` block (with "default" added when absent)."""
+    slos: dict[str, SLO] = {"default": SLO()}
+    slo_map = spec.get("slos") or {}
+    if not isinstance(slo_map, LineDict) and slo_map != {}:
+        raise Fields(spec, path, "workload").err(
+            "slos", "maps class names to {ttft_s: ..., tpot_s: ...}"
+        )
+    for name, entry in slo_map.items():
+        if not isinstance(entry, LineDict):
+            raise ConfigError(
+                "must be {ttft_s: ..., tpot_s: ...}",
+                path=path,
+                line=spec.line_of("slos"),
+                field=f"slos.{name}",
+            )
+        f = Fields(entry, path, f"slos.{name}")
+        f.check_keys({"ttft_s", "tpot_s", "percentile"})
+        pct = _within(f, "percentile", DEFAULT_PERCENTILE * 100, 1.0, 100.0)
+        slos[name] = SLO(
+            f.number("ttft_s", DEFAULT_TTFT_S, positive=True) or DEFAULT_TTFT_S,
+            f.number("tpot_s", DEFAULT_TPOT_S, positive=True) or DEFAULT_TPOT_S,
+            pct / 100,
+        )
+    return slos
+
+
+def _generate(
+    spec: LineDict,
+    path: str,
+    classes: list[RequestClass],
+    rng: random.Random,
+    horizon_s: float,
+) -> tuple[list[TraceRow], float]:
+    """Requests of the generator (arrivals before `horizon_s` only) and the span it covers."""
+    g = spec.get("generator")
+    if g is None:  # every class has its own rate: Poisson arrivals for a minute
+        g = LineDict()
+        g.key_lines = {}
+        g.line = spec.line_of("classes")
+    f = Fields(g, path, "generator")
+    f.check_keys(
+        {
+            "kind",
+            "rate_rps",
+            "duration_s",
+            "cv",
+            "period_s",
+            "amplitude",
+            "prompt_tokens",
+            "output_tokens",
+        }
+    )
+    kind = f.text("kind", "poisson")
+    if kind not in ("poisson", "gamma", "bursty", "diurnal"):
+        raise f.err("kind", f"unknown arrival process {shown(kind)}; use poisson, gamma or diurnal")
+    class_rate = sum(c.rate_rps or 0.0 for c in classes)
+    if class_rate and "rate_rps" in g:
+        raise f.err("rate_rps", "the classes give their own rate_rps; drop this one")
+    rate = class_rate or f.number("rate_rps", 1.0, positive=True) or 1.0
+    span = f.number("duration_s", 60.0, positive=True) or 60.0
+    # With --duration only its first seconds are made: the limit is on what is made.
+    made = min(span, horizon_s)
+    if rate * made > MAX_GENERATED:
+        within = "" if made == span else f" in the {made:g} s that --duration keeps"
+        raise f.err(
+            "rate_rps",
+            f"rate_rps x duration_s makes {rate * made:.0f} requests{within}; "
+            f"the limit is {MAX_GENERATED:,}",
+        )
+    cv = _within(f, "cv", 2.0, *CV_RANGE)
+    period_s = _within(f, "period_s", 86400.0, MIN_PERIOD_S, math.inf)
+    times = synthetic_arrivals(kind, rate, made, rng, cv, period_s, f.fraction("amplitude", 0.5))
+    plen, olen = (
+        _length(g.get(key, default), rng, f"generator.{key}", path, g.line_of(key))
+        for key, default in (("prompt_tokens", 512), ("output_tokens", 128))
+    )
+    return [TraceRow(0, t, plen(), olen()) for t in times], span
+
+
 def load_workload(
     path: str | Path,
     *,
@@ -345,7 +399,8 @@ def load_workload(
     rate_scale: float = 1.0,
     duration_s: float | None = None,
 ) -> Workload:
-    """Requests from a trace (.csv Azure format, .jsonl) or a workload file (.yaml)."""
+    """Requests from a trace (.csv Azure format, .jsonl) or a workload file (.yaml).
+    `duration_s` keeps the first seconds (after `rate_scale`); a generator makes only those."""
     p = Path(path)
     # `not x > 0` so that NaN is refused too; an infinite scale puts every request at t=0.
     if not 0 < rate_scale < math.inf:
@@ -357,38 +412,22 @@ def load_workload(
     rng = random.Random(seed)
     slos: dict[str, SLO] = {"default": SLO()}
     classes = [RequestClass()]
-    spec: LineDict | None = None
     trace: Path | None = p
     policy: str | None = None
     span: float | None = None
+    checked_slos = False  # whether a row's slo must be one the workload file defines
+    rows: list[TraceRow] = []
+    bad: list[tuple[int, str]] = []
     if p.suffix in (".yaml", ".yml"):
         spec = load_yaml_file(p)
         if not isinstance(spec, LineDict):
             raise ConfigError("a workload file is a mapping with trace or generator", path=str(p))
         top = Fields(spec, str(p), "workload")
         top.check_keys({"trace", "generator", "slos", "classes", "policy"})
+        if "trace" in spec and "generator" in spec:
+            raise top.err("generator", "give trace or generator, not both")
         policy = top.text("policy") if "policy" in spec else None
-        slo_map = spec.get("slos") or {}
-        if not isinstance(slo_map, LineDict) and slo_map != {}:
-            raise top.err("slos", "maps class names to {ttft_s: ..., tpot_s: ...}")
-        for name, entry in slo_map.items():
-            if not isinstance(entry, LineDict):
-                raise ConfigError(
-                    "must be {ttft_s: ..., tpot_s: ...}",
-                    path=str(p),
-                    line=spec.line_of("slos"),
-                    field=f"slos.{name}",
-                )
-            f = Fields(entry, str(p), f"slos.{name}")
-            f.check_keys({"ttft_s", "tpot_s", "percentile"})
-            pct = f.number("percentile", DEFAULT_PERCENTILE * 100, positive=True)
-            if pct is None or pct > 100:
-                raise f.err("percentile", f"must be in (0, 100], got {pct}")
-            slos[name] = SLO(
-                f.number("ttft_s", DEFAULT_TTFT_S, positive=True) or DEFAULT_TTFT_S,
-                f.number("tpot_s", DEFAULT_TPOT_S, positive=True) or DEFAULT_TPOT_S,
-                pct / 100,
-            )
+        slos, checked_slos = _slos(spec, str(p)), "slos" in spec
         classes = _classes(spec.get("classes"), str(p), spec.line_of("classes"), rng)
         for i, c in enumerate(classes):
             if c.slo not in slos:
@@ -398,108 +437,48 @@ def load_workload(
                     field=f"classes[{i}].slo",
                 )
         trace = p.parent / top.text("trace") if "trace" in spec else None
-    rows: list[tuple[int, float, int, int, dict[str, Any]]] = []
-    bad: list[tuple[int, str]] = []
+        if trace is None:
+            g = spec.get("generator")
+            if g is not None and not isinstance(g, LineDict):
+                raise top.err("generator", "must be a mapping such as {kind: poisson, ...}")
+            if g is None and classes[0].rate_rps is None:
+                raise ConfigError("a workload file needs 'trace' or 'generator'", path=str(p))
+            horizon = math.inf if duration_s is None else duration_s * rate_scale
+            rows, span = _generate(spec, str(p), classes, rng, horizon)
+            span = span / rate_scale
     if trace is not None:
         if not trace.exists():
             raise ConfigError("no such trace file", path=str(trace))
-        if trace.suffix == ".jsonl":
-            objs, bad = _jsonl_rows(trace)
-            rows = [
-                (o["_row"], o["arrival_s"], o["prompt_tokens"], o["output_tokens"], o) for o in objs
-            ]
-            rows.sort(key=lambda r: r[1])
-        else:
-            azure, bad = _azure_rows(trace)
-            rows = [(r, t, pr, o, {}) for r, t, pr, o in azure]
-    elif spec is not None and (
-        isinstance(spec.get("generator"), LineDict)
-        or ("generator" not in spec and classes[0].rate_rps is not None)
-    ):
-        g = spec.get("generator")
-        if g is None:  # every class has its own rate: Poisson arrivals for a minute
-            g = LineDict()
-            g.key_lines = {}
-            g.line = spec.line_of("classes")
-        where = str(p)
-        f = Fields(g, where, "generator")
-        f.check_keys(
-            {
-                "kind",
-                "rate_rps",
-                "duration_s",
-                "cv",
-                "period_s",
-                "amplitude",
-                "prompt_tokens",
-                "output_tokens",
-            }
-        )
-        kind = f.text("kind", "poisson")
-        if kind not in ("poisson", "gamma", "bursty", "diurnal"):
-            raise f.err("kind", f"unknown arrival process '{kind}'; use poisson, gamma or diurnal")
-        class_rate = sum(c.rate_rps or 0.0 for c in classes)
-        if class_rate and "rate_rps" in g:
-            raise f.err("rate_rps", "the classes give their own rate_rps; drop this one")
-        rate = class_rate or f.number("rate_rps", 1.0, positive=True) or 1.0
-        span = f.number("duration_s", 60.0, positive=True) or 60.0
-        if rate * span > MAX_GENERATED:
-            raise f.err(
-                "rate_rps",
-                f"rate_rps x duration_s makes {rate * span:.0f} requests; "
-                f"the limit is {MAX_GENERATED:,}",
-            )
-        times = synthetic_arrivals(
-            kind,
-            rate,
-            span,
-            rng,
-            f.number("cv", 2.0, positive=True) or 2.0,
-            f.number("period_s", 86400.0, positive=True) or 86400.0,
-            f.fraction("amplitude", 0.5),
-        )
-        plen = _length(
-            g.get("prompt_tokens", 512),
-            rng,
-            "generator.prompt_tokens",
-            where,
-            g.line_of("prompt_tokens"),
-        )
-        olen = _length(
-            g.get("output_tokens", 128),
-            rng,
-            "generator.output_tokens",
-            where,
-            g.line_of("output_tokens"),
-        )
-        rows = [(0, t, plen(), olen(), {}) for t in times]
-        span = span / rate_scale
-    else:
-        raise ConfigError("a workload file needs 'trace' or 'generator'", path=str(p))
+        rows, bad = read_trace(trace)
     requests: list[Request] = []
-    for row, t, prompt, out, extra in rows:
-        arrival = t / rate_scale
+    for r in rows:
+        arrival = r.arrival_s / rate_scale
         if duration_s is not None and arrival >= duration_s:
             break
+        if checked_slos and r.slo is not None and r.slo not in slos:
+            bad.append((r.row, f"malformed row: unknown slo {shown(r.slo)} ({', '.join(slos)})"))
+            continue
         c = _pick(rng, classes)
-        if c.prompt is not None:
-            prompt = c.prompt()
-        if c.output is not None:
-            out = c.output()
+        # draws in this order, one local_only draw per request, so a seed's requests stay put
+        prompt = r.prompt_tokens if c.prompt is None else c.prompt()
+        output = r.output_tokens if c.output is None else c.output()
+        origin = r.origin or _origin(rng, c)
+        drawn_local = rng.random() < c.local_only
         requests.append(
             Request(
                 id=len(requests),
                 arrival_s=arrival,
                 prompt_tokens=prompt,
-                output_tokens=out,
-                model=str(extra.get("model") or c.model or default_model),
-                origin=extra.get("origin") or _origin(rng, c),
-                slo=str(extra.get("slo", c.slo)),
-                local_only=bool(extra.get("local_only", rng.random() < c.local_only)),
-                row=row,
+                output_tokens=output,
+                model=r.model or c.model or default_model,
+                origin=origin,
+                slo=c.slo if r.slo is None else r.slo,
+                local_only=drawn_local if r.local_only is None else r.local_only,
+                row=r.row,
                 cls=c.name,
             )
         )
+    bad.sort()
     if duration_s is not None:
         span = duration_s if span is None else min(span, duration_s)
     if span is None and requests:

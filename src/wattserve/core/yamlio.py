@@ -158,7 +158,7 @@ class Fields:
         except OverflowError:
             raise self.err(key, f"too large: {shown(v)}") from None
         if not math.isfinite(f):
-            raise self.err(key, f"expected a finite number, got {f}")
+            raise self.err(key, f"expected a finite number, got {'NaN' if f != f else f}")
         if f < 0 or (positive and f == 0):
             raise self.err(key, f"must be {'positive' if positive else 'non-negative'}, got {v}")
         return f

@@ -1,0 +1,208 @@
+"""Reading request traces: Azure LLM trace CSV, wattserve JSONL and Mooncake JSONL.
+
+A trace is read through `textfile.read_text` (a regular file of at most MAX_TRACE_BYTES, in
+UTF-8), so `/dev/zero`, a FIFO, a directory or a binary file is a ConfigError naming the file.
+A malformed row is skipped and returned with its row number (its line in the file) and why;
+it never stops the read. Rows come back sorted by arrival (stable), Azure ones in seconds
+since the earliest row.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wattserve.core.textfile import read_text
+from wattserve.core.yamlio import shown
+from wattserve.errors import ConfigError
+
+MAX_TRACE_BYTES = 64 << 20  # the published traces are under 1 MB; this is 2M+ Azure rows
+MAX_TOKENS = 10_000_000  # tokens in one prompt or one output: far beyond any model's context
+MAX_NAME = 256  # characters in a row's model, origin or slo name
+
+BadRows = list[tuple[int, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    """One request of a trace; None: the row leaves it to the workload's classes."""
+
+    row: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    model: str | None = None
+    origin: str | None = None
+    slo: str | None = None
+    local_only: bool | None = None
+
+
+def read_trace(path: Path) -> tuple[list[TraceRow], BadRows]:
+    """The good rows of a trace (`.jsonl`: JSONL or Mooncake; anything else: Azure CSV),
+    sorted by arrival, and the bad ones as (row, why)."""
+    text = read_text(path, MAX_TRACE_BYTES)
+    rows, bad = _jsonl_rows(text) if path.suffix == ".jsonl" else _azure_rows(text, str(path))
+    rows.sort(key=lambda r: r.arrival_s)  # stable: rows at the same instant keep file order
+    return rows, bad
+
+
+def tokens(value: Any, name: str) -> int:
+    """A token count from 1 to MAX_TOKENS: an integer, a whole float, or ASCII digits."""
+    if value is None:
+        raise ValueError(f"needs {name}")
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: token counts are whole numbers, not {shown(value)}")
+    if not 1 <= value <= MAX_TOKENS:
+        raise ValueError(f"{name} must be from 1 to {MAX_TOKENS:,}, got {shown(value)}")
+    return value
+
+
+_DIGITS = re.compile(r"[0-9]{1,12}")  # ASCII only: int() would take '1_000' and '١٢'
+
+
+# -- Azure CSV ---------------------------------------------------------------------------------
+
+_AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+# 2023-11-16 18:15:46.6805900 (Azure: 7 fraction digits), optionally with a zone
+_TIMESTAMP = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]+)?"
+    r"(Z|[+-][0-9]{2}:?[0-9]{2})?"
+)
+
+
+def _timestamp(text: str) -> dt.datetime:
+    m = _TIMESTAMP.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"TIMESTAMP is not a date and time: {shown(text)}")
+    fraction = (m[2] or ".0")[1:7].ljust(6, "0")  # datetime keeps microseconds
+    zone = "+00:00" if m[3] == "Z" else m[3] or ""
+    return dt.datetime.fromisoformat(f"{m[1]}.{fraction}{zone}")
+
+
+def _azure_rows(text: str, path: str) -> tuple[list[TraceRow], BadRows]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = reader.fieldnames or []
+    except csv.Error as exc:
+        raise ConfigError(f"the header is not CSV: {exc}", path=path, line=1) from None
+    twice = sorted(c for c, n in Counter(columns).items() if n > 1)
+    if twice:
+        raise ConfigError(f"column {shown(twice[0])} is given twice", path=path, line=1)
+    if not set(_AZURE_COLUMNS) <= set(columns):
+        raise ConfigError(
+            f"an Azure trace needs columns {', '.join(_AZURE_COLUMNS)}", path=path, line=1
+        )
+    timed: list[tuple[int, dt.datetime, int, int]] = []
+    bad: BadRows = []
+    zoned: bool | None = None  # whether times carry a zone: the first good row decides
+    while True:
+        start = reader.line_num + 1  # the csv module does not count the line it fails on
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field past the csv module's limit, a stray quote
+            bad.append((start, f"malformed row: {exc}"))
+            continue
+        line = reader.line_num
+        try:
+            fields = [row.get(c) for c in _AZURE_COLUMNS]
+            if any(not isinstance(v, str) for v in fields):
+                raise ValueError(f"needs {len(_AZURE_COLUMNS)} fields")
+            ts = _timestamp(str(fields[0]))
+            if zoned is not None and zoned != (ts.tzinfo is not None):
+                which = "a time zone" if zoned else "no time zone"
+                raise ValueError(f"TIMESTAMP must have {which}, as the rows before it")
+            p, o = tokens(fields[1], "ContextTokens"), tokens(fields[2], "GeneratedTokens")
+        except (ValueError, OverflowError) as exc:
+            bad.append((line, f"malformed row: {exc}"))
+            continue
+        zoned = ts.tzinfo is not None
+        timed.append((line, ts, p, o))
+    if not timed:
+        return [], bad
+    t0 = min(t for _, t, _, _ in timed)
+    return [TraceRow(line, (t - t0).total_seconds(), p, o) for line, t, p, o in timed], bad
+
+
+# -- JSONL (wattserve's and Mooncake's) --------------------------------------------------------
+
+
+def _seconds(obj: dict[str, Any], key: str, per_s: float = 1.0) -> float:
+    v = obj.get(key)
+    if v is None:
+        raise ValueError(f"needs {key}")
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{key} must be a number, not {shown(v)}")
+    try:
+        s = float(v) / per_s
+    except OverflowError:
+        raise ValueError(f"{key} is too large: {shown(v)}") from None
+    if not (math.isfinite(s) and s >= 0):
+        raise ValueError(f"{key} must be a finite number >= 0, not {shown(v)}")
+    return s
+
+
+def _name(obj: dict[str, Any], key: str) -> str | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str) or len(v) > MAX_NAME:
+        raise ValueError(f"{key} must be text of at most {MAX_NAME} characters, not {shown(v)}")
+    return v
+
+
+def _jsonl_row(line: int, text: str) -> TraceRow:
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    if "input_length" in obj:  # Mooncake: timestamp in ms, input/output_length
+        arrival = _seconds(obj, "timestamp", 1000.0)
+        prompt = tokens(obj.get("input_length"), "input_length")
+        output = tokens(obj.get("output_length"), "output_length")
+    else:
+        arrival = _seconds(obj, "arrival_s" if "arrival_s" in obj else "timestamp")
+        prompt = tokens(obj.get("prompt_tokens"), "prompt_tokens")
+        output = tokens(obj.get("output_tokens"), "output_tokens")
+    local_only = obj.get("local_only")
+    if local_only is not None and not isinstance(local_only, bool):
+        raise ValueError(f"local_only must be true or false, not {shown(local_only)}")
+    return TraceRow(
+        line,
+        arrival,
+        prompt,
+        output,
+        _name(obj, "model"),
+        _name(obj, "origin"),
+        _name(obj, "slo"),
+        local_only,
+    )
+
+
+def _jsonl_rows(text: str) -> tuple[list[TraceRow], BadRows]:
+    good: list[TraceRow] = []
+    bad: BadRows = []
+    # newline=None: \n, \r\n and \r end a line, as a file opened as text (not U+2028)
+    for line, row in enumerate(io.StringIO(text, newline=None), start=1):
+        if not row.strip():
+            continue
+        try:
+            good.append(_jsonl_row(line, row))
+        except ValueError as exc:  # json.JSONDecodeError is one
+            bad.append((line, f"malformed row: {exc}"))
+    return good, bad
