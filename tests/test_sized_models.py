@@ -162,7 +162,7 @@ def _one(extra: str, model: str = "acme-x") -> str:
     [
         ("    params_b: -7\n", "providers.x.params_b", "positive"),
         ("    params_b: 0\n", "providers.x.params_b", "positive"),
-        ("    params_b: .inf\n", "providers.x.params_b", "billions of parameters"),
+        ("    params_b: .inf\n", "providers.x.params_b", "finite number"),
         ("    params_b: .nan\n", "providers.x.params_b", "NaN"),
         ("    params_b: 1e9\n", "providers.x.params_b", "billions of parameters"),
         ("    params_b: 0.01\n", "providers.x.params_b", "from 0.1"),
