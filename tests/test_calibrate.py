@@ -445,6 +445,21 @@ def test_a_model_config_nested_too_deeply_is_an_error(tmp_path: Path) -> None:
         fit_calibration(read_measurements(f), load_catalog(), source=str(f))
 
 
+def test_a_number_too_long_for_python_to_read_is_an_error(tmp_path: Path) -> None:
+    """json.loads refuses integers of more than 4,300 digits with a ValueError, which went
+    through as a traceback from a calibration file or a model's config.json."""
+    huge = "1" * 5000
+    cal = tmp_path / "c.json"
+    cal.write_text('{"version": 1, "hardware": {"h100-sxm": {"eff_compute": ' + huge + "}}}")
+    with pytest.raises(ConfigError, match="more than 4,300 digits"):
+        load_calibration(cal)
+    (tmp_path / "m.json").write_text('{"hidden_size": ' + huge + "}")
+    f = tmp_path / "m.csv"
+    f.write_text(f"{HEADER}\nm.json,h100-sxm,1,1,bf16,decode,8,,431,0.01,\n")
+    with pytest.raises(ConfigError, match="more than 4,300 digits"):
+        fit_calibration(read_measurements(f), load_catalog(), source=str(f))
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from wattserve.bench.compare import MAX_WHOLE, Timed, kind_of, metrics, per_request, records_result
 from wattserve.core.records import RequestRecord, parse_record
-from wattserve.core.textfile import read_text
+from wattserve.core.textfile import load_json, read_text
 from wattserve.errors import ConfigError
 
 MAX_RECORD_S = 1e9  # a requests file's times, from the trace's start: 31 years
@@ -46,19 +46,6 @@ def _short(text: str, limit: int = 60) -> str:
     """A name from the file, made safe to print: one line, cut short."""
     text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _json(text: str, path: Path, line: int | None = None) -> Any:
-    """Parsed JSON; a syntax error is left to the caller (it may be JSON lines), nesting too
-    deep or a number too long to read is a ConfigError."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise
-    except RecursionError:
-        raise ConfigError("not valid JSON: nested too deeply", path=str(path), line=line) from None
-    except ValueError:  # Python reads no integer of more than 4,300 digits
-        raise ConfigError("a number of more than 4,300 digits", path=str(path), line=line) from None
 
 
 def _record(obj: Any, path: Path, line: int | None) -> RequestRecord:
@@ -93,7 +80,7 @@ def _lines(path: Path, text: str) -> list[RequestRecord] | None:
         if not line.strip():
             continue
         try:
-            obj = _json(line, path, line_no)
+            obj = load_json(line, str(path), line_no)
         except json.JSONDecodeError:
             if not records:
                 return None
@@ -183,7 +170,7 @@ def _load(path: Path, pick: str | None) -> ResultFile:
     if not text.strip():
         raise ConfigError("an empty file, not a result", path=str(path))
     try:
-        raw = _json(text, path)
+        raw = load_json(text, str(path))
     except (json.JSONDecodeError, ConfigError) as exc:
         # JSON lines (`--requests-out`) are not one JSON document: read line by line, which
         # also names the line of a syntax error or a nesting too deep

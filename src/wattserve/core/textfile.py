@@ -41,10 +41,23 @@ def read_text(path: str | Path, limit: int = MAX_BYTES) -> str:
 
 
 def parse_json(text: str, path: str) -> Any:
-    """Parse JSON text; a syntax error or nesting too deep to parse is a ConfigError."""
+    """Parse JSON text; a syntax error, nesting too deep or a number too long to read is a
+    ConfigError."""
     try:
-        return json.loads(text)
+        return load_json(text, path)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+
+
+def load_json(text: str, path: str, line: int | None = None) -> Any:
+    """Parse JSON text, leaving a syntax error (json.JSONDecodeError) to the caller (it may
+    try JSON lines next); nesting too deep, or an integer of more digits than Python reads
+    (4,300), is a ConfigError naming the file and `line`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
     except RecursionError:
-        raise ConfigError("not valid JSON: nested too deeply", path=path) from None
+        raise ConfigError("not valid JSON: nested too deeply", path=path, line=line) from None
+    except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
+        raise ConfigError("a number of more than 4,300 digits", path=path, line=line) from None
