@@ -27,6 +27,7 @@ FLAGS = frozenset(
         "output_tokens",
         "context",
         "gpu_memory_utilization",
+        "expert_parallel",
     ]
 )
 
@@ -76,6 +77,14 @@ def estimate_cmd(
         float | None,
         typer.Option(help="Share of device memory the engine uses (vLLM's name; default 0.9)."),
     ] = None,
+    expert_parallel: Annotated[
+        bool,
+        typer.Option(
+            "--expert-parallel",
+            help="MoE: place whole experts across the --tp devices (vLLM's "
+            "--enable-expert-parallel); the step waits for the busiest device.",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     explain_out: Annotated[
         bool, typer.Option("--explain", help="Show every term, its bound and sources.")
@@ -110,6 +119,7 @@ def estimate_cmd(
             catalog=load_catalog(hardware_file or []),
             costs=costs,
             gpu_memory_utilization=gpu_memory_utilization,
+            expert_parallel=expert_parallel,
         )
     except ConfigError as exc:
         if exc.path is not None or exc.field not in FLAGS:

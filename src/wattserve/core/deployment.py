@@ -27,7 +27,9 @@ class Deployment:
     """`model` on `tp * pp` devices of `hardware`.
 
     Engine limits follow vLLM's names: `max_num_seqs` sequences and `max_batched_tokens`
-    tokens per step (chunked prefill).
+    tokens per step (chunked prefill). `expert_parallel` (vLLM's `--enable-expert-parallel`)
+    places an MoE's experts whole across the `tp` devices of each stage instead of splitting
+    every expert over them; attention stays tensor-parallel.
     """
 
     model: ModelSpec
@@ -38,6 +40,7 @@ class Deployment:
     kv_dtype: Dtype = "bf16"
     max_num_seqs: int = 256
     max_batched_tokens: int = 8192
+    expert_parallel: bool = False
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "max_num_seqs", "max_batched_tokens"):
@@ -50,6 +53,25 @@ class Deployment:
                 f"tensor parallelism splits the attention heads, and {self.model.id}'s {heads} "
                 f"do not divide by {self.tp}; use a divisor of {heads}",
                 field="tp",
+            )
+        if self.expert_parallel is not False:
+            self._check_expert_parallel()
+
+    def _check_expert_parallel(self) -> None:
+        m = self.model
+        if self.expert_parallel is not True:
+            raise ConfigError(
+                f"must be true or false, got {self.expert_parallel!r}", field="expert_parallel"
+            )
+        if not m.is_moe:
+            raise ConfigError(
+                f"{m.id} is a dense model: it has no experts to place", field="expert_parallel"
+            )
+        if m.num_experts % self.tp:
+            raise ConfigError(
+                f"expert parallelism places whole experts on each of the {self.tp} devices of "
+                f"a stage, and {m.id}'s {m.num_experts} experts do not divide by {self.tp}",
+                field="expert_parallel",
             )
 
     @property

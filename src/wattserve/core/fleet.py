@@ -266,6 +266,7 @@ def _resolve_deployment(
             "scheduling",
             "backend",
             "gpu_memory_utilization",
+            "expert_parallel",
         }
     )
     site = r.text("site")
@@ -292,6 +293,7 @@ def _resolve_deployment(
     max_tokens = r.integer("max_batched_tokens", 8192)
     need = chips_needed(model, hw, dtype, kv_dtype, max_seqs * 2048, params)
     pp = r.integer("pp", 1 if need is None else max(1, -(-need // tp)))
+    expert_parallel = r.flag("expert_parallel")
     try:
         dep = Deployment(
             model,
@@ -302,6 +304,7 @@ def _resolve_deployment(
             kv_dtype=kv_dtype,
             max_num_seqs=max_seqs,
             max_batched_tokens=max_tokens,
+            expert_parallel=expert_parallel,
         )
     except ConfigError as exc:  # it names the field (tp: heads that do not divide) only
         key = exc.field or ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from statistics import NormalDist
 from typing import NamedTuple
 
 from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
@@ -96,6 +97,12 @@ class PerfModel:
         self.overhead_seq = params.overhead_seq_s
         self.pad_s, self.expert_pad_s = self._gemm_pads(params.gemm_pad_elems)
         self.gemm_floor_s = params.gemm_latency_s * _gemm_kernels(m)
+        # expert parallelism: the step waits for the device with the most routed tokens
+        self.ep_ranks = float(dep.tp) if dep.expert_parallel and dep.tp > 1 else 0.0
+        self.ep_read_spread = _busiest_spread(dep.tp) if self.ep_ranks else 0.0
+        # the loads sum to the step's assignments: pairwise correlation -1/(R - 1)
+        self.ep_spread = self.ep_read_spread * math.sqrt(self.ep_ranks / (self.ep_ranks - 1.0))
+        self.expert_flops_s = 2.0 * m.num_layers * m.expert_params / self.flops_rate
         self.poison = NAN if self.missing else 0.0
 
         self.idle_w, self.dynamic_w = self._power_figures()
@@ -142,6 +149,10 @@ class PerfModel:
             shared = m.shared_intermediate_size
             mlp_k = m.hidden_size + shared / tp if shared else 0.0
             expert_k = m.num_layers * (m.hidden_size + m.expert_intermediate_size / tp)
+            if self.deployment.expert_parallel:
+                # whole experts, n/tp of the n touched on each device: the same pad count on
+                # the step's rate over all devices, each GEMM with its whole inputs
+                expert_k = m.num_layers * (m.hidden_size + m.expert_intermediate_size) / tp
         else:
             mlp_k, expert_k = m.hidden_size + m.intermediate_size / tp, 0.0
         dense_k = m.num_layers * (attn_k + mlp_k) + m.hidden_size  # the LM head once per step
@@ -211,11 +222,12 @@ class PerfModel:
         flops = self.flops_per_token * tokens + self.attn_time_coef * attn_work
         nbytes = self.base_weight_bytes + self.kv_time_bytes * kv_tokens
         if self.moe:
-            touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
-            nbytes += self.expert_bytes * touched
+            nbytes += self.expert_bytes * self.experts_read(tokens)
         t_c = flops / self.flops_rate
         if self.pad_s:
             t_c += self.gemm_pad_s(tokens)
+        if self.ep_ranks:
+            t_c += self.expert_imbalance_s(tokens)
         t_m = nbytes / self.bytes_rate + self.gemm_floor_s
         return (
             (t_c if t_c > t_m else t_m)
@@ -232,14 +244,19 @@ class PerfModel:
         kv_bytes = self.kv_bytes_per_token * kv_tokens
         flops = self.flops_per_token * tokens + attn_flops
         nbytes = self.base_weight_bytes + kv_bytes
+        waits = 0.0  # bytes the busiest expert-parallel device reads beyond an even share
         if self.moe:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
+            waits = self.expert_bytes * (self.experts_read(tokens) - touched)
         extra = self.params.attn_factor - 1.0  # attention's part charged beyond its true amount
         t_c = (flops + extra * attn_flops) / self.flops_rate + self.poison
         if self.pad_s:
             t_c += self.gemm_pad_s(tokens)
-        t_m = (nbytes + extra * kv_bytes) / self.bytes_rate + self.gemm_floor_s + self.poison
+        if self.ep_ranks:
+            t_c += self.expert_imbalance_s(tokens)
+        t_m = (nbytes + extra * kv_bytes + waits) / self.bytes_rate + self.gemm_floor_s
+        t_m += self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
@@ -254,6 +271,49 @@ class PerfModel:
             return self.pad_s
         spread: float = (1.0 - self.top_k / self.n_experts) ** tokens
         return self.pad_s + self.expert_pad_s * self.n_experts * (1.0 - spread)
+
+    def experts_read(self, tokens: float) -> float:
+        """Experts whose weights a step of `tokens` tokens reads, as the step time counts them.
+
+        Top-k routing of T tokens touches E(1 - (1 - k/E)^T) distinct experts in expectation.
+        Under expert parallelism each device reads only its own E/R experts, each touched with
+        probability p = 1 - (1 - k/E)^T, and the step waits for the device that reads the
+        most: the mean E p / R plus sqrt(E p (1 - p) / R) times the expected largest of R
+        standard normals (`_busiest_spread`), capped at E/R, counted R times against the
+        step's bandwidth over all R devices."""
+        e = self.n_experts
+        p: float = 1.0 - (1.0 - self.top_k / e) ** tokens
+        if not self.ep_ranks:
+            return e * p
+        r = self.ep_ranks
+        local = e / r
+        busiest = local * p + self.ep_read_spread * math.sqrt(local * p * (1.0 - p))
+        return r * (local if busiest > local else busiest)
+
+    def busiest_load(self, tokens: float) -> float:
+        """Expected expert assignments (token, expert) on the busiest of the `tp` devices of an
+        expert-parallel layer, under uniform top-k routing of `tokens` tokens.
+
+        A token's k distinct experts fall on the R devices (E/R experts each) as a
+        hypergeometric draw, so a device's load over T tokens has mean Tk/R and variance
+        Tk(1/R)(1 - 1/R)(E - k)/(E - 1); the loads sum to Tk, so any two correlate at
+        -1/(R - 1). The expected largest of R such loads is taken as the mean plus the
+        standard deviation times E[max of R exchangeable normals with that correlation],
+        sqrt(R / (R - 1)) times that of independent ones (`_busiest_spread`; a normal
+        approximation of the loads; exact for R = 2: sqrt(2/pi)), capped at the most a device
+        can take, T min(k, E/R)."""
+        r, e, k = self.ep_ranks, self.n_experts, self.top_k
+        mean = tokens * k / r
+        sd = math.sqrt(tokens * k * (1.0 / r) * (1.0 - 1.0 / r) * (e - k) / (e - 1.0))
+        most = tokens * min(k, e / r)
+        busiest = mean + self.ep_spread * sd
+        return most if busiest > most else busiest
+
+    def expert_imbalance_s(self, tokens: float) -> float:
+        """Seconds the busiest expert-parallel device computes beyond a perfectly balanced
+        share of the step's expert work (the step's rate is over all devices)."""
+        excess = self.busiest_load(tokens) * self.ep_ranks - tokens * self.top_k
+        return excess * self.expert_flops_s if excess > 0.0 else 0.0
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
         """Power of all devices during a step whose compute and memory times are given."""
@@ -276,6 +336,22 @@ class PerfModel:
     @property
     def idle_power_w(self) -> float:
         return self.devices * self.idle_w
+
+
+@lru_cache(maxsize=64)
+def _busiest_spread(ranks: int) -> float:
+    """E[max of `ranks` independent standard normals], the integral of
+    x R phi(x) Phi(x)^(R-1) (0.564 for 2, 1.029 for 4, 1.424 for 8)."""
+    if ranks < 2:
+        return 0.0
+    nd, n, lo, hi = NormalDist(), 4000, -9.0, 9.0
+    h = (hi - lo) / n
+    total = 0.0
+    for i in range(n + 1):
+        x = lo + i * h
+        w = 0.5 if i in (0, n) else 1.0
+        total += w * x * ranks * nd.pdf(x) * nd.cdf(x) ** (ranks - 1)
+    return total * h
 
 
 def _gemm_kernels(m: ModelSpec) -> int:
@@ -325,11 +401,12 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     tc0 = (pm.flops_per_token * s + pm.attn_time_coef * kv0) / pm.flops_rate
     tm0 = (pm.base_weight_bytes + pm.kv_time_bytes * kv0) / pm.bytes_rate
     if pm.moe:
-        touched = pm.n_experts * (1.0 - (1.0 - pm.top_k / pm.n_experts) ** s)
-        tm0 += pm.expert_bytes * touched / pm.bytes_rate
+        tm0 += pm.expert_bytes * pm.experts_read(s) / pm.bytes_rate
     dtc = pm.attn_time_coef * s / pm.flops_rate
     if pm.pad_s:
         tc0 += pm.gemm_pad_s(s)
+    if pm.ep_ranks:
+        tc0 += pm.expert_imbalance_s(s)
     tm0 += pm.gemm_floor_s
     dtm = pm.kv_time_bytes * s / pm.bytes_rate
     fixed = (

@@ -169,6 +169,12 @@ class Fields:
             raise self.err(key, f"expected a positive integer, got {shown(v)}")
         return v
 
+    def flag(self, key: str, default: bool = False) -> bool:
+        v = self.d.get(key, default)
+        if not isinstance(v, bool):  # YAML's true/false, not "false" (a non-empty string)
+            raise self.err(key, f"expected true or false, got {shown(v)}")
+        return v
+
     def fraction(self, key: str, default: float) -> float:
         v = self.number(key, default)
         if v is None or v > 1:

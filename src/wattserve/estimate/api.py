@@ -73,6 +73,7 @@ class Estimate:
     prefill_cost: StepCost | None = field(default=None, repr=False, compare=False)
     decode_cost: StepCost | None = field(default=None, repr=False, compare=False)
     provider: Provider | None = field(default=None, repr=False, compare=False)
+    expert_parallel: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by `wattserve estimate --json`."""
@@ -106,10 +107,13 @@ def _prepared(
     kdtype: Dtype,
     params: EngineParams,
     costs: CostAssumptions,
+    expert_parallel: bool = False,
 ) -> tuple[Deployment, PerfModel, CostRate]:
     """What every estimate of one layout shares, built once (a sweep asks for each many
     times, at other batches and lengths)."""
-    dep = Deployment(spec, hw, tp=tp, pp=pp, dtype=wdtype, kv_dtype=kdtype)
+    dep = Deployment(
+        spec, hw, tp=tp, pp=pp, dtype=wdtype, kv_dtype=kdtype, expert_parallel=expert_parallel
+    )
     return dep, perf_model(dep, params), cost_rate(hw, dep.devices, costs)
 
 
@@ -145,12 +149,15 @@ def estimate(
     catalog: Catalog | None = None,
     costs: CostAssumptions = _DEFAULT_COSTS,
     gpu_memory_utilization: float | None = None,
+    expert_parallel: bool = False,
 ) -> Estimate:
     """Estimate `model` on `hardware` (a device id or a hosted provider id).
 
     `context` is the KV-cache length of the decode step (default prompt + output / 2).
     `gpu_memory_utilization` (vLLM's name): the share of device memory the engine may use for
     weights, activations and KV cache (default: the calibration's, else 0.9).
+    `expert_parallel` (vLLM's `--enable-expert-parallel`): an MoE's experts placed whole
+    across the `tp` devices, the step waiting for the busiest one (docs/model.md).
     """
     tp = _positive("tp", tp)
     if pp is not None:
@@ -206,7 +213,11 @@ def estimate(
     if pp is None:
         need = chips_needed(spec, hw, wdtype, kdtype, batch * seq_tokens, params)
         pp = 1 if need is None else max(1, math.ceil(need / tp))
-    dep, perf, rate = _prepared(spec, hw, tp, pp, wdtype, kdtype, params, costs)
+    if expert_parallel is not False and expert_parallel is not True:
+        raise ConfigError(
+            f"must be true or false, got {expert_parallel!r}", field="expert_parallel"
+        )
+    dep, perf, rate = _prepared(spec, hw, tp, pp, wdtype, kdtype, params, costs, expert_parallel)
     fit = memory_fit(dep, params, batch, seq_tokens, batch * prompt_tokens)
     missing = list(perf.missing)
     computable = fit.fits and not perf.missing
@@ -270,6 +281,7 @@ def estimate(
         perf=perf,
         prefill_cost=pre,
         decode_cost=dec,
+        expert_parallel=expert_parallel,
         **times,  # type: ignore[arg-type]
     )
 

@@ -18,7 +18,8 @@ def summary(e: Estimate) -> str:
     """The default text output of `wattserve estimate`."""
     head = f"{e.model} on {e.hardware}"
     if e.devices:
-        head += f" x{e.devices} (tp={e.tp}, pp={e.pp}, {e.dtype} weights, {e.kv_dtype} KV)"
+        ep = ", experts spread over tp (EP)" if e.expert_parallel else ""
+        head += f" x{e.devices} (tp={e.tp}, pp={e.pp}{ep}, {e.dtype} weights, {e.kv_dtype} KV)"
     lines = [
         head,
         f"  batch {e.batch}, prompt {e.prompt_tokens}, output {e.output_tokens}, "
@@ -65,6 +66,14 @@ def explain(e: Estimate) -> str:
     lines = [summary(e), "", "time = max(compute, memory) + comm + overhead"]
     lines += _phase(f"prefill ({e.batch} x {e.prompt_tokens} tokens)", e.prefill_cost)
     lines += _phase(f"decode step ({e.batch} seqs at {e.context_tokens} ctx)", e.decode_cost)
+    if e.perf is not None and e.perf.ep_ranks:
+        pm, b = e.perf, float(e.batch)
+        lines.append(
+            f"expert parallel over {e.tp} devices, decode step of {e.batch} tokens: the busiest "
+            f"device takes {pm.busiest_load(b):.3g} expert assignments (even share "
+            f"{b * pm.top_k / pm.ep_ranks:.3g}) and reads {pm.experts_read(b) / pm.ep_ranks:.3g}"
+            f" of its {pm.n_experts / pm.ep_ranks:.3g} experts (uniform top-k routing)"
+        )
     if e.perf is not None:
         p = e.perf.params
         lines += [

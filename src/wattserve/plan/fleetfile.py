@@ -49,6 +49,8 @@ def fleet_mapping(plan: Plan, hardware_files: list[str] | None = None) -> dict[s
             "max_num_seqs": d.max_num_seqs,
             "max_batched_tokens": d.max_batched_tokens,
         }
+        if d.expert_parallel:
+            deployments[name]["expert_parallel"] = True
     providers: dict[str, Any] = {}
     for k in sorted({k for _, k in plan.solution.hosted_rates}):
         h = p.hosted[k].spec
