@@ -99,9 +99,11 @@ class PerfModel:
         self.gemm_floor_s = params.gemm_latency_s * _gemm_kernels(m)
         # expert parallelism: the step waits for the device with the most routed tokens
         self.ep_ranks = float(dep.tp) if dep.expert_parallel and dep.tp > 1 else 0.0
-        self.ep_read_spread = _busiest_spread(dep.tp) if self.ep_ranks else 0.0
-        # the loads sum to the step's assignments: pairwise correlation -1/(R - 1)
-        self.ep_spread = self.ep_read_spread * math.sqrt(self.ep_ranks / (self.ep_ranks - 1.0))
+        self.ep_read_spread = self.ep_spread = 0.0
+        if self.ep_ranks:
+            self.ep_read_spread = _busiest_spread(dep.tp)
+            # the loads sum to the step's assignments: pairwise correlation -1/(R - 1)
+            self.ep_spread = self.ep_read_spread * math.sqrt(dep.tp / (dep.tp - 1.0))
         self.expert_flops_s = 2.0 * m.num_layers * m.expert_params / self.flops_rate
         self.poison = NAN if self.missing else 0.0
 
