@@ -292,6 +292,24 @@ def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--headroom" in bad.stderr
 
 
+def test_cli_plan_json_of_an_infeasible_plan_is_json_alone() -> None:
+    # HiGHS printed an internal line from C to stdout during the elastic re-solve, before the
+    # JSON (scipy 1.17); a real process, so that output at the file-descriptor level counts
+    p = subprocess.run(
+        [
+            sys.executable, "-m", "wattserve", "plan",
+            "--workload", str(EXAMPLES / "workload-multisite.yaml"),
+            "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
+            "--hardware", "h100-sxm,l4", "--capacity", "analytic", "--power-cap", "50", "--json",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 3, p.stderr
+    d = json.loads(p.stdout)
+    assert d["status"] == "infeasible" and any("power cap" in r for r in d["reasons"])
+    assert "Highs" not in p.stdout + p.stderr
+
+
 def test_cli_plan_out_that_cannot_be_written_names_the_flag(tmp_path: Path) -> None:
     p = subprocess.run(
         [

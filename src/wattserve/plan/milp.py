@@ -25,7 +25,11 @@ smallest change that makes the plan feasible.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -101,17 +105,41 @@ class _Builder:
         n = len(self.c)
         a = coo_array((self.vals, (self.rows, self.cols)), shape=(len(self.rlo), n)).tocsr()
         start = time.perf_counter()
-        res = milp(
+        with _solver_quiet():
+            res = milp(
             np.asarray(self.c),
             constraints=[LinearConstraint(a, np.asarray(self.rlo), np.asarray(self.rhi))]
             if self.rlo
             else None,
-            integrality=np.zeros(n) if relax else np.asarray(self.integer),
-            bounds=Bounds(np.asarray(self.lb), np.asarray(self.ub)),
-            options={"time_limit": time_limit_s, "disp": False}
-            | ({} if gap is None else {"mip_rel_gap": gap}),
-        )
+                integrality=np.zeros(n) if relax else np.asarray(self.integer),
+                bounds=Bounds(np.asarray(self.lb), np.asarray(self.ub)),
+                options={"time_limit": time_limit_s, "disp": False}
+                | ({} if gap is None else {"mip_rel_gap": gap}),
+            )
         return res, time.perf_counter() - start
+
+
+@contextmanager
+def _solver_quiet() -> Iterator[None]:
+    """HiGHS writes some internal diagnostics from C straight to file descriptor 1 even with
+    `disp` off (scipy 1.17: "HighsMipSolverData::transformNewIntegerFeasibleSolution
+    tmpSolver.run();" during an infeasible plan's elastic re-solve), which corrupted `plan
+    --json` and means nothing to a user. For the solve, descriptor 1 points at /dev/null."""
+    try:
+        out = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # captured or replaced streams: nothing to do
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(out)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, out)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, out)
+        os.close(saved)
 
 
 def _cost_terms(p: Problem, j: int) -> tuple[float, float]:
