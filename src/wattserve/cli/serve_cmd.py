@@ -168,13 +168,30 @@ def usage_cmd(
         f"{by:24} {'requests':>9} {'ok':>7} {'in tok':>10} {'out tok':>10} "
         f"{'energy J':>11} {'usd':>10} {'mean TTFT s':>11}"
     )
+    partial = False
     for r in rows:
         ttft = "-" if r["mean_ttft_s"] is None else f"{r['mean_ttft_s']:.3f}"
+        energy = _known_sum(r["energy_j"], r["energy_unknown_requests"], ".2f")
+        usd = _known_sum(r["usd"], r["usd_unknown_requests"], ".6f")
+        partial = partial or energy.endswith("+?") or usd.endswith("+?")
         typer.echo(
             f"{r['group']!s:24} {r['requests']:>9} {r['ok'] or 0:>7} "
             f"{r['prompt_tokens']:>10} {r['completion_tokens']:>10} "
-            f"{r['energy_j']:>11.2f} {r['usd']:>10.6f} {ttft:>11}"
+            f"{energy:>11} {usd:>10} {ttft:>11}"
         )
+    if partial:
+        typer.echo(
+            "+?: some requests of the group have no figure (a backend that reports none); "
+            "the sum counts the others (--json: energy_unknown_requests, usd_unknown_requests)"
+        )
+
+
+def _known_sum(total: float | None, unknown: int | None, fmt: str) -> str:
+    """A column's sum as the usage table shows it: 'unknown' with no figure at all, '+?'
+    after a sum that leaves requests without one out."""
+    if total is None:
+        return "unknown" if unknown else "-"
+    return f"{total:{fmt}}" + ("+?" if unknown else "")
 
 
 @keys_app.command("create")

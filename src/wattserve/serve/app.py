@@ -448,7 +448,10 @@ class Gateway:
             hold: Hold | None = None
             if key is not None:
                 reserved = await self.budgets.reserve(key, worst_case(target, req))
-                if isinstance(reserved, Refusal):
+                if isinstance(reserved, Refusal):  # routed, then refused: the key's row shows it
+                    self.accounts.record(
+                        greq, key, None, None, started, None, "rejected", reserved.message
+                    )
                     return _refused(reserved)
                 hold = reserved
             target.add(1)

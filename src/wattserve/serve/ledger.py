@@ -345,7 +345,9 @@ class Ledger:
         return None
 
     def usage(self, by: str) -> list[dict[str, Any]]:
-        """Totals grouped by key, model, site, backend or day."""
+        """Totals grouped by key, model, site, backend or day. `energy_j` and `usd` sum the
+        known figures (None where none is known); `*_unknown_requests` count the served
+        requests without one."""
         column = {
             "key": "COALESCE(k.name, r.key_id, '-')",
             "model": "r.model",
@@ -353,10 +355,14 @@ class Ledger:
             "backend": "COALESCE(r.backend, '-')",
             "day": "date(r.ts, 'unixepoch')",
         }[by]
+        # a served request without a figure (a backend that reports none) is counted apart:
+        # the sums add what is known, and a group with nothing known stays unknown (null)
+        served = "(r.status = 'ok' OR COALESCE(r.completion_tokens, 0) > 0)"
         cur = self.db.execute(
             f"SELECT {column} AS grp, COUNT(*), SUM(r.status = 'ok'), "
             "SUM(COALESCE(r.prompt_tokens, 0)), SUM(COALESCE(r.completion_tokens, 0)), "
-            "SUM(COALESCE(r.energy_j, 0)), SUM(COALESCE(r.usd, 0)), AVG(r.ttft_s) "
+            "SUM(r.energy_j), SUM(r.usd), AVG(r.ttft_s), "
+            f"SUM(r.energy_j IS NULL AND {served}), SUM(r.usd IS NULL AND {served}) "
             "FROM requests r LEFT JOIN keys k ON k.id = r.key_id GROUP BY grp ORDER BY grp"
         )
         keys = (
@@ -368,6 +374,8 @@ class Ledger:
             "energy_j",
             "usd",
             "mean_ttft_s",
+            "energy_unknown_requests",
+            "usd_unknown_requests",
         )
         return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
 

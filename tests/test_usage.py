@@ -1,0 +1,58 @@
+"""`wattserve usage`: sums of what the ledger knows, and an unknown figure kept unknown."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from wattserve.cli.app import app
+from wattserve.serve.ledger import COLUMNS, INSERT, Ledger
+
+
+def ledger_with(path: Path, rows: list[dict[str, object]]) -> None:
+    Ledger(path).close()  # the schema
+    db = sqlite3.connect(path)
+    base = dict.fromkeys(COLUMNS)
+    with db:
+        for i, r in enumerate(rows):
+            db.execute(INSERT, base | {"id": f"r{i}", "ts": 1.7e9 + i} | r)
+    db.close()
+
+
+def test_energy_and_dollars_nobody_reported_stay_unknown(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    ok = {"status": "ok", "prompt_tokens": 10, "completion_tokens": 5}
+    ledger_with(
+        db,
+        [
+            ok | {"model": "gpu", "site": "dc", "energy_j": 2.0, "usd": 0.001},
+            ok | {"model": "gpu", "site": "dc", "energy_j": 3.0, "usd": 0.002},
+            ok | {"model": "local", "site": "edge"},  # a backend that reports no figures
+            ok | {"model": "mixed", "site": "dc", "energy_j": 1.5, "usd": 0.5},
+            ok | {"model": "mixed", "site": "dc"},
+            {"model": "refused", "site": "dc", "status": "rejected"},  # nothing served
+        ],
+    )
+    runner = CliRunner()
+    out = runner.invoke(app, ["usage", "--db", str(db), "--by", "model", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {r["group"]: r for r in json.loads(out.output)}
+    assert rows["gpu"]["energy_j"] == 5.0 and rows["gpu"]["energy_unknown_requests"] == 0
+    assert rows["local"]["energy_j"] is None and rows["local"]["usd"] is None
+    assert rows["local"]["energy_unknown_requests"] == 1
+    assert rows["mixed"]["energy_j"] == 1.5 and rows["mixed"]["energy_unknown_requests"] == 1
+    assert rows["refused"]["energy_j"] is None and rows["refused"]["energy_unknown_requests"] == 0
+    text = runner.invoke(app, ["usage", "--db", str(db), "--by", "model"]).output
+    lines = {ln.split()[0]: ln for ln in text.splitlines()[1:] if ln.strip()}
+    assert "unknown" in lines["local"] and "0.00" not in lines["local"]
+    assert "1.50+?" in lines["mixed"] and "+?" not in lines["gpu"]
+    assert "some requests of the group have no figure" in text
+    # the site grouping sums the dc rows that have figures and flags the one that does not
+    by_site = json.loads(
+        runner.invoke(app, ["usage", "--db", str(db), "--by", "site", "--json"]).output
+    )
+    dc = next(r for r in by_site if r["group"] == "dc")
+    assert dc["energy_j"] == 6.5 and dc["energy_unknown_requests"] == 1
