@@ -107,10 +107,10 @@ class _Builder:
         start = time.perf_counter()
         with _solver_quiet():
             res = milp(
-            np.asarray(self.c),
-            constraints=[LinearConstraint(a, np.asarray(self.rlo), np.asarray(self.rhi))]
-            if self.rlo
-            else None,
+                np.asarray(self.c),
+                constraints=[LinearConstraint(a, np.asarray(self.rlo), np.asarray(self.rhi))]
+                if self.rlo
+                else None,
                 integrality=np.zeros(n) if relax else np.asarray(self.integer),
                 bounds=Bounds(np.asarray(self.lb), np.asarray(self.ub)),
                 options={"time_limit": time_limit_s, "disp": False}
