@@ -91,12 +91,22 @@ class NoBackendAvailable(WattserveError):
 
 class UpstreamError(WattserveError):
     """A backend failed. `before_first_byte` tells the gateway whether it may retry the
-    request elsewhere (nothing reached the client yet); `status` is what to answer if not."""
+    request elsewhere (nothing reached the client yet); `status` is what to answer if not;
+    `backend_down` whether the backend itself is at fault (down, overloaded, failing every
+    request), so that it leaves the rotation for a while: by default any 5xx."""
 
-    def __init__(self, message: str, *, before_first_byte: bool, status: int = 502) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        before_first_byte: bool,
+        status: int = 502,
+        backend_down: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.before_first_byte = before_first_byte
         self.status = status
+        self.backend_down = status >= 500 if backend_down is None else backend_down
 
 
 class BenchError(WattserveError):

@@ -94,6 +94,20 @@ class DeploymentSpec:
     def model(self) -> str:
         return self.deployment.model.id
 
+    @property
+    def context_tokens(self) -> int | None:
+        """The context window requests to this deployment must fit: its model's, or the
+        smaller one its engine is started with (a `local-llama` backend's `n_ctx`)."""
+        window = self.deployment.model.max_context or None
+        n_ctx = self.backend.get("n_ctx", LOCAL_LLAMA_N_CTX) if self.local_llama else None
+        if n_ctx is not None:
+            window = n_ctx if window is None else min(window, n_ctx)
+        return window
+
+    @property
+    def local_llama(self) -> bool:
+        return self.backend.get("kind") == "local-llama"
+
 
 @dataclass(frozen=True, slots=True)
 class HostedSpec:
@@ -346,6 +360,9 @@ def _resolve_deployment(
 
 BACKEND_KINDS = ("emulated", "openai", "local-llama")
 MAX_REPLICAS = 100_000
+# The context window a local-llama backend's llama.cpp server is started with (`n_ctx:` in
+# its `backend:` mapping): the window serve and simulate hold its requests to.
+LOCAL_LLAMA_N_CTX = 4096
 
 
 def _backend(r: Fields, entry: LineDict) -> dict[str, Any]:
@@ -362,6 +379,12 @@ def _backend(r: Fields, entry: LineDict) -> dict[str, Any]:
         isinstance(raw.get("url"), str) or isinstance(raw.get("urls"), list)
     ):
         raise r.err("backend", "an openai backend needs url (or urls: [...])")
+    if kind == "local-llama":
+        b = Fields(raw, r.path, f"{r.where}.backend")
+        b.check_keys({"kind", "n_ctx", "threads"})
+        b.integer("n_ctx", LOCAL_LLAMA_N_CTX)
+        if "threads" in raw:
+            b.integer("threads", 1)
     return dict(raw)
 
 

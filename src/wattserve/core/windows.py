@@ -9,17 +9,19 @@ from wattserve.errors import WattserveError
 
 
 def context_windows(fleet: Fleet) -> dict[str, int]:
-    """Tokens of context per served model (the smallest where deployments differ); a model
-    whose card gives none, or an opaque hosted model, is absent (any length passes)."""
+    """Tokens of context per served model (the smallest where deployments differ, such as a
+    local-llama engine started with a smaller `n_ctx` than its model's); a model whose card
+    gives none, or an opaque hosted model, is absent (any length passes)."""
     out: dict[str, int] = {}
-    specs = {d.model: d.deployment.model for d in fleet.deployments}
-    for model in sorted(fleet.models):
-        spec = specs.get(model)
-        if spec is None:
-            try:
-                spec = load_model(model)
-            except (WattserveError, OSError):
-                continue
+    for d in fleet.deployments:
+        window = d.context_tokens
+        if window is not None:
+            out[d.model] = min(out.get(d.model, window), window)
+    for model in sorted(set(fleet.models) - {d.model for d in fleet.deployments}):
+        try:
+            spec = load_model(model)
+        except (WattserveError, OSError):
+            continue
         if spec.max_context:
-            out[model] = min(out.get(model, spec.max_context), spec.max_context)
+            out[model] = spec.max_context
     return out

@@ -220,7 +220,15 @@ class Gateway:
         Without, a request with no key or a key never issued (OpenAI clients send
         placeholders) runs with no budget, but a revoked key is refused either way: revoking
         never lets a key through."""
-        header = request.headers.get("Authorization", "")
+        headers = request.headers.getall("Authorization", [])
+        if len(headers) > 1:  # which one counts would be a guess: a proxy's, a revoked one
+            return error(
+                400,
+                "send one Authorization header, not several",
+                "invalid_request_error",
+                param="Authorization",
+            )
+        header = headers[0] if headers else ""
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         record = self.ledger.lookup(token) if token else None
         if record is not None and record.revoked:
@@ -290,7 +298,10 @@ class Gateway:
             return key
         if key is None or not key.admin:
             return error(
-                403, "changing the fleet needs an admin key", "permission_error", "admin_required"
+                403,
+                "changing the fleet needs an admin key",
+                "permission_error",
+                code="admin_required",
             )
         raw = await read_json(request, self.body_timeout_s, MAX_BODY_BYTES)
         try:
@@ -474,7 +485,7 @@ class Gateway:
             except UpstreamError as exc:
                 target.add(-1)
                 self.accounts.release(hold)
-                if exc.before_first_byte and exc.status >= 500:
+                if exc.before_first_byte and exc.backend_down:
                     failed.add(backend.name)
                     self.router.eject(backend)
                     errors.append(str(exc))
@@ -510,6 +521,13 @@ class Gateway:
                 )
                 _log_gone(greq.id, 0)
                 raise
+            except Exception as exc:  # a bug in a backend: undo what was taken, log it, 502
+                target.add(-1)
+                self.accounts.release(hold)
+                log.exception("wattserve: %s: %s failed", greq.id, backend.name)
+                why = f"{backend.name} failed: {exc.__class__.__name__}"
+                self.accounts.record(greq, key, backend, None, started, None, "error", why)
+                return error(502, why, "server_error", code="backend_error")
             call = _Call(body, req, greq, key, hold, target, backend, first, events, started)
             try:
                 if body.stream:
@@ -553,20 +571,23 @@ class Gateway:
                     parts.append(event.text)
                 else:
                     fin = event
-        except UpstreamError as exc:
-            self.router.eject(backend)
-            self._ended(call, None, len(parts), "error", str(exc))
-            return error(
-                502,
-                f"the backend failed mid-answer: {exc}",
-                "server_error",
-                code="backend_error",
-            )
         except (asyncio.CancelledError, ConnectionResetError):
             await _close(call.rest)
             self._ended(call, fin, len(parts), "cancelled", "client disconnected")
             _log_gone(greq.id, len(parts))
             raise
+        except Exception as exc:  # UpstreamError, or a bug in a backend (logged)
+            if not isinstance(exc, UpstreamError):
+                log.exception("wattserve: %s: %s failed mid-answer", greq.id, backend.name)
+            if isinstance(exc, UpstreamError) and exc.backend_down:
+                self.router.eject(backend)
+            self._ended(call, None, len(parts), "error", _failure(exc))
+            return error(
+                502,
+                f"the backend failed mid-answer: {_failure(exc)}",
+                "server_error",
+                code="backend_error",
+            )
         fin = fin or Finish("stop", greq.prompt_tokens, len(parts), None, None)
         done = self._ended(call, fin, fin.completion_tokens, "ok", None)
         data = replies.completion(
@@ -612,15 +633,6 @@ class Gateway:
             await durable(done, greq.id)
             await resp.write(replies.DONE)
             await resp.write_eof()
-        except UpstreamError as exc:
-            self.router.eject(backend)
-            self._ended(call, None, n, "error", str(exc))
-            err = error_body(
-                f"the backend failed mid-stream: {exc}", "server_error", code="backend_error"
-            )
-            with contextlib.suppress(ConnectionResetError):  # the client left too
-                await resp.write(replies.event(err))
-                await resp.write_eof()
         except (asyncio.CancelledError, ConnectionResetError) as exc:
             await _close(call.rest)
             if not recorded:  # once recorded, the request was complete
@@ -628,7 +640,28 @@ class Gateway:
                 _log_gone(greq.id, n)
             if isinstance(exc, asyncio.CancelledError):
                 raise
+        except Exception as exc:  # UpstreamError, or a bug in a backend (logged)
+            if not isinstance(exc, UpstreamError):
+                log.exception("wattserve: %s: %s failed mid-stream", greq.id, backend.name)
+            if isinstance(exc, UpstreamError) and exc.backend_down:
+                self.router.eject(backend)
+            if not recorded:
+                self._ended(call, None, n, "error", _failure(exc))
+            err = error_body(
+                f"the backend failed mid-stream: {_failure(exc)}",
+                "server_error",
+                code="backend_error",
+            )
+            with contextlib.suppress(ConnectionResetError):  # the client left too
+                await resp.write(replies.event(err))
+                await resp.write_eof()
         return resp
+
+
+def _failure(exc: Exception) -> str:
+    """What a client and the ledger are told of a backend's failure: an UpstreamError's own
+    words, else only the exception's class (its details are in the gateway's log)."""
+    return str(exc) if isinstance(exc, UpstreamError) else exc.__class__.__name__
 
 
 def _log_gone(rid: str, produced: int) -> None:

@@ -1,5 +1,7 @@
 """Fakes that answer at once. Over HTTP, a fake OpenAI-compatible server: the fixed point the
-gateway's overhead is measured against (benchmarks/gateway_overhead.py), and a test double:
+gateway's overhead is measured against (benchmarks/gateway_overhead.py), and a test double (a
+body with `"fake_status": 500` is answered with that status and a traceback-like message;
+`completion_tokens` is 2, or 1 when the output limit it is sent is 1):
 
     python -m wattserve.serve.fake --port 9000
 
@@ -24,7 +26,14 @@ ANSWER = "fake answer"
 async def _chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = body.get("model", "fake")
-    usage = {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
+    status = body.get("fake_status")
+    if isinstance(status, int) and status != 200:  # a test asks for a failure
+        detail = 'Traceback (most recent call last):\n  File "/srv/fake/app.py", line 1'
+        return web.json_response({"error": {"message": f"fake {status}\n{detail}"}}, status=status)
+    # the answer says which output limit arrived (tests check what the gateway forwards)
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = min(2, limit) if isinstance(limit, int) else 2
+    usage = {"prompt_tokens": 8, "completion_tokens": completion, "total_tokens": 8 + completion}
     if body.get("stream"):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)

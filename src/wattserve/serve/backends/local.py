@@ -14,15 +14,17 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from wattserve.core.energy import request_energy_j
-from wattserve.core.fleet import DeploymentSpec
+from wattserve.core.fleet import LOCAL_LLAMA_N_CTX, DeploymentSpec
 from wattserve.core.workload import Request
 from wattserve.errors import ConfigError
 from wattserve.profile.power import RaplMeter
-from wattserve.serve.backends.base import BackendKind, BuildContext, Built
+from wattserve.serve.backends.base import BackendKind, BuildContext, Built, GenRequest
 from wattserve.serve.backends.upstream import OpenAIBackend
 from wattserve.serve.net import free_port
+from wattserve.serve.schema import Message
 from wattserve.serve.targets import UpstreamTarget
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,7 +42,11 @@ def smollm2_gguf() -> Path:
 
 
 def llama_server_args(
-    gguf: Path, alias: str, port: int, n_ctx: int = 4096, threads: int | None = None
+    gguf: Path,
+    alias: str,
+    port: int,
+    n_ctx: int = LOCAL_LLAMA_N_CTX,
+    threads: int | None = None,
 ) -> list[str]:
     """The command line of the llama.cpp server the local backend supervises (also what
     benchmarks/sim_to_real.py starts to measure the engine without the gateway): requests
@@ -77,7 +83,7 @@ class LocalLlamaBackend(OpenAIBackend):
         site: str,
         model: str,
         spec: DeploymentSpec,
-        n_ctx: int = 4096,
+        n_ctx: int = LOCAL_LLAMA_N_CTX,
         threads: int | None = None,
     ) -> None:
         self.port = free_port()
@@ -101,6 +107,26 @@ class LocalLlamaBackend(OpenAIBackend):
             self.rapl.start()
         self.last_read = time.monotonic()
         self.stopping = False
+
+    def _body(self, req: GenRequest) -> dict[str, Any]:
+        """Only what the gateway validated, in the forms llama-cpp-python's server takes
+        (it answers 500 to a `developer` message, content parts, `content: null` or a field
+        of the wrong type): roles as the chat template knows them, content as text, the
+        sampling fields of the gateway's schema and an integer `seed`. Other fields are not
+        sent (docs/serve.md)."""
+        raw = req.body
+        body: dict[str, Any] = {"model": self.remote_model, "max_tokens": req.max_tokens}
+        for name in LOCAL_FIELDS:
+            if name in raw and raw[name] is not None:
+                body[name] = raw[name]
+        seed = raw.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool) and abs(seed) < 2**63:
+            body["seed"] = seed
+        if req.kind == "chat":
+            body["messages"] = [_local_message(m) for m in raw.get("messages") or []]
+        else:
+            body["prompt"] = raw.get("prompt", "")
+        return body
 
     def _energy(self, prompt: int, completion: int) -> float | None:
         """RAPL package energy since the last request ended, shared among the requests in
@@ -231,6 +257,25 @@ def local_cpu_hardware(folder: Path) -> Path:
     return path
 
 
+# The gateway's schema fields (serve/schema.py) a local request carries on, as validated.
+LOCAL_FIELDS = ("stream", "temperature", "top_p", "stop", "user")
+
+
+def _local_message(message: dict[str, Any]) -> dict[str, Any]:
+    """One chat message as llama-cpp-python takes it: `developer` is OpenAI's new name for
+    `system`; content parts are joined as text (the model reads text only), null is empty; a
+    tool message keeps its call id (empty when the client gave none)."""
+    role = message.get("role")
+    out: dict[str, Any] = {
+        "role": "system" if role == "developer" else role,
+        "content": Message.model_validate(message).text(),
+    }
+    if role == "tool":
+        call = message.get("tool_call_id")
+        out["tool_call_id"] = call if isinstance(call, str) else ""
+    return out
+
+
 class LocalLlamaKind(BackendKind):
     """`kind: local-llama`: the real SmolLM2 model on this machine's CPU, in a supervised
     llama.cpp server, routed as any OpenAI-compatible server with the PerfModel's priors."""
@@ -239,7 +284,12 @@ class LocalLlamaKind(BackendKind):
 
     def deployment(self, spec: DeploymentSpec, ctx: BuildContext) -> Built:
         backend = LocalLlamaBackend(
-            f"{spec.name}/0", spec.site, spec.model, spec, threads=spec.backend.get("threads")
+            f"{spec.name}/0",
+            spec.site,
+            spec.model,
+            spec,
+            n_ctx=spec.backend.get("n_ctx", LOCAL_LLAMA_N_CTX),
+            threads=spec.backend.get("threads"),
         )
         pm = spec.perf
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -29,6 +30,15 @@ from wattserve.serve.backends.base import (
 )
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
 from wattserve.serve.targets import UpstreamTarget
+
+log = logging.getLogger("wattserve.serve")
+# The client's own output-limit fields; the gateway sets them to the limit it held for.
+OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens")
+# Statuses that say the backend is down or overloaded: another backend may serve the request.
+UNAVAILABLE = (429, 502, 503, 504)
+# Other 5xx answers may be caused by the request itself (llama-cpp-python answers a body its
+# schema refuses with 500): a backend leaves the rotation after this many in a row.
+SERVER_ERRORS_TO_EJECT = 3
 
 
 class OpenAIBackend(Backend):
@@ -74,6 +84,7 @@ class OpenAIBackend(Backend):
         self.session: aiohttp.ClientSession | None = None
         self.fast = Http1Pool(self.base_url) if self.base_url.startswith("http://") else None
         self.in_flight = 0
+        self.server_errors = 0  # 5xx answers in a row (see _refused)
         self._energy_memo: dict[tuple[int, int], float | None] = {}
 
     async def start(self) -> None:
@@ -107,6 +118,51 @@ class OpenAIBackend(Backend):
             self.healthy = False
         return self.healthy
 
+    def _body(self, req: GenRequest) -> dict[str, Any]:
+        """What the backend is sent: the client's body, the model renamed, and the output
+        limit the gateway checked, routed and reserved for (`req.max_tokens`: the client's,
+        else the default, within the context window) in every limit field the client used
+        (`max_tokens` when none): a backend that generated more than was held for would run
+        unbilled."""
+        body = {**req.body, "model": self.remote_model}
+        for name in [f for f in OUTPUT_LIMITS if f in body] or ["max_tokens"]:
+            body[name] = req.max_tokens
+        return body
+
+    def _payload(self, body: dict[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(body)
+        except (TypeError, ValueError) as exc:  # too deep, or not JSON: the client's body
+            raise UpstreamError(
+                f"the request cannot be forwarded to {self.name}: {exc}",
+                before_first_byte=True,
+                status=400,
+            ) from None
+
+    def _refused(self, status: int, raw: bytes) -> UpstreamError:
+        """The error for a non-200 answer. A backend down or overloaded (429, 502-504) is
+        retried elsewhere; another 5xx is answered as 502 without the backend's body (it may
+        hold its tracebacks: logged instead), and only the third in a row takes the backend
+        out of rotation; a 4xx is the request's fault, passed on with the backend's message."""
+        if status in UNAVAILABLE:
+            return UpstreamError(
+                f"{self.name} answered {status}", before_first_byte=True, backend_down=True
+            )
+        text = raw[:2000].decode("utf-8", "replace")
+        if status >= 500:
+            self.server_errors += 1
+            log.warning("wattserve: %s answered %d: %s", self.name, status, text[:500])
+            return UpstreamError(
+                f"{self.name} answered {status} (its body is in the gateway's log)",
+                before_first_byte=True,
+                backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
+            )
+        return UpstreamError(
+            f"{self.name} answered {status}: {_error_text(text)}",
+            before_first_byte=False,
+            status=status,
+        )
+
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         if not req.body.get("stream"):
             async for event in self._whole(req):
@@ -119,32 +175,27 @@ class OpenAIBackend(Backend):
         """A non-streaming request: one upstream call, one JSON answer (the cheap path)."""
         assert self.session is not None
         path = "/chat/completions" if req.kind == "chat" else "/completions"
-        body = {**req.body, "model": self.remote_model}
+        payload = self._payload(self._body(req))
         started = time.monotonic()
         self.in_flight += 1
         try:
             if self.fast is not None:
                 status, raw = await self.fast.post(
-                    path, orjson.dumps(body), self._headers(), self.timeout.total or 300.0
+                    path, payload, self._headers(), self.timeout.total or 300.0
                 )
             else:
                 async with self.session.post(
-                    f"{self.base_url}{path}", json=body, headers=self._headers()
+                    f"{self.base_url}{path}", data=payload, headers=self._headers()
                 ) as resp:
                     status, raw = resp.status, await resp.read()
             if status != 200:
-                retry = status >= 500 or status == 429
-                raise UpstreamError(
-                    f"{self.name} answered {status}: {raw[:500].decode('utf-8', 'replace')}",
-                    before_first_byte=retry,
-                    status=status if not retry else 502,
-                )
+                raise self._refused(status, raw)
             obj = orjson.loads(raw)
         except (aiohttp.ClientError, HTTPError, TimeoutError, OSError, ValueError) as exc:
             raise self._failed(exc, before_first_byte=True) from None
         finally:
             self.in_flight -= 1
-        self.healthy = True
+        self.healthy, self.server_errors = True, 0
         choice = (obj.get("choices") or [{}])[0]
         if req.kind == "chat":
             content = (choice.get("message") or {}).get("content")
@@ -192,12 +243,8 @@ class OpenAIBackend(Backend):
     async def _streamed(self, req: GenRequest) -> AsyncIterator[Event]:
         assert self.session is not None
         path = "/chat/completions" if req.kind == "chat" else "/completions"
-        body: dict[str, Any] = {
-            **req.body,
-            "model": self.remote_model,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
+        body = self._body(req) | {"stream": True, "stream_options": {"include_usage": True}}
+        payload = self._payload(body)
         started = time.monotonic()
         first = True
         usage: dict[str, Any] = {}
@@ -206,16 +253,10 @@ class OpenAIBackend(Backend):
         self.in_flight += 1
         try:
             async with self.session.post(
-                f"{self.base_url}{path}", json=body, headers=self._headers()
+                f"{self.base_url}{path}", data=payload, headers=self._headers()
             ) as resp:
                 if resp.status != 200:
-                    text = (await resp.text())[:500]
-                    retry = resp.status >= 500 or resp.status == 429
-                    raise UpstreamError(
-                        f"{self.name} answered {resp.status}: {text}",
-                        before_first_byte=retry,
-                        status=resp.status if not retry else 502,
-                    )
+                    raise self._refused(resp.status, await resp.content.read(2000))
                 async for raw in resp.content:
                     line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
@@ -245,8 +286,24 @@ class OpenAIBackend(Backend):
             raise self._failed(exc, before_first_byte=first) from None
         finally:
             self.in_flight -= 1
-        self.healthy = True
+        self.healthy, self.server_errors = True, 0
         yield self._finish(req, usage, finish_reason, produced, started)
+
+
+def _error_text(text: str) -> str:
+    """A backend's error answer as the client is shown it: OpenAI's `error.message` (or a
+    bare `message`/`detail`) when the body is such JSON, else its first 300 characters."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text[:300]
+    if isinstance(obj, dict):
+        inner = obj.get("error", obj)
+        for key in ("message", "detail"):
+            value = inner.get(key) if isinstance(inner, dict) else None
+            if isinstance(value, str) and value:
+                return value[:300]
+    return text[:300]
 
 
 def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
