@@ -34,7 +34,9 @@ def profile_cmd(
     threads: Annotated[
         int | None, typer.Option(help="llama.cpp threads (default: as serve's server runs).")
     ] = None,
-    quick: Annotated[bool, typer.Option(help="Fewer cases (about 15 s on a CPU).")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="Fewer cases (about a minute on 2 CPU cores; more when busy).")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Measure this machine, write a measurements CSV and a calibration for it."""
