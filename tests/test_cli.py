@@ -187,3 +187,18 @@ def test_catalog_hardware_file_counts_before_or_after_the_subcommand(tmp_path: P
     assert r.returncode == 0 and "my-api" in {p["id"] for p in json.loads(r.stdout)}
     r = run("catalog", "--category", "gpu", "show", "h100-sxm")  # a filter with a subcommand
     assert r.returncode == 2 and "--category" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error() -> None:
+    # `wattserve rank ... | head`: the pipe closes under a long output
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattserve", "rank", "--model", "llama-3.1-8b", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    with proc.stdout, proc.stderr:
+        proc.stdout.read(10)
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+    assert proc.wait(120) == 141 and "error" not in err and "Traceback" not in err

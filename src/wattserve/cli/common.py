@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -27,7 +28,11 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except WattserveError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        except OSError as exc:  # an output that failed mid-write: a full disk, a closed pipe
+        except BrokenPipeError:  # `| head` stopped reading: not an error worth a word
+            # what is still buffered would fail again at exit: stdout goes nowhere from here
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None  # as a shell reports SIGPIPE (128 + 13)
+        except OSError as exc:  # an output that failed mid-write: a full disk
             where = f" ({exc.filename})" if exc.filename else ""
             typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
             raise typer.Exit(1) from None

@@ -121,7 +121,8 @@ def memory_fit(
         reason = (
             f"weights of {m.id} in {dep.dtype} need {weights / GB:.1f} GB per device "
             f"(plus {act / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB usable "
-            f"on each of {dep.devices} device(s); use more devices (--tp/--pp) or a smaller dtype"
+            f"on each of {dep.devices} device(s); use more devices (tensor or pipeline "
+            "parallel) or a smaller dtype"
         )
     elif not fits:
         reason = (
