@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from wattserve import ConfigError
+from wattserve.cli.app import app
 from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import FleetView, Policy, TargetView, make_policy
 from wattserve.core.workload import Request, Workload, load_workload, synthetic_arrivals
@@ -474,3 +476,15 @@ def test_cli_report_that_cannot_be_written_is_an_error_naming_the_flag(tmp_path:
     )  # fmt: skip
     # was a FileNotFoundError traceback after the whole run
     assert p.returncode == 2 and "--report" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_the_workload_files_policy_is_the_default(tmp_path: Path) -> None:
+    text = (REPO / "examples" / "workload-multisite.yaml").read_text()
+    wl = tmp_path / "wl.yaml"
+    wl.write_text("policy: cost\n" + text)
+    args = ["simulate", "--fleet", str(REPO / "examples" / "fleet-hetero.yaml")]
+    args += ["--trace", str(wl), "--duration", "20", "--json"]
+    runner = CliRunner()
+    assert json.loads(runner.invoke(app, args).output)["policy"] == "cost"
+    chosen = runner.invoke(app, [*args, "--policy", "energy"]).output
+    assert json.loads(chosen)["policy"] == "energy"  # the command line wins

@@ -60,12 +60,13 @@ def simulate_cmd(
     fleet: Annotated[Path, typer.Option(help="Fleet file (docs/fleet-file.md).")],
     trace: Annotated[Path, typer.Option(help="Azure trace CSV, JSONL, or a workload YAML.")],
     policy: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="round_robin, least_loaded, cost, energy, slo, "
-            "edge_first, weighted:m=w,..., or package.module:Class."
+            "edge_first, weighted:m=w,..., or package.module:Class "
+            "(default: the workload file's policy:, else least_loaded)."
         ),
-    ] = "least_loaded",
+    ] = None,
     compare: Annotated[
         str | None, typer.Option(help="Comma-separated policies to compare.")
     ] = None,
@@ -102,7 +103,6 @@ def simulate_cmd(
         raise ConfigError(f"must not be negative, got {max_wait}", field="--max-wait")
     f = load_fleet(fleet)
     default_model = model or sorted(f.models)[0]
-    policies = [p.strip() for p in compare.split(",")] if compare else [policy]
     summaries, outcomes = [], []
 
     def workload() -> Workload:
@@ -115,6 +115,8 @@ def simulate_cmd(
         )
 
     first = workload()  # read before any output is opened: an output may not be an input
+    chosen = policy or first.policy or "least_loaded"
+    policies = [p.strip() for p in compare.split(",")] if compare else [chosen]
     inputs = (fleet, trace)
     for flag, out_path in (("--requests-out", requests_out), ("--report", report)):
         if out_path is not None:
