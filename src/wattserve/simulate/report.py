@@ -116,9 +116,11 @@ def _carbon_g(fleet: Fleet, site_energy: dict[str, float]) -> dict[str, float | 
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> str:
-    """One line per policy, the figures people compare at a glance."""
+    """One line per policy, the figures people compare at a glance (the policy column as wide
+    as its longest name, so that a long `weighted:...` keeps the columns aligned)."""
+    w = max([22, *(len(str(r["policy"])) for r in rows)])
     head = (
-        f"{'policy':22} {'done':>7} {'rej':>5} {'SLO %':>6} {'TTFT p50':>9} {'TTFT p99':>9} "
+        f"{'policy':{w}} {'done':>7} {'rej':>5} {'SLO %':>6} {'TTFT p50':>9} {'TTFT p99':>9} "
         f"{'TPOT p50':>9} {'TPOT p99':>9} {'tok/s':>8} {'J/tok':>7} {'$/1M tok':>9} "
         f"{'peak W':>8} {'over cap s':>10}"
     )
@@ -128,7 +130,7 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
         over = sum((s["cap_exceeded_s"] or 0.0) for s in r["sites"].values())
         slo = r["slo_attainment"]
         lines.append(
-            f"{r['policy']:22} {r['completed']:>7} {r['rejected']:>5} "
+            f"{r['policy']!s:{w}} {r['completed']:>7} {r['rejected']:>5} "
             f"{cell(None if slo is None else 100 * slo, '6.1f')} "
             f"{cell(r['ttft_s']['p50'], '9.3f')} {cell(r['ttft_s']['p99'], '9.3f')} "
             f"{cell(r['tpot_s']['p50'], '9.4f')} {cell(r['tpot_s']['p99'], '9.4f')} "
