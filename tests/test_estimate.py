@@ -69,7 +69,7 @@ def test_owned_hardware_costs_capex_plus_electricity() -> None:
 def test_does_not_fit_says_why_and_makes_up_no_numbers() -> None:
     e = estimate("llama-3.1-405b", "l4")
     assert e.fits is False
-    assert "weights" in e.reason and "--tp" in e.reason
+    assert "weights" in e.reason and "tensor or pipeline parallel" in e.reason
     assert e.tpot_s is None and e.energy_j_per_token is None and e.usd_per_mtok is None
 
 

@@ -166,3 +166,14 @@ def test_fleet_files_take_the_flag_and_name_its_line(tmp_path: Path) -> None:
             load_fleet(f)
         assert err.value.field == "deployments.moe.expert_parallel"
         assert err.value.line == 9
+
+
+def test_more_stages_than_layers_is_refused_on_dram_parts_only() -> None:
+    with pytest.raises(ConfigError, match="at most 32 pipeline stages") as err:
+        estimate("llama-3.1-8b", "h100-sxm", pp=1_000_000)
+    assert err.value.field == "pp"
+    groq = estimate("llama-2-70b", "groq-lpu")  # SRAM chips as the weights fill: 668 > 80
+    assert groq.pp > 80 and groq.fits
+    with pytest.raises(ConfigError, match="model id") as err:
+        estimate("", "h100-sxm")
+    assert err.value.field == "model"

@@ -47,6 +47,14 @@ class Deployment:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+        # a stage of a DRAM part holds whole layers, at least one (SRAM-only and compute-in-
+        # memory parts spread weights over as many chips as they fill, layers split across)
+        if self.pp > self.model.num_layers and self.hardware.memory_kind == "dram":
+            raise ConfigError(
+                f"{self.model.id} has {self.model.num_layers} layers, so at most "
+                f"{self.model.num_layers} pipeline stages, not {self.pp}",
+                field="pp",
+            )
         heads = self.model.num_heads
         if heads % self.tp:  # as vLLM: each device takes a whole share of the attention heads
             raise ConfigError(

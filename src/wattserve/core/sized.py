@@ -109,6 +109,8 @@ def sized_deployment(
         while model.num_heads % tp or held.num_heads % tp:
             tp //= 2
         pp = devices // tp
+        if pp > min(model.num_layers, held.num_layers) and hw.memory_kind == "dram":
+            break  # a stage holds at least one layer
         dep = Deployment(held, hw, tp=tp, pp=pp, dtype=dtype, kv_dtype=default_kv_dtype(dtype))
         if memory_fit(dep, params, 1, KV_BLOCK_TOKENS, dep.max_batched_tokens).fits:
             return Deployment(
