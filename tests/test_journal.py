@@ -176,3 +176,96 @@ def test_a_failed_commit_keeps_its_rows_for_the_next_open(tmp_path: Path) -> Non
     other.execute("ALTER TABLE requests_away RENAME TO requests")
     assert recovered(db) == 1
     assert ids(db) == {"chatcmpl-30"}
+
+
+def test_rows_of_the_wrong_type_are_skipped_one_by_one(tmp_path: Path) -> None:
+    # one such row used to make the whole journal fail (kept forever, its good rows with it)
+    # or the ledger unopenable (an integer past 64 bits)
+    db = tmp_path / "l.db"
+    kid = key_id(db)
+    bad = [
+        {**row(20), "prompt_tokens": 2**64 - 1},
+        {**row(21), "prompt_tokens": [1, 2]},
+        {**row(22), "energy_j": "lots"},
+        {**row(23), "backend": {"a": 1}},
+        {**row(24), "ttft_s": -1.0},
+        {**row(25), "completion_tokens": True},
+    ]
+    lines = [orjson.dumps(r) + b"\n" for r in bad]
+    dead_journal(db, [*lines, orjson.dumps(row(26, kid, 0.5)) + b"\n"])
+    assert recovered(db) == 1
+    assert ids(db) == {"chatcmpl-26"} and spent(db, kid) == pytest.approx(0.5)
+
+
+def test_what_is_not_a_journal_in_its_folder_is_skipped_at_once(tmp_path: Path) -> None:
+    import os
+
+    db = tmp_path / "l.db"
+    Ledger(db).close()
+    folder = journal_dir(str(db))
+    folder.mkdir(exist_ok=True)
+    os.mkfifo(folder / "1-fifo.jsonl")  # an open would wait for a writer forever
+    (folder / "2-dir.jsonl").mkdir()
+    (folder / "3-zero.jsonl").symlink_to("/dev/zero")  # an endless read
+    dead_journal(db, [orjson.dumps(row(30)) + b"\n"])
+    start = time.monotonic()
+    assert recovered(db) == 1 and time.monotonic() - start < 10
+    assert ids(db) == {"chatcmpl-30"}
+
+
+def test_read_only_commands_open_only_a_ledger_and_change_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+    from wattserve.errors import ConfigError
+
+    other = tmp_path / "app.sqlite"  # another program's database
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE things (x)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for path in (other, empty, tmp_path / "typo.db"):
+        with pytest.raises(ConfigError, match="ledger"):
+            Ledger(path, create=False)
+    assert other.read_bytes() == before and empty.stat().st_size == 0
+    assert not (tmp_path / "typo.db").exists()
+    old = tmp_path / "old.db"  # a requests table of another shape
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE requests (id TEXT PRIMARY KEY, ts REAL)")
+    con.commit()
+    con.close()
+    with pytest.raises(ConfigError, match=r"no .*prompt_tokens"):
+        Ledger(old)
+    runner = CliRunner()
+    for args in (["usage"], ["keys", "list"], ["keys", "revoke", "k1"]):
+        out = runner.invoke(app, [*args, "--db", str(other)])
+        assert out.exit_code != 0 and "ledger" in out.output and "Traceback" not in out.output
+    assert other.read_bytes() == before
+
+
+def test_a_ledger_that_cannot_be_written_is_an_error_naming_it(tmp_path: Path) -> None:
+    from wattserve.errors import ConfigError
+
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.db.execute("PRAGMA query_only = ON")  # as a read-only file answers writes
+    with pytest.raises(ConfigError, match="cannot write the ledger"):
+        ledger.create_key("x")
+    ledger.close()
+
+
+def test_usage_totals_past_integer_range_are_summed(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    ledger = Ledger(db)
+    for i in range(3):
+        ledger.db.execute(
+            "INSERT INTO requests (id, ts, model, status, prompt_tokens, energy_j) "
+            "VALUES (?, 1, 'm', 'ok', ?, 1e308)",
+            (f"r{i}", 2**62),
+        )
+    (total,) = ledger.usage("model")
+    ledger.close()
+    assert total["prompt_tokens"] == 3 * 2**62  # SUM of integers overflowed
+    assert total["energy_j"] is None  # past float range: null, not inf (JSON has none)

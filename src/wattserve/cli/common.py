@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -28,6 +29,9 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except WattserveError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except sqlite3.Error as exc:  # a ledger the code did not see coming: one line
+            typer.echo(f"error: the ledger database: {exc}", err=True)
+            raise typer.Exit(1) from None
         except BrokenPipeError:  # `| head` stopped reading: not an error worth a word
             # what is still buffered would fail again at exit: stdout goes nowhere from here
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

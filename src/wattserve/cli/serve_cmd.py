@@ -54,7 +54,12 @@ def serve_cmd(
         ),
     ] = 30.0,
     body_timeout: Annotated[
-        float, typer.Option(min=0.001, help="Longest a client may take to send its body, s.")
+        float,
+        typer.Option(
+            min=0.001,
+            help="Longest a client may take to send its body, s; also to send its headers (at "
+            "least 1 s), and how long an idle keep-alive connection stays open.",
+        ),
     ] = 30.0,
     state: Annotated[
         str | None,
@@ -121,8 +126,9 @@ def serve_cmd(
         f"{', '.join(router.models)}), policy {policy}, ledger {db}"
         + (f", shared state {state}" if state else "")
     )
+    auth = ' -H "Authorization: Bearer $KEY"' if require_keys else ""  # a key: keys create
     typer.echo(
-        f"try: curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: "
+        f"try: curl http://{host}:{port}/v1/chat/completions{auth} -H 'Content-Type: "
         f'application/json\' -d \'{{"model": "{model}", "messages": [{{"role": '
         f'"user", "content": "Hello"}}], "max_tokens": 16}}\''
     )
@@ -140,6 +146,10 @@ def serve_cmd(
             access_log=None,
             backlog=backlog,
             handler_cancellation=True,  # a client that leaves cancels its request's work
+            # aiohttp has no timeout for a request's headers; its keep-alive timer, armed when
+            # a connection opens and after each response, closes a connection still without a
+            # whole request head: a client trickling its headers is dropped then, not at 75 s
+            keepalive_timeout=max(1.0, body_timeout),
         )
     except OSError as exc:  # binding: a port in use, an address not on this machine
         raise ConfigError(
@@ -160,7 +170,7 @@ def usage_cmd(
         raise typer.BadParameter("use key, model, site, backend or day", param_hint="--by")
     if not db.exists():
         raise typer.BadParameter(f"no ledger at {db}", param_hint="--db")
-    rows = Ledger(db).usage(by)
+    rows = Ledger(db, create=False).usage(by)
     if json_out:
         print_json(rows)
         return
@@ -229,7 +239,7 @@ def keys_list(db: DbOption = DEFAULT_DB) -> None:
     """Keys with their budgets and spend (never the keys themselves)."""
     from wattserve.serve.ledger import Ledger
 
-    print_json(Ledger(db).list_keys())
+    print_json(Ledger(db, create=False).list_keys())
 
 
 @keys_app.command("revoke")
@@ -240,6 +250,6 @@ def keys_revoke(
     """Revoke a key by id."""
     from wattserve.serve.ledger import Ledger
 
-    if not Ledger(db).revoke(key_id):
+    if not Ledger(db, create=False).revoke(key_id):
         raise typer.BadParameter(f"no key with id {key_id}")
     typer.echo(f"revoked {key_id}")

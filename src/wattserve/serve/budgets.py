@@ -31,6 +31,8 @@ from wattserve.serve.ledger import KeyRecord
 # power cap bills the extra idle time, and a request's share of a device's time depends on the
 # batch it ends in. Measured overruns are counted in wattserve_budget_overruns_total.
 HEADROOM = 2.0
+# Retry-After of a budget refusal that requests in flight cause: their holds end as they do
+HELD_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class LocalBudgets:
                     f"requests in flight); this request may cost up to {_amount(need, unit)}",
                     "insufficient_quota",
                     "insufficient_quota",
+                    retry_after_s=held_retry_s(budget, spent[i], held[i], need),
                 )
         held[0] += worst.usd
         held[1] += worst.joules
@@ -151,6 +154,14 @@ class LocalBudgets:
         held = self.held[hold.key_id]
         held[0] = max(0.0, held[0] - hold.charge.usd)
         held[1] = max(0.0, held[1] - hold.charge.joules)
+
+
+def held_retry_s(budget: float, spent: float, held: float, need: float) -> float | None:
+    """The Retry-After of a refusal by a budget: HELD_RETRY_S where holds of requests in
+    flight stand between the request and a budget that would cover it (they settle at most to
+    what they hold, so room may come back), None where what is spent leaves too little
+    (nothing but a new budget helps)."""
+    return HELD_RETRY_S if held > 0 and spent < budget and spent + need <= budget else None
 
 
 def _amount(value: float, unit: str) -> str:

@@ -2,6 +2,15 @@
 header and body checks, and one rule for all of them, that no input answers 5xx.
 
 - a header value that is not UTF-8: 400 (before any handler echoes or hashes it);
+- a declared Content-Length over the body limit: 413 at once, without waiting for the body;
+- a Transfer-Encoding other than plain `chunked` (`gzip, chunked`): 400, and the connection is
+  closed, since a proxy in front may have framed the body otherwise (request smuggling);
+- a JSON body whose Content-Type is not JSON: 415. A CORS "simple request" from a web page
+  (text/plain, a form, or a typeless blob, which has no Content-Type but an Origin header)
+  must not reach a gateway that needs no key; curl and SDKs that send no Content-Type and no
+  Origin are read as JSON;
+- a JSON body nested deeper than MAX_DEPTH (64): 400 before it is validated (forwarding it to
+  an upstream would fail: orjson writes at most 255 levels, the json module about 1,000);
 - `Content-Encoding` other than identity, gzip or deflate: 415. Bodies are decoded here, not by
   aiohttp (whose decoder fails outside any handler): the size limit applies to the body as sent
   and again as decoded, and decoding stops at the limit, so a compressed bomb answers 413
@@ -33,6 +42,9 @@ from wattserve.serve.schema import error_body
 log = logging.getLogger("wattserve.serve")
 
 ENCODINGS = ("", "identity", "gzip", "deflate", "x-gzip")
+# JSON nesting a body may have: no OpenAI request nests past ~10 (a tool's JSON Schema perhaps
+# 20), and the forwarded body (one level more) stays far under orjson's 255.
+MAX_DEPTH = 64
 REASON = "wattserve_reason"  # where an error response keeps its reason for the metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,8 +80,10 @@ class BodyError(Exception):
 
 
 async def read_json(request: web.Request, timeout_s: float, max_bytes: int) -> Any:
-    """The request's body, decoded, parsed as JSON (orjson: no NaN, depth bounded), or
-    BodyError."""
+    """The request's body, decoded, parsed as JSON (orjson: no NaN) and nested at most
+    MAX_DEPTH deep, or BodyError."""
+    if (refused := _not_json(request)) is not None:
+        raise BodyError(refused)
     try:
         if request.content.is_eof():  # the whole body has arrived (the usual case): no timer
             raw = await request.read()
@@ -90,9 +104,70 @@ async def read_json(request: web.Request, timeout_s: float, max_bytes: int) -> A
     if encoding in ("gzip", "x-gzip", "deflate"):
         raw = _inflate(raw, encoding, max_bytes)
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BodyError(error(400, f"body is not valid JSON: {exc}", code="invalid_json")) from None
+    # fewer brackets than MAX_DEPTH (nearly every body, even when quoted) cannot nest that deep
+    if isinstance(parsed, (dict, list)) and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_depth(parsed)
+    return parsed
+
+
+def _check_depth(body: dict[str, Any] | list[Any]) -> None:
+    """BodyError (400, naming the top-level field where it can) if `body` nests lists and
+    objects deeper than MAX_DEPTH, the body itself being level 1."""
+    if isinstance(body, dict):
+        field = next((k for k, v in body.items() if _nests_deeper(v, MAX_DEPTH - 1)), None)
+        too_deep = field is not None
+    else:
+        field, too_deep = None, _nests_deeper(body, MAX_DEPTH)
+    if too_deep:
+        where = "" if field is None else f" (in '{field[:100]}')"
+        raise BodyError(
+            error(
+                400,
+                f"the body nests JSON deeper than {MAX_DEPTH} levels{where}",
+                param=field,
+                code="too_deep",
+            )
+        )
+
+
+def _nests_deeper(value: Any, levels: int) -> bool:
+    """Whether `value` (level 1) holds a list or an object below level `levels`. Level by
+    level, without recursion."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(levels):
+        below: list[Any] = []
+        for node in level:
+            children = node.values() if isinstance(node, dict) else node
+            below += [c for c in children if isinstance(c, (dict, list))]
+        if not below:
+            return False
+        level = below
+    return bool(level)
+
+
+def _not_json(request: web.Request) -> web.Response | None:
+    """415 for a body that does not say it is JSON: see the module docstring."""
+    declared = request.headers.get("Content-Type")
+    if declared is None and "Origin" not in request.headers:
+        return None
+    mime = request.content_type  # lower case, parameters (charset) dropped
+    if declared is not None and (
+        mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+    ):
+        return None
+    sent = f"'{declared[:100]}'" if declared is not None else "none, from a web page (Origin)"
+    response = error(
+        415,
+        f"Content-Type must be application/json, got {sent}",
+        param="Content-Type",
+        code="unsupported_media_type",
+    )
+    if not request.content.is_eof():
+        response.force_close()  # do not wait for a body that will not be read
+    return response
 
 
 def _inflate(raw: bytes, encoding: str, max_bytes: int) -> bytes:
@@ -134,6 +209,30 @@ def _bad_header(request: web.Request) -> str | None:
     return None
 
 
+def _bad_framing(request: web.Request, max_bytes: int) -> web.Response | None:
+    """413 for a declared Content-Length over the limit, 400 for a transfer coding other than
+    plain chunked; either closes the connection after the answer."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        return _too_large(max_bytes)
+    codings = [
+        c.strip().lower()
+        for value in request.headers.getall("Transfer-Encoding", ())
+        for c in value.split(",")
+    ]
+    if not codings or codings == ["chunked"]:
+        return None
+    sent = ", ".join(request.headers.getall("Transfer-Encoding"))[:100]
+    response = error(
+        400,
+        f"Transfer-Encoding '{sent}' is not supported: send the body chunked or with a "
+        "Content-Length",
+        param="Transfer-Encoding",
+        code="unsupported_transfer_encoding",
+    )
+    response.force_close()
+    return response
+
+
 def guard(metrics: Metrics, max_bytes: int) -> Any:
     """The middleware: checks headers, maps every failure to an OpenAI-style error, counts
     the errors, and answers 500 (logged in one line with its traceback) only for a bug."""
@@ -156,6 +255,9 @@ async def _guarded(request: web.Request, handler: Handler, max_bytes: int) -> we
     bad = _bad_header(request)
     if bad is not None:
         return error(400, f"header '{bad}' is not valid UTF-8", param=bad, code="invalid_header")
+    framing = _bad_framing(request, max_bytes)
+    if framing is not None:
+        return framing
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ENCODINGS:
         return error(

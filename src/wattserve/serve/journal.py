@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,8 @@ class Journal:
 # Writes rows whose ids are not yet in the ledger, with their charges, in one transaction;
 # returns how many were new.
 Replay = Callable[[list[dict[str, Any]]], int]
+# Journals rotate at 8 MiB (ledger.ROTATE_BYTES); anything much larger was not written here.
+MAX_JOURNAL_BYTES = 64 * 1024 * 1024
 
 
 def recover(folder: Path, replay: Replay) -> int:
@@ -91,11 +94,24 @@ def recover(folder: Path, replay: Replay) -> int:
         return 0
     total = 0
     for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:  # another process replayed and deleted it meanwhile
+        try:  # never a FIFO's wait nor a link's target: journals are files this code wrote
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except FileNotFoundError:  # another process replayed and deleted it meanwhile
+            continue
+        except OSError as exc:
+            log.warning("wattserve: %s is not a ledger journal (%s): skipped", path, exc)
             continue
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_JOURNAL_BYTES:
+                log.warning(
+                    "wattserve: %s is not a ledger journal (%s): skipped",
+                    path,
+                    "not a regular file"
+                    if not stat.S_ISREG(st.st_mode)
+                    else f"{st.st_size} bytes, past {MAX_JOURNAL_BYTES}",
+                )
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -103,7 +119,7 @@ def recover(folder: Path, replay: Replay) -> int:
             if not path.exists():
                 continue  # replayed and deleted by another process before the lock was ours
             with open(fd, "rb", closefd=False) as f:
-                rows = _rows(f.read(), path)
+                rows = _rows(f.read(MAX_JOURNAL_BYTES), path)
             try:
                 total += replay(rows)
             except sqlite3.Error as exc:  # kept for the next open

@@ -122,19 +122,47 @@ def _settle(waiting: list[asyncio.Future[None]], failure: sqlite3.Error | None) 
             done.set_exception(failure)
 
 
+TEXT_COLUMNS = ("key_id", "backend", "site", "error")
+COUNT_COLUMNS = ("prompt_tokens", "completion_tokens")
+AMOUNT_COLUMNS = ("ttft_s", "duration_s", "energy_j", "usd", "billed_usd", "billed_j")
+
+
 def _valid_row(row: dict[str, Any]) -> bool:
-    """A journaled row has what the requests table requires, with numbers where it sums."""
+    """A journaled row has what the requests table requires, each column of its type: text,
+    counts that fit SQLite's 64-bit integers, finite non-negative amounts (None where the
+    column may be empty). A row that is not such a record is skipped on its own."""
     if not all(isinstance(row.get(c), str) for c in ("id", "model", "status")):
         return False
-    if not isinstance(row.get("ts"), int | float) or isinstance(row.get("ts"), bool):
+    ts = row.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         return False
-    for c in ("billed_usd", "billed_j"):
+    for c in TEXT_COLUMNS:
+        if row.get(c) is not None and not isinstance(row.get(c), str):
+            return False
+    for c in COUNT_COLUMNS:
+        v = row.get(c)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63):
+            return False
+    for c in AMOUNT_COLUMNS:
         v = row.get(c)
         if v is not None and (
             isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0
         ):
             return False
-    return row.get("key_id") is None or isinstance(row.get("key_id"), str)
+    return True
+
+
+def _usage_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Token totals as integers; a sum past what a float holds (rows written by something
+    other than wattserve) is null, not inf."""
+    for name, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            row[name] = None
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = row[name]
+        if value is not None:
+            row[name] = int(value)
+    return row
 
 
 def hash_key(key: str) -> str:
@@ -163,11 +191,33 @@ def _connect(path: str) -> sqlite3.Connection:
     return db
 
 
+def _check_existing(path: str) -> None:
+    """Refuse, without writing anything, a path that is not an existing wattserve ledger."""
+    if not os.path.isfile(path):
+        raise ConfigError("no ledger here (a path that `wattserve serve` has written)", path=path)
+    try:
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"not a wattserve ledger (SQLite): {exc}", path=path) from None
+    if not {"requests", "keys"} <= tables:
+        raise ConfigError("not a wattserve ledger: it has no requests and keys tables", path=path)
+
+
 class Ledger:
     """One SQLite file: requests and keys."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """Open the ledger at `path`. With `create` (serve, keys create) a missing file
+        becomes a new ledger; without (usage, keys list, keys revoke) only a file that is
+        already a wattserve ledger is opened: another program's database, an empty file or a
+        mistyped path is an error, left as it was."""
         self.path = str(path)
+        if not create:
+            _check_existing(self.path)
         # created 0600 before SQLite opens it (its -wal and -shm files take the same mode)
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -178,8 +228,15 @@ class Ledger:
                 have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(requests)")}
         except sqlite3.DatabaseError as exc:  # --db names some other file: say so, no traceback
             raise ConfigError(f"not a wattserve ledger (SQLite): {exc}", path=self.path) from None
+        if lacking := [c for c in COLUMNS if c not in have]:  # a table of the same name
+            self.db.close()
+            raise ConfigError(
+                f"not a wattserve ledger: its requests table has no {', '.join(lacking)}",
+                path=self.path,
+            )
         self._keys: dict[str, tuple[float, KeyRecord | None]] = {}
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -358,9 +415,10 @@ class Ledger:
         # a served request without a figure (a backend that reports none) is counted apart:
         # the sums add what is known, and a group with nothing known stays unknown (null)
         served = "(r.status = 'ok' OR COALESCE(r.completion_tokens, 0) > 0)"
+        # TOTAL: a float sum, which cannot overflow as SUM of integers does
         cur = self.db.execute(
             f"SELECT {column} AS grp, COUNT(*), SUM(r.status = 'ok'), "
-            "SUM(COALESCE(r.prompt_tokens, 0)), SUM(COALESCE(r.completion_tokens, 0)), "
+            "TOTAL(r.prompt_tokens), TOTAL(r.completion_tokens), "
             "SUM(r.energy_j), SUM(r.usd), AVG(r.ttft_s), "
             f"SUM(r.energy_j IS NULL AND {served}), SUM(r.usd IS NULL AND {served}) "
             "FROM requests r LEFT JOIN keys k ON k.id = r.key_id GROUP BY grp ORDER BY grp"
@@ -377,7 +435,7 @@ class Ledger:
             "energy_unknown_requests",
             "usd_unknown_requests",
         )
-        return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
+        return [_usage_row(dict(zip(keys, row, strict=True))) for row in cur.fetchall()]
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -394,7 +452,7 @@ class Ledger:
         """Store a new key's hash; return the key itself (shown once)."""
         key = "ws-" + secrets.token_urlsafe(24)
         kid = secrets.token_hex(6)
-        self.db.execute(
+        self._write(
             "INSERT INTO keys (id, name, hash, admin, budget_usd, budget_j, rps, created, "
             "metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -469,4 +527,12 @@ class Ledger:
         return int(self.db.execute("SELECT COUNT(*) FROM keys WHERE revoked = 0").fetchone()[0])
 
     def revoke(self, key_id: str) -> bool:
-        return self.db.execute("UPDATE keys SET revoked = 1 WHERE id = ?", (key_id,)).rowcount > 0
+        return self._write("UPDATE keys SET revoked = 1 WHERE id = ?", (key_id,)).rowcount > 0
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        """One statement that changes the file; a file that cannot be written (read-only,
+        full, locked past the busy timeout) is an error naming it."""
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot write the ledger: {exc}", path=self.path) from None

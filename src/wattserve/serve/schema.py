@@ -1,13 +1,24 @@
 """The OpenAI request bodies the gateway accepts, validated, and OpenAI-style error bodies.
 
 Types are strict as in OpenAI's API: `"stream": "yes"`, `"max_tokens": "16"` or `true`,
-`"n": "1"` answer 400 naming the field (no coercion); numbers must be finite."""
+`"n": "1"` answer 400 naming the field (no coercion); numbers must be finite. A field of several
+types (`stop`, `prompt`, a message's `content`) answers with what it accepts, as one error
+named for the field (pydantic alone names one per type, `stop.str`, `stop.list[str]`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 MAX_TOKENS_LIMIT = 32768
 
@@ -15,10 +26,33 @@ MAX_TOKENS_LIMIT = 32768
 STRICT = ConfigDict(extra="allow", strict=True)
 
 
+def _one_of(accepts: str) -> WrapValidator:
+    """A union field's validation as one error saying what the field `accepts`."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError(
+                "union_type", "Input should be {accepts}", {"accepts": accepts}
+            ) from None
+
+    return WrapValidator(check)
+
+
+Stop = Annotated[str | list[str], _one_of("a string or a list of strings")]
+Prompt = Annotated[
+    str | list[str], _one_of("a string or a list of one string (token ids are not supported)")
+]
+Content = Annotated[
+    str | list[dict[str, Any]], _one_of("a string or a list of content parts (objects)")
+]
+
+
 class Message(BaseModel):
     model_config = STRICT
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Content | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -43,7 +77,7 @@ class _Common(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
-    stop: str | list[str] | None = None
+    stop: Stop | None = None
     user: str | None = None
 
     @property
@@ -63,7 +97,7 @@ class ChatRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str] = Field(min_length=0)
+    prompt: Prompt
 
     @field_validator("prompt")
     @classmethod
@@ -96,8 +130,18 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
         # orjson reads an integer past 64 bits as a float: the number is wrong, not its type
         msg = f"Input is out of range{_range(loc)}, got {sent:.3g}"
     elif first.get("type", "").endswith("_type") and "input" in first:  # say what was sent
-        msg = f"{msg}, got {type(sent).__name__}"
+        msg = f"{msg}, got {_kind(sent)}"
     return (f"{loc}: {msg}" if loc else msg), (loc or None)
+
+
+def _kind(value: Any) -> str:
+    """A sent value's type for a message: 'int', 'null', 'list of int', 'list of int and str'."""
+    if value is None:
+        return "null"
+    if isinstance(value, list) and value:
+        inner = sorted({type(v).__name__ for v in value})
+        return f"list of {' and '.join(inner[:3])}"
+    return type(value).__name__
 
 
 def _range(name: str) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from wattserve.serve.budgets import Charge, Hold, Refusal
+from wattserve.serve.budgets import Charge, Hold, Refusal, held_retry_s
 from wattserve.serve.ledger import KeyRecord
 from wattserve.serve.redis_scripts import (
     RESERVE,
@@ -278,7 +278,7 @@ class RedisBudgets:
             f"request may cost up to {amt(need)}",
             "insufficient_quota",
             "insufficient_quota",
-            retry_after_s=SLAB_RETRY_S if held > 0 else None,
+            retry_after_s=held_retry_s(budget, spent, held, need),
         )
 
     def settle(self, hold: Hold, actual: Charge) -> Charge:
