@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import print_json, reports_errors, save_text
+from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.hardware import MATURITY, SOFTWARE
 from wattserve.errors import ConfigError, PlanInfeasibleError
 from wattserve.plan.api import plan
@@ -17,16 +18,25 @@ from wattserve.plan.fleetfile import fleet_text
 from wattserve.plan.report import plan_html
 from wattserve.plan.table import clean, plan_text
 
+_COUNT = re.compile(r"[0-9]{1,9}")  # ASCII digits: str.isdigit() takes '²', int() does not
+
 
 def _available(text: str | None) -> dict[str, int]:
+    """`hw=count,...`: each id once, each count a whole number (ids are checked against the
+    catalog by `plan`)."""
     out: dict[str, int] = {}
     for part in (text or "").split(","):
         if not part.strip():
             continue
-        name, _, n = part.partition("=")
-        if not n.strip().isdigit():
-            raise ConfigError(f"use hw=count pairs, got {part!r}", field="--available")
-        out[name.strip()] = int(n)
+        name, eq, n = (s.strip() for s in part.partition("="))
+        if not eq or not name or not _COUNT.fullmatch(n):
+            raise ConfigError(
+                f"use hw=count pairs (a device id, a whole number), got {part[:80]!r}",
+                field="--available",
+            )
+        if name in out:
+            raise ConfigError(f"{name[:80]!r} is given twice", field="--available")
+        out[name] = int(n)
     return out
 
 
@@ -78,7 +88,9 @@ def plan_cmd(
     """Which devices, how many, at which site, for WORKLOAD within its SLOs and power caps."""
     if hardware and all_hardware:
         raise ConfigError("give --hardware or --all-hardware, not both", field="--hardware")
-    ids = [h.strip() for h in hardware.split(",") if h.strip()] if hardware else None
+    ids = None if hardware is None else [h.strip() for h in hardware.split(",") if h.strip()]
+    if ids is not None and not ids:
+        raise ConfigError("names no device id; give id,... or leave it out", field="--hardware")
     if capacity not in ("simulated", "analytic"):
         raise ConfigError("use simulated or analytic", field="--capacity")
     if min_maturity is not None and min_maturity not in MATURITY:
@@ -91,7 +103,23 @@ def plan_cmd(
             )
     if not math.isfinite(time_limit) or time_limit <= 0:
         raise ConfigError("must be a positive finite number of seconds", field="--time-limit")
+    pairs = _available(available)
+    # outputs are checked before the work: neither may replace an input, nor the other
+    inputs = tuple(p for p in (workload, sites, cache) if p is not None)
+    if out is not None:
+        check_writable(out, "--out", inputs)
+    if report is not None:
+        check_writable(report, "--report", inputs)
+        if out is not None and report.resolve() == out.resolve():
+            raise ConfigError(f"{report!s:.200} is also --out; give two files", field="--report")
     store = CapacityCache.load(cache) if cache is not None else CapacityCache()
+    if store.dropped:
+        n = store.dropped
+        typer.echo(
+            f"warning: --cache {cache}: {n} damaged {'entry' if n == 1 else 'entries'} dropped, "
+            "never trusted; what this plan needs is measured again",
+            err=True,
+        )
     try:
         result = plan(
             workload,
@@ -101,7 +129,7 @@ def plan_cmd(
             power_cap_w=power_cap,
             budget_usd_per_h=budget_usd_per_h,
             headroom=headroom,
-            available=_available(available),
+            available=pairs,
             require_software=software,
             min_maturity=min_maturity,
             model=model,
@@ -120,7 +148,7 @@ def plan_cmd(
                 typer.echo(f"  - {r}", err=True)
         raise typer.Exit(3) from None
     finally:
-        if cache is not None:
+        if cache is not None and (store.misses or store.dropped):  # only what a run measured
             store.save(cache)
     if out is not None:
         save_text(out, fleet_text(result, result.hardware_files), "--out")

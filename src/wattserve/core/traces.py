@@ -27,6 +27,10 @@ from wattserve.errors import ConfigError
 MAX_TRACE_BYTES = 64 << 20  # the published traces are under 1 MB; this is 2M+ Azure rows
 MAX_TOKENS = 10_000_000  # tokens in one prompt or one output: far beyond any model's context
 MAX_NAME = 256  # characters in a row's model, origin or slo name
+# seconds from a trace's start to its last arrival (about 32 years): no trace spans more, and
+# past it the arrivals are not offsets (Unix times, 1.7e9 s) or are absurd (1e308), which
+# made a plan's rates vanish (a flow of 1e-308 req/s)
+MAX_ARRIVAL_S = 1e9
 
 BadRows = list[tuple[int, str]]
 
@@ -134,7 +138,21 @@ def _azure_rows(text: str, path: str) -> tuple[list[TraceRow], BadRows]:
     if not timed:
         return [], bad
     t0 = min(t for _, t, _, _ in timed)
-    return [TraceRow(line, (t - t0).total_seconds(), p, o) for line, t, p, o in timed], bad
+    rows = []
+    for line, t, p, o in timed:
+        offset = (t - t0).total_seconds()
+        if offset > MAX_ARRIVAL_S:
+            bad.append(
+                (
+                    line,
+                    f"malformed row: {offset:g} s after the first row, over the "
+                    f"{MAX_ARRIVAL_S:g} s a trace may span",
+                )
+            )
+            continue
+        rows.append(TraceRow(line, offset, p, o))
+    bad.sort()
+    return rows, bad
 
 
 # -- JSONL (wattserve's and Mooncake's) --------------------------------------------------------
@@ -152,6 +170,10 @@ def _seconds(obj: dict[str, Any], key: str, per_s: float = 1.0) -> float:
         raise ValueError(f"{key} is too large: {shown(v)}") from None
     if not (math.isfinite(s) and s >= 0):
         raise ValueError(f"{key} must be a finite number >= 0, not {shown(v)}")
+    if s > MAX_ARRIVAL_S:
+        raise ValueError(
+            f"{key} must be at most {MAX_ARRIVAL_S:g} s from the trace's start, not {shown(v)}"
+        )
     return s
 
 

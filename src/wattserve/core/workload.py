@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wattserve.core.traces import MAX_TOKENS, TraceRow, read_trace
+from wattserve.core.modelspec import builtin_model_id
+from wattserve.core.traces import MAX_ARRIVAL_S, MAX_TOKENS, TraceRow, read_trace
 from wattserve.core.yamlio import Fields, LineDict, load_yaml_file, shown
 from wattserve.errors import ConfigError
 
 # MLPerf Inference v4.1 server-scenario limits for Llama-2-70B (shared/reference/public_figures.md)
 DEFAULT_TTFT_S = 2.0
 DEFAULT_TPOT_S = 0.2
-MAX_GENERATED = 20_000_000  # requests a generator may make (memory: about 2 KB each)
+# requests a generator may make: `simulate` holds each as a Request (a few hundred bytes);
+# `plan` streams them (`stream_workload`), keeping about 24 bytes of each
+MAX_GENERATED = 20_000_000
 MAX_SIGMA = 10.0
 # gamma inter-arrivals: cv 0.01 is near-periodic, 100 one burst a run; past those the shape
 # 1/cv^2 divides by zero or rounds every gap to zero
@@ -76,6 +80,7 @@ class RequestClass:
     rate_rps: float | None = None
     prompt: Sampler | None = None
     output: Sampler | None = None
+    model_line: int = 0  # the line of `model:` in the workload file (0: none given)
 
 
 @dataclass
@@ -87,6 +92,17 @@ class Workload:
     duration_s: float | None = None  # the span the arrivals cover (generator or trace)
     policy: str | None = None  # the routing policy the workload file asks for
     classes: tuple[RequestClass, ...] = ()
+    trace: str = ""  # the trace file the requests were read from ("" when generated)
+
+    def model_named_at(self, r: Request, default_model: str) -> tuple[str | None, int | None, str]:
+        """Where request `r`'s model was named, as (file, line, field) for an error: its
+        class's `model:`, the `--model` default, or else its trace row."""
+        for i, c in enumerate(self.classes):
+            if c.name == r.cls and c.model is not None and c.model == r.model:
+                return self.source, c.model_line or None, f"classes[{i}].model"
+        if r.row and self.trace and r.model != default_model:
+            return self.trace, r.row, "model"
+        return None, None, "--model"
 
     def require_requests(self, path: str | Path) -> None:
         """Raise ConfigError naming the file when nothing in it can be replayed."""
@@ -167,32 +183,43 @@ def synthetic_arrivals(
 ) -> list[float]:
     """Arrival times: Poisson, bursty (gamma inter-arrivals with coefficient of variation `cv`)
     or diurnal (Poisson whose rate follows a sine of `period_s`, by thinning)."""
-    times: list[float] = []
+    return list(_arrivals(kind, rate_rps, duration_s, rng, cv, period_s, amplitude))
+
+
+def _arrivals(
+    kind: str,
+    rate_rps: float,
+    duration_s: float,
+    rng: random.Random,
+    cv: float,
+    period_s: float,
+    amplitude: float,
+) -> Iterator[float]:
+    if kind not in ("poisson", "gamma", "bursty", "diurnal"):
+        raise ConfigError(f"unknown arrival process '{kind}'; use poisson, gamma or diurnal")
     t = 0.0
     if kind == "poisson":
         while True:
             t += rng.expovariate(rate_rps)
             if t >= duration_s:
-                return times
-            times.append(t)
+                return
+            yield t
     if kind in ("gamma", "bursty"):
         shape = 1.0 / (cv * cv)
         scale = 1.0 / (rate_rps * shape)
         while True:
             t += rng.gammavariate(shape, scale)
             if t >= duration_s:
-                return times
-            times.append(t)
-    if kind == "diurnal":
-        peak = rate_rps * (1 + amplitude)
-        while True:
-            t += rng.expovariate(peak)
-            if t >= duration_s:
-                return times
-            level = rate_rps * (1 + amplitude * math.sin(2 * math.pi * t / period_s))
-            if rng.random() * peak < level:
-                times.append(t)
-    raise ConfigError(f"unknown arrival process '{kind}'; use poisson, gamma or diurnal")
+                return
+            yield t
+    peak = rate_rps * (1 + amplitude)  # diurnal
+    while True:
+        t += rng.expovariate(peak)
+        if t >= duration_s:
+            return
+        level = rate_rps * (1 + amplitude * math.sin(2 * math.pi * t / period_s))
+        if rng.random() * peak < level:
+            yield t
 
 
 # -- assembling a workload ---------------------------------------------------------------------
@@ -229,7 +256,7 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
         if not isinstance(origins, dict):
             raise f.err("origins", "maps site names to weights, e.g. {edge: 0.3, dc: 0.7}")
         weights = _origin_weights(f, origins)
-        model = c.get("model")
+        model = None if c.get("model") is None else _model_ref(f.text("model"), path)
         rate = f.number("rate_rps", positive=True)
         if rate is not None and "weight" in c:
             raise f.err("weight", "give weight or rate_rps, not both")
@@ -245,7 +272,7 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
         out.append(
             RequestClass(
                 weight=rate if rate is not None else f.number("weight", 1.0, positive=True) or 1.0,
-                model=None if model is None else f.text("model"),
+                model=model,
                 slo=f.text("slo", "default"),
                 origins=tuple(weights),
                 local_only=f.fraction("local_only", 0.0),
@@ -253,6 +280,7 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
                 rate_rps=rate,
                 prompt=lengths["prompt_tokens"],
                 output=lengths["output_tokens"],
+                model_line=c.line_of("model") if model is not None else 0,
             )
         )
     if not math.isfinite(sum(c.weight for c in out)):
@@ -273,6 +301,20 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
     return out
 
 
+def _model_ref(name: str, path: str) -> str:
+    """A class's model: a built-in id or alias as given, a config path relative to the
+    workload file's folder (as `trace:` is), and anything else as given (an unknown id,
+    which planning reports naming the class)."""
+    if builtin_model_id(name) is not None:
+        return name
+    p = Path(path).parent / name
+    try:
+        is_path = p.exists() or p.suffix == ".json"
+    except OSError:  # a name too long to be a path: an unknown id
+        return name
+    return str(p) if is_path else name
+
+
 def _origin_weights(f: Fields, origins: dict[Any, Any]) -> list[tuple[str, float]]:
     """Site names and their weights: finite, positive, and with a finite sum."""
     weights = []
@@ -289,8 +331,8 @@ def _origin_weights(f: Fields, origins: dict[Any, Any]) -> list[tuple[str, float
     return weights
 
 
-def _pick(rng: random.Random, items: list[RequestClass]) -> RequestClass:
-    total = sum(c.weight for c in items)
+def _pick(rng: random.Random, items: list[RequestClass], total: float) -> RequestClass:
+    """A class by weight; `total` is the sum of the weights."""
     x = rng.random() * total
     for c in items:
         x -= c.weight
@@ -344,8 +386,10 @@ def _generate(
     classes: list[RequestClass],
     rng: random.Random,
     horizon_s: float,
-) -> tuple[list[TraceRow], float]:
-    """Requests of the generator (arrivals before `horizon_s` only) and the span it covers."""
+) -> tuple[Iterator[TraceRow], float]:
+    """Requests of the generator (arrivals before `horizon_s` only) and the span it covers.
+    Every draw is made here, in the order a seed has always given (all arrivals, then each
+    request's lengths); the rows are kept as arrays and made one at a time."""
     g = spec.get("generator")
     if g is None:  # every class has its own rate: Poisson arrivals for a minute
         g = LineDict()
@@ -372,23 +416,44 @@ def _generate(
         raise f.err("rate_rps", "the classes give their own rate_rps; drop this one")
     rate = class_rate or f.number("rate_rps", 1.0, positive=True) or 1.0
     span = f.number("duration_s", 60.0, positive=True) or 60.0
+    if span > MAX_ARRIVAL_S:
+        raise f.err("duration_s", f"at most {MAX_ARRIVAL_S:g} s, got {span:g}")
     # With --duration only its first seconds are made: the limit is on what is made.
     made = min(span, horizon_s)
     if rate * made > MAX_GENERATED:
         within = "" if made == span else f" in the {made:g} s that --duration keeps"
-        raise f.err(
-            "rate_rps",
-            f"rate_rps x duration_s makes {rate * made:.0f} requests{within}; "
-            f"the limit is {MAX_GENERATED:,}",
-        )
+        too_many = f"makes {_count(rate * made)} requests{within}; the limit is {MAX_GENERATED:,}"
+        if class_rate:  # blame the busiest class: the generator gives no rate
+            i = max(range(len(classes)), key=lambda k: classes[k].rate_rps or 0.0)
+            raw = spec.get("classes")
+            line = raw[i].line_of("rate_rps") if isinstance(raw, list) else None
+            raise ConfigError(
+                f"the classes' rate_rps add up to {rate:.4g} req/s, which over "
+                f"{made:g} s {too_many}",
+                path=path,
+                line=line,
+                field=f"classes[{i}].rate_rps",
+            )
+        raise f.err("rate_rps", f"rate_rps x duration_s {too_many}")
     cv = _within(f, "cv", 2.0, *CV_RANGE)
     period_s = _within(f, "period_s", 86400.0, MIN_PERIOD_S, math.inf)
-    times = synthetic_arrivals(kind, rate, made, rng, cv, period_s, f.fraction("amplitude", 0.5))
+    amplitude = f.fraction("amplitude", 0.5)
+    times = array("d", _arrivals(kind, rate, made, rng, cv, period_s, amplitude))
     plen, olen = (
         _length(g.get(key, default), rng, f"generator.{key}", path, g.line_of(key))
         for key, default in (("prompt_tokens", 512), ("output_tokens", 128))
     )
-    return [TraceRow(0, t, plen(), olen()) for t in times], span
+    prompts, outputs = array("I"), array("I")  # lengths are at most MAX_TOKENS (1e7)
+    for _ in times:
+        prompts.append(plen())
+        outputs.append(olen())
+    rows = (TraceRow(0, t, p, o) for t, p, o in zip(times, prompts, outputs, strict=True))
+    return rows, span
+
+
+def _count(n: float) -> str:
+    """A request count for a message: digits while they read, else three figures."""
+    return f"{n:,.0f}" if n < 1e12 else f"{n:.3g}"
 
 
 def load_workload(
@@ -401,6 +466,25 @@ def load_workload(
 ) -> Workload:
     """Requests from a trace (.csv Azure format, .jsonl) or a workload file (.yaml).
     `duration_s` keeps the first seconds (after `rate_scale`); a generator makes only those."""
+    workload, requests = stream_workload(
+        path, default_model=default_model, seed=seed, rate_scale=rate_scale, duration_s=duration_s
+    )
+    workload.requests = list(requests)
+    return workload
+
+
+def stream_workload(
+    path: str | Path,
+    *,
+    default_model: str,
+    seed: int = 0,
+    rate_scale: float = 1.0,
+    duration_s: float | None = None,
+) -> tuple[Workload, Iterator[Request]]:
+    """`load_workload`, its requests made one at a time rather than held (`plan` sizes a fleet
+    from their counts and lengths). The file is read and checked before this returns; the
+    Workload's `requests` stay empty, and its `bad_rows` and `duration_s` are complete once
+    the iterator is exhausted."""
     p = Path(path)
     # `not x > 0` so that NaN is refused too; an infinite scale puts every request at t=0.
     if not 0 < rate_scale < math.inf:
@@ -416,7 +500,7 @@ def load_workload(
     policy: str | None = None
     span: float | None = None
     checked_slos = False  # whether a row's slo must be one the workload file defines
-    rows: list[TraceRow] = []
+    rows: Iterable[TraceRow] = []
     bad: list[tuple[int, str]] = []
     if p.suffix in (".yaml", ".yml"):
         spec = load_yaml_file(p)
@@ -450,7 +534,29 @@ def load_workload(
         if not trace.exists():
             raise ConfigError("no such trace file", path=str(trace))
         rows, bad = read_trace(trace)
-    requests: list[Request] = []
+    workload = Workload(
+        [], slos, bad, str(p), span, policy, tuple(classes), "" if trace is None else str(trace)
+    )
+    return workload, _requests(
+        workload, rows, rng, default_model, rate_scale, duration_s, checked_slos
+    )
+
+
+def _requests(
+    workload: Workload,
+    rows: Iterable[TraceRow],
+    rng: random.Random,
+    default_model: str,
+    rate_scale: float,
+    duration_s: float | None,
+    checked_slos: bool,
+) -> Iterator[Request]:
+    """The requests of `rows`, each given a class; completes `workload`'s bad rows and span."""
+    slos, bad = workload.slos, workload.bad_rows
+    classes = list(workload.classes)
+    total = sum(c.weight for c in classes)
+    made = 0
+    last = 0.0
     for r in rows:
         arrival = r.arrival_s / rate_scale
         if duration_s is not None and arrival >= duration_s:
@@ -458,29 +564,30 @@ def load_workload(
         if checked_slos and r.slo is not None and r.slo not in slos:
             bad.append((r.row, f"malformed row: unknown slo {shown(r.slo)} ({', '.join(slos)})"))
             continue
-        c = _pick(rng, classes)
+        c = _pick(rng, classes, total)
         # draws in this order, one local_only draw per request, so a seed's requests stay put
         prompt = r.prompt_tokens if c.prompt is None else c.prompt()
         output = r.output_tokens if c.output is None else c.output()
         origin = r.origin or _origin(rng, c)
         drawn_local = rng.random() < c.local_only
-        requests.append(
-            Request(
-                id=len(requests),
-                arrival_s=arrival,
-                prompt_tokens=prompt,
-                output_tokens=output,
-                model=r.model or c.model or default_model,
-                origin=origin,
-                slo=c.slo if r.slo is None else r.slo,
-                local_only=drawn_local if r.local_only is None else r.local_only,
-                row=r.row,
-                cls=c.name,
-            )
+        yield Request(  # by position: 20M keyword calls cost seconds
+            made,  # id
+            arrival,
+            prompt,
+            output,
+            r.model or c.model or default_model,
+            origin,
+            c.slo if r.slo is None else r.slo,
+            drawn_local if r.local_only is None else r.local_only,
+            r.row,
+            c.name,  # cls
         )
+        made += 1
+        last = arrival
     bad.sort()
+    span = workload.duration_s
     if duration_s is not None:
         span = duration_s if span is None else min(span, duration_s)
-    if span is None and requests:
-        span = requests[-1].arrival_s
-    return Workload(requests, slos, bad, str(p), span, policy, tuple(classes))
+    if span is None and made:
+        span = last
+    workload.duration_s = span

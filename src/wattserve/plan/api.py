@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,9 @@ from wattserve.core.cost import J_PER_KWH
 from wattserve.core.dtypes import Dtype
 from wattserve.core.fleet import Fleet, Site, load_sites
 from wattserve.core.params import Calibration
-from wattserve.core.workload import Workload, load_workload
+from wattserve.core.workload import Request, Workload, load_workload, stream_workload
 from wattserve.core.yamlio import LineDict, load_yaml_file
-from wattserve.errors import ConfigError, PlanInfeasibleError
+from wattserve.errors import ConfigError, PlanInfeasibleError, closest
 from wattserve.plan.capacity import CapacityCache, CapacityMethod
 from wattserve.plan.milp import OBJECTIVES, Solution, diagnose, solve
 from wattserve.plan.problem import Limits, Option, Problem, build_problem
@@ -324,23 +326,37 @@ def plan(
         raise ConfigError(f"use one of {', '.join(OBJECTIVES)}", field="--objective")
     if not 0 <= headroom < 1:
         raise ConfigError(f"must be in [0, 1), got {headroom}", field="--headroom")
-    # `not x > 0` rather than `x <= 0`, so that NaN is refused too.
-    if budget_usd_per_h is not None and not budget_usd_per_h > 0:
-        raise ConfigError("must be positive", field="--budget-usd-per-h")
-    if power_cap_w is not None and not power_cap_w > 0:
-        raise ConfigError("must be positive", field="--power-cap")
+    # a limit is a positive finite number: no limit is the flag left out (NaN fails both)
+    for value, flag in ((budget_usd_per_h, "--budget-usd-per-h"), (power_cap_w, "--power-cap")):
+        if value is not None and not 0 < value < math.inf:
+            raise ConfigError(
+                f"must be a positive finite number, got {value}; leave it out for no limit",
+                field=flag,
+            )
     fleet, hw_files = _sites(sites, power_cap_w)
     cat = (catalog or load_catalog()).extended(hw_files)
-    wl = (
-        workload
-        if isinstance(workload, Workload)
-        else load_workload(workload, default_model=model, seed=seed)
-    )
-    if sites is None:  # one site: every request comes from it, whatever its origin says
-        wl = replace(wl, requests=[replace(r, origin=None) for r in wl.requests])
     ids = hardware if hardware is not None else list(cat.devices)
+    if not ids:
+        raise ConfigError("names no device id", field="--hardware")
     for hw_id in ids:
         cat.device(hw_id)  # an unknown id is an error naming the closest ones
+    for hw_id, n in (available or {}).items():
+        if hw_id not in cat.devices:
+            raise ConfigError(
+                f"unknown hardware {hw_id[:200]!r}{_closest(hw_id, cat)}", field="--available"
+            )
+        if n < 0:
+            raise ConfigError(f"{hw_id}: a count is not negative, got {n}", field="--available")
+    # The requests are streamed into the flows, not held (a generator may make 20M), unless
+    # --verify must replay them.
+    requests: Iterable[Request]
+    if isinstance(workload, Workload):
+        wl, requests = workload, workload.requests
+    elif verify:
+        wl = load_workload(workload, default_model=model, seed=seed)
+        requests = wl.requests
+    else:
+        wl, requests = stream_workload(workload, default_model=model, seed=seed)
     limits = Limits(
         headroom,
         budget_usd_per_h,
@@ -359,6 +375,8 @@ def plan(
         dtypes=dtypes,
         method=capacity,
         cache=cache,
+        requests=requests,
+        ignore_origins=sites is None,  # one site: every request comes from it
     )
     result = solve_or_explain(problem, objective, time_limit_s)
     result.hardware_files = [str(Path(f).resolve()) for f in hw_files]
@@ -367,10 +385,17 @@ def plan(
     if verify:
         from wattserve.plan.verify import verify_plan  # simulate-heavy: only when asked
 
+        if sites is None:  # one site: every request comes from it, whatever its origin says
+            wl = replace(wl, requests=[replace(r, origin=None) for r in wl.requests])
         result = verify_plan(
             result, wl, max_rounds=max_rounds, seed=seed, time_limit_s=time_limit_s
         )
     return result
+
+
+def _closest(name: str, cat: Catalog) -> str:
+    near = closest(name, cat.devices)
+    return f"; did you mean {', '.join(near)}?" if near else "; see `wattserve catalog`"
 
 
 def _sites(sites: str | Path | Fleet | None, power_cap_w: float | None) -> tuple[Fleet, list[Path]]:

@@ -24,21 +24,26 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment
 from wattserve.core.fleet import DeploymentSpec, Fleet, Site, kv_block_count
 from wattserve.core.params import EngineParams
 from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.textfile import load_json, read_text
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError
 
 CapacityMethod = Literal["simulated", "analytic"]
 PROBE_REQUESTS = 300  # requests in one simulated probe: enough for a p99 to see queueing
 BISECT_STEPS = 7  # a bracket of [0.5x, 1.2x] the bound narrows to within about 1%
+# Checks on a cached Capacity: the analytic bound stops near 2^20 req/s and the simulated
+# search at 64x it, so a rate past 1e8 is no replica's; 10 MW is past any replica's draw.
+MAX_RATE_RPS = 1e8
+MAX_POWER_W = 1e7
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,7 @@ class CapacityCache:
         self.entries: dict[str, Capacity] = {}
         self.hits = 0
         self.misses = 0
+        self.dropped = 0  # damaged entries of the file loaded, left out (measured again)
 
     @staticmethod
     def load(path: str | Path) -> CapacityCache:
@@ -100,9 +106,12 @@ class CapacityCache:
         cache = CapacityCache()
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8") if p.exists() else ""
-            raw = json.loads(text) if text.strip() else {"version": 1, "entries": {}}
-        except (OSError, ValueError) as exc:
+            # bounded, regular files only: a FIFO or /dev/zero is refused, never read
+            text = read_text(p) if p.exists() else ""
+            raw = load_json(text, str(p)) if text.strip() else {"version": 1, "entries": {}}
+        except ConfigError as exc:
+            raise _not_a_cache(p, f"cannot be read ({exc.detail})") from None
+        except ValueError as exc:  # json.JSONDecodeError
             raise _not_a_cache(p, f"cannot be read as JSON ({exc})") from None
         if (
             not isinstance(raw, dict)
@@ -110,10 +119,12 @@ class CapacityCache:
             or not isinstance(raw.get("entries"), dict)
         ):
             raise _not_a_cache(p, "is JSON but not a capacity cache (no version and entries)")
-        try:
-            cache.entries = {k: Capacity(**v) for k, v in raw["entries"].items()}
-        except TypeError:
-            cache.entries = {}
+        for key, value in raw["entries"].items():
+            cap = _capacity(value)
+            if cap is None:
+                cache.dropped += 1
+            else:
+                cache.entries[key] = cap
         return cache
 
     def save(self, path: str | Path) -> None:
@@ -127,6 +138,45 @@ class CapacityCache:
             part.replace(p)
         except OSError as exc:
             raise ConfigError(f"cannot write {p}: {exc.strerror}", field="--cache") from None
+
+
+_FIELDS = {f.name for f in fields(Capacity)}
+
+
+def _capacity(raw: Any) -> Capacity | None:
+    """A cached entry as a Capacity, or None when it is damaged: a field missing, unknown or of
+    the wrong type, or a figure no measurement gives (negative, infinite, past the bounds,
+    NaN where a rate is positive: `_compute` writes NaN powers only beside a zero rate, and a
+    zero rate always with its reason)."""
+    if not isinstance(raw, dict) or set(raw) != _FIELDS or not isinstance(raw["reason"], str):
+        return None
+    figures = [raw[k] for k in _FIELDS - {"reason"}]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in figures):
+        return None
+    try:
+        cap = Capacity(
+            float(raw["rate_rps"]),
+            float(raw["avg_power_w"]),
+            float(raw["peak_power_w"]),
+            float(raw["idle_power_w"]),
+            float(raw["joules_per_request"]),
+            raw["reason"],
+        )
+    except OverflowError:  # an integer past float range
+        return None
+    if not 0 <= cap.rate_rps <= MAX_RATE_RPS:  # NaN fails too
+        return None
+    if (cap.rate_rps == 0) != bool(cap.reason):  # a zero rate always says why
+        return None
+    powers = (cap.avg_power_w, cap.peak_power_w, cap.idle_power_w)
+    if cap.rate_rps == 0:  # no capacity: its figures are never used, NaN included
+        ok = all(math.isnan(w) or 0 <= w <= MAX_POWER_W for w in powers)
+        return cap if ok else None
+    if not all(0 <= w <= MAX_POWER_W for w in powers) or cap.peak_power_w < cap.avg_power_w:
+        return None
+    if not 0 <= cap.joules_per_request < math.inf:
+        return None
+    return cap
 
 
 def _not_a_cache(path: Path, why: str) -> ConfigError:

@@ -7,6 +7,7 @@ cap[q, j] one replica's capacity for it at its SLO:
 
     sum_j r[q, j] + sum_k h[q, k]            = a * lambda[q]          every flow, in full
     sum_q r[q, j] / cap[q, j]               <= x[j]                   replicas carry the load
+    sum_q r[q, j] / lambda[q]               <= n[j] * x[j]            (a = 1; n[j]: its flows)
     sum_{j at s} peak_w[j] * x[j]           <= (1 - headroom) * cap_s  site power
     sum_{j of hw at s} devices[j] * x[j]    <= available[s, hw]        and over all sites
     sum_q h[q, k]                           <= rate_limit[k]
@@ -15,6 +16,12 @@ cap[q, j] one replica's capacity for it at its SLO:
 $/h = sum_j x[j] * usd_h[j] + 3600 * usd_j[j] * (idle_w[j] * x[j] + sum_q r[q, j] * e[q, j])
       + 3600 * sum h[q, k] * usd_req[q, k], with e[q, j] the dynamic joules per request.
 Energy (W at the meter) and carbon (g/h) are the same sums weighted by PUE and intensity.
+
+The columns hold shares, r[q, j] / lambda[q], not req/s: the solver's tolerances (about
+1e-7) are absolute, and a flow of 1e-7 req/s once "fitted" nowhere, so a plan of no devices
+served it. The third row adds nothing to the program (a replica that carries load is at least
+one, and each share is at most 1) but states in shares of order 1 that a flow sent to an option
+needs a replica of it, which no tolerance hides.
 
 When the program is infeasible, `diagnose` solves it again with an elastic slack on every
 family of constraints (power, budget, availability, rate limits, unserved demand), minimising
@@ -169,13 +176,13 @@ class _Vars:
 def _upper_replicas(p: Problem, j: int, objective: str) -> float:
     o = p.options[j]
     if objective != "throughput":
-        return float(
-            math.ceil(sum(p.flows[q].rate_rps / c.rate_rps for q, c in o.caps.items()) + 1e-9)
+        return _whole(
+            sum(p.flows[q].rate_rps / c.rate_rps for q, c in o.caps.items()) + 1e-9, up=True
         )
     bounds = [math.inf]
     cap = p.sites[o.site].power_cap_w
     if cap is not None and o.peak_w > 0:
-        bounds.append(math.floor(cap * (1 - p.limits.headroom) / o.peak_w))
+        bounds.append(_whole(cap * (1 - p.limits.headroom) / o.peak_w))
     avail = p.sites[o.site].available_count(o.hardware.id)
     if avail is not None:
         bounds.append(avail // o.devices)
@@ -183,8 +190,16 @@ def _upper_replicas(p: Problem, j: int, objective: str) -> float:
         if hw_id == o.hardware.id:
             bounds.append(n // o.devices)
     if p.limits.budget_usd_per_h is not None and o.usd_per_h > 0:
-        bounds.append(math.floor(p.limits.budget_usd_per_h / o.usd_per_h))
+        bounds.append(_whole(p.limits.budget_usd_per_h / o.usd_per_h))
     return float(min(bounds))
+
+
+def _whole(x: float, up: bool = False) -> float:
+    """x rounded to a whole number of replicas; a quotient past float range stays inf (math's
+    ceil and floor raise on it)."""
+    if not math.isfinite(x):
+        return math.inf
+    return float(math.ceil(x) if up else math.floor(x))
 
 
 def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
@@ -213,30 +228,33 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
                 rc = _watts_weight(p, j, objective) * e_dyn + small * 3600.0 * usd_j * e_dyn
             else:
                 rc = 0.0
-            v.r[(q, j)] = b.var(0, math.inf, 0.0 if elastic else rc)
+            v.r[(q, j)] = b.var(0, math.inf, 0.0 if elastic else rc * flows[q].rate_rps)
     for k, h in enumerate(p.hosted):
         for q, usd in h.usd_per_request.items():
             hc = 3600.0 * usd if objective == "cost" else small * 3600.0 * usd
-            v.h[(q, k)] = b.var(0, math.inf, 0.0 if elastic else hc)
+            v.h[(q, k)] = b.var(0, math.inf, 0.0 if elastic else hc * flows[q].rate_rps)
     total_tok = sum(f.rate_rps * f.output_tokens for f in flows)
     if objective == "throughput" and not elastic:
         v.a = b.var(0, math.inf, -total_tok)
     # every flow in full (or the share a)
-    for q, f in enumerate(flows):
+    for q in range(len(flows)):
         terms = [(col, 1.0) for (qq, _), col in v.r.items() if qq == q]
         terms += [(col, 1.0) for (qq, _), col in v.h.items() if qq == q]
         if elastic:
             # the last resort: a limit the user can raise is the change to report first
-            s = v.slack[f"unserved:{q}"] = b.var(0, f.rate_rps, UNSERVED_WEIGHT / f.rate_rps)
+            s = v.slack[f"unserved:{q}"] = b.var(0, 1.0, UNSERVED_WEIGHT)
             terms.append((s, 1.0))
         if v.a >= 0:
-            b.row([*terms, (v.a, -f.rate_rps)], 0.0, 0.0)
+            b.row([*terms, (v.a, -1.0)], 0.0, 0.0)
         else:
-            b.row(terms, f.rate_rps, f.rate_rps)
-    # replicas carry their load
+            b.row(terms, 1.0, 1.0)
+    # replicas carry their load; with every share at most 1, a share sent needs a replica
     for j, o in enumerate(opts):
-        terms = [(v.r[(q, j)], 1.0 / cap.rate_rps) for q, cap in o.caps.items()]
+        terms = [(v.r[(q, j)], flows[q].rate_rps / cap.rate_rps) for q, cap in o.caps.items()]
         b.row([*terms, (v.x[j], -1.0)], -math.inf, 0.0)
+        if v.a < 0:
+            shares = [(v.r[(q, j)], 1.0) for q in o.caps]
+            b.row([*shares, (v.x[j], -float(len(shares)))], -math.inf, 0.0)
     # site power, with headroom
     for name, site in p.sites.items():
         if site.power_cap_w is None:
@@ -272,7 +290,7 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
     # hosted rate limits
     for k, h in enumerate(p.hosted):
         limit = h.spec.rate_limit_rps
-        terms = [(col, 1.0) for (_, kk), col in v.h.items() if kk == k]
+        terms = [(col, flows[q].rate_rps) for (q, kk), col in v.h.items() if kk == k]
         if limit is not None and terms:
             if elastic:
                 s = v.slack[f"rate_limit:{h.name}"] = b.var(0, math.inf, 1.0 / limit)
@@ -296,9 +314,9 @@ def _usd_terms(p: Problem, v: _Vars) -> list[tuple[int, float]]:
         terms.append((v.x[j], usd_h))
         for q, cap in o.caps.items():
             e_dyn = max(0.0, (cap.avg_power_w - cap.idle_power_w) / cap.rate_rps)
-            terms.append((v.r[(q, j)], 3600.0 * usd_j * e_dyn))
+            terms.append((v.r[(q, j)], 3600.0 * usd_j * e_dyn * p.flows[q].rate_rps))
     for (q, k), col in v.h.items():
-        terms.append((col, 3600.0 * p.hosted[k].usd_per_request[q]))
+        terms.append((col, 3600.0 * p.hosted[k].usd_per_request[q] * p.flows[q].rate_rps))
     return terms
 
 
@@ -341,7 +359,7 @@ def _exact(p: Problem, objective: str, time_limit_s: float, gap: float | None = 
         solve_s=took,
         message=str(getattr(res, "message", "")),
     )
-    return _fill(sol, v, xs)
+    return _fill(sol, v, xs, p)
 
 
 def _per_request(p: Problem, j: int, q: int, objective: str) -> float:
@@ -402,7 +420,8 @@ def _restricted(p: Problem, objective: str, time_limit_s: float) -> Solution:
     return mapped
 
 
-def _fill(sol: Solution, v: _Vars, xs: object) -> Solution:
+def _fill(sol: Solution, v: _Vars, xs: object, p: Problem) -> Solution:
+    """The solution in replicas and req/s (the columns hold shares of each flow)."""
     vals = np.asarray(xs)
     for j, col in v.x.items():
         n = round(float(vals[col]))
@@ -410,10 +429,10 @@ def _fill(sol: Solution, v: _Vars, xs: object) -> Solution:
             sol.replicas[j] = n
     for key, col in v.r.items():
         if vals[col] > 1e-9:
-            sol.rates[key] = float(vals[col])
+            sol.rates[key] = float(vals[col]) * p.flows[key[0]].rate_rps
     for key, col in v.h.items():
         if vals[col] > 1e-9:
-            sol.hosted_rates[key] = float(vals[col])
+            sol.hosted_rates[key] = float(vals[col]) * p.flows[key[0]].rate_rps
     if v.a >= 0:
         sol.share = float(vals[v.a])
     return sol
@@ -458,6 +477,8 @@ def diagnose(p: Problem, time_limit_s: float = 60.0) -> list[Binding]:
         if amount <= 1e-6:
             continue
         kind, _, what = name.partition(":")
+        if kind == "unserved":  # a share of the flow: in req/s
+            amount *= p.flows[int(what)].rate_rps
         out.append(Binding(kind, what, amount, _say(p, kind, what, amount)))
     return out
 

@@ -10,7 +10,8 @@ Hosted providers are options too, priced per token and bounded by their rate lim
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from wattserve.core.catalog import Catalog
@@ -20,10 +21,10 @@ from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.dtypes import Dtype
 from wattserve.core.fleet import Fleet, HostedSpec, Site
 from wattserve.core.hardware import MATURITY, Hardware
-from wattserve.core.modelspec import load_model
+from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.core.params import Calibration, EngineParams
-from wattserve.core.workload import SLO, Workload
-from wattserve.errors import ConfigError
+from wattserve.core.workload import SLO, Request, Workload
+from wattserve.errors import ConfigError, UnknownNameError
 from wattserve.plan.capacity import (
     Capacity,
     CapacityCache,
@@ -46,6 +47,8 @@ class Flow:
     output_tokens: int
     slo: SLO
     sizes: tuple[tuple[int, int], ...] = ()  # a sample of its (prompt, output) lengths
+    # where its model was named, as (file, line, field): for an error about the model
+    model_at: tuple[str | None, int | None, str] = (None, None, "--model")
 
     @property
     def label(self) -> str:
@@ -115,33 +118,66 @@ class Problem:
         return self.fleet.rtt_s(origin, site)
 
 
-def flows_of(workload: Workload, default_model: str) -> list[Flow]:
-    """Group a workload's requests by (class, origin, residency) into flows with mean rates."""
-    span = workload.duration_s or (workload.requests[-1].arrival_s if workload.requests else 0)
-    if not workload.requests or span <= 0:
+class _Group:
+    """The requests of one flow as they stream past: their lengths, kept compactly."""
+
+    def __init__(self, first: Request) -> None:
+        self.first = first
+        self.prompts = array("I")  # token counts: at most MAX_TOKENS (1e7)
+        self.outputs = array("I")
+
+
+def flows_of(
+    workload: Workload,
+    default_model: str,
+    requests: Iterable[Request] | None = None,
+    *,
+    ignore_origins: bool = False,
+) -> list[Flow]:
+    """Group a workload's requests by (class, origin, residency) into flows with mean rates.
+    `requests` (default: the workload's) may be a stream (`stream_workload`): each is seen
+    once and not kept. `ignore_origins`: one site, so every request comes from it."""
+    groups: dict[tuple[str, str | None, bool, str, str], _Group] = {}
+    last = 0.0
+    for r in workload.requests if requests is None else requests:
+        key = (
+            r.cls,
+            None if ignore_origins else r.origin,
+            r.local_only,
+            r.model or default_model,
+            r.slo,
+        )
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = _Group(r)
+        g.prompts.append(r.prompt_tokens)
+        g.outputs.append(r.output_tokens)
+        last = r.arrival_s
+    span = workload.duration_s or last  # a stream has its span once it is read
+    if not groups or span <= 0:
+        bad = workload.bad_rows
+        why = f" ({len(bad)} malformed rows, e.g. {bad[:2]})" if bad else ""
         raise ConfigError(
-            "the workload has no requests over a positive span to plan for",
+            f"the workload has no requests over a positive span to plan for{why}",
             path=workload.source or None,
         )
-    groups: dict[tuple[str, str | None, bool, str, str], list[tuple[int, int]]] = defaultdict(list)
-    for r in workload.requests:
-        key = (r.cls, r.origin, r.local_only, r.model or default_model, r.slo)
-        groups[key].append((r.prompt_tokens, r.output_tokens))
     flows = []
-    for (cls, origin, local, model, slo), sizes in sorted(
+    for (cls, origin, local, model, slo), g in sorted(
         groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])
     ):
+        n = len(g.prompts)
         flows.append(
             Flow(
                 cls,
                 origin,
                 local,
                 model,
-                len(sizes) / span,
-                max(1, round(sum(p for p, _ in sizes) / len(sizes))),
-                max(1, round(sum(o for _, o in sizes) / len(sizes))),
+                n / span,
+                max(1, round(sum(g.prompts) / n)),
+                max(1, round(sum(g.outputs) / n)),
                 workload.slos.get(slo, workload.slos["default"]),
-                _sample(sizes),
+                _sample(g.prompts, g.outputs),
+                workload.model_named_at(g.first, default_model),
             )
         )
     return flows
@@ -150,12 +186,30 @@ def flows_of(workload: Workload, default_model: str) -> list[Flow]:
 SIZE_SAMPLE = 100  # lengths a capacity probe cycles through: enough for a tail to show
 
 
-def _sample(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    """An evenly spaced, deterministic sample of a flow's request lengths."""
-    if len(sizes) <= SIZE_SAMPLE:
-        return tuple(sizes)
-    step = len(sizes) / SIZE_SAMPLE
-    return tuple(sizes[int(i * step)] for i in range(SIZE_SAMPLE))
+def _sample(prompts: array[int], outputs: array[int]) -> tuple[tuple[int, int], ...]:
+    """An evenly spaced, deterministic sample of a flow's (prompt, output) lengths."""
+    n = len(prompts)
+    if n <= SIZE_SAMPLE:
+        return tuple(zip(prompts, outputs, strict=True))
+    step = n / SIZE_SAMPLE
+    return tuple((prompts[int(i * step)], outputs[int(i * step)]) for i in range(SIZE_SAMPLE))
+
+
+def _models(flows: list[Flow]) -> dict[str, ModelSpec]:
+    """The flows' models, each loaded once; one that cannot be is an error naming where it
+    was given (the class's `model:`, the trace row, or --model)."""
+    out: dict[str, ModelSpec] = {}
+    for f in flows:
+        if f.model in out:
+            continue
+        try:
+            out[f.model] = load_model(f.model)
+        except (ConfigError, UnknownNameError) as exc:
+            path, line, where = f.model_at
+            raise ConfigError(
+                f"cannot use model {f.model[:200]!r}: {exc}", path=path, line=line, field=where
+            ) from None
+    return out
 
 
 def _allowed(hw: Hardware, limits: Limits) -> str:
@@ -186,11 +240,15 @@ def build_problem(
     dtypes: tuple[Dtype, ...] = ("bf16",),
     method: CapacityMethod = "simulated",
     cache: CapacityCache | None = None,
+    requests: Iterable[Request] | None = None,
+    ignore_origins: bool = False,
 ) -> Problem:
-    """Flows, options (device layouts x sites) with their capacities, and hosted options."""
+    """Flows, options (device layouts x sites) with their capacities, and hosted options.
+    `requests` and `ignore_origins` are as `flows_of` takes them."""
     calib = calibration or Calibration()
     cache = cache or CapacityCache()
-    flows = flows_of(workload, default_model)
+    flows = flows_of(workload, default_model, requests, ignore_origins=ignore_origins)
+    specs = _models(flows)
     for f in flows:
         if f.origin is not None and f.origin not in fleet.sites:
             raise ConfigError(
@@ -201,7 +259,7 @@ def build_problem(
             )
     excluded: dict[str, str] = {}
     options: list[Option] = []
-    models = sorted({f.model for f in flows})
+    models = sorted(specs)
     for hw_id in hardware:
         hw = catalog.device(hw_id)
         why = _allowed(hw, limits)
@@ -210,12 +268,12 @@ def build_problem(
             continue
         params = calib.params_for(hw)
         for model_id in models:
-            layouts = _layouts(hw, catalog, model_id, flows, calib, dtypes)
+            layouts = _layouts(hw, catalog, model_id, specs[model_id], flows, calib, dtypes)
             if not layouts:
                 excluded.setdefault(hw_id, f"no layout fits {model_id} and meets a class's SLO")
                 continue
             for dep in layouts:
-                options += _site_options(dep, params, fleet, flows, method, cache)
+                options += _site_options(dep, model_id, params, fleet, flows, method, cache)
     hosted = [_hosted_option(h, flows, fleet) for h in fleet.hosted]
     hosted = [h for h in hosted if h.usd_per_request]
     return Problem(flows, dict(fleet.sites), fleet, options, hosted, limits, excluded, cache)
@@ -225,12 +283,13 @@ def _layouts(
     hw: Hardware,
     catalog: Catalog,
     model_id: str,
+    model: ModelSpec,
     flows: list[Flow],
     calib: Calibration,
     dtypes: tuple[Dtype, ...],
 ) -> list[Deployment]:
-    """For each class of `model_id`, the fewest-device layout per dtype meeting its SLO."""
-    model = load_model(model_id)
+    """For each class of `model_id` (as the flows name it; loaded: `model`), the
+    fewest-device layout per dtype meeting its SLO."""
     out: dict[tuple[int, int, str], Deployment] = {}
     for f in flows:
         if f.model != model_id:
@@ -270,6 +329,7 @@ def _layouts(
 
 def _site_options(
     dep: Deployment,
+    model_id: str,
     params: EngineParams,
     fleet: Fleet,
     flows: list[Flow],
@@ -289,7 +349,7 @@ def _site_options(
         mine = [
             q
             for q, f in enumerate(flows)
-            if f.model == dep.model.id and not (f.local_only and f.origin not in (None, site.name))
+            if f.model == model_id and not (f.local_only and f.origin not in (None, site.name))
         ]
         tiers = sorted({flows[q].slo.tpot_s for q in mine})
         layout = f"tp{dep.tp}" + (f"pp{dep.pp}" if dep.pp > 1 else "") + f"-{dep.dtype}"
@@ -301,7 +361,7 @@ def _site_options(
                 if f.slo.tpot_s < tier:
                     continue
                 shape = Shape(
-                    f.model,
+                    dep.model.id,  # a config path's model is served under its id
                     f.prompt_tokens,
                     f.output_tokens,
                     f.slo.ttft_s - fleet.rtt_s(f.origin, site.name),

@@ -1,0 +1,365 @@
+"""`plan` and workload loading against hostile input (probeA findings 5-9, 16, 18, 26-28, 31,
+34): one line naming the file, line and field or the flag, never a traceback or a silent wrong
+plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from wattserve import plan
+from wattserve.cli.app import app
+from wattserve.core.traces import MAX_ARRIVAL_S, read_trace
+from wattserve.core.workload import load_workload, stream_workload
+from wattserve.errors import ConfigError
+from wattserve.plan.capacity import CapacityCache
+
+WORKLOAD = "generator: {kind: poisson, rate_rps: 2, duration_s: 30, prompt_tokens: 500, output_tokens: 100}\n"  # noqa: E501
+
+
+def _workload(tmp_path: Path, text: str = WORKLOAD, name: str = "w.yaml") -> Path:
+    w = tmp_path / name
+    w.write_text(text)
+    return w
+
+
+def _plan(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["plan", "--capacity", "analytic", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _one_line_error(stderr: str, *names: str) -> None:
+    assert "Traceback" not in stderr
+    lines = [x for x in stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1, stderr
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+
+
+# -- 5: infinite limits ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--power-cap", "--budget-usd-per-h"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
+def test_limits_must_be_positive_and_finite(tmp_path: Path, flag: str, value: str) -> None:
+    """`--objective throughput --power-cap inf` was an OverflowError in the program's bounds."""
+    w = _workload(tmp_path)
+    code, _, err = _plan(
+        "--hardware", "l4", "--workload", str(w), "--objective", "throughput", flag, value
+    )
+    assert code == 2
+    _one_line_error(err, f"'{flag}'", "finite")
+
+
+# -- 6, 26, 27: --available and --hardware --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("l4=²", "hw=count"),  # str.isdigit() took it, int() did not: a ValueError
+        ("l4=٣", "hw=count"),
+        ("l4=" + "9" * 5000, "hw=count"),
+        ("=3", "hw=count"),
+        ("l4", "hw=count"),
+        ("l4=1,l4=50", "twice"),
+        ("h100-sxmm=2", "unknown hardware 'h100-sxmm'"),
+    ],
+)
+def test_available_is_parsed_strictly(tmp_path: Path, value: str, says: str) -> None:
+    code, _, err = _plan(
+        "--hardware", "l4", "--workload", str(_workload(tmp_path)), "--available", value
+    )
+    assert code == 2
+    _one_line_error(err, "'--available'", says)
+
+
+@pytest.mark.parametrize("value", [",,,", " , ", ""])
+def test_hardware_that_names_no_device_is_a_usage_error(tmp_path: Path, value: str) -> None:
+    """`--hardware ,,,` ended "infeasible ... add hardware" (exit 3)."""
+    code, _, err = _plan("--workload", str(_workload(tmp_path)), "--hardware", value)
+    assert code == 2
+    _one_line_error(err, "'--hardware'")
+
+
+# -- 7, 8, 9: the capacity cache ------------------------------------------------------------
+
+
+def test_cache_that_is_not_a_regular_file_or_nests_too_deep_is_refused(tmp_path: Path) -> None:
+    w = str(_workload(tmp_path))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # was read without end: a hang
+    for cache, says in ((deep, "nested too deeply"), (fifo, "not a regular file")):
+        code, _, err = _plan("--hardware", "l4", "--workload", w, "--cache", str(cache))
+        assert code == 2
+        _one_line_error(err, "'--cache'", str(cache), says)
+    code, _, err = _plan("--hardware", "l4", "--workload", w, "--cache", "/dev/zero")
+    assert code == 2
+    _one_line_error(err, "'--cache'", "not a regular file")
+
+
+def _good_cache(tmp_path: Path) -> tuple[Path, dict[str, dict[str, object]]]:
+    """A cache an earlier plan wrote, and its entries."""
+    w = str(_workload(tmp_path))
+    cache = tmp_path / "c.json"
+    code, _, err = _plan("--hardware", "l4", "--workload", w, "--cache", str(cache))
+    assert code == 0, err
+    entries = json.loads(cache.read_text())["entries"]
+    assert entries
+    return cache, entries
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rate_rps", None),
+        ("rate_rps", "fast"),
+        ("rate_rps", 1e9),  # was a plan of no devices at $0.00/h
+        ("rate_rps", -3.0),
+        ("rate_rps", 0.0),  # a zero rate with no reason: no measurement writes that
+        ("rate_rps", True),
+        ("rate_rps", 10**400),
+        ("peak_power_w", -1e6),  # was a table row of -5000000 peak W
+        ("avg_power_w", float("nan")),
+        ("joules_per_request", float("inf")),
+        ("reason", 3),
+        ("extra", 1.0),
+    ],
+)
+def test_damaged_cache_entries_are_measured_again(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    """Entries with valid keys but wrong values were trusted (tracebacks, nonsense plans)."""
+    cache, entries = _good_cache(tmp_path)
+    w = str(tmp_path / "w.yaml")
+    code, fresh, _ = _plan("--hardware", "l4", "--workload", w, "--json")
+    assert code == 0
+    damaged = {k: {**v, field: value} for k, v in entries.items()}
+    cache.write_text(json.dumps({"version": 1, "entries": damaged}))
+    code, out, err = _plan("--hardware", "l4", "--workload", w, "--cache", str(cache), "--json")
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert err.count("warning:") == 1 and "damaged" in err and str(cache) in err
+    got, want = json.loads(out), json.loads(fresh)
+    assert got["replicas"] == want["replicas"] and got["usd_per_h"] == pytest.approx(
+        want["usd_per_h"]
+    )
+    assert got["capacity_cache"]["misses"] == len(entries)
+    rebuilt = CapacityCache.load(cache)  # the entries measured again replace the damaged
+    assert rebuilt.dropped == 0 and len(rebuilt.entries) == len(entries)
+
+
+def test_a_failed_plan_creates_no_cache_file(tmp_path: Path) -> None:
+    w = _workload(tmp_path, "generator: {kind: poisson, rate_rps: -1}\n")
+    cache = tmp_path / "new.json"
+    code, _, _ = _plan("--hardware", "l4", "--workload", str(w), "--cache", str(cache))
+    assert code == 2 and not cache.exists()
+
+
+# -- 16: outputs that would overwrite inputs ------------------------------------------------
+
+
+def test_out_and_report_never_overwrite_an_input_or_each_other(tmp_path: Path) -> None:
+    w = _workload(tmp_path)
+    sites = tmp_path / "s.yaml"
+    sites.write_text("sites:\n  dc: {kind: datacenter, power_cap_w: 100000}\n")
+    cache = tmp_path / "c.json"
+    cache.write_text('{"version": 1, "entries": {}}')
+    before = {p: p.read_text() for p in (w, sites, cache)}
+    base = ["--hardware", "l4", "--workload", str(w), "--sites", str(sites), "--cache", str(cache)]
+    for flag in ("--out", "--report"):
+        for target in (w, sites, cache):
+            code, _, err = _plan(*base, flag, str(target))
+            assert code == 2
+            _one_line_error(err, f"'{flag}'", "input")
+    x = tmp_path / "x.yaml"
+    code, _, err = _plan(*base, "--out", str(x), "--report", str(x))
+    assert code == 2
+    _one_line_error(err, "'--report'", "--out")
+    assert not x.exists()
+    assert {p: p.read_text() for p in before} == before
+
+
+# -- 18: tiny rates and absurd arrival times ------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [1e-7, 1e-5, 0.5])
+def test_a_class_with_a_positive_rate_gets_a_replica(tmp_path: Path, rate: float) -> None:
+    """At 1e-7 req/s the load was under HiGHS's tolerance: 0 devices, $0.00/h, share 1.0."""
+    w = _workload(
+        tmp_path,
+        f"generator: {{kind: poisson, rate_rps: {rate}, duration_s: {min(1e9, 300 / rate)}, "
+        "prompt_tokens: 500, output_tokens: 100}\n",
+    )
+    p = plan(w, hardware=["l4"], capacity="analytic")
+    assert sum(p.replicas.values()) >= 1 and p.usd_per_h > 0
+    assert sum(p.solution.rates.values()) == pytest.approx(p.problem.flows[0].rate_rps)
+
+
+def test_trace_arrivals_must_be_finite_offsets_within_bounds(tmp_path: Path) -> None:
+    t = tmp_path / "t.jsonl"
+    rows = [-1e308, 1e308, MAX_ARRIVAL_S * 2, 1.7e9, 5.0, 10.0]
+    t.write_text(
+        "".join(
+            json.dumps({"arrival_s": a, "prompt_tokens": 9, "output_tokens": 9}) + "\n"
+            for a in rows
+        )
+    )
+    good, bad = read_trace(t)
+    assert [r.arrival_s for r in good] == [5.0, 10.0]
+    assert [line for line, _ in bad] == [1, 2, 3, 4]
+    assert "at most" in bad[1][1]
+    t.write_text('{"arrival_s": 1e308, "prompt_tokens": 9, "output_tokens": 9}\n')
+    w = _workload(tmp_path, "trace: t.jsonl\n")
+    code, _, err = _plan("--hardware", "l4", "--workload", str(w))
+    assert code == 2
+    _one_line_error(err, str(w), "malformed")
+
+
+def test_azure_rows_past_the_span_limit_are_malformed(tmp_path: Path) -> None:
+    t = tmp_path / "a.csv"
+    t.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.68,10,10\n"
+        "2023-11-16 18:15:47.68,10,10\n"
+        "9999-11-16 18:15:47.68,10,10\n"
+    )
+    good, bad = read_trace(t)
+    assert len(good) == 2 and [line for line, _ in bad] == [4]
+
+
+def test_generator_duration_is_bounded(tmp_path: Path) -> None:
+    w = _workload(tmp_path, "generator: {kind: poisson, rate_rps: 1e-300, duration_s: 1e300}\n")
+    with pytest.raises(ConfigError, match=r"generator\.duration_s"):
+        load_workload(w, default_model="llama-3.1-8b")
+
+
+# -- 28: a class's model ----------------------------------------------------------------------
+
+
+def test_class_model_path_is_relative_to_the_workload_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wattserve.core.modelspec import _builtin  # the shipped 8B config, as a user's file
+
+    spec = Path(str(_builtin.__wrapped__.__code__.co_filename)).parent.parent
+    config = spec / "data" / "models" / "llama-3.1-8b.json"
+    folder = tmp_path / "relmodel"
+    folder.mkdir()
+    (folder / "cfg.json").write_text(config.read_text())
+    _workload(folder, WORKLOAD + "classes: [{model: cfg.json}]\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _plan("--hardware", "l4", "--workload", "relmodel/w.yaml")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("gpt-17", "unknown model 'gpt-17'"),
+        ("../../../../etc/passwd", "not valid JSON"),
+        ("missing.json", "no such file"),
+    ],
+)
+def test_class_model_errors_name_the_file_line_and_field(
+    tmp_path: Path, model: str, says: str
+) -> None:
+    w = _workload(tmp_path, WORKLOAD + f"classes:\n  - name: a\n  - model: {model}\n")
+    code, _, err = _plan("--hardware", "l4", "--workload", str(w))
+    assert code == 2
+    _one_line_error(err, f"{w}:4", "'classes[1].model'", says)
+
+
+def test_trace_row_model_error_names_the_row(tmp_path: Path) -> None:
+    t = tmp_path / "t.jsonl"
+    t.write_text(
+        '{"arrival_s": 1, "prompt_tokens": 500, "output_tokens": 100}\n'
+        '{"arrival_s": 2, "prompt_tokens": 500, "output_tokens": 100, "model": "nope"}\n'
+    )
+    code, _, err = _plan("--hardware", "l4", "--workload", str(t))
+    assert code == 2
+    _one_line_error(err, f"{t}:2", "'model'", "unknown model 'nope'")
+    t.write_text('{"arrival_s": 1, "prompt_tokens": 500, "output_tokens": 100}\n')
+    code, _, err = _plan("--hardware", "l4", "--workload", str(t), "--model", "nope2")
+    assert code == 2
+    _one_line_error(err, "'--model'", "nope2")
+
+
+# -- 31: too high a total of class rates ----------------------------------------------------
+
+
+def test_class_rates_too_high_name_the_class_and_read_as_numbers(tmp_path: Path) -> None:
+    w = _workload(tmp_path, "classes:\n  - {rate_rps: 1}\n  - {rate_rps: 1e300}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_workload(w, default_model="llama-3.1-8b")
+    assert exc.value.field == "classes[1].rate_rps" and exc.value.line == 3
+    assert len(str(exc.value)) < 300 and "6e+301" in str(exc.value)
+    w = _workload(tmp_path, "generator: {rate_rps: 1e7, duration_s: 3}\n")
+    with pytest.raises(ConfigError, match="30,000,000 requests") as exc:
+        load_workload(w, default_model="llama-3.1-8b")
+    assert exc.value.field == "generator.rate_rps"
+
+
+# -- 34: plan streams a generator's requests ------------------------------------------------
+
+
+def test_stream_gives_the_requests_load_workload_holds(tmp_path: Path) -> None:
+    w = _workload(
+        tmp_path,
+        "generator: {kind: gamma, rate_rps: 40, duration_s: 30, cv: 3,\n"
+        "  prompt_tokens: {dist: lognormal, mean: 800, sigma: 1}}\n"
+        "classes:\n  - {weight: 2, origins: {a: 1, b: 2}, local_only: 0.3}\n"
+        "  - {weight: 1, output_tokens: {dist: uniform, min: 5, max: 500}}\n",
+    )
+    held = load_workload(w, default_model="llama-3.1-8b", seed=7)
+    head, stream = stream_workload(w, default_model="llama-3.1-8b", seed=7)
+    assert head.requests == [] and list(stream) == held.requests
+    assert head.duration_s == held.duration_s == 30
+
+
+def test_the_same_seed_gives_the_same_requests_as_before(tmp_path: Path) -> None:
+    """The draws stay in the order a seed always gave: arrivals, then each request's lengths,
+    then its class, origin and residency (as the loader did before it streamed)."""
+    w = _workload(
+        tmp_path,
+        "generator: {kind: poisson, rate_rps: 5, duration_s: 4,\n"
+        "  prompt_tokens: {dist: uniform, min: 1, max: 1000}}\n"
+        "classes:\n  - {weight: 1, origins: {a: 1, b: 1}, local_only: 0.5}\n  - {weight: 3}\n",
+    )
+    rng = random.Random(3)
+    times = []
+    t = 0.0
+    while (t := t + rng.expovariate(5.0)) < 4:
+        times.append(t)
+    prompts = [(rng.randint(1, 1000), 128)[0] for _ in times]
+    want = []
+    for t, p in zip(times, prompts, strict=True):
+        x = rng.random() * 4
+        first = x - 1 < 0
+        origin = ("a" if rng.random() * 2 - 1 < 0 else "b") if first else None
+        local = rng.random() < (0.5 if first else 0.0)
+        want.append((t, p, "class0" if first else "class1", origin, local))
+    got = load_workload(w, default_model="llama-3.1-8b", seed=3).requests
+    assert [(r.arrival_s, r.prompt_tokens, r.cls, r.origin, r.local_only) for r in got] == want
+
+
+def test_plan_does_not_hold_a_generators_requests(tmp_path: Path) -> None:
+    """1M generated requests took 14 s and 390 MB, 19M 215 s and 6 GB: each was a Request
+    held twice (once more with its origin cleared). Now they stream into the flows."""
+    import tracemalloc
+
+    w = _workload(tmp_path, "generator: {kind: poisson, rate_rps: 2000, duration_s: 100}\n")
+    tracemalloc.start()
+    p = plan(w, hardware=["l4"], capacity="analytic", compare_with_single=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert p.problem.flows[0].rate_rps == pytest.approx(2000, rel=0.01)
+    assert peak < 40e6  # 200k requests: about 48 bytes each kept, not hundreds
