@@ -356,6 +356,10 @@ def test_plan_does_not_hold_a_generators_requests(tmp_path: Path) -> None:
     held twice (once more with its origin cleared). Now they stream into the flows."""
     import tracemalloc
 
+    small = _workload(
+        tmp_path, "generator: {kind: poisson, rate_rps: 20, duration_s: 10}\n", "s.yaml"
+    )
+    plan(small, hardware=["l4"], capacity="analytic", compare_with_single=False)  # imports
     w = _workload(tmp_path, "generator: {kind: poisson, rate_rps: 2000, duration_s: 100}\n")
     tracemalloc.start()
     p = plan(w, hardware=["l4"], capacity="analytic", compare_with_single=False)
