@@ -114,7 +114,7 @@ def test_user_hardware_file_adds_devices(tmp_path: Path) -> None:
         (
             "devices:\n  x:\n    category: quantum\n    software: plugin\n    maturity: pilot\n",
             3,
-            "category",
+            "x.category",
         ),
         (
             "devices:\n  x:\n    category: gpu\n    software: plugin\n    maturity: pilot\n"

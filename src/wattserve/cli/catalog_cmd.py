@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,7 +10,7 @@ import typer
 
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.catalog import load_catalog
-from wattserve.core.hardware import CATEGORIES, Hardware, Provider
+from wattserve.core.hardware import CATEGORIES, MATURITY, Hardware, Provider
 from wattserve.core.modelspec import builtin_model_ids, load_model
 
 catalog_app = typer.Typer(help="List, filter and show devices and hosted providers.")
@@ -108,6 +109,10 @@ def catalog_list(
         return
     if category is not None and category not in CATEGORIES:
         raise typer.BadParameter(f"use one of {', '.join(CATEGORIES)}", param_hint="--category")
+    if maturity is not None and maturity not in MATURITY:
+        raise typer.BadParameter(f"use one of {', '.join(MATURITY)}", param_hint="--maturity")
+    if min_memory_gb is not None and not math.isfinite(min_memory_gb):
+        raise typer.BadParameter("must be a finite number", param_hint="--min-memory-gb")
     cat = load_catalog(hardware_file or [])
     rows = [
         hw

@@ -10,7 +10,7 @@ import typer
 
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.catalog import load_catalog
-from wattserve.core.cost import CostAssumptions
+from wattserve.core.cost import CostAssumptions, check_pue
 from wattserve.errors import ConfigError
 from wattserve.estimate import estimate
 from wattserve.estimate.explain import explain, summary
@@ -93,9 +93,9 @@ def estimate_cmd(
     """How fast, how power-hungry and how costly MODEL is on HARDWARE."""
     if cost_basis not in ("auto", "rent", "own"):
         raise typer.BadParameter("use auto, rent or own", param_hint="--cost-basis")
-    for name, value in (("--pue", pue), ("--lifetime-years", lifetime_years)):
-        if not math.isfinite(value) or value <= 0:
-            raise typer.BadParameter("must be a positive finite number", param_hint=name)
+    check_pue("--pue", pue)
+    if not math.isfinite(lifetime_years) or lifetime_years <= 0:
+        raise typer.BadParameter("must be a positive finite number", param_hint="--lifetime-years")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise typer.BadParameter("must be in (0, 1]", param_hint="--gpu-memory-utilization")
     if not math.isfinite(electricity_usd_per_kwh) or electricity_usd_per_kwh < 0:

@@ -21,15 +21,27 @@ class Catalog:
     providers: Mapping[str, Provider]
 
     def device(self, hw_id: str) -> Hardware:
+        """The device `hw_id`; a hosted provider's id says that this needs a device."""
         hw = self.devices.get(hw_id)
         if hw is None:
-            raise UnknownNameError("hardware", hw_id, [*self.devices, *self.providers])
+            if hw_id in self.providers:
+                raise ConfigError(
+                    f"'{hw_id}' is a hosted provider, not a device; this needs a device "
+                    "(`wattserve catalog` lists them)"
+                )
+            raise UnknownNameError("hardware", hw_id, self.devices)
         return hw
 
     def provider(self, provider_id: str) -> Provider:
+        """The hosted provider `provider_id`; a device's id says that this needs a provider."""
         p = self.providers.get(provider_id)
         if p is None:
-            raise UnknownNameError("provider", provider_id, [*self.providers, *self.devices])
+            if provider_id in self.devices:
+                raise ConfigError(
+                    f"'{provider_id}' is a device, not a hosted provider; this needs a provider "
+                    "(`wattserve catalog providers` lists them)"
+                )
+            raise UnknownNameError("provider", provider_id, self.providers)
         return p
 
     def extended(self, paths: Iterable[str | Path]) -> Catalog:
@@ -50,6 +62,14 @@ def _parse_catalog(data: object, path: str) -> tuple[dict[str, Hardware], dict[s
             "(see docs/hardware-file.md)",
             path=path,
         )
+    for key in data:
+        if key not in ("devices", "providers"):
+            raise ConfigError(
+                "unknown field; expected devices or providers",
+                path=path,
+                line=data.line_of(key),
+                field=key,
+            )
     devices: dict[str, Hardware] = {}
     providers: dict[str, Provider] = {}
     for section in ("devices", "providers"):
@@ -61,6 +81,13 @@ def _parse_catalog(data: object, path: str) -> tuple[dict[str, Hardware], dict[s
                 "must map ids to entries", path=path, line=data.line_of(section), field=section
             )
         for entry_id, entry in entries.items():
+            if not entry_id.strip():
+                raise ConfigError(
+                    "an id must not be empty",
+                    path=path,
+                    line=entries.line_of(entry_id),
+                    field=section,
+                )
             if not isinstance(entry, LineDict):
                 raise ConfigError(
                     "must be a mapping of fields",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from wattserve.core.hardware import Hardware
+from wattserve.errors import ConfigError
 
 CostBasis = Literal["auto", "rent", "own"]
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
@@ -79,3 +80,19 @@ def token_usd(
 ) -> float:
     """Dollars of one request at per-token prices (a hosted API's), in $ per 1M tokens."""
     return (prompt_tokens * usd_per_mtok_input + output_tokens * usd_per_mtok_output) / 1e6
+
+
+# Power usage effectiveness: facility power over IT power. At least 1 (the facility includes
+# the IT); 5 is far past any facility on record (Uptime Institute survey averages are ~1.6).
+MAX_PUE = 5.0
+
+
+def check_pue(flag: str, value: Any) -> float:
+    """`value` if it is a PUE between 1 and MAX_PUE, else ConfigError naming `flag`."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if not ok or not 1 <= value <= MAX_PUE:
+        raise ConfigError(
+            f"must be between 1 and {MAX_PUE:g} (facility power / IT power), got {value!r}",
+            field=flag,
+        )
+    return float(value)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from wattserve.core.catalog import Catalog, load_catalog
-from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
+from wattserve.core.cost import MAX_PUE, CostAssumptions, CostRate, cost_rate
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.energy import token_energy_j
@@ -513,8 +513,10 @@ def parse_sites(raw: Any, path: str, line: int, catalog: Catalog | None = None) 
         if kind not in ("datacenter", "edge", "cloud"):
             raise r.err("kind", "use datacenter, edge or cloud")
         pue = r.number("pue", 1.5) or 0.0
-        if pue < 1:  # facility power over IT power: the facility includes the IT
-            raise r.err("pue", f"must be at least 1 (facility power / IT power), got {pue:g}")
+        if not 1 <= pue <= MAX_PUE:  # facility power over IT power: the facility includes the IT
+            raise r.err(
+                "pue", f"must be between 1 and {MAX_PUE:g} (facility power / IT power), got {pue:g}"
+            )
         sites[name] = Site(
             name,
             cast(SiteKind, kind),

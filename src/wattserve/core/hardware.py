@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from wattserve.core.dtypes import COMPUTE_PEAK_ORDER, PEAK_DTYPES, Dtype
 from wattserve.core.figures import Figure
-from wattserve.core.yamlio import LineDict
+from wattserve.core.yamlio import LineDict, shown
 from wattserve.errors import ConfigError, MissingFigureError
 
 Category = Literal["gpu", "asic", "wafer-scale", "compute-in-memory", "edge-module", "cpu"]
@@ -126,32 +126,29 @@ class Provider:
     notes: str = ""
 
 
-def _figure(raw: Any, default_source: str, where: str, path: str, line: int) -> Figure:
-    if isinstance(raw, LineDict):
-        if "value" not in raw:
-            raise ConfigError("a figure mapping needs 'value'", path=path, line=line, field=where)
-        value = _number(raw["value"], where, path, raw.line_of("value"))
-        source = str(raw.get("source", default_source) or "")
-        if not source:
-            raise ConfigError("every figure needs a source", path=path, line=line, field=where)
-        return Figure(
-            value=value,
-            source=source,
-            verified=bool(raw.get("verified", True)),
-            note=str(raw.get("note", "")),
-        )
-    if not default_source:
-        raise ConfigError(
-            "every figure needs a source: give the entry a 'source' or the figure "
-            "{value: ..., source: ...}",
-            path=path,
-            line=line,
-            field=where,
-        )
-    return Figure(value=_number(raw, where, path, line), source=default_source)
-
-
-# Figures the model divides by or sizes with: zero would be nonsense, not a measurement.
+# The bounds of each figure, in its unit, about 100 times past the largest part built (the
+# Cerebras WSE-3: 44 GB of SRAM at 21 PB/s, 125 PFLOPS, 23 kW; 6 TB of CPU memory): a figure
+# outside them is a slip or an attack, and would overflow the model's arithmetic to inf or NaN.
+LIMITS: dict[str, float] = {
+    "memory_gb": 1e5,
+    "mem_bw_gbps": 1e6,
+    "sram_mb": 1e7,
+    "sram_bw_gbps": 1e9,
+    "weight_capacity_m": 1e7,
+    "tdp_w": 1e6,
+    "idle_w": 1e6,
+    "usd_per_hour": 1e5,
+    "list_price_usd": 1e9,
+    "interconnect_gbps": 1e7,
+    "interconnect_latency_us": 1e7,
+    "peak_tflops": 1e7,
+    "usd_per_mtok_input": 1e5,
+    "usd_per_mtok_output": 1e5,
+    "ttft_s": 3600.0,
+    "output_tokens_per_s": 1e7,
+}
+# Figures the model divides by or sizes with: zero would be nonsense, not a measurement, and so
+# would less than a millionth of the unit (a kilobyte, a microwatt).
 POSITIVE = (
     "memory_gb",
     "mem_bw_gbps",
@@ -161,53 +158,130 @@ POSITIVE = (
     "tdp_w",
     "interconnect_gbps",
     "peak_tflops",
+    "output_tokens_per_s",
 )
+MIN_POSITIVE = 1e-6
+FIGURE_KEYS = {"value", "source", "verified", "note"}
+DEVICE_KEYS = {"name", "vendor", "category", "software", "maturity", "year", "memory_type"}
+DEVICE_KEYS |= {"source", "notes", "peak_tflops"}
+PROVIDER_KEYS = {"name", "hardware", "base_url", "source", "models", "maturity", "notes"}
+OFFER_KEYS = {"remote_name", "source", "usd_per_mtok_input", "usd_per_mtok_output"}
+OFFER_KEYS |= {"ttft_s", "output_tokens_per_s"}
 
 
-def _number(raw: Any, where: str, path: str, line: int) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw:
-        raise ConfigError(f"expected a number, got {raw!r}", path=path, line=line, field=where)
-    key = where.split(".", 1)[-1]
-    if any(key.startswith(k) for k in POSITIVE) and raw <= 0:
-        raise ConfigError(f"must be positive, got {raw}", path=path, line=line, field=where)
-    if raw < 0 or raw == float("inf"):
+def _unknown(entry: LineDict, allowed: set[str], where: str, path: str) -> None:
+    """Refuse a field not in `allowed` (a typo would otherwise be ignored without a word)."""
+    for key in entry:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown field; expected one of {', '.join(sorted(allowed))}",
+                path=path,
+                line=entry.line_of(key),
+                field=f"{where}.{key}",
+            )
+
+
+def _text(entry: LineDict, key: str, default: str, where: str, path: str) -> str:
+    """A text field; null or absent is `default`."""
+    value = entry.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
         raise ConfigError(
-            f"must be a finite, non-negative number, got {raw}", path=path, line=line, field=where
+            f"expected text, got {shown(value)}",
+            path=path,
+            line=entry.line_of(key),
+            field=f"{where}.{key}",
         )
+    return value
+
+
+def _figure(raw: Any, kind: str, default_source: str, where: str, path: str, line: int) -> Figure:
+    """A figure of `kind` (a LIMITS key): a number, or {value, source, verified, note}."""
+    if isinstance(raw, LineDict):
+        _unknown(raw, FIGURE_KEYS, where, path)
+        if "value" not in raw:
+            raise ConfigError("a figure mapping needs 'value'", path=path, line=line, field=where)
+        value = _number(raw["value"], kind, where, path, raw.line_of("value"))
+        source = _text(raw, "source", default_source, where, path)
+        if not source:
+            raise ConfigError("every figure needs a source", path=path, line=line, field=where)
+        verified = raw.get("verified", True)
+        if not isinstance(verified, bool):  # "false" is a non-empty string: true to bool()
+            raise ConfigError(
+                f"expected true or false, got {shown(verified)}",
+                path=path,
+                line=raw.line_of("verified"),
+                field=f"{where}.verified",
+            )
+        return Figure(
+            value=value,
+            source=source,
+            verified=verified,
+            note=_text(raw, "note", "", where, path),
+        )
+    if not default_source:
+        raise ConfigError(
+            "every figure needs a source: give the entry a 'source' or the figure "
+            "{value: ..., source: ...}",
+            path=path,
+            line=line,
+            field=where,
+        )
+    return Figure(value=_number(raw, kind, where, path, line), source=default_source)
+
+
+def _number(raw: Any, kind: str, where: str, path: str, line: int) -> float:
+    """A value of a figure of `kind`, within LIMITS (at least MIN_POSITIVE if POSITIVE)."""
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(why, path=path, line=line, field=where)
+
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw:
+        raise refuse(f"expected a number, got {shown(raw)}")
+    low, high = (MIN_POSITIVE if kind in POSITIVE else 0.0), LIMITS[kind]
+    if not low <= raw <= high:
+        raise refuse(f"must be between {low:g} and {high:g}, got {shown(raw)}")
     return float(raw)
 
 
-def _choice(entry: LineDict, key: str, allowed: tuple[str, ...], path: str) -> str:
+def _choice(entry: LineDict, key: str, allowed: tuple[str, ...], where: str, path: str) -> str:
     value = entry.get(key)
     if value not in allowed:
+        got = "missing" if value is None else f"got {shown(value)}"
         raise ConfigError(
-            f"must be one of {', '.join(allowed)}, got {value!r}",
+            f"must be one of {', '.join(allowed)}; {got}",
             path=path,
             line=entry.line_of(key),
-            field=key,
+            field=f"{where}.{key}",
         )
     return str(value)
+
+
+def _year(entry: LineDict, hw_id: str, path: str) -> int | None:
+    year = entry.get("year")
+    if year is None:
+        return None
+    if isinstance(year, bool) or not isinstance(year, int) or not 1900 <= year <= 2200:
+        raise ConfigError(
+            f"expected a year such as 2025, got {shown(year)}",
+            path=path,
+            line=entry.line_of("year"),
+            field=f"{hw_id}.year",
+        )
+    return year
 
 
 def parse_hardware(hw_id: str, entry: Any, path: str) -> Hardware:
     """Build a Hardware from one YAML mapping; errors name the file, line and field."""
     if not isinstance(entry, LineDict):
         raise ConfigError("a device entry must be a mapping", path=path, field=hw_id)
-    source = str(entry.get("source", "") or "")
+    _unknown(entry, DEVICE_KEYS | set(FIGURE_FIELDS), hw_id, path)
+    source = _text(entry, "source", "", hw_id, path)
     figures: dict[str, Figure] = {}
-    known = {"name", "vendor", "category", "software", "maturity", "year", "memory_type"}
-    known |= {"source", "notes", "peak_tflops"}
     for key, raw in entry.items():
-        if raw is None or key in known:
-            continue
-        if key not in FIGURE_FIELDS:
-            raise ConfigError(
-                f"unknown field; expected one of {', '.join(sorted(known | set(FIGURE_FIELDS)))}",
-                path=path,
-                line=entry.line_of(key),
-                field=f"{hw_id}.{key}",
-            )
-        figures[key] = _figure(raw, source, f"{hw_id}.{key}", path, entry.line_of(key))
+        if raw is not None and key in FIGURE_FIELDS:
+            figures[key] = _figure(raw, key, source, f"{hw_id}.{key}", path, entry.line_of(key))
     peaks = entry.get("peak_tflops")
     if peaks is None:
         peaks = LineDict()
@@ -229,19 +303,19 @@ def parse_hardware(hw_id: str, entry: Any, path: str) -> Hardware:
             )
         if raw is not None:
             where = f"{hw_id}.peak_tflops.{dtype}"
-            figures[PEAK_PREFIX + dtype] = _figure(raw, source, where, path, peaks.line_of(dtype))
-    year = entry.get("year")
+            line = peaks.line_of(dtype)
+            figures[PEAK_PREFIX + dtype] = _figure(raw, "peak_tflops", source, where, path, line)
     return Hardware(
         id=hw_id,
-        name=str(entry.get("name", hw_id)),
-        vendor=str(entry.get("vendor", "")),
-        category=_choice(entry, "category", CATEGORIES, path),  # type: ignore[arg-type]
-        software=_choice(entry, "software", SOFTWARE, path),  # type: ignore[arg-type]
-        maturity=_choice(entry, "maturity", MATURITY, path),  # type: ignore[arg-type]
-        year=int(year) if isinstance(year, int) else None,
-        memory_type=str(entry.get("memory_type", "")),
+        name=_text(entry, "name", hw_id, hw_id, path),
+        vendor=_text(entry, "vendor", "", hw_id, path),
+        category=_choice(entry, "category", CATEGORIES, hw_id, path),  # type: ignore[arg-type]
+        software=_choice(entry, "software", SOFTWARE, hw_id, path),  # type: ignore[arg-type]
+        maturity=_choice(entry, "maturity", MATURITY, hw_id, path),  # type: ignore[arg-type]
+        year=_year(entry, hw_id, path),
+        memory_type=_text(entry, "memory_type", "", hw_id, path),
         figures=figures,
-        notes=str(entry.get("notes", "")),
+        notes=_text(entry, "notes", "", hw_id, path),
     )
 
 
@@ -249,31 +323,34 @@ def parse_provider(pid: str, entry: Any, path: str) -> Provider:
     """Build a Provider from one YAML mapping."""
     if not isinstance(entry, LineDict):
         raise ConfigError("a provider entry must be a mapping", path=path, field=pid)
-    source = str(entry.get("source", "") or "")
+    _unknown(entry, PROVIDER_KEYS, pid, path)
+    source = _text(entry, "source", "", pid, path)
     offers: dict[str, ProviderOffer] = {}
     models = entry.get("models")
     if not isinstance(models, LineDict) or not models:
         raise ConfigError(
             "a provider needs 'models': a mapping of wattserve model id to prices",
             path=path,
-            line=entry.line,
+            line=entry.line_of("models"),
             field=f"{pid}.models",
         )
     for model_id, raw in models.items():
+        where = f"{pid}.models.{model_id}"
         if not isinstance(raw, LineDict):
             raise ConfigError(
-                "must be a mapping", path=path, line=models.line_of(model_id), field=model_id
+                "must be a mapping", path=path, line=models.line_of(model_id), field=where
             )
-        src = str(raw.get("source", source) or source)
+        _unknown(raw, OFFER_KEYS, where, path)
+        src = _text(raw, "source", source, where, path) or source
 
-        def fig(key: str, raw: LineDict = raw, src: str = src, model_id: str = model_id) -> Any:
+        def fig(key: str, raw: LineDict = raw, src: str = src, where: str = where) -> Any:
             if raw.get(key) is None:
                 return None
-            return _figure(raw[key], src, f"{pid}.{model_id}.{key}", path, raw.line_of(key))
+            return _figure(raw[key], key, src, f"{where}.{key}", path, raw.line_of(key))
 
         offers[model_id] = ProviderOffer(
             model=model_id,
-            remote_name=str(raw.get("remote_name", model_id)),
+            remote_name=_text(raw, "remote_name", model_id, where, path),
             usd_per_mtok_input=fig("usd_per_mtok_input"),
             usd_per_mtok_output=fig("usd_per_mtok_output"),
             ttft_s=fig("ttft_s"),
@@ -281,12 +358,12 @@ def parse_provider(pid: str, entry: Any, path: str) -> Provider:
         )
     return Provider(
         id=pid,
-        name=str(entry.get("name", pid)),
-        hardware=str(entry.get("hardware", "")),
-        base_url=str(entry.get("base_url", "")),
+        name=_text(entry, "name", pid, pid, path),
+        hardware=_text(entry, "hardware", "", pid, path),
+        base_url=_text(entry, "base_url", "", pid, path),
         offers=offers,
-        maturity=_choice(entry, "maturity", MATURITY, path)  # type: ignore[arg-type]
+        maturity=_choice(entry, "maturity", MATURITY, pid, path)  # type: ignore[arg-type]
         if "maturity" in entry
         else "production",
-        notes=str(entry.get("notes", "")),
+        notes=_text(entry, "notes", "", pid, path),
     )

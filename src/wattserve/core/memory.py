@@ -11,6 +11,7 @@ from wattserve.core.params import EngineParams
 
 GB = 1e9
 KV_BLOCK_TOKENS = 16  # KV-cache block size in tokens (vLLM's default): fit and engine alike
+MAX_BATCH = 2**31 - 1  # the largest batch reported as fitting (an engine's int32 counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,12 @@ def memory_fit(
         )
     capacity, usable = lay.capacity, lay.usable
     free = usable - weights - act
-    max_batch = max(0, int(free // kv_per_seq)) if kv_per_seq > 0 else 0
+    if kv_per_seq > 0 and free == math.inf:  # inf // x is NaN, not inf
+        max_batch = MAX_BATCH
+    elif kv_per_seq > 0 and free > 0:  # NaN (inf - inf from absurd figures) compares false
+        max_batch = int(min(free // kv_per_seq, MAX_BATCH))
+    else:
+        max_batch = 0
     kv = batch * kv_per_seq
     fits = free >= kv and free > 0
     reason = ""

@@ -24,11 +24,42 @@ class LineDict(dict[str, Any]):
         return self.key_lines.get(key, self.line)
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings remember their lines (constructor registered below)."""
-
-
+# The pure-Python parser takes about 50 us a value and 0.5 us a character (libyaml's C parser
+# is faster but overflows the C stack on deeply nested input), so these bounds keep the worst
+# file a few seconds from an error; the largest real file (the built-in catalog) is 20 KiB and
+# 1,500 values.
+MAX_YAML_BYTES = 4 << 20
+MAX_NODES = 50_000  # values written in the file, counted while it is parsed
 MAX_VALUES = 1_000_000  # values a file may expand to, aliases included (no real file is near)
+MAX_INT_DIGITS = 4_300  # Python's own limit on reading a decimal integer
+_INT_LIMIT = 10**MAX_INT_DIGITS
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings remember their lines (constructor registered below) and that
+    stops at MAX_NODES values."""
+
+    nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise ConfigError(
+                f"more than {MAX_NODES:,} values (no wattserve YAML file is near that)",
+                line=self.line + 1,  # where the scanner is: at or just past the value
+            )
+        return super().compose_node(parent, index)
+
+
+def _key(loader: _LineLoader, key_node: yaml.Node) -> str:
+    """A mapping key as the dict stores it: `1.0` and `1.00`, `0x10` and `16` are one key."""
+    key = loader.construct_object(key_node, deep=True)
+    line = key_node.start_mark.line + 1
+    if isinstance(key, bool):  # YAML 1.1 reads `on:`, `no:` as booleans
+        raise ConfigError(f"the key {key_node.value!r} reads as {key} in YAML: quote it", line=line)
+    if not isinstance(key, str | int | float):
+        raise ConfigError("mapping keys must be plain names", line=line)
+    return str(key)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
@@ -36,30 +67,42 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     for key_node, _ in node.value:  # a key written twice: YAML lets the last one win silently
         if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
             line = key_node.start_mark.line + 1
-            if key_node.value in seen:
+            key = _key(loader, key_node)
+            if key in seen:
                 raise ConfigError(
-                    f"'{key_node.value}' is given twice (first on line {seen[key_node.value]})",
-                    line=line,
+                    f"{shown(key)} is given twice (first on line {seen[key]})", line=line
                 )
-            seen[key_node.value] = line
+            seen[key] = line
     loader.flatten_mapping(node)
     out = LineDict()
     out.line = node.start_mark.line + 1
     out.key_lines = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str | int | float):
-            raise ConfigError("mapping keys must be plain names", line=key_node.start_mark.line + 1)
-        skey = str(key)
+        skey = _key(loader, key_node)
         out[skey] = loader.construct_object(value_node, deep=True)
         out.key_lines[skey] = key_node.start_mark.line + 1
     return out
+
+
+def _construct_int(loader: _LineLoader, node: yaml.ScalarNode) -> int:
+    """An integer, refused past MAX_INT_DIGITS digits (Python cannot even print it)."""
+    too_long = ConfigError(
+        f"a number of more than {MAX_INT_DIGITS:,} digits", line=node.start_mark.line + 1
+    )
+    try:
+        value = loader.construct_yaml_int(node)
+    except ValueError:
+        raise too_long from None
+    if abs(value) >= _INT_LIMIT:  # written in hex, octal or binary: read, but no less absurd
+        raise too_long
+    return value
 
 
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_mapping,
 )
+_LineLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 # YAML 1.1 reads `1e6` (no dot) as the string '1e6'; people write power caps and rates that way,
 # so read it as the float YAML 1.2 and every other tool make of it.
 _LineLoader.add_implicit_resolver(
@@ -71,6 +114,10 @@ _LineLoader.add_implicit_resolver(
 
 def load_yaml_text(text: str, path: str) -> Any:
     """Parse YAML text; a syntax error becomes ConfigError with the file and line."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"larger than {MAX_YAML_BYTES >> 20} MiB, the limit for a YAML file", path=path
+        )
     try:
         data = yaml.load(text, Loader=_LineLoader)
         _check_size(data)
@@ -78,11 +125,20 @@ def load_yaml_text(text: str, path: str) -> Any:
     except RecursionError:
         raise ConfigError("nested too deeply", path=path) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"not valid YAML: {exc.problem}", path=path, line=line) from None
+        why = exc.problem or exc.context or "cannot be parsed"
+        raise ConfigError(f"not valid YAML: {why}", path=path, line=line) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...)
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        why = f"character #x{char:04x} is not allowed" if isinstance(char, int) else exc.reason
+        raise ConfigError(f"not valid YAML: {why}", path=path, line=line) from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"not valid YAML: {first}", path=path) from None
     except ConfigError as exc:
-        raise ConfigError(str(exc), path=path, line=exc.line) from None
+        raise ConfigError(exc.detail, path=path, line=exc.line, field=exc.field) from None
 
 
 def _check_size(data: Any) -> None:
@@ -115,8 +171,9 @@ _SHORT.maxstring = _SHORT.maxother = 80
 
 
 def load_yaml_file(path: str | Path) -> Any:
-    """Read and parse a YAML file; a missing file is a ConfigError, not a traceback."""
-    return load_yaml_text(read_text(path), str(path))
+    """Read and parse a YAML file of at most MAX_YAML_BYTES; a missing file is a ConfigError,
+    not a traceback."""
+    return load_yaml_text(read_text(path, MAX_YAML_BYTES), str(path))
 
 
 class Fields:

@@ -339,7 +339,10 @@ def plan(
     if not ids:
         raise ConfigError("names no device id", field="--hardware")
     for hw_id in ids:
-        cat.device(hw_id)  # an unknown id is an error naming the closest ones
+        try:
+            cat.device(hw_id)  # an unknown id (or a provider's) is an error naming the closest
+        except ConfigError as exc:
+            raise ConfigError(exc.detail, field="--hardware") from None
     for hw_id, n in (available or {}).items():
         if hw_id not in cat.devices:
             raise ConfigError(
