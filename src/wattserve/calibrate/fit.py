@@ -207,8 +207,9 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
             dtype=m.dtype,
             kv_dtype=default_kv_dtype(m.dtype),
         )
-    except ConfigError as exc:
-        raise ConfigError(exc.detail, path=path, line=m.line, field="tensor_parallel") from None
+    except ConfigError as exc:  # the stages come from the row's count over its tp
+        field = "count" if exc.field == "pp" else "tensor_parallel"
+        raise ConfigError(exc.detail, path=path, line=m.line, field=field) from None
     if m.pipeline_parallel > spec.num_layers:
         raise ConfigError(
             f"{m.pipeline_parallel} pipeline stages for {spec.num_layers} layers: a stage "
