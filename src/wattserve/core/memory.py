@@ -116,7 +116,8 @@ def memory_fit(
     if kv_per_seq > 0 and free == math.inf:  # inf // x is NaN, not inf
         max_batch = MAX_BATCH
     elif kv_per_seq > 0 and free > 0:  # NaN (inf - inf from absurd figures) compares false
-        max_batch = int(min(free // kv_per_seq, MAX_BATCH))
+        most = free // kv_per_seq
+        max_batch = int(most) if most < MAX_BATCH else MAX_BATCH
     else:
         max_batch = 0
     kv = batch * kv_per_seq

@@ -288,13 +288,13 @@ def load_model(name_or_path: str) -> ModelSpec:
     """A built-in model by id or alias, or any Hugging Face config.json (file or folder) by
     path."""
     known = _builtin_ids()
+    builtin = builtin_model_id(name_or_path)
+    if builtin is not None:
+        return _builtin(builtin)
     if not name_or_path.strip():  # Path("") is the current folder: not what anyone meant
         raise ConfigError(
             "give a model id (see `wattserve models`) or a config.json path", field="model"
         )
-    builtin = builtin_model_id(name_or_path)
-    if builtin is not None:
-        return _builtin(builtin)
     p = Path(name_or_path)
     try:
         exists = p.exists()
