@@ -224,7 +224,11 @@ class PerfModel:
         flops = self.flops_per_token * tokens + self.attn_time_coef * attn_work
         nbytes = self.base_weight_bytes + self.kv_time_bytes * kv_tokens
         if self.moe:
-            nbytes += self.expert_bytes * self.experts_read(tokens)
+            nbytes += self.expert_bytes * (
+                self.experts_read(tokens)
+                if self.ep_ranks
+                else self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
+            )
         t_c = flops / self.flops_rate
         if self.pad_s:
             t_c += self.gemm_pad_s(tokens)
@@ -250,7 +254,8 @@ class PerfModel:
         if self.moe:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
-            waits = self.expert_bytes * (self.experts_read(tokens) - touched)
+            if self.ep_ranks:
+                waits = self.expert_bytes * (self.experts_read(tokens) - touched)
         extra = self.params.attn_factor - 1.0  # attention's part charged beyond its true amount
         t_c = (flops + extra * attn_flops) / self.flops_rate + self.poison
         if self.pad_s:
