@@ -118,3 +118,26 @@ def raw_request(
         resp = http.client.HTTPResponse(sock)
         resp.begin()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
+@contextlib.contextmanager
+def fake_upstream() -> Iterator[int]:
+    """wattserve's fake OpenAI-compatible server (wattserve.serve.fake) on a free port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattserve.serve.fake", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "the fake did not start"
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)

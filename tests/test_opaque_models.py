@@ -3,22 +3,16 @@ file's checks, and a gateway over real sockets in front of the package's fake se
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from serving import gateway
+from serving import fake_upstream, gateway
 
 from wattserve.core.fleet import Fleet, parse_fleet
 from wattserve.core.modelspec import builtin_model_id, load_model
 from wattserve.core.yamlio import load_yaml_text
 from wattserve.errors import ConfigError
-from wattserve.serve.net import free_port
 
 
 def _fleet(text: str) -> Fleet:
@@ -101,30 +95,8 @@ def test_bad_opaque_entries_name_the_field(edit: str, field: str, words: str) ->
     assert field in str(info.value) and words in str(info.value)
 
 
-@contextlib.contextmanager
-def _fake() -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wattserve.serve.fake", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def test_gateway_serves_opaque_models_and_aliases(tmp_path: Path) -> None:
-    with _fake() as port, gateway(tmp_path, OPAQUE.format(port=port)) as gw:
+    with fake_upstream() as port, gateway(tmp_path, OPAQUE.format(port=port)) as gw:
         listed = {m["id"] for m in httpx.get(f"{gw.url}/v1/models").json()["data"]}
         assert {"acme-large-2025", "house-model", "llama-3.2-1b"} <= listed
 

@@ -5,21 +5,16 @@ llama.cpp server fed only what it takes (found by an attacker's probe of the gat
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from serving import gateway, raw_request
+from serving import fake_upstream, gateway, raw_request
 
 from wattserve.serve.backends.base import GenRequest
 from wattserve.serve.backends.upstream import OpenAIBackend
 from wattserve.serve.ledger import Ledger
-from wattserve.serve.net import free_port
 
 CHAT = "/v1/chat/completions"
 
@@ -39,29 +34,6 @@ def test_the_backend_is_sent_the_output_limit_the_gateway_held_for() -> None:
     assert forwarded({"tools": []}, 8)["model"] == "remote"
 
 
-@contextlib.contextmanager
-def fake_upstream() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wattserve.serve.fake", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline and proc.poll() is None, "fake did not start"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def ask(url: str, key: str, **extra: object) -> httpx.Response:
     body = {"model": "llama-3.2-1b", "messages": [{"role": "user", "content": "hi"}]}
     return httpx.post(
@@ -75,7 +47,8 @@ def test_a_failure_the_request_caused_does_not_take_the_server_away(tmp_path: Pa
     user = ledger.create_key("user")
     other = ledger.create_key("other")
     ledger.close()
-    with fake_upstream() as up:
+    with fake_upstream() as port:
+        up = f"http://127.0.0.1:{port}/v1"
         fleet = (
             "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
             "  u: {site: dc, model: llama-3.2-1b, hardware: h100-sxm, "
