@@ -13,8 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis_server import redis_server
-from serving import gateway
-from test_opaque_models import _fake
+from serving import fake_upstream, gateway
 
 from wattserve.errors import ConfigError
 from wattserve.serve.budgets import Charge, Hold, Refusal
@@ -213,7 +212,7 @@ def test_three_gateways_share_one_budget(tmp_path: Path) -> None:
 
     db = tmp_path / "shared.db"
     secret = Ledger(db).create_key("team", budget_usd=0.3)
-    with redis_server() as r, _fake() as port:
+    with redis_server() as r, fake_upstream() as port:
         fleet = FLEET.format(port=port)
         args = ("--state", r.url, "--db", str(db))
         with (

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import gateway
-from test_opaque_models import _fake, _fleet
+from serving import fake_upstream, gateway
+from test_opaque_models import _fleet
 
 from wattserve.core.catalog import load_catalog
 from wattserve.core.energy import request_energy_j
@@ -196,7 +196,7 @@ def test_a_builtin_model_refuses_a_size() -> None:
 
 
 def test_gateway_answers_with_the_estimate_and_its_basis(tmp_path: Path) -> None:
-    with _fake() as port, gateway(tmp_path, sized(port)) as gw:
+    with fake_upstream() as port, gateway(tmp_path, sized(port)) as gw:
 
         def used(model: str, stream: bool = False) -> dict[str, object]:
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
