@@ -106,6 +106,8 @@ async def read_json(request: web.Request, timeout_s: float, max_bytes: int) -> A
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson >= 3.9 stops at 1,024 levels itself
+            raise BodyError(_too_deep(None)) from None
         raise BodyError(error(400, f"body is not valid JSON: {exc}", code="invalid_json")) from None
     # fewer brackets than MAX_DEPTH (nearly every body, even when quoted) cannot nest that deep
     if isinstance(parsed, (dict, list)) and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
@@ -122,15 +124,17 @@ def _check_depth(body: dict[str, Any] | list[Any]) -> None:
     else:
         field, too_deep = None, _nests_deeper(body, MAX_DEPTH)
     if too_deep:
-        where = "" if field is None else f" (in '{field[:100]}')"
-        raise BodyError(
-            error(
-                400,
-                f"the body nests JSON deeper than {MAX_DEPTH} levels{where}",
-                param=field,
-                code="too_deep",
-            )
-        )
+        raise BodyError(_too_deep(field))
+
+
+def _too_deep(field: str | None) -> web.Response:
+    where = "" if field is None else f" (in '{field[:100]}')"
+    return error(
+        400,
+        f"the body nests JSON deeper than {MAX_DEPTH} levels{where}",
+        param=field,
+        code="too_deep",
+    )
 
 
 def _nests_deeper(value: Any, levels: int) -> bool:
