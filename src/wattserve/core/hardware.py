@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from wattserve.core.dtypes import COMPUTE_PEAK_ORDER, PEAK_DTYPES, Dtype
 from wattserve.core.figures import Figure
-from wattserve.core.yamlio import LineDict, shown
+from wattserve.core.yamlio import Fields, LineDict, shown
 from wattserve.errors import ConfigError, MissingFigureError
 
 Category = Literal["gpu", "asic", "wafer-scale", "compute-in-memory", "edge-module", "cpu"]
@@ -171,14 +171,7 @@ OFFER_KEYS |= {"ttft_s", "output_tokens_per_s"}
 
 def _unknown(entry: LineDict, allowed: set[str], where: str, path: str) -> None:
     """Refuse a field not in `allowed` (a typo would otherwise be ignored without a word)."""
-    for key in entry:
-        if key not in allowed:
-            raise ConfigError(
-                f"unknown field; expected one of {', '.join(sorted(allowed))}",
-                path=path,
-                line=entry.line_of(key),
-                field=f"{where}.{key}",
-            )
+    Fields(entry, path, where).check_keys(allowed)
 
 
 def _text(entry: LineDict, key: str, default: str, where: str, path: str) -> str:
