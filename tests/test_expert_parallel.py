@@ -89,18 +89,21 @@ def test_a_run_of_decode_steps_sums_to_the_steps_one_by_one() -> None:
             )
 
 
-def test_whole_experts_pay_the_pad_at_full_width() -> None:
+def test_whole_experts_pay_the_wave_pad_at_full_width() -> None:
     params = EngineParams(gemm_pad_elems=1e6)
     tp = PerfModel(Deployment(load_model("qwen3-30b-a3b"), H100, tp=4), params)
     ep = ep_model("qwen3-30b-a3b", 4, params)
     m = load_model("qwen3-30b-a3b")
-    # per touched expert: K of d + f_e/tp on every device, against d + f_e on a quarter of them
-    ratio = (
-        (m.hidden_size + m.expert_intermediate_size)
-        / 4
-        / (m.hidden_size + m.expert_intermediate_size / 4)
+    # each device's grouped expert kernels: K of d + f_e/tp split, d + f_e whole
+    ratio = (m.hidden_size + m.expert_intermediate_size) / (
+        m.hidden_size + m.expert_intermediate_size / 4
     )
     assert ep.expert_pad_s / tp.expert_pad_s == pytest.approx(ratio)
+    # the experts' row blocks are the same work either way, on the same devices
+    for t in (1, 64, 4096):
+        assert ep.gemm_pad_s(t) - ep.expert_pad_s == pytest.approx(
+            tp.gemm_pad_s(t) - tp.expert_pad_s, rel=1e-12
+        )
 
 
 @pytest.mark.parametrize(

@@ -162,8 +162,8 @@ def test_missing_peak_makes_times_unknown_not_zero(tmp_path: Path) -> None:
 
 def test_small_gemms_pad_and_latency_and_moe_per_expert() -> None:
     """Each GEMM pays 2*K*pad FLOPs and each GEMM kernel a fixed latency on the memory side;
-    MoE pays the pad once per touched expert; the decode-run sums agree with one step at a
-    time."""
+    MoE's fused expert kernels pay one wave each and each touched expert's rows rounded up to
+    vLLM's fused_moe block; the decode-run sums agree with one step at a time."""
     from wattserve.core.perf import decode_run, run_lines
 
     hw = load_catalog().device("h100-sxm")
@@ -191,9 +191,18 @@ def test_small_gemms_pad_and_latency_and_moe_per_expert() -> None:
     extra = {
         t: pm.decode_step(t, 1024).compute_s - base.decode_step(t, 1024).compute_s for t in (1, 16)
     }
-    # one token touches its top-2 experts, 16 tokens 8 * (1 - 0.75^16) = 7.92 of the 8
-    assert extra[1] == pytest.approx(pm.pad_s + 2 * pm.expert_pad_s)
-    assert extra[16] == pytest.approx(pm.pad_s + 8 * (1 - 0.75**16) * pm.expert_pad_s)
+    # one token touches its top-2 experts, one row each, padded to a block of 16 rows (a step
+    # of no more tokens than experts); 16 tokens touch 8 * (1 - 0.75^16) = 7.92 of the 8,
+    # 32 / 7.92 = 4.04 rows each, padded to 64 (more tokens than experts): 59.96 rows each
+    assert extra[1] == pytest.approx(pm.pad_s + pm.expert_pad_s + 2 * 15 * pm.expert_flops_s)
+    touched = 8 * (1 - 0.75**16)
+    assert extra[16] == pytest.approx(
+        pm.pad_s + pm.expert_pad_s + touched * (64 - 32 / touched) * pm.expert_flops_s
+    )
+    # many rows an expert: half a block each in expectation
+    assert pm.gemm_pad_s(4096) == pytest.approx(
+        pm.pad_s + pm.expert_pad_s + 8 * 32 * pm.expert_flops_s, rel=1e-9
+    )
     lines = run_lines(pm, 16, 16 * 1025.0)
     stepped = sum(pm.decode_step(16, 1024 + j).time_s for j in range(20))
     assert decode_run(pm, lines, 20)[0] == pytest.approx(stepped, rel=1e-9)

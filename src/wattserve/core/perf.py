@@ -139,10 +139,11 @@ class PerfModel:
         return peak * 1e12 * self.params.eff_compute * dep.tp
 
     def _gemm_pads(self, pad_elems: float) -> tuple[float, float]:
-        """Seconds of padded GEMM work per step: for the dense GEMMs, and per touched expert.
-        A GEMM whose output is M x N over K inputs costs 2*K*(M*N + pad) FLOPs: the pad is the
-        same for every GEMM whatever its rows or width, so a step pays 2*pad*sum(K) extra, on
-        each device (K of a row-parallel GEMM is sharded over tp)."""
+        """Seconds of padded GEMM work per step: for the dense GEMMs, and for the two grouped
+        expert kernels of each MoE layer (one wave each; `gemm_pad_s` adds the experts' row
+        blocks). A GEMM whose output is M x N over K inputs costs 2*K*(M*N + pad) FLOPs: the
+        pad is the same for every GEMM whatever its rows or width, so a step pays
+        2*pad*sum(K) extra, on each device (K of a row-parallel GEMM is sharded over tp)."""
         if not pad_elems:
             return 0.0, 0.0
         m, tp = self.deployment.model, self.deployment.tp
@@ -152,9 +153,8 @@ class PerfModel:
             mlp_k = m.hidden_size + shared / tp if shared else 0.0
             expert_k = m.num_layers * (m.hidden_size + m.expert_intermediate_size / tp)
             if self.deployment.expert_parallel:
-                # whole experts, n/tp of the n touched on each device: the same pad count on
-                # the step's rate over all devices, each GEMM with its whole inputs
-                expert_k = m.num_layers * (m.hidden_size + m.expert_intermediate_size) / tp
+                # whole experts on each device: its grouped kernels take their whole inputs
+                expert_k = m.num_layers * (m.hidden_size + m.expert_intermediate_size)
         else:
             mlp_k, expert_k = m.hidden_size + m.intermediate_size / tp, 0.0
         dense_k = m.num_layers * (attn_k + mlp_k) + m.hidden_size  # the LM head once per step
@@ -272,12 +272,18 @@ class PerfModel:
 
     def gemm_pad_s(self, tokens: float) -> float:
         """Seconds of padded GEMM work in a step of `tokens` tokens: the dense GEMMs' pad, and
-        for MoE one expert GEMM pair's pad per expert the step touches (top-k routing of T
-        tokens touches E(1 - (1 - k/E)^T) experts, each a GEMM of its own)."""
+        for MoE the fused expert kernels' (vLLM's fused_moe): one wave's pad for each of the
+        two grouped kernels, and each touched expert's rows rounded up to the kernel's block
+        of rows (`_expert_pad_rows`). Top-k routing of T tokens touches n = E(1 - (1 - k/E)^T)
+        experts, Tk/n rows each on average."""
         if not self.moe:
             return self.pad_s
-        spread: float = (1.0 - self.top_k / self.n_experts) ** tokens
-        return self.pad_s + self.expert_pad_s * self.n_experts * (1.0 - spread)
+        e = self.n_experts
+        touched: float = e * (1.0 - (1.0 - self.top_k / e) ** tokens)
+        if touched <= 0.0:
+            return self.pad_s + self.expert_pad_s
+        rows = _expert_pad_rows(tokens * self.top_k / touched, tokens <= e)
+        return self.pad_s + self.expert_pad_s + touched * rows * self.expert_flops_s
 
     def experts_read(self, tokens: float) -> float:
         """Experts whose weights a step of `tokens` tokens reads, as the step time counts them.
@@ -359,6 +365,16 @@ def _busiest_spread(ranks: int) -> float:
         w = 0.5 if i in (0, n) else 1.0
         total += w * x * ranks * nd.pdf(x) * nd.cdf(x) ** (ranks - 1)
     return total * h
+
+
+def _expert_pad_rows(rows: float, few_tokens: bool) -> float:
+    """Rows a fused MoE kernel computes beyond an expert's own: vLLM's fused_moe sorts the
+    tokens by expert and pads each expert's rows to a multiple of BLOCK_SIZE_M, 16 when the
+    step has no more tokens than experts and 64 otherwise (its default configuration,
+    `get_default_config`). An expert with r < block/2 rows on average is padded to one block
+    (block - r); one with more wastes half a block in expectation."""
+    block = 16.0 if few_tokens else 64.0
+    return block - rows if rows < 0.5 * block else 0.5 * block
 
 
 def _gemm_kernels(m: ModelSpec) -> int:
