@@ -64,7 +64,11 @@ def transfer_table() -> tuple[mlenergy.Table, str]:
 
 def test_vidur_kernel_terms_predict_mlenergy_moe_decode() -> None:
     t, _ = transfer_table()
-    for g in ("H100 chat moe batch <= 32", "H100 chat moe batch 33-192", "H100 gpqa moe batch <= 32"):
+    for g in (
+        "H100 chat moe batch <= 32",
+        "H100 chat moe batch 33-192",
+        "H100 gpqa moe batch <= 32",
+    ):
         assert t[g]["time between tokens"][1] < 16.0, g
     # and over every H100 run, no worse in time than the defaults
     unc, cal, _ = t["H100 all"]["time between tokens"]
