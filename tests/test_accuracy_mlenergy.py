@@ -286,20 +286,24 @@ def test_uncalibrated_decode_steps_on_h100_where_the_context_is_known() -> None:
         assert t[f"H100 {g}"][itl][0] < 10.0
     assert t["H100 chat dense batch <= 32"][itl][0] < 10.0
     assert t["H100 chat moe batch <= 32"][itl][0] < 10.0
-    # the known shortfall, kept honest: power 15-35% low uncalibrated (docs/accuracy.md)
-    assert t["H100 all"]["power"][0] > 15.0
+    # the known shortfall, kept honest: power 14.4% off uncalibrated, mostly low (22.5% before
+    # a step's gaps drew the memory-bound share; docs/accuracy.md), joules per token 31.8%
+    assert 10.0 < t["H100 all"]["power"][0] < 17.0
+    assert t["H100 all"]["J/token"][0] > 25.0
 
 
 def test_six_h100_configurations_predict_other_models_tasks_batches_and_moe() -> None:
     t, summary = table(rows(), TRAIN["H100"])
     assert "power: fitted" in summary and "WARNING" not in summary
     power, energy, itl = (t["H100 all"][m] for m in ("power", "J/token", "time between tokens"))
-    # measured 11.1%, 10.9% and 7.6% held out (uncalibrated 22.8%, 39.0%, 18.3%)
+    # measured 11.4%, 10.9% and 7.6% held out (uncalibrated 15.0%, 32.9%, 18.3%)
     assert power[1] < 15.0 and energy[1] < 15.0 and itl[1] < 10.0
-    # worse than uncalibrated only on the MoE's decode steps at batch <= 32 (by 1.7 and 5.2
-    # points): the per-sequence overhead fitted on a dense model is too much for 3B active
+    # worse than uncalibrated on the MoE's decode steps at batch <= 32 (by 1.7 and 5.2
+    # points): the per-sequence overhead fitted on a dense model is too much for 3B active;
+    # and chat's power at batch >= 256 by 1.3 points
     bad = worse(t)
     assert [b.split(" by ")[0] for b in bad] == [
+        "H100 chat dense batch >= 256 power",
         "H100 chat moe batch <= 32 time between tokens",
         "H100 gpqa moe batch <= 32 time between tokens",
     ]
@@ -309,9 +313,9 @@ def test_six_h100_configurations_predict_other_models_tasks_batches_and_moe() ->
 def test_two_model_sizes_on_h100_predict_the_rest() -> None:
     t, summary = table(rows(), TRAIN_TWO_SIZES)
     power, energy, itl = (t["H100 all"][m] for m in ("power", "J/token", "time between tokens"))
-    # measured 11.5%, 14.2% and 7.8%: the power fit keeps only the idle share (docs/accuracy.md)
+    # measured 9.3%, 12.7% and 7.8%: the power fit keeps only the idle share (docs/accuracy.md)
     assert "power: fitted idle_fraction (" in summary
-    assert power[1] < 13.0 and energy[1] < 15.0 and itl[1] < 10.0
+    assert power[1] < 12.0 and energy[1] < 15.0 and itl[1] < 10.0
 
 
 def test_b200_calibrated_on_chat_warns_that_it_does_not_transfer() -> None:

@@ -21,15 +21,22 @@ from test_scale_out_gateways import replicas
 from test_serve_reliability import SMALL, ask
 
 IDLE_W = 210.0  # 2 x H100 SXM idle (the catalog's figure), drawn by every replica on its own
-HEADROOM_W = 300.0
-# A third of the headroom (100 W) is less than one request adds to an idle H100 (about 128 W
-# for this model): with an even split no replica could serve; with leases a busy one takes it.
-TIGHT = f"""
+HEADROOM_W = 650.0
+# A third of the headroom (217 W) is less than one request adds to an idle H100 (about 290 W
+# for this model): with an even split no replica could serve; with leases a busy one takes
+# it, two can serve at once, three cannot.
+
+
+def tight(headroom_w: float) -> str:
+    return f"""
 sites:
-  dc: {{kind: datacenter, power_cap_w: {IDLE_W + HEADROOM_W:g}}}
+  dc: {{kind: datacenter, power_cap_w: {IDLE_W + headroom_w:g}}}
 deployments:
   gpus: {{site: dc, model: {SMALL}, hardware: h100-sxm, replicas: 2}}
 """
+
+
+TIGHT = tight(HEADROOM_W)
 
 
 def leases(r: redis.Redis) -> dict[str, float]:
@@ -250,26 +257,27 @@ def test_a_busy_replica_gives_back_down_to_its_even_share_when_others_are_short(
     from wattserve.serve.router import Router
     from wattserve.serve.state import SharedState
 
+    headroom = 300.0  # the figures below are for this headroom
     fleet_file = tmp_path / "fleet.yaml"
-    fleet_file.write_text(TIGHT)
+    fleet_file.write_text(tight(headroom))
     router = Router(load_fleet(fleet_file), make_policy("least_loaded"))
     state = SharedState("redis://127.0.0.1:1/0", replica_id="busy")  # never connected
     state.replicas = 3
     leases = PowerLeases(router, state)
     lease = leases.sites["dc"]
     acct = router.gov.sites["dc"]
-    even = HEADROOM_W / 3
+    even = headroom / 3
     lease.joined, lease.lease_w = True, 250.0
     acct.power_w = acct.base_w + 250.0  # drawing all of it
     router.targets["gpus"].add(4)  # requests in flight: busy
     lease.owed_w = 60.0  # another replica is short by this much
-    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(190.0)
+    assert leases._want("dc", lease, headroom) == pytest.approx(190.0)
     lease.lease_w = 190.0
-    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(130.0)
+    assert leases._want("dc", lease, headroom) == pytest.approx(130.0)
     lease.lease_w = 130.0
-    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(even)  # not below it
+    assert leases._want("dc", lease, headroom) == pytest.approx(even)  # not below it
     lease.lease_w, lease.owed_w = even, 60.0
-    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(even)
+    assert leases._want("dc", lease, headroom) == pytest.approx(even)
     router.targets["gpus"].add(-4)  # idle: down to what it draws
     acct.power_w = acct.base_w
-    assert leases._want("dc", lease, HEADROOM_W) == pytest.approx(even - 60.0)
+    assert leases._want("dc", lease, headroom) == pytest.approx(even - 60.0)

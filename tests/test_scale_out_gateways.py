@@ -19,7 +19,9 @@ from test_serve_reliability import SMALL, ask
 
 from wattserve.serve.ledger import Ledger
 
-CAP_W = 700.0  # 210 W idle (2 x H100): the replicas lease the 490 W above it between them
+# 210 W idle (2 x H100): the replicas lease the 1,090 W above it between them (one request adds
+# about 290 W to an idle H100 for this model, 330 W at its prefill)
+CAP_W = 1300.0
 CAPPED = f"""
 sites:
   dc: {{kind: datacenter, power_cap_w: {CAP_W:g}}}

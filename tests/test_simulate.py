@@ -45,7 +45,10 @@ def test_fast_mode_agrees_with_exact_stepping(hetero, shared: Path, policy: str)
         policy,
         exact=True,
     )
-    assert exact["engine_steps"] >= fast["engine_steps"] > 1000
+    # the same steps but where a run's power reservation under a site cap (held for the
+    # whole run in fast mode, per step when exact) delays a batch differently
+    assert fast["engine_steps"] > 1000
+    assert fast["engine_steps"] == pytest.approx(exact["engine_steps"], rel=1e-3)
     for metric in ("ttft_s", "tpot_s"):
         for q in ("p50", "p99"):
             assert fast[metric][q] == pytest.approx(exact[metric][q], rel=0.02), (metric, q)

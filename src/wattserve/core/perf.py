@@ -6,7 +6,10 @@ tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read o
 
     time = max(FLOPs / (peak * eff_compute(T) * tp), bytes / (bw * eff_memory * tp))
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
-    power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory))
+    power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * (u_memory + u_gaps)))
+
+where u_gaps is the share of the step outside its compute or memory time (communication and
+overheads), which draws the memory-bound share rather than nothing.
 
 Small GEMMs (off by default): each GEMM's FLOPs are counted as if its output had
 gemm_pad_elems more elements, and each GEMM kernel adds gemm_latency_s to the memory time
@@ -329,10 +332,13 @@ class PerfModel:
         return excess * self.expert_flops_s if excess > 0.0 else 0.0
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
-        """Power of all devices during a step whose compute and memory times are given."""
+        """Power of all devices during a step whose compute and memory times are given. The
+        step's gaps (its time beyond the larger of the two: engine overheads, kernel launches,
+        all-reduces) are not idle: they draw the memory-bound share (docs/model.md)."""
         if time_s <= 0:
             return self.devices * self.idle_w
-        load = (self.k_compute * compute_s + self.k_memory * memory_s) / time_s
+        busy = compute_s if compute_s > memory_s else memory_s
+        load = (self.k_compute * compute_s + self.k_memory * (memory_s + time_s - busy)) / time_s
         return self.devices * (self.idle_w + self.dynamic_w * min(1.0, load))
 
     def prefill(self, batch: int, prompt_tokens: int, cached_tokens: int = 0) -> StepCost:
@@ -502,7 +508,9 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
     """
     tc0, dtc, tm0, dtm, fixed = lines
     last = steps - 1
-    la, ld = pm.k_compute * tc0 + pm.k_memory * tm0, pm.k_compute * dtc + pm.k_memory * dtm
+    # the load line L(j) = k_c*tc + k_m*tm, plus the gaps' memory-bound share (see power_w)
+    la = pm.k_compute * tc0 + pm.k_memory * (tm0 + fixed)
+    ld = pm.k_compute * dtc + pm.k_memory * dtm
     tcl, tml = tc0 + dtc * last, tm0 + dtm * last
     if (tc0 >= tm0) == (tcl >= tml):
         # the common case: one bound throughout (decode is usually memory-bound)
@@ -517,7 +525,8 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
             energy = pm.devices * (pm.idle_w * time_s + pm.dynamic_w * dyn)
             return time_s, energy, p0 if p0 > pl else pl
     time_s = _sum_extreme(tc0, dtc, tm0, dtm, 0, last, True) + steps * fixed
-    # energy_j(j) = devices * (idle * t(j) + dynamic * min(t(j), L(j))), L = k_c*tc + k_m*tm
+    # energy_j(j) = devices * (idle * t(j) + dynamic * min(t(j), L(j))),
+    # L = k_c*tc + k_m*(tm + fixed)
     cross = (tm0 - tc0) / (dtc - dtm) if dtc != dtm else -1.0
     k = (
         math.floor(cross)
