@@ -285,7 +285,7 @@ class PerfModel:
         touched: float = e * (1.0 - (1.0 - self.top_k / e) ** tokens)
         if touched <= 0.0:
             return self.pad_s + self.expert_pad_s
-        rows = _expert_pad_rows(tokens * self.top_k / touched, tokens <= e)
+        rows = _expert_pad_rows(tokens * self.top_k / touched)
         return self.pad_s + self.expert_pad_s + touched * rows * self.expert_flops_s
 
     def experts_read(self, tokens: float) -> float:
@@ -373,13 +373,17 @@ def _busiest_spread(ranks: int) -> float:
     return total * h
 
 
-def _expert_pad_rows(rows: float, few_tokens: bool) -> float:
-    """Rows a fused MoE kernel computes beyond an expert's own: vLLM's fused_moe sorts the
-    tokens by expert and pads each expert's rows to a multiple of BLOCK_SIZE_M, 16 when the
-    step has no more tokens than experts and 64 otherwise (its default configuration,
-    `get_default_config`). An expert with r < block/2 rows on average is padded to one block
-    (block - r); one with more wastes half a block in expectation."""
-    block = 16.0 if few_tokens else 64.0
+def _expert_pad_rows(rows: float) -> float:
+    """Rows a fused MoE kernel computes beyond an expert's own, when its experts get `rows`
+    rows each on average. vLLM's fused_moe sorts the tokens by expert and pads each expert's
+    rows to a multiple of BLOCK_SIZE_M; its tuned configurations pick a block near the rows an
+    expert gets (for Qwen3-30B-A3B on H100, E=128 N=768: 16 up to 128 tokens, 32 at 256, 64
+    at 512-1,024, 128 from 1,536), so the block is taken as the power of two at or above
+    `rows`, from 16 to 128. An expert under half a block is padded to one block (block - r);
+    one with more wastes half a block in expectation."""
+    block = 16.0
+    while block < rows and block < 128.0:
+        block *= 2.0
     return block - rows if rows < 0.5 * block else 0.5 * block
 
 
