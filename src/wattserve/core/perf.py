@@ -333,8 +333,8 @@ class PerfModel:
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
         """Power of all devices during a step whose compute and memory times are given. The
-        step's gaps (its time beyond the larger of the two: engine overheads, kernel launches,
-        all-reduces) are not idle: they draw the memory-bound share (docs/model.md)."""
+        step's gaps (its time beyond the larger of the two: engine overheads and all-reduces)
+        are not idle: they draw the memory-bound share (docs/model.md)."""
         if time_s <= 0:
             return self.devices * self.idle_w
         busy = compute_s if compute_s > memory_s else memory_s
