@@ -201,15 +201,16 @@ def table(
     prompt: int = PROMPT_TOKENS,
     by: Callable[[Row], str] | None = None,
     predictor: Callable[[Row, Calibration | None, int], Errors | None] | None = None,
+    calibration: Calibration | None = None,
 ) -> tuple[Table, str]:
     """Per group, for power, energy and time between tokens: (uncalibrated mean |error| %,
-    calibrated, points). Training rows are left out; without `train`, uncalibrated only.
-    `predictor` (default `predict`, estimate's static batch) gives a row's errors; None leaves
-    the row out."""
+    calibrated, points). Training rows are left out; without `train` or a `calibration` made
+    elsewhere, uncalibrated only. `predictor` (default `predict`, estimate's static batch)
+    gives a row's errors; None leaves the row out."""
     how = predictor or predict
-    cal = None
+    cal = calibration
     summary = "uncalibrated"
-    train_gpus: set[str] = set()
+    train_gpus = {g for g, hw in HW.items() if cal is not None and hw in cal.params}
     if train:
         picked = [r for r in data if r.key in train]
         assert len(picked) == len(train), "a training configuration is not in the data"
@@ -226,7 +227,7 @@ def table(
     for r in data:
         if train and r.key in train:
             continue
-        if train and r.gpu not in train_gpus:
+        if cal is not None and r.gpu not in train_gpus:
             continue
         unc = how(r, None, prompt)
         calv = how(r, cal, prompt) if cal else unc

@@ -18,7 +18,6 @@ that the same terms predict them within 3-15%.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import test_accuracy_mlenergy as mlenergy
@@ -41,25 +40,8 @@ def vidur_calibration() -> tuple[Calibration, str]:
 
 def transfer_table() -> tuple[mlenergy.Table, str]:
     cal, note = vidur_calibration()
-    acc: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-    for r in mlenergy.rows():
-        if r.gpu != "H100":
-            continue
-        unc, calv = mlenergy.predict(r, None), mlenergy.predict(r, cal)
-        for metric, u, c in (
-            ("power", unc.power, calv.power),
-            ("J/token", unc.energy, calv.energy),
-            ("time between tokens", unc.itl, calv.itl),
-        ):
-            if u is not None and c is not None:
-                for g in (mlenergy.group(r), "H100 all"):
-                    acc[g][metric].append((u, c))
-    mean = mlenergy._mean
-    out = {
-        g: {m: (mean([u for u, _ in v]), mean([c for _, c in v]), len(v)) for m, v in ms.items()}
-        for g, ms in acc.items()
-    }
-    return out, note
+    t, _ = mlenergy.table(mlenergy.rows(), None, calibration=cal)
+    return t, note
 
 
 def test_vidur_kernel_terms_predict_mlenergy_moe_decode() -> None:

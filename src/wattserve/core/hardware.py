@@ -176,17 +176,7 @@ def _unknown(entry: LineDict, allowed: set[str], where: str, path: str) -> None:
 
 def _text(entry: LineDict, key: str, default: str, where: str, path: str) -> str:
     """A text field; null or absent is `default`."""
-    value = entry.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise ConfigError(
-            f"expected text, got {shown(value)}",
-            path=path,
-            line=entry.line_of(key),
-            field=f"{where}.{key}",
-        )
-    return value
+    return Fields(entry, path, where).optional_text(key, default)
 
 
 def _figure(raw: Any, kind: str, default_source: str, where: str, path: str, line: int) -> Figure:
@@ -199,18 +189,10 @@ def _figure(raw: Any, kind: str, default_source: str, where: str, path: str, lin
         source = _text(raw, "source", default_source, where, path)
         if not source:
             raise ConfigError("every figure needs a source", path=path, line=line, field=where)
-        verified = raw.get("verified", True)
-        if not isinstance(verified, bool):  # "false" is a non-empty string: true to bool()
-            raise ConfigError(
-                f"expected true or false, got {shown(verified)}",
-                path=path,
-                line=raw.line_of("verified"),
-                field=f"{where}.verified",
-            )
         return Figure(
             value=value,
             source=source,
-            verified=verified,
+            verified=Fields(raw, path, where).flag("verified", True),
             note=_text(raw, "note", "", where, path),
         )
     if not default_source:

@@ -202,6 +202,15 @@ class Fields:
             raise self.err(key, f"expected text, got {shown(v)}")
         return v
 
+    def optional_text(self, key: str, default: str) -> str:
+        """Text that may be empty; absent or null is `default`."""
+        v = self.d.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise self.err(key, f"expected text, got {shown(v)}")
+        return v
+
     def number(
         self, key: str, default: float | None = None, *, positive: bool = False
     ) -> float | None:
