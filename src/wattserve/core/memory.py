@@ -83,7 +83,13 @@ def memory_fit(
     tensor-parallel ranks as far as there are KV heads to split. Activation workspace is sized
     for the tokens of one prefill step, capped by the engine's max_batched_tokens.
     """
-    lay = memory_layout(dep, params)
+    return layout_fit(memory_layout(dep, params), dep, batch, seq_tokens, prefill_tokens)
+
+
+def layout_fit(
+    lay: MemoryLayout, dep: Deployment, batch: int, seq_tokens: int, prefill_tokens: int
+) -> MemoryFit:
+    """`memory_fit` from a layout already at hand (`memory_layout(dep, params)`)."""
     weights = lay.weights
     kv_per_seq = seq_tokens * lay.kv_token_bytes / lay.kv_split
     act = min(prefill_tokens, dep.max_batched_tokens) * lay.act_width * ACTIVATION_BYTES

@@ -63,6 +63,7 @@ _DATAFLOW = EngineParams(
     overhead_collective_s=2.0e-6,
     source="wattserve defaults for SRAM/compute-in-memory dataflow parts (docs/model.md)",
 )
+_GPU = EngineParams()  # one object: estimate's caches find it by identity, not by comparing fields
 _CPU = EngineParams(
     eff_compute=0.5,
     eff_memory=0.7,
@@ -90,7 +91,7 @@ def default_params(hw: Hardware) -> EngineParams:
         return _DATAFLOW
     if hw.category == "cpu":
         return _CPU
-    return EngineParams()
+    return _GPU
 
 
 @dataclass(frozen=True, slots=True)

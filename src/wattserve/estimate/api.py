@@ -13,7 +13,7 @@ from wattserve.core.cost import CostAssumptions, CostRate, cost_rate, token_usd
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.hardware import Hardware, Provider
-from wattserve.core.memory import MemoryFit, memory_fit, memory_layout
+from wattserve.core.memory import MemoryFit, MemoryLayout, layout_fit, memory_layout
 from wattserve.core.modelspec import ModelSpec, check_context, fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams, load_calibration
 from wattserve.core.perf import PerfModel, StepCost, perf_model
@@ -108,13 +108,14 @@ def _prepared(
     params: EngineParams,
     costs: CostAssumptions,
     expert_parallel: bool = False,
-) -> tuple[Deployment, PerfModel, CostRate]:
+) -> tuple[Deployment, PerfModel, CostRate, MemoryLayout]:
     """What every estimate of one layout shares, built once (a sweep asks for each many
     times, at other batches and lengths)."""
     dep = Deployment(
         spec, hw, tp=tp, pp=pp, dtype=wdtype, kv_dtype=kdtype, expert_parallel=expert_parallel
     )
-    return dep, perf_model(dep, params), cost_rate(hw, dep.devices, costs)
+    rate = cost_rate(hw, dep.devices, costs)
+    return dep, perf_model(dep, params), rate, memory_layout(dep, params)
 
 
 def clear_caches() -> None:
@@ -217,8 +218,10 @@ def estimate(
         raise ConfigError(
             f"must be true or false, got {expert_parallel!r}", field="expert_parallel"
         )
-    dep, perf, rate = _prepared(spec, hw, tp, pp, wdtype, kdtype, params, costs, expert_parallel)
-    fit = memory_fit(dep, params, batch, seq_tokens, batch * prompt_tokens)
+    dep, perf, rate, lay = _prepared(
+        spec, hw, tp, pp, wdtype, kdtype, params, costs, expert_parallel
+    )
+    fit = layout_fit(lay, dep, batch, seq_tokens, batch * prompt_tokens)
     missing = list(perf.missing)
     computable = fit.fits and not perf.missing
     pre = perf.prefill(batch, prompt_tokens) if computable else None
