@@ -187,9 +187,17 @@ def test_missing_column_and_unknown_hardware(tmp_path: Path) -> None:
 def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"hardware": {"h100-sxm": {"eff_compute": 0}}}))
-    with pytest.raises(ConfigError, match=r"in \(0, 1\]") as err:
+    with pytest.raises(ConfigError, match=r"in \[0.001, 1\]") as err:
         load_calibration(f)
     assert err.value.field == "hardware.h100-sxm.eff_compute"
+    # each in range on its own type, but past anything physical: every figure behind them inf
+    for term, bad in (("eff_compute", 1e-308), ("overhead_step_s", 1e308), ("gemm_latency_s", 2)):
+        f.write_text(json.dumps({"hardware": {"h100-sxm": {term: bad}}}))
+        with pytest.raises(ConfigError, match="must be a number in") as err:
+            load_calibration(f)
+        assert err.value.field == f"hardware.h100-sxm.{term}"
+    f.write_text(json.dumps({"hardware": {"h100-sxm": {"gemm_pad_elems": 0, "eff_comm": 1}}}))
+    assert load_calibration(f).params["h100-sxm"].eff_comm == 1.0  # off and ideal: allowed
     for bad in (0, -1, 1e9, "2", True):  # json.dumps writes no NaN or inf a reader would keep
         f.write_text(json.dumps({"hardware": {"h100-sxm": {"attn_factor": bad}}}))
         with pytest.raises(ConfigError, match=r"in \(0, 100\]") as err:
@@ -499,3 +507,60 @@ def test_an_estimate_says_when_its_calibration_has_no_entry_for_the_hardware(
     e = estimate("llama-3.1-8b", "h100-sxm", calibration=f)
     assert "no entry for h100-sxm (it has H100-SXM)" in e.assumptions[0]
     assert e.tpot_s == estimate("llama-3.1-8b", "h100-sxm").tpot_s
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ("1_000", "batch"),  # int() reads these; no measuring script writes them
+        ("+5", "batch"),
+        ("\u0661\u0662", "batch"),
+        ("1_0.5", "seconds"),
+        ("nan", "watts"),
+        ("0x10", "count"),
+    ],
+)
+def test_numbers_are_ascii_decimals(tmp_path: Path, value: str, field: str) -> None:
+    f = tmp_path / "m.csv"
+    cells = dict(zip(COLUMNS, GOOD_ROW.split(","), strict=True))
+    cells[field] = value
+    f.write_text(f"{HEADER}\n{GOOD_ROW}\n{','.join(cells.values())}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        read_measurements(f)
+    assert (err.value.path, err.value.line, err.value.field) == (str(f), 3, field)
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "m.csv"
+    f.write_text(f"{HEADER}\n{GOOD_ROW}\n{GOOD_ROW}1,2,3\n")
+    with pytest.raises(ConfigError, match="13 fields where the header names 11") as err:
+        read_measurements(f)
+    assert (err.value.path, err.value.line) == (str(f), 3)
+
+
+def test_calibrate_never_writes_over_its_input(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    f = tmp_path / "m.csv"
+    text = f"{HEADER}\n{GOOD_ROW}\n"
+    f.write_text(text)
+    hw = tmp_path / "hw.yaml"
+    hw.write_text("devices: {}\n")
+    for out, extra in ((f, []), (hw, ["--hardware-file", str(hw)])):
+        result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(out), *extra])
+        assert result.exit_code == 2 and "is an input" in result.output, result.output
+    assert f.read_text() == text and hw.read_text() == "devices: {}\n"
+
+
+def test_a_row_the_model_cannot_time_names_the_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    f = tmp_path / "m.csv"  # groq-lpu publishes no interconnect: TP rows cannot be timed
+    f.write_text(f"{HEADER}\nllama-3.1-8b,groq-lpu,4,4,bf16,decode,1,128,128,0.01,\n")
+    result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(tmp_path / "c.json")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"error: {f}:2, field 'hardware': cannot model this row" in result.output

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -202,3 +204,29 @@ def test_a_reader_that_stops_early_is_not_an_error() -> None:
         proc.stdout.close()
         err = proc.stderr.read().decode()
     assert proc.wait(120) == 141 and "error" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "verb", [["estimate", "--hardware", "h100-sxm"], ["rank", "--hardware", "h100-sxm"]]
+)
+def test_a_calibration_term_out_of_physical_range_is_refused_naming_it(
+    tmp_path: Path, verb: list[str]
+) -> None:
+    """1e308 s of step overhead made every time infinite; `--json` raised ValueError from
+    json.dump after printing part of the object."""
+    calib = tmp_path / "c.json"
+    calib.write_text(json.dumps({"hardware": {"h100-sxm": {"overhead_step_s": 1e308}}}))
+    p = run(*verb, "--model", "llama-3.1-8b", "--calibration", str(calib), "--json")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stdout == "" and len(p.stderr.splitlines()) == 1
+    assert f"{calib}, field 'hardware.h100-sxm.overhead_step_s': must be a number in" in p.stderr
+
+
+def test_json_output_never_holds_a_non_finite_number(capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever figure came out infinite, --json says where, before writing a byte."""
+    from wattserve.cli.common import print_json
+    from wattserve.errors import WattserveError
+
+    with pytest.raises(WattserveError, match=r"result's sites\.dc\[1\] came out as inf"):
+        print_json({"ok": 1.0, "sites": {"dc": [2.0, float("inf")]}})
+    assert capsys.readouterr().out == ""

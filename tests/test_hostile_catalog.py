@@ -154,6 +154,15 @@ def test_figures_at_their_limits_give_an_answer_not_a_crash(tmp_path: Path) -> N
     assert code == 0, out
 
 
+def test_idle_power_above_the_tdp_is_refused(tmp_path: Path) -> None:
+    """Power runs from idle up to TDP: an idle of 1 MW on a 700 W part gave 396 kW."""
+    err = _catalog_error(tmp_path, DEVICE + "    idle_w: 701\n")
+    assert (err.field, err.line) == ("z.idle_w", 11) and "above the TDP" in str(err)
+    f = tmp_path / "ok.yaml"
+    f.write_text(DEVICE + "    idle_w: 700\n")
+    assert load_catalog([f]).device("z").value("idle_w") == 700
+
+
 @pytest.mark.parametrize(("memory_gb", "max_batch"), [(math.inf, MAX_BATCH), (math.nan, 0)])
 def test_memory_fit_of_non_finite_figures_is_not_a_crash(memory_gb: float, max_batch: int) -> None:
     hw = load_catalog().device("h100-sxm")  # figures made in code skip the file's bounds

@@ -301,6 +301,16 @@ PROVIDER = (
          + DEPLOYMENT % "", 5, "links[0].rtt_ms"),
         ("default_rtt_ms: 1e300\n" + SITE % "" + DEPLOYMENT % "", 1, "fleet.default_rtt_ms"),
         (SITE % "" + DEPLOYMENT % ", tp: 3", 4, "deployments.a.tp"),
+        # 1e308 g/kWh made simulate --json's carbon infinite: a traceback, not JSON
+        (SITE % ", carbon_g_per_kwh: 1e308" + DEPLOYMENT % "", 2, "sites.s.carbon_g_per_kwh"),
+        (SITE % ", electricity_usd_per_kwh: 1e308" + DEPLOYMENT % "", 2,
+         "sites.s.electricity_usd_per_kwh"),
+        ("sites:\n  s: {}\nlinks:\n  - {between: [s, s], rtt_ms: 5}\n" + DEPLOYMENT % "", 4,
+         "links[0].between"),
+        # a pair linked twice: one of the two was used and the other ignored, unsaid
+        ("sites:\n  s: {}\n  t: {}\nlinks:\n  - {between: [s, t], rtt_ms: 5}\n"
+         "  - {between: [t, s], rtt_ms: 500}\n" + DEPLOYMENT % "", 6, "links[1].between"),
+        ("name: {a: 1}\n" + SITE % "" + DEPLOYMENT % "", 1, "fleet.name"),
     ],
 )  # fmt: skip
 def test_absurd_fleet_fields_name_file_line_and_field(
@@ -327,3 +337,57 @@ def test_cli_fleet_tp_error_names_the_file_and_line(tmp_path: Path) -> None:
     )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert f"{f}:4, field 'deployments.a.tp'" in p.stderr
+
+
+@pytest.mark.parametrize(
+    ("terms", "field"),
+    [({"eff_compute": 1e-308}, "eff_compute"), ({"overhead_step_s": 1e308}, "overhead_step_s")],
+    ids=["efficiency-1e-308", "overhead-1e308"],
+)
+def test_a_calibration_term_out_of_physical_range_is_refused_naming_it(
+    tmp_path: Path, terms: dict[str, float], field: str
+) -> None:
+    """Terms whose steps took 1e303 s: simulate hung accounting power second by second (or
+    overflowed to inf in the governor). The calibration's reader refuses them."""
+    calib = tmp_path / "c.json"
+    calib.write_text(json.dumps({"version": 1, "hardware": {"h100-sxm": terms}}))
+    f = tmp_path / "f.yaml"
+    f.write_text(SITE % "" + DEPLOYMENT % ", calibration: c.json")
+    with pytest.raises(ConfigError, match="must be a number in") as err:
+        load_fleet(f)
+    assert (err.value.path, err.value.field) == (str(calib), f"hardware.h100-sxm.{field}")
+
+
+def test_a_deployment_whose_steps_take_for_ever_is_refused(tmp_path: Path) -> None:
+    """Terms each in range, together over a minute a step (60 s a step and 1 s a layer)."""
+    calib = tmp_path / "c.json"
+    terms = {"overhead_step_s": 60.0, "overhead_layer_s": 1.0}
+    calib.write_text(json.dumps({"version": 1, "hardware": {"h100-sxm": terms}}))
+    f = tmp_path / "f.yaml"
+    f.write_text(SITE % "" + DEPLOYMENT % ", calibration: c.json")
+    with pytest.raises(ConfigError, match="one decode step of one sequence would take") as err:
+        load_fleet(f)
+    assert (err.value.path, err.value.line, err.value.field) == (str(f), 4, "deployments.a")
+
+
+def test_cli_a_device_of_absurdly_slow_figures_is_refused_not_simulated(tmp_path: Path) -> None:
+    hw = tmp_path / "hw.yaml"  # each figure within the catalog's bounds, together 2e7 s a step
+    hw.write_text(
+        "devices:\n  slow:\n    category: gpu\n    software: plugin\n    maturity: pilot\n"
+        "    source: s\n    memory_gb: 80\n    mem_bw_gbps: 1e-6\n"
+        "    peak_tflops: {bf16: 1e-6}\n    tdp_w: 700\n"
+    )
+    f = tmp_path / "f.yaml"
+    f.write_text(
+        "hardware_files: [hw.yaml]\n" + SITE % "" + DEPLOYMENT.replace("h100-sxm", "slow") % ""
+    )
+    t = tmp_path / "t.jsonl"
+    t.write_text(ROW)
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(f), "--trace", str(t)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{f}:5, field 'deployments.a': infeasible: one decode step" in p.stderr

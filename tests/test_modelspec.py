@@ -109,3 +109,25 @@ def test_unknown_model_suggests_close_names() -> None:
     with pytest.raises(UnknownNameError) as err:
         load_model("llama-3.1-8")
     assert "llama-3.1-8b" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"tie_word_embeddings": "false"}, "tie_word_embeddings"),  # bool("false") is True
+        ({"tie_word_embeddings": 1}, "tie_word_embeddings"),
+        ({"num_local_experts": 4, "num_experts_per_tok": 8}, "num_experts_per_tok"),
+    ],
+)
+def test_config_fields_that_would_read_as_something_else_are_refused(
+    tmp_path: Path, changes: dict[str, object], field: str
+) -> None:
+    config = json.loads(
+        (Path(__file__).parent.parent / "src/wattserve/data/models/llama-3.1-8b.json").read_text()
+    )
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({**config, **changes}, indent=1))
+    with pytest.raises(ConfigError) as err:
+        load_model(str(f))
+    assert (err.value.path, err.value.field) == (str(f), field)
+    assert err.value.line is not None

@@ -173,6 +173,9 @@ def test_user_policy_by_module_path(hetero) -> None:  # type: ignore[no-untyped-
         ("wattserve.errors:NoBackendAvailable", "failed"),  # its constructor needs arguments
         ("weighted:cost=nan", "finite"),
         ("weighted:cost=inf", "finite"),
+        ("weighted:cost=-1", ">= 0"),  # would seek the dearest target
+        ("weighted:cost=1,cost=2", "twice"),  # the last used to win without a word
+        ("weighted:cost=0,energy=0", "above 0"),
     ],
 )
 def test_a_policy_that_cannot_be_made_is_an_error_naming_it(spec: str, message: str) -> None:

@@ -210,6 +210,11 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
     except ConfigError as exc:  # the stages come from the row's count over its tp
         field = "count" if exc.field == "pp" else "tensor_parallel"
         raise ConfigError(exc.detail, path=path, line=m.line, field=field) from None
+    missing = PerfModel(dep, default_params(hw)).missing  # figures the step needs, not terms
+    if missing:
+        raise ConfigError(
+            f"cannot model this row: {'; '.join(missing)}", path=path, line=m.line, field="hardware"
+        )
     if m.pipeline_parallel > spec.num_layers:
         raise ConfigError(
             f"{m.pipeline_parallel} pipeline stages for {spec.num_layers} layers: a stage "

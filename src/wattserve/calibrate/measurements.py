@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -73,12 +74,14 @@ def _int(
     maximum: int | None = None,
 ) -> int:
     raw = (row.get(key) or "").strip()
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _INT.fullmatch(raw):
         raise ConfigError(
-            f"expected an integer, got {raw!r}", path=path, line=line, field=key
-        ) from None
+            f"expected a whole number in ASCII digits, got {raw[:40]!r}",
+            path=path,
+            line=line,
+            field=key,
+        )
+    value = int(raw)
     if value < minimum:
         raise ConfigError(
             f"must be at least {minimum}, got {value}", path=path, line=line, field=key
@@ -94,12 +97,9 @@ def _float(row: dict[str, str], key: str, path: str, line: int) -> float | None:
     raw = (row.get(key) or "").strip()
     if not raw:
         return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"expected a number, got {raw!r}", path=path, line=line, field=key
-        ) from None
+    if not _NUMBER.fullmatch(raw):
+        raise ConfigError(f"expected a number, got {raw[:40]!r}", path=path, line=line, field=key)
+    value = float(raw)
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"must be a positive number, got {raw}", path=path, line=line, field=key)
     lo, hi, unit = _RANGES[key]
@@ -109,6 +109,11 @@ def _float(row: dict[str, str], key: str, path: str, line: int) -> float | None:
         )
     return value
 
+
+# Numbers as a CSV writer prints them, in ASCII: int() and float() would also take '1_000',
+# '+5', Arabic-Indic digits and 'nan', none of which a measuring script writes on purpose.
+_INT = re.compile(r"-?[0-9]{1,12}")
+_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?")
 
 # What a measured step can be: from a nanosecond to a day; per device from a milliwatt (an edge
 # accelerator idles at a few watts) to a megawatt (a wafer-scale system draws tens of kW).
@@ -193,6 +198,12 @@ def read_measurements(path: str | Path) -> list[Measurement]:
             raise ConfigError(f"column(s) named twice: {', '.join(twice)}", path=str(p), line=1)
         reader.fieldnames = header
         for row in reader:
+            if None in row:  # DictReader files the fields past the header under None
+                raise ConfigError(
+                    f"{len(header) + len(row[None])} fields where the header names {len(header)}",
+                    path=str(p),
+                    line=reader.line_num,
+                )
             if len(rows) == MAX_ROWS:
                 raise ConfigError(
                     f"more than {MAX_ROWS} rows: average repeated measurements of one shape "

@@ -67,7 +67,7 @@ def calibrate_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the fit report as JSON.")] = False,
 ) -> None:
     """Fit efficiencies, overheads and the power curve per hardware; print the fit error."""
-    check_writable(output, "--output")
+    check_writable(output, "--output", (measurements, *(hardware_file or [])))
     rows = read_measurements(measurements)
     calibration, reports = fit_calibration(
         rows, load_catalog(hardware_file or []), source=str(measurements)

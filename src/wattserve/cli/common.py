@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -45,8 +46,33 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def print_json(data: Any) -> None:
+    """Print `data` as strict JSON. A NaN or an infinity (which no JSON reader takes) is a
+    WattserveError naming where it is, found before the first byte is written: not a
+    traceback from json.dump after half an object."""
+    where = non_finite_at(data)
+    if where is not None:
+        raise WattserveError(
+            f"the result's {where[0]} came out as {where[1]}: a figure behind it is out of "
+            "any physical range (check the --calibration, --hardware-file or fleet values)"
+        )
     json.dump(data, sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def non_finite_at(data: Any, at: str = "") -> tuple[str, float] | None:
+    """The path (`sites.dc.carbon_g`) and value of the first NaN or infinity in `data`."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return at or "value", data
+    items: Any = ()
+    if isinstance(data, dict):
+        items = ((f"{at}.{k}" if at else str(k), v) for k, v in data.items())
+    elif isinstance(data, list | tuple):
+        items = ((f"{at}[{i}]", v) for i, v in enumerate(data))
+    for sub, value in items:
+        found = non_finite_at(value, sub)
+        if found is not None:
+            return found
+    return None
 
 
 def check_writable(path: Path, flag: str, inputs: tuple[Path | str, ...] = ()) -> None:

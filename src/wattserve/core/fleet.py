@@ -212,6 +212,7 @@ def _parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tupl
     if not isinstance(raw, list):
         raise ConfigError("must be a list of links", path=path, line=line, field="links")
     links = []
+    seen: dict[frozenset[str], int] = {}
     for i, entry in enumerate(raw):
         if not isinstance(entry, LineDict):
             raise ConfigError("must be a mapping", path=path, line=line, field=f"links[{i}]")
@@ -220,6 +221,14 @@ def _parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tupl
         pair = entry.get("between")
         if not (isinstance(pair, list) and len(pair) == 2 and all(p in sites for p in pair)):
             raise r.err("between", f"must name two sites of this fleet ({', '.join(sites)})")
+        if pair[0] == pair[1]:
+            raise r.err("between", f"names {pair[0]} twice: a link joins two different sites")
+        key = frozenset(pair)
+        if key in seen:  # else one of the two would be used and the other ignored, unsaid
+            raise r.err(
+                "between", f"{pair[0]} and {pair[1]} are already linked by links[{seen[key]}]"
+            )
+        seen[key] = i
         outages = []
         for j, o in enumerate(entry.get("outages") or []):
             if not isinstance(o, LineDict):
@@ -521,12 +530,25 @@ def parse_sites(raw: Any, path: str, line: int, catalog: Catalog | None = None) 
             name,
             cast(SiteKind, kind),
             r.number("power_cap_w", positive=True),
-            r.number("electricity_usd_per_kwh", 0.08) or 0.0,
+            _at_most(r, "electricity_usd_per_kwh", 0.08, MAX_USD_PER_KWH, "$/kWh") or 0.0,
             pue,
-            r.number("carbon_g_per_kwh"),
+            _at_most(r, "carbon_g_per_kwh", None, MAX_CARBON_G_PER_KWH, "g/kWh"),
             _available(r, entry, catalog),
         )
     return sites
+
+
+# A thousand times the dearest retail electricity, ten times a coal plant's grid intensity:
+# past these a figure is a slip, and its products overflow to infinity in the results.
+MAX_USD_PER_KWH = 1e3
+MAX_CARBON_G_PER_KWH = 1e4
+
+
+def _at_most(r: Fields, key: str, default: float | None, most: float, unit: str) -> float | None:
+    value = r.number(key, default)
+    if value is not None and value > most:
+        raise r.err(key, f"at most {most:g} {unit}, got {value:g}")
+    return value
 
 
 def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tuple[str, int], ...]:
@@ -548,12 +570,25 @@ def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tup
     return tuple(out)
 
 
+# The slowest real engine decodes a token in seconds (Llama 3.1 405B in bf16 on one CPU, about
+# 4 s); a step of minutes comes from a broken figure, and a simulation would then account its
+# power second by second for months.
+MAX_LEAST_STEP_S = 60.0
+
+
 def kv_block_count(dep: Deployment, params: EngineParams) -> tuple[int, str]:
     """KV-cache blocks one replica holds (what memory leaves after weights and activations),
     and the reason it cannot run ("" when it can)."""
     pm = perf_model(dep, params)
     if pm.missing:
         return 0, "; ".join(pm.missing)
+    least = pm.decode_step(1, 1)  # the least work an engine step does
+    if not least.time_s <= MAX_LEAST_STEP_S:  # NaN too
+        return 0, (
+            f"one decode step of one sequence would take {least.time_s:.3g} s on "
+            f"{dep.hardware.id} (at most {MAX_LEAST_STEP_S:g} s): a figure of the device or "
+            "a calibration term is out of range"
+        )
     fit = memory_fit(dep, params, 1, KV_BLOCK_TOKENS, dep.max_batched_tokens)
     if not fit.fits:
         return 0, fit.reason
@@ -680,7 +715,7 @@ def parse_fleet(
     models = {d.model for d in deps} | {h.model for h in hosted}
     return Fleet(
         aliases=_parse_aliases(data.get("aliases"), models, path, data.line_of("aliases")),
-        name=str(data.get("name", Path(path).stem)),
+        name=top.text("name", Path(path).stem),
         sites=sites,
         links=_parse_links(data.get("links"), sites, path, data.line_of("links")),
         default_rtt_s=_rtt_s(top, "default_rtt_ms", 50.0),

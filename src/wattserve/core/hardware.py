@@ -280,6 +280,15 @@ def parse_hardware(hw_id: str, entry: Any, path: str) -> Hardware:
             where = f"{hw_id}.peak_tflops.{dtype}"
             line = peaks.line_of(dtype)
             figures[PEAK_PREFIX + dtype] = _figure(raw, "peak_tflops", source, where, path, line)
+    idle, tdp = figures.get("idle_w"), figures.get("tdp_w")
+    if idle is not None and tdp is not None and idle.value > tdp.value:
+        # power runs from idle up to TDP: an idle above it makes every watt and joule wrong
+        raise ConfigError(
+            f"idle power {idle.value:g} W is above the TDP of {tdp.value:g} W",
+            path=path,
+            line=entry.line_of("idle_w"),
+            field=f"{hw_id}.idle_w",
+        )
     return Hardware(
         id=hw_id,
         name=_text(entry, "name", hw_id, hw_id, path),

@@ -201,6 +201,21 @@ def model_from_hf_config(
         )
     experts = get("num_experts", 1)
     top_k = get("num_experts_per_tok", 1 if experts == 1 else 2)
+    if experts > 1 and top_k > experts:
+        raise ConfigError(
+            f"{top_k} experts per token, but the model has {experts}",
+            path=path,
+            line=_line_of(text, "num_experts_per_tok"),
+            field="num_experts_per_tok",
+        )
+    tied = config.get("tie_word_embeddings") or False
+    if not isinstance(tied, bool):  # "false" is a non-empty string: true to bool()
+        raise ConfigError(
+            f"must be true or false, got {tied!r:.40}",
+            path=path,
+            line=_line_of(text, "tie_word_embeddings"),
+            field="tie_word_embeddings",
+        )
     ffn = get("intermediate_size", required=experts == 1)
     expert_ffn = get("moe_intermediate_size", ffn or 0)
     shared_ffn = get("shared_expert_intermediate_size", 0)
@@ -226,7 +241,7 @@ def model_from_hf_config(
         head_dim=get("head_dim", hidden // heads),
         intermediate_size=ffn or expert_ffn,
         vocab_size=get("vocab_size", required=True),
-        tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        tied_embeddings=tied,
         num_experts=experts,
         experts_per_token=min(top_k, experts),
         expert_intermediate_size=expert_ffn if experts > 1 else 0,

@@ -72,14 +72,25 @@ _CPU = EngineParams(
     source="wattserve defaults for CPUs (docs/model.md)",
 )
 
-# Terms that must be strictly positive and at most this (efficiencies and shares).
-RANGES: dict[str, tuple[float, float]] = {
-    "eff_compute": (0.0, 1.0),
-    "eff_memory": (0.0, 1.0),
-    "eff_comm": (0.0, 1.0),
-    "memory_utilization": (0.0, 1.0),
-    "idle_fraction": (0.0, 1.0),
-    "attn_factor": (0.0, 100.0),  # attention free, or a hundred times the GEMMs': a broken file
+# What a calibration file may hold, per term: (lowest, highest, lowest excluded). Wider than
+# calibrate's fit bounds (calibrate/fit.py BOUNDS, which every fitted file is inside) so that
+# hand-set terms have room, but physical: an efficiency of 1e-308 or an overhead of 1e308 s
+# would turn every figure behind it into infinity. Costs may be 0 (off).
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "eff_compute": (0.001, 1.0, False),
+    "eff_memory": (0.001, 1.0, False),
+    "eff_comm": (0.001, 1.0, False),
+    "overhead_step_s": (0.0, 60.0, False),
+    "overhead_layer_s": (0.0, 1.0, False),
+    "overhead_seq_s": (0.0, 1.0, False),
+    "overhead_collective_s": (0.0, 1.0, False),
+    "gemm_pad_elems": (0.0, 1.0e10, False),
+    "gemm_latency_s": (0.0, 1.0, False),
+    "attn_factor": (0.0, 100.0, True),  # attention free, or a hundred times the GEMMs'
+    "memory_utilization": (0.0, 1.0, True),
+    "power_k_compute": (0.0, 100.0, False),
+    "power_k_memory": (0.0, 100.0, False),
+    "idle_fraction": (0.0, 1.0, True),
 }
 
 NUMERIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EngineParams) if f.name != "source")
@@ -173,10 +184,9 @@ def load_calibration(path: str | Path) -> Calibration:
         for name in NUMERIC_FIELDS:
             if name in entry:
                 v = entry[name]
-                lo, hi = RANGES.get(name, (0.0, float("inf")))
-                ok = _finite(v)
-                if not ok or not (lo < v <= hi if name in RANGES else lo <= v <= hi):
-                    span = f"in ({lo:g}, {hi:g}]" if name in RANGES else ">= 0 and finite"
+                lo, hi, open_low = RANGES[name]
+                if not _finite(v) or not (lo < v <= hi if open_low else lo <= v <= hi):
+                    span = f"in ({lo:g}, {hi:g}]" if open_low else f"in [{lo:g}, {hi:g}]"
                     raise ConfigError(
                         f"must be a number {span}, got {v!r:.40}",
                         path=str(p),

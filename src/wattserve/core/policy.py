@@ -315,9 +315,16 @@ def make_policy(spec: str) -> Policy:
                 weight = float(value)
             except ValueError:
                 raise ConfigError(f"'{part}' is not metric=weight", field="policy") from None
-            if not math.isfinite(weight):
-                raise ConfigError(f"'{part}': the weight must be a finite number", field="policy")
+            if not math.isfinite(weight) or weight < 0:
+                # a negative weight would seek the dearest or slowest target
+                raise ConfigError(
+                    f"'{part}': the weight must be a finite number >= 0", field="policy"
+                )
+            if key.strip() in weights:  # else the last would win without a word
+                raise ConfigError(f"'{key.strip()}' is weighted twice", field="policy")
             weights[key.strip()] = weight
+        if not any(weights.values()):
+            raise ConfigError("at least one weight must be above 0", field="policy")
         return Weighted(weights)
     if ":" in spec:
         module, _, cls = spec.partition(":")
