@@ -192,6 +192,19 @@ def test_governor_fast_path_and_account() -> None:
     assert off.admits("dc", Draw(1e9))
 
 
+def test_a_step_waiting_for_power_goes_before_a_new_one_unless_it_cannot_fit() -> None:
+    """The rule simulate and serve's engines share (PowerGovernor.may_start)."""
+    gov = PowerGovernor({"dc": 1000.0})
+    gov.add_base("dc", 400.0)
+    gov.change("dc", 0.0, 300.0)  # 300 W of the 600 W above idle taken
+    assert gov.may_start("dc", 200.0, None)  # fits, nothing waits
+    assert not gov.may_start("dc", 400.0, None)  # does not fit
+    assert not gov.may_start("dc", 200.0, 250.0)  # the waiting step fits: it goes first
+    assert gov.may_start("dc", 200.0, 350.0)  # it cannot fit yet: the new step passes it
+    gov.set_cap("dc", 2000.0, 1.0)  # a cap change lets waiting steps try again from then
+    assert gov.account("dc").ready_t == 1.0 and not gov.may_start("dc", 200.0, 350.0)
+
+
 def test_emulated_backend_reserves_and_releases_step_power() -> None:
     fleet = load_fleet(HETERO)
     router = Router(fleet, make_policy("least_loaded"))

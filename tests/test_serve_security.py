@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving import Server, gateway, raw_request
 
+from wattserve.core.fleet import load_fleet
 from wattserve.serve.journal import journal_dir
 from wattserve.serve.ledger import Ledger
 
@@ -163,6 +164,58 @@ def test_a_nano_dollar_budget_serves_nothing(tmp_path: Path) -> None:
             )
         assert codes == [429] * 50
     assert sqlite3.connect(db).execute("SELECT spent_usd FROM keys").fetchone()[0] == 0
+
+
+CAPPED_FLEET = f"""\
+name: capped
+sites:
+  dc: {{kind: datacenter, power_cap_w: 500}}
+deployments:
+  g: {{site: dc, model: {MODEL}, hardware: h100-sxm, replicas: 2}}
+"""
+
+
+def _gauges(text: str, name: str) -> list[float]:
+    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+
+
+def test_a_capped_fleet_bills_each_request_its_share_of_the_device_time(tmp_path: Path) -> None:
+    """Two H100s whose idle draw is 210 W under a 500 W cap (a request adds about 290 W to an
+    idle one): steps wait for power. Each request is billed its shares of the steps it was in,
+    waits included, and its hold counts its engine's measured stretch: what requests cost is
+    billed (before, about 75% of it was not: a request's whole elapsed time over the batch it
+    ended in, and a step could wait seconds for an engine that took its power back step after
+    step), the budget is never passed, and the billed time is the engines' device time."""
+    db = tmp_path / "capped.db"
+    budget = 0.004
+    key = new_key(db, "tight", budget_usd=budget)
+    ops = new_key(db, "ops", metrics=True)
+    fleet_file = tmp_path / "capped.yaml"
+    fleet_file.write_text(CAPPED_FLEET)
+    usd_per_s, usd_per_j = load_fleet(fleet_file).deployments[0].cost.billable()
+    assert usd_per_s > 0 and usd_per_j == 0  # rented: a request's dollars are its time alone
+
+    def one(i: int) -> int:
+        return httpx.post(
+            f"{s.url}{CHAT}", json=body(100, stream=bool(i % 2)), headers=auth(key), timeout=120
+        ).status_code
+
+    with gateway(tmp_path, CAPPED_FLEET, "--require-keys", name="capped") as s:
+        with concurrent.futures.ThreadPoolExecutor(60) as pool:
+            codes = list(pool.map(one, range(120)))
+        metrics = httpx.get(f"{s.url}/metrics", headers=auth(ops), timeout=10).text
+    assert set(codes) <= {200, 429} and codes.count(200) >= 5 and 429 in codes
+    assert max(_gauges(metrics, "wattserve_engine_power_stretch{")) > 1.0  # steps waited
+    device_s = sum(_gauges(metrics, "wattserve_engine_device_seconds{"))
+    con = sqlite3.connect(db)
+    served, usd, billed = con.execute(
+        "SELECT COUNT(*), SUM(usd), SUM(billed_usd) FROM requests WHERE status = 'ok'"
+    ).fetchone()
+    spent = con.execute("SELECT spent_usd FROM keys WHERE name = 'tight'").fetchone()[0]
+    assert served == codes.count(200)
+    assert billed >= 0.98 * usd  # measured: 0% unbilled in 10 runs (before: 63% to 83%)
+    assert spent <= budget * (1 + 1e-9) and abs(spent - billed) <= 1e-9 * budget
+    assert usd / usd_per_s == pytest.approx(device_s, rel=1e-5)  # /metrics prints 6 digits
 
 
 def test_fifty_parallel_requests_never_overrun_a_rate_limit(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ shows). Times are whatever clock the caller uses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,6 +48,9 @@ class SitePower:
     last_t: float = 0.0
     bin_s: float = 1.0
     bins: dict[int, float] = field(default_factory=dict)  # bin index -> peak power in the bin
+    # when a step waiting for power here could last go: the planned end of a step that gave
+    # its power back, or a change of cap (see `PowerGovernor.freed`)
+    ready_t: float = -math.inf
 
     def advance(self, t: float) -> None:
         """Account the stretch from the last change to `t` at the current power."""
@@ -126,6 +130,17 @@ class PowerGovernor:
         s = self.sites[site]
         return s.cap_w is None or s.power_w + delta_w <= s.cap_w + EPS_W
 
+    def may_start(self, site: str, delta_w: float, first_waiting_w: float | None) -> bool:
+        """The one rule both clocks follow before a step that adds `delta_w` at `site` takes
+        its power: it fits under the cap, and the step at the head of the site's queue of
+        steps waiting for power (`first_waiting_w`, what that one adds; None: no step waits
+        ahead of this one) cannot go first. Waiting steps go in the order they began to wait;
+        a new step passes them only while the first cannot fit (otherwise an engine that gives
+        power back and takes it again for its next step starves the others)."""
+        if not self.fits(site, delta_w):
+            return False
+        return first_waiting_w is None or not self.fits(site, first_waiting_w)
+
     def slows(self, site: str, delta_w: float) -> bool:
         """Whether a step adding `delta_w` could never fit under the site's cap, even with every
         other device idle, and is to be slowed down to fit it (`throttle`): when the cap leaves
@@ -156,6 +171,21 @@ class PowerGovernor:
     def change(self, site: str, t: float, delta_w: float) -> None:
         """Record that the site's power changes by `delta_w` at time `t`."""
         self.sites[site].change(t, delta_w)
+
+    def set_cap(self, site: str, cap_w: float | None, t: float) -> None:
+        """Change the site's cap (None: none) at time `t`; steps waiting for power may go."""
+        s = self.sites[site]
+        if cap_w != s.cap_w:
+            s.cap_w = cap_w
+            self.freed(site, t)
+
+    def freed(self, site: str, t: float) -> None:
+        """A step at `site` gave its power back, due at `t` (its planned end: an engine loop
+        that wakes late is the host's delay, not the step's), or the cap changed at `t`: a
+        step waiting for power there could go from then on (SitePower.ready_t)."""
+        s = self.sites[site]
+        if t > s.ready_t:
+            s.ready_t = t
 
     def close(self, t: float) -> None:
         for s in self.sites.values():

@@ -203,6 +203,24 @@ class Gateway:
                     1.0 if b.healthy else 0.0,
                 )
             )
+            if b.device_s is not None:  # an emulated engine: its steps' device time
+                labels = {"backend": b.name, "site": b.site}
+                out.append(
+                    (
+                        "wattserve_engine_device_seconds",
+                        "Device time of the engine's steps so far, running or waiting for power.",
+                        labels,
+                        b.device_s,
+                    )
+                )
+                out.append(
+                    (
+                        "wattserve_engine_power_stretch",
+                        "Device time of the engine's recent steps over their time at full power.",
+                        labels,
+                        b.stretch(),
+                    )
+                )
         out.append(("wattserve_in_flight_requests", "Requests in flight.", {}, self.in_flight))
         if self.state is not None:
             st = self.state
@@ -313,7 +331,7 @@ class Gateway:
                     self.state.caps[change.site] = change.power_cap_w
                     self.state.sync_now()
                 else:
-                    self.router.gov.sites[change.site].cap_w = change.power_cap_w
+                    self.router.gov.set_cap(change.site, change.power_cap_w, self.router.clock())
             elif change.target not in self.router.targets:
                 raise ChangeError(404, f"no target '{change.target}'", "target")
             elif self.state is not None:
@@ -458,7 +476,8 @@ class Gateway:
                 continue
             hold: Hold | None = None
             if key is not None:
-                reserved = await self.budgets.reserve(key, worst_case(target, req))
+                worst = worst_case(target, req, backend.stretch())
+                reserved = await self.budgets.reserve(key, worst)
                 if isinstance(reserved, Refusal):  # routed, then refused: the key's row shows it
                     self.accounts.record(
                         greq, key, None, None, started, None, "rejected", reserved.message

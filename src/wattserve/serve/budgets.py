@@ -28,8 +28,9 @@ from wattserve.core.workload import Request
 from wattserve.serve.ledger import KeyRecord
 
 # The worst case doubles what it is built from (see worst_case): an emulated step slowed under a
-# power cap bills the extra idle time, and a request's share of a device's time depends on the
-# batch it ends in. Measured overruns are counted in wattserve_budget_overruns_total.
+# power cap bills the extra idle time, a request's share of a device's time depends on the
+# batches it runs in, and the stretch of waiting for power is measured after the fact.
+# Measured overruns are counted in wattserve_budget_overruns_total.
 HEADROOM = 2.0
 # Retry-After of a budget refusal that requests in flight cause: their holds end as they do
 HELD_RETRY_S = 1.0
@@ -184,12 +185,16 @@ def usd_per_s(target: Any) -> float:
     )
 
 
-def worst_case(target: Any, req: Request) -> Charge:
+def worst_case(target: Any, req: Request, stretch: float = 1.0) -> Charge:
     """The most `req` (its prompt and `output_tokens` = max_tokens) can cost on `target`: the
     target's predicted dollars and joules, plus its time-priced dollars over the predicted
-    duration, with HEADROOM. Unknown energy (inf or NaN) holds 0 J: it is not billed either."""
+    duration times `stretch` (how much a power cap stretches the chosen backend's steps now:
+    serve.stretch; 1 without a binding cap, and read as 1 unless finite and above 1), with
+    HEADROOM. Unknown energy (inf or NaN) holds 0 J: it is not billed either."""
     ttft_s, tpot_s, joules, usd = target.predict(req)
     duration_s = _finite(ttft_s) + req.output_tokens * _finite(tpot_s)
+    if math.isfinite(stretch) and stretch > 1.0:
+        duration_s *= stretch
     joules = _finite(joules)
     perf = getattr(target, "perf", None)
     if perf is not None:  # an engine pool: see _alone_j

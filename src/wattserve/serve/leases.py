@@ -125,9 +125,11 @@ class PowerLeases:
 
     def apply(self, site: str) -> None:
         """Set the governor's cap for `site` to the idle draw plus this replica's lease."""
-        acct = self.router.gov.sites[site]
+        gov = self.router.gov
+        acct = gov.sites[site]
         room = self.headroom_w(site)
-        acct.cap_w = None if room is None else acct.base_w + min(self.sites[site].lease_w, room)
+        cap = None if room is None else acct.base_w + min(self.sites[site].lease_w, room)
+        gov.set_cap(site, cap, self.router.clock())
         acct.floor_w = 0.0 if room is None else self.floor_w(room)
 
     def describe(self) -> dict[str, float]:

@@ -290,7 +290,12 @@ class Simulation:
             site = self.engine_site[i]
             gov = self.gov
             gov.throttle(site, plan, idle)  # a step that could never fit is slowed down
-            if not gov.fits(site, plan.power_w - base):
+            queue = self.waitlist[site]
+            first = queue[0] if queue else None
+            ahead = (
+                None if first is None else self.pending[first].power_w - self.engines[first].idle_w
+            )
+            if not gov.may_start(site, plan.power_w - base, ahead):
                 if held_w is not None:
                     gov.change(site, self.now, idle - held_w)
                 self.pending[i] = plan
@@ -345,7 +350,7 @@ class Simulation:
         self.gov.change(site, self.now, engine.idle_w - plan.power_w)
         while queue:
             j = queue[0]
-            if not self.gov.fits(site, self.pending[j].power_w - self.engines[j].idle_w):
+            if not self.gov.may_start(site, self.pending[j].power_w - self.engines[j].idle_w, None):
                 break
             queue.popleft()
             self._start(j, self.pending.pop(j))

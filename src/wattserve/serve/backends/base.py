@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,9 @@ class Backend(ABC):
     kind: str
     healthy: bool = True
     probed: bool = False  # whether the gateway's health loop calls `check` on it
+    # seconds its devices were held by its requests' steps, running or waiting for power (the
+    # time its requests' time-priced dollars share out); None where it is not known
+    device_s: float | None = None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Start what the backend needs (a task, a subprocess)."""
@@ -73,6 +77,11 @@ class Backend(ABC):
     def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         """Stream Pieces, then one Finish. Raise UpstreamError on failure. Closing the iterator
         early (the client went away) cancels the work upstream."""
+
+    def stretch(self) -> float:
+        """How much a power cap stretches this backend's time now (serve.stretch): what a
+        hold scales the time-priced dollars of a request here by; 1.0 where nothing waits."""
+        return 1.0
 
     async def check(self) -> bool:
         """A health probe; the default trusts the last outcome."""
@@ -91,6 +100,8 @@ class BuildContext:
     governor: PowerGovernor  # emulated engines reserve their steps' power with it
     rng: random.Random
     power_changed: asyncio.Condition  # notified when a site's power falls
+    # by site: the backends whose steps wait for power there, in the order they began to wait
+    power_waits: dict[str, deque[Any]] = field(default_factory=dict)
 
 
 @dataclass

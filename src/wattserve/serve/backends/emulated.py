@@ -4,7 +4,16 @@ An "H100 running Llama-3.1-8B" answers with that hardware's timing, batching con
 power: each engine step sleeps for the PerfModel's step time, every sequence in the step gets
 its token when the step ends, and the step's energy is shared among the tokens it produced.
 The text is synthetic and marked as such. Steps reserve their power with the PowerGovernor
-first, exactly as in `simulate`.
+first, exactly as in `simulate`: power a step gives back goes first to the steps already
+waiting for it at the site, in the order they began to wait.
+
+A request's time-priced dollars are its shares of the device time of the steps it was in: a
+step's device time is the time it waited for power (the devices held and idle) plus its
+PerfModel time (slowed where a cap demanded it), split equally among the sequences in the
+step. The shares of all requests add up to the engine's `device_s`: nothing is counted twice,
+nothing lost. The devices' time is the emulated hardware's: an engine loop that wakes later
+than its step's end (a busy host) delays the tokens, but neither its own step nor a step
+waiting for its power is billed that delay.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from wattserve.core.engine import EngineModel, Seq
@@ -32,6 +42,7 @@ from wattserve.serve.backends.base import (
     Piece,
 )
 from wattserve.serve.backends.hosted_emulated import EmulatedHostedBackend
+from wattserve.serve.stretch import StepStretch
 
 log = logging.getLogger("wattserve.serve")
 POWER_WAIT_WARN_S = 5.0  # a step that waits for power longer than this is logged
@@ -58,18 +69,20 @@ WORDS = (
 class _Stream:
     """The per-request queue between the engine loop and the HTTP handler."""
 
-    __slots__ = ("energy_j", "queue", "seq")
+    __slots__ = ("device_s", "energy_j", "queue", "seq")
 
     def __init__(self, seq: Seq) -> None:
         self.seq = seq
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.energy_j = 0.0
+        self.device_s = 0.0  # its shares of the steps' device time
 
 
 class EmulatedBackend(Backend):
     """One emulated engine replica."""
 
     kind = "emulated"
+    device_s: float = 0.0  # see the module's docstring
 
     def __init__(
         self,
@@ -82,6 +95,7 @@ class EmulatedBackend(Backend):
         usd_per_j: float,
         clock: Callable[[], float] = time.monotonic,
         power_changed: asyncio.Condition | None = None,
+        power_waits: deque[EmulatedBackend] | None = None,
     ) -> None:
         self.name, self.site, self.model = name, site, model
         self.engine = engine
@@ -91,12 +105,20 @@ class EmulatedBackend(Backend):
         self.streams: dict[int, _Stream] = {}
         self.wake = asyncio.Event()
         self.power_changed = power_changed  # notified when this engine's step power falls
+        # the site's engines whose steps wait for power, in the order they began to wait
+        self.power_waits: deque[EmulatedBackend] = deque() if power_waits is None else power_waits
+        self.want_w = 0.0  # the power this engine's waiting step needs above idle
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
         self.counter = 0
+        self.device_s = 0.0
+        self.stretched = StepStretch()  # how much the cap stretches this engine's steps
 
     def power_w(self) -> float:
         return self.engine.power_w
+
+    def stretch(self) -> float:
+        return self.stretched.ratio
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name=f"engine {self.name}")
@@ -120,8 +142,8 @@ class EmulatedBackend(Backend):
             return
         gov, site = self.governor, self.site
 
-        def ready() -> bool:  # it fits, or could never fit alone: then throttled to the cap
-            return gov.fits(site, delta_w) or gov.slows(site, delta_w)
+        def ready() -> bool:  # its turn, or it could never fit alone: then throttled to the cap
+            return self._may_start(delta_w) or gov.slows(site, delta_w)
 
         async with cond:
             try:
@@ -144,10 +166,21 @@ class EmulatedBackend(Backend):
                 )
             await cond.wait_for(ready)
 
+    def _may_start(self, delta_w: float) -> bool:
+        """Whether a step adding `delta_w` may take its power now (PowerGovernor.may_start,
+        the simulator's rule): a step in the site's queue waits for those ahead of it."""
+        waits = self.power_waits
+        if not waits or waits[0] is self:
+            return self.governor.may_start(self.site, delta_w, None)
+        if self in waits:
+            return False
+        return self.governor.may_start(self.site, delta_w, waits[0].want_w)
+
     async def _loop(self) -> None:
         engine = self.engine
         while not self.stopping:
-            plan, rejected = engine.next_plan(self.clock())
+            planned = self.clock()
+            plan, rejected = engine.next_plan(planned)
             for s in rejected:
                 stream = self.streams.pop(id(s), None)
                 if stream is not None:
@@ -156,37 +189,62 @@ class EmulatedBackend(Backend):
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            model_s = plan.end_s - plan.start_s  # at full power, as the predictions assume
             self.governor.throttle(self.site, plan, engine.idle_w)
             delta = plan.power_w - engine.idle_w
-            while not self.governor.fits(self.site, delta):
-                await self._wait_for_power(delta)
-                # the cap may have fallen meanwhile (a shared power lease returned): slow the
-                # step to fit it rather than wait for power that will not come
-                self.governor.throttle(self.site, plan, engine.idle_w)
-                delta = plan.power_w - engine.idle_w
+            waited = False
+            try:
+                while not self._may_start(delta):
+                    if not waited:
+                        waited = True
+                        self.power_waits.append(self)
+                    self.want_w = delta
+                    await self._wait_for_power(delta)
+                    # the cap may have fallen meanwhile (a shared power lease returned): slow
+                    # the step to fit it rather than wait for power that will not come
+                    self.governor.throttle(self.site, plan, engine.idle_w)
+                    delta = plan.power_w - engine.idle_w
+            finally:
+                if waited:
+                    self.power_waits.remove(self)
             start = self.clock()
+            wait_s = 0.0
+            if waited:  # until the power it waited for was due back (SitePower.ready_t)
+                due = min(start, self.governor.account(self.site).ready_t)
+                wait_s = max(0.0, due - planned)
             duration = plan.end_s - plan.start_s
             plan.start_s, plan.end_s = start, start + duration
             engine.start(plan)
             self.governor.change(self.site, start, delta)
+            if waited and self.power_waits and self.power_changed is not None:
+                async with self.power_changed:  # the next waiting step's turn: it may fit too
+                    self.power_changed.notify_all()
             decoding = [s for s in engine.running.values() if s.decoding]
             before = {id(s): s.generated for s, _ in plan.chunks}
             await asyncio.sleep(max(0.0, plan.end_s - self.clock()))
+            end = self.clock()
             tokens = sum(q for _, q in plan.chunks) + len(decoding)
             per_token_j = plan.energy_j / tokens if tokens else 0.0
-            _, finished = engine.complete(self.clock())
-            self.governor.change(self.site, self.clock(), -delta)
+            _, finished = engine.complete(end)
+            self.governor.change(self.site, end, -delta)
+            self.governor.freed(self.site, plan.end_s)
             if self.power_changed is not None:
                 async with self.power_changed:
                     self.power_changed.notify_all()
+            step_s = wait_s + duration  # the devices are held while the step waits
+            self.stretched.add(end, model_s, step_s)
+            self.device_s += step_s
+            share_s = step_s / max(1, len(plan.chunks) + len(decoding))
             for s, q in plan.chunks:
                 stream = self.streams.get(id(s))
                 if stream is not None:
                     stream.energy_j += q * per_token_j
+                    stream.device_s += share_s
             for s in decoding:
                 stream = self.streams.get(id(s))
                 if stream is not None:
                     stream.energy_j += per_token_j
+                    stream.device_s += share_s
             emitted = decoding + [s for s, _ in plan.chunks if s.generated > before[id(s)]]
             for s in emitted:
                 stream = self.streams.get(id(s))
@@ -215,7 +273,6 @@ class EmulatedBackend(Backend):
         self.streams[id(seq)] = stream
         self.engine.submit(seq)
         self.wake.set()
-        started = self.clock()
         produced = 0
         try:
             while True:
@@ -233,14 +290,12 @@ class EmulatedBackend(Backend):
                 before_first_byte=True,
                 status=400,
             )
-        elapsed = self.clock() - started
-        share = elapsed / max(1, self.engine.batch + 1)
         yield Finish(
             finish_reason="length",
             prompt_tokens=req.prompt_tokens,
             completion_tokens=produced,
             energy_j=stream.energy_j if self.engine.power_known else None,
-            usd=self.usd_per_s * share + self.usd_per_j * stream.energy_j,
+            usd=self.usd_per_s * stream.device_s + self.usd_per_j * stream.energy_j,
             synthetic=True,
         )
 
@@ -267,6 +322,7 @@ class EmulatedKind(BackendKind):
                 usd_per_s,
                 usd_per_j,
                 power_changed=ctx.power_changed,
+                power_waits=ctx.power_waits.setdefault(spec.site, deque()),
             )
             ctx.governor.add_base(spec.site, e.idle_w)
 
