@@ -234,3 +234,48 @@ def test_a_step_waiting_for_power_goes_before_a_busy_engines_next_step() -> None
     billed_s = (fin.usd or 0.0) / usd_per_s
     batch_s = busy.engine.busy_s  # the batch's 300 steps at their model time
     assert billed_s < batch_s / 10  # 8 steps and their waits, not the batch's whole run
+
+
+def test_a_request_that_ends_early_is_billed_its_shares_so_far() -> None:
+    """A client that leaves mid-answer pays its shares of the steps it was in, as one that
+    stays does: before, the gateway billed it the whole time it ran at the devices' full
+    price (budgets.delivered), 8 times its share in a batch of 8."""
+    fleet = parse_fleet(load_yaml_text(CAPPED, "capped.yaml"), "capped.yaml")
+    usd_per_s = fleet.deployments[0].cost.billable()[0]
+    router = Router(fleet, make_policy("least_loaded"))
+    engine = next(b for b in router.backends.values() if isinstance(b, EmulatedBackend))
+
+    async def finish(i: int) -> Finish:
+        async for ev in engine.generate(GenRequest(f"r{i}", "chat", "llama-3.2-1b", {}, 20, 60)):
+            if isinstance(ev, Finish):
+                return ev
+        raise AssertionError("no Finish")
+
+    async def leave() -> tuple[int, float]:
+        events = engine.generate(GenRequest("gone", "chat", "llama-3.2-1b", {}, 20, 60))
+        start, n = asyncio.get_running_loop().time(), 0
+        async for _ in events:
+            n += 1
+            if n == 20:
+                break
+        await events.aclose()  # as the gateway does when the client goes
+        return n, asyncio.get_running_loop().time() - start
+
+    async def run() -> tuple[list[Finish], int, float]:
+        await engine.start()
+        try:
+            others = [asyncio.ensure_future(finish(i)) for i in range(7)]
+            n, elapsed = await leave()
+            return await asyncio.gather(*others), n, elapsed
+        finally:
+            await engine.stop()
+
+    finishes, n, elapsed = asyncio.run(run())
+    measured = engine.left_early("gone")
+    assert measured is not None and engine.left_early("gone") is None  # read once
+    usd, joules = measured
+    assert joules is not None and joules > 0
+    billed_s = usd / usd_per_s
+    assert 0 < billed_s < elapsed / 3  # its shares, in a batch of 8: not all the time it ran
+    total_s = billed_s + sum((f.usd or 0.0) / usd_per_s for f in finishes)
+    assert total_s == pytest.approx(engine.device_s, rel=1e-9)  # nothing lost, nothing twice

@@ -66,11 +66,16 @@ class Accounts:
         why: str | None,
     ) -> asyncio.Future[None]:
         """A request that reached a backend is over: settle its hold and record it. One that
-        ended early (no Finish) is charged the target's figures for its prompt and the
-        `produced` tokens, over the time it ran (see budgets.delivered)."""
+        ended early (no Finish) is charged what its backend measured of it (an emulated
+        engine: its shares of the steps it was in), else the target's figures for its prompt
+        and the `produced` tokens, over the time it ran (see budgets.delivered)."""
         if fin is None:
-            cost = delivered(target, req, produced, time.monotonic() - started)
-            fin = Finish(status, greq.prompt_tokens, produced, cost.joules or None, cost.usd)
+            measured = backend.left_early(greq.id) if backend is not None else None
+            if measured is not None:
+                fin = Finish(status, greq.prompt_tokens, produced, measured[1], measured[0])
+            else:
+                cost = delivered(target, req, produced, time.monotonic() - started)
+                fin = Finish(status, greq.prompt_tokens, produced, cost.joules or None, cost.usd)
         billed = self.settle(hold, fin)
         return self.record(greq, key, backend, ttft_s, started, fin, status, why, billed)
 

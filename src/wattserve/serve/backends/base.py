@@ -78,6 +78,12 @@ class Backend(ABC):
         """Stream Pieces, then one Finish. Raise UpstreamError on failure. Closing the iterator
         early (the client went away) cancels the work upstream."""
 
+    def left_early(self, request_id: str) -> tuple[float, float | None] | None:
+        """What a request that ended early here cost up to then, where the backend measures
+        it: (dollars, joules or None where power is unknown); None elsewhere (the gateway then
+        bills `budgets.delivered`). Read once: the backend forgets it."""
+        return None
+
     def stretch(self) -> float:
         """How much a power cap stretches this backend's time now (serve.stretch): what a
         hold scales the time-priced dollars of a request here by; 1.0 where nothing waits."""

@@ -46,6 +46,7 @@ from wattserve.serve.stretch import StepStretch
 
 log = logging.getLogger("wattserve.serve")
 POWER_WAIT_WARN_S = 5.0  # a step that waits for power longer than this is logged
+MAX_GONE = 4096  # early-ended requests' charges kept for the gateway to read (see left_early)
 
 WORDS = (
     "emulated",
@@ -113,12 +114,23 @@ class EmulatedBackend(Backend):
         self.counter = 0
         self.device_s = 0.0
         self.stretched = StepStretch()  # how much the cap stretches this engine's steps
+        # requests whose client left: their shares so far, until the gateway reads them
+        self.gone: dict[str, tuple[float, float | None]] = {}
+        self.in_step: dict[int, tuple[float, float]] = {}  # the running step's dues by sequence
 
     def power_w(self) -> float:
         return self.engine.power_w
 
     def stretch(self) -> float:
         return self.stretched.ratio
+
+    def left_early(self, request_id: str) -> tuple[float, float | None] | None:
+        return self.gone.pop(request_id, None)
+
+    def _charge(self, stream: _Stream) -> tuple[float, float | None]:
+        """A request's dollars and joules: its shares of its steps (the module's docstring)."""
+        usd = self.usd_per_s * stream.device_s + self.usd_per_j * stream.energy_j
+        return usd, stream.energy_j if self.engine.power_known else None
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name=f"engine {self.name}")
@@ -221,30 +233,32 @@ class EmulatedBackend(Backend):
                     self.power_changed.notify_all()
             decoding = [s for s in engine.running.values() if s.decoding]
             before = {id(s): s.generated for s, _ in plan.chunks}
-            await asyncio.sleep(max(0.0, plan.end_s - self.clock()))
-            end = self.clock()
+            step_s = wait_s + duration  # the devices are held while the step waits
             tokens = sum(q for _, q in plan.chunks) + len(decoding)
             per_token_j = plan.energy_j / tokens if tokens else 0.0
+            share_s = step_s / max(1, len(plan.chunks) + len(decoding))
+            # each sequence's share of this step, known before it runs: a request whose
+            # client leaves meanwhile takes its share with it (generate's finally)
+            dues = {id(s): (share_s, q * per_token_j) for s, q in plan.chunks}
+            for s in decoding:
+                dues[id(s)] = (share_s, per_token_j)
+            self.in_step = dues
+            await asyncio.sleep(max(0.0, plan.end_s - self.clock()))
+            end = self.clock()
             _, finished = engine.complete(end)
             self.governor.change(self.site, end, -delta)
             self.governor.freed(self.site, plan.end_s)
             if self.power_changed is not None:
                 async with self.power_changed:
                     self.power_changed.notify_all()
-            step_s = wait_s + duration  # the devices are held while the step waits
             self.stretched.add(end, model_s, step_s)
             self.device_s += step_s
-            share_s = step_s / max(1, len(plan.chunks) + len(decoding))
-            for s, q in plan.chunks:
-                stream = self.streams.get(id(s))
+            self.in_step = {}
+            for key, (due_s, due_j) in dues.items():
+                stream = self.streams.get(key)
                 if stream is not None:
-                    stream.energy_j += q * per_token_j
-                    stream.device_s += share_s
-            for s in decoding:
-                stream = self.streams.get(id(s))
-                if stream is not None:
-                    stream.energy_j += per_token_j
-                    stream.device_s += share_s
+                    stream.device_s += due_s
+                    stream.energy_j += due_j
             emitted = decoding + [s for s, _ in plan.chunks if s.generated > before[id(s)]]
             for s in emitted:
                 stream = self.streams.get(id(s))
@@ -284,18 +298,25 @@ class EmulatedBackend(Backend):
         finally:
             if self.streams.pop(id(seq), None) is not None:  # the client left early
                 self.engine.abort(seq)
+                due_s, due_j = self.in_step.get(id(seq), (0.0, 0.0))  # the step it is in
+                stream.device_s += due_s
+                stream.energy_j += due_j
+                if len(self.gone) >= MAX_GONE:  # read by the gateway at once; never unbounded
+                    self.gone.pop(next(iter(self.gone)))
+                self.gone[req.id] = self._charge(stream)
         if produced == 0:
             raise UpstreamError(
                 f"{self.name} cannot fit a {req.prompt_tokens}-token prompt in its KV cache",
                 before_first_byte=True,
                 status=400,
             )
+        usd, joules = self._charge(stream)
         yield Finish(
             finish_reason="length",
             prompt_tokens=req.prompt_tokens,
             completion_tokens=produced,
-            energy_j=stream.energy_j if self.engine.power_known else None,
-            usd=self.usd_per_s * stream.device_s + self.usd_per_j * stream.energy_j,
+            energy_j=joules,
+            usd=usd,
             synthetic=True,
         )
 
