@@ -28,9 +28,9 @@ def load(path: Path, duration_s: float | None = None, rate_scale: float = 1.0) -
     )
 
 
-def simulate_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def simulate_cli(*args: str, fleet: Path = HOMOGENEOUS) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(HOMOGENEOUS), *args],
+        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -329,14 +329,17 @@ def test_cli_fleet_tp_error_names_the_file_and_line(tmp_path: Path) -> None:
     f.write_text(SITE % "" + DEPLOYMENT % ", tp: 3")
     t = tmp_path / "t.jsonl"
     t.write_text(ROW)
-    p = subprocess.run(
-        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(f), "--trace", str(t)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = simulate_cli("--trace", str(t), fleet=f)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert f"{f}:4, field 'deployments.a.tp'" in p.stderr
+
+
+def calibrated_fleet(tmp_path: Path, terms: dict[str, float]) -> Path:
+    """A one-deployment fleet file whose calibration, c.json, holds `terms` for H100s."""
+    (tmp_path / "c.json").write_text(json.dumps({"version": 1, "hardware": {"h100-sxm": terms}}))
+    f = tmp_path / "f.yaml"
+    f.write_text(SITE % "" + DEPLOYMENT % ", calibration: c.json")
+    return f
 
 
 @pytest.mark.parametrize(
@@ -349,22 +352,17 @@ def test_a_calibration_term_out_of_physical_range_is_refused_naming_it(
 ) -> None:
     """Terms whose steps took 1e303 s: simulate hung accounting power second by second (or
     overflowed to inf in the governor). The calibration's reader refuses them."""
-    calib = tmp_path / "c.json"
-    calib.write_text(json.dumps({"version": 1, "hardware": {"h100-sxm": terms}}))
-    f = tmp_path / "f.yaml"
-    f.write_text(SITE % "" + DEPLOYMENT % ", calibration: c.json")
     with pytest.raises(ConfigError, match="must be a number in") as err:
-        load_fleet(f)
-    assert (err.value.path, err.value.field) == (str(calib), f"hardware.h100-sxm.{field}")
+        load_fleet(calibrated_fleet(tmp_path, terms))
+    assert (err.value.path, err.value.field) == (
+        str(tmp_path / "c.json"),
+        f"hardware.h100-sxm.{field}",
+    )
 
 
 def test_a_deployment_whose_steps_take_for_ever_is_refused(tmp_path: Path) -> None:
     """Terms each in range, together over a minute a step (60 s a step and 1 s a layer)."""
-    calib = tmp_path / "c.json"
-    terms = {"overhead_step_s": 60.0, "overhead_layer_s": 1.0}
-    calib.write_text(json.dumps({"version": 1, "hardware": {"h100-sxm": terms}}))
-    f = tmp_path / "f.yaml"
-    f.write_text(SITE % "" + DEPLOYMENT % ", calibration: c.json")
+    f = calibrated_fleet(tmp_path, {"overhead_step_s": 60.0, "overhead_layer_s": 1.0})
     with pytest.raises(ConfigError, match="one decode step of one sequence would take") as err:
         load_fleet(f)
     assert (err.value.path, err.value.line, err.value.field) == (str(f), 4, "deployments.a")
@@ -383,11 +381,6 @@ def test_cli_a_device_of_absurdly_slow_figures_is_refused_not_simulated(tmp_path
     )
     t = tmp_path / "t.jsonl"
     t.write_text(ROW)
-    p = subprocess.run(
-        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(f), "--trace", str(t)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = simulate_cli("--trace", str(t), fleet=f)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert f"{f}:5, field 'deployments.a': infeasible: one decode step" in p.stderr
