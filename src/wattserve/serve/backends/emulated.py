@@ -241,7 +241,8 @@ class EmulatedBackend(Backend):
             # client leaves meanwhile takes its share with it (generate's finally)
             dues = {id(s): (share_s, q * per_token_j) for s, q in plan.chunks}
             for s in decoding:
-                dues[id(s)] = (share_s, per_token_j)
+                got_s, got_j = dues.get(id(s), (0.0, 0.0))
+                dues[id(s)] = (got_s + share_s, got_j + per_token_j)
             self.in_step = dues
             await asyncio.sleep(max(0.0, plan.end_s - self.clock()))
             end = self.clock()
