@@ -21,9 +21,10 @@ import time
 
 from wattserve.core.catalog import load_catalog
 from wattserve.core.deployment import Deployment
-from wattserve.core.fleet import Fleet, Link, Site
+from wattserve.core.fleet import Fleet
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration
+from wattserve.core.sites import Link, Site
 from wattserve.core.workload import SLO
 from wattserve.plan.api import summarize_solution
 from wattserve.plan.capacity import Capacity, CapacityCache, Shape, replica_capacity

@@ -18,9 +18,10 @@ from wattserve import PlanInfeasibleError, plan
 from wattserve.cli.app import app
 from wattserve.core.catalog import load_catalog
 from wattserve.core.deployment import Deployment
-from wattserve.core.fleet import Fleet, Site, load_fleet
+from wattserve.core.fleet import Fleet, load_fleet
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration
+from wattserve.core.sites import Site
 from wattserve.core.workload import SLO, load_workload
 from wattserve.errors import ConfigError
 from wattserve.plan.api import Plan

@@ -41,7 +41,7 @@ from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.hardware import Hardware
 from wattserve.core.modelspec import fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams, default_params
-from wattserve.core.perf import PerfModel
+from wattserve.core.perf import PerfModel, perf_model
 from wattserve.errors import CalibrationError, ConfigError, WattserveError
 
 TIME_PARAMS = (
@@ -210,7 +210,7 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
     except ConfigError as exc:  # the stages come from the row's count over its tp
         field = "count" if exc.field == "pp" else "tensor_parallel"
         raise ConfigError(exc.detail, path=path, line=m.line, field=field) from None
-    missing = PerfModel(dep, default_params(hw)).missing  # figures the step needs, not terms
+    missing = perf_model(dep, default_params(hw)).missing  # figures the step needs, not terms
     if missing:
         raise ConfigError(
             f"cannot model this row: {'; '.join(missing)}", path=path, line=m.line, field="hardware"

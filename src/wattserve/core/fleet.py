@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 from wattserve.core.catalog import Catalog, load_catalog
-from wattserve.core.cost import MAX_PUE, CostAssumptions, CostRate, cost_rate
+from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.energy import token_energy_j
@@ -21,55 +21,18 @@ from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
 from wattserve.core.modelspec import builtin_model_id, load_model
 from wattserve.core.params import Calibration, EngineParams, load_calibration
 from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.sites import (
+    MAX_LATENCY_S,
+    Link,
+    Site,
+    mapping_of,
+    parse_links,
+    parse_sites,
+    rtt_s,
+)
 from wattserve.core.sized import SizedEnergy, hosted_energy
 from wattserve.core.yamlio import Fields, LineDict, load_yaml_file
 from wattserve.errors import ConfigError, UnknownNameError, WattserveError
-
-SiteKind = Literal["datacenter", "edge", "cloud"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outage:
-    start_s: float
-    end_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A network path between two sites: round-trip time, bandwidth, outage windows."""
-
-    a: str
-    b: str
-    rtt_s: float
-    bandwidth_gbps: float | None = None
-    outages: tuple[Outage, ...] = ()
-
-    def up(self, t: float) -> bool:
-        return not any(o.start_s <= t < o.end_s for o in self.outages)
-
-    def next_up(self, t: float) -> float:
-        """The first time at or after t when the link is up."""
-        for o in sorted(self.outages, key=lambda o: o.start_s):
-            if o.start_s <= t < o.end_s:
-                t = o.end_s
-        return t
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    """Where devices live. `carbon_g_per_kwh` is the grid's intensity (None: unknown);
-    `available` caps how many devices of each hardware id the site can hold (absent: no limit)."""
-
-    name: str
-    kind: SiteKind
-    power_cap_w: float | None
-    electricity_usd_per_kwh: float
-    pue: float
-    carbon_g_per_kwh: float | None = None
-    available: tuple[tuple[str, int], ...] = ()
-
-    def available_count(self, hw_id: str) -> int | None:
-        return dict(self.available).get(hw_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,72 +157,6 @@ class Fleet:
 
 
 # -- parsing ------------------------------------------------------------------------------
-
-
-def _mapping(d: Any, key: str, path: str, line: int) -> LineDict:
-    if d is None:
-        empty = LineDict()
-        empty.key_lines = {}
-        return empty
-    if not isinstance(d, LineDict):
-        raise ConfigError("must be a mapping of names to entries", path=path, line=line, field=key)
-    return d
-
-
-def _parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tuple[Link, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError("must be a list of links", path=path, line=line, field="links")
-    links = []
-    seen: dict[frozenset[str], int] = {}
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, LineDict):
-            raise ConfigError("must be a mapping", path=path, line=line, field=f"links[{i}]")
-        r = Fields(entry, path, f"links[{i}]")
-        r.check_keys({"between", "rtt_ms", "bandwidth_gbps", "outages"})
-        pair = entry.get("between")
-        if not (isinstance(pair, list) and len(pair) == 2 and all(p in sites for p in pair)):
-            raise r.err("between", f"must name two sites of this fleet ({', '.join(sites)})")
-        if pair[0] == pair[1]:
-            raise r.err("between", f"names {pair[0]} twice: a link joins two different sites")
-        key = frozenset(pair)
-        if key in seen:  # else one of the two would be used and the other ignored, unsaid
-            raise r.err(
-                "between", f"{pair[0]} and {pair[1]} are already linked by links[{seen[key]}]"
-            )
-        seen[key] = i
-        outages = []
-        for j, o in enumerate(entry.get("outages") or []):
-            if not isinstance(o, LineDict):
-                raise r.err("outages", "each outage is {start_s: ..., end_s: ...}")
-            ro = Fields(o, path, f"links[{i}].outages[{j}]")
-            start, end = ro.number("start_s"), ro.number("end_s")
-            if start is None or end is None or end <= start:
-                raise ro.err("end_s", "an outage needs start_s < end_s")
-            outages.append(Outage(start, end))
-        links.append(
-            Link(
-                pair[0],
-                pair[1],
-                _rtt_s(r, "rtt_ms", 0.0),
-                r.number("bandwidth_gbps", positive=True),
-                tuple(outages),
-            )
-        )
-    return tuple(links)
-
-
-MAX_LATENCY_S = 3600.0  # a round trip or first token slower than an hour is a typo
-
-
-def _rtt_s(r: Fields, key: str, default_ms: float) -> float:
-    """A round-trip time given in ms, in seconds: at most MAX_LATENCY_S (a simulation's
-    latency histograms grow with it; 1e12 ms ran out of memory)."""
-    ms = r.number(key, default_ms) or 0.0
-    if ms > MAX_LATENCY_S * 1e3:
-        raise r.err(key, f"at most {MAX_LATENCY_S * 1e3:,.0f} ms (an hour), got {ms:g}")
-    return ms / 1e3
 
 
 def _resolve_deployment(
@@ -501,75 +398,6 @@ def _resolve_hosted(
     )
 
 
-def parse_sites(raw: Any, path: str, line: int, catalog: Catalog | None = None) -> dict[str, Site]:
-    """The `sites:` block of a fleet (or sites) file; `catalog` checks `available:` ids."""
-    sites: dict[str, Site] = {}
-    for name, entry in _mapping(raw, "sites", path, line).items():
-        if not isinstance(entry, LineDict):
-            raise ConfigError("must be a mapping", path=path, line=line, field=name)
-        r = Fields(entry, path, f"sites.{name}")
-        r.check_keys(
-            {
-                "kind",
-                "power_cap_w",
-                "electricity_usd_per_kwh",
-                "pue",
-                "carbon_g_per_kwh",
-                "available",
-            }
-        )
-        kind = r.text("kind", "datacenter")
-        if kind not in ("datacenter", "edge", "cloud"):
-            raise r.err("kind", "use datacenter, edge or cloud")
-        pue = r.number("pue", 1.5) or 0.0
-        if not 1 <= pue <= MAX_PUE:  # facility power over IT power: the facility includes the IT
-            raise r.err(
-                "pue", f"must be between 1 and {MAX_PUE:g} (facility power / IT power), got {pue:g}"
-            )
-        sites[name] = Site(
-            name,
-            cast(SiteKind, kind),
-            r.number("power_cap_w", positive=True),
-            _at_most(r, "electricity_usd_per_kwh", 0.08, MAX_USD_PER_KWH, "$/kWh") or 0.0,
-            pue,
-            _at_most(r, "carbon_g_per_kwh", None, MAX_CARBON_G_PER_KWH, "g/kWh"),
-            _available(r, entry, catalog),
-        )
-    return sites
-
-
-# A thousand times the dearest retail electricity, ten times a coal plant's grid intensity:
-# past these a figure is a slip, and its products overflow to infinity in the results.
-MAX_USD_PER_KWH = 1e3
-MAX_CARBON_G_PER_KWH = 1e4
-
-
-def _at_most(r: Fields, key: str, default: float | None, most: float, unit: str) -> float | None:
-    value = r.number(key, default)
-    if value is not None and value > most:
-        raise r.err(key, f"at most {most:g} {unit}, got {value:g}")
-    return value
-
-
-def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tuple[str, int], ...]:
-    raw = entry.get("available")
-    if raw is None:
-        return ()
-    if not isinstance(raw, LineDict):
-        raise r.err("available", "maps hardware ids to device counts, e.g. {h100-sxm: 16}")
-    out = []
-    for hw_id, n in raw.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise r.err("available", f"the count of '{hw_id}' must be a whole number >= 0")
-        if catalog is not None and hw_id not in catalog.devices:
-            try:
-                catalog.device(hw_id)
-            except WattserveError as exc:
-                raise r.err("available", str(exc)) from None
-        out.append((str(hw_id), n))
-    return tuple(out)
-
-
 # The slowest real engine decodes a token in seconds (Llama 3.1 405B in bf16 on one CPU, about
 # 4 s); a step of minutes comes from a broken figure, and a simulation would then account its
 # power second by second for months.
@@ -681,8 +509,8 @@ def parse_fleet(
     sites = parse_sites(data.get("sites"), path, data.line_of("sites"), cat)
     if not sites:
         raise ConfigError("a fleet needs at least one site", path=path, field="sites")
-    deps_map = _mapping(data.get("deployments"), "deployments", path, data.line_of("deployments"))
-    hosted_map = _mapping(data.get("providers"), "providers", path, data.line_of("providers"))
+    deps_map = mapping_of(data.get("deployments"), "deployments", path, data.line_of("deployments"))
+    hosted_map = mapping_of(data.get("providers"), "providers", path, data.line_of("providers"))
     for section, entries in (("deployments", deps_map), ("providers", hosted_map)):
         for n, e in entries.items():
             if not isinstance(e, LineDict):
@@ -717,8 +545,8 @@ def parse_fleet(
         aliases=_parse_aliases(data.get("aliases"), models, path, data.line_of("aliases")),
         name=top.text("name", Path(path).stem),
         sites=sites,
-        links=_parse_links(data.get("links"), sites, path, data.line_of("links")),
-        default_rtt_s=_rtt_s(top, "default_rtt_ms", 50.0),
+        links=parse_links(data.get("links"), sites, path, data.line_of("links")),
+        default_rtt_s=rtt_s(top, "default_rtt_ms", 50.0),
         deployments=deps,
         hosted=hosted,
         path=path,

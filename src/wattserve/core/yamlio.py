@@ -212,7 +212,13 @@ class Fields:
         return v
 
     def number(
-        self, key: str, default: float | None = None, *, positive: bool = False
+        self,
+        key: str,
+        default: float | None = None,
+        *,
+        positive: bool = False,
+        most: float | None = None,
+        unit: str = "",
     ) -> float | None:
         v = self.d.get(key, default)
         if v is None:
@@ -227,6 +233,8 @@ class Fields:
             raise self.err(key, f"expected a finite number, got {'NaN' if f != f else f}")
         if f < 0 or (positive and f == 0):
             raise self.err(key, f"must be {'positive' if positive else 'non-negative'}, got {v}")
+        if most is not None and f > most:
+            raise self.err(key, f"at most {most:g}{' ' + unit if unit else ''}, got {f:g}")
         return f
 
     def integer(self, key: str, default: int) -> int:

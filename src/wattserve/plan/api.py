@@ -12,8 +12,9 @@ from typing import Any
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import J_PER_KWH
 from wattserve.core.dtypes import Dtype
-from wattserve.core.fleet import Fleet, Site, load_sites
+from wattserve.core.fleet import Fleet, load_sites
 from wattserve.core.params import Calibration
+from wattserve.core.sites import Site
 from wattserve.core.workload import Request, Workload, load_workload, stream_workload
 from wattserve.core.yamlio import LineDict, load_yaml_file
 from wattserve.errors import ConfigError, PlanInfeasibleError, closest

@@ -30,9 +30,10 @@ from typing import Any, Literal
 
 from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment
-from wattserve.core.fleet import DeploymentSpec, Fleet, Site, kv_block_count
+from wattserve.core.fleet import DeploymentSpec, Fleet, kv_block_count
 from wattserve.core.params import EngineParams
 from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.sites import Site
 from wattserve.core.textfile import load_json, read_text
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError

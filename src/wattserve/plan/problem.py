@@ -19,10 +19,11 @@ from wattserve.core.configs import SearchSpace, search_configs
 from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.dtypes import Dtype
-from wattserve.core.fleet import Fleet, HostedSpec, Site
+from wattserve.core.fleet import Fleet, HostedSpec
 from wattserve.core.hardware import MATURITY, Hardware
 from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.core.params import Calibration, EngineParams
+from wattserve.core.sites import Site
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError, UnknownNameError
 from wattserve.plan.capacity import (

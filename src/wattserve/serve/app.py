@@ -43,6 +43,7 @@ from wattserve.serve.accounting import Accounts, durable
 from wattserve.serve.backends.base import Event, Finish, GenRequest, Piece
 from wattserve.serve.budgets import Budgets, Hold, LocalBudgets, Refusal, worst_case
 from wattserve.serve.fleet_admin import CapChange, ChangeError, check_cap, parse_change
+from wattserve.serve.gauges import live_gauges
 from wattserve.serve.guard import error, guard, read_json
 from wattserve.serve.ledger import KeyRecord, Ledger
 from wattserve.serve.metrics import Metrics
@@ -127,7 +128,7 @@ class Gateway:
         self.body_timeout_s = body_timeout_s
         self.max_queue_s = max_queue_s
         self.metrics = Metrics()
-        self.metrics.gauges.append(self._gauges)
+        self.metrics.gauges.append(lambda: live_gauges(self.router, self.state, self.in_flight))
         self.in_flight = 0
         self.draining = False
         self.context_tokens = context_windows(router.fleet)
@@ -178,60 +179,6 @@ class Gateway:
             await self.state.stop()
         await self.router.stop()
         self.ledger.close()
-
-    def _gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
-        out: list[tuple[str, str, dict[str, str], float]] = []
-        for name, acct in self.router.gov.sites.items():
-            out.append(
-                ("wattserve_site_power_watts", "Site power now.", {"site": name}, acct.power_w)
-            )
-            if acct.cap_w is not None:
-                out.append(
-                    (
-                        "wattserve_site_power_cap_watts",
-                        "Site power cap.",
-                        {"site": name},
-                        acct.cap_w,
-                    )
-                )
-        for b in self.router.backends.values():
-            out.append(
-                (
-                    "wattserve_backend_up",
-                    "1 if the backend is healthy.",
-                    {"backend": b.name, "site": b.site},
-                    1.0 if b.healthy else 0.0,
-                )
-            )
-            if b.device_s is not None:  # an emulated engine: its steps' device time
-                labels = {"backend": b.name, "site": b.site}
-                out.append(
-                    (
-                        "wattserve_engine_device_seconds",
-                        "Device time of the engine's steps so far, running or waiting for power.",
-                        labels,
-                        b.device_s,
-                    )
-                )
-                out.append(
-                    (
-                        "wattserve_engine_power_stretch",
-                        "Device time of the engine's recent steps over their time at full power.",
-                        labels,
-                        b.stretch(),
-                    )
-                )
-        out.append(("wattserve_in_flight_requests", "Requests in flight.", {}, self.in_flight))
-        if self.state is not None:
-            st = self.state
-            for name, help_, value in (
-                ("wattserve_state_up", "1 if the shared state (Redis) answers.", st.up),
-                ("wattserve_state_replicas", "Live gateway replicas.", st.replicas),
-                ("wattserve_state_lost_total", "Times the shared state was lost.", st.lost_total),
-                ("wattserve_state_pending_settlements", "Settlements queued.", len(st.pending)),
-            ):
-                out.append((name, help_, {}, float(value)))
-        return out
 
     def _key(self, request: web.Request) -> KeyRecord | web.Response | None:
         """The request's key. With keys required, a request without a live key is refused.
