@@ -319,16 +319,20 @@ def test_two_model_sizes_on_h100_predict_the_rest() -> None:
     assert power[1] < 12.0 and energy[1] < 15.0 and itl[1] < 10.0
 
 
-def test_b200_calibrated_on_chat_warns_that_it_does_not_transfer() -> None:
-    t, summary = table(rows(), TRAIN["B200"])
-    # B200's short chat steps are slower than any hardware term explains: attention's factor
-    # goes to its bound, calibrate warns, and the long-context gpqa rows are then predicted
-    # worse than uncalibrated (docs/accuracy.md); chat at batch <= 32 improves
-    assert "WARNING: attn_factor fitted at its bound" in summary
-    assert (
-        t["B200 chat dense batch <= 32"]["J/token"][1]
-        < t["B200 chat dense batch <= 32"]["J/token"][0]
-    )
+def test_b200_calibrated_on_chat_never_worse_in_time_or_energy() -> None:
+    """B200's short chat steps are slower than any hardware term explains: alone, attention's
+    factor would go to its upper bound (8) and then predict the long-context gpqa rows 2-4x
+    worse than uncalibrated. Selection excludes a term its fit sends to its upper bound, so
+    the calibration takes per-sequence and per-kernel costs instead, and no B200 group is
+    predicted worse in time or joules per token. Power is: gpqa's GPUs idle through most of
+    their 30-48 ms steps, which no power term fitted on chat can know (docs/accuracy.md)."""
+    picked = [r for r in rows() if r.key in TRAIN["B200"]]
+    _, [report] = fit_calibration(measurements(picked), load_catalog())
+    assert "attn_factor excluded (fitted at its upper bound)" in " ".join(report.notes)
+    assert "attn_factor" not in report.fitted and not report.warnings
+    t, _ = table(rows(), TRAIN["B200"])
+    assert not [w for w in worse(t) if " power " not in w], worse(t)
+    assert t["B200 all"]["J/token"][1] < t["B200 all"]["J/token"][0] / 2
     assert (
         t["B200 gpqa dense batch <= 32"]["power"][1] > t["B200 gpqa dense batch <= 32"]["power"][0]
     )

@@ -320,6 +320,19 @@ def test_power_keeps_its_defaults_with_too_few_watts_and_warns_when_implausible(
     assert any("idle_fraction fitted" in w for w in report.warnings), report.warnings
 
 
+def test_a_term_its_fit_sends_to_its_upper_bound_is_never_selected() -> None:
+    """Steps 3 s slower than the defaults: a per-step overhead would need more than its 2 s
+    bound. A set whose fit ends at a term's upper bound is not selected (the term stands in for
+    something the model does not describe); the report says which were excluded."""
+    shapes = [(1, 512), (8, 1024), (32, 512), (64, 2048), (4, 256), (16, 4096)]
+    rows = [_row("decode", b, t, _defaults_time("decode", b, t) + 3.0) for b, t in shapes]
+    _, [report] = fit_calibration(rows, load_catalog())
+    assert "overhead_step_s excluded (fitted at its upper bound)" in " ".join(report.notes)
+    assert "overhead_step_s" not in report.fitted
+    assert report.params.overhead_step_s == EngineParams().overhead_step_s
+    assert not any("upper" in w for w in report.warnings)
+
+
 def test_a_large_held_out_error_warns(tmp_path: Path) -> None:
     rng = random.Random(1)
     shapes = [

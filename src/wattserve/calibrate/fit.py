@@ -19,10 +19,11 @@ the same way on the rows that carry watts (at least three): forward selection by
 error, a log-normal prior per term (POWER_PRIOR_SIGMA), the defaults kept unless a set predicts
 held-out rows at least 3% better.
 
-A fitted term that ends at one of its bounds, or more than three prior widths from its centre,
-is reported with a warning: the rows ask more of it than it can physically give, so something
-the model does not describe is at work, and the fit is not to be trusted outside the measured
-shapes (docs/calibration.md).
+A term set whose fit ends a term at its upper bound is never selected (`at_ceiling`): the rows
+ask more of that term than it can physically give, so it stands in for something the model does
+not describe, which held-out rows of the same shapes cannot reveal. A selected term at its lower
+bound, or more than three prior widths from its centre, is reported with a warning: the fit is
+not to be trusted outside the measured shapes (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -354,6 +355,17 @@ def _abs_pct(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return errors
 
 
+def at_ceiling(
+    params: EngineParams, names: Sequence[str], bounds: dict[str, tuple[float, float]]
+) -> list[str]:
+    """The fitted terms that ended within 1% of their upper bound: the rows ask more of them
+    than they can physically give (an efficiency past 0.95 of the datasheet, an overhead or
+    attention factor at the most its range allows), so they stand in for something the model
+    does not describe, and a term set that needs that is never selected. (The bottom of a
+    cost's range is the cost nearly off, and a low efficiency is slow software: both possible.)"""
+    return [n for n in names if getattr(params, n) >= bounds[n][1] * 0.99]
+
+
 @dataclass(frozen=True, slots=True)
 class TermChoice:
     """The time terms selection kept: their names, the fitted terms, each row's seconds as
@@ -380,6 +392,7 @@ def select_terms(
     best = TermChoice((), base, None, default_err)
     current = best
     trail = [f"defaults: {default_err:.1f}% mean error"]
+    excluded: set[str] = set()  # terms a candidate set's fit sent to their upper bound
     while len(current.names) + 1 < len(rows):
         stage: TermChoice | None = None
         for n in candidates:
@@ -387,6 +400,13 @@ def select_terms(
                 continue
             names = (*current.names, n)
             full = _fit_times(rows, base, names, predict)
+            strained = at_ceiling(full, names, BOUNDS)
+            if strained:  # the rows want more of a term than it can physically give
+                for t in strained:
+                    if t not in excluded:
+                        excluded.add(t)
+                        trail.append(f"{t} excluded (fitted at its upper bound)")
+                continue
             held = _held_out(rows, base, names, full, predict)
             score = float(np.mean(_abs_pct(held, measured)))
             if stage is None or score < stage.score:
@@ -467,9 +487,11 @@ def _fit_power(
     best: tuple[tuple[str, ...], float] = ((), default_err)
     current: tuple[str, ...] = ()
     while len(current) < len(candidates) and len(current) + 2 <= len(costs):
-        score, stage = min(
-            (held_out(ns), ns) for ns in ((*current, n) for n in candidates if n not in current)
-        )
+        sets = [(*current, n) for n in candidates if n not in current]
+        sets = [ns for ns in sets if not at_ceiling(fit(ns, everything), ns, POWER_BOUNDS)]
+        if not sets:
+            break
+        score, stage = min((held_out(ns), ns) for ns in sets)
         if score < best[1] * MIN_GAIN:
             best = (stage, score)
         current = stage
@@ -506,9 +528,9 @@ def _implausible(
         value, default = getattr(params, n), getattr(base, n)
         if value == default:
             continue
-        lo, hi = bounds[n]
         centre = default or LOG_START[n]
         z = abs(math.log(value / centre)) / sigmas[n]
+        lo, hi = bounds[n]
         why = ["at its bound"] if value <= lo * 1.01 or value >= hi * 0.99 else []
         if z > IMPLAUSIBLE_SIGMA:
             why.append(f"{z:.1f} prior widths from its default")
