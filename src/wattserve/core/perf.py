@@ -4,7 +4,7 @@ A step processes, across its sequences, `tokens` new tokens; `attn_work` is the 
 tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read or written;
 `seqs` is the number of sequences. Prefill and decode are both steps:
 
-    time = max(FLOPs / (peak * eff_compute(T) * tp), bytes / (bw * eff_memory * tp))
+    time = max(FLOPs / (peak * eff_compute * tp), bytes / (bw * eff_memory * tp))
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
     power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * (u_memory + u_gaps)))
 
