@@ -25,7 +25,7 @@ from typing import Any
 
 from sim_to_real import MODEL, process, uptime, wattserve  # this directory: on sys.path
 
-from wattserve.profile.llama import N_BATCH, N_CTX, server_threads
+from wattserve.profile.llama import LOGITS_ALL, N_BATCH, N_CTX, server_threads
 from wattserve.serve.backends.local import llama_server_args, smollm2_gguf
 from wattserve.serve.net import free_port
 
@@ -65,7 +65,7 @@ def in_process() -> dict[int, dict[str, float]]:
 
     llm: Any = llama_cpp.Llama(
         model_path=str(smollm2_gguf()), n_ctx=N_CTX, n_batch=N_BATCH,
-        n_threads=server_threads(), verbose=False,
+        n_threads=server_threads(), logits_all=LOGITS_ALL, verbose=False,
     )  # fmt: skip
     vocab = int(llm.n_vocab())
     tokens = [(i * 7919) % (vocab - 100) + 100 for i in range(N_CTX)]

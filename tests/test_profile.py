@@ -314,3 +314,15 @@ def test_serve_demo_leaves_out_a_stale_shared_calibration(
     assert str(stale) in caplog.text and "gemm_half_rows" in caplog.text
     stale.write_text("{not json")
     assert "calibration:" not in demo_fleet_yaml(folder)
+
+
+def test_the_profile_times_the_llama_server_with_its_own_settings() -> None:
+    """`profile` times llama.cpp in-process with the settings the local backend gives its
+    server; logits for every token are one of them (32-39% of a prefill on the 2-vCPU machine,
+    docs/fidelity.md), so the server is told the same value the profile uses."""
+    from wattserve.profile import llama
+    from wattserve.serve.backends.local import llama_server_args
+
+    args = llama_server_args(Path("m.gguf"), "m", 1234)
+    assert args[args.index("--logits_all") + 1] == str(llama.LOGITS_ALL)
+    assert args[args.index("--n_ctx") + 1] == str(llama.N_CTX)

@@ -2,10 +2,10 @@
 
 Times one prefill of a prompt at several lengths and single-token decode steps at several
 context lengths, in-process through `llama_cpp.Llama` with the settings of the server the
-local backend starts (n_ctx 4096, n_batch 512, threads: the server's default of half the
-CPUs unless given). llama-cpp-python's server runs one sequence at a time, so every row is
-batch 1. Rows are `smollm2-135m` on `local-cpu` in `w4a16` (a 4-bit GGUF: weights move at 4-5
-bits, the math runs at the activations' precision; docs/model.md).
+local backend starts (n_ctx 4096, n_batch 512, logits for every token, threads: the server's
+default of half the CPUs unless given). llama-cpp-python's server runs one sequence at a
+time, so every row is batch 1. Rows are `smollm2-135m` on `local-cpu` in `w4a16` (a 4-bit
+GGUF: weights move at 4-5 bits, the math runs at the activations' precision; docs/model.md).
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ from typing import Any
 
 N_CTX = 4096  # what LocalLlamaBackend gives the server
 N_BATCH = 512  # llama-cpp-python's server default
+# The server's default too (llama_cpp.server.settings.ModelSettings.logits_all), and passed to
+# it by `llama_server_args` (serve/backends/local.py): every
+# evaluated token's logits are computed and copied out, which made prefill 32-39% and a decode
+# step 2-3.5 ms slower than without on this project's 2-vCPU machine (2026-12-03): the gap
+# between the server and a profile that left it off (benchmarks/llama_server_costs.py).
+LOGITS_ALL = True
 PREFILLS = (32, 128, 512, 1024)
 DECODES = (64, 512, 1536, 3072)
 QUICK_PREFILLS = (32, 256)
@@ -51,6 +57,7 @@ class LlamaTimer:
             n_ctx=N_CTX,
             n_batch=N_BATCH,
             n_threads=threads,
+            logits_all=LOGITS_ALL,
             verbose=False,
         )
         vocab = int(self.llm.n_vocab())

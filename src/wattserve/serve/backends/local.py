@@ -20,6 +20,7 @@ from wattserve.core.energy import request_energy_j
 from wattserve.core.fleet import LOCAL_LLAMA_N_CTX, DeploymentSpec
 from wattserve.core.workload import Request
 from wattserve.errors import ConfigError
+from wattserve.profile.llama import LOGITS_ALL
 from wattserve.profile.power import RaplMeter
 from wattserve.serve.backends.base import BackendKind, BuildContext, Built, GenRequest
 from wattserve.serve.backends.upstream import OpenAIBackend
@@ -67,6 +68,8 @@ def llama_server_args(
         str(n_ctx),
         "--interrupt_requests",
         "False",
+        "--logits_all",  # the server's default, named so that `profile` times what runs
+        str(LOGITS_ALL),
     ]
     return args + (["--n_threads", str(threads)] if threads else [])
 
