@@ -528,9 +528,9 @@ def _implausible(
         value, default = getattr(params, n), getattr(base, n)
         if value == default:
             continue
+        lo, hi = bounds[n]
         centre = default or LOG_START[n]
         z = abs(math.log(value / centre)) / sigmas[n]
-        lo, hi = bounds[n]
         why = ["at its bound"] if value <= lo * 1.01 or value >= hi * 0.99 else []
         if z > IMPLAUSIBLE_SIGMA:
             why.append(f"{z:.1f} prior widths from its default")
