@@ -20,7 +20,7 @@ N_CTX = 4096  # what LocalLlamaBackend gives the server
 N_BATCH = 512  # llama-cpp-python's server default
 # The server's default too (llama_cpp.server.settings.ModelSettings.logits_all), and passed to
 # it by `llama_server_args` (serve/backends/local.py): every evaluated token's logits are
-# computed and copied out, which made prefill 32-39% and a decode step 2-3.5 ms slower than
+# computed and copied out, which made prefill 32-39% and a decode step 1.4-3.4 ms slower than
 # without on this project's 2-vCPU machine (2026-12-03): the gap between the server and a
 # profile that left it off (benchmarks/llama_server_costs.py, docs/fidelity.md run F).
 LOGITS_ALL = True
