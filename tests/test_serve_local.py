@@ -95,8 +95,11 @@ deployments:
 """
     long = {
         "model": "smollm2-135m",
-        "max_tokens": 600,
-        "min_tokens": 600,
+        # two of 1,800 tokens each (the model's window is 2,048), one after the other: the
+        # engine busy for 25 s or more at the 8-13 ms a token of the fastest machine this ran
+        # on, where one of 600 ended within the 10 s of two health checks
+        "max_tokens": 1800,
+        "min_tokens": 1800,
         "stream": True,
         "messages": [{"role": "user", "content": "Tell a long story."}],
     }
@@ -108,13 +111,15 @@ deployments:
             with httpx.stream("POST", url, json=long, timeout=600) as r:
                 done.extend(len(line) for line in r.iter_lines())
 
-        busy = threading.Thread(target=generate)
-        busy.start()
+        busy = [threading.Thread(target=generate) for _ in range(2)]
+        for t in busy:
+            t.start()
         time.sleep(2 * HEALTH_EVERY_S)  # health checks ran while the engine was generating
-        still_busy = busy.is_alive()
+        still_busy = any(t.is_alive() for t in busy)
         short = {**long, "max_tokens": 2, "min_tokens": 0, "stream": False}
-        r = httpx.post(url, json=short, timeout=600)  # queued behind the long one
-        busy.join()
+        r = httpx.post(url, json=short, timeout=600)  # queued behind the long ones
+        for t in busy:
+            t.join()
     assert still_busy, "the long generation ended before the health checks: nothing was tested"
     assert r.status_code == 200, r.text
     assert done
