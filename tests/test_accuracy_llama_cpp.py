@@ -1,7 +1,7 @@
 """Calibrate on few, predict the rest, on real measurements of the llama.cpp engine `serve`
 runs (tests/data/llama_cpp_2vcpu: `wattserve profile` on this project's 2-vCPU machine,
 2026-12-02, load average ~5; llama-cpp-python 0.3.36, SmolLM2-135M-Instruct Q4_1, 1 thread,
-one sequence). The rows are measurements, not model output.
+one sequence; two later profiles below). The rows are measurements, not model output.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from wattserve import estimate, fit_calibration, load_catalog, read_measurements
+from wattserve.calibrate.fit import FitReport
+from wattserve.calibrate.measurements import Measurement
 
 DATA = Path(__file__).parent / "data" / "llama_cpp_2vcpu"
 HELD_OUT = {("prefill", 512), ("decode", 1536)}  # predicted, never fitted on
@@ -18,13 +20,15 @@ def _key(m):  # type: ignore[no-untyped-def]
     return (m.phase, m.prompt_tokens if m.phase == "prefill" else m.context_tokens)
 
 
-def test_six_real_points_predict_the_other_two_better_than_the_defaults() -> None:
-    catalog = load_catalog([DATA / "local-cpu.yaml"])
-    rows = read_measurements(DATA / "measurements.csv")
+def _calibrate_on_six(data: Path) -> tuple[FitReport, list[tuple[Measurement, float, float]]]:
+    """Calibrate on the profile's rows but HELD_OUT; each held-out row with the defaults' and
+    the calibration's absolute relative error."""
+    catalog = load_catalog([data / "local-cpu.yaml"])
+    rows = read_measurements(data / "measurements.csv")
     train = [m for m in rows if _key(m) not in HELD_OUT]
     assert len(train) == 6
     calib, [report] = fit_calibration(train, catalog)
-    assert report.fitted  # the defaults (74% off on these rows) are beaten, held out
+    out = []
     for m in rows:
         if _key(m) not in HELD_OUT:
             continue
@@ -37,8 +41,20 @@ def test_six_real_points_predict_the_other_two_better_than_the_defaults() -> Non
         before = estimate("smollm2-135m", "local-cpu", **kw)  # type: ignore[arg-type]
         after = estimate("smollm2-135m", "local-cpu", calibration=calib, **kw)  # type: ignore[arg-type]
         pick = "prefill_s" if m.phase == "prefill" else "decode_step_s"
-        err_before = abs(getattr(before, pick) / m.seconds - 1)
-        err_after = abs(getattr(after, pick) / m.seconds - 1)
+        out.append(
+            (
+                m,
+                abs(getattr(before, pick) / m.seconds - 1),
+                abs(getattr(after, pick) / m.seconds - 1),
+            )
+        )
+    return report, out
+
+
+def test_six_real_points_predict_the_other_two_better_than_the_defaults() -> None:
+    report, held = _calibrate_on_six(DATA)
+    assert report.fitted  # the defaults (74% off on these rows) are beaten, held out
+    for m, err_before, err_after in held:
         assert err_after < err_before and err_after < 0.25, (m, err_before, err_after)
 
 
@@ -81,19 +97,7 @@ def test_a_profile_with_the_servers_logits_predicts_its_held_out_rows() -> None:
     three rounds), timing llama.cpp with the server's logits_all (docs/fidelity.md run G):
     calibrated on six rows, the 512-token prefill and the decode step at 1,536 tokens of
     context are predicted within 2% and 13% (the defaults: 48% and 72% off)."""
-    catalog = load_catalog([LOGITS_ALL / "local-cpu.yaml"])
-    rows = read_measurements(LOGITS_ALL / "measurements.csv")
-    calib, [report] = fit_calibration([m for m in rows if _key(m) not in HELD_OUT], catalog)
+    report, held = _calibrate_on_six(LOGITS_ALL)
     assert set(report.fitted) == {"eff_memory", "eff_compute", "attn_factor"}
-    for m in rows:
-        if _key(m) not in HELD_OUT:
-            continue
-        kw = dict(
-            dtype="w4a16", prompt_tokens=m.prompt_tokens, context=m.context_tokens, catalog=catalog
-        )
-        before = estimate("smollm2-135m", "local-cpu", **kw)  # type: ignore[arg-type]
-        after = estimate("smollm2-135m", "local-cpu", calibration=calib, **kw)  # type: ignore[arg-type]
-        pick = "prefill_s" if m.phase == "prefill" else "decode_step_s"
-        err_before = abs(getattr(before, pick) / m.seconds - 1)
-        err_after = abs(getattr(after, pick) / m.seconds - 1)
+    for m, err_before, err_after in held:
         assert err_after < err_before and err_after < 0.15, (m, err_before, err_after)
