@@ -486,9 +486,12 @@ def _fit_power(
     default_err = float(np.mean(np.abs(errors(params, everything)))) * 100.0
     best: tuple[tuple[str, ...], float] = ((), default_err)
     current: tuple[str, ...] = ()
+    full: dict[tuple[str, ...], EngineParams] = {}  # each set fitted on every row, once
     while len(current) < len(candidates) and len(current) + 2 <= len(costs):
-        sets = [(*current, n) for n in candidates if n not in current]
-        sets = [ns for ns in sets if not at_ceiling(fit(ns, everything), ns, POWER_BOUNDS)]
+        grown = [(*current, n) for n in candidates if n not in current]
+        stage_fits = {ns: fit(ns, everything) for ns in grown}
+        full.update(stage_fits)
+        sets = [ns for ns, p in stage_fits.items() if not at_ceiling(p, ns, POWER_BOUNDS)]
         if not sets:
             break
         score, stage = min((held_out(ns), ns) for ns in sets)
@@ -503,7 +506,7 @@ def _fit_power(
             f"power: no term set predicts held-out rows better than the defaults "
             f"({default_err:.1f}%): power curve kept at its defaults",
         )
-    fitted = fit(names, everything)
+    fitted = full[names]
     err = float(np.mean(np.abs(errors(fitted, everything)))) * 100.0
     kept = [n for n in candidates if n not in names]
     return (
@@ -528,10 +531,10 @@ def _implausible(
         value, default = getattr(params, n), getattr(base, n)
         if value == default:
             continue
-        lo, hi = bounds[n]
         centre = default or LOG_START[n]
         z = abs(math.log(value / centre)) / sigmas[n]
-        why = ["at its bound"] if value <= lo * 1.01 or value >= hi * 0.99 else []
+        at_floor = value <= bounds[n][0] * 1.01
+        why = ["at its bound"] if at_floor or at_ceiling(params, (n,), bounds) else []
         if z > IMPLAUSIBLE_SIGMA:
             why.append(f"{z:.1f} prior widths from its default")
         if why:
