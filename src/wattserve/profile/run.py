@@ -238,7 +238,6 @@ def profile_llama(
     catalog = load_catalog([hw_path])
     hw = catalog.device("local-cpu")
     log(f"llama.cpp: SmolLM2-135M-Instruct Q4_1 GGUF, {threads} threads, one sequence")
-    timer = llama.LlamaTimer(smollm2_gguf(), threads)
     cases = [
         ("prefill", n) for n in prefills or (llama.QUICK_PREFILLS if quick else llama.PREFILLS)
     ]
@@ -246,43 +245,58 @@ def profile_llama(
     rounds = llama.QUICK_ROUNDS if quick else llama.ROUNDS
     times: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
     draws: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
-    rows: list[Measurement] = []
+    contexts: dict[tuple[str, int], int] = {case: case[1] for case in cases}
+    timer = llama.LlamaTimer(smollm2_gguf(), threads)
+    try:
+        server = llama.ServerDecodeTimer(smollm2_gguf(), threads)
+    except BaseException:
+        timer.close()
+        raise
+    log("  prefill: evaluated in-process; decode: tokens as the server streams them")
     try:
         for r in range(rounds):  # every case once per round (see llama.ROUNDS)
             if rounds > 1:
                 log(f"  round {r + 1} of {rounds}")
             for phase, n in cases:
-                if meter is not None:
-                    meter.start()
-                seconds = timer.prefill_s(n) if phase == "prefill" else timer.decode_s(n)
+                if phase == "prefill":
+                    if meter is not None:
+                        meter.start()
+                    seconds = timer.prefill_s(n)
+                else:  # the meter starts with the first streamed token: decode only
+                    seconds, contexts[phase, n] = server.decode_s(
+                        n, None if meter is None else meter.start
+                    )
                 watts = meter.stop() if meter is not None else None
-                log(f"    {phase:7} tokens {n:5}: {seconds * 1e3:9.2f} ms")
+                log(f"    {phase:7} tokens {contexts[phase, n]:5}: {seconds * 1e3:9.2f} ms")
                 times[phase, n].append(seconds)
                 if watts is not None:
                     draws[phase, n].append(watts)
-        for phase, n in cases:
-            seconds = statistics.median(times[phase, n])
-            watts = statistics.median(draws[phase, n]) if draws[phase, n] else None
-            if rounds > 1:
-                log(f"    {phase:7} tokens {n:5}: {seconds * 1e3:9.2f} ms (median of {rounds})")
-            rows.append(
-                Measurement(
-                    model="smollm2-135m",
-                    hardware="local-cpu",
-                    count=1,
-                    tensor_parallel=1,
-                    dtype="w4a16",
-                    phase=phase,  # type: ignore[arg-type]
-                    batch=1,
-                    prompt_tokens=n,
-                    context_tokens=n,
-                    seconds=seconds,
-                    watts=watts,
-                    line=len(rows) + 2,
-                )
-            )
     finally:
+        server.close()
         timer.close()
+    rows: list[Measurement] = []
+    for phase, n in cases:
+        seconds = statistics.median(times[phase, n])
+        watts = statistics.median(draws[phase, n]) if draws[phase, n] else None
+        tokens = contexts[phase, n]
+        if rounds > 1:
+            log(f"    {phase:7} tokens {tokens:5}: {seconds * 1e3:9.2f} ms (median of {rounds})")
+        rows.append(
+            Measurement(
+                model=llama.MODEL,
+                hardware="local-cpu",
+                count=1,
+                tensor_parallel=1,
+                dtype="w4a16",
+                phase=phase,  # type: ignore[arg-type]
+                batch=1,
+                prompt_tokens=tokens,
+                context_tokens=tokens,
+                seconds=seconds,
+                watts=watts,
+                line=len(rows) + 2,
+            )
+        )
     result = _finish(hw, rows, catalog, out, "local", power_note, figures)
     result.files["hardware"] = hw_path
     return result
