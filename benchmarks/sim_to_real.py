@@ -16,7 +16,7 @@ own tools, on this machine:
 Run: python benchmarks/sim_to_real.py [--out DIR] [--skip-profile] [--windows heavy,light]
 [--paths direct,gateway] [--max-load 2.5]. It takes about 25 minutes. Before each measurement
 it waits (a minute at a time) until the 1-minute load average is at most --max-load, and it
-records the load before and after each run.
+records the load and the machine's speed (`speed`) before and after each run.
 """
 
 from __future__ import annotations
@@ -90,6 +90,17 @@ def uptime() -> str:
 
 def load_1min() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def speed() -> str:
+    """The machine's speed now (a virtual machine's swings by up to 2.5x between hours and
+    minutes): NumPy's fp32 matmul rate and copy bandwidth, as `profile` measures them."""
+    from wattserve.profile import micro
+
+    return (
+        f"matmul {micro.numpy_matmul_tflops() * 1e3:.0f} GFLOPS, "
+        f"copy {micro.numpy_copy_gbps():.1f} GB/s"
+    )
 
 
 def wait_quiet(max_load: float, tries: int = 30) -> str:
@@ -168,11 +179,11 @@ def answers(url: str, seconds: float = 120) -> None:
 def bench(
     url: str, name: str, trace: Path, w: Window, out: Path, max_load: float
 ) -> dict[str, Any]:
-    before = wait_quiet(max_load)
+    before = f"{wait_quiet(max_load)}; {speed()}"
     result = out / f"{name}.json"
     wattserve("bench", "--url", url, "--trace", str(trace), "--rate-scale", str(w.rate_scale),
               "--out", str(result), "--no-progress")  # fmt: skip
-    return {"file": result, "load_before": before, "load_after": uptime()}
+    return {"file": result, "load_before": before, "load_after": f"{uptime()}; {speed()}"}
 
 
 def compare(measured: Path, sim: Path) -> dict[str, Any]:
@@ -246,6 +257,7 @@ def main() -> None:
         p = wattserve("profile")
         (out / "profile.txt").write_text(p.stdout)
         print(p.stdout, flush=True)
+        print(f"after the profile: {speed()}", flush=True)
     fleet = out / "fleet.yaml"
     fleet.write_text(
         FLEET.format(
