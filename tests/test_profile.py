@@ -253,6 +253,18 @@ def test_llama_profile_times_the_real_engine_and_writes_the_shared_files(tmp_pat
     )
     assert e.fits and e.tpot_s is not None and e.tpot_s > 0
     assert any("llama.cpp" in line for line in lines)
+    assert any("matmul after the timings" in line for line in lines)
+
+
+def test_the_profile_warns_when_the_machines_speed_moved_during_it() -> None:
+    """A profile taken in a slow spell of a virtual machine (docs/fidelity.md run H) says so:
+    the matmul rate measured again after the timings is compared with the one before."""
+    from wattserve.profile.run import check_speed
+
+    lines: list[str] = []
+    after = check_speed(1e-6, lines.append)  # "before" a millionth of a TFLOPS: far off
+    assert after > 1e-6
+    assert any(line.strip().startswith("WARNING: this machine's matmul rate") for line in lines)
 
 
 @pytest.mark.skipif(

@@ -197,6 +197,26 @@ def _cpu_entry(path: Path, log: Log) -> tuple[Path, dict[str, float], RaplMeter 
     return path, figures, meter, power_note
 
 
+# A virtual machine's speed swings (docs/fidelity.md run H: 108 GFLOPS at a profile's start,
+# about 195 minutes later): when the matmul rate after the timings is this far from the one
+# before, the profile says its figures may not be the machine's usual ones.
+SPEED_DRIFT = 0.15
+
+
+def check_speed(before_tflops: float, log: Log) -> float:
+    """Measure the matmul rate again after the timings; warn when it moved by more than
+    SPEED_DRIFT from `before_tflops`. Returns the new rate."""
+    after = micro.numpy_matmul_tflops()
+    log(f"  fp32 matmul after the timings: {after * 1e3:.1f} GFLOPS")
+    if abs(after / before_tflops - 1) > SPEED_DRIFT:
+        log(
+            f"  WARNING: this machine's matmul rate moved from {before_tflops * 1e3:.0f} to "
+            f"{after * 1e3:.0f} GFLOPS during the profile: its speed was not steady, so these "
+            "timings may not be its usual ones; profile again when it is quiet"
+        )
+    return after
+
+
 def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> ProfileResult:
     """Measure this machine's CPU with NumPy (`plan` overrides the built-in cases)."""
     hw_path, figures, meter, power_note = _cpu_entry(out / "hardware-cpu.yaml", log)
@@ -205,6 +225,7 @@ def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> P
     if plan is None:
         plan = CPU_PLAN[:1] if quick else CPU_PLAN
     rows = _measure(hw.id, NumpyBackend(), plan, meter, log)
+    check_speed(figures["peak_tflops"], log)
     result = _finish(hw, rows, catalog, out, "cpu", power_note, figures)
     result.files["hardware"] = hw_path
     return result
@@ -274,6 +295,7 @@ def profile_llama(
     finally:
         server.close()
         timer.close()
+    check_speed(figures["peak_tflops"], log)
     rows: list[Measurement] = []
     for phase, n in cases:
         seconds = statistics.median(times[phase, n])
