@@ -96,9 +96,9 @@ class ServerDecodeTimer:
     words (bench's prompts, one token each, as many as C less the chat template's tokens; a
     fixed seed, so each prompt extends the last and the server's prefix cache keeps prefills
     short), first sent for one token to fill the cache and count the prompt (`usage`), then
-    streamed for DECODE_TOKENS tokens. The row's seconds
-    are TPOT as `bench` measures it: (end - first token) / (tokens - 1); its context the
-    prompt's tokens plus half of those generated."""
+    streamed for DECODE_TOKENS tokens. The row's seconds are TPOT as `bench` measures it:
+    (end - first token) / (tokens - 1); its context the prompt's tokens plus half of those
+    generated."""
 
     def __init__(self, gguf: Path, threads: int, timeout_s: float = 120.0) -> None:
         from wattserve.serve.backends.local import llama_server_args

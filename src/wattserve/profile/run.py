@@ -198,8 +198,8 @@ def _cpu_entry(path: Path, log: Log) -> tuple[Path, dict[str, float], RaplMeter 
 
 
 # A virtual machine's speed swings (docs/fidelity.md run H: 108 GFLOPS at a profile's start,
-# about 195 minutes later): when the matmul rate after the timings is this far from the one
-# before, the profile says its figures may not be the machine's usual ones.
+# about 195 GFLOPS minutes later): when the matmul rate after the timings is this far from the
+# one before, the profile says its figures may not be the machine's usual ones.
 SPEED_DRIFT = 0.15
 
 
