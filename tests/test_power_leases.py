@@ -96,6 +96,12 @@ def load(
     return codes
 
 
+# A busy replica's lease grows while its admissions are refused for power; the engine steps of
+# admitted requests that wait for power do not ask (serve.leases), so it can settle below the
+# whole headroom with an idle replica still holding some: "most" is 60%, 1.8 even shares.
+MOST = 0.6
+
+
 def test_a_busy_replica_takes_most_of_the_cap_from_idle_ones(tmp_path: Path) -> None:
     with redis_server() as srv, replicas(tmp_path, TIGHT, 3, "--state", srv.url) as servers:
         r = redis.Redis.from_url(srv.url)
@@ -112,14 +118,16 @@ def test_a_busy_replica_takes_most_of_the_cap_from_idle_ones(tmp_path: Path) -> 
             assert sum(held.values()) <= HEADROOM_W + 1e-3, held
             peak[0] = max(peak[0], held.get(me, 0.0))
             peak[1] = max(peak[1], dynamic_w(busy))
-            if peak[0] >= 0.75 * HEADROOM_W and peak[1] >= HEADROOM_W / 2:
+            if peak[0] >= MOST * HEADROOM_W and peak[1] >= HEADROOM_W / 2:
                 done.set()
 
+        # 32 clients: more work than the headroom allows (with 16 the replica needed 400-460 W
+        # of the 650 W, and its lease ended at 445-460 W in 3 of about 30 runs, 2026-12-03)
         with watching(check):  # a few seconds here; 30 s at most on a loaded machine
-            codes = {c for _, c in load([busy.url], 16, 30.0, done)}
+            codes = {c for _, c in load([busy.url], 32, 30.0, done)}
         assert codes <= {200, 429} and 200 in codes
         # the idle replicas returned what they held: it drew far more than an even share
-        assert peak[0] >= 0.75 * HEADROOM_W, peak
+        assert peak[0] >= MOST * HEADROOM_W, peak
         assert HEADROOM_W / 2 <= peak[1] <= HEADROOM_W + 1e-6, peak
 
 

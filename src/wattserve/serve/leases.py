@@ -15,8 +15,9 @@ against which the core's PowerGovernor admits as before: admission makes no Redi
   others that the free headroom does not cover: down to the power it draws when it has no
   request in flight at the site, and down to its even share (headroom / live replicas) when it
   has, even if it draws more (its next steps are then slowed or wait, as under any cap). A
-  busy replica thus takes nearly the whole headroom from idle ones, and replicas busy at once
-  end at their even shares: none is starved by others that keep what they draw.
+  busy replica thus takes from idle ones what its refused admissions ask for (engine steps
+  that wait for power do not ask), and replicas busy at once end at their even shares: none
+  is starved by others that keep what they draw.
 - **Joining** asks for an even share (granted from the free headroom, the rest as demand).
 - **Expiry.** A replica's lease ends when its heartbeat key expires (`--state-ttl`): every
   call of the script drops the leases of replicas whose key is gone.
