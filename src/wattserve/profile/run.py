@@ -267,9 +267,10 @@ def profile_llama(
     times: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
     draws: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
     contexts: dict[tuple[str, int], int] = {case: case[1] for case in cases}
-    timer = llama.LlamaTimer(smollm2_gguf(), threads)
+    gguf = smollm2_gguf()
+    timer = llama.LlamaTimer(gguf, threads)
     try:
-        server = llama.ServerDecodeTimer(smollm2_gguf(), threads)
+        server = llama.ServerDecodeTimer(gguf, threads)
     except BaseException:
         timer.close()
         raise
