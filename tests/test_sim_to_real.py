@@ -9,6 +9,7 @@ extra (CI installs it)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import subprocess
@@ -127,3 +128,34 @@ deployments:
         check(cli("compare", str(measurement), str(sim), "--json"))
     text = cli("compare", str(direct), str(sim)).stdout
     assert "ttft_p50_s" in text and "paired by trace row" in text
+
+
+def test_the_speed_sensitivity_script_scales_every_step_exactly(tmp_path: Path) -> None:
+    """benchmarks/sim_speed_sensitivity.py reads how far a window's figures move when the engine
+    is s times slower; it rests on its calibration making every step exactly s times as long,
+    prefill and decode, with the small-GEMM and attention terms on."""
+    from wattserve import Deployment, load_catalog, load_model
+    from wattserve.core.params import EngineParams, load_calibration
+    from wattserve.core.perf import PerfModel
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        from sim_speed_sensitivity import scaled
+    finally:
+        sys.path.remove(str(bench))
+    hw = load_catalog().device("h100-sxm")
+    terms = EngineParams(gemm_pad_elems=1e6, gemm_latency_s=4e-6, attn_factor=1.3)
+    dep = Deployment(load_model("llama-3.1-8b"), hw)
+    base = {"version": 1, "hardware": {hw.id: dataclasses.asdict(terms)}}
+    for s in (0.9, 1.1):
+        path = tmp_path / f"calibration-{s}.json"
+        path.write_text(json.dumps(scaled(base, s)))
+        slow = PerfModel(dep, load_calibration(path).params_for(hw))
+        fast = PerfModel(dep, terms)
+        for a, b in (
+            (slow.prefill(4, 300), fast.prefill(4, 300)),
+            (slow.decode_step(16, 2000), fast.decode_step(16, 2000)),
+            (slow.decode_step(1, 10), fast.decode_step(1, 10)),
+        ):
+            assert a.time_s == pytest.approx(s * b.time_s, rel=1e-9)
