@@ -323,3 +323,17 @@ def test_ties_rotate_among_identical_targets(tmp_path: Path, policy: str) -> Non
         assert adm.target is not None
         chosen.append(adm.target.name)  # not placed: both stay equally good
     assert 80 <= chosen.count("a") <= 120, chosen.count("a")
+
+
+def test_a_broken_user_policy_is_a_clear_refusal_in_serve_as_in_simulate() -> None:
+    """The gateway places through the same wrapper as the simulator: a user's choose() that
+    raises leaves the request unplaced with a 503 naming the policy, not a 500 and a
+    traceback (tests/test_simulate.py: the same policies in the simulator)."""
+    from wattserve.errors import NoBackendAvailable
+
+    router = Router(load_fleet(HETERO), make_policy("test_simulate:Raises"))
+    req = Request(0, 0.0, 100, 10, "llama-3.1-8b", "dc-east")
+    with pytest.raises(NoBackendAvailable) as err:
+        asyncio.run(router.place(req, set()))
+    assert err.value.status == 503
+    assert "policy raises: choose() raised KeyError('oops')" in err.value.reason

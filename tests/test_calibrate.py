@@ -24,6 +24,7 @@ from wattserve.calibrate.measurements import COLUMNS, Measurement, write_measure
 from wattserve.core.perf import PerfModel
 
 HEADER = ",".join(COLUMNS)
+REPO = Path(__file__).resolve().parent.parent
 
 # A "true" H100 engine that differs from the defaults, standing in for a real one.
 TRUTH = EngineParams(
@@ -158,6 +159,11 @@ def test_malformed_csv_names_file_line_and_field(tmp_path: Path, row: str, field
         ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,,4310000000000000000000,0.01,", "context_tokens"),
         ("llama-3.1-8b,h100-sxm,1,1,bf16,prefill,1,200000,,0.01,", "prompt_tokens"),
         ("llama-3.1-8b,h100-sxm,3,3,bf16,decode,8,,512,0.01,", "tensor_parallel"),
+        # SRAM-only parts hold the weights in SRAM: 141 GB on one 230 MB chip
+        ("llama-3.1-70b,groq-lpu,1,1,bf16,decode,1,,1000,0.01,", "count"),
+        ("llama-3.1-70b,cerebras-wse3,1,1,bf16,decode,1,,1000,0.01,", "count"),
+        # a KV cache of 1M sequences at 100k tokens: petabytes
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1048576,,100000,0.009,380", "batch"),
     ],
 )
 def test_rows_no_engine_could_have_run_are_refused_with_their_line(
@@ -487,6 +493,11 @@ def test_a_number_too_long_for_python_to_read_is_an_error(tmp_path: Path) -> Non
         ('"fit_error": {"rows": "six"}', "fit_error"),
         ('"overhead_step_s": Infinity', "overhead_step_s"),
         ('"overhead_step_s": 1' + "0" * 400, "overhead_step_s"),
+        # a misspelt term would leave its default in place without a word
+        ('"eff_memroy": 0.3', "eff_memroy"),
+        ('"kept": 5', "kept"),
+        ('"fitted": ["eff_memory", "nonsense"]', "fitted"),
+        ('"source": {"a": 1}', "source"),
     ],
 )
 def test_an_edited_calibration_file_is_refused_naming_the_field(
@@ -497,6 +508,23 @@ def test_an_edited_calibration_file_is_refused_naming_the_field(
     with pytest.raises(ConfigError) as err:
         load_calibration(f)
     assert err.value.field == f"hardware.h100-sxm.{field}"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"version": 2, "hardware": {}}', "version"),
+        ('{"version": 1, "hardware": {}, "hardwre": {"h100-sxm": {}}}', "hardwre"),
+    ],
+)
+def test_a_calibration_of_another_version_or_with_unknown_fields_is_refused(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    f = tmp_path / "c.json"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_calibration(f)
+    assert err.value.field == field
 
 
 def test_calibrate_refuses_an_output_it_cannot_write_before_fitting(tmp_path: Path) -> None:
@@ -565,6 +593,17 @@ def test_calibrate_never_writes_over_its_input(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(out), *extra])
         assert result.exit_code == 2 and "is an input" in result.output, result.output
     assert f.read_text() == text and hw.read_text() == "devices: {}\n"
+    # nor over a model config.json a row names (a file, or the one in a folder)
+    (tmp_path / "m").mkdir()
+    config = tmp_path / "m" / "config.json"
+    config.write_bytes((REPO / "src/wattserve/data/models/llama-3.1-8b.json").read_bytes())
+    for name in ("m/config.json", "m"):
+        f.write_text(f"{HEADER}\n{GOOD_ROW.replace('llama-3.1-8b', name, 1)}\n")
+        result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(config)])
+        assert result.exit_code == 2 and "is an input" in result.output, result.output
+    assert (
+        config.read_bytes() == (REPO / "src/wattserve/data/models/llama-3.1-8b.json").read_bytes()
+    )
 
 
 def test_a_row_the_model_cannot_time_names_the_file(tmp_path: Path) -> None:

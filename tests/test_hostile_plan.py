@@ -186,6 +186,18 @@ def test_out_and_report_never_overwrite_an_input_or_each_other(tmp_path: Path) -
     _one_line_error(err, "'--report'", "--out")
     assert not x.exists()
     assert {p: p.read_text() for p in before} == before
+    # nor the trace a workload file names, nor a hardware file the sites file names
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"arrival_s": 0, "prompt_tokens": 100, "output_tokens": 10}\n')
+    w.write_text("trace: t.jsonl\n")
+    hw = tmp_path / "hw.yaml"
+    hw.write_text("devices: {}\n")
+    sites.write_text(f"hardware_files: [{hw.name}]\n" + before[sites])
+    for target in (trace, hw):
+        code, _, err = _plan(*base, "--out", str(target))
+        assert code == 2
+        _one_line_error(err, "'--out'", "input")
+    assert hw.read_text() == "devices: {}\n" and trace.read_text().startswith('{"arrival_s"')
 
 
 # -- 18: tiny rates and absurd arrival times ------------------------------------------------

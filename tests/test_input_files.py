@@ -360,6 +360,23 @@ def test_a_calibration_term_out_of_physical_range_is_refused_naming_it(
     )
 
 
+def test_a_calibration_without_terms_for_the_deployments_hardware_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Its defaults would have stood in without a word (a profile of this CPU named on an H100
+    deployment, say)."""
+    (tmp_path / "c.json").write_text('{"version": 1, "hardware": {"local-cpu": {}}}')
+    f = tmp_path / "f.yaml"
+    f.write_text(SITE % "" + DEPLOYMENT % ", calibration: c.json")
+    with pytest.raises(ConfigError, match=r"no terms for h100-sxm \(it has local-cpu\)") as err:
+        load_fleet(f)
+    assert (err.value.path, err.value.line, err.value.field) == (
+        str(f),
+        4,
+        "deployments.a.calibration",
+    )
+
+
 def test_a_deployment_whose_steps_take_for_ever_is_refused(tmp_path: Path) -> None:
     """Terms each in range, together over a minute a step (60 s a step and 1 s a layer)."""
     f = calibrated_fleet(tmp_path, {"overhead_step_s": 60.0, "overhead_layer_s": 1.0})

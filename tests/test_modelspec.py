@@ -105,6 +105,16 @@ def test_malformed_config_names_file_line_and_field(tmp_path: Path) -> None:
     assert err.value.line == 3
 
 
+def test_ids_are_found_in_any_case_as_hugging_face_ids_are() -> None:
+    """`Llama-3.1-8B` is what a person types; an alias in any case already worked."""
+    from wattserve import load_catalog
+
+    assert load_model("Llama-3.1-8B").id == "llama-3.1-8b"
+    assert load_model("meta-llama/LLAMA-3.1-8B-instruct").id == "llama-3.1-8b"
+    cat = load_catalog()
+    assert cat.device("H100-SXM").id == "h100-sxm" and cat.device("Groq-LPU").id == "groq-lpu"
+
+
 def test_unknown_model_suggests_close_names() -> None:
     with pytest.raises(UnknownNameError) as err:
         load_model("llama-3.1-8")

@@ -403,3 +403,14 @@ def test_hand_checked_largest_batch_and_envelope(tmp_path: Path) -> None:
     assert row.batch == math.floor(budget / per_seq)  # 92 with these figures
     assert row.peak_power_w is not None
     assert row.envelope_groups == math.floor(1e5 / (row.peak_power_w * 1.25))
+
+
+def test_rank_says_which_devices_its_calibration_covers(tmp_path: Path) -> None:
+    """A calibration of other devices would leave every row at the defaults without a word."""
+    f = tmp_path / "c.json"
+    f.write_text('{"version": 1, "hardware": {"local-cpu": {}}}')
+    r = rank("llama-3.1-8b", hardware=["h100-sxm", "a100-sxm-80gb"], calibration=f)
+    assert any("terms for local-cpu only, none of the ranked devices" in n for n in r.notes)
+    f.write_text('{"version": 1, "hardware": {"h100-sxm": {"eff_memory": 0.7}}}')
+    r = rank("llama-3.1-8b", hardware=["h100-sxm", "a100-sxm-80gb"], calibration=f)
+    assert any(n.startswith("engine terms calibrated for h100-sxm;") for n in r.notes)

@@ -236,3 +236,79 @@ def test_compare_names_the_bad_line_of_a_requests_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps(good) + "\n{oops\n")
     p = cli("compare", str(bad), str(bad))
     assert p.returncode == 2 and f"{bad}:2" in p.stderr and "Traceback" not in p.stderr
+
+
+def run_inputs(tmp_path: Path) -> dict[str, Path]:
+    """A fleet that reads a hardware file and a calibration, and a workload file that names its
+    trace: every file a `simulate` run reads."""
+    from wattserve.core.params import Calibration, EngineParams
+
+    files = {
+        "hardware": tmp_path / "hw.yaml",
+        "calibration": tmp_path / "c.json",
+        "fleet": tmp_path / "f.yaml",
+        "workload": tmp_path / "w.yaml",
+        "trace": tmp_path / "t.jsonl",
+    }
+    files["hardware"].write_text(
+        (REPO / "tests" / "data" / "llama_cpp_server_decode" / "local-cpu.yaml").read_text()
+    )
+    files["calibration"].write_text(Calibration({"local-cpu": EngineParams()}).dumps())
+    files["fleet"].write_text(
+        "hardware_files: [hw.yaml]\nsites:\n  edge: {kind: edge}\ndeployments:\n"
+        "  smol: {site: edge, model: smollm2-135m, hardware: local-cpu, dtype: w4a16, "
+        "max_num_seqs: 1, calibration: c.json}\n"
+    )
+    files["workload"].write_text("trace: t.jsonl\n")
+    files["trace"].write_text(
+        "".join(
+            json.dumps({"arrival_s": i, "prompt_tokens": 50, "output_tokens": 5}) + "\n"
+            for i in range(5)
+        )
+    )
+    return files
+
+
+def test_no_output_replaces_a_file_the_run_reads(tmp_path: Path) -> None:
+    """Not only the fleet and the --trace given: the trace a workload file names, the fleet's
+    hardware files and calibrations. Each is refused before the run, naming the flag, and is
+    left as it was."""
+    files = run_inputs(tmp_path)
+    before = {k: p.read_bytes() for k, p in files.items()}
+    base = ["simulate", "--fleet", str(files["fleet"]), "--trace", str(files["workload"])]
+    p = cli(*base, "--requests-out", str(tmp_path / "r.jsonl"))
+    assert p.returncode == 0, p.stderr
+    for name, path in files.items():
+        for flag in ("--requests-out", "--report"):
+            p = cli(*base, flag, str(path))
+            assert p.returncode == 2 and "is an input" in p.stderr and flag in p.stderr, (name, p)
+    assert {k: p.read_bytes() for k, p in files.items()} == before
+    # the two outputs in one file: the requests would be lost under the report
+    same = str(tmp_path / "out.html")
+    p = cli(*base, "--requests-out", same, "--report", same)
+    assert p.returncode == 2 and "--report" in p.stderr and "--requests-out" in p.stderr
+    assert not Path(same).exists()
+
+
+def test_every_compared_policy_is_checked_before_any_run_writes(tmp_path: Path) -> None:
+    files = run_inputs(tmp_path)
+    out = tmp_path / "r.jsonl"
+    p = cli("simulate", "--fleet", str(files["fleet"]), "--trace", str(files["trace"]),
+            "--compare", "cost,bogus", "--requests-out", str(out))  # fmt: skip
+    assert p.returncode == 2 and "bogus" in p.stderr and "Traceback" not in p.stderr
+    assert not out.exists()  # no file of one policy's lines that would pass for complete
+
+
+def test_a_run_that_fails_leaves_the_earlier_requests_file_whole(tmp_path: Path) -> None:
+    """The lines go to a file beside it, renamed over it when the runs are done."""
+    from wattserve.core.textfile import replacing
+
+    out = tmp_path / "r.jsonl"
+    out.write_text("earlier\n")
+    with pytest.raises(OSError), replacing(out) as fh:
+        fh.write(b'{"id": 0}\n')
+        raise OSError(28, "No space left on device")
+    assert out.read_text() == "earlier\n" and sorted(tmp_path.iterdir()) == [out]
+    with replacing(out) as fh:
+        fh.write(b"new\n")
+    assert out.read_text() == "new\n" and sorted(tmp_path.iterdir()) == [out]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from wattserve import ConfigError
 from wattserve.cli.app import app
 from wattserve.core.fleet import load_fleet
-from wattserve.core.policy import FleetView, Policy, TargetView, make_policy
+from wattserve.core.policy import Decision, FleetView, Policy, TargetView, make_policy
 from wattserve.core.workload import Request, Workload, load_workload, synthetic_arrivals
 from wattserve.simulate import simulate
 
@@ -163,6 +163,54 @@ def test_user_policy_by_module_path(hetero) -> None:  # type: ignore[no-untyped-
     with pytest.raises(ConfigError, match="cannot load"):
         make_policy("nosuchmodule:Policy")
     assert make_policy("weighted:latency=1,energy=0.5").name == "weighted:latency=1,energy=0.5"
+
+
+class PlainChooser:
+    """A user policy as docs/simulate.md describes one: only `choose`, no `name`."""
+
+    def choose(self, req: Request, view: FleetView) -> Decision:
+        cands = view.candidates(req)
+        return Decision(cands[0].name if cands else None)
+
+
+class Raises(PlainChooser):
+    name = "raises"
+
+    def choose(self, req: Request, view: FleetView) -> Decision:
+        raise KeyError("oops")
+
+
+class NamesNoTarget(PlainChooser):
+    def choose(self, req: Request, view: FleetView) -> Decision:
+        return Decision("nowhere")
+
+
+class ReturnsText(PlainChooser):
+    def choose(self, req: Request, view: FleetView) -> Decision:
+        return "h100"  # type: ignore[return-value]
+
+
+def test_a_user_policy_with_only_choose_runs_and_a_broken_one_leaves_requests_unplaced(
+    hetero,  # type: ignore[no-untyped-def]
+) -> None:
+    """Whatever the user's choose() does, the run ends with the requests it could not place
+    rejected with a reason naming the policy: never a traceback, in simulate as in serve (one
+    admission rule: core.admission)."""
+    from wattserve.core.workload import SLO
+
+    reqs = [Request(i, i * 0.2, 100, 10, "llama-3.1-8b") for i in range(5)]
+    report, _ = simulate(hetero, Workload(reqs, {"default": SLO()}), "test_simulate:PlainChooser")
+    assert report["completed"] == 5 and report["policy"] == "test_simulate:PlainChooser"
+    for cls, says in (
+        ("Raises", "policy raises: choose() raised KeyError('oops')"),
+        ("NamesNoTarget", "chose 'nowhere', not a target"),
+        ("ReturnsText", "returned 'h100', not a Decision"),
+    ):
+        report, _ = simulate(
+            hetero, Workload(list(reqs), {"default": SLO()}), f"test_simulate:{cls}"
+        )
+        assert report["completed"] == 0 and report["rejected"] == 5, cls
+        assert any(says in reason for reason in report["rejected_by_reason"]), report
 
 
 @pytest.mark.parametrize(

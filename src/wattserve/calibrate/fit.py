@@ -40,6 +40,7 @@ from wattserve.calibrate.measurements import Measurement
 from wattserve.core.catalog import Catalog
 from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.hardware import Hardware
+from wattserve.core.memory import memory_fit, memory_layout
 from wattserve.core.modelspec import fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel, perf_model
@@ -224,17 +225,19 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
             line=m.line,
             field="count",
         )
-    # the weights alone, at the whole capacity: a memory_fit at the default memory share would
-    # refuse runs measured at a higher --gpu-memory-utilization
-    capacity = hw.value("memory_gb")
-    per_device = spec.weight_bytes(m.dtype) / dep.devices
-    if capacity is not None and per_device > capacity * 1e9:
+    # what the step held, at the whole capacity (a run measured at a higher
+    # --gpu-memory-utilization than the default is real): the weights, then the KV cache of
+    # the row's batch at its context; SRAM-only and compute-in-memory parts too
+    whole = default_params(hw).with_updates(memory_utilization=1.0)
+    held = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
+    fit, lay = memory_fit(dep, whole, m.batch, held, 0), memory_layout(dep, whole)
+    if not fit.fits and lay.capacity is not None:
+        weights = lay.kind == "cim" or lay.weights > lay.usable
         raise ConfigError(
-            f"{spec.id}'s weights in {m.dtype} need {per_device / 1e9:.1f} GB per device on "
-            f"{dep.devices} x {hw.id} ({capacity:g} GB each): no engine ran this step",
+            f"{fit.reason}: no engine ran this step",
             path=path,
             line=m.line,
-            field="count",
+            field="count" if weights else "batch",
         )
     longest = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
     if not fits_context(spec.max_context, longest, 0):

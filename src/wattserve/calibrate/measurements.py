@@ -220,12 +220,13 @@ def read_measurements(path: str | Path) -> list[Measurement]:
 
 
 def _beside(m: Measurement, folder: Path) -> Measurement:
-    """`m` with a relative model path resolved against `folder` when the file is there."""
+    """`m` with a relative model path resolved against `folder` when the file, or a folder
+    holding its config.json, is there."""
     if builtin_model_id(m.model) is not None or Path(m.model).is_absolute():
         return m
     there = folder / m.model
     try:
-        beside = there.is_file()
+        beside = there.is_file() or (there / "config.json").is_file()
     except OSError:  # a name too long to be a path: load_model says it is unknown
         return m
     return dataclasses.replace(m, model=str(there)) if beside else m

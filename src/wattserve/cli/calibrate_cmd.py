@@ -11,6 +11,7 @@ from wattserve.calibrate import fit_calibration, read_measurements
 from wattserve.calibrate.fit import FitReport
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.catalog import load_catalog
+from wattserve.core.modelspec import model_files
 
 
 def render_report(r: FitReport) -> str:
@@ -69,6 +70,8 @@ def calibrate_cmd(
     """Fit efficiencies, overheads and the power curve per hardware; print the fit error."""
     check_writable(output, "--output", (measurements, *(hardware_file or [])))
     rows = read_measurements(measurements)
+    configs = {c for m in rows for c in model_files(m.model)}  # a row's model may be a file
+    check_writable(output, "--output", tuple(configs))
     calibration, reports = fit_calibration(
         rows, load_catalog(hardware_file or []), source=str(measurements)
     )
@@ -80,6 +83,7 @@ def calibrate_cmd(
                     **r.as_dict(),
                     "fitted": list(r.fitted),
                     "kept": list(r.kept),
+                    "notes": list(r.notes),
                     "warnings": list(r.warnings),
                     "residuals": [
                         {

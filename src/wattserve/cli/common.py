@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
+from wattserve.core.textfile import replacing
 from wattserve.errors import ConfigError, WattserveError
 
 P = ParamSpec("P")
@@ -89,8 +90,10 @@ def check_writable(path: Path, flag: str, inputs: tuple[Path | str, ...] = ()) -
 
 
 def save_text(path: Path, text: str, flag: str) -> None:
-    """Write an output file; a path that cannot be written is an error naming the flag."""
+    """Write an output file whole or not at all (`replacing`); a path that cannot be written is
+    an error naming the flag."""
     try:
-        path.write_text(text, encoding="utf-8")
+        with replacing(path) as handle:
+            handle.write(text.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}", field=flag) from None

@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
+from wattserve.core.fleet import load_sites
 from wattserve.core.hardware import MATURITY, SOFTWARE
+from wattserve.core.workload import workload_files
 from wattserve.errors import ConfigError, PlanInfeasibleError
 from wattserve.plan.api import plan
 from wattserve.plan.capacity import CapacityCache
@@ -105,7 +107,11 @@ def plan_cmd(
         raise ConfigError("must be a positive finite number of seconds", field="--time-limit")
     pairs = _available(available)
     # outputs are checked before the work: neither may replace an input, nor the other
-    inputs = tuple(p for p in (workload, sites, cache) if p is not None)
+    # every file read: the workload and the trace it names, the sites file and its hardware
+    # files and calibrations, the cache
+    inputs = tuple(p for p in (*workload_files(workload), cache) if p is not None)
+    if sites is not None:
+        inputs += load_sites(sites).files
     if out is not None:
         check_writable(out, "--out", inputs)
     if report is not None:

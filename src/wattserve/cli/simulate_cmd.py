@@ -13,7 +13,9 @@ import typer
 
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.fleet import load_fleet
+from wattserve.core.policy import make_policy
 from wattserve.core.records import RequestRecord
+from wattserve.core.textfile import replacing
 from wattserve.core.workload import Workload, load_workload
 from wattserve.errors import ConfigError
 from wattserve.simulate import comparison_table, simulate
@@ -41,15 +43,11 @@ def _requests_file(path: Path | None) -> Iterator[Callable[[RequestRecord], None
         yield None
         return
     try:
-        fh = path.open("wb")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}", field="--requests-out") from None
+        with replacing(path) as fh:  # the file appears whole, once the runs are done
 
-    def write(rec: RequestRecord) -> None:
-        fh.write(orjson.dumps(rec.as_json()) + b"\n")
+            def write(rec: RequestRecord) -> None:
+                fh.write(orjson.dumps(rec.as_json()) + b"\n")
 
-    try:
-        with fh:
             yield write
     except OSError as exc:  # the disk filled, or a device that takes no writes
         raise ConfigError(f"cannot write {path}: {exc.strerror}", field="--requests-out") from None
@@ -117,10 +115,21 @@ def simulate_cmd(
     first = workload()  # read before any output is opened: an output may not be an input
     chosen = policy or first.policy or "least_loaded"
     policies = [p.strip() for p in compare.split(",")] if compare else [chosen]
-    inputs = (fleet, trace)
+    for name in policies:  # every one, before a run writes anything
+        make_policy(name)
+    # every file read: the fleet's own inputs, the trace a workload file names
+    inputs: tuple[Path | str, ...] = (fleet, trace, *f.files, first.trace)
     for flag, out_path in (("--requests-out", requests_out), ("--report", report)):
         if out_path is not None:
             check_writable(out_path, flag, inputs)
+    if (
+        requests_out is not None
+        and report is not None
+        and requests_out.resolve() == report.resolve()
+    ):
+        raise ConfigError(
+            f"{report!s:.200} is also --requests-out; give two files", field="--report"
+        )
     with _requests_file(requests_out) as on_request:
         for i, name in enumerate(policies):
             wl = first if i == 0 else workload()

@@ -33,6 +33,7 @@ class Admission(NamedTuple, Generic[B]):
     bound: B | None
     refusal: Refusal | None
     cut_by_outage: bool
+    reason: str = ""  # why the policy placed nothing, in its own words (it may give none)
 
 
 def admit(
@@ -81,4 +82,5 @@ def admit(
         if req.local_only and not view.static_candidates(req)
         else "none"
     )
-    return Admission(None, None, refusal, cut)
+    said = decision.reason if decision.target is None else ""
+    return Admission(None, None, refusal, cut, said)

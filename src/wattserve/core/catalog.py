@@ -7,10 +7,21 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from wattserve.core.hardware import Hardware, Provider, parse_hardware, parse_provider
 from wattserve.core.yamlio import LineDict, load_yaml_file, load_yaml_text
 from wattserve.errors import ConfigError, UnknownNameError
+
+T = TypeVar("T")
+
+
+def _any_case(by_id: Mapping[str, T], name: str) -> T | None:
+    """The entry whose id is `name` in another case, when exactly one is (ids are lower case;
+    `H100-SXM` is what a person types)."""
+    folded = name.lower()
+    found = [v for k, v in by_id.items() if k.lower() == folded]
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +33,7 @@ class Catalog:
 
     def device(self, hw_id: str) -> Hardware:
         """The device `hw_id`; a hosted provider's id says that this needs a device."""
-        hw = self.devices.get(hw_id)
+        hw = self.devices.get(hw_id) or _any_case(self.devices, hw_id)
         if hw is None:
             if hw_id in self.providers:
                 raise ConfigError(
@@ -34,7 +45,7 @@ class Catalog:
 
     def provider(self, provider_id: str) -> Provider:
         """The hosted provider `provider_id`; a device's id says that this needs a provider."""
-        p = self.providers.get(provider_id)
+        p = self.providers.get(provider_id) or _any_case(self.providers, provider_id)
         if p is None:
             if provider_id in self.devices:
                 raise ConfigError(

@@ -18,7 +18,7 @@ from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.energy import token_energy_j
 from wattserve.core.hardware import ProviderOffer
 from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
-from wattserve.core.modelspec import builtin_model_id, load_model
+from wattserve.core.modelspec import builtin_model_id, load_model, model_files
 from wattserve.core.params import Calibration, EngineParams, load_calibration
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.core.sites import (
@@ -118,6 +118,9 @@ class Fleet:
     hosted: tuple[HostedSpec, ...]
     path: str = ""
     aliases: dict[str, str] = field(default_factory=dict)  # name a client may use -> model
+    # every file the fleet was read from (itself, hardware files, calibrations, model configs):
+    # what an output of the command that loaded it must not replace
+    files: tuple[str, ...] = ()
     _link_index: dict[tuple[str, str], Link] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -202,6 +205,11 @@ def _resolve_deployment(
     calib = Calibration()
     if "calibration" in entry:
         calib = load_calibration(base / Path(r.text("calibration")).expanduser())
+        if hw.id not in calib.params:  # else its defaults would stand in without a word
+            raise r.err(
+                "calibration",
+                f"has no terms for {hw.id} (it has {', '.join(sorted(calib.params)) or 'none'})",
+            )
     params = calib.params_for(hw)
     if "gpu_memory_utilization" in entry:  # vLLM's name: the share of memory the engine takes
         share = r.number("gpu_memory_utilization", positive=True)
@@ -541,7 +549,14 @@ def parse_fleet(
                 field=f"sites.{s.name}.power_cap_w",
             )
     models = {d.model for d in deps} | {h.model for h in hosted}
+    files = [path, *(str(base / Path(f).expanduser()) for f in hw_files)]
+    for e in deps_map.values():
+        if isinstance(e.get("calibration"), str):
+            files.append(str(base / Path(e["calibration"]).expanduser()))
+        if isinstance(e.get("model"), str):
+            files += map(str, model_files(e["model"]))
     return Fleet(
+        files=tuple(files),
         aliases=_parse_aliases(data.get("aliases"), models, path, data.line_of("aliases")),
         name=top.text("name", Path(path).stem),
         sites=sites,

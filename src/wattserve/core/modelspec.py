@@ -293,10 +293,26 @@ def model_aliases() -> dict[str, str]:
 
 def builtin_model_id(name: str) -> str | None:
     """The built-in model `name` is, by id or by alias (a Hugging Face repository id, in any
-    case, as the Hub itself resolves them); None when it is neither."""
-    if name in _builtin_ids():
+    case, as the Hub itself resolves them; an id in any case too); None when it is neither."""
+    ids = _builtin_ids()
+    if name in ids:
         return name
-    return model_aliases().get(name.lower())
+    lower = name.lower()
+    return lower if lower in ids else model_aliases().get(lower)
+
+
+def model_files(name: str) -> tuple[Path, ...]:
+    """The file `load_model(name)` reads when `name` is a path (the config.json, or the one in
+    the folder); none for a built-in id or alias. What an output must not replace."""
+    if not name.strip() or builtin_model_id(name) is not None:
+        return ()
+    p = Path(name)
+    try:
+        if p.is_dir():
+            return (p / "config.json",)
+        return (p,) if p.exists() else ()
+    except OSError:  # a name too long to be a path
+        return ()
 
 
 def load_model(name_or_path: str) -> ModelSpec:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from wattserve.core.hardware import Hardware
-from wattserve.core.textfile import parse_json, read_text
-from wattserve.errors import CalibrationError, ConfigError
+from wattserve.core.textfile import parse_json, read_text, replacing
+from wattserve.errors import CalibrationError, ConfigError, closest
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,8 @@ class Calibration:
 
     def save(self, path: str | Path) -> None:
         try:
-            Path(path).write_text(self.dumps(), encoding="utf-8")
+            with replacing(path) as handle:  # whole or not at all
+                handle.write(self.dumps().encode("utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot write the file: {exc.strerror}", path=str(path)) from None
 
@@ -157,6 +158,21 @@ def _finite(v: Any) -> bool:
         return False
 
 
+# what a calibration file's hardware entry holds: the terms, and what calibrate recorded
+ENTRY_KEYS = {*NUMERIC_FIELDS, "source", "fit_error", "fitted", "kept", "gemm_half_rows"}
+
+
+def _known_keys(obj: dict[str, Any], known: set[str], p: Path, at: str) -> None:
+    for key in obj:
+        if key not in known:
+            near = closest(str(key), known)
+            raise ConfigError(
+                "unknown field" + (f"; did you mean {' or '.join(near)}?" if near else ""),
+                path=str(p),
+                field=f"{at}{key!s:.60}",
+            )
+
+
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration JSON written by `wattserve calibrate` or `wattserve profile`."""
     p = Path(path)
@@ -167,12 +183,29 @@ def load_calibration(path: str | Path) -> Calibration:
             f"{p}: not a wattserve calibration (no 'hardware' object); "
             "make one with `wattserve calibrate MEASUREMENTS.csv -o CALIB.json`"
         )
+    _known_keys(data, {"version", "hardware"}, p, "")
+    if data.get("version", 1) != 1:
+        raise ConfigError(
+            f"version {data['version']!r:.20} is not one this wattserve reads (1)",
+            path=str(p),
+            field="version",
+        )
     params: dict[str, EngineParams] = {}
     errors: dict[str, dict[str, float]] = {}
     terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for hw_id, entry in hardware.items():
         if not isinstance(entry, dict):
             raise ConfigError("must be an object", path=str(p), field=f"hardware.{hw_id}")
+        # a misspelt term would leave its default in place without a word
+        _known_keys(entry, ENTRY_KEYS, p, f"hardware.{hw_id}.")
+        for name in ("fitted", "kept"):
+            listed = entry.get(name, [])
+            if not isinstance(listed, list) or not all(t in NUMERIC_FIELDS for t in listed):
+                raise ConfigError(
+                    "must be a list of term names", path=str(p), field=f"hardware.{hw_id}.{name}"
+                )
+        if not isinstance(entry.get("source", ""), str):
+            raise ConfigError("must be text", path=str(p), field=f"hardware.{hw_id}.source")
         if entry.get("gemm_half_rows"):  # the ramp's earlier form: its value means nothing now
             raise ConfigError(
                 "gemm_half_rows was replaced by gemm_pad_elems and gemm_latency_s "

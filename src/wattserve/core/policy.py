@@ -14,8 +14,8 @@ import importlib
 import math
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from wattserve.core.workload import SLO, Request
 from wattserve.errors import ConfigError
@@ -69,6 +69,11 @@ def predict_each(t: TargetView, req: Request) -> tuple[float, float, float, floa
 
 
 class FleetView(Protocol):
+    @property
+    def targets(self) -> Mapping[str, Any]:
+        """Every target of the fleet by name."""
+        ...
+
     def candidates(self, req: Request) -> Sequence[TargetView]:
         """Healthy targets that serve the request's model and that it may reach now."""
         ...
@@ -88,7 +93,7 @@ class Policy(ABC):
     def choose(self, req: Request, view: FleetView) -> Decision:
         cands = view.candidates(req)
         if not cands:
-            return Decision(None, f"no reachable target serves {req.model}")
+            return Decision(None)  # the mechanism says why in its own terms (no target)
         return Decision(self.pick(req, view, cands).name)
 
     @abstractmethod
@@ -303,6 +308,31 @@ BUILTIN: dict[str, Callable[[], Policy]] = {
 }
 
 
+class _UserPolicy:
+    """A policy from the user's code (`package.module:Class`), held to the contract: `choose`
+    returns a Decision naming one of the view's targets, or None. Whatever else it does (it
+    raises, returns something else, names no target) leaves the request unplaced with a reason
+    naming the class, in `simulate` and in `serve` alike, rather than a traceback."""
+
+    def __init__(self, policy: Any, spec: str) -> None:
+        self.policy = policy
+        name = getattr(policy, "name", None)
+        self.name = name if isinstance(name, str) and name else spec
+
+    def choose(self, req: Request, view: FleetView) -> Decision:
+        try:
+            d = self.policy.choose(req, view)
+        except Exception as exc:  # the user's code: whatever it raises is their error to read
+            return Decision(None, f"policy {self.name}: choose() raised {exc!r:.200}")
+        if not isinstance(d, Decision):
+            return Decision(
+                None, f"policy {self.name}: choose() returned {d!r:.100}, not a Decision"
+            )
+        if d.target is not None and d.target not in view.targets:
+            return Decision(None, f"policy {self.name}: chose {d.target!r:.100}, not a target")
+        return d
+
+
 def make_policy(spec: str) -> Policy:
     """A policy from its name, `weighted:metric=w,...`, or `package.module:Class`."""
     if spec in BUILTIN:
@@ -338,9 +368,9 @@ def make_policy(spec: str) -> Policy:
             policy = obj()
         except Exception as exc:  # the user's code: whatever it raises is their error to read
             raise ConfigError(f"{spec}() failed: {exc!r:.200}", field="policy") from None
-        if not hasattr(policy, "choose"):
+        if not callable(getattr(policy, "choose", None)):
             raise ConfigError(f"{spec} has no choose(request, view) method", field="policy")
-        return policy  # type: ignore[no-any-return]
+        return _UserPolicy(policy, spec)  # type: ignore[return-value]
     raise ConfigError(
         f"unknown policy '{spec}'; use {', '.join(BUILTIN)}, weighted:metric=w,... or "
         "package.module:Class",

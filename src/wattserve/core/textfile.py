@@ -1,13 +1,18 @@
 """Reading the files a user names (measurements, model configs, calibrations, fleet and
 hardware YAML): only regular files, of bounded size, in UTF-8 (a byte-order mark is dropped),
 and JSON of bounded depth. Anything else is a ConfigError naming the file, never a traceback
-or a read without end (`/dev/zero`)."""
+or a read without end (`/dev/zero`). And writing the files a command produces whole or not at
+all (`replacing`)."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from wattserve.errors import ConfigError
 
@@ -61,3 +66,33 @@ def load_json(text: str, path: str, line: int | None = None) -> Any:
         raise ConfigError("not valid JSON: nested too deeply", path=path, line=line) from None
     except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
         raise ConfigError("a number of more than 4,300 digits", path=path, line=line) from None
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary handle whose bytes become `path` only once all are written: they go to a
+    temporary file beside it, renamed over it at the end, so a write that fails (a full disk,
+    a size limit, an interrupt) leaves the file that was there as it was and no part of the
+    new one. A path that is not a regular file (`/dev/null`, a pipe) is written directly.
+    OSError is the caller's to report."""
+    target = Path(os.path.realpath(path))  # a symlink keeps pointing at the file it named
+    if target.exists() and not target.is_file():
+        with target.open("wb") as handle:
+            yield handle
+        return
+    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        os.chmod(part, target.stat().st_mode & 0o7777 if target.exists() else _new_file_mode())
+        os.replace(part, target)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+
+
+def _new_file_mode() -> int:
+    """The mode a new file gets from open(): 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

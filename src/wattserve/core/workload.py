@@ -19,7 +19,7 @@ from typing import Any
 from wattserve.core.modelspec import builtin_model_id
 from wattserve.core.traces import MAX_ARRIVAL_S, MAX_TOKENS, TraceRow, read_trace
 from wattserve.core.yamlio import Fields, LineDict, load_yaml_file, shown
-from wattserve.errors import ConfigError
+from wattserve.errors import ConfigError, WattserveError
 
 # MLPerf Inference v4.1 server-scenario limits for Llama-2-70B (shared/reference/public_figures.md)
 DEFAULT_TTFT_S = 2.0
@@ -471,6 +471,21 @@ def load_workload(
     )
     workload.requests = list(requests)
     return workload
+
+
+def workload_files(path: str | Path) -> tuple[str, ...]:
+    """The files a workload is read from: itself and, for a workload file, the trace it names
+    (what an output must not replace). A file that cannot be read gives just its path: loading
+    it says why."""
+    p = Path(path)
+    if p.suffix not in (".yaml", ".yml"):
+        return (str(p),)
+    try:
+        spec = load_yaml_file(p)
+    except WattserveError:
+        return (str(p),)
+    trace = spec.get("trace") if isinstance(spec, LineDict) else None
+    return (str(p), str(p.parent / trace)) if isinstance(trace, str) else (str(p),)
 
 
 def stream_workload(

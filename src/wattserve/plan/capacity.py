@@ -34,7 +34,7 @@ from wattserve.core.fleet import DeploymentSpec, Fleet, kv_block_count
 from wattserve.core.params import EngineParams
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.core.sites import Site
-from wattserve.core.textfile import load_json, read_text
+from wattserve.core.textfile import load_json, read_text, replacing
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError
 
@@ -131,12 +131,10 @@ class CapacityCache:
     def save(self, path: str | Path) -> None:
         p = Path(path)
         data = {"version": 1, "entries": {k: asdict(v) for k, v in self.entries.items()}}
-        # written beside and renamed: an interrupted save never leaves half a file behind
-        part = p.with_name(p.name + ".part")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            part.write_text(json.dumps(data), encoding="utf-8")
-            part.replace(p)
+            with replacing(p) as handle:  # an interrupted save never leaves half a file behind
+                handle.write(json.dumps(data).encode("utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot write {p}: {exc.strerror}", field="--cache") from None
 

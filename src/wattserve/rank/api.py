@@ -383,10 +383,24 @@ def rank(
         days = partial(_crossover_days, training_usd=training_cost_usd, daily=daily_tokens)
         rows = [replace(r, crossover_days=days(r.usd_per_mtok)) for r in rows]
     rows = sorted(_mark_pareto(rows), key=lambda r: r.sort_key(sort))
-    notes = (
+    notes: tuple[str, ...] = (
         "TTFT is the prefill of the whole batch arriving at once (as `estimate` computes it), "
         "so a TTFT SLO also bounds the batch",
     )
+    if calib.params:  # which ranked devices it moved, so that none falls back without a word
+        ranked = {r.hardware for r in rows if r.kind == "device"}
+        covered = sorted(ranked & set(calib.params))
+        notes += (
+            (
+                f"engine terms calibrated for {', '.join(covered)}; every other device uses "
+                "wattserve's defaults (docs/model.md)"
+            )
+            if covered
+            else (
+                f"the calibration has terms for {', '.join(sorted(calib.params))} only, none "
+                "of the ranked devices: every figure uses wattserve's defaults"
+            ),
+        )
     return Ranking(
         model=spec.id,
         prompt_tokens=prompt_tokens,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wattserve.core.admission import admit
+from wattserve.core.admission import Admission, admit
 from wattserve.core.energy import carbon_g
 from wattserve.core.fleet import Fleet
 from wattserve.core.governor import PowerGovernor
@@ -126,6 +126,12 @@ class Router:
     def admit(self, req: Request, failed: set[str]) -> Placement | str:
         """The shared admission path (wattserve.core.admission) at the gateway's clock, once:
         a placement, or the refusal. `failed`: backends that already failed this request."""
+        adm = self._admission(req, failed)
+        if adm.target is None or adm.bound is None:
+            return adm.refusal or "none"
+        return Placement(adm.target, adm.bound)
+
+    def _admission(self, req: Request, failed: set[str]) -> Admission[Backend]:
         self._refresh_unhealthy()
         exclude = (  # targets whose every backend already failed this request
             [n for n, b in self.built.items() if all(x.name in failed for x in b.backends)]
@@ -137,10 +143,7 @@ class Router:
         def bind(target: Target) -> Backend | None:
             return built[target.name].bind(req, failed)
 
-        adm = admit(req, self.now(), self.policy, self.view, self.gov, bind, exclude)
-        if adm.target is None or adm.bound is None:
-            return adm.refusal or "none"
-        return Placement(adm.target, adm.bound)
+        return admit(req, self.now(), self.policy, self.view, self.gov, bind, exclude)
 
     async def place(self, req: Request, failed: set[str]) -> Placement:
         """Admit the request (see `wattserve.core.admission`) and pick its backend. Waits
@@ -148,9 +151,10 @@ class Router:
         with the HTTP status and reason otherwise."""
         deadline = self.clock() + self.max_wait_s
         while True:
-            got = self.admit(req, failed)
-            if isinstance(got, Placement):
-                return got
+            adm = self._admission(req, failed)
+            if adm.target is not None and adm.bound is not None:
+                return Placement(adm.target, adm.bound)
+            got = adm.refusal or "none"
             if got == "power" and self.clock() < deadline:
                 for hook in self.on_power_wait:
                     hook(req)
@@ -171,7 +175,7 @@ class Router:
                     f"serves {req.model}",
                 )
             raise NoBackendAvailable(
-                503, f"no healthy backend serves {req.model} now", retry_after_s=2.0
+                503, adm.reason or f"no healthy backend serves {req.model} now", retry_after_s=2.0
             )
 
     def carbon_g(self, site: str, energy_j: float | None) -> float | None:

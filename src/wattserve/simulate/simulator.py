@@ -221,7 +221,7 @@ class Simulation:
         if adm.refusal == "residency":
             self._reject(req, f"local-only, and no deployment at {req.origin} serves {req.model}")
             return
-        self._reject(req, "site power cap" if power else "no target available")
+        self._reject(req, "site power cap" if power else adm.reason or "no target available")
 
     def admit(self, req: Request) -> Admission[EnginePool | HostedPool]:
         """The shared admission path (wattserve.core.admission) at the simulation's clock."""
