@@ -542,3 +542,21 @@ def test_the_workload_files_policy_is_the_default(tmp_path: Path) -> None:
     assert json.loads(runner.invoke(app, args).output)["policy"] == "cost"
     chosen = runner.invoke(app, [*args, "--policy", "energy"]).output
     assert json.loads(chosen)["policy"] == "energy"  # the command line wins
+
+
+def test_a_fleet_with_no_price_has_an_unknown_cost_not_zero(tmp_path: Path) -> None:
+    """An unknown stays unknown: a fleet of a device the catalog prices nowhere (this machine's
+    profile) reports no dollars, where it used to report $0."""
+    hw = Path(__file__).parent / "data" / "llama_cpp_server_decode" / "local-cpu.yaml"
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        f"hardware_files: [{hw}]\nsites:\n  edge: {{kind: edge}}\ndeployments:\n"
+        "  smol: {site: edge, model: smollm2-135m, hardware: local-cpu, dtype: w4a16}\n"
+    )
+    reqs = [Request(i, i * 0.5, 50, 5, "smollm2-135m") for i in range(4)]
+    from wattserve.core.workload import SLO
+
+    report, _ = simulate(load_fleet(fleet), Workload(reqs, {"default": SLO()}), "least_loaded")
+    assert report["completed"] == 4
+    assert report["usd"] is None and report["usd_per_mtok"] is None
+    assert "no price for smol: excluded" in report["usd_note"]

@@ -43,6 +43,10 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
         n for name, n in out.served_by.items() if name in specs and name not in unpowered
     )
     energy = sum(site_energy.values())
+    # a cost is known for hosted APIs and priced deployments; the tokens of unpriced ones are
+    # left out of $/1M tokens, and with nothing priced the cost is unknown, never $0
+    priced = len(unpriced) < len(specs) or bool(fleet.hosted)
+    priced_tokens = sum(n for name, n in out.tokens_by.items() if name not in unpriced)
     gov = out.governor
     sites: dict[str, Any] = {}
     for name, site in fleet.sites.items():
@@ -88,11 +92,15 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
         else None,
         "carbon_note": "device energy x site PUE x site carbon_g_per_kwh; sites without "
         "carbon_g_per_kwh and hosted APIs are left out",
-        "usd": usd,
-        "usd_per_mtok": usd / out.output_tokens * 1e6 if out.output_tokens else None,
+        "usd": usd if priced else None,
+        "usd_per_mtok": usd / priced_tokens * 1e6 if priced and priced_tokens else None,
         "usd_note": "rented devices for the whole span, owned devices amortised plus "
         "electricity, hosted APIs per token"
-        + (f"; no price for {', '.join(unpriced)}" if unpriced else ""),
+        + (
+            f"; no price for {', '.join(unpriced)}: excluded ($/1M tokens is over priced tokens)"
+            if unpriced
+            else ""
+        ),
         "sites": sites,
         "deployments": {
             name: {"share": n / out.completed, "requests": n, "output_tokens": out.tokens_by[name]}
