@@ -132,6 +132,7 @@ def test_serve_on_a_bad_port_or_host_is_an_error_not_a_traceback(tmp_path: Path)
     p = run("serve", "--host", "999.1.1.1", "--port", "8000", "--db", db)
     assert p.returncode == 2 and "cannot listen on 999.1.1.1:8000" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+    assert "try: curl" not in p.stdout  # the hint comes once it listens, not before failing
 
 
 def test_keys_refuse_bad_budgets_and_a_ledger_that_is_not_one(tmp_path: Path) -> None:
@@ -145,6 +146,27 @@ def test_keys_refuse_bad_budgets_and_a_ledger_that_is_not_one(tmp_path: Path) ->
         p = run(*args, "--db", str(other))  # was a sqlite3.DatabaseError traceback
         assert p.returncode == 2 and "not a wattserve ledger" in p.stderr, p.stderr
         assert "Traceback" not in p.stderr
+
+
+def test_a_second_live_key_of_one_name_is_refused(tmp_path: Path) -> None:
+    """`usage --by key` groups by name: two live keys named alice would be summed as one."""
+    db = str(tmp_path / "l.db")
+    assert run("keys", "create", "alice", "--db", db).returncode == 0
+    p = run("keys", "create", "alice", "--db", db)
+    assert p.returncode == 2 and "a key named 'alice' exists" in p.stderr, p.stderr
+    key_id = next(k["id"] for k in json.loads(run("keys", "list", "--db", db).stdout))
+    assert run("keys", "revoke", key_id, "--db", db).returncode == 0
+    assert run("keys", "create", "alice", "--db", db).returncode == 0  # the old one is revoked
+
+
+def test_small_things_a_new_user_meets(tmp_path: Path) -> None:
+    p = run("--version")
+    assert p.returncode == 0 and p.stdout.startswith("wattserve ")
+    p = run("bench", "--url", "http://127.0.0.1:9/v1/chat/completions", "--trace", "x.jsonl")
+    assert p.returncode == 2 and "give the server's base URL" in p.stderr, p.stderr
+    data = Path(__file__).parent / "data" / "llama_cpp_2vcpu" / "measurements.csv"
+    p = run("calibrate", str(data), "-o", str(tmp_path / "c.json"))
+    assert p.returncode == 2 and "pass the local-cpu.yaml it wrote with --hardware-file" in p.stderr
 
 
 def test_every_command_prints_its_help() -> None:

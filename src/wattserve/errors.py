@@ -61,6 +61,11 @@ class UnknownNameError(WattserveError):
             if self.suggestions
             else f" See `wattserve {'models' if kind == 'model' else 'catalog'}` for the list."
         )
+        if kind == "hardware" and name in ("local-cpu", "local-gpu"):
+            hint += (
+                f" {name} is the device `wattserve profile` measured: pass the {name}.yaml it "
+                "wrote with --hardware-file (default folder ~/.cache/wattserve/profile)."
+            )
         super().__init__(f"unknown {kind} '{name}'.{hint}")
 
 

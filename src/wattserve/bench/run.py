@@ -85,6 +85,13 @@ def check_url(url: str) -> None:
             f"'{url:.200}' is not a URL: the port must be a number from 1 to 65535",
             field="--url",
         )
+    endpoint = parts.path.rstrip("/")
+    if endpoint.endswith(("/chat/completions", "/completions", "/models")):
+        raise ConfigError(
+            f"'{url:.200}' names an endpoint; give the server's base URL "
+            f"(http://host:port or http://host:port/v1), bench adds the endpoint",
+            field="--url",
+        )
 
 
 def base_url(url: str) -> str:

@@ -158,7 +158,7 @@ class FitReport:
 
     def as_dict(self) -> dict[str, float]:
         out = {
-            "rows": float(self.rows),
+            "rows": self.rows,
             "mean_abs_pct": self.mean_abs_pct,
             "max_abs_pct": self.max_abs_pct,
             "default_mean_abs_pct": self.default_mean_abs_pct,

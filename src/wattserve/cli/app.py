@@ -22,6 +22,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(show: bool) -> None:
+    if show:
+        from wattserve import __version__
+
+        typer.echo(f"wattserve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Cost-, energy- and SLO-aware LLM inference across heterogeneous hardware."""
+
+
 app.command("estimate")(estimate_cmd)
 app.command("rank")(rank_cmd)
 app.command("calibrate")(calibrate_cmd)

@@ -51,7 +51,10 @@ def plan_cmd(
     hardware: Annotated[
         str | None, typer.Option(help="Comma-separated device ids to consider.")
     ] = None,
-    all_hardware: Annotated[bool, typer.Option(help="Consider every catalog device.")] = False,
+    all_hardware: Annotated[
+        bool,
+        typer.Option(help="Consider every catalog device (what happens without --hardware)."),
+    ] = False,
     objective: Annotated[str, typer.Option(help="cost, energy, carbon or throughput.")] = "cost",
     power_cap: Annotated[
         float | None, typer.Option(help="Power cap of every site, W (overrides the file).")

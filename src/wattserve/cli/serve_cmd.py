@@ -127,7 +127,7 @@ def serve_cmd(
         + (f", shared state {state}" if state else "")
     )
     auth = ' -H "Authorization: Bearer $KEY"' if require_keys else ""  # a key: keys create
-    typer.echo(
+    try_it = (
         f"try: curl http://{host}:{port}/v1/chat/completions{auth} -H 'Content-Type: "
         f'application/json\' -d \'{{"model": "{model}", "messages": [{{"role": '
         f'"user", "content": "Hello"}}], "max_tokens": 16}}\''
@@ -141,7 +141,7 @@ def serve_cmd(
             gateway.app(),
             host=host,
             port=port,
-            print=None,
+            print=lambda _started: typer.echo(try_it),  # once listening, not before
             shutdown_timeout=30,
             access_log=None,
             backlog=backlog,
@@ -226,8 +226,17 @@ def keys_create(
     if rps is not None and not 0 < rps < math.inf:
         raise ConfigError(f"must be a positive finite number, got {rps}", field="--rps")
 
+    ledger = Ledger(db)
+    # `usage --by key` groups by name: two live keys of one name would be summed as one
+    same = [k["id"] for k in ledger.list_keys() if k["name"] == name and not k["revoked"]]
+    if same:
+        raise ConfigError(
+            f"a key named {name!r:.100} exists (id {same[0]}); revoke it "
+            "(`wattserve keys revoke ID`) or give another name",
+            field="name",
+        )
     typer.echo(
-        Ledger(db).create_key(
+        ledger.create_key(
             name, admin=admin, budget_usd=budget_usd, budget_j=budget_j, rps=rps, metrics=metrics
         )
     )

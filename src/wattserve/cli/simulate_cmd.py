@@ -93,7 +93,7 @@ def simulate_cmd(
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
     requests_out: Annotated[
         Path | None,
-        typer.Option(help="Write one JSON line per request (docs/simulate.md#requests-out)."),
+        typer.Option(help="Write one JSON line per request (docs/simulate.md#--requests-out)."),
     ] = None,
 ) -> None:
     """What happens when FLEET serves TRACE under a routing policy and power caps."""

@@ -1,5 +1,5 @@
 """One record per request: what `simulate --requests-out` writes, one JSON object a line, and
-what `compare` pairs with a real replay request by request (docs/simulate.md#requests-out).
+what `compare` pairs with a real replay request by request (docs/simulate.md#--requests-out).
 
 Times are seconds on the run's clock (0 = the trace's first arrival, after --rate-scale).
 `first_token_s` and `end_s` are when the client sees the first and the last token (a link's

@@ -77,8 +77,11 @@ def plan_text(plan: Plan) -> str:
         )
         lines.append(f"verify round {r['round']} (${r['usd_per_h']:.2f}/h, {r['policy']}): {parts}")
     if plan.problem.excluded:
+        shown = sorted(plan.problem.excluded.items())[:8]
+        more = len(plan.problem.excluded) - len(shown)
         lines.append(
             "not candidates: "
-            + "; ".join(f"{k} ({v})" for k, v in sorted(plan.problem.excluded.items())[:8])
+            + "; ".join(f"{k} ({v})" for k, v in shown)
+            + (f"; and {more} more (--json lists every one)" if more else "")
         )
     return "\n".join(lines)
