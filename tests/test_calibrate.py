@@ -142,6 +142,8 @@ def test_calibration_round_trips_through_json(tmp_path: Path) -> None:
         ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,1e308", "watts"),
         ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,1e308,", "seconds"),
         ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,100000000000000000000,128,128,0.01,", "batch"),
+        # the prompt is part of a decode step's context
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,5000,1000,0.01,", "context_tokens"),
     ],
 )
 def test_malformed_csv_names_file_line_and_field(tmp_path: Path, row: str, field: str) -> None:

@@ -74,6 +74,10 @@ def _int(
     maximum: int | None = None,
 ) -> int:
     raw = (row.get(key) or "").strip()
+    if maximum is not None and re.fullmatch(r"[0-9]{13,}", raw):  # a number, just too large
+        raise ConfigError(
+            f"must be at most {maximum}, got {raw[:40]}", path=path, line=line, field=key
+        )
     if not _INT.fullmatch(raw):
         raise ConfigError(
             f"expected a whole number in ASCII digits, got {raw[:40]!r}",
@@ -160,6 +164,14 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
     else:
         context = _int(row, "context_tokens", path, line, minimum=0)
         prompt = _int(row, "prompt_tokens", path, line, minimum=0) if prompt_raw else context
+        if prompt > context:
+            raise ConfigError(
+                f"a decode step's context ({context}) holds its prompt ({prompt}), so it cannot "
+                "be shorter; leave prompt_tokens empty when unknown",
+                path=path,
+                line=line,
+                field="context_tokens",
+            )
     seconds = _float(row, "seconds", path, line)
     if seconds is None:
         raise ConfigError("must not be empty", path=path, line=line, field="seconds")
