@@ -298,7 +298,12 @@ def builtin_model_id(name: str) -> str | None:
     if name in ids:
         return name
     lower = name.lower()
-    return lower if lower in ids else model_aliases().get(lower)
+    if lower in ids:  # an id in another case, unless it names a local config (Qwen3-8B/)
+        try:
+            return None if Path(name).exists() else lower
+        except OSError:
+            return lower
+    return model_aliases().get(lower)
 
 
 def model_files(name: str) -> tuple[Path, ...]:

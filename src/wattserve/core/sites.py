@@ -183,7 +183,7 @@ def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tup
             raise r.err("available", f"the count of '{hw_id}' must be a whole number >= 0")
         if catalog is not None and hw_id not in catalog.devices:
             try:
-                catalog.device(hw_id)
+                hw_id = catalog.device(hw_id).id  # the catalog's id: `H100-SXM` is h100-sxm
             except WattserveError as exc:
                 raise r.err("available", str(exc)) from None
         out.append((str(hw_id), n))

@@ -75,11 +75,12 @@ def replacing(path: str | Path) -> Iterator[IO[bytes]]:
     a size limit, an interrupt) leaves the file that was there as it was and no part of the
     new one. A path that is not a regular file (`/dev/null`, a pipe) is written directly.
     OSError is the caller's to report."""
-    target = Path(os.path.realpath(path))  # a symlink keeps pointing at the file it named
-    if target.exists() and not target.is_file():
-        with target.open("wb") as handle:
+    given = Path(path)
+    if given.exists() and not given.is_file():  # /dev/stdout (a pipe), /dev/null, a FIFO
+        with given.open("wb") as handle:
             yield handle
         return
+    target = Path(os.path.realpath(given))  # a symlink keeps pointing at the file it named
     fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
