@@ -40,7 +40,7 @@ from wattserve.calibrate.measurements import Measurement
 from wattserve.core.catalog import Catalog
 from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.hardware import Hardware
-from wattserve.core.memory import memory_fit, memory_layout
+from wattserve.core.memory import layout_fit, memory_layout
 from wattserve.core.modelspec import fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel, perf_model
@@ -229,8 +229,9 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
     # --gpu-memory-utilization than the default is real): the weights, then the KV cache of
     # the row's batch at its context; SRAM-only and compute-in-memory parts too
     whole = default_params(hw).with_updates(memory_utilization=1.0)
-    held = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
-    fit, lay = memory_fit(dep, whole, m.batch, held, 0), memory_layout(dep, whole)
+    longest = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
+    lay = memory_layout(dep, whole)
+    fit = layout_fit(lay, dep, m.batch, longest, 0)
     if not fit.fits and lay.capacity is not None:
         weights = lay.kind == "cim" or lay.weights > lay.usable
         raise ConfigError(
@@ -239,7 +240,6 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
             line=m.line,
             field="count" if weights else "batch",
         )
-    longest = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
     if not fits_context(spec.max_context, longest, 0):
         raise ConfigError(
             f"{longest} tokens exceed {spec.id}'s context window of {spec.max_context}: "
