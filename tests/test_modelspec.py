@@ -115,6 +115,22 @@ def test_ids_are_found_in_any_case_as_hugging_face_ids_are() -> None:
     assert cat.device("H100-SXM").id == "h100-sxm" and cat.device("Groq-LPU").id == "groq-lpu"
 
 
+def test_rank_and_plan_take_device_ids_in_any_case() -> None:
+    """`--hardware H100-SXM` used to be unknown to rank, and `--available H100-SXM=2` to plan."""
+    from wattserve.core.workload import SLO, Request, Workload
+    from wattserve.plan.api import plan
+    from wattserve.rank.api import rank
+
+    ranked = rank("llama-3.1-8b", hardware="H100-SXM,A100-sxm-80GB")
+    assert {r.hardware for r in ranked.rows} == {"h100-sxm", "a100-sxm-80gb"}
+    reqs = [Request(i, i * 0.5, 500, 100, "llama-3.1-8b") for i in range(40)]
+    wl = Workload(reqs, {"default": SLO()})
+    result = plan(wl, hardware=["H100-SXM", "l4"], available={"H100-SXM": 0})
+    assert result.replicas and all(name.startswith("l4-") for name in result.replicas)
+    with pytest.raises(ConfigError, match="given twice"):
+        plan(wl, hardware=["h100-sxm"], available={"H100-SXM": 1, "h100-sxm": 2})
+
+
 def test_unknown_model_suggests_close_names() -> None:
     with pytest.raises(UnknownNameError) as err:
         load_model("llama-3.1-8")

@@ -190,6 +190,20 @@ class ReturnsText(PlainChooser):
         return "h100"  # type: ignore[return-value]
 
 
+class NamesAList(PlainChooser):
+    def choose(self, req: Request, view: FleetView) -> Decision:
+        return Decision(["h100"])  # type: ignore[arg-type]
+
+
+class NumberReason(PlainChooser):
+    @property
+    def name(self) -> str:  # a property that raises is read as no name
+        raise RuntimeError("no name")
+
+    def choose(self, req: Request, view: FleetView) -> Decision:
+        return Decision(None, 42)  # type: ignore[arg-type]
+
+
 def test_a_user_policy_with_only_choose_runs_and_a_broken_one_leaves_requests_unplaced(
     hetero,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -205,6 +219,8 @@ def test_a_user_policy_with_only_choose_runs_and_a_broken_one_leaves_requests_un
         ("Raises", "policy raises: choose() raised KeyError('oops')"),
         ("NamesNoTarget", "chose 'nowhere', not a target"),
         ("ReturnsText", "returned 'h100', not a Decision"),
+        ("NamesAList", "chose ['h100'], not a target"),  # unhashable: was a TypeError
+        ("NumberReason", "42"),  # the reason is text wherever it is shown
     ):
         report, _ = simulate(
             hetero, Workload(list(reqs), {"default": SLO()}), f"test_simulate:{cls}"

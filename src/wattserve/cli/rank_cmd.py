@@ -132,8 +132,7 @@ def rank_cmd(
     if edge:
         positive("--prompt-tokens", prompt_tokens, integer=True)
         positive("--output-tokens", output_tokens, integer=True)
-        for name in hw:
-            catalog.device(name)
+        hw = [catalog.device(name).id for name in hw]  # any case is the id
         rows = edge_view(
             catalog,
             prompt_tokens=prompt_tokens,

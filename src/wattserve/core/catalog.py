@@ -43,6 +43,16 @@ class Catalog:
             raise UnknownNameError("hardware", hw_id, self.devices)
         return hw
 
+    def known_id(self, name: str) -> str | None:
+        """The catalog's id for a device or provider named `name` in any case, else None."""
+        for by_id in (self.devices, self.providers):
+            if name in by_id:
+                return name
+            entry = _any_case(by_id, name)
+            if entry is not None:
+                return entry.id
+        return None
+
     def provider(self, provider_id: str) -> Provider:
         """The hosted provider `provider_id`; a device's id says that this needs a provider."""
         p = self.providers.get(provider_id) or _any_case(self.providers, provider_id)

@@ -205,7 +205,7 @@ def _resolve_deployment(
     calib = Calibration()
     if "calibration" in entry:
         calib = load_calibration(base / Path(r.text("calibration")).expanduser())
-        if hw.id not in calib.params:  # else its defaults would stand in without a word
+        if calib.entry_id(hw.id) is None:  # else its defaults would stand in without a word
             raise r.err(
                 "calibration",
                 f"has no terms for {hw.id} (it has {', '.join(sorted(calib.params)) or 'none'})",

@@ -114,8 +114,21 @@ class Calibration:
     fit_error: dict[str, dict[str, float]] = field(default_factory=dict)
     terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
 
+    def entry_id(self, hw_id: str) -> str | None:
+        """The id this calibration files `hw_id`'s terms under: the id itself, or the one
+        entry that is the id in another case (`H100-SXM` is what a person types), else None."""
+        if hw_id in self.params:
+            return hw_id
+        folded = hw_id.lower()
+        found = [k for k in self.params if k.lower() == folded]
+        return found[0] if len(found) == 1 else None
+
     def params_for(self, hw: Hardware) -> EngineParams:
-        return self.params.get(hw.id) or default_params(hw)
+        found = self.params.get(hw.id)
+        if found is None and self.params:
+            key = self.entry_id(hw.id)
+            found = None if key is None else self.params[key]
+        return found or default_params(hw)
 
     def to_json(self) -> dict[str, Any]:
         return {

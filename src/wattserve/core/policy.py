@@ -316,7 +316,10 @@ class _UserPolicy:
 
     def __init__(self, policy: Any, spec: str) -> None:
         self.policy = policy
-        name = getattr(policy, "name", None)
+        try:
+            name = getattr(policy, "name", None)
+        except Exception:  # a `name` property that raises is still the user's error, not ours
+            name = None
         self.name = name if isinstance(name, str) and name else spec
 
     def choose(self, req: Request, view: FleetView) -> Decision:
@@ -328,8 +331,10 @@ class _UserPolicy:
             return Decision(
                 None, f"policy {self.name}: choose() returned {d!r:.100}, not a Decision"
             )
-        if d.target is not None and d.target not in view.targets:
+        if d.target is not None and not (isinstance(d.target, str) and d.target in view.targets):
             return Decision(None, f"policy {self.name}: chose {d.target!r:.100}, not a target")
+        if not isinstance(d.reason, str):  # the reason is printed and sent to the client as text
+            return Decision(d.target, f"{d.reason!r:.200}")
         return d
 
 

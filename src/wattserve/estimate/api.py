@@ -202,7 +202,7 @@ def estimate(
         # every device, most of which it does not cover
         if calibration is not None
         and not isinstance(calibration, Calibration)
-        and hw.id not in calib.params
+        and calib.entry_id(hw.id) is None
         else ()
     )
     if gpu_memory_utilization is not None:

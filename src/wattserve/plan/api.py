@@ -339,18 +339,23 @@ def plan(
     ids = hardware if hardware is not None else list(cat.devices)
     if not ids:
         raise ConfigError("names no device id", field="--hardware")
-    for hw_id in ids:
-        try:
-            cat.device(hw_id)  # an unknown id (or a provider's) is an error naming the closest
-        except ConfigError as exc:
-            raise ConfigError(exc.detail, field="--hardware") from None
+    try:  # an unknown id (or a provider's) is an error naming the closest; any case is the id
+        ids = [cat.device(hw_id).id for hw_id in ids]
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, field="--hardware") from None
+    counts: dict[str, int] = {}
     for hw_id, n in (available or {}).items():
-        if hw_id not in cat.devices:
+        known = cat.known_id(hw_id)
+        if known is None or known not in cat.devices:
             raise ConfigError(
                 f"unknown hardware {hw_id[:200]!r}{_closest(hw_id, cat)}", field="--available"
             )
         if n < 0:
             raise ConfigError(f"{hw_id}: a count is not negative, got {n}", field="--available")
+        if known in counts:
+            raise ConfigError(f"{hw_id[:80]!r} is given twice", field="--available")
+        counts[known] = n
+    available = counts if available is not None else None
     # The requests are streamed into the flows, not held (a generator may make 20M), unless
     # --verify must replay them.
     requests: Iterable[Request]

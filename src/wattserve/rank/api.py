@@ -332,10 +332,12 @@ def rank(
         calib = calibration
     else:
         calib = Calibration() if calibration is None else load_calibration(calibration)
-    wanted = set(hardware)
+    wanted = set()
     for name in hardware:
-        if name not in cat.devices and name not in cat.providers:
+        known = cat.known_id(name)  # `H100-SXM` is what a person types
+        if known is None:
             raise UnknownNameError("hardware", name, [*cat.devices, *cat.providers])
+        wanted.add(known)
     base_space = space if space is not None else SearchSpace()
     if dtype != "auto":
         base_space = replace(base_space, dtypes=(parse_dtype(dtype, "--dtype"),))
@@ -389,7 +391,7 @@ def rank(
     )
     if calib.params:  # which ranked devices it moved, so that none falls back without a word
         ranked = {r.hardware for r in rows if r.kind == "device"}
-        covered = sorted(ranked & set(calib.params))
+        covered = sorted(h for h in ranked if calib.entry_id(h) is not None)
         notes += (
             (
                 f"engine terms calibrated for {', '.join(covered)}; every other device uses "
