@@ -45,13 +45,12 @@ class Catalog:
 
     def known_id(self, name: str) -> str | None:
         """The catalog's id for a device or provider named `name` in any case, else None."""
-        for by_id in (self.devices, self.providers):
-            if name in by_id:
-                return name
-            entry = _any_case(by_id, name)
-            if entry is not None:
-                return entry.id
-        return None
+        if name in self.devices or name in self.providers:
+            return name
+        entry: Hardware | Provider | None = _any_case(self.devices, name) or _any_case(
+            self.providers, name
+        )
+        return None if entry is None else entry.id
 
     def provider(self, provider_id: str) -> Provider:
         """The hosted provider `provider_id`; a device's id says that this needs a provider."""
