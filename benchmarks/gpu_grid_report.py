@@ -26,7 +26,7 @@ try:
     from wattserve.calibrate.fit import fit_calibration
     from wattserve.calibrate.measurements import Measurement, read_measurements
     from wattserve.core.catalog import load_catalog
-    from wattserve.core.deployment import Deployment, default_kv_dtype
+    from wattserve.core.deployment import Deployment
     from wattserve.core.hardware import Hardware
     from wattserve.core.modelspec import load_model
     from wattserve.core.params import EngineParams, default_params
@@ -38,7 +38,7 @@ TARGETS = {"calibrated": 10.0, "uncalibrated": 15.0, "energy": 15.0}  # % mean, 
 
 
 def step(m: Measurement, hw: Hardware, params: EngineParams) -> StepCost:
-    dep = Deployment(load_model(m.model), hw, dtype=m.dtype, kv_dtype=default_kv_dtype(m.dtype))
+    dep = Deployment(load_model(m.model), hw, dtype=m.dtype, kv_dtype=m.kv_format)
     pm = PerfModel(dep, params)
     if m.phase == "prefill":
         return pm.prefill(m.batch, m.prompt_tokens)

@@ -181,6 +181,32 @@ def test_rows_no_engine_could_have_run_are_refused_with_their_line(
     assert (err.value.path, err.value.line, err.value.field) == (str(f), 3, field)
 
 
+def test_a_kv_dtype_column_says_the_cache_format_a_run_used(tmp_path: Path) -> None:
+    """Int8 weights imply a 16-bit cache, but engines often keep it in fp8: a row whose
+    16-bit cache would not fit says so and names the column, which makes it fit."""
+    f = tmp_path / "m.csv"
+    rows = [
+        "llama-3.1-70b,h100-sxm,1,1,int8,decode,16,,3000,0.05,600,{}",
+        "llama-3.1-70b,h100-sxm,1,1,int8,decode,8,,3000,0.045,600,fp8",
+    ]
+    f.write_text("\n".join([f"{HEADER},kv_dtype", *rows]).format("") + "\n")
+    with pytest.raises(ConfigError, match=r"taken as bf16.*kv_dtype column") as err:
+        fit_calibration(read_measurements(f), load_catalog(), source=str(f))
+    assert (err.value.line, err.value.field) == (2, "batch")
+    f.write_text("\n".join([f"{HEADER},kv_dtype", *rows]).format("fp8") + "\n")
+    ms = read_measurements(f)
+    assert [m.kv_format for m in ms] == ["fp8", "fp8"]
+    fit_calibration(ms, load_catalog(), source=str(f))
+    out = tmp_path / "again.csv"
+    write_measurements(out, ms)  # the optional column comes back where a row sets it
+    assert out.read_text().splitlines()[0].endswith(",kv_dtype")
+    assert read_measurements(out) == ms
+    f.write_text(f"{HEADER},kv_dtype\n{rows[0].format('int3')}\n")
+    with pytest.raises(ConfigError, match="not a dtype") as err:
+        read_measurements(f)
+    assert err.value.field == "kv_dtype"
+
+
 def test_missing_column_and_unknown_hardware(tmp_path: Path) -> None:
     f = tmp_path / "bad.csv"
     f.write_text("model,hardware,seconds\nx,y,1\n")

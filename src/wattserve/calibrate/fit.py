@@ -38,7 +38,7 @@ import numpy as np
 
 from wattserve.calibrate.measurements import Measurement
 from wattserve.core.catalog import Catalog
-from wattserve.core.deployment import Deployment, default_kv_dtype
+from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
 from wattserve.core.memory import layout_fit, memory_layout
 from wattserve.core.modelspec import fits_context, load_model
@@ -207,7 +207,7 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
             tp=m.tensor_parallel,
             pp=m.pipeline_parallel,
             dtype=m.dtype,
-            kv_dtype=default_kv_dtype(m.dtype),
+            kv_dtype=m.kv_format,
         )
     except ConfigError as exc:  # the stages come from the row's count over its tp
         field = "count" if exc.field == "pp" else "tensor_parallel"
@@ -234,8 +234,14 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
     fit = layout_fit(lay, dep, m.batch, longest, 0)
     if not fit.fits and lay.capacity is not None:
         weights = lay.kind == "cim" or lay.weights > lay.usable
+        hint = (
+            ""
+            if weights or m.kv_dtype is not None or m.kv_format == "fp8"
+            else f" (the KV cache taken as {m.kv_format}; give an engine's smaller cache "
+            "format in a kv_dtype column)"
+        )
         raise ConfigError(
-            f"{fit.reason}: no engine ran this step",
+            f"{fit.reason}: no engine ran this step{hint}",
             path=path,
             line=m.line,
             field="count" if weights else "batch",

@@ -1,12 +1,13 @@
 """The measurements CSV that `calibrate` reads and `profile` writes.
 
 Header: model,hardware,count,tensor_parallel,dtype,phase,batch,prompt_tokens,context_tokens,
-seconds,watts. Prefill rows give the seconds of one prefill of `prompt_tokens` for `batch`
-sequences; decode rows the seconds of one decode step at `context_tokens`. `watts` (mean power
-per device) may be empty, and so may the field a phase does not use (`context_tokens` of a
-prefill row, `prompt_tokens` of a decode row). `model` is a built-in model or a config.json
-path; a relative path is looked up next to the CSV first (so a folder of measurements and the
-model configs they name can move together).
+seconds,watts, and optionally kv_dtype (the KV cache's format; empty: the weights' activation
+format, as in a fleet file). Prefill rows give the seconds of one prefill of `prompt_tokens`
+for `batch` sequences; decode rows the seconds of one decode step at `context_tokens`. `watts`
+(mean power per device) may be empty, and so may the field a phase does not use
+(`context_tokens` of a prefill row, `prompt_tokens` of a decode row). `model` is a built-in
+model or a config.json path; a relative path is looked up next to the CSV first (so a folder of
+measurements and the model configs they name can move together).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from wattserve.core.dtypes import Dtype, parse_dtype
+from wattserve.core.deployment import default_kv_dtype
+from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.modelspec import builtin_model_id
 from wattserve.core.textfile import read_text
 from wattserve.errors import ConfigError
@@ -37,6 +39,7 @@ COLUMNS = (
     "seconds",
     "watts",
 )
+OPTIONAL_COLUMNS = ("kv_dtype",)  # empty or absent: default_kv_dtype(dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,11 @@ class Measurement:
     seconds: float
     watts: float | None
     line: int = 0
+    kv_dtype: Dtype | None = None  # None: what the weights' format implies
+
+    @property
+    def kv_format(self) -> Dtype:
+        return self.kv_dtype or default_kv_dtype(self.dtype)
 
     @property
     def pipeline_parallel(self) -> int:
@@ -146,6 +154,12 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
         dtype = parse_dtype(row.get("dtype") or "")
     except ConfigError as exc:
         raise ConfigError(exc.detail, path=path, line=line, field="dtype") from None
+    kv_dtype = None
+    if (row.get("kv_dtype") or "").strip():
+        try:
+            kv_dtype = parse_dtype(row["kv_dtype"], "kv_dtype", PEAK_DTYPES)
+        except ConfigError as exc:
+            raise ConfigError(exc.detail, path=path, line=line, field="kv_dtype") from None
     # a phase's unused field may be empty: decode rows need no prompt_tokens, prefill rows
     # no context_tokens (then the whole context is the prompt)
     prompt_raw = (row.get("prompt_tokens") or "").strip()
@@ -188,6 +202,7 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
         seconds=seconds,
         watts=_float(row, "watts", path, line),
         line=line,
+        kv_dtype=kv_dtype,
     )
 
 
@@ -245,9 +260,10 @@ def _beside(m: Measurement, folder: Path) -> Measurement:
 
 
 def write_measurements(path: str | Path, rows: list[Measurement]) -> None:
+    kv = any(m.kv_dtype for m in rows)  # the optional column only where a row sets it
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer.writerow(COLUMNS + OPTIONAL_COLUMNS if kv else COLUMNS)
         for m in rows:
             writer.writerow(
                 [
@@ -262,5 +278,6 @@ def write_measurements(path: str | Path, rows: list[Measurement]) -> None:
                     m.context_tokens,
                     f"{m.seconds:.6g}",
                     "" if m.watts is None else f"{m.watts:.4g}",
+                    *([m.kv_dtype or ""] if kv else []),
                 ]
             )
