@@ -312,3 +312,60 @@ def test_a_run_that_fails_leaves_the_earlier_requests_file_whole(tmp_path: Path)
     with replacing(out) as fh:
         fh.write(b"new\n")
     assert out.read_text() == "new\n" and sorted(tmp_path.iterdir()) == [out]
+
+
+def _write_as_user(path: Path) -> str:
+    """`replacing(path)` run as a user permissions stop: this one, or nobody when it is root
+    (a forked child that drops to uid 65534; the interpreter under /root is not theirs)."""
+    import os
+
+    from wattserve.core.textfile import replacing
+
+    def attempt() -> str:
+        try:
+            with replacing(path) as fh:
+                fh.write(b"new\n")
+            return "wrote"
+        except PermissionError:
+            return "refused"
+
+    if os.geteuid() != 0:
+        return attempt()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, try, report, leave without pytest's teardown
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, attempt().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as said:
+        return said.read()
+
+
+def test_an_output_keeps_the_permissions_open_would_give() -> None:
+    """A read-only file is refused, not replaced by the rename; a writable file in a folder
+    the user may not add to is written in place (no file can go beside it)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="wattserve-perm-"))
+    try:
+        base.chmod(0o777)  # anyone may add a file here (and rename one over the read-only)
+        locked = base / "locked"
+        locked.mkdir()
+        readonly, inplace = base / "ro.txt", locked / "rw.txt"
+        readonly.write_text("kept\n")
+        inplace.write_text("old\n")
+        readonly.chmod(0o444)
+        inplace.chmod(0o666)
+        locked.chmod(0o555)
+        assert _write_as_user(readonly) == "refused" and readonly.read_text() == "kept\n"
+        assert _write_as_user(inplace) == "wrote" and inplace.read_text() == "new\n"
+        assert sorted(x.name for x in locked.iterdir()) == ["rw.txt"]
+    finally:
+        (base / "locked").chmod(0o755)
+        shutil.rmtree(base)

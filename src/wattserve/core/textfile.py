@@ -6,6 +6,7 @@ all (`replacing`)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -73,15 +74,26 @@ def replacing(path: str | Path) -> Iterator[IO[bytes]]:
     """A binary handle whose bytes become `path` only once all are written: they go to a
     temporary file beside it, renamed over it at the end, so a write that fails (a full disk,
     a size limit, an interrupt) leaves the file that was there as it was and no part of the
-    new one. A path that is not a regular file (`/dev/null`, a pipe) is written directly.
-    OSError is the caller's to report."""
+    new one. A path that is not a regular file (`/dev/null`, a pipe) is written directly, and
+    so is a writable file in a folder that takes no new file; a read-only file is refused, as
+    open() would refuse it. OSError is the caller's to report."""
     given = Path(path)
     if given.exists() and not given.is_file():  # /dev/stdout (a pipe), /dev/null, a FIFO
         with given.open("wb") as handle:
             yield handle
         return
     target = Path(os.path.realpath(given))  # a symlink keeps pointing at the file it named
-    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    if target.exists() and not os.access(target, os.W_OK):  # read-only stays read-only
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(given))
+    try:
+        fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except PermissionError:
+        if not target.exists():
+            raise
+        # a writable file in a folder we may not add to: written in place, as open() would
+        with target.open("wb") as handle:
+            yield handle
+        return
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
