@@ -217,6 +217,32 @@ def check_speed(before_tflops: float, log: Log) -> float:
     return after
 
 
+# Rounds of one case further apart than this (slowest over fastest) were not timed on a steady
+# machine: llama.cpp's threads wait on each other at every layer, so a core taken by another
+# process for a moment makes a step several times slower (a 32-token prefill measured at 0.14 s
+# idle took 3.4-5.4 s beside a busy gateway on this 2-vCPU machine).
+ROUND_SPREAD = 1.5
+
+
+def check_rounds(times: dict[tuple[str, int], list[float]], log: Log) -> list[str]:
+    """Warn for every case whose rounds disagree by more than ROUND_SPREAD; returns the cases.
+    The load average is named, since another process on the cores is the usual cause."""
+    unsteady = [
+        f"{phase} {n}"
+        for (phase, n), ts in times.items()
+        if len(ts) > 1 and min(ts) > 0 and max(ts) / min(ts) > ROUND_SPREAD
+    ]
+    if unsteady:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        log(
+            f"  WARNING: rounds of {', '.join(unsteady)} differ by more than "
+            f"{ROUND_SPREAD:g}x (load average {load:.1f} on {os.cpu_count()} cores): another "
+            "process took the cores, so the medians may not be the engine's; profile again on "
+            "an idle machine"
+        )
+    return unsteady
+
+
 def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> ProfileResult:
     """Measure this machine's CPU with NumPy (`plan` overrides the built-in cases)."""
     hw_path, figures, meter, power_note = _cpu_entry(out / "hardware-cpu.yaml", log)
@@ -297,6 +323,7 @@ def profile_llama(
         server.close()
         timer.close()
     check_speed(figures["peak_tflops"], log)
+    check_rounds(times, log)
     rows: list[Measurement] = []
     for phase, n in cases:
         seconds = statistics.median(times[phase, n])
