@@ -440,8 +440,15 @@ def test_energy_objective_draws_no_more_than_the_cost_plan() -> None:
 def test_software_and_maturity_filters_exclude_with_the_reason(tmp_path: Path) -> None:
     w = tmp_path / "w.yaml"
     w.write_text("classes:\n  - {name: a, rate_rps: 1, model: llama-3.1-8b}\n")
-    with pytest.raises(PlanInfeasibleError, match="software stack pytorch-native"):
-        plan(w, hardware=["h100-sxm"], require_software=("vendor-sdk",), capacity="analytic")
+    # at least this mature a stack, as in rank: pytorch-native passes "plugin"
+    with pytest.raises(PlanInfeasibleError, match="software vendor-sdk is less mature"):
+        plan(w, hardware=["tenstorrent-p150"], require_software="pytorch-native")
+    result = plan(w, hardware=["h100-sxm"], require_software="plugin", capacity="analytic")
+    assert result.replicas
+    for bad in ("cuda", "plugin,pytorch-native"):
+        with pytest.raises(ConfigError, match="vendor-sdk < plugin < pytorch-native") as err:
+            plan(w, hardware=["h100-sxm"], require_software=bad)
+        assert err.value.field == "--require-software"
     result = plan(
         w,
         hardware=["h100-sxm", "tenstorrent-p150"],

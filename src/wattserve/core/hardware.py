@@ -24,6 +24,28 @@ MemoryKind = Literal["dram", "sram", "cim", "unknown"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
 SOFTWARE: tuple[str, ...] = get_args(Software)
 MATURITY: tuple[str, ...] = get_args(Maturity)
+# least to most mature, for --require-software and --min-maturity (rank and plan alike)
+SOFTWARE_ORDER = ("vendor-sdk", "plugin", "pytorch-native")
+MATURITY_ORDER = ("prototype", "pilot", "production")
+
+
+def stack_excluded(
+    software: str, maturity: str, require_software: str | None, min_maturity: str | None
+) -> str:
+    """Why `--require-software` (at least this mature a stack) or `--min-maturity` drops an
+    entry, or '' when it passes; a software name outside the order (a hosted API's) passes."""
+    if (
+        require_software is not None
+        and software in SOFTWARE_ORDER
+        and SOFTWARE_ORDER.index(software) < SOFTWARE_ORDER.index(require_software)
+    ):
+        return f"software {software} is less mature than --require-software {require_software}"
+    if min_maturity is not None and MATURITY_ORDER.index(maturity) < MATURITY_ORDER.index(
+        min_maturity
+    ):
+        return f"maturity {maturity} is below --min-maturity {min_maturity}"
+    return ""
+
 
 # Numeric figures a device entry may carry, with what each means (units in the name).
 FIGURE_FIELDS: dict[str, str] = {

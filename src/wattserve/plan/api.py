@@ -13,6 +13,7 @@ from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import J_PER_KWH
 from wattserve.core.dtypes import Dtype
 from wattserve.core.fleet import Fleet, load_sites
+from wattserve.core.hardware import MATURITY_ORDER, SOFTWARE_ORDER
 from wattserve.core.params import Calibration
 from wattserve.core.sites import Site
 from wattserve.core.workload import Request, Workload, load_workload, stream_workload
@@ -302,7 +303,7 @@ def plan(
     budget_usd_per_h: float | None = None,
     headroom: float = 0.1,
     available: dict[str, int] | None = None,
-    require_software: tuple[str, ...] = (),
+    require_software: str | None = None,
     min_maturity: str | None = None,
     model: str = "llama-3.1-8b",
     dtypes: tuple[Dtype, ...] = ("bf16",),
@@ -334,6 +335,12 @@ def plan(
                 f"must be a positive finite number, got {value}; leave it out for no limit",
                 field=flag,
             )
+    for value, flag, order in (
+        (require_software, "--require-software", SOFTWARE_ORDER),
+        (min_maturity, "--min-maturity", MATURITY_ORDER),
+    ):
+        if value is not None and value not in order:  # one name, the least that passes
+            raise ConfigError(f"{value!r:.80} is not one of {' < '.join(order)}", field=flag)
     fleet, hw_files = _sites(sites, power_cap_w)
     cat = (catalog or load_catalog()).extended(hw_files)
     ids = hardware if hardware is not None else list(cat.devices)

@@ -20,7 +20,7 @@ from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.dtypes import Dtype
 from wattserve.core.fleet import Fleet, HostedSpec
-from wattserve.core.hardware import MATURITY, Hardware
+from wattserve.core.hardware import Hardware, stack_excluded
 from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.core.params import Calibration, EngineParams
 from wattserve.core.sites import Site
@@ -100,7 +100,7 @@ class Limits:
     headroom: float = 0.1  # share of each site's power cap kept free
     budget_usd_per_h: float | None = None
     available: tuple[tuple[str, int], ...] = ()  # devices of a hardware id over all sites
-    require_software: tuple[str, ...] = ()
+    require_software: str | None = None  # at least this mature a stack, as in rank
     min_maturity: str | None = None
 
 
@@ -220,13 +220,7 @@ def _allowed(hw: Hardware, limits: Limits) -> str:
         return "no price: neither usd_per_hour nor list_price_usd in the catalog"
     if hw.value("tdp_w") is None:
         return "power unknown: no tdp_w in the catalog, so no cap or energy figure can include it"
-    if limits.require_software and hw.software not in limits.require_software:
-        return f"software stack {hw.software} not in --require-software"
-    if limits.min_maturity is not None and MATURITY.index(hw.maturity) < MATURITY.index(
-        limits.min_maturity
-    ):
-        return f"maturity {hw.maturity} below --min-maturity {limits.min_maturity}"
-    return ""
+    return stack_excluded(hw.software, hw.maturity, limits.require_software, limits.min_maturity)
 
 
 def build_problem(

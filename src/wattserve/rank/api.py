@@ -20,7 +20,14 @@ from wattserve.core.configs import (
 )
 from wattserve.core.cost import CostAssumptions, check_pue
 from wattserve.core.dtypes import parse_dtype
-from wattserve.core.hardware import CATEGORIES, MATURITY, SOFTWARE, Hardware, Provider
+from wattserve.core.hardware import (
+    CATEGORIES,
+    MATURITY,
+    SOFTWARE,
+    Hardware,
+    Provider,
+    stack_excluded,
+)
 from wattserve.core.modelspec import ModelSpec, check_context, load_model
 from wattserve.core.params import Calibration, load_calibration
 from wattserve.core.pareto import pareto_front
@@ -36,8 +43,6 @@ DEFAULT_PROMPT_TOKENS = 1020
 DEFAULT_OUTPUT_TOKENS = 129
 
 # Least to most mature: a filter keeps its level and every level after it.
-SOFTWARE_ORDER = ("vendor-sdk", "plugin", "pytorch-native")
-MATURITY_ORDER = ("prototype", "pilot", "production")
 DTYPE_CHOICES = ("auto", "bf16", "fp8", "int8", "int4")
 # Facility power over IT power: never below 1 (the facility includes the IT), and 5 is past the
 # worst site surveyed (Uptime Institute 2023: average 1.58, few above 2.5).
@@ -126,23 +131,6 @@ def _choices(flag: str, values: Iterable[str], allowed: Sequence[str]) -> tuple[
             raise ConfigError(f"'{v}' is not one of {', '.join(allowed)}", field=flag)
         out.append(v)
     return tuple(out)
-
-
-def _filtered(
-    software: str, maturity: str, require_software: str | None, min_maturity: str | None
-) -> str:
-    """Why a filter drops an entry, or '' when it passes."""
-    if (
-        require_software is not None
-        and software in SOFTWARE_ORDER
-        and SOFTWARE_ORDER.index(software) < SOFTWARE_ORDER.index(require_software)
-    ):
-        return f"software {software} is less mature than --require-software {require_software}"
-    if min_maturity is not None and MATURITY_ORDER.index(maturity) < MATURITY_ORDER.index(
-        min_maturity
-    ):
-        return f"maturity {maturity} is below --min-maturity {min_maturity}"
-    return ""
 
 
 def _describe(row: Row) -> str:
@@ -348,7 +336,7 @@ def rank(
     for hw in cat.devices.values():
         if (wanted and hw.id not in wanted) or (cats and hw.category not in cats):
             continue
-        why = _filtered(hw.software, hw.maturity, require_software, min_maturity)
+        why = stack_excluded(hw.software, hw.maturity, require_software, min_maturity)
         if why:
             excluded.append(Excluded(hw.id, "device", "filtered", why))
             continue
@@ -371,7 +359,7 @@ def rank(
     for p in cat.providers.values():
         if (wanted and p.id not in wanted) or (cats and HOSTED not in cats):
             continue
-        why = _filtered("hosted API", p.maturity, None, min_maturity)
+        why = stack_excluded("hosted API", p.maturity, None, min_maturity)
         if why:
             excluded.append(Excluded(p.id, "hosted", "filtered", why))
             continue
