@@ -335,12 +335,12 @@ def plan(
                 f"must be a positive finite number, got {value}; leave it out for no limit",
                 field=flag,
             )
-    for value, flag, order in (
+    for least, flag, order in (
         (require_software, "--require-software", SOFTWARE_ORDER),
         (min_maturity, "--min-maturity", MATURITY_ORDER),
     ):
-        if value is not None and value not in order:  # one name, the least that passes
-            raise ConfigError(f"{value!r:.80} is not one of {' < '.join(order)}", field=flag)
+        if least is not None and least not in order:  # one name, the least that passes
+            raise ConfigError(f"{least!r:.80} is not one of {' < '.join(order)}", field=flag)
     fleet, hw_files = _sites(sites, power_cap_w)
     cat = (catalog or load_catalog()).extended(hw_files)
     ids = hardware if hardware is not None else list(cat.devices)
