@@ -568,6 +568,21 @@ def test_calibrate_refuses_an_output_it_cannot_write_before_fitting(tmp_path: Pa
         assert "Traceback" not in result.output
 
 
+def test_an_estimate_names_the_calibration_that_moved_its_terms() -> None:
+    """A calibrated estimate used to read exactly like an uncalibrated one."""
+    from wattserve.estimate.explain import summary
+
+    root = Path(__file__).parents[1]
+    calib, _ = fit_calibration(
+        read_measurements(root / "examples" / "measurements-h100-70b.csv"),
+        load_catalog(),
+        source="m.csv",
+    )
+    text = summary(estimate("llama-3.1-70b", "h100-sxm", tp=4, calibration=calib))
+    assert "  engine terms:        calibrated from m.csv (6 rows)" in text
+    assert "engine terms" not in summary(estimate("llama-3.1-70b", "h100-sxm", tp=4))
+
+
 def test_an_estimate_says_when_its_calibration_has_no_entry_for_the_hardware(
     tmp_path: Path,
 ) -> None:

@@ -96,6 +96,10 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 NUMERIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EngineParams) if f.name != "source")
 
 
+# what an estimate's `calibration` says when no calibration moved its terms
+DEFAULT_SOURCES = frozenset(p.source for p in (_GPU, _CPU, _DATAFLOW))
+
+
 def default_params(hw: Hardware) -> EngineParams:
     """The uncalibrated terms for a kind of hardware."""
     if hw.memory_kind in ("sram", "cim"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wattserve.core.params import DEFAULT_SOURCES
 from wattserve.core.perf import StepCost
 from wattserve.estimate.api import Estimate
 
@@ -43,6 +44,8 @@ def summary(e: Estimate) -> str:
             "  memory per device:   "
             + ", ".join(f"{k} {v:.3g} GB" for k, v in mem.items() if v is not None)
         )
+    if e.calibration not in DEFAULT_SOURCES and e.calibration != "provider profile":
+        lines.append(f"  engine terms:        {e.calibration}")  # else it reads as defaults
     lines += [f"  unknown: {m}" for m in e.missing]
     lines += [f"  assumed: {a}" for a in e.assumptions]
     return "\n".join(lines)
