@@ -82,6 +82,16 @@ def test_workload_file_naming_a_special_trace_is_refused(tmp_path: Path, target:
     assert err.value.path == target
 
 
+def test_a_missing_trace_names_the_workload_file_and_its_field(tmp_path: Path) -> None:
+    """It used to name only the resolved trace path, not the file that named it."""
+    w = tmp_path / "w.yaml"
+    w.write_text("slos: {default: {ttft_s: 2}}\ntrace: nosuch.csv\n")
+    with pytest.raises(ConfigError, match="no such trace file") as err:
+        load(w)
+    assert (err.value.path, err.value.line, err.value.field) == (str(w), 2, "workload.trace")
+    assert str(tmp_path / "nosuch.csv") in str(err.value)  # resolved beside the workload
+
+
 def test_latin1_trace_names_the_line(tmp_path: Path) -> None:
     t = tmp_path / "t.csv"
     t.write_bytes(

@@ -536,6 +536,8 @@ def stream_workload(
                     field=f"classes[{i}].slo",
                 )
         trace = p.parent / top.text("trace") if "trace" in spec else None
+        if trace is not None and not trace.exists():  # relative to the workload file's folder
+            raise top.err("trace", f"no such trace file {str(trace)[:300]!r}")
         if trace is None:
             g = spec.get("generator")
             if g is not None and not isinstance(g, LineDict):
