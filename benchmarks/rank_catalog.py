@@ -33,8 +33,9 @@ def main(models: list[str], repeats: int = 5) -> None:
             rank(model, catalog=catalog)
             warm.append(time.perf_counter() - start)
         print(
-            f"rank {model}: {len(catalog.devices)} devices, {len(result.rows)} ranked, "
-            f"{len(result.excluded)} excluded: median {statistics.median(cold):.3f} s "
+            f"rank {model}: {len(catalog.devices)} devices and {len(catalog.providers)} hosted "
+            f"APIs, {len(result.rows)} ranked, {len(result.excluded)} excluded: "
+            f"median {statistics.median(cold):.3f} s "
             f"(best {min(cold):.3f} s; PerfModels cached: {statistics.median(warm):.3f} s) "
             "on one core; target < 1 s"
         )
