@@ -242,6 +242,7 @@ def test_unknown_names_give_the_closest_matches() -> None:
         ({"slo_tpot_s": math.nan}, "--slo-tpot"),
         ({"power_envelope_w": 0.0}, "--power-envelope"),
         ({"power_envelope_w": -5.0}, "--power-envelope"),
+        ({"power_envelope_w": 1e30}, "--power-envelope"),  # counting its groups never ended
         ({"prompt_tokens": 0}, "--prompt-tokens"),
         ({"output_tokens": -3}, "--output-tokens"),
         ({"pue": 0.0}, "--pue"),
@@ -249,6 +250,8 @@ def test_unknown_names_give_the_closest_matches() -> None:
         ({"training_cost_usd": 1e6}, "--daily-tokens"),
         ({"training_cost_usd": -1.0, "daily_tokens": 1e9}, "--training-cost-usd"),
         ({"training_cost_usd": 1.0, "daily_tokens": 0}, "--daily-tokens"),
+        ({"training_cost_usd": 1.0, "daily_tokens": 1e-320}, "--daily-tokens"),  # 1/0
+        ({"training_cost_usd": 1e300, "daily_tokens": 1e9}, "--training-cost-usd"),  # inf days
         ({"sort": "speed"}, "--sort"),
         ({"sort": "envelope_tokens_per_s"}, "--sort"),
         ({"dtype": "fp4"}, "--dtype"),

@@ -114,14 +114,27 @@ class Ranking:
         }
 
 
-def positive(flag: str, value: Any, integer: bool = False) -> Any:
-    """`value` if it is a positive finite number (an integer when asked), else ConfigError
-    naming `flag`."""
+def positive(
+    flag: str, value: Any, integer: bool = False, at_least: float = 0.0, at_most: float = math.inf
+) -> Any:
+    """`value` if it is a positive finite number (an integer when asked), within
+    [at_least, at_most] when given, else ConfigError naming `flag`."""
     ok = not isinstance(value, bool) and isinstance(value, int if integer else int | float)
     if not ok or not 0 < value < math.inf:
         kind = "a positive integer" if integer else "a positive number"
         raise ConfigError(f"must be {kind}, got {value!r}", field=flag)
+    if not at_least <= value <= at_most:
+        span = f"from {at_least:g} to {at_most:g}" if at_least else f"at most {at_most:g}"
+        raise ConfigError(f"must be {span}, got {value!r}", field=flag)
     return value
+
+
+# Bounds past any real use, so that no figure behind them overflows or a count never ends:
+# 1 TW is about a third of the world's mean electricity generation; a day's tokens from one to
+# a billion billion; a training run up to a quadrillion dollars.
+MAX_ENVELOPE_W = 1e12
+DAILY_TOKENS = (1.0, 1e18)
+MAX_TRAINING_USD = 1e15
 
 
 def _choices(flag: str, values: Iterable[str], allowed: Sequence[str]) -> tuple[str, ...]:
@@ -238,7 +251,7 @@ def _check_flags(
     if dtype not in DTYPE_CHOICES:
         raise ConfigError(f"'{dtype}' is not one of {', '.join(DTYPE_CHOICES)}", field="--dtype")
     if power_envelope_w is not None:
-        positive("--power-envelope", power_envelope_w)
+        positive("--power-envelope", power_envelope_w, at_most=MAX_ENVELOPE_W)
     if sort == "envelope_tokens_per_s" and power_envelope_w is None:
         raise ConfigError("sorting by envelope_tokens_per_s needs --power-envelope", field="--sort")
     if top is not None:
@@ -249,8 +262,9 @@ def _check_flags(
             field="--training-cost-usd" if training_cost_usd is None else "--daily-tokens",
         )
     if training_cost_usd is not None:
-        positive("--training-cost-usd", training_cost_usd)
-        positive("--daily-tokens", daily_tokens)
+        positive("--training-cost-usd", training_cost_usd, at_most=MAX_TRAINING_USD)
+        lo, hi = DAILY_TOKENS
+        positive("--daily-tokens", daily_tokens, at_least=lo, at_most=hi)
 
 
 def _crossover_days(usd_per_mtok: float | None, training_usd: float, daily: float) -> float | None:

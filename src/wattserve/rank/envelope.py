@@ -19,7 +19,9 @@ def groups_within(envelope_w: float, group_power_w: float, pue: float) -> int:
         return 0
     n = math.floor(envelope_w / facility_w)
     while n > 0 and n * group_power_w * pue > envelope_w:
-        n -= 1  # floating-point rounding must never put the total over the envelope
+        # floating-point rounding must never put the total over the envelope; past 2**52 a
+        # step of one would not change the product, so the step is a relative one there
+        n = n - 1 if n < 2**52 else math.floor(n * (1 - 2**-40))
     return n
 
 
