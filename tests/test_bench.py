@@ -310,12 +310,19 @@ def run_bench(*args: str) -> Result_:
         (["--out", "{tmp}/m.jsonl"], "field '--out': {tmp}/m.jsonl is an input"),
         (["--out", "{tmp}/r", "--report", "{tmp}/r"], "field '--report': {tmp}/r is also --out"),
         (["--trace", "{tmp}/fifo"], "{tmp}/fifo, field '--trace': not a regular file"),
+        # a schedule that would wait, in effect, forever (it used to)
+        (["--request-rate", "1e-300"], "field '--request-rate': the last request would be sent"),
+        (["--rate-scale", "1e-320"], "field '--rate-scale': the last request would be sent"),
+        # the resolver's UnicodeError was a traceback; /v1 went after a query
+        (["--url", "http://a..b"], "the host 'a..b' is not a host name"),
+        (["--url", f"http://{'a' * 64}.invalid"], "is not a host name"),
+        (["--url", "http://127.0.0.1:1?x=1#f"], "without a ?query or #fragment"),
     ],
 )
 def test_bad_flags_are_refused_before_anything_is_sent(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
-    trace = mooncake(tmp_path / "m.jsonl", [(0, 10, 2)])
+    trace = mooncake(tmp_path / "m.jsonl", [(0, 10, 2), (1000, 10, 2)])
     os.mkfifo(tmp_path / "fifo")
     with silent_port() as (sock, url):
         r = run_bench("--url", url, "--trace", str(trace), *(a.format(tmp=tmp_path) for a in args))

@@ -80,6 +80,19 @@ def check_url(url: str) -> None:
         raise ConfigError(f"'{url:.200}' is not a URL: {why}", field="--url") from None
     if not parts.hostname:
         raise ConfigError(f"'{url:.200}' names no host", field="--url")
+    try:  # what the resolver will do with it: an empty or 64-letter label fails there
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ConfigError(
+            f"'{url:.200}' is not a URL: the host {parts.hostname[:100]!r} is not a host name "
+            "(a dot-separated label is empty or longer than 63 letters)",
+            field="--url",
+        ) from None
+    if parts.query or parts.fragment:  # /v1 would be added after them
+        raise ConfigError(
+            f"'{url:.200}': give the server's base URL without a ?query or #fragment",
+            field="--url",
+        )
     if port == 0:
         raise ConfigError(
             f"'{url:.200}' is not a URL: the port must be a number from 1 to 65535",
@@ -109,6 +122,11 @@ def why_not(exc: aiohttp.ClientError) -> str:
             return os.strerror(err.errno).lower()
         return str(err.strerror or err).lower()
     return str(exc) or type(exc).__name__
+
+
+# The longest schedule a load test may have: a rate of 1e-300 requests/s (or a replay slowed
+# as much) would otherwise wait, in effect, forever between two requests.
+MAX_SCHEDULE_S = 30 * 86400.0
 
 
 def arrivals(requests: list[Request], rate: float | None, seed: int) -> list[float]:
@@ -239,12 +257,20 @@ class Bench:
         workload: Workload,
         progress: Progress | None = None,
     ) -> Run:
-        model = await self.discover_model()
-        cal, notes = await self.prepare(model)
         reqs = workload.requests
         if self.opts.max_requests is not None:
             reqs = reqs[: self.opts.max_requests]
         times = arrivals(reqs, self.opts.request_rate, self.opts.seed)
+        if times and not times[-1] <= MAX_SCHEDULE_S:  # before a request is sent
+            poisson = self.opts.request_rate is not None
+            raise ConfigError(
+                f"the last request would be sent {times[-1]:.3g} s after the first, more than "
+                f"{MAX_SCHEDULE_S / 86400:g} days: raise it, or send fewer requests with "
+                + ("--max-requests" if poisson else "--duration or --max-requests"),
+                field="--request-rate" if poisson else "--rate-scale",
+            )
+        model = await self.discover_model()
+        cal, notes = await self.prepare(model)
         results = [
             Result(r.id, r.row, t, r.prompt_tokens, r.output_tokens, r.slo)
             for r, t in zip(reqs, times, strict=True)
