@@ -411,3 +411,30 @@ def test_cli_a_device_of_absurdly_slow_figures_is_refused_not_simulated(tmp_path
     p = simulate_cli("--trace", str(t), fleet=f)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert f"{f}:5, field 'deployments.a': infeasible: one decode step" in p.stderr
+
+
+def test_a_loop_of_symbolic_links_is_an_error_naming_it_not_a_traceback(tmp_path: Path) -> None:
+    """A loop named as an output was a RuntimeError from Path.resolve(), or replaced by a
+    regular file (rank --report, plan --cache); named as an input, 'no such trace file'."""
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    (tmp_path / "L1").symlink_to("L2")
+    (tmp_path / "L2").symlink_to("L1")
+    loop = str(tmp_path / "L1")
+    wl = tmp_path / "wl.yaml"
+    wl.write_text("classes:\n  - {name: a, rate_rps: 1, model: llama-3.1-8b}\n")
+    plan = ["plan", "--workload", str(wl), "--hardware", "l4", "--capacity", "analytic"]
+    rank = ["rank", "--model", "llama-3.1-8b", "--hardware", "l4"]
+    for args, says in (
+        ([*plan, "--out", loop], "field '--out': cannot write"),
+        ([*plan, "--cache", loop], "field '--cache': cannot write"),
+        ([*rank, "--report", loop], "field '--report': cannot write"),
+        ([*rank, "--hardware-file", loop, "--report", str(tmp_path / "r.html")], "L1"),
+        (["plan", "--workload", loop, "--hardware", "l4"], "symbolic links"),
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert says in result.output and "Traceback" not in result.output, result.output
+        assert (tmp_path / "L1").is_symlink() and (tmp_path / "L2").is_symlink()

@@ -80,8 +80,18 @@ def check_writable(path: Path, flag: str, inputs: tuple[Path | str, ...] = ()) -
     """Refuse an output path that plainly cannot be written, or that is one of the command's
     `inputs` (writing it would destroy it), before the work that fills it (save_text still
     reports what only the write finds)."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's symlink loop
+        raise ConfigError(
+            f"cannot write {path!s:.200}: a loop of symbolic links", field=flag
+        ) from None
     for source in inputs:
-        if source and Path(source).resolve() == path.resolve():
+        try:
+            same = bool(source) and Path(source).resolve() == target
+        except (OSError, RuntimeError):  # an input that loops: reading it says so
+            same = False
+        if same:
             raise ConfigError(f"{path!s:.200} is an input of this command", field=flag)
     if not str(path) or path.is_dir():
         raise ConfigError(f"cannot write {path!s:.200}: a folder, not a file", field=flag)

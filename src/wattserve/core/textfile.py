@@ -82,6 +82,12 @@ def replacing(path: str | Path) -> Iterator[IO[bytes]]:
         with given.open("wb") as handle:
             yield handle
         return
+    if given.is_symlink():
+        try:
+            os.path.realpath(given, strict=True)
+        except OSError as exc:  # a loop would be replaced by a file; a dangling link is written
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(given)) from None
     target = Path(os.path.realpath(given))  # a symlink keeps pointing at the file it named
     if target.exists() and not os.access(target, os.W_OK):  # read-only stays read-only
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(given))

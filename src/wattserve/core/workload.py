@@ -536,7 +536,8 @@ def stream_workload(
                     field=f"classes[{i}].slo",
                 )
         trace = p.parent / top.text("trace") if "trace" in spec else None
-        if trace is not None and not trace.exists():  # relative to the workload file's folder
+        # relative to the workload file's folder; a link that loops is reported when read
+        if trace is not None and not trace.exists() and not trace.is_symlink():
             raise top.err("trace", f"no such trace file {str(trace)[:300]!r}")
         if trace is None:
             g = spec.get("generator")
@@ -548,7 +549,7 @@ def stream_workload(
             rows, span = _generate(spec, str(p), classes, rng, horizon)
             span = span / rate_scale
     if trace is not None:
-        if not trace.exists():
+        if not trace.exists() and not trace.is_symlink():
             raise ConfigError("no such trace file", path=str(trace))
         rows, bad = read_trace(trace)
     workload = Workload(
