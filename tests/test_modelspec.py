@@ -143,6 +143,10 @@ def test_unknown_model_suggests_close_names() -> None:
         ({"tie_word_embeddings": "false"}, "tie_word_embeddings"),  # bool("false") is True
         ({"tie_word_embeddings": 1}, "tie_word_embeddings"),
         ({"num_local_experts": 4, "num_experts_per_tok": 8}, "num_experts_per_tok"),
+        # a head of no dimensions: an explicit null used to pass the check (a ZeroDivisionError
+        # in plan and simulate)
+        ({"hidden_size": 16, "head_dim": None}, "num_attention_heads"),
+        ({"hidden_size": 16}, "num_attention_heads"),
     ],
 )
 def test_config_fields_that_would_read_as_something_else_are_refused(

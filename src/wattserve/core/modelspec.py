@@ -224,7 +224,8 @@ def model_from_hf_config(
         shared_ffn = n_shared * expert_ffn
     model_type = str(config.get("model_type", ""))
     max_pos = get("max_position_embeddings")
-    if hidden // heads < 1 and "head_dim" not in config:
+    head_dim = get("head_dim", hidden // heads)  # a null head_dim is absent, as HF reads it
+    if head_dim < 1:
         raise ConfigError(
             f"hidden_size ({hidden}) is smaller than num_attention_heads ({heads}): a head "
             "would have no dimensions; give head_dim",
@@ -238,7 +239,7 @@ def model_from_hf_config(
         num_layers=layers,
         num_heads=heads,
         num_kv_heads=kv_heads,
-        head_dim=get("head_dim", hidden // heads),
+        head_dim=head_dim,
         intermediate_size=ffn or expert_ffn,
         vocab_size=get("vocab_size", required=True),
         tied_embeddings=tied,
