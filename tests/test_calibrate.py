@@ -225,7 +225,12 @@ def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
         load_calibration(f)
     assert err.value.field == "hardware.h100-sxm.eff_compute"
     # each in range on its own type, but past anything physical: every figure behind them inf
-    for term, bad in (("eff_compute", 1e-308), ("overhead_step_s", 1e308), ("gemm_latency_s", 2)):
+    for term, bad in (
+        ("eff_compute", 1e-308),
+        ("overhead_step_s", 1e308),
+        ("gemm_latency_s", 2),
+        ("memory_utilization", 1e-320),  # rank overflowed on it
+    ):
         f.write_text(json.dumps({"hardware": {"h100-sxm": {term: bad}}}))
         with pytest.raises(ConfigError, match="must be a number in") as err:
             load_calibration(f)

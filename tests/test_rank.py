@@ -243,6 +243,8 @@ def test_unknown_names_give_the_closest_matches() -> None:
         ({"power_envelope_w": 0.0}, "--power-envelope"),
         ({"power_envelope_w": -5.0}, "--power-envelope"),
         ({"power_envelope_w": 1e30}, "--power-envelope"),  # counting its groups never ended
+        ({"gpu_memory_utilization": 1e-320}, "--gpu-memory-utilization"),  # capacities overflow
+        ({"gpu_memory_utilization": 1.5}, "--gpu-memory-utilization"),
         ({"prompt_tokens": 0}, "--prompt-tokens"),
         ({"output_tokens": -3}, "--output-tokens"),
         ({"pue": 0.0}, "--pue"),
@@ -417,3 +419,18 @@ def test_rank_says_which_devices_its_calibration_covers(tmp_path: Path) -> None:
     f.write_text('{"version": 1, "hardware": {"h100-sxm": {"eff_memory": 0.7}}}')
     r = rank("llama-3.1-8b", hardware=["h100-sxm", "a100-sxm-80gb"], calibration=f)
     assert any(n.startswith("engine terms calibrated for h100-sxm;") for n in r.notes)
+
+
+def test_gpu_memory_utilization_is_every_devices_share_as_in_estimate() -> None:
+    """Issue #12 item 10 names estimate, rank and the fleet file; rank had no such setting.
+    At a fifth of each H100's memory, the 70B's fp8 weights need eight devices, not four."""
+    default = rank("llama-3.1-70b", hardware="h100-sxm")
+    tight = rank("llama-3.1-70b", hardware="h100-sxm", gpu_memory_utilization=0.2)
+    assert default.rows[0].devices == 4 and tight.rows[0].devices == 8
+    assert tight.to_dict()["gpu_memory_utilization"] == 0.2
+    row = tight.rows[0]
+    e = estimate(
+        "llama-3.1-70b", "h100-sxm", tp=row.tp, pp=row.pp, dtype=row.dtype, batch=row.batch,
+        gpu_memory_utilization=0.2,
+    )  # fmt: skip
+    assert e.max_batch is not None and row.batch <= e.max_batch

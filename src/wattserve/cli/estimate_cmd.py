@@ -11,6 +11,7 @@ import typer
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.cost import CostAssumptions, check_pue
+from wattserve.core.params import check_memory_share
 from wattserve.errors import ConfigError
 from wattserve.estimate import estimate
 from wattserve.estimate.explain import explain, summary
@@ -96,8 +97,8 @@ def estimate_cmd(
     check_pue("--pue", pue)
     if not math.isfinite(lifetime_years) or lifetime_years <= 0:
         raise typer.BadParameter("must be a positive finite number", param_hint="--lifetime-years")
-    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
-        raise typer.BadParameter("must be in (0, 1]", param_hint="--gpu-memory-utilization")
+    if gpu_memory_utilization is not None:
+        check_memory_share(gpu_memory_utilization, "--gpu-memory-utilization")
     if not math.isfinite(electricity_usd_per_kwh) or electricity_usd_per_kwh < 0:
         raise typer.BadParameter(
             "must be a finite number, not negative", param_hint="--electricity-usd-per-kwh"

@@ -117,6 +117,13 @@ def rank_cmd(
     daily_tokens: Annotated[
         float | None, typer.Option(help="Output tokens served per day, for the crossover.")
     ] = None,
+    gpu_memory_utilization: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of device memory the engine uses (vLLM's name; default: the "
+            "calibration's, else 0.9), for every device."
+        ),
+    ] = None,
     edge: Annotated[
         bool, typer.Option("--edge", help="The largest model each edge/CIM part holds.")
     ] = False,
@@ -170,6 +177,7 @@ def rank_cmd(
         daily_tokens=daily_tokens,
         calibration=calib,
         catalog=catalog,
+        gpu_memory_utilization=gpu_memory_utilization,
     )
     if report is not None:
         save_text(report, report_html(result, None), "--report")

@@ -37,7 +37,7 @@ from wattserve.core.dtypes import BYTES_PER_ELEMENT, Dtype
 from wattserve.core.hardware import PEAK_PREFIX, Hardware
 from wattserve.core.memory import memory_fit
 from wattserve.core.modelspec import ModelSpec
-from wattserve.core.params import Calibration, EngineParams
+from wattserve.core.params import Calibration, EngineParams, check_memory_share
 from wattserve.core.perf import PerfModel
 from wattserve.core.workload import SLO
 from wattserve.errors import ConfigError
@@ -203,6 +203,7 @@ class _Job:
     costs: CostAssumptions
     space: SearchSpace
     params: EngineParams
+    memory_share: float | None  # --gpu-memory-utilization, over every calibration's
 
     def evaluate(self, layout: Layout, batch: int, max_batch_slo: int) -> Candidate:
         e = estimate(
@@ -217,6 +218,7 @@ class _Job:
             calibration=self.calibration,
             catalog=self.catalog,
             costs=self.costs,
+            gpu_memory_utilization=self.memory_share,
         )
         return Candidate(layout, e, slo_excess(e, self.slo), max_batch_slo)
 
@@ -285,6 +287,7 @@ def search_configs(
     calibration: Calibration | None = None,
     costs: CostAssumptions | None = None,
     space: SearchSpace | None = None,
+    gpu_memory_utilization: float | None = None,
 ) -> DeviceConfigs:
     """Every configuration of `hardware` worth reporting for `model` at `slo`.
 
@@ -296,6 +299,8 @@ def search_configs(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
     calib = calibration if calibration is not None else Calibration()
+    share = None if gpu_memory_utilization is None else check_memory_share(gpu_memory_utilization)
+    params = calib.params_for(hardware)
     job = _Job(
         model,
         hardware,
@@ -306,7 +311,8 @@ def search_configs(
         calib,
         costs if costs is not None else CostAssumptions(),
         space if space is not None else SearchSpace(),
-        calib.params_for(hardware),
+        params if share is None else params.with_updates(memory_utilization=share),
+        share,
     )
     dtypes = candidate_dtypes(hardware, job.space)
     if not dtypes:

@@ -19,7 +19,12 @@ from wattserve.core.energy import token_energy_j
 from wattserve.core.hardware import ProviderOffer
 from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
 from wattserve.core.modelspec import builtin_model_id, load_model, model_files
-from wattserve.core.params import Calibration, EngineParams, load_calibration
+from wattserve.core.params import (
+    Calibration,
+    EngineParams,
+    check_memory_share,
+    load_calibration,
+)
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.core.sites import (
     MAX_LATENCY_S,
@@ -213,8 +218,10 @@ def _resolve_deployment(
     params = calib.params_for(hw)
     if "gpu_memory_utilization" in entry:  # vLLM's name: the share of memory the engine takes
         share = r.number("gpu_memory_utilization", positive=True)
-        if share is None or share > 1:
-            raise r.err("gpu_memory_utilization", f"must be in (0, 1], got {share}")
+        try:
+            share = check_memory_share(share)
+        except ConfigError as exc:
+            raise r.err("gpu_memory_utilization", exc.detail) from None
         params = params.with_updates(memory_utilization=share)
     tp = r.integer("tp", 1)
     max_seqs = r.integer("max_num_seqs", 256)

@@ -76,6 +76,7 @@ _CPU = EngineParams(
 # calibrate's fit bounds (calibrate/fit.py BOUNDS, which every fitted file is inside) so that
 # hand-set terms have room, but physical: an efficiency of 1e-308 or an overhead of 1e308 s
 # would turn every figure behind it into infinity. Costs may be 0 (off).
+MIN_MEMORY_SHARE = 0.01  # of a device's memory for an engine: 1e-320 would overflow capacities
 RANGES: dict[str, tuple[float, float, bool]] = {
     "eff_compute": (0.001, 1.0, False),
     "eff_memory": (0.001, 1.0, False),
@@ -87,11 +88,24 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "gemm_pad_elems": (0.0, 1.0e10, False),
     "gemm_latency_s": (0.0, 1.0, False),
     "attn_factor": (0.0, 100.0, True),  # attention free, or a hundred times the GEMMs'
-    "memory_utilization": (0.0, 1.0, True),
+    "memory_utilization": (MIN_MEMORY_SHARE, 1.0, False),
     "power_k_compute": (0.0, 100.0, False),
     "power_k_memory": (0.0, 100.0, False),
     "idle_fraction": (0.0, 1.0, True),
 }
+
+
+def check_memory_share(value: object, field: str = "gpu_memory_utilization") -> float:
+    """vLLM's `gpu_memory_utilization`: a number in [0.01, 1], else ConfigError naming `field`
+    (a share of 1e-320 would make every capacity behind it overflow)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not MIN_MEMORY_SHARE <= value <= 1
+    ):
+        raise ConfigError(f"must be in [{MIN_MEMORY_SHARE:g}, 1], got {value!r:.40}", field=field)
+    return float(value)
+
 
 NUMERIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EngineParams) if f.name != "source")
 

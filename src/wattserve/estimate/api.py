@@ -15,7 +15,12 @@ from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.hardware import Hardware, Provider
 from wattserve.core.memory import MemoryFit, MemoryLayout, layout_fit, memory_layout
 from wattserve.core.modelspec import ModelSpec, check_context, fits_context, load_model
-from wattserve.core.params import Calibration, EngineParams, load_calibration
+from wattserve.core.params import (
+    Calibration,
+    EngineParams,
+    check_memory_share,
+    load_calibration,
+)
 from wattserve.core.perf import PerfModel, StepCost, perf_model
 from wattserve.errors import ConfigError
 
@@ -206,10 +211,8 @@ def estimate(
         else ()
     )
     if gpu_memory_utilization is not None:
-        share = gpu_memory_utilization
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
-            raise ConfigError(f"must be in (0, 1], got {share!r}", field="gpu_memory_utilization")
-        params = params.with_updates(memory_utilization=float(share))
+        share = check_memory_share(gpu_memory_utilization)
+        params = params.with_updates(memory_utilization=share)
     seq_tokens = prompt_tokens + output_tokens
     if pp is None:
         need = chips_needed(spec, hw, wdtype, kdtype, batch * seq_tokens, params)

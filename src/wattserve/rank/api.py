@@ -29,7 +29,7 @@ from wattserve.core.hardware import (
     stack_excluded,
 )
 from wattserve.core.modelspec import ModelSpec, check_context, load_model
-from wattserve.core.params import Calibration, load_calibration
+from wattserve.core.params import Calibration, check_memory_share, load_calibration
 from wattserve.core.pareto import pareto_front
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S, SLO
 from wattserve.errors import ConfigError, UnknownNameError
@@ -89,6 +89,7 @@ class Ranking:
     top: int | None = None
     calibration: str = ""
     notes: tuple[str, ...] = field(default=())
+    gpu_memory_utilization: float | None = None
 
     @property
     def shown(self) -> tuple[Row, ...]:
@@ -108,6 +109,7 @@ class Ranking:
             "training_cost_usd": self.training_cost_usd,
             "daily_tokens": self.daily_tokens,
             "calibration": self.calibration,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
             "rows": [r.to_dict() for r in self.shown],
             "excluded": [x.to_dict() for x in self.excluded],
             "notes": list(self.notes),
@@ -294,6 +296,7 @@ def rank(
     catalog: Catalog | None = None,
     costs: CostAssumptions | None = None,
     space: SearchSpace | None = None,
+    gpu_memory_utilization: float | None = None,
 ) -> Ranking:
     """Rank every catalog device (and hosted API serving `model`) at its best configuration.
 
@@ -302,6 +305,8 @@ def rank(
     `categories`/`hardware` restrict which entries are considered; `require_software` and
     `min_maturity` drop less mature ones (listed in `excluded`). `pue` defaults to the cost
     assumptions' (1.5) and applies to owned hardware's electricity and to the envelope.
+    `gpu_memory_utilization` (vLLM's name) is every device's share of memory for the engine,
+    over the calibration's (default: its, else 0.9).
     """
     slo = check_slo(SLO(slo_ttft_s, slo_tpot_s))
     _check_flags(
@@ -313,6 +318,11 @@ def rank(
         top,
         training_cost_usd,
         daily_tokens,
+    )
+    share = (
+        None
+        if gpu_memory_utilization is None
+        else check_memory_share(gpu_memory_utilization, "--gpu-memory-utilization")
     )
     # a single string is a comma-separated list, as on the command line
     if isinstance(categories, str):
@@ -364,6 +374,7 @@ def rank(
             calibration=calib,
             costs=base_costs,
             space=base_space,
+            gpu_memory_utilization=share,
         )
         entry = _device_entry(hw, found, slo, sort, envelope)
         if isinstance(entry, Row):
@@ -425,4 +436,5 @@ def rank(
             else "wattserve defaults (docs/model.md)"
         ),
         notes=notes,
+        gpu_memory_utilization=share,
     )
