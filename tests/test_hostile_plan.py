@@ -379,3 +379,17 @@ def test_plan_does_not_hold_a_generators_requests(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert p.problem.flows[0].rate_rps == pytest.approx(2000, rel=0.01)
     assert peak < 40e6  # 200k requests: about 48 bytes each kept, not hundreds
+
+
+@pytest.mark.parametrize("name", ['""', '"  "', '"a\\u0000b"', '"a\\nb"', f'"{"x" * 201}"'])
+def test_a_site_name_that_is_not_printable_text_is_refused(tmp_path: Path, name: str) -> None:
+    """An empty site name was planned and written into a fleet file that nothing could load;
+    a NUL went through to the YAML written."""
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(f"sites:\n  {name}: {{kind: datacenter}}\n")
+    code, _, err = _plan(
+        "--workload", str(_workload(tmp_path)), "--sites", str(sites), "--hardware", "l4",
+        "--out", str(tmp_path / "out.yaml"),
+    )  # fmt: skip
+    assert code == 2 and "is not a name" in err and "sites.yaml:2" in err, err
+    assert not (tmp_path / "out.yaml").exists()

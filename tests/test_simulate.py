@@ -464,7 +464,7 @@ def test_fleet_gpu_memory_utilization_and_weight_only_dtype(tmp_path: Path) -> N
     f.write_text(base + "    dtype: w4a16\n")
     assert load_fleet(f).deployments[0].kv_blocks > default
     f.write_text(base + "    gpu_memory_utilization: 1.2\n")
-    with pytest.raises(ConfigError, match=r"\(0, 1\]") as err:
+    with pytest.raises(ConfigError, match=r"\[0.01, 1\]") as err:
         load_fleet(f)
     assert err.value.field == "deployments.a.gpu_memory_utilization" and err.value.line == 8
     f.write_text(base + "    kv_dtype: w4a16\n")

@@ -68,6 +68,19 @@ def mapping_of(d: Any, key: str, path: str, line: int) -> LineDict:
         return empty
     if not isinstance(d, LineDict):
         raise ConfigError("must be a mapping of names to entries", path=path, line=line, field=key)
+    for name in d:  # a name is written back (plan --out, reports) and read again: plain text
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or len(name) > 200
+            or not name.isprintable()
+        ):
+            raise ConfigError(
+                f"{name!r:.80} is not a name: printable text of 1 to 200 characters",
+                path=path,
+                line=d.line_of(name) if isinstance(name, str) else line,
+                field=key,
+            )
     return d
 
 
