@@ -182,6 +182,9 @@ def test_a_server_that_is_not_openai(tmp_path: Path) -> None:
         (["--rate-scale", "nan"], "--rate-scale"),
         (["--api-key-env", "WATTSERVE_NO_SUCH_VARIABLE"], "--api-key-env"),
         (["--carbon-g-per-kwh", "dc=lots"], "--carbon-g-per-kwh"),
+        (["--carbon-g-per-kwh", "1e308"], "--carbon-g-per-kwh"),  # a 300-digit gCO2 figure
+        (["--carbon-g-per-kwh", "a=1,a=2"], "--carbon-g-per-kwh"),  # was site 'a=1,a' = 2
+        (["--carbon-g-per-kwh", "=5"], "--carbon-g-per-kwh"),  # was every site's figure
         (["--endpoint", "embeddings"], "--endpoint"),
     ],
 )

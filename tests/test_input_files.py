@@ -300,6 +300,11 @@ PROVIDER = (
         (SITE % "" + PROVIDER % "output_tokens_per_s: 1e-300", 10,
          "providers.p.output_tokens_per_s"),
         (SITE % "" + PROVIDER % "output_tokens_per_s: 0", 10, "providers.p.output_tokens_per_s"),
+        # 1e308 $/1M tokens made simulate's dollars inf ("the result's usd came out as inf")
+        (SITE % "" + PROVIDER % "joules_per_token: 1e308", 10, "providers.p.joules_per_token"),
+        ("sites:\n  s: {kind: datacenter}\nproviders:\n  p:\n    site: s\n    model: acme-1\n"
+         "    usd_per_mtok_input: 1e308\n    usd_per_mtok_output: 1\n"
+         "    backend: {kind: openai, url: 'http://x'}\n", 7, "providers.p.usd_per_mtok_input"),
         (SITE % ", pue: 0.5" + DEPLOYMENT % "", 2, "sites.s.pue"),
         (SITE % ", pue: .inf" + DEPLOYMENT % "", 2, "sites.s.pue"),
         (SITE % ", carbon_g_per_kwh: .inf" + DEPLOYMENT % "", 2, "sites.s.carbon_g_per_kwh"),

@@ -16,6 +16,7 @@ from wattserve.bench import BenchOptions, progress_bar, run_bench
 from wattserve.bench.run import check_url
 from wattserve.bench.text import summary_text
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
+from wattserve.core.sites import MAX_CARBON_G_PER_KWH
 from wattserve.core.workload import SLO, load_workload
 from wattserve.errors import ConfigError
 
@@ -25,17 +26,22 @@ MAX_TIMEOUT_S = 86400.0  # a day: no request is waited on longer
 def carbon_map(values: list[str]) -> dict[str, float]:
     """`SITE=G` pairs or one figure for every site, in gCO2/kWh."""
     out: dict[str, float] = {}
-    for v in values:
-        site, _, g = v.rpartition("=")
+    for part in (p for v in values for p in v.split(",")):  # SITE=G,SITE=G as well
+        site, eq, g = part.strip().partition("=")
+        if not eq:
+            site, g = "*", site
         try:
             grams = float(g)
         except ValueError:
             grams = math.nan
-        if not math.isfinite(grams) or grams < 0:
+        if not site.strip() or not 0 <= grams <= MAX_CARBON_G_PER_KWH:  # NaN fails too
             raise ConfigError(
-                f"'{v}' is not SITE=G or G (gCO2 per kWh, >= 0)", field="--carbon-g-per-kwh"
+                f"'{part:.80}' is not SITE=G or G (gCO2 per kWh, 0 to {MAX_CARBON_G_PER_KWH:g})",
+                field="--carbon-g-per-kwh",
             )
-        out[site or "*"] = grams
+        if site.strip() in out:  # else the last would win without a word
+            raise ConfigError(f"'{site.strip():.80}' is given twice", field="--carbon-g-per-kwh")
+        out[site.strip()] = grams
     return out
 
 

@@ -16,7 +16,7 @@ from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.energy import token_energy_j
-from wattserve.core.hardware import ProviderOffer
+from wattserve.core.hardware import LIMITS, ProviderOffer
 from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
 from wattserve.core.modelspec import builtin_model_id, load_model, model_files
 from wattserve.core.params import (
@@ -367,7 +367,8 @@ def _resolve_hosted(
     sized = hosted_energy(r, entry, model, opaque, catalog)
 
     def pick(key: str, assumed: float | None = None) -> float:
-        v = r.number(key, positive=assumed is not None)
+        # within what a catalog entry may hold (1e308 $/1M tokens made every dollar inf)
+        v = r.number(key, positive=assumed is not None, most=LIMITS[key])
         if v is None and offer is not None:
             fig = getattr(offer, key)
             v = None if fig is None else fig.value
@@ -404,8 +405,8 @@ def _resolve_hosted(
         usd_per_mtok_output=pick("usd_per_mtok_output"),
         ttft_s=ttft_s,
         output_tokens_per_s=tokens_per_s,
-        rate_limit_rps=r.number("rate_limit_rps", positive=True),
-        joules_per_token=r.number("joules_per_token", positive=True),
+        rate_limit_rps=r.number("rate_limit_rps", positive=True, most=1e9, unit="requests/s"),
+        joules_per_token=r.number("joules_per_token", positive=True, most=1e6, unit="J"),
         backend=backend,
         opaque=opaque,
         assumed_latency=not latency_given,
