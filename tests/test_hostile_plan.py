@@ -393,3 +393,29 @@ def test_a_site_name_that_is_not_printable_text_is_refused(tmp_path: Path, name:
     )  # fmt: skip
     assert code == 2 and "is not a name" in err and "sites.yaml:2" in err, err
     assert not (tmp_path / "out.yaml").exists()
+
+
+def test_a_request_past_its_models_window_is_left_out_not_the_whole_plan(tmp_path: Path) -> None:
+    """One over-long trace row made the whole plan an error naming no file or row (the flow's
+    mean went past the window); simulate rejects such a request and carries on, and so does
+    plan now, saying which rows it left out. --verify does not replay them: no replica could
+    take them, so adding replicas for them never ended a round short."""
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n"
+        "2023-11-16 18:15:47.6805900,10000000,10000000\n"
+        "2023-11-16 18:15:48.6805900,300,40\n"
+    )
+    code, out, err = _plan("--workload", str(trace), "--model", "llama-3.1-8b",
+                           "--hardware", "l4", "--verify", "--json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["left_out"] == [
+        "1 request(s) for llama-3.1-8b past its context window of 131072 tokens (row 3): an "
+        "engine refuses them"
+    ]
+    assert all(v["met"] for v in result["verify_rounds"][0]["classes"].values())
+    gen = _workload(tmp_path, "generator: {rate_rps: 1, duration_s: 10, prompt_tokens: 200000}\n")
+    code, _, err = _plan("--workload", str(gen), "--hardware", "l4")
+    _one_line_error(err, "no requests", "past its context window", "request 0")

@@ -122,6 +122,7 @@ class Plan:
             "comparisons": self.comparisons,
             "verify_rounds": self.rounds,
             "excluded": self.problem.excluded,
+            "left_out": list(self.problem.left_out),
             "capacity_cache": {
                 "hits": self.problem.cache.hits,
                 "misses": self.problem.cache.misses,

@@ -21,7 +21,7 @@ from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.dtypes import Dtype
 from wattserve.core.fleet import Fleet, HostedSpec
 from wattserve.core.hardware import Hardware, stack_excluded
-from wattserve.core.modelspec import ModelSpec, load_model
+from wattserve.core.modelspec import ModelSpec, fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams
 from wattserve.core.sites import Site
 from wattserve.core.workload import SLO, Request, Workload
@@ -114,6 +114,7 @@ class Problem:
     limits: Limits
     excluded: dict[str, str]  # hardware id -> why it is not a candidate
     cache: CapacityCache
+    left_out: tuple[str, ...] = ()  # requests no engine takes (past the context window)
 
     def rtt_s(self, origin: str | None, site: str) -> float:
         return self.fleet.rtt_s(origin, site)
@@ -128,26 +129,48 @@ class _Group:
         self.outputs = array("I")
 
 
+class ContextWindows:
+    """Each model's context window, loaded once: the limit a request must fit for an engine
+    to take it (`fits_context`); a model that cannot be loaded has none here (_models says
+    where it was named)."""
+
+    def __init__(self) -> None:
+        self.by_model: dict[str, int | None] = {}
+
+    def window(self, model: str) -> int | None:
+        if model not in self.by_model:
+            try:
+                self.by_model[model] = load_model(model).max_context
+            except (ConfigError, UnknownNameError):
+                self.by_model[model] = None
+        return self.by_model[model]
+
+    def fits(self, r: Request, model: str) -> bool:
+        return fits_context(self.window(model), r.prompt_tokens, r.output_tokens)
+
+
 def flows_of(
     workload: Workload,
     default_model: str,
     requests: Iterable[Request] | None = None,
     *,
     ignore_origins: bool = False,
-) -> list[Flow]:
-    """Group a workload's requests by (class, origin, residency) into flows with mean rates.
-    `requests` (default: the workload's) may be a stream (`stream_workload`): each is seen
-    once and not kept. `ignore_origins`: one site, so every request comes from it."""
+) -> tuple[list[Flow], tuple[str, ...]]:
+    """Group a workload's requests by (class, origin, residency) into flows with mean rates,
+    and say which were left out: a request past its model's context window, which an engine
+    refuses (serve answers 400, simulate rejects it: `fits_context`). `requests` (default:
+    the workload's) may be a stream (`stream_workload`): each is seen once and not kept.
+    `ignore_origins`: one site, so every request comes from it."""
     groups: dict[tuple[str, str | None, bool, str, str], _Group] = {}
+    windows = ContextWindows()
+    too_long: dict[str, list[str]] = {}
     last = 0.0
     for r in workload.requests if requests is None else requests:
-        key = (
-            r.cls,
-            None if ignore_origins else r.origin,
-            r.local_only,
-            r.model or default_model,
-            r.slo,
-        )
+        model = r.model or default_model
+        if not windows.fits(r, model):
+            too_long.setdefault(model, []).append(f"row {r.row}" if r.row else f"request {r.id}")
+            continue
+        key = (r.cls, None if ignore_origins else r.origin, r.local_only, model, r.slo)
         g = groups.get(key)
         if g is None:
             g = groups[key] = _Group(r)
@@ -155,11 +178,18 @@ def flows_of(
         g.outputs.append(r.output_tokens)
         last = r.arrival_s
     span = workload.duration_s or last  # a stream has its span once it is read
+    left_out = tuple(
+        f"{len(rows)} request(s) for {model} past its context window of {windows.window(model)} "
+        f"tokens ({', '.join(rows[:5])}{', ...' if len(rows) > 5 else ''}): an engine refuses "
+        "them"
+        for model, rows in sorted(too_long.items())
+    )
     if not groups or span <= 0:
         bad = workload.bad_rows
         why = f" ({len(bad)} malformed rows, e.g. {bad[:2]})" if bad else ""
         raise ConfigError(
-            f"the workload has no requests over a positive span to plan for{why}",
+            f"the workload has no requests over a positive span to plan for{why}"
+            + "".join(f"; left out: {note}" for note in left_out),
             path=workload.source or None,
         )
     flows = []
@@ -181,7 +211,7 @@ def flows_of(
                 workload.model_named_at(g.first, default_model),
             )
         )
-    return flows
+    return flows, left_out
 
 
 SIZE_SAMPLE = 100  # lengths a capacity probe cycles through: enough for a tail to show
@@ -242,7 +272,7 @@ def build_problem(
     `requests` and `ignore_origins` are as `flows_of` takes them."""
     calib = calibration or Calibration()
     cache = cache or CapacityCache()
-    flows = flows_of(workload, default_model, requests, ignore_origins=ignore_origins)
+    flows, left_out = flows_of(workload, default_model, requests, ignore_origins=ignore_origins)
     specs = _models(flows)
     for f in flows:
         if f.origin is not None and f.origin not in fleet.sites:
@@ -271,7 +301,9 @@ def build_problem(
                 options += _site_options(dep, model_id, params, fleet, flows, method, cache)
     hosted = [_hosted_option(h, flows, fleet) for h in fleet.hosted]
     hosted = [h for h in hosted if h.usd_per_request]
-    return Problem(flows, dict(fleet.sites), fleet, options, hosted, limits, excluded, cache)
+    return Problem(
+        flows, dict(fleet.sites), fleet, options, hosted, limits, excluded, cache, left_out
+    )
 
 
 def _layouts(

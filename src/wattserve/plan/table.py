@@ -76,6 +76,7 @@ def plan_text(plan: Plan) -> str:
             for cls, v in r["classes"].items()
         )
         lines.append(f"verify round {r['round']} (${r['usd_per_h']:.2f}/h, {r['policy']}): {parts}")
+    lines += [f"left out: {note}" for note in plan.problem.left_out]
     if plan.problem.excluded:
         shown = sorted(plan.problem.excluded.items())[:8]
         more = len(plan.problem.excluded) - len(shown)

@@ -21,7 +21,7 @@ from wattserve.core.policy import Policy
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.plan.api import Plan, solve_or_explain
 from wattserve.plan.fleetfile import plan_fleet
-from wattserve.plan.problem import Option
+from wattserve.plan.problem import ContextWindows, Option
 from wattserve.plan.routing import PlanSplit
 from wattserve.simulate import simulate
 
@@ -101,6 +101,8 @@ def verify_plan(
 ) -> Plan:
     """Simulate, and while a class misses its SLO, derate the capacities it was planned with
     (by its shortfall) on the options serving it, then solve again."""
+    windows = ContextWindows()  # what the plan left out is not replayed: no replica takes it
+    wl = replace(wl, requests=[r for r in wl.requests if windows.fits(r, r.model)])
     rounds: list[dict[str, Any]] = []
     current = plan
     for i in range(max_rounds + 1):
