@@ -132,6 +132,20 @@ def test_unknown_names_and_bad_numbers() -> None:
         estimate("llama-3.1-8b", "h100-sxm", batch=0)
     with pytest.raises(ConfigError, match="dtype"):
         estimate("llama-3.1-8b", "h100-sxm", dtype="fp12")
+    # wrong types from API callers were AttributeErrors ('NoneType' has no attribute 'lower')
+    for kwargs, field in (
+        ({"model": None}, "model"),
+        ({"hardware": None}, "hardware"),
+        ({"dtype": None}, "dtype"),
+        ({"kv_dtype": 8}, "kv_dtype"),
+        ({"catalog": 0}, "catalog"),
+        ({"costs": 0}, "costs"),
+    ):
+        args = {"model": "llama-3.1-8b", "hardware": "h100-sxm", **kwargs}
+        with pytest.raises(ConfigError) as err:
+            estimate(**args)  # type: ignore[arg-type]
+        assert err.value.field == field
+    assert estimate("llama-3.1-8b", "GROQ-CLOUD").hardware == "groq-cloud"  # any case
 
 
 def test_weight_only_quantisation_moves_4_bit_weights_and_computes_at_16_bit() -> None:

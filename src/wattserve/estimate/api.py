@@ -165,6 +165,16 @@ def estimate(
     `expert_parallel` (vLLM's `--enable-expert-parallel`): an MoE's experts placed whole
     across the `tp` devices, the step waiting for the busiest one (docs/model.md).
     """
+    for name, text in (("hardware", hardware), ("dtype", dtype), ("kv_dtype", kv_dtype or "")):
+        if not isinstance(text, str):  # the API's callers: a None here was an AttributeError
+            raise ConfigError(f"must be text, got {text!r:.40}", field=name)
+    if not isinstance(model, str | ModelSpec):
+        raise ConfigError(f"must be a model id, a config path or a ModelSpec, got {model!r:.40}",
+                          field="model")  # fmt: skip
+    if catalog is not None and not isinstance(catalog, Catalog):
+        raise ConfigError(f"must be a Catalog, got {catalog!r:.40}", field="catalog")
+    if not isinstance(costs, CostAssumptions):
+        raise ConfigError(f"must be a CostAssumptions, got {costs!r:.40}", field="costs")
     tp = _positive("tp", tp)
     if pp is not None:
         pp = _positive("pp", pp)
@@ -180,9 +190,10 @@ def estimate(
             f"{ctx} tokens exceed {spec.id}'s context window of {spec.max_context} tokens",
             field="context",
         )
-    if hardware not in cat.devices and hardware in cat.providers:
+    known = cat.known_id(hardware) or hardware  # any case, as cat.device takes it
+    if known not in cat.devices and known in cat.providers:
         return _provider_estimate(
-            cat.providers[hardware], spec, batch, prompt_tokens, output_tokens, ctx
+            cat.providers[known], spec, batch, prompt_tokens, output_tokens, ctx
         )
     hw = cat.device(hardware)
     wdtype = parse_dtype(dtype, "dtype")
