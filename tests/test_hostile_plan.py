@@ -419,3 +419,23 @@ def test_a_request_past_its_models_window_is_left_out_not_the_whole_plan(tmp_pat
     gen = _workload(tmp_path, "generator: {rate_rps: 1, duration_s: 10, prompt_tokens: 200000}\n")
     code, _, err = _plan("--workload", str(gen), "--hardware", "l4")
     _one_line_error(err, "no requests", "past its context window", "request 0")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"time_limit_s": float("nan")}, "--time-limit"),  # scipy only warned
+        ({"time_limit_s": 0}, "--time-limit"),
+        ({"available": {"h100-sxm": 1.5}}, "--available"),
+        ({"available": {"h100-sxm": True}}, "--available"),
+        ({"max_rounds": -1}, "max_rounds"),
+        ({"headroom": None}, "--headroom"),  # was a TypeError
+        ({"capacity": "exact"}, "--capacity"),
+    ],
+)
+def test_the_plan_api_checks_what_the_cli_checks(
+    tmp_path: Path, kwargs: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        plan(_workload(tmp_path), hardware=["h100-sxm"], **kwargs)  # type: ignore[arg-type]
+    assert err.value.field == field

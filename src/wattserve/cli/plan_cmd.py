@@ -100,7 +100,7 @@ def plan_cmd(
     ids = None if hardware is None else [h.strip() for h in hardware.split(",") if h.strip()]
     if ids is not None and not ids:
         raise ConfigError("names no device id; give id,... or leave it out", field="--hardware")
-    if capacity not in ("simulated", "analytic"):
+    if capacity not in ("simulated", "analytic"):  # before the outputs and inputs are read
         raise ConfigError("use simulated or analytic", field="--capacity")
     if not math.isfinite(time_limit) or time_limit <= 0:
         raise ConfigError("must be a positive finite number of seconds", field="--time-limit")

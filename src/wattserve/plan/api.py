@@ -327,8 +327,23 @@ def plan(
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"use one of {', '.join(OBJECTIVES)}", field="--objective")
-    if not 0 <= headroom < 1:
-        raise ConfigError(f"must be in [0, 1), got {headroom}", field="--headroom")
+    if isinstance(headroom, bool) or not isinstance(headroom, int | float) or not 0 <= headroom < 1:
+        raise ConfigError(f"must be in [0, 1), got {headroom!r:.40}", field="--headroom")
+    if (
+        isinstance(time_limit_s, bool)
+        or not isinstance(time_limit_s, int | float)
+        or not (0 < time_limit_s < math.inf)
+    ):
+        raise ConfigError(
+            f"must be a positive finite number of seconds, got {time_limit_s!r:.40}",
+            field="--time-limit",
+        )
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
+        raise ConfigError(
+            f"must be a whole number >= 0, got {max_rounds!r:.40}", field="max_rounds"
+        )
+    if capacity not in ("simulated", "analytic"):
+        raise ConfigError("use simulated or analytic", field="--capacity")
     # a limit is a positive finite number: no limit is the flag left out (NaN fails both)
     for value, flag in ((budget_usd_per_h, "--budget-usd-per-h"), (power_cap_w, "--power-cap")):
         if value is not None and not 0 < value < math.inf:
@@ -358,8 +373,10 @@ def plan(
             raise ConfigError(
                 f"unknown hardware {hw_id[:200]!r}{_closest(hw_id, cat)}", field="--available"
             )
-        if n < 0:
-            raise ConfigError(f"{hw_id}: a count is not negative, got {n}", field="--available")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(
+                f"{hw_id}: a count is a whole number >= 0, got {n!r:.40}", field="--available"
+            )
         if known in counts:
             raise ConfigError(f"{hw_id[:80]!r} is given twice", field="--available")
         counts[known] = n
