@@ -161,3 +161,23 @@ def test_config_fields_that_would_read_as_something_else_are_refused(
         load_model(str(f))
     assert (err.value.path, err.value.field) == (str(f), field)
     assert err.value.line is not None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"hidden_size": 0}, "hidden_size"),  # was a ZeroDivisionError in the perf model
+        ({"num_kv_heads": 0}, "num_kv_heads"),
+        ({"head_dim": 1.5}, "head_dim"),
+        ({"intermediate_size": -1}, "intermediate_size"),
+        ({"num_kv_heads": 3}, "num_kv_heads"),  # 32 heads do not split into 3 groups
+    ],
+)
+def test_a_hand_built_model_spec_is_held_to_what_a_config_is(
+    changes: dict[str, object], field: str
+) -> None:
+    import dataclasses
+
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(load_model("llama-3.1-8b"), **changes)  # type: ignore[arg-type]
+    assert err.value.field == field

@@ -53,6 +53,25 @@ class ModelSpec:
     max_context: int | None = None
     source: str = ""
 
+    def __post_init__(self) -> None:
+        """A spec built by hand is held to what a config.json is (`load_model`): sizes are
+        positive whole numbers, so that no figure behind them divides by zero or is NaN."""
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                     "vocab_size", "num_experts", "experts_per_token"):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"must be a positive whole number, got {v!r:.40}", field=name)
+        for name in ("intermediate_size", "expert_intermediate_size", "shared_intermediate_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"must be a whole number >= 0, got {v!r:.40}", field=name)
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                f"({self.num_kv_heads})",
+                field="num_kv_heads",
+            )
+
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 1
