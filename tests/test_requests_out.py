@@ -331,8 +331,12 @@ def _write_as_user(path: Path) -> str:
 
     if os.geteuid() != 0:
         return attempt()
+    import warnings
+
     read, write = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # 3.12+ warns of fork() beside threads; the child only
+        warnings.simplefilter("ignore", DeprecationWarning)  # writes a file and exits
+        pid = os.fork()
     if pid == 0:  # the child: drop to nobody, try, report, leave without pytest's teardown
         try:
             os.setgid(65534)

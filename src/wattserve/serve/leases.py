@@ -24,6 +24,8 @@ against which the core's PowerGovernor admits as before: admission makes no Redi
 
 Safety: a lease shrinks here (the local cap falls) before Redis is told, and grows here only
 after Redis granted it, so the power a replica may draw never exceeds what Redis counts for it.
+What a shrinking replica's running steps still draw above its new lease stays counted in Redis
+until the next call (the steps end within it): the power is given back once no longer drawn.
 Losing Redis keeps the last lease (the sum stays within the headroom); nothing is returned or
 granted until Redis answers again. But Redis may count a replica it has not heard from for a
 TTL as gone and give its lease away (a partition: the others still reach Redis), so a replica
@@ -194,12 +196,17 @@ class PowerLeases:
             if want < s.lease_w:  # shrink here first: never draw more than Redis counts
                 s.lease_w = want
                 self.apply(site)
+            # Redis goes on counting what steps started under the old lease still draw, until
+            # they end (the next call gives it back): else another replica could start steps
+            # on power this one is still drawing, and the site would pass its cap meanwhile
+            acct = self.router.gov.sites[site]
+            held = max(want, min(room, acct.power_w - acct.base_w))
             s.demand_w = 0.0
             got = await self._script(
                 keys=[self.state.key("lease", site)],
-                args=[self.state.prefix, self.state.id, repr(want), repr(room)],
+                args=[self.state.prefix, self.state.id, repr(held), repr(room)],
             )
-            s.lease_w = max(0.0, float(got[0]))
+            s.lease_w = min(max(0.0, float(got[0])), want)
             s.owed_w = max(0.0, float(got[1]) - float(got[2]))
             s.joined = float(got[0]) >= 0  # else rejoin at the next heartbeat
             self.apply(site)
