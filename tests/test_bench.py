@@ -374,3 +374,12 @@ def test_a_full_stdout_is_one_line(server, tmp_path: Path) -> None:  # type: ign
         )  # fmt: skip
     assert p.returncode == 1 and "No space left on device" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr
+
+
+def test_host_names_that_resolve_are_taken_as_aiohttp_encodes_them() -> None:
+    """The IDNA 2003 codec refused some hosts that aiohttp (yarl, IDNA 2008) resolves."""
+    from wattserve.bench.run import check_url
+
+    for url in ("http://\u0645\u062b\u0627\u06441.com", "http://b\u00fccher.de:9",
+                "http://[::1]:9", "http://localhost.:8000", "http://my_host:1"):  # fmt: skip
+        check_url(url)

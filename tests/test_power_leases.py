@@ -289,3 +289,81 @@ def test_a_busy_replica_gives_back_down_to_its_even_share_when_others_are_short(
     router.targets["gpus"].add(-4)  # idle: down to what it draws
     acct.power_w = acct.base_w
     assert leases._want("dc", lease, headroom) == pytest.approx(even - 60.0)
+
+
+def test_a_shrinking_replica_keeps_what_it_still_draws_counted_and_gives_back_once(
+    tmp_path: Path,
+) -> None:
+    """Against the real script in a real Redis, three replicas' PowerLeases over a stand-in
+    router (the governor is the real one): a busy replica drawing its whole lease gives part of
+    it back; Redis counts what its running steps still draw until its next call (else another
+    replica could start steps on power still drawn), and the part is given back once, not
+    again at the next heartbeat (it was: twice what was owed, left unused)."""
+    import asyncio
+    import types
+
+    import redis.asyncio as aioredis
+
+    from wattserve.core.governor import PowerGovernor
+    from wattserve.serve.leases import PowerLeases
+
+    room, idle = 650.0, 210.0
+
+    async def scenario(url: str) -> list[tuple[float, float, float]]:
+        client = aioredis.Redis.from_url(url)
+
+        def replica(rid: str, busy: bool) -> tuple[PowerLeases, PowerGovernor]:
+            gov = PowerGovernor({"dc": idle + room})
+            gov.add_base("dc", idle)
+            router = types.SimpleNamespace(
+                fleet=types.SimpleNamespace(
+                    sites={"dc": types.SimpleNamespace(power_cap_w=idle + room)}
+                ),
+                targets={"t": types.SimpleNamespace(site="dc", outstanding=busy)},
+                gov=gov,
+                clock=lambda: 0.0,
+                power_changed=asyncio.Condition(),
+            )
+            state = types.SimpleNamespace(
+                redis=client, caps={}, replicas=3, key=lambda *_: "ws:lease:dc",
+                prefix="ws:", id=rid,
+            )  # fmt: skip
+            return PowerLeases(router, state), gov  # type: ignore[arg-type]
+
+        for rid in "ABC":  # live: each replica's heartbeat key
+            await client.set(f"ws:replica:{rid}", 1)
+        (a, ga), (b, _), (c, _) = replica("A", True), replica("B", True), replica("C", False)
+        for p in (a, b, c):
+            await p._ask("dc")  # join: even shares
+        a.sites["dc"].demand_w = 300
+        await a._ask("dc")
+        c.sites["dc"].owed_w = 1e3  # idle: gives back what it does not draw
+        await c._ask("dc")
+        a.sites["dc"].demand_w = 300
+        await a._ask("dc")  # A: 433 W of the 650
+        ga.change("dc", 0, a.sites["dc"].lease_w)  # A draws its whole lease
+        b.sites["dc"].demand_w = 100
+        await b._ask("dc")  # B is short by 100 W: unmet demand
+        out = []
+        for _ in range(3):
+            await a.renew()  # A's heartbeat: returns 100 W, still drawing 433
+            held = {k.decode(): float(v.split()[0]) for k, v in
+                    (await client.hgetall("ws:lease:dc")).items()}  # fmt: skip
+            out.append((a.sites["dc"].lease_w, held["A"], sum(held.values())))
+            drawn = ga.sites["dc"].power_w - idle  # its running steps end within the second
+            ga.change("dc", 0, min(drawn, a.sites["dc"].lease_w) - drawn)
+            b.sites["dc"].demand_w = 100 if b.sites["dc"].lease_w < 316 else 0
+            await b._ask("dc")
+        await client.aclose()
+        return out
+
+    with redis_server() as srv:
+        rounds = asyncio.run(scenario(srv.url))
+    # A held 433 W and gives back B's 100: 333 here at once, while Redis counts the 433 its
+    # running steps still draw until its next call, then 333
+    assert [(round(lease), round(held)) for lease, held, _ in rounds] == [
+        (333, 433),
+        (333, 333),
+        (333, 333),  # given back once: it went on to 233 when the handover was owed twice
+    ], rounds
+    assert all(total <= room + 1e-3 for _, _, total in rounds), rounds

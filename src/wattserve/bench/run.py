@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import yarl
 
 from wattserve.bench.client import CONNECT, NOT_SENT, Client, Result
 from wattserve.bench.prompts import Calibration, fit, prompt
@@ -80,14 +81,19 @@ def check_url(url: str) -> None:
         raise ConfigError(f"'{url:.200}' is not a URL: {why}", field="--url") from None
     if not parts.hostname:
         raise ConfigError(f"'{url:.200}' names no host", field="--url")
-    try:  # what the resolver will do with it: an empty or 64-letter label fails there
-        parts.hostname.encode("idna")
-    except UnicodeError:
+    # what the resolver will do with it (aiohttp encodes the host as yarl does, IDNA 2008): an
+    # empty or 64-letter label fails there; IP literals and one trailing dot are fine
+    try:
+        host = yarl.URL(url).raw_host or ""
+    except (ValueError, UnicodeError):
+        host = ""
+    labels = host.removesuffix(".").split(".")
+    if ":" not in host and not all(0 < len(label.encode()) <= 63 for label in labels):
         raise ConfigError(
             f"'{url:.200}' is not a URL: the host {parts.hostname[:100]!r} is not a host name "
             "(a dot-separated label is empty or longer than 63 letters)",
             field="--url",
-        ) from None
+        )
     if parts.query or parts.fragment:  # /v1 would be added after them
         raise ConfigError(
             f"'{url:.200}': give the server's base URL without a ?query or #fragment",

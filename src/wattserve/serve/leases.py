@@ -206,8 +206,12 @@ class PowerLeases:
                 keys=[self.state.key("lease", site)],
                 args=[self.state.prefix, self.state.id, repr(held), repr(room)],
             )
-            s.lease_w = min(max(0.0, float(got[0])), want)
-            s.owed_w = max(0.0, float(got[1]) - float(got[2]))
+            granted = max(0.0, float(got[0]))
+            s.lease_w = min(granted, want)
+            # what Redis still counts above the lease is given back at the next call: it is
+            # not free now, but it is not owed again either (else it would be returned twice)
+            pending = granted - s.lease_w
+            s.owed_w = max(0.0, float(got[1]) - float(got[2]) - pending)
             s.joined = float(got[0]) >= 0  # else rejoin at the next heartbeat
             self.apply(site)
         # an engine step waiting for power fits now, or may be slowed to fit (emulated backend)
