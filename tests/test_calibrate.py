@@ -668,3 +668,22 @@ def test_a_row_the_model_cannot_time_names_the_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(tmp_path / "c.json")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"error: {f}:2, field 'hardware': cannot model this row" in result.output
+
+
+def test_rows_of_one_device_in_two_cases_are_one_fit(tmp_path: Path) -> None:
+    """Ids match in any case, so rows under h100-sxm and H100-SXM are one device's: they were
+    two half fits, and the lookup then took one and ignored the other half of the rows."""
+    rows = (Path(__file__).parents[1] / "examples" / "measurements-h100-70b.csv").read_text()
+    lines = rows.splitlines()
+    mixed = [lines[0]] + [
+        line.replace("h100-sxm", "H100-SXM") if i % 2 else line for i, line in enumerate(lines[1:])
+    ]
+    f = tmp_path / "m.csv"
+    f.write_text("\n".join(mixed) + "\n")
+    calib, reports = fit_calibration(read_measurements(f), load_catalog(), source=str(f))
+    assert list(calib.params) == ["h100-sxm"] and reports[0].rows == 6
+    both = tmp_path / "c.json"
+    both.write_text('{"hardware": {"h100-sxm": {}, "H100-SXM": {}}}')
+    with pytest.raises(ConfigError, match="one device id in two cases") as err:
+        load_calibration(both)
+    assert err.value.field == "hardware.H100-SXM"

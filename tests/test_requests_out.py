@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -315,10 +316,7 @@ def test_a_run_that_fails_leaves_the_earlier_requests_file_whole(tmp_path: Path)
 
 
 def _write_as_user(path: Path) -> str:
-    """`replacing(path)` run as a user permissions stop: this one, or nobody when it is root
-    (a forked child that drops to uid 65534; the interpreter under /root is not theirs)."""
-    import os
-
+    """`replacing(path)` run as a user permissions stop (`_as_user`)."""
     from wattserve.core.textfile import replacing
 
     def attempt() -> str:
@@ -328,6 +326,14 @@ def _write_as_user(path: Path) -> str:
             return "wrote"
         except PermissionError:
             return "refused"
+
+    return _as_user(attempt)
+
+
+def _as_user(attempt: Callable[[], str]) -> str:
+    """`attempt()` run as a user permissions stop: this one, or nobody when it is root (a
+    forked child that drops to uid 65534; the interpreter under /root is not theirs)."""
+    import os
 
     if os.geteuid() != 0:
         return attempt()
@@ -372,4 +378,32 @@ def test_an_output_keeps_the_permissions_open_would_give() -> None:
         assert sorted(x.name for x in locked.iterdir()) == ["rw.txt"]
     finally:
         (base / "locked").chmod(0o755)
+        shutil.rmtree(base)
+
+
+def test_a_read_only_output_is_refused_before_the_work() -> None:
+    """`replacing` refuses a read-only file; plan's --cache (saved after the solve) and every
+    --out and --report are checked first, so a finished plan is not thrown away at the end."""
+    import shutil
+    import tempfile
+
+    from wattserve.cli.common import check_writable
+    from wattserve.errors import ConfigError
+
+    base = Path(tempfile.mkdtemp(prefix="wattserve-perm-"))
+    try:
+        base.chmod(0o777)
+        ro = base / "cache.json"
+        ro.write_text("{}")
+        ro.chmod(0o444)
+
+        def attempt() -> str:
+            try:
+                check_writable(ro, "--cache")
+                return "passed"
+            except ConfigError as exc:
+                return str(exc)
+
+        assert _as_user(attempt) == f"field '--cache': cannot write {ro}: Permission denied"
+    finally:
         shutil.rmtree(base)

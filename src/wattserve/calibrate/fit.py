@@ -658,17 +658,21 @@ def fit_calibration(
 ) -> tuple[Calibration, list[FitReport]]:
     """Fit every hardware in `measurements`; hardware not measured keeps `base`'s terms."""
     groups: dict[str, list[Measurement]] = defaultdict(list)
-    for m in measurements:
-        groups[m.hardware].append(m)
+    for m in measurements:  # one device's rows together, its id in any case (H100-SXM)
+        try:
+            groups[catalog.device(m.hardware).id].append(m)
+        except WattserveError as exc:
+            raise ConfigError(str(exc), path=source, line=m.line, field="hardware") from None
     params = dict(base.params) if base else {}
     errors = dict(base.fit_error) if base else {}
     terms = dict(base.terms) if base else {}
     reports = []
     for hw_id, ms in groups.items():
-        try:
-            hw = catalog.device(hw_id)
-        except WattserveError as exc:
-            raise ConfigError(str(exc), path=source, line=ms[0].line, field="hardware") from None
+        hw = catalog.device(hw_id)
+        for old in [k for k in params if k.lower() == hw_id.lower() and k != hw_id]:
+            del params[old]  # a base entry filed under another case is this one, refitted
+            errors.pop(old, None)
+            terms.pop(old, None)
         report = fit_hardware([_row(m, hw, source) for m in ms], hw, source)
         params[hw_id] = report.params
         errors[hw_id] = report.as_dict()

@@ -97,6 +97,8 @@ def check_writable(path: Path, flag: str, inputs: tuple[Path | str, ...] = ()) -
         raise ConfigError(f"cannot write {path!s:.200}: a folder, not a file", field=flag)
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {path!s:.200}: no folder {path.parent}", field=flag)
+    if path.exists() and not os.access(path, os.W_OK):  # as the write will find, before the work
+        raise ConfigError(f"cannot write {path!s:.200}: Permission denied", field=flag)
 
 
 def save_text(path: Path, text: str, flag: str) -> None:

@@ -137,6 +137,12 @@ def rank_cmd(
     calib = Calibration() if calibration is None else load_calibration(calibration)
     hw = _split(hardware)
     if edge:
+        if gpu_memory_utilization is not None:  # else it would be ignored without a word
+            raise ConfigError(
+                "--edge finds the largest model each part holds at its default memory share; "
+                "leave --gpu-memory-utilization out",
+                field="--gpu-memory-utilization",
+            )
         positive("--prompt-tokens", prompt_tokens, integer=True)
         positive("--output-tokens", output_tokens, integer=True)
         hw = [catalog.device(name).id for name in hw]  # any case is the id

@@ -224,6 +224,15 @@ def load_calibration(path: str | Path) -> Calibration:
     params: dict[str, EngineParams] = {}
     errors: dict[str, dict[str, float]] = {}
     terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    folded: dict[str, str] = {}
+    for hw_id in hardware:  # ids match in any case, so two spellings of one would be ambiguous
+        twin = folded.setdefault(str(hw_id).lower(), str(hw_id))
+        if twin != hw_id:
+            raise ConfigError(
+                f"{twin!r:.60} and {hw_id!r:.60} are one device id in two cases; keep one",
+                path=str(p),
+                field=f"hardware.{hw_id!s:.60}",
+            )
     for hw_id, entry in hardware.items():
         if not isinstance(entry, dict):
             raise ConfigError("must be an object", path=str(p), field=f"hardware.{hw_id}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -163,12 +164,17 @@ def flows_of(
     `ignore_origins`: one site, so every request comes from it."""
     groups: dict[tuple[str, str | None, bool, str, str], _Group] = {}
     windows = ContextWindows()
-    too_long: dict[str, list[str]] = {}
+    too_long: dict[str, list[str]] = {}  # the first few a model left out
+    left = Counter[str]()  # and how many
     last = 0.0
     for r in workload.requests if requests is None else requests:
         model = r.model or default_model
         if not windows.fits(r, model):
-            too_long.setdefault(model, []).append(f"row {r.row}" if r.row else f"request {r.id}")
+            left[model] += 1
+            if left[model] <= 5:  # a stream of 20M requests may all be too long
+                too_long.setdefault(model, []).append(
+                    f"row {r.row}" if r.row else f"request {r.id}"
+                )
             continue
         key = (r.cls, None if ignore_origins else r.origin, r.local_only, model, r.slo)
         g = groups.get(key)
@@ -179,9 +185,9 @@ def flows_of(
         last = r.arrival_s
     span = workload.duration_s or last  # a stream has its span once it is read
     left_out = tuple(
-        f"{len(rows)} request(s) for {model} past its context window of {windows.window(model)} "
-        f"tokens ({', '.join(rows[:5])}{', ...' if len(rows) > 5 else ''}): an engine refuses "
-        "them"
+        f"{left[model]} request(s) for {model} past its context window of "
+        f"{windows.window(model)} tokens ({', '.join(rows)}{', ...' if left[model] > 5 else ''})"
+        ": an engine refuses them"
         for model, rows in sorted(too_long.items())
     )
     if not groups or span <= 0:
