@@ -76,10 +76,12 @@ def non_finite_at(data: Any, at: str = "") -> tuple[str, float] | None:
     return None
 
 
-def check_writable(path: Path, flag: str, inputs: tuple[Path | str, ...] = ()) -> None:
+def check_writable(
+    path: Path, flag: str, inputs: tuple[Path | str, ...] = (), *, makes_folder: bool = False
+) -> None:
     """Refuse an output path that plainly cannot be written, or that is one of the command's
     `inputs` (writing it would destroy it), before the work that fills it (save_text still
-    reports what only the write finds)."""
+    reports what only the write finds). `makes_folder`: the writer creates a missing folder."""
     try:
         target = path.resolve()
     except (OSError, RuntimeError):  # RuntimeError: Python 3.11's symlink loop
@@ -95,7 +97,7 @@ def check_writable(path: Path, flag: str, inputs: tuple[Path | str, ...] = ()) -
             raise ConfigError(f"{path!s:.200} is an input of this command", field=flag)
     if not str(path) or path.is_dir():
         raise ConfigError(f"cannot write {path!s:.200}: a folder, not a file", field=flag)
-    if not path.parent.is_dir():
+    if not makes_folder and not path.parent.is_dir():
         raise ConfigError(f"cannot write {path!s:.200}: no folder {path.parent}", field=flag)
     if path.exists() and not os.access(path, os.W_OK):  # as the write will find, before the work
         raise ConfigError(f"cannot write {path!s:.200}: Permission denied", field=flag)

@@ -118,7 +118,7 @@ def plan_cmd(
         if out is not None and report.resolve() == out.resolve():
             raise ConfigError(f"{report!s:.200} is also --out; give two files", field="--report")
     if cache is not None:  # read and written again: refused before the work, not after it
-        check_writable(cache, "--cache", tuple(p for p in inputs if p != cache))
+        check_writable(cache, "--cache", tuple(p for p in inputs if p != cache), makes_folder=True)
     store = CapacityCache.load(cache) if cache is not None else CapacityCache()
     if store.dropped:
         n = store.dropped
