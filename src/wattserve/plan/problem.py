@@ -169,6 +169,7 @@ def flows_of(
     last = 0.0
     for r in workload.requests if requests is None else requests:
         model = r.model or default_model
+        last = r.arrival_s  # the span is the workload's, left-out requests included
         if not windows.fits(r, model):
             left[model] += 1
             if left[model] <= 5:  # a stream of 20M requests may all be too long
@@ -182,7 +183,6 @@ def flows_of(
             g = groups[key] = _Group(r)
         g.prompts.append(r.prompt_tokens)
         g.outputs.append(r.output_tokens)
-        last = r.arrival_s
     span = workload.duration_s or last  # a stream has its span once it is read
     left_out = tuple(
         f"{left[model]} request(s) for {model} past its context window of "
