@@ -118,6 +118,14 @@ class BenchError(WattserveError):
     """`bench` cannot run: the endpoint is unreachable or does not answer like OpenAI."""
 
 
+def in_any_case(name: str, known: Iterable[str]) -> str | None:
+    """The one known name that is `name` in another case, else None (ids are lower case;
+    `H100-SXM` is what a person types; two matches are ambiguous)."""
+    folded = name.lower()
+    found = [k for k in known if k.lower() == folded]
+    return found[0] if len(found) == 1 else None
+
+
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     """The known names nearest to `name`, best first (substring matches count too)."""
     pool = list(known)

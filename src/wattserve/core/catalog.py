@@ -11,17 +11,15 @@ from typing import TypeVar
 
 from wattserve.core.hardware import Hardware, Provider, parse_hardware, parse_provider
 from wattserve.core.yamlio import LineDict, load_yaml_file, load_yaml_text
-from wattserve.errors import ConfigError, UnknownNameError
+from wattserve.errors import ConfigError, UnknownNameError, in_any_case
 
 T = TypeVar("T")
 
 
 def _any_case(by_id: Mapping[str, T], name: str) -> T | None:
-    """The entry whose id is `name` in another case, when exactly one is (ids are lower case;
-    `H100-SXM` is what a person types)."""
-    folded = name.lower()
-    found = [v for k, v in by_id.items() if k.lower() == folded]
-    return found[0] if len(found) == 1 else None
+    """The entry whose id is `name` in another case, when exactly one is."""
+    key = in_any_case(name, by_id)
+    return None if key is None else by_id[key]
 
 
 @dataclass(frozen=True, slots=True)

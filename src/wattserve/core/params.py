@@ -14,7 +14,7 @@ from typing import Any
 
 from wattserve.core.hardware import Hardware
 from wattserve.core.textfile import parse_json, read_text, replacing
-from wattserve.errors import CalibrationError, ConfigError, closest
+from wattserve.errors import CalibrationError, ConfigError, closest, in_any_case
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +136,7 @@ class Calibration:
     def entry_id(self, hw_id: str) -> str | None:
         """The id this calibration files `hw_id`'s terms under: the id itself, or the one
         entry that is the id in another case (`H100-SXM` is what a person types), else None."""
-        if hw_id in self.params:
-            return hw_id
-        folded = hw_id.lower()
-        found = [k for k in self.params if k.lower() == folded]
-        return found[0] if len(found) == 1 else None
+        return hw_id if hw_id in self.params else in_any_case(hw_id, self.params)
 
     def params_for(self, hw: Hardware) -> EngineParams:
         found = self.params.get(hw.id)
