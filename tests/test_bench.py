@@ -185,6 +185,7 @@ def test_a_server_that_is_not_openai(tmp_path: Path) -> None:
         (["--carbon-g-per-kwh", "1e308"], "--carbon-g-per-kwh"),  # a 300-digit gCO2 figure
         (["--carbon-g-per-kwh", "a=1,a=2"], "--carbon-g-per-kwh"),  # was site 'a=1,a' = 2
         (["--carbon-g-per-kwh", "=5"], "--carbon-g-per-kwh"),  # was every site's figure
+        (["--carbon-g-per-kwh", "dc=\u0661\u0662"], "--carbon-g-per-kwh"),  # Arabic-Indic 12
         (["--endpoint", "embeddings"], "--endpoint"),
     ],
 )

@@ -30,8 +30,8 @@ def carbon_map(values: list[str]) -> dict[str, float]:
         site, eq, g = part.strip().partition("=")
         if not eq:
             site, g = "*", site
-        try:
-            grams = float(g)
+        try:  # ASCII, as every file's numbers: float() also takes other scripts' digits
+            grams = float(g) if g.isascii() else math.nan
         except ValueError:
             grams = math.nan
         if not site.strip() or not 0 <= grams <= MAX_CARBON_G_PER_KWH:  # NaN fails too
