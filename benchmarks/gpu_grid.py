@@ -3,9 +3,10 @@
 Times wattserve's synthetic decoder (src/wattserve/profile: each model's exact shapes, random
 weights, nothing downloaded) on one GPU in bf16 for four models: two dense sizes
 (llama-3.1-8b, llama-3.2-1b), a model about 10x smaller (smollm2-135m) and an MoE
-(qwen1.5-moe-a2.7b, 60 experts, top-4, routed by a random router). Decode steps run as CUDA
-graphs where the model allows (dense models; the MoE's routing reads its expert counts on the
-host, so it runs eagerly), prefill eagerly with PyTorch's fused attention.
+(qwen1.5-moe-a2.7b, 60 experts, top-4, routed by a random router). Every step runs as a CUDA
+graph where PyTorch can record it (the MoE's experts as one grouped multiply per weight;
+where that multiply is missing, an expert loop that runs eagerly); prefill attention is
+PyTorch's fused kernel, and decode takes the faster of two attentions, both timed.
 
 Order, so that a short budget still yields what the analysis needs: the six training points
 (llama-3.1-8b), then a few points of every model and phase, then the rest of the grid. A case
@@ -289,6 +290,7 @@ class Run:
         self.cases: list[Case] = []
         self.meta: dict[str, Any] = {"started": dt.datetime.now(dt.UTC).isoformat()}
         self.rows: list[Measurement] = []
+        self.no_graphs: dict[str, str] = {}  # role -> why its CUDA graph capture failed
 
     def log(self, text: str) -> None:
         line = f"[{time.perf_counter() - self.started:6.1f}s] {text}"
@@ -480,21 +482,65 @@ def measure(run: Run) -> None:
 
 
 def run_case(run: Run, dec: Any, case: Case, meter: NvmlMeter | None, window: float) -> Any:
+    """Time one case (and its energy). On a GPU, every step PyTorch can record runs as a CUDA
+    graph (a dense model's steps; an MoE's too when its grouped multiply runs), and a decode
+    is timed with both decode attentions, the faster kept (an engine picks its kernel)."""
     be = dec.be
-    if case.phase == "prefill":
-        step = dec.prefill_step(case.batch, case.tokens)
-    else:
-        step = dec.decode_step(case.batch, case.tokens)
-    mode = "eager"
-    if case.phase == "decode" and run.args.graphs and be.device.type == "cuda":
-        if dec.spec.is_moe:
-            mode = "eager (MoE routing reads expert counts on the host: no CUDA graph)"
+    graphs = run.args.graphs and be.device.type == "cuda"
+    capturable = graphs and (not dec.spec.is_moe or dec.grouped)
+    capturable = capturable and case.role not in run.no_graphs
+
+    def make() -> Any:
+        if case.phase == "prefill":
+            step = dec.prefill_step(case.batch, case.tokens)
         else:
-            step = be.capture(step)
-            mode = "cuda-graph"
-    result = time_step(step, be.sync, run.args.repeats, run.args.min_sample_s)
+            step = dec.decode_step(case.batch, case.tokens)
+        if capturable and case.role not in run.no_graphs:
+            try:
+                return be.capture(step)
+            except RuntimeError as exc:  # this model's steps run eagerly from now on
+                run.no_graphs[case.role] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                run.log(f"  no CUDA graph for {case.role}: {run.no_graphs[case.role]}")
+                be.sync()
+        return step
+
+    if capturable:
+        mode = "cuda-graph"
+    elif graphs and case.role in run.no_graphs:
+        mode = f"eager (capture failed: {run.no_graphs[case.role]})"
+    elif graphs:
+        mode = "eager (MoE expert loop reads expert counts on the host: no CUDA graph)"
+    else:
+        mode = "eager"
+    if dec.spec.is_moe:
+        mode += ", experts: " + ("one grouped multiply" if dec.grouped else "a loop")
+    variants = ("matmul", "sdpa") if case.phase == "decode" else ()
+    timed: dict[str, Any] = {}
+    for name in variants:
+        be.decode_attention = name
+        try:
+            timed[name] = time_step(make(), be.sync, run.args.repeats, run.args.min_sample_s)
+        except RuntimeError as exc:  # a kernel this PyTorch lacks: the other one stands
+            timed[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    if timed:
+        ok = {k: v for k, v in timed.items() if "seconds" in v}
+        if not ok:
+            raise RuntimeError(f"no decode attention ran: {timed}")
+        best = min(ok, key=lambda k: ok[k]["seconds"])
+        be.decode_attention = best
+        result = dict(ok[best])
+        result["decode_attention"] = best
+        result["attention_variants_s"] = {
+            k: v.get("seconds", v.get("error")) for k, v in timed.items()
+        }
+        step = make() if meter is not None else None
+    else:
+        step = make()
+        result = time_step(step, be.sync, run.args.repeats, run.args.min_sample_s)
+    if capturable and case.role in run.no_graphs:  # the capture failed in this case
+        mode = f"eager (capture failed: {run.no_graphs[case.role]})"
     result["mode"] = mode
-    if meter is not None:
+    if meter is not None and step is not None:
         result.update(measure_energy(step, be.sync, meter, result["seconds"], window))
     return result
 
@@ -560,8 +606,13 @@ def main(argv: list[str] | None = None) -> int:
         notes=[
             "synthetic decoder (wattserve.profile.decoder): exact shapes, random weights",
             "prefill: eager, torch scaled_dot_product_attention (causal)",
-            "decode: CUDA graph for dense models where --graphs (default); the MoE eagerly",
-            "MoE: random top-k router; each touched expert runs on its tokens (a loop)",
+            "CUDA graphs for every step where --graphs (default): dense models, and the MoE"
+            " when PyTorch's grouped multiply runs on it (else its expert loop, eagerly)",
+            "decode attention: grouped matmuls and PyTorch's fused kernel both timed, the"
+            " faster kept (decode_attention, attention_variants_s)",
+            "MoE: random top-k router; tokens sorted by expert, one grouped multiply per"
+            " weight, reading only the experts chosen",
+            "RMSNorm fused (torch rms_norm); gate and up projections as one matrix",
             "seconds: median of --repeats samples, each the mean of back-to-back steps",
         ],
     )

@@ -152,8 +152,8 @@ def _reference_moe(h: np.ndarray, layer: dict[str, Any], k: int) -> np.ndarray:
     probability, plus the shared expert."""
 
     def expert(x: np.ndarray, w: tuple[np.ndarray, ...]) -> np.ndarray:
-        g = x @ w[0]
-        out: np.ndarray = (g / (1.0 + np.exp(-g)) * (x @ w[1])) @ w[2]
+        gate, up = np.split(x @ w[0], 2, axis=-1)  # the fused (d, 2 ffn) projection
+        out: np.ndarray = (gate / (1.0 + np.exp(-gate)) * up) @ w[1]
         return out
 
     out = []
@@ -163,7 +163,7 @@ def _reference_moe(h: np.ndarray, layer: dict[str, Any], k: int) -> np.ndarray:
         p /= p.sum()
         y = expert(row, layer["shared"])
         for e in np.argsort(-p)[:k]:
-            y = y + p[e] * expert(row, layer["experts"][e])
+            y = y + p[e] * expert(row, (layer["experts"][0][e], layer["experts"][1][e]))
         out.append(y)
     return np.array(out)
 
@@ -179,10 +179,15 @@ def test_moe_layer_routes_each_token_to_its_top_k_experts(backend: str) -> None:
         be = NumpyBackend()
     dec = SyntheticDecoder(TINY_MOE, be)
     layer = dec.layers[0]
-    assert len(layer["experts"]) == 8  # all experts are held, not only k of them
+    assert [len(w) for w in layer["experts"]] == [8, 8]  # all experts held, not only k of them
+    # PyTorch routes through its grouped multiply (no host read); NumPy loops over experts
+    assert dec.grouped == (backend == "torch")
     h = be.randn(64, 16)
     got = np.asarray(dec.mlp(h, layer))
-    if backend == "torch":  # compare in NumPy, with the same weights
+    if backend == "torch":  # the expert loop gives the same; compare both in NumPy
+        dec.grouped = False
+        np.testing.assert_allclose(np.asarray(dec.mlp(h, layer)), got, rtol=1e-4, atol=1e-6)
+        dec.grouped = True
         layer = {k: _np(v) for k, v in layer.items()}
         h = h.numpy()
     np.testing.assert_allclose(got, _reference_moe(h, layer, 2), rtol=1e-4, atol=1e-6)
@@ -214,6 +219,9 @@ def test_torch_fused_attention_matches_the_plain_one() -> None:
         torch.testing.assert_close(
             be.attention(q, k, v, start), Backend.attention(be, q, k, v, start)
         )
+    be.decode_attention = "sdpa"  # decode through the fused kernel, GQA in place
+    q = be.randn(2, 4, 1, 4)
+    torch.testing.assert_close(be.attention(q, k, v, 6), Backend.attention(be, q, k, v, 6))
     assert be.capture(lambda: 1)() == 1  # on the CPU, no graph: the function itself
 
 

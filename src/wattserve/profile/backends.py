@@ -75,6 +75,9 @@ class TorchBackend(Backend):
         self.tdtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.dtype = "bf16" if self.device.type == "cuda" else "fp32"
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        # decode attention: "matmul" (grouped matmuls, softmax) or "sdpa" (PyTorch's fused
+        # kernel, GQA in place); which is faster depends on the GPU and PyTorch's kernels
+        self.decode_attention = "matmul"
 
     def randn(self, *shape: int) -> Any:
         return self.torch.randn(shape, generator=self.gen, device=self.device, dtype=self.tdtype)
@@ -88,8 +91,8 @@ class TorchBackend(Backend):
     def silu(self, x: Any) -> Any:
         return self.torch.nn.functional.silu(x)
 
-    def rmsnorm(self, x: Any) -> Any:
-        return x * self.torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + 1e-6)
+    def rmsnorm(self, x: Any) -> Any:  # one fused kernel where PyTorch has it, as engines do
+        return self.torch.nn.functional.rms_norm(x, (x.shape[-1],), eps=1e-6)
 
     def causal_mask(self, q: int, ctx: int) -> Any:
         t = self.torch
@@ -117,13 +120,35 @@ class TorchBackend(Backend):
     def index_add(self, out: Any, rows: Any, values: Any) -> Any:
         return out.index_add_(0, rows, values)
 
+    def grouped_experts(
+        self, h: Any, chosen: Any, weights: Any, w: tuple[Any, Any], act: Callable[[Any], Any]
+    ) -> Any | None:
+        t = self.torch
+        grouped_mm = getattr(t, "_grouped_mm", None)  # PyTorch 2.8+
+        if grouped_mm is None:
+            return None
+        k = chosen.shape[-1]
+        flat = chosen.reshape(-1)
+        order = t.argsort(flat, stable=True)
+        # rows per expert counted on the device (bincount reads its size on the host)
+        counts = t.zeros(w[0].shape[0], dtype=t.int64, device=self.device)
+        counts.scatter_add_(0, flat, t.ones_like(flat))
+        offs = counts.cumsum(0).to(t.int32)
+        rows = order // k
+        y = grouped_mm(act(grouped_mm(h[rows], w[0], offs=offs)), w[1], offs=offs)
+        y = y * weights.reshape(-1)[order][:, None]
+        return t.zeros_like(h).index_add_(0, rows, y)
+
     def attention(self, q: Any, k: Any, v: Any, start: int) -> Any:
         """Prefill: PyTorch's fused attention (FlashAttention-style kernels on a GPU). Decode:
-        the grouped matmuls, which read each kv head's cache once, as decode kernels do."""
+        as `decode_attention` says, each reading each kv head's cache once, as decode kernels
+        do."""
         nq = q.shape[2]
-        if nq == 1:
-            return super().attention(q, k, v, start)
         sdpa = self.torch.nn.functional.scaled_dot_product_attention
+        if nq == 1:
+            if self.decode_attention == "sdpa":  # one query sees the whole cache: no mask
+                return sdpa(q, k, v, enable_gqa=k.shape[1] != q.shape[1])
+            return super().attention(q, k, v, start)
         mask = None if start == 0 else self.causal_mask(nq, start + nq)
         if k.shape[1] != q.shape[1]:  # GQA: each kv head serves a group of query heads
             group = q.shape[1] // k.shape[1]

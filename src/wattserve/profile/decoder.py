@@ -65,6 +65,14 @@ class Backend(ABC):
     def index_add(self, out: Any, rows: Any, values: Any) -> Any:
         """`out[rows] += values`, rows repeated or not; returns `out`."""
 
+    def grouped_experts(
+        self, h: Any, chosen: Any, weights: Any, w: tuple[Any, Any], act: Callable[[Any], Any]
+    ) -> Any | None:
+        """Every token's top-k experts as one grouped matrix multiply per weight (rows sorted
+        by expert, as fused MoE kernels do), with no read of the routing on the host; the
+        weighted sum per token. None where the backend has no grouped multiply."""
+        return None
+
     def attention(self, q: Any, k: Any, v: Any, start: int) -> Any:
         """Causal attention of q (b, heads, q, hd) over k, v (b, kv_heads, start + q, hd),
         heads grouped kv-head-major (GQA); (b, heads, q, hd). Plain matmul-softmax-matmul."""
@@ -105,20 +113,39 @@ class SyntheticDecoder:
             layer: dict[str, Any] = {
                 "qkv": backend.randn(d, qkv) * scale,
                 "o": backend.randn(spec.num_heads * hd, d) * scale,
-                "experts": [self._mlp_weights(ffn, scale) for _ in range(spec.num_experts)],
             }
-            if spec.is_moe:
+            if spec.is_moe:  # all experts stacked: (experts, d, 2 ffn) and (experts, ffn, d)
+                layer["experts"] = self._mlp_weights(ffn, scale, spec.num_experts)
                 layer["router"] = backend.randn(d, spec.num_experts) * scale
+            else:
+                layer["mlp"] = self._mlp_weights(ffn, scale)
             if spec.shared_intermediate_size:
                 layer["shared"] = self._mlp_weights(spec.shared_intermediate_size, scale)
             self.layers.append(layer)
         self.lm_head = backend.randn(d, spec.vocab_size) * scale
         self.k_cache: list[Any] = []
         self.v_cache: list[Any] = []
+        # MoE: one grouped multiply per weight where the backend has it and it runs on these
+        # shapes (no host read of the routing: a CUDA graph can hold it); else a loop
+        self.grouped = spec.is_moe and self._grouped_runs()
 
-    def _mlp_weights(self, ffn: int, scale: float) -> tuple[Any, Any, Any]:
+    def _grouped_runs(self) -> bool:
+        be, layer = self.be, self.layers[0]
+        h = be.randn(2, self.spec.hidden_size)
+        weights, chosen = be.topk_last(h @ layer["router"], self.spec.experts_per_token)
+        try:
+            routed = be.grouped_experts(h, chosen, weights, layer["experts"], self._gated)
+            be.sync()
+        except (RuntimeError, NotImplementedError):  # an old PyTorch, a shape it refuses
+            return False
+        return routed is not None
+
+    def _mlp_weights(self, ffn: int, scale: float, experts: int = 0) -> tuple[Any, Any]:
+        """Gate and up projections as one (d, 2 ffn) matrix, as engines fuse them, and the
+        down projection; with `experts`, that many of each stacked."""
         d, be = self.spec.hidden_size, self.be
-        return (be.randn(d, ffn) * scale, be.randn(d, ffn) * scale, be.randn(ffn, d) * scale)
+        lead = (experts,) if experts else ()
+        return (be.randn(*lead, d, 2 * ffn) * scale, be.randn(*lead, ffn, d) * scale)
 
     def reset_cache(self, batch: int, tokens: int) -> None:
         """A fresh KV cache for `batch` sequences of up to `tokens` tokens."""
@@ -153,20 +180,29 @@ class SyntheticDecoder:
     def mlp(self, h: Any, layer: dict[str, Any]) -> Any:
         """The feed-forward part of one layer for rows `h` (tokens, hidden)."""
         if not self.spec.is_moe:
-            return self._expert(h, layer["experts"][0])
+            return self._expert(h, layer["mlp"])
         be = self.be
         probs = be.softmax_last(h @ layer["router"])
         weights, chosen = be.topk_last(probs, self.spec.experts_per_token)
-        weights = weights.reshape(-1)
         out = self._expert(h, layer["shared"]) if "shared" in layer else be.zeros(*h.shape)
+        gate_up, down = layer["experts"]
+        if self.grouped:
+            routed = be.grouped_experts(h, chosen, weights, (gate_up, down), self._gated)
+            if routed is not None:
+                return out + routed
+        weights = weights.reshape(-1)
         for e, rows, picks in be.group_rows(chosen, self.spec.num_experts):
-            y = self._expert(h[rows], layer["experts"][e]) * weights[picks][:, None]
+            y = self._expert(h[rows], (gate_up[e], down[e])) * weights[picks][:, None]
             out = be.index_add(out, rows, y)
         return out
 
-    def _expert(self, h: Any, w: tuple[Any, Any, Any]) -> Any:
-        gate, up, down = w
-        return (self.be.silu(h @ gate) * (h @ up)) @ down
+    def _gated(self, gate_up: Any) -> Any:
+        """silu(gate) * up, from the fused projection's two halves."""
+        f = gate_up.shape[-1] // 2
+        return self.be.silu(gate_up[..., :f]) * gate_up[..., f:]
+
+    def _expert(self, h: Any, w: tuple[Any, Any]) -> Any:
+        return self._gated(h @ w[0]) @ w[1]
 
     def prefill_step(self, batch: int, prompt: int) -> Callable[[], Any]:
         """One prefill of `prompt` tokens for `batch` sequences, ready to run (and rerun)."""
