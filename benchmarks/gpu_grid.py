@@ -143,11 +143,12 @@ class Case:
         return (self.role, self.phase, self.batch, self.tokens)
 
 
-def plan(grid: Grid) -> list[Case]:
-    """Every case once, in the order they run (see the module docstring)."""
-    cases = [Case(0, "large", *t) for t in grid.train]
-    cases += [Case(1, role, *t) for role in MODELS for t in grid.first]
-    for role in MODELS:
+def plan(grid: Grid, models: dict[str, str] = MODELS) -> list[Case]:
+    """Every case once, in the order they run (see the module docstring); the first model
+    gives the training points."""
+    cases = [Case(0, next(iter(models)), *t) for t in grid.train]
+    cases += [Case(1, role, *t) for role in models for t in grid.first]
+    for role in models:
         cases += [Case(2, role, "decode", b, c) for c in grid.contexts for b in grid.decode_batches]
         cases += [
             Case(2, role, "prefill", b, p)
@@ -172,12 +173,12 @@ def _write_config(out: Path, name: str, config: dict[str, Any]) -> str:
 
 
 def choose_models(
-    out: Path, smoke: bool, memory_bytes: float, log: Any
+    out: Path, smoke: bool, memory_bytes: float, log: Any, models: dict[str, str] = MODELS
 ) -> dict[str, tuple[str, ModelSpec]]:
     """role -> (the CSV's model field, spec). A model whose bf16 weights would take more than
     half the device's memory keeps that many layers only, written as its own config."""
     chosen = {}
-    for role, model_id in MODELS.items():
+    for role, model_id in models.items():
         if smoke:
             config = {
                 "_wattserve_source": f"gpu_grid --smoke: a tiny stand-in for {model_id}",
@@ -423,9 +424,9 @@ def measure(run: Run) -> None:
     from wattserve.profile.decoder import SyntheticDecoder
 
     hw = catalog.device(hw_id)
-    models = choose_models(run.out, args.smoke, memory, run.log)
+    models = choose_models(run.out, args.smoke, memory, run.log, args.models)
     run.meta["models"] = {role: ref for role, (ref, _) in models.items()}
-    run.cases = plan(SMOKE_GRID if args.smoke else GPU_GRID)
+    run.cases = plan(SMOKE_GRID if args.smoke else GPU_GRID, args.models)
     window = 0.0 if meter is None else args.energy_window_s
     dtype = "bf16" if args.device == "cuda" else "fp32"
     dec: Any = None
@@ -548,8 +549,8 @@ def run_case(run: Run, dec: Any, case: Case, meter: NvmlMeter | None, window: fl
 def print_plan(args: argparse.Namespace, hw: Hardware) -> None:
     memory = (hw.value("memory_gb") or 80.0) * 1e9
     total = 0.0
-    for case in plan(GPU_GRID):
-        spec = load_model(MODELS[case.role])
+    for case in plan(GPU_GRID, args.models):
+        spec = load_model(args.models[case.role])
         step_s = step_estimate_s(spec, hw, "bf16", case)
         cost = case_cost_s(step_s, args.repeats, args.energy_window_s)
         fits = kv_fits(spec, case, memory)
@@ -564,6 +565,19 @@ def print_plan(args: argparse.Namespace, hw: Hardware) -> None:
         )
 
 
+def _model_ids(text: str) -> dict[str, str]:
+    """`--models a,b,c`: each a catalog model, each once; role and id are the same."""
+    ids = [t.strip() for t in text.split(",")]
+    if not all(ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma list of distinct model ids")
+    for model_id in ids:
+        try:
+            load_model(model_id)
+        except Exception as exc:
+            raise argparse.ArgumentTypeError(f"{model_id!r}: {exc}") from exc
+    return {model_id: model_id for model_id in ids}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=os.environ.get("OUT"))
@@ -575,6 +589,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--energy-window-s", type=float, default=1.0)
     ap.add_argument("--no-graphs", dest="graphs", action="store_false")
     ap.add_argument(
+        "--models",
+        type=_model_ids,
+        default=MODELS,
+        metavar="ID,ID,...",
+        help="catalog models to measure instead of the four (the first gives the training "
+        "points): held-out models for a calibration fitted on another run",
+    )
+    ap.add_argument(
         "--plan",
         metavar="HW",
         help="print the cases in order with their estimated cost on "
@@ -582,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     args.repeats = args.repeats or (3 if args.smoke else 5)
+    if args.smoke and args.models is not MODELS:
+        ap.error("--smoke measures its own tiny stand-ins: --models does not apply")
     if args.plan:
         print_plan(args, load_catalog().device(args.plan))
         return 0

@@ -1,18 +1,24 @@
 """Calibrate on few, predict the rest: the analysis of a benchmarks/gpu_grid.py run (#12 items
 3 and 4).
 
-Fits wattserve's calibration (calibrate/fit.py, as `wattserve calibrate` does) on the run's
-training points only (tier 0: at most six steps of the `large` model), then predicts every other
-measured step (other batch sizes, contexts and prompt lengths, the other dense size, the tiny
-model, the MoE) uncalibrated and calibrated, and prints per shape group the mean absolute error
-of each, and of the energy per step against NVML where it was measured. As in
-tests/test_accuracy_vidur.py, training points are not scored. Writes the table to DIR/report.md.
+Fits wattserve's calibration (calibrate/fit.py, as `wattserve calibrate` does) on six
+training points only, then predicts every other measured step (other batch sizes, contexts
+and prompt lengths, the other dense size, the tiny model, the MoE) uncalibrated and
+calibrated, and prints per shape group the mean absolute error of each, and of the energy per
+step against NVML where it was measured. As in tests/test_accuracy_vidur.py, training points
+are not scored. The training points (`--train`): `first`, the run's tier 0 (six steps of its
+first model); `two-sizes`, three steps each of the 8B and the 1B. With `--calibrate-on RUN`,
+the calibration is fitted on another run's points (same device) and every step of DIR is held
+out: held-out models. Writes the table to DIR/report[-TRAIN][-from-RUN].md and .json.
 
     python benchmarks/gpu_grid_report.py DIR
+    python benchmarks/gpu_grid_report.py DIR --train two-sizes
+    python benchmarks/gpu_grid_report.py HELDOUT_DIR --train two-sizes --calibrate-on DIR
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import defaultdict
@@ -35,6 +41,17 @@ except ImportError as exc:
     sys.exit(f"MISSING: Python package {exc.name!r}, which wattserve needs")
 
 TARGETS = {"calibrated": 10.0, "uncalibrated": 15.0, "energy": 15.0}  # % mean, issue #12 item 4
+Key = tuple[str, str, int, int]  # role, phase, batch, prompt or context tokens
+# training sets: None is the run's tier 0; else these steps (of gpu_grid's default models)
+TRAIN_SETS: dict[str, frozenset[Key] | None] = {
+    "first": None,
+    "two-sizes": frozenset(
+        (role, phase, batch, tokens)
+        for role in ("large", "small")
+        for phase, batch, tokens in (("decode", 1, 2048), ("decode", 64, 2048))
+    )
+    | {("large", "prefill", 1, 2048), ("small", "prefill", 1, 512)},
+}
 
 
 def step(m: Measurement, hw: Hardware, params: EngineParams) -> StepCost:
@@ -65,22 +82,53 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}%"
 
 
-def report(folder: Path) -> tuple[str, dict[str, Any]]:
-    doc = json.loads((folder / "grid.json").read_text())
-    rows = read_measurements(folder / "measurements.csv")
+class Run:
+    """One gpu_grid folder: its grid.json, its measurements and each row's case."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.doc = json.loads((folder / "grid.json").read_text())
+        self.rows = read_measurements(folder / "measurements.csv")
+        cases = self.doc["cases"]
+        self.case = {c["result"]["csv_line"]: c for c in cases if "csv_line" in c["result"]}
+
+    def key(self, m: Measurement) -> Key:
+        c = self.case[m.line]
+        return (c["role"], c["phase"], c["batch"], c["tokens"])
+
+    def training(self, train: str) -> list[Measurement]:
+        chosen = TRAIN_SETS[train]
+        if chosen is None:
+            return [m for m in self.rows if self.case[m.line]["tier"] == 0]
+        return [m for m in self.rows if self.key(m) in chosen]
+
+
+def report(
+    folder: Path, train: str = "first", calibrate_on: Path | None = None
+) -> tuple[str, dict[str, Any]]:
+    run = Run(folder)
+    source = Run(calibrate_on) if calibrate_on else run
+    doc, rows, by_line = run.doc, run.rows, run.case
+    if source.doc["hardware_id"] != doc["hardware_id"]:
+        raise SystemExit(
+            f"{calibrate_on} ran on {source.doc['hardware_id']}, {folder} on "
+            f"{doc['hardware_id']}: a calibration is of one device"
+        )
     extra = [folder / doc["hardware_file"]] if doc.get("hardware_file") else []
     catalog = load_catalog(extra)
     hw = catalog.device(doc["hardware_id"])
-    by_line = {c["result"]["csv_line"]: c for c in doc["cases"] if "csv_line" in c["result"]}
-    train = [m for m in rows if by_line[m.line]["tier"] == 0]
-    if len(train) < 2:
-        raise SystemExit(f"{len(train)} training points in {folder}: too few to calibrate")
-    calibration, (fit,) = fit_calibration(train, catalog, source=f"{len(train)} training points")
+    train_rows = source.training(train)
+    if len(train_rows) < 2:
+        raise SystemExit(f"{len(train_rows)} training points in {source.folder}: too few")
+    trained = {source.key(m) for m in train_rows} if source is run else set()
+    calibration, (fit,) = fit_calibration(
+        train_rows, catalog, source=f"{len(train_rows)} training points"
+    )
     calibrated, uncalibrated = calibration.params_for(hw), default_params(hw)
     errs: dict[str, list[tuple[float, float, float | None, float | None]]] = defaultdict(list)
     for m in rows:
         case = by_line[m.line]
-        if case["tier"] == 0:
+        if run.key(m) in trained:
             continue
         unc, cal = step(m, hw, uncalibrated), step(m, hw, calibrated)
         energy = case["result"].get("energy_j_per_step")
@@ -93,12 +141,19 @@ def report(folder: Path) -> tuple[str, dict[str, Any]]:
             )
         )
     lines = [
-        f"# gpu_grid: calibrate on {len(train)}, predict the rest",
+        f"# gpu_grid: calibrate on {len(train_rows)}, predict the rest",
         "",
         f"Run {doc['started']} on {doc.get('device', {}).get('name', '?')} "
         f"({hw.id}); models: {', '.join(f'{k} {v}' for k, v in doc.get('models', {}).items())}.",
-        f"Calibrated on the {len(train)} training points of `large` "
-        f"({', '.join(f'{m.phase} b{m.batch} n{m.prompt_tokens}' for m in train)}): "
+        f"Calibrated on {len(train_rows)} training points ({train})"
+        + (
+            f" of the run {source.doc['started']} ({source.folder.name})"
+            if source is not run
+            else ""
+        )
+        + ": "
+        + ", ".join(f"{m.model} {m.phase} b{m.batch} n{m.prompt_tokens}" for m in train_rows)
+        + "; "
         f"fitted {', '.join(fit.fitted) or 'nothing (defaults kept)'}; in-sample "
         f"{fit.mean_abs_pct:.1f}% mean, leave-one-out {_fmt(fit.loo_mean_abs_pct)}, defaults "
         f"{fit.default_mean_abs_pct:.1f}%.",
@@ -149,14 +204,17 @@ def report(folder: Path) -> tuple[str, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    folder = Path(argv[0])
-    text, summary = report(folder)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", type=Path, help="a gpu_grid run's folder")
+    ap.add_argument("--train", choices=sorted(TRAIN_SETS), default="first")
+    ap.add_argument("--calibrate-on", type=Path, metavar="RUN", help="fit on this run's points")
+    args = ap.parse_args(argv)
+    text, summary = report(args.folder, args.train, args.calibrate_on)
     print(text)
-    (folder / "report.md").write_text(text + "\n")
-    (folder / "report.json").write_text(json.dumps(summary, indent=1) + "\n")
+    name = "report" + ("" if args.train == "first" else f"-{args.train}")
+    name += f"-from-{args.calibrate_on.resolve().name}" if args.calibrate_on else ""
+    (args.folder / f"{name}.md").write_text(text + "\n")
+    (args.folder / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 
