@@ -488,7 +488,7 @@ def run_case(run: Run, dec: Any, case: Case, meter: NvmlMeter | None, window: fl
     is timed with both decode attentions, the faster kept (an engine picks its kernel)."""
     be = dec.be
     graphs = run.args.graphs and be.device.type == "cuda"
-    capturable = graphs and (not dec.spec.is_moe or dec.grouped)
+    capturable = graphs and dec.recordable
     capturable = capturable and case.role not in run.no_graphs
 
     def make() -> Any:
