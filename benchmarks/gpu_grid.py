@@ -9,17 +9,20 @@ where that multiply is missing, an expert loop that runs eagerly); prefill atten
 PyTorch's fused kernel, and decode takes the faster of two attentions, both timed.
 
 Order, so that a short budget still yields what the analysis needs: the six training points
-(llama-3.1-8b), then a few points of every model and phase, then the rest of the grid. A case
+(of the first model, llama-3.1-8b), then a few points of every model and phase, then the rest
+of the grid. `--models` measures other built-in models instead (held out from a calibration
+fitted on another run: gpu_grid_report.py --calibrate-on). A case
 whose estimated cost would overrun `--budget-s` is skipped and listed. Results are rewritten
 after every case, so a run stopped early leaves what it measured.
 
 Writes into `--out` (default $OUT): measurements.csv (calibrate's format: `wattserve
 calibrate` reads it as is), grid.json (every case's samples, spread and energy; device,
 clocks, driver and versions; idle power; what was skipped and why) and summary.txt.
-Then `python benchmarks/gpu_grid_report.py DIR` calibrates on the six points and reports
-held-out errors per shape group.
+Then `python benchmarks/gpu_grid_report.py DIR` calibrates on six points and reports
+held-out errors per shape group (docs/accuracy.md, "An NVIDIA H200").
 
-    python benchmarks/gpu_grid.py --out $OUT --budget-s 420     # on a GPU
+    python benchmarks/gpu_grid.py --out $OUT --budget-s 400     # on a GPU
+    python benchmarks/gpu_grid.py --out $OUT --budget-s 260 --models qwen2.5-7b,qwen3-14b
     python benchmarks/gpu_grid.py --device cpu --smoke --out /tmp/grid   # the pipeline, seconds
 """
 
@@ -48,7 +51,7 @@ try:
     from wattserve.core.catalog import Catalog, load_catalog
     from wattserve.core.deployment import Deployment
     from wattserve.core.hardware import Hardware
-    from wattserve.core.modelspec import ModelSpec, load_model
+    from wattserve.core.modelspec import ModelSpec, builtin_model_id, load_model
     from wattserve.core.params import default_params
     from wattserve.core.perf import PerfModel
     from wattserve.profile import micro
@@ -291,7 +294,6 @@ class Run:
         self.cases: list[Case] = []
         self.meta: dict[str, Any] = {"started": dt.datetime.now(dt.UTC).isoformat()}
         self.rows: list[Measurement] = []
-        self.no_graphs: dict[str, str] = {}  # role -> why its CUDA graph capture failed
 
     def log(self, text: str) -> None:
         line = f"[{time.perf_counter() - self.started:6.1f}s] {text}"
@@ -347,8 +349,8 @@ def summary(doc: dict[str, Any]) -> str:
 
 def _versions(torch: Any) -> dict[str, Any]:
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+        commit = subprocess.run(  # "-dirty" where the tree that ran differs from the commit
+            ["git", "describe", "--always", "--dirty"],
             capture_output=True,
             text=True,
             timeout=5,
@@ -488,40 +490,31 @@ def run_case(run: Run, dec: Any, case: Case, meter: NvmlMeter | None, window: fl
     is timed with both decode attentions, the faster kept (an engine picks its kernel)."""
     be = dec.be
     graphs = run.args.graphs and be.device.type == "cuda"
-    capturable = graphs and dec.recordable
-    capturable = capturable and case.role not in run.no_graphs
 
-    def make() -> Any:
+    def make() -> tuple[Any, str]:
         if case.phase == "prefill":
             step = dec.prefill_step(case.batch, case.tokens)
         else:
             step = dec.decode_step(case.batch, case.tokens)
-        if capturable and case.role not in run.no_graphs:
-            try:
-                return be.capture(step)
-            except RuntimeError as exc:  # this model's steps run eagerly from now on
-                run.no_graphs[case.role] = f"{type(exc).__name__}: {str(exc)[:200]}"
-                run.log(f"  no CUDA graph for {case.role}: {run.no_graphs[case.role]}")
-                be.sync()
-        return step
+        if not graphs:
+            return step, "eager"
+        step, how = dec.recorded(step)
+        return step, ("cuda-graph" if how == "graph" else how)
 
-    if capturable:
-        mode = "cuda-graph"
-    elif graphs and case.role in run.no_graphs:
-        mode = f"eager (capture failed: {run.no_graphs[case.role]})"
-    elif graphs:
-        mode = "eager (MoE expert loop reads expert counts on the host: no CUDA graph)"
-    else:
-        mode = "eager"
+    experts = ""
     if dec.spec.is_moe:
-        mode += ", experts: " + ("one grouped multiply" if dec.grouped else "a loop")
+        experts = ", experts: " + ("one grouped multiply" if dec.grouped else "a loop")
     variants = ("matmul", "sdpa") if case.phase == "decode" else ()
     timed: dict[str, Any] = {}
     for name in variants:
         be.decode_attention = name
         try:
-            timed[name] = time_step(make(), be.sync, run.args.repeats, run.args.min_sample_s)
+            step, mode = make()
+            timed[name] = time_step(step, be.sync, run.args.repeats, run.args.min_sample_s)
+            timed[name]["mode"] = mode
         except RuntimeError as exc:  # a kernel this PyTorch lacks: the other one stands
+            if "out of memory" in str(exc).lower():
+                raise
             timed[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     if timed:
         ok = {k: v for k, v in timed.items() if "seconds" in v}
@@ -534,13 +527,12 @@ def run_case(run: Run, dec: Any, case: Case, meter: NvmlMeter | None, window: fl
         result["attention_variants_s"] = {
             k: v.get("seconds", v.get("error")) for k, v in timed.items()
         }
-        step = make() if meter is not None else None
+        step = make()[0] if meter is not None else None  # the winner again, for its energy
     else:
-        step = make()
+        step, mode = make()
         result = time_step(step, be.sync, run.args.repeats, run.args.min_sample_s)
-    if capturable and case.role in run.no_graphs:  # the capture failed in this case
-        mode = f"eager (capture failed: {run.no_graphs[case.role]})"
-    result["mode"] = mode
+        result["mode"] = mode
+    result["mode"] += experts
     if meter is not None and step is not None:
         result.update(measure_energy(step, be.sync, meter, result["seconds"], window))
     return result
@@ -566,15 +558,18 @@ def print_plan(args: argparse.Namespace, hw: Hardware) -> None:
 
 
 def _model_ids(text: str) -> dict[str, str]:
-    """`--models a,b,c`: each a catalog model, each once; role and id are the same."""
-    ids = [t.strip() for t in text.split(",")]
-    if not all(ids) or len(set(ids)) != len(ids):
-        raise argparse.ArgumentTypeError(f"{text!r}: a comma list of distinct model ids")
-    for model_id in ids:
-        try:
-            load_model(model_id)
-        except Exception as exc:
-            raise argparse.ArgumentTypeError(f"{model_id!r}: {exc}") from exc
+    """`--models a,b,c`: built-in models (ids or their Hugging Face aliases), each once; the
+    built-in id is both role and model."""
+    ids = []
+    for name in text.split(","):
+        model_id = builtin_model_id(name.strip())
+        if model_id is None:
+            raise argparse.ArgumentTypeError(
+                f"{name.strip()!r} is no built-in model (`wattserve models` lists them)"
+            )
+        ids.append(model_id)
+    if len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"{text!r} names a model twice")
     return {model_id: model_id for model_id in ids}
 
 
@@ -583,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=os.environ.get("OUT"))
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--smoke", action="store_true", help="tiny models and shapes (seconds)")
-    ap.add_argument("--budget-s", type=float, default=420.0)
+    ap.add_argument("--budget-s", type=float, default=400.0)
     ap.add_argument("--repeats", type=int, help="samples per case (default 5; smoke 3)")
     ap.add_argument("--min-sample-s", type=float, default=0.01)
     ap.add_argument("--energy-window-s", type=float, default=1.0)

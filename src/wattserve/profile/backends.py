@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -78,7 +78,9 @@ class TorchBackend(Backend):
         # decode attention: "matmul" (grouped matmuls, softmax) or "sdpa" (PyTorch's fused
         # kernel, GQA in place). On an H200 (PyTorch 2.11) sdpa was the faster in every one
         # of 116 decode shapes, 5x at 8k context (tests/data/gpu_grid_h200_2026-12-04)
-        self.decode_attention = "sdpa" if self.device.type == "cuda" else "matmul"
+        self.decode_attention: Literal["matmul", "sdpa"] = (
+            "sdpa" if self.device.type == "cuda" else "matmul"
+        )
 
     def randn(self, *shape: int) -> Any:
         return self.torch.randn(shape, generator=self.gen, device=self.device, dtype=self.tdtype)

@@ -186,10 +186,8 @@ class SyntheticDecoder:
         weights, chosen = be.topk_last(probs, self.spec.experts_per_token)
         out = self._expert(h, layer["shared"]) if "shared" in layer else be.zeros(*h.shape)
         gate_up, down = layer["experts"]
-        if self.grouped:
-            routed = be.grouped_experts(h, chosen, weights, (gate_up, down), self._gated)
-            if routed is not None:
-                return out + routed
+        if self.grouped:  # probed at construction: the backend's grouped multiply runs
+            return out + be.grouped_experts(h, chosen, weights, (gate_up, down), self._gated)
         weights = weights.reshape(-1)
         for e, rows, picks in be.group_rows(chosen, self.spec.num_experts):
             y = self._expert(h[rows], (gate_up[e], down[e])) * weights[picks][:, None]
@@ -223,19 +221,32 @@ class SyntheticDecoder:
         expert loop reads its routing on the host."""
         return not self.spec.is_moe or self.grouped
 
-    def _recorded(self, step: Callable[[], Any]) -> Callable[[], Any]:
-        # as serving engines run their steps (vLLM's CUDA graphs): kernels launched at once
-        return self.be.capture(step) if self.recordable else step
+    def recorded(self, step: Callable[[], Any]) -> tuple[Callable[[], Any], str]:
+        """`step` recorded once and replayed where it can be, as serving engines run their
+        steps (vLLM's CUDA graphs: every kernel launched at once); with how it runs: "graph",
+        or "eager" and why not. A failed recording leaves the step eager; running out of
+        memory is not a failed recording and is raised."""
+        if not self.recordable:
+            return step, "eager (the MoE expert loop reads its routing on the host)"
+        try:
+            replay = self.be.capture(step)
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise
+            self.be.sync()
+            return step, f"eager (recording failed: {type(exc).__name__}: {str(exc)[:200]})"
+        return replay, ("graph" if replay is not step else "eager")
 
     def time_prefill(self, batch: int, prompt: int, repeats: int = 3) -> float:
         """Median seconds of one prefill of `prompt` tokens for `batch` sequences."""
-        return self._median(self._recorded(self.prefill_step(batch, prompt)), repeats)
+        return self.time_step(self.recorded(self.prefill_step(batch, prompt))[0], repeats)
 
     def time_decode(self, batch: int, context: int, repeats: int = 5) -> float:
         """Median seconds of one decode step for `batch` sequences at `context` tokens."""
-        return self._median(self._recorded(self.decode_step(batch, context)), repeats)
+        return self.time_step(self.recorded(self.decode_step(batch, context))[0], repeats)
 
-    def _median(self, fn: Any, repeats: int) -> float:
+    def time_step(self, fn: Any, repeats: int) -> float:
+        """Median seconds of `fn` (a warm-up first), synchronised after each run."""
         fn()  # warm-up
         self.be.sync()
         times = []

@@ -121,12 +121,14 @@ def _measure(
         dec = SyntheticDecoder(spec, backend)
         cases = [("prefill", b, n) for b, n in prefills] + [("decode", b, n) for b, n in decodes]
         for phase, batch, n in cases:
+            if phase == "prefill":
+                step, repeats = dec.prefill_step(batch, n), 3
+            else:
+                step, repeats = dec.decode_step(batch, n), 5
+            step, _ = dec.recorded(step)  # recorded before the meter starts: only steps count
             if meter is not None:
                 meter.start()
-            if phase == "prefill":
-                seconds = dec.time_prefill(batch, n)
-            else:
-                seconds = dec.time_decode(batch, n)
+            seconds = dec.time_step(step, repeats)
             watts = meter.stop() if meter is not None else None
             log(
                 f"    {phase:7} batch {batch:3} tokens {n:5}: {seconds * 1e3:9.2f} ms"
