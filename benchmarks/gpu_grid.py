@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         argv=sys.argv[1:],
         notes=[
             "synthetic decoder (wattserve.profile.decoder): exact shapes, random weights",
-            "prefill: eager, torch scaled_dot_product_attention (causal)",
+            "prefill attention: torch scaled_dot_product_attention (causal)",
             "CUDA graphs for every step where --graphs (default): dense models, and the MoE"
             " when PyTorch's grouped multiply runs on it (else its expert loop, eagerly)",
             "decode attention: grouped matmuls and PyTorch's fused kernel both timed, the"

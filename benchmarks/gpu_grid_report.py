@@ -107,8 +107,8 @@ def report(
     folder: Path, train: str = "first", calibrate_on: Path | None = None
 ) -> tuple[str, dict[str, Any]]:
     run = Run(folder)
-    same = calibrate_on is None or calibrate_on.resolve() == folder.resolve()
-    source = run if same else Run(calibrate_on)  # type: ignore[arg-type]
+    other = calibrate_on is not None and calibrate_on.resolve() != folder.resolve()
+    source = Run(calibrate_on) if calibrate_on is not None and other else run
     doc, rows, by_line = run.doc, run.rows, run.case
     if source.doc["hardware_id"] != doc["hardware_id"]:
         raise SystemExit(
