@@ -55,6 +55,7 @@ try:
     from wattserve.core.params import default_params
     from wattserve.core.perf import PerfModel
     from wattserve.profile import micro
+    from wattserve.profile.decoder import out_of_memory
     from wattserve.profile.power import NvmlMeter
     from wattserve.profile.run import GPU_NAMES, hardware_yaml
 except ImportError as exc:
@@ -513,7 +514,7 @@ def run_case(run: Run, dec: Any, case: Case, meter: NvmlMeter | None, window: fl
             timed[name] = time_step(step, be.sync, run.args.repeats, run.args.min_sample_s)
             timed[name]["mode"] = mode
         except RuntimeError as exc:  # a kernel this PyTorch lacks: the other one stands
-            if "out of memory" in str(exc).lower():
+            if out_of_memory(exc):
                 raise
             timed[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     if timed:

@@ -15,6 +15,12 @@ from typing import Any
 from wattserve.core.modelspec import ModelSpec
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is a device running out of memory (PyTorch's OutOfMemoryError is a
+    RuntimeError whose message says so), not a kernel or recording that failed."""
+    return "out of memory" in str(exc).lower()
+
+
 class Backend(ABC):
     """The few array operations the decoder needs."""
 
@@ -136,7 +142,7 @@ class SyntheticDecoder:
         try:
             routed = be.grouped_experts(h, chosen, weights, layer["experts"], self._gated)
             be.sync()
-        except (RuntimeError, NotImplementedError):  # an old PyTorch, a shape it refuses
+        except RuntimeError:  # an old PyTorch, a shape it refuses (NotImplementedError too)
             return False
         return routed is not None
 
@@ -231,7 +237,7 @@ class SyntheticDecoder:
         try:
             replay = self.be.capture(step)
         except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
+            if out_of_memory(exc):
                 raise
             self.be.sync()
             return step, f"eager (recording failed: {type(exc).__name__}: {str(exc)[:200]})"
