@@ -86,6 +86,8 @@ class Run:
     """One gpu_grid folder: its grid.json, its measurements and each row's case."""
 
     def __init__(self, folder: Path) -> None:
+        if not (folder / "grid.json").is_file() or not (folder / "measurements.csv").is_file():
+            raise SystemExit(f"{folder}: no grid.json and measurements.csv (a gpu_grid run's)")
         self.folder = folder
         self.doc = json.loads((folder / "grid.json").read_text())
         self.rows = read_measurements(folder / "measurements.csv")

@@ -84,3 +84,9 @@ def test_a_spent_budget_skips_every_case_and_says_so(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "grid.json").read_text())
     assert all(c["result"]["skipped"].startswith("budget") for c in doc["cases"])
     assert "skipped: budget" in (tmp_path / "summary.txt").read_text()
+
+
+def test_the_report_refuses_a_folder_that_is_no_grid_run(tmp_path: Path) -> None:
+    done = _script("gpu_grid_report.py", str(tmp_path))
+    assert done.returncode != 0 and "no grid.json" in done.stderr
+    assert "Traceback" not in done.stderr
