@@ -434,3 +434,11 @@ def test_gpu_memory_utilization_is_every_devices_share_as_in_estimate() -> None:
         gpu_memory_utilization=0.2,
     )  # fmt: skip
     assert e.max_batch is not None and row.batch <= e.max_batch
+
+
+def test_numbers_that_round_up_to_the_next_power_of_ten_print_whole() -> None:
+    """999.6 in three figures is 1e+03 under Python's `g` format: a table prints it as 1,000."""
+    from wattserve.rank.text import _num
+
+    assert _num(999.6) == "1,000"
+    assert _num(999.4) == "999" and _num(1234.5) == "1,234" and _num(0.00012) == "0.00012"

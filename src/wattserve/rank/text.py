@@ -13,9 +13,10 @@ def _num(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
     if value is None:
         return "?"
     v = value * scale
-    if abs(v) >= 10**digits:
+    text = f"{v:.{digits}g}"
+    if abs(v) >= 10**digits or "e+" in text:  # 999.6 rounds to 1e+03 in `digits` figures
         return f"{v:,.0f}"
-    return f"{v:.{digits}g}"
+    return text
 
 
 def config_text(r: Row) -> str:
