@@ -9,8 +9,9 @@ serve/budgets.py).
 - `demo` (default 120 requests from 40 clients, budget $100): the demo fleet, 8, 64 or 256
   tokens, streamed or not, prompts of 10 to 160 words.
 - `capped` (default 120 requests from 60 clients, budget $0.004): 2 emulated H100 SXM serving
-  llama-3.2-1b under a 900 W site cap (their idle draw is 210 W; one request adds about 290 W
-  to an idle H100), 100 tokens each, streamed or not: steps wait for power. It also prints the
+  llama-3.2-1b under a 900 W site cap (their idle draw is 210 W; one request's decode adds about
+  190 W to an idle H100, its prefill up to 550 W), 100 tokens each, streamed or not: steps wait
+  for power. It also prints the
   site's peak power, the engines' device time (running or waiting for power) against the time
   the ledger billed, and the site's power stretch.
 """

@@ -26,9 +26,9 @@ Redis state and a budgeted key) to the fake backend: each must complete or get a
 within 120 s (none may hang); prints the outcomes and the replica's RSS before, at the end and
 after 5 s of rest.
 `power`: 3 replicas with Redis in front of an emulated deployment (2 x H100, llama-3.2-1b) at a
-site whose cap leaves HEADROOM_W (default 650 W, less than 3 x the about 290 W one request adds
-to an idle H100; 128 W before a step's gaps drew power, docs/model.md) above the devices' idle
-draw:
+site whose cap leaves HEADROOM_W (default 650 W; one request's decode adds about 190 W to an
+idle H100 under the power curve of 2026-12-04, a 128-token prefill 345 W; 290 W and 128 W under
+earlier curves, docs/model.md) above the devices' idle draw:
 CONCURRENCY clients on one replica for SECONDS, then spread over all three. Prints per phase
 the answers by kind, req/s, p50, the peak summed dynamic draw and (where the tree keeps power
 leases) the peak sum of the leases in Redis, both against the headroom (violations must be 0).
@@ -64,7 +64,7 @@ from wattserve.serve.net import free_port
 PY = sys.executable
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 BUDGET_USD = 0.5
-CAP_W = 1300.0  # 210 W idle (2 x H100) and about 3.8 requests' 290 W
+CAP_W = 1300.0  # 210 W idle (2 x H100) and about 5.7 requests' decode (190 W each)
 
 
 def rss_kb(pid: int) -> int:

@@ -287,35 +287,38 @@ def test_uncalibrated_decode_steps_on_h100_where_the_context_is_known() -> None:
         assert t[f"H100 {g}"][itl][0] < 10.0
     assert t["H100 chat dense batch <= 32"][itl][0] < 10.0
     assert t["H100 chat moe batch <= 32"][itl][0] < 10.0
-    # the known shortfall, kept honest: power 14.4% off uncalibrated, mostly low (22.5% before
-    # a step's gaps drew the memory-bound share; docs/accuracy.md), joules per token 31.8%
-    assert 10.0 < t["H100 all"]["power"][0] < 17.0
-    assert t["H100 all"]["J/token"][0] > 25.0
+    # power 10.3% off uncalibrated under the curve of 2026-12-04 (14.4% before, mostly low;
+    # tests/test_accuracy_power.py), joules per token 16.9% (31.8%): not yet within 15%
+    assert t["H100 all"]["power"][0] < 11.0
+    assert 15.0 < t["H100 all"]["J/token"][0] < 18.0
 
 
 def test_six_h100_configurations_predict_other_models_tasks_batches_and_moe() -> None:
     t, summary = table(rows(), TRAIN["H100"])
     assert "power: fitted" in summary and "WARNING" not in summary
     power, energy, itl = (t["H100 all"][m] for m in ("power", "J/token", "time between tokens"))
-    # measured 11.4%, 10.9% and 7.6% held out (uncalibrated 15.0%, 32.9%, 18.3%)
-    assert power[1] < 15.0 and energy[1] < 15.0 and itl[1] < 10.0
+    # measured 11.2%, 10.8% and 7.6% held out (uncalibrated 10.0%, 17.9%, 18.3%)
+    assert power[1] < 12.0 and energy[1] < 15.0 and itl[1] < 10.0
     # worse than uncalibrated on the MoE's decode steps at batch <= 32 (by 1.7 and 5.2
     # points): the per-sequence overhead fitted on a dense model is too much for 3B active;
-    # and chat's power at batch >= 256 by 1.3 points
-    bad = worse(t)
-    assert [b.split(" by ")[0] for b in bad] == [
-        "H100 chat dense batch >= 256 power",
+    # and in power wherever one GPU runs what the 70B ran on four: the slopes fitted on the
+    # TP4 runs, which draw less per GPU than the model says, under-predict TP1 (the 8B's power
+    # 2.8% -> 26.5%, docs/accuracy.md)
+    bad = [b.split(" by ")[0] for b in worse(t)]
+    assert [b for b in bad if not b.endswith(" power")] == [
         "H100 chat moe batch <= 32 time between tokens",
+        "H100 gpqa moe batch <= 32 J/token",  # by 0.3 points
         "H100 gpqa moe batch <= 32 time between tokens",
-    ]
+    ], bad
     assert t["H100 gpqa moe batch <= 32"]["time between tokens"][1] < 15.0
 
 
 def test_two_model_sizes_on_h100_predict_the_rest() -> None:
     t, summary = table(rows(), TRAIN_TWO_SIZES)
     power, energy, itl = (t["H100 all"][m] for m in ("power", "J/token", "time between tokens"))
-    # measured 9.3%, 12.7% and 7.8%: the power fit keeps only the idle share (docs/accuracy.md)
-    assert "power: fitted idle_fraction (" in summary
+    # measured 9.8%, 13.5% and 7.8%: no power term beats the default curve on held-out rows,
+    # so the fit keeps it (docs/accuracy.md)
+    assert "power: no term set predicts held-out rows better than the defaults" in summary
     assert power[1] < 12.0 and energy[1] < 15.0 and itl[1] < 10.0
 
 

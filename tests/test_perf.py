@@ -209,25 +209,26 @@ def test_small_gemms_pad_and_latency_and_moe_per_expert() -> None:
     assert decode_run(pm, lines, 20)[0] == pytest.approx(stepped, rel=1e-9)
 
 
-def test_a_steps_gaps_draw_the_memory_bound_share() -> None:
-    """A step's overheads and all-reduces are not idle time: they draw k_m, so a step that is
-    mostly overhead draws about the memory-bound share, and the decode run's energy, summed in
-    closed form, agrees with the steps one by one."""
+def test_a_steps_gaps_add_time_but_no_load() -> None:
+    """A step's overheads and all-reduces are time the GPU waits through (an H200's launch-bound
+    decodes of sub-1B models draw 160-230 W of its 700 W: docs/model.md): a step that is mostly
+    overhead draws near idle, the same work without the overhead draws more for less time, the
+    dynamic joules are the same, and the decode run's sums, in closed form, agree with the steps
+    one by one."""
     from wattserve.core.perf import decode_run, run_lines
 
     hw = load_catalog().device("h100-sxm")
     dep = Deployment(load_model("llama-3.1-70b"), hw, tp=4)
     pm = PerfModel(dep, EngineParams(overhead_step_s=1.0))
     c = pm.decode_step(8, 500)
-    busy = max(c.compute_s, c.memory_s)
-    load = (pm.k_compute * c.compute_s + pm.k_memory * (c.memory_s + c.time_s - busy)) / c.time_s
+    load = (pm.k_compute * c.compute_s + pm.k_memory * c.memory_s) / c.time_s
     assert c.power_w == pytest.approx(pm.devices * (pm.idle_w + pm.dynamic_w * load))
-    assert c.power_w / pm.devices == pytest.approx(pm.idle_w + pm.dynamic_w * pm.k_memory, rel=0.01)
-    # a short overhead no longer dilutes the step's power: the same step with and without it
+    assert c.power_w / pm.devices < pm.idle_w * 1.1
     quick = PerfModel(dep, EngineParams(overhead_step_s=0.0, overhead_layer_s=0.0))
     q = quick.decode_step(8, 500)
-    assert q.memory_s > q.compute_s
-    assert c.power_w < q.power_w * 1.01 and c.power_w > q.power_w * 0.9
+    assert q.memory_s > q.compute_s and q.power_w > c.power_w * 2
+    dynamic = [s.energy_j - pm.devices * pm.idle_w * s.time_s for s in (c, q)]
+    assert dynamic[0] == pytest.approx(dynamic[1], rel=0.02)  # the collectives' time differs
     lines = run_lines(pm, 8, 8 * 501.0)
     steps = [pm.decode_step(8, 500 + j) for j in range(30)]
     _, energy, peak = decode_run(pm, lines, 30)

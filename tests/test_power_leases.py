@@ -21,10 +21,11 @@ from test_scale_out_gateways import replicas
 from test_serve_reliability import SMALL, ask
 
 IDLE_W = 210.0  # 2 x H100 SXM idle (the catalog's figure), drawn by every replica on its own
-HEADROOM_W = 650.0
-# A third of the headroom (217 W) is less than one request adds to an idle H100 (about 290 W
-# for this model): with an even split no replica could serve; with leases a busy one takes
-# it, two can serve at once, three cannot.
+HEADROOM_W = 500.0
+# A third of the headroom (167 W) is less than one request adds to an idle H100 (about 190 W
+# for this model's decode, 345 W for a 128-token prefill, under the power curve of 2026-12-04;
+# the headroom was 650 W against about 290 W before): with an even split no replica could
+# serve; with leases a busy one takes it, two can serve at once, three cannot.
 
 
 def tight(headroom_w: float) -> str:

@@ -21,7 +21,7 @@ from test_serve_reliability import SMALL, ask
 from wattserve.serve.ledger import Ledger
 
 # 210 W idle (2 x H100): the replicas lease the 1,090 W above it between them (one request adds
-# about 290 W to an idle H100 for this model, 330 W at its prefill)
+# about 190 W to an idle H100 for this model's decode, 345 W at a 128-token prefill)
 CAP_W = 1300.0
 CAPPED = f"""
 sites:

@@ -180,12 +180,13 @@ def _gauges(text: str, name: str) -> list[float]:
 
 
 def test_a_capped_fleet_bills_each_request_its_share_of_the_device_time(tmp_path: Path) -> None:
-    """Two H100s whose idle draw is 210 W under a 500 W cap (a request adds about 290 W to an
-    idle one): steps wait for power. Each request is billed its shares of the steps it was in,
-    waits included, and its hold counts its engine's measured stretch: what requests cost is
-    billed (before, about 75% of it was not: a request's whole elapsed time over the batch it
-    ended in, and a step could wait seconds for an engine that took its power back step after
-    step), the budget is never passed, and the billed time is the engines' device time."""
+    """Two H100s whose idle draw is 210 W under a 500 W cap (a request's decode adds about 190 W
+    to an idle one, a 128-token prefill 345 W): steps wait for power. Each request is billed its
+    shares of the steps it was in, waits included, and its hold counts its engine's measured
+    stretch: what requests cost is billed (before, about 75% of it was not: a request's whole
+    elapsed time over the batch it ended in, and a step could wait seconds for an engine that
+    took its power back step after step), the budget is never passed, and the billed time is the
+    engines' device time."""
     db = tmp_path / "capped.db"
     budget = 0.004
     key = new_key(db, "tight", budget_usd=budget)

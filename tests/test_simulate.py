@@ -45,10 +45,13 @@ def test_fast_mode_agrees_with_exact_stepping(hetero, shared: Path, policy: str)
         policy,
         exact=True,
     )
-    # the same steps but where a run's power reservation under a site cap (held for the
-    # whole run in fast mode, per step when exact) delays a batch differently
+    # the same steps but where a run's power reservation under dc-east's cap, which binds
+    # (four GPUs at TDP in prefill draw 2,200 W of its 1,500), delays a batch differently: fast
+    # mode hands power over between steps while steps wait for it, as exact does, but a run's
+    # reservation is its peak step's
     assert fast["engine_steps"] > 1000
-    assert fast["engine_steps"] == pytest.approx(exact["engine_steps"], rel=1e-3)
+    assert fast["engine_steps"] == pytest.approx(exact["engine_steps"], rel=1e-2)
+    assert fast["power_waits"] == pytest.approx(exact["power_waits"], rel=0.1, abs=10)
     for metric in ("ttft_s", "tpot_s"):
         for q in ("p50", "p99"):
             assert fast[metric][q] == pytest.approx(exact[metric][q], rel=0.02), (metric, q)

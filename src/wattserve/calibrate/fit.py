@@ -453,8 +453,9 @@ def _fit_power(
     candidates = _power_terms(hw)
     costs = []
     for r in powered:
-        c = PerfModel(r.dep, params).step(*r.work)
-        costs.append((c.compute_s, c.memory_s, c.time_s, r.m.watts or 0.0))
+        pm = PerfModel(r.dep, params)
+        c = pm.step(*r.work)
+        costs.append((*pm.work_times(c), c.time_s, r.m.watts or 0.0))
     if len(powered) < 3:
         return (
             params,

@@ -44,8 +44,11 @@ class EngineParams:
     # on CPUs); 1: as the GEMMs, the default until measurements at several contexts calibrate it
     attn_factor: float = 1.0
     memory_utilization: float = 0.9
-    power_k_compute: float = 1.0
-    power_k_memory: float = 0.6
+    # the power curve's slopes (docs/model.md): a compute-bound step at the default efficiency
+    # draws its TDP (1.7 x 0.6), a memory-bound one 72% of the dynamic range (0.9 x 0.8); set on
+    # an H200's measured steps and checked on ML.ENERGY's H100 and B200 runs (docs/accuracy.md)
+    power_k_compute: float = 1.7
+    power_k_memory: float = 0.9
     idle_fraction: float = 0.15
     source: str = "wattserve defaults (docs/model.md)"
 

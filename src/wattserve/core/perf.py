@@ -6,10 +6,10 @@ tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read o
 
     time = max(FLOPs / (peak * eff_compute * tp), bytes / (bw * eff_memory * tp))
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
-    power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * (u_memory + u_gaps)))
+    power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory))
 
-where u_gaps is the share of the step outside its compute or memory time (communication and
-overheads), which draws the memory-bound share rather than nothing.
+so the step's gaps (its time outside compute and memory: overheads, launches, all-reduces) draw
+the idle power (docs/model.md).
 
 Small GEMMs (off by default): each GEMM's FLOPs are counted as if its output had
 gemm_pad_elems more elements, and each GEMM kernel adds gemm_latency_s to the memory time
@@ -113,6 +113,11 @@ class PerfModel:
         self.idle_w, self.dynamic_w = self._power_figures()
         self.k_compute = params.power_k_compute * params.eff_compute
         self.k_memory = params.power_k_memory * params.eff_memory
+        # a decode run's load line (run_lines): per unit of FLOPs and bytes, then its parts
+        self.load_c, self.load_m = self.k_compute / self.flops_rate, self.k_memory / self.bytes_rate
+        self.load_token = self.load_c * self.flops_per_token
+        self.load_context = self.load_c * self.attn_coef + self.load_m * self.kv_bytes_per_token
+        self.load_base = self.load_m * self.base_weight_bytes + self.poison
 
     # -- figure resolution ----------------------------------------------------------------
 
@@ -270,8 +275,16 @@ class PerfModel:
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
-        power = self.power_w(t_c, t_m, time_s)
+        power = self.power_w(
+            flops / self.flops_rate + self.poison, nbytes / self.bytes_rate, time_s
+        )
         return StepCost(time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s)
+
+    def work_times(self, c: StepCost) -> tuple[float, float]:
+        """The seconds a step's own FLOPs and bytes take at the modelled rates: what draws
+        power (power_w), without the time small GEMMs, attention's factor or an expert-parallel
+        wait add (the device is not busier for them, only slower)."""
+        return c.flops / self.flops_rate + self.poison, c.bytes / self.bytes_rate
 
     def gemm_pad_s(self, tokens: float) -> float:
         """Seconds of padded GEMM work in a step of `tokens` tokens: the dense GEMMs' pad, and
@@ -332,13 +345,13 @@ class PerfModel:
         return excess * self.expert_flops_s if excess > 0.0 else 0.0
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
-        """Power of all devices during a step whose compute and memory times are given. The
-        step's gaps (its time beyond the larger of the two: engine overheads and all-reduces)
-        are not idle: they draw the memory-bound share (docs/model.md)."""
+        """Power of all devices during a step of `time_s` whose FLOPs and bytes take
+        `compute_s` and `memory_s` at the modelled rates (work_times). The rest of the step
+        (engine overheads, launches, all-reduces, small GEMMs' padding and latency) adds time
+        but no load: the GPU waits through it (docs/model.md)."""
         if time_s <= 0:
             return self.devices * self.idle_w
-        busy = compute_s if compute_s > memory_s else memory_s
-        load = (self.k_compute * compute_s + self.k_memory * (memory_s + time_s - busy)) / time_s
+        load = (self.k_compute * compute_s + self.k_memory * memory_s) / time_s
         return self.devices * (self.idle_w + self.dynamic_w * min(1.0, load))
 
     def prefill(self, batch: int, prompt_tokens: int, cached_tokens: int = 0) -> StepCost:
@@ -423,13 +436,17 @@ def _sum_extreme(a1: float, d1: float, a2: float, d2: float, j0: int, j1: int, h
     return _lin(a1, d1, j0, j1) if first else _lin(a2, d2, j0, j1)
 
 
-RunLines = tuple[float, float, float, float, float]
+# (tc0, dtc, tm0, dtm, fixed, la, ld): step j's compute and memory time (tc0 + dtc*j, ...), its
+# time that does not depend on j, and its power load line la + ld*j (see run_lines)
+RunLines = tuple[float, float, float, float, float, float, float]
 
 
 def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     """A run of decode steps of `seqs` sequences whose first step reads `kv0` KV tokens in
     total (each later step reads `seqs` more): compute and memory time of step j as lines
-    (tc0 + dtc*j, tm0 + dtm*j), and the part of the step time that does not depend on j."""
+    (tc0 + dtc*j, tm0 + dtm*j), the part of the step time that does not depend on j, and the
+    load line la + ld*j: k_c times the step's own compute seconds plus k_m times its memory
+    seconds (PerfModel.work_times), which power_w divides by the step time."""
     s = float(seqs)
     tc0 = (pm.flops_per_token * s + pm.attn_time_coef * kv0) / pm.flops_rate
     tm0 = (pm.base_weight_bytes + pm.kv_time_bytes * kv0) / pm.bytes_rate
@@ -445,7 +462,12 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     fixed = (
         pm.comm_fixed + pm.comm_per_token * s + pm.overhead_fixed + pm.overhead_seq * s + pm.poison
     )
-    return tc0, dtc, tm0, dtm, fixed
+    # the load line from the steps' own FLOPs and bytes (the step's, not experts_read's count)
+    la = pm.load_token * s + pm.load_context * kv0 + pm.load_base
+    if pm.moe:
+        touched = pm.n_experts * (1.0 - (1.0 - pm.top_k / pm.n_experts) ** s)
+        la += pm.load_m * pm.expert_bytes * touched
+    return tc0, dtc, tm0, dtm, fixed, la, pm.load_context * s
 
 
 def _one_bound_time(a: float, d: float, fixed: float, steps: int) -> float:
@@ -457,7 +479,7 @@ def _one_bound_time(a: float, d: float, fixed: float, steps: int) -> float:
 
 def lines_time(lines: RunLines, steps: int) -> float:
     """Seconds of the first `steps` steps of a decode run described by `lines`."""
-    tc0, dtc, tm0, dtm, fixed = lines
+    tc0, dtc, tm0, dtm, fixed, _, _ = lines
     last = steps - 1
     if (tc0 >= tm0) == (tc0 + dtc * last >= tm0 + dtm * last):
         return _one_bound_time(*((tc0, dtc) if tc0 >= tm0 else (tm0, dtm)), fixed, steps)
@@ -467,7 +489,7 @@ def lines_time(lines: RunLines, steps: int) -> float:
 def lines_steps_within(lines: RunLines, steps: int, elapsed: float, strict: bool = False) -> int:
     """The number of whole steps, out of `steps`, that end within `elapsed` seconds (strictly
     before it, when `strict`)."""
-    tc0, dtc, tm0, dtm, fixed = lines
+    tc0, dtc, tm0, dtm, fixed, _, _ = lines
     last = steps - 1
     if steps > 1 and (tc0 >= tm0) == (tc0 + dtc * last >= tm0 + dtm * last):
         # one bound throughout: time(k) = k*a + d*k*(k-1)/2, solve the quadratic, then settle
@@ -510,11 +532,8 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
     between their crossings: O(1) however many steps, and equal to stepping them one by one
     (what `simulate --exact` does).
     """
-    tc0, dtc, tm0, dtm, fixed = lines
+    tc0, dtc, tm0, dtm, fixed, la, ld = lines  # la + ld*j: the load line (see run_lines)
     last = steps - 1
-    # the load line L(j) = k_c*tc + k_m*tm, plus the gaps' memory-bound share (see power_w)
-    la = pm.k_compute * tc0 + pm.k_memory * (tm0 + fixed)
-    ld = pm.k_compute * dtc + pm.k_memory * dtm
     tcl, tml = tc0 + dtc * last, tm0 + dtm * last
     if (tc0 >= tm0) == (tcl >= tml):
         # the common case: one bound throughout (decode is usually memory-bound)
@@ -529,8 +548,7 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
             energy = pm.devices * (pm.idle_w * time_s + pm.dynamic_w * dyn)
             return time_s, energy, p0 if p0 > pl else pl
     time_s = _sum_extreme(tc0, dtc, tm0, dtm, 0, last, True) + steps * fixed
-    # energy_j(j) = devices * (idle * t(j) + dynamic * min(t(j), L(j))),
-    # L = k_c*tc + k_m*(tm + fixed)
+    # energy_j(j) = devices * (idle * t(j) + dynamic * min(t(j), L(j))), L = la + ld*j
     cross = (tm0 - tc0) / (dtc - dtm) if dtc != dtm else -1.0
     k = (
         math.floor(cross)

@@ -22,8 +22,8 @@ parameters. Against the same perf model with the real architecture of the built-
 (dense and MoE, 0.5B to 141B) the estimate is within 5% for most and 10% for all
 (tests/test_sized_models.py): a check of the derivation, not of the perf model, whose own
 accuracy is in docs/accuracy.md. Fine-grained MoEs (Qwen3's 128 experts) have about twice
-the layers of a dense model of their active size, and each layer's gaps draw power, so the
-estimate is 8-27% low for them.
+the layers of a dense model of their active size; the extra layers' overheads add time at idle
+power, which request energy (dynamic joules) leaves out, so they are within 10% too.
 """
 
 from __future__ import annotations

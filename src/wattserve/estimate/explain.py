@@ -88,8 +88,8 @@ def explain(e: Estimate) -> str:
             f"{p.overhead_layer_s * 1e6:.3g} us, sequence {p.overhead_seq_s * 1e6:.3g} us, "
             f"collective {p.overhead_collective_s * 1e6:.3g} us",
             f"  power: idle + (tdp - idle) * min(1, {p.power_k_compute:.3g} * u_compute + "
-            f"{p.power_k_memory:.3g} * (u_memory + u_gaps)); u_gaps: the step's time outside "
-            "compute and memory (overheads, all-reduces) at a memory-bound step's utilisation",
+            f"{p.power_k_memory:.3g} * u_memory); the step's time outside compute and memory "
+            "(overheads, launches, all-reduces) draws idle power",
             "",
             "catalog figures used:",
         ]

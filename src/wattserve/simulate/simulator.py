@@ -127,6 +127,9 @@ class Simulation:
         # per engine: its site's power account, and whether steps there are checked against a cap
         self.site_acct = [self.gov.account(s) for s in self.engine_site]
         self.capped = [self.gov.capped(s) for s in self.engine_site]
+        self.site_engines: dict[str, list[int]] = defaultdict(list)
+        for i, site in enumerate(self.engine_site):
+            self.site_engines[site].append(i)
 
     # -- event plumbing --------------------------------------------------------------------
 
@@ -299,10 +302,35 @@ class Simulation:
                 if held_w is not None:
                     gov.change(site, self.now, idle - held_w)
                 self.pending[i] = plan
-                self.waitlist[site].append(i)
+                queue.append(i)
                 self.out.power_waits += 1
+                if not self.exact and len(queue) == 1:
+                    self._cut_runs(site)
                 return
         self._commit(i, plan, base)
+
+    def _cut_runs(self, site: str) -> None:
+        """Fast mode, when a step at the head of `site`'s power queue begins to wait: each
+        decode run there whose power would let it start ends at its next step boundary, where
+        an exactly stepped engine would hand that power over (one that would not let it start
+        takes it back at each boundary, so its run goes on). _commit keeps a new run to one
+        step while it would let the head start."""
+        for j in self.site_engines[site]:
+            if self._frees_head(j, site):
+                end = self.engines[j].shorten(self.now)
+                if end is not None:
+                    self._schedule(j, end)
+
+    def _frees_head(self, i: int, site: str) -> bool:
+        """Whether engine i giving back its plan's power would let the first step waiting for
+        power at `site` start."""
+        queue = self.waitlist.get(site)
+        plan = self.engines[i].plan
+        if not queue or plan is None:
+            return False
+        head = queue[0]
+        need = self.pending[head].power_w - self.engines[head].idle_w
+        return self.gov.fits(site, need - (plan.power_w - self.engines[i].idle_w))
 
     def _drop_rejected(self, rejected: list[Seq]) -> None:
         for s in rejected:
@@ -320,6 +348,14 @@ class Simulation:
     def _commit(self, i: int, plan: StepPlan, held_w: float) -> None:
         """Run engine i's plan from now: its site's power goes from `held_w` to the plan's."""
         self.engines[i].plan = plan
+        site = self.engine_site[i]
+        if (
+            self.capped[i]
+            and not self.exact
+            and self.waitlist.get(site)
+            and self._frees_head(i, site)
+        ):
+            self.engines[i].shorten(self.now)  # one step: its power would let the head start
         self.site_acct[i].change(self.now, plan.power_w - held_w)
         v = self.version[i] + 1
         self.version[i] = v
@@ -348,12 +384,16 @@ class Simulation:
             self._kick(i, held_w=plan.power_w)
             return
         self.gov.change(site, self.now, engine.idle_w - plan.power_w)
+        started = False
         while queue:
             j = queue[0]
             if not self.gov.may_start(site, self.pending[j].power_w - self.engines[j].idle_w, None):
                 break
             queue.popleft()
             self._start(j, self.pending.pop(j))
+            started = True
+        if started and queue and not self.exact:
+            self._cut_runs(site)  # a new head
         if i not in self.pending:
             self._kick(i)
 
