@@ -305,11 +305,17 @@ def test_six_h100_configurations_predict_other_models_tasks_batches_and_moe() ->
     # TP4 runs, which draw less per GPU than the model says, under-predict TP1 (the 8B's power
     # 2.8% -> 26.5%, docs/accuracy.md)
     bad = [b.split(" by ")[0] for b in worse(t)]
-    assert [b for b in bad if not b.endswith(" power")] == [
+    assert bad == [
+        "H100 chat dense batch >= 256 power",
+        "H100 chat moe batch 33-192 power",
         "H100 chat moe batch <= 32 time between tokens",
+        "H100 gpqa dense batch 33-192 power",
+        "H100 gpqa dense batch <= 32 power",
+        "H100 gpqa moe batch <= 32 power",
         "H100 gpqa moe batch <= 32 J/token",  # by 0.3 points
         "H100 gpqa moe batch <= 32 time between tokens",
     ], bad
+    assert max(float(w.split(" by ")[1].split()[0]) for w in worse(t)) < 10.0  # 9.6: gpqa power
     assert t["H100 gpqa moe batch <= 32"]["time between tokens"][1] < 15.0
 
 

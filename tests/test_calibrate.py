@@ -357,6 +357,13 @@ def test_power_keeps_its_defaults_with_too_few_watts_and_warns_when_implausible(
     assert any("power: fitted" in n for n in report.notes)
     assert "idle_fraction" in report.fitted  # the calibration file records it as fitted
     assert any("idle_fraction fitted" in w for w in report.warnings), report.warnings
+    # and says what is wrong with the rows: under the (assumed) idle draw of an H100
+    assert any("fewer watts per device than h100-sxm's idle" in w for w in report.warnings)
+    # watts the curve cannot follow (0.002 W: a unit error) are fitted at the terms' bounds and
+    # miss by orders of magnitude: a warning with the size of the miss, not only the bounds
+    tiny = [dataclasses.replace(r, watts=0.002) for r in cold]
+    _, [report] = fit_calibration(tiny, load_catalog())
+    assert any("the power curve misses the measured watts by" in w for w in report.warnings)
 
 
 def test_a_term_its_fit_sends_to_its_upper_bound_is_never_selected() -> None:

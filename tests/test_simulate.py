@@ -33,14 +33,34 @@ def conv(shared: Path, **kw: float) -> Workload:
     )  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("policy", ["round_robin", "energy", "edge_first"])
-def test_fast_mode_agrees_with_exact_stepping(hetero, shared: Path, policy: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("policy", "cap_w"),
+    [
+        ("round_robin", 1500),
+        ("energy", 1500),
+        ("edge_first", 1500),
+        ("round_robin", 1100),
+        ("cost", 1100),
+    ],
+)
+def test_fast_mode_agrees_with_exact_stepping(  # type: ignore[no-untyped-def]
+    hetero, shared: Path, tmp_path: Path, policy: str, cap_w: int
+) -> None:
+    """dc-east's cap binds at 1,500 W (four GPUs at TDP in prefill draw 2,200 W) and more so at
+    1,100 W, where fast mode once let runs hold power exact stepping hands over (TTFT p99 41x
+    exact's) and started a run that had waited for power without the requests that came
+    meanwhile (cost: TTFT p99 +58%)."""
+    fleet = hetero
+    if cap_w != 1500:
+        text = HETERO.read_text().replace("power_cap_w: 1500", f"power_cap_w: {cap_w}")
+        (tmp_path / "fleet.yaml").write_text(text)
+        fleet = load_fleet(tmp_path / "fleet.yaml")
     wl_file = REPO / "examples" / "workload-conv.yaml"
     fast, _ = simulate(
-        hetero, load_workload(wl_file, default_model="llama-3.1-8b", duration_s=400), policy
+        fleet, load_workload(wl_file, default_model="llama-3.1-8b", duration_s=400), policy
     )
     exact, _ = simulate(
-        hetero,
+        fleet,
         load_workload(wl_file, default_model="llama-3.1-8b", duration_s=400),
         policy,
         exact=True,
@@ -48,13 +68,14 @@ def test_fast_mode_agrees_with_exact_stepping(hetero, shared: Path, policy: str)
     # the same steps but where a run's power reservation under dc-east's cap, which binds
     # (four GPUs at TDP in prefill draw 2,200 W of its 1,500), delays a batch differently: fast
     # mode hands power over between steps while steps wait for it, as exact does, but a run's
-    # reservation is its peak step's
+    # reservation is its peak step's (round_robin at 1,500 W: p99s 2.6-3.2% low, p50s within
+    # 0.1%; at 1,100 W, where requests fill running engines first, identical)
     assert fast["engine_steps"] > 1000
     assert fast["engine_steps"] == pytest.approx(exact["engine_steps"], rel=1e-2)
     assert fast["power_waits"] == pytest.approx(exact["power_waits"], rel=0.1, abs=10)
     for metric in ("ttft_s", "tpot_s"):
-        for q in ("p50", "p99"):
-            assert fast[metric][q] == pytest.approx(exact[metric][q], rel=0.02), (metric, q)
+        for q, rel in (("p50", 0.02), ("p99", 0.04)):
+            assert fast[metric][q] == pytest.approx(exact[metric][q], rel=rel), (metric, q)
     assert fast["energy_j"] == pytest.approx(exact["energy_j"], rel=0.02)
 
 
@@ -579,3 +600,30 @@ def test_a_fleet_with_no_price_has_an_unknown_cost_not_zero(tmp_path: Path) -> N
     assert report["completed"] == 4
     assert report["usd"] is None and report["usd_per_mtok"] is None
     assert "no price for smol: excluded" in report["usd_note"]
+
+
+def test_a_capped_site_fills_a_running_replica_before_it_wakes_an_idle_one(
+    tmp_path: Path, shared: Path
+) -> None:
+    """600 W above idle for one H100 or for two: an idle replica's first sequence brings its
+    whole step's load (about 370 W at batch 1), more than is left while the other runs, but one
+    more sequence on the running replica adds little. Requests go where they fit, so two
+    replicas serve what one does under the same room (before: 65 of 181, the rest refused for
+    power after waiting)."""
+    served = {}
+    for replicas, cap in ((1, 705), (2, 810), (4, 1020)):
+        (tmp_path / "f.yaml").write_text(
+            "sites:\n"
+            f"  dc-east: {{kind: datacenter, power_cap_w: {cap}}}\n"
+            "  edge-sf: {kind: edge}\n"
+            "deployments:\n"
+            "  h100: {site: dc-east, model: llama-3.1-8b, hardware: h100-sxm, "
+            f"replicas: {replicas}}}\n"
+        )
+        wl = load_workload(
+            REPO / "examples" / "workload-conv.yaml", default_model="llama-3.1-8b", duration_s=60
+        )
+        report, _ = simulate(load_fleet(tmp_path / "f.yaml"), wl, "least_loaded")
+        assert "site power cap" not in report["rejected_by_reason"], report["rejected_by_reason"]
+        served[replicas] = report["completed"]
+    assert served[1] == served[2] == served[4] > 150, served

@@ -603,6 +603,21 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
             f"line(s) {', '.join(map(str, hot[:10]))} report more watts per device than "
             f"{hw.id}'s TDP ({tdp:g} W): watts are per device, not per node or server"
         )
+    idle = hw.value("idle_w") or (None if tdp is None else tdp * base.idle_fraction)
+    cold = [r.m.line for r in rows if idle and r.m.watts is not None and r.m.watts < 0.95 * idle]
+    if cold:
+        warnings.append(
+            f"line(s) {', '.join(map(str, cold[:10]))} report fewer watts per device than "
+            f"{hw.id}'s idle draw ({idle:.3g} W, "
+            + ("the catalog's" if hw.value("idle_w") else "assumed")
+            + "): watts are the device's whole draw during the steps, idle included"
+        )
+    if power_err is not None and power_err > LOO_WARN_PCT:
+        warnings.append(
+            f"the power curve misses the measured watts by {power_err:.1f}% on average (above "
+            f"{LOO_WARN_PCT:.0f}%): energy figures for {hw.id} are uncertain; check that the "
+            "watts are per device and measured over the steps"
+        )
     if power_note:
         notes.append(power_note)
     power_terms = _power_terms(hw)

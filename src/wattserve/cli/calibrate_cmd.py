@@ -33,7 +33,11 @@ def render_report(r: FitReport) -> str:
         lines.append(
             f"  power: mean {r.power_mean_abs_pct:.2f}% over {r.power_rows} rows; "
             f"compute slope {p.power_k_compute:.3g}, memory slope {p.power_k_memory:.3g}, "
-            f"idle {p.idle_fraction:.0%} of TDP (where the catalog has no idle_w)"
+            + (
+                f"idle {p.idle_fraction:.0%} of TDP (the catalog has no idle_w)"
+                if "idle_fraction" in r.fitted + r.kept
+                else "idle: the catalog's idle_w"
+            )
         )
     lines.append(
         f"  eff_compute {p.eff_compute:.3f}, eff_memory {p.eff_memory:.3f}, "

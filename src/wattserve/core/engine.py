@@ -418,8 +418,9 @@ class EngineModel:
 
     def shorten(self, now: float) -> float | None:
         """Cut a running decode run at the first step boundary at or after `now` so that a
-        new arrival can join the next step. Returns the new end time, or None if unchanged.
-        The power reserved at the start stands until the (new) end."""
+        new arrival can join the next step, or (the simulator's fast mode) so that the power it
+        holds is handed over there to a step waiting for its site's power. Returns the new end
+        time, or None if unchanged. The power reserved at the start stands until the (new) end."""
         p = self.plan
         lines = p.lines if p is not None else None
         if p is None or lines is None or p.steps <= 1 or p.throttled or now >= p.end_s:

@@ -9,6 +9,7 @@ shows). Times are whatever clock the caller uses.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -106,6 +107,13 @@ class PowerGovernor:
     def headroom_w(self, site: str) -> float:
         s = self.sites[site]
         return float("inf") if s.cap_w is None else s.cap_w - s.power_w
+
+    def room(self, site: str) -> Callable[[], float]:
+        """The power left under `site`'s cap, as a function to call at each decision (its
+        cap may be set at run time; infinite without one or without enforcement): what an
+        EnginePool reads to place a request where it fits."""
+        s, enforce = self.sites[site], self.enforce
+        return lambda: s.cap_w - s.power_w if enforce and s.cap_w is not None else math.inf
 
     def account(self, site: str) -> SitePower:
         """The site's power account (callers on a hot path keep it instead of the name)."""

@@ -6,10 +6,11 @@ tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read o
 
     time = max(FLOPs / (peak * eff_compute * tp), bytes / (bw * eff_memory * tp))
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
-    power = devices * (idle + (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory))
+    power = devices * idle + tp * (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory)
 
-so the step's gaps (its time outside compute and memory: overheads, launches, all-reduces) draw
-the idle power (docs/model.md).
+u over the tp devices a stage runs on (pipeline stages take turns), so the step's gaps (its time
+outside compute and memory: overheads, launches, all-reduces) and a stage's wait for the others
+draw the idle power (docs/model.md).
 
 Small GEMMs (off by default): each GEMM's FLOPs are counted as if its output had
 gemm_pad_elems more elements, and each GEMM kernel adds gemm_latency_s to the memory time
@@ -62,6 +63,9 @@ class PerfModel:
         self.figures_used: dict[str, Figure] = {}
         m = dep.model
         self.devices = dep.devices
+        # the devices a step's work runs on at any moment: pipeline stages take turns (the
+        # step's time is its work over tp devices' rate), so the others wait at idle power
+        self.busy_devices = dep.tp
         self.moe = m.is_moe
         self.flops_per_token = float(m.flops_per_token)
         self.attn_coef = float(m.attention_flops_per_token_per_context)
@@ -275,16 +279,17 @@ class PerfModel:
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
-        power = self.power_w(
-            flops / self.flops_rate + self.poison, nbytes / self.bytes_rate, time_s
-        )
+        power = self.power_w(*self._work_s(flops, nbytes), time_s)
         return StepCost(time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s)
 
     def work_times(self, c: StepCost) -> tuple[float, float]:
         """The seconds a step's own FLOPs and bytes take at the modelled rates: what draws
         power (power_w), without the time small GEMMs, attention's factor or an expert-parallel
         wait add (the device is not busier for them, only slower)."""
-        return c.flops / self.flops_rate + self.poison, c.bytes / self.bytes_rate
+        return self._work_s(c.flops, c.bytes)
+
+    def _work_s(self, flops: float, nbytes: float) -> tuple[float, float]:
+        return flops / self.flops_rate + self.poison, nbytes / self.bytes_rate
 
     def gemm_pad_s(self, tokens: float) -> float:
         """Seconds of padded GEMM work in a step of `tokens` tokens: the dense GEMMs' pad, and
@@ -352,7 +357,7 @@ class PerfModel:
         if time_s <= 0:
             return self.devices * self.idle_w
         load = (self.k_compute * compute_s + self.k_memory * memory_s) / time_s
-        return self.devices * (self.idle_w + self.dynamic_w * min(1.0, load))
+        return self.devices * self.idle_w + self.busy_devices * self.dynamic_w * min(1.0, load)
 
     def prefill(self, batch: int, prompt_tokens: int, cached_tokens: int = 0) -> StepCost:
         """One prefill of `prompt_tokens` new tokens for each of `batch` sequences."""
@@ -543,12 +548,14 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
             time_s = steps * (t0 + tl) / 2.0  # _one_bound_time(a, d, fixed, steps), inline
             dyn = time_s if la >= t0 else steps * (la + la + ld * last) / 2.0
             u0, ul = la / t0, (la + ld * last) / tl
-            p0 = pm.devices * (pm.idle_w + pm.dynamic_w * (u0 if u0 < 1.0 else 1.0))
-            pl = pm.devices * (pm.idle_w + pm.dynamic_w * (ul if ul < 1.0 else 1.0))
-            energy = pm.devices * (pm.idle_w * time_s + pm.dynamic_w * dyn)
+            idle, busy = pm.devices * pm.idle_w, pm.busy_devices * pm.dynamic_w
+            p0 = idle + busy * (u0 if u0 < 1.0 else 1.0)
+            pl = idle + busy * (ul if ul < 1.0 else 1.0)
+            energy = idle * time_s + busy * dyn
             return time_s, energy, p0 if p0 > pl else pl
     time_s = _sum_extreme(tc0, dtc, tm0, dtm, 0, last, True) + steps * fixed
-    # energy_j(j) = devices * (idle * t(j) + dynamic * min(t(j), L(j))), L = la + ld*j
+    # energy_j(j) = devices * idle * t(j) + busy_devices * dynamic * min(t(j), L(j)),
+    # L = la + ld*j
     cross = (tm0 - tc0) / (dtc - dtm) if dtc != dtm else -1.0
     k = (
         math.floor(cross)
@@ -566,11 +573,13 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
     for j0, j1, compute_leads in pieces:
         a, d = (tc0, dtc) if compute_leads else (tm0, dtm)
         dyn += _sum_extreme(a + fixed, d, la, ld, j0, j1, False)
-    energy_j = pm.devices * (pm.idle_w * time_s + pm.dynamic_w * dyn)
+    energy_j = pm.devices * pm.idle_w * time_s + pm.busy_devices * pm.dynamic_w * dyn
 
     def power(j: float) -> float:
         tj = max(tc0 + dtc * j, tm0 + dtm * j) + fixed
-        return pm.devices * (pm.idle_w + pm.dynamic_w * min(1.0, (la + ld * j) / tj))
+        return pm.devices * pm.idle_w + pm.busy_devices * pm.dynamic_w * min(
+            1.0, (la + ld * j) / tj
+        )
 
     peak = max(power(0.0), power(float(last)))
     if 0 <= cross < last:

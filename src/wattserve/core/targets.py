@@ -86,8 +86,12 @@ class EnginePool:
         engines: list[EngineModel],
         rng: random.Random,
         rtt: Callable[[str | None, str], float],
+        headroom: Callable[[], float] | None = None,
     ) -> None:
         self.spec = spec
+        # the power left under the site's cap now (None: no cap): under a cap, a request goes
+        # where it adds the least power when the usual replica's increase does not fit
+        self.headroom = headroom
         self.name = spec.name
         self.site = spec.site
         self.model = spec.model
@@ -101,7 +105,7 @@ class EnginePool:
         pre = self.perf.step(chunk, chunk * (chunk + 1) / 2, chunk, 1)
         self.prefill_s_per_token = pre.time_s / chunk
         # no request can add more than one replica's full dynamic power (0 when unknown)
-        dyn = self.perf.devices * self.perf.dynamic_w
+        dyn = self.perf.busy_devices * self.perf.dynamic_w
         self.max_marginal_w = dyn if math.isfinite(dyn) else 0.0
         self.prefill_dyn_j_per_token = (pre.energy_j - self.perf.idle_power_w * pre.time_s) / chunk
         self._decode: dict[int, tuple[float, float]] = {}  # see decode_step
@@ -189,13 +193,42 @@ class EnginePool:
         """The replica the next request placed here goes to. Up to 4 replicas: the least
         loaded now. More: the less loaded of two random picks, drawn once per placement rather
         than per prediction (policies predict every pool for every request); its live state is
-        read at each prediction."""
+        read at each prediction. Under a cap, see _within_power."""
         if len(self.engines) <= 4:
-            return min(self.engines, key=_outstanding)
-        e = self._next
-        if e is None:
-            e = self._next = self.pick_replica()
-        return e
+            least = min(self.engines, key=_outstanding)
+            return least if self.headroom is None else self._within_power(least)
+        drawn = self._next
+        if drawn is None:
+            drawn = self.pick_replica()
+            if self.headroom is not None:
+                drawn = self._within_power(drawn)
+            self._next = drawn
+        return drawn
+
+    def _within_power(self, e: EngineModel) -> EngineModel:
+        """`e`, or, when one more sequence there would not fit under the site's cap, the
+        replica where it adds the least power, if that fits (a replica with a free sequence
+        slot first): a capped site fills a running engine before it wakes an idle one, which
+        draws the most (its first sequence brings the whole step's load)."""
+        assert self.headroom is not None
+        room = self.headroom()
+        if room >= self.max_marginal_w or self.replica_marginal_w(e) <= room:
+            return e  # (the first test: even a replica's whole dynamic power fits)
+        cheapest = min(self.engines, key=self._fill_order)
+        return cheapest if self.replica_marginal_w(cheapest) <= room else e
+
+    def _fill_order(self, e: EngineModel) -> tuple[bool, float]:
+        return (e.outstanding >= e.max_seqs, self.replica_marginal_w(e))
+
+    def replica_marginal_w(self, e: EngineModel) -> float:
+        """Power one more running sequence adds on replica `e` (0 when unknown)."""
+        b = min(e.max_seqs, e.outstanding)
+        t1, j1 = self.decode_step(b + 1, 1024)
+        w = j1 / t1
+        if b:
+            t0, j0 = self.decode_step(b, 1024)
+            w -= j0 / t0
+        return w if w > 0 else 0.0  # unknown power (NaN) cannot be governed: 0
 
     # each question about the request just predicted is a memo hit, asked inline
     def ttft_s(self, req: Request) -> float:
@@ -211,7 +244,10 @@ class EnginePool:
         return (self._memo_vals if self._memo is req else self.predict(req))[3]
 
     def marginal_power_w(self) -> float:
-        """Power added by one more running sequence on the least loaded replica."""
+        """Power added by one more running sequence: without a cap, on a replica at the
+        deployment's mean load; under one, on the replica the next request goes to."""
+        if self.headroom is not None:
+            return self.replica_marginal_w(self._next or self.next_replica())
         n = len(self.engines)
         b = min(self.spec.deployment.max_num_seqs, int(self.outstanding / n))
         t1, j1 = self.decode_step(b + 1, 1024)

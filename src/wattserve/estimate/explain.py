@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from wattserve.core.params import DEFAULT_SOURCES
-from wattserve.core.perf import StepCost
+from wattserve.core.perf import PerfModel, StepCost
 from wattserve.estimate.api import Estimate
 
 
@@ -51,24 +53,38 @@ def summary(e: Estimate) -> str:
     return "\n".join(lines)
 
 
-def _phase(name: str, cost: StepCost | None) -> list[str]:
+def _phase(name: str, cost: StepCost | None, perf: PerfModel | None) -> list[str]:
     if cost is None:
         return [f"{name}: not computed"]
-    return [
+    lines = [
         f"{name}: {cost.time_s * 1e3:.4g} ms, bound by {cost.bound}",
         f"  compute    {cost.compute_s * 1e3:10.4g} ms  ({cost.flops / 1e12:.4g} TFLOP)",
         f"  memory     {cost.memory_s * 1e3:10.4g} ms  ({cost.bytes / 1e9:.4g} GB moved)",
         f"  comm       {cost.comm_s * 1e3:10.4g} ms  (TP all-reduces, PP hops)",
         f"  overhead   {cost.overhead_s * 1e3:10.4g} ms  (step, per layer, per sequence)",
-        f"  power      {cost.power_w:10.4g} W    energy {cost.energy_j:.4g} J",
     ]
+    if not math.isfinite(cost.power_w):
+        return [*lines, "  power      unknown (no TDP in the catalog)"]
+    lines.append(f"  power      {cost.power_w:10.4g} W    energy {cost.energy_j:.4g} J")
+    if perf is not None:
+        # the load is the step's own FLOPs and bytes (compute and memory above also count the
+        # time small GEMMs, attention's factor and expert-parallel waits add)
+        work_c, work_m = perf.work_times(cost)
+        lines.append(
+            f"  load       {perf.k_compute * work_c / cost.time_s:.3g} compute + "
+            f"{perf.k_memory * work_m / cost.time_s:.3g} memory (of its own "
+            f"{work_c * 1e3:.4g} ms + {work_m * 1e3:.4g} ms of work)"
+        )
+    return lines
 
 
 def explain(e: Estimate) -> str:
     """Each term, what bounds it, and the catalog figures with their sources."""
     lines = [summary(e), "", "time = max(compute, memory) + comm + overhead"]
-    lines += _phase(f"prefill ({e.batch} x {e.prompt_tokens} tokens)", e.prefill_cost)
-    lines += _phase(f"decode step ({e.batch} seqs at {e.context_tokens} ctx)", e.decode_cost)
+    lines += _phase(f"prefill ({e.batch} x {e.prompt_tokens} tokens)", e.prefill_cost, e.perf)
+    lines += _phase(
+        f"decode step ({e.batch} seqs at {e.context_tokens} ctx)", e.decode_cost, e.perf
+    )
     if e.perf is not None and e.perf.ep_ranks:
         pm, b = e.perf, float(e.batch)
         lines.append(
@@ -87,9 +103,10 @@ def explain(e: Estimate) -> str:
             f"  overhead: step {p.overhead_step_s * 1e3:.3g} ms, layer "
             f"{p.overhead_layer_s * 1e6:.3g} us, sequence {p.overhead_seq_s * 1e6:.3g} us, "
             f"collective {p.overhead_collective_s * 1e6:.3g} us",
-            f"  power: idle + (tdp - idle) * min(1, {p.power_k_compute:.3g} * u_compute + "
-            f"{p.power_k_memory:.3g} * u_memory); the step's time outside compute and memory "
-            "(overheads, launches, all-reduces) draws idle power",
+            f"  power: devices * idle + tp * (tdp - idle) * min(1, load), load = "
+            f"{p.power_k_compute:.3g} * u_compute + {p.power_k_memory:.3g} * u_memory over the "
+            "step's time (its own FLOPs and bytes at the peaks: the rest of the step, overheads, "
+            "launches, all-reduces and other pipeline stages' turns, draws idle power)",
             "",
             "catalog figures used:",
         ]

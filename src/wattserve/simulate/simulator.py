@@ -102,7 +102,10 @@ class Simulation:
         targets: list[EnginePool | HostedPool] = []
         for spec in fleet.deployments:
             group = make_engines(spec, exact=exact)
-            pool = EnginePool(spec, group, rng, fleet.rtt_s)
+            capped = self.gov.capped(spec.site)  # a simulation's caps are fixed
+            pool = EnginePool(
+                spec, group, rng, fleet.rtt_s, self.gov.room(spec.site) if capped else None
+            )
             for e in group:
                 e.index = len(self.engines)
                 self.engines.append(e)
@@ -344,10 +347,18 @@ class Simulation:
         plan.start_s += shift
         plan.end_s += shift
         self._commit(i, plan, self.engines[i].idle_w)
+        engine = self.engines[i]
+        if not self.exact and engine.waiting and len(engine.running) < engine.max_seqs:
+            # requests that arrived while it waited (_place could not cut a plan not yet
+            # started) join after its first step, as they would under exact stepping
+            end = engine.shorten(self.now)
+            if end is not None:
+                self._schedule(i, end)
 
     def _commit(self, i: int, plan: StepPlan, held_w: float) -> None:
         """Run engine i's plan from now: its site's power goes from `held_w` to the plan's."""
         self.engines[i].plan = plan
+        self.site_acct[i].change(self.now, plan.power_w - held_w)
         site = self.engine_site[i]
         if (
             self.capped[i]
@@ -356,7 +367,6 @@ class Simulation:
             and self._frees_head(i, site)
         ):
             self.engines[i].shorten(self.now)  # one step: its power would let the head start
-        self.site_acct[i].change(self.now, plan.power_w - held_w)
         v = self.version[i] + 1
         self.version[i] = v
         self.counter += 1
@@ -383,6 +393,7 @@ class Simulation:
         if not queue:  # the common case: hand the power straight to this engine's next step
             self._kick(i, held_w=plan.power_w)
             return
+        before_w = self.site_acct[i].power_w
         self.gov.change(site, self.now, engine.idle_w - plan.power_w)
         started = False
         while queue:
@@ -392,10 +403,12 @@ class Simulation:
             queue.popleft()
             self._start(j, self.pending.pop(j))
             started = True
-        if started and queue and not self.exact:
-            self._cut_runs(site)  # a new head
         if i not in self.pending:
             self._kick(i)
+        # a new head, or the same head with less power drawn around it than when its cuts
+        # were chosen: exact stepping re-checks it at every step boundary
+        if queue and not self.exact and (started or self.site_acct[i].power_w < before_w):
+            self._cut_runs(site)
 
     def _finished(self, seqs: list[Seq], now: float) -> None:
         """Requests that finished in an engine at `now`."""

@@ -331,7 +331,8 @@ class EmulatedKind(BackendKind):
 
     def deployment(self, spec: DeploymentSpec, ctx: BuildContext) -> Built:
         engines = make_engines(spec, exact=True)  # stepped: tokens stream per step
-        pool = EnginePool(spec, engines, ctx.rng, ctx.fleet.rtt_s)
+        # the site's cap may be set at run time: the pool asks for the room at each decision
+        pool = EnginePool(spec, engines, ctx.rng, ctx.fleet.rtt_s, ctx.governor.room(spec.site))
         usd_per_s, usd_per_j = spec.cost.billable()
         by_engine: dict[int, EmulatedBackend] = {}
         for e in engines:
