@@ -57,6 +57,14 @@ def test_limits_must_be_positive_and_finite(tmp_path: Path, flag: str, value: st
     _one_line_error(err, f"'{flag}'", "finite")
 
 
+def test_a_power_cap_past_any_real_site_is_refused(tmp_path: Path) -> None:
+    """1e308 W was accepted and printed as a 309-digit cap that broke the table."""
+    w = _workload(tmp_path)
+    code, _, err = _plan("--hardware", "l4", "--workload", str(w), "--power-cap", "1e308")
+    assert code == 2
+    _one_line_error(err, "'--power-cap'", "at most 1e+12 W")
+
+
 # -- 6, 26, 27: --available and --hardware --------------------------------------------------
 
 

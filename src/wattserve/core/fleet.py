@@ -549,11 +549,14 @@ def parse_fleet(
     for s in sites.values():
         idle = sum(d.replicas * d.perf.idle_power_w for d in deps if d.site == s.name)
         if s.power_cap_w is not None and idle > s.power_cap_w:
+            entry = data["sites"].get(s.name)  # parse_sites checked it is a mapping
             raise ConfigError(
                 f"infeasible: the devices at {s.name} draw {idle:.0f} W idle, over its "
                 f"{s.power_cap_w:.0f} W cap; remove replicas or raise the cap",
                 path=path,
-                line=data.line_of("sites"),
+                line=entry.line_of("power_cap_w")
+                if isinstance(entry, LineDict)
+                else data.line_of("sites"),
                 field=f"sites.{s.name}.power_cap_w",
             )
     models = {d.model for d in deps} | {h.model for h in hosted}

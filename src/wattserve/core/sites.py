@@ -169,7 +169,7 @@ def parse_sites(raw: Any, path: str, line: int, catalog: Catalog | None = None) 
         sites[name] = Site(
             name,
             cast(SiteKind, kind),
-            r.number("power_cap_w", positive=True),
+            r.number("power_cap_w", positive=True, most=MAX_POWER_W, unit="W"),
             r.number("electricity_usd_per_kwh", 0.08, most=MAX_USD_PER_KWH, unit="$/kWh") or 0.0,
             pue,
             r.number("carbon_g_per_kwh", most=MAX_CARBON_G_PER_KWH, unit="g/kWh"),
@@ -182,6 +182,9 @@ def parse_sites(raw: Any, path: str, line: int, catalog: Catalog | None = None) 
 # past these a figure is a slip, and its products overflow to infinity in the results.
 MAX_USD_PER_KWH = 1e3
 MAX_CARBON_G_PER_KWH = 1e4
+# A power cap or envelope past any real use, so that no figure behind it overflows: 1 TW is
+# about a third of the world's mean electricity generation
+MAX_POWER_W = 1e12
 
 
 def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tuple[str, int], ...]:

@@ -15,7 +15,7 @@ from wattserve.core.dtypes import Dtype
 from wattserve.core.fleet import Fleet, load_sites
 from wattserve.core.hardware import MATURITY_ORDER, SOFTWARE_ORDER
 from wattserve.core.params import Calibration
-from wattserve.core.sites import Site
+from wattserve.core.sites import MAX_POWER_W, Site
 from wattserve.core.workload import Request, Workload, load_workload, stream_workload
 from wattserve.core.yamlio import LineDict, load_yaml_file
 from wattserve.errors import ConfigError, PlanInfeasibleError, closest
@@ -351,6 +351,11 @@ def plan(
                 f"must be a positive finite number, got {value}; leave it out for no limit",
                 field=flag,
             )
+    if power_cap_w is not None and power_cap_w > MAX_POWER_W:
+        raise ConfigError(
+            f"must be at most {MAX_POWER_W:g} W, got {power_cap_w:g}; leave it out for no cap",
+            field="--power-cap",
+        )
     for least, flag, order in (
         (require_software, "--require-software", SOFTWARE_ORDER),
         (min_maturity, "--min-maturity", MATURITY_ORDER),

@@ -31,6 +31,7 @@ from wattserve.core.hardware import (
 from wattserve.core.modelspec import ModelSpec, check_context, load_model
 from wattserve.core.params import Calibration, check_memory_share, load_calibration
 from wattserve.core.pareto import pareto_front
+from wattserve.core.sites import MAX_POWER_W
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S, SLO
 from wattserve.errors import ConfigError, UnknownNameError
 from wattserve.estimate.api import estimate
@@ -132,9 +133,9 @@ def positive(
 
 
 # Bounds past any real use, so that no figure behind them overflows or a count never ends:
-# 1 TW is about a third of the world's mean electricity generation; a day's tokens from one to
-# a billion billion; a training run up to a quadrillion dollars.
-MAX_ENVELOPE_W = 1e12
+# a power envelope as a site's cap (MAX_POWER_W); a day's tokens from one to a billion billion;
+# a training run up to a quadrillion dollars.
+MAX_ENVELOPE_W = MAX_POWER_W
 DAILY_TOKENS = (1.0, 1e18)
 MAX_TRAINING_USD = 1e15
 
