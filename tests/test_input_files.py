@@ -445,17 +445,6 @@ def test_a_loop_of_symbolic_links_is_an_error_naming_it_not_a_traceback(tmp_path
         assert (tmp_path / "L1").is_symlink() and (tmp_path / "L2").is_symlink()
 
 
-def test_a_cap_under_the_devices_idle_draw_names_the_cap_line(tmp_path: Path) -> None:
-    path = tmp_path / "fleet.yaml"
-    path.write_text(
-        "name: x\nsites:\n  dc:\n    kind: datacenter\n    power_cap_w: 100\ndeployments:\n"
-        "  g: {site: dc, model: llama-3.1-8b, hardware: h100-sxm, replicas: 2}\n"
-    )
-    with pytest.raises(ConfigError, match="draw 210 W idle, over its 100 W cap") as err:
-        load_fleet(path)
-    assert err.value.line == 5 and err.value.field == "sites.dc.power_cap_w"
-
-
 def test_a_cap_past_any_real_site_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "fleet.yaml"
     path.write_text("sites:\n  dc: {kind: datacenter, power_cap_w: 1e308}\n")

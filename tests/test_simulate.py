@@ -348,8 +348,9 @@ def test_infeasible_fleet_names_the_deployment(tmp_path: Path) -> None:
         "sites:\n  s: {kind: edge, power_cap_w: 5}\ndeployments:\n  a:\n    site: s\n"
         "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
     )
-    with pytest.raises(ConfigError, match="idle"):
+    with pytest.raises(ConfigError, match="idle") as err:
         load_fleet(f)
+    assert err.value.field == "sites.s.power_cap_w" and err.value.line == 2  # the cap's line
     f.write_text(
         "sites:\n  s: {kind: edge}\ndeployments:\n  a:\n    site: nowhere\n"
         "    model: llama-3.1-8b\n    hardware: h100-sxm\n"

@@ -222,7 +222,10 @@ class EnginePool:
 
     def replica_marginal_w(self, e: EngineModel) -> float:
         """Power one more running sequence adds on replica `e` (0 when unknown)."""
-        b = min(e.max_seqs, e.outstanding)
+        return self._marginal_at(min(e.max_seqs, e.outstanding))
+
+    def _marginal_at(self, b: int) -> float:
+        """Power a replica running `b` sequences adds with one more (0 when unknown)."""
         t1, j1 = self.decode_step(b + 1, 1024)
         w = j1 / t1
         if b:
@@ -249,13 +252,7 @@ class EnginePool:
         if self.headroom is not None:
             return self.replica_marginal_w(self._next or self.next_replica())
         n = len(self.engines)
-        b = min(self.spec.deployment.max_num_seqs, int(self.outstanding / n))
-        t1, j1 = self.decode_step(b + 1, 1024)
-        w = j1 / t1
-        if b:
-            t0, j0 = self.decode_step(b, 1024)
-            w -= j0 / t0
-        return w if w > 0 else 0.0  # unknown power (NaN) cannot be governed: 0
+        return self._marginal_at(min(self.spec.deployment.max_num_seqs, int(self.outstanding / n)))
 
     def pick_replica(self) -> EngineModel:
         """The less loaded of two random replicas."""
