@@ -135,7 +135,13 @@ def test_a_busy_replica_takes_most_of_the_cap_from_idle_ones(tmp_path: Path) -> 
 def test_leases_and_draw_stay_within_the_cap_under_load_on_every_replica(
     tmp_path: Path,
 ) -> None:
-    with redis_server() as srv, replicas(tmp_path, TIGHT, 3, "--state", srv.url) as servers:
+    """Under load on all three replicas, the leases and the draws stay within the headroom.
+    650 W here: three requests' decodes (about 570 W) fit at once, so each replica can serve
+    while the others do (at 500 W the third waits for a lease the two busy ones keep, and
+    whether it ever serves within the test's seconds is timing: 1 of 3 runs it did not)."""
+    room = 650.0
+    roomy = tight(room)
+    with redis_server() as srv, replicas(tmp_path, roomy, 3, "--state", srv.url) as servers:
         r = redis.Redis.from_url(srv.url)
         peak = [0.0, 0.0]  # largest sum of leases, of draws
         snapshots = [0, 0]  # checks made, of which the leases did not move during the reads
@@ -145,7 +151,7 @@ def test_leases_and_draw_stay_within_the_cap_under_load_on_every_replica(
         def check() -> None:
             before = leases(r)
             held = sum(before.values())
-            assert held <= HEADROOM_W + 1e-3
+            assert held <= room + 1e-3
             fleets = [httpx.get(f"{s.url}/v1/fleet").json()["sites"]["dc"] for s in servers]
             for f in fleets:  # each replica draws within its own cap: idle + its lease
                 assert f["power_w"] <= f["power_cap_w"] + 1e-3, f  # power_w: 3 decimals
@@ -157,7 +163,7 @@ def test_leases_and_draw_stay_within_the_cap_under_load_on_every_replica(
             # may have passed from one replica to another between two reads.
             if leases(r) == before:
                 snapshots[1] += 1
-                assert drawn <= HEADROOM_W + 3e-3, fleets
+                assert drawn <= room + 3e-3, fleets
             if snapshots[1] >= 5 and time.monotonic() - start >= 8.0:
                 done.set()  # 8 s of load and enough consistent snapshots (longer when loaded)
             peak[0], peak[1] = max(peak[0], held), max(peak[1], drawn)
