@@ -173,6 +173,13 @@ def test_infeasible_power_names_the_site_and_the_change() -> None:
     with pytest.raises(PlanInfeasibleError) as exc:
         _small_plan(power_cap_w=100.0)
     assert "power cap binds" in str(exc.value) and "raise it from 100 W" in str(exc.value)
+    # the throughput objective, where no replica fits under the caps, says the same (it
+    # reported an "optimal" plan serving 0.00x the workload)
+    with pytest.raises(PlanInfeasibleError) as exc:
+        _small_plan(power_cap_w=100.0, objective="throughput")
+    assert "serves any of the workload" in str(exc.value) and "raise it from 100 W" in str(
+        exc.value
+    )
 
 
 def test_class_no_candidate_can_serve_is_infeasible_with_reason(tmp_path: Path) -> None:

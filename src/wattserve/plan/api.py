@@ -291,6 +291,13 @@ def solve_or_explain(p: Problem, objective: str, time_limit_s: float) -> Plan:
             "(--budget-usd-per-h) or availability limits",
             field="--objective",
         )
+    if objective == "throughput" and sol.share <= 1e-9:
+        # the limits leave room for no replica at all: say which bind, as the cost objective
+        # does, rather than report a feasible plan that serves nothing
+        raise PlanInfeasibleError(
+            ["no fleet serves any of the workload inside the limits"]
+            + [b.message for b in diagnose(p, time_limit_s)]
+        )
     return summarize_solution(p, sol, objective)
 
 
