@@ -318,21 +318,29 @@ class Simulation:
         an exactly stepped engine would hand that power over (one that would not let it start
         takes it back at each boundary, so its run goes on). _commit keeps a new run to one
         step while it would let the head start."""
+        need = self._head_need(site)
+        if need is None:
+            return
         for j in self.site_engines[site]:
-            if self._frees_head(j, site):
+            if self._frees(j, site, need):
                 end = self.engines[j].shorten(self.now)
                 if end is not None:
                     self._schedule(j, end)
 
-    def _frees_head(self, i: int, site: str) -> bool:
-        """Whether engine i giving back its plan's power would let the first step waiting for
-        power at `site` start."""
+    def _head_need(self, site: str) -> float | None:
+        """The power the first step waiting at `site` adds (None: nothing waits)."""
         queue = self.waitlist.get(site)
-        plan = self.engines[i].plan
-        if not queue or plan is None:
-            return False
+        if not queue:
+            return None
         head = queue[0]
-        need = self.pending[head].power_w - self.engines[head].idle_w
+        return self.pending[head].power_w - self.engines[head].idle_w
+
+    def _frees(self, i: int, site: str, need: float) -> bool:
+        """Whether engine i giving back its plan's power would let a step adding `need` at
+        `site` start."""
+        plan = self.engines[i].plan
+        if plan is None:
+            return False
         return self.gov.fits(site, need - (plan.power_w - self.engines[i].idle_w))
 
     def _drop_rejected(self, rejected: list[Seq]) -> None:
@@ -359,14 +367,11 @@ class Simulation:
         """Run engine i's plan from now: its site's power goes from `held_w` to the plan's."""
         self.engines[i].plan = plan
         self.site_acct[i].change(self.now, plan.power_w - held_w)
-        site = self.engine_site[i]
-        if (
-            self.capped[i]
-            and not self.exact
-            and self.waitlist.get(site)
-            and self._frees_head(i, site)
-        ):
-            self.engines[i].shorten(self.now)  # one step: its power would let the head start
+        if self.capped[i] and not self.exact:
+            site = self.engine_site[i]
+            need = self._head_need(site)
+            if need is not None and self._frees(i, site, need):
+                self.engines[i].shorten(self.now)  # one step: its power lets the head start
         v = self.version[i] + 1
         self.version[i] = v
         self.counter += 1
