@@ -448,7 +448,8 @@ def measure(run: Run) -> None:
                     dec = None
                     run.free()
                     run.log(f"building {ref} ({spec.total_params / 1e9:.2f}B params, random)")
-                    dec = SyntheticDecoder(spec, TorchBackend(args.device, seed=0))
+                    be = TorchBackend(args.device, seed=0)
+                    dec = SyntheticDecoder(spec, be, expert_layout=args.expert_layout)
                     built = case.role
                 case.result = run_case(run, dec, case, meter, window)
             except Exception as exc:  # out of memory, a failed kernel: record it and go on
@@ -585,6 +586,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--energy-window-s", type=float, default=1.0)
     ap.add_argument("--no-graphs", dest="graphs", action="store_false")
     ap.add_argument(
+        "--expert-layout",
+        choices=("in_out", "out_in"),
+        default="in_out",
+        help="how the MoE's stacked expert weights lie in memory (SyntheticDecoder)",
+    )
+    ap.add_argument(
         "--models",
         type=_model_ids,
         default=MODELS,
@@ -630,8 +637,10 @@ def main(argv: list[str] | None = None) -> int:
             " when PyTorch's grouped multiply runs on it (else its expert loop, eagerly)",
             "decode attention: grouped matmuls and PyTorch's fused kernel both timed, the"
             " faster kept (decode_attention, attention_variants_s)",
-            "MoE: random top-k router; tokens sorted by expert, one grouped multiply per"
-            " weight, reading only the experts chosen",
+            "MoE: top-k router with a random preference per token outweighing it (even"
+            " routing, as trained routers; SyntheticDecoder.route_bias); tokens sorted by"
+            " expert, one grouped multiply per weight, reading only the experts chosen;"
+            f" expert weights laid out {args.expert_layout}",
             "RMSNorm fused (torch rms_norm); gate and up projections as one matrix",
             "seconds: median of --repeats samples, each the mean of back-to-back steps",
         ],

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from wattserve import estimate, load_calibration, load_catalog, read_measurements
-from wattserve.core.modelspec import ModelSpec
+from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.profile.backends import NumpyBackend
 from wattserve.profile.decoder import Backend, SyntheticDecoder
 from wattserve.profile.power import NvmlMeter, RaplMeter
@@ -168,8 +168,9 @@ def _reference_moe(h: np.ndarray, layer: dict[str, Any], k: int) -> np.ndarray:
     return np.array(out)
 
 
+@pytest.mark.parametrize("layout", ["in_out", "out_in"])
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_moe_layer_routes_each_token_to_its_top_k_experts(backend: str) -> None:
+def test_moe_layer_routes_each_token_to_its_top_k_experts(backend: str, layout: str) -> None:
     if backend == "torch":
         pytest.importorskip("torch")
         from wattserve.profile.backends import TorchBackend
@@ -177,7 +178,7 @@ def test_moe_layer_routes_each_token_to_its_top_k_experts(backend: str) -> None:
         be: Backend = TorchBackend("cpu")
     else:
         be = NumpyBackend()
-    dec = SyntheticDecoder(TINY_MOE, be)
+    dec = SyntheticDecoder(TINY_MOE, be, expert_layout=layout)
     layer = dec.layers[0]
     assert [len(w) for w in layer["experts"]] == [8, 8]  # all experts held, not only k of them
     # PyTorch routes through its grouped multiply where it has one that runs here (no host
@@ -203,6 +204,24 @@ def test_moe_layer_routes_each_token_to_its_top_k_experts(backend: str) -> None:
     dec.reset_cache(2, 5)
     assert tuple(dec.forward(be.tokens(2, 3, 32), 0).shape) == (2, 32)
     assert tuple(dec.forward(be.tokens(2, 1, 32), 3).shape) == (2, 32)
+
+
+def test_moe_steps_spread_their_tokens_over_the_experts_as_a_trained_router() -> None:
+    # the router alone, over random weights, crowds one prompt's tokens onto a few experts
+    # (qwen3-30b-a3b: 30 of 128 by the fourth layer); each token's route bias outweighs it
+    be = NumpyBackend()
+    dec = SyntheticDecoder(TINY_MOE, be)
+    h = be.randn(64, 16)
+    bias = dec.route_bias(64)
+    assert bias.shape == (64, 8)
+    layer = dec.layers[0]
+    _, chosen = be.topk_last(h @ layer["router"] + bias, 2)
+    _, preferred = be.topk_last(bias, 2)
+    assert [set(r) for r in chosen.tolist()] == [set(r) for r in preferred.tolist()]
+    assert len(np.unique(chosen)) == 8
+    assert SyntheticDecoder(load_model("smollm2-135m"), be).route_bias(4) is None
+    with pytest.raises(ValueError, match="expert_layout"):
+        SyntheticDecoder(TINY_MOE, be, expert_layout="rows")
 
 
 def _np(v: Any) -> Any:

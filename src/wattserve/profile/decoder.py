@@ -104,11 +104,18 @@ class SyntheticDecoder:
     """Forward passes of `spec`. An MoE layer holds all its experts and a random router: each
     token goes to its top-k experts, and only the experts some token chose run, each on the
     tokens routed to it (so a step reads the distinct experts its batch touches); a shared
-    expert, where the model has one, runs on every token."""
+    expert, where the model has one, runs on every token.
 
-    def __init__(self, spec: ModelSpec, backend: Backend) -> None:
+    A step's tokens are spread over the experts as a trained router spreads them (`route_bias`).
+    `expert_layout` is how the stacked expert weights lie in memory: "in_out" (experts, in,
+    out) or "out_in" (experts, out, in: nn.Linear's and vLLM's), multiplied as its transpose."""
+
+    def __init__(self, spec: ModelSpec, backend: Backend, expert_layout: str = "in_out") -> None:
+        if expert_layout not in ("in_out", "out_in"):
+            raise ValueError(f"expert_layout must be in_out or out_in, not {expert_layout!r}")
         self.spec = spec
         self.be = backend
+        self.expert_layout = expert_layout
         d, hd = spec.hidden_size, spec.head_dim
         qkv = (spec.num_heads + 2 * spec.num_kv_heads) * hd
         ffn = spec.expert_intermediate_size or spec.intermediate_size
@@ -148,10 +155,28 @@ class SyntheticDecoder:
 
     def _mlp_weights(self, ffn: int, scale: float, experts: int = 0) -> tuple[Any, Any]:
         """Gate and up projections as one (d, 2 ffn) matrix, as engines fuse them, and the
-        down projection; with `experts`, that many of each stacked."""
+        down projection; with `experts`, that many of each stacked (in `expert_layout`; an
+        out_in stack is held as its transposed view, so the products read it as it lies)."""
         d, be = self.spec.hidden_size, self.be
-        lead = (experts,) if experts else ()
-        return (be.randn(*lead, d, 2 * ffn) * scale, be.randn(*lead, ffn, d) * scale)
+        if not experts:
+            return (be.randn(d, 2 * ffn) * scale, be.randn(ffn, d) * scale)
+        if self.expert_layout == "in_out":
+            return (be.randn(experts, d, 2 * ffn) * scale, be.randn(experts, ffn, d) * scale)
+        gate_up, down = be.randn(experts, 2 * ffn, d) * scale, be.randn(experts, d, ffn) * scale
+        return (be.permute(gate_up, (0, 2, 1)), be.permute(down, (0, 2, 1)))
+
+    def route_bias(self, rows: int) -> Any:
+        """Routing logits of a step's `rows` tokens that outweigh the router's (None for a
+        dense model). Trained routers spread a batch's tokens evenly over the experts (their
+        load-balancing losses see to it), as docs/model.md's expected count of distinct
+        experts assumes. A random router over random weights does not: within one prompt,
+        attention makes the tokens alike layer after layer, and a 128-token prefill of
+        qwen3-30b-a3b (128 experts, top-8) touched 101, 52, 35 and 30 experts in its first
+        four layers, where even routing touches 128 (benchmarks/moe_kernels.py). So each token
+        draws its own random preference over the experts, shared by the step's layers."""
+        if not self.spec.is_moe:
+            return None
+        return self.be.randn(rows, self.spec.num_experts) * 64.0
 
     def reset_cache(self, batch: int, tokens: int) -> None:
         """A fresh KV cache for `batch` sequences of up to `tokens` tokens."""
@@ -162,8 +187,9 @@ class SyntheticDecoder:
         self.k_cache = [be.zeros(*shape) for _ in range(s.num_layers)]
         self.v_cache = [be.zeros(*shape) for _ in range(s.num_layers)]
 
-    def forward(self, tokens: Any, start: int) -> Any:
-        """Run new `tokens` (batch, q) whose cache already holds `start` tokens; last logits."""
+    def forward(self, tokens: Any, start: int, route_bias: Any = None) -> Any:
+        """Run new `tokens` (batch, q) whose cache already holds `start` tokens; last logits.
+        `route_bias`: the MoE's routing preference of each of the b*q tokens (route_bias)."""
         s, be = self.spec, self.be
         b, q = tokens.shape
         nh, nkv, hd = s.num_heads, s.num_kv_heads, s.head_dim
@@ -180,15 +206,17 @@ class SyntheticDecoder:
             attn = be.attention(qh, self.k_cache[i][:, :, :end], self.v_cache[i][:, :, :end], start)
             x = x + be.permute(attn, (0, 2, 1, 3)).reshape(b, q, nh * hd) @ layer["o"]
             h = be.rmsnorm(x).reshape(b * q, s.hidden_size)
-            x = x + self.mlp(h, layer).reshape(b, q, s.hidden_size)
+            x = x + self.mlp(h, layer, route_bias).reshape(b, q, s.hidden_size)
         return be.rmsnorm(x[:, -1]) @ self.lm_head
 
-    def mlp(self, h: Any, layer: dict[str, Any]) -> Any:
-        """The feed-forward part of one layer for rows `h` (tokens, hidden)."""
+    def mlp(self, h: Any, layer: dict[str, Any], route_bias: Any = None) -> Any:
+        """The feed-forward part of one layer for rows `h` (tokens, hidden); `route_bias`
+        added to the router's logits (route_bias)."""
         if not self.spec.is_moe:
             return self._expert(h, layer["mlp"])
         be = self.be
-        probs = be.softmax_last(h @ layer["router"])
+        logits = h @ layer["router"]
+        probs = be.softmax_last(logits if route_bias is None else logits + route_bias)
         weights, chosen = be.topk_last(probs, self.spec.experts_per_token)
         out = self._expert(h, layer["shared"]) if "shared" in layer else be.zeros(*h.shape)
         gate_up, down = layer["experts"]
@@ -211,15 +239,17 @@ class SyntheticDecoder:
     def prefill_step(self, batch: int, prompt: int) -> Callable[[], Any]:
         """One prefill of `prompt` tokens for `batch` sequences, ready to run (and rerun)."""
         toks = self.be.tokens(batch, prompt, self.spec.vocab_size)
+        bias = self.route_bias(batch * prompt)
         self.reset_cache(batch, prompt)
-        return lambda: self.forward(toks, 0)
+        return lambda: self.forward(toks, 0, bias)
 
     def decode_step(self, batch: int, context: int) -> Callable[[], Any]:
         """One decode step for `batch` sequences at `context` tokens, ready to run (and rerun:
         each run writes the same cache slot)."""
         toks = self.be.tokens(batch, 1, self.spec.vocab_size)
+        bias = self.route_bias(batch)
         self.reset_cache(batch, context + 1)
-        return lambda: self.forward(toks, context)
+        return lambda: self.forward(toks, context, bias)
 
     @property
     def recordable(self) -> bool:
