@@ -173,6 +173,13 @@ def one_size(
         for w in kn:
             be.grouped_experts(h, chosen, weights, w, gated)
 
+    def index_add_path() -> None:  # the decoder's path until 2026-12-04: atomic adds
+        rows = order // k
+        for w1, w2 in kn:
+            y = gmm(gated(gmm(h[rows], w1, offs=offs)), w2, offs=offs)
+            y = y * weights.reshape(-1)[order][:, None]
+            t.zeros_like(h).index_add_(0, rows, y)
+
     def gmm_kn() -> None:
         for w1, w2 in kn:
             gmm(gated(gmm(hs, w1, offs=offs)), w2, offs=offs)
@@ -195,7 +202,8 @@ def one_size(
         "expert_bytes_read": touched * expert_bytes,
         "flops": 2.0 * n * k * 3 * d * f,
     }
-    variants = [("decoder", decoder_path), ("gmm_kn", gmm_kn), ("gmm_nk", gmm_nk)]
+    variants = [("decoder", decoder_path), ("index_add", index_add_path)]
+    variants += [("gmm_kn", gmm_kn), ("gmm_nk", gmm_nk)]
     if n <= 128:  # beyond, the dense reference does `touched` times the work: no reference
         variants.append(("dense_same_bytes", dense_same_bytes))
     for name, fn in variants:
@@ -222,6 +230,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4, help="layers' weights per timed graph")
     ap.add_argument("--routing-layers", type=int, default=6)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes: the pipeline only")
+    ap.add_argument("--no-routing", dest="routing", action="store_false")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("MISSING: a CUDA device; nothing measured")
@@ -242,7 +251,7 @@ def main() -> None:
             )  # fmt: skip
         started = time.perf_counter()
         steps = ROUTING_STEPS[:2] + ROUTING_STEPS[4:6] if args.smoke else ROUTING_STEPS
-        route = routing(spec, args.device, args.routing_layers, steps)
+        route = routing(spec, args.device, args.routing_layers, steps) if args.routing else []
         kern = kernels(spec, args.device, args.layers, TOKENS[:4] if args.smoke else TOKENS)
         doc["models"][model_id] = {
             "experts": spec.num_experts,
@@ -264,11 +273,11 @@ def main() -> None:
                 f"{r['expected']:7}: {r['router_only']} | {r['with_route_bias']}"
             )
         lines.append("  kernels, us per layer (TB/s of the touched experts' bytes):")
-        head = "decoder        gmm_kn         gmm_nk         dense"
+        head = "decoder        index_add      gmm_kn         gmm_nk         dense"
         lines.append(f"    T     touched rows/exp   {head}")
         for r in kern:
             cells = []
-            for name in ("decoder", "gmm_kn", "gmm_nk", "dense_same_bytes"):
+            for name in ("decoder", "index_add", "gmm_kn", "gmm_nk", "dense_same_bytes"):
                 c = r.get(name, {"us": None})
                 cells.append(
                     "error"
