@@ -56,7 +56,7 @@ try:
     from wattserve.core.perf import PerfModel
     from wattserve.profile import micro
     from wattserve.profile.decoder import out_of_memory
-    from wattserve.profile.power import NvmlMeter
+    from wattserve.profile.power import NvmlMeter, steady_watts
     from wattserve.profile.run import GPU_NAMES, hardware_yaml
 except ImportError as exc:
     sys.exit(f"MISSING: Python package {exc.name!r}, which wattserve needs; nothing measured")
@@ -248,12 +248,7 @@ def time_step(step: Any, sync: Any, repeats: int, min_sample_s: float) -> dict[s
 
 def measure_energy(step: Any, sync: Any, meter: NvmlMeter, seconds: float, window_s: float) -> Any:
     """Run the step back to back for about `window_s`: mean watts and joules per step."""
-    steps = max(2, math.ceil(window_s / seconds))
-    meter.start()
-    for _ in range(steps):
-        step()
-    sync()
-    watts = meter.stop()
+    watts, steps = steady_watts(step, sync, meter, seconds, window_s)
     return {
         "watts": watts,
         "energy_j_per_step": meter.energy_j / steps,

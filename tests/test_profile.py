@@ -14,7 +14,7 @@ from wattserve import estimate, load_calibration, load_catalog, read_measurement
 from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.profile.backends import NumpyBackend
 from wattserve.profile.decoder import Backend, SyntheticDecoder
-from wattserve.profile.power import NvmlMeter, RaplMeter
+from wattserve.profile.power import NvmlMeter, RaplMeter, steady_watts
 from wattserve.profile.run import profile_cpu
 
 PLAN = [("smollm2-135m", [(1, 32), (1, 128)], [(1, 64), (2, 256), (8, 128)])]
@@ -129,6 +129,22 @@ def test_nvml_meter_reads_energy_from_the_counter_or_the_samples(counter: bool) 
     info = meter.device_info()
     assert info["driver"] == "550.54" and info["sm_clock_mhz"] == 1980
     assert "sm_clock_max_mhz" not in info  # what NVML does not answer is left out
+
+
+def test_steady_watts_runs_the_step_for_the_whole_window() -> None:
+    # a few milliseconds of steps read the power of whatever ran before (an H200's 8B decode
+    # read 905 W against a 700 W limit): the meter spans a window of back-to-back steps
+    ran: list[float] = []
+
+    def step() -> None:
+        time.sleep(0.01)
+        ran.append(time.perf_counter())
+
+    meter = NvmlMeter(FakeNvml(True), handle=None)
+    watts, steps = steady_watts(step, lambda: None, meter, 0.01, 0.1)
+    assert steps == len(ran) == 10 and meter.seconds >= 0.1
+    assert watts == pytest.approx(300.0, rel=0.05)
+    assert steady_watts(lambda: None, lambda: None, meter, 5.0, 0.1)[1] == 2  # at least two
 
 
 TINY_MOE = ModelSpec(

@@ -24,7 +24,7 @@ from wattserve.core.params import Calibration
 from wattserve.profile import micro
 from wattserve.profile.backends import NumpyBackend, TorchBackend
 from wattserve.profile.decoder import Backend, SyntheticDecoder
-from wattserve.profile.power import NvmlMeter, PowerMeter, RaplMeter
+from wattserve.profile.power import NvmlMeter, PowerMeter, RaplMeter, steady_watts
 
 Log = Callable[[str], None]
 
@@ -43,6 +43,9 @@ GPU_PLAN: Plan = [
         [(1, 512), (8, 1024), (32, 512), (64, 2048)],
     ),
 ]
+# seconds of back-to-back steps whose energy gives a GPU case's watts (steady_watts): half
+# the grid's window (benchmarks/gpu_grid.py), about 7 s more over the 13 cases
+GPU_ENERGY_WINDOW_S = 0.5
 
 # GPU names as CUDA reports them, matched to catalog ids (first match wins).
 GPU_NAMES: tuple[tuple[str, str], ...] = (
@@ -112,8 +115,15 @@ def hardware_yaml(
 
 
 def _measure(
-    hw_id: str, backend: Backend, plan: Plan, meter: PowerMeter | None, log: Log
+    hw_id: str,
+    backend: Backend,
+    plan: Plan,
+    meter: PowerMeter | None,
+    log: Log,
+    window_s: float = 0.0,
 ) -> list[Measurement]:
+    """Time each case of `plan`; with a meter, its watts over the timed samples, or with
+    `window_s`, over that long a run of back-to-back steps (steady_watts)."""
     rows: list[Measurement] = []
     for model_id, prefills, decodes in plan:
         spec = load_model(model_id)
@@ -126,10 +136,12 @@ def _measure(
             else:
                 step, repeats = dec.decode_step(batch, n), 5
             step, _ = dec.recorded(step)  # recorded before the meter starts: only steps count
-            if meter is not None:
+            if meter is not None and not window_s:
                 meter.start()
             seconds = dec.time_step(step, repeats)
-            watts = meter.stop() if meter is not None else None
+            watts = meter.stop() if meter is not None and not window_s else None
+            if meter is not None and window_s:
+                watts = steady_watts(step, backend.sync, meter, seconds, window_s)[0]
             log(
                 f"    {phase:7} batch {batch:3} tokens {n:5}: {seconds * 1e3:9.2f} ms"
                 + ("" if watts is None else f"  {watts:6.1f} W")
@@ -394,7 +406,7 @@ def profile_gpu(out: Path, quick: bool, log: Log) -> ProfileResult:
         log(f"  matched catalog entry {hw_id}: calibrating its terms against its catalog peaks")
     hw = catalog.device(hw_id)
     plan = GPU_PLAN[:1] if quick else GPU_PLAN
-    rows = _measure(hw_id, TorchBackend("cuda"), plan, meter, log)
+    rows = _measure(hw_id, TorchBackend("cuda"), plan, meter, log, GPU_ENERGY_WINDOW_S)
     result = _finish(hw, rows, catalog, out, "gpu", power_note, figures)
     result.files.update(files)
     return result
