@@ -331,6 +331,31 @@ def test_a_clear_bandwidth_shortfall_is_fitted_and_recorded(tmp_path: Path) -> N
     assert load_calibration(out).terms["h100-sxm"] == calib.terms["h100-sxm"]
 
 
+def test_the_moe_terms_are_fitted_only_from_moe_rows(tmp_path: Path) -> None:
+    """An H200's measured steps (tests/data/gpu_grid_h200_2026-12-04/run4): dense rows leave
+    the MoE terms out of the fit (neither fitted nor kept: nothing there identifies them);
+    two MoE rows among six fit each MoE layer's routing, and the file records it."""
+    data = Path(__file__).parent / "data" / "gpu_grid_h200_2026-12-04" / "run4"
+    rows = read_measurements(data / "measurements.csv")
+    pick = {("decode", 1, 2048), ("decode", 64, 2048)}
+    chosen = [
+        m
+        for m in rows
+        if (m.phase, m.batch, m.context_tokens) in pick
+        and m.model in ("llama-3.1-8b", "llama-3.2-1b", "qwen1.5-moe-a2.7b")
+    ]
+    dense = [m for m in chosen if not m.model.startswith("qwen")]
+    _, [report] = fit_calibration(dense, load_catalog())
+    assert not {"eff_expert", "overhead_moe_layer_s"} & set(report.fitted + report.kept)
+    calib, [report] = fit_calibration(chosen, load_catalog())
+    assert "overhead_moe_layer_s" in report.fitted and "eff_expert" in report.kept
+    routing = calib.params["h200-sxm"].overhead_moe_layer_s
+    assert 2e-5 < routing < 2e-4  # tens of microseconds a layer: a handful of kernels
+    calib.save(tmp_path / "c.json")
+    again = load_calibration(tmp_path / "c.json")
+    assert again.params["h200-sxm"].overhead_moe_layer_s == pytest.approx(routing)
+
+
 _DECODE_SHAPES = [(1, 512), (8, 1024), (32, 512), (64, 2048), (4, 256)]
 
 

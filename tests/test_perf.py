@@ -258,6 +258,46 @@ def test_attn_factor_charges_attention_and_kv_reads_only(hw) -> None:  # type: i
     assert decode_run(slow, lines, 30)[0] == pytest.approx(stepped, rel=1e-9)
 
 
+@pytest.mark.parametrize("tp, ep", [(1, False), (4, True)])
+def test_moe_terms_charge_the_expert_kernels_and_routing_only(tp: int, ep: bool) -> None:
+    """eff_expert slows the grouped expert kernels' FLOPs and bytes, overhead_moe_layer_s adds
+    each MoE layer's routing; the dense part, the reported FLOPs and bytes, and a decode run's
+    sums stay exact; on a dense model both change nothing."""
+    from wattserve.core.perf import decode_run, run_lines
+
+    hw = load_catalog().device("h100-sxm")
+    moe = load_model("qwen3-30b-a3b")
+    dep = Deployment(moe, hw, tp=tp, expert_parallel=ep)
+    assert (EngineParams().eff_expert, EngineParams().overhead_moe_layer_s) == (1.0, 0.0)
+    base = PerfModel(dep, EngineParams())
+    slow = PerfModel(dep, EngineParams(eff_expert=0.5, overhead_moe_layer_s=2e-5))
+    for batch, ctx in ((1, 512), (64, 2048)):
+        a, b = base.decode_step(batch, ctx), slow.decode_step(batch, ctx)
+        assert (b.flops, b.bytes) == (a.flops, a.bytes)
+        touched = base.experts_read(batch)
+        assert b.memory_s == pytest.approx(
+            a.memory_s + base.expert_bytes * touched / base.bytes_rate, rel=1e-9
+        )
+        assert b.overhead_s == pytest.approx(a.overhead_s + moe.num_layers * 2e-5)
+        kv = batch * (ctx + 1)
+        assert slow.step_time(batch, kv, kv, batch) == pytest.approx(b.time_s, rel=1e-12)
+    a, b = base.prefill(4, 2048), slow.prefill(4, 2048)  # the experts' FLOPs take twice as long
+    expert_flops = 2.0 * moe.num_layers * moe.experts_per_token * moe.expert_params * 4 * 2048
+    # (and under expert parallelism the busiest device's excess expert work, as slow)
+    excess = slow.expert_imbalance_s(8192) - base.expert_imbalance_s(8192) if ep else 0.0
+    assert excess == pytest.approx(base.expert_imbalance_s(8192) if ep else 0.0)
+    assert b.compute_s - a.compute_s == pytest.approx(
+        expert_flops / base.flops_rate + excess, rel=1e-9
+    )
+    lines = run_lines(slow, 8, 8 * 513.0)
+    stepped = sum(slow.decode_step(8, 512 + j).time_s for j in range(30))
+    assert decode_run(slow, lines, 30)[0] == pytest.approx(stepped, rel=1e-9)
+    dense = Deployment(load_model("llama-3.1-8b"), hw)
+    d0 = PerfModel(dense, EngineParams()).decode_step(8, 1000)
+    d1 = PerfModel(dense, EngineParams(eff_expert=0.5, overhead_moe_layer_s=2e-5))
+    assert d1.decode_step(8, 1000) == d0
+
+
 def test_pipeline_stages_take_turns_so_only_one_draws_dynamic_power() -> None:
     """A step's time is its work over one stage's tp devices (stages run one after another), so
     with pp stages the others wait at idle: the same work costs the same dynamic joules at pp 1

@@ -37,6 +37,19 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from wattserve.calibrate.measurements import Measurement
+from wattserve.calibrate.terms import (
+    BOUNDS,
+    COMM_PARAMS,
+    IMPLAUSIBLE_SIGMA,
+    LOG_START,
+    MOE_PARAMS,
+    POWER_BOUNDS,
+    POWER_PRIOR_SIGMA,
+    POWER_TERMS,
+    PRIOR_SIGMA,
+    PRIOR_WEIGHT,
+    TIME_PARAMS,
+)
 from wattserve.core.catalog import Catalog
 from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
@@ -46,65 +59,6 @@ from wattserve.core.params import Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.errors import CalibrationError, ConfigError, WattserveError
 
-TIME_PARAMS = (
-    "eff_compute",
-    "eff_memory",
-    "overhead_step_s",
-    "overhead_layer_s",
-    "overhead_seq_s",
-    "gemm_pad_elems",
-    "gemm_latency_s",
-    "attn_factor",
-)
-COMM_PARAMS = ("eff_comm", "overhead_collective_s")
-BOUNDS: dict[str, tuple[float, float]] = {
-    "eff_compute": (0.02, 0.95),
-    "eff_memory": (0.05, 0.95),
-    "eff_comm": (0.02, 0.95),
-    "overhead_step_s": (1e-6, 2.0),
-    "overhead_layer_s": (1e-8, 0.01),
-    "overhead_seq_s": (1e-8, 0.01),
-    "overhead_collective_s": (1e-7, 0.01),
-    "gemm_pad_elems": (1.0e3, 1.0e8),
-    "gemm_latency_s": (1.0e-7, 1.0e-3),
-    "attn_factor": (0.25, 8.0),
-}
-# Prior widths (standard deviation of log(term / default)): a fitted term pays for moving away
-# from its default as a misfit of PRIOR_WEIGHT per sigma, in log time of one row.
-PRIOR_SIGMA: dict[str, float] = {
-    "eff_compute": 0.4,
-    "eff_memory": 0.25,
-    "eff_comm": 0.5,
-    "overhead_step_s": 1.5,
-    "overhead_layer_s": 1.5,
-    "overhead_seq_s": 1.5,
-    "overhead_collective_s": 1.5,
-    "gemm_pad_elems": 1.0,
-    "gemm_latency_s": 1.0,
-    "attn_factor": 0.5,
-}
-# Where a term fitted in log space starts when its default is 0 (off), and its prior's centre:
-# half a wave of 128 x 128 output tiles on a 132-SM GPU (H100 SXM; NVIDIA's H100 whitepaper),
-# and a few microseconds per GEMM kernel (the launch-to-drain floor NVIDIA's Nsight Systems
-# guide and CUDA-graph measurements put at a few microseconds). docs/model.md.
-LOG_START: dict[str, float] = {"gemm_pad_elems": 1.0e6, "gemm_latency_s": 4.0e-6}
-PRIOR_WEIGHT = 0.05
-IMPLAUSIBLE_SIGMA = 3.0  # a fitted term this many prior widths from its centre is warned about
-# The power curve (docs/model.md): how compute and memory utilisation drive the dynamic share,
-# and the idle share of TDP where the catalog has no idle_w. Priors as wide as what is known:
-# each slope to a factor of about 1.6 (sigma 0.5), the idle share too (an H100 idles at about
-# 60-100 W of its 700 W, 9-14%, against the default 15%).
-POWER_TERMS = ("power_k_compute", "power_k_memory", "idle_fraction")
-POWER_BOUNDS: dict[str, tuple[float, float]] = {
-    "power_k_compute": (0.01, 5.0),
-    "power_k_memory": (0.01, 5.0),
-    "idle_fraction": (0.01, 0.9),
-}
-POWER_PRIOR_SIGMA: dict[str, float] = {
-    "power_k_compute": 0.5,
-    "power_k_memory": 0.5,
-    "idle_fraction": 0.5,
-}
 LOO_MAX_ROWS = 40
 LOO_WARN_PCT = 15.0
 MIN_GAIN = 0.97  # a larger term set must cut the held-out error by at least 3%
@@ -561,7 +515,8 @@ def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
     """Fit the terms one hardware's rows identify; report per-row and held-out errors."""
     base = default_params(hw)
     multi = any(r.dep.devices > 1 for r in rows)
-    candidates = TIME_PARAMS + (COMM_PARAMS if multi else ())
+    moe = any(r.dep.model.is_moe for r in rows)
+    candidates = TIME_PARAMS + (COMM_PARAMS if multi else ()) + (MOE_PARAMS if moe else ())
     measured = np.array([r.m.seconds for r in rows])
     notes: list[str] = []
     warnings: list[str] = []

@@ -47,6 +47,12 @@ def render_report(r: FitReport) -> str:
         + (f", GEMM pad {p.gemm_pad_elems:.3g}" if p.gemm_pad_elems else "")
         + (f", GEMM latency {p.gemm_latency_s * 1e6:.3g} us" if p.gemm_latency_s else "")
         + (f", attention x{p.attn_factor:.3g}" if p.attn_factor != 1.0 else "")
+        + (f", MoE expert kernels x{p.eff_expert:.3g}" if p.eff_expert != 1.0 else "")
+        + (
+            f", MoE routing {p.overhead_moe_layer_s * 1e6:.3g} us per layer"
+            if p.overhead_moe_layer_s
+            else ""
+        )
     )
     lines.append("  line  phase    measured s  predicted s  error  held-out error")
     for x in r.residuals:

@@ -43,6 +43,10 @@ class EngineParams:
     # reach their own share of the peaks (FlashAttention/FlashDecoding on GPUs, ggml's attention
     # on CPUs); 1: as the GEMMs, the default until measurements at several contexts calibrate it
     attn_factor: float = 1.0
+    # an MoE's grouped expert kernels reach eff_expert of the dense GEMMs' FLOP rate and
+    # bandwidth (docs/model.md): many small GEMMs, one per touched expert, in one launch
+    eff_expert: float = 1.0
+    overhead_moe_layer_s: float = 0.0
     memory_utilization: float = 0.9
     # the power curve's slopes (docs/model.md): a compute-bound step at the default efficiency
     # draws its TDP (1.7 x 0.6), a memory-bound one 72% of the dynamic range (0.9 x 0.8); set on
@@ -92,6 +96,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "gemm_pad_elems": (0.0, 1.0e10, False),
     "gemm_latency_s": (0.0, 1.0, False),
     "attn_factor": (0.0, 100.0, True),  # attention free, or a hundred times the GEMMs'
+    "eff_expert": (0.001, 10.0, False),
+    "overhead_moe_layer_s": (0.0, 1.0, False),
     "memory_utilization": (MIN_MEMORY_SHARE, 1.0, False),
     "power_k_compute": (0.0, 100.0, False),
     "power_k_memory": (0.0, 100.0, False),

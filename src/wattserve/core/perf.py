@@ -101,6 +101,8 @@ class PerfModel:
         self.comm_fixed = comm_fixed
         self.comm_per_token = comm_per_token
         self.overhead_fixed = params.overhead_step_s + layers * params.overhead_layer_s
+        if self.moe:  # each MoE layer's routing: gate, top-k, sort by expert, combine
+            self.overhead_fixed += layers * params.overhead_moe_layer_s
         self.overhead_seq = params.overhead_seq_s
         self.pad_s, self.expert_pad_s = self._gemm_pads(params.gemm_pad_elems)
         self.gemm_floor_s = params.gemm_latency_s * _gemm_kernels(m)
@@ -111,7 +113,14 @@ class PerfModel:
             self.ep_read_spread = _busiest_spread(dep.tp)
             # the loads sum to the step's assignments: pairwise correlation -1/(R - 1)
             self.ep_spread = self.ep_read_spread * math.sqrt(dep.tp / (dep.tp - 1.0))
+        # the grouped expert kernels reach eff_expert of the dense GEMMs' rates: what their
+        # work takes is charged beyond its true amount, as attention's (docs/model.md)
+        slow = 1.0 / params.eff_expert - 1.0 if self.moe else 0.0
         self.expert_flops_s = 2.0 * m.num_layers * m.expert_params / self.flops_rate
+        self.expert_flops_s *= 1.0 + slow
+        self.expert_time_bytes = self.expert_bytes * (1.0 + slow)
+        self.expert_extra_flops = slow * 2.0 * m.num_layers * m.experts_per_token * m.expert_params
+        self.time_flops_per_token = self.flops_per_token + self.expert_extra_flops
         self.poison = NAN if self.missing else 0.0
 
         self.idle_w, self.dynamic_w = self._power_figures()
@@ -233,10 +242,10 @@ class PerfModel:
 
     def step_time(self, tokens: float, attn_work: float, kv_tokens: float, seqs: float) -> float:
         """Seconds for one step (see the module docstring for the arguments)."""
-        flops = self.flops_per_token * tokens + self.attn_time_coef * attn_work
+        flops = self.time_flops_per_token * tokens + self.attn_time_coef * attn_work
         nbytes = self.base_weight_bytes + self.kv_time_bytes * kv_tokens
         if self.moe:
-            nbytes += self.expert_bytes * (
+            nbytes += self.expert_time_bytes * (
                 self.experts_read(tokens)
                 if self.ep_ranks
                 else self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
@@ -262,14 +271,17 @@ class PerfModel:
         kv_bytes = self.kv_bytes_per_token * kv_tokens
         flops = self.flops_per_token * tokens + attn_flops
         nbytes = self.base_weight_bytes + kv_bytes
-        waits = 0.0  # bytes the busiest expert-parallel device reads beyond an even share
+        waits = 0.0  # bytes charged beyond the true ones: the experts' kernels' shortfall,
+        # and what the busiest expert-parallel device reads beyond an even share
         if self.moe:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
+            waits = (self.expert_time_bytes - self.expert_bytes) * touched
             if self.ep_ranks:
-                waits = self.expert_bytes * (self.experts_read(tokens) - touched)
+                waits += self.expert_time_bytes * (self.experts_read(tokens) - touched)
         extra = self.params.attn_factor - 1.0  # attention's part charged beyond its true amount
-        t_c = (flops + extra * attn_flops) / self.flops_rate + self.poison
+        t_c = (flops + extra * attn_flops + self.expert_extra_flops * tokens) / self.flops_rate
+        t_c += self.poison
         if self.pad_s:
             t_c += self.gemm_pad_s(tokens)
         if self.ep_ranks:
@@ -453,10 +465,10 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     load line la + ld*j: k_c times the step's own compute seconds plus k_m times its memory
     seconds (PerfModel.work_times), which power_w divides by the step time."""
     s = float(seqs)
-    tc0 = (pm.flops_per_token * s + pm.attn_time_coef * kv0) / pm.flops_rate
+    tc0 = (pm.time_flops_per_token * s + pm.attn_time_coef * kv0) / pm.flops_rate
     tm0 = (pm.base_weight_bytes + pm.kv_time_bytes * kv0) / pm.bytes_rate
     if pm.moe:
-        tm0 += pm.expert_bytes * pm.experts_read(s) / pm.bytes_rate
+        tm0 += pm.expert_time_bytes * pm.experts_read(s) / pm.bytes_rate
     dtc = pm.attn_time_coef * s / pm.flops_rate
     if pm.pad_s:
         tc0 += pm.gemm_pad_s(s)
