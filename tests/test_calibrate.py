@@ -230,6 +230,10 @@ def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
         ("overhead_step_s", 1e308),
         ("gemm_latency_s", 2),
         ("memory_utilization", 1e-320),  # rank overflowed on it
+        ("eff_expert", 0),  # expert work would take forever
+        ("eff_expert", 1e308),
+        ("overhead_moe_layer_s", -1e-5),
+        ("overhead_moe_layer_s", 5),
     ):
         f.write_text(json.dumps({"hardware": {"h100-sxm": {term: bad}}}))
         with pytest.raises(ConfigError, match="must be a number in") as err:

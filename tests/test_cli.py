@@ -43,6 +43,22 @@ def test_estimate_explain_shows_terms_bounds_and_sources() -> None:
         assert term in out
 
 
+def test_explain_names_the_terms_a_calibration_moved(tmp_path: Path) -> None:
+    # an MoE calibration's routing term, off by default, is shown where it applies
+    calib = tmp_path / "c.json"
+    rows = Path(__file__).parents[1] / "examples" / "measurements-h200-moe.csv"
+    p = run("calibrate", str(rows), "-o", str(calib))
+    assert p.returncode == 0, p.stderr
+    assert "MoE routing" in p.stdout and "overhead_moe_layer_s" in p.stdout
+    args = ("estimate", "--hardware", "h200-sxm", "--calibration", str(calib), "--explain")
+    moe = run(*args, "--model", "qwen3-30b-a3b")
+    assert moe.returncode == 0, moe.stderr
+    assert "also: " in moe.stdout and "MoE routing" in moe.stdout
+    dense = run(*args, "--model", "llama-3.1-8b")
+    assert "MoE routing" not in dense.stdout and "GEMM pad" in dense.stdout
+    assert "also: " not in run("estimate", "--model", "qwen3-30b-a3b", "--explain").stdout
+
+
 def test_estimate_that_does_not_fit_is_not_an_error() -> None:
     p = run("estimate", "--model", "llama-3.1-405b", "--hardware", "l4", "--json")
     assert p.returncode == 0

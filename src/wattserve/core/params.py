@@ -82,7 +82,7 @@ _CPU = EngineParams(
 MIN_MEMORY_SHARE = 0.01  # of a device's memory for an engine: 1e-320 would overflow capacities
 
 # What a calibration file may hold, per term: (lowest, highest, lowest excluded). Wider than
-# calibrate's fit bounds (calibrate/fit.py BOUNDS, which every fitted file is inside) so that
+# calibrate's fit bounds (calibrate/terms.py BOUNDS, which every fitted file is inside) so that
 # hand-set terms have room, but physical: an efficiency of 1e-308 or an overhead of 1e308 s
 # would turn every figure behind it into infinity. Costs may be 0 (off).
 RANGES: dict[str, tuple[float, float, bool]] = {

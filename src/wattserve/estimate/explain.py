@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from wattserve.core.params import DEFAULT_SOURCES
+from wattserve.core.params import DEFAULT_SOURCES, EngineParams
 from wattserve.core.perf import PerfModel, StepCost
 from wattserve.estimate.api import Estimate
 
@@ -78,6 +78,22 @@ def _phase(name: str, cost: StepCost | None, perf: PerfModel | None) -> list[str
     return lines
 
 
+def _moved_terms(p: EngineParams, moe: bool) -> list[str]:
+    """The terms that are off or neutral by default, where a calibration set them."""
+    moved = []
+    if p.gemm_pad_elems:
+        moved.append(f"GEMM pad {p.gemm_pad_elems:.3g} output elements")
+    if p.gemm_latency_s:
+        moved.append(f"GEMM kernel floor {p.gemm_latency_s * 1e6:.3g} us")
+    if p.attn_factor != 1.0:
+        moved.append(f"attention x{p.attn_factor:.3g}")
+    if moe and p.eff_expert != 1.0:
+        moved.append(f"expert kernels at {p.eff_expert:.3g} of the dense rates")
+    if moe and p.overhead_moe_layer_s:
+        moved.append(f"MoE routing {p.overhead_moe_layer_s * 1e6:.3g} us per layer")
+    return ["  also: " + ", ".join(moved)] if moved else []
+
+
 def explain(e: Estimate) -> str:
     """Each term, what bounds it, and the catalog figures with their sources."""
     lines = [summary(e), "", "time = max(compute, memory) + comm + overhead"]
@@ -103,6 +119,7 @@ def explain(e: Estimate) -> str:
             f"  overhead: step {p.overhead_step_s * 1e3:.3g} ms, layer "
             f"{p.overhead_layer_s * 1e6:.3g} us, sequence {p.overhead_seq_s * 1e6:.3g} us, "
             f"collective {p.overhead_collective_s * 1e6:.3g} us",
+            *_moved_terms(p, e.perf.moe),
             f"  power: devices * idle + tp * (tdp - idle) * min(1, load), load = "
             f"{p.power_k_compute:.3g} * u_compute + {p.power_k_memory:.3g} * u_memory over the "
             "step's time (its own FLOPs and bytes at the peaks: the rest of the step, overheads, "
