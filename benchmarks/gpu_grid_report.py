@@ -7,8 +7,9 @@ and prompt lengths, the other dense size, the tiny model, the MoE) uncalibrated 
 calibrated, and prints per shape group the mean absolute error of each, and of the energy per
 step against NVML where it was measured. As in tests/test_accuracy_vidur.py, training points
 are not scored. The training points (`--train`): `first`, the run's tier 0 (six steps of its
-first model); `two-sizes`, three steps each of the 8B and the 1B; `three-kinds`, two steps each
-of the 8B, the 1B and the MoE (whose terms, docs/model.md, only MoE rows identify). With `--calibrate-on RUN`,
+first model); `two-sizes`, three steps each of the 8B and the 1B; `large-moe`, three each of
+the 8B and the MoE; `three-kinds`, two steps each of the 8B, the 1B and the MoE (the MoE terms,
+docs/model.md, only MoE rows identify). With `--calibrate-on RUN`,
 the calibration is fitted on another run's points (same device) and every step of DIR is held
 out: held-out models. Writes the table to DIR/report[-TRAIN][-from-RUN].md and .json.
 
@@ -52,6 +53,16 @@ TRAIN_SETS: dict[str, frozenset[Key] | None] = {
         for phase, batch, tokens in (("decode", 1, 2048), ("decode", 64, 2048))
     )
     | {("large", "prefill", 1, 2048), ("small", "prefill", 1, 512)},
+    # three steps each of the 8B and the MoE, as two-sizes is of the 8B and the 1B
+    "large-moe": frozenset(
+        (role, phase, batch, tokens)
+        for role in ("large", "moe")
+        for phase, batch, tokens in (
+            ("decode", 1, 2048),
+            ("decode", 64, 2048),
+            ("prefill", 1, 2048),
+        )
+    ),
     # two steps each of the 8B, the 1B and the MoE: the MoE terms need MoE rows
     "three-kinds": frozenset(
         {

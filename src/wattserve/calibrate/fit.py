@@ -409,7 +409,7 @@ def _fit_power(
     for r in powered:
         pm = PerfModel(r.dep, params)
         c = pm.step(*r.work)
-        costs.append((*pm.work_times(c), c.time_s, r.m.watts or 0.0))
+        costs.append((*pm.work_times(c, r.work[0]), c.time_s, r.m.watts or 0.0))
     if len(powered) < 3:
         return (
             params,

@@ -128,7 +128,7 @@ class PerfModel:
         self.k_memory = params.power_k_memory * params.eff_memory
         # a decode run's load line (run_lines): per unit of FLOPs and bytes, then its parts
         self.load_c, self.load_m = self.k_compute / self.flops_rate, self.k_memory / self.bytes_rate
-        self.load_token = self.load_c * self.flops_per_token
+        self.load_token = self.load_c * self.time_flops_per_token  # experts' shortfall: load
         self.load_context = self.load_c * self.attn_coef + self.load_m * self.kv_bytes_per_token
         self.load_base = self.load_m * self.base_weight_bytes + self.poison
 
@@ -271,34 +271,45 @@ class PerfModel:
         kv_bytes = self.kv_bytes_per_token * kv_tokens
         flops = self.flops_per_token * tokens + attn_flops
         nbytes = self.base_weight_bytes + kv_bytes
-        waits = 0.0  # bytes charged beyond the true ones: the experts' kernels' shortfall,
-        # and what the busiest expert-parallel device reads beyond an even share
+        waits = 0.0  # bytes the busiest expert-parallel device reads beyond an even share
+        slow_f = slow_b = 0.0  # what the expert kernels' shortfall adds (_expert_slowdown)
         if self.moe:
             touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             nbytes += self.expert_bytes * touched
-            waits = (self.expert_time_bytes - self.expert_bytes) * touched
+            if self.expert_extra_flops:
+                slow_f, slow_b = self._expert_slowdown(tokens)
             if self.ep_ranks:
-                waits += self.expert_time_bytes * (self.experts_read(tokens) - touched)
+                waits = self.expert_time_bytes * (self.experts_read(tokens) - touched)
         extra = self.params.attn_factor - 1.0  # attention's part charged beyond its true amount
-        t_c = (flops + extra * attn_flops + self.expert_extra_flops * tokens) / self.flops_rate
-        t_c += self.poison
+        t_c = (flops + extra * attn_flops + slow_f) / self.flops_rate + self.poison
         if self.pad_s:
             t_c += self.gemm_pad_s(tokens)
         if self.ep_ranks:
             t_c += self.expert_imbalance_s(tokens)
-        t_m = (nbytes + extra * kv_bytes + waits) / self.bytes_rate + self.gemm_floor_s
+        t_m = (nbytes + extra * kv_bytes + slow_b + waits) / self.bytes_rate + self.gemm_floor_s
         t_m += self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
         time_s = max(t_c, t_m) + comm + overhead
-        power = self.power_w(*self._work_s(flops, nbytes), time_s)
+        power = self.power_w(*self._work_s(flops + slow_f, nbytes + slow_b), time_s)
         return StepCost(time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s)
 
-    def work_times(self, c: StepCost) -> tuple[float, float]:
-        """The seconds a step's own FLOPs and bytes take at the modelled rates: what draws
-        power (power_w), without the time small GEMMs, attention's factor or an expert-parallel
-        wait add (the device is not busier for them, only slower)."""
-        return self._work_s(c.flops, c.bytes)
+    def work_times(self, c: StepCost, tokens: float) -> tuple[float, float]:
+        """The seconds the work of step `c` (of `tokens` tokens) takes at the modelled rates:
+        what draws power (power_w). Its own FLOPs and bytes, and the MoE expert kernels'
+        shortfall (they run through it); not the time small GEMMs, attention's factor or an
+        expert-parallel wait add (the device is not busier for them, only slower)."""
+        slow_f, slow_b = self._expert_slowdown(tokens) if self.expert_extra_flops else (0.0, 0.0)
+        return self._work_s(c.flops + slow_f, c.bytes + slow_b)
+
+    def _expert_slowdown(self, tokens: float) -> tuple[float, float]:
+        """The FLOPs and bytes an MoE's grouped expert kernels take beyond their own in a step
+        of `tokens` tokens, reaching eff_expert of the dense rates. Charged to the step's time
+        and to its load: the kernels stay busy through it. Counted as time alone, held-out MoE
+        steps on an H200 drew 20% more than predicted; as load, within 5% (docs/model.md)."""
+        touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
+        extra_bytes = (self.expert_time_bytes - self.expert_bytes) * touched
+        return self.expert_extra_flops * tokens, extra_bytes
 
     def _work_s(self, flops: float, nbytes: float) -> tuple[float, float]:
         return flops / self.flops_rate + self.poison, nbytes / self.bytes_rate
@@ -362,10 +373,10 @@ class PerfModel:
         return excess * self.expert_flops_s if excess > 0.0 else 0.0
 
     def power_w(self, compute_s: float, memory_s: float, time_s: float) -> float:
-        """Power of all devices during a step of `time_s` whose FLOPs and bytes take
-        `compute_s` and `memory_s` at the modelled rates (work_times). The rest of the step
-        (engine overheads, launches, all-reduces, small GEMMs' padding and latency) adds time
-        but no load: the GPU waits through it (docs/model.md)."""
+        """Power of all devices during a step of `time_s` whose work takes `compute_s` and
+        `memory_s` at the modelled rates (work_times). The rest of the step (engine overheads,
+        launches, all-reduces, small GEMMs' padding and latency) adds time but no load: the
+        GPU waits through it (docs/model.md)."""
         if time_s <= 0:
             return self.devices * self.idle_w
         load = (self.k_compute * compute_s + self.k_memory * memory_s) / time_s
@@ -483,7 +494,7 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     la = pm.load_token * s + pm.load_context * kv0 + pm.load_base
     if pm.moe:
         touched = pm.n_experts * (1.0 - (1.0 - pm.top_k / pm.n_experts) ** s)
-        la += pm.load_m * pm.expert_bytes * touched
+        la += pm.load_m * pm.expert_time_bytes * touched
     return tc0, dtc, tm0, dtm, fixed, la, pm.load_context * s
 
 

@@ -53,7 +53,7 @@ def summary(e: Estimate) -> str:
     return "\n".join(lines)
 
 
-def _phase(name: str, cost: StepCost | None, perf: PerfModel | None) -> list[str]:
+def _phase(name: str, cost: StepCost | None, perf: PerfModel | None, tokens: int) -> list[str]:
     if cost is None:
         return [f"{name}: not computed"]
     lines = [
@@ -69,7 +69,7 @@ def _phase(name: str, cost: StepCost | None, perf: PerfModel | None) -> list[str
     if perf is not None:
         # the load is the step's own FLOPs and bytes (compute and memory above also count the
         # time small GEMMs, attention's factor and expert-parallel waits add)
-        work_c, work_m = perf.work_times(cost)
+        work_c, work_m = perf.work_times(cost, tokens)
         lines.append(
             f"  load       {perf.k_compute * work_c / cost.time_s:.3g} compute + "
             f"{perf.k_memory * work_m / cost.time_s:.3g} memory (of its own "
@@ -97,9 +97,14 @@ def _moved_terms(p: EngineParams, moe: bool) -> list[str]:
 def explain(e: Estimate) -> str:
     """Each term, what bounds it, and the catalog figures with their sources."""
     lines = [summary(e), "", "time = max(compute, memory) + comm + overhead"]
-    lines += _phase(f"prefill ({e.batch} x {e.prompt_tokens} tokens)", e.prefill_cost, e.perf)
     lines += _phase(
-        f"decode step ({e.batch} seqs at {e.context_tokens} ctx)", e.decode_cost, e.perf
+        f"prefill ({e.batch} x {e.prompt_tokens} tokens)",
+        e.prefill_cost,
+        e.perf,
+        e.batch * e.prompt_tokens,
+    )
+    lines += _phase(
+        f"decode step ({e.batch} seqs at {e.context_tokens} ctx)", e.decode_cost, e.perf, e.batch
     )
     if e.perf is not None and e.perf.ep_ranks:
         pm, b = e.perf, float(e.batch)
