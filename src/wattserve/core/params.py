@@ -44,7 +44,9 @@ class EngineParams:
     # on CPUs); 1: as the GEMMs, the default until measurements at several contexts calibrate it
     attn_factor: float = 1.0
     # an MoE's grouped expert kernels reach eff_expert of the dense GEMMs' FLOP rate and
-    # bandwidth (docs/model.md): many small GEMMs, one per touched expert, in one launch
+    # bandwidth, and each MoE layer's routing (top-k, sorting by expert, the combine) costs
+    # overhead_moe_layer_s (docs/model.md); 1 and 0, as vLLM's fused MoE on an H100, until
+    # rows of an MoE model calibrate them
     eff_expert: float = 1.0
     overhead_moe_layer_s: float = 0.0
     memory_utilization: float = 0.9

@@ -113,8 +113,8 @@ class PerfModel:
             self.ep_read_spread = _busiest_spread(dep.tp)
             # the loads sum to the step's assignments: pairwise correlation -1/(R - 1)
             self.ep_spread = self.ep_read_spread * math.sqrt(dep.tp / (dep.tp - 1.0))
-        # the grouped expert kernels reach eff_expert of the dense GEMMs' rates: what their
-        # work takes is charged beyond its true amount, as attention's (docs/model.md)
+        # the grouped expert kernels reach eff_expert of the dense GEMMs' rates: their work is
+        # charged beyond its true amount, to the step's time and load (_expert_slowdown)
         slow = 1.0 / params.eff_expert - 1.0 if self.moe else 0.0
         self.expert_flops_s = 2.0 * m.num_layers * m.expert_params / self.flops_rate
         self.expert_flops_s *= 1.0 + slow
