@@ -143,6 +143,7 @@ def test_hosted_and_power_refused_requests_are_written(tmp_path: Path) -> None:
     report, _ = simulate(fleet, Workload(reqs, {"default": SLO()}), "slo", on_request=got.append)
     assert len(got) == len(reqs) == len({r.row for r in got})
     assert sum(r.status == "ok" for r in got) == report["completed"] == len(reqs)
+    assert not any("cap_note" in site for site in report["sites"].values())  # caps that admit
     assert {r.target.split("/")[0] for r in got if r.target} == set(report["deployments"])
     hosted = [r for r in got if r.target == "groq-8b"]
     assert len(hosted) == report["deployments"]["groq-8b"]["requests"] > 0
@@ -164,6 +165,9 @@ def test_hosted_and_power_refused_requests_are_written(tmp_path: Path) -> None:
         (r.status, r.reason, r.end_s, r.target) == ("rejected", "site power cap", None, None)
         for r in got
     )
+    # and the report says why: the cap leaves less above idle than one request adds
+    note = report["sites"]["dc"]["cap_note"]
+    assert "leaves" in note and "on h100: no request can start there" in note, note
 
 
 def test_fast_and_exact_write_the_same_requests() -> None:

@@ -174,6 +174,8 @@ def simulate_cmd(
         if s["outages"]:
             extras.append(f"outages {s['outages']}")
         for site, v in s["sites"].items():
+            if v.get("cap_note"):
+                extras.append(f"{site}: {v['cap_note']}")
             if v["cap_exceeded_s"]:
                 extras.append(
                     f"{site} over its cap for {v['cap_exceeded_s']:.1f} s "

@@ -220,6 +220,12 @@ class EnginePool:
     def _fill_order(self, e: EngineModel) -> tuple[bool, float]:
         return (e.outstanding >= e.max_seqs, self.replica_marginal_w(e))
 
+    @property
+    def first_request_w(self) -> float:
+        """Power one request adds on an idle replica: what admission under a cap asks for
+        first (0 when unknown)."""
+        return self._marginal_at(0)
+
     def replica_marginal_w(self, e: EngineModel) -> float:
         """Power one more running sequence adds on replica `e` (0 when unknown)."""
         return self._marginal_at(min(e.max_seqs, e.outstanding))

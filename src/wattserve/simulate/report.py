@@ -58,6 +58,8 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
             "max_excess_w": None if acct is None else round(acct.max_excess_w, 3),
             "energy_j": round(site_energy.get(name, 0.0), 3),
         }
+        if name in out.cap_blocks:
+            sites[name]["cap_note"] = out.cap_blocks[name]
     carbon = _carbon_g(fleet, site_energy)
     for name, grams in carbon.items():
         sites[name]["carbon_g"] = grams
