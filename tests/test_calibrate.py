@@ -234,6 +234,7 @@ def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
         ("eff_expert", 1e308),
         ("overhead_moe_layer_s", -1e-5),
         ("overhead_moe_layer_s", 5),
+        ("idle_fraction", 1e-320),  # printed as an idle draw of 0 W
     ):
         f.write_text(json.dumps({"hardware": {"h100-sxm": {term: bad}}}))
         with pytest.raises(ConfigError, match="must be a number in") as err:

@@ -103,7 +103,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "memory_utilization": (MIN_MEMORY_SHARE, 1.0, False),
     "power_k_compute": (0.0, 100.0, False),
     "power_k_memory": (0.0, 100.0, False),
-    "idle_fraction": (0.0, 1.0, True),
+    "idle_fraction": (0.001, 1.0, False),  # 1e-320 of TDP: a denormal idle draw
 }
 
 
