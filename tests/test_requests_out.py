@@ -170,6 +170,26 @@ def test_hosted_and_power_refused_requests_are_written(tmp_path: Path) -> None:
     assert "leaves" in note and "on h100: no request can start there" in note, note
 
 
+def test_a_cap_note_names_the_models_that_cannot_start(tmp_path: Path) -> None:
+    # the MoE on the A100 would fit under 500 W, the 8B on the H100 would not: the requests
+    # for the 8B are all refused, and the note says which model and why
+    fleet = tmp_path / "two.yaml"
+    fleet.write_text(
+        "sites:\n  dc: {kind: datacenter, power_cap_w: 500}\n"
+        "deployments:\n"
+        "  h100: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+        "  moe: {site: dc, model: qwen1.5-moe-a2.7b, hardware: a100-sxm-80gb}\n"
+    )
+    reqs = [Request(i, 0.01 * i, 300, 50, "llama-3.1-8b", row=i + 1) for i in range(20)]
+    report, _ = simulate(
+        load_fleet(fleet), Workload(reqs, {"default": SLO()}), "least_loaded", max_wait_s=0.5
+    )
+    assert report["rejected"] == 20
+    note = report["sites"]["dc"]["cap_note"]
+    assert "for llama-3.1-8b adds" in note and "on h100" in note, note
+    assert note.endswith("no request for llama-3.1-8b can start there"), note
+
+
 def test_fast_and_exact_write_the_same_requests() -> None:
     fleet = load_fleet(HETERO)
     wl = REPO / "examples" / "workload-conv.yaml"

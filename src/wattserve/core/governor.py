@@ -9,7 +9,7 @@ shows). Times are whatever clock the caller uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -198,3 +198,47 @@ class PowerGovernor:
     def close(self, t: float) -> None:
         for s in self.sites.values():
             s.advance(t)
+
+
+class FirstRequest(Protocol):
+    """A deployment as cap_blocks sees it (EnginePool)."""
+
+    name: str
+    site: str
+    model: str
+
+    @property
+    def first_request_w(self) -> float:
+        """Power one request adds on an idle replica (0 when unknown)."""
+        ...
+
+
+def cap_blocks(gov: PowerGovernor, pools: Sequence[FirstRequest]) -> dict[str, str]:
+    """Per capped site where some model's requests can never start, why: before any request,
+    its cap leaves less above the devices' idle draw than one request of that model adds on
+    the least hungry deployment serving it there, so admission refuses them all (after
+    waiting for power that never comes). Call it before any request is placed."""
+    need: dict[str, dict[str, tuple[float, str]]] = {}
+    for p in pools:
+        if gov.capped(p.site):
+            least = need.setdefault(p.site, {}).get(p.model)
+            if least is None or p.first_request_w < least[0]:
+                need[p.site][p.model] = (p.first_request_w, p.name)
+    out = {}
+    for site, models in need.items():
+        blocked = {m: nw for m, nw in sorted(models.items()) if not gov.fits(site, nw[0])}
+        if not blocked:
+            continue
+        s = gov.sites[site]
+        adds = "; ".join(
+            f"one request {'' if len(models) == 1 else f'for {m} '}adds {w:,.1f} W on {name}"
+            for m, (w, name) in blocked.items()
+        )
+        whom = (
+            "no request" if len(blocked) == len(models) else "no request for " + ", ".join(blocked)
+        )
+        out[site] = (
+            f"its cap ({s.cap_w:,.1f} W) leaves {(s.cap_w or 0.0) - s.base_w:,.1f} W above the "
+            f"devices' idle {s.base_w:,.1f} W, and {adds}: {whom} can start there"
+        )
+    return out

@@ -98,7 +98,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "gemm_pad_elems": (0.0, 1.0e10, False),
     "gemm_latency_s": (0.0, 1.0, False),
     "attn_factor": (0.0, 100.0, True),  # attention free, or a hundred times the GEMMs'
-    "eff_expert": (0.001, 10.0, False),
+    "eff_expert": (0.001, 1.0, False),  # times eff_compute or eff_memory: at most the peaks
     "overhead_moe_layer_s": (0.0, 1.0, False),
     "memory_utilization": (MIN_MEMORY_SHARE, 1.0, False),
     "power_k_compute": (0.0, 100.0, False),

@@ -171,9 +171,10 @@ class SyntheticDecoder:
         load-balancing losses see to it), as docs/model.md's expected count of distinct
         experts assumes. A random router over random weights does not: within one prompt,
         attention makes the tokens alike layer after layer, and a 128-token prefill of
-        qwen3-30b-a3b (128 experts, top-8) touched 101, 52, 35 and 30 experts in its first
-        four layers, where even routing touches 128 (benchmarks/moe_kernels.py). So each token
-        draws its own random preference over the experts, shared by the step's layers."""
+        qwen3-30b-a3b (128 experts, top-8) touched 92, 42, 33, 31, 34 and 27 experts in its
+        first six layers on an H200, where even routing touches 128 (benchmarks/moe_kernels.py,
+        tests/data/gpu_grid_h200_2026-12-04/moe-kernels). So each token draws its own random
+        preference over the experts, shared by the step's layers."""
         if not self.spec.is_moe:
             return None
         return self.be.randn(rows, self.spec.num_experts) * 64.0

@@ -20,7 +20,7 @@ from typing import NamedTuple, cast
 from wattserve.core.admission import Admission, admit
 from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
-from wattserve.core.governor import PowerGovernor
+from wattserve.core.governor import PowerGovernor, cap_blocks
 from wattserve.core.modelspec import fits_context
 from wattserve.core.policy import Policy
 from wattserve.core.records import OK, REJECTED, UNFINISHED, RequestRecord
@@ -64,28 +64,6 @@ class Outcome:
     # capped sites whose cap leaves less above the idle draw than one request adds on any of
     # their deployments: why every request there is refused (cap_blocks)
     cap_blocks: dict[str, str] = field(default_factory=dict)
-
-
-def cap_blocks(gov: PowerGovernor, targets: list[EnginePool | HostedPool]) -> dict[str, str]:
-    """Per capped site that no request can start at, why: its cap leaves less above the
-    devices' idle draw than one request adds on the least hungry of its deployments, so
-    admission refuses every request there (after waiting for power that never comes)."""
-    need: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for t in targets:
-        if isinstance(t, EnginePool) and gov.capped(t.site):
-            need[t.site].append((t.first_request_w, t.name))
-    out = {}
-    for site, options in need.items():
-        acct = gov.account(site)
-        room = (acct.cap_w or 0.0) - acct.base_w
-        least, name = min(options)
-        if least > room:
-            out[site] = (
-                f"its cap ({acct.cap_w:,.0f} W) leaves {room:,.0f} W above the devices' idle "
-                f"{acct.base_w:,.0f} W, and one request adds {least:,.0f} W on {name}: no "
-                "request can start there"
-            )
-    return out
 
 
 class _Placed(NamedTuple):
@@ -151,7 +129,8 @@ class Simulation:
         self.waitlist: dict[str, deque[int]] = defaultdict(deque)
         self.placed: dict[tuple[str, str | None], _Placed] = {}
         self.out = Outcome(policy.name)
-        self.out.cap_blocks = cap_blocks(self.gov, targets)
+        pools = [t for t in targets if isinstance(t, EnginePool)]
+        self.out.cap_blocks = cap_blocks(self.gov, pools)
         self.now = 0.0
         # per engine: its site's power account, and whether steps there are checked against a cap
         self.site_acct = [self.gov.account(s) for s in self.engine_site]
