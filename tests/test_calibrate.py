@@ -336,6 +336,16 @@ def test_a_clear_bandwidth_shortfall_is_fitted_and_recorded(tmp_path: Path) -> N
     assert load_calibration(out).terms["h100-sxm"] == calib.terms["h100-sxm"]
 
 
+def test_a_step_faster_than_the_datasheet_allows_is_refused(tmp_path: Path) -> None:
+    # 1 ns for a decode step of the 8B: a unit slip, not a measurement (it had been fitted,
+    # with a 176,935,811% error in the report)
+    f = tmp_path / "m.csv"
+    write_measurements(f, [_row("decode", 64, 2048, 1e-9), _row("decode", 1, 512, 0.008)])
+    with pytest.raises(ConfigError, match="datasheet peaks: no engine ran") as err:
+        fit_calibration(read_measurements(f), load_catalog())
+    assert (err.value.line, err.value.field) == (2, "seconds")
+
+
 def test_the_moe_terms_are_fitted_only_from_moe_rows(tmp_path: Path) -> None:
     """An H200's measured steps (tests/data/gpu_grid_h200_2026-12-04/run4): dense rows leave
     the MoE terms out of the fit (neither fitted nor kept: nothing there identifies them);

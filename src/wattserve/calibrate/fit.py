@@ -216,7 +216,31 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
     else:
         c = float(m.context_tokens)
         work = (b, b * (c + 1), b * (c + 1), b)
+    # the step's FLOPs and bytes at the datasheet peaks, nothing else: a row ten times faster
+    # than that (a unit slip, 1 ns for a 14B model's step) is not a measurement
+    floor = PerfModel(dep, _PEAKS).step_time(*work)
+    if m.seconds < floor / 10.0:
+        raise ConfigError(
+            f"{m.seconds:g} s is under a tenth of the {floor:.3g} s this step's FLOPs and "
+            f"bytes take at {hw.id}'s datasheet peaks: no engine ran this step",
+            path=path,
+            line=m.line,
+            field="seconds",
+        )
     return _Row(m, dep, work)
+
+
+# every efficiency 1 and every cost 0: the least time a step's own work can take (_row)
+_PEAKS = EngineParams(
+    eff_compute=1.0,
+    eff_memory=1.0,
+    eff_comm=1.0,
+    overhead_step_s=0.0,
+    overhead_layer_s=0.0,
+    overhead_seq_s=0.0,
+    overhead_collective_s=0.0,
+    source="the datasheet peaks",
+)
 
 
 def _predict(rows: Sequence[_Row], params: EngineParams) -> np.ndarray:
