@@ -39,6 +39,7 @@ try:
     from wattserve.core.modelspec import load_model
     from wattserve.core.params import EngineParams, default_params
     from wattserve.core.perf import PerfModel, StepCost
+    from wattserve.errors import ConfigError
 except ImportError as exc:
     sys.exit(f"MISSING: Python package {exc.name!r}, which wattserve needs")
 
@@ -112,8 +113,11 @@ class Run:
         if not (folder / "grid.json").is_file() or not (folder / "measurements.csv").is_file():
             raise SystemExit(f"{folder}: no grid.json and measurements.csv (a gpu_grid run's)")
         self.folder = folder
-        self.doc = json.loads((folder / "grid.json").read_text())
-        self.rows = read_measurements(folder / "measurements.csv")
+        try:
+            self.doc = json.loads((folder / "grid.json").read_text())
+            self.rows = read_measurements(folder / "measurements.csv")
+        except (ValueError, ConfigError) as exc:  # JSONDecodeError is a ValueError
+            raise SystemExit(f"{folder}: not a readable gpu_grid run: {exc}") from None
         cases = self.doc["cases"]
         self.case = {c["result"]["csv_line"]: c for c in cases if "csv_line" in c["result"]}
 
@@ -132,8 +136,9 @@ def report(
     folder: Path, train: str = "first", calibrate_on: Path | None = None
 ) -> tuple[str, dict[str, Any]]:
     run = Run(folder)
-    other = calibrate_on is not None and calibrate_on.resolve() != folder.resolve()
-    source = Run(calibrate_on) if calibrate_on is not None and other else run
+    source = Run(calibrate_on) if calibrate_on is not None else run
+    if source.doc.get("started") == run.doc.get("started"):  # the same run, or a copy of it:
+        source = run  # its training points are not held out
     doc, rows, by_line = run.doc, run.rows, run.case
     if source.doc["hardware_id"] != doc["hardware_id"]:
         raise SystemExit(

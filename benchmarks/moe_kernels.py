@@ -108,8 +108,9 @@ def gated(x: Any) -> Any:
     return torch.nn.functional.silu(x[..., :f]) * x[..., f:]
 
 
-def timed(be: TorchBackend, fn: Callable[[], Any], samples: int = 7) -> float:
-    """Median seconds of one call of `fn`, recorded as a graph where it can be."""
+def timed(be: TorchBackend, fn: Callable[[], Any], samples: int = 7) -> tuple[float, str]:
+    """Median seconds of one call of `fn`, recorded as a graph where it can be, and how it
+    ran ("graph" or "eager")."""
     try:
         run = be.capture(fn)
         how = "graph"
@@ -130,8 +131,7 @@ def timed(be: TorchBackend, fn: Callable[[], Any], samples: int = 7) -> float:
             run()
         be.sync()
         times.append((time.perf_counter() - t0) / reps)
-    timed.how = how  # type: ignore[attr-defined]
-    return statistics.median(times)
+    return statistics.median(times), how
 
 
 def kernels(spec: ModelSpec, device: str, layers: int, tokens: Any) -> list[dict[str, Any]]:
@@ -150,9 +150,17 @@ def kernels(spec: ModelSpec, device: str, layers: int, tokens: Any) -> list[dict
 
 
 def one_size(
-    be: TorchBackend, n: int, e: int, k: int, d: int, f: int, kn: list[Any], nk: list[Any],
-    expert_bytes: int, spec: ModelSpec,
-) -> dict[str, Any]:  # fmt: skip
+    be: TorchBackend,
+    n: int,
+    e: int,
+    k: int,
+    d: int,
+    f: int,
+    kn: list[Any],
+    nk: list[Any],
+    expert_bytes: int,
+    spec: ModelSpec,
+) -> dict[str, Any]:
     """One MoE layer's expert work for `n` tokens: the variants' time per layer."""
     t, gmm, layers = torch, torch._grouped_mm, len(kn)
     h = be.randn(n, d)
@@ -208,7 +216,8 @@ def one_size(
         variants.append(("dense_same_bytes", dense_same_bytes))
     for name, fn in variants:
         try:
-            s = timed(be, fn) / layers
+            s, how = timed(be, fn)
+            s /= layers
         except RuntimeError as exc:  # a layout or shape the backend refuses
             row[name] = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
             be.sync()
@@ -216,22 +225,31 @@ def one_size(
         fl = 2.0 * n * 3 * d * f * touched if name == "dense_same_bytes" else row["flops"]
         row[name] = {
             "us": round(s * 1e6, 2),
-            "how": timed.how,  # type: ignore[attr-defined]
+            "how": how,
             "tb_per_s": round(row["expert_bytes_read"] / s / 1e12, 3),
             "tflops": round(fl / s / 1e12, 2),
         }
     return row
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "moe_kernels")))
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--layers", type=int, default=4, help="layers' weights per timed graph")
-    ap.add_argument("--routing-layers", type=int, default=6)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--layers", type=_positive, default=4, help="layers' weights per timed graph")
+    ap.add_argument("--routing-layers", type=_positive, default=6)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes: the pipeline only")
     ap.add_argument("--no-routing", dest="routing", action="store_false")
     args = ap.parse_args()
+    if args.out.exists() and not args.out.is_dir():
+        ap.error(f"--out {args.out} is a file, not a folder")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("MISSING: a CUDA device; nothing measured")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -245,10 +263,16 @@ def main() -> None:
         spec = load_model(model_id)
         if args.smoke:
             spec = dataclasses.replace(
-                spec, hidden_size=128, intermediate_size=256, expert_intermediate_size=64,
+                spec,
+                hidden_size=128,
+                intermediate_size=256,
+                expert_intermediate_size=64,
                 shared_intermediate_size=min(spec.shared_intermediate_size, 128),
-                num_heads=4, num_kv_heads=2, head_dim=32, vocab_size=512,
-            )  # fmt: skip
+                num_heads=4,
+                num_kv_heads=2,
+                head_dim=32,
+                vocab_size=512,
+            )
         started = time.perf_counter()
         steps = ROUTING_STEPS[:2] + ROUTING_STEPS[4:6] if args.smoke else ROUTING_STEPS
         route = routing(spec, args.device, args.routing_layers, steps) if args.routing else []

@@ -12,6 +12,7 @@ from wattserve.calibrate.fit import FitReport
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.catalog import load_catalog
 from wattserve.core.modelspec import model_files
+from wattserve.core.params import moved_terms
 
 
 def render_report(r: FitReport) -> str:
@@ -44,15 +45,7 @@ def render_report(r: FitReport) -> str:
         f"eff_comm {p.eff_comm:.3f}, step {p.overhead_step_s * 1e3:.3g} ms, "
         f"layer {p.overhead_layer_s * 1e6:.3g} us, seq {p.overhead_seq_s * 1e6:.3g} us, "
         f"collective {p.overhead_collective_s * 1e6:.3g} us"
-        + (f", GEMM pad {p.gemm_pad_elems:.3g}" if p.gemm_pad_elems else "")
-        + (f", GEMM latency {p.gemm_latency_s * 1e6:.3g} us" if p.gemm_latency_s else "")
-        + (f", attention x{p.attn_factor:.3g}" if p.attn_factor != 1.0 else "")
-        + (f", MoE expert kernels x{p.eff_expert:.3g}" if p.eff_expert != 1.0 else "")
-        + (
-            f", MoE routing {p.overhead_moe_layer_s * 1e6:.3g} us per layer"
-            if p.overhead_moe_layer_s
-            else ""
-        )
+        + "".join(f", {term}" for term in moved_terms(p))
     )
     lines.append("  line  phase    measured s  predicted s  error  held-out error")
     for x in r.residuals:

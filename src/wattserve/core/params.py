@@ -62,6 +62,23 @@ class EngineParams:
         return replace(self, **changes)
 
 
+def moved_terms(p: EngineParams, moe: bool = True) -> list[str]:
+    """The terms that are off or neutral by default, where a calibration set them, as
+    phrases (the MoE ones only for an MoE model when `moe` is False)."""
+    moved = []
+    if p.gemm_pad_elems:
+        moved.append(f"GEMM pad {p.gemm_pad_elems:.3g} output elements")
+    if p.gemm_latency_s:
+        moved.append(f"GEMM kernel floor {p.gemm_latency_s * 1e6:.3g} us")
+    if p.attn_factor != 1.0:
+        moved.append(f"attention x{p.attn_factor:.3g}")
+    if moe and p.eff_expert != 1.0:
+        moved.append(f"MoE expert kernels at {p.eff_expert:.3g} of the dense rates")
+    if moe and p.overhead_moe_layer_s:
+        moved.append(f"MoE routing {p.overhead_moe_layer_s * 1e6:.3g} us per layer")
+    return moved
+
+
 # Dataflow parts compiled ahead of time (weights pinned in SRAM or in a compute array) run a
 # static graph with no per-step Python scheduler and a short chip-to-chip hop; their per-layer
 # latency is unpublished, so it keeps the GPU default. CPUs have no kernel-launch cost but

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from wattserve.core.params import DEFAULT_SOURCES, EngineParams
+from wattserve.core.params import DEFAULT_SOURCES, moved_terms
 from wattserve.core.perf import PerfModel, StepCost
 from wattserve.estimate.api import Estimate
 
@@ -61,7 +61,8 @@ def _phase(name: str, cost: StepCost | None, perf: PerfModel | None, tokens: int
         f"  compute    {cost.compute_s * 1e3:10.4g} ms  ({cost.flops / 1e12:.4g} TFLOP)",
         f"  memory     {cost.memory_s * 1e3:10.4g} ms  ({cost.bytes / 1e9:.4g} GB moved)",
         f"  comm       {cost.comm_s * 1e3:10.4g} ms  (TP all-reduces, PP hops)",
-        f"  overhead   {cost.overhead_s * 1e3:10.4g} ms  (step, per layer, per sequence)",
+        f"  overhead   {cost.overhead_s * 1e3:10.4g} ms  (step, per layer, per sequence"
+        + ("; MoE routing)" if perf is not None and perf.moe else ")"),
     ]
     if not math.isfinite(cost.power_w):
         return [*lines, "  power      unknown (no TDP in the catalog)"]
@@ -76,22 +77,6 @@ def _phase(name: str, cost: StepCost | None, perf: PerfModel | None, tokens: int
             f"{work_c * 1e3:.4g} ms + {work_m * 1e3:.4g} ms of work)"
         )
     return lines
-
-
-def _moved_terms(p: EngineParams, moe: bool) -> list[str]:
-    """The terms that are off or neutral by default, where a calibration set them."""
-    moved = []
-    if p.gemm_pad_elems:
-        moved.append(f"GEMM pad {p.gemm_pad_elems:.3g} output elements")
-    if p.gemm_latency_s:
-        moved.append(f"GEMM kernel floor {p.gemm_latency_s * 1e6:.3g} us")
-    if p.attn_factor != 1.0:
-        moved.append(f"attention x{p.attn_factor:.3g}")
-    if moe and p.eff_expert != 1.0:
-        moved.append(f"expert kernels at {p.eff_expert:.3g} of the dense rates")
-    if moe and p.overhead_moe_layer_s:
-        moved.append(f"MoE routing {p.overhead_moe_layer_s * 1e6:.3g} us per layer")
-    return ["  also: " + ", ".join(moved)] if moved else []
 
 
 def explain(e: Estimate) -> str:
@@ -124,7 +109,7 @@ def explain(e: Estimate) -> str:
             f"  overhead: step {p.overhead_step_s * 1e3:.3g} ms, layer "
             f"{p.overhead_layer_s * 1e6:.3g} us, sequence {p.overhead_seq_s * 1e6:.3g} us, "
             f"collective {p.overhead_collective_s * 1e6:.3g} us",
-            *_moved_terms(p, e.perf.moe),
+            *[f"  also: {', '.join(moved)}" for moved in [moved_terms(p, e.perf.moe)] if moved],
             f"  power: devices * idle + tp * (tdp - idle) * min(1, load), load = "
             f"{p.power_k_compute:.3g} * u_compute + {p.power_k_memory:.3g} * u_memory over the "
             "step's time (its own FLOPs and bytes at the peaks: the rest of the step, overheads, "

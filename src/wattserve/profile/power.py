@@ -29,9 +29,12 @@ class PowerMeter(ABC):
 
 
 def steady_watts(
-    step: Callable[[], Any], sync: Callable[[], None], meter: PowerMeter, step_s: float,
+    step: Callable[[], Any],
+    sync: Callable[[], None],
+    meter: PowerMeter,
+    step_s: float,
     window_s: float,
-) -> tuple[float, int]:  # fmt: skip
+) -> tuple[float, int]:
     """Mean watts of `step` run back to back for about `window_s` (at least two steps), and
     how many ran. Energy counters update every few tens of milliseconds and board power is
     averaged over up to a second, so a few milliseconds of steps read the power of whatever

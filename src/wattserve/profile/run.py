@@ -136,12 +136,16 @@ def _measure(
             else:
                 step, repeats = dec.decode_step(batch, n), 5
             step, _ = dec.recorded(step)  # recorded before the meter starts: only steps count
-            if meter is not None and not window_s:
-                meter.start()
-            seconds = dec.time_step(step, repeats)
-            watts = meter.stop() if meter is not None and not window_s else None
-            if meter is not None and window_s:
+            watts: float | None = None
+            if meter is None:
+                seconds = dec.time_step(step, repeats)
+            elif window_s:
+                seconds = dec.time_step(step, repeats)
                 watts = steady_watts(step, backend.sync, meter, seconds, window_s)[0]
+            else:  # the meter over the timed samples
+                meter.start()
+                seconds = dec.time_step(step, repeats)
+                watts = meter.stop()
             log(
                 f"    {phase:7} batch {batch:3} tokens {n:5}: {seconds * 1e3:9.2f} ms"
                 + ("" if watts is None else f"  {watts:6.1f} W")
