@@ -274,7 +274,7 @@ class PerfModel:
         waits = 0.0  # bytes the busiest expert-parallel device reads beyond an even share
         slow_f = slow_b = 0.0  # what the expert kernels' shortfall adds (_expert_slowdown)
         if self.moe:
-            touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
+            touched = self.touched(tokens)
             nbytes += self.expert_bytes * touched
             if self.expert_extra_flops:
                 slow_f, slow_b = self._expert_slowdown(tokens)
@@ -302,13 +302,18 @@ class PerfModel:
         slow_f, slow_b = self._expert_slowdown(tokens) if self.expert_extra_flops else (0.0, 0.0)
         return self._work_s(c.flops + slow_f, c.bytes + slow_b)
 
+    def touched(self, tokens: float) -> float:
+        """Distinct experts a step of `tokens` tokens touches per MoE layer, in expectation
+        under uniform top-k routing: E(1 - (1 - k/E)^T) (step_time inlines it: the hot path)."""
+        touched: float = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
+        return touched
+
     def _expert_slowdown(self, tokens: float) -> tuple[float, float]:
         """The FLOPs and bytes an MoE's grouped expert kernels take beyond their own in a step
         of `tokens` tokens, reaching eff_expert of the dense rates. Charged to the step's time
         and to its load: the kernels stay busy through it. Counted as time alone, held-out MoE
         steps on an H200 drew 20% more than predicted; as load, within 5% (docs/model.md)."""
-        touched = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
-        extra_bytes = (self.expert_time_bytes - self.expert_bytes) * touched
+        extra_bytes = (self.expert_time_bytes - self.expert_bytes) * self.touched(tokens)
         return self.expert_extra_flops * tokens, extra_bytes
 
     def _work_s(self, flops: float, nbytes: float) -> tuple[float, float]:
@@ -322,8 +327,7 @@ class PerfModel:
         experts, Tk/n rows each on average."""
         if not self.moe:
             return self.pad_s
-        e = self.n_experts
-        touched: float = e * (1.0 - (1.0 - self.top_k / e) ** tokens)
+        touched = self.touched(tokens)
         if touched <= 0.0:
             return self.pad_s + self.expert_pad_s
         rows = _expert_pad_rows(tokens * self.top_k / touched)
@@ -339,9 +343,9 @@ class PerfModel:
         standard normals (`_busiest_spread`), capped at E/R, counted R times against the
         step's bandwidth over all R devices."""
         e = self.n_experts
-        p: float = 1.0 - (1.0 - self.top_k / e) ** tokens
         if not self.ep_ranks:
-            return e * p
+            return self.touched(tokens)
+        p = self.touched(tokens) / e
         r = self.ep_ranks
         local = e / r
         busiest = local * p + self.ep_read_spread * math.sqrt(local * p * (1.0 - p))
@@ -493,8 +497,7 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     # the load line from the steps' own FLOPs and bytes (the step's, not experts_read's count)
     la = pm.load_token * s + pm.load_context * kv0 + pm.load_base
     if pm.moe:
-        touched = pm.n_experts * (1.0 - (1.0 - pm.top_k / pm.n_experts) ** s)
-        la += pm.load_m * pm.expert_time_bytes * touched
+        la += pm.load_m * pm.expert_time_bytes * pm.touched(s)
     return tc0, dtc, tm0, dtm, fixed, la, pm.load_context * s
 
 
