@@ -130,8 +130,10 @@ def test_the_command_line_and_its_json() -> None:
     args = ["estimate", "--model", "qwen3-30b-a3b", "--hardware", "h100-sxm", "--tp", "4"]
     out = runner.invoke(app, [*args, "--batch", "8", "--expert-parallel", "--explain"])
     assert out.exit_code == 0, out.output
-    assert "experts spread over tp (EP)" in out.output
+    assert "whole experts over tp (EP)" in out.output
     assert "the busiest device takes" in out.output
+    one = runner.invoke(app, [*args[:-2], "--expert-parallel"])  # tp 1: nothing to spread
+    assert one.exit_code == 0 and "EP (no effect at tp 1)" in one.output, one.output
     js = runner.invoke(app, [*args, "--expert-parallel", "--json"])
     assert '"expert_parallel": true' in js.output
     bad = runner.invoke(

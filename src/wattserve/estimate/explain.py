@@ -21,7 +21,9 @@ def summary(e: Estimate) -> str:
     """The default text output of `wattserve estimate`."""
     head = f"{e.model} on {e.hardware}"
     if e.devices:
-        ep = ", experts spread over tp (EP)" if e.expert_parallel else ""
+        ep = ""
+        if e.expert_parallel:  # at tp 1 every expert is on the one device anyway
+            ep = ", whole experts over tp (EP)" if e.tp > 1 else ", EP (no effect at tp 1)"
         head += f" x{e.devices} (tp={e.tp}, pp={e.pp}{ep}, {e.dtype} weights, {e.kv_dtype} KV)"
     lines = [
         head,
