@@ -57,6 +57,14 @@ def test_explain_names_the_terms_a_calibration_moved(tmp_path: Path) -> None:
     dense = run(*args, "--model", "llama-3.1-8b")
     assert "MoE routing" not in dense.stdout and "GEMM pad" in dense.stdout
     assert "also: " not in run("estimate", "--model", "qwen3-30b-a3b", "--explain").stdout
+    assert "no MoE rows" not in moe.stdout  # its rows held an MoE
+    # a calibration fitted on dense rows alone says the MoE terms were never weighed
+    dense_rows = tmp_path / "dense.csv"
+    lines = rows.read_text().splitlines(True)
+    dense_rows.write_text("".join(ln for ln in lines if "qwen" not in ln))
+    assert run("calibrate", str(dense_rows), "-o", str(tmp_path / "d.json")).returncode == 0
+    moe = run(*args[:3], "--calibration", str(tmp_path / "d.json"), "--model", "qwen3-30b-a3b")
+    assert "was fitted on no MoE rows" in moe.stdout, moe.stdout
 
 
 def test_estimate_that_does_not_fit_is_not_an_error() -> None:

@@ -221,6 +221,19 @@ def estimate(
         and calib.entry_id(hw.id) is None
         else ()
     )
+    seen = None
+    if spec.is_moe and calib.terms:
+        entry = calib.entry_id(hw.id)
+        seen = calib.terms.get(entry) if entry is not None else None
+    unseen = (
+        (
+            f"the calibration of {hw.id} was fitted on no MoE rows: {spec.id}'s expert "
+            "kernels and routing keep their default terms (docs/model.md)",
+        )
+        # calibrate records the terms it weighed; the MoE ones only where rows ran an MoE
+        if seen and any(seen) and "eff_expert" not in seen[0] + seen[1]
+        else ()
+    )
     if gpu_memory_utilization is not None:
         share = check_memory_share(gpu_memory_utilization)
         params = params.with_updates(memory_utilization=share)
@@ -294,7 +307,7 @@ def estimate(
         decode_bound=None if dec is None else dec.bound,
         calibration=params.source,
         missing=tuple(missing),
-        assumptions=unmatched + tuple(perf.assumptions),
+        assumptions=unmatched + unseen + tuple(perf.assumptions),
         perf=perf,
         prefill_cost=pre,
         decode_cost=dec,
