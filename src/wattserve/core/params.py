@@ -64,7 +64,7 @@ class EngineParams:
 
 def moved_terms(p: EngineParams, moe: bool = True) -> list[str]:
     """The terms that are off or neutral by default, where a calibration set them, as
-    phrases (the MoE ones only for an MoE model when `moe` is False)."""
+    phrases; the MoE ones only with `moe` (the model is an MoE, or the caller lists all)."""
     moved = []
     if p.gemm_pad_elems:
         moved.append(f"GEMM pad {p.gemm_pad_elems:.3g} output elements")
