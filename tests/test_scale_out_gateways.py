@@ -76,9 +76,10 @@ def test_site_cap_and_key_budget_hold_over_three_replicas(tmp_path: Path) -> Non
             return {k: v.split()[0] for k, v in held.items()}
 
         def watch() -> None:
+            client = httpx.Client()  # kept-alive connections: reads close together in time
             while not stop.is_set():
                 before = grants()
-                now = [httpx.get(f"{s.url}/v1/fleet").json()["sites"]["dc"] for s in servers]
+                now = [client.get(f"{s.url}/v1/fleet").json()["sites"]["dc"] for s in servers]
                 # the draws are read one replica after another: their sum is one moment's only
                 # when no lease moved between the reads (tests/test_power_leases.py); one
                 # scripts/check run summed 1,147 W of a 1,090 W headroom across a handover
@@ -86,7 +87,8 @@ def test_site_cap_and_key_budget_hold_over_three_replicas(tmp_path: Path) -> Non
                     samples[0] += 1
                     dynamic = sum(site["power_w"] - i for site, i in zip(now, idle, strict=True))
                     peak_dynamic[0] = max(peak_dynamic[0], dynamic)
-                time.sleep(0.01)
+                time.sleep(0.002)
+            client.close()
 
         watcher = threading.Thread(target=watch)
         watcher.start()
@@ -99,7 +101,7 @@ def test_site_cap_and_key_budget_hold_over_three_replicas(tmp_path: Path) -> Non
         # every replica emulates the same devices: their idle draw is each one's own, the
         # dynamic power above it is what the cap's headroom is shared out as
         assert peak_dynamic[0] <= CAP_W - idle[0] + 1e-6
-        assert samples[0] >= 3 and peak_dynamic[0] > 0, samples  # it checked something (14 here)
+        assert samples[0] >= 3 and peak_dynamic[0] > 0, samples  # it checked something
         codes = [x.status_code for x in results]
         assert set(codes) <= {200, 429} and 200 in codes, [
             x.text for x in results if x.status_code not in (200, 429)
