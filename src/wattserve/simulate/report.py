@@ -104,9 +104,14 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
             else ""
         ),
         "sites": sites,
+        # every deployment and hosted API, 0 where it served nothing (that is worth seeing)
         "deployments": {
-            name: {"share": n / out.completed, "requests": n, "output_tokens": out.tokens_by[name]}
-            for name, n in sorted(out.served_by.items())
+            name: {
+                "share": out.served_by[name] / out.completed if out.completed else 0.0,
+                "requests": out.served_by[name],
+                "output_tokens": out.tokens_by[name],
+            }
+            for name in sorted({*specs, *(h.name for h in fleet.hosted), *out.served_by})
         },
         "outages": dict(out.outage),
         "power_waits": out.power_waits,
