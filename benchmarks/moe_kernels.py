@@ -137,32 +137,29 @@ def timed(be: TorchBackend, fn: Callable[[], Any], samples: int = 7) -> tuple[fl
 def kernels(spec: ModelSpec, device: str, layers: int, tokens: Any) -> list[dict[str, Any]]:
     """One MoE layer's expert work for each T in `tokens`, three ways and a dense reference."""
     be = TorchBackend(device)
-    e, k = spec.num_experts, spec.experts_per_token
-    d, f = spec.hidden_size, spec.expert_intermediate_size or spec.intermediate_size
+    e, (d, f) = spec.num_experts, _expert_shape(spec)
     kn = [(be.randn(e, d, 2 * f) * 0.02, be.randn(e, f, d) * 0.02) for _ in range(layers)]
     nk = [(w1.transpose(-2, -1).contiguous(), w2.transpose(-2, -1).contiguous()) for w1, w2 in kn]
-    expert_bytes = 3 * d * f * kn[0][0].element_size()
-    rows = [one_size(be, n, e, k, d, f, kn, nk, expert_bytes, spec) for n in tokens]
+    rows = [one_size(be, n, spec, kn, nk) for n in tokens]
     kn.clear()
     nk.clear()
     be.free()
     return rows
 
 
+def _expert_shape(spec: ModelSpec) -> tuple[int, int]:
+    """An expert's hidden and intermediate widths."""
+    return spec.hidden_size, spec.expert_intermediate_size or spec.intermediate_size
+
+
 def one_size(
-    be: TorchBackend,
-    n: int,
-    e: int,
-    k: int,
-    d: int,
-    f: int,
-    kn: list[Any],
-    nk: list[Any],
-    expert_bytes: int,
-    spec: ModelSpec,
+    be: TorchBackend, n: int, spec: ModelSpec, kn: list[Any], nk: list[Any]
 ) -> dict[str, Any]:
-    """One MoE layer's expert work for `n` tokens: the variants' time per layer."""
+    """One MoE layer's expert work for `n` tokens, with `layers` weight sets stacked as
+    (experts, in, out) in `kn` and transposed in `nk`: the variants' time per layer."""
     t, gmm, layers = torch, torch._grouped_mm, len(kn)
+    e, k, (d, f) = spec.num_experts, spec.experts_per_token, _expert_shape(spec)
+    expert_bytes = 3 * d * f * kn[0][0].element_size()
     h = be.randn(n, d)
     probs = t.rand(n, e, device=be.device, generator=be.gen)
     weights, chosen = t.topk(probs, k, dim=-1)

@@ -218,7 +218,7 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
         work = (b, b * (c + 1), b * (c + 1), b)
     # the step's FLOPs and bytes at the datasheet peaks, nothing else: a row ten times faster
     # than that (a unit slip, 1 ns for a 14B model's step) is not a measurement
-    floor = PerfModel(dep, _PEAKS).step_time(*work)
+    floor = perf_model(dep, _PEAKS).step_time(*work)
     if m.seconds < floor / 10.0:
         raise ConfigError(
             f"{m.seconds:g} s is under a tenth of the {floor:.3g} s this step's FLOPs and "

@@ -277,7 +277,7 @@ class PerfModel:
             touched = self.touched(tokens)
             nbytes += self.expert_bytes * touched
             if self.expert_extra_flops:
-                slow_f, slow_b = self._expert_slowdown(tokens)
+                slow_f, slow_b = self._expert_slowdown(tokens, touched)
             if self.ep_ranks:
                 waits = self.expert_time_bytes * (self.experts_read(tokens) - touched)
         extra = self.params.attn_factor - 1.0  # attention's part charged beyond its true amount
@@ -299,7 +299,9 @@ class PerfModel:
         what draws power (power_w). Its own FLOPs and bytes, and the MoE expert kernels'
         shortfall (they run through it); not the time small GEMMs, attention's factor or an
         expert-parallel wait add (the device is not busier for them, only slower)."""
-        slow_f, slow_b = self._expert_slowdown(tokens) if self.expert_extra_flops else (0.0, 0.0)
+        if not self.expert_extra_flops:
+            return self._work_s(c.flops, c.bytes)
+        slow_f, slow_b = self._expert_slowdown(tokens, self.touched(tokens))
         return self._work_s(c.flops + slow_f, c.bytes + slow_b)
 
     def touched(self, tokens: float) -> float:
@@ -308,12 +310,13 @@ class PerfModel:
         touched: float = self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
         return touched
 
-    def _expert_slowdown(self, tokens: float) -> tuple[float, float]:
+    def _expert_slowdown(self, tokens: float, touched: float) -> tuple[float, float]:
         """The FLOPs and bytes an MoE's grouped expert kernels take beyond their own in a step
-        of `tokens` tokens, reaching eff_expert of the dense rates. Charged to the step's time
-        and to its load: the kernels stay busy through it. Counted as time alone, held-out MoE
-        steps on an H200 drew 20% more than predicted; as load, within 5% (docs/model.md)."""
-        extra_bytes = (self.expert_time_bytes - self.expert_bytes) * self.touched(tokens)
+        of `tokens` tokens touching `touched` experts, reaching eff_expert of the dense rates.
+        Charged to the step's time and to its load: the kernels stay busy through it. Counted
+        as time alone, held-out MoE steps on an H200 drew 20% more than predicted; as load,
+        within 5% (docs/model.md)."""
+        extra_bytes = (self.expert_time_bytes - self.expert_bytes) * touched
         return self.expert_extra_flops * tokens, extra_bytes
 
     def _work_s(self, flops: float, nbytes: float) -> tuple[float, float]:

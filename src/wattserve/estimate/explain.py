@@ -103,6 +103,7 @@ def explain(e: Estimate) -> str:
         )
     if e.perf is not None:
         p = e.perf.params
+        moved = moved_terms(p, e.perf.moe)  # the terms off by default that a calibration set
         lines += [
             "",
             f"engine terms ({p.source}):",
@@ -111,7 +112,7 @@ def explain(e: Estimate) -> str:
             f"  overhead: step {p.overhead_step_s * 1e3:.3g} ms, layer "
             f"{p.overhead_layer_s * 1e6:.3g} us, sequence {p.overhead_seq_s * 1e6:.3g} us, "
             f"collective {p.overhead_collective_s * 1e6:.3g} us",
-            *[f"  also: {', '.join(moved)}" for moved in [moved_terms(p, e.perf.moe)] if moved],
+            *(["  also: " + ", ".join(moved)] if moved else []),
             f"  power: devices * idle + tp * (tdp - idle) * min(1, load), load = "
             f"{p.power_k_compute:.3g} * u_compute + {p.power_k_memory:.3g} * u_memory over the "
             "step's time (its own FLOPs and bytes at the peaks: the rest of the step, overheads, "
