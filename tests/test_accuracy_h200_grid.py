@@ -43,12 +43,13 @@ def _groups(summary: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
     return {g: v for g, v in summary["groups"].items() if g.startswith(prefix + " ")}
 
 
-def test_dense_7b_to_14b_uncalibrated_within_15_percent_in_23_of_24_shape_groups(
+def test_dense_7b_to_14b_uncalibrated_within_15_percent_in_every_shape_group(
     rep: ModuleType,
 ) -> None:
     """Uncalibrated figures do not depend on the training points; the two-sizes report scores
-    every 8B step but its three training points. The one group past 15% is the 8B's single
-    prefills of up to 512 tokens (16.5%: the 128-token prefill is 21% too fast)."""
+    every 8B step but its three training points. Worst 14.8% (before the elementwise kernels,
+    the LM head once per sequence and the per-layer launches of 2026-12-04: 23 of 24, the
+    8B's single prefills of up to 512 tokens at 16.5%)."""
     _, run2 = rep.report(DATA / "run2", "two-sizes")
     _, held = rep.report(DATA / "run3-heldout", "two-sizes", DATA / "run2")
     groups = {
@@ -58,7 +59,7 @@ def test_dense_7b_to_14b_uncalibrated_within_15_percent_in_23_of_24_shape_groups
     }
     errors = sorted(v["unc"] for v in groups.values())
     assert len(errors) == 24
-    assert errors[-2] < 15.0 and errors[-1] < 17.0, errors[-2:]
+    assert errors[-1] < 15.0, errors[-2:]
 
 
 def test_calibrated_on_six_points_of_two_sizes_predicts_unseen_dense_models(
@@ -66,30 +67,32 @@ def test_calibrated_on_six_points_of_two_sizes_predicts_unseen_dense_models(
 ) -> None:
     """Fitted on three steps each of the 8B and the 1B (run2), then every step of qwen2.5-7b
     and qwen3-14b, other architectures measured in another run: within 10% in every group,
-    about 3% on average, against 7% uncalibrated."""
+    about 4% on average, against 6% uncalibrated (3% and 7% before 2026-12-04's changes to
+    the defaults, docs/model.md)."""
     text, held = rep.report(DATA / "run3-heldout", "two-sizes", DATA / "run2")
-    assert "leave-one-out 2.6%" in text
+    assert "leave-one-out 3.6%" in text
     groups = {**_groups(held, "qwen2.5-7b"), **_groups(held, "qwen3-14b")}
     points = sum(v["points"] for v in groups.values())
     cal = sum(v["cal"] * v["points"] for v in groups.values()) / points
     unc = sum(v["unc"] * v["points"] for v in groups.values()) / points
-    assert points == 51 and cal < 4.0 and unc < 8.0, (cal, unc)
-    assert max(v["cal"] for v in groups.values()) < 11.0  # 10.2%: 7B prefill of <= 512 tokens
+    assert points == 51 and cal < 4.5 and unc < 6.0, (cal, unc)  # 4.1% and 5.9%
+    assert max(v["cal"] for v in groups.values()) < 10.0  # 9.1%: 7B prefill of <= 512 tokens
 
 
 def test_what_falls_short_is_what_the_docs_say(rep: ModuleType) -> None:
     """MoE steps are predicted too fast with or without calibration (the grouped multiply
     with a few rows per expert runs far below bandwidth), and small models' decode too slow
-    uncalibrated (no scheduler: the default 1 ms per step is an engine's, not this one's)."""
+    uncalibrated (no scheduler: the default 0.3 ms per step is a serving engine's, not this
+    one's)."""
     _, run2 = rep.report(DATA / "run2")
     _, held = rep.report(DATA / "run3-heldout", "two-sizes", DATA / "run2")
     moe = sorted(
         v["unc"] for v in {**_groups(run2, "moe"), **_groups(held, "qwen3-30b-a3b")}.values()
     )
-    assert len(moe) == 16 and moe[0] > 6.0 and moe[1] > 20.0  # 6.7%, then 21-52%
+    assert len(moe) == 16 and moe[0] > 6.0 and moe[1] > 20.0  # 7.3%, then 22-52%
     small = _groups(run2, "small")
     assert all(v["unc"] > 10.0 for g, v in small.items() if "decode" in g)
-    assert run2["overall"]["uncalibrated"] > 15.0  # over all four models: 23.1%
+    assert run2["overall"]["uncalibrated"] > 15.0  # over all four models: 18.0%
 
 
 def test_a_random_router_crowds_one_prompt_onto_few_experts_and_the_route_bias_does_not() -> None:
@@ -106,8 +109,8 @@ def test_a_random_router_crowds_one_prompt_onto_few_experts_and_the_route_bias_d
 
 def test_two_moe_points_in_six_predict_an_unseen_moe_models_decode(rep: ModuleType) -> None:
     """Six points, two each of the 8B, the 1B and qwen1.5-moe (run4), fit the MoE routing
-    overhead; then qwen3-30b-a3b, never in a calibration, decodes within 7-16% (uncalibrated:
-    25-52% too fast). Without MoE rows (two-sizes) calibration makes the MoE worse. MoE
+    overhead; then qwen3-30b-a3b, never in a calibration, decodes within 6-16% (uncalibrated:
+    24-49% too fast). Without MoE rows (two-sizes) calibration makes the MoE worse. MoE
     prefill stays 23-46% too fast: at 128-512 rows per expert the grouped multiply reaches
     39-70% of the model's dense FLOP rate, and the unfused routing around it adds 32-77% of
     its time (moe-kernels/call2), which the six points do not identify."""
@@ -116,7 +119,7 @@ def test_two_moe_points_in_six_predict_an_unseen_moe_models_decode(rep: ModuleTy
     decode = _groups(three, "qwen3-30b-a3b")
     decode = {g: v for g, v in decode.items() if "decode" in g}
     assert len(decode) == 4
-    assert all(v["cal"] < 17.0 and v["unc"] > 25.0 for v in decode.values()), decode
+    assert all(v["cal"] < 17.0 and v["unc"] > 24.0 for v in decode.values()), decode
     small_moe = {g: v for g, v in _groups(three, "qwen1.5-moe-a2.7b").items() if "decode" in g}
     assert all(v["cal"] < 11.0 for v in small_moe.values()), small_moe
     prefill = [v["cal"] for g, v in three["groups"].items() if "prefill" in g]
@@ -130,14 +133,15 @@ def test_three_points_each_of_the_8b_and_the_moe_predict_an_unseen_moe_within_10
     rep: ModuleType,
 ) -> None:
     """Three steps each of the 8B and qwen1.5-moe (run4) fit the expert kernels' share of the
-    dense rates (0.60) and the routing; then run5, never seen: 6.7% mean (uncalibrated 36.1%),
-    no group worse; qwen3-30b-a3b, in no calibration, decodes within 9% and prefills within
-    18%. Joules per step 7.9%: the expert kernels' shortfall counts as load (counted as time
-    alone, their power was 20% low). The 1B, in no row, is 28% off on average (5-45% per
-    group): six points cover the two kinds of model in them."""
+    dense rates and the routing; then run5, never seen: 6.3% mean (uncalibrated 36.6%), no
+    group worse; qwen3-30b-a3b, in no calibration, decodes within 6% and prefills within 18%.
+    Joules per step 7.0%: the expert kernels' shortfall counts as load (counted as time alone,
+    their power was 20% low). The 1B, in no row, is 16% off on average (5-27% per group; 28%
+    before the elementwise kernels and per-layer launches of 2026-12-04): six points cover
+    the two kinds of model in them, and the defaults carry the rest."""
     text, held = rep.report(DATA / "run5-moe-heldout", "large-moe", DATA / "run4")
     assert "fitted eff_expert" in text
-    assert held["overall"]["calibrated"] < 7.0 and held["overall"]["energy"] < 8.5
+    assert held["overall"]["calibrated"] < 7.0 and held["overall"]["energy"] < 7.5
     assert held["worse_groups"] == []
     unseen = _groups(held, "qwen3-30b-a3b")
     assert all(v["cal"] < (9.0 if "decode" in g else 18.5) for g, v in unseen.items()), unseen
@@ -146,18 +150,19 @@ def test_three_points_each_of_the_8b_and_the_moe_predict_an_unseen_moe_within_10
     mean = sum(v["cal"] * v["points"] for v in small.values()) / sum(
         v["points"] for v in small.values()
     )
-    assert mean > 25.0, mean
+    assert 10.0 < mean < 17.0, mean
 
 
 def test_the_six_points_with_moe_still_predict_unseen_dense_models(rep: ModuleType) -> None:
     """The same six points (run4) predict qwen2.5-7b and qwen3-14b (run3, other architectures)
-    to under 4% on average, as the two-sizes calibration does (7.1% and 5.5% uncalibrated)."""
+    to 4.3% and 4.6% on average, as the two-sizes calibration does (5.8% and 6.0%
+    uncalibrated; under 4% calibrated before 2026-12-04's changes to the defaults)."""
     _, held = rep.report(DATA / "run3-heldout", "three-kinds", DATA / "run4")
     for model in ("qwen2.5-7b", "qwen3-14b"):
         groups = _groups(held, model)
         points = sum(v["points"] for v in groups.values())
         cal = sum(v["cal"] * v["points"] for v in groups.values()) / points
-        assert cal < 4.0, (model, cal)
+        assert cal < 5.0, (model, cal)
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,9 @@ IDEAL = EngineParams(
     overhead_collective_s=0.0,
     power_k_compute=1.0,
     power_k_memory=0.5,
+    elementwise_factor=0.0,
 )
+HEAD_FLOPS = 2 * 1000 * 1024  # the LM head, once per sequence of a step
 
 HW_YAML = """devices:
   round:
@@ -95,9 +97,34 @@ def test_decode_step_is_memory_bound(hw) -> None:  # type: ignore[no-untyped-def
 def test_prefill_is_compute_bound_with_causal_attention(hw) -> None:  # type: ignore[no-untyped-def]
     pm = PerfModel(Deployment(TINY, hw), IDEAL)
     c = pm.prefill(batch=4, prompt_tokens=1000)
-    flops = 4000 * FLOPS_PER_TOKEN + ATTN_FLOPS_PER_CONTEXT * 4 * (1000 * 1001 / 2)
+    # the LM head runs for each sequence's last token only, as vLLM and llama.cpp do
+    flops = (
+        4000 * (FLOPS_PER_TOKEN - HEAD_FLOPS)
+        + 4 * HEAD_FLOPS
+        + ATTN_FLOPS_PER_CONTEXT * 4 * (1000 * 1001 / 2)
+    )
+    assert c.flops == pytest.approx(flops)
     assert c.time_s == pytest.approx(flops / 1e14, rel=1e-9)
     assert c.bound == "compute"
+
+
+def test_elementwise_kernels_stream_each_tokens_activations(hw) -> None:  # type: ignore[no-untyped-def]
+    """Norms, residual adds, rotary and the gated activation run as kernels of their own
+    between the GEMMs: per token and layer 10.5 passes over the hidden state (on every tensor-
+    parallel device) and 3 over the FFN's width (split), in 16-bit, added to the step's time
+    even where it is compute-bound, drawn as memory load."""
+    base = PerfModel(Deployment(TINY, hw), IDEAL).prefill(4, 1000)
+    on = PerfModel(Deployment(TINY, hw), IDEAL.with_updates(elementwise_factor=2.0))
+    c = on.prefill(4, 1000)
+    per_token = 2 * 2 * (10.5 * 1024 + 3 * 4096)  # bytes: 2 layers, 16-bit
+    assert c.elementwise_s == pytest.approx(2.0 * 4000 * per_token / 1e12)
+    assert c.time_s == pytest.approx(base.time_s + c.elementwise_s)
+    assert c.bytes == pytest.approx(base.bytes + 2.0 * 4000 * per_token)
+    assert c.power_w > base.power_w * (base.time_s / c.time_s)  # its bytes draw power
+    two = PerfModel(Deployment(TINY, hw, tp=2), IDEAL).prefill(4, 1000)
+    two_on = PerfModel(Deployment(TINY, hw, tp=2), IDEAL.with_updates(elementwise_factor=1.0))
+    both = 2 * 2 * (10.5 * 1024 * 2 + 3 * 4096)  # each device normalises the whole state
+    assert two_on.prefill(4, 1000).time_s - two.time_s == pytest.approx(4000 * both / 2e12)
 
 
 def test_overheads_add_per_step_layer_and_sequence(hw) -> None:  # type: ignore[no-untyped-def]
@@ -221,7 +248,8 @@ def test_a_steps_gaps_add_time_but_no_load() -> None:
     dep = Deployment(load_model("llama-3.1-70b"), hw, tp=4)
     pm = PerfModel(dep, EngineParams(overhead_step_s=1.0))
     c = pm.decode_step(8, 500)
-    load = (pm.k_compute * c.compute_s + pm.k_memory * c.memory_s) / c.time_s
+    work_c, work_m = pm.work_times(c, 8)  # the step's own FLOPs and bytes, elementwise too
+    load = (pm.k_compute * work_c + pm.k_memory * work_m) / c.time_s
     assert c.power_w == pytest.approx(pm.devices * (pm.idle_w + pm.dynamic_w * load))
     assert c.power_w / pm.devices < pm.idle_w * 1.1
     quick = PerfModel(dep, EngineParams(overhead_step_s=0.0, overhead_layer_s=0.0))

@@ -68,10 +68,12 @@ def test_fast_mode_agrees_with_exact_stepping(  # type: ignore[no-untyped-def]
     # the same steps but where a run's power reservation under dc-east's cap, which binds
     # (four GPUs at TDP in prefill draw 2,200 W of its 1,500), delays a batch differently: fast
     # mode hands power over between steps while steps wait for it, as exact does, but a run's
-    # reservation is its peak step's (round_robin at 1,500 W: p99s 2.6-3.2% low, p50s within
-    # 0.1%; at 1,100 W, where requests fill running engines first, identical)
+    # reservation is its peak step's (round_robin at 1,500 W: TTFT and TPOT p50s within 0.3%,
+    # p99s within 2.2%, end-to-end p50 9% high, steps 1.4% more, 161,418 against 159,232;
+    # under the defaults before 2026-12-04's, p99s 2.6-3.2% low, end-to-end p50 16% low,
+    # steps 0.6% fewer; at 1,100 W, where requests fill running engines first, identical)
     assert fast["engine_steps"] > 1000
-    assert fast["engine_steps"] == pytest.approx(exact["engine_steps"], rel=1e-2)
+    assert fast["engine_steps"] == pytest.approx(exact["engine_steps"], rel=2e-2)
     assert fast["power_waits"] == pytest.approx(exact["power_waits"], rel=0.1, abs=10)
     for metric in ("ttft_s", "tpot_s"):
         for q, rel in (("p50", 0.02), ("p99", 0.04)):

@@ -11,6 +11,7 @@ TIME_PARAMS = (
     "gemm_pad_elems",
     "gemm_latency_s",
     "attn_factor",
+    "elementwise_factor",
 )
 COMM_PARAMS = ("eff_comm", "overhead_collective_s")
 # an MoE's expert kernels and routing: fitted only where some rows run an MoE model
@@ -26,6 +27,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "gemm_pad_elems": (1.0e3, 1.0e8),
     "gemm_latency_s": (1.0e-7, 1.0e-3),
     "attn_factor": (0.25, 8.0),
+    "elementwise_factor": (0.1, 20.0),
     "eff_expert": (0.1, 1.0),  # no faster than the dense GEMMs: the products stay <= 0.95
     "overhead_moe_layer_s": (1e-7, 1e-3),
 }
@@ -42,6 +44,7 @@ PRIOR_SIGMA: dict[str, float] = {
     "gemm_pad_elems": 1.0,
     "gemm_latency_s": 1.0,
     "attn_factor": 0.5,
+    "elementwise_factor": 0.7,  # engines fuse more or less: PyTorch's own kernels ~2.5x vLLM's
     "eff_expert": 0.4,
     "overhead_moe_layer_s": 1.5,
 }

@@ -28,8 +28,12 @@ class EngineParams:
     eff_compute: float = 0.6
     eff_memory: float = 0.8
     eff_comm: float = 0.7
-    overhead_step_s: float = 1.0e-3
-    overhead_layer_s: float = 1.0e-5
+    # a GPU engine's step: its scheduler, input preparation and sampling (0.3 ms), then each
+    # layer's dozen kernels at a few microseconds each, CUDA graphs or not (30 us): fitted on an
+    # H200 the layers cost 37 us and the step 0.08 ms in an engine with no scheduler
+    # (docs/model.md)
+    overhead_step_s: float = 3.0e-4
+    overhead_layer_s: float = 3.0e-5
     overhead_seq_s: float = 5.0e-6
     overhead_collective_s: float = 1.0e-5
     # small GEMMs (docs/model.md): each GEMM costs as if its output had gemm_pad_elems more
@@ -49,6 +53,10 @@ class EngineParams:
     # rows of an MoE model calibrate them
     eff_expert: float = 1.0
     overhead_moe_layer_s: float = 0.0
+    # the elementwise kernels between a layer's GEMMs (norms, residual adds, rotary, the gated
+    # activation) move elementwise_factor times the bytes vLLM's fused kernels do
+    # (perf.elementwise_bytes_per_token, docs/model.md); an engine of unfused kernels moves more
+    elementwise_factor: float = 1.0
     memory_utilization: float = 0.9
     # the power curve's slopes (docs/model.md): a compute-bound step at the default efficiency
     # draws its TDP (1.7 x 0.6), a memory-bound one 72% of the dynamic range (0.9 x 0.8); set on
@@ -72,6 +80,8 @@ def moved_terms(p: EngineParams, moe: bool = True) -> list[str]:
         moved.append(f"GEMM kernel floor {p.gemm_latency_s * 1e6:.3g} us")
     if p.attn_factor != 1.0:
         moved.append(f"attention x{p.attn_factor:.3g}")
+    if p.elementwise_factor != 1.0:
+        moved.append(f"elementwise kernels x{p.elementwise_factor:.3g}")
     if moe and p.eff_expert != 1.0:
         moved.append(f"MoE expert kernels at {p.eff_expert:.3g} of the dense rates")
     if moe and p.overhead_moe_layer_s:
@@ -81,10 +91,12 @@ def moved_terms(p: EngineParams, moe: bool = True) -> list[str]:
 
 # Dataflow parts compiled ahead of time (weights pinned in SRAM or in a compute array) run a
 # static graph with no per-step Python scheduler and a short chip-to-chip hop; their per-layer
-# latency is unpublished, so it keeps the GPU default. CPUs have no kernel-launch cost but
-# reach a smaller share of their peaks.
+# latency is unpublished: 10 us, no kernel launches (the published one-user rates of
+# docs/accuracy.md hold at it). CPUs have no kernel-launch cost but reach a smaller share of
+# their peaks.
 _DATAFLOW = EngineParams(
     overhead_step_s=2.0e-4,
+    overhead_layer_s=1.0e-5,
     overhead_seq_s=5.0e-6,
     overhead_collective_s=2.0e-6,
     source="wattserve defaults for SRAM/compute-in-memory dataflow parts (docs/model.md)",
@@ -117,6 +129,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "attn_factor": (0.0, 100.0, True),  # attention free, or a hundred times the GEMMs'
     "eff_expert": (0.001, 1.0, False),  # times eff_compute or eff_memory: at most the peaks
     "overhead_moe_layer_s": (0.0, 1.0, False),
+    "elementwise_factor": (0.0, 100.0, False),  # 0: fused into the GEMMs
     "memory_utilization": (MIN_MEMORY_SHARE, 1.0, False),
     "power_k_compute": (0.0, 100.0, False),
     "power_k_memory": (0.0, 100.0, False),

@@ -5,7 +5,10 @@ tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read o
 `seqs` is the number of sequences. Prefill and decode are both steps:
 
     time = max(FLOPs / (peak * eff_compute * tp), bytes / (bw * eff_memory * tp))
+           + elementwise kernels (each token's activations, per layer, at the same bandwidth)
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
+
+The LM head's FLOPs count once per sequence in a step (the token sampled), not per token.
     power = devices * idle + tp * (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory)
 
 u over the tp devices a stage runs on (pipeline stages take turns), so the step's gaps (its time
@@ -45,6 +48,7 @@ class StepCost(NamedTuple):
     bytes: float
     power_w: float
     energy_j: float
+    elementwise_s: float = 0.0  # the layers' elementwise kernels, between their GEMMs
 
     @property
     def bound(self) -> str:
@@ -67,7 +71,10 @@ class PerfModel:
         # step's time is its work over tp devices' rate), so the others wait at idle power
         self.busy_devices = dep.tp
         self.moe = m.is_moe
-        self.flops_per_token = float(m.flops_per_token)
+        # the LM head runs once per sequence in a step (its last token: the one sampled), not
+        # for every prompt token: vLLM and llama.cpp compute only those logits (docs/model.md)
+        self.head_flops = 2.0 * m.lm_head_params
+        self.flops_per_token = float(m.flops_per_token) - self.head_flops
         self.attn_coef = float(m.attention_flops_per_token_per_context)
         self.kv_bytes_per_token = m.kv_bytes_per_token(dep.kv_dtype)
         # what the step time charges for them (EngineParams.attn_factor); the step's FLOPs and
@@ -86,6 +93,13 @@ class PerfModel:
 
         self.flops_rate = self._flops_rate()
         self.bytes_rate = self._bytes_rate()
+        # the elementwise kernels between a layer's GEMMs (norms, residual adds, rotary, the
+        # activation) stream each token's activations through memory, in kernels of their own:
+        # time added to the step's, and load
+        self.act_bytes_per_token = (
+            elementwise_bytes_per_token(m, dep.tp) * params.elementwise_factor
+        )
+        self.act_time_per_token = self.act_bytes_per_token / self.bytes_rate
         link = self._link_rate()
         layers = m.num_layers
         per_token_act = m.hidden_size * ACTIVATION_BYTES
@@ -128,8 +142,10 @@ class PerfModel:
         self.k_memory = params.power_k_memory * params.eff_memory
         # a decode run's load line (run_lines): per unit of FLOPs and bytes, then its parts
         self.load_c, self.load_m = self.k_compute / self.flops_rate, self.k_memory / self.bytes_rate
-        self.load_token = self.load_c * self.time_flops_per_token  # experts' shortfall: load
+        # a decode step's token, its logits included; the experts' shortfall counts as load
+        self.load_token = self.load_c * (self.time_flops_per_token + self.head_flops)
         self.load_context = self.load_c * self.attn_coef + self.load_m * self.kv_bytes_per_token
+        self.load_token += self.load_m * self.act_bytes_per_token
         self.load_base = self.load_m * self.base_weight_bytes + self.poison
 
     # -- figure resolution ----------------------------------------------------------------
@@ -242,7 +258,11 @@ class PerfModel:
 
     def step_time(self, tokens: float, attn_work: float, kv_tokens: float, seqs: float) -> float:
         """Seconds for one step (see the module docstring for the arguments)."""
-        flops = self.time_flops_per_token * tokens + self.attn_time_coef * attn_work
+        flops = (
+            self.time_flops_per_token * tokens
+            + self.head_flops * seqs
+            + self.attn_time_coef * attn_work
+        )
         nbytes = self.base_weight_bytes + self.kv_time_bytes * kv_tokens
         if self.moe:
             nbytes += self.expert_time_bytes * (
@@ -260,6 +280,7 @@ class PerfModel:
             (t_c if t_c > t_m else t_m)
             + self.comm_fixed
             + self.comm_per_token * tokens
+            + self.act_time_per_token * tokens
             + self.overhead_fixed
             + self.overhead_seq * seqs
             + self.poison
@@ -269,7 +290,7 @@ class PerfModel:
         """One step with its breakdown, power and energy."""
         attn_flops = self.attn_coef * attn_work
         kv_bytes = self.kv_bytes_per_token * kv_tokens
-        flops = self.flops_per_token * tokens + attn_flops
+        flops = self.flops_per_token * tokens + self.head_flops * seqs + attn_flops
         nbytes = self.base_weight_bytes + kv_bytes
         waits = 0.0  # bytes the busiest expert-parallel device reads beyond an even share
         slow_f = slow_b = 0.0  # what the expert kernels' shortfall adds (_expert_slowdown)
@@ -290,9 +311,13 @@ class PerfModel:
         t_m += self.poison
         comm = self.comm_fixed + self.comm_per_token * tokens
         overhead = self.overhead_fixed + self.overhead_seq * seqs
-        time_s = max(t_c, t_m) + comm + overhead
+        act_s = self.act_time_per_token * tokens
+        nbytes += self.act_bytes_per_token * tokens
+        time_s = max(t_c, t_m) + act_s + comm + overhead
         power = self.power_w(*self._work_s(flops + slow_f, nbytes + slow_b), time_s)
-        return StepCost(time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s)
+        return StepCost(
+            time_s, t_c, t_m, comm, overhead, flops, nbytes, power, power * time_s, act_s
+        )
 
     def work_times(self, c: StepCost, tokens: float) -> tuple[float, float]:
         """The seconds the work of step `c` (of `tokens` tokens) takes at the modelled rates:
@@ -435,6 +460,26 @@ def _expert_pad_rows(rows: float) -> float:
     return block - rows if rows < 0.5 * block else 0.5 * block
 
 
+# The passes over a token's activations that a layer's elementwise kernels make in vLLM
+# (csrc/layernorm_kernels.cu, pos_encoding_kernels.cu, activation_kernels.cu): two fused
+# add-RMSNorms read the hidden state and the residual and write both (4 passes each), rotary
+# embedding rewrites q and k in place (about 2.5 for grouped-query attention); the gated
+# activation reads the FFN's two halves and writes one (3 passes of its width; 2 ungated).
+ELEMENTWISE_HIDDEN_PASSES = 10.5
+
+
+def elementwise_bytes_per_token(m: ModelSpec, tp: int) -> float:
+    """Bytes a token's elementwise kernels move over all layers and `tp` devices: each device
+    normalises the whole hidden state and activates its share of the FFN (docs/model.md)."""
+    if m.is_moe:
+        ffn = m.experts_per_token * (m.expert_intermediate_size or m.intermediate_size)
+        ffn += m.shared_intermediate_size
+    else:
+        ffn = m.intermediate_size
+    passes = ELEMENTWISE_HIDDEN_PASSES * m.hidden_size * tp + (3 if m.gated_mlp else 2) * ffn
+    return ACTIVATION_BYTES * m.num_layers * passes
+
+
 def _gemm_kernels(m: ModelSpec) -> int:
     """GEMM kernels in one step: per layer QKV, the output projection, and the MLP's two
     (gate and up fused, then down; for MoE the fused expert kernels, the router's, and the
@@ -483,7 +528,7 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     load line la + ld*j: k_c times the step's own compute seconds plus k_m times its memory
     seconds (PerfModel.work_times), which power_w divides by the step time."""
     s = float(seqs)
-    tc0 = (pm.time_flops_per_token * s + pm.attn_time_coef * kv0) / pm.flops_rate
+    tc0 = ((pm.time_flops_per_token + pm.head_flops) * s + pm.attn_time_coef * kv0) / pm.flops_rate
     tm0 = (pm.base_weight_bytes + pm.kv_time_bytes * kv0) / pm.bytes_rate
     if pm.moe:
         tm0 += pm.expert_time_bytes * pm.experts_read(s) / pm.bytes_rate
@@ -495,7 +540,11 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     tm0 += pm.gemm_floor_s
     dtm = pm.kv_time_bytes * s / pm.bytes_rate
     fixed = (
-        pm.comm_fixed + pm.comm_per_token * s + pm.overhead_fixed + pm.overhead_seq * s + pm.poison
+        pm.comm_fixed
+        + (pm.comm_per_token + pm.act_time_per_token) * s
+        + pm.overhead_fixed
+        + pm.overhead_seq * s
+        + pm.poison
     )
     # the load line from the steps' own FLOPs and bytes (the step's, not experts_read's count)
     la = pm.load_token * s + pm.load_context * kv0 + pm.load_base

@@ -62,6 +62,8 @@ def _phase(name: str, cost: StepCost | None, perf: PerfModel | None, tokens: int
         f"{name}: {cost.time_s * 1e3:.4g} ms, bound by {cost.bound}",
         f"  compute    {cost.compute_s * 1e3:10.4g} ms  ({cost.flops / 1e12:.4g} TFLOP)",
         f"  memory     {cost.memory_s * 1e3:10.4g} ms  ({cost.bytes / 1e9:.4g} GB moved)",
+        f"  elementwise{cost.elementwise_s * 1e3:10.4g} ms  (norms, rotary, activation: "
+        "kernels of their own)",
         f"  comm       {cost.comm_s * 1e3:10.4g} ms  (TP all-reduces, PP hops)",
         f"  overhead   {cost.overhead_s * 1e3:10.4g} ms  (step, per layer, per sequence"
         + ("; MoE routing)" if perf is not None and perf.moe else ")"),
@@ -83,7 +85,7 @@ def _phase(name: str, cost: StepCost | None, perf: PerfModel | None, tokens: int
 
 def explain(e: Estimate) -> str:
     """Each term, what bounds it, and the catalog figures with their sources."""
-    lines = [summary(e), "", "time = max(compute, memory) + comm + overhead"]
+    lines = [summary(e), "", "time = max(compute, memory) + elementwise + comm + overhead"]
     lines += _phase(
         f"prefill ({e.batch} x {e.prompt_tokens} tokens)",
         e.prefill_cost,
