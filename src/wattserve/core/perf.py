@@ -7,13 +7,12 @@ tokens of the context each attends to; `kv_tokens` is the KV-cache tokens read o
     time = max(FLOPs / (peak * eff_compute * tp), bytes / (bw * eff_memory * tp))
            + elementwise kernels (each token's activations, per layer, at the same bandwidth)
            + communication (TP all-reduces, PP hops) + overheads (step, layer, sequence)
-
-The LM head's FLOPs count once per sequence in a step (the token sampled), not per token.
     power = devices * idle + tp * (tdp - idle) * min(1, k_c * u_compute + k_m * u_memory)
 
 u over the tp devices a stage runs on (pipeline stages take turns), so the step's gaps (its time
 outside compute and memory: overheads, launches, all-reduces) and a stage's wait for the others
-draw the idle power (docs/model.md).
+draw the idle power (docs/model.md). The LM head's FLOPs count once per sequence in a step
+(the token sampled), not per token.
 
 Small GEMMs (off by default): each GEMM's FLOPs are counted as if its output had
 gemm_pad_elems more elements, and each GEMM kernel adds gemm_latency_s to the memory time

@@ -58,12 +58,13 @@ def summary(e: Estimate) -> str:
 def _phase(name: str, cost: StepCost | None, perf: PerfModel | None, tokens: int) -> list[str]:
     if cost is None:
         return [f"{name}: not computed"]
+    act_gb = 0.0 if perf is None else perf.act_bytes_per_token * tokens / 1e9
     lines = [
         f"{name}: {cost.time_s * 1e3:.4g} ms, bound by {cost.bound}",
         f"  compute    {cost.compute_s * 1e3:10.4g} ms  ({cost.flops / 1e12:.4g} TFLOP)",
-        f"  memory     {cost.memory_s * 1e3:10.4g} ms  ({cost.bytes / 1e9:.4g} GB moved)",
-        f"  elementwise{cost.elementwise_s * 1e3:10.4g} ms  (norms, rotary, activation: "
-        "kernels of their own)",
+        f"  memory     {cost.memory_s * 1e3:10.4g} ms  ({cost.bytes / 1e9 - act_gb:.4g} GB moved)",
+        f"  elementwise{cost.elementwise_s * 1e3:10.4g} ms  ({act_gb:.4g} GB: norms, rotary, "
+        "activation, in kernels of their own)",
         f"  comm       {cost.comm_s * 1e3:10.4g} ms  (TP all-reduces, PP hops)",
         f"  overhead   {cost.overhead_s * 1e3:10.4g} ms  (step, per layer, per sequence"
         + ("; MoE routing)" if perf is not None and perf.moe else ")"),
