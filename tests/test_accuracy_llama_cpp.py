@@ -21,15 +21,16 @@ def _key(m):  # type: ignore[no-untyped-def]
 
 
 def _calibrate_on_six(
-    data: Path, held_out: set[tuple[str, int]] = HELD_OUT
+    data: Path, held_out: set[tuple[str, int]] = HELD_OUT, logits_all: bool = False
 ) -> tuple[FitReport, list[tuple[Measurement, float, float]]]:
     """Calibrate on the profile's rows but `held_out`; each held-out row with the defaults'
-    and the calibration's absolute relative error."""
+    and the calibration's absolute relative error. `logits_all`: the profile timed the engine
+    computing every token's logits (the server's setting, since 2026-12-03's run G)."""
     catalog = load_catalog([data / "local-cpu.yaml"])
     rows = read_measurements(data / "measurements.csv")
     train = [m for m in rows if _key(m) not in held_out]
     assert len(train) == 6
-    calib, [report] = fit_calibration(train, catalog)
+    calib, [report] = fit_calibration(train, catalog, logits_all=logits_all)
     out = []
     for m in rows:
         if _key(m) not in held_out:
@@ -99,7 +100,7 @@ def test_a_profile_with_the_servers_logits_predicts_its_held_out_rows() -> None:
     three rounds), timing llama.cpp with the server's logits_all (docs/fidelity.md run G):
     calibrated on six rows, the 512-token prefill and the decode step at 1,536 tokens of
     context are predicted within 2% and 13% (the defaults: 48% and 72% off)."""
-    report, held = _calibrate_on_six(LOGITS_ALL)
+    report, held = _calibrate_on_six(LOGITS_ALL, logits_all=True)
     assert set(report.fitted) == {"eff_memory", "eff_compute", "attn_factor"}
     for m, err_before, err_after in held:
         assert err_after < err_before and err_after < 0.15, (m, err_before, err_after)
@@ -115,7 +116,9 @@ def test_a_profile_timing_decode_through_the_server_predicts_its_held_out_rows()
     predicted within 3% and the decode step at 1,544 tokens within 16% (the defaults: 38% and
     70% off; decode jumps 8.4 ms from 520 to 1,544 tokens, then 4.8 ms to 3,080, which one
     linear KV read does not follow)."""
-    report, held = _calibrate_on_six(SERVER_DECODE, {("prefill", 512), ("decode", 1544)})
+    report, held = _calibrate_on_six(
+        SERVER_DECODE, {("prefill", 512), ("decode", 1544)}, logits_all=True
+    )
     assert set(report.fitted) == {"eff_memory", "eff_compute"}
     for m, err_before, err_after in held:
         limit = 0.03 if m.phase == "prefill" else 0.16

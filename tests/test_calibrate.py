@@ -235,6 +235,9 @@ def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
         ("overhead_moe_layer_s", -1e-5),
         ("overhead_moe_layer_s", 5),
         ("idle_fraction", 1e-320),  # printed as an idle draw of 0 W
+        ("elementwise_factor", -1),
+        ("elementwise_factor", 1e9),
+        ("logits_all", 2),  # a setting: 0 or 1 (or a share between)
     ):
         f.write_text(json.dumps({"hardware": {"h100-sxm": {term: bad}}}))
         with pytest.raises(ConfigError, match="must be a number in") as err:
@@ -250,6 +253,25 @@ def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
     f.write_text('{"hardware": {"h100-sxm": {"attn_factor": NaN}}}')
     with pytest.raises(ConfigError, match="attn_factor"):
         load_calibration(f)
+
+
+def test_a_calibration_fitted_under_the_earlier_step_model_is_refused(tmp_path: Path) -> None:
+    """A file calibrate wrote before 2026-12-04's step model (no elementwise_factor) fitted
+    its overheads to cover the elementwise kernels and the per-token LM head the model now
+    counts: used as is, it would count them twice. It is refused, saying to calibrate again; a
+    hand-written entry of a few terms is not."""
+    f = tmp_path / "c.json"
+    old = {"eff_memory": 0.85, "overhead_step_s": 2e-4, "fitted": ["eff_memory"], "kept": []}
+    f.write_text(json.dumps({"version": 1, "hardware": {"h100-sxm": old}}))
+    with pytest.raises(ConfigError, match="calibrate again") as err:
+        load_calibration(f)
+    assert err.value.field == "hardware.h100-sxm"
+    f.write_text(
+        json.dumps({"version": 1, "hardware": {"h100-sxm": {**old, "elementwise_factor": 1}}})
+    )
+    assert load_calibration(f).params["h100-sxm"].eff_memory == 0.85
+    f.write_text(json.dumps({"hardware": {"h100-sxm": {"eff_memory": 0.85}}}))
+    assert load_calibration(f).params["h100-sxm"].eff_memory == 0.85
 
 
 def _row(phase: str, batch: int, tokens: int, seconds: float) -> Measurement:

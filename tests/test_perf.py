@@ -108,6 +108,19 @@ def test_prefill_is_compute_bound_with_causal_attention(hw) -> None:  # type: ig
     assert c.bound == "compute"
 
 
+def test_an_engine_with_logits_all_runs_the_head_on_every_token(hw) -> None:  # type: ignore[no-untyped-def]
+    """llama-cpp-python's server computes every evaluated token's logits (its logits_all, which
+    `profile` times): the head's FLOPs count per token there, and a decode step is the same."""
+    every = IDEAL.with_updates(logits_all=1.0)
+    c = PerfModel(Deployment(TINY, hw), every).prefill(batch=4, prompt_tokens=1000)
+    assert c.flops == pytest.approx(
+        4000 * FLOPS_PER_TOKEN + ATTN_FLOPS_PER_CONTEXT * 4 * (1000 * 1001 / 2)
+    )
+    d0 = PerfModel(Deployment(TINY, hw), IDEAL).decode_step(8, 100)
+    d1 = PerfModel(Deployment(TINY, hw), every).decode_step(8, 100)
+    assert d1.flops == pytest.approx(d0.flops) and d1.time_s == pytest.approx(d0.time_s)
+
+
 def test_elementwise_kernels_stream_each_tokens_activations(hw) -> None:  # type: ignore[no-untyped-def]
     """Norms, residual adds, rotary and the gated activation run as kernels of their own
     between the GEMMs: per token and layer 10.5 passes over the hidden state (on every tensor-

@@ -313,12 +313,11 @@ def test_llama_profile_times_the_real_engine_and_writes_the_shared_files(tmp_pat
     assert result.files["hardware"].name == LLAMA_FILES["hardware"]
     assert result.files["calibration"].name == LLAMA_FILES["calibration"]
     catalog = load_catalog([result.files["hardware"]])
+    calibration = load_calibration(result.files["calibration"])
+    # the server computes every token's logits, and the calibration was fitted so
+    assert calibration.params_for(catalog.device("local-cpu")).logits_all == 1.0
     e = estimate(
-        "smollm2-135m",
-        "local-cpu",
-        dtype="w4a16",
-        catalog=catalog,
-        calibration=load_calibration(result.files["calibration"]),
+        "smollm2-135m", "local-cpu", dtype="w4a16", catalog=catalog, calibration=calibration
     )
     assert e.fits and e.tpot_s is not None and e.tpot_s > 0
     assert any("llama.cpp" in line for line in lines)

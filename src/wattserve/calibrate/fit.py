@@ -240,6 +240,7 @@ _PEAKS = EngineParams(
     overhead_layer_s=0.0,
     overhead_seq_s=0.0,
     overhead_collective_s=0.0,
+    elementwise_factor=0.0,
     source="the datasheet peaks",
 )
 
@@ -410,7 +411,7 @@ def select_terms(
         if stage.score < best.score * MIN_GAIN:
             best = stage
         elif len(stage.names) >= len(best.names) + PATIENCE:
-            break  # terms past the best helped neither time: stop looking
+            break  # PATIENCE terms past the best helped none of those times: stop looking
         current = stage
     return best, trail
 
@@ -541,9 +542,14 @@ def _implausible(
     return out
 
 
-def fit_hardware(rows: Sequence[_Row], hw: Hardware, source: str) -> FitReport:
-    """Fit the terms one hardware's rows identify; report per-row and held-out errors."""
+def fit_hardware(
+    rows: Sequence[_Row], hw: Hardware, source: str, logits_all: bool = False
+) -> FitReport:
+    """Fit the terms one hardware's rows identify; report per-row and held-out errors.
+    `logits_all`: the engine measured computes the LM head for every token (EngineParams)."""
     base = default_params(hw)
+    if logits_all:
+        base = base.with_updates(logits_all=1.0)
     multi = any(r.dep.devices > 1 for r in rows)
     moe = any(r.dep.model.is_moe for r in rows)
     candidates = TIME_PARAMS + (COMM_PARAMS if multi else ()) + (MOE_PARAMS if moe else ())
@@ -656,8 +662,11 @@ def fit_calibration(
     catalog: Catalog,
     source: str = "measurements",
     base: Calibration | None = None,
+    logits_all: bool = False,
 ) -> tuple[Calibration, list[FitReport]]:
-    """Fit every hardware in `measurements`; hardware not measured keeps `base`'s terms."""
+    """Fit every hardware in `measurements`; hardware not measured keeps `base`'s terms.
+    `logits_all`: the engine measured computes the LM head for every token it processes
+    (llama-cpp-python's server, as `profile` times it); the calibration records it."""
     groups: dict[str, list[Measurement]] = defaultdict(list)
     for m in measurements:  # one device's rows together, its id in any case (H100-SXM)
         try:
@@ -674,7 +683,7 @@ def fit_calibration(
             del params[old]  # a base entry filed under another case is this one, refitted
             errors.pop(old, None)
             terms.pop(old, None)
-        report = fit_hardware([_row(m, hw, source) for m in ms], hw, source)
+        report = fit_hardware([_row(m, hw, source) for m in ms], hw, source, logits_all)
         params[hw_id] = report.params
         errors[hw_id] = report.as_dict()
         terms[hw_id] = (report.fitted, report.kept)

@@ -57,6 +57,11 @@ class EngineParams:
     # activation) move elementwise_factor times the bytes vLLM's fused kernels do
     # (perf.elementwise_bytes_per_token, docs/model.md); an engine of unfused kernels moves more
     elementwise_factor: float = 1.0
+    # an engine setting, not fitted: 1 where the engine computes the LM head for every token
+    # it processes (llama-cpp-python's server, whose logits_all is on by default and which
+    # `profile` times so), 0 where only each sequence's sampled token (vLLM, llama.cpp's own
+    # server): docs/model.md
+    logits_all: float = 0.0
     memory_utilization: float = 0.9
     # the power curve's slopes (docs/model.md): a compute-bound step at the default efficiency
     # draws its TDP (1.7 x 0.6), a memory-bound one 72% of the dynamic range (0.9 x 0.8); set on
@@ -82,6 +87,8 @@ def moved_terms(p: EngineParams, moe: bool = True) -> list[str]:
         moved.append(f"attention x{p.attn_factor:.3g}")
     if p.elementwise_factor != 1.0:
         moved.append(f"elementwise kernels x{p.elementwise_factor:.3g}")
+    if p.logits_all:
+        moved.append("the LM head on every token (logits_all)")
     if moe and p.eff_expert != 1.0:
         moved.append(f"MoE expert kernels at {p.eff_expert:.3g} of the dense rates")
     if moe and p.overhead_moe_layer_s:
@@ -130,6 +137,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "eff_expert": (0.001, 1.0, False),  # times eff_compute or eff_memory: at most the peaks
     "overhead_moe_layer_s": (0.0, 1.0, False),
     "elementwise_factor": (0.0, 100.0, False),  # 0: fused into the GEMMs
+    "logits_all": (0.0, 1.0, False),
     "memory_utilization": (MIN_MEMORY_SHARE, 1.0, False),
     "power_k_compute": (0.0, 100.0, False),
     "power_k_memory": (0.0, 100.0, False),
@@ -290,6 +298,16 @@ def load_calibration(path: str | Path) -> Calibration:
                 "(docs/model.md): calibrate again from the measurements",
                 path=str(p),
                 field=f"hardware.{hw_id}.gemm_half_rows",
+            )
+        if "fitted" in entry and "elementwise_factor" not in entry:
+            # written by calibrate before the step model of 2026-12-04 (the LM head per token,
+            # no elementwise kernels): its fitted terms stand in for what the model now counts
+            raise ConfigError(
+                "fitted under the step model before 2026-12-04 (no elementwise_factor: the "
+                "LM head charged per token, no elementwise kernels, docs/model.md), so its "
+                "terms would count those twice: calibrate again from the measurements",
+                path=str(p),
+                field=f"hardware.{hw_id}",
             )
         values: dict[str, Any] = {}
         for name in NUMERIC_FIELDS:

@@ -71,8 +71,10 @@ class PerfModel:
         self.busy_devices = dep.tp
         self.moe = m.is_moe
         # the LM head runs once per sequence in a step (its last token: the one sampled), not
-        # for every prompt token: vLLM and llama.cpp compute only those logits (docs/model.md)
-        self.head_flops = 2.0 * m.lm_head_params
+        # for every prompt token, as vLLM computes logits; an engine with logits_all runs it
+        # for every token (llama-cpp-python's server: EngineParams.logits_all, docs/model.md)
+        head = 2.0 * m.lm_head_params
+        self.head_flops = head * (1.0 - params.logits_all)  # per sequence of a step
         self.flops_per_token = float(m.flops_per_token) - self.head_flops
         self.attn_coef = float(m.attention_flops_per_token_per_context)
         self.kv_bytes_per_token = m.kv_bytes_per_token(dep.kv_dtype)

@@ -178,10 +178,13 @@ def _finish(
     tag: str,
     power: str,
     figures: dict[str, float],
+    logits_all: bool = False,
 ) -> ProfileResult:
     csv_path = out / f"measurements-{tag}.csv"
     write_measurements(csv_path, rows)
-    calibration, reports = fit_calibration(rows, catalog, source=csv_path.name)
+    calibration, reports = fit_calibration(
+        rows, catalog, source=csv_path.name, logits_all=logits_all
+    )
     calib_path = out / f"calibration-{tag}.json"
     calibration.save(calib_path)
     return ProfileResult(
@@ -365,7 +368,8 @@ def profile_llama(
                 line=len(rows) + 2,
             )
         )
-    result = _finish(hw, rows, catalog, out, "local", power_note, figures)
+    # the server computes every token's logits (llama.LOGITS_ALL): the calibration says so
+    result = _finish(hw, rows, catalog, out, "local", power_note, figures, llama.LOGITS_ALL)
     result.files["hardware"] = hw_path
     return result
 

@@ -105,12 +105,13 @@ class Row:
 
 
 def _decode_bound(e: Estimate) -> str | None:
-    """The largest term of a decode step: memory, compute, communication or overhead."""
+    """The largest term of a decode step: memory (the elementwise kernels' traffic with it),
+    compute, communication or overhead."""
     d = e.decode_cost
     if d is None:
         return None
     terms = {
-        "memory": d.memory_s,
+        "memory": d.memory_s + d.elementwise_s,
         "compute": d.compute_s,
         "communication": d.comm_s,
         "overhead": d.overhead_s,
@@ -119,12 +120,13 @@ def _decode_bound(e: Estimate) -> str | None:
 
 
 def _mem_bw_utilisation(e: Estimate) -> float | None:
-    """Share of the published memory bandwidth a decode step uses (memory time over step time,
-    times the efficiency the model assumes bandwidth runs at)."""
+    """Share of the published memory bandwidth a decode step uses (memory time, the elementwise
+    kernels' included, over step time, times the efficiency the model assumes bandwidth runs
+    at)."""
     d, perf = e.decode_cost, e.perf
     if d is None or perf is None or math.isinf(perf.bytes_rate) or d.time_s <= 0:
         return None
-    return d.memory_s / d.time_s * perf.params.eff_memory
+    return (d.memory_s + d.elementwise_s) / d.time_s * perf.params.eff_memory
 
 
 def _unverified(e: Estimate, hw: Hardware) -> tuple[str, ...]:
