@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from wattserve import Deployment, EngineParams, ModelSpec, PerfModel, load_catalog, load_model
+from wattserve.core.params import DATASHEET_PEAKS
 
 TINY = ModelSpec(
     id="tiny",
@@ -25,18 +26,7 @@ FLOPS_PER_TOKEN = 2 * (2 * (4_194_304 + 12_582_912) + 1000 * 1024)
 KV_BYTES_PER_TOKEN = 2 * 2 * 8 * 128 * 2  # K and V, 2 layers, 8 heads x 128, bf16
 ATTN_FLOPS_PER_CONTEXT = 4 * 2 * 8 * 128
 
-IDEAL = EngineParams(
-    eff_compute=1.0,
-    eff_memory=1.0,
-    eff_comm=1.0,
-    overhead_step_s=0.0,
-    overhead_layer_s=0.0,
-    overhead_seq_s=0.0,
-    overhead_collective_s=0.0,
-    power_k_compute=1.0,
-    power_k_memory=0.5,
-    elementwise_factor=0.0,
-)
+IDEAL = DATASHEET_PEAKS.with_updates(power_k_compute=1.0, power_k_memory=0.5)
 HEAD_FLOPS = 2 * 1000 * 1024  # the LM head, once per sequence of a step
 
 HW_YAML = """devices:

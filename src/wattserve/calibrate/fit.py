@@ -56,7 +56,7 @@ from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
 from wattserve.core.memory import layout_fit, memory_layout
 from wattserve.core.modelspec import fits_context, load_model
-from wattserve.core.params import Calibration, EngineParams, default_params
+from wattserve.core.params import DATASHEET_PEAKS, Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.errors import CalibrationError, ConfigError, WattserveError
 
@@ -219,7 +219,7 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
         work = (b, b * (c + 1), b * (c + 1), b)
     # the step's FLOPs and bytes at the datasheet peaks, nothing else: a row ten times faster
     # than that (a unit slip, 1 ns for a 14B model's step) is not a measurement
-    floor = perf_model(dep, _PEAKS).step_time(*work)
+    floor = perf_model(dep, DATASHEET_PEAKS).step_time(*work)
     if m.seconds < floor / 10.0:
         raise ConfigError(
             f"{m.seconds:g} s is under a tenth of the {floor:.3g} s this step's FLOPs and "
@@ -229,20 +229,6 @@ def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
             field="seconds",
         )
     return _Row(m, dep, work)
-
-
-# every efficiency 1 and every cost 0: the least time a step's own work can take (_row)
-_PEAKS = EngineParams(
-    eff_compute=1.0,
-    eff_memory=1.0,
-    eff_comm=1.0,
-    overhead_step_s=0.0,
-    overhead_layer_s=0.0,
-    overhead_seq_s=0.0,
-    overhead_collective_s=0.0,
-    elementwise_factor=0.0,
-    source="the datasheet peaks",
-)
 
 
 def _predict(rows: Sequence[_Row], params: EngineParams) -> np.ndarray:

@@ -108,6 +108,19 @@ _DATAFLOW = EngineParams(
     overhead_collective_s=2.0e-6,
     source="wattserve defaults for SRAM/compute-in-memory dataflow parts (docs/model.md)",
 )
+# every efficiency 1 and every cost 0: the least time a step's own work can take (calibrate
+# refuses rows faster than a tenth of it; the unit tests' ideal engine)
+DATASHEET_PEAKS = EngineParams(
+    eff_compute=1.0,
+    eff_memory=1.0,
+    eff_comm=1.0,
+    overhead_step_s=0.0,
+    overhead_layer_s=0.0,
+    overhead_seq_s=0.0,
+    overhead_collective_s=0.0,
+    elementwise_factor=0.0,
+    source="the datasheet peaks",
+)
 _GPU = EngineParams()  # one object: estimate's caches find it by identity, not by comparing fields
 _CPU = EngineParams(
     eff_compute=0.5,

@@ -143,10 +143,13 @@ class PerfModel:
         self.k_memory = params.power_k_memory * params.eff_memory
         # a decode run's load line (run_lines): per unit of FLOPs and bytes, then its parts
         self.load_c, self.load_m = self.k_compute / self.flops_rate, self.k_memory / self.bytes_rate
-        # a decode step's token, its logits included; the experts' shortfall counts as load
-        self.load_token = self.load_c * (self.time_flops_per_token + self.head_flops)
+        # a decode step's token: its logits and its elementwise kernels included; the experts'
+        # shortfall counts as load
+        self.load_token = (
+            self.load_c * (self.time_flops_per_token + self.head_flops)
+            + self.load_m * self.act_bytes_per_token
+        )
         self.load_context = self.load_c * self.attn_coef + self.load_m * self.kv_bytes_per_token
-        self.load_token += self.load_m * self.act_bytes_per_token
         self.load_base = self.load_m * self.base_weight_bytes + self.poison
 
     # -- figure resolution ----------------------------------------------------------------
