@@ -437,7 +437,8 @@ def test_a_request_past_its_models_window_is_left_out_not_the_whole_plan(tmp_pat
         ({"time_limit_s": 0}, "--time-limit"),
         ({"available": {"h100-sxm": 1.5}}, "--available"),
         ({"available": {"h100-sxm": True}}, "--available"),
-        ({"max_rounds": -1}, "max_rounds"),
+        ({"max_rounds": -1}, "--max-rounds"),
+        ({"max_rounds": 10**9}, "--max-rounds"),  # each round simulates the whole workload
         ({"headroom": None}, "--headroom"),  # was a TypeError
         ({"capacity": "exact"}, "--capacity"),
     ],

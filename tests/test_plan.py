@@ -21,6 +21,7 @@ from wattserve.core.deployment import Deployment
 from wattserve.core.fleet import Fleet, load_fleet
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration
+from wattserve.core.perf import PerfModel
 from wattserve.core.sites import Site
 from wattserve.core.workload import SLO, load_workload
 from wattserve.errors import ConfigError
@@ -30,6 +31,7 @@ from wattserve.plan.fleetfile import write_fleet
 from wattserve.plan.milp import solve
 from wattserve.plan.problem import Flow, Limits, Option, Problem
 from wattserve.plan.report import plan_html
+from wattserve.plan.table import plan_text
 from wattserve.simulate import simulate
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -252,6 +254,23 @@ def test_simulated_capacity_holds_the_slo_and_is_cached() -> None:
     assert again == cap and cache.hits == 1
 
 
+def test_simulated_capacity_of_short_requests_is_bounded_by_a_full_batch() -> None:
+    """A replica emits no more tokens a second than its largest batch does, whatever the probe.
+    The probe used to be 300 requests: a burst that one A100's 256-sequence batch absorbs at any
+    rate, so short requests' capacity came out at the search's ceiling (64x the analytic bound,
+    4,872 req/s of Llama-2-7B on one A100: 487,000 tokens/s)."""
+    cat = load_catalog()
+    for hw_id in ("a100-sxm-80gb", "h100-sxm"):
+        hw = cat.device(hw_id)
+        dep = Deployment(load_model("llama-2-7b"), hw)
+        params = Calibration().params_for(hw)
+        shape = Shape("llama-2-7b", 100, 100, 5.0, 0.12, 0.9)
+        cap = replica_capacity(dep, params, shape, "simulated")
+        full = PerfModel(dep, params).decode_step(dep.max_num_seqs, 150).time_s
+        most = dep.max_num_seqs / full / shape.output_tokens  # req/s at a full batch, no prefill
+        assert 0 < cap.rate_rps <= most, (hw_id, cap.rate_rps, most)
+
+
 def test_written_plan_loads_in_simulate_and_meets_its_slo(tmp_path: Path) -> None:
     w = tmp_path / "w.yaml"
     w.write_text(
@@ -271,6 +290,35 @@ def test_written_plan_loads_in_simulate_and_meets_its_slo(tmp_path: Path) -> Non
     assert report["slo_attainment"] >= 0.9
     for site in report["sites"].values():
         assert site["peak_power_w"] <= 5000
+    assert result.unmet == {} and result.as_dict()["verified"] is True
+    assert "verified: every class met its SLO" in plan_text(result)
+
+
+def test_a_plan_that_verification_leaves_short_says_so_and_exits_4(tmp_path: Path) -> None:
+    """--verify's rounds end with a class still under its SLO: the plan is written, its text
+    and JSON say which class misses by how much, and the exit status (4) tells a script."""
+    args = [
+        sys.executable, "-m", "wattserve", "plan",
+        "--workload", str(EXAMPLES / "workload-multisite.yaml"),
+        "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
+        "--hardware", "h100-sxm,a100-sxm-80gb,l4,jetson-agx-orin-64gb", "--verify",
+    ]  # fmt: skip
+    out = tmp_path / "plan.yaml"
+    p = subprocess.run(
+        [*args, "--max-rounds", "0", "--out", str(out)], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 4, p.stderr
+    assert "NOT VERIFIED: after 0 rounds of derating, " in p.stdout
+    assert "still misses its SLO" in p.stdout and load_fleet(out).deployments
+    j = subprocess.run([*args, "--max-rounds", "0", "--json"], capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    d = json.loads(j.stdout)
+    assert j.returncode == 4 and d["verified"] is False and len(d["verify_rounds"]) == 1
+    for bad in ("-1", "51", "x", "1.5"):
+        r = subprocess.run([*args, "--max-rounds", bad], capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+        assert r.returncode == 2 and "--max-rounds" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:

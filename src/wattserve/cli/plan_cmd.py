@@ -14,7 +14,7 @@ from wattserve.core.fleet import load_sites
 from wattserve.core.hardware import MATURITY
 from wattserve.core.workload import workload_files
 from wattserve.errors import ConfigError, PlanInfeasibleError
-from wattserve.plan.api import plan
+from wattserve.plan.api import DEFAULT_ROUNDS, plan
 from wattserve.plan.capacity import CapacityCache
 from wattserve.plan.fleetfile import fleet_text
 from wattserve.plan.report import plan_html
@@ -89,6 +89,9 @@ def plan_cmd(
     verify: Annotated[bool, typer.Option(help="Simulate the plan; add capacity, re-solve.")] = (
         False
     ),
+    max_rounds: Annotated[
+        int, typer.Option(help="--verify: rounds of derating at most, after the first run.")
+    ] = DEFAULT_ROUNDS,
     time_limit: Annotated[float, typer.Option(help="Solver time limit, s.")] = 60.0,
     seed: Annotated[int, typer.Option(help="Seed for the workload's generators.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -143,6 +146,7 @@ def plan_cmd(
             capacity=capacity,  # type: ignore[arg-type]
             cache=store,
             verify=verify,
+            max_rounds=max_rounds,
             time_limit_s=time_limit,
             seed=seed,
         )
@@ -167,3 +171,5 @@ def plan_cmd(
         typer.echo(plan_text(result))
         if out is not None:
             typer.echo(f"fleet file written: {out}")
+    if result.unmet:  # asked to verify, and a class still misses its SLO: written, not verified
+        raise typer.Exit(4)

@@ -23,6 +23,12 @@ from wattserve.plan.capacity import CapacityCache, CapacityMethod
 from wattserve.plan.milp import OBJECTIVES, Solution, diagnose, solve
 from wattserve.plan.problem import Limits, Option, Problem, build_problem
 
+# --verify's rounds of derating: by default (the multi-site example in docs/plan.md met every
+# SLO at round 6 on 2026-12-04: four were too few), and at most (each round simulates the
+# whole workload)
+DEFAULT_ROUNDS = 8
+MAX_ROUNDS = 50
+
 
 @dataclass
 class SiteRow:
@@ -79,6 +85,14 @@ class Plan:
     def replicas(self) -> dict[str, int]:
         return {self.problem.options[j].name: n for j, n in self.solution.replicas.items()}
 
+    @property
+    def unmet(self) -> dict[str, dict[str, Any]] | None:
+        """The classes that missed their SLO in the last round of `--verify` (empty: the
+        plan is verified); None when the plan was not simulated."""
+        if not self.rounds:
+            return None
+        return {c: v for c, v in self.rounds[-1]["classes"].items() if not v["met"]}
+
     def as_dict(self) -> dict[str, Any]:
         tok = self.output_tokens_per_s
         return {
@@ -121,6 +135,7 @@ class Plan:
             ],
             "comparisons": self.comparisons,
             "verify_rounds": self.rounds,
+            "verified": None if self.unmet is None else not self.unmet,
             "excluded": self.problem.excluded,
             "left_out": list(self.problem.left_out),
             "capacity_cache": {
@@ -321,7 +336,7 @@ def plan(
     catalog: Catalog | None = None,
     compare_with_single: bool = True,
     verify: bool = False,
-    max_rounds: int = 4,
+    max_rounds: int = DEFAULT_ROUNDS,
     time_limit_s: float = 60.0,
     seed: int = 0,
 ) -> Plan:
@@ -345,9 +360,14 @@ def plan(
             f"must be a positive finite number of seconds, got {time_limit_s!r:.40}",
             field="--time-limit",
         )
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
+    if (
+        isinstance(max_rounds, bool)
+        or not isinstance(max_rounds, int)
+        or not 0 <= max_rounds <= MAX_ROUNDS
+    ):  # each round is a simulation of the workload: a bound, not a budget run out
         raise ConfigError(
-            f"must be a whole number >= 0, got {max_rounds!r:.40}", field="max_rounds"
+            f"must be a whole number from 0 to {MAX_ROUNDS}, got {max_rounds!r:.40}",
+            field="--max-rounds",
         )
     if capacity not in ("simulated", "analytic"):
         raise ConfigError("use simulated or analytic", field="--capacity")

@@ -11,8 +11,11 @@ Two steps, both from the PerfModel and the EngineModel (no rule of thumb):
 2. `simulated_rate`: bisection on r, each probe a short Poisson run of one replica through the
    simulator (the same EngineModel `simulate` and `serve` use), its requests' lengths cycling
    through a sample of the class's own, passing when the class's percentile share of requests
-   meets both TTFT and TPOT and every request completes. The
-   analytic bound brackets the search.
+   meets both TTFT and TPOT and every request completes. The analytic bound brackets the
+   search, which never passes the saturation rate (the steady state with the batch at its
+   limit, whatever the step time): past it the queue grows without end. A probe's arrivals
+   span three times the longest a request may stay within its SLO (at least 300 requests),
+   so that a backlog shows as missed TTFTs rather than being absorbed as one burst.
 
 Results are cached per (deployment, engine parameters, class shape); `CapacityCache` can be
 saved to and loaded from JSON so that a second plan of the same candidates is quick.
@@ -24,6 +27,7 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +43,16 @@ from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError
 
 CapacityMethod = Literal["simulated", "analytic"]
-PROBE_REQUESTS = 300  # requests in one simulated probe: enough for a p99 to see queueing
+# Requests in one simulated probe: at least PROBE_REQUESTS (enough for a p99 to see queueing),
+# and enough that their arrivals span PROBE_RESIDENCES times the longest a request of the
+# class's mean length may stay and still meet its SLO (TTFT + output x TPOT). A shorter probe
+# is a burst the engine may absorb whole: 300 short requests (100 in, 100 out) fit one A100's
+# 256-sequence batch, so every rate passed and Llama-2-7B's capacity came out at the search's
+# ceiling, 64x the steady-state bound (4,872 req/s on one A100, where the bound is 64).
+# PROBE_MAX bounds a probe's work (the simulator runs some 50,000 such requests a second).
+PROBE_REQUESTS = 300
+PROBE_RESIDENCES = 3.0
+PROBE_MAX = 20_000
 BISECT_STEPS = 7  # a bracket of [0.5x, 1.2x] the bound narrows to within about 1%
 # Checks on a cached Capacity: the analytic bound stops near 2^20 req/s and the simulated
 # search at 64x it, so a rate past 1e8 is no replica's; 10 MW is past any replica's draw.
@@ -204,28 +217,43 @@ def _steady_tau(pm: PerfModel, rate: float, p: int, o: int) -> tuple[float, floa
     return (tau, batch) if abs(rate * (o + 1) * tau - batch) < 0.05 * batch + 1 else (math.inf,) * 2
 
 
-def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, str]:
-    """The steady-state bound on the rate (req/s), and why it is 0 when it is."""
+def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, float, str]:
+    """The steady-state bound on the rate (req/s), the saturation rate (the most the replica
+    sustains at all: a steady state whose batch fits max_num_seqs and the KV cache, whatever
+    its step time), and why the bound is 0 when it is."""
     dep = pm.deployment
     p, o = shape.prompt_tokens, shape.output_tokens
     if shape.ttft_s <= 0:
-        return 0.0, "the network round trip alone exceeds the TTFT limit"
+        return 0.0, 0.0, "the network round trip alone exceeds the TTFT limit"
     first = pm.prefill(1, min(p, dep.max_batched_tokens)).time_s * math.ceil(
         p / dep.max_batched_tokens
     )
     if first > shape.ttft_s:
-        return 0.0, f"one prefill takes {first * 1e3:.0f} ms, over the TTFT budget"
+        return 0.0, 0.0, f"one prefill takes {first * 1e3:.0f} ms, over the TTFT budget"
     solo = pm.decode_step(1, p + o).time_s
     if solo > shape.tpot_s:
-        return 0.0, f"one decode step takes {solo * 1e3:.1f} ms, over the TPOT limit"
+        return 0.0, 0.0, f"one decode step takes {solo * 1e3:.1f} ms, over the TPOT limit"
     max_batch = min(dep.max_num_seqs, kv_blocks * 16 // max(1, p + o))
     if max_batch < 1:
-        return 0.0, "the KV cache cannot hold one request of this length"
+        return 0.0, 0.0, "the KV cache cannot hold one request of this length"
 
-    def ok(rate: float) -> bool:
-        tau, batch = _steady_tau(pm, rate, p, o)
-        return tau <= shape.tpot_s and batch <= max_batch
+    # Saturation counts a whole request's KV per sequence, as the bound does. Counting the mean
+    # (prompt and half the output) put one L4's Llama-2-7B short requests at 9.6 req/s, which a
+    # 3-residence probe passed and a 30-residence one (510 s) failed at 9.0; at 8.2 both hold.
+    def steady(tpot_s: float) -> Callable[[float], bool]:
+        def ok(rate: float) -> bool:
+            tau, batch = _steady_tau(pm, rate, p, o)
+            return tau <= tpot_s and batch <= max_batch
 
+        return ok
+
+    bound = _largest(steady(shape.tpot_s))
+    why = "" if bound > 0 else "no positive rate keeps the step time within the TPOT limit"
+    return bound, max(bound, _largest(steady(math.inf))), why
+
+
+def _largest(ok: Callable[[float], bool]) -> float:
+    """The largest rate for which `ok` holds (0 if none), to 40 halvings of a doubled bracket."""
     hi = 1.0
     while ok(hi) and hi < 1e6:
         hi *= 2
@@ -233,7 +261,7 @@ def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, s
     for _ in range(40):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo, "" if lo > 0 else "no positive rate keeps the step time within the TPOT limit"
+    return lo
 
 
 def _probe_fleet(dep: Deployment, params: EngineParams, blocks: int) -> Fleet:
@@ -253,18 +281,17 @@ def _probe(fleet: Fleet, shape: Shape, rate: float, seed: int = 1) -> tuple[bool
     t = 0.0
     reqs = []
     sizes = shape.sizes or ((shape.prompt_tokens, shape.output_tokens),)
-    for i in range(PROBE_REQUESTS):
+    span = rate * PROBE_RESIDENCES * (shape.ttft_s + shape.output_tokens * shape.tpot_s)
+    n = int(min(PROBE_MAX, max(PROBE_REQUESTS, math.ceil(min(span, PROBE_MAX)))))
+    for i in range(n):
         t += rng.expovariate(rate)
         p, o = sizes[i % len(sizes)]
         reqs.append(Request(i, t, p, o, shape.model))
     slo = SLO(shape.ttft_s, shape.tpot_s, shape.percentile)
     report, _ = simulate(fleet, Workload(reqs, {"default": slo}), "round_robin", governor=False)
-    held = (
-        report["completed"] == PROBE_REQUESTS
-        and (report["slo_attainment"] or 0.0) >= shape.percentile
-    )
+    held = report["completed"] == n and (report["slo_attainment"] or 0.0) >= shape.percentile
     energy = report["energy_j"] or 0.0
-    return held, energy / report["span_s"], energy / PROBE_REQUESTS
+    return held, energy / report["span_s"], energy / n
 
 
 def replica_capacity(
@@ -304,7 +331,7 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
     idle = pm.idle_power_w if not pm.power_missing else math.nan
     if why:
         return Capacity(0.0, idle, idle, idle, math.nan, why)
-    bound, why = analytic_rate(pm, blocks, shape)
+    bound, most, why = analytic_rate(pm, blocks, shape)
     if bound <= 0:
         return Capacity(0.0, idle, idle, idle, math.nan, why)
     _, batch = _steady_tau(pm, bound, shape.prompt_tokens, shape.output_tokens)
@@ -314,13 +341,17 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
         avg = step.power_w
         return Capacity(bound, avg, max(peak, avg), idle, avg / bound)
     fleet = _probe_fleet(dep, params, blocks)
-    hi = bound * 1.2
+    # the search stays under the saturation rate: past it the queue grows without end, which a
+    # finite probe may not run long enough to show
+    hi = min(bound * 1.2, most)
     held, w, j = _probe(fleet, shape, hi)
     best: tuple[float, float, float] | None = None
-    while held and hi < bound * 64:  # the bound was pessimistic: widen
+    while held and hi < min(bound * 64, most):  # the bound was pessimistic: widen
         best = (hi, w, j)
-        hi *= 2
+        hi = min(hi * 2, most)
         held, w, j = _probe(fleet, shape, hi)
+    if held:  # held at the saturation rate itself
+        best = (hi, w, j)
     if best is None:  # find a rate that holds, halving from 0.6x the bound
         r = bound * 0.6
         while r > bound / 64:

@@ -76,6 +76,19 @@ def plan_text(plan: Plan) -> str:
             for cls, v in r["classes"].items()
         )
         lines.append(f"verify round {r['round']} (${r['usd_per_h']:.2f}/h, {r['policy']}): {parts}")
+    unmet = plan.unmet
+    if unmet == {}:
+        last = len(plan.rounds) - 1
+        lines.append(f"verified: every class met its SLO in simulation (round {last})")
+    elif unmet:
+        lines.append(
+            f"NOT VERIFIED: after {len(plan.rounds) - 1} rounds of derating, "
+            + ", ".join(
+                f"{c} still misses its SLO ({v['attainment']:.1%}, target {v['target']:.0%})"
+                for c, v in unmet.items()
+            )
+            + "; more rounds (--max-rounds) may meet it"
+        )
     lines += [f"left out: {note}" for note in plan.problem.left_out]
     if plan.problem.excluded:
         shown = sorted(plan.problem.excluded.items())[:8]

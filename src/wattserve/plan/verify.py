@@ -19,7 +19,7 @@ from typing import Any
 
 from wattserve.core.policy import Policy
 from wattserve.core.workload import SLO, Request, Workload
-from wattserve.plan.api import Plan, solve_or_explain
+from wattserve.plan.api import DEFAULT_ROUNDS, Plan, solve_or_explain
 from wattserve.plan.fleetfile import plan_fleet
 from wattserve.plan.problem import ContextWindows, Option
 from wattserve.plan.routing import PlanSplit
@@ -97,7 +97,12 @@ DERATE_TRIES = 4
 
 
 def verify_plan(
-    plan: Plan, wl: Workload, *, max_rounds: int = 4, seed: int = 0, time_limit_s: float = 60.0
+    plan: Plan,
+    wl: Workload,
+    *,
+    max_rounds: int = DEFAULT_ROUNDS,
+    seed: int = 0,
+    time_limit_s: float = 60.0,
 ) -> Plan:
     """Simulate, and while a class misses its SLO, derate the capacities it was planned with
     (by its shortfall) on the options serving it, then solve again."""
