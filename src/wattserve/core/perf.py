@@ -77,7 +77,10 @@ class PerfModel:
         self.head_flops = head * (1.0 - params.logits_all)  # per sequence of a step
         self.flops_per_token = float(m.flops_per_token) - self.head_flops
         self.attn_coef = float(m.attention_flops_per_token_per_context)
-        self.kv_bytes_per_token = m.kv_bytes_per_token(dep.kv_dtype)
+        # tensor parallelism past the KV heads replicates them (vLLM; core/memory.py holds the
+        # cache so): each of a head's tp / kv_heads devices reads its whole cache
+        kv_copies = dep.tp / min(dep.tp, m.num_kv_heads)
+        self.kv_bytes_per_token = m.kv_bytes_per_token(dep.kv_dtype) * kv_copies
         # what the step time charges for them (EngineParams.attn_factor); the step's FLOPs and
         # bytes report the true amounts
         self.attn_time_coef = self.attn_coef * params.attn_factor
