@@ -3,7 +3,8 @@
 Target (issue #12, item 11): the KV-bound case at most 3x the light case's wall time, with
 results identical to the engine before the incremental KV count (a digest of every request's
 latencies, the engine's steps, preemptions and energy, recorded in
-benchmarks/simulate_kv_pressure.digest).
+benchmarks/simulate_kv_pressure.digest), and to exact stepping (`--exact`, run beside each:
+fast mode must take the same steps; it once did not under preemption).
 
 KV-bound: Llama-2-70B, TP2 on A100-80GB (about 2 GB per device left for the KV cache), batch
 cap 128, 4,096 batched tokens, recompute preemption. Light: Llama-3.1-8B on one H100 with
@@ -62,10 +63,29 @@ def digest(out: Outcome) -> str:
     return h.hexdigest()[:16]
 
 
+def agreement(fast: Outcome, exact: Outcome) -> str:
+    """Whether fast mode took exact stepping's steps: the same counters, and every latency
+    and the energy within 1e-6 (the runs' sums differ in the last bits, so no digest: 3e-9 on
+    the light case; before 2026-12-04 the KV-bound case differed by 45%)."""
+    counters = [(e.steps, e.preemptions) for e in fast.engines]
+    if counters != [(e.steps, e.preemptions) for e in exact.engines]:
+        return f"DIFFERENT steps or preemptions ({counters} against exact's)"
+    worst = max(
+        (abs(a - b) / max(abs(b), 1e-12)
+         for x, y in ((fast.ttft, exact.ttft), (fast.tpot, exact.tpot), (fast.e2e, exact.e2e))
+         for a, b in zip(sorted(x), sorted(y), strict=True)),
+        default=0.0,
+    )  # fmt: skip
+    energy = [e.busy_energy_j for e in fast.engines], [e.busy_energy_j for e in exact.engines]
+    worst = max([worst] + [abs(a - b) / b for a, b in zip(*energy, strict=True) if b])
+    return f"{'identical' if worst <= 1e-6 else 'DIFFERENT'} (largest relative gap {worst:.1e})"
+
+
 def main() -> None:
     record = "--record" in sys.argv[1:]
     walls: dict[str, float] = {}
     digests: dict[str, str] = {}
+    differ: list[str] = []  # cases where fast mode and exact stepping disagree
     for name, (model, hw, tp) in CASES.items():
         fl = fleet(model, hw, tp)
         wl = load_workload(TRACE, default_model=model)
@@ -84,8 +104,16 @@ def main() -> None:
             f"{'':9} completed {out.completed:,}; TTFT p50 {ttft[0]:.3g} s, p99 {ttft[1]:.3g} s;"
             f" TPOT p50 {tpot[0] * 1e3:.3g} ms, p99 {tpot[1] * 1e3:.3g} ms"
         )
+        _, exact = simulate(fl, load_workload(TRACE, default_model=model),
+                            "least_loaded", exact=True)  # fmt: skip
+        agree = agreement(out, exact)
+        print(f"{'':9} the same stepped exactly (--exact): {agree}")
+        if not agree.startswith("identical"):
+            differ.append(name)
     ratio = walls["kv-bound"] / walls["light"]
     print(f"kv-bound / light: {ratio:.1f}x (target <= 3x)")
+    if differ:
+        sys.exit(f"fast mode and exact stepping disagree: {', '.join(differ)}")
     lines = [f"{k} {v}" for k, v in digests.items()]
     if record:
         DIGEST.write_text("\n".join(lines) + "\n")

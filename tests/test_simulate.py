@@ -15,7 +15,7 @@ from wattserve import ConfigError
 from wattserve.cli.app import app
 from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import Decision, FleetView, Policy, TargetView, make_policy
-from wattserve.core.workload import Request, Workload, load_workload, synthetic_arrivals
+from wattserve.core.workload import SLO, Request, Workload, load_workload, synthetic_arrivals
 from wattserve.simulate import simulate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +79,40 @@ def test_fast_mode_agrees_with_exact_stepping(  # type: ignore[no-untyped-def]
         for q, rel in (("p50", 0.02), ("p99", 0.04)):
             assert fast[metric][q] == pytest.approx(exact[metric][q], rel=rel), (metric, q)
     assert fast["energy_j"] == pytest.approx(exact["energy_j"], rel=0.02)
+
+
+@pytest.mark.parametrize("utilization", [0.215, 0.222])
+def test_fast_mode_agrees_with_exact_stepping_when_the_kv_cache_preempts(
+    tmp_path: Path, utilization: float
+) -> None:
+    """No power cap, one H100 with a KV cache of a few thousand tokens: every step is the same
+    in both modes. Fast mode ran a step that had just preempted on into a run of decode steps,
+    past the steps where exact stepping admitted again: 80 preemptions against exact's 665,
+    energy 14.5% low (found by an audit, 2026-12-04)."""
+    rng = random.Random(3)
+    (tmp_path / "f.yaml").write_text(
+        "name: tiny\nsites:\n  dc: {kind: datacenter}\ndeployments:\n  h100:\n    site: dc\n"
+        "    model: llama-3.1-8b\n    hardware: h100-sxm\n    replicas: 1\n"
+        f"    gpu_memory_utilization: {utilization}\n"
+    )
+    fleet = load_fleet(tmp_path / "f.yaml")
+
+    def workload() -> Workload:
+        reqs = [
+            Request(i, 0.01 * i, rng.randint(100, 600), rng.randint(100, 800), "llama-3.1-8b")
+            for i in range(40)
+        ]
+        return Workload(reqs, {"default": SLO()})
+
+    state = rng.getstate()
+    fast, f_out = simulate(fleet, workload(), "round_robin")
+    rng.setstate(state)
+    exact, e_out = simulate(fleet, workload(), "round_robin", exact=True)
+    assert fast["preemptions"] == exact["preemptions"] > 10
+    assert fast["engine_steps"] == exact["engine_steps"]
+    assert fast["energy_j"] == pytest.approx(exact["energy_j"], rel=1e-9)
+    for a, b in ((f_out.ttft, e_out.ttft), (f_out.tpot, e_out.tpot)):
+        assert sorted(a) == pytest.approx(sorted(b), rel=1e-9)
 
 
 def test_energy_and_cost_beat_round_robin_and_least_loaded(hetero, shared: Path) -> None:  # type: ignore[no-untyped-def]

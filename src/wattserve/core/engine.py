@@ -2,15 +2,18 @@
 
 Each step the scheduler gives every running decode sequence one token, continues chunked
 prefills, then admits waiting requests while the token budget (`max_batched_tokens`), the
-sequence limit (`max_num_seqs`) and free KV-cache blocks allow. When a decode step cannot get
-a block, the most recently admitted sequence is preempted (its cache freed, recomputed later),
-as vLLM's recompute preemption does, and, as vLLM v1's scheduler does, a step that preempted
-admits no waiting request (unless it preempted every running one): otherwise the sequence just
-preempted is admitted again in the same step, and the next step preempts it again.
+sequence limit (`max_num_seqs`) and free KV-cache blocks allow, each with its whole first
+chunk or not at all (vLLM v1's `allocate_slots` for the chunk, else the queue waits). When a
+decode step cannot get a block, the most recently admitted sequence is preempted (its cache
+freed, recomputed later), as vLLM's recompute preemption does, and, as vLLM v1's scheduler
+does, a step that preempted admits no waiting request (unless it preempted every running one):
+otherwise the sequence just preempted is admitted again in the same step, and the next step
+preempts it again.
 
 Between arrivals and completions nothing changes but context lengths, so a run of pure decode
 steps is advanced in one go with `decode_run` (exact sums); `exact=True` steps one iteration
-at a time instead. Both take the same decisions and give the same times and energy.
+at a time instead. Both take the same decisions and give the same times and energy: a step
+that preempted is taken alone, since the next one may admit again.
 
 Decoding sequences advance together, so their progress is kept lazily against the engine's
 decode clock (steps taken): a run of n steps is O(1), not O(batch). KV blocks are counted
@@ -319,7 +322,10 @@ class EngineModel:
             self._admit(now, chunks, budget, free, rejected)
         if not chunks and not decodes:
             return None, rejected
-        if not chunks and not self.exact:
+        if not chunks and not self.exact and not (preempted and self.waiting):
+            # a run of decode steps, when no step of it would admit a waiting request: free
+            # blocks only shrink as the decodes grow. After a preemption the next step may
+            # admit again, so that step is taken alone, as exact stepping takes it.
             return self._decode_run(now), rejected
         return self._mixed(now, chunks), rejected
 
@@ -342,8 +348,12 @@ class EngineModel:
                 self.pending_prefill -= s.prefill_target
                 rejected.append(s)
                 continue
-            q, add = self._chunk(s, budget, free)
-            if q == 0:
+            # its whole first chunk or nothing, as vLLM v1 admits (allocate_slots for the
+            # chunk, else the queue waits): a chunk cut to the free blocks readmitted a
+            # sequence just preempted, whose next decode preempted it again
+            q = min(s.prefill_target - s.computed, budget)
+            add = -(-(s.computed + q) // BLOCK) - -(-s.computed // BLOCK)
+            if q <= 0 or add > free:
                 break
             self.waiting.popleft()
             self.running[id(s)] = s
