@@ -138,6 +138,16 @@ def test_prompt_larger_than_the_kv_cache_is_rejected() -> None:
     assert 0 not in seqs and seqs[1].generated == 3
 
 
+def test_a_request_that_could_never_finish_is_rejected_on_arrival_not_after_running() -> None:
+    """Its prompt fits but prompt and output do not: it used to run until it outgrew the cache,
+    be preempted, and be rejected for its prompt (seconds of steps and energy spent, and a
+    record saying it never started)."""
+    engine = EngineModel("e", perf(), kv_blocks=10)  # 160 tokens
+    engine.submit(Seq(req(0, 100, 3000)))
+    plan, rejected = engine.next_plan(0.0)
+    assert plan is None and [s.req.id for s in rejected] == [0] and engine.steps == 0
+
+
 def test_max_num_seqs_limits_the_batch() -> None:
     engine = EngineModel("e", perf(max_seqs=2), kv_blocks=10_000)
     for i in range(3):

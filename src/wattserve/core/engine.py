@@ -281,7 +281,7 @@ class EngineModel:
         """Schedule the next step (or run of decode steps) starting at `now`.
 
         Returns the plan (None when there is nothing to do) and the requests that can never
-        run here (a prompt larger than the whole KV cache).
+        run here (a prompt and output larger than the whole KV cache).
         """
         if self.n_decoding and not self.prefilling and not self.waiting and not self.exact:
             # the common case between arrivals: every running sequence is decoding
@@ -342,7 +342,9 @@ class EngineModel:
         impossible requests to `rejected`."""
         while self.waiting and len(self.running) < self.max_seqs and budget > 0:
             s = self.waiting[0]
-            if -(-s.prefill_target // BLOCK) > self.total_blocks:
+            # it could never finish here: at its last token it holds its prompt and output
+            # (checked on arrival, not after a preemption, once it had run for seconds)
+            if -(-(s.req.prompt_tokens + s.req.output_tokens) // BLOCK) > self.total_blocks:
                 self.waiting.popleft()
                 self.outstanding -= 1
                 self.pending_prefill -= s.prefill_target

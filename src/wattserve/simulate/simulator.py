@@ -352,7 +352,7 @@ class Simulation:
         for s in rejected:
             placed = cast(_Placed, s.tag)
             placed.pool.add(-1)
-            self._reject(s.req, "prompt exceeds the KV cache")
+            self._reject(s.req, "prompt and output exceed the KV cache")
 
     def _start(self, i: int, plan: StepPlan) -> None:
         """Start a plan that waited for power: the same work, shifted to now."""
