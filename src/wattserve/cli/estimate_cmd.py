@@ -58,7 +58,11 @@ def estimate_cmd(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt tokens per sequence.")] = 512,
     output_tokens: Annotated[int, typer.Option(help="Output tokens per sequence.")] = 128,
     context: Annotated[
-        int | None, typer.Option(help="KV context of the decode step (default prompt + output/2).")
+        int | None,
+        typer.Option(
+            help="KV context of the decode step, at least --prompt-tokens (default prompt + "
+            "output/2); the memory fit holds it for every sequence when it exceeds prompt + output."
+        ),
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Calibration JSON from `wattserve calibrate`.")

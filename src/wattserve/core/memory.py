@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -74,6 +76,12 @@ def memory_layout(dep: Deployment, params: EngineParams) -> MemoryLayout:
     return MemoryLayout(kind, weights, kv_token_bytes, kv_split, act_width, capacity, usable)
 
 
+def kv_tokens_held(prompt_tokens: int, output_tokens: int, context_tokens: int) -> int:
+    """KV-cache tokens one sequence holds at its longest: its prompt and output, or the decode
+    context when a step is asked for at a longer one (`estimate --context`)."""
+    return max(prompt_tokens + output_tokens, context_tokens)
+
+
 def memory_fit(
     dep: Deployment, params: EngineParams, batch: int, seq_tokens: int, prefill_tokens: int
 ) -> MemoryFit:
@@ -81,7 +89,10 @@ def memory_fit(
 
     Weights split over all tp * pp devices; the KV cache splits over pipeline stages and over
     tensor-parallel ranks as far as there are KV heads to split. Activation workspace is sized
-    for the tokens of one prefill step, capped by the engine's max_batched_tokens.
+    for the tokens of one prefill step, capped by the engine's max_batched_tokens:
+    `prefill_tokens` at `batch`, and as many per sequence at any other batch. `max_batch` is
+    the largest batch that fits with its own prefill's workspace, so `fits` is exactly
+    `batch <= max_batch`.
     """
     return layout_fit(memory_layout(dep, params), dep, batch, seq_tokens, prefill_tokens)
 
@@ -92,7 +103,13 @@ def layout_fit(
     """`memory_fit` from a layout already at hand (`memory_layout(dep, params)`)."""
     weights = lay.weights
     kv_per_seq = seq_tokens * lay.kv_token_bytes / lay.kv_split
-    act = min(prefill_tokens, dep.max_batched_tokens) * lay.act_width * ACTIVATION_BYTES
+    act_bytes_per_token = lay.act_width * ACTIVATION_BYTES
+    per_batch = max(batch, 1)
+
+    def act_at(b: int) -> float:  # the prefill of b sequences: exactly prefill_tokens at batch
+        return min(prefill_tokens * b / per_batch, dep.max_batched_tokens) * act_bytes_per_token
+
+    act = act_at(batch)
     if lay.kind == "cim":
         m, capacity = dep.model, lay.capacity
         assert capacity is not None
@@ -118,28 +135,45 @@ def layout_fit(
             f"{dep.hardware.id} publishes no memory capacity, so no model can be shown to fit",
         )
     capacity, usable = lay.capacity, lay.usable
-    free = usable - weights - act
-    if kv_per_seq > 0 and free == math.inf:  # inf // x is NaN, not inf
-        max_batch = MAX_BATCH
-    elif kv_per_seq > 0 and free > 0:  # NaN (inf - inf from absurd figures) compares false
-        most = free // kv_per_seq
-        max_batch = int(most) if most < MAX_BATCH else MAX_BATCH
-    else:
-        max_batch = 0
+    room = usable - weights
+
+    def fits_at(b: int) -> bool:
+        free = room - act_at(b)  # NaN (inf - inf from absurd figures) compares false
+        return free > 0 and free >= b * kv_per_seq
+
+    max_batch = _largest_fitting(fits_at, room / kv_per_seq if kv_per_seq > 0 else math.inf)
+    free = room - act
     kv = batch * kv_per_seq
-    fits = free >= kv and free > 0
+    fits = fits_at(batch)
     reason = ""
-    if weights + act > usable:
+    if not fits and not room - act_at(1) > 0:  # not even one sequence's prefill fits
         m, hw = dep.model, dep.hardware
         reason = (
             f"weights of {m.id} in {dep.dtype} need {weights / GB:.1f} GB per device "
-            f"(plus {act / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB usable "
-            f"on each of {dep.devices} device(s); use more devices (tensor or pipeline "
+            f"(plus {act_at(1) / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB "
+            f"usable on each of {dep.devices} device(s); use more devices (tensor or pipeline "
             "parallel) or a smaller dtype"
         )
     elif not fits:
         reason = (
-            f"batch {batch} needs {kv / GB:.1f} GB of KV cache per device but only "
-            f"{free / GB:.1f} GB is free; the largest batch that fits is {max_batch}"
+            f"batch {batch} needs {kv / GB:.1f} GB of KV cache per device ({seq_tokens} "
+            f"tokens a sequence) but only {max(free, 0.0) / GB:.1f} GB is free beside the "
+            f"weights and its prefill's {act / GB:.1f} GB of activations; the largest batch "
+            f"that fits is {max_batch}"
         )
     return MemoryFit(weights / GB, kv / GB, act / GB, capacity / GB, fits, max_batch, reason)
+
+
+def _largest_fitting(fits_at: Callable[[int], bool], bound: float) -> int:
+    """The largest batch b in [0, MAX_BATCH] with fits_at(b), fits_at falling from true to
+    false as b grows (the KV cache and the prefill's activations only grow with it).
+
+    `bound` is a batch no fitting batch exceeds by more than one (the memory beside the weights
+    over one sequence's KV cache), so that the bisection takes a dozen steps, not 31.
+    """
+    if not fits_at(1):
+        return 0
+    hi = int(bound) + 1 if bound < MAX_BATCH else MAX_BATCH
+    # the first batch in [1, hi] that does not fit; all before it do
+    first_out = bisect_left(range(1, hi + 1), True, key=lambda b: not fits_at(b)) + 1
+    return first_out - 1

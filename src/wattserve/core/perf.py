@@ -51,7 +51,16 @@ class StepCost(NamedTuple):
 
     @property
     def bound(self) -> str:
-        return "compute" if self.compute_s >= self.memory_s else "memory"
+        """The largest term of the step's time, as `estimate` and `rank` print it: memory (the
+        elementwise kernels' traffic with it), compute, communication or overhead (the first
+        of them on a tie)."""
+        terms = {
+            "memory": self.memory_s + self.elementwise_s,
+            "compute": self.compute_s,
+            "communication": self.comm_s,
+            "overhead": self.overhead_s,
+        }
+        return max(terms, key=terms.__getitem__)
 
 
 class PerfModel:

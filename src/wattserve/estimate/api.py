@@ -13,7 +13,13 @@ from wattserve.core.cost import CostAssumptions, CostRate, cost_rate, token_usd
 from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.hardware import Hardware, Provider
-from wattserve.core.memory import MemoryFit, MemoryLayout, layout_fit, memory_layout
+from wattserve.core.memory import (
+    MemoryFit,
+    MemoryLayout,
+    kv_tokens_held,
+    layout_fit,
+    memory_layout,
+)
 from wattserve.core.modelspec import ModelSpec, check_context, fits_context, load_model
 from wattserve.core.params import (
     Calibration,
@@ -38,6 +44,8 @@ class Estimate:
 
     `prefill_*` is one prefill of `prompt_tokens` for each of `batch` sequences;
     `decode_step_*` is one decode step for `batch` sequences at `context_tokens` each.
+    `prefill_bound`/`decode_bound` name each step's largest term (`StepCost.bound`: rank's
+    `bound` too). `max_batch` is the largest batch that fits, whatever `batch` is.
     Per-token figures are per output token, the prefill share included. A value that cannot
     be computed is None, and `missing` says why.
     """
@@ -159,7 +167,9 @@ def estimate(
 ) -> Estimate:
     """Estimate `model` on `hardware` (a device id or a hosted provider id).
 
-    `context` is the KV-cache length of the decode step (default prompt + output / 2).
+    `context` is the KV-cache length of the decode step (default prompt + output / 2), at
+    least the prompt; the memory fit holds each sequence's prompt + output tokens of KV cache,
+    or `context` tokens where that is more.
     `gpu_memory_utilization` (vLLM's name): the share of device memory the engine may use for
     weights, activations and KV cache (default: the calibration's, else 0.9).
     `expert_parallel` (vLLM's `--enable-expert-parallel`): an MoE's experts placed whole
@@ -188,6 +198,13 @@ def estimate(
     if context is not None and not fits_context(spec.max_context, ctx, 0):
         raise ConfigError(
             f"{ctx} tokens exceed {spec.id}'s context window of {spec.max_context} tokens",
+            field="context",
+        )
+    if ctx < prompt_tokens:  # a decode step's context holds its prompt already
+        raise ConfigError(
+            f"a decode context of {ctx} tokens is shorter than the {prompt_tokens}-token prompt "
+            "it follows; give at least the prompt's length, or leave it out for "
+            "prompt + output/2",
             field="context",
         )
     known = cat.known_id(hardware) or hardware  # any case, as cat.device takes it
@@ -237,7 +254,7 @@ def estimate(
     if gpu_memory_utilization is not None:
         share = check_memory_share(gpu_memory_utilization)
         params = params.with_updates(memory_utilization=share)
-    seq_tokens = prompt_tokens + output_tokens
+    seq_tokens = kv_tokens_held(prompt_tokens, output_tokens, ctx)  # what the steps hold
     if pp is None:
         need = chips_needed(spec, hw, wdtype, kdtype, batch * seq_tokens, params)
         pp = 1 if need is None else max(1, math.ceil(need / tp))

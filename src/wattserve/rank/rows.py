@@ -104,21 +104,6 @@ class Row:
         return out
 
 
-def _decode_bound(e: Estimate) -> str | None:
-    """The largest term of a decode step: memory (the elementwise kernels' traffic with it),
-    compute, communication or overhead."""
-    d = e.decode_cost
-    if d is None:
-        return None
-    terms = {
-        "memory": d.memory_s + d.elementwise_s,
-        "compute": d.compute_s,
-        "communication": d.comm_s,
-        "overhead": d.overhead_s,
-    }
-    return max(terms, key=lambda k: terms[k])
-
-
 def _mem_bw_utilisation(e: Estimate) -> float | None:
     """Share of the published memory bandwidth a decode step uses (memory time, the elementwise
     kernels' included, over step time, times the efficiency the model assumes bandwidth runs
@@ -172,7 +157,7 @@ def device_row(e: Estimate, hw: Hardware) -> Row:
         power_w=e.power_w,
         peak_power_w=peak,
         mem_bw_utilisation=_mem_bw_utilisation(e),
-        decode_bound=_decode_bound(e),
+        decode_bound=e.decode_bound,  # StepCost.bound, as `estimate` prints it
         cost_basis=e.cost_basis,
         unverified=_unverified(e, hw),
         unknown=e.missing,
