@@ -115,6 +115,18 @@ def test_fast_mode_agrees_with_exact_stepping_when_the_kv_cache_preempts(
         assert sorted(a) == pytest.approx(sorted(b), rel=1e-9)
 
 
+def test_a_policy_named_twice_and_a_stretch_past_1e9_s_are_refused(shared: Path) -> None:
+    """--compare cost,cost wrote the same request ids twice under one policy name, which
+    `compare` cannot pair; --rate-scale 1e-12 stretched the trace to 3.9e11 s (rent of $1e9)."""
+    trace = str(shared / "traces" / "azure_llm_2023_conv.csv")
+    base = ["simulate", "--fleet", str(HETERO), "--trace", trace]
+    twice = CliRunner().invoke(app, [*base, "--compare", "cost,cost"])
+    assert twice.exit_code == 2 and "--compare" in twice.output and "cost" in twice.output
+    far = CliRunner().invoke(app, [*base, "--rate-scale", "1e-12"])
+    assert far.exit_code == 2 and "rate_scale" in far.output and "1e+09 s" in far.output
+    assert far.exception is None or isinstance(far.exception, SystemExit)
+
+
 def test_energy_and_cost_beat_round_robin_and_least_loaded(hetero, shared: Path) -> None:  # type: ignore[no-untyped-def]
     r = {
         p: simulate(hetero, conv(shared), p)[0]

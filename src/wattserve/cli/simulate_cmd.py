@@ -117,6 +117,9 @@ def simulate_cmd(
     policies = [p.strip() for p in compare.split(",")] if compare else [chosen]
     for name in policies:  # every one, before a run writes anything
         make_policy(name)
+    twice = sorted({p for p in policies if policies.count(p) > 1})
+    if twice:  # the same runs again, whose request lines `compare` could not tell apart
+        raise ConfigError(f"names {', '.join(twice)} more than once", field="--compare")
     # every file read: the fleet's own inputs, the trace a workload file names
     inputs: tuple[Path | str, ...] = (fleet, trace, *f.files, first.trace)
     for flag, out_path in (("--requests-out", requests_out), ("--report", report)):

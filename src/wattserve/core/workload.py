@@ -579,6 +579,12 @@ def _requests(
         arrival = r.arrival_s / rate_scale
         if duration_s is not None and arrival >= duration_s:
             break
+        if arrival > MAX_ARRIVAL_S:  # a trace may span 1e9 s: stretched, no more
+            raise ConfigError(
+                f"stretches row {r.row}'s arrival to {arrival:g} s, past the {MAX_ARRIVAL_S:g} s "
+                f"a workload may span; use a larger rate scale or --duration",
+                field="rate_scale",
+            )
         if checked_slos and r.slo is not None and r.slo not in slos:
             bad.append((r.row, f"malformed row: unknown slo {shown(r.slo)} ({', '.join(slos)})"))
             continue
