@@ -316,7 +316,8 @@ def run_bench(*args: str) -> Result_:
         (["--trace", "{tmp}/fifo"], "{tmp}/fifo, field '--trace': not a regular file"),
         # a schedule that would wait, in effect, forever (it used to)
         (["--request-rate", "1e-300"], "field '--request-rate': the last request would be sent"),
-        (["--rate-scale", "1e-320"], "field '--rate-scale': the last request would be sent"),
+        # (refused with the trace: its arrivals stretched past the 1e9 s a workload may span)
+        (["--rate-scale", "1e-320"], "field '--rate-scale': stretches row 2's arrival to inf s"),
         # the resolver's UnicodeError was a traceback; /v1 went after a query
         (["--url", "http://a..b"], "the host 'a..b' is not a host name"),
         (["--url", f"http://{'a' * 64}.invalid"], "is not a host name"),

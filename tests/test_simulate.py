@@ -123,7 +123,7 @@ def test_a_policy_named_twice_and_a_stretch_past_1e9_s_are_refused(shared: Path)
     twice = CliRunner().invoke(app, [*base, "--compare", "cost,cost"])
     assert twice.exit_code == 2 and "--compare" in twice.output and "cost" in twice.output
     far = CliRunner().invoke(app, [*base, "--rate-scale", "1e-12"])
-    assert far.exit_code == 2 and "rate_scale" in far.output and "1e+09 s" in far.output
+    assert far.exit_code == 2 and "--rate-scale" in far.output and "1e+09 s" in far.output
     assert far.exception is None or isinstance(far.exception, SystemExit)
 
 

@@ -583,7 +583,7 @@ def _requests(
             raise ConfigError(
                 f"stretches row {r.row}'s arrival to {arrival:g} s, past the {MAX_ARRIVAL_S:g} s "
                 f"a workload may span; use a larger rate scale or --duration",
-                field="rate_scale",
+                field="--rate-scale",
             )
         if checked_slos and r.slo is not None and r.slo not in slos:
             bad.append((r.row, f"malformed row: unknown slo {shown(r.slo)} ({', '.join(slos)})"))
