@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +18,14 @@ from typer.testing import CliRunner
 from wattserve import PlanInfeasibleError, plan
 from wattserve.cli.app import app
 from wattserve.core.catalog import load_catalog
+from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment
-from wattserve.core.fleet import Fleet, load_fleet
+from wattserve.core.fleet import DeploymentSpec, Fleet, kv_block_count, load_fleet
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration
 from wattserve.core.perf import PerfModel
 from wattserve.core.sites import Site
-from wattserve.core.workload import SLO, load_workload
+from wattserve.core.workload import SLO, Request, Workload, load_workload
 from wattserve.errors import ConfigError
 from wattserve.plan.api import Plan
 from wattserve.plan.capacity import Capacity, CapacityCache, Shape, replica_capacity
@@ -269,6 +271,83 @@ def test_simulated_capacity_of_short_requests_is_bounded_by_a_full_batch() -> No
         full = PerfModel(dep, params).decode_step(dep.max_num_seqs, 150).time_s
         most = dep.max_num_seqs / full / shape.output_tokens  # req/s at a full batch, no prefill
         assert 0 < cap.rate_rps <= most, (hw_id, cap.rate_rps, most)
+
+
+def test_a_simulated_capacity_holds_for_the_long_run() -> None:
+    """The plan's capacity is a rate one replica sustains, not one a short probe survives: at
+    13.0 req/s (the capacity a 3-residence probe found) one H100 serving Llama-2-7B 1000/250
+    met its SLO for 150 s, then preempted and recomputed until no request met it."""
+    hw = load_catalog().device("h100-sxm")
+    dep = Deployment(load_model("llama-2-7b"), hw)
+    params = Calibration().params_for(hw)
+    shape = Shape("llama-2-7b", 1000, 250, 5.0, 0.04, 0.9)
+    cap = replica_capacity(dep, params, shape, "simulated")
+    assert 8.0 < cap.rate_rps < 12.0
+    blocks, _ = kv_block_count(dep, params)
+    fleet = Fleet(
+        "one", {"s": Site("s", "datacenter", None, 0.0, 1.0)}, (), 0.0,
+        (DeploymentSpec("d", "s", dep, 1, params, blocks, cost_rate(hw, 1, CostAssumptions())),),
+        (),
+    )  # fmt: skip
+    rng = random.Random(5)
+    t, reqs = 0.0, []
+    for i in range(6000):  # about 9 minutes of arrivals
+        t += rng.expovariate(cap.rate_rps)
+        reqs.append(Request(i, t, 1000, 250, "llama-2-7b"))
+    report, _ = simulate(fleet, Workload(reqs, {"default": SLO(5.0, 0.04, 0.9)}), "round_robin")
+    assert report["completed"] == 6000 and report["slo_attainment"] >= 0.9
+
+
+def test_two_models_on_one_layout_at_one_site_are_two_deployments(tmp_path: Path) -> None:
+    """Option names left the model out: a plan of Llama-3.1-8B and Llama-2-7B on A100s wrote
+    one deployment of Llama-2-7B with both models' replicas, and --verify derated the
+    starved class from $5.37/h to $914.69/h."""
+    w = tmp_path / "two.yaml"
+    w.write_text(
+        "generator: {kind: poisson, duration_s: 60}\n"
+        "slos:\n  default: {ttft_s: 2.0, tpot_s: 0.1, percentile: 90}\n"
+        "classes:\n"
+        "  - {name: a, model: llama-3.1-8b, rate_rps: 8, prompt_tokens: 1000, output_tokens: 200}\n"
+        "  - {name: b, model: llama-2-7b, rate_rps: 8, prompt_tokens: 1000, output_tokens: 200}\n"
+    )
+    result = plan(w, hardware=["a100-sxm-80gb"], capacity="analytic", verify=True)
+    out = tmp_path / "plan.yaml"
+    write_fleet(result, out, result.hardware_files)
+    models = sorted(d.model.id for d in (s.deployment for s in load_fleet(out).deployments))
+    assert models == ["llama-2-7b", "llama-3.1-8b"]
+    assert sum(result.replicas.values()) == sum(result.solution.replicas.values())
+    assert result.unmet == {}
+
+
+def test_an_infeasible_round_ends_verification_with_the_last_plan(tmp_path: Path) -> None:
+    """A budget the plan meets but a derated round would break: the last plan is printed and
+    written, NOT VERIFIED says why no round could add capacity, exit status 4 (it was exit 3,
+    'infeasible', and no plan). The power cap the explanation asks for is rounded up."""
+    base = [
+        sys.executable, "-m", "wattserve", "plan",
+        "--workload", str(EXAMPLES / "workload-multisite.yaml"),
+        "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
+        "--hardware", "h100-sxm,a100-sxm-80gb,l4,jetson-agx-orin-64gb",
+    ]  # fmt: skip
+    out = tmp_path / "p.yaml"
+    r = subprocess.run(
+        [*base, "--verify", "--budget-usd-per-h", "3.9", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 4, r.stderr
+    assert "no round can add capacity: the budget binds" in r.stdout and load_fleet(out)
+    short = subprocess.run([*base, "--available", "l4=1"], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert short.returncode == 3 and "to at least 445 W" in short.stderr  # 444.4 W needed
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(
+        (EXAMPLES / "sites-two-dc-edge.yaml")
+        .read_text()
+        .replace("power_cap_w: 300", "power_cap_w: 445")
+    )
+    ok = subprocess.run([*base[:-4], "--sites", str(sites), *base[-2:], "--available", "l4=1"],
+                        capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
 
 
 def test_written_plan_loads_in_simulate_and_meets_its_slo(tmp_path: Path) -> None:

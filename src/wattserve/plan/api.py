@@ -24,8 +24,8 @@ from wattserve.plan.milp import OBJECTIVES, Solution, diagnose, solve
 from wattserve.plan.problem import Limits, Option, Problem, build_problem
 
 # --verify's rounds of derating: by default (the multi-site example in docs/plan.md met every
-# SLO at round 6 on 2026-12-04: four were too few), and at most (each round simulates the
-# whole workload)
+# SLO at round 6 on 2026-12-04, when four were the most, and at round 4 once the capacities
+# were sustained ones), and at most (each round simulates the whole workload)
 DEFAULT_ROUNDS = 8
 MAX_ROUNDS = 50
 
@@ -79,6 +79,7 @@ class Plan:
     output_tokens_per_s: float
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    verify_stop: str = ""  # why --verify's rounds stopped short (a limit a round would break)
     hardware_files: list[str] = field(default_factory=list)  # absolute: the fleet file needs them
 
     @property
@@ -136,6 +137,7 @@ class Plan:
             "comparisons": self.comparisons,
             "verify_rounds": self.rounds,
             "verified": None if self.unmet is None else not self.unmet,
+            "verify_stopped": self.verify_stop or None,
             "excluded": self.problem.excluded,
             "left_out": list(self.problem.left_out),
             "capacity_cache": {

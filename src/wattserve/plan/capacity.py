@@ -37,6 +37,7 @@ from wattserve.core.deployment import Deployment
 from wattserve.core.fleet import DeploymentSpec, Fleet, kv_block_count
 from wattserve.core.params import EngineParams
 from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.records import OK, RequestRecord
 from wattserve.core.sites import Site
 from wattserve.core.textfile import load_json, read_text, replacing
 from wattserve.core.workload import SLO, Request, Workload
@@ -52,7 +53,16 @@ CapacityMethod = Literal["simulated", "analytic"]
 # PROBE_MAX bounds a probe's work (the simulator runs some 50,000 such requests a second).
 PROBE_REQUESTS = 300
 PROBE_RESIDENCES = 3.0
+# ... and 20 TTFT budgets: a rate 5% past what the replica sustains piles up a backlog of 5%
+# of the probe's span, which then shows as a TTFT budget missed in its last third
+PROBE_TTFT_SPANS = 60.0
 PROBE_MAX = 20_000
+# the share of a replica's throughput a plan may use (`analytic_rate`): at its saturation
+# rate one H100 (Llama-2-7B, 1000/250 tokens, 11.6 req/s) met its SLO for 450 s and failed it
+# within the hour
+UTIL_MAX = 0.9
+KV_SIGMAS = 3.0  # the mean batch's margin below the KV cache's limit (`analytic_rate`)
+SEQS_SIGMAS = 1.0  # ... and below max_num_seqs
 BISECT_STEPS = 7  # a bracket of [0.5x, 1.2x] the bound narrows to within about 1%
 # Checks on a cached Capacity: the analytic bound stops near 2^20 req/s and the simulated
 # search at 64x it, so a rate past 1e8 is no replica's; 10 MW is past any replica's draw.
@@ -233,7 +243,8 @@ def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, f
     solo = pm.decode_step(1, p + o).time_s
     if solo > shape.tpot_s:
         return 0.0, 0.0, f"one decode step takes {solo * 1e3:.1f} ms, over the TPOT limit"
-    max_batch = min(dep.max_num_seqs, kv_blocks * 16 // max(1, p + o))
+    kv_batch = kv_blocks * 16 // max(1, p + o)
+    max_batch = min(dep.max_num_seqs, kv_batch)
     if max_batch < 1:
         return 0.0, 0.0, "the KV cache cannot hold one request of this length"
 
@@ -243,13 +254,27 @@ def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, f
     def steady(tpot_s: float) -> Callable[[float], bool]:
         def ok(rate: float) -> bool:
             tau, batch = _steady_tau(pm, rate, p, o)
-            return tau <= tpot_s and batch <= max_batch
+            # Sequences in the system are Poisson about the mean batch (M/G/inf), so the mean
+            # keeps a margin below each limit: KV_SIGMAS standard deviations below the KV
+            # cache's, whose overflow preempts and recomputes (a collapse: one H100, Llama-2-7B,
+            # 1000/250 tokens at 12 req/s held 150 s, then met no SLO), and SEQS_SIGMAS below
+            # max_num_seqs, past which requests only queue (Halfin-Whitt: waits stay short)
+            spread = math.sqrt(batch) if batch > 0 else 0.0
+            return (
+                tau <= tpot_s
+                and batch + KV_SIGMAS * spread <= kv_batch
+                and batch + SEQS_SIGMAS * spread <= dep.max_num_seqs
+            )
 
         return ok
 
     bound = _largest(steady(shape.tpot_s))
     why = "" if bound > 0 else "no positive rate keeps the step time within the TPOT limit"
-    return bound, max(bound, _largest(steady(math.inf))), why
+    # saturation: the rate at which the replica's steps would fill all of its time, whatever
+    # the step time, kept to UTIL_MAX of it: queueing waits grow as 1 / (1 - utilisation)
+    sustained = steady(math.inf)
+    most = _largest(lambda rate: sustained(rate / UTIL_MAX))
+    return min(bound, most), most, why
 
 
 def _largest(ok: Callable[[float], bool]) -> float:
@@ -281,15 +306,39 @@ def _probe(fleet: Fleet, shape: Shape, rate: float, seed: int = 1) -> tuple[bool
     t = 0.0
     reqs = []
     sizes = shape.sizes or ((shape.prompt_tokens, shape.output_tokens),)
-    span = rate * PROBE_RESIDENCES * (shape.ttft_s + shape.output_tokens * shape.tpot_s)
-    n = int(min(PROBE_MAX, max(PROBE_REQUESTS, math.ceil(min(span, PROBE_MAX)))))
+    span = max(
+        PROBE_RESIDENCES * (shape.ttft_s + shape.output_tokens * shape.tpot_s),
+        PROBE_TTFT_SPANS * shape.ttft_s,
+    )
+    n = int(min(PROBE_MAX, max(PROBE_REQUESTS, math.ceil(min(rate * span, PROBE_MAX)))))
     for i in range(n):
         t += rng.expovariate(rate)
         p, o = sizes[i % len(sizes)]
         reqs.append(Request(i, t, p, o, shape.model))
     slo = SLO(shape.ttft_s, shape.tpot_s, shape.percentile)
-    report, _ = simulate(fleet, Workload(reqs, {"default": slo}), "round_robin", governor=False)
-    held = report["completed"] == n and (report["slo_attainment"] or 0.0) >= shape.percentile
+    late: list[bool] = []  # whether each of the last third of arrivals met the SLO
+    cut = n - n // 3
+
+    def seen(rec: RequestRecord) -> None:
+        if rec.id >= cut:
+            ttft, tpot = rec.ttft_s, rec.tpot_s
+            late.append(
+                rec.status == OK
+                and ttft is not None
+                and ttft <= shape.ttft_s
+                and (tpot is None or tpot <= shape.tpot_s)
+            )
+
+    report, _ = simulate(
+        fleet, Workload(reqs, {"default": slo}), "round_robin", governor=False, on_request=seen
+    )
+    # the share is held over the whole probe and over its last third: a backlog that grows
+    # (a rate past what the replica sustains) shows there first
+    held = (
+        report["completed"] == n
+        and (report["slo_attainment"] or 0.0) >= shape.percentile
+        and sum(late) >= shape.percentile * len(late)
+    )
     energy = report["energy_j"] or 0.0
     return held, energy / report["span_s"], energy / n
 

@@ -497,14 +497,18 @@ def _why_none(p: Problem, q: int) -> str:
 def _say(p: Problem, kind: str, what: str, amount: float) -> str:
     if kind == "power":
         cap = p.sites[what].power_cap_w or 0.0
-        need = cap + amount / (1 - p.limits.headroom)
+        # rounded up: a figure rounded to the nearest (444 W for 444.4) was still too little
+        need = math.ceil(cap + amount / (1 - p.limits.headroom) - 1e-9)
         return (
-            f"site {what}'s power cap binds: raise it from {cap:.0f} W to at least {need:.0f} W "
+            f"site {what}'s power cap binds: raise it from {cap:.0f} W to at least {need} W "
             f"(+{need - cap:.0f} W, with {p.limits.headroom:.0%} headroom kept free)"
         )
     if kind == "budget":
         budget = p.limits.budget_usd_per_h or 0.0
-        return f"the budget binds: it needs at least ${budget + amount:.2f}/h (+${amount:.2f}/h)"
+        need_usd = math.ceil((budget + amount) * 100 - 1e-9) / 100  # up to the cent
+        return (
+            f"the budget binds: it needs at least ${need_usd:.2f}/h (+${need_usd - budget:.2f}/h)"
+        )
     if kind == "available":
         site, _, hw = what.partition(":")
         where = "over all sites" if site == "*" else f"at {site}"

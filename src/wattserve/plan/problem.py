@@ -304,7 +304,10 @@ def build_problem(
                 excluded.setdefault(hw_id, f"no layout fits {model_id} and meets a class's SLO")
                 continue
             for dep in layouts:
-                options += _site_options(dep, model_id, params, fleet, flows, method, cache)
+                # with more than one model the names carry it: two models' replicas of one
+                # layout at one site are two deployments, not one of the last model's
+                prefix = f"{model_id}-" if len(models) > 1 else ""
+                options += _site_options(dep, model_id, params, fleet, flows, method, cache, prefix)
     hosted = [_hosted_option(h, flows, fleet) for h in fleet.hosted]
     hosted = [h for h in hosted if h.usd_per_request]
     return Problem(
@@ -368,6 +371,7 @@ def _site_options(
     flows: list[Flow],
     method: CapacityMethod,
     cache: CapacityCache,
+    prefix: str = "",
 ) -> list[Option]:
     hw = dep.hardware
     out = []
@@ -386,7 +390,7 @@ def _site_options(
         ]
         tiers = sorted({flows[q].slo.tpot_s for q in mine})
         layout = f"tp{dep.tp}" + (f"pp{dep.pp}" if dep.pp > 1 else "") + f"-{dep.dtype}"
-        base = f"{hw.id}-{layout}-{site.name}"
+        base = f"{prefix}{hw.id}-{layout}-{site.name}"
         for tier in tiers:
             caps: dict[int, Capacity] = {}
             for q in mine:

@@ -82,12 +82,18 @@ def plan_text(plan: Plan) -> str:
         lines.append(f"verified: every class met its SLO in simulation (round {last})")
     elif unmet:
         lines.append(
-            f"NOT VERIFIED: after {len(plan.rounds) - 1} rounds of derating, "
+            f"NOT VERIFIED: after {len(plan.rounds) - 1} round"
+            + ("" if len(plan.rounds) == 2 else "s")
+            + " of derating, "
             + ", ".join(
                 f"{c} still misses its SLO ({v['attainment']:.1%}, target {v['target']:.0%})"
                 for c, v in unmet.items()
             )
-            + "; more rounds (--max-rounds) may meet it"
+            + (
+                f"; no round can add capacity: {plan.verify_stop}"
+                if plan.verify_stop
+                else "; more rounds (--max-rounds) may meet it"
+            )
         )
     lines += [f"left out: {note}" for note in plan.problem.left_out]
     if plan.problem.excluded:

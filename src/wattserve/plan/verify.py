@@ -19,9 +19,10 @@ from typing import Any
 
 from wattserve.core.policy import Policy
 from wattserve.core.workload import SLO, Request, Workload
-from wattserve.plan.api import DEFAULT_ROUNDS, Plan, solve_or_explain
+from wattserve.errors import PlanInfeasibleError
+from wattserve.plan.api import DEFAULT_ROUNDS, Plan, compare, solve_or_explain
 from wattserve.plan.fleetfile import plan_fleet
-from wattserve.plan.problem import ContextWindows, Option
+from wattserve.plan.problem import ContextWindows, Option, Problem
 from wattserve.plan.routing import PlanSplit
 from wattserve.simulate import simulate
 
@@ -130,21 +131,42 @@ def verify_plan(
         serving = {
             j for (q, j) in current.solution.rates if (p.flows[q].cls or "default") in missed
         }
-        for _ in range(DERATE_TRIES):
-            # derate until the plan changes: spare capacity from rounding up to whole replicas
-            # can absorb one cut, and the same plan would fail the same way again
-            options = [
-                _derated(o, p.flows, missed) if j in serving else o for j, o in enumerate(p.options)
-            ]
-            p = replace(p, options=options)
-            nxt = solve_or_explain(p, current.objective, time_limit_s)
-            if nxt.replicas != current.replicas or nxt.hosted != current.hosted:
-                break
+        try:
+            nxt = _derate_and_solve(current, p, serving, missed, time_limit_s)
+        except PlanInfeasibleError as exc:  # e.g. the budget: keep the last plan, say why
+            current.verify_stop = "; ".join(exc.reasons)
+            break
         nxt.comparisons = current.comparisons
         nxt.hardware_files = current.hardware_files
         current = nxt
     current.rounds = rounds
+    if len(rounds) > 1 and current.comparisons:
+        # the mix's capacities were derated: the single-type plans beside it are solved again
+        # on the same derated capacities, or the savings would weigh unlike against like
+        current.comparisons = compare(current.problem, current, current.objective, time_limit_s)
     return current
+
+
+def _derate_and_solve(
+    current: Plan,
+    p: Problem,
+    serving: set[int],
+    missed: dict[str, dict[str, Any]],
+    time_limit_s: float,
+) -> Plan:
+    """Derate the options serving the classes that `missed` until the plan changes: spare
+    capacity from rounding up to whole replicas can absorb one cut, and the same plan would
+    fail the same way again."""
+    nxt = current
+    for _ in range(DERATE_TRIES):
+        options = [
+            _derated(o, p.flows, missed) if j in serving else o for j, o in enumerate(p.options)
+        ]
+        p = replace(p, options=options)
+        nxt = solve_or_explain(p, current.objective, time_limit_s)
+        if nxt.replicas != current.replicas or nxt.hosted != current.hosted:
+            break
+    return nxt
 
 
 def _derated(o: Option, flows: list[Any], missed: dict[str, dict[str, Any]]) -> Option:
