@@ -114,14 +114,19 @@ class Accounts:
                     self.metrics.inc("wattserve_carbon_grams_total", grams, **labels)
             if fin.usd:
                 self.metrics.inc("wattserve_cost_usd_total", fin.usd, **labels)
+            if status == "ok":  # always measured: the whole request, first byte to last
+                self.metrics.observe("wattserve_request_seconds", duration, model=greq.model)
+            # TTFT and TPOT only where the first token was seen (None: a whole answer from a
+            # server, whose time to the first token would be made up from the total)
             if ttft_s is not None and status == "ok":
                 self.metrics.observe("wattserve_ttft_seconds", ttft_s, model=greq.model)
+                tpot: float | None = None
                 if fin.completion_tokens > 1:
                     tpot = (duration - ttft_s) / (fin.completion_tokens - 1)
                     self.metrics.observe("wattserve_tpot_seconds", tpot, model=greq.model)
-                    target = self.targets.get(backend.name.split("/")[0])
-                    if target is not None and hasattr(target, "observe"):
-                        target.observe(ttft_s, tpot)
+                target = self.targets.get(backend.name.split("/")[0])
+                if target is not None and hasattr(target, "observe"):
+                    target.observe(ttft_s, tpot)
         return self.ledger.submit(
             {
                 "id": greq.id,

@@ -65,6 +65,9 @@ MAX_IN_FLIGHT = 1024
 RETRIES = 2
 BODY_TIMEOUT_S = 30.0
 MAX_QUEUE_S = 30.0  # longest wait for a first token, predicted or actual, before a 503
+# x-wattserve-data-local's spellings, in any case; any other value is refused (fail closed)
+TRUE_WORDS = ("1", "true", "yes")
+FALSE_WORDS = ("0", "false", "no")
 
 
 def _dumps(obj: Any) -> str:
@@ -85,10 +88,11 @@ class _Call:
     first: Event
     rest: AsyncIterator[Event]
     started: float
-    ttft: float = field(init=False)
+    seen: bool  # whether the first event came with the first token (Backend.sees_first_token)
+    ttft: float | None = field(init=False)  # None: not seen, so unknown
 
     def __post_init__(self) -> None:
-        self.ttft = time.monotonic() - self.started
+        self.ttft = time.monotonic() - self.started if self.seen else None
 
     async def events(self) -> AsyncIterator[Event]:
         """The first event, then the rest."""
@@ -147,6 +151,7 @@ class Gateway:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{name:.+}", self.model)  # repository ids hold a '/'
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/v1/fleet", self.fleet)
@@ -230,8 +235,21 @@ class Gateway:
 
     async def models(self, request: web.Request) -> web.Response:
         names = self.router.models + sorted(self.router.fleet.aliases)
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "wattserve"} for m in names]
+        data = [_model(m) for m in names]
         return web.json_response({"object": "list", "data": data})
+
+    async def model(self, request: web.Request) -> web.Response:
+        """OpenAI's retrieve: any name a request may use (a model, an alias, a Hugging Face
+        repository id of a built-in served here), described as the list describes it."""
+        name = request.match_info["name"]
+        if self.router.fleet.resolve_model(name) not in self.router.view.by_model:
+            return error(
+                404,
+                f"the model '{name[:256]}' is not served here; see /v1/models",
+                param="model",
+                code="model_not_found",
+            )
+        return web.json_response(_model(name))
 
     async def health(self, request: web.Request) -> web.Response:
         healthy = [b.name for b in self.router.backends.values() if b.healthy]
@@ -349,7 +367,16 @@ class Gateway:
                 f"({', '.join(self.router.fleet.sites)})",
                 param="x-wattserve-site",
             )
-        local_only = request.headers.get("x-wattserve-data-local", "").lower() in ("1", "true")
+        local_only = _data_local(request.headers.getall("x-wattserve-data-local", []))
+        if isinstance(local_only, str):  # fail closed: a value not understood is refused
+            return error(400, local_only, param="x-wattserve-data-local")
+        if local_only and origin is None:
+            return error(
+                400,
+                "x-wattserve-data-local keeps a request at its site: name the site in "
+                "x-wattserve-site",
+                param="x-wattserve-site",
+            )
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{os.urandom(12).hex()}"
         prompt_tokens = approx_tokens(body.prompt_text())
         max_tokens = body.output_limit or self.default_max_tokens
@@ -398,6 +425,13 @@ class Gateway:
         while len(errors) <= RETRIES:
             try:
                 placement = await self.router.place(req, failed)
+            except asyncio.CancelledError:
+                # the client left while its request waited (for power, under a cap): counted
+                # and recorded as any client that leaves is, with nothing to bill
+                why = "client disconnected while waiting for power"
+                self.accounts.record(greq, key, None, None, started, None, "cancelled", why)
+                log.info("wattserve: %s: %s", greq.id, why)
+                raise
             except NoBackendAvailable as exc:
                 reason, status, retry_s = exc.reason, exc.status, exc.retry_after_s
                 if queued:  # nothing left but replicas with long queues
@@ -433,9 +467,10 @@ class Gateway:
                 hold = reserved
             target.add(1)
             events = backend.generate(greq).__aiter__()
-            # where the first token is seen on its own (streams, emulated engines), a request
-            # that has none after max_queue_s gives up its place: a 503, not a silent wait
-            visible = body.stream or backend.kind == "emulated"
+            # where the first token is seen on its own (Backend.sees_first_token: streams, and
+            # emulated backends), a request that has none after max_queue_s gives up its
+            # place: a 503, not a silent wait
+            visible = backend.sees_first_token(greq)
             try:
                 if visible:
                     async with asyncio.timeout(self.max_queue_s):
@@ -494,7 +529,9 @@ class Gateway:
                 why = f"{backend.name} failed: {exc.__class__.__name__}"
                 self.accounts.record(greq, key, backend, None, started, None, "error", why)
                 return error(502, why, "server_error", code="backend_error")
-            call = _Call(body, req, greq, key, hold, target, backend, first, events, started)
+            call = _Call(
+                body, req, greq, key, hold, target, backend, first, events, started, visible
+            )
             try:
                 if body.stream:
                     return await self._stream(request, call)
@@ -624,10 +661,32 @@ class Gateway:
         return resp
 
 
+def _model(name: str) -> dict[str, Any]:
+    """A model as /v1/models lists it (OpenAI's model object)."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "wattserve"}
+
+
 def _failure(exc: Exception) -> str:
     """What a client and the ledger are told of a backend's failure: an UpstreamError's own
     words, else only the exception's class (its details are in the gateway's log)."""
     return str(exc) if isinstance(exc, UpstreamError) else exc.__class__.__name__
+
+
+def _data_local(values: list[str]) -> bool | str:
+    """The `x-wattserve-data-local` header: True or False (absent: False), or, for a value
+    not understood, the message of the 400 it answers (a residency rule that guessed would
+    let data leave its site)."""
+    if not values:
+        return False
+    if len(values) > 1:
+        return "send one x-wattserve-data-local header, not several"
+    word = values[0].strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    return (
+        f"x-wattserve-data-local must be one of {', '.join(TRUE_WORDS + FALSE_WORDS)} (any "
+        f"case), not '{values[0][:32]}'"
+    )
 
 
 def _log_gone(rid: str, produced: int) -> None:

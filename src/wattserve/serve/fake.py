@@ -1,7 +1,13 @@
 """Fakes that answer at once. Over HTTP, a fake OpenAI-compatible server: the fixed point the
-gateway's overhead is measured against (benchmarks/gateway_overhead.py), and a test double (a
-body with `"fake_status": 500` is answered with that status and a traceback-like message;
-`completion_tokens` is 2, or 1 when the output limit it is sent is 1):
+gateway's overhead is measured against (benchmarks/gateway_overhead.py), and a test double
+that breaks on cue (`completion_tokens` is 2, or 1 when the output limit it is sent is 1):
+
+- `"fake_status": 500`: answered with that status and a traceback-like message;
+- `"fake_break": "truncate"` (streams): the first chunk, then the body ends cleanly, with no
+  finish_reason and no `[DONE]` (a server that died between chunks behind a proxy);
+- `"fake_break": "error"` (streams): the first chunk, then `data: {"error": ...}` (a server
+  that failed mid-answer, as vLLM reports it), then the end of the body;
+- `"fake_break": "not_json"` (not streamed): a 200 whose body is not JSON.
 
     python -m wattserve.serve.fake --port 9000
 
@@ -21,6 +27,7 @@ from wattserve.errors import UpstreamError
 from wattserve.serve.backends.base import Backend, Event, Finish, GenRequest, Piece
 
 ANSWER = "fake answer"
+MID_STREAM_ERROR = "fake out of memory mid-stream"
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
@@ -34,10 +41,17 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = min(2, limit) if isinstance(limit, int) else 2
     usage = {"prompt_tokens": 8, "completion_tokens": completion, "total_tokens": 8 + completion}
+    broken = body.get("fake_break")
     if body.get("stream"):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for piece, finish in (("fake ", None), ("answer", "stop")):
+            if piece == "answer" and broken == "error":
+                error = {"error": {"message": MID_STREAM_ERROR, "type": "server_error"}}
+                await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            if piece == "answer" and broken in ("truncate", "error"):
+                await resp.write_eof()
+                return resp
             chunk = {
                 "id": "fake",
                 "object": "chat.completion.chunk",
@@ -57,6 +71,8 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         await resp.write(b"data: " + json.dumps(tail).encode() + b"\n\ndata: [DONE]\n\n")
         await resp.write_eof()
         return resp
+    if broken == "not_json":
+        return web.Response(text="<html>not json</html>", content_type="application/json")
     return web.json_response(
         {
             "id": "fake",

@@ -1,12 +1,29 @@
-"""Prometheus metrics (`/metrics`, text format 0.0.4), all named wattserve_*."""
+"""Prometheus metrics (`/metrics`, text format 0.0.4), all named wattserve_*.
+
+Values are written exactly (an integral value as an integer, any other float to `repr`'s
+precision: `{:g}` would print 1,234,567 tokens as 1.23457e+06 and freeze a counter's line), and
+each metric's samples form one group under its HELP and TYPE lines, as the format requires."""
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import defaultdict
 from collections.abc import Callable
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _value(v: float) -> str:
+    """A sample's value, exactly: integers as integers, floats as `repr` writes them (the
+    shortest text that reads back as the same float), and Prometheus's +Inf, -Inf and NaN."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v == int(v) and abs(v) < 2**63:
+        return str(int(v))
+    return repr(float(v))
 
 
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:
@@ -45,7 +62,16 @@ class Metrics:
                 "counter",
                 "Requests that cost more than the worst case held for them (billed at the hold).",
             ),
-            ("wattserve_ttft_seconds", "histogram", "Time to first token."),
+            (
+                "wattserve_request_seconds",
+                "histogram",
+                "Time from a request's arrival to its answer's end (requests served in full).",
+            ),
+            (
+                "wattserve_ttft_seconds",
+                "histogram",
+                "Time to first token, where it is seen (streams, emulated engines).",
+            ),
             ("wattserve_tpot_seconds", "histogram", "Time per output token."),
         ):
             self.help[name] = (kind, text)
@@ -70,7 +96,7 @@ class Metrics:
         for name, series in self.counters.items():
             kind, text = self.help.get(name, ("counter", name))
             out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-            out += [f"{name}{_labels(k)} {v:g}" for k, v in series.items()]
+            out += [f"{name}{_labels(k)} {_value(v)}" for k, v in series.items()]
         for name, hseries in self.hist.items():
             kind, text = self.help.get(name, ("histogram", name))
             out += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
@@ -78,15 +104,18 @@ class Metrics:
                 below = 0.0
                 for i, edge in enumerate(LATENCY_BUCKETS):
                     below += b[i]
-                    out.append(f"{name}_bucket{_labels((*key, ('le', f'{edge:g}')))} {below:g}")
-                out.append(f"{name}_bucket{_labels((*key, ('le', '+Inf')))} {b[-2]:g}")
-                out.append(f"{name}_count{_labels(key)} {b[-2]:g}")
-                out.append(f"{name}_sum{_labels(key)} {b[-1]:g}")
-        seen: set[str] = set()
+                    le = ("le", f"{edge:g}")
+                    out.append(f"{name}_bucket{_labels((*key, le))} {_value(below)}")
+                out.append(f"{name}_bucket{_labels((*key, ('le', '+Inf')))} {_value(b[-2])}")
+                out.append(f"{name}_count{_labels(key)} {_value(b[-2])}")
+                out.append(f"{name}_sum{_labels(key)} {_value(b[-1])}")
+        # gauges come entity by entity (a site's power, then its cap): grouped here by name,
+        # in the order each name first appears
+        gauges: dict[str, tuple[str, list[str]]] = {}
         for gauge in self.gauges:
             for name, text, labels, value in gauge():
-                if name not in seen:
-                    out += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
-                    seen.add(name)
-                out.append(f"{name}{_labels(tuple(sorted(labels.items())))} {value:g}")
+                lines = gauges.setdefault(name, (text, []))[1]
+                lines.append(f"{name}{_labels(tuple(sorted(labels.items())))} {_value(value)}")
+        for name, (text, lines) in gauges.items():
+            out += [f"# HELP {name} {text}", f"# TYPE {name} gauge", *lines]
         return "\n".join(out) + "\n"

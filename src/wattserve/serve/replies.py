@@ -11,9 +11,12 @@ import orjson
 from wattserve.serve.backends.base import Finish, GenRequest
 
 
-def usage(fin: Finish, backend: Any, ttft_s: float, carbon_g: float | None) -> dict[str, Any]:
+def usage(
+    fin: Finish, backend: Any, ttft_s: float | None, carbon_g: float | None
+) -> dict[str, Any]:
     """OpenAI's usage fields, and `wattserve`: where it ran, joules, dollars, grams of CO2
-    (None where energy or the site's carbon intensity is unknown), TTFT."""
+    (None where energy or the site's carbon intensity is unknown), TTFT (None where the first
+    token was not seen apart from the rest: a whole answer from a server)."""
     return {
         "prompt_tokens": fin.prompt_tokens,
         "completion_tokens": fin.completion_tokens,
@@ -24,7 +27,7 @@ def usage(fin: Finish, backend: Any, ttft_s: float, carbon_g: float | None) -> d
             "energy_j": fin.energy_j,
             "usd": fin.usd,
             "carbon_g": carbon_g,
-            "ttft_s": round(ttft_s, 6),
+            "ttft_s": None if ttft_s is None else round(ttft_s, 6),
             "synthetic": fin.synthetic,
             **({"energy_basis": fin.energy_basis} if fin.energy_basis else {}),
         },

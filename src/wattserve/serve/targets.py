@@ -92,7 +92,10 @@ class UpstreamTarget:
         return {
             "backends": [
                 {"name": b.name, "healthy": b.healthy, "kind": b.kind} for b in self.backends
-            ]
+            ],
+            # what the predictions blend with the prior (None: nothing measured yet)
+            "measured_ttft_s": self.measured[0],
+            "measured_tpot_s": self.measured[1],
         }
 
     def pick(self, avoid: set[str]) -> Backend | None:

@@ -78,6 +78,12 @@ class Backend(ABC):
         """Stream Pieces, then one Finish. Raise UpstreamError on failure. Closing the iterator
         early (the client went away) cancels the work upstream."""
 
+    def sees_first_token(self, req: GenRequest) -> bool:
+        """Whether `generate`'s first event comes when the request's first token does, so
+        that its time is the request's TTFT. Not for a whole answer from a server (one event
+        at the end): then TTFT is unknown, and no TTFT or TPOT is made up from the total."""
+        return True
+
     def left_early(self, request_id: str) -> tuple[float, float | None] | None:
         """What a request that ended early here cost up to then, where the backend measures
         it: (dollars, joules or None where power is unknown); None elsewhere (the gateway then

@@ -190,11 +190,11 @@ class OpenAIBackend(Backend):
                     status, raw = resp.status, await resp.read()
             if status != 200:
                 raise self._refused(status, raw)
-            obj = orjson.loads(raw)
-        except (aiohttp.ClientError, HTTPError, TimeoutError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, HTTPError, TimeoutError, OSError) as exc:
             raise self._failed(exc, before_first_byte=True) from None
         finally:
             self.in_flight -= 1
+        obj = self._answer(raw)
         self.healthy, self.server_errors = True, 0
         choice = (obj.get("choices") or [{}])[0]
         if req.kind == "chat":
@@ -205,6 +205,32 @@ class OpenAIBackend(Backend):
             yield Piece(str(content))
         reason = str(choice.get("finish_reason") or "stop")
         yield self._finish(req, obj.get("usage") or {}, reason, 1 if content else 0, started)
+
+    def _answer(self, raw: bytes) -> dict[str, Any]:
+        """A 200's body: a JSON object that is not an error. Anything else (a proxy's HTML
+        page, a server's bug) is answered 502 as another 5xx is: the body is logged, not
+        echoed, and only the third such answer in a row takes the server out of rotation."""
+        try:
+            obj = orjson.loads(raw)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("error") is None:
+            return obj
+        self.server_errors += 1
+        text = raw[:500].decode("utf-8", "replace")
+        log.warning(
+            "wattserve: %s answered 200 with a body that is no completion: %s", self.name, text
+        )
+        raise UpstreamError(
+            f"{self.name} answered 200 with a body that is not a JSON completion (its body is "
+            "in the gateway's log)",
+            before_first_byte=True,
+            backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
+        )
+
+    def sees_first_token(self, req: GenRequest) -> bool:
+        """Only a stream shows when its first token came: a whole answer arrives at once."""
+        return bool(req.body.get("stream"))
 
     def _failed(self, exc: BaseException, *, before_first_byte: bool) -> UpstreamError:
         self.healthy = False
@@ -241,6 +267,11 @@ class OpenAIBackend(Backend):
         return Finish(reason, prompt, completion, energy, usd, energy_basis=basis)
 
     async def _streamed(self, req: GenRequest) -> AsyncIterator[Event]:
+        """A streaming request. The answer is complete only once the server says so (a
+        `finish_reason`, or `[DONE]`): a body that ends before either was cut short, and an
+        `error` object in the stream is the server failing mid-answer. Both raise
+        UpstreamError, so the client's stream ends with an error event and the request is
+        recorded as an error, billed for what was delivered."""
         assert self.session is not None
         path = "/chat/completions" if req.kind == "chat" else "/completions"
         body = self._body(req) | {"stream": True, "stream_options": {"include_usage": True}}
@@ -248,7 +279,8 @@ class OpenAIBackend(Backend):
         started = time.monotonic()
         first = True
         usage: dict[str, Any] = {}
-        finish_reason = "stop"
+        finish_reason: str | None = None
+        done = False
         produced = 0
         self.in_flight += 1
         try:
@@ -263,11 +295,16 @@ class OpenAIBackend(Backend):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        done = True
                         break
                     try:
                         obj = json.loads(data)
                     except json.JSONDecodeError:
                         continue
+                    if not isinstance(obj, dict):
+                        continue
+                    if obj.get("error") is not None:
+                        raise self._error_event(obj["error"], before_first_byte=first)
                     if obj.get("usage"):
                         usage = obj["usage"]
                     for choice in obj.get("choices") or []:
@@ -277,7 +314,7 @@ class OpenAIBackend(Backend):
                             else choice.get("text")
                         )
                         if choice.get("finish_reason"):
-                            finish_reason = choice["finish_reason"]
+                            finish_reason = str(choice["finish_reason"])
                         if piece:
                             first = False
                             produced += 1
@@ -286,8 +323,29 @@ class OpenAIBackend(Backend):
             raise self._failed(exc, before_first_byte=first) from None
         finally:
             self.in_flight -= 1
+        if finish_reason is None and not done:  # the body ended mid-answer
+            self.server_errors += 1  # the server is up (it ended the body): as another 5xx
+            raise UpstreamError(
+                f"{self.name} ended its stream without a finish_reason or [DONE]: the "
+                "answer was cut short",
+                before_first_byte=first,
+                backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
+            )
         self.healthy, self.server_errors = True, 0
-        yield self._finish(req, usage, finish_reason, produced, started)
+        yield self._finish(req, usage, finish_reason or "stop", produced, started)
+
+    def _error_event(self, error: Any, *, before_first_byte: bool) -> UpstreamError:
+        """The error for an `error` object in a stream: the server failed mid-answer. Its
+        message is logged, not passed on (it may hold the server's internals, as a 5xx body
+        may); like another 5xx, only the third failure in a row takes the server out."""
+        self.server_errors += 1
+        text = error if isinstance(error, str) else json.dumps(error)
+        log.warning("wattserve: %s sent an error in its stream: %s", self.name, text[:500])
+        return UpstreamError(
+            f"{self.name} sent an error in its stream (its message is in the gateway's log)",
+            before_first_byte=before_first_byte,
+            backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
+        )
 
 
 def _error_text(text: str) -> str:
