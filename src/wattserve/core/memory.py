@@ -104,12 +104,10 @@ def layout_fit(
     weights = lay.weights
     kv_per_seq = seq_tokens * lay.kv_token_bytes / lay.kv_split
     act_bytes_per_token = lay.act_width * ACTIVATION_BYTES
-    per_batch = max(batch, 1)
-
-    def act_at(b: int) -> float:  # the prefill of b sequences: exactly prefill_tokens at batch
-        return min(prefill_tokens * b / per_batch, dep.max_batched_tokens) * act_bytes_per_token
-
-    act = act_at(batch)
+    # the prefill's activations: of `prefill_tokens` at `batch`, as many a sequence at others
+    act_cap = dep.max_batched_tokens * act_bytes_per_token
+    act_seq = prefill_tokens / max(batch, 1) * act_bytes_per_token
+    act = min(prefill_tokens, dep.max_batched_tokens) * act_bytes_per_token
     if lay.kind == "cim":
         m, capacity = dep.model, lay.capacity
         assert capacity is not None
@@ -138,19 +136,24 @@ def layout_fit(
     room = usable - weights
 
     def fits_at(b: int) -> bool:
-        free = room - act_at(b)  # NaN (inf - inf from absurd figures) compares false
+        free = room - min(act_seq * b, act_cap)  # NaN (inf - inf) compares false
         return free > 0 and free >= b * kv_per_seq
 
-    max_batch = _largest_fitting(fits_at, room / kv_per_seq if kv_per_seq > 0 else math.inf)
+    max_batch = _largest_fitting(
+        fits_at,
+        room / kv_per_seq if kv_per_seq > 0 else math.inf,
+        _closed_form_batch(room, kv_per_seq, act_seq, act_cap),
+    )
     free = room - act
     kv = batch * kv_per_seq
-    fits = fits_at(batch)
+    fits = free > 0 and free >= kv
     reason = ""
-    if not fits and not room - act_at(1) > 0:  # not even one sequence's prefill fits
+    act_one = min(act_seq, act_cap)
+    if not fits and not room - act_one > 0:  # not even one sequence's prefill fits
         m, hw = dep.model, dep.hardware
         reason = (
             f"weights of {m.id} in {dep.dtype} need {weights / GB:.1f} GB per device "
-            f"(plus {act_at(1) / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB "
+            f"(plus {act_one / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB "
             f"usable on each of {dep.devices} device(s); use more devices (tensor or pipeline "
             "parallel) or a smaller dtype"
         )
@@ -164,13 +167,28 @@ def layout_fit(
     return MemoryFit(weights / GB, kv / GB, act / GB, capacity / GB, fits, max_batch, reason)
 
 
-def _largest_fitting(fits_at: Callable[[int], bool], bound: float) -> int:
+def _closed_form_batch(room: float, kv: float, act: float, act_cap: float) -> float:
+    """The largest batch that fits, solved: b sequences need b * (kv + act) beside the weights
+    while their prefill's activations grow with them (act a sequence), b * kv + act_cap once
+    the activations reach max_batched_tokens. A guess `_largest_fitting` checks (NaN: none)."""
+    with_act = kv + act
+    if not with_act > 0 or not math.isfinite(room):
+        return math.nan
+    b = math.floor(room / with_act)
+    if b * act < act_cap or kv <= 0:
+        return b
+    return math.floor((room - act_cap) / kv)
+
+
+def _largest_fitting(fits_at: Callable[[int], bool], bound: float, guess: float) -> int:
     """The largest batch b in [0, MAX_BATCH] with fits_at(b), fits_at falling from true to
     false as b grows (the KV cache and the prefill's activations only grow with it).
 
     `bound` is a batch no fitting batch exceeds by more than one (the memory beside the weights
     over one sequence's KV cache), so that the bisection takes a dozen steps, not 31.
     """
+    if 1 <= guess < MAX_BATCH and fits_at(int(guess)) and not fits_at(int(guess) + 1):
+        return int(guess)  # the closed form, checked against the fit itself
     if not fits_at(1):
         return 0
     hi = int(bound) + 1 if bound < MAX_BATCH else MAX_BATCH

@@ -54,13 +54,15 @@ class StepCost(NamedTuple):
         """The largest term of the step's time, as `estimate` and `rank` print it: memory (the
         elementwise kernels' traffic with it), compute, communication or overhead (the first
         of them on a tie)."""
-        terms = {
-            "memory": self.memory_s + self.elementwise_s,
-            "compute": self.compute_s,
-            "communication": self.comm_s,
-            "overhead": self.overhead_s,
-        }
-        return max(terms, key=terms.__getitem__)
+        label, most = "memory", self.memory_s + self.elementwise_s
+        for name, t in (
+            ("compute", self.compute_s),
+            ("communication", self.comm_s),
+            ("overhead", self.overhead_s),
+        ):
+            if t > most:
+                label, most = name, t
+        return label
 
 
 class PerfModel:
