@@ -428,6 +428,62 @@ def test_power_keeps_its_defaults_with_too_few_watts_and_warns_when_implausible(
     assert any("the power curve misses the measured watts by" in w for w in report.warnings)
 
 
+def test_an_unknown_column_is_refused_naming_the_one_meant(tmp_path: Path) -> None:
+    """A misspelt kv_dtype column was dropped without a word, and the KV cache taken as bf16
+    for an fp8 run."""
+    f = tmp_path / "m.csv"
+    f.write_text(f"{HEADER},kv_dtpye\nllama-3.1-8b,h100-sxm,1,1,fp8,decode,1,,512,0.01,,fp8\n")
+    with pytest.raises(
+        ConfigError, match=r"unknown column\(s\) 'kv_dtpye' \(did you mean kv_dtype"
+    ):
+        read_measurements(f)
+
+
+def test_repeated_rows_are_held_out_together() -> None:
+    """The MoE example's six rows listed three times: each row was held out alone while its
+    two copies stayed in the fit, so 11 terms were fitted and 0.2% claimed held out (10.3% for
+    the six rows). Rows of one shape now leave together."""
+    rows = read_measurements(REPO / "examples" / "measurements-h200-moe.csv")
+    _, [once] = fit_calibration(rows, load_catalog())
+    _, [thrice] = fit_calibration(rows * 3, load_catalog())
+    assert once.loo_mean_abs_pct is not None and thrice.loo_mean_abs_pct is not None
+    assert thrice.loo_mean_abs_pct > 0.8 * once.loo_mean_abs_pct
+    time_terms = [n for n in thrice.fitted if not n.startswith(("power_", "idle_"))]
+    assert len(time_terms) <= 5  # k terms need k + 1 distinct shapes, not rows
+
+
+def test_an_moe_term_fitted_at_its_bound_is_warned_about() -> None:
+    """The MoE example with its MoE rows four times slower: eff_expert went to its floor, 5.8
+    prior widths from its default, and no warning said so (the check skipped the MoE terms)."""
+    rows = [
+        dataclasses.replace(m, seconds=m.seconds * 4) if "moe" in m.model or "a3b" in m.model
+        else m
+        for m in read_measurements(REPO / "examples" / "measurements-h200-moe.csv")
+    ]  # fmt: skip
+    _, [report] = fit_calibration(rows, load_catalog())
+    assert any(w.startswith("eff_expert fitted at its bound") for w in report.warnings)
+
+
+def test_the_power_curve_reads_each_rows_own_deployment() -> None:
+    """Rows of 1, 2 and 4 pipeline stages at the defaults' own watts: the fit used the first
+    row's deployment for every row, so it reported 31% power error, fitted both slopes (in one
+    row order; not in the other) and predicted these rows 41% low (found by an audit)."""
+    hw = load_catalog().device("h100-sxm")
+    rows = []
+    for count in (1, 2, 4):
+        pm = PerfModel(Deployment(load_model("llama-3.1-8b"), hw, pp=count), EngineParams())
+        for phase, batch, tokens in (("decode", 1, 512), ("decode", 32, 1024), ("prefill", 8, 512)):
+            c = pm.prefill(batch, tokens) if phase == "prefill" else pm.decode_step(batch, tokens)
+            rows.append(
+                Measurement("llama-3.1-8b", "h100-sxm", count, 1, "bf16", phase, batch, tokens,
+                            tokens, c.time_s, c.power_w / count)  # type: ignore[arg-type]
+            )  # fmt: skip
+    for order in (rows, rows[::-1]):
+        _, [report] = fit_calibration(order, load_catalog())
+        assert report.power_mean_abs_pct is not None and report.power_mean_abs_pct < 0.1
+        assert not {"power_k_compute", "power_k_memory"} & set(report.fitted)
+
+
 def test_a_term_its_fit_sends_to_its_upper_bound_is_never_selected() -> None:
     """Steps 3 s slower than the defaults: a per-step overhead would need more than its 2 s
     bound. A set whose fit ends at a term's upper bound is not selected (the term stands in for

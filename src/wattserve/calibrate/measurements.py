@@ -24,7 +24,7 @@ from wattserve.core.deployment import default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.modelspec import builtin_model_id
 from wattserve.core.textfile import read_text
-from wattserve.errors import ConfigError
+from wattserve.errors import ConfigError, closest
 
 COLUMNS = (
     "model",
@@ -217,6 +217,16 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         if absent:
             raise ConfigError(
                 f"missing column(s) {', '.join(absent)}; the header must be {','.join(COLUMNS)}",
+                path=str(p),
+                line=1,
+            )
+        known = COLUMNS + OPTIONAL_COLUMNS
+        unknown = [h for h in header if h not in known]
+        if unknown:  # a misspelt kv_dtype column was read as absent: bf16 for an fp8 run
+            near = [f"{h!r:.40} (did you mean {' or '.join(closest(h, known))}?)"
+                    if closest(h, known) else f"{h!r:.40}" for h in unknown[:5]]  # fmt: skip
+            raise ConfigError(
+                f"unknown column(s) {', '.join(near)}; the columns are {','.join(known)}",
                 path=str(p),
                 line=1,
             )
