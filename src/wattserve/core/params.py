@@ -194,6 +194,10 @@ class Calibration:
     params: dict[str, EngineParams] = field(default_factory=dict)
     fit_error: dict[str, dict[str, float]] = field(default_factory=dict)
     terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
+    # the terms a file gave per entry, where it left some out (a hand-written or edited entry):
+    # the rest are the hardware's own defaults (a CPU's, not a GPU's), resolved once per device
+    given: dict[str, frozenset[str]] = field(default_factory=dict)
+    resolved: dict[str, EngineParams] = field(default_factory=dict, compare=False, repr=False)
 
     def entry_id(self, hw_id: str) -> str | None:
         """The id this calibration files `hw_id`'s terms under: the id itself, or the one
@@ -201,11 +205,18 @@ class Calibration:
         return hw_id if hw_id in self.params else in_any_case(hw_id, self.params)
 
     def params_for(self, hw: Hardware) -> EngineParams:
-        found = self.params.get(hw.id)
-        if found is None and self.params:
-            key = self.entry_id(hw.id)
-            found = None if key is None else self.params[key]
-        return found or default_params(hw)
+        key = hw.id if hw.id in self.params else self.entry_id(hw.id) if self.params else None
+        if key is None:
+            return default_params(hw)
+        found, names = self.params[key], self.given.get(key)
+        if names is None:
+            return found
+        done = self.resolved.get(hw.id)
+        if done is None:  # one object per device: estimate's caches find it by identity
+            done = self.resolved[hw.id] = default_params(hw).with_updates(
+                **{n: getattr(found, n) for n in names}, source=found.source
+            )
+        return done
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -284,6 +295,7 @@ def load_calibration(path: str | Path) -> Calibration:
     errors: dict[str, dict[str, float]] = {}
     terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     folded: dict[str, str] = {}
+    given: dict[str, frozenset[str]] = {}
     for hw_id in hardware:  # ids match in any case, so two spellings of one would be ambiguous
         twin = folded.setdefault(str(hw_id).lower(), str(hw_id))
         if twin != hw_id:
@@ -316,9 +328,10 @@ def load_calibration(path: str | Path) -> Calibration:
             # written by calibrate before the step model of 2026-12-04 (the LM head per token,
             # no elementwise kernels): its fitted terms stand in for what the model now counts
             raise ConfigError(
-                "fitted under the step model before 2026-12-04 (no elementwise_factor: the "
-                "LM head charged per token, no elementwise kernels, docs/model.md), so its "
-                "terms would count those twice: calibrate again from the measurements",
+                "no elementwise_factor in an entry calibrate wrote: fitted under the step "
+                "model before 2026-12-04 (the LM head charged per token, no elementwise "
+                "kernels, docs/model.md), whose terms would count those twice, or edited; "
+                "calibrate again from the measurements",
                 path=str(p),
                 field=f"hardware.{hw_id}",
             )
@@ -335,6 +348,8 @@ def load_calibration(path: str | Path) -> Calibration:
                         field=f"hardware.{hw_id}.{name}",
                     )
                 values[name] = float(v)
+        if len(values) < len(NUMERIC_FIELDS):
+            given[hw_id] = frozenset(values)
         values["source"] = str(entry.get("source", f"calibration {p.name}"))
         params[hw_id] = EngineParams(**values)
         fe = entry.get("fit_error", {})
@@ -346,4 +361,4 @@ def load_calibration(path: str | Path) -> Calibration:
         fitted, kept = entry.get("fitted"), entry.get("kept")
         if isinstance(fitted, list) and isinstance(kept, list):
             terms[hw_id] = (tuple(map(str, fitted)), tuple(map(str, kept)))
-    return Calibration(params=params, fit_error=errors, terms=terms)
+    return Calibration(params=params, fit_error=errors, terms=terms, given=given)
