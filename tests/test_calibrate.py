@@ -446,6 +446,23 @@ def test_terms_a_file_leaves_out_are_the_hardwares_own_defaults(tmp_path: Path) 
     assert calib.params_for(cpu) is calib.params_for(cpu)  # one object: estimate caches by it
 
 
+def test_calibrate_takes_logits_all_as_profile_does(tmp_path: Path) -> None:
+    """profile fits its llama.cpp rows with the LM head on every token; calibrate had no way
+    to say so, so calibrating profile's own CSV again wrote logits_all 0 and other terms."""
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    data = REPO / "tests" / "data" / "llama_cpp_logits_all"
+    out = tmp_path / "c.json"
+    args = ["calibrate", str(data / "measurements.csv"), "--hardware-file",
+            str(data / "local-cpu.yaml"), "-o", str(out)]  # fmt: skip
+    r = CliRunner().invoke(app, [*args, "--logits-all"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["hardware"]["local-cpu"]["logits_all"] == 1.0
+    assert "the LM head on every token (logits_all)" in r.output
+
+
 def test_an_unknown_column_is_refused_naming_the_one_meant(tmp_path: Path) -> None:
     """A misspelt kv_dtype column was dropped without a word, and the KV cache taken as bf16
     for an fp8 run."""

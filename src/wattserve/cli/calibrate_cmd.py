@@ -69,6 +69,14 @@ def calibrate_cmd(
         list[Path] | None, typer.Option(help="Extra hardware YAML (repeatable).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the fit report as JSON.")] = False,
+    logits_all: Annotated[
+        bool,
+        typer.Option(
+            "--logits-all",
+            help="The engine computed every token's logits (llama-cpp-python's server, as "
+            "`profile` times it); recorded in the calibration.",
+        ),
+    ] = False,
 ) -> None:
     """Fit efficiencies, overheads and the power curve per hardware; print the fit error."""
     check_writable(output, "--output", (measurements, *(hardware_file or [])))
@@ -76,7 +84,7 @@ def calibrate_cmd(
     configs = {c for m in rows for c in model_files(m.model)}  # a row's model may be a file
     check_writable(output, "--output", tuple(configs))
     calibration, reports = fit_calibration(
-        rows, load_catalog(hardware_file or []), source=str(measurements)
+        rows, load_catalog(hardware_file or []), source=str(measurements), logits_all=logits_all
     )
     save_text(output, calibration.dumps(), "--output")
     if json_out:
