@@ -494,6 +494,9 @@ def test_devices_without_power_figures_report_unknown_energy(tmp_path: Path) -> 
     assert report["completed"] == 30
     assert report["energy_j"] is None and report["energy_j_per_token"] is None
     assert "no power figures (TDP) for tpu" in report["energy_note"]
+    # and its site's too: they were 0.0 W and 0.0 J (an audit, 2026-12-04)
+    site = report["sites"]["gcp"]
+    assert site["energy_j"] is None and site["peak_power_w"] is None
     json.dumps(report, allow_nan=False)  # never NaN in the JSON
 
 

@@ -49,14 +49,19 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
     priced_tokens = sum(n for name, n in out.tokens_by.items() if name not in unpriced)
     gov = out.governor
     sites: dict[str, Any] = {}
+    here: dict[str, list[str]] = defaultdict(list)
+    for d in fleet.deployments:
+        here[d.site].append(d.name)
     for name, site in fleet.sites.items():
         acct = gov.sites[name] if gov is not None else None
+        # a site whose devices all lack power figures: its watts are unknown, not 0
+        dark = bool(here[name]) and all(n in unpowered for n in here[name])
         sites[name] = {
             "power_cap_w": site.power_cap_w,
-            "peak_power_w": None if acct is None else round(acct.peak_w, 3),
-            "cap_exceeded_s": None if acct is None else round(acct.exceeded_s, 6),
-            "max_excess_w": None if acct is None else round(acct.max_excess_w, 3),
-            "energy_j": round(site_energy.get(name, 0.0), 3),
+            "peak_power_w": None if acct is None or dark else round(acct.peak_w, 3),
+            "cap_exceeded_s": None if acct is None or dark else round(acct.exceeded_s, 6),
+            "max_excess_w": None if acct is None or dark else round(acct.max_excess_w, 3),
+            "energy_j": None if dark else round(site_energy.get(name, 0.0), 3),
         }
         if name in out.cap_blocks:
             sites[name]["cap_note"] = out.cap_blocks[name]
