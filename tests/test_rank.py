@@ -444,3 +444,18 @@ def test_numbers_that_round_up_to_the_next_power_of_ten_print_whole() -> None:
 
     assert _num(999.6) == "1,000"
     assert _num(999.4) == "999" and _num(1234.5) == "1,234" and _num(0.00012) == "0.00012"
+
+
+def test_an_empty_ranking_says_why_not_that_the_slo_was_missed() -> None:
+    """It said 'No device or hosted API meets the SLO' when the filters chose nothing and when
+    the one device chosen could not hold the model (an audit, 2026-12-04)."""
+    from wattserve.cli.app import app
+
+    none = CliRunner().invoke(
+        app, ["rank", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--category", "asic"]
+    )
+    assert "--hardware and --category leave none" in none.output and "SLO (" not in none.output
+    small = CliRunner().invoke(
+        app, ["rank", "--model", "llama-3.1-70b", "--hardware", "mythic-m1076"]
+    )
+    assert "why each was left out is below" in small.output and "does-not-fit" in small.output

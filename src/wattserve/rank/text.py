@@ -135,8 +135,12 @@ def ranking_text(rk: Ranking) -> str:
             "tok/s/user; * a figure behind the row is unverified; ? an SLO term the API does "
             "not publish",
         ]
-    else:
+    elif not rk.excluded:  # the filters chose none: nothing was weighed against the SLO
+        out.append("No device or hosted API was selected: --hardware and --category leave none.")
+    elif all(x.why == "misses-slo" for x in rk.excluded):
         out.append("No device or hosted API meets the SLO (closest misses below).")
+    else:
+        out.append("No device or hosted API is ranked: why each was left out is below.")
     if len(rk.rows) > len(shown):
         out.append(f"({len(rk.rows) - len(shown)} more rows; drop --top to see them)")
     if rk.power_envelope_w is not None:
