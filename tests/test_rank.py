@@ -459,3 +459,17 @@ def test_an_empty_ranking_says_why_not_that_the_slo_was_missed() -> None:
         app, ["rank", "--model", "llama-3.1-70b", "--hardware", "mythic-m1076"]
     )
     assert "why each was left out is below" in small.output and "does-not-fit" in small.output
+
+
+def test_edge_refuses_flags_it_would_ignore_and_names_a_window_too_short() -> None:
+    """--edge ignored --model, --category, --sort, --top and --power-envelope without a word,
+    and at 100,000 + 100,000 tokens blamed every part's missing peaks, not the context windows
+    (an audit, 2026-12-04)."""
+    from wattserve.cli.app import app
+
+    r = CliRunner().invoke(app, ["rank", "--edge", "--model", "llama-3.1-8b", "--top", "3"])
+    assert r.exit_code == 2 and "--model, --top do not apply" in r.output
+    long = CliRunner().invoke(
+        app, ["rank", "--edge", "--prompt-tokens", "100000", "--output-tokens", "100000"]
+    )
+    assert "no catalog model's context window holds 100000 + 100000 tokens" in long.output

@@ -137,6 +137,32 @@ def rank_cmd(
     calib = Calibration() if calibration is None else load_calibration(calibration)
     hw = _split(hardware)
     if edge:
+        unused = [  # --edge weighs every catalog model on every part: these would go unheard
+            flag
+            for flag, given in (
+                ("--model", model is not None),
+                ("--category", category is not None),
+                ("--sort", sort != "usd_per_mtok"),
+                ("--top", top is not None),
+                ("--power-envelope", power_envelope is not None),
+                ("--pue", pue is not None),
+                ("--dtype", dtype != "auto"),
+                ("--require-software", require_software is not None),
+                ("--min-maturity", min_maturity is not None),
+                ("--training-cost-usd", training_cost_usd is not None),
+                ("--daily-tokens", daily_tokens is not None),
+            )
+            if given
+        ]
+        if unused:
+            raise ConfigError(
+                f"--edge ranks every catalog model on each edge part; {', '.join(unused)} "
+                + ("does" if len(unused) == 1 else "do")
+                + " not apply to it: leave "
+                + ("it" if len(unused) == 1 else "them")
+                + " out",
+                field=unused[0],
+            )
         if gpu_memory_utilization is not None:  # else it would be ignored without a word
             raise ConfigError(
                 "--edge finds the largest model each part holds at its default memory share; "

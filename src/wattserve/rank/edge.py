@@ -95,7 +95,13 @@ def edge_view(
                 best = max(fitting, key=lambda e: _per_watt(e) or 0.0)
                 break
         if best is None:
-            reason = why or f"{hw.id} has no peak for bf16, fp8, int8 or int4"
+            if not models:  # the lengths asked for fit no catalog model's context window
+                reason = (
+                    f"no catalog model's context window holds {prompt_tokens} + "
+                    f"{output_tokens} tokens"
+                )
+            else:
+                reason = why or f"{hw.id} has no peak for bf16, fp8, int8 or int4"
             rows.append(
                 EdgeRow(hw.id, hw.name, hw.category, None, None, None, None, None, None, reason)
             )
