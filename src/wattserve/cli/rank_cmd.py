@@ -141,6 +141,8 @@ def rank_cmd(
             flag
             for flag, given in (
                 ("--model", model is not None),
+                ("--slo-ttft", slo_ttft != DEFAULT_TTFT_S),
+                ("--slo-tpot", slo_tpot != DEFAULT_TPOT_S),
                 ("--category", category is not None),
                 ("--sort", sort != "usd_per_mtok"),
                 ("--top", top is not None),
