@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from wattserve.bench.metrics import latency_stats, percentiles
 from wattserve.core.records import OK, RequestRecord, per_token_s
 from wattserve.errors import ConfigError
@@ -26,6 +28,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("tpot_p99_s", "s"),
     ("itl_mean_s", "s"),
     ("itl_p50_s", "s"),
+    ("itl_p90_s", "s"),
     ("itl_p99_s", "s"),
     ("e2e_mean_s", "s"),
     ("e2e_p50_s", "s"),
@@ -150,46 +153,139 @@ def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
 
 
 class Timed(NamedTuple):
-    """One completed request's latencies, with the keys it pairs by."""
+    """One completed request's latencies and lengths (tokens; None where the file gives
+    none), with the keys it pairs by."""
 
     row: int  # its line in the trace (0: unknown or generated)
     id: int  # its place in the workload
     ttft_s: float | None
     tpot_s: float | None
     e2e_s: float | None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+# bench's (and vLLM's) lists, one entry per request, checked against `ttfts`
+REQUEST_LISTS = ("e2els", "input_lens", "output_lens", "errors", "trace_rows", "itls")
+
+
+def _twice(keys: list[int], *, zero_too: bool = False) -> tuple[int, int, int] | None:
+    """The first key listed twice, with the places of both (0-based). A trace row of 0
+    (a generated request) is no key, so 0 repeats freely unless `zero_too`."""
+    seen: dict[int, int] = {}
+    for i, k in enumerate(keys):
+        if (k or zero_too) and k in seen:
+            return k, seen[k], i
+        seen.setdefault(k, i)
+    return None
+
+
+def _records(records: list[RequestRecord]) -> list[Timed]:
+    """A requests file's completed requests. A trace row or an id on two lines (a line
+    repeated, two files joined) is a ConfigError: it would pair one request twice."""
+    for key, what in (("row", "trace row"), ("id", "request id")):
+        dup = _twice([getattr(r, key) for r in records], zero_too=key == "id")
+        if dup is not None:
+            raise ConfigError(
+                f"{what} {dup[0]} is on two lines (request lines {dup[1] + 1} and "
+                f"{dup[2] + 1}): a requests file holds one line per request; was a line "
+                "repeated, or two files joined?",
+                field=key,
+            )
+    return [
+        Timed(r.row, r.id, r.ttft_s, r.tpot_s, r.e2e_s, r.prompt_tokens, r.output_tokens)
+        for r in records
+        if r.status == OK
+    ]
 
 
 def per_request(raw: dict[str, Any]) -> list[Timed]:
     """The completed requests of a result: `simulate --requests-out` records, or bench's
-    lists (`ttfts`, `e2els`, `output_lens`, `errors`, `trace_rows`), or vLLM's `ttfts` by
-    position; failed requests are left out. A listed latency or length that is not a number
-    >= 0 is a ConfigError naming it (`ttfts[3]`)."""
+    lists (`ttfts`, `e2els`, `input_lens`, `output_lens`, `errors`, `trace_rows`), or
+    vLLM's by position; failed requests are left out. A listed latency or length that is not
+    a number >= 0 is a ConfigError naming it (`ttfts[3]`); so is a list whose length is not
+    that of `ttfts`, and a trace row listed twice."""
     records = raw.get("records")
     if isinstance(records, list) and records and isinstance(records[0], RequestRecord):
-        return [Timed(r.row, r.id, r.ttft_s, r.tpot_s, r.e2e_s) for r in records if r.status == OK]
+        return _records(records)
     ttfts = raw.get("ttfts")
     if not isinstance(ttfts, list):
         return []
     n = len(ttfts)
+    for key in REQUEST_LISTS:
+        v = raw.get(key)
+        if v is not None and not isinstance(v, list):
+            raise ConfigError(f"must be a list, one entry per request, got {_show(v)}", field=key)
+        if v is not None and len(v) != n:
+            raise ConfigError(
+                f"lists {len(v)} requests where ttfts lists {n}: one entry per request in "
+                "every list (a file cut short or edited?)",
+                field=key,
+            )
 
     def column(key: str, fill: Any) -> list[Any]:
         v = raw.get(key)
-        return v if isinstance(v, list) and len(v) == n else [fill] * n
+        return v if isinstance(v, list) else [fill] * n
 
-    rows, e2es, outs, errs = (
+    rows, e2es, ins, outs, errs = (
         column(k, f)
-        for k, f in (("trace_rows", 0), ("e2els", None), ("output_lens", 0), ("errors", ""))
+        for k, f in (
+            ("trace_rows", 0),
+            ("e2els", None),
+            ("input_lens", None),
+            ("output_lens", None),
+            ("errors", ""),
+        )
     )
+    rows = [r if isinstance(r, int) and not isinstance(r, bool) else 0 for r in rows]
+    dup = _twice(rows)
+    if dup is not None:
+        raise ConfigError(
+            f"row {dup[0]} is listed twice (entries {dup[1]} and {dup[2]}): one entry per "
+            "request of the trace",
+            field="trace_rows",
+        )
     out = []
-    for i, (row, t, e, tokens, err) in enumerate(zip(rows, ttfts, e2es, outs, errs, strict=True)):
+    for i, (row, t, e, p, tokens, err) in enumerate(
+        zip(rows, ttfts, e2es, ins, outs, errs, strict=True)
+    ):
         if err:
             continue
         ttft = figure(t, f"ttfts[{i}]") or None  # vLLM writes 0 for a latency it has not
         e2e = figure(e, f"e2els[{i}]") or None
-        count = int(figure(tokens, f"output_lens[{i}]", whole=True) or 0)
-        row = row if isinstance(row, int) and not isinstance(row, bool) else 0
-        out.append(Timed(row, i, ttft, per_token_s(ttft, e2e, count), e2e))
+        prompt = figure(p, f"input_lens[{i}]", whole=True)
+        count = figure(tokens, f"output_lens[{i}]", whole=True)
+        per_token = per_token_s(ttft, e2e, int(count or 0))
+        out.append(
+            Timed(
+                row,
+                i,
+                ttft,
+                per_token,
+                e2e,
+                None if prompt is None else int(prompt),
+                None if count is None else int(count),
+            )
+        )
     return out
+
+
+class Pairing(NamedTuple):
+    """Which completed requests of A and B are the same request: by trace row when both
+    files give every request one, else by place in the workload."""
+
+    by: str  # "trace row" or "position"
+    pairs: list[tuple[Timed, Timed]]
+    only_a: int  # completed in A, with no completed request of B at its key
+    only_b: int
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "pairs": len(self.pairs),
+            "only_in_a": self.only_a,
+            "only_in_b": self.only_b,
+        }
 
 
 def _keys(timed: list[Timed]) -> bool:
@@ -198,32 +294,117 @@ def _keys(timed: list[Timed]) -> bool:
     return bool(rows) and all(r > 0 for r in rows) and len(set(rows)) == len(rows)
 
 
-def paired(a: list[Timed], b: list[Timed]) -> list[dict[str, Any]]:
-    """Request by request (the same trace row in both files, or the same place in the
-    workload when either file has no rows): the spread of B - A per latency."""
+def pair(a: list[Timed], b: list[Timed]) -> Pairing:
+    """The requests of A and B with the same key (trace row, or place in the workload)."""
     by_row = _keys(a) and _keys(b)
     ka = {t.row if by_row else t.id: t for t in a}
     kb = {t.row if by_row else t.id: t for t in b}
     common = sorted(ka.keys() & kb.keys())
+    return Pairing(
+        "trace row" if by_row else "position",
+        [(ka[k], kb[k]) for k in common],
+        len(ka) - len(common),
+        len(kb) - len(common),
+    )
+
+
+# Lengths that say two requests are not the same request. bench sizes each prompt from a line
+# fitted to the server's own counts on two probes and rounds it to whole words, so a prompt of
+# the same trace row lands within a token or two of the trace's length (a tokenizer that splits
+# an odd word adds a few on long prompts): 4 tokens or 5 % is a wide margin for that, and far
+# below what two traces differ by. A server may also count every prompt a fixed number of
+# tokens apart from the trace (a chat template counted or not: `wattserve serve`'s streamed
+# usage is 28 tokens under llama.cpp's with SmolLM2), so prompts are held against each other
+# after the pairs' median shift; two traces shift them by unrelated amounts. Outputs may
+# legitimately fall short of the trace (a server that stops at end-of-sequence when it refused
+# ignore_eos, or one counted by chunks), so they only ever warn.
+LENGTH_TOL_TOKENS = 4
+LENGTH_TOL_SHARE = 0.05
+DIFFERENT_TRACES_SHARE = 0.1  # prompts disagree on more pairs than this: different traces
+
+
+def _tolerance(n: float, m: float) -> float:
+    return max(LENGTH_TOL_TOKENS, LENGTH_TOL_SHARE * max(n, m))
+
+
+class LengthCheck(NamedTuple):
+    """The pairs with both lengths known, how many of them disagree (prompts: beyond the
+    shift common to the pairs), the first that does, and that shift (median B - A, tokens)."""
+
+    name: str  # "prompt" or "output"
+    checked: int
+    disagree: int
+    example: str  # the pair furthest off: "row 2: 135 against 98 tokens"
+    shift: float = 0.0
+    shifted: bool = False  # the shift itself is past the tolerance
+
+    def message(self) -> str:
+        beyond = ", even with the same shift allowed to every pair" if self.shift else ""
+        return (
+            f"{self.name} lengths disagree on {self.disagree} of {self.checked} pairs{beyond} "
+            f"(furthest: {self.example}; within {LENGTH_TOL_TOKENS} tokens or "
+            f"{100 * LENGTH_TOL_SHARE:.0f} % is the same)"
+        )
+
+    @property
+    def different_traces(self) -> bool:
+        """Whether the prompts say the two files ran different traces."""
+        return self.name == "prompt" and self.disagree > DIFFERENT_TRACES_SHARE * self.checked
+
+
+def lengths(pairing: Pairing) -> list[LengthCheck]:
+    """The prompt and output lengths of each pair held against each other."""
+    checks = []
+    for name in ("prompt", "output"):
+        field = f"{name}_tokens"
+        both = [
+            (x, getattr(x, field), getattr(y, field))
+            for x, y in pairing.pairs
+            if getattr(x, field) is not None and getattr(y, field) is not None
+        ]
+        shift, shifted = 0.0, False
+        if name == "prompt" and both:
+            shift = float(np.median([m - n for _, n, m in both]))
+            longest = float(np.median([max(n, m) for _, n, m in both]))
+            shifted = abs(shift) > _tolerance(longest, longest)
+        off = [(x, n, m) for x, n, m in both if abs(m - n - shift) > _tolerance(n, m)]
+        example = ""
+        if off:  # the pair furthest off
+            x, n, m = max(off, key=lambda o: abs(o[2] - o[1] - shift))
+            key = f"row {x.row}" if pairing.by == "trace row" else f"request {x.id}"
+            example = f"{key}: {n} against {m} tokens"
+        checks.append(LengthCheck(name, len(both), len(off), example, shift, shifted))
+    return checks
+
+
+def paired(a: list[Timed], b: list[Timed]) -> list[dict[str, Any]]:
+    """Request by request (the same trace row in both files, or the same place in the
+    workload when either file has no rows): the spread of B - A per latency."""
+    return spread(pair(a, b))
+
+
+def spread(pairing: Pairing) -> list[dict[str, Any]]:
+    """Per latency, the pairs' B - A: median and p90 of |B - A|, median error and median
+    |error|, as interpolated percentiles (`bench.metrics.percentiles`, as every figure)."""
     rows = []
     for name in ("ttft_s", "tpot_s", "e2e_s"):
-        pairs = [(getattr(ka[k], name), getattr(kb[k], name)) for k in common]
+        pairs = [(getattr(x, name), getattr(y, name)) for x, y in pairing.pairs]
         pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
         if not pairs:
             continue
-        diffs = [y - x for x, y in pairs]
+        absd = [abs(y - x) for x, y in pairs]
         # a tiny A can put the error past what a float holds: that pair has no error
-        rels = sorted(r for x, y in pairs if x and math.isfinite(r := (y - x) / x))
-        absd = sorted(abs(d) for d in diffs)
+        rels = [r for x, y in pairs if x and math.isfinite(r := (y - x) / x)]
+        spread = {k: _finite(v) for k, v in percentiles(absd).items()}
         rows.append(
             {
                 "metric": name,
                 "pairs": len(pairs),
-                "by": "trace row" if by_row else "position",
-                "median_abs_diff_s": absd[len(absd) // 2],
-                "p90_abs_diff_s": absd[min(len(absd) - 1, int(0.9 * len(absd)))],
-                "median_error": rels[len(rels) // 2] if rels else None,
-                "median_abs_error": sorted(map(abs, rels))[len(rels) // 2] if rels else None,
+                "by": pairing.by,
+                "median_abs_diff_s": spread["p50"],
+                "p90_abs_diff_s": spread["p90"],
+                "median_error": _finite(percentiles(rels)["p50"]),
+                "median_abs_error": _finite(percentiles([abs(r) for r in rels])["p50"]),
             }
         )
     return rows
@@ -290,13 +471,25 @@ def table(rows: list[dict[str, Any]], label_a: str, label_b: str) -> str:
     return "\n".join(lines)
 
 
-def paired_table(rows: list[dict[str, Any]]) -> str:
-    by = rows[0]["by"] if rows else "trace row"
+def paired_table(rows: list[dict[str, Any]], pairing: Pairing) -> str:
+    """The request-by-request section: how many requests paired and which did not, then
+    one row per latency (or a line saying no request paired)."""
+    if not pairing.pairs:
+        return (
+            f"request by request: no request pairs ({pairing.only_a} completed requests in A, "
+            f"{pairing.only_b} in B, none at the same {pairing.by} in the other)"
+        )
     head = (
         f"{'per request':14} {'pairs':>7} {'median |B-A|':>14} {'p90 |B-A|':>14} "
         f"{'median error':>13} {'median |error|':>15}"
     )
-    lines = [f"request by request (paired by {by}): error = (B - A) / A", head, "-" * len(head)]
+    lines = [
+        f"request by request (paired by {pairing.by}): error = (B - A) / A",
+        f"{len(pairing.pairs)} pairs; {pairing.only_a} completed requests only in A, "
+        f"{pairing.only_b} only in B (failed in the other file, or not in it)",
+        head,
+        "-" * len(head),
+    ]
     for r in rows:
         err = "-" if r["median_error"] is None else f"{100 * r['median_error']:+.1f} %"
         abs_err = "-" if r["median_abs_error"] is None else f"{100 * r['median_abs_error']:.1f} %"
