@@ -141,3 +141,13 @@ def fake_upstream() -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def requests_total(url: str, status: str) -> float:
+    """The gateway's wattserve_requests_total for `status`, summed over its other labels."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("wattserve_requests_total{") and f'status="{status}"' in line
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import NotFoundError, OpenAI
-from serving import gateway
+from serving import gateway, requests_total
 
 CHAT = "/v1/chat/completions"
 SMALL = "llama-3.2-1b"
@@ -83,15 +83,6 @@ def rows(db: Path) -> list[tuple[str, str | None, str | None]]:
     return got
 
 
-def counted(url: str, status: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("wattserve_requests_total{") and f'status="{status}"' in line
-    )
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_leaves_while_waiting_for_power_is_counted(
     tmp_path: Path, stream: bool
@@ -110,10 +101,10 @@ def test_a_client_that_leaves_while_waiting_for_power_is_counted(
                     timeout=0.5,
                 )
         deadline = time.monotonic() + 5
-        while counted(s.url, "cancelled") < 2 and time.monotonic() < deadline:
+        while requests_total(s.url, "cancelled") < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert counted(s.url, "cancelled") == 2
-        assert counted(s.url, "rejected") == 0  # they left before their 429
+        assert requests_total(s.url, "cancelled") == 2
+        assert requests_total(s.url, "rejected") == 0  # they left before their 429
         assert httpx.get(f"{s.url}/health", timeout=10).json()["in_flight"] == 0
         deadline = time.monotonic() + 5
         while len(rows(s.db)) < 2 and time.monotonic() < deadline:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serving import Server, fake_upstream, gateway
+from serving import Server, fake_upstream, gateway, requests_total
 
 from wattserve.serve.fake import MID_STREAM_ERROR
 
@@ -69,18 +69,9 @@ def row(s: Server, rid: str) -> dict[str, object]:
         time.sleep(0.05)
 
 
-def requests_total(s: Server, status: str) -> float:
-    text = httpx.get(f"{s.url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("wattserve_requests_total{") and f'status="{status}"' in line
-    )
-
-
 @pytest.mark.parametrize("cue", ["truncate", "error"])
 def test_a_broken_upstream_stream_ends_with_an_error_event(upstream_gw: Server, cue: str) -> None:
-    errors_before = requests_total(upstream_gw, "error")
+    errors_before = requests_total(upstream_gw.url, "error")
     events = stream_events(upstream_gw, fake_break=cue)
     objs = [json.loads(e) for e in events if e != "[DONE]"]
     assert "[DONE]" not in events  # a cut-off answer never looks finished
@@ -94,7 +85,7 @@ def test_a_broken_upstream_stream_ends_with_an_error_event(upstream_gw: Server, 
     assert MID_STREAM_ERROR not in last["error"]["message"]  # a server's words stay in the log
     record = row(upstream_gw, objs[0]["id"])
     assert record["status"] == "error" and record["completion_tokens"] == 1
-    assert requests_total(upstream_gw, "error") == errors_before + 1
+    assert requests_total(upstream_gw.url, "error") == errors_before + 1
 
 
 def test_a_whole_upstream_stream_is_still_a_success(upstream_gw: Server) -> None:
