@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -79,6 +80,27 @@ class _Common(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
     stop: Stop | None = None
     user: str | None = None
+    # OpenAI's ranges for fields the gateway passes on: checked here, not left to a backend
+    # that may ignore them (an audit sent presence_penalty 5 and seed 1.5 and got a 200)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, allow_inf_nan=False)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+
+    @field_validator("stop")
+    @classmethod
+    def _four_stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError(f"at most 4 stop sequences, got {len(v)}")
+        return v
+
+    @field_validator("stream_options")
+    @classmethod
+    def _options_need_a_stream(
+        cls, v: StreamOptions | None, info: ValidationInfo
+    ) -> StreamOptions | None:
+        if v is not None and not info.data.get("stream"):  # as OpenAI answers it
+            raise ValueError("only allowed with stream: true")
+        return v
 
     @property
     def output_limit(self) -> int | None:
@@ -98,6 +120,7 @@ class ChatRequest(_Common):
 
 class CompletionRequest(_Common):
     prompt: Prompt
+    best_of: int | None = Field(default=None, ge=1, le=1)  # as n: one completion a request
 
     @field_validator("prompt")
     @classmethod
