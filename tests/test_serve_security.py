@@ -352,6 +352,8 @@ def test_compressed_bodies(open_gw: tuple[Server, str]) -> None:
         ({"action": "set_cap", "site": "dc", "power_cap_w": True}, 400, "power_cap_w"),
         ({"action": "set_cap", "site": "dc", "power_cap_w": 1e400}, 400, None),
         ({"action": "set_cap", "site": "dc", "power_cap_w": 1}, 400, "power_cap_w idle"),
+        # the fleet file's bound (1e13 W was taken here); a cap at the idle draw leaves nothing
+        ({"action": "set_cap", "site": "dc", "power_cap_w": 1e13}, 400, "power_cap_w"),
         ({"action": "set_cap", "site": "mars", "power_cap_w": 100}, 404, "site"),
         ({"action": "drain", "target": "nope"}, 404, "target"),
         ({"action": "drain", "target": "g", "extra": 1}, 400, "extra"),

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from wattserve.core.sites import MAX_POWER_W
 from wattserve.serve.schema import validation_message
 
 STRICT = ConfigDict(extra="forbid", strict=True)
@@ -23,7 +24,8 @@ class CapChange(BaseModel):
     model_config = STRICT
     action: Literal["set_cap"]
     site: str = Field(min_length=1, max_length=256)
-    power_cap_w: float | None = Field(gt=0.0, allow_inf_nan=False)
+    # a fleet file's bound (core.sites.MAX_POWER_W): 1e13 W was taken here and refused there
+    power_cap_w: float | None = Field(gt=0.0, le=MAX_POWER_W, allow_inf_nan=False)
 
 
 class ChangeError(Exception):
@@ -57,10 +59,10 @@ def check_cap(change: CapChange, sites: set[str], idle_w: float) -> None:
     """Refuse a cap for an unknown site (404) or below the site's idle draw (400)."""
     if change.site not in sites:
         raise ChangeError(404, f"no site '{change.site}'", "site")
-    if change.power_cap_w is not None and change.power_cap_w < idle_w:
+    if change.power_cap_w is not None and change.power_cap_w <= idle_w:  # nothing above idle
         raise ChangeError(
             400,
-            f"power_cap_w {change.power_cap_w:g} W is below the {idle_w:.0f} W the devices at "
+            f"power_cap_w {change.power_cap_w:g} W is not above the {idle_w:.0f} W the devices at "
             f"{change.site} draw idle: no request could ever run; raise it or drain targets",
             "power_cap_w",
         )
