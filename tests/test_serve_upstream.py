@@ -119,7 +119,8 @@ deployments:
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
         {"messages": [{"role": "assistant", "content": None}, user]},
         {"messages": [{"role": "tool", "content": "42"}, user]},
-        {"messages": [user], "seed": "x", "tools": "x", "response_format": 7},
+        # (a seed must be an integer: the gateway refuses "x" itself since 2026-12-04)
+        {"messages": [user], "seed": 7, "tools": "x", "response_format": 7},
     ]
     with gateway(tmp_path, fleet) as s:
 
