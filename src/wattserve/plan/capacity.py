@@ -11,11 +11,14 @@ Two steps, both from the PerfModel and the EngineModel (no rule of thumb):
 2. `simulated_rate`: bisection on r, each probe a short Poisson run of one replica through the
    simulator (the same EngineModel `simulate` and `serve` use), its requests' lengths cycling
    through a sample of the class's own, passing when the class's percentile share of requests
-   meets both TTFT and TPOT and every request completes. The analytic bound brackets the
-   search, which never passes the saturation rate (the steady state with the batch at its
-   limit, whatever the step time): past it the queue grows without end. A probe's arrivals
-   span three times the longest a request may stay within its SLO (at least 300 requests),
-   so that a backlog shows as missed TTFTs rather than being absorbed as one burst.
+   meets both TTFT and TPOT and every request completes, over the whole probe and over its
+   last third. The analytic bound brackets the search, which never passes the sustained rate
+   (the steady state at rate / UTIL_MAX, its mean batch KV_SIGMAS standard deviations under
+   the KV cache's limit and SEQS_SIGMAS under max_num_seqs): past it the queue grows without
+   end, or the KV cache overflows and preemption collapses the replica. A probe's arrivals
+   span three times the longest a request may stay within its SLO and at least 60 TTFT
+   budgets (at least 300 requests), so that a backlog shows as missed TTFTs rather than being
+   absorbed as one burst (docs/plan.md).
 
 Results are cached per (deployment, engine parameters, class shape); `CapacityCache` can be
 saved to and loaded from JSON so that a second plan of the same candidates is quick.
@@ -53,8 +56,9 @@ CapacityMethod = Literal["simulated", "analytic"]
 # PROBE_MAX bounds a probe's work (the simulator runs some 50,000 such requests a second).
 PROBE_REQUESTS = 300
 PROBE_RESIDENCES = 3.0
-# ... and 20 TTFT budgets: a rate 5% past what the replica sustains piles up a backlog of 5%
-# of the probe's span, which then shows as a TTFT budget missed in its last third
+# ... and PROBE_TTFT_SPANS TTFT budgets: a rate past what the replica sustains piles up a
+# backlog that shows as TTFT budgets missed in the probe's last third; one H100 at 12 req/s
+# (Llama-2-7B, 1000/250 tokens) held its SLO for 150 s before its KV cache overflowed
 PROBE_TTFT_SPANS = 60.0
 PROBE_MAX = 20_000
 # the share of a replica's throughput a plan may use (`analytic_rate`): at its saturation
@@ -228,9 +232,10 @@ def _steady_tau(pm: PerfModel, rate: float, p: int, o: int) -> tuple[float, floa
 
 
 def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, float, str]:
-    """The steady-state bound on the rate (req/s), the saturation rate (the most the replica
-    sustains at all: a steady state whose batch fits max_num_seqs and the KV cache, whatever
-    its step time), and why the bound is 0 when it is."""
+    """The steady-state bound on the rate (req/s, at most the sustained rate), the sustained
+    rate (the most a plan may give the replica whatever the step time: the steady state at
+    rate / UTIL_MAX, with the batch's margins under its limits), and why the bound is 0 when
+    it is."""
     dep = pm.deployment
     p, o = shape.prompt_tokens, shape.output_tokens
     if shape.ttft_s <= 0:
@@ -390,7 +395,7 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
         avg = step.power_w
         return Capacity(bound, avg, max(peak, avg), idle, avg / bound)
     fleet = _probe_fleet(dep, params, blocks)
-    # the search stays under the saturation rate: past it the queue grows without end, which a
+    # the search stays under the sustained rate: past it the queue grows without end, which a
     # finite probe may not run long enough to show
     hi = min(bound * 1.2, most)
     held, w, j = _probe(fleet, shape, hi)
@@ -399,7 +404,7 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
         best = (hi, w, j)
         hi = min(hi * 2, most)
         held, w, j = _probe(fleet, shape, hi)
-    if held:  # held at the saturation rate itself
+    if held:  # held at the sustained rate itself
         best = (hi, w, j)
     if best is None:  # find a rate that holds, halving from 0.6x the bound
         r = bound * 0.6
