@@ -38,6 +38,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from wattserve.calibrate.measurements import Measurement
+from wattserve.calibrate.rows import StepRow, predict_seconds, step_row
 from wattserve.calibrate.terms import (
     BOUNDS,
     COMM_PARAMS,
@@ -54,11 +55,9 @@ from wattserve.calibrate.terms import (
 from wattserve.core.catalog import Catalog
 from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
-from wattserve.core.memory import layout_fit, memory_layout
-from wattserve.core.modelspec import fits_context, load_model
-from wattserve.core.params import DATASHEET_PEAKS, Calibration, EngineParams, default_params
-from wattserve.core.perf import PerfModel, perf_model
-from wattserve.errors import CalibrationError, ConfigError, WattserveError
+from wattserve.core.params import Calibration, EngineParams, default_params
+from wattserve.core.perf import PerfModel
+from wattserve.errors import ConfigError, WattserveError
 
 LOO_MAX_ROWS = 40
 LOO_WARN_PCT = 15.0
@@ -137,118 +136,6 @@ class TimedRow(Protocol):
 RowT = TypeVar("RowT", bound=TimedRow)
 # Seconds predicted for each row under a set of terms.
 Predict = Callable[[Sequence[RowT], EngineParams], np.ndarray]
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    m: Measurement
-    dep: Deployment
-    work: tuple[float, float, float, float]  # tokens, attention work, KV tokens, sequences
-
-    @property
-    def seconds(self) -> float:
-        return self.m.seconds
-
-    @property
-    def shape(self) -> tuple[Deployment, tuple[float, float, float, float]]:
-        """Rows of one shape (a repeated measurement) are held out together."""
-        return self.dep, self.work
-
-
-def _row(m: Measurement, hw: Hardware, path: str) -> _Row:
-    try:
-        spec = load_model(m.model)
-    except WattserveError as exc:
-        raise ConfigError(str(exc), path=path, line=m.line, field="model") from None
-    try:
-        dep = Deployment(
-            spec,
-            hw,
-            tp=m.tensor_parallel,
-            pp=m.pipeline_parallel,
-            dtype=m.dtype,
-            kv_dtype=m.kv_format,
-        )
-    except ConfigError as exc:  # the stages come from the row's count over its tp
-        field = "count" if exc.field == "pp" else "tensor_parallel"
-        raise ConfigError(exc.detail, path=path, line=m.line, field=field) from None
-    missing = perf_model(dep, default_params(hw)).missing  # figures the step needs, not terms
-    if missing:
-        raise ConfigError(
-            f"cannot model this row: {'; '.join(missing)}", path=path, line=m.line, field="hardware"
-        )
-    if m.pipeline_parallel > spec.num_layers:
-        raise ConfigError(
-            f"{m.pipeline_parallel} pipeline stages for {spec.num_layers} layers: a stage "
-            "needs at least one layer",
-            path=path,
-            line=m.line,
-            field="count",
-        )
-    # what the step held, at the whole capacity (a run measured at a higher
-    # --gpu-memory-utilization than the default is real): the weights, then the KV cache of
-    # the row's batch at its context; SRAM-only and compute-in-memory parts too
-    whole = default_params(hw).with_updates(memory_utilization=1.0)
-    longest = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
-    lay = memory_layout(dep, whole)
-    fit = layout_fit(lay, dep, m.batch, longest, 0)
-    if not fit.fits and lay.capacity is not None:
-        weights = lay.kind == "cim" or lay.weights > lay.usable
-        hint = (
-            ""
-            if weights or m.kv_dtype is not None or m.kv_format == "fp8"
-            else f" (the KV cache taken as {m.kv_format}; give an engine's smaller cache "
-            "format in a kv_dtype column)"
-        )
-        raise ConfigError(
-            f"{fit.reason}: no engine ran this step{hint}",
-            path=path,
-            line=m.line,
-            field="count" if weights else "batch",
-        )
-    if not fits_context(spec.max_context, longest, 0):
-        raise ConfigError(
-            f"{longest} tokens exceed {spec.id}'s context window of {spec.max_context}: "
-            "no engine ran this step",
-            path=path,
-            line=m.line,
-            field="context_tokens" if m.phase == "decode" else "prompt_tokens",
-        )
-    b = float(m.batch)
-    if m.phase == "prefill":
-        p = float(m.prompt_tokens)
-        c = float(max(0, m.context_tokens - m.prompt_tokens))
-        work = (b * p, b * (p * c + p * (p + 1) / 2), b * (c + p), b)
-    else:
-        c = float(m.context_tokens)
-        work = (b, b * (c + 1), b * (c + 1), b)
-    # the step's FLOPs and bytes at the datasheet peaks, nothing else: a row ten times faster
-    # than that (a unit slip, 1 ns for a 14B model's step) is not a measurement
-    floor = perf_model(dep, DATASHEET_PEAKS).step_time(*work)
-    if m.seconds < floor / 10.0:
-        raise ConfigError(
-            f"{m.seconds:g} s is under a tenth of the {floor:.3g} s this step's FLOPs and "
-            f"bytes take at {hw.id}'s datasheet peaks: no engine ran this step",
-            path=path,
-            line=m.line,
-            field="seconds",
-        )
-    return _Row(m, dep, work)
-
-
-def _predict(rows: Sequence[_Row], params: EngineParams) -> np.ndarray:
-    out = np.empty(len(rows))
-    cache: dict[Deployment, PerfModel] = {}
-    for i, r in enumerate(rows):
-        pm = cache.get(r.dep)
-        if pm is None:
-            pm = cache[r.dep] = PerfModel(r.dep, params)
-            if pm.missing:
-                raise CalibrationError(
-                    f"line {r.m.line}: cannot model this row: {'; '.join(pm.missing)}"
-                )
-        out[i] = pm.step_time(*r.work)
-    return out
 
 
 def _fit_times(
@@ -422,7 +309,7 @@ def _power_terms(hw: Hardware) -> tuple[str, ...]:
 
 
 def _fit_power(
-    rows: Sequence[_Row], params: EngineParams, hw: Hardware
+    rows: Sequence[StepRow], params: EngineParams, hw: Hardware
 ) -> tuple[EngineParams, float | None, str]:
     """The power curve's terms, chosen as the time terms are: forward selection by held-out
     error, each fitted term under a log-normal prior centred on its default (POWER_PRIOR_SIGMA),
@@ -550,7 +437,7 @@ def _implausible(
 
 
 def fit_hardware(
-    rows: Sequence[_Row], hw: Hardware, source: str, logits_all: bool = False
+    rows: Sequence[StepRow], hw: Hardware, source: str, logits_all: bool = False
 ) -> FitReport:
     """Fit the terms one hardware's rows identify; report per-row and held-out errors.
     `logits_all`: the engine measured computes the LM head for every token (EngineParams)."""
@@ -573,12 +460,12 @@ def fit_hardware(
             "to check it on); defaults kept. Measure other batch sizes and prompt lengths"
         )
         choice = TermChoice(
-            (), base, None, float(np.mean(_abs_pct(_predict(rows, base), measured)))
+            (), base, None, float(np.mean(_abs_pct(predict_seconds(rows, base), measured)))
         )
         trail: list[str] = []
     else:
-        choice, trail = select_terms(rows, base, candidates, _predict)
-    default_err = float(np.mean(_abs_pct(_predict(rows, base), measured)))
+        choice, trail = select_terms(rows, base, candidates, predict_seconds)
+    default_err = float(np.mean(_abs_pct(predict_seconds(rows, base), measured)))
     if trail:
         notes.append("term selection (held-out error): " + "; ".join(trail))
     if not choice.names and trail:
@@ -631,7 +518,7 @@ def fit_hardware(
         params, base, TIME_PARAMS + COMM_PARAMS + MOE_PARAMS, BOUNDS, PRIOR_SIGMA
     )  # the MoE terms too: eff_expert fitted at its floor passed without a word
     warnings += _implausible(params, base, POWER_TERMS, POWER_BOUNDS, POWER_PRIOR_SIGMA)
-    predicted = _predict(rows, params)
+    predicted = predict_seconds(rows, params)
     errs = _abs_pct(predicted, measured)
     held = choice.held_out
     loo = _abs_pct(held, measured) if held is not None else None
@@ -699,7 +586,7 @@ def fit_calibration(
             del params[old]  # a base entry filed under another case is this one, refitted
             errors.pop(old, None)
             terms.pop(old, None)
-        report = fit_hardware([_row(m, hw, source) for m in ms], hw, source, logits_all)
+        report = fit_hardware([step_row(m, hw, source) for m in ms], hw, source, logits_all)
         params[hw_id] = report.params
         errors[hw_id] = report.as_dict()
         terms[hw_id] = (report.fitted, report.kept)

@@ -47,6 +47,7 @@ from wattserve.serve.gauges import live_gauges
 from wattserve.serve.guard import error, guard, read_json
 from wattserve.serve.ledger import KeyRecord, Ledger
 from wattserve.serve.metrics import Metrics
+from wattserve.serve.residency import HeaderError, residency
 from wattserve.serve.router import Router
 from wattserve.serve.schema import (
     ChatRequest,
@@ -65,9 +66,6 @@ MAX_IN_FLIGHT = 1024
 RETRIES = 2
 BODY_TIMEOUT_S = 30.0
 MAX_QUEUE_S = 30.0  # longest wait for a first token, predicted or actual, before a 503
-# x-wattserve-data-local's spellings, in any case; any other value is refused (fail closed)
-TRUE_WORDS = ("1", "true", "yes")
-FALSE_WORDS = ("0", "false", "no")
 
 
 def _dumps(obj: Any) -> str:
@@ -359,24 +357,14 @@ class Gateway:
                 param="model",
                 code="model_not_found",
             )
-        origin = request.headers.get("x-wattserve-site")
-        if origin is not None and origin not in self.router.fleet.sites:
-            return error(
-                400,
-                f"x-wattserve-site '{origin[:64]}' is not a site of this fleet "
-                f"({', '.join(self.router.fleet.sites)})",
-                param="x-wattserve-site",
-            )
-        local_only = _data_local(request.headers.getall("x-wattserve-data-local", []))
-        if isinstance(local_only, str):  # fail closed: a value not understood is refused
-            return error(400, local_only, param="x-wattserve-data-local")
-        if local_only and origin is None:
-            return error(
-                400,
-                "x-wattserve-data-local keeps a request at its site: name the site in "
-                "x-wattserve-site",
-                param="x-wattserve-site",
-            )
+        where = residency(
+            request.headers.get("x-wattserve-site"),
+            request.headers.getall("x-wattserve-data-local", []),
+            self.router.fleet.sites,
+        )
+        if isinstance(where, HeaderError):
+            return error(400, where.message, param=where.header)
+        origin, local_only = where.origin, where.local_only
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{os.urandom(12).hex()}"
         prompt_tokens = approx_tokens(body.prompt_text())
         max_tokens = body.output_limit or self.default_max_tokens
@@ -670,23 +658,6 @@ def _failure(exc: Exception) -> str:
     """What a client and the ledger are told of a backend's failure: an UpstreamError's own
     words, else only the exception's class (its details are in the gateway's log)."""
     return str(exc) if isinstance(exc, UpstreamError) else exc.__class__.__name__
-
-
-def _data_local(values: list[str]) -> bool | str:
-    """The `x-wattserve-data-local` header: True or False (absent: False), or, for a value
-    not understood, the message of the 400 it answers (a residency rule that guessed would
-    let data leave its site)."""
-    if not values:
-        return False
-    if len(values) > 1:
-        return "send one x-wattserve-data-local header, not several"
-    word = values[0].strip().lower()
-    if word in TRUE_WORDS or word in FALSE_WORDS:
-        return word in TRUE_WORDS
-    return (
-        f"x-wattserve-data-local must be one of {', '.join(TRUE_WORDS + FALSE_WORDS)} (any "
-        f"case), not '{values[0][:32]}'"
-    )
 
 
 def _log_gone(rid: str, produced: int) -> None:
