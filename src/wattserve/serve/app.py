@@ -54,6 +54,7 @@ from wattserve.serve.schema import (
     CompletionRequest,
     approx_tokens,
     error_body,
+    given,
     validation_message,
 )
 from wattserve.serve.shared_budgets import RedisBudgets
@@ -340,6 +341,7 @@ class Gateway:
         raw = await read_json(request, self.body_timeout_s, MAX_BODY_BYTES)
         if not isinstance(raw, dict):
             return error(400, "body must be a JSON object")
+        raw = given(raw)  # null is "not given"
         try:
             body: ChatRequest | CompletionRequest = (
                 ChatRequest.model_validate(raw)

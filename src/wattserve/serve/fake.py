@@ -7,7 +7,13 @@ that breaks on cue (`completion_tokens` is 2, or 1 when the output limit it is s
   finish_reason and no `[DONE]` (a server that died between chunks behind a proxy);
 - `"fake_break": "error"` (streams): the first chunk, then `data: {"error": ...}` (a server
   that failed mid-answer, as vLLM reports it), then the end of the body;
-- `"fake_break": "not_json"` (not streamed): a 200 whose body is not JSON.
+- `"fake_break": "not_json"` (not streamed): a 200 whose body is not JSON;
+- `"fake_usage": false`: no `usage`, streamed or not (llama-cpp-python's server 0.3.36 sends
+  none in a stream, whatever `stream_options` says).
+
+A stream ends with a usage chunk only when asked (`stream_options: {"include_usage": true}`),
+as OpenAI and vLLM do. A field sent as null answers 422, as llama-cpp-python's server does for
+`stream`, `temperature` or `top_p` (the gateway sends no nulls: null means "not given").
 
     python -m wattserve.serve.fake --port 9000
 
@@ -32,6 +38,11 @@ MID_STREAM_ERROR = "fake out of memory mid-stream"
 
 async def _chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        return web.json_response(
+            {"detail": f"fake: {', '.join(nulls)} may not be null"}, status=422
+        )
     model = body.get("model", "fake")
     status = body.get("fake_status")
     if isinstance(status, int) and status != 200:  # a test asks for a failure
@@ -40,7 +51,13 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     # the answer says which output limit arrived (tests check what the gateway forwards)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = min(2, limit) if isinstance(limit, int) else 2
-    usage = {"prompt_tokens": 8, "completion_tokens": completion, "total_tokens": 8 + completion}
+    usage: dict[str, int] | None = {
+        "prompt_tokens": 8,
+        "completion_tokens": completion,
+        "total_tokens": 8 + completion,
+    }
+    if body.get("fake_usage") is False:
+        usage = None
     broken = body.get("fake_break")
     if body.get("stream"):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -60,15 +77,17 @@ async def _chat(request: web.Request) -> web.StreamResponse:
                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}],
             }
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-        tail = {
-            "id": "fake",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [],
-            "usage": usage,
-        }
-        await resp.write(b"data: " + json.dumps(tail).encode() + b"\n\ndata: [DONE]\n\n")
+        if usage is not None and (body.get("stream_options") or {}).get("include_usage"):
+            tail = {
+                "id": "fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            await resp.write(b"data: " + json.dumps(tail).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
     if broken == "not_json":
@@ -86,7 +105,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": usage,
+            **({"usage": usage} if usage is not None else {}),
         }
     )
 

@@ -108,11 +108,21 @@ async def read_json(request: web.Request, timeout_s: float, max_bytes: int) -> A
     except orjson.JSONDecodeError as exc:
         if "depth limit" in str(exc):  # orjson >= 3.9 stops at 1,024 levels itself
             raise BodyError(_too_deep(None)) from None
-        raise BodyError(error(400, f"body is not valid JSON: {exc}", code="invalid_json")) from None
+        raise BodyError(error(400, _not_json_why(raw, exc), code="invalid_json")) from None
     # fewer brackets than MAX_DEPTH (nearly every body, even when quoted) cannot nest that deep
     if isinstance(parsed, (dict, list)) and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
         _check_depth(parsed)
     return parsed
+
+
+def _not_json_why(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why a body is not JSON: for one that is not UTF-8, where its first bad byte is and
+    what it is (orjson's own words speak of Python's surrogates, not of the bytes sent)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"the body is not valid UTF-8 (byte {bad.start}: 0x{raw[bad.start]:02x})"
+    return f"body is not valid JSON: {exc}"
 
 
 def _check_depth(body: dict[str, Any] | list[Any]) -> None:

@@ -1,9 +1,10 @@
 """The OpenAI request bodies the gateway accepts, validated, and OpenAI-style error bodies.
 
 Types are strict as in OpenAI's API: `"stream": "yes"`, `"max_tokens": "16"` or `true`,
-`"n": "1"` answer 400 naming the field (no coercion); numbers must be finite. A field of several
-types (`stop`, `prompt`, a message's `content`) answers with what it accepts, as one error
-named for the field (pydantic alone names one per type, `stop.str`, `stop.list[str]`)."""
+`"n": "1"` answer 400 naming the field (no coercion); numbers must be finite. An optional field
+sent as null is not given, as OpenAI reads it (`given`). A field of several types (`stop`,
+`prompt`, a message's `content`) answers with what it accepts, as one error named for the field
+(pydantic alone names one per type, `stop.str`, `stop.list[str]`)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ class Message(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = STRICT
-    include_usage: bool = False
+    include_usage: bool | None = None  # null or absent: no usage chunk
 
 
 class _Common(BaseModel):
@@ -133,6 +134,20 @@ class CompletionRequest(_Common):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
+# the fields a body must hold: null there is a wrong type (400 "got null"), not "not given"
+REQUIRED = ("model", "messages", "prompt")
+
+
+def given(raw: dict[str, Any]) -> dict[str, Any]:
+    """The body without the fields it sends as null, other than REQUIRED ones: OpenAI reads
+    `"stream": null`, `"n": null` as the field not given. What is validated and forwarded:
+    servers behind the gateway may refuse a null (llama-cpp-python's answers 422 to
+    `"stream": null`)."""
+    if all(v is not None for v in raw.values()):
+        return raw
+    return {k: v for k, v in raw.items() if v is not None or k in REQUIRED}
+
+
 def error_body(
     message: str,
     type_: str = "invalid_request_error",
@@ -148,6 +163,8 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first.get("loc", ()))
     msg = first.get("msg", "invalid value")
+    if first.get("type") == "value_error":  # a validator's own words, without pydantic's prefix
+        msg = str(first.get("ctx", {}).get("error", msg))
     sent = first.get("input")
     if first.get("type") == "int_type" and isinstance(sent, float) and abs(sent) >= 2**63:
         # orjson reads an integer past 64 bits as a float: the number is wrong, not its type
