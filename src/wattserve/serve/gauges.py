@@ -14,12 +14,19 @@ def live_gauges(router: Router, state: SharedState | None, in_flight: int) -> li
     emulated engines' device time and power stretch, requests in flight, the shared state."""
     out: list[Gauge] = []
     for name, acct in router.gov.sites.items():
-        out.append(("wattserve_site_power_watts", "Site power now.", {"site": name}, acct.power_w))
+        out.append(
+            (
+                "wattserve_site_power_watts",
+                "Power drawn now, by site (W).",
+                {"site": name},
+                acct.power_w,
+            )
+        )
         if acct.cap_w is not None:
             out.append(
                 (
                     "wattserve_site_power_cap_watts",
-                    "Site power cap.",
+                    "Power cap, by site (W).",
                     {"site": name},
                     acct.cap_w,
                 )
@@ -28,7 +35,7 @@ def live_gauges(router: Router, state: SharedState | None, in_flight: int) -> li
         out.append(
             (
                 "wattserve_backend_up",
-                "1 if the backend is healthy.",
+                "1 if the backend is healthy, by backend and its site.",
                 {"backend": b.name, "site": b.site},
                 1.0 if b.healthy else 0.0,
             )
@@ -38,7 +45,8 @@ def live_gauges(router: Router, state: SharedState | None, in_flight: int) -> li
             out.append(
                 (
                     "wattserve_engine_device_seconds",
-                    "Device time of the engine's steps so far, running or waiting for power.",
+                    "Device time of an emulated engine's steps so far, running or waiting for "
+                    "power, by backend and its site.",
                     labels,
                     b.device_s,
                 )
@@ -46,7 +54,8 @@ def live_gauges(router: Router, state: SharedState | None, in_flight: int) -> li
             out.append(
                 (
                     "wattserve_engine_power_stretch",
-                    "Device time of the engine's recent steps over their time at full power.",
+                    "Device time of an emulated engine's recent steps over their time at full "
+                    "power, by backend and its site.",
                     labels,
                     b.stretch(),
                 )

@@ -43,15 +43,28 @@ class Metrics:
         self.hist: dict[str, dict[tuple[tuple[str, str], ...], list[float]]] = defaultdict(dict)
         self.gauges: list[Callable[[], list[tuple[str, str, dict[str, str], float]]]] = []
         for name, kind, text in (
-            ("wattserve_requests_total", "counter", "Requests by model, backend, site, status."),
-            ("wattserve_tokens_total", "counter", "Tokens by model, backend and direction."),
-            ("wattserve_energy_joules_total", "counter", "Energy attributed to requests."),
+            ("wattserve_requests_total", "counter", "Requests by model, backend, site and status."),
+            (
+                "wattserve_tokens_total",
+                "counter",
+                "Tokens by model, backend, site and direction (input, output).",
+            ),
+            (
+                "wattserve_energy_joules_total",
+                "counter",
+                "Joules attributed to requests, by model, backend and site.",
+            ),
             (
                 "wattserve_carbon_grams_total",
                 "counter",
-                "CO2 of that energy (site PUE, grid intensity).",
+                "Grams of CO2 of that energy (the site's PUE and grid intensity), by model, "
+                "backend and site.",
             ),
-            ("wattserve_cost_usd_total", "counter", "Dollars attributed to requests."),
+            (
+                "wattserve_cost_usd_total",
+                "counter",
+                "Dollars attributed to requests, by model, backend and site.",
+            ),
             (
                 "wattserve_rejected_total",
                 "counter",
@@ -60,19 +73,25 @@ class Metrics:
             (
                 "wattserve_budget_overruns_total",
                 "counter",
-                "Requests that cost more than the worst case held for them (billed at the hold).",
+                "Requests that cost more than the worst case held for them (billed at the hold), "
+                "by key (its id).",
             ),
             (
                 "wattserve_request_seconds",
                 "histogram",
-                "Time from a request's arrival to its answer's end (requests served in full).",
+                "Time from a request's arrival to its answer's end (requests served in full), by "
+                "model.",
             ),
             (
                 "wattserve_ttft_seconds",
                 "histogram",
-                "Time to first token, where it is seen (streams, emulated engines).",
+                "Time to first token, where it is seen (streams, emulated engines), by model.",
             ),
-            ("wattserve_tpot_seconds", "histogram", "Time per output token."),
+            (
+                "wattserve_tpot_seconds",
+                "histogram",
+                "Time per output token, where the first token is seen, by model.",
+            ),
         ):
             self.help[name] = (kind, text)
 
