@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator
@@ -98,13 +97,6 @@ class _Call:
         yield self.first
         async for event in self.rest:
             yield event
-
-
-def _idle_w(router: Router, site: str) -> float:
-    """Idle draw of a site's devices: the floor the fleet-file loader puts under its cap."""
-    deps = [d for d in router.fleet.deployments if d.site == site]
-    total = sum(d.replicas * d.perf.idle_power_w for d in deps)
-    return total if math.isfinite(total) else 0.0
 
 
 class Gateway:
@@ -289,7 +281,7 @@ class Gateway:
         try:
             change = parse_change(raw)
             if isinstance(change, CapChange):
-                check_cap(change, set(self.router.gov.sites), _idle_w(self.router, change.site))
+                check_cap(change, self.router)
                 if self.state is not None:
                     await self.state.set_cap(change.site, change.power_cap_w)
                     self.state.caps[change.site] = change.power_cap_w

@@ -88,6 +88,12 @@ class UpstreamTarget:
     def marginal_power_w(self) -> float:
         return self.max_marginal_w
 
+    @property
+    def first_request_w(self) -> float:
+        """Power one request adds (0 when unknown): admission's one figure for a server, as
+        EnginePool.first_request_w is for an idle replica."""
+        return self.max_marginal_w
+
     def describe(self) -> dict[str, Any]:
         return {
             "backends": [
