@@ -169,24 +169,44 @@ def test_three_points_each_of_the_8b_and_the_moe_predict_an_unseen_moe_within_10
     rep: ModuleType,
 ) -> None:
     """Three steps each of the 8B and qwen1.5-moe (run4) fit the expert kernels' share of the
-    dense rates and the routing; then run5, never seen: 6.3% mean (uncalibrated 36.6%), no
-    group worse; qwen3-30b-a3b, in no calibration, decodes within 6% and prefills within 18%.
-    Joules per step 7.0%: the expert kernels' shortfall counts as load (counted as time alone,
-    their power was 20% low). The 1B, in no row, is 16% off on average (5-27% per group; 28%
-    before the elementwise kernels and per-layer launches of 2026-12-04): six points cover
-    the two kinds of model in them, and the defaults carry the rest."""
+    dense rates, their own small-GEMM pad and the memory rate; then run5, never seen: 8.9% mean
+    (uncalibrated 36.6%), no group worse; qwen3-30b-a3b, in no calibration, within 17% in every
+    group. Joules per step 7.1%: the expert kernels' shortfall counts as load (counted as time
+    alone, their power was 20% low). The 1B, in no row, 9.2% (uncalibrated 13.2%): since the
+    expert kernels' pad is a term of its own (2026-12-05), the MoE's rows no longer set the
+    dense GEMMs' pad, which made it 16% (and the 0.5B's decode 28-36% too slow)."""
     text, held = rep.report(DATA / "run5-moe-heldout", "large-moe", DATA / "run4")
-    assert "fitted eff_expert" in text
-    assert held["overall"]["calibrated"] < 7.0 and held["overall"]["energy"] < 7.5
+    assert "fitted eff_expert, gemm_pad_expert_elems" in text
+    assert "gemm_pad_elems" not in text.split("; fitted ")[1].split(";")[0]
+    assert held["overall"]["calibrated"] < 9.5 and held["overall"]["energy"] < 7.5
     assert held["worse_groups"] == []
     unseen = _groups(held, "qwen3-30b-a3b")
-    assert all(v["cal"] < (9.0 if "decode" in g else 18.5) for g, v in unseen.items()), unseen
+    assert all(v["cal"] < 17.0 for v in unseen.values()), unseen
     _, run4 = rep.report(DATA / "run4", "large-moe")
     small = _groups(run4, "small")
     mean = sum(v["cal"] * v["points"] for v in small.values()) / sum(
         v["points"] for v in small.values()
     )
-    assert 10.0 < mean < 17.0, mean
+    assert mean < 9.5, mean
+    assert run4["overall"]["calibrated"] < 10.05  # 9.97%: item 4's 10% on the run it came from
+
+
+def test_the_8b_and_moe_points_predict_unseen_dense_models_of_other_architectures(
+    rep: ModuleType,
+) -> None:
+    """The same six points predict run3's models, none in any row: 9.4% mean over all four
+    (12.8% while the MoE rows set the dense pad; uncalibrated 17.0%), qwen2.5-7b and qwen3-14b
+    within 2.5% and 3.3% on average, and no decode group of the 0.5B worse than uncalibrated
+    (it was 28-36% too slow). What is still worse than uncalibrated is prefill: short prompts
+    of the 7B, 14B and 0.5B (by 0.1-10.9 points), and run3's qwen3-30b-a3b prefills, whose
+    random router crowded each prompt onto a third of the experts (docs/accuracy.md)."""
+    _, held = rep.report(DATA / "run3-heldout", "large-moe", DATA / "run4")
+    assert held["overall"]["calibrated"] < 9.5 < 16.0 < held["overall"]["uncalibrated"]
+    for model, most in (("qwen2.5-7b", 3.0), ("qwen3-14b", 3.5)):
+        groups = _groups(held, model)
+        points = sum(v["points"] for v in groups.values())
+        assert sum(v["cal"] * v["points"] for v in groups.values()) / points < most, model
+    assert all("prefill" in g for g in held["worse_groups"]), held["worse_groups"]
 
 
 def test_the_six_points_with_moe_still_predict_unseen_dense_models(rep: ModuleType) -> None:

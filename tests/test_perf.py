@@ -255,6 +255,30 @@ def test_small_gemms_pad_and_latency_and_moe_per_expert() -> None:
     assert decode_run(pm, lines, 20)[0] == pytest.approx(stepped, rel=1e-9)
 
 
+def test_the_expert_kernels_pad_is_their_own() -> None:
+    """An MoE's grouped expert kernels (vLLM's fused_moe) are not the dense GEMMs (cuBLAS):
+    their pad is a term of its own, so that a calibration's MoE rows can set it without moving
+    the dense GEMMs' (which turned an H200's 0.5B decode 28-36% too slow: docs/accuracy.md).
+    Unset, it is the dense pad; it never touches a dense model."""
+    hw = load_catalog().device("h100-sxm")
+    moe = Deployment(load_model("mixtral-8x7b"), hw, tp=2)
+    dense = Deployment(load_model("llama-3.1-8b"), hw)
+    same = PerfModel(moe, EngineParams(gemm_pad_elems=1e6))
+    split = PerfModel(moe, EngineParams(gemm_pad_elems=1e6, gemm_pad_expert_elems=1e6))
+    assert (split.pad_s, split.expert_pad_s) == pytest.approx((same.pad_s, same.expert_pad_s))
+    only = PerfModel(moe, EngineParams(gemm_pad_expert_elems=4e6))
+    assert only.pad_s == 0.0 and only.expert_pad_s == pytest.approx(4 * same.expert_pad_s)
+    base = PerfModel(moe, EngineParams())
+    for t in (1, 16, 4096):  # the experts' row blocks come with either pad
+        extra = only.prefill(1, t).compute_s - base.prefill(1, t).compute_s
+        assert extra == pytest.approx(only.gemm_pad_s(t)) and extra > only.expert_pad_s
+    flat = PerfModel(dense, EngineParams())
+    for params in (EngineParams(gemm_pad_expert_elems=4e6),):
+        pm = PerfModel(dense, params)
+        assert pm.decode_step(8, 512).time_s == flat.decode_step(8, 512).time_s
+        assert pm.prefill(1, 128).time_s == flat.prefill(1, 128).time_s
+
+
 def test_a_steps_gaps_add_time_but_no_load() -> None:
     """A step's overheads and all-reduces are time the GPU waits through (an H200's launch-bound
     decodes of sub-1B models draw 160-230 W of its 700 W: docs/model.md): a step that is mostly

@@ -15,7 +15,7 @@ TIME_PARAMS = (
 )
 COMM_PARAMS = ("eff_comm", "overhead_collective_s")
 # an MoE's expert kernels and routing: fitted only where some rows run an MoE model
-MOE_PARAMS = ("eff_expert", "overhead_moe_layer_s")
+MOE_PARAMS = ("eff_expert", "overhead_moe_layer_s", "gemm_pad_expert_elems")
 BOUNDS: dict[str, tuple[float, float]] = {
     "eff_compute": (0.02, 0.95),
     "eff_memory": (0.05, 0.95),
@@ -26,6 +26,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "overhead_collective_s": (1e-7, 0.01),
     "gemm_pad_elems": (1.0e3, 1.0e8),
     "gemm_latency_s": (1.0e-7, 1.0e-3),
+    "gemm_pad_expert_elems": (1.0e3, 1.0e8),
     "attn_factor": (0.25, 8.0),
     "elementwise_factor": (0.1, 20.0),
     "eff_expert": (0.1, 1.0),  # no faster than the dense GEMMs: the products stay <= 0.95
@@ -43,6 +44,7 @@ PRIOR_SIGMA: dict[str, float] = {
     "overhead_collective_s": 1.5,
     "gemm_pad_elems": 1.0,
     "gemm_latency_s": 1.0,
+    "gemm_pad_expert_elems": 1.0,
     "attn_factor": 0.5,
     "elementwise_factor": 0.7,  # engines fuse more or less: PyTorch's own kernels 3.8x vLLM's
     "eff_expert": 0.4,
@@ -56,6 +58,7 @@ PRIOR_SIGMA: dict[str, float] = {
 # weighted combine) is a handful of kernels of a few microseconds each: 10 us.
 LOG_START: dict[str, float] = {
     "gemm_pad_elems": 1.0e6,
+    "gemm_pad_expert_elems": 1.0e6,
     "gemm_latency_s": 4.0e-6,
     "overhead_moe_layer_s": 1.0e-5,
 }

@@ -42,6 +42,10 @@ class EngineParams:
     # calibrate them
     gemm_pad_elems: float = 0.0
     gemm_latency_s: float = 0.0
+    # the pad of an MoE's grouped expert kernels, a kernel of its own (vLLM's fused_moe, not
+    # cuBLAS): fitted only from MoE rows, so that they do not move the dense GEMMs' pad, which
+    # MoE rows cannot tell apart from it (docs/model.md); 0: the dense GEMMs' pad
+    gemm_pad_expert_elems: float = 0.0
     # attention's work (its FLOPs over the context and its KV-cache reads) takes attn_factor
     # times what the same FLOPs and bytes take in the GEMMs (docs/model.md): attention kernels
     # reach their own share of the peaks (FlashAttention/FlashDecoding on GPUs, ggml's attention
@@ -91,6 +95,8 @@ def moved_terms(p: EngineParams, moe: bool = True) -> list[str]:
         moved.append("the LM head on every token (logits_all)")
     if moe and p.eff_expert != 1.0:
         moved.append(f"MoE expert kernels at {p.eff_expert:.3g} of the dense rates")
+    if moe and p.gemm_pad_expert_elems:
+        moved.append(f"MoE expert kernels' GEMM pad {p.gemm_pad_expert_elems:.3g} output elements")
     if moe and p.overhead_moe_layer_s:
         moved.append(f"MoE routing {p.overhead_moe_layer_s * 1e6:.3g} us per layer")
     return moved
@@ -146,6 +152,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "overhead_collective_s": (0.0, 1.0, False),
     "gemm_pad_elems": (0.0, 1.0e10, False),
     "gemm_latency_s": (0.0, 1.0, False),
+    "gemm_pad_expert_elems": (0.0, 1.0e10, False),
     "attn_factor": (0.0, 100.0, True),  # attention free, or a hundred times the GEMMs'
     "eff_expert": (0.001, 1.0, False),  # times eff_compute or eff_memory: at most the peaks
     "overhead_moe_layer_s": (0.0, 1.0, False),

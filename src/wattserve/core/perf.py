@@ -133,7 +133,10 @@ class PerfModel:
         if self.moe:  # each MoE layer's routing: gate, top-k, sort by expert, combine
             self.overhead_fixed += layers * params.overhead_moe_layer_s
         self.overhead_seq = params.overhead_seq_s
-        self.pad_s, self.expert_pad_s = self._gemm_pads(params.gemm_pad_elems)
+        self.pad_s, self.expert_pad_s = self._gemm_pads(
+            params.gemm_pad_elems, params.gemm_pad_expert_elems or params.gemm_pad_elems
+        )
+        self.padded = bool(self.pad_s or self.expert_pad_s)
         self.gemm_floor_s = params.gemm_latency_s * _gemm_kernels(m)
         # expert parallelism: the step waits for the device with the most routed tokens
         self.ep_ranks = float(dep.tp) if dep.expert_parallel and dep.tp > 1 else 0.0
@@ -193,13 +196,14 @@ class PerfModel:
         assert peak is not None
         return peak * 1e12 * self.params.eff_compute * dep.tp
 
-    def _gemm_pads(self, pad_elems: float) -> tuple[float, float]:
-        """Seconds of padded GEMM work per step: for the dense GEMMs, and for the two grouped
-        expert kernels of each MoE layer (one wave each; `gemm_pad_s` adds the experts' row
-        blocks). A GEMM whose output is M x N over K inputs costs 2*K*(M*N + pad) FLOPs: the
-        pad is the same for every GEMM whatever its rows or width, so a step pays
-        2*pad*sum(K) extra, on each device (K of a row-parallel GEMM is sharded over tp)."""
-        if not pad_elems:
+    def _gemm_pads(self, pad_elems: float, expert_pad_elems: float) -> tuple[float, float]:
+        """Seconds of padded GEMM work per step: for the dense GEMMs (`pad_elems`), and for
+        the two grouped expert kernels of each MoE layer (`expert_pad_elems`, one wave each;
+        `gemm_pad_s` adds the experts' row blocks). A GEMM whose output is M x N over K inputs
+        costs 2*K*(M*N + pad) FLOPs: the pad is the same for every GEMM of a kind whatever its
+        rows or width, so a step pays 2*pad*sum(K) extra, on each device (K of a row-parallel
+        GEMM is sharded over tp)."""
+        if not (pad_elems or expert_pad_elems):
             return 0.0, 0.0
         m, tp = self.deployment.model, self.deployment.tp
         attn_k = m.hidden_size + m.num_heads * m.head_dim / tp  # QKV, then the output projection
@@ -213,8 +217,8 @@ class PerfModel:
         else:
             mlp_k, expert_k = m.hidden_size + m.intermediate_size / tp, 0.0
         dense_k = m.num_layers * (attn_k + mlp_k) + m.hidden_size  # the LM head once per step
-        per_k_s = 2.0 * pad_elems * tp / self.flops_rate  # the rate is over all tp devices
-        return dense_k * per_k_s, expert_k * per_k_s
+        per_k_s = 2.0 * tp / self.flops_rate  # the rate is over all tp devices
+        return dense_k * pad_elems * per_k_s, expert_k * expert_pad_elems * per_k_s
 
     def _bytes_rate(self) -> float:
         dep, hw = self.deployment, self.deployment.hardware
@@ -289,7 +293,7 @@ class PerfModel:
                 else self.n_experts * (1.0 - (1.0 - self.top_k / self.n_experts) ** tokens)
             )
         t_c = flops / self.flops_rate
-        if self.pad_s:
+        if self.padded:
             t_c += self.gemm_pad_s(tokens)
         if self.ep_ranks:
             t_c += self.expert_imbalance_s(tokens)
@@ -321,7 +325,7 @@ class PerfModel:
                 waits = self.expert_time_bytes * (self.experts_read(tokens) - touched)
         extra = self.params.attn_factor - 1.0  # attention's part charged beyond its true amount
         t_c = (flops + extra * attn_flops + slow_f) / self.flops_rate + self.poison
-        if self.pad_s:
+        if self.padded:
             t_c += self.gemm_pad_s(tokens)
         if self.ep_ranks:
             t_c += self.expert_imbalance_s(tokens)
@@ -551,7 +555,7 @@ def run_lines(pm: PerfModel, seqs: int, kv0: float) -> RunLines:
     if pm.moe:
         tm0 += pm.expert_time_bytes * pm.experts_read(s) / pm.bytes_rate
     dtc = pm.attn_time_coef * s / pm.flops_rate
-    if pm.pad_s:
+    if pm.padded:
         tc0 += pm.gemm_pad_s(s)
     if pm.ep_ranks:
         tc0 += pm.expert_imbalance_s(s)
