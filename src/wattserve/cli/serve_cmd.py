@@ -178,16 +178,27 @@ def usage_cmd(
         f"{by:24} {'requests':>9} {'ok':>7} {'in tok':>10} {'out tok':>10} "
         f"{'energy J':>11} {'usd':>10} {'mean TTFT s':>11}"
     )
-    partial = False
+    partial = guessed = False
     for r in rows:
         ttft = "-" if r["mean_ttft_s"] is None else f"{r['mean_ttft_s']:.3f}"
         energy = _known_sum(r["energy_j"], r["energy_unknown_requests"], ".2f")
         usd = _known_sum(r["usd"], r["usd_unknown_requests"], ".6f")
         partial = partial or energy.endswith("+?") or usd.endswith("+?")
+        tokens_in = f"{r['prompt_tokens']}" + ("~" if r["prompt_tokens_estimated_requests"] else "")
+        tokens_out = f"{r['completion_tokens']}" + (
+            "~" if r["completion_tokens_estimated_requests"] else ""
+        )
+        guessed = guessed or "~" in tokens_in + tokens_out
         typer.echo(
             f"{r['group']!s:24} {r['requests']:>9} {r['ok'] or 0:>7} "
-            f"{r['prompt_tokens']:>10} {r['completion_tokens']:>10} "
+            f"{tokens_in:>10} {tokens_out:>10} "
             f"{energy:>11} {usd:>10} {ttft:>11}"
+        )
+    if guessed:
+        typer.echo(
+            "~: some counts of the group are the gateway's guess, not a tokenizer's (a prompt at "
+            "about 4 characters a token, an output in a server's chunks; --json: "
+            "prompt_tokens_estimated_requests, completion_tokens_estimated_requests)"
         )
     if partial:
         typer.echo(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wattserve.core.workload import Request
-from wattserve.serve.backends.base import Finish, GenRequest
+from wattserve.serve.backends.base import Finish, GenRequest, guessed_finish
 from wattserve.serve.budgets import Budgets, Charge, Hold, delivered
 from wattserve.serve.ledger import KeyRecord, Ledger
 from wattserve.serve.metrics import Metrics
@@ -72,10 +72,10 @@ class Accounts:
         if fin is None:
             measured = backend.left_early(greq.id) if backend is not None else None
             if measured is not None:
-                fin = Finish(status, greq.prompt_tokens, produced, measured[1], measured[0])
+                fin = guessed_finish(status, greq, produced, backend, measured[1], measured[0])
             else:
                 cost = delivered(target, req, produced, time.monotonic() - started)
-                fin = Finish(status, greq.prompt_tokens, produced, cost.joules or None, cost.usd)
+                fin = guessed_finish(status, greq, produced, backend, cost.joules or None, cost.usd)
         billed = self.settle(hold, fin)
         return self.record(greq, key, backend, ttft_s, started, fin, status, why, billed)
 
@@ -107,6 +107,14 @@ class Accounts:
             self.metrics.inc(
                 "wattserve_tokens_total", fin.completion_tokens, direction="output", **labels
             )
+            for direction, count, guessed in (
+                ("input", fin.prompt_tokens, fin.prompt_estimated),
+                ("output", fin.completion_tokens, fin.completion_estimated),
+            ):
+                if guessed:  # of wattserve_tokens_total, those no tokenizer counted
+                    self.metrics.inc(
+                        "wattserve_estimated_tokens_total", count, direction=direction, **labels
+                    )
             if fin.energy_j:
                 self.metrics.inc("wattserve_energy_joules_total", fin.energy_j, **labels)
                 grams = self.carbon_g(labels["site"], fin.energy_j)
@@ -137,6 +145,8 @@ class Accounts:
                 "site": backend.site if backend else None,
                 "prompt_tokens": fin.prompt_tokens if fin else None,
                 "completion_tokens": fin.completion_tokens if fin else None,
+                "prompt_tokens_estimated": int(fin.prompt_estimated) if fin else None,
+                "completion_tokens_estimated": int(fin.completion_estimated) if fin else None,
                 "ttft_s": ttft_s,
                 "duration_s": duration,
                 "energy_j": fin.energy_j if fin else None,

@@ -39,7 +39,7 @@ from wattserve.core.workload import Request
 from wattserve.errors import NoBackendAvailable, UpstreamError
 from wattserve.serve import replies
 from wattserve.serve.accounting import Accounts, durable
-from wattserve.serve.backends.base import Event, Finish, GenRequest, Piece
+from wattserve.serve.backends.base import Event, Finish, GenRequest, Piece, guessed_finish
 from wattserve.serve.budgets import Budgets, Hold, LocalBudgets, Refusal, worst_case
 from wattserve.serve.fleet_admin import CapChange, ChangeError, check_cap, parse_change
 from wattserve.serve.gauges import live_gauges
@@ -573,7 +573,7 @@ class Gateway:
                 "server_error",
                 code="backend_error",
             )
-        fin = fin or Finish("stop", greq.prompt_tokens, len(parts), None, None)
+        fin = fin or guessed_finish("stop", greq, len(parts), backend)
         done = self._ended(call, fin, fin.completion_tokens, "ok", None)
         data = replies.completion(
             greq,
@@ -603,7 +603,7 @@ class Gateway:
                     n += 1
                 else:
                     fin = event
-            fin = fin or Finish("stop", greq.prompt_tokens, n, None, None)
+            fin = fin or guessed_finish("stop", greq, n, backend)
             await resp.write(chunks.piece(None, fin.finish_reason))
             if body.include_usage:
                 await resp.write(

@@ -151,6 +151,7 @@ class FakeBackend(Backend):
             n * self.joules_per_token,
             n * self.usd_per_token,
             synthetic=True,
+            prompt_estimated=True,
         )
 
 

@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS requests (
     status TEXT NOT NULL,
     error TEXT,
     billed_usd REAL,
-    billed_j REAL
+    billed_j REAL,
+    prompt_tokens_estimated INTEGER,
+    completion_tokens_estimated INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS keys (
@@ -78,13 +80,21 @@ ADDED_COLUMNS = (
     ("requests", "billed_usd", "REAL"),
     ("requests", "billed_j", "REAL"),
     ("keys", "metrics", "INTEGER NOT NULL DEFAULT 0"),
+    ("requests", "prompt_tokens_estimated", "INTEGER"),
+    ("requests", "completion_tokens_estimated", "INTEGER"),
 )
 
 INSERT = (
     "INSERT OR REPLACE INTO requests (id, ts, key_id, model, backend, site, prompt_tokens, "
-    "completion_tokens, ttft_s, duration_s, energy_j, usd, status, error, billed_usd, billed_j) "
+    "completion_tokens, ttft_s, duration_s, energy_j, usd, status, error, billed_usd, billed_j, "
+    "prompt_tokens_estimated, completion_tokens_estimated) "
     "VALUES (:id, :ts, :key_id, :model, :backend, :site, :prompt_tokens, :completion_tokens, "
-    ":ttft_s, :duration_s, :energy_j, :usd, :status, :error, :billed_usd, :billed_j)"
+    ":ttft_s, :duration_s, :energy_j, :usd, :status, :error, :billed_usd, :billed_j, "
+    ":prompt_tokens_estimated, :completion_tokens_estimated)"
+)
+# the columns a row may leave out (written before they were added): null
+OPTIONAL = dict.fromkeys(
+    ("billed_usd", "billed_j", "prompt_tokens_estimated", "completion_tokens_estimated")
 )
 CHARGE = "UPDATE keys SET spent_usd = spent_usd + ?, spent_j = spent_j + ? WHERE id = ?"
 KEY_CACHE_S = 1.0  # a key created or revoked by `wattserve keys` is seen within this long
@@ -93,6 +103,7 @@ BATCH = 512  # rows per commit at most
 COLUMNS = (
     "id", "ts", "key_id", "model", "backend", "site", "prompt_tokens", "completion_tokens",
     "ttft_s", "duration_s", "energy_j", "usd", "status", "error", "billed_usd", "billed_j",
+    "prompt_tokens_estimated", "completion_tokens_estimated",
 )  # fmt: skip
 
 
@@ -124,6 +135,7 @@ def _settle(waiting: list[asyncio.Future[None]], failure: sqlite3.Error | None) 
 
 TEXT_COLUMNS = ("key_id", "backend", "site", "error")
 COUNT_COLUMNS = ("prompt_tokens", "completion_tokens")
+FLAG_COLUMNS = ("prompt_tokens_estimated", "completion_tokens_estimated")  # 0, 1 or null
 AMOUNT_COLUMNS = ("ttft_s", "duration_s", "energy_j", "usd", "billed_usd", "billed_j")
 
 
@@ -143,6 +155,9 @@ def _valid_row(row: dict[str, Any]) -> bool:
         v = row.get(c)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63):
             return False
+    for c in FLAG_COLUMNS:
+        if row.get(c) not in (None, 0, 1):
+            return False
     for c in AMOUNT_COLUMNS:
         v = row.get(c)
         if v is not None and (
@@ -158,7 +173,12 @@ def _usage_row(row: dict[str, Any]) -> dict[str, Any]:
     for name, value in row.items():
         if isinstance(value, float) and not math.isfinite(value):
             row[name] = None
-    for name in ("prompt_tokens", "completion_tokens"):
+    for name in (
+        "prompt_tokens",
+        "completion_tokens",
+        "prompt_tokens_estimated_requests",
+        "completion_tokens_estimated_requests",
+    ):
         value = row[name]
         if value is not None:
             row[name] = int(value)
@@ -387,11 +407,11 @@ class Ledger:
         ]
         try:
             if len(rows) == 1 and not charges:  # one statement commits on its own
-                db.execute(INSERT, {"billed_usd": None, "billed_j": None, **rows[0]})
+                db.execute(INSERT, {**OPTIONAL, **rows[0]})
                 return None
             db.execute("BEGIN")
             for row in rows:
-                db.execute(INSERT, {"billed_usd": None, "billed_j": None, **row})
+                db.execute(INSERT, {**OPTIONAL, **row})
             if charges:
                 db.executemany(CHARGE, charges)
             db.execute("COMMIT")
@@ -404,7 +424,8 @@ class Ledger:
     def usage(self, by: str) -> list[dict[str, Any]]:
         """Totals grouped by key, model, site, backend or day. `energy_j` and `usd` sum the
         known figures (None where none is known); `*_unknown_requests` count the served
-        requests without one."""
+        requests without one; `*_tokens_estimated_requests` the requests whose count is the
+        gateway's guess, not a tokenizer's."""
         column = {
             "key": "COALESCE(k.name, r.key_id, '-')",
             "model": "r.model",
@@ -420,7 +441,8 @@ class Ledger:
             f"SELECT {column} AS grp, COUNT(*), SUM(r.status = 'ok'), "
             "TOTAL(r.prompt_tokens), TOTAL(r.completion_tokens), "
             "SUM(r.energy_j), SUM(r.usd), AVG(r.ttft_s), "
-            f"SUM(r.energy_j IS NULL AND {served}), SUM(r.usd IS NULL AND {served}) "
+            f"SUM(r.energy_j IS NULL AND {served}), SUM(r.usd IS NULL AND {served}), "
+            "TOTAL(r.prompt_tokens_estimated), TOTAL(r.completion_tokens_estimated) "
             "FROM requests r LEFT JOIN keys k ON k.id = r.key_id GROUP BY grp ORDER BY grp"
         )
         keys = (
@@ -434,6 +456,8 @@ class Ledger:
             "mean_ttft_s",
             "energy_unknown_requests",
             "usd_unknown_requests",
+            "prompt_tokens_estimated_requests",
+            "completion_tokens_estimated_requests",
         )
         return [_usage_row(dict(zip(keys, row, strict=True))) for row in cur.fetchall()]
 

@@ -50,6 +50,13 @@ class Metrics:
                 "Tokens by model, backend, site and direction (input, output).",
             ),
             (
+                "wattserve_estimated_tokens_total",
+                "counter",
+                "Of wattserve_tokens_total, the tokens no tokenizer counted (a prompt at about 4 "
+                "characters a token, an output in a server's chunks), by model, backend, site "
+                "and direction.",
+            ),
+            (
                 "wattserve_energy_joules_total",
                 "counter",
                 "Joules attributed to requests, by model, backend and site.",

@@ -16,7 +16,8 @@ def usage(
 ) -> dict[str, Any]:
     """OpenAI's usage fields, and `wattserve`: where it ran, joules, dollars, grams of CO2
     (None where energy or the site's carbon intensity is unknown), TTFT (None where the first
-    token was not seen apart from the rest: a whole answer from a server)."""
+    token was not seen apart from the rest: a whole answer from a server), and whether each
+    token count is the gateway's guess rather than a tokenizer's."""
     return {
         "prompt_tokens": fin.prompt_tokens,
         "completion_tokens": fin.completion_tokens,
@@ -29,6 +30,8 @@ def usage(
             "carbon_g": carbon_g,
             "ttft_s": None if ttft_s is None else round(ttft_s, 6),
             "synthetic": fin.synthetic,
+            "prompt_tokens_estimated": fin.prompt_estimated,
+            "completion_tokens_estimated": fin.completion_estimated,
             **({"energy_basis": fin.energy_basis} if fin.energy_basis else {}),
         },
     }

@@ -25,7 +25,7 @@ class GenRequest:
     kind: str  # "chat" or "completion"
     model: str  # wattserve model id
     body: dict[str, Any]  # the client's OpenAI body, forwarded to OpenAI-compatible backends
-    prompt_tokens: int  # estimated (no tokenizer for every model at hand)
+    prompt_tokens: int  # the gateway's guess, about 4 characters a token (schema.approx_tokens)
     max_tokens: int  # a limit the emulated backends also use as the output length
     origin: str | None = None
 
@@ -49,9 +49,37 @@ class Finish:
     synthetic: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     energy_basis: str | None = None  # said in answers when a backend states it (core.sized)
+    # whether a count is a guess rather than a tokenizer's (said in answers, the ledger and
+    # wattserve_estimated_tokens_total): a prompt counted at about 4 characters a token, an
+    # output counted in a server's chunks
+    prompt_estimated: bool = False
+    completion_estimated: bool = False
 
 
 Event = Piece | Finish
+
+
+def guessed_finish(
+    reason: str,
+    req: GenRequest,
+    produced: int,
+    backend: Backend | None,
+    energy_j: float | None = None,
+    usd: float | None = None,
+) -> Finish:
+    """The end the gateway writes for a request whose backend sent none (it ended early, or
+    said nothing of its counts): the prompt at the gateway's guess, the output in the pieces
+    delivered, a guess too where a piece may hold several tokens (a server's chunks)."""
+    in_chunks = backend is not None and not backend.pieces_are_tokens
+    return Finish(
+        reason,
+        req.prompt_tokens,
+        produced,
+        energy_j,
+        usd,
+        prompt_estimated=True,
+        completion_estimated=in_chunks,
+    )
 
 
 class Backend(ABC):
@@ -66,6 +94,9 @@ class Backend(ABC):
     # seconds its devices were held by its requests' steps, running or waiting for power (the
     # time its requests' time-priced dollars share out); None where it is not known
     device_s: float | None = None
+    # whether each Piece it yields is one token (emulated engines), so that the pieces of an
+    # answer cut short count its output; a server's chunk may hold several
+    pieces_are_tokens: bool = True
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Start what the backend needs (a task, a subprocess)."""

@@ -319,6 +319,7 @@ class EmulatedBackend(Backend):
             energy_j=joules,
             usd=usd,
             synthetic=True,
+            prompt_estimated=True,  # the gateway's guess is the length it emulated
         )
 
 

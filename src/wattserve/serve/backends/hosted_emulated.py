@@ -38,4 +38,5 @@ class EmulatedHostedBackend(Backend):
             usd,
             synthetic=True,
             energy_basis=s.energy_basis,
+            prompt_estimated=True,
         )

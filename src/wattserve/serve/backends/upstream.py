@@ -52,6 +52,7 @@ class OpenAIBackend(Backend):
     kind = "openai"
     probed = True
     measures_energy = False  # True: estimate_j reads a meter, so never reuse its answers
+    pieces_are_tokens = False  # a chunk of a stream may hold several tokens
 
     def __init__(
         self,
@@ -204,7 +205,8 @@ class OpenAIBackend(Backend):
         if content:
             yield Piece(str(content))
         reason = str(choice.get("finish_reason") or "stop")
-        yield self._finish(req, obj.get("usage") or {}, reason, 1 if content else 0, started)
+        usage = await self._counted(req, obj.get("usage"))
+        yield self._finish(req, usage, reason, 1 if content else 0, started)
 
     def _answer(self, raw: bytes) -> dict[str, Any]:
         """A 200's body: a JSON object that is not an error. Anything else (a proxy's HTML
@@ -239,11 +241,31 @@ class OpenAIBackend(Backend):
             before_first_byte=before_first_byte,
         )
 
+    async def prompt_tokens(self, req: GenRequest) -> int | None:
+        """The request's prompt tokens as the server counts them, where the gateway holds its
+        tokenizer (the local model: LocalLlamaBackend); None elsewhere."""
+        return None
+
+    async def _counted(self, req: GenRequest, usage: Any) -> dict[str, Any]:
+        """The server's `usage` (asked for in streams: `stream_options.include_usage`), its
+        prompt count filled in by `prompt_tokens` where the server gave none (llama-cpp-python
+        0.3.36 sends no usage in a stream, whatever stream_options asks)."""
+        given: dict[str, Any] = usage if isinstance(usage, dict) else {}
+        if _count(given, "prompt_tokens") is None:
+            counted = await self.prompt_tokens(req)
+            if counted is not None:
+                given = {**given, "prompt_tokens": counted}
+        return given
+
     def _finish(
         self, req: GenRequest, usage: dict[str, Any], reason: str, produced: int, started: float
     ) -> Finish:
-        prompt = int(usage.get("prompt_tokens") or req.prompt_tokens)
-        completion = int(usage.get("completion_tokens") or produced)
+        """The end of an answer. Counts are the server's `usage`; where it gives none, the
+        prompt is the gateway's guess and the output the pieces seen, both marked estimated."""
+        prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        guessed = (prompt is None, completion is None)
+        prompt = req.prompt_tokens if prompt is None else prompt
+        completion = produced if completion is None else completion
         p_in, p_out = self.prices
         if p_in is not None and p_out is not None:
             usd: float | None = token_usd(prompt, completion, p_in, p_out)
@@ -264,7 +286,16 @@ class OpenAIBackend(Backend):
         if energy is not None and math.isnan(energy):
             energy = None  # the hardware's power figures are unknown
         basis = None if energy is None else self.energy_basis
-        return Finish(reason, prompt, completion, energy, usd, energy_basis=basis)
+        return Finish(
+            reason,
+            prompt,
+            completion,
+            energy,
+            usd,
+            energy_basis=basis,
+            prompt_estimated=guessed[0],
+            completion_estimated=guessed[1],
+        )
 
     async def _streamed(self, req: GenRequest) -> AsyncIterator[Event]:
         """A streaming request. The answer is complete only once the server says so (a
@@ -332,6 +363,7 @@ class OpenAIBackend(Backend):
                 backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
             )
         self.healthy, self.server_errors = True, 0
+        usage = await self._counted(req, usage)
         yield self._finish(req, usage, finish_reason or "stop", produced, started)
 
     def _error_event(self, error: Any, *, before_first_byte: bool) -> UpstreamError:
@@ -346,6 +378,16 @@ class OpenAIBackend(Backend):
             before_first_byte=before_first_byte,
             backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
         )
+
+
+def _count(usage: dict[str, Any], name: str) -> int | None:
+    """A token count of a server's `usage`, else None (not given): an integer from 0, or from
+    1 for a prompt (a server that counts nothing may send 0; no prompt has no token)."""
+    value = usage.get(name)
+    least = 1 if name == "prompt_tokens" else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**63:
+        return None
+    return value
 
 
 def _error_text(text: str) -> str:
