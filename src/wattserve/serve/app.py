@@ -464,7 +464,7 @@ class Gateway:
                 self.accounts.release(hold)  # queued, not served: nothing is billed
                 reason = f"no first token within {self.max_queue_s:g} s: the fleet is saturated"
                 self.accounts.record(greq, key, backend, None, started, None, "rejected", reason)
-                return error(503, reason, "server_error", "no_capacity", retry_after_s=10.0)
+                return error(503, reason, "server_error", code="no_capacity", retry_after_s=10.0)
             except UpstreamError as exc:
                 target.add(-1)
                 self.accounts.release(hold)

@@ -8,6 +8,8 @@ that breaks on cue (`completion_tokens` is 2, or 1 when the output limit it is s
 - `"fake_break": "error"` (streams): the first chunk, then `data: {"error": ...}` (a server
   that failed mid-answer, as vLLM reports it), then the end of the body;
 - `"fake_break": "not_json"` (not streamed): a 200 whose body is not JSON;
+- `"fake_delay_s": 2.5`: the answer (a stream's first chunk) only after that long (a server
+  with a long queue);
 - `"fake_usage": false`: no `usage`, streamed or not (llama-cpp-python's server 0.3.36 sends
   none in a stream, whatever `stream_options` says).
 
@@ -23,6 +25,7 @@ for unit tests of routing and admission without sockets."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -44,6 +47,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
             {"detail": f"fake: {', '.join(nulls)} may not be null"}, status=422
         )
     model = body.get("model", "fake")
+    delay = body.get("fake_delay_s")
+    if isinstance(delay, int | float) and not isinstance(delay, bool) and delay > 0:
+        await asyncio.sleep(delay)
     status = body.get("fake_status")
     if isinstance(status, int) and status != 200:  # a test asks for a failure
         detail = 'Traceback (most recent call last):\n  File "/srv/fake/app.py", line 1'

@@ -58,6 +58,7 @@ def error(
     status: int,
     message: str,
     type_: str = "invalid_request_error",
+    *,  # param and code by name: one passed in the other's place went unnoticed
     param: str | None = None,
     code: str | None = None,
     retry_after_s: float | None = None,
