@@ -20,7 +20,9 @@ from wattserve import (
     load_model,
     read_measurements,
 )
+from wattserve.calibrate.fit import fit_hardware
 from wattserve.calibrate.measurements import COLUMNS, Measurement, write_measurements
+from wattserve.calibrate.rows import StepRow, step_row
 from wattserve.core.params import default_params
 from wattserve.core.perf import PerfModel
 
@@ -398,10 +400,11 @@ _DECODE_SHAPES = [(1, 512), (8, 1024), (32, 512), (64, 2048), (4, 256)]
 
 
 def test_power_keeps_its_defaults_with_too_few_watts_and_warns_when_implausible() -> None:
-    """Two rows with watts cannot fit a power term and check it: the curve is kept. Watts no
-    device can draw (20 W: under an idle H100's) push the fitted terms far past their priors,
-    and calibrate says the model cannot describe them rather than passing the fit off as
-    physics."""
+    """Two rows with watts cannot fit a power term and check it: the curve is kept. Watts under
+    the idle draw are fitted with a warning; watts no device can draw (20 W: under half an idle
+    H100's) are refused when the rows load (test_calibrate_input.py), and where a caller builds
+    the rows itself they push the fitted terms far past their priors, and calibrate says the
+    model cannot describe them rather than passing the fit off as physics."""
     rows = [
         dataclasses.replace(
             _row("decode", b, t, _defaults_time("decode", b, t)), watts=500.0 if i < 2 else None
@@ -412,20 +415,26 @@ def test_power_keeps_its_defaults_with_too_few_watts_and_warns_when_implausible(
     assert report.params.power_k_memory == EngineParams().power_k_memory
     assert any("2 rows with watts" in n and "kept" in n for n in report.notes)
     assert {"power_k_compute", "power_k_memory", "idle_fraction"} <= set(report.kept)
-    cold = [
-        dataclasses.replace(_row("decode", b, t, _defaults_time("decode", b, t)), watts=20.0)
+    cool = [
+        dataclasses.replace(_row("decode", b, t, _defaults_time("decode", b, t)), watts=90.0)
         for b, t in _DECODE_SHAPES
     ]
-    _, [report] = fit_calibration(cold, load_catalog())
+    _, [report] = fit_calibration(cool, load_catalog())
+    # says what is wrong with the rows: under the (assumed) idle draw of an H100
+    assert any("fewer watts per device than h100-sxm's idle" in w for w in report.warnings)
+    hw = load_catalog().device("h100-sxm")
+    loaded = [step_row(m, hw, "m.csv") for m in cool]
+
+    def drawing(watts: float) -> list[StepRow]:
+        return [dataclasses.replace(r, m=dataclasses.replace(r.m, watts=watts)) for r in loaded]
+
+    report = fit_hardware(drawing(20.0), hw, "m.csv")
     assert any("power: fitted" in n for n in report.notes)
     assert "idle_fraction" in report.fitted  # the calibration file records it as fitted
     assert any("idle_fraction fitted" in w for w in report.warnings), report.warnings
-    # and says what is wrong with the rows: under the (assumed) idle draw of an H100
-    assert any("fewer watts per device than h100-sxm's idle" in w for w in report.warnings)
     # watts the curve cannot follow (0.002 W: a unit error) are fitted at the terms' bounds and
     # miss by orders of magnitude: a warning with the size of the miss, not only the bounds
-    tiny = [dataclasses.replace(r, watts=0.002) for r in cold]
-    _, [report] = fit_calibration(tiny, load_catalog())
+    report = fit_hardware(drawing(0.002), hw, "m.csv")
     assert any("the power curve misses the measured watts by" in w for w in report.warnings)
 
 
@@ -522,10 +531,17 @@ def test_the_power_curve_reads_each_rows_own_deployment() -> None:
 def test_a_term_its_fit_sends_to_its_upper_bound_is_never_selected() -> None:
     """Steps 3 s slower than the defaults: a per-step overhead would need more than its 2 s
     bound. A set whose fit ends at a term's upper bound is not selected (the term stands in for
-    something the model does not describe); the report says which were excluded."""
+    something the model does not describe); the report says which were excluded. (Such rows,
+    hundreds of times their prediction, are refused when a file loads: test_calibrate_input.py;
+    built by a caller, they reach the fit.)"""
     shapes = [(1, 512), (8, 1024), (32, 512), (64, 2048), (4, 256), (16, 4096)]
-    rows = [_row("decode", b, t, _defaults_time("decode", b, t) + 3.0) for b, t in shapes]
-    _, [report] = fit_calibration(rows, load_catalog())
+    hw = load_catalog().device("h100-sxm")
+    rows = [
+        dataclasses.replace(r, m=dataclasses.replace(r.m, seconds=r.m.seconds + 3.0))
+        for r in (step_row(_row("decode", b, t, _defaults_time("decode", b, t)), hw, "m.csv")
+                  for b, t in shapes)
+    ]  # fmt: skip
+    report = fit_hardware(rows, hw, "m.csv")
     assert "overhead_step_s excluded (fitted at its upper bound)" in " ".join(report.notes)
     assert "overhead_step_s" not in report.fitted
     assert report.params.overhead_step_s == EngineParams().overhead_step_s

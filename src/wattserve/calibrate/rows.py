@@ -1,9 +1,11 @@
 """A measurement row resolved for the fit: its deployment and the work of its step (tokens,
-attention work, KV tokens, sequences), checked against what an engine could have run, and the
-seconds the PerfModel predicts for such rows under a set of terms (calibrate/fit.py)."""
+attention work, KV tokens, sequences), checked against what an engine could have run (and its
+seconds and watts against what its devices could have taken and drawn), and the seconds the
+PerfModel predicts for such rows under a set of terms (calibrate/fit.py)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,7 +54,8 @@ def step_row(m: Measurement, hw: Hardware, path: str) -> StepRow:
     except ConfigError as exc:  # the stages come from the row's count over its tp
         field = "count" if exc.field == "pp" else "tensor_parallel"
         raise ConfigError(exc.detail, path=path, line=m.line, field=field) from None
-    missing = perf_model(dep, default_params(hw)).missing  # figures the step needs, not terms
+    defaults = perf_model(dep, default_params(hw))
+    missing = defaults.missing  # figures the step needs, not terms
     if missing:
         raise ConfigError(
             f"cannot model this row: {'; '.join(missing)}", path=path, line=m.line, field="hardware"
@@ -102,18 +105,106 @@ def step_row(m: Measurement, hw: Hardware, path: str) -> StepRow:
     else:
         c = float(m.context_tokens)
         work = (b, b * (c + 1), b * (c + 1), b)
+    row = StepRow(m, dep, work)
+    _check_seconds(row, float(predict_seconds([row], defaults.params)[0]), path)
+    _check_watts(m, defaults, path)
+    return row
+
+
+# A row's seconds against what the uncalibrated model predicts for its step. On every measured
+# file in tests/data and examples/ (H200 grid runs, ML.ENERGY's vLLM on H100 and B200,
+# llama.cpp on 2 vCPUs) a row took 0.69 to 19 times its prediction: a fit moves the terms by
+# that much, not by a hundred. A factor of 1,000 or 1,000,000 is a unit slip (milliseconds or
+# microseconds written as seconds), or a whole request's time written as one step's.
+TIME_RATIO = 100.0
+
+
+def _check_seconds(row: StepRow, predicted_s: float, path: str) -> None:
+    m, hw = row.m, row.dep.hardware
+    ratio = m.seconds / predicted_s
+    k = max(1, round(abs(math.log10(ratio)) / 3))  # the nearest power of 1,000: the likely slip
+    faster = (
+        f"1/{1 / ratio:.3g} of the {predicted_s:.3g} s the uncalibrated model predicts for "
+        f"this step: seconds divided by {1000**k:,} once too often, or a time per token "
+        "rather than per step?"
+    )
     # the step's FLOPs and bytes at the datasheet peaks, nothing else: a row ten times faster
     # than that (a unit slip, 1 ns for a 14B model's step) is not a measurement
-    floor = perf_model(dep, DATASHEET_PEAKS).step_time(*work)
+    floor = perf_model(row.dep, DATASHEET_PEAKS).step_time(*row.work)
     if m.seconds < floor / 10.0:
+        why = (
+            f"under a tenth of the {floor:.3g} s this step's FLOPs and bytes take at "
+            f"{hw.id}'s datasheet peaks: no engine ran this step"
+        ) + (f" ({faster})" if ratio < 1.0 / TIME_RATIO else "")
+    elif ratio < 1.0 / TIME_RATIO:
+        why = faster
+    elif ratio > TIME_RATIO:
+        unit = ("milliseconds", "microseconds", "nanoseconds")[min(k, 3) - 1]
+        why = (
+            f"{ratio:.3g} times the {predicted_s:.3g} s the uncalibrated model predicts for "
+            f"this step: {unit} written as seconds, or the time of many steps (a whole "
+            "request) rather than one?"
+        )
+    else:
+        return
+    raise ConfigError(
+        f"{m.seconds:g} s is {why} (docs/calibration.md: rows past {TIME_RATIO:g} times the "
+        "prediction either way are refused)",
+        path=path,
+        line=m.line,
+        field="seconds",
+    )
+
+
+# A row's watts (the mean per device during its steps) against what its devices can draw: a
+# device running steps draws at least its idle power, and a board's power limiter holds its
+# draw at TDP over anything longer than milliseconds (a short window can read the power of
+# what ran before it: an H200's 8B steps read 905 W against 700, profile/power.py). Past
+# half the idle draw or 1.5 times TDP the watts are not the step's: a unit slip (mW, kW),
+# a node's or server's power, or a meter read outside the steps. A CPU's tdp_w is its
+# sustained limit (RAPL's PL1), which turbo exceeds for tens of seconds by up to about four
+# times on laptop parts (PL2): 4 there. Between these bounds and the catalog's own figures,
+# fit.py fits the row and warns.
+WATTS_UNDER_IDLE = 0.5
+WATTS_OVER_TDP = 1.5
+WATTS_OVER_TDP_CPU = 4.0
+
+
+def _check_watts(m: Measurement, pm: PerfModel, path: str) -> None:
+    tdp = pm.deployment.hardware.value("tdp_w")
+    if m.watts is None or tdp is None or pm.power_missing:
+        return
+    hw = pm.deployment.hardware
+    total = m.watts * pm.devices  # watts are per device: the deployment's draw
+    idle = pm.idle_power_w  # the catalog's idle_w, else idle_fraction of TDP
+    if total < WATTS_UNDER_IDLE * idle:
+        whose = (
+            "the catalog's"
+            if hw.value("idle_w") is not None
+            else (
+                f"assumed {pm.params.idle_fraction:.0%} of its TDP; give idle_w in a hardware "
+                "file if it idles lower"
+            )
+        )
         raise ConfigError(
-            f"{m.seconds:g} s is under a tenth of the {floor:.3g} s this step's FLOPs and "
-            f"bytes take at {hw.id}'s datasheet peaks: no engine ran this step",
+            f"{m.watts:g} W per device is under half of {hw.id}'s idle draw "
+            f"({pm.idle_w:.3g} W, {whose}): a device running steps draws at least that, so "
+            "these are not the step's watts (a unit slip, or read outside the steps); "
+            "leave the field empty if the power is unknown",
             path=path,
             line=m.line,
-            field="seconds",
+            field="watts",
         )
-    return StepRow(m, dep, work)
+    over = WATTS_OVER_TDP_CPU if hw.category == "cpu" else WATTS_OVER_TDP
+    if total > over * tdp * pm.devices:
+        raise ConfigError(
+            f"{m.watts:g} W per device is over {over:g} times {hw.id}'s TDP ({tdp:g} W): "
+            "watts are the mean per device during the steps, not a node's or server's "
+            "total (a unit slip?); leave the field empty if the power is unknown",
+            path=path,
+            line=m.line,
+            field="watts",
+        )
 
 
 def predict_seconds(rows: Sequence[StepRow], params: EngineParams) -> np.ndarray:

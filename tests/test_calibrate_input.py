@@ -1,0 +1,159 @@
+"""Calibration's input: rows whose seconds or watts no device could have taken or drawn are
+refused when they load, naming the file, line and field (calibrate/rows.py), and every
+measured file in the repository still loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from wattserve import ConfigError, Deployment, EngineParams, load_catalog, load_model
+from wattserve.calibrate.measurements import COLUMNS, read_measurements
+from wattserve.calibrate.rows import step_row
+from wattserve.cli.app import app
+from wattserve.core.perf import PerfModel
+
+REPO = Path(__file__).resolve().parent.parent
+HEADER = ",".join(COLUMNS)
+GOOD_ROW = "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,512,512,0.008,400"
+CPU = """devices:
+  my-cpu:
+    name: a CPU
+    vendor: me
+    category: cpu
+    software: pytorch-native
+    maturity: production
+    source: test
+    peak_tflops: {fp32: 2}
+    mem_bw_gbps: 100
+    memory_gb: 64
+    tdp_w: 65
+"""
+
+
+def _load(tmp_path: Path, row: str, hardware_files: tuple[Path, ...] = ()) -> None:
+    f = tmp_path / "m.csv"
+    f.write_text(f"{HEADER}\n{GOOD_ROW}\n{row}\n")
+    catalog = load_catalog(list(hardware_files))
+    for m in read_measurements(f):
+        step_row(m, catalog.device(m.hardware), str(f))
+
+
+def _measured_files() -> list[Path]:
+    found = sorted((REPO / "tests" / "data").rglob("*.csv")) + sorted(
+        (REPO / "examples").glob("*.csv")
+    )
+    return [f for f in found if f.read_text(encoding="utf-8").startswith("model,hardware,")]
+
+
+def test_every_measured_file_in_the_repository_passes_the_bounds() -> None:
+    """The bounds were set on these: 0.69 to 19 times the uncalibrated prediction, watts from
+    1.13 times the assumed idle draw to 1.29 times TDP (an H200 profile's short windows).
+    Rows past a model's context window or memory are refused as before, never for their
+    seconds or watts."""
+    files = _measured_files()
+    assert len(files) >= 15
+    for f in files:
+        catalog = load_catalog([f.parent / "local-cpu.yaml"] if f.parent.joinpath(
+            "local-cpu.yaml").exists() else [])  # fmt: skip
+        for m in read_measurements(f):
+            try:
+                step_row(m, catalog.device(m.hardware), str(f))
+            except ConfigError as exc:
+                assert exc.field not in ("seconds", "watts"), exc
+                assert "context window" in exc.detail or "KV cache" in exc.detail, exc
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        # a unit slip: kW written as W (0.4 for 400)
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,1024,1024,0.01,0.4", "under half of h100-sxm"),
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,1024,1024,0.01,0.002", "under half"),
+        # a node of eight H100s' power written per device
+        ("llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,1024,1024,0.01,4800", "over 1.5 times"),
+        # four devices' draw written per device: 4 x 500 W
+        ("llama-3.1-70b,h100-sxm,4,4,bf16,decode,8,256,431,0.017,2000", "over 1.5 times"),
+    ],
+)
+def test_watts_no_device_can_draw_are_refused_naming_the_row(
+    tmp_path: Path, row: str, message: str
+) -> None:
+    """They entered the power fit and were only warned about after it, with the size of the
+    miss (0.002 W on an H100: the terms at their bounds, 99% off)."""
+    with pytest.raises(ConfigError, match=message) as err:
+        _load(tmp_path, row)
+    where = (err.value.path, err.value.line, err.value.field)
+    assert where == (str(tmp_path / "m.csv"), 3, "watts")
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        # above TDP, as a short window reads (an H200's 905 W of 700): fitted with a warning
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,1024,1024,0.01,1000",
+        # under the assumed idle draw (15% of TDP, 105 W), over half of it: an H100 idles at 60
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,1024,1024,0.01,60",
+        "llama-3.1-70b,h100-sxm,4,4,bf16,decode,8,256,431,0.017,441",
+    ],
+)
+def test_watts_within_the_physical_bounds_load(tmp_path: Path, row: str) -> None:
+    _load(tmp_path, row)
+
+
+def test_a_cpu_may_draw_past_its_sustained_limit(tmp_path: Path) -> None:
+    """A CPU's tdp_w is its sustained limit (RAPL's PL1), which turbo exceeds for tens of
+    seconds: three times it loads, five times does not."""
+    hw = tmp_path / "cpu.yaml"
+    hw.write_text(CPU)
+    _load(tmp_path, "smollm2-135m,my-cpu,1,1,fp32,decode,1,128,128,0.02,190", (hw,))
+    with pytest.raises(ConfigError, match="over 4 times my-cpu's TDP") as err:
+        _load(tmp_path, "smollm2-135m,my-cpu,1,1,fp32,decode,1,128,128,0.02,330", (hw,))
+    assert (err.value.line, err.value.field) == (3, "watts")
+
+
+def _predicted_s(model: str, batch: int, context: int) -> float:
+    dep = Deployment(load_model(model), load_catalog().device("h100-sxm"))
+    return PerfModel(dep, EngineParams()).decode_step(batch, context).time_s
+
+
+@pytest.mark.parametrize(
+    ("model", "factor", "message"),
+    [
+        ("llama-3.1-8b", 1e3, "milliseconds written as seconds"),
+        ("llama-3.1-8b", 1e6, "microseconds written as seconds"),
+        ("llama-3.1-8b", 300, "or the time of many steps"),
+        # faster than a hundredth of the prediction, not yet a tenth of the datasheet's floor
+        ("smollm2-135m", 1e-3, "divided by 1,000 once too often"),
+    ],
+)
+def test_seconds_far_from_the_uncalibrated_prediction_are_refused_naming_the_slip(
+    tmp_path: Path, model: str, factor: float, message: str
+) -> None:
+    """A row 10^7 times its prediction went into the fit without a word of its own."""
+    seconds = _predicted_s(model, 8, 1024) * factor
+    with pytest.raises(ConfigError, match=message) as err:
+        _load(tmp_path, f"{model},h100-sxm,1,1,bf16,decode,8,1024,1024,{seconds:.6g},")
+    assert (err.value.line, err.value.field) == (3, "seconds")
+
+
+@pytest.mark.parametrize("factor", [0.02, 50.0])
+def test_seconds_within_a_hundred_times_the_prediction_load(tmp_path: Path, factor: float) -> None:
+    seconds = _predicted_s("smollm2-135m", 8, 1024) * factor
+    _load(tmp_path, f"smollm2-135m,h100-sxm,1,1,bf16,decode,8,1024,1024,{seconds:.6g},")
+
+
+def test_calibrate_refuses_a_row_of_absurd_watts_with_its_line(tmp_path: Path) -> None:
+    f = tmp_path / "m.csv"
+    rows = [
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,512,512,0.008,400",
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,1024,1024,0.010,450",
+        "llama-3.1-8b,h100-sxm,1,1,bf16,prefill,1,512,512,0.05,0.002",
+    ]
+    f.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(tmp_path / "c.json")])
+    assert result.exit_code == 2, result.output
+    assert f"{f}:4, field 'watts'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "c.json").exists()
