@@ -4,6 +4,7 @@ measured file in the repository still loads."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,14 @@ def test_calibrate_refuses_a_row_of_absurd_watts_with_its_line(tmp_path: Path) -
     assert result.exit_code == 2, result.output
     assert f"{f}:4, field 'watts'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_header_of_many_columns_is_refused_at_once(tmp_path: Path) -> None:
+    """300,000 columns named twice took minutes (header.count for each column)."""
+    f = tmp_path / "m.csv"
+    f.write_text(HEADER + ",model" * 300_000 + "\n" + GOOD_ROW + "\n")
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="named twice: model") as err:
+        read_measurements(f)
+    assert time.monotonic() - start < 5
+    assert err.value.line == 1

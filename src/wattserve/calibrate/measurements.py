@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -230,7 +231,7 @@ def read_measurements(path: str | Path) -> list[Measurement]:
                 path=str(p),
                 line=1,
             )
-        twice = sorted({h for h in header if header.count(h) > 1})
+        twice = sorted(h for h, n in Counter(header).items() if n > 1)  # not header.count: n^2
         if twice:
             raise ConfigError(f"column(s) named twice: {', '.join(twice)}", path=str(p), line=1)
         reader.fieldnames = header
