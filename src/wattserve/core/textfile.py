@@ -1,17 +1,19 @@
 """Reading the files a user names (measurements, model configs, calibrations, fleet and
 hardware YAML): only regular files, of bounded size, in UTF-8 (a byte-order mark is dropped),
-and JSON of bounded depth. Anything else is a ConfigError naming the file, never a traceback
-or a read without end (`/dev/zero`). And writing the files a command produces whole or not at
-all (`replacing`)."""
+and JSON of bounded depth whose objects give each key once. Anything else is a ConfigError
+naming the file, never a traceback or a read without end (`/dev/zero`). And writing the files a
+command produces whole or not at all (`replacing`)."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from json.decoder import scanstring
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,16 +59,83 @@ def parse_json(text: str, path: str) -> Any:
 
 def load_json(text: str, path: str, line: int | None = None) -> Any:
     """Parse JSON text, leaving a syntax error (json.JSONDecodeError) to the caller (it may
-    try JSON lines next); nesting too deep, or an integer of more digits than Python reads
-    (4,300), is a ConfigError naming the file and `line`."""
+    try JSON lines next); nesting too deep, an integer of more digits than Python reads
+    (4,300), or an object giving a key twice (json.loads keeps the last silently) is a
+    ConfigError naming the file and the line (`line`: the text's first line in the file)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique)
     except json.JSONDecodeError:
         raise
+    except _Twice as twice:
+        found = _twice_at(text)
+        key, at, first = found if found is not None else (twice.key, None, None)
+        if at is not None and first is not None and line is not None:
+            at, first = at + line - 1, first + line - 1
+        shown = repr(key) if len(key) <= 80 else repr(key[:80]) + "..."
+        raise ConfigError(
+            f"{shown} is given twice" + (f" (first on line {first})" if first else ""),
+            path=path,
+            line=at if at is not None else line,
+        ) from None
     except RecursionError:
         raise ConfigError("not valid JSON: nested too deeply", path=path, line=line) from None
     except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
         raise ConfigError("a number of more than 4,300 digits", path=path, line=line) from None
+
+
+class _Twice(Exception):
+    """A key an object gives twice, met while json.loads builds it; its line is found after."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Twice(key)
+            seen.add(key)
+    return out
+
+
+_TOKEN = re.compile(r'["{}\[\],]')
+
+
+def _twice_at(text: str) -> tuple[str, int, int] | None:
+    """The first key an object of `text` gives twice, the line it is given again on and the
+    line it was first given on; None when the walk cannot tell (a string that does not end)."""
+    stack: list[dict[str, int] | None] = []  # an open object's keys and lines; None: an array
+    key_next = False
+    pos = counted = 0
+    line = 1
+    while (m := _TOKEN.search(text, pos)) is not None:
+        char, pos = m.group(), m.end()
+        if char == '"':
+            try:
+                value, pos = scanstring(text, pos, False)
+            except ValueError:
+                return None
+            keys = stack[-1] if stack else None
+            if key_next and keys is not None:
+                line += text.count("\n", counted, m.start())  # counted once: no n^2 on big files
+                counted = m.start()
+                if value in keys:
+                    return value, line, keys[value]
+                keys[value] = line
+            key_next = False
+        elif char in "{[":
+            stack.append({} if char == "{" else None)
+            key_next = char == "{"
+        elif char in "}]":
+            if stack:
+                stack.pop()
+            key_next = False
+        else:  # a comma: in an object, a key comes next
+            key_next = bool(stack) and stack[-1] is not None
+    return None
 
 
 @contextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import math
 import re
 from collections import Counter
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wattserve.core.textfile import read_text
+from wattserve.core.textfile import load_json, read_text
 from wattserve.core.yamlio import shown
 from wattserve.errors import ConfigError
 
@@ -188,9 +187,9 @@ def _name(obj: dict[str, Any], key: str) -> str | None:
 
 def _jsonl_row(line: int, text: str) -> TraceRow:
     try:
-        obj = json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+        obj = load_json(text, "", line)  # a key given twice is a bad row, not the last one
+    except ConfigError as exc:  # nested too deeply, a key twice, a number past 4,300 digits
+        raise ValueError(exc.detail) from None
     if not isinstance(obj, dict):
         raise ValueError("not an object")
     if "input_length" in obj:  # Mooncake: timestamp in ms, input/output_length
