@@ -41,7 +41,8 @@ def test_a_calibration_giving_a_term_twice_is_refused_naming_both_lines(tmp_path
         load_calibration(f)
     assert (e.value.path, e.value.line) == (str(f), 7)
     result = CliRunner().invoke(
-        app, ["estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--calibration", f]
+        app,
+        ["estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--calibration", str(f)],
     )
     assert result.exit_code == 2 and f"{f}:7" in result.output, result.output
 
@@ -130,11 +131,11 @@ def test_every_yaml_reader_refuses_a_key_twice(
 ) -> None:
     f = tmp_path / name
     f.write_text(text)
-    read = {
-        "hw.yaml": lambda: load_catalog([f]),
-        "w.yaml": lambda: load_workload(f, default_model="llama-3.1-8b"),
-        "s.yaml": lambda: load_sites(f),
-    }[name]
     with pytest.raises(ConfigError, match=rf"given twice \(first on line {first}\)") as err:
-        read()
+        if name == "hw.yaml":
+            load_catalog([f])
+        elif name == "w.yaml":
+            load_workload(f, default_model="llama-3.1-8b")
+        else:
+            load_sites(f)
     assert (err.value.path, err.value.line) == (str(f), line)

@@ -11,9 +11,8 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from json.decoder import scanstring
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,6 +100,9 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# json's own string reader (C), which typeshed does not declare: (text, index after the opening
+# quote, strict) -> (the string, index after its closing quote)
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _TOKEN = re.compile(r'["{}\[\],]')
 
 
@@ -115,7 +117,7 @@ def _twice_at(text: str) -> tuple[str, int, int] | None:
         char, pos = m.group(), m.end()
         if char == '"':
             try:
-                value, pos = scanstring(text, pos, False)
+                value, pos = _scanstring(text, pos, False)
             except ValueError:
                 return None
             keys = stack[-1] if stack else None
