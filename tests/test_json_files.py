@@ -139,3 +139,16 @@ def test_every_yaml_reader_refuses_a_key_twice(
         else:
             load_sites(f)
     assert (err.value.path, err.value.line) == (str(f), line)
+
+
+def test_a_calibration_of_absurdly_many_entries_is_refused(tmp_path: Path) -> None:
+    """3,000,000 entries took 36 s to read, and estimate printed every name (29 MB)."""
+    f = tmp_path / "c.json"
+    entries = ", ".join(f'"hw{i}": {{}}' for i in range(1001))
+    f.write_text('{"version": 1, "hardware": {' + entries + "}}")
+    with pytest.raises(ConfigError, match="1,001 hardware entries; a calibration holds at most"):
+        load_calibration(f)
+    f.write_text('{"version": 1, "hardware": {' + entries.rsplit(", ", 971)[0] + "}}")
+    said = estimate("llama-3.1-8b", "h100-sxm", calibration=f).assumptions[0]
+    assert said.startswith("the calibration has no entry for h100-sxm (it has hw0, hw1, hw10,")
+    assert "and 20 more): uncalibrated terms used" in said

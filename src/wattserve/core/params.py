@@ -268,6 +268,9 @@ def _finite(v: Any) -> bool:
 
 # what a calibration file's hardware entry holds: the terms, and what calibrate recorded
 ENTRY_KEYS = {*NUMERIC_FIELDS, "source", "fit_error", "fitted", "kept", "gemm_half_rows"}
+# hardware entries in one calibration: the built-in catalog has about 40 devices (3,000,000 took
+# 36 s to read and estimate printed all their names)
+MAX_ENTRIES = 1000
 
 
 def _known_keys(obj: dict[str, Any], known: set[str], p: Path, at: str) -> None:
@@ -303,6 +306,12 @@ def load_calibration(path: str | Path) -> Calibration:
     terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     folded: dict[str, str] = {}
     given: dict[str, frozenset[str]] = {}
+    if len(hardware) > MAX_ENTRIES:
+        raise ConfigError(
+            f"{len(hardware):,} hardware entries; a calibration holds at most {MAX_ENTRIES:,}",
+            path=str(p),
+            field="hardware",
+        )
     for hw_id in hardware:  # ids match in any case, so two spellings of one would be ambiguous
         twin = folded.setdefault(str(hw_id).lower(), str(hw_id))
         if twin != hw_id:

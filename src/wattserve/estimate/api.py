@@ -147,6 +147,13 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> int:
     return value
 
 
+def _listed(names: list[str], most: int = 10) -> str:
+    """Names for a message: at most `most`, each cut to 60 characters."""
+    shown = ", ".join(n if len(n) <= 60 else n[:60] + "..." for n in names[:most])
+    more = f" and {len(names) - most:,} more" if len(names) > most else ""
+    return (shown or "none") + more
+
+
 def estimate(
     model: str | ModelSpec,
     hardware: str,
@@ -228,8 +235,8 @@ def estimate(
     params = calib.params_for(hw)
     unmatched = (
         (
-            f"the calibration has no entry for {hw.id} (it has "
-            f"{', '.join(sorted(calib.params)) or 'none'}): uncalibrated terms used",
+            f"the calibration has no entry for {hw.id} (it has {_listed(sorted(calib.params))}): "
+            "uncalibrated terms used",
         )
         # a file the user named for this estimate; rank and plan pass one Calibration for
         # every device, most of which it does not cover
