@@ -70,3 +70,28 @@ def test_a_cap_no_request_can_run_under_is_refused_with_the_least_that_can(
         # no power figures for the TPU: one request's draw is unknown, any cap is taken
         assert set_cap(s.url, admin, "gcp", 1).status_code == 200
         assert chat(s.url, "qwen2.5-0.5b").status_code == 200
+
+
+def test_a_fleet_file_cap_no_request_can_start_under_is_warned_about_at_start_up(
+    tmp_path: Path,
+) -> None:
+    """The fleet file's own cap: one above the idle draw (the loader's rule) but under what one
+    request adds is loaded, as simulate loads it, and serve says at start-up what simulate
+    reports as the site's cap_note (core.governor.cap_blocks, one decision for both clocks)
+    instead of leaving every request to wait and get 429 unexplained."""
+    from wattserve.core.fleet import load_fleet
+
+    probe = tmp_path / "probe.yaml"
+    fleet = f"""\
+sites:
+  dc: {{kind: datacenter, power_cap_w: CAP}}
+deployments:
+  small: {{site: dc, model: {MODEL}, hardware: h100-sxm}}
+"""
+    probe.write_text(fleet.replace("CAP", "1e9"))
+    idle = sum(d.replicas * d.perf.idle_power_w for d in load_fleet(probe).deployments)
+    with gateway(tmp_path, fleet.replace("CAP", f"{idle + 1:.1f}"), "--max-wait", "0.5") as s:
+        r = chat(s.url)
+        assert r.status_code == 429, r.text
+    log = (tmp_path / "gw.log").read_text()
+    assert "WARNING: at dc, its cap" in log and "no request can start there" in log, log

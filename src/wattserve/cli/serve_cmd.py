@@ -79,6 +79,7 @@ def serve_cmd(
     """Run the OpenAI-compatible gateway."""
     from aiohttp import web
 
+    from wattserve.core.governor import cap_blocks
     from wattserve.serve.app import Gateway
     from wattserve.serve.demo import demo_fleet_yaml
     from wattserve.serve.guard import ParserNoise
@@ -126,6 +127,14 @@ def serve_cmd(
         f"{', '.join(router.models)}), policy {policy}, ledger {db}"
         + (f", shared state {state}" if state else "")
     )
+    # the check simulate reports as its sites' cap_note: a cap no request can start under
+    pools = [t for t in router.targets.values() if hasattr(t, "first_request_w")]
+    for site, why in cap_blocks(router.gov, pools).items():
+        typer.echo(
+            f"wattserve: WARNING: at {site}, {why}: requests for it will wait --max-wait and get "
+            "429; raise the site's power_cap_w (fleet file, or the admin API's set_cap)",
+            err=True,
+        )
     auth = ' -H "Authorization: Bearer $KEY"' if require_keys else ""  # a key: keys create
     try_it = (
         f"try: curl http://{host}:{port}/v1/chat/completions{auth} -H 'Content-Type: "
