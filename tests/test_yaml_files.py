@@ -73,3 +73,46 @@ def test_deep_nesting_is_an_error(tmp_path: Path) -> None:
     w.write_text("generator: " + "[" * 20000 + "]" * 20000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_workload(w, default_model="llama-3.1-8b")
+
+
+def _merge_bomb() -> str:
+    """Merge keys of merge keys: PyYAML copies every merged pair, repeats included, so each
+    level held 50 times the last (100 x 50^29 pairs at the top)."""
+    text = "x0: &m0 {" + ", ".join(f"k{i}: {i}" for i in range(100)) + "}\n"
+    for i in range(1, 30):
+        text += f"x{i}: &m{i}\n  <<: [" + ", ".join([f"*m{i - 1}"] * 50) + f"]\n  y{i}: 1\n"
+    return text
+
+
+def test_a_merge_key_bomb_is_read_at_once(tmp_path: Path) -> None:
+    """Each key is kept once as merges merge, so the levels stay small (the file is then
+    refused for its unknown fields); merges that copy past a million values are refused."""
+    w = tmp_path / "w.yaml"
+    w.write_text("generator: {kind: poisson, rate_rps: 1, duration_s: 10}\n" + _merge_bomb())
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"'workload\.x0': unknown field"):
+        load_workload(w, default_model="llama-3.1-8b")
+    assert time.monotonic() - start < 5  # was hours
+    wide = "x0: &m0 {" + ", ".join(f"k{i}: 1" for i in range(5000)) + "}\n"
+    w.write_text(wide + "x1: {<<: [" + ", ".join(["*m0"] * 300) + "]}\n")
+    with pytest.raises(ConfigError, match="merge keys copy more than 1,000,000 values") as err:
+        load_workload(w, default_model="llama-3.1-8b")
+    assert (err.value.path, err.value.line) == (str(w), 2)
+    assert time.monotonic() - start < 10
+
+
+def test_merge_keys_still_merge_with_each_key_once(tmp_path: Path) -> None:
+    """The first mapping a merge lists wins over later ones, the mapping's own keys over all."""
+    f = tmp_path / "f.yaml"
+    f.write_text(
+        "sites:\n"
+        "  a: &a {kind: datacenter, power_cap_w: 1000, pue: 1.5}\n"
+        "  b: &b {kind: edge, power_cap_w: 200, carbon_g_per_kwh: 7}\n"
+        "  c: {<<: [*a, *b]}\n"
+        "  d:\n    <<: [*b, *a]\n    power_cap_w: 300\n"
+        "deployments:\n  g: {site: c, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    sites = load_fleet(f).sites
+    assert (sites["c"].kind, sites["c"].power_cap_w, sites["c"].pue) == ("datacenter", 1000, 1.5)
+    assert sites["c"].carbon_g_per_kwh == 7
+    assert (sites["d"].kind, sites["d"].power_cap_w, sites["d"].pue) == ("edge", 300, 1.5)

@@ -50,6 +50,52 @@ class _LineLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    merged = 0  # pairs merge keys copied, counted against MAX_VALUES
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """YAML merge keys (`<<: *base`, `<<: [*a, *b]`) as PyYAML reads them (the mapping's
+        own keys win, then the first mapping listed), but each key kept once: PyYAML copies
+        every merged pair, repeats included, so merges of merges grew exponentially (a
+        "billion laughs" of 50 aliases a level). Copies count against MAX_VALUES."""
+        merge: list[tuple[yaml.Node, yaml.Node]] = []
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.tag == "tag:yaml.org,2002:value":  # `=` as a key: PyYAML's text
+                    key_node.tag = "tag:yaml.org,2002:str"
+                own.append((key_node, value_node))
+                continue
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
+            for sub in reversed(sources):  # the first listed comes last, and so wins
+                if not isinstance(sub, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"expected a mapping or list of mappings for merging, but found {sub.id}",
+                        sub.start_mark,
+                    )
+                self.flatten_mapping(sub)
+                self.merged += len(sub.value)
+                if self.merged > MAX_VALUES:
+                    raise ConfigError(
+                        f"merge keys copy more than {MAX_VALUES:,} values",
+                        line=node.start_mark.line + 1,
+                    )
+                merge.extend(sub.value)
+        if not merge:
+            node.value = own
+            return
+        pairs = merge + own
+        last = {_merge_key(k): i for i, (k, _) in enumerate(pairs)}  # as a dict keeps them
+        node.value = [pair for i, pair in enumerate(pairs) if last[_merge_key(pair[0])] == i]
+
+
+def _merge_key(node: yaml.Node) -> object:
+    """A merged key as written (a key the constructor refuses is left to it: kept apart)."""
+    return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else id(node)
+
 
 def _key(loader: _LineLoader, key_node: yaml.Node) -> str:
     """A mapping key as the dict stores it: `1.0` and `1.00`, `0x10` and `16` are one key."""
