@@ -80,11 +80,13 @@ def serve_cmd(
     from aiohttp import web
 
     from wattserve.core.governor import cap_blocks
+    from wattserve.core.targets import EnginePool
     from wattserve.serve.app import Gateway
     from wattserve.serve.demo import demo_fleet_yaml
     from wattserve.serve.guard import ParserNoise
     from wattserve.serve.ledger import Ledger
     from wattserve.serve.router import Router
+    from wattserve.serve.targets import UpstreamTarget
 
     for name, value in (
         ("--max-wait", max_wait),
@@ -128,7 +130,7 @@ def serve_cmd(
         + (f", shared state {state}" if state else "")
     )
     # the check simulate reports as its sites' cap_note: a cap no request can start under
-    pools = [t for t in router.targets.values() if hasattr(t, "first_request_w")]
+    pools = [t for t in router.targets.values() if isinstance(t, EnginePool | UpstreamTarget)]
     for site, why in cap_blocks(router.gov, pools).items():
         typer.echo(
             f"wattserve: WARNING: at {site}, {why}: requests for it will wait --max-wait and get "
