@@ -169,3 +169,34 @@ def test_a_header_of_many_columns_is_refused_at_once(tmp_path: Path) -> None:
         read_measurements(f)
     assert time.monotonic() - start < 5
     assert err.value.line == 1
+
+
+def test_a_bad_row_of_a_later_device_is_refused_before_any_fit(tmp_path: Path) -> None:
+    """Every device's rows are resolved before the first device's fit (which may take a
+    minute): an impossible row of the second device is refused in a fraction of the time one
+    fit takes, not after it."""
+    from wattserve.calibrate.fit import fit_calibration
+
+    good = [
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,512,512,0.008,400",
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,8,1024,1024,0.010,450",
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,64,1024,1024,0.016,500",
+        "llama-3.1-8b,h100-sxm,1,1,bf16,prefill,1,2048,2048,0.09,650",
+    ]
+    f = tmp_path / "m.csv"
+    f.write_text(HEADER + "\n" + "\n".join(good) + "\n")
+    catalog = load_catalog()
+    start = time.perf_counter()
+    fit_calibration(read_measurements(f), catalog, str(f))
+    one_fit_s = time.perf_counter() - start
+    f.write_text(
+        HEADER
+        + "\n"
+        + "\n".join([*good, "llama-3.1-8b,a100-sxm-80gb,1,1,bf16,decode,1,512,512,0.01,0.002"])
+        + "\n"
+    )
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        fit_calibration(read_measurements(f), catalog, str(f))
+    assert (err.value.line, err.value.field) == (6, "watts")
+    assert time.perf_counter() - start < one_fit_s / 2, one_fit_s

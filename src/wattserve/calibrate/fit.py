@@ -580,13 +580,19 @@ def fit_calibration(
     errors = dict(base.fit_error) if base else {}
     terms = dict(base.terms) if base else {}
     reports = []
-    for hw_id, ms in groups.items():
+    # every device's rows resolved (and refused where impossible) before any fit, which may
+    # take a minute: a bad row of the second device is not found after the first one's fit
+    resolved = {
+        hw_id: [step_row(m, catalog.device(hw_id), source) for m in ms]
+        for hw_id, ms in groups.items()
+    }
+    for hw_id, rows in resolved.items():
         hw = catalog.device(hw_id)
         for old in [k for k in params if k.lower() == hw_id.lower() and k != hw_id]:
             del params[old]  # a base entry filed under another case is this one, refitted
             errors.pop(old, None)
             terms.pop(old, None)
-        report = fit_hardware([step_row(m, hw, source) for m in ms], hw, source, logits_all)
+        report = fit_hardware(rows, hw, source, logits_all)
         params[hw_id] = report.params
         errors[hw_id] = report.as_dict()
         terms[hw_id] = (report.fitted, report.kept)
