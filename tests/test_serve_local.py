@@ -123,3 +123,43 @@ deployments:
     assert still_busy, "the long generation ended before the health checks: nothing was tested"
     assert r.status_code == 200, r.text
     assert done
+
+
+def test_an_exact_output_length_reaches_the_local_engine(tmp_path: Path) -> None:
+    """vLLM's `ignore_eos` and `min_tokens`, which `wattserve bench` sends for outputs of the
+    trace's length, reach llama-cpp-python as its `min_tokens`: the gateway sent neither, and
+    the engine stopped at its end-of-sequence token (a replay through the gateway ran 13%
+    fewer tokens than the same replay sent to the server). `min_tokens` above the output
+    limit is a 400 naming it, as vLLM answers."""
+    from wattserve.serve.backends.local import local_cpu_hardware
+
+    hw = local_cpu_hardware(tmp_path)
+    fleet = f"""
+hardware_files: [{hw.name}]
+sites:
+  edge: {{kind: edge}}
+deployments:
+  smol:
+    site: edge
+    model: smollm2-135m
+    hardware: local-cpu
+    dtype: w4a16
+    backend: {{kind: local-llama}}
+"""
+    ask = [{"role": "user", "content": "Reply with the single word OK."}]
+    with gateway(tmp_path, fleet) as s:
+
+        def chat(**extra: object) -> httpx.Response:
+            body = {"model": "smollm2-135m", "max_tokens": 48, "temperature": 0, "messages": ask}
+            return httpx.post(f"{s.url}/v1/chat/completions", json=body | extra, timeout=120)
+
+        free = chat().json()["usage"]["completion_tokens"]
+        assert free < 48  # the model stops on its own: the check below means something
+        for extra in (
+            {"ignore_eos": True},
+            {"min_tokens": 48},
+            {"ignore_eos": True, "stream": False},
+        ):
+            assert chat(**extra).json()["usage"]["completion_tokens"] == 48, extra
+        r = chat(min_tokens=49)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text

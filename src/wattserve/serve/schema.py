@@ -86,12 +86,24 @@ class _Common(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, allow_inf_nan=False)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, allow_inf_nan=False)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    # vLLM's fields for an answer of exactly max_tokens (wattserve bench sends them, as vLLM's
+    # benchmark does): passed on to servers; llama.cpp takes min_tokens (docs/serve.md)
+    ignore_eos: bool | None = None
+    min_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS_LIMIT)
 
     @field_validator("stop")
     @classmethod
     def _four_stops(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and len(v) > 4:
             raise ValueError(f"at most 4 stop sequences, got {len(v)}")
+        return v
+
+    @field_validator("min_tokens")
+    @classmethod
+    def _min_under_max(cls, v: int | None, info: ValidationInfo) -> int | None:
+        most = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
+        if v is not None and most is not None and v > most:  # as vLLM refuses it
+            raise ValueError(f"must be at most max_tokens ({most}), got {v}")
         return v
 
     @field_validator("stream_options")

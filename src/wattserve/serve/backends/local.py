@@ -120,8 +120,8 @@ class LocalLlamaBackend(OpenAIBackend):
         """Only what the gateway validated, in the forms llama-cpp-python's server takes
         (it answers 500 to a `developer` message, content parts, `content: null` or a field
         of the wrong type): roles as the chat template knows them, content as text, the
-        sampling fields of the gateway's schema and an integer `seed`. Other fields are not
-        sent (docs/serve.md)."""
+        sampling fields of the gateway's schema, an integer `seed` and `min_tokens` (also for
+        `ignore_eos`). Other fields are not sent (docs/serve.md)."""
         raw = req.body
         body: dict[str, Any] = {"model": self.remote_model, "max_tokens": req.max_tokens}
         for name in LOCAL_FIELDS:
@@ -130,6 +130,12 @@ class LocalLlamaBackend(OpenAIBackend):
         seed = raw.get("seed")
         if isinstance(seed, int) and not isinstance(seed, bool) and abs(seed) < 2**63:
             body["seed"] = seed
+        # an answer of exactly max_tokens: llama-cpp-python has min_tokens, not vLLM's
+        # ignore_eos (which it drops); without them it stops at the end-of-sequence token, and
+        # a bench replay through the gateway ran 13% fewer tokens than one sent to the server
+        least = req.max_tokens if raw.get("ignore_eos") is True else raw.get("min_tokens")
+        if isinstance(least, int) and not isinstance(least, bool) and least > 0:
+            body["min_tokens"] = min(least, req.max_tokens)
         if req.kind == "chat":
             body["messages"] = [_local_message(m) for m in raw.get("messages") or []]
         else:
