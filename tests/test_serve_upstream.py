@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import fake_upstream, gateway, raw_request
+from serving import fake_upstream, gateway, local_fleet, raw_request
 
 from wattserve.serve.backends.base import GenRequest
 from wattserve.serve.backends.upstream import OpenAIBackend
@@ -97,22 +97,7 @@ pytest_local = pytest.mark.skipif(
 
 @pytest_local
 def test_the_real_llama_server_is_fed_only_what_it_takes(tmp_path: Path) -> None:
-    from wattserve.serve.backends.local import local_cpu_hardware
-
-    hw = local_cpu_hardware(tmp_path)
-    fleet = f"""
-hardware_files: [{hw.name}]
-sites:
-  edge: {{kind: edge}}
-deployments:
-  smol:
-    site: edge
-    model: smollm2-135m
-    hardware: local-cpu
-    dtype: w4a16
-    max_num_seqs: 1
-    backend: {{kind: local-llama, n_ctx: 2048}}
-"""
+    fleet = local_fleet(tmp_path, "max_num_seqs: 1", backend="n_ctx: 2048")
     user = {"role": "user", "content": "hi"}
     cases = [  # each valid for OpenAI's API; llama-cpp-python answered 500 to all of them
         {"messages": [{"role": "developer", "content": "be brief"}, user]},

