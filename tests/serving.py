@@ -143,6 +143,26 @@ def fake_upstream() -> Iterator[int]:
         proc.wait(10)
 
 
+@contextlib.contextmanager
+def upstream_gateway(
+    tmp: Path, name: str, upstream: dict[str, str], emulated: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A gateway at one site whose `upstream` deployments (name: model) send to one fake
+    OpenAI server (fake_upstream) and whose `emulated` ones are emulated H100s."""
+    with fake_upstream() as port:
+        lines = [
+            f"  {n}: {{site: dc, model: {m}, hardware: h100-sxm}}\n"
+            for n, m in (emulated or {}).items()
+        ] + [
+            f"  {n}: {{site: dc, model: {m}, hardware: h100-sxm, "
+            f"backend: {{kind: openai, url: 'http://127.0.0.1:{port}/v1'}}}}\n"
+            for n, m in upstream.items()
+        ]
+        fleet = "sites:\n  dc: {kind: datacenter}\ndeployments:\n" + "".join(lines)
+        with gateway(tmp, fleet, name=name) as s:
+            yield s
+
+
 def requests_total(url: str, status: str) -> float:
     """The gateway's wattserve_requests_total for `status`, summed over its other labels."""
     text = httpx.get(f"{url}/metrics", timeout=10).text

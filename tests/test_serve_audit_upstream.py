@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serving import Server, fake_upstream, gateway, requests_total
+from serving import Server, requests_total, upstream_gateway
 
 from wattserve.serve.fake import MID_STREAM_ERROR
 
@@ -25,16 +25,8 @@ OTHER = "qwen2.5-0.5b"  # served by the same fake, through a target of its own
 @pytest.fixture(scope="module")
 def upstream_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("upstream")
-    with fake_upstream() as port:
-        fleet = (
-            "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
-            f"  u: {{site: dc, model: {MODEL}, hardware: h100-sxm, "
-            f"backend: {{kind: openai, url: 'http://127.0.0.1:{port}/v1'}}}}\n"
-            f"  w: {{site: dc, model: {OTHER}, hardware: h100-sxm, "
-            f"backend: {{kind: openai, url: 'http://127.0.0.1:{port}/v1'}}}}\n"
-        )
-        with gateway(tmp, fleet, name="up") as s:
-            yield s
+    with upstream_gateway(tmp, "up", {"u": MODEL, "w": OTHER}) as s:
+        yield s
 
 
 def chat(s: Server, model: str = MODEL, **extra: object) -> httpx.Response:

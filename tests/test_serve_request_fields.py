@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import Server, fake_upstream, gateway, raw_request
+from serving import Server, raw_request, upstream_gateway
 
 MODEL = "llama-3.2-1b"
 UPSTREAM = "qwen2.5-0.5b"  # served by the fake OpenAI server, which refuses nulls
@@ -36,15 +36,8 @@ OPTIONAL = (
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("fields")
-    with fake_upstream() as port:
-        fleet = (
-            "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
-            f"  g: {{site: dc, model: {MODEL}, hardware: h100-sxm}}\n"
-            f"  u: {{site: dc, model: {UPSTREAM}, hardware: h100-sxm, "
-            f"backend: {{kind: openai, url: 'http://127.0.0.1:{port}/v1'}}}}\n"
-        )
-        with gateway(tmp, fleet, name="fields") as s:
-            yield s
+    with upstream_gateway(tmp, "fields", {"u": UPSTREAM}, {"g": MODEL}) as s:
+        yield s
 
 
 def chat(model: str = MODEL, **extra: object) -> dict[str, object]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serving import Server, fake_upstream, gateway
+from serving import Server, gateway, upstream_gateway
 
 from wattserve.serve.schema import ChatRequest, approx_tokens
 
@@ -29,15 +29,8 @@ EMULATED = "qwen2.5-0.5b"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("counts")
-    with fake_upstream() as port:
-        fleet = (
-            "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
-            f"  u: {{site: dc, model: {UPSTREAM}, hardware: h100-sxm, "
-            f"backend: {{kind: openai, url: 'http://127.0.0.1:{port}/v1'}}}}\n"
-            f"  e: {{site: dc, model: {EMULATED}, hardware: h100-sxm}}\n"
-        )
-        with gateway(tmp, fleet, name="counts") as s:
-            yield s
+    with upstream_gateway(tmp, "counts", {"u": UPSTREAM}, {"e": EMULATED}) as s:
+        yield s
 
 
 def events(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
