@@ -7,11 +7,13 @@ import http.client
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -161,6 +163,20 @@ def upstream_gateway(
         fleet = "sites:\n  dc: {kind: datacenter}\ndeployments:\n" + "".join(lines)
         with gateway(tmp, fleet, name=name) as s:
             yield s
+
+
+def ledger_row(db: Path, rid: str) -> dict[str, Any]:
+    """A request's ledger row, once the writer thread has committed it (within 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        con = sqlite3.connect(db)
+        con.row_factory = sqlite3.Row
+        found = con.execute("SELECT * FROM requests WHERE id = ?", (rid,)).fetchone()
+        con.close()
+        if found is not None or time.monotonic() > deadline:
+            assert found is not None, rid
+            return dict(found)
+        time.sleep(0.05)
 
 
 def requests_total(url: str, status: str) -> float:

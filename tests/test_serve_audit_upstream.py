@@ -7,13 +7,11 @@ whose body is not JSON is a 502. Real gateway and fake server processes on loopb
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from serving import Server, requests_total, upstream_gateway
+from serving import Server, ledger_row, requests_total, upstream_gateway
 
 from wattserve.serve.fake import MID_STREAM_ERROR
 
@@ -47,20 +45,6 @@ def stream_events(s: Server, model: str = MODEL, **extra: object) -> list[str]:
         return [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
 
 
-def row(s: Server, rid: str) -> dict[str, object]:
-    """The request's ledger row (committed by the writer thread soon after its end)."""
-    deadline = time.monotonic() + 5
-    while True:
-        con = sqlite3.connect(s.db)
-        con.row_factory = sqlite3.Row
-        found = con.execute("SELECT * FROM requests WHERE id = ?", (rid,)).fetchone()
-        con.close()
-        if found is not None or time.monotonic() > deadline:
-            assert found is not None, rid
-            return dict(found)
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("cue", ["truncate", "error"])
 def test_a_broken_upstream_stream_ends_with_an_error_event(upstream_gw: Server, cue: str) -> None:
     errors_before = requests_total(upstream_gw.url, "error")
@@ -75,7 +59,7 @@ def test_a_broken_upstream_stream_ends_with_an_error_event(upstream_gw: Server, 
     assert set(last["error"]) == {"message", "type", "param", "code"}
     assert last["error"]["type"] == "server_error" and last["error"]["code"] == "backend_error"
     assert MID_STREAM_ERROR not in last["error"]["message"]  # a server's words stay in the log
-    record = row(upstream_gw, objs[0]["id"])
+    record = ledger_row(upstream_gw.db, objs[0]["id"])
     assert record["status"] == "error" and record["completion_tokens"] == 1
     assert requests_total(upstream_gw.url, "error") == errors_before + 1
 
@@ -85,7 +69,7 @@ def test_a_whole_upstream_stream_is_still_a_success(upstream_gw: Server) -> None
     assert events[-1] == "[DONE]"
     objs = [json.loads(e) for e in events[:-1]]
     assert objs[-1]["usage"]["completion_tokens"] == 2
-    assert row(upstream_gw, objs[0]["id"])["status"] == "ok"
+    assert ledger_row(upstream_gw.db, objs[0]["id"])["status"] == "ok"
 
 
 def test_the_mid_stream_error_is_in_the_gateway_log(upstream_gw: Server) -> None:
@@ -101,7 +85,7 @@ def test_a_non_streamed_upstream_answer_reports_no_ttft(upstream_gw: Server) -> 
         r = chat(upstream_gw, OTHER)
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["wattserve"]["ttft_s"] is None
-    record = row(upstream_gw, r.json()["id"])
+    record = ledger_row(upstream_gw.db, r.json()["id"])
     assert record["status"] == "ok" and record["ttft_s"] is None
     assert record["duration_s"] > 0  # what was measured: the whole request
     metrics = httpx.get(f"{upstream_gw.url}/metrics", timeout=10).text

@@ -9,7 +9,6 @@ elsewhere the count is the gateway's guess, marked estimated in the answer, the 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serving import Server, gateway, upstream_gateway
+from serving import Server, gateway, ledger_row, upstream_gateway
 
 from wattserve.serve.schema import ChatRequest, approx_tokens
 
@@ -42,20 +41,6 @@ def events(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     return [json.loads(d) for d in data[:-1]]
 
 
-def row(db: Path, rid: str) -> dict[str, Any]:
-    """The request's ledger row (committed by the writer thread soon after its end)."""
-    deadline = time.monotonic() + 5
-    while True:
-        con = sqlite3.connect(db)
-        con.row_factory = sqlite3.Row
-        found = con.execute("SELECT * FROM requests WHERE id = ?", (rid,)).fetchone()
-        con.close()
-        if found is not None or time.monotonic() > deadline:
-            assert found is not None, rid
-            return dict(found)
-        time.sleep(0.05)
-
-
 def chat(model: str, text: str = "hi", **extra: object) -> dict[str, Any]:
     body = {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": text}]}
     return body | extra
@@ -66,7 +51,7 @@ def test_a_server_s_streamed_usage_is_recorded_and_reaches_only_clients_that_ask
 ) -> None:
     quiet = events(f"{gw.url}{CHAT}", chat(UPSTREAM, stream=True))
     assert not any("usage" in e for e in quiet)  # the usage chunk asked for is not passed on
-    recorded = row(gw.db, quiet[0]["id"])
+    recorded = ledger_row(gw.db, quiet[0]["id"])
     assert recorded["prompt_tokens"] == 8 and recorded["completion_tokens"] == 2  # the fake's
     assert recorded["prompt_tokens_estimated"] == 0
     assert recorded["completion_tokens_estimated"] == 0
@@ -101,7 +86,7 @@ def test_an_emulated_prompt_count_is_marked_estimated(gw: Server) -> None:
     ws = r.json()["usage"]["wattserve"]
     assert ws["synthetic"] and ws["prompt_tokens_estimated"] is True
     assert ws["completion_tokens_estimated"] is False  # an emulated engine's pieces are tokens
-    recorded = row(gw.db, r.json()["id"])
+    recorded = ledger_row(gw.db, r.json()["id"])
     assert recorded["prompt_tokens_estimated"] == 1 and recorded["completion_tokens_estimated"] == 0
 
 
@@ -149,7 +134,7 @@ def test_the_local_model_s_streamed_prompt_is_counted_by_its_tokenizer(
             f"{s.url}{path}", body | {"stream": True, "stream_options": {"include_usage": True}}
         )
         usage = streamed[-1]["usage"]
-        recorded = row(s.db, streamed[0]["id"])
+        recorded = ledger_row(s.db, streamed[0]["id"])
     real = whole["usage"]["prompt_tokens"]  # llama-cpp-python's own count
     assert usage["prompt_tokens"] == real and recorded["prompt_tokens"] == real
     assert usage["wattserve"]["prompt_tokens_estimated"] is False
