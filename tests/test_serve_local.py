@@ -135,3 +135,9 @@ def test_an_exact_output_length_reaches_the_local_engine(tmp_path: Path) -> None
             assert chat(**extra).json()["usage"]["completion_tokens"] == 48, extra
         r = chat(min_tokens=49)
         assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text
+        # without max_tokens the limit rises to min_tokens, up to what the 4,096-token window
+        # leaves after the prompt: past that, a 400 naming min_tokens (it was cut silently)
+        body = {"model": "smollm2-135m", "min_tokens": 5000, "messages": ask}
+        r = httpx.post(f"{s.url}/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text
+        assert "4096-token context" in r.json()["error"]["message"], r.text

@@ -150,6 +150,16 @@ def test_a_body_that_is_not_utf8_names_the_byte(gw: Server, raw: bytes, offset: 
     assert "surrogate" not in err["message"] and "\\u" not in err["message"]
 
 
+def test_min_tokens_without_max_tokens_raises_the_default_limit(gw: Server) -> None:
+    """Without max_tokens the gateway's limit is 256 tokens; a min_tokens above it was taken
+    and the answer cut at 256 (a bench asking for 300 got 256). The limit is now at least
+    min_tokens, as vLLM's default (the window less the prompt) would be."""
+    body = chat(MODEL, min_tokens=300)
+    r = httpx.post(f"{gw.url}{CHAT}", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 300
+
+
 def test_zz_nothing_above_was_an_internal_error(gw: Server) -> None:
     log = (Path(gw.db).parent / "fields.log").read_text()
     assert "internal error" not in log and "Traceback" not in log

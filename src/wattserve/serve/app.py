@@ -361,7 +361,8 @@ class Gateway:
         origin, local_only = where.origin, where.local_only
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{os.urandom(12).hex()}"
         prompt_tokens = approx_tokens(body.prompt_text())
-        max_tokens = body.output_limit or self.default_max_tokens
+        least = body.min_tokens or 0  # vLLM's: the schema holds it under a given max_tokens
+        max_tokens = body.output_limit or max(self.default_max_tokens, least)
         window = self.context_tokens.get(model)
         if window is not None:
             asked = body.output_limit or 1
@@ -376,6 +377,13 @@ class Gateway:
                     code="context_length_exceeded",
                 )
             max_tokens = min(max_tokens, window - prompt_tokens)
+            if least > max_tokens:
+                return error(
+                    400,
+                    f"min_tokens: {least} is more than the {max_tokens} tokens the model's "
+                    f"{window}-token context leaves after the prompt's {prompt_tokens}",
+                    param="min_tokens",
+                )
         req = Request(
             0,
             self.router.now(),
