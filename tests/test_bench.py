@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 
 from wattserve.bench import BenchOptions
 from wattserve.bench import run_bench as replay_bench
+from wattserve.bench.client import Result as BenchResult
+from wattserve.bench.client import take_usage
 from wattserve.bench.prompts import Calibration, fit
 from wattserve.cli.app import app
 from wattserve.core.workload import load_workload
@@ -101,6 +103,18 @@ def test_prompt_calibration_inverts_the_servers_count() -> None:
     assert fit([(16, 8), (144, 8)]) == Calibration()  # a server that counts nothing
 
 
+def test_counts_the_gateway_guessed_are_not_taken_as_counts() -> None:
+    res = BenchResult(0, 0, 0.0, 100, 10)
+    usage = {"prompt_tokens": 130, "completion_tokens": 9}
+    take_usage(res, {**usage, "wattserve": {"prompt_tokens_estimated": True}})
+    assert res.usage_prompt_tokens is None and res.input_len == 100  # nominal, not the guess
+    assert res.output_len == 9  # counted in the stream's chunks, as bench counts them
+    take_usage(res, {**usage, "wattserve": {"prompt_tokens_estimated": False}})
+    assert res.usage_prompt_tokens == 130
+    take_usage(res := BenchResult(0, 0, 0.0, 100, 10), {**usage, "wattserve": "junk"})
+    assert res.usage_prompt_tokens == 130 and res.backend is None  # another server's field
+
+
 def test_bench_against_the_gateway(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rows = [(i * 40, 40 + 7 * i, 3 + i % 5) for i in range(16)]
     trace = mooncake(tmp_path / "m.jsonl", rows)
@@ -118,7 +132,10 @@ def test_bench_against_the_gateway(server, tmp_path: Path) -> None:  # type: ign
     assert res["input_lens"] == [i for _, i, _ in rows]
     assert res["output_lens"] == [o for _, _, o in rows]
     assert res["total_output_tokens"] == sum(o for _, _, o in rows)
-    assert res["prompt_calibration"]["measured"] and res["exact_output"]
+    # the emulated engines' prompt counts are the gateway's guess (marked so): not a count to
+    # size prompts by
+    assert not res["prompt_calibration"]["measured"] and res["exact_output"]
+    assert any("prompt lengths are nominal" in n for n in res["notes"])
     assert 0 < res["median_ttft_ms"] <= res["p99_ttft_ms"] and res["mean_itl_ms"] > 0
     assert res["ttft_s"]["p50"] == pytest.approx(res["median_ttft_ms"] / 1e3)
     assert res["usd_per_mtok"] > 0 and res["energy_j_per_token"] > 0 and res["gco2"] > 0

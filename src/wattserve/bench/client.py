@@ -112,16 +112,25 @@ def _number(v: Any) -> float | None:
 
 
 def take_usage(res: Result, usage: Any) -> None:
-    """Token counts, and where wattserve ran it and what it cost, from a `usage` object."""
+    """Token counts, and where wattserve ran it and what it cost, from a `usage` object. A
+    prompt count wattserve marks as its own guess (`usage.wattserve.prompt_tokens_estimated`:
+    no tokenizer counted it, four characters a token) is not taken: the prompt stays nominal,
+    and prompt sizing is not fitted to the guess. (An output it marks was counted in the
+    stream's chunks, as bench would count them, or from the text of a whole answer.)"""
     if not isinstance(usage, dict):
         return
+    ws = usage.get("wattserve")
+    ws = ws if isinstance(ws, dict) else {}
     p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(p, int) and not isinstance(p, bool):
+    if (
+        isinstance(p, int)
+        and not isinstance(p, bool)
+        and ws.get("prompt_tokens_estimated") is not True
+    ):
         res.usage_prompt_tokens = p
     if isinstance(c, int) and not isinstance(c, bool):
         res.usage_completion_tokens = c
-    ws = usage.get("wattserve")
-    if isinstance(ws, dict):
+    if ws:
         res.backend = str(ws["backend"]) if ws.get("backend") is not None else None
         res.site = str(ws["site"]) if ws.get("site") is not None else None
         res.energy_j = _number(ws.get("energy_j"))

@@ -253,7 +253,10 @@ class Bench:
         ]
         cal = fit(points)
         if not cal.measured:
-            notes.append("the server reports no usage.prompt_tokens: prompt lengths are nominal")
+            notes.append(
+                "the server reports no counted usage.prompt_tokens (none, or wattserve's "
+                "guess of 4 characters a token): prompt lengths are nominal"
+            )
         return cal, notes
 
     # -- the run ---------------------------------------------------------------------------
