@@ -331,7 +331,7 @@ def test_the_profile_warns_when_the_machines_speed_moved_during_it() -> None:
 
 def test_the_profile_warns_when_its_rounds_disagree() -> None:
     """Measured beside a busy gateway on this machine, a 32-token prefill took 5.4, 3.4 and
-    1.2 s in three rounds (0.14 s idle): the medians would be written without a word."""
+    1.2 s in three rounds (0.14 s idle): a profile that kept any of them would say nothing."""
     from wattserve.profile.run import check_rounds
 
     lines: list[str] = []

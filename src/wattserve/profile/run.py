@@ -258,8 +258,8 @@ def check_rounds(times: dict[tuple[str, int], list[float]], log: Log) -> list[st
         log(
             f"  WARNING: rounds of {', '.join(unsteady)} differ by more than "
             f"{ROUND_SPREAD:g}x (load average {load:.1f} on {os.cpu_count()} cores): another "
-            "process took the cores, so the medians may not be the engine's; profile again on "
-            "an idle machine"
+            "process took the cores, and it may have slowed every round of a case; profile again "
+            "on an idle machine"
         )
     return unsteady
 
@@ -347,11 +347,11 @@ def profile_llama(
     check_rounds(times, log)
     rows: list[Measurement] = []
     for phase, n in cases:
-        seconds = statistics.median(times[phase, n])
+        seconds = min(times[phase, n])  # the fastest round: see llama.ROUNDS
         watts = statistics.median(draws[phase, n]) if draws[phase, n] else None
         tokens = contexts[phase, n]
         if rounds > 1:
-            log(f"    {phase:7} tokens {tokens:5}: {seconds * 1e3:9.2f} ms (median of {rounds})")
+            log(f"    {phase:7} tokens {tokens:5}: {seconds * 1e3:9.2f} ms (fastest of {rounds})")
         rows.append(
             Measurement(
                 model=llama.MODEL,
