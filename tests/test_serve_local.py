@@ -141,3 +141,37 @@ def test_an_exact_output_length_reaches_the_local_engine(tmp_path: Path) -> None
         r = httpx.post(f"{s.url}/v1/chat/completions", json=body, timeout=60)
         assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text
         assert "4096-token context" in r.json()["error"]["message"], r.text
+
+
+def test_a_prompt_the_engine_cannot_hold_is_a_400_and_leaves_it_in_rotation(
+    tmp_path: Path,
+) -> None:
+    """A prompt that the gateway's 4-characters guess fits but the engine's window does not
+    (CJK text: about a token a character) was refused by llama-cpp-python's server only by
+    cutting the stream off: a 502 to the client, counted against the backend, and three in a
+    row took the local engine out of rotation (every request then 503). The local backend now
+    counts the prompt with the model's own tokenizer and template first."""
+    fleet = local_fleet(tmp_path, backend="n_ctx: 512")
+    text = "你好世界，今天天气很好。" * 60  # 720 characters, about 180 tokens by the guess
+    with gateway(tmp_path, fleet) as s:
+        url = f"{s.url}/v1/chat/completions"
+        for stream in (True, True, True, False):
+            body = {
+                "model": "smollm2-135m",
+                "max_tokens": 8,
+                "stream": stream,
+                "messages": [{"role": "user", "content": text}],
+            }
+            r = httpx.post(url, json=body, timeout=120)
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert (err["code"], err["param"]) == ("context_length_exceeded", "messages"), err
+            assert "maximum context length is 512 tokens" in err["message"], err
+        prompt = {"model": "smollm2-135m", "max_tokens": 8, "prompt": text}
+        r = httpx.post(f"{s.url}/v1/completions", json=prompt, timeout=120)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+        ok = {"model": "smollm2-135m", "max_tokens": 4, "stream": True,
+              "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
+        with httpx.stream("POST", url, json=ok, timeout=120) as r:
+            lines = [line for line in r.iter_lines() if line]
+        assert r.status_code == 200 and lines[-1] == "data: [DONE]", lines[-3:]

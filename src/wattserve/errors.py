@@ -98,7 +98,9 @@ class UpstreamError(WattserveError):
     """A backend failed. `before_first_byte` tells the gateway whether it may retry the
     request elsewhere (nothing reached the client yet); `status` is what to answer if not;
     `backend_down` whether the backend itself is at fault (down, overloaded, failing every
-    request), so that it leaves the rotation for a while: by default any 5xx."""
+    request), so that it leaves the rotation for a while: by default any 5xx. `code` and
+    `param` are OpenAI's error code and the request field at fault, where the backend knows
+    them (None: `backend_error`, no field)."""
 
     def __init__(
         self,
@@ -107,11 +109,14 @@ class UpstreamError(WattserveError):
         before_first_byte: bool,
         status: int = 502,
         backend_down: bool | None = None,
+        code: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.before_first_byte = before_first_byte
         self.status = status
         self.backend_down = status >= 500 if backend_down is None else backend_down
+        self.code, self.param = code, param
 
 
 class BenchError(WattserveError):

@@ -486,7 +486,8 @@ class Gateway:
                     exc.status,
                     str(exc),
                     "invalid_request_error" if exc.status < 500 else "server_error",
-                    code="backend_error",
+                    param=exc.param,
+                    code=exc.code or "backend_error",
                 )
             except StopAsyncIteration:
                 target.add(-1)

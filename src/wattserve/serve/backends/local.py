@@ -16,16 +16,17 @@ import importlib.util
 import math
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from wattserve.core.energy import request_energy_j
 from wattserve.core.fleet import LOCAL_LLAMA_N_CTX, DeploymentSpec
 from wattserve.core.workload import Request
-from wattserve.errors import ConfigError
+from wattserve.errors import ConfigError, UpstreamError
 from wattserve.profile.llama import LOGITS_ALL
 from wattserve.profile.power import RaplMeter
-from wattserve.serve.backends.base import BackendKind, BuildContext, Built, GenRequest
+from wattserve.serve.backends.base import BackendKind, BuildContext, Built, Event, GenRequest
 from wattserve.serve.backends.llama_tokens import PromptCounter
 from wattserve.serve.backends.upstream import OpenAIBackend
 from wattserve.serve.net import free_port
@@ -141,6 +142,29 @@ class LocalLlamaBackend(OpenAIBackend):
         else:
             body["prompt"] = raw.get("prompt", "")
         return body
+
+    async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
+        """As a server's, once the prompt is counted as the server will count it (its own
+        tokenizer and chat template): a prompt the engine's window cannot hold is a 400 in
+        OpenAI's words. The gateway's check before routing counts about 4 characters a token,
+        which CJK text or code can exceed several times; the server refuses such a prompt,
+        but in a stream only by cutting it off, which read as the backend failing (a 502,
+        and three in a row took it out of rotation)."""
+        counted = await self.prompt_tokens(req)
+        if counted is not None and counted >= self.n_ctx:  # llama-cpp-python's own test
+            what = "messages" if req.kind == "chat" else "prompt"
+            raise UpstreamError(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, your "
+                f"{what} resulted in {counted} tokens (counted with the model's tokenizer"
+                f"{' and chat template' if req.kind == 'chat' else ''}). Please reduce the "
+                f"length of the {what}.",
+                before_first_byte=False,
+                status=400,
+                code="context_length_exceeded",
+                param=what,
+            )
+        async for event in super().generate(req):
+            yield event
 
     async def prompt_tokens(self, req: GenRequest) -> int | None:
         """The prompt's tokens as the server counts them, for a stream (which carries no
