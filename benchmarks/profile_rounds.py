@@ -1,12 +1,12 @@
 """Which of a profile's rounds predicts the replays (issue #12 items 5 and 8): each recorded
-sim-to-real run (tests/data/sim_to_real_runs: runs L-S of docs/fidelity.md, 2026-12-04 and -05,
+sim-to-real run (tests/data/sim_to_real_runs: runs L-T of docs/fidelity.md, 2026-12-04 and -05,
 this project's 2-vCPU VM, the real llama.cpp engine) re-fitted from its own profile's rounds
 kept as the median and as the fastest, both windows simulated again under today's code, and
 each cell compared with the replays that run measured (direct and through the gateway).
 
 Nothing is measured here: the timings are the runs' (`profile.txt`: three rounds of every
-case; bench's result files, their per-token gaps left out; run S, the first whose profile kept
-the fastest round, printed its rounds too). The hardware entry of each run is
+case; bench's result files, their per-token gaps left out; runs S and T, whose profiles kept
+the fastest round, printed their rounds too). The hardware entry of each run is
 rebuilt from the matmul rate and copy bandwidth its profile printed. Run P reused run O's
 profile. The gateway replays of L-N and O ran fewer tokens than asked (the `min_tokens` fault
 fixed in run P, docs/fidelity.md), so the direct replays are the fair test before P.
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sim_to_real import FLEET, TARGETS, WINDOWS  # this directory
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "sim_to_real_runs"
-RUNS = ("L", "M", "N", "O", "P", "Q", "R", "S")
+RUNS = ("L", "M", "N", "O", "P", "Q", "R", "S", "T")
 PROFILE_OF = {"P": "O"}  # run P simulated from run O's profile, as written
 ESTIMATORS: dict[str, Callable[[Sequence[float]], float]] = {
     "median": statistics.median,

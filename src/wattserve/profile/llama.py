@@ -45,9 +45,9 @@ MODEL = "smollm2-135m"
 # a burst of other work on a shared machine then costs one round of several cases, not every
 # repeat of one case (which a best-of-N on one case in a row would keep or miss whole), and
 # other work only ever adds time, so the fastest round is nearest the engine's own speed
-# (the median keeps a slowed round whenever two of the three were: on eight recorded
+# (the median keeps a slowed round whenever two of the three were: on nine recorded
 # sim-to-real runs, profiles kept by the fastest round predict the heavy window's TTFT p50
-# within 8.0% on average, by the median 13.5%; benchmarks/profile_rounds.py,
+# within 7.7% on average, by the median 12.9%; benchmarks/profile_rounds.py,
 # docs/fidelity.md).
 ROUNDS = 3
 QUICK_ROUNDS = 1
