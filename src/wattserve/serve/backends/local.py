@@ -167,8 +167,9 @@ class LocalLlamaBackend(OpenAIBackend):
             yield event
 
     async def prompt_tokens(self, req: GenRequest) -> int | None:
-        """The prompt's tokens as the server counts them, for a stream (which carries no
-        usage): its own tokenizer and chat template, on what it is sent (`_body`)."""
+        """The prompt's tokens as the server counts them (its own tokenizer and chat template,
+        on what it is sent: `_body`): checked against its window before sending, and the
+        count of a stream, which carries no usage."""
         return await self.counter.count(req.kind, self._body(req))
 
     def _energy(self, prompt: int, completion: int) -> float | None:
