@@ -27,16 +27,9 @@ def _module() -> ModuleType:
 def test_the_fastest_round_predicts_the_replays_better_than_the_median() -> None:
     pr = _module()
     results = pr.table(pr.RUNS)
-    met = {e: {"all": 0, "direct": 0} for e in pr.ESTIMATORS}
-    heavy: dict[str, list[float]] = {e: [] for e in pr.ESTIMATORS}
-    for run in pr.RUNS:
-        for e in pr.ESTIMATORS:
-            for (window, path), errs in results[run][e].items():
-                n = sum(pr.met(c, v) for c, v in errs.items())
-                met[e]["all"] += n
-                met[e]["direct"] += n if path == "direct" else 0
-                if (window, path) == ("heavy", "direct"):
-                    heavy[e].append(abs(errs["ttft_p50_s"]))
+    t = pr.totals(results)
+    met = {e: {"all": t[e]["all"], "direct": t[e]["direct"]} for e in pr.ESTIMATORS}
+    heavy = {e: [abs(v) for v in t[e]["heavy_ttft"]] for e in pr.ESTIMATORS}
     # the figures docs/fidelity.md gives (144 cells, 72 of them direct)
     assert (met["median"]["all"], met["median"]["direct"]) == (121, 63)
     assert (met["fastest"]["all"], met["fastest"]["direct"]) == (124, 66)

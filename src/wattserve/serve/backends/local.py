@@ -116,6 +116,7 @@ class LocalLlamaBackend(OpenAIBackend):
         self.last_read = time.monotonic()
         self.stopping = False
         self.counter = PromptCounter(self.gguf)
+        self.counted: dict[str, int] = {}  # request id -> its prompt's count, while it runs
 
     def _body(self, req: GenRequest) -> dict[str, Any]:
         """Only what the gateway validated, in the forms llama-cpp-python's server takes
@@ -150,7 +151,7 @@ class LocalLlamaBackend(OpenAIBackend):
         which CJK text or code can exceed several times; the server refuses such a prompt,
         but in a stream only by cutting it off, which read as the backend failing (a 502,
         and three in a row took it out of rotation)."""
-        counted = await self.prompt_tokens(req)
+        counted = await self.counter.count(req.kind, self._body(req))
         if counted is not None and counted >= self.n_ctx:  # llama-cpp-python's own test
             what = "messages" if req.kind == "chat" else "prompt"
             raise UpstreamError(
@@ -163,14 +164,20 @@ class LocalLlamaBackend(OpenAIBackend):
                 code="context_length_exceeded",
                 param=what,
             )
-        async for event in super().generate(req):
-            yield event
+        if counted is not None:  # kept for the stream's usage: counted once
+            self.counted[req.id] = counted
+        try:
+            async for event in super().generate(req):
+                yield event
+        finally:
+            self.counted.pop(req.id, None)
 
     async def prompt_tokens(self, req: GenRequest) -> int | None:
         """The prompt's tokens as the server counts them (its own tokenizer and chat template,
-        on what it is sent: `_body`): checked against its window before sending, and the
-        count of a stream, which carries no usage."""
-        return await self.counter.count(req.kind, self._body(req))
+        on what it is sent: `_body`), as `generate` counted them before sending: the count of
+        a stream, which carries no usage."""
+        known = self.counted.get(req.id)
+        return known if known is not None else await self.counter.count(req.kind, self._body(req))
 
     def _energy(self, prompt: int, completion: int) -> float | None:
         """RAPL package energy since the last request ended, shared among the requests in
