@@ -72,6 +72,14 @@ def test_the_data_local_header_fails_closed(tmp_path: Path) -> None:
         assert r.status_code == 200
         r = post(s.url, {"x-wattserve-site": "edge", "x-wattserve-data-local": "yes"})
         assert r.status_code == 200 and r.json()["usage"]["wattserve"]["site"] == "edge"
+        # two sites: the first was taken, whichever it was, even for a request kept local
+        two = [("x-wattserve-site", "edge"), ("x-wattserve-site", "dc")]
+        for extra in ([], [("x-wattserve-data-local", "yes")]):
+            body = {"model": SMALL, "max_tokens": 3, "messages": [{"role": "user", "content": "x"}]}
+            r = httpx.post(f"{s.url}{CHAT}", headers=two + extra, json=body, timeout=30)
+            err = r.json()["error"]
+            assert r.status_code == 400 and err["param"] == "x-wattserve-site", r.text
+            assert "one x-wattserve-site header" in err["message"]
         metrics = httpx.get(f"{s.url}/metrics", timeout=10).text
         assert 'wattserve_rejected_total{reason="invalid_request_error",status="400"}' in metrics
 

@@ -352,7 +352,7 @@ class Gateway:
                 code="model_not_found",
             )
         where = residency(
-            request.headers.get("x-wattserve-site"),
+            request.headers.getall("x-wattserve-site", []),
             request.headers.getall("x-wattserve-data-local", []),
             self.router.fleet.sites,
         )

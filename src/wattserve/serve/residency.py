@@ -27,10 +27,14 @@ class HeaderError:
 
 
 def residency(
-    site: str | None, data_local: list[str], sites: Collection[str]
+    site_values: list[str], data_local: list[str], sites: Collection[str]
 ) -> Residency | HeaderError:
-    """The request's residency from its `x-wattserve-site` value and every
-    `x-wattserve-data-local` value it sent, checked against the fleet's `sites`."""
+    """The request's residency from every `x-wattserve-site` and `x-wattserve-data-local`
+    value it sent, checked against the fleet's `sites`. Each header once: two sites were
+    taken as the first, whichever it was, even for a request that must stay local."""
+    if len(site_values) > 1:
+        return HeaderError("send one x-wattserve-site header, not several", "x-wattserve-site")
+    site = site_values[0] if site_values else None
     if site is not None and site not in sites:
         return HeaderError(
             f"x-wattserve-site '{site[:64]}' is not a site of this fleet ({', '.join(sites)})",
