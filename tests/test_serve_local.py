@@ -175,3 +175,8 @@ def test_a_prompt_the_engine_cannot_hold_is_a_400_and_leaves_it_in_rotation(
         with httpx.stream("POST", url, json=ok, timeout=120) as r:
             lines = [line for line in r.iter_lines() if line]
         assert r.status_code == 200 and lines[-1] == "data: [DONE]", lines[-3:]
+        metrics = httpx.get(f"{s.url}/metrics", timeout=10).text
+    # refused for the request's fault, not the engine failing: no request counted as an error
+    assert 'status="error"' not in metrics, metrics
+    labels = 'backend="smol/0",model="smollm2-135m",site="edge",status="rejected"'
+    assert f"wattserve_requests_total{{{labels}}} 5" in metrics

@@ -481,7 +481,10 @@ class Gateway:
                     self.router.eject(backend)
                     errors.append(str(exc))
                     continue
-                self.accounts.record(greq, key, backend, None, started, None, "error", str(exc))
+                # a 4xx is the request's fault (refused, as the gateway's own 4xx are), not the
+                # backend failing: its row and requests_total say `rejected`, not `error`
+                status = "error" if exc.status >= 500 else "rejected"
+                self.accounts.record(greq, key, backend, None, started, None, status, str(exc))
                 return error(
                     exc.status,
                     str(exc),
