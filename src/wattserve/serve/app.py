@@ -483,8 +483,8 @@ class Gateway:
                     continue
                 # a 4xx is the request's fault (refused, as the gateway's own 4xx are), not the
                 # backend failing: its row and requests_total say `rejected`, not `error`
-                status = "error" if exc.status >= 500 else "rejected"
-                self.accounts.record(greq, key, backend, None, started, None, status, str(exc))
+                outcome = "error" if exc.status >= 500 else "rejected"
+                self.accounts.record(greq, key, backend, None, started, None, outcome, str(exc))
                 return error(
                     exc.status,
                     str(exc),
