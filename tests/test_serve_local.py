@@ -150,7 +150,8 @@ def test_a_prompt_the_engine_cannot_hold_is_a_400_and_leaves_it_in_rotation(
     (CJK text: about a token a character) was refused by llama-cpp-python's server only by
     cutting the stream off: a 502 to the client, counted against the backend, and three in a
     row took the local engine out of rotation (every request then 503). The local backend now
-    counts the prompt with the model's own tokenizer and template first."""
+    counts the prompt with the model's own tokenizer and template first, and checks the
+    output asked for against what the window leaves, as the gateway does with its guess."""
     fleet = local_fleet(tmp_path, backend="n_ctx: 512")
     text = "你好世界，今天天气很好。" * 60  # 720 characters, about 180 tokens by the guess
     with gateway(tmp_path, fleet) as s:
@@ -170,6 +171,17 @@ def test_a_prompt_the_engine_cannot_hold_is_a_400_and_leaves_it_in_rotation(
         prompt = {"model": "smollm2-135m", "max_tokens": 8, "prompt": text}
         r = httpx.post(f"{s.url}/v1/completions", json=prompt, timeout=120)
         assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+        # a prompt that fits, but not with the output asked for: the server cut the output to
+        # what was left (7 tokens for 20, min_tokens unmet) where an ASCII prompt got a 400
+        near = {"model": "smollm2-135m", "prompt": "猫" * 168 + " cat"}  # 505 tokens
+        r = httpx.post(f"{s.url}/v1/completions", json=near | {"max_tokens": 20}, timeout=120)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["code"] == "context_length_exceeded", r.text
+        assert "525 tokens (505 in the prompt, 20 for the completion" in err["message"], err
+        r = httpx.post(f"{s.url}/v1/completions", json=near | {"min_tokens": 20}, timeout=120)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text
+        r = httpx.post(f"{s.url}/v1/completions", json=near | {"max_tokens": 5}, timeout=120)
+        assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 505, r.text
         ok = {"model": "smollm2-135m", "max_tokens": 4, "stream": True,
               "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
         with httpx.stream("POST", url, json=ok, timeout=120) as r:
@@ -179,4 +191,4 @@ def test_a_prompt_the_engine_cannot_hold_is_a_400_and_leaves_it_in_rotation(
     # refused for the request's fault, not the engine failing: no request counted as an error
     assert 'status="error"' not in metrics, metrics
     labels = 'backend="smol/0",model="smollm2-135m",site="edge",status="rejected"'
-    assert f"wattserve_requests_total{{{labels}}} 5" in metrics
+    assert f"wattserve_requests_total{{{labels}}} 7" in metrics

@@ -22,6 +22,7 @@ from typing import Any
 
 from wattserve.core.energy import request_energy_j
 from wattserve.core.fleet import LOCAL_LLAMA_N_CTX, DeploymentSpec
+from wattserve.core.modelspec import fits_context
 from wattserve.core.workload import Request
 from wattserve.errors import ConfigError, UpstreamError
 from wattserve.profile.llama import LOGITS_ALL
@@ -152,25 +153,55 @@ class LocalLlamaBackend(OpenAIBackend):
         but in a stream only by cutting it off, which read as the backend failing (a 502,
         and three in a row took it out of rotation)."""
         counted = await self.counter.count(req.kind, self._body(req))
-        if counted is not None and counted >= self.n_ctx:  # llama-cpp-python's own test
-            what = "messages" if req.kind == "chat" else "prompt"
-            raise UpstreamError(
-                f"This model's maximum context length is {self.n_ctx} tokens. However, your "
-                f"{what} resulted in {counted} tokens (counted with the model's tokenizer"
-                f"{' and chat template' if req.kind == 'chat' else ''}). Please reduce the "
-                f"length of the {what}.",
-                before_first_byte=False,
-                status=400,
-                code="context_length_exceeded",
-                param=what,
-            )
-        if counted is not None:  # kept for the stream's usage: counted once
-            self.counted[req.id] = counted
+        if counted is not None:
+            refused = self._over_window(req, counted)
+            if refused is not None:
+                raise refused
+            self.counted[req.id] = counted  # for the stream's usage: counted once
         try:
             async for event in super().generate(req):
                 yield event
         finally:
             self.counted.pop(req.id, None)
+
+    def _over_window(self, req: GenRequest, counted: int) -> UpstreamError | None:
+        """The 400 for a request that `counted` prompt tokens leave no room for in `n_ctx`:
+        the prompt alone (the server's own test), an output limit the client set, or its
+        `min_tokens` (the server would cut the output to what is left, silently). The same
+        checks as the gateway's before routing, on the tokenizer's count, not the guess."""
+        what = "messages" if req.kind == "chat" else "prompt"
+        how = "counted with the model's tokenizer" + (
+            " and chat template" if req.kind == "chat" else ""
+        )
+        raw = req.body
+        asked: int = raw.get("max_completion_tokens") or raw.get("max_tokens") or 0  # schema: ints
+        least: int = raw.get("min_tokens") or 0
+        if counted >= self.n_ctx or (asked and not fits_context(self.n_ctx, counted, asked)):
+            wanted = (
+                f"your {what} resulted in {counted} tokens"
+                if counted >= self.n_ctx
+                else (
+                    f"you requested {counted + asked} tokens ({counted} in the {what}, {asked} for "
+                    "the completion)"
+                )
+            )
+            return UpstreamError(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, {wanted} "
+                f"({how}). Please reduce the length of the {what} or completion.",
+                before_first_byte=False,
+                status=400,
+                code="context_length_exceeded",
+                param=what,
+            )
+        if least > self.n_ctx - counted:
+            return UpstreamError(
+                f"min_tokens: {least} is more than the {self.n_ctx - counted} tokens the "
+                f"model's {self.n_ctx}-token context leaves after the prompt's {counted} ({how})",
+                before_first_byte=False,
+                status=400,
+                param="min_tokens",
+            )
+        return None
 
     async def prompt_tokens(self, req: GenRequest) -> int | None:
         """The prompt's tokens as the server counts them (its own tokenizer and chat template,
