@@ -158,6 +158,13 @@ def test_min_tokens_without_max_tokens_raises_the_default_limit(gw: Server) -> N
     r = httpx.post(f"{gw.url}{CHAT}", json=body, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] == 300
+    # above the limit the client set, under whichever name it used (the message said
+    # max_tokens for max_completion_tokens)
+    for limit in ("max_tokens", "max_completion_tokens"):
+        r = httpx.post(f"{gw.url}{CHAT}", json=chat(MODEL, min_tokens=40) | {limit: 10}, timeout=60)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == "min_tokens", r.text
+        assert f"at most {limit} (10)" in err["message"], err
 
 
 def test_zz_nothing_above_was_an_internal_error(gw: Server) -> None:

@@ -101,9 +101,10 @@ class _Common(BaseModel):
     @field_validator("min_tokens")
     @classmethod
     def _min_under_max(cls, v: int | None, info: ValidationInfo) -> int | None:
-        most = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
+        name = "max_completion_tokens" if info.data.get("max_completion_tokens") else "max_tokens"
+        most = info.data.get(name)
         if v is not None and most is not None and v > most:  # as vLLM refuses it
-            raise ValueError(f"must be at most max_tokens ({most}), got {v}")
+            raise ValueError(f"must be at most {name} ({most}), got {v}")
         return v
 
     @field_validator("stream_options")
