@@ -381,7 +381,8 @@ class Gateway:
                 return error(
                     400,
                     f"min_tokens: {least} is more than the {max_tokens} tokens the model's "
-                    f"{window}-token context leaves after the prompt's {prompt_tokens}",
+                    f"{window}-token context leaves after the prompt's {prompt_tokens} (counted "
+                    "at about 4 characters a token)",
                     param="min_tokens",
                 )
         req = Request(
