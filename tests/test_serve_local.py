@@ -3,6 +3,7 @@ through the gateway, with the openai client. Needs the `local` extra (CI install
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -192,3 +193,30 @@ def test_a_prompt_the_engine_cannot_hold_is_a_400_and_leaves_it_in_rotation(
     assert 'status="error"' not in metrics, metrics
     labels = 'backend="smol/0",model="smollm2-135m",site="edge",status="rejected"'
     assert f"wattserve_requests_total{{{labels}}} 7" in metrics
+
+
+def test_a_stream_cut_by_its_client_is_recorded_with_the_tokenizer_s_prompt_count(
+    tmp_path: Path,
+) -> None:
+    """A client that leaves mid-stream is billed for its prompt: the count the local backend
+    took with the model's tokenizer before sending it, not the 4-characters guess (for this
+    CJK prompt 15 tokens against about 200), and the ledger says it was counted."""
+    from serving import ledger_row
+
+    from wattserve.serve.schema import approx_tokens
+
+    fleet = local_fleet(tmp_path)
+    text = "猫" * 60
+    ask = {"model": "smollm2-135m", "prompt": text, "temperature": 0}
+    with gateway(tmp_path, fleet) as s:
+        url = f"{s.url}/v1/completions"
+        whole = httpx.post(url, json=ask | {"max_tokens": 1}, timeout=120).json()
+        real = whole["usage"]["prompt_tokens"]  # llama-cpp-python's own count
+        long = ask | {"max_tokens": 400, "min_tokens": 400, "stream": True}
+        with httpx.stream("POST", url, json=long, timeout=120) as r:
+            first = next(line for line in r.iter_lines() if line.startswith("data: {"))
+        rid = json.loads(first[6:])["id"]  # leaving the block hung up after the first token
+        row = ledger_row(s.db, rid)
+    assert real > 3 * approx_tokens(text)  # the guess is far off: the check means something
+    assert row["status"] == "cancelled", row
+    assert row["prompt_tokens"] == real and row["prompt_tokens_estimated"] == 0, row

@@ -71,11 +71,13 @@ class Accounts:
         and the `produced` tokens, over the time it ran (see budgets.delivered)."""
         if fin is None:
             measured = backend.left_early(greq.id) if backend is not None else None
+            counted = backend.prompt_counted(greq.id) if backend is not None else None
             if measured is not None:
-                fin = guessed_finish(status, greq, produced, backend, measured[1], measured[0])
+                usd, joules = measured
             else:
                 cost = delivered(target, req, produced, time.monotonic() - started)
-                fin = guessed_finish(status, greq, produced, backend, cost.joules or None, cost.usd)
+                usd, joules = cost.usd, cost.joules or None
+            fin = guessed_finish(status, greq, produced, backend, joules, usd, counted)
         billed = self.settle(hold, fin)
         return self.record(greq, key, backend, ttft_s, started, fin, status, why, billed)
 

@@ -59,6 +59,9 @@ class Finish:
 Event = Piece | Finish
 
 
+MAX_GONE = 4096  # what backends keep of early-ended requests for the gateway to read, at most
+
+
 def guessed_finish(
     reason: str,
     req: GenRequest,
@@ -66,18 +69,20 @@ def guessed_finish(
     backend: Backend | None,
     energy_j: float | None = None,
     usd: float | None = None,
+    prompt_tokens: int | None = None,
 ) -> Finish:
     """The end the gateway writes for a request whose backend sent none (it ended early, or
-    said nothing of its counts): the prompt at the gateway's guess, the output in the pieces
-    delivered, a guess too where a piece may hold several tokens (a server's chunks)."""
+    said nothing of its counts): the prompt at `prompt_tokens` where a tokenizer counted it,
+    else at the gateway's guess; the output in the pieces delivered, a guess too where a piece
+    may hold several tokens (a server's chunks)."""
     in_chunks = backend is not None and not backend.pieces_are_tokens
     return Finish(
         reason,
-        req.prompt_tokens,
+        req.prompt_tokens if prompt_tokens is None else prompt_tokens,
         produced,
         energy_j,
         usd,
-        prompt_estimated=True,
+        prompt_estimated=prompt_tokens is None,
         completion_estimated=in_chunks,
     )
 
@@ -119,6 +124,12 @@ class Backend(ABC):
         """What a request that ended early here cost up to then, where the backend measures
         it: (dollars, joules or None where power is unknown); None elsewhere (the gateway then
         bills `budgets.delivered`). Read once: the backend forgets it."""
+        return None
+
+    def prompt_counted(self, request_id: str) -> int | None:
+        """The prompt tokens of a request that ended early here, where the backend counted
+        them with the model's tokenizer (the local model); None elsewhere (the gateway's guess
+        stands). Read once: the backend forgets it."""
         return None
 
     def stretch(self) -> float:

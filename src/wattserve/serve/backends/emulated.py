@@ -32,6 +32,7 @@ from wattserve.core.targets import EnginePool, HostedPool, make_engines
 from wattserve.core.workload import Request
 from wattserve.errors import UpstreamError
 from wattserve.serve.backends.base import (
+    MAX_GONE,
     Backend,
     BackendKind,
     BuildContext,
@@ -46,7 +47,6 @@ from wattserve.serve.stretch import StepStretch
 
 log = logging.getLogger("wattserve.serve")
 POWER_WAIT_WARN_S = 5.0  # a step that waits for power longer than this is logged
-MAX_GONE = 4096  # early-ended requests' charges kept for the gateway to read (see left_early)
 
 WORDS = (
     "emulated",

@@ -27,7 +27,14 @@ from wattserve.core.workload import Request
 from wattserve.errors import ConfigError, UpstreamError
 from wattserve.profile.llama import LOGITS_ALL
 from wattserve.profile.power import RaplMeter
-from wattserve.serve.backends.base import BackendKind, BuildContext, Built, Event, GenRequest
+from wattserve.serve.backends.base import (
+    MAX_GONE,
+    BackendKind,
+    BuildContext,
+    Built,
+    Event,
+    GenRequest,
+)
 from wattserve.serve.backends.llama_tokens import PromptCounter
 from wattserve.serve.backends.upstream import OpenAIBackend
 from wattserve.serve.net import free_port
@@ -118,6 +125,7 @@ class LocalLlamaBackend(OpenAIBackend):
         self.stopping = False
         self.counter = PromptCounter(self.gguf)
         self.counted: dict[str, int] = {}  # request id -> its prompt's count, while it runs
+        self.gone: dict[str, int] = {}  # the same, of requests that ended early (prompt_counted)
 
     def _body(self, req: GenRequest) -> dict[str, Any]:
         """Only what the gateway validated, in the forms llama-cpp-python's server takes
@@ -158,11 +166,20 @@ class LocalLlamaBackend(OpenAIBackend):
             if refused is not None:
                 raise refused
             self.counted[req.id] = counted  # for the stream's usage: counted once
+        finished = False
         try:
             async for event in super().generate(req):
                 yield event
+            finished = True
         finally:
-            self.counted.pop(req.id, None)
+            known = self.counted.pop(req.id, None)
+            if not finished and known is not None:  # the gateway bills it: prompt_counted
+                if len(self.gone) >= MAX_GONE:  # read by the gateway at once; never unbounded
+                    self.gone.pop(next(iter(self.gone)))
+                self.gone[req.id] = known
+
+    def prompt_counted(self, request_id: str) -> int | None:
+        return self.gone.pop(request_id, None)
 
     def _over_window(self, req: GenRequest, counted: int) -> UpstreamError | None:
         """The 400 for a request that `counted` prompt tokens leave no room for in `n_ctx`:
