@@ -335,6 +335,13 @@ def test_compressed_bodies(open_gw: tuple[Server, str]) -> None:
     assert status == 400 and is_openai_error(raw)
     status, _, raw = raw_request(s.port, "POST", CHAT, [(b"Content-Encoding", b"br")], plain)
     assert status == 415 and is_openai_error(raw)
+    # two codings, each header one of ours: the body would need decoding twice (it was
+    # decoded once, and a body compressed once was served as if that were all it claimed)
+    twice = [(b"Content-Encoding", b"gzip"), (b"Content-Encoding", b"gzip")]
+    for data in (gzip.compress(plain), gzip.compress(gzip.compress(plain))):
+        status, _, raw = raw_request(s.port, "POST", CHAT, twice, data)
+        assert status == 415 and is_openai_error(raw), raw
+        assert json.loads(raw)["error"]["code"] == "unsupported_encoding"
     bomb = gzip.compress(b"{" + b" " * (200 << 20), 9)  # 200 MiB inflated, ~200 KiB sent
     status, _, raw = raw_request(s.port, "POST", CHAT, [(b"Content-Encoding", b"gzip")], bomb)
     assert status == 413 and is_openai_error(raw)

@@ -11,7 +11,8 @@ header and body checks, and one rule for all of them, that no input answers 5xx.
   Origin are read as JSON;
 - a JSON body nested deeper than MAX_DEPTH (64): 400 before it is validated (forwarding it to
   an upstream would fail: orjson writes at most 255 levels, the json module about 1,000);
-- `Content-Encoding` other than identity, gzip or deflate: 415. Bodies are decoded here, not by
+- `Content-Encoding` other than one of identity, gzip or deflate: 415 (also when sent twice:
+  codings applied in turn are not decoded). Bodies are decoded here, not by
   aiohttp (whose decoder fails outside any handler): the size limit applies to the body as sent
   and again as decoded, and decoding stops at the limit, so a compressed bomb answers 413
   without being inflated; a body that does not decode: 400;
@@ -273,7 +274,14 @@ async def _guarded(request: web.Request, handler: Handler, max_bytes: int) -> we
     framing = _bad_framing(request, max_bytes)
     if framing is not None:
         return framing
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    sent = request.headers.getall("Content-Encoding", [])
+    if len(sent) > 1:  # the codings stacked in turn: a body compressed twice, or a smuggling probe
+        return error(
+            415,
+            f"{len(sent)} Content-Encoding headers: send one (identity, gzip or deflate)",
+            code="unsupported_encoding",
+        )
+    encoding = sent[0].strip().lower() if sent else ""
     if encoding not in ENCODINGS:
         return error(
             415,
