@@ -428,6 +428,23 @@ def test_wrong_types_answer_400_naming_the_field(
         ({"seed": 1.5}, "seed"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream
+        ({"logprobs": "x"}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs: true
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        # content parts in OpenAI's forms: an image part without its URL went on upstream
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages.0.content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages.0.content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            "messages.0.content",
+        ),
+        ({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, "messages.0.content"),
     ],
 )
 def test_openai_ranges_answer_400_naming_the_field(
@@ -440,6 +457,13 @@ def test_openai_ranges_answer_400_naming_the_field(
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     ok = httpx.post(f"{s.url}{CHAT}", json={**body(2), "presence_penalty": 1, "seed": 3})
     assert ok.status_code == 200, ok.text
+    parts = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "x:"}}]
+    fine = {"logprobs": True, "top_logprobs": 2, "messages": [{"role": "user", "content": parts}]}
+    ok = httpx.post(f"{s.url}{CHAT}", json={**body(2), **fine})
+    assert ok.status_code == 200, ok.text
+    prompt = {"model": body(2)["model"], "prompt": "hi", "max_tokens": 2}
+    r = httpx.post(f"{s.url}/v1/completions", json={**prompt, "logprobs": 6})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs", r.text
 
 
 @pytest.mark.parametrize(

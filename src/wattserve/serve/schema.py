@@ -51,10 +51,50 @@ Content = Annotated[
 ]
 
 
+# OpenAI's content parts, and vLLM's audio_url and video_url: a part's type, and the field of
+# that name it must carry (a string, or an object with the string keys named)
+PARTS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "text": (str, ()),
+    "image_url": (dict, ("url",)),
+    "input_audio": (dict, ("data", "format")),
+    "file": (dict, ()),
+    "refusal": (str, ()),
+    "audio_url": (dict, ("url",)),
+    "video_url": (dict, ("url",)),
+}
+
+
+def _part_problem(part: dict[str, Any]) -> str | None:
+    """What is wrong with one content part, or None: its type must be one of PARTS and carry
+    the field of that name in the form OpenAI takes (`{"type": "image_url"}` without an
+    `image_url.url` went on to a server that may answer 500)."""
+    kind = part.get("type")
+    if kind not in PARTS:
+        return f"type must be one of {', '.join(PARTS)}, got {kind!r:.40}"
+    form, keys = PARTS[kind]
+    value = part.get(kind)
+    a = "an" if kind[0] in "aeiou" else "a"
+    if not isinstance(value, form):
+        return f"{a} {kind} part needs '{kind}' as {'a string' if form is str else 'an object'}"
+    for key in keys:
+        if not isinstance(value, dict) or not isinstance(value.get(key), str) or not value[key]:
+            return f"{a} {kind} part needs '{kind}.{key}' as a non-empty string"
+    return None
+
+
 class Message(BaseModel):
     model_config = STRICT
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: Content | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _parts(cls, v: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        for i, part in enumerate(v if isinstance(v, list) else ()):
+            problem = _part_problem(part)
+            if problem is not None:
+                raise ValueError(f"part {i}: {problem}")
+        return v
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -127,6 +167,15 @@ class _Common(BaseModel):
 
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1, max_length=4096)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and not info.data.get("logprobs"):  # as OpenAI answers it
+            raise ValueError("only allowed with logprobs: true")
+        return v
 
     def prompt_text(self) -> str:
         return "\n".join(f"{m.role}: {m.text()}" for m in self.messages)
@@ -135,6 +184,7 @@ class ChatRequest(_Common):
 class CompletionRequest(_Common):
     prompt: Prompt
     best_of: int | None = Field(default=None, ge=1, le=1)  # as n: one completion a request
+    logprobs: int | None = Field(default=None, ge=0, le=5)  # the legacy API's: a count
 
     @field_validator("prompt")
     @classmethod
