@@ -473,3 +473,23 @@ def test_edge_refuses_flags_it_would_ignore_and_names_a_window_too_short() -> No
         app, ["rank", "--edge", "--prompt-tokens", "100000", "--output-tokens", "100000"]
     )
     assert "no catalog model's context window holds 100000 + 100000 tokens" in long.output
+
+
+def test_four_bit_weights_on_a_device_without_an_int4_peak() -> None:
+    """The Orin Nano (8 GB, no int4 peak) holds an 8B model only in 4-bit weights. `auto` tries
+    the formats a device has a peak for and said only that it needed a second device; rank
+    refused `--dtype w4a16` (issue #12 item 6: 4-bit weights in 16-bit math run on any device),
+    and the edge view showed a 1B model as the largest it holds."""
+    nano = "jetson-orin-nano-8gb"
+    auto = rank("llama-3.1-8b", hardware=nano)
+    (left,) = auto.excluded
+    assert left.why == "does-not-fit" and left.reason.endswith("try --dtype w4a16"), left.reason
+    (row,) = rank("llama-3.1-8b", hardware=nano, dtype="w4a16").rows
+    assert row.dtype == "w4a16" and row.tpot_s is not None and row.tpot_s < 0.2
+    # the weights move at 4.25 bits: 4.3 GB against 16.1 in bf16, read once a step
+    assert "4.3 GB" in left.reason
+    edge = {r.hardware: r for r in edge_view(load_catalog(), prompt_tokens=1020, output_tokens=129)}
+    assert edge[nano].dtype == "w4a16" and (edge[nano].params_b or 0) > 7
+    assert edge["hailo-10h"].dtype == "int4"  # it has an int4 peak: int4 math, not w4a16
+    p = run("--model", "llama-3.1-8b", "--hardware", "l4", "--dtype", "w8a16")
+    assert p.returncode == 0 and "w8a16" in p.stdout, p.stderr

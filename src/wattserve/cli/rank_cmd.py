@@ -74,7 +74,10 @@ def rank_cmd(
     ] = DEFAULT_TPOT_S,
     dtype: Annotated[
         str,
-        typer.Option(help="auto (every dtype the device has a peak for), bf16, fp8, int8, int4."),
+        typer.Option(
+            help="auto (every dtype the device has a peak for), bf16, fp8, int8, int4, or "
+            "weight-only w4a16, w8a16, w8a8."
+        ),
     ] = "auto",
     category: Annotated[
         list[str] | None,

@@ -161,6 +161,12 @@ def check_slo(slo: SLO) -> SLO:
     return slo
 
 
+def four_bit(hw: Hardware) -> Dtype:
+    """How `hw` holds 4-bit weights: int4 math where it has an int4 peak, else weight-only
+    (`w4a16`: dequantised into 16-bit math, as GPTQ, AWQ and GGUF Q4 run on any GPU or CPU)."""
+    return "int4" if "int4" in hw.peaks() else "w4a16"
+
+
 def candidate_dtypes(hw: Hardware, space: SearchSpace) -> tuple[Dtype, ...]:
     """The weight dtypes to try on `hw`: the space's, or every auto dtype it has a peak for
     (bf16 also where only fp16 is published: they run at one rate on every listed device)."""
@@ -270,10 +276,16 @@ def _would_need(job: _Job, dtypes: tuple[Dtype, ...]) -> str:
     usable = capacity * job.params.memory_utilization
     need = math.ceil(weights_gb / usable)
     limit = 1 if hw.category in SINGLE_DEVICE_CATEGORIES else job.space.max_devices
-    return (
+    why = (
         f"; its weights alone need {weights_gb:.1f} GB in {small}, at least {need} device(s) of "
         f"{usable:.1f} GB usable, and the search allows {limit} per group"
     )
+    four = four_bit(hw)
+    four_gb = m.weight_bytes(four) / 1e9
+    if job.space.dtypes is None and small != four and math.ceil(four_gb / usable) <= limit:
+        # auto tries the formats the device has a peak for; 4-bit weights would fit
+        why += f"; in 4-bit weights ({four_gb:.1f} GB) try --dtype {four}"
+    return why
 
 
 def search_configs(

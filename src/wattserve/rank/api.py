@@ -44,7 +44,9 @@ DEFAULT_PROMPT_TOKENS = 1020
 DEFAULT_OUTPUT_TOKENS = 129
 
 # Least to most mature: a filter keeps its level and every level after it.
-DTYPE_CHOICES = ("auto", "bf16", "fp8", "int8", "int4")
+# The weight formats rank searches: auto (every format the device has a peak for), or one,
+# weight-only ones included (w4a16: 4-bit weights in 16-bit math, on any device; docs/model.md).
+DTYPE_CHOICES = ("auto", "bf16", "fp8", "int8", "int4", "w4a16", "w8a16", "w8a8")
 # Facility power over IT power: never below 1 (the facility includes the IT), and 5 is past the
 # worst site surveyed (Uptime Institute 2023: average 1.58, few above 2.5).
 

@@ -1,5 +1,7 @@
 """The edge view: for each edge module and compute-in-memory part, the largest catalog model it
-can hold at all (one device, batch 1, in the dtype that fits it best) and its tokens/s per watt."""
+can hold at all (one device, batch 1, in the dtype that fits it best: the formats it has a peak
+for, and 4-bit weights, which is how models of a few billion parameters run on 8-64 GB modules:
+llama.cpp's Q4, GPTQ and AWQ) and its tokens/s per watt."""
 
 from __future__ import annotations
 
@@ -8,7 +10,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from wattserve.core.catalog import Catalog
-from wattserve.core.configs import SINGLE_DEVICE_CATEGORIES, SearchSpace, candidate_dtypes
+from wattserve.core.configs import (
+    SINGLE_DEVICE_CATEGORIES,
+    SearchSpace,
+    candidate_dtypes,
+    four_bit,
+)
 from wattserve.core.cost import CostAssumptions
 from wattserve.core.modelspec import builtin_model_ids, fits_context, load_model
 from wattserve.core.params import Calibration
@@ -70,6 +77,8 @@ def edge_view(
         if hw.category not in SINGLE_DEVICE_CATEGORIES or (hardware and hw.id not in hardware):
             continue
         dtypes = candidate_dtypes(hw, SearchSpace())
+        if dtypes and four_bit(hw) not in dtypes:
+            dtypes = (*dtypes, four_bit(hw))
         best: Estimate | None = None
         why = ""
         for spec in models:
