@@ -592,3 +592,22 @@ def test_software_and_maturity_filters_exclude_with_the_reason(tmp_path: Path) -
     )
     assert all(o.hardware.maturity == "production" for o in result.problem.options)
     assert "below --min-maturity" in result.problem.excluded["tenstorrent-p150"]
+
+
+def test_a_single_type_that_serves_none_of_the_workload_is_no_comparison() -> None:
+    """Under the throughput objective a plan of one device type that cannot serve every flow
+    (an H100 alone at a 300 W edge site) serves 0x the workload; it was reported feasible,
+    at $0.00/h and 0 W ('the mix gains -%'), and drawn as empty bars in the report."""
+    from wattserve.plan.table import plan_text
+
+    result = plan(
+        EXAMPLES / "workload-multisite.yaml",
+        sites=EXAMPLES / "sites-two-dc-edge.yaml",
+        hardware=["h100-sxm", "a100-sxm-80gb", "l4", "jetson-agx-orin-64gb"],
+        objective="throughput",
+        capacity="analytic",
+    )
+    for c in result.comparisons.values():  # type: ignore[attr-defined]
+        assert not c["feasible"] or c["served_share"] > 0, c
+    text = plan_text(result)  # type: ignore[arg-type]
+    assert "$0.00/h" not in text and "gains -%" not in text, text

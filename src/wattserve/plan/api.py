@@ -235,6 +235,8 @@ def compare(p: Problem, best: Plan, objective: str, time_limit_s: float) -> dict
     singles: list[tuple[float, str, Plan]] = []
     for hw_id, js in by_hw.items():
         sol = solve(restricted(p, js, hosted=False), objective, time_limit_s)
+        if objective == "throughput" and sol.share <= 1e-9:
+            continue  # serving none of the workload is no plan (as solve_or_explain says)
         if sol.status in ("optimal", "time-limit", "heuristic"):
             plan = summarize_solution(restricted(p, js, hosted=False), sol, objective)
             singles.append((_score(plan, objective), hw_id, plan))
@@ -255,6 +257,7 @@ def compare(p: Problem, best: Plan, objective: str, time_limit_s: float) -> dict
             "carbon_g_per_h": plan.carbon_g_per_h,
             "output_tokens_per_s": plan.output_tokens_per_s,
             "replicas": plan.replicas,
+            "served_share": plan.solution.share,
             "mix_saves": saves,
         }
 

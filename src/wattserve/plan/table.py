@@ -65,9 +65,11 @@ def plan_text(plan: Plan) -> str:
             continue
         saves = c.get("mix_saves")
         verb = "gains" if plan.objective == "throughput" else "saves"
+        served = f"serves {c['served_share']:.2f}x, " if plan.objective == "throughput" else ""
         lines.append(
-            f"{label} ({c['hardware']}): ${c['usd_per_h']:.2f}/h, {c['avg_power_w']:.0f} W; "
-            f"the mix {verb} {cell(None if saves is None else 100 * saves, '.1f')}%"
+            f"{label} ({c['hardware']}): {served}${c['usd_per_h']:.2f}/h, "
+            f"{c['avg_power_w']:.0f} W; the mix {verb} "
+            f"{cell(None if saves is None else 100 * saves, '.1f')}%"
         )
     for r in plan.rounds:
         parts = ", ".join(
