@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from wattserve import ConfigError, UnknownNameError, load_catalog, load_model
 from wattserve.cli.app import app
-from wattserve.cli.rank_cmd import parse_watts
+from wattserve.cli.common import parse_watts
 from wattserve.core.deployment import Deployment
 from wattserve.core.figures import Figure
 from wattserve.core.memory import MAX_BATCH, memory_fit
@@ -249,7 +249,15 @@ def test_bad_flags_are_refused_naming_the_flag(args: list[str], flag: str) -> No
 
 @pytest.mark.parametrize(
     ("text", "watts"),
-    [("1MW", 1e6), ("1Mw", 1e6), ("500 kW", 5e5), ("500kw", 5e5), ("2GW", 2e9), ("2.5e6", 2.5e6)],
+    [
+        ("1MW", 1e6),
+        ("1Mw", 1e6),
+        ("500 kW", 5e5),
+        ("500kw", 5e5),
+        ("2GW", 2e9),
+        ("2.5e6", 2.5e6),
+        ("1TW", 1e12),
+    ],
 )
 def test_power_units_are_read_case_sensitively(text: str, watts: float) -> None:
     assert parse_watts(text, "--power-envelope") == watts

@@ -611,3 +611,48 @@ def test_a_single_type_that_serves_none_of_the_workload_is_no_comparison() -> No
         assert not c["feasible"] or c["served_share"] > 0, c
     text = plan_text(result)  # type: ignore[arg-type]
     assert "$0.00/h" not in text and "gains -%" not in text, text
+
+
+def test_energy_and_carbon_plans_leave_hosted_apis_out_and_j_per_token_is_the_devices() -> None:
+    """A hosted API publishes no joules or grams. Counted as none, the energy and carbon
+    objectives filled it to its rate limit (2 req/s against the cost plan's 1.26) and the
+    plan's J/token divided the devices' watts by the hosted tokens too."""
+    kw: dict[str, object] = {
+        "sites": EXAMPLES / "sites-two-dc-edge.yaml",
+        "hardware": ["h100-sxm", "a100-sxm-80gb", "l4", "jetson-agx-orin-64gb"],
+        "compare_with_single": False,
+        "cache": CapacityCache(),  # the capacities simulated once, for the three plans
+    }
+    cost = plan(EXAMPLES / "workload-multisite.yaml", **kw)  # type: ignore[arg-type]
+    assert cost.hosted  # the cost plan uses the hosted API: the checks below mean something
+    d = cost.as_dict()
+    assert d["j_per_token"] == pytest.approx(cost.avg_w / cost.device_tokens_per_s)
+    assert cost.device_tokens_per_s < cost.output_tokens_per_s
+    for objective in ("energy", "carbon"):
+        lean = plan(EXAMPLES / "workload-multisite.yaml", objective=objective, **kw)  # type: ignore[arg-type]
+        assert not lean.hosted, objective
+        assert "publishes no energy" in lean.problem.excluded["groq-8b"]
+
+
+def test_the_power_cap_flag_lowers_a_site_s_cap_and_never_raises_it() -> None:
+    """`--power-cap 500` set the 300 W edge cabinet to 500 W, and the plan put a 400 W A100
+    in it; it also took no units (`1kW` was refused where rank takes them)."""
+    loose = plan(
+        EXAMPLES / "workload-multisite.yaml",
+        sites=EXAMPLES / "sites-two-dc-edge.yaml",
+        hardware=["h100-sxm", "a100-sxm-80gb", "l4", "jetson-agx-orin-64gb"],
+        power_cap_w=500.0,
+        capacity="analytic",
+        compare_with_single=False,
+    )
+    caps = {s.name: s.power_cap_w for s in loose.problem.sites.values()}
+    assert caps["edge-sf"] == 300 and caps["dc-east"] == 500, caps
+    assert all(row.peak_w <= (row.cap_w or 0) for row in loose.sites)
+    r = CliRunner().invoke(
+        app,
+        ["plan", "--workload", str(EXAMPLES / "workload-multisite.yaml"), "--hardware",
+         "h100-sxm", "--power-cap", "0.5kW", "--capacity", "analytic", "--json"],
+    )  # fmt: skip
+    assert r.exit_code in (0, 3), r.output  # 3: infeasible under 500 W, said so
+    r = CliRunner().invoke(app, ["plan", "--workload", "w.yaml", "--power-cap", "1mW"])
+    assert r.exit_code == 2 and "m is milli" in r.output, r.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -111,3 +112,30 @@ def save_text(path: Path, text: str, flag: str) -> None:
             handle.write(text.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}", field=flag) from None
+
+
+# SI prefixes are case-sensitive: m is milli and M mega, so `1mW` is refused, not read as 1 MW.
+_PREFIXES = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "g": 1e9, "G": 1e9, "T": 1e12}
+
+
+def parse_watts(text: str, flag: str) -> float:
+    """'1MW', '500 kW', '2.5e6' -> watts; anything else is a ConfigError naming `flag`."""
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(?:([a-zA-Z]?)[wW])?\s*", text)
+    if m is not None and m.group(2) == "m":
+        raise ConfigError(
+            f"'{text}': m is milli (a thousandth of a watt); write {m.group(1)}MW for megawatts",
+            field=flag,
+        )
+    try:
+        if m is None:
+            raise ValueError
+        value = float(m.group(1)) * _PREFIXES[m.group(2) or ""]
+    except (ValueError, KeyError):
+        raise ConfigError(
+            f"'{text}' is not a power; write e.g. 1MW, 500kW or 250000", field=flag
+        ) from None
+    if value == math.inf:
+        raise ConfigError(f"'{text}' is too large a power", field=flag)
+    if not 0 < value < math.inf:  # negative, zero or NaN
+        raise ConfigError(f"must be a positive power, got '{text}'", field=flag)
+    return value

@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
+from wattserve.cli.common import (
+    check_writable,
+    parse_watts,
+    print_json,
+    reports_errors,
+    save_text,
+)
 from wattserve.core.fleet import load_sites
 from wattserve.core.hardware import MATURITY
 from wattserve.core.workload import workload_files
@@ -57,7 +63,11 @@ def plan_cmd(
     ] = False,
     objective: Annotated[str, typer.Option(help="cost, energy, carbon or throughput.")] = "cost",
     power_cap: Annotated[
-        float | None, typer.Option(help="Power cap of every site, W (overrides the file).")
+        str | None,
+        typer.Option(
+            help="Power cap of every site, e.g. 500kW (W without a unit); a site's own smaller "
+            "cap stays."
+        ),
     ] = None,
     budget_usd_per_h: Annotated[float | None, typer.Option(help="Most $/h to spend.")] = None,
     headroom: Annotated[
@@ -136,7 +146,7 @@ def plan_cmd(
             sites=sites,
             hardware=ids,
             objective=objective,
-            power_cap_w=power_cap,
+            power_cap_w=None if power_cap is None else parse_watts(power_cap, "--power-cap"),
             budget_usd_per_h=budget_usd_per_h,
             headroom=headroom,
             available=pairs,

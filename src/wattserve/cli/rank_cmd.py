@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
+from wattserve.cli.common import check_writable, parse_watts, print_json, reports_errors, save_text
 from wattserve.core.catalog import load_catalog
 from wattserve.core.params import Calibration, load_calibration
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S
@@ -17,30 +16,6 @@ from wattserve.rank.api import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, pos
 from wattserve.rank.edge import edge_view
 from wattserve.rank.report import report_html
 from wattserve.rank.text import edge_text, ranking_text
-
-# SI prefixes are case-sensitive: m is milli and M mega, so `1mW` is refused, not read as 1 MW.
-_PREFIXES = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "g": 1e9, "G": 1e9}
-
-
-def parse_watts(text: str, flag: str) -> float:
-    """'1MW', '500 kW', '2.5e6' -> watts; anything else is a ConfigError naming `flag`."""
-    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(?:([a-zA-Z]?)[wW])?\s*", text)
-    if m is not None and m.group(2) == "m":
-        raise ConfigError(
-            f"'{text}': m is milli (a thousandth of a watt); write {m.group(1)}MW for megawatts",
-            field=flag,
-        )
-    try:
-        if m is None:
-            raise ValueError
-        value = float(m.group(1)) * _PREFIXES[m.group(2) or ""]
-    except (ValueError, KeyError):
-        raise ConfigError(
-            f"'{text}' is not a power; write e.g. 1MW, 500kW or 250000", field=flag
-        ) from None
-    if value == float("inf"):
-        raise ConfigError(f"'{text}' is too large a power", field=flag)
-    return float(positive(flag, value))
 
 
 def _split(values: list[str] | None) -> list[str]:

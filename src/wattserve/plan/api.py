@@ -81,6 +81,7 @@ class Plan:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     verify_stop: str = ""  # why --verify's rounds stopped short (a limit a round would break)
     hardware_files: list[str] = field(default_factory=list)  # absolute: the fleet file needs them
+    device_tokens_per_s: float = 0.0  # output tokens/s of the plan's devices, not hosted APIs
 
     @property
     def replicas(self) -> dict[str, int]:
@@ -107,7 +108,10 @@ class Plan:
             "carbon_g_per_h": self.carbon_g_per_h,
             "output_tokens_per_s": tok,
             "usd_per_mtok": self.usd_per_h / (tok * 3600) * 1e6 if tok else None,
-            "j_per_token": self.avg_w / tok if tok else None,
+            # over the devices' tokens: a hosted API publishes no energy (as simulate reports it)
+            "j_per_token": (
+                self.avg_w / self.device_tokens_per_s if self.device_tokens_per_s else None
+            ),
             "replicas": self.replicas,
             "hosted_rps": self.hosted,
             "sites": {
@@ -185,6 +189,7 @@ def summarize_solution(p: Problem, sol: Solution, objective: str) -> Plan:
     for row in by_site.values():
         n = sum(row.devices.values())
         row.utilisation = row.utilisation / n if n else 0.0
+    device_tokens = tokens
     hosted: dict[str, float] = defaultdict(float)
     for (q, k), rate in sol.hosted_rates.items():
         h = p.hosted[k]
@@ -201,6 +206,7 @@ def summarize_solution(p: Problem, sol: Solution, objective: str) -> Plan:
         total_w,
         carbon,
         tokens,
+        device_tokens_per_s=device_tokens,
     )
 
 
@@ -449,6 +455,18 @@ def plan(
         requests=requests,
         ignore_origins=sites is None,  # one site: every request comes from it
     )
+    if objective in ("energy", "carbon") and problem.hosted:
+        # A hosted API publishes no joules: counted as none, these objectives sent it all the
+        # traffic its rate limit allows and reported the devices' share as the whole.
+        why = (
+            f"a hosted API publishes no energy figures, so the {objective} objective cannot "
+            "weigh it; the cost objective uses it"
+        )
+        problem = replace(
+            problem,
+            hosted=[],
+            excluded={**problem.excluded, **{h.name: why for h in problem.hosted}},
+        )
     result = solve_or_explain(problem, objective, time_limit_s)
     result.hardware_files = [str(Path(f).resolve()) for f in hw_files]
     if compare_with_single:
@@ -481,10 +499,13 @@ def _sites(sites: str | Path | Fleet | None, power_cap_w: float | None) -> tuple
         raw = load_yaml_file(sites)
         names = raw.get("hardware_files") if isinstance(raw, LineDict) else None
         files = [Path(sites).parent / str(f) for f in (names or [])]
-    if power_cap_w is not None:
+    if power_cap_w is not None:  # a cap is a limit: it lowers a site's own cap, never raises it
         fleet = replace(
             fleet,
-            sites={n: replace(s, power_cap_w=power_cap_w) for n, s in fleet.sites.items()},
+            sites={
+                n: replace(s, power_cap_w=min(power_cap_w, s.power_cap_w or math.inf))
+                for n, s in fleet.sites.items()
+            },
             _link_index={},
         )
     return fleet, files
