@@ -153,6 +153,8 @@ def test_serve_on_a_bad_port_or_host_is_an_error_not_a_traceback(tmp_path: Path)
     for flag in ("--max-wait", "--max-queue", "--body-timeout"):
         p = run("serve", flag, "nan", "--port", "8000", "--db", db)  # the gateway used to start
         assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr
+    p = run("serve", "--max-wait", "inf", "--port", "8000", "--db", db)  # a wait without end
+    assert p.returncode == 2 and "a day" in p.stderr, p.stderr
     p = run("serve", "--host", "999.1.1.1", "--port", "8000", "--db", db)
     assert p.returncode == 2 and "cannot listen on 999.1.1.1:8000" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr

@@ -314,6 +314,11 @@ def test_a_user_policy_with_only_choose_runs_and_a_broken_one_leaves_requests_un
         ("weighted:cost=-1", ">= 0"),  # would seek the dearest target
         ("weighted:cost=1,cost=2", "twice"),  # the last used to win without a word
         ("weighted:cost=0,energy=0", "above 0"),
+        # an empty or relative module: importlib's ValueError and TypeError were tracebacks
+        (":X", "absolute name"),
+        (".:X", "absolute name"),
+        ("..json:X", "absolute name"),
+        ("os:", "cannot load"),
     ],
 )
 def test_a_policy_that_cannot_be_made_is_an_error_naming_it(spec: str, message: str) -> None:
@@ -681,3 +686,49 @@ def test_a_capped_site_fills_a_running_replica_before_it_wakes_an_idle_one(
         assert "site power cap" not in report["rejected_by_reason"], report["rejected_by_reason"]
         served[replicas] = report["completed"]
     assert served[1] == served[2] == served[4] > 150, served
+
+
+def test_weights_that_differ_by_a_common_factor_route_alike(hetero) -> None:  # type: ignore[no-untyped-def]
+    """latency=1e308,energy=1e308 overflowed every score to inf: all targets tied and 200
+    requests went 50/50/50/50, where latency=1,energy=1 sent all of them to the H100."""
+    rng = random.Random(3)
+    reqs = [
+        Request(i, i * 0.25, rng.randint(100, 2000), rng.randint(10, 300), "llama-3.1-8b",
+                origin=rng.choice(["dc-east", "edge-sf"]))
+        for i in range(200)
+    ]  # fmt: skip
+    wl = Workload(reqs, {"default": SLO()})
+    small = simulate(hetero, wl, "weighted:latency=1,energy=1")[0]
+    huge = simulate(hetero, wl, "weighted:latency=1e308,energy=1e308")[0]
+    assert small["deployments"] == huge["deployments"]
+
+
+def test_a_request_no_cap_can_admit_is_refused_at_once_and_max_wait_is_bounded(
+    tmp_path: Path,
+) -> None:
+    """With every engine idle no power will be freed: a request the cap refuses was retried
+    every 0.25 simulated seconds until --max-wait, and `--max-wait inf` never ended."""
+    import time
+
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        "sites:\n  dc: {kind: datacenter, power_cap_w: 110}\ndeployments:\n"
+        "  h100: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        "".join(
+            f'{{"arrival_s": {i}, "prompt_tokens": 200, "output_tokens": 50}}\n' for i in range(20)
+        )
+    )
+    args = ["simulate", "--fleet", str(fleet), "--trace", str(trace), "--json"]
+    started = time.monotonic()
+    r = CliRunner().invoke(app, [*args, "--max-wait", "86400"])
+    assert r.exit_code == 0, r.output
+    assert time.monotonic() - started < 20  # it polled 345,600 times a request
+    report = json.loads(r.output)[0] if r.output.lstrip().startswith("[") else json.loads(r.output)
+    assert report["rejected_by_reason"] == {"site power cap": 20}
+    assert report["power_waits"] == 0
+    for bad in ("inf", "nan", "-1", "86401"):
+        r = CliRunner().invoke(app, [*args, "--max-wait", bad])
+        assert r.exit_code == 2 and "--max-wait" in r.output, (bad, r.output)

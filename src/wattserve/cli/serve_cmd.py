@@ -79,7 +79,7 @@ def serve_cmd(
     """Run the OpenAI-compatible gateway."""
     from aiohttp import web
 
-    from wattserve.core.governor import cap_blocks
+    from wattserve.core.governor import cap_blocks, check_max_wait
     from wattserve.core.targets import EnginePool
     from wattserve.serve.app import Gateway
     from wattserve.serve.demo import demo_fleet_yaml
@@ -88,8 +88,8 @@ def serve_cmd(
     from wattserve.serve.router import Router
     from wattserve.serve.targets import UpstreamTarget
 
+    check_max_wait(max_wait)
     for name, value in (
-        ("--max-wait", max_wait),
         ("--max-queue", max_queue),
         ("--body-timeout", body_timeout),
     ):

@@ -13,6 +13,7 @@ import typer
 
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.fleet import load_fleet
+from wattserve.core.governor import check_max_wait
 from wattserve.core.policy import make_policy
 from wattserve.core.records import RequestRecord
 from wattserve.core.textfile import replacing
@@ -97,8 +98,7 @@ def simulate_cmd(
     ] = None,
 ) -> None:
     """What happens when FLEET serves TRACE under a routing policy and power caps."""
-    if not max_wait >= 0:  # NaN too
-        raise ConfigError(f"must not be negative, got {max_wait}", field="--max-wait")
+    check_max_wait(max_wait)
     f = load_fleet(fleet)
     default_model = model or sorted(f.models)[0]
     summaries, outcomes = [], []

@@ -13,10 +13,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from wattserve.errors import ConfigError
+
 if TYPE_CHECKING:
     from wattserve.core.engine import StepPlan
 
 EPS_W = 1e-6
+# The longest a request may wait for power or a link (`--max-wait` of simulate and serve): a
+# day. Past it a wait is no serving decision, and an infinite one never ends: simulate retried
+# a request the cap could never admit every 0.25 s of simulated time, forever.
+MAX_WAIT_S = 86_400.0
+
+
+def check_max_wait(value: float, field: str = "--max-wait") -> float:
+    """`value` as seconds in [0, MAX_WAIT_S], else ConfigError naming `field`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_WAIT_S
+    ):
+        raise ConfigError(
+            f"must be a number of seconds from 0 to {MAX_WAIT_S:,.0f} (a day), got {value!r:.40}",
+            field=field,
+        )
+    return float(value)
 
 
 class PowerDraw(Protocol):

@@ -276,9 +276,13 @@ class Weighted(Policy):
         unknown = set(weights) - set(_METRICS)
         if unknown or not weights:
             raise ConfigError(
-                f"weighted policy metrics are {', '.join(_METRICS)}; got {', '.join(weights)}"
+                f"weighted policy metrics are {', '.join(_METRICS)}; got {', '.join(weights)}",
+                field="policy",
             )
-        self.weights = weights
+        # relative to the largest: weights that differ by a common factor route alike (1e308
+        # each overflowed the scores to inf, every target tied, and routing went round-robin)
+        top = max(weights.values())
+        self.weights = {k: v / top for k, v in weights.items()} if top > 0 else weights
         self.name = "weighted:" + ",".join(f"{k}={v:g}" for k, v in weights.items())
         self.ties = _Ties()
 
@@ -363,9 +367,15 @@ def make_policy(spec: str) -> Policy:
         return Weighted(weights)
     if ":" in spec:
         module, _, cls = spec.partition(":")
+        if not module.strip(". ") or module.startswith("."):
+            raise ConfigError(
+                f"{spec!r:.200}: a policy of your own is 'package.module:Class', with the "
+                "module's absolute name",
+                field="policy",
+            )
         try:
             obj = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
             raise ConfigError(f"cannot load policy {spec}: {exc}", field="policy") from None
         if not isinstance(obj, type):
             raise ConfigError(f"{spec} is not a class", field="policy")

@@ -20,7 +20,7 @@ from typing import NamedTuple, cast
 from wattserve.core.admission import Admission, admit
 from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
-from wattserve.core.governor import PowerGovernor, cap_blocks
+from wattserve.core.governor import PowerGovernor, cap_blocks, check_max_wait
 from wattserve.core.modelspec import fits_context
 from wattserve.core.policy import Policy
 from wattserve.core.records import OK, REJECTED, UNFINISHED, RequestRecord
@@ -88,7 +88,7 @@ class Simulation:
         on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         self.fleet, self.workload, self.policy = fleet, workload, policy
-        self.exact, self.max_wait_s, self.progress = exact, max_wait_s, progress
+        self.exact, self.max_wait_s, self.progress = exact, check_max_wait(max_wait_s), progress
         # called once per request as it finishes or is refused (simulate --requests-out);
         # None keeps no per-request data at all
         self.on_request = on_request
@@ -225,7 +225,7 @@ class Simulation:
             self._reject(req, "site link down")
             return
         power = adm.refusal == "power"
-        if power and waited + RETRY_BACKOFF_S <= self.max_wait_s:
+        if power and waited + RETRY_BACKOFF_S <= self.max_wait_s and self._power_may_free():
             self.out.power_waits += 1
             self._push(now + RETRY_BACKOFF_S, RETRY, (req, first_try))
             return
@@ -233,6 +233,12 @@ class Simulation:
             self._reject(req, f"local-only, and no deployment at {req.origin} serves {req.model}")
             return
         self._reject(req, "site power cap" if power else adm.reason or "no target available")
+
+    def _power_may_free(self) -> bool:
+        """Whether waiting for power can end: some engine holds work (running, queued or a
+        step waiting for power) whose end frees power. With every engine idle nothing will,
+        and a request refused for power is refused at once, not retried until --max-wait."""
+        return bool(self.pending) or any(e.running or e.waiting for e in self.engines)
 
     def admit(self, req: Request) -> Admission[EnginePool | HostedPool]:
         """The shared admission path (wattserve.core.admission) at the simulation's clock."""
