@@ -91,9 +91,16 @@ def test_estimate_rejects_nan_and_infinite_cost_flags() -> None:
         ("--lifetime-years", "inf"),
         ("--electricity-usd-per-kwh", "nan"),
         ("--electricity-usd-per-kwh", "inf"),
+        # finite but absurd: text printed `$ per 1M out tokens: inf` (exit 0) and a 300-digit
+        # price; the fleet file's bound is 1,000 $/kWh
+        ("--electricity-usd-per-kwh", "1e308"),
+        ("--lifetime-years", "1e-300"),
+        ("--cost-basis", "lease"),
     ):
         p = run(*base, flag, value)
         assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = run("rank", "--model", "llama-3.1-8b", "--slo-tpot", "1e308")  # its header said inf ms
+    assert p.returncode == 2 and "--slo-tpot" in p.stderr, p.stderr
 
 
 def test_catalog_and_models() -> None:

@@ -51,14 +51,20 @@ def print_json(data: Any) -> None:
     """Print `data` as strict JSON. A NaN or an infinity (which no JSON reader takes) is a
     WattserveError naming where it is, found before the first byte is written: not a
     traceback from json.dump after half an object."""
+    check_finite(data)
+    json.dump(data, sys.stdout, indent=2, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def check_finite(data: Any) -> None:
+    """A WattserveError naming the first NaN or infinity in a result (`data`, its JSON form),
+    whichever form it is printed in: text printed `$ per 1M out tokens: inf` with exit 0."""
     where = non_finite_at(data)
     if where is not None:
         raise WattserveError(
             f"the result's {where[0]} came out as {where[1]}: a figure behind it is out of "
             "any physical range (check the --calibration, --hardware-file or fleet values)"
         )
-    json.dump(data, sys.stdout, indent=2, allow_nan=False)
-    sys.stdout.write("\n")
 
 
 def non_finite_at(data: Any, at: str = "") -> tuple[str, float] | None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import print_json, reports_errors
+from wattserve.cli.common import check_finite, print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.cost import CostAssumptions, check_pue
 from wattserve.core.params import check_memory_share
+from wattserve.core.sites import MAX_USD_PER_KWH
 from wattserve.errors import ConfigError
 from wattserve.estimate import estimate
 from wattserve.estimate.explain import explain, summary
@@ -97,15 +97,18 @@ def estimate_cmd(
 ) -> None:
     """How fast, how power-hungry and how costly MODEL is on HARDWARE."""
     if cost_basis not in ("auto", "rent", "own"):
-        raise typer.BadParameter("use auto, rent or own", param_hint="--cost-basis")
+        raise ConfigError(f"use auto, rent or own, got {cost_basis!r:.40}", field="--cost-basis")
     check_pue("--pue", pue)
-    if not math.isfinite(lifetime_years) or lifetime_years <= 0:
-        raise typer.BadParameter("must be a positive finite number", param_hint="--lifetime-years")
+    if not 0.1 <= lifetime_years <= 100:  # NaN too; 1e-300 years made a 300-digit price
+        raise ConfigError(
+            f"must be from 0.1 to 100 years, got {lifetime_years!r}", field="--lifetime-years"
+        )
     if gpu_memory_utilization is not None:
         check_memory_share(gpu_memory_utilization, "--gpu-memory-utilization")
-    if not math.isfinite(electricity_usd_per_kwh) or electricity_usd_per_kwh < 0:
-        raise typer.BadParameter(
-            "must be a finite number, not negative", param_hint="--electricity-usd-per-kwh"
+    if not 0 <= electricity_usd_per_kwh <= MAX_USD_PER_KWH:  # the fleet file's bound; NaN too
+        raise ConfigError(
+            f"must be from 0 to {MAX_USD_PER_KWH:g} $/kWh, got {electricity_usd_per_kwh!r}",
+            field="--electricity-usd-per-kwh",
         )
     costs = CostAssumptions(cost_basis, electricity_usd_per_kwh, pue, lifetime_years)  # type: ignore[arg-type]
     try:
@@ -133,7 +136,9 @@ def estimate_cmd(
         raise ConfigError(exc.detail, field="--" + exc.field.replace("_", "-")) from None
     if json_out:
         print_json(result.to_dict())
-    elif explain_out:
+        return
+    check_finite(result.to_dict())  # as --json refuses it: never `inf` printed as a figure
+    if explain_out:
         typer.echo(explain(result))
     else:
         typer.echo(summary(result))

@@ -156,8 +156,11 @@ def check_slo(slo: SLO) -> SLO:
     for name, value in (("--slo-ttft", slo.ttft_s), ("--slo-tpot", slo.tpot_s)):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"must be a number of seconds, got {value!r}", field=name)
-        if not 0 < value < math.inf:
-            raise ConfigError(f"must be a positive number of seconds, got {value!r}", field=name)
+        if not 0 < value <= 86_400:  # a day: past it no latency target (1e308 printed inf ms)
+            raise ConfigError(
+                f"must be a positive number of seconds, at most 86400 (a day), got {value!r}",
+                field=name,
+            )
     return slo
 
 
