@@ -282,3 +282,20 @@ def test_rank_report_may_not_overwrite_its_inputs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 2 and "--report" in out and "is an input" in out
     assert f.read_text() == DEVICE
+
+
+def test_a_file_s_id_in_another_case_replaces_the_built_in_entry(tmp_path: Path) -> None:
+    """`H100-SXM:` in a hardware file left the built-in h100-sxm in force for `--hardware
+    h100-sxm` (ids are read in any case), and rank listed both."""
+    f = tmp_path / "hw.yaml"
+    f.write_text(DEVICE.replace("  z:", "  H100-SXM:"))
+    cat = load_catalog([f])
+    assert cat.device("h100-sxm").id == "H100-SXM" and "h100-sxm" not in cat.devices
+    assert cat.device("h100-sxm").value("mem_bw_gbps") == 3000  # the file's (built-in: 3,350)
+
+
+@pytest.mark.parametrize("bad_id", ["my npu\\u0000", "a\\nb", "x" * 201])
+def test_an_id_that_is_not_plain_text_is_refused(tmp_path: Path, bad_id: str) -> None:
+    """A NUL or a newline in an id was taken, and printed raw in later errors."""
+    err = _catalog_error(tmp_path, DEVICE.replace("  z:", f'  "{bad_id}":'))
+    assert "printable text" in str(err) and err.field == "devices"

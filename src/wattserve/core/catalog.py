@@ -68,9 +68,22 @@ class Catalog:
         providers = dict(self.providers)
         for path in paths:
             new_devices, new_providers = _parse_catalog(load_yaml_file(path), str(path))
-            devices.update(new_devices)
-            providers.update(new_providers)
+            _replace(devices, new_devices)
+            _replace(providers, new_providers)
         return Catalog(devices=devices, providers=providers)
+
+
+def _replace(into: dict[str, T], new: dict[str, T]) -> None:
+    """Add `new` to `into`; an id that is one of `into`'s in another case replaces it (ids are
+    read in any case: `H100-SXM:` in a hardware file left the built-in h100-sxm in force, and
+    rank listed both)."""
+    lowered = {k.lower(): k for k in into}
+    for key, entry in new.items():
+        old = lowered.get(key.lower())
+        if old is not None and old != key:
+            del into[old]
+        into[key] = entry
+        lowered[key.lower()] = key
 
 
 def _parse_catalog(data: object, path: str) -> tuple[dict[str, Hardware], dict[str, Provider]]:
@@ -99,9 +112,10 @@ def _parse_catalog(data: object, path: str) -> tuple[dict[str, Hardware], dict[s
                 "must map ids to entries", path=path, line=data.line_of(section), field=section
             )
         for entry_id, entry in entries.items():
-            if not entry_id.strip():
+            # an id is printed in tables and errors, and written back: plain text, as a name
+            if not entry_id.strip() or len(entry_id) > 200 or not entry_id.isprintable():
                 raise ConfigError(
-                    "an id must not be empty",
+                    f"{entry_id!r:.80} is not an id: printable text of 1 to 200 characters",
                     path=path,
                     line=entries.line_of(entry_id),
                     field=section,
