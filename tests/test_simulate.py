@@ -732,3 +732,22 @@ def test_a_request_no_cap_can_admit_is_refused_at_once_and_max_wait_is_bounded(
     for bad in ("inf", "nan", "-1", "86401"):
         r = CliRunner().invoke(app, [*args, "--max-wait", bad])
         assert r.exit_code == 2 and "--max-wait" in r.output, (bad, r.output)
+
+
+def test_the_text_output_says_its_units_and_prints_no_python_dicts(tmp_path: Path) -> None:
+    """The table's times had no unit (seconds, where rank prints ms) and the lines under it
+    were Python reprs: `rejected {'site power cap': 1}`, `[(2, 'malformed row: ...')]`."""
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        "sites:\n  dc: {kind: datacenter, power_cap_w: 110}\ndeployments:\n"
+        "  h100: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        '{"arrival_s": 0, "prompt_tokens": 200, "output_tokens": 50}\nnot json\n{"arrival_s": 1}\n'
+    )
+    r = CliRunner().invoke(app, ["simulate", "--fleet", str(fleet), "--trace", str(trace)])
+    assert r.exit_code == 0, r.output
+    assert "(TTFT and TPOT in seconds;" in r.output
+    assert "rejected: site power cap 1" in r.output and "line 2: malformed row" in r.output
+    assert "{'" not in r.output and "[(" not in r.output

@@ -168,14 +168,16 @@ def simulate_cmd(
     for s in summaries:
         extras = []
         if s["rejected"]:
-            extras.append(f"rejected {s['rejected_by_reason']}")
+            extras.append("rejected: " + _counts(s["rejected_by_reason"]))
         if s.get("bad_trace_rows"):
             extras.append(
                 f"{s['bad_trace_rows']} malformed trace rows skipped, e.g. "
-                f"{s['bad_trace_row_examples'][:3]}"
+                + "; ".join(f"line {n}: {why}" for n, why in s["bad_trace_row_examples"][:3])
             )
         if s["outages"]:
-            extras.append(f"outages {s['outages']}")
+            extras.append(
+                "outages: " + _counts({k.replace("_", " "): n for k, n in s["outages"].items()})
+            )
         for site, v in s["sites"].items():
             if v.get("cap_note"):
                 extras.append(f"{site}: {v['cap_note']}")
@@ -190,3 +192,9 @@ def simulate_cmd(
         typer.echo(f"report: {report}")
     if requests_out is not None:
         typer.echo(f"requests: {requests_out}")
+
+
+def _counts(by_what: dict[str, int]) -> str:
+    """`{'site power cap': 20, 'site link down': 3}` as `site power cap 20, site link down 3`
+    (a table's footnote, not a Python dict)."""
+    return ", ".join(f"{what} {n:,}" for what, n in by_what.items())

@@ -109,7 +109,8 @@ class Workload:
         if self.requests:
             return
         why = (
-            f"{len(self.bad_rows)} malformed rows, e.g. {self.bad_rows[:3]}"
+            f"{len(self.bad_rows)} malformed rows, e.g. "
+            + "; ".join(f"line {n}: {why}" for n, why in self.bad_rows[:3])
             if self.bad_rows
             else "the trace is empty, or empty within --duration"
         )

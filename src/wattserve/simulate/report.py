@@ -157,4 +157,11 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
             f"{r['output_tokens_per_s']:8.1f} {cell(r['energy_j_per_token'], '7.3f')} "
             f"{cell(r['usd_per_mtok'], '9.3f')} {peak:8.0f} {over:10.2f}"
         )
+    lines.append(UNITS)
     return "\n".join(lines)
+
+
+UNITS = (
+    "(TTFT and TPOT in seconds; J/tok over the tokens devices served; peak W: the highest "
+    "site's peak draw at the meter; over cap s: seconds any site spent over its cap)"
+)
