@@ -15,14 +15,24 @@ from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.profile.backends import NumpyBackend
 from wattserve.profile.decoder import Backend, SyntheticDecoder
 from wattserve.profile.power import NvmlMeter, RaplMeter, steady_watts
-from wattserve.profile.run import profile_cpu
+from wattserve.profile.run import run_profile
 
 PLAN = [("smollm2-135m", [(1, 32), (1, 128)], [(1, 64), (2, 256), (8, 128)])]
 
 
 def test_cpu_profile_writes_hardware_measurements_and_calibration(tmp_path: Path) -> None:
     lines: list[str] = []
-    result = profile_cpu(tmp_path, quick=True, log=lines.append, plan=PLAN)
+    out = tmp_path / "pf"
+    out.mkdir()
+    (out / "hardware-cpu.yaml").write_text("an earlier profile's entry\n")
+    [result] = run_profile(out, device="cpu", engine="numpy", log=lines.append, plan=PLAN)
+    # written into the folder at the end, over the earlier profile, and nothing else there
+    assert sorted(result.files.values()) == sorted(out.iterdir())
+    assert {p.name for p in out.iterdir()} == {
+        "hardware-cpu.yaml",
+        "measurements-cpu.csv",
+        "calibration-cpu.json",
+    }
     assert result.micro["peak_tflops"] > 0.001 and result.micro["mem_bw_gbps"] > 0.5
     assert any("power:" in line for line in lines)  # says how power was read, or why not
     rows = read_measurements(result.files["measurements"])

@@ -20,7 +20,7 @@ def profile_cmd(
             "-o",
             "--output",
             help="Folder for the results (default ~/.cache/wattserve/profile, where serve's "
-            "local backend reads them).",
+            "local backend reads them); its files change only when the whole run succeeds.",
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
@@ -32,7 +32,11 @@ def profile_cmd(
         ),
     ] = "auto",
     threads: Annotated[
-        int | None, typer.Option(help="llama.cpp threads (default: as serve's server runs).")
+        int | None,
+        typer.Option(
+            help="llama.cpp threads, 1 to 4 per CPU (default: as serve's server runs, half "
+            "the CPUs)."
+        ),
     ] = None,
     quick: Annotated[
         bool, typer.Option(help="Fewer cases (about a minute on 2 CPU cores; more when busy).")
@@ -44,9 +48,9 @@ def profile_cmd(
         raise typer.BadParameter("use auto, cpu or gpu", param_hint="--device")
     if engine not in ("auto", "llama", "numpy"):
         raise typer.BadParameter("use auto, llama or numpy", param_hint="--engine")
-    if threads is not None and threads < 1:
-        raise typer.BadParameter("must be at least 1", param_hint="--threads")
     log = (lambda _msg: None) if json_out else typer.echo
+    # run_profile refuses a bad --output or --threads (naming it, exit status 2) before it
+    # measures anything, and writes the folder's files only once the whole run succeeded
     results = run_profile(
         output, device=device, quick=quick, log=log, engine=engine, threads=threads
     )

@@ -2,6 +2,9 @@
 
 Writes, into the output folder: hardware.yaml (the measured machine as a catalog entry, when
 it is not already in the catalog), measurements.csv (the calibrate format) and calibration.json.
+`run_profile` checks the folder and `--threads` before measuring anything, measures into a
+private staging folder, and writes the output folder's files only once the whole run has
+succeeded, all of them written before any replaces the one before it (`publish`).
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import stat
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +27,8 @@ from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.hardware import Hardware
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration
+from wattserve.core.textfile import replacing
+from wattserve.errors import ConfigError, WattserveError
 from wattserve.profile import micro
 from wattserve.profile.backends import NumpyBackend, TorchBackend
 from wattserve.profile.decoder import Backend, SyntheticDecoder
@@ -180,12 +188,13 @@ def _finish(
     figures: dict[str, float],
     logits_all: bool = False,
 ) -> ProfileResult:
-    csv_path = out / f"measurements-{tag}.csv"
+    csv_name, calib_name = output_names(tag, None)
+    csv_path = out / csv_name
     write_measurements(csv_path, rows)
     calibration, reports = fit_calibration(
         rows, catalog, source=csv_path.name, logits_all=logits_all
     )
-    calib_path = out / f"calibration-{tag}.json"
+    calib_path = out / calib_name
     calibration.save(calib_path)
     return ProfileResult(
         hw,
@@ -265,7 +274,8 @@ def check_rounds(times: dict[tuple[str, int], list[float]], log: Log) -> list[st
 
 
 def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> ProfileResult:
-    """Measure this machine's CPU with NumPy (`plan` overrides the built-in cases)."""
+    """Measure this machine's CPU with NumPy (`plan` overrides the built-in cases) and write
+    its files into `out` as it goes (run_profile gives it a staging folder)."""
     hw_path, figures, meter, power_note = _cpu_entry(out / "hardware-cpu.yaml", log)
     catalog = load_catalog([hw_path])
     hw = catalog.device("local-cpu")
@@ -297,7 +307,8 @@ def profile_llama(
     decodes: tuple[int, ...] | None = None,
 ) -> ProfileResult:
     """Time the real llama.cpp engine serving SmolLM2 (see profile/llama.py) and write the
-    `local-cpu` hardware entry, the measurements and their calibration into `out`."""
+    `local-cpu` hardware entry, the measurements and their calibration into `out` as it goes
+    (run_profile gives it a staging folder)."""
     from wattserve.profile import llama
     from wattserve.serve.backends.local import smollm2_gguf
 
@@ -385,7 +396,8 @@ def gpu_available() -> tuple[bool, str]:
 
 
 def profile_gpu(out: Path, quick: bool, log: Log) -> ProfileResult:
-    """Measure GPU 0 through PyTorch (bf16), with NVML power when readable."""
+    """Measure GPU 0 through PyTorch (bf16), with NVML power when readable; writes into `out`
+    as it goes (run_profile gives it a staging folder)."""
     import torch
 
     name = torch.cuda.get_device_name(0)
@@ -420,6 +432,123 @@ def profile_gpu(out: Path, quick: bool, log: Log) -> ProfileResult:
     return result
 
 
+# llama.cpp's threads wait for each other at every layer, so threads past the cores only slow a
+# step; four per CPU leaves room to try oversubscription while refusing a count that asks the
+# engine to start billions of threads (the server took --threads 99999999999 as given).
+THREADS_PER_CPU = 4
+
+
+def check_threads(threads: int) -> None:
+    """Refuse a llama.cpp thread count below 1 or above THREADS_PER_CPU x this machine's CPUs."""
+    cpus = os.cpu_count() or 1
+    limit = THREADS_PER_CPU * cpus
+    if threads < 1:
+        raise ConfigError(f"must be at least 1, got {threads}", field="--threads")
+    if threads > limit:
+        raise ConfigError(
+            f"at most {limit} ({THREADS_PER_CPU} x this machine's {cpus} CPUs: llama.cpp's "
+            f"threads wait for each other at every layer, so threads past the cores only slow "
+            f"it), got {str(threads)[:40]}",
+            field="--threads",
+        )
+
+
+def output_names(tag: str, hardware: str | None) -> list[str]:
+    """The files a profile tagged `tag` writes (`_finish`), with its hardware entry's."""
+    return [f"measurements-{tag}.csv", f"calibration-{tag}.json", *([hardware] if hardware else [])]
+
+
+def _refuse(message: str) -> ConfigError:
+    return ConfigError(message, field="--output")
+
+
+@contextmanager
+def output_folder(out: Path, names: list[str]) -> Iterator[None]:
+    """Check, before any measuring, that `out` is a folder that exists and takes new files, or
+    can be created, and that none of `names` in it is a folder or another non-file; a missing
+    folder is created and removed again (when still empty) if the run inside fails."""
+    try:
+        out.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's symlink loop
+        raise _refuse(f"cannot write into {out!s:.200}: a loop of symbolic links") from None
+    missing: list[Path] = []
+    folder = out
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    if not folder.is_dir():
+        what = "a file, not a folder" if folder.is_file() else "not a folder"
+        if folder == out:
+            raise _refuse(f"cannot write into {out!s:.200}: {what}")
+        raise _refuse(f"cannot create {out!s:.200}: {folder!s:.200} is {what}")
+    created: list[Path] = []
+    try:
+        for new in reversed(missing):
+            try:
+                new.mkdir()
+            except OSError as exc:
+                raise _refuse(f"cannot create {out!s:.200}: {exc.strerror}") from None
+            created.append(new)
+        try:  # as the writes at the end will: a new file beside the old ones (root too)
+            fd, probe = tempfile.mkstemp(dir=out, prefix=".wattserve-profile-", suffix=".part")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise _refuse(
+                f"cannot write into {out!s:.200}: a new file there fails ({exc.strerror})"
+            ) from None
+        for name in names:
+            _check_target(out / name)
+        yield
+    except BaseException:
+        for new in reversed(created):  # only what this run made, and only while empty
+            with suppress(OSError):
+                new.rmdir()
+        raise
+
+
+def _check_target(path: Path) -> None:
+    """Refuse a file the profile will replace when it is a folder, not a regular file, or
+    read-only; a missing one (or a dangling link, written through) is fine."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a loop of symbolic links
+        raise _refuse(f"cannot write {path!s:.200}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise _refuse(
+            f"cannot write {path!s:.200}: a folder, not a file (profile writes {path.name} "
+            "there; move the folder away or give another --output)"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(f"cannot write {path!s:.200}: not a regular file")
+    if not os.access(path, os.W_OK):
+        raise _refuse(f"cannot write {path!s:.200}: Permission denied")
+
+
+def publish(results: list[ProfileResult], out: Path) -> None:
+    """Copy every result's files into `out`, each through a temporary file beside its target
+    (`replacing`). All are written before any is renamed over the file it replaces, so a
+    write that fails (a full disk) changes nothing; `files` then names the copies in `out`."""
+    moved: list[dict[str, Path]] = []
+    try:
+        with ExitStack() as stack:
+            for result in results:
+                moved.append({})
+                for key, staged in result.files.items():
+                    target = out / staged.name
+                    handle = stack.enter_context(replacing(target))
+                    handle.write(staged.read_bytes())
+                    handle.flush()  # a full disk fails here, before any rename
+                    moved[-1][key] = target
+    except OSError as exc:
+        where = exc.filename or out
+        raise _refuse(f"cannot write {where!s:.200}: {exc.strerror or exc}") from None
+    for result, files in zip(results, moved, strict=True):
+        result.files = files
+
+
 def run_profile(
     out: Path | None = None,
     device: str = "auto",
@@ -427,37 +556,53 @@ def run_profile(
     log: Log = print,
     engine: str = "auto",
     threads: int | None = None,
+    plan: Plan | None = None,
 ) -> list[ProfileResult]:
     """Profile the CPU and/or the GPU (`device`: auto, cpu or gpu). On the CPU, `engine`
     llama times the llama.cpp engine `serve` runs, numpy a synthetic NumPy decoder; auto is
-    llama when llama-cpp-python and the SmolLM2 GGUF are installed. `out` defaults to the
-    stable place serve's local backend reads (default_profile_dir)."""
+    llama when llama-cpp-python and the SmolLM2 GGUF are installed (`plan` overrides the NumPy
+    decoder's cases). `out` defaults to the stable place serve's local backend reads
+    (default_profile_dir); its files change only when the whole run succeeds (`publish`).
+    A bad `out` or `threads` is a ConfigError before anything is measured."""
     from wattserve.profile.llama import llama_available
 
     out = out or default_profile_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    started = time.perf_counter()
+    if threads is not None:
+        check_threads(threads)
     if engine == "llama" and not llama_available():
-        from wattserve.errors import WattserveError
-
         raise WattserveError(
             "cannot profile llama.cpp: install the local extra (pip install 'wattserve[local]')"
         )
+    cpu_engine = None
     if device in ("auto", "cpu"):
-        if engine == "llama" or (engine == "auto" and llama_available()):
-            results.append(profile_llama(out, quick, log, threads))
-        else:
-            results.append(profile_cpu(out, quick, log))
-    if device in ("auto", "gpu"):
-        ok, why = gpu_available()
-        if ok:
-            results.append(profile_gpu(out, quick, log))
-        elif device == "gpu":
-            from wattserve.errors import WattserveError
-
-            raise WattserveError(f"cannot profile a GPU: {why}")
-        else:
+        llama = engine == "llama" or (engine == "auto" and llama_available())
+        cpu_engine = "llama" if llama else "numpy"
+    gpu, why = gpu_available() if device in ("auto", "gpu") else (False, "")
+    if device == "gpu" and not gpu:
+        raise WattserveError(f"cannot profile a GPU: {why}")
+    names = []
+    if cpu_engine == "llama":
+        names += output_names("local", LLAMA_FILES["hardware"])
+    elif cpu_engine == "numpy":
+        names += output_names("cpu", "hardware-cpu.yaml")
+    if gpu:  # `why` is the GPU's name: an entry of its own unless the catalog knows it
+        known = any(key in why for key, _ in GPU_NAMES)
+        names += output_names("gpu", None if known else "hardware-gpu.yaml")
+    results = []
+    started = time.perf_counter()
+    with (
+        output_folder(out, names),
+        tempfile.TemporaryDirectory(prefix="wattserve-profile-") as staging,
+    ):
+        staged = Path(staging)
+        if cpu_engine == "llama":
+            results.append(profile_llama(staged, quick, log, threads))
+        elif cpu_engine == "numpy":
+            results.append(profile_cpu(staged, quick, log, plan))
+        if gpu:
+            results.append(profile_gpu(staged, quick, log))
+        elif device == "auto":
             log(f"GPU: skipped ({why})")
+        publish(results, out)
     log(f"profile took {time.perf_counter() - started:.1f} s")
     return results
