@@ -36,7 +36,10 @@ FLAGS = frozenset(
 @reports_errors
 def estimate_cmd(
     model: Annotated[
-        str, typer.Option(help="Model id (see `wattserve models`) or a config.json path.")
+        str,
+        typer.Option(
+            help="Model id (see `wattserve models`), a Hugging Face repo id, or a config.json path."
+        ),
     ],
     hardware: Annotated[str, typer.Option(help="Device or provider id (see `wattserve catalog`).")],
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,

@@ -26,7 +26,9 @@ def _split(values: list[str] | None) -> list[str]:
 def rank_cmd(
     model: Annotated[
         str | None,
-        typer.Option(help="Model id (see `wattserve models`) or a config.json path."),
+        typer.Option(
+            help="Model id (see `wattserve models`), a Hugging Face repo id, or a config.json path."
+        ),
     ] = None,
     prompt_tokens: Annotated[
         int,
