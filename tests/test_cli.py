@@ -96,6 +96,7 @@ def test_estimate_rejects_nan_and_infinite_cost_flags() -> None:
         ("--electricity-usd-per-kwh", "1e308"),
         ("--lifetime-years", "1e-300"),
         ("--cost-basis", "lease"),
+        ("--batch", "99999999999999999999"),  # printed a KV cache of 8.39e+18 GB
     ):
         p = run(*base, flag, value)
         assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr, p.stderr

@@ -751,3 +751,19 @@ def test_the_text_output_says_its_units_and_prints_no_python_dicts(tmp_path: Pat
     assert "(TTFT and TPOT in seconds;" in r.output
     assert "rejected: site power cap 1" in r.output and "line 2: malformed row" in r.output
     assert "{'" not in r.output and "[(" not in r.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--model", "gpt-9"), ("--compare", ""), ("--compare", ",least_loaded")],
+)
+def test_a_model_no_deployment_serves_or_an_empty_compare_is_refused(
+    tmp_path: Path, flag: str, value: str
+) -> None:
+    """`--model gpt-9` rejected every row and reported the run; `--compare ''` ran the default
+    policy without a word."""
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"arrival_s": 0, "prompt_tokens": 200, "output_tokens": 50}\n')
+    args = ["simulate", "--fleet", str(HETERO), "--trace", str(trace), flag, value]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and flag in r.output, r.output

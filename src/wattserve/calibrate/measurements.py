@@ -23,6 +23,7 @@ from typing import Literal
 
 from wattserve.core.deployment import default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
+from wattserve.core.memory import MAX_STEP_BATCH
 from wattserve.core.modelspec import builtin_model_id
 from wattserve.core.textfile import read_text
 from wattserve.errors import ConfigError, closest
@@ -70,7 +71,7 @@ class Measurement:
         return self.count // self.tensor_parallel
 
 
-MAX_BATCH = 1 << 20  # no engine runs a million sequences in one step
+MAX_BATCH = MAX_STEP_BATCH  # no engine runs a million sequences in one step
 MAX_ROWS = 2000  # calibrate takes about a minute at 1,000 rows on a 2-vCPU machine
 
 

@@ -116,6 +116,8 @@ def rank_cmd(
     catalog = load_catalog(hardware_file or [])
     calib = Calibration() if calibration is None else load_calibration(calibration)
     hw = _split(hardware)
+    if hardware is not None and not hw:  # `--hardware ,,` meant no filter at all
+        raise ConfigError("names no device or provider id", field="--hardware")
     if edge:
         unused = [  # --edge weighs every catalog model on every part: these would go unheard
             flag

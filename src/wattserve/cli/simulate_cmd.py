@@ -100,6 +100,13 @@ def simulate_cmd(
     """What happens when FLEET serves TRACE under a routing policy and power caps."""
     check_max_wait(max_wait)
     f = load_fleet(fleet)
+    if model is not None and f.resolve_model(model) not in f.models:
+        # every row that names no model would be rejected, and the run reported as if it ran
+        raise ConfigError(
+            f"{model!r:.80}: no deployment of {fleet} serves it; it serves "
+            + ", ".join(sorted(f.models)),
+            field="--model",
+        )
     default_model = model or sorted(f.models)[0]
     summaries, outcomes = [], []
 
@@ -114,7 +121,9 @@ def simulate_cmd(
 
     first = workload()  # read before any output is opened: an output may not be an input
     chosen = policy or first.policy or "least_loaded"
-    policies = [p.strip() for p in compare.split(",")] if compare else [chosen]
+    policies = [p.strip() for p in compare.split(",")] if compare is not None else [chosen]
+    if not all(policies):  # `--compare ''` ran the default policy without a word
+        raise ConfigError(f"names an empty policy: {compare!r:.80}", field="--compare")
     for name in policies:  # every one, before a run writes anything
         make_policy(name)
     twice = sorted({p for p in policies if policies.count(p) > 1})

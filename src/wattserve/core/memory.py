@@ -14,6 +14,7 @@ from wattserve.core.params import EngineParams
 GB = 1e9
 KV_BLOCK_TOKENS = 16  # KV-cache block size in tokens (vLLM's default): fit and engine alike
 MAX_BATCH = 2**31 - 1  # the largest batch reported as fitting (an engine's int32 counter)
+MAX_STEP_BATCH = 1 << 20  # the most sequences asked of one step: no engine runs a million
 
 
 @dataclass(frozen=True, slots=True)

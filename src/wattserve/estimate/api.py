@@ -14,6 +14,7 @@ from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
 from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.hardware import Hardware, Provider
 from wattserve.core.memory import (
+    MAX_STEP_BATCH,
     MemoryFit,
     MemoryLayout,
     kv_tokens_held,
@@ -196,6 +197,8 @@ def estimate(
     if pp is not None:
         pp = _positive("pp", pp)
     batch = _positive("batch", batch)
+    if batch > MAX_STEP_BATCH:  # 1e20 printed a KV cache of 8.39e+18 GB
+        raise ConfigError(f"must be at most {MAX_STEP_BATCH:,}, got {batch:.3g}", field="batch")
     prompt_tokens = _positive("prompt_tokens", prompt_tokens)
     output_tokens = _positive("output_tokens", output_tokens)
     ctx = prompt_tokens + output_tokens // 2 if context is None else _positive("context", context)
