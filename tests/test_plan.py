@@ -656,3 +656,25 @@ def test_the_power_cap_flag_lowers_a_site_s_cap_and_never_raises_it() -> None:
     assert r.exit_code in (0, 3), r.output  # 3: infeasible under 500 W, said so
     r = CliRunner().invoke(app, ["plan", "--workload", "w.yaml", "--power-cap", "1mW"])
     assert r.exit_code == 2 and "m is milli" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("limits", "says"),
+    [
+        ({"power_cap_w": 1e-3}, "power cap binds"),
+        ({"budget_usd_per_h": 1e-300}, "the budget binds"),
+        ({"power_cap_w": 500.0, "headroom": 0.999999}, "--headroom 0.999999"),
+    ],
+)
+def test_a_tiny_limit_is_named_as_what_binds(
+    tmp_path: Path, limits: dict[str, float], says: str
+) -> None:
+    """The elastic program weighed each relaxation relative to its limit: against a 1 mW cap
+    or a 1e-300 $/h budget, leaving the class unserved was cheaper, and the plan blamed
+    'residency, links or SLO'."""
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - {name: c, rate_rps: 1.7, model: llama-3.1-8b}\n")
+    with pytest.raises(PlanInfeasibleError) as err:
+        plan(w, hardware=["h100-sxm", "l4"], capacity="analytic", **limits)  # type: ignore[arg-type]
+    text = str(err.value)
+    assert says in text and "residency, links or SLO" not in text, text

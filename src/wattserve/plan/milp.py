@@ -264,7 +264,11 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
             continue
         allow = site.power_cap_w * (1 - p.limits.headroom)
         if elastic:
-            s = v.slack[f"power:{name}"] = b.var(0, math.inf, 1.0 / allow)
+            # relative to the cap, but never to less than one replica's draw: against a cap of
+            # 1 mW each watt weighed a million, and leaving the traffic unserved won, reported
+            # as "residency, links or SLO" where the cap bound
+            scale = max(allow, min(w for _, w in terms))
+            s = v.slack[f"power:{name}"] = b.var(0, math.inf, 1.0 / scale)
             terms.append((s, -1.0))
         b.row(terms, -math.inf, allow)
     # availability at a site, and over all sites
@@ -300,8 +304,9 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
     budget = p.limits.budget_usd_per_h
     if budget is not None:
         terms = _usd_terms(p, v)
-        if elastic:
-            s = v.slack["budget"] = b.var(0, math.inf, 1.0 / budget)
+        if elastic:  # as power's: never relative to less than one replica's $/h
+            least = min((_cost_terms(p, j)[0] for j in range(len(opts))), default=budget)
+            s = v.slack["budget"] = b.var(0, math.inf, 1.0 / max(budget, least))
             terms.append((s, -1.0))
         b.row(terms, -math.inf, budget)
     return b, v
@@ -499,9 +504,15 @@ def _say(p: Problem, kind: str, what: str, amount: float) -> str:
         cap = p.sites[what].power_cap_w or 0.0
         # rounded up: a figure rounded to the nearest (444 W for 444.4) was still too little
         need = math.ceil(cap + amount / (1 - p.limits.headroom) - 1e-9)
+        h = p.limits.headroom
+        fix = (  # with most of the cap kept free, the headroom is what to change
+            f"; or keep less free: --headroom {h:g} leaves {1 - h:.2g} of the cap to plan"
+            if h >= 0.5
+            else ""
+        )
         return (
             f"site {what}'s power cap binds: raise it from {cap:.0f} W to at least {need} W "
-            f"(+{need - cap:.0f} W, with {p.limits.headroom:.0%} headroom kept free)"
+            f"(+{need - cap:.0f} W, with {h:.0%} headroom kept free){fix}"
         )
     if kind == "budget":
         budget = p.limits.budget_usd_per_h or 0.0
