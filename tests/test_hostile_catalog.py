@@ -299,3 +299,15 @@ def test_an_id_that_is_not_plain_text_is_refused(tmp_path: Path, bad_id: str) ->
     """A NUL or a newline in an id was taken, and printed raw in later errors."""
     err = _catalog_error(tmp_path, DEVICE.replace("  z:", f'  "{bad_id}":'))
     assert "printable text" in str(err) and err.field == "devices"
+
+
+def test_a_provider_s_unknown_model_or_hardware_is_refused(tmp_path: Path) -> None:
+    """Both were taken without a word: an offer of a model no request can name, a provider
+    running on a device no catalog holds."""
+    err = _catalog_error(tmp_path, DEVICE + PROVIDER.replace("llama-3.1-8b", "not-a-model"))
+    assert err.field == "api.models.not-a-model" and "unknown model" in str(err)
+    err = _catalog_error(tmp_path, DEVICE + PROVIDER.replace("hardware: z", "hardware: nope"))
+    assert err.field == "api.hardware" and "unknown hardware 'nope'" in str(err)
+    f = tmp_path / "ok.yaml"  # a model id in another case is the model
+    f.write_text(DEVICE + PROVIDER.replace("llama-3.1-8b", "Llama-3.1-8B"))
+    assert "llama-3.1-8b" in load_catalog([f]).provider("api").offers

@@ -70,6 +70,13 @@ class Catalog:
             new_devices, new_providers = _parse_catalog(load_yaml_file(path), str(path))
             _replace(devices, new_devices)
             _replace(providers, new_providers)
+            for p in new_providers.values():  # a provider's hardware is a device it runs on
+                if p.hardware and _any_case(devices, p.hardware) is None:
+                    raise ConfigError(
+                        UnknownNameError("hardware", p.hardware[:200], devices).args[0],
+                        path=str(path),
+                        field=f"{p.id}.hardware",
+                    )
         return Catalog(devices=devices, providers=providers)
 
 

@@ -13,8 +13,9 @@ from typing import Any, Literal, get_args
 
 from wattserve.core.dtypes import COMPUTE_PEAK_ORDER, PEAK_DTYPES, Dtype
 from wattserve.core.figures import Figure
+from wattserve.core.modelspec import builtin_model_ids
 from wattserve.core.yamlio import Fields, LineDict, shown
-from wattserve.errors import ConfigError, MissingFigureError
+from wattserve.errors import ConfigError, MissingFigureError, UnknownNameError
 
 Category = Literal["gpu", "asic", "wafer-scale", "compute-in-memory", "edge-module", "cpu"]
 Software = Literal["pytorch-native", "plugin", "vendor-sdk"]
@@ -340,11 +341,20 @@ def parse_provider(pid: str, entry: Any, path: str) -> Provider:
             line=entry.line_of("models"),
             field=f"{pid}.models",
         )
-    for model_id, raw in models.items():
-        where = f"{pid}.models.{model_id}"
+    known = {m.lower(): m for m in builtin_model_ids()}
+    for key, raw in models.items():
+        where = f"{pid}.models.{key}"
+        model_id = known.get(str(key).lower())
+        if model_id is None:  # an offer no request could match: it was taken without a word
+            raise ConfigError(
+                UnknownNameError("model", str(key)[:200], known.values()).args[0],
+                path=path,
+                line=models.line_of(key),
+                field=where,
+            )
         if not isinstance(raw, LineDict):
             raise ConfigError(
-                "must be a mapping", path=path, line=models.line_of(model_id), field=where
+                "must be a mapping", path=path, line=models.line_of(key), field=where
             )
         _unknown(raw, OFFER_KEYS, where, path)
         src = _text(raw, "source", source, where, path) or source
