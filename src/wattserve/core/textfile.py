@@ -1,8 +1,9 @@
 """Reading the files a user names (measurements, model configs, calibrations, fleet and
 hardware YAML): only regular files, of bounded size, in UTF-8 (a byte-order mark is dropped),
-and JSON of bounded depth whose objects give each key once. Anything else is a ConfigError
-naming the file, never a traceback or a read without end (`/dev/zero`). And writing the files a
-command produces whole or not at all (`replacing`)."""
+and JSON of bounded depth whose objects give each key once and whose text is all characters
+(no lone UTF-16 surrogate, see `find_lone_surrogate`). Anything else is a ConfigError naming the
+file, never a traceback or a read without end (`/dev/zero`). And writing the files a command
+produces whole or not at all (`replacing`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from wattserve.errors import ConfigError
 
@@ -59,10 +60,11 @@ def parse_json(text: str, path: str) -> Any:
 def load_json(text: str, path: str, line: int | None = None) -> Any:
     """Parse JSON text, leaving a syntax error (json.JSONDecodeError) to the caller (it may
     try JSON lines next); nesting too deep, an integer of more digits than Python reads
-    (4,300), or an object giving a key twice (json.loads keeps the last silently) is a
-    ConfigError naming the file and the line (`line`: the text's first line in the file)."""
+    (4,300), an object giving a key twice (json.loads keeps the last silently) or a text
+    holding a lone UTF-16 surrogate is a ConfigError naming the file and the line (`line`: the
+    text's first line in the file), and for a surrogate the field."""
     try:
-        return json.loads(text, object_pairs_hook=_unique)
+        data = json.loads(text, object_pairs_hook=_unique)
     except json.JSONDecodeError:
         raise
     except _Twice as twice:
@@ -70,9 +72,8 @@ def load_json(text: str, path: str, line: int | None = None) -> Any:
         key, at, first = found if found is not None else (twice.key, None, None)
         if at is not None and first is not None and line is not None:
             at, first = at + line - 1, first + line - 1
-        shown = repr(key) if len(key) <= 80 else repr(key[:80]) + "..."
         raise ConfigError(
-            f"{shown} is given twice" + (f" (first on line {first})" if first else ""),
+            f"{_shown(key)} is given twice" + (f" (first on line {first})" if first else ""),
             path=path,
             line=at if at is not None else line,
         ) from None
@@ -80,6 +81,20 @@ def load_json(text: str, path: str, line: int | None = None) -> Any:
         raise ConfigError("not valid JSON: nested too deeply", path=path, line=line) from None
     except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
         raise ConfigError("a number of more than 4,300 digits", path=path, line=line) from None
+    # only an escape makes a surrogate (UTF-8 text holds none), so the data is walked only when
+    # the text holds one outside a pair: a scan of the text, about 2% of reading a JSONL trace
+    if _SURROGATE_ESCAPE.search(text) and _SURROGATE_ESCAPE.search(_PAIR.sub("", text)):
+        lone = find_lone_surrogate(data)
+        if lone is not None:
+            at = _surrogate_line(text)
+            if at is not None and line is not None:
+                at += line - 1
+            raise lone.error(
+                "or a pair of escapes (\\ud83d\\ude00 is U+1F600)",
+                path=path,
+                line=at if at is not None else line,
+            )
+    return data
 
 
 class _Twice(Exception):
@@ -98,6 +113,12 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise _Twice(key)
             seen.add(key)
     return out
+
+
+def _shown(text: str) -> str:
+    """Text for an error message: quoted, escaped (a surrogate or a control character shows as
+    its escape) and cut short."""
+    return repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
 
 
 # json's own string reader (C), which typeshed does not declare: (text, index after the opening
@@ -137,6 +158,99 @@ def _twice_at(text: str) -> tuple[str, int, int] | None:
             key_next = False
         else:  # a comma: in an object, a key comes next
             key_next = bool(stack) and stack[-1] is not None
+    return None
+
+
+# -- lone surrogates ----------------------------------------------------------------------------
+# JSON's "\ud800" and YAML's "\ud800" escapes decode to a lone UTF-16 surrogate: a Python str
+# that no UTF-8 text can hold, so the command that read it failed later with a traceback when it
+# printed or wrote it. UTF-8 decoding (read_text) never yields one: only an escape can.
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON's, paired or not
+# a high and a low escape that make one character (U+1F600 is \ud83d\ude00); a pair right after
+# a backslash is kept, as that backslash may make it text rather than an escape (\\ud83d...)
+_PAIR = re.compile(r"\\(?<!\\\\)u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_CONTAINERS = (dict, list, tuple, set, frozenset)  # YAML's !!set and !!pairs give sets, tuples
+
+
+class LoneSurrogate(NamedTuple):
+    """The first text in parsed JSON or YAML (in document order) that holds a lone surrogate."""
+
+    at: tuple[str | int, ...]  # the keys and list indexes to it, the key itself for a key
+    text: str
+    is_key: bool
+
+    @property
+    def field(self) -> str | None:
+        """The field, as errors name it (`hardware.h100-sxm.source`, `classes[0].model`); for
+        a key, the mapping that holds it; None at the top."""
+        parts = self.at[:-1] if self.is_key else self.at
+        name = "".join(f"[{p}]" if isinstance(p, int) else f".{p!s:.60}" for p in parts)
+        name = name.removeprefix(".")
+        if len(name) > 200:  # deep nesting: the end, nearest the text
+            name = "..." + name[-197:]
+        return name or None
+
+    def error(self, hint: str, *, path: str | None = None, line: int | None = None) -> ConfigError:
+        """The ConfigError to raise; `hint`: how else to write a character past U+FFFF."""
+        char = _SURROGATE.search(self.text)
+        code = f"U+{ord(char.group()):04X}, " if char is not None else ""
+        return ConfigError(
+            f"{'the key ' if self.is_key else ''}{_shown(self.text)} holds {code}a lone UTF-16 "
+            f"surrogate (half of a pair, no character): write the character itself, {hint}",
+            path=path,
+            line=line,
+            field=self.field,
+        )
+
+
+def find_lone_surrogate(data: Any) -> LoneSurrogate | None:
+    """The first key or text value in `data` (parsed JSON or YAML) holding a lone UTF-16
+    surrogate, or None. Walked without recursion (JSON nests up to Python's recursion limit)
+    and each container once (YAML aliases share one)."""
+    if isinstance(data, str):
+        return LoneSurrogate((), data, False) if _has_surrogate(data) else None
+    if not isinstance(data, _CONTAINERS):
+        return None
+    path: list[str | int] = []  # the keys to the container on top of `stack`
+    stack = [_items(data)]
+    seen = {id(data)}
+    while stack:
+        for key, value in stack[-1]:
+            if isinstance(key, str) and _has_surrogate(key):
+                return LoneSurrogate((*path, key), key, True)
+            if isinstance(value, str):
+                if _has_surrogate(value):
+                    return LoneSurrogate((*path, key), value, False)
+            elif isinstance(value, _CONTAINERS) and id(value) not in seen:
+                seen.add(id(value))
+                path.append(key)
+                stack.append(_items(value))
+                break
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None  # isascii(): a flag read
+
+
+def _items(container: Any) -> Iterator[tuple[Any, Any]]:
+    """A container's (key, value) pairs: a list's, tuple's or set's keyed by position."""
+    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
+
+
+def _surrogate_line(text: str) -> int | None:
+    """The line of the first string of valid JSON `text` that holds a lone surrogate."""
+    pos = 0
+    while (start := text.find('"', pos)) != -1:  # outside strings, `"` only opens one
+        value, pos = _scanstring(text, start + 1, False)
+        if _has_surrogate(value):
+            return text.count("\n", 0, start) + 1
     return None
 
 

@@ -188,8 +188,9 @@ def _name(obj: dict[str, Any], key: str) -> str | None:
 def _jsonl_row(line: int, text: str) -> TraceRow:
     try:
         obj = load_json(text, "", line)  # a key given twice is a bad row, not the last one
-    except ConfigError as exc:  # nested too deeply, a key twice, a number past 4,300 digits
-        raise ValueError(exc.detail) from None
+    except ConfigError as exc:  # nested too deeply, a key twice, a number past 4,300 digits,
+        field = "" if exc.field is None else f"{exc.field}: "  # a lone surrogate's
+        raise ValueError(field + exc.detail) from None
     if not isinstance(obj, dict):
         raise ValueError("not an object")
     if "input_length" in obj:  # Mooncake: timestamp in ms, input/output_length

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from wattserve.core.textfile import read_text
+from wattserve.core.textfile import find_lone_surrogate, read_text
 from wattserve.errors import ConfigError
 
 
@@ -159,7 +159,8 @@ _LineLoader.add_implicit_resolver(
 
 
 def load_yaml_text(text: str, path: str) -> Any:
-    """Parse YAML text; a syntax error becomes ConfigError with the file and line."""
+    """Parse YAML text; a syntax error, or a key or text holding a lone UTF-16 surrogate (the
+    escape "\\ud800"), becomes ConfigError with the file and line (and field)."""
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(
             f"larger than {MAX_YAML_BYTES >> 20} MiB, the limit for a YAML file", path=path
@@ -167,6 +168,7 @@ def load_yaml_text(text: str, path: str) -> Any:
     try:
         data = yaml.load(text, Loader=_LineLoader)
         _check_size(data)
+        _check_characters(data)
         return data
     except RecursionError:
         raise ConfigError("nested too deeply", path=path) from None
@@ -204,6 +206,26 @@ def _check_size(data: Any) -> None:
 
     if size(data) > MAX_VALUES:
         raise ConfigError(f"expands to more than {MAX_VALUES:,} values through its aliases")
+
+
+def _check_characters(data: Any) -> None:
+    """Refuse a key or text holding a lone UTF-16 surrogate: no character, so printing or
+    writing it failed later with a traceback. Walked whole (each aliased value once): a file's
+    50,000 values at most take milliseconds, against seconds to parse them."""
+    found = find_lone_surrogate(data)
+    if found is None:
+        return
+    line, node = None, data  # the line: of the innermost key on the way to it
+    for step in found.at:
+        if isinstance(node, LineDict):
+            line = node.line_of(str(step))
+        try:
+            node = node[step]
+        except TypeError:  # a set (!!set): its items have no line of their own
+            break
+    raise found.error(
+        "or one escape, as \\U0001F600 (YAML joins no \\ud83d\\ude00 pair)", line=line
+    )
 
 
 def shown(value: Any) -> str:
