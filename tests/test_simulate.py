@@ -767,3 +767,16 @@ def test_a_model_no_deployment_serves_or_an_empty_compare_is_refused(
     args = ["simulate", "--fleet", str(HETERO), "--trace", str(trace), flag, value]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and flag in r.output, r.output
+
+
+def test_a_token_budget_below_the_sequence_cap_is_refused(tmp_path: Path) -> None:
+    """max_batched_tokens 1 beside max_num_seqs 256 was taken (vLLM refuses it); the
+    simulation ran at 5% SLO attainment."""
+    f = tmp_path / "f.yaml"
+    f.write_text(
+        "sites:\n  s: {kind: datacenter}\ndeployments:\n"
+        "  a: {site: s, model: llama-3.1-8b, hardware: h100-sxm, max_batched_tokens: 1}\n"
+    )
+    with pytest.raises(ConfigError, match="below max_num_seqs") as err:
+        load_fleet(f)
+    assert err.value.field == "deployments.a.max_batched_tokens"

@@ -138,10 +138,11 @@ def parse_watts(text: str, flag: str) -> float:
         value = float(m.group(1)) * _PREFIXES[m.group(2) or ""]
     except (ValueError, KeyError):
         raise ConfigError(
-            f"'{text}' is not a power; write e.g. 1MW, 500kW or 250000", field=flag
+            f"'{text}' is not a power: write a positive finite number, e.g. 1MW, 500kW or 250000",
+            field=flag,
         ) from None
     if value == math.inf:
         raise ConfigError(f"'{text}' is too large a power", field=flag)
     if not 0 < value < math.inf:  # negative, zero or NaN
-        raise ConfigError(f"must be a positive power, got '{text}'", field=flag)
+        raise ConfigError(f"must be a positive finite power, got '{text}'", field=flag)
     return value

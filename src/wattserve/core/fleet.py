@@ -226,6 +226,12 @@ def _resolve_deployment(
     tp = r.integer("tp", 1)
     max_seqs = r.integer("max_num_seqs", 256)
     max_tokens = r.integer("max_batched_tokens", 8192)
+    if max_tokens < max_seqs:  # as vLLM refuses it: a step could not decode every sequence
+        raise r.err(
+            "max_batched_tokens" if "max_batched_tokens" in r.d else "max_num_seqs",
+            f"max_batched_tokens ({max_tokens}) is below max_num_seqs ({max_seqs}): a step "
+            "could not hold one token of each sequence (vLLM refuses this too)",
+        )
     need = chips_needed(model, hw, dtype, kv_dtype, max_seqs * 2048, params)
     pp = r.integer("pp", 1 if need is None else max(1, -(-need // tp)))
     expert_parallel = r.flag("expert_parallel")
