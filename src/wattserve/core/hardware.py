@@ -353,9 +353,7 @@ def parse_provider(pid: str, entry: Any, path: str) -> Provider:
                 field=where,
             )
         if not isinstance(raw, LineDict):
-            raise ConfigError(
-                "must be a mapping", path=path, line=models.line_of(key), field=where
-            )
+            raise ConfigError("must be a mapping", path=path, line=models.line_of(key), field=where)
         _unknown(raw, OFFER_KEYS, where, path)
         src = _text(raw, "source", source, where, path) or source
 
