@@ -116,3 +116,23 @@ def test_merge_keys_still_merge_with_each_key_once(tmp_path: Path) -> None:
     assert (sites["c"].kind, sites["c"].power_cap_w, sites["c"].pue) == ("datacenter", 1000, 1.5)
     assert sites["c"].carbon_g_per_kwh == 7
     assert (sites["d"].kind, sites["d"].power_cap_w, sites["d"].pue) == ("edge", 300, 1.5)
+
+
+@pytest.mark.parametrize("value", ["10:00", "6_00", "0b1001011000", "01130", "1_000.5", "190:20.5"])
+def test_a_number_only_yaml_1_1_reads_is_an_error_not_a_misread(tmp_path: Path, value: str) -> None:
+    """YAML 1.1 reads `10:00` as 600 (base 60), `01130` as 600 (octal), `6_00` as 600: a cap of
+    `10:00` was 600 W without a word. YAML 1.2 and the CSV readers take none of them."""
+    f = tmp_path / "f.yaml"
+    f.write_text(FLEET.replace("{kind: datacenter}", f"{{kind: datacenter, power_cap_w: {value}}}"))
+    with pytest.raises(ConfigError, match=r"only in YAML 1\.1") as err:
+        load_fleet(f)
+    assert err.value.line == 2 and err.value.path == str(f)
+
+
+@pytest.mark.parametrize(
+    ("value", "watts"), [("600", 600), ("0x258", 600), ("6e2", 600), ("0.6e3", 600)]
+)
+def test_plain_numbers_still_read(tmp_path: Path, value: str, watts: float) -> None:
+    f = tmp_path / "f.yaml"
+    f.write_text(FLEET.replace("{kind: datacenter}", f"{{kind: datacenter, power_cap_w: {value}}}"))
+    assert load_fleet(f).sites["dc"].power_cap_w == watts

@@ -131,7 +131,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
 
 
 def _construct_int(loader: _LineLoader, node: yaml.ScalarNode) -> int:
-    """An integer, refused past MAX_INT_DIGITS digits (Python cannot even print it)."""
+    """An integer, refused past MAX_INT_DIGITS digits (Python cannot even print it), or in a
+    form only YAML 1.1 reads (see _yaml11_only)."""
     too_long = ConfigError(
         f"a number of more than {MAX_INT_DIGITS:,} digits", line=node.start_mark.line + 1
     )
@@ -139,9 +140,30 @@ def _construct_int(loader: _LineLoader, node: yaml.ScalarNode) -> int:
         value = loader.construct_yaml_int(node)
     except ValueError:
         raise too_long from None
+    _yaml11_only(node, value)
     if abs(value) >= _INT_LIMIT:  # written in hex, octal or binary: read, but no less absurd
         raise too_long
     return value
+
+
+def _construct_float(loader: _LineLoader, node: yaml.ScalarNode) -> float:
+    value: float = loader.construct_yaml_float(node)
+    _yaml11_only(node, value)
+    return value
+
+
+def _yaml11_only(node: yaml.ScalarNode, value: float) -> None:
+    """Refuse a number in a form YAML 1.1 reads and YAML 1.2 (and the CSV readers) do not:
+    base 60 (`10:00` is 600), digits grouped by `_` (`6_00`), binary, and a leading zero (`010`
+    is 8, in octal). Each was read without a word: `tdp_w: 10:00` was 600 W."""
+    text = str(node.value).strip().lstrip("+-").lower()
+    octal = len(text) > 1 and text[0] == "0" and text[1].isdigit() and "." not in text
+    if ":" in text or "_" in text or text.startswith("0b") or octal:
+        raise ConfigError(
+            f"{node.value!r:.40} reads as {value:g} only in YAML 1.1 (base 60, grouped digits, "
+            "binary or octal): write the number in decimal digits",
+            line=node.start_mark.line + 1,
+        )
 
 
 _LineLoader.add_constructor(
@@ -149,6 +171,7 @@ _LineLoader.add_constructor(
     _construct_mapping,
 )
 _LineLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_LineLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 # YAML 1.1 reads `1e6` (no dot) as the string '1e6'; people write power caps and rates that way,
 # so read it as the float YAML 1.2 and every other tool make of it.
 _LineLoader.add_implicit_resolver(
