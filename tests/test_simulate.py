@@ -524,6 +524,12 @@ def test_devices_without_power_figures_report_unknown_energy(tmp_path: Path) -> 
         ),
         ("generator: {kind: poisson}\nbogus: 1\n", 2, "workload.bogus"),
         ("generator: {rate_rps: 1000000, duration_s: 1000000}\n", 1, "generator.rate_rps"),
+        # every draw clipped to 40: no longer a lognormal of mean 5,000 (taken without a word)
+        (
+            "generator:\n  prompt_tokens: {dist: lognormal, mean: 5000, max: 40}\n",
+            2,
+            "generator.prompt_tokens.mean",
+        ),
     ],
 )
 def test_malformed_workload_file_names_line_and_field(

@@ -150,6 +150,8 @@ def _length(spec: Any, rng: random.Random, where: str, path: str, line: int) -> 
     if kind == "uniform":
         return lambda: rng.randint(lo, cap)
     mean = _within(f, "mean", 512.0, 1.0, MAX_TOKENS)
+    if not lo <= mean <= cap:  # every draw clipped to a bound: no longer that distribution
+        raise f.err("mean", f"must lie from min ({lo}) to max ({cap}), got {mean:g}")
     # sigma 10 already spans e^±30 around the median; more only overflows (inf, then NaN)
     sigma = _within(f, "sigma", 1.0, 0.0, MAX_SIGMA)
     mu = math.log(mean) - sigma * sigma / 2
@@ -453,7 +455,10 @@ def _generate(
 
 
 def _count(n: float) -> str:
-    """A request count for a message: digits while they read, else three figures."""
+    """A request count for a message: digits while they read, else three figures (a rate of
+    1e308 over a minute overflows: 'more than 1e308', not 'inf')."""
+    if not math.isfinite(n):
+        return "more than 1e308"
     return f"{n:,.0f}" if n < 1e12 else f"{n:.3g}"
 
 
