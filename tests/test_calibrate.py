@@ -221,6 +221,31 @@ def test_missing_column_and_unknown_hardware(tmp_path: Path) -> None:
     assert err.value.line == 2
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"version": True, "hardware": {"h100-sxm": {}}}, "version"),  # True == 1 in Python
+        ({"hardware": {"h100-sxm": {"fit_error": {"bogus": 1}}}}, "hardware.h100-sxm.fit_error"),
+        (
+            {"hardware": {"h100-sxm": {"fitted": ["eff_compute", "eff_compute"]}}},
+            "hardware.h100-sxm.fitted",
+        ),
+        ({"hardware": {"h100-sxm": {"source": "x" * 1001}}}, "hardware.h100-sxm.source"),
+        ({"hardware": {"h100-sxm": {"source": "a\nb"}}}, "hardware.h100-sxm.source"),
+    ],
+)
+def test_a_calibration_s_other_fields_are_read_strictly(
+    tmp_path: Path, body: dict[str, object], field: str
+) -> None:
+    """Each was taken: `version: true`, an unknown fit_error key, a term fitted twice, and a
+    source of 10 MB or with newlines, which estimate printed whole on its engine-terms line."""
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(body))
+    with pytest.raises(ConfigError) as err:
+        load_calibration(f)
+    assert err.value.field == field
+
+
 def test_calibration_terms_out_of_range_are_refused(tmp_path: Path) -> None:
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"hardware": {"h100-sxm": {"eff_compute": 0}}}))

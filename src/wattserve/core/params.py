@@ -284,6 +284,21 @@ def _known_keys(obj: dict[str, Any], known: set[str], p: Path, at: str) -> None:
             )
 
 
+MAX_SOURCE = 1000  # characters of a calibration entry's `source`
+# what calibrate writes in an entry's fit_error (calibrate.fit.HardwareReport.as_dict)
+FIT_ERROR_KEYS = frozenset(
+    {
+        "rows",
+        "mean_abs_pct",
+        "max_abs_pct",
+        "default_mean_abs_pct",
+        "loo_mean_abs_pct",
+        "loo_max_abs_pct",
+        "power_mean_abs_pct",
+    }
+)
+
+
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration JSON written by `wattserve calibrate` or `wattserve profile`."""
     p = Path(path)
@@ -295,7 +310,8 @@ def load_calibration(path: str | Path) -> Calibration:
             "make one with `wattserve calibrate MEASUREMENTS.csv -o CALIB.json`"
         )
     _known_keys(data, {"version", "hardware"}, p, "")
-    if data.get("version", 1) != 1:
+    version = data.get("version", 1)
+    if isinstance(version, bool) or version != 1:  # true == 1 in Python, not in the file
         raise ConfigError(
             f"version {data['version']!r:.20} is not one this wattserve reads (1)",
             path=str(p),
@@ -327,12 +343,24 @@ def load_calibration(path: str | Path) -> Calibration:
         _known_keys(entry, ENTRY_KEYS, p, f"hardware.{hw_id}.")
         for name in ("fitted", "kept"):
             listed = entry.get(name, [])
-            if not isinstance(listed, list) or not all(t in NUMERIC_FIELDS for t in listed):
+            if (
+                not isinstance(listed, list)
+                or not all(t in NUMERIC_FIELDS for t in listed)
+                or len(set(listed)) < len(listed)
+            ):
                 raise ConfigError(
-                    "must be a list of term names", path=str(p), field=f"hardware.{hw_id}.{name}"
+                    "must be a list of term names, each once",
+                    path=str(p),
+                    field=f"hardware.{hw_id}.{name}",
                 )
-        if not isinstance(entry.get("source", ""), str):
-            raise ConfigError("must be text", path=str(p), field=f"hardware.{hw_id}.source")
+        source = entry.get("source", "")
+        # printed on estimate's `engine terms:` line: one line of text (10 MB was printed whole)
+        if not isinstance(source, str) or len(source) > MAX_SOURCE or not source.isprintable():
+            raise ConfigError(
+                f"must be one line of printable text of at most {MAX_SOURCE:,} characters",
+                path=str(p),
+                field=f"hardware.{hw_id}.source",
+            )
         if entry.get("gemm_half_rows"):  # the ramp's earlier form: its value means nothing now
             raise ConfigError(
                 "gemm_half_rows was replaced by gemm_pad_elems and gemm_latency_s "
@@ -369,9 +397,15 @@ def load_calibration(path: str | Path) -> Calibration:
         values["source"] = str(entry.get("source", f"calibration {p.name}"))
         params[hw_id] = EngineParams(**values)
         fe = entry.get("fit_error", {})
-        if not isinstance(fe, dict) or not all(_finite(v) for v in fe.values()):
+        if (
+            not isinstance(fe, dict)
+            or not all(_finite(v) for v in fe.values())
+            or not set(fe) <= FIT_ERROR_KEYS
+        ):
             raise ConfigError(
-                "must be an object of numbers", path=str(p), field=f"hardware.{hw_id}.fit_error"
+                f"must be an object of numbers named {', '.join(sorted(FIT_ERROR_KEYS))}",
+                path=str(p),
+                field=f"hardware.{hw_id}.fit_error",
             )
         errors[hw_id] = {str(k): float(v) for k, v in fe.items()}
         fitted, kept = entry.get("fitted"), entry.get("kept")
