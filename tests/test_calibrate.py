@@ -660,7 +660,8 @@ GOOD_ROW = "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,128,128,0.01,"
             2,
             "UTF-8",
         ),
-        (f"{HEADER}\n{'x' * 200_000},h100-sxm,1,1,bf16,decode,8,,431,0.01,\n".encode(), 1, "CSV"),
+        # the field past csv's limit is on line 2 (named line 1 until 2026-12-05)
+        (f"{HEADER}\n{'x' * 200_000},h100-sxm,1,1,bf16,decode,8,,431,0.01,\n".encode(), 2, "CSV"),
         (f"{HEADER},model\n{GOOD_ROW},x\n".encode(), 1, "named twice"),
         (f"\ufeff{HEADER}\n{GOOD_ROW}\n{GOOD_ROW}\n".encode(), None, ""),  # a BOM is dropped
     ],
@@ -888,3 +889,26 @@ def test_rows_of_one_device_in_two_cases_are_one_fit(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="one device id in two cases") as err:
         load_calibration(both)
     assert err.value.field == "hardware.H100-SXM"
+
+
+@pytest.mark.parametrize(
+    ("row", "line", "says"),
+    [
+        # a quoted field across two lines: named on line 3 with the value broken over two
+        ('"llama-3.1-\n70b",h100-sxm', 2, "holds a line break"),
+        ('"llama-3.1-8b,h100-sxm', 2, "never closed"),  # the quote swallowed the rest
+        ("llama-3.1-8b,h100-sxm", 2, "fields where the header names"),  # a short row
+        ("x" * 200_000 + ",h100-sxm", 2, "not a readable CSV"),  # past csv's field limit
+    ],
+)
+def test_a_broken_csv_row_is_named_on_its_first_line(
+    tmp_path: Path, row: str, line: int, says: str
+) -> None:
+    """Each named the wrong line or the wrong cause: a short row read as 'phase: must be
+    prefill or decode', an open quote as 'hardware: must not be empty' on line 7."""
+    f = tmp_path / "m.csv"
+    f.write_text(",".join(COLUMNS) + "\n" + row + "\n" + "\n".join(["x"] * 4) + "\n")
+    with pytest.raises(ConfigError, match=says) as err:
+        read_measurements(f)
+    assert err.value.line == line, str(err.value)
+    assert "\n" not in str(err.value)

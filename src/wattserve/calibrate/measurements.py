@@ -213,6 +213,7 @@ def read_measurements(path: str | Path) -> list[Measurement]:
     p = Path(path)
     reader = csv.DictReader(io.StringIO(read_text(p), newline=""))
     rows: list[Measurement] = []
+    last = 0  # the line the last whole row (or the header) ended on
     try:
         header = [h.strip() for h in reader.fieldnames or []]
         absent = [c for c in COLUMNS if c not in header]
@@ -236,23 +237,42 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         if twice:
             raise ConfigError(f"column(s) named twice: {', '.join(twice)}", path=str(p), line=1)
         reader.fieldnames = header
+        last = reader.line_num  # a quoted field may span lines: a row's first is last + 1
         for row in reader:
+            line = last + 1  # the row's first line, which errors name
             if None in row:  # DictReader files the fields past the header under None
                 raise ConfigError(
                     f"{len(header) + len(row[None])} fields where the header names {len(header)}",
                     path=str(p),
-                    line=reader.line_num,
+                    line=line,
+                )
+            broken = next(
+                (h for h in header if "\n" in (row[h] or "") or "\r" in (row[h] or "")), None
+            )
+            if broken is not None:  # no field holds a line: a quote left open swallowed some
+                raise ConfigError(
+                    f"holds a line break (a quote opened on line {line} and closed on line "
+                    f"{reader.line_num}, or never closed)",
+                    path=str(p),
+                    line=line,
+                    field=broken,
+                )
+            given = sum(row[h] is not None for h in header)  # DictReader fills a short row
+            if given < len(header):  # with None: it read as the first empty field's error
+                raise ConfigError(
+                    f"{given} fields where the header names {len(header)}", path=str(p), line=line
                 )
             if len(rows) == MAX_ROWS:
                 raise ConfigError(
                     f"more than {MAX_ROWS} rows: average repeated measurements of one shape "
                     "into one row (the fit's time grows with the rows)",
                     path=str(p),
-                    line=reader.line_num,
+                    line=line,
                 )
-            rows.append(parse_row(row, str(p), reader.line_num))
-    except csv.Error as exc:
-        raise ConfigError(f"not a readable CSV: {exc}", path=str(p), line=reader.line_num) from None
+            rows.append(parse_row(row, str(p), line))
+            last = reader.line_num
+    except csv.Error as exc:  # raised while reading the row after the last one read
+        raise ConfigError(f"not a readable CSV: {exc}", path=str(p), line=last + 1) from None
     if not rows:
         raise ConfigError("no measurement rows", path=str(p))
     return [_beside(m, p.parent) for m in rows]
