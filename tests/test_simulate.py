@@ -786,3 +786,26 @@ def test_a_token_budget_below_the_sequence_cap_is_refused(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="below max_num_seqs") as err:
         load_fleet(f)
     assert err.value.field == "deployments.a.max_batched_tokens"
+
+
+def test_a_file_the_fleet_names_that_cannot_be_read_names_the_fleet_s_field(
+    tmp_path: Path,
+) -> None:
+    """`calibration: nope.json` said only `nope.json: cannot read the file`, not which fleet
+    file, line or deployment named it; `hardware_files: [nope.yaml]` the same."""
+    f = tmp_path / "f.yaml"
+    f.write_text(
+        "sites:\n  s: {kind: datacenter}\ndeployments:\n"
+        "  a: {site: s, model: llama-3.1-8b, hardware: h100-sxm, calibration: nope.json}\n"
+    )
+    with pytest.raises(ConfigError, match=r"nope\.json") as err:
+        load_fleet(f)
+    assert (err.value.path, err.value.line) == (str(f), 4)
+    assert err.value.field == "deployments.a.calibration"
+    f.write_text(
+        "hardware_files: [nope.yaml]\n" + f.read_text().replace(", calibration: nope.json", "")
+    )
+    with pytest.raises(ConfigError, match=r"nope\.yaml") as err:
+        load_fleet(f)
+    assert err.value.path == str(f) and err.value.field is not None
+    assert err.value.field.endswith("hardware_files")

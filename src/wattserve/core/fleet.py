@@ -209,7 +209,12 @@ def _resolve_deployment(
         raise ConfigError(str(exc), path=path, line=line, field=f"deployments.{name}") from None
     calib = Calibration()
     if "calibration" in entry:
-        calib = load_calibration(base / Path(r.text("calibration")).expanduser())
+        try:
+            calib = load_calibration(base / Path(r.text("calibration")).expanduser())
+        except ConfigError as exc:
+            if exc.line is not None or exc.field is not None:  # within the file: it says where
+                raise
+            raise r.err("calibration", str(exc)) from None  # unreadable: name who named it
         if calib.entry_id(hw.id) is None:  # else its defaults would stand in without a word
             raise r.err(
                 "calibration",
@@ -527,7 +532,12 @@ def parse_fleet(
     hw_files = data.get("hardware_files") or []
     if not isinstance(hw_files, list):
         raise top.err("hardware_files", "must be a list of paths")
-    cat = (catalog or load_catalog()).extended([base / Path(f).expanduser() for f in hw_files])
+    try:
+        cat = (catalog or load_catalog()).extended([base / Path(f).expanduser() for f in hw_files])
+    except ConfigError as exc:
+        if exc.line is not None or exc.field is not None:  # within the file: it says where
+            raise
+        raise top.err("hardware_files", str(exc)) from None  # unreadable: name who named it
     sites = parse_sites(data.get("sites"), path, data.line_of("sites"), cat)
     if not sites:
         raise ConfigError("a fleet needs at least one site", path=path, field="sites")
