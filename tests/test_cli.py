@@ -100,6 +100,10 @@ def test_estimate_rejects_nan_and_infinite_cost_flags() -> None:
     ):
         p = run(*base, flag, value)
         assert p.returncode == 2 and flag in p.stderr and "Traceback" not in p.stderr, p.stderr
+    for flag, value in (("--tp", "4"), ("--dtype", "int4"), ("--gpu-memory-utilization", "0.5")):
+        # a hosted API runs the model its own way: each was ignored without a word
+        p = run("estimate", "--model", "llama-3.1-8b", "--hardware", "groq-cloud", flag, value)
+        assert p.returncode == 2 and flag in p.stderr and "hosted API" in p.stderr, p.stderr
     p = run("rank", "--model", "llama-3.1-8b", "--slo-tpot", "1e308")  # its header said inf ms
     assert p.returncode == 2 and "--slo-tpot" in p.stderr, p.stderr
 

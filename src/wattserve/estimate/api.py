@@ -219,6 +219,21 @@ def estimate(
         )
     known = cat.known_id(hardware) or hardware  # any case, as cat.device takes it
     if known not in cat.devices and known in cat.providers:
+        # how a provider runs the model is its own: a layout asked of it was ignored silently
+        for name, asked in (
+            ("tp", tp != 1),
+            ("pp", pp is not None),
+            ("dtype", dtype != "bf16"),
+            ("kv_dtype", kv_dtype is not None),
+            ("gpu_memory_utilization", gpu_memory_utilization is not None),
+            ("expert_parallel", expert_parallel),
+        ):
+            if asked:
+                raise ConfigError(
+                    f"{known} is a hosted API, which runs the model its own way: {name} applies "
+                    "to devices only",
+                    field=name,
+                )
         return _provider_estimate(
             cat.providers[known], spec, batch, prompt_tokens, output_tokens, ctx
         )
