@@ -709,6 +709,19 @@ def test_weights_that_differ_by_a_common_factor_route_alike(hetero) -> None:  # 
     assert small["deployments"] == huge["deployments"]
 
 
+def _capped_h100(tmp_path: Path, trace_rows: str) -> list[str]:
+    """`simulate` arguments: one H100 under a 110 W cap (5 W above its idle draw: no request
+    can start) and a JSONL trace of `trace_rows`."""
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        "sites:\n  dc: {kind: datacenter, power_cap_w: 110}\ndeployments:\n"
+        "  h100: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(trace_rows)
+    return ["simulate", "--fleet", str(fleet), "--trace", str(trace)]
+
+
 def test_a_request_no_cap_can_admit_is_refused_at_once_and_max_wait_is_bounded(
     tmp_path: Path,
 ) -> None:
@@ -716,18 +729,10 @@ def test_a_request_no_cap_can_admit_is_refused_at_once_and_max_wait_is_bounded(
     every 0.25 simulated seconds until --max-wait, and `--max-wait inf` never ended."""
     import time
 
-    fleet = tmp_path / "f.yaml"
-    fleet.write_text(
-        "sites:\n  dc: {kind: datacenter, power_cap_w: 110}\ndeployments:\n"
-        "  h100: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    rows = "".join(
+        f'{{"arrival_s": {i}, "prompt_tokens": 200, "output_tokens": 50}}\n' for i in range(20)
     )
-    trace = tmp_path / "t.jsonl"
-    trace.write_text(
-        "".join(
-            f'{{"arrival_s": {i}, "prompt_tokens": 200, "output_tokens": 50}}\n' for i in range(20)
-        )
-    )
-    args = ["simulate", "--fleet", str(fleet), "--trace", str(trace), "--json"]
+    args = [*_capped_h100(tmp_path, rows), "--json"]
     started = time.monotonic()
     r = CliRunner().invoke(app, [*args, "--max-wait", "86400"])
     assert r.exit_code == 0, r.output
@@ -743,16 +748,10 @@ def test_a_request_no_cap_can_admit_is_refused_at_once_and_max_wait_is_bounded(
 def test_the_text_output_says_its_units_and_prints_no_python_dicts(tmp_path: Path) -> None:
     """The table's times had no unit (seconds, where rank prints ms) and the lines under it
     were Python reprs: `rejected {'site power cap': 1}`, `[(2, 'malformed row: ...')]`."""
-    fleet = tmp_path / "f.yaml"
-    fleet.write_text(
-        "sites:\n  dc: {kind: datacenter, power_cap_w: 110}\ndeployments:\n"
-        "  h100: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
-    )
-    trace = tmp_path / "t.jsonl"
-    trace.write_text(
+    rows = (
         '{"arrival_s": 0, "prompt_tokens": 200, "output_tokens": 50}\nnot json\n{"arrival_s": 1}\n'
     )
-    r = CliRunner().invoke(app, ["simulate", "--fleet", str(fleet), "--trace", str(trace)])
+    r = CliRunner().invoke(app, _capped_h100(tmp_path, rows))
     assert r.exit_code == 0, r.output
     assert "(TTFT and TPOT in seconds;" in r.output
     assert "rejected: site power cap 1" in r.output and "line 2: malformed row" in r.output
