@@ -678,3 +678,19 @@ def test_a_tiny_limit_is_named_as_what_binds(
         plan(w, hardware=["h100-sxm", "l4"], capacity="analytic", **limits)  # type: ignore[arg-type]
     text = str(err.value)
     assert says in text and "residency, links or SLO" not in text, text
+
+
+def test_the_command_line_plans_other_weight_formats() -> None:
+    """The command line could plan bf16 only, where rank picks fp8 or int8 for the same
+    devices: `--dtype` takes a list or auto, as the Python API's `dtypes`."""
+    args = [
+        "plan", "--workload", str(EXAMPLES / "workload-multisite.yaml"),
+        "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
+        "--hardware", "h100-sxm,l4,jetson-agx-orin-64gb", "--capacity", "analytic",
+    ]  # fmt: skip
+    for dtype, shown in (("fp8", "-fp8-"), ("bf16,w4a16", "-w4a16-"), ("auto", "-int8-")):
+        r = CliRunner().invoke(app, [*args, "--dtype", dtype])
+        assert r.exit_code == 0 and shown in r.output, (dtype, r.output)
+    for bad in (",", "fp32", "bf17"):
+        r = CliRunner().invoke(app, [*args, "--dtype", bad])
+        assert r.exit_code == 2 and "--dtype" in r.output, (bad, r.output)

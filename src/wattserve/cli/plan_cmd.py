@@ -16,6 +16,8 @@ from wattserve.cli.common import (
     reports_errors,
     save_text,
 )
+from wattserve.core.configs import SEARCH_DTYPES
+from wattserve.core.dtypes import Dtype, parse_dtype
 from wattserve.core.fleet import load_sites
 from wattserve.core.hardware import MATURITY
 from wattserve.core.workload import workload_files
@@ -62,6 +64,13 @@ def plan_cmd(
         typer.Option(help="Consider every catalog device (what happens without --hardware)."),
     ] = False,
     objective: Annotated[str, typer.Option(help="cost, energy, carbon or throughput.")] = "cost",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Weight formats to plan: bf16, a comma list (bf16,fp8,w4a16), or auto (every "
+            "format each device has a peak for, as rank's)."
+        ),
+    ] = "bf16",
     power_cap: Annotated[
         str | None,
         typer.Option(
@@ -153,6 +162,7 @@ def plan_cmd(
             require_software=require_software,
             min_maturity=min_maturity,
             model=model,
+            dtypes=_dtypes(dtype),
             capacity=capacity,  # type: ignore[arg-type]
             cache=store,
             verify=verify,
@@ -183,3 +193,14 @@ def plan_cmd(
             typer.echo(f"fleet file written: {out}")
     if result.unmet:  # asked to verify, and a class still misses its SLO: written, not verified
         raise typer.Exit(4)
+
+
+def _dtypes(text: str) -> tuple[Dtype, ...] | None:
+    """`--dtype`: `auto` (None: each device's own formats, as rank's auto) or a comma list."""
+    if text.strip().lower() == "auto":
+        return None
+    names = [t for t in (part.strip() for part in text.split(",")) if t]
+    if not names:
+        raise ConfigError("names no dtype", field="--dtype")
+    chosen = tuple(dict.fromkeys(parse_dtype(n, "--dtype", SEARCH_DTYPES) for n in names))
+    return chosen

@@ -45,6 +45,9 @@ from wattserve.estimate.api import Estimate, estimate
 
 # Weight dtypes `--dtype auto` tries, each where the device publishes a peak for it.
 AUTO_DTYPES: tuple[Dtype, ...] = ("bf16", "fp8", "int8", "int4")
+# the weight formats a search may be asked for by name (rank --dtype, plan --dtype): AUTO_DTYPES
+# and the weight-only ones, 4- or 8-bit weights in 16-bit math (w8a8: int8 math), docs/model.md
+SEARCH_DTYPES: tuple[Dtype, ...] = (*AUTO_DTYPES, "w4a16", "w8a16", "w8a8")
 TP_DEGREES: tuple[int, ...] = (1, 2, 4, 8)
 SINGLE_DEVICE_CATEGORIES: tuple[str, ...] = ("edge-module", "compute-in-memory")
 

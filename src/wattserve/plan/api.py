@@ -340,7 +340,7 @@ def plan(
     require_software: str | None = None,
     min_maturity: str | None = None,
     model: str = "llama-3.1-8b",
-    dtypes: tuple[Dtype, ...] = ("bf16",),
+    dtypes: tuple[Dtype, ...] | None = ("bf16",),
     capacity: CapacityMethod = "simulated",
     cache: CapacityCache | None = None,
     calibration: Calibration | None = None,
@@ -355,8 +355,9 @@ def plan(
 
     `workload` is a workload file (or a loaded Workload); `sites` a sites file (a fleet file
     whose deployments are optional) or a Fleet; `hardware` the catalog ids to consider (None:
-    every device). Raises PlanInfeasibleError naming the binding constraints when no fleet
-    meets the SLOs within the limits.
+    every device); `dtypes` the weight formats to plan (None: every format each device has a
+    peak for, as rank's auto). Raises PlanInfeasibleError naming the binding constraints when
+    no fleet meets the SLOs within the limits.
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"use one of {', '.join(OBJECTIVES)}", field="--objective")

@@ -268,7 +268,7 @@ def build_problem(
     default_model: str,
     limits: Limits,
     calibration: Calibration | None = None,
-    dtypes: tuple[Dtype, ...] = ("bf16",),
+    dtypes: tuple[Dtype, ...] | None = ("bf16",),
     method: CapacityMethod = "simulated",
     cache: CapacityCache | None = None,
     requests: Iterable[Request] | None = None,
@@ -322,7 +322,7 @@ def _layouts(
     model: ModelSpec,
     flows: list[Flow],
     calib: Calibration,
-    dtypes: tuple[Dtype, ...],
+    dtypes: tuple[Dtype, ...] | None,
 ) -> list[Deployment]:
     """For each class of `model_id` (as the flows name it; loaded: `model`), the
     fewest-device layout per dtype meeting its SLO."""

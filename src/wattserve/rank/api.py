@@ -12,6 +12,7 @@ from typing import Any
 
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.configs import (
+    SEARCH_DTYPES,
     Candidate,
     DeviceConfigs,
     SearchSpace,
@@ -46,7 +47,7 @@ DEFAULT_OUTPUT_TOKENS = 129
 # Least to most mature: a filter keeps its level and every level after it.
 # The weight formats rank searches: auto (every format the device has a peak for), or one,
 # weight-only ones included (w4a16: 4-bit weights in 16-bit math, on any device; docs/model.md).
-DTYPE_CHOICES = ("auto", "bf16", "fp8", "int8", "int4", "w4a16", "w8a16", "w8a8")
+DTYPE_CHOICES = ("auto", *SEARCH_DTYPES)
 # Facility power over IT power: never below 1 (the facility includes the IT), and 5 is past the
 # worst site surveyed (Uptime Institute 2023: average 1.58, few above 2.5).
 
