@@ -390,29 +390,44 @@ def test_requests_past_the_models_context_window_are_rejected_as_serve_refuses_t
     assert report["rejected_by_reason"] == {why: 2} and report["completed"] == 1
 
 
-def test_infeasible_fleet_names_the_deployment(tmp_path: Path) -> None:
+# one H100 deployment `a` at datacenter site `s`; %s: more of the deployment's keys
+ONE_H100 = (
+    "sites:\n  s: {kind: datacenter}\ndeployments:\n"
+    "  a: {site: s, model: llama-3.1-8b, hardware: h100-sxm%s}\n"
+)
+
+
+def _refused(tmp_path: Path, fleet: str, match: str) -> ConfigError:
+    """The error `load_fleet` raises for a fleet file (tmp_path/f.yaml) holding `fleet`."""
     f = tmp_path / "f.yaml"
-    f.write_text(
+    f.write_text(fleet)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_fleet(f)
+    return err.value
+
+
+def test_infeasible_fleet_names_the_deployment(tmp_path: Path) -> None:
+    err = _refused(
+        tmp_path,
         "sites:\n  s: {kind: edge}\ndeployments:\n  tiny:\n    site: s\n"
-        "    model: llama-3.1-70b\n    hardware: jetson-orin-nano-8gb\n"
+        "    model: llama-3.1-70b\n    hardware: jetson-orin-nano-8gb\n",
+        "infeasible",
     )
-    with pytest.raises(ConfigError, match="infeasible") as err:
-        load_fleet(f)
-    assert err.value.field == "deployments.tiny" and err.value.line == 4
-    f.write_text(
+    assert err.field == "deployments.tiny" and err.line == 4
+    err = _refused(
+        tmp_path,
         "sites:\n  s: {kind: edge, power_cap_w: 5}\ndeployments:\n  a:\n    site: s\n"
-        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
+        "    model: llama-3.1-8b\n    hardware: h100-sxm\n",
+        "idle",
     )
-    with pytest.raises(ConfigError, match="idle") as err:
-        load_fleet(f)
-    assert err.value.field == "sites.s.power_cap_w" and err.value.line == 2  # the cap's line
-    f.write_text(
+    assert err.field == "sites.s.power_cap_w" and err.line == 2  # the cap's line
+    err = _refused(
+        tmp_path,
         "sites:\n  s: {kind: edge}\ndeployments:\n  a:\n    site: nowhere\n"
-        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
+        "    model: llama-3.1-8b\n    hardware: h100-sxm\n",
+        "no site 'nowhere'",
     )
-    with pytest.raises(ConfigError, match="no site 'nowhere'") as err:
-        load_fleet(f)
-    assert err.value.line == 5
+    assert err.line == 5
 
 
 def test_synthetic_arrival_processes() -> None:
@@ -613,14 +628,8 @@ def test_fleet_numbers_in_exponent_form_read_and_nan_is_refused(tmp_path: Path) 
 
 
 def test_absurd_replica_count_is_refused_not_hung(tmp_path: Path) -> None:
-    f = tmp_path / "f.yaml"
-    f.write_text(
-        "sites:\n  s: {kind: datacenter}\ndeployments:\n"
-        "  a: {site: s, model: llama-3.1-8b, hardware: h100-sxm, replicas: 99999999}\n"
-    )
-    with pytest.raises(ConfigError, match="at most") as err:
-        load_fleet(f)
-    assert (err.value.line, err.value.field) == (4, "deployments.a.replicas")
+    err = _refused(tmp_path, ONE_H100 % ", replicas: 99999999", "at most")
+    assert (err.line, err.field) == (4, "deployments.a.replicas")
 
 
 def test_cli_report_that_cannot_be_written_is_an_error_naming_the_flag(tmp_path: Path) -> None:
@@ -777,14 +786,8 @@ def test_a_model_no_deployment_serves_or_an_empty_compare_is_refused(
 def test_a_token_budget_below_the_sequence_cap_is_refused(tmp_path: Path) -> None:
     """max_batched_tokens 1 beside max_num_seqs 256 was taken (vLLM refuses it); the
     simulation ran at 5% SLO attainment."""
-    f = tmp_path / "f.yaml"
-    f.write_text(
-        "sites:\n  s: {kind: datacenter}\ndeployments:\n"
-        "  a: {site: s, model: llama-3.1-8b, hardware: h100-sxm, max_batched_tokens: 1}\n"
-    )
-    with pytest.raises(ConfigError, match="below max_num_seqs") as err:
-        load_fleet(f)
-    assert err.value.field == "deployments.a.max_batched_tokens"
+    err = _refused(tmp_path, ONE_H100 % ", max_batched_tokens: 1", "below max_num_seqs")
+    assert err.field == "deployments.a.max_batched_tokens"
 
 
 def test_a_file_the_fleet_names_that_cannot_be_read_names_the_fleet_s_field(
@@ -792,19 +795,8 @@ def test_a_file_the_fleet_names_that_cannot_be_read_names_the_fleet_s_field(
 ) -> None:
     """`calibration: nope.json` said only `nope.json: cannot read the file`, not which fleet
     file, line or deployment named it; `hardware_files: [nope.yaml]` the same."""
-    f = tmp_path / "f.yaml"
-    f.write_text(
-        "sites:\n  s: {kind: datacenter}\ndeployments:\n"
-        "  a: {site: s, model: llama-3.1-8b, hardware: h100-sxm, calibration: nope.json}\n"
-    )
-    with pytest.raises(ConfigError, match=r"nope\.json") as err:
-        load_fleet(f)
-    assert (err.value.path, err.value.line) == (str(f), 4)
-    assert err.value.field == "deployments.a.calibration"
-    f.write_text(
-        "hardware_files: [nope.yaml]\n" + f.read_text().replace(", calibration: nope.json", "")
-    )
-    with pytest.raises(ConfigError, match=r"nope\.yaml") as err:
-        load_fleet(f)
-    assert err.value.path == str(f) and err.value.field is not None
-    assert err.value.field.endswith("hardware_files")
+    f = str(tmp_path / "f.yaml")
+    err = _refused(tmp_path, ONE_H100 % ", calibration: nope.json", r"nope\.json")
+    assert (err.path, err.line, err.field) == (f, 4, "deployments.a.calibration")
+    err = _refused(tmp_path, "hardware_files: [nope.yaml]\n" + ONE_H100 % "", r"nope\.yaml")
+    assert err.path == f and err.field is not None and err.field.endswith("hardware_files")
