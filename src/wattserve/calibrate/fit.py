@@ -53,6 +53,7 @@ from wattserve.calibrate.terms import (
     TIME_PARAMS,
 )
 from wattserve.core.catalog import Catalog
+from wattserve.core.coverage import Coverage
 from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
 from wattserve.core.params import Calibration, EngineParams, default_params
@@ -579,6 +580,7 @@ def fit_calibration(
     params = dict(base.params) if base else {}
     errors = dict(base.fit_error) if base else {}
     terms = dict(base.terms) if base else {}
+    measured = dict(base.measured) if base else {}
     reports = []
     # every device's rows resolved (and refused where impossible) before any fit, which may
     # take a minute: a bad row of the second device is not found after the first one's fit
@@ -592,9 +594,21 @@ def fit_calibration(
             del params[old]  # a base entry filed under another case is this one, refitted
             errors.pop(old, None)
             terms.pop(old, None)
+            measured.pop(old, None)
         report = fit_hardware(rows, hw, source, logits_all)
         params[hw_id] = report.params
         errors[hw_id] = report.as_dict()
         terms[hw_id] = (report.fitted, report.kept)
+        measured[hw_id] = Coverage.of(
+            (
+                r.dep.model.id,
+                r.dep.model.total_params,
+                r.m.phase,
+                r.m.batch,
+                r.m.prompt_tokens,
+                r.m.context_tokens,
+            )
+            for r in rows
+        )
         reports.append(report)
-    return Calibration(params=params, fit_error=errors, terms=terms), reports
+    return Calibration(params=params, fit_error=errors, terms=terms, measured=measured), reports

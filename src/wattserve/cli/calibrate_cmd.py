@@ -11,11 +11,12 @@ from wattserve.calibrate import fit_calibration, read_measurements
 from wattserve.calibrate.fit import FitReport
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.catalog import load_catalog
+from wattserve.core.coverage import SPAN, Coverage
 from wattserve.core.modelspec import model_files
 from wattserve.core.params import moved_terms
 
 
-def render_report(r: FitReport) -> str:
+def render_report(r: FitReport, measured: Coverage | None = None) -> str:
     p = r.params
     fitted = ", ".join(r.fitted) or "nothing (defaults kept)"
     lines = [
@@ -53,6 +54,11 @@ def render_report(r: FitReport) -> str:
         lines.append(
             f"  {x.line:4}  {x.phase:7}  {x.measured_s:10.4g}  {x.predicted_s:11.4g}  "
             f"{x.error_pct:+5.1f}%  " + ("-" if held is None else f"{held:+.1f}%")
+        )
+    if measured is not None and r.fitted:
+        lines.append(
+            f"  measured: {measured.describe()}; estimate and rank say when a prediction lies "
+            f"more than {SPAN:g}x past that"
         )
     lines += [f"  note: {n}" for n in r.notes]
     lines += [f"  WARNING: {w}" for w in r.warnings]
@@ -93,6 +99,7 @@ def calibrate_cmd(
                 r.hardware: {
                     **r.as_dict(),
                     "fitted": list(r.fitted),
+                    "measured": calibration.measured[r.hardware].to_json(),
                     "kept": list(r.kept),
                     "notes": list(r.notes),
                     "warnings": list(r.warnings),
@@ -112,5 +119,5 @@ def calibrate_cmd(
         )
     else:
         for r in reports:
-            typer.echo(render_report(r))
+            typer.echo(render_report(r, calibration.measured.get(r.hardware)))
         typer.echo(f"wrote {output}; apply it with --calibration {output}")

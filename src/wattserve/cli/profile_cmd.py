@@ -71,7 +71,7 @@ def profile_cmd(
         return
     for r in results:
         for rep in r.reports:
-            typer.echo(render_report(rep))
+            typer.echo(render_report(rep, r.calibration.measured.get(rep.hardware)))
         files = ", ".join(str(p) for p in r.files.values())
         typer.echo(f"wrote {files}")
         calib = r.files["calibration"]

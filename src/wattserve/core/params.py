@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from wattserve.core.coverage import Coverage, outside_note
 from wattserve.core.hardware import Hardware
 from wattserve.core.textfile import parse_json, read_text, replacing
 from wattserve.errors import CalibrationError, ConfigError, closest, in_any_case
@@ -204,6 +205,8 @@ class Calibration:
     # the terms a file gave per entry, where it left some out (a hand-written or edited entry):
     # the rest are the hardware's own defaults (a CPU's, not a GPU's), resolved once per device
     given: dict[str, frozenset[str]] = field(default_factory=dict)
+    # what calibrate's rows spanned per hardware id (none in files written before 2026-12-05)
+    measured: dict[str, Coverage] = field(default_factory=dict)
     resolved: dict[str, EngineParams] = field(default_factory=dict, compare=False, repr=False)
 
     def entry_id(self, hw_id: str) -> str | None:
@@ -225,6 +228,24 @@ class Calibration:
             )
         return done
 
+    def beyond(
+        self,
+        hw: Hardware,
+        model: str,
+        params: float,
+        prefill_tokens: int | None = None,
+        decode_batch: int | None = None,
+        decode_context: int | None = None,
+    ) -> tuple[str, ...]:
+        """The note to print where a prediction lies outside what this calibration measured on
+        `hw` (core/coverage.py), or nothing: within it, no record of it, or no term fitted."""
+        entry = self.entry_id(hw.id) if self.measured else None
+        cov = None if entry is None else self.measured.get(entry)
+        if entry is None or cov is None or (entry in self.terms and not self.terms[entry][0]):
+            return ()
+        out = cov.outside(model, params, prefill_tokens, decode_batch, decode_context)
+        return (outside_note(entry, cov, out),) if out else ()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": 1,
@@ -233,6 +254,11 @@ class Calibration:
                     **asdict(p),
                     "fit_error": self.fit_error.get(hw_id, {}),
                     **self._terms_json(hw_id),
+                    **(
+                        {"measured": self.measured[hw_id].to_json()}
+                        if hw_id in self.measured
+                        else {}
+                    ),
                 }
                 for hw_id, p in self.params.items()
             },
@@ -267,7 +293,15 @@ def _finite(v: Any) -> bool:
 
 
 # what a calibration file's hardware entry holds: the terms, and what calibrate recorded
-ENTRY_KEYS = {*NUMERIC_FIELDS, "source", "fit_error", "fitted", "kept", "gemm_half_rows"}
+ENTRY_KEYS = {
+    *NUMERIC_FIELDS,
+    "source",
+    "fit_error",
+    "fitted",
+    "kept",
+    "measured",
+    "gemm_half_rows",
+}
 # hardware entries in one calibration: the built-in catalog has about 40 devices (3,000,000 took
 # 36 s to read and estimate printed all their names)
 MAX_ENTRIES = 1000
@@ -322,6 +356,7 @@ def load_calibration(path: str | Path) -> Calibration:
     terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     folded: dict[str, str] = {}
     given: dict[str, frozenset[str]] = {}
+    measured: dict[str, Coverage] = {}
     if len(hardware) > MAX_ENTRIES:
         raise ConfigError(
             f"{len(hardware):,} hardware entries; a calibration holds at most {MAX_ENTRIES:,}",
@@ -411,4 +446,8 @@ def load_calibration(path: str | Path) -> Calibration:
         fitted, kept = entry.get("fitted"), entry.get("kept")
         if isinstance(fitted, list) and isinstance(kept, list):
             terms[hw_id] = (tuple(map(str, fitted)), tuple(map(str, kept)))
-    return Calibration(params=params, fit_error=errors, terms=terms, given=given)
+        if "measured" in entry:
+            measured[hw_id] = Coverage.from_json(
+                entry["measured"], str(p), f"hardware.{hw_id}.measured"
+            )
+    return Calibration(params=params, fit_error=errors, terms=terms, given=given, measured=measured)

@@ -349,7 +349,10 @@ def estimate(
         decode_bound=None if dec is None else dec.bound,
         calibration=params.source,
         missing=tuple(missing),
-        assumptions=unmatched + unseen + tuple(perf.assumptions),
+        assumptions=unmatched
+        + unseen
+        + calib.beyond(hw, spec.id, spec.total_params, batch * prompt_tokens, batch, ctx)
+        + tuple(perf.assumptions),
         perf=perf,
         prefill_cost=pre,
         decode_cost=dec,

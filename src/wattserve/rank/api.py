@@ -420,6 +420,8 @@ def rank(
                 "of the ranked devices: every figure uses wattserve's defaults"
             ),
         )
+        for h in covered:  # the model, not each shape: rank searches batches and layouts
+            notes += calib.beyond(cat.device(h), spec.id, spec.total_params)
     return Ranking(
         model=spec.id,
         prompt_tokens=prompt_tokens,
