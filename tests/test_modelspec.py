@@ -147,6 +147,14 @@ def test_unknown_model_suggests_close_names() -> None:
         # in plan and simulate)
         ({"hidden_size": 16, "head_dim": None}, "num_attention_heads"),
         ({"hidden_size": 16}, "num_attention_heads"),
+        # architectures the model does not describe, refused rather than modelled as another:
+        # DeepSeek-V3's MLA cache counted as K and V per head was 25x its size
+        ({"kv_lora_rank": 512, "qk_rope_head_dim": 64}, "kv_lora_rank"),
+        ({"sliding_window": 4096}, "sliding_window"),  # Mistral-7B-v0.1, Phi-3
+        ({"layer_types": ["sliding_attention", "full_attention"]}, "layer_types"),
+        ({"first_k_dense_replace": 3}, "first_k_dense_replace"),
+        ({"decoder_sparse_step": 2}, "decoder_sparse_step"),
+        ({"mlp_only_layers": [0, 1]}, "mlp_only_layers"),
     ],
 )
 def test_config_fields_that_would_read_as_something_else_are_refused(
@@ -161,6 +169,21 @@ def test_config_fields_that_would_read_as_something_else_are_refused(
         load_model(str(f))
     assert (err.value.path, err.value.field) == (str(f), field)
     assert err.value.line is not None
+
+
+def test_configs_that_name_a_feature_off_still_load(tmp_path: Path) -> None:
+    # Qwen2.5's config carries a window it does not use; Mixtral's is null; layers all alike
+    config = json.loads(
+        (Path(__file__).parent.parent / "src/wattserve/data/models/llama-3.1-8b.json").read_text()
+    )
+    f = tmp_path / "config.json"
+    for extra in (
+        {"sliding_window": 131072, "use_sliding_window": False},
+        {"sliding_window": None},
+        {"layer_types": ["full_attention"] * 32, "mlp_only_layers": [], "decoder_sparse_step": 1},
+    ):
+        f.write_text(json.dumps({**config, **extra}))
+        assert load_model(str(f)).num_layers == 32
 
 
 @pytest.mark.parametrize(

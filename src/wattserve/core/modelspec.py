@@ -177,10 +177,47 @@ def _line_of(text: str, key: str) -> int | None:
 MAX_CONFIG_INT = 1 << 24  # any size past this in a config.json is a broken file, not a model
 
 
+def _refuse_unmodelled(config: dict[str, Any], path: str, text: str) -> None:
+    """Refuse, naming the field, an architecture the step and memory model do not describe,
+    rather than model it as another: every layer alike, full attention, K and V per head."""
+
+    def refuse(field: str, why: str) -> None:
+        raise ConfigError(why, path=path, line=_line_of(text, field), field=field)
+
+    if config.get("kv_lora_rank") is not None:  # DeepSeek-V2 and V3, Kimi K2
+        refuse(
+            "kv_lora_rank",
+            "multi-head latent attention (MLA) is not modelled: its KV cache holds "
+            "kv_lora_rank + qk_rope_head_dim numbers per token and layer, not K and V per "
+            "head (DeepSeek-V3's would be counted 25x too large)",
+        )
+    window = config.get("sliding_window")
+    if window is not None and config.get("use_sliding_window") is not False:  # Qwen2: false
+        refuse(
+            "sliding_window",
+            f"sliding-window attention ({window!r:.20} tokens) is not modelled: the KV cache "
+            "and attention of the whole context would be counted. Delete the field to model "
+            "full attention (an upper bound on KV memory and attention time)",
+        )
+    kinds = config.get("layer_types")
+    if isinstance(kinds, list) and len({str(k) for k in kinds}) > 1:  # Gemma 3, gpt-oss
+        refuse("layer_types", "layers of several kinds are not modelled: every layer alike")
+    for field, alike in (("first_k_dense_replace", 0), ("decoder_sparse_step", 1)):
+        if config.get(field) not in (None, alike):  # some layers dense, the rest MoE
+            refuse(
+                field,
+                f"dense and MoE layers mixed ({field}: {config[field]!r:.20}) are not "
+                "modelled: every layer alike",
+            )
+    if config.get("mlp_only_layers"):
+        refuse("mlp_only_layers", "dense and MoE layers mixed are not modelled: every layer alike")
+
+
 def model_from_hf_config(
     config: dict[str, Any], model_id: str, path: str, text: str = ""
 ) -> ModelSpec:
     """Build a ModelSpec from a parsed Hugging Face config.json; errors name the field."""
+    _refuse_unmodelled(config, path, text)
 
     def get(name: str, default: Any = None, required: bool = False) -> Any:
         for alias in _ALIASES.get(name, (name,)):
