@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import math
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -107,6 +108,11 @@ def serve_cmd(
         asyncio.run(SharedState(state).probe())  # a wrong or unreachable URL stops here
         shared = SharedState(state, heartbeat_ttl_s=state_ttl)
     router = Router(f, make_policy(policy), enforce_caps=not no_governor, max_wait_s=max_wait)
+    # the check simulate reports as its sites' cap_note: a cap no request can start under.
+    # Taken before the Gateway attaches the shared state, which sets each capped site's local
+    # cap to idle + this replica's lease (none yet): every replica warned of its idle draw
+    pools = [t for t in router.targets.values() if isinstance(t, EnginePool | UpstreamTarget)]
+    blocked = cap_blocks(router.gov, pools)
     ledger = Ledger(db)
     gateway = Gateway(
         router,
@@ -129,9 +135,7 @@ def serve_cmd(
         f"{', '.join(router.models)}), policy {policy}, ledger {db}"
         + (f", shared state {state}" if state else "")
     )
-    # the check simulate reports as its sites' cap_note: a cap no request can start under
-    pools = [t for t in router.targets.values() if isinstance(t, EnginePool | UpstreamTarget)]
-    for site, why in cap_blocks(router.gov, pools).items():
+    for site, why in blocked.items():
         typer.echo(
             f"wattserve: WARNING: at {site}, {why}: requests for it will wait --max-wait and get "
             "429; raise the site's power_cap_w (fleet file, or the admin API's set_cap)",
@@ -248,6 +252,8 @@ def keys_create(
     if rps is not None and not 0 < rps < math.inf:
         raise ConfigError(f"must be a positive finite number, got {rps}", field="--rps")
 
+    if (problem := _name_problem(name)) is not None:
+        raise ConfigError(problem, field="name")
     ledger = Ledger(db)
     # `usage --by key` groups by name: two live keys of one name would be summed as one
     same = [k["id"] for k in ledger.list_keys() if k["name"] == name and not k["revoked"]]
@@ -262,6 +268,23 @@ def keys_create(
             name, admin=admin, budget_usd=budget_usd, budget_j=budget_j, rps=rps, metrics=metrics
         )
     )
+
+
+KEY_NAME_CHARS = 128
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a key's name cannot be taken, or None. It is a column of `usage --by key` and of
+    the gateway's refusals: a name with a line break or a terminal's escape code forged rows
+    of that table, an empty one left its row blank."""
+    if not name.strip():
+        return "a key needs a name: who or what it is for"
+    if len(name) > KEY_NAME_CHARS:
+        return f"at most {KEY_NAME_CHARS} characters, got {len(name)}"
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:  # control and format characters: line breaks, escapes, bidi overrides
+        return f"no control or format characters, got U+{ord(bad):04X} at {name.index(bad)}"
+    return None
 
 
 @keys_app.command("list")

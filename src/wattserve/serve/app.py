@@ -196,6 +196,14 @@ class Gateway:
             return error(
                 401, "this API key has been revoked", "authentication_error", code="invalid_api_key"
             )
+        if record is not None and record.damaged is not None:  # fail closed (logged by lookup)
+            return error(
+                403,
+                f"this API key's record in the gateway's ledger is damaged ({record.damaged}): "
+                "ask the operator to revoke it and create another",
+                "permission_error",
+                code="invalid_key_record",
+            )
         if record is None and self.require_keys:
             return error(
                 401,

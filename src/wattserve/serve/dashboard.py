@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import html
 import json
+import math
 import sqlite3
 import time
 from collections import defaultdict, deque
@@ -42,6 +43,23 @@ ROWS = (
 
 def _target(backend: str | None) -> str:
     return (backend or "-").split("/")[0]
+
+
+# SQLite keeps what a row was given: one text figure or blob in the ledger (a hand edit,
+# another program) stopped the page's sampling for good, its power history and totals frozen
+# from that row on. A column is read as its type, or as unknown (None).
+
+
+def _number(value: object) -> float | None:
+    """A ledger figure as a finite number, or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _text(value: object) -> str | None:
+    """A ledger text column as text, or None."""
+    return value if isinstance(value, str) else None
 
 
 class Dashboard:
@@ -95,8 +113,12 @@ class Dashboard:
             rows = self.db.execute(ROWS, (self.last_rowid,)).fetchall()
         except sqlite3.Error:
             return  # the ledger is busy or being created: next second
-        for rowid, ts, model, backend, site, ct, ttft, dur, j, usd, status, err in rows:
+        for rowid, *values in rows:
             self.last_rowid = rowid
+            ts, model, backend, site, ct, ttft, dur, j, usd, status, err = values
+            ts, ct, ttft, dur, j, usd = map(_number, (ts, ct, ttft, dur, j, usd))
+            model, backend, site, status, err = map(_text, (model, backend, site, status, err))
+            ct = None if ct is None else int(ct)
             self.totals["requests"] += 1
             self.totals["ok"] += status == "ok"
             self.totals["usd"] += usd or 0.0

@@ -46,6 +46,7 @@ ENCODINGS = ("", "identity", "gzip", "deflate", "x-gzip")
 # JSON nesting a body may have: no OpenAI request nests past ~10 (a tool's JSON Schema perhaps
 # 20), and the forwarded body (one level more) stays far under orjson's 255.
 MAX_DEPTH = 64
+MAX_RETRY_AFTER_S = 86400  # a day: the longest Retry-After the gateway sends
 REASON = "wattserve_reason"  # where an error response keeps its reason for the metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,12 +66,21 @@ def error(
     retry_after_s: float | None = None,
 ) -> web.Response:
     """An OpenAI-style error response."""
-    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else None
+    headers = {"Retry-After": _retry_after(retry_after_s)} if retry_after_s else None
     resp = web.json_response(
         error_body(message, type_, param, code), status=status, headers=headers, dumps=_dumps
     )
     resp[REASON] = code or type_
     return resp
+
+
+def _retry_after(seconds: float) -> str:
+    """Retry-After in whole seconds, from 1 to MAX_RETRY_AFTER_S: a key limited to 1e-300
+    requests/s was told to wait a 301-digit number of seconds, and one under 1e-308 an
+    infinite wait, which no integer holds (a 500)."""
+    if not seconds < MAX_RETRY_AFTER_S:  # infinite or NaN too
+        return str(MAX_RETRY_AFTER_S)
+    return str(max(1, round(seconds)))
 
 
 class BodyError(Exception):

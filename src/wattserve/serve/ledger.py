@@ -169,7 +169,10 @@ def _valid_row(row: dict[str, Any]) -> bool:
 
 def _usage_row(row: dict[str, Any]) -> dict[str, Any]:
     """Token totals as integers; a sum past what a float holds (rows written by something
-    other than wattserve) is null, not inf."""
+    other than wattserve) is null, not inf; a group that is a blob, not text, as its repr
+    (`usage --json` failed on it with a traceback)."""
+    if not isinstance(row["group"], str | None):
+        row["group"] = repr(row["group"])
     for name, value in row.items():
         if isinstance(value, float) and not math.isfinite(value):
             row[name] = None
@@ -201,6 +204,33 @@ class KeyRecord:
     spent_j: float
     revoked: bool = False
     metrics: bool = False  # may read /metrics and /v1/fleet when keys are required
+    # what is wrong with the key's row, if anything (a figure edited by hand into text, a
+    # negative budget): the gateway refuses such a key rather than guess (see _row_problem)
+    damaged: str | None = None
+
+
+def _row_problem(row: tuple[Any, ...]) -> str | None:
+    """What is wrong with a key's row (id, name, admin, budget_usd, budget_j, rps, spent_usd,
+    spent_j, revoked, metrics), or None. SQLite keeps whatever a hand edit stores: text in a
+    REAL column failed the budget's arithmetic (a 500 on every request with the key), and
+    `admin = 'no'` read as true."""
+    _, _, admin, budget_usd, budget_j, rps, spent_usd, spent_j, revoked, metrics = row
+    for name, flag in (("admin", admin), ("revoked", revoked), ("metrics", metrics)):
+        if flag not in (0, 1):
+            return f"{name} is {flag!r:.40}, not 0 or 1"
+    for name, value, optional in (
+        ("budget_usd", budget_usd, True),
+        ("budget_j", budget_j, True),
+        ("rps", rps, True),  # 0, as null: no limit (the gateway has always read it so)
+        ("spent_usd", spent_usd, False),
+        ("spent_j", spent_j, False),
+    ):
+        if value is None and optional:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value >= 0):
+            return f"{name} is {value!r:.40}, not a non-negative finite number"
+    return None
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -520,8 +550,13 @@ class Ledger:
                 row[7],
                 bool(row[8]),
                 bool(row[9]),
+                _row_problem(row),
             )
         )
+        if record is not None and record.damaged is not None:  # once a second at most: cached
+            log.warning(
+                "wattserve: key %s: its row in %s is damaged: %s", row[0], self.path, record.damaged
+            )
         if len(self._keys) > 65536:  # bounded: unknown keys sent by attackers are cached too
             self._keys.clear()
         self._keys[digest] = (now, record)

@@ -15,17 +15,25 @@ from collections.abc import Iterator
 
 # A token bucket on Redis's clock: KEYS[1] the bucket hash; ARGV rate/s, burst.
 # Returns 0 when a token was taken, else the milliseconds until one is free.
+# Waits and the bucket's TTL are at most 1e13 ms (317 years): Lua writes a number from 1e14
+# up as "1e+14", which PEXPIRE refuses, and a rate under 1e-308 makes them infinite; either
+# failed the script, and a failed script counts as Redis lost (every keyed request refused).
 TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local most_ms = 1e13
 local b = redis.call('HMGET', KEYS[1], 'tokens', 't')
 local tokens, last = tonumber(b[1]) or burst, tonumber(b[2]) or now
 if now > last then tokens = math.min(burst, tokens + (now - last) * rate) end
 local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate * 1000) end
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.min(math.ceil((1 - tokens) / rate * 1000), most_ms)
+end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 't', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.min(math.ceil(burst / rate * 1000) + 1000, most_ms))
 return wait
 """
 

@@ -97,7 +97,7 @@ class RedisBudgets:
         self._reserve = state.redis.register_script(RESERVE)
         self._settle = state.redis.register_script(SETTLE)
         self._slab = state.redis.register_script(SLAB)
-        self._start: dict[str, tuple[float, float]] = {}  # key -> ledger's spend at first use
+        self._start: dict[str, tuple[float, float]] = {}  # key -> ledger's spend at its last use
         self._tasks: set[asyncio.Task[Any]] = set()
         self._batch: list[Settlement] = []  # settlements to send at the next turn of the loop
         self.slabs: dict[str, Slab] = {}  # key id -> this replica's slab of its budget
@@ -135,7 +135,10 @@ class RedisBudgets:
             return hold  # nothing to enforce: no shared hold needed
         if not self.state.up:
             return STATE_LOST
-        self._start.setdefault(key.id, (key.spent_usd, key.spent_j))
+        # the ledger's spend as of now (its record is at most a second old), not as of the
+        # key's first use: a Redis that lost its data is refilled from it (HSETNX), and the
+        # first use's figure forgot what was spent since, which could then be spent again
+        self._start[key.id] = (key.spent_usd, key.spent_j)
         if await self._from_slab(key, hold):
             return hold
         return await self._reserve_one(key, hold)
