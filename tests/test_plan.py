@@ -329,9 +329,17 @@ def test_an_infeasible_round_ends_verification_with_the_last_plan(tmp_path: Path
         "--sites", str(EXAMPLES / "sites-two-dc-edge.yaml"),
         "--hardware", "h100-sxm,a100-sxm-80gb,l4,jetson-agx-orin-64gb",
     ]  # fmt: skip
+    # the first plan's own cost as the budget: every derated round needs more
+    first = plan(
+        EXAMPLES / "workload-multisite.yaml",
+        sites=EXAMPLES / "sites-two-dc-edge.yaml",
+        hardware=base[-1].split(","),
+        compare_with_single=False,
+    )
     out = tmp_path / "p.yaml"
     r = subprocess.run(
-        [*base, "--verify", "--budget-usd-per-h", "3.9", "--out", str(out)],
+        [*base, "--verify", "--budget-usd-per-h", f"{first.usd_per_h + 5e-4:.4f}",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 4, r.stderr

@@ -10,10 +10,13 @@ Hosted providers are options too, priced per token and bounded by their rate lim
 from __future__ import annotations
 
 import math
+import random
 from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from wattserve.core.catalog import Catalog
 from wattserve.core.configs import SearchSpace, search_configs
@@ -224,12 +227,23 @@ SIZE_SAMPLE = 100  # lengths a capacity probe cycles through: enough for a tail 
 
 
 def _sample(prompts: array[int], outputs: array[int]) -> tuple[tuple[int, int], ...]:
-    """An evenly spaced, deterministic sample of a flow's (prompt, output) lengths."""
+    """A deterministic sample of a flow's (prompt, output) lengths that keeps its tail: the
+    requests at the midpoints of SIZE_SAMPLE equal slices of the flow ordered by total tokens
+    (prompt + output, then prompt), each a real pair, in a fixed shuffled order (cycled in
+    order, sorted lengths would arrive as a ramp). Every 1/SIZE_SAMPLE of the flow thus has
+    one request in the sample, the longest slice included. A sample evenly spaced in arrival
+    order was a random one: its largest requests were luck, and the capacity of one H100
+    for one lognormal class (1000/200 tokens, sigma 0.8, TTFT 1 s, TPOT 50 ms at p99) came
+    out at 19.6 to 26.8 req/s over five seeds of the same workload (23.1 to 24.3 now)."""
     n = len(prompts)
     if n <= SIZE_SAMPLE:
         return tuple(zip(prompts, outputs, strict=True))
-    step = n / SIZE_SAMPLE
-    return tuple((prompts[int(i * step)], outputs[int(i * step)]) for i in range(SIZE_SAMPLE))
+    p = np.asarray(prompts, dtype=np.int64)
+    o = np.asarray(outputs, dtype=np.int64)
+    order = np.lexsort((p, p + o))  # by total tokens, then by prompt
+    picks = [int(order[min(n - 1, int((i + 0.5) * n / SIZE_SAMPLE))]) for i in range(SIZE_SAMPLE)]
+    random.Random(SIZE_SAMPLE).shuffle(picks)
+    return tuple((prompts[i], outputs[i]) for i in picks)
 
 
 def _models(flows: list[Flow]) -> dict[str, ModelSpec]:
