@@ -148,3 +148,22 @@ def test_malformed_hardware_file_names_file_line_field(
     assert err.value.line == line
     if field is not None:
         assert err.value.field == field
+
+
+def test_memory_is_what_the_device_reports_not_its_name() -> None:
+    """HBM comes in binary gigabytes: an "80GB" H100 reports 81,559 MiB (85.5 GB) to NVML, and
+    vLLM budgets gpu_memory_utilization of that. The H200's figure is held to what this
+    repository measured on one (PyTorch's total_memory, tests/data/gpu_grid_h200_2026-12-04)."""
+    import json
+
+    from wattserve import estimate
+
+    cat = builtin_catalog()
+    grid = Path(__file__).parent / "data" / "gpu_grid_h200_2026-12-04" / "run4" / "grid.json"
+    measured = json.loads(grid.read_text())["device"]["memory_gb"]
+    assert cat.device("h200-sxm").value("memory_gb") == pytest.approx(measured, rel=0.01)
+    assert cat.device("h100-sxm").value("memory_gb") == pytest.approx(81559 * 2**20 / 1e9, 1e-3)
+    # Llama-3.1-70B in fp8 on one H100: 70.6 GB of weights in 0.9 x 85.5 GB leave room for 42
+    # sequences of 640 tokens; 0.9 x 80 GB left 6
+    e = estimate("llama-3.1-70b", "h100-sxm", dtype="fp8", prompt_tokens=512, output_tokens=128)
+    assert e.max_batch == 42

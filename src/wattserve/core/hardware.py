@@ -50,7 +50,7 @@ def stack_excluded(
 
 # Numeric figures a device entry may carry, with what each means (units in the name).
 FIGURE_FIELDS: dict[str, str] = {
-    "memory_gb": "device memory (DRAM/HBM) capacity, GB",
+    "memory_gb": "device memory (DRAM/HBM) as the device reports it, decimal GB",
     "mem_bw_gbps": "device memory bandwidth, GB/s",
     "sram_mb": "on-chip SRAM, MB",
     "sram_bw_gbps": "on-chip SRAM bandwidth, GB/s",
