@@ -688,6 +688,16 @@ def test_a_tiny_limit_is_named_as_what_binds(
     assert says in text and "residency, links or SLO" not in text, text
 
 
+def test_a_budget_short_by_under_a_cent_says_by_how_much(tmp_path: Path) -> None:
+    w = tmp_path / "w.yaml"
+    w.write_text("classes:\n  - {name: c, rate_rps: 1.7, model: llama-3.1-8b}\n")
+    cost = plan(w, hardware=["h100-sxm", "l4"], capacity="analytic").usd_per_h
+    budget = cost - 0.001  # short by a tenth of a cent
+    with pytest.raises(PlanInfeasibleError) as err:
+        plan(w, hardware=["h100-sxm", "l4"], capacity="analytic", budget_usd_per_h=budget)
+    assert "the budget binds" in str(err.value) and "(+$0.001/h)" in str(err.value), err.value
+
+
 def test_the_command_line_plans_other_weight_formats() -> None:
     """The command line could plan bf16 only, where rank picks fp8 or int8 for the same
     devices: `--dtype` takes a list or auto, as the Python API's `dtypes`."""

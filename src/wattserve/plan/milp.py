@@ -517,8 +517,9 @@ def _say(p: Problem, kind: str, what: str, amount: float) -> str:
     if kind == "budget":
         budget = p.limits.budget_usd_per_h or 0.0
         need_usd = math.ceil((budget + amount) * 100 - 1e-9) / 100  # up to the cent
-        return (
-            f"the budget binds: it needs at least ${need_usd:.2f}/h (+${need_usd - budget:.2f}/h)"
+        gap = need_usd - budget  # under a cent it was printed "+$0.00/h"
+        return f"the budget binds: it needs at least ${need_usd:.2f}/h (+${gap:.2f}/h)".replace(
+            "+$0.00/h", f"+${gap:.2g}/h"
         )
     if kind == "available":
         site, _, hw = what.partition(":")
