@@ -2,7 +2,9 @@
 end to end, the server's `usage` (and wattserve's `usage.wattserve`), or why it failed.
 
 Times come from `time.perf_counter()`; TTFT is taken at the first chunk that carries text (a
-chat stream's role-only first chunk is not a token).
+chat stream's role-only first chunk is not a token). A stream is complete only once the server
+says so (a `finish_reason` or `[DONE]`), as the gateway holds its upstreams to it: a body that
+ends before either was cut short, and the request failed.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from wattserve.core.records import per_token_s
+from wattserve.core.traces import MAX_TOKENS
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
 
 # Error kinds, reported with their counts (`errors_by_kind`); not_sent: the run stopped first.
@@ -74,6 +78,19 @@ class Result:
         self.ok, self.error_kind, self.error = False, kind, message[:300]
 
 
+MAX_ERROR_BYTES = 64 << 10  # of a refusal's body: its message is at the start of it
+
+
+async def _head(resp: aiohttp.ClientResponse) -> bytes:
+    """The start of a refusal's body, at most MAX_ERROR_BYTES: a server may send gigabytes."""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) >= MAX_ERROR_BYTES:
+            break
+    return bytes(body[:MAX_ERROR_BYTES])
+
+
 def _message(raw: bytes) -> str:
     """The `error.message` of an OpenAI error body, or the start of the body."""
     try:
@@ -111,24 +128,30 @@ def _number(v: Any) -> float | None:
     return float(v)
 
 
+def _count(v: Any) -> int | None:
+    """A token count the server reports, or None (not counted) when it is not a whole number
+    from 0 to MAX_TOKENS, a trace's own limit: a negative count would make the run's totals
+    and throughputs negative, and one of 2^62 put them past what `compare` reads."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS:
+        return None
+    return v
+
+
 def take_usage(res: Result, usage: Any) -> None:
     """Token counts, and where wattserve ran it and what it cost, from a `usage` object. A
     prompt count wattserve marks as its own guess (`usage.wattserve.prompt_tokens_estimated`:
     no tokenizer counted it, four characters a token) is not taken: the prompt stays nominal,
     and prompt sizing is not fitted to the guess. (An output it marks was counted in the
-    stream's chunks, as bench would count them, or from the text of a whole answer.)"""
+    stream's chunks, as bench would count them, or from the text of a whole answer.) A count
+    that is not one (`_count`) is not taken either."""
     if not isinstance(usage, dict):
         return
     ws = usage.get("wattserve")
     ws = ws if isinstance(ws, dict) else {}
-    p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if (
-        isinstance(p, int)
-        and not isinstance(p, bool)
-        and ws.get("prompt_tokens_estimated") is not True
-    ):
+    p, c = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    if p is not None and ws.get("prompt_tokens_estimated") is not True:
         res.usage_prompt_tokens = p
-    if isinstance(c, int) and not isinstance(c, bool):
+    if c is not None:
         res.usage_completion_tokens = c
     if ws:
         res.backend = str(ws["backend"]) if ws.get("backend") is not None else None
@@ -168,7 +191,7 @@ class Client:
                 self.url, data=orjson.dumps(body), headers=self.headers
             ) as resp:
                 if resp.status != 200:
-                    res.fail(f"http_{resp.status}", _message(await resp.read()))
+                    res.fail(f"http_{resp.status}", _message(await _head(resp)))
                     return
                 if stream:
                     await self._stream(res, resp, start)
@@ -184,6 +207,8 @@ class Client:
             res.fail(DISCONNECTED, f"{type(exc).__name__}: {exc}")
         except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
             res.fail(BAD_RESPONSE, f"not an OpenAI response: {exc}")
+        except HttpProcessingError as exc:  # a stream line past aiohttp's 512 KiB, for one
+            res.fail(BAD_RESPONSE, f"not an OpenAI response: {exc.message}")
 
     async def _plain(self, res: Result, body: dict[str, Any], start: float) -> None:
         assert self.pool is not None
@@ -219,7 +244,7 @@ class Client:
 
     async def _stream(self, res: Result, resp: aiohttp.ClientResponse, start: float) -> None:
         last = start
-        done = False
+        done = finished = False
         async for line in resp.content:
             if not line.startswith(b"data:"):
                 continue
@@ -231,10 +256,12 @@ class Client:
             obj = orjson.loads(payload)
             if not isinstance(obj, dict):
                 raise ValueError(f"a stream chunk is not an object: {payload[:80]!r}")
-            if "error" in obj:
+            if obj.get("error") is not None:  # `"error": null` is no error
                 res.fail(STREAM_ERROR, _message(payload))
                 return
             choices = obj.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                finished = finished or bool(choices[0].get("finish_reason"))
             if isinstance(choices, list) and choices and _text(choices[0]):
                 if res.ttft_s is None:
                     res.ttft_s = now - start
@@ -246,6 +273,13 @@ class Client:
                 take_usage(res, obj["usage"])
         res.e2e_s = time.perf_counter() - start
         if res.chunks == 0:
-            res.fail(EMPTY if done else BAD_RESPONSE, "the stream carried no tokens")
+            res.fail(EMPTY if done or finished else BAD_RESPONSE, "the stream carried no tokens")
+            return
+        if not (done or finished):  # a connection that closed (or was reset) mid-answer
+            res.fail(
+                DISCONNECTED,
+                f"the stream ended after {res.chunks} chunk(s) of text, without a finish_reason or "
+                "[DONE]: the answer was cut short",
+            )
             return
         res.ok = True

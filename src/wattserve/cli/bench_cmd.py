@@ -64,6 +64,31 @@ def _check(
         raise ConfigError(f"must be a positive number of at most {most:g}", field=name)
 
 
+def _check_text(name: str, value: str | None, what: str) -> None:
+    """A model name or an API key bench sends: printable text. A byte that is not UTF-8 (read
+    from the command line as a lone surrogate) cannot be sent as JSON, and a line break or
+    other control character cannot be sent in a header."""
+    if value is not None and not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ConfigError(
+            f"{what} holds {_char(bad)}: give printable UTF-8 text, no control characters",
+            field=name,
+        )
+
+
+def _char(c: str) -> str:
+    if 0xDC80 <= ord(c) <= 0xDCFF:  # how Python reads a byte that is not UTF-8 from argv
+        return f"the byte 0x{ord(c) - 0xDC00:02x}, which is not UTF-8"
+    return f"U+{ord(c):04X}, a control character" if ord(c) < 0xA0 else f"U+{ord(c):04X}"
+
+
+def _shown(text: str) -> str:
+    """A path or URL as the result records it: a byte that is not UTF-8 in its name (a lone
+    surrogate as Python reads it) as a `\\udcff` escape, so that the JSON file can be read
+    back (`compare` refuses lone surrogates) and the HTML report written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _check_output(path: Path | None, flag: str, trace: Path) -> None:
     """An output file that can be written, checked before anything is sent (a run can take
     hours): not a folder, in a folder that exists, not the trace, not a device or a pipe
@@ -145,6 +170,7 @@ def bench_cmd(
     _check("--concurrency", concurrency, whole=True)
     _check("--max-requests", max_requests, whole=True)
     check_url(url)
+    _check_text("--model", model, "the model name")
     key = None
     if api_key_env is not None:
         key = os.environ.get(api_key_env)
@@ -152,6 +178,7 @@ def bench_cmd(
             raise ConfigError(
                 f"the environment variable {api_key_env} is empty or unset", field="--api-key-env"
             )
+        _check_text("--api-key-env", key, f"the key in {api_key_env}")
     carbon = carbon_map(carbon_g_per_kwh or [])
     if not trace.exists():
         raise ConfigError("no such trace file", path=str(trace), field="--trace")
@@ -194,10 +221,10 @@ def bench_cmd(
         "date": dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S"),
         "tool": "wattserve bench",
         "backend": f"openai-{endpoint}",
-        "base_url": url,
+        "base_url": _shown(url),
         "endpoint_type": f"openai-{endpoint}" if endpoint == "chat" else "openai",
         "model_id": run.model,
-        "trace": str(trace),
+        "trace": _shown(str(trace)),
         "num_prompts": len(run.results),  # in the trace (after --duration, --max-requests)
         "request_rate": "inf"
         if request_rate is not None and math.isinf(request_rate)

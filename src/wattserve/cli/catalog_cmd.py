@@ -12,6 +12,7 @@ from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.hardware import CATEGORIES, MATURITY, Hardware, Provider
 from wattserve.core.modelspec import builtin_model_ids, load_model
+from wattserve.errors import UnknownNameError
 
 catalog_app = typer.Typer(help="List, filter and show devices and hosted providers.")
 
@@ -151,7 +152,12 @@ def catalog_show(
     """Every figure of one device (or provider) with its source."""
     files, json_out = _group_options(ctx, hardware_file, json_out)
     cat = load_catalog(files)
-    if item not in cat.devices and item in cat.providers:
+    found = cat.known_id(item)  # a device's or a provider's id, in any case
+    if found is None:  # the nearest of both, the name cut short (it is echoed back)
+        shown = item if len(item) <= 100 else item[:100] + "..."
+        raise UnknownNameError("device or provider", shown, [*cat.devices, *cat.providers])
+    if found not in cat.devices:
+        item = found
         data = provider_dict(cat.providers[item])
         if json_out:
             print_json(data)
@@ -160,7 +166,7 @@ def catalog_show(
             for mid, offer in data["models"].items():
                 typer.echo(f"  {mid}: " + ", ".join(f"{k}={v}" for k, v in offer.items()))
         return
-    hw = cat.device(item)
+    hw = cat.device(found)
     if json_out:
         print_json(device_dict(hw, with_sources=True))
         return
