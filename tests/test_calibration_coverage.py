@@ -13,7 +13,7 @@ import pytest
 
 from wattserve import ConfigError, estimate, fit_calibration, load_calibration, load_catalog
 from wattserve.calibrate.measurements import read_measurements
-from wattserve.core.coverage import Coverage
+from wattserve.core.coverage import Coverage, outside_note
 from wattserve.rank import rank
 
 RUN4 = Path(__file__).parent / "data" / "gpu_grid_h200_2026-12-04" / "run4" / "measurements.csv"
@@ -66,7 +66,7 @@ def test_estimate_says_when_a_prediction_lies_outside_what_was_measured(calib_fi
     # a model 60x smaller: the H200 grid's 135M, whose prefill calibration made worse
     (tiny,) = _notes(calib_file, "smollm2-135m", prompt_tokens=2048, output_tokens=128)
     assert "smollm2-135m (0.135B parameters) is more than 2x past that" in tiny
-    assert "extrapolated (docs/calibration.md)" in tiny
+    assert "extrapolated there (docs/calibration.md)" in tiny
     # a short prompt, a large batch, a long context: each named
     (short,) = _notes(calib_file, "llama-3.1-8b", prompt_tokens=128, output_tokens=16)
     assert "a prefill of 128 tokens" in short and "decode at context 136" in short
@@ -147,4 +147,10 @@ def test_coverage_of_rows_without_a_phase() -> None:
     assert cov.prefill_tokens is None and cov.describe().endswith(
         "no prefill; decode at batch 8, context 512"
     )
-    assert cov.outside("m", 1e9, prefill_tokens=512) == ["prefill (no prefill rows)"]
+    out = cov.outside("m", 1e9, prefill_tokens=512)
+    assert out == ["unmeasured: prefill"]
+    note = outside_note("h", cov, ["m (0.1B parameters)", *out])
+    assert note.endswith(
+        ": m (0.1B parameters) is more than 2x past that; no row measured prefill; the fitted "
+        "terms are extrapolated there (docs/calibration.md)"
+    ), note

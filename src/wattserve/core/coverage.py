@@ -20,6 +20,7 @@ SPAN = 2.0  # a figure more than twice past the measured range is outside it
 MAX_MODELS = 100  # model ids listed in one entry's `measured`
 
 Span = tuple[float, float]
+UNMEASURED = "unmeasured: "  # marks a phase no row ran, in Coverage.outside's list
 
 
 def _span(values: Iterable[float]) -> Span | None:
@@ -95,12 +96,12 @@ class Coverage:
             out.append(f"{model} ({params / 1e9:.3g}B parameters)")
         if prefill_tokens is not None:
             if self.prefill_tokens is None:
-                out.append("prefill (no prefill rows)")
+                out.append(UNMEASURED + "prefill")
             elif _outside(prefill_tokens, self.prefill_tokens):
                 out.append(f"a prefill of {prefill_tokens:,} tokens")
         if decode_batch is not None:
             if self.decode_batch is None:
-                out.append("decode (no decode rows)")
+                out.append(UNMEASURED + "decode")
             elif _outside(decode_batch, self.decode_batch):
                 out.append(f"decode at batch {decode_batch:,}")
         if (
@@ -169,9 +170,18 @@ class Coverage:
 
 
 def outside_note(hw_id: str, cov: Coverage, outside: list[str]) -> str:
-    """The sentence estimate and rank print for a prediction outside `cov`."""
+    """The sentence estimate and rank print for a prediction outside `cov` (`Coverage.outside`:
+    a phase no row ran is marked UNMEASURED)."""
+    unmeasured = [o.removeprefix(UNMEASURED) for o in outside if o.startswith(UNMEASURED)]
+    past = [o for o in outside if not o.startswith(UNMEASURED)]
+    parts = []
+    if past:
+        parts.append(
+            f"{', '.join(past)} {'is' if len(past) == 1 else 'are'} more than {SPAN:g}x past that"
+        )
+    if unmeasured:
+        parts.append(f"no row measured {' or '.join(unmeasured)}")
     return (
-        f"the calibration of {hw_id} measured {cov.describe()}: {', '.join(outside)} "
-        f"{'is' if len(outside) == 1 else 'are'} more than {SPAN:g}x past that, where the "
-        "fitted terms are extrapolated (docs/calibration.md)"
+        f"the calibration of {hw_id} measured {cov.describe()}: {'; '.join(parts)}; the fitted "
+        "terms are extrapolated there (docs/calibration.md)"
     )

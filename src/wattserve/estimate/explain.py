@@ -127,7 +127,13 @@ def explain(e: Estimate) -> str:
             "",
             "catalog figures used:",
         ]
-        for key, fig in sorted(e.perf.figures_used.items()):
+        # the step model's figures, and where the weights and KV cache live (the memory fit)
+        used = dict(e.perf.figures_used)
+        figures = e.perf.deployment.hardware.figures
+        for key in ("memory_gb", "sram_mb", "weight_capacity_m"):
+            if key in figures:
+                used[key] = figures[key]
+        for key, fig in sorted(used.items()):
             lines.append(f"  {key} = {fig.value:g}  [{fig.cite()}]")
     if e.provider is not None:
         offer = e.provider.offers.get(e.model)
