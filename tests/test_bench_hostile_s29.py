@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import Result as Result_
+from test_bench import silent_port
 from typer.testing import CliRunner
 
 from wattserve.bench.client import Result, take_usage
@@ -246,14 +247,6 @@ def test_figures_of_a_server_with_known_timing(tmp_path: Path) -> None:
     assert e2e <= res["median_e2el_ms"] / 1e3 < e2e + 0.1
     assert res["output_throughput"] == pytest.approx(16 / res["duration"])
     assert res["request_throughput"] == pytest.approx(4 / res["duration"])
-
-
-@contextlib.contextmanager
-def silent_port() -> Iterator[tuple[socket.socket, str]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.mark.parametrize(
