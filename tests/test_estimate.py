@@ -38,14 +38,17 @@ def test_derived_figures_are_consistent() -> None:
     e = estimate("llama-3.1-8b", "h100-sxm", batch=8, prompt_tokens=1000, output_tokens=200)
     assert e.ttft_s == e.prefill_s and e.tpot_s == e.decode_step_s
     assert e.context_tokens == 1100
-    total_s = e.prefill_s + 200 * e.decode_step_s  # type: ignore[operator]
-    total_j = e.prefill_j + 200 * e.decode_step_j  # type: ignore[operator]
+    # the prefill samples each sequence's first token; 199 decode steps make the other 199
+    total_s = e.prefill_s + 199 * e.decode_step_s  # type: ignore[operator]
+    total_j = e.prefill_j + 199 * e.decode_step_j  # type: ignore[operator]
     assert e.output_tokens_per_s == pytest.approx(8 * 200 / total_s)
     assert e.energy_j_per_token == pytest.approx(total_j / 1600)
     assert e.power_w == pytest.approx(total_j / total_s)
     # rented at $2.99/h: dollars are time x price
     assert e.usd_per_mtok == pytest.approx(total_s * 2.99 / 3600 / 1600 * 1e6)
     assert e.cost_basis == "rent"
+    one = estimate("llama-3.1-8b", "h100-sxm", batch=8, prompt_tokens=1000, output_tokens=1)
+    assert one.output_tokens_per_s == pytest.approx(8 / one.prefill_s)  # the prefill alone
 
 
 def test_larger_batch_raises_throughput_and_lowers_energy_per_token() -> None:
@@ -59,8 +62,8 @@ def test_owned_hardware_costs_capex_plus_electricity() -> None:
     from wattserve import CostAssumptions
 
     e = estimate("llama-3.1-8b", "rtx-4090", batch=4, costs=CostAssumptions("own", 0.10, 1.2, 3))
-    total_s = e.prefill_s + 128 * e.decode_step_s  # type: ignore[operator]
-    total_j = e.prefill_j + 128 * e.decode_step_j  # type: ignore[operator]
+    total_s = e.prefill_s + 127 * e.decode_step_s  # type: ignore[operator]
+    total_j = e.prefill_j + 127 * e.decode_step_j  # type: ignore[operator]
     usd = total_s * 1599 / (3 * 365.25 * 86400) + total_j * 1.2 * 0.10 / 3.6e6
     assert e.cost_basis == "own"
     assert e.usd_per_mtok == pytest.approx(usd / (4 * 128) * 1e6)
