@@ -355,7 +355,11 @@ def estimate(
         missing=tuple(missing),
         assumptions=unmatched
         + unseen
-        + calib.beyond(hw, spec.id, spec.total_params, batch * prompt_tokens, batch, ctx)
+        + (  # (total_params is computed: only where a calibration recorded its rows)
+            calib.beyond(hw, spec.id, spec.total_params, batch * prompt_tokens, batch, ctx)
+            if calib.measured
+            else ()
+        )
         + tuple(perf.assumptions),
         perf=perf,
         prefill_cost=pre,
