@@ -5,6 +5,7 @@ close idle connections, send garbage or nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -155,3 +156,50 @@ def test_a_server_that_closes_or_stalls_is_an_error_not_a_hang() -> None:
             await pool.post("/chat", b"{}", {}, 2)
 
     asyncio.run(refused())
+
+
+def test_an_answer_in_many_pieces_is_walked_once_and_a_huge_one_refused() -> None:
+    """The connection walks a chunked body's sizes as they arrive and parses the answer once
+    it may be whole (parsing the whole buffer at every read was quadratic: 4 MB in 16-byte
+    chunks held the event loop for 2 s); a bad size after good chunks is still an error; an
+    answer past MAX_ANSWER_BYTES is refused, not gathered until the timeout."""
+    from wattserve.serve.backends.http1 import MAX_ANSWER_BYTES
+
+    pieces = [b"%x;e=1\r\n%s\r\n" % (n, b"y" * n) for n in range(1, 200)]
+    body = b"".join(b"y" * n for n in range(1, 200))
+
+    def chunked(tail: bytes) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for p in pieces:
+                writer.write(p)
+                await writer.drain()
+            writer.write(tail)
+            await writer.drain()
+            await reader.read()
+
+        return handler
+
+    async def whole(pool: Http1Pool) -> None:
+        assert await pool.post("/chat", b"{}", {}, 5) == (200, body)
+
+    async def broken(pool: Http1Pool) -> None:
+        with pytest.raises(HTTPError, match="bad chunk size"):
+            await pool.post("/chat", b"{}", {}, 5)
+
+    async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * MAX_ANSWER_BYTES))
+        with contextlib.suppress(ConnectionError):
+            for _ in range(2 * MAX_ANSWER_BYTES >> 20):
+                writer.write(b"z" * (1 << 20))
+                await writer.drain()
+
+    async def refused(pool: Http1Pool) -> None:
+        with pytest.raises(HTTPError, match="an answer of more than 64 MiB"):
+            await pool.post("/chat", b"{}", {}, 30)
+
+    asyncio.run(with_server(chunked(b"0\r\nX-T: 1\r\n\r\n"), whole))
+    asyncio.run(with_server(chunked(b"zz\r\n"), broken))
+    asyncio.run(with_server(huge, refused))

@@ -32,15 +32,18 @@ class Closed(HTTPError):
 Parsed = tuple[int, bytes, bool] | None
 
 
-def parse_response(buf: bytes | bytearray, eof: bool) -> Parsed:
-    """One HTTP/1.x response from the start of `buf`: (status, body, keep-alive), or None when
-    more bytes are needed (`eof`: the peer closed, so a body without a length ends here).
-    Raises HTTPError for what is not an HTTP response."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        if eof:
-            raise Closed("connection closed") if not buf else HTTPError("cut short in the headers")
-        return None
+# The most an answer may take on the wire: a whole OpenAI answer is kilobytes to a few
+# megabytes (128k tokens of text with 20 logprobs each stays under it); one that keeps coming
+# would hold the gateway's memory until the request's timeout
+MAX_ANSWER_BYTES = 64 << 20
+
+# The framing of an answer once its headers are in: (status, body start, Content-Length,
+# chunked, keep-alive)
+Head = tuple[int, int, int | None, bool, bool]
+
+
+def parse_head(buf: bytes | bytearray, end: int) -> Head:
+    """The status line and the headers before `end` (where the blank line is)."""
     lines = bytes(buf[:end]).split(b"\r\n")
     parts = lines[0].split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
@@ -61,8 +64,20 @@ def parse_response(buf: bytes | bytearray, eof: bool) -> Parsed:
             chunked = True
         elif key == b"connection":
             keep = val == b"keep-alive" or (keep and val != b"close")
-    start = end + 4
-    if status in (204, 304) or 100 <= status < 200:  # no body, whatever the headers say
+    return status, end + 4, length, chunked, keep
+
+
+def parse_response(buf: bytes | bytearray, eof: bool) -> Parsed:
+    """One HTTP/1.x response from the start of `buf`: (status, body, keep-alive), or None when
+    more bytes are needed (`eof`: the peer closed, so a body without a length ends here).
+    Raises HTTPError for what is not an HTTP response."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if eof:
+            raise Closed("connection closed") if not buf else HTTPError("cut short in the headers")
+        return None
+    status, start, length, chunked, keep = parse_head(buf, end)
+    if no_body(status):  # no body, whatever the headers say
         return status, b"", keep and len(buf) == start
     if chunked:
         body = _chunks(buf, start)
@@ -79,6 +94,10 @@ def parse_response(buf: bytes | bytearray, eof: bool) -> Parsed:
             raise HTTPError("cut short in the body")
         return None
     return status, bytes(buf[start : start + length]), keep and len(buf) == start + length
+
+
+def no_body(status: int) -> bool:
+    return status in (204, 304) or 100 <= status < 200
 
 
 def _chunks(buf: bytes | bytearray, pos: int) -> tuple[bytes, int] | None:
@@ -116,6 +135,8 @@ class _Conn(asyncio.Protocol):
         self.buf = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
         self.closed = False
+        self.head: Head | None = None  # the answer's framing, once its headers are in
+        self.walked = 0  # how far the headers were read; then where a chunk's size line starts
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -137,12 +158,45 @@ class _Conn(asyncio.Protocol):
         if w is None or w.done():
             return
         try:
-            done = parse_response(self.buf, eof)
+            if len(self.buf) > MAX_ANSWER_BYTES:
+                raise HTTPError(f"an answer of more than {MAX_ANSWER_BYTES >> 20} MiB")
+            done = parse_response(self.buf, eof) if eof or self._may_be_whole() else None
         except HTTPError as exc:
             w.set_exception(exc)
             return
         if done is not None:
             w.set_result(done)
+
+    def _may_be_whole(self) -> bool:
+        """Whether the answer may be complete, walking only what arrived since the last call:
+        parsing the whole buffer at every read took quadratic time (4 MB in 16-byte chunks
+        held the gateway's one event loop for 2 s). parse_response decides, and raises."""
+        buf = self.buf
+        if self.head is None:  # `walked`: how far the headers' end was looked for
+            end = buf.find(b"\r\n\r\n", max(0, self.walked - 3))
+            if end < 0:
+                self.walked = len(buf)
+                return False
+            self.head = parse_head(buf, end)
+            self.walked = self.head[1]
+        status, start, length, chunked, _ = self.head
+        if no_body(status):
+            return True
+        if not chunked:
+            return length is not None and len(buf) - start >= length
+        while True:  # the chunks' sizes, up to the last one (parse_response reads them all)
+            eol = buf.find(b"\r\n", self.walked)
+            if eol < 0:
+                return False
+            try:
+                size = int(bytes(buf[self.walked : eol]).split(b";")[0].strip(), 16)
+            except ValueError:
+                return True  # parse_response names what is wrong
+            if size == 0:
+                return True
+            if len(buf) < eol + 2 + size + 2:
+                return False
+            self.walked = eol + 2 + size + 2
 
     def close(self) -> None:
         self.closed = True
@@ -153,6 +207,7 @@ class _Conn(asyncio.Protocol):
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self.buf.clear()
+        self.head, self.walked = None, 0
         w: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
         self.waiter = w
         timer = loop.call_later(timeout_s, _expire, w, timeout_s)
