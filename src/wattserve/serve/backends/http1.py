@@ -67,16 +67,21 @@ def parse_head(buf: bytes | bytearray, end: int) -> Head:
     return status, end + 4, length, chunked, keep
 
 
-def parse_response(buf: bytes | bytearray, eof: bool) -> Parsed:
+def parse_response(buf: bytes | bytearray, eof: bool, head: Head | None = None) -> Parsed:
     """One HTTP/1.x response from the start of `buf`: (status, body, keep-alive), or None when
     more bytes are needed (`eof`: the peer closed, so a body without a length ends here).
-    Raises HTTPError for what is not an HTTP response."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        if eof:
-            raise Closed("connection closed") if not buf else HTTPError("cut short in the headers")
-        return None
-    status, start, length, chunked, keep = parse_head(buf, end)
+    `head`: its headers, where parse_head has read them. Raises HTTPError for what is not an
+    HTTP response."""
+    if head is None:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if eof and not buf:
+                raise Closed("connection closed")
+            if eof:
+                raise HTTPError("cut short in the headers")
+            return None
+        head = parse_head(buf, end)
+    status, start, length, chunked, keep = head
     if no_body(status):  # no body, whatever the headers say
         return status, b"", keep and len(buf) == start
     if chunked:
@@ -160,7 +165,8 @@ class _Conn(asyncio.Protocol):
         try:
             if len(self.buf) > MAX_ANSWER_BYTES:
                 raise HTTPError(f"an answer of more than {MAX_ANSWER_BYTES >> 20} MiB")
-            done = parse_response(self.buf, eof) if eof or self._may_be_whole() else None
+            whole = eof or self._may_be_whole()
+            done = parse_response(self.buf, eof, self.head) if whole else None
         except HTTPError as exc:
             w.set_exception(exc)
             return
