@@ -59,7 +59,10 @@ FIGURE_FIELDS: dict[str, str] = {
     "idle_w": "idle power, W",
     "usd_per_hour": "cloud rental price per device, $/h",
     "list_price_usd": "purchase price per device, $",
-    "interconnect_gbps": "device-to-device bandwidth per device, GB/s",
+    "interconnect_gbps": (
+        "device-to-device bandwidth per device, both directions together (as NVIDIA, AMD and "
+        "Google quote it), GB/s"
+    ),
     "interconnect_latency_us": "device-to-device latency per hop, us",
 }
 PEAK_PREFIX = "peak_tflops_"

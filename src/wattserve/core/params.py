@@ -28,7 +28,10 @@ class EngineParams:
 
     eff_compute: float = 0.6
     eff_memory: float = 0.8
-    eff_comm: float = 0.7
+    # the share of one direction of the links an all-reduce's bus bandwidth reaches: NCCL's
+    # ring on H100 NVLink, about 370 of the 450 GB/s each way (NVIDIA/nccl-tests#212); A100
+    # 200-230 of 300 (nccl-tests#149). (0.7 of both directions until 2026-12-05: docs/model.md)
+    eff_comm: float = 0.8
     # a GPU engine's step: its scheduler, input preparation and sampling (0.3 ms), then each
     # layer's dozen kernels at a few microseconds each, CUDA graphs or not (30 us): fitted on an
     # H200 the layers cost 37 us and the step 0.08 ms in an engine with no scheduler

@@ -247,7 +247,8 @@ class PerfModel:
             return math.inf
         bw = self._use("interconnect_gbps")
         if bw is not None:
-            return bw * 1e9 * self.params.eff_comm
+            # both directions together, as vendors quote it; a ring sends one way on each link
+            return bw / 2 * 1e9 * self.params.eff_comm
         if dep.tp > 1:
             self.missing.append(
                 f"{hw.id} has no interconnect_gbps in the catalog, so tensor-parallel "
