@@ -42,7 +42,7 @@ HW_YAML = """devices:
     peak_tflops: {bf16: 100}
     tdp_w: 500
     idle_w: 100
-    interconnect_gbps: 100
+    interconnect_gbps: 200  # both directions together: 100 GB/s each way
   nopeak:
     name: No fp8 peak
     vendor: test
@@ -142,7 +142,8 @@ def test_tensor_parallel_splits_work_and_pays_all_reduces(hw) -> None:  # type: 
     p = IDEAL.with_updates(overhead_collective_s=5e-6)
     one = PerfModel(Deployment(TINY, hw, tp=1), p).prefill(4, 1000)
     two = PerfModel(Deployment(TINY, hw, tp=2), p).prefill(4, 1000)
-    # two all-reduces per layer of 4000 tokens x 1024 x 2 bytes; ring factor 2(n-1)/n = 1
+    # two all-reduces per layer of 4000 tokens x 1024 x 2 bytes; ring factor 2(n-1)/n = 1; a
+    # ring sends one way on each link: 100 of the 200 GB/s
     comm = 2 * 2 * (5e-6 + 4000 * 1024 * 2 / 100e9)
     assert two.comm_s == pytest.approx(comm)
     assert two.time_s == pytest.approx(one.time_s / 2 + comm)
