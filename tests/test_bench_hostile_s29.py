@@ -72,9 +72,10 @@ class Handler(socketserver.StreamRequestHandler):
     server: Hostile
 
     def handle(self) -> None:
+        keep = True  # answer requests while the client keeps the connection
         with contextlib.suppress(ConnectionError, ValueError):
-            while self.one():
-                pass
+            while keep:
+                keep = self.one()
 
     def one(self) -> bool:
         """Answer one request; whether the connection stays open."""

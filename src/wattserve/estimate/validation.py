@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from wattserve.estimate.api import Estimate, estimate
 
@@ -50,19 +51,12 @@ def _offline(hw: str, tp: int, replicas: int, batch: int) -> tuple[float, float]
     at the submission's batch or, where sequences of the longest prompts would not all fit
     (the engine's paged cache holds the batch at the dataset's shorter mean lengths), the
     largest batch that does."""
-    e = estimate(
-        "llama-2-70b", hw, tp=tp, dtype="fp8", batch=batch, prompt_tokens=1024, output_tokens=274
+    run = partial(
+        estimate, "llama-2-70b", hw, tp=tp, dtype="fp8", prompt_tokens=1024, output_tokens=274
     )
+    e = run(batch=batch)
     if not e.fits and e.max_batch:
-        e = estimate(
-            "llama-2-70b",
-            hw,
-            tp=tp,
-            dtype="fp8",
-            batch=e.max_batch,
-            prompt_tokens=1024,
-            output_tokens=274,
-        )
+        e = run(batch=e.max_batch)
     assert e.output_tokens_per_s is not None and e.decode_tokens_per_s is not None
     return replicas * e.output_tokens_per_s, replicas * e.decode_tokens_per_s
 

@@ -517,10 +517,9 @@ def _say(p: Problem, kind: str, what: str, amount: float) -> str:
     if kind == "budget":
         budget = p.limits.budget_usd_per_h or 0.0
         need_usd = math.ceil((budget + amount) * 100 - 1e-9) / 100  # up to the cent
-        gap = need_usd - budget  # under a cent it was printed "+$0.00/h"
-        return f"the budget binds: it needs at least ${need_usd:.2f}/h (+${gap:.2f}/h)".replace(
-            "+$0.00/h", f"+${gap:.2g}/h"
-        )
+        gap = need_usd - budget  # under half a cent it was printed "+$0.00/h"
+        shown = f"{gap:.2f}" if gap >= 0.005 else f"{gap:.2g}"
+        return f"the budget binds: it needs at least ${need_usd:.2f}/h (+${shown}/h)"
     if kind == "available":
         site, _, hw = what.partition(":")
         where = "over all sites" if site == "*" else f"at {site}"

@@ -105,19 +105,27 @@ def no_body(status: int) -> bool:
     return status in (204, 304) or 100 <= status < 200
 
 
+def _chunk_head(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """The chunk whose size line starts at `pos`: (its size, where its data starts), or None
+    while the line is incomplete. Raises HTTPError for a size that is not hexadecimal."""
+    eol = buf.find(b"\r\n", pos)
+    if eol < 0:
+        return None
+    size_text = bytes(buf[pos:eol]).split(b";")[0].strip()
+    try:
+        return int(size_text, 16), eol + 2
+    except ValueError:
+        raise HTTPError(f"bad chunk size: {size_text[:20]!r}") from None
+
+
 def _chunks(buf: bytes | bytearray, pos: int) -> tuple[bytes, int] | None:
     """A chunked body from `pos`: (data, bytes used up to its end), or None if incomplete."""
     out = bytearray()
     while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
+        head = _chunk_head(buf, pos)
+        if head is None:
             return None
-        size_text = bytes(buf[pos:eol]).split(b";")[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise HTTPError(f"bad chunk size: {size_text[:20]!r}") from None
-        pos = eol + 2
+        size, pos = head
         if size == 0:  # then optional trailers, up to an empty line
             while True:
                 eol = buf.find(b"\r\n", pos)
@@ -191,18 +199,15 @@ class _Conn(asyncio.Protocol):
         if not chunked:
             return length is not None and len(buf) - start >= length
         while True:  # the chunks' sizes, up to the last one (parse_response reads them all)
-            eol = buf.find(b"\r\n", self.walked)
-            if eol < 0:
+            head = _chunk_head(buf, self.walked)  # a bad size raises, as parse_response would
+            if head is None:
                 return False
-            try:
-                size = int(bytes(buf[self.walked : eol]).split(b";")[0].strip(), 16)
-            except ValueError:
-                return True  # parse_response names what is wrong
+            size, data = head
             if size == 0:
                 return True
-            if len(buf) < eol + 2 + size + 2:
+            if len(buf) < data + size + 2:
                 return False
-            self.walked = eol + 2 + size + 2
+            self.walked = data + size + 2
 
     def close(self) -> None:
         self.closed = True
