@@ -15,6 +15,7 @@ from wattserve import ConfigError
 from wattserve.cli.app import app
 from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import Decision, FleetView, Policy, TargetView, make_policy
+from wattserve.core.records import RequestRecord
 from wattserve.core.workload import SLO, Request, Workload, load_workload, synthetic_arrivals
 from wattserve.simulate import simulate
 
@@ -803,3 +804,26 @@ def test_a_file_the_fleet_names_that_cannot_be_read_names_the_fleet_s_field(
     assert (err.path, err.line, err.field) == (f, 4, "deployments.a.calibration")
     err = _refused(tmp_path, "hardware_files: [nope.yaml]\n" + ONE_H100 % "", r"nope\.yaml")
     assert err.path == f and err.field is not None and err.field.endswith("hardware_files")
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_requests_arriving_at_the_same_instant_share_the_first_step(
+    tmp_path: Path, exact: bool
+) -> None:
+    """Eight requests at t=0 on one idle H100 are prefilled together, as vLLM's scheduler and
+    serve's emulated engine (woken once for everything submitted in one turn of its loop)
+    batch them: the first request had started a step of its own, and the other seven waited
+    for it."""
+    (tmp_path / "f.yaml").write_text(
+        "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
+        "  h100: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    reqs = [Request(i, 0.0, 512, 16, "llama-3.1-8b") for i in range(8)]
+    wl = Workload([*reqs, Request(8, 5.0, 512, 16, "llama-3.1-8b")], {"default": SLO()})
+    records: list[RequestRecord] = []
+    simulate(load_fleet(tmp_path / "f.yaml"), wl, exact=exact, on_request=records.append)
+    first = {r.id: r.first_token_s for r in records}
+    assert len(set(first[i] for i in range(8))) == 1, first
+    alone = first[8] - 5.0  # one 512-token prefill
+    assert first[0] > alone  # eight prompts in one step take longer than one
+    assert first[0] < 8 * alone

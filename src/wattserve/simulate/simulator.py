@@ -126,6 +126,9 @@ class Simulation:
         self.counter = 0
         self.version = [0] * len(self.engines)
         self.pending: dict[int, StepPlan] = {}  # engines holding a plan, waiting for power
+        # idle engines given work at this instant: their first step is planned once every
+        # event of the instant has been handled, so requests arriving together share it
+        self.to_kick: dict[int, None] = {}
         self.waitlist: dict[str, deque[int]] = defaultdict(deque)
         self.placed: dict[tuple[str, str | None], _Placed] = {}
         self.out = Outcome(policy.name)
@@ -282,7 +285,7 @@ class Simulation:
         if i in self.pending:
             return
         if engine.plan is None:
-            self._kick(i)
+            self.to_kick[i] = None
         elif len(engine.running) < engine.max_seqs and not self.exact:
             end = engine.shorten(now)  # the newcomer joins the step after the cut
             if end is not None:
@@ -322,6 +325,15 @@ class Simulation:
                     self._cut_runs(site)
                 return
         self._commit(i, plan, base)
+
+    def _kick_new(self) -> None:
+        """Start the first step of each engine given work at this instant, in the order they
+        were given it: as vLLM's scheduler, and serve's emulated engine woken once for all a
+        turn of its loop submitted, batch requests that arrive together."""
+        kick, self.to_kick = self.to_kick, {}
+        for i in kick:
+            if self.engines[i].plan is None and i not in self.pending:
+                self._kick(i)
 
     def _cut_runs(self, site: str) -> None:
         """Fast mode, when a step at the head of `site`'s power queue begins to wait: each
@@ -530,6 +542,8 @@ class Simulation:
                     next_report = k + n / 100
             else:
                 break
+            if self.to_kick and (heap[0][0] if heap else inf) > self.now < next_arrival:
+                self._kick_new()
         stuck = sum(len(e.waiting) + len(e.running) for e in self.engines)
         if stuck:
             self.out.rejected[NEVER_SCHEDULED] += stuck
