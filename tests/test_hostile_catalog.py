@@ -311,3 +311,19 @@ def test_a_provider_s_unknown_model_or_hardware_is_refused(tmp_path: Path) -> No
     f = tmp_path / "ok.yaml"  # a model id in another case is the model
     f.write_text(DEVICE + PROVIDER.replace("llama-3.1-8b", "Llama-3.1-8B"))
     assert "llama-3.1-8b" in load_catalog([f]).provider("api").offers
+
+
+def test_a_provider_offering_one_model_twice_in_two_cases_is_refused(tmp_path: Path) -> None:
+    """`Llama-3.1-8B:` under `llama-3.1-8b:` replaced its prices without a word."""
+    twice = PROVIDER + "      Llama-3.1-8B: {usd_per_mtok_input: 9, usd_per_mtok_output: 9}\n"
+    err = _catalog_error(tmp_path, DEVICE + twice)
+    assert err.field == "api.models.Llama-3.1-8B" and "given twice" in str(err)
+    assert err.line == twice.count("\n") + DEVICE.count("\n")
+
+
+def test_a_free_hosted_api_costs_zero_per_token_not_unknown(tmp_path: Path) -> None:
+    f = tmp_path / "hw.yaml"
+    f.write_text(DEVICE + PROVIDER.replace("0.1", "0").replace("0.2", "0"))
+    code, out = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "api",
+                     "--hardware-file", str(f))  # fmt: skip
+    assert code == 0 and "$ per 1M out tokens: 0 (per-token)" in out, out

@@ -403,6 +403,104 @@ def test_a_site_name_that_is_not_printable_text_is_refused(tmp_path: Path, name:
     assert not (tmp_path / "out.yaml").exists()
 
 
+@pytest.mark.parametrize(
+    ("entry", "field", "says"),
+    [
+        ("links:\n  - {between: [dc, dd], outages: 5}", "links[0].outages", "a list"),
+        ("links:\n  - {between: [dc, dd], outages: true}", "links[0].outages", "a list"),
+        ("links:\n  - {between: [{a: 1}, dd]}", "links[0].between", "two sites"),
+        ("links:\n  - {between: [[1], dd]}", "links[0].between", "two sites"),
+        (f"  de: {{available: {{l4: {10**4000}}}}}", "sites.de.available", "1,000,000,000"),
+    ],
+)
+def test_a_sites_file_of_the_wrong_shapes_names_the_field(
+    tmp_path: Path, entry: str, field: str, says: str
+) -> None:
+    """Outages that are no list and a link end that is no name were TypeErrors, and a count
+    of 10**4000 devices an OverflowError in the solver's bounds: tracebacks all."""
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(f"sites:\n  dc: {{kind: datacenter}}\n  dd: {{kind: datacenter}}\n{entry}\n")
+    code, _, err = _plan(
+        "--workload", str(_workload(tmp_path)), "--sites", str(sites), "--hardware", "l4"
+    )
+    assert code == 2
+    _one_line_error(err, "sites.yaml:", f"'{field}'", says)
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "says"),
+    [
+        ("hardware_files: [1]", "fleet.hardware_files", "got 1"),
+        ("hardware_files: [null]", "fleet.hardware_files", "got None"),
+        ('hardware_files: ["a\\0b.yaml"]', "fleet.hardware_files", "'a\\x00b.yaml'"),
+        ('hardware_files: ["~nosuchuser0x7f/h.yaml"]', "fleet.hardware_files", "no home folder"),
+        (
+            "deployments:\n  d: {site: dc, model: llama-3.1-8b, hardware: l4, "
+            'calibration: "c\\0.json"}',
+            "deployments.d.calibration",
+            "path of a file",
+        ),
+        (
+            "deployments:\n  d: {site: dc, model: [1], hardware: l4}",
+            "deployments.d.model",
+            "expected text",
+        ),
+    ],
+)
+def test_a_file_a_sites_file_names_is_text_that_can_be_a_path(
+    tmp_path: Path, entry: str, field: str, says: str
+) -> None:
+    """A number or null in hardware_files was a TypeError, a NUL a ValueError and an unknown
+    ~user a RuntimeError, all tracebacks; `model: [1]` named its file and field twice."""
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(f"sites:\n  dc: {{kind: datacenter}}\n{entry}\n")
+    code, _, err = _plan(
+        "--workload", str(_workload(tmp_path)), "--sites", str(sites), "--hardware", "l4"
+    )
+    assert code == 2
+    _one_line_error(err, "sites.yaml:", f"'{field}'", says)
+    assert err.count("sites.yaml") == 1, err
+
+
+def test_a_sites_files_hardware_file_under_home_is_read_as_simulate_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hardware_files: [~/hw.yaml]` loaded (the fleet file expands ~), then plan looked for
+    it in a folder named ~ beside the sites file."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    (home / "hw.yaml").write_text(
+        "devices:\n  my-npu:\n    {category: gpu, software: plugin, maturity: pilot, "
+        "source: s, memory_gb: 80, mem_bw_gbps: 3000, peak_tflops: {bf16: 900}, tdp_w: 700, "
+        "usd_per_hour: 1}\n"
+    )
+    sites = tmp_path / "sites.yaml"
+    sites.write_text('sites:\n  dc: {kind: datacenter}\nhardware_files: ["~/hw.yaml"]\n')
+    out = tmp_path / "plan.yaml"
+    code, stdout, err = _plan(
+        "--workload", str(_workload(tmp_path)), "--sites", str(sites), "--hardware", "my-npu",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "my-npu" in stdout and str(home / "hw.yaml") in out.read_text()
+
+
+def test_verify_refuses_an_unknown_policy_naming_the_workload_before_the_work(
+    tmp_path: Path,
+) -> None:
+    """`policy: nosuch` failed only once the plan was made, naming no file; and a latency
+    target of 1e308 s in the file was refused naming --slo-ttft, a flag plan does not have."""
+    w = _workload(tmp_path, WORKLOAD + "policy: nosuch\n")
+    code, _, err = _plan("--workload", str(w), "--hardware", "l4", "--verify")
+    assert code == 2
+    _one_line_error(err, "w.yaml", "'policy'", "unknown policy 'nosuch'")
+    w = _workload(tmp_path, WORKLOAD + "slos:\n  default: {ttft_s: 1e308}\n")
+    code, _, err = _plan("--workload", str(w), "--hardware", "l4")
+    assert code == 2
+    _one_line_error(err, "w.yaml:3", "'slos.default.ttft_s'", "at most 86400 s")
+
+
 def test_a_request_past_its_models_window_is_left_out_not_the_whole_plan(tmp_path: Path) -> None:
     """One over-long trace row made the whole plan an error naming no file or row (the flow's
     mean went past the window); simulate rejects such a request and carries on, and so does

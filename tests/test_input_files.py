@@ -13,7 +13,7 @@ import pytest
 
 from wattserve import ConfigError
 from wattserve.core.fleet import load_fleet
-from wattserve.core.traces import MAX_TRACE_BYTES
+from wattserve.core.traces import MAX_BAD_ROWS_KEPT, MAX_TRACE_BYTES
 from wattserve.core.workload import Workload, load_workload
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,6 +207,24 @@ def test_jsonl_bad_rows_are_counted_with_their_field(tmp_path: Path, row: str, s
     assert says in wl.bad_rows[0][1] and len(wl.bad_rows[0][1]) < 300
 
 
+@pytest.mark.parametrize(
+    ("name", "head", "bad"), [("t.jsonl", "", "x\n"), ("t.csv", HEADER, "a\n")]
+)
+def test_every_bad_row_is_counted_but_only_the_first_are_kept(
+    tmp_path: Path, name: str, head: str, bad: str
+) -> None:
+    # a 64 MiB file of two-byte bad lines kept all 33 million (7.5 GB) to print ten of them
+    t = tmp_path / name
+    good = ROW if name.endswith(".jsonl") else "2023-11-16 18:15:46,10,5\n"
+    n = MAX_BAD_ROWS_KEPT + 500
+    t.write_text(head + bad * n + good)
+    wl = load(t)
+    assert len(wl.requests) == 1 and len(wl.bad_rows) == n
+    first = 2 if head else 1
+    assert [row for row, _ in wl.bad_rows[:3]] == [first, first + 1, first + 2]
+    assert len(list(wl.bad_rows)) == MAX_BAD_ROWS_KEPT  # what is held in memory
+
+
 def test_jsonl_local_only_is_a_json_boolean(tmp_path: Path) -> None:
     t = tmp_path / "t.jsonl"
     t.write_text(
@@ -250,6 +268,8 @@ def test_jsonl_slo_the_workload_does_not_define_is_a_bad_row(tmp_path: Path) -> 
         ("trace: t.csv\ngenerator: {kind: poisson}\n", 2, "workload.generator"),
         ("generator: {}\nslos:\n  a: {percentile: 1e-300}\n", 3, "slos.a.percentile"),
         ("generator: {}\nslos:\n  a: {percentile: 101}\n", 3, "slos.a.percentile"),
+        ("generator: {}\nslos:\n  a: {ttft_s: 1e308}\n", 3, "slos.a.ttft_s"),
+        ("generator: {}\nslos:\n  a: {tpot_s: 86401}\n", 3, "slos.a.tpot_s"),
         ("generator: {}\nclasses:\n  - origins: {dc-east: .nan}\n", 3, "classes[0].origins"),
         ("generator: {}\nclasses:\n  - origins: {a: 1e308, b: 1e308}\n", 3, "classes[0].origins"),
         (f"generator: {{}}\nclasses:\n  - origins: {{a: {HUGE}}}\n", 3, "classes[0].origins"),

@@ -350,6 +350,7 @@ def test_cli_text_and_edge() -> None:
         (["--model", "llama-3.1-8b", "--daily-tokens", "1e9"], "--training-cost-usd"),
         (["--edge", "--hardware", "jetson"], "jetson-"),
         (["--model", "llama-3.1-8b", "--hardware", ",,"], "--hardware"),  # was: no filter
+        (["--model", "llama-3.1-8b", "--category", ",,"], "--category"),  # was: no filter
     ],
 )
 def test_cli_bad_input_is_one_line_naming_the_flag(args: list[str], needle: str) -> None:

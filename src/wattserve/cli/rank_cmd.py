@@ -118,6 +118,8 @@ def rank_cmd(
     hw = _split(hardware)
     if hardware is not None and not hw:  # `--hardware ,,` meant no filter at all
         raise ConfigError("names no device or provider id", field="--hardware")
+    if category is not None and not _split(category):  # as `--hardware ,,`: no filter at all
+        raise ConfigError("names no category", field="--category")
     if edge:
         unused = [  # --edge weighs every catalog model on every part: these would go unheard
             flag

@@ -36,7 +36,7 @@ from wattserve.core.sites import (
     rtt_s,
 )
 from wattserve.core.sized import SizedEnergy, hosted_energy
-from wattserve.core.yamlio import Fields, LineDict, load_yaml_file
+from wattserve.core.yamlio import Fields, LineDict, load_yaml_file, shown
 from wattserve.errors import ConfigError, UnknownNameError, WattserveError
 
 
@@ -200,17 +200,20 @@ def _resolve_deployment(
     site = r.text("site")
     if site not in sites:
         raise r.err("site", f"no site '{site}' in this fleet ({', '.join(sites)})")
+    # read before the try: their own errors name the field already (`model: [1]` said it twice)
+    model_name, hw_name, dtype_name = r.text("model"), r.text("hardware"), r.text("dtype", "bf16")
+    kv_name = r.text("kv_dtype") if entry.get("kv_dtype") is not None else None
     try:
-        model = load_model(r.text("model"))
-        hw = catalog.device(r.text("hardware"))
-        dtype = parse_dtype(r.text("dtype", "bf16"))
-        kv_dtype = parse_dtype(r.text("kv_dtype", default_kv_dtype(dtype)), "kv_dtype", PEAK_DTYPES)
+        model = load_model(model_name)
+        hw = catalog.device(hw_name)
+        dtype = parse_dtype(dtype_name)
+        kv_dtype = parse_dtype(kv_name or default_kv_dtype(dtype), "kv_dtype", PEAK_DTYPES)
     except WattserveError as exc:
         raise ConfigError(str(exc), path=path, line=line, field=f"deployments.{name}") from None
     calib = Calibration()
     if "calibration" in entry:
         try:
-            calib = load_calibration(base / Path(r.text("calibration")).expanduser())
+            calib = load_calibration(file_named(base, r, "calibration", entry["calibration"]))
         except ConfigError as exc:
             if exc.line is not None or exc.field is not None:  # within the file: it says where
                 raise
@@ -532,8 +535,9 @@ def parse_fleet(
     hw_files = data.get("hardware_files") or []
     if not isinstance(hw_files, list):
         raise top.err("hardware_files", "must be a list of paths")
+    hw_paths = [file_named(base, top, "hardware_files", f) for f in hw_files]
     try:
-        cat = (catalog or load_catalog()).extended([base / Path(f).expanduser() for f in hw_files])
+        cat = (catalog or load_catalog()).extended(hw_paths)
     except ConfigError as exc:
         if exc.line is not None or exc.field is not None:  # within the file: it says where
             raise
@@ -576,10 +580,11 @@ def parse_fleet(
                 field=f"sites.{s.name}.power_cap_w",
             )
     models = {d.model for d in deps} | {h.model for h in hosted}
-    files = [path, *(str(base / Path(f).expanduser()) for f in hw_files)]
+    files = [path, *map(str, hw_paths)]
     for e in deps_map.values():
-        if isinstance(e.get("calibration"), str):
-            files.append(str(base / Path(e["calibration"]).expanduser()))
+        if "calibration" in e:  # each read above, so named well
+            where = Fields(e, path, "")
+            files.append(str(file_named(base, where, "calibration", e["calibration"])))
         if isinstance(e.get("model"), str):
             files += map(str, model_files(e["model"]))
     return Fleet(
@@ -593,6 +598,18 @@ def parse_fleet(
         hosted=hosted,
         path=path,
     )
+
+
+def file_named(base: Path, r: Fields, key: str, text: Any) -> Path:
+    """The file `text` that a fleet file's field `key` names, relative to the fleet file's
+    folder `base`, `~` expanded: text without NUL (no path holds one) whose `~user` exists;
+    anything else is an error naming the field, not a traceback."""
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise r.err(key, f"expected the path of a file, got {shown(text)}")
+    try:
+        return base / Path(text).expanduser()
+    except RuntimeError:  # `~nosuch/h.yaml`: no such user, no home folder to expand
+        raise r.err(key, f"no home folder for {text.split('/')[0]!r:.80}") from None
 
 
 def load_fleet(path: str | Path, catalog: Catalog | None = None) -> Fleet:

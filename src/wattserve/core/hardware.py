@@ -355,6 +355,13 @@ def parse_provider(pid: str, entry: Any, path: str) -> Provider:
                 line=models.line_of(key),
                 field=where,
             )
+        if model_id in offers:  # `Llama-3.1-8B:` and `llama-3.1-8b:`: the last won, unsaid
+            raise ConfigError(
+                f"{model_id} is given twice (in another case)",
+                path=path,
+                line=models.line_of(key),
+                field=where,
+            )
         if not isinstance(raw, LineDict):
             raise ConfigError("must be a mapping", path=path, line=models.line_of(key), field=where)
         _unknown(raw, OFFER_KEYS, where, path)

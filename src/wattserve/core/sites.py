@@ -98,7 +98,11 @@ def parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tuple
         r = Fields(entry, path, f"links[{i}]")
         r.check_keys({"between", "rtt_ms", "bandwidth_gbps", "outages"})
         pair = entry.get("between")
-        if not (isinstance(pair, list) and len(pair) == 2 and all(p in sites for p in pair)):
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(p, str) and p in sites for p in pair)  # [{a: 1}, x]: unhashable
+        ):
             raise r.err("between", f"must name two sites of this fleet ({', '.join(sites)})")
         if pair[0] == pair[1]:
             raise r.err("between", f"names {pair[0]} twice: a link joins two different sites")
@@ -109,7 +113,10 @@ def parse_links(raw: Any, sites: dict[str, Site], path: str, line: int) -> tuple
             )
         seen[key] = i
         outages = []
-        for j, o in enumerate(entry.get("outages") or []):
+        raw_outages = entry.get("outages") or []
+        if not isinstance(raw_outages, list):
+            raise r.err("outages", "must be a list of {start_s: ..., end_s: ...}")
+        for j, o in enumerate(raw_outages):
             if not isinstance(o, LineDict):
                 raise r.err("outages", "each outage is {start_s: ..., end_s: ...}")
             ro = Fields(o, path, f"links[{i}].outages[{j}]")
@@ -185,6 +192,9 @@ MAX_CARBON_G_PER_KWH = 1e4
 # A power cap or envelope past any real use, so that no figure behind it overflows: 1 TW is
 # about a third of the world's mean electricity generation
 MAX_POWER_W = 1e12
+# devices of one type at one site: a billion is past any site (and plan's --available, nine
+# digits, stops there too); 10**4000 overflowed the solver's float bounds with a traceback
+MAX_AVAILABLE = 10**9
 
 
 def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tuple[str, int], ...]:
@@ -195,8 +205,11 @@ def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tup
         raise r.err("available", "maps hardware ids to device counts, e.g. {h100-sxm: 16}")
     out = []
     for hw_id, n in raw.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise r.err("available", f"the count of '{hw_id}' must be a whole number >= 0")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_AVAILABLE:
+            raise r.err(
+                "available",
+                f"the count of '{hw_id}' must be a whole number from 0 to {MAX_AVAILABLE:,}",
+            )
         if catalog is not None and hw_id not in catalog.devices:
             try:
                 hw_id = catalog.device(hw_id).id  # the catalog's id: `H100-SXM` is h100-sxm

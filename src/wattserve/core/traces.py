@@ -15,6 +15,7 @@ import io
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,29 @@ MAX_NAME = 256  # characters in a row's model, origin or slo name
 # past it the arrivals are not offsets (Unix times, 1.7e9 s) or are absurd (1e308), which
 # made a plan's rates vanish (a flow of 1e-308 req/s)
 MAX_ARRIVAL_S = 1e9
+# malformed rows whose (row, why) is kept: every one is counted, but a 64 MiB file of 33
+# million bad lines kept them all (7.5 GB) to print ten
+MAX_BAD_ROWS_KEPT = 1_000
 
-BadRows = list[tuple[int, str]]
+
+class BadRows(list[tuple[int, str]]):
+    """Malformed rows as (row, why): every one counted, the first MAX_BAD_ROWS_KEPT appended
+    kept (reports show ten); `len()` counts them all, kept or not."""
+
+    dropped = 0  # rows counted but not kept
+
+    def append(self, item: tuple[int, str]) -> None:
+        if super().__len__() < MAX_BAD_ROWS_KEPT:
+            super().append(item)
+        else:
+            self.dropped += 1
+
+    def extend(self, items: Iterable[tuple[int, str]]) -> None:
+        for item in items:
+            self.append(item)
+
+    def __len__(self) -> int:
+        return super().__len__() + self.dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +130,7 @@ def _azure_rows(text: str, path: str) -> tuple[list[TraceRow], BadRows]:
             f"an Azure trace needs columns {', '.join(_AZURE_COLUMNS)}", path=path, line=1
         )
     timed: list[tuple[int, dt.datetime, int, int]] = []
-    bad: BadRows = []
+    bad = BadRows()
     zoned: bool | None = None  # whether times carry a zone: the first good row decides
     while True:
         start = reader.line_num + 1  # the csv module does not count the line it fails on
@@ -218,7 +240,7 @@ def _jsonl_row(line: int, text: str) -> TraceRow:
 
 def _jsonl_rows(text: str) -> tuple[list[TraceRow], BadRows]:
     good: list[TraceRow] = []
-    bad: BadRows = []
+    bad = BadRows()
     # newline=None: \n, \r\n and \r end a line, as a file opened as text (not U+2028)
     for line, row in enumerate(io.StringIO(text, newline=None), start=1):
         if not row.strip():

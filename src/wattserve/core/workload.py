@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wattserve.core.modelspec import builtin_model_id
-from wattserve.core.traces import MAX_ARRIVAL_S, MAX_TOKENS, TraceRow, read_trace
+from wattserve.core.traces import MAX_ARRIVAL_S, MAX_TOKENS, BadRows, TraceRow, read_trace
 from wattserve.core.yamlio import Fields, LineDict, load_yaml_file, shown
 from wattserve.errors import ConfigError, WattserveError
 
@@ -50,6 +50,9 @@ class Request:
     cls: str = ""  # the workload file's class name ("" from a bare trace)
 
 
+# a latency target past a day is no target (rank's --slo-ttft stops there too): 1e308 in a
+# workload file was refused by plan naming --slo-ttft, not the file
+MAX_SLO_S = 86_400.0
 # MLPerf Inference states its server latency limits at the 99th percentile
 DEFAULT_PERCENTILE = 0.99
 
@@ -87,7 +90,7 @@ class RequestClass:
 class Workload:
     requests: list[Request]
     slos: dict[str, SLO]
-    bad_rows: list[tuple[int, str]] = field(default_factory=list)
+    bad_rows: list[tuple[int, str]] = field(default_factory=BadRows)  # len(): all, kept or not
     source: str = ""
     duration_s: float | None = None  # the span the arrivals cover (generator or trace)
     policy: str | None = None  # the routing policy the workload file asks for
@@ -376,8 +379,10 @@ def _slos(spec: LineDict, path: str) -> dict[str, SLO]:
         f.check_keys({"ttft_s", "tpot_s", "percentile"})
         pct = _within(f, "percentile", DEFAULT_PERCENTILE * 100, 1.0, 100.0)
         slos[name] = SLO(
-            f.number("ttft_s", DEFAULT_TTFT_S, positive=True) or DEFAULT_TTFT_S,
-            f.number("tpot_s", DEFAULT_TPOT_S, positive=True) or DEFAULT_TPOT_S,
+            f.number("ttft_s", DEFAULT_TTFT_S, positive=True, most=MAX_SLO_S, unit="s")
+            or DEFAULT_TTFT_S,
+            f.number("tpot_s", DEFAULT_TPOT_S, positive=True, most=MAX_SLO_S, unit="s")
+            or DEFAULT_TPOT_S,
             pct / 100,
         )
     return slos
@@ -522,7 +527,7 @@ def stream_workload(
     span: float | None = None
     checked_slos = False  # whether a row's slo must be one the workload file defines
     rows: Iterable[TraceRow] = []
-    bad: list[tuple[int, str]] = []
+    bad = BadRows()
     if p.suffix in (".yaml", ".yml"):
         spec = load_yaml_file(p)
         if not isinstance(spec, LineDict):

@@ -424,7 +424,7 @@ def _provider_estimate(
         power_w=None,
         energy_j_per_token=None,
         usd_per_mtok=usd,
-        cost_basis="per-token" if usd else "unknown",
+        cost_basis="unknown" if usd is None else "per-token",  # a free API is $0, not unknown
         memory=None,
         prefill_bound=None,
         decode_bound=None,

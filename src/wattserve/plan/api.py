@@ -12,12 +12,13 @@ from typing import Any
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import J_PER_KWH
 from wattserve.core.dtypes import Dtype
-from wattserve.core.fleet import Fleet, load_sites
+from wattserve.core.fleet import Fleet, file_named, load_sites
 from wattserve.core.hardware import MATURITY_ORDER, SOFTWARE_ORDER
 from wattserve.core.params import Calibration
+from wattserve.core.policy import make_policy
 from wattserve.core.sites import MAX_POWER_W, Site
 from wattserve.core.workload import Request, Workload, load_workload, stream_workload
-from wattserve.core.yamlio import LineDict, load_yaml_file
+from wattserve.core.yamlio import Fields, load_yaml_file
 from wattserve.errors import ConfigError, PlanInfeasibleError, closest
 from wattserve.plan.capacity import CapacityCache, CapacityMethod
 from wattserve.plan.milp import OBJECTIVES, Solution, diagnose, solve
@@ -435,6 +436,11 @@ def plan(
         requests = wl.requests
     else:
         wl, requests = stream_workload(workload, default_model=model, seed=seed)
+    if verify and wl.policy is not None:  # only --verify routes by it: made before the work
+        try:
+            make_policy(wl.policy)
+        except ConfigError as exc:  # it named no file, after the capacities were measured
+            raise ConfigError(exc.detail, path=wl.source or None, field="policy") from None
     limits = Limits(
         headroom,
         budget_usd_per_h,
@@ -497,9 +503,13 @@ def _sites(sites: str | Path | Fleet | None, power_cap_w: float | None) -> tuple
         return Fleet("plan", {"default": site}, (), 0.0, (), ()), []
     else:
         fleet = load_sites(sites)
-        raw = load_yaml_file(sites)
-        names = raw.get("hardware_files") if isinstance(raw, LineDict) else None
-        files = [Path(sites).parent / str(f) for f in (names or [])]
+        raw = load_yaml_file(sites)  # a mapping, its hardware_files checked: load_sites read it
+        top = Fields(raw, str(sites), "fleet")
+        # as load_sites reads them (`~/hw.yaml` is in the home folder, not beside the file)
+        files = [
+            file_named(Path(sites).parent, top, "hardware_files", f)
+            for f in raw.get("hardware_files") or []
+        ]
     if power_cap_w is not None:  # a cap is a limit: it lowers a site's own cap, never raises it
         fleet = replace(
             fleet,
