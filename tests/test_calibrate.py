@@ -23,8 +23,9 @@ from wattserve import (
 from wattserve.calibrate.fit import fit_hardware
 from wattserve.calibrate.measurements import COLUMNS, Measurement, write_measurements
 from wattserve.calibrate.rows import StepRow, step_row
-from wattserve.core.params import default_params
+from wattserve.core.params import Calibration, default_params
 from wattserve.core.perf import PerfModel
+from wattserve.errors import CalibrationError
 
 HEADER = ",".join(COLUMNS)
 REPO = Path(__file__).resolve().parent.parent
@@ -912,3 +913,43 @@ def test_a_broken_csv_row_is_named_on_its_first_line(
         read_measurements(f)
     assert err.value.line == line, str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "hw_id",
+    ["h100\x1b[2J-sxm", "", "   ", "h100-sxm\n", "h100\u202e-sxm", "h" * 201],
+)
+def test_a_calibration_entry_whose_id_is_no_hardware_id_is_refused(
+    tmp_path: Path, hw_id: str
+) -> None:
+    """An escape in an entry's id reached the terminal with estimate's `(it has ...)`, an
+    empty id was listed as `none`, and a megabyte id was printed whole in an error."""
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"version": 1, "hardware": {hw_id: {"eff_memory": 0.7}}}))
+    with pytest.raises(ConfigError, match="is not a hardware id") as err:
+        load_calibration(f)
+    assert err.value.field == "hardware" and str(err.value).isprintable()
+    assert len(str(err.value)) < 400
+
+
+def test_an_unknown_key_holding_an_escape_is_named_escaped(tmp_path: Path) -> None:
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"version": 1, "hardware": {"h100-sxm": {"x\x1b]0;t\x07": 1}}}))
+    with pytest.raises(ConfigError, match="unknown field") as err:
+        load_calibration(f)
+    assert err.value.field == "hardware.h100-sxm.'x\\x1b]0;t\\x07'"
+    assert str(err.value).isprintable()
+
+
+def test_a_calibration_with_a_term_not_a_number_is_never_written(tmp_path: Path) -> None:
+    """json writes NaN and Infinity as they are: a file every reader refuses, written
+    without a word. Saving it is an error naming the term; the file is not made."""
+    for params, errors, term in (
+        (EngineParams(eff_memory=float("nan")), {}, "eff_memory"),
+        (EngineParams(), {"mean_abs_pct": float("inf")}, "fit_error.mean_abs_pct"),
+    ):
+        calibration = Calibration(params={"h100-sxm": params}, fit_error={"h100-sxm": errors})
+        out = tmp_path / "c.json"
+        with pytest.raises(CalibrationError, match=f"h100-sxm came out with {term} = "):
+            calibration.save(out)
+        assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ measured file in the repository still loads."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from wattserve import ConfigError, Deployment, EngineParams, load_catalog, load_
 from wattserve.calibrate.measurements import COLUMNS, read_measurements
 from wattserve.calibrate.rows import step_row
 from wattserve.cli.app import app
+from wattserve.core.modelspec import ModelSpec
 from wattserve.core.perf import PerfModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,3 +202,112 @@ def test_a_bad_row_of_a_later_device_is_refused_before_any_fit(tmp_path: Path) -
         fit_calibration(read_measurements(f), catalog, str(f))
     assert (err.value.line, err.value.field) == (6, "watts")
     assert time.perf_counter() - start < one_fit_s / 2, one_fit_s
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "char"),
+    [
+        ("model", "llama\x1b[2J-3.1-8b", "U+001B"),  # an escape that clears the terminal
+        ("model", "llama-3.1\u202e-8b", "U+202E"),  # prints reversed, as a known id
+        ("hardware", "h100\x00-sxm", "U+0000"),
+        ("hardware", "h100\u00a0sxm", "U+00A0"),  # a no-break space prints as a space
+        ("dtype", "bf\x1b]0;x\x0716", "U+001B"),
+        ("seconds", "0.008\x07", "U+0007"),
+    ],
+)
+def test_a_field_holding_a_control_or_invisible_character_is_refused(
+    tmp_path: Path, field: str, value: str, char: str
+) -> None:
+    """Such an id was refused as unknown with the character printed raw into the terminal
+    (an id printing as the one the catalog has); now the row names it, escaped."""
+    f = tmp_path / "m.csv"
+    cells = dict(zip(COLUMNS, GOOD_ROW.split(","), strict=True))
+    cells[field] = value
+    f.write_text(f"{HEADER}\n{GOOD_ROW}\n{','.join(cells.values())}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(f"holds {char}, a control or")) as err:
+        read_measurements(f)
+    assert (err.value.line, err.value.field) == (3, field)
+    assert str(err.value).isprintable()
+
+
+def test_a_tab_around_a_number_is_space(tmp_path: Path) -> None:
+    f = tmp_path / "m.csv"
+    row = GOOD_ROW.replace(",1,512,", ",\t1 ,512,")
+    f.write_text(f"{HEADER}\n{row}\n", encoding="utf-8")
+    assert read_measurements(f)[0].batch == 1
+
+
+def test_an_id_longer_than_any_id_or_path_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "m.csv"
+    for field, length in (("hardware", 201), ("model", 4097)):
+        cells = dict(zip(COLUMNS, GOOD_ROW.split(","), strict=True))
+        cells[field] = "x" * length
+        f.write_text(f"{HEADER}\n{','.join(cells.values())}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=f"{length:,} characters") as err:
+            read_measurements(f)
+        assert (err.value.line, err.value.field) == (2, field)
+
+
+def test_calibrate_prints_a_control_character_in_a_row_escaped(tmp_path: Path) -> None:
+    f = tmp_path / "m.csv"
+    row = GOOD_ROW.replace("h100-sxm", "h100-sxm\x1b[2J")
+    f.write_text(f"{HEADER}\n{row}\n")
+    result = CliRunner().invoke(app, ["calibrate", str(f), "-o", str(tmp_path / "c.json")])
+    assert result.exit_code == 2, result.output
+    assert "\x1b" not in result.output and "'h100-sxm\\x1b[2J'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "c.json").exists()
+
+
+def test_a_model_file_many_rows_name_is_read_once(tmp_path: Path) -> None:
+    """A 60 MB config.json named by 2,000 rows was read and parsed once a row: ten minutes
+    before the fit began. The rows share what the first read (the file may go after it)."""
+    config = tmp_path / "m" / "config.json"
+    config.parent.mkdir()
+    config.write_bytes((REPO / "src/wattserve/data/models/llama-3.1-8b.json").read_bytes())
+    f = tmp_path / "m.csv"
+    row = GOOD_ROW.replace("llama-3.1-8b", "m")
+    f.write_text(f"{HEADER}\n{row}\n{row.replace(',1,512,', ',8,512,')}\n")
+    first, second = read_measurements(f)
+    hw = load_catalog().device("h100-sxm")
+    models: dict[str, ModelSpec] = {}
+    step_row(first, hw, str(f), models)
+    config.unlink()
+    assert step_row(second, hw, str(f), models).dep.model.id == "m"
+    assert list(models) == [str(tmp_path / "m")]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seconds", "1" * 100_000 + "x"),  # the number pattern backtracked: 18 s at 30,000
+        ("watts", "1" * 100_000 + "x"),
+        ("dtype", "b" * 100_000),  # each quoted whole in its error
+        ("kv_dtype", "b" * 100_000),
+        ("phase", "d" * 100_000),
+    ],
+)
+def test_a_field_of_100000_characters_is_refused_at_once_and_quoted_short(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    f = tmp_path / "m.csv"
+    cells = dict(zip(COLUMNS, GOOD_ROW.split(","), strict=True))
+    cells["kv_dtype"] = ""
+    cells[field] = value
+    f.write_text(f"{HEADER},kv_dtype\n{','.join(cells.values())}\n")
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        read_measurements(f)
+    assert time.monotonic() - start < 2
+    assert (err.value.line, err.value.field) == (2, field) and len(str(err.value)) < 400
+
+
+def test_a_row_after_blank_lines_is_named_on_its_own_line(tmp_path: Path) -> None:
+    """The reader skips blank lines: a row after two of them was named on the first blank."""
+    f = tmp_path / "m.csv"
+    bad = GOOD_ROW.replace(",0.008,", ",-1,")
+    f.write_text(f"{HEADER}\n\n\n{GOOD_ROW}\r\n\n{bad}\n")
+    with pytest.raises(ConfigError, match="positive") as err:
+        read_measurements(f)
+    assert (err.value.line, err.value.field) == (6, "seconds")
+    f.write_text(f"{HEADER}\n\n{GOOD_ROW}\n\n\n{GOOD_ROW}\n")
+    assert [m.line for m in read_measurements(f)] == [3, 6]

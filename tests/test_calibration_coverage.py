@@ -106,6 +106,7 @@ def test_calibrate_prints_what_it_measured(tmp_path: Path) -> None:
     [
         ([], "measured"),
         ({"models": ["m"], "params_b": [1, 2], "extra": 1}, "measured.extra"),
+        ({"models": ["m"], "params_b": [1, 2], "\x1b[2J": 1}, "measured.'\\x1b[2J'"),
         ({"models": [], "params_b": [1, 2]}, "measured.models"),
         ({"models": ["a\nb"], "params_b": [1, 2]}, "measured.models"),
         ({"models": ["m"] * 101, "params_b": [1, 2]}, "measured.models"),
@@ -117,6 +118,12 @@ def test_calibrate_prints_what_it_measured(tmp_path: Path) -> None:
         ({"models": ["m"], "params_b": ["1", 2]}, "measured.params_b"),
         ({"models": ["m"], "params_b": [1, 2], "decode_batch": [1]}, "measured.decode_batch"),
         ({"models": ["m"], "params_b": [1, 2], "prefill_tokens": "1-2"}, "measured.prefill_tokens"),
+        # a decode row gives both spans: one alone read as no decode at all
+        ({"models": ["m"], "params_b": [1, 2], "decode_batch": [1, 4]}, "measured.decode_context"),
+        (
+            {"models": ["m"], "params_b": [1, 2], "decode_batch": None, "decode_context": [8, 9]},
+            "measured.decode_batch",
+        ),
     ],
 )
 def test_a_broken_measured_record_is_refused_naming_its_field(

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from wattserve import Calibration, load_catalog
 from wattserve.cli.app import app
-from wattserve.errors import ConfigError, UnknownNameError
+from wattserve.errors import CalibrationError, ConfigError, UnknownNameError
 from wattserve.profile.run import (
     LLAMA_FILES,
     THREADS_PER_CPU,
@@ -170,3 +170,38 @@ def test_publish_writes_every_file_before_it_replaces_any(tmp_path: Path) -> Non
     publish([result], out)
     assert _held(out) == {n: f"new {n}\n".encode() for n in CPU_NAMES}
     assert result.files == {k: out / p.name for k, p in files.items()}
+
+
+def test_a_link_to_a_missing_folder_is_refused_before_measuring(tmp_path: Path) -> None:
+    """A dangling link where a file goes was found only by the write after the whole run."""
+    out = tmp_path / "pf"
+    out.mkdir()
+    (out / "calibration-cpu.json").symlink_to(tmp_path / "gone" / "c.json")
+    code, stdout, err = _profile("--device", "cpu", "--engine", "numpy", "--output", str(out))
+    assert code == 2 and stdout == "", err
+    assert err.startswith("error: field '--output': ") and "does not exist" in err
+    assert err.count("\n") == 1
+    # a dangling link into a folder that is there is written through, as open() would
+    (out / "calibration-cpu.json").unlink()
+    (out / "calibration-cpu.json").symlink_to(tmp_path / "c.json")
+    with output_folder(out, CPU_NAMES):
+        pass
+
+
+def test_a_case_the_fit_refuses_is_named_by_the_case_not_a_staged_line(tmp_path: Path) -> None:
+    """A prefill a busy machine slowed 156 times past the prediction was refused as
+    `measurements-local.csv:2`, a file in the staging folder, removed with the failed run."""
+    from wattserve.calibrate.measurements import Measurement
+    from wattserve.profile.run import _finish
+
+    catalog = load_catalog()
+    hw = catalog.device("h100-sxm")
+    rows = [
+        Measurement("llama-3.1-8b", hw.id, 1, 1, "bf16", "decode", 1, 512, 512, 0.008, None, 2),
+        Measurement("llama-3.1-8b", hw.id, 1, 1, "bf16", "prefill", 4, 256, 256, 90.0, None, 3),
+    ]
+    with pytest.raises(CalibrationError) as err:
+        _finish(hw, rows, catalog, tmp_path, "gpu", "", {})
+    message = str(err.value)
+    assert message.startswith("the prefill of 4 x 256 tokens: 90 s is ")
+    assert "profile again when the machine is idle" in message and ".csv" not in message

@@ -56,6 +56,7 @@ from wattserve.core.catalog import Catalog
 from wattserve.core.coverage import Coverage
 from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
+from wattserve.core.modelspec import ModelSpec
 from wattserve.core.params import Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel
 from wattserve.errors import ConfigError, WattserveError
@@ -584,8 +585,9 @@ def fit_calibration(
     reports = []
     # every device's rows resolved (and refused where impossible) before any fit, which may
     # take a minute: a bad row of the second device is not found after the first one's fit
+    models: dict[str, ModelSpec] = {}  # each model file read once, however many rows name it
     resolved = {
-        hw_id: [step_row(m, catalog.device(hw_id), source) for m in ms]
+        hw_id: [step_row(m, catalog.device(hw_id), source, models) for m in ms]
         for hw_id, ms in groups.items()
     }
     for hw_id, rows in resolved.items():

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from wattserve.core.deployment import default_kv_dtype
-from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
+from wattserve.core.dtypes import DTYPES, PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.memory import MAX_STEP_BATCH
 from wattserve.core.modelspec import builtin_model_id
 from wattserve.core.textfile import read_text
@@ -127,21 +127,75 @@ def _float(row: dict[str, str], key: str, path: str, line: int) -> float | None:
 # Numbers as a CSV writer prints them, in ASCII: int() and float() would also take '1_000',
 # '+5', Arabic-Indic digits and 'nan', none of which a measuring script writes on purpose.
 _INT = re.compile(r"-?[0-9]{1,12}")
-_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?")
+# One way to match each text: `[0-9]+\.?[0-9]*` could split a run of digits between its two
+# parts at every place, and a field of 30,000 digits and a letter took 18 s to refuse.
+_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?")
 
 # What a measured step can be: from a nanosecond to a day; per device from a milliwatt (an edge
 # accelerator idles at a few watts) to a megawatt (a wafer-scale system draws tens of kW).
 _RANGES = {"seconds": (1e-9, 86400.0, "seconds"), "watts": (1e-3, 1e6, "W per device")}
 
 
+# the longest id a row may name: a hardware id is at most 200 characters (as in a hardware
+# file), a model a built-in id or a config path (PATH_MAX on Linux is 4,096 bytes)
+MAX_ID_CHARS = {"model": 4096, "hardware": 200}
+
+
+def _plain_text(row: dict[str, str], path: str, line: int) -> None:
+    """Refuse a field holding a control or invisible character: an escape prints into the
+    terminal with the error that quotes it (one clears the screen), and an id holding U+202E
+    or a no-break space prints as a known id yet is refused as unknown."""
+    for key, value in row.items():
+        text = (value or "").strip()  # a tab around a number is only space
+        hidden = next((c for c in text if not c.isprintable()), None)
+        if hidden is not None:
+            raise ConfigError(
+                f"{text!r:.80} holds U+{ord(hidden):04X}, a control or invisible "
+                "character: write the field as plain text",
+                path=path,
+                line=line,
+                field=key,
+            )
+
+
+def _id_text(row: dict[str, str], key: str, path: str, line: int) -> str:
+    """The row's model or hardware: not empty, and no longer than an id or a path can be."""
+    text = (row.get(key) or "").strip()
+    if not text:
+        raise ConfigError("must not be empty", path=path, line=line, field=key)
+    if len(text) > MAX_ID_CHARS[key]:
+        raise ConfigError(
+            f"{len(text):,} characters; an id or path is at most {MAX_ID_CHARS[key]:,}",
+            path=path,
+            line=line,
+            field=key,
+        )
+    return text
+
+
+def _dtype(
+    row: dict[str, str], key: str, path: str, line: int, allowed: tuple[Dtype, ...]
+) -> Dtype:
+    raw = (row.get(key) or "").strip()
+    try:
+        return parse_dtype(raw, key, allowed)
+    except ConfigError:  # its message quotes the whole field: 100,000 characters of it
+        raise ConfigError(
+            f"{raw!r:.40} is not a dtype; use one of {', '.join(allowed)}",
+            path=path,
+            line=line,
+            field=key,
+        ) from None
+
+
 def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
-    for key in ("model", "hardware"):
-        if not (row.get(key) or "").strip():
-            raise ConfigError("must not be empty", path=path, line=line, field=key)
+    _plain_text(row, path, line)
+    model = _id_text(row, "model", path, line)
+    hardware = _id_text(row, "hardware", path, line)
     phase = (row.get("phase") or "").strip()
     if phase not in ("prefill", "decode"):
         raise ConfigError(
-            f"must be 'prefill' or 'decode', got {phase!r}", path=path, line=line, field="phase"
+            f"must be 'prefill' or 'decode', got {phase!r:.40}", path=path, line=line, field="phase"
         )
     count = _int(row, "count", path, line)
     tp = _int(row, "tensor_parallel", path, line)
@@ -152,16 +206,10 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
             line=line,
             field="count",
         )
-    try:
-        dtype = parse_dtype(row.get("dtype") or "")
-    except ConfigError as exc:
-        raise ConfigError(exc.detail, path=path, line=line, field="dtype") from None
+    dtype = _dtype(row, "dtype", path, line, DTYPES)
     kv_dtype = None
     if (row.get("kv_dtype") or "").strip():
-        try:
-            kv_dtype = parse_dtype(row["kv_dtype"], "kv_dtype", PEAK_DTYPES)
-        except ConfigError as exc:
-            raise ConfigError(exc.detail, path=path, line=line, field="kv_dtype") from None
+        kv_dtype = _dtype(row, "kv_dtype", path, line, PEAK_DTYPES)
     # a phase's unused field may be empty: decode rows need no prompt_tokens, prefill rows
     # no context_tokens (then the whole context is the prompt)
     prompt_raw = (row.get("prompt_tokens") or "").strip()
@@ -192,8 +240,8 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
     if seconds is None:
         raise ConfigError("must not be empty", path=path, line=line, field="seconds")
     return Measurement(
-        model=row["model"].strip(),
-        hardware=row["hardware"].strip(),
+        model=model,
+        hardware=hardware,
         count=count,
         tensor_parallel=tp,
         dtype=dtype,
@@ -239,7 +287,10 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         reader.fieldnames = header
         last = reader.line_num  # a quoted field may span lines: a row's first is last + 1
         for row in reader:
-            line = last + 1  # the row's first line, which errors name
+            # the row's first line, which errors name: its last less the breaks inside its
+            # quoted fields (last + 1 named a blank line the reader skipped before the row);
+            # a quote never closed holds the file's last break too, hence the max
+            line = max(last + 1, reader.line_num - _line_breaks(row))
             if None in row:  # DictReader files the fields past the header under None
                 raise ConfigError(
                     f"{len(header) + len(row[None])} fields where the header names {len(header)}",
@@ -276,6 +327,15 @@ def read_measurements(path: str | Path) -> list[Measurement]:
     if not rows:
         raise ConfigError("no measurement rows", path=str(p))
     return [_beside(m, p.parent) for m in rows]
+
+
+_BREAK = re.compile(r"\r\n|\r|\n")  # a line's end, as the reader splits lines
+
+
+def _line_breaks(row: dict[str | None, str | list[str] | None]) -> int:
+    """The line breaks inside a row's fields (those past the header's columns too)."""
+    fields = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])
+    return sum(len(_BREAK.findall(v)) for v in fields)
 
 
 def _beside(m: Measurement, folder: Path) -> Measurement:

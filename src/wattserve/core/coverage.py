@@ -132,8 +132,8 @@ class Coverage:
             raise bad("must be an object")
         keys = ("models", "params_b", "prefill_tokens", "decode_batch", "decode_context")
         for key in obj:
-            if key not in keys:
-                raise bad("unknown field", f"{key!s:.60}")
+            if key not in keys:  # escaped where not plain text: it is printed with the error
+                raise bad("unknown field", f"{key:.60}" if key.isprintable() else f"{key!r:.60}")
         models = obj.get("models")
         if (
             not isinstance(models, list)
@@ -160,12 +160,21 @@ class Coverage:
 
         params_b = span("params_b", optional=False)
         assert params_b is not None
+        decode_batch = span("decode_batch", optional=True)
+        decode_context = span("decode_context", optional=True)
+        if (decode_batch is None) != (decode_context is None):  # one decode row gives both
+            absent = "decode_context" if decode_context is None else "decode_batch"
+            raise bad(
+                "must be [smallest, largest] where the other decode span is given (both are "
+                "null where no row ran decode)",
+                absent,
+            )
         return cls(
             models=tuple(models),
             params_b=params_b,
             prefill_tokens=span("prefill_tokens", optional=True),
-            decode_batch=span("decode_batch", optional=True),
-            decode_context=span("decode_context", optional=True),
+            decode_batch=decode_batch,
+            decode_context=decode_context,
         )
 
 

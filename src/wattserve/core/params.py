@@ -274,15 +274,43 @@ class Calibration:
         return {"fitted": list(fitted), "kept": list(kept)}
 
     def dumps(self) -> str:
-        """The calibration file's text."""
-        return json.dumps(self.to_json(), indent=2) + "\n"
+        """The calibration file's text; a term or figure that is NaN or infinite is a
+        CalibrationError, not a file that every reader refuses (json writes NaN as is)."""
+        data = self.to_json()
+        for hw_id, entry in data["hardware"].items():
+            where = _non_finite(entry)
+            if where is not None:
+                raise CalibrationError(
+                    f"the calibration of {hw_id} came out with {where[0]} = {where[1]}: "
+                    "a fit or an edit went out of range; nothing was written"
+                )
+        return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
     def save(self, path: str | Path) -> None:
+        text = self.dumps()  # a term out of range is refused before the file is touched
         try:
             with replacing(path) as handle:  # whole or not at all
-                handle.write(self.dumps().encode("utf-8"))
+                handle.write(text.encode("utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot write the file: {exc.strerror}", path=str(path)) from None
+
+
+def _non_finite(data: Any, at: str = "") -> tuple[str, float] | None:
+    """The first NaN or infinity in a calibration's JSON form (`fit_error.mean_abs_pct`) and
+    its value, else None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return at or "a value", data
+    if isinstance(data, dict):
+        items: list[tuple[Any, Any]] = list(data.items())
+    elif isinstance(data, list):
+        items = list(enumerate(data))
+    else:
+        return None
+    for key, value in items:
+        found = _non_finite(value, f"{at}.{key}" if at else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _finite(v: Any) -> bool:
@@ -317,7 +345,39 @@ def _known_keys(obj: dict[str, Any], known: set[str], p: Path, at: str) -> None:
             raise ConfigError(
                 "unknown field" + (f"; did you mean {' or '.join(near)}?" if near else ""),
                 path=str(p),
-                field=f"{at}{key!s:.60}",
+                field=f"{at}{_shown_key(key)}",
+            )
+
+
+def _shown_key(key: str) -> str:
+    """A key for an error's field name: as written where it is plain text, else escaped (an
+    escape sequence in a key would reach the terminal with the error), cut to 60 characters."""
+    return f"{key:.60}" if key.isprintable() else f"{key!r:.60}"
+
+
+MAX_ID_CHARS = 200  # a hardware id, as a hardware file allows it (core/catalog.py)
+
+
+def _check_ids(hardware: dict[str, Any], p: Path) -> None:
+    """Each entry's id is printable text of 1 to MAX_ID_CHARS characters, as a catalog id is
+    (an escape in one reached the terminal with estimate's `it has ...`; an empty one was
+    listed as none), and no id is another's in another case (ids match in any case, so two
+    spellings of one would be ambiguous)."""
+    folded: dict[str, str] = {}
+    for hw_id in hardware:
+        if not hw_id.strip() or len(hw_id) > MAX_ID_CHARS or not hw_id.isprintable():
+            raise ConfigError(
+                f"{hw_id!r:.80} is not a hardware id: printable text of 1 to {MAX_ID_CHARS} "
+                "characters, as `wattserve catalog` lists them",
+                path=str(p),
+                field="hardware",
+            )
+        twin = folded.setdefault(hw_id.lower(), hw_id)
+        if twin != hw_id:
+            raise ConfigError(
+                f"{twin!r:.60} and {hw_id!r:.60} are one device id in two cases; keep one",
+                path=str(p),
+                field=f"hardware.{hw_id}",
             )
 
 
@@ -357,7 +417,6 @@ def load_calibration(path: str | Path) -> Calibration:
     params: dict[str, EngineParams] = {}
     errors: dict[str, dict[str, float]] = {}
     terms: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    folded: dict[str, str] = {}
     given: dict[str, frozenset[str]] = {}
     measured: dict[str, Coverage] = {}
     if len(hardware) > MAX_ENTRIES:
@@ -366,14 +425,7 @@ def load_calibration(path: str | Path) -> Calibration:
             path=str(p),
             field="hardware",
         )
-    for hw_id in hardware:  # ids match in any case, so two spellings of one would be ambiguous
-        twin = folded.setdefault(str(hw_id).lower(), str(hw_id))
-        if twin != hw_id:
-            raise ConfigError(
-                f"{twin!r:.60} and {hw_id!r:.60} are one device id in two cases; keep one",
-                path=str(p),
-                field=f"hardware.{hw_id!s:.60}",
-            )
+    _check_ids(hardware, p)
     for hw_id, entry in hardware.items():
         if not isinstance(entry, dict):
             raise ConfigError("must be an object", path=str(p), field=f"hardware.{hw_id}")

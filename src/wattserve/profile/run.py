@@ -28,7 +28,7 @@ from wattserve.core.hardware import Hardware
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration
 from wattserve.core.textfile import replacing
-from wattserve.errors import ConfigError, WattserveError
+from wattserve.errors import CalibrationError, ConfigError, WattserveError
 from wattserve.profile import micro
 from wattserve.profile.backends import NumpyBackend, TorchBackend
 from wattserve.profile.decoder import Backend, SyntheticDecoder
@@ -191,9 +191,12 @@ def _finish(
     csv_name, calib_name = output_names(tag, None)
     csv_path = out / csv_name
     write_measurements(csv_path, rows)
-    calibration, reports = fit_calibration(
-        rows, catalog, source=csv_path.name, logits_all=logits_all
-    )
+    try:
+        calibration, reports = fit_calibration(
+            rows, catalog, source=csv_path.name, logits_all=logits_all
+        )
+    except ConfigError as exc:
+        raise _refused_case(exc, rows) from None
     calib_path = out / calib_name
     calibration.save(calib_path)
     return ProfileResult(
@@ -205,6 +208,24 @@ def _finish(
         figures,
         {"measurements": csv_path, "calibration": calib_path},
     )
+
+
+def _refused_case(exc: ConfigError, rows: list[Measurement]) -> CalibrationError:
+    """A measured case the fit refuses, named by its case: the error named its line in the
+    staged measurements file, which is removed with the rest of the failed run."""
+    case = next((m for m in rows if m.line == exc.line), None)
+    what = (
+        "a measured case"
+        if case is None
+        else f"the {case.phase} of {case.batch} x {case.context_tokens} tokens"
+    )
+    busy = (
+        " (another process on the cores slows steps this much: profile again when the "
+        "machine is idle)"
+        if exc.field == "seconds"
+        else ""
+    )
+    return CalibrationError(f"{what}: {exc.detail}; nothing was written{busy}")
 
 
 def _cpu_entry(path: Path, log: Log) -> tuple[Path, dict[str, float], RaplMeter | None, str]:
@@ -513,6 +534,8 @@ def _check_target(path: Path) -> None:
     try:
         st = path.stat()
     except FileNotFoundError:
+        if path.is_symlink():  # dangling: the write makes the file it names, in its folder
+            _check_link_folder(path)
         return
     except OSError as exc:  # a loop of symbolic links
         raise _refuse(f"cannot write {path!s:.200}: {exc.strerror}") from None
@@ -525,6 +548,18 @@ def _check_target(path: Path) -> None:
         raise _refuse(f"cannot write {path!s:.200}: not a regular file")
     if not os.access(path, os.W_OK):
         raise _refuse(f"cannot write {path!s:.200}: Permission denied")
+
+
+def _check_link_folder(link: Path) -> None:
+    """Refuse a dangling link whose target's folder is missing or takes no new file: the
+    write at the end (`replacing`) would fail there after the whole run."""
+    folder = Path(os.path.realpath(link)).parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise _refuse(
+            f"cannot write {link!s:.200}: a link to {os.readlink(link)!s:.200}, whose folder "
+            f"{'takes no new file' if folder.is_dir() else 'does not exist'} (remove the link "
+            "or give another --output)"
+        )
 
 
 def publish(results: list[ProfileResult], out: Path) -> None:
