@@ -152,3 +152,12 @@ def test_a_calibration_of_absurdly_many_entries_is_refused(tmp_path: Path) -> No
     said = estimate("llama-3.1-8b", "h100-sxm", calibration=f).assumptions[0]
     assert said.startswith("the calibration has no entry for h100-sxm (it has hw0, hw1, hw10,")
     assert "and 20 more): uncalibrated terms used" in said
+
+
+def test_a_look_alike_id_in_a_calibration_is_shown_escaped(tmp_path: Path) -> None:
+    """A Cyrillic `һ100-sxm` entry: estimate said `no entry for h100-sxm (it has һ100-sxm)`,
+    two ids that print alike."""
+    f = tmp_path / "c.json"
+    f.write_text('{"version": 1, "hardware": {"\u04bb100-sxm": {}}}')
+    said = estimate("llama-3.1-8b", "h100-sxm", calibration=f).assumptions[0]
+    assert "(it has '\\u04bb100-sxm')" in said, said

@@ -153,8 +153,10 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> int:
 
 
 def _listed(names: list[str], most: int = 10) -> str:
-    """Names for a message: at most `most`, each cut to 60 characters."""
-    shown = ", ".join(n if len(n) <= 60 else n[:60] + "..." for n in names[:most])
+    """Names for a message: at most `most`, each cut to 60 characters, escaped where not
+    ASCII (a Cyrillic `һ100-sxm` printed as the h100-sxm it was said not to be)."""
+    cut = (n if n.isascii() else ascii(n) for n in names[:most])
+    shown = ", ".join(n if len(n) <= 60 else n[:60] + "..." for n in cut)
     more = f" and {len(names) - most:,} more" if len(names) > most else ""
     return (shown or "none") + more
 
