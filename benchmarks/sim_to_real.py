@@ -27,6 +27,7 @@ import csv
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,39 @@ def speed() -> str:
         f"matmul {micro.numpy_matmul_tflops() * 1e3:.0f} GFLOPS, "
         f"copy {micro.numpy_copy_gbps():.1f} GB/s"
     )
+
+
+def gflops(said: str) -> float | None:
+    """The matmul rate in a line `speed()` wrote."""
+    m = re.search(r"matmul ([0-9.]+) GFLOPS", said)
+    return float(m.group(1)) if m else None
+
+
+# a replay on a machine this far from its speed at the profile is not one a profile predicts
+STEADY = 0.15
+
+
+def steadiness(profile_said: str | None, runs: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """The matmul rate around each replay against the one just after the profile, and a
+    warning where it moved more than STEADY (runs W and X of docs/fidelity.md: 162-453
+    GFLOPS within one run, replays 15-40% slower than their profile)."""
+    base = gflops(profile_said or "")
+    if base is None:
+        return "machine speed: not measured at the profile (--skip-profile)"
+    parts, moved = [], False
+    for (window, path), run in runs.items():
+        got = [gflops(run["load_before"]), gflops(run["load_after"])]
+        shares = [x / base for x in got if x is not None]
+        moved = moved or any(abs(x - 1) > STEADY for x in shares)
+        parts.append(f"{window} {path} " + "-".join(f"{x:.0%}" for x in shares))
+    line = f"machine speed (matmul) around each replay, of the profile's {base:.0f} GFLOPS: "
+    line += ", ".join(parts)
+    if moved:
+        line += (
+            f"\nWARNING: the machine's speed moved more than {STEADY:.0%} from the profile's "
+            "during a replay: no profile predicts that replay; run again on a steady machine"
+        )
+    return line
 
 
 def wait_quiet(max_load: float, tries: int = 30) -> str:
@@ -252,12 +286,14 @@ def main() -> None:
     print(f"sim-to-real: files in {out}; {os.cpu_count()} CPUs; {uptime()}", flush=True)
 
     profile = default_profile_dir()
+    profile_speed = None
     if not args.skip_profile or not (profile / LLAMA_FILES["calibration"]).is_file():
         print(f"profile (load {wait_quiet(args.max_load)})", flush=True)
         p = wattserve("profile")
         (out / "profile.txt").write_text(p.stdout)
         print(p.stdout, flush=True)
-        print(f"after the profile: {speed()}", flush=True)
+        profile_speed = speed()
+        print(f"after the profile: {profile_speed}", flush=True)
     fleet = out / "fleet.yaml"
     fleet.write_text(
         FLEET.format(
@@ -303,7 +339,7 @@ def main() -> None:
             print(f"\n== {n} window, {path}: load before {run['load_before']}")
             print(f"   load after {run['load_after']}\n")
             print(c["text"], flush=True)
-    table = summary(results)
+    table = summary(results) + "\n" + steadiness(profile_speed, runs)
     (out / "summary.md").write_text(table + "\n")
     print("\n" + table)
 

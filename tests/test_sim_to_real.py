@@ -144,3 +144,26 @@ def test_the_speed_sensitivity_script_scales_every_step_exactly(tmp_path: Path) 
             (slow.decode_step(1, 10), fast.decode_step(1, 10)),
         ):
             assert a.time_s == pytest.approx(s * b.time_s, rel=1e-9)
+
+
+def test_the_summary_warns_when_the_machine_s_speed_moved_from_the_profile_s() -> None:
+    """Runs W and X (docs/fidelity.md): the VM's matmul rate fell to 43-76% of the profile's
+    during replays, which ran 15-40% slower than profiled; runs like V (195-211 GFLOPS around
+    every replay, 192 at the profile) are steady."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import sim_to_real as s2r
+
+    def runs(*pairs: tuple[int, int]) -> dict[tuple[str, str], dict[str, str]]:
+        return {
+            ("heavy", str(i)): {
+                "load_before": f"x; matmul {before} GFLOPS",
+                "load_after": f"matmul {after} GFLOPS",
+            }
+            for i, (before, after) in enumerate(pairs)
+        }
+
+    steady = s2r.steadiness("matmul 192 GFLOPS, copy 9.9 GB/s", runs((195, 211), (204, 199)))
+    assert "WARNING" not in steady and "heavy 0 102%-110%" in steady
+    moved = s2r.steadiness("matmul 376 GFLOPS", runs((384, 309), (331, 162)))
+    assert "WARNING: the machine's speed moved more than 15%" in moved
+    assert "not measured" in s2r.steadiness(None, runs((1, 1)))
