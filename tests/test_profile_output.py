@@ -205,3 +205,16 @@ def test_a_case_the_fit_refuses_is_named_by_the_case_not_a_staged_line(tmp_path:
     message = str(err.value)
     assert message.startswith("the prefill of 4 x 256 tokens: 90 s is ")
     assert "profile again when the machine is idle" in message and ".csv" not in message
+
+
+def test_a_bad_cache_folder_is_named_as_the_variable_not_as_the_output_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --output, profile writes under $WATTSERVE_CACHE_DIR: a file there was refused as
+    `field '--output'`, a flag the user never gave."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("WATTSERVE_CACHE_DIR", str(afile))
+    code, _, err = _profile("--device", "cpu", "--engine", "numpy")
+    assert code == 2, err
+    assert err.startswith("error: field 'WATTSERVE_CACHE_DIR': ") and "afile" in err, err

@@ -601,7 +601,15 @@ def run_profile(
     A bad `out` or `threads` is a ConfigError before anything is measured."""
     from wattserve.profile.llama import llama_available
 
-    out = out or default_profile_dir()
+    if out is None:  # the default folder: a refusal there names where it came from, not -o
+        try:
+            return run_profile(default_profile_dir(), device, quick, log, engine, threads, plan)
+        except ConfigError as exc:
+            if exc.field != "--output":
+                raise
+            where = "WATTSERVE_CACHE_DIR" if os.environ.get("WATTSERVE_CACHE_DIR") else None
+            hint = "" if where else " (~/.cache/wattserve/profile; give --output)"
+            raise ConfigError(exc.detail + hint, field=where) from None
     if threads is not None:
         check_threads(threads)
     if engine == "llama" and not llama_available():
