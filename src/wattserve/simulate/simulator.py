@@ -129,6 +129,9 @@ class Simulation:
         # idle engines given work at this instant: their first step is planned once every
         # event of the instant has been handled, so requests arriving together share it
         self.to_kick: dict[int, None] = {}
+        # at capped sites, the power those engines' requests add, promised until they start
+        # (PowerGovernor.reserve): what a first step taken at once had drawn for admission to see
+        self.reserved_w: dict[int, float] = {}
         self.waitlist: dict[str, deque[int]] = defaultdict(deque)
         self.placed: dict[tuple[str, str | None], _Placed] = {}
         self.out = Outcome(policy.name)
@@ -280,11 +283,16 @@ class Simulation:
         if placed is None:  # one record per (deployment, origin): shared by its requests
             placed = self.placed[key] = _Placed(target, self.fleet.rtt_s(req.origin, target.site))
         slo = self.slos.get(req.slo) or self.default_slo
-        engine.submit(Seq(req, placed, slo.ttft_s))
         i = engine.index
+        idle = engine.plan is None and i not in self.pending
+        if idle and self.capped[i]:  # what it adds, asked before it counts as outstanding
+            w = target.replica_marginal_w(engine)
+            self.reserved_w[i] = self.reserved_w.get(i, 0.0) + w
+            self.gov.reserve(self.engine_site[i], w)
+        engine.submit(Seq(req, placed, slo.ttft_s))
         if i in self.pending:
             return
-        if engine.plan is None:
+        if idle:
             self.to_kick[i] = None
         elif len(engine.running) < engine.max_seqs and not self.exact:
             end = engine.shorten(now)  # the newcomer joins the step after the cut
@@ -332,6 +340,9 @@ class Simulation:
         turn of its loop submitted, batch requests that arrive together."""
         kick, self.to_kick = self.to_kick, {}
         for i in kick:
+            w = self.reserved_w.pop(i, 0.0)
+            if w:
+                self.gov.reserve(self.engine_site[i], -w)  # the step takes the real figure
             if self.engines[i].plan is None and i not in self.pending:
                 self._kick(i)
 
