@@ -311,3 +311,8 @@ def test_a_row_after_blank_lines_is_named_on_its_own_line(tmp_path: Path) -> Non
     assert (err.value.line, err.value.field) == (6, "seconds")
     f.write_text(f"{HEADER}\n\n{GOOD_ROW}\n\n\n{GOOD_ROW}\n")
     assert [m.line for m in read_measurements(f)] == [3, 6]
+    # a quote never closed runs to the end of the file; its row began after the blank line
+    f.write_text(f'{HEADER}\n{GOOD_ROW}\n\nllama-3.1-8b,"h100\n\n,1\n')
+    with pytest.raises(ConfigError, match="a quote opened on line 4") as err:
+        read_measurements(f)
+    assert err.value.line == 4

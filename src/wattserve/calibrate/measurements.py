@@ -17,6 +17,7 @@ import dataclasses
 import io
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -259,9 +260,9 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
 def read_measurements(path: str | Path) -> list[Measurement]:
     """Parse the CSV; any malformed row raises ConfigError naming the file, line and field."""
     p = Path(path)
-    reader = csv.DictReader(io.StringIO(read_text(p), newline=""))
+    lines = _Starts(io.StringIO(read_text(p), newline=""))
+    reader = csv.DictReader(lines)
     rows: list[Measurement] = []
-    last = 0  # the line the last whole row (or the header) ended on
     try:
         header = [h.strip() for h in reader.fieldnames or []]
         absent = [c for c in COLUMNS if c not in header]
@@ -285,12 +286,10 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         if twice:
             raise ConfigError(f"column(s) named twice: {', '.join(twice)}", path=str(p), line=1)
         reader.fieldnames = header
-        last = reader.line_num  # a quoted field may span lines: a row's first is last + 1
+        lines.first = None
         for row in reader:
-            # the row's first line, which errors name: its last less the breaks inside its
-            # quoted fields (last + 1 named a blank line the reader skipped before the row);
-            # a quote never closed holds the file's last break too, hence the max
-            line = max(last + 1, reader.line_num - _line_breaks(row))
+            line = lines.first or reader.line_num  # the row's first line, which errors name
+            lines.first = None
             if None in row:  # DictReader files the fields past the header under None
                 raise ConfigError(
                     f"{len(header) + len(row[None])} fields where the header names {len(header)}",
@@ -321,21 +320,34 @@ def read_measurements(path: str | Path) -> list[Measurement]:
                     line=line,
                 )
             rows.append(parse_row(row, str(p), line))
-            last = reader.line_num
     except csv.Error as exc:  # raised while reading the row after the last one read
-        raise ConfigError(f"not a readable CSV: {exc}", path=str(p), line=last + 1) from None
+        raise ConfigError(
+            f"not a readable CSV: {exc}", path=str(p), line=lines.first or reader.line_num
+        ) from None
     if not rows:
         raise ConfigError("no measurement rows", path=str(p))
     return [_beside(m, p.parent) for m in rows]
 
 
-_BREAK = re.compile(r"\r\n|\r|\n")  # a line's end, as the reader splits lines
+class _Starts:
+    """The CSV's lines as the reader takes them, noting where the next record starts: the
+    first line that is not blank (the reader skips blank lines between rows; a quoted field
+    may span lines, and a quote never closed runs to the end of the file)."""
 
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines = lines
+        self.n = 0  # lines taken
+        self.first: int | None = None  # where the record being read began
 
-def _line_breaks(row: dict[str | None, str | list[str] | None]) -> int:
-    """The line breaks inside a row's fields (those past the header's columns too)."""
-    fields = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])
-    return sum(len(_BREAK.findall(v)) for v in fields)
+    def __iter__(self) -> _Starts:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        self.n += 1
+        if self.first is None and line.strip("\r\n"):
+            self.first = self.n
+        return line
 
 
 def _beside(m: Measurement, folder: Path) -> Measurement:
