@@ -241,7 +241,7 @@ def bench_cmd(
         "slos": {k: {"ttft_s": v.ttft_s, "tpot_s": v.tpot_s} for k, v in wl.slos.items()},
         "stopped": run.stopped,
         "notes": run.notes,
-        "bad_trace_rows": len(wl.bad_rows),
+        "bad_trace_rows": wl.bad_rows.total,
         "bad_trace_row_examples": wl.bad_rows[:10],
         **summary,
     }

@@ -159,7 +159,7 @@ def simulate_cmd(
                 on_request=on_request,
             )
             if wl.bad_rows:
-                summary["bad_trace_rows"] = len(wl.bad_rows)
+                summary["bad_trace_rows"] = wl.bad_rows.total
                 summary["bad_trace_row_examples"] = wl.bad_rows[:10]
             summaries.append(summary)
             outcomes.append(out)

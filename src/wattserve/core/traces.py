@@ -37,8 +37,9 @@ MAX_BAD_ROWS_KEPT = 1_000
 
 
 class BadRows(list[tuple[int, str]]):
-    """Malformed rows as (row, why): every one counted, the first MAX_BAD_ROWS_KEPT appended
-    kept (reports show ten); `len()` counts them all, kept or not."""
+    """Malformed rows as (row, why): the first MAX_BAD_ROWS_KEPT appended are kept (reports
+    show ten), and `total` counts them all, kept or not (`len()` is what is kept: a length
+    past the items would make list(), sorted() and indexing lie or allocate for nothing)."""
 
     dropped = 0  # rows counted but not kept
 
@@ -52,8 +53,10 @@ class BadRows(list[tuple[int, str]]):
         for item in items:
             self.append(item)
 
-    def __len__(self) -> int:
-        return super().__len__() + self.dropped
+    @property
+    def total(self) -> int:
+        """Every malformed row, kept or not."""
+        return len(self) + self.dropped
 
 
 @dataclass(frozen=True, slots=True)

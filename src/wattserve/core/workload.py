@@ -90,7 +90,7 @@ class RequestClass:
 class Workload:
     requests: list[Request]
     slos: dict[str, SLO]
-    bad_rows: list[tuple[int, str]] = field(default_factory=BadRows)  # len(): all, kept or not
+    bad_rows: BadRows = field(default_factory=BadRows)  # .total: all, kept or not
     source: str = ""
     duration_s: float | None = None  # the span the arrivals cover (generator or trace)
     policy: str | None = None  # the routing policy the workload file asks for
@@ -112,7 +112,7 @@ class Workload:
         if self.requests:
             return
         why = (
-            f"{len(self.bad_rows)} malformed rows, e.g. "
+            f"{self.bad_rows.total} malformed rows, e.g. "
             + "; ".join(f"line {n}: {why}" for n, why in self.bad_rows[:3])
             if self.bad_rows
             else "the trace is empty, or empty within --duration"

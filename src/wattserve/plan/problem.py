@@ -195,7 +195,7 @@ def flows_of(
     )
     if not groups or span <= 0:
         bad = workload.bad_rows
-        why = f" ({len(bad)} malformed rows, e.g. {bad[:2]})" if bad else ""
+        why = f" ({bad.total} malformed rows, e.g. {bad[:2]})" if bad else ""
         raise ConfigError(
             f"the workload has no requests over a positive span to plan for{why}"
             + "".join(f"; left out: {note}" for note in left_out),
