@@ -119,14 +119,15 @@ def steadiness(profile_said: str | None, runs: dict[tuple[str, str], dict[str, A
     warning where it moved more than STEADY (runs W and X of docs/fidelity.md: 162-453
     GFLOPS within one run, replays 15-40% slower than their profile)."""
     base = gflops(profile_said or "")
-    if base is None:
+    if base is None or base <= 0:
         return "machine speed: not measured at the profile (--skip-profile)"
     parts, moved = [], False
     for (window, path), run in runs.items():
         got = [gflops(run["load_before"]), gflops(run["load_after"])]
         shares = [x / base for x in got if x is not None]
         moved = moved or any(abs(x - 1) > STEADY for x in shares)
-        parts.append(f"{window} {path} " + "-".join(f"{x:.0%}" for x in shares))
+        shown = "-".join(f"{x:.0%}" for x in shares) or "not measured"
+        parts.append(f"{window} {path} {shown}")
     line = f"machine speed (matmul) around each replay, of the profile's {base:.0f} GFLOPS: "
     line += ", ".join(parts)
     if moved:

@@ -167,3 +167,8 @@ def test_the_summary_warns_when_the_machine_s_speed_moved_from_the_profile_s() -
     moved = s2r.steadiness("matmul 376 GFLOPS", runs((384, 309), (331, 162)))
     assert "WARNING: the machine's speed moved more than 15%" in moved
     assert "not measured" in s2r.steadiness(None, runs((1, 1)))
+    assert "not measured" in s2r.steadiness("matmul 0 GFLOPS", runs((1, 1)))  # not a division
+    blind = s2r.steadiness(
+        "matmul 9 GFLOPS", {("light", "direct"): {"load_before": "", "load_after": ""}}
+    )
+    assert "light direct not measured" in blind
