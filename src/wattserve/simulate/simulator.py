@@ -339,10 +339,10 @@ class Simulation:
         were given it: as vLLM's scheduler, and serve's emulated engine woken once for all a
         turn of its loop submitted, batch requests that arrive together."""
         kick, self.to_kick = self.to_kick, {}
+        for i, w in self.reserved_w.items():  # every promise first: the steps take real figures,
+            self.gov.reserve(self.engine_site[i], -w)  # and one not yet planned delays none
+        self.reserved_w.clear()
         for i in kick:
-            w = self.reserved_w.pop(i, 0.0)
-            if w:
-                self.gov.reserve(self.engine_site[i], -w)  # the step takes the real figure
             if self.engines[i].plan is None and i not in self.pending:
                 self._kick(i)
 
