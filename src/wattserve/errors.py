@@ -131,6 +131,13 @@ def in_any_case(name: str, known: Iterable[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def field_key(key: str) -> str:
+    """A file's key for an error's field name: as written where it is plain text, else escaped
+    (an escape sequence in a key would reach the terminal with the error), cut to 60
+    characters."""
+    return f"{key:.60}" if key.isprintable() else f"{key!r:.60}"
+
+
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     """The known names nearest to `name`, best first (substring matches count too)."""
     pool = list(known)

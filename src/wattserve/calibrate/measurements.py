@@ -24,6 +24,7 @@ from typing import Literal
 
 from wattserve.core.deployment import default_kv_dtype
 from wattserve.core.dtypes import DTYPES, PEAK_DTYPES, Dtype, parse_dtype
+from wattserve.core.hardware import MAX_ID_CHARS as MAX_HARDWARE_ID
 from wattserve.core.memory import MAX_STEP_BATCH
 from wattserve.core.modelspec import builtin_model_id
 from wattserve.core.textfile import read_text
@@ -137,9 +138,9 @@ _NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})
 _RANGES = {"seconds": (1e-9, 86400.0, "seconds"), "watts": (1e-3, 1e6, "W per device")}
 
 
-# the longest id a row may name: a hardware id is at most 200 characters (as in a hardware
-# file), a model a built-in id or a config path (PATH_MAX on Linux is 4,096 bytes)
-MAX_ID_CHARS = {"model": 4096, "hardware": 200}
+# the longest id a row may name: a hardware id as a catalog's, a model a built-in id or a
+# config path (PATH_MAX on Linux is 4,096 bytes)
+MAX_ID_CHARS = {"model": 4096, "hardware": MAX_HARDWARE_ID}
 
 
 def _plain_text(row: dict[str, str], path: str, line: int) -> None:

@@ -9,7 +9,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-from wattserve.core.hardware import Hardware, Provider, parse_hardware, parse_provider
+from wattserve.core.hardware import (
+    MAX_ID_CHARS,
+    Hardware,
+    Provider,
+    is_plain_id,
+    parse_hardware,
+    parse_provider,
+)
 from wattserve.core.yamlio import LineDict, load_yaml_file, load_yaml_text
 from wattserve.errors import ConfigError, UnknownNameError, in_any_case
 
@@ -119,10 +126,10 @@ def _parse_catalog(data: object, path: str) -> tuple[dict[str, Hardware], dict[s
                 "must map ids to entries", path=path, line=data.line_of(section), field=section
             )
         for entry_id, entry in entries.items():
-            # an id is printed in tables and errors, and written back: plain text, as a name
-            if not entry_id.strip() or len(entry_id) > 200 or not entry_id.isprintable():
+            if not is_plain_id(entry_id):
                 raise ConfigError(
-                    f"{entry_id!r:.80} is not an id: printable text of 1 to 200 characters",
+                    f"{entry_id!r:.80} is not an id: printable text of 1 to {MAX_ID_CHARS} "
+                    "characters",
                     path=path,
                     line=entries.line_of(entry_id),
                     field=section,

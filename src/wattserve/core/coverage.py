@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from wattserve.errors import ConfigError
+from wattserve.errors import ConfigError, field_key
 
 SPAN = 2.0  # a figure more than twice past the measured range is outside it
 MAX_MODELS = 100  # model ids listed in one entry's `measured`
@@ -132,8 +132,8 @@ class Coverage:
             raise bad("must be an object")
         keys = ("models", "params_b", "prefill_tokens", "decode_batch", "decode_context")
         for key in obj:
-            if key not in keys:  # escaped where not plain text: it is printed with the error
-                raise bad("unknown field", f"{key:.60}" if key.isprintable() else f"{key!r:.60}")
+            if key not in keys:
+                raise bad("unknown field", field_key(key))
         models = obj.get("models")
         if (
             not isinstance(models, list)

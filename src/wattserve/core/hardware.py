@@ -17,6 +17,15 @@ from wattserve.core.modelspec import builtin_model_ids
 from wattserve.core.yamlio import Fields, LineDict, shown
 from wattserve.errors import ConfigError, MissingFigureError, UnknownNameError
 
+# an id is printed in tables and errors, and written back: plain text, as a name
+MAX_ID_CHARS = 200
+
+
+def is_plain_id(text: str) -> bool:
+    """Whether `text` can be a catalog id: printable, not blank, at most MAX_ID_CHARS."""
+    return bool(text.strip()) and len(text) <= MAX_ID_CHARS and text.isprintable()
+
+
 Category = Literal["gpu", "asic", "wafer-scale", "compute-in-memory", "edge-module", "cpu"]
 Software = Literal["pytorch-native", "plugin", "vendor-sdk"]
 Maturity = Literal["prototype", "pilot", "production"]

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from wattserve.core.coverage import Coverage, outside_note
-from wattserve.core.hardware import Hardware
+from wattserve.core.hardware import MAX_ID_CHARS, Hardware, is_plain_id
 from wattserve.core.textfile import parse_json, read_text, replacing
-from wattserve.errors import CalibrationError, ConfigError, closest, in_any_case
+from wattserve.errors import CalibrationError, ConfigError, closest, field_key, in_any_case
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,17 +345,8 @@ def _known_keys(obj: dict[str, Any], known: set[str], p: Path, at: str) -> None:
             raise ConfigError(
                 "unknown field" + (f"; did you mean {' or '.join(near)}?" if near else ""),
                 path=str(p),
-                field=f"{at}{_shown_key(key)}",
+                field=f"{at}{field_key(key)}",
             )
-
-
-def _shown_key(key: str) -> str:
-    """A key for an error's field name: as written where it is plain text, else escaped (an
-    escape sequence in a key would reach the terminal with the error), cut to 60 characters."""
-    return f"{key:.60}" if key.isprintable() else f"{key!r:.60}"
-
-
-MAX_ID_CHARS = 200  # a hardware id, as a hardware file allows it (core/catalog.py)
 
 
 def _check_ids(hardware: dict[str, Any], p: Path) -> None:
@@ -365,7 +356,7 @@ def _check_ids(hardware: dict[str, Any], p: Path) -> None:
     spellings of one would be ambiguous)."""
     folded: dict[str, str] = {}
     for hw_id in hardware:
-        if not hw_id.strip() or len(hw_id) > MAX_ID_CHARS or not hw_id.isprintable():
+        if not is_plain_id(hw_id):
             raise ConfigError(
                 f"{hw_id!r:.80} is not a hardware id: printable text of 1 to {MAX_ID_CHARS} "
                 "characters, as `wattserve catalog` lists them",
