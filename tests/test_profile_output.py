@@ -218,3 +218,14 @@ def test_a_bad_cache_folder_is_named_as_the_variable_not_as_the_output_flag(
     code, _, err = _profile("--device", "cpu", "--engine", "numpy")
     assert code == 2, err
     assert err.startswith("error: field 'WATTSERVE_CACHE_DIR': ") and "afile" in err, err
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_output_is_refused_not_taken_as_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty: str
+) -> None:
+    # `-o ''` became Path('') == '.', and the profile's files landed where the user stood
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _profile("--output", empty)
+    assert code == 2 and out == "" and "--output" in err and "empty" in err
+    assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ from wattserve.profile import run_profile
 @reports_errors
 def profile_cmd(
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "-o",
             "--output",
@@ -48,11 +48,18 @@ def profile_cmd(
         raise typer.BadParameter("use auto, cpu or gpu", param_hint="--device")
     if engine not in ("auto", "llama", "numpy"):
         raise typer.BadParameter("use auto, llama or numpy", param_hint="--engine")
+    if output is not None and not output.strip():  # Path("") is the working folder
+        raise typer.BadParameter("an empty name: give a folder", param_hint="--output")
     log = (lambda _msg: None) if json_out else typer.echo
     # run_profile refuses a bad --output or --threads (naming it, exit status 2) before it
     # measures anything, and writes the folder's files only once the whole run succeeded
     results = run_profile(
-        output, device=device, quick=quick, log=log, engine=engine, threads=threads
+        None if output is None else Path(output),
+        device=device,
+        quick=quick,
+        log=log,
+        engine=engine,
+        threads=threads,
     )
     if json_out:
         print_json(
