@@ -45,8 +45,7 @@ from wattserve import Deployment, load_catalog, load_model
 from wattserve.calibrate.fit import POWER_TERMS, fit_calibration
 from wattserve.calibrate.measurements import Measurement
 from wattserve.core.params import Calibration, EngineParams
-from wattserve.core.perf import perf_model
-from wattserve.estimate.api import batch_run
+from wattserve.core.perf import batch_run, perf_model
 
 DATA = Path(__file__).parent / "data" / "mlenergy_v3.csv"
 HW = {"H100": "h100-sxm", "B200": "b200"}

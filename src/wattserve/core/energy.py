@@ -5,16 +5,18 @@ comes), or from a hosted API's published joules per token."""
 from __future__ import annotations
 
 from wattserve.core.cost import J_PER_KWH
-from wattserve.core.perf import PerfModel
+from wattserve.core.perf import PerfModel, batch_run
 
 
 def request_energy_j(perf: PerfModel, prompt_tokens: int, output_tokens: int) -> float:
-    """Dynamic joules of one request alone on a deployment: its prefill plus its decode steps
-    at the mean context. NaN when the hardware's power figures are unknown."""
+    """Dynamic joules of one request alone on a deployment: its prefill, which samples the
+    first output token, and the decode steps after it at the mean context (`batch_run`, as
+    `estimate` counts them; until 2026-12-05 this took one decode step more). NaN when the
+    hardware's power figures are unknown."""
     pre = perf.prefill(1, max(1, prompt_tokens))
     dec = perf.decode_step(1, prompt_tokens + output_tokens // 2)
-    idle = perf.idle_power_w
-    return (pre.energy_j - idle * pre.time_s) + output_tokens * (dec.energy_j - idle * dec.time_s)
+    seconds, joules = batch_run(pre, dec, output_tokens)
+    return joules - perf.idle_power_w * seconds
 
 
 def request_energy_bound_j(perf: PerfModel, prompt_tokens: int, output_tokens: int) -> float:
