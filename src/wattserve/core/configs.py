@@ -110,7 +110,9 @@ class Candidate:
 
     @property
     def devices(self) -> int:
-        return self.estimate.devices
+        devices = self.estimate.devices
+        assert devices is not None  # a candidate is a device layout, never a hosted API
+        return devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +395,8 @@ def _search_group(
         else:
             assert e.perf is not None  # it fits and nothing is missing
             dep = e.perf.deployment
-            cap = min(cap, max(1, e.max_batch or 1))
+            if e.max_batch is not None:  # None: no memory limit modelled (compute-in-memory)
+                cap = min(cap, max(1, e.max_batch))
             if not job.fits(dep, cap):  # the activation workspace grows with the batch
                 cap = _largest(1, cap, partial(job.fits, dep))
             best = _largest(1, cap, partial(job.within_slo, e.perf, context=e.context_tokens))

@@ -87,22 +87,27 @@ class Deployment:
         return self.tp * self.pp
 
 
-def chips_needed(
+def sram_stages(
     model: ModelSpec,
     hw: Hardware,
     dtype: Dtype,
     kv_dtype: Dtype,
     kv_tokens: int,
     params: EngineParams,
+    tp: int,
 ) -> int | None:
-    """How many chips an SRAM-only part (Groq, Cerebras) needs to hold `model`.
+    """How many pipeline stages of `tp` chips an SRAM-only part (Groq, Cerebras) needs to
+    hold `model` and the KV cache of `kv_tokens` tokens.
 
-    Weights and the KV cache of `kv_tokens` tokens must all sit in on-chip SRAM, so such
-    parts pipeline a model across as many chips as it fills. None for other parts, whose
-    device count the user chooses (a fit check then says whether it is enough).
+    Weights and KV cache must all sit in on-chip SRAM, so such parts pipeline a model across
+    as many chips as it fills: weights split over every chip, the KV cache over the stages and
+    over as many tensor-parallel ranks as there are KV heads (past them each rank holds a copy,
+    as `memory.layout_fit` counts it). None for other parts, whose device count the user
+    chooses (a fit check then says whether it is enough).
     """
     if hw.memory_kind != "sram":
         return None
     per_chip = hw.require("sram_mb", "capacity") * 1e6 * params.memory_utilization
-    need = model.weight_bytes(dtype) + kv_tokens * model.kv_bytes_per_token(kv_dtype)
-    return max(1, math.ceil(need / per_chip))
+    weights = model.weight_bytes(dtype) / tp
+    kv = kv_tokens * model.kv_bytes_per_token(kv_dtype) / min(tp, model.num_kv_heads)
+    return max(1, math.ceil((weights + kv) / per_chip))

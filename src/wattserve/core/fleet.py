@@ -13,7 +13,7 @@ from typing import Any
 
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
-from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
+from wattserve.core.deployment import Deployment, default_kv_dtype, sram_stages
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.energy import token_energy_j
 from wattserve.core.hardware import LIMITS, ProviderOffer
@@ -240,8 +240,8 @@ def _resolve_deployment(
             f"max_batched_tokens ({max_tokens}) is below max_num_seqs ({max_seqs}): a step "
             "could not hold one token of each sequence (vLLM refuses this too)",
         )
-    need = chips_needed(model, hw, dtype, kv_dtype, max_seqs * 2048, params)
-    pp = r.integer("pp", 1 if need is None else max(1, -(-need // tp)))
+    stages = sram_stages(model, hw, dtype, kv_dtype, max_seqs * 2048, params, tp)
+    pp = r.integer("pp", 1 if stages is None else stages)
     expert_parallel = r.flag("expert_parallel")
     try:
         dep = Deployment(

@@ -26,7 +26,7 @@ class MemoryFit:
     activations_gb: float
     capacity_gb: float | None
     fits: bool
-    max_batch: int
+    max_batch: int | None  # None: no batch limit is modelled (compute-in-memory) or known
     reason: str = ""
 
     @property
@@ -122,7 +122,9 @@ def layout_fit(
                 f"{math.ceil(m.total_params / (capacity / dep.devices))} chips (--pp)"
             )
         )
-        return MemoryFit(weights / GB, 0.0, 0.0, None, fits, batch if fits else 0, reason)
+        # the arrays hold the weights; where a batch's KV cache lives is not modelled, so no
+        # batch limit either (until 2026-12-05 this said max_batch = the batch asked)
+        return MemoryFit(weights / GB, 0.0, 0.0, None, fits, None, reason)
     if lay.capacity is None:
         return MemoryFit(
             weights / GB,
@@ -130,7 +132,7 @@ def layout_fit(
             act / GB,
             None,
             False,
-            0,
+            None,  # unknown, not 0 (until 2026-12-05 a silent 0)
             f"{dep.hardware.id} publishes no memory capacity, so no model can be shown to fit",
         )
     capacity, usable = lay.capacity, lay.usable

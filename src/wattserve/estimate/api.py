@@ -10,7 +10,7 @@ from typing import Any
 
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import CostAssumptions, CostRate, cost_rate, token_usd
-from wattserve.core.deployment import Deployment, chips_needed, default_kv_dtype
+from wattserve.core.deployment import Deployment, default_kv_dtype, sram_stages
 from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.hardware import Hardware, Provider
 from wattserve.core.memory import (
@@ -28,7 +28,7 @@ from wattserve.core.params import (
     check_memory_share,
     load_calibration,
 )
-from wattserve.core.perf import PerfModel, StepCost, perf_model
+from wattserve.core.perf import PerfModel, StepCost, batch_run, perf_model
 from wattserve.errors import ConfigError
 
 _DEFAULT_COSTS = CostAssumptions()
@@ -53,11 +53,11 @@ class Estimate:
 
     model: str
     hardware: str
-    devices: int
-    tp: int
-    pp: int
-    dtype: str
-    kv_dtype: str
+    devices: int | None  # None: a hosted API's (its hardware is not published)
+    tp: int | None
+    pp: int | None
+    dtype: str | None
+    kv_dtype: str | None
     batch: int
     prompt_tokens: int
     output_tokens: int
@@ -100,19 +100,6 @@ class Estimate:
             out[name] = list(value) if isinstance(value, tuple) else value
         out["memory_gb"] = None if self.memory is None else self.memory.as_dict()
         return out
-
-
-def batch_run(prefill: StepCost, decode: StepCost, output_tokens: int) -> tuple[float, float]:
-    """Seconds and joules of one batch served start to end: its prefill, which samples each
-    sequence's first output token (as vLLM's does, and simulate's engine), then
-    `output_tokens - 1` decode steps at the mean context (`estimate`'s per-token, power and
-    cost figures). Until 2026-12-05 it ran `output_tokens` decode steps, one too many: 7% of
-    an 8B's time at one output token, 0.8% at 128."""
-    steps = max(output_tokens - 1, 0)
-    return (
-        prefill.time_s + steps * decode.time_s,
-        prefill.energy_j + steps * decode.energy_j,
-    )
 
 
 @lru_cache(maxsize=4096)
@@ -287,8 +274,8 @@ def estimate(
         params = params.with_updates(memory_utilization=share)
     seq_tokens = kv_tokens_held(prompt_tokens, output_tokens, ctx)  # what the steps hold
     if pp is None:
-        need = chips_needed(spec, hw, wdtype, kdtype, batch * seq_tokens, params)
-        pp = 1 if need is None else max(1, math.ceil(need / tp))
+        stages = sram_stages(spec, hw, wdtype, kdtype, batch * seq_tokens, params, tp)
+        pp = 1 if stages is None else stages
     if expert_parallel is not False and expert_parallel is not True:
         raise ConfigError(
             f"must be true or false, got {expert_parallel!r}", field="expert_parallel"
@@ -403,11 +390,11 @@ def _provider_estimate(
     return Estimate(
         model=spec.id,
         hardware=provider.id,
-        devices=0,
-        tp=0,
-        pp=0,
-        dtype="",
-        kv_dtype="",
+        devices=None,
+        tp=None,
+        pp=None,
+        dtype=None,
+        kv_dtype=None,
         batch=batch,
         prompt_tokens=prompt,
         output_tokens=output,

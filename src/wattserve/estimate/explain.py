@@ -23,7 +23,7 @@ def summary(e: Estimate) -> str:
     if e.devices:
         ep = ""
         if e.expert_parallel:  # at tp 1 every expert is on the one device anyway
-            ep = ", whole experts over tp (EP)" if e.tp > 1 else ", EP (no effect at tp 1)"
+            ep = ", whole experts over tp (EP)" if (e.tp or 1) > 1 else ", EP (no effect at tp 1)"
         head += f" x{e.devices} (tp={e.tp}, pp={e.pp}{ep}, {e.dtype} weights, {e.kv_dtype} KV)"
     lines = [
         head,

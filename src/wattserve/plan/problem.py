@@ -356,9 +356,8 @@ def _layouts(
         )
         by_dtype: dict[str, tuple[int, Deployment]] = {}
         for c in found.feasible:
-            e = c.estimate
             tp = c.layout.tp
-            pp = max(1, e.devices // tp)
+            pp = max(1, c.devices // tp)
             seqs = min(256, c.max_batch_slo) if c.layout.pp is None else 256
             dep = Deployment(
                 model,

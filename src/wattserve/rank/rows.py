@@ -45,11 +45,11 @@ class Row:
     software: str
     maturity: str
     year: int | None
-    devices: int
-    tp: int
-    pp: int
-    dtype: str
-    kv_dtype: str
+    devices: int | None  # None: a hosted API's (its hardware is not published)
+    tp: int | None
+    pp: int | None
+    dtype: str | None
+    kv_dtype: str | None
     batch: int
     ttft_s: float | None
     tpot_s: float | None
@@ -185,11 +185,11 @@ def hosted_row(e: Estimate, provider: Provider) -> Row:
         software="hosted API",
         maturity=provider.maturity,
         year=None,
-        devices=0,
-        tp=0,
-        pp=0,
-        dtype="",
-        kv_dtype="",
+        devices=None,
+        tp=None,
+        pp=None,
+        dtype=None,
+        kv_dtype=None,
         batch=1,
         ttft_s=e.ttft_s,
         tpot_s=e.tpot_s,

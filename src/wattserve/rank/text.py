@@ -108,7 +108,7 @@ def _envelope(rk: Ranking) -> list[str]:
         f"  {'device':20} {'groups':>7} {'devices':>8} {'kW/group':>9} {'tok/s':>12} {'$/h':>10}",
     ]
     for r in rows:
-        assert r.peak_power_w is not None
+        assert r.peak_power_w is not None and r.devices is not None  # a device's row
         out.append(
             f"  {r.hardware:20} {r.envelope_groups:>7} {(r.envelope_groups or 0) * r.devices:>8} "
             f"{_num(r.peak_power_w * rk.pue / 1e3):>9} {_num(r.envelope_tokens_per_s):>12} "
