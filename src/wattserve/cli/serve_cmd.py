@@ -62,6 +62,14 @@ def serve_cmd(
             "least 1 s), and how long an idle keep-alive connection stays open.",
         ),
     ] = 30.0,
+    send_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Longest a stream's client may take none of its data, s: then its connection "
+            "is dropped and the request ends as a client that left (nginx's send_timeout).",
+        ),
+    ] = 60.0,
     state: Annotated[
         str | None,
         typer.Option(
@@ -93,6 +101,7 @@ def serve_cmd(
     for name, value in (
         ("--max-queue", max_queue),
         ("--body-timeout", body_timeout),
+        ("--send-timeout", send_timeout),
     ):
         if not value >= 0:  # typer's min= lets NaN through
             raise ConfigError(f"must be a number of seconds, not negative, got {value}", field=name)
@@ -119,6 +128,7 @@ def serve_cmd(
         ledger,
         require_keys=require_keys,
         body_timeout_s=body_timeout,
+        send_timeout_s=send_timeout,
         max_queue_s=max_queue,
         state=shared,
     )

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,7 @@ from wattserve.serve.schema import (
 )
 from wattserve.serve.shared_budgets import RedisBudgets
 from wattserve.serve.state import SharedState, attach
+from wattserve.serve.streaming import SEND_TIMEOUT_S, Sender, close_events, drop
 
 log = logging.getLogger("wattserve.serve")
 
@@ -111,6 +112,7 @@ class Gateway:
         body_timeout_s: float = BODY_TIMEOUT_S,
         max_queue_s: float = MAX_QUEUE_S,
         state: SharedState | None = None,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
         self.router, self.ledger = router, ledger
         self.state = state
@@ -122,9 +124,11 @@ class Gateway:
         self.budgets: Budgets = budgets or LocalBudgets()
         self.body_timeout_s = body_timeout_s
         self.max_queue_s = max_queue_s
+        self.sender = Sender(send_timeout_s)
         self.metrics = Metrics()
         self.metrics.gauges.append(lambda: live_gauges(self.router, self.state, self.in_flight))
         self.in_flight = 0
+        self.live: dict[int, web.Request] = {}  # in flight, by id: dropped at shutdown
         self.draining = False
         self.context_tokens = context_windows(router.fleet)
         self.accounts = Accounts(
@@ -161,14 +165,20 @@ class Gateway:
             await self.state.connect()
             self.state.start()
         await self.router.start()
+        self.sender.start()
 
     async def _shutdown(self, app: web.Application) -> None:
         self.draining = True
         deadline = time.monotonic() + 30
         while self.in_flight and time.monotonic() < deadline:  # let streams finish
             await asyncio.sleep(0.05)
+        # then drop what is left (a client that does not read would hold aiohttp's own
+        # shutdown, 30 s more and 30 s after that): each is recorded as a client that left
+        for request in list(self.live.values()):
+            drop(request)
 
     async def _cleanup(self, app: web.Application) -> None:
+        await self.sender.stop()
         if self.state is not None:
             if isinstance(self.budgets, RedisBudgets):
                 await self.budgets.drain()
@@ -234,7 +244,7 @@ class Gateway:
 
     async def models(self, request: web.Request) -> web.Response:
         names = self.router.models + sorted(self.router.fleet.aliases)
-        data = [_model(m) for m in names]
+        data = [replies.model_object(m) for m in names]
         return web.json_response({"object": "list", "data": data})
 
     async def model(self, request: web.Request) -> web.Response:
@@ -248,7 +258,7 @@ class Gateway:
                 param="model",
                 code="model_not_found",
             )
-        return web.json_response(_model(name))
+        return web.json_response(replies.model_object(name))
 
     async def health(self, request: web.Request) -> web.Response:
         healthy = [b.name for b in self.router.backends.values() if b.healthy]
@@ -404,10 +414,12 @@ class Gateway:
         )
         greq = GenRequest(rid, kind, model, raw, prompt_tokens, max_tokens, origin)
         self.in_flight += 1
+        self.live[id(request)] = request  # (a web.Request is not hashable)
         try:
             return await self._run(request, body, req, greq, key, started)
         finally:
             self.in_flight -= 1
+            self.live.pop(id(request), None)
 
     async def _run(
         self,
@@ -578,7 +590,7 @@ class Gateway:
                 else:
                     fin = event
         except (asyncio.CancelledError, ConnectionResetError):
-            await _close(call.rest)
+            await close_events(call.rest)
             self._ended(call, fin, len(parts), "cancelled", "client disconnected")
             _log_gone(greq.id, len(parts))
             raise
@@ -616,34 +628,37 @@ class Gateway:
         fin: Finish | None = None
         recorded = False
         n = 0
+        mark = self.sender.watch(request)
+
+        def send(data: bytes | None) -> Awaitable[None]:  # None: the response's end
+            mark[0] = time.monotonic()
+            return resp.write_eof() if data is None else resp.write(data)
+
         try:
             await resp.prepare(request)
             async for event in call.events():
                 if isinstance(event, Piece):
-                    await resp.write(chunks.piece(event.text, None, n == 0))
+                    await send(chunks.piece(event.text, None, n == 0))
                     n += 1
                 else:
                     fin = event
             fin = fin or guessed_finish("stop", greq, n, backend)
-            await resp.write(chunks.piece(None, fin.finish_reason))
+            await send(chunks.piece(None, fin.finish_reason))
             if body.include_usage:
-                await resp.write(
-                    chunks.usage(
-                        replies.usage(
-                            fin, backend, ttft, self.router.carbon_g(backend.site, fin.energy_j)
-                        )
-                    )
-                )
+                carbon = self.router.carbon_g(backend.site, fin.energy_j)
+                usage = chunks.usage(replies.usage(fin, backend, ttft, carbon))
+                await send(usage)
             done = self._ended(call, fin, n, "ok", None)
             recorded = True
             await durable(done, greq.id)
-            await resp.write(replies.DONE)
-            await resp.write_eof()
+            await send(replies.DONE)
+            await send(None)
         except (asyncio.CancelledError, ConnectionResetError) as exc:
-            await _close(call.rest)
+            await close_events(call.rest)
             if not recorded:  # once recorded, the request was complete
-                self._ended(call, fin, n, "cancelled", "client disconnected")
-                _log_gone(greq.id, n)
+                why = self.sender.gone(request)
+                self._ended(call, fin, n, "cancelled", why)
+                _log_gone(greq.id, n, why)
             if isinstance(exc, asyncio.CancelledError):
                 raise
         except Exception as exc:  # UpstreamError, or a bug in a backend (logged)
@@ -659,14 +674,11 @@ class Gateway:
                 code="backend_error",
             )
             with contextlib.suppress(ConnectionResetError):  # the client left too
-                await resp.write(replies.event(err))
-                await resp.write_eof()
+                await send(replies.event(err))
+                await send(None)
+        finally:
+            self.sender.forget(request)
         return resp
-
-
-def _model(name: str) -> dict[str, Any]:
-    """A model as /v1/models lists it (OpenAI's model object)."""
-    return {"id": name, "object": "model", "created": 0, "owned_by": "wattserve"}
 
 
 def _failure(exc: Exception) -> str:
@@ -675,25 +687,9 @@ def _failure(exc: Exception) -> str:
     return str(exc) if isinstance(exc, UpstreamError) else exc.__class__.__name__
 
 
-def _log_gone(rid: str, produced: int) -> None:
-    log.info("wattserve: %s: client disconnected after %d tokens; work cancelled", rid, produced)
+def _log_gone(rid: str, produced: int, why: str = "client disconnected") -> None:
+    log.info("wattserve: %s: %s after %d tokens; work cancelled", rid, why, produced)
 
 
-def _refused(refusal: Refusal) -> web.Response:
-    return error(
-        refusal.status,
-        refusal.message,
-        refusal.type_,
-        code=refusal.code,
-        retry_after_s=refusal.retry_after_s,
-    )
-
-
-async def _close(events: AsyncIterator[Event]) -> None:
-    """Close a backend's event stream: the backend cancels its work (see Backend.generate)."""
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except (Exception, asyncio.CancelledError) as exc:  # already gone: nothing to cancel
-            log.debug("wattserve: closing a backend stream: %r", exc)
+def _refused(r: Refusal) -> web.Response:
+    return error(r.status, r.message, r.type_, code=r.code, retry_after_s=r.retry_after_s)

@@ -10,6 +10,8 @@ that breaks on cue (`completion_tokens` is 2, or 1 when the output limit it is s
 - `"fake_break": "not_json"` (not streamed): a 200 whose body is not JSON;
 - `"fake_delay_s": 2.5`: the answer (a stream's first chunk) only after that long (a server
   with a long queue);
+- `"fake_gap_s": 0.4` (streams): that long before each chunk after the first, the usage
+  chunk and `[DONE]` included (a slow server, each gap shorter than a read timeout);
 - `"fake_usage": false`: no `usage`, streamed or not (llama-cpp-python's server 0.3.36 sends
   none in a stream, whatever `stream_options` says).
 
@@ -65,6 +67,8 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     if body.get("fake_usage") is False:
         usage = None
     broken = body.get("fake_break")
+    gap = body.get("fake_gap_s")
+    gap = gap if isinstance(gap, int | float) and not isinstance(gap, bool) and gap > 0 else 0
     if body.get("stream"):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -75,6 +79,8 @@ async def _chat(request: web.Request) -> web.StreamResponse:
             if piece == "answer" and broken in ("truncate", "error"):
                 await resp.write_eof()
                 return resp
+            if piece == "answer":
+                await asyncio.sleep(gap)
             chunk = {
                 "id": "fake",
                 "object": "chat.completion.chunk",
@@ -84,6 +90,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
             }
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         if usage is not None and (body.get("stream_options") or {}).get("include_usage"):
+            await asyncio.sleep(gap)
             tail = {
                 "id": "fake",
                 "object": "chat.completion.chunk",
@@ -93,6 +100,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
                 "usage": usage,
             }
             await resp.write(b"data: " + json.dumps(tail).encode() + b"\n\n")
+        await asyncio.sleep(gap)
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

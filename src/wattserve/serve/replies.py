@@ -100,3 +100,8 @@ class Chunks:
     def usage(self, used: dict[str, Any]) -> bytes:
         """The last chunk when the client asked for usage."""
         return event({**self.head, "choices": [], "usage": used})
+
+
+def model_object(name: str) -> dict[str, Any]:
+    """A model as /v1/models lists it (OpenAI's model object)."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "wattserve"}

@@ -289,6 +289,7 @@ class EmulatedBackend(Backend):
         self.engine.submit(seq)
         self.wake.set()
         produced = 0
+        read_all = False
         try:
             while True:
                 piece = await stream.queue.get()
@@ -296,12 +297,16 @@ class EmulatedBackend(Backend):
                     break
                 produced += 1
                 yield Piece(piece)
+            read_all = True
         finally:
-            if self.streams.pop(id(seq), None) is not None:  # the client left early
-                self.engine.abort(seq)
-                due_s, due_j = self.in_step.get(id(seq), (0.0, 0.0))  # the step it is in
-                stream.device_s += due_s
-                stream.energy_j += due_j
+            if not read_all:  # the client left early: its share of the steps it was in
+                if self.streams.pop(id(seq), None) is not None:  # still running: stop it
+                    self.engine.abort(seq)
+                    due_s, due_j = self.in_step.get(id(seq), (0.0, 0.0))  # the step it is in
+                    stream.device_s += due_s
+                    stream.energy_j += due_j
+                # else the engine had finished it and the client left before reading it all
+                # (until 2026-12-05 that was billed the devices' price for the wall time)
                 if len(self.gone) >= MAX_GONE:  # read by the gateway at once; never unbounded
                     self.gone.pop(next(iter(self.gone)))
                 self.gone[req.id] = self._charge(stream)

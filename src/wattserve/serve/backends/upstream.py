@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -82,6 +84,12 @@ class OpenAIBackend(Backend):
         self.timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=connect_timeout_s, sock_read=timeout_s
         )
+        # a stream's bound is the time spent waiting for the server (`_streamed`), not its
+        # wall time: that includes the gateway's waits for a client that reads slowly
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=timeout_s
+        )
+        self.timeout_s = timeout_s
         self.session: aiohttp.ClientSession | None = None
         self.fast = Http1Pool(self.base_url) if self.base_url.startswith("http://") else None
         self.in_flight = 0
@@ -236,8 +244,13 @@ class OpenAIBackend(Backend):
 
     def _failed(self, exc: BaseException, *, before_first_byte: bool) -> UpstreamError:
         self.healthy = False
+        why = str(exc) or (
+            f"no answer within timeout_s ({self.timeout_s:g} s waiting for the server)"
+            if isinstance(exc, TimeoutError)
+            else "no detail"
+        )
         return UpstreamError(
-            f"{self.name} failed: {exc.__class__.__name__}: {exc}",
+            f"{self.name} failed: {exc.__class__.__name__}: {why}",
             before_first_byte=before_first_byte,
         )
 
@@ -313,14 +326,35 @@ class OpenAIBackend(Backend):
         finish_reason: str | None = None
         done = False
         produced = 0
+        left = self.timeout_s  # for waiting on the server; the client's time is not counted
         self.in_flight += 1
         try:
-            async with self.session.post(
-                f"{self.base_url}{path}", data=payload, headers=self._headers()
-            ) as resp:
-                if resp.status != 200:
-                    raise self._refused(resp.status, await resp.content.read(2000))
-                async for raw in resp.content:
+            async with contextlib.AsyncExitStack() as stack:
+                waited = time.monotonic()
+                async with asyncio.timeout(left):
+                    resp = await stack.enter_async_context(
+                        self.session.post(
+                            f"{self.base_url}{path}",
+                            data=payload,
+                            headers=self._headers(),
+                            timeout=self.stream_timeout,
+                        )
+                    )
+                    if resp.status != 200:
+                        raise self._refused(resp.status, await resp.content.read(2000))
+                left -= time.monotonic() - waited
+                while True:
+                    # until 2026-12-05 the whole stream had `timeout_s`, so a client that
+                    # paused reading for it failed the stream and took a healthy server out.
+                    # One read is bounded by sock_read (paused while the gateway is not
+                    # reading); their sum is checked after each, with no timer per line
+                    waited = time.monotonic()
+                    raw = await resp.content.readline()
+                    left -= time.monotonic() - waited
+                    if left < 0:
+                        raise TimeoutError()
+                    if not raw:
+                        break
                     line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
                         continue
