@@ -406,9 +406,34 @@ def test_sigterm_with_a_client_that_does_not_read_exits_within_the_30_s_drain(
                 s.proc.wait(10)
         assert exit_s is not None and exit_s < 33, exit_s
         con = sqlite3.connect(s.db)
-        statuses = [row[0] for row in con.execute("SELECT status FROM requests")]
+        rows = list(con.execute("SELECT status, error FROM requests"))
         con.close()
-        assert statuses == ["cancelled"], statuses
+        assert rows == [("cancelled", "gateway shutting down")], rows
+
+
+def test_a_client_reading_slowly_but_steadily_is_not_dropped(tmp_path: Path) -> None:
+    """The send timeout is for a client that takes nothing: one reading about 25 KB/s keeps
+    its stream while the gateway's writes wait for it longer than the timeout (1 s here). A
+    first watchdog that counted from the start of the waiting write dropped it (found in
+    review)."""
+    with gateway(tmp_path, SMALL_FLEET, "--send-timeout", "1", name="slowread") as s:
+        sock = stalled_stream(s.port, None, chat(1500, SMALL))
+        got = b""
+        try:
+            sock.settimeout(20)
+            while not got.endswith(b"\r\n0\r\n\r\n"):
+                more = sock.recv(2048)
+                if not more:
+                    break
+                got += more
+                time.sleep(0.08)
+        finally:
+            sock.close()
+        assert b"data: [DONE]" in got[-200:], got[-200:]
+        con = sqlite3.connect(s.db)
+        rows = list(con.execute("SELECT status, error FROM requests"))
+        con.close()
+        assert rows == [("ok", None)], rows
 
 
 # an OpenAI-compatible server that streams as fast as its socket takes the chunks
@@ -515,6 +540,29 @@ def test_a_slow_upstream_stream_is_held_to_its_timeout_s_summed_over_its_reads(
             last = json.loads(events[-1])
             assert "timeout_s (1 s waiting for the server)" in last["error"]["message"], last
             assert json.loads(events[0])["choices"][0]["delta"]["content"] == "fake "
+
+
+def test_an_upstream_trickling_bytes_without_a_line_is_held_to_its_timeout_s(
+    tmp_path: Path,
+) -> None:
+    """A server that sends a byte every 0.3 s and never ends the line keeps every read
+    timeout from firing; the stream still fails once the waiting sums past `timeout_s` (1 s),
+    naming it (it hung with no bound in a first version of the summed timeout: review)."""
+    with fake_upstream() as port:
+        fleet = (
+            "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
+            f"  u: {{site: dc, model: {MODEL}, hardware: h100-sxm, backend: {{kind: openai, "
+            f"url: 'http://127.0.0.1:{port}/v1', timeout_s: 1}}}}\n"
+        )
+        with gateway(tmp_path, fleet, name="trickle") as s:
+            body = chat(8, stream=True, fake_trickle_s=0.3)
+            started = time.monotonic()
+            with httpx.stream("POST", f"{s.url}{CHAT}", json=body, timeout=30) as r:
+                assert r.status_code == 200
+                events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+            assert time.monotonic() - started < 10
+            last = json.loads(events[-1])
+            assert "timeout_s (1 s waiting for the server)" in last["error"]["message"], last
 
 
 def _answers(url: str) -> bool:

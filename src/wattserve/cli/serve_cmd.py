@@ -65,7 +65,7 @@ def serve_cmd(
     send_timeout: Annotated[
         float,
         typer.Option(
-            min=0.001,
+            min=1.0,
             help="Longest a stream's client may take none of its data, s: then its connection "
             "is dropped and the request ends as a client that left (nginx's send_timeout).",
         ),

@@ -58,7 +58,7 @@ from wattserve.serve.schema import (
 )
 from wattserve.serve.shared_budgets import RedisBudgets
 from wattserve.serve.state import SharedState, attach
-from wattserve.serve.streaming import SEND_TIMEOUT_S, Sender, close_events, drop
+from wattserve.serve.streaming import SEND_TIMEOUT_S, Sender, close_events
 
 log = logging.getLogger("wattserve.serve")
 
@@ -173,9 +173,9 @@ class Gateway:
         while self.in_flight and time.monotonic() < deadline:  # let streams finish
             await asyncio.sleep(0.05)
         # then drop what is left (a client that does not read would hold aiohttp's own
-        # shutdown, 30 s more and 30 s after that): each is recorded as a client that left
+        # shutdown, 30 s more and 30 s after that): each is recorded as cancelled
         for request in list(self.live.values()):
-            drop(request)
+            self.sender.drop(request, "gateway shutting down")
 
     async def _cleanup(self, app: web.Application) -> None:
         await self.sender.stop()
@@ -550,7 +550,7 @@ class Gateway:
             try:
                 if body.stream:
                     return await self._stream(request, call)
-                return await self._collect(call)
+                return await self._collect(request, call)
             finally:
                 target.add(-1)
         self.accounts.record(greq, key, None, None, started, None, "error", "; ".join(errors))
@@ -579,7 +579,7 @@ class Gateway:
             why,
         )
 
-    async def _collect(self, call: _Call) -> web.Response:
+    async def _collect(self, request: web.Request, call: _Call) -> web.Response:
         body, greq, backend, ttft = call.body, call.greq, call.backend, call.ttft
         parts: list[str] = []
         fin: Finish | None = None
@@ -591,8 +591,9 @@ class Gateway:
                     fin = event
         except (asyncio.CancelledError, ConnectionResetError):
             await close_events(call.rest)
-            self._ended(call, fin, len(parts), "cancelled", "client disconnected")
-            _log_gone(greq.id, len(parts))
+            why = self.sender.gone(request)
+            self._ended(call, fin, len(parts), "cancelled", why)
+            _log_gone(greq.id, len(parts), why)
             raise
         except Exception as exc:  # UpstreamError, or a bug in a backend (logged)
             if not isinstance(exc, UpstreamError):

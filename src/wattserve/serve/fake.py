@@ -12,6 +12,8 @@ that breaks on cue (`completion_tokens` is 2, or 1 when the output limit it is s
   with a long queue);
 - `"fake_gap_s": 0.4` (streams): that long before each chunk after the first, the usage
   chunk and `[DONE]` included (a slow server, each gap shorter than a read timeout);
+- `"fake_trickle_s": 0.3` (streams): after the first chunk, one byte that long apart with no
+  end of line, until the client leaves (a server that keeps a read timeout from firing);
 - `"fake_usage": false`: no `usage`, streamed or not (llama-cpp-python's server 0.3.36 sends
   none in a stream, whatever `stream_options` says).
 
@@ -81,6 +83,12 @@ async def _chat(request: web.Request) -> web.StreamResponse:
                 return resp
             if piece == "answer":
                 await asyncio.sleep(gap)
+            trickle = body.get("fake_trickle_s")
+            if piece == "answer" and isinstance(trickle, int | float) and trickle > 0:
+                await resp.write(b": ")
+                while True:  # until the client leaves (the write fails)
+                    await asyncio.sleep(trickle)
+                    await resp.write(b".")
             chunk = {
                 "id": "fake",
                 "object": "chat.completion.chunk",

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -27,37 +29,50 @@ from wattserve.serve.backends.base import Event
 log = logging.getLogger("wattserve.serve")
 
 SEND_TIMEOUT_S = 60.0  # longest a write may wait for a client that does not read
+if sys.platform == "linux":
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ
+else:  # the transport's buffer alone: coarser, as nginx's rule is
+    _OUTQ = None
 
 
 class Sender:
     """The gateway's streams, watched for clients that stopped reading. A stream marks the
-    time each write begins (`watch`'s mark); a watchdog drops a connection whose latest write
-    began more than the timeout ago and still has data the socket has not taken."""
+    time each write begins (`watch`'s mark); a watchdog drops a connection whose transport
+    still holds data the socket has not taken and whose mark is older than the timeout, the
+    mark moved on whenever the client took some of what is queued for it since the last look
+    (a client reading slowly but steadily is not one that stopped)."""
 
     def __init__(self, timeout_s: float = SEND_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
-        self.streams: dict[int, tuple[web.Request, list[float]]] = {}  # by id(request)
-        self.stalled: set[int] = set()  # requests whose connection the watchdog dropped
+        # by id(request): the request, its mark, the data its transport held at the last look
+        self.streams: dict[int, tuple[web.Request, list[float], list[int]]] = {}
+        self.dropped: dict[int, str] = {}  # requests the gateway dropped, and why
         self.task: asyncio.Task[None] | None = None
 
     def watch(self, request: web.Request) -> list[float]:
         """Watch a stream: set the mark's one item to time.monotonic() as each write begins."""
         mark = [time.monotonic()]
-        self.streams[id(request)] = (request, mark)
+        self.streams[id(request)] = (request, mark, [0])
         return mark
 
+    def drop(self, request: web.Request, why: str) -> None:
+        """Close a request's connection at once (whatever its buffers hold), saying why."""
+        self.dropped[id(request)] = why
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
     def gone(self, request: web.Request) -> str:
-        """Why a watched stream's client is gone, once it ended early."""
-        stalled = id(request) in self.stalled
-        return (
-            f"client stopped reading for {self.timeout_s:g} s"
-            if stalled
-            else ("client disconnected")
-        )
+        """Why a request's client is gone, once it ended early: dropped by the gateway, else
+        the client disconnected."""
+        return self.dropped.pop(id(request), "client disconnected")
 
     def forget(self, request: web.Request) -> None:
         self.streams.pop(id(request), None)
-        self.stalled.discard(id(request))
+        self.dropped.pop(id(request), None)
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._watch())
@@ -65,26 +80,45 @@ class Sender:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
 
     async def _watch(self) -> None:
         every = min(1.0, self.timeout_s / 4)
         while True:
             await asyncio.sleep(every)
-            late = time.monotonic() - self.timeout_s
-            for key, (request, mark) in list(self.streams.items()):
-                transport = request.transport
-                if mark[0] <= late and transport is not None and transport.get_write_buffer_size():
-                    self.stalled.add(key)
-                    drop(request)
+            try:
+                self._look()
+            except Exception:  # never silently: a dead watchdog would end the send timeout
+                log.exception("wattserve: the send-timeout watchdog failed a look")
+
+    def _look(self) -> None:
+        now = time.monotonic()
+        for request, mark, held in list(self.streams.values()):
+            transport = request.transport
+            if transport is None:
+                continue
+            waiting = transport.get_write_buffer_size()  # what the socket has not taken
+            queued = waiting + _sent_unread(transport) if waiting else 0
+            if queued < held[0]:  # the client took some since the last look
+                mark[0] = now
+            held[0] = queued
+            if waiting and mark[0] <= now - self.timeout_s:
+                self.drop(request, f"client stopped reading for {self.timeout_s:g} s")
 
 
-def drop(request: web.Request) -> None:
-    """Close a request's connection at once, whatever its buffers hold."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+def _sent_unread(transport: asyncio.BaseTransport) -> int:
+    """The bytes in a connection's kernel send queue (not yet acknowledged by the client),
+    where the system tells (Linux: TIOCOUTQ), else 0. The socket takes more of the
+    transport's buffer only once a third of its own is free again (Linux), which a client
+    reading slowly takes seconds to make: between, its reading shows only here."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or _OUTQ is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0" * 4))[0])
+    except (OSError, ValueError):
+        return 0
 
 
 async def close_events(events: AsyncIterator[Event]) -> None:

@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -343,18 +343,8 @@ class OpenAIBackend(Backend):
                     if resp.status != 200:
                         raise self._refused(resp.status, await resp.content.read(2000))
                 left -= time.monotonic() - waited
-                while True:
-                    # until 2026-12-05 the whole stream had `timeout_s`, so a client that
-                    # paused reading for it failed the stream and took a healthy server out.
-                    # One read is bounded by sock_read (paused while the gateway is not
-                    # reading); their sum is checked after each, with no timer per line
-                    waited = time.monotonic()
-                    raw = await resp.content.readline()
-                    left -= time.monotonic() - waited
-                    if left < 0:
-                        raise TimeoutError()
-                    if not raw:
-                        break
+                lines = await stack.enter_async_context(contextlib.aclosing(_lines(resp, left)))
+                async for raw in lines:
                     line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
                         continue
@@ -412,6 +402,36 @@ class OpenAIBackend(Backend):
             before_first_byte=before_first_byte,
             backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
         )
+
+
+MAX_LINE_BYTES = 1 << 20  # a stream's line longer than this is a broken server
+
+
+async def _lines(resp: aiohttp.ClientResponse, left: float) -> AsyncGenerator[bytes, None]:
+    """The lines of a streamed answer, within `left` seconds of waiting for the server,
+    summed over its reads: each read is bounded by sock_read (which stops while the gateway
+    does not read), and the time spent at a `yield`, where the gateway waits for its client,
+    is not counted. Until 2026-12-05 the whole stream had `timeout_s` of wall time, so a
+    client that paused reading for that long failed the stream and took a healthy server out
+    of rotation. Reading what has arrived rather than a line at a time bounds a server that
+    trickles bytes with no end of line too (each byte restarts sock_read), with no timer per
+    line."""
+    buf = b""
+    while True:
+        waited = time.monotonic()
+        data = await resp.content.readany()
+        left -= time.monotonic() - waited
+        if left < 0:
+            raise TimeoutError()
+        if not data:
+            if buf:
+                yield buf
+            return
+        *whole, buf = (buf + data).split(b"\n")
+        for line in whole:
+            yield line
+        if len(buf) > MAX_LINE_BYTES:
+            raise aiohttp.ClientPayloadError(f"a line of over {MAX_LINE_BYTES} bytes")
 
 
 def _count(usage: dict[str, Any], name: str) -> int | None:
