@@ -92,7 +92,7 @@ class LocalBudgets:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.spent: dict[str, list[float]] = {}  # key id -> [usd, joules], settled
-        self.held: dict[str, list[float]] = {}  # key id -> [usd, joules], in flight
+        self.held: dict[str, list[float]] = {}  # key id -> [usd, joules, holds], in flight
         self.holds: dict[int, Hold] = {}
         self.buckets: dict[str, TokenBucket] = {}  # key id -> its rate limit
         self._ids = itertools.count(1)
@@ -115,7 +115,7 @@ class LocalBudgets:
 
     async def reserve(self, key: KeyRecord, worst: Charge) -> Hold | Refusal:
         spent = self.spent.setdefault(key.id, [key.spent_usd, key.spent_j])
-        held = self.held.setdefault(key.id, [0.0, 0.0])
+        held = self.held.setdefault(key.id, [0.0, 0.0, 0])
         for i, (budget, need, unit) in enumerate(
             ((key.budget_usd, worst.usd, "$"), (key.budget_j, worst.joules, "J"))
         ):
@@ -134,6 +134,7 @@ class LocalBudgets:
                 )
         held[0] += worst.usd
         held[1] += worst.joules
+        held[2] += 1
         hold = Hold(next(self._ids), key.id, worst)
         self.holds[hold.id] = hold
         return hold
@@ -153,6 +154,10 @@ class LocalBudgets:
         if self.holds.pop(hold.id, None) is None:
             raise ValueError(f"hold {hold.id} was already settled or released")
         held = self.held[hold.key_id]
+        held[2] -= 1
+        if held[2] <= 0:  # none left: nothing held (floats subtracted leave ~1e-19 behind,
+            held[:] = [0.0, 0.0, 0]  # refusals named it, with a Retry-After that won't help)
+            return
         held[0] = max(0.0, held[0] - hold.charge.usd)
         held[1] = max(0.0, held[1] - hold.charge.joules)
 
