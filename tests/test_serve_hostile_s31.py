@@ -516,6 +516,22 @@ def test_a_client_that_stops_reading_an_upstream_stream_does_not_eject_the_serve
         up.wait(10)
 
 
+def fake_fleet(port: int, timeout_s: float) -> str:
+    """One deployment sent to the fake OpenAI server on `port`, with that `timeout_s`."""
+    return (
+        "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
+        f"  u: {{site: dc, model: {MODEL}, hardware: h100-sxm, backend: {{kind: openai, "
+        f"url: 'http://127.0.0.1:{port}/v1', timeout_s: {timeout_s}}}}}\n"
+    )
+
+
+def stream_events(s: Server, body: dict[str, Any]) -> list[str]:
+    """A stream's `data:` events, as the client read them."""
+    with httpx.stream("POST", f"{s.url}{CHAT}", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        return [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+
+
 @pytest.mark.parametrize(("gap_s", "fails"), [(0.15, False), (0.45, True)])
 def test_a_slow_upstream_stream_is_held_to_its_timeout_s_summed_over_its_reads(
     tmp_path: Path, gap_s: float, fails: bool
@@ -523,23 +539,18 @@ def test_a_slow_upstream_stream_is_held_to_its_timeout_s_summed_over_its_reads(
     """The counterpart of the above: what `timeout_s` bounds is the time spent waiting for the
     server. A stream whose gaps are each shorter than it (no read times out) but sum past it
     (3 gaps of 0.45 s against 1 s) fails, naming the timeout; at 3 x 0.15 s it completes."""
-    with fake_upstream() as port:
-        fleet = (
-            "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
-            f"  u: {{site: dc, model: {MODEL}, hardware: h100-sxm, backend: {{kind: openai, "
-            f"url: 'http://127.0.0.1:{port}/v1', timeout_s: 1}}}}\n"
-        )
-        with gateway(tmp_path, fleet, name="slow") as s:
-            body = chat(8, stream=True, stream_options={"include_usage": True}, fake_gap_s=gap_s)
-            with httpx.stream("POST", f"{s.url}{CHAT}", json=body, timeout=30) as r:
-                assert r.status_code == 200
-                events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-            if not fails:
-                assert events[-1] == "[DONE]", events
-                return
-            last = json.loads(events[-1])
-            assert "timeout_s (1 s waiting for the server)" in last["error"]["message"], last
-            assert json.loads(events[0])["choices"][0]["delta"]["content"] == "fake "
+    with (
+        fake_upstream() as port,
+        gateway(tmp_path, fake_fleet(port, timeout_s=1), name="slow") as s,
+    ):
+        body = chat(8, stream=True, stream_options={"include_usage": True}, fake_gap_s=gap_s)
+        events = stream_events(s, body)
+        if not fails:
+            assert events[-1] == "[DONE]", events
+            return
+        last = json.loads(events[-1])
+        assert "timeout_s (1 s waiting for the server)" in last["error"]["message"], last
+        assert json.loads(events[0])["choices"][0]["delta"]["content"] == "fake "
 
 
 def test_an_upstream_trickling_bytes_without_a_line_is_held_to_its_timeout_s(
@@ -548,21 +559,15 @@ def test_an_upstream_trickling_bytes_without_a_line_is_held_to_its_timeout_s(
     """A server that sends a byte every 0.3 s and never ends the line keeps every read
     timeout from firing; the stream still fails once the waiting sums past `timeout_s` (1 s),
     naming it (it hung with no bound in a first version of the summed timeout: review)."""
-    with fake_upstream() as port:
-        fleet = (
-            "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
-            f"  u: {{site: dc, model: {MODEL}, hardware: h100-sxm, backend: {{kind: openai, "
-            f"url: 'http://127.0.0.1:{port}/v1', timeout_s: 1}}}}\n"
-        )
-        with gateway(tmp_path, fleet, name="trickle") as s:
-            body = chat(8, stream=True, fake_trickle_s=0.3)
-            started = time.monotonic()
-            with httpx.stream("POST", f"{s.url}{CHAT}", json=body, timeout=30) as r:
-                assert r.status_code == 200
-                events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-            assert time.monotonic() - started < 10
-            last = json.loads(events[-1])
-            assert "timeout_s (1 s waiting for the server)" in last["error"]["message"], last
+    with (
+        fake_upstream() as port,
+        gateway(tmp_path, fake_fleet(port, timeout_s=1), name="trickle") as s,
+    ):
+        started = time.monotonic()
+        events = stream_events(s, chat(8, stream=True, fake_trickle_s=0.3))
+        assert time.monotonic() - started < 10
+        last = json.loads(events[-1])
+        assert "timeout_s (1 s waiting for the server)" in last["error"]["message"], last
 
 
 def _answers(url: str) -> bool:

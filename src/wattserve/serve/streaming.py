@@ -3,12 +3,12 @@
 A client that stops reading a stream fills the socket's buffers, and a write then waits until
 it reads again: with no bound the request stays in flight for as long as the client holds the
 connection, keeping its budget hold, its share of the target's load and one of the gateway's
-in-flight places (a few hundred such clients would make it refuse everyone). So a write that
-cannot hand its data to the connection within the send timeout has the connection dropped
-(nginx's `send_timeout`, 60 s by default, is the same rule), and the request ends as a client
-that left. A watchdog looks at the streams a few times per timeout, rather than each write
-arming a timer of its own (a timer per token cost the gateway about 3 us of its 15 us a
-streamed token, a coroutine around each write about 1 us: measured 2026-12-05,
+in-flight places (a few hundred such clients would make it refuse everyone). So a stream
+whose client takes nothing queued for it for the send timeout, while data waits for the
+socket, has its connection dropped (nginx's `send_timeout`, 60 s by default, is the rule), and
+the request ends as a client that left. A watchdog looks at the streams once a second, rather
+than each write arming a timer of its own (a timer per token cost the gateway about 3 us of
+its 15 us a streamed token, a coroutine around each write about 1 us: measured 2026-12-05,
 benchmarks/gateway_stream_cpu.py).
 """
 
