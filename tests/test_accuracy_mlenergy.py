@@ -44,8 +44,9 @@ from pathlib import Path
 from wattserve import Deployment, load_catalog, load_model
 from wattserve.calibrate.fit import POWER_TERMS, fit_calibration
 from wattserve.calibrate.measurements import Measurement
+from wattserve.core.energy import batch_run
 from wattserve.core.params import Calibration, EngineParams
-from wattserve.core.perf import batch_run, perf_model
+from wattserve.core.perf import perf_model
 
 DATA = Path(__file__).parent / "data" / "mlenergy_v3.csv"
 HW = {"H100": "h100-sxm", "B200": "b200"}

@@ -453,19 +453,6 @@ class PerfModel:
         return self.devices * self.idle_w
 
 
-def batch_run(prefill: StepCost, decode: StepCost, output_tokens: int) -> tuple[float, float]:
-    """Seconds and joules of one batch served start to end: its prefill, which samples each
-    sequence's first output token (as vLLM's does, and simulate's engine), then
-    `output_tokens - 1` decode steps at the mean context (`estimate`'s per-token, power and
-    cost figures). Until 2026-12-05 it ran `output_tokens` decode steps, one too many: 7% of
-    an 8B's time at one output token, 0.8% at 128."""
-    steps = max(output_tokens - 1, 0)
-    return (
-        prefill.time_s + steps * decode.time_s,
-        prefill.energy_j + steps * decode.energy_j,
-    )
-
-
 @lru_cache(maxsize=64)
 def _busiest_spread(ranks: int) -> float:
     """E[max of `ranks` independent standard normals], the integral of

@@ -12,6 +12,7 @@ from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import CostAssumptions, CostRate, cost_rate, token_usd
 from wattserve.core.deployment import Deployment, default_kv_dtype, sram_stages
 from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
+from wattserve.core.energy import batch_run
 from wattserve.core.hardware import Hardware, Provider
 from wattserve.core.memory import (
     MAX_STEP_BATCH,
@@ -28,7 +29,7 @@ from wattserve.core.params import (
     check_memory_share,
     load_calibration,
 )
-from wattserve.core.perf import PerfModel, StepCost, batch_run, perf_model
+from wattserve.core.perf import PerfModel, StepCost, perf_model
 from wattserve.errors import ConfigError
 
 _DEFAULT_COSTS = CostAssumptions()
