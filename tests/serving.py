@@ -179,14 +179,20 @@ def ledger_row(db: Path, rid: str) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def requests_total(url: str, status: str) -> float:
-    """The gateway's wattserve_requests_total for `status`, summed over its other labels."""
+def metric(url: str, name: str, label: str = "") -> float:
+    """The gateway's metric `name` summed over its series (those with `label`, e.g.
+    'status="ok"', where given)."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("wattserve_requests_total{") and f'status="{status}"' in line
+        if (line.startswith(name + " ") or line.startswith(name + "{")) and label in line
     )
+
+
+def requests_total(url: str, status: str) -> float:
+    """The gateway's wattserve_requests_total for `status`, summed over its other labels."""
+    return metric(url, "wattserve_requests_total", f'status="{status}"')
 
 
 def local_fleet(tmp: Path, *lines: str, backend: str = "") -> str:

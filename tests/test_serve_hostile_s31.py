@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serving import Server, fake_upstream, gateway
+from serving import Server, fake_upstream, gateway, metric
 
 from wattserve.serve.ledger import Ledger
 from wattserve.serve.net import free_port
@@ -144,15 +144,6 @@ def wait_until(check: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + " ") or line.startswith(name + "{")
-    )
-
-
 # -- raw HTTP -------------------------------------------------------------------------------
 
 
@@ -171,7 +162,7 @@ class _Kept(io.BytesIO):
     """A buffer that a response's close leaves open for the next response."""
 
     def close(self) -> None:
-        pass
+        """Leave the buffer open: the next response is read from it."""
 
 
 def parse_responses(data: bytes) -> list[tuple[int, bytes]]:

@@ -127,13 +127,16 @@ class Gateway:
         self.sender = Sender(send_timeout_s)
         self.metrics = Metrics()
         self.metrics.gauges.append(lambda: live_gauges(self.router, self.state, self.in_flight))
-        self.in_flight = 0
         self.live: dict[int, web.Request] = {}  # in flight, by id: dropped at shutdown
         self.draining = False
         self.context_tokens = context_windows(router.fleet)
         self.accounts = Accounts(
             self.metrics, ledger, self.budgets, router.targets, router.carbon_g
         )
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.live)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -413,12 +416,10 @@ class Gateway:
             local_only=local_only,
         )
         greq = GenRequest(rid, kind, model, raw, prompt_tokens, max_tokens, origin)
-        self.in_flight += 1
         self.live[id(request)] = request  # (a web.Request is not hashable)
         try:
             return await self._run(request, body, req, greq, key, started)
         finally:
-            self.in_flight -= 1
             self.live.pop(id(request), None)
 
     async def _run(
