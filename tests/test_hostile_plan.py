@@ -17,7 +17,7 @@ from wattserve.cli.app import app
 from wattserve.core.traces import MAX_ARRIVAL_S, read_trace
 from wattserve.core.workload import load_workload, stream_workload
 from wattserve.errors import ConfigError
-from wattserve.plan.capacity import CapacityCache
+from wattserve.plan.capacity import VERSION, CapacityCache
 
 WORKLOAD = "generator: {kind: poisson, rate_rps: 2, duration_s: 30, prompt_tokens: 500, output_tokens: 100}\n"  # noqa: E501
 
@@ -151,7 +151,7 @@ def test_damaged_cache_entries_are_measured_again(
     code, fresh, _ = _plan("--hardware", "l4", "--workload", w, "--json")
     assert code == 0
     damaged = {k: {**v, field: value} for k, v in entries.items()}
-    cache.write_text(json.dumps({"version": 1, "entries": damaged}))
+    cache.write_text(json.dumps({"version": VERSION, "entries": damaged}))
     code, out, err = _plan("--hardware", "l4", "--workload", w, "--cache", str(cache), "--json")
     assert code == 0, err
     assert "Traceback" not in err

@@ -149,6 +149,12 @@ def plan_cmd(
             "never trusted; what this plan needs is measured again",
             err=True,
         )
+    if store.stale:
+        typer.echo(
+            f"note: --cache {cache}: written by an earlier wattserve (another format); "
+            "what this plan needs is measured again and the file rewritten",
+            err=True,
+        )
     try:
         result = plan(
             workload,
@@ -179,7 +185,9 @@ def plan_cmd(
                 typer.echo(f"  - {r}", err=True)
         raise typer.Exit(3) from None
     finally:
-        if cache is not None and (store.misses or store.dropped):  # only what a run measured
+        if cache is not None and (
+            store.misses or store.dropped or store.stale
+        ):  # only what a run measured
             store.save(cache)
     if out is not None:
         save_text(out, fleet_text(result, result.hardware_files), "--out")

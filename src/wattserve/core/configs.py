@@ -150,8 +150,14 @@ class DeviceConfigs:
 
 
 def slo_excess(e: Estimate, slo: SLO) -> float:
-    """max(TTFT / SLO, TPOT / SLO); infinite when either time is unknown."""
-    if e.ttft_s is None or e.tpot_s is None:
+    """max(TTFT / SLO, TPOT / SLO); infinite when a time that counts is unknown. An answer of
+    one token has no time between tokens (the prefill samples it), so TTFT alone counts, as
+    simulate and serve judge such a request."""
+    if e.ttft_s is None:
+        return math.inf
+    if e.output_tokens <= 1:
+        return e.ttft_s / slo.ttft_s
+    if e.tpot_s is None:
         return math.inf
     return max(e.ttft_s / slo.ttft_s, e.tpot_s / slo.tpot_s)
 
@@ -242,9 +248,9 @@ class _Job:
 
     def within_slo(self, perf: PerfModel, batch: int, *, context: int) -> bool:
         """Both SLOs met at `batch`: the PerfModel calls `estimate` makes for TTFT and TPOT."""
-        return (
-            perf.prefill(batch, self.prompt_tokens).time_s <= self.slo.ttft_s
-            and perf.decode_step(batch, context).time_s <= self.slo.tpot_s
+        return perf.prefill(batch, self.prompt_tokens).time_s <= self.slo.ttft_s and (
+            self.output_tokens <= 1  # no decode step (`slo_excess`)
+            or perf.decode_step(batch, context).time_s <= self.slo.tpot_s
         )
 
     def feasible(self, layout: Layout, batch: int) -> bool:

@@ -161,13 +161,11 @@ def summarize_solution(p: Problem, sol: Solution, objective: str) -> Plan:
     for j, n in sol.replicas.items():
         o = p.options[j]
         site = p.sites[o.site]
-        load = sum(sol.rates.get((q, j), 0.0) / c.rate_rps for q, c in o.caps.items())
-        dyn_w = sum(
-            sol.rates.get((q, j), 0.0) * max(0.0, (c.avg_power_w - c.idle_power_w) / c.rate_rps)
-            for q, c in o.caps.items()
-        )
-        watts = (o.idle_w * n + dyn_w) * site.pue
-        usd = o.usd_per_h * n + o.usd_per_j * 3600.0 * (o.idle_w * n + dyn_w)
+        rates = {q: sol.rates.get((q, j), 0.0) for q in o.caps}
+        load = sum(r / o.caps[q].rate_rps for q, r in rates.items())
+        device_w = o.replica_w(rates, n)  # each replica's measured draw at its load
+        watts = device_w * site.pue
+        usd = o.usd_per_h * n + o.usd_per_j * 3600.0 * device_w
         tok = sum(sol.rates.get((q, j), 0.0) * p.flows[q].output_tokens for q in o.caps)
         row = by_site.setdefault(
             o.site, SiteRow(o.site, {}, 0.0, site.power_cap_w, 0.0, 0.0, 0.0, 0.0, 0.0)

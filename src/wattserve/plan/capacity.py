@@ -27,6 +27,7 @@ saved to and loaded from JSON so that a second plan of the same candidates is qu
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -67,10 +68,15 @@ PROBE_MAX = 20_000
 UTIL_MAX = 0.9
 KV_SIGMAS = 3.0  # the mean batch's margin below the KV cache's limit (`analytic_rate`)
 SEQS_SIGMAS = 1.0  # ... and below max_num_seqs
+# the shares of its capacity at which a replica's average power is measured as well as at full
+# load (`Capacity.power_at`)
+PART_LOADS = (0.25, 0.5)
 BISECT_STEPS = 7  # a bracket of [0.5x, 1.2x] the bound narrows to within about 1%
 # Checks on a cached Capacity: the analytic bound stops near 2^20 req/s and the simulated
 # search at 64x it, so a rate past 1e8 is no replica's; 10 MW is past any replica's draw.
 MAX_RATE_RPS = 1e8
+# the cache file's format: 2 since capacities carry part-load power (PART_LOADS)
+VERSION = 2
 MAX_POWER_W = 1e7
 
 
@@ -106,6 +112,40 @@ class Capacity:
     idle_power_w: float
     joules_per_request: float
     reason: str = ""
+    # average W at PART_LOADS of the rate: a replica's draw is far from linear in its load (a
+    # memory-bound decode step reads every weight whatever its batch: one H100, Llama-3.1-8B at
+    # 3,000 in and 500 out, draws 517 W at 36% of its capacity and 636 W at all of it). NaN: not
+    # measured (the draw is then taken as linear from idle to full load)
+    quarter_power_w: float = math.nan
+    half_power_w: float = math.nan
+
+    def power_at(self, load: float) -> float:
+        """Average W of one replica serving `load` (0-1) of its rate: interpolated through idle
+        at 0, the part-load measurements and full load."""
+        points = [(0.0, self.idle_power_w)]
+        points += [(u, w) for u, w in zip(PART_LOADS, self._parts(), strict=True) if w == w]
+        points.append((1.0, self.avg_power_w))
+        u = min(max(load, 0.0), 1.0)
+        for (u0, w0), (u1, w1) in itertools.pairwise(points):
+            if u <= u1:
+                return w0 + (w1 - w0) * (u - u0) / (u1 - u0)
+        return self.avg_power_w
+
+    def busy_power_w(self) -> float:
+        """The W a busy replica draws before its load's share: the line through the lowest
+        part-load measurement and full load, at no load (held between idle and full load; idle
+        where nothing was measured at part load). The plan's program charges a replica this
+        plus its marginal joules per request: exact at those two loads, the draw being concave in
+        the load a little under it between them and over it at lighter loads."""
+        u, w = next(
+            ((u, w) for u, w in zip(PART_LOADS, self._parts(), strict=True) if w == w),
+            (0.0, self.idle_power_w),
+        )
+        at_zero = w - u * (self.avg_power_w - w) / (1.0 - u)
+        return min(max(at_zero, self.idle_power_w), self.avg_power_w)
+
+    def _parts(self) -> tuple[float, float]:
+        return (self.quarter_power_w, self.half_power_w)
 
 
 def _config_key(dep: Deployment, params: EngineParams) -> str:
@@ -125,6 +165,7 @@ class CapacityCache:
         self.hits = 0
         self.misses = 0
         self.dropped = 0  # damaged entries of the file loaded, left out (measured again)
+        self.stale = 0  # entries of a file an earlier version wrote, left out (measured again)
 
     @staticmethod
     def load(path: str | Path) -> CapacityCache:
@@ -136,7 +177,7 @@ class CapacityCache:
         try:
             # bounded, regular files only: a FIFO or /dev/zero is refused, never read
             text = read_text(p) if p.exists() else ""
-            raw = load_json(text, str(p)) if text.strip() else {"version": 1, "entries": {}}
+            raw = load_json(text, str(p)) if text.strip() else {"version": VERSION, "entries": {}}
         except ConfigError as exc:
             raise _not_a_cache(p, f"cannot be read ({exc.detail})") from None
         except ValueError as exc:  # json.JSONDecodeError
@@ -147,6 +188,9 @@ class CapacityCache:
             or not isinstance(raw.get("entries"), dict)
         ):
             raise _not_a_cache(p, "is JSON but not a capacity cache (no version and entries)")
+        if raw["version"] != VERSION:  # an earlier wattserve's: its figures are measured again
+            cache.stale = len(raw["entries"])
+            return cache
         for key, value in raw["entries"].items():
             cap = _capacity(value)
             if cap is None:
@@ -157,7 +201,7 @@ class CapacityCache:
 
     def save(self, path: str | Path) -> None:
         p = Path(path)
-        data = {"version": 1, "entries": {k: asdict(v) for k, v in self.entries.items()}}
+        data = {"version": VERSION, "entries": {k: asdict(v) for k, v in self.entries.items()}}
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             with replacing(p) as handle:  # an interrupted save never leaves half a file behind
@@ -187,6 +231,8 @@ def _capacity(raw: Any) -> Capacity | None:
             float(raw["idle_power_w"]),
             float(raw["joules_per_request"]),
             raw["reason"],
+            float(raw["quarter_power_w"]),
+            float(raw["half_power_w"]),
         )
     except OverflowError:  # an integer past float range
         return None
@@ -194,7 +240,7 @@ def _capacity(raw: Any) -> Capacity | None:
         return None
     if (cap.rate_rps == 0) != bool(cap.reason):  # a zero rate always says why
         return None
-    powers = (cap.avg_power_w, cap.peak_power_w, cap.idle_power_w)
+    powers = (cap.avg_power_w, cap.peak_power_w, cap.idle_power_w, *cap._parts())
     if cap.rate_rps == 0:  # no capacity: its figures are never used, NaN included
         ok = all(math.isnan(w) or 0 <= w <= MAX_POWER_W for w in powers)
         return cap if ok else None
@@ -245,8 +291,10 @@ def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, f
     )
     if first > shape.ttft_s:
         return 0.0, 0.0, f"one prefill takes {first * 1e3:.0f} ms, over the TTFT budget"
+    # an answer of one token has no time between tokens: TTFT alone counts (`slo_excess`)
+    tpot_s = shape.tpot_s if o > 1 else math.inf
     solo = pm.decode_step(1, p + o).time_s
-    if solo > shape.tpot_s:
+    if solo > tpot_s:
         return 0.0, 0.0, f"one decode step takes {solo * 1e3:.1f} ms, over the TPOT limit"
     kv_batch = kv_blocks * 16 // max(1, p + o)
     max_batch = min(dep.max_num_seqs, kv_batch)
@@ -273,7 +321,7 @@ def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, f
 
         return ok
 
-    bound = _largest(steady(shape.tpot_s))
+    bound = _largest(steady(tpot_s))
     why = "" if bound > 0 else "no positive rate keeps the step time within the TPOT limit"
     # saturation: the rate at which the replica's steps would fill all of its time, whatever
     # the step time, kept to UTIL_MAX of it: queueing waits grow as 1 / (1 - utilisation)
@@ -391,9 +439,9 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
     _, batch = _steady_tau(pm, bound, shape.prompt_tokens, shape.output_tokens)
     peak = _peak_power_w(pm, batch, shape)
     if method == "analytic":
-        step = pm.decode_step(max(1, round(batch)), shape.prompt_tokens + shape.output_tokens // 2)
-        avg = step.power_w
-        return Capacity(bound, avg, max(peak, avg), idle, avg / bound)
+        avg = _steady_power_w(pm, bound, shape, busy=False)
+        parts = [_steady_power_w(pm, u * bound, shape) for u in PART_LOADS]
+        return Capacity(bound, avg, max(peak, avg), idle, avg / bound, "", *parts)
     fleet = _probe_fleet(dep, params, blocks)
     # the search stays under the sustained rate: past it the queue grows without end, which a
     # finite probe may not run long enough to show
@@ -428,4 +476,17 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
         else:
             hi = mid
     rate, avg, jpr = best
-    return Capacity(rate, avg, max(peak, avg), idle, jpr)
+    parts = [_probe(fleet, shape, u * rate)[1] for u in PART_LOADS]
+    return Capacity(rate, avg, max(peak, avg), idle, jpr, "", *parts)
+
+
+def _steady_power_w(pm: PerfModel, rate: float, shape: Shape, busy: bool = True) -> float:
+    """A replica's average W at `rate` in steady state: its decode step at the steady batch,
+    and with `busy`, idle for the share of time it holds no sequence (the sequences in the
+    system are Poisson about that batch, M/G/infinity)."""
+    _, batch = _steady_tau(pm, rate, shape.prompt_tokens, shape.output_tokens)
+    step = pm.decode_step(max(1, round(batch)), shape.prompt_tokens + shape.output_tokens // 2)
+    if not busy:
+        return step.power_w
+    share = 1.0 - math.exp(-batch)
+    return pm.idle_power_w + share * (step.power_w - pm.idle_power_w)

@@ -13,8 +13,12 @@ cap[q, j] one replica's capacity for it at its SLO:
     sum_q h[q, k]                           <= rate_limit[k]
     $/h                                     <= budget
 
-$/h = sum_j x[j] * usd_h[j] + 3600 * usd_j[j] * (idle_w[j] * x[j] + sum_q r[q, j] * e[q, j])
-      + 3600 * sum h[q, k] * usd_req[q, k], with e[q, j] the dynamic joules per request.
+$/h = sum_j x[j] * usd_h[j] + 3600 * usd_j[j] * (busy_w[j] * x[j] + sum_q r[q, j] * e[q, j])
+      + 3600 * sum h[q, k] * usd_req[q, k], with busy_w[j] a replica's draw while it serves at
+all and e[q, j] the joules one more request adds (`Option.busy_w`, `joules_per_request`: the
+line through a replica's measured draw at a quarter of its capacity and at all of it; a
+replica's draw is concave in its load, so the line through idle and full load, used until
+2026-12-05, put a replica at a third of its capacity at half the W simulate measures).
 Energy (W at the meter) and carbon (g/h) are the same sums weighted by PUE and intensity.
 
 The columns hold shares, r[q, j] / lambda[q], not req/s: the solver's tolerances (about
@@ -152,7 +156,7 @@ def _solver_quiet() -> Iterator[None]:
 def _cost_terms(p: Problem, j: int) -> tuple[float, float]:
     """($/h per replica held, $ per joule) of option j."""
     o = p.options[j]
-    return o.usd_per_h + 3600.0 * o.usd_per_j * o.idle_w, o.usd_per_j
+    return o.usd_per_h + 3600.0 * o.usd_per_j * o.busy_w(), o.usd_per_j
 
 
 def _watts_weight(p: Problem, j: int, objective: str) -> float:
@@ -213,15 +217,15 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
         if objective == "cost":
             c = usd_h
         elif objective in ("energy", "carbon"):
-            c = _watts_weight(p, j, objective) * o.idle_w + small * usd_h
+            c = _watts_weight(p, j, objective) * o.busy_w() + small * usd_h
         else:
             c = small * usd_h
         ub = _upper_replicas(p, j, objective)
         if math.isinf(ub):
             ub = 1e6
         v.x[j] = b.var(0, ub, 0.0 if elastic else c, integer=True)
-        for q, cap in o.caps.items():
-            e_dyn = max(0.0, (cap.avg_power_w - cap.idle_power_w) / cap.rate_rps)
+        for q in o.caps:
+            e_dyn = o.joules_per_request(q)
             if objective == "cost":
                 rc = 3600.0 * usd_j * e_dyn
             elif objective in ("energy", "carbon"):
@@ -317,8 +321,8 @@ def _usd_terms(p: Problem, v: _Vars) -> list[tuple[int, float]]:
     for j, o in enumerate(p.options):
         usd_h, usd_j = _cost_terms(p, j)
         terms.append((v.x[j], usd_h))
-        for q, cap in o.caps.items():
-            e_dyn = max(0.0, (cap.avg_power_w - cap.idle_power_w) / cap.rate_rps)
+        for q in o.caps:
+            e_dyn = o.joules_per_request(q)
             terms.append((v.r[(q, j)], 3600.0 * usd_j * e_dyn * p.flows[q].rate_rps))
     for (q, k), col in v.h.items():
         terms.append((col, 3600.0 * p.hosted[k].usd_per_request[q] * p.flows[q].rate_rps))
@@ -372,11 +376,11 @@ def _per_request(p: Problem, j: int, q: int, objective: str) -> float:
     as fractional (the LP's view): the option's hourly weight over its capacity plus energy."""
     o = p.options[j]
     cap = o.caps[q]
-    e_dyn = max(0.0, (cap.avg_power_w - cap.idle_power_w) / cap.rate_rps)
+    e_dyn = o.joules_per_request(q)
     if objective == "cost":
         usd_h, usd_j = _cost_terms(p, j)
         return usd_h / cap.rate_rps + 3600.0 * usd_j * e_dyn
-    return _watts_weight(p, j, objective) * (o.idle_w / cap.rate_rps + e_dyn)
+    return _watts_weight(p, j, objective) * (o.busy_w() / cap.rate_rps + e_dyn)
 
 
 def _restricted(p: Problem, objective: str, time_limit_s: float) -> Solution:

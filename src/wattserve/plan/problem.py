@@ -23,10 +23,11 @@ from wattserve.core.configs import SearchSpace, search_configs
 from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.dtypes import Dtype
-from wattserve.core.fleet import Fleet, HostedSpec
+from wattserve.core.fleet import Fleet, HostedSpec, kv_block_count
 from wattserve.core.hardware import Hardware, stack_excluded
 from wattserve.core.modelspec import ModelSpec, fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams
+from wattserve.core.perf import perf_model
 from wattserve.core.sites import Site
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError, UnknownNameError
@@ -35,8 +36,12 @@ from wattserve.plan.capacity import (
     CapacityCache,
     CapacityMethod,
     Shape,
+    analytic_rate,
     replica_capacity,
 )
+
+# how much more a larger layout must carry per device than every smaller one to be sized too
+LAYOUT_GAIN = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,31 @@ class Option:
     @property
     def devices(self) -> int:
         return self.deployment.devices
+
+    def busy_w(self) -> float:
+        """What the program charges a replica held, before its load: the lowest of its flows'
+        busy draws (`Capacity.busy_power_w`), so that a replica at full load of any one flow
+        costs that flow's measured W; the idle draw when it serves none."""
+        return min((c.busy_power_w() for c in self.caps.values()), default=self.idle_w)
+
+    def joules_per_request(self, q: int) -> float:
+        """What one request of flow q adds to a replica's energy, above `busy_w`."""
+        cap = self.caps[q]
+        return max(0.0, (cap.avg_power_w - self.busy_w()) / cap.rate_rps)
+
+    def replica_w(self, rates: dict[int, float], replicas: int) -> float:
+        """The average W of `replicas` replicas sharing `rates` (req/s by flow) evenly, from
+        each flow's measured draw at that load (`Capacity.power_at`), mixed by load share."""
+        if replicas <= 0:
+            return 0.0
+        loads = {q: r / self.caps[q].rate_rps / replicas for q, r in rates.items() if r > 0}
+        total = sum(loads.values())
+        if total <= 0:
+            return self.idle_w * replicas
+        dynamic = sum(
+            u / total * (self.caps[q].power_at(total) - self.idle_w) for q, u in loads.items()
+        )
+        return (self.idle_w + dynamic) * replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +368,9 @@ def _layouts(
     calib: Calibration,
     dtypes: tuple[Dtype, ...] | None,
 ) -> list[Deployment]:
-    """For each class of `model_id` (as the flows name it; loaded: `model`), the
-    fewest-device layout per dtype meeting its SLO."""
+    """For each class of `model_id` (as the flows name it; loaded: `model`) and dtype, the
+    layouts worth sizing (`_worth_sizing`) among those that fit and meet its SLO."""
+    params = calib.params_for(hw)
     out: dict[tuple[int, int, str], Deployment] = {}
     for f in flows:
         if f.model != model_id:
@@ -354,7 +385,7 @@ def _layouts(
             calibration=calib,
             space=SearchSpace(dtypes=dtypes),
         )
-        by_dtype: dict[str, tuple[int, Deployment]] = {}
+        by_dtype: dict[str, dict[tuple[int, int], Deployment]] = {}
         for c in found.feasible:
             tp = c.layout.tp
             pp = max(1, c.devices // tp)
@@ -368,12 +399,36 @@ def _layouts(
                 kv_dtype=default_kv_dtype(c.layout.dtype),
                 max_num_seqs=max(1, seqs),
             )
-            old = by_dtype.get(c.layout.dtype)
-            if old is None or dep.devices < old[0]:
-                by_dtype[c.layout.dtype] = (dep.devices, dep)
-        for _, dep in by_dtype.values():
-            out[(dep.tp, dep.pp, dep.dtype)] = dep
+            by_dtype.setdefault(c.layout.dtype, {}).setdefault((tp, pp), dep)
+        shape = Shape(model.id, f.prompt_tokens, f.output_tokens, f.slo.ttft_s, f.slo.tpot_s, 0.5)
+        for deps in by_dtype.values():
+            for dep in _worth_sizing(list(deps.values()), params, shape):
+                out[(dep.tp, dep.pp, dep.dtype)] = dep
     return list(out.values())
+
+
+def _worth_sizing(deps: list[Deployment], params: EngineParams, shape: Shape) -> list[Deployment]:
+    """The layouts of one device and dtype a plan should size for one class: the fewest-device
+    one, and each with more devices that carries more requests per device (by the steady-state
+    bound, `analytic_rate`; the best of those with as many devices). Rent and power grow with
+    the devices, so a larger layout earns its place only per device: two L4s hold more than
+    twice one L4's KV cache (Llama-3.1-8B at 3,000 in and 500 out: 0.29 against 0.10 req/s a
+    device), and of two H100s Llama-3.1-70B carries 3.5 req/s at tp 2 and 1.2 at pp 2. Keeping
+    only the fewest-device layout (until 2026-12-05) planned a looser SLO dearer than a tighter
+    one, whose single L4 missed it."""
+    rated = []
+    for dep in deps:
+        blocks, why = kv_block_count(dep, params)
+        rate = 0.0 if why else analytic_rate(perf_model(dep, params), blocks, shape)[0]
+        rated.append((dep.devices, -rate / dep.devices, dep))
+    rated.sort(key=lambda t: (t[0], t[1]))
+    kept = [rated[0][2]]  # the fewest devices (the finest step of capacity), the best of those
+    best = -rated[0][1]
+    for _, neg_per_device, dep in rated[1:]:
+        if -neg_per_device > best * (1 + LAYOUT_GAIN):
+            kept.append(dep)
+            best = -neg_per_device
+    return kept
 
 
 def _site_options(
