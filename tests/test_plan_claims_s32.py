@@ -171,7 +171,7 @@ def test_power_claims_hold_in_simulation(tmp_path: Path, cache: CapacityCache) -
     of its capacity, 636 W at all of it): plan claimed 428 W at the meter for the energy plan
     (1 H100) where simulate measured 775 W, and that plan drew 35% more than the cost plan's.
     Now the figures come from each replica's draw measured at a quarter, half and all of its
-    capacity, and the program charges the line through a quarter and all of it."""
+    capacity, and the program charges the lesser of two lines (lightly loaded, busy)."""
     wl_path = _workload(tmp_path / "w.yaml", rate=2, prompt=3000, output=500, ttft=10, tpot=0.06)
     wl = load_workload(wl_path, default_model=MODEL, seed=0)
     hw = ["h100-sxm", "l4", "a100-sxm-80gb"]
@@ -186,10 +186,10 @@ def test_power_claims_hold_in_simulation(tmp_path: Path, cache: CapacityCache) -
         claimed, measured = p.avg_w, _meter_w(report, fleet)
         assert abs(claimed - measured) <= 0.05 * measured, (objective, claimed, measured)
         figures[objective] = measured
-    # The program's line over-charges a replica that is nearly idle (the cost plan's L4 pair
-    # carries 1% of its capacity: 25 W, charged 83 W), so the energy plan (two L4 x4 at 78%,
-    # 629 W) is not the least (the cost plan's 573 W); it was 775 W (one H100 at 36%).
-    assert figures["energy"] <= 1.15 * figures["cost"], figures
+    # the energy objective's fleet draws the least in simulation (the cost plan's: an A100 at
+    # full load and an L4 pair nearly idle, 573 W), not two L4 x4 (629 W, chosen while the
+    # program charged one line that over-charged a nearly idle replica) nor one H100 (775 W)
+    assert figures["energy"] <= 1.02 * figures["cost"], figures
 
 
 # --- claims that held -------------------------------------------------------------------------

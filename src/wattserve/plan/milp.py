@@ -13,12 +13,12 @@ cap[q, j] one replica's capacity for it at its SLO:
     sum_q h[q, k]                           <= rate_limit[k]
     $/h                                     <= budget
 
-$/h = sum_j x[j] * usd_h[j] + 3600 * usd_j[j] * (busy_w[j] * x[j] + sum_q r[q, j] * e[q, j])
-      + 3600 * sum h[q, k] * usd_req[q, k], with busy_w[j] a replica's draw while it serves at
-all and e[q, j] the joules one more request adds (`Option.busy_w`, `joules_per_request`: the
-line through a replica's measured draw at a quarter of its capacity and at all of it; a
-replica's draw is concave in its load, so the line through idle and full load, used until
-2026-12-05, put a replica at a third of its capacity at half the W simulate measures).
+$/h = sum_j x[j] * usd_h[j] + 3600 * usd_j[j] * (idle_w[j] * x[j] + w[j])
+      + 3600 * sum h[q, k] * usd_req[q, k], with w[j] option j's draw above idle: the lesser
+of a lightly loaded line (from idle to its draw at a quarter of capacity) and a busy one (a
+busy W per replica plus J per request), by one binary per option (`_two_pieces`): a replica's
+draw is concave in its load. Where a capacity carries no part-load draw, or energy weighs
+nothing, w[j] is the busy line alone.
 Energy (W at the meter) and carbon (g/h) are the same sums weighted by PUE and intensity.
 
 The columns hold shares, r[q, j] / lambda[q], not req/s: the solver's tolerances (about
@@ -47,7 +47,8 @@ from typing import Literal
 import numpy as np
 
 from wattserve.core.cost import J_PER_KWH
-from wattserve.plan.problem import Problem
+from wattserve.plan.capacity import PART_LOADS
+from wattserve.plan.problem import Option, Problem
 
 # Past this many options the heuristic of `solve` runs: HiGHS's exact search over 8,000
 # options did not finish within 60 s, nor did the LP relaxation alone
@@ -213,26 +214,31 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
     # objective weights: cost, with energy/carbon as the aim and cost as a small tie-break
     small = 1e-6
     for j, o in enumerate(opts):
-        usd_h, usd_j = _cost_terms(p, j)
+        _, usd_j = _cost_terms(p, j)
+        # what a replica held and a watt it draws weigh in the objective
         if objective == "cost":
-            c = usd_h
+            per_h, per_w = o.usd_per_h, 3600.0 * usd_j
         elif objective in ("energy", "carbon"):
-            c = _watts_weight(p, j, objective) * o.busy_w() + small * usd_h
+            per_h = small * o.usd_per_h
+            per_w = _watts_weight(p, j, objective) + small * 3600.0 * usd_j
         else:
-            c = small * usd_h
+            per_h, per_w = small * o.usd_per_h, small * 3600.0 * usd_j
         ub = _upper_replicas(p, j, objective)
         if math.isinf(ub):
             ub = 1e6
-        v.x[j] = b.var(0, ub, 0.0 if elastic else c, integer=True)
+        pieces = not elastic and objective != "throughput" and per_w > 0 and _measured(o)
+        if pieces:  # no more replicas than all the option's flows need (more only draw more)
+            ub = min(
+                ub, _whole(sum(flows[q].rate_rps / c.rate_rps for q, c in o.caps.items()), True)
+            )
+        base_w = o.idle_w if pieces else o.busy_w()
+        v.x[j] = b.var(0, ub, 0.0 if elastic else per_h + per_w * base_w, integer=True)
         for q in o.caps:
-            e_dyn = o.joules_per_request(q)
-            if objective == "cost":
-                rc = 3600.0 * usd_j * e_dyn
-            elif objective in ("energy", "carbon"):
-                rc = _watts_weight(p, j, objective) * e_dyn + small * 3600.0 * usd_j * e_dyn
-            else:
-                rc = 0.0
-            v.r[(q, j)] = b.var(0, math.inf, 0.0 if elastic else rc * flows[q].rate_rps)
+            e_dyn = 0.0 if pieces or objective == "throughput" else o.joules_per_request(q)
+            rc = per_w * e_dyn * flows[q].rate_rps
+            v.r[(q, j)] = b.var(0, math.inf, 0.0 if elastic else rc)
+        if pieces:
+            _two_pieces(b, v, p, j, per_w, ub)
     for k, h in enumerate(p.hosted):
         for q, usd in h.usd_per_request.items():
             hc = 3600.0 * usd if objective == "cost" else small * 3600.0 * usd
@@ -314,6 +320,40 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
             terms.append((s, -1.0))
         b.row(terms, -math.inf, budget)
     return b, v
+
+
+def _measured(o: Option) -> bool:
+    """Whether every flow's capacity on `o` carries its part-load draw (`_two_pieces`)."""
+    return all(math.isfinite(c.quarter_power_w) for c in o.caps.values())
+
+
+def _two_pieces(b: _Builder, v: _Vars, p: Problem, j: int, per_w: float, most: float) -> None:
+    """Option j's draw above idle as the lesser of two lines, its replicas lightly loaded or
+    busy: A = the line from idle to the draw at a quarter of capacity (J per request:
+    e1), B = the busy draw of `Option.busy_w` per replica plus `joules_per_request`. A replica's
+    draw is concave in its load, so it is about the lesser of the two at every load, which a
+    minimising program states with one binary z: w >= A - M z and w >= B - M (1 - z), w
+    weighed `per_w`. One line alone either put a third-loaded H100 at half its draw (idle to
+    full load) or charged a nearly idle L4 pair three times its draw (the busy line), and the
+    energy objective chose by the error."""
+    o = p.options[j]
+    lam = {q: p.flows[q].rate_rps for q in o.caps}
+    light = {
+        q: (c.quarter_power_w - o.idle_w) / (PART_LOADS[0] * c.rate_rps) for q, c in o.caps.items()
+    }
+    busy = o.busy_w() - o.idle_w
+    m_light = sum(max(0.0, light[q]) * lam[q] for q in o.caps)
+    m_busy = busy * most + sum(o.joules_per_request(q) * lam[q] for q in o.caps)
+    w = b.var(0, math.inf, per_w)
+    z = b.var(0, 1, 0.0, integer=True)
+    b.row(
+        [(w, 1.0), *((v.r[(q, j)], -light[q] * lam[q]) for q in o.caps), (z, m_light)],
+        0.0,
+        math.inf,
+    )
+    terms = [(w, 1.0), (v.x[j], -busy), (z, -m_busy)]
+    terms += [(v.r[(q, j)], -o.joules_per_request(q) * lam[q]) for q in o.caps]
+    b.row(terms, -m_busy, math.inf)
 
 
 def _usd_terms(p: Problem, v: _Vars) -> list[tuple[int, float]]:
