@@ -33,6 +33,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right, insort
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from wattserve.core.memory import KV_BLOCK_TOKENS
@@ -342,9 +343,7 @@ class EngineModel:
         impossible requests to `rejected`."""
         while self.waiting and len(self.running) < self.max_seqs and budget > 0:
             s = self.waiting[0]
-            # it could never finish here: at its last token it holds its prompt and output
-            # (checked on arrival, not after a preemption, once it had run for seconds)
-            if -(-(s.req.prompt_tokens + s.req.output_tokens) // BLOCK) > self.total_blocks:
+            if self.refusal(s.req):  # it could never run here
                 self.waiting.popleft()
                 self.outstanding -= 1
                 self.pending_prefill -= s.prefill_target
@@ -365,6 +364,17 @@ class EngineModel:
             chunks.append((s, q))
             budget -= q
             free -= add
+
+    def refusal(self, req: Request) -> str:
+        """Why `req` can never run on this engine ("" when it can): an empty prompt (vLLM
+        refuses one; stopping the queue at it stopped every request behind it), or a prompt and
+        output that the whole KV cache cannot hold at the request's last token, when it holds
+        its prompt and every output token but the last (never fed back)."""
+        if req.prompt_tokens <= 0:
+            return "empty prompt"
+        if -(-(req.prompt_tokens + req.output_tokens - 1) // BLOCK) > self.total_blocks:
+            return "prompt and output exceed the KV cache"
+        return ""
 
     def _chunk(self, s: Seq, budget: int, free: int) -> tuple[int, int]:
         """Tokens of prefilling `s` this step within `budget` and the `free` blocks, and the
@@ -417,6 +427,31 @@ class EngineModel:
         if not self.power_known:
             energy_j = power_w = 0.0
         return StepPlan(now, now + time_s, energy_j, power_w, [], n, steps, kv0, lines)
+
+    def cut_run(self, plan: StepPlan, fits: Callable[[float], bool]) -> None:
+        """Cut a decode run not yet started to its longest prefix whose peak power (W) `fits`,
+        or to its first step when even that one does not, each timed and powered as the steps
+        it keeps (the simulator's fast mode, at a site whose cap slows a step too big for it:
+        exact stepping slows each step by its own power, so a run is cut where steps begin to
+        be slowed, and a slowed step is taken alone). O(log steps) sums."""
+        lines = plan.lines
+        if lines is None or plan.steps <= 1 or not self.power_known:
+            return
+        perf = self.perf
+        first = decode_run(perf, lines, 1)
+        # the plan's own peak does not fit; when its first step does not either (nearly
+        # always, under a cap that slows decode steps), that step alone, with no search
+        lo, hi = 1, plan.steps - 1 if fits(first[2]) else 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(decode_run(perf, lines, mid)[2]):
+                lo = mid
+            else:
+                hi = mid - 1
+        time_s, energy_j, power_w = first if lo == 1 else decode_run(perf, lines, lo)
+        plan.steps = lo
+        plan.end_s = plan.start_s + time_s
+        plan.energy_j, plan.power_w = energy_j, power_w
 
     def start(self, plan: StepPlan) -> None:
         self.plan = plan

@@ -9,7 +9,7 @@ shows). Times are whatever clock the caller uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -110,6 +110,45 @@ class SitePower:
             self.peak_w = p
 
 
+def slowed_to_w(s: SitePower, enforce: bool) -> float | None:
+    """The power above idle that a step too big for the site `s` is slowed down to (the cap
+    less every device's idle draw, what the step could have with all others idle), or None
+    where such a step waits for power instead: no cap (or no enforcement), a cap that leaves
+    nothing above idle, or less than the site's `floor_w`."""
+    cap = s.cap_w
+    if not enforce or cap is None:
+        return None
+    allowed = cap - s.base_w
+    return allowed if allowed > EPS_W and allowed >= s.floor_w - EPS_W else None
+
+
+class Room:
+    """What an EnginePool reads of its site's power at each decision: called, the watts left
+    under the cap (infinite without one or without enforcement; the cap may be set at run
+    time); `slowed_to_w`, what a running replica's next step, too big for the cap with one
+    more request, draws above idle once slowed (EnginePool.replica_marginal_w)."""
+
+    __slots__ = ("enforce", "site")
+
+    def __init__(self, site: SitePower, enforce: bool) -> None:
+        self.site = site
+        self.enforce = enforce
+
+    def __call__(self) -> float:
+        s = self.site
+        if not self.enforce or s.cap_w is None:
+            return math.inf
+        return s.cap_w - s.power_w - s.reserved_w
+
+    def slowed_to_w(self) -> float | None:
+        """The module function slowed_to_w, but None under serve's shared power leases (a
+        `floor_w` is set): there the cap is this gateway's share of the site's, which grows
+        when admissions are refused for power (serve/leases.py), so a request that does not fit
+        a replica's full step is refused, to ask for more, rather than slowing that step."""
+        s = self.site
+        return None if s.floor_w > 0.0 else slowed_to_w(s, self.enforce)
+
+
 class PowerGovernor:
     """Site power caps. With `enforce` False it only accounts."""
 
@@ -136,14 +175,11 @@ class PowerGovernor:
         """Promise (or, negative, release) power for a step about to start (`reserved_w`)."""
         self.sites[site].reserved_w += delta_w
 
-    def room(self, site: str) -> Callable[[], float]:
+    def room(self, site: str) -> Room:
         """The power left under `site`'s cap, as a function to call at each decision (its
         cap may be set at run time; infinite without one or without enforcement): what an
-        EnginePool reads to place a request where it fits."""
-        s, enforce = self.sites[site], self.enforce
-        return lambda: (
-            s.cap_w - s.power_w - s.reserved_w if enforce and s.cap_w is not None else math.inf
-        )
+        EnginePool reads to place a request where it fits (see Room)."""
+        return Room(self.sites[site], self.enforce)
 
     def account(self, site: str) -> SitePower:
         """The site's power account (callers on a hot path keep it instead of the name)."""
@@ -184,11 +220,8 @@ class PowerGovernor:
         other device idle, and is to be slowed down to fit it (`throttle`): when the cap leaves
         more than nothing and at least the site's `floor_w` of dynamic power. Else the step
         waits for power."""
-        s = self.sites[site]
-        if not self.enforce or s.cap_w is None:
-            return False
-        allowed = s.cap_w - s.base_w
-        return delta_w > allowed + EPS_W and allowed > EPS_W and allowed >= s.floor_w - EPS_W
+        allowed = slowed_to_w(self.sites[site], self.enforce)
+        return allowed is not None and delta_w > allowed + EPS_W
 
     def throttle(self, site: str, plan: StepPlan, idle_w: float) -> None:
         """Slow a step that `slows` down to the power it can have (as a GPU power limit does):

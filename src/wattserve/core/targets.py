@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from wattserve.core.cost import token_usd
 from wattserve.core.engine import EngineModel
 from wattserve.core.fleet import DeploymentSpec, HostedSpec
+from wattserve.core.governor import EPS_W, Room
 from wattserve.core.policy import TargetView, predict_each
 from wattserve.core.ratelimit import TokenBucket
 from wattserve.core.workload import Request
@@ -86,7 +87,7 @@ class EnginePool:
         engines: list[EngineModel],
         rng: random.Random,
         rtt: Callable[[str | None, str], float],
-        headroom: Callable[[], float] | None = None,
+        headroom: Room | None = None,
     ) -> None:
         self.spec = spec
         # the power left under the site's cap now (None: no cap): under a cap, a request goes
@@ -211,14 +212,17 @@ class EnginePool:
         slot first): a capped site fills a running engine before it wakes an idle one, which
         draws the most (its first sequence brings the whole step's load)."""
         assert self.headroom is not None
-        room = self.headroom()
-        if room >= self.max_marginal_w or self.replica_marginal_w(e) <= room:
-            return e  # (the first test: even a replica's whole dynamic power fits)
-        cheapest = min(self.engines, key=self._fill_order)
-        return cheapest if self.replica_marginal_w(cheapest) <= room else e
-
-    def _fill_order(self, e: EngineModel) -> tuple[bool, float]:
-        return (e.outstanding >= e.max_seqs, self.replica_marginal_w(e))
+        room = self.headroom() + EPS_W  # as the governor's fits: a site at its cap to the
+        # last bit (a step slowed to the cap) takes what adds nothing, whatever the rounding
+        if room >= self.max_marginal_w:
+            return e  # even a replica's whole dynamic power fits
+        slowed = self.headroom.slowed_to_w()
+        if self._adds_w(e, slowed) <= room:
+            return e
+        cheapest = min(
+            self.engines, key=lambda r: (r.outstanding >= r.max_seqs, self._adds_w(r, slowed))
+        )
+        return cheapest if self._adds_w(cheapest, slowed) <= room else e
 
     @property
     def first_request_w(self) -> float:
@@ -227,8 +231,22 @@ class EnginePool:
         return self._marginal_at(0)
 
     def replica_marginal_w(self, e: EngineModel) -> float:
-        """Power one more running sequence adds on replica `e` (0 when unknown)."""
-        return self._marginal_at(min(e.max_seqs, e.outstanding))
+        """Power one more running sequence adds on replica `e` (0 when unknown). Under a cap
+        that slows a step too big for it (`Room.slowed_to_w`), a replica that is running adds
+        at most what the cap leaves above its draw: its next step, heavier by the request, is
+        slowed to that, as a power-capped GPU takes the work and runs slower (so it adds
+        nothing when its step is slowed already). An idle replica's first request adds its
+        whole step's load: a cap too low for that admits none (core.governor.cap_blocks)."""
+        return self._adds_w(e, None if self.headroom is None else self.headroom.slowed_to_w())
+
+    def _adds_w(self, e: EngineModel, slowed_w: float | None) -> float:
+        """replica_marginal_w, given the site's `slowed_to_w`."""
+        w = self._marginal_at(min(e.max_seqs, e.outstanding))
+        plan = e.plan
+        if plan is None or slowed_w is None:
+            return w
+        left = slowed_w - (plan.power_w - e.idle_w)
+        return w if w <= left else (left if left > 0.0 else 0.0)
 
     def _marginal_at(self, b: int) -> float:
         """Power a replica running `b` sequences adds with one more (0 when unknown)."""

@@ -307,7 +307,7 @@ class Simulation:
         engine = self.engines[i]
         plan, rejected = engine.next_plan(self.now)
         if rejected:
-            self._drop_rejected(rejected)
+            self._drop_rejected(engine, rejected)
         idle = engine.idle_w
         base = idle if held_w is None else held_w
         if plan is None:
@@ -317,7 +317,10 @@ class Simulation:
         if self.capped[i]:
             site = self.engine_site[i]
             gov = self.gov
-            gov.throttle(site, plan, idle)  # a step that could never fit is slowed down
+            if gov.slows(site, plan.power_w - idle):  # a step that could never fit: slowed down
+                if plan.steps > 1:
+                    self._cut_slowed(i, plan)
+                gov.throttle(site, plan, idle)
             queue = self.waitlist[site]
             first = queue[0] if queue else None
             ahead = (
@@ -333,6 +336,13 @@ class Simulation:
                     self._cut_runs(site)
                 return
         self._commit(i, plan, base)
+
+    def _cut_slowed(self, i: int, plan: StepPlan) -> None:
+        """Fast mode: engine i's decode run, whose peak step its site's cap slows, is cut where
+        its steps begin to be slowed (to its first step when that one is), so that each step
+        is slowed by its own power, as exact stepping slows it, and one at a time."""
+        gov, site, idle = self.gov, self.engine_site[i], self.engines[i].idle_w
+        self.engines[i].cut_run(plan, lambda w: not gov.slows(site, w - idle))
 
     def _kick_new(self) -> None:
         """Start the first step of each engine given work at this instant, in the order they
@@ -377,11 +387,11 @@ class Simulation:
             return False
         return self.gov.fits(site, need - (plan.power_w - self.engines[i].idle_w))
 
-    def _drop_rejected(self, rejected: list[Seq]) -> None:
+    def _drop_rejected(self, engine: EngineModel, rejected: list[Seq]) -> None:
         for s in rejected:
             placed = cast(_Placed, s.tag)
             placed.pool.add(-1)
-            self._reject(s.req, "prompt and output exceed the KV cache")
+            self._reject(s.req, engine.refusal(s.req))
 
     def _start(self, i: int, plan: StepPlan) -> None:
         """Start a plan that waited for power: the same work, shifted to now."""
