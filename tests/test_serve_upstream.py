@@ -105,7 +105,7 @@ def test_the_real_llama_server_is_fed_only_what_it_takes(tmp_path: Path) -> None
         {"messages": [{"role": "assistant", "content": None}, user]},
         {"messages": [{"role": "tool", "content": "42"}, user]},
         # (a seed must be an integer: the gateway refuses "x" itself since 2026-12-04)
-        {"messages": [user], "seed": 7, "tools": "x", "response_format": 7},
+        {"messages": [user], "seed": 7},
     ]
     with gateway(tmp_path, fleet) as s:
 
@@ -119,6 +119,10 @@ def test_the_real_llama_server_is_fed_only_what_it_takes(tmp_path: Path) -> None
         for body in cases:
             r = chat(body)
             assert r.status_code == 200, (body, r.text)
+        # tools the engine would ignore: refused, naming the field, since 2026-12-05
+        # (serve/capabilities.py); it was passed on and answered 200 with prose
+        r = chat({"messages": [user], "tools": "x", "response_format": 7})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "tools", r.text
         for stream in (False, True):  # the limit held for is the one the engine obeys
             r = chat({"messages": [user], "stream": stream}, max_tokens=60, max_completion_tokens=1)
             assert r.status_code == 200

@@ -100,7 +100,9 @@ class UpstreamError(WattserveError):
     `backend_down` whether the backend itself is at fault (down, overloaded, failing every
     request), so that it leaves the rotation for a while: by default any 5xx. `code` and
     `param` are OpenAI's error code and the request field at fault, where the backend knows
-    them (None: `backend_error`, no field)."""
+    them (None: `backend_error`, no field); `type_` OpenAI's error type (by default
+    `invalid_request_error` for a 4xx, `server_error` otherwise). `retry_after_s`: how long a
+    backend that answered 429 asked to be left alone (its Retry-After, bounded), else None."""
 
     def __init__(
         self,
@@ -111,12 +113,16 @@ class UpstreamError(WattserveError):
         backend_down: bool | None = None,
         code: str | None = None,
         param: str | None = None,
+        type_: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.before_first_byte = before_first_byte
         self.status = status
         self.backend_down = status >= 500 if backend_down is None else backend_down
         self.code, self.param = code, param
+        self.type_ = type_ or ("invalid_request_error" if status < 500 else "server_error")
+        self.retry_after_s = retry_after_s
 
 
 class BenchError(WattserveError):

@@ -54,6 +54,7 @@ from wattserve.serve.schema import (
     approx_tokens,
     error_body,
     given,
+    parse_body,
     validation_message,
 )
 from wattserve.serve.shared_budgets import RedisBudgets
@@ -356,11 +357,7 @@ class Gateway:
             return error(400, "body must be a JSON object")
         raw = given(raw)  # null is "not given"
         try:
-            body: ChatRequest | CompletionRequest = (
-                ChatRequest.model_validate(raw)
-                if kind == "chat"
-                else CompletionRequest.model_validate(raw)
-            )
+            body = parse_body(kind, raw)
         except ValidationError as exc:
             message, param = validation_message(exc)
             return error(400, message, param=param)
@@ -372,6 +369,8 @@ class Gateway:
                 param="model",
                 code="model_not_found",
             )
+        if (unable := self.router.unsupported(model, kind, raw)) is not None:  # else ignored
+            return error(400, unable.message, param=unable.param, code="unsupported_parameter")
         where = residency(
             request.headers.getall("x-wattserve-site", []),
             request.headers.getall("x-wattserve-data-local", []),
@@ -434,9 +433,13 @@ class Gateway:
         failed: set[str] = set()
         errors: list[str] = []
         queued: list[float] = []  # predicted waits of the replicas passed over
-        while len(errors) <= RETRIES:
+        while True:
             try:
-                placement = await self.router.place(req, failed)
+                if len(errors) > RETRIES:  # spent: a 429, as place's, where servers rate limit
+                    if (limited := self.router.rate_limited(req, greq)) is None:
+                        break
+                    raise limited
+                placement = await self.router.place(req, failed, greq)
             except asyncio.CancelledError:
                 # the client left while its request waited (for power, under a cap): counted
                 # and recorded as any client that leaves is, with nothing to bill
@@ -500,7 +503,7 @@ class Gateway:
                 self.accounts.release(hold)
                 if exc.before_first_byte and exc.backend_down:
                     failed.add(backend.name)
-                    self.router.eject(backend)
+                    self.router.eject(backend, exc.retry_after_s)
                     errors.append(str(exc))
                     continue
                 # a 4xx is the request's fault (refused, as the gateway's own 4xx are), not the
@@ -510,7 +513,7 @@ class Gateway:
                 return error(
                     exc.status,
                     str(exc),
-                    "invalid_request_error" if exc.status < 500 else "server_error",
+                    exc.type_,
                     param=exc.param,
                     code=exc.code or "backend_error",
                 )
@@ -555,12 +558,8 @@ class Gateway:
             finally:
                 target.add(-1)
         self.accounts.record(greq, key, None, None, started, None, "error", "; ".join(errors))
-        return error(
-            502,
-            "every backend tried failed: " + "; ".join(errors),
-            "server_error",
-            code="backend_error",
-        )
+        why = "every backend tried failed: " + "; ".join(errors)
+        return error(502, why, "server_error", code="backend_error")
 
     def _ended(
         self, call: _Call, fin: Finish | None, produced: int, status: str, why: str | None
@@ -582,12 +581,12 @@ class Gateway:
 
     async def _collect(self, request: web.Request, call: _Call) -> web.Response:
         body, greq, backend, ttft = call.body, call.greq, call.backend, call.ttft
-        parts: list[str] = []
+        parts: list[Piece] = []
         fin: Finish | None = None
         try:
             async for event in call.events():
                 if isinstance(event, Piece):
-                    parts.append(event.text)
+                    parts.append(event)
                 else:
                     fin = event
         except (asyncio.CancelledError, ConnectionResetError):
@@ -613,7 +612,7 @@ class Gateway:
         data = replies.completion(
             greq,
             body.model,
-            "".join(parts),
+            parts,
             fin,
             replies.usage(fin, backend, ttft, self.router.carbon_g(backend.site, fin.energy_j)),
         )
@@ -640,7 +639,7 @@ class Gateway:
             await resp.prepare(request)
             async for event in call.events():
                 if isinstance(event, Piece):
-                    await send(chunks.piece(event.text, None, n == 0))
+                    await send(chunks.piece(event, None, n == 0))
                     n += 1
                 else:
                     fin = event

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from wattserve.serve.backends.base import Finish, GenRequest
+from wattserve.serve.backends.base import Finish, GenRequest, Piece
 
 
 def usage(
@@ -38,19 +38,21 @@ def usage(
 
 
 def completion(
-    greq: GenRequest, model: str, text: str, fin: Finish, used: dict[str, Any]
+    greq: GenRequest, model: str, pieces: list[Piece], fin: Finish, used: dict[str, Any]
 ) -> dict[str, Any]:
-    """A whole (non-streamed) chat.completion or text_completion."""
-    choice: dict[str, Any] = (
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": fin.finish_reason,
-            "logprobs": None,
-        }
-        if greq.kind == "chat"
-        else {"index": 0, "text": text, "finish_reason": fin.finish_reason, "logprobs": None}
-    )
+    """A whole (non-streamed) chat.completion or text_completion, from the pieces the
+    backend sent: their text, tool calls and logprobs. As OpenAI answers, a chat message
+    that calls tools and says nothing has `content: null`."""
+    text = "".join(p.text for p in pieces)
+    calls = [c for p in pieces for c in p.tool_calls or ()]
+    lp = _logprobs([p.logprobs for p in pieces if p.logprobs is not None])
+    choice: dict[str, Any] = {"index": 0}
+    if greq.kind == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+        choice["message"] = message | ({"tool_calls": calls} if calls else {})
+    else:
+        choice["text"] = text
+    choice |= {"finish_reason": fin.finish_reason, "logprobs": lp}
     return {
         "id": greq.id,
         "object": "chat.completion" if greq.kind == "chat" else "text_completion",
@@ -59,6 +61,22 @@ def completion(
         "choices": [choice],
         "usage": used,
     }
+
+
+def _logprobs(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The logprobs of an answer sent in several pieces: their lists joined, key by key
+    (chat's `content`, completions' `tokens`, `token_logprobs`, ...); one piece's as sent."""
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            have = out.get(key)
+            if key not in out:  # a list is copied once, then extended: linear in the pieces
+                out[key] = list(value) if isinstance(value, list) else value
+            elif isinstance(value, list) and isinstance(have, list):
+                have.extend(value)
+    return out
 
 
 def event(payload: dict[str, Any]) -> bytes:
@@ -81,20 +99,29 @@ class Chunks:
             "model": model,
         }
 
-    def piece(self, text: str | None, finish: str | None, first: bool = False) -> bytes:
-        """A piece of text (or, with `finish`, the end of the choice)."""
+    def piece(self, piece: Piece | None, finish: str | None, first: bool = False) -> bytes:
+        """A piece's chunk: its text, tool call fragments and logprobs (or, with `finish` and
+        no piece, the end of the choice). The first chunk of a chat says the role, as
+        OpenAI's does (`content: null` when it opens with a tool call)."""
+        text = None if piece is None else piece.text
+        lp = None if piece is None else piece.logprobs
         if self.chat:
-            delta: dict[str, Any] = {"content": text} if text is not None else {}
-            if first:
-                delta["role"] = "assistant"
+            calls = None if piece is None else piece.tool_calls
+            delta: dict[str, Any] = {"role": "assistant"} if first else {}
+            if text or (text is not None and not calls):
+                delta["content"] = text
+            elif first:
+                delta["content"] = None
+            if calls:
+                delta["tool_calls"] = calls
             choice: dict[str, Any] = {
                 "index": 0,
                 "delta": delta,
                 "finish_reason": finish,
-                "logprobs": None,
+                "logprobs": lp,
             }
         else:
-            choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+            choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": lp}
         return event({**self.head, "choices": [choice]})
 
     def usage(self, used: dict[str, Any]) -> bytes:

@@ -5,11 +5,12 @@ PowerGovernor, targets and View that `simulate` uses."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from wattserve.core.admission import Admission, admit
 from wattserve.core.energy import carbon_g
@@ -20,11 +21,12 @@ from wattserve.core.targets import Target
 from wattserve.core.view import View
 from wattserve.core.workload import SLO, Request
 from wattserve.errors import NoBackendAvailable
-from wattserve.serve.backends.base import Backend, BuildContext, Built
+from wattserve.serve.backends.base import Backend, BuildContext, Built, GenRequest
 from wattserve.serve.backends.registry import backend_kind
+from wattserve.serve.capabilities import Need, needs, refusal
 
 HEALTH_EVERY_S = 5.0
-COOLDOWN_S = 10.0
+COOLDOWN_S = 10.0  # a failing backend's time out of rotation (a health probe does not end it)
 POWER_POLL_S = 0.05  # how often a request waiting for power under a cap tries again
 
 
@@ -32,6 +34,14 @@ POWER_POLL_S = 0.05  # how often a request waiting for power under a cap tries a
 class Placement:
     target: Target
     backend: Backend
+
+
+class Unsupported(NamedTuple):
+    """A request's field that no backend serving its model honours: the 400's param and
+    message (serve.capabilities)."""
+
+    param: str
+    message: str
 
 
 class Router:
@@ -70,8 +80,12 @@ class Router:
         self.started = clock()
         self.health_task: asyncio.Task[None] | None = None
         self.ejected_until: dict[str, float] = {}
-        # called with (backend, cooldown_s) when a backend is ejected (shared state publishes)
-        self.on_eject: list[Callable[[Backend, float], None]] = []
+        # backends out of rotation because their server answered 429, until when (a subset
+        # of ejected_until): while one is, a request nothing else can take answers 429
+        self.limited_until: dict[str, float] = {}
+        # called with (backend, cooldown_s, rate limited) when a backend is ejected (shared
+        # state publishes)
+        self.on_eject: list[Callable[[Backend, float, bool], None]] = []
         # called with the request when admission refuses it for power (shared power leases)
         self.on_power_wait: list[Callable[[Request], None]] = []
         self.background: set[asyncio.Task[Any]] = set()
@@ -96,46 +110,109 @@ class Router:
             await b.stop()
 
     async def _health_loop(self) -> None:
+        """Probe the backends every HEALTH_EVERY_S, except those ejected: a probe that
+        succeeds (a server answering /models while it refuses work with 503 or 429) would put
+        them back before their cooldown ends, as it did until 2026-12-05."""
         while True:
             await asyncio.sleep(HEALTH_EVERY_S)
-            for b in list(self.backends.values()):
-                if b.probed:
-                    await b.check()
             self._refresh_unhealthy()
+            for b in list(self.backends.values()):
+                if b.probed and b.name not in self.ejected_until:
+                    await b.check()
+                    self._refresh_unhealthy()  # an ejection made while it ran still holds
 
-    def eject(self, backend: Backend) -> None:
-        """Take a failing backend out of rotation for a cooldown (then it is tried again)."""
-        backend.healthy = False
-        self.ejected_until[backend.name] = self.clock() + COOLDOWN_S
+    def eject(self, backend: Backend, rate_limited_s: float | None = None) -> None:
+        """Take a backend out of rotation (then it is tried again): a failing one for
+        COOLDOWN_S; one whose server answered 429 for `rate_limited_s`, as long as it asked
+        (its Retry-After): it is not broken, and requests go elsewhere meanwhile. A longer
+        cooldown it is already in holds (`hold_out`)."""
+        cooldown = COOLDOWN_S if rate_limited_s is None else rate_limited_s
+        until, limited = self.hold_out(
+            backend.name, self.clock() + cooldown, rate_limited_s is not None
+        )
         for hook in self.on_eject:
-            hook(backend, COOLDOWN_S)
+            hook(backend, until - self.clock(), limited)
         self._refresh_unhealthy()
+
+    def hold_out(self, name: str, until: float, limited: bool) -> tuple[float, bool]:
+        """Keep backend `name` out of rotation until `until` (the router's clock), because its
+        server is rate limited (`limited`) or failing, unless it is already out until later:
+        then that cooldown and its reason hold (a failure 10 s long does not end a server's
+        3,600 s Retry-After). Returns the cooldown's end and reason that hold."""
+        self.backends[name].healthy = False
+        held = self.ejected_until.get(name)
+        if held is not None and held >= until:
+            return held, name in self.limited_until
+        self.ejected_until[name] = until
+        if limited:
+            self.limited_until[name] = until
+        else:
+            self.limited_until.pop(name, None)
+        return until, limited
 
     def _refresh_unhealthy(self) -> None:
         now = self.clock()
         for name, until in list(self.ejected_until.items()):
             if until <= now:
                 del self.ejected_until[name]
-                self.backends[name].healthy = True
+                self.limited_until.pop(name, None)
+            # down until its cooldown ends, whatever a probe or an answer that was already
+            # under way when it was ejected said since (OpenAIBackend.check sets `healthy`)
+            self.backends[name].healthy = until <= now
         bad = set(self.drained)
         for name, built in self.built.items():
             if not any(b.healthy for b in built.backends):
                 bad.add(name)
         self.view.unhealthy = bad
 
-    def admit(self, req: Request, failed: set[str]) -> Placement | str:
+    def admit(
+        self, req: Request, failed: set[str], greq: GenRequest | None = None
+    ) -> Placement | str:
         """The shared admission path (wattserve.core.admission) at the gateway's clock, once:
         a placement, or the refusal. `failed`: backends that already failed this request."""
-        adm = self._admission(req, failed)
+        adm = self._admission(req, failed, greq)
         if adm.target is None or adm.bound is None:
             return adm.refusal or "none"
         return Placement(adm.target, adm.bound)
 
-    def _admission(self, req: Request, failed: set[str]) -> Admission[Backend]:
+    def _capable(self, built: Built, wanted: list[Need]) -> bool:
+        return all(b.honours(n.capability) for n in wanted for b in built.backends)
+
+    def unsupported(self, model: str, kind: str, body: dict[str, Any]) -> Unsupported | None:
+        """The first field of a request (`kind`: chat or completion) that no target serving
+        `model` honours (serve.capabilities), or None. The gateway refuses such a request
+        before routing it; `place` routes the others only to targets that honour them all."""
+        wanted = needs(kind, body)
+        if not wanted:
+            return None
+        served = [self.built[t.name] for t in self.view.by_model.get(model, ())]
+        kinds = sorted({x.kind for b in served for x in b.backends})
+        for need in wanted:
+            if not any(self._capable(b, [need]) for b in served):
+                return Unsupported(need.param, refusal(need, model, kinds))
+        if not any(self._capable(b, wanted) for b in served):  # each, but not together
+            fields = ", ".join(dict.fromkeys(n.param for n in wanted))
+            return Unsupported(
+                wanted[-1].param,
+                f"{fields}: no backend serving {model} honours these fields together (each "
+                "is honoured by another); send them in separate requests",
+            )
+        return None
+
+    def _admission(
+        self, req: Request, failed: set[str], greq: GenRequest | None = None
+    ) -> Admission[Backend]:
         self._refresh_unhealthy()
-        exclude = (  # targets whose every backend already failed this request
-            [n for n, b in self.built.items() if all(x.name in failed for x in b.backends)]
-            if failed
+        wanted = [] if greq is None else needs(greq.kind, greq.body)
+        exclude = (  # targets whose every backend already failed this request, and targets
+            # that would ignore a field the request sets: filtered before the policy chooses
+            [
+                n
+                for n, b in self.built.items()
+                if (failed and all(x.name in failed for x in b.backends))
+                or (wanted and not self._capable(b, wanted))
+            ]
+            if failed or wanted
             else ()
         )
         built = self.built
@@ -145,13 +222,17 @@ class Router:
 
         return admit(req, self.now(), self.policy, self.view, self.gov, bind, exclude)
 
-    async def place(self, req: Request, failed: set[str]) -> Placement:
-        """Admit the request (see `wattserve.core.admission`) and pick its backend. Waits
-        (bounded by `max_wait_s`) while power is the only obstacle; raises NoBackendAvailable
-        with the HTTP status and reason otherwise."""
+    async def place(
+        self, req: Request, failed: set[str], greq: GenRequest | None = None
+    ) -> Placement:
+        """Admit the request (see `wattserve.core.admission`) and pick its backend, among the
+        targets that honour what `greq` asks (serve.capabilities). Waits (bounded by
+        `max_wait_s`) while power is the only obstacle; raises NoBackendAvailable with the
+        HTTP status and reason otherwise: 429 with the server's Retry-After while a target of
+        the model is out of rotation because its server is rate limited."""
         deadline = self.clock() + self.max_wait_s
         while True:
-            adm = self._admission(req, failed)
+            adm = self._admission(req, failed, greq)
             if adm.target is not None and adm.bound is not None:
                 return Placement(adm.target, adm.bound)
             got = adm.refusal or "none"
@@ -174,9 +255,42 @@ class Router:
                     f"this request may not leave site {req.origin}, and no deployment there "
                     f"serves {req.model}",
                 )
-            raise NoBackendAvailable(
+            raise self.rate_limited(req, greq) or NoBackendAvailable(
                 503, adm.reason or f"no healthy backend serves {req.model} now", retry_after_s=2.0
             )
+
+    def rate_limited(
+        self, req: Request, greq: GenRequest | None = None
+    ) -> NoBackendAvailable | None:
+        """The 429 for a request that no backend can take while some it could use are rate
+        limited (their servers answered 429), with their Retry-After; None where none is."""
+        limited = self.rate_limited_s(req, greq)
+        if limited is None:
+            return None
+        return NoBackendAvailable(
+            429,
+            f"the servers that serve {req.model} are rate limited (they answered 429) and no "
+            "other backend can take the request",
+            retry_after_s=limited,
+        )
+
+    def rate_limited_s(self, req: Request, greq: GenRequest | None = None) -> float | None:
+        """Whole seconds until the first rate-limited backend the request could use is back (a
+        wait that ends early would meet the same 429): one of its model's, at a target that
+        honours what `greq` asks, at its origin where it must stay there. None when none is
+        rate limited."""
+        now = self.clock()
+        wanted = [] if greq is None else needs(greq.kind, greq.body)
+        waits = [
+            self.limited_until[b.name] - now
+            for name, built in self.built.items()
+            if (t := self.targets[name]).model == req.model
+            and not (req.local_only and t.site != req.origin)
+            and (not wanted or self._capable(built, wanted))
+            for b in built.backends
+            if self.limited_until.get(b.name, now) > now
+        ]
+        return float(math.ceil(min(waits))) if waits else None
 
     def carbon_g(self, site: str, energy_j: float | None) -> float | None:
         """Grams of CO2 of `energy_j` drawn at `site` (None: unknown energy or intensity)."""

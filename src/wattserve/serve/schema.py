@@ -23,6 +23,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 MAX_TOKENS_LIMIT = 32768
+# OpenAI and vLLM state no bound; the gateway's keeps a stop sequence a phrase (a real one is a
+# few characters, "\n\nUser:"), and checking four of 100,000 held the event loop seconds
+MAX_STOP_CHARS = 256
 
 
 STRICT = ConfigDict(extra="allow", strict=True)
@@ -136,6 +139,11 @@ class _Common(BaseModel):
     def _four_stops(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and len(v) > 4:
             raise ValueError(f"at most 4 stop sequences, got {len(v)}")
+        longest = max(map(len, [v] if isinstance(v, str) else v or []), default=0)
+        if longest > MAX_STOP_CHARS:
+            raise ValueError(
+                f"a stop sequence is at most {MAX_STOP_CHARS} characters, got one of {longest}"
+            )
         return v
 
     @field_validator("min_tokens")
@@ -165,10 +173,39 @@ class _Common(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+def _function_problem(tool: dict[str, Any]) -> str | None:
+    """What is wrong with a function tool, or None: OpenAI's `function` object with a `name`
+    string, and a `description` string and `parameters` object (a JSON Schema) where given
+    (null as not given). A server given another form may answer 500 (llama-cpp-python does
+    to `"parameters": "x"`), and be taken out of rotation for everyone."""
+    fn = tool.get("function")
+    if not isinstance(fn, dict):
+        return f"needs 'function' as an object, got {_kind(fn)}"
+    name, about, params = fn.get("name"), fn.get("description"), fn.get("parameters")
+    if not isinstance(name, str) or not name:
+        return f"function.name must be a non-empty string, got {_kind(name)}"
+    if about is not None and not isinstance(about, str):
+        return f"function.description must be a string, got {_kind(about)}"
+    if params is not None and not isinstance(params, dict):
+        return f"function.parameters must be an object (a JSON Schema), got {_kind(params)}"
+    return None
+
+
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1, max_length=4096)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)  # OpenAI's bound
+
+    @field_validator("tools")
+    @classmethod
+    def _functions(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for i, tool in enumerate(v or ()):  # a function tool's parts: other kinds pass on
+            if tool.get("type") == "function" or "function" in tool:
+                problem = _function_problem(tool)
+                if problem is not None:
+                    raise ValueError(f"tool {i}: {problem}")
+        return v
 
     @field_validator("top_logprobs")
     @classmethod
@@ -195,6 +232,13 @@ class CompletionRequest(_Common):
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+def parse_body(kind: str, raw: dict[str, Any]) -> ChatRequest | CompletionRequest:
+    """A request body (`kind`: chat or completion) validated; raises ValidationError."""
+    if kind == "chat":
+        return ChatRequest.model_validate(raw)
+    return CompletionRequest.model_validate(raw)
 
 
 # the fields a body must hold: null there is a wrong type (400 "got null"), not "not given"

@@ -45,6 +45,7 @@ from wattserve.serve.resp import Resp
 log = logging.getLogger("wattserve.serve")
 
 HEARTBEAT_TTL_S = 10.0
+LIMITED = b"429"  # an ejection's value when its server answered 429 (else b"1": failing)
 OP_TIMEOUT_S = 1.0  # a Redis call slower than this counts as Redis lost (until the next beat)
 CONNECT_TIMEOUT_S = 2.0
 # Power leases are dropped this fraction of the TTL after the last heartbeat Redis took: before
@@ -95,7 +96,8 @@ class SharedState:
         self.up = False
         self.lost_total = 0  # times Redis was lost
         self.replicas = 1  # live replicas at the last heartbeat (this one included)
-        self.ejected: dict[str, float] = {}  # backend -> seconds of cooldown left (shared)
+        # backend -> (seconds of cooldown left, whether its server is rate limited) (shared)
+        self.ejected: dict[str, tuple[float, bool]] = {}
         self.drained: set[str] = set()
         self.caps: dict[str, float | None] = {}  # site -> cap set at run time (shared)
         self.pending: deque[Settlement] = deque()  # settlements to replay
@@ -187,12 +189,17 @@ class SharedState:
         drained, caps = await pipe.execute()
         self.drained = {k.decode() for k in drained}
         self.caps = {k.decode(): (None if v == b"none" else float(v)) for k, v in caps.items()}
-        ejected: dict[str, float] = {}
-        async for k in self.redis.scan_iter(match=self.key("eject", "*"), count=1000):
-            ttl = await self.redis.pttl(k)
-            if ttl > 0:
-                ejected[k.decode()[len(self.key("eject", "")) :]] = ttl / 1000
-        self.ejected = ejected
+        keys = [k async for k in self.redis.scan_iter(match=self.key("eject", "*"), count=1000)]
+        pipe = self.redis.pipeline(transaction=False)
+        for k in keys:
+            pipe.pttl(k)
+            pipe.get(k)
+        found = await pipe.execute() if keys else []
+        self.ejected = {
+            k.decode()[len(self.key("eject", "")) :]: (ttl / 1000, kind == LIMITED)
+            for k, ttl, kind in zip(keys, found[::2], found[1::2], strict=True)
+            if ttl > 0
+        }
         if not self.up:
             log.info("wattserve: shared state at %s is up (%d replicas)", self.url, self.replicas)
         self.up = True
@@ -259,9 +266,12 @@ class SharedState:
             for _ in range(n):
                 self.pending.popleft()
 
-    async def eject(self, backend: str, cooldown_s: float) -> None:
+    async def eject(self, backend: str, cooldown_s: float, limited: bool) -> None:
+        """Publish an ejection: its cooldown as the key's TTL, its kind as the value (LIMITED:
+        the server answered 429, so the other replicas answer 429 with its wait too)."""
+        kind = LIMITED if limited else b"1"
         with contextlib.suppress(RedisError, OSError):
-            await self.redis.set(self.key("eject", backend), "1", px=int(cooldown_s * 1000))
+            await self.redis.set(self.key("eject", backend), kind, px=int(cooldown_s * 1000))
 
     async def set_drained(self, target: str, drained: bool) -> None:
         if drained:
@@ -302,17 +312,17 @@ def attach(router: Any, state: SharedState) -> PowerLeases:
     def sync() -> None:
         now = router.clock()
         router.drained = set(state.drained)
-        for name, left_s in state.ejected.items():
-            b = router.backends.get(name)
-            if b is not None and name not in router.ejected_until:
-                b.healthy = False
-                router.ejected_until[name] = now + left_s
+        for name, (left_s, limited) in state.ejected.items():
+            if name in router.backends:  # a longer cooldown held here stays (Router.hold_out)
+                router.hold_out(name, now + left_s, limited)
         for name in router.fleet.sites:
             leases.apply(name)
         router._refresh_unhealthy()
 
-    def published(backend: Any, cooldown_s: float) -> None:
-        task = asyncio.get_running_loop().create_task(state.eject(backend.name, cooldown_s))
+    def published(backend: Any, cooldown_s: float, limited: bool) -> None:
+        task = asyncio.get_running_loop().create_task(
+            state.eject(backend.name, cooldown_s, limited)
+        )
         router.background.add(task)
         task.add_done_callback(router.background.discard)
 

@@ -32,9 +32,13 @@ class GenRequest:
 
 @dataclass
 class Piece:
-    """A piece of generated text."""
+    """A piece of generated text, with what a server sent beside it: tool calls (whole in an
+    answer, OpenAI's `delta.tool_calls` fragments in a stream) and the choice's `logprobs`,
+    passed on as the server gave them once `backends.answers` has checked their shape."""
 
     text: str
+    tool_calls: list[dict[str, Any]] | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 @dataclass
@@ -113,6 +117,12 @@ class Backend(ABC):
     def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         """Stream Pieces, then one Finish. Raise UpstreamError on failure. Closing the iterator
         early (the client went away) cancels the work upstream."""
+
+    def honours(self, capability: str) -> bool:
+        """Whether the backend does what a request's field asks (`serve.capabilities`: a
+        name such as `chat.logprobs`), rather than ignore it. None by default: the router
+        sends a request that needs one only to backends that say so, or refuses it (400)."""
+        return False
 
     def sees_first_token(self, req: GenRequest) -> bool:
         """Whether `generate`'s first event comes when the request's first token does, so

@@ -3,9 +3,11 @@
 An "H100 running Llama-3.1-8B" answers with that hardware's timing, batching contention and
 power: each engine step sleeps for the PerfModel's step time, every sequence in the step gets
 its token when the step ends, and the step's energy is shared among the tokens it produced.
-The text is synthetic and marked as such. Steps reserve their power with the PowerGovernor
-first, exactly as in `simulate`: power a step gives back goes first to the steps already
-waiting for it at the site, in the order they began to wait.
+The text is synthetic and marked as such: the same words for every request, so that where it
+meets a stop sequence is known when the request arrives (`synthetic.stop_point`), and the
+sequence is submitted to end at that token, as an engine's would. Steps reserve their power with the
+PowerGovernor first, exactly as in `simulate`: power a step gives back goes first to the
+steps already waiting for it at the site, in the order they began to wait.
 
 A request's time-priced dollars are its shares of the device time of the steps it was in: a
 step's device time is the time it waited for power (the devices held and idle) plus its
@@ -24,6 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from wattserve.core.engine import EngineModel, Seq
 from wattserve.core.fleet import DeploymentSpec, HostedSpec
@@ -43,36 +46,42 @@ from wattserve.serve.backends.base import (
     Piece,
 )
 from wattserve.serve.backends.hosted_emulated import EmulatedHostedBackend
+from wattserve.serve.backends.synthetic import SyntheticText, stop_for
 from wattserve.serve.stretch import StepStretch
 
 log = logging.getLogger("wattserve.serve")
 POWER_WAIT_WARN_S = 5.0  # a step that waits for power longer than this is logged
 
-WORDS = (
-    "emulated",
-    "tokens",
-    "from",
-    "wattserve",
-    "standing",
-    "in",
-    "for",
-    "real",
-    "text",
-    "timed",
-    "like",
-    "the",
-    "hardware",
-    "it",
-    "models",
-)
+
+def _logprobs(req: GenRequest, text: str, offset: int) -> dict[str, Any] | None:
+    """A token's logprobs where the request asks for them, in OpenAI's shape (chat's, or
+    completions' with `text_offset`): the emulated engine's text is certain, so the token's
+    logprob is 0.0 and it is its own only alternative (no other has any probability)."""
+    asked = req.body.get("logprobs")
+    if req.kind == "chat":
+        if asked is not True:
+            return None
+        entry = {"token": text, "logprob": 0.0, "bytes": list(text.encode())}
+        top = [entry] if req.body.get("top_logprobs") else []
+        return {"content": [entry | {"top_logprobs": top}], "refusal": None}
+    if asked is None:
+        return None
+    return {
+        "tokens": [text],
+        "token_logprobs": [0.0],
+        "top_logprobs": [{text: 0.0} if asked else {}],
+        "text_offset": [offset],
+    }
 
 
-class _Stream:
-    """The per-request queue between the engine loop and the HTTP handler."""
+class _Stream(SyntheticText):
+    """The per-request queue between the engine loop and the HTTP handler, and the text its
+    tokens carry (SyntheticText)."""
 
     __slots__ = ("device_s", "energy_j", "queue", "seq")
 
-    def __init__(self, seq: Seq) -> None:
+    def __init__(self, seq: Seq, keep: int = -1) -> None:
+        super().__init__(keep)
         self.seq = seq
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.energy_j = 0.0
@@ -111,7 +120,6 @@ class EmulatedBackend(Backend):
         self.want_w = 0.0  # the power this engine's waiting step needs above idle
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
-        self.counter = 0
         self.device_s = 0.0
         self.stretched = StepStretch()  # how much the cap stretches this engine's steps
         # requests whose client left: their shares so far, until the gateway reads them
@@ -120,6 +128,9 @@ class EmulatedBackend(Backend):
 
     def power_w(self) -> float:
         return self.engine.power_w
+
+    def honours(self, capability: str) -> bool:
+        return capability in ("chat.logprobs", "completion.logprobs")  # `_logprobs`
 
     def stretch(self) -> float:
         return self.stretched.ratio
@@ -265,8 +276,7 @@ class EmulatedBackend(Backend):
                 stream = self.streams.get(id(s))
                 if stream is None:
                     continue
-                self.counter += 1
-                stream.queue.put_nowait(WORDS[self.counter % len(WORDS)] + " ")
+                stream.queue.put_nowait(stream.next_text())
             for s in finished:
                 stream = self.streams.pop(id(s), None)
                 if stream is not None:
@@ -275,28 +285,31 @@ class EmulatedBackend(Backend):
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         if self.stopping:
             raise UpstreamError(f"{self.name} is shutting down", before_first_byte=True, status=503)
+        tokens, keep = stop_for(req.body, req.max_tokens)
         r = Request(
             id=0,
             arrival_s=self.clock(),
             prompt_tokens=req.prompt_tokens,
-            output_tokens=req.max_tokens,
+            output_tokens=tokens,  # to its stop sequence: the sequence leaves the batch there
             model=req.model,
             origin=req.origin,
         )
         seq = Seq(r)
-        stream = _Stream(seq)
+        stream = _Stream(seq, keep)
         self.streams[id(seq)] = stream
         self.engine.submit(seq)
         self.wake.set()
-        produced = 0
+        produced = offset = 0  # tokens, and characters of text, sent
         read_all = False
+        asked = req.body.get("logprobs") is not None  # else no token has any (`_logprobs`)
         try:
             while True:
                 piece = await stream.queue.get()
                 if piece is None:
                     break
                 produced += 1
-                yield Piece(piece)
+                yield Piece(piece, logprobs=_logprobs(req, piece, offset) if asked else None)
+                offset += len(piece)
             read_all = True
         finally:
             if not read_all:  # the client left early: its share of the steps it was in
@@ -318,7 +331,7 @@ class EmulatedBackend(Backend):
             )
         usd, joules = self._charge(stream)
         yield Finish(
-            finish_reason="length",
+            finish_reason="stop" if keep >= 0 else "length",
             prompt_tokens=req.prompt_tokens,
             completion_tokens=produced,
             energy_j=joules,

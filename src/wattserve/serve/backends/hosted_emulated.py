@@ -1,5 +1,6 @@
 """A hosted API emulated from its published profile (used when no API key is configured):
-first token after `ttft_s`, then `output_tokens_per_s`, priced per token. Text is synthetic."""
+first token after `ttft_s`, then `output_tokens_per_s`, priced per token. Text is synthetic,
+the emulated engine's, and ends at a stop sequence as the engine's does (`synthetic`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from wattserve.core.cost import token_usd
 from wattserve.core.fleet import HostedSpec
 from wattserve.serve.backends.base import Backend, Event, Finish, GenRequest, Piece
+from wattserve.serve.backends.synthetic import SyntheticText, stop_for
 
 
 class EmulatedHostedBackend(Backend):
@@ -20,20 +22,20 @@ class EmulatedHostedBackend(Backend):
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         s = self.spec
+        tokens, keep = stop_for(req.body, req.max_tokens)  # billed to its stop sequence
+        text = SyntheticText(keep)
         await asyncio.sleep(s.ttft_s)
         gap = 1.0 / s.output_tokens_per_s
-        for i in range(req.max_tokens):
+        for i in range(tokens):
             if i:
                 await asyncio.sleep(gap)
-            yield Piece(f"hosted{i % 10} ")
-        usd = token_usd(
-            req.prompt_tokens, req.max_tokens, s.usd_per_mtok_input, s.usd_per_mtok_output
-        )
-        energy = s.energy_j(req.prompt_tokens, req.max_tokens)
+            yield Piece(text.next_text())
+        usd = token_usd(req.prompt_tokens, tokens, s.usd_per_mtok_input, s.usd_per_mtok_output)
+        energy = s.energy_j(req.prompt_tokens, tokens)
         yield Finish(
-            "length",
+            "stop" if keep >= 0 else "length",
             req.prompt_tokens,
-            req.max_tokens,
+            tokens,
             energy,
             usd,
             synthetic=True,

@@ -10,6 +10,7 @@ aiohttp instead.
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from wattserve.errors import UpstreamError
@@ -233,6 +234,23 @@ class _Conn(asyncio.Protocol):
             self.waiter = None
 
 
+class Answer(NamedTuple):
+    """A whole answer: its status, body, and head (status line and headers, as sent)."""
+
+    status: int
+    body: bytes
+    head: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first header called `name` (any case), or None."""
+        want = name.lower().encode()
+        for line in self.head.split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == want:
+                return value.strip().decode("latin-1")
+        return None
+
+
 def _expire(w: asyncio.Future[tuple[int, bytes, bool]], timeout_s: float) -> None:
     if not w.done():
         w.set_exception(HTTPError(f"no answer within {timeout_s:g} s"))
@@ -268,8 +286,15 @@ class Http1Pool:
     async def post(
         self, path: str, body: bytes, headers: dict[str, str], timeout_s: float
     ) -> tuple[int, bytes]:
-        """POST `body` to prefix + path; returns (status, response body). A connection the
-        server closed while idle is retried once on a fresh one."""
+        """POST `body` to prefix + path; returns (status, response body)."""
+        answer = await self.send(path, body, headers, timeout_s)
+        return answer.status, answer.body
+
+    async def send(
+        self, path: str, body: bytes, headers: dict[str, str], timeout_s: float
+    ) -> Answer:
+        """POST `body` to prefix + path; returns the answer with its headers. A connection
+        the server closed while idle is retried once on a fresh one."""
         head = [
             f"POST {self.prefix}{path} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
@@ -291,9 +316,11 @@ class Http1Pool:
                 if reused and attempt == 0:
                     continue  # a stale keep-alive connection: once more on a fresh one
                 raise
+            end = conn.buf.find(b"\r\n\r\n")  # the answer's head, before the buffer is reused
+            got = bytes(conn.buf[: end if end >= 0 else 0])
             if keep and not conn.closed and len(self.idle) < self.limit:
                 self.idle.append(conn)
             else:
                 conn.close()
-            return status, data
+            return Answer(status, data, got)
         raise HTTPError("no connection")

@@ -37,6 +37,7 @@ from wattserve.serve.backends.base import (
 )
 from wattserve.serve.backends.llama_tokens import PromptCounter
 from wattserve.serve.backends.upstream import OpenAIBackend
+from wattserve.serve.capabilities import forced_function
 from wattserve.serve.net import free_port
 from wattserve.serve.schema import Message
 from wattserve.serve.targets import UpstreamTarget
@@ -127,12 +128,16 @@ class LocalLlamaBackend(OpenAIBackend):
         self.counted: dict[str, int] = {}  # request id -> its prompt's count, while it runs
         self.gone: dict[str, int] = {}  # the same, of requests that ended early (prompt_counted)
 
+    def honours(self, capability: str) -> bool:
+        return capability in LOCAL_CAPABILITIES
+
     def _body(self, req: GenRequest) -> dict[str, Any]:
         """Only what the gateway validated, in the forms llama-cpp-python's server takes
         (it answers 500 to a `developer` message, content parts, `content: null` or a field
         of the wrong type): roles as the chat template knows them, content as text, the
         sampling fields of the gateway's schema, an integer `seed` and `min_tokens` (also for
-        `ignore_eos`). Other fields are not sent (docs/serve.md)."""
+        `ignore_eos`), and what it honours of LOCAL_CAPABILITIES (`_capabilities`). Other
+        fields are not sent (docs/serve.md)."""
         raw = req.body
         body: dict[str, Any] = {"model": self.remote_model, "max_tokens": req.max_tokens}
         for name in LOCAL_FIELDS:
@@ -151,7 +156,7 @@ class LocalLlamaBackend(OpenAIBackend):
             body["messages"] = [_local_message(m) for m in raw.get("messages") or []]
         else:
             body["prompt"] = raw.get("prompt", "")
-        return body
+        return body | _capabilities(req.kind, raw)
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         """As a server's, once the prompt is counted as the server will count it (its own
@@ -360,6 +365,48 @@ def local_cpu_hardware(folder: Path) -> Path:
 
 # The gateway's schema fields (serve/schema.py) a local request carries on, as validated.
 LOCAL_FIELDS = ("stream", "temperature", "top_p", "stop", "user")
+# What llama-cpp-python 0.3.36's server honours (serve.capabilities; tried against it,
+# tests/test_serve_capabilities_s32.py): logprobs, JSON mode and a JSON schema (its grammar),
+# and a call of the one tool tool_choice names (a grammar too). It ignores tool_choice "auto"
+# and "required" (the model never sees the tools), and response_format in completions. (Its
+# top_logprobs add the chosen token where it is not among the most likely: OpenAI's do not.)
+LOCAL_CAPABILITIES = frozenset(
+    {
+        "chat.logprobs",
+        "completion.logprobs",
+        "chat.response_format.json_object",
+        "chat.response_format.json_schema",
+        "chat.tools.named",
+    }
+)
+
+
+def _capabilities(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields of LOCAL_CAPABILITIES a request sets, in the forms the server honours:
+    chat logprobs with `top_logprobs` (without it the server sends none: 0 gives the chosen
+    token's alone); OpenAI's `json_schema` as its `json_object` with a `schema`; the forced
+    tool alone, as a `tool_choice` naming it (`"required"` with one tool forces that one)."""
+    if kind != "chat":
+        lp = raw.get("logprobs")
+        return {} if lp is None else {"logprobs": lp}
+    out: dict[str, Any] = {}
+    if raw.get("logprobs") is True:
+        out |= {"logprobs": True, "top_logprobs": raw.get("top_logprobs", 0)}
+    fmt = raw.get("response_format")
+    form = fmt.get("type") if isinstance(fmt, dict) else None
+    if form == "json_object":
+        out["response_format"] = {"type": "json_object"}
+    elif form == "json_schema":
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        out["response_format"] = {"type": "json_object"} | (
+            {"schema": schema} if isinstance(schema, dict) else {}
+        )
+    tool = forced_function(raw) if raw.get("tools") else None
+    if tool is not None:  # that tool alone, rebuilt from its checked parts
+        out["tools"] = [tool]
+        out["tool_choice"] = {"type": "function", "function": {"name": tool["function"]["name"]}}
+    return out
 
 
 def _local_message(message: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from wattserve.core.energy import request_energy_j
 from wattserve.core.fleet import DeploymentSpec, HostedSpec
 from wattserve.core.workload import Request
 from wattserve.errors import UpstreamError
+from wattserve.serve.backends import answers
 from wattserve.serve.backends.base import (
     Backend,
     BackendKind,
@@ -28,7 +29,6 @@ from wattserve.serve.backends.base import (
     Event,
     Finish,
     GenRequest,
-    Piece,
 )
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
 from wattserve.serve.targets import UpstreamTarget
@@ -41,6 +41,9 @@ UNAVAILABLE = (429, 502, 503, 504)
 # Other 5xx answers may be caused by the request itself (llama-cpp-python answers a body its
 # schema refuses with 500): a backend leaves the rotation after this many in a row.
 SERVER_ERRORS_TO_EJECT = 3
+# How long a server that answers 429 without a Retry-After is left alone (the cooldown of a
+# failing server, router.COOLDOWN_S)
+RATE_LIMITED_S = 10.0
 
 
 class OpenAIBackend(Backend):
@@ -148,11 +151,26 @@ class OpenAIBackend(Backend):
                 status=400,
             ) from None
 
-    def _refused(self, status: int, raw: bytes) -> UpstreamError:
+    def honours(self, capability: str) -> bool:
+        """Every field is passed on: the server honours it or refuses it itself."""
+        return True
+
+    def _refused(self, status: int, raw: bytes, retry_after: str | None = None) -> UpstreamError:
         """The error for a non-200 answer. A backend down or overloaded (429, 502-504) is
-        retried elsewhere; another 5xx is answered as 502 without the backend's body (it may
-        hold its tracebacks: logged instead), and only the third in a row takes the backend
-        out of rotation; a 4xx is the request's fault, passed on with the backend's message."""
+        retried elsewhere; a 429 says for how long (`retry_after`, its Retry-After header),
+        and that is how long it is left alone (router.eject); another 5xx is answered as 502
+        without the backend's body (it may hold its tracebacks: logged instead), and only the
+        third in a row takes the backend out of rotation; a 4xx is the request's fault,
+        passed on with the backend's message, error type, param and code."""
+        if status == 429:
+            wait = answers.retry_after_s(retry_after) or RATE_LIMITED_S
+            return UpstreamError(
+                f"{self.name} answered 429 (rate limited; retry after {wait:g} s)",
+                before_first_byte=True,
+                backend_down=True,
+                status=429,
+                retry_after_s=wait,
+            )
         if status in UNAVAILABLE:
             return UpstreamError(
                 f"{self.name} answered {status}", before_first_byte=True, backend_down=True
@@ -166,10 +184,14 @@ class OpenAIBackend(Backend):
                 before_first_byte=True,
                 backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
             )
+        message, kind, param, code = answers.error_fields(text)
         return UpstreamError(
-            f"{self.name} answered {status}: {_error_text(text)}",
+            f"{self.name} answered {status}: {message}",
             before_first_byte=False,
             status=status,
+            type_=kind,
+            param=param,
+            code=code,
         )
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
@@ -189,52 +211,59 @@ class OpenAIBackend(Backend):
         self.in_flight += 1
         try:
             if self.fast is not None:
-                status, raw = await self.fast.post(
+                answer = await self.fast.send(
                     path, payload, self._headers(), self.timeout.total or 300.0
                 )
+                status, raw, wait = answer.status, answer.body, answer.header("Retry-After")
             else:
                 async with self.session.post(
                     f"{self.base_url}{path}", data=payload, headers=self._headers()
                 ) as resp:
                     status, raw = resp.status, await resp.read()
+                    wait = resp.headers.get("Retry-After")
             if status != 200:
-                raise self._refused(status, raw)
+                raise self._refused(status, raw, wait)
         except (aiohttp.ClientError, HTTPError, TimeoutError, OSError) as exc:
             raise self._failed(exc, before_first_byte=True) from None
         finally:
             self.in_flight -= 1
         obj = self._answer(raw)
+        choices = obj.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else {}
+        try:
+            piece = answers.piece(req.kind, choice, streamed=False)
+        except answers.Malformed as exc:
+            raise self._broken(
+                f"an answer not in OpenAI's shape ({exc})", raw, before_first_byte=True
+            ) from None
         self.healthy, self.server_errors = True, 0
-        choice = (obj.get("choices") or [{}])[0]
-        if req.kind == "chat":
-            content = (choice.get("message") or {}).get("content")
-        else:
-            content = choice.get("text")
-        if content:
-            yield Piece(str(content))
+        if piece is not None:
+            yield piece
         reason = str(choice.get("finish_reason") or "stop")
         usage = await self._counted(req, obj.get("usage"))
-        yield self._finish(req, usage, reason, 1 if content else 0, started)
+        yield self._finish(req, usage, reason, 0 if piece is None else 1, started)
 
     def _answer(self, raw: bytes) -> dict[str, Any]:
-        """A 200's body: a JSON object that is not an error. Anything else (a proxy's HTML
-        page, a server's bug) is answered 502 as another 5xx is: the body is logged, not
-        echoed, and only the third such answer in a row takes the server out of rotation."""
+        """A 200's body: a JSON object that is not an error (else `_broken`)."""
         try:
             obj = orjson.loads(raw)
         except ValueError:
             obj = None
         if isinstance(obj, dict) and obj.get("error") is None:
             return obj
+        raise self._broken("a body that is not a JSON completion", raw, before_first_byte=True)
+
+    def _broken(self, why: str, raw: bytes, *, before_first_byte: bool) -> UpstreamError:
+        """The error for a 200 that is no completion (a proxy's HTML page, a server's bug, a
+        choice's tool calls or logprobs not in OpenAI's shape): answered 502 as another 5xx
+        is, the body logged, not echoed; only the third in a row takes the server out of
+        rotation."""
         self.server_errors += 1
         text = raw[:500].decode("utf-8", "replace")
-        log.warning(
-            "wattserve: %s answered 200 with a body that is no completion: %s", self.name, text
-        )
-        raise UpstreamError(
-            f"{self.name} answered 200 with a body that is not a JSON completion (its body is "
-            "in the gateway's log)",
-            before_first_byte=True,
+        log.warning("wattserve: %s answered 200 with %s: %s", self.name, why, text)
+        return UpstreamError(
+            f"{self.name} answered 200 with {why} (its body is in the gateway's log)",
+            before_first_byte=before_first_byte,
             backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
         )
 
@@ -341,7 +370,11 @@ class OpenAIBackend(Backend):
                         )
                     )
                     if resp.status != 200:
-                        raise self._refused(resp.status, await resp.content.read(2000))
+                        raise self._refused(
+                            resp.status,
+                            await resp.content.read(2000),
+                            resp.headers.get("Retry-After"),
+                        )
                 left -= time.monotonic() - waited
                 lines = await stack.enter_async_context(contextlib.aclosing(_lines(resp, left)))
                 async for raw in lines:
@@ -356,24 +389,33 @@ class OpenAIBackend(Backend):
                         obj = json.loads(data)
                     except json.JSONDecodeError:
                         continue
+                    except RecursionError:  # nested past the parser's limit: no chunk at all
+                        raise self._broken(
+                            "a chunk nested too deep to read", raw, before_first_byte=first
+                        ) from None
                     if not isinstance(obj, dict):
                         continue
                     if obj.get("error") is not None:
                         raise self._error_event(obj["error"], before_first_byte=first)
                     if obj.get("usage"):
                         usage = obj["usage"]
-                    for choice in obj.get("choices") or []:
-                        piece = (
-                            (choice.get("delta") or {}).get("content")
-                            if req.kind == "chat"
-                            else choice.get("text")
-                        )
+                    choices = obj.get("choices")
+                    for choice in choices if isinstance(choices, list) else ():
+                        try:
+                            piece = answers.piece(req.kind, choice, streamed=True)
+                        except answers.Malformed as exc:
+                            raise self._broken(
+                                f"a chunk not in OpenAI's shape ({exc})",
+                                raw,
+                                before_first_byte=first,
+                            ) from None
                         if choice.get("finish_reason"):
                             finish_reason = str(choice["finish_reason"])
-                        if piece:
+                        if piece is not None:
                             first = False
-                            produced += 1
-                            yield Piece(str(piece))
+                            # a chunk of logprobs alone carries no token (their text came before)
+                            produced += bool(piece.text or piece.tool_calls)
+                            yield piece
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._failed(exc, before_first_byte=first) from None
         finally:
@@ -442,22 +484,6 @@ def _count(usage: dict[str, Any], name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**63:
         return None
     return value
-
-
-def _error_text(text: str) -> str:
-    """A backend's error answer as the client is shown it: OpenAI's `error.message` (or a
-    bare `message`/`detail`) when the body is such JSON, else its first 300 characters."""
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return text[:300]
-    if isinstance(obj, dict):
-        inner = obj.get("error", obj)
-        for key in ("message", "detail"):
-            value = inner.get(key) if isinstance(inner, dict) else None
-            if isinstance(value, str) and value:
-                return value[:300]
-    return text[:300]
 
 
 def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
