@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import os
@@ -10,12 +11,14 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
+from aiohttp import web
 
 from wattserve.serve.net import free_port
 
@@ -209,3 +212,40 @@ def local_fleet(tmp: Path, *lines: str, backend: str = "") -> str:
         "    site: edge\n    model: smollm2-135m\n    hardware: local-cpu\n    dtype: w4a16\n"
         f"{more}    backend: {{kind: local-llama{keys}}}\n"
     )
+
+
+class ThreadedApp:
+    """An aiohttp application on a real loopback socket, served from a thread of its own: a
+    scripted upstream for a gateway under test. Subclasses add their handlers in `routes`."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError("a ThreadedApp adds its routes")
+
+    def __enter__(self) -> Self:
+        app = web.Application()
+        self.routes(app)
+        self.runner = web.AppRunner(app, access_log=None)
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.runner.setup())
+            site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+            self.loop.run_until_complete(site.start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(10), f"{type(self).__name__} did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

@@ -15,11 +15,9 @@ Tests marked `s32-P4-n` were gaps found by that probe (2026-12-05), fixed the sa
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +27,9 @@ import httpx
 import openai
 import pytest
 from aiohttp import web
-from serving import Server, gateway, raw_request
+from serving import Server, ThreadedApp, gateway, raw_request
 
 from wattserve.serve.ledger import Ledger
-from wattserve.serve.net import free_port
 
 EMU = "llama-3.2-1b"
 UP = "llama-3.1-8b"
@@ -77,17 +74,16 @@ CMPL_LOGPROBS = {
 # -- a recording OpenAI-compatible upstream ----------------------------------------------------
 
 
-class Upstream:
+class Upstream(ThreadedApp):
     """An OpenAI-compatible server on a real socket (aiohttp, in a thread): answers as OpenAI
     and vLLM do, with tool_calls when sent `tools`, logprobs when asked for, and, for
     `"up_status": S`, an OpenAI error of status S (`param` "tools", `code` "up_code"; a 429
     with `Retry-After: 7`, for the first `up_times` requests, default all). Records bodies."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.bodies: list[dict[str, Any]] = []
         self.failed = 0
-        self.loop = asyncio.new_event_loop()
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -145,32 +141,10 @@ class Upstream:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": UP, "object": "model"}]})
 
-    def __enter__(self) -> Upstream:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._answer)
         app.router.add_post("/v1/completions", self._answer)
         app.router.add_get("/v1/models", self._models)
-        self.runner = web.AppRunner(app, access_log=None)
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-            self.loop.run_until_complete(site.start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(10), "the upstream did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 # -- fixtures ----------------------------------------------------------------------------------

@@ -8,11 +8,9 @@ The upstreams are scripted servers in this process (aiohttp on real sockets): a 
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from serving import Server, gateway, metric
-
-from wattserve.serve.net import free_port
+from serving import Server, ThreadedApp, gateway, metric
 
 MODEL = "llama-3.1-8b"
 CHAT = "/v1/chat/completions"
@@ -31,17 +27,16 @@ HI = [{"role": "user", "content": "hi"}]
 USAGE = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
 
 
-class Scripted:
+class Scripted(ThreadedApp):
     """An OpenAI-compatible server whose answer is the request's `script`: a choice (whole)
     or a list of choices (one chunk each, streamed). `limited`: a Retry-After value to answer
     429 with (None: answer). `status`: a status other than 200 to answer with."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.limited: str | None = None
         self.status = 200
         self.seen = 0
-        self.loop = asyncio.new_event_loop()
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -73,31 +68,9 @@ class Scripted:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": MODEL}]})
 
-    def __enter__(self) -> Scripted:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._answer)
         app.router.add_get("/v1/models", self._models)
-        self.runner = web.AppRunner(app, access_log=None)
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-            self.loop.run_until_complete(site.start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 def _nested(depth: int) -> Any:
