@@ -12,14 +12,17 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wattserve import PlanInfeasibleError, estimate, plan, rank
 from wattserve.core.fleet import load_fleet
 from wattserve.core.workload import load_workload
+from wattserve.errors import ConfigError
 from wattserve.plan.capacity import CapacityCache
 from wattserve.plan.fleetfile import write_fleet
+from wattserve.plan.milp import solve
 from wattserve.plan.routing import PlanSplit
 from wattserve.simulate import simulate
 
@@ -348,3 +351,56 @@ def test_a_cache_of_the_earlier_format_is_measured_again(tmp_path: Path) -> None
     saved = json.loads(cache.read_text(encoding="utf-8"))
     assert saved["version"] == 2 and "k" not in saved["entries"]
     assert all("half_power_w" in e for e in saved["entries"].values())
+
+
+# --- a review of the power model (2026-12-05) --------------------------------------------------
+
+
+def _short_answers(tmp_path: Path, rate: float) -> tuple[Path, Path]:
+    """Long prompts and one-token answers, on an owned site: a draw that is not concave in
+    the load (prefill-bound), where electricity counts in the cost."""
+    wl = _workload(tmp_path / "w.yaml", rate=rate, prompt=3000, output=1, ttft=0.5, tpot=0.05)
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(
+        "name: own\nsites:\n  dc: {kind: datacenter, electricity_usd_per_kwh: 0.08, pue: 1.0}\n",
+        encoding="utf-8",
+    )
+    return wl, sites
+
+
+def test_energy_objective_follows_the_reported_draw_where_it_is_not_concave(
+    tmp_path: Path,
+) -> None:
+    """The lesser of two lines undercut a flow whose draw is not concave: the energy objective
+    chose one A100 reported at 223 W over one H100 reported at 123 W. The program's charge and
+    the heuristic's bound now follow the full-load draw there."""
+    wl, sites = _short_answers(tmp_path, 3.5)
+    hw = ["h100-sxm", "a100-sxm-80gb"]
+    c = CapacityCache()
+    kw: dict[str, Any] = {"sites": sites, "capacity": "analytic", "cache": c}
+    kw["compare_with_single"] = False
+    best = plan(wl, hardware=hw, objective="energy", **kw)
+    for single in hw:
+        other = plan(wl, hardware=[single], objective="energy", **kw)
+        assert best.avg_w <= other.avg_w * 1.02, (single, best.avg_w, other.avg_w)
+    exact = solve(best.problem, "energy")
+    heuristic = solve(best.problem, "energy", heuristic_options=1)
+    assert heuristic.bound <= heuristic.objective + 1e-9 and heuristic.bound <= exact.objective
+
+
+def test_a_budget_of_the_reported_cost_is_met(tmp_path: Path) -> None:
+    """The budget row charged owned devices' electricity on the busy line while the program and
+    the report used the two pieces: a budget of the $/h plan printed was infeasible."""
+    wl, sites = _short_answers(tmp_path, 0.2)
+    wl.write_text(wl.read_text().replace("output_tokens: 1", "output_tokens: 500"))
+    kw: dict[str, Any] = {"sites": sites, "cache": CapacityCache(), "compare_with_single": False}
+    free = plan(wl, hardware=["h100-sxm"], **kw)
+    capped = plan(wl, hardware=["h100-sxm"], budget_usd_per_h=free.usd_per_h + 0.005, **kw)
+    assert capped.replicas == free.replicas
+
+
+def test_a_cache_of_a_newer_format_is_refused(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({"version": 3, "entries": {}}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="format"):
+        CapacityCache.load(cache)

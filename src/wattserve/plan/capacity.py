@@ -191,7 +191,10 @@ class CapacityCache:
             or not isinstance(raw.get("entries"), dict)
         ):
             raise _not_a_cache(p, "is JSON but not a capacity cache (no version and entries)")
-        if raw["version"] != VERSION:  # an earlier wattserve's: its figures are measured again
+        version = raw["version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version > VERSION:
+            raise _not_a_cache(p, f"has format {str(version)[:20]!r}, not one this wattserve reads")
+        if version < VERSION:  # an earlier wattserve's: its figures are measured again
             cache.stale = len(raw["entries"])
             return cache
         for key, value in raw["entries"].items():
@@ -248,6 +251,8 @@ def _capacity(raw: Any) -> Capacity | None:
         ok = all(math.isnan(w) or 0 <= w <= MAX_POWER_W for w in powers)
         return cap if ok else None
     if not all(0 <= w <= MAX_POWER_W for w in powers) or cap.peak_power_w < cap.avg_power_w:
+        return None
+    if any(w < cap.idle_power_w for w in (cap.avg_power_w, *cap._parts())):  # below idle
         return None
     if not 0 <= cap.joules_per_request < math.inf:
         return None
@@ -446,7 +451,7 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
     _, batch = _steady_tau(pm, bound, shape.prompt_tokens, shape.output_tokens)
     peak = _peak_power_w(pm, batch, shape)
     if method == "analytic":
-        avg = _steady_power_w(pm, bound, shape, busy=False)
+        avg = _steady_power_w(pm, bound, shape)
         parts = [_steady_power_w(pm, u * bound, shape) for u in PART_LOADS]
         return Capacity(bound, avg, max(peak, avg), idle, avg / bound, "", *parts)
     fleet = _probe_fleet(dep, params, blocks)
@@ -487,13 +492,11 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
     return Capacity(rate, avg, max(peak, avg), idle, jpr, "", *parts)
 
 
-def _steady_power_w(pm: PerfModel, rate: float, shape: Shape, busy: bool = True) -> float:
+def _steady_power_w(pm: PerfModel, rate: float, shape: Shape) -> float:
     """A replica's average W at `rate` in steady state: its decode step at the steady batch,
-    and with `busy`, idle for the share of time it holds no sequence (the sequences in the
-    system are Poisson about that batch, M/G/infinity)."""
+    idle for the share of time it holds no sequence (the sequences in the system are Poisson
+    about that batch, M/G/infinity)."""
     _, batch = _steady_tau(pm, rate, shape.prompt_tokens, shape.output_tokens)
     step = pm.decode_step(max(1, round(batch)), shape.prompt_tokens + shape.output_tokens // 2)
-    if not busy:
-        return step.power_w
     share = 1.0 - math.exp(-batch)
     return pm.idle_power_w + share * (step.power_w - pm.idle_power_w)

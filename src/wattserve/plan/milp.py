@@ -176,6 +176,7 @@ class _Vars:
     h: dict[tuple[int, int], int] = field(default_factory=dict)
     a: int = -1
     slack: dict[str, int] = field(default_factory=dict)
+    w: dict[int, int] = field(default_factory=dict)  # an option's draw above idle (pieces)
 
 
 def _upper_replicas(p: Problem, j: int, objective: str) -> float:
@@ -226,7 +227,8 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
         ub = _upper_replicas(p, j, objective)
         if math.isinf(ub):
             ub = 1e6
-        pieces = not elastic and objective != "throughput" and per_w > 0 and _measured(o)
+        # the draw as two pieces wherever it costs something (the objective or the budget)
+        pieces = objective != "throughput" and (per_w > 0 or usd_j > 0) and _measured(o)
         if pieces:  # no more replicas than all the option's flows need (more only draw more)
             ub = min(
                 ub, _whole(sum(flows[q].rate_rps / c.rate_rps for q, c in o.caps.items()), True)
@@ -238,7 +240,7 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
             rc = per_w * e_dyn * flows[q].rate_rps
             v.r[(q, j)] = b.var(0, math.inf, 0.0 if elastic else rc)
         if pieces:
-            _two_pieces(b, v, p, j, per_w, ub)
+            _two_pieces(b, v, p, j, 0.0 if elastic else per_w, ub)
     for k, h in enumerate(p.hosted):
         for q, usd in h.usd_per_request.items():
             hc = 3600.0 * usd if objective == "cost" else small * 3600.0 * usd
@@ -338,13 +340,20 @@ def _two_pieces(b: _Builder, v: _Vars, p: Problem, j: int, per_w: float, most: f
     energy objective chose by the error."""
     o = p.options[j]
     lam = {q: p.flows[q].rate_rps for q in o.caps}
+    # (never under the line from idle to full load: where a flow's draw is not concave, such
+    # as short answers to long prompts, the lesser line would otherwise undercut its full-load
+    # draw, and the energy objective chose by it)
     light = {
-        q: (c.quarter_power_w - o.idle_w) / (PART_LOADS[0] * c.rate_rps) for q, c in o.caps.items()
+        q: max(
+            (c.quarter_power_w - o.idle_w) / (PART_LOADS[0] * c.rate_rps),
+            (c.avg_power_w - o.idle_w) / c.rate_rps,
+        )
+        for q, c in o.caps.items()
     }
     busy = o.busy_w() - o.idle_w
     m_light = sum(max(0.0, light[q]) * lam[q] for q in o.caps)
     m_busy = busy * most + sum(o.joules_per_request(q) * lam[q] for q in o.caps)
-    w = b.var(0, math.inf, per_w)
+    w = v.w[j] = b.var(0, math.inf, per_w)
     z = b.var(0, 1, 0.0, integer=True)
     b.row(
         [(w, 1.0), *((v.r[(q, j)], -light[q] * lam[q]) for q in o.caps), (z, m_light)],
@@ -360,6 +369,10 @@ def _usd_terms(p: Problem, v: _Vars) -> list[tuple[int, float]]:
     terms: list[tuple[int, float]] = []
     for j, o in enumerate(p.options):
         usd_h, usd_j = _cost_terms(p, j)
+        if j in v.w:  # as the objective charges it: idle, and the draw above it (pieces)
+            terms += [(v.x[j], o.usd_per_h + 3600.0 * usd_j * o.idle_w)]
+            terms += [(v.w[j], 3600.0 * usd_j)]
+            continue
         terms.append((v.x[j], usd_h))
         for q in o.caps:
             e_dyn = o.joules_per_request(q)

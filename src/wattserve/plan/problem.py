@@ -90,10 +90,13 @@ class Option:
         return self.deployment.devices
 
     def busy_w(self) -> float:
-        """What the program charges a replica held, before its load: the lowest of its flows'
-        busy draws (`Capacity.busy_power_w`), so that a replica at full load of any one flow
-        costs that flow's measured W; the idle draw when it serves none."""
-        return min((c.busy_power_w() for c in self.caps.values()), default=self.idle_w)
+        """What the program charges a busy replica before its load: the lowest busy draw
+        (`Capacity.busy_power_w`) of its flows whose draw is concave in the load (a flow whose
+        draw is not, such as short answers to long prompts, has idle there and is left out:
+        its line through idle over-charges it), so that a replica at full load of any one flow
+        costs that flow's measured W; the idle draw where none is concave."""
+        busy = [w for c in self.caps.values() if (w := c.busy_power_w()) > self.idle_w]
+        return min(busy, default=self.idle_w)
 
     def joules_per_request(self, q: int) -> float:
         """What one request of flow q adds to a replica's energy, above `busy_w`."""
