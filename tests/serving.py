@@ -216,18 +216,16 @@ def local_fleet(tmp: Path, *lines: str, backend: str = "") -> str:
 
 class ThreadedApp:
     """An aiohttp application on a real loopback socket, served from a thread of its own: a
-    scripted upstream for a gateway under test. Subclasses add their handlers in `routes`."""
+    scripted upstream for a gateway under test, answering on `routes` (aiohttp route defs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, routes: list[web.RouteDef]) -> None:
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
-
-    def routes(self, app: web.Application) -> None:
-        raise NotImplementedError("a ThreadedApp adds its routes")
+        self.route_defs = routes
 
     def __enter__(self) -> Self:
         app = web.Application()
-        self.routes(app)
+        app.add_routes(self.route_defs)
         self.runner = web.AppRunner(app, access_log=None)
         ready = threading.Event()
 

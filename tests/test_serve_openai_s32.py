@@ -81,7 +81,13 @@ class Upstream(ThreadedApp):
     with `Retry-After: 7`, for the first `up_times` requests, default all). Records bodies."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(
+            [
+                web.post("/v1/chat/completions", self._answer),
+                web.post("/v1/completions", self._answer),
+                web.get("/v1/models", self._models),
+            ]
+        )
         self.bodies: list[dict[str, Any]] = []
         self.failed = 0
 
@@ -140,11 +146,6 @@ class Upstream(ThreadedApp):
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": UP, "object": "model"}]})
-
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/chat/completions", self._answer)
-        app.router.add_post("/v1/completions", self._answer)
-        app.router.add_get("/v1/models", self._models)
 
 
 # -- fixtures ----------------------------------------------------------------------------------

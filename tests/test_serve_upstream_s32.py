@@ -33,7 +33,12 @@ class Scripted(ThreadedApp):
     429 with (None: answer). `status`: a status other than 200 to answer with."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(
+            [
+                web.post("/v1/chat/completions", self._answer),
+                web.get("/v1/models", self._models),
+            ]
+        )
         self.limited: str | None = None
         self.status = 200
         self.seen = 0
@@ -67,10 +72,6 @@ class Scripted(ThreadedApp):
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": MODEL}]})
-
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/chat/completions", self._answer)
-        app.router.add_get("/v1/models", self._models)
 
 
 def _nested(depth: int) -> Any:
