@@ -404,3 +404,35 @@ def test_a_cache_of_a_newer_format_is_refused(tmp_path: Path) -> None:
     cache.write_text(json.dumps({"version": 3, "entries": {}}), encoding="utf-8")
     with pytest.raises(ConfigError, match="format"):
         CapacityCache.load(cache)
+
+
+def test_the_kv_bound_holds_one_request_exactly_when_the_engine_runs_it() -> None:
+    """A request holds its prompt and every output token but the last in the KV cache (the
+    last is never fed back: EngineModel.refusal). The plan's bound counted that last token
+    too, so a request that fills the cache to its last block was planned as one no replica
+    could hold, while simulate and serve ran it."""
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.engine import EngineModel
+    from wattserve.core.modelspec import load_model
+    from wattserve.core.params import EngineParams
+    from wattserve.core.deployment import Deployment
+    from wattserve.core.perf import PerfModel
+    from wattserve.core.workload import Request
+    from wattserve.plan.capacity import Shape, analytic_rate
+
+    pm = PerfModel(
+        Deployment(load_model("llama-3.1-8b"), load_catalog().device("h100-sxm")), EngineParams()
+    )
+    blocks = 80  # 1,280 tokens
+    fits = Shape("llama-3.1-8b", 1000, 281, 10.0, 1.0, 0.9)  # 1,280 held at the last token
+    bound, _, why = analytic_rate(pm, blocks, fits)
+    assert bound > 0 and why == ""
+    over = Shape("llama-3.1-8b", 1000, 282, 10.0, 1.0, 0.9)
+    assert analytic_rate(pm, blocks, over) == (
+        0.0,
+        0.0,
+        "the KV cache cannot hold one request of this length",
+    )
+    engine = EngineModel("e", pm, blocks)
+    assert engine.refusal(Request(0, 0.0, 1000, 281, "llama-3.1-8b")) == ""
+    assert engine.refusal(Request(1, 0.0, 1000, 282, "llama-3.1-8b")) != ""

@@ -304,7 +304,8 @@ def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, f
     solo = pm.decode_step(1, p + o).time_s
     if solo > tpot_s:
         return 0.0, 0.0, f"one decode step takes {solo * 1e3:.1f} ms, over the TPOT limit"
-    kv_batch = kv_blocks * 16 // max(1, p + o)
+    kv_batch = kv_blocks * 16 // max(1, p + o - 1)  # the last token is never fed back (as
+    # EngineModel.refusal counts): one request fits exactly when the engine runs it
     max_batch = min(dep.max_num_seqs, kv_batch)
     if max_batch < 1:
         return 0.0, 0.0, "the KV cache cannot hold one request of this length"
