@@ -122,6 +122,10 @@ def summarize(
             "errors": [r.error or "" for r in results],
             "trace_rows": [r.row for r in results],
             "send_times_s": [r.sent_s for r in results],
+            # where wattserve ran each request (usage.wattserve; null elsewhere or failed):
+            # what `compare` holds against simulate --requests-out's target and site
+            "request_backends": [r.backend for r in results],
+            "request_sites": [r.site for r in results],
         }
     )
     return out
