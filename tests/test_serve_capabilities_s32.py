@@ -249,3 +249,17 @@ def test_the_local_engine_calls_the_tool_it_is_told_to_and_refuses_a_choice(
         r = post(local, CHAT, body)
         assert r.status_code == 400 and r.json()["error"]["param"] == "tools", r.text
         assert "local-llama" in r.json()["error"]["message"]
+
+
+def test_the_local_engine_returns_logprobs_with_a_forced_tool_call(local: Server) -> None:
+    """Both fields at once (each is a capability of its own): the call's tokens carry their
+    logprobs, streamed and not (a session's note had them null; measured here, they are not)."""
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    body = SMOL | {"messages": ASK, "tools": TOOLS, "tool_choice": named, "logprobs": True}
+    r = post(local, CHAT, body).json()
+    assert r["choices"][0]["finish_reason"] == "tool_calls"
+    assert len(r["choices"][0]["logprobs"]["content"]) == r["usage"]["completion_tokens"]
+    chunks = streamed(local, CHAT, body | {"top_logprobs": 2})
+    got = [ch["choices"][0].get("logprobs") for ch in chunks if ch["choices"]]
+    content = [t for lp in got if lp for t in lp["content"]]
+    assert content and all(1 <= len(t["top_logprobs"]) <= 3 for t in content)
