@@ -80,3 +80,46 @@ def test_emulated_hosted_api_streams_at_its_profiles_pace(tmp_path: Path) -> Non
         expected = sim[row].tpot_s
         assert expected is not None
         assert abs(tpot - expected) < 0.05 * expected, (tpot, expected)
+
+
+ONE_AT_A_TIME = """\
+name: xclock-queue
+sites:
+  dc: {kind: datacenter}
+deployments:
+  h100:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+    replicas: 1
+    max_num_seqs: 1
+"""
+
+
+def test_a_request_queued_past_max_queue_is_refused_on_both_clocks(tmp_path: Path) -> None:
+    """serve refuses (503) a request with no first token after --max-queue; simulate had no
+    such limit and served it: on one L4 saturated by 60 requests, serve refused 19 and
+    simulate none (it now refuses 16, the other 3 within a step of the limit). Here one
+    sequence at a time, about 0.7 s each, five at once, a limit of 2 s: the fourth and fifth
+    have no first token by then on both clocks."""
+    trace = write_trace(
+        tmp_path / "t.jsonl",
+        [{"arrival_s": 0.0, "prompt_tokens": 64, "output_tokens": 100} for _ in range(5)],
+    )
+    with gateway(tmp_path, ONE_AT_A_TIME, "--policy", "cost", "--max-queue", "2") as s:
+        got = bench(s.url, trace, tmp_path / "bench.json")
+    fleet_file = tmp_path / "sim-fleet.yaml"
+    fleet_file.write_text(ONE_AT_A_TIME)
+    fleet = load_fleet(fleet_file)
+    records: list[RequestRecord] = []
+    workload = load_workload(trace, default_model="llama-3.1-8b")
+    simulate(fleet, workload, "cost", max_queue_s=2.0, on_request=records.append)
+    sim = {r.row: r for r in records}
+    served = sorted(row for i, row in enumerate(got["trace_rows"]) if not got["errors"][i])
+    refused = [e for e in got["errors"] if e]
+    assert len(served) == 3 and len(refused) == 2, got["errors"]
+    assert all("no first token within 2 s" in e for e in refused)
+    assert sorted(r.row for r in sim.values() if r.status == "ok") == [1, 2, 3]
+    assert [r.reason for r in sim.values() if r.status != "ok"] == [
+        "no first token within 2 s: the fleet is saturated"
+    ] * 2

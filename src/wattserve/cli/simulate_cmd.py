@@ -12,6 +12,7 @@ import orjson
 import typer
 
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
+from wattserve.core.admission import MAX_QUEUE_S
 from wattserve.core.fleet import load_fleet
 from wattserve.core.governor import check_max_wait
 from wattserve.core.policy import make_policy
@@ -88,6 +89,14 @@ def simulate_cmd(
     max_wait: Annotated[
         float, typer.Option(help="Longest a request waits for power or a link, s.")
     ] = 30.0,
+    max_queue: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Refuse a request whose first token is predicted, or comes, later, s "
+            "(serve's --max-queue; inf: never).",
+        ),
+    ] = MAX_QUEUE_S,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON (a list with --compare).")
     ] = False,
@@ -99,6 +108,10 @@ def simulate_cmd(
 ) -> None:
     """What happens when FLEET serves TRACE under a routing policy and power caps."""
     check_max_wait(max_wait)
+    if not max_queue > 0:  # typer's min= lets NaN through
+        raise ConfigError(
+            f"must be a number of seconds above 0, got {max_queue}", field="--max-queue"
+        )
     f = load_fleet(fleet)
     if model is not None and f.resolve_model(model) not in f.models:
         # every row that names no model would be rejected, and the run reported as if it ran
@@ -155,6 +168,7 @@ def simulate_cmd(
                 exact=exact,
                 seed=seed,
                 max_wait_s=max_wait,
+                max_queue_s=max_queue,
                 progress=None if json_out else _bar(name),
                 on_request=on_request,
             )

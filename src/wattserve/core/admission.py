@@ -24,6 +24,32 @@ from wattserve.core.workload import Request
 B = TypeVar("B")
 Refusal = Literal["power", "outage", "residency", "none"]
 
+# The longest a request waits for its first token, predicted or actual, before it is refused
+# (serve's and simulate's --max-queue): a target predicting a later first token is passed
+# over, and a request placed that still has none after it gives up its place.
+MAX_QUEUE_S = 30.0
+
+
+def queued_past(target: Target, req: Request, max_queue_s: float) -> float | None:
+    """The first token's predicted wait for `req` on `target` when it is past `max_queue_s`
+    (the request is then passed over there), else None."""
+    wait_s = target.ttft_s(req)
+    return wait_s if wait_s > max_queue_s else None
+
+
+def queue_refusal(model: str, waits_s: list[float], max_queue_s: float) -> str:
+    """Why a request is refused when every target that would take it predicted a first token
+    past `max_queue_s` (`waits_s`: their predictions)."""
+    return (
+        f"every backend that serves {model} has a queue: the first token would take "
+        f"{min(waits_s):.0f} s or more (limit {max_queue_s:g} s)"
+    )
+
+
+def no_first_token(max_queue_s: float) -> str:
+    """Why a placed request with no first token after `max_queue_s` gives up its place."""
+    return f"no first token within {max_queue_s:g} s: the fleet is saturated"
+
 
 class Admission(NamedTuple, Generic[B]):
     """The outcome: the target and what the mechanism bound on it, or None and the refusal.

@@ -33,6 +33,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from wattserve.core.admission import MAX_QUEUE_S, no_first_token, queue_refusal, queued_past
 from wattserve.core.modelspec import fits_context
 from wattserve.core.windows import context_windows
 from wattserve.core.workload import Request
@@ -67,7 +68,6 @@ MAX_BODY_BYTES = 1 << 20
 MAX_IN_FLIGHT = 1024
 RETRIES = 2
 BODY_TIMEOUT_S = 30.0
-MAX_QUEUE_S = 30.0  # longest wait for a first token, predicted or actual, before a 503
 
 
 def _dumps(obj: Any) -> str:
@@ -450,10 +450,7 @@ class Gateway:
             except NoBackendAvailable as exc:
                 reason, status, retry_s = exc.reason, exc.status, exc.retry_after_s
                 if queued:  # nothing left but replicas with long queues
-                    reason = (
-                        f"every backend that serves {req.model} has a queue: the first token "
-                        f"would take {min(queued):.0f} s or more (limit {self.max_queue_s:g} s)"
-                    )
+                    reason = queue_refusal(req.model, queued, self.max_queue_s)
                     status, retry_s = 503, min(30.0, min(queued))
                 self.accounts.record(greq, key, None, None, started, None, "rejected", reason)
                 extra = f" (after: {'; '.join(errors)})" if errors else ""
@@ -465,8 +462,8 @@ class Gateway:
                     retry_after_s=retry_s,
                 )
             target, backend = placement.target, placement.backend
-            wait_s = target.ttft_s(req)
-            if wait_s > self.max_queue_s:  # it would wait that long: try elsewhere, or 503
+            wait_s = queued_past(target, req, self.max_queue_s)
+            if wait_s is not None:  # it would wait that long: try elsewhere, or 503
                 failed.add(backend.name)
                 queued.append(wait_s)
                 continue
@@ -495,7 +492,7 @@ class Gateway:
             except TimeoutError:
                 target.add(-1)
                 self.accounts.release(hold)  # queued, not served: nothing is billed
-                reason = f"no first token within {self.max_queue_s:g} s: the fleet is saturated"
+                reason = no_first_token(self.max_queue_s)
                 self.accounts.record(greq, key, backend, None, started, None, "rejected", reason)
                 return error(503, reason, "server_error", code="no_capacity", retry_after_s=10.0)
             except UpstreamError as exc:

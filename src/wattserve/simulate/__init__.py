@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from wattserve.core.admission import MAX_QUEUE_S
 from wattserve.core.fleet import Fleet
 from wattserve.core.policy import Policy, make_policy
 from wattserve.core.records import RequestRecord
@@ -24,11 +25,14 @@ def simulate(
     exact: bool = False,
     seed: int = 0,
     max_wait_s: float = 30.0,
+    max_queue_s: float = MAX_QUEUE_S,
     progress: Callable[[float], None] | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
 ) -> tuple[dict[str, Any], Outcome]:
     """Run one simulation; returns the report dict (the `--json` form) and the raw outcome.
-    `on_request` receives each request's record as it finishes or is refused."""
+    `max_queue_s`: serve's --max-queue (core.admission: a target predicting a later first
+    token is passed over; a request queued that long is refused). `on_request` receives
+    each request's record as it finishes or is refused."""
     pol = make_policy(policy) if isinstance(policy, str) else policy
     out = Simulation(
         fleet,
@@ -38,6 +42,7 @@ def simulate(
         exact=exact,
         seed=seed,
         max_wait_s=max_wait_s,
+        max_queue_s=max_queue_s,
         progress=progress,
         on_request=on_request,
     ).run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import math
 import random
 import time
 from array import array
@@ -17,7 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
-from wattserve.core.admission import Admission, admit
+from wattserve.core.admission import (
+    MAX_QUEUE_S,
+    Admission,
+    admit,
+    no_first_token,
+    queue_refusal,
+    queued_past,
+)
 from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
 from wattserve.core.governor import PowerGovernor, cap_blocks, check_max_wait
@@ -29,7 +37,7 @@ from wattserve.core.view import View
 from wattserve.core.windows import context_windows
 from wattserve.core.workload import Request, Workload
 
-ENGINE, RETRY, HOSTED_DONE = 0, 1, 2
+ENGINE, RETRY, HOSTED_DONE, FIRST_TOKEN_DUE = 0, 1, 2, 3
 RETRY_BACKOFF_S = 0.25
 NEVER_SCHEDULED = "never scheduled (power cap)"
 
@@ -84,11 +92,16 @@ class Simulation:
         exact: bool = False,
         seed: int = 0,
         max_wait_s: float = 30.0,
+        max_queue_s: float = MAX_QUEUE_S,
         progress: Callable[[float], None] | None = None,
         on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         self.fleet, self.workload, self.policy = fleet, workload, policy
         self.exact, self.max_wait_s, self.progress = exact, check_max_wait(max_wait_s), progress
+        # as serve's --max-queue: a target predicting a later first token is passed over, and
+        # a request still queued in its engine that long gives up its place (inf: never)
+        self.max_queue_s = max_queue_s
+        self.queued: list[float] = []  # predicted waits of the targets passed over (admit)
         # called once per request as it finishes or is refused (simulate --requests-out);
         # None keeps no per-request data at all
         self.on_request = on_request
@@ -210,6 +223,9 @@ class Simulation:
             return
         adm = self.admit(req)
         target = adm.bound
+        if target is None and self.queued and adm.refusal != "power":
+            self._reject(req, queue_refusal(req.model, self.queued, self.max_queue_s))
+            return
         if target is not None:
             self._place(req, target, now)
             if adm.cut_by_outage:
@@ -238,6 +254,9 @@ class Simulation:
         if adm.refusal == "residency":
             self._reject(req, f"local-only, and no deployment at {req.origin} serves {req.model}")
             return
+        if self.queued:
+            self._reject(req, queue_refusal(req.model, self.queued, self.max_queue_s))
+            return
         self._reject(req, "site power cap" if power else adm.reason or "no target available")
 
     def _power_may_free(self) -> bool:
@@ -247,12 +266,20 @@ class Simulation:
         return bool(self.pending) or any(e.running or e.waiting for e in self.engines)
 
     def admit(self, req: Request) -> Admission[EnginePool | HostedPool]:
-        """The shared admission path (wattserve.core.admission) at the simulation's clock."""
-        return admit(req, self.now, self.policy, self.view, self.gov, self._bind)
+        """The shared admission path (wattserve.core.admission) at the simulation's clock.
+        A target whose first token is predicted past max_queue_s is passed over, as serve
+        passes it over (core.admission.queued_past); `queued` keeps their predictions."""
+        queued, max_queue_s, targets = self.queued, self.max_queue_s, self.targets
+        queued.clear()
 
-    def _bind(self, target: Target) -> EnginePool | HostedPool | None:
-        """The simulator places a request on any target admission lets through."""
-        return self.targets.get(target.name)
+        def bind(target: Target) -> EnginePool | HostedPool | None:
+            wait_s = queued_past(target, req, max_queue_s)
+            if wait_s is not None:
+                queued.append(wait_s)
+                return None
+            return targets.get(target.name)
+
+        return admit(req, self.now, self.policy, self.view, self.gov, bind)
 
     def _place(self, req: Request, target: EnginePool | HostedPool, now: float) -> None:
         target.add(1)
@@ -289,7 +316,10 @@ class Simulation:
             w = target.replica_marginal_w(engine)
             self.reserved_w[i] = self.reserved_w.get(i, 0.0) + w
             self.gov.reserve(self.engine_site[i], w)
-        engine.submit(Seq(req, placed, slo.ttft_s))
+        seq = Seq(req, placed, slo.ttft_s)
+        engine.submit(seq)
+        if self.max_queue_s < math.inf:
+            self._push(now + self.max_queue_s, FIRST_TOKEN_DUE, (seq, i))
         if i in self.pending:
             return
         if idle:
@@ -386,6 +416,18 @@ class Simulation:
         if plan is None:
             return False
         return self.gov.fits(site, need - (plan.power_w - self.engines[i].idle_w))
+
+    def _first_token_due(self, t: float, s: Seq, i: int) -> None:
+        """At `t`, max_queue_s after request `s` was placed on engine i: still queued there,
+        with no first token, it gives up its place and is refused, as serve answers it 503.
+        Else nothing happens (and the clock stays: the run's span is not stretched to it)."""
+        engine = self.engines[i]
+        if s.admitted_s is not None or s not in engine.waiting:  # started, or refused there
+            return
+        self.now = t
+        engine.abort(s)
+        cast(_Placed, s.tag).pool.add(-1)
+        self._reject(s.req, no_first_token(self.max_queue_s))
 
     def _drop_rejected(self, engine: EngineModel, rejected: list[Seq]) -> None:
         for s in rejected:
@@ -543,14 +585,18 @@ class Simulation:
         while True:
             if heap and heap[0][0] < next_arrival:  # on a tie the arrival goes first
                 t, _, kind, obj, version = heappop(heap)
-                self.now = t
                 if kind == ENGINE:
+                    self.now = t
                     if version == version_of[obj]:  # type: ignore[call-overload]
                         engine_done(obj)  # type: ignore[arg-type]
                 elif kind == RETRY:
+                    self.now = t
                     req, first = cast(tuple[Request, float], obj)
                     self._route(req, first)
+                elif kind == FIRST_TOKEN_DUE:  # moves the clock only where it refuses
+                    self._first_token_due(t, *cast(tuple[Seq, int], obj))
                 else:
+                    self.now = t
                     cast(HostedPool, obj).add(-1)
             elif k < n:
                 req = reqs[k]
