@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.serving import gateway
+from tests.serving import FAST_FLEET, gateway
 from wattserve.core.fleet import load_fleet
 from wattserve.core.records import RequestRecord
 from wattserve.core.workload import load_workload
@@ -123,3 +123,22 @@ def test_a_request_queued_past_max_queue_is_refused_on_both_clocks(tmp_path: Pat
     assert [r.reason for r in sim.values() if r.status != "ok"] == [
         "no first token within 2 s: the fleet is saturated"
     ] * 2
+
+
+def test_bench_tells_the_gateway_where_a_row_comes_from(tmp_path: Path) -> None:
+    """A trace row's origin and residency reach the gateway (`x-wattserve-site`,
+    `x-wattserve-data-local`), as simulate routes by them: bench sent neither, so under
+    edge_first a row from the edge went to the datacenter's faster H100s in serve and to the
+    edge module in simulate (and a local-only row could leave its site)."""
+    rows = [
+        {"arrival_s": 0.3 * i, "prompt_tokens": 50, "output_tokens": 8, "origin": "edge"}
+        for i in range(4)
+    ]
+    rows[1]["local_only"] = True
+    trace = write_trace(tmp_path / "t.jsonl", rows)
+    with gateway(tmp_path, FAST_FLEET, "--policy", "edge_first") as s:
+        got = bench(s.url, trace, tmp_path / "bench.json")
+    sim = simulated(tmp_path, FAST_FLEET, trace, "edge_first")
+    assert {r.target for r in sim.values()} == {"edge-small/0"}
+    assert got["request_backends"] == [sim[row].target for row in got["trace_rows"]]
+    assert got["request_sites"] == ["edge"] * 4

@@ -178,17 +178,21 @@ class Client:
         self.timeout_s, self.pool = timeout_s, pool
         self.path = "/" + url.rstrip("/").rsplit("/v1/", 1)[-1]
 
-    async def send(self, res: Result, body: dict[str, Any], t0: float) -> None:
-        """Send `body`, fill `res` in; never raises (but for cancellation)."""
+    async def send(
+        self, res: Result, body: dict[str, Any], t0: float, where: dict[str, str] | None = None
+    ) -> None:
+        """Send `body` (with the headers `where` adds), fill `res` in; never raises (but for
+        cancellation)."""
+        headers = self.headers | where if where else self.headers
         stream = bool(body.get("stream"))
         start = time.perf_counter()
         res.sent_s = start - t0
         if not stream and self.pool is not None:
-            await self._plain(res, body, start)
+            await self._plain(res, body, start, headers)
             return
         try:
             async with self.session.post(
-                self.url, data=orjson.dumps(body), headers=self.headers
+                self.url, data=orjson.dumps(body), headers=headers
             ) as resp:
                 if resp.status != 200:
                     res.fail(f"http_{resp.status}", _message(await _head(resp)))
@@ -210,11 +214,13 @@ class Client:
         except HttpProcessingError as exc:  # a stream line past aiohttp's 512 KiB, for one
             res.fail(BAD_RESPONSE, f"not an OpenAI response: {exc.message}")
 
-    async def _plain(self, res: Result, body: dict[str, Any], start: float) -> None:
+    async def _plain(
+        self, res: Result, body: dict[str, Any], start: float, headers: dict[str, str]
+    ) -> None:
         assert self.pool is not None
         try:
             status, raw = await self.pool.post(
-                self.path, orjson.dumps(body), self.headers, self.timeout_s
+                self.path, orjson.dumps(body), headers, self.timeout_s
             )
             res.e2e_s = time.perf_counter() - start
             if status != 200:

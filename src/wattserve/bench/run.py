@@ -289,15 +289,15 @@ class Bench:
         state = {"done": 0, "errors": 0, "connect_run": 0}
         stop = asyncio.Event()
 
-        async def one(res: Result, body: dict[str, Any]) -> None:
+        async def one(res: Result, body: dict[str, Any], where: dict[str, str]) -> None:
             if sem is not None:
                 async with sem:
                     if stop.is_set():
                         res.fail(NOT_SENT, "the run stopped before this request was sent")
                         return
-                    await self.client.send(res, body, t0)
+                    await self.client.send(res, body, t0, where)
             else:
-                await self.client.send(res, body, t0)
+                await self.client.send(res, body, t0, where)
             state["done"] += 1
             if not res.ok:
                 state["errors"] += 1
@@ -325,7 +325,7 @@ class Bench:
                     await asyncio.sleep(0)
                 if stop.is_set():
                     break
-                tasks.append(asyncio.create_task(one(res, body)))
+                tasks.append(asyncio.create_task(one(res, body, residency_headers(r))))
             if tasks:
                 await asyncio.wait(tasks)
         except asyncio.CancelledError:
@@ -362,6 +362,19 @@ class Bench:
         while True:
             progress(state["done"], total, state["errors"], time.perf_counter() - t0, False)
             await asyncio.sleep(0.25)
+
+
+def residency_headers(req: Request) -> dict[str, str]:
+    """Where a trace row comes from, as a wattserve gateway reads it (docs/serve.md): its
+    origin site in `x-wattserve-site`, and `x-wattserve-data-local: true` when it may not leave
+    it; none for a row without an origin. `simulate` routes such rows by them, so the gateway
+    must see them too (other servers ignore the headers)."""
+    if req.origin is None:
+        return {}
+    where = {"x-wattserve-site": req.origin}
+    if req.local_only:
+        where["x-wattserve-data-local"] = "true"
+    return where
 
 
 def progress_bar() -> Progress:
