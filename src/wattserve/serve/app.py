@@ -46,6 +46,7 @@ from wattserve.serve.fleet_admin import CapChange, ChangeError, check_cap, parse
 from wattserve.serve.gauges import live_gauges
 from wattserve.serve.guard import error, guard, read_json
 from wattserve.serve.ledger import KeyRecord, Ledger
+from wattserve.serve.link import link_rtt_s, over_link
 from wattserve.serve.metrics import Metrics
 from wattserve.serve.residency import HeaderError, residency
 from wattserve.serve.router import Router
@@ -478,7 +479,8 @@ class Gateway:
                     return _refused(reserved)
                 hold = reserved
             target.add(1)
-            events = backend.generate(greq).__aiter__()
+            rtt_s = link_rtt_s(backend, self.router.fleet.rtt_s(req.origin, backend.site))
+            events = over_link(backend.generate(greq), rtt_s).__aiter__()  # as simulate times it
             # where the first token is seen on its own (Backend.sees_first_token: streams, and
             # emulated backends), a request that has none after max_queue_s gives up its
             # place: a 503, not a silent wait
