@@ -165,3 +165,34 @@ def test_an_emulated_answer_crosses_the_link_from_its_origin(tmp_path: Path) -> 
         assert r.ttft_s > 0.08  # the link's round trip, and the engine's prefill
         assert abs(got["ttfts"][i] - r.ttft_s) < 0.025, (got["ttfts"][i], r.ttft_s)
         assert abs(got["e2els"][i] - r.e2e_s) < 0.025, (got["e2els"][i], r.e2e_s)
+
+
+def test_compare_counts_the_requests_that_ran_on_the_same_target(tmp_path: Path) -> None:
+    """`compare` holds bench's `request_backends` against simulate's targets, request by
+    request: which target served each request was not compared at all."""
+    trace = write_trace(
+        tmp_path / "t.jsonl",
+        [{"arrival_s": 0.2 * i, "prompt_tokens": 50, "output_tokens": 8} for i in range(4)],
+    )
+    with gateway(tmp_path, FAST_FLEET, "--policy", "cost") as s:
+        bench(s.url, trace, tmp_path / "bench.json")
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(FAST_FLEET)
+    out = tmp_path / "req.jsonl"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet_file)),
+            *("--trace", str(trace), "--policy", "cost", "--requests-out", str(out)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "wattserve", "compare", str(tmp_path / "bench.json"), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "4 ran on the same target in both, 0 on another" in shown

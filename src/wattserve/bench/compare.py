@@ -163,10 +163,19 @@ class Timed(NamedTuple):
     e2e_s: float | None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
+    target: str | None = None  # where it ran: a replica (deployment/index) or hosted API
 
 
 # bench's (and vLLM's) lists, one entry per request, checked against `ttfts`
-REQUEST_LISTS = ("e2els", "input_lens", "output_lens", "errors", "trace_rows", "itls")
+REQUEST_LISTS = (
+    "e2els",
+    "input_lens",
+    "output_lens",
+    "errors",
+    "trace_rows",
+    "itls",
+    "request_backends",
+)
 
 
 def _twice(keys: list[int], *, zero_too: bool = False) -> tuple[int, int, int] | None:
@@ -193,7 +202,7 @@ def _records(records: list[RequestRecord]) -> list[Timed]:
                 field=key,
             )
     return [
-        Timed(r.row, r.id, r.ttft_s, r.tpot_s, r.e2e_s, r.prompt_tokens, r.output_tokens)
+        Timed(r.row, r.id, r.ttft_s, r.tpot_s, r.e2e_s, r.prompt_tokens, r.output_tokens, r.target)
         for r in records
         if r.status == OK
     ]
@@ -227,7 +236,7 @@ def per_request(raw: dict[str, Any]) -> list[Timed]:
         v = raw.get(key)
         return v if isinstance(v, list) else [fill] * n
 
-    rows, e2es, ins, outs, errs = (
+    rows, e2es, ins, outs, errs, backends = (
         column(k, f)
         for k, f in (
             ("trace_rows", 0),
@@ -235,6 +244,7 @@ def per_request(raw: dict[str, Any]) -> list[Timed]:
             ("input_lens", None),
             ("output_lens", None),
             ("errors", ""),
+            ("request_backends", None),
         )
     )
     rows = [r if isinstance(r, int) and not isinstance(r, bool) else 0 for r in rows]
@@ -246,8 +256,8 @@ def per_request(raw: dict[str, Any]) -> list[Timed]:
             field="trace_rows",
         )
     out = []
-    for i, (row, t, e, p, tokens, err) in enumerate(
-        zip(rows, ttfts, e2es, ins, outs, errs, strict=True)
+    for i, (row, t, e, p, tokens, err, backend) in enumerate(
+        zip(rows, ttfts, e2es, ins, outs, errs, backends, strict=True)
     ):
         if err:
             continue
@@ -265,6 +275,7 @@ def per_request(raw: dict[str, Any]) -> list[Timed]:
                 e2e,
                 None if prompt is None else int(prompt),
                 None if count is None else int(count),
+                backend if isinstance(backend, str) else None,
             )
         )
     return out
@@ -279,12 +290,26 @@ class Pairing(NamedTuple):
     only_a: int  # completed in A, with no completed request of B at its key
     only_b: int
 
+    @property
+    def targets(self) -> tuple[int, int] | None:
+        """Of the pairs whose files both say where the request ran (bench against wattserve,
+        simulate --requests-out): how many ran on the same target, and how many on another;
+        None where no pair says."""
+        both = [(x.target, y.target) for x, y in self.pairs if x.target and y.target]
+        if not both:
+            return None
+        same = sum(x == y for x, y in both)
+        return same, len(both) - same
+
     def summary(self) -> dict[str, Any]:
+        targets = self.targets
         return {
             "by": self.by,
             "pairs": len(self.pairs),
             "only_in_a": self.only_a,
             "only_in_b": self.only_b,
+            "same_target": None if targets is None else targets[0],
+            "other_target": None if targets is None else targets[1],
         }
 
 
@@ -487,6 +512,11 @@ def paired_table(rows: list[dict[str, Any]], pairing: Pairing) -> str:
         f"request by request (paired by {pairing.by}): error = (B - A) / A",
         f"{len(pairing.pairs)} pairs; {pairing.only_a} completed requests only in A, "
         f"{pairing.only_b} only in B (failed in the other file, or not in it)",
+        *(
+            []
+            if (targets := pairing.targets) is None
+            else [f"{targets[0]} ran on the same target in both, {targets[1]} on another"]
+        ),
         head,
         "-" * len(head),
     ]
