@@ -39,7 +39,7 @@ from wattserve.profile.run import hardware_yaml
 from wattserve.simulate import simulate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sim_to_real import FLEET, TARGETS, WINDOWS  # this directory
+from sim_to_real import FLEET, MAX_QUEUE_S, TARGETS, WINDOWS  # this directory
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "sim_to_real_runs"
 RUNS = ("L", "M", "N", "O", "P", "Q", "R", "S", "T")
@@ -104,7 +104,7 @@ def simulated(run: str, estimator: str, tmp: Path) -> dict[str, Path]:
         wl = load_workload(DATA / f"{name}.jsonl", default_model="smollm2-135m",
                            rate_scale=w.rate_scale)  # fmt: skip
         records: list[RequestRecord] = []
-        simulate(fleet, wl, "least_loaded", on_request=records.append)
+        simulate(fleet, wl, "least_loaded", max_queue_s=MAX_QUEUE_S, on_request=records.append)
         path = out[name] = tmp / f"{run}-{estimator}-{name}.jsonl"
         path.write_bytes(b"".join(orjson.dumps(r.as_json()) + b"\n" for r in records))
     return out

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sim_to_real import WINDOWS  # this directory: on sys.path when run as a script
+from sim_to_real import MAX_QUEUE_S, WINDOWS  # this directory: on sys.path when run as a script
 
 SCALED_UP = ("overhead_step_s", "overhead_layer_s", "overhead_seq_s", "gemm_latency_s")
 SCALED_DOWN = ("eff_compute", "eff_memory")
@@ -42,7 +42,8 @@ def scaled(calibration: dict[str, Any], s: float) -> dict[str, Any]:
 
 def simulate(fleet: Path, trace: Path, rate_scale: float) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
-           str(trace), "--rate-scale", str(rate_scale), "--json"]  # fmt: skip
+           str(trace), "--rate-scale", str(rate_scale), "--json",
+           "--max-queue", str(MAX_QUEUE_S)]  # fmt: skip
     result: dict[str, Any] = json.loads(
         subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     )

@@ -49,6 +49,9 @@ TRACE = REPO.parent / "shared" / "traces" / "azure_llm_2023_conv.csv"
 MODEL = "smollm2-135m"
 MAX_PROMPT, MAX_OUTPUT = 1024, 128
 TARGETS = {"p50": 0.10, "p99": 0.25}
+# the gateway's and simulate's --max-queue: no load shedding in these windows (the heavy one
+# queues for minutes; the engine alone has no such limit)
+MAX_QUEUE_S = 3600
 
 
 @dataclass(frozen=True)
@@ -316,11 +319,11 @@ def main() -> None:
     if "gateway" in paths:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        # --max-queue 3600: no load shedding (simulate does not model the gateway's 503 after
-        # 30 s without a first token; the heavy window queues for minutes)
+        # --max-queue 3600: no load shedding (the gateway's 503 after 30 s without a first
+        # token; the heavy window queues for minutes), and simulate below is given the same
         cmd = [sys.executable, "-m", "wattserve", "serve", "--fleet", str(fleet), "--port",
                str(port), "--policy", "least_loaded", "--db", str(out / "ledger.db"),
-               "--max-queue", "3600"]  # fmt: skip
+               "--max-queue", str(MAX_QUEUE_S)]  # fmt: skip
         print(f"gateway: wattserve {' '.join(cmd[3:])}", flush=True)
         with process(cmd, out / "gateway.log", url + "/v1/models"):
             answers(url)
@@ -331,8 +334,8 @@ def main() -> None:
     for n, w in windows.items():
         sim = out / f"{n}-sim.jsonl"
         wattserve("simulate", "--fleet", str(fleet), "--trace", str(traces[n]), "--rate-scale",
-                  str(w.rate_scale), "--requests-out", str(sim), "--json",
-                  stdout=out / f"{n}-sim.json")  # fmt: skip
+                  str(w.rate_scale), "--requests-out", str(sim), "--json", "--max-queue",
+                  str(MAX_QUEUE_S), stdout=out / f"{n}-sim.json")  # fmt: skip
         for path in paths:
             run = runs[(n, path)]
             c = compare(run["file"], sim)
