@@ -196,3 +196,37 @@ def test_compare_counts_the_requests_that_ran_on_the_same_target(tmp_path: Path)
         timeout=120,
     ).stdout
     assert "4 ran on the same target in both, 0 on another" in shown
+
+
+WAKE_ONE = """\
+name: xclock-wait
+sites:
+  dc: {kind: datacenter, power_cap_w: 600}
+deployments:
+  h100:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+    replicas: 2
+    max_num_seqs: 1
+"""
+
+
+def test_a_request_waiting_for_power_is_placed_as_soon_on_both_clocks(tmp_path: Path) -> None:
+    """A request that waits at the governor for power (the 600 W cap lets one of the two
+    replicas run) is offered again every POWER_RETRY_S on both clocks: simulate retried every
+    0.25 s and the gateway every 50 ms, so here the second request's first token came 0.2 s
+    later in simulate (1.51 s against the 1.31 s the first request's end frees the power at)."""
+    trace = write_trace(
+        tmp_path / "t.jsonl",
+        [{"arrival_s": 0.0, "prompt_tokens": 64, "output_tokens": 180} for _ in range(2)],
+    )
+    with gateway(tmp_path, WAKE_ONE, "--policy", "cost", "--max-wait", "30") as s:
+        got = bench(s.url, trace, tmp_path / "bench.json")
+    sim = simulated(tmp_path, WAKE_ONE, trace, "cost")
+    assert not any(got["errors"]) and [r.status for r in sim.values()] == ["ok", "ok"]
+    first, second = sim[1], sim[2]
+    assert first.end_s is not None and second.ttft_s is not None
+    assert second.ttft_s < first.end_s + 0.06  # placed within a retry of the power's return
+    waited = max(got["ttfts"])  # whichever of the two the gateway took second
+    assert abs(waited - second.ttft_s) < 0.1, (waited, second.ttft_s)

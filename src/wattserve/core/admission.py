@@ -24,6 +24,11 @@ from wattserve.core.workload import Request
 B = TypeVar("B")
 Refusal = Literal["power", "outage", "residency", "none"]
 
+# How often a request refused for power (and allowed to wait, up to --max-wait) is offered
+# again, on either clock: the simulator retried every 0.25 s and the gateway every 50 ms, so a
+# request waiting for power was placed up to 0.2 s later in simulate than in serve.
+POWER_RETRY_S = 0.05
+
 # The longest a request waits for its first token, predicted or actual, before it is refused
 # (serve's and simulate's --max-queue): a target predicting a later first token is passed
 # over, and a request placed that still has none after it gives up its place.

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from wattserve.core.admission import POWER_RETRY_S as POWER_POLL_S
 from wattserve.core.admission import Admission, admit
 from wattserve.core.energy import carbon_g
 from wattserve.core.fleet import Fleet
@@ -27,7 +28,6 @@ from wattserve.serve.capabilities import Need, needs, refusal
 
 HEALTH_EVERY_S = 5.0
 COOLDOWN_S = 10.0  # a failing backend's time out of rotation (a health probe does not end it)
-POWER_POLL_S = 0.05  # how often a request waiting for power under a cap tries again
 
 
 @dataclass

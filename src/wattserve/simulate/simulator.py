@@ -20,6 +20,7 @@ from typing import NamedTuple, cast
 
 from wattserve.core.admission import (
     MAX_QUEUE_S,
+    POWER_RETRY_S,
     Admission,
     admit,
     no_first_token,
@@ -38,7 +39,6 @@ from wattserve.core.windows import context_windows
 from wattserve.core.workload import Request, Workload
 
 ENGINE, RETRY, HOSTED_DONE, FIRST_TOKEN_DUE = 0, 1, 2, 3
-RETRY_BACKOFF_S = 0.25
 NEVER_SCHEDULED = "never scheduled (power cap)"
 
 
@@ -247,9 +247,9 @@ class Simulation:
             self._reject(req, "site link down")
             return
         power = adm.refusal == "power"
-        if power and waited + RETRY_BACKOFF_S <= self.max_wait_s and self._power_may_free():
+        if power and waited + POWER_RETRY_S <= self.max_wait_s and self._power_may_free():
             self.out.power_waits += 1
-            self._push(now + RETRY_BACKOFF_S, RETRY, (req, first_try))
+            self._push(now + POWER_RETRY_S, RETRY, (req, first_try))
             return
         if adm.refusal == "residency":
             self._reject(req, f"local-only, and no deployment at {req.origin} serves {req.model}")
