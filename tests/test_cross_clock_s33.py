@@ -230,3 +230,20 @@ def test_a_request_waiting_for_power_is_placed_as_soon_on_both_clocks(tmp_path: 
     assert second.ttft_s < first.end_s + 0.06  # placed within a retry of the power's return
     waited = max(got["ttfts"])  # whichever of the two the gateway took second
     assert abs(waited - second.ttft_s) < 0.1, (waited, second.ttft_s)
+
+
+def test_requests_passed_over_for_their_queue_are_refused_for_one_reason(tmp_path: Path) -> None:
+    """The refusal of a request every target would queue past --max-queue reads the same for
+    each (serve's 503 and simulate's `rejected_by_reason`): it held the shortest predicted
+    wait, so one saturated simulation counted one refusal under eight reasons."""
+    rows = [{"arrival_s": 0.0, "prompt_tokens": 64, "output_tokens": 1000}]
+    rows += [{"arrival_s": 0.5 * i, "prompt_tokens": 64, "output_tokens": 10} for i in (1, 2, 3)]
+    trace = write_trace(tmp_path / "t.jsonl", rows)
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(ONE_AT_A_TIME)
+    workload = load_workload(trace, default_model="llama-3.1-8b")
+    report, _ = simulate(load_fleet(fleet_file), workload, "cost", max_queue_s=2.0)
+    assert report["rejected_by_reason"] == {
+        "every backend that serves llama-3.1-8b has a queue: the first token would take more "
+        "than 2 s": 3
+    }

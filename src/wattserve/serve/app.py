@@ -451,7 +451,7 @@ class Gateway:
             except NoBackendAvailable as exc:
                 reason, status, retry_s = exc.reason, exc.status, exc.retry_after_s
                 if queued:  # nothing left but replicas with long queues
-                    reason = queue_refusal(req.model, queued, self.max_queue_s)
+                    reason = queue_refusal(req.model, self.max_queue_s)
                     status, retry_s = 503, min(30.0, min(queued))
                 self.accounts.record(greq, key, None, None, started, None, "rejected", reason)
                 extra = f" (after: {'; '.join(errors)})" if errors else ""

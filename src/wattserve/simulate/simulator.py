@@ -224,7 +224,7 @@ class Simulation:
         adm = self.admit(req)
         target = adm.bound
         if target is None and self.queued and adm.refusal != "power":
-            self._reject(req, queue_refusal(req.model, self.queued, self.max_queue_s))
+            self._reject(req, queue_refusal(req.model, self.max_queue_s))
             return
         if target is not None:
             self._place(req, target, now)
@@ -255,7 +255,7 @@ class Simulation:
             self._reject(req, f"local-only, and no deployment at {req.origin} serves {req.model}")
             return
         if self.queued:
-            self._reject(req, queue_refusal(req.model, self.queued, self.max_queue_s))
+            self._reject(req, queue_refusal(req.model, self.max_queue_s))
             return
         self._reject(req, "site power cap" if power else adm.reason or "no target available")
 
