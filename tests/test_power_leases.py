@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -415,34 +414,3 @@ def test_a_request_joins_a_running_replica_whose_step_its_lease_slows_and_the_le
                 time.sleep(0.05)
             assert sum(leases(r).values()) <= headroom + 1e-3
             assert running.result().status_code == 200
-
-
-def test_a_slowed_step_asks_only_while_the_lease_is_short_of_the_headroom(
-    tmp_path: Path,
-) -> None:
-    """A step slowed under a lease smaller than the headroom is demand; one slowed under the
-    whole headroom is the site's cap binding, which no lease can lift (asking Redis would be
-    a call every 50 ms for nothing)."""
-    import asyncio
-
-    from wattserve.core.fleet import load_fleet
-    from wattserve.core.policy import make_policy
-    from wattserve.serve.leases import PowerLeases
-    from wattserve.serve.router import Router
-    from wattserve.serve.state import SharedState
-
-    fleet_file = tmp_path / "fleet.yaml"
-    fleet_file.write_text(TIGHT)
-    router = Router(load_fleet(fleet_file), make_policy("least_loaded"))
-    state = SharedState("redis://127.0.0.1:1/0", replica_id="r")  # never connected
-    leases = PowerLeases(router, state)
-    lease = leases.sites["dc"]
-
-    async def slowed(lease_w: float) -> float:
-        lease.lease_w, lease.demand_w, lease.last_ask = lease_w, 0.0, -math.inf
-        leases.slowed("dc", 40.0)
-        await asyncio.sleep(0)  # the ask, in the background, finds Redis down: no change
-        return lease.demand_w
-
-    assert asyncio.run(slowed(200.0)) == 40.0
-    assert asyncio.run(slowed(HEADROOM_W)) == 0.0

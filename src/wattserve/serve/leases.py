@@ -166,8 +166,7 @@ class PowerLeases:
         lacking `lacking_w`: ask for more there, as a refused admission does. A request joins
         a running replica whose step the cap slows, as in `simulate`, so a refusal alone would
         leave the lease small and the replica's steps slow while other replicas keep theirs."""
-        room = self.headroom_w(site)
-        if room is not None and self.sites[site].lease_w < room - EPS_W:  # else: the cap binds
+        if self.headroom_w(site) is not None:
             self._short(site, lacking_w, time.monotonic())
 
     def _short(self, site: str, lacking_w: float, now: float) -> None:
