@@ -13,7 +13,7 @@ import pytest
 
 from wattserve.core.admission import admit
 from wattserve.core.clock import ManualClock
-from wattserve.core.engine import Seq, StepPlan
+from wattserve.core.engine import Seq
 from wattserve.core.fleet import Fleet, load_fleet
 from wattserve.core.governor import PowerGovernor
 from wattserve.core.policy import BUILTIN, make_policy
@@ -269,30 +269,6 @@ def test_a_step_waits_for_power_rather_than_crawl_on_a_sliver_of_a_cap() -> None
     n, took = asyncio.run(run())
     assert n >= 8 and took < 5.0
     assert acct.power_w == pytest.approx(acct.base_w)
-
-
-def test_a_running_replica_takes_a_request_its_lease_slows_and_the_slowed_step_asks() -> None:
-    """Under a shared power lease (a floor is set) the rule is simulate's: a running replica
-    whose step a cap slows takes one more request (it adds at most what the cap leaves), and
-    each slowed step tells `on_slowed` what it lacked, which is how serve's leases ask for more
-    (serve.leases.PowerLeases.slowed). Until 2026-12-05 the floor made admission weigh the
-    whole step, to refuse the request and ask that way."""
-    gov = PowerGovernor({"dc": 1000.0})
-    gov.add_base("dc", 400.0)
-    acct = gov.account("dc")
-    acct.floor_w = 50.0
-    assert gov.room("dc").slowed_to_w() == 600.0  # slowed to what the cap leaves above idle
-    acct.cap_w = 440.0
-    assert gov.room("dc").slowed_to_w() is None  # 40 W, under the floor: steps wait instead
-    acct.cap_w = 1000.0
-    lacked: list[tuple[str, float]] = []
-    gov.on_slowed.append(lambda site, w: lacked.append((site, w)))
-    step = StepPlan(0.0, 1.0, 500.0, 900.0, [])  # 800 W above a 100 W idle: 200 W too many
-    gov.throttle("dc", step, 100.0)
-    assert step.throttled and step.power_w == 700.0 and step.end_s == pytest.approx(800 / 600)
-    assert lacked == [("dc", pytest.approx(200.0))]
-    gov.throttle("dc", StepPlan(0.0, 1.0, 500.0, 600.0, []), 100.0)  # fits: not slowed
-    assert len(lacked) == 1
 
 
 def test_router_excludes_a_target_whose_backends_failed() -> None:

@@ -378,39 +378,3 @@ def test_a_shrinking_replica_keeps_what_it_still_draws_counted_and_gives_back_on
         (333, 333),  # given back once: it went on to 233 when the handover was owed twice
     ], rounds
     assert all(total <= room + 1e-3 for _, _, total in rounds), rounds
-
-
-def test_a_request_joins_a_running_replica_whose_step_its_lease_slows_and_the_lease_grows(
-    tmp_path: Path,
-) -> None:
-    """A request whose prefill makes a running replica's step too big for its lease joins it
-    (admission weighs a running sequence's decode), the step is slowed to fit (a GPU power
-    limit), and the slowed step asks for more lease (PowerGovernor.on_slowed ->
-    PowerLeases.slowed). Before, only a refused admission asked: the lease stayed at half the
-    headroom, the other half free, and the replica's steps stayed slowed."""
-    headroom = 800.0  # 400 W each: one short request (its prefill about 345 W) fits a share,
-    # a long prompt's prefill beside a running decode (about 600 W) does not
-    with (
-        redis_server() as srv,
-        replicas(tmp_path, tight(headroom), 2, "--state", srv.url, "--max-wait", "0") as servers,
-    ):
-        r = redis.Redis.from_url(srv.url)
-        busy = servers[0]
-        me = replica_id(busy)
-        assert leases(r)[me] == pytest.approx(headroom / 2, abs=1e-3)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            running = pool.submit(ask, busy.url, 1500)  # decodes for a few seconds
-            deadline = time.monotonic() + 10
-            while dynamic_w(busy) <= 0:
-                assert time.monotonic() < deadline and not running.done()
-                time.sleep(0.01)
-            long_prompt = ask(
-                busy.url, 8, messages=[{"role": "user", "content": "hello " * 2000}]
-            )
-            assert long_prompt.status_code == 200, long_prompt.text
-            deadline = time.monotonic() + 10  # the idle replica gives back at its heartbeat
-            while leases(r)[me] <= headroom / 2 + 1.0:
-                assert time.monotonic() < deadline, leases(r)
-                time.sleep(0.05)
-            assert sum(leases(r).values()) <= headroom + 1e-3
-            assert running.result().status_code == 200

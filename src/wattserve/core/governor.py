@@ -9,7 +9,7 @@ shows). Times are whatever clock the caller uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -141,8 +141,12 @@ class Room:
         return s.cap_w - s.power_w - s.reserved_w
 
     def slowed_to_w(self) -> float | None:
-        """The module function slowed_to_w, for this site."""
-        return slowed_to_w(self.site, self.enforce)
+        """The module function slowed_to_w, but None under serve's shared power leases (a
+        `floor_w` is set): there the cap is this gateway's share of the site's, which grows
+        when admissions are refused for power (serve/leases.py), so a request that does not fit
+        a replica's full step is refused, to ask for more, rather than slowing that step."""
+        s = self.site
+        return None if s.floor_w > 0.0 else slowed_to_w(s, self.enforce)
 
 
 class PowerGovernor:
@@ -151,9 +155,6 @@ class PowerGovernor:
     def __init__(self, caps: dict[str, float | None], enforce: bool = True, bin_s: float = 1.0):
         self.enforce = enforce
         self.sites = {name: SitePower(cap, bin_s=bin_s) for name, cap in caps.items()}
-        # called (site, watts the step lacked) whenever `throttle` slows a step: under serve's
-        # shared power leases a slowed step is demand for a larger share (serve/leases.py)
-        self.on_slowed: list[Callable[[str, float], None]] = []
 
     def add_base(self, site: str, watts: float) -> None:
         """Power drawn from the start (idle devices)."""
@@ -237,8 +238,6 @@ class PowerGovernor:
         plan.end_s = plan.start_s + stretched
         plan.power_w = idle_w + allowed
         plan.throttled = True
-        for hook in self.on_slowed:
-            hook(site, delta - allowed)
 
     def change(self, site: str, t: float, delta_w: float) -> None:
         """Record that the site's power changes by `delta_w` at time `t`."""

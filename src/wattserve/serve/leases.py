@@ -7,19 +7,16 @@ one Lua script that grants a replica what it asks for as far as the sum of all l
 leases stays within the headroom. The lease sets the replica's local cap (idle draw + lease),
 against which the core's PowerGovernor admits as before: admission makes no Redis call.
 
-- **Growing.** When its governor refuses a request for power, or slows an engine step to
-  fit the lease (a request joins a running replica whose step the cap slows, as in
-  `simulate`), a replica asks for more (what the admission or step lacked, at least a step of
-  headroom / LEASE_STEPS), at most every GROW_EVERY_S per site. A grant comes from the
-  headroom no one holds; what it asked for and did not get is its unmet demand, which the
-  script shows the others.
+- **Growing.** When its governor refuses a request for power, a replica asks for more (what
+  the admission lacked, at least a step of headroom / LEASE_STEPS), at most every
+  GROW_EVERY_S per site. A grant comes from the headroom no one holds; what it asked for and
+  did not get is its unmet demand, which the script shows the others.
 - **Returning.** At each heartbeat (every second) a replica returns the unmet demand of the
   others that the free headroom does not cover: down to the power it draws when it has no
   request in flight at the site, and down to its even share (headroom / live replicas) when it
   has, even if it draws more (its next steps are then slowed or wait, as under any cap). A
-  busy replica thus takes from idle ones what its refused admissions and slowed steps ask
-  for (engine steps that wait for power do not ask), and replicas busy at once end at their
-  even shares: none
+  busy replica thus takes from idle ones what its refused admissions ask for (engine steps
+  that wait for power do not ask), and replicas busy at once end at their even shares: none
   is starved by others that keep what they draw.
 - **Joining** asks for an even share (granted from the free headroom, the rest as demand).
 - **Expiry.** A replica's lease ends when its heartbeat key expires (`--state-ttl`): every
@@ -159,24 +156,10 @@ class PowerLeases:
                 continue  # uncapped, or this replica holds the whole headroom already
             acct = gov.sites[t.site]
             lacking = (acct.power_w - acct.base_w) + t.marginal_power_w() - s.lease_w
-            self._short(t.site, lacking, now)
-
-    def slowed(self, site: str, lacking_w: float) -> None:
-        """A step at `site` was slowed to fit this replica's lease (PowerGovernor.throttle),
-        lacking `lacking_w`: ask for more there, as a refused admission does. A request joins
-        a running replica whose step the cap slows, as in `simulate`, so a refusal alone would
-        leave the lease small and the replica's steps slow while other replicas keep theirs."""
-        if self.headroom_w(site) is not None:
-            self._short(site, lacking_w, time.monotonic())
-
-    def _short(self, site: str, lacking_w: float, now: float) -> None:
-        """Note that this replica lacks `lacking_w` at `site` and ask for more lease (in the
-        background, at most every GROW_EVERY_S per site)."""
-        s = self.sites[site]
-        s.demand_w = max(s.demand_w, lacking_w, EPS_W)
-        if now - s.last_ask >= GROW_EVERY_S and not s.lock.locked():
-            s.last_ask = now
-            self._spawn(self._grow(site))
+            s.demand_w = max(s.demand_w, lacking, EPS_W)
+            if now - s.last_ask >= GROW_EVERY_S and not s.lock.locked():
+                s.last_ask = now
+                self._spawn(self._grow(t.site))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

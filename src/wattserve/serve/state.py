@@ -330,6 +330,5 @@ def attach(router: Any, state: SharedState) -> PowerLeases:
     state.on_sync.append(sync)
     router.on_eject.append(published)
     router.on_power_wait.append(leases.short_of_power)
-    router.gov.on_slowed.append(leases.slowed)
     sync()
     return leases
