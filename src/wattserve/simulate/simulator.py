@@ -428,6 +428,12 @@ class Simulation:
         engine.abort(s)
         cast(_Placed, s.tag).pool.add(-1)
         self._reject(s.req, no_first_token(self.max_queue_s))
+        if engine.waiting and not self.exact and i not in self.pending:
+            # the next in line may fit now, from the step after (as exact stepping admits it
+            # at its next step): a decode run planned past it is cut there
+            end = engine.shorten(t)
+            if end is not None:
+                self._schedule(i, end)
 
     def _drop_rejected(self, engine: EngineModel, rejected: list[Seq]) -> None:
         for s in rejected:
