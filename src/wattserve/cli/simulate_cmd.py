@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +13,6 @@ import orjson
 import typer
 
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
-from wattserve.core.admission import MAX_QUEUE_S
 from wattserve.core.fleet import load_fleet
 from wattserve.core.governor import check_max_wait
 from wattserve.core.policy import make_policy
@@ -93,10 +93,10 @@ def simulate_cmd(
         float,
         typer.Option(
             min=0.001,
-            help="Refuse a request whose first token is predicted, or comes, later, s "
-            "(serve's --max-queue; inf: never).",
+            help="Refuse a request whose first token is predicted, or comes, later, s, as "
+            "serve's --max-queue (30 s there); default: never, as an engine alone.",
         ),
-    ] = MAX_QUEUE_S,
+    ] = math.inf,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON (a list with --compare).")
     ] = False,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
-from wattserve.core.admission import MAX_QUEUE_S
 from wattserve.core.fleet import Fleet
 from wattserve.core.policy import Policy, make_policy
 from wattserve.core.records import RequestRecord
@@ -25,14 +25,14 @@ def simulate(
     exact: bool = False,
     seed: int = 0,
     max_wait_s: float = 30.0,
-    max_queue_s: float = MAX_QUEUE_S,
+    max_queue_s: float = math.inf,
     progress: Callable[[float], None] | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
 ) -> tuple[dict[str, Any], Outcome]:
     """Run one simulation; returns the report dict (the `--json` form) and the raw outcome.
     `max_queue_s`: serve's --max-queue (core.admission: a target predicting a later first
-    token is passed over; a request queued that long is refused). `on_request` receives
-    each request's record as it finishes or is refused."""
+    token is passed over; a request queued that long is refused); none by default.
+    `on_request` receives each request's record as it finishes or is refused."""
     pol = make_policy(policy) if isinstance(policy, str) else policy
     out = Simulation(
         fleet,

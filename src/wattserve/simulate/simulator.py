@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
 from wattserve.core.admission import (
-    MAX_QUEUE_S,
     POWER_RETRY_S,
     Admission,
     admit,
@@ -92,7 +91,7 @@ class Simulation:
         exact: bool = False,
         seed: int = 0,
         max_wait_s: float = 30.0,
-        max_queue_s: float = MAX_QUEUE_S,
+        max_queue_s: float = math.inf,
         progress: Callable[[float], None] | None = None,
         on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
@@ -271,6 +270,8 @@ class Simulation:
         passes it over (core.admission.queued_past); `queued` keeps their predictions."""
         queued, max_queue_s, targets = self.queued, self.max_queue_s, self.targets
         queued.clear()
+        if max_queue_s == math.inf:  # no limit: no prediction asked for it
+            return admit(req, self.now, self.policy, self.view, self.gov, self._bind)
 
         def bind(target: Target) -> EnginePool | HostedPool | None:
             wait_s = queued_past(target, req, max_queue_s)
@@ -280,6 +281,10 @@ class Simulation:
             return targets.get(target.name)
 
         return admit(req, self.now, self.policy, self.view, self.gov, bind)
+
+    def _bind(self, target: Target) -> EnginePool | HostedPool | None:
+        """The simulator places a request on any target admission lets through."""
+        return self.targets.get(target.name)
 
     def _place(self, req: Request, target: EnginePool | HostedPool, now: float) -> None:
         target.add(1)
