@@ -412,10 +412,10 @@ def test_the_kv_bound_holds_one_request_exactly_when_the_engine_runs_it() -> Non
     too, so a request that fills the cache to its last block was planned as one no replica
     could hold, while simulate and serve ran it."""
     from wattserve.core.catalog import load_catalog
+    from wattserve.core.deployment import Deployment
     from wattserve.core.engine import EngineModel
     from wattserve.core.modelspec import load_model
     from wattserve.core.params import EngineParams
-    from wattserve.core.deployment import Deployment
     from wattserve.core.perf import PerfModel
     from wattserve.core.workload import Request
     from wattserve.plan.capacity import Shape, analytic_rate
