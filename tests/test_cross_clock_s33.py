@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.serving import FAST_FLEET, gateway
+from serving import FAST_FLEET, gateway
+
 from wattserve.core.fleet import load_fleet
 from wattserve.core.records import RequestRecord
 from wattserve.core.workload import load_workload
