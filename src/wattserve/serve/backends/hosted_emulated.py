@@ -18,6 +18,8 @@ from wattserve.core.fleet import HostedSpec
 from wattserve.serve.backends.base import Backend, Event, Finish, GenRequest, Piece
 from wattserve.serve.backends.synthetic import SyntheticText, stop_for
 
+TIMER_FLOOR_S = 0.001  # the shortest timer `_until` sets (uvloop's resolution)
+
 
 class EmulatedHostedBackend(Backend):
     kind = "emulated-hosted"
@@ -29,9 +31,12 @@ class EmulatedHostedBackend(Backend):
 
     async def _until(self, t: float) -> None:
         """Wait until the clock reads `t` (a timer may end early: uvloop rounds it to whole
-        milliseconds, so a remainder is waited for again)."""
+        milliseconds, so a remainder is waited for again, a millisecond at least: uvloop
+        runs a shorter timer at once, and the wait spun, 65 sleeps and 21% of a core per
+        750-token/s stream; a token up to a millisecond late, the next one's deadline
+        keeps the pace)."""
         while (left := t - self.clock()) > 0:
-            await asyncio.sleep(left)
+            await asyncio.sleep(max(left, TIMER_FLOOR_S))
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         s = self.spec
