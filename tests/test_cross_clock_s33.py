@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from serving import FAST_FLEET, gateway
 
 from wattserve.core.fleet import load_fleet
@@ -289,3 +290,52 @@ def test_fast_mode_refuses_for_the_queue_as_exact_stepping_does(
         assert (r.first_token_s is None) == (e.first_token_s is None), rid
         if r.first_token_s is not None and e.first_token_s is not None:
             assert abs(r.first_token_s - e.first_token_s) <= 1e-6, rid
+
+
+def test_a_trace_rows_origin_cannot_add_a_header(tmp_path: Path) -> None:
+    """bench sends a row's origin as `x-wattserve-site` (so that the gateway routes it as
+    simulate does). An origin with a line break in a JSONL trace made bench's HTTP/1 client
+    write a header of the row's choosing (`edge\\r\\nX-Evil: 1` arrived as two headers; an
+    `Authorization` would have spent another key's budget). Such a row is a bad row now
+    (no site is named so), and the client refuses a header that carries a line break."""
+    import asyncio
+
+    from serving import ThreadedApp
+
+    from wattserve.bench.run import residency_headers
+    from wattserve.serve.backends.http1 import Http1Pool, HTTPError
+
+    trace = tmp_path / "t.jsonl"
+    rows = [
+        {"arrival_s": 0.0, "prompt_tokens": 10, "output_tokens": 4, "origin": "edge\r\nX-Evil: 1"},
+        {"arrival_s": 0.1, "prompt_tokens": 10, "output_tokens": 4, "origin": "edge"},
+    ]
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    wl = load_workload(trace, default_model="m")
+    assert [residency_headers(r) for r in wl.requests] == [{"x-wattserve-site": "edge"}]
+    assert wl.bad_rows.total == 1 and "printable" in str(wl.bad_rows[0])
+
+    seen: list[dict[str, str]] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({})
+
+    async def post(headers: dict[str, str]) -> int:
+        pool = Http1Pool(f"http://127.0.0.1:{app.port}")
+        try:
+            status, _ = await pool.post("/v1/chat/completions", b"{}", headers, 5.0)
+        finally:
+            await pool.close()
+        return status
+
+    with ThreadedApp([web.post("/v1/chat/completions", echo)]) as app:
+        assert asyncio.run(post({"x-wattserve-site": "edge"})) == 200
+        for bad in ("edge\r\nX-Evil: 1", "edge\nX-Evil: 1", "edge\x00"):
+            try:
+                asyncio.run(post({"x-wattserve-site": bad}))
+            except HTTPError as exc:
+                assert "line break or NUL" in str(exc)
+            else:
+                raise AssertionError(f"sent {bad!r}")
+    assert len(seen) == 1 and "X-Evil" not in seen[0]

@@ -207,6 +207,9 @@ def _name(obj: dict[str, Any], key: str) -> str | None:
         return None
     if not isinstance(v, str) or len(v) > MAX_NAME:
         raise ValueError(f"{key} must be text of at most {MAX_NAME} characters, not {shown(v)}")
+    if not v.isprintable():  # no site or model is named so (core.sites); and bench sends an
+        # origin as a header, where a line break would start a header of the row's choosing
+        raise ValueError(f"{key} must be printable text (no control characters), not {shown(v)}")
     return v
 
 

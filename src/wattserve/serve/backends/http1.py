@@ -300,7 +300,10 @@ class Http1Pool:
             f"Host: {self.host}:{self.port}",
             f"Content-Length: {len(body)}",
         ]
-        head += [f"{k}: {v}" for k, v in headers.items()]
+        for k, v in headers.items():
+            if any(c in k or c in v for c in "\r\n\0"):  # a header of its own, or a cut head
+                raise HTTPError(f"header {k[:40]!r} carries a line break or NUL")
+            head.append(f"{k}: {v}")
         request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
         for attempt in (0, 1):
             conn = None
