@@ -436,3 +436,28 @@ def test_the_kv_bound_holds_one_request_exactly_when_the_engine_runs_it() -> Non
     engine = EngineModel("e", pm, blocks)
     assert engine.refusal(Request(0, 0.0, 1000, 281, "llama-3.1-8b")) == ""
     assert engine.refusal(Request(1, 0.0, 1000, 282, "llama-3.1-8b")) != ""
+
+
+def test_the_kv_bound_rounds_each_sequence_to_whole_blocks() -> None:
+    """The engine holds each sequence in whole 16-token blocks: ten blocks hold five
+    sequences of 17 tokens (two blocks each), not the nine that 160 pooled tokens would. The
+    plan's bound pooled the tokens, so its mean batch at the sustained rate could exceed what
+    the cache holds at once."""
+    import math
+
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.deployment import Deployment
+    from wattserve.core.modelspec import load_model
+    from wattserve.core.params import EngineParams
+    from wattserve.core.perf import PerfModel
+    from wattserve.plan.capacity import KV_SIGMAS, UTIL_MAX, Shape, _steady_tau, analytic_rate
+
+    pm = PerfModel(
+        Deployment(load_model("llama-3.1-8b"), load_catalog().device("h100-sxm")), EngineParams()
+    )
+    blocks = 10
+    shape = Shape("llama-3.1-8b", 10, 8, 10.0, 10.0, 0.9)  # 17 tokens held at the last step
+    _, most, why = analytic_rate(pm, blocks, shape)
+    assert most > 0 and why == ""
+    _, batch = _steady_tau(pm, most / UTIL_MAX, 10, 8)
+    assert batch + KV_SIGMAS * math.sqrt(batch) <= blocks // 2 + 1e-9

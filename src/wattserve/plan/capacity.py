@@ -39,6 +39,7 @@ from typing import Any, Literal
 from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment
 from wattserve.core.fleet import DeploymentSpec, Fleet, kv_block_count
+from wattserve.core.memory import KV_BLOCK_TOKENS
 from wattserve.core.params import EngineParams
 from wattserve.core.perf import PerfModel, perf_model
 from wattserve.core.records import OK, RequestRecord
@@ -304,8 +305,10 @@ def analytic_rate(pm: PerfModel, kv_blocks: int, shape: Shape) -> tuple[float, f
     solo = pm.decode_step(1, p + o).time_s
     if solo > tpot_s:
         return 0.0, 0.0, f"one decode step takes {solo * 1e3:.1f} ms, over the TPOT limit"
-    kv_batch = kv_blocks * 16 // max(1, p + o - 1)  # the last token is never fed back (as
-    # EngineModel.refusal counts): one request fits exactly when the engine runs it
+    # A whole request's blocks per sequence, each rounded up to whole blocks as the engine
+    # holds them; the last token is never fed back (as EngineModel.refusal counts): one
+    # request fits exactly when the engine runs it
+    kv_batch = kv_blocks // max(1, -(-(p + o - 1) // KV_BLOCK_TOKENS))
     max_batch = min(dep.max_num_seqs, kv_batch)
     if max_batch < 1:
         return 0.0, 0.0, "the KV cache cannot hold one request of this length"
