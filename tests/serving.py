@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -20,7 +21,11 @@ from typing import Any, Self
 import httpx
 from aiohttp import web
 
+from wattserve.core.fleet import load_fleet
+from wattserve.core.records import RequestRecord
+from wattserve.core.workload import load_workload
 from wattserve.serve.net import free_port
+from wattserve.simulate import simulate
 
 FAST_FLEET = """\
 name: test
@@ -247,3 +252,38 @@ class ThreadedApp:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+def write_trace(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def bench(url: str, trace: Path, out: Path) -> dict[str, Any]:
+    """`wattserve bench` against the gateway, as a user runs it; its JSON result (it exits 1
+    when a request failed, and still writes it)."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "wattserve", "bench", "--url", url),
+            *("--trace", str(trace), "--out", str(out), "--no-progress"),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode in (0, 1) and out.exists(), done.stderr
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def simulated(
+    tmp: Path, fleet_yaml: str, trace: Path, policy: str, **options: Any
+) -> dict[int, RequestRecord]:
+    """`simulate --requests-out`'s records of the same fleet, trace and policy, by trace row
+    (`options`: simulate's keywords, such as max_queue_s)."""
+    fleet_file = tmp / "sim-fleet.yaml"
+    fleet_file.write_text(fleet_yaml)
+    fleet = load_fleet(fleet_file)
+    workload = load_workload(trace, default_model=sorted(fleet.models)[0])
+    records: list[RequestRecord] = []
+    simulate(fleet, workload, policy, on_request=records.append, **options)
+    return {r.row: r for r in records}

@@ -8,10 +8,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
-from serving import FAST_FLEET, gateway
+from serving import FAST_FLEET, bench, gateway, simulated, write_trace
 
 from wattserve.core.fleet import load_fleet
 from wattserve.core.records import RequestRecord
@@ -29,38 +28,6 @@ providers:
     model: llama-3.1-8b
     ttft_s: 0.05
 """
-
-
-def write_trace(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def bench(url: str, trace: Path, out: Path) -> dict[str, Any]:
-    """`wattserve bench` against the gateway, as a user runs it; its JSON result (it exits 1
-    when a request failed, and still writes it)."""
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "wattserve", "bench", "--url", url),
-            *("--trace", str(trace), "--out", str(out), "--no-progress"),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode in (0, 1) and out.exists(), done.stderr
-    result: dict[str, Any] = json.loads(out.read_text())
-    return result
-
-
-def simulated(tmp: Path, fleet_yaml: str, trace: Path, policy: str) -> dict[int, RequestRecord]:
-    """`simulate --requests-out`'s records of the same fleet, trace and policy, by trace row."""
-    fleet_file = tmp / "sim-fleet.yaml"
-    fleet_file.write_text(fleet_yaml)
-    fleet = load_fleet(fleet_file)
-    workload = load_workload(trace, default_model=sorted(fleet.models)[0])
-    records: list[RequestRecord] = []
-    simulate(fleet, workload, policy, on_request=records.append)
-    return {r.row: r for r in records}
 
 
 def test_emulated_hosted_api_streams_at_its_profiles_pace(tmp_path: Path) -> None:

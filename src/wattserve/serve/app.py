@@ -33,7 +33,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from wattserve.core.admission import MAX_QUEUE_S, no_first_token, queue_refusal, queued_past
+from wattserve.core.admission import MAX_QUEUE_S, no_first_token, queue_refusal
 from wattserve.core.modelspec import fits_context
 from wattserve.core.windows import context_windows
 from wattserve.core.workload import Request
@@ -433,14 +433,14 @@ class Gateway:
     ) -> web.StreamResponse:
         failed: set[str] = set()
         errors: list[str] = []
-        queued: list[float] = []  # predicted waits of the replicas passed over
+        queued: list[float] = []  # predicted first-token waits of the targets passed over
         while True:
             try:
                 if len(errors) > RETRIES:  # spent: a 429, as place's, where servers rate limit
                     if (limited := self.router.rate_limited(req, greq)) is None:
                         break
                     raise limited
-                placement = await self.router.place(req, failed, greq)
+                placement = await self.router.place(req, failed, greq, self.max_queue_s, queued)
             except asyncio.CancelledError:
                 # the client left while its request waited (for power, under a cap): counted
                 # and recorded as any client that leaves is, with nothing to bill
@@ -463,11 +463,6 @@ class Gateway:
                     retry_after_s=retry_s,
                 )
             target, backend = placement.target, placement.backend
-            wait_s = queued_past(target, req, self.max_queue_s)
-            if wait_s is not None:  # it would wait that long: try elsewhere, or 503
-                failed.add(backend.name)
-                queued.append(wait_s)
-                continue
             hold: Hold | None = None
             if key is not None:
                 worst = worst_case(target, req, backend.stretch())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from wattserve.core.admission import POWER_RETRY_S as POWER_POLL_S
-from wattserve.core.admission import Admission, admit
+from wattserve.core.admission import Admission, admit, queued_past
 from wattserve.core.energy import carbon_g
 from wattserve.core.fleet import Fleet
 from wattserve.core.governor import PowerGovernor
@@ -200,7 +200,12 @@ class Router:
         return None
 
     def _admission(
-        self, req: Request, failed: set[str], greq: GenRequest | None = None
+        self,
+        req: Request,
+        failed: set[str],
+        greq: GenRequest | None = None,
+        max_queue_s: float = math.inf,
+        queued: list[float] | None = None,
     ) -> Admission[Backend]:
         self._refresh_unhealthy()
         wanted = [] if greq is None else needs(greq.kind, greq.body)
@@ -216,23 +221,39 @@ class Router:
             else ()
         )
         built = self.built
+        if queued is not None:
+            queued.clear()
 
         def bind(target: Target) -> Backend | None:
+            # a target whose first token is predicted past max_queue_s is passed over inside
+            # admission, as simulate's is: before a rate-limited target's token is taken
+            wait_s = queued_past(target, req, max_queue_s) if max_queue_s < math.inf else None
+            if wait_s is not None:
+                if queued is not None:
+                    queued.append(wait_s)
+                return None
             return built[target.name].bind(req, failed)
 
         return admit(req, self.now(), self.policy, self.view, self.gov, bind, exclude)
 
     async def place(
-        self, req: Request, failed: set[str], greq: GenRequest | None = None
+        self,
+        req: Request,
+        failed: set[str],
+        greq: GenRequest | None = None,
+        max_queue_s: float = math.inf,
+        queued: list[float] | None = None,
     ) -> Placement:
         """Admit the request (see `wattserve.core.admission`) and pick its backend, among the
         targets that honour what `greq` asks (serve.capabilities). Waits (bounded by
         `max_wait_s`) while power is the only obstacle; raises NoBackendAvailable with the
         HTTP status and reason otherwise: 429 with the server's Retry-After while a target of
-        the model is out of rotation because its server is rate limited."""
+        the model is out of rotation because its server is rate limited. A target whose first
+        token is predicted past `max_queue_s` is passed over (core.admission.queued_past);
+        `queued` gets the last admission's predictions for them."""
         deadline = self.clock() + self.max_wait_s
         while True:
-            adm = self._admission(req, failed, greq)
+            adm = self._admission(req, failed, greq, max_queue_s, queued)
             if adm.target is not None and adm.bound is not None:
                 return Placement(adm.target, adm.bound)
             got = adm.refusal or "none"
