@@ -7,7 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from serving import gateway, simulated, write_trace
+import pytest
+from serving import bench, gateway, simulated, write_trace
+
+from wattserve.core.admission import no_first_token
+from wattserve.core.fleet import load_fleet
+from wattserve.core.records import RequestRecord
+from wattserve.core.workload import load_workload
+from wattserve.simulate import simulate
 
 # A hosted API that takes one request a second, 50 ms from the edge and 10 ms from dc: with
 # --max-queue 0.23 an edge request's first token (0.2 + 0.05 s) is past the limit, a dc
@@ -63,3 +70,61 @@ def test_a_target_passed_over_for_its_queue_keeps_its_rate_limit_token(tmp_path:
     )
     sim = simulated(tmp_path, RATE_LIMITED, trace, "cost", max_queue_s=0.23)
     assert [sim[1].status, sim[2].status] == ["rejected", "ok"]  # by the trace's line
+
+
+LONG_PROMPTS = """\
+name: xclock-long-prompts
+sites:
+  dc: {kind: datacenter}
+  edge: {kind: edge}
+links:
+  - {between: [edge, dc], rtt_ms: 40}
+deployments:
+  h100:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+    replicas: 1
+    max_num_seqs: 1
+"""
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_request_running_with_no_first_token_at_the_limit_is_refused(
+    tmp_path: Path, exact: bool
+) -> None:
+    """--max-queue bounds the wait for the first token at the client, not for a place in the
+    batch: serve's timeout refuses (503) a request still prefilling at the limit, or whose
+    first token is still on the link; simulate refused only requests still queued, and served
+    the second of these (in the batch at 0.68 s, its first token at the edge at 1.24 s)."""
+    trace = write_trace(
+        tmp_path / "t.jsonl",
+        [
+            {"arrival_s": 0.0, "prompt_tokens": 16000, "output_tokens": 20, "origin": "edge"}
+            for _ in range(3)
+        ],
+    )
+    records: list[RequestRecord] = []
+    fleet_file = tmp_path / "sim-fleet.yaml"
+    fleet_file.write_text(LONG_PROMPTS)
+    workload = load_workload(trace, default_model="llama-3.1-8b")
+    _, out = simulate(
+        load_fleet(fleet_file),
+        workload,
+        "cost",
+        max_queue_s=1.0,
+        exact=exact,
+        on_request=records.append,
+    )
+    # each request once: the one stopped in the engine is not counted again when it leaves
+    assert sorted(r.row for r in records) == [1, 2, 3]
+    assert out.completed == 1 and len(out.ttft) == 1
+    sim = {r.row: r for r in records}
+    assert [sim[row].status for row in (1, 2, 3)] == ["ok", "rejected", "rejected"]
+    assert sim[2].reason == no_first_token(1.0)  # the third is passed over: a long queue
+    if not exact:  # one gateway run for both
+        return
+    with gateway(tmp_path, LONG_PROMPTS, "--policy", "cost", "--max-queue", "1") as s:
+        got = bench(s.url, trace, tmp_path / "bench.json")
+    errors = dict(zip(got["trace_rows"], got["errors"], strict=True))
+    assert not errors[1] and all(sim[row].reason in errors[row] for row in (2, 3)), errors

@@ -101,6 +101,9 @@ class Simulation:
         # a request still queued in its engine that long gives up its place (inf: never)
         self.max_queue_s = max_queue_s
         self.queued: list[float] = []  # predicted waits of the targets passed over (admit)
+        # ids of the running requests refused at the limit with no first token at their client
+        # (_first_token_due): the engine stops them at their next token, not counted then
+        self.gave_up: set[int] = set()
         # called once per request as it finishes or is refused (simulate --requests-out);
         # None keeps no per-request data at all
         self.on_request = on_request
@@ -423,22 +426,42 @@ class Simulation:
         return self.gov.fits(site, need - (plan.power_w - self.engines[i].idle_w))
 
     def _first_token_due(self, t: float, s: Seq, i: int) -> None:
-        """At `t`, max_queue_s after request `s` was placed on engine i: still queued there,
-        with no first token, it gives up its place and is refused, as serve answers it 503.
+        """At `t`, max_queue_s after request `s` was placed on engine i: with no first token
+        at its client yet (queued, prefilling, or the token still on the link), it is refused,
+        as serve's timeout answers it 503. A queued request gives up its place; a running one
+        is stopped at its next token (EngineModel.abort, as serve's emulated engine stops it).
         Else nothing happens (and the clock stays: the run's span is not stretched to it)."""
         engine = self.engines[i]
-        if s.admitted_s is not None or s not in engine.waiting:  # started, or refused there
+        placed = cast(_Placed, s.tag)
+        if s.first_token_s is not None and s.first_token_s + placed.rtt_s <= t:
+            return  # served in time
+        running = id(s) in engine.running
+        queued = not running and s in engine.waiting  # (again, when preempted)
+        if not running and not queued:  # finished, or refused there
             return
         self.now = t
         engine.abort(s)
-        cast(_Placed, s.tag).pool.add(-1)
+        placed.pool.add(-1)
         self._reject(s.req, no_first_token(self.max_queue_s))
-        if engine.waiting and not self.exact and i not in self.pending:
+        if not queued:
+            self.gave_up.add(id(s))
+        if not self.exact and i not in self.pending and (engine.waiting or not queued):
             # the next in line may fit now, from the step after (as exact stepping admits it
-            # at its next step): a decode run planned past it is cut there
+            # at its next step), and a stopped request leaves at its next token: a decode run
+            # planned past it is cut there
             end = engine.shorten(t)
             if end is not None:
                 self._schedule(i, end)
+
+    def _not_given_up(self, seqs: list[Seq]) -> list[Seq]:
+        gave_up = self.gave_up
+        kept = []
+        for s in seqs:
+            if id(s) in gave_up:
+                gave_up.remove(id(s))
+            else:
+                kept.append(s)
+        return kept
 
     def _drop_rejected(self, engine: EngineModel, rejected: list[Seq]) -> None:
         for s in rejected:
@@ -487,6 +510,8 @@ class Simulation:
         site = self.engine_site[i]
         now = self.now
         _, finished = engine.complete(now)
+        if finished and self.gave_up:  # refused already (_first_token_due), counted then
+            finished = self._not_given_up(finished)
         if finished:
             self._finished(finished, now)
             if self.on_request is not None:
