@@ -8,12 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import bench, gateway, simulated, write_trace
+from serving import FAST_FLEET, bench, gateway, simulated, write_trace
 
 from wattserve.core.admission import no_first_token
 from wattserve.core.fleet import load_fleet
 from wattserve.core.records import RequestRecord
 from wattserve.core.workload import load_workload
+from wattserve.errors import ConfigError
 from wattserve.simulate import simulate
 
 # A hosted API that takes one request a second, 50 ms from the edge and 10 ms from dc: with
@@ -128,3 +129,49 @@ def test_a_request_running_with_no_first_token_at_the_limit_is_refused(
         got = bench(s.url, trace, tmp_path / "bench.json")
     errors = dict(zip(got["trace_rows"], got["errors"], strict=True))
     assert not errors[1] and all(sim[row].reason in errors[row] for row in (2, 3)), errors
+
+
+def test_a_local_only_row_without_an_origin_is_refused_on_both_clocks(tmp_path: Path) -> None:
+    """A local-only row must say where it may not leave: simulate refused one without an
+    origin while bench sent it without x-wattserve-data-local, so the gateway served it
+    anywhere. bench now sends the header and the gateway answers 400."""
+    trace = write_trace(
+        tmp_path / "t.jsonl",
+        [
+            {"arrival_s": 0.0, "prompt_tokens": 50, "output_tokens": 5, "local_only": True},
+            {"arrival_s": 0.1, "prompt_tokens": 50, "output_tokens": 5},
+        ],
+    )
+    sim = simulated(tmp_path, FAST_FLEET, trace, "cost")
+    assert sim[1].status == "rejected" and "must name its site" in sim[1].reason
+    assert sim[2].status == "ok"
+    with gateway(tmp_path, FAST_FLEET, "--policy", "cost") as s:
+        got = bench(s.url, trace, tmp_path / "bench.json")
+    errors = dict(zip(got["trace_rows"], got["errors"], strict=True))
+    assert "name the site in x-wattserve-site" in errors[1] and not errors[2], errors
+
+
+def test_a_name_with_spaces_at_its_ends_is_refused(tmp_path: Path) -> None:
+    """An HTTP header drops a value's leading and trailing spaces, so a site 'dc ' ran in
+    simulate and could not be named to the gateway (400: 'dc' is not a site). A fleet may not
+    name a site so, and a trace row's origin, model or SLO name is a bad row."""
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        FAST_FLEET.replace("  dc: {kind", "  'dc ': {kind").replace("site: dc", "site: 'dc '")
+    )
+    with pytest.raises(ConfigError, match="not beginning or ending with a space"):
+        load_fleet(fleet)
+    trace = write_trace(
+        tmp_path / "t.jsonl",
+        [
+            {"arrival_s": 0.0, "prompt_tokens": 5, "output_tokens": 5, "origin": "dc "},
+            {"arrival_s": 0.0, "prompt_tokens": 5, "output_tokens": 5, "model": " llama-3.2-1b"},
+            {"arrival_s": 0.0, "prompt_tokens": 5, "output_tokens": 5, "origin": "dc"},
+        ],
+    )
+    workload = load_workload(trace, default_model="llama-3.2-1b")
+    assert [r.row for r in workload.requests] == [3]
+    assert [why for _, why in workload.bad_rows] == [
+        "malformed row: origin must not begin or end with a space, not 'dc '",
+        "malformed row: model must not begin or end with a space, not ' llama-3.2-1b'",
+    ]

@@ -216,7 +216,7 @@ def test_local_only_requests_with_nothing_at_their_origin_are_rejected_saying_so
     report, _ = simulate(fleet, Workload(reqs, {"default": SLO()}), "least_loaded")
     assert report["completed"] == 10
     assert report["rejected_by_reason"] == {
-        "local-only, and no deployment at edge-sf serves llama-3.1-8b": 10
+        "this request may not leave site edge-sf, and no deployment there serves llama-3.1-8b": 10
     }
 
 

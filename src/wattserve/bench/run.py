@@ -367,11 +367,10 @@ class Bench:
 def residency_headers(req: Request) -> dict[str, str]:
     """Where a trace row comes from, as a wattserve gateway reads it (docs/serve.md): its
     origin site in `x-wattserve-site`, and `x-wattserve-data-local: true` when it may not leave
-    it; none for a row without an origin. `simulate` routes such rows by them, so the gateway
-    must see them too (other servers ignore the headers)."""
-    if req.origin is None:
-        return {}
-    where = {"x-wattserve-site": req.origin}
+    it. `simulate` routes rows by them, so the gateway must see them too (other servers ignore
+    the headers); a local-only row without an origin is sent as one, for the gateway's 400, as
+    simulate rejects it."""
+    where = {} if req.origin is None else {"x-wattserve-site": req.origin}
     if req.local_only:
         where["x-wattserve-data-local"] = "true"
     return where

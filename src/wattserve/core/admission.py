@@ -52,6 +52,16 @@ def queue_refusal(model: str, max_queue_s: float) -> str:
     )
 
 
+def residency_refusal(req: Request) -> str:
+    """Why a local-only request is refused when no deployment at its origin serves its model
+    (the `residency` refusal), or when it names no origin."""
+    if req.origin is None:
+        return "a local-only request must name its site (x-wattserve-site, a trace row's origin)"
+    return (
+        f"this request may not leave site {req.origin}, and no deployment there serves {req.model}"
+    )
+
+
 def no_first_token(max_queue_s: float) -> str:
     """Why a placed request with no first token after `max_queue_s` gives up its place."""
     return f"no first token within {max_queue_s:g} s: the fleet is saturated"

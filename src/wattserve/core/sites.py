@@ -72,11 +72,13 @@ def mapping_of(d: Any, key: str, path: str, line: int) -> LineDict:
         if (
             not isinstance(name, str)
             or not name.strip()
-            or len(name) > 200
+            or name != name.strip()  # an HTTP header drops them: x-wattserve-site could not
+            or len(name) > 200  # name the site
             or not name.isprintable()
         ):
             raise ConfigError(
-                f"{name!r:.80} is not a name: printable text of 1 to 200 characters",
+                f"{name!r:.80} is not a name: printable text of 1 to 200 characters, not "
+                "beginning or ending with a space",
                 path=path,
                 line=d.line_of(name) if isinstance(name, str) else line,
                 field=key,

@@ -210,6 +210,8 @@ def _name(obj: dict[str, Any], key: str) -> str | None:
     if not v.isprintable():  # no site or model is named so (core.sites); and bench sends an
         # origin as a header, where a line break would start a header of the row's choosing
         raise ValueError(f"{key} must be printable text (no control characters), not {shown(v)}")
+    if v != v.strip():  # nothing is named so (core.sites), and a header would drop the spaces
+        raise ValueError(f"{key} must not begin or end with a space, not {shown(v)}")
     return v
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from wattserve.core.admission import POWER_RETRY_S as POWER_POLL_S
-from wattserve.core.admission import Admission, admit, queued_past
+from wattserve.core.admission import Admission, admit, queued_past, residency_refusal
 from wattserve.core.energy import carbon_g
 from wattserve.core.fleet import Fleet
 from wattserve.core.governor import PowerGovernor
@@ -271,11 +271,7 @@ class Router:
                     503, "the link to the sites that serve this model is down", retry_after_s=5.0
                 )
             if got == "residency":  # no retry helps: the fleet has nothing at the origin
-                raise NoBackendAvailable(
-                    503,
-                    f"this request may not leave site {req.origin}, and no deployment there "
-                    f"serves {req.model}",
-                )
+                raise NoBackendAvailable(503, residency_refusal(req))
             raise self.rate_limited(req, greq) or NoBackendAvailable(
                 503, adm.reason or f"no healthy backend serves {req.model} now", retry_after_s=2.0
             )

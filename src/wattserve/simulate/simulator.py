@@ -25,6 +25,7 @@ from wattserve.core.admission import (
     no_first_token,
     queue_refusal,
     queued_past,
+    residency_refusal,
 )
 from wattserve.core.engine import EngineModel, Seq, StepPlan
 from wattserve.core.fleet import Fleet
@@ -254,7 +255,7 @@ class Simulation:
             self._push(now + POWER_RETRY_S, RETRY, (req, first_try))
             return
         if adm.refusal == "residency":
-            self._reject(req, f"local-only, and no deployment at {req.origin} serves {req.model}")
+            self._reject(req, residency_refusal(req))
             return
         if self.queued:
             self._reject(req, queue_refusal(req.model, self.max_queue_s))
