@@ -47,7 +47,11 @@ def mechanisms(policy: str, fleet: Fleet) -> tuple[Simulation, Router]:
 
 
 def step_all(sim: Simulation, router: Router, now: float) -> None:
-    """Run one engine step on every replica of both mechanisms, the same way."""
+    """Run one engine step on every replica of both mechanisms, the same way, after what
+    each does first: give back the power promised to idle replicas' first steps."""
+    sim._kick_new()
+    for backend in _engine_backends(router):
+        backend.release_promise()
     pairs = zip(sim.engines, [b.engine for b in _engine_backends(router)], strict=True)
     for a, b in pairs:
         for e in (a, b):
@@ -86,6 +90,7 @@ def test_simulate_and_serve_decide_alike(policy: str, binding: bool) -> None:
                 assert isinstance(b.backend, EmulatedBackend)
                 replica = sim_pool.replica_for(req)
                 assert replica.name == b.backend.engine.name
+                sim._promise(sim_pool, replica)  # as the router's bind did (Simulation._place)
                 replica.submit(Seq(req))
                 b.backend.engine.submit(Seq(req))
             sim_pool.add(1)

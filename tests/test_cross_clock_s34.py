@@ -175,3 +175,42 @@ def test_a_name_with_spaces_at_its_ends_is_refused(tmp_path: Path) -> None:
         "malformed row: origin must not begin or end with a space, not 'dc '",
         "malformed row: model must not begin or end with a space, not ' llama-3.2-1b'",
     ]
+
+
+WAKE_ONE = """\
+name: xclock-wake-one
+sites:
+  dc: {kind: datacenter, power_cap_w: 600}
+deployments:
+  h100:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+    replicas: 2
+    max_num_seqs: 1
+"""
+
+
+def test_requests_placed_together_under_a_cap_wake_one_replica(tmp_path: Path) -> None:
+    """Under a cap that lets one of two replicas run, requests admitted in one turn of the
+    gateway's event loop (three at once: the two waiting for power retried together) each
+    woke a replica, whose steps then waited for each other's power (TPOT 14.5 ms against
+    7.3 ms); simulate promises an idle replica's first step its power on placement and ran
+    them one after the other. The emulated replica now promises it too (PowerGovernor.reserve,
+    until its loop next runs)."""
+    trace = write_trace(
+        tmp_path / "t.jsonl",
+        [{"arrival_s": 0.0, "prompt_tokens": 64, "output_tokens": 300} for _ in range(3)],
+    )
+    sim = simulated(tmp_path, WAKE_ONE, trace, "cost", max_wait_s=30.0)
+    assert [r.status for r in sim.values()] == ["ok"] * 3
+    sim_tpot = sorted(r.tpot_s for r in sim.values() if r.tpot_s is not None)
+    with gateway(tmp_path, WAKE_ONE, "--policy", "cost", "--max-wait", "30") as s:
+        got = bench(s.url, trace, tmp_path / "bench.json")
+    assert not any(got["errors"]), got["errors"]
+    tpots = sorted(
+        (e2e - ttft) / (n - 1)
+        for e2e, ttft, n in zip(got["e2els"], got["ttfts"], got["output_lens"], strict=True)
+    )
+    for measured, simulated_s in zip(tpots, sim_tpot, strict=True):
+        assert abs(measured - simulated_s) < 0.1 * simulated_s, (tpots, sim_tpot)

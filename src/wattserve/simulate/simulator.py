@@ -320,11 +320,7 @@ class Simulation:
             placed = self.placed[key] = _Placed(target, self.fleet.rtt_s(req.origin, target.site))
         slo = self.slos.get(req.slo) or self.default_slo
         i = engine.index
-        idle = engine.plan is None and i not in self.pending
-        if idle and self.capped[i]:  # what it adds, asked before it counts as outstanding
-            w = target.replica_marginal_w(engine)
-            self.reserved_w[i] = self.reserved_w.get(i, 0.0) + w
-            self.gov.reserve(self.engine_site[i], w)
+        idle = self._promise(target, engine)
         seq = Seq(req, placed, slo.ttft_s)
         engine.submit(seq)
         if self.max_queue_s < math.inf:
@@ -337,6 +333,19 @@ class Simulation:
             end = engine.shorten(now)  # the newcomer joins the step after the cut
             if end is not None:
                 self._schedule(i, end)
+
+    def _promise(self, target: EnginePool, engine: EngineModel) -> bool:
+        """Whether `engine` is idle (no step running or waiting for power); at a capped site
+        its first step is then promised the power a request placed on it adds (what it adds,
+        asked before the request counts as outstanding), until `_kick_new` (serve's emulated
+        replica promises it alike: EmulatedBackend.promise)."""
+        i = engine.index
+        idle = engine.plan is None and i not in self.pending
+        if idle and self.capped[i]:
+            w = target.replica_marginal_w(engine)
+            self.reserved_w[i] = self.reserved_w.get(i, 0.0) + w
+            self.gov.reserve(self.engine_site[i], w)
+        return idle
 
     # -- engines ---------------------------------------------------------------------------
 

@@ -125,6 +125,7 @@ class EmulatedBackend(Backend):
         # requests whose client left: their shares so far, until the gateway reads them
         self.gone: dict[str, tuple[float, float | None]] = {}
         self.in_step: dict[int, tuple[float, float]] = {}  # the running step's dues by sequence
+        self.promised_w = 0.0  # power promised to this idle replica's first step (`promise`)
 
     def power_w(self) -> float:
         return self.engine.power_w
@@ -189,6 +190,26 @@ class EmulatedBackend(Backend):
                 )
             await cond.wait_for(ready)
 
+    def idle(self) -> bool:
+        """No step running on this replica and none waiting for power."""
+        return self.engine.plan is None and self not in self.power_waits
+
+    def promise(self, delta_w: float) -> None:
+        """Promise this idle replica's first step the power `delta_w` a request placed on it
+        adds, as simulate does on placement (PowerGovernor.reserve): requests admitted in the
+        same turn of the event loop see it, so two waiting for power at a capped site do not
+        wake two replicas where the cap lets one run. Held until this replica's loop next runs
+        (woken now): its step then takes the real figure."""
+        self.promised_w += delta_w
+        self.governor.reserve(self.site, delta_w)
+        self.wake.set()
+
+    def release_promise(self) -> None:
+        """Give back what `promise` held: the replica's loop is planning its next step."""
+        if self.promised_w:
+            self.governor.reserve(self.site, -self.promised_w)
+            self.promised_w = 0.0
+
     def _may_start(self, delta_w: float) -> bool:
         """Whether a step adding `delta_w` may take its power now (PowerGovernor.may_start,
         the simulator's rule): a step in the site's queue waits for those ahead of it."""
@@ -204,6 +225,7 @@ class EmulatedBackend(Backend):
         while not self.stopping:
             planned = self.clock()
             plan, rejected = engine.next_plan(planned)
+            self.release_promise()  # its step, if any, takes the real figure
             for s in rejected:
                 stream = self.streams.pop(id(s), None)
                 if stream is not None:
@@ -368,9 +390,16 @@ class EmulatedKind(BackendKind):
             )
             ctx.governor.add_base(spec.site, e.idle_w)
 
+        gov = ctx.governor
+
         def bind(req: Request, avoid: set[str]) -> Backend | None:
-            b = by_engine[id(pool.replica_for(req))]
-            return None if b.name in avoid else b
+            engine = pool.replica_for(req)
+            b = by_engine[id(engine)]
+            if b.name in avoid:
+                return None
+            if gov.capped(spec.site) and b.idle():  # what it adds, before it is outstanding
+                b.promise(pool.replica_marginal_w(engine))
+            return b
 
         return Built(pool, list(by_engine.values()), bind)
 
