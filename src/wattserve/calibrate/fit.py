@@ -38,6 +38,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from wattserve.calibrate.measurements import Measurement
+from wattserve.calibrate.output import MAX_PATH_SHOWN, listed, printable
 from wattserve.calibrate.rows import StepRow, predict_seconds, step_row
 from wattserve.calibrate.terms import (
     BOUNDS,
@@ -57,7 +58,7 @@ from wattserve.core.coverage import Coverage
 from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
 from wattserve.core.modelspec import ModelSpec
-from wattserve.core.params import Calibration, EngineParams, default_params
+from wattserve.core.params import MAX_ENTRIES, Calibration, EngineParams, default_params
 from wattserve.core.perf import PerfModel
 from wattserve.errors import ConfigError, WattserveError
 
@@ -510,11 +511,13 @@ def fit_hardware(
     power_terms = _power_terms(hw)
     power_fitted = tuple(n for n in power_terms if getattr(params, n) != getattr(base, n))
     n_power = sum(r.m.watts is not None for r in rows)
+    # the file's path as one line of printable text (a reader refuses any other `source`)
+    shown = printable(source, MAX_PATH_SHOWN)
     if params != base:
-        params = params.with_updates(source=f"calibrated from {source} ({len(rows)} rows)")
+        params = params.with_updates(source=f"calibrated from {shown} ({len(rows)} rows)")
     else:
         params = params.with_updates(
-            source=f"{base.source}; kept: {source} ({len(rows)} rows) could not improve them"
+            source=f"{base.source}; kept: {shown} ({len(rows)} rows) could not improve them"
         )
     warnings += _implausible(
         params, base, TIME_PARAMS + COMM_PARAMS + MOE_PARAMS, BOUNDS, PRIOR_SIGMA
@@ -578,6 +581,14 @@ def fit_calibration(
             groups[catalog.device(m.hardware).id].append(m)
         except WattserveError as exc:
             raise ConfigError(str(exc), path=source, line=m.line, field="hardware") from None
+    entries = {h.lower() for h in groups} | {h.lower() for h in (base.params if base else ())}
+    if len(entries) > MAX_ENTRIES:  # a file every reader would refuse, after the whole fit
+        raise ConfigError(
+            f"rows of {len(entries):,} hardware ids; a calibration holds at most "
+            f"{MAX_ENTRIES:,}: calibrate the devices in several files",
+            path=source,
+            field="hardware",
+        )
     params = dict(base.params) if base else {}
     errors = dict(base.fit_error) if base else {}
     terms = dict(base.terms) if base else {}
@@ -601,16 +612,18 @@ def fit_calibration(
         params[hw_id] = report.params
         errors[hw_id] = report.as_dict()
         terms[hw_id] = (report.fitted, report.kept)
-        measured[hw_id] = Coverage.of(
-            (
-                r.dep.model.id,
-                r.dep.model.total_params,
-                r.m.phase,
-                r.m.batch,
-                r.m.prompt_tokens,
-                r.m.context_tokens,
+        measured[hw_id] = listed(  # model ids as a calibration file holds them
+            Coverage.of(
+                (
+                    r.dep.model.id,
+                    r.dep.model.total_params,
+                    r.m.phase,
+                    r.m.batch,
+                    r.m.prompt_tokens,
+                    r.m.context_tokens,
+                )
+                for r in rows
             )
-            for r in rows
         )
         reports.append(report)
     return Calibration(params=params, fit_error=errors, terms=terms, measured=measured), reports

@@ -9,6 +9,7 @@ import typer
 
 from wattserve.calibrate import fit_calibration, read_measurements
 from wattserve.calibrate.fit import FitReport
+from wattserve.calibrate.output import calibration_text
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
 from wattserve.core.catalog import load_catalog
 from wattserve.core.coverage import SPAN, Coverage
@@ -92,7 +93,8 @@ def calibrate_cmd(
     calibration, reports = fit_calibration(
         rows, load_catalog(hardware_file or []), source=str(measurements), logits_all=logits_all
     )
-    save_text(output, calibration.dumps(), "--output")
+    # read back before it is written: a file --calibration refuses is never reported written
+    save_text(output, calibration_text(calibration), "--output")
     if json_out:
         print_json(
             {

@@ -10,6 +10,7 @@ succeeded, all of them written before any replaces the one before it (`publish`)
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import stat
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from wattserve.calibrate.fit import FitReport, fit_calibration
 from wattserve.calibrate.measurements import Measurement, write_measurements
+from wattserve.calibrate.output import calibration_text, printable
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.hardware import Hardware
 from wattserve.core.modelspec import load_model
@@ -100,21 +102,30 @@ def memory_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
+def _yaml_text(text: str, limit: int) -> str:
+    """`text` as a YAML double-quoted scalar of one line of printable text (`printable`):
+    JSON's string form, which YAML reads as it is once no control character is left. Python's
+    repr was no YAML for a name holding both quotes, and wrote a backslash twice."""
+    return json.dumps(printable(text, limit), ensure_ascii=False)
+
+
 def hardware_yaml(
     hw_id: str, name: str, category: str, dtype: str, figures: dict[str, float], source: str
 ) -> str:
-    """A one-device hardware file (docs/hardware-file.md) for measured figures."""
+    """A one-device hardware file (docs/hardware-file.md) for measured figures. `name` and
+    `source` (what the machine calls its processor, its host name) are written as one line of
+    printable text each; an empty name is the id."""
     lines = [
         "# Written by `wattserve profile`: figures measured on this machine.",
         "devices:",
         f"  {hw_id}:",
-        f"    name: {name!r}",
+        f"    name: {_yaml_text(name.strip() or hw_id, 200)}",
         "    vendor: local",
         f"    category: {category}",
         "    software: pytorch-native",
         "    maturity: production",
         f"    year: {dt.date.today().year}",
-        f"    source: {source!r}",
+        f"    source: {_yaml_text(source, 1000)}",
     ]
     peak = figures.pop("peak_tflops")
     lines.append(f"    peak_tflops: {{{dtype}: {peak:.6g}}}")
@@ -197,8 +208,8 @@ def _finish(
         )
     except ConfigError as exc:
         raise _refused_case(exc, rows) from None
-    calib_path = out / calib_name
-    calibration.save(calib_path)
+    calib_path = out / calib_name  # in the staging folder: read back before it is written
+    calib_path.write_text(calibration_text(calibration), encoding="utf-8")
     return ProfileResult(
         hw,
         rows,
@@ -228,6 +239,14 @@ def _refused_case(exc: ConfigError, rows: list[Measurement]) -> CalibrationError
     return CalibrationError(f"{what}: {exc.detail}; nothing was written{busy}")
 
 
+# RAPL's package power limits summed over the sockets, as a CPU's tdp_w: a laptop part's is a
+# few watts, a server socket's at most about 500 W, eight sockets 4 kW. A limit read as -1 uW or
+# 2^32 W (a counter's sentinel) is no TDP, and a tdp_w past the catalog's bounds stopped the
+# whole profile at its start.
+MIN_CPU_TDP_W = 1.0
+MAX_CPU_TDP_W = 10_000.0
+
+
 def _cpu_entry(path: Path, log: Log) -> tuple[Path, dict[str, float], RaplMeter | None, str]:
     """Measure this CPU's fp32 matmul rate and copy bandwidth, open RAPL, and write the
     catalog entry `local-cpu` to `path`; returns it with the figures, meter and power note."""
@@ -238,7 +257,10 @@ def _cpu_entry(path: Path, log: Log) -> tuple[Path, dict[str, float], RaplMeter 
     meter, power_note = RaplMeter.open()
     figures = {"peak_tflops": tflops, "mem_bw_gbps": gbps, "memory_gb": memory_gb()}
     if meter is not None and (max_w := meter.max_power_w()):
-        figures["tdp_w"] = max_w
+        if MIN_CPU_TDP_W <= max_w <= MAX_CPU_TDP_W:
+            figures["tdp_w"] = max_w
+        else:
+            log(f"  RAPL's power limit reads {max_w:.4g} W, no CPU's: tdp_w left out")
     log(f"  power: {power_note}")
     source = (
         f"measured by wattserve profile on {platform.node()} ({cpu_name()}, "
@@ -311,9 +333,18 @@ def profile_cpu(out: Path, quick: bool, log: Log, plan: Plan | None = None) -> P
 
 def default_profile_dir() -> Path:
     """Where `profile` writes and `serve`'s local backend looks: $WATTSERVE_CACHE_DIR/profile,
-    else ~/.cache/wattserve/profile."""
-    base = os.environ.get("WATTSERVE_CACHE_DIR") or str(Path.home() / ".cache" / "wattserve")
-    return Path(base) / "profile"
+    else ~/.cache/wattserve/profile; an absolute path (`~` expanded), since the demo fleet
+    names the calibration in it from a folder of its own. No home folder and no variable is
+    a ConfigError naming the variable."""
+    base = os.environ.get("WATTSERVE_CACHE_DIR")
+    try:
+        folder = Path(base).expanduser() if base else Path.home() / ".cache" / "wattserve"
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry: a service's own user
+        raise ConfigError(
+            "no home folder to keep the profile in: set it to a folder (or give --output)",
+            field="WATTSERVE_CACHE_DIR",
+        ) from None
+    return folder.absolute() / "profile"
 
 
 LLAMA_FILES = {"hardware": "local-cpu.yaml", "calibration": "calibration-local.json"}
