@@ -18,9 +18,16 @@ from wattserve.calibrate.output import calibration_text
 from wattserve.cli.app import app
 from wattserve.core.catalog import load_catalog
 from wattserve.core.coverage import MAX_MODELS
-from wattserve.core.params import MAX_ENTRIES, MAX_SOURCE, Calibration, load_calibration
+from wattserve.core.params import (
+    MAX_ENTRIES,
+    MAX_SOURCE,
+    Calibration,
+    EngineParams,
+    load_calibration,
+)
 from wattserve.errors import CalibrationError, ConfigError
 from wattserve.profile import run as profile_run
+from wattserve.profile.power import RaplMeter
 from wattserve.profile.run import default_profile_dir, hardware_yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,34 +170,31 @@ def test_the_hardware_entry_profile_writes_loads_whatever_the_cpu_is_called(
     assert hw.value("mem_bw_gbps") == 20.0
 
 
-class _Rapl:
-    def __init__(self, watts: float) -> None:
-        self.watts = watts
+def _rapl_tree(root: Path, limit_uw: int) -> Path:
+    """A sysfs RAPL tree of one package zone whose power limit reads `limit_uw`."""
+    zone = root / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "energy_uj").write_text("1000\n")
+    (zone / "constraint_0_max_power_uw").write_text(f"{limit_uw}\n")
+    return root
 
-    def max_power_w(self) -> float:
-        return self.watts
 
-
-@pytest.mark.parametrize("limit_w", [-1e-6, 4.3e12])
-def test_a_power_limit_no_cpu_has_is_left_out_of_the_entry(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit_w: float
-) -> None:
+@pytest.mark.parametrize("limit_uw", [-1, 2**32 * 10**6])
+def test_a_power_limit_no_cpu_has_is_left_out_of_the_entry(tmp_path: Path, limit_uw: int) -> None:
     # RAPL's limit read as -1 uW or 2^32 W made a tdp_w the catalog refuses: no profile ran
-    monkeypatch.setattr(profile_run.micro, "numpy_matmul_tflops", lambda: 0.2)
-    monkeypatch.setattr(profile_run.micro, "numpy_copy_gbps", lambda: 20.0)
-    monkeypatch.setattr(profile_run.RaplMeter, "open", lambda: (_Rapl(limit_w), "RAPL"))
+    meter, _ = RaplMeter.open(_rapl_tree(tmp_path, limit_uw))
+    assert meter is not None
     said: list[str] = []
-    path, figures, _, _ = profile_run._cpu_entry(tmp_path / "local-cpu.yaml", said.append)
-    hw = load_catalog([path]).device("local-cpu")
-    assert hw.value("tdp_w") is None and "tdp_w" not in figures
+    assert profile_run.cpu_tdp_w(meter, said.append) is None
     assert any("RAPL" in line and "left out" in line for line in said)
 
 
-def test_a_sane_power_limit_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(profile_run.micro, "numpy_matmul_tflops", lambda: 0.2)
-    monkeypatch.setattr(profile_run.micro, "numpy_copy_gbps", lambda: 20.0)
-    monkeypatch.setattr(profile_run.RaplMeter, "open", lambda: (_Rapl(65.0), "RAPL"))
-    path = profile_run._cpu_entry(tmp_path / "local-cpu.yaml", lambda _: None)[0]
+def test_a_sane_power_limit_is_kept(tmp_path: Path) -> None:
+    meter, _ = RaplMeter.open(_rapl_tree(tmp_path, 65_000_000))
+    assert profile_run.cpu_tdp_w(meter, lambda _: None) == 65.0
+    path = tmp_path / "local-cpu.yaml"
+    figures = {"peak_tflops": 0.2, "mem_bw_gbps": 20.0, "memory_gb": 8.0, "tdp_w": 65.0}
+    path.write_text(profile_run.hardware_yaml("local-cpu", "cpu", "cpu", "fp32", figures, "t"))
     assert load_catalog([path]).device("local-cpu").value("tdp_w") == 65.0
 
 
@@ -219,3 +223,49 @@ def test_no_home_and_no_cache_variable_is_an_error_naming_the_variable(
     with pytest.raises(ConfigError, match="no home folder") as err:
         default_profile_dir()
     assert err.value.field == "WATTSERVE_CACHE_DIR"
+
+
+def _demo_fleet(folder: Path) -> str:
+    """The serve demo's fleet text for a gateway started in `folder`, loaded as serve loads
+    it (the local model is installed wherever these tests run: the `local` extra)."""
+    from wattserve.core.fleet import load_fleet
+    from wattserve.serve.demo import demo_fleet_yaml
+
+    folder.mkdir()
+    fleet = folder / "demo-fleet.yaml"
+    fleet.write_text(demo_fleet_yaml(folder), encoding="utf-8")
+    load_fleet(fleet)
+    return fleet.read_text(encoding="utf-8")
+
+
+def _shared_profile(cache: Path, hardware: str) -> Path:
+    folder = cache / "profile"
+    folder.mkdir(parents=True)
+    (folder / "local-cpu.yaml").write_text(hardware, encoding="utf-8")
+    calibration = Calibration(params={"local-cpu": EngineParams()})
+    (folder / "calibration-local.json").write_text(calibration_text(calibration))
+    return folder
+
+
+def test_the_demo_names_a_cache_folder_of_any_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the calibration's path went into the demo fleet unquoted: a folder 'sp #x: y' was read
+    # as 'sp' (the rest a YAML comment), and serve did not start
+    cache = tmp_path / "sp #x: y"
+    figures = {"peak_tflops": 0.2, "mem_bw_gbps": 20.0, "memory_gb": 8.0}
+    _shared_profile(cache, hardware_yaml("local-cpu", "cpu", "cpu", "fp32", figures, "t"))
+    monkeypatch.setenv("WATTSERVE_CACHE_DIR", str(cache))
+    assert "sp #x: y/profile/calibration-local.json" in _demo_fleet(tmp_path / "gw")
+
+
+def test_a_damaged_shared_hardware_entry_is_left_out_with_its_calibration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a damaged local-cpu.yaml in the profile stopped serve's demo, naming the copy in its temp
+    # folder; now it is measured again, and the calibration fitted against the damaged entry's
+    # figures is not applied to the new ones
+    _shared_profile(tmp_path / "cache", "devices: [\n")
+    monkeypatch.setenv("WATTSERVE_CACHE_DIR", str(tmp_path / "cache"))
+    text = _demo_fleet(tmp_path / "gw")
+    assert "calibration:" not in text and "hardware: local-cpu" in text

@@ -396,12 +396,16 @@ def test_serve_demo_leaves_out_a_stale_shared_calibration(
 ) -> None:
     """A calibration that an older wattserve wrote to the shared profile (a term since
     replaced) does not stop `serve` from starting: the demo runs on priors and says why."""
-    from wattserve.profile.run import LLAMA_FILES, default_profile_dir
+    from wattserve.profile.run import LLAMA_FILES, default_profile_dir, hardware_yaml
     from wattserve.serve.demo import demo_fleet_yaml
 
     monkeypatch.setenv("WATTSERVE_CACHE_DIR", str(tmp_path / "cache"))
     shared = default_profile_dir()
     shared.mkdir(parents=True)
+    figures = {"peak_tflops": 0.2, "mem_bw_gbps": 20.0, "memory_gb": 8.0}
+    (shared / LLAMA_FILES["hardware"]).write_text(  # the entry the calibration was fitted on
+        hardware_yaml("local-cpu", "cpu", "cpu", "fp32", figures, "profile")
+    )
     stale = shared / LLAMA_FILES["calibration"]
     stale.write_text('{"hardware": {"local-cpu": {"eff_memory": 0.5, "gemm_half_rows": 12}}}')
     folder = tmp_path / "demo"

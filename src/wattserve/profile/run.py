@@ -247,6 +247,17 @@ MIN_CPU_TDP_W = 1.0
 MAX_CPU_TDP_W = 10_000.0
 
 
+def cpu_tdp_w(meter: RaplMeter | None, log: Log) -> float | None:
+    """The CPU's TDP from RAPL's power limit, where one is readable and a CPU's."""
+    max_w = meter.max_power_w() if meter is not None else None
+    if not max_w:
+        return None
+    if MIN_CPU_TDP_W <= max_w <= MAX_CPU_TDP_W:
+        return max_w
+    log(f"  RAPL's power limit reads {max_w:.4g} W, no CPU's: tdp_w left out")
+    return None
+
+
 def _cpu_entry(path: Path, log: Log) -> tuple[Path, dict[str, float], RaplMeter | None, str]:
     """Measure this CPU's fp32 matmul rate and copy bandwidth, open RAPL, and write the
     catalog entry `local-cpu` to `path`; returns it with the figures, meter and power note."""
@@ -256,11 +267,8 @@ def _cpu_entry(path: Path, log: Log) -> tuple[Path, dict[str, float], RaplMeter 
     log(f"  fp32 matmul {tflops * 1e3:.1f} GFLOPS, copy bandwidth {gbps:.1f} GB/s")
     meter, power_note = RaplMeter.open()
     figures = {"peak_tflops": tflops, "mem_bw_gbps": gbps, "memory_gb": memory_gb()}
-    if meter is not None and (max_w := meter.max_power_w()):
-        if MIN_CPU_TDP_W <= max_w <= MAX_CPU_TDP_W:
-            figures["tdp_w"] = max_w
-        else:
-            log(f"  RAPL's power limit reads {max_w:.4g} W, no CPU's: tdp_w left out")
+    if (tdp_w := cpu_tdp_w(meter, log)) is not None:
+        figures["tdp_w"] = tdp_w
     log(f"  power: {power_note}")
     source = (
         f"measured by wattserve profile on {platform.node()} ({cpu_name()}, "

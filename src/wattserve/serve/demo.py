@@ -5,6 +5,7 @@ installed, the real SmolLM2-135M-Instruct on this machine through llama.cpp."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -82,13 +83,17 @@ def demo_fleet_yaml(folder: Path) -> str:
     text = DEMO_FLEET
     if local_model_available():
         from wattserve.profile.run import LLAMA_FILES, default_profile_dir
-        from wattserve.serve.backends.local import local_cpu_hardware
+        from wattserve.serve.backends.local import local_cpu_entry
 
-        hw = local_cpu_hardware(folder)
+        hw, profiled = local_cpu_entry(folder)
         local = LOCAL_DEPLOYMENT
         calib = default_profile_dir() / LLAMA_FILES["calibration"]
-        if usable_calibration(calib):  # `wattserve profile` measured this engine: use it
-            local = local.replace("    backend:", f"    calibration: {calib}\n    backend:")
+        # `wattserve profile` measured this engine: its calibration, with the entry it was
+        # fitted against (quoted: a folder's name may hold any YAML)
+        if profiled and usable_calibration(calib):
+            local = local.replace(
+                "    backend:", f"    calibration: {json.dumps(str(calib))}\n    backend:"
+            )
         text = f"hardware_files: [{hw.name}]\n" + text.replace(
             "providers:\n", local + "providers:\n"
         )

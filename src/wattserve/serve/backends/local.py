@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import logging
 import math
 import sys
 import time
@@ -24,7 +25,7 @@ from wattserve.core.energy import request_energy_j
 from wattserve.core.fleet import LOCAL_LLAMA_N_CTX, DeploymentSpec
 from wattserve.core.modelspec import fits_context
 from wattserve.core.workload import Request
-from wattserve.errors import ConfigError, UpstreamError
+from wattserve.errors import ConfigError, UpstreamError, WattserveError
 from wattserve.profile.llama import LOGITS_ALL
 from wattserve.profile.power import RaplMeter
 from wattserve.serve.backends.base import (
@@ -41,6 +42,8 @@ from wattserve.serve.capabilities import forced_function
 from wattserve.serve.net import free_port
 from wattserve.serve.schema import Message
 from wattserve.serve.targets import UpstreamTarget
+
+log = logging.getLogger("wattserve.serve")
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -321,24 +324,59 @@ class LocalLlamaBackend(OpenAIBackend):
 
 
 def local_cpu_hardware(folder: Path) -> Path:
+    """This CPU's catalog entry `local-cpu`, written in `folder` (`local_cpu_entry`)."""
+    return local_cpu_entry(folder)[0]
+
+
+def local_cpu_entry(folder: Path) -> tuple[Path, bool]:
     """Measure this CPU (matrix multiply, memory copy; about a second) and write it as the
     catalog entry `local-cpu` (TDP from RAPL's power limit when readable, else unknown).
     When `wattserve profile` has written the shared profile, its entry is copied instead, so
-    that serve and simulate use the same figures."""
+    that serve and simulate use the same figures; one that does not load (damaged, an older
+    wattserve's) is left out with a warning. Returns the file and whether it is the profile's
+    (its calibration was fitted against that entry's figures, not these)."""
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.textfile import read_text
     from wattserve.profile import micro
     from wattserve.profile.run import (
         LLAMA_FILES,
         cpu_name,
+        cpu_tdp_w,
         default_profile_dir,
         hardware_yaml,
         memory_gb,
     )
 
+    path = folder / "local-cpu.yaml"
     shared = default_profile_dir() / LLAMA_FILES["hardware"]
     if shared.is_file():
-        path = folder / "local-cpu.yaml"
-        path.write_bytes(shared.read_bytes())
-        return path
+        try:
+            load_catalog([shared]).device("local-cpu")
+            path.write_text(read_text(shared), encoding="utf-8")
+            return path, True
+        except WattserveError as exc:
+            log.warning("wattserve: shared profile not used: %s (run `wattserve profile`)", exc)
+
+    figures = {
+        "peak_tflops": micro.numpy_matmul_tflops(1024, 3),
+        "mem_bw_gbps": micro.numpy_copy_gbps(256, 3),
+        "memory_gb": memory_gb(),
+    }
+    meter, _ = RaplMeter.open()
+    if (tdp_w := cpu_tdp_w(meter, lambda line: log.info("wattserve:%s", line))) is not None:
+        figures["tdp_w"] = tdp_w
+    path.write_text(
+        hardware_yaml(
+            "local-cpu",
+            cpu_name(),
+            "cpu",
+            "fp32",
+            figures,
+            "measured by wattserve serve at start-up",
+        ),
+        encoding="utf-8",
+    )
+    return path, False
 
     figures = {
         "peak_tflops": micro.numpy_matmul_tflops(1024, 3),
