@@ -33,7 +33,7 @@ from functools import partial
 from wattserve.core.catalog import Catalog
 from wattserve.core.cost import CostAssumptions
 from wattserve.core.deployment import Deployment
-from wattserve.core.dtypes import BYTES_PER_ELEMENT, Dtype
+from wattserve.core.dtypes import BYTES_PER_ELEMENT, COMPUTE_PEAK_ORDER, Dtype
 from wattserve.core.hardware import PEAK_PREFIX, Hardware
 from wattserve.core.memory import memory_fit
 from wattserve.core.modelspec import ModelSpec
@@ -183,11 +183,13 @@ def four_bit(hw: Hardware) -> Dtype:
 
 def candidate_dtypes(hw: Hardware, space: SearchSpace) -> tuple[Dtype, ...]:
     """The weight dtypes to try on `hw`: the space's, or every auto dtype it has a peak for
-    (bf16 also where only fp16 is published: they run at one rate on every listed device)."""
+    (bf16 also where only fp16 is published: they run at one rate on every listed device;
+    and where only fp32 is, as a CPU's: its 16-bit math runs at that peak, COMPUTE_PEAK_ORDER)."""
     if space.dtypes is not None:
         return space.dtypes
     peaks = hw.peaks()
-    return tuple(d for d in AUTO_DTYPES if d in peaks or (d == "bf16" and "fp16" in peaks))
+    sixteen = any(p in peaks for p in COMPUTE_PEAK_ORDER["bf16"])
+    return tuple(d for d in AUTO_DTYPES if d in peaks or (d == "bf16" and sixteen))
 
 
 def _powers_of_two(limit: int) -> list[int]:

@@ -406,9 +406,13 @@ def rank(
         "TTFT is the prefill of the whole batch arriving at once (as `estimate` computes it), "
         "so a TTFT SLO also bounds the batch",
     )
-    if calib.params:  # which ranked devices it moved, so that none falls back without a word
-        ranked = {r.hardware for r in rows if r.kind == "device"}
-        covered = sorted(h for h in ranked if calib.entry_id(h) is not None)
+    if calib.params:  # which devices it moved, so that none falls back without a word
+        # those ranked, and those excluded after their figures were computed with it (a
+        # closest miss is calibrated too)
+        evaluated = {r.hardware for r in rows if r.kind == "device"} | {
+            e.hardware for e in excluded if e.kind == "device" and e.why == "misses-slo"
+        }
+        covered = sorted(h for h in evaluated if calib.entry_id(h) is not None)
         notes += (
             (
                 f"engine terms calibrated for {', '.join(covered)}; every other device uses "
