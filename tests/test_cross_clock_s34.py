@@ -4,6 +4,7 @@ request")."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -40,15 +41,13 @@ providers:
 """
 
 
-def chat(url: str, site: str) -> httpx.Response:
+def chat(
+    url: str, site: str, model: str = "llama-3.1-8b", headers: dict[str, str] | None = None
+) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/chat/completions",
-        json={
-            "model": "llama-3.1-8b",
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 4,
-        },
-        headers={"x-wattserve-site": site},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        headers={"x-wattserve-site": site, **(headers or {})},
         timeout=30,
     )
 
@@ -214,3 +213,61 @@ def test_requests_placed_together_under_a_cap_wake_one_replica(tmp_path: Path) -
     )
     for measured, simulated_s in zip(tpots, sim_tpot, strict=True):
         assert abs(measured - simulated_s) < 0.1 * simulated_s, (tpots, sim_tpot)
+
+
+def test_the_gateway_routes_by_the_slo_class_a_request_names(tmp_path: Path) -> None:
+    """The gateway knew only the default SLO class, so under `energy` every request went where
+    the default allows (the Jetson), where simulate sent the workload's interactive class to the
+    H100s that meet its 6 ms TPOT. `serve --slos W` takes the workload file's classes, bench
+    sends each row's in x-wattserve-slo, and both clocks place each row alike."""
+    (tmp_path / "t.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "arrival_s": 0.3 * i,
+                    "prompt_tokens": 200,
+                    "output_tokens": 20,
+                    "slo": ("interactive", "batch")[i % 2],
+                }
+            )
+            + "\n"
+            for i in range(6)
+        )
+    )
+    workload = tmp_path / "w.yaml"
+    workload.write_text(
+        "trace: t.jsonl\nslos:\n  interactive: {ttft_s: 0.5, tpot_s: 0.006}\n"
+        "  batch: {ttft_s: 20, tpot_s: 1.0}\n"
+    )
+    sim = simulated(tmp_path, FAST_FLEET, workload, "energy")
+    targets = [sim[row].target for row in range(1, 7)]
+    assert targets == ["fast/0", "edge-small/0"] * 3  # the classes decide
+    with gateway(tmp_path, FAST_FLEET, "--policy", "energy", "--slos", str(workload)) as s:
+        got = bench(s.url, workload, tmp_path / "bench.json")
+        unknown = httpx.post(
+            f"{s.url}/v1/chat/completions",
+            json={"model": "llama-3.2-1b", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-wattserve-slo": "gold"},
+            timeout=30,
+        )
+    by_row = dict(zip(got["trace_rows"], got["request_backends"], strict=True))
+    assert [by_row[row] for row in range(1, 7)] == targets
+    assert unknown.status_code == 400
+    assert "x-wattserve-slo 'gold' is not an SLO class" in unknown.text, unknown.text
+    assert unknown.json()["error"]["param"] == "x-wattserve-slo"
+
+
+def test_without_classes_the_gateway_serves_any_class_as_the_default(tmp_path: Path) -> None:
+    """As simulate serves a trace's rows under the default class when its workload names no
+    classes, a gateway given none serves a request naming any class (bench sends the rows'
+    names) under the default; two headers are refused."""
+    with gateway(tmp_path, FAST_FLEET, "--policy", "energy") as s:
+        named = chat(s.url, "dc", "llama-3.2-1b", {"x-wattserve-slo": "gold"})
+        twice = httpx.post(
+            f"{s.url}/v1/chat/completions",
+            json={"model": "llama-3.2-1b", "messages": [{"role": "user", "content": "hi"}]},
+            headers=[("x-wattserve-slo", "a"), ("x-wattserve-slo", "b")],
+            timeout=30,
+        )
+    assert named.status_code == 200, named.text
+    assert twice.status_code == 400 and "one x-wattserve-slo" in twice.text

@@ -366,13 +366,15 @@ class Bench:
 
 def residency_headers(req: Request) -> dict[str, str]:
     """Where a trace row comes from, as a wattserve gateway reads it (docs/serve.md): its
-    origin site in `x-wattserve-site`, and `x-wattserve-data-local: true` when it may not leave
-    it. `simulate` routes rows by them, so the gateway must see them too (other servers ignore
-    the headers); a local-only row without an origin is sent as one, for the gateway's 400, as
-    simulate rejects it."""
+    origin site in `x-wattserve-site`, `x-wattserve-data-local: true` when it may not leave
+    it, and its SLO class in `x-wattserve-slo`. `simulate` routes rows by them, so the gateway
+    must see them too (other servers ignore the headers); a local-only row without an origin
+    is sent as one, for the gateway's 400, as simulate rejects it."""
     where = {} if req.origin is None else {"x-wattserve-site": req.origin}
     if req.local_only:
         where["x-wattserve-data-local"] = "true"
+    if req.slo != "default":  # its class, which a gateway started with --slos routes by
+        where["x-wattserve-slo"] = req.slo
     return where
 
 

@@ -70,6 +70,14 @@ def serve_cmd(
             "is dropped and the request ends as a client that left (nginx's send_timeout).",
         ),
     ] = 60.0,
+    slos: Annotated[
+        Path | None,
+        typer.Option(
+            help="A workload file whose slos: block names the SLO classes requests may ask for "
+            "in x-wattserve-slo, as simulate reads them (default: the default class only, "
+            "whatever a request names)."
+        ),
+    ] = None,
     state: Annotated[
         str | None,
         typer.Option(
@@ -90,6 +98,7 @@ def serve_cmd(
 
     from wattserve.core.governor import cap_blocks, check_max_wait
     from wattserve.core.targets import EnginePool
+    from wattserve.core.workload import load_slos
     from wattserve.serve.app import Gateway
     from wattserve.serve.demo import demo_fleet_yaml
     from wattserve.serve.guard import ParserNoise
@@ -116,7 +125,14 @@ def serve_cmd(
 
         asyncio.run(SharedState(state).probe())  # a wrong or unreachable URL stops here
         shared = SharedState(state, heartbeat_ttl_s=state_ttl)
-    router = Router(f, make_policy(policy), enforce_caps=not no_governor, max_wait_s=max_wait)
+    classes = None if slos is None else load_slos(slos)
+    router = Router(
+        f,
+        make_policy(policy),
+        enforce_caps=not no_governor,
+        max_wait_s=max_wait,
+        slos=classes,
+    )
     # the check simulate reports as its sites' cap_note: a cap no request can start under.
     # Taken before the Gateway attaches the shared state, which sets each capped site's local
     # cap to idle + this replica's lease (none yet): every replica warned of its idle draw

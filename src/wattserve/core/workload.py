@@ -359,6 +359,18 @@ def _origin(rng: random.Random, c: RequestClass) -> str | None:
     return c.origins[-1][0]
 
 
+def load_slos(path: str | Path) -> dict[str, SLO]:
+    """The SLO classes of a workload file's `slos:` block ("default" added when absent): the
+    classes serve's --slos gives the gateway, read as simulate reads them."""
+    p = Path(path)
+    if p.suffix not in (".yaml", ".yml"):
+        raise ConfigError("must be a workload file (.yaml) with a slos: block", path=str(p))
+    spec = load_yaml_file(p)
+    if not isinstance(spec, LineDict) or "slos" not in spec:
+        raise ConfigError("has no slos: block naming SLO classes", path=str(p), field="slos")
+    return _slos(spec, str(p))
+
+
 def _slos(spec: LineDict, path: str) -> dict[str, SLO]:
     """The `slos:` block (with "default" added when absent)."""
     slos: dict[str, SLO] = {"default": SLO()}

@@ -372,10 +372,13 @@ class Gateway:
             )
         if (unable := self.router.unsupported(model, kind, raw)) is not None:  # else ignored
             return error(400, unable.message, param=unable.param, code="unsupported_parameter")
+        headers, view = request.headers, self.router.view
         where = residency(
-            request.headers.getall("x-wattserve-site", []),
-            request.headers.getall("x-wattserve-data-local", []),
+            headers.getall("x-wattserve-site", []),
+            headers.getall("x-wattserve-data-local", []),
             self.router.fleet.sites,
+            headers.getall("x-wattserve-slo", []),
+            view.slos,
         )
         if isinstance(where, HeaderError):
             return error(400, where.message, param=where.header)
@@ -413,7 +416,8 @@ class Gateway:
             max_tokens,
             model,
             origin,
-            local_only=local_only,
+            where.slo,
+            local_only,
         )
         greq = GenRequest(rid, kind, model, raw, prompt_tokens, max_tokens, origin)
         self.live[id(request)] = request  # (a web.Request is not hashable)

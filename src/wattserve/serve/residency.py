@@ -10,12 +10,14 @@ from dataclasses import dataclass
 # x-wattserve-data-local's spellings, in any case; any other value is refused (fail closed)
 TRUE_WORDS = ("1", "true", "yes")
 FALSE_WORDS = ("0", "false", "no")
+NONE: list[str] = []  # a header not sent (never changed)
 
 
 @dataclass(frozen=True, slots=True)
 class Residency:
     origin: str | None  # the client's site (None: not said)
     local_only: bool  # the request may not leave its site
+    slo: str = "default"  # its SLO class (x-wattserve-slo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +29,18 @@ class HeaderError:
 
 
 def residency(
-    site_values: list[str], data_local: list[str], sites: Collection[str]
+    site_values: list[str],
+    data_local: list[str],
+    sites: Collection[str],
+    slo_values: list[str] = NONE,
+    slos: Collection[str] = (),
 ) -> Residency | HeaderError:
     """The request's residency from every `x-wattserve-site` and `x-wattserve-data-local`
-    value it sent, checked against the fleet's `sites`. Each header once: two sites were
-    taken as the first, whichever it was, even for a request that must stay local."""
+    value it sent, checked against the fleet's `sites`, and its SLO class from
+    `x-wattserve-slo`: one of `slos` (serve --slos), or, where the gateway was given no
+    classes, any name, served under the default class (as simulate serves a trace's rows
+    when its workload names no classes). Each header once: two sites were taken as the first,
+    whichever it was, even for a request that must stay local."""
     if len(site_values) > 1:
         return HeaderError("send one x-wattserve-site header, not several", "x-wattserve-site")
     site = site_values[0] if site_values else None
@@ -48,7 +57,15 @@ def residency(
             "x-wattserve-data-local keeps a request at its site: name the site in x-wattserve-site",
             "x-wattserve-site",
         )
-    return Residency(site, local)
+    if len(slo_values) > 1:
+        return HeaderError("send one x-wattserve-slo header, not several", "x-wattserve-slo")
+    slo = slo_values[0].strip() if slo_values else "default"
+    if len(slos) > 1 and slo not in slos:  # classes given (beyond "default"): one of them
+        return HeaderError(
+            f"x-wattserve-slo '{slo[:64]}' is not an SLO class of this gateway ({', '.join(slos)})",
+            "x-wattserve-slo",
+        )
+    return Residency(site, local, slo)
 
 
 def _data_local(values: list[str]) -> bool | HeaderError:

@@ -56,6 +56,7 @@ class Router:
         max_wait_s: float = 5.0,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        slos: dict[str, SLO] | None = None,
     ) -> None:
         self.fleet, self.policy, self.max_wait_s = fleet, policy, max_wait_s
         self.clock = clock
@@ -75,7 +76,9 @@ class Router:
         self.backends: dict[str, Backend] = {
             b.name: b for built in self.built.values() for b in built.backends
         }
-        self.view = View(fleet, list(self.targets.values()), {"default": SLO()}, self.gov)
+        # the SLO classes requests may name (x-wattserve-slo); "default" alone unless given
+        classes = {"default": SLO()} if slos is None else {"default": SLO(), **slos}
+        self.view = View(fleet, list(self.targets.values()), classes, self.gov)
         self.drained: set[str] = set()
         self.started = clock()
         self.health_task: asyncio.Task[None] | None = None
