@@ -20,8 +20,8 @@ from wattserve.core.policy import BUILTIN, make_policy
 from wattserve.core.targets import EnginePool, HostedPool
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import UpstreamError, WattserveError
-from wattserve.serve.backends.base import Built, GenRequest
-from wattserve.serve.backends.emulated import EmulatedBackend
+from wattserve.serve.backends.base import Backend, Built, GenRequest
+from wattserve.serve.backends.emulated import PROMISE_S, EmulatedBackend
 from wattserve.serve.fake import FakeBackend
 from wattserve.serve.router import Placement, Router
 from wattserve.simulate.simulator import Simulation
@@ -234,6 +234,93 @@ def test_emulated_backend_reserves_and_releases_step_power() -> None:
     assert len(pieces) == 8
     assert max(seen) > base  # steps drew power above the idle floor while running
     assert gov.account("dc-east").power_w == pytest.approx(base)  # all of it released
+
+
+STALL_FLEET = """\
+name: promise
+sites:
+  dc: {kind: datacenter, power_cap_w: 1000}
+deployments:
+  h100:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+    replicas: 2
+    max_num_seqs: 1
+"""
+
+
+def _two_replicas(tmp_path: Path) -> tuple[Router, Built]:
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(STALL_FLEET)
+    router = Router(load_fleet(fleet_file), make_policy("least_loaded"))
+    return router, router.built["h100"]
+
+
+def test_replicas_promised_power_in_one_turn_do_not_wait_for_each_other(tmp_path: Path) -> None:
+    """Two requests bound in one turn to the two idle replicas under a cap that lets one step
+    run at a time: each replica gave back only its own promise and told no one, so the first
+    step waited on the second's promise, and the second behind the first, until the 5 s
+    timeout re-checked (first tokens at 5.04 and 5.08 s; now a step apart)."""
+    router, built = _two_replicas(tmp_path)
+    req = Request(0, 0.0, 1252, 3, "llama-3.1-8b")
+
+    async def run() -> list[float]:
+        for b in built.backends:
+            await b.start()
+        t0 = time.monotonic()
+
+        async def first_token(backend: Backend) -> float:
+            greq = GenRequest("r", "chat", "llama-3.1-8b", {"max_tokens": 3}, 1252, 3)
+            async for _ in backend.generate(greq):
+                return time.monotonic() - t0
+            raise AssertionError("no token")
+
+        tasks = []
+        for _ in range(2):  # bound, then submitted, before either replica's loop runs
+            backend = built.bind(req, set())
+            assert backend is not None
+            tasks.append(asyncio.ensure_future(first_token(backend)))
+            await asyncio.sleep(0)
+        got = await asyncio.gather(*tasks)
+        for b in built.backends:
+            await b.stop()
+        return got
+
+    assert max(asyncio.run(run())) < 1.0
+    assert router.gov.account("dc").reserved_w == pytest.approx(0.0)
+
+
+def test_a_promise_waits_for_its_request_and_is_given_back_if_it_never_comes(
+    tmp_path: Path,
+) -> None:
+    """A request from another site reaches its replica a turn after it is placed (a task
+    carries it over the link): the promise is held until then, not given back when the
+    replica's loop first runs; a request that never comes (its key's budget refused it)
+    gives it back after PROMISE_S."""
+    router, built = _two_replicas(tmp_path)
+    acct = router.gov.account("dc")
+    req = Request(0, 0.0, 64, 3, "llama-3.1-8b")
+
+    async def run() -> tuple[float, float, float]:
+        for b in built.backends:
+            await b.start()
+        backend = built.bind(req, set())
+        assert isinstance(backend, EmulatedBackend)
+        await asyncio.sleep(0.05)  # its loop has run: the request is still on its way
+        held = acct.reserved_w
+        greq = GenRequest("r", "chat", "llama-3.1-8b", {"max_tokens": 3}, 64, 3)
+        async for _ in backend.generate(greq):
+            pass
+        after = acct.reserved_w
+        built.bind(req, set())  # placed, and never sent
+        await asyncio.sleep(PROMISE_S + 0.2)
+        for b in built.backends:
+            await b.stop()
+        return held, after, acct.reserved_w
+
+    held, after, abandoned = asyncio.run(run())
+    assert held > 0 and after == pytest.approx(0.0) and abandoned == pytest.approx(0.0)
 
 
 def test_a_step_waits_for_power_rather_than_crawl_on_a_sliver_of_a_cap() -> None:

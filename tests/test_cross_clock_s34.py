@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -180,6 +181,9 @@ WAKE_ONE = """\
 name: xclock-wake-one
 sites:
   dc: {kind: datacenter, power_cap_w: 600}
+  edge: {kind: edge}
+links:
+  - {between: [edge, dc], rtt_ms: 20}
 deployments:
   h100:
     site: dc
@@ -190,20 +194,25 @@ deployments:
 """
 
 
-def test_requests_placed_together_under_a_cap_wake_one_replica(tmp_path: Path) -> None:
+@pytest.mark.parametrize("origin", [None, "edge"])
+def test_requests_placed_together_under_a_cap_wake_one_replica(
+    tmp_path: Path, origin: str | None
+) -> None:
     """Under a cap that lets one of two replicas run, requests admitted in one turn of the
     gateway's event loop (three at once: the two waiting for power retried together) each
     woke a replica, whose steps then waited for each other's power (TPOT 14.5 ms against
     7.3 ms); simulate promises an idle replica's first step its power on placement and ran
-    them one after the other. The emulated replica now promises it too (PowerGovernor.reserve,
-    until its loop next runs)."""
-    trace = write_trace(
-        tmp_path / "t.jsonl",
-        [{"arrival_s": 0.0, "prompt_tokens": 64, "output_tokens": 300} for _ in range(3)],
-    )
+    them one after the other. The emulated replica now promises it too (PowerGovernor.reserve)
+    until it plans a step with the request: from the edge, a request reaches it a turn later
+    (a task carries it over the link), and a promise given back before then did nothing
+    (TTFT 7.2 s for the second and third against simulate's 2.2 s and 4.4 s); and a promise
+    given back tells the steps waiting for power (one waited 5 s, until a timeout)."""
+    row = {"arrival_s": 0.0, "prompt_tokens": 64, "output_tokens": 300, "origin": origin}
+    trace = write_trace(tmp_path / "t.jsonl", [row] * 3)
     sim = simulated(tmp_path, WAKE_ONE, trace, "cost", max_wait_s=30.0)
     assert [r.status for r in sim.values()] == ["ok"] * 3
     sim_tpot = sorted(r.tpot_s for r in sim.values() if r.tpot_s is not None)
+    sim_ttft = sorted(r.ttft_s for r in sim.values() if r.ttft_s is not None)
     with gateway(tmp_path, WAKE_ONE, "--policy", "cost", "--max-wait", "30") as s:
         got = bench(s.url, trace, tmp_path / "bench.json")
     assert not any(got["errors"]), got["errors"]
@@ -213,6 +222,8 @@ def test_requests_placed_together_under_a_cap_wake_one_replica(tmp_path: Path) -
     )
     for measured, simulated_s in zip(tpots, sim_tpot, strict=True):
         assert abs(measured - simulated_s) < 0.1 * simulated_s, (tpots, sim_tpot)
+    for measured, simulated_s in zip(sorted(got["ttfts"]), sim_ttft, strict=True):
+        assert abs(measured - simulated_s) < 0.25, (got["ttfts"], sim_ttft)
 
 
 def test_the_gateway_routes_by_the_slo_class_a_request_names(tmp_path: Path) -> None:
@@ -271,3 +282,91 @@ def test_without_classes_the_gateway_serves_any_class_as_the_default(tmp_path: P
         )
     assert named.status_code == 200, named.text
     assert twice.status_code == 400 and "one x-wattserve-slo" in twice.text
+
+
+STOPS = """\
+name: xclock-stops
+sites:
+  dc: {kind: datacenter, power_cap_w: 1000}
+  edge: {kind: edge}
+links:
+  - {between: [edge, dc], rtt_ms: 600}
+deployments:
+  d:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+    replicas: 2
+    max_num_seqs: 2
+    max_batched_tokens: 512
+"""
+
+
+def _records(tmp: Path, fleet_yaml: str, trace: Path, **options: Any) -> tuple[Any, list[Any]]:
+    fleet_file = tmp / "stops-fleet.yaml"
+    fleet_file.write_text(fleet_yaml)
+    workload = load_workload(trace, default_model="llama-3.1-8b")
+    records: list[RequestRecord] = []
+    report, _ = simulate(load_fleet(fleet_file), workload, on_request=records.append, **options)
+    return report, sorted((r.as_json() for r in records), key=lambda r: r["row"])
+
+
+def test_fast_mode_and_exact_stepping_agree_when_running_requests_are_stopped(
+    tmp_path: Path,
+) -> None:
+    """A running request stopped at --max-queue (a review's random case, 22 rows, two H100s
+    under 1 kW, a 600 ms link): its record kept the output the engine cut it to (5 in fast
+    mode, 81 stepping, 300 in the trace), the workload's request was cut for a later run, and
+    a cut run's stale end moved fast mode's clock (span, energy and $ 0.1% over)."""
+    trace = Path(__file__).parent / "data" / "max_queue_stops.jsonl"
+    options = {"policy": "cost", "max_queue_s": 0.8, "max_wait_s": 5.0}
+    fast, fast_records = _records(tmp_path, STOPS, trace, **options)
+    exact, exact_records = _records(tmp_path, STOPS, trace, exact=True, **options)
+    for a, b in zip(fast_records, exact_records, strict=True):  # times to rounding
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    for key in ("span_s", "energy_j", "usd"):
+        assert fast[key] == pytest.approx(exact[key], rel=1e-9), key
+    stopped = [r for r in fast_records if r["reason"] == no_first_token(0.8)]
+    assert stopped and next(r for r in stopped if r["row"] == 18)["output_tokens"] == 300
+    workload = load_workload(trace, default_model="llama-3.1-8b")
+    fleet_file = tmp_path / "stops-fleet.yaml"
+    simulate(load_fleet(fleet_file), workload, max_queue_s=0.8, max_wait_s=5.0)
+    assert [r.output_tokens for r in workload.requests] == [
+        r.output_tokens for r in load_workload(trace, default_model="llama-3.1-8b").requests
+    ]
+
+
+LATE_LINK = """\
+name: xclock-late-link
+sites:
+  dc: {kind: datacenter}
+  edge: {kind: edge}
+links:
+  - {between: [edge, dc], rtt_ms: 200}
+deployments:
+  d:
+    site: dc
+    model: llama-3.1-8b
+    hardware: l4
+    replicas: 1
+    max_num_seqs: 1
+"""
+
+
+def test_an_answer_finished_before_the_limit_whose_first_token_arrives_after_it(
+    tmp_path: Path,
+) -> None:
+    """A short answer the engine finished before --max-queue whose first token reaches its
+    client across a 200 ms link after it: simulate counted it served, the gateway's timeout
+    answers 503. Now both refuse it (row 7), and agree on every row."""
+    trace = Path(__file__).parent / "data" / "max_queue_late_link.jsonl"
+    options = {"policy": "least_loaded", "max_queue_s": 1.0, "max_wait_s": 5.0}
+    for exact in (False, True):
+        _, records = _records(tmp_path, LATE_LINK, trace, exact=exact, **options)
+        assert next(r for r in records if r["row"] == 7)["reason"] == no_first_token(1.0)
+    args = ("--policy", "least_loaded", "--max-queue", "1", "--max-wait", "5")
+    with gateway(tmp_path, LATE_LINK, *args) as s:
+        got = bench(s.url, trace, tmp_path / "bench.json")
+    errors = dict(zip(got["trace_rows"], got["errors"], strict=True))
+    for r in records:
+        assert (r["status"] == "ok") == (not errors[r["row"]]), (r, errors[r["row"]])

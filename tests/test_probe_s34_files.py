@@ -247,16 +247,19 @@ def _shared_profile(cache: Path, hardware: str) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("name", ["sp #x: y", "bad" + os.fsdecode(b"\xff") + "byte"])
 def test_the_demo_names_a_cache_folder_of_any_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     # the calibration's path went into the demo fleet unquoted: a folder 'sp #x: y' was read
-    # as 'sp' (the rest a YAML comment), and serve did not start
-    cache = tmp_path / "sp #x: y"
+    # as 'sp' (the rest a YAML comment), and a byte no UTF-8 names stopped the fleet's loader;
+    # the calibration is copied beside the demo's hardware entry now
+    cache = tmp_path / name
     figures = {"peak_tflops": 0.2, "mem_bw_gbps": 20.0, "memory_gb": 8.0}
     _shared_profile(cache, hardware_yaml("local-cpu", "cpu", "cpu", "fp32", figures, "t"))
     monkeypatch.setenv("WATTSERVE_CACHE_DIR", str(cache))
-    assert "sp #x: y/profile/calibration-local.json" in _demo_fleet(tmp_path / "gw")
+    assert "calibration: calibration-local.json" in _demo_fleet(tmp_path / "gw")
+    assert (tmp_path / "gw" / "calibration-local.json").is_file()
 
 
 def test_a_damaged_shared_hardware_entry_is_left_out_with_its_calibration(

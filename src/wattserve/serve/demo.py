@@ -5,8 +5,8 @@ installed, the real SmolLM2-135M-Instruct on this machine through llama.cpp."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
+import shutil
 from pathlib import Path
 
 from wattserve.errors import WattserveError
@@ -89,11 +89,11 @@ def demo_fleet_yaml(folder: Path) -> str:
         local = LOCAL_DEPLOYMENT
         calib = default_profile_dir() / LLAMA_FILES["calibration"]
         # `wattserve profile` measured this engine: its calibration, with the entry it was
-        # fitted against (quoted: a folder's name may hold any YAML)
+        # fitted against, copied beside it (a folder's name may hold any YAML, or a byte that
+        # no UTF-8 names)
         if profiled and usable_calibration(calib):
-            local = local.replace(
-                "    backend:", f"    calibration: {json.dumps(str(calib))}\n    backend:"
-            )
+            shutil.copyfile(calib, folder / calib.name)
+            local = local.replace("    backend:", f"    calibration: {calib.name}\n    backend:")
         text = f"hardware_files: [{hw.name}]\n" + text.replace(
             "providers:\n", local + "providers:\n"
         )

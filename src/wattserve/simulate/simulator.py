@@ -15,7 +15,7 @@ import time
 from array import array
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, cast
 
 from wattserve.core.admission import (
@@ -105,6 +105,9 @@ class Simulation:
         # ids of the running requests refused at the limit with no first token at their client
         # (_first_token_due): the engine stops them at their next token, not counted then
         self.gave_up: set[int] = set()
+        # under a limit: when each placed request's first token must reach its client by
+        # (placed + max_queue_s), by id of its Seq, until it finishes or is refused
+        self.due: dict[int, float] = {}
         # called once per request as it finishes or is refused (simulate --requests-out);
         # None keeps no per-request data at all
         self.on_request = on_request
@@ -324,6 +327,7 @@ class Simulation:
         seq = Seq(req, placed, slo.ttft_s)
         engine.submit(seq)
         if self.max_queue_s < math.inf:
+            self.due[id(seq)] = now + self.max_queue_s
             self._push(now + self.max_queue_s, FIRST_TOKEN_DUE, (seq, i))
         if i in self.pending:
             return
@@ -443,18 +447,22 @@ class Simulation:
         Else nothing happens (and the clock stays: the run's span is not stretched to it)."""
         engine = self.engines[i]
         placed = cast(_Placed, s.tag)
+        if self.due.pop(id(s), None) is None:  # finished (`_counted` judged it), or refused
+            return
         if s.first_token_s is not None and s.first_token_s + placed.rtt_s <= t:
             return  # served in time
         running = id(s) in engine.running
         queued = not running and s in engine.waiting  # (again, when preempted)
-        if not running and not queued:  # finished, or refused there
+        if not running and not queued:  # refused there
             return
         self.now = t
+        req = s.req
+        if running:  # abort stops it by cutting its request's output: the trace's stays whole
+            s.req = replace(req)
+            self.gave_up.add(id(s))
         engine.abort(s)
         placed.pool.add(-1)
-        self._reject(s.req, no_first_token(self.max_queue_s))
-        if not queued:
-            self.gave_up.add(id(s))
+        self._reject(req, no_first_token(self.max_queue_s))
         if not self.exact and i not in self.pending and (engine.waiting or not queued):
             # the next in line may fit now, from the step after (as exact stepping admits it
             # at its next step), and a stopped request leaves at its next token: a decode run
@@ -463,18 +471,29 @@ class Simulation:
             if end is not None:
                 self._schedule(i, end)
 
-    def _not_given_up(self, seqs: list[Seq]) -> list[Seq]:
-        gave_up = self.gave_up
+    def _counted(self, seqs: list[Seq]) -> list[Seq]:
+        """Of the requests that finished in an engine, those served under --max-queue: not
+        one refused at the limit (`_first_token_due`), nor one whose first token reaches its
+        client after the limit though the engine finished it before (a short answer from
+        across a link): serve's timeout answers that one 503 too."""
+        gave_up, due = self.gave_up, self.due
         kept = []
         for s in seqs:
             if id(s) in gave_up:
                 gave_up.remove(id(s))
-            else:
-                kept.append(s)
+                continue
+            by = due.pop(id(s), None)
+            placed = cast(_Placed, s.tag)
+            if by is not None and s.first_token_s + placed.rtt_s > by:  # type: ignore[operator]
+                placed.pool.add(-1)
+                self._reject(s.req, no_first_token(self.max_queue_s))
+                continue
+            kept.append(s)
         return kept
 
     def _drop_rejected(self, engine: EngineModel, rejected: list[Seq]) -> None:
         for s in rejected:
+            self.due.pop(id(s), None)
             placed = cast(_Placed, s.tag)
             placed.pool.add(-1)
             self._reject(s.req, engine.refusal(s.req))
@@ -520,8 +539,8 @@ class Simulation:
         site = self.engine_site[i]
         now = self.now
         _, finished = engine.complete(now)
-        if finished and self.gave_up:  # refused already (_first_token_due), counted then
-            finished = self._not_given_up(finished)
+        if finished and (self.due or self.gave_up):  # --max-queue: a late first token
+            finished = self._counted(finished)
         if finished:
             self._finished(finished, now)
             if self.on_request is not None:
@@ -632,8 +651,8 @@ class Simulation:
             if heap and heap[0][0] < next_arrival:  # on a tie the arrival goes first
                 t, _, kind, obj, version = heappop(heap)
                 if kind == ENGINE:
-                    self.now = t
                     if version == version_of[obj]:  # type: ignore[call-overload]
+                        self.now = t  # a stale end (a run cut since) moves no clock
                         engine_done(obj)  # type: ignore[arg-type]
                 elif kind == RETRY:
                     self.now = t

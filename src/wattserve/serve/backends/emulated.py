@@ -51,6 +51,10 @@ from wattserve.serve.stretch import StepStretch
 
 log = logging.getLogger("wattserve.serve")
 POWER_WAIT_WARN_S = 5.0  # a step that waits for power longer than this is logged
+# the longest a replica holds the power promised for a request that has not reached it (one
+# crossing a link is handed over by a task of its own; one whose key's budget refuses it never
+# comes): then given back
+PROMISE_S = 0.5
 
 
 def _logprobs(req: GenRequest, text: str, offset: int) -> dict[str, Any] | None:
@@ -196,19 +200,28 @@ class EmulatedBackend(Backend):
 
     def promise(self, delta_w: float) -> None:
         """Promise this idle replica's first step the power `delta_w` a request placed on it
-        adds, as simulate does on placement (PowerGovernor.reserve): requests admitted in the
-        same turn of the event loop see it, so two waiting for power at a capped site do not
-        wake two replicas where the cap lets one run. Held until this replica's loop next runs
-        (woken now): its step then takes the real figure."""
+        adds, as simulate does on placement (PowerGovernor.reserve): requests admitted before
+        the step takes its power see it, so two waiting for power at a capped site do not
+        wake two replicas where the cap lets one run. Held until the replica plans a step
+        with the request (or PROMISE_S without it): the step then takes the real figure."""
         self.promised_w += delta_w
         self.governor.reserve(self.site, delta_w)
-        self.wake.set()
+        self.wake.set()  # so that the loop gives it back if the request never comes
 
-    def release_promise(self) -> None:
-        """Give back what `promise` held: the replica's loop is planning its next step."""
-        if self.promised_w:
-            self.governor.reserve(self.site, -self.promised_w)
-            self.promised_w = 0.0
+    def release_promise(self) -> bool:
+        """Give back what `promise` held; whether there was any."""
+        if not self.promised_w:
+            return False
+        self.governor.reserve(self.site, -self.promised_w)
+        self.promised_w = 0.0
+        return True
+
+    async def _release_promise(self) -> None:
+        """`release_promise`, and tell the steps waiting for power at the site: one may fit
+        now (another replica's step waits on this promise, and nothing else would wake it)."""
+        if self.release_promise() and self.power_changed is not None:
+            async with self.power_changed:
+                self.power_changed.notify_all()
 
     def _may_start(self, delta_w: float) -> bool:
         """Whether a step adding `delta_w` may take its power now (PowerGovernor.may_start,
@@ -225,15 +238,23 @@ class EmulatedBackend(Backend):
         while not self.stopping:
             planned = self.clock()
             plan, rejected = engine.next_plan(planned)
-            self.release_promise()  # its step, if any, takes the real figure
             for s in rejected:
                 stream = self.streams.pop(id(s), None)
                 if stream is not None:
                     stream.queue.put_nowait(None)
             if plan is None:
                 self.wake.clear()
-                await self.wake.wait()
+                if not self.promised_w:
+                    await self.wake.wait()
+                    continue
+                # promised for a request on its way: held until it comes (a wake) or PROMISE_S
+                try:
+                    async with asyncio.timeout(PROMISE_S):
+                        await self.wake.wait()
+                except TimeoutError:
+                    await self._release_promise()
                 continue
+            await self._release_promise()  # its step takes the real figure
             model_s = plan.end_s - plan.start_s  # at full power, as the predictions assume
             self.governor.throttle(self.site, plan, engine.idle_w)
             delta = plan.power_w - engine.idle_w

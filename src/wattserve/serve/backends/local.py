@@ -378,28 +378,6 @@ def local_cpu_entry(folder: Path) -> tuple[Path, bool]:
     )
     return path, False
 
-    figures = {
-        "peak_tflops": micro.numpy_matmul_tflops(1024, 3),
-        "mem_bw_gbps": micro.numpy_copy_gbps(256, 3),
-        "memory_gb": memory_gb(),
-    }
-    meter, _ = RaplMeter.open()
-    if meter is not None and (limit := meter.max_power_w()):
-        figures["tdp_w"] = limit
-    path = folder / "local-cpu.yaml"
-    path.write_text(
-        hardware_yaml(
-            "local-cpu",
-            cpu_name(),
-            "cpu",
-            "fp32",
-            figures,
-            "measured by wattserve serve at start-up",
-        ),
-        encoding="utf-8",
-    )
-    return path
-
 
 # The gateway's schema fields (serve/schema.py) a local request carries on, as validated.
 LOCAL_FIELDS = ("stream", "temperature", "top_p", "stop", "user")
