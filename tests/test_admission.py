@@ -323,6 +323,39 @@ def test_a_promise_waits_for_its_request_and_is_given_back_if_it_never_comes(
     assert held > 0 and after == pytest.approx(0.0) and abandoned == pytest.approx(0.0)
 
 
+def test_promises_for_requests_that_never_come_do_not_pile_up(tmp_path: Path) -> None:
+    """Requests placed and then refused by their key's budget (the gateway refuses after
+    placing) never reach their replica. Each promise restarted the wait for them, so such
+    requests 0.3 s apart piled promises on one idle replica (713, 1,782, 2,852, 3,921 W) until
+    the site's cap was spoken for. The gateway now gives a refused placement's promise back
+    (`abandon`), and the rest go back PROMISE_S after the first, however many follow."""
+    router, built = _two_replicas(tmp_path)
+    acct = router.gov.account("dc")
+    req = Request(0, 0.0, 64, 3, "llama-3.1-8b")
+
+    async def run() -> tuple[float, float, list[float]]:
+        for b in built.backends:
+            await b.start()
+        placed = built.bind(req, set())
+        assert placed is not None
+        promised = acct.reserved_w
+        placed.abandon()  # refused for its budget
+        await asyncio.sleep(0.05)
+        abandoned = acct.reserved_w
+        held = []
+        for _ in range(4):  # placed every 0.3 s, never sent, never abandoned
+            built.bind(req, set())
+            await asyncio.sleep(0.3)
+            held.append(acct.reserved_w)
+        for b in built.backends:
+            await b.stop()
+        return promised, abandoned, held
+
+    promised, abandoned, held = asyncio.run(run())
+    assert promised > 0 and abandoned == pytest.approx(0.0)
+    assert max(held) <= 2 * promised + 1e-6, held  # at most the two of one PROMISE_S
+
+
 def test_a_step_waits_for_power_rather_than_crawl_on_a_sliver_of_a_cap() -> None:
     """A cap that leaves a step less than the site's floor (a shared power lease can be a
     sliver for a moment) makes the step wait; slowing it to 0.01 W would stretch it without

@@ -370,3 +370,36 @@ def test_an_answer_finished_before_the_limit_whose_first_token_arrives_after_it(
     errors = dict(zip(got["trace_rows"], got["errors"], strict=True))
     for r in records:
         assert (r["status"] == "ok") == (not errors[r["row"]]), (r, errors[r["row"]])
+
+
+def test_fast_mode_cuts_a_run_waiting_for_power_when_a_request_in_it_is_stopped(
+    tmp_path: Path,
+) -> None:
+    """A request stopped at --max-queue while its engine's next decode run waited for power
+    rode the whole run in fast mode (exact stepping drops it after a step): the example fleet
+    on the conversation workload at 8x, `energy`, a 0.5 s limit completed 598 in fast mode and
+    602 stepping. The waiting run is now cut to its first step."""
+    repo = Path(__file__).resolve().parent.parent
+    fleet = load_fleet(repo / "examples" / "fleet-hetero.yaml")
+    runs = []
+    for exact in (False, True):
+        workload = load_workload(
+            repo / "examples" / "workload-conv.yaml",
+            default_model="llama-3.1-8b",
+            rate_scale=8.0,
+            duration_s=20.0,
+        )
+        records: list[RequestRecord] = []
+        report, _ = simulate(
+            fleet,
+            workload,
+            "energy",
+            max_queue_s=0.5,
+            exact=exact,
+            on_request=records.append,
+        )
+        runs.append((report, sorted((r.as_json() for r in records), key=lambda r: r["id"])))
+    (fast, fast_records), (exact_report, exact_records) = runs
+    assert fast["completed"] == exact_report["completed"]
+    for a, b in zip(fast_records, exact_records, strict=True):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)

@@ -472,6 +472,7 @@ class Gateway:
                 worst = worst_case(target, req, backend.stretch())
                 reserved = await self.budgets.reserve(key, worst)
                 if isinstance(reserved, Refusal):  # routed, then refused: the key's row shows it
+                    backend.abandon()
                     self.accounts.record(
                         greq, key, None, None, started, None, "rejected", reserved.message
                     )

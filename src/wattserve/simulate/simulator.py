@@ -463,6 +463,10 @@ class Simulation:
         engine.abort(s)
         placed.pool.add(-1)
         self._reject(req, no_first_token(self.max_queue_s))
+        if not self.exact and i in self.pending and not queued:
+            # its engine's next run waits for power: cut to its first step, after which the
+            # stopped request has left (exact stepping drops it there)
+            engine.cut_run(self.pending[i], lambda w: False)
         if not self.exact and i not in self.pending and (engine.waiting or not queued):
             # the next in line may fit now, from the step after (as exact stepping admits it
             # at its next step), and a stopped request leaves at its next token: a decode run

@@ -130,6 +130,11 @@ class Backend(ABC):
         at the end): then TTFT is unknown, and no TTFT or TPOT is made up from the total."""
         return True
 
+    def abandon(self) -> None:
+        """A request placed here will not be sent (refused after its placement): give back
+        what the placement holds (an emulated replica's promised power; nothing elsewhere)."""
+        return None
+
     def left_early(self, request_id: str) -> tuple[float, float | None] | None:
         """What a request that ended early here cost up to then, where the backend measures
         it: (dollars, joules or None where power is unknown); None elsewhere (the gateway then

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -130,6 +131,7 @@ class EmulatedBackend(Backend):
         self.gone: dict[str, tuple[float, float | None]] = {}
         self.in_step: dict[int, tuple[float, float]] = {}  # the running step's dues by sequence
         self.promised_w = 0.0  # power promised to this idle replica's first step (`promise`)
+        self.promise_due = 0.0  # when it is given back if no request has come (`promise`)
 
     def power_w(self) -> float:
         return self.engine.power_w
@@ -203,10 +205,21 @@ class EmulatedBackend(Backend):
         adds, as simulate does on placement (PowerGovernor.reserve): requests admitted before
         the step takes its power see it, so two waiting for power at a capped site do not
         wake two replicas where the cap lets one run. Held until the replica plans a step
-        with the request (or PROMISE_S without it): the step then takes the real figure."""
+        with the request, where the step takes the real figure, or PROMISE_S after the first
+        promise without one (`abandon`: at once)."""
+        if not self.promised_w:
+            self.promise_due = self.clock() + PROMISE_S
         self.promised_w += delta_w
         self.governor.reserve(self.site, delta_w)
         self.wake.set()  # so that the loop gives it back if the request never comes
+
+    def abandon(self) -> None:
+        # a request placed here will not come (its key's budget refused it): the promise goes
+        # back now, not PROMISE_S later (refused requests 0.3 s apart had piled up promises
+        # on one idle replica until the site's cap was spoken for)
+        if self.promised_w:
+            self.promise_due = -math.inf
+            self.wake.set()
 
     def release_promise(self) -> bool:
         """Give back what `promise` held; whether there was any."""
@@ -247,12 +260,14 @@ class EmulatedBackend(Backend):
                 if not self.promised_w:
                     await self.wake.wait()
                     continue
-                # promised for a request on its way: held until it comes (a wake) or PROMISE_S
-                try:
-                    async with asyncio.timeout(PROMISE_S):
-                        await self.wake.wait()
-                except TimeoutError:
-                    await self._release_promise()
+                # promised for a request on its way: held until it comes (a wake) or is due
+                left = self.promise_due - self.clock()
+                if left > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left):
+                            await self.wake.wait()
+                    continue
+                await self._release_promise()
                 continue
             await self._release_promise()  # its step takes the real figure
             model_s = plan.end_s - plan.start_s  # at full power, as the predictions assume
