@@ -132,6 +132,7 @@ class EmulatedBackend(Backend):
         self.in_step: dict[int, tuple[float, float]] = {}  # the running step's dues by sequence
         self.promised_w = 0.0  # power promised to this idle replica's first step (`promise`)
         self.promise_due = 0.0  # when it is given back if no request has come (`promise`)
+        self.busy = False  # its loop holds a step (planned, waiting for power or running)
 
     def power_w(self) -> float:
         return self.engine.power_w
@@ -197,8 +198,11 @@ class EmulatedBackend(Backend):
             await cond.wait_for(ready)
 
     def idle(self) -> bool:
-        """No step running on this replica and none waiting for power."""
-        return self.engine.plan is None and self not in self.power_waits
+        """No step planned, waiting for power or running on this replica: as simulate's idle
+        engine, whose next step is planned the instant one ends. (A promise made between the
+        plan and its start had counted against the replica's own step, which then waited for
+        power its own promise held.)"""
+        return not self.busy
 
     def promise(self, delta_w: float) -> None:
         """Promise this idle replica's first step the power `delta_w` a request placed on it
@@ -256,6 +260,7 @@ class EmulatedBackend(Backend):
                 if stream is not None:
                     stream.queue.put_nowait(None)
             if plan is None:
+                self.busy = False
                 self.wake.clear()
                 if not self.promised_w:
                     await self.wake.wait()
@@ -269,7 +274,8 @@ class EmulatedBackend(Backend):
                     continue
                 await self._release_promise()
                 continue
-            await self._release_promise()  # its step takes the real figure
+            self.busy = True  # no promise from here: the step takes the real figure
+            await self._release_promise()
             model_s = plan.end_s - plan.start_s  # at full power, as the predictions assume
             self.governor.throttle(self.site, plan, engine.idle_w)
             delta = plan.power_w - engine.idle_w
