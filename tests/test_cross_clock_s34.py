@@ -127,8 +127,12 @@ def test_a_request_running_with_no_first_token_at_the_limit_is_refused(
         return
     with gateway(tmp_path, LONG_PROMPTS, "--policy", "cost", "--max-queue", "1") as s:
         got = bench(s.url, trace, tmp_path / "bench.json")
-    errors = dict(zip(got["trace_rows"], got["errors"], strict=True))
-    assert not errors[1] and all(sim[row].reason in errors[row] for row in (2, 3)), errors
+    # three requests sent at once may reach the gateway in any order: the same three outcomes
+    outcomes = sorted(
+        next((r for r in (sim[2].reason, sim[3].reason) if r in error), error)
+        for error in got["errors"]
+    )
+    assert outcomes == sorted(["", sim[2].reason, sim[3].reason]), got["errors"]
 
 
 def test_a_local_only_row_without_an_origin_is_refused_on_both_clocks(tmp_path: Path) -> None:
