@@ -372,13 +372,13 @@ class Gateway:
             )
         if (unable := self.router.unsupported(model, kind, raw)) is not None:  # else ignored
             return error(400, unable.message, param=unable.param, code="unsupported_parameter")
-        headers, view = request.headers, self.router.view
+        headers = request.headers
         where = residency(
             headers.getall("x-wattserve-site", []),
             headers.getall("x-wattserve-data-local", []),
             self.router.fleet.sites,
             headers.getall("x-wattserve-slo", []),
-            view.slos,
+            self.router.slo_names,
         )
         if isinstance(where, HeaderError):
             return error(400, where.message, param=where.header)

@@ -37,10 +37,11 @@ def residency(
 ) -> Residency | HeaderError:
     """The request's residency from every `x-wattserve-site` and `x-wattserve-data-local`
     value it sent, checked against the fleet's `sites`, and its SLO class from
-    `x-wattserve-slo`: one of `slos` (serve --slos), or, where the gateway was given no
-    classes, any name, served under the default class (as simulate serves a trace's rows
-    when its workload names no classes). Each header once: two sites were taken as the first,
-    whichever it was, even for a request that must stay local."""
+    `x-wattserve-slo`: one of `slos` (serve --slos, "default" among them), or, where the
+    gateway was given no classes (`slos` empty), any name, served under the default class: as
+    simulate refuses a row naming a class its workload's `slos:` block lacks, and serves any
+    under the default where the workload has no such block. Each header once: two sites were
+    taken as the first, whichever it was, even for a request that must stay local."""
     if len(site_values) > 1:
         return HeaderError("send one x-wattserve-site header, not several", "x-wattserve-site")
     site = site_values[0] if site_values else None
@@ -59,8 +60,8 @@ def residency(
         )
     if len(slo_values) > 1:
         return HeaderError("send one x-wattserve-slo header, not several", "x-wattserve-slo")
-    slo = slo_values[0].strip() if slo_values else "default"
-    if len(slos) > 1 and slo not in slos:  # classes given (beyond "default"): one of them
+    slo = slo_values[0].strip(" \t") if slo_values else "default"  # HTTP's spaces, no more
+    if slos and slo not in slos:
         return HeaderError(
             f"x-wattserve-slo '{slo[:64]}' is not an SLO class of this gateway ({', '.join(slos)})",
             "x-wattserve-slo",

@@ -78,6 +78,7 @@ class Router:
         }
         # the SLO classes requests may name (x-wattserve-slo); "default" alone unless given
         classes = {"default": SLO()} if slos is None else {"default": SLO(), **slos}
+        self.slo_names: tuple[str, ...] = () if slos is None else tuple(classes)  # () any
         self.view = View(fleet, list(self.targets.values()), classes, self.gov)
         self.drained: set[str] = set()
         self.started = clock()
