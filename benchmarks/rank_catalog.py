@@ -1,7 +1,7 @@
 """How long `rank` takes for one model over the whole catalog on one core.
 
-The full search: every device (39 built in), every dtype each has a peak for, every layout it
-allows, the largest batch within the SLO found by bisection, and the hosted APIs.
+The full search: every device built in (40 on 2026-12-06), every dtype each has a peak for,
+every layout it allows, the largest batch within the SLO found by bisection, and the hosted APIs.
 Target (issue #10): under 1 s. Run: python benchmarks/rank_catalog.py [MODEL ...]
 """
 

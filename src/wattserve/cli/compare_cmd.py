@@ -30,7 +30,8 @@ def compare_cmd(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
-    """Side by side: any two of simulate --json, bench --json, vllm bench serve results;
+    """Side by side: any two of simulate --json, simulate --requests-out, bench --json,
+    vllm bench serve results;
     error = (B - A) / A per metric, and request by request where both files list requests."""
     fa, fb = load(a, policy), load(b, policy)
     rows = compare(fa.figures, fb.figures)

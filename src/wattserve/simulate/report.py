@@ -163,5 +163,6 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
 
 UNITS = (
     "(TTFT and TPOT in seconds; J/tok over the tokens devices served; peak W: the highest "
-    "site's peak draw at the meter; over cap s: seconds any site spent over its cap)"
+    "site's peak device draw, before PUE, as its cap counts it; over cap s: seconds any site "
+    "spent over its cap)"
 )
