@@ -10,7 +10,7 @@ from typing import Any, Literal, cast
 
 from wattserve.core.catalog import Catalog
 from wattserve.core.cost import MAX_PUE
-from wattserve.core.yamlio import Fields, LineDict
+from wattserve.core.yamlio import NAME_RULE, Fields, LineDict, is_name
 from wattserve.errors import ConfigError, WattserveError
 
 SiteKind = Literal["datacenter", "edge", "cloud"]
@@ -69,16 +69,9 @@ def mapping_of(d: Any, key: str, path: str, line: int) -> LineDict:
     if not isinstance(d, LineDict):
         raise ConfigError("must be a mapping of names to entries", path=path, line=line, field=key)
     for name in d:  # a name is written back (plan --out, reports) and read again: plain text
-        if (
-            not isinstance(name, str)
-            or not name.strip()
-            or name != name.strip()  # an HTTP header drops them: x-wattserve-site could not
-            or len(name) > 200  # name the site
-            or not name.isprintable()
-        ):
+        if not is_name(name):
             raise ConfigError(
-                f"{name!r:.80} is not a name: printable text of 1 to 200 characters, not "
-                "beginning or ending with a space",
+                f"{name!r:.80} is not a name: {NAME_RULE}",
                 path=path,
                 line=d.line_of(name) if isinstance(name, str) else line,
                 field=key,

@@ -266,7 +266,7 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
         rate = f.number("rate_rps", positive=True)
         if rate is not None and "weight" in c:
             raise f.err("weight", "give weight or rate_rps, not both")
-        name = f.text("name", f"class{i}")
+        name = f.name("name", f"class{i}")
         if any(o.name == name for o in out):
             raise f.err("name", f"another class is already named '{name}'")
         lengths = {

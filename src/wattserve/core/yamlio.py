@@ -251,6 +251,21 @@ def _check_characters(data: Any) -> None:
     )
 
 
+NAME_RULE = "printable text of 1 to 200 characters, not beginning or ending with a space"
+
+
+def is_name(name: object) -> bool:
+    """Whether `name` may name a site, deployment or class: it is written back (plan --out,
+    reports), printed on terminals and sent in HTTP headers, which drop surrounding spaces."""
+    return (
+        isinstance(name, str)
+        and bool(name.strip())
+        and name == name.strip()
+        and len(name) <= 200
+        and name.isprintable()
+    )
+
+
 def shown(value: Any) -> str:
     """A value for an error message, cut short (it may be huge or deeply nested)."""
     return _SHORT.repr(value)
@@ -291,6 +306,14 @@ class Fields:
             )
         if not isinstance(v, str) or not v:
             raise self.err(key, f"expected text, got {shown(v)}")
+        return v
+
+    def name(self, key: str, default: str | None = None) -> str:
+        """Text that names something (a workload's class): printed in tables and reports and
+        sent in headers, so `is_name` holds."""
+        v = self.text(key, default)
+        if not is_name(v):
+            raise self.err(key, f"{v!r:.80} is not a name: {NAME_RULE}")
         return v
 
     def optional_text(self, key: str, default: str) -> str:

@@ -151,7 +151,8 @@ class Problem:
     limits: Limits
     excluded: dict[str, str]  # hardware id -> why it is not a candidate
     cache: CapacityCache
-    left_out: tuple[str, ...] = ()  # requests no engine takes (past the context window)
+    left_out: tuple[str, ...] = ()  # requests no engine takes (past the context window), or
+    # that no fleet may take (local-only, naming no site)
 
     def rtt_s(self, origin: str | None, site: str) -> float:
         return self.fleet.rtt_s(origin, site)
@@ -195,17 +196,25 @@ def flows_of(
 ) -> tuple[list[Flow], tuple[str, ...]]:
     """Group a workload's requests by (class, origin, residency) into flows with mean rates,
     and say which were left out: a request past its model's context window, which an engine
-    refuses (serve answers 400, simulate rejects it: `fits_context`). `requests` (default:
+    refuses (serve answers 400, simulate rejects it: `fits_context`), and a local-only one
+    that names no site, which no fleet may take (`residency_refusal`). `requests` (default:
     the workload's) may be a stream (`stream_workload`): each is seen once and not kept.
     `ignore_origins`: one site, so every request comes from it."""
     groups: dict[tuple[str, str | None, bool, str, str], _Group] = {}
     windows = ContextWindows()
     too_long: dict[str, list[str]] = {}  # the first few a model left out
     left = Counter[str]()  # and how many
+    unplaced: list[str] = []  # the first few local-only requests that name no site
+    n_unplaced = 0
     last = 0.0
     for r in workload.requests if requests is None else requests:
         model = r.model or default_model
         last = r.arrival_s  # the span is the workload's, left-out requests included
+        if r.local_only and r.origin is None:  # refused on both clocks (residency_refusal)
+            n_unplaced += 1
+            if n_unplaced <= 5:
+                unplaced.append(f"row {r.row}" if r.row else f"request {r.id}")
+            continue
         if not windows.fits(r, model):
             left[model] += 1
             if left[model] <= 5:  # a stream of 20M requests may all be too long
@@ -220,12 +229,18 @@ def flows_of(
         g.prompts.append(r.prompt_tokens)
         g.outputs.append(r.output_tokens)
     span = workload.duration_s or last  # a stream has its span once it is read
-    left_out = tuple(
+    left_out = [
         f"{left[model]} request(s) for {model} past its context window of "
         f"{windows.window(model)} tokens ({', '.join(rows)}{', ...' if left[model] > 5 else ''})"
         ": an engine refuses them"
         for model, rows in sorted(too_long.items())
-    )
+    ]
+    if n_unplaced:
+        left_out.append(
+            f"{n_unplaced} local-only request(s) that name no origin site ({', '.join(unplaced)}"
+            f"{', ...' if n_unplaced > 5 else ''}): simulate and serve refuse them (give the "
+            "rows an origin, or the workload's class origins:)"
+        )
     if not groups or span <= 0:
         bad = workload.bad_rows
         why = f" ({bad.total} malformed rows, e.g. {bad[:2]})" if bad else ""
@@ -253,7 +268,7 @@ def flows_of(
                 workload.model_named_at(g.first, default_model),
             )
         )
-    return flows, left_out
+    return flows, tuple(left_out)
 
 
 SIZE_SAMPLE = 100  # lengths a capacity probe cycles through: enough for a tail to show
