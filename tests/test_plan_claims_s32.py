@@ -20,7 +20,7 @@ from wattserve import PlanInfeasibleError, estimate, plan, rank
 from wattserve.core.fleet import load_fleet
 from wattserve.core.workload import load_workload
 from wattserve.errors import ConfigError
-from wattserve.plan.capacity import CapacityCache
+from wattserve.plan.capacity import VERSION, CapacityCache
 from wattserve.plan.fleetfile import write_fleet
 from wattserve.plan.milp import solve
 from wattserve.plan.routing import PlanSplit
@@ -349,7 +349,7 @@ def test_a_cache_of_the_earlier_format_is_measured_again(tmp_path: Path) -> None
     assert run.returncode == 0, run.stderr
     assert "earlier wattserve" in run.stderr and "damaged" not in run.stderr
     saved = json.loads(cache.read_text(encoding="utf-8"))
-    assert saved["version"] == 2 and "k" not in saved["entries"]
+    assert saved["version"] == VERSION and "k" not in saved["entries"]
     assert all("half_power_w" in e for e in saved["entries"].values())
 
 

@@ -7,7 +7,10 @@ Two steps, both from the PerfModel and the EngineModel (no rule of thumb):
    tokens that arrived during it (r * tau * p, chunked prefill), so the step time tau solves
    tau = step_time(B + r * tau * p, ...). The bound is the largest r whose tau stays within the
    TPOT limit, whose batch fits max_num_seqs and the KV cache, and whose one-request prefill
-   fits the TTFT budget.
+   fits the TTFT budget. It starts the simulated search; `--capacity analytic` takes the
+   percentiles of a steady state whose prefill steps are apart from its decode steps instead
+   (`_analytic`, plan.queueing): the mean of the two kinds of step is well above the step at
+   the mean tokens, so the bound put some replicas at up to 5x what they hold.
 2. `simulated_rate`: bisection on r, each probe a short Poisson run of one replica through the
    simulator (the same EngineModel `simulate` and `serve` use), its requests' lengths cycling
    through a sample of the class's own, passing when the class's percentile share of requests
@@ -47,6 +50,7 @@ from wattserve.core.sites import Site
 from wattserve.core.textfile import load_json, read_text, replacing
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError
+from wattserve.plan.queueing import mixed_steady, percentiles
 
 CapacityMethod = Literal["simulated", "analytic"]
 # Requests in one simulated probe: at least PROBE_REQUESTS (enough for a p99 to see queueing),
@@ -79,8 +83,10 @@ BISECT_STEPS = 7  # a bracket of [0.5x, 1.2x] the bound narrows to within about 
 # Checks on a cached Capacity: the analytic bound stops near 2^20 req/s and the simulated
 # search at 64x it, so a rate past 1e8 is no replica's; 10 MW is past any replica's draw.
 MAX_RATE_RPS = 1e8
-# the cache file's format: 2 since capacities carry part-load power (PART_LOADS)
-VERSION = 2
+# the cache file's format: 2 since capacities carry part-load power (PART_LOADS); 3 since the
+# analytic capacity takes prefill steps apart from decode steps (plan.queueing, 2026-12-06): a
+# file of 2 holds analytic figures up to 5x the simulated ones, so it is measured again
+VERSION = 3
 MAX_POWER_W = 1e7
 
 
@@ -452,12 +458,10 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
     bound, most, why = analytic_rate(pm, blocks, shape)
     if bound <= 0:
         return Capacity(0.0, idle, idle, idle, math.nan, why)
+    if method == "analytic":
+        return _analytic(pm, blocks, shape, most)
     _, batch = _steady_tau(pm, bound, shape.prompt_tokens, shape.output_tokens)
     peak = _peak_power_w(pm, batch, shape)
-    if method == "analytic":
-        avg = _steady_power_w(pm, bound, shape)
-        parts = [_steady_power_w(pm, u * bound, shape) for u in PART_LOADS]
-        return Capacity(bound, avg, max(peak, avg), idle, avg / bound, "", *parts)
     fleet = _probe_fleet(dep, params, blocks)
     # the search stays under the sustained rate: past it the queue grows without end, which a
     # finite probe may not run long enough to show
@@ -496,11 +500,55 @@ def _compute(dep: Deployment, params: EngineParams, shape: Shape, method: str) -
     return Capacity(rate, avg, max(peak, avg), idle, jpr, "", *parts)
 
 
+def _analytic(pm: PerfModel, kv_blocks: int, shape: Shape, most: float) -> Capacity:
+    """`--capacity analytic`: the largest rate (at most the sustained rate `most`) whose
+    steady state, prefill steps apart from decode steps (plan.queueing), keeps the class's
+    percentile within both limits and the batch within its margins, and its power there."""
+    dep = pm.deployment
+    p, o = shape.prompt_tokens, shape.output_tokens
+    kv_batch = kv_blocks // max(1, -(-(p + o - 1) // KV_BLOCK_TOKENS))
+
+    def ok(rate: float) -> bool:
+        if rate > most:
+            return False
+        s = mixed_steady(pm, dep, rate, p, o)
+        if s is None:
+            return False
+        spread = math.sqrt(s.batch)  # as `analytic_rate`'s margins
+        if (
+            s.batch + KV_SIGMAS * spread > kv_batch
+            or s.batch + SEQS_SIGMAS * spread > dep.max_num_seqs
+        ):
+            return False
+        tpot, ttft = percentiles(s, rate, o, shape.percentile)
+        return tpot <= shape.tpot_s and ttft <= shape.ttft_s
+
+    rate = _largest(ok)
+    idle = pm.idle_power_w if not pm.power_missing else math.nan
+    if rate <= 0:
+        why = "no rate keeps the class's percentile within its TTFT and TPOT limits"
+        return Capacity(0.0, idle, idle, idle, math.nan, why)
+    s = mixed_steady(pm, dep, rate, p, o)
+    assert s is not None  # ok(rate) held
+    avg = _steady_power_w(pm, rate, shape)
+    parts = [_steady_power_w(pm, u * rate, shape) for u in PART_LOADS]
+    peak = _peak_power_w(pm, s.batch, shape)
+    return Capacity(rate, avg, max(peak, avg), idle, avg / rate, "", *parts)
+
+
 def _steady_power_w(pm: PerfModel, rate: float, shape: Shape) -> float:
-    """A replica's average W at `rate` in steady state: its decode step at the steady batch,
-    idle for the share of time it holds no sequence (the sequences in the system are Poisson
-    about that batch, M/G/infinity)."""
-    _, batch = _steady_tau(pm, rate, shape.prompt_tokens, shape.output_tokens)
-    step = pm.decode_step(max(1, round(batch)), shape.prompt_tokens + shape.output_tokens // 2)
-    share = 1.0 - math.exp(-batch)
-    return pm.idle_power_w + share * (step.power_w - pm.idle_power_w)
+    """A replica's average W at `rate` in steady state: its decode and prefill steps in their
+    shares of its busy time, idle for the share of time it holds no sequence (the sequences in
+    the system are Poisson about the steady batch, M/G/infinity)."""
+    p, o = shape.prompt_tokens, shape.output_tokens
+    s = mixed_steady(pm, pm.deployment, rate, p, o)
+    if s is None:  # past the steady state (a part load never is): the mean one
+        _, batch = _steady_tau(pm, rate, p, o)
+        step = pm.decode_step(max(1, round(batch)), p + o // 2)
+        return pm.idle_power_w + (1.0 - math.exp(-batch)) * (step.power_w - pm.idle_power_w)
+    # the share of time in steps that carry prefill (a prompt's own steps when prompts are
+    # rare: an engine with no sequence to decode still prefills), and in decode-only steps
+    prefilling = min(1.0, s.prefill_share * s.t_prefill / s.tau)
+    decoding = max(0.0, -math.expm1(-s.batch) - prefilling)
+    idle = pm.idle_power_w
+    return idle + prefilling * (s.prefill_power_w - idle) + decoding * (s.decode_power_w - idle)

@@ -1,0 +1,215 @@
+"""One replica's steady state with its prefill steps apart from its decode steps, and the
+percentiles of TTFT and TPOT that follow: `plan --capacity analytic` (docs/plan.md).
+
+The mean steady state of `capacity._steady_tau` spreads every arriving prompt evenly over the
+steps (r * tau * p prefill tokens in each). A step's time is the larger of reading the weights
+and computing, so a decode step that a 1,000-token prompt joins takes several times one that
+no prompt joins, and the mean of the two is well above the step at the mean tokens: one L4
+pair serving Llama-3.1-8B at 1,000/200 tokens was put at 2.74 req/s where the simulated
+replica holds its p99 at 0.92. Here, as the engine schedules (chunked prefill, vLLM's
+scheduler and `EngineModel`):
+
+- prompts arrive Poisson at rate r, so a step of mean length tau sees r * tau of them, and a
+  share f = 1 - exp(-r * tau * n) of steps carries a prefill chunk (n chunks to a prompt of p
+  tokens, each within the step's token budget less its decodes), with r * tau * p / f prompt
+  tokens in each such step; tau = (1 - f) * t_decode + f * t_prefill, at the running batch
+  B = r * (o + 1) * tau (Little's law);
+- a prompt's own cost, delta, is the time its tokens add to the steps they join;
+- TPOT at the class's percentile: a request's o - 1 steps are lengthened by delta for every
+  prompt that arrives in its window (its decode steps, and the prefill and wait before its
+  first token: prompts that came meanwhile are prefilled after it); the count is Poisson, and
+  the window of a slow request is itself longer (solved together). The batch about its mean
+  (Poisson, M/G/infinity) lengthens each decode step by its slope.
+- TTFT at the percentile: the step under way, its own prefill steps, the wait behind other
+  prompts' work (an M/D/1 queue of service delta: one service's uniform residual at light
+  load, the tail exp(-theta t) with r * (exp(theta * delta) - 1) = theta beyond it,
+  Cramer-Lundberg; Asmussen, "Applied Probability and Queues", XIII.5), and the prompts that
+  arrive while it waits, which its own step carries (the engine admits every waiting prompt
+  its token budget holds).
+
+Held against the simulated capacity over 30 configurations and request shapes (L4, A100 and
+H100; Llama-3.1-8B and 70B; `python benchmarks/plan_analytic.py`): 0.78-1.10x of it, where the
+mean steady state gave 1.0-5.4x.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from wattserve.core.deployment import Deployment
+from wattserve.core.perf import PerfModel
+
+# Poisson counts past this mean take the normal approximation (their quantile within a count)
+POISSON_EXACT_MAX = 50.0
+WAIT_STEPS = 20  # grid points of the wait per service (`wait_quantile`)
+WAIT_MAX_SERVICES = 400  # ... and the longest wait it follows, in services
+ITERATIONS = 200  # of the damped fixed point on tau; past them the rate counts as unstable
+
+
+@dataclass(frozen=True, slots=True)
+class MixedSteady:
+    """A replica's steady state at one rate (times in seconds)."""
+
+    tau: float  # mean time between a running sequence's tokens
+    batch: float  # mean running sequences
+    t_decode: float  # a step that no prompt joins
+    t_own: float  # a prompt's own prefill steps
+    delta: float  # the time a prompt's tokens add to the steps they join
+    slope: float  # the time one more running sequence adds to a decode step
+    prefill_share: float  # of steps, those that carry a prefill chunk
+    t_prefill: float  # such a step
+    decode_power_w: float
+    prefill_power_w: float
+
+
+def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) -> MixedSteady | None:
+    """The steady state at `rate` of requests of `p` prompt and `o` output tokens, or None
+    when there is none (prefill outruns the steps, or the step time grows without end)."""
+    ctx = p + o / 2.0
+    tau = pm.decode_step(1, int(ctx)).time_s
+    for _ in range(ITERATIONS):
+        batch = rate * (o + 1) * tau
+        room = dep.max_batched_tokens - batch  # a step's tokens left for prefill chunks
+        if room < 1:
+            return None
+        b = max(batch, 1.0)
+        t_decode = pm.step_time(b, b * ctx, b * ctx, b)
+        chunks = math.ceil(p / room)
+        share = -math.expm1(-rate * tau * chunks)
+        tokens = rate * tau * p / share  # in a step that carries prefill
+        if tokens > room:
+            return None
+
+        def step_s(x: float, batch: float = batch) -> float:
+            return pm.step_time(batch + x, batch * ctx + x * p / 2.0, batch * ctx + x, batch + 1)
+
+        t_prefill = step_s(tokens)
+        new = (1.0 - share) * t_decode + share * t_prefill
+        if not math.isfinite(new) or new > 1e3:
+            return None
+        if abs(new - tau) <= 1e-9 + 1e-6 * tau:
+            tau = new
+            break
+        tau = 0.5 * (tau + new)  # damped: the undamped iteration oscillates near saturation
+    else:
+        return None
+    chunk = min(float(p), room)
+    if tokens + chunk <= room:  # it joins a step that carries prefill already
+        delta = chunks * (step_s(tokens + chunk) - step_s(tokens))
+    else:
+        delta = chunks * (step_s(chunk) - t_decode)
+    wider = b + 1
+    slope = pm.step_time(wider, wider * ctx, wider * ctx, wider) - t_decode
+    prefill_step = pm.step(
+        batch + tokens, batch * ctx + tokens * p / 2.0, batch * ctx + tokens, batch + 1
+    )
+    return MixedSteady(
+        tau,
+        rate * (o + 1) * tau,
+        t_decode,
+        chunks * step_s(max(chunk, tokens)),
+        max(delta, 0.0),
+        max(slope, 0.0),
+        share,
+        t_prefill,
+        pm.step(b, b * ctx, b * ctx, b).power_w,
+        prefill_step.power_w,
+    )
+
+
+def percentiles(s: MixedSteady, rate: float, o: int, pct: float) -> tuple[float, float]:
+    """(TPOT, TTFT) at the `pct` share of requests (see the module docstring)."""
+    u = rate * s.delta  # the share of time prompts' work holds the steps
+    if u >= 1.0:
+        return math.inf, math.inf
+    ttft = s.t_decode + s.t_own + wait_quantile(rate, s.delta, pct)
+    if o <= 1:  # one token: no time between tokens
+        return 0.0, ttft
+    before = s.t_own + u * s.delta / (2.0 * (1.0 - u))  # its prefill and mean wait (M/D/1)
+    mean_count = rate * ((o - 1) * s.tau + before)
+    base = s.tau + NormalDist().inv_cdf(pct) * math.sqrt(s.batch) * s.slope
+    tpot = base
+    for _ in range(50):
+        count = poisson_quantile(rate * ((o - 1) * tpot + before), pct)
+        new = base + s.delta * max(0.0, count - mean_count) / (o - 1)
+        if abs(new - tpot) <= 1e-9 or new > 1e3:
+            return new, ttft
+        tpot = new
+    return tpot, ttft
+
+
+def poisson_quantile(mean: float, q: float) -> float:
+    """The smallest count whose Poisson(`mean`) CDF reaches `q` (normal past
+    POISSON_EXACT_MAX)."""
+    if mean <= 0:
+        return 0.0
+    if mean > POISSON_EXACT_MAX:
+        return mean + NormalDist().inv_cdf(q) * math.sqrt(mean)
+    k, term = 0, math.exp(-mean)
+    total = term
+    while total < q:
+        k += 1
+        term *= mean / k
+        total += term
+    return float(k)
+
+
+def wait_quantile(rate: float, service: float, pct: float) -> float:
+    """The `pct` quantile of what other prompts add to a request's first token: W + service *
+    N, where W is its wait behind their work (an M/D/1 queue: with probability u = rate *
+    service it waits, its survival the larger of one service's uniform residual, u * (1 - x /
+    service), and the Cramer-Lundberg tail, u * exp(-theta * x)) and N ~ Poisson(rate * W)
+    the prompts that arrive while it waits, which its own step then carries (the engine
+    admits every waiting prompt its token budget holds). Computed on a grid of W."""
+    u = rate * service
+    if u <= 0.0:
+        return 0.0
+    if u >= 1.0:
+        return math.inf
+    theta = _md1_decay(rate, service)
+
+    def survival(x: float) -> float:
+        return u * max(1.0 - x / service, math.exp(-theta * x))
+
+    h = service / WAIT_STEPS
+    points = [(0.0, 1.0 - u)]  # (what it adds, probability)
+    x = 0.0
+    while True:
+        mass = survival(x) - survival(x + h)
+        w = x + h / 2.0
+        term, n, left = math.exp(-rate * w), 0, mass
+        while left > 1e-7 * mass and n <= 50:
+            points.append((w + n * service, mass * term))
+            left -= mass * term
+            n += 1
+            term *= rate * w / n
+        x += h
+        if survival(x) < (1.0 - pct) * 1e-3 or x > WAIT_MAX_SERVICES * service:
+            break
+    points.sort()
+    total = 0.0
+    for added, p in points:
+        total += p
+        if total >= pct:
+            return added
+    return points[-1][0]
+
+
+def _md1_decay(rate: float, service: float) -> float:
+    """theta > 0 with rate * (exp(theta * service) - 1) = theta (rate * service < 1)."""
+
+    def excess(theta: float) -> float:
+        return rate * math.expm1(theta * service) - theta
+
+    hi = 1.0 / service
+    while excess(hi) <= 0:
+        hi *= 2.0
+    lo = hi
+    while excess(lo) > 0 and lo > 1e-12 / service:  # below the root: excess < 0 near 0
+        lo /= 2.0
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if excess(mid) <= 0 else (lo, mid)
+    return (lo + hi) / 2.0
