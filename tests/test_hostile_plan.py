@@ -78,6 +78,8 @@ def test_a_power_cap_past_any_real_site_is_refused(tmp_path: Path) -> None:
         ("l4", "hw=count"),
         ("l4=1,l4=50", "twice"),
         ("h100-sxmm=2", "unknown hardware 'h100-sxmm'"),
+        ("", "names no devices"),  # was taken as no limit, where --hardware '' is refused
+        (" , ", "names no devices"),
     ],
 )
 def test_available_is_parsed_strictly(tmp_path: Path, value: str, says: str) -> None:

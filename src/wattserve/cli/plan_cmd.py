@@ -47,6 +47,10 @@ def _available(text: str | None) -> dict[str, int]:
         if name in out:
             raise ConfigError(f"{name[:80]!r} is given twice", field="--available")
         out[name] = int(n)
+    if text is not None and not out:  # as --hardware '': no pairs is a mistake, not no limit
+        raise ConfigError(
+            "names no devices: give hw=count pairs, or leave it out", field="--available"
+        )
     return out
 
 
