@@ -29,7 +29,8 @@ scheduler and `EngineModel`):
 
 Held against the simulated capacity over 30 configurations and request shapes (L4, A100 and
 H100; Llama-3.1-8B and 70B; `python benchmarks/plan_analytic.py`): 0.78-1.10x of it, where the
-mean steady state gave 1.0-5.4x.
+mean steady state gave 1.0-5.4x; one-token answers to long prompts whose prefill takes half
+their TTFT budget, up to 2.9x (docs/plan.md).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from wattserve.core.perf import PerfModel
 
 # Poisson counts past this mean take the normal approximation (their quantile within a count)
 POISSON_EXACT_MAX = 50.0
-WAIT_STEPS = 20  # grid points of the wait per service (`wait_quantile`)
-WAIT_MAX_SERVICES = 400  # ... and the longest wait it follows, in services
+WAIT_STEPS = 8  # grid points of the wait per service (`wait_quantile`)
+WAIT_MAX_SERVICES = 30  # ... and the longest wait it follows, in services (past it: the tail)
+MAX_SHARE = 0.9999  # the largest share of requests `percentiles` takes (an SLO's p100)
 ITERATIONS = 200  # of the damped fixed point on tau; past them the rate counts as unstable
 
 
@@ -120,7 +122,10 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
 
 
 def percentiles(s: MixedSteady, rate: float, o: int, pct: float) -> tuple[float, float]:
-    """(TPOT, TTFT) at the `pct` share of requests (see the module docstring)."""
+    """(TPOT, TTFT) at the `pct` share of requests (see the module docstring); a share of 1
+    is taken as MAX_SHARE (Poisson arrivals leave no rate at which every request meets a
+    limit)."""
+    pct = min(pct, MAX_SHARE)
     u = rate * s.delta  # the share of time prompts' work holds the steps
     if u >= 1.0:
         return math.inf, math.inf
@@ -149,7 +154,7 @@ def poisson_quantile(mean: float, q: float) -> float:
         return mean + NormalDist().inv_cdf(q) * math.sqrt(mean)
     k, term = 0, math.exp(-mean)
     total = term
-    while total < q:
+    while total < q and k < POISSON_EXACT_MAX * 4:  # q near 1: the sum may stop short of it
         k += 1
         term *= mean / k
         total += term
@@ -169,6 +174,9 @@ def wait_quantile(rate: float, service: float, pct: float) -> float:
     if u >= 1.0:
         return math.inf
     theta = _md1_decay(rate, service)
+    tail = math.log(u / (1.0 - pct)) / theta if u > 1.0 - pct else 0.0
+    if tail > WAIT_MAX_SERVICES * service:  # heavy traffic: the wait is many services long,
+        return tail * (1.0 + u)  # and those who come meanwhile add their mean, rate * W * S
 
     def survival(x: float) -> float:
         return u * max(1.0 - x / service, math.exp(-theta * x))
@@ -180,13 +188,13 @@ def wait_quantile(rate: float, service: float, pct: float) -> float:
         mass = survival(x) - survival(x + h)
         w = x + h / 2.0
         term, n, left = math.exp(-rate * w), 0, mass
-        while left > 1e-7 * mass and n <= 50:
+        while left > 1e-5 * mass and n <= 50:
             points.append((w + n * service, mass * term))
             left -= mass * term
             n += 1
             term *= rate * w / n
         x += h
-        if survival(x) < (1.0 - pct) * 1e-3 or x > WAIT_MAX_SERVICES * service:
+        if survival(x) < (1.0 - pct) * 1e-3 or x > 2 * WAIT_MAX_SERVICES * service:
             break
     points.sort()
     total = 0.0
