@@ -100,3 +100,19 @@ def test_the_queueing_pieces() -> None:
     assert 0.85 <= wait_quantile(0.1, 1.0, 0.99) <= 1.0
     waits = [wait_quantile(r, 0.2, 0.99) for r in (0.5, 1.0, 2.0, 3.0, 4.0)]
     assert waits == sorted(waits) and waits[-1] > 1.0  # u = 0.8: several services
+
+
+def test_a_class_every_request_of_which_must_meet_its_slo() -> None:
+    """A workload may ask 100% (`percentile: 100`); the normal quantile at 1 raised and the
+    Poisson one could loop. Poisson arrivals leave no rate at which every request meets a
+    limit, so the analytic capacity takes 99.99%."""
+    hw = load_catalog().device("h100-sxm")
+    dep = Deployment(load_model("llama-3.1-8b"), hw)
+    params = Calibration().params_for(hw)
+    every = replica_capacity(
+        dep, params, Shape("llama-3.1-8b", 1000, 200, 1.0, 0.05, 1.0), "analytic"
+    )
+    most = replica_capacity(
+        dep, params, Shape("llama-3.1-8b", 1000, 200, 1.0, 0.05, 0.99), "analytic"
+    )
+    assert 0 < every.rate_rps <= most.rate_rps
