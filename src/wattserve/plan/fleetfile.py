@@ -92,6 +92,9 @@ def fleet_text(plan: Plan, hardware_files: list[str] | None = None) -> str:
         f"${plan.usd_per_h:.2f}/h, {plan.avg_w:.0f} W average at the meter, "
         f"{plan.output_tokens_per_s:.0f} output tokens/s.\n"
         "# A fleet file: `wattserve simulate --fleet` and `wattserve serve --fleet` load it.\n"
+        "# The figures hold with the plan's split of each class over these deployments (plan\n"
+        "# --verify); simulate's and serve's policies route by their own rule, which may not\n"
+        "# meet the SLO on this fleet (docs/plan.md, on --out).\n"
     )
     body = yaml.safe_dump(fleet_mapping(plan, hardware_files), sort_keys=False)
     return head + body
