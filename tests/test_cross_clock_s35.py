@@ -60,3 +60,12 @@ def test_the_slo_header_loses_only_the_spaces_http_drops() -> None:
     assert residency([], [], ("dc",), [" batch\t"], given) == Residency(None, False, "batch")
     # with no classes given, any name is served under the default, as simulate does
     assert residency([], [], ("dc",), ["gold"], ()) == Residency(None, False, "gold")
+
+
+def test_the_data_local_header_loses_only_the_spaces_http_drops() -> None:
+    """As x-wattserve-slo: 'false' + NBSP was read as false, where a value not understood is
+    refused (never read as false: the request may not leave its site)."""
+    sites = ("edge",)
+    assert isinstance(residency(["edge"], ["false\u00a0"], sites), HeaderError)
+    assert isinstance(residency(["edge"], ["\u2003true"], sites), HeaderError)
+    assert residency(["edge"], [" TRUE\t"], sites) == Residency("edge", True, "default")

@@ -140,6 +140,15 @@ def in_any_case(name: str, known: Iterable[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def printable(text: str) -> str:
+    """`text` for a terminal: a control character (an escape sequence, a BEL, a backspace
+    that rewrites what came before) or a lone surrogate shown as its Python escape; line
+    breaks and tabs kept."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+
+
 def field_key(key: str) -> str:
     """A file's key for an error's field name: as written where it is plain text, else escaped
     (an escape sequence in a key would reach the terminal with the error), cut to 60

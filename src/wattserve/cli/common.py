@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 
 from wattserve.core.textfile import replacing
-from wattserve.errors import ConfigError, WattserveError
+from wattserve.errors import ConfigError, WattserveError, printable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,7 +30,7 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except WattserveError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {printable(str(exc))}", err=True)  # names from files and flags
             raise typer.Exit(2) from None
         except sqlite3.Error as exc:  # a ledger the code did not see coming: one line
             typer.echo(f"error: the ledger database: {exc}", err=True)

@@ -19,7 +19,7 @@ from wattserve.core.policy import make_policy
 from wattserve.core.records import RequestRecord
 from wattserve.core.textfile import replacing
 from wattserve.core.workload import Workload, load_workload
-from wattserve.errors import ConfigError
+from wattserve.errors import ConfigError, printable
 from wattserve.simulate import comparison_table, simulate
 from wattserve.simulate.html import render
 
@@ -191,7 +191,7 @@ def simulate_cmd(
     for s in summaries:
         extras = []
         if s["rejected"]:
-            extras.append("rejected: " + _counts(s["rejected_by_reason"]))
+            extras.append("rejected: " + printable(_counts(s["rejected_by_reason"])))
         if s.get("bad_trace_rows"):
             extras.append(
                 f"{s['bad_trace_rows']} malformed trace rows skipped, e.g. "

@@ -18,7 +18,7 @@ from typing import Any
 
 from wattserve.core.modelspec import builtin_model_id
 from wattserve.core.traces import MAX_ARRIVAL_S, MAX_TOKENS, BadRows, TraceRow, read_trace
-from wattserve.core.yamlio import Fields, LineDict, load_yaml_file, shown
+from wattserve.core.yamlio import NAME_RULE, Fields, LineDict, is_name, load_yaml_file, shown
 from wattserve.errors import ConfigError, WattserveError
 
 # MLPerf Inference v4.1 server-scenario limits for Llama-2-70B (shared/reference/public_figures.md)
@@ -48,6 +48,12 @@ class Request:
     local_only: bool = False
     row: int = 0
     cls: str = ""  # the workload file's class name ("" from a bare trace)
+
+    @property
+    def unplaceable(self) -> bool:
+        """A local-only request that names no site: no fleet may serve it (simulate and serve
+        refuse it: `core.admission.residency_refusal`; plan leaves it out)."""
+        return self.local_only and self.origin is None
 
 
 # a latency target past a day is no target (rank's --slo-ttft stops there too): 1e308 in a
@@ -325,6 +331,8 @@ def _origin_weights(f: Fields, origins: dict[Any, Any]) -> list[tuple[str, float
     """Site names and their weights: finite, positive, and with a finite sum."""
     weights = []
     for site, w in origins.items():
+        if not is_name(site):  # no site is named so (core.sites)
+            raise f.err("origins", f"{site!r:.80} is not a site name: {NAME_RULE}")
         try:
             ok = not isinstance(w, bool) and isinstance(w, int | float) and 0 < float(w) < math.inf
         except OverflowError:  # an integer past float range
@@ -380,6 +388,13 @@ def _slos(spec: LineDict, path: str) -> dict[str, SLO]:
             "slos", "maps class names to {ttft_s: ..., tpot_s: ...}"
         )
     for name, entry in slo_map.items():
+        if not is_name(name):  # sent in x-wattserve-slo: HTTP drops surrounding spaces
+            raise ConfigError(
+                f"{name!r:.80} is not a name: {NAME_RULE}",
+                path=path,
+                line=spec.line_of("slos"),
+                field="slos",
+            )
         if not isinstance(entry, LineDict):
             raise ConfigError(
                 "must be {ttft_s: ..., tpot_s: ...}",

@@ -210,7 +210,7 @@ def flows_of(
     for r in workload.requests if requests is None else requests:
         model = r.model or default_model
         last = r.arrival_s  # the span is the workload's, left-out requests included
-        if r.local_only and r.origin is None:  # refused on both clocks (residency_refusal)
+        if r.unplaceable:  # refused on both clocks (residency_refusal)
             n_unplaced += 1
             if n_unplaced <= 5:
                 unplaced.append(f"row {r.row}" if r.row else f"request {r.id}")

@@ -108,7 +108,8 @@ def verify_plan(
     """Simulate, and while a class misses its SLO, derate the capacities it was planned with
     (by its shortfall) on the options serving it, then solve again."""
     windows = ContextWindows()  # what the plan left out is not replayed: no replica takes it
-    wl = replace(wl, requests=[r for r in wl.requests if windows.fits(r, r.model)])
+    kept = [r for r in wl.requests if windows.fits(r, r.model) and not r.unplaceable]
+    wl = replace(wl, requests=kept)
     rounds: list[dict[str, Any]] = []
     current = plan
     for i in range(max_rounds + 1):

@@ -77,7 +77,7 @@ def _data_local(values: list[str]) -> bool | HeaderError:
         return HeaderError(
             "send one x-wattserve-data-local header, not several", "x-wattserve-data-local"
         )
-    word = values[0].strip().lower()
+    word = values[0].strip(" \t").lower()  # HTTP's spaces, as x-wattserve-slo
     if word in TRUE_WORDS or word in FALSE_WORDS:
         return word in TRUE_WORDS
     return HeaderError(
