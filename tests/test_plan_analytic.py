@@ -16,10 +16,11 @@ from wattserve.core.deployment import Deployment
 from wattserve.core.fleet import DeploymentSpec, Fleet, kv_block_count, load_fleet
 from wattserve.core.modelspec import load_model
 from wattserve.core.params import Calibration
+from wattserve.core.perf import perf_model
 from wattserve.core.sites import Site
 from wattserve.core.workload import SLO, Request, Workload, load_workload
 from wattserve.plan.capacity import Shape, replica_capacity
-from wattserve.plan.queueing import poisson_quantile, wait_quantile
+from wattserve.plan.queueing import mixed_steady, poisson_quantile, wait_quantile
 from wattserve.simulate import simulate
 
 
@@ -116,3 +117,31 @@ def test_a_class_every_request_of_which_must_meet_its_slo() -> None:
         dep, params, Shape("llama-3.1-8b", 1000, 200, 1.0, 0.05, 0.99), "analytic"
     )
     assert 0 < every.rate_rps <= most.rate_rps
+
+
+def test_a_prompt_past_a_step_s_budget_is_no_overload() -> None:
+    """A review's case: a prefill step that could not take every prompt that arrived was taken
+    for overload, so the steady state vanished at 2.3 req/s and came back at 10: the bisection
+    stopped at the first gap, 2.21 req/s where the simulated replica holds 26.8 (one H100,
+    512-token steps, 1,000/200 tokens). Such steps fill their budget, and more steps carry
+    prefill."""
+    hw = load_catalog().device("h100-sxm")
+    dep = Deployment(load_model("llama-3.1-8b"), hw, max_batched_tokens=512)
+    params = Calibration().params_for(hw)
+    pm = perf_model(dep, params)
+    assert all(mixed_steady(pm, dep, r, 1000, 200) is not None for r in (2, 2.3, 3, 10, 20))
+    shape = Shape("llama-3.1-8b", 1000, 200, 1.0, 0.05, 0.99)
+    analytic = replica_capacity(dep, params, shape, "analytic").rate_rps
+    assert analytic == pytest.approx(replica_capacity(dep, params, shape, "simulated").rate_rps)
+
+
+def test_a_one_token_answer_decodes_nothing() -> None:
+    """One-token answers were counted as decoding (r (o + 1) tau sequences), so the draw took
+    a decode-only share no engine runs: 552/646/700 W at a quarter, half and all of one H100's
+    capacity for 1-token prompts, where the simulated replica draws 490/520/579."""
+    hw = load_catalog().device("h100-sxm")
+    dep = Deployment(load_model("llama-3.1-8b"), hw)
+    params = Calibration().params_for(hw)
+    pm = perf_model(dep, params)
+    s = mixed_steady(pm, dep, 100.0, 200, 1)
+    assert s is not None and s.decoding == 0.0 and s.batch > 0.0

@@ -401,7 +401,7 @@ def test_a_budget_of_the_reported_cost_is_met(tmp_path: Path) -> None:
 
 def test_a_cache_of_a_newer_format_is_refused(tmp_path: Path) -> None:
     cache = tmp_path / "cache.json"
-    cache.write_text(json.dumps({"version": 3, "entries": {}}), encoding="utf-8")
+    cache.write_text(json.dumps({"version": VERSION + 1, "entries": {}}), encoding="utf-8")
     with pytest.raises(ConfigError, match="format"):
         CapacityCache.load(cache)
 

@@ -29,8 +29,8 @@ scheduler and `EngineModel`):
 
 Held against the simulated capacity over 30 configurations and request shapes (L4, A100 and
 H100; Llama-3.1-8B and 70B; `python benchmarks/plan_analytic.py`): 0.78-1.10x of it, where the
-mean steady state gave 1.0-5.4x; one-token answers to long prompts whose prefill takes half
-their TTFT budget, up to 2.9x (docs/plan.md).
+mean steady state gave 1.0-5.4x; classes whose TTFT budget leaves little beyond one
+request's own prefill, up to 2.9x (docs/plan.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from wattserve.core.perf import PerfModel
 # Poisson counts past this mean take the normal approximation (their quantile within a count)
 POISSON_EXACT_MAX = 50.0
 WAIT_STEPS = 8  # grid points of the wait per service (`wait_quantile`)
-WAIT_MAX_SERVICES = 30  # ... and the longest wait it follows, in services (past it: the tail)
+WAIT_MAX_SERVICES = 15  # ... and the longest wait it follows, in services (past it: the tail)
 MAX_SHARE = 0.9999  # the largest share of requests `percentiles` takes (an SLO's p100)
 ITERATIONS = 200  # of the damped fixed point on tau; past them the rate counts as unstable
 
@@ -55,7 +55,8 @@ class MixedSteady:
     """A replica's steady state at one rate (times in seconds)."""
 
     tau: float  # mean time between a running sequence's tokens
-    batch: float  # mean running sequences
+    batch: float  # mean sequences in the batch, prefilling or decoding
+    decoding: float  # ... of them decoding
     t_decode: float  # a step that no prompt joins
     t_own: float  # a prompt's own prefill steps
     delta: float  # the time a prompt's tokens add to the steps they join
@@ -72,7 +73,8 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
     ctx = p + o / 2.0
     tau = pm.decode_step(1, int(ctx)).time_s
     for _ in range(ITERATIONS):
-        batch = rate * (o + 1) * tau
+        # the sequences decoding: a request's first token ends its prefill, o - 1 steps follow
+        batch = rate * (o - 1) * tau
         room = dep.max_batched_tokens - batch  # a step's tokens left for prefill chunks
         if room < 1:
             return None
@@ -81,8 +83,10 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
         chunks = math.ceil(p / room)
         share = -math.expm1(-rate * tau * chunks)
         tokens = rate * tau * p / share  # in a step that carries prefill
-        if tokens > room:
-            return None
+        if tokens > room:  # such steps fill their budget, and more steps carry prefill
+            tokens, share = room, rate * tau * p / room
+            if share > 1.0:  # even every step full: prefill outruns the steps
+                return None
 
         def step_s(x: float, batch: float = batch) -> float:
             return pm.step_time(batch + x, batch * ctx + x * p / 2.0, batch * ctx + x, batch + 1)
@@ -107,11 +111,13 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
     prefill_step = pm.step(
         batch + tokens, batch * ctx + tokens * p / 2.0, batch * ctx + tokens, batch + 1
     )
+    own = chunks * step_s(max(chunk, tokens))
     return MixedSteady(
         tau,
-        rate * (o + 1) * tau,
+        rate * (own + (o - 1) * tau),  # in the system: prefilling, then decoding (Little)
+        rate * (o - 1) * tau,
         t_decode,
-        chunks * step_s(max(chunk, tokens)),
+        own,
         max(delta, 0.0),
         max(slope, 0.0),
         share,
@@ -129,12 +135,13 @@ def percentiles(s: MixedSteady, rate: float, o: int, pct: float) -> tuple[float,
     u = rate * s.delta  # the share of time prompts' work holds the steps
     if u >= 1.0:
         return math.inf, math.inf
+    # the decode step under way (prefill steps under way are other prompts' work: the wait)
     ttft = s.t_decode + s.t_own + wait_quantile(rate, s.delta, pct)
     if o <= 1:  # one token: no time between tokens
         return 0.0, ttft
     before = s.t_own + u * s.delta / (2.0 * (1.0 - u))  # its prefill and mean wait (M/D/1)
     mean_count = rate * ((o - 1) * s.tau + before)
-    base = s.tau + NormalDist().inv_cdf(pct) * math.sqrt(s.batch) * s.slope
+    base = s.tau + NormalDist().inv_cdf(pct) * math.sqrt(s.decoding) * s.slope
     tpot = base
     for _ in range(50):
         count = poisson_quantile(rate * ((o - 1) * tpot + before), pct)
@@ -188,7 +195,7 @@ def wait_quantile(rate: float, service: float, pct: float) -> float:
         mass = survival(x) - survival(x + h)
         w = x + h / 2.0
         term, n, left = math.exp(-rate * w), 0, mass
-        while left > 1e-5 * mass and n <= 50:
+        while left > 1e-5 * mass and n <= 30:
             points.append((w + n * service, mass * term))
             left -= mass * term
             n += 1
