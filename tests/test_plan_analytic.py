@@ -20,7 +20,7 @@ from wattserve.core.perf import perf_model
 from wattserve.core.sites import Site
 from wattserve.core.workload import SLO, Request, Workload, load_workload
 from wattserve.plan.capacity import Shape, replica_capacity
-from wattserve.plan.queueing import mixed_steady, poisson_quantile, wait_quantile
+from wattserve.plan.queueing import mixed_steady, percentiles, poisson_quantile, wait_quantile
 from wattserve.simulate import simulate
 
 
@@ -132,7 +132,8 @@ def test_a_prompt_past_a_step_s_budget_is_no_overload() -> None:
     assert all(mixed_steady(pm, dep, r, 1000, 200) is not None for r in (2, 2.3, 3, 10, 20))
     shape = Shape("llama-3.1-8b", 1000, 200, 1.0, 0.05, 0.99)
     analytic = replica_capacity(dep, params, shape, "analytic").rate_rps
-    assert analytic == pytest.approx(replica_capacity(dep, params, shape, "simulated").rate_rps)
+    simulated = replica_capacity(dep, params, shape, "simulated").rate_rps
+    assert 0.9 * simulated <= analytic <= simulated, (analytic, simulated)  # 24.9 and 26.8
 
 
 def test_a_one_token_answer_decodes_nothing() -> None:
@@ -145,3 +146,32 @@ def test_a_one_token_answer_decodes_nothing() -> None:
     pm = perf_model(dep, params)
     s = mixed_steady(pm, dep, 100.0, 200, 1)
     assert s is not None and s.decoding == 0.0 and s.batch > 0.0
+
+
+def test_a_full_prefill_budget_is_the_ttft_queue() -> None:
+    """A review's case: once prompts fill the steps' token budget, the wait for the first
+    token is a wait for that budget, where the model loaded its queue with a prompt's marginal
+    time, which shrinks as the steps fill: one H100 with 512-token steps was put at 26.8 req/s
+    (1,000/200 tokens, p99 TTFT 174 ms, six prefills' worth), where 17.2 holds and 26.8 meets
+    the SLO for 34% of requests."""
+    hw = load_catalog().device("h100-sxm")
+    dep = Deployment(load_model("llama-3.1-8b"), hw, max_batched_tokens=512)
+    params = Calibration().params_for(hw)
+    shape = Shape("llama-3.1-8b", 1000, 200, 0.1737, 0.05, 0.99)
+    analytic = replica_capacity(dep, params, shape, "analytic").rate_rps
+    simulated = replica_capacity(dep, params, shape, "simulated").rate_rps
+    assert 0.75 * simulated <= analytic <= 1.12 * simulated, (analytic, simulated)
+
+
+def test_a_two_token_answer_waits_for_one_chunk_not_a_whole_prefill() -> None:
+    """A prompt that arrives during a request's one decode step can lengthen that step by one
+    chunk; the model added its whole prefill (six chunks), a p99 TPOT of 51-132 ms where the
+    simulated replica's is 15 ms (3,000-token prompts, 512-token steps)."""
+    hw = load_catalog().device("h100-sxm")
+    dep = Deployment(load_model("llama-3.1-8b"), hw, max_batched_tokens=512)
+    pm = perf_model(dep, Calibration().params_for(hw))
+    for rate in (0.11, 0.5, 1.0):
+        s = mixed_steady(pm, dep, rate, 3000, 2)
+        assert s is not None
+        tpot, _ = percentiles(s, rate, 2, 0.99)
+        assert tpot < 0.02, (rate, tpot)

@@ -549,6 +549,6 @@ def _steady_power_w(pm: PerfModel, rate: float, shape: Shape) -> float:
     # the share of time in steps that carry prefill (a prompt's own steps when prompts are
     # rare: an engine with no sequence to decode still prefills), and in decode-only steps
     prefilling = min(1.0, s.prefill_share * s.t_prefill / s.tau)
-    decoding = max(0.0, -math.expm1(-s.decoding) - prefilling)
+    decoding = max(0.0, -math.expm1(-s.batch) - prefilling)  # busy, and not prefilling
     idle = pm.idle_power_w
     return idle + prefilling * (s.prefill_power_w - idle) + decoding * (s.decode_power_w - idle)

@@ -12,25 +12,28 @@ scheduler and `EngineModel`):
 - prompts arrive Poisson at rate r, so a step of mean length tau sees r * tau of them, and a
   share f = 1 - exp(-r * tau * n) of steps carries a prefill chunk (n chunks to a prompt of p
   tokens, each within the step's token budget less its decodes), with r * tau * p / f prompt
-  tokens in each such step; tau = (1 - f) * t_decode + f * t_prefill, at the running batch
-  B = r * (o + 1) * tau (Little's law);
+  tokens in each such step (or the whole budget, and more such steps, once they fill it);
+  tau = (1 - f) * t_decode + f * t_prefill, with r * (o - 1) * tau sequences decoding
+  (Little's law: a request's first token ends its prefill, o - 1 decode steps follow);
 - a prompt's own cost, delta, is the time its tokens add to the steps they join;
-- TPOT at the class's percentile: a request's o - 1 steps are lengthened by delta for every
-  prompt that arrives in its window (its decode steps, and the prefill and wait before its
-  first token: prompts that came meanwhile are prefilled after it); the count is Poisson, and
-  the window of a slow request is itself longer (solved together). The batch about its mean
-  (Poisson, M/G/infinity) lengthens each decode step by its slope.
-- TTFT at the percentile: the step under way, its own prefill steps, the wait behind other
-  prompts' work (an M/D/1 queue of service delta: one service's uniform residual at light
-  load, the tail exp(-theta t) with r * (exp(theta * delta) - 1) = theta beyond it,
-  Cramer-Lundberg; Asmussen, "Applied Probability and Queues", XIII.5), and the prompts that
-  arrive while it waits, which its own step carries (the engine admits every waiting prompt
-  its token budget holds).
+- TPOT at the class's percentile: for every prompt that arrives in a request's window (its
+  decode steps, and the prefill and wait before its first token: prompts that came meanwhile
+  are prefilled after it), one chunk's time lengthens one of its o - 1 steps (at most all of
+  them); the count is Poisson, and a slow request's window is itself longer (solved
+  together). The batch about its mean (Poisson, M/G/infinity) lengthens each decode step by
+  its slope.
+- TTFT at the percentile: the decode step under way, its own prefill steps, the wait behind
+  other prompts' work and the prompts that arrive while it waits, which its own step carries
+  (the engine admits every waiting prompt its token budget holds). The wait is an M/D/1
+  queue whose service is delta or, once prompts fill the steps' token budget, a prompt's
+  share of it (p / room full steps): one service's uniform residual at light load, the tail
+  exp(-theta t) with r * (exp(theta * service) - 1) = theta beyond it (Cramer-Lundberg;
+  Asmussen, "Applied Probability and Queues", XIII.5).
 
 Held against the simulated capacity over 30 configurations and request shapes (L4, A100 and
 H100; Llama-3.1-8B and 70B; `python benchmarks/plan_analytic.py`): 0.78-1.10x of it, where the
 mean steady state gave 1.0-5.4x; classes whose TTFT budget leaves little beyond one
-request's own prefill, up to 2.9x (docs/plan.md).
+request's own prefill, up to 2.9x; with 256- to 8,192-token steps, 0.68-1.47x (docs/plan.md).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class MixedSteady:
     t_decode: float  # a step that no prompt joins
     t_own: float  # a prompt's own prefill steps
     delta: float  # the time a prompt's tokens add to the steps they join
+    service: float  # the time a prompt holds the steps' prefill budget (the TTFT queue's)
+    chunks: int  # the steps a prompt's prefill takes
     slope: float  # the time one more running sequence adds to a decode step
     prefill_share: float  # of steps, those that carry a prefill chunk
     t_prefill: float  # such a step
@@ -99,8 +104,9 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
             tau = new
             break
         tau = 0.5 * (tau + new)  # damped: the undamped iteration oscillates near saturation
-    else:
-        return None
+    else:  # still moving: near a rate where a prompt takes one chunk more, tau hops between
+        if abs(new - tau) > 0.05 * tau:  # two values; further apart, no steady state
+            return None
     chunk = min(float(p), room)
     if tokens + chunk <= room:  # it joins a step that carries prefill already
         delta = chunks * (step_s(tokens + chunk) - step_s(tokens))
@@ -112,6 +118,9 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
         batch + tokens, batch * ctx + tokens * p / 2.0, batch * ctx + tokens, batch + 1
     )
     own = chunks * step_s(max(chunk, tokens))
+    # the time a prompt holds the steps' prefill budget: its marginal time, or, once prefill
+    # fills the steps' budget, its share of the steps (p / room full steps)
+    service = max(delta, p / room * t_prefill)
     return MixedSteady(
         tau,
         rate * (own + (o - 1) * tau),  # in the system: prefilling, then decoding (Little)
@@ -119,6 +128,8 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
         t_decode,
         own,
         max(delta, 0.0),
+        max(service, 0.0),
+        chunks,
         max(slope, 0.0),
         share,
         t_prefill,
@@ -132,20 +143,23 @@ def percentiles(s: MixedSteady, rate: float, o: int, pct: float) -> tuple[float,
     is taken as MAX_SHARE (Poisson arrivals leave no rate at which every request meets a
     limit)."""
     pct = min(pct, MAX_SHARE)
-    u = rate * s.delta  # the share of time prompts' work holds the steps
+    u = rate * s.service  # the share of time prompts' work holds the steps' budget
     if u >= 1.0:
         return math.inf, math.inf
     # the decode step under way (prefill steps under way are other prompts' work: the wait)
-    ttft = s.t_decode + s.t_own + wait_quantile(rate, s.delta, pct)
+    ttft = s.t_decode + s.t_own + wait_quantile(rate, s.service, pct)
     if o <= 1:  # one token: no time between tokens
         return 0.0, ttft
-    before = s.t_own + u * s.delta / (2.0 * (1.0 - u))  # its prefill and mean wait (M/D/1)
+    before = s.t_own + u * s.service / (2.0 * (1.0 - u))  # its prefill and mean wait (M/D/1)
     mean_count = rate * ((o - 1) * s.tau + before)
     base = s.tau + NormalDist().inv_cdf(pct) * math.sqrt(s.decoding) * s.slope
+    per_step = s.delta / s.chunks  # what one chunk adds to one of its steps
     tpot = base
     for _ in range(50):
         count = poisson_quantile(rate * ((o - 1) * tpot + before), pct)
-        new = base + s.delta * max(0.0, count - mean_count) / (o - 1)
+        # the chunks past the mean, each lengthening one of its o - 1 steps (at most all)
+        steps = min(o - 1.0, max(0.0, count - mean_count) * s.chunks)
+        new = base + per_step * steps / (o - 1)
         if abs(new - tpot) <= 1e-9 or new > 1e3:
             return new, ttft
         tpot = new
