@@ -66,10 +66,9 @@ class UnknownNameError(WattserveError):
                 f" {name} is the device `wattserve profile` measured: pass the {name}.yaml it "
                 "wrote with --hardware-file (default folder ~/.cache/wattserve/profile)."
             )
-        # escaped where it holds a control character: a BEL and backspaces sent as a model id
-        # printed "unknown model 'llama-3.1-8b'" on a terminal
-        label = f"'{name:.200}'" if name.isprintable() else f"{name!r:.200}"
-        super().__init__(f"unknown {kind} {label}.{hint}")
+        # escaped (`printable`): a BEL and backspaces sent as a model id printed "unknown model
+        # 'llama-3.1-8b'" on a terminal
+        super().__init__(f"unknown {kind} '{printable(name)[:200]}'.{hint}")
 
 
 class MissingFigureError(WattserveError):

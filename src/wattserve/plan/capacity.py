@@ -50,7 +50,7 @@ from wattserve.core.sites import Site
 from wattserve.core.textfile import load_json, read_text, replacing
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError
-from wattserve.plan.queueing import mixed_steady, percentiles
+from wattserve.plan.queueing import MixedSteady, mixed_steady, percentiles
 
 CapacityMethod = Literal["simulated", "analytic"]
 # Requests in one simulated probe: at least PROBE_REQUESTS (enough for a p99 to see queueing),
@@ -530,7 +530,7 @@ def _analytic(pm: PerfModel, kv_blocks: int, shape: Shape, most: float) -> Capac
         return Capacity(0.0, idle, idle, idle, math.nan, why)
     s = mixed_steady(pm, dep, rate, p, o)
     assert s is not None  # ok(rate) held
-    avg = _steady_power_w(pm, rate, shape)
+    avg = _mixed_power_w(pm, s)
     parts = [_steady_power_w(pm, u * rate, shape) for u in PART_LOADS]
     peak = _peak_power_w(pm, s.batch, shape)
     return Capacity(rate, avg, max(peak, avg), idle, avg / rate, "", *parts)
@@ -546,6 +546,11 @@ def _steady_power_w(pm: PerfModel, rate: float, shape: Shape) -> float:
         _, batch = _steady_tau(pm, rate, p, o)
         step = pm.decode_step(max(1, round(batch)), p + o // 2)
         return pm.idle_power_w + (1.0 - math.exp(-batch)) * (step.power_w - pm.idle_power_w)
+    return _mixed_power_w(pm, s)
+
+
+def _mixed_power_w(pm: PerfModel, s: MixedSteady) -> float:
+    """The average W of the steady state `s`."""
     # the share of time in steps that carry prefill (a prompt's own steps when prompts are
     # rare: an engine with no sequence to decode still prefills), and in decode-only steps
     prefilling = min(1.0, s.prefill_share * s.t_prefill / s.tau)
