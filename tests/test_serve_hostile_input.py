@@ -100,7 +100,9 @@ def test_nesting_up_to_the_limit_is_served_and_deeper_answers_400_naming_the_fie
     head = json.dumps(start).encode()[:-1] + b', "x": '
     fits = httpx.post(f"{s.url}{path}", content=head + nested(MAX_DEPTH - 1) + b"}")
     assert fits.status_code == 200, fits.text  # the body is level 1: x's lists reach MAX_DEPTH
-    for levels in (MAX_DEPTH, 300, 100_000):
+    # 200,000: orjson before 3.9.15 overflowed the C stack past about 130,000 levels (a
+    # segfault that took the gateway down: pyproject's floor)
+    for levels in (MAX_DEPTH, 300, 100_000, 200_000):
         r = httpx.post(f"{s.url}{path}", content=head + nested(levels) + b"}")
         assert r.status_code == 400, r.text
         err = error_of(r.content)
@@ -116,6 +118,7 @@ def test_deep_nesting_is_refused_in_any_body_and_after_decoding(gw: tuple[Server
     for path, raw, headers in (
         (CHAT, deep, {}),  # the body itself: no field to name
         (CHAT, gzip.compress(_with_field(deep)), {"Content-Encoding": "gzip"}),
+        (CHAT, gzip.compress(nested(400_000)), {"Content-Encoding": "gzip"}),  # 0.8 MB
         (
             "/v1/fleet",
             b'{"action": "drain", "target": ' + deep + b"}",
@@ -341,3 +344,18 @@ def test_local_budgets_retry_after_follows_what_holds_the_budget() -> None:
         assert not isinstance(refused, Hold) and refused.retry_after_s is None
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [("3.8.3", True), ("3.9.14", True), ("3.9.15", False), ("3.13.0", False), ("4.0", False)],
+)
+def test_serve_refuses_an_orjson_that_deep_nesting_crashes(version: str, refused: bool) -> None:
+    from wattserve.errors import ConfigError
+    from wattserve.serve.guard import check_parser
+
+    if refused:
+        with pytest.raises(ConfigError, match=r"CVE-2024-27454.*pip install -U orjson"):
+            check_parser(version)
+    else:
+        check_parser(version)

@@ -53,6 +53,12 @@ class Scripted(ThreadedApp):
         if self.status != 200:
             return web.json_response(body.get("error_body", {}), status=self.status)
         script = body.get("script", {"index": 0, "message": {"role": "assistant", "content": "ok"}})
+        if isinstance(script, dict) and "raw_deep" in script:  # past what json can write
+            n = script["raw_deep"]
+            raw = b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "logprobs": '
+            return web.Response(
+                body=raw + b"[" * n + b"]" * n + b"}]}", content_type="application/json"
+            )
         if isinstance(script, dict) and "deep" in script:  # deeper than the gateway takes in
             script = message(content="ok") | {"logprobs": {"c": _nested(script["deep"])}}
         head = {"id": "x", "created": 1, "model": body.get("model")}
@@ -182,6 +188,18 @@ GARBAGE_WHOLE = [
     {"index": 0, "message": "not an object"},
     "not a choice",
 ]
+
+
+def test_an_answer_nested_past_the_parsers_stack_is_a_502_not_a_crash(
+    one: tuple[Server, Scripted],
+) -> None:
+    """orjson before 3.9.15 overflowed the C stack on 200,000 levels: the gateway died."""
+    s, _ = one
+    r = post(s, {"script": {"raw_deep": 200_000}})
+    assert r.status_code == 502, r.text
+    assert "not a JSON completion" in r.json()["error"]["message"]
+    assert httpx.get(f"{s.url}/health", timeout=5).status_code == 200
+    assert post(s, {}).status_code == 200
 
 
 @pytest.mark.parametrize("script", GARBAGE_WHOLE)

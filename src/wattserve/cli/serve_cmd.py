@@ -101,11 +101,12 @@ def serve_cmd(
     from wattserve.core.workload import load_slos
     from wattserve.serve.app import Gateway
     from wattserve.serve.demo import demo_fleet_yaml
-    from wattserve.serve.guard import ParserNoise
+    from wattserve.serve.guard import ParserNoise, check_parser
     from wattserve.serve.ledger import Ledger
     from wattserve.serve.router import Router
     from wattserve.serve.targets import UpstreamTarget
 
+    check_parser()
     check_max_wait(max_wait)
     for name, value in (
         ("--max-queue", max_queue),

@@ -37,6 +37,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from wattserve.errors import ConfigError
 from wattserve.serve.metrics import Metrics
 from wattserve.serve.schema import error_body
 
@@ -50,6 +51,22 @@ MAX_RETRY_AFTER_S = 86400  # a day: the longest Retry-After the gateway sends
 REASON = "wattserve_reason"  # where an error response keeps its reason for the metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# the first orjson whose loads stops at 1,024 levels (CVE-2024-27454): older ones overflow the
+# C stack on a body of 140,000 brackets (310 bytes gzipped), and the gateway dies with it
+ORJSON_FLOOR = (3, 9, 15)
+
+
+def check_parser(version: str = orjson.__version__) -> None:
+    """Refuse to serve with an orjson that a deep body crashes (pip may keep an old one that
+    another package pinned)."""
+    parts = version.split(".")[:3]
+    if all(p.isdigit() for p in parts) and tuple(int(p) for p in parts) < ORJSON_FLOOR:
+        raise ConfigError(
+            f"orjson {version} crashes on deeply nested JSON (CVE-2024-27454); the gateway "
+            f"needs {'.'.join(map(str, ORJSON_FLOOR))} or later: pip install -U orjson"
+        )
 
 
 def _dumps(obj: Any) -> str:
@@ -118,7 +135,9 @@ async def read_json(request: web.Request, timeout_s: float, max_bytes: int) -> A
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if "depth limit" in str(exc):  # orjson >= 3.9 stops at 1,024 levels itself
+        # orjson stops at 1,024 levels itself ("depth limit exceeded"; "recursion depth
+        # exceeded" in 3.9.15-3.10): pyproject asks for a version that does
+        if "depth" in str(exc):
             raise BodyError(_too_deep(None)) from None
         raise BodyError(error(400, _not_json_why(raw, exc), code="invalid_json")) from None
     # fewer brackets than MAX_DEPTH (nearly every body, even when quoted) cannot nest that deep
