@@ -52,6 +52,11 @@ class PowerDraw(Protocol):
         ...
 
 
+# the most bins a site's power timeline keeps (SitePower._coarsen): the simulator starts at
+# 1/400 of the trace's span, so a run may last ten times its arrivals before they widen
+MAX_BINS = 4096
+
+
 @dataclass
 class SitePower:
     """One site's power account."""
@@ -88,6 +93,8 @@ class SitePower:
             self.exceeded_s += t - last_t
             if p - cap > self.max_excess_w:
                 self.max_excess_w = p - cap
+        if t >= self.bin_s * MAX_BINS:
+            self._coarsen(t)
         bs = self.bin_s
         first, last = int(last_t / bs), int(t / bs)
         bins = self.bins
@@ -99,6 +106,18 @@ class SitePower:
                 if bins.get(b, 0.0) < p:
                     bins[b] = p
         self.last_t = t
+
+    def _coarsen(self, t: float) -> None:
+        """Double the bins' width (each new bin the peak of the two it joins) until `t` falls
+        within MAX_BINS of them: a run that lasts far past its last arrival (a long outage, a
+        queue of long answers) or a gateway up for weeks keeps a bounded timeline."""
+        while t >= self.bin_s * MAX_BINS:
+            joined: dict[int, float] = {}
+            for b, p in self.bins.items():
+                if joined.get(b // 2, 0.0) < p:
+                    joined[b // 2] = p
+            self.bins = joined
+            self.bin_s *= 2.0
 
     def change(self, t: float, delta_w: float) -> None:
         """The site's power changes by `delta_w` at time `t`."""
