@@ -45,3 +45,27 @@ def test_one_request_behind_a_days_outage_keeps_a_bounded_timeline(tmp_path: Pat
     assert out.governor is not None
     for site in out.governor.sites.values():
         assert len(site.bins) <= MAX_BINS
+
+
+def test_a_fleet_holds_at_most_max_replicas_in_all(tmp_path: Path) -> None:
+    """100,000 a deployment was the only bound: 50 such deployments (3 KB of YAML) took 6.5 GB
+    before the run was killed."""
+    import pytest
+
+    from wattserve.core.fleet import MAX_REPLICAS
+    from wattserve.errors import ConfigError
+
+    deps = "".join(
+        f"  h{i}: {{site: dc, model: llama-3.1-8b, hardware: h100-sxm, replicas: 40000}}\n"
+        for i in range(3)
+    )
+    path = tmp_path / "f.yaml"
+    path.write_text(f"sites:\n  dc: {{kind: datacenter}}\ndeployments:\n{deps}")
+    with pytest.raises(ConfigError) as err:
+        load_fleet(path)
+    assert err.value.field == "deployments.h2.replicas" and err.value.line == 6
+    assert f"at most {MAX_REPLICAS:,} replicas in a fleet" in str(err.value)
+    path.write_text(
+        f"sites:\n  dc: {{kind: datacenter}}\ndeployments:\n{deps[: len(deps) * 2 // 3]}"
+    )
+    assert sum(d.replicas for d in load_fleet(path).deployments) == 80_000

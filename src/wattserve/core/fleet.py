@@ -279,7 +279,7 @@ def _resolve_deployment(
     replicas = r.integer("replicas", 1)
     if replicas > MAX_REPLICAS:
         # Each replica is its own engine in simulate and serve; 99,999,999 of them hung the run.
-        raise r.err("replicas", f"at most {MAX_REPLICAS:,} per deployment, got {replicas:,}")
+        raise r.err("replicas", f"at most {MAX_REPLICAS:,} in a fleet, got {replicas:,}")
     return DeploymentSpec(
         name,
         site,
@@ -560,6 +560,16 @@ def parse_fleet(
         _resolve_deployment(n, e, sites, cat, base, path, deps_map.line_of(n))
         for n, e in deps_map.items()
     )
+    total = 0
+    for d in deps:  # each replica is an engine in simulate and serve (about 2 KB)
+        total += d.replicas
+        if total > MAX_REPLICAS:
+            raise ConfigError(
+                f"at most {MAX_REPLICAS:,} replicas in a fleet; with {d.name} there are {total:,}",
+                path=path,
+                line=deps_map.line_of(d.name),
+                field=f"deployments.{d.name}.replicas",
+            )
     hosted = tuple(
         _resolve_hosted(n, e, sites, cat, path, hosted_map.line_of(n))
         for n, e in hosted_map.items()
