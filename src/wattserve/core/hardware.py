@@ -210,8 +210,8 @@ def _unknown(entry: LineDict, allowed: set[str], where: str, path: str) -> None:
 
 
 def _text(entry: LineDict, key: str, default: str, where: str, path: str) -> str:
-    """A text field; null or absent is `default`."""
-    return Fields(entry, path, where).optional_text(key, default)
+    """A text field, printable (a note may run over lines); null or absent is `default`."""
+    return Fields(entry, path, where).optional_text(key, default, lines=key in ("notes", "note"))
 
 
 def _figure(raw: Any, kind: str, default_source: str, where: str, path: str, line: int) -> Figure:

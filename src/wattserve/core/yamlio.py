@@ -316,13 +316,22 @@ class Fields:
             raise self.err(key, f"{v!r:.80} is not a name: {NAME_RULE}")
         return v
 
-    def optional_text(self, key: str, default: str) -> str:
-        """Text that may be empty; absent or null is `default`."""
+    def optional_text(self, key: str, default: str, lines: bool = False) -> str:
+        """Text that may be empty; absent or null is `default`. Printable: an escape sequence,
+        a BEL or a carriage return would reach the terminal as is (`catalog show`,
+        `estimate --explain` print these), a bidirectional override would reorder what is
+        shown; `lines` lets line breaks through (a note written as a YAML block)."""
         v = self.d.get(key)
         if v is None:
             return default
         if not isinstance(v, str):
             raise self.err(key, f"expected text, got {shown(v)}")
+        if not v.isprintable():
+            allowed = "\n" if lines else ""
+            found = ((i, c) for i, c in enumerate(v) if not c.isprintable() and c not in allowed)
+            bad = next(found, None)
+            if bad is not None:
+                raise self.err(key, f"must be printable text: {bad[1]!r} at character {bad[0] + 1}")
         return v
 
     def number(

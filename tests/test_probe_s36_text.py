@@ -1,0 +1,80 @@
+"""Session 36's probes: text from a hardware file reached the terminal as written. A device's
+`source` with an escape sequence set the terminal's title on every line of `catalog show` and
+`estimate --explain`, a carriage return and line feed forged a line, a right-to-left override
+reordered a note; a provider's `name` and `base_url` the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wattserve.core.catalog import load_catalog
+from wattserve.errors import ConfigError
+
+DEVICE = """\
+devices:
+  my-npu:
+    name: Acme
+    vendor: Acme
+    category: asic
+    software: plugin
+    maturity: pilot
+    year: 2026
+    source: {source}
+    notes: {notes}
+    memory_gb: 96
+    mem_bw_gbps: 3200
+    peak_tflops: {{bf16: 800}}
+    tdp_w: 600
+"""
+PROVIDER = """\
+providers:
+  evil-api:
+    name: {name}
+    hardware: h100-sxm
+    base_url: {url}
+    source: s
+    models:
+      llama-3.1-8b: {{remote_name: x, usd_per_mtok_input: 0.1, usd_per_mtok_output: 0.2}}
+"""
+
+
+def load(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "hw.yaml"
+    path.write_text(text)
+    load_catalog([path])
+
+
+@pytest.mark.parametrize(
+    ("source", "notes", "field", "shown"),
+    [
+        ('"data\\e]0;TITLE\\asheet"', "plain", "my-npu.source", "'\\x1b' at character 5"),
+        ('"sheet\\r\\nFAKE LINE"', "plain", "my-npu.source", "'\\r' at character 6"),
+        ("sheet", '"n\\u202etxt"', "my-npu.notes", "'\\u202e' at character 2"),
+    ],
+)
+def test_device_text_must_be_printable(
+    tmp_path: Path, source: str, notes: str, field: str, shown: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, DEVICE.format(source=source, notes=notes))
+    assert err.value.field == field and f"must be printable text: {shown}" in str(err.value)
+
+
+def test_a_note_may_run_over_lines(tmp_path: Path) -> None:
+    load(tmp_path, DEVICE.format(source="sheet", notes="|\n      line one\n      line two"))
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "field"),
+    [
+        ('"Evil\\e]0;PWN\\a API"', "https://api.example.com/v1", "evil-api.name"),
+        ("Evil", '"https://api.example.com/v1\\r\\nX: y"', "evil-api.base_url"),
+    ],
+)
+def test_provider_text_must_be_printable(tmp_path: Path, name: str, url: str, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, PROVIDER.format(name=name, url=url))
+    assert err.value.field == field and "must be printable text" in str(err.value)
+    load(tmp_path, PROVIDER.format(name="Evil", url="https://api.example.com/v1"))
