@@ -119,7 +119,7 @@ def test_slo_classes_and_origin_sites_are_names(tmp_path: Path, workload: str, f
 def test_a_control_character_in_an_error_reaches_the_terminal_escaped(tmp_path: Path) -> None:
     """Every CLI error is printed through `printable`: a policy, dtype or class SLO named with
     a BEL and backspaces printed them raw."""
-    assert printable("co\ast\x1b[2J and \udcff\n") == "co\\x07st\\x1b[2J and \\udcff\n"
+    assert printable("co\ast\x1b[2J and \udcff\n") == "co\\x07st\\x1b[2J and \\udcff\\n"
     (tmp_path / "t.jsonl").write_text('{"arrival_s": 0, "prompt_tokens": 9, "output_tokens": 9}\n')
     fleet = str(Path(__file__).parent.parent / "examples" / "fleet-hetero.yaml")
     for args in (

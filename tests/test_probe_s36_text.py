@@ -78,3 +78,17 @@ def test_provider_text_must_be_printable(tmp_path: Path, name: str, url: str, fi
         load(tmp_path, PROVIDER.format(name=name, url=url))
     assert err.value.field == field and "must be printable text" in str(err.value)
     load(tmp_path, PROVIDER.format(name="Evil", url="https://api.example.com/v1"))
+
+
+def test_a_cli_error_is_one_line_whatever_the_file_is_called(tmp_path: Path) -> None:
+    """A file name with an escape sequence and a line break: the escape was shown escaped but
+    the line break started a second line, which the name could forge."""
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    bad = tmp_path / "bad\x1b]0;PWN\x07\nFAKE.csv"
+    bad.write_text("not,a,measurements,file\n")
+    r = CliRunner().invoke(app, ["calibrate", str(bad), "-o", str(tmp_path / "c.json")])
+    assert r.exit_code == 2 and r.output.startswith("error: "), r.output
+    assert r.output.count("\n") == 1 and "\x1b" not in r.output and "\\nFAKE.csv" in r.output

@@ -140,12 +140,12 @@ def in_any_case(name: str, known: Iterable[str]) -> str | None:
 
 
 def printable(text: str) -> str:
-    """`text` for a terminal: a control character (an escape sequence, a BEL, a backspace
-    that rewrites what came before) or a lone surrogate shown as its Python escape; line
-    breaks and tabs kept."""
+    """`text` for a terminal, on one line: a control character (an escape sequence, a BEL, a
+    backspace that rewrites what came before, a line break that starts a forged line) or a
+    lone surrogate shown as its Python escape."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def field_key(key: str) -> str:
