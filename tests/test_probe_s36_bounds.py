@@ -69,3 +69,38 @@ def test_a_fleet_holds_at_most_max_replicas_in_all(tmp_path: Path) -> None:
         f"sites:\n  dc: {{kind: datacenter}}\ndeployments:\n{deps[: len(deps) * 2 // 3]}"
     )
     assert sum(d.replicas for d in load_fleet(path).deployments) == 80_000
+
+
+def test_sigterm_ends_simulate_through_its_clean_ups(tmp_path: Path) -> None:
+    """SIGTERM (`timeout`, `kill`) ended the run at once, leaving a 75 MB hidden
+    `.req.jsonl.*.part` behind; Ctrl-C removed it. It now ends as Ctrl-C does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(
+        "generator: {kind: poisson, rate_rps: 2000, duration_s: 150, prompt_tokens: "
+        "{dist: fixed, value: 100}, output_tokens: {dist: fixed, value: 20}}\n"
+        "classes: [{model: llama-3.1-8b}]\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    fleet = Path(__file__).parent.parent / "examples" / "fleet-homogeneous.yaml"
+    args = ["--fleet", str(fleet), "--trace", str(wl), "--requests-out", str(out / "r.jsonl")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattserve", "simulate", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it began writing: make it longer"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert list(out.iterdir()) == []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import typer
 
 from wattserve.cli.bench_cmd import bench_cmd
@@ -56,5 +59,13 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (`timeout`, `kill`, a supervisor) ends a command as Ctrl-C does, through its
+    clean-ups: a half-written `--requests-out` or a profile's staging folder is removed
+    rather than left behind, as Python's default for SIGTERM (no clean-up) left them."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)  # serve and bench set their own in their loops
     app()
