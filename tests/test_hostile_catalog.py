@@ -235,6 +235,7 @@ def test_a_provider_where_a_device_is_needed_says_so(tmp_path: Path) -> None:
         (["catalog", "--maturity", "alpha"], "--maturity"),
         (["catalog", "--min-memory-gb", "nan"], "--min-memory-gb"),
         (["catalog", "--min-memory-gb", "inf"], "--min-memory-gb"),
+        (["catalog", "--min-memory-gb", "-1"], "--min-memory-gb"),
         (["estimate", "--model", "llama-3.1-8b", "--hardware", "l4", "--pue", "0.01"], "--pue"),
         (["estimate", "--model", "llama-3.1-8b", "--hardware", "l4", "--pue", "1e308"], "--pue"),
         (["rank", "--model", "llama-3.1-8b", "--pue", "0.5"], "--pue"),

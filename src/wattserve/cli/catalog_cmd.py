@@ -112,8 +112,8 @@ def catalog_list(
         raise typer.BadParameter(f"use one of {', '.join(CATEGORIES)}", param_hint="--category")
     if maturity is not None and maturity not in MATURITY:
         raise typer.BadParameter(f"use one of {', '.join(MATURITY)}", param_hint="--maturity")
-    if min_memory_gb is not None and not math.isfinite(min_memory_gb):
-        raise typer.BadParameter("must be a finite number", param_hint="--min-memory-gb")
+    if min_memory_gb is not None and not (math.isfinite(min_memory_gb) and min_memory_gb >= 0):
+        raise typer.BadParameter("must be a finite number, 0 or more", param_hint="--min-memory-gb")
     cat = load_catalog(hardware_file or [])
     rows = [
         hw
