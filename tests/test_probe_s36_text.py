@@ -92,3 +92,42 @@ def test_a_cli_error_is_one_line_whatever_the_file_is_called(tmp_path: Path) -> 
     r = CliRunner().invoke(app, ["calibrate", str(bad), "-o", str(tmp_path / "c.json")])
     assert r.exit_code == 2 and r.output.startswith("error: "), r.output
     assert r.output.count("\n") == 1 and "\x1b" not in r.output and "\\nFAKE.csv" in r.output
+
+
+POLICIES = """
+from wattserve.core.policy import Decision
+
+
+class Evil:
+    name = "ev\\x1b]0;pwn\\x07il"
+
+    def choose(self, req, view):
+        c = view.candidates(req)
+        return Decision(c[0].name if c else None, "")
+
+
+class Exits:
+    def choose(self, req, view):
+        raise SystemExit(0)
+"""
+
+
+def test_a_policy_of_your_own_is_shown_escaped_and_may_not_end_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy class's `name` reached simulate's table raw (an escape sequence that set the
+    terminal's title); a `choose` that raised SystemExit ended simulate with status 0 and no
+    report."""
+    from typer.testing import CliRunner
+
+    from wattserve.cli.app import app
+
+    (tmp_path / "s36pols.py").write_text(POLICIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "t.jsonl").write_text('{"arrival_s": 0, "prompt_tokens": 9, "output_tokens": 9}\n')
+    fleet = str(Path(__file__).parent.parent / "examples" / "fleet-homogeneous.yaml")
+    run = ["simulate", "--fleet", fleet, "--trace", str(tmp_path / "t.jsonl"), "--policy"]
+    r = CliRunner().invoke(app, [*run, "s36pols:Evil"])
+    assert r.exit_code == 0 and "\x1b" not in r.output and "ev\\x1b]0;pwn\\x07il" in r.output
+    r = CliRunner().invoke(app, [*run, "s36pols:Exits"])
+    assert r.exit_code == 0 and "choose() raised SystemExit(0)" in r.output, r.output

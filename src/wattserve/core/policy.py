@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from wattserve.core.workload import SLO, Request
-from wattserve.errors import ConfigError
+from wattserve.errors import ConfigError, printable
 
 
 class Decision(NamedTuple):
@@ -324,12 +324,16 @@ class _UserPolicy:
             name = getattr(policy, "name", None)
         except Exception:  # a `name` property that raises is still the user's error, not ours
             name = None
-        self.name = name if isinstance(name, str) and name else spec
+        # printed in simulate's table and in every reason: a name with an escape sequence in
+        # it would reach the terminal as written
+        self.name = printable(name)[:100] if isinstance(name, str) and name.strip() else spec
 
     def choose(self, req: Request, view: FleetView) -> Decision:
         try:
             d = self.policy.choose(req, view)
-        except Exception as exc:  # the user's code: whatever it raises is their error to read
+        # the user's code: whatever it raises is their error to read (a SystemExit had ended
+        # simulate at once, with exit status 0 and no report)
+        except (Exception, SystemExit) as exc:
             return Decision(None, f"policy {self.name}: choose() raised {exc!r:.200}")
         if not isinstance(d, Decision):
             return Decision(
@@ -381,7 +385,7 @@ def make_policy(spec: str) -> Policy:
             raise ConfigError(f"{spec} is not a class", field="policy")
         try:
             policy = obj()
-        except Exception as exc:  # the user's code: whatever it raises is their error to read
+        except (Exception, SystemExit) as exc:  # the user's code: their error to read
             raise ConfigError(f"{spec}() failed: {exc!r:.200}", field="policy") from None
         if not callable(getattr(policy, "choose", None)):
             raise ConfigError(f"{spec} has no choose(request, view) method", field="policy")
