@@ -37,6 +37,48 @@ redis.call('PEXPIRE', KEYS[1], math.min(math.ceil(burst / rate * 1000) + 1000, m
 return wait
 """
 
+# What every budget script reads through: values written by another program or a hand
+# (redis-cli) are not trusted to be numbers. A spend that is not a finite number >= 0 is set to
+# the ledger's; a sum of holds that is not a finite number is set so high that the next
+# reservation it would refuse sums the live holds again; a hold that is not two finite
+# numbers >= 0 is dropped. Before, a planted "nan" spend let a key spend three times its
+# budget (Lua compares nothing with NaN), and HINCRBYFLOAT's refusal of it failed every
+# settlement after it, which counted as Redis lost: every keyed request refused.
+_CHECKED = """
+local UNKNOWN_HELD = 1e300
+local function finite(v)
+  if v == nil or v ~= v or v == math.huge or v == -math.huge then return nil end
+  return v
+end
+local function spend(key, field, floor)
+  local v = finite(tonumber(redis.call('HGET', key, field)))
+  if v == nil or v < 0 then
+    redis.call('HSET', key, field, floor)
+    return tonumber(floor)
+  end
+  return v
+end
+local function held_sum(key, field)
+  local raw = redis.call('HGET', key, field)
+  if not raw then return 0 end
+  local v = finite(tonumber(raw))
+  if v == nil then
+    redis.call('HSET', key, field, string.format('%.17g', UNKNOWN_HELD))
+    return UNKNOWN_HELD
+  end
+  return math.max(0, v)
+end
+local function hold_of(holds, field, text)
+  local u, j = string.match(text, '^(%S+) (%S+)$')
+  u, j = finite(tonumber(u)), finite(tonumber(j))
+  if u == nil or j == nil or u < 0 or j < 0 then
+    redis.call('HDEL', holds, field)
+    return nil, nil
+  end
+  return u, j
+end
+"""
+
 # Sum a key's live holds again (KEYS[1] spent, KEYS[2] holds, ARGV[1] prefix), dropping those
 # of replicas whose heartbeat expired, charging their slabs, and storing the new sums. Leaves
 # the sums in held_usd, held_j and the slabs charged in dead_usd, dead_j.
@@ -44,20 +86,22 @@ _LIVE_HOLDS = """
 local held_usd, held_j, dead_usd, dead_j, alive = 0, 0, 0, 0, {}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
-  local rid = string.match(all[i], '^(.*):')
+  local rid = string.match(all[i], '^(.*):') or ''
   if alive[rid] == nil then  -- each replica's heartbeat key looked up once
     alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid)
   end
-  local u, j = string.match(all[i + 1], '^(%S+) (%S+)$')
-  if alive[rid] == 0 then
+  local u, j = hold_of(KEYS[2], all[i], all[i + 1])
+  if u == nil then
+    -- not a hold (hold_of dropped it)
+  elseif alive[rid] == 0 then
     redis.call('HDEL', KEYS[2], all[i])
     if string.match(all[i], ':s%d+$') then
-      dead_usd = dead_usd + tonumber(u)
-      dead_j = dead_j + tonumber(j)
+      dead_usd = dead_usd + u
+      dead_j = dead_j + j
     end
   else
-    held_usd = held_usd + tonumber(u)
-    held_j = held_j + tonumber(j)
+    held_usd = held_usd + u
+    held_j = held_j + j
   end
 end
 if dead_usd > 0 or dead_j > 0 then
@@ -76,11 +120,9 @@ redis.call('HSET', KEYS[1], 'held_usd', string.format('%.17g', held_usd),
 # replicas that died are in that sum until a reservation it would refuse sums the live holds
 # again (dropping the dead ones): the answer is the same as summing them every time.
 RESERVE = (
-    """
-redis.call('HSETNX', KEYS[1], 'usd', ARGV[7])
-redis.call('HSETNX', KEYS[1], 'j', ARGV[8])
-local s = redis.call('HMGET', KEYS[1], 'usd', 'j', 'held_usd', 'held_j')
-local spent = {tonumber(s[1]), tonumber(s[2])}
+    _CHECKED
+    + """
+local spent = {spend(KEYS[1], 'usd', ARGV[7]), spend(KEYS[1], 'j', ARGV[8])}
 local budget = {tonumber(ARGV[3]), tonumber(ARGV[4])}
 local need = {tonumber(ARGV[5]), tonumber(ARGV[6])}
 local function short(held)
@@ -94,7 +136,7 @@ local function short(held)
   end
   return nil
 end
-local held = {math.max(0, tonumber(s[3]) or 0), math.max(0, tonumber(s[4]) or 0)}
+local held = {held_sum(KEYS[1], 'held_usd'), held_sum(KEYS[1], 'held_j')}
 local u = short(held)
 if u then
 """
@@ -117,23 +159,33 @@ return {1}
 # Settle holds, 5 arguments each: KEYS a spent hash and a holds hash per hold; ARGV per hold:
 # hold field, charge $, charge J, ledger's spent $, J. A hold still there leaves the sum of
 # holds; one dropped as its replica's (expired) is not in it any more.
-SETTLE = """
+SETTLE = (
+    _CHECKED
+    + """
 for i = 1, #KEYS / 2 do
   local spent, holds, a = KEYS[2 * i - 1], KEYS[2 * i], (i - 1) * 5
   local h = redis.call('HGET', holds, ARGV[a + 1])
   if h then
+    local u, j = hold_of(holds, ARGV[a + 1], h)
     redis.call('HDEL', holds, ARGV[a + 1])
-    local u, j = string.match(h, '^(%S+) (%S+)$')
-    redis.call('HINCRBYFLOAT', spent, 'held_usd', string.format('%.17g', -tonumber(u)))
-    redis.call('HINCRBYFLOAT', spent, 'held_j', string.format('%.17g', -tonumber(j)))
+    held_sum(spent, 'held_usd')
+    held_sum(spent, 'held_j')
+    if u then
+      redis.call('HINCRBYFLOAT', spent, 'held_usd', string.format('%.17g', -u))
+      redis.call('HINCRBYFLOAT', spent, 'held_j', string.format('%.17g', -j))
+    else  -- the sum held what was there: unknown now
+      redis.call('HSET', spent, 'held_usd', string.format('%.17g', UNKNOWN_HELD),
+                 'held_j', string.format('%.17g', UNKNOWN_HELD))
+    end
   end
-  redis.call('HSETNX', spent, 'usd', ARGV[a + 4])
-  redis.call('HSETNX', spent, 'j', ARGV[a + 5])
+  spend(spent, 'usd', ARGV[a + 4])
+  spend(spent, 'j', ARGV[a + 5])
   redis.call('HINCRBYFLOAT', spent, 'usd', ARGV[a + 2])
   redis.call('HINCRBYFLOAT', spent, 'j', ARGV[a + 3])
 end
 return #KEYS / 2
 """
+)
 SETTLE_BATCH = 256  # settlements per script call at most
 
 Settlement = tuple[list[str], list[str]]  # one hold's SETTLE keys and arguments
@@ -157,15 +209,23 @@ def batched(settlements: list[Settlement]) -> Iterator[tuple[int, list[str], lis
 # The spend is added even when the slab is gone (Redis restarted empty, or this replica was
 # counted dead and the slab charged in full): counted twice at worst, never lost.
 SLAB = (
-    """
-redis.call('HSETNX', KEYS[1], 'usd', ARGV[14])
-redis.call('HSETNX', KEYS[1], 'j', ARGV[15])
+    _CHECKED
+    + """
+spend(KEYS[1], 'usd', ARGV[14])
+spend(KEYS[1], 'j', ARGV[15])
+held_sum(KEYS[1], 'held_usd')
+held_sum(KEYS[1], 'held_j')
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
 if cur then
+  local u, j = hold_of(KEYS[2], ARGV[2], cur)
   redis.call('HDEL', KEYS[2], ARGV[2])
-  local u, j = string.match(cur, '^(%S+) (%S+)$')
-  redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', string.format('%.17g', -tonumber(u)))
-  redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', string.format('%.17g', -tonumber(j)))
+  if u then
+    redis.call('HINCRBYFLOAT', KEYS[1], 'held_usd', string.format('%.17g', -u))
+    redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', string.format('%.17g', -j))
+  else
+    redis.call('HSET', KEYS[1], 'held_usd', string.format('%.17g', UNKNOWN_HELD),
+               'held_j', string.format('%.17g', UNKNOWN_HELD))
+  end
 end
 redis.call('HINCRBYFLOAT', KEYS[1], 'usd', ARGV[5])
 redis.call('HINCRBYFLOAT', KEYS[1], 'j', ARGV[6])

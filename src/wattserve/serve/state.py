@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import uuid
 from collections import deque
@@ -36,6 +37,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from wattserve.core.sites import MAX_POWER_W
 from wattserve.errors import ConfigError
 from wattserve.serve.budgets import Refusal
 from wattserve.serve.leases import PowerLeases
@@ -100,6 +102,7 @@ class SharedState:
         self.ejected: dict[str, tuple[float, bool]] = {}
         self.drained: set[str] = set()
         self.caps: dict[str, float | None] = {}  # site -> cap set at run time (shared)
+        self._warned: set[tuple[str, bytes]] = set()  # bad values read, warned about once
         self.pending: deque[Settlement] = deque()  # settlements to replay
         self.on_sync: list[Callable[[], None]] = []
         self.on_beat: list[Callable[[], Awaitable[None]]] = []  # after each heartbeat
@@ -187,8 +190,8 @@ class SharedState:
         pipe.hgetall(self.key("drained"))
         pipe.hgetall(self.key("caps"))
         drained, caps = await pipe.execute()
-        self.drained = {k.decode() for k in drained}
-        self.caps = {k.decode(): (None if v == b"none" else float(v)) for k, v in caps.items()}
+        self.drained = {n for k in drained if (n := self._name(k, "drained")) is not None}
+        self.caps = self._caps(caps)
         keys = [k async for k in self.redis.scan_iter(match=self.key("eject", "*"), count=1000)]
         pipe = self.redis.pipeline(transaction=False)
         for k in keys:
@@ -196,9 +199,9 @@ class SharedState:
             pipe.get(k)
         found = await pipe.execute() if keys else []
         self.ejected = {
-            k.decode()[len(self.key("eject", "")) :]: (ttl / 1000, kind == LIMITED)
+            name[len(self.key("eject", "")) :]: (ttl / 1000, kind == LIMITED)
             for k, ttl, kind in zip(keys, found[::2], found[1::2], strict=True)
-            if ttl > 0
+            if ttl > 0 and (name := self._name(k, "eject")) is not None
         }
         if not self.up:
             log.info("wattserve: shared state at %s is up (%d replicas)", self.url, self.replicas)
@@ -210,6 +213,47 @@ class SharedState:
             await beat()
         if self.leases is not None:
             await self.leases.renew()
+
+    # -- what the beat reads: written by the gateways' own admin calls, or by anyone who may
+    # write to Redis (an operator's redis-cli, another program): a value set_cap would not take
+    # is left out with a warning, never a crash of the beat (which had stopped it for good:
+    # its heartbeat key expired, so every replica counted the others dead and dropped their
+    # holds, and keys spent past their budgets)
+
+    def _name(self, raw: bytes, where: str) -> str | None:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            self._bad(where, raw, "not UTF-8")
+            return None
+
+    def _caps(self, raw: dict[bytes, bytes]) -> dict[str, float | None]:
+        caps: dict[str, float | None] = {}
+        for k, v in raw.items():
+            site = self._name(k, "caps")
+            if site is None:
+                continue
+            if v == b"none":
+                caps[site] = None
+                continue
+            try:
+                cap = float(v)
+            except ValueError:
+                cap = math.nan
+            if 0.0 < cap <= MAX_POWER_W:  # False for NaN
+                caps[site] = cap
+            else:
+                self._bad(f"caps {site!r}", v, f"not a cap (over 0 W, at most {MAX_POWER_W:g})")
+        return caps
+
+    def _bad(self, where: str, value: bytes, why: str) -> None:
+        """One warning per bad value (the beat reads it every second)."""
+        seen = (where, value[:200])
+        if seen not in self._warned and len(self._warned) < 1000:
+            self._warned.add(seen)
+            log.warning(
+                "wattserve: shared state %s holds %r: %s; left out", where, value[:200], why
+            )
 
     def _fence_after(self, sent: float) -> None:
         """Redis took a heartbeat sent at `sent` (loop time): its key lives at least a TTL from
@@ -243,6 +287,9 @@ class SharedState:
             try:
                 await self._beat()
             except (RedisError, OSError) as exc:
+                self.lost(exc)
+            except Exception as exc:  # anything else: the beat must go on (see _name)
+                log.warning("wattserve: the shared state's heartbeat failed: %r", exc)
                 self.lost(exc)
 
     def failed(self, exc: BaseException) -> Refusal:
