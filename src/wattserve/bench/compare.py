@@ -5,6 +5,7 @@ error of the second against the first. Reading the files themselves: `results.py
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -48,6 +49,7 @@ WHOLE = frozenset(
 )
 SHARES = frozenset({"slo_attainment"})
 MAX_WHOLE = 2**53  # counts, token lengths and trace rows past this are not a count of anything
+MAX_S = 1e9  # a latency or a time from the start past this (31 years) is not one measured
 
 
 def _finite(v: float | None) -> float | None:
@@ -82,13 +84,23 @@ def figure(v: Any, name: str, *, whole: bool = False, share: bool = False) -> fl
     return x
 
 
+def seconds(v: Any, name: str, *, per: float = 1.0, unit: str = "s") -> float | None:
+    """A latency a result file gives (in `unit`, `per` of them a second): a figure, and within
+    MAX_S seconds; else a ConfigError naming it."""
+    x = figure(v, name)
+    if x is not None and x / per > MAX_S:
+        raise ConfigError(
+            f"{x:.3g} {unit} is past {MAX_S:.0e} s (31 years): not a latency measured", field=name
+        )
+    return None if x is None else x / per
+
+
 def _num(raw: dict[str, Any], key: str) -> float | None:
     return figure(raw.get(key), key, whole=key in WHOLE, share=key in SHARES)
 
 
 def _ms(raw: dict[str, Any], key: str) -> float | None:
-    v = _num(raw, key)
-    return None if v is None else v / 1e3
+    return seconds(raw.get(key), key, per=1e3, unit="ms")
 
 
 def kind_of(raw: Any) -> str:
@@ -108,22 +120,35 @@ def kind_of(raw: Any) -> str:
 
 def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
     """The shared metrics of one result object (None where the file has no figure). A figure
-    that is not a finite number >= 0 (a share above 1, a count with a fraction) is a
-    ConfigError naming its field."""
+    that is not a finite number >= 0 (a share above 1, a count with a fraction, a latency past
+    MAX_S), percentiles out of order (p50 above p99) and more requests completed than made
+    are ConfigErrors naming the field."""
     out: dict[str, float | None] = dict.fromkeys(m for m, _ in METRICS)
+    src: dict[str, str] = {}  # the field of the file each figure came from, for errors
+
+    def put(key: str, field: str, value: float | None) -> None:
+        out[key] = value
+        src[key] = field
+
     if "mean_ttft_ms" in raw:  # vLLM's names (bench writes them too)
         for name, ours in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2el", "e2e")):
-            out[f"{ours}_mean_s"] = _ms(raw, f"mean_{name}_ms")
-            out[f"{ours}_p50_s"] = _ms(raw, f"median_{name}_ms")
-            for p in (90, 99):
-                if f"{ours}_p{p}_s" in out:
-                    out[f"{ours}_p{p}_s"] = _ms(raw, f"p{p}_{name}_ms")
+            for stat, theirs in (
+                ("mean", "mean"),
+                ("p50", "median"),
+                ("p90", "p90"),
+                ("p99", "p99"),
+            ):
+                key = f"{theirs}_{name}_ms"
+                put(f"{ours}_{stat}_s", key, _ms(raw, key))
     if "mean_ttft_ms" in raw or "request_throughput" in raw:
-        out["request_throughput"] = _num(raw, "request_throughput")
-        out["output_throughput"] = _num(raw, "output_throughput")
-        out["output_tokens"] = _num(raw, "total_output_tokens")
-        out["completed"] = _num(raw, "completed")
-        out["failed"] = _num(raw, "failed")
+        for ours, theirs in (
+            ("request_throughput", "request_throughput"),
+            ("output_throughput", "output_throughput"),
+            ("output_tokens", "total_output_tokens"),
+            ("completed", "completed"),
+            ("failed", "failed"),
+        ):
+            put(ours, theirs, _num(raw, theirs))
         if out["completed"] is not None:
             out["requests"] = _finite(out["completed"] + (out["failed"] or 0.0))
     for ours in ("ttft", "tpot", "e2e"):  # simulate's names fill what is still missing
@@ -133,8 +158,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
         for p in (50, 90, 99):
             key = f"{ours}_p{p}_s"
             if pct is not None and out.get(key) is None:
-                out[key] = figure(pct.get(f"p{p}"), f"{ours}_s.p{p}")
-    for key, src in (
+                put(key, f"{ours}_s.p{p}", seconds(pct.get(f"p{p}"), f"{ours}_s.p{p}"))
+    for key, field in (
         ("requests", "requests"),
         ("completed", "completed"),
         ("failed", "rejected"),
@@ -145,11 +170,40 @@ def metrics(raw: dict[str, Any]) -> dict[str, float | None]:
         ("usd_per_mtok", "usd_per_mtok"),
     ):
         if out[key] is None:
-            out[key] = _num(raw, src)
+            put(key, field, _num(raw, field))
     span = _num(raw, "span_s")
     if out["request_throughput"] is None and span and out["completed"] is not None:
         out["request_throughput"] = _finite(out["completed"] / span)
+    _consistent(out, src)
     return out
+
+
+def _consistent(out: dict[str, float | None], src: dict[str, str]) -> None:
+    """Figures that contradict each other: a percentile below a lower one, more requests
+    completed (or completed and refused) than made."""
+    for ours in ("ttft", "tpot", "itl", "e2e"):
+        known = [(k, v) for p in (50, 90, 99) if (v := out[k := f"{ours}_p{p}_s"]) is not None]
+        for (low_key, low), (high_key, high) in pairwise(known):
+            if low > high * (1 + 1e-9):  # not a rounding of one interpolation
+                raise ConfigError(
+                    f"{high:.6g} s is below {src[low_key]} ({low:.6g} s): a higher percentile "
+                    "is never lower (a file edited?)",
+                    field=src[high_key],
+                )
+    made, done, failed = out["requests"], out["completed"], out["failed"]
+    if made is None or done is None:
+        return
+    if done > made:
+        raise ConfigError(
+            f"{done:.0f} requests completed, more than the {made:.0f} made "
+            f"({src.get('requests', 'requests')})",
+            field=src["completed"],
+        )
+    if failed is not None and done + failed > made:
+        raise ConfigError(
+            f"{failed:.0f} failed and {done:.0f} completed of {made:.0f} requests made",
+            field=src["failed"],
+        )
 
 
 class Timed(NamedTuple):
@@ -210,10 +264,12 @@ def _records(records: list[RequestRecord]) -> list[Timed]:
 
 def per_request(raw: dict[str, Any]) -> list[Timed]:
     """The completed requests of a result: `simulate --requests-out` records, or bench's
-    lists (`ttfts`, `e2els`, `input_lens`, `output_lens`, `errors`, `trace_rows`), or
-    vLLM's by position; failed requests are left out. A listed latency or length that is not
-    a number >= 0 is a ConfigError naming it (`ttfts[3]`); so is a list whose length is not
-    that of `ttfts`, and a trace row listed twice."""
+    lists (`ttfts`, `e2els`, `input_lens`, `output_lens`, `errors`, `trace_rows`, `itls`), or
+    vLLM's by position; failed requests are left out. What a requests file's reader refuses
+    is refused here too, naming the entry (`ttfts[3]`): a listed latency or length that is not
+    a number >= 0, a latency past MAX_S, an end before the first token; so is a list whose
+    length is not that of `ttfts`, a trace row listed twice, and more requests `completed`
+    than the lists hold without an error."""
     records = raw.get("records")
     if isinstance(records, list) and records and isinstance(records[0], RequestRecord):
         return _records(records)
@@ -236,7 +292,7 @@ def per_request(raw: dict[str, Any]) -> list[Timed]:
         v = raw.get(key)
         return v if isinstance(v, list) else [fill] * n
 
-    rows, e2es, ins, outs, errs, backends = (
+    rows, e2es, ins, outs, errs, backends, itls = (
         column(k, f)
         for k, f in (
             ("trace_rows", 0),
@@ -245,9 +301,10 @@ def per_request(raw: dict[str, Any]) -> list[Timed]:
             ("output_lens", None),
             ("errors", ""),
             ("request_backends", None),
+            ("itls", []),
         )
     )
-    rows = [r if isinstance(r, int) and not isinstance(r, bool) else 0 for r in rows]
+    rows = [int(figure(r, f"trace_rows[{i}]", whole=True) or 0) for i, r in enumerate(rows)]
     dup = _twice(rows)
     if dup is not None:
         raise ConfigError(
@@ -256,29 +313,58 @@ def per_request(raw: dict[str, Any]) -> list[Timed]:
             field="trace_rows",
         )
     out = []
-    for i, (row, t, e, p, tokens, err, backend) in enumerate(
-        zip(rows, ttfts, e2es, ins, outs, errs, backends, strict=True)
+    for i, (row, t, e, p, tokens, err, backend, gaps) in enumerate(
+        zip(rows, ttfts, e2es, ins, outs, errs, backends, itls, strict=True)
     ):
         if err:
             continue
-        ttft = figure(t, f"ttfts[{i}]") or None  # vLLM writes 0 for a latency it has not
-        e2e = figure(e, f"e2els[{i}]") or None
+        # vLLM writes 0 for a latency it has not: 0 is no figure
+        ttft = seconds(t, f"ttfts[{i}]")
+        e2e = seconds(e, f"e2els[{i}]")
+        if ttft and e2e is not None and e2e < ttft:
+            raise ConfigError(
+                f"{e2e} is below ttfts[{i}] ({ttft}): a request ends after its first token",
+                field=f"e2els[{i}]",
+            )
+        _gaps(gaps, i)
         prompt = figure(p, f"input_lens[{i}]", whole=True)
         count = figure(tokens, f"output_lens[{i}]", whole=True)
-        per_token = per_token_s(ttft, e2e, int(count or 0))
+        per_token = per_token_s(ttft or None, e2e or None, int(count or 0))
         out.append(
             Timed(
                 row,
                 i,
-                ttft,
+                ttft or None,
                 per_token,
-                e2e,
+                e2e or None,
                 None if prompt is None else int(prompt),
                 None if count is None else int(count),
                 backend if isinstance(backend, str) else None,
             )
         )
+    done = figure(raw.get("completed"), "completed", whole=True)
+    if done is not None and done > len(out):
+        raise ConfigError(
+            f"{done:.0f} requests completed where ttfts lists {n}, {len(out)} of them without "
+            "an error: one entry per request (a file cut short or edited?)",
+            field="completed",
+        )
     return out
+
+
+def _gaps(gaps: Any, i: int) -> None:
+    """`itls[i]`: a completed request's gaps between tokens, each a latency (seconds)."""
+    if not isinstance(gaps, list):
+        raise ConfigError(
+            f"must be a list of the gaps between tokens (s), got {_show(gaps)}",
+            field=f"itls[{i}]",
+        )
+    # the common case at C speed (a NaN fails both comparisons); the first bad one named
+    if all(type(g) in (float, int) and 0 <= g <= MAX_S for g in gaps):
+        return
+    for j, g in enumerate(gaps):
+        if seconds(g, f"itls[{i}][{j}]") is None:
+            raise ConfigError("must be a number, got None", field=f"itls[{i}][{j}]")
 
 
 class Pairing(NamedTuple):
@@ -484,11 +570,20 @@ def _fmt(v: float | None, unit: str) -> str:
     return f"{v:.4g}" + (f" {unit}" if unit else "")
 
 
+def _pct(error: float | None, sign: str = "+") -> str:
+    """An error as a percentage; one past a million percent in three digits (a tiny A), not a
+    line of hundreds."""
+    if error is None:
+        return "-"
+    v = 100 * error
+    return f"{v:{sign}.1f} %" if abs(v) < 1e6 else f"{v:{sign}.3g} %"
+
+
 def table(rows: list[dict[str, Any]], label_a: str, label_b: str) -> str:
     head = f"{'metric':22} {label_a[:18]:>18} {label_b[:18]:>18} {'B - A':>14} {'error':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        err = "-" if r["error"] is None else f"{100 * r['error']:+.1f} %"
+        err = _pct(r["error"])
         lines.append(
             f"{r['metric']:22} {_fmt(r['a'], r['unit']):>18} {_fmt(r['b'], r['unit']):>18} "
             f"{_fmt(r['diff'], r['unit']):>14} {err:>9}"
@@ -521,8 +616,7 @@ def paired_table(rows: list[dict[str, Any]], pairing: Pairing) -> str:
         "-" * len(head),
     ]
     for r in rows:
-        err = "-" if r["median_error"] is None else f"{100 * r['median_error']:+.1f} %"
-        abs_err = "-" if r["median_abs_error"] is None else f"{100 * r['median_abs_error']:.1f} %"
+        err, abs_err = _pct(r["median_error"]), _pct(r["median_abs_error"], "-")
         lines.append(
             f"{r['metric']:14} {r['pairs']:>7} {_fmt(r['median_abs_diff_s'], 's'):>14} "
             f"{_fmt(r['p90_abs_diff_s'], 's'):>14} {err:>13} {abs_err:>15}"

@@ -3,24 +3,38 @@ or the list `--compare` writes), `simulate --requests-out` (JSON lines), `bench 
 `vllm bench serve`'s result file.
 
 Each is a regular file of bounded size read as UTF-8 (`core/textfile.py`); anything wrong with
-it (empty, not JSON, nested too deeply, a figure that is not a finite number >= 0, no figure
-compare reads at all) is a ConfigError naming the file, and its line and field where there
-is one.
+it (empty, not JSON, nested too deeply, a figure that is not a finite number >= 0, figures
+that contradict each other, no figure compare reads at all) is a ConfigError naming the file,
+and its line and field where there is one (docs/bench.md#wattserve-compare).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from wattserve.bench.compare import MAX_WHOLE, Timed, kind_of, metrics, per_request, records_result
-from wattserve.core.records import RequestRecord, parse_record
+from wattserve.bench.compare import (
+    MAX_S,
+    MAX_WHOLE,
+    Timed,
+    kind_of,
+    metrics,
+    per_request,
+    records_result,
+)
+from wattserve.core.records import OK, RequestRecord, parse_record
 from wattserve.core.textfile import load_json, read_text
 from wattserve.errors import ConfigError
 
-MAX_RECORD_S = 1e9  # a requests file's times, from the trace's start: 31 years
+MAX_RECORD_S = MAX_S  # a requests file's times, from the trace's start: 31 years
 RECORD_TIMES = ("arrival_s", "admitted_s", "first_token_s", "end_s")
+# the latencies a line repeats from its times (what compare reads are the times): a copy
+# rounded for reading (the docs' example, to 0.1 ms) agrees; one edited or of another run not
+DERIVED = ("ttft_s", "tpot_s", "e2e_s")
+DERIVED_TOL_S, DERIVED_TOL_SHARE = 1e-4, 1e-3
 TIME_ORDER = (
     ("arrival_s", "admitted_s"),
     ("arrival_s", "first_token_s"),
@@ -70,7 +84,34 @@ def _record(obj: Any, path: Path, line: int | None) -> RequestRecord:
         t0, t1 = getattr(rec, before), getattr(rec, after)
         if t0 is not None and t1 is not None and t1 < t0:
             raise error(f"{t1} is before {before} ({t0})", after)
+    if rec.status == OK:  # else it drops out of the means, and the file counts it completed
+        for key in ("first_token_s", "end_s"):
+            if getattr(rec, key) is None:
+                raise error("is null on a line of status ok: a completed request has one", key)
+    for key in DERIVED:
+        _derived(obj, rec, key, error)
     return rec
+
+
+def _derived(
+    obj: dict[str, Any], rec: RequestRecord, key: str, error: Callable[..., ConfigError]
+) -> None:
+    """A line's `ttft_s`, `tpot_s` or `e2e_s` where it gives one: a finite number >= 0, the
+    one its times give (docs/simulate.md#--requests-out)."""
+    given = obj.get(key)
+    if given is None:
+        return
+    if isinstance(given, bool) or not isinstance(given, int | float) or not 0 <= given < math.inf:
+        raise error(f"must be a finite number >= 0 or null, got {given!r:.40}", key)
+    want = getattr(rec, key)
+    if want is None:
+        raise error(
+            f"is {given} where the line's times give none (first_token_s or end_s null, or "
+            "one output token for tpot_s)",
+            key,
+        )
+    if abs(given - want) > DERIVED_TOL_S + DERIVED_TOL_SHARE * abs(want):
+        raise error(f"is {given} where the line's times give {want:.6g}", key)
 
 
 def _lines(path: Path, text: str) -> list[RequestRecord] | None:
@@ -128,15 +169,41 @@ def _requests(path: Path, records: list[RequestRecord], pick: str | None) -> Res
     return ResultFile("requests", label, raw, metrics(raw), per_request(raw), note)
 
 
+def _policy(raw: dict[str, Any], path: Path, field: str = "policy") -> str:
+    """A simulate result's policy: the name simulate gives it, never null or a number."""
+    name = raw.get("policy")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(
+            f"must be the name of the policy simulated, got {_short(repr(name))}",
+            path=str(path),
+            field=field,
+        )
+    return name
+
+
 def _from_list(raw: list[Any], path: Path, pick: str | None) -> tuple[dict[str, Any], str]:
-    """One object of simulate --json --compare's list: the one picked, or the first."""
-    objs = [r for r in raw if isinstance(r, dict)]
+    """One object of simulate --json --compare's list: the one picked, or the first. Each
+    names its policy, each a different one (as simulate --compare writes them)."""
+    objs = [(i, r) for i, r in enumerate(raw) if isinstance(r, dict)]
     if not objs:
         raise ConfigError(
             "a list with no result of simulate --json --compare in it", path=str(path)
         )
-    names = [_short(str(r.get("policy"))) for r in objs]
-    chosen = [r for r in objs if pick is None or r.get("policy") == pick]
+    seen: dict[str, int] = {}
+    for i, r in objs:
+        if "policy" not in r:  # not a simulate result: named as such if it is taken
+            continue
+        name = _policy(r, path, f"[{i}].policy")
+        if name in seen:
+            raise ConfigError(
+                f"'{_short(name)}' is also the policy of entry {seen[name]}: simulate "
+                "--compare runs each policy once (two files joined?)",
+                path=str(path),
+                field=f"[{i}].policy",
+            )
+        seen[name] = i
+    names = [_short(str(r.get("policy"))) for _, r in objs]
+    chosen = [r for _, r in objs if pick is None or r.get("policy") == pick]
     if not chosen:
         raise ConfigError(
             f"no policy '{_short(str(pick))}' in this file (it holds {_names(names)})",
@@ -191,5 +258,13 @@ def _load(path: Path, pick: str | None) -> ResultFile:
             "not a result of simulate --json, bench --json or vllm bench serve",
             path=str(path),
         )
-    label = f"{kind}:{_short(str(raw['policy']))}" if kind == "simulate" else kind
+    label = kind
+    if kind == "simulate":
+        policy = _policy(raw, path)
+        if pick is not None and policy != pick:
+            raise ConfigError(
+                f"no policy '{_short(pick)}' in this file (it holds {_short(policy)})",
+                path=str(path),
+            )
+        label = f"{kind}:{_short(policy)}"
     return ResultFile(kind, label, raw, metrics(raw), per_request(raw), note)

@@ -12,6 +12,9 @@ from wattserve.bench.results import load
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.errors import ConfigError
 
+# the files that hold a policy (simulate --json and --requests-out): --policy picks in them
+POLICY_KINDS = frozenset({"simulate", "requests"})
+
 
 @reports_errors
 def compare_cmd(
@@ -34,6 +37,12 @@ def compare_cmd(
     vllm bench serve results;
     error = (B - A) / A per metric, and request by request where both files list requests."""
     fa, fb = load(a, policy), load(b, policy)
+    if policy is not None and not {fa.kind, fb.kind} & POLICY_KINDS:
+        raise ConfigError(
+            f"picks one policy of a simulate result (--json or --requests-out); {a} "
+            f"({fa.kind}) and {b} ({fb.kind}) hold none: leave --policy out",
+            field="--policy",
+        )
     rows = compare(fa.figures, fb.figures)
     for f in (fa, fb):
         if f.note:
