@@ -16,7 +16,7 @@ import typer
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import make_policy
-from wattserve.errors import ConfigError
+from wattserve.errors import ConfigError, printable
 
 keys_app = typer.Typer(help="API keys: create (shown once, stored hashed), list, revoke.")
 DbOption = Annotated[Path, typer.Option(help="The ledger (SQLite).")]
@@ -232,7 +232,7 @@ def usage_cmd(
         )
         guessed = guessed or "~" in tokens_in + tokens_out
         typer.echo(
-            f"{r['group']!s:24} {r['requests']:>9} {r['ok'] or 0:>7} "
+            f"{printable(str(r['group'])):24} {r['requests']:>9} {r['ok'] or 0:>7} "
             f"{tokens_in:>10} {tokens_out:>10} "
             f"{energy:>11} {usd:>10} {ttft:>11}"
         )
@@ -283,18 +283,16 @@ def keys_create(
         raise ConfigError(problem, field="name")
     ledger = Ledger(db)
     # `usage --by key` groups by name: two live keys of one name would be summed as one
-    same = [k["id"] for k in ledger.list_keys() if k["name"] == name and not k["revoked"]]
-    if same:
-        raise ConfigError(
-            f"a key named {name!r:.100} exists (id {same[0]}); revoke it "
-            "(`wattserve keys revoke ID`) or give another name",
-            field="name",
-        )
-    typer.echo(
-        ledger.create_key(
-            name, admin=admin, budget_usd=budget_usd, budget_j=budget_j, rps=rps, metrics=metrics
-        )
+    key = ledger.create_key(
+        name,
+        admin=admin,
+        budget_usd=budget_usd,
+        budget_j=budget_j,
+        rps=rps,
+        metrics=metrics,
+        unique_name=True,
     )
+    typer.echo(key)
 
 
 KEY_NAME_CHARS = 128

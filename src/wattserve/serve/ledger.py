@@ -241,19 +241,23 @@ def _connect(path: str) -> sqlite3.Connection:
     return db
 
 
-def _check_existing(path: str) -> None:
-    """Refuse, without writing anything, a path that is not an existing wattserve ledger."""
-    if not os.path.isfile(path):
-        raise ConfigError("no ledger here (a path that `wattserve serve` has written)", path=path)
+def _tables(path: str) -> set[str]:
+    """The tables of the SQLite file at `path`, read without writing anything."""
     try:
         db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
         try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"not a wattserve ledger (SQLite): {exc}", path=path) from None
-    if not {"requests", "keys"} <= tables:
+
+
+def _check_existing(path: str) -> None:
+    """Refuse, without writing anything, a path that is not an existing wattserve ledger."""
+    if not os.path.isfile(path):
+        raise ConfigError("no ledger here (a path that `wattserve serve` has written)", path=path)
+    if not {"requests", "keys"} <= _tables(path):
         raise ConfigError("not a wattserve ledger: it has no requests and keys tables", path=path)
 
 
@@ -268,6 +272,15 @@ class Ledger:
         self.path = str(path)
         if not create:
             _check_existing(self.path)
+        elif os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
+            # another program's database is left as it was: keys create had added its tables
+            # to it and switched it to WAL (a ledger always has a requests table)
+            tables = _tables(self.path)
+            if tables and "requests" not in tables:
+                shown = ", ".join(sorted(tables)[:5])
+                raise ConfigError(
+                    f"not a wattserve ledger: it holds other tables ({shown})", path=self.path
+                )
         # created 0600 before SQLite opens it (its -wal and -shm files take the same mode)
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -502,25 +515,45 @@ class Ledger:
         budget_j: float | None = None,
         rps: float | None = None,
         metrics: bool = False,
+        unique_name: bool = False,
     ) -> str:
-        """Store a new key's hash; return the key itself (shown once)."""
+        """Store a new key's hash; return the key itself (shown once). With `unique_name`, a
+        live key of the same name is a ConfigError, checked in the same transaction as the
+        insert (checked before it, two `keys create` at once both passed the check)."""
         key = "ws-" + secrets.token_urlsafe(24)
         kid = secrets.token_hex(6)
-        self._write(
-            "INSERT INTO keys (id, name, hash, admin, budget_usd, budget_j, rps, created, "
-            "metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                kid,
-                name,
-                hash_key(key),
-                int(admin),
-                budget_usd,
-                budget_j,
-                rps,
-                time.time(),
-                int(metrics),
-            ),
-        )
+        self._write("BEGIN IMMEDIATE", ())
+        try:
+            if unique_name:
+                same = self.db.execute(
+                    "SELECT id FROM keys WHERE name = ? AND NOT revoked", (name,)
+                ).fetchone()
+                if same is not None:
+                    raise ConfigError(
+                        f"a key named {name!r:.100} exists (id {same[0]}); revoke it "
+                        "(`wattserve keys revoke ID`) or give another name",
+                        field="name",
+                    )
+            self._write(
+                "INSERT INTO keys (id, name, hash, admin, budget_usd, budget_j, rps, created, "
+                "metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kid,
+                    name,
+                    hash_key(key),
+                    int(admin),
+                    budget_usd,
+                    budget_j,
+                    rps,
+                    time.time(),
+                    int(metrics),
+                ),
+            )
+            self._write("COMMIT", ())
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise
         return key
 
     def lookup(self, key: str) -> KeyRecord | None:
