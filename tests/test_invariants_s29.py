@@ -28,14 +28,14 @@ deployments:
 
 
 def test_every_request_ends_once_and_the_lines_agree_with_the_summary(tmp_path: Path) -> None:
-    """A capped site that refuses some requests, prompts past the window, zero-output and
-    simultaneous requests: each request is one line, completed + rejected + unfinished is the
+    """A capped site that refuses some requests, prompts past the window, one-token and
+    simultaneous requests (simulate refuses a zero-token output, as the trace readers do): each request is one line, completed + rejected + unfinished is the
     trace, the tokens add up, and the percentiles, cost and energy follow from the lines."""
     (tmp_path / "f.yaml").write_text(H100_AT_CAP.format(cap=900))
     fleet = load_fleet(tmp_path / "f.yaml")
     rng = random.Random(5)
     reqs = [Request(i, 0.0, 700, 60, "llama-3.1-8b") for i in range(40)]  # all at t=0
-    reqs += [Request(40, 0.0, 200_000, 10, "llama-3.1-8b"), Request(41, 0.0, 300, 0, "m")]
+    reqs += [Request(40, 0.0, 200_000, 10, "llama-3.1-8b"), Request(41, 0.0, 300, 1, "m")]
     t = 0.0
     for i in range(42, 400):
         t += rng.expovariate(40.0)

@@ -13,14 +13,14 @@ import orjson
 import typer
 
 from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
-from wattserve.core.fleet import load_fleet
+from wattserve.core.fleet import Fleet, load_fleet
 from wattserve.core.governor import check_max_wait
 from wattserve.core.policy import make_policy
 from wattserve.core.records import RequestRecord
 from wattserve.core.textfile import replacing
 from wattserve.core.workload import Workload, load_workload
 from wattserve.errors import ConfigError, printable
-from wattserve.simulate import comparison_table, simulate
+from wattserve.simulate import MIN_MAX_QUEUE_S, check_max_queue, comparison_table, simulate
 from wattserve.simulate.html import render
 
 
@@ -64,7 +64,7 @@ def simulate_cmd(
         typer.Option(
             help="round_robin, least_loaded, cost, energy, slo, "
             "edge_first, weighted:m=w,..., or package.module:Class "
-            "(default: the workload file's policy:, else least_loaded)."
+            "(default: the workload file's policy:, else least_loaded; not with --compare)."
         ),
     ] = None,
     compare: Annotated[
@@ -92,7 +92,7 @@ def simulate_cmd(
     max_queue: Annotated[
         float,
         typer.Option(
-            min=0.001,
+            min=MIN_MAX_QUEUE_S,
             help="Refuse a request whose first token is predicted, or comes, later, s, as "
             "serve's --max-queue (30 s there); default: never, as an engine alone.",
         ),
@@ -108,9 +108,13 @@ def simulate_cmd(
 ) -> None:
     """What happens when FLEET serves TRACE under a routing policy and power caps."""
     check_max_wait(max_wait)
-    if not max_queue > 0:  # typer's min= lets NaN through
+    check_max_queue(max_queue, "--max-queue")  # typer's min= lets NaN through
+    if policy is not None and not policy.strip():  # it ran least_loaded without a word
+        raise ConfigError(f"names no policy: {policy!r:.80}", field="--policy")
+    if policy is not None and compare is not None:  # one of them would be ignored
         raise ConfigError(
-            f"must be a number of seconds above 0, got {max_queue}", field="--max-queue"
+            "give --policy or --compare, not both (--compare runs every policy it names)",
+            field="--policy",
         )
     f = load_fleet(fleet)
     if model is not None and f.resolve_model(model) not in f.models:
@@ -133,6 +137,7 @@ def simulate_cmd(
         )
 
     first = workload()  # read before any output is opened: an output may not be an input
+    _check_classes(f, fleet, first)
     chosen = policy or first.policy or "least_loaded"
     policies = [p.strip() for p in compare.split(",")] if compare is not None else [chosen]
     if not all(policies):  # `--compare ''` ran the default policy without a word
@@ -215,6 +220,30 @@ def simulate_cmd(
         typer.echo(f"report: {report}")
     if requests_out is not None:
         typer.echo(f"requests: {requests_out}")
+
+
+def _check_classes(f: Fleet, fleet: Path, wl: Workload) -> None:
+    """A ConfigError, naming the workload file's class and field, when a class's model is one
+    no deployment serves or an origin is no site of the fleet: every request of it would be
+    rejected and the run reported as if it ran (as `--model` is refused). A trace row's own
+    model or origin stays a rejected request (docs/workload.md)."""
+    for i, c in enumerate(wl.classes):
+        if c.model is not None and f.resolve_model(c.model) is None:
+            raise ConfigError(
+                f"{c.model!r:.80}: no deployment of {fleet} serves it; it serves "
+                + ", ".join(sorted(f.models)),
+                path=wl.source,
+                line=c.model_line or None,
+                field=f"classes[{i}].model",
+            )
+        for site, _ in c.origins:
+            if site not in f.sites:
+                raise ConfigError(
+                    f"{site!r:.80} is no site of {fleet}; its sites: " + ", ".join(f.sites),
+                    path=wl.source,
+                    line=c.origins_line or None,
+                    field=f"classes[{i}].origins",
+                )
 
 
 def _counts(by_what: dict[str, int]) -> str:

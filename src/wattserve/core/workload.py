@@ -24,9 +24,14 @@ from wattserve.errors import ConfigError, WattserveError
 # MLPerf Inference v4.1 server-scenario limits for Llama-2-70B (shared/reference/public_figures.md)
 DEFAULT_TTFT_S = 2.0
 DEFAULT_TPOT_S = 0.2
-# requests a generator may make: `simulate` holds each as a Request (a few hundred bytes);
-# `plan` streams them (`stream_workload`), keeping about 24 bytes of each
+# requests a generator may make: `plan` streams them (`stream_workload`), keeping about 24
+# bytes of each
 MAX_GENERATED = 20_000_000
+# requests a workload held in memory may have (`load_workload`: simulate, bench, plan --verify):
+# each is a Request of about 215 bytes, and a simulation peaks near 400 bytes a request (1M
+# generated requests: 255 MB held, 400 MB at the peak, 20 s), so this is about 2 GB; 20M was
+# killed at 60 s and 2 GB with nothing printed
+MAX_HELD = 5_000_000
 MAX_SIGMA = 10.0
 # gamma inter-arrivals: cv 0.01 is near-periodic, 100 one burst a run; past those the shape
 # 1/cv^2 divides by zero or rounds every gap to zero
@@ -90,6 +95,7 @@ class RequestClass:
     prompt: Sampler | None = None
     output: Sampler | None = None
     model_line: int = 0  # the line of `model:` in the workload file (0: none given)
+    origins_line: int = 0  # the line of `origins:` in the workload file (0: none given)
 
 
 @dataclass
@@ -124,6 +130,110 @@ class Workload:
             else "the trace is empty, or empty within --duration"
         )
         raise ConfigError(f"no usable requests ({why})", path=str(path))
+
+
+# -- checking a workload built in Python ------------------------------------------------------
+
+
+def check_workload(workload: Workload) -> None:
+    """ConfigError, naming the request's index and field, unless `workload` can be simulated:
+    its `slos` give "default", and each request has the types and ranges a trace row is
+    read to (core.traces: arrivals from 0 to MAX_ARRIVAL_S in order, whole token counts up to
+    MAX_TOKENS, an output of at least one token; a prompt of 0 tokens is let through, to be
+    refused as vLLM refuses it, "empty prompt"). One pass, a few attribute reads a request."""
+    if not isinstance(workload, Workload):
+        raise ConfigError(
+            f"must be a Workload (core.workload.load_workload), not {type(workload).__name__}",
+            field="workload",
+        )
+    slos = workload.slos
+    if not isinstance(slos, dict) or not isinstance(slos.get("default"), SLO):
+        raise ConfigError(
+            'must map SLO class names to SLOs, "default" among them', field="workload.slos"
+        )
+    if not isinstance(workload.requests, list | tuple):  # the simulator indexes them
+        raise ConfigError(
+            f"must be a list of Requests, not {type(workload.requests).__name__}",
+            field="workload.requests",
+        )
+    last = 0.0
+    for i, r in enumerate(workload.requests):
+        # the common case, exact types, in one expression; anything else is looked at below
+        if (
+            type(r) is Request
+            and (type(a := r.arrival_s) is float or type(a) is int)
+            and last <= a <= MAX_ARRIVAL_S
+            and type(p := r.prompt_tokens) is int
+            and 0 <= p <= MAX_TOKENS
+            and type(o := r.output_tokens) is int
+            and 1 <= o <= MAX_TOKENS
+            and type(m := r.model) is str
+            and m
+            and (r.origin is None or type(r.origin) is str)
+            and type(r.slo) is str
+            and type(r.local_only) is bool
+            and type(r.id) is int
+            and type(r.row) is int
+            and type(r.cls) is str
+        ):
+            last = a
+        else:
+            last = _checked_request(i, r, last, workload.trace)
+
+
+def _checked_request(i: int, r: Any, last: float, trace: str) -> float:
+    """`r`'s arrival if `r` (the i-th request, after an arrival at `last`) is a request the
+    simulator takes (a subclass of float, int or str passes), else a ConfigError naming it."""
+
+    def bad(key: str, why: str) -> ConfigError:
+        row = getattr(r, "row", 0)
+        at = trace and isinstance(row, int) and not isinstance(row, bool) and row > 0
+        return ConfigError(
+            why,
+            path=trace if at else None,
+            line=row if at else None,
+            field=f"requests[{i}]{key}",
+        )
+
+    if not isinstance(r, Request):
+        raise bad("", f"must be a Request (core.workload.Request), not {type(r).__name__}")
+    a = r.arrival_s
+    if isinstance(a, bool) or not isinstance(a, int | float):
+        raise bad(".arrival_s", f"must be a number of seconds, not {shown(a)}")
+    if not 0 <= a <= MAX_ARRIVAL_S:  # NaN too
+        raise bad(
+            ".arrival_s",
+            f"must be from 0 to {MAX_ARRIVAL_S:g} s after the workload's start, not {shown(a)}",
+        )
+    if a < last:
+        raise bad(
+            ".arrival_s",
+            f"{a:g} s is before requests[{i - 1}]'s {last:g} s: requests must come in "
+            "arrival order (sort them by arrival_s)",
+        )
+    for key, least in (("prompt_tokens", 0), ("output_tokens", 1)):
+        n = getattr(r, key)
+        if isinstance(n, bool) or not isinstance(n, int) or not least <= n <= MAX_TOKENS:
+            raise bad(
+                f".{key}",
+                f"must be a whole number (int) of tokens from {least} to {MAX_TOKENS:,}, "
+                f"not {shown(n)}",
+            )
+    if not isinstance(r.model, str) or not r.model:
+        raise bad(".model", f"must name a model (non-empty text), not {shown(r.model)}")
+    if r.origin is not None and not isinstance(r.origin, str):
+        raise bad(".origin", f"must name a site (text) or be None, not {shown(r.origin)}")
+    if not isinstance(r.slo, str):
+        raise bad(".slo", f"must name an SLO class (text), not {shown(r.slo)}")
+    if not isinstance(r.local_only, bool):
+        raise bad(".local_only", f"must be True or False, not {shown(r.local_only)}")
+    for key in ("id", "row"):
+        n = getattr(r, key)
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise bad(f".{key}", f"must be a whole number (int), not {shown(n)}")
+    if not isinstance(r.cls, str):
+        raise bad(".cls", f"must be text (a class name, or empty), not {shown(r.cls)}")
+    return float(a)
 
 
 # -- token-length distributions and arrival processes ---------------------------------------
@@ -293,6 +403,7 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
                 prompt=lengths["prompt_tokens"],
                 output=lengths["output_tokens"],
                 model_line=c.line_of("model") if model is not None else 0,
+                origins_line=c.line_of("origins") if weights else 0,
             )
         )
     if not math.isfinite(sum(c.weight for c in out)):
@@ -421,10 +532,12 @@ def _generate(
     classes: list[RequestClass],
     rng: random.Random,
     horizon_s: float,
+    limit: int,
 ) -> tuple[Iterator[TraceRow], float]:
-    """Requests of the generator (arrivals before `horizon_s` only) and the span it covers.
-    Every draw is made here, in the order a seed has always given (all arrivals, then each
-    request's lengths); the rows are kept as arrays and made one at a time."""
+    """Requests of the generator (arrivals before `horizon_s` only) and the span it covers;
+    more than `limit` expected is refused before any is made. Every draw is made here, in the
+    order a seed has always given (all arrivals, then each request's lengths); the rows are
+    kept as arrays and made one at a time."""
     g = spec.get("generator")
     if g is None:  # every class has its own rate: Poisson arrivals for a minute
         g = LineDict()
@@ -455,9 +568,11 @@ def _generate(
         raise f.err("duration_s", f"at most {MAX_ARRIVAL_S:g} s, got {span:g}")
     # With --duration only its first seconds are made: the limit is on what is made.
     made = min(span, horizon_s)
-    if rate * made > MAX_GENERATED:
+    if rate * made > limit:
         within = "" if made == span else f" in the {made:g} s that --duration keeps"
-        too_many = f"makes {_count(rate * made)} requests{within}; the limit is {MAX_GENERATED:,}"
+        too_many = f"makes {_count(rate * made)} requests{within}; the limit is {limit:,}" + (
+            "" if limit == MAX_GENERATED else f" {_HELD_WHERE}"
+        )
         if class_rate:  # blame the busiest class: the generator gives no rate
             i = max(range(len(classes)), key=lambda k: classes[k].rate_rps or 0.0)
             raw = spec.get("classes")
@@ -494,6 +609,10 @@ def _count(n: float) -> str:
     return f"{n:,.0f}" if n < 1e12 else f"{n:.3g}"
 
 
+# why the limit is MAX_HELD, not MAX_GENERATED, in a message naming it
+_HELD_WHERE = f"where requests are held in memory (plan streams {MAX_GENERATED:,})"
+
+
 def load_workload(
     path: str | Path,
     *,
@@ -503,9 +622,15 @@ def load_workload(
     duration_s: float | None = None,
 ) -> Workload:
     """Requests from a trace (.csv Azure format, .jsonl) or a workload file (.yaml).
-    `duration_s` keeps the first seconds (after `rate_scale`); a generator makes only those."""
+    `duration_s` keeps the first seconds (after `rate_scale`); a generator makes only those.
+    Every request is held: more than MAX_HELD is refused before they are made."""
     workload, requests = stream_workload(
-        path, default_model=default_model, seed=seed, rate_scale=rate_scale, duration_s=duration_s
+        path,
+        default_model=default_model,
+        seed=seed,
+        rate_scale=rate_scale,
+        duration_s=duration_s,
+        limit=MAX_HELD,
     )
     workload.requests = list(requests)
     return workload
@@ -533,11 +658,13 @@ def stream_workload(
     seed: int = 0,
     rate_scale: float = 1.0,
     duration_s: float | None = None,
+    limit: int = MAX_GENERATED,
 ) -> tuple[Workload, Iterator[Request]]:
     """`load_workload`, its requests made one at a time rather than held (`plan` sizes a fleet
-    from their counts and lengths). The file is read and checked before this returns; the
-    Workload's `requests` stay empty, and its `bad_rows` and `duration_s` are complete once
-    the iterator is exhausted."""
+    from their counts and lengths). The file is read and checked before this returns (a
+    generator expected to make more than `limit` requests, or a trace of more rows, is
+    refused); the Workload's `requests` stay empty, and its `bad_rows` and `duration_s` are
+    complete once the iterator is exhausted."""
     p = Path(path)
     # `not x > 0` so that NaN is refused too; an infinite scale puts every request at t=0.
     if not 0 < rate_scale < math.inf:
@@ -584,12 +711,19 @@ def stream_workload(
             if g is None and classes[0].rate_rps is None:
                 raise ConfigError("a workload file needs 'trace' or 'generator'", path=str(p))
             horizon = math.inf if duration_s is None else duration_s * rate_scale
-            rows, span = _generate(spec, str(p), classes, rng, horizon)
+            rows, span = _generate(spec, str(p), classes, rng, horizon, limit)
             span = span / rate_scale
     if trace is not None:
         if not trace.exists() and not trace.is_symlink():
             raise ConfigError("no such trace file", path=str(trace))
-        rows, bad = read_trace(trace)
+        trace_rows, bad = read_trace(trace)
+        if len(trace_rows) > limit:  # 64 MiB holds about 2.8M rows: a guard, for a smaller limit
+            raise ConfigError(
+                f"has {len(trace_rows):,} rows; the limit is {limit:,}"
+                + ("" if limit == MAX_GENERATED else f" {_HELD_WHERE}"),
+                path=str(trace),
+            )
+        rows = trace_rows
     workload = Workload(
         [], slos, bad, str(p), span, policy, tuple(classes), "" if trace is None else str(trace)
     )

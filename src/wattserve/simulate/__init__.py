@@ -7,13 +7,43 @@ from collections.abc import Callable
 from typing import Any
 
 from wattserve.core.fleet import Fleet
+from wattserve.core.governor import check_max_wait
 from wattserve.core.policy import Policy, make_policy
 from wattserve.core.records import RequestRecord
-from wattserve.core.workload import Workload
+from wattserve.core.workload import Workload, check_workload
+from wattserve.errors import ConfigError
 from wattserve.simulate.report import comparison_table, summarize
 from wattserve.simulate.simulator import Outcome, Simulation
 
-__all__ = ["Outcome", "Simulation", "comparison_table", "simulate", "summarize"]
+__all__ = [
+    "MIN_MAX_QUEUE_S",
+    "Outcome",
+    "Simulation",
+    "check_max_queue",
+    "comparison_table",
+    "simulate",
+    "summarize",
+]
+
+# the shortest queue limit (serve's --max-queue takes no less either): at 0 every request is
+# refused, its first token never being predicted at once
+MIN_MAX_QUEUE_S = 0.001
+
+
+def check_max_queue(value: float, field: str = "max_queue_s") -> float:
+    """`value` as seconds from MIN_MAX_QUEUE_S up (inf: no limit), else ConfigError naming
+    `field` (NaN too)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value >= MIN_MAX_QUEUE_S
+    ):
+        raise ConfigError(
+            f"must be a number of seconds of at least {MIN_MAX_QUEUE_S:g} (inf: no limit), "
+            f"got {value!r:.40}",
+            field=field,
+        )
+    return float(value)
 
 
 def simulate(
@@ -32,7 +62,22 @@ def simulate(
     """Run one simulation; returns the report dict (the `--json` form) and the raw outcome.
     `max_queue_s`: serve's --max-queue (core.admission: a target predicting a later first
     token is passed over; a request queued that long is refused); none by default.
-    `on_request` receives each request's record as it finishes or is refused."""
+    `on_request` receives each request's record as it finishes or is refused.
+    Arguments are checked before the run (`check_workload`: each request's fields, by index):
+    a ConfigError naming what is wrong, not a traceback or a report of nonsense."""
+    if not isinstance(fleet, Fleet):
+        raise ConfigError(
+            f"must be a Fleet (core.fleet.load_fleet), not {type(fleet).__name__}", field="fleet"
+        )
+    check_workload(workload)
+    if not isinstance(policy, str) and not callable(getattr(policy, "choose", None)):
+        raise ConfigError(
+            "must be a policy's name or an object with choose(request, view), not "
+            f"{type(policy).__name__}",
+            field="policy",
+        )
+    check_max_wait(max_wait_s, "max_wait_s")
+    check_max_queue(max_queue_s)
     pol = make_policy(policy) if isinstance(policy, str) else policy
     out = Simulation(
         fleet,
