@@ -190,7 +190,7 @@ class SharedState:
         pipe.hgetall(self.key("drained"))
         pipe.hgetall(self.key("caps"))
         drained, caps = await pipe.execute()
-        self.drained = {n for k in drained if (n := self._name(k, "drained")) is not None}
+        self.drained = {d for k in drained if (d := self._name(k, "drained")) is not None}
         self.caps = self._caps(caps)
         keys = [k async for k in self.redis.scan_iter(match=self.key("eject", "*"), count=1000)]
         pipe = self.redis.pipeline(transaction=False)
