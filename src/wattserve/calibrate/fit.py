@@ -344,11 +344,11 @@ def _fit_power(
     def errors(p: EngineParams, idx: Sequence[int]) -> np.ndarray:
         # each row's own deployment: its devices, and how many of them a step keeps busy (it
         # was the first row's for every row, so rows of other pp or tp fitted a wrong curve)
-        pms: dict[Deployment, PerfModel] = {}
+        pms: dict[int, PerfModel] = {}  # by the deployment object, as predict_seconds
         out = []
         for i in idx:
             dep = powered[i].dep
-            pm = pms.get(dep) or pms.setdefault(dep, PerfModel(dep, p))
+            pm = pms.get(id(dep)) or pms.setdefault(id(dep), PerfModel(dep, p))
             out.append(pm.power_w(*costs[i][:3]) / pm.devices / costs[i][3] - 1.0)
         return np.array(out)
 
@@ -370,7 +370,8 @@ def _fit_power(
     def held_out(names: tuple[str, ...]) -> float:
         out = []
         for held in _folds(powered):
-            p = fit(names, [j for j in everything if j not in held])
+            skip = set(held)  # `j not in held`, a list, was n^2 / 10 steps a fold
+            p = fit(names, [j for j in everything if j not in skip])
             out.extend(np.abs(errors(p, held)))
         return float(np.mean(out)) * 100.0
 
@@ -597,8 +598,9 @@ def fit_calibration(
     # every device's rows resolved (and refused where impossible) before any fit, which may
     # take a minute: a bad row of the second device is not found after the first one's fit
     models: dict[str, ModelSpec] = {}  # each model file read once, however many rows name it
+    deployments: dict[Deployment, Deployment] = {}  # one object per deployment (predict_seconds)
     resolved = {
-        hw_id: [step_row(m, catalog.device(hw_id), source, models) for m in ms]
+        hw_id: [step_row(m, catalog.device(hw_id), source, models, deployments) for m in ms]
         for hw_id, ms in groups.items()
     }
     for hw_id, rows in resolved.items():

@@ -74,7 +74,10 @@ class Measurement:
 
 
 MAX_BATCH = MAX_STEP_BATCH  # no engine runs a million sequences in one step
-MAX_ROWS = 2000  # calibrate takes about a minute at 1,000 rows on a 2-vCPU machine
+# The fit's time grows with the rows and with the terms they carry the selection to: on the
+# 2-vCPU development machine 1,000 distinct rows took 15-58 s of CPU, and 2,000 24-807 s
+# (docs/calibration.md)
+MAX_ROWS = 2000
 
 
 def _int(
@@ -86,9 +89,17 @@ def _int(
     maximum: int | None = None,
 ) -> int:
     raw = (row.get(key) or "").strip()
-    if maximum is not None and re.fullmatch(r"[0-9]{13,}", raw):  # a number, just too large
+    huge = re.fullmatch(r"(-?)0*[1-9][0-9]{12,}", raw)  # a whole number past what _INT reads
+    if huge is not None:
+        shown = raw[:40] + ("..." if len(raw) > 40 else "")
+        limit = MAX_COUNT if maximum is None else maximum
         raise ConfigError(
-            f"must be at most {maximum}, got {raw[:40]}", path=path, line=line, field=key
+            f"must be at least {minimum}, got {shown}"
+            if huge.group(1)
+            else f"too large: must be at most {limit}, got {shown}",
+            path=path,
+            line=line,
+            field=key,
         )
     if not _INT.fullmatch(raw):
         raise ConfigError(
@@ -129,6 +140,7 @@ def _float(row: dict[str, str], key: str, path: str, line: int) -> float | None:
 # Numbers as a CSV writer prints them, in ASCII: int() and float() would also take '1_000',
 # '+5', Arabic-Indic digits and 'nan', none of which a measuring script writes on purpose.
 _INT = re.compile(r"-?[0-9]{1,12}")
+MAX_COUNT = 10**12 - 1  # the largest count _INT reads: no token count or batch comes near it
 # One way to match each text: `[0-9]+\.?[0-9]*` could split a run of digits between its two
 # parts at every place, and a field of 30,000 digits and a letter took 18 s to refuse.
 _NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?")
@@ -227,8 +239,8 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
                 line=line,
                 field="context_tokens",
             )
-    else:
-        context = _int(row, "context_tokens", path, line, minimum=0)
+    else:  # a decode step extends a context of at least one token (its prompt's)
+        context = _int(row, "context_tokens", path, line, minimum=1)
         prompt = _int(row, "prompt_tokens", path, line, minimum=0) if prompt_raw else context
         if prompt > context:
             raise ConfigError(

@@ -38,11 +38,16 @@ class StepRow:
 
 
 def step_row(
-    m: Measurement, hw: Hardware, path: str, models: dict[str, ModelSpec] | None = None
+    m: Measurement,
+    hw: Hardware,
+    path: str,
+    models: dict[str, ModelSpec] | None = None,
+    deployments: dict[Deployment, Deployment] | None = None,
 ) -> StepRow:
     """`m` resolved and checked; `models`: the specs read so far, by the rows' model field,
     filled as rows name new ones (a config of 60 MB named by 2,000 rows was read 2,000 times:
-    ten minutes before the fit began)."""
+    ten minutes before the fit began); `deployments`: those made so far, so that rows of one
+    deployment share one object (`predict_seconds` finds its PerfModel by identity)."""
     spec = None if models is None else models.get(m.model)
     if spec is None:
         try:
@@ -63,6 +68,8 @@ def step_row(
     except ConfigError as exc:  # the stages come from the row's count over its tp
         field = "count" if exc.field == "pp" else "tensor_parallel"
         raise ConfigError(exc.detail, path=path, line=m.line, field=field) from None
+    if deployments is not None:
+        dep = deployments.setdefault(dep, dep)
     defaults = perf_model(dep, default_params(hw))
     missing = defaults.missing  # figures the step needs, not terms
     if missing:
@@ -217,15 +224,24 @@ def _check_watts(m: Measurement, pm: PerfModel, path: str) -> None:
 
 
 def predict_seconds(rows: Sequence[StepRow], params: EngineParams) -> np.ndarray:
-    out = np.empty(len(rows))
-    cache: dict[Deployment, PerfModel] = {}
-    for i, r in enumerate(rows):
-        pm = cache.get(r.dep)
-        if pm is None:
-            pm = cache[r.dep] = PerfModel(r.dep, params)
-            if pm.missing:
-                raise CalibrationError(
-                    f"line {r.m.line}: cannot model this row: {'; '.join(pm.missing)}"
-                )
-        out[i] = pm.step_time(*r.work)
-    return out
+    """Each row's seconds under `params`: one PerfModel per deployment object. Found by the
+    object's identity, not its value: hashing a Deployment (its model and hardware, field by
+    field) for every row of every evaluation was half of a 300-row fit's time. Rows of one
+    deployment share one object (step_row's `deployments`); rows that do not still get the
+    same figures, from a PerfModel each."""
+    cache: dict[int, PerfModel] = {}  # by id(): every row, so its deployment, outlives the call
+    times = []
+    dep: Deployment | None = None
+    pm: PerfModel | None = None
+    for r in rows:
+        if r.dep is not dep:  # rows of one deployment mostly come together
+            dep, pm = r.dep, cache.get(id(r.dep))
+            if pm is None:
+                pm = cache[id(dep)] = PerfModel(dep, params)
+                if pm.missing:
+                    raise CalibrationError(
+                        f"line {r.m.line}: cannot model this row: {'; '.join(pm.missing)}"
+                    )
+        assert pm is not None
+        times.append(pm.step_time(*r.work))
+    return np.array(times, dtype=float)

@@ -15,7 +15,12 @@ import typer
 from wattserve.bench import BenchOptions, progress_bar, run_bench
 from wattserve.bench.run import check_url
 from wattserve.bench.text import summary_text
-from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
+from wattserve.cli.common import (
+    check_regular_output,
+    print_json,
+    reports_errors,
+    save_text,
+)
 from wattserve.core.sites import MAX_CARBON_G_PER_KWH
 from wattserve.core.workload import SLO, load_workload
 from wattserve.errors import ConfigError
@@ -87,19 +92,6 @@ def _shown(text: str) -> str:
     surrogate as Python reads it) as a `\\udcff` escape, so that the JSON file can be read
     back (`compare` refuses lone surrogates) and the HTML report written."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _check_output(path: Path | None, flag: str, trace: Path) -> None:
-    """An output file that can be written, checked before anything is sent (a run can take
-    hours): not a folder, in a folder that exists, not the trace, not a device or a pipe
-    (/dev/full would fail the write, a pipe with no reader would hang it)."""
-    if path is None:
-        return
-    check_writable(path, flag, (trace,))
-    if path.exists() and not path.is_file():
-        raise ConfigError(f"cannot write {path!s:.200}: not a regular file", field=flag)
-    if not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise ConfigError(f"cannot write {path!s:.200}: permission denied", field=flag)
 
 
 @reports_errors
@@ -186,8 +178,8 @@ def bench_cmd(
         raise ConfigError("not a regular file", path=str(trace), field="--trace")
     if out is not None and report is not None and out.resolve() == report.resolve():
         raise ConfigError(f"{out!s:.200} is also --out", field="--report")
-    _check_output(out, "--out", trace)
-    _check_output(report, "--report", trace)
+    check_regular_output(out, "--out", trace)
+    check_regular_output(report, "--report", trace)
     wl = load_workload(
         trace, default_model="", seed=seed, rate_scale=rate_scale, duration_s=duration
     )

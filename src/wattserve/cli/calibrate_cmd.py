@@ -10,11 +10,19 @@ import typer
 from wattserve.calibrate import fit_calibration, read_measurements
 from wattserve.calibrate.fit import FitReport
 from wattserve.calibrate.output import calibration_text
-from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
+from wattserve.cli.common import (
+    check_regular_output,
+    check_writable,
+    print_json,
+    reports_errors,
+    save_text,
+)
 from wattserve.core.catalog import load_catalog
 from wattserve.core.coverage import SPAN, Coverage
 from wattserve.core.modelspec import model_files
-from wattserve.core.params import moved_terms
+from wattserve.core.params import MAX_CALIBRATION_BYTES, moved_terms
+from wattserve.core.textfile import parse_json, read_text
+from wattserve.errors import ConfigError
 
 
 def render_report(r: FitReport, measured: Coverage | None = None) -> str:
@@ -66,6 +74,30 @@ def render_report(r: FitReport, measured: Coverage | None = None) -> str:
     return "\n".join(lines)
 
 
+def _check_replaceable(output: Path) -> None:
+    """Refuse an existing `output` that is not a calibration file (another CSV, a YAML, a
+    profile's local-cpu.yaml), before the fit: calibrate would replace it. An empty file, or
+    any JSON object with a `hardware` object, is one to replace (a calibration its readers now
+    refuse, an older wattserve's, is what calibrating again is for)."""
+    if not output.exists():
+        return
+    why = ""
+    try:
+        text = read_text(output, MAX_CALIBRATION_BYTES)
+        data = parse_json(text, str(output)) if text.strip() else {"hardware": {}}
+    except ConfigError as exc:
+        why = exc.detail
+    else:
+        if not isinstance(data, dict) or not isinstance(data.get("hardware"), dict):
+            why = "JSON, but no 'hardware' object"
+    if why:
+        raise ConfigError(
+            f"{output!s:.200} is not a wattserve calibration file ({why}); calibrate would "
+            "replace it: remove it or give another --output",
+            field="--output",
+        )
+
+
 @reports_errors
 def calibrate_cmd(
     measurements: Annotated[
@@ -87,9 +119,13 @@ def calibrate_cmd(
 ) -> None:
     """Fit efficiencies, overheads and the power curve per hardware; print the fit error."""
     check_writable(output, "--output", (measurements, *(hardware_file or [])))
+    # not a pipe or a device, as bench refuses them: a FIFO with no reader hung the write
+    # after the whole fit, and /dev/null was reported written
+    check_regular_output(output, "--output", measurements)
     rows = read_measurements(measurements)
     configs = {c for m in rows for c in model_files(m.model)}  # a row's model may be a file
     check_writable(output, "--output", tuple(configs))
+    _check_replaceable(output)
     calibration, reports = fit_calibration(
         rows, load_catalog(hardware_file or []), source=str(measurements), logits_all=logits_all
     )

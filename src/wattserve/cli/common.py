@@ -146,3 +146,16 @@ def parse_watts(text: str, flag: str) -> float:
     if not 0 < value < math.inf:  # negative, zero or NaN
         raise ConfigError(f"must be a positive finite power, got '{text}'", field=flag)
     return value
+
+
+def check_regular_output(path: Path | None, flag: str, trace: Path) -> None:
+    """An output file that can be written, checked before the work (a bench run or a fit can
+    take hours): not a folder, in a folder that exists, not the trace, not a device or a pipe
+    (/dev/full would fail the write, a pipe with no reader would hang it); `trace`: the input."""
+    if path is None:
+        return
+    check_writable(path, flag, (trace,))
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"cannot write {path!s:.200}: not a regular file", field=flag)
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ConfigError(f"cannot write {path!s:.200}: permission denied", field=flag)

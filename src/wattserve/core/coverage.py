@@ -10,6 +10,7 @@ calibration. So the calibration file records the span of its rows (`measured`), 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,13 @@ MAX_MODELS = 100  # model ids listed in one entry's `measured`
 
 Span = tuple[float, float]
 UNMEASURED = "unmeasured: "  # marks a phase no row ran, in Coverage.outside's list
+
+
+def is_whole(v: object) -> bool:
+    """A JSON number that is a whole number (8 or 8.0; not a bool, 1.5, NaN or infinity)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return isinstance(v, int) or (math.isfinite(v) and v.is_integer())
 
 
 def _span(values: Iterable[float]) -> Span | None:
@@ -141,8 +149,13 @@ class Coverage:
             or not all(isinstance(m, str) and 0 < len(m) <= 200 and m.isprintable() for m in models)
         ):
             raise bad(f"must be a list of 1-{MAX_MODELS} model ids", "models")
+        if len(set(models)) < len(models):
+            twice = next(m for i, m in enumerate(models) if m in models[:i])
+            raise bad(f"lists {twice!r:.60} twice; each model id once", "models")
 
-        def span(name: str, optional: bool) -> Span | None:
+        def span(name: str, optional: bool, whole: bool = True) -> Span | None:
+            """[smallest, largest]: billions of parameters, or (`whole`) counts of tokens or
+            sequences, whole numbers (a batch of 1.5 was printed as 'decode at batch 2')."""
             v = obj.get(name)
             if v is None and optional:
                 return None
@@ -155,10 +168,13 @@ class Coverage:
                 )
                 and v[0] <= v[1]
             ):
-                raise bad("must be [smallest, largest], two positive numbers", name)
+                kind = "whole numbers of at least 1" if whole else "positive numbers"
+                raise bad(f"must be [smallest, largest], two {kind}", name)
+            if whole and not all(is_whole(x) for x in v):
+                raise bad(f"must be [smallest, largest], two whole numbers, got {v!r:.60}", name)
             return float(v[0]), float(v[1])
 
-        params_b = span("params_b", optional=False)
+        params_b = span("params_b", optional=False, whole=False)
         assert params_b is not None
         decode_batch = span("decode_batch", optional=True)
         decode_context = span("decode_context", optional=True)

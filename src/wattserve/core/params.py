@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from wattserve.core.coverage import Coverage, outside_note
+from wattserve.core.coverage import Coverage, is_whole, outside_note
 from wattserve.core.hardware import MAX_ID_CHARS, Hardware, is_plain_id
 from wattserve.core.textfile import parse_json, read_text, replacing
 from wattserve.errors import CalibrationError, ConfigError, closest, field_key, in_any_case
@@ -373,7 +373,8 @@ def _check_ids(hardware: dict[str, Any], p: Path) -> None:
 
 
 MAX_SOURCE = 1000  # characters of a calibration entry's `source`
-# what calibrate writes in an entry's fit_error (calibrate.fit.HardwareReport.as_dict)
+# what calibrate writes in an entry's fit_error (calibrate.fit.FitReport.as_dict): the rows
+# fitted, a whole number of at least one, and errors in percent, none negative
 FIT_ERROR_KEYS = frozenset(
     {
         "rows",
@@ -385,12 +386,46 @@ FIT_ERROR_KEYS = frozenset(
         "power_mean_abs_pct",
     }
 )
+# A calibration file is a few KB (2 KB an entry). The largest calibrate can write, 1,000
+# entries with the longest hardware ids, source and model ids it writes, is 3.0 MB, 7.5 MB
+# where those are non-ASCII (JSON writes each as \uXXXX). A file past this is refused before
+# it is parsed: 60 MB of `[{}, {}, ...]` took 1.5 GB of memory to parse and refuse.
+MAX_CALIBRATION_BYTES = 8 << 20
+
+
+def _fit_error(fe: Any, p: Path, at: str) -> dict[str, float]:
+    """An entry's `fit_error`: `rows` a whole number of at least 1, the errors (in percent)
+    numbers of at least 0; informational, but printed, so nonsense is refused naming it."""
+    if (
+        not isinstance(fe, dict)
+        or not all(_finite(v) for v in fe.values())
+        or not set(fe) <= FIT_ERROR_KEYS
+    ):
+        raise ConfigError(
+            f"must be an object of numbers named {', '.join(sorted(FIT_ERROR_KEYS))}",
+            path=str(p),
+            field=at,
+        )
+    for key, v in fe.items():
+        if key == "rows" and not (is_whole(v) and v >= 1):
+            raise ConfigError(
+                f"must be a whole number of at least 1, got {v!r:.40}",
+                path=str(p),
+                field=f"{at}.{key}",
+            )
+        if v < 0:
+            raise ConfigError(
+                f"must be at least 0 (a percentage), got {v!r:.40}",
+                path=str(p),
+                field=f"{at}.{key}",
+            )
+    return {str(k): float(v) for k, v in fe.items()}
 
 
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration JSON written by `wattserve calibrate` or `wattserve profile`."""
     p = Path(path)
-    data = parse_json(read_text(p), str(p))
+    data = parse_json(read_text(p, MAX_CALIBRATION_BYTES), str(p))
     hardware = data.get("hardware") if isinstance(data, dict) else None
     if not isinstance(hardware, dict):
         raise CalibrationError(
@@ -477,18 +512,7 @@ def load_calibration(path: str | Path) -> Calibration:
             given[hw_id] = frozenset(values)
         values["source"] = str(entry.get("source", f"calibration {p.name}"))
         params[hw_id] = EngineParams(**values)
-        fe = entry.get("fit_error", {})
-        if (
-            not isinstance(fe, dict)
-            or not all(_finite(v) for v in fe.values())
-            or not set(fe) <= FIT_ERROR_KEYS
-        ):
-            raise ConfigError(
-                f"must be an object of numbers named {', '.join(sorted(FIT_ERROR_KEYS))}",
-                path=str(p),
-                field=f"hardware.{hw_id}.fit_error",
-            )
-        errors[hw_id] = {str(k): float(v) for k, v in fe.items()}
+        errors[hw_id] = _fit_error(entry.get("fit_error", {}), p, f"hardware.{hw_id}.fit_error")
         fitted, kept = entry.get("fitted"), entry.get("kept")
         if isinstance(fitted, list) and isinstance(kept, list):
             terms[hw_id] = (tuple(map(str, fitted)), tuple(map(str, kept)))
