@@ -29,8 +29,9 @@ deployments:
 
 def test_every_request_ends_once_and_the_lines_agree_with_the_summary(tmp_path: Path) -> None:
     """A capped site that refuses some requests, prompts past the window, one-token and
-    simultaneous requests (simulate refuses a zero-token output, as the trace readers do): each request is one line, completed + rejected + unfinished is the
-    trace, the tokens add up, and the percentiles, cost and energy follow from the lines."""
+    simultaneous requests (simulate refuses a zero-token output, as the trace readers do):
+    each request is one line, completed + rejected + unfinished is the trace, the tokens add
+    up, and the percentiles, cost and energy follow from the lines."""
     (tmp_path / "f.yaml").write_text(H100_AT_CAP.format(cap=900))
     fleet = load_fleet(tmp_path / "f.yaml")
     rng = random.Random(5)
