@@ -111,7 +111,7 @@ class SitePower:
         """Double the bins' width (each new bin the peak of the two it joins) until `t` falls
         within MAX_BINS of them: a run that lasts far past its last arrival (a long outage, a
         queue of long answers) or a gateway up for weeks keeps a bounded timeline."""
-        while t >= self.bin_s * MAX_BINS:
+        while t >= self.bin_s * MAX_BINS and math.isfinite(t):  # inf: int() refuses it below
             joined: dict[int, float] = {}
             for b, p in self.bins.items():
                 if joined.get(b // 2, 0.0) < p:
