@@ -28,7 +28,13 @@ from wattserve.core.catalog import load_catalog
 from wattserve.core.coverage import MAX_MODELS
 from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
-from wattserve.core.params import MAX_ENTRIES, Calibration, EngineParams, load_calibration
+from wattserve.core.params import (
+    FIT_ERROR_KEYS,
+    MAX_ENTRIES,
+    Calibration,
+    EngineParams,
+    load_calibration,
+)
 from wattserve.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -347,17 +353,7 @@ def test_the_largest_calibration_calibrate_can_write_is_within_the_limit() -> No
     )
     fit_error = {
         "rows": 2,
-        **{
-            k: 12.345678901234567
-            for k in (
-                "mean_abs_pct",
-                "max_abs_pct",
-                "default_mean_abs_pct",
-                "loo_mean_abs_pct",
-                "loo_max_abs_pct",
-                "power_mean_abs_pct",
-            )
-        },
+        **{k: 12.345678901234567 for k in sorted(FIT_ERROR_KEYS - {"rows"})},
     }
     calibration = Calibration(
         params={i: params.with_updates(eff_compute=0.1234567890123456) for i in ids},
@@ -405,7 +401,7 @@ def test_predictions_find_each_rows_model_without_hashing_its_deployment(
 
 
 class _Stop(Exception):
-    pass
+    """Raised to end a fit once the point under test is reached."""
 
 
 def test_rows_of_equal_deployments_in_distinct_objects_predict_the_same() -> None:

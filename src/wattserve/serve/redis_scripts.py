@@ -90,16 +90,14 @@ for i = 1, #all, 2 do
   if alive[rid] == nil then  -- each replica's heartbeat key looked up once
     alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid)
   end
-  local u, j = hold_of(KEYS[2], all[i], all[i + 1])
-  if u == nil then
-    -- not a hold (hold_of dropped it)
-  elseif alive[rid] == 0 then
+  local u, j = hold_of(KEYS[2], all[i], all[i + 1])  -- nil: not a hold (dropped)
+  if u ~= nil and alive[rid] == 0 then
     redis.call('HDEL', KEYS[2], all[i])
     if string.match(all[i], ':s%d+$') then
       dead_usd = dead_usd + u
       dead_j = dead_j + j
     end
-  else
+  elseif u ~= nil then
     held_usd = held_usd + u
     held_j = held_j + j
   end

@@ -10,7 +10,8 @@ from wattserve.core.fleet import Fleet
 from wattserve.core.governor import check_max_wait
 from wattserve.core.policy import Policy, make_policy
 from wattserve.core.records import RequestRecord
-from wattserve.core.workload import Workload, check_workload
+from wattserve.core.workload import Workload
+from wattserve.core.workload_check import check_workload
 from wattserve.errors import ConfigError
 from wattserve.simulate.report import comparison_table, summarize
 from wattserve.simulate.simulator import Outcome, Simulation
