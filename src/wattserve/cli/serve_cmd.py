@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from wattserve.cli.common import print_json, reports_errors
+from wattserve.core.admission import MIN_MAX_QUEUE_S
 from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import make_policy
 from wattserve.errors import ConfigError, printable
@@ -50,7 +51,7 @@ def serve_cmd(
     max_queue: Annotated[
         float,
         typer.Option(
-            min=0.001,
+            min=MIN_MAX_QUEUE_S,
             help="Refuse (503) a request whose first token is predicted to take longer, s.",
         ),
     ] = 30.0,

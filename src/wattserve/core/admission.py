@@ -33,6 +33,9 @@ POWER_RETRY_S = 0.05
 # (serve's and simulate's --max-queue): a target predicting a later first token is passed
 # over, and a request placed that still has none after it gives up its place.
 MAX_QUEUE_S = 30.0
+# The shortest such limit either takes: at 0 every request is refused, its first token never
+# being predicted at once.
+MIN_MAX_QUEUE_S = 0.001
 
 
 def queued_past(target: Target, req: Request, max_queue_s: float) -> float | None:

@@ -244,13 +244,29 @@ def _connect(path: str) -> sqlite3.Connection:
 def _tables(path: str) -> set[str]:
     """The tables of the SQLite file at `path`, read without writing anything."""
     try:
-        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        # as_uri() escapes a '?' or '#' in the path, which would end a bare file: URI's path
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
         try:
             return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"not a wattserve ledger (SQLite): {exc}", path=path) from None
+        raise ConfigError(_open_failure(path, exc), path=path) from None
+
+
+def _open_failure(path: str, exc: sqlite3.DatabaseError) -> str:
+    """Why SQLite could not open the ledger at `path`: a folder it cannot write (a read-only
+    mount, where it cannot make its -wal and -shm files beside the ledger) said as much, not
+    taken for another program's file."""
+    folder = os.path.dirname(os.path.realpath(path)) or "."
+    if isinstance(exc, sqlite3.OperationalError) and not (
+        os.access(folder, os.W_OK) and os.access(path, os.W_OK)
+    ):
+        return (
+            f"cannot open the ledger: {exc} (it or its folder is read-only, and SQLite writes "
+            "its -wal and -shm files beside it: copy the ledger to a writable place)"
+        )
+    return f"not a wattserve ledger (SQLite): {exc}"
 
 
 def _check_existing(path: str) -> None:
@@ -281,9 +297,12 @@ class Ledger:
                 raise ConfigError(
                     f"not a wattserve ledger: it holds other tables ({shown})", path=self.path
                 )
-        # created 0600 before SQLite opens it (its -wal and -shm files take the same mode)
+        # created 0600 before SQLite opens it (its -wal and -shm files take the same mode);
+        # through a symbolic link, its target (O_EXCL refuses any link, a dangling one too,
+        # and SQLite then created the target with the umask's 0644)
         with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            real = os.path.realpath(self.path)
+            os.close(os.open(real, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         try:
             self.db = _connect(self.path)
             self.db.executescript(SCHEMA)
@@ -293,7 +312,7 @@ class Ledger:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             have = {row[1] for row in self.db.execute("PRAGMA table_info(requests)")}
         except sqlite3.DatabaseError as exc:  # --db names some other file: say so, no traceback
-            raise ConfigError(f"not a wattserve ledger (SQLite): {exc}", path=self.path) from None
+            raise ConfigError(_open_failure(self.path, exc), path=self.path) from None
         if lacking := [c for c in COLUMNS if c not in have]:  # a table of the same name
             self.db.close()
             raise ConfigError(
@@ -480,13 +499,14 @@ class Ledger:
         # the sums add what is known, and a group with nothing known stays unknown (null)
         served = "(r.status = 'ok' OR COALESCE(r.completion_tokens, 0) > 0)"
         # TOTAL: a float sum, which cannot overflow as SUM of integers does
-        cur = self.db.execute(
+        rows = self._read(
             f"SELECT {column} AS grp, COUNT(*), SUM(r.status = 'ok'), "
             "TOTAL(r.prompt_tokens), TOTAL(r.completion_tokens), "
             "SUM(r.energy_j), SUM(r.usd), AVG(r.ttft_s), "
             f"SUM(r.energy_j IS NULL AND {served}), SUM(r.usd IS NULL AND {served}), "
             "TOTAL(r.prompt_tokens_estimated), TOTAL(r.completion_tokens_estimated) "
-            "FROM requests r LEFT JOIN keys k ON k.id = r.key_id GROUP BY grp ORDER BY grp"
+            "FROM requests r LEFT JOIN keys k ON k.id = r.key_id GROUP BY grp ORDER BY grp",
+            (),
         )
         keys = (
             "group",
@@ -502,7 +522,7 @@ class Ledger:
             "prompt_tokens_estimated_requests",
             "completion_tokens_estimated_requests",
         )
-        return [_usage_row(dict(zip(keys, row, strict=True))) for row in cur.fetchall()]
+        return [_usage_row(dict(zip(keys, row, strict=True))) for row in rows]
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -525,12 +545,12 @@ class Ledger:
         self._write("BEGIN IMMEDIATE", ())
         try:
             if unique_name:
-                same = self.db.execute(
-                    "SELECT id FROM keys WHERE name = ? AND NOT revoked", (name,)
-                ).fetchone()
-                if same is not None:
+                same = self._read(
+                    "SELECT id FROM keys WHERE name = ? AND NOT revoked LIMIT 1", (name,)
+                )
+                if same:
                     raise ConfigError(
-                        f"a key named {name!r:.100} exists (id {same[0]}); revoke it "
+                        f"a key named {name!r:.100} exists (id {same[0][0]}); revoke it "
                         "(`wattserve keys revoke ID`) or give another name",
                         field="name",
                     )
@@ -596,9 +616,10 @@ class Ledger:
         return record
 
     def list_keys(self) -> list[dict[str, Any]]:
-        cur = self.db.execute(
+        rows = self._read(
             "SELECT id, name, admin, metrics, budget_usd, budget_j, rps, spent_usd, "
-            "spent_j, revoked FROM keys ORDER BY created"
+            "spent_j, revoked FROM keys ORDER BY created",
+            (),
         )
         cols = (
             "id",
@@ -612,14 +633,22 @@ class Ledger:
             "spent_j",
             "revoked",
         )
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def live_keys(self) -> int:
         """How many keys are not revoked."""
-        return int(self.db.execute("SELECT COUNT(*) FROM keys WHERE revoked = 0").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM keys WHERE revoked = 0", ())[0][0])
 
     def revoke(self, key_id: str) -> bool:
         return self._write("UPDATE keys SET revoked = 1 WHERE id = ?", (key_id,)).rowcount > 0
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The rows of a query; a file SQLite cannot read (damaged: 'database disk image is
+        malformed') is an error naming it, not one without the path."""
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot read the ledger: {exc}", path=self.path) from None
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
         """One statement that changes the file; a file that cannot be written (read-only,

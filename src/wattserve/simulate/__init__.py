@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from wattserve.core.admission import MIN_MAX_QUEUE_S
 from wattserve.core.fleet import Fleet
 from wattserve.core.governor import check_max_wait
 from wattserve.core.policy import Policy, make_policy
@@ -25,10 +26,6 @@ __all__ = [
     "simulate",
     "summarize",
 ]
-
-# the shortest queue limit (serve's --max-queue takes no less either): at 0 every request is
-# refused, its first token never being predicted at once
-MIN_MAX_QUEUE_S = 0.001
 
 
 def check_max_queue(value: float, field: str = "max_queue_s") -> float:
