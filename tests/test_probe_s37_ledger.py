@@ -80,3 +80,28 @@ def test_a_ledger_on_a_read_only_mount_says_so(tmp_path: Path) -> None:
             assert "not a wattserve ledger" not in result.output
     finally:
         subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("\u2800\u2800", "a key needs a name"),  # the Braille blank prints as space
+        ("\u3164", "a key needs a name"),  # the Hangul filler too
+        ("alice ", "no space at the start or end"),
+        ("\u00a0bob", "no space at the start or end"),
+    ],
+)
+def test_a_key_name_that_reads_blank_or_padded_is_refused(
+    tmp_path: Path, name: str, problem: str
+) -> None:
+    result = runner.invoke(app, ["keys", "create", name, "--db", str(tmp_path / "l.db")])
+    assert result.exit_code == 2, result.output
+    assert problem in result.output
+
+
+def test_composed_and_decomposed_spellings_are_one_name(tmp_path: Path) -> None:
+    db = str(tmp_path / "l.db")
+    assert runner.invoke(app, ["keys", "create", "caf\u00e9", "--db", db]).exit_code == 0
+    result = runner.invoke(app, ["keys", "create", "cafe\u0301", "--db", db])
+    assert result.exit_code == 2, result.output
+    assert "exists" in result.output

@@ -280,6 +280,8 @@ def keys_create(
     if rps is not None and not 0 < rps < math.inf:
         raise ConfigError(f"must be a positive finite number, got {rps}", field="--rps")
 
+    # one spelling of a name: a composed and a decomposed é were two keys of one name
+    name = unicodedata.normalize("NFC", name)
     if (problem := _name_problem(name)) is not None:
         raise ConfigError(problem, field="name")
     ledger = Ledger(db)
@@ -297,14 +299,20 @@ def keys_create(
 
 
 KEY_NAME_CHARS = 128
+# letters that print as blank space though Unicode does not call them spaces: the Braille
+# blank and the Hangul fillers (a name of them alone looked empty in `usage --by key`)
+BLANK_LETTERS = dict.fromkeys(map(ord, "\u2800\u3164\u115f\u1160\uffa0"), " ")
 
 
 def _name_problem(name: str) -> str | None:
     """Why a key's name cannot be taken, or None. It is a column of `usage --by key` and of
     the gateway's refusals: a name with a line break or a terminal's escape code forged rows
     of that table, an empty one left its row blank."""
-    if not name.strip():
+    shown = name.translate(BLANK_LETTERS)
+    if not shown.strip():
         return "a key needs a name: who or what it is for"
+    if shown != shown.strip():  # 'alice ' beside 'alice': two keys that read as one
+        return "no space at the start or end of a name"
     if len(name) > KEY_NAME_CHARS:
         return f"at most {KEY_NAME_CHARS} characters, got {len(name)}"
     bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
