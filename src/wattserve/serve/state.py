@@ -40,9 +40,11 @@ from redis.exceptions import RedisError
 from wattserve.core.sites import MAX_POWER_W
 from wattserve.errors import ConfigError
 from wattserve.serve.budgets import Refusal
+from wattserve.serve.guard import MAX_RETRY_AFTER_S
 from wattserve.serve.leases import PowerLeases
 from wattserve.serve.redis_scripts import SETTLE, SETTLE_BATCH, Settlement, batched
 from wattserve.serve.resp import Resp
+from wattserve.serve.router import COOLDOWN_S
 
 log = logging.getLogger("wattserve.serve")
 
@@ -361,7 +363,10 @@ def attach(router: Any, state: SharedState) -> PowerLeases:
         router.drained = set(state.drained)
         for name, (left_s, limited) in state.ejected.items():
             if name in router.backends:  # a longer cooldown held here stays (Router.hold_out)
-                router.hold_out(name, now + left_s, limited)
+                # no longer than a replica would have set: a key written by hand with a day's
+                # TTL had kept a failing backend out for a day
+                longest = MAX_RETRY_AFTER_S if limited else COOLDOWN_S
+                router.hold_out(name, now + min(left_s, longest), limited)
         for name in router.fleet.sites:
             leases.apply(name)
         router._refresh_unhealthy()
