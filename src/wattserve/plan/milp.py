@@ -529,11 +529,37 @@ def diagnose(p: Problem, time_limit_s: float = 60.0) -> list[Binding]:
             )
     if out:
         return out
+    joint = _relaxed(p, time_limit_s)
+    if joint is None:
+        return [Binding("unknown", "", 0.0, "the solver found no way to relax the program")]
+    kinds = list(dict.fromkeys(b.kind for b in joint))
+    if len(kinds) < 2:
+        return joint
+    # the smallest changes together are no advice to follow one by one (raised alone, the
+    # budget they name still left the plan infeasible): what each family of limits needs when
+    # it is the only one to give, where that is enough, comes first
+    for kind in kinds:
+        alone = _relaxed(p, time_limit_s, only=kind) if kind != "unserved" else None
+        for b in alone or ():
+            out.append(replace(b, message=f"alone, this is enough: {b.message}"))
+    head = "or all of these together" if out else "all of these together"
+    return out + [replace(b, message=f"{head}: {b.message}") for b in joint]
+
+
+def _relaxed(p: Problem, time_limit_s: float, only: str | None = None) -> list[Binding] | None:
+    """The program solved with elastic slacks (on one family of constraints where `only` names
+    it, the others held), minimising their relative size: the slacks left non-zero, or None
+    where no relaxation is feasible."""
     b, v = _build(p, "cost", elastic=True)
+    if only is not None:
+        for name, col in v.slack.items():
+            if name.partition(":")[0] != only:
+                b.ub[col] = 0.0
     res, _ = b.solve(time_limit_s)
     xs = getattr(res, "x", None)
     if xs is None:
-        return [Binding("unknown", "", 0.0, "the solver found no way to relax the program")]
+        return None
+    out = []
     for name, col in v.slack.items():
         amount = float(xs[col])
         if amount <= 1e-6:
