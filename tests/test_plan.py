@@ -717,3 +717,28 @@ def test_the_command_line_plans_other_weight_formats() -> None:
     for bad in (",", "fp32", "bf17"):
         r = CliRunner().invoke(app, [*args, "--dtype", bad])
         assert r.exit_code == 2 and "--dtype" in r.output, (bad, r.output)
+
+
+def test_carbon_per_request_is_over_what_the_sites_with_an_intensity_served(
+    tmp_path: Path,
+) -> None:
+    """A site without carbon_g_per_kwh is left out of the grams, so its requests are left
+    out of the per-request and per-token figures too (they were counted: understated)."""
+    f = tmp_path / "fleet.yaml"
+    f.write_text(
+        "sites:\n  dc: {pue: 1.5, carbon_g_per_kwh: 400}\n  other: {pue: 1.2}\n"
+        "deployments:\n  h: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+        "  o: {site: other, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    wl = load_workload(EXAMPLES / "workload-synthetic.yaml", default_model="llama-3.1-8b")
+    wl.requests = [r for r in wl.requests[:60]]
+    for r in wl.requests:
+        r.origin = None
+    report, _ = simulate(load_fleet(f), wl, "round_robin")
+    served = report["deployments"]
+    assert served["h"]["requests"] > 0 and served["o"]["requests"] > 0
+    grams = report["sites"]["dc"]["energy_j"] * 1.5 * 400 / 3.6e6
+    assert report["carbon_g"] == pytest.approx(grams)
+    assert report["carbon_g_per_request"] == pytest.approx(grams / served["h"]["requests"])
+    tokens = served["h"]["output_tokens"]
+    assert report["carbon_g_per_mtok"] == pytest.approx(grams / tokens * 1e6)

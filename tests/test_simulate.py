@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -860,3 +863,50 @@ sites:
 deployments:
   h100: {site: dc, model: llama-3.1-8b, hardware: h100-sxm, replicas: 2}
 """
+
+
+class UnnamedFirst(Policy):
+    """A Policy subclass that sets no name: known by its spec, not Policy's own 'policy'."""
+
+    def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
+        return cands[0]
+
+
+def test_an_unnamed_policy_subclass_is_known_by_its_spec_and_one_in_the_working_folder_loads(
+    tmp_path: Path,
+) -> None:
+    assert make_policy("test_simulate:UnnamedFirst").name == "test_simulate:UnnamedFirst"
+    # a console script (not `python -m`) does not search the working folder: the policy
+    # there was "No module named"
+    (tmp_path / "mypol_s37.py").write_text(
+        "from wattserve.core.policy import Decision\n"
+        "class First:\n"
+        "    def choose(self, req, view):\n"
+        "        cands = view.candidates(req)\n"
+        "        return Decision(cands[0].name if cands else None)\n"
+    )
+    (tmp_path / "wl.yaml").write_text(
+        "generator: {kind: poisson, rate_rps: 2, duration_s: 3, prompt_tokens: 64, "
+        "output_tokens: 8}\nclasses:\n  - {model: llama-3.1-8b}\n"
+    )
+    exe = Path(sys.executable).with_name("wattserve")  # the console script pip installed
+    r = subprocess.run(
+        [
+            str(exe),
+            "simulate",
+            "--fleet",
+            str(REPO / "examples" / "fleet-hetero.yaml"),
+            "--trace",
+            "wl.yaml",
+            "--policy",
+            "mypol_s37:First",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["policy"] == "mypol_s37:First"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import math
 import operator
+import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -86,7 +88,8 @@ class FleetView(Protocol):
 
 
 class Policy(ABC):
-    """Choose a target for a request. Subclasses implement `rank` or `choose`."""
+    """Choose a target for a request. Subclasses implement `pick` (a target among the
+    candidates) or override `choose` (a Decision, which may leave the request unplaced)."""
 
     name = "policy"
 
@@ -326,7 +329,10 @@ class _UserPolicy:
             name = None
         # printed in simulate's table and in every reason: a name with an escape sequence in
         # it would reach the terminal as written
-        self.name = printable(name)[:100] if isinstance(name, str) and name.strip() else spec
+        # Policy's own "policy" is no name: a subclass that sets none is known by its spec
+        # (two of them in one --compare were two rows called "policy")
+        named = isinstance(name, str) and name.strip() and name != Policy.name
+        self.name = printable(name)[:100] if named else spec
 
     def choose(self, req: Request, view: FleetView) -> Decision:
         try:
@@ -377,6 +383,10 @@ def make_policy(spec: str) -> Policy:
                 "module's absolute name",
                 field="policy",
             )
+        # the working folder is searched too, last (as `python -m` does, first): a console
+        # script does not, and a policy in ./mypol.py was "No module named 'mypol'"
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.append(os.getcwd())
         try:
             obj = getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError, ValueError, TypeError) as exc:

@@ -39,9 +39,16 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
     powered_tokens = sum(
         n for name, n in out.tokens_by.items() if name in specs and name not in unpowered
     )
-    powered_requests = sum(
-        n for name, n in out.served_by.items() if name in specs and name not in unpowered
-    )
+    # carbon per request and per token: over what the devices at sites with a known carbon
+    # intensity served, as the grams are theirs (requests served at a site without one were
+    # counted, which understated the figure)
+    carbon_known = {
+        name
+        for name, d in specs.items()
+        if name not in unpowered and fleet.sites[d.site].carbon_g_per_kwh is not None
+    }
+    carbon_requests = sum(n for name, n in out.served_by.items() if name in carbon_known)
+    carbon_tokens = sum(n for name, n in out.tokens_by.items() if name in carbon_known)
     energy = sum(site_energy.values())
     # a cost is known for hosted APIs and priced deployments; the tokens of unpriced ones are
     # left out of $/1M tokens, and with nothing priced the cost is unknown, never $0
@@ -91,14 +98,15 @@ def summarize(out: Outcome, fleet: Fleet) -> dict[str, Any]:
         "no energy and are excluded (J/token is over device-served tokens)"
         + (f"; no power figures (TDP) for {', '.join(unpowered)}: excluded" if unpowered else ""),
         "carbon_g": total_g,
-        "carbon_g_per_request": total_g / powered_requests
-        if total_g is not None and powered_requests
+        "carbon_g_per_request": total_g / carbon_requests
+        if total_g is not None and carbon_requests
         else None,
-        "carbon_g_per_mtok": total_g / powered_tokens * 1e6
-        if total_g is not None and powered_tokens
+        "carbon_g_per_mtok": total_g / carbon_tokens * 1e6
+        if total_g is not None and carbon_tokens
         else None,
-        "carbon_note": "device energy x site PUE x site carbon_g_per_kwh; sites without "
-        "carbon_g_per_kwh and hosted APIs are left out",
+        "carbon_note": "device energy x site PUE x site carbon_g_per_kwh, idle time included; "
+        "sites without carbon_g_per_kwh and hosted APIs are left out (per request and per "
+        "token: over what the devices at the other sites served)",
         "usd": usd if priced else None,
         "usd_per_mtok": usd / priced_tokens * 1e6 if priced and priced_tokens else None,
         "usd_note": "rented devices for the whole span, owned devices amortised plus "
