@@ -116,6 +116,11 @@ def test_catalog_and_models() -> None:
     assert "sram_mb" in p.stdout and "public launch coverage" in p.stdout
     p = run("catalog", "providers", "--json")
     assert any(d["id"] == "groq-cloud" for d in json.loads(p.stdout))
+    # a provider's figures as a device's: each with its source, an unknown one said so (it
+    # printed Python's `ttft_s=None`)
+    p = run("catalog", "show", "groq-cloud")
+    assert "None" not in p.stdout and "groq.com/pricing" in p.stdout, p.stdout
+    assert any(line.split()[:2] == ["ttft_s", "unknown"] for line in p.stdout.splitlines())
     p = run("models", "--json")
     assert any(d["id"] == "mixtral-8x7b" and d["experts"] == 8 for d in json.loads(p.stdout))
 

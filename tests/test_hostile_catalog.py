@@ -328,3 +328,12 @@ def test_a_free_hosted_api_costs_zero_per_token_not_unknown(tmp_path: Path) -> N
     code, out = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "api",
                      "--hardware-file", str(f))  # fmt: skip
     assert code == 0 and "$ per 1M out tokens: 0 (per-token)" in out, out
+
+
+@pytest.mark.parametrize("name", ["nvidia-h100", "nvidia/h100", "NVIDIA H100", "H100"])
+def test_a_vendors_prefix_still_finds_the_device(name: str) -> None:
+    """A vendor's name before the part (as NVML and cloud consoles write it) had no
+    suggestion at all: 'See `wattserve catalog`'."""
+    with pytest.raises(UnknownNameError) as err:
+        load_catalog().device(name)
+    assert err.value.suggestions[:1] == ["h100-sxm"], err.value.suggestions

@@ -156,11 +156,22 @@ def field_key(key: str) -> str:
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
-    """The known names nearest to `name`, best first (substring matches count too)."""
+    """The known names nearest to `name`, best first (substring matches count too), and
+    those of its last part after a vendor's or an organisation's prefix ('nvidia-h100',
+    'nvidia/h100', 'meta-llama/Meta-Llama-3-8B': no suggestion had been found for them)."""
     pool = list(known)
     lowered = name.lower()
-    hits = [k for k in pool if lowered and (lowered in k.lower() or k.lower() in lowered)]
-    for k in difflib.get_close_matches(lowered, pool, n=n, cutoff=0.5):
-        if k not in hits:
-            hits.append(k)
+    tries = [lowered]
+    for sep in ("/", " ", "-", "_"):
+        head, found, tail = lowered.partition(sep)
+        if found and head and tail and tail not in tries:
+            tries.append(tail)
+    hits: list[str] = []
+    for t in tries:
+        hits += [k for k in pool if k not in hits and (t in k.lower() or k.lower() in t)]
+        for k in difflib.get_close_matches(t, pool, n=n, cutoff=0.5):
+            if k not in hits:
+                hits.append(k)
+        if hits:
+            break
     return hits[:n]

@@ -44,6 +44,9 @@ def device_dict(hw: Hardware, with_sources: bool = False) -> dict[str, Any]:
     return out
 
 
+OFFER_FIGURES = ("usd_per_mtok_input", "usd_per_mtok_output", "ttft_s", "output_tokens_per_s")
+
+
 def provider_dict(p: Provider) -> dict[str, Any]:
     def v(fig: Any) -> float | None:
         return None if fig is None else float(fig.value)
@@ -158,13 +161,22 @@ def catalog_show(
         raise UnknownNameError("device or provider", shown, [*cat.devices, *cat.providers])
     if found not in cat.devices:
         item = found
-        data = provider_dict(cat.providers[item])
+        provider = cat.providers[item]
+        data = provider_dict(provider)
         if json_out:
             print_json(data)
-        else:
-            typer.echo(f"{data['name']} ({item}) on {data['hardware']}: {data['base_url']}")
-            for mid, offer in data["models"].items():
-                typer.echo(f"  {mid}: " + ", ".join(f"{k}={v}" for k, v in offer.items()))
+            return
+        # as a device's: one figure a line with its source, an unknown one said so (it had
+        # been Python's `ttft_s=None`, and no source at all)
+        typer.echo(f"{data['name']} ({item}) on {data['hardware']}: {data['base_url']}")
+        for mid, offer in provider.offers.items():
+            typer.echo(f"  {mid}, sold as {offer.remote_name}:")
+            for key in OFFER_FIGURES:
+                fig = getattr(offer, key)
+                shown = f"{'unknown':>12}" if fig is None else f"{fig.value:>12g}   {fig.cite()}"
+                typer.echo(f"    {key:22} {shown}")
+        if provider.notes:
+            typer.echo(f"  note: {provider.notes}")
         return
     hw = cat.device(found)
     if json_out:
