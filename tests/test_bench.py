@@ -302,6 +302,11 @@ def test_carbon_from_the_server_or_from_the_flag() -> None:
     assert flagged["gco2"] == pytest.approx(72 / 3.6e6 * 100)  # the flag overrides
     unknown = summarize([done(0, None)], 1.0, slos)
     assert unknown["gco2"] is None and unknown["energy_j"] == 36.0
+    # a misspelt site: the note names it rather than advise the flag that was given
+    typo = summarize([done(0, None)], 1.0, slos, {"dc-wes": 400.0})
+    assert typo["gco2"] is None
+    note = typo["gco2_note"]
+    assert "no intensity for dc" in note and "dc-wes, a site no answer came from" in note, note
 
 
 @contextlib.contextmanager

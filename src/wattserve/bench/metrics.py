@@ -131,6 +131,38 @@ def summarize(
     return out
 
 
+def _carbon_note(
+    done: list[Result],
+    carbon: dict[str, float],
+    gco2: float | None,
+    from_server: bool,
+    reported: int,
+) -> str:
+    """What `gco2` rests on, or why it is unknown: a site given with --carbon-g-per-kwh that
+    no answer came from is named (a misspelt site had left gco2 null with the advice to give
+    the flag that was given)."""
+    if from_server:
+        return (
+            f"as the server reported it (usage.wattserve.carbon_g, {reported} of "
+            f"{len(done)} completed requests)"
+        )
+    if gco2 is not None:
+        return "device energy x the carbon intensity given with --carbon-g-per-kwh"
+    if not carbon:
+        return "unknown: the server reports none; give --carbon-g-per-kwh (SITE=G or G)"
+    seen = {r.site or "-" for r in done if r.energy_j is not None}
+    lacking = sorted(seen - set(carbon)) if "*" not in carbon else []
+    unseen = sorted(set(carbon) - seen - {"*"})
+    why = "unknown: "
+    if lacking:
+        why += f"--carbon-g-per-kwh gives no intensity for {', '.join(lacking)[:300]}"
+    else:
+        why += "no answer reported its energy"
+    if unseen:
+        why += f"; given for {', '.join(unseen)[:300]}, a site no answer came from (a typo?)"
+    return why
+
+
 def _accounting(done: list[Result], total_out: int, carbon: dict[str, float]) -> dict[str, Any]:
     """$, J and gCO2 from `usage.wattserve`; None where the server reported none."""
     priced = [r for r in done if r.usd is not None]
@@ -174,14 +206,7 @@ def _accounting(done: list[Result], total_out: int, carbon: dict[str, float]) ->
         "usd": usd if priced else None,
         "usd_per_mtok": usd / priced_tokens * 1e6 if priced_tokens else None,
         "gco2": gco2,
-        "gco2_note": (
-            f"as the server reported it (usage.wattserve.carbon_g, {len(reported)} of "
-            f"{len(done)} completed requests)"
-            if from_server
-            else "device energy x the carbon intensity given with --carbon-g-per-kwh"
-            if gco2 is not None
-            else "unknown: the server reports none; give --carbon-g-per-kwh (SITE=G or G)"
-        ),
+        "gco2_note": _carbon_note(done, carbon, gco2, from_server, len(reported)),
         "sites": dict(sorted(by_site.items())),
         "deployments": dict(sorted(by_dep.items())),
     }

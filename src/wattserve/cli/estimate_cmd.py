@@ -83,7 +83,10 @@ def estimate_cmd(
     ] = 4.0,
     gpu_memory_utilization: Annotated[
         float | None,
-        typer.Option(help="Share of device memory the engine uses (vLLM's name; default 0.9)."),
+        typer.Option(
+            help="Share of device memory the engine uses (vLLM's name; default: the "
+            "calibration's, else 0.9)."
+        ),
     ] = None,
     expert_parallel: Annotated[
         bool,
