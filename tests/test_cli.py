@@ -114,6 +114,8 @@ def test_catalog_and_models() -> None:
     assert {"jetson-agx-orin-64gb", "hailo-10h"} <= ids and "h100-sxm" not in ids
     p = run("catalog", "show", "groq-lpu")
     assert "sram_mb" in p.stdout and "public launch coverage" in p.stdout
+    upper = run("catalog", "--category", "EDGE-Module", "--maturity", "Production", "--json")
+    assert upper.returncode == 0 and {d["id"] for d in json.loads(upper.stdout)} <= ids
     p = run("catalog", "providers", "--json")
     assert any(d["id"] == "groq-cloud" for d in json.loads(p.stdout))
     # a provider's figures as a device's: each with its source, an unknown one said so (it

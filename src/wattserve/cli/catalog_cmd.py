@@ -111,6 +111,9 @@ def catalog_list(
         # files and --json named before the subcommand count for it too
         ctx.obj = {"hardware_file": list(hardware_file or []), "json_out": json_out}
         return
+    # in any case, as ids are (`--category GPU` was refused)
+    category = None if category is None else category.lower()
+    maturity = None if maturity is None else maturity.lower()
     if category is not None and category not in CATEGORIES:
         raise typer.BadParameter(f"use one of {', '.join(CATEGORIES)}", param_hint="--category")
     if maturity is not None and maturity not in MATURITY:
