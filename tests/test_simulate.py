@@ -910,3 +910,29 @@ def test_an_unnamed_policy_subclass_is_known_by_its_spec_and_one_in_the_working_
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["policy"] == "mypol_s37:First"
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--rate-scale", "-1"], "--rate-scale"),
+        (["--duration", "-1"], "--duration"),
+        (["--policy", "nope"], "--policy"),
+        (["--compare", "cost,nope"], "--compare"),
+    ],
+)
+def test_simulate_names_the_flag_not_the_apis_parameter(args: list[str], flag: str) -> None:
+    """The CLI's errors name what its user typed (they said `rate_scale`, `duration`,
+    `policy`: the Python API's names)."""
+    r = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--fleet",
+            str(REPO / "examples" / "fleet-hetero.yaml"),
+            "--trace",
+            str(REPO / "examples" / "workload-conv.yaml"),
+            *args,
+        ],
+    )
+    assert r.exit_code == 2 and f"field '{flag}'" in r.output, r.output

@@ -8,7 +8,8 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -20,6 +21,20 @@ from wattserve.errors import ConfigError, WattserveError, printable
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@contextmanager
+def as_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """A ConfigError that names an API parameter (`flags`' keys) named by the flag a user of
+    the command line typed instead (`rate_scale` as `--rate-scale`); one about a file's field
+    is left as it is."""
+    try:
+        yield
+    except ConfigError as exc:
+        flag = None if exc.path is not None or exc.field is None else flags.get(exc.field)
+        if flag is None:
+            raise
+        raise ConfigError(exc.detail, field=flag) from None
 
 
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:

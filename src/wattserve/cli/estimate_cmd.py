@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import check_finite, print_json, reports_errors
+from wattserve.cli.common import as_flags, check_finite, print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.cost import CostAssumptions, check_pue
 from wattserve.core.params import check_memory_share
@@ -17,8 +17,10 @@ from wattserve.estimate import estimate
 from wattserve.estimate.explain import explain, summary
 
 # estimate()'s parameters that are flags of this command under the same name
-FLAGS = frozenset(
-    [
+# the API's parameters a user of the command line gave as flags
+FLAGS = {
+    name: "--" + name.replace("_", "-")
+    for name in (
         "tp",
         "pp",
         "dtype",
@@ -29,8 +31,8 @@ FLAGS = frozenset(
         "context",
         "gpu_memory_utilization",
         "expert_parallel",
-    ]
-)
+    )
+}
 
 
 @reports_errors
@@ -117,7 +119,7 @@ def estimate_cmd(
             field="--electricity-usd-per-kwh",
         )
     costs = CostAssumptions(cost_basis, electricity_usd_per_kwh, pue, lifetime_years)  # type: ignore[arg-type]
-    try:
+    with as_flags(FLAGS):  # the API names its parameters; a user of the command line typed flags
         result = estimate(
             model,
             hardware,
@@ -135,11 +137,6 @@ def estimate_cmd(
             gpu_memory_utilization=gpu_memory_utilization,
             expert_parallel=expert_parallel,
         )
-    except ConfigError as exc:
-        if exc.path is not None or exc.field not in FLAGS:
-            raise
-        # the API names its parameters; a user of the command line typed flags
-        raise ConfigError(exc.detail, field="--" + exc.field.replace("_", "-")) from None
     if json_out:
         print_json(result.to_dict())
         return

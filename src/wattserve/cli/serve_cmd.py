@@ -18,6 +18,7 @@ from wattserve.core.admission import MIN_MAX_QUEUE_S
 from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import make_policy
 from wattserve.errors import ConfigError, printable
+from wattserve.serve.guard import MAX_IN_FLIGHT
 
 keys_app = typer.Typer(help="API keys: create (shown once, stored hashed), list, revoke.")
 DbOption = Annotated[Path, typer.Option(help="The ledger (SQLite).")]
@@ -79,6 +80,14 @@ def serve_cmd(
             "whatever a request names)."
         ),
     ] = None,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Requests served at once; more are answered 503 with Retry-After (each holds "
+            "a connection, its body and its stream's buffers).",
+        ),
+    ] = MAX_IN_FLIGHT,
     state: Annotated[
         str | None,
         typer.Option(
@@ -149,6 +158,7 @@ def serve_cmd(
         send_timeout_s=send_timeout,
         max_queue_s=max_queue,
         state=shared,
+        max_in_flight=max_in_flight,
     )
     model = router.models[0]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

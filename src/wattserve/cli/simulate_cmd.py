@@ -12,7 +12,13 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from wattserve.cli.common import check_writable, print_json, reports_errors, save_text
+from wattserve.cli.common import (
+    as_flags,
+    check_writable,
+    print_json,
+    reports_errors,
+    save_text,
+)
 from wattserve.core.fleet import Fleet, load_fleet
 from wattserve.core.governor import check_max_wait
 from wattserve.core.policy import make_policy
@@ -136,14 +142,16 @@ def simulate_cmd(
             duration_s=duration,
         )
 
-    first = workload()  # read before any output is opened: an output may not be an input
+    with as_flags({"rate_scale": "--rate-scale", "duration": "--duration", "seed": "--seed"}):
+        first = workload()  # read before any output is opened: an output may not be an input
     _check_classes(f, fleet, first)
     chosen = policy or first.policy or "least_loaded"
     policies = [p.strip() for p in compare.split(",")] if compare is not None else [chosen]
     if not all(policies):  # `--compare ''` ran the default policy without a word
         raise ConfigError(f"names an empty policy: {compare!r:.80}", field="--compare")
-    for name in policies:  # every one, before a run writes anything
-        make_policy(name)
+    with as_flags({"policy": "--compare" if compare is not None else "--policy"}):
+        for name in policies:  # every one, before a run writes anything
+            make_policy(name)
     twice = sorted({p for p in policies if policies.count(p) > 1})
     if twice:  # the same runs again, whose request lines `compare` could not tell apart
         raise ConfigError(f"names {', '.join(twice)} more than once", field="--compare")
