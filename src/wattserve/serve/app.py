@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -34,17 +34,16 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from wattserve.core.admission import MAX_QUEUE_S, no_first_token, queue_refusal
-from wattserve.core.modelspec import fits_context
 from wattserve.core.windows import context_windows
 from wattserve.core.workload import Request
 from wattserve.errors import NoBackendAvailable, UpstreamError
 from wattserve.serve import replies
 from wattserve.serve.accounting import Accounts, durable
-from wattserve.serve.backends.base import Event, Finish, GenRequest, Piece, guessed_finish
+from wattserve.serve.backends.base import Finish, GenRequest, Piece, guessed_finish
 from wattserve.serve.budgets import Budgets, Hold, LocalBudgets, Refusal, worst_case
 from wattserve.serve.fleet_admin import CapChange, ChangeError, check_cap, parse_change
 from wattserve.serve.gauges import live_gauges
-from wattserve.serve.guard import error, guard, read_json
+from wattserve.serve.guard import MAX_IN_FLIGHT, error, guard, read_json
 from wattserve.serve.ledger import KeyRecord, Ledger
 from wattserve.serve.link import link_rtt_s, over_link
 from wattserve.serve.metrics import Metrics
@@ -53,53 +52,27 @@ from wattserve.serve.router import Router
 from wattserve.serve.schema import (
     ChatRequest,
     CompletionRequest,
+    WindowProblem,
     approx_tokens,
     error_body,
     given,
+    output_room,
     parse_body,
     validation_message,
 )
 from wattserve.serve.shared_budgets import RedisBudgets
 from wattserve.serve.state import SharedState, attach
-from wattserve.serve.streaming import SEND_TIMEOUT_S, Sender, close_events
+from wattserve.serve.streaming import SEND_TIMEOUT_S, Call, Sender, close_events
 
 log = logging.getLogger("wattserve.serve")
 
 MAX_BODY_BYTES = 1 << 20
-MAX_IN_FLIGHT = 1024
 RETRIES = 2
 BODY_TIMEOUT_S = 30.0
 
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
-
-
-@dataclass
-class _Call:
-    """One request on the backend chosen for it, from its first event on."""
-
-    body: ChatRequest | CompletionRequest
-    req: Request
-    greq: GenRequest
-    key: KeyRecord | None
-    hold: Hold | None
-    target: Any
-    backend: Any
-    first: Event
-    rest: AsyncIterator[Event]
-    started: float
-    seen: bool  # whether the first event came with the first token (Backend.sees_first_token)
-    ttft: float | None = field(init=False)  # None: not seen, so unknown
-
-    def __post_init__(self) -> None:
-        self.ttft = time.monotonic() - self.started if self.seen else None
-
-    async def events(self) -> AsyncIterator[Event]:
-        """The first event, then the rest."""
-        yield self.first
-        async for event in self.rest:
-            yield event
 
 
 class Gateway:
@@ -115,8 +88,10 @@ class Gateway:
         max_queue_s: float = MAX_QUEUE_S,
         state: SharedState | None = None,
         send_timeout_s: float = SEND_TIMEOUT_S,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.router, self.ledger = router, ledger
+        self.max_in_flight = max_in_flight
         self.state = state
         if state is not None:
             budgets = budgets or RedisBudgets(state)
@@ -311,6 +286,8 @@ class Gateway:
                     self.state.sync_now()
                 else:
                     self.router.gov.set_cap(change.site, change.power_cap_w, self.router.clock())
+                    async with self.router.power_changed:  # steps waiting for power may go now
+                        self.router.power_changed.notify_all()
             elif change.target not in self.router.targets:
                 raise ChangeError(404, f"no target '{change.target}'", "target")
             elif self.state is not None:
@@ -347,12 +324,8 @@ class Gateway:
             return key
         if key is not None and (refusal := await self.budgets.take_request(key)) is not None:
             return _refused(refusal)
-        if self.draining:
-            return error(503, "the gateway is shutting down", "server_error", retry_after_s=5.0)
-        if self.in_flight >= MAX_IN_FLIGHT:
-            return error(
-                503, "the gateway is at its request limit", "server_error", retry_after_s=1.0
-            )
+        if (closed := self._closed()) is not None:
+            return closed
         raw = await read_json(request, self.body_timeout_s, MAX_BODY_BYTES)
         if not isinstance(raw, dict):
             return error(400, "body must be a JSON object")
@@ -385,30 +358,11 @@ class Gateway:
         origin, local_only = where.origin, where.local_only
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{os.urandom(12).hex()}"
         prompt_tokens = approx_tokens(body.prompt_text())
-        least = body.min_tokens or 0  # vLLM's: the schema holds it under a given max_tokens
-        max_tokens = body.output_limit or max(self.default_max_tokens, least)
-        window = self.context_tokens.get(model)
-        if window is not None:
-            asked = body.output_limit or 1
-            if not fits_context(window, prompt_tokens, asked):  # OpenAI's wording
-                return error(
-                    400,
-                    f"This model's maximum context length is {window} tokens. However, you "
-                    f"requested {prompt_tokens + asked} tokens ({prompt_tokens} in the "
-                    f"prompt, {asked} for the completion; prompts are counted at about 4 "
-                    "characters a token).",
-                    param="messages" if kind == "chat" else "prompt",
-                    code="context_length_exceeded",
-                )
-            max_tokens = min(max_tokens, window - prompt_tokens)
-            if least > max_tokens:
-                return error(
-                    400,
-                    f"min_tokens: {least} is more than the {max_tokens} tokens the model's "
-                    f"{window}-token context leaves after the prompt's {prompt_tokens} (counted "
-                    "at about 4 characters a token)",
-                    param="min_tokens",
-                )
+        max_tokens = output_room(
+            body, kind, prompt_tokens, self.default_max_tokens, self.context_tokens.get(model)
+        )
+        if isinstance(max_tokens, WindowProblem):
+            return error(400, max_tokens.message, param=max_tokens.param, code=max_tokens.code)
         req = Request(
             0,
             self.router.now(),
@@ -420,11 +374,26 @@ class Gateway:
             local_only,
         )
         greq = GenRequest(rid, kind, model, raw, prompt_tokens, max_tokens, origin)
+        # again, with nothing awaited before the request counts: any number had passed the
+        # first check while they sent their bodies, past the limit or into a shutdown
+        if (closed := self._closed()) is not None:
+            return closed
         self.live[id(request)] = request  # (a web.Request is not hashable)
         try:
             return await self._run(request, body, req, greq, key, started)
         finally:
             self.live.pop(id(request), None)
+
+    def _closed(self) -> web.Response | None:
+        """The 503 for a request that comes while the gateway shuts down or is at its limit
+        of requests in flight, else None."""
+        if self.draining:
+            return error(503, "the gateway is shutting down", "server_error", retry_after_s=5.0)
+        if self.in_flight >= self.max_in_flight:
+            return error(
+                503, "the gateway is at its request limit", "server_error", retry_after_s=1.0
+            )
+        return None
 
     async def _run(
         self,
@@ -467,20 +436,32 @@ class Gateway:
                     retry_after_s=retry_s,
                 )
             target, backend = placement.target, placement.backend
+            # counted at once, before anything else is awaited: a server's modelled draw is
+            # the site's from here (ServerDraw), so that requests admitted meanwhile see it
+            target.add(1)
             hold: Hold | None = None
             if key is not None:
                 worst = worst_case(target, req, backend.stretch())
-                reserved = await self.budgets.reserve(key, worst)
+                try:
+                    reserved = await self.budgets.reserve(key, worst)
+                except asyncio.CancelledError:  # the client left while its budget was asked
+                    target.add(-1)
+                    backend.abandon()
+                    why = "client disconnected while its budget was checked"
+                    self.accounts.record(greq, key, None, None, started, None, "cancelled", why)
+                    raise
                 if isinstance(reserved, Refusal):  # routed, then refused: the key's row shows it
+                    target.add(-1)
                     backend.abandon()
                     self.accounts.record(
                         greq, key, None, None, started, None, "rejected", reserved.message
                     )
                     return _refused(reserved)
                 hold = reserved
-            target.add(1)
             rtt_s = link_rtt_s(backend, self.router.fleet.rtt_s(req.origin, backend.site))
-            events = over_link(backend.generate(greq), rtt_s).__aiter__()  # as simulate times it
+            # as simulate times it
+            gone = functools.partial(backend.unread, greq.id)
+            events = over_link(backend.generate(greq), rtt_s, gone).__aiter__()
             # where the first token is seen on its own (Backend.sees_first_token: streams, and
             # emulated backends), a request that has none after max_queue_s gives up its
             # place: a 503, not a silent wait
@@ -547,7 +528,7 @@ class Gateway:
                 why = f"{backend.name} failed: {exc.__class__.__name__}"
                 self.accounts.record(greq, key, backend, None, started, None, "error", why)
                 return error(502, why, "server_error", code="backend_error")
-            call = _Call(
+            call = Call(
                 body, req, greq, key, hold, target, backend, first, events, started, visible
             )
             try:
@@ -561,7 +542,7 @@ class Gateway:
         return error(502, why, "server_error", code="backend_error")
 
     def _ended(
-        self, call: _Call, fin: Finish | None, produced: int, status: str, why: str | None
+        self, call: Call, fin: Finish | None, produced: int, status: str, why: str | None
     ) -> asyncio.Future[None]:
         return self.accounts.ended(
             call.greq,
@@ -578,7 +559,7 @@ class Gateway:
             why,
         )
 
-    async def _collect(self, request: web.Request, call: _Call) -> web.Response:
+    async def _collect(self, request: web.Request, call: Call) -> web.Response:
         body, greq, backend, ttft = call.body, call.greq, call.backend, call.ttft
         parts: list[Piece] = []
         fin: Finish | None = None
@@ -619,7 +600,7 @@ class Gateway:
         await durable(done, greq.id)
         return response
 
-    async def _stream(self, request: web.Request, call: _Call) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, call: Call) -> web.StreamResponse:
         body, greq, backend, ttft = call.body, call.greq, call.backend, call.ttft
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

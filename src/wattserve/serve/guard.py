@@ -48,6 +48,8 @@ ENCODINGS = ("", "identity", "gzip", "deflate", "x-gzip")
 # 20), and the forwarded body (one level more) stays far under orjson's 255.
 MAX_DEPTH = 64
 MAX_RETRY_AFTER_S = 86400  # a day: the longest Retry-After the gateway sends
+# requests served at once (serve's --max-in-flight); more get 503 with Retry-After
+MAX_IN_FLIGHT = 1024
 REASON = "wattserve_reason"  # where an error response keeps its reason for the metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import cast
 
-from wattserve.serve.backends.base import Backend, Event
+from wattserve.serve.backends.base import Backend, Event, Finish
 
 # backends whose answers are made in the gateway (the simulator's models on the wall clock):
 # nothing but this module puts a link between them and the client
@@ -33,18 +33,26 @@ def link_rtt_s(backend: Backend, rtt_s: float) -> float:
 
 
 def over_link(
-    events: AsyncIterator[Event], rtt_s: float, clock: Callable[[], float] = time.monotonic
+    events: AsyncIterator[Event],
+    rtt_s: float,
+    unread: Callable[[Finish], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Event]:
     """`events` (a backend's `generate`), each `rtt_s` after the backend made it; as they are
     where there is no round trip. A failure reaches the reader as late as an event would;
-    closing the result early closes `events` (the backend's work is cancelled)."""
+    closing the result early closes `events` (the backend's work is cancelled), and where the
+    backend had already ended its answer, its Finish, never delivered, goes to `unread`
+    (Backend.unread: the backend bills what it measured, not the wall time)."""
     if rtt_s <= 0.0:
         return events
-    return _delayed(events, rtt_s, clock)
+    return _delayed(events, rtt_s, unread, clock)
 
 
 async def _delayed(
-    events: AsyncIterator[Event], rtt_s: float, clock: Callable[[], float]
+    events: AsyncIterator[Event],
+    rtt_s: float,
+    unread: Callable[[Finish], None] | None,
+    clock: Callable[[], float],
 ) -> AsyncIterator[Event]:
     line: asyncio.Queue[tuple[float, object]] = asyncio.Queue()
 
@@ -58,11 +66,13 @@ async def _delayed(
         line.put_nowait((clock(), _END))
 
     task = asyncio.create_task(carry())
+    held: object = None  # taken off the line, waiting out its round trip
     try:
         while True:
-            made, item = await line.get()
+            made, held = await line.get()
             while (left := made + rtt_s - clock()) > 0:
                 await asyncio.sleep(left)
+            item, held = held, None
             if item is _END:
                 return
             if isinstance(item, Exception):
@@ -72,3 +82,8 @@ async def _delayed(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # closed early: the backend's end, carried but never delivered, is billed as measured
+        carried = [held] + [line.get_nowait()[1] for _ in range(line.qsize())]
+        for item in carried:
+            if unread is not None and isinstance(item, Finish):
+                unread(item)

@@ -8,7 +8,7 @@ sent as null is not given, as OpenAI reads it (`given`). A field of several type
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from wattserve.core.modelspec import fits_context
 
 MAX_TOKENS_LIMIT = 32768
 # OpenAI and vLLM state no bound; the gateway's keeps a stop sequence a phrase (a real one is a
@@ -304,3 +306,44 @@ def approx_tokens(text: str) -> int:
     """Prompt tokens for routing and emulation when no tokenizer is at hand: about 4 characters
     per token (OpenAI's rule of thumb for English), at least 1."""
     return max(1, (len(text) + 3) // 4)
+
+
+class WindowProblem(NamedTuple):
+    """A request that its model's context window cannot hold: the 400's words."""
+
+    message: str
+    param: str
+    code: str | None = None
+
+
+def output_room(
+    body: ChatRequest | CompletionRequest,
+    kind: str,
+    prompt_tokens: int,
+    default_max_tokens: int,
+    window: int | None,
+) -> int | WindowProblem:
+    """The output tokens a request is held to (its limit, else the gateway's default, within
+    what the context `window` leaves after the prompt), or why the window cannot hold it."""
+    least = body.min_tokens or 0  # vLLM's: the schema holds it under a given max_tokens
+    max_tokens = body.output_limit or max(default_max_tokens, least)
+    if window is None:
+        return max_tokens
+    asked = body.output_limit or 1
+    if not fits_context(window, prompt_tokens, asked):  # OpenAI's wording
+        return WindowProblem(
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{prompt_tokens + asked} tokens ({prompt_tokens} in the prompt, {asked} for the "
+            "completion; prompts are counted at about 4 characters a token).",
+            "messages" if kind == "chat" else "prompt",
+            "context_length_exceeded",
+        )
+    max_tokens = min(max_tokens, window - prompt_tokens)
+    if least > max_tokens:
+        return WindowProblem(
+            f"min_tokens: {least} is more than the {max_tokens} tokens the model's "
+            f"{window}-token context leaves after the prompt's {prompt_tokens} (counted at "
+            "about 4 characters a token)",
+            "min_tokens",
+        )
+    return max_tokens

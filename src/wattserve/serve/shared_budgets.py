@@ -200,6 +200,9 @@ class RedisBudgets:
                 ],
             )
             grant = (float(got[0]), float(got[1]))
+        except asyncio.CancelledError:  # the request that asked left: the same, unknown
+            slab.retired = True
+            raise
         except (RedisError, OSError, ValueError, TypeError, IndexError) as exc:
             # whether it ran is unknown: the slab takes nothing more, and the first heartbeat
             # that reaches Redis writes its spend (again, if this call ran: counted twice at
@@ -261,7 +264,13 @@ class RedisBudgets:
                     repr(start[1]),
                 ],
             )
-        except (RedisError, OSError) as exc:
+        except asyncio.CancelledError:
+            # the client left while Redis answered: the hold may be there, and nothing would
+            # ever settle it (it counted against the budget for the replica's life)
+            self._queue(key.id, self._field(hold), NOTHING)
+            raise
+        except (RedisError, OSError) as exc:  # it may have run too: given back when Redis is
+            self._queue(key.id, self._field(hold), NOTHING)
             return self.state.failed(exc)
         if int(got[0]) == 1:
             return hold

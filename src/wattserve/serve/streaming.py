@@ -21,10 +21,16 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
-from wattserve.serve.backends.base import Event
+from wattserve.core.workload import Request
+from wattserve.serve.backends.base import Event, GenRequest
+from wattserve.serve.budgets import Hold
+from wattserve.serve.ledger import KeyRecord
+from wattserve.serve.schema import ChatRequest, CompletionRequest
 
 log = logging.getLogger("wattserve.serve")
 
@@ -129,3 +135,30 @@ async def close_events(events: AsyncIterator[Event]) -> None:
             await aclose()
         except (Exception, asyncio.CancelledError) as exc:  # already gone: nothing to cancel
             log.debug("wattserve: closing a backend stream: %r", exc)
+
+
+@dataclass
+class Call:
+    """One request on the backend chosen for it, from its first event on."""
+
+    body: ChatRequest | CompletionRequest
+    req: Request
+    greq: GenRequest
+    key: KeyRecord | None
+    hold: Hold | None
+    target: Any
+    backend: Any
+    first: Event
+    rest: AsyncIterator[Event]
+    started: float
+    seen: bool  # whether the first event came with the first token (Backend.sees_first_token)
+    ttft: float | None = field(init=False)  # None: not seen, so unknown
+
+    def __post_init__(self) -> None:
+        self.ttft = time.monotonic() - self.started if self.seen else None
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The first event, then the rest."""
+        yield self.first
+        async for event in self.rest:
+            yield event

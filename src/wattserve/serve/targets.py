@@ -5,10 +5,15 @@ and TPOT, and load is the live count of requests in flight."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
+from wattserve.core.governor import PowerGovernor
+from wattserve.core.perf import PerfModel
 from wattserve.core.policy import predict_each
 from wattserve.core.ratelimit import TokenBucket
 from wattserve.core.workload import Request
@@ -16,6 +21,91 @@ from wattserve.serve.backends.base import Backend
 
 EWMA = 0.2  # weight of the newest measurement
 SLOTS = 64  # a server or hosted API counts as this many concurrent slots for `load`
+
+
+# the context a server's decode is drawn at: the figure its one-request draw (admission's
+# `max_marginal_w`) has always been taken at
+DRAW_CONTEXT = 1024
+
+
+def server_draw(
+    governor: PowerGovernor,
+    site: str,
+    pm: PerfModel,
+    replicas: int,
+    power_changed: asyncio.Condition | None = None,
+) -> ServerDraw | None:
+    """The ServerDraw of a deployment's servers, or None where their power is not known (a
+    device without power figures: nothing is added, and admission lets any request on)."""
+    if pm.power_missing or not math.isfinite(pm.idle_power_w):
+        return None
+    return ServerDraw(governor, site, pm, replicas, power_changed)
+
+
+class ServerDraw:
+    """What a deployment's servers draw at their site, by the PerfModel (the gateway reads no
+    server's meter): its replicas' idle draw from the start, and over it a decode step's at
+    the batch each replica has in flight (requests spread evenly over `replicas`), changed as
+    requests start and end. Before 2026-12-06 a server drew nothing in the gateway's
+    accounts, so a site of servers was never at its cap, however many requests it took."""
+
+    def __init__(
+        self,
+        governor: PowerGovernor,
+        site: str,
+        pm: PerfModel,
+        replicas: int,
+        power_changed: asyncio.Condition | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.governor, self.site, self.pm, self.replicas = governor, site, pm, replicas
+        self.power_changed, self.clock = power_changed, clock
+        self.drawn_w = 0.0  # over idle, now
+        self._by_batch: dict[int, float] = {}
+        governor.add_base(site, replicas * pm.idle_power_w)
+
+    def _batch_w(self, batch: int) -> float:
+        """Watts over idle of one replica decoding `batch` sequences (kept: at most
+        max_num_seqs of them)."""
+        if batch <= 0:
+            return 0.0
+        w = self._by_batch.get(batch)
+        if w is None:
+            step = self.pm.decode_step(batch, DRAW_CONTEXT)
+            w = self._by_batch[batch] = max(0.0, step.power_w - self.pm.idle_power_w)
+        return w
+
+    def dynamic_w(self, in_flight: int) -> float:
+        """Watts over idle with `in_flight` requests spread over the replicas, each running
+        at most its deployment's `max_num_seqs` at once (the rest wait in its queue, drawing
+        nothing: a local llama.cpp server runs one)."""
+        q, r = divmod(max(0, in_flight), self.replicas)
+        most = self.pm.deployment.max_num_seqs
+        return r * self._batch_w(min(q + 1, most)) + (self.replicas - r) * self._batch_w(
+            min(q, most)
+        )
+
+    def set(self, in_flight: int) -> None:
+        """The servers now have `in_flight` requests: the site's power follows; power given
+        back is offered to the steps waiting for it there (emulated replicas at that site)."""
+        new = self.dynamic_w(in_flight)
+        delta = new - self.drawn_w
+        if not delta:
+            return
+        self.drawn_w = new
+        t = self.clock()
+        self.governor.change(self.site, t, delta)
+        if delta < 0:
+            self.governor.freed(self.site, t)
+            cond = self.power_changed
+            if cond is not None:
+                with contextlib.suppress(RuntimeError):  # no running loop: nobody waits
+                    asyncio.get_running_loop().create_task(_notify(cond))
+
+
+async def _notify(cond: asyncio.Condition) -> None:
+    async with cond:
+        cond.notify_all()
 
 
 class UpstreamTarget:
@@ -35,7 +125,7 @@ class UpstreamTarget:
         usd: Callable[[Request], float],
         rtt: Callable[[str | None, str], float],
         rate_limit_rps: float | None = None,
-        marginal_w: float | None = None,
+        draw: ServerDraw | None = None,
     ) -> None:
         self.name, self.site, self.model = name, site, model
         self.backends = backends
@@ -44,13 +134,17 @@ class UpstreamTarget:
         self._joules, self._usd, self.rtt = joules, usd, rtt
         self.bucket = None if rate_limit_rps is None else TokenBucket(rate_limit_rps)
         self.rate_limited = self.bucket is not None
-        self.max_marginal_w = marginal_w or 0.0
+        self.draw = draw  # None: a hosted API, whose power no site here draws
+        # one request's draw from idle: admission's figure (0: unknown, any request fits)
+        self.max_marginal_w = 0.0 if draw is None else draw.dynamic_w(1)
         self.outstanding = 0
         self.load = 0.0
 
     def add(self, n: int) -> None:
         self.outstanding += n
         self.load = self.outstanding / (SLOTS * max(1, len(self.backends)))
+        if self.draw is not None:
+            self.draw.set(self.outstanding)
 
     def available(self, now: float) -> bool:
         return self.bucket is None or self.bucket.available(now)
@@ -86,7 +180,11 @@ class UpstreamTarget:
         return predict_each(self, req)
 
     def marginal_power_w(self) -> float:
-        return self.max_marginal_w
+        """What one more request adds now: less than the first one does once the servers
+        batch several."""
+        if self.draw is None:
+            return self.max_marginal_w
+        return self.draw.dynamic_w(self.outstanding + 1) - self.draw.drawn_w
 
     @property
     def first_request_w(self) -> float:

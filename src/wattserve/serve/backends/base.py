@@ -141,6 +141,11 @@ class Backend(ABC):
         bills `budgets.delivered`). Read once: the backend forgets it."""
         return None
 
+    def unread(self, request_id: str, fin: Finish) -> None:  # noqa: B027 - optional hook
+        """The answer of `request_id` ended here with `fin`, but its client left before it
+        was delivered (it waited on the link to the client's site: serve.link): what
+        `left_early` gives for it, where the backend bills by what it measured."""
+
     def prompt_counted(self, request_id: str) -> int | None:
         """The prompt tokens of a request that ended early here, where the backend counted
         them with the model's tokenizer (the local model); None elsewhere (the gateway's guess

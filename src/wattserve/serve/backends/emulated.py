@@ -146,6 +146,17 @@ class EmulatedBackend(Backend):
     def left_early(self, request_id: str) -> tuple[float, float | None] | None:
         return self.gone.pop(request_id, None)
 
+    def unread(self, request_id: str, fin: Finish) -> None:
+        # the engine made the whole answer (its steps are spent): billed as one the engine
+        # finished and its client left before reading (until 2026-12-06, across a link, the
+        # devices' price for the whole wall time: 220 times the answer's cost)
+        self._keep(request_id, (fin.usd or 0.0, fin.energy_j))
+
+    def _keep(self, request_id: str, cost: tuple[float, float | None]) -> None:
+        if len(self.gone) >= MAX_GONE:  # read by the gateway at once; never unbounded
+            self.gone.pop(next(iter(self.gone)))
+        self.gone[request_id] = cost
+
     def _charge(self, stream: _Stream) -> tuple[float, float | None]:
         """A request's dollars and joules: its shares of its steps (the module's docstring)."""
         usd = self.usd_per_s * stream.device_s + self.usd_per_j * stream.energy_j
@@ -384,9 +395,7 @@ class EmulatedBackend(Backend):
                     stream.energy_j += due_j
                 # else the engine had finished it and the client left before reading it all
                 # (until 2026-12-05 that was billed the devices' price for the wall time)
-                if len(self.gone) >= MAX_GONE:  # read by the gateway at once; never unbounded
-                    self.gone.pop(next(iter(self.gone)))
-                self.gone[req.id] = self._charge(stream)
+                self._keep(req.id, self._charge(stream))
         if produced == 0:
             raise UpstreamError(
                 f"{self.name} cannot fit a {req.prompt_tokens}-token prompt in its KV cache",

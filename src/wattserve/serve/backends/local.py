@@ -41,7 +41,7 @@ from wattserve.serve.backends.upstream import OpenAIBackend
 from wattserve.serve.capabilities import forced_function
 from wattserve.serve.net import free_port
 from wattserve.serve.schema import Message
-from wattserve.serve.targets import UpstreamTarget
+from wattserve.serve.targets import UpstreamTarget, server_draw
 
 log = logging.getLogger("wattserve.serve")
 
@@ -470,5 +470,6 @@ class LocalLlamaKind(BackendKind):
             joules=joules,
             usd=lambda r: 0.0,
             rtt=ctx.fleet.rtt_s,
+            draw=server_draw(ctx.governor, spec.site, pm, spec.replicas, ctx.power_changed),
         )
         return Built(target, [backend], lambda req, avoid: target.pick(avoid))

@@ -22,6 +22,7 @@ from wattserve.core.workload import Request
 from wattserve.errors import UpstreamError
 from wattserve.serve.backends import answers
 from wattserve.serve.backends.base import (
+    MAX_GONE,
     Backend,
     BackendKind,
     BuildContext,
@@ -31,7 +32,7 @@ from wattserve.serve.backends.base import (
     GenRequest,
 )
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
-from wattserve.serve.targets import UpstreamTarget
+from wattserve.serve.targets import UpstreamTarget, server_draw
 
 log = logging.getLogger("wattserve.serve")
 # The client's own output-limit fields; the gateway sets them to the limit it held for.
@@ -44,6 +45,39 @@ SERVER_ERRORS_TO_EJECT = 3
 # How long a server that answers 429 without a Retry-After is left alone (the cooldown of a
 # failing server, router.COOLDOWN_S)
 RATE_LIMITED_S = 10.0
+
+
+class TimeShare:
+    """A server's time split among the requests it serves at once, as processor sharing:
+    while n are in flight each accrues 1/n of every second, so their shares add up to the
+    time it was busy. A time-priced server's request pays its share. Before 2026-12-06 a
+    request paid its wall time over the count in flight when it ended: identical requests
+    paid by finish order, the last one all of it, and six at once were billed 2.8 times the
+    server's price for the time."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.n = 0  # requests in flight
+        self.each_s = 0.0  # what one request in flight all along would have accrued
+        self.at = clock()
+
+    def _advance(self) -> None:
+        now = self.clock()
+        if self.n:
+            self.each_s += (now - self.at) / self.n
+        self.at = now
+
+    def join(self) -> float:
+        """A request starts: the mark its share is counted from."""
+        self._advance()
+        self.n += 1
+        return self.each_s
+
+    def leave(self, mark: float) -> float:
+        """The request that joined at `mark` ends: its share, in seconds."""
+        self._advance()
+        self.n -= 1
+        return self.each_s - mark
 
 
 class OpenAIBackend(Backend):
@@ -95,9 +129,29 @@ class OpenAIBackend(Backend):
         self.timeout_s = timeout_s
         self.session: aiohttp.ClientSession | None = None
         self.fast = Http1Pool(self.base_url) if self.base_url.startswith("http://") else None
-        self.in_flight = 0
+        self.share = TimeShare()
+        self.ended_early: dict[str, tuple[float, float | None]] = {}  # see left_early
         self.server_errors = 0  # 5xx answers in a row (see _refused)
         self._energy_memo: dict[tuple[int, int], float | None] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return self.share.n
+
+    def left_early(self, request_id: str) -> tuple[float, float | None] | None:
+        return self.ended_early.pop(request_id, None)
+
+    def _left(self, req: GenRequest, produced: int, share_s: float) -> None:
+        """A request that ended before its answer did (the client left, the server failed):
+        for a time-priced server, its share of the server's time and the energy of what it
+        produced, for the gateway to bill (else `budgets.delivered`, which priced the whole
+        wall time at the server's $/s)."""
+        if not self.usd_per_s:
+            return
+        if len(self.ended_early) >= MAX_GONE:
+            self.ended_early.pop(next(iter(self.ended_early)))
+        energy = self._energy_of(req.prompt_tokens, produced)
+        self.ended_early[req.id] = (self.usd_per_s * share_s, energy)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
@@ -207,41 +261,48 @@ class OpenAIBackend(Backend):
         assert self.session is not None
         path = "/chat/completions" if req.kind == "chat" else "/completions"
         payload = self._payload(self._body(req))
-        started = time.monotonic()
-        self.in_flight += 1
+        mark = self.share.join()
+        finished = False  # the Finish yielded: else the request ended early
+        share_s, produced = 0.0, 0
         try:
-            if self.fast is not None:
-                answer = await self.fast.send(
-                    path, payload, self._headers(), self.timeout.total or 300.0
-                )
-                status, raw, wait = answer.status, answer.body, answer.header("Retry-After")
-            else:
-                async with self.session.post(
-                    f"{self.base_url}{path}", data=payload, headers=self._headers()
-                ) as resp:
-                    status, raw = resp.status, await resp.read()
-                    wait = resp.headers.get("Retry-After")
-            if status != 200:
-                raise self._refused(status, raw, wait)
-        except (aiohttp.ClientError, HTTPError, TimeoutError, OSError) as exc:
-            raise self._failed(exc, before_first_byte=True) from None
+            try:
+                if self.fast is not None:
+                    answer = await self.fast.send(
+                        path, payload, self._headers(), self.timeout.total or 300.0
+                    )
+                    status, raw, wait = answer.status, answer.body, answer.header("Retry-After")
+                else:
+                    async with self.session.post(
+                        f"{self.base_url}{path}", data=payload, headers=self._headers()
+                    ) as resp:
+                        status, raw = resp.status, await resp.read()
+                        wait = resp.headers.get("Retry-After")
+                if status != 200:
+                    raise self._refused(status, raw, wait)
+            except (aiohttp.ClientError, HTTPError, TimeoutError, OSError) as exc:
+                raise self._failed(exc, before_first_byte=True) from None
+            finally:
+                share_s = self.share.leave(mark)
+            obj = self._answer(raw)
+            choices = obj.get("choices")
+            choice = choices[0] if isinstance(choices, list) and choices else {}
+            try:
+                piece = answers.piece(req.kind, choice, streamed=False)
+            except answers.Malformed as exc:
+                raise self._broken(
+                    f"an answer not in OpenAI's shape ({exc})", raw, before_first_byte=True
+                ) from None
+            self.healthy, self.server_errors = True, 0
+            produced = 0 if piece is None else 1
+            if piece is not None:
+                yield piece
+            reason = str(choice.get("finish_reason") or "stop")
+            usage = await self._counted(req, obj.get("usage"))
+            finished = True
+            yield self._finish(req, usage, reason, produced, share_s)
         finally:
-            self.in_flight -= 1
-        obj = self._answer(raw)
-        choices = obj.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices else {}
-        try:
-            piece = answers.piece(req.kind, choice, streamed=False)
-        except answers.Malformed as exc:
-            raise self._broken(
-                f"an answer not in OpenAI's shape ({exc})", raw, before_first_byte=True
-            ) from None
-        self.healthy, self.server_errors = True, 0
-        if piece is not None:
-            yield piece
-        reason = str(choice.get("finish_reason") or "stop")
-        usage = await self._counted(req, obj.get("usage"))
-        yield self._finish(req, usage, reason, 0 if piece is None else 1, started)
+            if not finished:  # the client left, or the server failed: see _left
+                self._left(req, produced, share_s)
 
     def _answer(self, raw: bytes) -> dict[str, Any]:
         """A 200's body: a JSON object that is not an error (else `_broken`)."""
@@ -300,10 +361,11 @@ class OpenAIBackend(Backend):
         return given
 
     def _finish(
-        self, req: GenRequest, usage: dict[str, Any], reason: str, produced: int, started: float
+        self, req: GenRequest, usage: dict[str, Any], reason: str, produced: int, share_s: float
     ) -> Finish:
-        """The end of an answer. Counts are the server's `usage`; where it gives none, the
-        prompt is the gateway's guess and the output the pieces seen, both marked estimated."""
+        """The end of an answer, which had `share_s` of the server's time (TimeShare).
+        Counts are the server's `usage`; where it gives none, the prompt is the gateway's
+        guess and the output the pieces seen, both marked estimated."""
         prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
         guessed = (prompt is None, completion is None)
         prompt = req.prompt_tokens if prompt is None else prompt
@@ -312,8 +374,23 @@ class OpenAIBackend(Backend):
         if p_in is not None and p_out is not None:
             usd: float | None = token_usd(prompt, completion, p_in, p_out)
         else:
-            share = (time.monotonic() - started) / max(1, self.in_flight + 1)
-            usd = self.usd_per_s * share
+            usd = self.usd_per_s * share_s
+        energy = self._energy_of(prompt, completion)
+        basis = None if energy is None else self.energy_basis
+        return Finish(
+            reason,
+            prompt,
+            completion,
+            energy,
+            usd,
+            energy_basis=basis,
+            prompt_estimated=guessed[0],
+            completion_estimated=guessed[1],
+        )
+
+    def _energy_of(self, prompt: int, completion: int) -> float | None:
+        """Joules of a request of these counts: `estimate_j`'s (kept by counts, unless the
+        backend measures energy), None where unknown."""
         energy = None
         if self.estimate_j is not None and not self.measures_energy:
             key = (prompt, completion)
@@ -327,17 +404,7 @@ class OpenAIBackend(Backend):
             energy = self.estimate_j(prompt, completion)
         if energy is not None and math.isnan(energy):
             energy = None  # the hardware's power figures are unknown
-        basis = None if energy is None else self.energy_basis
-        return Finish(
-            reason,
-            prompt,
-            completion,
-            energy,
-            usd,
-            energy_basis=basis,
-            prompt_estimated=guessed[0],
-            completion_estimated=guessed[1],
-        )
+        return energy
 
     async def _streamed(self, req: GenRequest) -> AsyncIterator[Event]:
         """A streaming request. The answer is complete only once the server says so (a
@@ -349,88 +416,94 @@ class OpenAIBackend(Backend):
         path = "/chat/completions" if req.kind == "chat" else "/completions"
         body = self._body(req) | {"stream": True, "stream_options": {"include_usage": True}}
         payload = self._payload(body)
-        started = time.monotonic()
         first = True
         usage: dict[str, Any] = {}
         finish_reason: str | None = None
         done = False
         produced = 0
         left = self.timeout_s  # for waiting on the server; the client's time is not counted
-        self.in_flight += 1
+        mark = self.share.join()
+        finished = False  # the Finish yielded: else the request ended early
+        share_s = 0.0
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                waited = time.monotonic()
-                async with asyncio.timeout(left):
-                    resp = await stack.enter_async_context(
-                        self.session.post(
-                            f"{self.base_url}{path}",
-                            data=payload,
-                            headers=self._headers(),
-                            timeout=self.stream_timeout,
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    waited = time.monotonic()
+                    async with asyncio.timeout(left):
+                        resp = await stack.enter_async_context(
+                            self.session.post(
+                                f"{self.base_url}{path}",
+                                data=payload,
+                                headers=self._headers(),
+                                timeout=self.stream_timeout,
+                            )
                         )
-                    )
-                    if resp.status != 200:
-                        raise self._refused(
-                            resp.status,
-                            await resp.content.read(2000),
-                            resp.headers.get("Retry-After"),
-                        )
-                left -= time.monotonic() - waited
-                lines = await stack.enter_async_context(contextlib.aclosing(_lines(resp, left)))
-                async for raw in lines:
-                    line = raw.decode("utf-8", "replace").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    try:
-                        obj = json.loads(data)
-                    except json.JSONDecodeError:
-                        continue
-                    except RecursionError:  # nested past the parser's limit: no chunk at all
-                        raise self._broken(
-                            "a chunk nested too deep to read", raw, before_first_byte=first
-                        ) from None
-                    if not isinstance(obj, dict):
-                        continue
-                    if obj.get("error") is not None:
-                        raise self._error_event(obj["error"], before_first_byte=first)
-                    if obj.get("usage"):
-                        usage = obj["usage"]
-                    choices = obj.get("choices")
-                    for choice in choices if isinstance(choices, list) else ():
+                        if resp.status != 200:
+                            raise self._refused(
+                                resp.status,
+                                await resp.content.read(2000),
+                                resp.headers.get("Retry-After"),
+                            )
+                    left -= time.monotonic() - waited
+                    lines = await stack.enter_async_context(contextlib.aclosing(_lines(resp, left)))
+                    async for raw in lines:
+                        line = raw.decode("utf-8", "replace").strip()
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            done = True
+                            break
                         try:
-                            piece = answers.piece(req.kind, choice, streamed=True)
-                        except answers.Malformed as exc:
+                            obj = json.loads(data)
+                        except json.JSONDecodeError:
+                            continue
+                        except RecursionError:  # nested past the parser's limit: no chunk at all
                             raise self._broken(
-                                f"a chunk not in OpenAI's shape ({exc})",
-                                raw,
-                                before_first_byte=first,
+                                "a chunk nested too deep to read", raw, before_first_byte=first
                             ) from None
-                        if choice.get("finish_reason"):
-                            finish_reason = str(choice["finish_reason"])
-                        if piece is not None:
-                            first = False
-                            # a chunk of logprobs alone carries no token (their text came before)
-                            produced += bool(piece.text or piece.tool_calls)
-                            yield piece
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self._failed(exc, before_first_byte=first) from None
+                        if not isinstance(obj, dict):
+                            continue
+                        if obj.get("error") is not None:
+                            raise self._error_event(obj["error"], before_first_byte=first)
+                        if obj.get("usage"):
+                            usage = obj["usage"]
+                        choices = obj.get("choices")
+                        for choice in choices if isinstance(choices, list) else ():
+                            try:
+                                piece = answers.piece(req.kind, choice, streamed=True)
+                            except answers.Malformed as exc:
+                                raise self._broken(
+                                    f"a chunk not in OpenAI's shape ({exc})",
+                                    raw,
+                                    before_first_byte=first,
+                                ) from None
+                            if choice.get("finish_reason"):
+                                finish_reason = str(choice["finish_reason"])
+                            if piece is not None:
+                                first = False
+                                # a chunk of logprobs alone carries no token (its text came first)
+                                produced += bool(piece.text or piece.tool_calls)
+                                yield piece
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise self._failed(exc, before_first_byte=first) from None
+            finally:
+                share_s = self.share.leave(mark)
+            if finish_reason is None and not done:  # the body ended mid-answer
+                self.server_errors += 1  # the server is up (it ended the body): as another 5xx
+                raise UpstreamError(
+                    f"{self.name} ended its stream without a finish_reason or [DONE]: the "
+                    "answer was cut short",
+                    before_first_byte=first,
+                    backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
+                )
+            self.healthy, self.server_errors = True, 0
+            usage = await self._counted(req, usage)
+            finished = True
+            yield self._finish(req, usage, finish_reason or "stop", produced, share_s)
         finally:
-            self.in_flight -= 1
-        if finish_reason is None and not done:  # the body ended mid-answer
-            self.server_errors += 1  # the server is up (it ended the body): as another 5xx
-            raise UpstreamError(
-                f"{self.name} ended its stream without a finish_reason or [DONE]: the "
-                "answer was cut short",
-                before_first_byte=first,
-                backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
-            )
-        self.healthy, self.server_errors = True, 0
-        usage = await self._counted(req, usage)
-        yield self._finish(req, usage, finish_reason or "stop", produced, started)
+            if not finished:  # the client left, or the server failed: see _left
+                self._left(req, produced, share_s)
 
     def _error_event(self, error: Any, *, before_first_byte: bool) -> UpstreamError:
         """The error for an `error` object in a stream: the server failed mid-answer. Its
@@ -521,7 +594,7 @@ def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
         joules=lambda r: estimate_j(r.prompt_tokens, r.output_tokens),
         usd=lambda r: usd_per_j * estimate_j(r.prompt_tokens, r.output_tokens),
         rtt=ctx.fleet.rtt_s,
-        marginal_w=max(0.0, pm.decode_step(1, 1024).power_w - pm.idle_power_w),
+        draw=server_draw(ctx.governor, spec.site, pm, spec.replicas, ctx.power_changed),
     )
     return Built(target, backends, lambda req, avoid: target.pick(avoid))
 
