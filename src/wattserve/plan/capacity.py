@@ -86,7 +86,7 @@ MAX_RATE_RPS = 1e8
 # the cache file's format: 2 since capacities carry part-load power (PART_LOADS); 3 since the
 # analytic capacity takes prefill steps apart from decode steps (plan.queueing, 2026-12-06): a
 # file of 2 holds analytic figures up to 5x the simulated ones, so it is measured again
-VERSION = 3
+VERSION = 4  # 4: hardware and model by content in the key (2026-12-06)
 MAX_POWER_W = 1e7
 
 
@@ -159,10 +159,21 @@ class Capacity:
 
 
 def _config_key(dep: Deployment, params: EngineParams) -> str:
+    """What a replica's capacity depends on. The hardware and the model by what they are,
+    not only their ids: a hardware file may give a built-in id other figures, and a
+    config.json's id is its folder's name (the cache had served an L4's capacity at 300 GB/s
+    to one of 250, and a 1B's to an 8B read from another folder of the same name)."""
     p = asdict(params)
     p.pop("source", None)
+    hw = dep.hardware
+    figures = sorted((k, f.value) for k, f in hw.figures.items())
+    model = asdict(dep.model)
+    model.pop("source", None)
+    what = hashlib.sha1(
+        repr((hw.category, hw.memory_type, figures, sorted(model.items()))).encode()
+    ).hexdigest()[:16]
     return (
-        f"{dep.hardware.id}|tp{dep.tp}|pp{dep.pp}|{dep.dtype}|{dep.kv_dtype}|"
+        f"{hw.id}|{dep.model.id}|{what}|tp{dep.tp}|pp{dep.pp}|{dep.dtype}|{dep.kv_dtype}|"
         f"{dep.max_num_seqs}|{dep.max_batched_tokens}|{sorted(p.items())}"
     )
 
