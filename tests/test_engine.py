@@ -190,3 +190,19 @@ def test_kv_block_count_stays_exact_and_the_heap_bounded_under_pressure() -> Non
         now = plan.end_s
         engine.complete(now)
     assert engine.preemptions > 100
+
+
+def test_an_empty_engine_after_preemptions_has_nothing_left_to_prefill() -> None:
+    """Preempting a sequence still in its prefill added its prefill again to the queue's
+    count without taking off what it had left: after a KV-bound run the idle engine still
+    counted thousands of tokens to prefill, and predicted every new request's first token
+    that much later (a session-37 review: 6,349 tokens after 40 requests; an idle replica
+    predicted 0.2 s instead of 0.02 s and `--max-queue 0.1` refused every request)."""
+    import random
+
+    rng = random.Random(3)
+    engine = EngineModel("e", perf(max_seqs=64, max_tokens=512), kv_blocks=200)
+    arrivals = [(0.01 * i, req(i, rng.randint(100, 600), rng.randint(100, 800))) for i in range(40)]
+    seqs = drive(engine, arrivals)
+    assert engine.preemptions > 0 and len(seqs) == 40
+    assert engine.pending_prefill == 0 and engine.prefill_blocks == 0 and engine.used_blocks == 0

@@ -268,9 +268,10 @@ class EngineModel:
         s = self.running.popitem()[1]
         if s.decoding:
             self._leave_decoding(s)  # its heap entry goes stale
-        else:
+        else:  # what it still had to prefill leaves the queue's count, to come back whole
             self.prefilling -= 1
             self.prefill_blocks -= -(-s.computed // BLOCK)
+            self.pending_prefill -= s.prefill_target - s.computed
         s.computed = 0
         s.prefill_target = s.req.prompt_tokens + s.generated
         s.preemptions += 1
