@@ -936,3 +936,76 @@ def test_simulate_names_the_flag_not_the_apis_parameter(args: list[str], flag: s
         ],
     )
     assert r.exit_code == 2 and f"field '{flag}'" in r.output, r.output
+
+
+def test_a_request_retried_for_power_is_predicted_afresh(tmp_path: Path) -> None:
+    """A pool keeps its predictions for the last request by identity; a request retried for
+    power is the same object, and every retry had read its first try's: the L4 at dc2,
+    predicted past --max-queue while it prefilled another request, stayed so after it had
+    room, and the request waited 13.7 s for the capped H100 (a session-37 review)."""
+    f = tmp_path / "fleet.yaml"
+    f.write_text(
+        "sites:\n  dc1: {kind: datacenter, power_cap_w: 800}\n  dc2: {kind: datacenter}\n"
+        "deployments:\n"
+        "  p: {site: dc1, model: llama-3.1-8b, hardware: h100-sxm}\n"
+        "  q: {site: dc1, model: qwen2.5-7b, hardware: h100-sxm}\n"
+        "  b: {site: dc2, model: llama-3.1-8b, hardware: l4}\n"
+    )
+    reqs = [
+        Request(0, 0.0, 100, 2000, "qwen2.5-7b"),  # keeps q busy: p cannot wake under the cap
+        Request(1, 0.01, 3000, 10, "llama-3.1-8b"),  # p refused for power: b, 0.7 s of prefill
+        Request(2, 0.02, 3000, 10, "llama-3.1-8b"),  # b predicted past 1 s: waits, retried
+    ]
+    records: list[RequestRecord] = []
+    simulate(
+        load_fleet(f),
+        Workload(reqs, {"default": SLO()}),
+        "slo",
+        max_queue_s=1.0,
+        on_request=records.append,
+    )
+    second = next(r for r in records if r.id == 2)
+    assert second.target == "b/0" and second.admitted_s < 1.0, second
+
+
+def test_a_wait_for_a_down_link_is_not_cut_short_by_a_link_that_is_up(tmp_path: Path) -> None:
+    """The wait for the origin's links to come back was the earliest of all of them: a link
+    up now, to a site with nothing for the model, made it end at once, and the request was
+    rejected as `site link down` instead of served when its link came back."""
+    f = tmp_path / "fleet.yaml"
+    f.write_text(
+        "sites:\n  edge: {kind: edge}\n  dc: {kind: datacenter}\n  other: {kind: datacenter}\n"
+        "links:\n  - between: [edge, dc]\n    rtt_ms: 20\n    outages:\n"
+        "      - {start_s: 0, end_s: 5}\n  - between: [edge, other]\n    rtt_ms: 20\n"
+        "deployments:\n  d: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+    )
+    reqs = [Request(0, 1.0, 100, 10, "llama-3.1-8b", origin="edge")]
+    report, _ = simulate(load_fleet(f), Workload(reqs, {"default": SLO()}), max_wait_s=30)
+    assert report["completed"] == 1 and report["outages"] == {"waited": 1}, report["outages"]
+    assert 4.0 <= report["ttft_s"]["p50"] < 4.2  # served as the link came back at 5 s
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_step_waiting_behind_a_promise_gets_the_power_when_it_is_given_back(
+    tmp_path: Path, exact: bool
+) -> None:
+    """A request that arrived as another engine's step ended promised an idle engine its
+    first step's power; the running engine's next step, which fit the cap but not with the
+    promise, began to wait. The promise was given back without offering its power to that
+    step, and the idle engine's step then yielded to it: both waited, no event was left, and
+    every request ended `never scheduled (power cap)` on an idle site (a session-37 review)."""
+    f = tmp_path / "fleet.yaml"
+    f.write_text(
+        "sites:\n  dc: {kind: datacenter, power_cap_w: 1000}\ndeployments:\n"
+        "  p: {site: dc, model: llama-3.1-8b, hardware: h100-sxm}\n"
+        "  q: {site: dc, model: qwen2.5-7b, hardware: h100-sxm}\n"
+    )
+    fleet, slos = load_fleet(f), {"default": SLO()}
+    base = [Request(0, 0.0, 16, 50, "llama-3.1-8b"), Request(1, 0.001, 4000, 20, "llama-3.1-8b")]
+    records: list[RequestRecord] = []
+    simulate(fleet, Workload(list(base), slos), "round_robin", on_request=records.append)
+    tie = next(r.first_token_s for r in records if r.id == 0)  # p's first step ends
+    assert tie is not None
+    reqs = [*base, Request(2, tie, 500, 20, "qwen2.5-7b")]  # arrives at that very instant
+    report, _ = simulate(fleet, Workload(reqs, slos), "round_robin", exact=exact)
+    assert report["completed"] == 3, report["rejected_by_reason"]

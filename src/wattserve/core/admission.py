@@ -94,7 +94,7 @@ def admit(
     mechanism places the request on (an engine replica, a backend), or None to exclude the
     target. `exclude`: target names that may not be chosen. A rate-limited target's token is
     taken on success."""
-    view.clock[0] = now
+    view.decide_at(now)
     excluded = view.exclude
     excluded.clear()
     excluded.update(exclude)

@@ -154,6 +154,10 @@ class EnginePool:
             self._decode[key] = hit
         return hit
 
+    def forget(self) -> None:
+        """Drop the predictions kept for the last request (View.decide_at)."""
+        self._memo = None
+
     def predict(self, req: Request) -> tuple[float, float, float, float]:
         if self._memo is req:
             return self._memo_vals

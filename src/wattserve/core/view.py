@@ -30,13 +30,23 @@ class View:
         self.slos = slos
         self.governor = governor
         self.clock: list[float] = [0.0]
-        for t in targets:
-            if isinstance(t, EnginePool):
-                t.clock = self.clock
+        self.pools = [t for t in targets if isinstance(t, EnginePool)]
+        for t in self.pools:
+            t.clock = self.clock
         self.exclude: set[str] = set()
         self._static_cache: dict[tuple[str, str | None, bool], tuple[list[Target], bool]] = {}
         self.unhealthy: set[str] = set()
         self.cut_by_outage = False
+
+    def decide_at(self, now: float) -> None:
+        """A new decision at `now`: the pools' predictions kept for the last request are
+        forgotten. They are kept by the request's identity, for the many questions one
+        decision asks; a request retried later (waiting for power, for a link) is the same
+        object, and had been given its first try's predictions, however the replicas' queues
+        had changed since (placed 13 s late, passed over a replica that had room)."""
+        self.clock[0] = now
+        for t in self.pools:
+            t.forget()
 
     def static_candidates(self, req: Request) -> list[Target]:
         """The targets that may take `req` by model and residency alone (health, links and

@@ -9,7 +9,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from wattserve.core.admission import POWER_RETRY_S as POWER_POLL_S
@@ -212,9 +212,6 @@ class Router:
         queued: list[float] | None = None,
     ) -> Admission[Backend]:
         self._refresh_unhealthy()
-        # a copy each time: a pool keeps its last prediction by the request's identity (one
-        # decision, in simulate), and a request that waits for power is admitted again later
-        req = replace(req)
         wanted = [] if greq is None else needs(greq.kind, greq.body)
         exclude = (  # targets whose every backend already failed this request, and targets
             # that would ignore a field the request sets: filtered before the policy chooses

@@ -14,8 +14,9 @@ from wattserve.core.records import RequestRecord
 from wattserve.core.workload import Workload
 from wattserve.core.workload_check import check_workload
 from wattserve.errors import ConfigError
+from wattserve.simulate.outcome import Outcome
 from wattserve.simulate.report import comparison_table, summarize
-from wattserve.simulate.simulator import Outcome, Simulation
+from wattserve.simulate.simulator import Simulation
 
 __all__ = [
     "MIN_MAX_QUEUE_S",

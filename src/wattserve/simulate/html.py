@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from wattserve.report import Chart, Section, bars, cdf, page, pre, scatter, timeseries
-from wattserve.simulate.simulator import Outcome
+from wattserve.simulate.outcome import Outcome
 
 
 def _power(outcomes: list[Outcome]) -> list[Chart]:

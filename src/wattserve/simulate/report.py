@@ -11,7 +11,7 @@ import numpy as np
 from wattserve.core.cells import cell
 from wattserve.core.energy import carbon_g
 from wattserve.core.fleet import Fleet
-from wattserve.simulate.simulator import Outcome
+from wattserve.simulate.outcome import Outcome
 
 
 def _pct(values: Sequence[float]) -> dict[str, float | None]:

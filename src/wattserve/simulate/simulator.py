@@ -12,10 +12,9 @@ import heapq
 import math
 import random
 import time
-from array import array
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import NamedTuple, cast
 
 from wattserve.core.admission import (
@@ -37,41 +36,10 @@ from wattserve.core.targets import EnginePool, HostedPool, Target, make_engines
 from wattserve.core.view import View
 from wattserve.core.windows import context_windows
 from wattserve.core.workload import Request, Workload
+from wattserve.simulate.outcome import Outcome
 
 ENGINE, RETRY, HOSTED_DONE, FIRST_TOKEN_DUE = 0, 1, 2, 3
 NEVER_SCHEDULED = "never scheduled (power cap)"
-
-
-@dataclass
-class Outcome:
-    """Everything the report needs, gathered while the simulation runs."""
-
-    policy: str
-    requests: int = 0
-    completed: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    rejected_rows: list[tuple[int, str]] = field(default_factory=list)
-    # latencies in compact float arrays: a million requests would otherwise keep 3M floats alive
-    ttft: array[float] = field(default_factory=lambda: array("d"))
-    tpot: array[float] = field(default_factory=lambda: array("d"))
-    e2e: array[float] = field(default_factory=lambda: array("d"))
-    slo_met: int = 0
-    output_tokens: int = 0
-    served_by: Counter[str] = field(default_factory=Counter)
-    tokens_by: Counter[str] = field(default_factory=Counter)
-    hosted_usd: float = 0.0
-    hosted_tokens: int = 0
-    outage: Counter[str] = field(default_factory=Counter)
-    power_waits: int = 0
-    span_s: float = 0.0
-    wall_s: float = 0.0
-    engines: list[EngineModel] = field(default_factory=list)
-    engine_site: list[str] = field(default_factory=list)
-    engine_pool: list[str] = field(default_factory=list)
-    governor: PowerGovernor | None = None
-    # capped sites whose cap leaves less above the idle draw than one request adds on any of
-    # their deployments: why every request there is refused (cap_blocks)
-    cap_blocks: dict[str, str] = field(default_factory=dict)
 
 
 class _Placed(NamedTuple):
@@ -241,8 +209,14 @@ class Simulation:
             return
         waited = now - first_try
         if adm.refusal == "outage":
+            # the first of the origin's links that are down to come back up (a link up now,
+            # to a site with nothing for this model, had made the wait end at once)
             nxt = min(
-                (lk.next_up(now) for lk in self.fleet.links if req.origin in (lk.a, lk.b)),
+                (
+                    up
+                    for lk in self.fleet.links
+                    if req.origin in (lk.a, lk.b) and (up := lk.next_up(now)) > now
+                ),
                 default=now,
             )
             if nxt > now and nxt - first_try <= self.max_wait_s:
@@ -401,12 +375,32 @@ class Simulation:
         were given it: as vLLM's scheduler, and serve's emulated engine woken once for all a
         turn of its loop submitted, batch requests that arrive together."""
         kick, self.to_kick = self.to_kick, {}
+        released = {self.engine_site[i] for i in self.reserved_w}
         for i, w in self.reserved_w.items():  # every promise first: the steps take real figures,
             self.gov.reserve(self.engine_site[i], -w)  # and one not yet planned delays none
         self.reserved_w.clear()
+        # the power a promise held goes first to the steps already waiting for it (a step that
+        # began to wait behind a promise, at the instant of an arrival, was never offered it:
+        # it and the new step each waited for the other, and no event was left to wake them)
+        for site in released:
+            self._start_waiting(site)
         for i in kick:
             if self.engines[i].plan is None and i not in self.pending:
                 self._kick(i)
+
+    def _start_waiting(self, site: str) -> bool:
+        """Start the steps waiting for power at `site`, in the order they began to wait, while
+        the first of them may (PowerGovernor.may_start); whether any started."""
+        queue = self.waitlist.get(site)
+        started = False
+        while queue:
+            j = queue[0]
+            if not self.gov.may_start(site, self.pending[j].power_w - self.engines[j].idle_w, None):
+                break
+            queue.popleft()
+            self._start(j, self.pending.pop(j))
+            started = True
+        return started
 
     def _cut_runs(self, site: str) -> None:
         """Fast mode, when a step at the head of `site`'s power queue begins to wait: each
@@ -555,14 +549,7 @@ class Simulation:
             return
         before_w = self.site_acct[i].power_w
         self.gov.change(site, self.now, engine.idle_w - plan.power_w)
-        started = False
-        while queue:
-            j = queue[0]
-            if not self.gov.may_start(site, self.pending[j].power_w - self.engines[j].idle_w, None):
-                break
-            queue.popleft()
-            self._start(j, self.pending.pop(j))
-            started = True
+        started = self._start_waiting(site)
         if i not in self.pending:
             self._kick(i)
         # a new head, or the same head with less power drawn around it than when its cuts
