@@ -149,13 +149,20 @@ class DeviceConfigs:
         return min(self.feasible, key=lambda c: (key(c), c.devices, c.batch))
 
 
+def tpot_counts(output_tokens: int) -> bool:
+    """Whether an answer of `output_tokens` has a time between tokens to hold to a TPOT
+    limit: not one of a single token, which the prefill samples (simulate and serve judge
+    such a request on TTFT alone; so do rank and plan, devices and hosted APIs alike)."""
+    return output_tokens > 1
+
+
 def slo_excess(e: Estimate, slo: SLO) -> float:
     """max(TTFT / SLO, TPOT / SLO); infinite when a time that counts is unknown. An answer of
     one token has no time between tokens (the prefill samples it), so TTFT alone counts, as
     simulate and serve judge such a request."""
     if e.ttft_s is None:
         return math.inf
-    if e.output_tokens <= 1:
+    if not tpot_counts(e.output_tokens):
         return e.ttft_s / slo.ttft_s
     if e.tpot_s is None:
         return math.inf
@@ -251,7 +258,7 @@ class _Job:
     def within_slo(self, perf: PerfModel, batch: int, *, context: int) -> bool:
         """Both SLOs met at `batch`: the PerfModel calls `estimate` makes for TTFT and TPOT."""
         return perf.prefill(batch, self.prompt_tokens).time_s <= self.slo.ttft_s and (
-            self.output_tokens <= 1  # no decode step (`slo_excess`)
+            not tpot_counts(self.output_tokens)  # no decode step (`slo_excess`)
             or perf.decode_step(batch, context).time_s <= self.slo.tpot_s
         )
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wattserve.core.catalog import Catalog
-from wattserve.core.configs import SearchSpace, search_configs
+from wattserve.core.configs import SearchSpace, search_configs, tpot_counts
 from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.dtypes import Dtype
 from wattserve.core.fleet import Fleet, HostedSpec, kv_block_count
 from wattserve.core.hardware import Hardware, stack_excluded
-from wattserve.core.modelspec import ModelSpec, fits_context, load_model
+from wattserve.core.modelspec import ModelSpec, builtin_model_id, fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams
 from wattserve.core.perf import perf_model
 from wattserve.core.sites import Site
@@ -206,10 +206,20 @@ def flows_of(
     left = Counter[str]()  # and how many
     unplaced: list[str] = []  # the first few local-only requests that name no site
     n_unplaced = 0
+    first: float | None = None
     last = 0.0
+    named: dict[str, str] = {}  # as written -> the built-in it is, else as written
     for r in workload.requests if requests is None else requests:
         model = r.model or default_model
+        # one model under two names (a Hugging Face id and the catalog's) is one flow, and
+        # a hosted API of it serves both: they had been planned as two models
+        canonical = named.get(model)
+        if canonical is None:
+            canonical = named[model] = builtin_model_id(model) or model
+        model = canonical
         last = r.arrival_s  # the span is the workload's, left-out requests included
+        if first is None:
+            first = last
         if r.unplaceable:  # refused on both clocks (residency_refusal)
             n_unplaced += 1
             if n_unplaced <= 5:
@@ -228,7 +238,12 @@ def flows_of(
             g = groups[key] = _Group(r)
         g.prompts.append(r.prompt_tokens)
         g.outputs.append(r.output_tokens)
-    span = workload.duration_s or last  # a stream has its span once it is read
+    # a stream has its span once it is read; from the first arrival, as a trace excerpt
+    # (JSONL, not rebased as Azure's are) may begin an hour in: its rate had been divided
+    # by that hour, and the plan sized for a thirtieth of the load
+    span = workload.duration_s or last
+    if workload.trace and first is not None and span - first > 0:
+        span -= first  # a trace's arrivals cover its first to its last
     left_out = [
         f"{left[model]} request(s) for {model} past its context window of "
         f"{windows.window(model)} tokens ({', '.join(rows)}{', ...' if left[model] > 5 else ''})"
@@ -525,7 +540,7 @@ def _hosted_option(h: HostedSpec, flows: list[Flow], fleet: Fleet) -> HostedOpti
             continue
         ttft = h.ttft_s + fleet.rtt_s(f.origin, h.site)
         tpot = 1.0 / h.output_tokens_per_s if h.output_tokens_per_s > 0 else math.inf
-        if ttft <= f.slo.ttft_s and tpot <= f.slo.tpot_s:
+        if ttft <= f.slo.ttft_s and (tpot <= f.slo.tpot_s or not tpot_counts(f.output_tokens)):
             usd[q] = (
                 f.prompt_tokens * h.usd_per_mtok_input + f.output_tokens * h.usd_per_mtok_output
             ) / 1e6

@@ -14,6 +14,7 @@ own split reads no SLO, so with it the per-class figures are exact).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,13 +23,13 @@ from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import PlanInfeasibleError
 from wattserve.plan.api import DEFAULT_ROUNDS, Plan, compare, solve_or_explain
 from wattserve.plan.fleetfile import plan_fleet
-from wattserve.plan.problem import ContextWindows, Option, Problem
+from wattserve.plan.problem import ContextWindows, Flow, Option, Problem
 from wattserve.plan.routing import PlanSplit
 from wattserve.simulate import simulate
 
 
-def _copy(wl: Workload, slo_of: dict[str, str] | None = None) -> list[Request]:
-    """Fresh requests (a run may shorten one it aborts), optionally renaming SLOs by class."""
+def _copy(wl: Workload, slo_of: Callable[[Request], str] | None = None) -> list[Request]:
+    """Fresh requests (a run may shorten one it aborts), optionally renaming their SLOs."""
     return [
         Request(
             r.id,
@@ -37,7 +38,7 @@ def _copy(wl: Workload, slo_of: dict[str, str] | None = None) -> list[Request]:
             r.output_tokens,
             r.model,
             r.origin,
-            r.slo if slo_of is None else slo_of.get(r.cls, r.slo),
+            r.slo if slo_of is None else slo_of(r),
             r.local_only,
             r.row,
             r.cls,
@@ -51,47 +52,53 @@ LIFTED = SLO(1e9, 1e9, 0.0)
 
 def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
     """Simulate `plan` on `wl` (see the module docstring): per class, the share meeting its
-    SLO against its target; overall attainment; per site, the peak power against the cap."""
+    SLO against its target; overall attainment; per site, the peak power against the cap.
+    A class whose rows name several SLOs (a trace's `slo` field) is judged per SLO, each part
+    against its own (`CLASS (SLO)`): the whole class had been held to its first row's, so a
+    p99 class whose first row was p50 passed at 98%. `groups` gives each entry's (class, SLO)."""
     fleet = plan_fleet(plan, plan.hardware_files)
     policy: str | Policy = wl.policy or PlanSplit.from_plan(plan)
-    counts = Counter(r.cls for r in wl.requests)
+    counts = Counter((r.cls, r.slo) for r in wl.requests)
+    named = Counter(cls for cls, _ in counts)  # how many SLOs each class's rows name
     report, _ = simulate(fleet, Workload(_copy(wl), wl.slos, source=wl.source), policy, seed=seed)
     result: dict[str, Any] = {
         "policy": policy if isinstance(policy, str) else policy.name,
         "attainment": report["slo_attainment"],
         "rejected": report["rejected"],
         "classes": {},
+        "groups": {},
         "sites": {
             name: {"peak_power_w": s["peak_power_w"], "power_cap_w": s["power_cap_w"]}
             for name, s in report["sites"].items()
         },
     }
-    for cls, n in sorted(counts.items()):
-        slo = wl.slos.get(_slo_of(wl, cls), wl.slos["default"])
+    for (cls, slo_name), n in sorted(counts.items()):
+        slo = wl.slos.get(slo_name, wl.slos["default"])
+        label = (cls or "default") + (f" ({slo_name})" if named[cls] > 1 else "")
         if len(counts) == 1:
             one = report
         else:
-            names = {c: ("__judged" if c == cls else "__lifted") for c in counts}
+
+            def judged(r: Request, group: tuple[str, str] = (cls, slo_name)) -> str:
+                return "__judged" if (r.cls, r.slo) == group else "__lifted"
+
             slos = {"default": wl.slos["default"], "__judged": slo, "__lifted": LIFTED}
             fresh = policy if isinstance(policy, str) else PlanSplit.from_plan(plan)
             one, _ = simulate(
-                fleet, Workload(_copy(wl, names), slos, source=wl.source), fresh, seed=seed
+                fleet, Workload(_copy(wl, judged), slos, source=wl.source), fresh, seed=seed
             )
         met = (one["slo_attainment"] or 0.0) * one["requests"]
         # completed others are at most all others: exact when none is rejected
         others = min(one["completed"], one["requests"] - n)
         share = max(0.0, min(1.0, (met - others) / n))
-        result["classes"][cls or "default"] = {
+        result["classes"][label] = {
             "requests": n,
             "attainment": share,
             "target": slo.percentile,
             "met": share >= slo.percentile - 1e-12,
         }
+        result["groups"][label] = (cls, slo)
     return result
-
-
-def _slo_of(wl: Workload, cls: str) -> str:
-    return next((r.slo for r in wl.requests if r.cls == cls), "default")
 
 
 DERATE_TRIES = 4
@@ -129,11 +136,11 @@ def verify_plan(
         if not missed or i == max_rounds:
             break
         p = current.problem
-        serving = {
-            j for (q, j) in current.solution.rates if (p.flows[q].cls or "default") in missed
-        }
+        # by the (class, SLO) a flow's requests are judged in
+        short = {sim["groups"][c]: v for c, v in missed.items()}
+        serving = {j for (q, j) in current.solution.rates if _key(p.flows[q]) in short}
         try:
-            nxt = _derate_and_solve(current, p, serving, missed, time_limit_s)
+            nxt = _derate_and_solve(current, p, serving, short, time_limit_s)
         except PlanInfeasibleError as exc:  # e.g. the budget: keep the last plan, say why
             current.verify_stop = "; ".join(exc.reasons)
             break
@@ -152,7 +159,7 @@ def _derate_and_solve(
     current: Plan,
     p: Problem,
     serving: set[int],
-    missed: dict[str, dict[str, Any]],
+    short: dict[tuple[str, SLO], dict[str, Any]],
     time_limit_s: float,
 ) -> Plan:
     """Derate the options serving the classes that `missed` until the plan changes: spare
@@ -161,7 +168,7 @@ def _derate_and_solve(
     nxt = current
     for _ in range(DERATE_TRIES):
         options = [
-            _derated(o, p.flows, missed) if j in serving else o for j, o in enumerate(p.options)
+            _derated(o, p.flows, short) if j in serving else o for j, o in enumerate(p.options)
         ]
         p = replace(p, options=options)
         nxt = solve_or_explain(p, current.objective, time_limit_s)
@@ -170,10 +177,14 @@ def _derate_and_solve(
     return nxt
 
 
-def _derated(o: Option, flows: list[Any], missed: dict[str, dict[str, Any]]) -> Option:
+def _key(f: Flow) -> tuple[str, SLO]:
+    return f.cls, f.slo
+
+
+def _derated(o: Option, flows: list[Flow], short: dict[tuple[str, SLO], dict[str, Any]]) -> Option:
     caps = {}
     for q, c in o.caps.items():
-        v = missed.get(flows[q].cls or "default")
+        v = short.get(_key(flows[q]))
         if v is None:
             caps[q] = c
             continue

@@ -18,6 +18,7 @@ from wattserve.core.configs import (
     SearchSpace,
     check_slo,
     search_configs,
+    tpot_counts,
 )
 from wattserve.core.cost import CostAssumptions, check_pue
 from wattserve.core.dtypes import parse_dtype
@@ -192,7 +193,8 @@ def _hosted_entry(
         return Excluded(p.id, "hosted", "not-served", reason)
     e = estimate(spec, p.id, prompt_tokens=prompt, output_tokens=output, catalog=catalog)
     row = hosted_row(e, p)
-    if row.tpot_s is None:
+    tpot = tpot_counts(output)  # a one-token answer is held to TTFT alone, as a device's
+    if row.tpot_s is None and tpot:
         reason = (
             f"{p.id} publishes no output speed for {spec.id}, so the TPOT SLO cannot be checked"
         )
@@ -201,7 +203,7 @@ def _hosted_entry(
         f"{name} {value * 1e3:.4g} ms > {limit * 1e3:g} ms"
         for name, value, limit in (
             ("TTFT", row.ttft_s, slo.ttft_s),
-            ("TPOT", row.tpot_s, slo.tpot_s),
+            ("TPOT", row.tpot_s if tpot else None, slo.tpot_s),
         )
         if value is not None and value > limit
     ]
