@@ -331,8 +331,10 @@ class _UserPolicy:
         # it would reach the terminal as written
         # Policy's own "policy" is no name: a subclass that sets none is known by its spec
         # (two of them in one --compare were two rows called "policy")
-        named = isinstance(name, str) and name.strip() and name != Policy.name
-        self.name = printable(name)[:100] if named else spec
+        if isinstance(name, str) and name.strip() and name != Policy.name:
+            self.name = printable(name)[:100]
+        else:
+            self.name = spec
 
     def choose(self, req: Request, view: FleetView) -> Decision:
         try:
