@@ -105,3 +105,12 @@ def test_composed_and_decomposed_spellings_are_one_name(tmp_path: Path) -> None:
     result = runner.invoke(app, ["keys", "create", "cafe\u0301", "--db", db])
     assert result.exit_code == 2, result.output
     assert "exists" in result.output
+
+
+def test_revoking_by_name_says_which_id_the_name_has(tmp_path: Path) -> None:
+    db = str(tmp_path / "l.db")
+    assert runner.invoke(app, ["keys", "create", "alice", "--db", db]).exit_code == 0
+    kid = Ledger(db, create=False).list_keys()[0]["id"]
+    result = runner.invoke(app, ["keys", "revoke", "alice", "--db", db])
+    assert result.exit_code == 2 and f"'alice' is the name of key {kid}" in result.output
+    assert runner.invoke(app, ["keys", "revoke", kid, "--db", db]).exit_code == 0

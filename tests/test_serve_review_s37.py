@@ -268,3 +268,22 @@ def test_a_request_admitted_again_is_predicted_afresh(tmp_path: Path) -> None:
         engine.pending_prefill += 10**7  # every replica's queue now holds minutes of prefill
     again = router._admission(req, set(), max_queue_s=1.0, queued=queued)
     assert again.target is None and queued and min(queued) > 1.0, (again, queued)
+
+
+def test_a_drained_target_reads_healthy_and_drained_in_the_fleet_state(tmp_path: Path) -> None:
+    """`/v1/fleet` said `healthy: false` for a drained target whose backends were up, and so
+    on for up to 5 s after it was undrained (a new user's walkthrough)."""
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
+        f"  d: {{site: dc, model: {MODEL}, hardware: h100-sxm}}\n"
+    )
+    router = Router(load_fleet(fleet), make_policy("least_loaded"))
+    router.drained.add("d")
+    router._refresh_unhealthy()
+    state = router.fleet_state()["targets"]["d"]
+    assert state["drained"] and state["healthy"], state
+    router.drained.discard("d")
+    state = router.fleet_state()["targets"]["d"]
+    assert not state["drained"] and state["healthy"], state
+    assert "d" not in router.view.unhealthy  # routed to at once

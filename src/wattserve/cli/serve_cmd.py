@@ -348,6 +348,13 @@ def keys_revoke(
     """Revoke a key by id."""
     from wattserve.serve.ledger import Ledger
 
-    if not Ledger(db, create=False).revoke(key_id):
-        raise typer.BadParameter(f"no key with id {key_id}")
-    typer.echo(f"revoked {key_id}")
+    ledger = Ledger(db, create=False)
+    if not ledger.revoke(key_id):
+        # a name given for the id: say which id it has (`keys list` shows both)
+        named = [k["id"] for k in ledger.list_keys() if k["name"] == key_id and not k["revoked"]]
+        hint = f"; {key_id!r:.100} is the name of key {named[0]}" if named else ""
+        raise ConfigError(
+            f"no key with id {key_id!r:.100}{hint} (`wattserve keys list` shows ids)",
+            field="KEY_ID",
+        )
+    typer.echo(f"revoked {printable(key_id)}")

@@ -329,6 +329,7 @@ class Router:
                 "power_w": round(acct.power_w, 3),
                 "peak_power_w": round(acct.peak_w, 3),
             }
+        self._refresh_unhealthy()  # as of now: a cooldown over, a drain lifted
         targets = {}
         for name, t in self.targets.items():
             targets[name] = {
@@ -337,7 +338,9 @@ class Router:
                 "kind": t.kind,
                 "in_flight": t.outstanding,
                 "drained": name in self.drained,
-                "healthy": name not in self.view.unhealthy,
+                # its backends' health, drained or not (a drained target read as unhealthy,
+                # and stayed so up to 5 s after it was undrained)
+                "healthy": any(b.healthy for b in self.built[name].backends),
                 **t.describe(),
             }
         return {
