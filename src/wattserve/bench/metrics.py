@@ -74,7 +74,12 @@ def summarize(
     e2es = [r.e2e_s for r in done if r.e2e_s is not None]
     total_in = sum(r.input_len for r in done)
     total_out = sum(r.output_len for r in done)
-    good = [r for r in done if meets(r, slos.get(r.slo, SLO()))]
+    # a class the workload does not define is held to its default (as simulate holds it),
+    # which --ttft-slo and --tpot-slo set too (the built-in limits had judged such rows)
+    fallback = slos.get("default", SLO())
+    good = [r for r in done if meets(r, slos.get(r.slo, fallback))]
+    # whole answers (--no-stream) have no first token to judge: unknown, not 0
+    judged = not done or any(r.ttft_s is not None for r in done)
     kinds = Counter(r.error_kind or "unknown" for r in failed)
     examples: dict[str, str] = {}
     for r in failed:
@@ -87,7 +92,7 @@ def summarize(
         "total_input_tokens": total_in,
         "total_output_tokens": total_out,
         "request_throughput": len(done) / span,
-        "request_goodput": len(good) / span,
+        "request_goodput": len(good) / span if judged else None,
         "output_throughput": total_out / span,
         "total_token_throughput": (total_in + total_out) / span,
     }
@@ -100,7 +105,7 @@ def summarize(
             "ttft_s": percentiles(ttfts),
             "tpot_s": percentiles(tpots),
             "e2e_s": percentiles(e2es),
-            "slo_attainment": len(good) / len(results) if results else None,
+            "slo_attainment": len(good) / len(results) if results and judged else None,
             "output_tokens": total_out,
             "output_tokens_per_s": total_out / span,
             "span_s": span,
@@ -141,10 +146,18 @@ def _carbon_note(
     """What `gco2` rests on, or why it is unknown: a site given with --carbon-g-per-kwh that
     no answer came from is named (a misspelt site had left gco2 null with the advice to give
     the flag that was given)."""
-    if from_server:
+    if from_server and gco2 is not None:
         return (
             f"as the server reported it (usage.wattserve.carbon_g, {reported} of "
             f"{len(done)} completed requests)"
+        )
+    if from_server:
+        silent = sorted(
+            {r.site or "-" for r in done if r.energy_j is not None and r.carbon_g is None}
+        )
+        return (
+            f"unknown: answers from {', '.join(silent)[:300]} reported energy but no carbon_g "
+            "(their sites give no carbon_g_per_kwh); give --carbon-g-per-kwh"
         )
     if gco2 is not None:
         return "device energy x the carbon intensity given with --carbon-g-per-kwh"
@@ -193,7 +206,11 @@ def _accounting(done: list[Result], total_out: int, carbon: dict[str, float]) ->
     reported = [r.carbon_g for r in done if r.carbon_g is not None]
     from_server = not carbon and bool(reported)
     if from_server:
-        gco2 = sum(reported)
+        # every request that reported energy must have reported its grams: a site without
+        # an intensity leaves the sum unknown, as with --carbon-g-per-kwh (a partial sum had
+        # been given as the whole)
+        whole = all(r.carbon_g is not None for r in powered)
+        gco2 = sum(reported) if whole else None
     n = len(done) or 1
     for d in (*by_site.values(), *by_dep.values()):
         d["share"] = d["requests"] / n

@@ -48,6 +48,9 @@ class BenchOptions:
     request_rate: float | None = None  # None: the trace's times; inf: all at once
     concurrency: int | None = None
     max_requests: int | None = None
+    # with request_rate: keep the requests whose Poisson send time is under it (a trace's
+    # own times are cut when it is read: load_workload's duration_s)
+    duration_s: float | None = None
     api_key: str | None = None
     seed: int = 0
     timeout_s: float = 600.0
@@ -270,6 +273,9 @@ class Bench:
         if self.opts.max_requests is not None:
             reqs = reqs[: self.opts.max_requests]
         times = arrivals(reqs, self.opts.request_rate, self.opts.seed)
+        if self.opts.duration_s is not None and self.opts.request_rate is not None:
+            kept = sum(t < self.opts.duration_s for t in times)  # the times only grow
+            reqs, times = reqs[:kept], times[:kept]
         if times and not times[-1] <= MAX_SCHEDULE_S:  # before a request is sent
             poisson = self.opts.request_rate is not None
             raise ConfigError(
@@ -345,9 +351,19 @@ class Bench:
             res.fail(NOT_SENT, "the run stopped before this request was sent")
         for task, res in zip(tasks, results, strict=False):
             if task.cancelled() and res.error_kind is None and not res.ok:
-                res.fail("cancelled", "interrupted before it finished")
+                if res.sent:
+                    res.fail("cancelled", "interrupted before it finished")
+                else:  # it waited for a --concurrency slot: never sent, not failed
+                    res.fail(NOT_SENT, "the run stopped before this request was sent")
         if progress is not None:
             progress(state["done"], len(results), state["errors"], duration, True)
+        uncounted = sum(r.ok and r.usage_completion_tokens is None for r in results)
+        if uncounted:  # said, as the prompts' nominal lengths are
+            notes.append(
+                f"{uncounted} of {sum(r.ok for r in results)} completed answers gave no "
+                "usage.completion_tokens: their outputs are counted by the client (the stream's "
+                "chunks of text, or a whole answer's text at 4 characters a token)"
+            )
         return Run(results, duration, model, cal, self.exact, stopped, notes)
 
     async def _tick(
