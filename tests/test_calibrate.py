@@ -953,3 +953,30 @@ def test_a_calibration_with_a_term_not_a_number_is_never_written(tmp_path: Path)
         with pytest.raises(CalibrationError, match=f"h100-sxm came out with {term} = "):
             calibration.save(out)
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_held_out_fit_is_not_stuck_at_the_full_fit(tmp_path: Path) -> None:
+    """Nine rows around the defaults (each step 0.88-1.12 of what they predict, two models):
+    the held-out fits had started from the fit on all rows alone and stopped there, so each
+    row left out was predicted by terms fitted on it; the GEMM pad 'held out' 7.25% against
+    the defaults' 7.59% and was taken, though fitted without each row it predicts 8.14%. The
+    defaults are kept (a session-37 review)."""
+    csv = tmp_path / "m.csv"
+    csv.write_text(
+        "model,hardware,count,tensor_parallel,dtype,phase,batch,prompt_tokens,context_tokens,"
+        "seconds,watts\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,prefill,1,128,128,0.00839105,700\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,prefill,1,2048,2048,0.0495687,700\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,prefill,8,512,512,0.112802,700\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,1,512,512,0.00725666,461.2\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,32,1024,1024,0.0100455,522.4\n"
+        "llama-3.1-8b,h100-sxm,1,1,bf16,decode,128,512,512,0.011113,637.7\n"
+        "llama-3.2-1b,h100-sxm,1,1,bf16,prefill,4,256,256,0.00523278,672.9\n"
+        "llama-3.2-1b,h100-sxm,1,1,bf16,decode,1,256,256,0.00157098,338.3\n"
+        "llama-3.2-1b,h100-sxm,1,1,bf16,decode,64,2048,2048,0.00409557,453.7\n"
+    )
+    from wattserve.calibrate.measurements import read_measurements
+
+    _, [report] = fit_calibration(read_measurements(csv), load_catalog())
+    time_terms = [t for t in report.fitted if not t.startswith(("power_", "idle_"))]
+    assert not time_terms, (report.fitted, report.loo_mean_abs_pct, report.default_mean_abs_pct)
