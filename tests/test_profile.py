@@ -428,3 +428,32 @@ def test_the_profile_times_the_llama_server_with_its_own_settings() -> None:
     args = llama_server_args(Path("m.gguf"), "m", 1234)
     assert args[args.index("--logits_all") + 1] == str(llama.LOGITS_ALL)
     assert args[args.index("--n_ctx") + 1] == str(llama.N_CTX)
+
+
+@pytest.mark.parametrize(
+    ("cuda_name", "catalog_id"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("NVIDIA H100 NVL", "h100-nvl"),
+        ("NVIDIA H200", "h200-sxm"),
+        ("NVIDIA A100-SXM4-40GB", "a100-sxm-40gb"),
+        ("NVIDIA A100-SXM4-80GB", "a100-sxm-80gb"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA L4", "l4"),
+        ("NVIDIA GeForce RTX 4090", "rtx-4090"),
+        # matched as substrings these were filed under another device's figures
+        ("NVIDIA L40", None),  # as an L4: 72 W, and its own watts then refused
+        ("NVIDIA GH200 480GB", None),  # as an H200 SXM
+        ("NVIDIA H200 NVL", None),
+        ("NVIDIA A100-PCIE-40GB", None),  # as the A100 SXM 80GB
+        ("NVIDIA A100 80GB PCIe", None),
+        ("NVIDIA RTX A6000", None),
+    ],
+)
+def test_a_gpu_is_the_catalog_device_its_whole_name_says(
+    cuda_name: str, catalog_id: str | None
+) -> None:
+    from wattserve.profile.run import catalog_gpu
+
+    assert catalog_gpu(cuda_name) == catalog_id

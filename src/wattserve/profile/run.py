@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import stat
 import statistics
 import tempfile
@@ -57,20 +58,36 @@ GPU_PLAN: Plan = [
 # the grid's window (benchmarks/gpu_grid.py), about 7 s more over the 13 cases
 GPU_ENERGY_WINDOW_S = 0.5
 
-# GPU names as CUDA reports them, matched to catalog ids (first match wins).
-GPU_NAMES: tuple[tuple[str, str], ...] = (
-    ("H100 NVL", "h100-nvl"),
-    ("H100 PCIe", "h100-pcie"),
-    ("H100", "h100-sxm"),
-    ("H200", "h200-sxm"),
-    ("GB200", "gb200"),
-    ("B200", "b200"),
-    ("A100-SXM4-40GB", "a100-sxm-40gb"),
-    ("A100", "a100-sxm-80gb"),
-    ("L40S", "l40s"),
-    ("L4", "l4"),
-    ("RTX 4090", "rtx-4090"),
+# GPU names as CUDA reports them ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"), matched
+# to catalog ids by whole words (split at spaces and dashes, any case): every word of the
+# first set and none of the second; the first rule that matches wins. A name no rule matches
+# is profiled as a device of its own (local-gpu). Matched as substrings, an L40 was filed as
+# an L4 (72 W: its watts then refused), a GH200 or an H200 NVL as an H200 SXM, and an A100
+# PCIe as the A100 SXM 80GB.
+GPU_NAMES: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
+    (("H100", "NVL"), (), "h100-nvl"),
+    (("H100", "PCIE"), (), "h100-pcie"),
+    (("H100",), (), "h100-sxm"),
+    (("H200",), ("NVL",), "h200-sxm"),
+    (("GB200",), (), "gb200"),
+    (("B200",), (), "b200"),
+    (("A100", "SXM4", "40GB"), (), "a100-sxm-40gb"),
+    (("A100", "SXM4"), (), "a100-sxm-80gb"),
+    (("A100", "80GB"), ("PCIE",), "a100-sxm-80gb"),
+    (("L40S",), (), "l40s"),
+    (("L4",), (), "l4"),
+    (("A10G",), (), "a10g"),
+    (("RTX", "4090"), (), "rtx-4090"),
 )
+
+
+def catalog_gpu(name: str) -> str | None:
+    """The catalog id of the GPU CUDA names `name`, or None (GPU_NAMES)."""
+    words = set(re.split(r"[\s\-]+", name.upper()))
+    return next(
+        (cid for need, unless, cid in GPU_NAMES if set(need) <= words and not set(unless) & words),
+        None,
+    )
 
 
 @dataclass
@@ -472,8 +489,13 @@ def profile_gpu(out: Path, quick: bool, log: Log) -> ProfileResult:
         "mem_bw_gbps": gbps,
         "memory_gb": torch.cuda.get_device_properties(0).total_memory / 1e9,
     }
+    # the board's enforced power limit as its TDP: without one, a GPU the catalog does not
+    # know had its measured watts thrown away (no power curve can be fitted without a TDP)
+    limit = None if meter is None else meter.device_info().get("power_limit_w")
+    if isinstance(limit, int | float) and 0 < limit < 1e5:
+        figures["tdp_w"] = float(limit)
     catalog = load_catalog()
-    hw_id = next((cid for key, cid in GPU_NAMES if key in name), None)
+    hw_id = catalog_gpu(name)
     files: dict[str, Path] = {}
     if hw_id is None:
         hw_path = out / "hardware-gpu.yaml"
@@ -668,7 +690,7 @@ def run_profile(
     elif cpu_engine == "numpy":
         names += output_names("cpu", "hardware-cpu.yaml")
     if gpu:  # `why` is the GPU's name: an entry of its own unless the catalog knows it
-        known = any(key in why for key, _ in GPU_NAMES)
+        known = catalog_gpu(why) is not None
         names += output_names("gpu", None if known else "hardware-gpu.yaml")
     results = []
     started = time.perf_counter()
