@@ -454,6 +454,6 @@ def test_the_profile_times_the_llama_server_with_its_own_settings() -> None:
 def test_a_gpu_is_the_catalog_device_its_whole_name_says(
     cuda_name: str, catalog_id: str | None
 ) -> None:
-    from wattserve.profile.run import catalog_gpu
+    from wattserve.profile.gpus import catalog_gpu
 
     assert catalog_gpu(cuda_name) == catalog_id
