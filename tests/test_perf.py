@@ -399,3 +399,17 @@ def test_pipeline_stages_take_turns_so_only_one_draws_dynamic_power() -> None:
     _, energy, peak = decode_run(four, lines, 20)
     assert energy == pytest.approx(sum(s.energy_j for s in steps), rel=1e-9)
     assert peak == pytest.approx(max(s.power_w for s in steps), rel=1e-9)
+
+
+def test_a_step_of_unknown_time_has_unknown_power() -> None:
+    """min(1.0, nan) is 1.0: a step whose time is unknown (no fp32 peak on an H100) had drawn
+    its devices' TDP in PerfModel.step and decode_run, though its energy was unknown (a
+    session-37 review)."""
+    from wattserve.core.params import default_params
+    from wattserve.core.perf import decode_run, run_lines
+
+    hw = load_catalog().device("h100-sxm")
+    pm = PerfModel(Deployment(load_model("llama-3.1-8b"), hw, dtype="fp32"), default_params(hw))
+    assert pm.missing
+    assert math.isnan(pm.decode_step(8, 1024).power_w)
+    assert all(math.isnan(x) for x in decode_run(pm, run_lines(pm, 8, 8 * 1024.0), 16))

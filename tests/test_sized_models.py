@@ -218,3 +218,20 @@ def test_gateway_answers_with_the_estimate_and_its_basis(tmp_path: Path) -> None
         assert used("acme-large-2025", stream=True)["energy_basis"] == large["energy_basis"]
         unknown = used("acme-sizeonly")
         assert unknown["energy_j"] is None and "energy_basis" not in unknown
+
+
+@pytest.mark.parametrize(
+    ("hardware", "params_b"),
+    [("groq-lpu", 8), ("cerebras-wse3", 70), ("a10g", 13), ("qualcomm-ai100-std", 8)],
+)
+def test_a_sized_model_on_a_device_without_an_interconnect_figure_gets_an_estimate(
+    hardware: str, params_b: float
+) -> None:
+    """Tensor parallelism needs the all-reduce's rate: laid out across such devices, the
+    estimate came out NaN and the energy unknown while its basis still said `estimate`.
+    Pipeline stages only, as estimate lays out SRAM parts."""
+    text = _providers(1, {"x": ("acme-x", f"    params_b: {params_b}\n    hardware: {hardware}\n")})
+    spec = _fleet(text).hosted[0]
+    assert spec.sized is not None and spec.sized.deployment.tp == 1
+    joules = spec.energy_j(512, 128)
+    assert joules is not None and joules > 0 and spec.energy_basis is not None

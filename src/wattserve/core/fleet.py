@@ -103,7 +103,7 @@ class HostedSpec:
         """What `energy_j` rests on (None: energy unknown)."""
         if self.joules_per_token is not None:
             return "joules_per_token (the fleet file)"
-        return None if self.sized is None else self.sized.basis
+        return None if self.sized is None or not self.sized.known else self.sized.basis
 
     def energy_j(self, prompt_tokens: int, output_tokens: int) -> float | None:
         """Joules of one request: at the entry's joules per token when given, else estimated

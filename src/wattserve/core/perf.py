@@ -435,7 +435,10 @@ class PerfModel:
         if time_s <= 0:
             return self.devices * self.idle_w
         load = (self.k_compute * compute_s + self.k_memory * memory_s) / time_s
-        return self.devices * self.idle_w + self.busy_devices * self.dynamic_w * min(1.0, load)
+        # at most 1, and NaN where the step's time is unknown (min(1.0, nan) is 1.0: a step of
+        # unknown time had drawn the devices' TDP)
+        capped = 1.0 if load >= 1.0 else load
+        return self.devices * self.idle_w + self.busy_devices * self.dynamic_w * capped
 
     def prefill(self, batch: int, prompt_tokens: int, cached_tokens: int = 0) -> StepCost:
         """One prefill of `prompt_tokens` new tokens for each of `batch` sequences."""
@@ -650,8 +653,9 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
             dyn = time_s if la >= t0 else steps * (la + la + ld * last) / 2.0
             u0, ul = la / t0, (la + ld * last) / tl
             idle, busy = pm.devices * pm.idle_w, pm.busy_devices * pm.dynamic_w
-            p0 = idle + busy * (u0 if u0 < 1.0 else 1.0)
-            pl = idle + busy * (ul if ul < 1.0 else 1.0)
+            # held at 1, NaN kept (as power_w)
+            p0 = idle + busy * (1.0 if u0 >= 1.0 else u0)
+            pl = idle + busy * (1.0 if ul >= 1.0 else ul)
             energy = idle * time_s + busy * dyn
             return time_s, energy, p0 if p0 > pl else pl
     time_s = _sum_extreme(tc0, dtc, tm0, dtm, 0, last, True) + steps * fixed
@@ -678,9 +682,8 @@ def decode_run(pm: PerfModel, lines: RunLines, steps: int) -> tuple[float, float
 
     def power(j: float) -> float:
         tj = max(tc0 + dtc * j, tm0 + dtm * j) + fixed
-        return pm.devices * pm.idle_w + pm.busy_devices * pm.dynamic_w * min(
-            1.0, (la + ld * j) / tj
-        )
+        u = (la + ld * j) / tj
+        return pm.devices * pm.idle_w + pm.busy_devices * pm.dynamic_w * (1.0 if u >= 1.0 else u)
 
     peak = max(power(0.0), power(float(last)))
     if 0 <= cross < last:

@@ -104,10 +104,13 @@ def sized_deployment(
     """`model` on the fewest devices of `hw` (a power of two: tensor-parallel up to 8, then
     pipeline stages) whose memory holds the weights of `held` in `dtype` and a KV block
     (`held` is `model` for a dense model, the dense model of all its parameters for a mixture
-    of experts)."""
+    of experts). A device without an interconnect figure is laid out in pipeline stages only,
+    as estimate lays out SRAM parts: tensor parallelism needs the all-reduce's rate, and
+    without it a Groq, Cerebras or A10G entry's energy had come out unknown."""
+    widest = 8 if hw.value("interconnect_gbps") is not None else 1
     devices = 1
     while devices <= MAX_DEVICES:
-        tp = min(devices, 8)
+        tp = min(devices, widest)
         while model.num_heads % tp or held.num_heads % tp:
             tp //= 2
         pp = devices // tp
@@ -131,6 +134,12 @@ class SizedEnergy:
     deployment: Deployment
     params: EngineParams
     basis: str  # what the estimate rests on, as answers report it
+
+    @property
+    def known(self) -> bool:
+        """Whether the estimate gives a figure at all (the hardware's power and speed figures
+        are there): else the entry's energy is unknown and no basis is claimed for it."""
+        return self.request_j(1, 1) is not None
 
     def request_j(self, prompt_tokens: int, output_tokens: int) -> float | None:
         """Dynamic joules of one request alone (core.energy.request_energy_j); None when the
