@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,15 +47,44 @@ def test_calibrate_records_the_span_of_its_rows(calib_file: Path) -> None:
         "prefill_tokens": [2048, 2048],
         "decode_batch": [1, 64],
         "decode_context": [2048, 2048],
+        "tensor_parallel": [1],
+        "dtypes": ["bf16"],
     }
     cov = load_calibration(calib_file).measured["h200-sxm"]
     assert cov.describe() == (
         "llama-3.1-8b (8.03B parameters); prefill of 2,048 tokens a step; decode at batch "
-        "1-64, context 2,048"
+        "1-64, context 2,048; tp 1, bf16 weights"
     )
 
 
-def _notes(calib: Path, model: str, **kw: int) -> list[str]:
+def test_a_tensor_parallel_degree_or_format_no_row_ran_is_said(
+    calib_file: Path, tmp_path: Path
+) -> None:
+    """Rows at tp=1 in bf16 say nothing of all-reduces or another format's kernels: estimate
+    had applied the terms at tp=4 and in fp8 without a word (a session-37 review)."""
+    inside = {"batch": 1, "prompt_tokens": 1984, "output_tokens": 128}  # decode at 2,048
+    assert not _notes(calib_file, "llama-3.1-8b", **inside)
+    (tp4,) = _notes(calib_file, "llama-3.1-8b", tp=4, **inside)
+    assert "no row measured tp=4" in tp4
+    (fp8,) = _notes(calib_file, "llama-3.1-8b", dtype="fp8", **inside)
+    assert "no row measured fp8 weights" in fp8
+    # a file written before these were recorded loads, and says nothing of them
+    old = json.loads(calib_file.read_text())
+    for key in ("tensor_parallel", "dtypes"):
+        del old["hardware"]["h200-sxm"]["measured"][key]
+    before = tmp_path / "old.json"
+    before.write_text(json.dumps(old))
+    assert not _notes(before, "llama-3.1-8b", tp=4, **inside)
+    # and the two come together
+    half = json.loads(calib_file.read_text())
+    del half["hardware"]["h200-sxm"]["measured"]["dtypes"]
+    broken = tmp_path / "half.json"
+    broken.write_text(json.dumps(half))
+    with pytest.raises(ConfigError, match="tensor_parallel and dtypes"):
+        load_calibration(broken)
+
+
+def _notes(calib: Path, model: str, **kw: Any) -> list[str]:
     e = estimate(model, "h200-sxm", calibration=calib, **kw)
     return [a for a in e.assumptions if "calibration of h200-sxm measured" in a]
 
@@ -150,9 +180,9 @@ def test_a_file_without_the_record_still_reads_and_says_nothing(
 
 
 def test_coverage_of_rows_without_a_phase() -> None:
-    cov = Coverage.of([("m", 1e9, "decode", 8, 0, 512)])
+    cov = Coverage.of([("m", 1e9, "decode", 8, 0, 512, 1, "bf16")])
     assert cov.prefill_tokens is None and cov.describe().endswith(
-        "no prefill; decode at batch 8, context 512"
+        "no prefill; decode at batch 8, context 512; tp 1, bf16 weights"
     )
     out = cov.outside("m", 1e9, prefill_tokens=512)
     assert out == ["unmeasured: prefill"]

@@ -625,6 +625,8 @@ def fit_calibration(
                     r.m.batch,
                     r.m.prompt_tokens,
                     r.m.context_tokens,
+                    r.dep.tp,
+                    r.dep.dtype,
                 )
                 for r in rows
             )

@@ -15,10 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from wattserve.core.dtypes import DTYPES
 from wattserve.errors import ConfigError, field_key
 
 SPAN = 2.0  # a figure more than twice past the measured range is outside it
 MAX_MODELS = 100  # model ids listed in one entry's `measured`
+MAX_LAYOUTS = 64  # tensor-parallel degrees, or weight formats, listed there
 
 Span = tuple[float, float]
 UNMEASURED = "unmeasured: "  # marks a phase no row ran, in Coverage.outside's list
@@ -56,10 +58,15 @@ class Coverage:
     prefill_tokens: Span | None
     decode_batch: Span | None
     decode_context: Span | None
+    # the tensor-parallel degrees and weight formats the rows ran ((): not recorded, a file
+    # written before 2026-12-06): a calibration of tp=1 bf16 rows applied at tp=4 or in fp8
+    # had said nothing of it, though all-reduces and another format's kernels are in no row
+    tensor_parallel: tuple[int, ...] = ()
+    dtypes: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, steps: Iterable[tuple[str, float, str, int, int, int]]) -> Coverage:
-        """From (model id, parameters, phase, batch, prompt, context) per row."""
+    def of(cls, steps: Iterable[tuple[str, float, str, int, int, int, int, str]]) -> Coverage:
+        """From (model id, parameters, phase, batch, prompt, context, tp, dtype) per row."""
         rows = list(steps)
         if not rows:
             raise ValueError("a calibration measured at least one step")
@@ -70,6 +77,8 @@ class Coverage:
             prefill_tokens=_span(r[3] * r[4] for r in rows if r[2] == "prefill"),
             decode_batch=_span(r[3] for r in decode),
             decode_context=_span(r[5] for r in decode),
+            tensor_parallel=tuple(sorted({r[6] for r in rows})),
+            dtypes=tuple(sorted({r[7] for r in rows})),
         )
 
     def describe(self) -> str:
@@ -87,6 +96,9 @@ class Coverage:
             parts.append(
                 f"decode at batch {_fmt(self.decode_batch)}, context {_fmt(self.decode_context)}"
             )
+        if self.tensor_parallel:
+            tps = ", ".join(map(str, self.tensor_parallel))
+            parts.append(f"tp {tps}, {', '.join(self.dtypes)} weights")
         return "; ".join(parts)
 
     def outside(
@@ -96,10 +108,17 @@ class Coverage:
         prefill_tokens: int | None = None,
         decode_batch: int | None = None,
         decode_context: int | None = None,
+        tp: int | None = None,
+        dtype: str | None = None,
     ) -> list[str]:
         """What of a prediction lies more than SPAN times past the measured span (empty: all
-        within). `params`: the model's total parameters; the steps' figures where known."""
+        within), or runs at a tensor-parallel degree or in a weight format no row ran.
+        `params`: the model's total parameters; the steps' figures where known."""
         out = []
+        if tp is not None and self.tensor_parallel and tp not in self.tensor_parallel:
+            out.append(UNMEASURED + f"tp={tp}")
+        if dtype is not None and self.dtypes and dtype not in self.dtypes:
+            out.append(UNMEASURED + f"{dtype} weights")
         if _outside(params / 1e9, self.params_b):
             out.append(f"{model} ({params / 1e9:.3g}B parameters)")
         if prefill_tokens is not None:
@@ -127,6 +146,11 @@ class Coverage:
             "prefill_tokens": None if self.prefill_tokens is None else list(self.prefill_tokens),
             "decode_batch": None if self.decode_batch is None else list(self.decode_batch),
             "decode_context": None if self.decode_context is None else list(self.decode_context),
+            **(
+                {"tensor_parallel": list(self.tensor_parallel), "dtypes": list(self.dtypes)}
+                if self.tensor_parallel
+                else {}
+            ),
         }
 
     @classmethod
@@ -138,7 +162,15 @@ class Coverage:
 
         if not isinstance(obj, dict):
             raise bad("must be an object")
-        keys = ("models", "params_b", "prefill_tokens", "decode_batch", "decode_context")
+        keys = (
+            "models",
+            "params_b",
+            "prefill_tokens",
+            "decode_batch",
+            "decode_context",
+            "tensor_parallel",
+            "dtypes",
+        )
         for key in obj:
             if key not in keys:
                 raise bad("unknown field", field_key(key))
@@ -185,12 +217,32 @@ class Coverage:
                 "null where no row ran decode)",
                 absent,
             )
+        tps, dtypes = obj.get("tensor_parallel"), obj.get("dtypes")
+        if (tps is None) != (dtypes is None):
+            raise bad("tensor_parallel and dtypes are given together, or neither", "dtypes")
+        if tps is not None and not (
+            isinstance(tps, list)
+            and 0 < len(tps) <= MAX_LAYOUTS
+            and all(is_whole(t) and 1 <= t <= 4096 for t in tps)
+            and len(set(tps)) == len(tps)
+        ):
+            raise bad(f"must be a list of 1-{MAX_LAYOUTS} degrees, each once", "tensor_parallel")
+        if dtypes is not None and not (
+            isinstance(dtypes, list)
+            and 0 < len(dtypes) <= MAX_LAYOUTS
+            and all(d in DTYPES for d in dtypes)
+            and len(set(dtypes)) == len(dtypes)
+        ):
+            formats = ", ".join(DTYPES)
+            raise bad(f"must be a list of weight formats ({formats}), each once", "dtypes")
         return cls(
             models=tuple(models),
             params_b=params_b,
             prefill_tokens=span("prefill_tokens", optional=True),
             decode_batch=decode_batch,
             decode_context=decode_context,
+            tensor_parallel=() if tps is None else tuple(sorted(int(t) for t in tps)),
+            dtypes=() if dtypes is None else tuple(sorted(dtypes)),
         )
 
 

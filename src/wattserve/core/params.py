@@ -239,6 +239,8 @@ class Calibration:
         prefill_tokens: int | None = None,
         decode_batch: int | None = None,
         decode_context: int | None = None,
+        tp: int | None = None,
+        dtype: str | None = None,
     ) -> tuple[str, ...]:
         """The note to print where a prediction lies outside what this calibration measured on
         `hw` (core/coverage.py), or nothing: within it, no record of it, or no term fitted."""
@@ -246,7 +248,7 @@ class Calibration:
         cov = None if entry is None else self.measured.get(entry)
         if entry is None or cov is None or (entry in self.terms and not self.terms[entry][0]):
             return ()
-        out = cov.outside(model, params, prefill_tokens, decode_batch, decode_context)
+        out = cov.outside(model, params, prefill_tokens, decode_batch, decode_context, tp, dtype)
         return (outside_note(entry, cov, out),) if out else ()
 
     def to_json(self) -> dict[str, Any]:

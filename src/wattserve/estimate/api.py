@@ -346,7 +346,9 @@ def estimate(
         assumptions=unmatched
         + unseen
         + (  # (total_params is computed: only where a calibration recorded its rows)
-            calib.beyond(hw, spec.id, spec.total_params, batch * prompt_tokens, batch, ctx)
+            calib.beyond(
+                hw, spec.id, spec.total_params, batch * prompt_tokens, batch, ctx, dep.tp, dep.dtype
+            )
             if calib.measured
             else ()
         )
