@@ -46,15 +46,15 @@ def transfer_table() -> tuple[mlenergy.Table, str]:
 
 def test_vidur_kernel_terms_predict_mlenergy_moe_decode() -> None:
     t, _ = transfer_table()
-    for g in ("H100 chat moe batch <= 32", "H100 chat moe batch 33-192"):
-        assert t[g]["time between tokens"][1] < 10.0, g  # 3.2% and 9.2%
-    # gpqa's two MoE runs at batch <= 32: 16.6% (14.7% before the elementwise kernels and the
-    # per-layer launches of 2026-12-04, which moved the uncalibrated 8.8% to 10.8% and the
-    # whole H100 set from 18.0% to 16.2%)
-    assert t["H100 gpqa moe batch <= 32"]["time between tokens"][1] < 17.0
+    # since calibrate's held-out fits are honest (2026-12-06) the six points fit eff_compute
+    # and the pad, not the ramp, and the MoE groups are where the defaults put them: 3.3% and
+    # 12.0% (the ramp, taken on a partly in-sample held-out error, had made them 3.2% and 9.2%)
+    for g, most in (("H100 chat moe batch <= 32", 4.0), ("H100 chat moe batch 33-192", 12.5)):
+        assert t[g]["time between tokens"][1] < most, g
+    assert t["H100 gpqa moe batch <= 32"]["time between tokens"][1] < 11.0  # 10.8% (16.6%)
     # and over every H100 run, no worse in time than the defaults
     unc, cal, _ = t["H100 all"]["time between tokens"]
-    assert cal < unc
+    assert cal <= unc
 
 
 def test_docs_show_the_table_this_file_prints() -> None:

@@ -148,22 +148,18 @@ def worse(groups: Groups) -> dict[tuple[str, str], float]:
 def test_six_points_of_one_shape_predict_other_shapes_on_that_device() -> None:
     choice, _, groups = table(ONE_SHAPE)
     p = choice.params
-    assert choice.names == ("eff_compute", "gemm_pad_elems", "gemm_latency_s")
+    # the ramp (gemm_latency_s) predicts held-out rows worse once each fold is fitted afresh
+    # (8.8% against 8.2%): it had been taken on a partly in-sample 6.5% until 2026-12-06
+    assert choice.names == ("eff_compute", "gemm_pad_elems")
     assert 0.6 < p.eff_compute <= 0.95 and p.eff_memory == EngineParams().eff_memory
-    assert 1.0e5 <= p.gemm_pad_elems <= 1.0e7  # about half a wave of tiles: see fit.py
+    assert 1.0e5 <= p.gemm_pad_elems <= 1.0e7  # a fraction of a wave of tiles: see fit.py
     unc, cal = h100_means(groups)
-    # the target for calibrate-on-few is 10% mean; measured 7.5% (docs/accuracy.md)
+    # the target for calibrate-on-few is 10% mean; measured 8.6% (docs/accuracy.md)
     assert cal < 10.0 and unc < 20.0
-    # not yet "never worse than uncalibrated on any group": all memory-bound rows of one shape
-    # move the same bytes, so they cannot tell the memory ramp from eff_memory (docs/model.md);
-    # measured worse by 2.4, 1.6 and 7.8 points (the last: one point at 8 rows)
-    few = "rows <= 32"
-    assert set(worse(groups)) == {
-        ("h100 llama-2-70b tp1", few),
-        ("h100 llama-2-70b tp4", few),
-        ("h100 llama-2-7b tp1", few),
-    }
-    assert max(worse(groups).values()) < 8.5
+    # not yet "never worse than uncalibrated on any group": one group, by 0.8 points (with the
+    # ramp, three groups of few rows by up to 7.8)
+    assert set(worse(groups)) == {("h100 llama-2-70b tp4", "64-512 rows")}
+    assert max(worse(groups).values()) < 1.0
 
 
 def test_six_points_at_two_transfer_sizes_are_never_worse_than_uncalibrated() -> None:
