@@ -56,8 +56,9 @@ try:
     from wattserve.core.perf import PerfModel
     from wattserve.profile import micro
     from wattserve.profile.decoder import out_of_memory
+    from wattserve.profile.gpus import catalog_gpu
     from wattserve.profile.power import NvmlMeter, steady_watts
-    from wattserve.profile.run import GPU_NAMES, hardware_yaml
+    from wattserve.profile.run import hardware_yaml
 except ImportError as exc:
     sys.exit(f"MISSING: Python package {exc.name!r}, which wattserve needs; nothing measured")
 
@@ -388,7 +389,7 @@ def open_device(run: Run) -> tuple[str, Catalog, float, NvmlMeter | None, str]:
     }
     run.meta["micro"] = {k: round(v, 3) for k, v in figures.items()}
     run.log(f"{name}: {figures['peak_tflops']:.3g} TFLOPS, {figures['mem_bw_gbps']:.0f} GB/s")
-    hw_id = next((cid for key, cid in GPU_NAMES if key in name), None)
+    hw_id = catalog_gpu(name)
     catalog = load_catalog()
     if hw_id is None or args.device != "cuda":
         category, hw_id = ("gpu", "local-gpu") if args.device == "cuda" else ("cpu", "local-cpu")
