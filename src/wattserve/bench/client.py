@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from wattserve.core.records import per_token_s
 from wattserve.core.traces import MAX_TOKENS
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
+from wattserve.serve.schema import approx_tokens
 
 # Error kinds, reported with their counts (`errors_by_kind`); not_sent: the run stopped first.
 CONNECT, TIMEOUT, DISCONNECTED, BAD_RESPONSE, STREAM_ERROR, EMPTY, NOT_SENT = (
@@ -127,12 +128,6 @@ def _text(choice: Any) -> str:
     if not text and part.get("tool_calls"):
         return str(part["tool_calls"])
     return text
-
-
-def approx_tokens(text: str) -> int:
-    """An output's tokens where the server counts none: four characters a token (the
-    gateway's rule of thumb for a prompt), at least one for any text."""
-    return max(1, round(len(text) / 4)) if text else 0
 
 
 MAX_REPORTED = 1e15  # J, $ or gCO2 for one request; past it the server's figure is not one
@@ -270,7 +265,8 @@ class Client:
             return
         # a whole answer is one chunk: where no usage counts it, its text is the count (it
         # had been 1 token, whatever its length)
-        res.chunks = approx_tokens(_text(choices[0]))
+        text = _text(choices[0])
+        res.chunks = approx_tokens(text) if text else 0  # the gateway's rule of thumb
         take_usage(res, obj.get("usage"))
         res.ok = True
 
