@@ -17,7 +17,7 @@ from wattserve.core.deployment import Deployment, default_kv_dtype, sram_stages
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.energy import token_energy_j
 from wattserve.core.hardware import LIMITS, ProviderOffer
-from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit
+from wattserve.core.memory import KV_BLOCK_TOKENS, memory_fit, memory_layout
 from wattserve.core.modelspec import builtin_model_id, load_model, model_files
 from wattserve.core.params import (
     Calibration,
@@ -450,12 +450,8 @@ def kv_block_count(dep: Deployment, params: EngineParams) -> tuple[int, str]:
     fit = memory_fit(dep, params, 1, KV_BLOCK_TOKENS, dep.max_batched_tokens)
     if not fit.fits:
         return 0, fit.reason
-    model = dep.model
-    kv_bytes_block = (
-        KV_BLOCK_TOKENS
-        * model.kv_bytes_per_token(dep.kv_dtype)
-        / (min(dep.tp, model.num_kv_heads) * dep.pp)
-    )
+    lay = memory_layout(dep, params)
+    kv_bytes_block = KV_BLOCK_TOKENS * lay.kv_token_bytes / lay.kv_split
     free = (fit.capacity_gb or 0.0) * 1e9 * params.memory_utilization - (
         fit.weights_gb + fit.activations_gb
     ) * 1e9

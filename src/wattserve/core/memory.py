@@ -50,7 +50,7 @@ class MemoryLayout:
     kind: str
     weights: float  # bytes
     kv_token_bytes: float  # KV-cache bytes of one token, all layers, before the split
-    kv_split: int  # devices one sequence's KV cache is split over
+    kv_split: float  # one sequence's KV cache over the share of it the fullest device holds
     act_width: float  # activation elements per token of a prefill step
     capacity: float | None  # bytes (weights held, for compute-in-memory parts)
     usable: float  # bytes the engine may use
@@ -62,7 +62,21 @@ def memory_layout(dep: Deployment, params: EngineParams) -> MemoryLayout:
     m, hw = dep.model, dep.hardware
     kind = hw.memory_kind
     weights = m.weight_bytes(dep.dtype) / dep.devices
-    kv_split = min(dep.tp, m.num_kv_heads) * dep.pp
+    kv_split: float = min(dep.tp, m.num_kv_heads) * dep.pp
+    if kind == "dram" and dep.pp > 1:
+        # the fullest stage, not an even split (until 2026-12-06): the first holds the
+        # embedding, the last the LM head (its own copy where tied) and the final norm
+        stages = pipeline_layers(m.num_layers, dep.pp)
+        head = 0 if m.tied_embeddings else m.lm_head_params
+        embedding = m.vocab_size * m.hidden_size
+        per_layer = (m.total_params - embedding - head - m.hidden_size) / m.num_layers
+        held = max(
+            embedding + stages[0] * per_layer,
+            m.lm_head_params + m.hidden_size + stages[-1] * per_layer,
+            max(stages[1:-1], default=0) * per_layer,
+        )
+        weights = held * m.weight_bytes(dep.dtype) / m.total_params / dep.tp
+        kv_split = min(dep.tp, m.num_kv_heads) * m.num_layers / max(stages)
     act_width = 4 * m.hidden_size + 3 * m.intermediate_size / dep.tp
     capacity: float | None = None
     if kind == "cim":
@@ -75,6 +89,13 @@ def memory_layout(dep: Deployment, params: EngineParams) -> MemoryLayout:
     usable = 0.0 if capacity is None else capacity * params.memory_utilization
     kv_token_bytes = m.kv_bytes_per_token(dep.kv_dtype)
     return MemoryLayout(kind, weights, kv_token_bytes, kv_split, act_width, capacity, usable)
+
+
+def pipeline_layers(layers: int, stages: int) -> tuple[int, ...]:
+    """Layers per pipeline stage as vLLM assigns them (`get_pp_indices`): an even share, and
+    the remainder one each to the stages before the last, which holds the LM head."""
+    share, extra = divmod(layers, stages)
+    return tuple(share + (stages - 1 - extra <= i < stages - 1) for i in range(stages))
 
 
 def kv_tokens_held(prompt_tokens: int, output_tokens: int, context_tokens: int) -> int:
@@ -103,7 +124,10 @@ def layout_fit(
 ) -> MemoryFit:
     """`memory_fit` from a layout already at hand (`memory_layout(dep, params)`)."""
     weights = lay.weights
-    kv_per_seq = seq_tokens * lay.kv_token_bytes / lay.kv_split
+    # a sequence holds whole blocks of KV_BLOCK_TOKENS, as the engine allocates them (until
+    # 2026-12-06 this counted its tokens: max_batch 7-12% high for sequences of ~100 tokens)
+    blocks = -(-seq_tokens // KV_BLOCK_TOKENS)
+    kv_per_seq = blocks * KV_BLOCK_TOKENS * lay.kv_token_bytes / lay.kv_split
     act_bytes_per_token = lay.act_width * ACTIVATION_BYTES
     # the prefill's activations: of `prefill_tokens` at `batch`, as many a sequence at others
     act_cap = dep.max_batched_tokens * act_bytes_per_token

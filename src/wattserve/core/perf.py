@@ -113,6 +113,8 @@ class PerfModel:
         # time added to the step's, and load
         self.act_bytes_per_token = (
             elementwise_bytes_per_token(m, dep.tp) * params.elementwise_factor
+            if math.isfinite(self.bytes_rate)
+            else 0.0  # a part that keeps activations in its arrays moves none of them
         )
         self.act_time_per_token = self.act_bytes_per_token / self.bytes_rate
         link = self._link_rate()

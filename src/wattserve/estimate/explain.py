@@ -58,11 +58,10 @@ def summary(e: Estimate) -> str:
 def _phase(name: str, cost: StepCost | None, perf: PerfModel | None, tokens: int) -> list[str]:
     if cost is None:
         return [f"{name}: not computed"]
-    # the elementwise kernels' bytes, where the step's time counts them (not on parts that
-    # keep activations in their compute array: no memory traffic is modelled there)
-    act_gb = 0.0
-    if perf is not None and math.isfinite(perf.bytes_rate):
-        act_gb = perf.act_bytes_per_token * tokens / 1e9
+    # the elementwise kernels' bytes (none on parts that keep activations in their compute
+    # array: no memory traffic is modelled there, and until 2026-12-06 the memory line showed
+    # their bytes as moved)
+    act_gb = 0.0 if perf is None else perf.act_bytes_per_token * tokens / 1e9
     lines = [
         f"{name}: {cost.time_s * 1e3:.4g} ms, bound by {cost.bound}",
         f"  compute    {cost.compute_s * 1e3:10.4g} ms  ({cost.flops / 1e12:.4g} TFLOP)",
