@@ -206,3 +206,32 @@ def test_an_empty_engine_after_preemptions_has_nothing_left_to_prefill() -> None
     seqs = drive(engine, arrivals)
     assert engine.preemptions > 0 and len(seqs) == 40
     assert engine.pending_prefill == 0 and engine.prefill_blocks == 0 and engine.used_blocks == 0
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_priority_scheduling_preempts_the_lowest_priority_and_queues_it_at_its_place(
+    exact: bool,
+) -> None:
+    """vLLM v1 under `--scheduling-policy priority` preempts max(running, key=(priority,
+    arrival)) and puts it back in its priority queue. The engine preempted the last admitted
+    (here the urgent request) and queued it first, ahead of a more urgent one waiting."""
+    engine = EngineModel("e", perf(), kv_blocks=2 * (200 // BLOCK) + 4, exact=exact, priority=True)
+    low = Seq(req(0, 200, 100, 0.0), priority=5)
+    engine.submit(low)
+    plan, _ = engine.next_plan(0.0)  # admits the low-priority request alone
+    assert plan is not None and list(engine.running.values()) == [low]
+    engine.start(plan)
+    now = plan.end_s
+    engine.complete(now)
+    high = Seq(req(1, 200, 100, now), priority=0)
+    mid = Seq(req(2, 200, 100, now), priority=1)
+    engine.submit(high)
+    engine.submit(mid)  # no room for a third: it waits
+    while not (low.preemptions or high.preemptions):
+        plan, _ = engine.next_plan(now)
+        assert plan is not None
+        engine.start(plan)
+        now = plan.end_s
+        engine.complete(now)
+    assert (low.preemptions, high.preemptions) == (1, 0)
+    assert list(engine.waiting) == [mid, low]

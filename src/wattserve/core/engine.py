@@ -5,7 +5,8 @@ prefills, then admits waiting requests while the token budget (`max_batched_toke
 sequence limit (`max_num_seqs`) and free KV-cache blocks allow, each with its whole first
 chunk or not at all (vLLM v1's `allocate_slots` for the chunk, else the queue waits). When a
 decode step cannot get a block, the most recently admitted sequence is preempted (its cache
-freed, recomputed later), as vLLM's recompute preemption does, and, as vLLM v1's scheduler
+freed, recomputed later; under priority scheduling the lowest priority's latest arrival, queued
+again at its priority's place), as vLLM's recompute preemption does, and, as vLLM v1's scheduler
 does, a step that preempted admits no waiting request (unless it preempted every running one):
 otherwise the sequence just preempted is admitted again in the same step, and the next step
 preempts it again.
@@ -265,7 +266,15 @@ class EngineModel:
         insort(self.finish_order, finish)
 
     def _preempt_last(self) -> None:
-        s = self.running.popitem()[1]
+        """Give way: the most recently admitted sequence, or under priority scheduling the
+        lowest priority's latest arrival, back to the queue at its place (vLLM v1: the
+        waiting queue's front, or its priority heap). Until 2026-12-06 priority scheduling
+        too preempted the last admitted and queued it first, ahead of urgent requests."""
+        if self.priority:
+            victim = max(self.running.values(), key=lambda q: (q.priority, q.req.arrival_s))
+            s = self.running.pop(id(victim))
+        else:
+            s = self.running.popitem()[1]
         if s.decoding:
             self._leave_decoding(s)  # its heap entry goes stale
         else:  # what it still had to prefill leaves the queue's count, to come back whole
@@ -277,7 +286,15 @@ class EngineModel:
         s.preemptions += 1
         self.preemptions += 1
         self.pending_prefill += s.prefill_target
-        self.waiting.appendleft(s)
+        waiting = self.waiting
+        if self.priority:
+            key = (s.priority, s.req.arrival_s)
+            i = 0
+            while i < len(waiting) and (waiting[i].priority, waiting[i].req.arrival_s) <= key:
+                i += 1
+            waiting.insert(i, s)
+        else:
+            waiting.appendleft(s)
 
     def next_plan(self, now: float) -> tuple[StepPlan | None, list[Seq]]:
         """Schedule the next step (or run of decode steps) starting at `now`.
