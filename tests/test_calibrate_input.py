@@ -54,8 +54,9 @@ def _measured_files() -> list[Path]:
 def test_every_measured_file_in_the_repository_passes_the_bounds() -> None:
     """The bounds were set on these: 0.69 to 19 times the uncalibrated prediction, watts from
     1.13 times the assumed idle draw to 1.29 times TDP (an H200 profile's short windows).
-    Rows past a model's context window or memory are refused as before, never for their
-    seconds or watts."""
+    Rows past a model's memory are refused as before, never for their seconds or watts;
+    rows past its context window load (the H200 grid's decodes at 8,192 on 8,192-token
+    models)."""
     files = _measured_files()
     assert len(files) >= 15
     for f in files:
@@ -66,7 +67,7 @@ def test_every_measured_file_in_the_repository_passes_the_bounds() -> None:
                 step_row(m, catalog.device(m.hardware), str(f))
             except ConfigError as exc:
                 assert exc.field not in ("seconds", "watts"), exc
-                assert "context window" in exc.detail or "KV cache" in exc.detail, exc
+                assert "KV cache" in exc.detail, exc
 
 
 @pytest.mark.parametrize(
@@ -316,3 +317,28 @@ def test_a_row_after_blank_lines_is_named_on_its_own_line(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="a quote opened on line 4") as err:
         read_measurements(f)
     assert err.value.line == 4
+
+
+def test_rows_past_the_context_window_are_fitted_with_a_warning(tmp_path: Path) -> None:
+    """A decode at 8,192 tokens of context on an 8,192-token model holds 8,193: the project's
+    own H200 grid measured it (random weights, no engine's window check), and calibrate
+    refused the whole file. Its seconds are real; the warning names the line."""
+    run4 = REPO / "tests/data/gpu_grid_h200_2026-12-04/run4/measurements.csv"
+    rows = [step_row(m, load_catalog([]).device(m.hardware), str(run4)) for m in
+            read_measurements(run4)]  # fmt: skip
+    past = [r for r in rows if r.past_window]
+    assert past and {r.dep.model.id for r in past} <= {"smollm2-135m", "qwen1.5-moe-a2.7b"}
+    assert all(r.held_tokens == 8193 for r in past)
+    f = tmp_path / "m.csv"
+    f.write_text(
+        f"{HEADER}\n"
+        "smollm2-135m,h200-sxm,1,1,bf16,decode,1,,512,0.0025,\n"
+        "smollm2-135m,h200-sxm,1,1,bf16,decode,16,,2048,0.0031,\n"
+        "smollm2-135m,h200-sxm,1,1,bf16,decode,16,,8192,0.0042,\n"
+        "smollm2-135m,h200-sxm,1,1,bf16,prefill,1,512,,0.0040,\n"
+    )
+    out = CliRunner().invoke(app, ["calibrate", str(f), "--output", str(tmp_path / "c.json")])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "line(s) 4 held more tokens than their model's context window" in text, text
+    assert "smollm2-135m: 8193 of 8192" in text

@@ -494,6 +494,15 @@ def fit_hardware(
             f"line(s) {', '.join(map(str, hot[:10]))} report more watts per device than "
             f"{hw.id}'s TDP ({tdp:g} W): watts are per device, not per node or server"
         )
+    past = [r for r in rows if r.past_window]
+    if past:
+        spec = past[0].dep.model
+        warnings.append(
+            f"line(s) {', '.join(str(r.m.line) for r in past[:10])} held more tokens than "
+            f"their model's context window ({spec.id}: {past[0].held_tokens} of "
+            f"{spec.max_context}); fitted as measured (an engine serves them only with RoPE "
+            "scaling): check the prompt_tokens and context_tokens columns"
+        )
     idle = hw.value("idle_w") or (None if tdp is None else tdp * base.idle_fraction)
     cold = [r.m.line for r in rows if idle and r.m.watts is not None and r.m.watts < 0.95 * idle]
     if cold:
