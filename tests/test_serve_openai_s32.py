@@ -107,17 +107,23 @@ class Upstream(ThreadedApp):
             return web.json_response({"error": err}, status=status, headers=headers)
         chat = request.path.endswith("/chat/completions")
         tool = bool(body.get("tools"))
+        function = bool(body.get("functions"))  # the deprecated functions API
         wants_lp = body.get("logprobs") not in (None, False)
         stream = bool(body.get("stream"))
         if chat:
-            msg: dict[str, Any] = {"role": "assistant", "content": None if tool else "answer"}
+            says = None if tool or function else "answer"
+            msg: dict[str, Any] = {"role": "assistant", "content": says}
             if tool:
                 msg["tool_calls"] = [{**TOOL_CALL, "index": 0} if stream else TOOL_CALL]
+            if function:
+                msg["function_call"] = TOOL_CALL["function"]
+            if body.get("up_reasoning"):  # a vLLM reasoning parser's thought
+                msg["reasoning_content"] = "thinking"
             choice: dict[str, Any] = {
                 "index": 0,
                 "delta" if stream else "message": msg,
                 "logprobs": CHAT_LOGPROBS if wants_lp else None,
-                "finish_reason": "tool_calls" if tool else "stop",
+                "finish_reason": "tool_calls" if tool else "function_call" if function else "stop",
             }
         else:
             choice = {
@@ -427,7 +433,9 @@ def test_parameters_reach_the_upstream_as_sent(env: Env) -> None:
     got = env.up.bodies[-1]
     for k, v in sent.items():
         assert got[k] == v, k
-    assert got["vendor_flag"] == 1 and got["max_completion_tokens"] == 7
+    # the limit in max_tokens, the field every OpenAI-compatible server reads
+    assert got["vendor_flag"] == 1 and got["max_tokens"] == 7
+    assert "max_completion_tokens" not in got
     assert got["model"] == UP
     c.completions.create(model=UP, prompt="x", max_tokens=5, stop="END", echo=False, seed=3)
     got = env.up.bodies[-1]
@@ -466,6 +474,51 @@ def test_upstream_streamed_tool_calls_reach_the_client(env: Env) -> None:
     calls = [tc for d in deltas for tc in d.get("tool_calls") or []]
     assert calls and calls[0]["function"]["name"] == "get_weather", deltas
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_the_functions_apis_call_and_its_result_pass_both_ways(env: Env) -> None:
+    """The deprecated functions API (docs/serve.md: honoured by servers that take it): the
+    server's `function_call` was dropped (the client got content "" and finish_reason
+    "function_call" with no call), and the next turn's `role: function` message was refused
+    400 (found 2026-12-06)."""
+    functions = [TOOLS[0]["function"]]
+    body = {"model": UP, "messages": HI, "functions": functions, "max_tokens": 20}
+    r = env.post(CHAT, body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "function_call"
+    assert choice["message"]["content"] is None
+    assert choice["message"]["function_call"] == TOOL_CALL["function"]
+    _, raw = env.sse(CHAT, body | {"stream": True})
+    deltas = [ch["choices"][0]["delta"] for ch in events(raw) if ch["choices"]]
+    calls = [d["function_call"] for d in deltas if "function_call" in d]
+    assert calls == [TOOL_CALL["function"]], deltas
+    # the next turn: the call, then its result in a message of role function
+    turn = [
+        *HI,
+        {"role": "assistant", "content": None, "function_call": TOOL_CALL["function"]},
+        {"role": "function", "name": "get_weather", "content": '{"temp": 21}'},
+    ]
+    r = env.post(CHAT, body | {"messages": turn})
+    assert r.status_code == 200, r.text
+    assert env.up.bodies[-1]["messages"][2] == turn[2]
+    nameless = [*HI, {"role": "function", "content": "21"}]
+    r = env.post(CHAT, body | {"messages": nameless})
+    err = openai_error(r, 400)
+    assert "needs 'name'" in err["message"] and err["param"].startswith("messages"), err
+
+
+def test_an_upstreams_reasoning_reaches_the_client(env: Env) -> None:
+    """vLLM's reasoning parsers send the thought as `reasoning_content` beside the content:
+    dropped until 2026-12-06."""
+    body = {"model": UP, "messages": HI, "max_tokens": 20, "up_reasoning": True}
+    msg = env.post(CHAT, body).json()["choices"][0]["message"]
+    assert (msg["reasoning_content"], msg["content"]) == ("thinking", "answer")
+    _, raw = env.sse(CHAT, body | {"stream": True})
+    deltas = [ch["choices"][0]["delta"] for ch in events(raw) if ch["choices"]]
+    assert [d.get("reasoning_content") for d in deltas if d.get("reasoning_content")] == [
+        "thinking"
+    ], deltas
 
 
 # s32-P4-2 (fixed): an upstream's logprobs are dropped: the gateway forwards `logprobs` and then

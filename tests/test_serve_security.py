@@ -457,10 +457,17 @@ def test_openai_ranges_answer_400_naming_the_field(
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     ok = httpx.post(f"{s.url}{CHAT}", json={**body(2), "presence_penalty": 1, "seed": 3})
     assert ok.status_code == 200, ok.text
-    parts = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "x:"}}]
+    parts = [{"type": "text", "text": "hi"}, {"type": "text", "text": "there"}]
     fine = {"logprobs": True, "top_logprobs": 2, "messages": [{"role": "user", "content": parts}]}
     ok = httpx.post(f"{s.url}{CHAT}", json={**body(2), **fine})
     assert ok.status_code == 200, ok.text
+    # a well-formed image part passes the schema, and the emulated engine, which reads no
+    # image, refuses it (since 2026-12-06: it answered as if it had seen it)
+    parts = [*parts, {"type": "image_url", "image_url": {"url": "x:"}}]
+    seen = httpx.post(
+        f"{s.url}{CHAT}", json={**body(2), "messages": [{"role": "user", "content": parts}]}
+    )
+    assert seen.status_code == 400 and seen.json()["error"]["code"] == "unsupported_parameter"
     prompt = {"model": body(2)["model"], "prompt": "hi", "max_tokens": 2}
     r = httpx.post(f"{s.url}/v1/completions", json={**prompt, "logprobs": 6})
     assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs", r.text

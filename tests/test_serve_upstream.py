@@ -19,19 +19,38 @@ from wattserve.serve.ledger import Ledger
 CHAT = "/v1/chat/completions"
 
 
-def forwarded(body: dict[str, object], limit: int) -> dict[str, object]:
-    backend = OpenAIBackend("u/0", "dc", "m", "http://127.0.0.1:9/v1", "remote")
-    return backend._body(GenRequest("r", "chat", "m", body, 10, limit))
+def forwarded(
+    body: dict[str, object],
+    limit: int,
+    url: str = "http://127.0.0.1:9/v1",
+    kind: str = "chat",
+) -> dict[str, object]:
+    backend = OpenAIBackend("u/0", "dc", "m", url, "remote")
+    return backend._body(GenRequest("r", kind, "m", body, 10, limit))
 
 
 def test_the_backend_is_sent_the_output_limit_the_gateway_held_for() -> None:
-    # the client's field(s) carry the held limit; max_tokens when the client gave none
+    """In `max_tokens`, the field every OpenAI-compatible server reads: llama-cpp-python
+    ignores `max_completion_tokens`, and a chat asking for 5 tokens that way ran 2,010.
+    OpenAI's own chat API keeps the client's field (it refuses `max_tokens` for its reasoning
+    models, and both together for any)."""
     assert forwarded({}, 256)["max_tokens"] == 256
     both = forwarded({"max_tokens": 60, "max_completion_tokens": 1}, 1)
-    assert both["max_tokens"] == 1 and both["max_completion_tokens"] == 1
+    assert both["max_tokens"] == 1 and "max_completion_tokens" not in both
     newer = forwarded({"max_completion_tokens": 5000}, 1000)  # capped by the window
-    assert newer["max_completion_tokens"] == 1000 and "max_tokens" not in newer
+    assert newer["max_tokens"] == 1000 and "max_completion_tokens" not in newer
+    legacy = forwarded({"max_completion_tokens": 40}, 40, kind="completion")
+    assert legacy["max_tokens"] == 40 and "max_completion_tokens" not in legacy
     assert forwarded({"tools": []}, 8)["model"] == "remote"
+    for url in ("https://api.openai.com/v1", "https://me.openai.azure.com/openai/v1"):
+        sent = forwarded({"max_completion_tokens": 5000}, 1000, url)
+        assert sent["max_completion_tokens"] == 1000 and "max_tokens" not in sent
+        assert forwarded({"max_tokens": 9}, 9, url) == {"max_tokens": 9, "model": "remote"}
+        both = forwarded({"max_tokens": 60, "max_completion_tokens": 1}, 1, url)
+        assert both["max_completion_tokens"] == 1 and "max_tokens" not in both
+        assert forwarded({}, 256, url)["max_completion_tokens"] == 256
+        legacy = forwarded({"max_completion_tokens": 40}, 40, url, kind="completion")
+        assert legacy["max_tokens"] == 40 and "max_completion_tokens" not in legacy
 
 
 def ask(url: str, key: str, **extra: object) -> httpx.Response:

@@ -73,6 +73,14 @@ def needs(kind: str, body: dict[str, Any]) -> list[Need]:
     lp = body.get("logprobs")
     if lp is True or (kind == "completion" and lp is not None):
         out.append(Need(f"{kind}.logprobs", "logprobs", "return logprobs"))
+    if body.get("logit_bias"):
+        out.append(Need(f"{kind}.logit_bias", "logit_bias", "bias the tokens logit_bias names"))
+    if kind == "completion" and body.get("echo") is True:
+        out.append(Need("completion.echo", "echo", "echo the prompt"))
+    if kind == "completion" and body.get("suffix"):
+        out.append(Need("completion.suffix", "suffix", "complete up to a suffix"))
+    if kind == "chat" and _media(body.get("messages")):
+        out.append(Need("chat.media", "messages", "read image, audio, video or file parts"))
     fmt = body.get("response_format")
     if fmt is not None:
         form = fmt.get("type") if isinstance(fmt, dict) else None
@@ -94,3 +102,15 @@ def refusal(need: Need, model: str, kinds: list[str]) -> str:
         "leave the field out, or send the request to a model served by an OpenAI-compatible "
         "server (backend kind: openai)"
     )
+
+
+def _media(messages: Any) -> bool:
+    """Whether a chat's messages carry a part other than text (an image, audio, a video or a
+    file): a text-only engine reads the text around it and answers as if it saw the picture
+    (SmolLM2 described a portrait it was never shown; found 2026-12-06)."""
+    for m in messages if isinstance(messages, list) else ():
+        content = m.get("content") if isinstance(m, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") not in ("text", "refusal"):
+                return True
+    return False

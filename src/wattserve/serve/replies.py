@@ -45,10 +45,20 @@ def completion(
     that calls tools and says nothing has `content: null`."""
     text = "".join(p.text for p in pieces)
     calls = [c for p in pieces for c in p.tool_calls or ()]
+    called = [p.function_call for p in pieces if p.function_call is not None]
     lp = _logprobs([p.logprobs for p in pieces if p.logprobs is not None])
     choice: dict[str, Any] = {"index": 0}
     if greq.kind == "chat":
-        message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+        says = text or (None if calls or called or any(p.texts for p in pieces) else "")
+        message: dict[str, Any] = {"role": "assistant", "content": says}
+        for p in pieces:  # reasoning, a refusal: joined as the content is
+            for field, value in (p.texts or {}).items():
+                message[field] = message.get(field, "") + value
+        if called:  # the functions API's one call, as the server sent it
+            message["function_call"] = {
+                "name": "".join(c.get("name", "") for c in called),
+                "arguments": "".join(c.get("arguments", "") for c in called),
+            }
         choice["message"] = message | ({"tool_calls": calls} if calls else {})
     else:
         choice["text"] = text
@@ -107,13 +117,18 @@ class Chunks:
         lp = None if piece is None else piece.logprobs
         if self.chat:
             calls = None if piece is None else piece.tool_calls
+            called = None if piece is None else piece.function_call
             delta: dict[str, Any] = {"role": "assistant"} if first else {}
-            if text or (text is not None and not calls):
+            if text or (text is not None and not calls and called is None):
                 delta["content"] = text
             elif first:
                 delta["content"] = None
             if calls:
                 delta["tool_calls"] = calls
+            if called is not None:
+                delta["function_call"] = called
+            if piece is not None and piece.texts:
+                delta |= piece.texts
             choice: dict[str, Any] = {
                 "index": 0,
                 "delta": delta,

@@ -19,6 +19,7 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -28,6 +29,7 @@ MAX_TOKENS_LIMIT = 32768
 # OpenAI and vLLM state no bound; the gateway's keeps a stop sequence a phrase (a real one is a
 # few characters, "\n\nUser:"), and checking four of 100,000 held the event loop seconds
 MAX_STOP_CHARS = 256
+MAX_LOGIT_BIAS = 1024  # biased tokens in one request (vLLM takes any number)
 
 
 STRICT = ConfigDict(extra="allow", strict=True)
@@ -89,8 +91,16 @@ def _part_problem(part: dict[str, Any]) -> str | None:
 
 class Message(BaseModel):
     model_config = STRICT
-    role: Literal["system", "user", "assistant", "tool", "developer"]
+    # "function": the deprecated functions API's result message (it names the function)
+    role: Literal["system", "user", "assistant", "tool", "developer", "function"]
     content: Content | None = None
+    name: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _function_named(self) -> Message:
+        if self.role == "function" and not self.name:  # as OpenAI refuses it
+            raise ValueError("a message of role 'function' needs 'name', the function's")
+        return self
 
     @field_validator("content")
     @classmethod
@@ -135,6 +145,19 @@ class _Common(BaseModel):
     # benchmark does): passed on to servers; llama.cpp takes min_tokens (docs/serve.md)
     ignore_eos: bool | None = None
     min_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS_LIMIT)
+    # token id (as text) -> bias, OpenAI's -100 to 100; a backend that cannot apply it
+    # refuses the request (serve.capabilities)
+    logit_bias: dict[str, float] | None = Field(default=None, max_length=MAX_LOGIT_BIAS)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_biases(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (v or {}).items():
+            if not (token.isascii() and token.isdigit() and len(token) <= 10):
+                raise ValueError(f"keys are token ids (digits), got {token!r:.40}")
+            if not -100.0 <= bias <= 100.0:  # NaN too
+                raise ValueError(f"biases are from -100 to 100, got {bias!r} for {token}")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -198,6 +221,14 @@ class ChatRequest(_Common):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)  # OpenAI's bound
+    tool_choice: Any = None  # its form is the backend's to judge; its need of tools is not
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_needs_tools(cls, v: Any, info: ValidationInfo) -> Any:
+        if v not in (None, "none", "auto") and not info.data.get("tools"):  # as OpenAI and
+            raise ValueError("only allowed when tools are given")  # vLLM answer it
+        return v
 
     @field_validator("tools")
     @classmethod
@@ -224,6 +255,8 @@ class CompletionRequest(_Common):
     prompt: Prompt
     best_of: int | None = Field(default=None, ge=1, le=1)  # as n: one completion a request
     logprobs: int | None = Field(default=None, ge=0, le=5)  # the legacy API's: a count
+    echo: bool | None = None  # the prompt before the completion (serve.capabilities)
+    suffix: str | None = None  # text to complete up to (insertion)
 
     @field_validator("prompt")
     @classmethod

@@ -40,19 +40,58 @@ def piece(kind: str, choice: Any, streamed: bool) -> Piece | None:
     logprobs. Raises Malformed."""
     if not isinstance(choice, dict):
         raise Malformed(f"a choice that is not an object: {_kind(choice)}")
-    calls = None
+    calls = call = texts = None
     if kind == "chat":
         message = choice.get("delta" if streamed else "message") or {}
         if not isinstance(message, dict):
             raise Malformed(f"a message that is not an object: {_kind(message)}")
         text = message.get("content")
         calls = tool_calls(message.get("tool_calls"), streamed)
+        call = function_call(message.get("function_call"), streamed)
+        texts = other_texts(message)
     else:
         text = choice.get("text")
     lp = logprobs(choice.get("logprobs"))
-    if not text and calls is None and lp is None:
+    if not text and calls is None and call is None and texts is None and lp is None:
         return None
-    return Piece("" if text is None else str(text), calls, lp)
+    return Piece("" if text is None else str(text), calls, lp, call, texts)
+
+
+# A chat message's text beside its content, passed on as sent: vLLM's reasoning parsers'
+# thoughts (`reasoning_content`; `reasoning` in its newer releases) and OpenAI's `refusal`.
+# Dropped until 2026-12-06: a reasoning model's client saw no thought.
+TEXT_FIELDS = ("reasoning_content", "reasoning", "refusal")
+
+
+def other_texts(message: dict[str, Any]) -> dict[str, str] | None:
+    """TEXT_FIELDS a message (or a stream's delta) carries: strings, null read as absent."""
+    out = {}
+    for key in TEXT_FIELDS:
+        value = message.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise Malformed(f"{key} must be a string, got {_kind(value)}")
+        out[key] = value
+    return out or None
+
+
+def function_call(value: Any, streamed: bool) -> dict[str, str] | None:
+    """The deprecated functions API's call: `name` and `arguments` strings (a stream's
+    fragment carries either). Dropped until 2026-12-06: the client got an empty message with
+    `finish_reason: "function_call"`."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Malformed(f"function_call must be an object, got {_kind(value)}")
+    out = {}
+    for key in ("name", "arguments"):
+        if value.get(key) is not None or not streamed:
+            item = value.get(key)
+            if not isinstance(item, str):
+                raise Malformed(f"function_call.{key} must be a string, got {_kind(item)}")
+            out[key] = item
+    return out
 
 
 def tool_calls(value: Any, streamed: bool) -> list[dict[str, Any]] | None:

@@ -39,6 +39,11 @@ class Piece:
     text: str
     tool_calls: list[dict[str, Any]] | None = None
     logprobs: dict[str, Any] | None = None
+    # the deprecated functions API's call (`message.function_call`, a stream's fragments)
+    function_call: dict[str, str] | None = None
+    # a message's other text: vLLM's reasoning (`reasoning_content`, `reasoning`), OpenAI's
+    # `refusal` (answers.TEXT_FIELDS)
+    texts: dict[str, str] | None = None
 
 
 @dataclass

@@ -380,12 +380,22 @@ def local_cpu_entry(folder: Path) -> tuple[Path, bool]:
 
 
 # The gateway's schema fields (serve/schema.py) a local request carries on, as validated.
-LOCAL_FIELDS = ("stream", "temperature", "top_p", "stop", "user")
+LOCAL_FIELDS = (
+    "stream",
+    "temperature",
+    "top_p",
+    "stop",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+)
 # What llama-cpp-python 0.3.36's server honours (serve.capabilities; tried against it,
 # tests/test_serve_capabilities_s32.py): logprobs, JSON mode and a JSON schema (its grammar),
-# and a call of the one tool tool_choice names (a grammar too). It ignores tool_choice "auto"
-# and "required" (the model never sees the tools), and response_format in completions. (Its
-# top_logprobs add the chosen token where it is not among the most likely: OpenAI's do not.)
+# a call of the one tool tool_choice names (a grammar too), logit_bias, and completions' echo
+# (its suffix is appended to the answer, not completed up to: refused, as image parts are).
+# It ignores tool_choice "auto" and "required" (the model never sees the tools), and
+# response_format in completions. (Its top_logprobs add the chosen token where it is not
+# among the most likely: OpenAI's do not.)
 LOCAL_CAPABILITIES = frozenset(
     {
         "chat.logprobs",
@@ -393,19 +403,30 @@ LOCAL_CAPABILITIES = frozenset(
         "chat.response_format.json_object",
         "chat.response_format.json_schema",
         "chat.tools.named",
+        "chat.logit_bias",
+        "completion.logit_bias",
+        "completion.echo",
     }
 )
 
 
 def _capabilities(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
     """The fields of LOCAL_CAPABILITIES a request sets, in the forms the server honours:
-    chat logprobs with `top_logprobs` (without it the server sends none: 0 gives the chosen
-    token's alone); OpenAI's `json_schema` as its `json_object` with a `schema`; the forced
-    tool alone, as a `tool_choice` naming it (`"required"` with one tool forces that one)."""
+    logit_bias, completions' echo, chat logprobs with `top_logprobs` (without it the server
+    sends none: 0 gives the chosen token's alone); OpenAI's `json_schema` as its
+    `json_object` with a `schema`; the forced tool alone, as a `tool_choice` naming it
+    (`"required"` with one tool forces that one)."""
+    out: dict[str, Any] = {}
+    bias = raw.get("logit_bias")
+    if bias:  # token ids as the schema checked them
+        out["logit_bias"] = {str(k): float(v) for k, v in bias.items()}
     if kind != "chat":
         lp = raw.get("logprobs")
-        return {} if lp is None else {"logprobs": lp}
-    out: dict[str, Any] = {}
+        return (
+            out
+            | ({} if lp is None else {"logprobs": lp})
+            | ({"echo": True} if raw.get("echo") is True else {})
+        )
     if raw.get("logprobs") is True:
         out |= {"logprobs": True, "top_logprobs": raw.get("top_logprobs", 0)}
     fmt = raw.get("response_format")
@@ -437,6 +458,8 @@ def _local_message(message: dict[str, Any]) -> dict[str, Any]:
     if role == "tool":
         call = message.get("tool_call_id")
         out["tool_call_id"] = call if isinstance(call, str) else ""
+    if role == "function":  # the functions API's result names its function (schema checked)
+        out["name"] = message.get("name")
     return out
 
 

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -187,11 +188,14 @@ class OpenAIBackend(Backend):
     def _body(self, req: GenRequest) -> dict[str, Any]:
         """What the backend is sent: the client's body, the model renamed, and the output
         limit the gateway checked, routed and reserved for (`req.max_tokens`: the client's,
-        else the default, within the context window) in every limit field the client used
-        (`max_tokens` when none): a backend that generated more than was held for would run
-        unbilled."""
+        else the default, within the context window): a backend that generated more than was
+        held for would run unbilled. The limit goes in the field the server reads
+        (`limit_fields`)."""
         body = {**req.body, "model": self.remote_model}
-        for name in [f for f in OUTPUT_LIMITS if f in body] or ["max_tokens"]:
+        fields = limit_fields(self.base_url, req.kind, [f for f in OUTPUT_LIMITS if f in body])
+        for name in OUTPUT_LIMITS:
+            body.pop(name, None)
+        for name in fields:
             body[name] = req.max_tokens
         return body
 
@@ -483,7 +487,12 @@ class OpenAIBackend(Backend):
                             if piece is not None:
                                 first = False
                                 # a chunk of logprobs alone carries no token (its text came first)
-                                produced += bool(piece.text or piece.tool_calls)
+                                produced += bool(
+                                    piece.text
+                                    or piece.tool_calls
+                                    or piece.function_call
+                                    or piece.texts
+                                )
                                 yield piece
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise self._failed(exc, before_first_byte=first) from None
@@ -520,6 +529,21 @@ class OpenAIBackend(Backend):
 
 
 MAX_LINE_BYTES = 1 << 20  # a stream's line longer than this is a broken server
+
+
+def limit_fields(base_url: str, kind: str, sent: list[str]) -> list[str]:
+    """The output-limit fields a server is sent. `max_tokens` is the one field every
+    OpenAI-compatible server reads (vLLM, llama.cpp, TGI, SGLang) and the only one of the
+    legacy completions API; llama-cpp-python ignores `max_completion_tokens`, so a chat asking
+    for 5 tokens that way ran to its 2,048-token window (until 2026-12-06 the limit went only
+    in the fields the client used). OpenAI's own chat API refuses `max_tokens` for its
+    reasoning models and the two together for every model: there the client's field is kept
+    (`max_completion_tokens` when it sent none)."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    openai = host == "api.openai.com" or host.endswith(".openai.azure.com")
+    if kind != "chat" or not openai:
+        return ["max_tokens"]
+    return sent[:1] if len(sent) == 1 else ["max_completion_tokens"]
 
 
 async def _lines(resp: aiohttp.ClientResponse, left: float) -> AsyncGenerator[bytes, None]:
