@@ -90,18 +90,27 @@ def test_the_running_sum_of_holds_matches_the_holds_after_many_requests() -> Non
         asyncio.run(run(r.url))
 
 
-def test_a_dead_replicas_holds_expire_on_redis_time() -> None:
+def test_a_dead_replicas_holds_expire_on_redis_time_and_are_charged() -> None:
+    """A dead replica's hold stops being a hold when its heartbeat key expires on Redis's
+    clock, and is charged in full: the spend it stood for may never reach Redis (until
+    2026-12-06 a request's hold was dropped uncharged, and a replica stopped while Redis hung
+    with its settlements queued let another spend the key's budget again)."""
+
     async def run(url: str) -> None:
         dead = SharedState(url, replica_id="dead", heartbeat_ttl_s=0.6)
         live = SharedState(url, replica_id="live", heartbeat_ttl_s=5)
         await dead.connect()
         await live.connect()
-        assert isinstance(await RedisBudgets(dead).reserve(KEY, Charge(1.0, 0.0)), Hold)
+        assert isinstance(await RedisBudgets(dead).reserve(KEY, Charge(0.6, 0.0)), Hold)
         assert isinstance(await RedisBudgets(live).reserve(KEY, Charge(0.5, 0.0)), Refusal)
         # the dead replica never beats again (no loop started); its clock is irrelevant: the
         # heartbeat key's TTL is Redis's
         await asyncio.sleep(0.8)
-        assert isinstance(await RedisBudgets(live).reserve(KEY, Charge(0.5, 0.0)), Hold)
+        assert isinstance(await RedisBudgets(live).reserve(KEY, Charge(0.5, 0.0)), Refusal)
+        spent = await live.redis.hgetall(live.key("spent", KEY.id))
+        assert float(spent[b"usd"]) == pytest.approx(0.6)  # a hold no more: spent
+        assert await live.redis.hlen(live.key("holds", KEY.id)) == 0
+        assert isinstance(await RedisBudgets(live).reserve(KEY, Charge(0.4, 0.0)), Hold)
         await dead.close()
         await live.stop()
 

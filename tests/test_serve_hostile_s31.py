@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serving import Server, fake_upstream, gateway, metric
+from serving import Server, fake_upstream, gateway, metric, upstream_gateway
 
 from wattserve.serve.ledger import Ledger
 from wattserve.serve.net import free_port
@@ -400,6 +401,37 @@ def test_sigterm_with_a_client_that_does_not_read_exits_within_the_30_s_drain(
         rows = list(con.execute("SELECT status, error FROM requests"))
         con.close()
         assert rows == [("cancelled", "gateway shutting down")], rows
+
+
+def test_a_request_the_gateway_drops_at_shutdown_before_its_answer_pays_nothing(
+    tmp_path: Path,
+) -> None:
+    """A non-streamed request still waiting for its server when the 30 s drain ends is
+    dropped: the client gets nothing. It was billed the prompt's work and recorded as
+    "client disconnected" (found 2026-12-06)."""
+    with upstream_gateway(tmp_path, "drop", {"up": "llama-3.2-1b"}) as s:
+        body = {"model": "llama-3.2-1b", "messages": [{"role": "user", "content": "hi"}]}
+
+        def ask() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # the gateway drops it
+                httpx.post(
+                    f"{s.url}/v1/chat/completions", json=body | {"fake_delay_s": 38}, timeout=90
+                )
+
+        # its answer after 38 s: past the drain's 30 s (the drop), and soon enough after it
+        # that the fake server, which finishes its handlers before it exits, stops in its 10 s
+        sent = threading.Thread(target=ask, daemon=True)
+        sent.start()
+        wait_until(lambda: in_flight(s.url) == 1, 10, "the request in flight")
+        s.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            s.proc.wait(45)
+        assert s.proc.poll() is not None
+        con = sqlite3.connect(s.db)
+        rows = list(con.execute("SELECT status, error, billed_usd, billed_j FROM requests"))
+        con.close()
+    assert len(rows) == 1 and rows[0][:2] == ("cancelled", "gateway shutting down"), rows
+    assert not rows[0][2] and not rows[0][3], rows  # nothing billed
 
 
 def test_a_client_reading_slowly_but_steadily_is_not_dropped(tmp_path: Path) -> None:

@@ -504,22 +504,30 @@ class Gateway:
                 failed.add(backend.name)
                 continue
             except (asyncio.CancelledError, ConnectionResetError):
-                target.add(-1)  # the client left before the first token: the prompt's work
-                self.accounts.ended(
-                    greq,
-                    key,
-                    hold,
-                    target,
-                    backend,
-                    req,
-                    started,
-                    None,
-                    None,
-                    0,
-                    "cancelled",
-                    "client disconnected",
-                )
-                _log_gone(greq.id, 0)
+                target.add(-1)
+                why = self.sender.gone(request)
+                if self.draining and why != "client disconnected":
+                    # dropped by the gateway before its first token: the client got nothing
+                    # and pays nothing (until 2026-12-06 it paid the prompt's work, recorded
+                    # as its own disconnect)
+                    self.accounts.release(hold)
+                    self.accounts.record(greq, key, backend, None, started, None, "cancelled", why)
+                else:  # the client left before the first token: the prompt's work
+                    self.accounts.ended(
+                        greq,
+                        key,
+                        hold,
+                        target,
+                        backend,
+                        req,
+                        started,
+                        None,
+                        None,
+                        0,
+                        "cancelled",
+                        why,
+                    )
+                _log_gone(greq.id, 0, why)
                 raise
             except Exception as exc:  # a bug in a backend: undo what was taken, log it, 502
                 target.add(-1)

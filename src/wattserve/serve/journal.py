@@ -32,6 +32,8 @@ from typing import Any
 
 import orjson
 
+from wattserve.errors import ConfigError
+
 log = logging.getLogger("wattserve.serve")
 
 ROTATE_BYTES = 8 << 20  # a new journal file after this many bytes
@@ -122,9 +124,17 @@ def recover(folder: Path, replay: Replay) -> int:
                 rows = _rows(f.read(MAX_JOURNAL_BYTES), path)
             try:
                 total += replay(rows)
-            except sqlite3.Error as exc:  # kept for the next open
-                log.error("wattserve: cannot replay %s into the ledger: %s", path, exc)
-                continue
+            except sqlite3.Error as exc:  # kept for the next open, which must not be this one
+                # the keys' spend would start without these rows, and a gateway would let
+                # them spend it again (until 2026-12-06 the error was only logged: a gateway
+                # started while another process held the ledger's lock served a key past its
+                # budget by the journal's 20 requests)
+                raise ConfigError(
+                    f"cannot replay the journal {path.name} into the ledger ({exc}): its "
+                    f"{len(rows)} request record(s) would be missing from the keys' spend; "
+                    "try again when no other process holds the ledger",
+                    path=str(path),
+                ) from None
             try:
                 path.unlink()
             except OSError as exc:  # replayed again by the next open: rows are skipped then

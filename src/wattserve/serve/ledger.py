@@ -334,6 +334,7 @@ class Ledger:
             try:
                 self._journal = Journal(journal_dir(self.path))
             except OSError as exc:
+                self._check_writable(exc)
                 log.warning(
                     "wattserve: no ledger journal (%s): each answer waits for its commit", exc
                 )
@@ -341,6 +342,20 @@ class Ledger:
                 target=self._write_loop, args=(_connect(self.path),), name="ledger", daemon=True
             )
             self._writer.start()
+
+    def _check_writable(self, why: OSError) -> None:
+        """Without a journal every record is a commit: a ledger that cannot take one (a
+        read-only mount) would answer every request and record none (until 2026-12-06 a
+        gateway started so served 15 keyed requests and recorded 0)."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"the ledger cannot be written ({exc}) and its journal folder cannot be "
+                f"created ({why}): no request could be recorded",
+                path=self.path,
+            ) from None
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the file (and delete the journal

@@ -5,8 +5,10 @@ A key's state is two hashes: `spent:<key>` (its spend `usd` and `j`, and the run
 its holds `held_usd` and `held_j`) and `holds:<key>` (one field per hold, "<$> <J>"). A hold's
 field is `<replica>:<n>` for one request's hold and `<replica>:s<n>` for a slab (a share of
 the budget that a replica reserves its requests from itself). The holds of a replica whose
-heartbeat key has expired stop counting: a request's hold is dropped (the request died with
-its replica), a slab is charged in full (the spend it took may not have been written yet).
+heartbeat key has expired stop counting and are charged in full, a slab's and a request's
+alike: the spend they stood for may never reach Redis (until 2026-12-06 a request's hold was
+dropped uncharged, and a replica stopped while Redis was away, its settlements queued, let
+the key spend $1.90 of $1).
 """
 
 from __future__ import annotations
@@ -58,6 +60,20 @@ local function spend(key, field, floor)
   end
   return v
 end
+-- A Redis that came back from an older snapshot (RDB's default persistence) counts less
+-- spent than the ledger has recorded: where the ledger's spend passes Redis's spend and holds
+-- together, the ledger's is taken (until 2026-12-06 a key spent $1.60 of $1 so). Within them
+-- it is not: a charge the ledger wrote before its settlement reached Redis is still held here.
+local function at_least_ledger(key, field, held_field, floor)
+  local v = finite(tonumber(redis.call('HGET', key, field))) or 0
+  local h = finite(tonumber(redis.call('HGET', key, held_field))) or 0
+  local f = finite(tonumber(floor))
+  if f ~= nil and f > v + math.max(0, h) + 1e-9 then
+    redis.call('HSET', key, field, floor)
+    return f
+  end
+  return v
+end
 local function held_sum(key, field)
   local raw = redis.call('HGET', key, field)
   if not raw then return 0 end
@@ -80,8 +96,8 @@ end
 """
 
 # Sum a key's live holds again (KEYS[1] spent, KEYS[2] holds, ARGV[1] prefix), dropping those
-# of replicas whose heartbeat expired, charging their slabs, and storing the new sums. Leaves
-# the sums in held_usd, held_j and the slabs charged in dead_usd, dead_j.
+# of replicas whose heartbeat expired, charging them, and storing the new sums. Leaves the
+# sums in held_usd, held_j and the holds charged in dead_usd, dead_j.
 _LIVE_HOLDS = """
 local held_usd, held_j, dead_usd, dead_j, alive = 0, 0, 0, 0, {}
 local all = redis.call('HGETALL', KEYS[2])
@@ -91,12 +107,10 @@ for i = 1, #all, 2 do
     alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid)
   end
   local u, j = hold_of(KEYS[2], all[i], all[i + 1])  -- nil: not a hold (dropped)
-  if u ~= nil and alive[rid] == 0 then
+  if u ~= nil and alive[rid] == 0 then  -- charged in full, a slab's and a request's alike
     redis.call('HDEL', KEYS[2], all[i])
-    if string.match(all[i], ':s%d+$') then
-      dead_usd = dead_usd + u
-      dead_j = dead_j + j
-    end
+    dead_usd = dead_usd + u
+    dead_j = dead_j + j
   elseif u ~= nil then
     held_usd = held_usd + u
     held_j = held_j + j
@@ -135,6 +149,8 @@ local function short(held)
   return nil
 end
 local held = {held_sum(KEYS[1], 'held_usd'), held_sum(KEYS[1], 'held_j')}
+spent = {at_least_ledger(KEYS[1], 'usd', 'held_usd', ARGV[7]),
+         at_least_ledger(KEYS[1], 'j', 'held_j', ARGV[8])}
 local u = short(held)
 if u then
 """
@@ -213,6 +229,8 @@ spend(KEYS[1], 'usd', ARGV[14])
 spend(KEYS[1], 'j', ARGV[15])
 held_sum(KEYS[1], 'held_usd')
 held_sum(KEYS[1], 'held_j')
+at_least_ledger(KEYS[1], 'usd', 'held_usd', ARGV[14])
+at_least_ledger(KEYS[1], 'j', 'held_j', ARGV[15])
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
 if cur then
   local u, j = hold_of(KEYS[2], ARGV[2], cur)
