@@ -56,3 +56,24 @@ def test_energy_and_dollars_nobody_reported_stay_unknown(tmp_path: Path) -> None
     )
     dc = next(r for r in by_site if r["group"] == "dc")
     assert dc["energy_j"] == 6.5 and dc["energy_unknown_requests"] == 1
+
+
+def test_usage_shows_what_keys_were_billed_beside_what_serving_cost(tmp_path: Path) -> None:
+    """A hold caps a charge, so a key's spend can be far below the cost of its requests:
+    `usage --by key` showed only the cost ($0.026589 for a key whose spend was $0.000825)
+    and read as a key 32 times over its spend (found 2026-12-06)."""
+    db = tmp_path / "ledger.db"
+    ok = {"status": "ok", "prompt_tokens": 10, "completion_tokens": 5, "model": "m"}
+    ledger_with(
+        db,
+        [
+            ok | {"key_id": "k1", "usd": 0.02, "billed_usd": 0.0005, "billed_j": 2.0},
+            ok | {"key_id": "k1", "usd": 0.006589, "billed_usd": 0.000325, "billed_j": 1.0},
+        ],
+    )
+    runner = CliRunner()
+    out = runner.invoke(app, ["usage", "--db", str(db), "--by", "key", "--json"])
+    [row] = json.loads(out.output)
+    assert row["usd"] == 0.026589 and row["billed_usd"] == 0.000825 and row["billed_j"] == 3.0
+    text = runner.invoke(app, ["usage", "--db", str(db), "--by", "key"]).output
+    assert "billed usd" in text.splitlines()[0] and "0.000825" in text, text

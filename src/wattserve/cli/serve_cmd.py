@@ -216,7 +216,8 @@ def usage_cmd(
     by: Annotated[str, typer.Option(help="key, model, site, backend or day.")] = "model",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Summarise the ledger: requests, tokens, joules and dollars per key, model, site or day."""
+    """Summarise the ledger: requests, tokens, joules and dollars per key, model, site or day
+    (`usd` what serving cost, `billed usd` what keys were charged)."""
     from wattserve.serve.ledger import Ledger
 
     if by not in ("key", "model", "site", "backend", "day"):
@@ -229,11 +230,12 @@ def usage_cmd(
         return
     typer.echo(
         f"{by:24} {'requests':>9} {'ok':>7} {'in tok':>10} {'out tok':>10} "
-        f"{'energy J':>11} {'usd':>10} {'mean TTFT s':>11}"
+        f"{'energy J':>11} {'usd':>10} {'billed usd':>11} {'mean TTFT s':>11}"
     )
     partial = guessed = False
     for r in rows:
         ttft = "-" if r["mean_ttft_s"] is None else f"{r['mean_ttft_s']:.3f}"
+        billed = "-" if r["billed_usd"] is None else f"{r['billed_usd']:.6f}"  # no key billed
         energy = _known_sum(r["energy_j"], r["energy_unknown_requests"], ".2f")
         usd = _known_sum(r["usd"], r["usd_unknown_requests"], ".6f")
         partial = partial or energy.endswith("+?") or usd.endswith("+?")
@@ -245,7 +247,7 @@ def usage_cmd(
         typer.echo(
             f"{printable(str(r['group'])):24} {r['requests']:>9} {r['ok'] or 0:>7} "
             f"{tokens_in:>10} {tokens_out:>10} "
-            f"{energy:>11} {usd:>10} {ttft:>11}"
+            f"{energy:>11} {usd:>10} {billed:>11} {ttft:>11}"
         )
     if guessed:
         typer.echo(

@@ -500,9 +500,10 @@ class Ledger:
 
     def usage(self, by: str) -> list[dict[str, Any]]:
         """Totals grouped by key, model, site, backend or day. `energy_j` and `usd` sum the
-        known figures (None where none is known); `*_unknown_requests` count the served
-        requests without one; `*_tokens_estimated_requests` the requests whose count is the
-        gateway's guess, not a tokenizer's."""
+        known figures of serving (None where none is known); `*_unknown_requests` count the
+        served requests without one; `*_tokens_estimated_requests` the requests whose count is
+        the gateway's guess, not a tokenizer's; `billed_usd` and `billed_j` what keys were
+        charged (a key's spend: holds cap a charge, so it may be less than the cost)."""
         column = {
             "key": "COALESCE(k.name, r.key_id, '-')",
             "model": "r.model",
@@ -519,7 +520,8 @@ class Ledger:
             "TOTAL(r.prompt_tokens), TOTAL(r.completion_tokens), "
             "SUM(r.energy_j), SUM(r.usd), AVG(r.ttft_s), "
             f"SUM(r.energy_j IS NULL AND {served}), SUM(r.usd IS NULL AND {served}), "
-            "TOTAL(r.prompt_tokens_estimated), TOTAL(r.completion_tokens_estimated) "
+            "TOTAL(r.prompt_tokens_estimated), TOTAL(r.completion_tokens_estimated), "
+            "SUM(r.billed_usd), SUM(r.billed_j) "
             "FROM requests r LEFT JOIN keys k ON k.id = r.key_id GROUP BY grp ORDER BY grp",
             (),
         )
@@ -536,6 +538,8 @@ class Ledger:
             "usd_unknown_requests",
             "prompt_tokens_estimated_requests",
             "completion_tokens_estimated_requests",
+            "billed_usd",
+            "billed_j",
         )
         return [_usage_row(dict(zip(keys, row, strict=True))) for row in rows]
 
