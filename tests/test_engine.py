@@ -235,3 +235,26 @@ def test_priority_scheduling_preempts_the_lowest_priority_and_queues_it_at_its_p
         engine.complete(now)
     assert (low.preemptions, high.preemptions) == (1, 0)
     assert list(engine.waiting) == [mid, low]
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_priority_scheduling_preempts_the_last_admitted_of_equal_arrivals(exact: bool) -> None:
+    """Four requests of one priority arriving at one instant (a trace of whole seconds): the
+    sequence preempted first is the last admitted, as under fcfs and vLLM, not the first (max
+    keeps the first of equal keys: the oldest, furthest along, was preempted)."""
+
+    def first_preempted(priority: bool) -> int:
+        engine = EngineModel("e", perf(), kv_blocks=12, exact=exact, priority=priority)
+        seqs = [Seq(req(i, 30, 60)) for i in range(4)]
+        for s in seqs:
+            engine.submit(s)
+        now = 0.0
+        while not engine.preemptions:
+            plan, _ = engine.next_plan(now)
+            assert plan is not None
+            engine.start(plan)
+            now = plan.end_s
+            engine.complete(now)
+        return next(s.req.id for s in seqs if s.preemptions)
+
+    assert first_preempted(False) == first_preempted(True) == 3

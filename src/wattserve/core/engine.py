@@ -271,7 +271,10 @@ class EngineModel:
         waiting queue's front, or its priority heap). Until 2026-12-06 priority scheduling
         too preempted the last admitted and queued it first, ahead of urgent requests."""
         if self.priority:
-            victim = max(self.running.values(), key=lambda q: (q.priority, q.req.arrival_s))
+            # the last admitted of equal keys (max keeps the first it meets): arrivals tie
+            victim = max(
+                reversed(self.running.values()), key=lambda q: (q.priority, q.req.arrival_s)
+            )
             s = self.running.pop(id(victim))
         else:
             s = self.running.popitem()[1]
