@@ -16,19 +16,28 @@ from wattserve.estimate.explain import explain
 
 
 def test_a_sequence_holds_whole_kv_blocks() -> None:
-    """vLLM allocates 16-token blocks: 110 tokens hold 7 blocks (112 tokens). The fit counted
-    110, so estimate's max batch for short sequences was 2-12% above what the engine (and
-    `simulate`, which counts blocks) can hold."""
+    """vLLM allocates 16-token blocks, and the last output token is never fed back: 100 + 10
+    tokens hold 109, in 7 blocks (112 tokens). The fit counted 110 tokens, so estimate's max
+    batch for short sequences was 2-12% above what the engine (and `simulate`, which counts
+    blocks) can hold."""
     kv_token = load_model("llama-3.1-8b").kv_bytes_per_token("bf16")
     e = estimate("llama-3.1-8b", "h100-sxm", batch=1, prompt_tokens=100, output_tokens=10)
     assert e.memory is not None
     assert e.memory.kv_cache_gb == pytest.approx(112 * kv_token / 1e9)
     at = {
         n: estimate("llama-3.1-8b", "h100-sxm", prompt_tokens=n - 10, output_tokens=10).max_batch
-        for n in (97, 110, 112, 113)
+        for n in (97, 98, 110, 113, 114)
     }
-    assert at[97] == at[110] == at[112]  # 7 blocks each
-    assert at[113] is not None and at[112] is not None and at[113] < at[112]  # 8 blocks
+    assert at[98] == at[110] == at[113]  # 97-112 tokens held: 7 blocks each
+    assert at[97] is not None and at[98] is not None and at[97] > at[98]  # 96: 6 blocks
+    assert at[114] is not None and at[114] < at[113]  # 113 held: 8 blocks
+    # a prompt and one output token hold the prompt alone: 16 + 1 is one block, as the
+    # engine holds it (the fit had said two, and half the batch)
+    blocks, _ = kv_block_count(
+        Deployment(load_model("llama-3.1-8b"), load_catalog().device("h100-sxm")), EngineParams()
+    )
+    one = estimate("llama-3.1-8b", "h100-sxm", prompt_tokens=16, output_tokens=1, batch=1)
+    assert one.max_batch is not None and one.max_batch >= blocks
 
 
 def test_the_engine_and_the_fit_agree_on_the_blocks_a_batch_needs() -> None:

@@ -35,7 +35,7 @@ from wattserve.core.cost import CostAssumptions
 from wattserve.core.deployment import Deployment
 from wattserve.core.dtypes import BYTES_PER_ELEMENT, COMPUTE_PEAK_ORDER, Dtype
 from wattserve.core.hardware import PEAK_PREFIX, Hardware
-from wattserve.core.memory import memory_fit
+from wattserve.core.memory import kv_tokens_held, memory_fit
 from wattserve.core.modelspec import ModelSpec
 from wattserve.core.params import Calibration, EngineParams, check_memory_share
 from wattserve.core.perf import PerfModel
@@ -252,7 +252,7 @@ class _Job:
         return Candidate(layout, e, slo_excess(e, self.slo), max_batch_slo)
 
     def fits(self, dep: Deployment, batch: int) -> bool:
-        seq = self.prompt_tokens + self.output_tokens
+        seq = kv_tokens_held(self.prompt_tokens, self.output_tokens, 0)  # as estimate holds
         return memory_fit(dep, self.params, batch, seq, batch * self.prompt_tokens).fits
 
     def within_slo(self, perf: PerfModel, batch: int, *, context: int) -> bool:

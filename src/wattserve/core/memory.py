@@ -99,9 +99,10 @@ def pipeline_layers(layers: int, stages: int) -> tuple[int, ...]:
 
 
 def kv_tokens_held(prompt_tokens: int, output_tokens: int, context_tokens: int) -> int:
-    """KV-cache tokens one sequence holds at its longest: its prompt and output, or the decode
-    context when a step is asked for at a longer one (`estimate --context`)."""
-    return max(prompt_tokens + output_tokens, context_tokens)
+    """KV-cache tokens one sequence holds at its longest: its prompt and every output token
+    but the last, which is never fed back (as the engine counts it: `EngineModel.refusal`), or
+    the decode context when a step is asked for at a longer one (`estimate --context`)."""
+    return max(prompt_tokens + max(output_tokens, 1) - 1, context_tokens)
 
 
 def memory_fit(
