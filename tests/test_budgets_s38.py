@@ -137,3 +137,32 @@ def test_a_ledger_that_cannot_be_written_stops_the_gateway(tmp_path: Path) -> No
         other.execute("ROLLBACK")
         other.close()
         ledger.close()
+
+
+def test_a_replica_counted_dead_that_settles_later_is_charged_once() -> None:
+    """Redis away past the heartbeat's TTL (or a partition): a live replica's request hold
+    ($0.40) is charged in full as a dead one's; its settlement ($0.10) then came on top: the
+    key locked out at $0.60 spent of $1 as if $1.00 (found in review, 2026-12-06). The full
+    charge is now taken back when the hold settles."""
+    key = KeyRecord("kl", "late", False, 1.0, None, None, 0.5, 0.0)
+
+    async def run(url: str) -> None:
+        a = SharedState(url, replica_id="A", heartbeat_ttl_s=0.6)
+        b = SharedState(url, replica_id="B", heartbeat_ttl_s=10)
+        await a.connect()
+        await b.connect()
+        ba, bb = RedisBudgets(a), RedisBudgets(b)
+        hold = await ba.reserve(key, Charge(0.4, 0.0))
+        assert isinstance(hold, Hold)
+        await asyncio.sleep(0.8)  # A's heartbeat key expires (A beats no more meanwhile)
+        assert isinstance(await bb.reserve(key, Charge(0.2, 0.0)), Refusal)  # A's hold charged
+        ba.settle(hold, Charge(0.1, 0.0))
+        await a._beat()  # A is back: its settlement goes out
+        spent = await b.redis.hget(b.key("spent", key.id), "usd")
+        assert float(spent) == pytest.approx(0.6), spent  # 0.5 + 0.1, not 0.5 + 0.4 + 0.1
+        assert isinstance(await bb.reserve(key, Charge(0.2, 0.0)), Hold)
+        await a.stop()
+        await b.stop()
+
+    with redis_server() as r:
+        asyncio.run(run(r.url))

@@ -8,7 +8,9 @@ the budget that a replica reserves its requests from itself). The holds of a rep
 heartbeat key has expired stop counting and are charged in full, a slab's and a request's
 alike: the spend they stood for may never reach Redis (until 2026-12-06 a request's hold was
 dropped uncharged, and a replica stopped while Redis was away, its settlements queued, let
-the key spend $1.90 of $1).
+the key spend $1.90 of $1). Each such charge is kept in the spend hash (`dead:<field>`), so
+that a replica alive after all (Redis away past the heartbeat's TTL, a partition) settling the
+hold later takes the full charge back and adds the real one.
 """
 
 from __future__ import annotations
@@ -74,6 +76,20 @@ local function at_least_ledger(key, field, held_field, floor)
   end
   return v
 end
+-- A hold charged in full as a dead replica's (_LIVE_HOLDS) whose replica was alive after all
+-- (Redis away past the heartbeat's TTL, a partition): its settlement takes the full charge
+-- back before adding the real one, so the spend counts once (found 2026-12-06).
+local function undo_dead(key, field)
+  local text = redis.call('HGET', key, 'dead:' .. field)
+  if not text then return end
+  redis.call('HDEL', key, 'dead:' .. field)
+  local u, j = string.match(text, '^(%S+) (%S+)$')
+  u, j = finite(tonumber(u)), finite(tonumber(j))
+  if u ~= nil and j ~= nil and u >= 0 and j >= 0 then
+    redis.call('HINCRBYFLOAT', key, 'usd', string.format('%.17g', -u))
+    redis.call('HINCRBYFLOAT', key, 'j', string.format('%.17g', -j))
+  end
+end
 local function held_sum(key, field)
   local raw = redis.call('HGET', key, field)
   if not raw then return 0 end
@@ -109,6 +125,7 @@ for i = 1, #all, 2 do
   local u, j = hold_of(KEYS[2], all[i], all[i + 1])  -- nil: not a hold (dropped)
   if u ~= nil and alive[rid] == 0 then  -- charged in full, a slab's and a request's alike
     redis.call('HDEL', KEYS[2], all[i])
+    redis.call('HSET', KEYS[1], 'dead:' .. all[i], all[i + 1])  -- for its late settlement
     dead_usd = dead_usd + u
     dead_j = dead_j + j
   elseif u ~= nil then
@@ -191,6 +208,8 @@ for i = 1, #KEYS / 2 do
       redis.call('HSET', spent, 'held_usd', string.format('%.17g', UNKNOWN_HELD),
                  'held_j', string.format('%.17g', UNKNOWN_HELD))
     end
+  else
+    undo_dead(spent, ARGV[a + 1])
   end
   spend(spent, 'usd', ARGV[a + 4])
   spend(spent, 'j', ARGV[a + 5])
@@ -232,6 +251,9 @@ held_sum(KEYS[1], 'held_j')
 at_least_ledger(KEYS[1], 'usd', 'held_usd', ARGV[14])
 at_least_ledger(KEYS[1], 'j', 'held_j', ARGV[15])
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
+if not cur then
+  undo_dead(KEYS[1], ARGV[2])
+end
 if cur then
   local u, j = hold_of(KEYS[2], ARGV[2], cur)
   redis.call('HDEL', KEYS[2], ARGV[2])
