@@ -322,6 +322,15 @@ def test_the_local_engine_takes_biases_penalties_and_echo_and_refuses_what_it_ca
     assert r.json()["choices"][0]["text"].startswith("Once upon a time"), r.text
     r = post(local, CMPL, SMOL | {"prompt": "Once", "suffix": " end.", "max_tokens": 3})
     assert r.status_code == 400 and r.json()["error"]["param"] == "suffix", r.text
+    # the server echoes whole answers only (a stream came back without the prompt), and its
+    # sampler drops every bias at a token id past the vocabulary (49,152): both refused
+    streamed_echo = SMOL | {"prompt": "Once", "echo": True, "max_tokens": 3, "stream": True}
+    r = post(local, CMPL, streamed_echo)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "echo", r.text
+    past = SMOL | {"messages": ASK, "max_tokens": 3, "logit_bias": {"1000": 100, "99999": 5}}
+    r = post(local, CHAT, past)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias", r.text
+    assert "99999" in r.json()["error"]["message"]
     seen = [{"role": "user", "content": [{"type": "text", "text": "Describe it."}, IMAGE]}]
     r = post(local, CHAT, SMOL | {"messages": seen})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages", r.text

@@ -75,8 +75,15 @@ def needs(kind: str, body: dict[str, Any]) -> list[Need]:
         out.append(Need(f"{kind}.logprobs", "logprobs", "return logprobs"))
     if body.get("logit_bias"):
         out.append(Need(f"{kind}.logit_bias", "logit_bias", "bias the tokens logit_bias names"))
-    if kind == "completion" and body.get("echo") is True:
-        out.append(Need("completion.echo", "echo", "echo the prompt"))
+    if kind == "completion" and body.get("echo") is True:  # llama.cpp echoes whole answers only
+        streamed = bool(body.get("stream"))
+        out.append(
+            Need(
+                "completion.echo.stream" if streamed else "completion.echo",
+                "echo",
+                "echo the prompt in a stream" if streamed else "echo the prompt",
+            )
+        )
     if kind == "completion" and body.get("suffix"):
         out.append(Need("completion.suffix", "suffix", "complete up to a suffix"))
     if kind == "chat" and _media(body.get("messages")):

@@ -168,6 +168,16 @@ class LocalLlamaBackend(OpenAIBackend):
         which CJK text or code can exceed several times; the server refuses such a prompt,
         but in a stream only by cutting it off, which read as the backend failing (a 502,
         and three in a row took it out of rotation)."""
+        vocab = self.spec.deployment.model.vocab_size
+        past = [t for t in req.body.get("logit_bias") or () if int(t) >= vocab]  # schema: digits
+        if past:  # the server's sampler fails on it and drops every bias, answering 200
+            raise UpstreamError(
+                f"logit_bias: token id {past[0]} is past {self.model}'s vocabulary of {vocab} "
+                "tokens",
+                before_first_byte=False,
+                status=400,
+                param="logit_bias",
+            )
         counted = await self.counter.count(req.kind, self._body(req))
         if counted is not None:
             refused = self._over_window(req, counted)
