@@ -111,6 +111,9 @@ def test_a_ledger_locked_at_start_stops_the_gateway_rather_than_forget_its_journ
         with pytest.raises(ConfigError, match="cannot replay the journal") as err:
             Ledger(db)
         assert "1 request record(s)" in str(err.value)
+        reader = Ledger(db, create=False)  # usage, keys list: shown without it, logged
+        assert reader.recovered == 0
+        reader.close()
     finally:
         other.execute("ROLLBACK")
         other.close()

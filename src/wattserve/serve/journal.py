@@ -86,9 +86,10 @@ Replay = Callable[[list[dict[str, Any]]], int]
 MAX_JOURNAL_BYTES = 64 * 1024 * 1024
 
 
-def recover(folder: Path, replay: Replay) -> int:
+def recover(folder: Path, replay: Replay, strict: bool = True) -> int:
     """Replay every journal in `folder` whose writer is gone (its lock can be taken) and
-    delete it; returns the rows that were not yet in the ledger."""
+    delete it; returns the rows that were not yet in the ledger. A journal that cannot be
+    replayed is kept for the next open, and `strict` (a gateway's open) stops this one."""
     try:
         paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
     except OSError as exc:  # not ours to read: say so, the ledger itself still opens
@@ -124,7 +125,10 @@ def recover(folder: Path, replay: Replay) -> int:
                 rows = _rows(f.read(MAX_JOURNAL_BYTES), path)
             try:
                 total += replay(rows)
-            except sqlite3.Error as exc:  # kept for the next open, which must not be this one
+            except sqlite3.Error as exc:  # kept for the next open
+                if not strict:  # a reader: what it shows lacks these rows, and says so
+                    log.error("wattserve: cannot replay %s into the ledger: %s", path, exc)
+                    continue
                 # the keys' spend would start without these rows, and a gateway would let
                 # them spend it again (until 2026-12-06 the error was only logged: a gateway
                 # started while another process held the ledger's lock served a key past its

@@ -325,7 +325,9 @@ class Ledger:
         self._journal: Journal | None = None
         self._failed = False  # a commit failed since the current journal was opened
         self.rotate_bytes = ROTATE_BYTES  # a new journal file after this many bytes
-        self.recovered = recover(journal_dir(self.path), self._replay)
+        # a ledger opened to serve from (or write to) stops on a journal it cannot replay; a
+        # reader's (usage, keys list) says so and shows the ledger without those rows
+        self.recovered = recover(journal_dir(self.path), self._replay, strict=create)
 
     def start(self) -> None:
         """Open this process's journal and start the writer thread (`submit` writes inline
