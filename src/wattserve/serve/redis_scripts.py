@@ -123,11 +123,15 @@ for i = 1, #all, 2 do
     alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid)
   end
   local u, j = hold_of(KEYS[2], all[i], all[i + 1])  -- nil: not a hold (dropped)
-  if u ~= nil and alive[rid] == 0 then  -- charged in full, a slab's and a request's alike
+  if u ~= nil and alive[rid] == 0 then
     redis.call('HDEL', KEYS[2], all[i])
-    redis.call('HSET', KEYS[1], 'dead:' .. all[i], all[i + 1])  -- for its late settlement
-    dead_usd = dead_usd + u
-    dead_j = dead_j + j
+    -- a hold's field (<replica>:<n>, a slab's <replica>:s<n>) is charged in full, a slab's and
+    -- a request's alike; a field of no hold's form (written by another hand) only dropped
+    if string.match(all[i], '^.+:s?%d+$') then
+      redis.call('HSET', KEYS[1], 'dead:' .. all[i], all[i + 1])  -- for its late settlement
+      dead_usd = dead_usd + u
+      dead_j = dead_j + j
+    end
   elseif u ~= nil then
     held_usd = held_usd + u
     held_j = held_j + j
