@@ -33,9 +33,7 @@ class StepRow:
 
     @property
     def held_tokens(self) -> int:
-        """The tokens the step's sequences hold at its end: the prompt and its context, and
-        the token a decode step adds."""
-        return max(self.m.prompt_tokens, self.m.context_tokens) + (self.m.phase == "decode")
+        return held_tokens(self.m)
 
     @property
     def past_window(self) -> bool:
@@ -48,6 +46,12 @@ class StepRow:
     def shape(self) -> tuple[Deployment, tuple[float, float, float, float]]:
         """Rows of one shape (a repeated measurement) are held out together."""
         return self.dep, self.work
+
+
+def held_tokens(m: Measurement) -> int:
+    """The tokens a row's sequences hold at its step's end: the prompt and its context, and
+    the token a decode step adds."""
+    return max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
 
 
 def step_row(
@@ -101,7 +105,7 @@ def step_row(
     # --gpu-memory-utilization than the default is real): the weights, then the KV cache of
     # the row's batch at its context; SRAM-only and compute-in-memory parts too
     whole = default_params(hw).with_updates(memory_utilization=1.0)
-    longest = max(m.prompt_tokens, m.context_tokens) + (m.phase == "decode")
+    longest = held_tokens(m)
     lay = memory_layout(dep, whole)
     fit = layout_fit(lay, dep, m.batch, longest, 0)
     if not fit.fits and lay.capacity is not None:
