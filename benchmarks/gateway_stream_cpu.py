@@ -4,12 +4,15 @@ the gateway's own user + system CPU read from /proc, ROUNDS times. A cost per to
 than a wall time, so that it moves less with this VM's speed; compare commits side by side
 (`PYTHONPATH=OTHER/src python benchmarks/gateway_stream_cpu.py`), alternating.
 
-Run: python benchmarks/gateway_stream_cpu.py [STREAMS] [TOKENS] [ROUNDS] (default 32 1000 3).
-Linux only (/proc)."""
+Run: python benchmarks/gateway_stream_cpu.py [STREAMS] [TOKENS] [ROUNDS] [upstream]
+(default 32 1000 3). With `upstream`, the replicas are one OpenAI-compatible server instead
+(wattserve's fake, `fake_tokens`: as fast as it writes, in a process of its own): the path a
+vLLM or llama.cpp deployment's tokens take. Linux only (/proc)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,6 +32,7 @@ sites:
 deployments:
   g: {site: dc, model: smollm2-135m, hardware: b200, replicas: 4}
 """
+UPSTREAM = "backend: {kind: openai, url: 'http://127.0.0.1:%d/v1'}"
 
 
 def cpu_s(pid: int) -> float:
@@ -43,6 +47,7 @@ async def one(session: aiohttp.ClientSession, url: str, tokens: int) -> int:
         "max_tokens": tokens,
         "stream": True,
         "messages": [{"role": "user", "content": "hi"}],
+        "fake_tokens": tokens,  # read by the fake server only (`upstream`)
     }
     got = 0
     async with session.post(url, json=body) as r:
@@ -57,11 +62,25 @@ async def load(url: str, streams: int, tokens: int) -> int:
 
 
 def main(argv: list[str]) -> None:
+    upstream = "upstream" in argv
+    argv = [a for a in argv if a != "upstream"]
     streams, tokens, rounds = (int(a) for a in (argv + ["32", "1000", "3"][len(argv) :])[:3])
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         fleet = Path(tmp) / "fleet.yaml"
-        fleet.write_text(FLEET)
+        text = FLEET
+        if upstream:
+            fake_port = free_port()
+            fake = subprocess.Popen(
+                [sys.executable, "-m", "wattserve.serve.fake", "--port", str(fake_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            stack.callback(fake.wait, 30)
+            stack.callback(fake.terminate)
+            wait_up(f"http://127.0.0.1:{fake_port}/v1/models", fake)
+            text = FLEET.replace("replicas: 4}", f"replicas: 4, {UPSTREAM % fake_port}}}")
+        fleet.write_text(text)
         cmd = [sys.executable, "-m", "wattserve", "serve", "--fleet", str(fleet), "--port"]
         cmd += [str(port), "--db", str(Path(tmp) / "ledger.db"), "--max-queue", "600"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

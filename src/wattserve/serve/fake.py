@@ -14,6 +14,8 @@ that breaks on cue (`completion_tokens` is 2, or 1 when the output limit it is s
   chunk and `[DONE]` included (a slow server, each gap shorter than a read timeout);
 - `"fake_trickle_s": 0.3` (streams): after the first chunk, one byte that long apart with no
   end of line, until the client leaves (a server that keeps a read timeout from firing);
+- `"fake_tokens": 500` (streams): that many pieces (at most the output limit it is sent), as
+  fast as it can write them (a fast engine, for the gateway's cost per streamed token);
 - `"fake_usage": false`: no `usage`, streamed or not (llama-cpp-python's server 0.3.36 sends
   none in a stream, whatever `stream_options` says).
 
@@ -60,7 +62,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": f"fake {status}\n{detail}"}}, status=status)
     # the answer says which output limit arrived (tests check what the gateway forwards)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    completion = min(2, limit) if isinstance(limit, int) else 2
+    many = body.get("fake_tokens")
+    completion = many if isinstance(many, int) and not isinstance(many, bool) and many > 2 else 2
+    completion = min(completion, limit) if isinstance(limit, int) else completion
     usage: dict[str, int] | None = {
         "prompt_tokens": 8,
         "completion_tokens": completion,
@@ -74,7 +78,8 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     if body.get("stream"):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for piece, finish in (("fake ", None), ("answer", "stop")):
+        pieces = [("fake ", None)] * (max(completion, 2) - 1) + [("answer", "stop")]
+        for piece, finish in pieces:
             if piece == "answer" and broken == "error":
                 error = {"error": {"message": MID_STREAM_ERROR, "type": "server_error"}}
                 await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")

@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +33,7 @@ from wattserve.serve.backends.base import (
     GenRequest,
 )
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
+from wattserve.serve.backends.stream_lines import ReadAhead, server_lines
 from wattserve.serve.targets import UpstreamTarget, server_draw
 
 log = logging.getLogger("wattserve.serve")
@@ -428,7 +429,12 @@ class OpenAIBackend(Backend):
         left = self.timeout_s  # for waiting on the server; the client's time is not counted
         mark = self.share.join()
         finished = False  # the Finish yielded: else the request ended early
-        share_s = 0.0
+        share_s: list[float] = []  # the request's share, once the server's part has ended
+
+        def server_done() -> None:
+            if not share_s:
+                share_s.append(self.share.leave(mark))
+
         try:
             try:
                 async with contextlib.AsyncExitStack() as stack:
@@ -449,7 +455,13 @@ class OpenAIBackend(Backend):
                                 resp.headers.get("Retry-After"),
                             )
                     left -= time.monotonic() - waited
-                    lines = await stack.enter_async_context(contextlib.aclosing(_lines(resp, left)))
+                    ahead = ReadAhead()
+                    read = await stack.enter_async_context(
+                        contextlib.aclosing(server_lines(resp, left))
+                    )
+                    filling = asyncio.get_running_loop().create_task(ahead.fill(read, server_done))
+                    stack.push_async_callback(_cancelled, filling)
+                    lines = await stack.enter_async_context(contextlib.aclosing(ahead.taken()))
                     async for raw in lines:
                         line = raw.decode("utf-8", "replace").strip()
                         if not line.startswith("data:"):
@@ -497,7 +509,7 @@ class OpenAIBackend(Backend):
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise self._failed(exc, before_first_byte=first) from None
             finally:
-                share_s = self.share.leave(mark)
+                server_done()
             if finish_reason is None and not done:  # the body ended mid-answer
                 self.server_errors += 1  # the server is up (it ended the body): as another 5xx
                 raise UpstreamError(
@@ -509,10 +521,10 @@ class OpenAIBackend(Backend):
             self.healthy, self.server_errors = True, 0
             usage = await self._counted(req, usage)
             finished = True
-            yield self._finish(req, usage, finish_reason or "stop", produced, share_s)
+            yield self._finish(req, usage, finish_reason or "stop", produced, share_s[0])
         finally:
             if not finished:  # the client left, or the server failed: see _left
-                self._left(req, produced, share_s)
+                self._left(req, produced, share_s[0] if share_s else 0.0)
 
     def _error_event(self, error: Any, *, before_first_byte: bool) -> UpstreamError:
         """The error for an `error` object in a stream: the server failed mid-answer. Its
@@ -526,9 +538,6 @@ class OpenAIBackend(Backend):
             before_first_byte=before_first_byte,
             backend_down=self.server_errors >= SERVER_ERRORS_TO_EJECT,
         )
-
-
-MAX_LINE_BYTES = 1 << 20  # a stream's line longer than this is a broken server
 
 
 def limit_fields(base_url: str, kind: str, sent: list[str]) -> list[str]:
@@ -546,31 +555,11 @@ def limit_fields(base_url: str, kind: str, sent: list[str]) -> list[str]:
     return sent[:1] if len(sent) == 1 else ["max_completion_tokens"]
 
 
-async def _lines(resp: aiohttp.ClientResponse, left: float) -> AsyncGenerator[bytes, None]:
-    """The lines of a streamed answer, within `left` seconds of waiting for the server,
-    summed over its reads: each read is bounded by sock_read (which stops while the gateway
-    does not read), and the time spent at a `yield`, where the gateway waits for its client,
-    is not counted. Until 2026-12-05 the whole stream had `timeout_s` of wall time, so a
-    client that paused reading for that long failed the stream and took a healthy server out
-    of rotation. Reading what has arrived rather than a line at a time bounds a server that
-    trickles bytes with no end of line too (each byte restarts sock_read), with no timer per
-    line."""
-    buf = b""
-    while True:
-        waited = time.monotonic()
-        data = await resp.content.readany()
-        left -= time.monotonic() - waited
-        if left < 0:
-            raise TimeoutError()
-        if not data:
-            if buf:
-                yield buf
-            return
-        *whole, buf = (buf + data).split(b"\n")
-        for line in whole:
-            yield line
-        if len(buf) > MAX_LINE_BYTES:
-            raise aiohttp.ClientPayloadError(f"a line of over {MAX_LINE_BYTES} bytes")
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Stop a stream's reading task (the client left, or the answer ended) and wait for it."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _count(usage: dict[str, Any], name: str) -> int | None:

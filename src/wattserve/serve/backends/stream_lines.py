@@ -1,0 +1,107 @@
+"""Reading a server's streamed answer: its lines, within a time spent waiting for the server,
+and read as the server sends them, ahead of a client that reads more slowly."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+
+import aiohttp
+
+MAX_LINE_BYTES = 1 << 20  # a stream's line longer than this is a broken server
+# The most of an answer held for a client that reads more slowly than the server sends: past
+# it the gateway stops reading the server until the client catches up (a server that streams
+# without end must not fill the gateway's memory). An answer of 4,096 tokens with 20 top
+# logprobs each is about 8 MB of chunks.
+AHEAD_BYTES = 8 << 20
+
+
+async def server_lines(resp: aiohttp.ClientResponse, left: float) -> AsyncGenerator[bytes, None]:
+    """The lines of a streamed answer, within `left` seconds of waiting for the server,
+    summed over its reads: each read is bounded by sock_read (which stops while the gateway
+    does not read), and the time spent at a `yield` is not counted. Until 2026-12-05 the
+    whole stream had `timeout_s` of wall time, so a client that paused reading for that long
+    failed the stream and took a healthy server out of rotation. Reading what has arrived
+    rather than a line at a time bounds a server that trickles bytes with no end of line too
+    (each byte restarts sock_read), with no timer per line."""
+    buf = b""
+    while True:
+        waited = time.monotonic()
+        data = await resp.content.readany()
+        left -= time.monotonic() - waited
+        if left < 0:
+            raise TimeoutError()
+        if not data:
+            if buf:
+                yield buf
+            return
+        *whole, buf = (buf + data).split(b"\n")
+        for line in whole:
+            yield line
+        if len(buf) > MAX_LINE_BYTES:
+            raise aiohttp.ClientPayloadError(f"a line of over {MAX_LINE_BYTES} bytes")
+
+
+def is_done(line: bytes) -> bool:
+    """Whether a line is the stream's `data: [DONE]`, after which a server sends nothing."""
+    line = line.strip()
+    return line.startswith(b"data:") and line[5:].strip() == b"[DONE]"
+
+
+class ReadAhead:
+    """A stream's lines, read from the server as it sends them by a task of their own
+    (`fill`), for the request's own reader to take at its client's pace. The server's part of
+    a request ends when its last line arrives, not when a client that reads slowly has taken
+    it: a time-priced server's request pays the time the server spent on it (until
+    2026-12-06 the lines were read only as the client took them, so a client that paused its
+    reading paid for the pause: 33 times its share in a review's run), and the server's draw
+    and load end with its work. At most `limit` bytes wait: past it the filling stops until
+    the reader takes some (the server is read at the client's pace again)."""
+
+    def __init__(self, limit: int = AHEAD_BYTES) -> None:
+        self.limit = limit
+        self.lines: collections.deque[bytes] = collections.deque()
+        self.size = 0  # bytes waiting
+        self.arrived = asyncio.Event()  # a line waits, or the filling ended
+        self.room = asyncio.Event()  # the waiting lines are within the limit
+        self.room.set()
+        self.ended = False
+        self.error: Exception | None = None  # what ended the filling, if it failed
+
+    async def fill(self, lines: AsyncIterator[bytes], server_done: Callable[[], None]) -> None:
+        """Read `lines` to their end (or `[DONE]`), then call `server_done`; a failure to
+        read is kept for the reader, raised after the lines that came before it."""
+        try:
+            async for line in lines:
+                self.lines.append(line)
+                self.size += len(line)
+                self.arrived.set()
+                if is_done(line):
+                    break
+                if self.size > self.limit:
+                    self.room.clear()
+                    await self.room.wait()
+        except Exception as exc:  # the reader raises it in its place
+            self.error = exc
+        finally:
+            self.ended = True
+            self.arrived.set()
+            server_done()
+
+    async def taken(self) -> AsyncGenerator[bytes, None]:
+        """The lines in the order they came, then the failure that ended them, if any."""
+        while True:
+            while self.lines:
+                line = self.lines.popleft()
+                self.size -= len(line)
+                if self.size <= self.limit:
+                    self.room.set()
+                yield line
+            if self.ended:
+                if self.error is not None:
+                    raise self.error
+                return
+            self.arrived.clear()
+            await self.arrived.wait()

@@ -1,0 +1,141 @@
+"""A streamed answer is read from its server as the server sends it, not as the client takes
+it: a time-priced server's request pays the server's time, not a slow client's reading time
+(session 38's review billed a client that paused its reading 33 times its share), and the
+server's load ends with its work. Over real sockets (wattserve's fake OpenAI server), the
+gateway's backend in process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from serving import fake_upstream
+
+from wattserve.serve.backends.base import Finish, GenRequest, Piece
+from wattserve.serve.backends.stream_lines import ReadAhead
+from wattserve.serve.backends.upstream import OpenAIBackend
+
+BODY = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+async def _read_slowly(
+    backend: OpenAIBackend, body: dict[str, object], pause_s: float, leave_after: int = 0
+) -> tuple[list[object], list[int]]:
+    """The events of one streamed request, taken `pause_s` apart, and the server's load seen
+    after each (the client leaves after `leave_after` events, if given)."""
+    events: list[object] = []
+    load: list[int] = []
+    stream = backend.generate(GenRequest("r", "chat", "m", BODY | body, 8, 2))
+    try:
+        async for event in stream:
+            events.append(event)
+            await asyncio.sleep(pause_s)
+            load.append(backend.in_flight)
+            if leave_after and len(events) == leave_after:
+                break
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    return events, load
+
+
+def test_a_client_that_reads_slowly_pays_the_servers_time_not_its_own() -> None:
+    async def main(port: int) -> tuple[list[object], list[int], float, int]:
+        url = f"http://127.0.0.1:{port}/v1"
+        backend = OpenAIBackend("u/0", "dc", "m", url, "remote", usd_per_s=1.0)
+        await backend.start()
+        try:
+            began = time.monotonic()
+            events, load = await _read_slowly(backend, {"fake_gap_s": 0.1}, 0.8)
+            took = time.monotonic() - began
+            return events, load, took, backend.in_flight
+        finally:
+            await backend.stop()
+
+    with fake_upstream() as port:
+        events, load, took, after = asyncio.run(main(port))
+    assert [type(e) for e in events] == [Piece, Piece, Finish]
+    finish = events[-1]
+    assert isinstance(finish, Finish)
+    assert took > 2.3  # the client took its time
+    # the server's three 0.1 s gaps, not the client's 0.8 s pauses (before: 1.9 s of 2.4)
+    assert finish.usd is not None and 0.25 < finish.usd < 0.7, finish.usd
+    assert load[0] == 0 and after == 0  # the server's part ended while the client read
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_reading() -> None:
+    """A server that never ends its answer (a byte every 0.05 s, no end of line): the client
+    leaves after the first piece; the reading task stops and the connection closes."""
+
+    async def main(port: int) -> tuple[list[object], int, int, dict[str, tuple[float, object]]]:
+        url = f"http://127.0.0.1:{port}/v1"
+        backend = OpenAIBackend("u/0", "dc", "m", url, "remote", usd_per_s=1.0)
+        await backend.start()
+        try:
+            before = len(asyncio.all_tasks())
+            events, _ = await _read_slowly(backend, {"fake_trickle_s": 0.05}, 0.3, 1)
+            await asyncio.sleep(0.05)
+            return events, len(asyncio.all_tasks()) - before, backend.in_flight, backend.ended_early
+        finally:
+            await backend.stop()
+
+    with fake_upstream() as port:
+        events, tasks_left, after, early = asyncio.run(main(port))
+    assert len(events) == 1 and isinstance(events[0], Piece)
+    assert tasks_left == 0 and after == 0
+    usd, _ = early["r"]
+    assert 0.2 < usd < 1.0, usd  # its share: until it left
+
+
+async def _lines(n: int, size: int, read: list[int]) -> AsyncIterator[bytes]:
+    for _ in range(n):
+        read.append(size)
+        yield b"x" * size
+
+
+def test_what_is_read_ahead_is_bounded() -> None:
+    """A server that streams without end to a client that does not read: the reading stops at
+    the limit (about one line past it), and goes on as the client takes lines."""
+
+    async def main() -> tuple[int, int, list[bytes], bool]:
+        ahead = ReadAhead(limit=10_000)
+        read: list[int] = []
+        ended: list[bool] = []
+        task = asyncio.get_running_loop().create_task(
+            ahead.fill(_lines(1_000_000, 1000, read), lambda: ended.append(True))
+        )
+        await asyncio.sleep(0.05)
+        held = sum(read)
+        taken = ahead.taken()
+        got = [await anext(taken) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        more = sum(read)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return held, more, got, bool(ended)
+
+    held, more, got, ended = asyncio.run(main())
+    assert 10_000 < held <= 11_000, held
+    assert held < more <= held + 5_000 + 1000, (held, more)
+    assert got == [b"x" * 1000] * 5 and ended
+
+
+def test_a_failure_to_read_comes_after_the_lines_before_it() -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"data: one"
+        raise TimeoutError()
+
+    async def main() -> tuple[list[bytes], type[BaseException] | None]:
+        ahead = ReadAhead()
+        await ahead.fill(failing(), lambda: None)
+        got: list[bytes] = []
+        try:
+            async for line in ahead.taken():
+                got.append(line)
+        except TimeoutError as exc:
+            return got, type(exc)
+        return got, None
+
+    assert asyncio.run(main()) == ([b"data: one"], TimeoutError)
