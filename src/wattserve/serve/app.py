@@ -69,6 +69,10 @@ log = logging.getLogger("wattserve.serve")
 MAX_BODY_BYTES = 1 << 20
 RETRIES = 2
 BODY_TIMEOUT_S = 30.0
+CANNOT_RECORD = (
+    "the gateway cannot record requests: its ledger and journal cannot be written (a full "
+    "disk?); it serves again once they can"
+)
 
 
 def _dumps(obj: Any) -> str:
@@ -242,10 +246,12 @@ class Gateway:
 
     async def health(self, request: web.Request) -> web.Response:
         healthy = [b.name for b in self.router.backends.values() if b.healthy]
-        status = 200 if healthy and not self.draining else 503
+        recording = not self.ledger.unrecorded
+        status = 200 if healthy and recording and not self.draining else 503
         return web.json_response(
             {
                 "status": "ok" if status == 200 else "unavailable",
+                **({} if recording else {"ledger": CANNOT_RECORD}),
                 "healthy_backends": len(healthy),
                 "backends": len(self.router.backends),
                 "in_flight": self.in_flight,
@@ -393,6 +399,8 @@ class Gateway:
             return error(
                 503, "the gateway is at its request limit", "server_error", retry_after_s=1.0
             )
+        if self.ledger.unrecorded:  # a request served now might have no record (Ledger)
+            return error(503, CANNOT_RECORD, "server_error", retry_after_s=5.0)
         return None
 
     async def _run(

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import queue
 import secrets
@@ -34,6 +33,7 @@ from typing import Any
 
 from wattserve.errors import ConfigError
 from wattserve.serve.journal import ROTATE_BYTES, Journal, journal_dir, recover
+from wattserve.serve.ledger_rows import key_row_problem, usage_row, valid_row
 
 log = logging.getLogger("wattserve.serve")
 
@@ -122,6 +122,27 @@ _Queued = (
 )
 
 
+RETRY_S = 1.0  # how often the writer tries rows whose commit failed, while none come
+MAX_HELD_JOURNALED = 100_000  # journaled rows held past this wait for the next open's replay
+
+
+def _keep(rows: list[tuple[dict[str, Any], bool]]) -> list[tuple[dict[str, Any], bool]]:
+    """The rows a failed commit holds: every row in no journal (the gateway refuses new
+    requests while there are any), and the newest journaled ones up to MAX_HELD_JOURNALED
+    (the rest are in their journal, which the next open of the ledger replays)."""
+    journaled = sum(j for _, j in rows)
+    if journaled <= MAX_HELD_JOURNALED:
+        return rows
+    drop = journaled - MAX_HELD_JOURNALED
+    kept = []
+    for row, j in rows:
+        if j and drop:
+            drop -= 1
+            continue
+        kept.append((row, j))
+    return kept
+
+
 def _settle(waiting: list[asyncio.Future[None]], failure: sqlite3.Error | None) -> None:
     """Complete the futures of one commit (on their event loop)."""
     for done in waiting:
@@ -131,61 +152,6 @@ def _settle(waiting: list[asyncio.Future[None]], failure: sqlite3.Error | None) 
             done.set_result(None)
         else:
             done.set_exception(failure)
-
-
-TEXT_COLUMNS = ("key_id", "backend", "site", "error")
-COUNT_COLUMNS = ("prompt_tokens", "completion_tokens")
-FLAG_COLUMNS = ("prompt_tokens_estimated", "completion_tokens_estimated")  # 0, 1 or null
-AMOUNT_COLUMNS = ("ttft_s", "duration_s", "energy_j", "usd", "billed_usd", "billed_j")
-
-
-def _valid_row(row: dict[str, Any]) -> bool:
-    """A journaled row has what the requests table requires, each column of its type: text,
-    counts that fit SQLite's 64-bit integers, finite non-negative amounts (None where the
-    column may be empty). A row that is not such a record is skipped on its own."""
-    if not all(isinstance(row.get(c), str) for c in ("id", "model", "status")):
-        return False
-    ts = row.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        return False
-    for c in TEXT_COLUMNS:
-        if row.get(c) is not None and not isinstance(row.get(c), str):
-            return False
-    for c in COUNT_COLUMNS:
-        v = row.get(c)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63):
-            return False
-    for c in FLAG_COLUMNS:
-        if row.get(c) not in (None, 0, 1):
-            return False
-    for c in AMOUNT_COLUMNS:
-        v = row.get(c)
-        if v is not None and (
-            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0
-        ):
-            return False
-    return True
-
-
-def _usage_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Token totals as integers; a sum past what a float holds (rows written by something
-    other than wattserve) is null, not inf; a group that is a blob, not text, as its repr
-    (`usage --json` failed on it with a traceback)."""
-    if not isinstance(row["group"], str | None):
-        row["group"] = repr(row["group"])
-    for name, value in row.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            row[name] = None
-    for name in (
-        "prompt_tokens",
-        "completion_tokens",
-        "prompt_tokens_estimated_requests",
-        "completion_tokens_estimated_requests",
-    ):
-        value = row[name]
-        if value is not None:
-            row[name] = int(value)
-    return row
 
 
 def hash_key(key: str) -> str:
@@ -205,32 +171,8 @@ class KeyRecord:
     revoked: bool = False
     metrics: bool = False  # may read /metrics and /v1/fleet when keys are required
     # what is wrong with the key's row, if anything (a figure edited by hand into text, a
-    # negative budget): the gateway refuses such a key rather than guess (see _row_problem)
+    # negative budget): the gateway refuses such a key rather than guess (see key_row_problem)
     damaged: str | None = None
-
-
-def _row_problem(row: tuple[Any, ...]) -> str | None:
-    """What is wrong with a key's row (id, name, admin, budget_usd, budget_j, rps, spent_usd,
-    spent_j, revoked, metrics), or None. SQLite keeps whatever a hand edit stores: text in a
-    REAL column failed the budget's arithmetic (a 500 on every request with the key), and
-    `admin = 'no'` read as true."""
-    _, _, admin, budget_usd, budget_j, rps, spent_usd, spent_j, revoked, metrics = row
-    for name, flag in (("admin", admin), ("revoked", revoked), ("metrics", metrics)):
-        if flag not in (0, 1):
-            return f"{name} is {flag!r:.40}, not 0 or 1"
-    for name, value, optional in (
-        ("budget_usd", budget_usd, True),
-        ("budget_j", budget_j, True),
-        ("rps", rps, True),  # 0, as null: no limit (the gateway has always read it so)
-        ("spent_usd", spent_usd, False),
-        ("spent_j", spent_j, False),
-    ):
-        if value is None and optional:
-            continue
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not (number and math.isfinite(value) and value >= 0):
-            return f"{name} is {value!r:.40}, not a non-negative finite number"
-    return None
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -324,6 +266,8 @@ class Ledger:
         self._writer: threading.Thread | None = None
         self._journal: Journal | None = None
         self._failed = False  # a commit failed since the current journal was opened
+        # rows in no journal whose commit failed, held by the writer (see _write_loop)
+        self.unrecorded = 0
         self.rotate_bytes = ROTATE_BYTES  # a new journal file after this many bytes
         # a ledger opened to serve from (or write to) stops on a journal it cannot replay; a
         # reader's (usage, keys list) says so and shows the ledger without those rows
@@ -379,7 +323,7 @@ class Ledger:
         db.execute("BEGIN IMMEDIATE")
         try:
             for row in rows:
-                if not _valid_row(row):
+                if not valid_row(row):
                     log.warning("wattserve: journal row %r is not a request record: skipped", row)
                     continue
                 if db.execute("SELECT 1 FROM requests WHERE id = ?", (row["id"],)).fetchone():
@@ -435,14 +379,26 @@ class Ledger:
         self._journal = fresh
 
     def _write_loop(self, db: sqlite3.Connection) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
+        """Commit what is queued, a batch at a time. Rows whose commit fails (a full disk, a
+        ledger locked past SQLite's timeout) are held and written again with the next batch,
+        or after RETRY_S when none comes: until 2026-12-06 they were dropped, and a request
+        whose journal line could not be written either (the same full disk) had no record at
+        all. Rows that are in no journal are counted in `unrecorded` meanwhile, and the
+        gateway takes no new request while there are any."""
+        held: list[tuple[dict[str, Any], bool]] = []  # (row, journaled) not yet committed
+        stop = False
+        while not stop:
+            more = True  # rows came (else the wait ended: the held rows are written again)
+            try:
+                item = self._queue.get(timeout=RETRY_S) if held else self._queue.get()
+            except queue.Empty:
+                item, more = None, False
             batch: list[tuple[dict[str, Any], Any, Any]] = []
             rotated: _Rotated | None = None
-            stop = False
-            while True:
+            while more:
+                if item is None:
+                    stop = True
+                    break
                 if isinstance(item, _Rotated):
                     rotated = item
                     break
@@ -450,18 +406,27 @@ class Ledger:
                 if len(batch) >= BATCH:
                     break
                 try:
-                    more = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is None:
-                    stop = True
-                    break
-                item = more
+            rows = held + [(row, done is None) for row, done, _ in batch]
             # a waiter that gave up (its client left) cannot cancel the write: it is made anyway
-            failure = self._commit(db, [row for row, _, _ in batch]) if batch else None
+            failure = self._commit(db, [row for row, _ in rows]) if rows else None
             if failure is not None:
-                self._failed = True  # the journal keeps these rows for the next open
-                log.error("wattserve: ledger commit of %d row(s) failed: %s", len(batch), failure)
+                self._failed = True  # the journal keeps its rows for the next open
+                if batch or stop:
+                    log.error(
+                        "wattserve: ledger commit of %d row(s) failed (%s): held, written "
+                        "again every %g s",
+                        len(rows),
+                        failure,
+                        RETRY_S,
+                    )
+                held = _keep(rows)
+            elif held:
+                log.warning("wattserve: %d held ledger row(s) committed", len(held))
+                held = []
+            self.unrecorded = sum(not journaled for _, journaled in held)
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for _, done, loop in batch:
                 if done is not None:
@@ -472,8 +437,9 @@ class Ledger:
             if rotated is not None:
                 rotated.journal.close(delete=not self._failed)
                 self._failed = False
-            if stop:
-                break
+        for row, journaled in held:  # the last trace of a record in no journal: the log
+            if not journaled:
+                log.error("wattserve: a request's record could not be written: %s", row)
         db.close()
 
     @staticmethod
@@ -543,7 +509,7 @@ class Ledger:
             "billed_usd",
             "billed_j",
         )
-        return [_usage_row(dict(zip(keys, row, strict=True))) for row in rows]
+        return [usage_row(dict(zip(keys, row, strict=True))) for row in rows]
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -624,7 +590,7 @@ class Ledger:
                 row[7],
                 bool(row[8]),
                 bool(row[9]),
-                _row_problem(row),
+                key_row_problem(row),
             )
         )
         if record is not None and record.damaged is not None:  # once a second at most: cached
