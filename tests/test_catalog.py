@@ -65,7 +65,10 @@ def test_known_figures_match_the_reference_sheet(shared: Path) -> None:
     assert hw.value("peak_tflops_bf16") == float(h100["bf16_tflops"])
     assert hw.value("tdp_w") == float(h100["tdp_w"])
     mi = rows["AMD Instinct MI300X"]
-    assert cat.device("mi300x").value("memory_gb") == float(mi["mem_gb"])
+    # the sheet's 192 GB counts binary gigabytes; the catalog has what the device reports
+    # (rocm-smi: 205,822,885,888 bytes, 0.2% under 192 GiB)
+    reported = cat.device("mi300x").value("memory_gb")
+    assert reported == pytest.approx(float(mi["mem_gb"]) * 2**30 / 1e9, rel=0.005)
 
 
 def test_unverified_and_unknown_figures_stay_marked() -> None:
