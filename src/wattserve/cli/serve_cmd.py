@@ -45,7 +45,9 @@ def serve_cmd(
     no_governor: Annotated[
         bool, typer.Option("--no-governor", help="Do not enforce power caps.")
     ] = False,
-    max_wait: Annotated[float, typer.Option(help="Longest a request waits for power, s.")] = 5.0,
+    max_wait: Annotated[
+        float, typer.Option(help="Longest a request waits for power, or a link that is down, s.")
+    ] = 5.0,
     backlog: Annotated[
         int, typer.Option(min=1, help="Listen backlog: connections the kernel queues.")
     ] = 2048,

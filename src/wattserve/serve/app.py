@@ -44,7 +44,7 @@ from wattserve.serve.budgets import Budgets, Hold, LocalBudgets, Refusal, worst_
 from wattserve.serve.fleet_admin import CapChange, ChangeError, check_cap, parse_change
 from wattserve.serve.gauges import live_gauges
 from wattserve.serve.guard import MAX_IN_FLIGHT, error, guard, read_json
-from wattserve.serve.ledger import KeyRecord, Ledger
+from wattserve.serve.ledger import CANNOT_RECORD, KeyRecord, Ledger
 from wattserve.serve.link import link_rtt_s, over_link
 from wattserve.serve.metrics import Metrics
 from wattserve.serve.residency import HeaderError, residency
@@ -69,10 +69,6 @@ log = logging.getLogger("wattserve.serve")
 MAX_BODY_BYTES = 1 << 20
 RETRIES = 2
 BODY_TIMEOUT_S = 30.0
-CANNOT_RECORD = (
-    "the gateway cannot record requests: its ledger and journal cannot be written (a full "
-    "disk?); it serves again once they can"
-)
 
 
 def _dumps(obj: Any) -> str:
@@ -379,7 +375,16 @@ class Gateway:
             where.slo,
             local_only,
         )
-        greq = GenRequest(rid, kind, model, raw, prompt_tokens, max_tokens, origin)
+        greq = GenRequest(
+            rid,
+            kind,
+            model,
+            raw,
+            prompt_tokens,
+            max_tokens,
+            origin,
+            self.router.view.slo(req).ttft_s,
+        )
         # again, with nothing awaited before the request counts: any number had passed the
         # first check while they sent their bodies, past the limit or into a shutdown
         if (closed := self._closed()) is not None:
@@ -469,7 +474,9 @@ class Gateway:
             rtt_s = link_rtt_s(backend, self.router.fleet.rtt_s(req.origin, backend.site))
             # as simulate times it
             gone = functools.partial(backend.unread, greq.id)
-            events = over_link(backend.generate(greq), rtt_s, gone).__aiter__()
+            events = over_link(
+                backend.generate(greq), rtt_s, gone, abandon=backend.abandon
+            ).__aiter__()
             # where the first token is seen on its own (Backend.sees_first_token: streams, and
             # emulated backends), a request that has none after max_queue_s gives up its
             # place: a 503, not a silent wait

@@ -99,6 +99,12 @@ OPTIONAL = dict.fromkeys(
 CHARGE = "UPDATE keys SET spent_usd = spent_usd + ?, spent_j = spent_j + ? WHERE id = ?"
 KEY_CACHE_S = 1.0  # a key created or revoked by `wattserve keys` is seen within this long
 BATCH = 512  # rows per commit at most
+# the gateway's answer while `Ledger.unrecorded` rows wait (503, and /health)
+CANNOT_RECORD = (
+    "the gateway cannot record requests: its ledger and journal cannot be written (a full "
+    "disk?); it serves again once they can"
+)
+
 
 COLUMNS = (
     "id", "ts", "key_id", "model", "backend", "site", "prompt_tokens", "completion_tokens",

@@ -37,15 +37,18 @@ def over_link(
     rtt_s: float,
     unread: Callable[[Finish], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    abandon: Callable[[], None] | None = None,
 ) -> AsyncIterator[Event]:
     """`events` (a backend's `generate`), each `rtt_s` after the backend made it; as they are
     where there is no round trip. A failure reaches the reader as late as an event would;
     closing the result early closes `events` (the backend's work is cancelled), and where the
     backend had already ended its answer, its Finish, never delivered, goes to `unread`
-    (Backend.unread: the backend bills what it measured, not the wall time)."""
+    (Backend.unread: the backend bills what it measured, not the wall time). Closed before
+    `events` was begun (the client left at once), `abandon` (Backend.abandon) gives back
+    what the request's placement holds."""
     if rtt_s <= 0.0:
         return events
-    return _delayed(events, rtt_s, unread, clock)
+    return _delayed(events, rtt_s, unread, clock, abandon)
 
 
 async def _delayed(
@@ -53,10 +56,14 @@ async def _delayed(
     rtt_s: float,
     unread: Callable[[Finish], None] | None,
     clock: Callable[[], float],
+    abandon: Callable[[], None] | None = None,
 ) -> AsyncIterator[Event]:
     line: asyncio.Queue[tuple[float, object]] = asyncio.Queue()
+    begun = False
 
     async def carry() -> None:  # reads the backend as it makes events, stamping each
+        nonlocal begun
+        begun = True
         try:
             async for event in events:
                 line.put_nowait((clock(), event))
@@ -82,6 +89,8 @@ async def _delayed(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if not begun and abandon is not None:
+            abandon()
         # closed early: the backend's end, carried but never delivered, is billed as measured
         carried = [held] + [line.get_nowait()[1] for _ in range(line.qsize())]
         for item in carried:

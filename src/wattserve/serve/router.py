@@ -250,9 +250,10 @@ class Router:
     ) -> Placement:
         """Admit the request (see `wattserve.core.admission`) and pick its backend, among the
         targets that honour what `greq` asks (serve.capabilities). Waits (bounded by
-        `max_wait_s`) while power is the only obstacle; raises NoBackendAvailable with the
-        HTTP status and reason otherwise: 429 with the server's Retry-After while a target of
-        the model is out of rotation because its server is rate limited. A target whose first
+        `max_wait_s`) while power or a link that is down is the only obstacle; raises
+        NoBackendAvailable with the HTTP status and reason otherwise: 429 with the server's
+        Retry-After while a target of the model is out of rotation because its server is rate
+        limited. A target whose first
         token is predicted past `max_queue_s` is passed over (core.admission.queued_past);
         `queued` gets the last admission's predictions for them."""
         deadline = self.clock() + self.max_wait_s
@@ -261,8 +262,11 @@ class Router:
             if adm.target is not None and adm.bound is not None:
                 return Placement(adm.target, adm.bound)
             got = adm.refusal or "none"
-            if got == "power" and self.clock() < deadline:
-                for hook in self.on_power_wait:
+            # a link down waits for its end as power does, as simulate's requests wait (until
+            # 2026-12-06 the gateway answered 503 at once, simulate served them when it came
+            # back within --max-wait)
+            if got in ("power", "outage") and self.clock() < deadline:
+                for hook in self.on_power_wait if got == "power" else ():
                     hook(req)
                 await asyncio.sleep(POWER_POLL_S)
                 continue

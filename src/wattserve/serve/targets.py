@@ -20,7 +20,7 @@ from wattserve.core.workload import Request
 from wattserve.serve.backends.base import Backend
 
 EWMA = 0.2  # weight of the newest measurement
-SLOTS = 64  # a server or hosted API counts as this many concurrent slots for `load`
+SLOTS = 64  # a hosted API's server counts as this many concurrent slots
 
 
 # the context a server's decode is drawn at: the figure its one-request draw (admission's
@@ -126,7 +126,15 @@ class UpstreamTarget:
         rtt: Callable[[str | None, str], float],
         rate_limit_rps: float | None = None,
         draw: ServerDraw | None = None,
+        replicas: int | None = None,
+        max_num_seqs: int | None = None,
     ) -> None:
+        """`replicas` and `max_num_seqs`: a deployment's, as its fleet file declares them:
+        its `load` is requests per replica and its queue starts past `max_num_seqs` a
+        replica, as simulate's engine pool counts them (until 2026-12-06 a deployment's
+        servers counted as 64 slots a URL: with two emulated H100s beside one server, least
+        loaded sent seven requests of eight to the server, simulate four). A hosted API,
+        whose servers nobody here knows, counts as SLOTS a backend."""
         self.name, self.site, self.model = name, site, model
         self.backends = backends
         self.prior = (prior_ttft_s, prior_tpot_s)
@@ -139,10 +147,13 @@ class UpstreamTarget:
         self.max_marginal_w = 0.0 if draw is None else draw.dynamic_w(1)
         self.outstanding = 0
         self.load = 0.0
+        slots = SLOTS * max(1, len(backends))
+        self.per_load = slots if replicas is None else max(1, replicas)
+        self.per_queue = slots if replicas is None else max(1, replicas * (max_num_seqs or 1))
 
     def add(self, n: int) -> None:
         self.outstanding += n
-        self.load = self.outstanding / (SLOTS * max(1, len(self.backends)))
+        self.load = self.outstanding / self.per_load
         if self.draw is not None:
             self.draw.set(self.outstanding)
 
@@ -164,7 +175,7 @@ class UpstreamTarget:
         return self.prior[i] if m is None else 0.5 * (m + self.prior[i])
 
     def ttft_s(self, req: Request) -> float:
-        queue = 1.0 + self.outstanding / (SLOTS * max(1, len(self.backends)))
+        queue = 1.0 + self.outstanding / self.per_queue
         return self._blend(0) * queue + self.rtt(req.origin, self.site)
 
     def tpot_s(self, req: Request) -> float:

@@ -28,6 +28,10 @@ class GenRequest:
     prompt_tokens: int  # the gateway's guess, about 4 characters a token (schema.approx_tokens)
     max_tokens: int  # a limit the emulated backends also use as the output length
     origin: str | None = None
+    # lower runs first where an emulated engine schedules by priority: the request's SLO
+    # class's TTFT target, as simulate's (until 2026-12-06 every request here had 0, so
+    # `scheduling: priority` served in arrival order)
+    priority: float = 0.0
 
 
 @dataclass

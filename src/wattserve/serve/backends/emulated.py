@@ -133,6 +133,7 @@ class EmulatedBackend(Backend):
         self.promised_w = 0.0  # power promised to this idle replica's first step (`promise`)
         self.promise_due = 0.0  # when it is given back if no request has come (`promise`)
         self.busy = False  # its loop holds a step (planned, waiting for power or running)
+        self.placed = 0  # requests placed here whose sequences are not yet submitted (`place`)
 
     def power_w(self) -> float:
         return self.engine.power_w
@@ -228,10 +229,26 @@ class EmulatedBackend(Backend):
         self.governor.reserve(self.site, delta_w)
         self.wake.set()  # so that the loop gives it back if the request never comes
 
+    def place(self) -> None:
+        """A request is placed here: counted in the engine's outstanding requests at once, as
+        simulate submits its sequence at placement, until `generate` submits it (or
+        `abandon`). Until 2026-12-06 only the submission counted, which comes later where
+        anything is awaited between (a link to the client's site, a budget asked of Redis):
+        eight requests from an edge site at once all saw four idle replicas and went to one
+        or two of them (simulate: two on each)."""
+        self.placed += 1
+        self.engine.outstanding += 1
+
+    def _unplace(self) -> None:
+        if self.placed:
+            self.placed -= 1
+            self.engine.outstanding -= 1
+
     def abandon(self) -> None:
-        # a request placed here will not come (its key's budget refused it): the promise goes
-        # back now, not PROMISE_S later (refused requests 0.3 s apart had piled up promises
-        # on one idle replica until the site's cap was spoken for)
+        # a request placed here will not come (its key's budget refused it): its place, and
+        # its promise now, not PROMISE_S later (refused requests 0.3 s apart had piled up
+        # promises on one idle replica until the site's cap was spoken for)
+        self._unplace()
         if self.promised_w:
             self.promise_due = -math.inf
             self.wake.set()
@@ -358,6 +375,7 @@ class EmulatedBackend(Backend):
                     stream.queue.put_nowait(None)
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
+        self._unplace()  # counted by the engine itself from its submission, below
         if self.stopping:
             raise UpstreamError(f"{self.name} is shutting down", before_first_byte=True, status=503)
         tokens, keep = stop_for(req.body, req.max_tokens)
@@ -369,7 +387,7 @@ class EmulatedBackend(Backend):
             model=req.model,
             origin=req.origin,
         )
-        seq = Seq(r)
+        seq = Seq(r, priority=req.priority)
         stream = _Stream(seq, keep)
         self.streams[id(seq)] = stream
         self.engine.submit(seq)
@@ -450,6 +468,7 @@ class EmulatedKind(BackendKind):
                 return None
             if gov.capped(spec.site) and b.idle():  # what it adds, before it is outstanding
                 b.promise(pool.replica_marginal_w(engine))
+            b.place()
             return b
 
         return Built(pool, list(by_engine.values()), bind)

@@ -608,6 +608,8 @@ def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
         usd=lambda r: usd_per_j * estimate_j(r.prompt_tokens, r.output_tokens),
         rtt=ctx.fleet.rtt_s,
         draw=server_draw(ctx.governor, spec.site, pm, spec.replicas, ctx.power_changed),
+        replicas=spec.replicas,
+        max_num_seqs=pm.deployment.max_num_seqs,
     )
     return Built(target, backends, lambda req, avoid: target.pick(avoid))
 
