@@ -67,6 +67,11 @@ def live_gauges(router: Router, state: SharedState | None, in_flight: int) -> li
             ("wattserve_state_up", "1 if the shared state (Redis) answers.", st.up),
             ("wattserve_state_replicas", "Live gateway replicas.", st.replicas),
             ("wattserve_state_lost_total", "Times the shared state was lost.", st.lost_total),
+            (
+                "wattserve_state_data_lost_total",
+                "Times the shared state was found to have lost its data (a new epoch).",
+                st.reset_total,
+            ),
             ("wattserve_state_pending_settlements", "Settlements queued.", len(st.pending)),
         ):
             out.append((name, help_, {}, float(value)))

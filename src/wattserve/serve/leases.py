@@ -53,7 +53,10 @@ LEASE_STEPS = 8  # a replica grows its lease by at least headroom / LEASE_STEPS 
 GROW_EVERY_S = 0.05  # at most one request for more lease per site this often (a power wait
 # polls as often: serve.router.POWER_POLL_S)
 
-# KEYS[1] the site's lease hash. ARGV: key prefix, replica id, lease wanted (W), headroom (W).
+# KEYS[1] the site's lease hash. ARGV: key prefix, replica id, lease wanted (W), headroom (W),
+# the most it may be granted while the shared state recovers (W: what it holds or draws; see
+# redis_scripts.EPOCH: a Redis flushed had granted one replica 900 W of a 600 W headroom while
+# the others still drew on their leases).
 # A caller whose own heartbeat key expired is not live: it gets -1 (no lease) until its next
 # heartbeat. Otherwise drops the leases of replicas whose heartbeat key expired, grants
 # max(0, min(wanted, headroom - the other live leases)) and stores "grant wanted".
@@ -81,6 +84,10 @@ for i = 1, #all, 2 do
 end
 local room = tonumber(ARGV[4])
 local grant = math.max(0, math.min(tonumber(ARGV[3]), room - others))
+if redis.call('EXISTS', ARGV[1] .. 'recovering') == 1
+    or redis.call('EXISTS', ARGV[1] .. 'epoch') == 0 then  -- put back, no more (EPOCH)
+  grant = math.min(grant, tonumber(ARGV[5]))
+end
 redis.call('HSET', KEYS[1], ARGV[2], string.format('%.6f %.6f', grant, tonumber(ARGV[3])))
 return {string.format('%.6f', grant), string.format('%.6f', unmet),
         string.format('%.6f', room - others - grant)}
@@ -204,7 +211,13 @@ class PowerLeases:
             s.demand_w = 0.0
             got = await self._script(
                 keys=[self.state.key("lease", site)],
-                args=[self.state.prefix, self.state.id, repr(held), repr(room)],
+                args=[
+                    self.state.prefix,
+                    self.state.id,
+                    repr(held),
+                    repr(room),
+                    repr(max(s.lease_w, min(room, acct.power_w - acct.base_w))),
+                ],
             )
             granted = max(0.0, float(got[0]))
             s.lease_w = min(granted, want)

@@ -90,6 +90,13 @@ local function undo_dead(key, field)
     redis.call('HINCRBYFLOAT', key, 'j', string.format('%.17g', -j))
   end
 end
+-- Whether the shared state recovers from a loss of its data (EPOCH): its window is open, or
+-- its epoch is gone (Redis restarted empty or flushed, and no replica's heartbeat has seen it
+-- yet). Nothing is granted then.
+local function recovering(prefix)
+  return redis.call('EXISTS', prefix .. 'recovering') == 1
+    or redis.call('EXISTS', prefix .. 'epoch') == 0
+end
 local function held_sum(key, field)
   local raw = redis.call('HGET', key, field)
   if not raw then return 0 end
@@ -147,7 +154,8 @@ redis.call('HSET', KEYS[1], 'held_usd', string.format('%.17g', held_usd),
 
 # KEYS: spent hash, holds hash. ARGV: prefix, hold field, budget $ (-1: none), budget J,
 # need $, need J, ledger's spent $, ledger's spent J (the start after Redis lost its data).
-# Returns {1} on success, else {0, unit (1: $, 2: J), spent, held}.
+# Returns {1} on success, {2} while the shared state recovers (EPOCH: nothing is granted until
+# every live replica has put its holds back), else {0, unit (1: $, 2: J), spent, held}.
 # The spent hash keeps the sum of the key's holds (held_usd, held_j), added to here and taken
 # from by SETTLE, so a reservation costs the same however many are in flight. Holds of
 # replicas that died are in that sum until a reservation it would refuse sums the live holds
@@ -155,6 +163,7 @@ redis.call('HSET', KEYS[1], 'held_usd', string.format('%.17g', held_usd),
 RESERVE = (
     _CHECKED
     + """
+if recovering(ARGV[1]) then return {2} end
 local spent = {spend(KEYS[1], 'usd', ARGV[7]), spend(KEYS[1], 'j', ARGV[8])}
 local budget = {tonumber(ARGV[3]), tonumber(ARGV[4])}
 local need = {tonumber(ARGV[5]), tonumber(ARGV[6])}
@@ -242,7 +251,8 @@ def batched(settlements: list[Settlement]) -> Iterator[tuple[int, list[str], lis
 # 4 budget J, 5-6 spent from the slab since the last refresh ($, J), 7-8 held by its requests
 # in flight, 9-10 wanted, 11-12 the least grant worth a slab, 13 share (a grant takes at most
 # 1/share of what is free), 14-15 ledger's spent (the start after Redis lost its data).
-# Returns {granted $, granted J}: both 0 when the budget cannot spare the least.
+# Returns {granted $, granted J}: both 0 when the budget cannot spare the least, and while the
+# shared state recovers (EPOCH).
 # The spend is added even when the slab is gone (Redis restarted empty, or this replica was
 # counted dead and the slab charged in full): counted twice at worst, never lost.
 SLAB = (
@@ -292,7 +302,7 @@ local function grants()
   return nil
 end
 local g = nil
-if want[1] > 0 or want[2] > 0 then
+if (want[1] > 0 or want[2] > 0) and not recovering(ARGV[1]) then
   g = grants()
   if g == nil then
 """
@@ -310,5 +320,85 @@ if total[1] > 0 or total[2] > 0 then
   redis.call('HINCRBYFLOAT', KEYS[1], 'held_j', string.format('%.17g', total[2]))
 end
 return {string.format('%.17g', g[1]), string.format('%.17g', g[2])}
+"""
+)
+
+
+# The shared state's epoch, checked at every heartbeat: KEYS[1] the epoch's name, KEYS[2] the
+# recovery window's key, KEYS[3] a counter every call adds one to. ARGV: 1 the epoch this
+# replica knows ('' at its start), 2 the highest count it has seen, 3 a name for a new epoch,
+# 4 the recovery window (ms). A Redis restarted empty or flushed has no epoch; one restored
+# from an older snapshot has a count below what a replica saw. Either way its holds and
+# leases in flight are gone (or stale) while the replicas still count on them: a new epoch
+# begins, and for the window nothing is granted (RESERVE, SLAB, LEASE), while every live
+# replica, at its next heartbeat, finds the epoch changed and puts back what it holds
+# (REHOLD, and its lease). A replica at its start that finds no epoch makes one without a
+# window (a Redis new to the replicas, or lost with nobody seeing it yet: then the first
+# replica that had known the old epoch starts the window, as it finds the new one).
+# Returns {epoch, count, the window's ms left (-2: none), '1' when this replica must put its
+# holds back, else '0'}.
+EPOCH = """
+local e = redis.call('GET', KEYS[1])
+local n = redis.call('INCR', KEYS[3])
+local last = tonumber(ARGV[2])
+if e and n > last then
+  if e == ARGV[1] or ARGV[1] == '' then
+    return {e, tostring(n), tostring(redis.call('PTTL', KEYS[2])), '0'}
+  end
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])  -- another began it: put back before grants
+  return {e, tostring(n), ARGV[4], '1'}
+end
+if n <= last then  -- counted back: a snapshot older than this replica's last heartbeat
+  n = redis.call('INCRBY', KEYS[3], last - n + 1)
+end
+redis.call('SET', KEYS[1], ARGV[3])
+if ARGV[1] == '' and e == false then
+  return {ARGV[3], tostring(n), '-2', '0'}
+end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+return {ARGV[3], tostring(n), ARGV[4], '1'}
+"""
+
+# Put back what one replica holds of one key's budget after the shared state lost it (EPOCH):
+# KEYS spent hash, holds hash; ARGV: 1 the replica's field prefix ('<id>:'), 2-3 the ledger's
+# spend ($, J), then per hold its field and "<$> <J>". The spend is at least the ledger's (a
+# snapshot lost the settlements made after it; a settlement still queued here is then counted
+# twice: conservative, as elsewhere).
+# A field of the replica's own that it does not hold any more (a snapshot's stale hold) goes;
+# one it holds and Redis lacks is put back, added to the sum of holds. Returns the holds put.
+REHOLD = (
+    _CHECKED
+    + """
+for u, field in ipairs({'usd', 'j'}) do  -- at least the ledger's: a snapshot lost spends
+  if spend(KEYS[1], field, ARGV[u + 1]) < tonumber(ARGV[u + 1]) then
+    redis.call('HSET', KEYS[1], field, ARGV[u + 1])
+  end
+end
+local mine = {}
+for i = 4, #ARGV, 2 do mine[ARGV[i]] = ARGV[i + 1] end
+local held_usd, held_j = held_sum(KEYS[1], 'held_usd'), held_sum(KEYS[1], 'held_j')
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local f = all[i]
+  if mine[f] == nil and string.sub(f, 1, #ARGV[1]) == ARGV[1] then
+    local u, j = hold_of(KEYS[2], f, all[i + 1])
+    redis.call('HDEL', KEYS[2], f)
+    if u then
+      held_usd, held_j = held_usd - u, held_j - j
+    end
+  end
+end
+local put = 0
+for f, v in pairs(mine) do
+  if redis.call('HEXISTS', KEYS[2], f) == 0 then
+    local u, j = string.match(v, '^(%S+) (%S+)$')
+    redis.call('HSET', KEYS[2], f, v)
+    held_usd, held_j = held_usd + tonumber(u), held_j + tonumber(j)
+    put = put + 1
+  end
+end
+redis.call('HSET', KEYS[1], 'held_usd', string.format('%.17g', math.max(0, held_usd)),
+           'held_j', string.format('%.17g', math.max(0, held_j)))
+return put
 """
 )

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from wattserve.serve.budgets import Charge, Hold, Refusal, held_retry_s
 from wattserve.serve.ledger import KeyRecord
 from wattserve.serve.redis_scripts import (
+    REHOLD,
     RESERVE,
     SETTLE,
     SETTLE_BATCH,
@@ -42,7 +43,7 @@ from wattserve.serve.redis_scripts import (
     Settlement,
     batched,
 )
-from wattserve.serve.state import STATE_LOST, SharedState
+from wattserve.serve.state import STATE_LOST, STATE_RECOVERING, SharedState
 
 SLAB_REQUESTS = 64  # a slab asks for this many of the worst case that asked for it
 SLAB_MIN_REQUESTS = 8  # a grant of fewer worst cases than this is none: one hold per request
@@ -54,6 +55,11 @@ NOTHING = Charge(0.0, 0.0)
 def _wanted(worst: Charge) -> Charge:
     """What a slab asks for: SLAB_REQUESTS of the worst case in hand."""
     return Charge(worst.usd * SLAB_REQUESTS, worst.joules * SLAB_REQUESTS)
+
+
+def _hold_text(usd: float, joules: float) -> str:
+    """A hold's value in a key's holds hash (redis_scripts)."""
+    return f"{usd!r} {joules!r}"
 
 
 def _budget(x: float | None) -> str:
@@ -97,6 +103,10 @@ class RedisBudgets:
         self._reserve = state.redis.register_script(RESERVE)
         self._settle = state.redis.register_script(SETTLE)
         self._slab = state.redis.register_script(SLAB)
+        self._rehold = state.redis.register_script(REHOLD)
+        # this replica's holds of one request each, held in Redis: hold id -> (key id, its
+        # field, its charge); put back if Redis loses them (`rehold`)
+        self._live: dict[int, tuple[str, str, Charge]] = {}
         self._start: dict[str, tuple[float, float]] = {}  # key -> ledger's spend at its last use
         self._tasks: set[asyncio.Task[Any]] = set()
         self._batch: list[Settlement] = []  # settlements to send at the next turn of the loop
@@ -104,6 +114,7 @@ class RedisBudgets:
         self._in_slab: dict[int, Slab] = {}  # hold id -> the slab it is held in
         self._slab_ids = itertools.count(1)
         state.on_beat.append(self.beat)
+        state.on_epoch.append(self.rehold)
 
     async def take_request(self, key: KeyRecord) -> Refusal | None:
         if not key.rps:
@@ -273,7 +284,10 @@ class RedisBudgets:
             self._queue(key.id, self._field(hold), NOTHING)
             return self.state.failed(exc)
         if int(got[0]) == 1:
+            self._live[hold.id] = (key.id, self._field(hold), worst)
             return hold
+        if int(got[0]) == 2:
+            return STATE_RECOVERING
         unit, spent, held = int(got[1]), float(got[2]), float(got[3])
         budget = key.budget_usd if unit == 1 else key.budget_j
         assert budget is not None
@@ -304,6 +318,7 @@ class RedisBudgets:
     def _end_hold(self, hold: Hold, charge: Charge) -> None:
         if hold.key_id not in self._start:
             return  # a key without a budget: nothing shared
+        self._live.pop(hold.id, None)
         slab = self._in_slab.pop(hold.id, None)
         if slab is not None and not slab.ended:  # settled here, written at its next refresh
             slab.holds -= 1
@@ -342,6 +357,31 @@ class RedisBudgets:
             # replayed in order when Redis returns
             self.state.pending.extend(batch[i * SETTLE_BATCH :])
             return
+
+    async def rehold(self) -> None:
+        """Redis lost its data (or went back to an older snapshot) while this replica held
+        parts of budgets there (redis_scripts.EPOCH): put back its requests' holds and its
+        slabs, as they were, and drop its own holds a snapshot kept that it no longer has,
+        one call per key. Until 2026-12-06 they were gone, and another replica could reserve
+        the same money again while they ran. Raises RedisError where Redis does not answer
+        (the next heartbeat puts them back then)."""
+        by_key: dict[str, list[str]] = {}
+        for key_id, name, charge in self._live.values():
+            by_key.setdefault(key_id, []).extend((name, _hold_text(charge.usd, charge.joules)))
+        for key_id, slab in self.slabs.items():
+            if not slab.ended and any(slab.size):
+                by_key.setdefault(key_id, []).extend((slab.name, _hold_text(*slab.size)))
+        for key_id in self._start:
+            by_key.setdefault(key_id, [])  # its stale holds go
+        await asyncio.gather(
+            *(
+                self._rehold(
+                    keys=[self.state.key("spent", k), self.state.key("holds", k)],
+                    args=[f"{self.state.id}:", *map(repr, self._start[k]), *fields],
+                )
+                for k, fields in by_key.items()
+            )
+        )
 
     async def drain(self) -> None:
         """At shutdown: wait for settlements in flight, write every slab's spend and give

@@ -14,6 +14,10 @@ the holds of replicas whose heartbeat key has expired, and charges their slabs i
 power lease script drops their leases). A crashed replica's holds and leases thus stop
 counting within `heartbeat_ttl_s` (10 s default).
 
+Redis losing its data (restarted empty, flushed, restored from an older snapshot) is found by
+the shared state's epoch (redis_scripts.EPOCH) at the next heartbeat: nothing is granted for a
+few seconds while every live replica puts back what it holds (docs/scale-out.md).
+
 Losing Redis fails closed: a key with a budget or a rate limit is refused (503) until Redis
 answers again; keys without limits, and requests without keys, are still served; power caps
 keep the last lease this replica had. The replica says so in /health and /metrics and rejoins
@@ -42,7 +46,7 @@ from wattserve.errors import ConfigError
 from wattserve.serve.budgets import Refusal
 from wattserve.serve.guard import MAX_RETRY_AFTER_S
 from wattserve.serve.leases import PowerLeases
-from wattserve.serve.redis_scripts import SETTLE, SETTLE_BATCH, Settlement, batched
+from wattserve.serve.redis_scripts import EPOCH, SETTLE, SETTLE_BATCH, Settlement, batched
 from wattserve.serve.resp import Resp
 from wattserve.serve.router import COOLDOWN_S
 
@@ -57,6 +61,9 @@ CONNECT_TIMEOUT_S = 2.0
 FENCE_AT = 0.75
 POOL_CONNECTIONS = 32  # Redis connections per replica; more callers wait for one
 POOL_WAIT_S = 30.0  # as long as a request may wait for its first token (serve's --max-queue)
+# After Redis lost its data (redis_scripts.EPOCH), nothing is granted for this many heartbeats
+# and a second: every live replica puts back what it holds within it.
+RECOVER_BEATS = 3
 
 
 class SharedState:
@@ -109,6 +116,15 @@ class SharedState:
         self.on_sync: list[Callable[[], None]] = []
         self.on_beat: list[Callable[[], Awaitable[None]]] = []  # after each heartbeat
         self.leases: PowerLeases | None = None  # set by attach()
+        # the shared state's epoch (redis_scripts.EPOCH): its name, the highest count seen,
+        # how often Redis was found to have lost (or rolled back) its data, and what puts
+        # this replica's holds back then (RedisBudgets.rehold)
+        self.epoch = ""
+        self.count = 0
+        self.reset_total = 0
+        self.recover_ms = int(1000 * (RECOVER_BEATS * self.every_s + 1.0))
+        self.on_epoch: list[Callable[[], Awaitable[None]]] = []
+        self._epoch = self.redis.register_script(EPOCH)
         self._task: asyncio.Task[None] | None = None
         self._fence: asyncio.TimerHandle | None = None  # drops the power leases (see _beat)
 
@@ -119,12 +135,16 @@ class SharedState:
         """Reach Redis once at start: a wrong or unreachable URL is a clear error here."""
         try:
             await self.redis.ping()
-            await self._beat()
+            made = await self._beat()
         except (RedisError, OSError) as exc:
             raise ConfigError(
                 f"cannot reach Redis at {self.url[:200]}: {exc.__class__.__name__}: {exc}",
                 field="--state",
             ) from None
+        if made:  # a Redis new to the replicas, or one that lost its data a moment ago: the
+            # others (if any) find the new epoch at their next heartbeat and start the window
+            # in which they put back what they hold, before this replica reserves anything
+            await asyncio.sleep(self.every_s + 0.25)
 
     async def close(self) -> None:
         """Close the connections (the pool too: it was passed in, so not closed by default)."""
@@ -159,6 +179,7 @@ class SharedState:
             "replica": self.id,
             "replicas": self.replicas,
             "lost_total": self.lost_total,
+            "data_lost_total": self.reset_total,
             "pending_settlements": len(self.pending),
             "power_leases_w": {} if self.leases is None else self.leases.describe(),
         }
@@ -180,10 +201,13 @@ class SharedState:
             await self.redis.delete(self.key("replica", self.id))  # its holds go at once
         await self.close()
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> bool:
+        """One heartbeat; True when it began the shared state's epoch (at this replica's
+        start, on a Redis that had none)."""
         sent = asyncio.get_running_loop().time()
         await self.redis.set(self.key("replica", self.id), "1", px=self.ttl_ms)
         self._fence_after(sent)
+        made = await self._check_epoch()
         n = 0
         async for _ in self.redis.scan_iter(match=self.key("replica", "*"), count=1000):
             n += 1
@@ -215,6 +239,33 @@ class SharedState:
             await beat()
         if self.leases is not None:
             await self.leases.renew()
+        return made
+
+    async def _check_epoch(self) -> bool:
+        """Compare the shared state's epoch with the one this replica knows (see
+        redis_scripts.EPOCH); where Redis lost its data, put back what this replica holds
+        (on_epoch) before this heartbeat does anything else. The epoch is taken as known only
+        once that is done, so a heartbeat that fails meanwhile puts it all back at the next.
+        True when this replica began the epoch at its start."""
+        proposed = uuid.uuid4().hex
+        got = await self._epoch(
+            keys=[self.key("epoch"), self.key("recovering"), self.key("count")],
+            args=[self.epoch, str(self.count), proposed, str(self.recover_ms)],
+        )
+        name, count, rehold = got[0].decode(), int(got[1]), got[3] == b"1"
+        if rehold:
+            self.reset_total += 1
+            log.warning(
+                "wattserve: the shared state lost its data (Redis restarted empty, flushed or "
+                "restored from an older snapshot): putting back this replica's holds; nothing "
+                "is granted for %.1f s",
+                self.recover_ms / 1000,
+            )
+            for hook in self.on_epoch:
+                await hook()
+        made = not self.epoch and name == proposed
+        self.epoch, self.count = name, max(self.count, count)
+        return made
 
     # -- what the beat reads: written by the gateways' own admin calls, or by anyone who may
     # write to Redis (an operator's redis-cli, another program): a value set_cap would not take
@@ -337,6 +388,16 @@ STATE_LOST = Refusal(
     "are refused until it returns",
     "server_error",
     "state_unavailable",
+    retry_after_s=2.0,
+    status=503,
+)
+
+
+STATE_RECOVERING = Refusal(
+    "the gateway's shared state (Redis) lost its data: the replicas are putting back what "
+    "they hold, and nothing is granted until they have (a few seconds)",
+    "server_error",
+    "state_recovering",
     retry_after_s=2.0,
     status=503,
 )
