@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 from redis_server import redis_server
 from test_power_leases import HEADROOM_W, TIGHT, load, replica_id, watching
