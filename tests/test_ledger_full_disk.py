@@ -59,6 +59,56 @@ def test_a_row_no_journal_or_commit_took_is_held_and_written_later(tmp_path: Pat
     assert ids(db) == {"chatcmpl-40"}
 
 
+def test_a_held_row_replayed_meanwhile_by_another_open_is_charged_once(tmp_path: Path) -> None:
+    """A failed commit keeps its journal (closed at rotation, so unlocked): another open of
+    the ledger (another replica, `wattserve usage`) replays it; the writer's retry then found
+    the row in, and wrote it and its charge again: $2 spent for a $1 request (a review of this
+    session's change)."""
+    db = tmp_path / "l.db"
+    ledger = Ledger(db)
+    kid = ledger.lookup(ledger.create_key("k", budget_usd=10.0)).id  # type: ignore[union-attr]
+    ledger.rotate_bytes = 1  # every row ends its journal
+    ledger.start()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("ALTER TABLE requests RENAME TO requests_away")  # commits fail
+
+    async def submit() -> None:
+        await ledger.submit(row(1, kid, 1.0))  # journaled: complete at once
+
+    asyncio.run(submit())
+    time.sleep(0.3)  # the writer's commit failed: the row is held
+    other.execute("ALTER TABLE requests_away RENAME TO requests")
+    second = Ledger(db)  # replays the rotated journal
+    assert second.recovered == 1
+    second.close()
+    time.sleep(1.5)  # the writer's retry
+    ledger.close()
+    assert other.execute("SELECT spent_usd FROM keys WHERE id = ?", (kid,)).fetchone() == (1.0,)
+    other.close()
+
+
+def test_a_row_sqlite_refuses_is_dropped_alone_not_retried_for_ever(tmp_path: Path) -> None:
+    """Two held rows written again together, one of which SQLite refuses (a status of null):
+    the other is written, the refused one logged and dropped, and nothing stays held."""
+    db = tmp_path / "l.db"
+    ledger = Ledger(db)
+    ledger.start()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("ALTER TABLE requests RENAME TO requests_away")
+
+    async def submit() -> None:
+        ledger.submit(row(50))
+        ledger.submit({**row(51), "status": None})
+
+    asyncio.run(submit())
+    time.sleep(0.3)
+    other.execute("ALTER TABLE requests_away RENAME TO requests")
+    time.sleep(1.5)
+    ledger.close()
+    other.close()
+    assert ids(db) == {"chatcmpl-50"}
+
+
 @contextlib.contextmanager
 def small_disk(folder: Path) -> Iterator[Path]:
     folder.mkdir()

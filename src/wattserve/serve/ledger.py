@@ -132,6 +132,14 @@ RETRY_S = 1.0  # how often the writer tries rows whose commit failed, while none
 MAX_HELD_JOURNALED = 100_000  # journaled rows held past this wait for the next open's replay
 
 
+def _charge(row: dict[str, Any]) -> tuple[float, float, str] | None:
+    """What a row adds to its key's spend (CHARGE's arguments), None where nothing."""
+    usd, joules = row.get("billed_usd") or 0.0, row.get("billed_j") or 0.0
+    if row.get("key_id") and (usd or joules):
+        return (usd, joules, row["key_id"])
+    return None
+
+
 def _keep(rows: list[tuple[dict[str, Any], bool]]) -> list[tuple[dict[str, Any], bool]]:
     """The rows a failed commit holds: every row in no journal (the gateway refuses new
     requests while there are any), and the newest journaled ones up to MAX_HELD_JOURNALED
@@ -417,7 +425,17 @@ class Ledger:
                     break
             rows = held + [(row, done is None) for row, done, _ in batch]
             # a waiter that gave up (its client left) cannot cancel the write: it is made anyway
-            failure = self._commit(db, [row for row, _ in rows]) if rows else None
+            failure = self._commit(db, [row for row, _ in rows], len(held)) if rows else None
+            if failure is not None and not isinstance(failure, sqlite3.OperationalError):
+                # not the file (full, locked, failing) but a row SQLite refuses: one at a time,
+                # so that one such row neither holds up the rest nor is retried for ever
+                rows = [
+                    (row, journaled)
+                    for i, (row, journaled) in enumerate(rows)
+                    if self._commit_alone(db, row, i < len(held))
+                ]
+                if not rows:  # each written, or dropped and logged
+                    failure = None
             if failure is not None:
                 self._failed = True  # the journal keeps its rows for the next open
                 if batch or stop:
@@ -448,22 +466,40 @@ class Ledger:
                 log.error("wattserve: a request's record could not be written: %s", row)
         db.close()
 
+    def _commit_alone(self, db: sqlite3.Connection, row: dict[str, Any], retried: bool) -> bool:
+        """Write one row of a batch SQLite refused; True when it is to be held (the file
+        failed), False when it is written or dropped (a row SQLite refuses, logged whole)."""
+        failure = self._commit(db, [row], int(retried))
+        if failure is None:
+            return False
+        if isinstance(failure, sqlite3.OperationalError):
+            return True
+        log.error("wattserve: a request's record was refused by SQLite (%s): %s", failure, row)
+        return False
+
     @staticmethod
-    def _commit(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> sqlite3.Error | None:
-        """Write `rows` and their charges in one transaction; the error when it failed."""
-        charges = [
-            (row.get("billed_usd") or 0.0, row.get("billed_j") or 0.0, row["key_id"])
-            for row in rows
-            if row.get("key_id") and (row.get("billed_usd") or row.get("billed_j"))
-        ]
+    def _commit(
+        db: sqlite3.Connection, rows: list[dict[str, Any]], retried: int = 0
+    ) -> sqlite3.Error | None:
+        """Write `rows` and their charges in one transaction; the error when it failed. The
+        first `retried` rows are ones a failed commit held: any that another open of the
+        ledger replayed from their journal meanwhile is in already, with its charge, and is
+        left as it is (written again, its key was charged twice)."""
         try:
-            if len(rows) == 1 and not charges:  # one statement commits on its own
-                db.execute(INSERT, {**OPTIONAL, **rows[0]})
+            if len(rows) == 1 and not retried and not _charge(rows[0]):
+                db.execute(INSERT, {**OPTIONAL, **rows[0]})  # one statement commits on its own
                 return None
             db.execute("BEGIN")
-            for row in rows:
+            written = [
+                row
+                for i, row in enumerate(rows)
+                if i >= retried
+                or db.execute("SELECT 1 FROM requests WHERE id = ?", (row["id"],)).fetchone()
+                is None
+            ]
+            for row in written:
                 db.execute(INSERT, {**OPTIONAL, **row})
-            if charges:
+            if charges := [c for row in written if (c := _charge(row)) is not None]:
                 db.executemany(CHARGE, charges)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
