@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from serving import fake_upstream
@@ -139,3 +140,92 @@ def test_a_failure_to_read_comes_after_the_lines_before_it() -> None:
         return got, None
 
     assert asyncio.run(main()) == ([b"data: one"], TimeoutError)
+
+
+def test_the_servers_part_ends_the_targets_load_before_the_client_has_read() -> None:
+    """The request's place in its target's load (and a server's modelled draw) ends when the
+    server's part does, not when a slow client has read the answer (a review of this
+    session's change: 339 W counted at a site for 5 s of a client's pause, the server idle)."""
+
+    async def main(port: int) -> tuple[list[float], float]:
+        url = f"http://127.0.0.1:{port}/v1"
+        backend = OpenAIBackend("u/0", "dc", "m", url, "remote", usd_per_s=1.0)
+        await backend.start()
+        released: list[float] = []
+        try:
+            body = BODY | {"fake_gap_s": 0.05}
+            greq = GenRequest("r", "chat", "m", body, 8, 2)
+            greq.released = lambda: released.append(time.monotonic())
+            async for _ in backend.generate(greq):
+                await asyncio.sleep(0.5)  # the client reads slowly
+            return released, time.monotonic()
+        finally:
+            await backend.stop()
+
+    with fake_upstream() as port:
+        released, read = asyncio.run(main(port))
+    assert len(released) == 1 and read - released[0] > 0.8, (released, read)
+
+
+def test_an_emulated_engines_last_step_ends_the_targets_load() -> None:
+    """As simulate's pool counts a request until its engine's last step: an emulated
+    request's place ends there, not when its client has read the answer."""
+    from wattserve.core.fleet import load_fleet
+    from wattserve.core.policy import make_policy
+    from wattserve.serve.backends.emulated import EmulatedBackend
+    from wattserve.serve.router import Router
+
+    fleet = Path(__file__).resolve().parent.parent / "examples" / "fleet-hetero.yaml"
+    router = Router(load_fleet(fleet), make_policy("least_loaded"))
+    backend = router.backends["h100/0"]
+    assert isinstance(backend, EmulatedBackend)
+
+    async def run() -> tuple[int, int]:
+        await backend.start()
+        released: list[int] = []
+        got = 0
+        try:
+            greq = GenRequest("r", "chat", "llama-3.1-8b", {}, 64, 8)
+            greq.released = lambda: released.append(got)
+            async for _ in backend.generate(greq):
+                got += 1
+                if got == 1:
+                    await asyncio.sleep(1.0)  # the engine makes the other 7 meanwhile
+            return released[0], got
+        finally:
+            await backend.stop()
+
+    at, got = asyncio.run(run())
+    assert at == 1 and got == 9, (at, got)  # released with one of 8 tokens (and the end) read
+
+
+def test_a_client_that_leaves_pays_the_energy_of_what_the_server_made() -> None:
+    """The server ran ahead of a client that then left: the energy billed is that of the
+    tokens the server made (its usage says 2,000), not of the 3 pieces read; and it is there
+    for the gateway to read as soon as the stream is closed (it came a turn of the event loop
+    later, after the gateway had billed the server's price for the wall time instead)."""
+
+    async def main(port: int) -> tuple[float, float | None]:
+        url = f"http://127.0.0.1:{port}/v1"
+        backend = OpenAIBackend(
+            "u/0", "dc", "m", url, "remote", usd_per_s=1.0, estimate_j=lambda p, o: float(o)
+        )
+        await backend.start()
+        try:
+            body = {"fake_tokens": 2000}
+            stream = backend.generate(GenRequest("r", "chat", "m", BODY | body, 8, 2000))
+            n = 0
+            async for _ in stream:
+                n += 1
+                if n == 1:
+                    await asyncio.sleep(1.0)  # the server finishes meanwhile
+                if n == 3:
+                    break
+            await stream.aclose()  # type: ignore[attr-defined]
+            return backend.ended_early["r"]
+        finally:
+            await backend.stop()
+
+    with fake_upstream() as port:
+        _, energy = asyncio.run(main(port))
+    assert energy == 2000.0, energy

@@ -39,7 +39,7 @@ from wattserve.core.workload import Request
 from wattserve.errors import NoBackendAvailable, UpstreamError
 from wattserve.serve import replies
 from wattserve.serve.accounting import Accounts, durable
-from wattserve.serve.backends.base import Finish, GenRequest, Piece, guessed_finish
+from wattserve.serve.backends.base import Finish, GenRequest, Piece, Release, guessed_finish
 from wattserve.serve.budgets import Budgets, Hold, LocalBudgets, Refusal, worst_case
 from wattserve.serve.fleet_admin import CapChange, ChangeError, check_cap, parse_change
 from wattserve.serve.gauges import live_gauges
@@ -451,20 +451,20 @@ class Gateway:
             target, backend = placement.target, placement.backend
             # counted at once, before anything else is awaited: a server's modelled draw is
             # the site's from here (ServerDraw), so that requests admitted meanwhile see it
-            target.add(1)
+            greq.released = release = Release(target)
             hold: Hold | None = None
             if key is not None:
                 worst = worst_case(target, req, backend.stretch())
                 try:
                     reserved = await self.budgets.reserve(key, worst)
                 except asyncio.CancelledError:  # the client left while its budget was asked
-                    target.add(-1)
+                    release()
                     backend.abandon()
                     why = "client disconnected while its budget was checked"
                     self.accounts.record(greq, key, None, None, started, None, "cancelled", why)
                     raise
                 if isinstance(reserved, Refusal):  # routed, then refused: the key's row shows it
-                    target.add(-1)
+                    release()
                     backend.abandon()
                     self.accounts.record(
                         greq, key, None, None, started, None, "rejected", reserved.message
@@ -488,13 +488,13 @@ class Gateway:
                 else:
                     first = await events.__anext__()
             except TimeoutError:
-                target.add(-1)
+                release()
                 self.accounts.release(hold)  # queued, not served: nothing is billed
                 reason = no_first_token(self.max_queue_s)
                 self.accounts.record(greq, key, backend, None, started, None, "rejected", reason)
                 return error(503, reason, "server_error", code="no_capacity", retry_after_s=10.0)
             except UpstreamError as exc:
-                target.add(-1)
+                release()
                 self.accounts.release(hold)
                 if exc.before_first_byte and exc.backend_down:
                     failed.add(backend.name)
@@ -513,13 +513,13 @@ class Gateway:
                     code=exc.code or "backend_error",
                 )
             except StopAsyncIteration:
-                target.add(-1)
+                release()
                 self.accounts.release(hold)
                 errors.append(f"{backend.name} produced nothing")
                 failed.add(backend.name)
                 continue
             except (asyncio.CancelledError, ConnectionResetError):
-                target.add(-1)
+                release()
                 why = self.sender.gone(request)
                 if self.draining and why != "client disconnected":
                     # dropped by the gateway before its first token: the client got nothing
@@ -545,7 +545,7 @@ class Gateway:
                 _log_gone(greq.id, 0, why)
                 raise
             except Exception as exc:  # a bug in a backend: undo what was taken, log it, 502
-                target.add(-1)
+                release()
                 self.accounts.release(hold)
                 log.exception("wattserve: %s: %s failed", greq.id, backend.name)
                 why = f"{backend.name} failed: {exc.__class__.__name__}"
@@ -559,7 +559,7 @@ class Gateway:
                     return await self._stream(request, call)
                 return await self._collect(request, call)
             finally:
-                target.add(-1)
+                release()
         self.accounts.record(greq, key, None, None, started, None, "error", "; ".join(errors))
         why = "every backend tried failed: " + "; ".join(errors)
         return error(502, why, "server_error", code="backend_error")

@@ -130,10 +130,11 @@ class UpstreamTarget:
         max_num_seqs: int | None = None,
     ) -> None:
         """`replicas` and `max_num_seqs`: a deployment's, as its fleet file declares them:
-        its `load` is requests per replica and its queue starts past `max_num_seqs` a
-        replica, as simulate's engine pool counts them (until 2026-12-06 a deployment's
-        servers counted as 64 slots a URL: with two emulated H100s beside one server, least
-        loaded sent seven requests of eight to the server, simulate four). A hosted API,
+        its `load` is requests per replica, as simulate's engine pool counts them, and its
+        predicted TTFT grows by the prior's once per `max_num_seqs` requests a replica
+        (until 2026-12-06 a deployment's servers counted as 64 slots a URL: with two
+        emulated H100s beside one server, least loaded sent seven requests of eight to the
+        server, simulate four). A hosted API,
         whose servers nobody here knows, counts as SLOTS a backend."""
         self.name, self.site, self.model = name, site, model
         self.backends = backends

@@ -32,6 +32,30 @@ class GenRequest:
     # class's TTFT target, as simulate's (until 2026-12-06 every request here had 0, so
     # `scheduling: priority` served in arrival order)
     priority: float = 0.0
+    # ends the request's place in its target's load (and a server's modelled draw) when the
+    # backend's server is done with it (set by the gateway for each try: Release)
+    released: Callable[[], None] | None = None
+
+
+class Release:
+    """A request's place in its target's load (target.add: a server's modelled draw too),
+    counted from its placement and ended once, by whichever comes first: the backend, when
+    its server's part ends (an answer read ahead of a slow client, an emulated engine's last
+    step), or the gateway, when the request does. Until 2026-12-06 only the gateway ended it,
+    after the client had read the whole answer: a site went on counting a server's draw for a
+    client's reading time (339 W while it paused, the server idle), and its load stayed up,
+    where simulate's ends with the engine's last step."""
+
+    __slots__ = ("done", "target")
+
+    def __init__(self, target: Any) -> None:
+        self.target, self.done = target, False
+        target.add(1)
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.target.add(-1)
 
 
 @dataclass

@@ -83,11 +83,14 @@ class _Stream(SyntheticText):
     """The per-request queue between the engine loop and the HTTP handler, and the text its
     tokens carry (SyntheticText)."""
 
-    __slots__ = ("device_s", "energy_j", "queue", "seq")
+    __slots__ = ("device_s", "energy_j", "queue", "released", "seq")
 
-    def __init__(self, seq: Seq, keep: int = -1) -> None:
+    def __init__(
+        self, seq: Seq, keep: int = -1, released: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(keep)
         self.seq = seq
+        self.released = released  # GenRequest.released: called at the engine's last step
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.energy_j = 0.0
         self.device_s = 0.0  # its shares of the steps' device time
@@ -373,6 +376,8 @@ class EmulatedBackend(Backend):
                 stream = self.streams.pop(id(s), None)
                 if stream is not None:
                     stream.queue.put_nowait(None)
+                    if stream.released is not None:  # as simulate's pool counts it
+                        stream.released()
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
         self._unplace()  # counted by the engine itself from its submission, below
@@ -388,7 +393,7 @@ class EmulatedBackend(Backend):
             origin=req.origin,
         )
         seq = Seq(r, priority=req.priority)
-        stream = _Stream(seq, keep)
+        stream = _Stream(seq, keep, req.released)
         self.streams[id(seq)] = stream
         self.engine.submit(seq)
         self.wake.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
@@ -13,9 +14,9 @@ import aiohttp
 MAX_LINE_BYTES = 1 << 20  # a stream's line longer than this is a broken server
 # The most of an answer held for a client that reads more slowly than the server sends: past
 # it the gateway stops reading the server until the client catches up (a server that streams
-# without end must not fill the gateway's memory). An answer of 4,096 tokens with 20 top
-# logprobs each is about 8 MB of chunks.
-AHEAD_BYTES = 8 << 20
+# without end must not fill the gateway's memory: 1,024 streams in flight hold 1 GiB at most).
+# An answer of 2,048 tokens is about 0.5 MB of chunks; with 20 top logprobs, several MB.
+AHEAD_BYTES = 1 << 20
 
 
 async def server_lines(resp: aiohttp.ClientResponse, left: float) -> AsyncGenerator[bytes, None]:
@@ -105,3 +106,27 @@ class ReadAhead:
                 return
             self.arrived.clear()
             await self.arrived.wait()
+
+    def unread(self) -> tuple[int, int | None]:
+        """What the lines not taken hold (a client that left before them): how many are
+        chunks with a choice, and the server's count of output tokens where its usage is
+        among them (None where not). The server made them: their energy is billed."""
+        chunks, total = 0, None
+        for line in self.lines:
+            line = line.strip()
+            if not line.startswith(b"data:") or is_done(line):
+                continue
+            try:
+                obj = json.loads(line[5:])
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if isinstance(obj.get("choices"), list) and obj["choices"]:
+                chunks += 1
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                count = usage.get("completion_tokens")
+                if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                    total = count
+        return chunks, total

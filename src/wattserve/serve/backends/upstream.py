@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -254,14 +254,16 @@ class OpenAIBackend(Backend):
         )
 
     async def generate(self, req: GenRequest) -> AsyncIterator[Event]:
-        if not req.body.get("stream"):
-            async for event in self._whole(req):
+        # closed with this one: an answer left early is billed (`_left`) before the gateway
+        # reads it (Backend.left_early); delegated with a bare `async for`, the inner one was
+        # closed only when collected, a turn of the event loop later, and the gateway billed
+        # the time-priced server's whole price for the wall time instead (budgets.delivered)
+        inner = self._streamed(req) if req.body.get("stream") else self._whole(req)
+        async with contextlib.aclosing(inner) as events:
+            async for event in events:
                 yield event
-            return
-        async for event in self._streamed(req):
-            yield event
 
-    async def _whole(self, req: GenRequest) -> AsyncIterator[Event]:
+    async def _whole(self, req: GenRequest) -> AsyncGenerator[Event, None]:
         """A non-streaming request: one upstream call, one JSON answer (the cheap path)."""
         assert self.session is not None
         path = "/chat/completions" if req.kind == "chat" else "/completions"
@@ -288,6 +290,8 @@ class OpenAIBackend(Backend):
                 raise self._failed(exc, before_first_byte=True) from None
             finally:
                 share_s = self.share.leave(mark)
+                if req.released is not None:  # the server's part is over
+                    req.released()
             obj = self._answer(raw)
             choices = obj.get("choices")
             choice = choices[0] if isinstance(choices, list) and choices else {}
@@ -411,7 +415,7 @@ class OpenAIBackend(Backend):
             energy = None  # the hardware's power figures are unknown
         return energy
 
-    async def _streamed(self, req: GenRequest) -> AsyncIterator[Event]:
+    async def _streamed(self, req: GenRequest) -> AsyncGenerator[Event, None]:
         """A streaming request. The answer is complete only once the server says so (a
         `finish_reason`, or `[DONE]`): a body that ends before either was cut short, and an
         `error` object in the stream is the server failing mid-answer. Both raise
@@ -430,10 +434,13 @@ class OpenAIBackend(Backend):
         mark = self.share.join()
         finished = False  # the Finish yielded: else the request ended early
         share_s: list[float] = []  # the request's share, once the server's part has ended
+        ahead: ReadAhead | None = None
 
         def server_done() -> None:
             if not share_s:
                 share_s.append(self.share.leave(mark))
+                if req.released is not None:  # its place in the target's load and draw
+                    req.released()
 
         try:
             try:
@@ -524,7 +531,10 @@ class OpenAIBackend(Backend):
             yield self._finish(req, usage, finish_reason or "stop", produced, share_s[0])
         finally:
             if not finished:  # the client left, or the server failed: see _left
-                self._left(req, produced, share_s[0] if share_s else 0.0)
+                # what the server made counts, read ahead of the client or not
+                chunks, total = (0, None) if ahead is None else ahead.unread()
+                made = produced + chunks if total is None else max(produced, total)
+                self._left(req, made, share_s[0] if share_s else 0.0)
 
     def _error_event(self, error: Any, *, before_first_byte: bool) -> UpstreamError:
         """The error for an `error` object in a stream: the server failed mid-answer. Its
