@@ -327,8 +327,11 @@ return {string.format('%.17g', g[1]), string.format('%.17g', g[2])}
 # The shared state's epoch, checked at every heartbeat: KEYS[1] the epoch's name, KEYS[2] the
 # recovery window's key, KEYS[3] a counter every call adds one to. ARGV: 1 the epoch this
 # replica knows ('' at its start), 2 the highest count it has seen, 3 a name for a new epoch,
-# 4 the recovery window (ms). A Redis restarted empty or flushed has no epoch; one restored
-# from an older snapshot has a count below what a replica saw. Either way its holds and
+# 4 the recovery window (ms), 5 '1' when Redis restarted since this replica's last heartbeat
+# (its run_id changed: whatever it restored, from a snapshot or an append-only file written
+# once a second, may lack the last holds). A Redis restarted empty or flushed has no epoch; one
+# restored from a snapshot older than a replica's last heartbeat has a count below what that
+# replica saw. Either way its holds and
 # leases in flight are gone (or stale) while the replicas still count on them: a new epoch
 # begins, and for the window nothing is granted (RESERVE, SLAB, LEASE), while every live
 # replica, at its next heartbeat, finds the epoch changed and puts back what it holds
@@ -342,12 +345,14 @@ local e = redis.call('GET', KEYS[1])
 local n = redis.call('INCR', KEYS[3])
 local last = tonumber(ARGV[2])
 if e and n > last then
-  if e == ARGV[1] or ARGV[1] == '' then
+  if ARGV[1] == '' or (e == ARGV[1] and ARGV[5] ~= '1') then
     return {e, tostring(n), tostring(redis.call('PTTL', KEYS[2])), '0'}
   end
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])  -- another began it: put back before grants
-  return {e, tostring(n), ARGV[4], '1'}
-end
+  if e ~= ARGV[1] then  -- another replica began it: put back before anything is granted
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+    return {e, tostring(n), ARGV[4], '1'}
+  end
+end  -- else restarted with nobody having seen it yet: a new epoch, as below
 if n <= last then  -- counted back: a snapshot older than this replica's last heartbeat
   n = redis.call('INCRBY', KEYS[3], last - n + 1)
 end

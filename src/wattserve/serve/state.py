@@ -39,7 +39,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from wattserve.core.sites import MAX_POWER_W
 from wattserve.errors import ConfigError
@@ -121,6 +121,7 @@ class SharedState:
         # this replica's holds back then (RedisBudgets.rehold)
         self.epoch = ""
         self.count = 0
+        self.run_id = ""  # Redis's, at the last heartbeat
         self.reset_total = 0
         self.recover_ms = int(1000 * (RECOVER_BEATS * self.every_s + 1.0))
         self.on_epoch: list[Callable[[], Awaitable[None]]] = []
@@ -248,9 +249,11 @@ class SharedState:
         once that is done, so a heartbeat that fails meanwhile puts it all back at the next.
         True when this replica began the epoch at its start."""
         proposed = uuid.uuid4().hex
+        run_id = await self._run_id()
+        restarted = bool(self.run_id and run_id and run_id != self.run_id)
         got = await self._epoch(
             keys=[self.key("epoch"), self.key("recovering"), self.key("count")],
-            args=[self.epoch, str(self.count), proposed, str(self.recover_ms)],
+            args=[self.epoch, str(self.count), proposed, str(self.recover_ms), str(int(restarted))],
         )
         name, count, rehold = got[0].decode(), int(got[1]), got[3] == b"1"
         if rehold:
@@ -265,7 +268,17 @@ class SharedState:
                 await hook()
         made = not self.epoch and name == proposed
         self.epoch, self.count = name, max(self.count, count)
+        self.run_id = run_id or self.run_id
         return made
+
+    async def _run_id(self) -> str:
+        """Redis's run_id (INFO server), which a restart changes: '' where INFO is not allowed
+        (a proxy, a managed Redis that renames it), the epoch's count still finding the rest."""
+        try:
+            info = await self.redis.info("server")
+        except ResponseError:
+            return ""
+        return str(info.get("run_id", ""))
 
     # -- what the beat reads: written by the gateways' own admin calls, or by anyone who may
     # write to Redis (an operator's redis-cli, another program): a value set_cap would not take
