@@ -98,6 +98,9 @@ class LocalBudgets:
         self._ids = itertools.count(1)
 
     async def take_request(self, key: KeyRecord) -> Refusal | None:
+        spent = self.spent.get(key.id) or (key.spent_usd, key.spent_j)
+        if (done := spent_refusal(key, spent[0], spent[1])) is not None:
+            return done
         if not key.rps:
             return None
         now = self.clock()
@@ -160,6 +163,22 @@ class LocalBudgets:
             return
         held[0] = max(0.0, held[0] - hold.charge.usd)
         held[1] = max(0.0, held[1] - hold.charge.joules)
+
+
+def spent_refusal(key: KeyRecord, usd: float, joules: float) -> Refusal | None:
+    """The door's refusal of a key whose budget is spent (by `usd` and `joules`): nothing but a
+    new budget helps, and such a request is not written to the ledger (docs/serve.md: a
+    client retrying it as fast as it can would fill the disk; until 2026-12-06 each retry was
+    a `rejected` row); None while some is left."""
+    for budget, spent, unit in ((key.budget_usd, usd, "$"), (key.budget_j, joules, "J")):
+        if budget is not None and spent >= budget:
+            what = f"${budget:g}" if unit == "$" else f"{budget:g} J energy"
+            return Refusal(
+                f"key '{key.name}' has spent its {what} budget ({_amount(spent, unit)})",
+                "insufficient_quota",
+                "insufficient_quota",
+            )
+    return None
 
 
 def held_retry_s(budget: float, spent: float, held: float, need: float) -> float | None:

@@ -57,6 +57,12 @@ def _number(value: object) -> float | None:
     return None
 
 
+def _known(total: float, unknown: float, served: float) -> float | None:
+    """A dashboard total: None where every request served left it unknown (it had read 0 J
+    and 0 g for a fleet whose power is unknown, where `usage` says unknown)."""
+    return None if served and unknown >= served else total
+
+
 def _text(value: object) -> str | None:
     """A ledger text column as text, or None."""
     return value if isinstance(value, str) else None
@@ -123,6 +129,9 @@ class Dashboard:
             self.totals["ok"] += status == "ok"
             self.totals["usd"] += usd or 0.0
             self.totals["energy_j"] += j or 0.0
+            # a served request with no figure leaves the sum short: said, not shown as 0
+            self.totals["usd_unknown"] += status == "ok" and usd is None
+            self.totals["energy_unknown"] += status == "ok" and j is None
             self.totals["output_tokens"] += ct or 0
             if site and j:
                 self.site_j[site] += j
@@ -151,6 +160,8 @@ class Dashboard:
     # -- what the page reads ---------------------------------------------------------------
 
     def _gco2(self) -> float | None:
+        if not self.site_j and self.totals["energy_unknown"]:
+            return None  # energy served, none of it known
         total = 0.0
         for site, joules in self.site_j.items():
             spec = self.gateway.router.fleet.sites.get(site)
@@ -193,8 +204,14 @@ class Dashboard:
         fleet["totals"] = {
             "requests": int(self.totals["requests"]),
             "ok": int(self.totals["ok"]),
-            "usd": self.totals["usd"],
-            "energy_j": self.totals["energy_j"],
+            # None where every request served has no figure; else the known part, with the
+            # requests served without one (as `wattserve usage` marks a sum `+?`)
+            "usd": _known(self.totals["usd"], self.totals["usd_unknown"], self.totals["ok"]),
+            "energy_j": _known(
+                self.totals["energy_j"], self.totals["energy_unknown"], self.totals["ok"]
+            ),
+            "usd_unknown_requests": int(self.totals["usd_unknown"]),
+            "energy_unknown_requests": int(self.totals["energy_unknown"]),
             "output_tokens": int(self.totals["output_tokens"]),
             "gco2": self._gco2(),
             "since": "the gateway started",

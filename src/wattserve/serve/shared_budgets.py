@@ -31,7 +31,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from wattserve.serve.budgets import Charge, Hold, Refusal, held_retry_s
+from wattserve.serve.budgets import Charge, Hold, Refusal, held_retry_s, spent_refusal
 from wattserve.serve.ledger import KeyRecord
 from wattserve.serve.redis_scripts import (
     REHOLD,
@@ -117,6 +117,10 @@ class RedisBudgets:
         state.on_epoch.append(self.rehold)
 
     async def take_request(self, key: KeyRecord) -> Refusal | None:
+        # by the ledger's spend (at most a second old): Redis's, which may be more, refuses
+        # the rest at the reservation
+        if (done := spent_refusal(key, key.spent_usd, key.spent_j)) is not None:
+            return done
         if not key.rps:
             return None
         if not self.state.up:

@@ -108,9 +108,12 @@
   function render(s) {
     $("total-requests").textContent = String(s.totals.requests);
     $("in-flight").textContent = String(s.in_flight);
-    $("total-usd").textContent = fmt("$", s.totals.usd);
-    $("total-energy").textContent = fmt("J", s.totals.energy_j);
-    $("total-gco2").textContent = s.totals.gco2 == null ? "unknown" : fmt("g", s.totals.gco2);
+    // as `wattserve usage`: unknown where no figure is known, "+?" where some are not
+    const part = (unit, v, unknown) =>
+      v == null ? "unknown" : fmt(unit, v) + (unknown ? "+?" : "");
+    $("total-usd").textContent = part("$", s.totals.usd, s.totals.usd_unknown_requests);
+    $("total-energy").textContent = part("J", s.totals.energy_j, s.totals.energy_unknown_requests);
+    $("total-gco2").textContent = part("g", s.totals.gco2, s.totals.energy_unknown_requests);
     $("total-gco2").title = s.totals.gco2 == null ? "the fleet file gives no carbon intensity" : "";
     $("policy").textContent = s.policy;
     Object.keys(s.sites).forEach(function (n) { site(n, s.sites[n]); });

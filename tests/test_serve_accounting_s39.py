@@ -1,0 +1,82 @@
+"""The gateway's views agree (session 39's review of the ledger, /metrics, usage and the
+dashboard for the same traffic): a key whose budget is spent is refused at the door and not
+written, as docs/serve.md says (each retry was a `rejected` row), and the dashboard says
+unknown where the energy of what it served is unknown (it read 0 J and 0 g). Real gateway
+processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+from serving import gateway
+
+from wattserve.serve.ledger import Ledger
+
+CHAT = "/v1/chat/completions"
+
+
+def _ask(url: str, model: str, key: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    return httpx.post(f"{url}{CHAT}", json=body, headers=headers, timeout=30)
+
+
+def _rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM requests").fetchone()[0])
+
+
+H100 = (
+    "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
+    "  d: {site: dc, model: llama-3.2-1b, hardware: h100-sxm}\n"
+)
+
+
+def test_a_key_whose_budget_is_spent_is_refused_at_the_door_and_not_written(
+    tmp_path: Path,
+) -> None:
+    """A key with nothing left (a budget of $0 here, or one lowered under its spend): each
+    retry had been a `rejected` row, although docs/serve.md says such a key is refused at the
+    door and not written (a client retrying as fast as it can would fill the disk)."""
+    db = tmp_path / "gw.db"  # the ledger serving.gateway gives the gateway
+    ledger = Ledger(db)
+    key = ledger.create_key("spent", budget_usd=0.0)
+    watcher = ledger.create_key("prometheus", metrics=True)
+    ledger.close()
+    with gateway(tmp_path, H100, "--require-keys") as gw:
+        for _ in range(20):
+            again = _ask(gw.url, "llama-3.2-1b", key)
+            assert again.status_code == 429, again.text
+            assert again.json()["error"]["code"] == "insufficient_quota"
+            assert "has spent its $0 budget" in again.json()["error"]["message"]
+        auth = {"Authorization": f"Bearer {watcher}"}
+        metrics = httpx.get(f"{gw.url}/metrics", headers=auth, timeout=10).text
+        time.sleep(1.5)  # anything written is committed
+        assert _rows(db) == 0
+    assert 'wattserve_rejected_total{reason="insufficient_quota",status="429"} 20' in metrics
+
+
+TPU = (
+    "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
+    "  t: {site: dc, model: llama-3.2-1b, hardware: tpu-v5e}\n"  # no TDP: power unknown
+)
+
+
+def test_the_dashboard_says_unknown_for_energy_nobody_knows(tmp_path: Path) -> None:
+    with gateway(tmp_path, TPU) as gw:
+        for _ in range(3):
+            r = _ask(gw.url, "llama-3.2-1b")
+            assert r.status_code == 200 and r.json()["usage"]["wattserve"]["energy_j"] is None
+        deadline = time.monotonic() + 10
+        while (state := httpx.get(f"{gw.url}/dashboard/state", timeout=10).json())["totals"][
+            "ok"
+        ] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    totals = state["totals"]
+    assert totals["energy_j"] is None and totals["gco2"] is None, totals
+    assert totals["energy_unknown_requests"] == 3
+    assert totals["usd"] is not None and totals["usd_unknown_requests"] == 0
