@@ -80,3 +80,30 @@ def test_the_dashboard_says_unknown_for_energy_nobody_knows(tmp_path: Path) -> N
     assert totals["energy_j"] is None and totals["gco2"] is None, totals
     assert totals["energy_unknown_requests"] == 3
     assert totals["usd"] is not None and totals["usd_unknown_requests"] == 0
+
+
+def test_a_server_on_owned_devices_is_billed_their_electricity_too(tmp_path: Path) -> None:
+    """An RTX 4090 (owned: a list price, no hourly price) behind an OpenAI-compatible server:
+    its requests are billed their share of the capex and the electricity of their energy, as
+    an emulated one's are (it was billed the capex alone: $2.3e-08 of this answer's $8.2e-08)."""
+    from serving import fake_upstream
+
+    from wattserve.core.fleet import load_fleet
+
+    with fake_upstream() as port:
+        fleet = (
+            "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
+            "  own: {site: dc, model: llama-3.2-1b, hardware: rtx-4090, "
+            f"backend: {{kind: openai, url: 'http://127.0.0.1:{port}/v1'}}}}\n"
+        )
+        (tmp_path / "probe.yaml").write_text(fleet)
+        cost = load_fleet(tmp_path / "probe.yaml").deployments[0].cost
+        assert cost.basis == "own"
+        per_s, per_j = cost.billable()
+        with gateway(tmp_path, fleet) as gw:
+            r = _ask(gw.url, "llama-3.2-1b")
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]["wattserve"]
+    electricity = per_j * usage["energy_j"]
+    assert electricity > 0
+    assert electricity <= usage["usd"] <= electricity + per_s * 5.0, (usage, per_s, per_j)

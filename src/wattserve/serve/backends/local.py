@@ -109,7 +109,7 @@ class LocalLlamaBackend(OpenAIBackend):
         self.port = free_port()
         self.gguf = smollm2_gguf()
         self.n_ctx, self.threads = n_ctx, threads
-        per_s = spec.cost.billable()[0]
+        per_s, per_j = spec.cost.billable()
         super().__init__(
             name,
             site,
@@ -118,6 +118,7 @@ class LocalLlamaBackend(OpenAIBackend):
             model,
             estimate_j=self._energy,
             usd_per_s=per_s,
+            usd_per_j=per_j,
         )
         self.spec = spec
         self.proc: asyncio.subprocess.Process | None = None

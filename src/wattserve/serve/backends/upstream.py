@@ -109,6 +109,7 @@ class OpenAIBackend(Backend):
         estimate_j: Callable[[int, int], float | None] | None = None,
         energy_basis: str | None = None,
         usd_per_s: float = 0.0,
+        usd_per_j: float = 0.0,
         timeout_s: float = 300.0,
         connect_timeout_s: float = 5.0,
     ):
@@ -120,6 +121,9 @@ class OpenAIBackend(Backend):
         self.estimate_j = estimate_j
         self.energy_basis = energy_basis  # what estimate_j rests on, when answers say it
         self.usd_per_s = usd_per_s
+        # an owned device's electricity (its capex is usd_per_s), as an emulated one bills it;
+        # until 2026-12-06 a server on owned devices was billed its capex alone
+        self.usd_per_j = usd_per_j
         self.timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=connect_timeout_s, sock_read=timeout_s
         )
@@ -153,7 +157,12 @@ class OpenAIBackend(Backend):
         if len(self.ended_early) >= MAX_GONE:
             self.ended_early.pop(next(iter(self.ended_early)))
         energy = self._energy_of(req.prompt_tokens, produced)
-        self.ended_early[req.id] = (self.usd_per_s * share_s, energy)
+        self.ended_early[req.id] = (self._time_usd(share_s, energy), energy)
+
+    def _time_usd(self, share_s: float, energy: float | None) -> float:
+        """The dollars of a request on devices priced by time: its share of their time, and
+        the electricity of its energy where the devices are owned (and the energy known)."""
+        return self.usd_per_s * share_s + self.usd_per_j * (energy or 0.0)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
@@ -380,11 +389,11 @@ class OpenAIBackend(Backend):
         prompt = req.prompt_tokens if prompt is None else prompt
         completion = produced if completion is None else completion
         p_in, p_out = self.prices
+        energy = self._energy_of(prompt, completion)
         if p_in is not None and p_out is not None:
             usd: float | None = token_usd(prompt, completion, p_in, p_out)
         else:
-            usd = self.usd_per_s * share_s
-        energy = self._energy_of(prompt, completion)
+            usd = self._time_usd(share_s, energy)
         basis = None if energy is None else self.energy_basis
         return Finish(
             reason,
@@ -603,6 +612,7 @@ def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
             cfg.get("api_key_env"),
             estimate_j=estimate_j,
             usd_per_s=usd_per_s,
+            usd_per_j=usd_per_j,
             timeout_s=float(cfg.get("timeout_s", 300.0)),
         )
         for i, url in enumerate(urls)
