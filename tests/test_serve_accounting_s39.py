@@ -107,3 +107,50 @@ def test_a_server_on_owned_devices_is_billed_their_electricity_too(tmp_path: Pat
     electricity = per_j * usage["energy_j"]
     assert electricity > 0
     assert electricity <= usage["usd"] <= electricity + per_s * 5.0, (usage, per_s, per_j)
+
+
+def _row(i: int, status: str, tokens: int, joules: float | None, site: str) -> dict[str, object]:
+    return {
+        "id": f"c-{i}", "ts": time.time(), "key_id": None, "model": "m", "backend": f"{site}/0",
+        "site": site, "prompt_tokens": 8, "completion_tokens": tokens, "ttft_s": 0.1,
+        "duration_s": 1.0, "energy_j": joules, "usd": 0.1, "status": status, "error": None,
+        "billed_usd": None, "billed_j": None,
+    }  # fmt: skip
+
+
+def test_the_dashboards_totals_read_as_usage_sums_them(tmp_path: Path) -> None:
+    """A request that made tokens counts as served, whatever its status, and a sum with any
+    figure known is that figure with `+?` (the dashboard had counted only `ok` rows, and said
+    unknown where a cancelled row's joules were known)."""
+    import asyncio
+    import types
+
+    from wattserve.serve.dashboard import Dashboard
+
+    for rows, energy, unknown in (
+        ([_row(1, "ok", 4, 40.0, "dc"), _row(2, "cancelled", 50, None, "tpu")], 40.0, 1),
+        ([_row(1, "ok", 4, None, "tpu"), _row(2, "cancelled", 50, 50.0, "dc")], 50.0, 1),
+        ([_row(1, "ok", 4, None, "tpu"), _row(2, "rejected", 0, None, "tpu")], None, 1),
+    ):
+        db = tmp_path / f"l{energy}.db"
+        ledger = Ledger(db)
+
+        async def write(ledger: Ledger = ledger, rows: list[dict[str, object]] = rows) -> None:
+            for row in rows:
+                await ledger.submit(row)
+
+        asyncio.run(write())
+        usage = ledger.usage("model")[0]
+        assert (usage["energy_j"], usage["energy_unknown_requests"]) == (energy, unknown)
+        router = types.SimpleNamespace(
+            fleet_state=lambda: {"sites": {}, "targets": {}},
+            fleet=types.SimpleNamespace(sites={}),
+            policy=types.SimpleNamespace(name="p"),
+        )
+        dash = Dashboard(types.SimpleNamespace(ledger=ledger, router=router, in_flight=0))  # type: ignore[arg-type]
+        dash.db = sqlite3.connect(db)
+        dash.sample()
+        totals = dash.state()["totals"]
+        dash.db.close()
+        ledger.close()
+        assert (totals["energy_j"], totals["energy_unknown_requests"]) == (energy, unknown)

@@ -7,6 +7,7 @@ gateway's backend in process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -229,3 +230,23 @@ def test_a_client_that_leaves_pays_the_energy_of_what_the_server_made() -> None:
     with fake_upstream() as port:
         _, energy = asyncio.run(main(port))
     assert energy == 2000.0, energy
+
+
+def test_what_a_client_left_unread_is_counted_as_the_stream_counts_tokens() -> None:
+    """A role chunk, a finish alone or logprobs alone carry no token: a client that left after
+    the one token of an answer was billed two (a review of this session's change); the
+    server's usage, where it is among the unread lines, is its count."""
+    from wattserve.serve.backends.stream_lines import made_tokens
+
+    def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return b"data: " + json.dumps({"choices": [choice]}).encode()
+
+    unread = [chunk({}, "stop"), b"", b"data: [DONE]"]
+    assert made_tokens("chat", 1, unread) == 1
+    role = [chunk({"role": "assistant"}), chunk({"content": "Hi"}), chunk({}, "stop")]
+    assert made_tokens("chat", 0, role) == 1
+    usage = b'data: {"choices": [], "usage": {"completion_tokens": 7, "prompt_tokens": 3}}'
+    assert made_tokens("chat", 2, [chunk({"content": "x"}), usage]) == 7
+    huge = b'data: {"choices": [], "usage": {"completion_tokens": 1e300}}'
+    assert made_tokens("chat", 2, [huge]) == 2  # not a count: the chunks are

@@ -270,3 +270,52 @@ def test_a_flushed_redis_grants_no_power_past_the_leases_still_drawn(tmp_path: P
         assert codes <= {200, 429, 503}, codes
         health = httpx.get(f"{busy.url}/health").json()["state"]
         assert health["data_lost_total"] >= 1
+
+
+def test_replicas_that_find_anothers_new_epoch_begin_no_other(tmp_path: Path) -> None:
+    """Three replicas beat, Redis snapshots, they beat once more (B, C, A), Redis restarts
+    from the snapshot: the first replica to beat begins a new epoch, and the others put their
+    holds back in it rather than begin a third (A, whose last count was past the first's new
+    one, had begun another, and B put back twice)."""
+    import uuid
+
+    import redis as sync_redis
+
+    from wattserve.serve.redis_scripts import EPOCH
+
+    with redis_server() as srv:
+        srv.stop()
+        srv.extra = ["--dir", str(tmp_path), "--dbfilename", "e.rdb"]
+        srv.start()
+        seen = {n: ["", 0] for n in "ABC"}
+        began: list[str] = []
+
+        def beat(n: str, restarted: str = "0") -> None:
+            r = sync_redis.Redis(port=srv.port)
+            script = r.register_script(EPOCH)
+            known, last = seen[n]
+            got = script(
+                keys=["ws:epoch", "ws:recovering", "ws:count"],
+                args=[known, str(last), uuid.uuid4().hex, "5000", restarted],
+            )
+            name = got[0].decode()
+            if name != known and got[3] == b"1" and name not in began:
+                began.append(name)
+            seen[n] = [name, max(last, int(got[1]))]
+            r.close()
+
+        for n in "ABC":
+            beat(n)
+        sync_redis.Redis(port=srv.port).save()
+        for n in "BCA":
+            beat(n)
+        assert srv.proc is not None
+        srv.proc.kill()
+        srv.proc.wait()
+        srv.proc = None
+        srv.start()
+        for n in "BAC":
+            beat(n, "1")
+        beat("B")
+    assert len(began) == 1, began
+    assert len({seen[n][0] for n in "ABC"}) == 1

@@ -57,10 +57,10 @@ def _number(value: object) -> float | None:
     return None
 
 
-def _known(total: float, unknown: float, served: float) -> float | None:
-    """A dashboard total: None where every request served left it unknown (it had read 0 J
-    and 0 g for a fleet whose power is unknown, where `usage` says unknown)."""
-    return None if served and unknown >= served else total
+def _known(total: float, unknown: float, known: float) -> float | None:
+    """A dashboard total: None where requests were served without the figure and none had it
+    (it had read 0 J and 0 g for a fleet whose power is unknown, where `usage` says unknown)."""
+    return None if unknown and not known else total
 
 
 def _text(value: object) -> str | None:
@@ -129,9 +129,14 @@ class Dashboard:
             self.totals["ok"] += status == "ok"
             self.totals["usd"] += usd or 0.0
             self.totals["energy_j"] += j or 0.0
-            # a served request with no figure leaves the sum short: said, not shown as 0
-            self.totals["usd_unknown"] += status == "ok" and usd is None
-            self.totals["energy_unknown"] += status == "ok" and j is None
+            # as `wattserve usage` sums them: a served request (ok, or any that made tokens)
+            # with no figure leaves the sum short, said rather than shown as 0; a sum with no
+            # figure known at all is unknown
+            served = status == "ok" or (ct or 0) > 0
+            self.totals["usd_unknown"] += served and usd is None
+            self.totals["energy_unknown"] += served and j is None
+            self.totals["usd_known"] += usd is not None
+            self.totals["energy_known"] += j is not None
             self.totals["output_tokens"] += ct or 0
             if site and j:
                 self.site_j[site] += j
@@ -206,9 +211,9 @@ class Dashboard:
             "ok": int(self.totals["ok"]),
             # None where every request served has no figure; else the known part, with the
             # requests served without one (as `wattserve usage` marks a sum `+?`)
-            "usd": _known(self.totals["usd"], self.totals["usd_unknown"], self.totals["ok"]),
+            "usd": _known(self.totals["usd"], self.totals["usd_unknown"], self.totals["usd_known"]),
             "energy_j": _known(
-                self.totals["energy_j"], self.totals["energy_unknown"], self.totals["ok"]
+                self.totals["energy_j"], self.totals["energy_unknown"], self.totals["energy_known"]
             ),
             "usd_unknown_requests": int(self.totals["usd_unknown"]),
             "energy_unknown_requests": int(self.totals["energy_unknown"]),

@@ -344,15 +344,16 @@ EPOCH = """
 local e = redis.call('GET', KEYS[1])
 local n = redis.call('INCR', KEYS[3])
 local last = tonumber(ARGV[2])
-if e and n > last then
-  if ARGV[1] == '' or (e == ARGV[1] and ARGV[5] ~= '1') then
-    return {e, tostring(n), tostring(redis.call('PTTL', KEYS[2])), '0'}
-  end
-  if e ~= ARGV[1] then  -- another replica began it: put back before anything is granted
-    redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
-    return {e, tostring(n), ARGV[4], '1'}
-  end
-end  -- else restarted with nobody having seen it yet: a new epoch, as below
+if e and ARGV[1] ~= '' and e ~= ARGV[1] then
+  -- another replica began a new epoch (whatever the count says: it may have moved the count
+  -- past its own last one only): put back before anything is granted
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+  return {e, tostring(n), ARGV[4], '1'}
+end
+if e and n > last and ARGV[5] ~= '1' then  -- the epoch this replica knows, or its first
+  return {e, tostring(n), tostring(redis.call('PTTL', KEYS[2])), '0'}
+end
+-- no epoch, a count gone back, or a restart nobody has seen yet: a new epoch
 if n <= last then  -- counted back: a snapshot older than this replica's last heartbeat
   n = redis.call('INCRBY', KEYS[3], last - n + 1)
 end

@@ -205,3 +205,19 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     if not math.isfinite(wait):
         return None
     return float(min(MAX_RETRY_AFTER_S, max(1, math.ceil(wait))))
+
+
+def usage_count(usage: dict[str, Any], name: str) -> int | None:
+    """A token count of a server's `usage`, else None (not given): an integer from 0, or from
+    1 for a prompt (a server that counts nothing may send 0; no prompt has no token)."""
+    value = usage.get(name)
+    least = 1 if name == "prompt_tokens" else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**63:
+        return None
+    return value
+
+
+def carries_token(piece: Piece) -> bool:
+    """Whether a streamed piece is a token (a chunk of logprobs alone is not: its text came
+    first; nor is a finish or a role alone)."""
+    return bool(piece.text or piece.tool_calls or piece.function_call or piece.texts)

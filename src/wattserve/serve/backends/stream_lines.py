@@ -7,9 +7,11 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 
 import aiohttp
+
+from wattserve.serve.backends import answers
 
 MAX_LINE_BYTES = 1 << 20  # a stream's line longer than this is a broken server
 # The most of an answer held for a client that reads more slowly than the server sends: past
@@ -107,26 +109,31 @@ class ReadAhead:
             self.arrived.clear()
             await self.arrived.wait()
 
-    def unread(self) -> tuple[int, int | None]:
-        """What the lines not taken hold (a client that left before them): how many are
-        chunks with a choice, and the server's count of output tokens where its usage is
-        among them (None where not). The server made them: their energy is billed."""
-        chunks, total = 0, None
-        for line in self.lines:
-            line = line.strip()
-            if not line.startswith(b"data:") or is_done(line):
-                continue
+
+def made_tokens(kind: str, produced: int, unread: Iterable[bytes]) -> int:
+    """The tokens a server made for a client that left: the `produced` it took, and those in
+    the lines it left unread, counted as the stream counts them, or the server's own count
+    where its usage is among them."""
+    made = produced
+    for raw in unread:
+        line = raw.strip()
+        if not line.startswith(b"data:") or is_done(line):
+            continue
+        try:
+            obj = json.loads(line[5:])
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(obj, dict):
+            continue
+        if isinstance(usage := obj.get("usage"), dict):
+            total = answers.usage_count(usage, "completion_tokens")
+            if total is not None:
+                return max(produced, total)
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             try:
-                obj = json.loads(line[5:])
-            except (ValueError, RecursionError):
+                piece = answers.piece(kind, choice, streamed=True)
+            except answers.Malformed:
                 continue
-            if not isinstance(obj, dict):
-                continue
-            if isinstance(obj.get("choices"), list) and obj["choices"]:
-                chunks += 1
-            usage = obj.get("usage")
-            if isinstance(usage, dict):
-                count = usage.get("completion_tokens")
-                if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-                    total = count
-        return chunks, total
+            made += piece is not None and answers.carries_token(piece)
+    return made

@@ -22,6 +22,7 @@ from wattserve.core.fleet import DeploymentSpec, HostedSpec
 from wattserve.core.workload import Request
 from wattserve.errors import UpstreamError
 from wattserve.serve.backends import answers
+from wattserve.serve.backends.answers import carries_token, usage_count
 from wattserve.serve.backends.base import (
     MAX_GONE,
     Backend,
@@ -33,7 +34,7 @@ from wattserve.serve.backends.base import (
     GenRequest,
 )
 from wattserve.serve.backends.http1 import Http1Pool, HTTPError
-from wattserve.serve.backends.stream_lines import ReadAhead, server_lines
+from wattserve.serve.backends.stream_lines import ReadAhead, made_tokens, server_lines
 from wattserve.serve.targets import UpstreamTarget, server_draw
 
 log = logging.getLogger("wattserve.serve")
@@ -372,7 +373,7 @@ class OpenAIBackend(Backend):
         prompt count filled in by `prompt_tokens` where the server gave none (llama-cpp-python
         0.3.36 sends no usage in a stream, whatever stream_options asks)."""
         given: dict[str, Any] = usage if isinstance(usage, dict) else {}
-        if _count(given, "prompt_tokens") is None:
+        if usage_count(given, "prompt_tokens") is None:
             counted = await self.prompt_tokens(req)
             if counted is not None:
                 given = {**given, "prompt_tokens": counted}
@@ -384,7 +385,10 @@ class OpenAIBackend(Backend):
         """The end of an answer, which had `share_s` of the server's time (TimeShare).
         Counts are the server's `usage`; where it gives none, the prompt is the gateway's
         guess and the output the pieces seen, both marked estimated."""
-        prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        prompt, completion = (
+            usage_count(usage, "prompt_tokens"),
+            usage_count(usage, "completion_tokens"),
+        )
         guessed = (prompt is None, completion is None)
         prompt = req.prompt_tokens if prompt is None else prompt
         completion = produced if completion is None else completion
@@ -514,13 +518,7 @@ class OpenAIBackend(Backend):
                                 finish_reason = str(choice["finish_reason"])
                             if piece is not None:
                                 first = False
-                                # a chunk of logprobs alone carries no token (its text came first)
-                                produced += bool(
-                                    piece.text
-                                    or piece.tool_calls
-                                    or piece.function_call
-                                    or piece.texts
-                                )
+                                produced += carries_token(piece)
                                 yield piece
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise self._failed(exc, before_first_byte=first) from None
@@ -541,8 +539,7 @@ class OpenAIBackend(Backend):
         finally:
             if not finished:  # the client left, or the server failed: see _left
                 # what the server made counts, read ahead of the client or not
-                chunks, total = (0, None) if ahead is None else ahead.unread()
-                made = produced + chunks if total is None else max(produced, total)
+                made = produced if ahead is None else made_tokens(req.kind, produced, ahead.lines)
                 self._left(req, made, share_s[0] if share_s else 0.0)
 
     def _error_event(self, error: Any, *, before_first_byte: bool) -> UpstreamError:
@@ -579,16 +576,6 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def _count(usage: dict[str, Any], name: str) -> int | None:
-    """A token count of a server's `usage`, else None (not given): an integer from 0, or from
-    1 for a prompt (a server that counts nothing may send 0; no prompt has no token)."""
-    value = usage.get(name)
-    least = 1 if name == "prompt_tokens" else 0
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**63:
-        return None
-    return value
 
 
 def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
