@@ -132,6 +132,17 @@ RETRY_S = 1.0  # how often the writer tries rows whose commit failed, while none
 MAX_HELD_JOURNALED = 100_000  # journaled rows held past this wait for the next open's replay
 
 
+# What SQLite answers a row it will not take (a constraint, a value of no type it stores, a
+# missing binding), as against the file failing (full, locked, read-only, damaged: an
+# OperationalError or a DatabaseError), whose rows are held and written again.
+REFUSED_ROW = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+)
+
+
 def _charge(row: dict[str, Any]) -> tuple[float, float, str] | None:
     """What a row adds to its key's spend (CHARGE's arguments), None where nothing."""
     usd, joules = row.get("billed_usd") or 0.0, row.get("billed_j") or 0.0
@@ -426,9 +437,9 @@ class Ledger:
             rows = held + [(row, done is None) for row, done, _ in batch]
             # a waiter that gave up (its client left) cannot cancel the write: it is made anyway
             failure = self._commit(db, [row for row, _ in rows], len(held)) if rows else None
-            if failure is not None and not isinstance(failure, sqlite3.OperationalError):
-                # not the file (full, locked, failing) but a row SQLite refuses: one at a time,
-                # so that one such row neither holds up the rest nor is retried for ever
+            if isinstance(failure, REFUSED_ROW):
+                # not the file but a row SQLite refuses: one at a time, so that one such row
+                # neither holds up the rest nor is retried for ever
                 rows = [
                     (row, journaled)
                     for i, (row, journaled) in enumerate(rows)
@@ -472,7 +483,7 @@ class Ledger:
         failure = self._commit(db, [row], int(retried))
         if failure is None:
             return False
-        if isinstance(failure, sqlite3.OperationalError):
+        if not isinstance(failure, REFUSED_ROW):
             return True
         log.error("wattserve: a request's record was refused by SQLite (%s): %s", failure, row)
         return False
