@@ -90,10 +90,10 @@ def test_a_client_that_leaves_mid_stream_stops_the_reading() -> None:
     assert 0.2 < usd < 1.0, usd  # its share: until it left
 
 
-async def _lines(n: int, size: int, read: list[int]) -> AsyncIterator[bytes]:
-    for _ in range(n):
+async def _lines(n: int, size: int, read: list[int]) -> AsyncIterator[list[bytes]]:
+    for _ in range(n):  # a line a read
         read.append(size)
-        yield b"x" * size
+        yield [b"x" * size]
 
 
 def test_what_is_read_ahead_is_bounded() -> None:
@@ -125,8 +125,8 @@ def test_what_is_read_ahead_is_bounded() -> None:
 
 
 def test_a_failure_to_read_comes_after_the_lines_before_it() -> None:
-    async def failing() -> AsyncIterator[bytes]:
-        yield b"data: one"
+    async def failing() -> AsyncIterator[list[bytes]]:
+        yield [b"data: one"]
         raise TimeoutError()
 
     async def main() -> tuple[list[bytes], type[BaseException] | None]:

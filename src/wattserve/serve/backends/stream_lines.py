@@ -21,8 +21,11 @@ MAX_LINE_BYTES = 1 << 20  # a stream's line longer than this is a broken server
 AHEAD_BYTES = 1 << 20
 
 
-async def server_lines(resp: aiohttp.ClientResponse, left: float) -> AsyncGenerator[bytes, None]:
-    """The lines of a streamed answer, within `left` seconds of waiting for the server,
+async def server_lines(
+    resp: aiohttp.ClientResponse, left: float
+) -> AsyncGenerator[list[bytes], None]:
+    """The lines of a streamed answer, those of each read together, within `left` seconds of
+    waiting for the server,
     summed over its reads: each read is bounded by sock_read (which stops while the gateway
     does not read), and the time spent at a `yield` is not counted. Until 2026-12-05 the
     whole stream had `timeout_s` of wall time, so a client that paused reading for that long
@@ -38,11 +41,11 @@ async def server_lines(resp: aiohttp.ClientResponse, left: float) -> AsyncGenera
             raise TimeoutError()
         if not data:
             if buf:
-                yield buf
+                yield [buf]
             return
         *whole, buf = (buf + data).split(b"\n")
-        for line in whole:
-            yield line
+        if whole:
+            yield whole
         if len(buf) > MAX_LINE_BYTES:
             raise aiohttp.ClientPayloadError(f"a line of over {MAX_LINE_BYTES} bytes")
 
@@ -73,16 +76,19 @@ class ReadAhead:
         self.ended = False
         self.error: Exception | None = None  # what ended the filling, if it failed
 
-    async def fill(self, lines: AsyncIterator[bytes], server_done: Callable[[], None]) -> None:
-        """Read `lines` to their end (or `[DONE]`), then call `server_done`; a failure to
-        read is kept for the reader, raised after the lines that came before it."""
+    async def fill(
+        self, reads: AsyncIterator[list[bytes]], server_done: Callable[[], None]
+    ) -> None:
+        """Read the lines of `reads` (those of one read together) to their end (or
+        `[DONE]`), then call `server_done`; a failure to read is kept for the reader, raised
+        after the lines that came before it."""
         try:
-            async for line in lines:
-                self.lines.append(line)
-                self.size += len(line)
+            async for lines in reads:
+                self.lines.extend(lines)
+                self.size += sum(map(len, lines))
                 self.arrived.set()
-                if is_done(line):
-                    break
+                if any(b"[DONE]" in line and is_done(line) for line in lines):
+                    break  # a server sends nothing after it
                 if self.size > self.limit:
                     self.room.clear()
                     await self.room.wait()
