@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,9 @@ from redis_server import redis_server
 from serving import Server
 from test_scale_out_gateways import replicas
 from test_serve_reliability import SMALL, ask
+
+from wattserve.core.governor import PowerGovernor
+from wattserve.serve.leases import PowerLeases
 
 IDLE_W = 210.0  # 2 x H100 SXM idle (the catalog's figure), drawn by every replica on its own
 HEADROOM_W = 500.0
@@ -317,6 +321,30 @@ def test_a_busy_replica_gives_back_down_to_its_even_share_when_others_are_short(
     assert leases._want("dc", lease, headroom) == pytest.approx(even - 60.0)
 
 
+def stand_in_leases(
+    client: Any, rid: str, busy: bool, room: float, idle: float, replicas: int
+) -> tuple[PowerLeases, PowerGovernor]:
+    """One replica's PowerLeases at site `dc` (headroom `room` over `idle`) over a stand-in
+    router and shared state (the governor is the real one), against `client`'s Redis."""
+    import asyncio
+    import types
+
+    gov = PowerGovernor({"dc": idle + room})
+    gov.add_base("dc", idle)
+    router = types.SimpleNamespace(
+        fleet=types.SimpleNamespace(sites={"dc": types.SimpleNamespace(power_cap_w=idle + room)}),
+        targets={"t": types.SimpleNamespace(site="dc", outstanding=busy)},
+        gov=gov,
+        clock=lambda: 0.0,
+        power_changed=asyncio.Condition(),
+    )
+    state = types.SimpleNamespace(
+        redis=client, caps={}, replicas=replicas, key=lambda *_: "ws:lease:dc", prefix="ws:",
+        id=rid,
+    )  # fmt: skip
+    return PowerLeases(router, state), gov  # type: ignore[arg-type]
+
+
 def test_a_shrinking_replica_keeps_what_it_still_draws_counted_and_gives_back_once(
     tmp_path: Path,
 ) -> None:
@@ -326,12 +354,8 @@ def test_a_shrinking_replica_keeps_what_it_still_draws_counted_and_gives_back_on
     replica could start steps on power still drawn), and the part is given back once, not
     again at the next heartbeat (it was: twice what was owed, left unused)."""
     import asyncio
-    import types
 
     import redis.asyncio as aioredis
-
-    from wattserve.core.governor import PowerGovernor
-    from wattserve.serve.leases import PowerLeases
 
     room, idle = 650.0, 210.0
 
@@ -339,22 +363,7 @@ def test_a_shrinking_replica_keeps_what_it_still_draws_counted_and_gives_back_on
         client = aioredis.Redis.from_url(url)
 
         def replica(rid: str, busy: bool) -> tuple[PowerLeases, PowerGovernor]:
-            gov = PowerGovernor({"dc": idle + room})
-            gov.add_base("dc", idle)
-            router = types.SimpleNamespace(
-                fleet=types.SimpleNamespace(
-                    sites={"dc": types.SimpleNamespace(power_cap_w=idle + room)}
-                ),
-                targets={"t": types.SimpleNamespace(site="dc", outstanding=busy)},
-                gov=gov,
-                clock=lambda: 0.0,
-                power_changed=asyncio.Condition(),
-            )
-            state = types.SimpleNamespace(
-                redis=client, caps={}, replicas=3, key=lambda *_: "ws:lease:dc",
-                prefix="ws:", id=rid,
-            )  # fmt: skip
-            return PowerLeases(router, state), gov  # type: ignore[arg-type]
+            return stand_in_leases(client, rid, busy, room, idle, 3)
 
         await client.set("ws:epoch", "e")  # as the replicas' first heartbeat sets it
         for rid in "ABC":  # live: each replica's heartbeat key

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import redis
 from redis_server import redis_server
-from test_power_leases import HEADROOM_W, TIGHT, load, replica_id, watching
+from test_power_leases import HEADROOM_W, TIGHT, load, replica_id, stand_in_leases, watching
 from test_scale_out_gateways import replicas
 
 from wattserve.serve.budgets import Charge, Hold, Refusal
@@ -163,11 +163,8 @@ def test_a_lease_is_not_grown_from_power_a_flush_forgot() -> None:
     400 W of a 500 W headroom, B none; Redis is flushed; B asks for 300 W before A's heartbeat
     puts A's lease back. Before: B was granted power Redis no longer saw A hold (700 W held in
     all). Now: nothing is grown while the epoch is gone or its window open."""
-    import types
-
     import redis.asyncio as aioredis
 
-    from wattserve.core.governor import PowerGovernor
     from wattserve.serve.leases import PowerLeases
 
     room, idle = 500.0, 210.0
@@ -176,22 +173,7 @@ def test_a_lease_is_not_grown_from_power_a_flush_forgot() -> None:
         client = aioredis.Redis.from_url(url)
 
         def replica(rid: str, busy: bool) -> PowerLeases:
-            gov = PowerGovernor({"dc": idle + room})
-            gov.add_base("dc", idle)
-            router = types.SimpleNamespace(
-                fleet=types.SimpleNamespace(
-                    sites={"dc": types.SimpleNamespace(power_cap_w=idle + room)}
-                ),
-                targets={"t": types.SimpleNamespace(site="dc", outstanding=busy)},
-                gov=gov,
-                clock=lambda: 0.0,
-                power_changed=asyncio.Condition(),
-            )
-            state = types.SimpleNamespace(
-                redis=client, caps={}, replicas=2, key=lambda *_: "ws:lease:dc",
-                prefix="ws:", id=rid,
-            )  # fmt: skip
-            return PowerLeases(router, state)  # type: ignore[arg-type]
+            return stand_in_leases(client, rid, busy, room, idle, 2)[0]
 
         async def beat_keys() -> None:  # what each replica's heartbeat sets first
             for rid in "AB":
