@@ -143,6 +143,12 @@ REFUSED_ROW = (
 )
 
 
+def _in_ledger(db: sqlite3.Connection, row_id: str) -> bool:
+    """Whether a request's row is in the ledger already (replayed from its journal, or
+    committed before its journal's writer stopped)."""
+    return db.execute("SELECT 1 FROM requests WHERE id = ?", (row_id,)).fetchone() is not None
+
+
 def _charge(row: dict[str, Any]) -> tuple[float, float, str] | None:
     """What a row adds to its key's spend (CHARGE's arguments), None where nothing."""
     usd, joules = row.get("billed_usd") or 0.0, row.get("billed_j") or 0.0
@@ -351,13 +357,12 @@ class Ledger:
                 if not valid_row(row):
                     log.warning("wattserve: journal row %r is not a request record: skipped", row)
                     continue
-                if db.execute("SELECT 1 FROM requests WHERE id = ?", (row["id"],)).fetchone():
+                if _in_ledger(db, row["id"]):
                     continue  # committed before the journal's writer stopped
                 clean = {c: row.get(c) for c in COLUMNS}
                 db.execute(INSERT, clean)
-                usd, joules = clean["billed_usd"] or 0.0, clean["billed_j"] or 0.0
-                if clean["key_id"] and (usd or joules):
-                    db.execute(CHARGE, (usd, joules, clean["key_id"]))
+                if (charge := _charge(clean)) is not None:
+                    db.execute(CHARGE, charge)
                 new += 1
             db.execute("COMMIT")
         except sqlite3.Error:
@@ -502,11 +507,7 @@ class Ledger:
                 return None
             db.execute("BEGIN")
             written = [
-                row
-                for i, row in enumerate(rows)
-                if i >= retried
-                or db.execute("SELECT 1 FROM requests WHERE id = ?", (row["id"],)).fetchone()
-                is None
+                row for i, row in enumerate(rows) if i >= retried or not _in_ledger(db, row["id"])
             ]
             for row in written:
                 db.execute(INSERT, {**OPTIONAL, **row})
