@@ -250,3 +250,37 @@ def test_what_a_client_left_unread_is_counted_as_the_stream_counts_tokens() -> N
     assert made_tokens("chat", 2, [chunk({"content": "x"}), usage]) == 7
     huge = b'data: {"choices": [], "usage": {"completion_tokens": 1e300}}'
     assert made_tokens("chat", 2, [huge]) == 2  # not a count: the chunks are
+
+
+def test_a_token_priced_server_bills_the_tokens_it_made_for_a_client_that_left() -> None:
+    """A hosted API bills the tokens it generated: the server ran 2,000 tokens ahead of a
+    client that read 3 and left, so the request costs 2,000 output tokens at the server's
+    price (it was billed the 3 the client read, at the target's figures: session 39's note)."""
+    from wattserve.core.cost import token_usd
+
+    async def main(port: int) -> tuple[float, float | None]:
+        url = f"http://127.0.0.1:{port}/v1"
+        backend = OpenAIBackend(
+            "u/0", "dc", "m", url, "remote", usd_per_mtok_input=1.0, usd_per_mtok_output=10.0
+        )
+        await backend.start()
+        try:
+            stream = backend.generate(
+                GenRequest("r", "chat", "m", BODY | {"fake_tokens": 2000}, 8, 2000)
+            )
+            n = 0
+            async for _ in stream:
+                n += 1
+                if n == 1:
+                    await asyncio.sleep(1.0)  # the server finishes meanwhile
+                if n == 3:
+                    break
+            await stream.aclose()  # type: ignore[attr-defined]
+            return backend.ended_early["r"]
+        finally:
+            await backend.stop()
+
+    with fake_upstream() as port:
+        usd, energy = asyncio.run(main(port))
+    assert usd == pytest.approx(token_usd(8, 2000, 1.0, 10.0)), usd
+    assert energy is None  # a hosted API's energy is not known

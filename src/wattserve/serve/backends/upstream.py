@@ -150,15 +150,25 @@ class OpenAIBackend(Backend):
 
     def _left(self, req: GenRequest, produced: int, share_s: float) -> None:
         """A request that ended before its answer did (the client left, the server failed):
-        for a time-priced server, its share of the server's time and the energy of what it
-        produced, for the gateway to bill (else `budgets.delivered`, which priced the whole
-        wall time at the server's $/s)."""
-        if not self.usd_per_s:
+        what the server `produced` of it, read ahead of the client or not, for the gateway to
+        bill: at the server's token prices, or, time-priced, its share of the server's time
+        and the energy of those tokens. (Else `budgets.delivered`, which prices the tokens
+        the client was sent, and the whole wall time at the server's $/s: a token-priced
+        server read ahead of a client that left was billed only what the client had read,
+        until 2026-12-06.)"""
+        p_in, p_out = self.prices
+        by_tokens = p_in is not None and p_out is not None
+        if not (by_tokens or self.usd_per_s):
             return
         if len(self.ended_early) >= MAX_GONE:
             self.ended_early.pop(next(iter(self.ended_early)))
         energy = self._energy_of(req.prompt_tokens, produced)
-        self.ended_early[req.id] = (self._time_usd(share_s, energy), energy)
+        usd = (
+            token_usd(req.prompt_tokens, produced, p_in or 0.0, p_out or 0.0)
+            if by_tokens
+            else self._time_usd(share_s, energy)
+        )
+        self.ended_early[req.id] = (usd, energy)
 
     def _time_usd(self, share_s: float, energy: float | None) -> float:
         """The dollars of a request on devices priced by time: its share of their time, and
