@@ -19,6 +19,7 @@ from wattserve.core.fleet import load_fleet
 from wattserve.core.policy import make_policy
 from wattserve.errors import ConfigError, printable
 from wattserve.serve.guard import MAX_IN_FLIGHT
+from wattserve.serve.schema import DEFAULT_MAX_TOKENS, MAX_TOKENS_LIMIT
 
 keys_app = typer.Typer(help="API keys: create (shown once, stored hashed), list, revoke.")
 DbOption = Annotated[Path, typer.Option(help="The ledger (SQLite).")]
@@ -90,6 +91,16 @@ def serve_cmd(
             "a connection, its body and its stream's buffers).",
         ),
     ] = MAX_IN_FLIGHT,
+    default_max_tokens: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_TOKENS_LIMIT,
+            help="Output tokens a request that sets no max_tokens (or max_completion_tokens) "
+            "is held to and sent with, within what its model's context window leaves; its "
+            "budget hold is priced for this many.",
+        ),
+    ] = DEFAULT_MAX_TOKENS,
     state: Annotated[
         str | None,
         typer.Option(
@@ -161,6 +172,7 @@ def serve_cmd(
         max_queue_s=max_queue,
         state=shared,
         max_in_flight=max_in_flight,
+        default_max_tokens=default_max_tokens,
     )
     model = router.models[0]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

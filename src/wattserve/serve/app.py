@@ -50,6 +50,7 @@ from wattserve.serve.metrics import Metrics
 from wattserve.serve.residency import HeaderError, residency
 from wattserve.serve.router import Router
 from wattserve.serve.schema import (
+    DEFAULT_MAX_TOKENS,
     ChatRequest,
     CompletionRequest,
     WindowProblem,
@@ -82,7 +83,7 @@ class Gateway:
         ledger: Ledger,
         *,
         require_keys: bool = False,
-        default_max_tokens: int = 256,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
         budgets: Budgets | None = None,
         body_timeout_s: float = BODY_TIMEOUT_S,
         max_queue_s: float = MAX_QUEUE_S,

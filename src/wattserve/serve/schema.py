@@ -26,6 +26,8 @@ from pydantic_core import PydanticCustomError
 from wattserve.core.modelspec import fits_context
 
 MAX_TOKENS_LIMIT = 32768
+# the output a request that sets no limit is held to (serve --default-max-tokens)
+DEFAULT_MAX_TOKENS = 256
 # OpenAI and vLLM state no bound; the gateway's keeps a stop sequence a phrase (a real one is a
 # few characters, "\n\nUser:"), and checking four of 100,000 held the event loop seconds
 MAX_STOP_CHARS = 256
