@@ -73,13 +73,13 @@ def test_max_batch_does_not_depend_on_the_batch_asked_for() -> None:
 def test_max_batch_is_the_largest_batch_that_passes_the_fit_rank_uses(
     hardware: str, prompt: int, output: int, utilisation: float
 ) -> None:
-    """`rank` checks a batch with memory_fit(dep, params, B, P + O, B * P): the max batch is the
-    last B it passes, from any batch's fit."""
+    """`rank` checks a batch with memory_fit(dep, params, B, P + O, max_batched_tokens): the
+    max batch is the last B it passes, from any batch's fit."""
     dep = Deployment(load_model("llama-3.1-8b"), load_catalog().device(hardware))
     params = EngineParams(memory_utilization=utilisation)
 
     def fit(b: int):  # type: ignore[no-untyped-def]
-        return memory_fit(dep, params, b, prompt + output, b * prompt)
+        return memory_fit(dep, params, b, prompt + output, dep.max_batched_tokens)
 
     most = fit(1).max_batch
     assert most > 0
@@ -112,3 +112,39 @@ def test_explain_names_the_same_bound() -> None:
     )
     decode_line = explain(e).split("decode step (")[1].splitlines()[0]
     assert decode_line.endswith("bound by overhead") and e.decode_bound == "overhead"
+
+
+@pytest.mark.parametrize(
+    ("model", "hardware", "tp", "share"),
+    [
+        ("llama-3.1-70b", "h100-sxm", 2, 0.84),  # no room: estimate said max batch 3
+        ("llama-3.1-70b", "h100-sxm", 2, 0.86),
+        ("llama-3.1-8b", "h100-sxm", 1, 0.2),  # estimate said 4; a replica holds none
+        ("llama-3.1-8b", "h100-sxm", 1, 0.22),
+        ("llama-3.1-8b", "l4", 1, 0.9),
+    ],
+)
+def test_estimate_holds_the_sequences_a_fleets_replica_holds(
+    model: str, hardware: str, tp: int, share: float
+) -> None:
+    """estimate and rank reserve the activations of a step of max_batched_tokens, as a fleet's
+    replica does (vLLM's profile run): they had reserved only a step of the batch's own
+    prompts, and said a model fitted whose requests simulate and serve refused (a probe,
+    2026-12-06)."""
+    from wattserve.core.fleet import kv_block_count
+    from wattserve.core.memory import KV_BLOCK_TOKENS
+
+    prompt, output = 1000, 100
+    e = estimate(
+        model,
+        hardware,
+        tp=tp,
+        gpu_memory_utilization=share,
+        prompt_tokens=prompt,
+        output_tokens=output,
+    )
+    dep = Deployment(load_model(model), load_catalog().device(hardware), tp=tp)
+    blocks, _ = kv_block_count(dep, EngineParams(memory_utilization=share))
+    per_sequence = -(-(prompt + output - 1) // KV_BLOCK_TOKENS)
+    assert e.max_batch == blocks // per_sequence, (e.max_batch, blocks, per_sequence)
+    assert e.fits == (blocks >= per_sequence)

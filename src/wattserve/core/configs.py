@@ -253,7 +253,7 @@ class _Job:
 
     def fits(self, dep: Deployment, batch: int) -> bool:
         seq = kv_tokens_held(self.prompt_tokens, self.output_tokens, 0)  # as estimate holds
-        return memory_fit(dep, self.params, batch, seq, batch * self.prompt_tokens).fits
+        return memory_fit(dep, self.params, batch, seq, dep.max_batched_tokens).fits
 
     def within_slo(self, perf: PerfModel, batch: int, *, context: int) -> bool:
         """Both SLOs met at `batch`: the PerfModel calls `estimate` makes for TTFT and TPOT."""

@@ -106,22 +106,26 @@ def kv_tokens_held(prompt_tokens: int, output_tokens: int, context_tokens: int) 
 
 
 def memory_fit(
-    dep: Deployment, params: EngineParams, batch: int, seq_tokens: int, prefill_tokens: int
+    dep: Deployment, params: EngineParams, batch: int, seq_tokens: int, workspace_tokens: int
 ) -> MemoryFit:
     """Memory per device for `batch` sequences of up to `seq_tokens` tokens each.
 
     Weights split over all tp * pp devices; the KV cache splits over pipeline stages and over
-    tensor-parallel ranks as far as there are KV heads to split. Activation workspace is sized
-    for the tokens of one prefill step, capped by the engine's max_batched_tokens:
-    `prefill_tokens` at `batch`, and as many per sequence at any other batch. `max_batch` is
-    the largest batch that fits with its own prefill's workspace, so `fits` is exactly
+    tensor-parallel ranks as far as there are KV heads to split. Beside them, an activation
+    workspace of `workspace_tokens` tokens (at most the engine's max_batched_tokens), whatever
+    the batch: `estimate`, `rank` and a fleet's replicas reserve max_batched_tokens, as vLLM
+    does before it sizes its KV cache (its profile run is a step of that many tokens); a
+    measured step (calibrate) reserves none. Until 2026-12-06 `estimate` and `rank` reserved a
+    step of the batch's own prompts only, and said a model fitted that `simulate` and `serve`
+    refused (Llama-3.1-70B at tp 2 on H100s at 0.84 of memory: max batch 3 against none).
+    `max_batch` is the largest batch that fits beside that workspace, so `fits` is exactly
     `batch <= max_batch`.
     """
-    return layout_fit(memory_layout(dep, params), dep, batch, seq_tokens, prefill_tokens)
+    return layout_fit(memory_layout(dep, params), dep, batch, seq_tokens, workspace_tokens)
 
 
 def layout_fit(
-    lay: MemoryLayout, dep: Deployment, batch: int, seq_tokens: int, prefill_tokens: int
+    lay: MemoryLayout, dep: Deployment, batch: int, seq_tokens: int, workspace_tokens: int
 ) -> MemoryFit:
     """`memory_fit` from a layout already at hand (`memory_layout(dep, params)`)."""
     weights = lay.weights
@@ -129,11 +133,8 @@ def layout_fit(
     # 2026-12-06 this counted its tokens: max_batch 7-12% high for sequences of ~100 tokens)
     blocks = -(-seq_tokens // KV_BLOCK_TOKENS)
     kv_per_seq = blocks * KV_BLOCK_TOKENS * lay.kv_token_bytes / lay.kv_split
-    act_bytes_per_token = lay.act_width * ACTIVATION_BYTES
-    # the prefill's activations: of `prefill_tokens` at `batch`, as many a sequence at others
-    act_cap = dep.max_batched_tokens * act_bytes_per_token
-    act_seq = prefill_tokens / max(batch, 1) * act_bytes_per_token
-    act = min(prefill_tokens, dep.max_batched_tokens) * act_bytes_per_token
+    act_tokens = min(workspace_tokens, dep.max_batched_tokens)
+    act = act_tokens * lay.act_width * ACTIVATION_BYTES
     if lay.kind == "cim":
         m, capacity = dep.model, lay.capacity
         assert capacity is not None
@@ -161,27 +162,24 @@ def layout_fit(
             f"{dep.hardware.id} publishes no memory capacity, so no model can be shown to fit",
         )
     capacity, usable = lay.capacity, lay.usable
-    room = usable - weights
+    free = usable - weights - act
 
     def fits_at(b: int) -> bool:
-        free = room - min(act_seq * b, act_cap)  # NaN (inf - inf) compares false
-        return free > 0 and free >= b * kv_per_seq
+        return free > 0 and free >= b * kv_per_seq  # NaN (inf - inf) compares false
 
     max_batch = _largest_fitting(
         fits_at,
-        room / kv_per_seq if kv_per_seq > 0 else math.inf,
-        _closed_form_batch(room, kv_per_seq, act_seq, act_cap),
+        free / kv_per_seq if kv_per_seq > 0 else math.inf,
+        math.floor(free / kv_per_seq) if kv_per_seq > 0 and math.isfinite(free) else math.nan,
     )
-    free = room - act
     kv = batch * kv_per_seq
-    fits = free > 0 and free >= kv
+    fits = fits_at(batch)
     reason = ""
-    act_one = min(act_seq, act_cap)
-    if not fits and not room - act_one > 0:  # not even one sequence's prefill fits
+    if not fits and not free > 0:  # not even the workspace fits beside the weights
         m, hw = dep.model, dep.hardware
         reason = (
             f"weights of {m.id} in {dep.dtype} need {weights / GB:.1f} GB per device "
-            f"(plus {act_one / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB "
+            f"(plus {act / GB:.1f} GB activations) but {hw.id} has {usable / GB:.1f} GB "
             f"usable on each of {dep.devices} device(s); use more devices (tensor or pipeline "
             "parallel) or a smaller dtype"
         )
@@ -189,28 +187,15 @@ def layout_fit(
         reason = (
             f"batch {batch} needs {kv / GB:.1f} GB of KV cache per device ({seq_tokens} "
             f"tokens a sequence) but only {max(free, 0.0) / GB:.1f} GB is free beside the "
-            f"weights and its prefill's {act / GB:.1f} GB of activations; the largest batch "
-            f"that fits is {max_batch}"
+            f"weights and {act / GB:.1f} GB of activations (a step of {act_tokens} tokens); "
+            f"the largest batch that fits is {max_batch}"
         )
     return MemoryFit(weights / GB, kv / GB, act / GB, capacity / GB, fits, max_batch, reason)
 
 
-def _closed_form_batch(room: float, kv: float, act: float, act_cap: float) -> float:
-    """The largest batch that fits, solved: b sequences need b * (kv + act) beside the weights
-    while their prefill's activations grow with them (act a sequence), b * kv + act_cap once
-    the activations reach max_batched_tokens. A guess `_largest_fitting` checks (NaN: none)."""
-    with_act = kv + act
-    if not with_act > 0 or not math.isfinite(room):
-        return math.nan
-    b = math.floor(room / with_act)
-    if b * act < act_cap or kv <= 0:
-        return b
-    return math.floor((room - act_cap) / kv)
-
-
 def _largest_fitting(fits_at: Callable[[int], bool], bound: float, guess: float) -> int:
     """The largest batch b in [0, MAX_BATCH] with fits_at(b), fits_at falling from true to
-    false as b grows (the KV cache and the prefill's activations only grow with it).
+    false as b grows (its KV cache grows with it).
 
     `bound` is a batch no fitting batch exceeds by more than one (the memory beside the weights
     over one sequence's KV cache), so that the bisection takes a dozen steps, not 31.

@@ -284,7 +284,7 @@ def estimate(
     dep, perf, rate, lay = _prepared(
         spec, hw, tp, pp, wdtype, kdtype, params, costs, expert_parallel
     )
-    fit = layout_fit(lay, dep, batch, seq_tokens, batch * prompt_tokens)
+    fit = layout_fit(lay, dep, batch, seq_tokens, dep.max_batched_tokens)
     missing = list(perf.missing)
     computable = fit.fits and not perf.missing
     pre = perf.prefill(batch, prompt_tokens) if computable else None
