@@ -1,6 +1,7 @@
-"""`serve --default-max-tokens`: the output a request that sets no limit is held to (it was
-fixed at 256: a chat client that sends no max_tokens had every answer cut at 256 tokens, with
-no way for the operator to change it). Over real sockets."""
+"""Session 40's serve fixes, over real sockets: `serve --default-max-tokens`, the output a
+request that sets no limit is held to (it was fixed at 256: a chat client that sends no
+max_tokens had every answer cut at 256 tokens, with no way for the operator to change it); and
+the 400 of a request no replica's KV cache can hold, which blamed the prompt."""
 
 from __future__ import annotations
 
@@ -51,3 +52,36 @@ def test_a_default_that_is_no_count_is_refused_naming_the_flag(tmp_path: Path) -
         assert p.returncode == 2, (bad, p.returncode, p.stderr)
         assert "--default-max-tokens" in p.stderr, (bad, p.stderr)
         assert "Traceback" not in p.stderr
+
+
+TIGHT_FLEET = """\
+name: tight
+sites:
+  dc: {kind: datacenter}
+deployments:
+  h100:
+    site: dc
+    model: llama-3.1-8b
+    hardware: h100-sxm
+    gpu_memory_utilization: 0.2
+"""
+
+
+def test_a_request_the_kv_cache_cannot_hold_is_refused_saying_so(tmp_path: Path) -> None:
+    """A 2-token prompt asking for 2,000 tokens on a replica whose cache holds 528: the 400
+    said the replica 'cannot fit a 2-token prompt in its KV cache' (a probe, 2026-12-06); it
+    now gives simulate's reason, with the cache's size, and the output asked for."""
+    from wattserve.core.fleet import load_fleet
+
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(TIGHT_FLEET)
+    tokens = load_fleet(fleet).deployments[0].kv_blocks * 16
+    with gateway(tmp_path, TIGHT_FLEET) as s:
+        body = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}
+        r = httpx.post(f"{s.url}/v1/chat/completions", json=body | {"max_tokens": 2000})
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert f"exceed the KV cache ({tokens} tokens)" in message, message
+        assert "up to 2000 output tokens" in message, message
+        ok = httpx.post(f"{s.url}/v1/chat/completions", json=body | {"max_tokens": 8}, timeout=60)
+        assert ok.status_code == 200, ok.text

@@ -439,7 +439,7 @@ def test_a_request_filling_the_kv_cache_to_the_last_block_is_served() -> None:
         _, _, recs = run(fleet, reqs, exact=exact)
         assert (recs[0].status, recs[0].reason) == (
             "rejected",
-            "prompt and output exceed the KV cache",
+            f"prompt and output exceed the KV cache ({tokens} tokens)",
         )
         assert recs[1].status == "ok"
 

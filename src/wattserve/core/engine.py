@@ -394,7 +394,8 @@ class EngineModel:
         if req.prompt_tokens <= 0:
             return "empty prompt"
         if -(-(req.prompt_tokens + req.output_tokens - 1) // BLOCK) > self.total_blocks:
-            return "prompt and output exceed the KV cache"
+            # the cache's size, not the request's counts: the reason groups refusals
+            return f"prompt and output exceed the KV cache ({self.total_blocks * BLOCK} tokens)"
         return ""
 
     def _chunk(self, s: Seq, budget: int, free: int) -> tuple[int, int]:

@@ -419,9 +419,11 @@ class EmulatedBackend(Backend):
                 # else the engine had finished it and the client left before reading it all
                 # (until 2026-12-05 that was billed the devices' price for the wall time)
                 self._keep(req.id, self._charge(stream))
-        if produced == 0:
+        if produced == 0:  # refused by the engine (EngineModel.refusal): say why, as simulate
+            why = self.engine.refusal(r) or "its KV cache cannot hold it"
             raise UpstreamError(
-                f"{self.name} cannot fit a {req.prompt_tokens}-token prompt in its KV cache",
+                f"{self.name} cannot serve a {req.prompt_tokens}-token prompt with up to "
+                f"{tokens} output tokens: {why}",
                 before_first_byte=True,
                 status=400,
             )
