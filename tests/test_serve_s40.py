@@ -85,3 +85,30 @@ def test_a_request_the_kv_cache_cannot_hold_is_refused_saying_so(tmp_path: Path)
         assert "up to 2000 output tokens" in message, message
         ok = httpx.post(f"{s.url}/v1/chat/completions", json=body | {"max_tokens": 8}, timeout=60)
         assert ok.status_code == 200, ok.text
+
+
+def test_port_0_serves_on_a_free_port_and_says_which(tmp_path: Path) -> None:
+    """`serve --port 0` printed 'try: curl http://127.0.0.1:0/...', and nothing said which
+    port the kernel had picked (a probe found it with ss)."""
+    import re
+    import signal
+
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(FAST_FLEET)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattserve", "serve", "--fleet", str(fleet), "--port", "0",
+         "--db", str(tmp_path / "x.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = 0
+        for line in proc.stdout:  # the try: line comes once the gateway listens
+            if m := re.search(r"curl http://127\.0\.0\.1:(\d+)/", line):
+                port = int(m.group(1))
+                break
+        assert port > 0, port
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)  # and closes its stdout

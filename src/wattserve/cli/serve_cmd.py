@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import logging
 import math
+import socket
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -193,6 +194,15 @@ def serve_cmd(
             "429; raise the site's power_cap_w (fleet file, or the admin API's set_cap)",
             err=True,
         )
+    sock = None
+    if port == 0:  # the kernel picks the port: bound here, so that the port shown is the one
+        try:  # (aiohttp's own line, and this one, said port 0)
+            sock = _bind_any_port(host, backlog)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:0: {exc.strerror or exc}", field="--host/--port"
+            ) from None
+        port = sock.getsockname()[1]
     auth = ' -H "Authorization: Bearer $KEY"' if require_keys else ""  # a key: keys create
     try_it = (
         f"try: curl http://{host}:{port}/v1/chat/completions{auth} -H 'Content-Type: "
@@ -206,8 +216,9 @@ def serve_cmd(
     try:
         web.run_app(
             gateway.app(),
-            host=host,
-            port=port,
+            host=None if sock else host,
+            port=None if sock else port,
+            sock=sock,
             print=lambda _started: typer.echo(try_it),  # once listening, not before
             shutdown_timeout=30,
             access_log=None,
@@ -222,6 +233,12 @@ def serve_cmd(
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="--host/--port"
         ) from None
+
+
+def _bind_any_port(host: str, backlog: int) -> socket.socket:
+    """A listening socket on `host` at a port the kernel picks (serve --port 0)."""
+    family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, 0), family=family, backlog=backlog)
 
 
 @reports_errors
