@@ -21,7 +21,7 @@ from wattserve.core.dtypes import Dtype, parse_dtype
 from wattserve.core.fleet import load_sites
 from wattserve.core.hardware import MATURITY
 from wattserve.core.workload import workload_files
-from wattserve.errors import ConfigError, PlanInfeasibleError
+from wattserve.errors import ConfigError, PlanInfeasibleError, printable
 from wattserve.plan.api import DEFAULT_ROUNDS, plan
 from wattserve.plan.capacity import CapacityCache
 from wattserve.plan.fleetfile import fleet_text
@@ -136,7 +136,16 @@ def plan_cmd(
     # files and calibrations, the cache
     inputs = tuple(p for p in (*workload_files(workload), cache) if p is not None)
     if sites is not None:
-        inputs += load_sites(sites).files
+        site_fleet = load_sites(sites)
+        inputs += site_fleet.files
+        if site_fleet.deployments:  # checked, as a fleet file's, but plan chooses its own
+            names = ", ".join(d.name for d in site_fleet.deployments)
+            typer.echo(
+                f"note: --sites {printable(str(sites))}: its deployments ({printable(names):.200}) "
+                "are not read: plan sizes its own replicas, with the engine's default limits "
+                "and gpu_memory_utilization (docs/plan.md)",
+                err=True,
+            )
     if out is not None:
         check_writable(out, "--out", inputs)
     if report is not None:

@@ -1,7 +1,9 @@
-"""Session 40's serve fixes, over real sockets: `serve --default-max-tokens`, the output a
-request that sets no limit is held to (it was fixed at 256: a chat client that sends no
-max_tokens had every answer cut at 256 tokens, with no way for the operator to change it); and
-the 400 of a request no replica's KV cache can hold, which blamed the prompt."""
+"""Session 40's fixes from a probe, over real sockets and the real CLI: `serve
+--default-max-tokens`, the output a request that sets no limit is held to (it was fixed at 256:
+a chat client that sends no max_tokens had every answer cut at 256 tokens, with no way for the
+operator to change it); the 400 of a request no replica's KV cache can hold, which blamed the
+prompt; `serve --port 0`, which never said its port; and `plan --sites` with deployments, which
+it ignored silently."""
 
 from __future__ import annotations
 
@@ -112,3 +114,23 @@ def test_port_0_serves_on_a_free_port_and_says_which(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)  # and closes its stdout
+
+
+def test_plan_says_it_does_not_read_a_sites_files_deployments(tmp_path: Path) -> None:
+    """A sites file with deployments (gpu_memory_utilization 0.2) planned as if at 0.9,
+    silently (a probe, 2026-12-06): plan now says it does not read them."""
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(TIGHT_FLEET)
+    workload = tmp_path / "w.yaml"
+    workload.write_text(
+        "generator: {kind: poisson, duration_s: 60}\nclasses:\n"
+        "  - {name: chat, model: llama-3.1-8b, rate_rps: 1, prompt_tokens: 200, "
+        "output_tokens: 50}\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "plan", "--workload", str(workload), "--sites",
+         str(sites), "--hardware", "h100-sxm", "--capacity", "analytic"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "its deployments (h100) are not read" in p.stderr, p.stderr
