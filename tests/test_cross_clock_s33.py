@@ -213,8 +213,8 @@ def test_requests_passed_over_for_their_queue_are_refused_for_one_reason(tmp_pat
     workload = load_workload(trace, default_model="llama-3.1-8b")
     report, _ = simulate(load_fleet(fleet_file), workload, "cost", max_queue_s=2.0)
     assert report["rejected_by_reason"] == {
-        "every backend that serves llama-3.1-8b has a queue: the first token would take more "
-        "than 2 s": 3
+        "on every backend that serves llama-3.1-8b the first token would take more than 2 s "
+        "(its queue and its own prefill)": 3
     }
 
 

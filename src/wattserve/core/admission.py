@@ -50,8 +50,8 @@ def queue_refusal(model: str, max_queue_s: float) -> str:
     past `max_queue_s`. One text per model and limit (simulate counts refusals by reason; with
     the shortest prediction in it, one saturated run gave eight reasons for one refusal)."""
     return (
-        f"every backend that serves {model} has a queue: the first token would take more than "
-        f"{max_queue_s:g} s"
+        f"on every backend that serves {model} the first token would take more than "
+        f"{max_queue_s:g} s (its queue and its own prefill)"
     )
 
 
