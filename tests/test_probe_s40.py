@@ -7,6 +7,7 @@ it ignored silently."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,30 @@ def test_plan_says_it_does_not_read_a_sites_files_deployments(tmp_path: Path) ->
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "its deployments (h100) are not read" in p.stderr, p.stderr
+
+
+def test_an_output_file_that_is_also_standard_output_is_refused(tmp_path: Path) -> None:
+    """`simulate --json > X --requests-out X` replaced X with the request lines, and the JSON
+    printed went to the file it had replaced; exit 0 (a probe, 2026-12-06)."""
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"arrival_s": 0, "prompt_tokens": 100, "output_tokens": 10}\n')
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(FAST_FLEET)
+    out = tmp_path / "x.json"
+    with out.open("w") as stdout:
+        p = subprocess.run(
+            [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
+             str(trace), "--json", "--requests-out", str(out)],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert "--requests-out" in p.stderr and "standard output" in p.stderr, p.stderr
+    other = tmp_path / "requests.jsonl"  # another file: as before
+    with out.open("w") as stdout:
+        p = subprocess.run(
+            [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
+             str(trace), "--json", "--requests-out", str(other)],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(out.read_text()) and other.read_text().count("\n") == 1

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sqlite3
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -123,6 +124,19 @@ def check_writable(
         raise ConfigError(f"cannot write {path!s:.200}: no folder {path.parent}", field=flag)
     if path.exists() and not os.access(path, os.W_OK):  # as the write will find, before the work
         raise ConfigError(f"cannot write {path!s:.200}: Permission denied", field=flag)
+    if _is_stdout(path):  # `... --json > X --out X`: the file replaced, what was printed lost
+        raise ConfigError(
+            f"{path!s:.200} is also where standard output goes; give another file", field=flag
+        )
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether `path` is the regular file standard output is redirected to."""
+    try:
+        out = os.fstat(sys.stdout.fileno())
+        return stat.S_ISREG(out.st_mode) and os.path.samestat(out, path.stat())
+    except (OSError, ValueError, AttributeError):  # no such file, or no real stdout (tests)
+        return False
 
 
 def save_text(path: Path, text: str, flag: str) -> None:
