@@ -162,3 +162,30 @@ def test_an_output_file_that_is_also_standard_output_is_refused(tmp_path: Path) 
         )  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text()) and other.read_text().count("\n") == 1
+
+
+def test_a_request_given_up_on_its_replica_names_the_replica(tmp_path: Path) -> None:
+    """simulate --requests-out: a request placed on a replica and given up there at the queue
+    limit had no target in its record (a probe's 140 such records), so which replica it
+    waited on was not known; refusals before placement still name none."""
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        "name: q\nsites:\n  dc: {kind: datacenter}\ndeployments:\n  one:\n    site: dc\n"
+        "    model: llama-3.1-8b\n    hardware: l4\n    max_num_seqs: 2\n"
+    )
+    rows = [{"arrival_s": i * 0.01, "prompt_tokens": 3000, "output_tokens": 50} for i in range(30)]
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r.jsonl"
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
+         str(trace), "--max-queue", "3", "--requests-out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    gave_up = [r for r in records if r["reason"].startswith("no first token within")]
+    before = [r for r in records if r["reason"].startswith("on every backend")]
+    assert gave_up and before, records
+    assert all((r["target"], r["site"]) == ("one/0", "dc") for r in gave_up), gave_up
+    assert all(r["target"] is None for r in before)

@@ -138,12 +138,30 @@ class Simulation:
         self.counter += 1
         heapq.heappush(self.heap, (t, self.counter, kind, obj, version))
 
-    def _reject(self, req: Request, reason: str) -> None:
+    def _reject(self, req: Request, reason: str, placed: tuple[Seq, int] | None = None) -> None:
+        """Count a refused request; `placed`: the sequence and engine it was refused on after
+        its placement (its record names them: until 2026-12-06 a request given up at the
+        queue limit had no target, so which replica it waited on was not known)."""
         self.out.rejected[reason] += 1
         if len(self.out.rejected_rows) < 1000:
             self.out.rejected_rows.append((req.row or req.id, reason))
-        if self.on_request is not None:
+        if self.on_request is None:
+            return
+        if placed is None:
             self.on_request(self._record(req, REJECTED, reason))
+            return
+        s, i = placed
+        self.on_request(
+            self._record(
+                req,
+                REJECTED,
+                reason,
+                admitted_s=s.admitted_s,
+                target=self.engines[i].name,
+                site=self.engine_site[i],
+                preemptions=s.preemptions,
+            )
+        )
 
     def _record(
         self,
@@ -333,7 +351,7 @@ class Simulation:
         engine = self.engines[i]
         plan, rejected = engine.next_plan(self.now)
         if rejected:
-            self._drop_rejected(engine, rejected)
+            self._drop_rejected(i, rejected)
         idle = engine.idle_w
         base = idle if held_w is None else held_w
         if plan is None:
@@ -456,7 +474,7 @@ class Simulation:
             self.gave_up.add(id(s))
         engine.abort(s)
         placed.pool.add(-1)
-        self._reject(req, no_first_token(self.max_queue_s))
+        self._reject(req, no_first_token(self.max_queue_s), (s, i))
         if not self.exact and i in self.pending and not queued:
             # its engine's next run waits for power: cut to its first step, after which the
             # stopped request has left (exact stepping drops it there)
@@ -469,7 +487,7 @@ class Simulation:
             if end is not None:
                 self._schedule(i, end)
 
-    def _counted(self, seqs: list[Seq]) -> list[Seq]:
+    def _counted(self, seqs: list[Seq], i: int) -> list[Seq]:
         """Of the requests that finished in an engine, those served under --max-queue: not
         one refused at the limit (`_first_token_due`), nor one whose first token reaches its
         client after the limit though the engine finished it before (a short answer from
@@ -484,17 +502,18 @@ class Simulation:
             placed = cast(_Placed, s.tag)
             if by is not None and s.first_token_s + placed.rtt_s > by:  # type: ignore[operator]
                 placed.pool.add(-1)
-                self._reject(s.req, no_first_token(self.max_queue_s))
+                self._reject(s.req, no_first_token(self.max_queue_s), (s, i))
                 continue
             kept.append(s)
         return kept
 
-    def _drop_rejected(self, engine: EngineModel, rejected: list[Seq]) -> None:
+    def _drop_rejected(self, i: int, rejected: list[Seq]) -> None:
+        engine = self.engines[i]
         for s in rejected:
             self.due.pop(id(s), None)
             placed = cast(_Placed, s.tag)
             placed.pool.add(-1)
-            self._reject(s.req, engine.refusal(s.req))
+            self._reject(s.req, engine.refusal(s.req), (s, i))
 
     def _start(self, i: int, plan: StepPlan) -> None:
         """Start a plan that waited for power: the same work, shifted to now."""
@@ -538,7 +557,7 @@ class Simulation:
         now = self.now
         _, finished = engine.complete(now)
         if finished and (self.due or self.gave_up):  # --max-queue: a late first token
-            finished = self._counted(finished)
+            finished = self._counted(finished, i)
         if finished:
             self._finished(finished, now)
             if self.on_request is not None:
