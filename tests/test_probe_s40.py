@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from serving import FAST_FLEET, gateway
 
 
@@ -189,3 +190,18 @@ def test_a_request_given_up_on_its_replica_names_the_replica(tmp_path: Path) -> 
     assert gave_up and before, records
     assert all((r["target"], r["site"]) == ("one/0", "dc") for r in gave_up), gave_up
     assert all(r["target"] is None for r in before)
+
+
+@pytest.mark.parametrize("value", ["0", "-0.1", "0.005", "1.5", ".nan", "'0.9'", "null", "true"])
+def test_a_fleets_memory_share_out_of_range_says_the_range(tmp_path: Path, value: str) -> None:
+    """0 said 'must be positive', -0.1 'must be non-negative', 0.005 'must be in [0.01, 1]':
+    one rule, one message, as the CLI's flag gives it."""
+    from wattserve.core.fleet import load_fleet
+    from wattserve.errors import ConfigError
+
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        TIGHT_FLEET.replace("gpu_memory_utilization: 0.2", f"gpu_memory_utilization: {value}")
+    )
+    with pytest.raises(ConfigError, match=r"gpu_memory_utilization.*must be in \[0\.01, 1\]"):
+        load_fleet(fleet)

@@ -225,9 +225,8 @@ def _resolve_deployment(
             )
     params = calib.params_for(hw)
     if "gpu_memory_utilization" in entry:  # vLLM's name: the share of memory the engine takes
-        share = r.number("gpu_memory_utilization", positive=True)
-        try:
-            share = check_memory_share(share)
+        try:  # one rule and one message for every value out of range, as the CLI's
+            share = check_memory_share(entry["gpu_memory_utilization"])
         except ConfigError as exc:
             raise r.err("gpu_memory_utilization", exc.detail) from None
         params = params.with_updates(memory_utilization=share)
