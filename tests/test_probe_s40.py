@@ -205,3 +205,13 @@ def test_a_fleets_memory_share_out_of_range_says_the_range(tmp_path: Path, value
     )
     with pytest.raises(ConfigError, match=r"gpu_memory_utilization.*must be in \[0\.01, 1\]"):
         load_fleet(fleet)
+
+
+def test_estimate_json_says_the_memory_share_it_used() -> None:
+    """rank --json gave its gpu_memory_utilization; estimate --json did not (a probe)."""
+    from wattserve import estimate
+
+    assert estimate("llama-3.1-8b", "h100-sxm").to_dict()["gpu_memory_utilization"] == 0.9
+    e = estimate("llama-3.1-8b", "h100-sxm", gpu_memory_utilization=0.5)
+    assert e.to_dict()["gpu_memory_utilization"] == 0.5
+    assert estimate("llama-3.1-8b", "groq-cloud").to_dict()["gpu_memory_utilization"] is None

@@ -89,6 +89,9 @@ class Estimate:
     decode_cost: StepCost | None = field(default=None, repr=False, compare=False)
     provider: Provider | None = field(default=None, repr=False, compare=False)
     expert_parallel: bool = False
+    # the share of each device's memory the engine takes (the flag's, the calibration's or
+    # vLLM's 0.9); None for a hosted API
+    gpu_memory_utilization: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by `wattserve estimate --json`."""
@@ -339,6 +342,7 @@ def estimate(
         tpot_s=times["decode_step_s"],
         cost_basis=rate.basis,
         memory=fit,
+        gpu_memory_utilization=params.memory_utilization,
         prefill_bound=None if pre is None else pre.bound,
         decode_bound=None if dec is None else dec.bound,
         calibration=params.source,
