@@ -215,3 +215,30 @@ def test_estimate_json_says_the_memory_share_it_used() -> None:
     e = estimate("llama-3.1-8b", "h100-sxm", gpu_memory_utilization=0.5)
     assert e.to_dict()["gpu_memory_utilization"] == 0.5
     assert estimate("llama-3.1-8b", "groq-cloud").to_dict()["gpu_memory_utilization"] is None
+
+
+def test_estimate_says_when_its_calibration_predicted_unseen_rows_badly() -> None:
+    """calibrate warns when the held-out error of what it writes is over 15%; estimate then
+    applied those terms without a word (a probe's fit, 35% held out, gave TPOT 663 ms)."""
+    from dataclasses import replace
+
+    from wattserve import estimate
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.params import Calibration, default_params
+
+    hw = load_catalog().device("h100-sxm")
+    terms = replace(default_params(hw), source="calibrated from x.csv (12 rows)")
+
+    def calibration(held_out: float) -> Calibration:
+        return Calibration(
+            params={"h100-sxm": terms},
+            fit_error={"h100-sxm": {"rows": 12, "loo_mean_abs_pct": held_out}},
+        )
+
+    bad = estimate("llama-3.1-8b", "h100-sxm", calibration=calibration(35.2))
+    (note,) = [a for a in bad.assumptions if "not fitted on" in a]
+    assert "35.2% mean error (over 15%)" in note, note
+    good = estimate("llama-3.1-8b", "h100-sxm", calibration=calibration(9.0))
+    assert not [a for a in good.assumptions if "not fitted on" in a]
+    other = estimate("llama-3.1-8b", "a100-sxm-80gb", calibration=calibration(35.2))
+    assert not [a for a in other.assumptions if "not fitted on" in a]  # not its terms

@@ -58,12 +58,18 @@ from wattserve.core.coverage import Coverage
 from wattserve.core.deployment import Deployment
 from wattserve.core.hardware import Hardware
 from wattserve.core.modelspec import ModelSpec
-from wattserve.core.params import MAX_ENTRIES, Calibration, EngineParams, default_params
+from wattserve.core.params import (
+    HELD_OUT_WARN_PCT,
+    MAX_ENTRIES,
+    Calibration,
+    EngineParams,
+    default_params,
+)
 from wattserve.core.perf import PerfModel
 from wattserve.errors import ConfigError, WattserveError
 
 LOO_MAX_ROWS = 40
-LOO_WARN_PCT = 15.0
+LOO_WARN_PCT = HELD_OUT_WARN_PCT  # a warning above it, here and where the terms are used
 MIN_GAIN = 0.97  # a larger term set must cut the held-out error by at least 3%
 
 

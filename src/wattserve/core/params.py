@@ -197,6 +197,11 @@ def default_params(hw: Hardware) -> EngineParams:
     return _GPU
 
 
+# a calibration whose held-out error is above this is uncertain: calibrate warns as it writes
+# it (issue #12 item 1), and estimate says so wherever its terms are used
+HELD_OUT_WARN_PCT = 15.0
+
+
 @dataclass(frozen=True, slots=True)
 class Calibration:
     """Fitted EngineParams per hardware id, with the fit error that was measured and, per
@@ -216,6 +221,20 @@ class Calibration:
         """The id this calibration files `hw_id`'s terms under: the id itself, or the one
         entry that is the id in another case (`H100-SXM` is what a person types), else None."""
         return hw_id if hw_id in self.params else in_any_case(hw_id, self.params)
+
+    def caution(self, hw_id: str) -> tuple[str, ...]:
+        """What a prediction from `hw_id`'s terms should say of their fit: its held-out error
+        where it was over HELD_OUT_WARN_PCT (calibrate warned when it wrote them; estimate
+        had applied them without a word: a fit 35% off on rows it had not seen)."""
+        entry = self.entry_id(hw_id)
+        held_out = None if entry is None else self.fit_error.get(entry, {}).get("loo_mean_abs_pct")
+        if held_out is None or not held_out > HELD_OUT_WARN_PCT:
+            return ()
+        return (
+            f"the calibration of {hw_id} predicted the rows it was not fitted on with "
+            f"{held_out:.1f}% mean error (over {HELD_OUT_WARN_PCT:g}%): its terms are uncertain; "
+            "measure more shapes (docs/calibration.md)",
+        )
 
     def params_for(self, hw: Hardware) -> EngineParams:
         key = hw.id if hw.id in self.params else self.entry_id(hw.id) if self.params else None

@@ -349,6 +349,7 @@ def estimate(
         missing=tuple(missing),
         assumptions=unmatched
         + unseen
+        + calib.caution(hw.id)
         + (  # (total_params is computed: only where a calibration recorded its rows)
             calib.beyond(
                 hw, spec.id, spec.total_params, batch * prompt_tokens, batch, ctx, dep.tp, dep.dtype
