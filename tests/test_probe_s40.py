@@ -242,3 +242,19 @@ def test_estimate_says_when_its_calibration_predicted_unseen_rows_badly() -> Non
     assert not [a for a in good.assumptions if "not fitted on" in a]
     other = estimate("llama-3.1-8b", "a100-sxm-80gb", calibration=calibration(35.2))
     assert not [a for a in other.assumptions if "not fitted on" in a]  # not its terms
+
+
+def test_rank_says_when_a_devices_calibration_predicted_unseen_rows_badly() -> None:
+    from dataclasses import replace
+
+    from wattserve import rank
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.params import Calibration, default_params
+
+    hw = load_catalog().device("h100-sxm")
+    calib = Calibration(
+        params={"h100-sxm": replace(default_params(hw), source="calibrated from x.csv")},
+        fit_error={"h100-sxm": {"rows": 12, "loo_mean_abs_pct": 35.2}},
+    )
+    notes = rank("llama-3.1-8b", hardware="h100-sxm,a100-sxm-80gb", calibration=calib).notes
+    assert [n for n in notes if "h100-sxm predicted the rows it was not fitted on" in n], notes

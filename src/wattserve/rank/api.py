@@ -428,6 +428,7 @@ def rank(
         )
         for h in covered:  # the model, not each shape: rank searches batches and layouts
             notes += calib.beyond(cat.device(h), spec.id, spec.total_params)
+            notes += calib.caution(h)
     return Ranking(
         model=spec.id,
         prompt_tokens=prompt_tokens,
