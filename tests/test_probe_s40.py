@@ -258,3 +258,54 @@ def test_rank_says_when_a_devices_calibration_predicted_unseen_rows_badly() -> N
     )
     notes = rank("llama-3.1-8b", hardware="h100-sxm,a100-sxm-80gb", calibration=calib).notes
     assert [n for n in notes if "h100-sxm predicted the rows it was not fitted on" in n], notes
+
+
+def _calibrate_warnings(csv: Path, tmp_path: Path) -> list[str]:
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "calibrate", str(csv), "-o", str(tmp_path / "c.json")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    return [line for line in (p.stdout + p.stderr).splitlines() if "WARNING" in line]
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "measurements-h100-70b.csv"
+
+
+def test_calibrate_names_a_row_far_from_the_rest(tmp_path: Path) -> None:
+    """A row 75x its neighbours' speed (under the 100x refusal) moved eff_compute from 0.6 to
+    0.2 with only the generic held-out warning (a probe): the row is now named."""
+    lines = EXAMPLE.read_text().splitlines(keepends=True)
+    assert "0.020047" in lines[3]
+    lines[3] = lines[3].replace("0.020047", "1.5")
+    bad = tmp_path / "o.csv"
+    bad.write_text("".join(lines))
+    warned = [w for w in _calibrate_warnings(bad, tmp_path) if "lie far from" in w]
+    assert len(warned) == 1 and "line(s) 4 lie far" in warned[0], warned
+    assert not [w for w in _calibrate_warnings(EXAMPLE, tmp_path) if "lie far" in w]
+
+
+def test_calibrate_names_repeats_of_one_shape_that_disagree(tmp_path: Path) -> None:
+    """Three rows of one shape at 1x, 1x and 3x got only the generic held-out warning."""
+    lines = EXAMPLE.read_text().splitlines(keepends=True)
+    again = lines[1]  # the first row, measured again, the same
+    fields = lines[1].rstrip("\n").split(",")
+    header = lines[0].rstrip("\n").split(",")
+    fields[header.index("seconds")] = repr(3 * float(fields[header.index("seconds")]))
+    twice = tmp_path / "twice.csv"
+    twice.write_text("".join(lines) + again + ",".join(fields) + "\n")
+    n = len(lines)
+    warned = [w for w in _calibrate_warnings(twice, tmp_path) if "measure one shape" in w]
+    assert len(warned) == 1, warned
+    assert f"lines 2, {n + 1}, {n + 2} measure one shape but differ by 3.0x" in warned[0], warned
+
+
+def test_calibrate_shows_the_path_it_wrote_escaped(tmp_path: Path) -> None:
+    """The line after a calibration sent the -o path's escape codes to the terminal raw."""
+    odd = tmp_path / "o\x1b[31m\n.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "calibrate", str(EXAMPLE), "-o", str(odd)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert odd.exists() and "\x1b" not in p.stdout and "o\\x1b[31m\\n.json" in p.stdout

@@ -39,7 +39,13 @@ import numpy as np
 
 from wattserve.calibrate.measurements import Measurement
 from wattserve.calibrate.output import MAX_PATH_SHOWN, listed, printable
-from wattserve.calibrate.rows import StepRow, predict_seconds, step_row
+from wattserve.calibrate.rows import (
+    StepRow,
+    disagreeing_repeats,
+    outliers,
+    predict_seconds,
+    step_row,
+)
 from wattserve.calibrate.terms import (
     BOUNDS,
     COMM_PARAMS,
@@ -543,6 +549,7 @@ def fit_hardware(
     warnings += _implausible(params, base, POWER_TERMS, POWER_BOUNDS, POWER_PRIOR_SIGMA)
     predicted = predict_seconds(rows, params)
     errs = _abs_pct(predicted, measured)
+    warnings += disagreeing_repeats(rows) + outliers(rows, predicted, measured)
     held = choice.held_out
     loo = _abs_pct(held, measured) if held is not None else None
     if loo is not None and float(np.mean(loo)) > LOO_WARN_PCT:

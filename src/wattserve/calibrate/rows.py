@@ -6,6 +6,7 @@ PerfModel predicts for such rows under a set of terms (calibrate/fit.py)."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -254,3 +255,55 @@ def predict_seconds(rows: Sequence[StepRow], params: EngineParams) -> np.ndarray
         assert pm is not None
         times.append(pm.step_time(*r.work))
     return np.array(times, dtype=float)
+
+
+# rows of one shape measured more than this far apart are named: one of them is disturbed
+REPEAT_SPREAD = 1.5
+# a row the calibrated model misses by more than OUTLIER_RATIO, where the median row is missed
+# by under 1/OUTLIER_SPREAD of that (in log terms), is named as an outlier: the fit leans on it
+OUTLIER_RATIO, OUTLIER_SPREAD = 2.0, 5.0
+
+
+def disagreeing_repeats(rows: Sequence[StepRow]) -> list[str]:
+    """A warning for each shape measured more than once whose times disagree by more than
+    REPEAT_SPREAD (a probe's three rows of one shape at 5, 9 and 18 ms got the generic
+    held-out warning only)."""
+    groups: dict[object, list[StepRow]] = defaultdict(list)
+    for r in rows:
+        groups[(id(r.dep), r.m.phase, r.work)].append(r)
+    out = []
+    for same in groups.values():
+        times = [r.m.seconds for r in same]
+        if len(same) > 1 and max(times) > REPEAT_SPREAD * min(times):
+            out.append(
+                f"lines {', '.join(str(r.m.line) for r in same[:10])} measure one shape but "
+                f"differ by {max(times) / min(times):.1f}x: at most one of them is the engine's "
+                "own speed (another process on the machine, a cold start?); the fit takes them "
+                "all"
+            )
+    return out[:10]
+
+
+def outliers(rows: Sequence[StepRow], predicted: np.ndarray, measured: np.ndarray) -> list[str]:
+    """A warning naming the rows the calibrated model misses by far more than the others
+    (a probe's row 75x its neighbours' speed, under calibrate's 100x refusal, moved
+    eff_compute from 0.6 to 0.2 with only the generic held-out warning)."""
+    if len(rows) < 3:
+        return []
+    miss = np.abs(np.log(predicted / measured))
+    typical = float(np.median(miss))
+    far = [
+        r for r, m in zip(rows, miss, strict=True)
+        if m > math.log(OUTLIER_RATIO) and m > OUTLIER_SPREAD * typical
+    ]  # fmt: skip
+    if not far or len(far) * 2 > len(rows):
+        return []
+    worst = math.exp(float(np.max(miss)))
+    median_pct = 100 * math.expm1(typical)
+    return [
+        f"line(s) {', '.join(str(r.m.line) for r in far[:10])} lie far from the model that "
+        f"fits the other rows (up to {worst:.3g}x off, the median row {median_pct:.1f}%): "
+        "a unit slip, a disturbed measurement, or an engine unlike the model there? The fit "
+        "leans toward them; check them, or "
+        "leave them out"
+    ]

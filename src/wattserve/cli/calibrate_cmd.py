@@ -22,7 +22,7 @@ from wattserve.core.coverage import SPAN, Coverage
 from wattserve.core.modelspec import model_files
 from wattserve.core.params import MAX_CALIBRATION_BYTES, moved_terms
 from wattserve.core.textfile import parse_json, read_text
-from wattserve.errors import ConfigError
+from wattserve.errors import ConfigError, printable
 
 
 def render_report(r: FitReport, measured: Coverage | None = None) -> str:
@@ -158,4 +158,5 @@ def calibrate_cmd(
     else:
         for r in reports:
             typer.echo(render_report(r, calibration.measured.get(r.hardware)))
-        typer.echo(f"wrote {output}; apply it with --calibration {output}")
+        shown = printable(str(output))  # a path's escape codes are not sent to the terminal
+        typer.echo(f"wrote {shown}; apply it with --calibration {shown}")
