@@ -309,3 +309,23 @@ def test_calibrate_shows_the_path_it_wrote_escaped(tmp_path: Path) -> None:
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert odd.exists() and "\x1b" not in p.stdout and "o\\x1b[31m\\n.json" in p.stdout
+
+
+def test_estimate_says_when_its_figures_make_a_step_of_minutes() -> None:
+    """A calibration's terms at the ends of their ranges gave TPOT 41,722,830 ms and no word
+    from estimate, while simulate refused the same terms (a probe): estimate now says what a
+    fleet's replica says, with the same rule (core.perf.implausible_step)."""
+    from dataclasses import replace
+
+    from wattserve import estimate
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.params import Calibration, default_params
+
+    hw = load_catalog().device("h100-sxm")
+    broken = replace(default_params(hw), gemm_latency_s=1.0, source="edited by hand")
+    e = estimate("llama-3.1-8b", "h100-sxm", calibration=Calibration(params={"h100-sxm": broken}))
+    (note,) = [a for a in e.assumptions if "one decode step of one sequence" in a]
+    assert "(at most 60 s)" in note, note
+    assert not [
+        a for a in estimate("llama-3.1-8b", "h100-sxm").assumptions if "one decode step" in a
+    ]

@@ -25,7 +25,7 @@ from wattserve.core.params import (
     check_memory_share,
     load_calibration,
 )
-from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.perf import PerfModel, implausible_step, perf_model
 from wattserve.core.sites import (
     MAX_LATENCY_S,
     Link,
@@ -427,25 +427,15 @@ def _resolve_hosted(
     )
 
 
-# The slowest real engine decodes a token in seconds (Llama 3.1 405B in bf16 on one CPU, about
-# 4 s); a step of minutes comes from a broken figure, and a simulation would then account its
-# power second by second for months.
-MAX_LEAST_STEP_S = 60.0
-
-
 def kv_block_count(dep: Deployment, params: EngineParams) -> tuple[int, str]:
     """KV-cache blocks one replica holds (what memory leaves after weights and activations),
     and the reason it cannot run ("" when it can)."""
     pm = perf_model(dep, params)
     if pm.missing:
         return 0, "; ".join(pm.missing)
-    least = pm.decode_step(1, 1)  # the least work an engine step does
-    if not least.time_s <= MAX_LEAST_STEP_S:  # NaN too
-        return 0, (
-            f"one decode step of one sequence would take {least.time_s:.3g} s on "
-            f"{dep.hardware.id} (at most {MAX_LEAST_STEP_S:g} s): a figure of the device or "
-            "a calibration term is out of range"
-        )
+    broken = implausible_step(pm)
+    if broken:
+        return 0, broken
     fit = memory_fit(dep, params, 1, KV_BLOCK_TOKENS, dep.max_batched_tokens)
     if not fit.fits:
         return 0, fit.reason

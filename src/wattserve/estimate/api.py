@@ -29,7 +29,7 @@ from wattserve.core.params import (
     check_memory_share,
     load_calibration,
 )
-from wattserve.core.perf import PerfModel, StepCost, perf_model
+from wattserve.core.perf import PerfModel, StepCost, implausible_step, perf_model
 from wattserve.errors import ConfigError
 
 _DEFAULT_COSTS = CostAssumptions()
@@ -117,14 +117,16 @@ def _prepared(
     params: EngineParams,
     costs: CostAssumptions,
     expert_parallel: bool = False,
-) -> tuple[Deployment, PerfModel, CostRate, MemoryLayout]:
+) -> tuple[Deployment, PerfModel, CostRate, MemoryLayout, str]:
     """What every estimate of one layout shares, built once (a sweep asks for each many
-    times, at other batches and lengths)."""
+    times, at other batches and lengths); last, why its figures are broken ("" if not)."""
     dep = Deployment(
         spec, hw, tp=tp, pp=pp, dtype=wdtype, kv_dtype=kdtype, expert_parallel=expert_parallel
     )
     rate = cost_rate(hw, dep.devices, costs)
-    return dep, perf_model(dep, params), rate, memory_layout(dep, params)
+    pm = perf_model(dep, params)
+    broken = "" if pm.missing else implausible_step(pm)
+    return dep, pm, rate, memory_layout(dep, params), broken
 
 
 def clear_caches() -> None:
@@ -284,7 +286,7 @@ def estimate(
         raise ConfigError(
             f"must be true or false, got {expert_parallel!r}", field="expert_parallel"
         )
-    dep, perf, rate, lay = _prepared(
+    dep, perf, rate, lay, broken = _prepared(
         spec, hw, tp, pp, wdtype, kdtype, params, costs, expert_parallel
     )
     fit = layout_fit(lay, dep, batch, seq_tokens, dep.max_batched_tokens)
@@ -350,6 +352,7 @@ def estimate(
         assumptions=unmatched
         + unseen
         + calib.caution(hw.id)
+        + ((broken,) if broken else ())
         + (  # (total_params is computed: only where a calibration recorded its rows)
             calib.beyond(
                 hw, spec.id, spec.total_params, batch * prompt_tokens, batch, ctx, dep.tp, dep.dtype
