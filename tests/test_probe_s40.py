@@ -146,21 +146,20 @@ def test_an_output_file_that_is_also_standard_output_is_refused(tmp_path: Path) 
     fleet = tmp_path / "f.yaml"
     fleet.write_text(FAST_FLEET)
     out = tmp_path / "x.json"
-    with out.open("w") as stdout:
-        p = subprocess.run(
-            [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
-             str(trace), "--json", "--requests-out", str(out)],
-            stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
-        )  # fmt: skip
+
+    def simulate_into(requests_out: Path) -> subprocess.CompletedProcess[str]:
+        with out.open("w") as stdout:  # simulate --json ... > out
+            return subprocess.run(
+                [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
+                 str(trace), "--json", "--requests-out", str(requests_out)],
+                stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+            )  # fmt: skip
+
+    p = simulate_into(out)
     assert p.returncode == 2, p.stderr
     assert "--requests-out" in p.stderr and "standard output" in p.stderr, p.stderr
     other = tmp_path / "requests.jsonl"  # another file: as before
-    with out.open("w") as stdout:
-        p = subprocess.run(
-            [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
-             str(trace), "--json", "--requests-out", str(other)],
-            stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
-        )  # fmt: skip
+    p = simulate_into(other)
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text()) and other.read_text().count("\n") == 1
 

@@ -200,35 +200,39 @@ def test_an_emulated_engines_last_step_ends_the_targets_load() -> None:
     assert at == 1 and got == 9, (at, got)  # released with one of 8 tokens (and the end) read
 
 
+async def _left_after_three(backend: OpenAIBackend) -> tuple[float, float | None]:
+    """A client that reads one token, pauses while the server makes all 2,000, reads two more
+    and leaves: what the backend keeps for the gateway to bill (`left_early`)."""
+    await backend.start()
+    try:
+        stream = backend.generate(
+            GenRequest("r", "chat", "m", BODY | {"fake_tokens": 2000}, 8, 2000)
+        )
+        n = 0
+        async for _ in stream:
+            n += 1
+            if n == 1:
+                await asyncio.sleep(1.0)  # the server finishes meanwhile
+            if n == 3:
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+        return backend.ended_early["r"]
+    finally:
+        await backend.stop()
+
+
 def test_a_client_that_leaves_pays_the_energy_of_what_the_server_made() -> None:
     """The server ran ahead of a client that then left: the energy billed is that of the
     tokens the server made (its usage says 2,000), not of the 3 pieces read; and it is there
     for the gateway to read as soon as the stream is closed (it came a turn of the event loop
     later, after the gateway had billed the server's price for the wall time instead)."""
 
-    async def main(port: int) -> tuple[float, float | None]:
+    with fake_upstream() as port:
         url = f"http://127.0.0.1:{port}/v1"
         backend = OpenAIBackend(
             "u/0", "dc", "m", url, "remote", usd_per_s=1.0, estimate_j=lambda p, o: float(o)
         )
-        await backend.start()
-        try:
-            body = {"fake_tokens": 2000}
-            stream = backend.generate(GenRequest("r", "chat", "m", BODY | body, 8, 2000))
-            n = 0
-            async for _ in stream:
-                n += 1
-                if n == 1:
-                    await asyncio.sleep(1.0)  # the server finishes meanwhile
-                if n == 3:
-                    break
-            await stream.aclose()  # type: ignore[attr-defined]
-            return backend.ended_early["r"]
-        finally:
-            await backend.stop()
-
-    with fake_upstream() as port:
-        _, energy = asyncio.run(main(port))
+        _, energy = asyncio.run(_left_after_three(backend))
     assert energy == 2000.0, energy
 
 
@@ -258,29 +262,11 @@ def test_a_token_priced_server_bills_the_tokens_it_made_for_a_client_that_left()
     price (it was billed the 3 the client read, at the target's figures: session 39's note)."""
     from wattserve.core.cost import token_usd
 
-    async def main(port: int) -> tuple[float, float | None]:
+    with fake_upstream() as port:
         url = f"http://127.0.0.1:{port}/v1"
         backend = OpenAIBackend(
             "u/0", "dc", "m", url, "remote", usd_per_mtok_input=1.0, usd_per_mtok_output=10.0
         )
-        await backend.start()
-        try:
-            stream = backend.generate(
-                GenRequest("r", "chat", "m", BODY | {"fake_tokens": 2000}, 8, 2000)
-            )
-            n = 0
-            async for _ in stream:
-                n += 1
-                if n == 1:
-                    await asyncio.sleep(1.0)  # the server finishes meanwhile
-                if n == 3:
-                    break
-            await stream.aclose()  # type: ignore[attr-defined]
-            return backend.ended_early["r"]
-        finally:
-            await backend.stop()
-
-    with fake_upstream() as port:
-        usd, energy = asyncio.run(main(port))
+        usd, energy = asyncio.run(_left_after_three(backend))
     assert usd == pytest.approx(token_usd(8, 2000, 1.0, 10.0)), usd
     assert energy is None  # a hosted API's energy is not known
