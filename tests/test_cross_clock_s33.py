@@ -214,7 +214,7 @@ def test_requests_passed_over_for_their_queue_are_refused_for_one_reason(tmp_pat
     report, _ = simulate(load_fleet(fleet_file), workload, "cost", max_queue_s=2.0)
     assert report["rejected_by_reason"] == {
         "on every backend that serves llama-3.1-8b the first token would take more than 2 s "
-        "(its queue and its own prefill)": 3
+        "(its queue, its prefill and the network, as predicted)": 3
     }
 
 

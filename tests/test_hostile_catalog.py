@@ -170,7 +170,7 @@ def test_memory_fit_of_non_finite_figures_is_not_a_crash(memory_gb: float, max_b
         hw, figures={**hw.figures, "memory_gb": Figure(value=memory_gb, source="test")}
     )
     dep = Deployment(load_model("llama-3.1-8b"), absurd)
-    fit = memory_fit(dep, EngineParams(), batch=1, seq_tokens=1024, prefill_tokens=1024)
+    fit = memory_fit(dep, EngineParams(), batch=1, seq_tokens=1024, workspace_tokens=1024)
     assert fit.max_batch == max_batch and fit.fits == (max_batch > 0)
 
 

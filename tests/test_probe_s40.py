@@ -162,6 +162,8 @@ def test_an_output_file_that_is_also_standard_output_is_refused(tmp_path: Path) 
     p = simulate_into(other)
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text()) and other.read_text().count("\n") == 1
+    p = simulate_into(Path("/dev/stdout"))  # standard output asked for by name: as before
+    assert p.returncode == 0, p.stderr
 
 
 def test_a_request_given_up_on_its_replica_names_the_replica(tmp_path: Path) -> None:
@@ -239,6 +241,11 @@ def test_estimate_says_when_its_calibration_predicted_unseen_rows_badly() -> Non
     assert "35.2% mean error (over 15%)" in note, note
     good = estimate("llama-3.1-8b", "h100-sxm", calibration=calibration(9.0))
     assert not [a for a in good.assumptions if "not fitted on" in a]
+    kept = Calibration(  # nothing fitted: no held-out error, the kept defaults 44% off
+        params={"h100-sxm": terms}, fit_error={"h100-sxm": {"rows": 3, "mean_abs_pct": 44.0}}
+    )
+    notes = estimate("llama-3.1-8b", "h100-sxm", calibration=kept).assumptions
+    assert [a for a in notes if "miss its own rows by 44.0%" in a], notes
     other = estimate("llama-3.1-8b", "a100-sxm-80gb", calibration=calibration(35.2))
     assert not [a for a in other.assumptions if "not fitted on" in a]  # not its terms
 
@@ -328,3 +335,19 @@ def test_estimate_says_when_its_figures_make_a_step_of_minutes() -> None:
     assert not [
         a for a in estimate("llama-3.1-8b", "h100-sxm").assumptions if "one decode step" in a
     ]
+
+
+def test_rank_says_when_a_calibrations_terms_make_a_step_of_minutes() -> None:
+    """rank put such a device in its table (TPOT 129 s under a loose SLO) without a word (a
+    review): its notes now say what estimate says."""
+    from dataclasses import replace
+
+    from wattserve import rank
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.params import Calibration, default_params
+
+    hw = load_catalog().device("h100-sxm")
+    broken = replace(default_params(hw), gemm_latency_s=1.0, source="edited by hand")
+    calib = Calibration(params={"h100-sxm": broken})
+    r = rank("llama-3.1-8b", hardware="h100-sxm", calibration=calib, slo_ttft_s=1e4, slo_tpot_s=1e4)
+    assert [n for n in r.notes if "one decode step of one sequence" in n], r.notes

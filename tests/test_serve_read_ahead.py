@@ -270,3 +270,29 @@ def test_a_token_priced_server_bills_the_tokens_it_made_for_a_client_that_left()
         usd, energy = asyncio.run(_left_after_three(backend))
     assert usd == pytest.approx(token_usd(8, 2000, 1.0, 10.0)), usd
     assert energy is None  # a hosted API's energy is not known
+
+
+def test_a_token_priced_server_that_never_answered_keeps_nothing_to_bill() -> None:
+    """A refused connection is no answer: nothing is kept for the gateway (a review found a
+    prompt's price kept for it, never read, until evicted)."""
+    from wattserve.errors import UpstreamError
+    from wattserve.serve.net import free_port
+
+    async def main() -> dict[str, tuple[float, float | None]]:
+        url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+        backend = OpenAIBackend(
+            "u/0", "dc", "m", url, "remote", usd_per_mtok_input=1.0, usd_per_mtok_output=10.0
+        )
+        await backend.start()
+        try:
+            for body in ({}, {"stream": False}):
+                with pytest.raises(UpstreamError):
+                    async for _ in backend.generate(
+                        GenRequest("r", "chat", "m", BODY | body, 8, 8)
+                    ):
+                        pass
+            return backend.ended_early
+        finally:
+            await backend.stop()
+
+    assert asyncio.run(main()) == {}

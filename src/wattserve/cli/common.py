@@ -130,8 +130,15 @@ def check_writable(
         )
 
 
+# names of standard output itself: writing to one is asking for it (textfile.replacing)
+STDOUT_NAMES = frozenset({"/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
+
+
 def _is_stdout(path: Path) -> bool:
-    """Whether `path` is the regular file standard output is redirected to."""
+    """Whether `path` is the regular file standard output is redirected to, under another
+    name (`--out X > X`; `--out /dev/stdout > X` asks for standard output, and is not)."""
+    if os.path.abspath(path) in STDOUT_NAMES:
+        return False
     try:
         out = os.fstat(sys.stdout.fileno())
         return stat.S_ISREG(out.st_mode) and os.path.samestat(out, path.stat())

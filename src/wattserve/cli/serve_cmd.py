@@ -236,7 +236,13 @@ def serve_cmd(
 
 
 def _bind_any_port(host: str, backlog: int) -> socket.socket:
-    """A listening socket on `host` at a port the kernel picks (serve --port 0)."""
+    """A listening socket on `host` at a port the kernel picks (serve --port 0): every
+    interface for "" (IPv6 and IPv4 where the system has both), else the first address `host`
+    resolves to (one port cannot be picked for several sockets at once)."""
+    if not host:
+        both = socket.has_dualstack_ipv6()
+        family = socket.AF_INET6 if both else socket.AF_INET
+        return socket.create_server(("", 0), family=family, backlog=backlog, dualstack_ipv6=both)
     family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
     return socket.create_server((host, 0), family=family, backlog=backlog)
 

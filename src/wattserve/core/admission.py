@@ -51,7 +51,7 @@ def queue_refusal(model: str, max_queue_s: float) -> str:
     the shortest prediction in it, one saturated run gave eight reasons for one refusal)."""
     return (
         f"on every backend that serves {model} the first token would take more than "
-        f"{max_queue_s:g} s (its queue and its own prefill)"
+        f"{max_queue_s:g} s (its queue, its prefill and the network, as predicted)"
     )
 
 

@@ -187,8 +187,12 @@ def layout_fit(
         reason = (
             f"batch {batch} needs {kv / GB:.1f} GB of KV cache per device ({seq_tokens} "
             f"tokens a sequence) but only {max(free, 0.0) / GB:.1f} GB is free beside the "
-            f"weights and {act / GB:.1f} GB of activations (a step of {act_tokens} tokens); "
-            f"the largest batch that fits is {max_batch}"
+            + (
+                f"weights and {act / GB:.1f} GB of activations (a step of {act_tokens} tokens)"
+                if act
+                else "weights"
+            )
+            + f"; the largest batch that fits is {max_batch}"
         )
     return MemoryFit(weights / GB, kv / GB, act / GB, capacity / GB, fits, max_batch, reason)
 

@@ -227,14 +227,21 @@ class Calibration:
         where it was over HELD_OUT_WARN_PCT (calibrate warned when it wrote them; estimate
         had applied them without a word: a fit 35% off on rows it had not seen)."""
         entry = self.entry_id(hw_id)
-        held_out = None if entry is None else self.fit_error.get(entry, {}).get("loo_mean_abs_pct")
-        if held_out is None or not held_out > HELD_OUT_WARN_PCT:
-            return ()
-        return (
-            f"the calibration of {hw_id} predicted the rows it was not fitted on with "
-            f"{held_out:.1f}% mean error (over {HELD_OUT_WARN_PCT:g}%): its terms are uncertain; "
-            "measure more shapes (docs/calibration.md)",
-        )
+        fit = {} if entry is None else self.fit_error.get(entry, {})
+        held_out, in_sample = fit.get("loo_mean_abs_pct"), fit.get("mean_abs_pct")
+        if held_out is not None and held_out > HELD_OUT_WARN_PCT:
+            return (
+                f"the calibration of {hw_id} predicted the rows it was not fitted on with "
+                f"{held_out:.1f}% mean error (over {HELD_OUT_WARN_PCT:g}%): its terms are "
+                "uncertain; measure more shapes (docs/calibration.md)",
+            )
+        if held_out is None and in_sample is not None and in_sample > HELD_OUT_WARN_PCT:
+            return (  # nothing was fitted (nothing held out): the defaults it kept miss its rows
+                f"the calibration of {hw_id} kept terms that miss its own rows by "
+                f"{in_sample:.1f}% on average (over {HELD_OUT_WARN_PCT:g}%): the model does not "
+                "describe that engine's times well (docs/calibration.md)",
+            )
+        return ()
 
     def params_for(self, hw: Hardware) -> EngineParams:
         key = hw.id if hw.id in self.params else self.entry_id(hw.id) if self.params else None

@@ -21,6 +21,7 @@ from wattserve.core.configs import (
     tpot_counts,
 )
 from wattserve.core.cost import CostAssumptions, check_pue
+from wattserve.core.deployment import Deployment
 from wattserve.core.dtypes import parse_dtype
 from wattserve.core.hardware import (
     CATEGORIES,
@@ -33,6 +34,7 @@ from wattserve.core.hardware import (
 from wattserve.core.modelspec import ModelSpec, check_context, load_model
 from wattserve.core.params import Calibration, check_memory_share, load_calibration
 from wattserve.core.pareto import pareto_front
+from wattserve.core.perf import implausible_step, perf_model
 from wattserve.core.sites import MAX_POWER_W
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S, SLO
 from wattserve.errors import ConfigError, UnknownNameError
@@ -151,6 +153,14 @@ def _choices(flag: str, values: Iterable[str], allowed: Sequence[str]) -> tuple[
             raise ConfigError(f"'{v}' is not one of {', '.join(allowed)}", field=flag)
         out.append(v)
     return tuple(out)
+
+
+def _broken_terms(spec: ModelSpec, hw: Hardware, calib: Calibration) -> tuple[str, ...]:
+    """The note where a calibration's terms make the least step of `spec` on `hw` implausible
+    (core.perf.implausible_step: a fleet's replica refuses them; estimate says so)."""
+    pm = perf_model(Deployment(spec, hw), calib.params_for(hw))
+    broken = "" if pm.missing else implausible_step(pm)
+    return (broken,) if broken else ()
 
 
 def _describe(row: Row) -> str:
@@ -428,7 +438,7 @@ def rank(
         )
         for h in covered:  # the model, not each shape: rank searches batches and layouts
             notes += calib.beyond(cat.device(h), spec.id, spec.total_params)
-            notes += calib.caution(h)
+            notes += calib.caution(h) + _broken_terms(spec, cat.device(h), calib)
     return Ranking(
         model=spec.id,
         prompt_tokens=prompt_tokens,

@@ -148,26 +148,27 @@ class OpenAIBackend(Backend):
     def left_early(self, request_id: str) -> tuple[float, float | None] | None:
         return self.ended_early.pop(request_id, None)
 
-    def _left(self, req: GenRequest, produced: int, share_s: float) -> None:
+    def _left(self, req: GenRequest, produced: int, share_s: float, answered: bool) -> None:
         """A request that ended before its answer did (the client left, the server failed):
         what the server `produced` of it, read ahead of the client or not, for the gateway to
         bill: at the server's token prices, or, time-priced, its share of the server's time
         and the energy of those tokens. (Else `budgets.delivered`, which prices the tokens
         the client was sent, and the whole wall time at the server's $/s: a token-priced
         server read ahead of a client that left was billed only what the client had read,
-        until 2026-12-06.)"""
+        until 2026-12-06.) A token-priced server bills nothing it did not answer (`answered`:
+        a 200 came): a refusal or a failed connection is recorded by the gateway as such."""
         p_in, p_out = self.prices
-        by_tokens = p_in is not None and p_out is not None
-        if not (by_tokens or self.usd_per_s):
+        energy = self._energy_of(req.prompt_tokens, produced)
+        if p_in is not None and p_out is not None:  # priced by tokens, as _finish bills
+            if not answered:
+                return
+            usd = token_usd(req.prompt_tokens, produced, p_in, p_out)
+        elif self.usd_per_s:
+            usd = self._time_usd(share_s, energy)
+        else:
             return
         if len(self.ended_early) >= MAX_GONE:
             self.ended_early.pop(next(iter(self.ended_early)))
-        energy = self._energy_of(req.prompt_tokens, produced)
-        usd = (
-            token_usd(req.prompt_tokens, produced, p_in or 0.0, p_out or 0.0)
-            if by_tokens
-            else self._time_usd(share_s, energy)
-        )
         self.ended_early[req.id] = (usd, energy)
 
     def _time_usd(self, share_s: float, energy: float | None) -> float:
@@ -290,7 +291,7 @@ class OpenAIBackend(Backend):
         payload = self._payload(self._body(req))
         mark = self.share.join()
         finished = False  # the Finish yielded: else the request ended early
-        share_s, produced = 0.0, 0
+        share_s, produced, answered = 0.0, 0, False
         try:
             try:
                 if self.fast is not None:
@@ -306,6 +307,7 @@ class OpenAIBackend(Backend):
                         wait = resp.headers.get("Retry-After")
                 if status != 200:
                     raise self._refused(status, raw, wait)
+                answered = True
             except (aiohttp.ClientError, HTTPError, TimeoutError, OSError) as exc:
                 raise self._failed(exc, before_first_byte=True) from None
             finally:
@@ -331,7 +333,7 @@ class OpenAIBackend(Backend):
             yield self._finish(req, usage, reason, produced, share_s)
         finally:
             if not finished:  # the client left, or the server failed: see _left
-                self._left(req, produced, share_s)
+                self._left(req, produced, share_s, answered)
 
     def _answer(self, raw: bytes) -> dict[str, Any]:
         """A 200's body: a JSON object that is not an error (else `_broken`)."""
@@ -550,7 +552,7 @@ class OpenAIBackend(Backend):
             if not finished:  # the client left, or the server failed: see _left
                 # what the server made counts, read ahead of the client or not
                 made = produced if ahead is None else made_tokens(req.kind, produced, ahead.lines)
-                self._left(req, made, share_s[0] if share_s else 0.0)
+                self._left(req, made, share_s[0] if share_s else 0.0, ahead is not None)
 
     def _error_event(self, error: Any, *, before_first_byte: bool) -> UpstreamError:
         """The error for an `error` object in a stream: the server failed mid-answer. Its
