@@ -351,3 +351,24 @@ def test_rank_says_when_a_calibrations_terms_make_a_step_of_minutes() -> None:
     calib = Calibration(params={"h100-sxm": broken})
     r = rank("llama-3.1-8b", hardware="h100-sxm", calibration=calib, slo_ttft_s=1e4, slo_tpot_s=1e4)
     assert [n for n in r.notes if "one decode step of one sequence" in n], r.notes
+
+
+@pytest.mark.parametrize(
+    ("phase", "prompt", "context", "field"),
+    [("decode", "100", "", "context_tokens"), ("prefill", "", "200", "prompt_tokens")],
+)
+def test_a_row_without_the_field_its_phase_needs_says_which(
+    tmp_path: Path, phase: str, prompt: str, context: str, field: str
+) -> None:
+    """It said "expected a whole number in ASCII digits, got ''" (a probe)."""
+    csv = tmp_path / "m.csv"
+    csv.write_text(
+        "model,hardware,count,tensor_parallel,dtype,phase,batch,prompt_tokens,context_tokens,"
+        f"seconds,watts\nllama-3.1-8b,h100-sxm,1,1,bf16,{phase},1,{prompt},{context},0.01,\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "calibrate", str(csv), "-o", str(tmp_path / "c.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert f"field '{field}': a {phase} row needs its {field}" in p.stderr, p.stderr

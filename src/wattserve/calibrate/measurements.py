@@ -228,6 +228,18 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
     # no context_tokens (then the whole context is the prompt)
     prompt_raw = (row.get("prompt_tokens") or "").strip()
     context_raw = (row.get("context_tokens") or "").strip()
+    needed, what = (
+        ("prompt_tokens", "the prompt it prefills")
+        if phase == "prefill"
+        else ("context_tokens", "the context the step extends")
+    )
+    if not (prompt_raw if phase == "prefill" else context_raw):
+        raise ConfigError(
+            f"a {phase} row needs its {needed} ({what}); only the other field may be empty",
+            path=path,
+            line=line,
+            field=needed,
+        )
     if phase == "prefill":
         prompt = _int(row, "prompt_tokens", path, line, minimum=1)
         context = _int(row, "context_tokens", path, line, minimum=0) if context_raw else prompt
