@@ -372,3 +372,28 @@ def test_a_row_without_the_field_its_phase_needs_says_which(
     )  # fmt: skip
     assert p.returncode == 2, p.stderr
     assert f"field '{field}': a {phase} row needs its {field}" in p.stderr, p.stderr
+
+
+def test_port_0_on_every_interface_binds_them_all() -> None:
+    """`--host '' --port 0` failed (getaddrinfo of '') where a fixed port listens everywhere."""
+    import socket
+
+    from wattserve.cli.serve_cmd import _bind_any_port
+
+    sock = _bind_any_port("", 8)
+    try:
+        host, port = sock.getsockname()[:2]
+        assert port > 0 and host in ("::", "0.0.0.0"), (host, port)
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # IPv4 reaches it too
+    finally:
+        sock.close()
+
+
+def test_a_memory_reason_without_activations_does_not_count_them() -> None:
+    """An SRAM part holds no activation workspace in this model: its reason said '0.0 GB of
+    activations (a step of 8192 tokens)'."""
+    from wattserve import estimate
+
+    e = estimate("llama-3.1-8b", "groq-lpu", pp=100, batch=1000)
+    assert not e.fits and "free beside the weights;" in e.reason, e.reason
