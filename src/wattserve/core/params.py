@@ -224,8 +224,9 @@ class Calibration:
 
     def caution(self, hw_id: str) -> tuple[str, ...]:
         """What a prediction from `hw_id`'s terms should say of their fit: its held-out error
-        where it was over HELD_OUT_WARN_PCT (calibrate warned when it wrote them; estimate
-        had applied them without a word: a fit 35% off on rows it had not seen)."""
+        where it was over HELD_OUT_WARN_PCT, or, where nothing was fitted (nothing held out),
+        the kept terms' own error over it (calibrate warned when it wrote them; estimate had
+        applied them without a word: a fit 35% off on rows it had not seen)."""
         entry = self.entry_id(hw_id)
         fit = {} if entry is None else self.fit_error.get(entry, {})
         held_out, in_sample = fit.get("loo_mean_abs_pct"), fit.get("mean_abs_pct")
