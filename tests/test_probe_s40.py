@@ -320,7 +320,7 @@ def test_calibrate_shows_the_path_it_wrote_escaped(tmp_path: Path) -> None:
 def test_estimate_says_when_its_figures_make_a_step_of_minutes() -> None:
     """A calibration's terms at the ends of their ranges gave TPOT 41,722,830 ms and no word
     from estimate, while simulate refused the same terms (a probe): estimate now says what a
-    fleet's replica says, with the same rule (core.perf.implausible_step)."""
+    fleet's replica says, with the same rule (core.plausible.implausible_step)."""
     from dataclasses import replace
 
     from wattserve import estimate
@@ -384,8 +384,8 @@ def test_port_0_on_every_interface_binds_them_all() -> None:
     try:
         host, port = sock.getsockname()[:2]
         assert port > 0 and host in ("::", "0.0.0.0"), (host, port)
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass  # IPv4 reaches it too
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            assert client.getpeername()[1] == port  # IPv4 reaches it too
     finally:
         sock.close()
 

@@ -286,11 +286,9 @@ def test_a_token_priced_server_that_never_answered_keeps_nothing_to_bill() -> No
         await backend.start()
         try:
             for body in ({}, {"stream": False}):
+                stream = backend.generate(GenRequest("r", "chat", "m", BODY | body, 8, 8))
                 with pytest.raises(UpstreamError):
-                    async for _ in backend.generate(
-                        GenRequest("r", "chat", "m", BODY | body, 8, 8)
-                    ):
-                        pass
+                    await anext(stream)  # type: ignore[call-overload]
             return backend.ended_early
         finally:
             await backend.stop()

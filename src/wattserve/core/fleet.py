@@ -25,7 +25,8 @@ from wattserve.core.params import (
     check_memory_share,
     load_calibration,
 )
-from wattserve.core.perf import PerfModel, implausible_step, perf_model
+from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.plausible import implausible_step
 from wattserve.core.sites import (
     MAX_LATENCY_S,
     Link,

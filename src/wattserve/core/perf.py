@@ -516,27 +516,6 @@ def _gemm_kernels(m: ModelSpec) -> int:
     return m.num_layers * (2 + mlp) + 1
 
 
-# The slowest real engine decodes a token in seconds (Llama 3.1 405B in bf16 on one CPU, about
-# 4 s); a step of minutes comes from a broken figure, and a simulation would then account its
-# power second by second for months.
-MAX_LEAST_STEP_S = 60.0
-
-
-def implausible_step(pm: PerfModel) -> str:
-    """Why `pm`'s figures are broken ("" when they are not): its least step, one decode token
-    of one sequence, past MAX_LEAST_STEP_S. A fleet's replica refuses to run on them; estimate
-    and rank say so (they had printed a 41,722,830 ms TPOT from a calibration's terms at the
-    ends of their ranges without a word)."""
-    least = pm.decode_step(1, 1).time_s
-    if least <= MAX_LEAST_STEP_S:  # (NaN is broken too: call it where no figure is missing)
-        return ""
-    return (
-        f"one decode step of one sequence would take {least:.3g} s on "
-        f"{pm.deployment.hardware.id} (at most {MAX_LEAST_STEP_S:g} s): a figure of the "
-        "device or a calibration term is out of range"
-    )
-
-
 @lru_cache(maxsize=4096)
 def perf_model(dep: Deployment, params: EngineParams) -> PerfModel:
     """A PerfModel, built once per (deployment, parameters) pair."""

@@ -29,7 +29,8 @@ from wattserve.core.params import (
     check_memory_share,
     load_calibration,
 )
-from wattserve.core.perf import PerfModel, StepCost, implausible_step, perf_model
+from wattserve.core.perf import PerfModel, StepCost, perf_model
+from wattserve.core.plausible import implausible_step
 from wattserve.errors import ConfigError
 
 _DEFAULT_COSTS = CostAssumptions()

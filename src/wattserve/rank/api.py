@@ -34,7 +34,8 @@ from wattserve.core.hardware import (
 from wattserve.core.modelspec import ModelSpec, check_context, load_model
 from wattserve.core.params import Calibration, check_memory_share, load_calibration
 from wattserve.core.pareto import pareto_front
-from wattserve.core.perf import implausible_step, perf_model
+from wattserve.core.perf import perf_model
+from wattserve.core.plausible import implausible_step
 from wattserve.core.sites import MAX_POWER_W
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S, SLO
 from wattserve.errors import ConfigError, UnknownNameError
@@ -157,7 +158,7 @@ def _choices(flag: str, values: Iterable[str], allowed: Sequence[str]) -> tuple[
 
 def _broken_terms(spec: ModelSpec, hw: Hardware, calib: Calibration) -> tuple[str, ...]:
     """The note where a calibration's terms make the least step of `spec` on `hw` implausible
-    (core.perf.implausible_step: a fleet's replica refuses them; estimate says so)."""
+    (core.plausible.implausible_step: a fleet's replica refuses them; estimate says so)."""
     pm = perf_model(Deployment(spec, hw), calib.params_for(hw))
     broken = "" if pm.missing else implausible_step(pm)
     return (broken,) if broken else ()

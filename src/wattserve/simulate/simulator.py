@@ -140,28 +140,12 @@ class Simulation:
 
     def _reject(self, req: Request, reason: str, placed: tuple[Seq, int] | None = None) -> None:
         """Count a refused request; `placed`: the sequence and engine it was refused on after
-        its placement (its record names them: until 2026-12-06 a request given up at the
-        queue limit had no target, so which replica it waited on was not known)."""
+        its placement, which its record names (until 2026-12-06 it named no target)."""
         self.out.rejected[reason] += 1
         if len(self.out.rejected_rows) < 1000:
             self.out.rejected_rows.append((req.row or req.id, reason))
-        if self.on_request is None:
-            return
-        if placed is None:
-            self.on_request(self._record(req, REJECTED, reason))
-            return
-        s, i = placed
-        self.on_request(
-            self._record(
-                req,
-                REJECTED,
-                reason,
-                admitted_s=s.admitted_s,
-                target=self.engines[i].name,
-                site=self.engine_site[i],
-                preemptions=s.preemptions,
-            )
-        )
+        if self.on_request is not None:
+            self.on_request(self._record(req, REJECTED, reason, placed=placed))
 
     def _record(
         self,
@@ -174,9 +158,16 @@ class Simulation:
         end_s: float | None = None,
         target: str | None = None,
         site: str | None = None,
-        preemptions: int = 0,
+        placed: tuple[Seq, int] | None = None,
     ) -> RequestRecord:
-        """The record of `req` for simulate --requests-out (times on the simulation clock)."""
+        """The record of `req` for simulate --requests-out (times on the simulation clock);
+        `placed`: the sequence and engine it reached, whose admission, name, site and
+        preemptions the record gives."""
+        preemptions = 0
+        if placed is not None:
+            s, i = placed
+            admitted_s, preemptions = s.admitted_s, s.preemptions
+            target, site = self.engines[i].name, self.engine_site[i]
         return RequestRecord(
             req.id,
             req.row,
@@ -598,17 +589,8 @@ class Simulation:
         self, s: Seq, i: int, status: str, reason: str, rtt: float, end: float | None
     ) -> RequestRecord:
         """A request that reached engine i; `rtt` the link's round trip its client pays."""
-        return self._record(
-            s.req,
-            status,
-            reason,
-            admitted_s=s.admitted_s,
-            first_token_s=None if s.first_token_s is None else s.first_token_s + rtt,
-            end_s=end,
-            target=self.engines[i].name,
-            site=self.engine_site[i],
-            preemptions=s.preemptions,
-        )
+        first = None if s.first_token_s is None else s.first_token_s + rtt
+        return self._record(s.req, status, reason, first_token_s=first, end_s=end, placed=(s, i))
 
     def _finish_metrics(self, req: Request, where: str, ttft: float, e2e: float) -> None:
         out = self.out
