@@ -407,7 +407,7 @@ class _Stop(Exception):
 def test_rows_of_equal_deployments_in_distinct_objects_predict_the_same() -> None:
     hw = load_catalog().device("h100-sxm")
     ms = read_measurements(EXAMPLES / "measurements-h100-70b.csv")
-    one = step_row(ms[0], hw, "m.csv").dep
+    one = step_row(ms[0], hw, "m.csv").basis
     shared = [StepRow(r.m, one, r.work) for r in (step_row(m, hw, "m.csv") for m in ms)]
     apart = [step_row(m, hw, "m.csv") for m in ms]
     assert len({id(r.dep) for r in apart}) == len(apart)

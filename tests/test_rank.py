@@ -377,7 +377,7 @@ def test_hand_checked_largest_batch_and_envelope(tmp_path: Path) -> None:
     """A toy device with round figures, engine terms pinned: the batch the search reports is the
     one the roofline arithmetic gives by hand, and so is the envelope count."""
     from wattserve import Calibration, EngineParams, load_model
-    from wattserve.core.perf import elementwise_bytes_per_token
+    from wattserve.core.stepbasis import elementwise_bytes_per_token
 
     f = tmp_path / "toy.yaml"
     f.write_text(

@@ -72,6 +72,7 @@ from wattserve.core.params import (
     default_params,
 )
 from wattserve.core.perf import PerfModel
+from wattserve.core.stepbasis import StepBasis
 from wattserve.errors import ConfigError, WattserveError
 
 LOO_MAX_ROWS = 40
@@ -341,7 +342,7 @@ def _fit_power(
     candidates = _power_terms(hw)
     costs = []
     for r in powered:
-        pm = PerfModel(r.dep, params)
+        pm = PerfModel(r.dep, params, r.basis)
         c = pm.step(*r.work)
         costs.append((*pm.work_times(c, r.work[0]), c.time_s, r.m.watts or 0.0))
     if len(powered) < 3:
@@ -358,11 +359,13 @@ def _fit_power(
     def errors(p: EngineParams, idx: Sequence[int]) -> np.ndarray:
         # each row's own deployment: its devices, and how many of them a step keeps busy (it
         # was the first row's for every row, so rows of other pp or tp fitted a wrong curve)
-        pms: dict[int, PerfModel] = {}  # by the deployment object, as predict_seconds
+        pms: dict[int, PerfModel] = {}  # by the deployment's basis, as predict_seconds
         out = []
         for i in idx:
-            dep = powered[i].dep
-            pm = pms.get(id(dep)) or pms.setdefault(id(dep), PerfModel(dep, p))
+            basis = powered[i].basis
+            pm = pms.get(id(basis))
+            if pm is None:
+                pm = pms[id(basis)] = PerfModel(basis.deployment, p, basis)
             out.append(pm.power_w(*costs[i][:3]) / pm.devices / costs[i][3] - 1.0)
         return np.array(out)
 
@@ -622,7 +625,7 @@ def fit_calibration(
     # every device's rows resolved (and refused where impossible) before any fit, which may
     # take a minute: a bad row of the second device is not found after the first one's fit
     models: dict[str, ModelSpec] = {}  # each model file read once, however many rows name it
-    deployments: dict[Deployment, Deployment] = {}  # one object per deployment (predict_seconds)
+    deployments: dict[Deployment, StepBasis] = {}  # one object per deployment (predict_seconds)
     resolved = {
         hw_id: [step_row(m, catalog.device(hw_id), source, models, deployments) for m in ms]
         for hw_id, ms in groups.items()

@@ -19,14 +19,19 @@ from wattserve.core.memory import layout_fit, memory_layout
 from wattserve.core.modelspec import ModelSpec, fits_context, load_model
 from wattserve.core.params import DATASHEET_PEAKS, EngineParams, default_params
 from wattserve.core.perf import PerfModel, perf_model
+from wattserve.core.stepbasis import StepBasis
 from wattserve.errors import CalibrationError, ConfigError, WattserveError
 
 
 @dataclass(frozen=True, slots=True)
 class StepRow:
     m: Measurement
-    dep: Deployment
+    basis: StepBasis  # the row's deployment and its figures, shared by its deployment's rows
     work: tuple[float, float, float, float]  # tokens, attention work, KV tokens, sequences
+
+    @property
+    def dep(self) -> Deployment:
+        return self.basis.deployment
 
     @property
     def seconds(self) -> float:
@@ -60,12 +65,13 @@ def step_row(
     hw: Hardware,
     path: str,
     models: dict[str, ModelSpec] | None = None,
-    deployments: dict[Deployment, Deployment] | None = None,
+    deployments: dict[Deployment, StepBasis] | None = None,
 ) -> StepRow:
     """`m` resolved and checked; `models`: the specs read so far, by the rows' model field,
     filled as rows name new ones (a config of 60 MB named by 2,000 rows was read 2,000 times:
     ten minutes before the fit began); `deployments`: those made so far, so that rows of one
-    deployment share one object (`predict_seconds` finds its PerfModel by identity)."""
+    deployment share one object and its figures (`predict_seconds` finds its PerfModel by
+    identity, and builds it from the figures)."""
     spec = None if models is None else models.get(m.model)
     if spec is None:
         try:
@@ -86,8 +92,12 @@ def step_row(
     except ConfigError as exc:  # the stages come from the row's count over its tp
         field = "count" if exc.field == "pp" else "tensor_parallel"
         raise ConfigError(exc.detail, path=path, line=m.line, field=field) from None
-    if deployments is not None:
-        dep = deployments.setdefault(dep, dep)
+    basis = None if deployments is None else deployments.get(dep)
+    if basis is None:
+        basis = StepBasis(dep)
+        if deployments is not None:
+            deployments[dep] = basis
+    dep = basis.deployment
     defaults = perf_model(dep, default_params(hw))
     missing = defaults.missing  # figures the step needs, not terms
     if missing:
@@ -131,7 +141,7 @@ def step_row(
     else:
         c = float(m.context_tokens)
         work = (b, b * (c + 1), b * (c + 1), b)
-    row = StepRow(m, dep, work)
+    row = StepRow(m, basis, work)
     _check_seconds(row, float(predict_seconds([row], defaults.params)[0]), path)
     _check_watts(m, defaults, path)
     return row
@@ -234,20 +244,22 @@ def _check_watts(m: Measurement, pm: PerfModel, path: str) -> None:
 
 
 def predict_seconds(rows: Sequence[StepRow], params: EngineParams) -> np.ndarray:
-    """Each row's seconds under `params`: one PerfModel per deployment object. Found by the
-    object's identity, not its value: hashing a Deployment (its model and hardware, field by
-    field) for every row of every evaluation was half of a 300-row fit's time. Rows of one
-    deployment share one object (step_row's `deployments`); rows that do not still get the
-    same figures, from a PerfModel each."""
-    cache: dict[int, PerfModel] = {}  # by id(): every row, so its deployment, outlives the call
+    """Each row's seconds under `params`: one PerfModel per deployment object, built from the
+    row's StepBasis (the deployment's figures, resolved once for the whole fit: resolving
+    them for every evaluation had been 80% of a fit's time on a file of many deployments).
+    Found by the object's identity, not its value: hashing a Deployment (its model and
+    hardware, field by field) for every row of every evaluation was half of a 300-row fit's
+    time. Rows of one deployment share one object (step_row's `deployments`); rows that do
+    not still get the same figures, from a PerfModel each."""
+    cache: dict[int, PerfModel] = {}  # by id(): every row, so its basis, outlives the call
     times = []
-    dep: Deployment | None = None
+    basis: StepBasis | None = None
     pm: PerfModel | None = None
     for r in rows:
-        if r.dep is not dep:  # rows of one deployment mostly come together
-            dep, pm = r.dep, cache.get(id(r.dep))
+        if r.basis is not basis:  # rows of one deployment mostly come together
+            basis, pm = r.basis, cache.get(id(r.basis))
             if pm is None:
-                pm = cache[id(dep)] = PerfModel(dep, params)
+                pm = cache[id(basis)] = PerfModel(basis.deployment, params, basis)
                 if pm.missing:
                     raise CalibrationError(
                         f"line {r.m.line}: cannot model this row: {'; '.join(pm.missing)}"

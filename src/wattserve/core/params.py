@@ -63,7 +63,8 @@ class EngineParams:
     overhead_moe_layer_s: float = 0.0
     # the elementwise kernels between a layer's GEMMs (norms, residual adds, rotary, the gated
     # activation) move elementwise_factor times the bytes vLLM's fused kernels do
-    # (perf.elementwise_bytes_per_token, docs/model.md); an engine of unfused kernels moves more
+    # (stepbasis.elementwise_bytes_per_token, docs/model.md); an engine of unfused kernels
+    # moves more
     elementwise_factor: float = 1.0
     # an engine setting, not fitted: 1 where the engine computes the LM head for every token
     # it processes (llama-cpp-python's server, whose logits_all is on by default and which

@@ -16,20 +16,19 @@ draw the idle power (docs/model.md). The LM head's FLOPs count once per sequence
 
 Small GEMMs (off by default): each GEMM's FLOPs are counted as if its output had
 gemm_pad_elems more elements, and each GEMM kernel adds gemm_latency_s to the memory time
-(docs/model.md). The hot path is plain float arithmetic on values resolved once in __init__.
+(docs/model.md). The deployment's own figures are resolved once (core/stepbasis.py), the
+engine's terms applied in __init__; the hot path is plain float arithmetic on the results.
 """
 
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from statistics import NormalDist
 from typing import NamedTuple
 
 from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
-from wattserve.core.figures import Figure
-from wattserve.core.modelspec import ModelSpec
 from wattserve.core.params import EngineParams
+from wattserve.core.stepbasis import StepBasis
 
 NAN = float("nan")
 
@@ -68,62 +67,54 @@ class StepCost(NamedTuple):
 class PerfModel:
     """Step costs for one deployment under one set of engine parameters."""
 
-    def __init__(self, dep: Deployment, params: EngineParams) -> None:
+    def __init__(
+        self, dep: Deployment, params: EngineParams, basis: StepBasis | None = None
+    ) -> None:
+        """`basis`: `dep`'s figures resolved already (core/stepbasis.py), as a fit passes
+        them when it tries many `params` on one deployment; made here when not given."""
+        b = basis if basis is not None and basis.deployment is dep else StepBasis(dep)
         self.deployment = dep
         self.params = params
-        self.missing: list[str] = []
-        self.power_missing: list[str] = []
-        self.assumptions: list[str] = []
-        self.figures_used: dict[str, Figure] = {}
-        m = dep.model
+        self.missing = list(b.missing)
+        self.power_missing = list(b.power_missing)
+        self.assumptions = list(b.assumptions)
+        self.figures_used = dict(b.figures_used)
         self.devices = dep.devices
         # the devices a step's work runs on at any moment: pipeline stages take turns (the
         # step's time is its work over tp devices' rate), so the others wait at idle power
         self.busy_devices = dep.tp
-        self.moe = m.is_moe
+        self.moe = b.moe
         # the LM head runs once per sequence in a step (its last token: the one sampled), not
         # for every prompt token, as vLLM computes logits; an engine with logits_all runs it
         # for every token (llama-cpp-python's server: EngineParams.logits_all, docs/model.md)
-        head = 2.0 * m.lm_head_params
-        self.head_flops = head * (1.0 - params.logits_all)  # per sequence of a step
-        self.flops_per_token = float(m.flops_per_token) - self.head_flops
-        self.attn_coef = float(m.attention_flops_per_token_per_context)
-        # tensor parallelism past the KV heads replicates them (vLLM; core/memory.py holds the
-        # cache so): each of a head's tp / kv_heads devices reads its whole cache
-        kv_copies = dep.tp / min(dep.tp, m.num_kv_heads)
-        self.kv_bytes_per_token = m.kv_bytes_per_token(dep.kv_dtype) * kv_copies
+        self.head_flops = b.head_flops * (1.0 - params.logits_all)  # per sequence of a step
+        self.flops_per_token = b.flops_per_token - self.head_flops
+        self.attn_coef = b.attn_coef
+        self.kv_bytes_per_token = b.kv_bytes_per_token
         # what the step time charges for them (EngineParams.attn_factor); the step's FLOPs and
         # bytes report the true amounts
         self.attn_time_coef = self.attn_coef * params.attn_factor
         self.kv_time_bytes = self.kv_bytes_per_token * params.attn_factor
-        weight_bytes = m.weight_bytes(dep.dtype)
-        self.expert_bytes = weight_bytes * (m.expert_params * m.num_layers / m.total_params)
-        self.base_weight_bytes = weight_bytes - (
-            self.expert_bytes * m.num_experts if self.moe else 0.0
-        )
-        if not self.moe:
-            self.expert_bytes = 0.0
-        self.n_experts = float(m.num_experts)
-        self.top_k = float(m.experts_per_token)
+        self.expert_bytes = b.expert_bytes
+        self.base_weight_bytes = b.base_weight_bytes
+        self.n_experts = b.n_experts
+        self.top_k = b.top_k
 
-        self.flops_rate = self._flops_rate()
-        self.bytes_rate = self._bytes_rate()
+        tp = dep.tp
+        self.flops_rate = b.peak_flops * params.eff_compute * tp
+        self.bytes_rate = b.peak_bytes * params.eff_memory * tp
         # the elementwise kernels between a layer's GEMMs (norms, residual adds, rotary, the
         # activation) stream each token's activations through memory, in kernels of their own:
         # time added to the step's, and load
-        self.act_bytes_per_token = (
-            elementwise_bytes_per_token(m, dep.tp) * params.elementwise_factor
-            if math.isfinite(self.bytes_rate)
-            else 0.0  # a part that keeps activations in its arrays moves none of them
-        )
+        self.act_bytes_per_token = b.elementwise_bytes_per_token * params.elementwise_factor
         self.act_time_per_token = self.act_bytes_per_token / self.bytes_rate
-        link = self._link_rate()
-        layers = m.num_layers
-        per_token_act = m.hidden_size * ACTIVATION_BYTES
+        link = b.link_bytes * params.eff_comm
+        layers = dep.model.num_layers
+        per_token_act = dep.model.hidden_size * ACTIVATION_BYTES
         comm_fixed = 0.0
         comm_per_token = 0.0
-        if dep.tp > 1:
-            ring = 2.0 * (dep.tp - 1) / dep.tp
+        if tp > 1:
+            ring = 2.0 * (tp - 1) / tp
             comm_fixed += 2 * layers * params.overhead_collective_s
             comm_per_token += 2 * layers * ring * per_token_act / link
         if dep.pp > 1:
@@ -135,29 +126,31 @@ class PerfModel:
         if self.moe:  # each MoE layer's routing: gate, top-k, sort by expert, combine
             self.overhead_fixed += layers * params.overhead_moe_layer_s
         self.overhead_seq = params.overhead_seq_s
-        self.pad_s, self.expert_pad_s = self._gemm_pads(
-            params.gemm_pad_elems, params.gemm_pad_expert_elems or params.gemm_pad_elems
-        )
+        self.pad_s = self.expert_pad_s = 0.0
+        pad, expert_pad = params.gemm_pad_elems, params.gemm_pad_expert_elems
+        if pad or expert_pad:
+            # a GEMM whose output is M x N over K inputs costs 2*K*(M*N + pad) FLOPs: the pad
+            # is the same for every GEMM of a kind whatever its rows or width, so a step pays
+            # 2*pad*sum(K) extra on each device (the rate is over all tp devices); 0 for the
+            # expert kernels' pad means the dense one
+            per_k_s = 2.0 * tp / self.flops_rate
+            self.pad_s = b.pad_k_dense * pad * per_k_s
+            self.expert_pad_s = b.pad_k_expert * (expert_pad or pad) * per_k_s
         self.padded = bool(self.pad_s or self.expert_pad_s)
-        self.gemm_floor_s = params.gemm_latency_s * _gemm_kernels(m)
-        # expert parallelism: the step waits for the device with the most routed tokens
-        self.ep_ranks = float(dep.tp) if dep.expert_parallel and dep.tp > 1 else 0.0
-        self.ep_read_spread = self.ep_spread = 0.0
-        if self.ep_ranks:
-            self.ep_read_spread = _busiest_spread(dep.tp)
-            # the loads sum to the step's assignments: pairwise correlation -1/(R - 1)
-            self.ep_spread = self.ep_read_spread * math.sqrt(dep.tp / (dep.tp - 1.0))
+        self.gemm_floor_s = params.gemm_latency_s * b.gemm_kernels
+        self.ep_ranks = b.ep_ranks
+        self.ep_read_spread, self.ep_spread = b.ep_read_spread, b.ep_spread
         # the grouped expert kernels reach eff_expert of the dense GEMMs' rates: their work is
         # charged beyond its true amount, to the step's time and load (_expert_slowdown)
         slow = 1.0 / params.eff_expert - 1.0 if self.moe else 0.0
-        self.expert_flops_s = 2.0 * m.num_layers * m.expert_params / self.flops_rate
+        self.expert_flops_s = 2.0 * layers * b.expert_params / self.flops_rate
         self.expert_flops_s *= 1.0 + slow
         self.expert_time_bytes = self.expert_bytes * (1.0 + slow)
-        self.expert_extra_flops = slow * 2.0 * m.num_layers * m.experts_per_token * m.expert_params
+        self.expert_extra_flops = slow * 2.0 * layers * b.experts_per_token * b.expert_params
         self.time_flops_per_token = self.flops_per_token + self.expert_extra_flops
         self.poison = NAN if self.missing else 0.0
 
-        self.idle_w, self.dynamic_w = self._power_figures()
+        self.idle_w, self.dynamic_w = self._power_figures(b)
         self.k_compute = params.power_k_compute * params.eff_compute
         self.k_memory = params.power_k_memory * params.eff_memory
         # a decode run's load line (run_lines): per unit of FLOPs and bytes, then its parts
@@ -171,113 +164,19 @@ class PerfModel:
         self.load_context = self.load_c * self.attn_coef + self.load_m * self.kv_bytes_per_token
         self.load_base = self.load_m * self.base_weight_bytes + self.poison
 
-    # -- figure resolution ----------------------------------------------------------------
-
-    def _use(self, key: str) -> float | None:
-        fig = self.deployment.hardware.figures.get(key)
-        if fig is not None:
-            self.figures_used[key] = fig
-            return fig.value
-        return None
-
-    def _flops_rate(self) -> float:
-        dep, hw = self.deployment, self.deployment.hardware
-        key = hw.peak_key(dep.dtype)
-        if key is None:
-            have = ", ".join(sorted(hw.peaks())) or "none"
-            self.missing.append(
-                f"{hw.id} has no {dep.dtype} peak in the catalog (it has: {have}); "
-                f"try --dtype with one of those, or add the figure with --hardware-file"
-            )
-            return NAN
-        if key != f"peak_tflops_{dep.dtype}":
-            self.assumptions.append(
-                f"{dep.dtype} weights use the {key.removeprefix('peak_tflops_')} peak of {hw.id}"
-            )
-        peak = self._use(key)
-        assert peak is not None
-        return peak * 1e12 * self.params.eff_compute * dep.tp
-
-    def _gemm_pads(self, pad_elems: float, expert_pad_elems: float) -> tuple[float, float]:
-        """Seconds of padded GEMM work per step: for the dense GEMMs (`pad_elems`), and for
-        the two grouped expert kernels of each MoE layer (`expert_pad_elems`, one wave each;
-        `gemm_pad_s` adds the experts' row blocks). A GEMM whose output is M x N over K inputs
-        costs 2*K*(M*N + pad) FLOPs: the pad is the same for every GEMM of a kind whatever its
-        rows or width, so a step pays 2*pad*sum(K) extra, on each device (K of a row-parallel
-        GEMM is sharded over tp)."""
-        if not (pad_elems or expert_pad_elems):
-            return 0.0, 0.0
-        m, tp = self.deployment.model, self.deployment.tp
-        attn_k = m.hidden_size + m.num_heads * m.head_dim / tp  # QKV, then the output projection
-        if m.is_moe:
-            shared = m.shared_intermediate_size
-            mlp_k = m.hidden_size + shared / tp if shared else 0.0
-            expert_k = m.num_layers * (m.hidden_size + m.expert_intermediate_size / tp)
-            if self.deployment.expert_parallel:
-                # whole experts on each device: its grouped kernels take their whole inputs
-                expert_k = m.num_layers * (m.hidden_size + m.expert_intermediate_size)
-        else:
-            mlp_k, expert_k = m.hidden_size + m.intermediate_size / tp, 0.0
-        dense_k = m.num_layers * (attn_k + mlp_k) + m.hidden_size  # the LM head once per step
-        per_k_s = 2.0 * tp / self.flops_rate  # the rate is over all tp devices
-        return dense_k * pad_elems * per_k_s, expert_k * expert_pad_elems * per_k_s
-
-    def _bytes_rate(self) -> float:
-        dep, hw = self.deployment, self.deployment.hardware
-        kind = hw.memory_kind
-        if kind == "cim":
-            self.base_weight_bytes = 0.0
-            self.expert_bytes = 0.0
-            self.assumptions.append(
-                f"{hw.id} keeps weights in its compute array (no weight traffic); "
-                "its KV-cache traffic is not modelled"
-            )
-            return math.inf
-        key = "sram_bw_gbps" if kind == "sram" else "mem_bw_gbps"
-        bw = self._use(key)
-        if bw is None:
-            self.missing.append(
-                f"{hw.id} has no {key} in the catalog, so step times cannot be computed; "
-                "add it with --hardware-file if you know it"
-            )
-            return NAN
-        return bw * 1e9 * self.params.eff_memory * dep.tp
-
-    def _link_rate(self) -> float:
-        dep, hw = self.deployment, self.deployment.hardware
-        if dep.devices == 1:
-            return math.inf
-        bw = self._use("interconnect_gbps")
-        if bw is not None:
-            # both directions together, as vendors quote it; a ring sends one way on each link
-            return bw / 2 * 1e9 * self.params.eff_comm
-        if dep.tp > 1:
-            self.missing.append(
-                f"{hw.id} has no interconnect_gbps in the catalog, so tensor-parallel "
-                "all-reduces cannot be timed"
-            )
-            return NAN
-        self.assumptions.append(
-            f"{hw.id} has no interconnect_gbps: pipeline hops cost their latency term only"
-        )
-        return math.inf
-
-    def _power_figures(self) -> tuple[float, float]:
-        hw = self.deployment.hardware
-        tdp = self._use("tdp_w")
-        if tdp is None:
-            self.power_missing.append(
-                f"{hw.id} has no tdp_w in the catalog, so power and energy cannot be computed"
-            )
+    def _power_figures(self, b: StepBasis) -> tuple[float, float]:
+        """Idle and dynamic watts of one device; the idle draw, where the catalog has none, is
+        the engine terms' share of TDP."""
+        if b.tdp_w is None:
             return NAN, NAN
-        idle = self._use("idle_w")
+        idle = b.idle_w
         if idle is None:
-            idle = tdp * self.params.idle_fraction
+            idle = b.tdp_w * self.params.idle_fraction
             self.assumptions.append(
-                f"{hw.id} idle power not in the catalog: taken as "
+                f"{self.deployment.hardware.id} idle power not in the catalog: taken as "
                 f"{self.params.idle_fraction:.0%} of TDP ({idle:.3g} W)"
             )
-        return idle, tdp - idle
+        return idle, b.tdp_w - idle
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -393,8 +292,8 @@ class PerfModel:
         Under expert parallelism each device reads only its own E/R experts, each touched with
         probability p = 1 - (1 - k/E)^T, and the step waits for the device that reads the
         most: the mean E p / R plus sqrt(E p (1 - p) / R) times the expected largest of R
-        standard normals (`_busiest_spread`), capped at E/R, counted R times against the
-        step's bandwidth over all R devices."""
+        standard normals (`stepbasis._busiest_spread`), capped at E/R, counted R times
+        against the step's bandwidth over all R devices."""
         e = self.n_experts
         if not self.ep_ranks:
             return self.touched(tokens)
@@ -413,8 +312,8 @@ class PerfModel:
         Tk(1/R)(1 - 1/R)(E - k)/(E - 1); the loads sum to Tk, so any two correlate at
         -1/(R - 1). The expected largest of R such loads is taken as the mean plus the
         standard deviation times E[max of R exchangeable normals with that correlation],
-        sqrt(R / (R - 1)) times that of independent ones (`_busiest_spread`; a normal
-        approximation of the loads; exact for R = 2: sqrt(2/pi)), capped at the most a device
+        sqrt(R / (R - 1)) times that of independent ones (`stepbasis._busiest_spread`; a
+        normal approximation of the loads; exact for R = 2: sqrt(2/pi)), capped at the most a device
         can take, T min(k, E/R)."""
         r, e, k = self.ep_ranks, self.n_experts, self.top_k
         mean = tokens * k / r
@@ -458,22 +357,6 @@ class PerfModel:
         return self.devices * self.idle_w
 
 
-@lru_cache(maxsize=64)
-def _busiest_spread(ranks: int) -> float:
-    """E[max of `ranks` independent standard normals], the integral of
-    x R phi(x) Phi(x)^(R-1) (0.564 for 2, 1.029 for 4, 1.424 for 8)."""
-    if ranks < 2:
-        return 0.0
-    nd, n, lo, hi = NormalDist(), 4000, -9.0, 9.0
-    h = (hi - lo) / n
-    total = 0.0
-    for i in range(n + 1):
-        x = lo + i * h
-        w = 0.5 if i in (0, n) else 1.0
-        total += w * x * ranks * nd.pdf(x) * nd.cdf(x) ** (ranks - 1)
-    return total * h
-
-
 def _expert_pad_rows(rows: float) -> float:
     """Rows a fused MoE kernel computes beyond an expert's own, when its experts get `rows`
     rows each on average. vLLM's fused_moe sorts the tokens by expert and pads each expert's
@@ -486,34 +369,6 @@ def _expert_pad_rows(rows: float) -> float:
     while block < rows and block < 128.0:
         block *= 2.0
     return block - rows if rows < 0.5 * block else 0.5 * block
-
-
-# The passes over a token's activations that a layer's elementwise kernels make in vLLM
-# (csrc/layernorm_kernels.cu, pos_encoding_kernels.cu, activation_kernels.cu): two fused
-# add-RMSNorms read the hidden state and the residual and write both (4 passes each), rotary
-# embedding rewrites q and k in place (about 2.5 for grouped-query attention); the gated
-# activation reads the FFN's two halves and writes one (3 passes of its width; 2 ungated).
-ELEMENTWISE_HIDDEN_PASSES = 10.5
-
-
-def elementwise_bytes_per_token(m: ModelSpec, tp: int) -> float:
-    """Bytes a token's elementwise kernels move over all layers and `tp` devices: each device
-    normalises the whole hidden state and activates its share of the FFN (docs/model.md)."""
-    if m.is_moe:
-        ffn = m.experts_per_token * (m.expert_intermediate_size or m.intermediate_size)
-        ffn += m.shared_intermediate_size
-    else:
-        ffn = m.intermediate_size
-    passes = ELEMENTWISE_HIDDEN_PASSES * m.hidden_size * tp + (3 if m.gated_mlp else 2) * ffn
-    return ACTIVATION_BYTES * m.num_layers * passes
-
-
-def _gemm_kernels(m: ModelSpec) -> int:
-    """GEMM kernels in one step: per layer QKV, the output projection, and the MLP's two
-    (gate and up fused, then down; for MoE the fused expert kernels, the router's, and the
-    shared expert's two when there is one), then the LM head."""
-    mlp = 2 + (1 + 2 * (m.shared_intermediate_size > 0) if m.is_moe else 0)
-    return m.num_layers * (2 + mlp) + 1
 
 
 @lru_cache(maxsize=4096)
