@@ -345,7 +345,10 @@ def test_an_infeasible_round_ends_verification_with_the_last_plan(tmp_path: Path
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 4, r.stderr
-    assert "no round can add capacity: the budget binds" in r.stdout and load_fleet(out)
+    # the hosted API's share is planned within its rate limit's refusals (session 41), so the
+    # derated round needs power at edge-sf as well; the budget is among what binds
+    stop = r.stdout.split("no round can add capacity: ", 1)[1]
+    assert "the budget binds" in stop and load_fleet(out)
     short = subprocess.run([*base, "--available", "l4=1"], capture_output=True, text=True,
                            timeout=300)  # fmt: skip
     assert short.returncode == 3 and "to at least 445 W" in short.stderr  # 444.4 W needed

@@ -19,7 +19,9 @@ from wattserve.plan import plan
 from wattserve.plan.capacity import CapacityCache
 
 REPO = Path(__file__).resolve().parents[1]
-HW = ["h100-sxm", "l4", "jetson-agx-orin-64gb"]
+# L4s alone: the budget and the hosted API's rate limit bind together (with H100s and Jetsons
+# too, since the hosted share is planned within its refusals, session 41, the budget alone did)
+HW = ["l4"]
 
 
 def _plan(budget: float) -> object:
@@ -39,7 +41,7 @@ def test_the_change_that_is_enough_alone_comes_first_and_is_enough() -> None:
     reasons = info.value.reasons
     assert reasons[0].startswith("alone, this is enough: the budget binds"), reasons
     together = [r for r in reasons if r.startswith("or all of these together: ")]
-    assert {"power cap", "rate limit", "budget"} <= {
+    assert {"rate limit", "budget"} <= {
         k for r in together for k in ("power cap", "rate limit", "budget") if k in r
     }, reasons
     usd = float(reasons[0].split("at least $")[1].split("/h")[0])

@@ -199,7 +199,9 @@ def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tup
     if not isinstance(raw, LineDict):
         raise r.err("available", "maps hardware ids to device counts, e.g. {h100-sxm: 16}")
     out = []
-    for hw_id, n in raw.items():
+    named: dict[str, str] = {}  # by the id in lower case (the catalog's lookup): as written
+    for raw_id, n in raw.items():
+        hw_id = raw_id
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_AVAILABLE:
             raise r.err(
                 "available",
@@ -210,5 +212,13 @@ def _available(r: Fields, entry: LineDict, catalog: Catalog | None) -> tuple[tup
                 hw_id = catalog.device(hw_id).id  # the catalog's id: `H100-SXM` is h100-sxm
             except WattserveError as exc:
                 raise r.err("available", str(exc)) from None
+        key = str(hw_id).lower()
+        if key in named:  # {l4: 0, L4: 4}: one count was kept, and which one depended on order
+            raise r.err(
+                "available",
+                f"{str(raw_id)[:80]!r} is given twice (as {named[key][:80]!r} too): one count "
+                "per device",
+            )
+        named[key] = str(raw_id)
         out.append((str(hw_id), n))
     return tuple(out)

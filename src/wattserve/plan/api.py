@@ -310,7 +310,7 @@ def solve_or_explain(p: Problem, objective: str, time_limit_s: float) -> Plan:
         if sol.status == "infeasible":
             raise PlanInfeasibleError([b.message for b in diagnose(p, time_limit_s)])
         raise PlanInfeasibleError([f"the solver stopped without a plan: {sol.message}"])
-    if objective == "throughput" and sol.share > 1e5:
+    if objective == "throughput" and (sol.share > 1e5 or sol.unbounded):
         raise ConfigError(
             "the throughput objective is unbounded: give site power caps, a budget "
             "(--budget-usd-per-h) or availability limits",
