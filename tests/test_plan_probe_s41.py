@@ -140,3 +140,45 @@ def test_malformed_trace_rows_are_named_in_the_plan(tmp_path: Path) -> None:
     p = plan(trace, hardware=["l4"], capacity="analytic", compare_with_single=False)
     notes = [n for n in p.problem.left_out if "malformed" in n]
     assert len(notes) == 1 and notes[0].startswith("4 malformed trace row(s), skipped (line 101:")
+
+
+TIERS = """generator:
+  kind: poisson
+  duration_s: 120
+slos:
+  tight: {ttft_s: 1.0, tpot_s: 0.02, percentile: 99}
+  loose: {ttft_s: 10.0, tpot_s: 0.2, percentile: 90}
+classes:
+  - name: tight
+    model: llama-3.1-8b
+    rate_rps: 3
+    slo: tight
+    prompt_tokens: {dist: uniform, min: 200, max: 600}
+    output_tokens: {dist: uniform, min: 50, max: 150}
+  - name: loose
+    model: llama-3.1-8b
+    rate_rps: 12
+    slo: loose
+    prompt_tokens: {dist: lognormal, mean: 3000, sigma: 0.5, max: 8000}
+    output_tokens: {dist: lognormal, mean: 300, sigma: 0.5, max: 1000}
+"""
+
+
+def test_tpot_tiers_are_deployments_of_their_own(tmp_path: Path) -> None:
+    """A 20 ms class beside a 200 ms one of long prompts: the plan puts them on replicas of two
+    TPOT tiers, but the fleet file had merged the tiers into one deployment, so in simulation
+    the 20 ms class shared every replica with the long prompts and missed its SLO in every
+    round (98.5%, three rounds of derating, NOT VERIFIED). Each tier is now a deployment, the
+    plan's split routes each class to its own, and the plan verifies at the same $/h."""
+    from wattserve.plan.fleetfile import fleet_mapping
+
+    wl = tmp_path / "tiers.yaml"
+    wl.write_text(TIERS)
+    p = plan(
+        wl, hardware=["h100-sxm"], capacity="analytic", verify=True, max_rounds=3,
+        compare_with_single=False,
+    )  # fmt: skip
+    assert not p.unmet, p.rounds[-1]["classes"]
+    deployments = fleet_mapping(p)["deployments"]
+    assert {n: d["replicas"] for n, d in deployments.items()} == p.replicas
+    assert len(p.replicas) == 2 and all("@tpot" in n for n in p.replicas)

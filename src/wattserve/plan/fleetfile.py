@@ -33,10 +33,10 @@ def fleet_mapping(plan: Plan, hardware_files: list[str] | None = None) -> dict[s
     for j, n in sorted(plan.solution.replicas.items()):
         o = p.options[j]
         d = o.deployment
-        name = o.deployment_name or o.name
-        if name in deployments:  # TPOT tiers of one layout: one deployment, replicas summed
-            deployments[name]["replicas"] += n
-            continue
+        # each TPOT tier a deployment of its own (name@tpot20ms), as the plan sized it: merged
+        # into one, the tiers' classes shared every replica in simulation, and a 20 ms class
+        # batched with a 200 ms one's long prompts missed its SLO whatever --verify derated
+        name = o.name
         deployments[name] = {
             "site": o.site,
             "model": d.model.id,

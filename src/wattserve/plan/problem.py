@@ -80,7 +80,6 @@ class Option:
     idle_w: float
     peak_w: float
     caps: dict[int, Capacity] = field(default_factory=dict)
-    deployment_name: str = ""  # the fleet file's name: TPOT tiers of one layout share it
 
     @property
     def hardware(self) -> Hardware:
@@ -536,7 +535,6 @@ def _site_options(
                     first.idle_power_w,
                     max(c.peak_power_w for c in caps.values()),
                     caps,
-                    base,
                 )
             )
     return out

@@ -34,7 +34,7 @@ class PlanSplit(Policy):
         split: dict[FlowKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for (q, j), rate in sol.rates.items():
             f, o = p.flows[q], p.options[j]
-            split[(f.cls, f.origin, f.local_only)][o.deployment_name or o.name] += rate
+            split[(f.cls, f.origin, f.local_only)][o.name] += rate
         for (q, k), rate in sol.hosted_rates.items():
             f = p.flows[q]
             split[(f.cls, f.origin, f.local_only)][p.hosted[k].name] += rate
