@@ -34,6 +34,8 @@ Held against the simulated capacity over 30 configurations and request shapes (L
 H100; Llama-3.1-8B and 70B; `python benchmarks/plan_analytic.py`): 0.78-1.10x of it, where the
 mean steady state gave 1.0-5.4x; classes whose TTFT budget leaves little beyond one
 request's own prefill, up to 2.9x; with 256- to 8,192-token steps, 0.68-1.47x (docs/plan.md).
+Those shapes have fixed lengths: a class is taken at its mean prompt and output, so one whose
+lengths spread widely (lognormal, sigma 0.8, at p99) was put at 2-6x its simulated capacity.
 """
 
 from __future__ import annotations
