@@ -31,6 +31,7 @@ FLAGS = {
         "context",
         "gpu_memory_utilization",
         "expert_parallel",
+        "max_batched_tokens",
     )
 }
 
@@ -90,6 +91,13 @@ def estimate_cmd(
             "calibration's, else 0.9)."
         ),
     ] = None,
+    max_batched_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens the engine batches in one step (vLLM's --max-num-batched-tokens; "
+            "default 8192): the memory fit reserves their activations."
+        ),
+    ] = None,
     expert_parallel: Annotated[
         bool,
         typer.Option(
@@ -136,6 +144,7 @@ def estimate_cmd(
             costs=costs,
             gpu_memory_utilization=gpu_memory_utilization,
             expert_parallel=expert_parallel,
+            max_batched_tokens=max_batched_tokens,
         )
     if json_out:
         print_json(result.to_dict())

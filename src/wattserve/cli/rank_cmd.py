@@ -104,6 +104,13 @@ def rank_cmd(
             "calibration's, else 0.9), for every device."
         ),
     ] = None,
+    max_batched_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens every engine batches in one step (vLLM's --max-num-batched-tokens; "
+            "default 8192): the memory fit reserves their activations."
+        ),
+    ] = None,
     edge: Annotated[
         bool, typer.Option("--edge", help="The largest model each edge/CIM part holds.")
     ] = False,
@@ -137,6 +144,7 @@ def rank_cmd(
                 ("--min-maturity", min_maturity is not None),
                 ("--training-cost-usd", training_cost_usd is not None),
                 ("--daily-tokens", daily_tokens is not None),
+                ("--max-batched-tokens", max_batched_tokens is not None),
             )
             if given
         ]
@@ -196,6 +204,7 @@ def rank_cmd(
         calibration=calib,
         catalog=catalog,
         gpu_memory_utilization=gpu_memory_utilization,
+        max_batched_tokens=max_batched_tokens,
     )
     if report is not None:
         save_text(report, report_html(result, None), "--report")

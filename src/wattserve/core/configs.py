@@ -233,6 +233,7 @@ class _Job:
     space: SearchSpace
     params: EngineParams
     memory_share: float | None  # --gpu-memory-utilization, over every calibration's
+    batched_tokens: int | None  # --max-batched-tokens (None: the engine's default)
 
     def evaluate(self, layout: Layout, batch: int, max_batch_slo: int) -> Candidate:
         e = estimate(
@@ -248,6 +249,7 @@ class _Job:
             catalog=self.catalog,
             costs=self.costs,
             gpu_memory_utilization=self.memory_share,
+            max_batched_tokens=self.batched_tokens,
         )
         return Candidate(layout, e, slo_excess(e, self.slo), max_batch_slo)
 
@@ -323,8 +325,10 @@ def search_configs(
     costs: CostAssumptions | None = None,
     space: SearchSpace | None = None,
     gpu_memory_utilization: float | None = None,
+    max_batched_tokens: int | None = None,
 ) -> DeviceConfigs:
-    """Every configuration of `hardware` worth reporting for `model` at `slo`.
+    """Every configuration of `hardware` worth reporting for `model` at `slo`; the engine's
+    memory share and token budget per step as `estimate` takes them.
 
     Each feasible candidate's `estimate` is exactly what `wattserve estimate` prints for its
     configuration (the same function computes it). `hardware` must be in `catalog`.
@@ -348,6 +352,7 @@ def search_configs(
         space if space is not None else SearchSpace(),
         params if share is None else params.with_updates(memory_utilization=share),
         share,
+        max_batched_tokens,
     )
     dtypes = candidate_dtypes(hardware, job.space)
     if not dtypes:

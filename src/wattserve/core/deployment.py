@@ -12,6 +12,22 @@ from wattserve.core.params import EngineParams
 from wattserve.errors import ConfigError
 
 ACTIVATION_BYTES = 2.0  # activations and collectives travel in 16-bit
+# tokens a step may batch (vLLM's max_num_batched_tokens): its default with chunked prefill,
+# and the most estimate and rank take (16.8M tokens of activations is past any engine's step)
+DEFAULT_BATCHED_TOKENS = 8192
+MAX_BATCHED_TOKENS = 1 << 24
+
+
+def check_batched_tokens(value: object, field: str = "max_batched_tokens") -> int:
+    """`value` as an engine's token budget per step: a whole number from 1 to
+    MAX_BATCHED_TOKENS, else a ConfigError naming `field`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"must be a positive whole number, got {value!r:.40}", field=field)
+    if value > MAX_BATCHED_TOKENS:  # 1e30 tokens of activations, reserved
+        raise ConfigError(
+            f"must be at most {MAX_BATCHED_TOKENS:,} tokens a step, got {value:.3g}", field=field
+        )
+    return value
 
 
 def default_kv_dtype(dtype: Dtype) -> Dtype:
@@ -39,7 +55,7 @@ class Deployment:
     dtype: Dtype = "bf16"
     kv_dtype: Dtype = "bf16"
     max_num_seqs: int = 256
-    max_batched_tokens: int = 8192
+    max_batched_tokens: int = DEFAULT_BATCHED_TOKENS
     expert_parallel: bool = False
 
     def __post_init__(self) -> None:

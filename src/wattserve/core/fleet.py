@@ -13,7 +13,12 @@ from typing import Any
 
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
-from wattserve.core.deployment import Deployment, default_kv_dtype, sram_stages
+from wattserve.core.deployment import (
+    DEFAULT_BATCHED_TOKENS,
+    Deployment,
+    default_kv_dtype,
+    sram_stages,
+)
 from wattserve.core.dtypes import PEAK_DTYPES, parse_dtype
 from wattserve.core.energy import token_energy_j
 from wattserve.core.hardware import LIMITS, ProviderOffer
@@ -233,7 +238,7 @@ def _resolve_deployment(
         params = params.with_updates(memory_utilization=share)
     tp = r.integer("tp", 1)
     max_seqs = r.integer("max_num_seqs", 256)
-    max_tokens = r.integer("max_batched_tokens", 8192)
+    max_tokens = r.integer("max_batched_tokens", DEFAULT_BATCHED_TOKENS)
     if max_tokens < max_seqs:  # as vLLM refuses it: a step could not decode every sequence
         raise r.err(
             "max_batched_tokens" if "max_batched_tokens" in r.d else "max_num_seqs",

@@ -10,7 +10,13 @@ from typing import Any
 
 from wattserve.core.catalog import Catalog, load_catalog
 from wattserve.core.cost import CostAssumptions, CostRate, cost_rate, token_usd
-from wattserve.core.deployment import Deployment, default_kv_dtype, sram_stages
+from wattserve.core.deployment import (
+    DEFAULT_BATCHED_TOKENS,
+    Deployment,
+    check_batched_tokens,
+    default_kv_dtype,
+    sram_stages,
+)
 from wattserve.core.dtypes import PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.energy import batch_run
 from wattserve.core.hardware import Hardware, Provider
@@ -93,6 +99,9 @@ class Estimate:
     # the share of each device's memory the engine takes (the flag's, the calibration's or
     # vLLM's 0.9); None for a hosted API
     gpu_memory_utilization: float | None = None
+    # the engine's token budget per step (vLLM's max_num_batched_tokens), whose activations
+    # the memory fit reserves; None for a hosted API
+    max_batched_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by `wattserve estimate --json`."""
@@ -118,11 +127,19 @@ def _prepared(
     params: EngineParams,
     costs: CostAssumptions,
     expert_parallel: bool = False,
+    max_batched_tokens: int = DEFAULT_BATCHED_TOKENS,
 ) -> tuple[Deployment, PerfModel, CostRate, MemoryLayout, str]:
     """What every estimate of one layout shares, built once (a sweep asks for each many
     times, at other batches and lengths); last, why its figures are broken ("" if not)."""
     dep = Deployment(
-        spec, hw, tp=tp, pp=pp, dtype=wdtype, kv_dtype=kdtype, expert_parallel=expert_parallel
+        spec,
+        hw,
+        tp=tp,
+        pp=pp,
+        dtype=wdtype,
+        kv_dtype=kdtype,
+        expert_parallel=expert_parallel,
+        max_batched_tokens=max_batched_tokens,
     )
     rate = cost_rate(hw, dep.devices, costs)
     pm = perf_model(dep, params)
@@ -172,6 +189,7 @@ def estimate(
     costs: CostAssumptions = _DEFAULT_COSTS,
     gpu_memory_utilization: float | None = None,
     expert_parallel: bool = False,
+    max_batched_tokens: int | None = None,
 ) -> Estimate:
     """Estimate `model` on `hardware` (a device id or a hosted provider id).
 
@@ -182,6 +200,8 @@ def estimate(
     weights, activations and KV cache (default: the calibration's, else 0.9).
     `expert_parallel` (vLLM's `--enable-expert-parallel`): an MoE's experts placed whole
     across the `tp` devices, the step waiting for the busiest one (docs/model.md).
+    `max_batched_tokens` (vLLM's `--max-num-batched-tokens`, default 8,192): the engine's
+    token budget per step, whose activations the memory fit reserves (as a fleet's replica).
     """
     for name, text in (("hardware", hardware), ("dtype", dtype), ("kv_dtype", kv_dtype or "")):
         if not isinstance(text, str):  # the API's callers: a None here was an AttributeError
@@ -194,6 +214,11 @@ def estimate(
     if not isinstance(costs, CostAssumptions):
         raise ConfigError(f"must be a CostAssumptions, got {costs!r:.40}", field="costs")
     tp = _positive("tp", tp)
+    budget = (
+        DEFAULT_BATCHED_TOKENS
+        if max_batched_tokens is None
+        else check_batched_tokens(max_batched_tokens)
+    )
     if pp is not None:
         pp = _positive("pp", pp)
     batch = _positive("batch", batch)
@@ -227,6 +252,7 @@ def estimate(
             ("kv_dtype", kv_dtype is not None),
             ("gpu_memory_utilization", gpu_memory_utilization is not None),
             ("expert_parallel", expert_parallel),
+            ("max_batched_tokens", max_batched_tokens is not None),
         ):
             if asked:
                 raise ConfigError(
@@ -288,7 +314,7 @@ def estimate(
             f"must be true or false, got {expert_parallel!r}", field="expert_parallel"
         )
     dep, perf, rate, lay, broken = _prepared(
-        spec, hw, tp, pp, wdtype, kdtype, params, costs, expert_parallel
+        spec, hw, tp, pp, wdtype, kdtype, params, costs, expert_parallel, budget
     )
     fit = layout_fit(lay, dep, batch, seq_tokens, dep.max_batched_tokens)
     missing = list(perf.missing)
@@ -346,6 +372,7 @@ def estimate(
         cost_basis=rate.basis,
         memory=fit,
         gpu_memory_utilization=params.memory_utilization,
+        max_batched_tokens=dep.max_batched_tokens,
         prefill_bound=None if pre is None else pre.bound,
         decode_bound=None if dec is None else dec.bound,
         calibration=params.source,

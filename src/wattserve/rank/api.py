@@ -21,7 +21,7 @@ from wattserve.core.configs import (
     tpot_counts,
 )
 from wattserve.core.cost import CostAssumptions, check_pue
-from wattserve.core.deployment import Deployment
+from wattserve.core.deployment import Deployment, check_batched_tokens
 from wattserve.core.dtypes import parse_dtype
 from wattserve.core.hardware import (
     CATEGORIES,
@@ -98,6 +98,7 @@ class Ranking:
     calibration: str = ""
     notes: tuple[str, ...] = field(default=())
     gpu_memory_utilization: float | None = None
+    max_batched_tokens: int | None = None  # the flag's; None: the engine's default, 8,192
 
     @property
     def shown(self) -> tuple[Row, ...]:
@@ -118,6 +119,7 @@ class Ranking:
             "daily_tokens": self.daily_tokens,
             "calibration": self.calibration,
             "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_batched_tokens": self.max_batched_tokens,
             "rows": [r.to_dict() for r in self.shown],
             "excluded": [x.to_dict() for x in self.excluded],
             "notes": list(self.notes),
@@ -314,6 +316,7 @@ def rank(
     costs: CostAssumptions | None = None,
     space: SearchSpace | None = None,
     gpu_memory_utilization: float | None = None,
+    max_batched_tokens: int | None = None,
 ) -> Ranking:
     """Rank every catalog device (and hosted API serving `model`) at its best configuration.
 
@@ -323,7 +326,9 @@ def rank(
     `min_maturity` drop less mature ones (listed in `excluded`). `pue` defaults to the cost
     assumptions' (1.5) and applies to owned hardware's electricity and to the envelope.
     `gpu_memory_utilization` (vLLM's name) is every device's share of memory for the engine,
-    over the calibration's (default: its, else 0.9).
+    over the calibration's (default: its, else 0.9); `max_batched_tokens` (vLLM's
+    `--max-num-batched-tokens`, default 8,192) every engine's token budget per step, whose
+    activations the memory fit reserves.
     """
     slo = check_slo(SLO(slo_ttft_s, slo_tpot_s))
     _check_flags(
@@ -341,6 +346,8 @@ def rank(
         if gpu_memory_utilization is None
         else check_memory_share(gpu_memory_utilization, "--gpu-memory-utilization")
     )
+    if max_batched_tokens is not None:
+        check_batched_tokens(max_batched_tokens, "--max-batched-tokens")
     # a single string is a comma-separated list, as on the command line
     if isinstance(categories, str):
         categories = [c.strip() for c in categories.split(",") if c.strip()]
@@ -392,6 +399,7 @@ def rank(
             costs=base_costs,
             space=base_space,
             gpu_memory_utilization=share,
+            max_batched_tokens=max_batched_tokens,
         )
         entry = _device_entry(hw, found, slo, sort, envelope)
         if isinstance(entry, Row):
@@ -461,4 +469,5 @@ def rank(
         ),
         notes=notes,
         gpu_memory_utilization=share,
+        max_batched_tokens=max_batched_tokens,
     )
