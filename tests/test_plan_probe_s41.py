@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,102 @@ def test_tpot_tiers_are_deployments_of_their_own(tmp_path: Path) -> None:
     deployments = fleet_mapping(p)["deployments"]
     assert {n: d["replicas"] for n, d in deployments.items()} == p.replicas
     assert len(p.replicas) == 2 and all("@tpot" in n for n in p.replicas)
+
+
+def test_the_refused_share_holds_outside_what_plan_asks() -> None:
+    """A review's inputs: overload of a deep bucket (NaN from an overflowing grid), arrivals
+    four times the rate (a division by zero), a burst under one token (an index error),
+    results a hair under 0, and a burst whose grid would take gigabytes."""
+    assert refused_share(15, 10, 1000) == pytest.approx(1 - 10 / 15, abs=1e-6)
+    assert refused_share(2000, 10, 10) == pytest.approx(1 - 10 / 2000, abs=1e-3)
+    assert refused_share(4, 1, 20000) == pytest.approx(0.75, abs=1e-6)
+    assert refused_share(1, 1, 0.5) == 1.0
+    for args in ((85, 100), (3500, 5000), (0.001, 0.002), (1e-6, 1.0)):
+        assert 0.0 <= refused_share(*args) <= 1.0
+    with pytest.raises(ValueError):
+        refused_share(1.0, 1e8)
+    assert poisson_rate_within(1e9, 0.01) == 1e9  # deep: no grid at all
+    assert poisson_rate_within(2.0, 0.0) == 0.0  # none refused: Poisson overflows any bucket
+
+
+def test_a_strict_class_that_may_use_a_hosted_api_does_not_hold_others_to_its_limit(
+    tmp_path: Path,
+) -> None:
+    """A p50 class at 6 req/s and a 2 req/s hosted API, beside a p99.9 class of 0.2 req/s:
+    the strict class's planned limit (0.09 req/s) had applied to the API whether or not it
+    was sent there, and the plan cost $1.12/h where the same fleet with the strict class
+    kept local cost $0.71/h. The strict limit now binds only where a strict flow goes."""
+    wl, sites = _files(tmp_path, 6)
+    strict = """  - name: strict
+    model: llama-3.1-8b
+    rate_rps: 0.2
+    slo: strict
+    origins: {dc: 1.0}
+    LOCAL
+    prompt_tokens: {dist: uniform, min: 200, max: 600}
+    output_tokens: {dist: uniform, min: 50, max: 150}
+"""
+    text = WORKLOAD.replace("RATE", "6").replace("percentile: 99", "percentile: 50")
+    text = text.replace(
+        "slos:\n", "slos:\n  strict: {ttft_s: 1.0, tpot_s: 0.1, percentile: 99.9}\n"
+    )
+    costs = []
+    for local in ("", "local_only: 1.0"):
+        wl.write_text(text + strict.replace("LOCAL", local))
+        p = plan(wl, sites=sites, hardware=["l4"], capacity="analytic", compare_with_single=False)
+        costs.append(p.usd_per_h)
+        assert p.solution.hosted_rates
+    assert costs[0] <= costs[1] + 1e-9, costs
+
+
+def test_tpot_tiers_close_together_keep_names_of_their_own() -> None:
+    from wattserve.plan.problem import _tier_ms
+
+    tiers = [0.02, 0.1, 0.1000001]
+    names = {_tier_ms(t, tiers) for t in tiers}
+    assert len(names) == 3 and _tier_ms(0.02, tiers) == "20"
+
+
+def test_the_analytic_capacity_of_a_class_of_spread_prompts_is_held_at_its_long_ones() -> None:
+    """Lognormal prompts (mean 1,000 tokens, sigma 0.8) at p99 within 0.96 s on an L4 pair:
+    at the mean prompt alone the analytic capacity was 3.0 req/s, 5-6x the simulated one
+    (benchmarks/plan_analytic_spread.py); over the class's sampled prompts it is about a
+    third of that. Equal samples are the mean prompt: the same figure to the last bit."""
+    import math
+
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.deployment import Deployment
+    from wattserve.core.modelspec import load_model
+    from wattserve.core.params import Calibration
+    from wattserve.plan.capacity import Shape, replica_capacity
+
+    hw = load_catalog().device("l4")
+    dep = Deployment(load_model("llama-3.1-8b"), hw, tp=2)
+    params = Calibration().params_for(hw)
+    rng = random.Random(5)
+    sizes = tuple(
+        (min(8000, round(rng.lognormvariate(math.log(1000) - 0.32, 0.8))),
+         min(1000, round(rng.lognormvariate(math.log(200) - 0.32, 0.8))))
+        for _ in range(100)
+    )  # fmt: skip
+    p = round(sum(a for a, _ in sizes) / len(sizes))
+    o = round(sum(b for _, b in sizes) / len(sizes))
+    spread = Shape("llama-3.1-8b", p, o, 0.96, 0.1, 0.99, sizes)
+    mean_only = replace(spread, sizes=())
+    equal = replace(spread, sizes=((p, o),) * 100)
+    at_mean = replica_capacity(dep, params, mean_only, "analytic").rate_rps
+    over_samples = replica_capacity(dep, params, spread, "analytic").rate_rps
+    assert 0.0 < over_samples < 0.5 * at_mean, (over_samples, at_mean)
+    assert replica_capacity(dep, params, equal, "analytic").rate_rps == at_mean
+
+
+def test_a_throughput_plan_bounded_by_nothing_but_an_unlimited_hosted_api_is_unbounded(
+    tmp_path: Path,
+) -> None:
+    """A hosted API that publishes no rate limit, and no budget: HiGHS says "unbounded or
+    infeasible", which plan had reported as an infeasible plan."""
+    wl, sites = _files(tmp_path, 2)
+    sites.write_text(SITES.replace("    rate_limit_rps: 2\n", ""))
+    with pytest.raises(ConfigError) as info:
+        plan(wl, sites=sites, hardware=["l4"], capacity="analytic", objective="throughput")
+    assert info.value.field == "--objective" and "unbounded" in str(info.value)

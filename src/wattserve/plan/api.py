@@ -304,13 +304,23 @@ def solve_or_explain(p: Problem, objective: str, time_limit_s: float) -> Plan:
                 field="--objective",
             )
     sol = solve(p, objective, time_limit_s)
+    if objective == "throughput" and "unbounded" in sol.message.lower():
+        # serving nothing (a = 0) is always feasible, so HiGHS's "unbounded or infeasible" is
+        # unbounded: a hosted API that publishes no rate limit, with no budget
+        sol.unbounded = True
+    if sol.unbounded:
+        raise ConfigError(
+            "the throughput objective is unbounded: give site power caps, a budget "
+            "(--budget-usd-per-h) or availability limits (and hosted APIs their rate limits)",
+            field="--objective",
+        )
     if sol.status == "infeasible" or (
         sol.status != "optimal" and not sol.replicas and not sol.hosted_rates
     ):
         if sol.status == "infeasible":
             raise PlanInfeasibleError([b.message for b in diagnose(p, time_limit_s)])
         raise PlanInfeasibleError([f"the solver stopped without a plan: {sol.message}"])
-    if objective == "throughput" and (sol.share > 1e5 or sol.unbounded):
+    if objective == "throughput" and sol.share > 1e5:
         raise ConfigError(
             "the throughput objective is unbounded: give site power caps, a budget "
             "(--budget-usd-per-h) or availability limits",

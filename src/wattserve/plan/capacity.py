@@ -50,7 +50,7 @@ from wattserve.core.sites import Site
 from wattserve.core.textfile import load_json, read_text, replacing
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError
-from wattserve.plan.queueing import MixedSteady, mixed_steady, percentiles
+from wattserve.plan.queueing import MixedSteady, mixed_steady, own_prefill_s, percentiles
 
 CapacityMethod = Literal["simulated", "analytic"]
 # Requests in one simulated probe: at least PROBE_REQUESTS (enough for a p99 to see queueing),
@@ -518,6 +518,9 @@ def _analytic(pm: PerfModel, kv_blocks: int, shape: Shape, most: float) -> Capac
     dep = pm.deployment
     p, o = shape.prompt_tokens, shape.output_tokens
     kv_batch = kv_blocks // max(1, -(-(p + o - 1) // KV_BLOCK_TOKENS))
+    # the class's sampled prompts, where they differ from its mean: its TTFT percentile is
+    # in its long ones (`queueing._ttft_quantile`)
+    prompts = [q for q, _ in shape.sizes] if any(q != p for q, _ in shape.sizes) else []
 
     def ok(rate: float) -> bool:
         if rate > most:
@@ -531,7 +534,8 @@ def _analytic(pm: PerfModel, kv_blocks: int, shape: Shape, most: float) -> Capac
             or s.batch + SEQS_SIGMAS * spread > dep.max_num_seqs
         ):
             return False
-        tpot, ttft = percentiles(s, rate, o, shape.percentile)
+        lengths = ((), ()) if not prompts else _spread(pm, s, p, prompts)
+        tpot, ttft = percentiles(s, rate, o, shape.percentile, lengths)
         return tpot <= shape.tpot_s and ttft <= shape.ttft_s
 
     rate = _largest(ok)
@@ -545,6 +549,15 @@ def _analytic(pm: PerfModel, kv_blocks: int, shape: Shape, most: float) -> Capac
     parts = [_steady_power_w(pm, u * rate, shape) for u in PART_LOADS]
     peak = _peak_power_w(pm, s.batch, shape)
     return Capacity(rate, avg, max(peak, avg), idle, avg / rate, "", *parts)
+
+
+def _spread(
+    pm: PerfModel, s: MixedSteady, p: int, prompts: list[int]
+) -> tuple[list[float], list[float]]:
+    """Each sampled prompt's own prefill seconds in steady state `s`, and the time it holds the
+    steps' prefill budget: the mean prompt's (`s.service`) in proportion to its tokens."""
+    owns = [own_prefill_s(pm, s.step_batch, s.room, s.prefill_tokens, s.ctx, q) for q in prompts]
+    return owns, [s.service * q / p for q in prompts]
 
 
 def _steady_power_w(pm: PerfModel, rate: float, shape: Shape) -> float:

@@ -48,7 +48,7 @@ import numpy as np
 
 from wattserve.core.cost import J_PER_KWH
 from wattserve.plan.capacity import PART_LOADS
-from wattserve.plan.problem import Option, Problem
+from wattserve.plan.problem import Flow, HostedOption, Option, Problem
 
 # Past this many options the heuristic of `solve` runs: HiGHS's exact search over 8,000
 # options did not finish within 60 s, nor did the LP relaxation alone
@@ -187,6 +187,32 @@ class _Vars:
     w: dict[int, int] = field(default_factory=dict)  # an option's draw above idle (pieces)
 
 
+def _rate_limit_rows(
+    b: _Builder, v: _Vars, k: int, h: HostedOption, flows: list[Flow], elastic: bool
+) -> None:
+    """Hosted API k's rate limit: the flows sent there at most the loosest of their planned
+    limits (`HostedOption.limits`), and at most a stricter one wherever a flow of that
+    strictness is sent there (a binary per level: the bucket refuses every flow alike, so a
+    p99.9 flow that may go there, and does not, must not hold a p50 one to its limit)."""
+    shares = {q: col for (q, kk), col in v.h.items() if kk == k and q in h.limits}
+    published = h.spec.rate_limit_rps
+    if not shares or published is None:
+        return
+    terms = [(col, flows[q].rate_rps) for q, col in shares.items()]
+    loosest = max(h.limits[q] for q in shares)
+    slack = []
+    if elastic:
+        s = v.slack[f"rate_limit:{h.name}"] = b.var(0, math.inf, 1.0 / published)
+        slack = [(s, -1.0)]
+    b.row(terms + slack, -math.inf, loosest)
+    for level in sorted({h.limits[q] for q in shares if h.limits[q] < loosest}):
+        used = b.var(0, 1, 0.0, integer=True)  # a flow this strict is sent to the API
+        for q, col in shares.items():
+            if h.limits[q] <= level:  # its req/s there: none, or within the loosest
+                b.row([(col, flows[q].rate_rps), (used, -loosest)], -math.inf, 0.0)
+        b.row(terms + slack + [(used, loosest - level)], -math.inf, loosest)
+
+
 def _upper_replicas(p: Problem, j: int, objective: str) -> float:
     o = p.options[j]
     if objective != "throughput":
@@ -313,14 +339,7 @@ def _build(p: Problem, objective: str, elastic: bool) -> tuple[_Builder, _Vars]:
             b.row(terms, -math.inf, float(n))
     # hosted rate limits
     for k, h in enumerate(p.hosted):
-        limit = h.limit_rps
-        published = h.spec.rate_limit_rps
-        terms = [(col, flows[q].rate_rps) for (q, kk), col in v.h.items() if kk == k]
-        if limit is not None and published is not None and terms:
-            if elastic:
-                s = v.slack[f"rate_limit:{h.name}"] = b.var(0, math.inf, 1.0 / published)
-                terms.append((s, -1.0))
-            b.row(terms, -math.inf, limit)
+        _rate_limit_rows(b, v, k, h, flows, elastic)
     # budget
     budget = p.limits.budget_usd_per_h
     if budget is not None:
@@ -624,10 +643,11 @@ def _say(p: Problem, kind: str, what: str, amount: float) -> str:
         return f"availability of {hw} {where} binds: {math.ceil(amount - 1e-6)} more device(s)"
     if kind == "rate_limit":
         api = next(a for a in p.hosted if a.name == what)
+        most = max(api.limits.values(), default=0.0)
         return (
             f"the rate limit of {what} binds: it would need {amount:.2f} req/s more (of its "
-            f"{api.spec.rate_limit_rps:g} req/s, {api.limit_rps or 0.0:.3g} can be sent at "
-            "random arrivals with no more refused than the SLO allows)"
+            f"{api.spec.rate_limit_rps:g} req/s, at most {most:.3g} can be sent at random "
+            "arrivals with no more refused than the SLOs allow)"
         )
     q = int(what)
     f = p.flows[q]

@@ -30,7 +30,7 @@ from wattserve.core.params import Calibration, EngineParams
 from wattserve.core.perf import perf_model
 from wattserve.core.ratelimit import poisson_rate_within
 from wattserve.core.sites import Site
-from wattserve.core.workload import DEFAULT_PERCENTILE, SLO, Request, Workload
+from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError, UnknownNameError
 from wattserve.plan.capacity import (
     Capacity,
@@ -40,6 +40,7 @@ from wattserve.plan.capacity import (
     analytic_rate,
     replica_capacity,
 )
+from wattserve.plan.queueing import MAX_SHARE
 
 # how much more a larger layout must carry per device than every smaller one to be sized too
 LAYOUT_GAIN = 0.01
@@ -120,13 +121,15 @@ class Option:
 
 @dataclass(frozen=True, slots=True)
 class HostedOption:
-    """A hosted API: $/request for each flow it meets the SLO for, and the req/s the plan may
-    send it: `limit_rps`, the Poisson rate its rate limit's token bucket refuses at most the
-    strictest of those flows' SLO shares of (`_planned_limit`); None: no rate limit."""
+    """A hosted API: $/request for each flow it meets the SLO for, and for each the req/s the
+    plan may send it while that flow's requests go there: `limits[q]`, the Poisson rate its
+    rate limit's token bucket refuses at most flow q's SLO share of (`_planned_limit`; the
+    bucket refuses every flow alike, so the strictest flow sent there sets the total). Empty
+    where the API publishes no rate limit."""
 
     spec: HostedSpec
     usd_per_request: dict[int, float]
-    limit_rps: float | None = None
+    limits: dict[int, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -523,7 +526,7 @@ def _site_options(
             if not caps:
                 continue
             first = next(iter(caps.values()))
-            name = base if len(tiers) == 1 else f"{base}@tpot{tier * 1e3:g}ms"
+            name = base if len(tiers) == 1 else f"{base}@tpot{_tier_ms(tier, tiers)}ms"
             out.append(
                 Option(
                     name,
@@ -540,6 +543,16 @@ def _site_options(
     return out
 
 
+def _tier_ms(tier: float, tiers: list[float]) -> str:
+    """A TPOT tier's name in ms: 6 significant figures, or as many as tell it from the other
+    tiers (0.1 and 0.1000001 s had both been "100": one deployment's name for two)."""
+    for digits in (6, 9, 12, 17):
+        text = f"{tier * 1e3:.{digits}g}"
+        if all(t == tier or f"{t * 1e3:.{digits}g}" != text for t in tiers):
+            return text
+    return repr(tier * 1e3)
+
+
 def _hosted_option(h: HostedSpec, flows: list[Flow], fleet: Fleet) -> HostedOption:
     """The flows `h` meets the SLO for (its published TTFT plus the round trip, and one
     token per 1/output_tokens_per_s), each with its $ per request."""
@@ -553,15 +566,18 @@ def _hosted_option(h: HostedSpec, flows: list[Flow], fleet: Fleet) -> HostedOpti
             usd[q] = (
                 f.prompt_tokens * h.usd_per_mtok_input + f.output_tokens * h.usd_per_mtok_output
             ) / 1e6
-    return HostedOption(h, usd, _planned_limit(h, [flows[q] for q in usd]))
+    limits = (
+        {}
+        if h.rate_limit_rps is None
+        else {q: _planned_limit(h.rate_limit_rps, flows[q].slo.percentile) for q in usd}
+    )
+    return HostedOption(h, usd, limits)
 
 
-def _planned_limit(h: HostedSpec, flows: list[Flow]) -> float | None:
-    """The req/s of Poisson arrivals `h`'s rate limit lets through with at most the share its
-    strictest flow's SLO may miss refused (core/ratelimit.py: the bucket simulate and serve
-    hold, a second's burst). Planned at 94% of a 2 req/s limit, a class met 75% of its 99%:
-    a bucket of two tokens refuses a quarter of such arrivals."""
-    if h.rate_limit_rps is None:
-        return None
-    percentile = max((f.slo.percentile for f in flows), default=DEFAULT_PERCENTILE)
-    return poisson_rate_within(h.rate_limit_rps, 1.0 - percentile)
+def _planned_limit(rate_limit_rps: float, percentile: float) -> float:
+    """The req/s of Poisson arrivals a rate limit lets through with at most the share of
+    requests an SLO at `percentile` may miss refused (core/ratelimit.py: the bucket simulate
+    and serve hold, a second's burst; a percentile of 100 as MAX_SHARE, as the analytic
+    capacity takes it). Planned at 94% of a 2 req/s limit, a class met 75% of its 99%: a
+    bucket of two tokens refuses a quarter of such arrivals."""
+    return poisson_rate_within(rate_limit_rps, 1.0 - min(percentile, MAX_SHARE))

@@ -34,15 +34,21 @@ Held against the simulated capacity over 30 configurations and request shapes (L
 H100; Llama-3.1-8B and 70B; `python benchmarks/plan_analytic.py`): 0.78-1.10x of it, where the
 mean steady state gave 1.0-5.4x; classes whose TTFT budget leaves little beyond one
 request's own prefill, up to 2.9x; with 256- to 8,192-token steps, 0.68-1.47x (docs/plan.md).
-Those shapes have fixed lengths: a class is taken at its mean prompt and output, so one whose
-lengths spread widely (lognormal, sigma 0.8, at p99) was put at 2-6x its simulated capacity.
+Those shapes have fixed lengths. A class whose lengths spread widely has its TTFT percentile
+taken over its sampled prompts (`_ttft_quantile`: each one's own prefill, and an M/G/1 wait
+behind prompts whose services differ): at its mean prompt alone, a lognormal class (sigma 0.8,
+p99) was put at 2-6x its simulated capacity, now at 1.3-2.7x (the TPOT side still takes every
+prompt at the mean's cost).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+
+import numpy as np
 
 from wattserve.core.deployment import Deployment
 from wattserve.core.perf import PerfModel
@@ -72,6 +78,13 @@ class MixedSteady:
     t_prefill: float  # such a step
     decode_power_w: float
     prefill_power_w: float
+    # what a prompt's own prefill steps are made of (`own_prefill_s`): the decoding batch as
+    # the steps took it, the tokens a step has left for prefill, the prefill tokens a step
+    # that carries some holds, and the decoding sequences' mean context
+    step_batch: float = 0.0
+    room: float = 0.0
+    prefill_tokens: float = 0.0
+    ctx: float = 0.0
 
 
 def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) -> MixedSteady | None:
@@ -119,7 +132,7 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
     prefill_step = pm.step(
         batch + tokens, batch * ctx + tokens * p / 2.0, batch * ctx + tokens, batch + 1
     )
-    own = chunks * step_s(max(chunk, tokens))
+    own = own_prefill_s(pm, batch, room, tokens, ctx, p)
     # the time a prompt holds the steps' prefill budget: its marginal time, or, once prefill
     # fills the steps' budget, its share of the steps (p / room full steps)
     service = max(delta, p / room * t_prefill)
@@ -137,19 +150,47 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
         t_prefill,
         pm.step(b, b * ctx, b * ctx, b).power_w,
         prefill_step.power_w,
+        batch,
+        room,
+        tokens,
+        ctx,
     )
 
 
-def percentiles(s: MixedSteady, rate: float, o: int, pct: float) -> tuple[float, float]:
+def own_prefill_s(
+    pm: PerfModel, batch: float, room: float, tokens: float, ctx: float, p: float
+) -> float:
+    """The steps that prefill a prompt of `p` tokens take: ceil(p / room) chunks, each in a
+    step beside `batch` decoding sequences of mean context `ctx` and at least `tokens`
+    prefill tokens (other prompts' chunks share the step)."""
+    chunk = min(p, room)
+    x = max(chunk, tokens)
+    return math.ceil(p / room) * pm.step_time(
+        batch + x, batch * ctx + x * p / 2.0, batch * ctx + x, batch + 1
+    )
+
+
+def percentiles(
+    s: MixedSteady,
+    rate: float,
+    o: int,
+    pct: float,
+    spread: tuple[Sequence[float], Sequence[float]] = ((), ()),
+) -> tuple[float, float]:
     """(TPOT, TTFT) at the `pct` share of requests (see the module docstring); a share of 1
     is taken as MAX_SHARE (Poisson arrivals leave no rate at which every request meets a
-    limit)."""
+    limit). `spread`: for a class whose prompts vary, each sampled prompt's own prefill
+    seconds and its service (`_ttft_quantile`); empty: every prompt at the class's mean."""
     pct = min(pct, MAX_SHARE)
     u = rate * s.service  # the share of time prompts' work holds the steps' budget
     if u >= 1.0:
         return math.inf, math.inf
     # the decode step under way (prefill steps under way are other prompts' work: the wait)
-    ttft = s.t_decode + s.t_own + wait_quantile(rate, s.service, pct)
+    owns, services = spread
+    if owns:
+        ttft = s.t_decode + _ttft_quantile(rate, owns, services, pct)
+    else:
+        ttft = s.t_decode + s.t_own + wait_quantile(rate, s.service, pct)
     if o <= 1:  # one token: no time between tokens
         return 0.0, ttft
     before = s.t_own + u * s.service / (2.0 * (1.0 - u))  # its prefill and mean wait (M/D/1)
@@ -185,26 +226,80 @@ def poisson_quantile(mean: float, q: float) -> float:
 
 
 def wait_quantile(rate: float, service: float, pct: float) -> float:
-    """The `pct` quantile of what other prompts add to a request's first token: W + service *
-    N, where W is its wait behind their work (an M/D/1 queue: with probability u = rate *
-    service it waits, its survival the larger of one service's uniform residual, u * (1 - x /
-    service), and the Cramer-Lundberg tail, u * exp(-theta * x)) and N ~ Poisson(rate * W)
-    the prompts that arrive while it waits, which its own step then carries (the engine
-    admits every waiting prompt its token budget holds). Computed on a grid of W."""
+    """The `pct` quantile of what other prompts add to a request's first token (`_wait`,
+    every prompt's service `service`)."""
+    added, probs = _wait(rate, (service,), pct)
+    total = 0.0
+    for a, p in zip(added.tolist(), probs.tolist(), strict=True):
+        total += p
+        if total >= pct:
+            return float(a)
+    return float(added[-1])
+
+
+def _ttft_quantile(
+    rate: float, owns: Sequence[float], services: Sequence[float], pct: float
+) -> float:
+    """The `pct` quantile of a request's own prefill plus what other prompts add (`_wait`),
+    its prompt one of the class's sampled ones (`owns[i]` its prefill seconds, `services[i]`
+    the time it holds the steps' budget) with equal weight: the smallest t at which
+    mean_i P(wait <= t - owns[i]) reaches `pct` less half a sample's weight: each sample is
+    the midpoint of its slice of the class (plan.problem's `_sample`), half of whose requests
+    are shorter. Read at `pct` exactly, the longest of 100 samples alone set a p99 (with the
+    wait's tail, never quite 0, no rate met it), though in the class it stands for 1%. A
+    class of spread lengths has its
+    percentile in its long prompts, whose own prefill takes most of a TTFT budget: at the
+    mean prompt, an L4 pair was put at 5x the rate the simulated replica holds (lognormal
+    prompts of mean 1,000 tokens, sigma 0.8, p99 TTFT 1 s)."""
+    added, probs = _wait(rate, services, pct)
+    pct -= 0.5 / len(owns)
+    cdf = np.cumsum(probs)
+    own = np.asarray(owns, dtype=float)
+    if not np.isfinite(added[-1]):
+        return math.inf
+
+    def share(t: float) -> float:
+        at = np.searchsorted(added, t - own, side="right")
+        return float(np.mean(np.where(at > 0, cdf[np.maximum(at - 1, 0)], 0.0)))
+
+    lo, hi = float(own.min()), float(own.max() + added[-1])
+    if share(hi) < pct:  # the grid's last point holds less than pct (its tail cut): the top
+        return hi
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if share(mid) < pct else (lo, mid)
+        if hi - lo <= 1e-6 * hi:
+            break
+    return hi
+
+
+def _wait(rate: float, services: Sequence[float], pct: float) -> tuple[np.ndarray, np.ndarray]:
+    """What other prompts add to a request's first token, as points in order (seconds, and
+    their probabilities): W + S * N, where W is its wait behind their work (an M/G/1 queue
+    of prompts whose services are `services`, equally likely, mean S: with probability u =
+    rate * S it waits, its survival the larger of a service's residual, u * E[(S_i - x)+] / S
+    (u * (1 - x / S) for one service), and the Cramer-Lundberg tail, u * exp(-theta * x)) and
+    N ~ Poisson(rate * W) the prompts that arrive while it waits, which its own step then
+    carries (the engine admits every waiting prompt its token budget holds). Computed on a
+    grid of W."""
+    service = sum(services) / len(services)
     u = rate * service
     if u <= 0.0:
-        return 0.0
+        return np.array([0.0]), np.array([1.0])
     if u >= 1.0:
-        return math.inf
-    theta = _md1_decay(rate, service)
+        return np.array([math.inf]), np.array([1.0])
+    theta = _mg1_decay(rate, services)
     tail = math.log(u / (1.0 - pct)) / theta if u > 1.0 - pct else 0.0
     if tail > WAIT_MAX_SERVICES * service:  # heavy traffic: the wait is many services long,
-        return tail * (1.0 + u)  # and those who come meanwhile add their mean, rate * W * S
+        # and those who come meanwhile add their mean, rate * W * S
+        return np.array([tail * (1.0 + u)]), np.array([1.0])
+    h = service / WAIT_STEPS
+    if len(services) > 1:
+        return _spread_wait(rate, services, u, theta, pct)
 
     def survival(x: float) -> float:
         return u * max(1.0 - x / service, math.exp(-theta * x))
 
-    h = service / WAIT_STEPS
     points = [(0.0, 1.0 - u)]  # (what it adds, probability)
     x = 0.0
     while True:
@@ -220,19 +315,58 @@ def wait_quantile(rate: float, service: float, pct: float) -> float:
         if survival(x) < (1.0 - pct) * 1e-3 or x > 2 * WAIT_MAX_SERVICES * service:
             break
     points.sort()
-    total = 0.0
-    for added, p in points:
-        total += p
-        if total >= pct:
-            return added
-    return points[-1][0]
+    return np.array([a for a, _ in points]), np.array([p for _, p in points])
 
 
-def _md1_decay(rate: float, service: float) -> float:
-    """theta > 0 with rate * (exp(theta * service) - 1) = theta (rate * service < 1)."""
+# ln(n!) for the Poisson counts of `_spread_wait`
+_LOG_FACTORIAL = np.array([math.lgamma(n + 1.0) for n in range(31)])
 
-    def excess(theta: float) -> float:
-        return rate * math.expm1(theta * service) - theta
+
+def _spread_wait(
+    rate: float, services: Sequence[float], u: float, theta: float, pct: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_wait` for services that differ, on the same grid of W, at once: the residual
+    E[(S_i - x)+] from the services in order and their sums, and each grid cell's Poisson
+    counts of prompts arriving meanwhile (0 to 30) as one table."""
+    n_s = len(services)
+    service = sum(services) / n_s
+    h = service / WAIT_STEPS
+    xs = np.arange(2 * WAIT_MAX_SERVICES * WAIT_STEPS + 2) * h
+    ordered = np.sort(np.asarray(services, dtype=float))
+    above = np.concatenate([np.cumsum(ordered[::-1])[::-1], [0.0]])  # sums from the ith on
+    at = np.searchsorted(ordered, xs, side="right")
+    residual = (above[at] - xs * (n_s - at)) / (n_s * service)
+    survival = u * np.maximum(residual, np.exp(-theta * xs))
+    # the cells up to the first edge where the survival is negligible (as `_wait` stops)
+    small = np.nonzero(survival[1:] < (1.0 - pct) * 1e-3)[0]
+    cells = int(small[0]) + 1 if small.size else len(xs) - 1
+    mass = survival[:cells] - survival[1 : cells + 1]
+    w = xs[:cells] + h / 2.0
+    counts = np.arange(len(_LOG_FACTORIAL))
+    lam = rate * w[:, None]
+    prob = mass[:, None] * np.exp(counts * np.log(lam) - lam - _LOG_FACTORIAL)
+    added = w[:, None] + counts * service
+    order = np.argsort(added, axis=None, kind="stable")
+    return np.concatenate([[0.0], added.ravel()[order]]), np.concatenate(
+        [[1.0 - u], prob.ravel()[order]]
+    )
+
+
+def _mg1_decay(rate: float, services: Sequence[float]) -> float:
+    """theta > 0 with rate * (E[exp(theta * S_i)] - 1) = theta (rate * E[S_i] < 1), the
+    services equally likely."""
+    service = sum(services) / len(services)
+    if len(services) == 1:
+
+        def excess(theta: float) -> float:
+            return rate * math.expm1(theta * service) - theta
+
+    else:
+        spread = np.asarray(services, dtype=float)
+        n = len(services)
+
+        def excess(theta: float) -> float:
+            return rate * float(np.expm1(np.minimum(theta * spread, 700.0)).sum()) / n - theta
 
     hi = 1.0 / service
     while excess(hi) <= 0:
