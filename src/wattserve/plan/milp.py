@@ -10,7 +10,7 @@ cap[q, j] one replica's capacity for it at its SLO:
     sum_q r[q, j] / lambda[q]               <= n[j] * x[j]            (a = 1; n[j]: its flows)
     sum_{j at s} peak_w[j] * x[j]           <= (1 - headroom) * cap_s  site power
     sum_{j of hw at s} devices[j] * x[j]    <= available[s, hw]        and over all sites
-    sum_q h[q, k]                           <= limit[k]     (its Poisson rate within the SLO)
+    sum_q h[q, k]                           <= limit[k, l]  if a flow of strictness l goes to k
     $/h                                     <= budget
 
 $/h = sum_j x[j] * usd_h[j] + 3600 * usd_j[j] * (idle_w[j] * x[j] + w[j])

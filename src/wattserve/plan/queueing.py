@@ -247,10 +247,10 @@ def _ttft_quantile(
     the midpoint of its slice of the class (plan.problem's `_sample`), half of whose requests
     are shorter. Read at `pct` exactly, the longest of 100 samples alone set a p99 (with the
     wait's tail, never quite 0, no rate met it), though in the class it stands for 1%. A
-    class of spread lengths has its
-    percentile in its long prompts, whose own prefill takes most of a TTFT budget: at the
-    mean prompt, an L4 pair was put at 5x the rate the simulated replica holds (lognormal
-    prompts of mean 1,000 tokens, sigma 0.8, p99 TTFT 1 s)."""
+    class of spread lengths has its percentile in its long prompts, whose own prefill takes
+    most of a TTFT budget: at the mean prompt, an L4 pair was put at 5x the rate the
+    simulated replica holds (lognormal prompts of mean 1,000 tokens, sigma 0.8, p99 TTFT 1 s).
+    """
     added, probs = _wait(rate, services, pct)
     pct -= 0.5 / len(owns)
     cdf = np.cumsum(probs)
