@@ -11,6 +11,11 @@ from collections import deque
 MAX_GRID_BURST = 1e7
 
 
+def default_burst(rate_per_s: float) -> float:
+    """A bucket's burst when none is given: one second's worth, at least one token."""
+    return max(1.0, rate_per_s)
+
+
 class TokenBucket:
     """Starts full; holds at most `burst` tokens (default: one second's worth, at least one)."""
 
@@ -18,7 +23,7 @@ class TokenBucket:
 
     def __init__(self, rate_per_s: float, *, burst: float | None = None, now: float = 0.0):
         self.rate_per_s = rate_per_s
-        self.burst = max(1.0, rate_per_s) if burst is None else burst
+        self.burst = default_burst(rate_per_s) if burst is None else burst
         self.tokens = self.burst
         self.t = now
 
@@ -59,7 +64,7 @@ def refused_share(arrivals_per_s: float, rate_per_s: float, burst: float | None 
     The grid has about max(20,000, 2 * burst) points (a second per 2 million on the
     development machine): `poisson_rate_within` does not need it for deep buckets. A burst
     under one token passes nothing."""
-    burst = max(1.0, rate_per_s) if burst is None else burst
+    burst = default_burst(rate_per_s) if burst is None else burst
     if not (rate_per_s > 0.0 and math.isfinite(rate_per_s) and burst <= MAX_GRID_BURST):
         raise ValueError(
             f"a token bucket of {rate_per_s!r} tokens/s and burst {burst!r}: the grid takes "
@@ -104,7 +109,7 @@ def poisson_rate_within(rate_per_s: float, share: float, burst: float | None = N
     random walk without drift: 0.0050 at a burst of 100, 0.025 at 20, by the grid) passes the
     full rate; no share refused (`share` <= 0) passes none, as Poisson arrivals overflow any
     bucket some time."""
-    burst_tokens = max(1.0, rate_per_s) if burst is None else burst
+    burst_tokens = default_burst(rate_per_s) if burst is None else burst
     if share <= 0.0:
         return 0.0
     if 1.0 / (2.0 * burst_tokens) <= share:
