@@ -403,8 +403,8 @@ def test_a_plan_that_verification_leaves_short_says_so_and_exits_4(tmp_path: Pat
         timeout=300,
     )  # fmt: skip
     assert p.returncode == 4, p.stderr
-    assert "NOT VERIFIED: after 0 rounds of derating, " in p.stdout
-    assert "still misses its SLO" in p.stdout and load_fleet(out).deployments
+    assert "NOT VERIFIED: " in p.stdout and "rounds of derating" not in p.stdout  # none ran
+    assert " misses its SLO" in p.stdout and load_fleet(out).deployments
     j = subprocess.run([*args, "--max-rounds", "0", "--json"], capture_output=True, text=True,
                        timeout=300)  # fmt: skip
     d = json.loads(j.stdout)

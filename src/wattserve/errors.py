@@ -80,11 +80,17 @@ class CalibrationError(WattserveError):
 
 
 class PlanInfeasibleError(WattserveError):
-    """`plan` found no fleet; `reasons` name each binding constraint and the change it needs."""
+    """`plan` found no fleet; `reasons` name each binding constraint and the change it needs.
+    `status` is "infeasible", or "stopped" where the solver ran out of time before it found a
+    plan or proved there is none."""
 
-    def __init__(self, reasons: list[str]) -> None:
-        self.reasons = reasons
-        super().__init__("infeasible: " + "; ".join(reasons))
+    def __init__(self, reasons: list[str], status: str = "infeasible") -> None:
+        self.reasons, self.status = reasons, status
+        super().__init__(f"{self.headline}: " + "; ".join(reasons))
+
+    @property
+    def headline(self) -> str:
+        return "infeasible" if self.status == "infeasible" else "no plan found"
 
 
 class NoBackendAvailable(WattserveError):

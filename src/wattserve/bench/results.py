@@ -126,8 +126,18 @@ def _lines(path: Path, text: str) -> list[RequestRecord] | None:
             if not records:
                 return None
             raise ConfigError("not a JSON line", path=str(path), line=line_no) from None
-        if not records and not (isinstance(obj, dict) and "status" in obj and "row" in obj):
+        if not records and not isinstance(obj, dict):
             return None
+        if not records and ("status" not in obj or "row" not in obj):
+            # a JSON object on one line, and more text after it: JSON lines, not a record
+            missing = [k for k in ("row", "status") if k not in obj]
+            raise ConfigError(
+                "missing; JSON lines, but not simulate --requests-out's: each line needs "
+                "row and status",
+                path=str(path),
+                line=line_no,
+                field=missing[0],
+            )
         records.append(_record(obj, path, line_no))
     return records or None
 

@@ -498,7 +498,9 @@ def fit_hardware(
         params, power_err, power_note = (
             choice.params,
             None,
-            "rows of one shape: power curve kept at its defaults",
+            "rows of one shape: power curve kept at its defaults"
+            if any(r.m.watts is not None for r in rows)
+            else "no watts in the measurements: power curve left at its defaults",
         )
     else:
         params, power_err, power_note = _fit_power(rows, choice.params, hw)

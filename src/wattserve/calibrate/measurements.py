@@ -206,7 +206,7 @@ def parse_row(row: dict[str, str], path: str, line: int) -> Measurement:
     _plain_text(row, path, line)
     model = _id_text(row, "model", path, line)
     hardware = _id_text(row, "hardware", path, line)
-    phase = (row.get("phase") or "").strip()
+    phase = (row.get("phase") or "").strip().lower()  # any case, as its dtype is read
     if phase not in ("prefill", "decode"):
         raise ConfigError(
             f"must be 'prefill' or 'decode', got {phase!r:.40}", path=path, line=line, field="phase"
@@ -290,6 +290,10 @@ def read_measurements(path: str | Path) -> list[Measurement]:
     rows: list[Measurement] = []
     try:
         header = [h.strip() for h in reader.fieldnames or []]
+        if not header:  # "missing column(s) model, hardware, ..." said less than this
+            raise ConfigError(
+                f"an empty file: the header must be {','.join(COLUMNS)}", path=str(p), line=1
+            )
         absent = [c for c in COLUMNS if c not in header]
         if absent:
             raise ConfigError(

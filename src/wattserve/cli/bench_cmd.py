@@ -159,6 +159,12 @@ def bench_cmd(
     ):
         _check(name, value, finite=True)
     _check("--timeout", timeout, finite=True, most=MAX_TIMEOUT_S)
+    if request_rate is not None and rate_scale != 1.0:  # one of them would be ignored
+        raise ConfigError(
+            "--rate-scale speeds up the trace's arrival times and --request-rate replaces them "
+            "with Poisson arrivals: give one",
+            field="--rate-scale",
+        )
     _check("--concurrency", concurrency, whole=True)
     _check("--max-requests", max_requests, whole=True)
     check_url(url)
@@ -178,8 +184,8 @@ def bench_cmd(
         raise ConfigError("not a regular file", path=str(trace), field="--trace")
     if out is not None and report is not None and out.resolve() == report.resolve():
         raise ConfigError(f"{out!s:.200} is also --out", field="--report")
-    check_regular_output(out, "--out", trace)
-    check_regular_output(report, "--report", trace)
+    check_regular_output(out, "--out", trace, kind="bench")
+    check_regular_output(report, "--report", trace, kind="html")
     # --duration cuts the requests by when they are sent: the trace's times, or with
     # --request-rate its Poisson times, drawn in the run (cut on the trace's, a rate of 0.1
     # sent its last request at 41 s of a 5 s run, and one of 100 all five in 42 ms)

@@ -12,7 +12,7 @@ from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.hardware import CATEGORIES, MATURITY, Hardware, Provider
 from wattserve.core.modelspec import builtin_model_ids, load_model
-from wattserve.errors import UnknownNameError
+from wattserve.errors import ConfigError, UnknownNameError, printable
 
 catalog_app = typer.Typer(help="List, filter and show devices and hosted providers.")
 
@@ -104,9 +104,9 @@ def catalog_list(
         }
         given = [flag for flag, value in filters.items() if value is not None]
         if given:
-            raise typer.BadParameter(
+            raise ConfigError(
                 f"filters the device list, not `catalog {ctx.invoked_subcommand}`",
-                param_hint=", ".join(given),
+                field=", ".join(given),
             )
         # files and --json named before the subcommand count for it too
         ctx.obj = {"hardware_file": list(hardware_file or []), "json_out": json_out}
@@ -115,12 +115,20 @@ def catalog_list(
     category = None if category is None else category.lower()
     maturity = None if maturity is None else maturity.lower()
     if category is not None and category not in CATEGORIES:
-        raise typer.BadParameter(f"use one of {', '.join(CATEGORIES)}", param_hint="--category")
+        raise ConfigError(f"use one of {', '.join(CATEGORIES)}", field="--category")
     if maturity is not None and maturity not in MATURITY:
-        raise typer.BadParameter(f"use one of {', '.join(MATURITY)}", param_hint="--maturity")
+        raise ConfigError(f"use one of {', '.join(MATURITY)}", field="--maturity")
     if min_memory_gb is not None and not (math.isfinite(min_memory_gb) and min_memory_gb >= 0):
-        raise typer.BadParameter("must be a finite number, 0 or more", param_hint="--min-memory-gb")
+        raise ConfigError("must be a finite number, 0 or more", field="--min-memory-gb")
     cat = load_catalog(hardware_file or [])
+    vendors = sorted({hw.vendor for hw in cat.devices.values()}, key=str.lower)
+    if vendor is not None and vendor.lower() not in {v.lower() for v in vendors}:
+        # an empty table with exit 0 read as "no such device", not as a typo
+        raise ConfigError(
+            f"no device of vendor '{printable(vendor):.80}'; the catalog's vendors: "
+            + ", ".join(vendors),
+            field="--vendor",
+        )
     rows = [
         hw
         for hw in cat.devices.values()

@@ -9,7 +9,7 @@ import re
 import sqlite3
 import stat
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from wattserve.core.textfile import replacing
+from wattserve.core.textfile import STREAM_NAMES, replacing
 from wattserve.errors import ConfigError, WattserveError, printable
 
 P = ParamSpec("P")
@@ -36,6 +36,33 @@ def as_flags(flags: Mapping[str, str]) -> Iterator[None]:
         if flag is None:
             raise
         raise ConfigError(exc.detail, field=flag) from None
+
+
+@contextmanager
+def file_flags(files: Mapping[str, Iterable[Path | str | None]]) -> Iterator[None]:
+    """A ConfigError about a file one of these flags named, which names no field in it (no
+    such file, not a regular file, not UTF-8), names the flag too. A folder given as a model
+    is read as its config.json, which is then the file the error names."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.field is not None or exc.path is None:
+            raise
+        for flag, paths in files.items():
+            for given in paths:
+                if (
+                    given is not None
+                    and str(given)
+                    and exc.path
+                    in (
+                        str(given),
+                        str(Path(given) / "config.json"),
+                    )
+                ):
+                    raise ConfigError(
+                        exc.detail, path=exc.path, line=exc.line, field=flag
+                    ) from None
+        raise
 
 
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -99,12 +126,35 @@ def non_finite_at(data: Any, at: str = "") -> tuple[str, float] | None:
     return None
 
 
+def _head(text: str) -> str:
+    return text.lstrip("\ufeff \t\r\n").lower()
+
+
+# what an earlier output of each kind begins with, in its first 4 KiB: a file that is none of
+# them (a measurements CSV, a calibration) is refused rather than replaced (check_writable)
+OUTPUT_KINDS: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "html": ("an HTML report", lambda t: _head(t).startswith(("<!doctype html", "<html"))),
+    "bench": ("a wattserve bench result", lambda t: '"tool": "wattserve bench"' in t),
+    "requests": (
+        "a --requests-out file",
+        lambda t: _head(t).startswith("{") and '"row"' in t.split("\n", 1)[0],
+    ),
+}
+
+
 def check_writable(
-    path: Path, flag: str, inputs: tuple[Path | str, ...] = (), *, makes_folder: bool = False
+    path: Path,
+    flag: str,
+    inputs: tuple[Path | str, ...] = (),
+    *,
+    makes_folder: bool = False,
+    kind: str | None = None,
 ) -> None:
     """Refuse an output path that plainly cannot be written, or that is one of the command's
     `inputs` (writing it would destroy it), before the work that fills it (save_text still
-    reports what only the write finds). `makes_folder`: the writer creates a missing folder."""
+    reports what only the write finds). `makes_folder`: the writer creates a missing folder.
+    `kind` (OUTPUT_KINDS): an existing file that is not an earlier output of that kind is
+    refused, as calibrate refuses to replace what is not a calibration."""
     try:
         target = path.resolve()
     except (OSError, RuntimeError):  # RuntimeError: Python 3.11's symlink loop
@@ -118,26 +168,53 @@ def check_writable(
             same = False
         if same:
             raise ConfigError(f"{path!s:.200} is an input of this command", field=flag)
-    if not str(path) or path.is_dir():
+    if str(path) in ("", "."):  # `-o ""` arrives as Path("."): say what was given
+        raise ConfigError("an empty path (or the current folder), not a file", field=flag)
+    if path.is_dir():
         raise ConfigError(f"cannot write {path!s:.200}: a folder, not a file", field=flag)
     if not makes_folder and not path.parent.is_dir():
         raise ConfigError(f"cannot write {path!s:.200}: no folder {path.parent}", field=flag)
     if path.exists() and not os.access(path, os.W_OK):  # as the write will find, before the work
         raise ConfigError(f"cannot write {path!s:.200}: Permission denied", field=flag)
+    if (
+        path.exists()
+        and not path.is_file()
+        and os.path.abspath(path) not in STREAM_NAMES  # written through the stream itself
+        and not os.path.samefile(path, os.devnull)
+    ):  # a named pipe with no reader would hang the write for ever; a device refuses it
+        raise ConfigError(
+            f"cannot write {path!s:.200}: not a regular file (give a file, /dev/stdout or "
+            "/dev/null)",
+            field=flag,
+        )
+    if kind is not None and path.is_file():
+        _check_replaceable(path, flag, kind)
+
+
+def _check_replaceable(path: Path, flag: str, kind: str) -> None:
+    """Refuse to replace a non-empty file that is not an earlier output of `kind`."""
+    what, looks_like = OUTPUT_KINDS[kind]
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096).decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!s:.200}: {exc.strerror}", field=flag) from None
+    if head.strip() and not looks_like(head):
+        raise ConfigError(
+            f"{path!s:.200} is not {what}; the write would replace it: remove it or give "
+            "another file",
+            field=flag,
+        )
     if _is_stdout(path):  # `... --json > X --out X`: the file replaced, what was printed lost
         raise ConfigError(
             f"{path!s:.200} is also where standard output goes; give another file", field=flag
         )
 
 
-# names of standard output itself: writing to one is asking for it (textfile.replacing)
-STDOUT_NAMES = frozenset({"/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
-
-
 def _is_stdout(path: Path) -> bool:
     """Whether `path` is the regular file standard output is redirected to, under another
     name (`--out X > X`; `--out /dev/stdout > X` asks for standard output, and is not)."""
-    if os.path.abspath(path) in STDOUT_NAMES:
+    if os.path.abspath(path) in STREAM_NAMES:  # writing one is asking for it (replacing)
         return False
     try:
         out = os.fstat(sys.stdout.fileno())
@@ -184,13 +261,16 @@ def parse_watts(text: str, flag: str) -> float:
     return value
 
 
-def check_regular_output(path: Path | None, flag: str, trace: Path) -> None:
+def check_regular_output(
+    path: Path | None, flag: str, trace: Path, kind: str | None = None
+) -> None:
     """An output file that can be written, checked before the work (a bench run or a fit can
     take hours): not a folder, in a folder that exists, not the trace, not a device or a pipe
-    (/dev/full would fail the write, a pipe with no reader would hang it); `trace`: the input."""
+    (/dev/full would fail the write, a pipe with no reader would hang it); `trace`: the input;
+    `kind` as check_writable's."""
     if path is None:
         return
-    check_writable(path, flag, (trace,))
+    check_writable(path, flag, (trace,), kind=kind)
     if path.exists() and not path.is_file():
         raise ConfigError(f"cannot write {path!s:.200}: not a regular file", field=flag)
     if not os.access(path if path.exists() else path.parent, os.W_OK):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import as_flags, check_finite, print_json, reports_errors
+from wattserve.cli.common import as_flags, check_finite, file_flags, print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.cost import CostAssumptions, check_pue
 from wattserve.core.params import check_memory_share
@@ -32,6 +32,11 @@ FLAGS = {
         "gpu_memory_utilization",
         "expert_parallel",
         "max_batched_tokens",
+        "calibration",
+        "cost_basis",
+        "electricity_usd_per_kwh",
+        "pue",
+        "lifetime_years",
     )
 }
 
@@ -112,6 +117,7 @@ def estimate_cmd(
     ] = False,
 ) -> None:
     """How fast, how power-hungry and how costly MODEL is on HARDWARE."""
+    cost_basis = cost_basis.strip().lower()  # any case, as the other choices are taken
     if cost_basis not in ("auto", "rent", "own"):
         raise ConfigError(f"use auto, rent or own, got {cost_basis!r:.40}", field="--cost-basis")
     check_pue("--pue", pue)
@@ -127,7 +133,13 @@ def estimate_cmd(
             field="--electricity-usd-per-kwh",
         )
     costs = CostAssumptions(cost_basis, electricity_usd_per_kwh, pue, lifetime_years)  # type: ignore[arg-type]
-    with as_flags(FLAGS):  # the API names its parameters; a user of the command line typed flags
+    files: dict[str, list[Path | str | None]] = {
+        "--model": [model],
+        "--calibration": [calibration],
+        "--hardware-file": [*(hardware_file or [])],
+    }
+    # the API names its parameters; a user of the command line typed flags
+    with file_flags(files), as_flags(FLAGS):
         result = estimate(
             model,
             hardware,

@@ -149,7 +149,7 @@ def plan_cmd(
     if out is not None:
         check_writable(out, "--out", inputs)
     if report is not None:
-        check_writable(report, "--report", inputs)
+        check_writable(report, "--report", inputs, kind="html")
         if out is not None and report.resolve() == out.resolve():
             raise ConfigError(f"{report!s:.200} is also --out; give two files", field="--report")
     if cache is not None:  # read and written again: refused before the work, not after it
@@ -191,9 +191,9 @@ def plan_cmd(
         )
     except PlanInfeasibleError as exc:
         if json_out:
-            print_json({"status": "infeasible", "reasons": exc.reasons})
+            print_json({"status": exc.status, "reasons": exc.reasons})
         else:
-            typer.echo("infeasible:", err=True)
+            typer.echo(f"{exc.headline}:", err=True)
             for r in exc.reasons:
                 typer.echo(f"  - {r}", err=True)
         raise typer.Exit(3) from None

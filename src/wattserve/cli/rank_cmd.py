@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import check_writable, parse_watts, print_json, reports_errors, save_text
+from wattserve.cli.common import (
+    check_writable,
+    file_flags,
+    parse_watts,
+    print_json,
+    reports_errors,
+    save_text,
+)
 from wattserve.core.catalog import load_catalog
 from wattserve.core.params import Calibration, load_calibration
 from wattserve.core.workload import DEFAULT_TPOT_S, DEFAULT_TTFT_S
@@ -119,9 +126,15 @@ def rank_cmd(
 ) -> None:
     """Every device and hosted API for MODEL, each at its best configuration within the SLO."""
     if report is not None:
-        check_writable(report, "--report", (*(hardware_file or []), calibration or ""))
-    catalog = load_catalog(hardware_file or [])
-    calib = Calibration() if calibration is None else load_calibration(calibration)
+        check_writable(report, "--report", (*(hardware_file or []), calibration or ""), kind="html")
+    files: dict[str, list[Path | str | None]] = {
+        "--model": [model],
+        "--calibration": [calibration],
+        "--hardware-file": [*(hardware_file or [])],
+    }
+    with file_flags(files):
+        catalog = load_catalog(hardware_file or [])
+        calib = Calibration() if calibration is None else load_calibration(calibration)
     hw = _split(hardware)
     if hardware is not None and not hw:  # `--hardware ,,` meant no filter at all
         raise ConfigError("names no device or provider id", field="--hardware")
@@ -182,30 +195,31 @@ def rank_cmd(
         return
     if model is None:
         raise ConfigError("give a model (see `wattserve models`), or --edge", field="--model")
-    result = rank(
-        model,
-        prompt_tokens=prompt_tokens,
-        output_tokens=output_tokens,
-        slo_ttft_s=slo_ttft,
-        slo_tpot_s=slo_tpot,
-        dtype=dtype,
-        categories=_split(category),
-        hardware=hw,
-        require_software=require_software,
-        min_maturity=min_maturity,
-        sort=sort,
-        power_envelope_w=None
-        if power_envelope is None
-        else parse_watts(power_envelope, "--power-envelope"),
-        pue=pue,
-        top=top,
-        training_cost_usd=training_cost_usd,
-        daily_tokens=daily_tokens,
-        calibration=calib,
-        catalog=catalog,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_batched_tokens=max_batched_tokens,
-    )
+    with file_flags(files):
+        result = rank(
+            model,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            slo_ttft_s=slo_ttft,
+            slo_tpot_s=slo_tpot,
+            dtype=dtype,
+            categories=_split(category),
+            hardware=hw,
+            require_software=require_software,
+            min_maturity=min_maturity,
+            sort=sort,
+            power_envelope_w=None
+            if power_envelope is None
+            else parse_watts(power_envelope, "--power-envelope"),
+            pue=pue,
+            top=top,
+            training_cost_usd=training_cost_usd,
+            daily_tokens=daily_tokens,
+            calibration=calib,
+            catalog=catalog,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_batched_tokens=max_batched_tokens,
+        )
     if report is not None:
         save_text(report, report_html(result, None), "--report")
     if json_out:

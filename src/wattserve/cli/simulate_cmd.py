@@ -157,9 +157,12 @@ def simulate_cmd(
         raise ConfigError(f"names {', '.join(twice)} more than once", field="--compare")
     # every file read: the fleet's own inputs, the trace a workload file names
     inputs: tuple[Path | str, ...] = (fleet, trace, *f.files, first.trace)
-    for flag, out_path in (("--requests-out", requests_out), ("--report", report)):
+    for flag, out_path, kind in (
+        ("--requests-out", requests_out, "requests"),
+        ("--report", report, "html"),
+    ):
         if out_path is not None:
-            check_writable(out_path, flag, inputs)
+            check_writable(out_path, flag, inputs, kind=kind)
     if (
         requests_out is not None
         and report is not None

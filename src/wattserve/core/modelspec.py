@@ -274,6 +274,13 @@ def model_from_hf_config(
         )
     ffn = get("intermediate_size", required=experts == 1)
     expert_ffn = get("moe_intermediate_size", ffn or 0)
+    if not expert_ffn:  # experts of no size: a 47B Mixtral modelled as its 3 GB of attention
+        raise ConfigError(
+            f"missing; an MoE config.json ({experts} experts) needs its experts' FFN size "
+            "(moe_intermediate_size, or intermediate_size where every expert is as wide)",
+            path=path,
+            field="intermediate_size",
+        )
     shared_ffn = get("shared_expert_intermediate_size", 0)
     n_shared = get("n_shared_experts", 0)
     if n_shared and not shared_ffn:

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,17 @@ from typing import IO, Any, NamedTuple
 from wattserve.errors import ConfigError
 
 MAX_BYTES = 64 << 20  # no measurements, config or fleet file a person writes is this large
+
+# names of the standard streams: a command asked to write one writes to the stream it has open
+# (reopening the name would truncate a file the stream is redirected to: `--out /dev/stdout > X`)
+STREAM_NAMES = {
+    "/dev/stdout": 1,
+    "/dev/fd/1": 1,
+    "/proc/self/fd/1": 1,
+    "/dev/stderr": 2,
+    "/dev/fd/2": 2,
+    "/proc/self/fd/2": 2,
+}
 
 
 def read_text(path: str | Path, limit: int = MAX_BYTES) -> str:
@@ -266,8 +278,15 @@ def replacing(path: str | Path) -> Iterator[IO[bytes]]:
     a size limit, an interrupt) leaves the file that was there as it was and no part of the
     new one. A path that is not a regular file (`/dev/null`, a pipe) is written directly, and
     so is a writable file in a folder that takes no new file; a read-only file is refused, as
-    open() would refuse it. OSError is the caller's to report."""
+    open() would refuse it. A standard stream's name (`/dev/stdout`) is written through the
+    stream itself, after what it holds. OSError is the caller's to report."""
     given = Path(path)
+    stream = STREAM_NAMES.get(os.path.abspath(given))
+    if stream is not None:
+        (sys.stdout if stream == 1 else sys.stderr).flush()  # its own text first, in order
+        with os.fdopen(os.dup(stream), "wb") as handle:
+            yield handle
+        return
     if given.exists() and not given.is_file():  # /dev/stdout (a pipe), /dev/null, a FIFO
         with given.open("wb") as handle:
             yield handle

@@ -253,6 +253,16 @@ def estimate(
             ("gpu_memory_utilization", gpu_memory_utilization is not None),
             ("expert_parallel", expert_parallel),
             ("max_batched_tokens", max_batched_tokens is not None),
+            ("batch", batch != 1),  # its latency profile is per user, whatever else it batches
+            ("calibration", calibration is not None),
+            # it is priced per token: what owning or renting devices costs does not apply
+            ("cost_basis", costs.basis != _DEFAULT_COSTS.basis),
+            (
+                "electricity_usd_per_kwh",
+                costs.electricity_usd_per_kwh != _DEFAULT_COSTS.electricity_usd_per_kwh,
+            ),
+            ("pue", costs.pue != _DEFAULT_COSTS.pue),
+            ("lifetime_years", costs.lifetime_years != _DEFAULT_COSTS.lifetime_years),
         ):
             if asked:
                 raise ConfigError(

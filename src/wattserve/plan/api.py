@@ -322,7 +322,10 @@ def solve_or_explain(p: Problem, objective: str, time_limit_s: float) -> Plan:
     ):
         if sol.status == "infeasible":
             raise PlanInfeasibleError([b.message for b in diagnose(p, time_limit_s)])
-        raise PlanInfeasibleError([f"the solver stopped without a plan: {sol.message}"])
+        stopped = f"the solver stopped without a plan: {sol.message}"
+        if "time limit" in sol.message.lower():
+            stopped += f" (--time-limit {time_limit_s:g} s: give it longer)"
+        raise PlanInfeasibleError([stopped], status="stopped")
     if objective == "throughput" and sol.share <= 1e-9:
         # the limits leave room for no replica at all: say which bind, as the cost objective
         # does, rather than report a feasible plan that serves nothing

@@ -627,8 +627,9 @@ def _say(p: Problem, kind: str, what: str, amount: float) -> str:
             if h >= 0.5
             else ""
         )
+        shown = f"{cap:.0f}" if cap >= 1 or cap == 0 else f"{cap:.2g}"  # not "from 0 W"
         return (
-            f"site {what}'s power cap binds: raise it from {cap:.0f} W to at least {need} W "
+            f"site {what}'s power cap binds: raise it from {shown} W to at least {need} W "
             f"(+{need - cap:.0f} W, with {h:.0%} headroom kept free){fix}"
         )
     if kind == "budget":

@@ -116,6 +116,7 @@ def _verify(plan: Plan) -> list[Section]:
         {
             "round": r["round"],
             "policy": r["policy"],
+            "simulated": "yes" if r.get("replay_of") is None else f"as round {r['replay_of']}",
             "$/h": r["usd_per_h"],
             "class": cls,
             "attainment %": 100 * v["attainment"],

@@ -69,7 +69,8 @@ def plan_text(plan: Plan) -> str:
         lines.append(
             f"{label} ({c['hardware']}): {served}${c['usd_per_h']:.2f}/h, "
             f"{c['avg_power_w']:.0f} W; the mix {verb} "
-            f"{cell(None if saves is None else 100 * saves, '.1f')}%"
+            # + 0.0: a share within the solver's tolerance of nothing was printed "-0.0%"
+            f"{cell(None if saves is None else round(100 * saves, 1) + 0.0, '.1f')}%"
         )
     for r in plan.rounds:
         parts = ", ".join(
@@ -77,18 +78,25 @@ def plan_text(plan: Plan) -> str:
             + ("" if v["met"] else " MISSED")
             for cls, v in r["classes"].items()
         )
+        if r.get("replay_of") is not None:  # older plans' JSON has no such key
+            parts = (
+                f"the fleet and split of round {r['replay_of']}, derated further: not "
+                "simulated again"
+            )
         lines.append(f"verify round {r['round']} (${r['usd_per_h']:.2f}/h, {r['policy']}): {parts}")
     unmet = plan.unmet
     if unmet == {}:
         last = len(plan.rounds) - 1
         lines.append(f"verified: every class met its SLO in simulation (round {last})")
     elif unmet:
+        derated = len(plan.rounds) - 1
+        after = f"after {derated} round{'' if derated == 1 else 's'} of derating, "
         lines.append(
-            f"NOT VERIFIED: after {len(plan.rounds) - 1} round"
-            + ("" if len(plan.rounds) == 2 else "s")
-            + " of derating, "
+            "NOT VERIFIED: "
+            + (after if derated else "")
             + ", ".join(
-                f"{c} still misses its SLO ({v['attainment']:.1%}, target {v['target']:.0%})"
+                f"{c} {'still ' if derated else ''}misses its SLO ({v['attainment']:.1%}, "
+                f"target {v['target']:.0%})"
                 for c, v in unmet.items()
             )
             + (

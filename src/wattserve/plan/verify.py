@@ -23,7 +23,7 @@ from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import PlanInfeasibleError
 from wattserve.plan.api import DEFAULT_ROUNDS, Plan, compare, solve_or_explain
 from wattserve.plan.fleetfile import plan_fleet
-from wattserve.plan.problem import ContextWindows, Flow, Option, Problem
+from wattserve.plan.problem import ContextWindows, Flow, HostedOption, Option, Problem
 from wattserve.plan.routing import PlanSplit
 from wattserve.simulate import simulate
 
@@ -119,8 +119,8 @@ def verify_plan(
     wl = replace(wl, requests=kept)
     rounds: list[dict[str, Any]] = []
     current = plan
+    sim, replay_of = class_attainment(current, wl, seed), None
     for i in range(max_rounds + 1):
-        sim = class_attainment(current, wl, seed)
         missed = {c: v for c, v in sim["classes"].items() if not v["met"]}
         rounds.append(
             {
@@ -131,6 +131,9 @@ def verify_plan(
                 "classes": sim["classes"],
                 "sites": sim["sites"],
                 "policy": sim["policy"],
+                # a round whose fleet and split are an earlier round's is not simulated again
+                # (its figures are that round's); its derated capacities carry on to the next
+                "replay_of": replay_of,
             }
         )
         if not missed or i == max_rounds:
@@ -139,13 +142,28 @@ def verify_plan(
         # by the (class, SLO) a flow's requests are judged in
         short = {sim["groups"][c]: v for c, v in missed.items()}
         serving = {j for (q, j) in current.solution.rates if _key(p.flows[q]) in short}
+        hosted = {
+            k
+            for (q, k) in current.solution.hosted_rates
+            if _key(p.flows[q]) in short and q in p.hosted[k].limits
+        }
+        if not serving and not hosted:  # hosted APIs with no rate limit: their latency is set
+            current.verify_stop = (
+                f"nothing serving {', '.join(sorted(missed))} can be cut (no device and no "
+                "rate-limited hosted API of the plan serves it)"
+            )
+            break
         try:
-            nxt = _derate_and_solve(current, p, serving, short, time_limit_s)
+            nxt = _derate_and_solve(current, p, serving, hosted, short, time_limit_s)
         except PlanInfeasibleError as exc:  # e.g. the budget: keep the last plan, say why
             current.verify_stop = "; ".join(exc.reasons)
             break
         nxt.comparisons = current.comparisons
         nxt.hardware_files = current.hardware_files
+        if _same_run(nxt, current, wl):  # simulating it would replay the last run to the bit
+            replay_of = i if replay_of is None else replay_of
+        else:
+            sim, replay_of = class_attainment(nxt, wl, seed), None
         current = nxt
     current.rounds = rounds
     if len(rounds) > 1 and current.comparisons:
@@ -159,37 +177,63 @@ def _derate_and_solve(
     current: Plan,
     p: Problem,
     serving: set[int],
+    hosted: set[int],
     short: dict[tuple[str, SLO], dict[str, Any]],
     time_limit_s: float,
 ) -> Plan:
-    """Derate the options serving the classes that `missed` until the plan changes: spare
-    capacity from rounding up to whole replicas can absorb one cut, and the same plan would
-    fail the same way again."""
+    """Derate what serves the classes that missed (the options' capacities, the hosted APIs'
+    planned rates) until the plan changes: spare capacity from rounding up to whole replicas
+    can absorb one cut, and the same plan would fail the same way again."""
     nxt = current
     for _ in range(DERATE_TRIES):
         options = [
             _derated(o, p.flows, short) if j in serving else o for j, o in enumerate(p.options)
         ]
-        p = replace(p, options=options)
+        apis = [
+            _derated_api(h, p.flows, short) if k in hosted else h for k, h in enumerate(p.hosted)
+        ]
+        p = replace(p, options=options, hosted=apis)
         nxt = solve_or_explain(p, current.objective, time_limit_s)
         if nxt.replicas != current.replicas or nxt.hosted != current.hosted:
             break
     return nxt
 
 
+def _same_run(a: Plan, b: Plan, wl: Workload) -> bool:
+    """Whether simulating plan `a` on `wl` replays plan `b`'s run: the same fleet, and the
+    same split where the plan's own split routes."""
+    if a.replicas != b.replicas or a.hosted != b.hosted:
+        return False
+    return wl.policy is not None or PlanSplit.from_plan(a).split == PlanSplit.from_plan(b).split
+
+
 def _key(f: Flow) -> tuple[str, SLO]:
     return f.cls, f.slo
+
+
+def _factor(v: dict[str, Any]) -> float:
+    """The cut for a class that met `v["attainment"]` of its target: in proportion to what
+    was met, at least 20% a round (a replica's worth of rounding would otherwise absorb it),
+    at most halved."""
+    return min(0.8, max(0.5, float(v["attainment"]) / max(float(v["target"]), 1e-9)))
 
 
 def _derated(o: Option, flows: list[Flow], short: dict[tuple[str, SLO], dict[str, Any]]) -> Option:
     caps = {}
     for q, c in o.caps.items():
         v = short.get(_key(flows[q]))
-        if v is None:
-            caps[q] = c
-            continue
-        # the shortfall in attainment, at least 20% a round (a replica's worth of rounding
-        # would otherwise absorb it): capacity in proportion to what was met, at most halved
-        factor = min(0.8, max(0.5, v["attainment"] / max(v["target"], 1e-9)))
-        caps[q] = replace(c, rate_rps=c.rate_rps * factor)
+        caps[q] = c if v is None else replace(c, rate_rps=c.rate_rps * _factor(v))
     return replace(o, caps=caps)
+
+
+def _derated_api(
+    h: HostedOption, flows: list[Flow], short: dict[tuple[str, SLO], dict[str, Any]]
+) -> HostedOption:
+    """A hosted API whose rate limit refused more than the plan's Poisson figure allowed (a
+    burstier trace): the rate planned for each class that missed is cut. An API without a rate
+    limit has nothing to cut: its latency is its profile's."""
+    limits = {}
+    for q, rate in h.limits.items():
+        v = short.get(_key(flows[q]))
+        limits[q] = rate if v is None else rate * _factor(v)
+    return replace(h, limits=limits)

@@ -150,11 +150,15 @@ MAX_TRAINING_USD = 1e15
 
 
 def _choices(flag: str, values: Iterable[str], allowed: Sequence[str]) -> tuple[str, ...]:
+    """`values` as the `allowed` spell them, in any case (`GPU`, as catalog and estimate take
+    it), or a ConfigError naming `flag`."""
+    canonical = {a.lower(): a for a in allowed}
     out = []
     for v in values:
-        if v not in allowed:
+        found = canonical.get(v.strip().lower()) if isinstance(v, str) else None
+        if found is None:
             raise ConfigError(f"'{v}' is not one of {', '.join(allowed)}", field=flag)
-        out.append(v)
+        out.append(found)
     return tuple(out)
 
 
@@ -331,6 +335,8 @@ def rank(
     activations the memory fit reserves.
     """
     slo = check_slo(SLO(slo_ttft_s, slo_tpot_s))
+    if isinstance(dtype, str):  # any case, as estimate takes it (`FP8`)
+        dtype = dtype.strip().lower()
     _check_flags(
         prompt_tokens,
         output_tokens,
@@ -355,9 +361,9 @@ def rank(
         hardware = [h.strip() for h in hardware.split(",") if h.strip()]
     cats = _choices("--category", categories, (*CATEGORIES, HOSTED))
     if require_software is not None:
-        _choices("--require-software", [require_software], SOFTWARE)
+        (require_software,) = _choices("--require-software", [require_software], SOFTWARE)
     if min_maturity is not None:
-        _choices("--min-maturity", [min_maturity], MATURITY)
+        (min_maturity,) = _choices("--min-maturity", [min_maturity], MATURITY)
     base_costs = costs if costs is not None else CostAssumptions()
     if pue is not None:
         base_costs = replace(base_costs, pue=check_pue("--pue", pue))
