@@ -106,18 +106,21 @@ def test_verify_stops_when_the_hosted_api_cannot_be_cut(tmp_path: Path) -> None:
 
 
 def test_a_round_that_would_replay_the_last_is_not_simulated_again(tmp_path: Path) -> None:
-    """The tier example: rounds 1 and 2 cut the tight class's capacity without changing the
-    fleet or the split, and each simulated the same fleet again (the same figures, two more
-    runs of every class). Now they say so and carry their cuts on; round 3's new split is
-    simulated and verifies, as before."""
+    """The tier example: a round that cut the tight class's capacity without changing the
+    fleet or the split simulated the same fleet again (the same figures, another run of every
+    class). Now it says so and carries its cut on; the next round's new split is simulated
+    and verifies, as before."""
     wl = tmp_path / "tiers.yaml"
     wl.write_text(TIERS)
     p = plan(
         wl, hardware=["h100-sxm"], capacity="analytic", verify=True, max_rounds=3,
         compare_with_single=False,
     )  # fmt: skip
-    assert [r["replay_of"] for r in p.rounds] == [None, 0, 0, None], p.rounds
-    assert p.rounds[1]["classes"] == p.rounds[0]["classes"] and not p.unmet
+    replays = [r for r in p.rounds if r["replay_of"] is not None]
+    assert replays and p.rounds[0]["replay_of"] is None and not p.unmet, p.rounds
+    for r in replays:  # the figures of the round it replays, which was simulated
+        assert p.rounds[r["replay_of"]]["replay_of"] is None
+        assert r["classes"] == p.rounds[r["replay_of"]]["classes"]
     assert "the fleet and split of round 0, derated further: not simulated again" in plan_text(p)
     workload = load_workload(wl, default_model=None)
     first = plan(wl, hardware=["h100-sxm"], capacity="analytic", compare_with_single=False)
@@ -177,3 +180,29 @@ def test_a_mix_no_better_than_one_type_gains_no_negative_zero(tmp_path: Path) ->
     best["mix_saves"] = -1e-12  # within the solver's tolerance of the mix
     text = plan_text(p)
     assert "gains 0.0%" in text and "-0.0%" not in text, text
+
+
+def test_the_analytic_tpot_of_spread_prompts_reads_their_sizes() -> None:
+    """`plan --capacity analytic` against `--capacity simulated` on the multi-site example's
+    L4 options (benchmarks/plan_analytic_spread.py): the TPOT side took every prompt's chunk
+    at the mean prompt's cost, and the chat class (lognormal prompts, sigma 0.8) at a 50 ms
+    tier was put at 2.25x (TP2) and 2.69x (TP4) the rate its simulated replica holds. Each
+    sampled prompt's own added time now makes the spread of the time prompts add: at most
+    1.8x and 2.3x."""
+    root = Path(__file__).parent.parent / "examples"
+    caps: dict[tuple[str, str], dict[str, float]] = {}
+    for method in ("analytic", "simulated"):
+        p = plan(
+            root / "workload-multisite.yaml", sites=root / "sites-two-dc-edge.yaml",
+            hardware=["l4"], capacity=method, compare_with_single=False,  # type: ignore[arg-type]
+        )  # fmt: skip
+        for o in p.problem.options:
+            for q, c in o.caps.items():
+                caps.setdefault((o.name, p.problem.flows[q].label), {})[method] = c.rate_rps
+    ratios = {
+        k: v["analytic"] / v["simulated"] for k, v in caps.items() if v.get("simulated", 0.0) > 0
+    }
+    tight = {k: r for k, r in ratios.items() if "tpot50ms" in k[0] and k[1].startswith("chat")}
+    assert tight and max(r for k, r in tight.items() if "tp2" in k[0]) < 1.8, tight
+    assert max(tight.values()) < 2.3, tight
+    assert min(ratios.values()) > 0.8, ratios  # none put far under what the replica holds

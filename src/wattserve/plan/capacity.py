@@ -50,7 +50,14 @@ from wattserve.core.sites import Site
 from wattserve.core.textfile import load_json, read_text, replacing
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import ConfigError
-from wattserve.plan.queueing import MixedSteady, mixed_steady, own_prefill_s, percentiles
+from wattserve.plan.queueing import (
+    MixedSteady,
+    Spread,
+    mixed_steady,
+    own_prefill_s,
+    percentiles,
+    prompt_delta,
+)
 
 CapacityMethod = Literal["simulated", "analytic"]
 # Requests in one simulated probe: at least PROBE_REQUESTS (enough for a p99 to see queueing),
@@ -534,7 +541,7 @@ def _analytic(pm: PerfModel, kv_blocks: int, shape: Shape, most: float) -> Capac
             or s.batch + SEQS_SIGMAS * spread > dep.max_num_seqs
         ):
             return False
-        lengths = ((), ()) if not prompts else _spread(pm, s, p, prompts)
+        lengths = Spread() if not prompts else _spread(pm, s, p, prompts)
         tpot, ttft = percentiles(s, rate, o, shape.percentile, lengths)
         return tpot <= shape.tpot_s and ttft <= shape.ttft_s
 
@@ -551,13 +558,21 @@ def _analytic(pm: PerfModel, kv_blocks: int, shape: Shape, most: float) -> Capac
     return Capacity(rate, avg, max(peak, avg), idle, avg / rate, "", *parts)
 
 
-def _spread(
-    pm: PerfModel, s: MixedSteady, p: int, prompts: list[int]
-) -> tuple[list[float], list[float]]:
-    """Each sampled prompt's own prefill seconds in steady state `s`, and the time it holds the
-    steps' prefill budget: the mean prompt's (`s.service`) in proportion to its tokens."""
+def _spread(pm: PerfModel, s: MixedSteady, p: int, prompts: list[int]) -> Spread:
+    """Each sampled prompt in steady state `s`: its own prefill seconds, the time it holds the
+    steps' prefill budget (the mean prompt's, `s.service`, in proportion to its tokens), and
+    the time its chunks add to the steps they join."""
     owns = [own_prefill_s(pm, s.step_batch, s.room, s.prefill_tokens, s.ctx, q) for q in prompts]
-    return owns, [s.service * q / p for q in prompts]
+    adds = [
+        prompt_delta(pm, s.step_batch, s.room, s.prefill_tokens, s.ctx, s.t_decode, q)
+        for q in prompts
+    ]
+    return Spread(
+        owns,
+        [s.service * q / p for q in prompts],
+        [max(a, 0.0) for a, _ in adds],
+        [c for _, c in adds],
+    )
 
 
 def _steady_power_w(pm: PerfModel, rate: float, shape: Shape) -> float:

@@ -37,8 +37,8 @@ request's own prefill, up to 2.9x; with 256- to 8,192-token steps, 0.68-1.47x (d
 Those shapes have fixed lengths. A class whose lengths spread widely has its TTFT percentile
 taken over its sampled prompts (`_ttft_quantile`: each one's own prefill, and an M/G/1 wait
 behind prompts whose services differ): at its mean prompt alone, a lognormal class (sigma 0.8,
-p99) was put at 2-6x its simulated capacity, now at 1.3-2.7x (the TPOT side still takes every
-prompt at the mean's cost).
+p99) was put at 2-6x its simulated capacity, now at 1.3-2.3x: its TPOT side also reads the
+samples, each prompt past the mean count adding the samples' root mean square (`Spread`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import NamedTuple
 
 import numpy as np
 
@@ -122,11 +123,7 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
     else:  # still moving: near a rate where a prompt takes one chunk more, tau hops between
         if abs(new - tau) > 0.05 * tau:  # two values; further apart, no steady state
             return None
-    chunk = min(float(p), room)
-    if tokens + chunk <= room:  # it joins a step that carries prefill already
-        delta = chunks * (step_s(tokens + chunk) - step_s(tokens))
-    else:
-        delta = chunks * (step_s(chunk) - t_decode)
+    delta, _ = prompt_delta(pm, batch, room, tokens, ctx, t_decode, p)
     wider = b + 1
     slope = pm.step_time(wider, wider * ctx, wider * ctx, wider) - t_decode
     prefill_step = pm.step(
@@ -157,6 +154,23 @@ def mixed_steady(pm: PerfModel, dep: Deployment, rate: float, p: int, o: int) ->
     )
 
 
+def prompt_delta(
+    pm: PerfModel, batch: float, room: float, tokens: float, ctx: float, t_decode: float, p: float
+) -> tuple[float, int]:
+    """The time a prompt of `p` tokens adds to the steps its chunks join (beside `batch`
+    decoding sequences of mean context `ctx`, `room` prefill tokens to a step, at least
+    `tokens` of them other prompts'), and its chunks."""
+    chunks = math.ceil(p / room)
+    chunk = min(float(p), room)
+
+    def step_s(x: float) -> float:
+        return pm.step_time(batch + x, batch * ctx + x * p / 2.0, batch * ctx + x, batch + 1)
+
+    if tokens + chunk <= room:  # it joins a step that carries prefill already
+        return chunks * (step_s(tokens + chunk) - step_s(tokens)), chunks
+    return chunks * (step_s(chunk) - t_decode), chunks
+
+
 def own_prefill_s(
     pm: PerfModel, batch: float, room: float, tokens: float, ctx: float, p: float
 ) -> float:
@@ -170,23 +184,33 @@ def own_prefill_s(
     )
 
 
+class Spread(NamedTuple):
+    """A class whose prompts vary: for each sampled prompt, its own prefill seconds and its
+    service (`_ttft_quantile`), and the time it adds to the steps it joins and its chunks
+    (`prompt_delta`: the TPOT side)."""
+
+    owns: Sequence[float] = ()
+    services: Sequence[float] = ()
+    adds: Sequence[float] = ()
+    chunks: Sequence[int] = ()
+
+
+FIXED = Spread()  # every prompt at the class's mean
+
+
 def percentiles(
-    s: MixedSteady,
-    rate: float,
-    o: int,
-    pct: float,
-    spread: tuple[Sequence[float], Sequence[float]] = ((), ()),
+    s: MixedSteady, rate: float, o: int, pct: float, spread: Spread = FIXED
 ) -> tuple[float, float]:
     """(TPOT, TTFT) at the `pct` share of requests (see the module docstring); a share of 1
     is taken as MAX_SHARE (Poisson arrivals leave no rate at which every request meets a
-    limit). `spread`: for a class whose prompts vary, each sampled prompt's own prefill
-    seconds and its service (`_ttft_quantile`); empty: every prompt at the class's mean."""
+    limit). `spread`: the class's sampled prompts where they vary; empty: every prompt at
+    the class's mean."""
     pct = min(pct, MAX_SHARE)
     u = rate * s.service  # the share of time prompts' work holds the steps' budget
     if u >= 1.0:
         return math.inf, math.inf
     # the decode step under way (prefill steps under way are other prompts' work: the wait)
-    owns, services = spread
+    owns, services = spread.owns, spread.services
     if owns:
         ttft = s.t_decode + _ttft_quantile(rate, owns, services, pct)
     else:
@@ -197,12 +221,26 @@ def percentiles(
     mean_count = rate * ((o - 1) * s.tau + before)
     base = s.tau + NormalDist().inv_cdf(pct) * math.sqrt(s.decoding) * s.slope
     per_step = s.delta / s.chunks  # what one chunk adds to one of its steps
+    if spread.adds:
+        # prompts that vary: the count past the mean, each adding the root mean square of the
+        # samples' times (a compound Poisson sum's spread about its mean), at most one chunk
+        # to each of the o - 1 steps; at the mean prompt's cost, a quad of L4s was put at
+        # 2.7x the rate its simulated replica holds (docs/plan.md)
+        rms_add = math.sqrt(sum(a * a for a in spread.adds) / len(spread.adds))
+        rms_chunk = math.sqrt(
+            sum((a / c) ** 2 for a, c in zip(spread.adds, spread.chunks, strict=True))
+            / len(spread.adds)
+        )
     tpot = base
     for _ in range(50):
         count = poisson_quantile(rate * ((o - 1) * tpot + before), pct)
-        # the chunks past the mean, each lengthening one of its o - 1 steps (at most all)
-        steps = min(o - 1.0, max(0.0, count - mean_count) * s.chunks)
-        new = base + per_step * steps / (o - 1)
+        if spread.adds:
+            added = min((o - 1.0) * rms_chunk, max(0.0, count - mean_count) * rms_add)
+            new = base + added / (o - 1)
+        else:
+            # the chunks past the mean, each lengthening one of its o - 1 steps (at most all)
+            steps = min(o - 1.0, max(0.0, count - mean_count) * s.chunks)
+            new = base + per_step * steps / (o - 1)
         if abs(new - tpot) <= 1e-9 or new > 1e3:
             return new, ttft
         tpot = new
