@@ -273,9 +273,9 @@ def test_a_line_rounded_for_reading_is_accepted(tmp_path: Path) -> None:
     # docs/simulate.md's example line: its latencies rounded to 0.1 ms
     line = {
         "id": 0, "row": 2, "policy": "least_loaded", "arrival_s": 0.0, "admitted_s": 0.0,
-        "first_token_s": 0.2066, "end_s": 1.5528, "prompt_tokens": 374, "output_tokens": 44,
-        "target": "smol/0", "site": "edge", "preemptions": 0, "status": "ok", "reason": "",
-        "ttft_s": 0.2066, "tpot_s": 0.0313, "e2e_s": 1.5528,
+        "first_token_s": 0.0509, "end_s": 0.3639, "prompt_tokens": 374, "output_tokens": 44,
+        "target": "h100/0", "site": "dc-east", "preemptions": 0, "status": "ok", "reason": "",
+        "ttft_s": 0.0509, "tpot_s": 0.0073, "e2e_s": 0.3639,
     }  # fmt: skip
     refusal = {**record(5), "status": "rejected", "reason": "site power cap", "target": None,
                "admitted_s": None, "first_token_s": None, "end_s": None, "ttft_s": None,

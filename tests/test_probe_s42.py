@@ -206,3 +206,20 @@ def test_the_analytic_tpot_of_spread_prompts_reads_their_sizes() -> None:
     assert tight and max(r for k, r in tight.items() if "tp2" in k[0]) < 1.8, tight
     assert max(tight.values()) < 2.3, tight
     assert min(ratios.values()) > 0.8, ratios  # none put far under what the replica holds
+
+
+def test_caps_needed_together_are_not_each_called_enough_alone() -> None:
+    """A 100 W cap at every site of the multi-site example: plan printed each of three sites'
+    caps as "alone, this is enough", and raising the first alone still left no plan (a new
+    user's walkthrough, 2026-12-07)."""
+    root = Path(__file__).parent.parent / "examples"
+    with pytest.raises(PlanInfeasibleError) as info:
+        plan(
+            root / "workload-multisite.yaml", sites=root / "sites-two-dc-edge.yaml",
+            hardware=["h100-sxm", "l4"], capacity="analytic", power_cap_w=100.0,
+            compare_with_single=False,
+        )  # fmt: skip
+    caps = [r for r in info.value.reasons if "power cap binds" in r and "together" not in r[:9]]
+    assert not any(r.startswith("alone, this is enough") for r in caps), info.value.reasons
+    firsts = [r for r in info.value.reasons if r.startswith("these 3 together are enough")]
+    assert len(firsts) == 3, info.value.reasons

@@ -573,9 +573,17 @@ def diagnose(p: Problem, time_limit_s: float = 60.0) -> list[Binding]:
     # budget they name still left the plan infeasible): what each family of limits needs when
     # it is the only one to give, where that is enough, comes first
     for kind in kinds:
-        alone = _relaxed(p, time_limit_s, only=kind) if kind != "unserved" else None
-        for b in alone or ():
-            out.append(replace(b, message=f"alone, this is enough: {b.message}"))
+        alone = _relaxed(p, time_limit_s, only=kind) if kind != "unserved" else []
+        for i, b in enumerate(alone or (), 1):
+            # a family's changes at several sites are needed together: each alone was not
+            # enough, though each had been printed "alone, this is enough"
+            n = len(alone or ())
+            head = (
+                "alone, this is enough"
+                if n == 1
+                else f"these {n} together are enough, with no other change ({i} of {n})"
+            )
+            out.append(replace(b, message=f"{head}: {b.message}"))
     head = "or all of these together" if out else "all of these together"
     return out + [replace(b, message=f"{head}: {b.message}") for b in joint]
 
