@@ -107,7 +107,8 @@ def test_cache_that_is_not_a_regular_file_or_nests_too_deep_is_refused(tmp_path:
     deep.write_text("[" * 100_000 + "]" * 100_000)
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)  # was read without end: a hang
-    for cache, says in ((deep, "nested too deeply"), (fifo, "not a regular file")):
+    # a pipe: refused as an output since 2026-12-07 (no process reads it), before its read
+    for cache, says in ((deep, "nested too deeply"), (fifo, "a pipe that no process reads")):
         code, _, err = _plan("--hardware", "l4", "--workload", w, "--cache", str(cache))
         assert code == 2
         _one_line_error(err, "'--cache'", str(cache), says)

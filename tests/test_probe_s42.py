@@ -223,3 +223,20 @@ def test_caps_needed_together_are_not_each_called_enough_alone() -> None:
     assert not any(r.startswith("alone, this is enough") for r in caps), info.value.reasons
     firsts = [r for r in info.value.reasons if r.startswith("these 3 together are enough")]
     assert len(firsts) == 3, info.value.reasons
+
+
+def test_a_sampled_prompt_of_no_tokens_adds_nothing() -> None:
+    """A class whose samples hold a 0-token prompt (Python API; the file readers refuse one):
+    no chunks, and the TPOT side divided by them (a review, 2026-12-07)."""
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.deployment import Deployment
+    from wattserve.core.modelspec import load_model
+    from wattserve.core.params import Calibration
+    from wattserve.plan.capacity import Shape, replica_capacity
+
+    hw = load_catalog().device("l4")
+    dep = Deployment(load_model("llama-3.1-8b"), hw)
+    params = Calibration().params_for(hw)
+    sizes = ((0, 100), (400, 100), (800, 100))
+    shape = Shape("llama-3.1-8b", 400, 100, 1.0, 0.1, 0.9, sizes)
+    assert replica_capacity(dep, params, shape, "analytic").rate_rps > 0

@@ -58,7 +58,7 @@ def test_a_report_into_a_pipe_with_no_reader_is_refused_not_hung(tmp_path: Path)
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert p.returncode == 2 and "field '--report'" in p.stderr
-    assert "not a regular file" in p.stderr
+    assert "a pipe that no process reads" in p.stderr
     code, out = _cli("rank", "--model", "llama-3.1-8b", "--top", "1", "--report", os.devnull)
     assert code == 0, out  # /dev/null: asked for, and written to nothing
 
@@ -226,3 +226,85 @@ def test_rows_of_one_shape_without_watts_say_there_are_no_watts(tmp_path: Path) 
     rows.write_text("\n".join([header, unpowered, unpowered]) + "\n")
     code, out = _cli("calibrate", str(rows), "-o", str(tmp_path / "c.json"))
     assert code == 0 and "no watts in the measurements" in out, out
+
+
+def test_a_pipe_with_a_reader_is_written(tmp_path: Path) -> None:
+    """`--report >(wc -c)` and a named pipe some process reads: written, as before the check
+    for pipes with no reader (a review, 2026-12-07); the reader sees the whole page."""
+    fifo, got = tmp_path / "ff", tmp_path / "got.html"
+    os.mkfifo(fifo)
+    with got.open("wb") as sink:
+        reader = subprocess.Popen(["cat", str(fifo)], stdout=sink)
+        p = subprocess.run(
+            [sys.executable, "-m", "wattserve", "rank", "--model", "llama-3.1-8b", "--top", "1",
+             "--report", str(fifo)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        reader.wait(timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert got.read_text().lower().startswith("<!doctype html")
+
+
+def test_an_output_that_is_also_standard_output_is_refused_for_every_kind(
+    tmp_path: Path,
+) -> None:
+    """`plan --json --out X > X` and `calibrate -o X --json > X`: the check moved with the
+    check of an output's kind, and outputs of no kind lost it (a review, 2026-12-07)."""
+    source = Path(__file__).parent.parent / "examples" / "measurements-h100-70b.csv"
+    out = tmp_path / "x.json"
+    out.write_text("")
+    with out.open("a") as stdout:
+        p = subprocess.run(
+            [sys.executable, "-m", "wattserve", "calibrate", str(source), "-o", str(out),
+             "--json"],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300,
+        )  # fmt: skip
+    assert p.returncode == 2 and "also where standard output goes" in p.stderr, p.stderr
+
+
+def test_standard_output_by_name_is_written_after_what_it_holds(tmp_path: Path) -> None:
+    """`rank --report /dev/stdout >> log`: refused as "not an HTML report", though the write
+    goes through the stream, after the log's text (a review, 2026-12-07)."""
+    log = tmp_path / "log.txt"
+    log.write_text("earlier lines\n")
+    with log.open("a") as stdout:
+        p = subprocess.run(
+            [sys.executable, "-m", "wattserve", "rank", "--model", "llama-3.1-8b", "--top", "1",
+             "--report", "/dev/stdout"],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    text = log.read_text()
+    assert text.startswith("earlier lines\n") and "<!doctype html" in text.lower()
+
+
+def test_standard_output_closed_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"arrival_s": 0, "prompt_tokens": 100, "output_tokens": 10}\n')
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        "name: one\nsites:\n  dc: {kind: datacenter}\ndeployments:\n  h100:\n    site: dc\n"
+        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
+         str(trace), "--requests-out", "/dev/stdout"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+        preexec_fn=lambda: os.close(1),  # `>&-`
+    )  # fmt: skip
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert "--requests-out" in p.stderr or "error" in p.stderr, p.stderr
+
+
+def test_a_model_path_not_written_plainly_names_its_flag(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{bad")
+    for given in (f"{tmp_path}/./bad.json", f"{tmp_path}//bad.json"):
+        code, out = _cli("estimate", "--hardware", "h100-sxm", "--model", given)
+        assert code == 2 and "field '--model'" in out, out
+
+
+def test_a_hosted_api_takes_its_default_dtype_in_any_case() -> None:
+    code, out = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "groq-cloud",
+                     "--dtype", "BF16")  # fmt: skip
+    assert code == 0, out

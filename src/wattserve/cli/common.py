@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from wattserve.core.textfile import STREAM_NAMES, replacing
+from wattserve.core.textfile import STREAM_NAMES, hold_pipe, replacing
 from wattserve.errors import ConfigError, WattserveError, printable
 
 P = ParamSpec("P")
@@ -50,14 +50,10 @@ def file_flags(files: Mapping[str, Iterable[Path | str | None]]) -> Iterator[Non
             raise
         for flag, paths in files.items():
             for given in paths:
-                if (
-                    given is not None
-                    and str(given)
-                    and exc.path
-                    in (
-                        str(given),
-                        str(Path(given) / "config.json"),
-                    )
+                named = None if given is None or not str(given) else os.path.normpath(given)
+                if named is not None and os.path.normpath(exc.path) in (
+                    named,
+                    os.path.join(named, "config.json"),
                 ):
                     raise ConfigError(
                         exc.detail, path=exc.path, line=exc.line, field=flag
@@ -176,19 +172,27 @@ def check_writable(
         raise ConfigError(f"cannot write {path!s:.200}: no folder {path.parent}", field=flag)
     if path.exists() and not os.access(path, os.W_OK):  # as the write will find, before the work
         raise ConfigError(f"cannot write {path!s:.200}: Permission denied", field=flag)
-    if (
-        path.exists()
-        and not path.is_file()
-        and os.path.abspath(path) not in STREAM_NAMES  # written through the stream itself
-        and not os.path.samefile(path, os.devnull)
-    ):  # a named pipe with no reader would hang the write for ever; a device refuses it
+    stream = os.path.abspath(path) in STREAM_NAMES  # written through the stream itself
+    if not stream and _is_fifo(path) and not hold_pipe(path):
+        # `--report ff` of a named pipe no process reads: the write waited for ever
         raise ConfigError(
-            f"cannot write {path!s:.200}: not a regular file (give a file, /dev/stdout or "
-            "/dev/null)",
+            f"cannot write {path!s:.200}: a pipe that no process reads (the write would "
+            "wait for ever)",
             field=flag,
         )
-    if kind is not None and path.is_file():
+    if kind is not None and not stream and path.is_file():
         _check_replaceable(path, flag, kind)
+    if _is_stdout(path):  # `... --json > X --out X`: the file replaced, what was printed lost
+        raise ConfigError(
+            f"{path!s:.200} is also where standard output goes; give another file", field=flag
+        )
+
+
+def _is_fifo(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _check_replaceable(path: Path, flag: str, kind: str) -> None:
@@ -204,10 +208,6 @@ def _check_replaceable(path: Path, flag: str, kind: str) -> None:
             f"{path!s:.200} is not {what}; the write would replace it: remove it or give "
             "another file",
             field=flag,
-        )
-    if _is_stdout(path):  # `... --json > X --out X`: the file replaced, what was printed lost
-        raise ConfigError(
-            f"{path!s:.200} is also where standard output goes; give another file", field=flag
         )
 
 

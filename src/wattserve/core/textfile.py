@@ -271,6 +271,28 @@ def _surrogate_line(text: str) -> int | None:
     return None
 
 
+# named pipes opened for writing when an output was checked (`hold_pipe`), by absolute path
+_HELD_PIPES: dict[str, int] = {}
+
+
+def hold_pipe(path: str | Path) -> bool:
+    """Open the named pipe `path` for writing without waiting, and keep it open for
+    `replacing`: False where no process reads it (a write would wait for ever). Kept, not
+    closed: a reader that saw the check's descriptor close would take it for the end."""
+    key = os.path.abspath(path)
+    if key in _HELD_PIPES:
+        return True
+    try:
+        fd = os.open(key, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader
+            return False
+        raise
+    os.set_blocking(fd, True)
+    _HELD_PIPES[key] = fd
+    return True
+
+
 @contextmanager
 def replacing(path: str | Path) -> Iterator[IO[bytes]]:
     """A binary handle whose bytes become `path` only once all are written: they go to a
@@ -283,8 +305,15 @@ def replacing(path: str | Path) -> Iterator[IO[bytes]]:
     given = Path(path)
     stream = STREAM_NAMES.get(os.path.abspath(given))
     if stream is not None:
-        (sys.stdout if stream == 1 else sys.stderr).flush()  # its own text first, in order
+        text = sys.stdout if stream == 1 else sys.stderr
+        if text is not None:  # None: closed (`>&-`); the dup below says so, as an OSError
+            text.flush()  # its own text first, in order
         with os.fdopen(os.dup(stream), "wb") as handle:
+            yield handle
+        return
+    held = _HELD_PIPES.pop(os.path.abspath(given), None)
+    if held is not None:  # opened when checked (`hold_pipe`): its reader saw no end between
+        with os.fdopen(held, "wb") as handle:
             yield handle
         return
     if given.exists() and not given.is_file():  # /dev/stdout (a pipe), /dev/null, a FIFO

@@ -248,7 +248,7 @@ def estimate(
         for name, asked in (
             ("tp", tp != 1),
             ("pp", pp is not None),
-            ("dtype", dtype != "bf16"),
+            ("dtype", dtype.strip().lower() != "bf16"),
             ("kv_dtype", kv_dtype is not None),
             ("gpu_memory_utilization", gpu_memory_utilization is not None),
             ("expert_parallel", expert_parallel),

@@ -228,7 +228,7 @@ def percentiles(
         # 2.7x the rate its simulated replica holds (docs/plan.md)
         rms_add = math.sqrt(sum(a * a for a in spread.adds) / len(spread.adds))
         rms_chunk = math.sqrt(
-            sum((a / c) ** 2 for a, c in zip(spread.adds, spread.chunks, strict=True))
+            sum((a / c if c else 0.0) ** 2 for a, c in zip(spread.adds, spread.chunks, strict=True))
             / len(spread.adds)
         )
     tpot = base
