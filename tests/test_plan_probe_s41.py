@@ -15,6 +15,7 @@ import pytest
 from wattserve.core.ratelimit import TokenBucket, poisson_rate_within, refused_share
 from wattserve.errors import ConfigError
 from wattserve.plan import plan
+from wattserve.plan.table import plan_text
 
 WORKLOAD = """generator:
   kind: poisson
@@ -180,6 +181,14 @@ def test_tpot_tiers_are_deployments_of_their_own(tmp_path: Path) -> None:
         compare_with_single=False,
     )  # fmt: skip
     assert not p.unmet, p.rounds[-1]["classes"]
+    # a round whose cut changed neither the fleet nor the split simulated the same fleet
+    # again; since 2026-12-07 it says so and carries its cut on (`replay_of`)
+    replays = [r for r in p.rounds if r["replay_of"] is not None]
+    assert replays and p.rounds[0]["replay_of"] is None, p.rounds
+    for r in replays:  # the figures of the round it replays, which was simulated
+        assert p.rounds[r["replay_of"]]["replay_of"] is None
+        assert r["classes"] == p.rounds[r["replay_of"]]["classes"]
+    assert "derated further: not simulated again" in plan_text(p)
     deployments = fleet_mapping(p)["deployments"]
     assert {n: d["replicas"] for n, d in deployments.items()} == p.replicas
     assert len(p.replicas) == 2 and all("@tpot" in n for n in p.replicas)

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from serving import FAST_FLEET
 from test_plan_probe_s41 import SITES as S41_SITES
-from test_plan_probe_s41 import TIERS
 
 from wattserve.core.workload import load_workload
 from wattserve.errors import PlanInfeasibleError
@@ -106,26 +105,17 @@ def test_verify_stops_when_the_hosted_api_cannot_be_cut(tmp_path: Path) -> None:
 
 
 def test_a_round_that_would_replay_the_last_is_not_simulated_again(tmp_path: Path) -> None:
-    """The tier example: a round that cut the tight class's capacity without changing the
-    fleet or the split simulated the same fleet again (the same figures, another run of every
-    class). Now it says so and carries its cut on; the next round's new split is simulated
-    and verifies, as before."""
-    wl = tmp_path / "tiers.yaml"
-    wl.write_text(TIERS)
-    p = plan(
-        wl, hardware=["h100-sxm"], capacity="analytic", verify=True, max_rounds=3,
-        compare_with_single=False,
-    )  # fmt: skip
-    replays = [r for r in p.rounds if r["replay_of"] is not None]
-    assert replays and p.rounds[0]["replay_of"] is None and not p.unmet, p.rounds
-    for r in replays:  # the figures of the round it replays, which was simulated
-        assert p.rounds[r["replay_of"]]["replay_of"] is None
-        assert r["classes"] == p.rounds[r["replay_of"]]["classes"]
-    assert "the fleet and split of round 0, derated further: not simulated again" in plan_text(p)
+    """`_same_run`: the same fleet and split replay the same simulation, another split or
+    another fleet does not (the tier example's rounds: tests/test_plan_probe_s41.py)."""
+    wl, sites = _files(tmp_path, "6000")
+    a = plan(wl, sites=sites, hardware=["l4"], capacity="analytic", compare_with_single=False)
+    b = plan(wl, sites=sites, hardware=["l4"], capacity="analytic", compare_with_single=False)
     workload = load_workload(wl, default_model=None)
-    first = plan(wl, hardware=["h100-sxm"], capacity="analytic", compare_with_single=False)
-    assert _same_run(first, first, workload)
-    assert not _same_run(p, first, workload)  # round 3's split is another
+    assert _same_run(a, b, workload)
+    b.solution.hosted_rates = {k: r / 2 for k, r in b.solution.hosted_rates.items()}
+    assert not _same_run(a, b, workload)  # the split differs
+    b.hosted = {k: r / 2 for k, r in b.hosted.items()}
+    assert not _same_run(a, b, workload)  # and so does the fleet
 
 
 def test_verify_stops_where_nothing_serving_the_class_can_be_cut(tmp_path: Path) -> None:

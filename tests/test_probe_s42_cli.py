@@ -39,6 +39,18 @@ def _cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def _one_request(folder: Path) -> tuple[Path, Path]:
+    """A trace of one request and a fleet of one H100 that serves it."""
+    trace = folder / "t.jsonl"
+    trace.write_text('{"arrival_s": 0, "prompt_tokens": 100, "output_tokens": 10}\n')
+    fleet = folder / "f.yaml"
+    fleet.write_text(
+        "name: one\nsites:\n  dc: {kind: datacenter}\ndeployments:\n  h100:\n    site: dc\n"
+        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
+    )
+    return trace, fleet
+
+
 def test_an_moe_config_without_its_experts_size_is_refused() -> None:
     """Mixtral's shape with no intermediate_size: 3.21 GB of weights and 2.49 ms a token (the
     built-in Mixtral: 46.7 GB a device at TP2), exit 0, in estimate, rank and calibrate."""
@@ -89,13 +101,7 @@ def test_an_output_never_replaces_a_file_of_another_kind(tmp_path: Path, args: l
     to replace what is not a calibration."""
     victim = tmp_path / "measurements.csv"
     victim.write_text("model,hardware,count\nllama-3.1-8b,h100-sxm,1\n")
-    trace = tmp_path / "t.jsonl"
-    trace.write_text('{"arrival_s": 0, "prompt_tokens": 100, "output_tokens": 10}\n')
-    fleet = tmp_path / "f.yaml"
-    fleet.write_text(
-        "name: one\nsites:\n  dc: {kind: datacenter}\ndeployments:\n  h100:\n    site: dc\n"
-        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
-    )
+    trace, fleet = _one_request(tmp_path)
     given = {"OUT": str(victim), "TRACE": str(trace), "FLEET": str(fleet)}
     code, out = _cli(*[given.get(a, a) for a in args])
     assert code == 2 and "measurements.csv is not" in out and "remove it" in out, out
@@ -279,13 +285,7 @@ def test_standard_output_by_name_is_written_after_what_it_holds(tmp_path: Path) 
 
 
 def test_standard_output_closed_is_an_error_not_a_traceback(tmp_path: Path) -> None:
-    trace = tmp_path / "t.jsonl"
-    trace.write_text('{"arrival_s": 0, "prompt_tokens": 100, "output_tokens": 10}\n')
-    fleet = tmp_path / "f.yaml"
-    fleet.write_text(
-        "name: one\nsites:\n  dc: {kind: datacenter}\ndeployments:\n  h100:\n    site: dc\n"
-        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
-    )
+    trace, fleet = _one_request(tmp_path)
     p = subprocess.run(
         [sys.executable, "-m", "wattserve", "simulate", "--fleet", str(fleet), "--trace",
          str(trace), "--requests-out", "/dev/stdout"],
@@ -308,3 +308,16 @@ def test_a_hosted_api_takes_its_default_dtype_in_any_case() -> None:
     code, out = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "groq-cloud",
                      "--dtype", "BF16")  # fmt: skip
     assert code == 0, out
+
+
+def test_a_bench_result_in_any_json_layout_is_replaced(tmp_path: Path) -> None:
+    """`bench --out r.json` over an earlier result, compacted (`jq -c`) or as printed."""
+    from wattserve.cli.common import check_writable
+
+    earlier = tmp_path / "r.json"
+    for text in ('{"date": "x", "tool": "wattserve bench"}', '{"tool":"wattserve bench"}'):
+        earlier.write_text(text)
+        check_writable(earlier, "--out", kind="bench")  # no error: it may be replaced
+    earlier.write_text('{"hardware": {}}')  # a calibration
+    with pytest.raises(ConfigError, match="not a wattserve bench result"):
+        check_writable(earlier, "--out", kind="bench")

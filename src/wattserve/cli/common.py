@@ -130,7 +130,10 @@ def _head(text: str) -> str:
 # them (a measurements CSV, a calibration) is refused rather than replaced (check_writable)
 OUTPUT_KINDS: dict[str, tuple[str, Callable[[str], bool]]] = {
     "html": ("an HTML report", lambda t: _head(t).startswith(("<!doctype html", "<html"))),
-    "bench": ("a wattserve bench result", lambda t: '"tool": "wattserve bench"' in t),
+    "bench": (
+        "a wattserve bench result",
+        lambda t: re.search(r'"tool"\s*:\s*"wattserve bench"', t) is not None,
+    ),
     "requests": (
         "a --requests-out file",
         lambda t: _head(t).startswith("{") and '"row"' in t.split("\n", 1)[0],

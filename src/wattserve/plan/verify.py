@@ -113,7 +113,9 @@ def verify_plan(
     time_limit_s: float = 60.0,
 ) -> Plan:
     """Simulate, and while a class misses its SLO, derate the capacities it was planned with
-    (by its shortfall) on the options serving it, then solve again."""
+    (by its shortfall) on the options serving it, and its planned rate on the rate-limited
+    hosted APIs serving it, then solve again; a round whose fleet and split are the last
+    simulated round's is not simulated again (`replay_of`)."""
     windows = ContextWindows()  # what the plan left out is not replayed: no replica takes it
     kept = [r for r in wl.requests if windows.fits(r, r.model) and not r.unplaceable]
     wl = replace(wl, requests=kept)
