@@ -241,12 +241,16 @@ def test_a_pipe_with_a_reader_is_written(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with got.open("wb") as sink:
         reader = subprocess.Popen(["cat", str(fifo)], stdout=sink)
-        p = subprocess.run(
-            [sys.executable, "-m", "wattserve", "rank", "--model", "llama-3.1-8b", "--top", "1",
-             "--report", str(fifo)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        reader.wait(timeout=60)
+        try:
+            p = subprocess.run(
+                [sys.executable, "-m", "wattserve", "rank", "--model", "llama-3.1-8b", "--top",
+                 "1", "--report", str(fifo)],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            reader.wait(timeout=60)
+        finally:  # a reader left waiting (the write never came) is not left behind
+            reader.kill()
+            reader.wait()
     assert p.returncode == 0, p.stderr
     assert got.read_text().lower().startswith("<!doctype html")
 
