@@ -10,7 +10,7 @@ import sqlite3
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -59,6 +59,16 @@ def file_flags(files: Mapping[str, Iterable[Path | str | None]]) -> Iterator[Non
                         exc.detail, path=exc.path, line=exc.line, field=flag
                     ) from None
         raise
+
+
+def input_flags(
+    model: str | None, calibration: Path | None, hardware_file: list[Path] | None
+) -> AbstractContextManager[None]:
+    """`file_flags` for the files estimate and rank read: the model, the calibration and the
+    hardware files."""
+    return file_flags(
+        {"--model": [model], "--calibration": [calibration], "--hardware-file": hardware_file or []}
+    )
 
 
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:

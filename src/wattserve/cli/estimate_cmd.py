@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wattserve.cli.common import as_flags, check_finite, file_flags, print_json, reports_errors
+from wattserve.cli.common import as_flags, check_finite, input_flags, print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.cost import CostAssumptions, check_pue
 from wattserve.core.params import check_memory_share
@@ -133,13 +133,8 @@ def estimate_cmd(
             field="--electricity-usd-per-kwh",
         )
     costs = CostAssumptions(cost_basis, electricity_usd_per_kwh, pue, lifetime_years)  # type: ignore[arg-type]
-    files: dict[str, list[Path | str | None]] = {
-        "--model": [model],
-        "--calibration": [calibration],
-        "--hardware-file": [*(hardware_file or [])],
-    }
     # the API names its parameters; a user of the command line typed flags
-    with file_flags(files), as_flags(FLAGS):
+    with input_flags(model, calibration, hardware_file), as_flags(FLAGS):
         result = estimate(
             model,
             hardware,

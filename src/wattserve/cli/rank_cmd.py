@@ -9,7 +9,7 @@ import typer
 
 from wattserve.cli.common import (
     check_writable,
-    file_flags,
+    input_flags,
     parse_watts,
     print_json,
     reports_errors,
@@ -127,12 +127,7 @@ def rank_cmd(
     """Every device and hosted API for MODEL, each at its best configuration within the SLO."""
     if report is not None:
         check_writable(report, "--report", (*(hardware_file or []), calibration or ""), kind="html")
-    files: dict[str, list[Path | str | None]] = {
-        "--model": [model],
-        "--calibration": [calibration],
-        "--hardware-file": [*(hardware_file or [])],
-    }
-    with file_flags(files):
+    with input_flags(model, calibration, hardware_file):
         catalog = load_catalog(hardware_file or [])
         calib = Calibration() if calibration is None else load_calibration(calibration)
     hw = _split(hardware)
@@ -195,7 +190,7 @@ def rank_cmd(
         return
     if model is None:
         raise ConfigError("give a model (see `wattserve models`), or --edge", field="--model")
-    with file_flags(files):
+    with input_flags(model, calibration, hardware_file):
         result = rank(
             model,
             prompt_tokens=prompt_tokens,

@@ -303,7 +303,8 @@ def replacing(path: str | Path) -> Iterator[IO[bytes]]:
     open() would refuse it. A standard stream's name (`/dev/stdout`) is written through the
     stream itself, after what it holds. OSError is the caller's to report."""
     given = Path(path)
-    stream = STREAM_NAMES.get(os.path.abspath(given))
+    key = os.path.abspath(given)
+    stream = STREAM_NAMES.get(key)
     if stream is not None:
         text = sys.stdout if stream == 1 else sys.stderr
         if text is not None:  # None: closed (`>&-`); the dup below says so, as an OSError
@@ -311,7 +312,7 @@ def replacing(path: str | Path) -> Iterator[IO[bytes]]:
         with os.fdopen(os.dup(stream), "wb") as handle:
             yield handle
         return
-    held = _HELD_PIPES.pop(os.path.abspath(given), None)
+    held = _HELD_PIPES.pop(key, None)
     if held is not None:  # opened when checked (`hold_pipe`): its reader saw no end between
         with os.fdopen(held, "wb") as handle:
             yield handle

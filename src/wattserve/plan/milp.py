@@ -573,11 +573,11 @@ def diagnose(p: Problem, time_limit_s: float = 60.0) -> list[Binding]:
     # budget they name still left the plan infeasible): what each family of limits needs when
     # it is the only one to give, where that is enough, comes first
     for kind in kinds:
-        alone = _relaxed(p, time_limit_s, only=kind) if kind != "unserved" else []
-        for i, b in enumerate(alone or (), 1):
+        alone = (_relaxed(p, time_limit_s, only=kind) if kind != "unserved" else None) or []
+        n = len(alone)
+        for i, b in enumerate(alone, 1):
             # a family's changes at several sites are needed together: each alone was not
             # enough, though each had been printed "alone, this is enough"
-            n = len(alone or ())
             head = (
                 "alone, this is enough"
                 if n == 1
