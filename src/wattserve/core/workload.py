@@ -76,6 +76,14 @@ class SLO:
     tpot_s: float = DEFAULT_TPOT_S
     percentile: float = DEFAULT_PERCENTILE
 
+    def meets(self, ttft_s: float | None, tpot_s: float | None) -> bool:
+        """Whether one request met these limits: both at once; a one-token answer (no TPOT,
+        `tpot_s` None) on its TTFT alone; a request with no first token (refused, never
+        finished) never."""
+        if ttft_s is None or ttft_s > self.ttft_s:
+            return False
+        return tpot_s is None or tpot_s <= self.tpot_s
+
 
 Sampler = Callable[[], int]
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 from wattserve.plan.api import Plan, full_load
-from wattserve.plan.table import plan_text
+from wattserve.plan.table import missed_on, plan_text
 from wattserve.report import Point, Section, bars, note, page, pre, scatter, table
 
 COMPARED = {"best_single_type": "best single type", "lowest_usd_per_token_device": "lowest $/tok"}
@@ -122,6 +122,7 @@ def _verify(plan: Plan) -> list[Section]:
             "attainment %": 100 * v["attainment"],
             "target %": 100 * v["target"],
             "met": "yes" if v["met"] else "MISSED",
+            "missed on": missed_on(v),
         }
         for r in plan.rounds
         for cls, v in r["classes"].items()

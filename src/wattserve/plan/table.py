@@ -74,8 +74,8 @@ def plan_text(plan: Plan) -> str:
         )
     for r in plan.rounds:
         parts = ", ".join(
-            f"{cls} {v['attainment']:.1%} (target {v['target']:.0%})"
-            + ("" if v["met"] else " MISSED")
+            f"{cls} {share(v['attainment'], v['target'])} (target {v['target']:.0%})"
+            + ("" if v["met"] else " MISSED" + (f" ({w})" if (w := missed_on(v)) else ""))
             for cls, v in r["classes"].items()
         )
         if r.get("replay_of") is not None:  # older plans' JSON has no such key
@@ -95,8 +95,8 @@ def plan_text(plan: Plan) -> str:
             "NOT VERIFIED: "
             + (after if derated else "")
             + ", ".join(
-                f"{c} {'still ' if derated else ''}misses its SLO ({v['attainment']:.1%}, "
-                f"target {v['target']:.0%})"
+                f"{c} {'still ' if derated else ''}misses its SLO "
+                f"({share(v['attainment'], v['target'])}, target {v['target']:.0%})"
                 for c, v in unmet.items()
             )
             + (
@@ -115,3 +115,32 @@ def plan_text(plan: Plan) -> str:
             + (f"; and {more} more (--json lists every one)" if more else "")
         )
     return "\n".join(lines)
+
+
+def missed_on(v: dict[str, Any]) -> str:
+    """Where a class that missed missed: each deployment or hosted API whose share of it fell
+    short, with its requests, and the requests refused before any was chosen (older plans'
+    JSON has no `served`)."""
+    if "served" not in v:
+        return ""
+    served = v["served"]
+    short = [
+        f"{name} {share(s['attainment'], v['target'])} of {s['requests']:,}"
+        for name, s in served.items()
+        if s["attainment"] < v["target"] - 1e-12
+    ]
+    parts = [f"on {', '.join(short)}"] if short else []
+    unplaced = v["requests"] - sum(s["requests"] for s in served.values())
+    if unplaced:
+        parts.append(f"{unplaced:,} refused before any target was chosen")
+    return "; ".join(parts)
+
+
+def share(x: float, target: float) -> str:
+    """`x` as a percentage with the digits that keep it on its side of `target`: 98.96% of
+    a 99% target was printed "99.0%" beside MISSED."""
+    for digits in (1, 2, 3):
+        text = f"{x:.{digits}%}"
+        if (x < target) == (round(100 * x, digits) < 100 * target):
+            break
+    return text

@@ -2,23 +2,21 @@
 (default: the plan's own split, `plan.routing.PlanSplit`); where a class misses its SLO, add
 capacity where it is served and solve again, reporting each round.
 
-The simulator reports SLO attainment over all requests, not per class. So each round runs the
-workload once as it is (overall attainment, rejections, peak power per site) and once per class
-with the other classes' SLOs lifted: their requests still arrive and load the fleet, but count
-as met, so the class's own attainment is (met - completed others) / its requests, exact when no
-other request is rejected (else a lower bound). With an SLO-aware policy the lifted classes are
-routed as if they had no SLO: their load may fall elsewhere than in the real run (the plan's
-own split reads no SLO, so with it the per-class figures are exact).
+Each round is one simulation of the workload as it is. Every request is judged from its own
+record (`simulate`'s `on_request`) against its own SLO, by the rule the simulator's overall
+attainment counts (`SLO.meets`), so each class's attainment is exact under any policy, and so
+is each class's attainment on each deployment or hosted API that served it: a round cuts the
+capacity of those that missed, not of every one serving the class.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from wattserve.core.policy import Policy
+from wattserve.core.records import OK, RequestRecord
 from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import PlanInfeasibleError
 from wattserve.plan.api import DEFAULT_ROUNDS, Plan, compare, solve_or_explain
@@ -27,9 +25,11 @@ from wattserve.plan.problem import ContextWindows, Flow, HostedOption, Option, P
 from wattserve.plan.routing import PlanSplit
 from wattserve.simulate import simulate
 
+Group = tuple[str, str]  # (class, the SLO's name) a request is judged in
 
-def _copy(wl: Workload, slo_of: Callable[[Request], str] | None = None) -> list[Request]:
-    """Fresh requests (a run may shorten one it aborts), optionally renaming their SLOs."""
+
+def _copy(wl: Workload) -> list[Request]:
+    """Fresh requests (a run may shorten one it aborts)."""
     return [
         Request(
             r.id,
@@ -38,7 +38,7 @@ def _copy(wl: Workload, slo_of: Callable[[Request], str] | None = None) -> list[
             r.output_tokens,
             r.model,
             r.origin,
-            r.slo if slo_of is None else slo_of(r),
+            r.slo,
             r.local_only,
             r.row,
             r.cls,
@@ -47,20 +47,48 @@ def _copy(wl: Workload, slo_of: Callable[[Request], str] | None = None) -> list[
     ]
 
 
-LIFTED = SLO(1e9, 1e9, 0.0)
+def _served_by(target: str | None) -> str | None:
+    """The deployment (a plan option's name) or hosted API a record's target names: an
+    engine is `deployment/replica`."""
+    if target is None:
+        return None
+    head, sep, tail = target.rpartition("/")
+    return head if sep and tail.isdigit() else target
 
 
 def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
-    """Simulate `plan` on `wl` (see the module docstring): per class, the share meeting its
-    SLO against its target; overall attainment; per site, the peak power against the cap.
-    A class whose rows name several SLOs (a trace's `slo` field) is judged per SLO, each part
-    against its own (`CLASS (SLO)`): the whole class had been held to its first row's, so a
-    p99 class whose first row was p50 passed at 98%. `groups` gives each entry's (class, SLO)."""
+    """Simulate `plan` on `wl` once (see the module docstring): per class, the share meeting
+    its SLO against its target, and the same per deployment or hosted API that served it
+    (`served`: requests refused before any was chosen count in the class only); overall
+    attainment; per site, the peak power against the cap. A class whose rows name several
+    SLOs (a trace's `slo` field) is judged per SLO, each part against its own (`CLASS (SLO)`):
+    the whole class had been held to its first row's, so a p99 class whose first row was p50
+    passed at 98%. `groups` gives each entry's (class, SLO)."""
     fleet = plan_fleet(plan, plan.hardware_files)
     policy: str | Policy = wl.policy or PlanSplit.from_plan(plan)
-    counts = Counter((r.cls, r.slo) for r in wl.requests)
+    requests = _copy(wl)
+    if len({r.id for r in requests}) < len(requests):  # records are matched by id
+        requests = [replace(r, id=i) for i, r in enumerate(requests)]
+    group_of: dict[int, Group] = {r.id: (r.cls, r.slo) for r in requests}
+    counts = Counter(group_of.values())
     named = Counter(cls for cls, _ in counts)  # how many SLOs each class's rows name
-    report, _ = simulate(fleet, Workload(_copy(wl), wl.slos, source=wl.source), policy, seed=seed)
+    slo_of = {g: wl.slos.get(g[1], wl.slos["default"]) for g in counts}
+    met: Counter[Group] = Counter()
+    placed: Counter[tuple[Group, str]] = Counter()
+    placed_met: Counter[tuple[Group, str]] = Counter()
+
+    def judge(rec: RequestRecord) -> None:
+        g = group_of[rec.id]
+        ok = rec.status == OK and slo_of[g].meets(rec.ttft_s, rec.tpot_s)
+        met[g] += ok
+        name = _served_by(rec.target)
+        if name is not None:
+            placed[(g, name)] += 1
+            placed_met[(g, name)] += ok
+
+    report, _ = simulate(
+        fleet, Workload(requests, wl.slos, source=wl.source), policy, seed=seed, on_request=judge
+    )
     result: dict[str, Any] = {
         "policy": policy if isinstance(policy, str) else policy.name,
         "attainment": report["slo_attainment"],
@@ -72,30 +100,21 @@ def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
             for name, s in report["sites"].items()
         },
     }
-    for (cls, slo_name), n in sorted(counts.items()):
-        slo = wl.slos.get(slo_name, wl.slos["default"])
+    for g, n in sorted(counts.items()):
+        cls, slo_name = g
+        slo = slo_of[g]
         label = (cls or "default") + (f" ({slo_name})" if named[cls] > 1 else "")
-        if len(counts) == 1:
-            one = report
-        else:
-
-            def judged(r: Request, group: tuple[str, str] = (cls, slo_name)) -> str:
-                return "__judged" if (r.cls, r.slo) == group else "__lifted"
-
-            slos = {"default": wl.slos["default"], "__judged": slo, "__lifted": LIFTED}
-            fresh = policy if isinstance(policy, str) else PlanSplit.from_plan(plan)
-            one, _ = simulate(
-                fleet, Workload(_copy(wl, judged), slos, source=wl.source), fresh, seed=seed
-            )
-        met = (one["slo_attainment"] or 0.0) * one["requests"]
-        # completed others are at most all others: exact when none is rejected
-        others = min(one["completed"], one["requests"] - n)
-        share = max(0.0, min(1.0, (met - others) / n))
+        share = met[g] / n
         result["classes"][label] = {
             "requests": n,
             "attainment": share,
             "target": slo.percentile,
             "met": share >= slo.percentile - 1e-12,
+            "served": {
+                name: {"requests": k, "attainment": placed_met[(g, name)] / k}
+                for (h, name), k in sorted(placed.items())
+                if h == g
+            },
         }
         result["groups"][label] = (cls, slo)
     return result
@@ -142,21 +161,23 @@ def verify_plan(
             break
         p = current.problem
         # by the (class, SLO) a flow's requests are judged in
-        short = {sim["groups"][c]: v for c, v in missed.items()}
-        serving = {j for (q, j) in current.solution.rates if _key(p.flows[q]) in short}
+        cuts = _cuts(p, current, {sim["groups"][c]: v for c, v in missed.items()})
+        serving = {
+            j for (q, j) in current.solution.rates if (p.options[j].name, _key(p.flows[q])) in cuts
+        }
         hosted = {
             k
             for (q, k) in current.solution.hosted_rates
-            if _key(p.flows[q]) in short and q in p.hosted[k].limits
+            if (p.hosted[k].name, _key(p.flows[q])) in cuts and q in p.hosted[k].limits
         }
         if not serving and not hosted:  # hosted APIs with no rate limit: their latency is set
             current.verify_stop = (
                 f"nothing serving {', '.join(sorted(missed))} can be cut (no device and no "
-                "rate-limited hosted API of the plan serves it)"
+                "rate-limited hosted API of the plan serves it where it missed)"
             )
             break
         try:
-            nxt = _derate_and_solve(current, p, serving, hosted, short, time_limit_s)
+            nxt = _derate_and_solve(current, p, serving, hosted, cuts, time_limit_s)
         except PlanInfeasibleError as exc:  # e.g. the budget: keep the last plan, say why
             current.verify_stop = "; ".join(exc.reasons)
             break
@@ -180,19 +201,19 @@ def _derate_and_solve(
     p: Problem,
     serving: set[int],
     hosted: set[int],
-    short: dict[tuple[str, SLO], dict[str, Any]],
+    cuts: Cuts,
     time_limit_s: float,
 ) -> Plan:
-    """Derate what serves the classes that missed (the options' capacities, the hosted APIs'
-    planned rates) until the plan changes: spare capacity from rounding up to whole replicas
-    can absorb one cut, and the same plan would fail the same way again."""
+    """Derate where the classes missed (the options' capacities, the hosted APIs' planned
+    rates) until the plan changes: spare capacity from rounding up to whole replicas can absorb
+    one cut, and the same plan would fail the same way again."""
     nxt = current
     for _ in range(DERATE_TRIES):
         options = [
-            _derated(o, p.flows, short) if j in serving else o for j, o in enumerate(p.options)
+            _derated(o, p.flows, cuts) if j in serving else o for j, o in enumerate(p.options)
         ]
         apis = [
-            _derated_api(h, p.flows, short) if k in hosted else h for k, h in enumerate(p.hosted)
+            _derated_api(h, p.flows, cuts) if k in hosted else h for k, h in enumerate(p.hosted)
         ]
         p = replace(p, options=options, hosted=apis)
         nxt = solve_or_explain(p, current.objective, time_limit_s)
@@ -213,29 +234,55 @@ def _key(f: Flow) -> tuple[str, SLO]:
     return f.cls, f.slo
 
 
-def _factor(v: dict[str, Any]) -> float:
-    """The cut for a class that met `v["attainment"]` of its target: in proportion to what
-    was met, at least 20% a round (a replica's worth of rounding would otherwise absorb it),
-    at most halved."""
-    return min(0.8, max(0.5, float(v["attainment"]) / max(float(v["target"]), 1e-9)))
+# (a deployment's or hosted API's name, the (class, SLO) it missed) -> the factor its
+# capacity or planned rate for that class is cut by
+Cuts = dict[tuple[str, tuple[str, SLO]], float]
 
 
-def _derated(o: Option, flows: list[Flow], short: dict[tuple[str, SLO], dict[str, Any]]) -> Option:
+def _cuts(p: Problem, plan: Plan, short: dict[tuple[str, SLO], dict[str, Any]]) -> Cuts:
+    """Where each class that missed is cut: on each deployment or hosted API whose share of
+    the class missed its target, by that share. Requests refused before any was chosen (a
+    rate limit with no token left, a power cap) name none: where they alone are more misses
+    than the class may have, every one the plan serves the class from is cut, by the class's
+    share, as all of them carry it."""
+    cuts: Cuts = {}
+    for key, v in short.items():
+        target, n = float(v["target"]), int(v["requests"])
+        for name, s in v["served"].items():
+            if s["attainment"] < target - 1e-12:
+                cuts[(name, key)] = _factor(s["attainment"], target)
+        unplaced = n - sum(s["requests"] for s in v["served"].values())
+        if unplaced > n * (1.0 - target) or not any(k == key for _, k in cuts):
+            sol = plan.solution
+            names = {p.options[j].name for (q, j) in sol.rates if _key(p.flows[q]) == key}
+            names |= {p.hosted[k].name for (q, k) in sol.hosted_rates if _key(p.flows[q]) == key}
+            for name in names:
+                f = _factor(v["attainment"], target)
+                cuts[(name, key)] = min(f, cuts.get((name, key), f))
+    return cuts
+
+
+def _factor(attainment: float, target: float) -> float:
+    """The cut for what met `attainment` of its `target`: in proportion to what was met, at
+    least 20% a round (a replica's worth of rounding would otherwise absorb it), at most
+    halved."""
+    return min(0.8, max(0.5, float(attainment) / max(target, 1e-9)))
+
+
+def _derated(o: Option, flows: list[Flow], cuts: Cuts) -> Option:
     caps = {}
     for q, c in o.caps.items():
-        v = short.get(_key(flows[q]))
-        caps[q] = c if v is None else replace(c, rate_rps=c.rate_rps * _factor(v))
+        f = cuts.get((o.name, _key(flows[q])))
+        caps[q] = c if f is None else replace(c, rate_rps=c.rate_rps * f)
     return replace(o, caps=caps)
 
 
-def _derated_api(
-    h: HostedOption, flows: list[Flow], short: dict[tuple[str, SLO], dict[str, Any]]
-) -> HostedOption:
+def _derated_api(h: HostedOption, flows: list[Flow], cuts: Cuts) -> HostedOption:
     """A hosted API whose rate limit refused more than the plan's Poisson figure allowed (a
-    burstier trace): the rate planned for each class that missed is cut. An API without a rate
+    burstier trace): the rate planned for each class it missed is cut. An API without a rate
     limit has nothing to cut: its latency is its profile's."""
     limits = {}
     for q, rate in h.limits.items():
-        v = short.get(_key(flows[q]))
-        limits[q] = rate if v is None else rate * _factor(v)
+        f = cuts.get((h.name, _key(flows[q])))
+        limits[q] = rate if f is None else rate * f
     return replace(h, limits=limits)

@@ -599,13 +599,11 @@ class Simulation:
         out.e2e.append(e2e)
         tokens = req.output_tokens
         slo = self.slos.get(req.slo) or self.default_slo
+        tpot = None
         if tokens > 1:
             tpot = (e2e - ttft) / (tokens - 1)
             out.tpot.append(tpot)
-            met = ttft <= slo.ttft_s and tpot <= slo.tpot_s
-        else:
-            met = ttft <= slo.ttft_s
-        if met:
+        if slo.meets(ttft, tpot):
             out.slo_met += 1
         out.output_tokens += tokens
         out.served_by[where] += 1

@@ -1,0 +1,123 @@
+"""`plan --verify` judges every request of one run against its own SLO (session 43). Each
+class had been judged in a run of its own with the other classes' SLOs lifted, its share
+taken as (met - completed others) / its requests: where another class's requests were
+refused, a class that met every SLO was reported short (and cut). And a class that missed was
+cut on every deployment serving it, where one of them had missed. Each test fails on the code
+before the change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_probe_s42 import BURSTY, SITES
+
+from wattserve.core.workload import SLO, load_workload
+from wattserve.plan import plan
+from wattserve.plan.table import missed_on, plan_text, share
+from wattserve.plan.verify import _cuts, _factor, class_attainment
+
+# the bursty chat class (which the hosted API's token bucket partly refuses) and a class of
+# another model, which only the site's L4s serve, with a loose SLO they meet
+TWO_CLASSES = (
+    BURSTY.replace("slos:\n", "slos:\n  bulk: {ttft_s: 10.0, tpot_s: 0.5, percentile: 90}\n")
+    + """  - name: bulk
+    model: llama-3.2-1b
+    rate_rps: 1
+    slo: bulk
+    origins: {dc: 1.0}
+    prompt_tokens: {dist: uniform, min: 100, max: 300}
+    output_tokens: {dist: uniform, min: 20, max: 60}
+"""
+)
+
+
+def _two_classes(tmp_path: Path) -> tuple[Path, Path]:
+    wl, sites = tmp_path / "wl.yaml", tmp_path / "sites.yaml"
+    wl.write_text(TWO_CLASSES)
+    sites.write_text(SITES.replace("CAP", "6000"))
+    return wl, sites
+
+
+def test_a_class_is_not_charged_with_another_classs_refusals(tmp_path: Path) -> None:
+    """The hosted API refuses some of chat's bursts; every bulk request meets its SLO. Judged
+    with chat's SLO lifted, bulk's share came to (bulk met + chat completed - chat's requests)
+    / bulk's requests: about 84%, under its 90%."""
+    wl, sites = _two_classes(tmp_path)
+    p = plan(
+        wl, sites=sites, hardware=["l4"], capacity="analytic", verify=True, max_rounds=0,
+        compare_with_single=False,
+    )  # fmt: skip
+    classes = p.rounds[0]["classes"]
+    assert p.rounds[0]["policy"] == "plan"
+    assert classes["bulk"]["attainment"] == 1.0 and classes["bulk"]["met"], classes
+    assert set(classes["bulk"]["served"]) == {n for n in p.replicas}  # the L4s alone
+    chat = classes["chat"]
+    assert not chat["met"] and set(chat["served"]) == {"groq-8b"}
+    # the bucket's refusals name no target: the API's share is of what it served
+    assert chat["served"]["groq-8b"]["requests"] < chat["requests"]
+
+
+def test_one_class_attainment_is_the_runs_own(tmp_path: Path) -> None:
+    """With one class, the class's share is the simulator's overall attainment exactly."""
+    wl, sites = tmp_path / "wl.yaml", tmp_path / "sites.yaml"
+    wl.write_text(BURSTY)
+    sites.write_text(SITES.replace("CAP", "6000"))
+    p = plan(wl, sites=sites, hardware=["l4"], capacity="analytic", compare_with_single=False)
+    sim = class_attainment(p, load_workload(wl, default_model=None))
+    assert sim["classes"]["chat"]["attainment"] == sim["attainment"]
+
+
+def test_a_round_cuts_only_where_the_class_missed(tmp_path: Path) -> None:
+    """A class served by two deployments, one of which missed: only that one is cut, by its
+    own share. A class whose misses were all refused before any target was chosen is cut on
+    every one serving it, by the class's share."""
+    wl, sites = _two_classes(tmp_path)
+    p = plan(wl, sites=sites, hardware=["l4"], capacity="analytic", compare_with_single=False)
+    prob = p.problem
+    bulk = next(f for f in prob.flows if f.cls == "bulk")
+    key = (bulk.cls, bulk.slo)
+    serving = sorted({prob.options[j].name for (q, j) in p.solution.rates if prob.flows[q] is bulk})
+    assert serving
+    served = {name: {"requests": 100, "attainment": 1.0} for name in serving}
+    served["elsewhere"] = {"requests": 50, "attainment": 0.6}
+    short = {key: {"target": 0.9, "attainment": 0.85, "requests": 150, "served": served}}
+    assert _cuts(prob, p, short) == {("elsewhere", key): _factor(0.6, 0.9)}
+    # more refused before any target was chosen than the class may miss (50 of 200, 20 may):
+    # every deployment the plan serves the class from, by the class's share, as well
+    short = {key: {"target": 0.9, "attainment": 0.6, "requests": 200, "served": served}}
+    assert _cuts(prob, p, short) == {("elsewhere", key): _factor(0.6, 0.9)} | {
+        (name, key): _factor(0.6, 0.9) for name in serving
+    }
+    # nothing placed missed: the same
+    short = {key: {"target": 0.9, "attainment": 0.85, "requests": 100, "served": {}}}
+    assert _cuts(prob, p, short) == {(name, key): _factor(0.85, 0.9) for name in serving}
+
+
+def test_the_table_names_where_a_class_missed(tmp_path: Path) -> None:
+    wl, sites = _two_classes(tmp_path)
+    p = plan(
+        wl, sites=sites, hardware=["l4"], capacity="analytic", verify=True, max_rounds=0,
+        compare_with_single=False,
+    )  # fmt: skip
+    chat = p.rounds[0]["classes"]["chat"]
+    refused = chat["requests"] - chat["served"]["groq-8b"]["requests"]
+    assert missed_on(chat) == f"{refused:,} refused before any target was chosen"
+    assert f"MISSED ({refused:,} refused before any target was chosen)" in plan_text(p)
+    served = {"a": {"requests": 400, "attainment": 0.912}, "b": {"requests": 50, "attainment": 1}}
+    v = {"requests": 450, "target": 0.99, "attainment": 0.92, "met": False, "served": served}
+    assert missed_on(v) == "on a 91.2% of 400"
+    assert missed_on({"target": 0.99, "attainment": 0.5, "met": False}) == ""  # older JSON
+
+
+def test_meets_is_the_simulators_rule() -> None:
+    slo = SLO(1.0, 0.1, 0.99)
+    assert slo.meets(1.0, 0.1) and slo.meets(0.5, None)
+    assert not slo.meets(1.0001, 0.05) and not slo.meets(0.5, 0.11) and not slo.meets(None, None)
+
+
+def test_a_share_under_its_target_is_never_printed_at_it() -> None:
+    """A deployment's 665 of 672 (98.96%) against 99% was printed "99.0%" beside MISSED."""
+    assert share(665 / 672, 0.99) == "98.96%"
+    assert share(0.98999, 0.99) == "98.999%"
+    assert share(0.9029, 0.99) == "90.3%" and share(1.0, 0.99) == "100.0%"
+    assert share(0.99, 0.99) == "99.0%"
