@@ -14,7 +14,7 @@ from test_probe_s42 import BURSTY, SITES
 from wattserve.core.workload import SLO, load_workload
 from wattserve.plan import plan
 from wattserve.plan.table import missed_on, plan_text, share
-from wattserve.plan.verify import _cuts, _factor, class_attainment
+from wattserve.plan.verify import _cuts, _factor, _served_by, class_attainment, verify_plan
 
 # the bursty chat class (which the hosted API's token bucket partly refuses) and a class of
 # another model, which only the site's L4s serve, with a loose SLO they meet
@@ -41,7 +41,7 @@ def _two_classes(tmp_path: Path) -> tuple[Path, Path]:
 def test_a_class_is_not_charged_with_another_classs_refusals(tmp_path: Path) -> None:
     """The hosted API refuses some of chat's bursts; every bulk request meets its SLO. Judged
     with chat's SLO lifted, bulk's share came to (bulk met + chat completed - chat's requests)
-    / bulk's requests: about 84%, under its 90%."""
+    / bulk's requests: 85.9%, under its 90%."""
     wl, sites = _two_classes(tmp_path)
     p = plan(
         wl, sites=sites, hardware=["l4"], capacity="analytic", verify=True, max_rounds=0,
@@ -69,8 +69,9 @@ def test_one_class_attainment_is_the_runs_own(tmp_path: Path) -> None:
 
 def test_a_round_cuts_only_where_the_class_missed(tmp_path: Path) -> None:
     """A class served by two deployments, one of which missed: only that one is cut, by its
-    own share. A class whose misses were all refused before any target was chosen is cut on
-    every one serving it, by the class's share."""
+    own share. Where the misses cannot be laid on the plan's servers of the class (refused
+    before any target was chosen, more than the class may miss; or only where the plan did
+    not send it), every one the plan serves it from is cut, by the class's share."""
     wl, sites = _two_classes(tmp_path)
     p = plan(wl, sites=sites, hardware=["l4"], capacity="analytic", compare_with_single=False)
     prob = p.problem
@@ -78,19 +79,52 @@ def test_a_round_cuts_only_where_the_class_missed(tmp_path: Path) -> None:
     key = (bulk.cls, bulk.slo)
     serving = sorted({prob.options[j].name for (q, j) in p.solution.rates if prob.flows[q] is bulk})
     assert serving
+    first = serving[0]
     served = {name: {"requests": 100, "attainment": 1.0} for name in serving}
-    served["elsewhere"] = {"requests": 50, "attainment": 0.6}
-    short = {key: {"target": 0.9, "attainment": 0.85, "requests": 150, "served": served}}
-    assert _cuts(prob, p, short) == {("elsewhere", key): _factor(0.6, 0.9)}
-    # more refused before any target was chosen than the class may miss (50 of 200, 20 may):
-    # every deployment the plan serves the class from, by the class's share, as well
-    short = {key: {"target": 0.9, "attainment": 0.6, "requests": 200, "served": served}}
-    assert _cuts(prob, p, short) == {("elsewhere", key): _factor(0.6, 0.9)} | {
-        (name, key): _factor(0.6, 0.9) for name in serving
-    }
+    served[first] = {"requests": 100, "attainment": 0.6}
+    short = {key: {"target": 0.9, "attainment": 0.85, "requests": 100 * len(serving),
+                   "served": served}}  # fmt: skip
+    assert _cuts(prob, p, short) == {(first, key): _factor(0.6, 0.9)}
+    everywhere = {(name, key): _factor(0.6, 0.9) for name in serving}
+    # more refused before any target was chosen than the class may miss
+    short[key] |= {"attainment": 0.6, "requests": 100 * len(serving) + 60}
+    assert _cuts(prob, p, short) == everywhere
+    # misses only where the plan did not send the class (a policy of the workload's own)
+    served = {name: {"requests": 100, "attainment": 1.0} for name in serving}
+    served["elsewhere"] = {"requests": 50, "attainment": 0.3}
+    n = 100 * len(serving) + 50
+    short = {key: {"target": 0.9, "attainment": 0.6, "requests": n, "served": served}}
+    assert _cuts(prob, p, short) == everywhere | {("elsewhere", key): _factor(0.3, 0.9)}
     # nothing placed missed: the same
     short = {key: {"target": 0.9, "attainment": 0.85, "requests": 100, "served": {}}}
     assert _cuts(prob, p, short) == {(name, key): _factor(0.85, 0.9) for name in serving}
+
+
+def test_a_server_that_met_the_class_is_not_cut() -> None:
+    """The multi-site example (analytic capacities): chat missed on the A100 and the L4 and
+    met on GroqCloud (6 requests). GroqCloud's planned chat rate was cut as well (0.293 to
+    0.234 req/s); now only the two deployments are."""
+    p = plan(
+        "examples/workload-multisite.yaml", sites="examples/sites-two-dc-edge.yaml",
+        hardware=["h100-sxm", "a100-sxm-80gb", "l4", "l40s", "jetson-agx-orin-64gb"],
+        capacity="analytic", compare_with_single=False,
+    )  # fmt: skip
+    wl = load_workload("examples/workload-multisite.yaml", default_model=None)
+    v = verify_plan(p, wl, max_rounds=1)
+    chat = v.rounds[0]["classes"]["chat"]
+    assert not chat["met"] and chat["served"]["groq-8b"]["attainment"] == 1.0, chat
+    before, after = p.problem, v.problem
+    chat_flows = {q for q, f in enumerate(before.flows) if f.cls == "chat"}
+    groq = next(k for k, h in enumerate(before.hosted) if h.name == "groq-8b")
+    for q in chat_flows & set(before.hosted[groq].limits):
+        assert after.hosted[groq].limits[q] == before.hosted[groq].limits[q]
+    cut = {
+        before.options[j].name
+        for j, o in enumerate(before.options)
+        for q in chat_flows & set(o.caps)
+        if after.options[j].caps[q].rate_rps < o.caps[q].rate_rps
+    }
+    assert cut == {n for n, s in chat["served"].items() if s["attainment"] < 0.99}, cut
 
 
 def test_the_table_names_where_a_class_missed(tmp_path: Path) -> None:
@@ -107,6 +141,7 @@ def test_the_table_names_where_a_class_missed(tmp_path: Path) -> None:
     v = {"requests": 450, "target": 0.99, "attainment": 0.92, "met": False, "served": served}
     assert missed_on(v) == "on a 91.2% of 400"
     assert missed_on({"target": 0.99, "attainment": 0.5, "met": False}) == ""  # older JSON
+    assert missed_on(v | {"met": True}) == ""  # a class that met missed nowhere
 
 
 def test_meets_is_the_simulators_rule() -> None:
@@ -121,3 +156,12 @@ def test_a_share_under_its_target_is_never_printed_at_it() -> None:
     assert share(0.98999, 0.99) == "98.999%"
     assert share(0.9029, 0.99) == "90.3%" and share(1.0, 0.99) == "100.0%"
     assert share(0.99, 0.99) == "99.0%"
+    assert share(989_999 / 1_000_000, 0.99) == "98.9999%"
+
+
+def test_a_record_names_its_deployment_or_api() -> None:
+    deployments = {"l4-tp1-bf16-dc", "h100/x"}
+    assert _served_by("l4-tp1-bf16-dc/3", deployments) == "l4-tp1-bf16-dc"
+    assert _served_by("h100/x/0", deployments) == "h100/x"
+    assert _served_by("groq/8", deployments) == "groq/8"  # a hosted API's own name
+    assert _served_by(None, deployments) is None

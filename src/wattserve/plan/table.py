@@ -120,8 +120,8 @@ def plan_text(plan: Plan) -> str:
 def missed_on(v: dict[str, Any]) -> str:
     """Where a class that missed missed: each deployment or hosted API whose share of it fell
     short, with its requests, and the requests refused before any was chosen (older plans'
-    JSON has no `served`)."""
-    if "served" not in v:
+    JSON has no `served`); nothing for a class that met."""
+    if v["met"] or "served" not in v:
         return ""
     served = v["served"]
     short = [
@@ -139,7 +139,7 @@ def missed_on(v: dict[str, Any]) -> str:
 def share(x: float, target: float) -> str:
     """`x` as a percentage with the digits that keep it on its side of `target`: 98.96% of
     a 99% target was printed "99.0%" beside MISSED."""
-    for digits in (1, 2, 3):
+    for digits in range(1, 10):
         text = f"{x:.{digits}%}"
         if (x < target) == (round(100 * x, digits) < 100 * target):
             break

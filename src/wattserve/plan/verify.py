@@ -47,13 +47,13 @@ def _copy(wl: Workload) -> list[Request]:
     ]
 
 
-def _served_by(target: str | None) -> str | None:
+def _served_by(target: str | None, deployments: set[str]) -> str | None:
     """The deployment (a plan option's name) or hosted API a record's target names: an
-    engine is `deployment/replica`."""
+    engine is `deployment/replica`; a hosted API, its own name (which may hold a '/')."""
     if target is None:
         return None
     head, sep, tail = target.rpartition("/")
-    return head if sep and tail.isdigit() else target
+    return head if sep and tail.isdigit() and head in deployments else target
 
 
 def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
@@ -66,6 +66,7 @@ def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
     passed at 98%. `groups` gives each entry's (class, SLO)."""
     fleet = plan_fleet(plan, plan.hardware_files)
     policy: str | Policy = wl.policy or PlanSplit.from_plan(plan)
+    deployments = {d.name for d in fleet.deployments}
     requests = _copy(wl)
     if len({r.id for r in requests}) < len(requests):  # records are matched by id
         requests = [replace(r, id=i) for i, r in enumerate(requests)]
@@ -81,7 +82,7 @@ def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
         g = group_of[rec.id]
         ok = rec.status == OK and slo_of[g].meets(rec.ttft_s, rec.tpot_s)
         met[g] += ok
-        name = _served_by(rec.target)
+        name = _served_by(rec.target, deployments)
         if name is not None:
             placed[(g, name)] += 1
             placed_met[(g, name)] += ok
@@ -241,23 +242,24 @@ Cuts = dict[tuple[str, tuple[str, SLO]], float]
 
 def _cuts(p: Problem, plan: Plan, short: dict[tuple[str, SLO], dict[str, Any]]) -> Cuts:
     """Where each class that missed is cut: on each deployment or hosted API whose share of
-    the class missed its target, by that share. Requests refused before any was chosen (a
-    rate limit with no token left, a power cap) name none: where they alone are more misses
-    than the class may have, every one the plan serves the class from is cut, by the class's
-    share, as all of them carry it."""
+    the class missed its target, by that share. Every one the plan serves the class from is
+    cut too, by the class's share, where the misses cannot be laid on them: requests refused
+    before any target was chosen (a rate limit with no token left, a power cap; they name
+    none) that alone are more misses than the class may have, or misses only where the plan
+    did not send the class (a policy of the workload's own routes off the plan)."""
     cuts: Cuts = {}
+    sol = plan.solution
     for key, v in short.items():
         target, n = float(v["target"]), int(v["requests"])
+        planned = {p.options[j].name for (q, j) in sol.rates if _key(p.flows[q]) == key}
+        planned |= {p.hosted[k].name for (q, k) in sol.hosted_rates if _key(p.flows[q]) == key}
         for name, s in v["served"].items():
             if s["attainment"] < target - 1e-12:
                 cuts[(name, key)] = _factor(s["attainment"], target)
         unplaced = n - sum(s["requests"] for s in v["served"].values())
-        if unplaced > n * (1.0 - target) or not any(k == key for _, k in cuts):
-            sol = plan.solution
-            names = {p.options[j].name for (q, j) in sol.rates if _key(p.flows[q]) == key}
-            names |= {p.hosted[k].name for (q, k) in sol.hosted_rates if _key(p.flows[q]) == key}
-            for name in names:
-                f = _factor(v["attainment"], target)
+        if unplaced > n * (1.0 - target) or not any((name, key) in cuts for name in planned):
+            f = _factor(v["attainment"], target)
+            for name in planned:
                 cuts[(name, key)] = min(f, cuts.get((name, key), f))
     return cuts
 
