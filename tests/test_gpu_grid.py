@@ -90,3 +90,24 @@ def test_the_report_refuses_a_folder_that_is_no_grid_run(tmp_path: Path) -> None
     done = _script("gpu_grid_report.py", str(tmp_path))
     assert done.returncode != 0 and "no grid.json" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_gemm_shapes_smoke_run_times_every_gemm_and_elementwise_kernel(tmp_path: Path) -> None:
+    """benchmarks/gemm_shapes.py, the check that tells a GEMM ramp in K from the engine's
+    elementwise kernels (docs/accuracy.md), runs its whole pipeline on tiny shapes."""
+    pytest.importorskip("torch")
+    out = tmp_path / "g"
+    done = _script("gemm_shapes.py", "--device", "cpu", "--smoke", "--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads((out / "gemm_shapes.json").read_text())
+    assert doc["square_matmul_tflops"] > 0 and len(doc["models"]) == 4
+    for model in doc["models"].values():
+        for row in model["rows"]:
+            assert set(row["gemms"]) == {"qkv", "o", "gate_up", "down"}
+            assert set(row["elementwise"]) == {"rmsnorm", "gated_silu", "residual_add"}
+            assert all(c["us"] > 0 and c["tflops"] > 0 for c in row["gemms"].values())
+    assert "share of the square rate" in (out / "gemm_shapes.txt").read_text()
+    file = tmp_path / "f"
+    file.write_text("")
+    refused = _script("gemm_shapes.py", "--device", "cpu", "--smoke", "--out", str(file))
+    assert refused.returncode == 2 and "is a file, not a folder" in refused.stderr
