@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from moe_kernels import gated, timed, torch  # this directory; exits MISSING: without torch
+from moe_kernels import _positive, gated, timed, torch  # this directory; MISSING: without torch
 
 from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.profile.backends import TorchBackend
@@ -98,13 +98,6 @@ def one_model(spec: ModelSpec, device: str, layers: int, tokens: Any) -> list[di
     weights.clear()
     be.free()
     return rows
-
-
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
-    return n
 
 
 def main(argv: list[str] | None = None) -> int:
