@@ -2,11 +2,13 @@
 class had been judged in a run of its own with the other classes' SLOs lifted, its share
 taken as (met - completed others) / its requests: where another class's requests were
 refused, a class that met every SLO was reported short (and cut). And a class that missed was
-cut on every deployment serving it, where one of them had missed. Each test fails on the code
-before the change."""
+cut on every deployment serving it, where one of them had missed; two groups with one label
+(a class named "chat (tight)" beside chat's tight part) were merged, one's figures lost. Each
+test of the change fails on the code before it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from test_probe_s42 import BURSTY, SITES
@@ -171,3 +173,30 @@ def test_a_record_names_its_deployment_or_api() -> None:
     assert _served_by("h100/x/0", deployments) == "h100/x"
     assert _served_by("groq/8", deployments) == "groq/8"  # a hosted API's own name
     assert _served_by(None, deployments) is None
+
+
+def test_two_groups_one_label_are_not_merged(tmp_path: Path) -> None:
+    """A class named "chat (tight)" beside the tight part of a class chat whose trace rows name
+    two SLOs: both were labelled "chat (tight)", and one group's figures replaced the other's.
+    Each now says both names."""
+    rows = [
+        {"arrival_s": i * 0.25, "prompt_tokens": 200, "output_tokens": 20}
+        | ({"slo": "tight"} if i % 4 == 0 else {})
+        for i in range(400)
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(
+        "trace: t.jsonl\nslos:\n  loose: {ttft_s: 10.0, tpot_s: 0.5, percentile: 50}\n"
+        "  tight: {ttft_s: 2.0, tpot_s: 0.2, percentile: 90}\n"
+        "classes:\n  - {name: chat, weight: 1, slo: loose}\n"
+        "  - {name: chat (tight), weight: 1, slo: tight}\n"
+    )
+    p = plan(
+        wl, hardware=["h100-sxm"], model="llama-3.1-8b", capacity="analytic", verify=True,
+        max_rounds=0, compare_with_single=False,
+    )  # fmt: skip
+    classes = p.rounds[0]["classes"]
+    assert "chat (loose)" in classes and "chat (tight)" not in classes, classes
+    assert {"class 'chat', SLO 'tight'", "class 'chat (tight)', SLO 'tight'"} <= set(classes)
+    assert sum(v["requests"] for v in classes.values()) == 400

@@ -101,10 +101,14 @@ def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
             for name, s in report["sites"].items()
         },
     }
+    labels = {g: (g[0] or "default") + (f" ({g[1]})" if named[g[0]] > 1 else "") for g in counts}
+    taken = Counter(labels.values())
     for g, n in sorted(counts.items()):
         cls, slo_name = g
         slo = slo_of[g]
-        label = (cls or "default") + (f" ({slo_name})" if named[cls] > 1 else "")
+        # two groups one label would merge (a class named "chat (tight)" beside chat's tight
+        # part; a class named "default" beside requests of none): each then says both names
+        label = labels[g] if taken[labels[g]] == 1 else f"class {cls!r}, SLO {slo_name!r}"
         share = met[g] / n
         result["classes"][label] = {
             "requests": n,
