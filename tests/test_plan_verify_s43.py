@@ -9,12 +9,14 @@ test of the change fails on the code before it."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from test_probe_s42 import BURSTY, SITES
 
 from wattserve.core.workload import SLO, load_workload
 from wattserve.plan import plan
+from wattserve.plan.routing import PlanSplit
 from wattserve.plan.table import missed_on, plan_text, share
 from wattserve.plan.verify import _cuts, _factor, _served_by, class_attainment, verify_plan
 
@@ -200,3 +202,39 @@ def test_two_groups_one_label_are_not_merged(tmp_path: Path) -> None:
     assert "chat (loose)" in classes and "chat (tight)" not in classes, classes
     assert {"class 'chat', SLO 'tight'", "class 'chat (tight)', SLO 'tight'"} <= set(classes)
     assert sum(v["requests"] for v in classes.values()) == 400
+
+
+def test_the_plans_split_routes_each_slo_of_a_class_as_planned(tmp_path: Path) -> None:
+    """A class whose trace rows name two SLOs is two flows, each planned on deployments of its
+    own; the plan's split was keyed by class, origin and residency alone, so --verify sent
+    rows of the 50 ms part to the 200 ms tier's L4s, where none met (found by a probe). Now
+    the split is per SLO as well, and round 0 meets every part."""
+    rng = random.Random(3)
+    rows, t = [], 0.0
+    for i in range(400):
+        t += rng.expovariate(4.3)
+        rows.append(
+            {"arrival_s": round(t, 3), "prompt_tokens": 500, "output_tokens": 100}
+            | ({"slo": "tight"} if i % 2 == 0 else {})
+        )
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(
+        "trace: t.jsonl\nslos:\n  chat: {ttft_s: 5.0, tpot_s: 0.2, percentile: 50}\n"
+        "  tight: {ttft_s: 0.5, tpot_s: 0.05, percentile: 99}\nclasses:\n"
+        "  - {name: chat, weight: 0.5, model: llama-3.1-8b, slo: chat, origins: {dc-east: 1.0},"
+        " prompt_tokens: {dist: fixed, value: 7000}, output_tokens: {dist: fixed, value: 100}}\n"
+        "  - {name: other, weight: 0.5, model: llama-3.1-8b, slo: tight, origins: {dc-east: 1.0},"
+        " prompt_tokens: {dist: fixed, value: 100}, output_tokens: {dist: fixed, value: 50}}\n"
+    )
+    p = plan(
+        wl, sites="examples/sites-two-dc-edge.yaml", hardware=["h100-sxm", "l4"],
+        capacity="analytic", verify=True, max_rounds=0, compare_with_single=False,
+    )  # fmt: skip
+    split = PlanSplit.from_plan(p).split
+    tight = split[("chat", "dc-east", False, "tight")]
+    loose = split[("chat", "dc-east", False, "chat")]
+    assert tight and loose and set(tight) != set(loose), split
+    classes = p.rounds[0]["classes"]
+    assert set(classes["chat (tight)"]["served"]) <= set(tight), classes["chat (tight)"]
+    assert all(v["met"] for v in classes.values()), classes

@@ -61,6 +61,7 @@ class Flow:
     sizes: tuple[tuple[int, int], ...] = ()  # a sample of its (prompt, output) lengths
     # where its model was named, as (file, line, field): for an error about the model
     model_at: tuple[str | None, int | None, str] = (None, None, "--model")
+    slo_name: str = "default"  # the name its requests give their SLO (`Request.slo`)
 
     @property
     def label(self) -> str:
@@ -294,6 +295,7 @@ def flows_of(
                 workload.slos.get(slo, workload.slos["default"]),
                 _sample(g.prompts, g.outputs),
                 workload.model_named_at(g.first, default_model),
+                slo,
             )
         )
     return flows, tuple(left_out)

@@ -15,7 +15,9 @@ from wattserve.core.policy import FleetView, Policy, TargetView
 from wattserve.core.workload import Request
 from wattserve.plan.api import Plan
 
-FlowKey = tuple[str, str | None, bool]  # (class, origin, stays local)
+# (class, origin, stays local, the SLO's name): a class whose rows name two SLOs is two flows,
+# each planned on its own deployments (a 50 ms tier's rows had gone to a 200 ms tier's L4s)
+FlowKey = tuple[str, str | None, bool, str]
 
 
 class PlanSplit(Policy):
@@ -34,14 +36,16 @@ class PlanSplit(Policy):
         split: dict[FlowKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for (q, j), rate in sol.rates.items():
             f, o = p.flows[q], p.options[j]
-            split[(f.cls, f.origin, f.local_only)][o.name] += rate
+            split[(f.cls, f.origin, f.local_only, f.slo_name)][o.name] += rate
         for (q, k), rate in sol.hosted_rates.items():
             f = p.flows[q]
-            split[(f.cls, f.origin, f.local_only)][p.hosted[k].name] += rate
+            split[(f.cls, f.origin, f.local_only, f.slo_name)][p.hosted[k].name] += rate
         return PlanSplit({k: dict(v) for k, v in split.items()})
 
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
-        key = (req.cls, req.origin, req.local_only)
+        key = (req.cls, req.origin, req.local_only, req.slo)
+        if key not in self.split:  # planned for one site: its flows name no origin
+            key = (req.cls, None, req.local_only, req.slo)
         weights = self.split.get(key, {})
         planned = [t for t in cands if weights.get(t.name, 0.0) > 0]
         if not planned:
