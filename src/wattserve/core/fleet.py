@@ -547,6 +547,17 @@ def parse_fleet(
                     line=entries.line_of(n),
                     field=f"{section}.{n}",
                 )
+    for n in hosted_map:  # targets are told apart by name; a replica's is DEPLOYMENT/N
+        head, sep, tail = str(n).rpartition("/")
+        same = n if n in deps_map else head if sep and tail.isdigit() and head in deps_map else None
+        if same is not None:
+            raise ConfigError(
+                f"a provider may not be named as deployment '{same}' or one of its replicas "
+                f"('{same}/0', ...): simulate, serve and plan would count them as one",
+                path=path,
+                line=hosted_map.line_of(n),
+                field=f"providers.{n}",
+            )
     deps = tuple(
         _resolve_deployment(n, e, sites, cat, base, path, deps_map.line_of(n))
         for n, e in deps_map.items()

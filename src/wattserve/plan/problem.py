@@ -402,9 +402,37 @@ def build_problem(
                 options += _site_options(dep, model_id, params, fleet, flows, method, cache, prefix)
     hosted = [_hosted_option(h, flows, fleet) for h in fleet.hosted]
     hosted = [h for h in hosted if h.usd_per_request]
+    _unique_names(options, hosted, fleet)
     return Problem(
         flows, dict(fleet.sites), fleet, options, hosted, limits, excluded, cache, left_out
     )
+
+
+def _unique_names(options: list[Option], hosted: list[HostedOption], fleet: Fleet) -> None:
+    """The candidates' names are the plan's deployments' and the fleet file's: two with one
+    name (a site named `x@tpot100ms` beside a site `x` with two TPOT tiers, a provider named
+    as a candidate) would be one deployment in `--out`, `--json` and `--verify`."""
+    where: dict[str, str] = {}
+    for name, what, at in [(o.name, f"site {o.site}", "sites") for o in options] + [
+        (h.name, "a provider", f"providers.{h.name}") for h in hosted
+    ]:
+        if name in where:
+            raise ConfigError(
+                f"two candidates would both be named '{name}' ({where[name]} and {what}): "
+                "rename a site or provider",
+                path=fleet.path or None,
+                field=at,
+            )
+        where[name] = what
+    for h in hosted:  # a replica of a deployment is named DEPLOYMENT/N (core.fleet refuses)
+        head, sep, tail = h.name.rpartition("/")
+        if sep and tail.isdigit() and head in where:
+            raise ConfigError(
+                f"provider '{h.name}' would be named as a replica of candidate '{head}' "
+                f"({where[head]}): rename the provider",
+                path=fleet.path or None,
+                field=f"providers.{h.name}",
+            )
 
 
 def _layouts(
