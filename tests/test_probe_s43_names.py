@@ -5,6 +5,7 @@ HARDWARE-LAYOUT-SITE[@tpotNms]."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,31 @@ def test_a_provider_named_as_a_candidates_replica_is_refused(tmp_path: Path) -> 
         with pytest.raises(ConfigError) as info:
             plan(wl, sites=s, hardware=["l4"], capacity="analytic", compare_with_single=False)
         assert said in str(info.value) and "l4-tp1-bf16-dc-north" in str(info.value)
+
+
+def test_a_trace_rows_unknown_origin_is_left_out_as_simulate_refuses_it(tmp_path: Path) -> None:
+    """Rows naming an origin the sites file lacks: plan stopped with an error that blamed the
+    class's `origins` field (which the rows did not come from), where simulate refuses such a
+    row and goes on. Now plan leaves them out and says so, and --verify replays without them
+    (it had replayed them, missed by their refusals in every round). A class's own `origins:`
+    naming an unknown site is still the workload's error."""
+    rows = [
+        {"arrival_s": i * 0.5, "prompt_tokens": 300, "output_tokens": 50}
+        | ({"origin": "nowhere"} if i % 10 == 0 else {})
+        for i in range(300)
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    wl = tmp_path / "w.yaml"
+    wl.write_text("trace: t.jsonl\n")
+    sites = EXAMPLES / "sites-two-dc-edge.yaml"
+    p = plan(
+        wl, sites=sites, model="llama-3.1-8b", hardware=["l4"], capacity="analytic",
+        verify=True, compare_with_single=False,
+    )  # fmt: skip
+    (note,) = [n for n in p.problem.left_out if "sites file lacks" in n]
+    assert note.startswith("30 request(s) from sites the sites file lacks ('nowhere': 30; row 1,")
+    assert p.rounds[0]["classes"]["default"]["requests"] == 270 and not p.unmet
+    wl.write_text("trace: t.jsonl\nclasses:\n  - {name: c, weight: 1, origins: {nowhere: 1.0}}\n")
+    with pytest.raises(ConfigError) as info:
+        plan(wl, sites=sites, model="llama-3.1-8b", hardware=["l4"], capacity="analytic")
+    assert "comes from site 'nowhere'" in str(info.value)

@@ -13,7 +13,7 @@ import math
 import random
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,7 +159,23 @@ class Problem:
     excluded: dict[str, str]  # hardware id -> why it is not a candidate
     cache: CapacityCache
     left_out: tuple[str, ...] = ()  # requests no engine takes (past the context window), or
-    # that no fleet may take (local-only, naming no site)
+    # that no fleet may take (local-only, naming no site; from a site the sites file lacks)
+    origins_read: bool = True  # False: one site, every request planned as coming from it
+
+    def left_out_origin(self, r: Request, workload: Workload) -> bool:
+        """Whether `r` was left out for its trace row's origin (`foreign_origin`)."""
+        return self.origins_read and foreign_origin(r, self.sites, declared_origins(workload))
+
+
+def declared_origins(workload: Workload) -> set[str]:
+    """The sites the workload's classes name in `origins:`."""
+    return {site for c in workload.classes for site, _ in c.origins}
+
+
+def foreign_origin(r: Request, sites: Collection[str], declared: Collection[str]) -> bool:
+    """A request from a site the sites file lacks, named by its trace row (simulate and serve
+    refuse it; a class's `origins:` naming one is the workload's error)."""
+    return r.origin is not None and r.origin not in sites and r.origin not in declared
 
     def rtt_s(self, origin: str | None, site: str) -> float:
         return self.fleet.rtt_s(origin, site)
@@ -200,13 +216,19 @@ def flows_of(
     requests: Iterable[Request] | None = None,
     *,
     ignore_origins: bool = False,
+    sites: Collection[str] | None = None,
 ) -> tuple[list[Flow], tuple[str, ...]]:
     """Group a workload's requests by (class, origin, residency) into flows with mean rates,
     and say which were left out: a request past its model's context window, which an engine
-    refuses (serve answers 400, simulate rejects it: `fits_context`), and a local-only one
-    that names no site, which no fleet may take (`residency_refusal`). `requests` (default:
+    refuses (serve answers 400, simulate rejects it: `fits_context`), a local-only one
+    that names no site, which no fleet may take (`residency_refusal`), and one whose trace
+    row names an origin not among `sites` (simulate refuses it; an origin a class's
+    `origins:` names is the workload's error, `build_problem`'s). `requests` (default:
     the workload's) may be a stream (`stream_workload`): each is seen once and not kept.
     `ignore_origins`: one site, so every request comes from it."""
+    declared = declared_origins(workload)
+    foreign: Counter[str] = Counter()  # rows' origins the sites file lacks
+    foreign_rows: list[str] = []
     groups: dict[tuple[str, str | None, bool, str, str], _Group] = {}
     windows = ContextWindows()
     too_long: dict[str, list[str]] = {}  # the first few a model left out
@@ -227,6 +249,11 @@ def flows_of(
         last = r.arrival_s  # the span is the workload's, left-out requests included
         if first is None:
             first = last
+        if sites is not None and not ignore_origins and foreign_origin(r, sites, declared):
+            foreign[str(r.origin)] += 1
+            if len(foreign_rows) < 5:
+                foreign_rows.append(f"row {r.row}" if r.row else f"request {r.id}")
+            continue
         if r.unplaceable:  # refused on both clocks (residency_refusal)
             n_unplaced += 1
             if n_unplaced <= 5:
@@ -262,6 +289,14 @@ def flows_of(
             f"{n_unplaced} local-only request(s) that name no origin site ({', '.join(unplaced)}"
             f"{', ...' if n_unplaced > 5 else ''}): simulate and serve refuse them (give the "
             "rows an origin, or the workload's class origins:)"
+        )
+    if foreign:
+        n = sum(foreign.values())
+        left_out.append(
+            f"{n} request(s) from sites the sites file lacks ("
+            + ", ".join(f"{site!r}: {k}" for site, k in sorted(foreign.items()))
+            + f"; {', '.join(foreign_rows)}{', ...' if n > 5 else ''}): simulate and serve "
+            "refuse them"
         )
     bad = workload.bad_rows  # complete once a stream is read
     if bad and groups and span > 0:  # simulate and bench say so; plan had said nothing
@@ -370,7 +405,9 @@ def build_problem(
     `requests` and `ignore_origins` are as `flows_of` takes them."""
     calib = calibration or Calibration()
     cache = cache or CapacityCache()
-    flows, left_out = flows_of(workload, default_model, requests, ignore_origins=ignore_origins)
+    flows, left_out = flows_of(
+        workload, default_model, requests, ignore_origins=ignore_origins, sites=fleet.sites
+    )
     specs = _models(flows)
     for f in flows:
         if f.origin is not None and f.origin not in fleet.sites:
@@ -404,7 +441,16 @@ def build_problem(
     hosted = [h for h in hosted if h.usd_per_request]
     _unique_names(options, hosted, fleet)
     return Problem(
-        flows, dict(fleet.sites), fleet, options, hosted, limits, excluded, cache, left_out
+        flows,
+        dict(fleet.sites),
+        fleet,
+        options,
+        hosted,
+        limits,
+        excluded,
+        cache,
+        left_out,
+        origins_read=not ignore_origins,
     )
 
 

@@ -141,7 +141,13 @@ def verify_plan(
     hosted APIs serving it, then solve again; a round whose fleet and split are the last
     simulated round's is not simulated again (`replay_of`)."""
     windows = ContextWindows()  # what the plan left out is not replayed: no replica takes it
-    kept = [r for r in wl.requests if windows.fits(r, r.model) and not r.unplaceable]
+    kept = [
+        r
+        for r in wl.requests
+        if windows.fits(r, r.model)
+        and not r.unplaceable
+        and not plan.problem.left_out_origin(r, wl)
+    ]
     wl = replace(wl, requests=kept)
     rounds: list[dict[str, Any]] = []
     current = plan
