@@ -238,3 +238,6 @@ def test_the_plans_split_routes_each_slo_of_a_class_as_planned(tmp_path: Path) -
     classes = p.rounds[0]["classes"]
     assert set(classes["chat (tight)"]["served"]) <= set(tight), classes["chat (tight)"]
     assert all(v["met"] for v in classes.values()), classes
+    # --json's flows say which SLO and model each is (two flows of chat had looked alike)
+    flows = {(f["class"], f["slo"], f["model"]) for f in p.as_dict()["flows"]}
+    assert {("chat", "tight", "llama-3.1-8b"), ("chat", "chat", "llama-3.1-8b")} <= flows

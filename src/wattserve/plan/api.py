@@ -133,6 +133,8 @@ class Plan:
                     "class": f.cls,
                     "origin": f.origin,
                     "local_only": f.local_only,
+                    "model": f.model,
+                    "slo": f.slo_name,  # two flows of a class apart (its rows name two SLOs)
                     "rate_rps": f.rate_rps,
                     "prompt_tokens": f.prompt_tokens,
                     "output_tokens": f.output_tokens,
