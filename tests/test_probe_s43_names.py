@@ -111,3 +111,29 @@ def test_a_trace_rows_unknown_origin_is_left_out_as_simulate_refuses_it(tmp_path
     with pytest.raises(ConfigError) as info:
         plan(wl, sites=sites, model="llama-3.1-8b", hardware=["l4"], capacity="analytic")
     assert "comes from site 'nowhere'" in str(info.value)
+
+
+def test_a_device_named_twice_is_refused_and_providers_may_number_their_names(
+    tmp_path: Path,
+) -> None:
+    """--hardware l4,L4 sized every L4 candidate twice and the plan counted one of each
+    ($1.68/h where l4 alone gives $2.80/h); it is refused naming the flag. A provider named
+    groq-8b/2 beside a provider groq-8b is no replica's name: hosted APIs have none."""
+    wl = tmp_path / "w.yaml"
+    wl.write_text(
+        "generator: {kind: poisson, duration_s: 60}\n"
+        "slos:\n  chat: {ttft_s: 1.0, tpot_s: 0.1, percentile: 90}\nclasses:\n"
+        "  - {name: c, model: llama-3.1-8b, rate_rps: 2, slo: chat, origins: {dc-east: 1.0},\n"
+        "     prompt_tokens: {dist: fixed, value: 500}, output_tokens: {dist: fixed, value: 100}}\n"
+    )
+    sites = EXAMPLES / "sites-two-dc-edge.yaml"
+    with pytest.raises(ConfigError) as info:
+        plan(wl, sites=sites, hardware=["l4", "h100-sxm", "L4"], capacity="analytic")
+    assert "field '--hardware'" in str(info.value) and "names l4 twice (l4, L4)" in str(info.value)
+    text = sites.read_text()
+    head, sep, tail = text.partition("\n  groq-8b:")
+    block = sep + tail
+    two = tmp_path / "s.yaml"
+    two.write_text(head + block + block.replace("\n  groq-8b:", '\n  "groq-8b/2":'))
+    p = plan(wl, sites=two, hardware=["l4"], capacity="analytic", compare_with_single=False)
+    assert {h.name for h in p.problem.hosted} == {"groq-8b", "groq-8b/2"}

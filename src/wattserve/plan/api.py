@@ -450,9 +450,14 @@ def plan(
     if not ids:
         raise ConfigError("names no device id", field="--hardware")
     try:  # an unknown id (or a provider's) is an error naming the closest; any case is the id
-        ids = [cat.device(hw_id).id for hw_id in ids]
+        resolved = [cat.device(hw_id).id for hw_id in ids]
     except ConfigError as exc:
         raise ConfigError(exc.detail, field="--hardware") from None
+    for i, hw_id in enumerate(resolved):  # twice: its candidates twice, one counted (a bug)
+        if hw_id in resolved[:i]:
+            twice = [str(h) for h, r in zip(ids, resolved, strict=True) if r == hw_id]
+            raise ConfigError(f"names {hw_id} twice ({', '.join(twice)})", field="--hardware")
+    ids = resolved
     counts: dict[str, int] = {}
     for hw_id, n in (available or {}).items():
         known = cat.known_id(hw_id)

@@ -162,9 +162,10 @@ class Problem:
     # that no fleet may take (local-only, naming no site; from a site the sites file lacks)
     origins_read: bool = True  # False: one site, every request planned as coming from it
 
-    def left_out_origin(self, r: Request, workload: Workload) -> bool:
-        """Whether `r` was left out for its trace row's origin (`foreign_origin`)."""
-        return self.origins_read and foreign_origin(r, self.sites, declared_origins(workload))
+    def left_out_origin(self, r: Request, declared: Collection[str]) -> bool:
+        """Whether `r` was left out for its trace row's origin (`foreign_origin`; `declared`:
+        the workload's `declared_origins`)."""
+        return self.origins_read and foreign_origin(r, self.sites, declared)
 
 
 def declared_origins(workload: Workload) -> set[str]:
@@ -470,9 +471,10 @@ def _unique_names(options: list[Option], hosted: list[HostedOption], fleet: Flee
                 field=at,
             )
         where[name] = what
+    candidates = {o.name for o in options}
     for h in hosted:  # a replica of a deployment is named DEPLOYMENT/N (core.fleet refuses)
         head, sep, tail = h.name.rpartition("/")
-        if sep and tail.isdigit() and head in where:
+        if sep and tail.isdigit() and head in candidates:
             raise ConfigError(
                 f"provider '{h.name}' would be named as a replica of candidate '{head}' "
                 f"({where[head]}): rename the provider",

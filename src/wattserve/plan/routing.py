@@ -44,7 +44,7 @@ class PlanSplit(Policy):
 
     def pick(self, req: Request, view: FleetView, cands: Sequence[TargetView]) -> TargetView:
         key = (req.cls, req.origin, req.local_only, req.slo)
-        if key not in self.split:  # planned for one site: its flows name no origin
+        if key not in self.split:  # a flow of no origin (no rate planned from this one)
             key = (req.cls, None, req.local_only, req.slo)
         weights = self.split.get(key, {})
         planned = [t for t in cands if weights.get(t.name, 0.0) > 0]

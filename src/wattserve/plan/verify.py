@@ -21,7 +21,14 @@ from wattserve.core.workload import SLO, Request, Workload
 from wattserve.errors import PlanInfeasibleError
 from wattserve.plan.api import DEFAULT_ROUNDS, Plan, compare, solve_or_explain
 from wattserve.plan.fleetfile import plan_fleet
-from wattserve.plan.problem import ContextWindows, Flow, HostedOption, Option, Problem
+from wattserve.plan.problem import (
+    ContextWindows,
+    Flow,
+    HostedOption,
+    Option,
+    Problem,
+    declared_origins,
+)
 from wattserve.plan.routing import PlanSplit
 from wattserve.simulate import simulate
 
@@ -141,12 +148,13 @@ def verify_plan(
     hosted APIs serving it, then solve again; a round whose fleet and split are the last
     simulated round's is not simulated again (`replay_of`)."""
     windows = ContextWindows()  # what the plan left out is not replayed: no replica takes it
+    declared = declared_origins(wl)
     kept = [
         r
         for r in wl.requests
         if windows.fits(r, r.model)
         and not r.unplaceable
-        and not plan.problem.left_out_origin(r, wl)
+        and not plan.problem.left_out_origin(r, declared)
     ]
     wl = replace(wl, requests=kept)
     rounds: list[dict[str, Any]] = []
