@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from wattserve.core.fleet import load_fleet
+from wattserve.core.workload import load_workload
 from wattserve.errors import ConfigError
 from wattserve.plan import plan
 
@@ -137,3 +138,19 @@ def test_a_device_named_twice_is_refused_and_providers_may_number_their_names(
     two.write_text(head + block + block.replace("\n  groq-8b:", '\n  "groq-8b/2":'))
     p = plan(wl, sites=two, hardware=["l4"], capacity="analytic", compare_with_single=False)
     assert {h.name for h in p.problem.hosted} == {"groq-8b", "groq-8b/2"}
+
+
+def test_an_unnamed_class_takes_a_name_no_earlier_class_has(tmp_path: Path) -> None:
+    """A nameless second class after one named class1 was refused as "another class is
+    already named 'class1'" at `classes[1].name`, a field the file does not have."""
+    wl = tmp_path / "w.yaml"
+    wl.write_text(
+        "generator: {kind: poisson, duration_s: 10}\nclasses:\n"
+        "  - {name: class1, rate_rps: 1}\n  - {rate_rps: 1}\n  - {rate_rps: 1}\n"
+    )
+    w = load_workload(wl, default_model="llama-3.1-8b")
+    assert [c.name for c in w.classes] == ["class1", "class2", "class3"]
+    wl.write_text(wl.read_text() + "  - {name: class3, rate_rps: 1}\n")
+    with pytest.raises(ConfigError) as info:
+        load_workload(wl, default_model="llama-3.1-8b")
+    assert "classes[3].name" in str(info.value) and "already named 'class3'" in str(info.value)

@@ -286,8 +286,12 @@ def _classes(raw: Any, path: str, line: int, rng: random.Random) -> list[Request
         rate = f.number("rate_rps", positive=True)
         if rate is not None and "weight" in c:
             raise f.err("weight", "give weight or rate_rps, not both")
-        name = f.name("name", f"class{i}")
-        if any(o.name == name for o in out):
+        taken = {o.name for o in out}
+        k = i  # an unnamed class is classI, or the next such name no earlier class took
+        while f"class{k}" in taken:
+            k += 1
+        name = f.name("name", f"class{k}")
+        if name in taken:
             raise f.err("name", f"another class is already named '{name}'")
         lengths = {
             key: None
