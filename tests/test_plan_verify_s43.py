@@ -80,7 +80,7 @@ def test_a_round_cuts_only_where_the_class_missed(tmp_path: Path) -> None:
     p = plan(wl, sites=sites, hardware=["l4"], capacity="analytic", compare_with_single=False)
     prob = p.problem
     bulk = next(f for f in prob.flows if f.cls == "bulk")
-    key = (bulk.cls, bulk.slo)
+    key = (bulk.cls, bulk.slo_name)
     serving = sorted({prob.options[j].name for (q, j) in p.solution.rates if prob.flows[q] is bulk})
     assert serving
     first = serving[0]

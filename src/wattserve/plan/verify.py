@@ -17,7 +17,7 @@ from typing import Any
 
 from wattserve.core.policy import Policy
 from wattserve.core.records import OK, RequestRecord
-from wattserve.core.workload import SLO, Request, Workload
+from wattserve.core.workload import Request, Workload
 from wattserve.errors import PlanInfeasibleError
 from wattserve.plan.api import DEFAULT_ROUNDS, Plan, compare, solve_or_explain
 from wattserve.plan.fleetfile import plan_fleet
@@ -70,7 +70,7 @@ def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
     attainment; per site, the peak power against the cap. A class whose rows name several
     SLOs (a trace's `slo` field) is judged per SLO, each part against its own (`CLASS (SLO)`):
     the whole class had been held to its first row's, so a p99 class whose first row was p50
-    passed at 98%. `groups` gives each entry's (class, SLO)."""
+    passed at 98%. `groups` gives each entry's (class, SLO name)."""
     fleet = plan_fleet(plan, plan.hardware_files)
     policy: str | Policy = wl.policy or PlanSplit.from_plan(plan)
     deployments = {d.name for d in fleet.deployments}
@@ -128,7 +128,7 @@ def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
                 if h == g
             },
         }
-        result["groups"][label] = (cls, slo)
+        result["groups"][label] = g
     return result
 
 
@@ -249,16 +249,18 @@ def _same_run(a: Plan, b: Plan, wl: Workload) -> bool:
     return wl.policy is not None or PlanSplit.from_plan(a).split == PlanSplit.from_plan(b).split
 
 
-def _key(f: Flow) -> tuple[str, SLO]:
-    return f.cls, f.slo
+def _key(f: Flow) -> Group:
+    """The (class, SLO name) a flow's requests are judged in (two SLO names of equal limits
+    are two groups)."""
+    return f.cls, f.slo_name
 
 
 # (a deployment's or hosted API's name, the (class, SLO) it missed) -> the factor its
 # capacity or planned rate for that class is cut by
-Cuts = dict[tuple[str, tuple[str, SLO]], float]
+Cuts = dict[tuple[str, Group], float]
 
 
-def _cuts(p: Problem, plan: Plan, short: dict[tuple[str, SLO], dict[str, Any]]) -> Cuts:
+def _cuts(p: Problem, plan: Plan, short: dict[Group, dict[str, Any]]) -> Cuts:
     """Where each class that missed is cut: on each deployment or hosted API whose share of
     the class missed its target, by that share. Every one the plan serves the class from is
     cut too, by the class's share, where the misses cannot be laid on them: requests refused
