@@ -510,7 +510,7 @@ def test_plan_split_follows_the_planned_shares() -> None:
         def candidates(self, req: Request) -> list[T]:
             return [T("a"), T("b"), T("c")]
 
-    split = PlanSplit({("chat", None, False): {"a": 3.0, "b": 1.0}})
+    split = PlanSplit({("chat", None, False, "default"): {"a": 3.0, "b": 1.0}})
     picks = [
         split.choose(Request(i, 0.0, 10, 10, "m", cls="chat"), V()).target  # type: ignore[arg-type]
         for i in range(400)
