@@ -7,6 +7,7 @@ and checks that it fits (an infeasible deployment is an error that says which an
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -502,6 +503,18 @@ def _parse_aliases(raw: Any, models: set[str], path: str, line: int) -> dict[str
     return out
 
 
+def replica_name(deployment: str, i: int) -> str:
+    """The name of a deployment's replica i, in simulate and serve alike."""
+    return f"{deployment}/{i}"
+
+
+def deployment_of(name: str, deployments: Container[str]) -> str | None:
+    """The deployment among `deployments` that `name` names a replica of
+    (`replica_name`), or None."""
+    head, sep, tail = name.rpartition("/")
+    return head if sep and tail.isdigit() and head in deployments else None
+
+
 def parse_fleet(
     data: Any, path: str, catalog: Catalog | None = None, *, sites_only: bool = False
 ) -> Fleet:
@@ -547,9 +560,8 @@ def parse_fleet(
                     line=entries.line_of(n),
                     field=f"{section}.{n}",
                 )
-    for n in hosted_map:  # targets are told apart by name; a replica's is DEPLOYMENT/N
-        head, sep, tail = str(n).rpartition("/")
-        same = n if n in deps_map else head if sep and tail.isdigit() and head in deps_map else None
+    for n in hosted_map:  # targets are told apart by name; a replica's is `replica_name`
+        same = n if n in deps_map else deployment_of(str(n), deps_map)
         if same is not None:
             raise ConfigError(
                 f"a provider may not be named as deployment '{same}' or one of its replicas "

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from wattserve.core.cost import token_usd
 from wattserve.core.engine import EngineModel
-from wattserve.core.fleet import DeploymentSpec, HostedSpec
+from wattserve.core.fleet import DeploymentSpec, HostedSpec, replica_name
 from wattserve.core.governor import EPS_W, Room
 from wattserve.core.policy import TargetView, predict_each
 from wattserve.core.ratelimit import TokenBucket
@@ -62,7 +62,7 @@ def make_engines(spec: DeploymentSpec, *, exact: bool) -> list[EngineModel]:
     """The replicas of a deployment as EngineModels (named deployment/index)."""
     return [
         EngineModel(
-            f"{spec.name}/{i}",
+            replica_name(spec.name, i),
             spec.perf,
             spec.kv_blocks,
             exact=exact,

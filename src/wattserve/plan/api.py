@@ -28,6 +28,14 @@ from wattserve.plan.problem import Limits, Option, Problem, build_problem
 # SLO at round 6 on 2026-12-04, when four were the most, and at round 4 once the capacities
 # were sustained ones), and at most (each round simulates the whole workload)
 DEFAULT_ROUNDS = 8
+
+
+def falls_short(share: float, target: float) -> bool:
+    """Whether a share of requests meeting their SLO misses its target percentile (within a
+    float's rounding of it is met): a class in --verify, or its share on one deployment."""
+    return share < target - 1e-12
+
+
 MAX_ROUNDS = 50
 
 

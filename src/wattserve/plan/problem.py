@@ -23,7 +23,7 @@ from wattserve.core.configs import SearchSpace, search_configs, tpot_counts
 from wattserve.core.cost import CostAssumptions, cost_rate
 from wattserve.core.deployment import Deployment, default_kv_dtype
 from wattserve.core.dtypes import Dtype
-from wattserve.core.fleet import Fleet, HostedSpec, kv_block_count
+from wattserve.core.fleet import Fleet, HostedSpec, deployment_of, kv_block_count
 from wattserve.core.hardware import Hardware, stack_excluded
 from wattserve.core.modelspec import ModelSpec, builtin_model_id, fits_context, load_model
 from wattserve.core.params import Calibration, EngineParams
@@ -472,9 +472,9 @@ def _unique_names(options: list[Option], hosted: list[HostedOption], fleet: Flee
             )
         where[name] = what
     candidates = {o.name for o in options}
-    for h in hosted:  # a replica of a deployment is named DEPLOYMENT/N (core.fleet refuses)
-        head, sep, tail = h.name.rpartition("/")
-        if sep and tail.isdigit() and head in candidates:
+    for h in hosted:  # as core.fleet refuses a provider named as a replica
+        head = deployment_of(h.name, candidates)
+        if head is not None:
             raise ConfigError(
                 f"provider '{h.name}' would be named as a replica of candidate '{head}' "
                 f"({where[head]}): rename the provider",

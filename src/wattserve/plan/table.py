@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from wattserve.core.cells import cell
-from wattserve.plan.api import Plan
+from wattserve.plan.api import Plan, falls_short
 
 
 def clean(v: Any) -> Any:
@@ -127,7 +127,7 @@ def missed_on(v: dict[str, Any]) -> str:
     short = [
         f"{name} {share(s['attainment'], v['target'])} of {s['requests']:,}"
         for name, s in served.items()
-        if s["attainment"] < v["target"] - 1e-12
+        if falls_short(s["attainment"], v["target"])
     ]
     parts = [f"on {', '.join(short)}"] if short else []
     unplaced = v["requests"] - sum(s["requests"] for s in served.values())

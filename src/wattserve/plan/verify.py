@@ -15,11 +15,12 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+from wattserve.core.fleet import deployment_of
 from wattserve.core.policy import Policy
 from wattserve.core.records import OK, RequestRecord
 from wattserve.core.workload import Request, Workload
 from wattserve.errors import PlanInfeasibleError
-from wattserve.plan.api import DEFAULT_ROUNDS, Plan, compare, solve_or_explain
+from wattserve.plan.api import DEFAULT_ROUNDS, Plan, compare, falls_short, solve_or_explain
 from wattserve.plan.fleetfile import plan_fleet
 from wattserve.plan.problem import (
     ContextWindows,
@@ -59,8 +60,7 @@ def _served_by(target: str | None, deployments: set[str]) -> str | None:
     engine is `deployment/replica`; a hosted API, its own name (which may hold a '/')."""
     if target is None:
         return None
-    head, sep, tail = target.rpartition("/")
-    return head if sep and tail.isdigit() and head in deployments else target
+    return deployment_of(target, deployments) or target
 
 
 def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
@@ -121,7 +121,7 @@ def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:
             "requests": n,
             "attainment": share,
             "target": slo.percentile,
-            "met": share >= slo.percentile - 1e-12,
+            "met": not falls_short(share, slo.percentile),
             "served": {
                 name: {"requests": k, "attainment": placed_met[(g, name)] / k}
                 for (h, name), k in sorted(placed.items())
@@ -274,7 +274,7 @@ def _cuts(p: Problem, plan: Plan, short: dict[Group, dict[str, Any]]) -> Cuts:
         planned = {p.options[j].name for (q, j) in sol.rates if _key(p.flows[q]) == key}
         planned |= {p.hosted[k].name for (q, k) in sol.hosted_rates if _key(p.flows[q]) == key}
         for name, s in v["served"].items():
-            if s["attainment"] < target - 1e-12:
+            if falls_short(s["attainment"], target):
                 cuts[(name, key)] = _factor(s["attainment"], target)
         unplaced = n - sum(s["requests"] for s in v["served"].values())
         if unplaced > n * (1.0 - target) or not any((name, key) in cuts for name in planned):

@@ -18,7 +18,7 @@ import orjson
 
 from wattserve.core.cost import token_usd
 from wattserve.core.energy import request_energy_j
-from wattserve.core.fleet import DeploymentSpec, HostedSpec
+from wattserve.core.fleet import DeploymentSpec, HostedSpec, replica_name
 from wattserve.core.workload import Request
 from wattserve.errors import UpstreamError
 from wattserve.serve.backends import answers
@@ -603,7 +603,7 @@ def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
 
     backends: list[Backend] = [
         OpenAIBackend(
-            f"{spec.name}/{i}",
+            replica_name(spec.name, i),
             spec.site,
             spec.model,
             str(url),
