@@ -60,7 +60,8 @@ def test_a_provider_named_as_a_deployment_or_its_replica_is_refused(tmp_path: Pa
         fleet.write_text(text.replace("\n  groq-8b:", f"\n  {name}:"))
         with pytest.raises(ConfigError) as info:
             load_fleet(fleet)
-        assert "a provider may not be named as deployment 'h100'" in str(info.value)
+        said = "deployment 'h100'" if name == "h100" else "a replica of deployment 'h100'"
+        assert f"a provider may not be named as {said}" in str(info.value)
         assert f"field 'providers.{name.strip(chr(34))}'" in str(info.value)
     fleet.write_text(text.replace("\n  groq-8b:", "\n  h100/x:"))
     assert any(h.name == "h100/x" for h in load_fleet(fleet).hosted)  # not a replica's name

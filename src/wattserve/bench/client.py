@@ -54,6 +54,9 @@ class Result:
     usage_prompt_tokens: int | None = None
     usage_completion_tokens: int | None = None
     backend: str | None = None
+    # the deployment or hosted API the backend serves, as the gateway names it (None from a
+    # server that does not: the backend's own name stands for it)
+    target: str | None = None
     site: str | None = None
     energy_j: float | None = None
     usd: float | None = None
@@ -168,6 +171,7 @@ def take_usage(res: Result, usage: Any) -> None:
         res.usage_completion_tokens = c
     if ws:
         res.backend = str(ws["backend"]) if ws.get("backend") is not None else None
+        res.target = str(ws["target"]) if ws.get("target") is not None else None
         res.site = str(ws["site"]) if ws.get("site") is not None else None
         res.energy_j = _number(ws.get("energy_j"))
         res.usd = _number(ws.get("usd"))

@@ -197,7 +197,7 @@ def _accounting(done: list[Result], total_out: int, carbon: dict[str, float]) ->
         site["output_tokens"] += r.output_len
         site["energy_j"] += r.energy_j or 0.0
         site["usd"] += r.usd or 0.0
-        dep = by_dep[r.backend.split("/")[0]]
+        dep = by_dep[r.target or r.backend]
         dep["requests"] += 1
         dep["output_tokens"] += r.output_len
         if gco2 is not None and r.energy_j is not None:

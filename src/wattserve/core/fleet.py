@@ -515,6 +515,13 @@ def deployment_of(name: str, deployments: Container[str]) -> str | None:
     return head if sep and tail.isdigit() and head in deployments else None
 
 
+def target_of(name: str, deployments: Container[str]) -> str:
+    """The deployment or hosted API a backend (or a simulated target) named `name` belongs
+    to: the deployment among `deployments` whose replica it is, else the name itself (a
+    hosted API's, which may hold a '/', as may a deployment's: `meta-llama/llama-3.1-8b`)."""
+    return deployment_of(name, deployments) or name
+
+
 def parse_fleet(
     data: Any, path: str, catalog: Catalog | None = None, *, sites_only: bool = False
 ) -> Fleet:
@@ -560,15 +567,22 @@ def parse_fleet(
                     line=entries.line_of(n),
                     field=f"{section}.{n}",
                 )
-    for n in hosted_map:  # targets are told apart by name; a replica's is `replica_name`
-        same = n if n in deps_map else deployment_of(str(n), deps_map)
-        if same is not None:
+    # targets are told apart by name; a replica's is `replica_name`
+    for section, entries in (("deployments", deps_map), ("providers", hosted_map)):
+        for n in entries:
+            owner = deployment_of(str(n), deps_map)
+            if section == "providers" and n in deps_map:
+                what = f"deployment '{n}'"
+            elif owner is not None:
+                what = f"a replica of deployment '{owner}' ('{owner}/0', ...)"
+            else:
+                continue
             raise ConfigError(
-                f"a provider may not be named as deployment '{same}' or one of its replicas "
-                f"('{same}/0', ...): simulate, serve and plan would count them as one",
+                f"a {section[:-1]} may not be named as {what}: simulate, serve and plan would "
+                "count them as one",
                 path=path,
-                line=hosted_map.line_of(n),
-                field=f"providers.{n}",
+                line=entries.line_of(n),
+                field=f"{section}.{n}",
             )
     deps = tuple(
         _resolve_deployment(n, e, sites, cat, base, path, deps_map.line_of(n))

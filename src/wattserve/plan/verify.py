@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from wattserve.core.fleet import deployment_of
+from wattserve.core.fleet import target_of
 from wattserve.core.policy import Policy
 from wattserve.core.records import OK, RequestRecord
 from wattserve.core.workload import Request, Workload
@@ -60,7 +60,7 @@ def _served_by(target: str | None, deployments: set[str]) -> str | None:
     engine is `deployment/replica`; a hosted API, its own name (which may hold a '/')."""
     if target is None:
         return None
-    return deployment_of(target, deployments) or target
+    return target_of(target, deployments)
 
 
 def class_attainment(plan: Plan, wl: Workload, seed: int = 0) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class Accounts:
         metrics: Metrics,
         ledger: Ledger,
         budgets: Budgets,
-        targets: dict[str, Any],
+        targets: dict[str, Any],  # by backend name: the target it serves
         carbon_g: Callable[[str, float | None], float | None] = lambda site, joules: None,
     ) -> None:
         self.metrics, self.ledger, self.budgets, self.targets = metrics, ledger, budgets, targets
@@ -134,7 +134,7 @@ class Accounts:
                 if fin.completion_tokens > 1:
                     tpot = (duration - ttft_s) / (fin.completion_tokens - 1)
                     self.metrics.observe("wattserve_tpot_seconds", tpot, model=greq.model)
-                target = self.targets.get(backend.name.split("/")[0])
+                target = self.targets.get(backend.name)
                 if target is not None and hasattr(target, "observe"):
                     target.observe(ttft_s, tpot)
         return self.ledger.submit(

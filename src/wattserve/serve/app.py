@@ -109,7 +109,11 @@ class Gateway:
         self.draining = False
         self.context_tokens = context_windows(router.fleet)
         self.accounts = Accounts(
-            self.metrics, ledger, self.budgets, router.targets, router.carbon_g
+            self.metrics,
+            ledger,
+            self.budgets,
+            {b: router.targets[t] for b, t in router.target_of.items()},
+            router.carbon_g,
         )
 
     @property
@@ -618,7 +622,13 @@ class Gateway:
             body.model,
             parts,
             fin,
-            replies.usage(fin, backend, ttft, self.router.carbon_g(backend.site, fin.energy_j)),
+            replies.usage(
+                fin,
+                backend,
+                self.router.target_of[backend.name],
+                ttft,
+                self.router.carbon_g(backend.site, fin.energy_j),
+            ),
         )
         response = web.Response(body=orjson.dumps(data), content_type="application/json")
         await durable(done, greq.id)
@@ -651,7 +661,8 @@ class Gateway:
             await send(chunks.piece(None, fin.finish_reason))
             if body.include_usage:
                 carbon = self.router.carbon_g(backend.site, fin.energy_j)
-                usage = chunks.usage(replies.usage(fin, backend, ttft, carbon))
+                target = self.router.target_of[backend.name]
+                usage = chunks.usage(replies.usage(fin, backend, target, ttft, carbon))
                 await send(usage)
             done = self._ended(call, fin, n, "ok", None)
             recorded = True

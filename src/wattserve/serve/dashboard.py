@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from wattserve.core.fleet import target_of
 from wattserve.report import asset
 
 if TYPE_CHECKING:
@@ -39,10 +40,6 @@ ROWS = (
     "duration_s, energy_j, usd, status, error FROM requests WHERE rowid > ? ORDER BY rowid "
     "LIMIT 5000"
 )
-
-
-def _target(backend: str | None) -> str:
-    return (backend or "-").split("/")[0]
 
 
 # SQLite keeps what a row was given: one text figure or blob in the ledger (a hand edit,
@@ -82,6 +79,7 @@ class Dashboard:
         self.totals: dict[str, float] = defaultdict(float)
         self.site_j: dict[str, float] = defaultdict(float)
         self.last_rowid = 0
+        self.deployments = {d.name for d in gateway.router.fleet.deployments}
         self.db: sqlite3.Connection | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -142,7 +140,8 @@ class Dashboard:
                 self.site_j[site] += j
             tpot = (dur - ttft) / (ct - 1) if ttft is not None and dur and ct and ct > 1 else None
             if status == "ok":
-                self.window[_target(backend)].append((ttft, tpot, ct or 0, j, usd))
+                target = target_of(backend or "-", self.deployments)
+                self.window[target].append((ttft, tpot, ct or 0, j, usd))
             self.recent.appendleft(
                 {
                     "ts": ts,

@@ -12,18 +12,20 @@ from wattserve.serve.backends.base import Finish, GenRequest, Piece
 
 
 def usage(
-    fin: Finish, backend: Any, ttft_s: float | None, carbon_g: float | None
+    fin: Finish, backend: Any, target: str, ttft_s: float | None, carbon_g: float | None
 ) -> dict[str, Any]:
-    """OpenAI's usage fields, and `wattserve`: where it ran, joules, dollars, grams of CO2
-    (None where energy or the site's carbon intensity is unknown), TTFT (None where the first
-    token was not seen apart from the rest: a whole answer from a server), and whether each
-    token count is the gateway's guess rather than a tokenizer's."""
+    """OpenAI's usage fields, and `wattserve`: where it ran (the backend, and the deployment or
+    hosted API it serves), joules, dollars, grams of CO2 (None where energy or the site's
+    carbon intensity is unknown), TTFT (None where the first token was not seen apart from the
+    rest: a whole answer from a server), and whether each token count is the gateway's guess
+    rather than a tokenizer's."""
     return {
         "prompt_tokens": fin.prompt_tokens,
         "completion_tokens": fin.completion_tokens,
         "total_tokens": fin.prompt_tokens + fin.completion_tokens,
         "wattserve": {
             "backend": backend.name,
+            "target": target,
             "site": backend.site,
             "energy_j": fin.energy_j,
             "usd": fin.usd,

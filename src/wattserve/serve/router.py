@@ -76,6 +76,11 @@ class Router:
         self.backends: dict[str, Backend] = {
             b.name: b for built in self.built.values() for b in built.backends
         }
+        # the target each backend serves: a deployment's replica `NAME/N`, a hosted API's own
+        # name, either of which may hold a '/' (read as the ledger's `backend`)
+        self.target_of: dict[str, str] = {
+            b.name: n for n, built in self.built.items() for b in built.backends
+        }
         # the SLO classes requests may name (x-wattserve-slo); "default" alone unless given
         classes = {"default": SLO()} if slos is None else {"default": SLO(), **slos}
         self.slo_names: tuple[str, ...] = () if slos is None else tuple(classes)  # () any
