@@ -402,7 +402,9 @@ def _slos(spec: LineDict, path: str) -> dict[str, SLO]:
     """The `slos:` block (with "default" added when absent)."""
     slos: dict[str, SLO] = {"default": SLO()}
     slo_map = spec.get("slos") or {}
-    if not isinstance(slo_map, LineDict) and slo_map != {}:
+    if not isinstance(slo_map, LineDict):
+        if slo_map == {}:
+            return slos
         raise Fields(spec, path, "workload").err(
             "slos", "maps class names to {ttft_s: ..., tpot_s: ...}"
         )
@@ -411,14 +413,14 @@ def _slos(spec: LineDict, path: str) -> dict[str, SLO]:
             raise ConfigError(
                 f"{name!r:.80} is not a name: {NAME_RULE}",
                 path=path,
-                line=spec.line_of("slos"),
+                line=slo_map.line_of(name),
                 field="slos",
             )
         if not isinstance(entry, LineDict):
             raise ConfigError(
                 "must be {ttft_s: ..., tpot_s: ...}",
                 path=path,
-                line=spec.line_of("slos"),
+                line=slo_map.line_of(name),
                 field=f"slos.{name}",
             )
         f = Fields(entry, path, f"slos.{name}")

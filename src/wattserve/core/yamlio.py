@@ -98,13 +98,20 @@ def _merge_key(node: yaml.Node) -> object:
 
 
 def _key(loader: _LineLoader, key_node: yaml.Node) -> str:
-    """A mapping key as the dict stores it: `1.0` and `1.00`, `0x10` and `16` are one key."""
+    """A mapping key as the dict stores it, as written: a number written otherwise than
+    Python writes it back (`1.0e3`, `0x10`, `1_000`, `.5`) is refused, as it would name
+    `1000.0`, `16`, `1000` or `0.5` where a trace row or header names it as written."""
     key = loader.construct_object(key_node, deep=True)
     line = key_node.start_mark.line + 1
     if isinstance(key, bool):  # YAML 1.1 reads `on:`, `no:` as booleans
         raise ConfigError(f"the key {key_node.value!r} reads as {key} in YAML: quote it", line=line)
     if not isinstance(key, str | int | float):
         raise ConfigError("mapping keys must be plain names", line=line)
+    if not isinstance(key, str) and str(key) != key_node.value:
+        raise ConfigError(
+            f"the key {key_node.value!r:.80} reads as the number {key!r:.40} in YAML: quote it",
+            line=line,
+        )
     return str(key)
 
 
