@@ -435,6 +435,9 @@ def test_cli_plan_writes_a_fleet_and_json(tmp_path: Path) -> None:
     )
     assert load_fleet(out).deployments
     assert specs((tmp_path / "plan.html").read_text())
+    args = [a for a in p.args if a != "--json"]  # as rank, simulate and bench say it
+    text = subprocess.run(args, capture_output=True, text=True, timeout=300).stdout
+    assert f"fleet file written: {out}\nreport: {tmp_path / 'plan.html'}\n" in text
     bad = subprocess.run(
         [sys.executable, "-m", "wattserve", "plan", "--workload", "nope.yaml", "--headroom", "2"],
         capture_output=True, text=True, timeout=120,

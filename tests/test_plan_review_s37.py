@@ -265,3 +265,41 @@ def test_a_plan_within_a_budget_reports_no_more_than_it(tmp_path: Path) -> None:
             assert budget < free.usd_per_h and "the budget binds" in str(exc)
             continue
         assert p.usd_per_h <= budget * (1 + 1e-9), (p.usd_per_h, budget)
+
+
+def test_one_familys_changes_at_two_sites_are_said_to_be_needed_together(tmp_path: Path) -> None:
+    """Both datacenters capped at 200 W: the two caps to raise had read as two plain bullets,
+    alternatives to a reader, and raising either alone left the plan infeasible (a new user's
+    walkthrough, session 44, with `--power-cap 200W`)."""
+    sites = (REPO / "examples" / "sites-two-dc-edge.yaml").read_text()
+    written = {"dc-east": "6000", "dc-north": "3000", "edge-sf": "300 "}
+
+    def solve(**caps: float) -> object:
+        caps = {"dc_east": 200, "dc_north": 200, "edge_sf": 300} | caps
+        text = sites
+        for site, cap in caps.items():
+            site = site.replace("_", "-")
+            text = text.replace(f"power_cap_w: {written[site]}", f"power_cap_w: {cap:g} ")
+        path = tmp_path / "sites.yaml"
+        path.write_text(text)
+        return plan(
+            REPO / "examples" / "workload-multisite.yaml",
+            sites=path,
+            hardware=["h100-sxm", "l4"],
+            capacity="analytic",
+            compare_with_single=False,
+        )
+
+    with pytest.raises(PlanInfeasibleError) as info:
+        solve()
+    reasons = info.value.reasons
+    assert len(reasons) == 2, reasons
+    need: dict[str, float] = {}
+    for i, r in enumerate(reasons, 1):
+        assert r.startswith(f"these 2 together are enough, with no other change ({i} of 2): "), r
+        site = r.split("site ")[1].split("'s power cap binds")[0]
+        need[site.replace("-", "_")] = float(r.split("at least ")[1].split(" W")[0])
+    solve(**need)  # both raised as said: a plan
+    first = next(iter(need))
+    with pytest.raises(PlanInfeasibleError):
+        solve(**{first: need[first]})  # one alone: none

@@ -212,6 +212,8 @@ def plan_cmd(
         typer.echo(plan_text(result))
         if out is not None:
             typer.echo(f"fleet file written: {out}")
+        if report is not None:
+            typer.echo(f"report: {report}")
     if result.unmet:  # asked to verify, and a class still misses its SLO: written, not verified
         raise typer.Exit(4)
 

@@ -567,25 +567,34 @@ def diagnose(p: Problem, time_limit_s: float = 60.0) -> list[Binding]:
     if joint is None:
         return [Binding("unknown", "", 0.0, "the solver found no way to relax the program")]
     kinds = list(dict.fromkeys(b.kind for b in joint))
-    if len(kinds) < 2:
-        return joint
+    if len(kinds) < 2:  # one family: its changes at several sites are needed together
+        return joint if len(joint) < 2 else _together(joint)
     # the smallest changes together are no advice to follow one by one (raised alone, the
     # budget they name still left the plan infeasible): what each family of limits needs when
     # it is the only one to give, where that is enough, comes first
     for kind in kinds:
         alone = (_relaxed(p, time_limit_s, only=kind) if kind != "unserved" else None) or []
-        n = len(alone)
-        for i, b in enumerate(alone, 1):
-            # a family's changes at several sites are needed together: each alone was not
-            # enough, though each had been printed "alone, this is enough"
-            head = (
-                "alone, this is enough"
-                if n == 1
-                else f"these {n} together are enough, with no other change ({i} of {n})"
-            )
-            out.append(replace(b, message=f"{head}: {b.message}"))
+        # a family's changes at several sites are needed together: each alone was not
+        # enough, though each had been printed "alone, this is enough"
+        out += _together(alone) if len(alone) > 1 else _headed("alone, this is enough", alone)
     head = "or all of these together" if out else "all of these together"
-    return out + [replace(b, message=f"{head}: {b.message}") for b in joint]
+    return out + _headed(head, joint)
+
+
+def _headed(head: str, bindings: list[Binding]) -> list[Binding]:
+    return [replace(b, message=f"{head}: {b.message}") for b in bindings]
+
+
+def _together(bindings: list[Binding]) -> list[Binding]:
+    """Changes none of which is enough alone, each headed as one of the set (two sites' caps
+    had read as two bullets, alternatives to a reader, where raising one left the plan
+    infeasible)."""
+    n = len(bindings)
+    return [
+        replace(b, message=f"these {n} together are enough, with no other change ({i} of {n}): "
+                f"{b.message}")
+        for i, b in enumerate(bindings, 1)
+    ]  # fmt: skip
 
 
 def _relaxed(p: Problem, time_limit_s: float, only: str | None = None) -> list[Binding] | None:
