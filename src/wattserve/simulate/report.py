@@ -154,8 +154,8 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        peak = max((s["peak_power_w"] or 0.0) for s in r["sites"].values())
-        over = sum((s["cap_exceeded_s"] or 0.0) for s in r["sites"].values())
+        peak = _known_cell([s["peak_power_w"] for s in r["sites"].values()], max, "8.0f")
+        over = _known_cell([s["cap_exceeded_s"] for s in r["sites"].values()], sum, "10.2f")
         slo = r["slo_attainment"]
         lines.append(
             f"{r['policy']!s:{w}} {r['completed']:>7} {r['rejected']:>5} "
@@ -163,14 +163,26 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
             f"{cell(r['ttft_s']['p50'], '9.3f')} {cell(r['ttft_s']['p99'], '9.3f')} "
             f"{cell(r['tpot_s']['p50'], '9.4f')} {cell(r['tpot_s']['p99'], '9.4f')} "
             f"{r['output_tokens_per_s']:8.1f} {cell(r['energy_j_per_token'], '7.3f')} "
-            f"{cell(r['usd_per_mtok'], '9.3f')} {peak:8.0f} {over:10.2f}"
+            f"{cell(r['usd_per_mtok'], '9.3f')} {peak} {over}"
         )
     lines.append(UNITS)
     return "\n".join(lines)
 
 
+def _known_cell(values: list[float | None], over: Any, fmt: str) -> str:
+    """The sites' figures taken `over` (max, sum) as a cell: '-' where no site's is known (its
+    devices have no power figures), the known part marked '+?' where some are not."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return cell(None, fmt)
+    if len(known) == len(values):
+        return format(over(known), fmt)
+    width = int(fmt.split(".")[0])
+    return (format(over(known), f".{fmt.split('.')[1]}") + "+?").rjust(width)
+
+
 UNITS = (
     "(TTFT and TPOT in seconds; J/tok over the tokens devices served; peak W: the highest "
     "site's peak device draw, before PUE, as its cap counts it; over cap s: seconds any site "
-    "spent over its cap)"
+    "spent over its cap; -: unknown, devices without power figures; +?: of the sites known)"
 )
