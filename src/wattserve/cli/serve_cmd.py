@@ -253,8 +253,8 @@ def usage_cmd(
     by: Annotated[str, typer.Option(help="key, model, site, backend or day.")] = "model",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Summarise the ledger: requests, tokens, joules and dollars per key, model, site or day
-    (`usd` what serving cost, `billed usd` what keys were charged)."""
+    """Summarise the ledger: requests, tokens, joules and dollars per key, model, site, backend
+    or day (`usd` what serving cost, `billed usd` what keys were charged)."""
     from wattserve.serve.ledger import Ledger
 
     if by not in ("key", "model", "site", "backend", "day"):
