@@ -53,6 +53,7 @@ deployments:
         assert any(w in text for w in ("Paris", "capital", "France")), text
         ext = r.usage.model_extra["wattserve"]  # type: ignore[union-attr]
         assert ext["backend"] == "smol/0" and ext["site"] == "edge" and not ext["synthetic"]
+        assert ext["usd"] is None  # local-cpu has no price: unknown, not $0
         assert r.usage is not None and r.usage.completion_tokens > 0
         stream = c.chat.completions.create(
             model="smollm2-135m",
@@ -68,6 +69,7 @@ deployments:
             model="llama-3.1-8b", max_tokens=6, messages=[{"role": "user", "content": "hi"}]
         )
         assert e.usage.model_extra["wattserve"]["synthetic"]  # type: ignore[union-attr]
+        assert e.usage.model_extra["wattserve"]["usd"] > 0  # type: ignore[union-attr]
 
 
 def test_a_busy_local_engine_stays_in_rotation(tmp_path: Path) -> None:

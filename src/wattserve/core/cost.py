@@ -42,6 +42,12 @@ class CostRate:
         energy = self.usd_per_j * joules if self.usd_per_j else 0.0
         return self.usd_per_s * seconds + energy
 
+    @property
+    def known(self) -> bool:
+        """Whether the devices have a price (else dollars of their use are unknown: None in
+        what serve bills and records, left out of simulate's sums)."""
+        return self.basis != "unknown"
+
     def billable(self) -> tuple[float, float]:
         """(usd_per_s, usd_per_j) a request is charged at: the rates, or 0 where dollars are
         unknown (reports name the unpriced deployments instead of printing NaN)."""

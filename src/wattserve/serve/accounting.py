@@ -12,7 +12,7 @@ from typing import Any
 
 from wattserve.core.workload import Request
 from wattserve.serve.backends.base import Finish, GenRequest, guessed_finish
-from wattserve.serve.budgets import Budgets, Charge, Hold, delivered
+from wattserve.serve.budgets import Budgets, Charge, Hold, delivered, priced
 from wattserve.serve.ledger import KeyRecord, Ledger
 from wattserve.serve.metrics import Metrics
 
@@ -76,7 +76,8 @@ class Accounts:
                 usd, joules = measured
             else:
                 cost = delivered(target, req, produced, time.monotonic() - started)
-                usd, joules = cost.usd, cost.joules or None
+                usd = cost.usd if priced(target) else None
+                joules = cost.joules or None
             fin = guessed_finish(status, greq, produced, backend, joules, usd, counted)
         billed = self.settle(hold, fin)
         return self.record(greq, key, backend, ttft_s, started, fin, status, why, billed)

@@ -209,6 +209,15 @@ def usd_per_s(target: Any) -> float:
     )
 
 
+def priced(target: Any) -> bool:
+    """Whether a target's dollars are known: False for devices with no price (its requests'
+    `usd` is then None, not $0; a budget's hold and charge count them at 0)."""
+    spec = getattr(target, "spec", None)
+    if spec is not None and hasattr(spec, "cost"):
+        return bool(spec.cost.known)
+    return all(getattr(b, "priced", True) for b in getattr(target, "backends", ()))
+
+
 def worst_case(target: Any, req: Request, stretch: float = 1.0) -> Charge:
     """The most `req` (its prompt and `output_tokens` = max_tokens) can cost on `target`: the
     target's predicted dollars and joules, plus its time-priced dollars over the predicted

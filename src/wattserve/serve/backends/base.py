@@ -168,9 +168,10 @@ class Backend(ABC):
         what the placement holds (an emulated replica's promised power; nothing elsewhere)."""
         return None
 
-    def left_early(self, request_id: str) -> tuple[float, float | None] | None:
+    def left_early(self, request_id: str) -> tuple[float | None, float | None] | None:
         """What a request that ended early here cost up to then, where the backend measures
-        it: (dollars, joules or None where power is unknown); None elsewhere (the gateway then
+        it: (dollars or None where the devices have no price, joules or None where power is
+        unknown); None elsewhere (the gateway then
         bills `budgets.delivered`). Read once: the backend forgets it."""
         return None
 

@@ -114,11 +114,13 @@ class EmulatedBackend(Backend):
         clock: Callable[[], float] = time.monotonic,
         power_changed: asyncio.Condition | None = None,
         power_waits: deque[EmulatedBackend] | None = None,
+        priced: bool = True,
     ) -> None:
         self.name, self.site, self.model = name, site, model
         self.engine = engine
         self.governor = governor
         self.usd_per_s, self.usd_per_j = usd_per_s, usd_per_j
+        self.priced = priced  # False: its devices have no price, its dollars are unknown
         self.clock = clock
         self.streams: dict[int, _Stream] = {}
         self.wake = asyncio.Event()
@@ -131,7 +133,7 @@ class EmulatedBackend(Backend):
         self.device_s = 0.0
         self.stretched = StepStretch()  # how much the cap stretches this engine's steps
         # requests whose client left: their shares so far, until the gateway reads them
-        self.gone: dict[str, tuple[float, float | None]] = {}
+        self.gone: dict[str, tuple[float | None, float | None]] = {}
         self.in_step: dict[int, tuple[float, float]] = {}  # the running step's dues by sequence
         self.promised_w = 0.0  # power promised to this idle replica's first step (`promise`)
         self.promise_due = 0.0  # when it is given back if no request has come (`promise`)
@@ -147,24 +149,25 @@ class EmulatedBackend(Backend):
     def stretch(self) -> float:
         return self.stretched.ratio
 
-    def left_early(self, request_id: str) -> tuple[float, float | None] | None:
+    def left_early(self, request_id: str) -> tuple[float | None, float | None] | None:
         return self.gone.pop(request_id, None)
 
     def unread(self, request_id: str, fin: Finish) -> None:
         # the engine made the whole answer (its steps are spent): billed as one the engine
         # finished and its client left before reading (until 2026-12-06, across a link, the
         # devices' price for the whole wall time: 220 times the answer's cost)
-        self._keep(request_id, (fin.usd or 0.0, fin.energy_j))
+        self._keep(request_id, (fin.usd, fin.energy_j))
 
-    def _keep(self, request_id: str, cost: tuple[float, float | None]) -> None:
+    def _keep(self, request_id: str, cost: tuple[float | None, float | None]) -> None:
         if len(self.gone) >= MAX_GONE:  # read by the gateway at once; never unbounded
             self.gone.pop(next(iter(self.gone)))
         self.gone[request_id] = cost
 
-    def _charge(self, stream: _Stream) -> tuple[float, float | None]:
-        """A request's dollars and joules: its shares of its steps (the module's docstring)."""
+    def _charge(self, stream: _Stream) -> tuple[float | None, float | None]:
+        """A request's dollars and joules: its shares of its steps (the module's docstring);
+        None where the devices' price or power is unknown."""
         usd = self.usd_per_s * stream.device_s + self.usd_per_j * stream.energy_j
-        return usd, stream.energy_j if self.engine.power_known else None
+        return usd if self.priced else None, stream.energy_j if self.engine.power_known else None
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name=f"engine {self.name}")
@@ -463,6 +466,7 @@ class EmulatedKind(BackendKind):
                 usd_per_j,
                 power_changed=ctx.power_changed,
                 power_waits=ctx.power_waits.setdefault(spec.site, deque()),
+                priced=spec.cost.known,
             )
             ctx.governor.add_base(spec.site, e.idle_w)
 

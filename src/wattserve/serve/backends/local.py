@@ -119,6 +119,7 @@ class LocalLlamaBackend(OpenAIBackend):
             estimate_j=self._energy,
             usd_per_s=per_s,
             usd_per_j=per_j,
+            priced=spec.cost.known,
         )
         self.spec = spec
         self.proc: asyncio.subprocess.Process | None = None

@@ -111,6 +111,7 @@ class OpenAIBackend(Backend):
         energy_basis: str | None = None,
         usd_per_s: float = 0.0,
         usd_per_j: float = 0.0,
+        priced: bool = True,
         timeout_s: float = 300.0,
         connect_timeout_s: float = 5.0,
     ):
@@ -125,6 +126,7 @@ class OpenAIBackend(Backend):
         # an owned device's electricity (its capex is usd_per_s), as an emulated one bills it;
         # until 2026-12-06 a server on owned devices was billed its capex alone
         self.usd_per_j = usd_per_j
+        self.priced = priced  # False: time-priced devices with no price (dollars unknown)
         self.timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=connect_timeout_s, sock_read=timeout_s
         )
@@ -137,7 +139,7 @@ class OpenAIBackend(Backend):
         self.session: aiohttp.ClientSession | None = None
         self.fast = Http1Pool(self.base_url) if self.base_url.startswith("http://") else None
         self.share = TimeShare()
-        self.ended_early: dict[str, tuple[float, float | None]] = {}  # see left_early
+        self.ended_early: dict[str, tuple[float | None, float | None]] = {}  # see left_early
         self.server_errors = 0  # 5xx answers in a row (see _refused)
         self._energy_memo: dict[tuple[int, int], float | None] = {}
 
@@ -145,7 +147,7 @@ class OpenAIBackend(Backend):
     def in_flight(self) -> int:
         return self.share.n
 
-    def left_early(self, request_id: str) -> tuple[float, float | None] | None:
+    def left_early(self, request_id: str) -> tuple[float | None, float | None] | None:
         return self.ended_early.pop(request_id, None)
 
     def _left(self, req: GenRequest, produced: int, share_s: float, answered: bool) -> None:
@@ -159,11 +161,12 @@ class OpenAIBackend(Backend):
         a 200 came): a refusal or a failed connection is recorded by the gateway as such."""
         p_in, p_out = self.prices
         energy = self._energy_of(req.prompt_tokens, produced)
+        usd: float | None
         if p_in is not None and p_out is not None:  # priced by tokens, as _finish bills
             if not answered:
                 return
             usd = token_usd(req.prompt_tokens, produced, p_in, p_out)
-        elif self.usd_per_s:
+        elif self.usd_per_s or not self.priced:
             usd = self._time_usd(share_s, energy)
         else:
             return
@@ -171,9 +174,12 @@ class OpenAIBackend(Backend):
             self.ended_early.pop(next(iter(self.ended_early)))
         self.ended_early[req.id] = (usd, energy)
 
-    def _time_usd(self, share_s: float, energy: float | None) -> float:
+    def _time_usd(self, share_s: float, energy: float | None) -> float | None:
         """The dollars of a request on devices priced by time: its share of their time, and
-        the electricity of its energy where the devices are owned (and the energy known)."""
+        the electricity of its energy where the devices are owned (and the energy known);
+        None where the devices have no price."""
+        if not self.priced:
+            return None
         return self.usd_per_s * share_s + self.usd_per_j * (energy or 0.0)
 
     async def start(self) -> None:
@@ -612,6 +618,7 @@ def _deployment_target(spec: DeploymentSpec, ctx: BuildContext) -> Built:
             estimate_j=estimate_j,
             usd_per_s=usd_per_s,
             usd_per_j=usd_per_j,
+            priced=spec.cost.known,
             timeout_s=float(cfg.get("timeout_s", 300.0)),
         )
         for i, url in enumerate(urls)

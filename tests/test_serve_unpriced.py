@@ -1,0 +1,79 @@
+"""A deployment on devices with no price (the catalog's l40s, this machine's local-cpu): the
+gateway had billed and recorded its requests at $0.00, a known figure, where `estimate` and
+`simulate` say the dollars are unknown. Its requests now carry `usd: null` in their answers
+and ledger rows (whole, streamed, or ended early by their client), and `wattserve usage`
+reads the group as unknown. Real gateway and fake server processes on loopback sockets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from serving import Server, fake_upstream, gateway, ledger_row
+from typer.testing import CliRunner
+
+from wattserve.cli.app import app
+
+CHAT = "/v1/chat/completions"
+UNPRICED, UPSTREAM, PRICED = "llama-3.1-8b", "llama-3.2-1b", "qwen2.5-0.5b"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("unpriced")
+    with fake_upstream() as port:
+        fleet = (
+            "sites:\n  dc: {kind: datacenter}\ndeployments:\n"
+            f"  l40s: {{site: dc, model: {UNPRICED}, hardware: l40s}}\n"
+            f"  l40s-server: {{site: dc, model: {UPSTREAM}, hardware: l40s, "
+            f"backend: {{kind: openai, url: 'http://127.0.0.1:{port}/v1'}}}}\n"
+            f"  h100: {{site: dc, model: {PRICED}, hardware: h100-sxm}}\n"
+        )
+        with gateway(tmp, fleet, name="unpriced") as s:
+            yield s
+
+
+def body(model: str, **extra: object) -> dict[str, object]:
+    return {
+        "model": model,
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}],
+    } | extra
+
+
+@pytest.mark.parametrize(("model", "known"), [(UNPRICED, False), (UPSTREAM, False), (PRICED, True)])
+def test_an_unpriced_devices_answers_cost_null_not_zero(
+    gw: Server, model: str, known: bool
+) -> None:
+    r = httpx.post(f"{gw.url}{CHAT}", json=body(model), timeout=30)
+    assert r.status_code == 200, r.text
+    usd = r.json()["usage"]["wattserve"]["usd"]
+    assert (usd is not None and usd > 0) if known else usd is None, usd
+    assert (ledger_row(gw.db, r.json()["id"])["usd"] is not None) is known
+    streamed = body(model, stream=True, stream_options={"include_usage": True})
+    with httpx.stream("POST", f"{gw.url}{CHAT}", json=streamed, timeout=30) as s:
+        events = [line[6:] for line in s.iter_lines() if line.startswith("data: ")]
+    last = json.loads(events[-2])["usage"]["wattserve"]
+    assert (last["usd"] is not None) is known
+
+
+def test_a_stream_its_client_left_is_recorded_with_unknown_dollars(gw: Server) -> None:
+    streamed = body(UNPRICED, max_tokens=2000, stream=True)
+    with httpx.stream("POST", f"{gw.url}{CHAT}", json=streamed, timeout=30) as s:
+        first = next(line for line in s.iter_lines() if line.startswith("data: "))
+    rid = json.loads(first[6:])["id"]
+    row = ledger_row(gw.db, rid)
+    assert row["status"] != "ok" and row["completion_tokens"] < 2000
+    assert row["usd"] is None and row["energy_j"] is not None
+
+
+def test_usage_reads_an_unpriced_group_as_unknown(gw: Server) -> None:
+    httpx.post(f"{gw.url}{CHAT}", json=body(UNPRICED), timeout=30)
+    httpx.post(f"{gw.url}{CHAT}", json=body(PRICED), timeout=30)
+    out = CliRunner().invoke(app, ["usage", "--db", str(gw.db), "--by", "model", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {r["group"]: r for r in json.loads(out.output)}
+    assert rows[UNPRICED]["usd"] is None and rows[UNPRICED]["usd_unknown_requests"] >= 1
+    assert rows[PRICED]["usd"] > 0 and rows[PRICED]["usd_unknown_requests"] == 0
