@@ -21,6 +21,9 @@ from wattserve.core.yamlio import LineDict, load_yaml_file, load_yaml_text
 from wattserve.errors import ConfigError, UnknownNameError, in_any_case
 
 T = TypeVar("T")
+# devices and providers in a catalog with its hardware files: rank times each (about 4 ms a
+# device), and a file of YAML aliases could add 24,000 in 300 KB (100 s of rank)
+MAX_CATALOG_ENTRIES = 1000
 
 
 def _any_case(by_id: Mapping[str, T], name: str) -> T | None:
@@ -74,9 +77,17 @@ class Catalog:
         devices = dict(self.devices)
         providers = dict(self.providers)
         for path in paths:
-            new_devices, new_providers = _parse_catalog(load_yaml_file(path), str(path))
+            data = load_yaml_file(path)
+            new_devices, new_providers = _parse_catalog(data, str(path))
             _replace(devices, new_devices)
             _replace(providers, new_providers)
+            _one_kind_per_id(data, str(path), devices, providers)
+            if len(devices) + len(providers) > MAX_CATALOG_ENTRIES:
+                raise ConfigError(
+                    f"the catalog would hold {len(devices) + len(providers):,} devices and "
+                    f"providers; at most {MAX_CATALOG_ENTRIES:,} (rank searches every one)",
+                    path=str(path),
+                )
             for p in new_providers.values():  # a provider's hardware is a device it runs on
                 if p.hardware and _any_case(devices, p.hardware) is None:
                     raise ConfigError(
@@ -85,6 +96,29 @@ class Catalog:
                         field=f"{p.id}.hardware",
                     )
         return Catalog(devices=devices, providers=providers)
+
+
+def _one_kind_per_id(
+    data: LineDict, path: str, devices: dict[str, Hardware], providers: dict[str, Provider]
+) -> None:
+    """Refuse an id, in any case, that names both a device and a provider once `path`'s
+    entries are in: a device named `groq-cloud` had hidden the hosted provider from
+    `estimate` and `catalog show`, and rank's hosted-API row was computed from the device."""
+    both = {k.lower() for k in devices} & {k.lower() for k in providers}
+    for section in ("devices", "providers"):
+        entries = data.get(section)
+        if not isinstance(entries, LineDict):
+            continue
+        for entry_id in entries:
+            if entry_id.lower() in both:
+                other = "provider" if section == "devices" else "device"
+                raise ConfigError(
+                    f"'{entry_id}' is also a hosted {other}'s id (ids are read in any case); "
+                    "give it another",
+                    path=path,
+                    line=entries.line_of(entry_id),
+                    field=f"{section}.{entry_id}",
+                )
 
 
 def _replace(into: dict[str, T], new: dict[str, T]) -> None:
@@ -125,14 +159,24 @@ def _parse_catalog(data: object, path: str) -> tuple[dict[str, Hardware], dict[s
             raise ConfigError(
                 "must map ids to entries", path=path, line=data.line_of(section), field=section
             )
+        seen: dict[str, str] = {}  # lower case -> the id as written
         for entry_id, entry in entries.items():
             if not is_plain_id(entry_id):
                 raise ConfigError(
                     f"{entry_id!r:.80} is not an id: printable text of 1 to {MAX_ID_CHARS} "
-                    "characters",
+                    "characters, not beginning or ending with a space",
                     path=path,
                     line=entries.line_of(entry_id),
                     field=section,
+                )
+            first = seen.setdefault(entry_id.lower(), entry_id)
+            if first != entry_id:  # the last had won in silence, even for the other's exact id
+                raise ConfigError(
+                    f"'{entry_id}' and '{first}' (line {entries.line_of(first)}) are one id in "
+                    "two cases; keep one",
+                    path=path,
+                    line=entries.line_of(entry_id),
+                    field=f"{section}.{entry_id}",
                 )
             if not isinstance(entry, LineDict):
                 raise ConfigError(

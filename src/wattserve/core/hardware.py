@@ -22,8 +22,15 @@ MAX_ID_CHARS = 200
 
 
 def is_plain_id(text: str) -> bool:
-    """Whether `text` can be a catalog id: printable, not blank, at most MAX_ID_CHARS."""
-    return bool(text.strip()) and len(text) <= MAX_ID_CHARS and text.isprintable()
+    """Whether `text` can be a catalog id: printable, not blank, at most MAX_ID_CHARS, and
+    not padded with spaces (`"h100-sxm "` printed as a second h100-sxm in every table, with
+    figures of its own, and `--hardware` could not name it: it strips what it reads)."""
+    return (
+        bool(text.strip())
+        and text == text.strip()
+        and len(text) <= MAX_ID_CHARS
+        and text.isprintable()
+    )
 
 
 Category = Literal["gpu", "asic", "wafer-scale", "compute-in-memory", "edge-module", "cpu"]
