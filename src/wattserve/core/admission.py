@@ -79,6 +79,9 @@ class Admission(NamedTuple, Generic[B]):
     refusal: Refusal | None
     cut_by_outage: bool
     reason: str = ""  # why the policy placed nothing, in its own words (it may give none)
+    # set on success too: a target the policy chose first was passed over for power (the
+    # request went to its next choice, such as a hosted API)
+    powered_out: bool = False
 
 
 def admit(
@@ -117,7 +120,7 @@ def admit(
             continue
         if target.rate_limited:
             target.take()
-        return Admission(target, bound, None, cut)
+        return Admission(target, bound, None, cut, "", powered_out)
     refusal: Refusal = (
         "power"
         if powered_out
@@ -128,4 +131,4 @@ def admit(
         else "none"
     )
     said = decision.reason if decision.target is None else ""
-    return Admission(None, None, refusal, cut, said)
+    return Admission(None, None, refusal, cut, said, powered_out)

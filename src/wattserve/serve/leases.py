@@ -18,7 +18,11 @@ against which the core's PowerGovernor admits as before: admission makes no Redi
   busy replica thus takes from idle ones what its refused admissions ask for (engine steps
   that wait for power do not ask), and replicas busy at once end at their even shares: none
   is starved by others that keep what they draw.
-- **Joining** asks for an even share (granted from the free headroom, the rest as demand).
+- **Joining** asks for an even share (granted from the free headroom, the rest as demand);
+  and at each heartbeat a replica below its even share takes the free headroom no other
+  replica asked for, up to that share.
+- **Passed over.** A request placed past a target that lacked power (router.place: the
+  policy's next choice, such as a hosted API, took it) asks as a refused admission does.
 - **Expiry.** A replica's lease ends when its heartbeat key expires (`--state-ttl`): every
   call of the script drops the leases of replicas whose key is gone.
 
@@ -102,6 +106,7 @@ class SiteLease:
     lease_w: float = 0.0
     demand_w: float = 0.0  # what refused admissions lacked since the last call
     owed_w: float = 0.0  # others' unmet demand the free headroom did not cover, at the last call
+    spare_w: float = 0.0  # free headroom past the others' unmet demand, at the last call
     joined: bool = False  # the first call (asking for an even share) was made
     last_ask: float = -math.inf
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -225,6 +230,7 @@ class PowerLeases:
             # not free now, but it is not owed again either (else it would be returned twice)
             pending = granted - s.lease_w
             s.owed_w = max(0.0, float(got[1]) - float(got[2]) - pending)
+            s.spare_w = max(0.0, float(got[2]) - float(got[1]))
             s.joined = float(got[0]) >= 0  # else rejoin at the next heartbeat
             self.apply(site)
         # an engine step waiting for power fits now, or may be slowed to fit (emulated backend)
@@ -248,6 +254,11 @@ class PowerLeases:
             # the draw when idle; keeping what it draws would starve a replica whose steps wait
             keep = even if busy else used
             want = max(min(s.lease_w, keep), s.lease_w - s.owed_w)
+        elif s.lease_w < even - EPS_W and s.spare_w > EPS_W:
+            # below its even share, it takes free headroom nobody asked for: a replica that
+            # joined while another held the headroom stayed at 0 W, its requests sent to a
+            # hosted API (never refused for power, so never asking), while 585 W lay free
+            want = min(even, s.lease_w + s.spare_w)
         else:
             want = s.lease_w
         return min(want, room)
@@ -258,7 +269,7 @@ class PowerLeases:
         steps at capped sites then wait for power until a heartbeat succeeds and the replica
         rejoins (asking for an even share again)."""
         for site, s in self.sites.items():
-            s.lease_w, s.demand_w, s.owed_w, s.joined = 0.0, 0.0, 0.0, False
+            s.lease_w, s.demand_w, s.owed_w, s.spare_w, s.joined = 0.0, 0.0, 0.0, 0.0, False
             if self.headroom_w(site) is not None:
                 self.apply(site)
 

@@ -95,7 +95,9 @@ class Router:
         # called with (backend, cooldown_s, rate limited) when a backend is ejected (shared
         # state publishes)
         self.on_eject: list[Callable[[Backend, float, bool], None]] = []
-        # called with the request when admission refuses it for power (shared power leases)
+        # called with the request when admission refuses it for power, or places it past a
+        # target that lacked power (shared power leases: a replica whose lease was given away
+        # had sent every request to a hosted API, its own engines idle, and never asked back)
         self.on_power_wait: list[Callable[[Request], None]] = []
         self.background: set[asyncio.Task[Any]] = set()
 
@@ -265,6 +267,9 @@ class Router:
         while True:
             adm = self._admission(req, failed, greq, max_queue_s, queued)
             if adm.target is not None and adm.bound is not None:
+                if adm.powered_out:  # placed, but its first choice lacked power: ask for it
+                    for hook in self.on_power_wait:
+                        hook(req)
                 return Placement(adm.target, adm.bound)
             got = adm.refusal or "none"
             # a link down waits for its end as power does, as simulate's requests wait (until
