@@ -26,7 +26,7 @@ from wattserve.core.deployment import default_kv_dtype
 from wattserve.core.dtypes import DTYPES, PEAK_DTYPES, Dtype, parse_dtype
 from wattserve.core.hardware import MAX_ID_CHARS as MAX_HARDWARE_ID
 from wattserve.core.memory import MAX_STEP_BATCH
-from wattserve.core.modelspec import builtin_model_id
+from wattserve.core.modelspec import builtin_model_id, builtin_model_ids
 from wattserve.core.textfile import read_text
 from wattserve.errors import ConfigError, closest
 
@@ -381,8 +381,14 @@ class _Starts:
 
 def _beside(m: Measurement, folder: Path) -> Measurement:
     """`m` with a relative model path resolved against `folder` when the file, or a folder
-    holding its config.json, is there."""
-    if builtin_model_id(m.model) is not None or Path(m.model).is_absolute():
+    holding its config.json, is there. A built-in id in another case (`Llama-3.1-8B`) is
+    looked for there too, as `load_model` looks for it in the working folder: it had been
+    read beside the CSV only when run from the CSV's own folder (one file, two fits)."""
+    exact = m.model in builtin_model_ids()
+    case_variant = not exact and m.model.lower() in builtin_model_ids()
+    if exact or Path(m.model).is_absolute():
+        return m
+    if not case_variant and builtin_model_id(m.model) is not None:  # a repository alias
         return m
     there = folder / m.model
     try:
