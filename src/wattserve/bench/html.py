@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from wattserve.bench.metrics import UNKNOWN_REQUESTS
 from wattserve.bench.text import summary_text
-from wattserve.report import Section, bars, cdf, page, pre, timeseries
+from wattserve.report import Chart, Section, bars, cdf, page, pre, timeseries
+
+
+def _site_bars(title: str, sites: dict[str, Any], key: str, unit: str) -> Chart:
+    """One bar per site: a site where no request reported the figure is named unknown (the
+    chart leaves it out), and one where some did not is marked as its known part (`+?`, as
+    the dashboard marks it)."""
+    partial = sorted(
+        name for name, v in sites.items() if v[key] is not None and v[UNKNOWN_REQUESTS[key]]
+    )
+    if partial:
+        title += f" (+?: the known part at {', '.join(partial)})"
+    return bars(title, {name: v[key] for name, v in sites.items()}, unit=unit)
 
 
 def render(result: dict[str, Any]) -> str:
@@ -55,16 +68,8 @@ def render(result: dict[str, Any]) -> str:
                         {k: v["share"] for k, v in result["deployments"].items()},
                         unit="%",
                     ),
-                    bars(
-                        "$ per site",
-                        {k: v["usd"] for k, v in result["sites"].items()},
-                        unit="$",
-                    ),
-                    bars(
-                        "Energy per site",
-                        {k: v["energy_j"] for k, v in result["sites"].items()},
-                        unit="J",
-                    ),
+                    _site_bars("$ per site", result["sites"], "usd", "$"),
+                    _site_bars("Energy per site", result["sites"], "energy_j", "J"),
                 ],
             )
         )

@@ -21,6 +21,8 @@ from wattserve.core.workload import SLO
 
 PERCENTILES = (50, 90, 99)
 J_PER_KWH = 3.6e6
+# a site's figure -> its count of requests that did not report it (the dashboard's names)
+UNKNOWN_REQUESTS = {"energy_j": "energy_unknown_requests", "usd": "usd_unknown_requests"}
 
 
 def latency_stats(name: str, values_s: Sequence[float]) -> dict[str, float | None]:
@@ -176,6 +178,29 @@ def _carbon_note(
     return why
 
 
+def _site_totals() -> dict[str, Any]:
+    """A site's figures before its first request: its J and $ unknown until one reports them."""
+    site: dict[str, Any] = {"requests": 0, "output_tokens": 0}
+    for key, unknown in UNKNOWN_REQUESTS.items():
+        site |= {key: None, unknown: 0}
+    return site
+
+
+def _add_to_site(site: dict[str, Any], r: Result) -> None:
+    """Count `r` at its site. A figure is the sum of those its requests reported, None where
+    none did, and `*_unknown_requests` counts the requests that reported none, as the run's
+    totals are the known part with the count in their notes, and as the gateway's dashboard
+    gives them (until 2026-12-07 a site whose requests reported no energy read 0.0 J, and a
+    partial sum read as the whole)."""
+    site["requests"] += 1
+    site["output_tokens"] += r.output_len
+    for key, value in (("energy_j", r.energy_j), ("usd", r.usd)):
+        if value is None:
+            site[UNKNOWN_REQUESTS[key]] += 1
+        else:
+            site[key] = (site[key] or 0.0) + value
+
+
 def _accounting(done: list[Result], total_out: int, carbon: dict[str, float]) -> dict[str, Any]:
     """$, J and gCO2 from `usage.wattserve`; None where the server reported none."""
     priced = [r for r in done if r.usd is not None]
@@ -184,19 +209,13 @@ def _accounting(done: list[Result], total_out: int, carbon: dict[str, float]) ->
     usd = sum(r.usd or 0.0 for r in priced)
     powered_tokens = sum(r.output_len for r in powered)
     priced_tokens = sum(r.output_len for r in priced)
-    by_site: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"requests": 0, "output_tokens": 0, "energy_j": 0.0, "usd": 0.0}
-    )
+    by_site: dict[str, dict[str, Any]] = defaultdict(_site_totals)
     by_dep: dict[str, dict[str, Any]] = defaultdict(lambda: {"requests": 0, "output_tokens": 0})
     gco2: float | None = 0.0 if powered and carbon else None
     for r in done:
         if r.backend is None:
             continue
-        site = by_site[r.site or "-"]
-        site["requests"] += 1
-        site["output_tokens"] += r.output_len
-        site["energy_j"] += r.energy_j or 0.0
-        site["usd"] += r.usd or 0.0
+        _add_to_site(by_site[r.site or "-"], r)
         dep = by_dep[r.target or r.backend]
         dep["requests"] += 1
         dep["output_tokens"] += r.output_len

@@ -1,0 +1,89 @@
+"""Session 44's hostile-input probe of `bench` and `compare` (2026-12-07): a site whose
+requests reported no energy read 0.0 J (and a partial sum read as the whole); an error of
+1e307 printed `+inf %`; a server whose prompt counts do not grow with the prompt was said to
+report none, while input_lens took its counts; a requests-file line whose policy is null, a
+number or a list became a policy named '' (chosen first) or '[1]'. Real gateways and servers
+on loopback where bench is run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from serving import gateway, write_trace
+
+from wattserve.bench.client import Result
+from wattserve.bench.metrics import summarize
+from wattserve.core.workload import SLO
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """`wattserve bench` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "wattserve", "bench", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# -- 5. a site's J and $ where its requests reported none ---------------------------------------
+
+# tpu-v5e has no TDP: the gateway reports energy_j null for what it serves (and a price)
+DARK_FLEET = """\
+sites:
+  dc: {kind: datacenter}
+  dark: {kind: datacenter}
+deployments:
+  h: {site: dc, model: llama-3.2-1b, hardware: h100-sxm}
+  t: {site: dc, model: qwen2.5-0.5b, hardware: tpu-v5e}
+  d: {site: dark, model: smollm2-135m, hardware: tpu-v5e}
+"""
+
+
+def test_a_sites_energy_no_request_reported_is_unknown_not_zero(tmp_path: Path) -> None:
+    models = ["llama-3.2-1b", "qwen2.5-0.5b", "smollm2-135m"]
+    rows = [
+        {"arrival_s": 0.05 * i, "prompt_tokens": 20, "output_tokens": 3, "model": models[i % 3]}
+        for i in range(6)
+    ]
+    trace = write_trace(tmp_path / "t.jsonl", rows)
+    out, report = tmp_path / "r.json", tmp_path / "r.html"
+    with gateway(tmp_path, DARK_FLEET) as gw:
+        r = bench("--url", gw.url, "--trace", str(trace), "--out", str(out),
+                  "--report", str(report))  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    res = json.loads(out.read_text())
+    assert res["completed"] == 6, res["errors_by_kind"]
+    dark, dc = res["sites"]["dark"], res["sites"]["dc"]
+    # no request at `dark` reported energy: unknown (it read 0.0)
+    assert dark["requests"] == 2 and dark["energy_j"] is None, dark
+    assert dark["energy_unknown_requests"] == 2
+    assert dark["usd"] > 0 and dark["usd_unknown_requests"] == 0
+    # at `dc` the H100's two did, the TPU's two did not: the known part, and a count of the rest
+    assert dc["requests"] == 4 and dc["energy_j"] > 0 and dc["energy_unknown_requests"] == 2, dc
+    assert res["energy_j"] == pytest.approx(dc["energy_j"])  # as the total gives it
+    assert "(2 of 6 completed requests)" in res["energy_note"]
+    page = report.read_text()
+    assert "Energy per site (+?: the known part at dc) (unknown: dark)" in page
+
+
+def _done(i: int, site: str, energy_j: float | None, usd: float | None) -> Result:
+    r = Result(i, i, 0.0, 10, 3, ok=True, ttft_s=0.01, e2e_s=0.05, backend=f"{site}/0", site=site)
+    r.energy_j, r.usd, r.usage_completion_tokens = energy_j, usd, 3
+    return r
+
+
+def test_a_sites_dollars_no_request_reported_are_unknown_not_zero() -> None:
+    got = summarize(
+        [_done(0, "a", 1.0, None), _done(1, "a", 2.0, None), _done(2, "b", None, 0.5)],
+        1.0,
+        {"default": SLO()},
+    )
+    a, b = got["sites"]["a"], got["sites"]["b"]
+    assert a["usd"] is None and a["usd_unknown_requests"] == 2  # it read $0.0
+    assert a["energy_j"] == 3.0 and a["energy_unknown_requests"] == 0
+    assert b["energy_j"] is None and b["usd"] == 0.5 and b["energy_unknown_requests"] == 1
