@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from serving import gateway, write_trace
+from test_probe_s36_compare import run_compare, sim_entry, write
 
 from wattserve.bench.client import Result
 from wattserve.bench.metrics import summarize
@@ -87,3 +88,17 @@ def test_a_sites_dollars_no_request_reported_are_unknown_not_zero() -> None:
     assert a["usd"] is None and a["usd_unknown_requests"] == 2  # it read $0.0
     assert a["energy_j"] == 3.0 and a["energy_unknown_requests"] == 0
     assert b["energy_j"] is None and b["usd"] == 0.5 and b["energy_unknown_requests"] == 1
+
+
+# -- 8. an error whose percentage is past a float ------------------------------------------------
+
+
+def test_an_error_whose_percentage_overflows_is_a_dash_not_inf(tmp_path: Path) -> None:
+    # (1e307 - 0.5) / 0.5 = 2e307: a float, but x 100 it is not (it printed `+inf %`)
+    a = write(tmp_path / "a.json", sim_entry(energy_j_per_token=0.5))
+    b = write(tmp_path / "b.json", sim_entry(energy_j_per_token=1e307))
+    r = run_compare(str(a), str(b))
+    assert r.exit_code == 0, r.stderr
+    row = next(x for x in r.stdout.splitlines() if x.startswith("energy_j_per_token"))
+    assert "inf" not in row and row.endswith(" -"), row
+    assert "inf" not in r.stdout

@@ -572,10 +572,11 @@ def _fmt(v: float | None, unit: str) -> str:
 
 def _pct(error: float | None, sign: str = "+") -> str:
     """An error as a percentage; one past a million percent in three digits (a tiny A), not a
-    line of hundreds."""
-    if error is None:
+    line of hundreds. A percentage too large for a float is '-', as an error too large for
+    one is (until 2026-12-07 an error past 1.8e306 printed `+inf %`)."""
+    v = None if error is None else _finite(100 * error)
+    if v is None:
         return "-"
-    v = 100 * error
     return f"{v:{sign}.1f} %" if abs(v) < 1e6 else f"{v:{sign}.3g} %"
 
 
