@@ -11,9 +11,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from serving import gateway, write_trace
+from aiohttp import web
+from serving import ThreadedApp, gateway, write_trace
 from test_probe_s36_compare import run_compare, sim_entry, write
 
 from wattserve.bench.client import Result
@@ -102,3 +104,57 @@ def test_an_error_whose_percentage_overflows_is_a_dash_not_inf(tmp_path: Path) -
     row = next(x for x in r.stdout.splitlines() if x.startswith("energy_j_per_token"))
     assert "inf" not in row and row.endswith(" -"), row
     assert "inf" not in r.stdout
+
+
+# -- 12. prompt counts that do not grow with the prompt ------------------------------------------
+
+
+class FlatCounts(ThreadedApp):
+    """An OpenAI-compatible server that counts every prompt 5 tokens, whatever its length."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            [web.post("/v1/chat/completions", self._chat), web.get("/v1/models", self._models)]
+        )
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "m"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        n = int(body["max_tokens"])
+        usage = {"prompt_tokens": 5, "completion_tokens": n}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": "a " * n}
+            choice = {"index": 0, "message": message, "finish_reason": "length"}
+            return web.json_response({"choices": [choice], "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        events: list[dict[str, Any]] = [
+            {"choices": [{"index": 0, "delta": {"content": "a "}}]} for _ in range(n)
+        ]
+        events.append({"choices": [], "usage": usage})
+        for obj in events:
+            await resp.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+def test_prompt_counts_that_do_not_grow_are_said_so_and_not_taken(tmp_path: Path) -> None:
+    rows = [{"arrival_s": 0.05 * i, "prompt_tokens": 100, "output_tokens": 4} for i in range(3)]
+    trace = write_trace(tmp_path / "t.jsonl", rows)
+    out = tmp_path / "r.json"
+    with FlatCounts() as s:
+        r = bench("--url", f"http://127.0.0.1:{s.port}", "--trace", str(trace), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    notes = " ".join(res["notes"])
+    # the note had said the server reports no counts
+    assert "do not grow with the prompt (5 tokens for 16 words, 5 for 144)" in notes, notes
+    assert "reports no counted" not in notes and "reports no counted" not in r.stderr
+    # and the lengths are the ones asked for, as the note says (they were the server's 5s)
+    assert res["input_lens"] == [100, 100, 100] and res["total_input_tokens"] == 300
+    assert not res["prompt_calibration"]["measured"]
+    total = next(x for x in r.stdout.splitlines() if x.startswith("Total input tokens:"))
+    assert total.split()[-1] == "300", total

@@ -168,6 +168,9 @@ class Bench:
         self.session = session
         self.rng = random.Random(opts.seed)
         self.exact = opts.exact_output == "on"
+        # whether the server's usage.prompt_tokens are taken as the prompts' lengths (not
+        # when the probes' counts fit no line: `prepare`)
+        self.prompt_counts = True
 
     def body(self, model: str, words: int, max_tokens: int, stream: bool) -> dict[str, Any]:
         text = prompt(words, self.rng)
@@ -256,10 +259,9 @@ class Bench:
         ]
         cal = fit(points)
         if not cal.measured:
-            notes.append(
-                "the server reports no counted usage.prompt_tokens (none, or wattserve's "
-                "guess of 4 characters a token): prompt lengths are nominal"
-            )
+            notes.append(unfitted_note(points))
+            # counts that no line fits are not the prompt's: the asked lengths stand
+            self.prompt_counts = not points
         return cal, notes
 
     # -- the run ---------------------------------------------------------------------------
@@ -357,6 +359,9 @@ class Bench:
                     res.fail(NOT_SENT, "the run stopped before this request was sent")
         if progress is not None:
             progress(state["done"], len(results), state["errors"], duration, True)
+        if not self.prompt_counts:  # input_lens as the note says: the lengths asked for
+            for res in results:
+                res.usage_prompt_tokens = None
         uncounted = sum(r.ok and r.usage_completion_tokens is None for r in results)
         if uncounted:  # said, as the prompts' nominal lengths are
             notes.append(
@@ -378,6 +383,33 @@ class Bench:
         while True:
             progress(state["done"], total, state["errors"], time.perf_counter() - t0, False)
             await asyncio.sleep(0.25)
+
+
+def unfitted_note(points: list[tuple[int, int]]) -> str:
+    """Why the probes' (words, usage.prompt_tokens) gave no line, and what bench did instead.
+    Until 2026-12-07 counts that did not grow with the prompt (one server counted every
+    prompt 5 tokens) were reported as no counts at all, and input_lens took them."""
+    if not points:
+        return (
+            "the server reports no counted usage.prompt_tokens (none, or wattserve's "
+            "guess of 4 characters a token): prompt lengths are nominal"
+        )
+    if len(points) < 2:
+        ((words, tokens),) = points
+        why = (
+            f"the server counted usage.prompt_tokens on one of the two probe prompts only "
+            f"({tokens} tokens for {words} words)"
+        )
+    else:
+        (w1, t1), (w2, t2) = points[0], points[-1]
+        why = (
+            f"the server's usage.prompt_tokens do not grow with the prompt ({t1} tokens for "
+            f"{w1} words, {t2} for {w2})"
+        )
+    return (
+        f"{why}: they are not the prompts' lengths, so prompts are sized at one token a "
+        "word and input_lens keeps the lengths asked for (prompt lengths are nominal)"
+    )
 
 
 def residency_headers(req: Request) -> dict[str, str]:
