@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from serving import ThreadedApp, gateway, write_trace
-from test_probe_s36_compare import run_compare, sim_entry, write
+from test_probe_s36_compare import BENCH, record, run_compare, sim_entry, write
 
 from wattserve.bench.client import Result
 from wattserve.bench.metrics import summarize
@@ -158,3 +158,33 @@ def test_prompt_counts_that_do_not_grow_are_said_so_and_not_taken(tmp_path: Path
     assert not res["prompt_calibration"]["measured"]
     total = next(x for x in r.stdout.splitlines() if x.startswith("Total input tokens:"))
     assert total.split()[-1] == "300", total
+
+
+# -- 13. a requests-file line whose policy is not a name -----------------------------------------
+
+
+@pytest.mark.parametrize("policy", [None, 3, ["cost"], "", "missing"])
+@pytest.mark.parametrize("line", [1, 3])
+def test_a_requests_line_whose_policy_is_not_a_name_is_refused(
+    tmp_path: Path, policy: Any, line: int
+) -> None:
+    recs = [record(i, policy="least_loaded") for i in range(5)]
+    if policy == "missing":
+        del recs[line - 1]["policy"]
+    else:
+        recs[line - 1]["policy"] = policy
+    req = tmp_path / "r.jsonl"
+    req.write_text("".join(json.dumps(x) + "\n" for x in recs))
+    r = run_compare(str(BENCH), str(req))  # it was a policy named '' (compared first) or "['cost']"
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert "\n" not in err and err.startswith(f"error: {req}:{line}"), err
+    assert "field 'policy' must be the name of the policy simulated" in err, err
+
+
+def test_a_simulate_result_without_a_policy_name_still_reads_as_before(tmp_path: Path) -> None:
+    """The rule is the one `simulate --json` input was held to, and still is."""
+    one = write(tmp_path / "one.json", sim_entry(["cost"]))
+    r = run_compare(str(BENCH), str(one))
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {one}, field 'policy': "), r.stderr
+    assert "must be the name of the policy simulated, got ['cost']" in r.stderr

@@ -74,7 +74,8 @@ def test_a_result_file_giving_a_figure_twice_is_refused(tmp_path: Path) -> None:
         load_result(f)
     assert (e.value.path, e.value.line) == (str(f), 4)
     lines = tmp_path / "requests.jsonl"  # simulate --requests-out: one record a line
-    rec = '"id": 1, "arrival_s": 0, "prompt_tokens": 9, "output_tokens": 9, "status": "rejected"'
+    rec = '"id": 1, "arrival_s": 0, "prompt_tokens": 9, "output_tokens": 9, "status": "rejected",'
+    rec += ' "policy": "cost"'
     lines.write_text(f'{{"row": 1, {rec}}}\n{{"row": 2, {rec}, "row": 3}}\n')
     with pytest.raises(ConfigError, match="'row' is given twice") as e:
         load_result(lines)

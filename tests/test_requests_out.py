@@ -254,7 +254,7 @@ def test_bad_lines_of_a_requests_file(line: str, message: str) -> None:
 
 
 def test_compare_names_the_bad_line_of_a_requests_file(tmp_path: Path) -> None:
-    good = RequestRecord(0, 1, 0.0, 10, 3, first_token_s=0.1, end_s=0.3).as_json()
+    good = RequestRecord(0, 1, 0.0, 10, 3, first_token_s=0.1, end_s=0.3, policy="p").as_json()
     bad = tmp_path / "r.jsonl"
     bad.write_text(json.dumps(good) + "\n" + json.dumps({**good, "end_s": "soon"}) + "\n")
     p = cli("compare", str(bad), str(bad))

@@ -25,7 +25,7 @@ from wattserve.bench.compare import (
     per_request,
     records_result,
 )
-from wattserve.core.records import OK, RequestRecord, parse_record
+from wattserve.core.records import OK, RequestRecord, parse_record, policy_name
 from wattserve.core.textfile import load_json, read_text
 from wattserve.errors import ConfigError
 
@@ -180,15 +180,12 @@ def _requests(path: Path, records: list[RequestRecord], pick: str | None) -> Res
 
 
 def _policy(raw: dict[str, Any], path: Path, field: str = "policy") -> str:
-    """A simulate result's policy: the name simulate gives it, never null or a number."""
-    name = raw.get("policy")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(
-            f"must be the name of the policy simulated, got {_short(repr(name))}",
-            path=str(path),
-            field=field,
-        )
-    return name
+    """A simulate result's policy: the name simulate gives it, never null or a number (the
+    rule a requests file's lines are held to as well: `policy_name`)."""
+    try:
+        return policy_name(raw.get("policy"))
+    except ValueError as exc:
+        raise ConfigError(_short(str(exc), 120), path=str(path), field=field) from None
 
 
 def _from_list(raw: list[Any], path: Path, pick: str | None) -> tuple[dict[str, Any], str]:

@@ -97,6 +97,23 @@ def _number(obj: dict[str, Any], key: str, *, optional: bool, whole: bool = Fals
     return v
 
 
+def policy_name(v: Any) -> str:
+    """A policy as simulate names it, in a `--json` result or a `--requests-out` line: text,
+    not empty. ValueError for null, a number or a list, which had become policies named ''
+    or '[1]' (and '', sorting first, was the one compared, until 2026-12-07)."""
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"must be the name of the policy simulated, got {v!r:.60}")
+    return v
+
+
+def _policy_field(obj: dict[str, Any]) -> str:
+    """A line's policy, the field named in the error as parse_record names its others."""
+    try:
+        return policy_name(obj.get("policy"))
+    except ValueError as exc:
+        raise ValueError(f"field 'policy' {exc}") from None
+
+
 def parse_record(obj: Any) -> RequestRecord:
     """A record from one JSON line's object; ValueError names the field that is wrong."""
     if not isinstance(obj, dict):
@@ -116,6 +133,6 @@ def parse_record(obj: Any) -> RequestRecord:
         target=None if obj.get("target") is None else str(obj["target"]),
         site=None if obj.get("site") is None else str(obj["site"]),
         preemptions=_number(obj, "preemptions", optional=True, whole=True) or 0,
-        policy=str(obj.get("policy") or ""),
+        policy=_policy_field(obj),
         **times,
     )
