@@ -110,9 +110,12 @@ def test_an_error_whose_percentage_overflows_is_a_dash_not_inf(tmp_path: Path) -
 
 
 class FlatCounts(ThreadedApp):
-    """An OpenAI-compatible server that counts every prompt 5 tokens, whatever its length."""
+    """An OpenAI-compatible server that counts every prompt 5 tokens, whatever its length, or
+    (`creep`) one more per 128 words: 5 for the 16-word probe, 6 for the 144-word one, a line
+    fit had taken as 1/128 token a word (prompts sized 128 times too long)."""
 
-    def __init__(self) -> None:
+    def __init__(self, creep: bool = False) -> None:
+        self.creep = creep
         super().__init__(
             [web.post("/v1/chat/completions", self._chat), web.get("/v1/models", self._models)]
         )
@@ -123,7 +126,8 @@ class FlatCounts(ThreadedApp):
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         n = int(body["max_tokens"])
-        usage = {"prompt_tokens": 5, "completion_tokens": n}
+        words = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+        usage = {"prompt_tokens": 5 + self.creep * (words // 128), "completion_tokens": n}
         if not body.get("stream"):
             message = {"role": "assistant", "content": "a " * n}
             choice = {"index": 0, "message": message, "finish_reason": "length"}
@@ -141,17 +145,21 @@ class FlatCounts(ThreadedApp):
         return resp
 
 
-def test_prompt_counts_that_do_not_grow_are_said_so_and_not_taken(tmp_path: Path) -> None:
+@pytest.mark.parametrize("creep", [False, True])
+def test_prompt_counts_that_do_not_grow_are_said_so_and_not_taken(
+    tmp_path: Path, creep: bool
+) -> None:
     rows = [{"arrival_s": 0.05 * i, "prompt_tokens": 100, "output_tokens": 4} for i in range(3)]
     trace = write_trace(tmp_path / "t.jsonl", rows)
     out = tmp_path / "r.json"
-    with FlatCounts() as s:
+    with FlatCounts(creep) as s:
         r = bench("--url", f"http://127.0.0.1:{s.port}", "--trace", str(trace), "--out", str(out))
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     notes = " ".join(res["notes"])
     # the note had said the server reports no counts
-    assert "do not grow with the prompt (5 tokens for 16 words, 5 for 144)" in notes, notes
+    said = f"(5 tokens for 16 words, {5 + creep} for 144; each word is about one token)"
+    assert "do not grow with the prompt as a tokenizer's do " + said in notes, notes
     assert "reports no counted" not in notes and "reports no counted" not in r.stderr
     # and the lengths are the ones asked for, as the note says (they were the server's 5s)
     assert res["input_lens"] == [100, 100, 100] and res["total_input_tokens"] == 300

@@ -34,13 +34,20 @@ class Calibration:
         return max(1, round((tokens - self.offset) / self.slope))
 
 
+# tokens per word a tokenizer can give these words: one each in BPE vocabularies, four as
+# bytes or characters; a line outside (5 tokens for 16 words, 6 for 144) is no tokenizer's,
+# and had sized prompts 128 times too long
+TOKENS_PER_WORD = (0.25, 8.0)
+
+
 def fit(points: list[tuple[int, int]]) -> Calibration:
-    """The line through (words, prompt tokens) probes; the identity when they say nothing."""
+    """The line through (words, prompt tokens) probes; the identity when they say nothing, or
+    what no tokenizer would say (TOKENS_PER_WORD)."""
     if len(points) < 2 or points[0][0] == points[-1][0]:
         return Calibration()
     (w1, t1), (w2, t2) = points[0], points[-1]
     slope = (t2 - t1) / (w2 - w1)
-    if slope <= 0:
+    if not TOKENS_PER_WORD[0] <= slope <= TOKENS_PER_WORD[1]:
         return Calibration()
     return Calibration(offset=t1 - slope * w1, slope=slope, measured=True)
 

@@ -403,8 +403,8 @@ def unfitted_note(points: list[tuple[int, int]]) -> str:
     else:
         (w1, t1), (w2, t2) = points[0], points[-1]
         why = (
-            f"the server's usage.prompt_tokens do not grow with the prompt ({t1} tokens for "
-            f"{w1} words, {t2} for {w2})"
+            f"the server's usage.prompt_tokens do not grow with the prompt as a tokenizer's "
+            f"do ({t1} tokens for {w1} words, {t2} for {w2}; each word is about one token)"
         )
     return (
         f"{why}: they are not the prompts' lengths, so prompts are sized at one token a "
