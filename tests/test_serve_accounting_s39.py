@@ -144,7 +144,8 @@ def test_the_dashboards_totals_read_as_usage_sums_them(tmp_path: Path) -> None:
         assert (usage["energy_j"], usage["energy_unknown_requests"]) == (energy, unknown)
         router = types.SimpleNamespace(
             fleet_state=lambda: {"sites": {}, "targets": {}},
-            fleet=types.SimpleNamespace(sites={}, deployments=()),
+            fleet=types.SimpleNamespace(sites={}),
+            target_of={},
             policy=types.SimpleNamespace(name="p"),
         )
         dash = Dashboard(types.SimpleNamespace(ledger=ledger, router=router, in_flight=0))  # type: ignore[arg-type]

@@ -7,7 +7,10 @@ reads the group as unknown. Real gateway and fake server processes on loopback s
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,8 +62,9 @@ def test_an_unpriced_devices_answers_cost_null_not_zero(
     assert (last["usd"] is not None) is known
 
 
-def test_a_stream_its_client_left_is_recorded_with_unknown_dollars(gw: Server) -> None:
-    streamed = body(UNPRICED, max_tokens=2000, stream=True)
+@pytest.mark.parametrize("model", [UNPRICED, UPSTREAM])
+def test_a_stream_its_client_left_is_recorded_with_unknown_dollars(gw: Server, model: str) -> None:
+    streamed = body(model, max_tokens=2000, stream=True)
     with httpx.stream("POST", f"{gw.url}{CHAT}", json=streamed, timeout=30) as s:
         first = next(line for line in s.iter_lines() if line.startswith("data: "))
     rid = json.loads(first[6:])["id"]
@@ -77,3 +81,39 @@ def test_usage_reads_an_unpriced_group_as_unknown(gw: Server) -> None:
     rows = {r["group"]: r for r in json.loads(out.output)}
     assert rows[UNPRICED]["usd"] is None and rows[UNPRICED]["usd_unknown_requests"] >= 1
     assert rows[PRICED]["usd"] > 0 and rows[PRICED]["usd_unknown_requests"] == 0
+
+
+ACROSS_A_LINK = """
+sites:
+  edge: {kind: edge}
+  dc: {kind: datacenter}
+links:
+  - {between: [edge, dc], rtt_ms: 3000}
+deployments:
+  l40s: {site: dc, model: llama-3.1-8b, hardware: l40s}
+"""
+
+
+def test_an_answer_its_client_left_while_it_crossed_a_link_costs_unknown_dollars(
+    tmp_path: Path,
+) -> None:
+    """The engine finished, and the client left while the answer waited on the 3 s link to
+    its site: billed as the engine finished it (Backend.unread), at unknown dollars too."""
+    with gateway(tmp_path, ACROSS_A_LINK, name="link") as gw:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(
+                f"{gw.url}{CHAT}",
+                json=body(UNPRICED, max_tokens=2),
+                headers={"x-wattserve-site": "edge"},
+                timeout=1.0,
+            )
+        deadline = time.monotonic() + 10
+        while True:  # the row is written once the answer has crossed the link
+            con = sqlite3.connect(gw.db)
+            rows = con.execute("SELECT status, energy_j, usd FROM requests").fetchall()
+            con.close()
+            if rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        ((status, energy, usd),) = rows
+        assert status == "cancelled" and energy is not None and usd is None, rows

@@ -79,9 +79,9 @@ class Admission(NamedTuple, Generic[B]):
     refusal: Refusal | None
     cut_by_outage: bool
     reason: str = ""  # why the policy placed nothing, in its own words (it may give none)
-    # set on success too: a target the policy chose first was passed over for power (the
-    # request went to its next choice, such as a hosted API)
-    powered_out: bool = False
+    # the targets passed over for power, on success too (the request then went to the
+    # policy's next choice, such as a hosted API): where more power is wanted
+    powered_out: tuple[str, ...] = ()
 
 
 def admit(
@@ -101,7 +101,8 @@ def admit(
     excluded = view.exclude
     excluded.clear()
     excluded.update(exclude)
-    cut = powered_out = False
+    cut = False
+    powered_out: list[str] | None = None  # made only when needed: admit is on the hot path
     targets = view.targets
     while True:
         decision = policy.choose(req, view)
@@ -112,7 +113,8 @@ def admit(
         target = targets[name]
         if not governor.admits(target.site, target):
             excluded.add(name)
-            powered_out = True
+            powered_out = [] if powered_out is None else powered_out
+            powered_out.append(name)
             continue
         bound = bind(target)
         if bound is None:
@@ -120,7 +122,9 @@ def admit(
             continue
         if target.rate_limited:
             target.take()
-        return Admission(target, bound, None, cut, "", powered_out)
+        return Admission(
+            target, bound, None, cut, "", () if powered_out is None else tuple(powered_out)
+        )
     refusal: Refusal = (
         "power"
         if powered_out
@@ -131,4 +135,6 @@ def admit(
         else "none"
     )
     said = decision.reason if decision.target is None else ""
-    return Admission(None, None, refusal, cut, said, powered_out)
+    return Admission(
+        None, None, refusal, cut, said, () if powered_out is None else tuple(powered_out)
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from wattserve.core.hardware import (
-    MAX_ID_CHARS,
+    ID_RULE,
     Hardware,
     Provider,
     is_plain_id,
@@ -163,8 +163,7 @@ def _parse_catalog(data: object, path: str) -> tuple[dict[str, Hardware], dict[s
         for entry_id, entry in entries.items():
             if not is_plain_id(entry_id):
                 raise ConfigError(
-                    f"{entry_id!r:.80} is not an id: printable text of 1 to {MAX_ID_CHARS} "
-                    "characters, not beginning or ending with a space",
+                    f"{entry_id!r:.80} is not an id: {ID_RULE}",
                     path=path,
                     line=entries.line_of(entry_id),
                     field=section,

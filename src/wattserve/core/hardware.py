@@ -19,6 +19,7 @@ from wattserve.errors import ConfigError, MissingFigureError, UnknownNameError
 
 # an id is printed in tables and errors, and written back: plain text, as a name
 MAX_ID_CHARS = 200
+ID_RULE = f"printable text of 1 to {MAX_ID_CHARS} characters, not beginning or ending with a space"
 
 
 def is_plain_id(text: str) -> bool:

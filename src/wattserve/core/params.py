@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wattserve.core.coverage import Coverage, is_whole, outside_note
-from wattserve.core.hardware import MAX_ID_CHARS, Hardware, is_plain_id
+from wattserve.core.hardware import ID_RULE, Hardware, is_plain_id
 from wattserve.core.textfile import parse_json, read_text, replacing
 from wattserve.errors import CalibrationError, ConfigError, closest, field_key, in_any_case
 
@@ -388,8 +388,7 @@ def _check_ids(hardware: dict[str, Any], p: Path) -> None:
     for hw_id in hardware:
         if not is_plain_id(hw_id):
             raise ConfigError(
-                f"{hw_id!r:.80} is not a hardware id: printable text of 1 to {MAX_ID_CHARS} "
-                "characters, as `wattserve catalog` lists them",
+                f"{hw_id!r:.80} is not a hardware id: {ID_RULE}, as `wattserve catalog` lists them",
                 path=str(p),
                 field="hardware",
             )

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from wattserve.core.fleet import target_of
 from wattserve.report import asset
 
 if TYPE_CHECKING:
@@ -79,7 +78,6 @@ class Dashboard:
         self.totals: dict[str, float] = defaultdict(float)
         self.site_j: dict[str, float] = defaultdict(float)
         self.last_rowid = 0
-        self.deployments = {d.name for d in gateway.router.fleet.deployments}
         self.db: sqlite3.Connection | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -140,7 +138,7 @@ class Dashboard:
                 self.site_j[site] += j
             tpot = (dur - ttft) / (ct - 1) if ttft is not None and dur and ct and ct > 1 else None
             if status == "ok":
-                target = target_of(backend or "-", self.deployments)
+                target = self.gateway.router.target_of.get(backend or "-", backend or "-")
                 self.window[target].append((ttft, tpot, ct or 0, j, usd))
             self.recent.appendleft(
                 {

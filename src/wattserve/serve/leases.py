@@ -19,10 +19,13 @@ against which the core's PowerGovernor admits as before: admission makes no Redi
   that wait for power do not ask), and replicas busy at once end at their even shares: none
   is starved by others that keep what they draw.
 - **Joining** asks for an even share (granted from the free headroom, the rest as demand);
-  and at each heartbeat a replica below its even share takes the free headroom no other
-  replica asked for, up to that share.
-- **Passed over.** A request placed past a target that lacked power (router.place: the
-  policy's next choice, such as a hosted API, took it) asks as a refused admission does.
+  and at each heartbeat a replica below its even share tops up from the free headroom no
+  other replica asked for, up to that share (LEASE grants a top-up no more, and records no
+  demand for it: a replica that joined while another held the headroom had stayed at 0 W
+  for good, its requests sent to a hosted API while its own GPUs idled).
+- **Passed over.** A request placed past targets that lacked power (router.place: the
+  policy's next choice, such as a hosted API, took it) asks at their sites as a refused
+  admission does.
 - **Expiry.** A replica's lease ends when its heartbeat key expires (`--state-ttl`): every
   call of the script drops the leases of replicas whose key is gone.
 
@@ -60,7 +63,10 @@ GROW_EVERY_S = 0.05  # at most one request for more lease per site this often (a
 # KEYS[1] the site's lease hash. ARGV: key prefix, replica id, lease wanted (W), headroom (W),
 # the most it may be granted while the shared state recovers (W: what it holds or draws; see
 # redis_scripts.EPOCH: a Redis flushed had granted one replica 900 W of a 600 W headroom while
-# the others still drew on their leases).
+# the others still drew on their leases), '1' for a top-up (no more than the free headroom
+# less the others' unmet demand, and recorded as wanted no more than granted: two idle
+# replicas acting on one second-old figure of spare headroom had each asked for it, and the
+# loser's ask, read as demand, took power from a busy replica), and the lease held (W).
 # A caller whose own heartbeat key expired is not live: it gets -1 (no lease) until its next
 # heartbeat. Otherwise drops the leases of replicas whose heartbeat key expired, grants
 # max(0, min(wanted, headroom - the other live leases)) and stores "grant wanted".
@@ -92,7 +98,12 @@ if redis.call('EXISTS', ARGV[1] .. 'recovering') == 1
     or redis.call('EXISTS', ARGV[1] .. 'epoch') == 0 then  -- put back, no more (EPOCH)
   grant = math.min(grant, tonumber(ARGV[5]))
 end
-redis.call('HSET', KEYS[1], ARGV[2], string.format('%.6f %.6f', grant, tonumber(ARGV[3])))
+local wanted = tonumber(ARGV[3])
+if ARGV[6] == '1' then  -- a top-up: headroom free now that nobody asked for, never demand
+  grant = math.max(0, math.min(grant, math.max(tonumber(ARGV[7]), room - others - unmet)))
+  wanted = grant
+end
+redis.call('HSET', KEYS[1], ARGV[2], string.format('%.6f %.6f', grant, wanted))
 return {string.format('%.6f', grant), string.format('%.6f', unmet),
         string.format('%.6f', room - others - grant)}
 """
@@ -107,6 +118,7 @@ class SiteLease:
     demand_w: float = 0.0  # what refused admissions lacked since the last call
     owed_w: float = 0.0  # others' unmet demand the free headroom did not cover, at the last call
     spare_w: float = 0.0  # free headroom past the others' unmet demand, at the last call
+    topup: bool = False  # the lease asked for now is a top-up (LEASE's ARGV[6])
     joined: bool = False  # the first call (asking for an even share) was made
     last_ask: float = -math.inf
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -155,13 +167,15 @@ class PowerLeases:
             if self.headroom_w(name) is not None
         }
 
-    def short_of_power(self, req: Request) -> None:
-        """An admission of `req` was refused for power: note what each capped site serving its
-        model lacks and ask for more lease there (in the background, at most every
-        GROW_EVERY_S per site)."""
+    def short_of_power(self, req: Request, targets: tuple[str, ...]) -> None:
+        """Admission passed over `targets` for power (refusing `req`, or placing it on the
+        policy's next choice): note what each of their capped sites lacks and ask for more
+        lease there (in the background, at most every GROW_EVERY_S per site). Only theirs:
+        a request placed elsewhere would ask at the site that took it, with room to spare."""
         gov = self.router.gov
         now = time.monotonic()
-        for t in self.router.view.by_model.get(req.model, ()):
+        for name in targets:
+            t = self.router.targets[name]
             s = self.sites[t.site]
             room = self.headroom_w(t.site)
             if room is None or s.lease_w >= room - EPS_W:
@@ -222,6 +236,8 @@ class PowerLeases:
                     repr(held),
                     repr(room),
                     repr(max(s.lease_w, min(room, acct.power_w - acct.base_w))),
+                    "1" if s.topup else "0",
+                    repr(s.lease_w),
                 ],
             )
             granted = max(0.0, float(got[0]))
@@ -240,6 +256,7 @@ class PowerLeases:
 
     def _want(self, site: str, s: SiteLease, room: float) -> float:
         """The lease to ask for now (see the module docstring)."""
+        s.topup = False
         acct = self.router.gov.sites[site]
         used = max(0.0, acct.power_w - acct.base_w)
         busy = any(t.outstanding for t in self._by_site.get(site, ()))
@@ -255,10 +272,10 @@ class PowerLeases:
             keep = even if busy else used
             want = max(min(s.lease_w, keep), s.lease_w - s.owed_w)
         elif s.lease_w < even - EPS_W and s.spare_w > EPS_W:
-            # below its even share, it takes free headroom nobody asked for: a replica that
-            # joined while another held the headroom stayed at 0 W, its requests sent to a
-            # hosted API (never refused for power, so never asking), while 585 W lay free
-            want = min(even, s.lease_w + s.spare_w)
+            # below its even share, it tops up from free headroom nobody asked for (LEASE
+            # grants no more): a replica that joined while another held the headroom stayed
+            # at 0 W, its requests sent to a hosted API, while 585 W lay free
+            want, s.topup = even, True
         else:
             want = s.lease_w
         return min(want, room)

@@ -98,7 +98,7 @@ class Router:
         # called with the request when admission refuses it for power, or places it past a
         # target that lacked power (shared power leases: a replica whose lease was given away
         # had sent every request to a hosted API, its own engines idle, and never asked back)
-        self.on_power_wait: list[Callable[[Request], None]] = []
+        self.on_power_wait: list[Callable[[Request, tuple[str, ...]], None]] = []
         self.background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -267,9 +267,9 @@ class Router:
         while True:
             adm = self._admission(req, failed, greq, max_queue_s, queued)
             if adm.target is not None and adm.bound is not None:
-                if adm.powered_out:  # placed, but its first choice lacked power: ask for it
+                if adm.powered_out:  # placed past targets that lacked power: ask for it
                     for hook in self.on_power_wait:
-                        hook(req)
+                        hook(req, adm.powered_out)
                 return Placement(adm.target, adm.bound)
             got = adm.refusal or "none"
             # a link down waits for its end as power does, as simulate's requests wait (until
@@ -277,7 +277,7 @@ class Router:
             # back within --max-wait)
             if got in ("power", "outage") and self.clock() < deadline:
                 for hook in self.on_power_wait if got == "power" else ():
-                    hook(req)
+                    hook(req, adm.powered_out)
                 await asyncio.sleep(POWER_POLL_S)
                 continue
             if got == "power":

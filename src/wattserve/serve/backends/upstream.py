@@ -166,7 +166,7 @@ class OpenAIBackend(Backend):
             if not answered:
                 return
             usd = token_usd(req.prompt_tokens, produced, p_in, p_out)
-        elif self.usd_per_s or not self.priced:
+        elif self.usd_per_s:
             usd = self._time_usd(share_s, energy)
         else:
             return
