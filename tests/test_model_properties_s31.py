@@ -21,14 +21,14 @@ from typer.testing import CliRunner
 
 from wattserve.cli.app import app
 from wattserve.core.catalog import Catalog, load_catalog
-from wattserve.core.deployment import Deployment
+from wattserve.core.deployment import DEFAULT_BATCHED_TOKENS, Deployment
 from wattserve.core.dtypes import BYTES_PER_ELEMENT, DTYPES
 from wattserve.core.energy import request_energy_j
 from wattserve.core.memory import MAX_STEP_BATCH
 from wattserve.core.modelspec import ModelSpec, load_model
 from wattserve.core.params import Calibration, EngineParams
 from wattserve.core.perf import PerfModel
-from wattserve.errors import WattserveError
+from wattserve.errors import ConfigError, WattserveError
 from wattserve.estimate.api import Estimate, estimate
 from wattserve.estimate.explain import summary
 from wattserve.rank.api import rank
@@ -326,6 +326,10 @@ def test_max_batch_fits_and_one_more_does_not() -> None:
             assert not e.fits and e.reason
             continue
         if e.max_batch >= MAX_STEP_BATCH:
+            continue
+        if e.max_batch == DEFAULT_BATCHED_TOKENS:  # the token budget's limit, not the memory's
+            with pytest.raises(ConfigError, match="vLLM refuses"):
+                estimate(m, hw, batch=e.max_batch + 1, **kw)  # type: ignore[arg-type]
             continue
         at = estimate(m, hw, batch=e.max_batch, **kw)  # type: ignore[arg-type]
         over = estimate(m, hw, batch=e.max_batch + 1, **kw)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from functools import partial
 
 from wattserve.core.catalog import Catalog
 from wattserve.core.cost import CostAssumptions
-from wattserve.core.deployment import Deployment
+from wattserve.core.deployment import DEFAULT_BATCHED_TOKENS, Deployment
 from wattserve.core.dtypes import BYTES_PER_ELEMENT, COMPUTE_PEAK_ORDER, Dtype
 from wattserve.core.hardware import PEAK_PREFIX, Hardware
 from wattserve.core.memory import kv_tokens_held, memory_fit
@@ -235,6 +235,14 @@ class _Job:
     memory_share: float | None  # --gpu-memory-utilization, over every calibration's
     batched_tokens: int | None  # --max-batched-tokens (None: the engine's default)
 
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch to search: the space's, and no more sequences than the engine's
+        token budget per step has tokens (vLLM refuses more, as `estimate` does; until
+        2026-12-07 rank picked batch 139 at a budget of one token)."""
+        budget = DEFAULT_BATCHED_TOKENS if self.batched_tokens is None else self.batched_tokens
+        return min(self.space.max_batch, budget)
+
     def evaluate(self, layout: Layout, batch: int, max_batch_slo: int) -> Candidate:
         e = estimate(
             self.model,
@@ -409,7 +417,8 @@ def _search_group(
         if not first.meets_slo:
             misses.append(first)
             return True, ""  # more stages only add latency; batch 1 is the fastest
-        cap = job.space.max_batch
+        limit = job.batch_limit
+        cap = limit
         if layout.pp is None:
             best = _largest(1, cap, partial(job.feasible, layout))
         else:
@@ -424,7 +433,7 @@ def _search_group(
         more = [best] if layout.pp is not None else [*_powers_of_two(best), best]
         feasible.extend(job.evaluate(layout, b, best) for b in sorted(set(more)) if b > 1)
         # more stages help only while memory, not the SLO or the batch cap, limits the batch
-        memory_bound = best == cap and cap < job.space.max_batch
+        memory_bound = best == cap and cap < limit
         if not memory_bound or best <= prev_best:
             return True, ""
         prev_best = best

@@ -30,6 +30,25 @@ def check_batched_tokens(value: object, field: str = "max_batched_tokens") -> in
     return value
 
 
+def budget_below_seqs(
+    max_batched_tokens: int,
+    max_num_seqs: int,
+    *,
+    budget_name: str = "max_batched_tokens",
+    seqs_name: str = "max_num_seqs",
+) -> str:
+    """Why an engine refuses a token budget per step below the sequences it runs at once
+    ("" when it does not): a step could not give each of them a token. vLLM refuses it
+    (max_num_batched_tokens < max_num_seqs); a fleet file's replica and estimate's batch are
+    held to this one rule. The names are those the caller's user typed."""
+    if max_batched_tokens >= max_num_seqs:
+        return ""
+    return (
+        f"{budget_name} ({max_batched_tokens}) is below {seqs_name} ({max_num_seqs}): a step "
+        "could not hold one token of each sequence (vLLM refuses this too)"
+    )
+
+
 def default_kv_dtype(dtype: Dtype) -> Dtype:
     """KV cache dtype when none is given: fp8 with fp8 weights, else 16-bit (fp32 on fp32):
     the activations' format (weight-only quantisation leaves the cache in 16-bit)."""

@@ -17,6 +17,7 @@ from wattserve.core.cost import CostAssumptions, CostRate, cost_rate
 from wattserve.core.deployment import (
     DEFAULT_BATCHED_TOKENS,
     Deployment,
+    budget_below_seqs,
     default_kv_dtype,
     sram_stages,
 )
@@ -240,12 +241,9 @@ def _resolve_deployment(
     tp = r.integer("tp", 1)
     max_seqs = r.integer("max_num_seqs", 256)
     max_tokens = r.integer("max_batched_tokens", DEFAULT_BATCHED_TOKENS)
-    if max_tokens < max_seqs:  # as vLLM refuses it: a step could not decode every sequence
-        raise r.err(
-            "max_batched_tokens" if "max_batched_tokens" in r.d else "max_num_seqs",
-            f"max_batched_tokens ({max_tokens}) is below max_num_seqs ({max_seqs}): a step "
-            "could not hold one token of each sequence (vLLM refuses this too)",
-        )
+    below = budget_below_seqs(max_tokens, max_seqs)
+    if below:  # as vLLM refuses it: a step could not decode every sequence
+        raise r.err("max_batched_tokens" if "max_batched_tokens" in r.d else "max_num_seqs", below)
     stages = sram_stages(model, hw, dtype, kv_dtype, max_seqs * 2048, params, tp)
     pp = r.integer("pp", 1 if stages is None else stages)
     expert_parallel = r.flag("expert_parallel")

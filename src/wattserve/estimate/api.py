@@ -13,6 +13,7 @@ from wattserve.core.cost import CostAssumptions, CostRate, cost_rate, token_usd
 from wattserve.core.deployment import (
     DEFAULT_BATCHED_TOKENS,
     Deployment,
+    budget_below_seqs,
     check_batched_tokens,
     default_kv_dtype,
     sram_stages,
@@ -54,7 +55,9 @@ class Estimate:
     `prefill_*` is one prefill of `prompt_tokens` for each of `batch` sequences;
     `decode_step_*` is one decode step for `batch` sequences at `context_tokens` each.
     `prefill_bound`/`decode_bound` name each step's largest term (`StepCost.bound`: rank's
-    `bound` too). `max_batch` is the largest batch that fits, whatever `batch` is.
+    `bound` too). `max_batch` is the largest batch that fits, whatever `batch` is, and that the
+    token budget per step admits (one token a sequence, as vLLM; `memory.max_batch`: the memory's
+    alone).
     Per-token figures are per output token, the prefill share included. A value that cannot
     be computed is None, and `missing` says why.
     """
@@ -273,6 +276,21 @@ def estimate(
         return _provider_estimate(
             cat.providers[known], spec, batch, prompt_tokens, output_tokens, ctx
         )
+    # vLLM's rule, as a fleet file's: until 2026-12-07 a batch of 64 was timed at a budget of
+    # one token a step, and rank searched batches the engine would refuse
+    below = budget_below_seqs(
+        budget,
+        batch,
+        budget_name=(
+            "max_batched_tokens" if max_batched_tokens else "the default max_batched_tokens"
+        ),
+        seqs_name="batch",
+    )
+    if below:
+        raise ConfigError(
+            f"{below}; give max_batched_tokens of at least {batch}, or a smaller batch",
+            field="batch" if max_batched_tokens is None else "max_batched_tokens",
+        )
     hw = cat.device(hardware)
     wdtype = parse_dtype(dtype, "dtype")
     kdtype = (
@@ -375,7 +393,8 @@ def estimate(
         output_tokens=output_tokens,
         context_tokens=ctx,
         fits=fit.fits,
-        max_batch=fit.max_batch,
+        # no more sequences than the budget has tokens (until 2026-12-07: 726 at a budget of 1)
+        max_batch=None if fit.max_batch is None else min(fit.max_batch, budget),
         reason=fit.reason,
         ttft_s=times["prefill_s"],
         tpot_s=times["decode_step_s"],
