@@ -1,7 +1,9 @@
 """A session-44 probe of estimate, rank, profile and catalog with hostile input. What it
 confirmed, each now refused or fixed: a token budget per step below the batch taken by
 estimate and rank (a fleet file refuses it, as vLLM does), and rank picking batches the budget
-could not run. Each test fails on the code before the fix."""
+could not run; a hosted API taking --context and ignoring it, owned-cost flags changing nothing
+under a rent without a word, and --json dropping --explain. Each test fails on the code before
+the fix."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typer.testing import CliRunner
 
 from wattserve import estimate, rank
 from wattserve.cli.app import app
+from wattserve.core.cost import CostAssumptions
 from wattserve.errors import ConfigError
 
 
@@ -46,3 +49,30 @@ def test_rank_searches_only_batches_the_budget_admits() -> None:
     assert ranked.rows and all(r.batch == 1 for r in ranked.rows)
     ranked = rank("llama-3.1-8b", hardware=["h100-sxm", "cerebras-wse3"], max_batched_tokens=16)
     assert ranked.rows and all(r.batch <= 16 for r in ranked.rows)
+
+
+def test_a_hosted_api_refuses_a_decode_context_as_it_refuses_the_other_device_flags() -> None:
+    with pytest.raises(ConfigError) as info:
+        estimate("llama-3.1-8b", "groq-cloud", context=100_000)
+    assert info.value.field == "context"
+    code, out = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "groq-cloud",
+                     "--context", "100000")  # fmt: skip
+    assert code == 2 and "--context" in out and "hosted API" in out
+
+
+def test_owned_cost_flags_under_a_rent_say_they_do_not_apply() -> None:
+    owned_flags = ("--pue", "5", "--electricity-usd-per-kwh", "1000", "--lifetime-years", "0.1")
+    code, out = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", *owned_flags)
+    assert code == 0 and "(rent)" in out
+    assert "pue 5, electricity 1000 $/kWh, lifetime 0.1 years not applied" in out
+    code, plain = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm")
+    assert code == 0 and "not applied" not in plain  # nothing given, nothing said
+    # priced as owned, they apply and no note says otherwise
+    owned = estimate("llama-3.1-8b", "rtx-4090", costs=CostAssumptions(pue=2.0))
+    assert owned.cost_basis == "own" and not any("not applied" in a for a in owned.assumptions)
+
+
+def test_json_with_explain_is_refused_rather_than_explain_dropped() -> None:
+    code, out = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
+                     "--json", "--explain")  # fmt: skip
+    assert code == 2 and "--explain" in out and "--json" in out

@@ -117,6 +117,12 @@ def estimate_cmd(
     ] = False,
 ) -> None:
     """How fast, how power-hungry and how costly MODEL is on HARDWARE."""
+    if json_out and explain_out:  # until 2026-12-07 --explain was dropped without a word
+        raise ConfigError(
+            "--explain is a text breakdown and --json one object of the figures: give one "
+            "(the JSON names each step's bound in prefill_bound and decode_bound)",
+            field="--explain",
+        )
     cost_basis = cost_basis.strip().lower()  # any case, as the other choices are taken
     if cost_basis not in ("auto", "rent", "own"):
         raise ConfigError(f"use auto, rent or own, got {cost_basis!r:.40}", field="--cost-basis")

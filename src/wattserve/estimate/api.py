@@ -175,6 +175,33 @@ def _listed(names: list[str], most: int = 10) -> str:
     return (shown or "none") + more
 
 
+def _unused_owned_costs(costs: CostAssumptions, rate: CostRate, hw_id: str) -> tuple[str, ...]:
+    """The note where owned-cost assumptions were given for a device priced by its rent, which
+    they do not enter (until 2026-12-07 they changed nothing without a word; a hosted API
+    refuses them outright)."""
+    given = [
+        text
+        for text, differs in (
+            (f"pue {costs.pue:g}", costs.pue != _DEFAULT_COSTS.pue),
+            (
+                f"electricity {costs.electricity_usd_per_kwh:g} $/kWh",
+                costs.electricity_usd_per_kwh != _DEFAULT_COSTS.electricity_usd_per_kwh,
+            ),
+            (
+                f"lifetime {costs.lifetime_years:g} years",
+                costs.lifetime_years != _DEFAULT_COSTS.lifetime_years,
+            ),
+        )
+        if differs
+    ]
+    if rate.basis != "rent" or not given:
+        return ()
+    return (
+        f"{', '.join(given)} not applied: {hw_id} is priced by its rent ($/h, power included); "
+        "they apply to owned devices (cost basis own)",
+    )
+
+
 def estimate(
     model: str | ModelSpec,
     hardware: str,
@@ -257,6 +284,9 @@ def estimate(
             ("expert_parallel", expert_parallel),
             ("max_batched_tokens", max_batched_tokens is not None),
             ("batch", batch != 1),  # its latency profile is per user, whatever else it batches
+            # a decode step's KV context: the provider's profile has none (echoed and unused
+            # until 2026-12-07)
+            ("context", context is not None),
             ("calibration", calibration is not None),
             # it is priced per token: what owning or renting devices costs does not apply
             ("cost_basis", costs.basis != _DEFAULT_COSTS.basis),
@@ -408,6 +438,7 @@ def estimate(
         missing=tuple(missing),
         assumptions=unmatched
         + unseen
+        + _unused_owned_costs(costs, rate, hw.id)
         + calib.caution(hw.id)
         + ((broken,) if broken else ())
         + (  # (total_params is computed: only where a calibration recorded its rows)
