@@ -7,6 +7,8 @@ the fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -14,6 +16,7 @@ from wattserve import estimate, rank
 from wattserve.cli.app import app
 from wattserve.core.cost import CostAssumptions
 from wattserve.errors import ConfigError
+from wattserve.profile.run import run_profile
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -76,3 +79,35 @@ def test_json_with_explain_is_refused_rather_than_explain_dropped() -> None:
     code, out = _cli("estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
                      "--json", "--explain")  # fmt: skip
     assert code == 2 and "--explain" in out and "--json" in out
+
+
+def _measures(line: str) -> None:
+    raise AssertionError(f"measured before refusing: {line}")
+
+
+@pytest.mark.parametrize(
+    ("device", "engine", "llama", "timed"),
+    [
+        ("cpu", "numpy", True, "--engine numpy times the NumPy decoder"),
+        ("gpu", "auto", True, "--device gpu times the GPU alone"),
+        ("cpu", "auto", False, "--engine auto times the NumPy decoder"),
+    ],
+)
+def test_profile_refuses_threads_where_no_llama_cpp_engine_is_timed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, engine: str, llama: bool,
+    timed: str,
+) -> None:  # fmt: skip
+    # `--engine numpy --threads 8` measured for two minutes and never used the 8
+    monkeypatch.setattr("wattserve.profile.llama.llama_available", lambda: llama)
+    with pytest.raises(ConfigError) as info:
+        run_profile(tmp_path / "pf", device, quick=True, log=_measures, engine=engine, threads=2)
+    assert info.value.field == "--threads" and timed in info.value.detail
+    assert not (tmp_path / "pf").exists()
+
+
+def test_profile_threads_refusal_is_a_usage_error_naming_the_flag(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["profile", "--quick", "--threads", "2", "-o", str(tmp_path / "pf"), "--device", "gpu"]
+    )
+    assert result.exit_code == 2 and result.stdout == ""  # refused before measuring
+    assert result.stderr.startswith("error: field '--threads': ")

@@ -35,7 +35,7 @@ def profile_cmd(
         int | None,
         typer.Option(
             help="llama.cpp threads, 1 to 4 per CPU (default: as serve's server runs, half "
-            "the CPUs)."
+            "the CPUs); refused where no llama.cpp engine is timed."
         ),
     ] = None,
     quick: Annotated[

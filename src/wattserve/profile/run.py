@@ -504,6 +504,22 @@ def check_threads(threads: int) -> None:
         )
 
 
+def _no_llama_threads(device: str, engine: str) -> None:
+    """Refuse --threads where no llama.cpp engine is timed (taken, unused, until 2026-12-07)."""
+    timed = (
+        "--device gpu times the GPU alone"
+        if device == "gpu"
+        else "--engine numpy times the NumPy decoder, which runs its own BLAS threads"
+        if engine == "numpy"
+        else "--engine auto times the NumPy decoder, llama-cpp-python or the SmolLM2 GGUF "
+        "not being installed (pip install 'wattserve[local]' for llama.cpp)"
+    )
+    raise ConfigError(
+        f"sets llama.cpp's threads, and no llama.cpp engine is timed: {timed}; drop --threads",
+        field="--threads",
+    )
+
+
 def output_names(tag: str, hardware: str | None) -> list[str]:
     """The files a profile tagged `tag` writes (`_finish`), with its hardware entry's."""
     return [f"measurements-{tag}.csv", f"calibration-{tag}.json", *([hardware] if hardware else [])]
@@ -650,6 +666,8 @@ def run_profile(
     if device in ("auto", "cpu"):
         llama = engine == "llama" or (engine == "auto" and llama_available())
         cpu_engine = "llama" if llama else "numpy"
+    if threads is not None and cpu_engine != "llama":
+        _no_llama_threads(device, engine)
     gpu, why = gpu_available() if device in ("auto", "gpu") else (False, "")
     if device == "gpu" and not gpu:
         raise WattserveError(f"cannot profile a GPU: {why}")
