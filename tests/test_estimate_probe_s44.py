@@ -2,11 +2,14 @@
 confirmed, each now refused or fixed: a token budget per step below the batch taken by
 estimate and rank (a fleet file refuses it, as vLLM does), and rank picking batches the budget
 could not run; a hosted API taking --context and ignoring it, owned-cost flags changing nothing
-under a rent without a word, and --json dropping --explain. Each test fails on the code before
-the fix."""
+under a rent without a word, and --json dropping --explain; profile --threads taken where no
+llama.cpp engine is timed; catalog --min-memory-gb reading no SRAM and passing devices of
+unknown capacity. Each test fails on the code before the fix."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,26 @@ def test_profile_threads_refusal_is_a_usage_error_naming_the_flag(tmp_path: Path
     )
     assert result.exit_code == 2 and result.stdout == ""  # refused before measuring
     assert result.stderr.startswith("error: field '--threads': ")
+
+
+def _listed(*args: str) -> list[str]:
+    code, out = _cli("catalog", *args, "--json")
+    assert code == 0, out
+    return [d["id"] for d in json.loads(out)]
+
+
+def test_catalog_min_memory_counts_sram_as_estimate_does() -> None:
+    e = estimate("llama-3.1-8b", "cerebras-wse3")
+    assert e.memory is not None and e.memory.capacity_gb == pytest.approx(44.0)
+    assert "cerebras-wse3" in _listed("--min-memory-gb", "40")  # it was left out as 0 GB
+    assert "cerebras-wse3" not in _listed("--min-memory-gb", "45")
+    code, out = _cli("catalog", "--category", "wafer-scale")
+    assert code == 0 and re.search(r"cerebras-wse3\s+wafer-scale\s+44\s", out)
+
+
+def test_catalog_min_memory_leaves_out_a_device_that_publishes_no_capacity() -> None:
+    every = _listed()
+    assert {"hailo-8", "mythic-m1076"} <= set(every)  # no memory_gb, no sram_mb
+    at_zero = _listed("--min-memory-gb", "0")
+    assert "hailo-8" not in at_zero and "mythic-m1076" not in at_zero
+    assert "h100-sxm" in at_zero and "groq-lpu" in at_zero

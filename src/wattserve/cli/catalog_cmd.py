@@ -11,6 +11,7 @@ import typer
 from wattserve.cli.common import print_json, reports_errors
 from wattserve.core.catalog import load_catalog
 from wattserve.core.hardware import CATEGORIES, MATURITY, Hardware, Provider
+from wattserve.core.memory import GB, device_capacity_bytes
 from wattserve.core.modelspec import builtin_model_ids, load_model
 from wattserve.errors import ConfigError, UnknownNameError, printable
 
@@ -79,6 +80,22 @@ def _group_options(
     )
 
 
+def _capacity_gb(hw: Hardware) -> float | None:
+    """GB per device for weights and KV cache, as estimate and rank count it (an SRAM-only
+    part's SRAM too; None where no byte count is published): the table's `mem GB` and what
+    --min-memory-gb filters on. Until 2026-12-07 only `memory_gb` was read: a Cerebras WSE-3
+    (44 GB of SRAM) was left out at 40, and a device with no figure passed
+    `--min-memory-gb 0` as if it had 0 GB."""
+    capacity = device_capacity_bytes(hw)
+    return None if capacity is None else capacity / GB
+
+
+def _holds(hw: Hardware, min_gb: float) -> bool:
+    """At least `min_gb` by `_capacity_gb`; never where it is unknown."""
+    gb = _capacity_gb(hw)
+    return gb is not None and gb >= min_gb
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
@@ -89,7 +106,14 @@ def catalog_list(
     ctx: typer.Context,
     category: Annotated[str | None, typer.Option(help=f"One of {', '.join(CATEGORIES)}.")] = None,
     vendor: Annotated[str | None, typer.Option(help="Vendor name (case-insensitive).")] = None,
-    min_memory_gb: Annotated[float | None, typer.Option(help="At least this much memory.")] = None,
+    min_memory_gb: Annotated[
+        float | None,
+        typer.Option(
+            help="At least this many GB per device for weights and KV cache (an SRAM-only "
+            "part's SRAM counts, as estimate counts it); a device that publishes no such "
+            "figure is left out."
+        ),
+    ] = None,
     maturity: Annotated[str | None, typer.Option(help="prototype, pilot or production.")] = None,
     hardware_file: HardwareFiles = None,
     json_out: JsonFlag = False,
@@ -135,7 +159,7 @@ def catalog_list(
         if (category is None or hw.category == category)
         and (vendor is None or hw.vendor.lower() == vendor.lower())
         and (maturity is None or hw.maturity == maturity)
-        and (min_memory_gb is None or (hw.value("memory_gb") or 0) >= min_memory_gb)
+        and (min_memory_gb is None or _holds(hw, min_memory_gb))
     ]
     if json_out:
         print_json([device_dict(hw) for hw in rows])
@@ -147,7 +171,7 @@ def catalog_list(
     for hw in rows:
         peaks = hw.peaks()
         typer.echo(
-            f"{hw.id:24} {hw.category:18} {_cell(hw.value('memory_gb')):>7} "
+            f"{hw.id:24} {hw.category:18} {_cell(_capacity_gb(hw)):>7} "
             f"{_cell(hw.value('mem_bw_gbps') or hw.value('sram_bw_gbps')):>8} "
             f"{_cell(peaks.get('bf16', peaks.get('fp16'))):>8} {_cell(peaks.get('int8')):>9} "
             f"{_cell(hw.value('tdp_w')):>6} {_cell(hw.value('usd_per_hour')):>5}  {hw.maturity}"

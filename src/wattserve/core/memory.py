@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from wattserve.core.deployment import ACTIVATION_BYTES, Deployment
+from wattserve.core.hardware import Hardware
 from wattserve.core.params import EngineParams
 
 GB = 1e9
@@ -56,6 +57,18 @@ class MemoryLayout:
     usable: float  # bytes the engine may use
 
 
+def device_capacity_bytes(hw: Hardware) -> float | None:
+    """Bytes of one device that hold weights and KV cache: its DRAM/HBM, or an SRAM-only
+    part's on-chip SRAM (a Cerebras WSE-3's 44 GB). None where that is no byte count: a
+    compute-in-memory part (its arrays hold a number of weights) or one that publishes neither.
+    The memory fit's capacity, and what `catalog --min-memory-gb` filters on."""
+    if hw.memory_kind == "sram":
+        return hw.require("sram_mb", "capacity") * 1e6
+    if hw.memory_kind == "dram":
+        return hw.require("memory_gb", "capacity") * GB
+    return None
+
+
 @lru_cache(maxsize=4096)
 def memory_layout(dep: Deployment, params: EngineParams) -> MemoryLayout:
     """Built once per (deployment, parameters) pair, like `perf_model`."""
@@ -78,14 +91,11 @@ def memory_layout(dep: Deployment, params: EngineParams) -> MemoryLayout:
         weights = held * m.weight_bytes(dep.dtype) / m.total_params / dep.tp
         kv_split = min(dep.tp, m.num_kv_heads) * m.num_layers / max(stages)
     act_width = 4 * m.hidden_size + 3 * m.intermediate_size / dep.tp
-    capacity: float | None = None
+    capacity = device_capacity_bytes(hw)
     if kind == "cim":
         capacity = hw.require("weight_capacity_m", "capacity") * 1e6 * dep.devices
     elif kind == "sram":
-        capacity = hw.require("sram_mb", "capacity") * 1e6
         act_width = 0.0  # dataflow parts stream activations between chips
-    elif kind == "dram":
-        capacity = hw.require("memory_gb", "capacity") * GB
     usable = 0.0 if capacity is None else capacity * params.memory_utilization
     kv_token_bytes = m.kv_bytes_per_token(dep.kv_dtype)
     return MemoryLayout(kind, weights, kv_token_bytes, kv_split, act_width, capacity, usable)
