@@ -61,8 +61,10 @@ def test_the_flags_name_themselves_and_a_hosted_api_refuses_one() -> None:
 
 def test_rank_applies_it_to_every_device_and_reports_it() -> None:
     hw = ["h100-sxm", "a100-sxm-80gb"]
-    default = rank("llama-3.1-70b", hardware=hw)
-    small = rank("llama-3.1-70b", hardware=hw, max_batched_tokens=512)
+    # a TTFT limit memory reaches first: a smaller budget also cuts the prefill into more
+    # steps, each reading the weights again (TTFT as the engine runs it, since 2026-12-07)
+    default = rank("llama-3.1-70b", hardware=hw, slo_ttft_s=600)
+    small = rank("llama-3.1-70b", hardware=hw, max_batched_tokens=512, slo_ttft_s=600)
     assert small.max_batched_tokens == 512 and default.max_batched_tokens is None
     by_hw = {r.hardware: r for r in default.rows}
     for row in small.rows:  # more memory for the KV cache: never a smaller batch at one layout

@@ -1,10 +1,11 @@
 """A session-44 probe of estimate, rank, profile and catalog with hostile input. What it
 confirmed, each now refused or fixed: a token budget per step below the batch taken by
-estimate and rank (a fleet file refuses it, as vLLM does), and rank picking batches the budget
-could not run; a hosted API taking --context and ignoring it, owned-cost flags changing nothing
-under a rent without a word, and --json dropping --explain; profile --threads taken where no
-llama.cpp engine is timed; catalog --min-memory-gb reading no SRAM and passing devices of
-unknown capacity. Each test fails on the code before the fix."""
+estimate and rank (a fleet file refuses it, as vLLM does), rank picking batches the budget
+could not run, and estimate's TTFT timing a prefill as one step whatever the budget (16x below
+simulate's at 16 tokens a step); a hosted API taking --context and ignoring it, owned-cost
+flags changing nothing under a rent without a word, and --json dropping --explain; profile
+--threads taken where no llama.cpp engine is timed; catalog --min-memory-gb reading no SRAM
+and passing devices of unknown capacity. Each test fails on the code before the fix."""
 
 from __future__ import annotations
 
@@ -51,10 +52,33 @@ def test_estimates_max_batch_is_no_more_than_the_budget_admits() -> None:
 
 
 def test_rank_searches_only_batches_the_budget_admits() -> None:
-    ranked = rank("llama-3.1-8b", hardware=["h100-sxm", "l4"], max_batched_tokens=1)
+    # a prompt of 1,020 tokens one a step: seconds of prefill, held to a TTFT SLO that allows it
+    ranked = rank("llama-3.1-8b", hardware=["h100-sxm", "l4"], max_batched_tokens=1, slo_ttft_s=60)
     assert ranked.rows and all(r.batch == 1 for r in ranked.rows)
     ranked = rank("llama-3.1-8b", hardware=["h100-sxm", "cerebras-wse3"], max_batched_tokens=16)
     assert ranked.rows and all(r.batch <= 16 for r in ranked.rows)
+
+
+@pytest.mark.parametrize(("budget", "prompt"), [(16, 512), (100, 1000), (8192, 300)])
+def test_estimates_ttft_is_simulates_for_one_request_on_an_idle_replica(
+    tmp_path: Path, budget: int, prompt: int
+) -> None:
+    """The prefill in the budget's chunks, as the engine runs it: at 16 tokens a step a
+    512-token prompt read 14.5 ms here and 234 ms in `simulate` (one step of every token)."""
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text(
+        "name: one\nsites:\n  dc: {kind: datacenter}\ndeployments:\n  h100:\n    site: dc\n"
+        "    model: llama-3.1-8b\n    hardware: h100-sxm\n"
+        f"    max_batched_tokens: {budget}\n    max_num_seqs: 1\n"
+    )
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(f'{{"arrival_s": 0, "prompt_tokens": {prompt}, "output_tokens": 8}}\n')
+    code, out = _cli("simulate", "--fleet", str(fleet), "--trace", str(trace), "--json")
+    assert code == 0, out
+    simulated = json.loads(out)["ttft_s"]["p50"]
+    e = estimate("llama-3.1-8b", "h100-sxm", prompt_tokens=prompt, output_tokens=8,
+                 max_batched_tokens=budget)  # fmt: skip
+    assert e.ttft_s == pytest.approx(simulated, rel=0.02)
 
 
 def test_a_hosted_api_refuses_a_decode_context_as_it_refuses_the_other_device_flags() -> None:

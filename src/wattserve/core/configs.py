@@ -7,6 +7,10 @@ configurations worth reporting: batch 1 and that largest batch. Why only those t
 TPOT never fall as the batch grows, while time, joules and dollars per output token never rise
 (each step term divided by the batch is non-increasing; docs/rank.md), so the largest feasible
 batch is best for $/token, J/token, tokens/s and tokens/s per kW, and batch 1 for latency.
+One exception is small: where a batch's prompts spill into one more prefill step of the token
+budget (a step that reads the weights for a few tokens), per-token figures rise by up to about
+0.4% (the prefill in the budget's steps, since 2026-12-07), so the largest batch is within that
+of the best.
 SRAM-only parts are the exception: their chip count grows with the batch's KV cache, so joules
 and dollars per token can rise with the batch; for them every power of two up to the largest
 feasible batch is evaluated as well.
@@ -267,7 +271,7 @@ class _Job:
 
     def within_slo(self, perf: PerfModel, batch: int, *, context: int) -> bool:
         """Both SLOs met at `batch`: the PerfModel calls `estimate` makes for TTFT and TPOT."""
-        return perf.prefill(batch, self.prompt_tokens).time_s <= self.slo.ttft_s and (
+        return perf.batch_prefill_s(batch, self.prompt_tokens) <= self.slo.ttft_s and (
             not tpot_counts(self.output_tokens)  # no decode step (`slo_excess`)
             or perf.decode_step(batch, context).time_s <= self.slo.tpot_s
         )

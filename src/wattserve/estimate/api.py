@@ -52,7 +52,8 @@ def _num(x: float) -> float | None:
 class Estimate:
     """What one configuration costs in time, power, energy and dollars.
 
-    `prefill_*` is one prefill of `prompt_tokens` for each of `batch` sequences;
+    `prefill_*` is the prefill of `prompt_tokens` for each of `batch` sequences arriving
+    together, in the steps of at most `max_batched_tokens` the engine cuts it into;
     `decode_step_*` is one decode step for `batch` sequences at `context_tokens` each.
     `prefill_bound`/`decode_bound` name each step's largest term (`StepCost.bound`: rank's
     `bound` too). `max_batch` is the largest batch that fits, whatever `batch` is, and that the
@@ -377,7 +378,8 @@ def estimate(
     fit = layout_fit(lay, dep, batch, seq_tokens, dep.max_batched_tokens)
     missing = list(perf.missing)
     computable = fit.fits and not perf.missing
-    pre = perf.prefill(batch, prompt_tokens) if computable else None
+    # in the steps the token budget cuts it into, as the engine runs it (simulate's TTFT)
+    pre = perf.batch_prefill(batch, prompt_tokens) if computable else None
     dec = perf.decode_step(batch, ctx) if computable else None
     if pre is None or dec is None:
         times: dict[str, float | None] = dict.fromkeys(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from wattserve.core.params import DEFAULT_SOURCES, moved_terms
-from wattserve.core.perf import PerfModel, StepCost
+from wattserve.core.perf import PerfModel, StepCost, prefill_chunks
 from wattserve.estimate.api import Estimate
 
 
@@ -90,8 +90,13 @@ def _phase(name: str, cost: StepCost | None, perf: PerfModel | None, tokens: int
 def explain(e: Estimate) -> str:
     """Each term, what bounds it, and the catalog figures with their sources."""
     lines = [summary(e), "", "time = max(compute, memory) + elementwise + comm + overhead"]
+    chunks = ""
+    if e.perf is not None and e.max_batched_tokens is not None:
+        budget = e.max_batched_tokens
+        steps = len(prefill_chunks(e.batch, e.prompt_tokens, budget))
+        chunks = f", {steps} steps of at most {budget} tokens" if steps > 1 else ""
     lines += _phase(
-        f"prefill ({e.batch} x {e.prompt_tokens} tokens)",
+        f"prefill ({e.batch} x {e.prompt_tokens} tokens{chunks})",
         e.prefill_cost,
         e.perf,
         e.batch * e.prompt_tokens,
