@@ -100,7 +100,8 @@ def estimate_cmd(
         int | None,
         typer.Option(
             help="Tokens the engine batches in one step (vLLM's --max-num-batched-tokens; "
-            "default 8192): the memory fit reserves their activations."
+            "default 8192, at least --batch): the memory fit reserves their activations, and "
+            "the prefill (TTFT) runs in steps of it."
         ),
     ] = None,
     expert_parallel: Annotated[

@@ -115,7 +115,8 @@ def rank_cmd(
         int | None,
         typer.Option(
             help="Tokens every engine batches in one step (vLLM's --max-num-batched-tokens; "
-            "default 8192): the memory fit reserves their activations."
+            "default 8192): the memory fit reserves their activations, the prefill runs in "
+            "steps of it, and no batch past it is searched."
         ),
     ] = None,
     edge: Annotated[
