@@ -161,3 +161,28 @@ def test_catalog_min_memory_leaves_out_a_device_that_publishes_no_capacity() -> 
     at_zero = _listed("--min-memory-gb", "0")
     assert "hailo-8" not in at_zero and "mythic-m1076" not in at_zero
     assert "h100-sxm" in at_zero and "groq-lpu" in at_zero
+
+
+@pytest.mark.parametrize("budget", [16, 512, 2048, 8192])
+@pytest.mark.parametrize(("batch", "prompt"), [(1, 128), (3, 700), (8, 2048), (64, 2048), (5, 1)])
+def test_the_prefills_fast_paths_agree_with_its_steps(batch: int, prompt: int, budget: int) -> None:
+    """batch_prefill's one-step path and costing each shape of step once, and rank's time-only
+    batch_prefill_s, give what costing every step of prefill_chunks gives."""
+    import dataclasses
+    import math
+
+    from wattserve.core.catalog import load_catalog
+    from wattserve.core.deployment import Deployment
+    from wattserve.core.modelspec import load_model
+    from wattserve.core.params import EngineParams
+    from wattserve.core.perf import PerfModel, prefill_chunks
+
+    dep = Deployment(load_model("llama-3.1-8b"), load_catalog().device("h100-sxm"))
+    pm = PerfModel(dataclasses.replace(dep, max_batched_tokens=budget), EngineParams())
+    steps = [pm.step(*s) for s in prefill_chunks(batch, prompt, budget)]
+    whole = math.fsum(s.time_s for s in steps)
+    assert pm.batch_prefill(batch, prompt).time_s == pytest.approx(whole, rel=1e-12)
+    assert pm.batch_prefill(batch, prompt).energy_j == pytest.approx(
+        math.fsum(s.energy_j for s in steps), rel=1e-12
+    )
+    assert pm.batch_prefill_s(batch, prompt) == pytest.approx(whole, rel=1e-12)

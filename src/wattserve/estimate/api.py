@@ -180,6 +180,8 @@ def _unused_owned_costs(costs: CostAssumptions, rate: CostRate, hw_id: str) -> t
     """The note where owned-cost assumptions were given for a device priced by its rent, which
     they do not enter (until 2026-12-07 they changed nothing without a word; a hosted API
     refuses them outright)."""
+    if rate.basis != "rent" or costs == _DEFAULT_COSTS:
+        return ()
     given = [
         text
         for text, differs in (
@@ -195,7 +197,7 @@ def _unused_owned_costs(costs: CostAssumptions, rate: CostRate, hw_id: str) -> t
         )
         if differs
     ]
-    if rate.basis != "rent" or not given:
+    if not given:
         return ()
     return (
         f"{', '.join(given)} not applied: {hw_id} is priced by its rent ($/h, power included); "
