@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_hostile_catalog import _catalog_error
 
-from wattserve import ConfigError, load_catalog
+from wattserve import load_catalog
 from wattserve.core.catalog import MAX_CATALOG_ENTRIES
 
 FIGURES = (
@@ -25,18 +26,9 @@ def device(entry_id: str) -> str:
     return f"  {entry_id}:\n{FIGURES}"
 
 
-def refused(tmp_path: Path, text: str) -> ConfigError:
-    f = tmp_path / "hw.yaml"
-    f.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        load_catalog([f])
-    assert err.value.path == str(f)
-    return err.value
-
-
 @pytest.mark.parametrize("entry_id", ["groq-cloud", "GROQ-CLOUD"])
 def test_a_device_named_as_a_hosted_provider_is_refused(tmp_path: Path, entry_id: str) -> None:
-    err = refused(tmp_path, "devices:\n" + device(entry_id))
+    err = _catalog_error(tmp_path, "devices:\n" + device(entry_id))
     assert err.line == 2 and err.field == f"devices.{entry_id}"
     assert "is also a hosted provider's id" in str(err)
 
@@ -46,19 +38,19 @@ def test_a_provider_named_as_a_device_is_refused(tmp_path: Path) -> None:
         "providers:\n  H100-SXM:\n    hardware: h100-sxm\n    source: pricing page\n"
         "    models:\n      llama-3.1-8b: {usd_per_mtok_input: 0.1, usd_per_mtok_output: 0.2}\n"
     )
-    err = refused(tmp_path, text)
+    err = _catalog_error(tmp_path, text)
     assert err.field == "providers.H100-SXM" and "is also a hosted device's id" in str(err)
 
 
 def test_one_id_in_two_cases_in_one_file_is_refused(tmp_path: Path) -> None:
-    err = refused(tmp_path, "devices:\n" + device("my-npu") + device("MY-NPU"))
+    err = _catalog_error(tmp_path, "devices:\n" + device("my-npu") + device("MY-NPU"))
     assert err.line == 13 and err.field == "devices.MY-NPU"
     assert "'MY-NPU' and 'my-npu' (line 2) are one id in two cases" in str(err)
 
 
 @pytest.mark.parametrize("entry_id", ['"h100-sxm "', '" h100-sxm"'])
 def test_an_id_padded_with_spaces_is_refused(tmp_path: Path, entry_id: str) -> None:
-    err = refused(tmp_path, "devices:\n" + device(entry_id))
+    err = _catalog_error(tmp_path, "devices:\n" + device(entry_id))
     assert err.line == 2 and "not beginning or ending with a space" in str(err)
 
 
@@ -68,7 +60,7 @@ def test_a_catalog_of_too_many_entries_is_refused_at_once(tmp_path: Path) -> Non
 
     built_in = load_catalog()
     room = MAX_CATALOG_ENTRIES - len(built_in.devices) - len(built_in.providers)
-    err = refused(tmp_path, aliased(room + 1))
+    err = _catalog_error(tmp_path, aliased(room + 1))
     assert f"at most {MAX_CATALOG_ENTRIES:,}" in str(err)
     ok = tmp_path / "ok.yaml"
     ok.write_text(aliased(room))
