@@ -64,7 +64,8 @@ def test_an_unpriced_devices_answers_cost_null_not_zero(
 
 @pytest.mark.parametrize("model", [UNPRICED, UPSTREAM])
 def test_a_stream_its_client_left_is_recorded_with_unknown_dollars(gw: Server, model: str) -> None:
-    streamed = body(model, max_tokens=2000, stream=True)
+    slow = {"fake_tokens": 50, "fake_gap_s": 0.2} if model == UPSTREAM else {}  # the fake's
+    streamed = body(model, max_tokens=2000, stream=True, **slow)
     with httpx.stream("POST", f"{gw.url}{CHAT}", json=streamed, timeout=30) as s:
         first = next(line for line in s.iter_lines() if line.startswith("data: "))
     rid = json.loads(first[6:])["id"]

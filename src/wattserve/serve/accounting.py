@@ -29,10 +29,12 @@ class Accounts:
         metrics: Metrics,
         ledger: Ledger,
         budgets: Budgets,
-        targets: dict[str, Any],  # by backend name: the target it serves
+        targets: dict[str, Any],
+        target_of: dict[str, str],  # backend name -> the target it serves (Router.target_of)
         carbon_g: Callable[[str, float | None], float | None] = lambda site, joules: None,
     ) -> None:
         self.metrics, self.ledger, self.budgets, self.targets = metrics, ledger, budgets, targets
+        self.target_of = target_of
         self.carbon_g = carbon_g  # (site, joules) -> grams of CO2, None when unknown
 
     def release(self, hold: Hold | None) -> None:
@@ -135,7 +137,7 @@ class Accounts:
                 if fin.completion_tokens > 1:
                     tpot = (duration - ttft_s) / (fin.completion_tokens - 1)
                     self.metrics.observe("wattserve_tpot_seconds", tpot, model=greq.model)
-                target = self.targets.get(backend.name)
+                target = self.targets.get(self.target_of.get(backend.name, ""))
                 if target is not None and hasattr(target, "observe"):
                     target.observe(ttft_s, tpot)
         return self.ledger.submit(

@@ -109,11 +109,7 @@ class Gateway:
         self.draining = False
         self.context_tokens = context_windows(router.fleet)
         self.accounts = Accounts(
-            self.metrics,
-            ledger,
-            self.budgets,
-            {b: router.targets[t] for b, t in router.target_of.items()},
-            router.carbon_g,
+            self.metrics, ledger, self.budgets, router.targets, router.target_of, router.carbon_g
         )
 
     @property
@@ -622,13 +618,7 @@ class Gateway:
             body.model,
             parts,
             fin,
-            replies.usage(
-                fin,
-                backend,
-                self.router.target_of[backend.name],
-                ttft,
-                self.router.carbon_g(backend.site, fin.energy_j),
-            ),
+            replies.usage(fin, backend, self.router, ttft),
         )
         response = web.Response(body=orjson.dumps(data), content_type="application/json")
         await durable(done, greq.id)
@@ -660,10 +650,7 @@ class Gateway:
             fin = fin or guessed_finish("stop", greq, n, backend)
             await send(chunks.piece(None, fin.finish_reason))
             if body.include_usage:
-                carbon = self.router.carbon_g(backend.site, fin.energy_j)
-                target = self.router.target_of[backend.name]
-                usage = chunks.usage(replies.usage(fin, backend, target, ttft, carbon))
-                await send(usage)
+                await send(chunks.usage(replies.usage(fin, backend, self.router, ttft)))
             done = self._ended(call, fin, n, "ok", None)
             recorded = True
             await durable(done, greq.id)

@@ -11,25 +11,23 @@ import orjson
 from wattserve.serve.backends.base import Finish, GenRequest, Piece
 
 
-def usage(
-    fin: Finish, backend: Any, target: str, ttft_s: float | None, carbon_g: float | None
-) -> dict[str, Any]:
+def usage(fin: Finish, backend: Any, router: Any, ttft_s: float | None) -> dict[str, Any]:
     """OpenAI's usage fields, and `wattserve`: where it ran (the backend, and the deployment or
-    hosted API it serves), joules, dollars, grams of CO2 (None where energy or the site's
-    carbon intensity is unknown), TTFT (None where the first token was not seen apart from the
-    rest: a whole answer from a server), and whether each token count is the gateway's guess
-    rather than a tokenizer's."""
+    hosted API it serves: `router.target_of`), joules, dollars, grams of CO2 (None where energy
+    or the site's carbon intensity is unknown: `router.carbon_g`), TTFT (None where the first
+    token was not seen apart from the rest: a whole answer from a server), and whether each
+    token count is the gateway's guess rather than a tokenizer's."""
     return {
         "prompt_tokens": fin.prompt_tokens,
         "completion_tokens": fin.completion_tokens,
         "total_tokens": fin.prompt_tokens + fin.completion_tokens,
         "wattserve": {
             "backend": backend.name,
-            "target": target,
+            "target": router.target_of[backend.name],
             "site": backend.site,
             "energy_j": fin.energy_j,
             "usd": fin.usd,
-            "carbon_g": carbon_g,
+            "carbon_g": router.carbon_g(backend.site, fin.energy_j),
             "ttft_s": None if ttft_s is None else round(ttft_s, 6),
             "synthetic": fin.synthetic,
             "prompt_tokens_estimated": fin.prompt_estimated,
