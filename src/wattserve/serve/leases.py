@@ -26,6 +26,8 @@ against which the core's PowerGovernor admits as before: admission makes no Redi
 - **Passed over.** A request placed past targets that lacked power (router.place: the
   policy's next choice, such as a hosted API, took it) asks at their sites as a refused
   admission does.
+- **An ask stays shown** for ASK_HOLD_S until granted, up to the even share (a join's, or
+  one for requests short of power), so that the replicas holding the headroom read it.
 - **Expiry.** A replica's lease ends when its heartbeat key expires (`--state-ttl`): every
   call of the script drops the leases of replicas whose key is gone.
 
@@ -57,6 +59,11 @@ if TYPE_CHECKING:
     from wattserve.serve.state import SharedState
 
 LEASE_STEPS = 8  # a replica grows its lease by at least headroom / LEASE_STEPS at a time
+# an ask (a join's even share, or more for requests short of power) stays shown this long
+# (three heartbeats) until granted: shown for one call, it was gone at the replica's next
+# heartbeat, often before the replica holding the headroom had seen it: three replicas
+# started together stayed at [1170, 0, 0] W, and one passed over now and then never got any
+ASK_HOLD_S = 3.0
 GROW_EVERY_S = 0.05  # at most one request for more lease per site this often (a power wait
 # polls as often: serve.router.POWER_POLL_S)
 
@@ -120,6 +127,8 @@ class SiteLease:
     spare_w: float = 0.0  # free headroom past the others' unmet demand, at the last call
     topup: bool = False  # the lease asked for now is a top-up (LEASE's ARGV[6])
     joined: bool = False  # the first call (asking for an even share) was made
+    ask_w: float = 0.0  # the lease last asked for, shown until `ask_until` (ASK_HOLD_S)
+    ask_until: float = 0.0
     last_ask: float = -math.inf
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -263,10 +272,14 @@ class PowerLeases:
         even = room / max(1, self.state.replicas)
         if busy and s.lease_w < self.floor_w(room):
             s.demand_w = max(s.demand_w, EPS_W)  # requests in flight and almost no power
-        if not s.joined:
-            want = even
-        elif s.demand_w > 0:
-            want = s.lease_w + max(s.demand_w, room / LEASE_STEPS)
+        now = time.monotonic()
+        if not s.joined or s.demand_w > 0:
+            want = even if not s.joined else s.lease_w + max(s.demand_w, room / LEASE_STEPS)
+            s.ask_w, s.ask_until = min(want, room), now + ASK_HOLD_S
+        elif now < s.ask_until and s.lease_w < min(s.ask_w, even) - EPS_W:
+            # not yet granted, up to its even share (past it, only asks made afresh count,
+            # so a busy replica still gives back down to its share to those short)
+            want = min(s.ask_w, even)
         elif s.owed_w > EPS_W:  # others are short: give back down to the even share, or to
             # the draw when idle; keeping what it draws would starve a replica whose steps wait
             keep = even if busy else used
