@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 from redis_server import redis_server
 from serving import gateway
@@ -165,3 +166,39 @@ def test_a_request_passed_over_one_site_asks_there_only(tmp_path: Path) -> None:
     asyncio.run(passed_over())
     assert leases.sites["x"].demand_w > 0.0
     assert leases.sites["y"].demand_w == 0.0
+
+
+def test_a_joiners_ask_stays_shown_until_the_holder_has_read_it() -> None:
+    """Against the real script: H holds the whole 1,170 W, idle; J1 and J2 join (asking for
+    390 W each, granted nothing) and each makes its next heartbeat before H makes its own.
+    Their asks had been gone by then (each heartbeat asked for the lease held: 0 W), H kept
+    everything, and the two stayed at 0 W. Now each ask stays shown until granted."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from test_power_leases import stand_in_leases
+
+    room, idle = HEADROOM_W, 330.0
+
+    async def scenario(url: str) -> list[float]:
+        client = aioredis.Redis.from_url(url)
+        await client.set("ws:epoch", "e")
+        for rid in ("H", "J1", "J2"):
+            await client.set(f"ws:replica:{rid}", 1)
+        (h, _), (j1, _), (j2, _) = (
+            stand_in_leases(client, rid, False, room, idle, 3) for rid in ("H", "J1", "J2")
+        )
+        await client.hset("ws:lease:dc", "H", f"{room:.6f} {room:.6f}")
+        h.sites["dc"].lease_w, h.sites["dc"].joined = room, True
+        h.apply("dc")
+        for p in (j1, j2, j1, j2):  # joins, then their next heartbeats
+            await p.renew()
+        await h.renew()  # H reads what the joiners asked for
+        for p in (j1, j2):
+            await p.renew()
+        await client.aclose()
+        return [p.sites["dc"].lease_w for p in (h, j1, j2)]
+
+    with redis_server() as srv:
+        leases = asyncio.run(scenario(srv.url))
+    assert leases == pytest.approx([room / 3] * 3), leases
